@@ -1,0 +1,119 @@
+//! aarch64 boot: EL1/EL2 entry, exception vectors, PL011 UART, semihosting exit, per-CPU
+//! record, device tree.
+
+mod entry;
+mod trap;
+
+use crate::{fdt::Fdt, BootInfo, EntryMode, ExitCode};
+use aarch64_cpu::registers::{Writeable, TPIDR_EL1};
+
+const PL011_BASE: usize = 0x0900_0000;
+const PL011_FR_TXFF: u32 = 1 << 5;
+/// QEMU `virt` places the device tree at the start of RAM for ELF images (x0 is 0).
+const DEFAULT_DTB: u64 = 0x4000_0000;
+/// Largest device tree accepted; QEMU's is 1 MiB.
+const DTB_MAX: usize = 2 << 20;
+/// The identity map covers the first 4 GiB.
+const IDENTITY_MAPPED: u64 = 1 << 32;
+
+pub(crate) fn uart_write(byte: u8) {
+    let dr = PL011_BASE as *mut u32;
+    let fr = (PL011_BASE + 0x18) as *const u32;
+    // SAFETY: the PL011's data and flag registers, mapped as device memory by the entry code.
+    unsafe {
+        while core::ptr::read_volatile(fr) & PL011_FR_TXFF != 0 {}
+        core::ptr::write_volatile(dr, byte as u32);
+    }
+}
+
+/// Ends the run: QEMU (with -semihosting) exits with [`ExitCode::qemu_code`]; elsewhere the
+/// CPU halts.
+pub fn exit(code: ExitCode) -> ! {
+    const SYS_EXIT: u64 = 0x18;
+    const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
+    let block: [u64; 2] = [ADP_STOPPED_APPLICATION_EXIT, code.qemu_code() as u64];
+    // SAFETY: a semihosting call; QEMU reads the two-word block and exits.
+    unsafe {
+        core::arch::asm!("hlt #0xf000", in("x0") SYS_EXIT, in("x1") block.as_ptr(), options(nostack));
+    }
+    halt()
+}
+
+/// Stops this CPU for good.
+pub fn halt() -> ! {
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
+}
+
+pub(crate) fn set_cpu_base(addr: usize) {
+    TPIDR_EL1.set(addr as u64);
+}
+
+pub(crate) fn cpu_base() -> usize {
+    use aarch64_cpu::registers::Readable;
+    TPIDR_EL1.get() as usize
+}
+
+/// Vectors are installed by the entry code; nothing to do per AP beyond that.
+pub fn load_traps() {
+    entry::install_vectors();
+}
+
+fn read_device_tree(addr: u64, info: &mut BootInfo) {
+    let addr = if addr == 0 { DEFAULT_DTB } else { addr };
+    if addr >= IDENTITY_MAPPED - DTB_MAX as u64 {
+        crate::println!("boot: device tree at {addr:#x} is outside the identity map; ignoring it");
+        return;
+    }
+    // SAFETY: identity-mapped RAM the loader handed over; only read.
+    let header = unsafe { core::slice::from_raw_parts(addr as *const u8, 8) };
+    let size = match Fdt::total_size(header) {
+        Ok(size) if size <= DTB_MAX => size,
+        Ok(size) => {
+            crate::println!("boot: device tree claims {size} bytes; ignoring it");
+            return;
+        }
+        Err(_) => {
+            crate::println!("boot: no device tree at {addr:#x}; using defaults");
+            return;
+        }
+    };
+    // SAFETY: as above, bounded by DTB_MAX inside the identity map.
+    let blob = unsafe { core::slice::from_raw_parts(addr as *const u8, size) };
+    let fdt = match Fdt::new(blob) {
+        Ok(fdt) => fdt,
+        Err(e) => {
+            crate::println!("boot: malformed device tree ({e:?}); using defaults");
+            return;
+        }
+    };
+    match fdt.property("/chosen", "bootargs") {
+        Ok(Some(args)) => {
+            let args = args.strip_suffix(&[0]).unwrap_or(args);
+            if !info.set_cmdline(args) {
+                crate::println!("boot: command line truncated to {} bytes", info.cmdline().len());
+            }
+        }
+        Ok(None) => {}
+        Err(e) => crate::println!("boot: unreadable /chosen/bootargs ({e:?})"),
+    }
+    match fdt.cpu_count() {
+        Ok(n) if n > 0 => info.vp_count = n as u32,
+        Ok(_) => {}
+        Err(e) => crate::println!("boot: unreadable /cpus ({e:?})"),
+    }
+}
+
+/// Called by the entry code on the boot stack with BSS zeroed and the MMU on.
+#[unsafe(no_mangle)]
+extern "C" fn boot_aarch64_main(dtb: u64, entry_el: u64) -> ! {
+    crate::cpu::init(0);
+    let mut info = BootInfo::new(if entry_el == 2 {
+        EntryMode::El2DroppedToEl1
+    } else {
+        EntryMode::El1
+    });
+    read_device_tree(dtb, &mut info);
+    crate::call_firmware_main(&info)
+}

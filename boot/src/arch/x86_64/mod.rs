@@ -1,0 +1,125 @@
+//! x86_64 boot: PVH and long-mode entries, traps, 16550 UART, QEMU exit, per-CPU record.
+
+mod entry;
+mod trap;
+
+use crate::{BootInfo, EntryMode, ExitCode};
+use x86_64::instructions::port::Port;
+
+const COM1: u16 = 0x3f8;
+/// QEMU's isa-debug-exit device; writing v exits with (v << 1) | 1.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+const PVH_START_INFO_MAGIC: u32 = 0x336e_c578;
+/// The identity map covers the first 4 GiB; loader pointers above it are refused.
+const IDENTITY_MAPPED: u64 = 1 << 32;
+
+pub(crate) fn uart_write(byte: u8) {
+    // SAFETY: COM1 is the 16550 UART QEMU and Hyper-V provide; writing THR has no memory effects.
+    unsafe {
+        let mut lsr = Port::<u8>::new(COM1 + 5);
+        while lsr.read() & 0x20 == 0 {}
+        Port::<u8>::new(COM1).write(byte);
+    }
+}
+
+fn uart_init() {
+    let regs: [(u16, u8); 6] = [
+        (1, 0x00), // no UART interrupts
+        (3, 0x80), // DLAB on to set the divisor
+        (0, 0x01), // 115200 baud
+        (1, 0x00),
+        (3, 0x03), // 8N1, DLAB off
+        (2, 0xc7), // FIFO on and cleared
+    ];
+    for (reg, value) in regs {
+        // SAFETY: programming the COM1 UART registers only affects the UART.
+        unsafe { Port::<u8>::new(COM1 + reg).write(value) };
+    }
+}
+
+/// Ends the run: QEMU exits with [`ExitCode::qemu_code`]; elsewhere the CPU halts.
+pub fn exit(code: ExitCode) -> ! {
+    let value: u32 = match code {
+        ExitCode::Success => 0x10,
+        ExitCode::Failure => 0x11,
+    };
+    // SAFETY: isa-debug-exit only exits QEMU; without the device the write is ignored.
+    unsafe { Port::<u32>::new(DEBUG_EXIT_PORT).write(value) };
+    halt()
+}
+
+/// Stops this CPU for good.
+pub fn halt() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+const IA32_GS_BASE: u32 = 0xc000_0101;
+
+pub(crate) fn set_cpu_base(addr: usize) {
+    // SAFETY: GS is not used for anything else; the record is 'static.
+    unsafe { x86_64::registers::model_specific::Msr::new(IA32_GS_BASE).write(addr as u64) };
+}
+
+pub(crate) fn cpu_base() -> usize {
+    let base: usize;
+    // SAFETY: GS base points at a CpuLocal whose first field is its own address.
+    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) base, options(nostack, readonly, preserves_flags)) };
+    base
+}
+
+/// Reads a NUL-terminated string the loader left in identity-mapped memory.
+fn read_loader_cstr(paddr: u64, out: &mut [u8]) -> usize {
+    if paddr == 0 || paddr >= IDENTITY_MAPPED - out.len() as u64 {
+        return 0;
+    }
+    let mut len = 0;
+    while len < out.len() {
+        // SAFETY: the address is below 4 GiB (identity mapped); the loader owns the bytes and
+        // nothing else writes them while we boot. Volatile: memory we do not own.
+        let b = unsafe { core::ptr::read_volatile((paddr + len as u64) as *const u8) };
+        if b == 0 {
+            break;
+        }
+        out[len] = b;
+        len += 1;
+    }
+    len
+}
+
+/// Called by the entry code on the boot stack with BSS zeroed. `start_info` is the PVH
+/// `hvm_start_info` address, or 0 when entered through `_start64` (IGVM).
+#[unsafe(no_mangle)]
+extern "C" fn boot_x86_64_main(start_info: u64) -> ! {
+    crate::cpu::init(0);
+    uart_init();
+    trap::init();
+    let mut info = BootInfo::new(if start_info == 0 {
+        EntryMode::LongMode
+    } else {
+        EntryMode::Pvh
+    });
+    if start_info != 0 && start_info < IDENTITY_MAPPED {
+        // SAFETY: QEMU's PVH loader passes the identity-mapped address of hvm_start_info.
+        let magic = unsafe { core::ptr::read_volatile(start_info as *const u32) };
+        if magic == PVH_START_INFO_MAGIC {
+            // SAFETY: as above; cmdline_paddr is at offset 24.
+            let cmdline = unsafe { core::ptr::read_volatile((start_info + 24) as *const u64) };
+            let mut buf = [0u8; crate::CMDLINE_MAX + 1];
+            let len = read_loader_cstr(cmdline, &mut buf);
+            if !info.set_cmdline(&buf[..len]) {
+                crate::println!("boot: command line truncated to {} bytes", info.cmdline().len());
+            }
+        } else {
+            crate::println!("boot: PVH start info has bad magic {magic:#x}; ignoring it");
+        }
+    }
+    crate::call_firmware_main(&info)
+}
+
+/// Loads this CPU's IDT (the table is shared); for APs.
+pub fn load_traps() {
+    trap::load();
+}

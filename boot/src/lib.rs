@@ -1,0 +1,179 @@
+//! Boot code: entry points, early page tables, stacks, BSS, traps and the early console.
+//!
+//! The arch entry code (`arch/<isa>/entry.rs`) runs first, zeroes BSS, switches to the boot
+//! stack and calls into the arch `*_main`, which fills a [`BootInfo`] and calls the function the
+//! firmware registered with [`entry!`]. Everything outside `arch/` is plain logic that also builds
+//! and tests on the host.
+#![cfg_attr(target_os = "none", no_std)]
+
+pub mod cmdline;
+pub mod fdt;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod cpu;
+#[cfg(target_os = "none")]
+pub mod stacks;
+
+/// The most virtual processors the image supports (stacks are reserved statically for each).
+pub const MAX_VPS: usize = 64;
+/// Size of each VP's boot stack.
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Longest kernel command line kept; longer ones are truncated with a console warning.
+pub const CMDLINE_MAX: usize = 512;
+
+/// How the image was entered, for the banner and for decisions that depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryMode {
+    /// x86_64: QEMU's PVH entry (32-bit protected mode, start info in `ebx`).
+    Pvh,
+    /// x86_64: the 64-bit entry an IGVM VP context targets (long mode, paging on).
+    LongMode,
+    /// aarch64: entered at EL1.
+    El1,
+    /// aarch64: entered at EL2 and dropped to EL1 by the boot code.
+    El2DroppedToEl1,
+}
+
+impl EntryMode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryMode::Pvh => "long mode, CPL0 (entered through PVH)",
+            EntryMode::LongMode => "long mode, CPL0 (entered in 64-bit mode)",
+            EntryMode::El1 => "EL1 (entered at EL1)",
+            EntryMode::El2DroppedToEl1 => "EL1 (entered at EL2, dropped to EL1)",
+        }
+    }
+}
+
+/// What the loader told us, copied out of loader-owned memory and validated.
+#[derive(Clone, Debug)]
+pub struct BootInfo {
+    pub entry: EntryMode,
+    /// Number of VPs the loader describes (PVH/ACPI, device tree, IGVM); at least 1.
+    pub vp_count: u32,
+    cmdline: [u8; CMDLINE_MAX],
+    cmdline_len: usize,
+}
+
+impl BootInfo {
+    pub fn new(entry: EntryMode) -> Self {
+        BootInfo {
+            entry,
+            vp_count: 1,
+            cmdline: [0; CMDLINE_MAX],
+            cmdline_len: 0,
+        }
+    }
+
+    /// Stores the command line, keeping the longest valid UTF-8 prefix that fits.
+    /// Returns false if anything was dropped.
+    pub fn set_cmdline(&mut self, bytes: &[u8]) -> bool {
+        let len = bytes.len().min(CMDLINE_MAX);
+        let valid = match core::str::from_utf8(&bytes[..len]) {
+            Ok(s) => s.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        self.cmdline[..valid].copy_from_slice(&bytes[..valid]);
+        self.cmdline_len = valid;
+        valid == bytes.len()
+    }
+
+    pub fn cmdline(&self) -> &str {
+        // set_cmdline only stores a valid UTF-8 prefix.
+        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+}
+
+/// How the firmware ends a run. QEMU sees 33 for success and 35 for failure on both arches
+/// (x86 isa-debug-exit, arm64 semihosting), so an exit code of 0 (reset, triple fault,
+/// PSCI off) is never mistaken for a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    Success,
+    Failure,
+}
+
+impl ExitCode {
+    /// The process exit code QEMU reports.
+    pub const fn qemu_code(self) -> i32 {
+        match self {
+            ExitCode::Success => 33,
+            ExitCode::Failure => 35,
+        }
+    }
+}
+
+/// Registers the firmware's entry points: `boot::entry!(main, ap_main)` with
+/// `fn main(&BootInfo) -> !` for the boot VP and `fn ap_main(vp_index: u32) -> !` for the others.
+#[macro_export]
+macro_rules! entry {
+    ($main:path, $ap_main:path) => {
+        #[cfg(target_os = "none")]
+        #[unsafe(no_mangle)]
+        extern "Rust" fn __boot_firmware_main(info: &$crate::BootInfo) -> ! {
+            let main: fn(&$crate::BootInfo) -> ! = $main;
+            main(info)
+        }
+        #[cfg(target_os = "none")]
+        #[unsafe(no_mangle)]
+        extern "Rust" fn __boot_firmware_ap_main(vp_index: u32) -> ! {
+            let ap_main: fn(u32) -> ! = $ap_main;
+            ap_main(vp_index)
+        }
+    };
+}
+
+#[cfg(target_os = "none")]
+unsafe extern "Rust" {
+    fn __boot_firmware_main(info: &BootInfo) -> !;
+    fn __boot_firmware_ap_main(vp_index: u32) -> !;
+}
+
+#[cfg(target_os = "none")]
+fn call_firmware_main(info: &BootInfo) -> ! {
+    // SAFETY: defined by the firmware's entry! invocation with exactly this signature.
+    unsafe { __boot_firmware_main(info) }
+}
+
+/// Where every AP lands, on its own boot stack: the index comes from the stack it was given.
+#[cfg(target_os = "none")]
+#[unsafe(no_mangle)]
+extern "C" fn boot_ap_main(stack_top: u64) -> ! {
+    let Some(index) = stacks::index_of_top(stack_top) else {
+        console::write_fmt_emergency(format_args!(
+            "FATAL: AP started with stack {stack_top:#x}, which is no VP's boot stack\n"
+        ));
+        arch::exit(ExitCode::Failure)
+    };
+    cpu::init(index);
+    arch::load_traps();
+    // SAFETY: defined by the firmware's entry! invocation with exactly this signature.
+    unsafe { __boot_firmware_ap_main(index as u32) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_keeps_valid_utf8_prefix() {
+        let mut info = BootInfo::new(EntryMode::Pvh);
+        assert!(info.set_cmdline(b"pv.test=panic"));
+        assert_eq!(info.cmdline(), "pv.test=panic");
+        assert!(!info.set_cmdline(b"ab\xffcd"));
+        assert_eq!(info.cmdline(), "ab");
+        let long = [b'a'; CMDLINE_MAX + 10];
+        assert!(!info.set_cmdline(&long));
+        assert_eq!(info.cmdline().len(), CMDLINE_MAX);
+    }
+
+    #[test]
+    fn exit_codes_are_never_zero() {
+        assert_eq!(ExitCode::Success.qemu_code(), 33);
+        assert_eq!(ExitCode::Failure.qemu_code(), 35);
+    }
+}

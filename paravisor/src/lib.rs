@@ -1,0 +1,10 @@
+//! The VTL2 paravisor. Its logic builds for the host (unit tests) and for the bare-metal targets;
+//! only `arch/` and the firmware start-up below are bare-metal-only.
+#![cfg_attr(not(test), no_std)]
+
+pub mod options;
+
+#[cfg(target_os = "none")]
+mod firmware;
+#[cfg(target_os = "none")]
+pub use firmware::{panic, start, start_ap};
