@@ -23,7 +23,9 @@ static LOCALS: [CpuLocal; MAX_VPS] = [EMPTY; MAX_VPS];
 /// Points this CPU's base register at record `index`. Called once per CPU, first thing.
 pub fn init(index: usize) {
     let local = &LOCALS[index];
-    local.this.store(local as *const _ as usize, Ordering::Relaxed);
+    local
+        .this
+        .store(local as *const _ as usize, Ordering::Relaxed);
     local.index.store(index as u32, Ordering::Relaxed);
     crate::arch::set_cpu_base(local as *const _ as usize);
 }

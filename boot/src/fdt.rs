@@ -106,10 +106,7 @@ impl<'a> Fdt<'a> {
 
     /// Calls `f(path_components, property_name, value)` for every property, where
     /// `path_components` are the node names from the root (root's empty name excluded).
-    fn walk(
-        &self,
-        mut f: impl FnMut(&[&[u8]], &[u8], &'a [u8]),
-    ) -> Result<(), FdtError> {
+    fn walk(&self, mut f: impl FnMut(&[&[u8]], &[u8], &'a [u8])) -> Result<(), FdtError> {
         let mut path: [&[u8]; MAX_DEPTH] = [&[]; MAX_DEPTH];
         let mut depth = 0usize;
         let mut off = 0;
@@ -156,7 +153,10 @@ impl<'a> Fdt<'a> {
     pub fn cpu_count(&self) -> Result<usize, FdtError> {
         let mut count = 0;
         self.walk(|comps, prop, value| {
-            if comps.len() == 2 && comps[0] == b"cpus" && prop == b"device_type" && value == b"cpu\0"
+            if comps.len() == 2
+                && comps[0] == b"cpus"
+                && prop == b"device_type"
+                && value == b"cpu\0"
             {
                 count += 1;
             }
@@ -167,12 +167,17 @@ impl<'a> Fdt<'a> {
 
 fn path_matches(comps: &[&[u8]], want: &str) -> bool {
     let mut parts = want.split('/').filter(|p| !p.is_empty());
-    comps.iter().all(|c| parts.next().map(str::as_bytes) == Some(*c)) && parts.next().is_none()
+    comps
+        .iter()
+        .all(|c| parts.next().map(str::as_bytes) == Some(*c))
+        && parts.next().is_none()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const END: u32 = 9;
 
     /// Builds a blob: nodes are (depth-first) begin/prop/end items.
     enum Item<'a> {
@@ -246,7 +251,13 @@ mod tests {
             items.push(Prop("device_type", b"cpu\0"));
             items.push(End);
         }
-        items.extend([End, Begin("memory@40000000"), Prop("device_type", b"memory\0"), End, End]);
+        items.extend([
+            End,
+            Begin("memory@40000000"),
+            Prop("device_type", b"memory\0"),
+            End,
+            End,
+        ]);
         build(&items)
     }
 
@@ -267,7 +278,10 @@ mod tests {
     #[test]
     fn rejects_malformed_blobs() {
         assert_eq!(Fdt::new(&[0; 8]).err(), Some(FdtError::BadMagic));
-        assert_eq!(Fdt::new(&MAGIC.to_be_bytes()).err(), Some(FdtError::TooSmall));
+        assert_eq!(
+            Fdt::new(&MAGIC.to_be_bytes()).err(),
+            Some(FdtError::TooSmall)
+        );
         let blob = sample(1);
         assert_eq!(
             Fdt::new(&blob[..blob.len() - 1]).err(),

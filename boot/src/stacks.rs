@@ -23,5 +23,5 @@ pub fn top(index: usize) -> u64 {
 pub fn index_of_top(top: u64) -> Option<usize> {
     let offset = top.checked_sub(STACKS.0.get() as u64)? as usize;
     let index = (offset / STACK_SIZE).checked_sub(1)?;
-    (offset % STACK_SIZE == 0 && index < MAX_VPS).then_some(index)
+    (offset.is_multiple_of(STACK_SIZE) && index < MAX_VPS).then_some(index)
 }

@@ -93,7 +93,12 @@ pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
             Ok(())
         }
     }
-    let _ = write!(Emergency, "\nPANIC on cpu {}: {}", boot::cpu::index(), info.message());
+    let _ = write!(
+        Emergency,
+        "\nPANIC on cpu {}: {}",
+        boot::cpu::index(),
+        info.message()
+    );
     if let Some(loc) = info.location() {
         let _ = write!(Emergency, " at {}:{}", loc.file(), loc.line());
     }

@@ -92,7 +92,10 @@ fn read_device_tree(addr: u64, info: &mut BootInfo) {
         Ok(Some(args)) => {
             let args = args.strip_suffix(&[0]).unwrap_or(args);
             if !info.set_cmdline(args) {
-                crate::println!("boot: command line truncated to {} bytes", info.cmdline().len());
+                crate::println!(
+                    "boot: command line truncated to {} bytes",
+                    info.cmdline().len()
+                );
             }
         }
         Ok(None) => {}

@@ -51,11 +51,19 @@ struct TrapFrame {
 }
 
 const KINDS: [&str; 4] = ["synchronous", "IRQ", "FIQ", "SError"];
-const SOURCES: [&str; 4] = ["EL1 SP_EL0", "EL1 SP_EL1", "lower EL AArch64", "lower EL AArch32"];
+const SOURCES: [&str; 4] = [
+    "EL1 SP_EL0",
+    "EL1 SP_EL1",
+    "lower EL AArch64",
+    "lower EL AArch32",
+];
 
 #[unsafe(no_mangle)]
 extern "C" fn boot_aarch64_trap(vector: u64, f: &TrapFrame) -> ! {
-    let (source, kind) = (SOURCES[(vector as usize >> 2) & 3], KINDS[vector as usize & 3]);
+    let (source, kind) = (
+        SOURCES[(vector as usize >> 2) & 3],
+        KINDS[vector as usize & 3],
+    );
     let esr = ESR_EL1.get();
     crate::console::write_fmt_emergency(format_args!(
         "\nFATAL: cpu {} {kind} exception from {source}: ESR {esr:#x} (class {:#x}) at ELR {:#018x}\n\

@@ -66,7 +66,9 @@ pub(crate) fn set_cpu_base(addr: usize) {
 pub(crate) fn cpu_base() -> usize {
     let base: usize;
     // SAFETY: GS base points at a CpuLocal whose first field is its own address.
-    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) base, options(nostack, readonly, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) base, options(nostack, readonly, preserves_flags))
+    };
     base
 }
 
@@ -110,7 +112,10 @@ extern "C" fn boot_x86_64_main(start_info: u64) -> ! {
             let mut buf = [0u8; crate::CMDLINE_MAX + 1];
             let len = read_loader_cstr(cmdline, &mut buf);
             if !info.set_cmdline(&buf[..len]) {
-                crate::println!("boot: command line truncated to {} bytes", info.cmdline().len());
+                crate::println!(
+                    "boot: command line truncated to {} bytes",
+                    info.cmdline().len()
+                );
             }
         } else {
             crate::println!("boot: PVH start info has bad magic {magic:#x}; ignoring it");

@@ -1,0 +1,151 @@
+//! Boot suite: the release image of each arch boots in QEMU, prints its banner and exits with
+//! success; deliberate failures (panic, CPU exception, bad option) are reported as failures.
+
+use e2e::image;
+use mockhv::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
+use std::time::Duration;
+
+fn boot(arch: Arch, append: &str, extra_args: &[&str]) -> RunResult {
+    let mut qemu = Qemu::spawn(&QemuConfig {
+        append: Some(append.to_string()),
+        timeout: Duration::from_secs(30),
+        extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        ..QemuConfig::new(arch, Some(image(arch)))
+    })
+    .expect("QEMU starts");
+    qemu.wait().expect("QEMU run completes")
+}
+
+fn assert_outcome(run: &RunResult, want: Outcome, needles: &[&str]) {
+    assert_eq!(
+        run.outcome,
+        want,
+        "{}\nconsole:\n{}",
+        run.summary(),
+        run.console
+    );
+    for needle in needles {
+        assert!(
+            run.console.contains(needle),
+            "console lacks {needle:?}:\n{}",
+            run.console
+        );
+    }
+}
+
+#[test]
+fn x86_64_boots_through_pvh_and_exits_cleanly() {
+    let run = boot(Arch::X86_64, "", &[]);
+    assert_outcome(
+        &run,
+        Outcome::Pass,
+        &[
+            "paravisor 0.1.0 (x86_64, long mode, CPL0 (entered through PVH))",
+            "exiting: success",
+        ],
+    );
+}
+
+#[test]
+fn aarch64_boots_at_el1_and_exits_cleanly() {
+    let run = boot(Arch::Aarch64, "", &[]);
+    assert_outcome(
+        &run,
+        Outcome::Pass,
+        &[
+            "paravisor 0.1.0 (aarch64, EL1 (entered at EL1))",
+            "exiting: success",
+        ],
+    );
+}
+
+#[test]
+fn aarch64_entered_at_el2_drops_to_el1() {
+    let run = boot(Arch::Aarch64, "", &["-machine", "virt,virtualization=on"]);
+    assert_outcome(
+        &run,
+        Outcome::Pass,
+        &[
+            "(aarch64, EL1 (entered at EL2, dropped to EL1))",
+            "exiting: success",
+        ],
+    );
+}
+
+#[test]
+fn panic_is_reported_as_failure() {
+    for arch in Arch::ALL {
+        let run = boot(arch, "pv.test=panic", &[]);
+        assert_outcome(
+            &run,
+            Outcome::Fail,
+            &["PANIC on cpu 0: pv.test=panic asked for a panic at paravisor/src/"],
+        );
+    }
+}
+
+#[test]
+fn cpu_exception_is_reported_as_failure() {
+    let run = boot(Arch::X86_64, "pv.test=fault", &[]);
+    assert_outcome(
+        &run,
+        Outcome::Fail,
+        &[
+            "FATAL: cpu 0 exception 14 (#PF page fault)",
+            "cr2 0x0000001000000000",
+        ],
+    );
+    let run = boot(Arch::Aarch64, "pv.test=fault", &[]);
+    assert_outcome(
+        &run,
+        Outcome::Fail,
+        &[
+            "FATAL: cpu 0 synchronous exception from EL1 SP_EL1",
+            "FAR 0x0000001000000000",
+        ],
+    );
+}
+
+#[test]
+fn bad_option_is_refused_with_a_clear_line() {
+    for arch in Arch::ALL {
+        let run = boot(arch, "pv.test=explode", &[]);
+        assert_outcome(
+            &run,
+            Outcome::Fail,
+            &["bad option pv.test=\"explode\": expected panic or fault"],
+        );
+    }
+}
+
+/// BSS (4 MiB of stacks) must stay out of the image file: a file-backed section placed after it
+/// (as `.got` once was) would make every loader copy megabytes of zeroes.
+#[test]
+fn images_keep_bss_out_of_the_file() {
+    use object::{Object, ObjectSection, SectionKind};
+    for arch in Arch::ALL {
+        let path = image(arch);
+        let bytes = std::fs::read(&path).unwrap();
+        let elf = object::File::parse(&*bytes).unwrap();
+        let bss = elf.section_by_name(".bss").expect(".bss exists");
+        for section in elf.sections() {
+            let file_backed = !matches!(
+                section.kind(),
+                SectionKind::UninitializedData | SectionKind::Metadata
+            ) && section.address() != 0;
+            assert!(
+                !(file_backed && section.address() > bss.address()),
+                "{}: {} at {:#x} follows .bss",
+                arch.name(),
+                section.name().unwrap_or("?"),
+                section.address()
+            );
+        }
+        assert!(
+            bytes.len() < (1 << 20),
+            "{} is {} bytes",
+            path.display(),
+            bytes.len()
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! Mock Hyper-V: QEMU runner, gdbstub client, TLFS model.
+
+pub mod gdb;
+pub mod qemu;

@@ -1,0 +1,101 @@
+//! `cargo xtask`: the project's one entry point for building images, running them in QEMU,
+//! testing and benchmarking.
+
+mod igvm;
+mod image;
+mod run;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use mockhv::qemu::Arch;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Build, run and test the paravisor", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--arch` values: one architecture or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "aarch64")]
+    Aarch64,
+    All,
+}
+
+impl ArchArg {
+    pub fn arches(self) -> Vec<Arch> {
+        match self {
+            ArchArg::X86_64 => vec![Arch::X86_64],
+            ArchArg::Aarch64 => vec![Arch::Aarch64],
+            ArchArg::All => Arch::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the firmware ELF and IGVM images.
+    Image {
+        #[arg(long, value_enum, default_value = "all")]
+        arch: ArchArg,
+        #[arg(long)]
+        release: bool,
+    },
+    /// Boot the image in QEMU and stream its console.
+    Run {
+        #[arg(long, value_enum, default_value = "all")]
+        arch: ArchArg,
+        #[arg(long)]
+        release: bool,
+        /// Number of virtual processors.
+        #[arg(long, default_value_t = 2)]
+        smp: u32,
+        /// Extra words for the firmware command line (e.g. `pv.log=debug`).
+        #[arg(long, default_value = "")]
+        append: String,
+        /// Seconds before the run is declared hung and QEMU is killed.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Format, lint, unit-test, build both images and boot them in QEMU.
+    Test,
+    /// Print an IGVM file's header, platforms, VP contexts and page ranges.
+    IgvmDump { file: PathBuf },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Image { arch, release } => image::build_all(&arch.arches(), release).map(|_| ()),
+        Command::Run {
+            arch,
+            release,
+            smp,
+            append,
+            timeout,
+        } => run::run(&arch.arches(), release, smp, &append, timeout),
+        Command::Test => test::run(),
+        Command::IgvmDump { file } => std::fs::read(&file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
+            .and_then(|bytes| igvm::dump(&bytes))
+            .map(|text| print!("{text}")),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}

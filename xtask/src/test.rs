@@ -1,0 +1,102 @@
+//! `cargo xtask test`: every check CI runs, in order, each with its wall time.
+
+use crate::{image, workspace_root};
+use anyhow::{bail, Result};
+use mockhv::qemu::{ensure_qemu, Arch};
+use std::process::Command;
+use std::time::Instant;
+
+/// The crates that build for the bare-metal targets.
+const FIRMWARE_CRATES: [&str; 3] = ["hvdef", "boot", "paravisor"];
+
+fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root()).args(args);
+    cmd
+}
+
+fn firmware_clippy(arch: Arch) -> Command {
+    let mut cmd = cargo(&["clippy", "--target", arch.target_triple()]);
+    for krate in FIRMWARE_CRATES {
+        cmd.args(["--package", krate]);
+    }
+    cmd.args(["--", "-D", "warnings"]);
+    cmd
+}
+
+/// One step of the suite: Ok(false) is a failure the step already explained on the console.
+type Step = Box<dyn Fn() -> Result<bool>>;
+
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    for arch in Arch::ALL {
+        ensure_qemu(arch)?;
+    }
+    let images = image::image_dir();
+    let mut e2e = cargo(&["test", "--package", "e2e"]);
+    e2e.env("PARAVISOR_IMAGE_DIR", &images);
+    let steps: Vec<(&str, Step)> = vec![
+        ("format", run_cmd(cargo(&["fmt", "--all", "--", "--check"]))),
+        (
+            "clippy (host)",
+            run_cmd(cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])),
+        ),
+        (
+            "clippy (x86_64 firmware)",
+            run_cmd(firmware_clippy(Arch::X86_64)),
+        ),
+        (
+            "clippy (aarch64 firmware)",
+            run_cmd(firmware_clippy(Arch::Aarch64)),
+        ),
+        (
+            "unit tests (host)",
+            run_cmd(cargo(&["test", "--workspace", "--exclude", "e2e"])),
+        ),
+        (
+            "images (release, both arches)",
+            Box::new(|| image::build_all(&Arch::ALL, true).map(|_| true)),
+        ),
+        ("end-to-end tests (QEMU)", run_cmd(e2e)),
+    ];
+    let (mut passed, mut failed) = (0, Vec::new());
+    for (name, step) in &steps {
+        println!("\n== xtask test: {name}");
+        let t = Instant::now();
+        let ok = step().unwrap_or_else(|e| {
+            eprintln!("xtask: {name}: {e:#}");
+            false
+        });
+        println!(
+            "== {name}: {} in {:.1}s",
+            if ok { "ok" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        );
+        if ok {
+            passed += 1;
+        } else {
+            failed.push(*name);
+        }
+    }
+    println!(
+        "\nxtask test finished in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("steps: {passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        bail!("failed steps: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn run_cmd(cmd: Command) -> Step {
+    let cmd = std::cell::RefCell::new(cmd);
+    Box::new(move || Ok(cmd.borrow_mut().status()?.success()))
+}
