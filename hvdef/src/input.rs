@@ -30,6 +30,16 @@ pub struct HvRegisterAssoc {
     pub value: HvRegisterValue,
 }
 
+impl HvRegisterAssoc {
+    pub const fn new(name: HvRegisterName, value: HvRegisterValue) -> Self {
+        HvRegisterAssoc {
+            name,
+            reserved: [0; 3],
+            value,
+        }
+    }
+}
+
 /// The rep element of HvCallSetVpRegisters, by its TLFS role.
 pub type HvInputSetVpRegistersElement = HvRegisterAssoc;
 

@@ -23,6 +23,13 @@ open_enum! {
         NESTED_VIRT_FEATURES_INFO = 0x0000_0207,
         IPT_FEATURES_INFO = 0x0000_0208,
         ISOLATION_CONFIGURATION = 0x0000_0209,
+        // Guest crash reporting; writable on ARM64 before the guest OS id is set.
+        GUEST_CRASH_P0 = 0x0000_0210,
+        GUEST_CRASH_P1 = 0x0000_0211,
+        GUEST_CRASH_P2 = 0x0000_0212,
+        GUEST_CRASH_P3 = 0x0000_0213,
+        GUEST_CRASH_P4 = 0x0000_0214,
+        GUEST_CRASH_CTL = 0x0000_0215,
 
         VP_RUNTIME = 0x0009_0000,
         GUEST_OS_ID = 0x0009_0002,
@@ -343,6 +350,8 @@ mod tests {
     #[test]
     fn names_and_values() {
         assert_eq!(HvRegisterName::VSM_VP_STATUS.0, 0x000D_0003);
+        assert_eq!(HvRegisterName::GUEST_CRASH_P0.0, 0x0000_0210);
+        assert_eq!(HvRegisterName::GUEST_CRASH_CTL.0, 0x0000_0215);
         assert_eq!(HvRegisterName::sint(15), Some(HvRegisterName::SINT15));
         assert_eq!(HvRegisterName::sint(16), None);
         assert_eq!(

@@ -126,6 +126,32 @@ impl SyntheticRegister {
             Self::Sint(n) => return HvX64Msr::sint(n),
         })
     }
+
+    /// The register an MSR holds: the inverse of [`SyntheticRegister::msr`], for a hypervisor (or
+    /// mock) that decodes a guest's RDMSR/WRMSR.
+    pub const fn from_msr(msr: HvX64Msr) -> Option<Self> {
+        Some(match msr {
+            HvX64Msr::HV_X64_MSR_GUEST_OS_ID => Self::GuestOsId,
+            HvX64Msr::HV_X64_MSR_HYPERCALL => Self::Hypercall,
+            HvX64Msr::HV_X64_MSR_VP_INDEX => Self::VpIndex,
+            HvX64Msr::HV_X64_MSR_VP_RUNTIME => Self::VpRuntime,
+            HvX64Msr::HV_X64_MSR_TIME_REF_COUNT => Self::TimeRefCount,
+            HvX64Msr::HV_X64_MSR_REFERENCE_TSC => Self::ReferenceTsc,
+            HvX64Msr::HV_X64_MSR_VP_ASSIST_PAGE => Self::VpAssistPage,
+            HvX64Msr::HV_X64_MSR_SCONTROL => Self::Scontrol,
+            HvX64Msr::HV_X64_MSR_SVERSION => Self::Sversion,
+            HvX64Msr::HV_X64_MSR_SIEFP => Self::Siefp,
+            HvX64Msr::HV_X64_MSR_SIMP => Self::Simp,
+            HvX64Msr::HV_X64_MSR_EOM => Self::Eom,
+            _ => {
+                let first = HvX64Msr::HV_X64_MSR_SINT0.0;
+                if msr.0 >= first && msr.0 < first + HV_SYNIC_SINT_COUNT as u32 {
+                    return Some(Self::Sint((msr.0 - first) as u8));
+                }
+                return None;
+            }
+        })
+    }
 }
 
 /// `HV_X64_MSR_HYPERCALL`.
@@ -449,6 +475,34 @@ mod tests {
             assert_eq!(S::Sint(n).msr(), Some(HvX64Msr(0x4000_0090 + u32::from(n))));
         }
         assert_eq!(S::Sint(16).msr(), None);
+    }
+
+    #[test]
+    fn synthetic_register_from_msr_round_trips() {
+        use SyntheticRegister as S;
+        let all = [
+            S::GuestOsId,
+            S::Hypercall,
+            S::VpIndex,
+            S::VpRuntime,
+            S::TimeRefCount,
+            S::ReferenceTsc,
+            S::VpAssistPage,
+            S::Scontrol,
+            S::Sversion,
+            S::Siefp,
+            S::Simp,
+            S::Eom,
+            S::Sint(0),
+            S::Sint(15),
+        ];
+        for reg in all {
+            assert_eq!(S::from_msr(reg.msr().unwrap()), Some(reg), "{reg:?}");
+        }
+        assert_eq!(S::from_msr(HvX64Msr(0x4000_009A)), Some(S::Sint(10)));
+        assert_eq!(S::from_msr(HvX64Msr(0x4000_00A0)), None);
+        assert_eq!(S::from_msr(HvX64Msr::HV_X64_MSR_NESTED_SIMP), None);
+        assert_eq!(S::from_msr(HvX64Msr::HV_X64_MSR_EOI), None);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Firmware start-up on bare metal: console logger, banner, options, panic, exit.
 
+use crate::hypercall::NestedTable;
 use crate::options::{Options, TestFailure};
+use crate::{arch, hv, percpu, vsm};
 use boot::{BootInfo, ExitCode};
 use core::fmt::Write;
+use hvdef::{HvRegisterVpAssistPage, SyntheticRegister};
 
 const ARCH: &str = if cfg!(target_arch = "x86_64") {
     "x86_64"
@@ -75,6 +78,53 @@ pub fn start(info: &BootInfo) -> ! {
         }
         None => {}
     }
+    bring_up()
+}
+
+/// Logs `what` as the reason the boot cannot go on, and fails the run.
+fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    log::error!("{what}");
+    exit(ExitCode::Failure)
+}
+
+/// Finds the hypervisor, enables hypercalls and checks we run at VTL2.
+fn bring_up() -> ! {
+    let nested =
+        arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
+    let table = percpu::set_nested_table(NestedTable::for_host(nested));
+    percpu::init(0);
+    arch::enable_hypercalls(hv::guest_os_id()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let privileges = arch::privileges()
+        .unwrap_or_else(|e| fail(format_args!("reading the partition privileges failed: {e}")));
+    log::info!(
+        "Hyper-V found: privileges {:#x}, nested host: {nested} ({} call codes get the nested bit)",
+        privileges.into_bits(),
+        table.count()
+    );
+    let status = {
+        let mut hv = percpu::hypercall();
+        let (input, output) = hv.page_gpas();
+        log::info!("hypercall pages: input {input:#x}, output {output:#x}");
+        vsm::check_vp(&mut hv, privileges).unwrap_or_else(|e| fail(format_args!("{e}")))
+    };
+    log::info!(
+        "running at VTL{} (enabled VTL set {:#x})",
+        status.active_vtl(),
+        status.enabled_vtl_set()
+    );
+    let vp_index = arch::read_synthetic(SyntheticRegister::VpIndex)
+        .unwrap_or_else(|e| fail(format_args!("reading the VP index failed: {e}")));
+    if vp_index != boot::cpu::index() as u64 {
+        fail(format_args!(
+            "the hypervisor says this is VP {vp_index}, boot started it as VP {}",
+            boot::cpu::index()
+        ));
+    }
+    let assist = HvRegisterVpAssistPage::new()
+        .with_enable(true)
+        .with_gpa_page_number(percpu::assist_page_gpa() >> 12);
+    arch::write_synthetic(SyntheticRegister::VpAssistPage, assist.into_bits())
+        .unwrap_or_else(|e| fail(format_args!("enabling the VP assist page failed: {e}")));
     exit(ExitCode::Success)
 }
 

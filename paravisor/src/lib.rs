@@ -2,7 +2,15 @@
 //! only `arch/` and the firmware start-up below are bare-metal-only.
 #![cfg_attr(not(test), no_std)]
 
+pub mod hv;
+pub mod hypercall;
 pub mod options;
+pub mod vsm;
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod percpu;
 
 #[cfg(target_os = "none")]
 mod firmware;

@@ -1,5 +1,7 @@
-//! Boot suite: the release image of each arch boots in QEMU, prints its banner and exits with
-//! success; deliberate failures (panic, CPU exception, bad option) are reported as failures.
+//! Boot suite, plain QEMU (no mock hypervisor): the release image of each arch boots, prints its
+//! banner and, finding no Hyper-V, says what it found instead and fails; deliberate failures
+//! (panic, CPU exception, bad option) are reported as failures. Successful boots are in the
+//! mock-hypervisor suites.
 
 use e2e::image;
 use mockhv::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
@@ -34,27 +36,30 @@ fn assert_outcome(run: &RunResult, want: Outcome, needles: &[&str]) {
 }
 
 #[test]
-fn x86_64_boots_through_pvh_and_exits_cleanly() {
+fn x86_64_boots_through_pvh_and_finds_no_hyperv_in_plain_qemu() {
     let run = boot(Arch::X86_64, "", &[]);
     assert_outcome(
         &run,
-        Outcome::Pass,
+        Outcome::Fail,
         &[
             "paravisor 0.1.0 (x86_64, long mode, CPL0 (entered through PVH))",
-            "exiting: success",
+            "no Hyper-V interface found: CPUID 0x40000000 vendor \"TCGTCGTCGTCG\", max leaf 0x40000001",
+            "exiting: failure",
         ],
     );
 }
 
 #[test]
-fn aarch64_boots_at_el1_and_exits_cleanly() {
+fn aarch64_boots_at_el1_and_finds_no_hyperv_in_plain_qemu() {
     let run = boot(Arch::Aarch64, "", &[]);
     assert_outcome(
         &run,
-        Outcome::Pass,
+        Outcome::Fail,
         &[
             "paravisor 0.1.0 (aarch64, EL1 (entered at EL1))",
-            "exiting: success",
+            // QEMU's PSCI answers the unknown SMCCC call with -1 in x0.
+            "no Hyper-V interface found: SMCCC vendor UID 0xffffffff 0x0 0x0 0x0",
+            "exiting: failure",
         ],
     );
 }
@@ -64,10 +69,10 @@ fn aarch64_entered_at_el2_drops_to_el1() {
     let run = boot(Arch::Aarch64, "", &["-machine", "virt,virtualization=on"]);
     assert_outcome(
         &run,
-        Outcome::Pass,
+        Outcome::Fail,
         &[
             "(aarch64, EL1 (entered at EL2, dropped to EL1))",
-            "exiting: success",
+            "no Hyper-V interface found",
         ],
     );
 }

@@ -24,7 +24,10 @@ _start:
     lsr x19, x19, #2
     cmp x19, #2
     b.ne 1f
-    /* EL2: run EL1 in AArch64, let it use the timers, enter it with interrupts masked. */
+    /* EL2: run EL1 in AArch64, let it use the timers, enter it with interrupts masked. Our
+       own EL2 stays behind as "no hypervisor": an hvc from EL1 gets SMCCC NOT_SUPPORTED. */
+    adr x1, boot_el2_vectors
+    msr vbar_el2, x1
     mov x1, #(1 << 31)
     msr hcr_el2, x1
     mov x1, #3
@@ -64,6 +67,16 @@ boot_ap_start:
     mov x0, sp
     bl boot_ap_main
     udf #0
+
+    /* EL2 vectors left behind when entered at EL2: every exception (only an hvc from EL1 can
+       arrive) returns -1 in x0, what SMCCC firmware answers an unknown call with. */
+    .balign 0x800
+boot_el2_vectors:
+    .rept 16
+    .balign 0x80
+    mov x0, #-1
+    eret
+    .endr
 
 boot_mmu_on:
     ldr x1, =0xff00              /* attr0 Device-nGnRnE, attr1 Normal WB */

@@ -1,0 +1,122 @@
+//! aarch64 hypervisor interface: the SMCCC `hvc #0` site, the hypercall ABI over it, and
+//! synthetic registers as VP registers.
+//!
+//! Every `hvc` is at an exported `pv_hvc_*_site` symbol (the mock hypervisor breakpoints exactly
+//! these; see docs/ARCHITECTURE.md).
+
+use crate::hv::{self, NoHyperV};
+use crate::hypercall::{HypercallAbi, Page, Result, VpTarget};
+use hvdef::aarch64::{SMCCC_HV_FUNC_ID, SMCCC_VENDOR_HYP_UID};
+use hvdef::{HvError, HvPartitionPrivilegeMask, HvRegisterName, SyntheticRegister};
+
+core::arch::global_asm!(
+    r#"
+    .section .text.hvsites, "ax"
+    .global pv_hvc_smccc
+pv_hvc_smccc:                    /* (regs: *mut [u64; 18]): x0..x17 in and out */
+    stp x19, x30, [sp, #-16]!
+    mov x19, x0
+    ldp x0, x1, [x19, #0]
+    ldp x2, x3, [x19, #16]
+    ldp x4, x5, [x19, #32]
+    ldp x6, x7, [x19, #48]
+    ldp x8, x9, [x19, #64]
+    ldp x10, x11, [x19, #80]
+    ldp x12, x13, [x19, #96]
+    ldp x14, x15, [x19, #112]
+    ldp x16, x17, [x19, #128]
+    .global pv_hvc_smccc_site
+pv_hvc_smccc_site:
+    hvc #0
+    stp x0, x1, [x19, #0]
+    stp x2, x3, [x19, #16]
+    stp x4, x5, [x19, #32]
+    stp x6, x7, [x19, #48]
+    stp x8, x9, [x19, #64]
+    stp x10, x11, [x19, #80]
+    stp x12, x13, [x19, #96]
+    stp x14, x15, [x19, #112]
+    stp x16, x17, [x19, #128]
+    ldp x19, x30, [sp], #16
+    ret
+    "#
+);
+
+unsafe extern "C" {
+    fn pv_hvc_smccc(regs: *mut [u64; 18]);
+}
+
+/// An SMCCC call through the `hvc #0` site with x0..x17 = `regs`, returning x0..x17.
+fn smccc(mut regs: [u64; 18]) -> [u64; 18] {
+    // SAFETY: the site only loads and stores the 18 words of `regs` around the hvc.
+    unsafe { pv_hvc_smccc(&mut regs) };
+    regs
+}
+
+/// Finds Hyper-V through the SMCCC vendor-hypervisor UID call. Nesting does not exist on
+/// arm64, so the host never requires the nested bit.
+pub fn detect() -> core::result::Result<bool, NoHyperV> {
+    let mut regs = [0; 18];
+    regs[0] = SMCCC_VENDOR_HYP_UID as u64;
+    let out = smccc(regs);
+    hv::check_uid([out[0] as u32, out[1] as u32, out[2] as u32, out[3] as u32])?;
+    Ok(false)
+}
+
+/// Sets the guest OS id (through the shared register path; it fits a fast call, the only form
+/// the TLFS accepts before the id is set). arm64 needs nothing else to enable hypercalls.
+pub fn enable_hypercalls(guest_os_id: u64) -> core::result::Result<(), &'static str> {
+    crate::percpu::hypercall()
+        .set_vp_register(
+            VpTarget::SELF,
+            HvRegisterName::GUEST_OS_ID,
+            guest_os_id.into(),
+        )
+        .map_err(|_| "the hypervisor refused the guest OS id (SetVpRegisters GuestOsId)")
+}
+
+/// The partition's privileges, from HvRegisterPrivilegesAndFeaturesInfo.
+pub fn privileges() -> Result<HvPartitionPrivilegeMask> {
+    let value = crate::percpu::hypercall()
+        .get_vp_register(VpTarget::SELF, HvRegisterName::PRIVILEGES_AND_FEATURES_INFO)?;
+    Ok(HvPartitionPrivilegeMask::from_bits(value.as_u64()))
+}
+
+/// The hypercall ABI over SMCCC: x0 = function id, x1 = control, x2/x3 = input/output GPAs,
+/// or x2..x17 as the fast input block.
+pub struct Abi;
+
+impl HypercallAbi for Abi {
+    fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64 {
+        let mut regs = [0; 18];
+        regs[..4].copy_from_slice(&[SMCCC_HV_FUNC_ID as u64, control, input.gpa(), output.gpa()]);
+        smccc(regs)[0]
+    }
+
+    fn call_fast(&mut self, control: u64, block: &mut [u64]) -> Option<u64> {
+        if block.len() > 16 {
+            return None;
+        }
+        let mut regs = [0; 18];
+        regs[0] = SMCCC_HV_FUNC_ID as u64;
+        regs[1] = control;
+        regs[2..2 + block.len()].copy_from_slice(block);
+        let out = smccc(regs);
+        block.copy_from_slice(&out[2..2 + block.len()]);
+        Some(out[0])
+    }
+}
+
+/// Reads a synthetic register: on arm64 every one is a VP register.
+pub fn read_synthetic(reg: SyntheticRegister) -> Result<u64> {
+    let name = reg.vp_register().ok_or(HvError::INVALID_PARAMETER)?;
+    Ok(crate::percpu::hypercall()
+        .get_vp_register(VpTarget::SELF, name)?
+        .as_u64())
+}
+
+/// Writes a synthetic register: on arm64 every one is a VP register.
+pub fn write_synthetic(reg: SyntheticRegister, value: u64) -> Result<()> {
+    let name = reg.vp_register().ok_or(HvError::INVALID_PARAMETER)?;
+    crate::percpu::hypercall().set_vp_register(VpTarget::SELF, name, value.into())
+}

@@ -1,0 +1,154 @@
+//! x86_64 hypervisor interface: CPUID/MSR sites, the hypercall page and the hypercall ABI.
+//!
+//! Every instruction that talks to the hypervisor is at one of the exported `pv_*_site`
+//! symbols (the mock hypervisor breakpoints exactly these; see docs/ARCHITECTURE.md), or in
+//! the hypercall page the hypervisor overlays on `pv_hypercall_page`.
+
+use crate::hv::{self, NoHyperV};
+use crate::hypercall::{HypercallAbi, Page, Result};
+use hvdef::x86_64::{cpuid::HV_CPUID_FEATURES, HvX64HypercallMsr, HvX64Msr};
+use hvdef::{HvError, HvPartitionPrivilegeMask, SyntheticRegister};
+
+core::arch::global_asm!(
+    r#"
+    .section .text.hvsites, "ax"
+    .global pv_cpuid
+pv_cpuid:                        /* (leaf: u32, subleaf: u32, out: *mut [u32; 4]) */
+    push %rbx
+    mov %rdx, %r8
+    mov %edi, %eax
+    mov %esi, %ecx
+    .global pv_cpuid_site
+pv_cpuid_site:
+    cpuid
+    mov %eax, 0(%r8)
+    mov %ebx, 4(%r8)
+    mov %ecx, 8(%r8)
+    mov %edx, 12(%r8)
+    pop %rbx
+    ret
+
+    .global pv_rdmsr
+pv_rdmsr:                        /* (msr: u32) -> u64 */
+    mov %edi, %ecx
+    .global pv_rdmsr_site
+pv_rdmsr_site:
+    rdmsr
+    shl $32, %rdx
+    or %rdx, %rax
+    ret
+
+    .global pv_wrmsr
+pv_wrmsr:                        /* (msr: u32, value: u64) */
+    mov %edi, %ecx
+    mov %rsi, %rax
+    mov %rsi, %rdx
+    shr $32, %rdx
+    .global pv_wrmsr_site
+pv_wrmsr_site:
+    wrmsr
+    ret
+
+    .global pv_hypercall
+pv_hypercall:                    /* (control, input, output) -> result, via the page */
+    mov %rdi, %rcx
+    mov %rdx, %r8
+    mov %rsi, %rdx
+    call pv_hypercall_page
+    ret
+
+    /* The page the hypervisor overlays with its hypercall code once HV_X64_MSR_HYPERCALL is
+       enabled. Until then it holds int3s, so a call through a disabled page traps loudly. */
+    .section .text.hvpage, "ax"
+    .balign 4096
+    .global pv_hypercall_page
+pv_hypercall_page:
+    .fill 4096, 1, 0xcc
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn pv_cpuid(leaf: u32, subleaf: u32, out: *mut [u32; 4]);
+    fn pv_rdmsr(msr: u32) -> u64;
+    fn pv_wrmsr(msr: u32, value: u64);
+    fn pv_hypercall(control: u64, input: u64, output: u64) -> u64;
+    static pv_hypercall_page: [u8; 4096];
+}
+
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let mut out = [0; 4];
+    // SAFETY: the site only executes cpuid and writes the four words to `out`.
+    unsafe { pv_cpuid(leaf, subleaf, &mut out) };
+    out
+}
+
+fn rdmsr(msr: HvX64Msr) -> u64 {
+    // SAFETY: synthetic MSRs have no memory effects; a missing one faults, which is fatal.
+    unsafe { pv_rdmsr(msr.0) }
+}
+
+fn wrmsr(msr: HvX64Msr, value: u64) {
+    // SAFETY: as for rdmsr; the MSRs written here only configure the hypervisor interface.
+    unsafe { pv_wrmsr(msr.0, value) }
+}
+
+/// Finds Hyper-V through its CPUID leaves; returns whether the host runs us nested.
+pub fn detect() -> core::result::Result<bool, NoHyperV> {
+    Ok(hv::detect_x86(&mut |leaf, subleaf| cpuid(leaf, subleaf))?.nested)
+}
+
+/// The partition's privileges, from CPUID 0x40000003 EAX/EBX.
+pub fn privileges() -> Result<HvPartitionPrivilegeMask> {
+    let [low, high, _, _] = cpuid(HV_CPUID_FEATURES, 0);
+    Ok(HvPartitionPrivilegeMask::from_halves(low, high))
+}
+
+/// Sets the guest OS id, then enables the hypercall page; the TLFS requires that order.
+pub fn enable_hypercalls(guest_os_id: u64) -> core::result::Result<(), &'static str> {
+    wrmsr(HvX64Msr::HV_X64_MSR_GUEST_OS_ID, guest_os_id);
+    let page = core::ptr::addr_of!(pv_hypercall_page) as u64;
+    let value = HvX64HypercallMsr::new()
+        .with_enable(true)
+        .with_gpn(page >> 12);
+    wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, value.into_bits());
+    let read = HvX64HypercallMsr::from_bits(rdmsr(HvX64Msr::HV_X64_MSR_HYPERCALL));
+    if !read.enable() || read.gpn() != page >> 12 {
+        return Err("the hypervisor did not enable the hypercall page (HV_X64_MSR_HYPERCALL)");
+    }
+    Ok(())
+}
+
+/// The hypercall ABI through the hypercall page; input and output are identity-mapped pages.
+pub struct Abi;
+
+impl HypercallAbi for Abi {
+    fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64 {
+        // SAFETY: both pages are this CPU's, page-aligned and identity-mapped (GPA = address);
+        // the hypervisor reads `input` and writes `output`, which we hold exclusively.
+        unsafe { pv_hypercall(control, input.gpa(), output.gpa()) }
+    }
+
+    fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64> {
+        // Without XMM fast input, x64 carries 16 bytes in RDX and R8.
+        let (a, b) = match *regs {
+            [] => (0, 0),
+            [a] => (a, 0),
+            [a, b] => (a, b),
+            _ => return None,
+        };
+        // SAFETY: a register-only call; no memory is named.
+        Some(unsafe { pv_hypercall(control, a, b) })
+    }
+}
+
+/// Reads a synthetic register: on x86 every one is an MSR.
+pub fn read_synthetic(reg: SyntheticRegister) -> Result<u64> {
+    Ok(rdmsr(reg.msr().ok_or(HvError::INVALID_PARAMETER)?))
+}
+
+/// Writes a synthetic register: on x86 every one is an MSR.
+pub fn write_synthetic(reg: SyntheticRegister, value: u64) -> Result<()> {
+    wrmsr(reg.msr().ok_or(HvError::INVALID_PARAMETER)?, value);
+    Ok(())
+}

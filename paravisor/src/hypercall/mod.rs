@@ -1,0 +1,325 @@
+//! The one hypercall path. Every hypercall the paravisor makes is built in this VP's input
+//! page, issued by [`Hypercall::issue`] (which alone decides the nested bit, from the boot-time
+//! [`NestedTable`]) and read back from this VP's output page.
+//!
+//! The layer is generic over [`HypercallAbi`], the per-arch instruction, so it runs unchanged in
+//! host tests against the mock hypervisor's TLFS model.
+
+mod nested;
+
+pub use nested::{NestedTable, L0_CALLS};
+
+use hvdef::{
+    Control, HvError, HvInputGetVpRegisters, HvInputVtl, HvRegisterAssoc, HvRegisterName,
+    HvRegisterValue, HvStatus, HypercallCode, HypercallOutput, HV_PARTITION_ID_SELF,
+    HV_VP_INDEX_SELF,
+};
+use zerocopy::{FromZeros, IntoBytes};
+
+pub const PAGE_SIZE: usize = 4096;
+/// Most registers per GetVpRegisters: the output list (16 bytes each) must fit one page.
+pub const GET_REGISTERS_PER_CALL: usize = PAGE_SIZE / size_of::<HvRegisterValue>();
+/// Most registers per SetVpRegisters: header plus 32-byte elements must fit one page.
+pub const SET_REGISTERS_PER_CALL: usize =
+    (PAGE_SIZE - size_of::<HvInputGetVpRegisters>()) / size_of::<HvRegisterAssoc>();
+/// How often a rep call that timed out without progress is re-issued before giving up.
+const MAX_STALLED_RETRIES: u32 = 16;
+
+/// A hypercall input or output page.
+#[repr(C, align(4096))]
+pub struct Page(pub [u8; PAGE_SIZE]);
+
+impl Page {
+    pub const fn zeroed() -> Page {
+        Page([0; PAGE_SIZE])
+    }
+
+    /// The page's guest-physical address: the paravisor runs identity-mapped.
+    pub fn gpa(&self) -> u64 {
+        self as *const Page as u64
+    }
+}
+
+/// The per-arch hypercall instruction.
+pub trait HypercallAbi {
+    /// A memory-based call: the hypervisor reads `input` and writes `output` by their GPAs.
+    /// Returns the raw result word.
+    fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64;
+
+    /// A register-based call whose input block is `regs` (fast output, if any, is written
+    /// back). `None` if the block does not fit this ABI's registers.
+    fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64>;
+}
+
+/// Why a call failed: the hypervisor's status, or a request refused before anything was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    Hv(HvError),
+    /// The input or output would not fit one page; never sent.
+    TooLarge {
+        bytes: usize,
+    },
+}
+
+impl From<HvError> for Error {
+    fn from(e: HvError) -> Error {
+        Error::Hv(e)
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Hv(e) => write!(f, "{e}"),
+            Error::TooLarge { bytes } => write!(f, "{bytes} bytes do not fit a hypercall page"),
+        }
+    }
+}
+
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Which VP and VTL a register call addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VpTarget {
+    pub vp_index: u32,
+    pub vtl: HvInputVtl,
+}
+
+impl VpTarget {
+    /// The calling VP, at the calling VTL.
+    pub const SELF: VpTarget = VpTarget {
+        vp_index: HV_VP_INDEX_SELF,
+        vtl: HvInputVtl::CURRENT,
+    };
+
+    fn header(self) -> HvInputGetVpRegisters {
+        HvInputGetVpRegisters {
+            partition_id: HV_PARTITION_ID_SELF,
+            vp_index: self.vp_index,
+            target_vtl: self.vtl,
+            reserved: [0; 3],
+        }
+    }
+}
+
+/// One VP's hypercall interface: its ABI, its two pages, the partition's nested table.
+pub struct Hypercall<'a, A: HypercallAbi> {
+    abi: A,
+    input: &'a mut Page,
+    output: &'a mut Page,
+    nested: &'a NestedTable,
+}
+
+impl<'a, A: HypercallAbi> Hypercall<'a, A> {
+    pub fn new(abi: A, input: &'a mut Page, output: &'a mut Page, nested: &'a NestedTable) -> Self {
+        Hypercall {
+            abi,
+            input,
+            output,
+            nested,
+        }
+    }
+
+    /// The GPAs of this VP's input and output pages.
+    pub fn page_gpas(&self) -> (u64, u64) {
+        (self.input.gpa(), self.output.gpa())
+    }
+
+    /// The single issue path for memory-based calls.
+    fn issue(&mut self, control: Control) -> HypercallOutput {
+        let control = control.with_nested(self.nested.requires(control.code()));
+        HypercallOutput::from_bits(self.abi.call(control.into_bits(), self.input, self.output))
+    }
+
+    /// The single issue path for register-based calls; `None` if `regs` does not fit the ABI.
+    fn issue_fast(&mut self, control: Control, regs: &mut [u64]) -> Option<HypercallOutput> {
+        let control = control
+            .with_fast(true)
+            .with_nested(self.nested.requires(control.code()));
+        self.abi
+            .call_fast(control.into_bits(), regs)
+            .map(HypercallOutput::from_bits)
+    }
+
+    /// A simple memory-based call: `input` at the start of the input page, `output` copied
+    /// from the start of the output page on success.
+    pub fn call(&mut self, code: HypercallCode, input: &[u8], output: &mut [u8]) -> Result<()> {
+        let len = input.len().max(output.len());
+        if len > PAGE_SIZE {
+            return Err(Error::TooLarge { bytes: len });
+        }
+        self.input.0[..input.len()].copy_from_slice(input);
+        self.issue(Control::new().with_code(code)).result()?;
+        output.copy_from_slice(&self.output.0[..output.len()]);
+        Ok(())
+    }
+
+    /// A simple register-based call with up to the ABI's register budget of input.
+    pub fn call_fast(&mut self, code: HypercallCode, regs: &mut [u64]) -> Result<()> {
+        let out = self
+            .issue_fast(Control::new().with_code(code), regs)
+            .ok_or(Error::TooLarge {
+                bytes: regs.len() * 8,
+            })?;
+        Ok(out.result()?)
+    }
+
+    /// A rep call: `header` then `count` input elements of `elements.len() / count` bytes
+    /// (none if empty), output elements of `out_size` bytes into `output`. Split into chunks
+    /// that fit one page; a chunk that times out is resumed from "reps completed".
+    fn rep_call(
+        &mut self,
+        code: HypercallCode,
+        header: &[u8],
+        elements: &[u8],
+        count: usize,
+        out_size: usize,
+        output: &mut [u8],
+    ) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let in_size = elements.len() / count;
+        let room = PAGE_SIZE - header.len();
+        let per_call = [
+            room.checked_div(in_size).unwrap_or(usize::MAX),
+            PAGE_SIZE.checked_div(out_size).unwrap_or(usize::MAX),
+            // The rep count field is 12 bits.
+            0xfff,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0);
+        if per_call == 0 {
+            return Err(Error::TooLarge {
+                bytes: header.len() + in_size,
+            });
+        }
+        let mut done_total = 0;
+        while done_total < count {
+            let n = per_call.min(count - done_total);
+            let chunk_in = &elements[done_total * in_size..(done_total + n) * in_size];
+            self.input.0[..header.len()].copy_from_slice(header);
+            self.input.0[header.len()..header.len() + chunk_in.len()].copy_from_slice(chunk_in);
+            let mut start = 0usize;
+            let mut stalled = 0;
+            loop {
+                let control = Control::new()
+                    .with_code(code)
+                    .with_rep_count(n as u16)
+                    .with_rep_start(start as u16);
+                let out = self.issue(control);
+                let completed = (out.reps_completed() as usize).clamp(start, n);
+                let base = done_total * out_size;
+                output[base + start * out_size..base + completed * out_size]
+                    .copy_from_slice(&self.output.0[start * out_size..completed * out_size]);
+                match out.status() {
+                    HvStatus::SUCCESS if completed == n => break,
+                    HvStatus::SUCCESS => {
+                        // Success must complete every rep; a short count is a broken host.
+                        return Err(HvError::INVALID_HYPERCALL_INPUT.into());
+                    }
+                    HvStatus::TIMEOUT => {
+                        stalled = if completed == start { stalled + 1 } else { 0 };
+                        if stalled > MAX_STALLED_RETRIES {
+                            return Err(HvError::TIMEOUT.into());
+                        }
+                        start = completed;
+                    }
+                    status => return Err(status.result().err().unwrap_or(HvError::TIMEOUT).into()),
+                }
+            }
+            done_total += n;
+        }
+        Ok(())
+    }
+
+    /// Reads any number of registers of `target` into `values` (same length as `names`).
+    pub fn get_vp_registers(
+        &mut self,
+        target: VpTarget,
+        names: &[HvRegisterName],
+        values: &mut [HvRegisterValue],
+    ) -> Result<()> {
+        assert_eq!(names.len(), values.len(), "one value per register name");
+        let header = target.header();
+        for (names, values) in names
+            .chunks(GET_REGISTERS_PER_CALL)
+            .zip(values.chunks_mut(GET_REGISTERS_PER_CALL))
+        {
+            self.rep_call(
+                HypercallCode::GET_VP_REGISTERS,
+                header.as_bytes(),
+                names.as_bytes(),
+                names.len(),
+                size_of::<HvRegisterValue>(),
+                values.as_mut_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Reads one register of `target`.
+    pub fn get_vp_register(
+        &mut self,
+        target: VpTarget,
+        name: HvRegisterName,
+    ) -> Result<HvRegisterValue> {
+        let mut value = [HvRegisterValue::new_zeroed()];
+        self.get_vp_registers(target, &[name], &mut value)?;
+        Ok(value[0])
+    }
+
+    /// Writes any number of registers of `target`. When the whole call fits the ABI's fast
+    /// register block it is made fast (on arm64 the guest OS id may only be set that way).
+    pub fn set_vp_registers(&mut self, target: VpTarget, assocs: &[HvRegisterAssoc]) -> Result<()> {
+        let header = target.header();
+        let fast_words = (size_of::<HvInputGetVpRegisters>() + size_of_val(assocs)) / 8;
+        if fast_words <= FAST_WORDS_MAX {
+            let mut regs = [0u64; FAST_WORDS_MAX];
+            let block = regs[..fast_words].as_mut_bytes();
+            block[..16].copy_from_slice(header.as_bytes());
+            block[16..].copy_from_slice(assocs.as_bytes());
+            let control = Control::new()
+                .with_code(HypercallCode::SET_VP_REGISTERS)
+                .with_rep_count(assocs.len() as u16);
+            if let Some(out) = self.issue_fast(control, &mut regs[..fast_words]) {
+                return Ok(out.result()?);
+            }
+        }
+        for chunk in assocs.chunks(SET_REGISTERS_PER_CALL) {
+            self.rep_call(
+                HypercallCode::SET_VP_REGISTERS,
+                header.as_bytes(),
+                chunk.as_bytes(),
+                chunk.len(),
+                0,
+                &mut [],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes one register of `target`.
+    pub fn set_vp_register(
+        &mut self,
+        target: VpTarget,
+        name: HvRegisterName,
+        value: HvRegisterValue,
+    ) -> Result<()> {
+        self.set_vp_registers(target, &[HvRegisterAssoc::new(name, value)])
+    }
+
+    /// HvExtCallQueryCapabilities: the host's extended-call capability mask.
+    pub fn query_extended_capabilities(&mut self) -> Result<u64> {
+        let mut mask = [0u8; 8];
+        self.call(HypercallCode::EXT_QUERY_CAPABILITIES, &[], &mut mask)?;
+        Ok(u64::from_le_bytes(mask))
+    }
+}
+
+/// The largest fast input block any ABI offers (arm64: x2..x17), in 64-bit words.
+const FAST_WORDS_MAX: usize = 16;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Host tests of the hypercall layer against the mock hypervisor model.

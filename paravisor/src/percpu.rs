@@ -1,0 +1,103 @@
+//! Per-VP state, reached through the CPU's own per-CPU register (boot::cpu): this VP's
+//! hypercall input and output pages, never shared with another VP and never used re-entrantly.
+
+use crate::hypercall::{Hypercall, NestedTable, Page};
+use boot::MAX_VPS;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Once;
+
+#[repr(C, align(4096))]
+struct PerCpu {
+    input: UnsafeCell<Page>,
+    output: UnsafeCell<Page>,
+    /// Handed to the hypervisor as this VP's VP assist page; only read through volatile
+    /// copies, because the hypervisor writes it.
+    assist: UnsafeCell<Page>,
+    busy: AtomicBool,
+}
+
+// SAFETY: a VP only touches its own PerCpu (found through its own per-CPU register), and the
+// busy flag turns any re-entrant use of the pages into a panic.
+unsafe impl Sync for PerCpu {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const IDLE: PerCpu = PerCpu {
+    input: UnsafeCell::new(Page::zeroed()),
+    output: UnsafeCell::new(Page::zeroed()),
+    assist: UnsafeCell::new(Page::zeroed()),
+    busy: AtomicBool::new(false),
+};
+static PERCPU: [PerCpu; MAX_VPS] = [IDLE; MAX_VPS];
+static NESTED: Once<NestedTable> = Once::new();
+
+/// Fixes the partition's nested table; once, on the boot VP, before any hypercall.
+pub fn set_nested_table(table: NestedTable) -> &'static NestedTable {
+    NESTED.call_once(|| table)
+}
+
+/// Hangs VP `index`'s state on this CPU.
+pub fn init(index: u32) {
+    boot::cpu::set_data(&PERCPU[index as usize] as *const PerCpu as *mut ());
+}
+
+fn current() -> &'static PerCpu {
+    let data = boot::cpu::data() as *const PerCpu;
+    assert!(
+        !data.is_null(),
+        "vp{}: per-CPU state used before init",
+        boot::cpu::index()
+    );
+    // SAFETY: init() stored a pointer into the 'static PERCPU array.
+    unsafe { &*data }
+}
+
+/// The GPA of this VP's VP assist page.
+pub fn assist_page_gpa() -> u64 {
+    current().assist.get() as u64
+}
+
+/// Exclusive use of this VP's hypercall pages until the guard drops.
+pub struct HypercallGuard {
+    cpu: &'static PerCpu,
+    hv: Hypercall<'static, crate::arch::Abi>,
+}
+
+impl core::ops::Deref for HypercallGuard {
+    type Target = Hypercall<'static, crate::arch::Abi>;
+    fn deref(&self) -> &Self::Target {
+        &self.hv
+    }
+}
+
+impl core::ops::DerefMut for HypercallGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.hv
+    }
+}
+
+impl Drop for HypercallGuard {
+    fn drop(&mut self) {
+        self.cpu.busy.store(false, Ordering::Release);
+    }
+}
+
+/// This VP's hypercall interface. Panics (loudly, never silently sharing a page) if this VP's
+/// pages are already in use or init() was not called.
+pub fn hypercall() -> HypercallGuard {
+    let cpu = current();
+    assert!(
+        !cpu.busy.swap(true, Ordering::Acquire),
+        "vp{}: hypercall pages re-entered",
+        boot::cpu::index()
+    );
+    let nested = NESTED
+        .get()
+        .expect("nested table fixed before the first hypercall");
+    // SAFETY: the busy flag gives this guard the only references to this VP's pages.
+    let (input, output) = unsafe { (&mut *cpu.input.get(), &mut *cpu.output.get()) };
+    HypercallGuard {
+        cpu,
+        hv: Hypercall::new(crate::arch::Abi, input, output, nested),
+    }
+}

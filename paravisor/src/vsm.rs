@@ -1,0 +1,59 @@
+//! Where the paravisor runs: VSM must be available and this VP's active VTL must be 2. Read
+//! through the shared register path like every other register.
+
+use crate::hypercall::{self, Hypercall, HypercallAbi, VpTarget};
+use core::fmt;
+use hvdef::{HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVsmVpStatus};
+
+/// The VTL the paravisor must run at.
+pub const PARAVISOR_VTL: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VsmError {
+    /// The partition lacks the AccessVsm privilege: no VSM.
+    NoAccessVsm,
+    /// Reading HvRegisterVsmVpStatus failed.
+    StatusUnreadable(hypercall::Error),
+    /// VSM is there but this VP is not at VTL2.
+    WrongVtl { status: HvRegisterVsmVpStatus },
+}
+
+impl fmt::Display for VsmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VsmError::NoAccessVsm => {
+                write!(
+                    f,
+                    "VSM is not available: the partition lacks the AccessVsm privilege"
+                )
+            }
+            VsmError::StatusUnreadable(e) => {
+                write!(f, "reading HvRegisterVsmVpStatus failed: {e}")
+            }
+            VsmError::WrongVtl { status } => write!(
+                f,
+                "running at VTL{} (enabled VTL set {:#x}), not VTL{PARAVISOR_VTL}",
+                status.active_vtl(),
+                status.enabled_vtl_set()
+            ),
+        }
+    }
+}
+
+/// Checks that this VP runs at VTL2 and returns its VSM status.
+pub fn check_vp<A: HypercallAbi>(
+    hv: &mut Hypercall<'_, A>,
+    privileges: HvPartitionPrivilegeMask,
+) -> Result<HvRegisterVsmVpStatus, VsmError> {
+    if !privileges.access_vsm() {
+        return Err(VsmError::NoAccessVsm);
+    }
+    let value = hv
+        .get_vp_register(VpTarget::SELF, HvRegisterName::VSM_VP_STATUS)
+        .map_err(VsmError::StatusUnreadable)?;
+    let status = HvRegisterVsmVpStatus::from_bits(value.as_u64());
+    if status.active_vtl() != PARAVISOR_VTL {
+        return Err(VsmError::WrongVtl { status });
+    }
+    Ok(status)
+}
