@@ -85,6 +85,16 @@ open_enum! {
 impl HvX64Msr {
     /// Distance from a SynIC MSR (or VP_INDEX) to its `HV_X64_MSR_NESTED_*` twin.
     pub const NESTED_OFFSET: u32 = 0x1000;
+    /// The first MSR of the range the hypervisor owns (the same range as its CPUID leaves).
+    pub const FIRST_SYNTHETIC: u32 = 0x4000_0000;
+    /// The last MSR of the range the hypervisor owns.
+    pub const LAST_SYNTHETIC: u32 = 0x4000_FFFF;
+
+    /// Whether `msr` is in the hypervisor's range: RDMSR/WRMSR of it is the hypervisor's to answer
+    /// (#GP when it implements no such MSR), everything else is the CPU's.
+    pub const fn is_synthetic(msr: u32) -> bool {
+        msr >= Self::FIRST_SYNTHETIC && msr <= Self::LAST_SYNTHETIC
+    }
 
     /// `HV_X64_MSR_SINT<n>`, for n < 16.
     pub const fn sint(n: u8) -> Option<Self> {
@@ -475,6 +485,16 @@ mod tests {
             assert_eq!(S::Sint(n).msr(), Some(HvX64Msr(0x4000_0090 + u32::from(n))));
         }
         assert_eq!(S::Sint(16).msr(), None);
+    }
+
+    #[test]
+    fn synthetic_msr_range() {
+        assert!(HvX64Msr::is_synthetic(0x4000_0000));
+        assert!(HvX64Msr::is_synthetic(HvX64Msr::HV_X64_MSR_NESTED_SINT15.0));
+        assert!(HvX64Msr::is_synthetic(0x4000_FFFF));
+        assert!(!HvX64Msr::is_synthetic(0x3FFF_FFFF));
+        assert!(!HvX64Msr::is_synthetic(0x4001_0000));
+        assert!(!HvX64Msr::is_synthetic(0xC000_0080));
     }
 
     #[test]

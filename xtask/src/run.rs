@@ -1,8 +1,11 @@
-//! `cargo xtask run`: boots each image in QEMU with the console streamed to the terminal.
+//! `cargo xtask run`: boots each image in QEMU under the mock hypervisor (VSM, VTL2) with the
+//! console streamed to the terminal, then prints a summary of the hypercall trace.
 
 use crate::image;
 use anyhow::{bail, Result};
-use mockhv::qemu::{ensure_qemu, Arch, Outcome, Qemu, QemuConfig};
+use mockhv::model::Scenario;
+use mockhv::qemu::{ensure_qemu, Arch, Outcome};
+use mockhv::session::{self, SessionConfig};
 use std::time::Duration;
 
 pub fn run(arches: &[Arch], release: bool, smp: u32, append: &str, timeout: u64) -> Result<()> {
@@ -10,21 +13,26 @@ pub fn run(arches: &[Arch], release: bool, smp: u32, append: &str, timeout: u64)
     for &arch in arches {
         ensure_qemu(arch)?;
         let image = image::build(arch, release)?;
-        println!("== {} ({} VPs): {}", arch.name(), smp, image.elf.display());
-        let mut qemu = Qemu::spawn(&QemuConfig {
-            smp,
-            append: (!append.is_empty()).then(|| append.to_string()),
-            timeout: Duration::from_secs(timeout),
-            echo: true,
-            ..QemuConfig::new(arch, Some(image.elf))
-        })?;
-        let result = qemu.wait()?;
-        match result.outcome {
-            Outcome::Pass => println!("== {}: firmware exited with success", arch.name()),
-            _ => {
-                println!("== {}: {}", arch.name(), result.summary());
-                failed.push(arch.name());
-            }
+        let scenario = Scenario {
+            vp_count: smp,
+            ..Scenario::for_arch(arch)
+        };
+        println!(
+            "== {} under the mock hypervisor (VSM, VTL2, {smp} VPs): {}",
+            arch.name(),
+            image.elf.display()
+        );
+        let mut config = SessionConfig::new(image.elf, scenario);
+        config.append = (!append.is_empty()).then(|| append.to_string());
+        config.timeout = Duration::from_secs(timeout);
+        config.echo = true;
+        let report = session::run(config)?;
+        print!("{}", report.trace_summary());
+        if report.run.outcome == Outcome::Pass {
+            println!("== {}: firmware exited with success", arch.name());
+        } else {
+            println!("== {}: {}", arch.name(), report.summary());
+            failed.push(arch.name());
         }
     }
     if !failed.is_empty() {

@@ -59,8 +59,20 @@ pub fn halt() -> ! {
 const IA32_GS_BASE: u32 = 0xc000_0101;
 
 pub(crate) fn set_cpu_base(addr: usize) {
+    // The MSR number is an immediate right before the wrmsr, so the mock's image audit can see
+    // this is an architectural MSR and not a hypervisor access outside the exported sites.
     // SAFETY: GS is not used for anything else; the record is 'static.
-    unsafe { x86_64::registers::model_specific::Msr::new(IA32_GS_BASE).write(addr as u64) };
+    unsafe {
+        core::arch::asm!(
+            "mov ecx, {msr}",
+            "wrmsr",
+            msr = const IA32_GS_BASE,
+            in("eax") addr as u32,
+            in("edx") (addr >> 32) as u32,
+            out("ecx") _,
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 pub(crate) fn cpu_base() -> usize {

@@ -1,0 +1,814 @@
+//! The hypercall dispatcher: TLFS validation of the control word and the parameter lists in one
+//! fixed order, then one handler per implemented call.
+//!
+//! Validation order (the TLFS leaves it open but prefers ACCESS_DENIED; this follows KVM, with
+//! OpenVMM's rep and size rules):
+//! 1. arm64 before the guest OS id is set: anything but Get/SetVpRegisters → ACCESS_DENIED;
+//!    missing privilege → ACCESS_DENIED.
+//! 2. reserved control bits, or the nested bit where it is not allowed → INVALID_HYPERCALL_INPUT.
+//! 3. code neither implemented, nor on the host table, nor an advertised extended call →
+//!    INVALID_HYPERCALL_CODE.
+//! 4. rep count / rep start / variable header against the call's kind → INVALID_HYPERCALL_INPUT;
+//!    an extended call with the fast bit → INVALID_PARAMETER (KVM).
+//! 5. fast: input and output must fit the register block (INVALID_HYPERCALL_INPUT; on x64
+//!    without XMM fast hypercalls, needing XMM is #UD per the TLFS). Memory: GPAs 8-byte aligned,
+//!    inside the GPA space, lists within one page and not overlapping → INVALID_ALIGNMENT.
+//! 6. nested: an L0 call without the nested bit reached the wrong hypervisor (its configured
+//!    status, INVALID_CONNECTION_ID by default).
+//! 7. injected faults, the rep budget, then the handler.
+
+use std::ops::Range;
+
+use hvdef::aarch64::HvArm64InputEnableVpVtl;
+use hvdef::x86_64::HvX64InputEnableVpVtl;
+use hvdef::{
+    Control, HvError, HvExtendedCapabilities, HvInputGetVpRegisters, HvInputInstallIntercept,
+    HvInputPostMessage, HvInputSetVpRegisters, HvInputSignalEvent, HvInterceptAccessMask,
+    HvRegisterAssoc, HvRegisterName, HvRegisterValue, HvResult, HvStatus, HypercallCode,
+    HypercallOutput, Vtl, HV_EVENT_FLAGS_COUNT, HV_MESSAGE_PAYLOAD_SIZE, HV_PAGE_SIZE,
+    HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::registers::{early_readable, early_writable};
+use super::scenario::FaultAction;
+use super::trace::{Abi, Event, HypercallRecord, Outcome};
+use super::{Arch, Effects, Fault, GuestMemory, InitialVpContext, Model, StartVp};
+
+/// The fast register block, in 8-byte words: x64 RDX, R8, XMM0 low, XMM0 high, ... XMM5 high;
+/// arm64 X2..X17 (SMCCC) or X1..X16 (`hvc #1`). Inputs and outputs are placed in 16-byte pairs,
+/// the output starting at the first pair after the input (OpenVMM; Linux's arm64 fast
+/// GetVpRegisters reads its value from X6/X7 accordingly).
+pub(crate) struct FastBlock {
+    pub words: Vec<u64>,
+    /// x64 without XMM fast hypercalls: input beyond RDX/R8, or any output, is #UD.
+    pub xmm_ud: bool,
+}
+
+pub(crate) struct Request {
+    pub abi: Abi,
+    pub control: u64,
+    pub input_gpa: u64,
+    pub output_gpa: u64,
+    pub fast: FastBlock,
+}
+
+pub(crate) struct Reply {
+    pub output: HypercallOutput,
+    /// TIMEOUT: the instruction runs again with this control word (rep start = reps completed).
+    pub retry: Option<u64>,
+    pub effects: Effects,
+}
+
+/// Why a call ended before success: a status with the absolute reps completed, or a fault.
+enum Stop {
+    Status(HvError, u16),
+    Fault(Fault),
+}
+
+impl From<HvError> for Stop {
+    fn from(err: HvError) -> Self {
+        Stop::Status(err, 0)
+    }
+}
+
+/// Where a call code is handled.
+enum Target {
+    Model(Spec),
+    /// The host table or an advertised extended call: only the control word is checked.
+    Host(HvResult<()>),
+}
+
+/// A handler gets the whole input and output lists and processes reps `start..end`; it returns
+/// the absolute reps completed (0 for simple calls).
+type Handler = fn(&mut Model, &mut Call<'_>, &[u8], &mut [u8]) -> (HvResult<()>, u16);
+
+#[derive(Clone, Copy)]
+struct Spec {
+    header: usize,
+    in_elem: usize,
+    /// Output size of a simple call, or of one rep element.
+    out: usize,
+    rep: bool,
+    handler: Handler,
+}
+
+impl Spec {
+    fn simple(input: usize, output: usize, handler: Handler) -> Self {
+        Self {
+            header: input,
+            in_elem: 0,
+            out: output,
+            rep: false,
+            handler,
+        }
+    }
+
+    fn rep(header: usize, in_elem: usize, out_elem: usize, handler: Handler) -> Self {
+        Self {
+            header,
+            in_elem,
+            out: out_elem,
+            rep: true,
+            handler,
+        }
+    }
+}
+
+pub(crate) struct Call<'a> {
+    vp: u32,
+    vtl: Vtl,
+    start: u16,
+    end: u16,
+    mem: &'a mut dyn GuestMemory,
+    effects: &'a mut Effects,
+}
+
+/// The parameter lists, copied in (and out again through `write_back`).
+struct Params {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Fast calls: the byte offset of the output in the register block.
+    fast_output_at: Option<usize>,
+}
+
+impl Params {
+    fn fast(block: &FastBlock, in_len: usize, out_len: usize) -> Result<Self, Stop> {
+        let (in_pairs, out_pairs) = (in_len.div_ceil(16), out_len.div_ceil(16));
+        if block.xmm_ud && (in_pairs > 1 || out_pairs > 0) {
+            return Err(Stop::Fault(Fault::Ud));
+        }
+        if (in_pairs + out_pairs) * 2 > block.words.len() {
+            return Err(HvError::INVALID_HYPERCALL_INPUT.into());
+        }
+        let bytes = block.words.as_bytes();
+        let at = in_pairs * 16;
+        Ok(Self {
+            input: bytes[..in_len].to_vec(),
+            // Starts as the registers' current bytes, so output bytes a call does not write keep
+            // their value when written back.
+            output: bytes[at..at + out_len].to_vec(),
+            fast_output_at: Some(at),
+        })
+    }
+
+    fn write_back(
+        &self,
+        range: Range<usize>,
+        req: &mut Request,
+        mem: &mut dyn GuestMemory,
+    ) -> HvResult<()> {
+        let data = &self.output[range.clone()];
+        match self.fast_output_at {
+            Some(at) => {
+                let at = at + range.start;
+                req.fast.words.as_mut_bytes()[at..at + data.len()].copy_from_slice(data);
+                Ok(())
+            }
+            None => mem
+                .write(req.output_gpa.wrapping_add(range.start as u64), data)
+                .map_err(|_| HvError::INVALID_ALIGNMENT),
+        }
+    }
+}
+
+impl Model {
+    /// Runs one hypercall for `vp` (in its active VTL) and records it in the trace.
+    pub(crate) fn hypercall(
+        &mut self,
+        vp: u32,
+        req: &mut Request,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Reply, Fault> {
+        let vtl = self.vp(vp).active_vtl;
+        let control = Control::from_bits(req.control);
+        let mut record = HypercallRecord {
+            vp,
+            vtl,
+            abi: req.abi,
+            code: control.code(),
+            control: req.control,
+            input_gpa: req.input_gpa,
+            output_gpa: req.output_gpa,
+            input: Vec::new(),
+            output: Vec::new(),
+            outcome: Outcome::Fault(Fault::Ud),
+        };
+        let mut effects = Effects::default();
+        let (status, reps) =
+            match self.dispatch(vp, vtl, control, req, mem, &mut record, &mut effects) {
+                Ok(reps) => (HvStatus::SUCCESS, reps),
+                Err(Stop::Status(err, reps)) => (err.status(), reps),
+                Err(Stop::Fault(fault)) => {
+                    self.trace.push(Event::Hypercall(record));
+                    return Err(fault);
+                }
+            };
+        let output = HypercallOutput::new()
+            .with_status(status)
+            .with_reps_completed(reps);
+        record.outcome = Outcome::Status(output);
+        self.trace.push(Event::Hypercall(record));
+        let retry = (status == HvStatus::TIMEOUT).then(|| control.with_rep_start(reps).into_bits());
+        effects.advance_ip = retry.is_none();
+        Ok(Reply {
+            output,
+            retry,
+            effects,
+        })
+    }
+
+    #[expect(clippy::too_many_arguments)]
+    fn dispatch(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        control: Control,
+        req: &mut Request,
+        mem: &mut dyn GuestMemory,
+        record: &mut HypercallRecord,
+        effects: &mut Effects,
+    ) -> Result<u16, Stop> {
+        let code = control.code();
+        self.check_access(vtl, code)?;
+        self.check_control_bits(control)?;
+        let target = self.target(code).ok_or(HvError::INVALID_HYPERCALL_CODE)?;
+        let rep = match &target {
+            Target::Model(spec) => spec.rep,
+            Target::Host(_) => code.is_rep(),
+        };
+        check_shape(control, rep, code.takes_variable_header())?;
+        if code.is_extended() && control.fast() {
+            return Err(HvError::INVALID_PARAMETER.into());
+        }
+        let (start, count) = if rep {
+            (control.rep_start(), control.rep_count())
+        } else {
+            (0, 0)
+        };
+
+        let spec = match target {
+            Target::Model(spec) => spec,
+            Target::Host(result) => {
+                self.check_route(control, start)?;
+                let end = self.count_call(code, start, count, rep)?;
+                result.map_err(|err| Stop::Status(err, start))?;
+                if end < count {
+                    return Err(Stop::Status(HvError::TIMEOUT, end));
+                }
+                return Ok(count);
+            }
+        };
+
+        let in_len = spec.header
+            + usize::from(control.variable_header_size()) * 8
+            + spec.in_elem * usize::from(count);
+        let out_len = if rep {
+            spec.out * usize::from(count)
+        } else {
+            spec.out
+        };
+        let mut params = if control.fast() {
+            Params::fast(&req.fast, in_len, out_len)?
+        } else {
+            self.memory_params(req, in_len, out_len, mem)?
+        };
+        record.input.clone_from(&params.input);
+        self.check_route(control, start)?;
+        let end = self.count_call(code, start, count, rep)?;
+
+        let mut call = Call {
+            vp,
+            vtl,
+            start,
+            end,
+            mem,
+            effects,
+        };
+        let (result, done) = (spec.handler)(self, &mut call, &params.input, &mut params.output);
+        // Rep calls write back every completed element; simple calls only on success.
+        let written = if rep {
+            usize::from(start) * spec.out..usize::from(done) * spec.out
+        } else if result.is_ok() {
+            0..out_len
+        } else {
+            0..0
+        };
+        if !written.is_empty() {
+            record.output = params.output[written.clone()].to_vec();
+            params
+                .write_back(written, req, call.mem)
+                .map_err(|err| Stop::Status(err, done))?;
+        }
+        result.map_err(|err| Stop::Status(err, done))?;
+        if rep && done < count {
+            return Err(Stop::Status(HvError::TIMEOUT, done));
+        }
+        Ok(done)
+    }
+
+    /// arm64's early-register rule, then the call's privilege.
+    fn check_access(&self, vtl: Vtl, code: HypercallCode) -> HvResult<()> {
+        let registers = matches!(
+            code,
+            HypercallCode::GET_VP_REGISTERS | HypercallCode::SET_VP_REGISTERS
+        );
+        if self.early_gate(vtl) && !registers {
+            return Err(HvError::ACCESS_DENIED);
+        }
+        let p = self.scenario.privileges;
+        let allowed = match code {
+            HypercallCode::GET_VP_REGISTERS | HypercallCode::SET_VP_REGISTERS => {
+                p.access_vp_registers()
+            }
+            HypercallCode::ENABLE_VP_VTL | HypercallCode::INSTALL_INTERCEPT => p.access_vsm(),
+            HypercallCode::START_VIRTUAL_PROCESSOR => p.start_virtual_processor(),
+            HypercallCode::POST_MESSAGE => p.post_messages(),
+            HypercallCode::SIGNAL_EVENT => p.signal_events(),
+            code if code.is_extended() => p.enable_extended_hypercalls(),
+            _ => true,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(HvError::ACCESS_DENIED)
+        }
+    }
+
+    /// arm64: until the caller's VTL has a guest OS id, only the early register list is usable.
+    /// The TLFS names no status for breaking the rule; the model uses ACCESS_DENIED, the status of
+    /// a call refused regardless of its input.
+    fn early_gate(&self, vtl: Vtl) -> bool {
+        self.scenario.arch == Arch::Aarch64
+            && self.partition.vtls[vtl.get() as usize].guest_os_id == 0
+    }
+
+    fn early_check(
+        &self,
+        vtl: Vtl,
+        name: HvRegisterName,
+        allowed: fn(HvRegisterName) -> bool,
+    ) -> HvResult<()> {
+        if self.early_gate(vtl) && !allowed(name) {
+            return Err(HvError::ACCESS_DENIED);
+        }
+        Ok(())
+    }
+
+    /// Reserved bits, and the nested bit: only a nested host has an L0 to route to, and only for
+    /// the calls L0 owns; extended calls are never nested.
+    fn check_control_bits(&self, control: Control) -> HvResult<()> {
+        let code = control.code();
+        let nested_ok =
+            self.nested() && !code.is_extended() && self.scenario.l0_calls.contains_key(&code);
+        if control.reserved_bits() != 0 || (control.nested() && !nested_ok) {
+            return Err(HvError::INVALID_HYPERCALL_INPUT);
+        }
+        Ok(())
+    }
+
+    /// A nested host's L0 calls without the nested bit go to the L1 hypervisor, which does not
+    /// know the L0 connection and fails them.
+    fn check_route(&self, control: Control, start: u16) -> Result<(), Stop> {
+        if self.nested() && !control.nested() {
+            if let Some(&err) = self.scenario.l0_calls.get(&control.code()) {
+                return Err(Stop::Status(err, start));
+            }
+        }
+        Ok(())
+    }
+
+    fn target(&self, code: HypercallCode) -> Option<Target> {
+        if let Some(spec) = self.spec(code) {
+            return Some(Target::Model(spec));
+        }
+        if let Some(status) = self.scenario.host_calls.get(&code) {
+            return Some(Target::Host(status.result()));
+        }
+        (code.is_extended() && self.scenario.extended_capabilities.supports(code))
+            .then_some(Target::Host(Ok(())))
+    }
+
+    fn spec(&self, code: HypercallCode) -> Option<Spec> {
+        let vp_context = match self.scenario.arch {
+            Arch::X86_64 => size_of::<HvX64InputEnableVpVtl>(),
+            Arch::Aarch64 => size_of::<HvArm64InputEnableVpVtl>(),
+        };
+        Some(match code {
+            HypercallCode::GET_VP_REGISTERS => Spec::rep(
+                size_of::<HvInputGetVpRegisters>(),
+                size_of::<HvRegisterName>(),
+                size_of::<HvRegisterValue>(),
+                Model::get_vp_registers,
+            ),
+            HypercallCode::SET_VP_REGISTERS => Spec::rep(
+                size_of::<HvInputSetVpRegisters>(),
+                size_of::<HvRegisterAssoc>(),
+                0,
+                Model::set_vp_registers,
+            ),
+            HypercallCode::ENABLE_VP_VTL => Spec::simple(vp_context, 0, Model::enable_vp_vtl),
+            HypercallCode::START_VIRTUAL_PROCESSOR => {
+                Spec::simple(vp_context, 0, Model::start_virtual_processor)
+            }
+            HypercallCode::INSTALL_INTERCEPT => Spec::simple(
+                size_of::<HvInputInstallIntercept>(),
+                0,
+                Model::install_intercept,
+            ),
+            HypercallCode::POST_MESSAGE => {
+                Spec::simple(size_of::<HvInputPostMessage>(), 0, Model::post_message)
+            }
+            HypercallCode::SIGNAL_EVENT => {
+                Spec::simple(size_of::<HvInputSignalEvent>(), 0, Model::signal_event)
+            }
+            HypercallCode::EXT_QUERY_CAPABILITIES => Spec::simple(
+                0,
+                size_of::<HvExtendedCapabilities>(),
+                Model::query_capabilities,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// TLFS alignment rules for memory-based lists (GPAs are ignored for empty lists). Overlap:
+    /// the TLFS forbids it in the same sentence as page crossing but names no status; the model
+    /// reports INVALID_ALIGNMENT like the crossing rule. Real Hyper-V tolerated it (Linux's
+    /// get_vtl overlapped until 2025), so this mock is stricter on purpose. Page crossing is
+    /// INVALID_ALIGNMENT per the TLFS, where OpenVMM returns INVALID_HYPERCALL_INPUT. Memory the
+    /// guest does not have is treated as a GPA beyond the GPA space: INVALID_ALIGNMENT.
+    fn memory_params(
+        &self,
+        req: &Request,
+        in_len: usize,
+        out_len: usize,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Params, Stop> {
+        let limit = 1u64 << self.scenario.limits.gpa_bits;
+        let check = |gpa: u64, len: usize| -> HvResult<Range<u64>> {
+            if len == 0 {
+                return Ok(gpa..gpa);
+            }
+            let end = gpa.checked_add(len as u64);
+            let in_space = end.is_some_and(|end| end <= limit);
+            let one_page = (gpa % HV_PAGE_SIZE) + len as u64 <= HV_PAGE_SIZE;
+            if !gpa.is_multiple_of(8) || !in_space || !one_page {
+                return Err(HvError::INVALID_ALIGNMENT);
+            }
+            Ok(gpa..gpa + len as u64)
+        };
+        let input = check(req.input_gpa, in_len)?;
+        let output = check(req.output_gpa, out_len)?;
+        if !input.is_empty()
+            && !output.is_empty()
+            && input.start < output.end
+            && output.start < input.end
+        {
+            return Err(HvError::INVALID_ALIGNMENT.into());
+        }
+        // Both lists must be accessible before the call runs; reading the output range is how
+        // the model asks whether it is there.
+        let mut read = |gpa: u64, len: usize| {
+            let mut bytes = vec![0; len];
+            if len > 0 {
+                mem.read(gpa, &mut bytes)
+                    .map_err(|_| HvError::INVALID_ALIGNMENT)?;
+            }
+            Ok::<_, HvError>(bytes)
+        };
+        let input = read(req.input_gpa, in_len)?;
+        let output = read(req.output_gpa, out_len)?;
+        Ok(Params {
+            input,
+            output,
+            fast_output_at: None,
+        })
+    }
+
+    /// Counts a validated call and applies injected faults and the rep budget; returns the rep
+    /// index to stop at.
+    fn count_call(
+        &mut self,
+        code: HypercallCode,
+        start: u16,
+        count: u16,
+        rep: bool,
+    ) -> Result<u16, Stop> {
+        let n = self.call_counts.entry(code).or_default();
+        *n = n.saturating_add(1);
+        let n = *n;
+        let budget = self.scenario.limits.max_reps_per_call;
+        let mut end = if rep && budget != 0 {
+            count.min(start.saturating_add(budget))
+        } else {
+            count
+        };
+        let fault = self
+            .scenario
+            .faults
+            .iter()
+            .find(|f| f.code == code && f.nth == n);
+        match fault.map(|f| f.action) {
+            None => {}
+            Some(FaultAction::Status(err)) => return Err(Stop::Status(err, start)),
+            Some(FaultAction::Timeout { .. }) if !rep => {
+                return Err(Stop::Status(HvError::TIMEOUT, 0));
+            }
+            Some(FaultAction::Timeout { reps }) => end = end.min(start.saturating_add(reps)),
+        }
+        Ok(end)
+    }
+
+    // ---- Handlers -----------------------------------------------------------------------------
+
+    fn get_vp_registers(
+        &mut self,
+        call: &mut Call<'_>,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let (vp, vtl) = match self.register_target(call, input) {
+            Ok(target) => target,
+            Err(err) => return (Err(err), call.start),
+        };
+        let names = &input[size_of::<HvInputGetVpRegisters>()..];
+        for i in call.start..call.end {
+            let value = element::<HvRegisterName>(names, i).and_then(|name| {
+                self.early_check(call.vtl, name, early_readable)?;
+                self.get_register(vp, vtl, name)
+            });
+            match value {
+                Ok(value) => put(output, i, &HvRegisterValue::from(value)),
+                Err(err) => return (Err(err), i),
+            }
+        }
+        (Ok(()), call.end)
+    }
+
+    fn set_vp_registers(
+        &mut self,
+        call: &mut Call<'_>,
+        input: &[u8],
+        _output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let (vp, vtl) = match self.register_target(call, input) {
+            Ok(target) => target,
+            Err(err) => return (Err(err), call.start),
+        };
+        let elements = &input[size_of::<HvInputSetVpRegisters>()..];
+        for i in call.start..call.end {
+            let result = element::<HvRegisterAssoc>(elements, i).and_then(|assoc| {
+                if assoc.reserved != [0; 3] {
+                    return Err(HvError::INVALID_PARAMETER);
+                }
+                self.early_check(call.vtl, assoc.name, early_writable)?;
+                let value = assoc.value.as_u128();
+                self.set_register(vp, vtl, assoc.name, value, call.mem, call.effects)
+            });
+            if let Err(err) = result {
+                return (Err(err), i);
+            }
+        }
+        (Ok(()), call.end)
+    }
+
+    /// The Get/SetVpRegisters header: the partition must be "self", the VP self or in range,
+    /// and an explicit target VTL no higher than the caller's and enabled on that VP.
+    fn register_target(&self, call: &Call<'_>, input: &[u8]) -> HvResult<(u32, Vtl)> {
+        let (hdr, _) = HvInputGetVpRegisters::read_from_prefix(input)
+            .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)?;
+        if hdr.partition_id != HV_PARTITION_ID_SELF {
+            return Err(HvError::INVALID_PARTITION_ID);
+        }
+        if hdr.reserved != [0; 3] || hdr.target_vtl.reserved_bits() != 0 {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        let vp = self.vp_index(call, hdr.vp_index)?;
+        let vtl = hdr.target_vtl.explicit_target().unwrap_or(call.vtl);
+        if vtl > call.vtl {
+            return Err(HvError::ACCESS_DENIED);
+        }
+        if !self.vp(vp).vtl_enabled(vtl) {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        Ok((vp, vtl))
+    }
+
+    fn vp_index(&self, call: &Call<'_>, index: u32) -> HvResult<u32> {
+        match index {
+            HV_VP_INDEX_SELF => Ok(call.vp),
+            index if self.valid_vp(index) => Ok(index),
+            _ => Err(HvError::INVALID_VP_INDEX),
+        }
+    }
+
+    /// The shared part of EnableVpVtl and StartVirtualProcessor: the target VP and VTL (enabled
+    /// for the partition, no higher than the caller's) and the initial context.
+    fn vp_context_target(
+        &self,
+        call: &Call<'_>,
+        input: &[u8],
+    ) -> HvResult<(u32, Vtl, InitialVpContext)> {
+        let (partition, vp_index, target_vtl, reserved, context) = match self.scenario.arch {
+            Arch::X86_64 => {
+                let i = parse::<HvX64InputEnableVpVtl>(input)?;
+                let context = InitialVpContext::X64(i.context);
+                (
+                    i.partition_id,
+                    i.vp_index,
+                    i.target_vtl,
+                    i.reserved,
+                    context,
+                )
+            }
+            Arch::Aarch64 => {
+                let i = parse::<HvArm64InputEnableVpVtl>(input)?;
+                let context = InitialVpContext::Aarch64(i.context);
+                (
+                    i.partition_id,
+                    i.vp_index,
+                    i.target_vtl,
+                    i.reserved,
+                    context,
+                )
+            }
+        };
+        if partition != HV_PARTITION_ID_SELF {
+            return Err(HvError::INVALID_PARTITION_ID);
+        }
+        if reserved != [0; 3] {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        let vp = self.vp_index(call, vp_index)?;
+        let vtl = Vtl::new(target_vtl)
+            .filter(|v| self.scenario.enabled_vtls & (1 << v.get()) != 0)
+            .ok_or(HvError::INVALID_PARAMETER)?;
+        if vtl > call.vtl {
+            return Err(HvError::ACCESS_DENIED);
+        }
+        Ok((vp, vtl, context))
+    }
+
+    /// Enabling a VTL twice is VTL_ALREADY_ENABLED (the TLFS says it fails without a status;
+    /// Linux expects 0x86). The VP does not run: that is StartVirtualProcessor's job.
+    fn enable_vp_vtl(
+        &mut self,
+        call: &mut Call<'_>,
+        input: &[u8],
+        _output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let result = self
+            .vp_context_target(call, input)
+            .and_then(|(vp, vtl, context)| {
+                if self.vp(vp).vtl_enabled(vtl) {
+                    return Err(HvError::VTL_ALREADY_ENABLED);
+                }
+                self.vp_mut(vp).enabled_vtls |= 1 << vtl.get();
+                call.effects.vp_vtl_enabled = Some(StartVp { vp, vtl, context });
+                Ok(())
+            });
+        (result, 0)
+    }
+
+    /// The target VTL must be enabled on the target VP and the VP not yet running; both are
+    /// INVALID_VP_STATE (the TLFS names no status).
+    fn start_virtual_processor(
+        &mut self,
+        call: &mut Call<'_>,
+        input: &[u8],
+        _output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let result = self
+            .vp_context_target(call, input)
+            .and_then(|(vp, vtl, context)| {
+                let target = self.vp_mut(vp);
+                if !target.vtl_enabled(vtl) || target.started {
+                    return Err(HvError::INVALID_VP_STATE);
+                }
+                target.started = true;
+                target.active_vtl = vtl;
+                call.effects.start_vp = Some(StartVp { vp, vtl, context });
+                Ok(())
+            });
+        (result, 0)
+    }
+
+    fn install_intercept(
+        &mut self,
+        _call: &mut Call<'_>,
+        input: &[u8],
+        _output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let known = HvInterceptAccessMask::new()
+            .with_read(true)
+            .with_write(true)
+            .with_execute(true)
+            .into_bits();
+        let result = parse::<HvInputInstallIntercept>(input).and_then(|i| {
+            if i.partition_id != HV_PARTITION_ID_SELF {
+                return Err(HvError::INVALID_PARTITION_ID);
+            }
+            if i.access_type.into_bits() & !known != 0 {
+                return Err(HvError::INVALID_PARAMETER);
+            }
+            self.partition.intercepts.push(i);
+            Ok(())
+        });
+        (result, 0)
+    }
+
+    /// The host accepts the message if it knows the connection (TLFS HvCallPostMessage rules).
+    fn post_message(
+        &mut self,
+        _call: &mut Call<'_>,
+        input: &[u8],
+        _output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let result = parse::<HvInputPostMessage>(input).and_then(|m| {
+            // Types with the top bit set are the hypervisor's; zero is "no message".
+            let hypervisor_type = m.message_type.0 >> 31 != 0;
+            if m.reserved != 0
+                || m.message_type.0 == 0
+                || hypervisor_type
+                || m.payload_size as usize > HV_MESSAGE_PAYLOAD_SIZE
+            {
+                return Err(HvError::INVALID_PARAMETER);
+            }
+            self.check_connection(m.connection_id)
+        });
+        (result, 0)
+    }
+
+    fn signal_event(
+        &mut self,
+        _call: &mut Call<'_>,
+        input: &[u8],
+        _output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let result = parse::<HvInputSignalEvent>(input).and_then(|e| {
+            if e.reserved != 0 {
+                return Err(HvError::INVALID_PARAMETER);
+            }
+            self.check_connection(e.connection_id)?;
+            if usize::from(e.flag_number) >= HV_EVENT_FLAGS_COUNT {
+                return Err(HvError::INVALID_PARAMETER);
+            }
+            Ok(())
+        });
+        (result, 0)
+    }
+
+    fn check_connection(&self, id: u32) -> HvResult<()> {
+        match &self.scenario.host_connections {
+            Some(ids) if !ids.contains(&id) => Err(HvError::INVALID_CONNECTION_ID),
+            _ => Ok(()),
+        }
+    }
+
+    fn query_capabilities(
+        &mut self,
+        _call: &mut Call<'_>,
+        _input: &[u8],
+        output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        put(output, 0, &self.scenario.extended_capabilities.into_bits());
+        (Ok(()), 0)
+    }
+}
+
+fn check_shape(control: Control, rep: bool, variable: bool) -> HvResult<()> {
+    let (count, start) = (control.rep_count(), control.rep_start());
+    let bad_reps = if rep {
+        count == 0 || start >= count
+    } else {
+        count != 0 || start != 0
+    };
+    if bad_reps || (!variable && control.variable_header_size() != 0) {
+        return Err(HvError::INVALID_HYPERCALL_INPUT);
+    }
+    Ok(())
+}
+
+fn parse<T: FromBytes>(input: &[u8]) -> HvResult<T> {
+    T::read_from_prefix(input)
+        .map(|(value, _)| value)
+        .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)
+}
+
+/// Rep element `index` of a list of `T`s.
+fn element<T: FromBytes>(list: &[u8], index: u16) -> HvResult<T> {
+    let size = size_of::<T>();
+    let at = usize::from(index) * size;
+    list.get(at..at + size)
+        .and_then(|bytes| T::read_from_bytes(bytes).ok())
+        .ok_or(HvError::INVALID_HYPERCALL_INPUT)
+}
+
+/// Stores output element `index`.
+fn put<T: IntoBytes + Immutable + KnownLayout>(output: &mut [u8], index: u16, value: &T) {
+    let bytes = value.as_bytes();
+    let at = usize::from(index) * bytes.len();
+    if let Some(slot) = output.get_mut(at..at + bytes.len()) {
+        slot.copy_from_slice(bytes);
+    }
+}

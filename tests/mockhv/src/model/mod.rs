@@ -1,0 +1,239 @@
+//! The TLFS model: a Hyper-V partition (VPs, VTLs, VSM, SynIC, VP assist page, hypercall page)
+//! behind the hypervisor-facing entry points the QEMU glue calls when the paravisor hits one of
+//! its hypercall, CPUID or MSR sites.
+//!
+//! Plain Rust with no I/O: guest memory is a trait, every answer is a value plus [`Effects`] the
+//! glue carries out, and every access lands in a [`Trace`]. Guest input never panics the model;
+//! it gets a TLFS status or a fault.
+
+mod aarch64;
+mod features;
+mod hypercall;
+mod memory;
+mod partition;
+mod registers;
+mod scenario;
+mod synic;
+mod trace;
+mod vtl;
+mod x86_64;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use hvdef::aarch64::HvArm64InitialVpContext;
+use hvdef::x86_64::HvX64InitialVpContext;
+use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, HypercallCode, Vtl};
+
+pub use crate::qemu::Arch;
+pub use memory::{GuestMemory, MemoryError, TestMemory};
+pub use scenario::{FaultAction, InjectedFault, Limits, Scenario};
+pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
+pub use vtl::{Vtl0Call, Vtl0Result, Vtl0Script};
+pub use x86_64::{VmcallKind, X64HypercallRegs, VTL_CALL_OFFSET, VTL_RETURN_OFFSET};
+
+use partition::{Partition, PartitionVtl, Vp, VTL_COUNT};
+
+/// An exception the glue raises in the guest instead of completing the instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// #GP (x64 RDMSR/WRMSR).
+    Gp,
+    /// #UD on x64, an undefined-instruction exception on arm64.
+    Ud,
+}
+
+/// The initial register state of a VP started by HvCallStartVirtualProcessor or prepared by
+/// HvCallEnableVpVtl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialVpContext {
+    X64(HvX64InitialVpContext),
+    Aarch64(HvArm64InitialVpContext),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartVp {
+    pub vp: u32,
+    pub vtl: Vtl,
+    pub context: InitialVpContext,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HypercallPageChange {
+    /// The page now overlays `gpa` (the model has written its content); the glue breaks on
+    /// `gpa + offset` for each site.
+    Enabled {
+        gpa: u64,
+        vmcall_sites: Vec<(u64, VmcallKind)>,
+    },
+    /// The page at `gpa` is gone (Enable cleared or guest OS id zeroed).
+    Disabled { gpa: u64 },
+}
+
+/// A SynIC message landed in a slot of an unmasked SINT: the glue may raise `vector`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SintInterrupt {
+    pub vp: u32,
+    pub vtl: Vtl,
+    pub sint: u8,
+    pub vector: u8,
+}
+
+/// What the glue must do after a call into the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Step past the hypercall instruction (`vmcall`: 3 bytes, `hvc`: 4). False when the
+    /// instruction must run again: a TIMEOUT with the rep start index updated, or a fault.
+    pub advance_ip: bool,
+    /// Raise this instead of completing the instruction.
+    pub fault: Option<Fault>,
+    /// HvCallStartVirtualProcessor succeeded: really start this vCPU with this context.
+    pub start_vp: Option<StartVp>,
+    /// HvCallEnableVpVtl succeeded. Informational: the TLFS does not run the VP until it is
+    /// started, so the glue starts nothing.
+    pub vp_vtl_enabled: Option<StartVp>,
+    pub hypercall_page: Option<HypercallPageChange>,
+    pub interrupts: Vec<SintInterrupt>,
+    /// A VtlReturn found the lower-VTL script empty: the scripted run is over.
+    pub finished: bool,
+}
+
+impl Effects {
+    fn fault(fault: Fault) -> Self {
+        Self {
+            fault: Some(fault),
+            ..Self::default()
+        }
+    }
+
+    fn advance() -> Self {
+        Self {
+            advance_ip: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// The mock hypervisor's view of one partition.
+pub struct Model {
+    scenario: Scenario,
+    partition: Partition,
+    vps: Vec<Vp>,
+    trace: Trace,
+    vtl0: Vtl0Script,
+    /// Calls per code that passed validation, for injected faults.
+    call_counts: BTreeMap<HypercallCode, u32>,
+}
+
+impl Model {
+    pub fn new(scenario: Scenario) -> Model {
+        let scenario = scenario.normalized();
+        let ap_vtls = if scenario.ap_vtls_enabled {
+            scenario.enabled_vtls
+        } else {
+            1
+        };
+        let vps = (0..scenario.vp_count)
+            .map(|vp| {
+                let (enabled, started) = if vp == 0 {
+                    (scenario.enabled_vtls, true)
+                } else {
+                    (ap_vtls, false)
+                };
+                Vp::new(scenario.arch, scenario.active_vtl, enabled, started)
+            })
+            .collect();
+        let mut vtls = vec![PartitionVtl::default(); VTL_COUNT];
+        for vtl in vtls.iter_mut().skip(1) {
+            // TLFS: ZeroMemoryOnReset is on by default.
+            vtl.vsm_config = hvdef::HvRegisterVsmPartitionConfig::new()
+                .with_zero_memory_on_reset(true)
+                .into_bits();
+        }
+        Model {
+            partition: Partition {
+                vtls,
+                crash: [0; 6],
+                reference_tsc: 0,
+                time_ref: 0,
+                intercepts: Vec::new(),
+            },
+            vps,
+            trace: Trace::default(),
+            vtl0: Vtl0Script::default(),
+            call_counts: BTreeMap::new(),
+            scenario,
+        }
+    }
+
+    /// The scenario as the model runs it (normalized: see [`Scenario`]).
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// The lower-VTL script: queue hypercalls, read their results.
+    pub fn vtl0(&mut self) -> &mut Vtl0Script {
+        &mut self.vtl0
+    }
+
+    /// Reads a register as HvCallGetVpRegisters would (without the privilege and early-register
+    /// gates): tests use it to look at VTL0 state.
+    pub fn register(&mut self, vp: u32, vtl: Vtl, name: HvRegisterName) -> Result<u128, HvError> {
+        if vp >= self.scenario.vp_count {
+            return Err(HvError::INVALID_VP_INDEX);
+        }
+        self.get_register(vp, vtl, name)
+    }
+
+    pub fn vp_started(&self, vp: u32) -> bool {
+        self.vps.get(vp as usize).is_some_and(|v| v.started)
+    }
+
+    pub fn active_vtl(&self, vp: u32) -> Option<Vtl> {
+        self.vps.get(vp as usize).map(|v| v.active_vtl)
+    }
+
+    /// Intercepts the paravisor installed with HvCallInstallIntercept.
+    pub fn installed_intercepts(&self) -> &[HvInputInstallIntercept] {
+        &self.partition.intercepts
+    }
+
+    /// Queues a host message for SINT `sint` of `vp`'s active VTL and delivers it if the slot is
+    /// free (the SynIC protocol of TLFS 5).
+    pub fn send_message(
+        &mut self,
+        vp: u32,
+        sint: u8,
+        message: HvMessage,
+        mem: &mut dyn GuestMemory,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        if let Some(v) = self.vps.get(vp as usize) {
+            let vtl = v.active_vtl;
+            self.queue_message(vp, vtl, sint, message, mem, &mut effects);
+        }
+        effects
+    }
+
+    fn vp(&self, vp: u32) -> &Vp {
+        &self.vps[vp as usize]
+    }
+
+    fn vp_mut(&mut self, vp: u32) -> &mut Vp {
+        &mut self.vps[vp as usize]
+    }
+
+    fn valid_vp(&self, vp: u32) -> bool {
+        vp < self.scenario.vp_count
+    }
+
+    fn nested(&self) -> bool {
+        self.scenario.nested
+    }
+}

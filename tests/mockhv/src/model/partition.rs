@@ -1,0 +1,169 @@
+//! The partition's state: per-VTL partition registers, the VPs, and each VP's per-VTL register
+//! file and SynIC.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hvdef::aarch64::reg as arm_reg;
+use hvdef::x86_64::{reg as x64_reg, HvX64SegmentRegister};
+use hvdef::{
+    HvInputInstallIntercept, HvMessage, HvRegisterName, HvSynicSint, Vtl, HV_SYNIC_SINT_COUNT,
+};
+use zerocopy::IntoBytes;
+
+use crate::qemu::Arch;
+
+/// Every architecturally possible VTL gets a slot, so a VTL number from a guest indexes safely.
+pub(crate) const VTL_COUNT: usize = 16;
+
+/// Partition-wide state that each VTL has its own copy of (its own guest OS id, hypercall page,
+/// and VSM configuration).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PartitionVtl {
+    pub guest_os_id: u64,
+    /// `HvX64HypercallMsr` bits.
+    pub hypercall: u64,
+    /// `HvRegisterVsmPartitionConfig` bits (VTL > 0 only).
+    pub vsm_config: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Partition {
+    pub vtls: Vec<PartitionVtl>,
+    /// GuestCrashP0..P4, GuestCrashCtl.
+    pub crash: [u64; 6],
+    pub reference_tsc: u64,
+    /// TimeRefCount, in 100 ns units; advances on every read so time visibly passes.
+    pub time_ref: u64,
+    pub intercepts: Vec<HvInputInstallIntercept>,
+}
+
+/// One SynIC: registers plus the per-SINT queues of messages waiting for an empty slot.
+#[derive(Clone, Debug)]
+pub(crate) struct Synic {
+    pub scontrol: u64,
+    pub siefp: u64,
+    pub simp: u64,
+    pub sint: [u64; HV_SYNIC_SINT_COUNT],
+    pub queues: [VecDeque<HvMessage>; HV_SYNIC_SINT_COUNT],
+}
+
+impl Default for Synic {
+    fn default() -> Self {
+        Self {
+            scontrol: 0,
+            siefp: 0,
+            simp: 0,
+            // TLFS: SINTs reset to masked.
+            sint: [HvSynicSint::new().with_masked(true).into_bits(); HV_SYNIC_SINT_COUNT],
+            queues: Default::default(),
+        }
+    }
+}
+
+/// One VTL's private state on one VP.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct VtlFile {
+    /// Architectural registers (RAX.., X0.., RIP/PC, CRs, segments), zero until written.
+    pub regs: BTreeMap<HvRegisterName, u128>,
+    pub assist_page: u64,
+    pub vina: u64,
+    /// HvRegisterVsmVpSecureConfigVtl<n>, this VTL's view of lower VTL n.
+    pub secure_config: [u64; VTL_COUNT],
+    pub synic: Synic,
+}
+
+impl VtlFile {
+    pub fn reg(&self, name: HvRegisterName) -> u128 {
+        self.regs.get(&name).copied().unwrap_or(0)
+    }
+
+    pub fn reg64(&self, name: HvRegisterName) -> u64 {
+        self.reg(name) as u64
+    }
+
+    pub fn set(&mut self, name: HvRegisterName, value: u128) {
+        self.regs.insert(name, value);
+    }
+
+    /// A 64-bit long-mode kernel (x64) or an EL1h kernel (arm64): the state a scripted lower
+    /// VTL issues its hypercalls from.
+    fn lower_vtl_defaults(arch: Arch) -> Self {
+        let mut file = Self::default();
+        match arch {
+            Arch::X86_64 => {
+                let cs = HvX64SegmentRegister {
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    selector: 0x8,
+                    // Present, DPL 0, execute/read code, L = 1, G = 1.
+                    attributes: 0xA09B,
+                };
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(cs.as_bytes());
+                file.set(x64_reg::CS, u128::from_le_bytes(bytes));
+                file.set(x64_reg::RFLAGS, 0x2);
+                // PE | ET | NE | PG; EFER.LME | LMA.
+                file.set(x64_reg::CR0, 0x8000_0031);
+                file.set(x64_reg::EFER, 0x500);
+            }
+            // EL1h with DAIF masked.
+            Arch::Aarch64 => file.set(arm_reg::CPSR, 0x3C5),
+        }
+        file
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Vp {
+    pub active_vtl: Vtl,
+    pub enabled_vtls: u16,
+    pub started: bool,
+    pub vtls: Vec<VtlFile>,
+    /// The L0 hypervisor's SynIC registers, reached through `HV_X64_MSR_NESTED_*` when nested.
+    pub nested_synic: Synic,
+}
+
+impl Vp {
+    pub fn new(arch: Arch, active_vtl: Vtl, enabled_vtls: u16, started: bool) -> Self {
+        let mut vtls = vec![VtlFile::default(); VTL_COUNT];
+        for (n, file) in vtls.iter_mut().enumerate() {
+            if n < active_vtl.get() as usize {
+                *file = VtlFile::lower_vtl_defaults(arch);
+            }
+        }
+        Self {
+            active_vtl,
+            enabled_vtls,
+            started,
+            vtls,
+            nested_synic: Synic::default(),
+        }
+    }
+
+    pub fn vtl_enabled(&self, vtl: Vtl) -> bool {
+        self.enabled_vtls & (1 << vtl.get()) != 0
+    }
+
+    pub fn file(&self, vtl: Vtl) -> &VtlFile {
+        &self.vtls[vtl.get() as usize]
+    }
+
+    pub fn file_mut(&mut self, vtl: Vtl) -> &mut VtlFile {
+        &mut self.vtls[vtl.get() as usize]
+    }
+
+    /// The highest enabled VTL below `vtl`: where a VtlReturn goes.
+    pub fn lower_vtl(&self, vtl: Vtl) -> Option<Vtl> {
+        (0..vtl.get())
+            .rev()
+            .filter_map(Vtl::new)
+            .find(|&v| self.vtl_enabled(v))
+    }
+
+    /// The lowest enabled VTL above `vtl`: where a VtlCall goes.
+    pub fn higher_vtl(&self, vtl: Vtl) -> Option<Vtl> {
+        (vtl.get() + 1..=Vtl::MAX.get())
+            .filter_map(Vtl::new)
+            .find(|&v| self.vtl_enabled(v))
+    }
+}

@@ -1,0 +1,407 @@
+//! VP registers as HvCallGet/SetVpRegisters see them. The x64 synthetic MSRs and the arm64
+//! synthetic registers are the same registers, so both paths land here.
+
+use hvdef::aarch64::reg as arm_reg;
+use hvdef::x86_64::{reg as x64_reg, HvX64HypercallMsr};
+use hvdef::{
+    HvError, HvPageRegister, HvRegisterName, HvRegisterVsmCodePageOffsets,
+    HvRegisterVsmPartitionConfig, HvRegisterVsmPartitionStatus, HvRegisterVsmVpStatus, HvResult,
+    HvSynicSint, Vtl, HV_PAGE_SHIFT, HV_PAGE_SIZE, HV_SYNIC_SINT_COUNT, HV_SYNIC_VERSION_1,
+};
+
+use super::features::words_to_u128;
+use super::partition::VTL_COUNT;
+use super::x86_64::{hypercall_page_content, hypercall_page_sites};
+use super::{Arch, Effects, GuestMemory, HypercallPageChange, Model};
+
+/// The registers the model knows, by behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reg {
+    GuestOsId,
+    /// x64 only.
+    Hypercall,
+    Crash(usize),
+    ReferenceTsc,
+    Info(Info),
+    VpIndex,
+    TimeRefCount,
+    VpRuntime,
+    AssistPage,
+    Scontrol,
+    Sversion,
+    Siefp,
+    Simp,
+    Eom,
+    Sint(usize),
+    VsmCodePageOffsets,
+    VsmVpStatus,
+    VsmPartitionStatus,
+    VsmCapabilities,
+    VsmPartitionConfig,
+    VsmVina,
+    VsmSecureConfig(usize),
+    /// RAX.., X0.., RIP/PC, control and segment registers: plain storage.
+    Architectural,
+}
+
+/// The feature-information registers, each "the same as" a Hyper-V CPUID leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Info {
+    Version,
+    Privileges,
+    Features,
+    Limits,
+    Hardware,
+    NestedVirt,
+}
+
+impl Reg {
+    fn classify(arch: Arch, name: HvRegisterName) -> Option<Self> {
+        type N = HvRegisterName;
+        let offset = |first: N, count: usize| {
+            let i = name.0.wrapping_sub(first.0) as usize;
+            (i < count).then_some(i)
+        };
+        if let Some(i) = offset(N::GUEST_CRASH_P0, 6) {
+            return Some(Self::Crash(i));
+        }
+        if let Some(i) = offset(N::SINT0, HV_SYNIC_SINT_COUNT) {
+            return Some(Self::Sint(i));
+        }
+        if let Some(i) = offset(N::VSM_VP_SECURE_CONFIG_VTL0, VTL_COUNT - 1) {
+            return Some(Self::VsmSecureConfig(i));
+        }
+        Some(match name {
+            N::GUEST_OS_ID => Self::GuestOsId,
+            x64_reg::HYPERCALL if arch == Arch::X86_64 => Self::Hypercall,
+            N::REFERENCE_TSC => Self::ReferenceTsc,
+            N::HYPERVISOR_VERSION => Self::Info(Info::Version),
+            N::PRIVILEGES_AND_FEATURES_INFO => Self::Info(Info::Privileges),
+            N::FEATURES_INFO => Self::Info(Info::Features),
+            N::IMPLEMENTATION_LIMITS_INFO => Self::Info(Info::Limits),
+            N::HARDWARE_FEATURES_INFO => Self::Info(Info::Hardware),
+            N::NESTED_VIRT_FEATURES_INFO => Self::Info(Info::NestedVirt),
+            N::VP_INDEX => Self::VpIndex,
+            N::TIME_REF_COUNT => Self::TimeRefCount,
+            N::VP_RUNTIME => Self::VpRuntime,
+            N::VP_ASSIST_PAGE => Self::AssistPage,
+            N::SCONTROL => Self::Scontrol,
+            N::SVERSION => Self::Sversion,
+            N::SIEFP => Self::Siefp,
+            N::SIMP => Self::Simp,
+            N::EOM => Self::Eom,
+            // x64 only: arm64 switches VTLs with `hvc #2`/`hvc #3`.
+            N::VSM_CODE_PAGE_OFFSETS if arch == Arch::X86_64 => Self::VsmCodePageOffsets,
+            N::VSM_VP_STATUS => Self::VsmVpStatus,
+            N::VSM_PARTITION_STATUS => Self::VsmPartitionStatus,
+            N::VSM_CAPABILITIES => Self::VsmCapabilities,
+            N::VSM_PARTITION_CONFIG => Self::VsmPartitionConfig,
+            N::VSM_VINA => Self::VsmVina,
+            _ => {
+                let known = match arch {
+                    Arch::X86_64 => x64_reg::name(name).is_some(),
+                    Arch::Aarch64 => arm_reg::name(name).is_some(),
+                };
+                return known.then_some(Self::Architectural);
+            }
+        })
+    }
+
+    fn is_vsm(self) -> bool {
+        matches!(
+            self,
+            Self::VsmCodePageOffsets
+                | Self::VsmVpStatus
+                | Self::VsmPartitionStatus
+                | Self::VsmCapabilities
+                | Self::VsmPartitionConfig
+                | Self::VsmVina
+                | Self::VsmSecureConfig(_)
+        )
+    }
+}
+
+/// Registers arm64 may read before the guest OS id is set (HvCallGetVpRegisters "Early Register
+/// List"). HvArm64RegisterSyntheticVbarEl1/EsrEl1 are on it too, but no source gives their
+/// numbers, so the model does not know them at all.
+pub(crate) fn early_readable(name: HvRegisterName) -> bool {
+    type N = HvRegisterName;
+    matches!(
+        name,
+        N::GUEST_OS_ID
+            | N::HYPERVISOR_VERSION
+            | N::PRIVILEGES_AND_FEATURES_INFO
+            | N::FEATURES_INFO
+            | N::IMPLEMENTATION_LIMITS_INFO
+            | N::HARDWARE_FEATURES_INFO
+            | N::TIME_REF_COUNT
+    ) || early_writable(name)
+}
+
+/// Registers arm64 may set before the guest OS id is set.
+pub(crate) fn early_writable(name: HvRegisterName) -> bool {
+    name == HvRegisterName::GUEST_OS_ID
+        || (HvRegisterName::GUEST_CRASH_P0.0..=HvRegisterName::GUEST_CRASH_CTL.0).contains(&name.0)
+}
+
+/// TimeRefCount advances this much (1 ms) per read.
+const TIME_REF_STEP: u64 = 10_000;
+
+impl Model {
+    pub(crate) fn get_register(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        name: HvRegisterName,
+    ) -> HvResult<u128> {
+        let reg = self.classify(name)?;
+        let v = vtl.get() as usize;
+        let file = self.vps[vp as usize].file(vtl);
+        let value: u64 = match reg {
+            Reg::Architectural => return Ok(file.reg(name)),
+            Reg::Info(info) => return Ok(words_to_u128(self.info_words(info))),
+            Reg::GuestOsId => self.partition.vtls[v].guest_os_id,
+            Reg::Hypercall => self.partition.vtls[v].hypercall,
+            Reg::Crash(i) => self.partition.crash[i],
+            Reg::ReferenceTsc => self.partition.reference_tsc,
+            Reg::VpIndex => vp.into(),
+            Reg::TimeRefCount | Reg::VpRuntime => {
+                self.partition.time_ref = self.partition.time_ref.wrapping_add(TIME_REF_STEP);
+                self.partition.time_ref
+            }
+            Reg::AssistPage => file.assist_page,
+            Reg::Scontrol => file.synic.scontrol,
+            Reg::Sversion => HV_SYNIC_VERSION_1.into(),
+            Reg::Siefp => file.synic.siefp,
+            Reg::Simp => file.synic.simp,
+            // Write-only: reads return 0.
+            Reg::Eom => 0,
+            Reg::Sint(i) => file.synic.sint[i],
+            Reg::VsmCodePageOffsets => HvRegisterVsmCodePageOffsets::new()
+                .with_vtl_call_offset(super::VTL_CALL_OFFSET)
+                .with_vtl_return_offset(super::VTL_RETURN_OFFSET)
+                .into_bits(),
+            Reg::VsmVpStatus => {
+                let vp = self.vp(vp);
+                HvRegisterVsmVpStatus::new()
+                    .with_active_vtl(vp.active_vtl.get())
+                    .with_enabled_vtl_set(vp.enabled_vtls)
+                    .into_bits()
+            }
+            Reg::VsmPartitionStatus => {
+                let set = self.scenario.enabled_vtls;
+                HvRegisterVsmPartitionStatus::new()
+                    .with_enabled_vtl_set(set)
+                    .with_maximum_vtl((15 - set.leading_zeros()) as u8)
+                    .into_bits()
+            }
+            Reg::VsmCapabilities => self.scenario.vsm_capabilities.into_bits(),
+            Reg::VsmPartitionConfig if vtl == Vtl::VTL0 => return Err(HvError::INVALID_PARAMETER),
+            Reg::VsmPartitionConfig => self.partition.vtls[v].vsm_config,
+            Reg::VsmVina => file.vina,
+            Reg::VsmSecureConfig(n) if n >= v => return Err(HvError::INVALID_PARAMETER),
+            Reg::VsmSecureConfig(n) => file.secure_config[n],
+        };
+        Ok(value.into())
+    }
+
+    /// Writes a register. Read-only registers are `ACCESS_DENIED` (the name is valid, the write
+    /// is not allowed; `INVALID_PARAMETER` is what the TLFS lists for unknown names), invalid
+    /// values `INVALID_PARAMETER`. The MSR path turns any error into #GP.
+    pub(crate) fn set_register(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        name: HvRegisterName,
+        value: u128,
+        mem: &mut dyn GuestMemory,
+        effects: &mut Effects,
+    ) -> HvResult<()> {
+        let reg = self.classify(name)?;
+        let v = vtl.get() as usize;
+        // Synthetic registers are 64 bits wide; the TLFS zero-extends them to 128.
+        let value64 = value as u64;
+        let synic = &mut self.vps[vp as usize].vtls[v].synic;
+        match reg {
+            Reg::Architectural => self.vp_mut(vp).file_mut(vtl).set(name, value),
+            Reg::GuestOsId => {
+                self.partition.vtls[v].guest_os_id = value64;
+                if value64 == 0 {
+                    // TLFS: zeroing the guest OS id disables the hypercall page.
+                    let old = HvX64HypercallMsr::from_bits(self.partition.vtls[v].hypercall);
+                    let new = old.with_enable(false);
+                    self.partition.vtls[v].hypercall = new.into_bits();
+                    hypercall_page_change(old, new, effects);
+                }
+            }
+            Reg::Hypercall => self.write_hypercall_msr(vtl, value64, mem, effects)?,
+            Reg::Crash(i) => self.partition.crash[i] = value64,
+            Reg::ReferenceTsc => self.partition.reference_tsc = value64,
+            Reg::AssistPage => self.vp_mut(vp).file_mut(vtl).assist_page = value64,
+            Reg::Scontrol => {
+                synic.scontrol = value64;
+                self.scan_sints(vp, vtl, mem, effects);
+            }
+            Reg::Siefp => {
+                let old = std::mem::replace(&mut synic.siefp, value64);
+                overlay_enabled(old, value64, mem);
+            }
+            Reg::Simp => {
+                let old = std::mem::replace(&mut synic.simp, value64);
+                overlay_enabled(old, value64, mem);
+                self.scan_sints(vp, vtl, mem, effects);
+            }
+            Reg::Eom => self.scan_sints(vp, vtl, mem, effects),
+            Reg::Sint(i) => synic.sint[i] = checked_sint(value64)?,
+            Reg::VsmPartitionConfig => {
+                // No instance for VTL0; the bits past intercept_page are reserved.
+                let last = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
+                let known = (last.into_bits() << 1) - 1;
+                if vtl == Vtl::VTL0 || value64 & !known != 0 {
+                    return Err(HvError::INVALID_PARAMETER);
+                }
+                self.partition.vtls[v].vsm_config = value64;
+            }
+            Reg::VsmVina => self.vp_mut(vp).file_mut(vtl).vina = value64,
+            Reg::VsmSecureConfig(n) if n >= v => return Err(HvError::INVALID_PARAMETER),
+            Reg::VsmSecureConfig(n) => self.vp_mut(vp).file_mut(vtl).secure_config[n] = value64,
+            Reg::Info(_)
+            | Reg::VpIndex
+            | Reg::TimeRefCount
+            | Reg::VpRuntime
+            | Reg::Sversion
+            | Reg::VsmCodePageOffsets
+            | Reg::VsmVpStatus
+            | Reg::VsmPartitionStatus
+            | Reg::VsmCapabilities => return Err(HvError::ACCESS_DENIED),
+        }
+        Ok(())
+    }
+
+    /// Unknown names are `INVALID_PARAMETER` (the TLFS status for a bad register name); VSM
+    /// registers without AccessVsm (always so without VSM) are `ACCESS_DENIED`: the name is
+    /// valid, the caller may not use it, and the TLFS prefers ACCESS_DENIED over statuses that
+    /// reveal state.
+    fn classify(&self, name: HvRegisterName) -> HvResult<Reg> {
+        let reg = Reg::classify(self.scenario.arch, name).ok_or(HvError::INVALID_PARAMETER)?;
+        if reg.is_vsm() && !self.scenario.privileges.access_vsm() {
+            return Err(HvError::ACCESS_DENIED);
+        }
+        Ok(reg)
+    }
+
+    fn info_words(&self, info: Info) -> [u32; 4] {
+        match info {
+            Info::Version => self.version_words(),
+            Info::Privileges => self.privilege_words(),
+            Info::Features => self.recommendation_words(),
+            Info::Limits => self.limit_words(),
+            Info::Hardware | Info::NestedVirt => [0; 4],
+        }
+    }
+
+    /// `HV_X64_MSR_HYPERCALL`: Enable only sticks once the guest OS id is non-zero; a locked
+    /// MSR is immutable until reset, so writes are ignored; the page must lie in the GPA space.
+    fn write_hypercall_msr(
+        &mut self,
+        vtl: Vtl,
+        value: u64,
+        mem: &mut dyn GuestMemory,
+        effects: &mut Effects,
+    ) -> HvResult<()> {
+        let pv = &self.partition.vtls[vtl.get() as usize];
+        let old = HvX64HypercallMsr::from_bits(pv.hypercall);
+        if old.locked() {
+            return Ok(());
+        }
+        let mut new = HvX64HypercallMsr::from_bits(value);
+        if pv.guest_os_id == 0 {
+            new.set_enable(false);
+        }
+        let gpa_pages = 1u64 << (self.scenario.limits.gpa_bits - HV_PAGE_SHIFT as u8);
+        if new.enable() && new.gpn() >= gpa_pages {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        if new.enable() && (!old.enable() || old.gpn() != new.gpn()) {
+            mem.write(new.gpn() << HV_PAGE_SHIFT, &hypercall_page_content())
+                .map_err(|_| HvError::INVALID_PARAMETER)?;
+        }
+        self.partition.vtls[vtl.get() as usize].hypercall = new.into_bits();
+        hypercall_page_change(old, new, effects);
+        Ok(())
+    }
+}
+
+fn hypercall_page_change(old: HvX64HypercallMsr, new: HvX64HypercallMsr, effects: &mut Effects) {
+    let gpa = |m: HvX64HypercallMsr| m.gpn() << HV_PAGE_SHIFT;
+    if new.enable() && (!old.enable() || old.gpn() != new.gpn()) {
+        effects.hypercall_page = Some(HypercallPageChange::Enabled {
+            gpa: gpa(new),
+            vmcall_sites: hypercall_page_sites(),
+        });
+    } else if old.enable() && !new.enable() {
+        effects.hypercall_page = Some(HypercallPageChange::Disabled { gpa: gpa(old) });
+    }
+}
+
+/// The SIM and SIEF pages are overlays that start out zeroed: an empty message slot reads as
+/// HvMessageTypeNone whatever the RAM underneath held.
+fn overlay_enabled(old: u64, new: u64, mem: &mut dyn GuestMemory) {
+    let (old, new) = (
+        HvPageRegister::from_bits(old),
+        HvPageRegister::from_bits(new),
+    );
+    if new.enable() && (!old.enable() || old.gpa_page_number() != new.gpa_page_number()) {
+        // An unbacked page stays unbacked; delivery into it fails later and messages stay queued.
+        let _ = mem.write(
+            new.gpa_page_number() << HV_PAGE_SHIFT,
+            &[0; HV_PAGE_SIZE as usize],
+        );
+    }
+}
+
+/// TLFS: a SINT vector must be 16..=255, otherwise #GP. The TLFS makes no exception for masked
+/// SINTs (KVM does), so neither does the model: it is the stricter host.
+fn checked_sint(value: u64) -> HvResult<u64> {
+    if HvSynicSint::from_bits(value).vector() < 16 {
+        return Err(HvError::INVALID_PARAMETER);
+    }
+    Ok(value)
+}
+
+/// Reads one of the L0 SynIC's registers (the `HV_X64_MSR_NESTED_*` MSRs of a nested host).
+pub(crate) fn nested_synic_read(
+    synic: &super::partition::Synic,
+    vp: u32,
+    name: HvRegisterName,
+) -> HvResult<u64> {
+    match Reg::classify(Arch::X86_64, name) {
+        Some(Reg::VpIndex) => Ok(vp.into()),
+        Some(Reg::Scontrol) => Ok(synic.scontrol),
+        Some(Reg::Sversion) => Ok(HV_SYNIC_VERSION_1.into()),
+        Some(Reg::Siefp) => Ok(synic.siefp),
+        Some(Reg::Simp) => Ok(synic.simp),
+        Some(Reg::Eom) => Ok(0),
+        Some(Reg::Sint(i)) => Ok(synic.sint[i]),
+        _ => Err(HvError::INVALID_PARAMETER),
+    }
+}
+
+/// Writes one of the L0 SynIC's registers. The model delivers nothing through it, so this is
+/// storage with the same checks as the model's own SynIC.
+pub(crate) fn nested_synic_write(
+    synic: &mut super::partition::Synic,
+    name: HvRegisterName,
+    value: u64,
+) -> HvResult<()> {
+    match Reg::classify(Arch::X86_64, name) {
+        Some(Reg::Scontrol) => synic.scontrol = value,
+        Some(Reg::Siefp) => synic.siefp = value,
+        Some(Reg::Simp) => synic.simp = value,
+        Some(Reg::Eom) => {}
+        Some(Reg::Sint(i)) => synic.sint[i] = checked_sint(value)?,
+        Some(Reg::VpIndex | Reg::Sversion) => return Err(HvError::ACCESS_DENIED),
+        _ => return Err(HvError::INVALID_PARAMETER),
+    }
+    Ok(())
+}

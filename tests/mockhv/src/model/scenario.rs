@@ -1,0 +1,178 @@
+//! Scenarios: everything a test can vary about the hypervisor the paravisor boots on, as plain data.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hvdef::{
+    HvError, HvExtendedCapabilities, HvPartitionPrivilegeMask, HvRegisterVsmCapabilities, HvStatus,
+    HypercallCode, Vtl, HV_PAGE_SHIFT,
+};
+
+use crate::qemu::Arch;
+
+/// What the hypervisor looks like to the paravisor.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub arch: Arch,
+    /// 1..=64; `Model::new` clamps.
+    pub vp_count: u32,
+    /// Virtual Secure Mode. Without it the partition has only VTL0, the paravisor runs there and
+    /// the AccessVsm privilege is cleared.
+    pub vsm: bool,
+    /// The VTL the paravisor runs in on the boot VP.
+    pub active_vtl: Vtl,
+    /// Partition-wide enabled VTLs, bit n = VTL n. VTL0 is always enabled.
+    pub enabled_vtls: u16,
+    /// Whether the application processors start with `enabled_vtls` too. When false they have
+    /// only VTL0 and the paravisor must HvCallEnableVpVtl them before starting them in its VTL.
+    pub ap_vtls_enabled: bool,
+    /// Runs as a nested hypervisor inside Hyper-V (x64 only; ignored on arm64).
+    pub nested: bool,
+    /// Nested only: calls the L0 hypervisor owns, and the status a call gets when it lacks the
+    /// control word's nested bit and so reaches the L1 hypervisor, which does not know it.
+    pub l0_calls: BTreeMap<HypercallCode, HvError>,
+    pub privileges: HvPartitionPrivilegeMask,
+    /// HvExtCallQueryCapabilities' answer; advertised extended calls succeed (see `host_calls`).
+    pub extended_capabilities: HvExtendedCapabilities,
+    pub vsm_capabilities: HvRegisterVsmCapabilities,
+    /// XMM fast hypercall input and output (x64; CPUID 0x40000003 EDX bits 4 and 15).
+    pub xmm_fast_hypercalls: bool,
+    /// The "host side": calls the model does not implement itself, with the status each
+    /// returns once the control word is validated (rep calls report all reps on success, none on
+    /// failure). Entries override advertised extended calls. A code the model does not implement,
+    /// not listed here and not an advertised extended call is `INVALID_HYPERCALL_CODE`.
+    pub host_calls: BTreeMap<HypercallCode, HvStatus>,
+    /// Connection ids PostMessage/SignalEvent accept; `None` accepts any.
+    pub host_connections: Option<BTreeSet<u32>>,
+    pub faults: Vec<InjectedFault>,
+    pub limits: Limits,
+}
+
+/// Replaces the outcome of one call of `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InjectedFault {
+    pub code: HypercallCode,
+    /// 1-based: the nth call of `code` that passed validation (counted over all VPs; a re-issued
+    /// rep call after a timeout counts again).
+    pub nth: u32,
+    pub action: FaultAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Fail with this status before doing anything (rep calls report no progress).
+    Status(HvError),
+    /// Complete `reps` more elements (none for a simple call), then report `HV_STATUS_TIMEOUT`
+    /// with the absolute reps completed, leaving the IP on the call so the guest re-issues it.
+    Timeout { reps: u16 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// CPUID 0x40000005 EAX.
+    pub max_vps: u32,
+    /// CPUID 0x40000005 EBX.
+    pub max_lps: u32,
+    /// A rep call completes at most this many elements per invocation before timing out (the
+    /// TLFS's ~50 µs budget); 0 = no limit.
+    pub max_reps_per_call: u16,
+    /// Width of the GPA space: parameter lists beyond it are `HV_STATUS_INVALID_ALIGNMENT`, a
+    /// hypercall page beyond it is #GP.
+    pub gpa_bits: u8,
+    /// How many times one scripted VTL0 hypercall is re-executed when the paravisor leaves its
+    /// IP in place (a timeout it forwards) before the script moves on.
+    pub vtl0_retries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_vps: 64,
+            max_lps: 64,
+            max_reps_per_call: 0,
+            gpa_bits: 48,
+            vtl0_retries: 8,
+        }
+    }
+}
+
+impl Scenario {
+    /// Every privilege the TLFS defines that a paravisor partition can hold, including
+    /// EnableExtendedHypercalls and StartVirtualProcessor.
+    pub fn full_privileges() -> HvPartitionPrivilegeMask {
+        HvPartitionPrivilegeMask::new()
+            .with_access_vp_runtime_reg(true)
+            .with_access_partition_reference_counter(true)
+            .with_access_synic_regs(true)
+            .with_access_synthetic_timer_regs(true)
+            .with_access_intr_ctrl_regs(true)
+            .with_access_hypercall_msrs(true)
+            .with_access_vp_index(true)
+            .with_access_partition_reference_tsc(true)
+            .with_access_guest_idle_reg(true)
+            .with_access_frequency_regs(true)
+            .with_post_messages(true)
+            .with_signal_events(true)
+            .with_access_vsm(true)
+            .with_access_vp_registers(true)
+            .with_enable_extended_hypercalls(true)
+            .with_start_virtual_processor(true)
+    }
+
+    /// The default scenario for `arch`.
+    pub fn for_arch(arch: Arch) -> Self {
+        Self {
+            arch,
+            ..Self::default()
+        }
+    }
+
+    /// The normalized form the model runs: clamped VP count and GPA width, arm64 never nested,
+    /// VSM-less partitions in VTL0 without AccessVsm, VTL0 and the active VTL always enabled.
+    pub(crate) fn normalized(mut self) -> Self {
+        self.vp_count = self.vp_count.clamp(1, 64);
+        if self.arch == Arch::Aarch64 {
+            self.nested = false;
+        }
+        if !self.vsm {
+            self.privileges.set_access_vsm(false);
+            self.enabled_vtls = 1;
+            self.active_vtl = Vtl::VTL0;
+        }
+        self.enabled_vtls |= 1 | (1 << self.active_vtl.get());
+        // A GPA space smaller than two pages or as wide as 64 bits makes no sense.
+        self.limits.gpa_bits = self.limits.gpa_bits.clamp(HV_PAGE_SHIFT as u8 + 1, 63);
+        self
+    }
+}
+
+impl Default for Scenario {
+    /// A VTL2 paravisor on x64 Hyper-V: VSM with VTL0 and VTL2 enabled (no VTL1: a paravisor
+    /// partition has no secure kernel unless the guest turns on VBS), 2 VPs, not nested, full
+    /// privileges, intercept page available, boot-zeroed-memory and memory-heat-hint extended
+    /// calls advertised (what a current host offers a guest).
+    fn default() -> Self {
+        let mut l0_calls = BTreeMap::new();
+        l0_calls.insert(HypercallCode::POST_MESSAGE, HvError::INVALID_CONNECTION_ID);
+        l0_calls.insert(HypercallCode::SIGNAL_EVENT, HvError::INVALID_CONNECTION_ID);
+        Self {
+            arch: Arch::X86_64,
+            vp_count: 2,
+            vsm: true,
+            active_vtl: Vtl::VTL2,
+            enabled_vtls: 0b101,
+            ap_vtls_enabled: false,
+            nested: false,
+            l0_calls,
+            privileges: Self::full_privileges(),
+            extended_capabilities: HvExtendedCapabilities::new()
+                .with_get_boot_zeroed_memory(true)
+                .with_memory_heat_hint(true),
+            vsm_capabilities: HvRegisterVsmCapabilities::new().with_intercept_page_available(true),
+            xmm_fast_hypercalls: true,
+            host_calls: BTreeMap::new(),
+            host_connections: None,
+            faults: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The arm64 face: `hvc` immediates, SMCCC, fast register placement, the early-register rule,
+//! VTL return with shared X registers, and the arm64 start context.
+
+use hvdef::aarch64::{
+    reg as arm_reg, HvArm64HypercallInterceptMessage, HvArm64InitialVpContext,
+    HvArm64InputEnableVpVtl, HV_VENDOR_HYP_UID, SMCCC_HV_FUNC_ID, SMCCC_VENDOR_HYP_UID,
+};
+use hvdef::{
+    Control, HvInputVtl, HvMessageType, HvRegisterName, HvRegisterVsmPartitionConfig,
+    HvRegisterVsmVpStatus, HvStatus, HvVpAssistPage, HvVtlEntryReason, HypercallCode,
+    HypercallOutput, Vtl, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::*;
+use crate::model::{Arch, InitialVpContext, Vtl0Call};
+
+fn arm64() -> Hv {
+    Hv::new(Scenario::for_arch(Arch::Aarch64))
+}
+
+fn hvc(hv: &mut Hv, imm: u16, mut x: [u64; 18]) -> ([u64; 18], Effects) {
+    let effects = hv.model.hvc(0, imm, &mut x, &mut hv.mem);
+    (x, effects)
+}
+
+/// A memory-based SMCCC hypercall.
+fn smccc(hv: &mut Hv, control: Control, input: &[u8]) -> HypercallOutput {
+    hv.mem.write(IN, input).unwrap();
+    let mut x = [0; 18];
+    (x[0], x[1], x[2], x[3]) = (SMCCC_HV_FUNC_ID.into(), control.into_bits(), IN, OUT);
+    let (x, effects) = hvc(hv, 0, x);
+    assert_eq!(effects.fault, None);
+    HypercallOutput::from_bits(x[0])
+}
+
+/// The fast register block X2.. for a Get/SetVpRegisters header on "self", target `vtl`.
+fn fast_header(x: &mut [u64; 18], control: Control, vtl: HvInputVtl) {
+    x[0] = SMCCC_HV_FUNC_ID.into();
+    x[1] = control.into_bits();
+    x[2] = HV_PARTITION_ID_SELF;
+    x[3] = u64::from(HV_VP_INDEX_SELF) | u64::from(vtl.into_bits()) << 32;
+}
+
+/// Linux's `hv_get_vpreg_128`: name in X4, value back in X6/X7.
+fn fast_get(hv: &mut Hv, name: HvRegisterName) -> (HvStatus, u128) {
+    let mut x = [0; 18];
+    fast_header(
+        &mut x,
+        rep(HypercallCode::GET_VP_REGISTERS, 1).with_fast(true),
+        HvInputVtl::CURRENT,
+    );
+    x[4] = name.0.into();
+    let (x, _) = hvc(hv, 0, x);
+    (
+        HypercallOutput::from_bits(x[0]).status(),
+        u128::from(x[6]) | u128::from(x[7]) << 64,
+    )
+}
+
+/// The fast SetVpRegisters arm64 boot code uses for the guest OS id: X4 name, X6/X7 value.
+fn fast_set(hv: &mut Hv, vtl: HvInputVtl, name: HvRegisterName, value: u128) -> HvStatus {
+    let mut x = [0; 18];
+    fast_header(
+        &mut x,
+        rep(HypercallCode::SET_VP_REGISTERS, 1).with_fast(true),
+        vtl,
+    );
+    x[4] = name.0.into();
+    (x[6], x[7]) = (value as u64, (value >> 64) as u64);
+    let (x, _) = hvc(hv, 0, x);
+    HypercallOutput::from_bits(x[0]).status()
+}
+
+fn booted() -> Hv {
+    let mut hv = arm64();
+    let status = fast_set(
+        &mut hv,
+        HvInputVtl::CURRENT,
+        HvRegisterName::GUEST_OS_ID,
+        GUEST_OS_ID.into(),
+    );
+    assert_eq!(status, HvStatus::SUCCESS);
+    hv
+}
+
+#[test]
+fn smccc_vendor_uid_and_unknown_functions() {
+    let mut hv = arm64();
+    let mut x = [0; 18];
+    x[0] = SMCCC_VENDOR_HYP_UID.into();
+    let (x, effects) = hvc(&mut hv, 0, x);
+    assert!(effects.advance_ip);
+    assert_eq!(&x[..4], HV_VENDOR_HYP_UID.map(u64::from));
+    let mut x = [0; 18];
+    x[0] = 0x8400_0000; // PSCI_VERSION: not the hypervisor's
+    let (x, _) = hvc(&mut hv, 0, x);
+    assert_eq!(x[0], u64::MAX, "SMCCC NOT_SUPPORTED");
+    let (_, effects) = hvc(&mut hv, 4, [0; 18]);
+    assert_eq!(effects.fault, Some(Fault::Ud));
+}
+
+#[test]
+fn early_register_rule_before_guest_os_id() {
+    let mut hv = arm64();
+    let (status, version) = fast_get(&mut hv, HvRegisterName::HYPERVISOR_VERSION);
+    assert_eq!((status, version as u32), (HvStatus::SUCCESS, 26100));
+    assert_eq!(
+        fast_get(&mut hv, HvRegisterName::VP_INDEX).0,
+        HvStatus::ACCESS_DENIED
+    );
+    let name = HvRegisterName::VP_ASSIST_PAGE;
+    assert_eq!(
+        fast_set(&mut hv, HvInputVtl::CURRENT, name, 0x3_0001),
+        HvStatus::ACCESS_DENIED
+    );
+    let post = super::hypercalls::post_message_input(1);
+    assert_eq!(
+        smccc(&mut hv, simple(HypercallCode::POST_MESSAGE), &post).status(),
+        HvStatus::ACCESS_DENIED
+    );
+    let crash = HvRegisterName::GUEST_CRASH_P0;
+    assert_eq!(
+        fast_set(&mut hv, HvInputVtl::CURRENT, crash, 7),
+        HvStatus::SUCCESS
+    );
+
+    let name = HvRegisterName::GUEST_OS_ID;
+    assert_eq!(
+        fast_set(&mut hv, HvInputVtl::CURRENT, name, GUEST_OS_ID.into()),
+        HvStatus::SUCCESS
+    );
+    assert_eq!(
+        fast_get(&mut hv, HvRegisterName::VP_INDEX),
+        (HvStatus::SUCCESS, 0)
+    );
+    assert_eq!(
+        fast_get(&mut hv, name),
+        (HvStatus::SUCCESS, GUEST_OS_ID.into())
+    );
+    assert_eq!(
+        smccc(&mut hv, simple(HypercallCode::POST_MESSAGE), &post).status(),
+        HvStatus::SUCCESS
+    );
+}
+
+#[test]
+fn fast_get_returns_in_x6_x7() {
+    let mut hv = booted();
+    let (status, value) = fast_get(&mut hv, HvRegisterName::VSM_VP_STATUS);
+    assert_eq!(status, HvStatus::SUCCESS);
+    let status = HvRegisterVsmVpStatus::from_bits(value as u64);
+    assert_eq!((status.active_vtl(), status.enabled_vtl_set()), (2, 0b101));
+    // Only arm64's VTL switch is `hvc`: no code page offsets.
+    assert_eq!(
+        fast_get(&mut hv, HvRegisterName::VSM_CODE_PAGE_OFFSETS).0,
+        HvStatus::INVALID_PARAMETER
+    );
+}
+
+#[test]
+fn legacy_hvc1_timeout_rewrites_x0() {
+    let mut hv = Hv::new(Scenario {
+        limits: crate::model::Limits {
+            max_reps_per_call: 1,
+            ..Default::default()
+        },
+        ..Scenario::for_arch(Arch::Aarch64)
+    });
+    let name = HvRegisterName::GUEST_OS_ID;
+    assert_eq!(
+        fast_set(&mut hv, HvInputVtl::CURRENT, name, GUEST_OS_ID.into()),
+        HvStatus::SUCCESS
+    );
+    let names = [HvRegisterName::VP_INDEX, HvRegisterName::SVERSION];
+    hv.mem
+        .write(
+            IN,
+            &get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names),
+        )
+        .unwrap();
+    let control = rep(HypercallCode::GET_VP_REGISTERS, 2);
+    let mut x = [0; 18];
+    (x[0], x[1], x[2]) = (control.into_bits(), IN, OUT);
+    let (x, effects) = hvc(&mut hv, 1, x);
+    assert!(!effects.advance_ip);
+    assert_eq!(
+        x[0],
+        control.with_rep_start(1).into_bits(),
+        "re-executed with the new rep start"
+    );
+    let (x, effects) = hvc(&mut hv, 1, x);
+    assert!(effects.advance_ip);
+    let out = HypercallOutput::from_bits(x[0]);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 2));
+    assert_eq!(hv.values(2), [0, 1]);
+}
+
+#[test]
+fn arm64_is_never_nested() {
+    let mut hv = Hv::new(Scenario {
+        nested: true,
+        ..Scenario::for_arch(Arch::Aarch64)
+    });
+    assert!(!hv.model.scenario().nested);
+    fast_set(
+        &mut hv,
+        HvInputVtl::CURRENT,
+        HvRegisterName::GUEST_OS_ID,
+        GUEST_OS_ID.into(),
+    );
+    let post = super::hypercalls::post_message_input(1);
+    let control = simple(HypercallCode::POST_MESSAGE).with_nested(true);
+    assert_eq!(
+        smccc(&mut hv, control, &post).status(),
+        HvStatus::INVALID_HYPERCALL_INPUT
+    );
+}
+
+#[test]
+fn start_vp_carries_the_arm64_context() {
+    let mut hv = booted();
+    let context = HvArm64InitialVpContext {
+        pc: 0x4008_0000,
+        sp_elh: 0x4100_0000,
+        ..Default::default()
+    };
+    let input = HvArm64InputEnableVpVtl {
+        partition_id: HV_PARTITION_ID_SELF,
+        vp_index: 1,
+        target_vtl: 0,
+        reserved: [0; 3],
+        context,
+    };
+    hv.mem.write(IN, input.as_bytes()).unwrap();
+    let mut x = [0; 18];
+    (x[0], x[1], x[2]) = (
+        SMCCC_HV_FUNC_ID.into(),
+        simple(HypercallCode::START_VIRTUAL_PROCESSOR).into_bits(),
+        IN,
+    );
+    let (x, effects) = hvc(&mut hv, 0, x);
+    assert_eq!(HypercallOutput::from_bits(x[0]).status(), HvStatus::SUCCESS);
+    let start = effects.start_vp.unwrap();
+    assert_eq!((start.vp, start.vtl), (1, Vtl::VTL0));
+    assert_eq!(start.context, InitialVpContext::Aarch64(context));
+}
+
+#[test]
+fn vtl_return_shares_x_registers_with_vtl0() {
+    let mut hv = booted();
+    let vtl = HvInputVtl::CURRENT;
+    assert_eq!(
+        fast_set(
+            &mut hv,
+            vtl,
+            HvRegisterName::VP_ASSIST_PAGE,
+            (ASSIST | 1).into()
+        ),
+        HvStatus::SUCCESS
+    );
+    let config = HvRegisterVsmPartitionConfig::new()
+        .with_intercept_page(true)
+        .into_bits();
+    assert_eq!(
+        fast_set(
+            &mut hv,
+            vtl,
+            HvRegisterName::VSM_PARTITION_CONFIG,
+            config.into()
+        ),
+        HvStatus::SUCCESS
+    );
+    let control = simple(HypercallCode::POST_MESSAGE);
+    let pc = 0x8000_1000;
+    hv.model
+        .vtl0()
+        .push(Vtl0Call::arm64(pc, control, 0x5000, 0));
+
+    let mut x = [0; 18];
+    x[0] = 0x77;
+    let (x, effects) = hvc(&mut hv, 3, x);
+    assert!(effects.advance_ip && !effects.finished);
+    let page = HvVpAssistPage::read_from_prefix(hv.mem.slice(ASSIST, 0x1000))
+        .unwrap()
+        .0;
+    assert_eq!(page.vtl_control.entry_reason, HvVtlEntryReason::INTERCEPT);
+    assert_eq!(
+        page.intercept_message.header.message_type,
+        HvMessageType::HYPERCALL_INTERCEPT
+    );
+    assert_eq!(page.intercept_message.header.payload_size, 0xB0);
+    let (hc, _) =
+        HvArm64HypercallInterceptMessage::read_from_prefix(page.intercept_message.payload_bytes())
+            .unwrap();
+    assert_eq!(
+        (hc.header.pc, hc.header.instruction_length, hc.immediate),
+        (pc, 4, 0)
+    );
+    assert_eq!(
+        (
+            hc.header.execution_state.cpl(),
+            hc.header.execution_state.vtl()
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        &hc.x[..4],
+        [u64::from(SMCCC_HV_FUNC_ID), control.into_bits(), 0x5000, 0]
+    );
+    assert_eq!(
+        &x[..4],
+        &hc.x[..4],
+        "VTL2 resumes with VTL0's shared registers"
+    );
+
+    // Complete it: PC past the hvc, the status in the shared X0.
+    assert_eq!(
+        fast_set(&mut hv, vtl0(), arm_reg::XPC, (pc + 4).into()),
+        HvStatus::SUCCESS
+    );
+    let mut x = [0; 18];
+    x[0] = HypercallOutput::new()
+        .with_status(HvStatus::INVALID_CONNECTION_ID)
+        .into_bits();
+    let (_, effects) = hvc(&mut hv, 3, x);
+    assert!(effects.finished);
+    let r = &hv.model.vtl0().results()[0];
+    assert_eq!(r.status(), HvStatus::INVALID_CONNECTION_ID);
+    assert!(r.advanced());
+    assert_eq!(r.register(arm_reg::X1), 0, "X1..X17 are shared too");
+}
+
+#[test]
+fn vtl_call_from_vtl2_is_undefined() {
+    let mut hv = booted();
+    let (_, effects) = hvc(&mut hv, 2, [0; 18]);
+    assert_eq!(effects.fault, Some(Fault::Ud));
+}

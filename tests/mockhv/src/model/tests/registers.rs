@@ -1,0 +1,212 @@
+//! Get/SetVpRegisters: the header rules, target VTLs, read-only and unknown registers, VSM
+//! registers with and without VSM.
+
+use hvdef::x86_64::cpuid;
+use hvdef::{
+    HvInputVtl, HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVsmCodePageOffsets,
+    HvRegisterVsmPartitionConfig, HvRegisterVsmVpStatus, HvStatus, HypercallCode, Vtl,
+    HV_VP_INDEX_SELF,
+};
+
+use super::*;
+use crate::model::{VTL_CALL_OFFSET, VTL_RETURN_OFFSET};
+
+#[test]
+fn vsm_vp_status_reports_active_vtl_and_enabled_set() {
+    let mut hv = Hv::x64();
+    let status = HvRegisterVsmVpStatus::from_bits(hv.get_reg(HvRegisterName::VSM_VP_STATUS) as u64);
+    assert_eq!(status.active_vtl(), 2);
+    assert_eq!(status.enabled_vtl_set(), 0b101);
+    let mut hv = Hv::new(Scenario {
+        enabled_vtls: 0b111,
+        active_vtl: Vtl::VTL1,
+        ..Scenario::default()
+    });
+    let status = HvRegisterVsmVpStatus::from_bits(hv.get_reg(HvRegisterName::VSM_VP_STATUS) as u64);
+    assert_eq!((status.active_vtl(), status.enabled_vtl_set()), (1, 0b111));
+}
+
+#[test]
+fn unknown_register_is_invalid_parameter_at_its_element() {
+    let mut hv = Hv::x64();
+    hv.mem.write(OUT, &[0xAA; 32]).unwrap();
+    let names = [HvRegisterName::SVERSION, HvRegisterName(0x0012_3456)];
+    let (out, values) = hv.get_regs(HvInputVtl::CURRENT, &names);
+    assert_eq!(
+        (out.status(), out.reps_completed()),
+        (HvStatus::INVALID_PARAMETER, 1)
+    );
+    assert_eq!(values[0], 1, "the first element was completed");
+    let out = hv.set_regs(HvInputVtl::CURRENT, &[(HvRegisterName(0x0012_3456), 1)]);
+    assert_eq!(
+        (out.status(), out.reps_completed()),
+        (HvStatus::INVALID_PARAMETER, 0)
+    );
+}
+
+/// Read-only registers are ACCESS_DENIED: the name is valid, the write is not allowed
+/// (INVALID_PARAMETER is the TLFS status for invalid names).
+#[test]
+fn setting_read_only_registers_is_access_denied() {
+    let mut hv = Hv::x64();
+    for name in [
+        HvRegisterName::VSM_VP_STATUS,
+        HvRegisterName::VP_INDEX,
+        HvRegisterName::SVERSION,
+        HvRegisterName::VSM_CAPABILITIES,
+        HvRegisterName::VSM_CODE_PAGE_OFFSETS,
+        HvRegisterName::HYPERVISOR_VERSION,
+    ] {
+        let out = hv.set_regs(HvInputVtl::CURRENT, &[(name, 7)]);
+        assert_eq!(out.status(), HvStatus::ACCESS_DENIED, "{name:?}");
+    }
+    assert_eq!(hv.get_reg(HvRegisterName::VP_INDEX), 0);
+}
+
+#[test]
+fn vsm_absent_denies_vsm_registers_and_keeps_vendor_leaves() {
+    let mut without = Hv::new(Scenario {
+        vsm: false,
+        ..Scenario::default()
+    });
+    let (out, _) = without.get_regs(HvInputVtl::CURRENT, &[HvRegisterName::VSM_VP_STATUS]);
+    assert_eq!(out.status(), HvStatus::ACCESS_DENIED);
+    let (out, _) = without.get_regs(HvInputVtl::CURRENT, &[HvRegisterName::VSM_CAPABILITIES]);
+    assert_eq!(out.status(), HvStatus::ACCESS_DENIED);
+    assert_eq!(
+        without.get_reg(HvRegisterName::SVERSION),
+        1,
+        "non-VSM registers still work"
+    );
+    let privileges = without.model.cpuid(0, cpuid::HV_CPUID_FEATURES, 0).unwrap();
+    assert!(!HvPartitionPrivilegeMask::from_halves(privileges[0], privileges[1]).access_vsm());
+
+    let mut with = Hv::x64();
+    for leaf in [
+        cpuid::HV_CPUID_VENDOR_AND_MAX_FUNCTIONS,
+        cpuid::HV_CPUID_INTERFACE,
+    ] {
+        assert_eq!(
+            without.model.cpuid(0, leaf, 0),
+            with.model.cpuid(0, leaf, 0)
+        );
+    }
+    let privileges = with.model.cpuid(0, cpuid::HV_CPUID_FEATURES, 0).unwrap();
+    assert!(HvPartitionPrivilegeMask::from_halves(privileges[0], privileges[1]).access_vsm());
+}
+
+#[test]
+fn set_vp_registers_on_vtl0_changes_vtl0_state() {
+    let mut hv = Hv::x64();
+    let out = hv.set_regs(vtl0(), &[(RIP, 0x40_1003), (x64_reg::RAX, 0x13)]);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 2));
+    assert_eq!(hv.model.register(0, Vtl::VTL0, RIP), Ok(0x40_1003));
+    assert_eq!(hv.model.register(0, Vtl::VTL0, x64_reg::RAX), Ok(0x13));
+    assert_eq!(
+        hv.model.register(0, Vtl::VTL2, RIP),
+        Ok(0),
+        "VTL2's own RIP untouched"
+    );
+    let (out, values) = hv.get_regs(vtl0(), &[RIP]);
+    assert_eq!((out.status(), values[0]), (HvStatus::SUCCESS, 0x40_1003));
+}
+
+#[test]
+fn target_vtl_rules() {
+    let mut hv = Hv::x64();
+    let higher = HvInputVtl::target(Vtl::new(3).unwrap());
+    assert_eq!(
+        hv.set_regs(higher, &[(RIP, 1)]).status(),
+        HvStatus::ACCESS_DENIED
+    );
+    let disabled = HvInputVtl::target(Vtl::VTL1);
+    assert_eq!(
+        hv.set_regs(disabled, &[(RIP, 1)]).status(),
+        HvStatus::INVALID_PARAMETER
+    );
+    let reserved = HvInputVtl::from_bits(0x30);
+    assert_eq!(
+        hv.get_regs(reserved, &[RIP]).0.status(),
+        HvStatus::INVALID_PARAMETER
+    );
+}
+
+#[test]
+fn header_rules() {
+    let mut hv = Hv::x64();
+    let get = rep(HypercallCode::GET_VP_REGISTERS, 1);
+    let names = [HvRegisterName::VP_INDEX];
+    let mut input = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names);
+    input[0] = 0; // partition id no longer "self"
+    assert_eq!(
+        hv.call(get, &input).status(),
+        HvStatus::INVALID_PARTITION_ID
+    );
+    let input = get_input(7, HvInputVtl::CURRENT, &names);
+    assert_eq!(hv.call(get, &input).status(), HvStatus::INVALID_VP_INDEX);
+    // VP 1 has only VTL0 until the paravisor enables VTL2 on it.
+    let input = get_input(1, HvInputVtl::CURRENT, &names);
+    assert_eq!(hv.call(get, &input).status(), HvStatus::INVALID_PARAMETER);
+    let input = get_input(1, vtl0(), &names);
+    assert_eq!(hv.call(get, &input).status(), HvStatus::SUCCESS);
+    assert_eq!(hv.values(1), [1]);
+    let mut input = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names);
+    input[14] = 1; // header RsvdZ
+    assert_eq!(hv.call(get, &input).status(), HvStatus::INVALID_PARAMETER);
+    let mut input = set_input(HV_VP_INDEX_SELF, vtl0(), &[(RIP, 5)]);
+    input[16 + 4] = 1; // HvRegisterAssoc RsvdZ
+    let out = hv.call(rep(HypercallCode::SET_VP_REGISTERS, 1), &input);
+    assert_eq!(out.status(), HvStatus::INVALID_PARAMETER);
+    assert_eq!(hv.model.register(0, Vtl::VTL0, RIP), Ok(0));
+}
+
+#[test]
+fn code_page_offsets_name_the_stubs() {
+    let mut hv = Hv::x64();
+    let offsets = HvRegisterVsmCodePageOffsets::from_bits(
+        hv.get_reg(HvRegisterName::VSM_CODE_PAGE_OFFSETS) as u64,
+    );
+    assert_eq!(offsets.vtl_call_offset(), VTL_CALL_OFFSET);
+    assert_eq!(offsets.vtl_return_offset(), VTL_RETURN_OFFSET);
+}
+
+#[test]
+fn vsm_partition_config_rules() {
+    let mut hv = Hv::x64();
+    let config = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
+    let name = HvRegisterName::VSM_PARTITION_CONFIG;
+    assert_eq!(
+        hv.set_regs(HvInputVtl::CURRENT, &[(name, config.into_bits().into())])
+            .status(),
+        HvStatus::SUCCESS
+    );
+    assert_eq!(hv.get_reg(name), config.into_bits().into());
+    assert_eq!(
+        hv.set_regs(HvInputVtl::CURRENT, &[(name, 1 << 20)])
+            .status(),
+        HvStatus::INVALID_PARAMETER
+    );
+    assert_eq!(
+        hv.set_regs(vtl0(), &[(name, 0)]).status(),
+        HvStatus::INVALID_PARAMETER,
+        "no VTL0 instance"
+    );
+    assert_eq!(hv.get_reg(name), config.into_bits().into());
+}
+
+#[test]
+fn synic_registers_through_hypercalls() {
+    let mut hv = Hv::x64();
+    let sint2 = HvRegisterName::sint(2).unwrap();
+    assert_eq!(hv.get_reg(sint2), 0x1_0000, "reset: masked");
+    assert_eq!(
+        hv.set_regs(HvInputVtl::CURRENT, &[(sint2, 0x0F)]).status(),
+        HvStatus::INVALID_PARAMETER
+    );
+    assert_eq!(
+        hv.set_regs(HvInputVtl::CURRENT, &[(sint2, 0x31)]).status(),
+        HvStatus::SUCCESS
+    );
+    assert_eq!(hv.get_reg(sint2), 0x31);
+    assert_eq!(hv.get_reg(HvRegisterName::EOM), 0, "write-only");
+}

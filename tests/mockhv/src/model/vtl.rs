@@ -1,0 +1,524 @@
+//! VTL switches and the scripted lower VTL: a test queues VTL0 hypercalls; on each VtlReturn the
+//! model completes the previous one (reading back what the paravisor left in VTL0's registers and
+//! memory) and hands the next to the paravisor as a hypercall intercept.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::mem::offset_of;
+
+use hvdef::aarch64::{
+    reg as arm_reg, HvArm64HypercallInterceptMessage, HvArm64InterceptMessageHeader,
+    HvArm64VpExecutionState, HVC_IMM_SMCCC, INSTRUCTION_LEN, SMCCC_HV_FUNC_ID,
+};
+use hvdef::x86_64::{
+    reg as x64_reg, HvX64HypercallInterceptMessage, HvX64InterceptMessageHeader,
+    HvX64SegmentRegister, HvX64VpExecutionState, VMCALL_LEN,
+};
+use hvdef::{
+    Control, HvHypercallInterceptFlags, HvInterceptAccessType, HvMessage, HvMessageType,
+    HvPageRegister, HvRegisterName, HvRegisterVsmPartitionConfig, HvStatus, HvVpAssistPage,
+    HvVpVtlControl, HvVtlEntryReason, HypercallCode, HypercallOutput, Vtl, HV_PAGE_SHIFT,
+};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use super::memory::{read_obj, write_obj};
+use super::trace::{Abi, Delivery, Event, HypercallRecord, Outcome};
+use super::{Arch, Effects, Fault, GuestMemory, Model, X64HypercallRegs};
+
+/// One scripted lower-VTL hypercall: the state VTL0 is in when it issues it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vtl0Call {
+    pub vp: u32,
+    /// Lower-VTL registers set before delivery: the IP of the hypercall instruction, the control
+    /// word, GPAs and fast input.
+    pub registers: Vec<(HvRegisterName, u128)>,
+    /// Guest memory written before delivery (input lists; VTL0 memory is guest memory).
+    pub memory: Vec<(u64, Vec<u8>)>,
+    /// Memory read back as the call's output when it completes.
+    pub output: Option<(u64, usize)>,
+    /// arm64: the `hvc` immediate the intercept reports (0 SMCCC, 1 legacy).
+    pub immediate: u16,
+}
+
+impl Vtl0Call {
+    /// An x64 `vmcall` at `rip` with the control word in RCX and GPAs or fast input in RDX/R8.
+    pub fn x64(rip: u64, control: Control, rdx: u64, r8: u64) -> Self {
+        Self {
+            vp: 0,
+            registers: vec![
+                (x64_reg::RIP, rip.into()),
+                (x64_reg::RCX, control.into_bits().into()),
+                (x64_reg::RDX, rdx.into()),
+                (x64_reg::R8, r8.into()),
+            ],
+            memory: Vec::new(),
+            output: None,
+            immediate: 0,
+        }
+    }
+
+    /// An arm64 SMCCC `hvc #0` at `pc`: X0 the Hyper-V function id, X1 the control word, X2/X3
+    /// the GPAs or the start of the fast input.
+    pub fn arm64(pc: u64, control: Control, x2: u64, x3: u64) -> Self {
+        Self {
+            vp: 0,
+            registers: vec![
+                (arm_reg::XPC, pc.into()),
+                (arm_reg::X0, SMCCC_HV_FUNC_ID.into()),
+                (arm_reg::X1, control.into_bits().into()),
+                (arm_reg::X2, x2.into()),
+                (arm_reg::X3, x3.into()),
+            ],
+            memory: Vec::new(),
+            output: None,
+            immediate: HVC_IMM_SMCCC,
+        }
+    }
+
+    pub fn on_vp(mut self, vp: u32) -> Self {
+        self.vp = vp;
+        self
+    }
+
+    pub fn with_register(mut self, name: HvRegisterName, value: u128) -> Self {
+        self.registers.push((name, value));
+        self
+    }
+
+    pub fn with_memory(mut self, gpa: u64, bytes: &[u8]) -> Self {
+        self.memory.push((gpa, bytes.to_vec()));
+        self
+    }
+
+    pub fn with_output(mut self, gpa: u64, len: usize) -> Self {
+        self.output = Some((gpa, len));
+        self
+    }
+}
+
+/// What VTL0 saw when the paravisor returned to it after one delivery of a scripted call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vtl0Result {
+    pub vp: u32,
+    /// The call's position in push order.
+    pub index: usize,
+    /// 0 for the first delivery, n for the nth re-execution (IP left on the instruction).
+    pub attempt: u32,
+    pub vtl: Vtl,
+    pub ip_before: u64,
+    pub ip_after: u64,
+    pub instruction_len: u64,
+    /// RAX / X0: the hypercall result value.
+    pub result: u64,
+    /// The lower VTL's whole register file.
+    pub registers: BTreeMap<HvRegisterName, u128>,
+    /// The `output` range of the call, read back from memory.
+    pub output: Vec<u8>,
+}
+
+impl Vtl0Result {
+    pub fn output_value(&self) -> HypercallOutput {
+        HypercallOutput::from_bits(self.result)
+    }
+
+    pub fn status(&self) -> HvStatus {
+        self.output_value().status()
+    }
+
+    /// Whether the paravisor moved the IP past the hypercall instruction (completed it) rather
+    /// than leaving it for re-execution.
+    pub fn advanced(&self) -> bool {
+        self.ip_after == self.ip_before.wrapping_add(self.instruction_len)
+    }
+
+    pub fn register(&self, name: HvRegisterName) -> u128 {
+        self.registers.get(&name).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    index: usize,
+    call: Vtl0Call,
+    attempt: u32,
+    ip: u64,
+    vtl: Vtl,
+}
+
+/// The queue of scripted lower-VTL hypercalls (per VP) and their results.
+#[derive(Clone, Debug, Default)]
+pub struct Vtl0Script {
+    queues: BTreeMap<u32, VecDeque<(usize, Vtl0Call)>>,
+    pushed: usize,
+    in_flight: BTreeMap<u32, InFlight>,
+    results: Vec<Vtl0Result>,
+}
+
+impl Vtl0Script {
+    /// Queues a call for its VP; returns its index.
+    pub fn push(&mut self, call: Vtl0Call) -> usize {
+        let index = self.pushed;
+        self.pushed += 1;
+        self.queues
+            .entry(call.vp)
+            .or_default()
+            .push_back((index, call));
+        index
+    }
+
+    /// Calls not yet delivered on `vp`.
+    pub fn pending(&self, vp: u32) -> usize {
+        self.queues.get(&vp).map_or(0, VecDeque::len)
+    }
+
+    /// The call delivered on `vp` that the paravisor has not returned from yet.
+    pub fn in_flight(&self, vp: u32) -> Option<&Vtl0Call> {
+        self.in_flight.get(&vp).map(|f| &f.call)
+    }
+
+    pub fn results(&self) -> &[Vtl0Result] {
+        &self.results
+    }
+}
+
+/// The caller's registers at a VTL switch.
+pub(crate) enum SwitchRegs<'a> {
+    X64(&'a mut X64HypercallRegs),
+    /// X0..X17, shared between VTLs on arm64.
+    Aarch64(&'a mut [u64; 18]),
+}
+
+fn xmm(n: u32) -> HvRegisterName {
+    HvRegisterName(x64_reg::XMM0.0 + n)
+}
+
+fn x(n: usize) -> HvRegisterName {
+    HvRegisterName(arm_reg::X0.0 + n as u32)
+}
+
+impl Model {
+    /// HvCallVtlCall: to the next higher enabled VTL; none (the paravisor's VTL2 is the top) or
+    /// an invalid control is #UD. The model runs no VTL above the paravisor, so a call into one
+    /// returns at once.
+    pub(crate) fn vtl_call(&mut self, vp: u32, abi: Abi, control: u64, valid: bool) -> Effects {
+        let vtl = self.vp(vp).active_vtl;
+        let switch = valid && self.vp(vp).higher_vtl(vtl).is_some();
+        let (effects, outcome) = if switch {
+            (Effects::advance(), Outcome::VtlSwitch { finished: false })
+        } else {
+            (Effects::fault(Fault::Ud), Outcome::Fault(Fault::Ud))
+        };
+        self.trace_switch(vp, abi, HypercallCode::VTL_CALL, control, outcome);
+        effects
+    }
+
+    /// HvCallVtlReturn to the highest enabled lower VTL (#UD from the lowest one or with an
+    /// invalid control). Applies the return state, completes the call VTL0 was in, and delivers
+    /// the next scripted call as an intercept so that the return "returns" into the paravisor;
+    /// with the script empty the run is finished.
+    #[expect(clippy::too_many_arguments)]
+    pub(crate) fn vtl_return(
+        &mut self,
+        vp: u32,
+        abi: Abi,
+        control: u64,
+        valid: bool,
+        fast: bool,
+        mut regs: SwitchRegs<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Effects {
+        let vtl = self.vp(vp).active_vtl;
+        let Some(lower) = self.vp(vp).lower_vtl(vtl).filter(|_| valid) else {
+            let outcome = Outcome::Fault(Fault::Ud);
+            self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
+            return Effects::fault(Fault::Ud);
+        };
+        self.apply_return_state(vp, vtl, lower, fast, &regs, mem);
+        let mut effects = Effects::default();
+        if self.next_lower_call(vp, lower, mem) {
+            self.deliver_intercept(vp, vtl, lower, mem, &mut effects);
+            self.resume(vp, lower, &mut regs);
+            effects.advance_ip = true;
+        } else {
+            effects.finished = true;
+        }
+        let outcome = Outcome::VtlSwitch {
+            finished: effects.finished,
+        };
+        self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
+        effects
+    }
+
+    fn trace_switch(
+        &mut self,
+        vp: u32,
+        abi: Abi,
+        code: HypercallCode,
+        control: u64,
+        outcome: Outcome,
+    ) {
+        self.trace.push(Event::Hypercall(HypercallRecord {
+            vp,
+            vtl: self.vp(vp).active_vtl,
+            abi,
+            code,
+            control,
+            input_gpa: 0,
+            output_gpa: 0,
+            input: Vec::new(),
+            output: Vec::new(),
+            outcome,
+        }));
+    }
+
+    /// x64, non-fast: the lower VTL's RAX/RCX come from the assist page's `vtl_control` (the
+    /// stubs clobber both). arm64: X0..X17 are shared, so the lower VTL gets the caller's.
+    fn apply_return_state(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        lower: Vtl,
+        fast: bool,
+        regs: &SwitchRegs<'_>,
+        mem: &mut dyn GuestMemory,
+    ) {
+        match regs {
+            SwitchRegs::X64(_) if fast => {}
+            SwitchRegs::X64(_) => {
+                let page = HvPageRegister::from_bits(self.vp(vp).file(vtl).assist_page);
+                if !page.enable() {
+                    return;
+                }
+                let gpa = (page.gpa_page_number() << HV_PAGE_SHIFT)
+                    + offset_of!(HvVpAssistPage, vtl_control) as u64;
+                if let Ok(control) = read_obj::<HvVpVtlControl>(mem, gpa) {
+                    let file = self.vp_mut(vp).file_mut(lower);
+                    file.set(x64_reg::RAX, control.return_rax.into());
+                    file.set(x64_reg::RCX, control.return_rcx.into());
+                }
+            }
+            SwitchRegs::Aarch64(x) => {
+                let file = self.vp_mut(vp).file_mut(lower);
+                for (n, value) in x.iter().enumerate() {
+                    file.set(self::x(n), (*value).into());
+                }
+            }
+        }
+    }
+
+    fn ip_register(&self) -> (HvRegisterName, u64) {
+        match self.scenario.arch {
+            Arch::X86_64 => (x64_reg::RIP, VMCALL_LEN),
+            Arch::Aarch64 => (arm_reg::XPC, INSTRUCTION_LEN),
+        }
+    }
+
+    /// Completes the in-flight call (recording a result) and makes the next one current: the
+    /// same call again if the paravisor left the IP on it, else the next queued. False when
+    /// there is nothing left to run.
+    fn next_lower_call(&mut self, vp: u32, lower: Vtl, mem: &mut dyn GuestMemory) -> bool {
+        let (ip_name, instruction_len) = self.ip_register();
+        let result_name = match self.scenario.arch {
+            Arch::X86_64 => x64_reg::RAX,
+            Arch::Aarch64 => arm_reg::X0,
+        };
+        if let Some(done) = self.vtl0.in_flight.remove(&vp) {
+            let file = self.vp(vp).file(done.vtl);
+            let ip_after = file.reg64(ip_name);
+            let output = done.call.output.map_or_else(Vec::new, |(gpa, len)| {
+                let mut bytes = vec![0; len];
+                mem.read(gpa, &mut bytes)
+                    .map_or_else(|_| Vec::new(), |()| bytes)
+            });
+            self.vtl0.results.push(Vtl0Result {
+                vp,
+                index: done.index,
+                attempt: done.attempt,
+                vtl: done.vtl,
+                ip_before: done.ip,
+                ip_after,
+                instruction_len,
+                result: file.reg64(result_name),
+                registers: file.regs.clone(),
+                output,
+            });
+            if ip_after == done.ip && done.attempt < self.scenario.limits.vtl0_retries {
+                self.vtl0.in_flight.insert(
+                    vp,
+                    InFlight {
+                        attempt: done.attempt + 1,
+                        ..done
+                    },
+                );
+                return true;
+            }
+        }
+        let Some((index, call)) = self.vtl0.queues.get_mut(&vp).and_then(VecDeque::pop_front)
+        else {
+            return false;
+        };
+        let file = self.vp_mut(vp).file_mut(lower);
+        for &(name, value) in &call.registers {
+            file.set(name, value);
+        }
+        let ip = file.reg64(ip_name);
+        for (gpa, bytes) in &call.memory {
+            // Unbacked script memory shows up as the paravisor failing to read it.
+            let _ = mem.write(*gpa, bytes);
+        }
+        self.vtl0.in_flight.insert(
+            vp,
+            InFlight {
+                index,
+                call,
+                attempt: 0,
+                ip,
+                vtl: lower,
+            },
+        );
+        true
+    }
+
+    /// Through the assist page (entry reason INTERCEPT) when the paravisor turned on the
+    /// intercept page and has an assist page, else into its SINT0 slot, which enters it through
+    /// an interrupt (entry reason INTERRUPT).
+    fn deliver_intercept(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        lower: Vtl,
+        mem: &mut dyn GuestMemory,
+        effects: &mut Effects,
+    ) {
+        let message = self.intercept_message(vp, lower);
+        let page = HvPageRegister::from_bits(self.vp(vp).file(vtl).assist_page);
+        let config = HvRegisterVsmPartitionConfig::from_bits(
+            self.partition.vtls[vtl.get() as usize].vsm_config,
+        );
+        let base = page.gpa_page_number() << HV_PAGE_SHIFT;
+        let reason_gpa = base
+            + (offset_of!(HvVpAssistPage, vtl_control) + offset_of!(HvVpVtlControl, entry_reason))
+                as u64;
+        let via_page = config.intercept_page()
+            && page.enable()
+            && self.scenario.vsm_capabilities.intercept_page_available();
+        let delivery = if via_page {
+            let at = base + offset_of!(HvVpAssistPage, intercept_message) as u64;
+            let _ = write_obj(mem, at, &message);
+            let _ = write_obj(mem, reason_gpa, &HvVtlEntryReason::INTERCEPT);
+            Delivery::AssistPage
+        } else {
+            if page.enable() {
+                let _ = write_obj(mem, reason_gpa, &HvVtlEntryReason::INTERRUPT);
+            }
+            self.queue_message(vp, vtl, 0, message, mem, effects);
+            let queued = self.vp(vp).file(vtl).synic.queues[0].back() == Some(&message);
+            if queued {
+                Delivery::Sint0Queued
+            } else {
+                Delivery::Sint0
+            }
+        };
+        self.trace.push(Event::Intercept {
+            vp,
+            vtl: lower,
+            delivery,
+            message,
+        });
+    }
+
+    /// `HvMessageTypeHypercallIntercept` with the ISA's payload, built from the lower VTL's
+    /// registers as they are now.
+    fn intercept_message(&self, vp: u32, lower: Vtl) -> HvMessage {
+        let file = self.vp(vp).file(lower);
+        let mut message = HvMessage::new_zeroed();
+        message.header.message_type = HvMessageType::HYPERCALL_INTERCEPT;
+        let payload = match self.scenario.arch {
+            Arch::X86_64 => {
+                let cs =
+                    HvX64SegmentRegister::read_from_bytes(&file.reg(x64_reg::CS).to_le_bytes())
+                        .unwrap_or_default();
+                // CR0.PE is bit 0, EFER.LMA bit 10.
+                let state = HvX64VpExecutionState::new()
+                    .with_cpl((cs.selector & 3) as u8)
+                    .with_cr0_pe(file.reg64(x64_reg::CR0) & 1 != 0)
+                    .with_efer_lma(file.reg64(x64_reg::EFER) & (1 << 10) != 0)
+                    .with_vtl(lower.get());
+                let xmm_pair = |n| {
+                    let v = file.reg(xmm(n));
+                    [v as u64, (v >> 64) as u64]
+                };
+                HvX64HypercallInterceptMessage {
+                    header: HvX64InterceptMessageHeader {
+                        vp_index: vp,
+                        instruction_length_and_cr8: VMCALL_LEN as u8,
+                        intercept_access_type: HvInterceptAccessType::EXECUTE,
+                        execution_state: state,
+                        cs_segment: cs,
+                        rip: file.reg64(x64_reg::RIP),
+                        rflags: file.reg64(x64_reg::RFLAGS),
+                    },
+                    rax: file.reg64(x64_reg::RAX),
+                    rbx: file.reg64(x64_reg::RBX),
+                    rcx: file.reg64(x64_reg::RCX),
+                    rdx: file.reg64(x64_reg::RDX),
+                    r8: file.reg64(x64_reg::R8),
+                    rsi: file.reg64(x64_reg::RSI),
+                    rdi: file.reg64(x64_reg::RDI),
+                    xmm_registers: [0, 1, 2, 3, 4, 5].map(xmm_pair),
+                    flags: HvHypercallInterceptFlags::new(),
+                    reserved: [0; 3],
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            Arch::Aarch64 => {
+                let cpsr = file.reg64(arm_reg::CPSR);
+                let immediate = self.vtl0.in_flight.get(&vp).map_or(0, |f| f.call.immediate);
+                HvArm64HypercallInterceptMessage {
+                    header: HvArm64InterceptMessageHeader {
+                        vp_index: vp,
+                        instruction_length: INSTRUCTION_LEN as u8,
+                        intercept_access_type: HvInterceptAccessType::EXECUTE,
+                        // CPSR.M[3:2] is the exception level.
+                        execution_state: HvArm64VpExecutionState::new()
+                            .with_cpl(((cpsr >> 2) & 3) as u8)
+                            .with_vtl(lower.get()),
+                        pc: file.reg64(arm_reg::XPC),
+                        cpsr,
+                    },
+                    immediate,
+                    reserved: 0,
+                    flags: HvHypercallInterceptFlags::new(),
+                    x: std::array::from_fn(|n| file.reg64(x(n))),
+                }
+                .as_bytes()
+                .to_vec()
+            }
+        };
+        message.payload_bytes_mut()[..payload.len()].copy_from_slice(&payload);
+        message.header.payload_size = payload.len() as u8;
+        message
+    }
+
+    /// Back in the paravisor after the intercept: the GPRs the VTLs share hold the lower VTL's
+    /// values, as on Hyper-V (x64 RAX/RCX/RDX/R8/XMM0-5 of those the glue passes; arm64 X0-X17).
+    fn resume(&self, vp: u32, lower: Vtl, regs: &mut SwitchRegs<'_>) {
+        let file = self.vp(vp).file(lower);
+        match regs {
+            SwitchRegs::X64(r) => {
+                r.rax = file.reg64(x64_reg::RAX);
+                r.rcx = file.reg64(x64_reg::RCX);
+                r.rdx = file.reg64(x64_reg::RDX);
+                r.r8 = file.reg64(x64_reg::R8);
+                for (n, value) in r.xmm.iter_mut().enumerate() {
+                    *value = file.reg(xmm(n as u32));
+                }
+            }
+            SwitchRegs::Aarch64(x) => {
+                for (n, value) in x.iter_mut().enumerate() {
+                    *value = file.reg64(self::x(n));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The x64 face of the model: the Hyper-V CPUID leaves, the synthetic MSRs, the hypercall page
+//! and the `vmcall` in it.
+
+use hvdef::x86_64::{cpuid, reg as x64_reg, HvX64Msr, RET, VMCALL};
+use hvdef::{Control, HvRegisterName, HypercallCode, SyntheticRegister, HV_PAGE_SIZE};
+
+use super::hypercall::{FastBlock, Request};
+use super::registers::{nested_synic_read, nested_synic_write};
+use super::trace::{Abi, Event};
+use super::vtl::SwitchRegs;
+use super::{Arch, Effects, Fault, GuestMemory, Model};
+
+/// Where the VTL-call stub starts in the hypercall page (published in VsmCodePageOffsets).
+pub const VTL_CALL_OFFSET: u16 = 0x10;
+/// Where the VTL-return stub starts.
+pub const VTL_RETURN_OFFSET: u16 = 0x20;
+
+/// `mov rax, rcx`: a VTL stub hands the caller's RCX (the VTL control) over in RAX...
+const MOV_RAX_RCX: [u8; 3] = [0x48, 0x89, 0xC8];
+/// ...and loads the call code with `mov ecx, imm32`.
+const MOV_ECX_IMM32: u8 = 0xB9;
+/// Offset of the `vmcall` in a VTL stub.
+const STUB_VMCALL: u16 = 8;
+/// Fills the rest of the page: a stray jump traps.
+const INT3: u8 = 0xCC;
+
+/// Which stub of the hypercall page a `vmcall` site belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmcallKind {
+    Hypercall,
+    VtlCall,
+    VtlReturn,
+}
+
+/// The registers of a `vmcall`: RCX control, RDX/R8 GPAs or fast input, RAX result (the VTL
+/// control in the VTL stubs), XMM0-5 the extended fast block. The model writes RAX, RCX (new rep
+/// start on TIMEOUT) and fast output registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct X64HypercallRegs {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub r8: u64,
+    pub xmm: [u128; 6],
+}
+
+/// The page the model overlays at the hypercall MSR's GPFN: `vmcall; ret` at 0, then the VTL
+/// call and return stubs (`mov rax, rcx; mov ecx, code; vmcall; ret`, as OpenVMM's).
+pub(crate) fn hypercall_page_content() -> Vec<u8> {
+    let mut page = vec![INT3; HV_PAGE_SIZE as usize];
+    page[..3].copy_from_slice(&VMCALL);
+    page[3] = RET;
+    for (offset, code) in [
+        (VTL_CALL_OFFSET, HypercallCode::VTL_CALL),
+        (VTL_RETURN_OFFSET, HypercallCode::VTL_RETURN),
+    ] {
+        let mut stub = MOV_RAX_RCX.to_vec();
+        stub.push(MOV_ECX_IMM32);
+        stub.extend_from_slice(&u32::from(code.0).to_le_bytes());
+        stub.extend_from_slice(&VMCALL);
+        stub.push(RET);
+        let at = usize::from(offset);
+        page[at..at + stub.len()].copy_from_slice(&stub);
+    }
+    page
+}
+
+/// Offsets of the `vmcall` instructions in the hypercall page.
+pub(crate) fn hypercall_page_sites() -> Vec<(u64, VmcallKind)> {
+    vec![
+        (0, VmcallKind::Hypercall),
+        (
+            u64::from(VTL_CALL_OFFSET + STUB_VMCALL),
+            VmcallKind::VtlCall,
+        ),
+        (
+            u64::from(VTL_RETURN_OFFSET + STUB_VMCALL),
+            VmcallKind::VtlReturn,
+        ),
+    ]
+}
+
+/// Where a synthetic MSR lives.
+enum MsrTarget {
+    Register(HvRegisterName),
+    /// The L0 SynIC, through an `HV_X64_MSR_NESTED_*` MSR.
+    Nested(HvRegisterName),
+}
+
+impl Model {
+    /// CPUID at the image's cpuid site: `Some` for the hypervisor leaves 0x40000000..=0x4000FFFF
+    /// (zeros for those the model does not define), `None` for the CPU's own leaves.
+    pub fn cpuid(&mut self, vp: u32, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        let hypervisor_leaves =
+            cpuid::HV_CPUID_VENDOR_AND_MAX_FUNCTIONS..=cpuid::HV_CPUID_MAX_MAX_FUNCTION;
+        if self.scenario.arch != Arch::X86_64 || !hypervisor_leaves.contains(&leaf) {
+            return None;
+        }
+        let result = match leaf {
+            cpuid::HV_CPUID_VENDOR_AND_MAX_FUNCTIONS => [
+                cpuid::HV_CPUID_NESTED_VIRT_FEATURES,
+                cpuid::HV_CPUID_VENDOR_EBX,
+                cpuid::HV_CPUID_VENDOR_ECX,
+                cpuid::HV_CPUID_VENDOR_EDX,
+            ],
+            cpuid::HV_CPUID_INTERFACE => [cpuid::HV_CPUID_INTERFACE_HV1, 0, 0, 0],
+            cpuid::HV_CPUID_VERSION => self.version_words(),
+            cpuid::HV_CPUID_FEATURES => self.privilege_words(),
+            cpuid::HV_CPUID_ENLIGHTENMENT_INFO => self.recommendation_words(),
+            cpuid::HV_CPUID_IMPLEMENTATION_LIMITS => self.limit_words(),
+            cpuid::HV_CPUID_NESTED_FEATURES => self.nested_feature_words(),
+            _ => [0; 4],
+        };
+        self.trace.push(Event::Cpuid {
+            vp,
+            leaf,
+            subleaf,
+            result,
+        });
+        Some(result)
+    }
+
+    /// RDMSR of a synthetic MSR: `None` outside the hypervisor's range (the CPU answers), #GP for
+    /// MSRs the model does not implement, lacks the privilege for, or that are write-only.
+    pub fn rdmsr(&mut self, vp: u32, msr: u32) -> Option<Result<u64, Fault>> {
+        if self.scenario.arch != Arch::X86_64 || !HvX64Msr::is_synthetic(msr) {
+            return None;
+        }
+        if !self.valid_vp(vp) {
+            return Some(Err(Fault::Gp));
+        }
+        let vtl = self.vp(vp).active_vtl;
+        let result = self.resolve_msr(HvX64Msr(msr)).and_then(|target| {
+            match target {
+                MsrTarget::Register(name) => self.get_register(vp, vtl, name).map(|v| v as u64),
+                MsrTarget::Nested(name) => nested_synic_read(&self.vp(vp).nested_synic, vp, name),
+            }
+            .map_err(|_| Fault::Gp)
+        });
+        self.trace.push(Event::Rdmsr {
+            vp,
+            vtl,
+            msr,
+            result,
+        });
+        Some(result)
+    }
+
+    /// WRMSR of a synthetic MSR; read-only MSRs and invalid values are #GP.
+    pub fn wrmsr(
+        &mut self,
+        vp: u32,
+        msr: u32,
+        value: u64,
+        mem: &mut dyn GuestMemory,
+    ) -> Option<Result<Effects, Fault>> {
+        if self.scenario.arch != Arch::X86_64 || !HvX64Msr::is_synthetic(msr) {
+            return None;
+        }
+        if !self.valid_vp(vp) {
+            return Some(Err(Fault::Gp));
+        }
+        let vtl = self.vp(vp).active_vtl;
+        let mut effects = Effects::advance();
+        let result = self.resolve_msr(HvX64Msr(msr)).and_then(|target| {
+            match target {
+                MsrTarget::Register(name) => {
+                    self.set_register(vp, vtl, name, value.into(), mem, &mut effects)
+                }
+                MsrTarget::Nested(name) => {
+                    nested_synic_write(&mut self.vp_mut(vp).nested_synic, name, value)
+                }
+            }
+            .map_err(|_| Fault::Gp)
+        });
+        self.trace.push(Event::Wrmsr {
+            vp,
+            vtl,
+            msr,
+            value,
+            result,
+        });
+        Some(result.map(|()| effects))
+    }
+
+    fn resolve_msr(&self, msr: HvX64Msr) -> Result<MsrTarget, Fault> {
+        let twin = msr
+            .0
+            .checked_sub(HvX64Msr::NESTED_OFFSET)
+            .map(HvX64Msr)
+            .filter(|base| base.nested() == Some(msr));
+        let (base, nested) = match twin {
+            Some(_) if !self.nested() => return Err(Fault::Gp),
+            Some(base) => (base, true),
+            None => (msr, false),
+        };
+        let reg = SyntheticRegister::from_msr(base).ok_or(Fault::Gp)?;
+        if !self.msr_privilege(reg) {
+            return Err(Fault::Gp);
+        }
+        // Only the hypercall page has no VP-register twin (arm64 has no hypercall page).
+        let name = reg.vp_register().unwrap_or(x64_reg::HYPERCALL);
+        Ok(if nested {
+            MsrTarget::Nested(name)
+        } else {
+            MsrTarget::Register(name)
+        })
+    }
+
+    /// The privilege that makes each synthetic MSR available (TLFS feature discovery).
+    fn msr_privilege(&self, reg: SyntheticRegister) -> bool {
+        let p = self.scenario.privileges;
+        match reg {
+            SyntheticRegister::GuestOsId | SyntheticRegister::Hypercall => {
+                p.access_hypercall_msrs()
+            }
+            SyntheticRegister::VpIndex => p.access_vp_index(),
+            SyntheticRegister::VpRuntime => p.access_vp_runtime_reg(),
+            SyntheticRegister::TimeRefCount => p.access_partition_reference_counter(),
+            SyntheticRegister::ReferenceTsc => p.access_partition_reference_tsc(),
+            SyntheticRegister::VpAssistPage => p.access_intr_ctrl_regs(),
+            SyntheticRegister::Scontrol
+            | SyntheticRegister::Sversion
+            | SyntheticRegister::Siefp
+            | SyntheticRegister::Simp
+            | SyntheticRegister::Eom
+            | SyntheticRegister::Sint(_) => p.access_synic_regs(),
+        }
+    }
+
+    /// A `vmcall` in the hypercall page. The VTL stubs reach it with RCX = the VTL call code and
+    /// RAX = the VTL control; every other code is an ordinary hypercall.
+    pub fn vmcall(
+        &mut self,
+        vp: u32,
+        regs: &mut X64HypercallRegs,
+        mem: &mut dyn GuestMemory,
+    ) -> Effects {
+        if self.scenario.arch != Arch::X86_64 || !self.valid_vp(vp) {
+            return Effects::fault(Fault::Ud);
+        }
+        let control = Control::from_bits(regs.rcx);
+        // A VTL control word is exactly the code: any other bit is invalid, and so is any VTL
+        // call control bit or a VTL return control bit past bit 0 (Fast) → #UD.
+        let exact = regs.rcx == u64::from(control.code().0);
+        match control.code() {
+            HypercallCode::VTL_CALL => {
+                return self.vtl_call(vp, Abi::X64, regs.rax, exact && regs.rax == 0);
+            }
+            HypercallCode::VTL_RETURN => {
+                let (control, fast) = (regs.rax, regs.rax & 1 != 0);
+                let valid = exact && control >> 1 == 0;
+                return self.vtl_return(
+                    vp,
+                    Abi::X64,
+                    control,
+                    valid,
+                    fast,
+                    SwitchRegs::X64(regs),
+                    mem,
+                );
+            }
+            _ => {}
+        }
+        let mut words = vec![regs.rdx, regs.r8];
+        words.extend(regs.xmm.iter().flat_map(|x| [*x as u64, (x >> 64) as u64]));
+        let mut req = Request {
+            abi: Abi::X64,
+            control: regs.rcx,
+            input_gpa: regs.rdx,
+            output_gpa: regs.r8,
+            fast: FastBlock {
+                words,
+                xmm_ud: !self.scenario.xmm_fast_hypercalls,
+            },
+        };
+        match self.hypercall(vp, &mut req, mem) {
+            Err(fault) => Effects::fault(fault),
+            Ok(reply) => {
+                regs.rax = reply.output.into_bits();
+                if let Some(control) = reply.retry {
+                    regs.rcx = control;
+                }
+                if control.fast() {
+                    let w = &req.fast.words;
+                    (regs.rdx, regs.r8) = (w[0], w[1]);
+                    for (n, xmm) in regs.xmm.iter_mut().enumerate() {
+                        *xmm = u128::from(w[2 + 2 * n]) | (u128::from(w[3 + 2 * n]) << 64);
+                    }
+                }
+                reply.effects
+            }
+        }
+    }
+}

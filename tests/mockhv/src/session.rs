@@ -1,0 +1,432 @@
+//! Runs the real paravisor image in QEMU under the model: QEMU's gdbstub stops the guest at the
+//! image's trap sites, the session hands each access to the [`Model`], writes the answer back
+//! and resumes. The run ends when the firmware exits QEMU, the VTL0 script is finished, or the
+//! timeout expires; the report carries QEMU's outcome and the model's trace.
+
+use crate::gdb::{Gdb, StopKind};
+use crate::image::{Image, Sites};
+use crate::model::{
+    Effects, Fault, GuestMemory, HypercallPageChange, MemoryError, Model, Scenario, Trace,
+    X64HypercallRegs,
+};
+use crate::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Which trap sites the session breaks on; leaving one out proves that a missed access fails
+/// the run instead of producing a wrong answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Skip {
+    /// Do not intercept the x86 CPUID site or the arm64 SMCCC site.
+    pub detection: bool,
+}
+
+pub struct SessionConfig {
+    pub image: PathBuf,
+    pub scenario: Scenario,
+    pub append: Option<String>,
+    pub timeout: Duration,
+    /// Stream the console to stdout as it arrives.
+    pub echo: bool,
+    pub skip: Skip,
+    pub extra_args: Vec<String>,
+}
+
+impl SessionConfig {
+    pub fn new(image: PathBuf, scenario: Scenario) -> SessionConfig {
+        SessionConfig {
+            image,
+            scenario,
+            append: None,
+            timeout: Duration::from_secs(60),
+            echo: false,
+            skip: Skip::default(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// How a session ended and what the model saw.
+pub struct Report {
+    pub run: RunResult,
+    pub model: Model,
+    /// Guest stops handled (one per intercepted access, plus step-overs).
+    pub stops: u64,
+    /// The VTL0 script ran out (the paravisor went back to VTL0 with nothing left to do).
+    pub script_finished: bool,
+    /// A fault the model raised, which the session cannot inject, ends the run here.
+    pub unhandled_fault: Option<String>,
+}
+
+impl Report {
+    pub fn trace(&self) -> &Trace {
+        self.model.trace()
+    }
+
+    /// A short account of what the paravisor asked of the hypervisor, for people.
+    pub fn trace_summary(&self) -> String {
+        use crate::model::Event;
+        use std::collections::BTreeMap;
+        let (mut cpuid, mut rdmsr, mut wrmsr, mut smccc, mut intercepts) = (0, 0, 0, 0, 0);
+        let mut calls: BTreeMap<String, (u32, BTreeMap<String, u32>)> = BTreeMap::new();
+        for event in self.trace().events() {
+            match event {
+                Event::Cpuid { .. } => cpuid += 1,
+                Event::Rdmsr { .. } => rdmsr += 1,
+                Event::Wrmsr { .. } => wrmsr += 1,
+                Event::Smccc { .. } => smccc += 1,
+                Event::Intercept { .. } => intercepts += 1,
+                Event::Hypercall(h) => {
+                    let entry = calls.entry(format!("{:?}", h.code)).or_default();
+                    entry.0 += 1;
+                    let status = h.status().map_or("no status".into(), |s| format!("{s:?}"));
+                    *entry.1.entry(status).or_default() += 1;
+                }
+            }
+        }
+        let mut s = format!(
+            "trace: {} events, {} guest stops: {cpuid} cpuid, {rdmsr} rdmsr, {wrmsr} wrmsr, \
+             {smccc} other SMCCC, {intercepts} intercepts delivered\n",
+            self.trace().events().len(),
+            self.stops
+        );
+        for (code, (n, statuses)) in calls {
+            let statuses: Vec<String> = statuses.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+            s.push_str(&format!("  {code:<28} x{n:<4} {}\n", statuses.join(", ")));
+        }
+        s
+    }
+
+    /// One line for a failed assertion: outcome, fault, and the last console line.
+    pub fn summary(&self) -> String {
+        let mut s = self.run.summary();
+        if let Some(fault) = &self.unhandled_fault {
+            s.push_str(&format!("; mock: {fault}"));
+        }
+        s
+    }
+}
+
+/// What a breakpoint address is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Site {
+    Cpuid,
+    Rdmsr,
+    Wrmsr,
+    Vmcall,
+    Hvc(u16),
+}
+
+/// Guest memory through the gdbstub (both arches run identity-mapped).
+struct GdbMemory<'a>(&'a mut Gdb);
+
+impl GuestMemory for GdbMemory<'_> {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let err = MemoryError {
+            gpa,
+            len: buf.len(),
+        };
+        let bytes = self.0.read_mem(gpa, buf.len()).map_err(|_| err)?;
+        buf.copy_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        self.0.write_mem(gpa, data).map_err(|_| MemoryError {
+            gpa,
+            len: data.len(),
+        })
+    }
+}
+
+const X86_INSN_LEN: u64 = 2; // cpuid, rdmsr, wrmsr
+const VMCALL_LEN: u64 = hvdef::x86_64::VMCALL_LEN;
+const HVC_LEN: u64 = hvdef::aarch64::INSTRUCTION_LEN;
+
+struct Session {
+    arch: Arch,
+    gdb: Gdb,
+    model: Model,
+    sites: HashMap<u64, Site>,
+    stops: u64,
+    finished: bool,
+    fault: Option<String>,
+}
+
+/// Boots `config.image` under the model and returns when the run ends.
+pub fn run(config: SessionConfig) -> Result<Report> {
+    let image = Image::load(&config.image)?;
+    let stray = image.audit();
+    if !stray.is_empty() {
+        bail!(
+            "{} has hypervisor-facing instructions outside its exported sites (they would run \
+             un-intercepted): {}",
+            config.image.display(),
+            stray.join(", ")
+        );
+    }
+    if image.arch != config.scenario.arch {
+        bail!(
+            "scenario is for {} but the image is {}",
+            config.scenario.arch.name(),
+            image.arch.name()
+        );
+    }
+    let socket = std::env::temp_dir().join(format!(
+        "mockhv-{}-{}.sock",
+        std::process::id(),
+        SOCKET_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut qemu_config = QemuConfig::new(image.arch, Some(config.image.clone()));
+    qemu_config.smp = config.scenario.vp_count;
+    qemu_config.append = config.append.clone();
+    qemu_config.gdb_socket = Some(socket.clone());
+    qemu_config.timeout = config.timeout;
+    qemu_config.echo = config.echo;
+    qemu_config.extra_args = config.extra_args.clone();
+    let mut qemu = Qemu::spawn(&qemu_config)?;
+    let gdb =
+        Gdb::connect(&socket, Duration::from_secs(10)).context("connecting to QEMU's gdbstub")?;
+
+    let mut sites = HashMap::new();
+    match image.sites {
+        Sites::X86_64 {
+            cpuid,
+            rdmsr,
+            wrmsr,
+        } => {
+            if !config.skip.detection {
+                sites.insert(cpuid, Site::Cpuid);
+            }
+            sites.insert(rdmsr, Site::Rdmsr);
+            sites.insert(wrmsr, Site::Wrmsr);
+        }
+        Sites::Aarch64 { smccc, vtl_return } => {
+            if !config.skip.detection {
+                sites.insert(smccc, Site::Hvc(hvdef::aarch64::HVC_IMM_SMCCC));
+            }
+            if let Some(addr) = vtl_return {
+                sites.insert(addr, Site::Hvc(hvdef::aarch64::HVC_IMM_VTL_RETURN));
+            }
+        }
+    }
+    let mut session = Session {
+        arch: image.arch,
+        gdb,
+        model: Model::new(config.scenario),
+        sites,
+        stops: 0,
+        finished: false,
+        fault: None,
+    };
+    let deadline = Instant::now() + config.timeout;
+    session.drive(deadline)?;
+    if session.finished || session.fault.is_some() {
+        // The mock ended the run; the firmware would otherwise wait in VTL2 for ever.
+        qemu.kill()?;
+    }
+    let run = qemu.wait()?;
+    Ok(Report {
+        run,
+        model: session.model,
+        stops: session.stops,
+        script_finished: session.finished,
+        unhandled_fault: session.fault,
+    })
+}
+
+static SOCKET_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Session {
+    fn drive(&mut self, deadline: Instant) -> Result<()> {
+        let addrs: Vec<u64> = self.sites.keys().copied().collect();
+        for addr in addrs {
+            self.gdb.set_breakpoint(addr)?;
+        }
+        loop {
+            self.gdb.cont()?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let stop = match self.gdb.wait_stop(remaining) {
+                Ok(stop) => stop,
+                // QEMU exited (the firmware ended the run) or the run timed out: QEMU's own
+                // result says which.
+                Err(crate::gdb::Error::Closed) => return Ok(()),
+                Err(e) if e.is_timeout() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if stop.kind != StopKind::Signal {
+                return Ok(());
+            }
+            self.stops += 1;
+            let vp = stop.thread.unwrap_or(1).saturating_sub(1);
+            let pc = self.gdb.read_pc()?;
+            let Some(&site) = self.sites.get(&pc) else {
+                bail!(
+                    "guest stopped at {pc:#x} on vp{vp}, which is no trap site (signal {})",
+                    stop.signal
+                );
+            };
+            if !self.handle(vp, pc, site)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles one trap; false ends the run.
+    fn handle(&mut self, vp: u32, pc: u64, site: Site) -> Result<bool> {
+        match site {
+            Site::Cpuid => {
+                let r = self.gdb.read_regs(&["rax", "rcx"])?;
+                match self.model.cpuid(vp, r[0] as u32, r[1] as u32) {
+                    Some([a, b, c, d]) => self.gdb.write_regs(&[
+                        ("rax", a.into()),
+                        ("rbx", b.into()),
+                        ("rcx", c.into()),
+                        ("rdx", d.into()),
+                        ("rip", pc + X86_INSN_LEN),
+                    ])?,
+                    None => self.step_over(pc)?,
+                }
+            }
+            Site::Rdmsr => {
+                let msr = self.gdb.read_reg("rcx")? as u32;
+                match self.model.rdmsr(vp, msr) {
+                    Some(Ok(v)) => self.gdb.write_regs(&[
+                        ("rax", v & 0xffff_ffff),
+                        ("rdx", v >> 32),
+                        ("rip", pc + X86_INSN_LEN),
+                    ])?,
+                    Some(Err(fault)) => {
+                        return Ok(self.unhandled(vp, format!("rdmsr {msr:#x}"), fault))
+                    }
+                    None => self.step_over(pc)?,
+                }
+            }
+            Site::Wrmsr => {
+                let r = self.gdb.read_regs(&["rcx", "rax", "rdx"])?;
+                let (msr, value) = (r[0] as u32, (r[1] & 0xffff_ffff) | (r[2] << 32));
+                let mut mem = GdbMemory(&mut self.gdb);
+                match self.model.wrmsr(vp, msr, value, &mut mem) {
+                    Some(Ok(effects)) => {
+                        self.gdb.write_pc(pc + X86_INSN_LEN)?;
+                        return self.apply(vp, effects);
+                    }
+                    Some(Err(fault)) => {
+                        return Ok(self.unhandled(vp, format!("wrmsr {msr:#x}"), fault))
+                    }
+                    None => self.step_over(pc)?,
+                }
+            }
+            Site::Vmcall => {
+                let r = self.gdb.read_regs(&["rax", "rcx", "rdx", "r8"])?;
+                // The firmware is soft-float and never uses XMM fast input.
+                let mut regs = X64HypercallRegs {
+                    rax: r[0],
+                    rcx: r[1],
+                    rdx: r[2],
+                    r8: r[3],
+                    xmm: [0; 6],
+                };
+                let mut mem = GdbMemory(&mut self.gdb);
+                let effects = self.model.vmcall(vp, &mut regs, &mut mem);
+                let mut writes = vec![
+                    ("rax", regs.rax),
+                    ("rcx", regs.rcx),
+                    ("rdx", regs.rdx),
+                    ("r8", regs.r8),
+                ];
+                if effects.advance_ip {
+                    writes.push(("rip", pc + VMCALL_LEN));
+                }
+                self.gdb.write_regs(&writes)?;
+                return self.apply(vp, effects);
+            }
+            Site::Hvc(imm) => {
+                const NAMES: [&str; 18] = [
+                    "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11",
+                    "x12", "x13", "x14", "x15", "x16", "x17",
+                ];
+                let values = self.gdb.read_regs(&NAMES)?;
+                let mut regs = [0u64; 18];
+                regs.copy_from_slice(&values);
+                let mut mem = GdbMemory(&mut self.gdb);
+                let effects = self.model.hvc(vp, imm, &mut regs, &mut mem);
+                let mut writes: Vec<(&str, u64)> = NAMES.iter().copied().zip(regs).collect();
+                if effects.advance_ip {
+                    writes.push(("pc", pc + HVC_LEN));
+                }
+                self.gdb.write_regs(&writes)?;
+                return self.apply(vp, effects);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs the instruction at `pc` natively (not the hypervisor's), then re-arms its trap.
+    fn step_over(&mut self, pc: u64) -> Result<()> {
+        self.gdb.remove_breakpoint(pc)?;
+        self.gdb.step()?;
+        self.stops += 1;
+        self.gdb.set_breakpoint(pc)?;
+        Ok(())
+    }
+
+    /// A fault the model wants raised: the session cannot inject exceptions, so the run ends
+    /// with the reason recorded (the firmware would have died of it anyway).
+    fn unhandled(&mut self, vp: u32, what: String, fault: Fault) -> bool {
+        self.fault = Some(format!(
+            "vp{vp}: {what} raised {fault:?}, which the mock cannot inject"
+        ));
+        false
+    }
+
+    /// Carries out what the model asked for; false ends the run.
+    fn apply(&mut self, vp: u32, effects: Effects) -> Result<bool> {
+        if let Some(fault) = effects.fault {
+            return Ok(self.unhandled(vp, "a hypercall".into(), fault));
+        }
+        match effects.hypercall_page {
+            Some(HypercallPageChange::Enabled { gpa, vmcall_sites }) => {
+                for (offset, _kind) in vmcall_sites {
+                    let addr = gpa + offset;
+                    self.sites.insert(addr, Site::Vmcall);
+                    self.gdb.set_breakpoint(addr)?;
+                }
+            }
+            Some(HypercallPageChange::Disabled { gpa }) => {
+                let gone: Vec<u64> = self
+                    .sites
+                    .iter()
+                    .filter(|(a, s)| matches!(s, Site::Vmcall) && (gpa..gpa + 4096).contains(*a))
+                    .map(|(a, _)| *a)
+                    .collect();
+                for addr in gone {
+                    self.sites.remove(&addr);
+                    self.gdb.remove_breakpoint(addr)?;
+                }
+            }
+            None => {}
+        }
+        if let Some(start) = effects.start_vp {
+            self.fault = Some(format!(
+                "vp{vp} started vp{} at VTL{}: starting vCPUs is not supported by this session yet",
+                start.vp,
+                start.vtl.get()
+            ));
+            return Ok(false);
+        }
+        if effects.finished {
+            self.finished = true;
+            return Ok(false);
+        }
+        let _ = self.arch;
+        Ok(true)
+    }
+}
+
+/// True when the run ended with the firmware's success exit.
+pub fn passed(report: &Report) -> bool {
+    report.run.outcome == Outcome::Pass
+}
