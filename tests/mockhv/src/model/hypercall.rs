@@ -192,7 +192,7 @@ impl Model {
             output_gpa: req.output_gpa,
             input: Vec::new(),
             output: Vec::new(),
-            outcome: Outcome::Fault(Fault::Ud),
+            outcome: Outcome::Fault(Fault::Ud), // replaced below on every path
         };
         let mut effects = Effects::default();
         let (status, reps) =
@@ -200,6 +200,7 @@ impl Model {
                 Ok(reps) => (HvStatus::SUCCESS, reps),
                 Err(Stop::Status(err, reps)) => (err.status(), reps),
                 Err(Stop::Fault(fault)) => {
+                    record.outcome = Outcome::Fault(fault);
                     self.trace.push(Event::Hypercall(record));
                     return Err(fault);
                 }

@@ -182,8 +182,9 @@ impl Model {
         &mut self.vtl0
     }
 
-    /// Reads a register as HvCallGetVpRegisters would (without the privilege and early-register
-    /// gates): tests use it to look at VTL0 state.
+    /// Reads a register as HvCallGetVpRegisters would, minus the call's privilege and arm64
+    /// early-register gates (VSM registers still need AccessVsm): tests look at VTL0 state
+    /// with it.
     pub fn register(&mut self, vp: u32, vtl: Vtl, name: HvRegisterName) -> Result<u128, HvError> {
         if vp >= self.scenario.vp_count {
             return Err(HvError::INVALID_VP_INDEX);
