@@ -6,6 +6,7 @@
 //! and tests on the host.
 #![cfg_attr(target_os = "none", no_std)]
 
+pub mod acpi;
 pub mod cmdline;
 pub mod fdt;
 

@@ -1,11 +1,17 @@
 //! Firmware start-up on bare metal: console logger, banner, options, panic, exit.
 
+use crate::hypercall;
 use crate::hypercall::NestedTable;
 use crate::options::{Options, TestFailure};
 use crate::{arch, hv, percpu, vsm};
 use boot::{BootInfo, ExitCode};
 use core::fmt::Write;
-use hvdef::{HvRegisterVpAssistPage, SyntheticRegister};
+use core::sync::atomic::{AtomicU64, Ordering};
+use hvdef::{
+    HvError, HvPartitionPrivilegeMask, HvRegisterVpAssistPage, HypercallCode, SyntheticRegister,
+};
+use spin::Once;
+use zerocopy::IntoBytes;
 
 const ARCH: &str = if cfg!(target_arch = "x86_64") {
     "x86_64"
@@ -78,7 +84,7 @@ pub fn start(info: &BootInfo) -> ! {
         }
         None => {}
     }
-    bring_up()
+    bring_up(info.vp_count)
 }
 
 /// Logs `what` as the reason the boot cannot go on, and fails the run.
@@ -87,20 +93,70 @@ fn fail(what: core::fmt::Arguments<'_>) -> ! {
     exit(ExitCode::Failure)
 }
 
-/// Finds the hypervisor, enables hypercalls and checks we run at VTL2.
-fn bring_up() -> ! {
+/// The partition's privileges, read once by the boot VP.
+static PRIVILEGES: Once<HvPartitionPrivilegeMask> = Once::new();
+/// One bit per VP that finished its bring-up.
+static ONLINE: AtomicU64 = AtomicU64::new(0);
+/// How long the boot VP waits for the others, in seconds (at least; see TICKS_PER_SECOND).
+const VP_START_TIMEOUT_S: u64 = 10;
+
+/// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
+fn bring_up(vp_count: u32) -> ! {
     let nested =
         arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
     let table = percpu::set_nested_table(NestedTable::for_host(nested));
     percpu::init(0);
     arch::enable_hypercalls(hv::guest_os_id()).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let privileges = arch::privileges()
-        .unwrap_or_else(|e| fail(format_args!("reading the partition privileges failed: {e}")));
+    let privileges = *PRIVILEGES.call_once(|| {
+        arch::privileges()
+            .unwrap_or_else(|e| fail(format_args!("reading the partition privileges failed: {e}")))
+    });
     log::info!(
         "Hyper-V found: privileges {:#x}, nested host: {nested} ({} call codes get the nested bit)",
         privileges.into_bits(),
         table.count()
     );
+    vp_init(0);
+    start_aps(vp_count);
+    let all = u64::MAX >> (64 - vp_count);
+    let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::TICKS_PER_SECOND;
+    while ONLINE.load(Ordering::Acquire) != all {
+        if boot::arch::now_ticks() > deadline {
+            let missing = all & !ONLINE.load(Ordering::Acquire);
+            fail(format_args!(
+                "VPs {missing:#x} (bit per VP) did not come up within {VP_START_TIMEOUT_S} s"
+            ));
+        }
+        core::hint::spin_loop();
+    }
+    log::info!("all {vp_count} VP(s) run at VTL2");
+    exit(ExitCode::Success)
+}
+
+/// Starts VPs 1.. at VTL2 in boot's AP entry: VTL2 must first be enabled on each (HvCallEnableVpVtl),
+/// then the VP started (HvCallStartVirtualProcessor), as the TLFS requires once a higher VTL is
+/// enabled.
+fn start_aps(vp_count: u32) {
+    let mut hv = percpu::hypercall();
+    for vp in 1..vp_count {
+        let input = arch::vp_start_input(vp);
+        match hv.call(HypercallCode::ENABLE_VP_VTL, input.as_bytes(), &mut []) {
+            Ok(()) | Err(hypercall::Error::Hv(HvError::VTL_ALREADY_ENABLED)) => {}
+            Err(e) => fail(format_args!("enabling VTL2 on VP {vp} failed: {e}")),
+        }
+        hv.call(
+            HypercallCode::START_VIRTUAL_PROCESSOR,
+            input.as_bytes(),
+            &mut [],
+        )
+        .unwrap_or_else(|e| fail(format_args!("starting VP {vp} failed: {e}")));
+    }
+}
+
+/// What every VP does for itself once hypercalls work: prove VTL2 through its own hypercall
+/// pages, check its VP index, enable its VP assist page.
+fn vp_init(vp: u32) {
+    let privileges = *PRIVILEGES.get().expect("the boot VP read the privileges");
     let status = {
         let mut hv = percpu::hypercall();
         let (input, output) = hv.page_gpas();
@@ -114,10 +170,9 @@ fn bring_up() -> ! {
     );
     let vp_index = arch::read_synthetic(SyntheticRegister::VpIndex)
         .unwrap_or_else(|e| fail(format_args!("reading the VP index failed: {e}")));
-    if vp_index != boot::cpu::index() as u64 {
+    if vp_index != u64::from(vp) {
         fail(format_args!(
-            "the hypervisor says this is VP {vp_index}, boot started it as VP {}",
-            boot::cpu::index()
+            "the hypervisor says this is VP {vp_index}, boot started it as VP {vp}"
         ));
     }
     let assist = HvRegisterVpAssistPage::new()
@@ -125,12 +180,14 @@ fn bring_up() -> ! {
         .with_gpa_page_number(percpu::assist_page_gpa() >> 12);
     arch::write_synthetic(SyntheticRegister::VpAssistPage, assist.into_bits())
         .unwrap_or_else(|e| fail(format_args!("enabling the VP assist page failed: {e}")));
-    exit(ExitCode::Success)
+    ONLINE.fetch_or(1 << vp, Ordering::Release);
 }
 
 /// Entry of every other VP from `boot`.
 pub fn start_ap(vp_index: u32) -> ! {
-    log::info!("VP {vp_index} started");
+    percpu::init(vp_index);
+    vp_init(vp_index);
+    // Until the VTL0 proxy runs here, an AP has nothing more to do.
     boot::arch::halt()
 }
 

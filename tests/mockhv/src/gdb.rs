@@ -654,6 +654,19 @@ impl Gdb {
         self.wait_stop(timeout)
     }
 
+    /// Single-steps vCPU `tid` alone (`vCont;s`): the other vCPUs stay stopped, so none of them
+    /// can run past a breakpoint the caller removed for the step.
+    pub fn step_thread(&mut self, tid: u32) -> Result<StopReason> {
+        self.resume(format!("vCont;s:{tid:x}").as_bytes())?;
+        let timeout = self.timeout;
+        self.wait_stop(timeout)
+    }
+
+    /// Resumes vCPU `tid` alone (`vCont;c`); the others stay stopped. Returns at once.
+    pub fn cont_thread(&mut self, tid: u32) -> Result<()> {
+        self.resume(format!("vCont;c:{tid:x}").as_bytes())
+    }
+
     /// The vCPUs, as gdb thread ids (1, 2, ...).
     pub fn threads(&mut self) -> Result<Vec<u32>> {
         let mut threads = Vec::new();

@@ -1,7 +1,8 @@
 //! Mock Hyper-V: QEMU runner, gdbstub client, TLFS model.
 
 pub mod gdb;
-pub mod model;
 pub mod image;
+pub mod model;
 pub mod qemu;
 pub mod session;
+pub mod vcpu_start;

@@ -6,10 +6,11 @@
 use crate::gdb::{Gdb, StopKind};
 use crate::image::{Image, Sites};
 use crate::model::{
-    Effects, Fault, GuestMemory, HypercallPageChange, MemoryError, Model, Scenario, Trace,
-    X64HypercallRegs,
+    Effects, Fault, GuestMemory, HypercallPageChange, InitialVpContext, MemoryError, Model,
+    Scenario, StartVp, Trace, X64HypercallRegs,
 };
-use crate::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
+use crate::qemu::{Outcome, Qemu, QemuConfig, RunResult};
+use crate::vcpu_start;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -146,13 +147,13 @@ const VMCALL_LEN: u64 = hvdef::x86_64::VMCALL_LEN;
 const HVC_LEN: u64 = hvdef::aarch64::INSTRUCTION_LEN;
 
 struct Session {
-    arch: Arch,
     gdb: Gdb,
     model: Model,
     sites: HashMap<u64, Site>,
     stops: u64,
     finished: bool,
     fault: Option<String>,
+    trampoline_written: bool,
 }
 
 /// Boots `config.image` under the model and returns when the run ends.
@@ -213,13 +214,13 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         }
     }
     let mut session = Session {
-        arch: image.arch,
         gdb,
         model: Model::new(config.scenario),
         sites,
         stops: 0,
         finished: false,
         fault: None,
+        trampoline_written: false,
     };
     let deadline = Instant::now() + config.timeout;
     session.drive(deadline)?;
@@ -287,7 +288,7 @@ impl Session {
                         ("rdx", d.into()),
                         ("rip", pc + X86_INSN_LEN),
                     ])?,
-                    None => self.step_over(pc)?,
+                    None => self.step_over(vp, pc)?,
                 }
             }
             Site::Rdmsr => {
@@ -301,7 +302,7 @@ impl Session {
                     Some(Err(fault)) => {
                         return Ok(self.unhandled(vp, format!("rdmsr {msr:#x}"), fault))
                     }
-                    None => self.step_over(pc)?,
+                    None => self.step_over(vp, pc)?,
                 }
             }
             Site::Wrmsr => {
@@ -316,7 +317,7 @@ impl Session {
                     Some(Err(fault)) => {
                         return Ok(self.unhandled(vp, format!("wrmsr {msr:#x}"), fault))
                     }
-                    None => self.step_over(pc)?,
+                    None => self.step_over(vp, pc)?,
                 }
             }
             Site::Vmcall => {
@@ -364,12 +365,19 @@ impl Session {
         Ok(true)
     }
 
-    /// Runs the instruction at `pc` natively (not the hypervisor's), then re-arms its trap.
-    fn step_over(&mut self, pc: u64) -> Result<()> {
+    /// Runs the instruction at `pc` natively on `vp` alone (not the hypervisor's: a native
+    /// CPUID leaf or MSR), then re-arms its trap.
+    fn step_over(&mut self, vp: u32, pc: u64) -> Result<()> {
         self.gdb.remove_breakpoint(pc)?;
-        self.gdb.step()?;
+        let stop = self.gdb.step_thread(vp + 1)?;
         self.stops += 1;
         self.gdb.set_breakpoint(pc)?;
+        if stop.thread.is_some_and(|t| t != vp + 1) {
+            bail!(
+                "stepping vp{vp} over {pc:#x} stopped vCPU thread {:?}",
+                stop.thread
+            );
+        }
         Ok(())
     }
 
@@ -410,19 +418,87 @@ impl Session {
             None => {}
         }
         if let Some(start) = effects.start_vp {
-            self.fault = Some(format!(
-                "vp{vp} started vp{} at VTL{}: starting vCPUs is not supported by this session yet",
-                start.vp,
-                start.vtl.get()
-            ));
-            return Ok(false);
+            self.start_vcpu(vp, start)?;
         }
         if effects.finished {
             self.finished = true;
             return Ok(false);
         }
-        let _ = self.arch;
         Ok(true)
+    }
+
+    /// Really starts `start.vp`'s vCPU, borrowing the calling vCPU (stopped after its
+    /// hypercall completed) and restoring it afterwards. Only the caller runs meanwhile.
+    fn start_vcpu(&mut self, caller: u32, start: StartVp) -> Result<()> {
+        let thread = caller + 1;
+        match start.context {
+            InitialVpContext::X64(ctx) => {
+                if !self.trampoline_written {
+                    self.gdb
+                        .write_mem(vcpu_start::X86_TRAMPOLINE, &vcpu_start::x86_trampoline())?;
+                    self.trampoline_written = true;
+                }
+                let (slot_gpa, slot) = vcpu_start::x86_slot(start.vp, &ctx);
+                self.gdb.write_mem(slot_gpa, &slot)?;
+                let saved = self.gdb.read_regs(&["rip", "rdi"])?;
+                let (stub, end) = vcpu_start::x86_ipi_stub(start.vp);
+                let end = vcpu_start::X86_STUB + end;
+                self.gdb.write_mem(vcpu_start::X86_STUB, &stub)?;
+                self.gdb.write_pc(vcpu_start::X86_STUB)?;
+                self.gdb.set_breakpoint(end)?;
+                self.gdb.cont_thread(thread)?;
+                let stop = self.gdb.wait_stop(Duration::from_secs(10))?;
+                self.stops += 1;
+                self.gdb.remove_breakpoint(end)?;
+                let pc = self.gdb.read_pc()?;
+                if stop.thread != Some(thread) || pc != end {
+                    bail!(
+                        "the IPI stub on vp{caller} stopped at {pc:#x} on thread {:?}",
+                        stop.thread
+                    );
+                }
+                self.gdb
+                    .write_regs(&[("rip", saved[0]), ("rdi", saved[1])])?;
+            }
+            InitialVpContext::Aarch64(ctx) => {
+                if !self.trampoline_written {
+                    self.gdb.write_mem(
+                        vcpu_start::ARM64_TRAMPOLINE,
+                        &vcpu_start::arm64_trampoline(),
+                    )?;
+                    self.trampoline_written = true;
+                }
+                let (slot_gpa, slot) = vcpu_start::arm64_slot(start.vp, &ctx);
+                self.gdb.write_mem(slot_gpa, &slot)?;
+                const SAVED: [&str; 5] = ["x0", "x1", "x2", "x3", "pc"];
+                let saved = self.gdb.read_regs(&SAVED)?;
+                // The hvc the caller just completed: run it again as PSCI CPU_ON, natively.
+                let site = saved[4] - HVC_LEN;
+                self.gdb.write_regs(&[
+                    ("x0", vcpu_start::PSCI_CPU_ON),
+                    ("x1", vcpu_start::arm64_mpidr(start.vp)),
+                    ("x2", vcpu_start::ARM64_TRAMPOLINE),
+                    ("x3", slot_gpa),
+                    ("pc", site),
+                ])?;
+                self.gdb.remove_breakpoint(site)?;
+                let stop = self.gdb.step_thread(thread)?;
+                self.stops += 1;
+                self.gdb.set_breakpoint(site)?;
+                let result = self.gdb.read_reg("x0")?;
+                let restore: Vec<(&str, u64)> =
+                    SAVED.iter().copied().zip(saved.iter().copied()).collect();
+                self.gdb.write_regs(&restore)?;
+                if stop.thread != Some(thread) || result != 0 {
+                    bail!(
+                        "PSCI CPU_ON for vp{} from vp{caller} returned {result:#x} (stop on thread {:?})",
+                        start.vp,
+                        stop.thread
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ mod entry;
 mod trap;
 
 use crate::{fdt::Fdt, BootInfo, EntryMode, ExitCode};
-use aarch64_cpu::registers::{Writeable, TPIDR_EL1};
+use aarch64_cpu::registers::{Readable, Writeable, TPIDR_EL1};
 
 const PL011_BASE: usize = 0x0900_0000;
 const PL011_FR_TXFF: u32 = 1 << 5;
@@ -51,9 +51,26 @@ pub(crate) fn set_cpu_base(addr: usize) {
 }
 
 pub(crate) fn cpu_base() -> usize {
-    use aarch64_cpu::registers::Readable;
     TPIDR_EL1.get() as usize
 }
+
+unsafe extern "C" {
+    fn boot_ap_start();
+}
+
+/// Where an AP's initial context must point: EL1, SP the top of its boot stack.
+pub fn ap_entry() -> u64 {
+    boot_ap_start as *const () as u64
+}
+
+/// A monotonic tick count (the virtual counter), for coarse timeouts.
+pub fn now_ticks() -> u64 {
+    aarch64_cpu::registers::CNTVCT_EL0.get()
+}
+
+/// The counter frequency is at least 1 MHz on every implementation (CNTFRQ_EL0 is what the
+/// firmware says; this is the floor), so timeouts are "at least" their nominal length.
+pub const TICKS_PER_SECOND: u64 = 1_000_000;
 
 /// Vectors are installed by the entry code; nothing to do per AP beyond that.
 pub fn load_traps() {

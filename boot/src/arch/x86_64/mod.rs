@@ -129,12 +129,73 @@ extern "C" fn boot_x86_64_main(start_info: u64) -> ! {
                     info.cmdline().len()
                 );
             }
+            // The VP count comes from the ACPI MADT the loader built. rsdp_paddr (offset 32) is
+            // in every hvm_start_info version (Xen's start_info.h: only the memory map needs
+            // version 1), and 0 means "not present".
+            // SAFETY: as above; rsdp_paddr is at offset 32, inside even a version 0 structure.
+            let rsdp = unsafe { core::ptr::read_volatile((start_info + 32) as *const u64) };
+
+            /// Loader memory read through the identity map of the first 4 GiB.
+            struct IdentityMap;
+            impl crate::acpi::PhysRead for IdentityMap {
+                fn read(&self, paddr: u64, buf: &mut [u8]) -> bool {
+                    // Ranges reaching past the identity map are not mapped; 0 is a null pointer.
+                    match paddr.checked_add(buf.len() as u64) {
+                        Some(end) if paddr != 0 && end <= IDENTITY_MAPPED => {}
+                        _ => return false,
+                    }
+                    for (i, b) in buf.iter_mut().enumerate() {
+                        // SAFETY: the whole range is non-null and below 4 GiB (identity mapped);
+                        // the loader owns the bytes and nothing writes them while we boot.
+                        // Volatile: memory we do not own.
+                        *b = unsafe { core::ptr::read_volatile((paddr + i as u64) as *const u8) };
+                    }
+                    true
+                }
+            }
+            if rsdp == 0 {
+                crate::println!("boot: no ACPI tables in the PVH start info; assuming 1 VP");
+            } else {
+                match crate::acpi::cpu_count(&IdentityMap, rsdp) {
+                    Ok(n) if n as usize > crate::MAX_VPS => {
+                        crate::println!(
+                            "boot: ACPI lists {n} VPs; using the first {}",
+                            crate::MAX_VPS
+                        );
+                        info.vp_count = crate::MAX_VPS as u32;
+                    }
+                    Ok(n) => info.vp_count = n,
+                    Err(e) => crate::println!(
+                        "boot: cannot read ACPI tables at {rsdp:#x} ({e:?}); assuming 1 VP"
+                    ),
+                }
+            }
         } else {
             crate::println!("boot: PVH start info has bad magic {magic:#x}; ignoring it");
         }
     }
     crate::call_firmware_main(&info)
 }
+
+unsafe extern "C" {
+    fn boot_ap_start64();
+}
+
+/// Where an AP's initial context must point: long mode, CR3/GDT as on the boot VP, RSP the top
+/// of its boot stack.
+pub fn ap_entry() -> u64 {
+    boot_ap_start64 as *const () as u64
+}
+
+/// A monotonic tick count (the TSC), for coarse timeouts.
+pub fn now_ticks() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// A lower bound of ticks per second: the TSC runs at 1 GHz or faster on anything that runs
+/// this firmware, so timeouts are "at least" their nominal length.
+pub const TICKS_PER_SECOND: u64 = 1_000_000_000;
 
 /// Loads this CPU's IDT (the table is shared); for APs.
 pub fn load_traps() {

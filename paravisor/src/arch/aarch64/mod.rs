@@ -120,3 +120,28 @@ pub fn write_synthetic(reg: SyntheticRegister, value: u64) -> Result<()> {
     let name = reg.vp_register().ok_or(HvError::INVALID_PARAMETER)?;
     crate::percpu::hypercall().set_vp_register(VpTarget::SELF, name, value.into())
 }
+
+/// The HvCallEnableVpVtl / HvCallStartVirtualProcessor input that starts `vp` at VTL2 in
+/// `boot`'s AP entry with this VP's translation and vector setup, on `vp`'s boot stack.
+pub fn vp_start_input(vp: u32) -> hvdef::aarch64::HvArm64InputEnableVpVtl {
+    use aarch64_cpu::registers::{
+        Readable, MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1, VBAR_EL1,
+    };
+    hvdef::aarch64::HvArm64InputEnableVpVtl {
+        partition_id: hvdef::HV_PARTITION_ID_SELF,
+        vp_index: vp,
+        target_vtl: crate::vsm::PARAVISOR_VTL,
+        reserved: [0; 3],
+        context: hvdef::aarch64::HvArm64InitialVpContext {
+            pc: boot::arch::ap_entry(),
+            sp_elh: boot::stacks::top(vp as usize),
+            sctlr_el1: SCTLR_EL1.get(),
+            mair_el1: MAIR_EL1.get(),
+            tcr_el1: TCR_EL1.get(),
+            vbar_el1: VBAR_EL1.get(),
+            ttbr0_el1: TTBR0_EL1.get(),
+            ttbr1_el1: TTBR1_EL1.get(),
+            x18: 0,
+        },
+    }
+}
