@@ -226,12 +226,20 @@ mod tests {
 
     #[test]
     fn x86_slots_follow_the_apic_id() {
-        let mut ctx = HvX64InitialVpContext::default();
-        ctx.rip = 0x1234;
-        ctx.cr3 = 0x5000;
-        ctx.gdtr.limit = 0x17;
-        ctx.gdtr.base = 0x10_4000;
-        ctx.cs.selector = 0x08;
+        let ctx = HvX64InitialVpContext {
+            rip: 0x1234,
+            cr3: 0x5000,
+            gdtr: hvdef::x86_64::HvX64TableRegister {
+                pad: [0; 3],
+                limit: 0x17,
+                base: 0x10_4000,
+            },
+            cs: hvdef::x86_64::HvX64SegmentRegister {
+                selector: 0x08,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let (gpa, slot) = x86_slot(3, &ctx);
         assert_eq!(gpa, X86_SLOTS + 3 * 0x80);
         assert_eq!(
