@@ -1,14 +1,15 @@
 //! Firmware start-up on bare metal: console logger, banner, options, panic, exit.
 
-use crate::hypercall;
 use crate::hypercall::NestedTable;
+use crate::hypercall::{self, VpTarget};
 use crate::options::{Options, TestFailure};
 use crate::{arch, hv, percpu, vsm};
 use boot::{BootInfo, ExitCode};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hvdef::{
-    HvError, HvPartitionPrivilegeMask, HvRegisterVpAssistPage, HypercallCode, SyntheticRegister,
+    HvError, HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVpAssistPage, HypercallCode,
+    SyntheticRegister,
 };
 use spin::Once;
 use zerocopy::IntoBytes;
@@ -84,7 +85,7 @@ pub fn start(info: &BootInfo) -> ! {
         }
         None => {}
     }
-    bring_up(info.vp_count)
+    bring_up(info.vp_count, options.bench_hypercalls)
 }
 
 /// Logs `what` as the reason the boot cannot go on, and fails the run.
@@ -101,7 +102,7 @@ static ONLINE: AtomicU64 = AtomicU64::new(0);
 const VP_START_TIMEOUT_S: u64 = 10;
 
 /// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
-fn bring_up(vp_count: u32) -> ! {
+fn bring_up(vp_count: u32, bench_hypercalls: u32) -> ! {
     let nested =
         arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
     let table = percpu::set_nested_table(NestedTable::for_host(nested));
@@ -117,6 +118,17 @@ fn bring_up(vp_count: u32) -> ! {
         table.count()
     );
     vp_init(0);
+    let vsm = vsm::partition(&mut percpu::hypercall()).unwrap_or_else(|e| {
+        fail(format_args!(
+            "reading the VSM partition registers failed: {e}"
+        ))
+    });
+    log::info!(
+        "VSM: maximum VTL {}, enabled VTL set {:#x}, intercept page available: {}",
+        vsm.status.maximum_vtl(),
+        vsm.status.enabled_vtl_set(),
+        vsm.capabilities.intercept_page_available()
+    );
     start_aps(vp_count);
     let all = u64::MAX >> (64 - vp_count);
     let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::TICKS_PER_SECOND;
@@ -130,6 +142,14 @@ fn bring_up(vp_count: u32) -> ! {
         core::hint::spin_loop();
     }
     log::info!("all {vp_count} VP(s) run at VTL2");
+    if bench_hypercalls > 0 {
+        let mut hv = percpu::hypercall();
+        for _ in 0..bench_hypercalls {
+            hv.get_vp_register(VpTarget::SELF, HvRegisterName::VP_INDEX)
+                .unwrap_or_else(|e| fail(format_args!("benchmark hypercall failed: {e}")));
+        }
+        log::info!("benchmark: {bench_hypercalls} hypercalls issued");
+    }
     exit(ExitCode::Success)
 }
 

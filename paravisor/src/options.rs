@@ -14,6 +14,9 @@ pub enum TestFailure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     pub test_failure: Option<TestFailure>,
+    /// `pv.bench=N`: after bring-up, the boot VP issues N more GetVpRegisters (for
+    /// `cargo xtask bench`, which times runs with different N).
+    pub bench_hypercalls: u32,
     pub log_level: log::LevelFilter,
 }
 
@@ -39,6 +42,14 @@ impl Options {
                 })
             }
         };
+        let bench_hypercalls = match cmdline::get(line, "pv.bench") {
+            None => 0,
+            Some(value) => value.parse().map_err(|_| BadOption {
+                key: "pv.bench",
+                value,
+                expected: "a number of hypercalls",
+            })?,
+        };
         let log_level = match cmdline::get(line, "pv.log") {
             None => log::LevelFilter::Info,
             Some(value) => value.parse().map_err(|_| BadOption {
@@ -49,6 +60,7 @@ impl Options {
         };
         Ok(Options {
             test_failure,
+            bench_hypercalls,
             log_level,
         })
     }
@@ -69,5 +81,10 @@ mod tests {
         let e = Options::parse("pv.test=explode").unwrap_err();
         assert_eq!((e.key, e.value), ("pv.test", "explode"));
         assert_eq!(Options::parse("pv.log=loud").unwrap_err().key, "pv.log");
+        assert_eq!(
+            Options::parse("pv.bench=2000").unwrap().bench_hypercalls,
+            2000
+        );
+        assert_eq!(Options::parse("pv.bench=-1").unwrap_err().key, "pv.bench");
     }
 }

@@ -3,7 +3,10 @@
 
 use crate::hypercall::{self, Hypercall, HypercallAbi, VpTarget};
 use core::fmt;
-use hvdef::{HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVsmVpStatus};
+use hvdef::{
+    HvPartitionPrivilegeMask, HvRegisterName, HvRegisterValue, HvRegisterVsmCapabilities,
+    HvRegisterVsmPartitionStatus, HvRegisterVsmVpStatus,
+};
 
 /// The VTL the paravisor must run at.
 pub const PARAVISOR_VTL: u8 = 2;
@@ -56,4 +59,30 @@ pub fn check_vp<A: HypercallAbi>(
         return Err(VsmError::WrongVtl { status });
     }
     Ok(status)
+}
+
+/// Partition-wide VSM facts the paravisor needs later (intercept delivery, VTL layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VsmPartition {
+    pub capabilities: HvRegisterVsmCapabilities,
+    pub status: HvRegisterVsmPartitionStatus,
+}
+
+/// Reads the VSM capabilities and partition status, in one GetVpRegisters.
+pub fn partition<A: HypercallAbi>(
+    hv: &mut Hypercall<'_, A>,
+) -> Result<VsmPartition, hypercall::Error> {
+    let mut values = [HvRegisterValue::from(0u64); 2];
+    hv.get_vp_registers(
+        VpTarget::SELF,
+        &[
+            HvRegisterName::VSM_CAPABILITIES,
+            HvRegisterName::VSM_PARTITION_STATUS,
+        ],
+        &mut values,
+    )?;
+    Ok(VsmPartition {
+        capabilities: HvRegisterVsmCapabilities::from_bits(values[0].as_u64()),
+        status: HvRegisterVsmPartitionStatus::from_bits(values[1].as_u64()),
+    })
 }

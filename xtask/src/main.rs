@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's one entry point for building images, running them in QEMU,
 //! testing and benchmarking.
 
+mod bench;
 mod igvm;
 mod image;
 mod run;
@@ -65,6 +66,11 @@ enum Command {
     },
     /// Format, lint, unit-test, build both images and boot them in QEMU.
     Test,
+    /// Measure and print the project's performance and footprint figures.
+    Bench {
+        #[arg(long, value_enum, default_value = "all")]
+        arch: ArchArg,
+    },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
 }
@@ -81,6 +87,7 @@ fn main() {
             timeout,
         } => run::run(&arch.arches(), release, smp, &append, timeout),
         Command::Test => test::run(),
+        Command::Bench { arch } => bench::run(&arch.arches()),
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))
