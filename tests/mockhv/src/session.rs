@@ -238,6 +238,24 @@ pub fn run(config: SessionConfig) -> Result<Report> {
     })
 }
 
+/// How often one hypercall instruction may be re-executed (TIMEOUT with the IP left in place)
+/// before the session calls the guest stuck.
+const MAX_REEXECUTIONS: u32 = 1024;
+
+/// Runs a hypercall and, while the model leaves the IP on the instruction (a TIMEOUT with the
+/// rep start updated in the registers), runs it again at once: that is what the guest would do
+/// next, and QEMU does not re-trap a breakpoint at the PC it resumes from.
+fn reexecute(stops: &mut u64, mut call: impl FnMut() -> Effects) -> Result<Effects> {
+    for _ in 0..MAX_REEXECUTIONS {
+        let effects = call();
+        if effects.advance_ip || effects.fault.is_some() || effects.finished {
+            return Ok(effects);
+        }
+        *stops += 1;
+    }
+    bail!("a hypercall was re-executed {MAX_REEXECUTIONS} times without completing")
+}
+
 static SOCKET_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Session {
@@ -331,7 +349,8 @@ impl Session {
                     xmm: [0; 6],
                 };
                 let mut mem = GdbMemory(&mut self.gdb);
-                let effects = self.model.vmcall(vp, &mut regs, &mut mem);
+                let model = &mut self.model;
+                let effects = reexecute(&mut self.stops, || model.vmcall(vp, &mut regs, &mut mem))?;
                 let mut writes = vec![
                     ("rax", regs.rax),
                     ("rcx", regs.rcx),
@@ -353,7 +372,9 @@ impl Session {
                 let mut regs = [0u64; 18];
                 regs.copy_from_slice(&values);
                 let mut mem = GdbMemory(&mut self.gdb);
-                let effects = self.model.hvc(vp, imm, &mut regs, &mut mem);
+                let model = &mut self.model;
+                let effects =
+                    reexecute(&mut self.stops, || model.hvc(vp, imm, &mut regs, &mut mem))?;
                 let mut writes: Vec<(&str, u64)> = NAMES.iter().copied().zip(regs).collect();
                 if effects.advance_ip {
                     writes.push(("pc", pc + HVC_LEN));

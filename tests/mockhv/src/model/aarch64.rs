@@ -66,7 +66,7 @@ impl Model {
 
     /// The control word is in X`control` (X1 for SMCCC, X0 for `hvc #1`), the GPAs and the fast
     /// block follow it. The result goes to X0; on TIMEOUT the control register gets the updated
-    /// rep start (for `hvc #1` that is X0 itself, which is re-executed anyway).
+    /// rep start (for `hvc #1` that is X0 itself) and, under SMCCC, X0 keeps the function id.
     fn arm64_hypercall(
         &mut self,
         vp: u32,
@@ -90,7 +90,11 @@ impl Model {
             Err(fault) => Effects::fault(fault),
             Ok(reply) => {
                 regs[first..first + FAST_WORDS].copy_from_slice(&req.fast.words);
-                regs[0] = reply.output.into_bits();
+                // A call left to be re-executed (TIMEOUT) must still be a hypercall when it runs
+                // again: under SMCCC X0 keeps the function id, only X1 moves on.
+                if reply.retry.is_none() || control == 0 {
+                    regs[0] = reply.output.into_bits();
+                }
                 if let Some(retry) = reply.retry {
                     regs[control] = retry;
                 }

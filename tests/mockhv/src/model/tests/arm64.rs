@@ -197,6 +197,46 @@ fn legacy_hvc1_timeout_rewrites_x0() {
 }
 
 #[test]
+fn smccc_timeout_keeps_the_function_id_for_re_execution() {
+    let mut hv = Hv::new(Scenario {
+        limits: crate::model::Limits {
+            max_reps_per_call: 1,
+            ..Default::default()
+        },
+        ..Scenario::for_arch(Arch::Aarch64)
+    });
+    assert_eq!(
+        fast_set(
+            &mut hv,
+            HvInputVtl::CURRENT,
+            HvRegisterName::GUEST_OS_ID,
+            GUEST_OS_ID.into()
+        ),
+        HvStatus::SUCCESS
+    );
+    let names = [HvRegisterName::VP_INDEX, HvRegisterName::SVERSION];
+    hv.mem
+        .write(
+            IN,
+            &get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names),
+        )
+        .unwrap();
+    let control = rep(HypercallCode::GET_VP_REGISTERS, 2);
+    let mut x = [0; 18];
+    (x[0], x[1], x[2], x[3]) = (SMCCC_HV_FUNC_ID.into(), control.into_bits(), IN, OUT);
+    let (x, effects) = hvc(&mut hv, 0, x);
+    assert!(!effects.advance_ip);
+    assert_eq!(x[0], u64::from(SMCCC_HV_FUNC_ID), "still a hypercall when re-executed");
+    assert_eq!(x[1], control.with_rep_start(1).into_bits());
+    // The guest re-executes the same hvc with the registers as they are.
+    let (x, effects) = hvc(&mut hv, 0, x);
+    assert!(effects.advance_ip);
+    let out = HypercallOutput::from_bits(x[0]);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 2));
+    assert_eq!(hv.values(2), [0, 1]);
+}
+
+#[test]
 fn arm64_is_never_nested() {
     let mut hv = Hv::new(Scenario {
         nested: true,
