@@ -226,7 +226,11 @@ fn smccc_timeout_keeps_the_function_id_for_re_execution() {
     (x[0], x[1], x[2], x[3]) = (SMCCC_HV_FUNC_ID.into(), control.into_bits(), IN, OUT);
     let (x, effects) = hvc(&mut hv, 0, x);
     assert!(!effects.advance_ip);
-    assert_eq!(x[0], u64::from(SMCCC_HV_FUNC_ID), "still a hypercall when re-executed");
+    assert_eq!(
+        x[0],
+        u64::from(SMCCC_HV_FUNC_ID),
+        "still a hypercall when re-executed"
+    );
     assert_eq!(x[1], control.with_rep_start(1).into_bits());
     // The guest re-executes the same hvc with the registers as they are.
     let (x, effects) = hvc(&mut hv, 0, x);
