@@ -149,6 +149,39 @@ impl<'a> Fdt<'a> {
         Ok(found)
     }
 
+    /// The `reg` ranges of the root's `memory*` nodes (RAM), as (address, size), decoded with the
+    /// root's `#address-cells` / `#size-cells` (1 or 2 each). Calls `f` per range.
+    pub fn memory(&self, mut f: impl FnMut(u64, u64)) -> Result<(), FdtError> {
+        let cells = |name: &str, default: u32| -> Result<usize, FdtError> {
+            match self.property("/", name)? {
+                None => Ok(default as usize),
+                Some(v) if v.len() == 4 => match be32(v, 0) {
+                    Some(n @ 1..=2) => Ok(n as usize),
+                    _ => Err(FdtError::BadLayout),
+                },
+                Some(_) => Err(FdtError::BadLayout),
+            }
+        };
+        let (acells, scells) = (cells("#address-cells", 2)?, cells("#size-cells", 1)?);
+        let read = |v: &[u8], off: usize, n: usize| -> Option<u64> {
+            (0..n).try_fold(0u64, |acc, i| {
+                Some((acc << 32) | u64::from(be32(v, off + 4 * i)?))
+            })
+        };
+        let entry = 4 * (acells + scells);
+        self.walk(|comps, prop, value| {
+            if comps.len() == 1 && comps[0].starts_with(b"memory") && prop == b"reg" {
+                for chunk in value.chunks_exact(entry) {
+                    if let (Some(addr), Some(size)) =
+                        (read(chunk, 0, acells), read(chunk, 4 * acells, scells))
+                    {
+                        f(addr, size);
+                    }
+                }
+            }
+        })
+    }
+
     /// Number of direct children of `/cpus` whose `device_type` is "cpu".
     pub fn cpu_count(&self) -> Result<usize, FdtError> {
         let mut count = 0;
@@ -239,6 +272,8 @@ mod tests {
         let mut items = vec![
             Begin(""),
             Prop("compatible", b"linux,dummy-virt\0"),
+            Prop("#address-cells", &[0, 0, 0, 2]),
+            Prop("#size-cells", &[0, 0, 0, 2]),
             Begin("chosen"),
             Prop("bootargs", b"pv.test=panic\0"),
             End,
@@ -255,6 +290,10 @@ mod tests {
             End,
             Begin("memory@40000000"),
             Prop("device_type", b"memory\0"),
+            Prop(
+                "reg",
+                &[0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0],
+            ),
             End,
             End,
         ]);
@@ -273,6 +312,9 @@ mod tests {
         assert_eq!(fdt.property("/cpus/cpu@0", "bootargs").unwrap(), None);
         assert_eq!(fdt.cpu_count().unwrap(), 4);
         assert_eq!(Fdt::total_size(&blob).unwrap(), blob.len());
+        let mut ram = Vec::new();
+        fdt.memory(|a, s| ram.push((a, s))).unwrap();
+        assert_eq!(ram, vec![(0x4000_0000, 0x1000_0000)]);
     }
 
     #[test]

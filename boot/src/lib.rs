@@ -23,6 +23,9 @@ pub mod stacks;
 pub const MAX_VPS: usize = 64;
 /// Size of each VP's boot stack.
 pub const STACK_SIZE: usize = 64 * 1024;
+/// Most RAM ranges kept from the loader's memory map.
+pub const RAM_RANGES_MAX: usize = 16;
+
 /// Longest kernel command line kept; longer ones are truncated with a console warning.
 pub const CMDLINE_MAX: usize = 512;
 
@@ -58,6 +61,8 @@ pub struct BootInfo {
     pub vp_count: u32,
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
+    ram: [core::ops::Range<u64>; RAM_RANGES_MAX],
+    ram_count: usize,
 }
 
 impl BootInfo {
@@ -67,7 +72,27 @@ impl BootInfo {
             vp_count: 1,
             cmdline: [0; CMDLINE_MAX],
             cmdline_len: 0,
+            ram: [const { 0..0 }; RAM_RANGES_MAX],
+            ram_count: 0,
         }
+    }
+
+    /// Records a RAM range from the loader's memory map; false (and dropped) when full or empty.
+    pub fn add_ram(&mut self, start: u64, size: u64) -> bool {
+        let Some(end) = start.checked_add(size) else {
+            return false;
+        };
+        if size == 0 || self.ram_count == RAM_RANGES_MAX {
+            return false;
+        }
+        self.ram[self.ram_count] = start..end;
+        self.ram_count += 1;
+        true
+    }
+
+    /// The RAM the loader reported.
+    pub fn ram(&self) -> &[core::ops::Range<u64>] {
+        &self.ram[..self.ram_count]
     }
 
     /// Stores the command line, keeping the longest valid UTF-8 prefix that fits.
@@ -134,6 +159,17 @@ unsafe extern "Rust" {
     fn __boot_firmware_ap_main(vp_index: u32) -> !;
 }
 
+/// The memory the image occupies, BSS (stacks, per-VP state) included: the paravisor's own
+/// memory, which it never reads or writes on a lower VTL's behalf.
+#[cfg(target_os = "none")]
+pub fn image_range() -> core::ops::Range<u64> {
+    unsafe extern "C" {
+        static __image_start: u8;
+        static __image_end: u8;
+    }
+    (&raw const __image_start) as u64..(&raw const __image_end) as u64
+}
+
 #[cfg(target_os = "none")]
 fn call_firmware_main(info: &BootInfo) -> ! {
     // SAFETY: defined by the firmware's entry! invocation with exactly this signature.
@@ -170,6 +206,20 @@ mod tests {
         let long = [b'a'; CMDLINE_MAX + 10];
         assert!(!info.set_cmdline(&long));
         assert_eq!(info.cmdline().len(), CMDLINE_MAX);
+    }
+
+    #[test]
+    fn ram_ranges_are_bounded_and_checked() {
+        let mut info = BootInfo::new(EntryMode::El1);
+        assert!(info.add_ram(0x4000_0000, 0x1000_0000));
+        assert!(!info.add_ram(0x1000, 0));
+        assert!(!info.add_ram(u64::MAX, 2));
+        for i in 1..RAM_RANGES_MAX as u64 {
+            assert!(info.add_ram(i << 40, 4096));
+        }
+        assert!(!info.add_ram(0, 4096));
+        assert_eq!(info.ram().len(), RAM_RANGES_MAX);
+        assert_eq!(info.ram()[0], 0x4000_0000..0x5000_0000);
     }
 
     #[test]

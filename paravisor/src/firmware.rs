@@ -3,13 +3,15 @@
 use crate::hypercall::NestedTable;
 use crate::hypercall::{self, VpTarget};
 use crate::options::{Options, TestFailure};
-use crate::{arch, hv, percpu, vsm};
+use crate::proxy::Vtl0Memory;
+use crate::{arch, hv, percpu, runloop, vsm};
 use boot::{BootInfo, ExitCode};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hvdef::{
-    HvError, HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVpAssistPage, HypercallCode,
-    SyntheticRegister,
+    HvError, HvInputInstallIntercept, HvInterceptAccessMask, HvInterceptType,
+    HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVpAssistPage, HvRegisterVsmPartitionConfig,
+    HypercallCode, SyntheticRegister, HV_PARTITION_ID_SELF,
 };
 use spin::Once;
 use zerocopy::IntoBytes;
@@ -85,7 +87,7 @@ pub fn start(info: &BootInfo) -> ! {
         }
         None => {}
     }
-    bring_up(info.vp_count, options.bench_hypercalls)
+    bring_up(info, options.bench_hypercalls)
 }
 
 /// Logs `what` as the reason the boot cannot go on, and fails the run.
@@ -102,7 +104,8 @@ static ONLINE: AtomicU64 = AtomicU64::new(0);
 const VP_START_TIMEOUT_S: u64 = 10;
 
 /// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
-fn bring_up(vp_count: u32, bench_hypercalls: u32) -> ! {
+fn bring_up(info: &BootInfo, bench_hypercalls: u32) -> ! {
+    let vp_count = info.vp_count;
     let nested =
         arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
     let table = percpu::set_nested_table(NestedTable::for_host(nested));
@@ -149,8 +152,67 @@ fn bring_up(vp_count: u32, bench_hypercalls: u32) -> ! {
                 .unwrap_or_else(|e| fail(format_args!("benchmark hypercall failed: {e}")));
         }
         log::info!("benchmark: {bench_hypercalls} hypercalls issued");
+        exit(ExitCode::Success)
     }
-    exit(ExitCode::Success)
+    start_proxy(info, privileges, &vsm);
+    runloop::run()
+}
+
+/// Asks for VTL0's hypercalls as intercepts delivered through the VP assist page, fixes what
+/// every VP's run loop needs, and lets the other VPs into theirs.
+fn start_proxy(info: &BootInfo, privileges: HvPartitionPrivilegeMask, vsm: &vsm::VsmPartition) {
+    arch::init_vtl_switch()
+        .unwrap_or_else(|e| fail(format_args!("reading the VTL switch code failed: {e}")));
+    if !vsm.capabilities.intercept_page_available() {
+        fail(format_args!(
+            "the hypervisor offers no intercept page (VsmCapabilities); SINT0 delivery is not \
+             supported yet"
+        ));
+    }
+    let mut hv = percpu::hypercall();
+    let intercept = HvInputInstallIntercept {
+        partition_id: HV_PARTITION_ID_SELF,
+        access_type: HvInterceptAccessMask::new().with_execute(true),
+        intercept_type: HvInterceptType::HYPERCALL,
+        intercept_parameter: 0,
+    };
+    hv.call(
+        HypercallCode::INSTALL_INTERCEPT,
+        intercept.as_bytes(),
+        &mut [],
+    )
+    .unwrap_or_else(|e| {
+        fail(format_args!(
+            "installing the hypercall intercept failed: {e}"
+        ))
+    });
+    let config = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
+    hv.set_vp_register(
+        VpTarget::SELF,
+        HvRegisterName::VSM_PARTITION_CONFIG,
+        config.into_bits().into(),
+    )
+    .unwrap_or_else(|e| fail(format_args!("enabling intercept-page delivery failed: {e}")));
+    let host_ext_mask = if privileges.enable_extended_hypercalls() {
+        hv.query_extended_capabilities().unwrap_or_else(|e| {
+            fail(format_args!(
+                "querying the extended capabilities failed: {e}"
+            ))
+        })
+    } else {
+        0
+    };
+    drop(hv);
+    let vtl0 = Vtl0Memory::new(info.ram(), boot::image_range());
+    for range in vtl0.ranges() {
+        log::info!("VTL0 memory {:#x}..{:#x}", range.start, range.end);
+    }
+    log::info!("host extended capabilities {host_ext_mask:#x}; proxying VTL0 hypercalls");
+    runloop::configure(runloop::Config {
+        vtl0,
+        host_ext_mask,
+        xmm_fast_input: arch::xmm_fast_input(),
+    });
 }
 
 /// Starts VPs 1.. at VTL2 in boot's AP entry: VTL2 must first be enabled on each (HvCallEnableVpVtl),
@@ -207,8 +269,8 @@ fn vp_init(vp: u32) {
 pub fn start_ap(vp_index: u32) -> ! {
     percpu::init(vp_index);
     vp_init(vp_index);
-    // Until the VTL0 proxy runs here, an AP has nothing more to do.
-    boot::arch::halt()
+    runloop::wait_configured();
+    runloop::run()
 }
 
 /// The panic handler's body: CPU, message and location, then a failure exit.

@@ -5,6 +5,7 @@
 pub mod hv;
 pub mod hypercall;
 pub mod options;
+pub mod proxy;
 pub mod vsm;
 
 #[cfg(target_os = "none")]
@@ -14,5 +15,7 @@ mod percpu;
 
 #[cfg(target_os = "none")]
 mod firmware;
+#[cfg(target_os = "none")]
+mod runloop;
 #[cfg(target_os = "none")]
 pub use firmware::{panic, start, start_ap};

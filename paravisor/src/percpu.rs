@@ -5,6 +5,7 @@ use crate::hypercall::{Hypercall, NestedTable, Page};
 use boot::MAX_VPS;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
+use hvdef::{HvMessage, HvVpAssistPage, HvVtlEntryReason};
 use spin::Once;
 
 #[repr(C, align(4096))]
@@ -55,6 +56,40 @@ fn current() -> &'static PerCpu {
 /// The GPA of this VP's VP assist page.
 pub fn assist_page_gpa() -> u64 {
     current().assist.get() as u64
+}
+
+/// This VP's VP assist page. The hypervisor writes it behind our back, so it is only ever
+/// accessed through volatile copies of whole fields, never through references.
+pub struct AssistPage(*mut HvVpAssistPage);
+
+impl AssistPage {
+    /// Why VTL2 was entered.
+    pub fn entry_reason(&self) -> HvVtlEntryReason {
+        // SAFETY: the pointer is this VP's 'static assist page; a volatile copy of a u32.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0).vtl_control.entry_reason) }
+    }
+
+    /// A copy of the intercept message the hypervisor left (entry reason INTERCEPT).
+    pub fn intercept_message(&self) -> HvMessage {
+        // SAFETY: as above; a volatile copy of the 256-byte message.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0).intercept_message) }
+    }
+
+    /// What VTL0's RAX/RCX become on the next non-fast VTL return (x64 only: arm64's X
+    /// registers are shared outright).
+    #[cfg(target_arch = "x86_64")]
+    pub fn set_return_registers(&self, rax: u64, rcx: u64) {
+        // SAFETY: as above; volatile stores into fields the hypervisor reads at VTL return.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*self.0).vtl_control.return_rax, rax);
+            core::ptr::write_volatile(&raw mut (*self.0).vtl_control.return_rcx, rcx);
+        }
+    }
+}
+
+/// This VP's assist page.
+pub fn assist_page() -> AssistPage {
+    AssistPage(current().assist.get().cast())
 }
 
 /// Exclusive use of this VP's hypercall pages until the guard drops.

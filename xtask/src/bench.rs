@@ -9,7 +9,7 @@
 use crate::{image, workspace_root};
 use anyhow::{bail, Context, Result};
 use mockhv::model::{Event, Scenario};
-use mockhv::qemu::{Arch, Outcome};
+use mockhv::qemu::Arch;
 use mockhv::session::{self, Report, SessionConfig};
 use object::{Object, ObjectSection, ObjectSymbol};
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ fn boot(elf: &Path, arch: Arch, vps: u32, append: &str) -> Result<Report> {
     config.append = Some(append.to_string());
     config.timeout = Duration::from_secs(120);
     let report = session::run(config)?;
-    if report.run.outcome != Outcome::Pass {
+    if !report.succeeded() {
         bail!("benchmark run failed: {}", report.summary());
     }
     Ok(report)

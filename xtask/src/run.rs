@@ -4,7 +4,7 @@
 use crate::image;
 use anyhow::{bail, Result};
 use mockhv::model::Scenario;
-use mockhv::qemu::{ensure_qemu, Arch, Outcome};
+use mockhv::qemu::{ensure_qemu, Arch};
 use mockhv::session::{self, SessionConfig};
 use std::time::Duration;
 
@@ -28,8 +28,8 @@ pub fn run(arches: &[Arch], release: bool, smp: u32, append: &str, timeout: u64)
         config.echo = true;
         let report = session::run(config)?;
         print!("{}", report.trace_summary());
-        if report.run.outcome == Outcome::Pass {
-            println!("== {}: firmware exited with success", arch.name());
+        if report.succeeded() {
+            println!("== {}: {}", arch.name(), report.summary());
         } else {
             println!("== {}: {}", arch.name(), report.summary());
             failed.push(arch.name());

@@ -141,6 +141,25 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
             .map(HypercallOutput::from_bits)
     }
 
+    /// Issues `control` with this VP's input page filled by `fill`, for calls whose layout the
+    /// caller owns (the VTL0 proxy). If `fill` fails nothing is issued. The nested bit is still
+    /// decided by the issue path alone. Returns the raw result and this VP's output page.
+    pub fn forward<E>(
+        &mut self,
+        control: Control,
+        fill: impl FnOnce(&mut [u8; PAGE_SIZE]) -> core::result::Result<(), E>,
+    ) -> core::result::Result<(HypercallOutput, &[u8; PAGE_SIZE]), E> {
+        fill(&mut self.input.0)?;
+        let out = self.issue(control);
+        Ok((out, &self.output.0))
+    }
+
+    /// Issues a register-based `control` with `regs` as its block (the VTL0 proxy's fast
+    /// calls); `None` if the block does not fit this ABI.
+    pub fn forward_fast(&mut self, control: Control, regs: &mut [u64]) -> Option<HypercallOutput> {
+        self.issue_fast(control, regs)
+    }
+
     /// A simple memory-based call: `input` at the start of the input page, `output` copied
     /// from the start of the output page on success.
     pub fn call(&mut self, code: HypercallCode, input: &[u8], output: &mut [u8]) -> Result<()> {
@@ -273,6 +292,10 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
     /// Writes any number of registers of `target`. When the whole call fits the ABI's fast
     /// register block it is made fast (on arm64 the guest OS id may only be set that way).
     pub fn set_vp_registers(&mut self, target: VpTarget, assocs: &[HvRegisterAssoc]) -> Result<()> {
+        if assocs.is_empty() {
+            // Nothing to write; a rep count of zero is invalid input to the hypervisor.
+            return Ok(());
+        }
         let header = target.header();
         let fast_words = (size_of::<HvInputGetVpRegisters>() + size_of_val(assocs)) / 8;
         if fast_words <= FAST_WORDS_MAX {

@@ -1,1 +1,1015 @@
 //! Host tests of the hypercall layer against the mock hypervisor model.
+//!
+//! The real [`Hypercall`] layer runs against the real TLFS model of `mockhv`: [`ModelAbi`] hands
+//! the control word to `Model::vmcall` (x64) or `Model::hvc` (arm64 SMCCC) and exposes exactly
+//! the layer's two pages, at their host addresses, as guest memory. Every assertion reads what
+//! the model recorded in its trace or returned.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use hvdef::aarch64::{HVC_IMM_SMCCC, SMCCC_HV_FUNC_ID};
+use hvdef::x86_64::{reg as x64_reg, HvX64Msr};
+use hvdef::{
+    HvExtendedCapabilities, HvInputPostMessage, HvInputSignalEvent, HvMessageType,
+    HvPartitionPrivilegeMask, SyntheticRegister, Vtl, HV_MESSAGE_PAYLOAD_SIZE, HV_SYNIC_VERSION_1,
+};
+use mockhv::model::{
+    Abi, Arch, FaultAction, GuestMemory, HypercallRecord, InjectedFault, MemoryError, Model,
+    Outcome, Scenario, TestMemory, X64HypercallRegs,
+};
+
+use super::*;
+use crate::hv::guest_os_id;
+use crate::vsm::{self, VsmError};
+
+// ---- The ABI adapter ---------------------------------------------------------------------------
+
+/// Guest memory that is exactly the pages handed to one call, at their host addresses.
+struct PageMemory<'p> {
+    pages: Vec<(u64, &'p mut [u8])>,
+}
+
+impl PageMemory<'_> {
+    fn bytes(&mut self, gpa: u64, len: usize) -> core::result::Result<&mut [u8], MemoryError> {
+        for (base, page) in self.pages.iter_mut() {
+            let Some(at) = gpa.checked_sub(*base) else {
+                continue;
+            };
+            if at
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= page.len() as u64)
+            {
+                return Ok(&mut page[at as usize..at as usize + len]);
+            }
+        }
+        Err(MemoryError { gpa, len })
+    }
+}
+
+impl GuestMemory for PageMemory<'_> {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> core::result::Result<(), MemoryError> {
+        buf.copy_from_slice(self.bytes(gpa, buf.len())?);
+        Ok(())
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> core::result::Result<(), MemoryError> {
+        self.bytes(gpa, data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Words of the fast block after the control word: x64 RDX and R8 (no XMM), arm64 X2..X17.
+fn fast_words(arch: Arch) -> usize {
+    match arch {
+        Arch::X86_64 => 2,
+        Arch::Aarch64 => 16,
+    }
+}
+
+/// The hypercall instruction of `arch`, executed by the model for VP `vp`.
+struct ModelAbi {
+    model: Rc<RefCell<Model>>,
+    vp: u32,
+    arch: Arch,
+    /// What happens when the model leaves the IP on the instruction (TIMEOUT): `false` returns
+    /// the TIMEOUT to the layer, which must re-issue the call; `true` re-executes the
+    /// instruction with the registers as the model left them, as the CPU does.
+    reexecute: bool,
+    /// Instructions executed, against a runaway layer (re-issuing forever would hang the test).
+    executed: u32,
+}
+
+/// More than the all-codes sweep needs.
+const MAX_INSTRUCTIONS: u32 = 0x11000;
+
+impl ModelAbi {
+    /// Runs the instruction with `control` and `block` (GPAs or fast input) in the registers
+    /// after it; `block` gets the registers' values afterwards. Returns the result word.
+    fn instruction(&mut self, control: u64, block: &mut [u64; 16], mem: &mut PageMemory) -> u64 {
+        let mut model = self.model.borrow_mut();
+        let mut x64 = X64HypercallRegs {
+            rcx: control,
+            rdx: block[0],
+            r8: block[1],
+            ..Default::default()
+        };
+        let mut x = [0; 18];
+        (x[0], x[1]) = (SMCCC_HV_FUNC_ID.into(), control);
+        x[2..].copy_from_slice(block);
+        loop {
+            self.executed += 1;
+            assert!(
+                self.executed <= MAX_INSTRUCTIONS,
+                "runaway: {control:#x} re-issued"
+            );
+            let (effects, result) = match self.arch {
+                Arch::X86_64 => (model.vmcall(self.vp, &mut x64, mem), x64.rax),
+                Arch::Aarch64 => (model.hvc(self.vp, HVC_IMM_SMCCC, &mut x, mem), x[0]),
+            };
+            assert_eq!(effects.fault, None, "control {control:#x} faulted");
+            if effects.advance_ip {
+                match self.arch {
+                    Arch::X86_64 => (block[0], block[1]) = (x64.rdx, x64.r8),
+                    Arch::Aarch64 => block.copy_from_slice(&x[2..]),
+                }
+                return result;
+            }
+            // Left on the instruction: a TIMEOUT, with the control register moved on to the
+            // reps completed (RCX; X1 under SMCCC, where X0 keeps the function id).
+            let recorded = model.trace().last_hypercall().map(|r| r.outcome);
+            let Some(Outcome::Status(out)) = recorded else {
+                panic!("control {control:#x}: IP not advanced after {recorded:?}");
+            };
+            assert_eq!(out.status(), HvStatus::TIMEOUT, "control {control:#x}");
+            if !self.reexecute {
+                // What RAX holds on x64; arm64 keeps it out of X0, so take the model's record.
+                return out.into_bits();
+            }
+        }
+    }
+}
+
+impl HypercallAbi for ModelAbi {
+    fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64 {
+        let (input_gpa, output_gpa) = (input.gpa(), output.gpa());
+        // The layer hands its input page over read-only: the model gets a copy, which must
+        // come back unchanged.
+        let mut input_copy = input.0;
+        let mut block = [0; 16];
+        (block[0], block[1]) = (input_gpa, output_gpa);
+        let mut mem = PageMemory {
+            pages: vec![
+                (input_gpa, &mut input_copy[..]),
+                (output_gpa, &mut output.0[..]),
+            ],
+        };
+        let result = self.instruction(control, &mut block, &mut mem);
+        assert!(input_copy == input.0, "the hypervisor wrote the input page");
+        result
+    }
+
+    fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64> {
+        if regs.len() > fast_words(self.arch) {
+            return None;
+        }
+        let mut block = [0; 16];
+        block[..regs.len()].copy_from_slice(regs);
+        let result = self.instruction(control, &mut block, &mut PageMemory { pages: Vec::new() });
+        regs.copy_from_slice(&block[..regs.len()]);
+        Some(result)
+    }
+}
+
+/// Records every control word the layer issues and forwards the call, except the VTL switch
+/// codes: the model runs those as VtlCall/VtlReturn (a #UD or a switch to VTL0 from here),
+/// so they are answered INVALID_HYPERCALL_CODE without reaching it.
+struct Recording {
+    inner: ModelAbi,
+    controls: Rc<RefCell<Vec<u64>>>,
+}
+
+fn is_vtl_switch(control: u64) -> bool {
+    matches!(
+        Control::from_bits(control).code(),
+        HypercallCode::VTL_CALL | HypercallCode::VTL_RETURN
+    )
+}
+
+impl HypercallAbi for Recording {
+    fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64 {
+        self.controls.borrow_mut().push(control);
+        if is_vtl_switch(control) {
+            let status = HvStatus::INVALID_HYPERCALL_CODE;
+            return HypercallOutput::new().with_status(status).into_bits();
+        }
+        self.inner.call(control, input, output)
+    }
+
+    fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64> {
+        self.controls.borrow_mut().push(control);
+        self.inner.call_fast(control, regs)
+    }
+}
+
+// ---- Harness -----------------------------------------------------------------------------------
+
+/// What a test sees of the model besides the layer.
+struct Env {
+    model: Rc<RefCell<Model>>,
+    /// Hypercalls the harness made while booting, before the test.
+    since: usize,
+}
+
+impl Env {
+    /// The test's hypercalls, in order.
+    fn calls(&self) -> Vec<HypercallRecord> {
+        let model = self.model.borrow();
+        model
+            .trace()
+            .hypercalls()
+            .skip(self.since)
+            .cloned()
+            .collect()
+    }
+
+    fn calls_of(&self, code: HypercallCode) -> Vec<HypercallRecord> {
+        self.calls()
+            .into_iter()
+            .filter(|r| r.code == code)
+            .collect()
+    }
+}
+
+/// A layer on VP 0 of a fresh model for `scenario`, booted far enough that every call is
+/// allowed; afterwards every memory-based call must have used the layer's two pages.
+fn run_with<A: HypercallAbi, R>(
+    mut scenario: Scenario,
+    nested: &NestedTable,
+    wrap: impl FnOnce(ModelAbi) -> A,
+    test: impl FnOnce(&mut Hypercall<'_, A>, &Env) -> R,
+) -> R {
+    let (mut input, mut output) = (Box::new(Page::zeroed()), Box::new(Page::zeroed()));
+    let pages = (input.gpa(), output.gpa());
+    // GPAs are host addresses here: widen the model's GPA space if the heap lies beyond it.
+    let top = pages.0.max(pages.1) + PAGE_SIZE as u64 - 1;
+    let bits = (u64::BITS - top.leading_zeros()) as u8;
+    scenario.limits.gpa_bits = scenario.limits.gpa_bits.max(bits);
+    let arch = scenario.arch;
+    let model = Rc::new(RefCell::new(Model::new(scenario)));
+    let abi = ModelAbi {
+        model: model.clone(),
+        vp: 0,
+        arch,
+        reexecute: false,
+        executed: 0,
+    };
+    let mut hv = Hypercall::new(wrap(abi), &mut input, &mut output, nested);
+    assert_eq!(hv.page_gpas(), pages);
+    boot(&mut hv, &model, arch);
+    let since = model.borrow().trace().hypercalls().count();
+    let env = Env { model, since };
+    let result = test(&mut hv, &env);
+    let all: Vec<_> = env.model.borrow().trace().hypercalls().cloned().collect();
+    assert_page_discipline(&all, pages);
+    result
+}
+
+fn run<R>(
+    scenario: Scenario,
+    nested: &NestedTable,
+    test: impl FnOnce(&mut Hypercall<'_, ModelAbi>, &Env) -> R,
+) -> R {
+    run_with(scenario, nested, |abi| abi, test)
+}
+
+/// The model takes hypercalls only once the guest OS id is set: on x64 the paravisor writes
+/// the MSR and enables the hypercall page, on arm64 it sets the register with a fast
+/// SetVpRegisters (the only way there).
+fn boot<A: HypercallAbi>(hv: &mut Hypercall<'_, A>, model: &RefCell<Model>, arch: Arch) {
+    match arch {
+        Arch::X86_64 => {
+            // The model writes the hypercall page into memory of its own at 0x1000.
+            let mut mem = TestMemory::new(2 * PAGE_SIZE);
+            let mut model = model.borrow_mut();
+            for (msr, value) in [
+                (HvX64Msr::HV_X64_MSR_GUEST_OS_ID, guest_os_id()),
+                (HvX64Msr::HV_X64_MSR_HYPERCALL, PAGE_SIZE as u64 | 1),
+            ] {
+                let written = model.wrmsr(0, msr.0, value, &mut mem);
+                assert!(matches!(written, Some(Ok(_))), "{msr:?}: {written:?}");
+            }
+            let hypercall = model.rdmsr(0, HvX64Msr::HV_X64_MSR_HYPERCALL.0);
+            assert_eq!(
+                hypercall,
+                Some(Ok(PAGE_SIZE as u64 | 1)),
+                "hypercall page enabled"
+            );
+        }
+        Arch::Aarch64 => hv
+            .set_vp_register(
+                VpTarget::SELF,
+                HvRegisterName::GUEST_OS_ID,
+                guest_os_id().into(),
+            )
+            .expect("arm64 guest OS id"),
+    }
+}
+
+fn assert_page_discipline(calls: &[HypercallRecord], (input, output): (u64, u64)) {
+    assert_ne!(input, output);
+    assert_eq!(
+        (input % PAGE_SIZE as u64, output % PAGE_SIZE as u64),
+        (0, 0)
+    );
+    for r in calls
+        .iter()
+        .filter(|r| !Control::from_bits(r.control).fast())
+    {
+        assert_eq!(
+            (r.input_gpa, r.output_gpa),
+            (input, output),
+            "{:?} control {:#x}",
+            r.code,
+            r.control
+        );
+    }
+}
+
+/// Rep count, rep start, status and reps completed of a recorded call.
+fn shape(r: &HypercallRecord) -> (u16, u16, HvStatus, u16) {
+    let control = Control::from_bits(r.control);
+    let Outcome::Status(out) = r.outcome else {
+        panic!("{:?} did not complete: {:?}", r.code, r.outcome);
+    };
+    (
+        control.rep_count(),
+        control.rep_start(),
+        out.status(),
+        out.reps_completed(),
+    )
+}
+
+/// The Get/SetVpRegisters header the layer must send for `VpTarget::SELF`.
+fn self_header() -> Vec<u8> {
+    HvInputGetVpRegisters {
+        partition_id: u64::MAX,
+        vp_index: 0xFFFF_FFFE,
+        target_vtl: HvInputVtl::CURRENT,
+        reserved: [0; 3],
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+// ---- Register fixtures -------------------------------------------------------------------------
+
+/// Registers the model stores as written on both arches, without side effects (values keep a
+/// SINT vector >= 16): crash parameters, reference TSC, assist page, VINA, VTL0/1 secure config,
+/// SINT0..15.
+fn writable() -> Vec<HvRegisterName> {
+    type N = HvRegisterName;
+    let crash = (0..6).map(|i| HvRegisterName(N::GUEST_CRASH_P0.0 + i));
+    let sints = (0..16).map(|n| N::sint(n).unwrap());
+    crash
+        .chain([
+            N::REFERENCE_TSC,
+            N::VP_ASSIST_PAGE,
+            N::VSM_VINA,
+            N::VSM_VP_SECURE_CONFIG_VTL0,
+            N::VSM_VP_SECURE_CONFIG_VTL1,
+        ])
+        .chain(sints)
+        .collect()
+}
+
+/// `count` writes cycling over [`writable`], value distinct per write.
+fn assocs(count: usize) -> Vec<HvRegisterAssoc> {
+    let names = writable();
+    (0..count as u64)
+        .map(|i| {
+            let value = 0xAB_0000_0000 | (i << 8) | 0x20;
+            HvRegisterAssoc::new(names[i as usize % names.len()], value.into())
+        })
+        .collect()
+}
+
+/// Writes `count` assocs, then returns names cycling over every register with a known value
+/// (the writable ones, VP index, guest OS id) and what each should read.
+fn known_registers<A: HypercallAbi>(
+    hv: &mut Hypercall<'_, A>,
+    count: usize,
+) -> (
+    Vec<HvRegisterName>,
+    BTreeMap<HvRegisterName, HvRegisterValue>,
+) {
+    let written = assocs(writable().len());
+    hv.set_vp_registers(VpTarget::SELF, &written).unwrap();
+    let mut expect: BTreeMap<_, _> = written.iter().map(|a| (a.name, a.value)).collect();
+    expect.insert(HvRegisterName::VP_INDEX, 0u64.into());
+    expect.insert(HvRegisterName::GUEST_OS_ID, guest_os_id().into());
+    let keys: Vec<_> = expect.keys().copied().collect();
+    let names = (0..count).map(|i| keys[i % keys.len()]).collect();
+    (names, expect)
+}
+
+fn get_all<A: HypercallAbi>(
+    hv: &mut Hypercall<'_, A>,
+    names: &[HvRegisterName],
+) -> Result<Vec<HvRegisterValue>> {
+    let mut values = vec![HvRegisterValue::default(); names.len()];
+    hv.get_vp_registers(VpTarget::SELF, names, &mut values)?;
+    Ok(values)
+}
+
+fn expected(
+    names: &[HvRegisterName],
+    expect: &BTreeMap<HvRegisterName, HvRegisterValue>,
+) -> Vec<HvRegisterValue> {
+    names.iter().map(|n| expect[n]).collect()
+}
+
+// ---- 1. Chunking -------------------------------------------------------------------------------
+
+#[test]
+fn get_vp_registers_is_split_into_page_sized_chunks() {
+    for arch in Arch::ALL {
+        run(Scenario::for_arch(arch), &NestedTable::NONE, |hv, env| {
+            let (names, expect) = known_registers(hv, 600);
+            let values = get_all(hv, &names).unwrap();
+            assert_eq!(values, expected(&names, &expect), "{arch:?}");
+
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            let shapes: Vec<_> = gets.iter().map(shape).collect();
+            let ok = HvStatus::SUCCESS;
+            assert_eq!(
+                shapes,
+                [(256, 0, ok, 256), (256, 0, ok, 256), (88, 0, ok, 88)]
+            );
+            let chunks = names.chunks(256).zip(values.chunks(256));
+            for (record, (names, values)) in gets.iter().zip(chunks) {
+                assert_eq!(
+                    record.input,
+                    [self_header(), names.as_bytes().to_vec()].concat()
+                );
+                assert_eq!(record.output, values.as_bytes());
+            }
+        });
+    }
+}
+
+#[test]
+fn set_vp_registers_is_split_into_page_sized_chunks() {
+    for arch in Arch::ALL {
+        run(Scenario::for_arch(arch), &NestedTable::NONE, |hv, env| {
+            let writes = assocs(300);
+            hv.set_vp_registers(VpTarget::SELF, &writes).unwrap();
+
+            let sets = env.calls_of(HypercallCode::SET_VP_REGISTERS);
+            let shapes: Vec<_> = sets.iter().map(shape).collect();
+            let ok = HvStatus::SUCCESS;
+            assert_eq!(
+                shapes,
+                [(127, 0, ok, 127), (127, 0, ok, 127), (46, 0, ok, 46)]
+            );
+            for (record, chunk) in sets.iter().zip(writes.chunks(127)) {
+                assert!(!Control::from_bits(record.control).fast());
+                assert_eq!(
+                    record.input,
+                    [self_header(), chunk.as_bytes().to_vec()].concat()
+                );
+            }
+            // The last write of each register is what the model holds.
+            let last: BTreeMap<_, _> = writes.iter().map(|a| (a.name, a.value)).collect();
+            let names: Vec<_> = last.keys().copied().collect();
+            assert_eq!(get_all(hv, &names).unwrap(), expected(&names, &last));
+        });
+    }
+}
+
+#[test]
+fn set_vp_registers_goes_fast_only_where_the_block_fits() {
+    for arch in Arch::ALL {
+        run(Scenario::for_arch(arch), &NestedTable::NONE, |hv, env| {
+            for n in 1..=4 {
+                let before = env.calls().len();
+                let writes: Vec<_> = assocs(n + 7)[7..].to_vec();
+                hv.set_vp_registers(VpTarget::SELF, &writes).unwrap();
+                let calls = env.calls()[before..].to_vec();
+                assert_eq!(calls.len(), 1, "{arch:?} n={n}");
+                let control = Control::from_bits(calls[0].control);
+                // arm64 fits header + 3 assocs in X2..X17; x64 has only RDX/R8.
+                assert_eq!(
+                    control.fast(),
+                    arch == Arch::Aarch64 && n <= 3,
+                    "{arch:?} n={n}"
+                );
+                assert_eq!(shape(&calls[0]), (n as u16, 0, HvStatus::SUCCESS, n as u16));
+                assert_eq!(
+                    calls[0].input,
+                    [self_header(), writes.as_bytes().to_vec()].concat()
+                );
+                let names: Vec<_> = writes.iter().map(|a| a.name).collect();
+                let values: Vec<_> = writes.iter().map(|a| a.value).collect();
+                assert_eq!(get_all(hv, &names).unwrap(), values);
+            }
+        });
+    }
+}
+
+#[test]
+fn empty_register_lists_make_no_call() {
+    for arch in Arch::ALL {
+        run(Scenario::for_arch(arch), &NestedTable::NONE, |hv, env| {
+            assert_eq!(get_all(hv, &[]), Ok(Vec::new()), "{arch:?}");
+            assert_eq!(hv.set_vp_registers(VpTarget::SELF, &[]), Ok(()), "{arch:?}");
+            assert_eq!(env.calls(), [], "{arch:?}");
+        });
+    }
+}
+
+// ---- 2. Timeout resume -------------------------------------------------------------------------
+
+fn get_faults(faults: impl IntoIterator<Item = (u32, FaultAction)>) -> Vec<InjectedFault> {
+    faults
+        .into_iter()
+        .map(|(nth, action)| InjectedFault {
+            code: HypercallCode::GET_VP_REGISTERS,
+            nth,
+            action,
+        })
+        .collect()
+}
+
+#[test]
+fn a_timed_out_chunk_resumes_from_reps_completed() {
+    // Resumed by the layer (the TIMEOUT returned to it), or by the CPU re-executing the
+    // instruction the model left the IP on: the same calls either way.
+    for (arch, reexecute) in Arch::ALL.into_iter().flat_map(|a| [(a, false), (a, true)]) {
+        let scenario = Scenario {
+            faults: get_faults([(1, FaultAction::Timeout { reps: 5 })]),
+            ..Scenario::for_arch(arch)
+        };
+        let wrap = |abi| ModelAbi { reexecute, ..abi };
+        run_with(scenario, &NestedTable::NONE, wrap, |hv, env| {
+            let (names, expect) = known_registers(hv, 20);
+            assert_eq!(get_all(hv, &names).unwrap(), expected(&names, &expect));
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            let shapes: Vec<_> = gets.iter().map(shape).collect();
+            assert_eq!(
+                shapes,
+                [
+                    (20, 0, HvStatus::TIMEOUT, 5),
+                    (20, 5, HvStatus::SUCCESS, 20)
+                ],
+                "{arch:?} re-executed {reexecute}"
+            );
+            // The re-issue sends the same list; the model writes the output from rep start on.
+            assert_eq!(gets[0].input, gets[1].input);
+            assert_eq!(
+                (gets[0].output.len(), gets[1].output.len()),
+                (5 * 16, 15 * 16)
+            );
+        });
+    }
+}
+
+#[test]
+fn progress_is_not_a_stall() {
+    // A host that completes one rep per call: 20 calls, each resumed one further.
+    for arch in Arch::ALL {
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.limits.max_reps_per_call = 1;
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let (names, expect) = known_registers(hv, 20);
+            assert_eq!(get_all(hv, &names).unwrap(), expected(&names, &expect));
+            let starts: Vec<_> = env
+                .calls_of(HypercallCode::GET_VP_REGISTERS)
+                .iter()
+                .map(|r| shape(r).1)
+                .collect();
+            assert_eq!(starts, (0..20).collect::<Vec<_>>(), "{arch:?}");
+        });
+    }
+}
+
+#[test]
+fn a_timeout_without_progress_gives_up() {
+    for arch in Arch::ALL {
+        let stall = (1..=100).map(|nth| (nth, FaultAction::Timeout { reps: 0 }));
+        let scenario = Scenario {
+            faults: get_faults(stall),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario.clone(), &NestedTable::NONE, |hv, env| {
+            let (names, _) = known_registers(hv, 20);
+            assert_eq!(get_all(hv, &names), Err(Error::Hv(HvError::TIMEOUT)));
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            assert_eq!(gets.len(), MAX_STALLED_RETRIES as usize + 1, "{arch:?}");
+            for r in &gets {
+                assert_eq!(shape(r), (20, 0, HvStatus::TIMEOUT, 0));
+            }
+        });
+        // The bound is the layer's: a CPU re-executing the instruction waits for the host
+        // (here, until the 101st call succeeds).
+        let wrap = |abi| ModelAbi {
+            reexecute: true,
+            ..abi
+        };
+        run_with(scenario, &NestedTable::NONE, wrap, |hv, env| {
+            let (names, expect) = known_registers(hv, 20);
+            assert_eq!(get_all(hv, &names).unwrap(), expected(&names, &expect));
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            assert_eq!(gets.len(), 101, "{arch:?}");
+        });
+    }
+}
+
+// ---- 3. Errors ---------------------------------------------------------------------------------
+
+#[test]
+fn hypervisor_errors_surface_and_oversized_calls_are_never_sent() {
+    for arch in Arch::ALL {
+        let scenario = Scenario {
+            faults: get_faults([(2, FaultAction::Status(HvError::ACCESS_DENIED))]),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            // The second chunk fails: no third is sent.
+            let (names, _) = known_registers(hv, 600);
+            assert_eq!(get_all(hv, &names), Err(Error::Hv(HvError::ACCESS_DENIED)));
+            let shapes: Vec<_> = env
+                .calls_of(HypercallCode::GET_VP_REGISTERS)
+                .iter()
+                .map(shape)
+                .collect();
+            let denied = HvStatus::ACCESS_DENIED;
+            assert_eq!(
+                shapes,
+                [(256, 0, HvStatus::SUCCESS, 256), (256, 0, denied, 0)]
+            );
+
+            let before = env.calls().len();
+            let code = HypercallCode::POST_MESSAGE;
+            let big = [0u8; PAGE_SIZE + 1];
+            assert_eq!(
+                hv.call(code, &big, &mut []),
+                Err(Error::TooLarge { bytes: 4097 })
+            );
+            assert_eq!(
+                hv.call(code, &[], &mut [0; PAGE_SIZE + 1]),
+                Err(Error::TooLarge { bytes: 4097 })
+            );
+            let mut regs = vec![0; fast_words(arch) + 1];
+            let bytes = regs.len() * 8;
+            assert_eq!(
+                hv.call_fast(HypercallCode::SIGNAL_EVENT, &mut regs),
+                Err(Error::TooLarge { bytes })
+            );
+            assert_eq!(
+                env.calls().len(),
+                before,
+                "refused calls reached the hypervisor"
+            );
+        });
+    }
+}
+
+// ---- 4. The nested bit -------------------------------------------------------------------------
+
+/// The calls a nested host's L0 owns: PostMessage and SignalEvent.
+const NESTED_CODES: [u16; 2] = [0x5C, 0x5D];
+
+fn nested_x64() -> Scenario {
+    Scenario {
+        nested: true,
+        ..Scenario::for_arch(Arch::X86_64)
+    }
+}
+
+#[test]
+fn nested_bit_on_exactly_the_tables_codes_of_all_64k() {
+    for host_nested in [true, false] {
+        let controls = Rc::new(RefCell::new(Vec::new()));
+        let wrap = |inner| Recording {
+            inner,
+            controls: controls.clone(),
+        };
+        let table = NestedTable::for_host(host_nested);
+        run_with(nested_x64(), &table, wrap, |hv, env| {
+            for code in 0..=u16::MAX {
+                let _ = hv.call(HypercallCode(code), &[], &mut []);
+            }
+            let controls = controls.borrow();
+            assert_eq!(controls.len(), 0x10000);
+            for (code, &control) in (0..=u16::MAX).zip(controls.iter()) {
+                let nested = host_nested && NESTED_CODES.contains(&code);
+                assert!(code < 0x8000 || !Control::from_bits(control).nested());
+                // Nothing but the code and, where the table says so, bit 31.
+                let expect = u64::from(code) | if nested { 1 << 31 } else { 0 };
+                assert_eq!(control, expect, "code {code:#x}, nested host {host_nested}");
+            }
+            // The model received exactly these control words.
+            let forwarded: Vec<u64> = controls
+                .iter()
+                .copied()
+                .filter(|&c| !is_vtl_switch(c))
+                .collect();
+            let seen: Vec<u64> = env.calls().iter().map(|r| r.control).collect();
+            assert!(seen == forwarded, "the model saw other control words");
+        });
+    }
+}
+
+const CONNECTION: u32 = 7;
+
+fn post_message<A: HypercallAbi>(hv: &mut Hypercall<'_, A>, connection_id: u32) -> Result<()> {
+    let mut payload = [0; HV_MESSAGE_PAYLOAD_SIZE];
+    payload[..8].copy_from_slice(b"vmbus!!!");
+    let message = HvInputPostMessage {
+        connection_id,
+        reserved: 0,
+        message_type: HvMessageType(1),
+        payload_size: 8,
+        payload,
+    };
+    hv.call(HypercallCode::POST_MESSAGE, message.as_bytes(), &mut [])
+}
+
+fn signal_event<A: HypercallAbi>(hv: &mut Hypercall<'_, A>, connection_id: u32) -> Result<()> {
+    let event = HvInputSignalEvent {
+        connection_id,
+        flag_number: 3,
+        reserved: 0,
+    };
+    hv.call(HypercallCode::SIGNAL_EVENT, event.as_bytes(), &mut [])
+}
+
+#[test]
+fn vmbus_calls_reach_the_host_only_with_the_right_nested_bit() {
+    let connections = Some(BTreeSet::from([CONNECTION]));
+    let host = |nested| Scenario {
+        nested,
+        host_connections: connections.clone(),
+        ..Scenario::for_arch(Arch::X86_64)
+    };
+    let cases = [
+        // Nested host, bit set: L0 takes them.
+        (true, true, Ok(())),
+        // Nested host, no bit: L1 does not know the connection.
+        (true, false, Err(Error::Hv(HvError::INVALID_CONNECTION_ID))),
+        // Flat host: the bit is invalid, the plain call works.
+        (
+            false,
+            true,
+            Err(Error::Hv(HvError::INVALID_HYPERCALL_INPUT)),
+        ),
+        (false, false, Ok(())),
+    ];
+    for (host_nested, table_nested, expect) in cases {
+        let table = NestedTable::for_host(table_nested);
+        run(host(host_nested), &table, |hv, env| {
+            let case = format!("host nested {host_nested}, table nested {table_nested}");
+            assert_eq!(post_message(hv, CONNECTION), expect, "{case}");
+            assert_eq!(signal_event(hv, CONNECTION), expect, "{case}");
+            let calls = env.calls();
+            assert_eq!(calls.len(), 2);
+            for r in &calls {
+                assert_eq!(
+                    Control::from_bits(r.control).nested(),
+                    table_nested,
+                    "{case}"
+                );
+            }
+            if expect.is_ok() {
+                // The host checks the connection: success above is not unconditional.
+                let unknown = Err(Error::Hv(HvError::INVALID_CONNECTION_ID));
+                assert_eq!(post_message(hv, CONNECTION + 1), unknown, "{case}");
+                assert_eq!(signal_event(hv, CONNECTION + 1), unknown, "{case}");
+            }
+        });
+    }
+}
+
+// ---- 5. Extended capabilities ------------------------------------------------------------------
+
+#[test]
+fn extended_capabilities_come_from_the_host_and_are_never_nested() {
+    let mask = HvExtendedCapabilities::new()
+        .with_epf_setup(true)
+        .with_memory_heat_hint_async(true);
+    for arch in Arch::ALL {
+        let scenario = Scenario {
+            nested: true,
+            extended_capabilities: mask,
+            ..Scenario::for_arch(arch)
+        };
+        let table = NestedTable::for_host(arch == Arch::X86_64);
+        run(scenario.clone(), &table, |hv, env| {
+            assert_eq!(hv.query_extended_capabilities(), Ok(mask.into_bits()));
+            let calls = env.calls_of(HypercallCode::EXT_QUERY_CAPABILITIES);
+            assert_eq!(calls.len(), 1);
+            assert_eq!(calls[0].control, 0x8001, "{arch:?}: plain control word");
+            assert_eq!(calls[0].output, mask.into_bits().to_le_bytes());
+        });
+
+        let mut unprivileged = scenario;
+        unprivileged
+            .privileges
+            .set_enable_extended_hypercalls(false);
+        run(unprivileged, &table, |hv, _| {
+            let denied = Err(Error::Hv(HvError::ACCESS_DENIED));
+            assert_eq!(hv.query_extended_capabilities(), denied, "{arch:?}");
+        });
+    }
+}
+
+// ---- 6. VSM ------------------------------------------------------------------------------------
+
+#[test]
+fn vsm_check_reads_the_models_status() {
+    for arch in Arch::ALL {
+        let at_vtl1 = Scenario {
+            active_vtl: Vtl::VTL1,
+            ..Scenario::for_arch(arch)
+        };
+        let no_vsm = Scenario {
+            vsm: false,
+            ..Scenario::for_arch(arch)
+        };
+        let cases = [
+            (Scenario::for_arch(arch), Some((2, 0b101))),
+            (at_vtl1, Some((1, 0b111))),
+            (no_vsm, None),
+        ];
+        for (scenario, status) in cases {
+            run(scenario, &NestedTable::NONE, |hv, env| {
+                // What the partition holds, as the paravisor learns it on arm64.
+                let info = hv
+                    .get_vp_register(VpTarget::SELF, HvRegisterName::PRIVILEGES_AND_FEATURES_INFO);
+                let privileges = HvPartitionPrivilegeMask::from_bits(info.unwrap().as_u64());
+                let result = vsm::check_vp(hv, privileges);
+                let reads = env.calls_of(HypercallCode::GET_VP_REGISTERS).len();
+                match status {
+                    None => {
+                        assert_eq!(result, Err(VsmError::NoAccessVsm), "{arch:?}");
+                        assert_eq!(reads, 1, "refused without reading the status");
+                        // The model would indeed refuse the register.
+                        let denied = Err(Error::Hv(HvError::ACCESS_DENIED));
+                        let status =
+                            hv.get_vp_register(VpTarget::SELF, HvRegisterName::VSM_VP_STATUS);
+                        assert_eq!(status, denied);
+                    }
+                    Some((vtl, enabled)) => {
+                        let status = match result {
+                            Ok(status) => {
+                                assert_eq!(vtl, 2, "{arch:?}");
+                                status
+                            }
+                            Err(VsmError::WrongVtl { status }) => status,
+                            Err(e) => panic!("{arch:?}: {e}"),
+                        };
+                        assert_eq!(status.active_vtl(), vtl, "{arch:?}");
+                        assert_eq!(status.enabled_vtl_set(), enabled, "{arch:?}");
+                        assert_eq!(reads, 2);
+                    }
+                }
+            });
+        }
+    }
+}
+
+// ---- 7. Synthetic register mapping -------------------------------------------------------------
+
+/// Every synthetic register with its x64 MSR and arm64 VP register (TLFS numbers).
+fn synthetic_registers() -> Vec<(SyntheticRegister, HvX64Msr, Option<HvRegisterName>)> {
+    use SyntheticRegister as S;
+    type M = HvX64Msr;
+    type N = HvRegisterName;
+    let mut all = vec![
+        (
+            S::GuestOsId,
+            M::HV_X64_MSR_GUEST_OS_ID,
+            Some(N::GUEST_OS_ID),
+        ),
+        (S::Hypercall, M::HV_X64_MSR_HYPERCALL, None),
+        (S::VpIndex, M::HV_X64_MSR_VP_INDEX, Some(N::VP_INDEX)),
+        (S::VpRuntime, M::HV_X64_MSR_VP_RUNTIME, Some(N::VP_RUNTIME)),
+        (
+            S::TimeRefCount,
+            M::HV_X64_MSR_TIME_REF_COUNT,
+            Some(N::TIME_REF_COUNT),
+        ),
+        (
+            S::ReferenceTsc,
+            M::HV_X64_MSR_REFERENCE_TSC,
+            Some(N::REFERENCE_TSC),
+        ),
+        (
+            S::VpAssistPage,
+            M::HV_X64_MSR_VP_ASSIST_PAGE,
+            Some(N::VP_ASSIST_PAGE),
+        ),
+        (S::Scontrol, M::HV_X64_MSR_SCONTROL, Some(N::SCONTROL)),
+        (S::Sversion, M::HV_X64_MSR_SVERSION, Some(N::SVERSION)),
+        (S::Siefp, M::HV_X64_MSR_SIEFP, Some(N::SIEFP)),
+        (S::Simp, M::HV_X64_MSR_SIMP, Some(N::SIMP)),
+        (S::Eom, M::HV_X64_MSR_EOM, Some(N::EOM)),
+    ];
+    all.extend((0..16u8).map(|n| {
+        let msr = HvX64Msr(M::HV_X64_MSR_SINT0.0 + u32::from(n));
+        (
+            S::Sint(n),
+            msr,
+            Some(HvRegisterName(N::SINT0.0 + u32::from(n))),
+        )
+    }));
+    // A new variant must be added above: this match stops compiling until it is.
+    for (reg, ..) in &all {
+        match reg {
+            S::GuestOsId
+            | S::Hypercall
+            | S::VpIndex
+            | S::VpRuntime
+            | S::TimeRefCount
+            | S::ReferenceTsc
+            | S::VpAssistPage
+            | S::Scontrol
+            | S::Sversion
+            | S::Siefp
+            | S::Simp
+            | S::Eom
+            | S::Sint(_) => {}
+        }
+    }
+    all
+}
+
+#[test]
+fn synthetic_registers_map_per_arch_and_exist_in_the_model() {
+    for arch in Arch::ALL {
+        run(Scenario::for_arch(arch), &NestedTable::NONE, |hv, env| {
+            for (reg, msr, name) in synthetic_registers() {
+                match arch {
+                    Arch::X86_64 => {
+                        assert_eq!(reg.msr(), Some(msr), "{reg:?}");
+                        // The MSR and the VP register are one register in the model.
+                        let by_msr = env.model.borrow_mut().rdmsr(0, msr.0);
+                        let by_msr = by_msr.expect("synthetic").expect("readable");
+                        let name = name.unwrap_or(x64_reg::HYPERCALL);
+                        let by_call = hv.get_vp_register(VpTarget::SELF, name).unwrap();
+                        let ticking = matches!(
+                            reg,
+                            SyntheticRegister::TimeRefCount | SyntheticRegister::VpRuntime
+                        );
+                        if !ticking {
+                            assert_eq!(by_call.as_u64(), by_msr, "{reg:?}");
+                        }
+                    }
+                    Arch::Aarch64 => {
+                        assert_eq!(reg.vp_register(), name, "{reg:?}");
+                        if let Some(name) = name {
+                            let value = hv.get_vp_register(VpTarget::SELF, name);
+                            assert!(value.is_ok(), "{reg:?}: {value:?}");
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                (
+                    SyntheticRegister::Sint(16).msr(),
+                    SyntheticRegister::Sint(16).vp_register()
+                ),
+                (None, None)
+            );
+            let read = |hv: &mut Hypercall<'_, ModelAbi>, reg: SyntheticRegister| {
+                let name = reg.vp_register().unwrap();
+                hv.get_vp_register(VpTarget::SELF, name).unwrap().as_u64()
+            };
+            assert_eq!(read(hv, SyntheticRegister::VpIndex), 0);
+            assert_eq!(read(hv, SyntheticRegister::GuestOsId), guest_os_id());
+            assert_eq!(
+                read(hv, SyntheticRegister::Sversion),
+                HV_SYNIC_VERSION_1.into()
+            );
+            if arch == Arch::Aarch64 {
+                // No hypercall page on arm64: the model does not know the x64 register.
+                let missing = hv.get_vp_register(VpTarget::SELF, x64_reg::HYPERCALL);
+                assert_eq!(missing, Err(Error::Hv(HvError::INVALID_PARAMETER)));
+            }
+        });
+    }
+}
+
+// ---- 8. Page discipline ------------------------------------------------------------------------
+
+#[test]
+fn every_memory_call_uses_the_two_pages() {
+    for arch in Arch::ALL {
+        let scenario = Scenario {
+            faults: get_faults([(2, FaultAction::Timeout { reps: 3 })]),
+            ..Scenario::for_arch(arch)
+        };
+        let (pages, calls) = run(scenario, &NestedTable::NONE, |hv, env| {
+            let (names, _) = known_registers(hv, 600);
+            get_all(hv, &names).unwrap();
+            hv.set_vp_registers(VpTarget::SELF, &assocs(300)).unwrap();
+            hv.query_extended_capabilities().unwrap();
+            post_message(hv, CONNECTION).unwrap();
+            (hv.page_gpas(), env.calls())
+        });
+        let memory = calls
+            .iter()
+            .filter(|r| !Control::from_bits(r.control).fast())
+            .count();
+        // 1 set + 4 gets (one re-issued) + 3 sets + caps + post.
+        assert_eq!(memory, 10, "{arch:?}");
+        assert_page_discipline(&calls, pages);
+        let abi = match arch {
+            Arch::X86_64 => Abi::X64,
+            Arch::Aarch64 => Abi::Smccc,
+        };
+        assert!(calls.iter().all(|r| r.abi == abi), "{arch:?}");
+    }
+}

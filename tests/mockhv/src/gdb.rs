@@ -662,6 +662,15 @@ impl Gdb {
         self.wait_stop(timeout)
     }
 
+    /// Resumes the vCPUs `tids` (`vCont;c:..;c:..`); the others stay stopped. Returns at once.
+    pub fn cont_threads(&mut self, tids: &[u32]) -> Result<()> {
+        let mut packet = String::from("vCont");
+        for tid in tids {
+            packet.push_str(&format!(";c:{tid:x}"));
+        }
+        self.resume(packet.as_bytes())
+    }
+
     /// Resumes vCPU `tid` alone (`vCont;c`); the others stay stopped. Returns at once.
     pub fn cont_thread(&mut self, tid: u32) -> Result<()> {
         self.resume(format!("vCont;c:{tid:x}").as_bytes())

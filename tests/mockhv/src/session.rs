@@ -7,7 +7,7 @@ use crate::gdb::{Gdb, StopKind};
 use crate::image::{Image, Sites};
 use crate::model::{
     Effects, Fault, GuestMemory, HypercallPageChange, InitialVpContext, MemoryError, Model,
-    Scenario, StartVp, Trace, X64HypercallRegs,
+    Scenario, StartVp, Trace, Vtl0Call, X64HypercallRegs,
 };
 use crate::qemu::{Outcome, Qemu, QemuConfig, RunResult};
 use crate::vcpu_start;
@@ -33,6 +33,8 @@ pub struct SessionConfig {
     pub echo: bool,
     pub skip: Skip,
     pub extra_args: Vec<String>,
+    /// Hypercalls VTL0 makes, delivered to the paravisor as intercepts (see `Vtl0Call::on_vp`).
+    pub vtl0: Vec<Vtl0Call>,
 }
 
 impl SessionConfig {
@@ -45,6 +47,7 @@ impl SessionConfig {
             echo: false,
             skip: Skip::default(),
             extra_args: Vec::new(),
+            vtl0: Vec::new(),
         }
     }
 }
@@ -55,7 +58,8 @@ pub struct Report {
     pub model: Model,
     /// Guest stops handled (one per intercepted access, plus step-overs).
     pub stops: u64,
-    /// The VTL0 script ran out (the paravisor went back to VTL0 with nothing left to do).
+    /// Every VP went back to VTL0 with nothing left in its script: the paravisor is proxying
+    /// and idle. With an empty script, that is a successful boot.
     pub script_finished: bool,
     /// A fault the model raised, which the session cannot inject, ends the run here.
     pub unhandled_fault: Option<String>,
@@ -64,6 +68,13 @@ pub struct Report {
 impl Report {
     pub fn trace(&self) -> &Trace {
         self.model.trace()
+    }
+
+    /// The boot succeeded: the firmware exited with success, or every VP ended up in its VTL0
+    /// run loop with nothing left to serve, and the mock saw nothing it could not handle.
+    pub fn succeeded(&self) -> bool {
+        self.unhandled_fault.is_none()
+            && (self.run.outcome == Outcome::Pass || self.script_finished)
     }
 
     /// A short account of what the paravisor asked of the hypervisor, for people.
@@ -102,6 +113,9 @@ impl Report {
 
     /// One line for a failed assertion: outcome, fault, and the last console line.
     pub fn summary(&self) -> String {
+        if self.script_finished && self.unhandled_fault.is_none() {
+            return "every VP is proxying VTL0 and its script is done".into();
+        }
         let mut s = self.run.summary();
         if let Some(fault) = &self.unhandled_fault {
             s.push_str(&format!("; mock: {fault}"));
@@ -154,6 +168,9 @@ struct Session {
     finished: bool,
     fault: Option<String>,
     trampoline_written: bool,
+    vp_count: u32,
+    /// VPs whose VTL0 script is done: their vCPUs are no longer resumed.
+    parked: std::collections::BTreeSet<u32>,
 }
 
 /// Boots `config.image` under the model and returns when the run ends.
@@ -215,12 +232,20 @@ pub fn run(config: SessionConfig) -> Result<Report> {
     }
     let mut session = Session {
         gdb,
-        model: Model::new(config.scenario),
+        model: {
+            let mut model = Model::new(config.scenario.clone());
+            for call in config.vtl0 {
+                model.vtl0().push(call);
+            }
+            model
+        },
         sites,
         stops: 0,
         finished: false,
         fault: None,
         trampoline_written: false,
+        vp_count: config.scenario.vp_count,
+        parked: Default::default(),
     };
     let deadline = Instant::now() + config.timeout;
     session.drive(deadline)?;
@@ -265,7 +290,15 @@ impl Session {
             self.gdb.set_breakpoint(addr)?;
         }
         loop {
-            self.gdb.cont()?;
+            if self.parked.is_empty() {
+                self.gdb.cont()?;
+            } else {
+                let running: Vec<u32> = (0..self.vp_count)
+                    .filter(|vp| !self.parked.contains(vp))
+                    .map(|vp| vp + 1)
+                    .collect();
+                self.gdb.cont_threads(&running)?;
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let stop = match self.gdb.wait_stop(remaining) {
                 Ok(stop) => stop,
@@ -442,8 +475,16 @@ impl Session {
             self.start_vcpu(vp, start)?;
         }
         if effects.finished {
-            self.finished = true;
-            return Ok(false);
+            // This VP's VTL0 has nothing left to run: park its vCPU. The run is over when every
+            // started VP is parked.
+            self.parked.insert(vp);
+            let started = (0..self.vp_count)
+                .filter(|&v| self.model.vp_started(v))
+                .count();
+            if self.parked.len() >= started {
+                self.finished = true;
+                return Ok(false);
+            }
         }
         Ok(true)
     }
@@ -521,9 +562,4 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// True when the run ended with the firmware's success exit.
-pub fn passed(report: &Report) -> bool {
-    report.run.outcome == Outcome::Pass
 }

@@ -118,6 +118,13 @@ fn read_device_tree(addr: u64, info: &mut BootInfo) {
         Ok(None) => {}
         Err(e) => crate::println!("boot: unreadable /chosen/bootargs ({e:?})"),
     }
+    let mut dropped = false;
+    if let Err(e) = fdt.memory(|addr, size| dropped |= !info.add_ram(addr, size)) {
+        crate::println!("boot: unreadable /memory ({e:?})");
+    }
+    if dropped {
+        crate::println!("boot: some /memory ranges were dropped");
+    }
     match fdt.cpu_count() {
         Ok(n) if n > 0 => info.vp_count = n as u32,
         Ok(_) => {}

@@ -145,3 +145,113 @@ pub fn vp_start_input(vp: u32) -> hvdef::aarch64::HvArm64InputEnableVpVtl {
         },
     }
 }
+
+core::arch::global_asm!(
+    r#"
+    .section .text.hvsites, "ax"
+    .global pv_vtl_return
+pv_vtl_return:                   /* (regs: *mut [u64; 18]): X0..X17 for VTL0, and back */
+    /* X0..X17 are shared with VTL0; keep everything else of ours on the private stack. */
+    stp x29, x30, [sp, #-96]!
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    str x0, [sp, #-16]!
+    mov x19, x0
+    ldp x0, x1, [x19, #0]
+    ldp x2, x3, [x19, #16]
+    ldp x4, x5, [x19, #32]
+    ldp x6, x7, [x19, #48]
+    ldp x8, x9, [x19, #64]
+    ldp x10, x11, [x19, #80]
+    ldp x12, x13, [x19, #96]
+    ldp x14, x15, [x19, #112]
+    ldp x16, x17, [x19, #128]
+    .global pv_hvc_vtl_return_site
+pv_hvc_vtl_return_site:
+    hvc #3
+    ldr x19, [sp], #16
+    stp x0, x1, [x19, #0]
+    stp x2, x3, [x19, #16]
+    stp x4, x5, [x19, #32]
+    stp x6, x7, [x19, #48]
+    stp x8, x9, [x19, #64]
+    stp x10, x11, [x19, #80]
+    stp x12, x13, [x19, #96]
+    stp x14, x15, [x19, #112]
+    stp x16, x17, [x19, #128]
+    ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #96
+    ret
+    "#
+);
+
+unsafe extern "C" {
+    fn pv_vtl_return(regs: *mut [u64; 18]);
+}
+
+/// Nothing to look up: VTL return is `hvc #3` on arm64.
+pub fn init_vtl_switch() -> Result<()> {
+    Ok(())
+}
+
+/// What VTL0 gets in X0..X17 on the next return (shared between VTLs on arm64); on entry it
+/// holds what VTL0 had.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vtl0Registers {
+    pub x: [u64; 18],
+}
+
+/// Returns to VTL0 and comes back when VTL2 is entered again (intercept, interrupt, VTL call).
+pub fn vtl_return(_assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers) {
+    // SAFETY: `hvc #3` switches to VTL0 and comes back here with our stack intact (SP is
+    // private to VTL2); the asm keeps every register but the shared X0..X17.
+    unsafe { pv_vtl_return(&mut regs.x) };
+}
+
+/// VTL0's program counter, advanced past a completed hypercall.
+pub const IP_REGISTER: HvRegisterName = hvdef::aarch64::reg::XPC;
+
+/// Decodes the arm64 hypercall intercept message in `message`'s payload.
+pub fn decode_intercept(
+    message: &hvdef::HvMessage,
+    _xmm_fast_input: bool,
+) -> crate::proxy::Decoded {
+    use zerocopy::FromBytes;
+    // The payload (240 bytes) always holds the 0xB0-byte arm64 message.
+    let (msg, _) =
+        hvdef::aarch64::HvArm64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
+            .expect("the message payload is larger than the intercept message");
+    crate::proxy::decode::decode_arm64(&msg)
+}
+
+/// Puts a hypercall's result into VTL0's X registers. SMCCC (`hvc #0`): X0 = result, or on
+/// TIMEOUT X0 keeps the function id and X1 gets the new control; `hvc #1`: X0 = result, or the
+/// new control on TIMEOUT (it is re-executed).
+pub fn complete_intercept(
+    regs: &mut Vtl0Registers,
+    message: &hvdef::HvMessage,
+    result: u64,
+    control: Option<u64>,
+) {
+    use zerocopy::FromBytes;
+    let smccc =
+        hvdef::aarch64::HvArm64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
+            .is_ok_and(|(m, _)| m.immediate == hvdef::aarch64::HVC_IMM_SMCCC);
+    match (control, smccc) {
+        (None, _) => regs.x[0] = result,
+        (Some(control), true) => regs.x[1] = control,
+        (Some(control), false) => regs.x[0] = control,
+    }
+}
+
+/// arm64 has no XMM registers.
+pub fn xmm_fast_input() -> bool {
+    false
+}

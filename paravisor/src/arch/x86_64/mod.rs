@@ -221,3 +221,141 @@ pub fn vp_start_input(vp: u32) -> hvdef::x86_64::HvX64InputEnableVpVtl {
         },
     }
 }
+
+core::arch::global_asm!(
+    r#"
+    .section .text.hvsites, "ax"
+    .global pv_vtl_return
+pv_vtl_return:                   /* (stub: the VTL-return code, regs: *mut Vtl0Registers) */
+    /* GPRs (all but RSP) are shared with VTL0: VTL0 resumes with whatever they hold at the
+       switch, and VTL2 comes back with VTL0's. So: keep ours on the private stack, load VTL0's
+       (RAX/RCX travel through vtl_control), switch, and save VTL0's before touching any. */
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    push %rsi
+    push %rdi
+    mov 0x10(%rsi), %rdx
+    mov 0x18(%rsi), %rbx
+    mov 0x20(%rsi), %rbp
+    mov 0x30(%rsi), %rdi
+    mov 0x38(%rsi), %r8
+    mov 0x40(%rsi), %r9
+    mov 0x48(%rsi), %r10
+    mov 0x50(%rsi), %r11
+    mov 0x58(%rsi), %r12
+    mov 0x60(%rsi), %r13
+    mov 0x68(%rsi), %r14
+    mov 0x70(%rsi), %r15
+    mov 0x28(%rsi), %rsi
+    xor %ecx, %ecx               /* control: not fast, so VTL0's RAX/RCX come from vtl_control */
+    call *(%rsp)
+    xchg %rsi, 8(%rsp)           /* rsi = regs, the slot = VTL0's RSI */
+    mov %rax, 0x00(%rsi)
+    mov %rcx, 0x08(%rsi)
+    mov %rdx, 0x10(%rsi)
+    mov %rbx, 0x18(%rsi)
+    mov %rbp, 0x20(%rsi)
+    mov %rdi, 0x30(%rsi)
+    mov %r8, 0x38(%rsi)
+    mov %r9, 0x40(%rsi)
+    mov %r10, 0x48(%rsi)
+    mov %r11, 0x50(%rsi)
+    mov %r12, 0x58(%rsi)
+    mov %r13, 0x60(%rsi)
+    mov %r14, 0x68(%rsi)
+    mov %r15, 0x70(%rsi)
+    mov 8(%rsp), %rax
+    mov %rax, 0x28(%rsi)
+    add $16, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    ret
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn pv_vtl_return(stub: u64, regs: *mut Vtl0Registers);
+}
+
+/// The VTL-return offset in the hypercall page, from HvRegisterVsmCodePageOffsets.
+static VTL_RETURN_OFFSET: spin::Once<u64> = spin::Once::new();
+
+/// Reads where the hypercall page's VTL-return code is; once, before the first return.
+pub fn init_vtl_switch() -> Result<()> {
+    let value = crate::percpu::hypercall().get_vp_register(
+        crate::hypercall::VpTarget::SELF,
+        hvdef::HvRegisterName::VSM_CODE_PAGE_OFFSETS,
+    )?;
+    let offsets = hvdef::HvRegisterVsmCodePageOffsets::from_bits(value.as_u64());
+    VTL_RETURN_OFFSET.call_once(|| u64::from(offsets.vtl_return_offset()));
+    Ok(())
+}
+
+/// VTL0's shared general-purpose registers (all but RSP), in the order the asm uses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vtl0Registers {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8_r15: [u64; 8],
+}
+
+/// Returns to VTL0 with `regs` in its shared registers and comes back when VTL2 is entered
+/// again (intercept, interrupt, VTL call), with VTL0's registers in `regs`.
+pub fn vtl_return(assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers) {
+    assist.set_return_registers(regs.rax, regs.rcx);
+    let page = core::ptr::addr_of!(pv_hypercall_page) as u64;
+    let offset = *VTL_RETURN_OFFSET.get().expect("init_vtl_switch ran");
+    // SAFETY: the hypercall page's VTL-return code switches to VTL0 and comes back here with
+    // our stack intact (RSP is private to VTL2); the asm keeps the callee-saved registers and
+    // only touches `regs`.
+    unsafe { pv_vtl_return(page + offset, regs) };
+}
+
+/// VTL0's instruction pointer, advanced past a completed hypercall.
+pub const IP_REGISTER: hvdef::HvRegisterName = hvdef::x86_64::reg::RIP;
+
+/// Decodes the x64 hypercall intercept message in `message`'s payload.
+pub fn decode_intercept(message: &hvdef::HvMessage, xmm_fast_input: bool) -> crate::proxy::Decoded {
+    use zerocopy::FromBytes;
+    // The payload (240 bytes) always holds the 0xD0-byte x64 message.
+    let (msg, _) =
+        hvdef::x86_64::HvX64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
+            .expect("the message payload is larger than the intercept message");
+    crate::proxy::decode::decode_x64(&msg, xmm_fast_input)
+}
+
+/// Puts a hypercall's result into VTL0's registers: RAX, and RCX when the control word moved
+/// on (TIMEOUT: VTL0 re-executes with the new rep start).
+pub fn complete_intercept(
+    regs: &mut Vtl0Registers,
+    _message: &hvdef::HvMessage,
+    result: u64,
+    control: Option<u64>,
+) {
+    regs.rax = result;
+    if let Some(control) = control {
+        regs.rcx = control;
+    }
+}
+
+/// Whether the host offers XMM fast hypercall input (CPUID 0x40000003 EDX bit 4).
+pub fn xmm_fast_input() -> bool {
+    cpuid(hvdef::x86_64::cpuid::HV_CPUID_FEATURES, 0)[3]
+        & hvdef::x86_64::cpuid::HV_FEATURES_EDX_XMM_FAST_INPUT
+        != 0
+}

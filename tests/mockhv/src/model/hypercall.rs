@@ -210,7 +210,9 @@ impl Model {
             .with_reps_completed(reps);
         record.outcome = Outcome::Status(output);
         self.trace.push(Event::Hypercall(record));
-        let retry = (status == HvStatus::TIMEOUT).then(|| control.with_rep_start(reps).into_bits());
+        let returned = std::mem::take(&mut self.timeout_returned);
+        let retry = (status == HvStatus::TIMEOUT && !returned)
+            .then(|| control.with_rep_start(reps).into_bits());
         effects.advance_ip = retry.is_none();
         Ok(Reply {
             output,
@@ -512,10 +514,18 @@ impl Model {
         match fault.map(|f| f.action) {
             None => {}
             Some(FaultAction::Status(err)) => return Err(Stop::Status(err, start)),
-            Some(FaultAction::Timeout { .. }) if !rep => {
+            Some(FaultAction::Timeout { .. } | FaultAction::ReturnedTimeout { .. }) if !rep => {
+                self.timeout_returned = matches!(
+                    fault.map(|f| f.action),
+                    Some(FaultAction::ReturnedTimeout { .. })
+                );
                 return Err(Stop::Status(HvError::TIMEOUT, 0));
             }
             Some(FaultAction::Timeout { reps }) => end = end.min(start.saturating_add(reps)),
+            Some(FaultAction::ReturnedTimeout { reps }) => {
+                self.timeout_returned = true;
+                end = end.min(start.saturating_add(reps));
+            }
         }
         Ok(end)
     }

@@ -125,6 +125,9 @@ pub struct Model {
     vtl0: Vtl0Script,
     /// Calls per code that passed validation, for injected faults.
     call_counts: BTreeMap<HypercallCode, u32>,
+    /// The fault being applied is a `ReturnedTimeout`: complete the call instead of leaving
+    /// the IP on it.
+    timeout_returned: bool,
 }
 
 impl Model {
@@ -164,6 +167,7 @@ impl Model {
             trace: Trace::default(),
             vtl0: Vtl0Script::default(),
             call_counts: BTreeMap::new(),
+            timeout_returned: false,
             scenario,
         }
     }

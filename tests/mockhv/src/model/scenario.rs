@@ -64,6 +64,10 @@ pub enum FaultAction {
     /// Complete `reps` more elements (none for a simple call), then report `HV_STATUS_TIMEOUT`
     /// with the absolute reps completed, leaving the IP on the call so the guest re-issues it.
     Timeout { reps: u16 },
+    /// Like `Timeout`, but the host hands the TIMEOUT back to the caller with the IP advanced
+    /// (the caller sees the status and re-issues from "reps completed" itself): how a host that
+    /// bounds its time per call without re-executing behaves, and what callers must survive.
+    ReturnedTimeout { reps: u16 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,134 @@
+//! The VTL0 hypercall proxy's pure core: decode an intercepted VTL0 hypercall, validate it as the
+//! TLFS does (plus the paravisor's own memory rule), and decide per call code whether to answer
+//! it here, refuse it, or forward it to the host. No hypercalls and no memory access happen here;
+//! the firmware's run loop (`crate::firmware`) carries the [`Action`] out.
+
+pub mod decode;
+pub mod policy;
+pub mod validate;
+
+use core::ops::Range;
+use hvdef::{Control, HvStatus};
+
+/// Which instruction set VTL0 runs (the intercept message's layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    X64,
+    Arm64,
+}
+
+/// A decoded VTL0 hypercall, ISA-neutral.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub isa: Isa,
+    /// The control word exactly as VTL0 wrote it (validation checks it).
+    pub control: Control,
+    /// Memory-based: the input and output GPAs. Fast: unused (0).
+    pub input_gpa: u64,
+    pub output_gpa: u64,
+    /// Fast: the register block in order (x64: RDX, R8, then XMM0-5 as 12 halves; arm64 SMCCC:
+    /// X2..X17; arm64 `hvc #1`: X1..X17). Memory-based: unused.
+    pub fast: [u64; FAST_WORDS_MAX],
+    /// How many of `fast` this ABI carries (x64: 2 without XMM fast input, 14 with it).
+    pub fast_words: usize,
+    /// The intercepted instruction's address and length (RIP/PC advance on completion).
+    pub ip: u64,
+    pub instruction_len: u8,
+}
+
+/// The largest fast register block of any ABI (arm64 `hvc #1`: X1..X17).
+pub const FAST_WORDS_MAX: usize = 17;
+
+/// What decoding an intercept found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Hypercall(Request),
+    /// arm64 SMCCC call that is not a Hyper-V hypercall (X0 is another function id): answered
+    /// with SMCCC NOT_SUPPORTED (-1) in X0 and the PC advanced.
+    NotHypercall {
+        ip: u64,
+        instruction_len: u8,
+    },
+    /// Refused before validation, with this status (e.g. a 32-bit x86 caller).
+    Refused {
+        status: HvStatus,
+        ip: u64,
+        instruction_len: u8,
+    },
+}
+
+/// The guest-physical ranges VTL0 may name in a hypercall: RAM the loader reported minus the
+/// paravisor's own memory. Anything else gets HV_STATUS_ACCESS_DENIED and is never touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vtl0Memory {
+    ranges: [Range<u64>; VTL0_RANGES_MAX],
+    count: usize,
+}
+
+pub const VTL0_RANGES_MAX: usize = 16;
+
+impl Vtl0Memory {
+    /// `ram` minus `vtl2` (ranges beyond VTL0_RANGES_MAX are dropped: less memory, never more).
+    pub fn new(ram: &[Range<u64>], vtl2: Range<u64>) -> Vtl0Memory {
+        let mut out = Vtl0Memory {
+            ranges: core::array::from_fn(|_| 0..0),
+            count: 0,
+        };
+        let mut push = |r: Range<u64>| {
+            if r.start < r.end && out.count < VTL0_RANGES_MAX {
+                out.ranges[out.count] = r;
+                out.count += 1;
+            }
+        };
+        for r in ram {
+            push(r.start..r.end.min(vtl2.start));
+            push(r.start.max(vtl2.end)..r.end);
+        }
+        out
+    }
+
+    /// Whether `[gpa, gpa + len)` lies entirely inside one VTL0 range. `len` 0 is always inside.
+    pub fn contains(&self, gpa: u64, len: u64) -> bool {
+        if len == 0 {
+            return true;
+        }
+        let Some(end) = gpa.checked_add(len) else {
+            return false;
+        };
+        self.ranges[..self.count]
+            .iter()
+            .any(|r| r.start <= gpa && end <= r.end)
+    }
+
+    pub fn ranges(&self) -> &[Range<u64>] {
+        &self.ranges[..self.count]
+    }
+}
+
+/// What to do with a validated request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Forward to the host: copy `input_len` bytes from VTL0's input GPA (memory-based) into this
+    /// VP's input page, issue `control` (already sanitised: VTL0's nested bit never passes; the
+    /// issue path adds it per the nested table), copy back `output_len` bytes (rep calls: only
+    /// completed elements, `output_element` bytes each) to VTL0's output GPA. `pin_vtl0_at` is
+    /// the offset of an `HV_INPUT_VTL` in the input that must be forced to "target VTL0".
+    /// Before issuing, the firmware runs [`policy::screen_input`] on its own copy of the input
+    /// (or `Policy::screen_fast` on the fast block): that refuses the partition ids and VTLs
+    /// `classify` cannot see in memory, and applies the pin.
+    Forward {
+        control: Control,
+        input_len: usize,
+        output_len: usize,
+        /// Rep calls: bytes per output element (0 if none); simple calls: 0.
+        output_element: usize,
+        pin_vtl0_at: Option<usize>,
+        /// Forward a fast call memory-based (x64 XMM fast input).
+        fast_as_memory: bool,
+    },
+    /// HvExtCallQueryCapabilities: write the host mask filtered by [`policy::FORWARDED_EXT_MASK`]
+    /// (8 bytes) to the output GPA.
+    AnswerExtCapabilities,
+    /// Complete with this status and nothing else.
+    Refuse(HvStatus),
+}

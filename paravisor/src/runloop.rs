@@ -1,0 +1,257 @@
+//! The per-VP run loop: return to VTL0, and serve each VTL0 hypercall the hypervisor routes
+//! back as an intercept: decode, validate and classify it (the pure `proxy` module), then
+//! answer, refuse or forward it, and complete it in VTL0's registers.
+
+use crate::hypercall::{self, VpTarget};
+use crate::proxy::{self, Action, Decoded, Request, Vtl0Memory};
+use crate::{arch, percpu};
+use hvdef::{
+    Control, HvInputVtl, HvMessage, HvMessageType, HvRegisterAssoc, HvRegisterValue, HvStatus,
+    HvVtlEntryReason, HypercallOutput, Vtl,
+};
+use spin::Once;
+
+/// What every VP's loop needs to know, fixed by the boot VP before any VP enters its loop.
+pub struct Config {
+    pub vtl0: Vtl0Memory,
+    /// The host's extended-call capability mask (0 without EnableExtendedHypercalls).
+    pub host_ext_mask: u64,
+    /// The host offers XMM fast input (x64), so VTL0 may use it.
+    pub xmm_fast_input: bool,
+}
+
+static CONFIG: Once<Config> = Once::new();
+
+pub fn configure(config: Config) {
+    CONFIG.call_once(|| config);
+}
+
+/// Waits (an AP) until the boot VP has configured the run loop.
+pub fn wait_configured() {
+    while CONFIG.get().is_none() {
+        core::hint::spin_loop();
+    }
+}
+
+/// How a VTL0 hypercall ends, before it is written into VTL0's registers.
+struct Completion {
+    /// The result word for RAX / X0 (or SMCCC's -1).
+    result: u64,
+    /// The IP moves past the instruction (false: TIMEOUT, VTL0 re-executes it).
+    advance: bool,
+    /// A new control word (TIMEOUT: the rep start moved on).
+    control: Option<u64>,
+}
+
+impl Completion {
+    fn status(status: HvStatus) -> Completion {
+        Completion {
+            result: u64::from(status.0),
+            advance: true,
+            control: None,
+        }
+    }
+}
+
+/// Runs VTL0 on this VP for ever.
+pub fn run() -> ! {
+    let config = CONFIG.get().expect("configured by the boot VP");
+    let assist = percpu::assist_page();
+    let mut regs = arch::Vtl0Registers::default();
+    let mut first = true;
+    loop {
+        if !first {
+            log::trace!("returning to VTL0");
+        }
+        first = false;
+        arch::vtl_return(&assist, &mut regs);
+        match assist.entry_reason() {
+            HvVtlEntryReason::INTERCEPT => {
+                let message = assist.intercept_message();
+                serve(config, &message, &mut regs);
+            }
+            reason => log::info!("entered VTL2 for {reason:?}; nothing to do"),
+        }
+    }
+}
+
+fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
+    if message.header.message_type != HvMessageType::HYPERCALL_INTERCEPT {
+        log::warn!(
+            "ignoring intercept message {:?}",
+            message.header.message_type
+        );
+        return;
+    }
+    let (ip, len, completion) = match arch::decode_intercept(message, config.xmm_fast_input) {
+        Decoded::Hypercall(req) => (req.ip, req.instruction_len, execute(config, &req)),
+        Decoded::NotHypercall {
+            ip,
+            instruction_len,
+        } => (
+            ip,
+            instruction_len,
+            Completion {
+                result: u64::MAX, // SMCCC NOT_SUPPORTED
+                advance: true,
+                control: None,
+            },
+        ),
+        Decoded::Refused {
+            status,
+            ip,
+            instruction_len,
+        } => (ip, instruction_len, Completion::status(status)),
+    };
+    arch::complete_intercept(regs, message, completion.result, completion.control);
+    if completion.advance {
+        advance_vtl0_ip(ip + u64::from(len));
+    }
+}
+
+/// Moves VTL0's instruction pointer past the intercepted instruction: a private register of
+/// VTL0, set through the shared register path with the target VTL pinned to 0.
+fn advance_vtl0_ip(ip: u64) {
+    let vtl0 = VpTarget {
+        vp_index: hvdef::HV_VP_INDEX_SELF,
+        vtl: HvInputVtl::target(Vtl::VTL0),
+    };
+    let assoc = HvRegisterAssoc::new(arch::IP_REGISTER, HvRegisterValue::from(ip));
+    if let Err(e) = percpu::hypercall().set_vp_registers(vtl0, &[assoc]) {
+        // VTL0 would re-execute the call for ever; nothing sensible is left to do.
+        panic!("advancing VTL0's instruction pointer to {ip:#x} failed: {e}");
+    }
+}
+
+fn execute(config: &Config, req: &Request) -> Completion {
+    match proxy::policy::classify(req, &config.vtl0, config.host_ext_mask) {
+        Action::Refuse(status) => Completion::status(status),
+        Action::AnswerExtCapabilities => {
+            let mask = config.host_ext_mask & proxy::policy::FORWARDED_EXT_MASK;
+            write_vtl0(&config.vtl0, req.output_gpa, &mask.to_le_bytes())
+                .map_or_else(Completion::status, |()| {
+                    Completion::status(HvStatus::SUCCESS)
+                })
+        }
+        Action::Forward {
+            control,
+            input_len,
+            output_len,
+            output_element,
+            pin_vtl0_at: _,
+            fast_as_memory,
+        } => {
+            if req.control.fast() && !fast_as_memory {
+                return forward_fast(req, control, input_len);
+            }
+            let code = control.code();
+            let control = control.with_fast(false);
+            let mut hv = percpu::hypercall();
+            let forwarded = hv.forward(control, |page| {
+                let input = &mut page[..input_len];
+                if req.control.fast() {
+                    // XMM fast input forwarded memory-based: the register block is the input.
+                    for (chunk, word) in input.chunks_mut(8).zip(req.fast) {
+                        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+                    }
+                } else {
+                    read_vtl0(&config.vtl0, req.input_gpa, input)?;
+                }
+                // Checked on our copy, which VTL0 can no longer change; pins VTL fields to VTL0.
+                proxy::policy::screen_input(code, input)
+            });
+            match forwarded {
+                Ok((out, page)) => {
+                    complete_forward(config, req, control, out, page, output_len, output_element)
+                }
+                Err(status) => Completion::status(status),
+            }
+        }
+    }
+}
+
+fn forward_fast(req: &Request, control: Control, input_len: usize) -> Completion {
+    let mut words = req.fast;
+    let n = input_len.div_ceil(8);
+    if let Some(policy) = proxy::policy::policy(control.code()) {
+        if let Err(status) = policy.screen_fast(&mut words[..n]) {
+            return Completion::status(status);
+        }
+    }
+    match percpu::hypercall().forward_fast(control, &mut words[..n]) {
+        Some(out) => completion_of(control, out),
+        None => Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
+    }
+}
+
+/// Copies the output VTL0 should see (simple calls: all of it on success; rep calls: the
+/// elements completed by this issue) and turns the result into a completion.
+fn complete_forward(
+    config: &Config,
+    req: &Request,
+    control: Control,
+    out: HypercallOutput,
+    page: &[u8; hypercall::PAGE_SIZE],
+    output_len: usize,
+    output_element: usize,
+) -> Completion {
+    let range = if control.rep_count() == 0 {
+        (out.status() == HvStatus::SUCCESS).then_some(0..output_len)
+    } else {
+        let start = usize::from(control.rep_start()) * output_element;
+        let done = usize::from(out.reps_completed()).min(usize::from(control.rep_count()));
+        Some(start..(done * output_element).max(start))
+    };
+    if let Some(range) = range.filter(|r| !r.is_empty()) {
+        if let Err(status) = write_vtl0(
+            &config.vtl0,
+            req.output_gpa + range.start as u64,
+            &page[range.clone()],
+        ) {
+            return Completion::status(status);
+        }
+    }
+    completion_of(control, out)
+}
+
+fn completion_of(control: Control, out: HypercallOutput) -> Completion {
+    if out.status() == HvStatus::TIMEOUT {
+        // VTL0 sees a TLFS timeout: IP left on the call, rep start moved on.
+        return Completion {
+            result: out.into_bits(),
+            advance: false,
+            control: Some(control.with_rep_start(out.reps_completed()).into_bits()),
+        };
+    }
+    Completion {
+        result: out.into_bits(),
+        advance: true,
+        control: None,
+    }
+}
+
+/// Reads VTL0 memory the classifier already placed inside `vtl0`; checked again here, because
+/// this is the only place the paravisor touches memory on VTL0's behalf.
+fn read_vtl0(vtl0: &Vtl0Memory, gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus> {
+    if !vtl0.contains(gpa, buf.len() as u64) {
+        return Err(HvStatus::ACCESS_DENIED);
+    }
+    for (i, b) in buf.iter_mut().enumerate() {
+        // SAFETY: inside VTL0's RAM (identity-mapped, below 4 GiB by construction of `vtl0`),
+        // never the paravisor's; VTL0 may change it concurrently, so bytes are copied
+        // volatile and validated only after the copy.
+        *b = unsafe { core::ptr::read_volatile((gpa + i as u64) as *const u8) };
+    }
+    Ok(())
+}
+
+fn write_vtl0(vtl0: &Vtl0Memory, gpa: u64, data: &[u8]) -> Result<(), HvStatus> {
+    if !vtl0.contains(gpa, data.len() as u64) {
+        return Err(HvStatus::ACCESS_DENIED);
+    }
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: as in read_vtl0.
+        unsafe { core::ptr::write_volatile((gpa + i as u64) as *mut u8, *b) };
+    }
+    Ok(())
+}

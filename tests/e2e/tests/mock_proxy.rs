@@ -1,0 +1,461 @@
+//! The VTL0 hypercall proxy under the mock hypervisor: scripted VTL0 hypercalls reach the
+//! paravisor as intercepts; what VTL0 sees afterwards (status, IP advanced or not, output bytes)
+//! and what the paravisor asked of the host (the forwarded control words and pages) are checked
+//! against the TLFS and the proxy's policy.
+
+use e2e::image;
+use hvdef::{
+    Control, HvInputGetVpRegisters, HvInputPostMessage, HvInputVtl, HvRegisterName, HvStatus,
+    HypercallCode, Vtl, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+};
+use mockhv::model::{FaultAction, HypercallRecord, InjectedFault, Scenario, Vtl0Call, Vtl0Result};
+use mockhv::qemu::Arch;
+use mockhv::session::{self, Report, SessionConfig};
+use paravisor::proxy::policy::FORWARDED_EXT_MASK;
+use std::time::Duration;
+use zerocopy::{FromZeros, IntoBytes};
+
+/// VTL0 addresses per arch: RAM outside the paravisor's image.
+struct Layout {
+    ip: u64,
+    input: u64,
+    output: u64,
+    /// Inside the paravisor's own image: VTL0 must never get it read or written.
+    vtl2: u64,
+}
+
+fn layout(arch: Arch) -> Layout {
+    match arch {
+        Arch::X86_64 => Layout {
+            ip: 0x3_0000,
+            input: 0x2_0000,
+            output: 0x2_1000,
+            vtl2: 0x10_0000,
+        },
+        Arch::Aarch64 => Layout {
+            ip: 0x4810_0000,
+            input: 0x4800_0000,
+            output: 0x4800_1000,
+            vtl2: 0x4020_0000,
+        },
+    }
+}
+
+fn call(arch: Arch, control: Control, a: u64, b: u64) -> Vtl0Call {
+    let ip = layout(arch).ip;
+    match arch {
+        Arch::X86_64 => Vtl0Call::x64(ip, control, a, b),
+        Arch::Aarch64 => Vtl0Call::arm64(ip, control, a, b),
+    }
+}
+
+fn code(c: HypercallCode) -> Control {
+    Control::new().with_code(c)
+}
+
+fn post_message(connection_id: u32) -> Vec<u8> {
+    let mut m = HvInputPostMessage::new_zeroed();
+    m.connection_id = connection_id;
+    m.message_type = hvdef::HvMessageType(1);
+    m.payload_size = 16;
+    m.as_bytes().to_vec()
+}
+
+fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8> {
+    let header = HvInputGetVpRegisters {
+        partition_id: HV_PARTITION_ID_SELF,
+        vp_index: HV_VP_INDEX_SELF,
+        target_vtl: vtl,
+        reserved: [0; 3],
+    };
+    let mut bytes = header.as_bytes().to_vec();
+    for name in names {
+        bytes.extend(name.0.to_le_bytes());
+    }
+    bytes
+}
+
+fn run(scenario: Scenario, vtl0: Vec<Vtl0Call>) -> Report {
+    let arch = scenario.arch;
+    let mut config = SessionConfig::new(image(arch), scenario);
+    config.timeout = Duration::from_secs(90);
+    config.vtl0 = vtl0;
+    let report = session::run(config).expect("the mock session runs");
+    assert!(
+        report.succeeded(),
+        "{}\nconsole:\n{}",
+        report.summary(),
+        report.run.console
+    );
+    report
+}
+
+/// The final (last-attempt) result of each scripted call, in push order.
+fn results(report: &mut Report) -> Vec<Vtl0Result> {
+    let mut all = report.model.vtl0().results().to_vec();
+    all.sort_by_key(|r| (r.index, r.attempt));
+    all
+}
+
+/// Hypercalls the paravisor itself made (at VTL2) with this code.
+fn forwarded(report: &Report, code: HypercallCode) -> Vec<HypercallRecord> {
+    report
+        .trace()
+        .hypercalls_with_code(code)
+        .into_iter()
+        .filter(|r| r.vtl == Vtl::VTL2)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_policy_outcome_reaches_vtl0_as_the_tlfs_says() {
+    for arch in Arch::ALL {
+        let l = layout(arch);
+        let message = post_message(1);
+        let status_names = [HvRegisterName::VP_INDEX];
+        let script: Vec<(Vtl0Call, HvStatus)> = vec![
+            (
+                call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                    .with_memory(l.input, &message),
+                HvStatus::SUCCESS,
+            ),
+            // SignalEvent, fast: connection 1, flag 0.
+            (
+                call(
+                    arch,
+                    code(HypercallCode::SIGNAL_EVENT).with_fast(true),
+                    1,
+                    0,
+                ),
+                HvStatus::SUCCESS,
+            ),
+            (
+                call(
+                    arch,
+                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                    0,
+                    l.output,
+                )
+                .with_output(l.output, 8),
+                HvStatus::SUCCESS,
+            ),
+            (
+                call(
+                    arch,
+                    code(HypercallCode::EXT_QUERY_CAPABILITIES).with_fast(true),
+                    0,
+                    0,
+                ),
+                HvStatus::INVALID_PARAMETER,
+            ),
+            (
+                call(arch, code(HypercallCode(0x0077)), 0, 0),
+                HvStatus::INVALID_HYPERCALL_CODE,
+            ),
+            (
+                call(arch, code(HypercallCode(0x80ff)), 0, 0),
+                HvStatus::INVALID_HYPERCALL_CODE,
+            ),
+            // Misaligned, page-crossing, overlapping, VTL2-pointing.
+            (
+                call(arch, code(HypercallCode::POST_MESSAGE), l.input + 4, 0),
+                HvStatus::INVALID_ALIGNMENT,
+            ),
+            (
+                call(
+                    arch,
+                    code(HypercallCode::POST_MESSAGE),
+                    l.input + 4096 - 128,
+                    0,
+                ),
+                HvStatus::INVALID_ALIGNMENT,
+            ),
+            (
+                call(
+                    arch,
+                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
+                    l.input,
+                    l.input + 8,
+                )
+                .with_memory(
+                    l.input,
+                    &get_registers_input(HvInputVtl::CURRENT, &status_names),
+                ),
+                HvStatus::INVALID_ALIGNMENT,
+            ),
+            (
+                call(arch, code(HypercallCode::POST_MESSAGE), l.vtl2, 0),
+                HvStatus::ACCESS_DENIED,
+            ),
+            (
+                call(arch, code(HypercallCode::EXT_QUERY_CAPABILITIES), 0, l.vtl2),
+                HvStatus::ACCESS_DENIED,
+            ),
+            // VTL management and VTL2's registers are the paravisor's.
+            (
+                call(
+                    arch,
+                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
+                    l.input,
+                    l.output,
+                )
+                .with_memory(
+                    l.input,
+                    &get_registers_input(HvInputVtl::target(Vtl::VTL2), &status_names),
+                ),
+                HvStatus::ACCESS_DENIED,
+            ),
+            (
+                call(arch, code(HypercallCode::ENABLE_PARTITION_VTL), l.input, 0),
+                HvStatus::ACCESS_DENIED,
+            ),
+            // VTL0 does not choose nesting.
+            (
+                call(
+                    arch,
+                    code(HypercallCode::POST_MESSAGE).with_nested(true),
+                    l.input,
+                    0,
+                ),
+                HvStatus::INVALID_HYPERCALL_INPUT,
+            ),
+        ];
+        let expected: Vec<HvStatus> = script.iter().map(|(_, s)| *s).collect();
+        let mut report = run(
+            Scenario::for_arch(arch),
+            script.into_iter().map(|(c, _)| c).collect(),
+        );
+        let results = results(&mut report);
+        assert_eq!(
+            results.len(),
+            expected.len(),
+            "{arch:?}: one result per call"
+        );
+        for (i, (r, want)) in results.iter().zip(&expected).enumerate() {
+            assert_eq!(r.status(), *want, "{arch:?} call {i}");
+            assert!(
+                r.advanced(),
+                "{arch:?} call {i}: the IP moved past the call"
+            );
+        }
+        let mask = report.model.scenario().extended_capabilities.into_bits();
+        assert_eq!(
+            results[2].output,
+            (mask & FORWARDED_EXT_MASK).to_le_bytes(),
+            "{arch:?}: capabilities filtered to what the paravisor forwards"
+        );
+        // Only the two valid SynIC calls went to the host, without the nested bit.
+        for code in [HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT] {
+            let sent = forwarded(&report, code);
+            assert_eq!(sent.len(), 1, "{arch:?} {code:?} forwarded once");
+            assert_eq!(sent[0].control & (1 << 31), 0, "{arch:?}: not nested");
+            assert_eq!(sent[0].status(), Some(HvStatus::SUCCESS));
+        }
+        assert_eq!(
+            forwarded(&report, HypercallCode::ENABLE_PARTITION_VTL).len(),
+            0
+        );
+    }
+}
+
+#[test]
+fn a_nested_host_gets_the_l0_calls_with_bit_31() {
+    let arch = Arch::X86_64;
+    let l = layout(arch);
+    let message = post_message(7);
+    let script = vec![
+        call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0).with_memory(l.input, &message),
+        call(
+            arch,
+            code(HypercallCode::SIGNAL_EVENT).with_fast(true),
+            7,
+            0,
+        ),
+        call(
+            arch,
+            code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
+            l.input + 0x800,
+            l.output,
+        )
+        .with_memory(
+            l.input + 0x800,
+            &get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
+        ),
+    ];
+    let mut report = run(
+        Scenario {
+            nested: true,
+            ..Scenario::for_arch(arch)
+        },
+        script,
+    );
+    for r in results(&mut report) {
+        assert_eq!(r.status(), HvStatus::SUCCESS, "call {}", r.index);
+    }
+    for code in [HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT] {
+        let sent = forwarded(&report, code);
+        assert_eq!(sent.len(), 1);
+        assert_ne!(
+            sent[0].control & (1 << 31),
+            0,
+            "{code:?} carries HV_HYPERCALL_NESTED"
+        );
+    }
+    let gets = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
+    assert!(gets.iter().all(|r| r.control & (1 << 31) == 0));
+}
+
+/// A host that hands a TIMEOUT back (IP advanced, reps completed 2 of 4): VTL0 must see the TLFS
+/// timeout (IP left on its call, rep start moved on) and re-issue; the re-issued call is
+/// forwarded from rep 2.
+#[test]
+fn a_host_timeout_reaches_vtl0_as_a_tlfs_timeout() {
+    for arch in Arch::ALL {
+        let l = layout(arch);
+        // Count the boot's own GetVpRegisters, so the fault hits VTL0's call.
+        let boot = run(Scenario::for_arch(arch), Vec::new());
+        let nth = boot
+            .trace()
+            .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
+            .len() as u32
+            + 1;
+        let names = [HvRegisterName::VP_INDEX; 4];
+        let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
+        let script = vec![call(arch, control, l.input, l.output)
+            .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
+            .with_output(l.output, 64)];
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.faults.push(InjectedFault {
+            code: HypercallCode::GET_VP_REGISTERS,
+            nth,
+            action: FaultAction::ReturnedTimeout { reps: 2 },
+        });
+        let mut report = run(scenario, script);
+        let results = results(&mut report);
+        assert_eq!(
+            results.len(),
+            2,
+            "{arch:?}: delivered, then re-executed once"
+        );
+        let (first, second) = (&results[0], &results[1]);
+        match arch {
+            Arch::X86_64 => {
+                assert_eq!(first.status(), HvStatus::TIMEOUT);
+                assert_eq!(first.output_value().reps_completed(), 2);
+            }
+            // SMCCC: X0 keeps the function id, so the re-executed hvc is a hypercall again.
+            Arch::Aarch64 => assert_eq!(first.result, u64::from(hvdef::aarch64::SMCCC_HV_FUNC_ID)),
+        }
+        assert!(!first.advanced(), "{arch:?}: IP left on the call");
+        assert_eq!(second.status(), HvStatus::SUCCESS, "{arch:?}");
+        assert!(second.advanced());
+        // The re-executed call started at rep 2: the forwarded controls say so.
+        let sent = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
+        let starts: Vec<u16> = sent
+            .iter()
+            .rev()
+            .take(2)
+            .map(|r| Control::from_bits(r.control).rep_start())
+            .collect();
+        assert_eq!(starts, vec![2, 0], "{arch:?}");
+        assert_eq!(second.output.len(), 64);
+        // VTL0's RCX (x64) / X1 (arm64 SMCCC) carries the new rep start for the re-issue.
+        let control_reg = match arch {
+            Arch::X86_64 => hvdef::x86_64::reg::RCX,
+            Arch::Aarch64 => hvdef::aarch64::reg::X1,
+        };
+        let moved_on = Control::from_bits(first.register(control_reg) as u64);
+        assert_eq!(
+            (moved_on.rep_count(), moved_on.rep_start()),
+            (4, 2),
+            "{arch:?}"
+        );
+    }
+}
+
+/// A host that re-executes a timed-out call (TLFS: IP left on the instruction) never shows
+/// VTL0 the timeout: the paravisor's own call is resumed transparently and VTL0 gets SUCCESS.
+#[test]
+fn a_host_that_re_executes_completes_the_call_for_vtl0() {
+    let arch = Arch::X86_64;
+    let l = layout(arch);
+    let boot = run(Scenario::for_arch(arch), Vec::new());
+    let nth = boot
+        .trace()
+        .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
+        .len() as u32
+        + 1;
+    let names = [HvRegisterName::VP_INDEX; 4];
+    let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
+    let script = vec![call(arch, control, l.input, l.output)
+        .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
+        .with_output(l.output, 64)];
+    let mut scenario = Scenario::for_arch(arch);
+    scenario.faults.push(InjectedFault {
+        code: HypercallCode::GET_VP_REGISTERS,
+        nth,
+        action: FaultAction::Timeout { reps: 2 },
+    });
+    let mut report = run(scenario, script);
+    let results = results(&mut report);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].status(), HvStatus::SUCCESS);
+    assert!(results[0].advanced());
+    let sent = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
+    let starts: Vec<u16> = sent
+        .iter()
+        .rev()
+        .take(2)
+        .map(|r| Control::from_bits(r.control).rep_start())
+        .collect();
+    assert_eq!(starts, vec![2, 0], "the host re-executed from rep 2");
+}
+
+#[test]
+fn four_vps_proxy_at_once_each_on_its_own_pages() {
+    for arch in Arch::ALL {
+        let l = layout(arch);
+        let mut script = Vec::new();
+        for vp in 0..4u32 {
+            let input = l.input + 0x100 * u64::from(vp);
+            let output = l.output + 0x100 * u64::from(vp);
+            script.push(
+                call(arch, code(HypercallCode::POST_MESSAGE), input, 0)
+                    .with_memory(input, &post_message(1))
+                    .on_vp(vp),
+            );
+            script.push(
+                call(arch, code(HypercallCode::EXT_QUERY_CAPABILITIES), 0, output)
+                    .with_output(output, 8)
+                    .on_vp(vp),
+            );
+        }
+        let mut report = run(
+            Scenario {
+                vp_count: 4,
+                ..Scenario::for_arch(arch)
+            },
+            script,
+        );
+        let results = results(&mut report);
+        assert_eq!(results.len(), 8);
+        assert!(results
+            .iter()
+            .all(|r| r.status() == HvStatus::SUCCESS && r.advanced()));
+        let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 4);
+        let mut pages: Vec<(u32, u64)> = posts.iter().map(|r| (r.vp, r.input_gpa)).collect();
+        pages.sort();
+        pages.dedup_by_key(|p| p.1);
+        assert_eq!(
+            pages.len(),
+            4,
+            "{arch:?}: each VP forwards from its own input page"
+        );
+        assert_eq!(
+            pages.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+    }
+}
