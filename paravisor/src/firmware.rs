@@ -163,12 +163,6 @@ fn bring_up(info: &BootInfo, bench_hypercalls: u32) -> ! {
 fn start_proxy(info: &BootInfo, privileges: HvPartitionPrivilegeMask, vsm: &vsm::VsmPartition) {
     arch::init_vtl_switch()
         .unwrap_or_else(|e| fail(format_args!("reading the VTL switch code failed: {e}")));
-    if !vsm.capabilities.intercept_page_available() {
-        fail(format_args!(
-            "the hypervisor offers no intercept page (VsmCapabilities); SINT0 delivery is not \
-             supported yet"
-        ));
-    }
     let mut hv = percpu::hypercall();
     let intercept = HvInputInstallIntercept {
         partition_id: HV_PARTITION_ID_SELF,
@@ -186,13 +180,19 @@ fn start_proxy(info: &BootInfo, privileges: HvPartitionPrivilegeMask, vsm: &vsm:
             "installing the hypercall intercept failed: {e}"
         ))
     });
-    let config = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
-    hv.set_vp_register(
-        VpTarget::SELF,
-        HvRegisterName::VSM_PARTITION_CONFIG,
-        config.into_bits().into(),
-    )
-    .unwrap_or_else(|e| fail(format_args!("enabling intercept-page delivery failed: {e}")));
+    let delivery = if vsm.capabilities.intercept_page_available() {
+        let config = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
+        hv.set_vp_register(
+            VpTarget::SELF,
+            HvRegisterName::VSM_PARTITION_CONFIG,
+            config.into_bits().into(),
+        )
+        .unwrap_or_else(|e| fail(format_args!("enabling intercept-page delivery failed: {e}")));
+        runloop::Delivery::AssistPage
+    } else {
+        log::info!("no intercept page (VsmCapabilities): intercepts arrive in SINT0");
+        runloop::Delivery::Sint0
+    };
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -209,6 +209,7 @@ fn start_proxy(info: &BootInfo, privileges: HvPartitionPrivilegeMask, vsm: &vsm:
     }
     log::info!("host extended capabilities {host_ext_mask:#x}; proxying VTL0 hypercalls");
     runloop::configure(runloop::Config {
+        delivery,
         vtl0,
         host_ext_mask,
         xmm_fast_input: arch::xmm_fast_input(),

@@ -6,13 +6,28 @@ use crate::hypercall::{self, VpTarget};
 use crate::proxy::{self, Action, Decoded, Request, Vtl0Memory};
 use crate::{arch, percpu};
 use hvdef::{
-    Control, HvInputVtl, HvMessage, HvMessageType, HvRegisterAssoc, HvRegisterValue, HvStatus,
-    HvVtlEntryReason, HypercallOutput, Vtl,
+    Control, HvInputVtl, HvMessage, HvMessageType, HvPageRegister, HvRegisterAssoc,
+    HvRegisterValue, HvStatus, HvSynicScontrol, HvSynicSint, HvVtlEntryReason, HypercallOutput,
+    SyntheticRegister, Vtl,
 };
 use spin::Once;
 
+/// Where the hypervisor leaves an intercept message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// In the VP assist page, with entry reason INTERCEPT (VsmPartitionConfig.intercept_page).
+    AssistPage,
+    /// In the SINT0 slot of the VP's SynIC message page, emptied with the EOM protocol.
+    Sint0,
+}
+
+/// The vector SINT0 is programmed with. VTL2 runs with interrupts off and polls the slot on
+/// every entry, so the vector is never taken; it only has to be valid (16..=255).
+const SINT0_VECTOR: u8 = 0x30;
+
 /// What every VP's loop needs to know, fixed by the boot VP before any VP enters its loop.
 pub struct Config {
+    pub delivery: Delivery,
     pub vtl0: Vtl0Memory,
     /// The host's extended-call capability mask (0 without EnableExtendedHypercalls).
     pub host_ext_mask: u64,
@@ -53,24 +68,50 @@ impl Completion {
     }
 }
 
+/// Turns on this VP's SynIC with its message page and SINT0 unmasked, for SINT0 delivery.
+fn enable_sint0() -> hypercall::Result<()> {
+    let simp = HvPageRegister::new()
+        .with_enable(true)
+        .with_gpa_page_number(percpu::simp_gpa() >> 12);
+    arch::write_synthetic(SyntheticRegister::Simp, simp.into_bits())?;
+    arch::write_synthetic(
+        SyntheticRegister::Sint(0),
+        HvSynicSint::new().with_vector(SINT0_VECTOR).into_bits(),
+    )?;
+    arch::write_synthetic(
+        SyntheticRegister::Scontrol,
+        HvSynicScontrol::new().with_enable(true).into_bits(),
+    )
+}
+
 /// Runs VTL0 on this VP for ever.
 pub fn run() -> ! {
     let config = CONFIG.get().expect("configured by the boot VP");
     let assist = percpu::assist_page();
-    let mut regs = arch::Vtl0Registers::default();
-    let mut first = true;
-    loop {
-        if !first {
-            log::trace!("returning to VTL0");
+    if config.delivery == Delivery::Sint0 {
+        if let Err(e) = enable_sint0() {
+            panic!("enabling the SynIC for SINT0 intercept delivery failed: {e}");
         }
-        first = false;
+    }
+    let slot = percpu::simp_slot(0);
+    let mut regs = arch::Vtl0Registers::default();
+    loop {
         arch::vtl_return(&assist, &mut regs);
-        match assist.entry_reason() {
-            HvVtlEntryReason::INTERCEPT => {
-                let message = assist.intercept_message();
-                serve(config, &message, &mut regs);
-            }
-            reason => log::info!("entered VTL2 for {reason:?}; nothing to do"),
+        let message = match config.delivery {
+            Delivery::AssistPage => (assist.entry_reason() == HvVtlEntryReason::INTERCEPT)
+                .then(|| assist.intercept_message()),
+            Delivery::Sint0 => slot.take(|| {
+                if let Err(e) = arch::write_synthetic(SyntheticRegister::Eom, 0) {
+                    log::error!("signalling end of message failed: {e}");
+                }
+            }),
+        };
+        match message {
+            Some(message) => serve(config, &message, &mut regs),
+            None => log::info!(
+                "entered VTL2 for {:?} with no intercept; nothing to do",
+                assist.entry_reason()
+            ),
         }
     }
 }

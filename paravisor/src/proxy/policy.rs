@@ -849,6 +849,27 @@ mod tests {
     }
 
     #[test]
+    fn fast_input_beyond_the_paravisors_own_block_goes_memory_based() {
+        // arm64 `hvc #1` carries 17 words, the paravisor's SMCCC call 16.
+        let ex = |var| {
+            let control = valid(C::SEND_SYNTHETIC_CLUSTER_IPI_EX)
+                .with_fast(true)
+                .with_variable_header_size(var);
+            let mut r = req(Isa::Arm64, control);
+            r.fast_words = 17;
+            classify(&r, &vtl0(), 0)
+        };
+        assert!(matches!(
+            ex(15),
+            Action::Forward { input_len: 128, fast_as_memory: false, control, .. } if control.fast()
+        ));
+        assert!(matches!(
+            ex(16),
+            Action::Forward { input_len: 136, fast_as_memory: true, control, .. } if !control.fast()
+        ));
+    }
+
+    #[test]
     fn fast_output_is_refused() {
         let control = valid(C::GET_VP_REGISTERS).with_fast(true);
         for isa in [Isa::X64, Isa::Arm64] {
