@@ -11,33 +11,66 @@ use hvdef::{HvError, HvPartitionPrivilegeMask, HvRegisterName, SyntheticRegister
 
 core::arch::global_asm!(
     r#"
+    /* X0..X17 from / to the 18-word array at \base. */
+    .macro load_x0_x17 base
+    ldp x0, x1, [\base, #0]
+    ldp x2, x3, [\base, #16]
+    ldp x4, x5, [\base, #32]
+    ldp x6, x7, [\base, #48]
+    ldp x8, x9, [\base, #64]
+    ldp x10, x11, [\base, #80]
+    ldp x12, x13, [\base, #96]
+    ldp x14, x15, [\base, #112]
+    ldp x16, x17, [\base, #128]
+    .endm
+    .macro store_x0_x17 base
+    stp x0, x1, [\base, #0]
+    stp x2, x3, [\base, #16]
+    stp x4, x5, [\base, #32]
+    stp x6, x7, [\base, #48]
+    stp x8, x9, [\base, #64]
+    stp x10, x11, [\base, #80]
+    stp x12, x13, [\base, #96]
+    stp x14, x15, [\base, #112]
+    stp x16, x17, [\base, #128]
+    .endm
+
     .section .text.hvsites, "ax"
     .global pv_hvc_smccc
 pv_hvc_smccc:                    /* (regs: *mut [u64; 18]): x0..x17 in and out */
     stp x19, x30, [sp, #-16]!
     mov x19, x0
-    ldp x0, x1, [x19, #0]
-    ldp x2, x3, [x19, #16]
-    ldp x4, x5, [x19, #32]
-    ldp x6, x7, [x19, #48]
-    ldp x8, x9, [x19, #64]
-    ldp x10, x11, [x19, #80]
-    ldp x12, x13, [x19, #96]
-    ldp x14, x15, [x19, #112]
-    ldp x16, x17, [x19, #128]
+    load_x0_x17 x19
     .global pv_hvc_smccc_site
 pv_hvc_smccc_site:
     hvc #0
-    stp x0, x1, [x19, #0]
-    stp x2, x3, [x19, #16]
-    stp x4, x5, [x19, #32]
-    stp x6, x7, [x19, #48]
-    stp x8, x9, [x19, #64]
-    stp x10, x11, [x19, #80]
-    stp x12, x13, [x19, #96]
-    stp x14, x15, [x19, #112]
-    stp x16, x17, [x19, #128]
+    store_x0_x17 x19
     ldp x19, x30, [sp], #16
+    ret
+
+    .global pv_vtl_return
+pv_vtl_return:                   /* (regs: *mut [u64; 18]): X0..X17 for VTL0, and back */
+    /* X0..X17 are shared with VTL0; keep everything else of ours on the private stack. */
+    stp x29, x30, [sp, #-96]!
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    str x0, [sp, #-16]!
+    mov x19, x0
+    load_x0_x17 x19
+    .global pv_hvc_vtl_return_site
+pv_hvc_vtl_return_site:
+    hvc #3
+    ldr x19, [sp], #16
+    store_x0_x17 x19
+    ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #96
     ret
     "#
 );
@@ -145,52 +178,6 @@ pub fn vp_start_input(vp: u32) -> hvdef::aarch64::HvArm64InputEnableVpVtl {
         },
     }
 }
-
-core::arch::global_asm!(
-    r#"
-    .section .text.hvsites, "ax"
-    .global pv_vtl_return
-pv_vtl_return:                   /* (regs: *mut [u64; 18]): X0..X17 for VTL0, and back */
-    /* X0..X17 are shared with VTL0; keep everything else of ours on the private stack. */
-    stp x29, x30, [sp, #-96]!
-    stp x19, x20, [sp, #16]
-    stp x21, x22, [sp, #32]
-    stp x23, x24, [sp, #48]
-    stp x25, x26, [sp, #64]
-    stp x27, x28, [sp, #80]
-    str x0, [sp, #-16]!
-    mov x19, x0
-    ldp x0, x1, [x19, #0]
-    ldp x2, x3, [x19, #16]
-    ldp x4, x5, [x19, #32]
-    ldp x6, x7, [x19, #48]
-    ldp x8, x9, [x19, #64]
-    ldp x10, x11, [x19, #80]
-    ldp x12, x13, [x19, #96]
-    ldp x14, x15, [x19, #112]
-    ldp x16, x17, [x19, #128]
-    .global pv_hvc_vtl_return_site
-pv_hvc_vtl_return_site:
-    hvc #3
-    ldr x19, [sp], #16
-    stp x0, x1, [x19, #0]
-    stp x2, x3, [x19, #16]
-    stp x4, x5, [x19, #32]
-    stp x6, x7, [x19, #48]
-    stp x8, x9, [x19, #64]
-    stp x10, x11, [x19, #80]
-    stp x12, x13, [x19, #96]
-    stp x14, x15, [x19, #112]
-    stp x16, x17, [x19, #128]
-    ldp x19, x20, [sp, #16]
-    ldp x21, x22, [sp, #32]
-    ldp x23, x24, [sp, #48]
-    ldp x25, x26, [sp, #64]
-    ldp x27, x28, [sp, #80]
-    ldp x29, x30, [sp], #96
-    ret
-    "#
-);
 
 unsafe extern "C" {
     fn pv_vtl_return(regs: *mut [u64; 18]);
