@@ -18,7 +18,6 @@ struct PerCpu {
     assist: UnsafeCell<Page>,
     /// This VP's SynIC message page (SIMP), used when intercepts arrive in SINT0.
     simp: UnsafeCell<Page>,
-    busy: AtomicBool,
 }
 
 // SAFETY: a VP only touches its own PerCpu (found through its own per-CPU register), and the
@@ -31,9 +30,13 @@ const IDLE: PerCpu = PerCpu {
     output: UnsafeCell::new(Page::zeroed()),
     assist: UnsafeCell::new(Page::zeroed()),
     simp: UnsafeCell::new(Page::zeroed()),
-    busy: AtomicBool::new(false),
 };
 static PERCPU: [PerCpu; MAX_VPS] = [IDLE; MAX_VPS];
+/// Whether a VP's hypercall pages are in use. Apart from the pages, so that a flag does not
+/// round PerCpu up by a whole page.
+#[allow(clippy::declare_interior_mutable_const)]
+const FREE: AtomicBool = AtomicBool::new(false);
+static BUSY: [AtomicBool; MAX_VPS] = [FREE; MAX_VPS];
 static NESTED: Once<NestedTable> = Once::new();
 
 /// Fixes the partition's nested table; once, on the boot VP, before any hypercall.
@@ -114,7 +117,7 @@ pub fn assist_page() -> AssistPage {
 
 /// Exclusive use of this VP's hypercall pages until the guard drops.
 pub struct HypercallGuard {
-    cpu: &'static PerCpu,
+    busy: &'static AtomicBool,
     hv: Hypercall<'static, crate::arch::Abi>,
 }
 
@@ -133,7 +136,7 @@ impl core::ops::DerefMut for HypercallGuard {
 
 impl Drop for HypercallGuard {
     fn drop(&mut self) {
-        self.cpu.busy.store(false, Ordering::Release);
+        self.busy.store(false, Ordering::Release);
     }
 }
 
@@ -141,8 +144,9 @@ impl Drop for HypercallGuard {
 /// pages are already in use or init() was not called.
 pub fn hypercall() -> HypercallGuard {
     let cpu = current();
+    let busy = &BUSY[boot::cpu::index() as usize];
     assert!(
-        !cpu.busy.swap(true, Ordering::Acquire),
+        !busy.swap(true, Ordering::Acquire),
         "vp{}: hypercall pages re-entered",
         boot::cpu::index()
     );
@@ -152,7 +156,7 @@ pub fn hypercall() -> HypercallGuard {
     // SAFETY: the busy flag gives this guard the only references to this VP's pages.
     let (input, output) = unsafe { (&mut *cpu.input.get(), &mut *cpu.output.get()) };
     HypercallGuard {
-        cpu,
+        busy,
         hv: Hypercall::new(crate::arch::Abi, input, output, nested),
     }
 }
