@@ -5,6 +5,7 @@ mod bench;
 mod igvm;
 mod image;
 mod run;
+mod soak;
 mod test;
 
 use anyhow::Result;
@@ -71,6 +72,21 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         arch: ArchArg,
     },
+    /// Replay random VTL0 hypercalls through the release image under the mock and check the
+    /// proxy's invariants; exits non-zero on any violation.
+    Soak {
+        #[arg(long, value_enum, default_value = "all")]
+        arch: ArchArg,
+        /// Calls per arch.
+        #[arg(long, default_value_t = 3000)]
+        calls: u32,
+        /// Seed of the call generator (decimal or 0x-hex); printed by every run.
+        #[arg(long, default_value_t = soak::DEFAULT_SEED, value_parser = parse_seed)]
+        seed: u64,
+        /// Virtual processors the calls are spread over.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+        vps: u32,
+    },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
 }
@@ -88,6 +104,12 @@ fn main() {
         } => run::run(&arch.arches(), release, smp, &append, timeout),
         Command::Test => test::run(),
         Command::Bench { arch } => bench::run(&arch.arches()),
+        Command::Soak {
+            arch,
+            calls,
+            seed,
+            vps,
+        } => soak::run(&arch.arches(), &soak::Options { calls, seed, vps }),
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))
@@ -96,6 +118,13 @@ fn main() {
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+fn parse_seed(s: &str) -> Result<u64, std::num::ParseIntError> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
     }
 }
 

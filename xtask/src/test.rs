@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every check CI runs, in order, each with its wall time.
 
-use crate::{image, workspace_root};
+use crate::{image, soak, workspace_root};
 use anyhow::{bail, Result};
 use mockhv::qemu::{ensure_qemu, Arch};
 use std::process::Command;
@@ -65,6 +65,17 @@ pub fn run() -> Result<()> {
             Box::new(|| image::build_all(&Arch::ALL, true).map(|_| true)),
         ),
         ("end-to-end tests (QEMU)", run_cmd(e2e)),
+        (
+            "soak (QEMU, 200 random VTL0 calls per arch)",
+            Box::new(|| {
+                let opts = soak::Options {
+                    calls: 200,
+                    seed: soak::DEFAULT_SEED,
+                    vps: 2,
+                };
+                soak::run(&Arch::ALL, &opts).map(|()| true)
+            }),
+        ),
     ];
     let (mut passed, mut failed) = (0, Vec::new());
     for (name, step) in &steps {

@@ -1,7 +1,14 @@
-//! Shared helpers of the end-to-end suites in `tests/`: where the images are, how to boot them.
+//! Shared helpers of the end-to-end suites in `tests/` (and of `cargo xtask soak`): where the
+//! images are, and how to script the hypercalls VTL0 makes under the mock hypervisor.
 
+use hvdef::{
+    Control, HvInputGetVpRegisters, HvInputPostMessage, HvInputVtl, HvRegisterName, HypercallCode,
+    HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+};
+use mockhv::model::Vtl0Call;
 use mockhv::qemu::Arch;
 use std::path::PathBuf;
+use zerocopy::{FromZeros, IntoBytes};
 
 /// The release ELF image for `arch`, built by `cargo xtask image --release` (which
 /// `cargo xtask test` runs before these suites and points `PARAVISOR_IMAGE_DIR` at).
@@ -19,4 +26,71 @@ pub fn image(arch: Arch) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// VTL0 addresses per arch: RAM outside the paravisor's image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Where VTL0's hypercall instruction is.
+    pub ip: u64,
+    pub input: u64,
+    pub output: u64,
+    /// Inside the paravisor's own image: VTL0 must never get it read or written.
+    pub vtl2: u64,
+}
+
+pub fn layout(arch: Arch) -> Layout {
+    match arch {
+        Arch::X86_64 => Layout {
+            ip: 0x3_0000,
+            input: 0x2_0000,
+            output: 0x2_1000,
+            vtl2: 0x10_0000,
+        },
+        Arch::Aarch64 => Layout {
+            ip: 0x4810_0000,
+            input: 0x4800_0000,
+            output: 0x4800_1000,
+            vtl2: 0x4020_0000,
+        },
+    }
+}
+
+/// A VTL0 hypercall at [`Layout::ip`]: x64 `vmcall` (control in RCX, `a`/`b` in RDX/R8) or arm64
+/// SMCCC `hvc #0` (control in X1, `a`/`b` in X2/X3).
+pub fn call(arch: Arch, control: Control, a: u64, b: u64) -> Vtl0Call {
+    let ip = layout(arch).ip;
+    match arch {
+        Arch::X86_64 => Vtl0Call::x64(ip, control, a, b),
+        Arch::Aarch64 => Vtl0Call::arm64(ip, control, a, b),
+    }
+}
+
+/// A control word with only the call code set.
+pub fn code(c: HypercallCode) -> Control {
+    Control::new().with_code(c)
+}
+
+/// An HvCallPostMessage input: message type 1, 16 payload bytes (zero).
+pub fn post_message(connection_id: u32) -> Vec<u8> {
+    let mut m = HvInputPostMessage::new_zeroed();
+    m.connection_id = connection_id;
+    m.message_type = hvdef::HvMessageType(1);
+    m.payload_size = 16;
+    m.as_bytes().to_vec()
+}
+
+/// An HvCallGetVpRegisters input for this partition and VP: the header, then `names`.
+pub fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8> {
+    let header = HvInputGetVpRegisters {
+        partition_id: HV_PARTITION_ID_SELF,
+        vp_index: HV_VP_INDEX_SELF,
+        target_vtl: vtl,
+        reserved: [0; 3],
+    };
+    let mut bytes = header.as_bytes().to_vec();
+    for name in names {
+        bytes.extend(name.0.to_le_bytes());
+    }
+    bytes
 }

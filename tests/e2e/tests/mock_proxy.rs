@@ -3,77 +3,13 @@
 //! and what the paravisor asked of the host (the forwarded control words and pages) are checked
 //! against the TLFS and the proxy's policy.
 
-use e2e::image;
-use hvdef::{
-    Control, HvInputGetVpRegisters, HvInputPostMessage, HvInputVtl, HvRegisterName, HvStatus,
-    HypercallCode, Vtl, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
-};
+use e2e::{call, code, get_registers_input, image, layout, post_message};
+use hvdef::{Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl};
 use mockhv::model::{FaultAction, HypercallRecord, InjectedFault, Scenario, Vtl0Call, Vtl0Result};
 use mockhv::qemu::Arch;
 use mockhv::session::{self, Report, SessionConfig};
 use paravisor::proxy::policy::FORWARDED_EXT_MASK;
 use std::time::Duration;
-use zerocopy::{FromZeros, IntoBytes};
-
-/// VTL0 addresses per arch: RAM outside the paravisor's image.
-struct Layout {
-    ip: u64,
-    input: u64,
-    output: u64,
-    /// Inside the paravisor's own image: VTL0 must never get it read or written.
-    vtl2: u64,
-}
-
-fn layout(arch: Arch) -> Layout {
-    match arch {
-        Arch::X86_64 => Layout {
-            ip: 0x3_0000,
-            input: 0x2_0000,
-            output: 0x2_1000,
-            vtl2: 0x10_0000,
-        },
-        Arch::Aarch64 => Layout {
-            ip: 0x4810_0000,
-            input: 0x4800_0000,
-            output: 0x4800_1000,
-            vtl2: 0x4020_0000,
-        },
-    }
-}
-
-fn call(arch: Arch, control: Control, a: u64, b: u64) -> Vtl0Call {
-    let ip = layout(arch).ip;
-    match arch {
-        Arch::X86_64 => Vtl0Call::x64(ip, control, a, b),
-        Arch::Aarch64 => Vtl0Call::arm64(ip, control, a, b),
-    }
-}
-
-fn code(c: HypercallCode) -> Control {
-    Control::new().with_code(c)
-}
-
-fn post_message(connection_id: u32) -> Vec<u8> {
-    let mut m = HvInputPostMessage::new_zeroed();
-    m.connection_id = connection_id;
-    m.message_type = hvdef::HvMessageType(1);
-    m.payload_size = 16;
-    m.as_bytes().to_vec()
-}
-
-fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8> {
-    let header = HvInputGetVpRegisters {
-        partition_id: HV_PARTITION_ID_SELF,
-        vp_index: HV_VP_INDEX_SELF,
-        target_vtl: vtl,
-        reserved: [0; 3],
-    };
-    let mut bytes = header.as_bytes().to_vec();
-    for name in names {
-        bytes.extend(name.0.to_le_bytes());
-    }
-    bytes
-}
 
 fn run(scenario: Scenario, vtl0: Vec<Vtl0Call>) -> Report {
     let arch = scenario.arch;

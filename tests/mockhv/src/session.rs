@@ -35,6 +35,10 @@ pub struct SessionConfig {
     pub extra_args: Vec<String>,
     /// Hypercalls VTL0 makes, delivered to the paravisor as intercepts (see `Vtl0Call::on_vp`).
     pub vtl0: Vec<Vtl0Call>,
+    /// Count the VTL2 instructions each delivered intercept costs: after a VtlReturn delivers
+    /// one, the session single-steps that vCPU until its next VtlReturn instead of letting it
+    /// run (slow: a few thousand steps per second). See [`Report::instructions_per_intercept`].
+    pub count_instructions: bool,
 }
 
 impl SessionConfig {
@@ -48,6 +52,7 @@ impl SessionConfig {
             skip: Skip::default(),
             extra_args: Vec::new(),
             vtl0: Vec::new(),
+            count_instructions: false,
         }
     }
 }
@@ -63,6 +68,36 @@ pub struct Report {
     pub script_finished: bool,
     /// A fault the model raised, which the session cannot inject, ends the run here.
     pub unhandled_fault: Option<String>,
+    /// With [`SessionConfig::count_instructions`]: what each delivered intercept cost VTL2, in
+    /// delivery order.
+    pub instructions_per_intercept: Vec<InterceptInstructions>,
+}
+
+/// VTL2's work for one delivered intercept, counted by single-stepping its vCPU from the
+/// VtlReturn that delivered it (exclusive) to its next VtlReturn (inclusive): the trap site
+/// whose service the model records as a VTL_RETURN on this VP (x64: the VtlReturn `vmcall` of the
+/// hypercall page; arm64: `pv_hvc_vtl_return_site`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterceptInstructions {
+    pub vp: u32,
+    /// The nth intercept delivered on this VP (0-based), which is also the nth
+    /// `Event::Intercept` of this VP in the trace.
+    pub ordinal: usize,
+    /// The scripted call it delivered (push order) and the attempt, as the model recorded the
+    /// call's completion; `None` if the run ended before the paravisor returned.
+    pub call: Option<(usize, u32)>,
+    /// Instructions VTL2 retired: single steps that moved the IP, plus one per trap the model
+    /// served (hypercall, MSR, CPUID), the closing VtlReturn included.
+    pub instructions: u64,
+    /// Single steps taken. Those that leave the IP in place are not counted as instructions:
+    /// x86 string instructions with a REP prefix, which QEMU (like hardware) steps one iteration
+    /// at a time, and the odd step QEMU ends before the instruction retires — so this figure
+    /// may vary by one or two between identical runs; `instructions` does not.
+    pub steps: u64,
+    /// The traps among the instructions (hypercalls, MSR, CPUID).
+    pub traps: u64,
+    /// Wall time of the stepping, traps included: the mode's cost.
+    pub elapsed: Duration,
 }
 
 impl Report {
@@ -171,6 +206,9 @@ struct Session {
     vp_count: u32,
     /// VPs whose VTL0 script is done: their vCPUs are no longer resumed.
     parked: std::collections::BTreeSet<u32>,
+    /// Single-step each delivered intercept ([`SessionConfig::count_instructions`]).
+    count_instructions: bool,
+    counted: Vec<InterceptInstructions>,
 }
 
 /// Boots `config.image` under the model and returns when the run ends.
@@ -246,6 +284,8 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         trampoline_written: false,
         vp_count: config.scenario.vp_count,
         parked: Default::default(),
+        count_instructions: config.count_instructions,
+        counted: Vec::new(),
     };
     let deadline = Instant::now() + config.timeout;
     session.drive(deadline)?;
@@ -260,12 +300,16 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         stops: session.stops,
         script_finished: session.finished,
         unhandled_fault: session.fault,
+        instructions_per_intercept: session.counted,
     })
 }
 
 /// How often one hypercall instruction may be re-executed (TIMEOUT with the IP left in place)
 /// before the session calls the guest stuck.
 const MAX_REEXECUTIONS: u32 = 1024;
+
+/// Most single steps counting mode spends on one intercept before calling VTL2 stuck.
+const MAX_STEPS_PER_INTERCEPT: u64 = 1_000_000;
 
 /// Runs a hypercall and, while the model leaves the IP on the instruction (a TIMEOUT with the
 /// rep start updated in the registers), runs it again at once: that is what the guest would do
@@ -320,10 +364,118 @@ impl Session {
                     stop.signal
                 );
             };
-            if !self.handle(vp, pc, site)? {
+            if !self.handle_counting(vp, pc, site, deadline)? {
                 return Ok(());
             }
         }
+    }
+
+    /// [`Session::handle`], then, in counting mode, if that delivered an intercept to `vp`,
+    /// single-steps `vp` through the paravisor's handling of it (and of every intercept its
+    /// closing VtlReturn delivers). False ends the run.
+    fn handle_counting(&mut self, vp: u32, pc: u64, site: Site, deadline: Instant) -> Result<bool> {
+        let mark = self.model.trace().events().len();
+        if !self.handle(vp, pc, site)? {
+            return Ok(false);
+        }
+        if !self.count_instructions || !self.delivered_since(mark, vp) {
+            return Ok(true);
+        }
+        loop {
+            let (count, mark, go_on) = self.count_one_intercept(vp, deadline)?;
+            self.counted.push(count);
+            if !go_on {
+                return Ok(false);
+            }
+            if !self.delivered_since(mark, vp) {
+                // Parked (script done) with other VPs still running.
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Whether the trace gained an intercept for `vp` after its first `mark` events.
+    fn delivered_since(&self, mark: usize, vp: u32) -> bool {
+        self.model.trace().events()[mark..]
+            .iter()
+            .any(|e| matches!(e, crate::model::Event::Intercept { vp: v, .. } if *v == vp))
+    }
+
+    /// Single-steps `vp`, which a VtlReturn just entered with an intercept, up to and through
+    /// its next VtlReturn; every trap on the way is served as the normal loop serves it. Returns
+    /// the count, the trace length before the closing VtlReturn was served, and false if the run
+    /// ended there.
+    fn count_one_intercept(
+        &mut self,
+        vp: u32,
+        deadline: Instant,
+    ) -> Result<(InterceptInstructions, usize, bool)> {
+        let ordinal = self.counted.iter().filter(|c| c.vp == vp).count();
+        let start = Instant::now();
+        let thread = vp + 1;
+        let (mut instructions, mut steps, mut traps) = (0u64, 0u64, 0u64);
+        let mut pc = self.gdb.read_pc()?;
+        let (mark, go_on, returned) = loop {
+            if steps >= MAX_STEPS_PER_INTERCEPT {
+                bail!(
+                    "vp{vp}: intercept {ordinal} took more than {MAX_STEPS_PER_INTERCEPT} single \
+                     steps without reaching a VtlReturn (at {pc:#x})"
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("vp{vp}: the session timed out counting intercept {ordinal} at {pc:#x}");
+            }
+            let stop = self.gdb.step_thread(thread)?;
+            steps += 1;
+            if !stop.is_trap() || stop.thread.is_some_and(|t| t != thread) {
+                bail!(
+                    "single-stepping vp{vp} at {pc:#x} stopped with {:?} signal {} on thread {:?}",
+                    stop.kind,
+                    stop.signal,
+                    stop.thread
+                );
+            }
+            let next = self.gdb.read_pc()?;
+            if next != pc {
+                instructions += 1;
+            }
+            pc = next;
+            let Some(&site) = self.sites.get(&pc) else {
+                continue;
+            };
+            // A trap: served by the model, one instruction.
+            self.stops += 1;
+            instructions += 1;
+            traps += 1;
+            let mark = self.model.trace().events().len();
+            let go_on = self.handle(vp, pc, site)?;
+            let returned = self.model.trace().events()[mark..].iter().any(|e| {
+                matches!(e, crate::model::Event::Hypercall(h)
+                    if h.vp == vp && h.code == hvdef::HypercallCode::VTL_RETURN)
+            });
+            if !go_on || returned {
+                break (mark, go_on, returned);
+            }
+            pc = self.gdb.read_pc()?;
+        };
+        let call = self
+            .model
+            .vtl0()
+            .results()
+            .iter()
+            .rev()
+            .find(|r| r.vp == vp && returned)
+            .map(|r| (r.index, r.attempt));
+        let count = InterceptInstructions {
+            vp,
+            ordinal,
+            call,
+            instructions,
+            steps,
+            traps,
+            elapsed: start.elapsed(),
+        };
+        Ok((count, mark, go_on))
     }
 
     /// Handles one trap; false ends the run.

@@ -1,0 +1,1081 @@
+//! `cargo xtask soak`: replays many random VTL0 hypercalls through the real release image under
+//! the mock hypervisor, a fresh QEMU session per batch, and checks after each batch the
+//! invariants the proxy must keep whatever VTL0 does:
+//!
+//! 1. the session succeeded (no fault the mock could not inject, every VP back in its run loop
+//!    with its script done) and the console has no "PANIC" or "FATAL";
+//! 2. every call got a final result, and every status VTL0 saw is one the TLFS allows for a
+//!    proxied call ([`ALLOWED`]);
+//! 3. the IP moved past every call, except a TIMEOUT (x64) or a re-execution (arm64) left on it;
+//! 4. every hypercall the paravisor made at VTL2 after a VP's boot used that VP's own input and
+//!    output pages (learnt from its boot VsmVpStatus read), never another VP's;
+//! 5. no call the paravisor made carried the nested bit (the scenario is not nested);
+//! 6. a call whose input or output list, as VTL0 gave it, touches the paravisor's image
+//!    (`__image_start..__image_end`) never succeeded, and the paravisor never named a GPA in its
+//!    image to the host other than its own hypercall pages.
+//!
+//! The calls come from a seeded SplitMix64 generator, one stream per arch, so a seed replays the
+//! same script (printed; `--seed` takes it back). The interleaving of VPs is QEMU's and is not
+//! reproduced exactly; with `--vps 1` a run is reproducible call for call.
+
+use crate::image;
+use anyhow::{bail, Context, Result};
+use e2e::{call, code, get_registers_input, layout, post_message};
+use hvdef::{
+    Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl, HV_PAGE_SIZE,
+    HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+};
+use mockhv::model::{Abi, Event, HypercallRecord, Scenario, Vtl0Call, Vtl0Result};
+use mockhv::qemu::Arch;
+use mockhv::session::{self, Report, SessionConfig};
+use paravisor::proxy::policy::{policy, Rule, TABLE};
+use paravisor::proxy::Isa;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_SEED: u64 = 0x50a6_2025;
+/// Calls per QEMU session: a fresh session per batch keeps a failure's blast radius small.
+const BATCH: usize = 500;
+/// Violations printed in full; the rest are counted.
+const SHOWN: usize = 20;
+/// Pages of scratch VTL0 memory per VP (from the layout's input address): inputs, outputs.
+const SCRATCH_PAGES: u64 = 4;
+const PAGE: u64 = HV_PAGE_SIZE;
+/// SynIC connection ids the mock host accepts; the generator picks from twice as many.
+const KNOWN_CONNECTIONS: u32 = 8;
+
+pub struct Options {
+    pub calls: u32,
+    pub seed: u64,
+    pub vps: u32,
+}
+
+/// Statuses VTL0 may see from a proxied call. The paravisor's own refusals (`classify`,
+/// `validate`, `screen_input`, VTL0 memory access) use INVALID_HYPERCALL_CODE,
+/// INVALID_HYPERCALL_INPUT, INVALID_ALIGNMENT, INVALID_PARAMETER and ACCESS_DENIED. Forwarded
+/// calls return what the mock's model returns for them: the same five from its control-word and
+/// list checks (INVALID_HYPERCALL_CODE for the forwarded calls it does not implement: flushes,
+/// IPIs, NotifyLongSpinWait, GetVpIndexFromApicId), INVALID_CONNECTION_ID from PostMessage and
+/// SignalEvent, INVALID_VP_INDEX from the register calls and StartVirtualProcessor,
+/// INVALID_VP_STATE from StartVirtualProcessor, and TIMEOUT from rep calls cut short. The TLFS
+/// lists INVALID_PORT_ID and INSUFFICIENT_BUFFERS for the SynIC calls a real host may return.
+/// Not allowed: INVALID_PARTITION_ID (the paravisor screens partition ids to ACCESS_DENIED before
+/// forwarding), anything VTL-management-specific, and unknown values.
+const ALLOWED: [HvStatus; 12] = [
+    HvStatus::SUCCESS,
+    HvStatus::INVALID_HYPERCALL_CODE,
+    HvStatus::INVALID_HYPERCALL_INPUT,
+    HvStatus::INVALID_ALIGNMENT,
+    HvStatus::INVALID_PARAMETER,
+    HvStatus::ACCESS_DENIED,
+    HvStatus::INVALID_CONNECTION_ID,
+    HvStatus::INVALID_PORT_ID,
+    HvStatus::INSUFFICIENT_BUFFERS,
+    HvStatus::INVALID_VP_INDEX,
+    HvStatus::INVALID_VP_STATE,
+    HvStatus::TIMEOUT,
+];
+
+/// SplitMix64: small, seedable, good enough to pick test inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant here).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// What the soak knows of one arch's memory.
+struct Memory {
+    /// RAM VTL0 owns, as the paravisor reported it at boot (RAM minus its image).
+    vtl0: Vec<Range<u64>>,
+    /// `__image_start..__image_end` from the ELF.
+    image: Range<u64>,
+}
+
+impl Memory {
+    fn in_vtl0(&self, gpa: u64, len: u64) -> bool {
+        gpa.checked_add(len)
+            .is_some_and(|end| self.vtl0.iter().any(|r| r.start <= gpa && end <= r.end))
+    }
+
+    fn ram_end(&self) -> u64 {
+        self.vtl0
+            .iter()
+            .map(|r| r.end)
+            .chain([self.image.end])
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Which part of the mix a call comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    WellFormed,
+    RandomControl,
+    HostileGpa,
+}
+
+/// One generated VTL0 call and what the checks need to know of it.
+struct Planned {
+    call: Vtl0Call,
+    kind: Kind,
+    control: Control,
+    /// Memory-based calls: the GPAs VTL0 named (RDX/R8, X2/X3).
+    gpas: Option<(u64, u64)>,
+    what: String,
+}
+
+impl Planned {
+    fn describe(&self) -> String {
+        let gpas = self
+            .gpas
+            .map_or("fast".to_string(), |(i, o)| format!("in {i:#x} out {o:#x}"));
+        format!(
+            "vp{}, {:?} control {:#x}, {gpas}; {:?}: {}",
+            self.call.vp,
+            self.control.code(),
+            self.control.into_bits(),
+            self.kind,
+            self.what
+        )
+    }
+
+    /// The input and output lists as VTL0 gave them, with their TLFS sizes from the proxy's
+    /// table; a code the table does not forward or answer gets one byte at each GPA (its sizes
+    /// are unknown, so any GPA in the image counts).
+    fn ranges(&self, isa: Isa) -> Vec<Range<u128>> {
+        let Some((input, output)) = self.gpas else {
+            return Vec::new();
+        };
+        let (in_len, out_len) = match policy(self.control.code()) {
+            Some(p) if !matches!(p.rule, Rule::Refuse(_)) => {
+                let l = p.layout(isa);
+                (l.input_len(self.control), l.output_len(self.control))
+            }
+            _ => (1, 1),
+        };
+        [(input, in_len), (output, out_len)]
+            .into_iter()
+            .filter(|&(_, len)| len != 0)
+            .map(|(gpa, len)| u128::from(gpa)..u128::from(gpa) + len as u128)
+            .collect()
+    }
+}
+
+/// Register names VTL0 may read, valid on both arches (plus the IP and a GPR per arch).
+const NAMES: [HvRegisterName; 10] = [
+    HvRegisterName::VP_INDEX,
+    HvRegisterName::TIME_REF_COUNT,
+    HvRegisterName::VP_RUNTIME,
+    HvRegisterName::GUEST_OS_ID,
+    HvRegisterName::HYPERVISOR_VERSION,
+    HvRegisterName::VSM_VP_STATUS,
+    HvRegisterName::SCONTROL,
+    HvRegisterName::SIMP,
+    HvRegisterName::SINT0,
+    HvRegisterName::VP_ASSIST_PAGE,
+];
+
+struct Generator<'a> {
+    arch: Arch,
+    rng: Rng,
+    mem: &'a Memory,
+    vps: u32,
+}
+
+impl Generator<'_> {
+    /// VP `vp`'s scratch page `n` (0..SCRATCH_PAGES).
+    fn scratch(&self, vp: u32, n: u64) -> u64 {
+        layout(self.arch).input + (u64::from(vp) * SCRATCH_PAGES + n) * PAGE
+    }
+
+    /// An 8-byte aligned GPA in scratch page `n` with room for `len` bytes.
+    fn scratch_at(&mut self, vp: u32, n: u64, len: u64) -> u64 {
+        let room = (PAGE - len.min(PAGE)) / 8 + 1;
+        self.scratch(vp, n) + 8 * self.rng.below(room)
+    }
+
+    fn names(&mut self, n: usize) -> Vec<HvRegisterName> {
+        let ip = match self.arch {
+            Arch::X86_64 => hvdef::x86_64::reg::RIP,
+            Arch::Aarch64 => hvdef::aarch64::reg::XPC,
+        };
+        (0..n)
+            .map(|_| {
+                if self.rng.percent(10) {
+                    ip
+                } else {
+                    self.rng.pick(&NAMES)
+                }
+            })
+            .collect()
+    }
+
+    fn next_call(&mut self) -> Planned {
+        let vp = self.rng.below(u64::from(self.vps)) as u32;
+        let roll = self.rng.below(100);
+        let mut planned = if roll < 40 {
+            self.well_formed(vp)
+        } else if roll < 70 {
+            self.random_control(vp)
+        } else {
+            self.hostile(vp)
+        };
+        planned.call = planned.call.on_vp(vp);
+        planned
+    }
+
+    fn planned(
+        &self,
+        kind: Kind,
+        control: Control,
+        a: u64,
+        b: u64,
+        what: impl Into<String>,
+    ) -> Planned {
+        Planned {
+            call: call(self.arch, control, a, b),
+            kind,
+            control,
+            gpas: (!control.fast()).then_some((a, b)),
+            what: what.into(),
+        }
+    }
+
+    /// A PostMessage input, valid or broken in one field.
+    fn message(&mut self) -> (Vec<u8>, &'static str) {
+        let mut m = post_message(self.rng.below(2 * u64::from(KNOWN_CONNECTIONS)) as u32);
+        let broken = if self.rng.percent(70) {
+            "valid message"
+        } else {
+            match self.rng.below(4) {
+                0 => {
+                    m[8..12].fill(0);
+                    "message type 0"
+                }
+                1 => {
+                    m[11] |= 0x80;
+                    "hypervisor message type"
+                }
+                2 => {
+                    let size = 241 + self.rng.below(1000) as u32;
+                    m[12..16].copy_from_slice(&size.to_le_bytes());
+                    "payload too large"
+                }
+                _ => {
+                    m[4] = 1;
+                    "reserved field set"
+                }
+            }
+        };
+        // Random payload bytes: VTL0 memory is VTL0's.
+        let payload = self.rng.bytes(240);
+        m[16..].copy_from_slice(&payload);
+        (m, broken)
+    }
+
+    /// ~40%: calls from the forwarding table, shaped as the TLFS says.
+    fn well_formed(&mut self, vp: u32) -> Planned {
+        let k = Kind::WellFormed;
+        match self.rng.below(10) {
+            0..=2 => {
+                let (message, how) = self.message();
+                let input = self.scratch_at(vp, 0, message.len() as u64);
+                let output = if self.rng.percent(50) {
+                    0
+                } else {
+                    self.rng.next() & !7
+                };
+                let control = code(HypercallCode::POST_MESSAGE);
+                let mut p = self.planned(k, control, input, output, format!("PostMessage, {how}"));
+                p.call = p.call.with_memory(input, &message);
+                p
+            }
+            3 | 4 => {
+                let flag = if self.rng.percent(85) {
+                    self.rng.below(2048)
+                } else {
+                    2048 + self.rng.below(0xF800)
+                };
+                let reserved = if self.rng.percent(90) {
+                    0
+                } else {
+                    1 + self.rng.below(0xFFFF)
+                };
+                let a =
+                    self.rng.below(2 * u64::from(KNOWN_CONNECTIONS)) | flag << 32 | reserved << 48;
+                let control = code(HypercallCode::SIGNAL_EVENT).with_fast(true);
+                let b = self.rng.next();
+                self.planned(k, control, a, b, "fast SignalEvent")
+            }
+            5..=7 => {
+                let n = 1 + self.rng.below(8) as usize;
+                let vtl = if self.rng.percent(50) {
+                    HvInputVtl::CURRENT
+                } else {
+                    HvInputVtl::target(Vtl::VTL0)
+                };
+                let names = self.names(n);
+                let input_bytes = get_registers_input(vtl, &names);
+                let input = self.scratch_at(vp, 1, input_bytes.len() as u64);
+                let output = self.scratch_at(vp, 2, 16 * n as u64);
+                let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(n as u16);
+                let mut p = self.planned(k, control, input, output, "GetVpRegisters");
+                p.call = p
+                    .call
+                    .with_memory(input, &input_bytes)
+                    .with_output(output, 16 * n);
+                p
+            }
+            8 => {
+                let output = self.scratch_at(vp, 2, 8);
+                let input = if self.rng.percent(50) {
+                    0
+                } else {
+                    self.rng.next()
+                };
+                let control = code(HypercallCode::EXT_QUERY_CAPABILITIES);
+                let mut p = self.planned(k, control, input, output, "QueryCapabilities");
+                p.call = p.call.with_output(output, 8);
+                p
+            }
+            _ => {
+                let control = code(HypercallCode::EXT_QUERY_CAPABILITIES).with_fast(true);
+                let (a, b) = (self.rng.next(), self.rng.next());
+                self.planned(k, control, a, b, "fast QueryCapabilities")
+            }
+        }
+    }
+
+    /// Input bytes that get past the first checks often: this partition, then noise.
+    fn plausible_input(&mut self, len: usize) -> Vec<u8> {
+        let mut bytes = self.rng.bytes(len);
+        if len >= 16 && self.rng.percent(50) {
+            bytes[..8].copy_from_slice(&HV_PARTITION_ID_SELF.to_le_bytes());
+            if self.rng.percent(50) {
+                bytes[8..12].copy_from_slice(&HV_VP_INDEX_SELF.to_le_bytes());
+            }
+            bytes[12] = self.rng.pick(&[0x00, 0x10, 0x11, 0x12, 0x02, 0x20, 0xFF]);
+            if self.rng.percent(70) {
+                bytes[13..16].fill(0);
+            }
+        }
+        bytes
+    }
+
+    /// A control word: a code from the table or any u16, and random fast bit, reps, variable
+    /// header, reserved bits and nested bit.
+    fn control(&mut self) -> Control {
+        let code = if self.rng.percent(80) {
+            self.rng.pick(&TABLE).code
+        } else {
+            HypercallCode(self.rng.next() as u16)
+        };
+        let count = if self.rng.percent(80) {
+            self.rng.below(5)
+        } else {
+            self.rng.below(0x1000)
+        };
+        let start = if self.rng.percent(75) {
+            0
+        } else {
+            self.rng.below(4)
+        };
+        let var = if self.rng.percent(75) {
+            0
+        } else {
+            self.rng.below(4)
+        };
+        let mut bits = u64::from(code.0)
+            | u64::from(self.rng.percent(50)) << 16
+            | var << 17
+            | count << 32
+            | start << 48;
+        if self.rng.percent(10) {
+            bits |= self.rng.next() & Control::RESERVED_MASK;
+        }
+        if self.rng.percent(10) {
+            bits |= 1 << 31;
+        }
+        Control::from_bits(bits)
+    }
+
+    /// ~30%: random control words, with plausible GPAs and random contents.
+    fn random_control(&mut self, vp: u32) -> Planned {
+        let control = self.control();
+        let k = Kind::RandomControl;
+        if control.fast() {
+            let a = if self.rng.percent(30) {
+                HV_PARTITION_ID_SELF
+            } else {
+                self.rng.next()
+            };
+            let b = self.rng.next();
+            let mut p = self.planned(k, control, a, b, "random fast block");
+            // The rest of the fast block: x64 XMM0-5, arm64 X4..X17.
+            match self.arch {
+                Arch::X86_64 => {
+                    for n in 0..6 {
+                        let value = u128::from(self.rng.next()) << 64 | u128::from(self.rng.next());
+                        let name = HvRegisterName(hvdef::x86_64::reg::XMM0.0 + n);
+                        p.call = p.call.with_register(name, value);
+                    }
+                }
+                Arch::Aarch64 => {
+                    for n in 4..18 {
+                        let name = HvRegisterName(hvdef::aarch64::reg::X0.0 + n);
+                        p.call = p.call.with_register(name, self.rng.next().into());
+                    }
+                }
+            }
+            return p;
+        }
+        let len = self.rng.below(321) as usize;
+        let input = if self.rng.percent(70) {
+            self.scratch(vp, 0)
+        } else {
+            self.scratch_at(vp, 0, len as u64)
+        };
+        let page = 2 + self.rng.below(2);
+        let output = self.scratch_at(vp, page, 0);
+        let bytes = self.plausible_input(len);
+        let mut p = self.planned(
+            k,
+            control,
+            input,
+            output,
+            format!("{len} random input bytes"),
+        );
+        p.call = p.call.with_memory(input, &bytes);
+        p
+    }
+
+    /// A GPA that breaks a rule, and the rule's name.
+    fn hostile_gpa(&mut self, vp: u32, len: u64, other: u64) -> (u64, &'static str) {
+        let image = &self.mem.image;
+        match self.rng.below(9) {
+            0 => (
+                self.scratch_at(vp, 1, len) + 1 + self.rng.below(7),
+                "misaligned",
+            ),
+            1 => (
+                self.scratch(vp, 1) + PAGE - 8 * (1 + self.rng.below(len.max(16) / 8 - 1)),
+                "page-crossing",
+            ),
+            2 => (other + 8 * self.rng.below(len.max(8) / 8), "overlapping"),
+            3 => {
+                let pages = (image.end - image.start) / PAGE;
+                let gpa = image.start + self.rng.below(pages) * PAGE;
+                let gpa = if self.rng.percent(50) {
+                    gpa
+                } else {
+                    gpa + 8 * self.rng.below(PAGE / 8)
+                };
+                (gpa, "inside the paravisor's image")
+            }
+            4 => {
+                let gpa = if self.rng.percent(50) {
+                    image.start - 8 * (1 + self.rng.below(len.max(8) / 8))
+                } else {
+                    image.end - 8 * (1 + self.rng.below(len.max(8) / 8))
+                };
+                (gpa, "straddling the image's edge")
+            }
+            5 => {
+                let end = self.mem.ram_end();
+                let gpa = match self.rng.below(4) {
+                    0 => end + 8 * self.rng.below(0x10_0000),
+                    1 => end - 8 * (1 + self.rng.below(len.max(8) / 8)),
+                    2 => 1 << (40 + self.rng.below(24)),
+                    _ => u64::MAX - 8 * self.rng.below(1024) - 7,
+                };
+                (gpa, "beyond RAM")
+            }
+            6 => (0, "zero"),
+            7 => {
+                // A GPA in no VTL0 range (a RAM hole or MMIO below RAM).
+                let hole = match self.arch {
+                    Arch::X86_64 => 0xA_0000 + 8 * self.rng.below(0x6000),
+                    Arch::Aarch64 => 0x0800_0000 + 8 * self.rng.below(0x2_0000),
+                };
+                (hole, "outside VTL0 RAM")
+            }
+            _ => (self.rng.next() & !7, "random"),
+        }
+    }
+
+    /// ~30%: memory-based calls of a valid shape whose GPAs break the rules.
+    fn hostile(&mut self, vp: u32) -> Planned {
+        let (control, input_bytes, out_len, what) = match self.rng.below(4) {
+            0 => {
+                let (m, _) = self.message();
+                (code(HypercallCode::POST_MESSAGE), m, 0, "PostMessage")
+            }
+            1 => {
+                let n = 1 + self.rng.below(8) as usize;
+                let names = self.names(n);
+                let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(n as u16);
+                let input = get_registers_input(HvInputVtl::CURRENT, &names);
+                (control, input, 16 * n as u64, "GetVpRegisters")
+            }
+            2 => (
+                code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                Vec::new(),
+                8,
+                "QueryCapabilities",
+            ),
+            _ => {
+                // Any table code with a valid shape: one rep, one variable-header word.
+                let code = self.rng.pick(&TABLE).code;
+                let control = Control::new()
+                    .with_code(code)
+                    .with_rep_count(u16::from(code.is_rep()))
+                    .with_variable_header_size(u16::from(code.takes_variable_header()));
+                let len = self.rng.below(257) as usize;
+                let bytes = self.plausible_input(len);
+                (control, bytes, 16, "table call")
+            }
+        };
+        let in_len = input_bytes.len() as u64;
+        let mut input = self.scratch_at(vp, 0, in_len);
+        let mut output = self.scratch_at(vp, 2, out_len);
+        let broken = match self.rng.below(3) {
+            0 => {
+                let (gpa, rule) = self.hostile_gpa(vp, in_len, output);
+                input = gpa;
+                format!("input {rule}")
+            }
+            1 => {
+                let (gpa, rule) = self.hostile_gpa(vp, out_len, input);
+                output = gpa;
+                format!("output {rule}")
+            }
+            _ => {
+                let (gpa, in_rule) = self.hostile_gpa(vp, in_len, output);
+                input = gpa;
+                let (gpa, out_rule) = self.hostile_gpa(vp, out_len, input);
+                output = gpa;
+                format!("input {in_rule}, output {out_rule}")
+            }
+        };
+        let what = format!("{what}, {broken}");
+        let mut p = self.planned(Kind::HostileGpa, control, input, output, what);
+        // VTL0 memory at the GPAs that are VTL0's: the call's input, or noise.
+        if !input_bytes.is_empty() && self.mem.in_vtl0(input, in_len) {
+            let bytes = if self.rng.percent(70) {
+                input_bytes
+            } else {
+                self.rng.bytes(input_bytes.len())
+            };
+            p.call = p.call.with_memory(input, &bytes);
+        }
+        if out_len != 0 && self.mem.in_vtl0(output, out_len) {
+            let noise = self.rng.bytes(out_len as usize);
+            p.call = p
+                .call
+                .with_memory(output, &noise)
+                .with_output(output, noise.len());
+        }
+        p
+    }
+}
+
+/// The per-arch stream: the same seed gives the same calls with `--arch all` or one arch.
+fn arch_seed(seed: u64, arch: Arch) -> u64 {
+    let salt = match arch {
+        Arch::X86_64 => 0x7836_3400,
+        Arch::Aarch64 => 0xa653_4000,
+    };
+    let mut rng = Rng::new(seed ^ salt);
+    rng.next()
+}
+
+fn isa(arch: Arch) -> Isa {
+    match arch {
+        Arch::X86_64 => Isa::X64,
+        Arch::Aarch64 => Isa::Arm64,
+    }
+}
+
+fn session(elf: &Path, arch: Arch, vps: u32, vtl0: Vec<Vtl0Call>) -> Result<Report> {
+    // The default scenario, except that the host knows SynIC connections 0..8 only (the
+    // generator uses 0..16), so its INVALID_CONNECTION_ID reaches VTL0 too.
+    let scenario = Scenario {
+        vp_count: vps,
+        host_connections: Some((0..KNOWN_CONNECTIONS).collect()),
+        ..Scenario::for_arch(arch)
+    };
+    let mut config = SessionConfig::new(elf.to_path_buf(), scenario);
+    config.timeout = Duration::from_secs(60 + vtl0.len() as u64 / 2);
+    config.vtl0 = vtl0;
+    session::run(config)
+}
+
+/// Boots once with an empty script and learns VTL0's memory from the paravisor's boot log
+/// ("VTL0 memory 0x..0x..": RAM as the loader reported it, minus the image).
+fn probe(elf: &Path, arch: Arch, vps: u32) -> Result<Vec<Range<u64>>> {
+    let report = session(elf, arch, vps, Vec::new())?;
+    if !report.succeeded() {
+        bail!(
+            "{}: the boot before the soak failed: {}\nconsole:\n{}",
+            arch.name(),
+            report.summary(),
+            report.run.console
+        );
+    }
+    let hex = |s: &str| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok();
+    let ranges: Vec<Range<u64>> = report
+        .run
+        .console
+        .lines()
+        .filter_map(|line| {
+            let (_, range) = line.split_once("VTL0 memory ")?;
+            let (start, end) = range.split_once("..")?;
+            Some(hex(start)?..hex(end)?)
+        })
+        .collect();
+    if ranges.is_empty() {
+        bail!(
+            "{}: the boot log names no \"VTL0 memory\" range:\n{}",
+            arch.name(),
+            report.run.console
+        );
+    }
+    Ok(ranges)
+}
+
+/// Who a VTL2 hypercall was made for: the boot, or the delivery of a scripted call.
+fn attribution(deliveries: &BTreeMap<u32, Vec<(usize, u32)>>, vp: u32, seen: usize) -> String {
+    match seen.checked_sub(1) {
+        None => format!("vp{vp} during boot"),
+        Some(k) => match deliveries.get(&vp).and_then(|d| d.get(k)) {
+            Some(&(index, attempt)) => format!("call #{index} (attempt {attempt}, vp{vp})"),
+            None => format!("vp{vp} after its script"),
+        },
+    }
+}
+
+struct Batch<'a> {
+    arch: Arch,
+    /// Global index of the batch's first call.
+    first: usize,
+    plans: &'a [Planned],
+    mem: &'a Memory,
+    vps: u32,
+}
+
+impl Batch<'_> {
+    fn check(&self, report: &mut Report, stats: &mut Stats, out: &mut Vec<String>) {
+        let arch = self.arch.name();
+        let g = |local: usize| self.first + local;
+        let mut results: BTreeMap<usize, Vec<Vtl0Result>> = BTreeMap::new();
+        // Per VP, the deliveries in order: (global index, attempt).
+        let mut deliveries: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
+        for r in report.model.vtl0().results() {
+            results.entry(r.index).or_default().push(r.clone());
+            deliveries
+                .entry(r.vp)
+                .or_default()
+                .push((g(r.index), r.attempt));
+        }
+        let first_missing = (0..self.plans.len()).find(|i| !results.contains_key(i));
+
+        // 1. The session itself.
+        if !report.succeeded() {
+            let at = first_missing.map_or("after the last call".into(), |i| {
+                format!("at call #{} ({})", g(i), self.plans[i].describe())
+            });
+            out.push(format!(
+                "{arch} {at}: invariant 1: expected the session to end with every VP proxying \
+                 and its script done, but: {}",
+                report.summary()
+            ));
+        }
+        for line in report.run.console.lines() {
+            if line.contains("PANIC") || line.contains("FATAL") {
+                let at = first_missing.map_or("after the last call".into(), |i| {
+                    format!("at or before call #{}", g(i))
+                });
+                out.push(format!(
+                    "{arch} {at}: invariant 1: expected a clean console, but it says {:?}",
+                    line.trim()
+                ));
+            }
+        }
+
+        // 2, 3 and 6 (statuses), per call.
+        let image = &self.mem.image;
+        let image128 = u128::from(image.start)..u128::from(image.end);
+        for (i, plan) in self.plans.iter().enumerate() {
+            let Some(attempts) = results.get_mut(&i) else {
+                if report.succeeded() {
+                    out.push(format!(
+                        "{arch} call #{} ({}): invariant 2: expected a result, but VTL0 never \
+                         got one",
+                        g(i),
+                        plan.describe()
+                    ));
+                }
+                continue;
+            };
+            attempts.sort_by_key(|r| r.attempt);
+            let reexecuted = |r: &Vtl0Result| {
+                self.arch == Arch::Aarch64
+                    && !r.advanced()
+                    && r.result == u64::from(hvdef::aarch64::SMCCC_HV_FUNC_ID)
+            };
+            for r in attempts.iter() {
+                if !reexecuted(r) && !ALLOWED.contains(&r.status()) {
+                    out.push(format!(
+                        "{arch} call #{} attempt {} ({}): invariant 2: expected a TLFS status \
+                         for a proxied call, but VTL0 got {:?} (result {:#x})",
+                        g(i),
+                        r.attempt,
+                        plan.describe(),
+                        r.status(),
+                        r.result
+                    ));
+                }
+            }
+            let last = attempts.last().expect("at least one attempt");
+            *stats
+                .statuses
+                .entry(format!("{:?}", last.status()))
+                .or_default() += 1;
+            let timeout = self.arch == Arch::X86_64 && last.status() == HvStatus::TIMEOUT;
+            if !last.advanced() && !timeout && !reexecuted(last) {
+                out.push(format!(
+                    "{arch} call #{} ({}): invariant 3: expected the IP to move past the call \
+                     ({:#x} -> {:#x}), but it is {:#x} with status {:?}",
+                    g(i),
+                    plan.describe(),
+                    last.ip_before,
+                    last.ip_before.wrapping_add(last.instruction_len),
+                    last.ip_after,
+                    last.status()
+                ));
+            }
+            if last.advanced() && timeout {
+                out.push(format!(
+                    "{arch} call #{} ({}): invariant 3: expected a TIMEOUT to leave the IP on \
+                     the call, but it moved to {:#x}",
+                    g(i),
+                    plan.describe(),
+                    last.ip_after
+                ));
+            }
+            let touches_image = plan
+                .ranges(isa(self.arch))
+                .iter()
+                .any(|r| r.start < image128.end && image128.start < r.end);
+            stats.touching_image += usize::from(touches_image);
+            if touches_image && last.status() == HvStatus::SUCCESS && !reexecuted(last) {
+                out.push(format!(
+                    "{arch} call #{} ({}): invariant 6: expected a failure for lists touching \
+                     the paravisor's image {:#x}..{:#x}, but VTL0 got SUCCESS",
+                    g(i),
+                    plan.describe(),
+                    image.start,
+                    image.end
+                ));
+            }
+        }
+
+        // 4, 5 and 6 (what the host was asked), over the trace.
+        let is_status_read = |r: &HypercallRecord| {
+            let first_name = r
+                .input
+                .get(16..20)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")));
+            r.vtl == Vtl::VTL2
+                && r.code == HypercallCode::GET_VP_REGISTERS
+                && first_name == Some(HvRegisterName::VSM_VP_STATUS.0)
+        };
+        // Each VP's pages, from its first VsmVpStatus read (at boot).
+        let mut pages: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for r in report.trace().hypercalls().filter(|r| is_status_read(r)) {
+            pages.entry(r.vp).or_insert((r.input_gpa, r.output_gpa));
+        }
+        let owner = |gpa: u64| {
+            pages.iter().find_map(|(vp, &(i, o))| {
+                if gpa == i {
+                    Some(format!("vp{vp}'s input page"))
+                } else if gpa == o {
+                    Some(format!("vp{vp}'s output page"))
+                } else {
+                    None
+                }
+            })
+        };
+        if report.succeeded() && pages.len() as u32 != self.vps {
+            out.push(format!(
+                "{arch} batch from call #{}: invariant 4: expected a boot VsmVpStatus read on \
+                 each of the {} VPs, but found one on {} (the pages of the others are unknown)",
+                self.first,
+                self.vps,
+                pages.len()
+            ));
+        }
+        let own: BTreeSet<u64> = pages.values().flat_map(|&(i, o)| [i, o]).collect();
+        let mut intercepts: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut learnt: BTreeSet<u32> = BTreeSet::new();
+        for event in report.trace().events() {
+            let r = match event {
+                Event::Intercept { vp, .. } => {
+                    *intercepts.entry(*vp).or_default() += 1;
+                    continue;
+                }
+                Event::Hypercall(r) => r,
+                _ => continue,
+            };
+            let switch = matches!(r.abi, Abi::Hvc(_))
+                || matches!(r.code, HypercallCode::VTL_CALL | HypercallCode::VTL_RETURN);
+            if r.vtl != Vtl::VTL2 || switch {
+                continue;
+            }
+            let who = || {
+                attribution(
+                    &deliveries,
+                    r.vp,
+                    intercepts.get(&r.vp).copied().unwrap_or(0),
+                )
+            };
+            if r.control & (1 << 31) != 0 {
+                out.push(format!(
+                    "{arch} {}: invariant 5: expected no nested bit (the host is not nested), \
+                     but the paravisor issued {:?} with control {:#x}",
+                    who(),
+                    r.code,
+                    r.control
+                ));
+            }
+            if r.control & (1 << 16) != 0 {
+                continue; // fast: RDX/R8 (X2/X3) are data, not pages
+            }
+            for (gpa, list) in [(r.input_gpa, "input"), (r.output_gpa, "output")] {
+                if image.contains(&gpa) && !own.contains(&gpa) {
+                    out.push(format!(
+                        "{arch} {}: invariant 6: expected the paravisor to name no GPA in its \
+                         image but its own pages, but {:?} named {gpa:#x} as its {list}",
+                        who(),
+                        r.code
+                    ));
+                }
+            }
+            if is_status_read(r) {
+                learnt.insert(r.vp);
+            }
+            // Checked from the VP's VsmVpStatus read on: its pages are known from there. Both
+            // GPAs of every memory-based call: the paravisor's one issue path always names its
+            // pair, so even a GPA the host ignores (an empty list) must be the VP's own.
+            let Some(&(input_page, output_page)) =
+                pages.get(&r.vp).filter(|_| learnt.contains(&r.vp))
+            else {
+                continue;
+            };
+            stats.page_checked += 1;
+            for (gpa, want, list) in [
+                (r.input_gpa, input_page, "input"),
+                (r.output_gpa, output_page, "output"),
+            ] {
+                if gpa != want {
+                    let whose = owner(gpa).unwrap_or_else(|| "no VP's page".into());
+                    out.push(format!(
+                        "{arch} {}: invariant 4: expected {:?} to use the VP's own {list} page \
+                         {want:#x}, but it named {gpa:#x} ({whose})",
+                        who(),
+                        r.code
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// What the checks saw, to show they had something to check.
+#[derive(Default)]
+struct Stats {
+    /// Final statuses VTL0 saw.
+    statuses: BTreeMap<String, usize>,
+    /// Calls whose lists, as VTL0 gave them, touch the paravisor's image.
+    touching_image: usize,
+    /// Memory-based VTL2 hypercalls checked against their VP's pages.
+    page_checked: usize,
+}
+
+/// Outcome of one arch's soak.
+struct ArchRun {
+    calls: usize,
+    sessions: usize,
+}
+
+fn soak_arch(
+    arch: Arch,
+    elf: &Path,
+    opts: &Options,
+    violations: &mut Vec<String>,
+) -> Result<ArchRun> {
+    let symbols = mockhv::image::Image::load(elf)?.symbols;
+    let sym = |name: &str| {
+        symbols
+            .get(name)
+            .copied()
+            .with_context(|| format!("{} has no `{name}` symbol", elf.display()))
+    };
+    let image = sym("__image_start")?..sym("__image_end")?;
+    let vtl0 = probe(elf, arch, opts.vps)?;
+    let mem = Memory { vtl0, image };
+    let l = layout(arch);
+    let scratch_len = u64::from(opts.vps) * SCRATCH_PAGES * PAGE;
+    if !mem.in_vtl0(l.input, scratch_len) {
+        bail!(
+            "{}: the scratch area {:#x}+{scratch_len:#x} for {} VPs is not VTL0 RAM",
+            arch.name(),
+            l.input,
+            opts.vps
+        );
+    }
+    let mut gen = Generator {
+        arch,
+        rng: Rng::new(arch_seed(opts.seed, arch)),
+        mem: &mem,
+        vps: opts.vps,
+    };
+    let plans: Vec<Planned> = (0..opts.calls).map(|_| gen.next_call()).collect();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &plans {
+        *kinds.entry(format!("{:?}", p.kind)).or_default() += 1;
+    }
+    println!(
+        "soak {}: image {:#x}..{:#x}, VTL0 RAM {}, {} calls ({})",
+        arch.name(),
+        mem.image.start,
+        mem.image.end,
+        mem.vtl0
+            .iter()
+            .map(|r| format!("{:#x}..{:#x}", r.start, r.end))
+            .collect::<Vec<_>>()
+            .join(", "),
+        plans.len(),
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut sessions = 1; // the probe
+    let mut stats = Stats::default();
+    for (n, chunk) in plans.chunks(BATCH).enumerate() {
+        let t = Instant::now();
+        let before = violations.len();
+        let calls: Vec<Vtl0Call> = chunk.iter().map(|p| p.call.clone()).collect();
+        let mut report = session(elf, arch, opts.vps, calls)?;
+        sessions += 1;
+        let batch = Batch {
+            arch,
+            first: n * BATCH,
+            plans: chunk,
+            mem: &mem,
+            vps: opts.vps,
+        };
+        batch.check(&mut report, &mut stats, violations);
+        println!(
+            "soak {}: batch {n}: calls {}..{}, {} guest stops, {} violations, {:.1}s",
+            arch.name(),
+            n * BATCH,
+            n * BATCH + chunk.len(),
+            report.stops,
+            violations.len() - before,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let statuses: Vec<String> = stats
+        .statuses
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "soak {}: final statuses: {}; {} calls named lists touching the image; {} VTL2 \
+         hypercalls checked against their VP's pages",
+        arch.name(),
+        statuses.join(", "),
+        stats.touching_image,
+        stats.page_checked
+    );
+    Ok(ArchRun {
+        calls: plans.len(),
+        sessions,
+    })
+}
+
+pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
+    println!(
+        "soak: seed {} ({} calls per arch, {} VPs, batches of {BATCH}); replay with \
+         `cargo xtask soak --seed {} --calls {} --vps {}`",
+        opts.seed, opts.calls, opts.vps, opts.seed, opts.calls, opts.vps
+    );
+    let mut elves = Vec::new();
+    for &arch in arches {
+        mockhv::qemu::ensure_qemu(arch)?;
+        elves.push((arch, image::build(arch, true)?.elf));
+    }
+    // Timed from after the image builds: the figure is the soak's, not the compiler's.
+    let started = Instant::now();
+    let mut violations = Vec::new();
+    let (mut calls, mut sessions) = (0, 0);
+    for (arch, elf) in &elves {
+        let run = soak_arch(*arch, elf, opts, &mut violations)?;
+        calls += run.calls;
+        sessions += run.sessions;
+    }
+    let elapsed = started.elapsed();
+    for v in violations.iter().take(SHOWN) {
+        println!("violation: {v}");
+    }
+    if violations.len() > SHOWN {
+        println!("... and {} more", violations.len() - SHOWN);
+    }
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "soak: {calls} calls, {sessions} sessions, {} violations in {secs:.1}s ({:.0} calls/s)",
+        violations.len(),
+        calls as f64 / secs.max(f64::EPSILON)
+    );
+    if !violations.is_empty() {
+        bail!(
+            "{} invariant violations (seed {})",
+            violations.len(),
+            opts.seed
+        );
+    }
+    Ok(())
+}
