@@ -242,32 +242,37 @@ fn a_nested_host_gets_the_l0_calls_with_bit_31() {
     assert!(gets.iter().all(|r| r.control & (1 << 31) == 0));
 }
 
+/// VTL0 reads its VP index four times in one rep GetVpRegisters; the host applies `action` to
+/// the forwarded call (the boot's own GetVpRegisters are counted first, so the fault hits it).
+fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
+    let l = layout(arch);
+    let boot = run(Scenario::for_arch(arch), Vec::new());
+    let nth = boot
+        .trace()
+        .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
+        .len() as u32
+        + 1;
+    let names = [HvRegisterName::VP_INDEX; 4];
+    let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
+    let script = vec![call(arch, control, l.input, l.output)
+        .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
+        .with_output(l.output, 64)];
+    let mut scenario = Scenario::for_arch(arch);
+    scenario.faults.push(InjectedFault {
+        code: HypercallCode::GET_VP_REGISTERS,
+        nth,
+        action,
+    });
+    run(scenario, script)
+}
+
 /// A host that hands a TIMEOUT back (IP advanced, reps completed 2 of 4): VTL0 must see the TLFS
 /// timeout (IP left on its call, rep start moved on) and re-issue; the re-issued call is
 /// forwarded from rep 2.
 #[test]
 fn a_host_timeout_reaches_vtl0_as_a_tlfs_timeout() {
     for arch in Arch::ALL {
-        let l = layout(arch);
-        // Count the boot's own GetVpRegisters, so the fault hits VTL0's call.
-        let boot = run(Scenario::for_arch(arch), Vec::new());
-        let nth = boot
-            .trace()
-            .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
-            .len() as u32
-            + 1;
-        let names = [HvRegisterName::VP_INDEX; 4];
-        let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
-        let script = vec![call(arch, control, l.input, l.output)
-            .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
-            .with_output(l.output, 64)];
-        let mut scenario = Scenario::for_arch(arch);
-        scenario.faults.push(InjectedFault {
-            code: HypercallCode::GET_VP_REGISTERS,
-            nth,
-            action: FaultAction::ReturnedTimeout { reps: 2 },
-        });
-        let mut report = run(scenario, script);
+        let mut report = rep4_with_fault(arch, FaultAction::ReturnedTimeout { reps: 2 });
         let results = results(&mut report);
         assert_eq!(
             results.len(),
@@ -314,26 +319,7 @@ fn a_host_timeout_reaches_vtl0_as_a_tlfs_timeout() {
 /// VTL0 the timeout: the paravisor's own call is resumed transparently and VTL0 gets SUCCESS.
 #[test]
 fn a_host_that_re_executes_completes_the_call_for_vtl0() {
-    let arch = Arch::X86_64;
-    let l = layout(arch);
-    let boot = run(Scenario::for_arch(arch), Vec::new());
-    let nth = boot
-        .trace()
-        .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
-        .len() as u32
-        + 1;
-    let names = [HvRegisterName::VP_INDEX; 4];
-    let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
-    let script = vec![call(arch, control, l.input, l.output)
-        .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
-        .with_output(l.output, 64)];
-    let mut scenario = Scenario::for_arch(arch);
-    scenario.faults.push(InjectedFault {
-        code: HypercallCode::GET_VP_REGISTERS,
-        nth,
-        action: FaultAction::Timeout { reps: 2 },
-    });
-    let mut report = run(scenario, script);
+    let mut report = rep4_with_fault(Arch::X86_64, FaultAction::Timeout { reps: 2 });
     let results = results(&mut report);
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].status(), HvStatus::SUCCESS);
