@@ -9,6 +9,7 @@
 pub mod acpi;
 pub mod cmdline;
 pub mod fdt;
+pub mod igvm;
 
 #[cfg(target_os = "none")]
 pub mod arch;

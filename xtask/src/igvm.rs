@@ -7,20 +7,31 @@
 //! IGVM cannot carry RDI, and the entry treats `rdi == 0` as "started from IGVM" (a PVH
 //! start passes a non-zero start-info pointer there). RSP = 0: the entry sets its own stack.
 //!
-//! Boot contract (aarch64): EL1h, DAIF masked, MMU off, PC = `_start`, X0 = 0 (no device tree).
+//! Boot contract (aarch64): EL1h, DAIF masked, MMU off, PC = `_start`, X0 = 0 (no device tree),
+//! X1 = [`AARCH64_ENTRY_MARKER`] ("started from IGVM": X0 = 0 alone is also a QEMU ELF boot).
+//!
+//! Boot parameters (both arches; the reader is `boot::igvm`): the image reserves a page-aligned
+//! NOLOAD `.igvm_params` section between `boot_igvm_params_start` and `boot_igvm_params_end`
+//! (2 pages). The file declares parameter area #0 of that size with no initial data, a
+//! `VpCount` parameter at offset [`VP_COUNT_OFFSET`] (the loader writes a u32) and a
+//! `MemoryMap` parameter at [`MEMORY_MAP_OFFSET`] (the loader writes
+//! `IGVM_VHS_MEMORY_MAP_ENTRY` records, a 0-page record last), and inserts the area at the
+//! section's GPA. Those pages get no page data: the insert is what imports them.
 
 use anyhow::{anyhow, bail, Context, Result};
 use igvm::hv_defs::Vtl;
 use igvm::registers::{AArch64Register, SegmentRegister, TableRegister, X86Register};
 use igvm::{Arch, IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision};
 use igvm_defs::{
-    IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_VHS_SUPPORTED_PLATFORM,
-    IGVM_VSM_ISOLATION_PLATFORM_VERSION, PAGE_SIZE_4K,
+    IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_VHS_PARAMETER,
+    IGVM_VHS_PARAMETER_INSERT, IGVM_VHS_SUPPORTED_PLATFORM, IGVM_VSM_ISOLATION_PLATFORM_VERSION,
+    PAGE_SIZE_4K,
 };
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{elf, Endianness, Object, ObjectSymbol};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::ops::Range;
 
 const PAGE: u64 = PAGE_SIZE_4K;
 /// Single platform, so a single compatibility bit shared by every header.
@@ -45,6 +56,18 @@ const CPSR_EL1H_DAIF: u64 = 0x3C5;
 /// RES1 bits only (EOS, TSCXT, EIS, SPAN, nTLSMD, LSMAOE): MMU and caches off until the entry
 /// has built its own tables.
 const SCTLR_EL1: u64 = 0x30D0_0800;
+
+/// The image's parameter pages; `boot::igvm` documents the layout. xtask does not depend on
+/// `boot`, so the offsets are repeated here; both sides' tests pin the same golden bytes.
+const PARAMS_START: &str = "boot_igvm_params_start";
+const PARAMS_END: &str = "boot_igvm_params_end";
+const PARAM_AREA_INDEX: u32 = 0;
+/// `boot::igvm::VP_COUNT_OFFSET`.
+const VP_COUNT_OFFSET: u32 = 0;
+/// `boot::igvm::MEMORY_MAP_OFFSET`: the memory map has the second page to itself.
+const MEMORY_MAP_OFFSET: u32 = 0x1000;
+/// `boot::igvm::AARCH64_ENTRY_MARKER`: `b"IGVMPARM"` read as a little-endian u64.
+const AARCH64_ENTRY_MARKER: u64 = u64::from_le_bytes(*b"IGVMPARM");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IgvmArch {
@@ -77,7 +100,9 @@ pub fn build(elf: &[u8], arch: IgvmArch) -> Result<Vec<u8>> {
         bail!("paravisor ELF must be a static ET_EXEC image (no relocations)");
     }
 
-    let mut directives = page_data(&file, elf)?;
+    let params = param_region(&file)?;
+    let mut directives = page_data(&file, elf, &params)?;
+    directives.extend(parameters(&params));
     directives.push(vp_context(&file, arch)?);
     let platform = IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
         compatibility_mask: COMPAT,
@@ -94,7 +119,64 @@ pub fn build(elf: &[u8], arch: IgvmArch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn page_data(file: &ElfFile64<'_, Endianness>, data: &[u8]) -> Result<Vec<IgvmDirectiveHeader>> {
+/// The physical range of the image's parameter pages, checked to be whole pages and large
+/// enough for both parameters.
+fn param_region(file: &ElfFile64<'_, Endianness>) -> Result<Range<u64>> {
+    let (start_vaddr, start) = symbol_paddr(file, PARAMS_START)?;
+    // The end symbol sits one past the section, possibly at the end of its segment, so it is
+    // translated through the start symbol's segment rather than looked up on its own.
+    let end_vaddr = file
+        .symbols()
+        .find(|s| s.name() == Ok(PARAMS_END))
+        .map(|s| s.address())
+        .ok_or_else(|| {
+            anyhow!(
+                "paravisor ELF has no symbol `{PARAMS_END}` (needed for the IGVM parameter area)"
+            )
+        })?;
+    // An end below the start reads as size 0, which the check below rejects.
+    let size = end_vaddr.saturating_sub(start_vaddr);
+    if start % PAGE != 0 || size % PAGE != 0 || size <= u64::from(MEMORY_MAP_OFFSET) {
+        bail!(
+            "IGVM parameter pages `{PARAMS_START}`..`{PARAMS_END}` ({start:#x}, {size:#x} bytes) \
+             must be page aligned, whole pages and larger than {MEMORY_MAP_OFFSET:#x} bytes"
+        );
+    }
+    Ok(start..start + size)
+}
+
+/// Parameter area #0 over `params`, the VP count and memory map in it, and its insert.
+fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 4] {
+    use IgvmDirectiveHeader as D;
+    let at = |byte_offset| IGVM_VHS_PARAMETER {
+        parameter_area_index: PARAM_AREA_INDEX,
+        byte_offset,
+    };
+    [
+        D::ParameterArea {
+            number_of_bytes: params.end - params.start,
+            parameter_area_index: PARAM_AREA_INDEX,
+            // No initial data: the loader starts from zeros, so an unwritten parameter reads
+            // as "none" (VP count 0, empty memory map).
+            initial_data: vec![],
+        },
+        D::VpCount(at(VP_COUNT_OFFSET)),
+        D::MemoryMap(at(MEMORY_MAP_OFFSET)),
+        D::ParameterInsert(IGVM_VHS_PARAMETER_INSERT {
+            gpa: params.start,
+            compatibility_mask: COMPAT,
+            parameter_area_index: PARAM_AREA_INDEX,
+        }),
+    ]
+}
+
+/// Page data for every loaded page except the parameter pages, which the parameter insert
+/// imports (a page imported twice is a loader error).
+fn page_data(
+    file: &ElfFile64<'_, Endianness>,
+    data: &[u8],
+    params: &Range<u64>,
+) -> Result<Vec<IgvmDirectiveHeader>> {
     let endian = file.endian();
     // Keyed by GPA so pages shared by adjacent segments merge; an empty Vec is a zero page.
     let mut pages: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -133,6 +215,17 @@ fn page_data(file: &ElfFile64<'_, Endianness>, data: &[u8]) -> Result<Vec<IgvmDi
     }
     if pages.is_empty() {
         bail!("paravisor ELF has no non-empty PT_LOAD segment");
+    }
+    for gpa in params.clone().step_by(PAGE as usize) {
+        match pages.remove(&gpa) {
+            // Reserving the pages in a loaded segment keeps the linker from putting anything
+            // else there; file data would be silently lost to the insert.
+            None => bail!("IGVM parameter page {gpa:#x} is outside every PT_LOAD segment"),
+            Some(page) if page.iter().any(|&b| b != 0) => {
+                bail!("IGVM parameter page {gpa:#x} has file data; it must be NOLOAD")
+            }
+            Some(_) => {}
+        }
     }
     Ok(pages
         .into_iter()
@@ -183,7 +276,7 @@ fn vp_context(file: &ElfFile64<'_, Endianness>, arch: IgvmArch) -> Result<IgvmDi
         let registers = vec![
             A::Pc(pc),
             A::X0(0),
-            A::X1(0),
+            A::X1(AARCH64_ENTRY_MARKER),
             A::X2(0),
             A::X3(0),
             A::Cpsr(CPSR_EL1H_DAIF),
@@ -363,7 +456,23 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
                     "  parameter area #{i}: {n:#x} bytes, {init} bytes initial data"
                 )?;
             }
-            // Parameter usages/inserts and everything this builder never emits.
+            D::VpCount(p) | D::MemoryMap(p) => {
+                let what = if matches!(d, D::VpCount(_)) {
+                    "VP count"
+                } else {
+                    "memory map"
+                };
+                let (i, off) = (p.parameter_area_index, p.byte_offset);
+                writeln!(out, "  {what} parameter: area #{i} offset {off:#x}")?;
+            }
+            D::ParameterInsert(p) => {
+                let (i, gpa, mask) = (p.parameter_area_index, p.gpa, p.compatibility_mask);
+                writeln!(
+                    out,
+                    "  parameter insert: area #{i} at GPA {gpa:#x}, compatibility mask {mask:#x}"
+                )?;
+            }
+            // Everything this builder never emits.
             other => writeln!(out, "  {other:x?}")?,
         }
     }
@@ -407,6 +516,9 @@ mod tests {
 
     const SEG1: u64 = 0x10_0000;
     const SEG2: u64 = 0x20_0010; // unaligned bss-only segment: pages 0x200000..0x203000
+    /// The parameter pages: the last two pages of SEG2, as the linker scripts place them.
+    const PARAMS: u64 = 0x20_1000;
+    const PARAM_SYMS: [(&str, u64); 2] = [(PARAMS_START, PARAMS), (PARAMS_END, PARAMS + 0x2000)];
 
     /// Minimal static ELF64: two PT_LOADs (data+bss at SEG1, pure bss at SEG2) and a symtab
     /// whose string table doubles as the section-name table.
@@ -469,15 +581,29 @@ mod tests {
         e
     }
 
+    fn x86_syms() -> Vec<(&'static str, u64)> {
+        let mut syms = vec![
+            ("_start64", SEG1),
+            ("boot_pml4", SEG1 + 0x1000),
+            ("boot_gdt", SEG1 + 0x800),
+        ];
+        syms.extend(PARAM_SYMS);
+        syms
+    }
+
     fn x86_elf() -> Vec<u8> {
-        test_elf(
-            elf::EM_X86_64,
-            &[
-                ("_start64", SEG1),
-                ("boot_pml4", SEG1 + 0x1000),
-                ("boot_gdt", SEG1 + 0x800),
-            ],
-        )
+        test_elf(elf::EM_X86_64, &x86_syms())
+    }
+
+    /// An x86 ELF whose parameter symbols are `start`..`end` (None: symbol absent).
+    fn x86_elf_with_params(start: Option<u64>, end: Option<u64>) -> Vec<u8> {
+        let mut syms: Vec<_> = x86_syms()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("boot_igvm_params"))
+            .collect();
+        syms.extend(start.map(|v| (PARAMS_START, v)));
+        syms.extend(end.map(|v| (PARAMS_END, v)));
+        test_elf(elf::EM_X86_64, &syms)
     }
 
     fn parse(bytes: &[u8]) -> IgvmFile {
@@ -498,10 +624,11 @@ mod tests {
         pages.collect()
     }
 
-    /// SEG1: two data pages then its bss tail; SEG2: three bss pages after rounding.
+    /// SEG1: two data pages then its bss tail; SEG2: three bss pages after rounding, of which
+    /// the last two are the parameter pages and get no page data.
     fn expected_pages() -> Vec<(u64, bool)> {
         let data = [0x100000, 0x101000].map(|g| (g, false));
-        let zero = [0x102000, 0x200000, 0x201000, 0x202000].map(|g| (g, true));
+        let zero = [0x102000, 0x200000].map(|g| (g, true));
         data.into_iter().chain(zero).collect()
     }
 
@@ -540,11 +667,8 @@ mod tests {
 
     #[test]
     fn aarch64_roundtrip() {
-        let bytes = build(
-            &test_elf(elf::EM_AARCH64, &[("_start", SEG1)]),
-            IgvmArch::Aarch64,
-        )
-        .expect("build");
+        let syms = [&[("_start", SEG1)][..], &PARAM_SYMS].concat();
+        let bytes = build(&test_elf(elf::EM_AARCH64, &syms), IgvmArch::Aarch64).expect("build");
         assert_eq!(bytes[4..8], 2u32.to_le_bytes()); // revision 2
         let f = parse(&bytes);
         assert_eq!(page_gpas(&f), expected_pages());
@@ -556,13 +680,151 @@ mod tests {
         assert_eq!(*vtl, Vtl::Vtl2);
         assert!(registers.contains(&AArch64Register::Pc(SEG1)));
         assert!(registers.contains(&AArch64Register::Cpsr(0x3C5)));
+        assert!(registers.contains(&AArch64Register::X0(0)));
+        // b"IGVMPARM": what boot::igvm::AARCH64_ENTRY_MARKER expects in X1.
+        assert!(registers.contains(&AArch64Register::X1(0x4d52_4150_4d56_4749)));
     }
 
     #[test]
     fn missing_symbol_is_named() {
-        let elf = test_elf(elf::EM_X86_64, &[("_start64", SEG1), ("boot_gdt", SEG1)]);
+        let syms = [&[("_start64", SEG1), ("boot_gdt", SEG1)][..], &PARAM_SYMS].concat();
+        let elf = test_elf(elf::EM_X86_64, &syms);
         let err = build(&elf, IgvmArch::X86_64).expect_err("must fail");
         assert!(err.to_string().contains("boot_pml4"), "{err:#}");
+        for (start, end, name) in [
+            (None, Some(PARAMS + 0x2000), PARAMS_START),
+            (Some(PARAMS), None, PARAMS_END),
+        ] {
+            let err =
+                build(&x86_elf_with_params(start, end), IgvmArch::X86_64).expect_err("must fail");
+            assert!(err.to_string().contains(name), "{err:#}");
+        }
+    }
+
+    /// The parameter area, both parameters and the insert, in the order the crate and loaders
+    /// require (area, usages, insert) and before the VP context.
+    #[test]
+    fn parameters_declared_and_inserted() {
+        use IgvmDirectiveHeader as D;
+        let f = parse(&build(&x86_elf(), IgvmArch::X86_64).expect("build"));
+        let params: Vec<_> = f
+            .directives()
+            .iter()
+            .filter(|d| !matches!(d, D::PageData { .. }))
+            .collect();
+        let at = |byte_offset| IGVM_VHS_PARAMETER {
+            parameter_area_index: 0,
+            byte_offset,
+        };
+        let insert = IGVM_VHS_PARAMETER_INSERT {
+            gpa: PARAMS,
+            compatibility_mask: 1,
+            parameter_area_index: 0,
+        };
+        assert_eq!(
+            params[..4],
+            [
+                &D::ParameterArea {
+                    number_of_bytes: 0x2000,
+                    parameter_area_index: 0,
+                    initial_data: vec![],
+                },
+                &D::VpCount(at(0)),
+                &D::MemoryMap(at(0x1000)),
+                &D::ParameterInsert(insert),
+            ]
+        );
+        assert!(matches!(params[4], D::X64VbsVpContext { .. }));
+        assert_eq!(params.len(), 5);
+    }
+
+    #[test]
+    fn no_page_data_overlaps_the_parameter_pages() {
+        for (elf, arch) in [
+            (x86_elf(), IgvmArch::X86_64),
+            (
+                test_elf(
+                    elf::EM_AARCH64,
+                    &[&[("_start", SEG1)][..], &PARAM_SYMS].concat(),
+                ),
+                IgvmArch::Aarch64,
+            ),
+        ] {
+            let f = parse(&build(&elf, arch).expect("build"));
+            let overlap = page_gpas(&f)
+                .into_iter()
+                .filter(|(gpa, _)| (PARAMS..PARAMS + 0x2000).contains(gpa))
+                .collect::<Vec<_>>();
+            assert_eq!(overlap, [], "{arch:?}");
+        }
+    }
+
+    #[test]
+    fn bad_parameter_regions_are_errors() {
+        for (start, end, needle) in [
+            // Unaligned, one page only, inverted.
+            (PARAMS + 0x10, PARAMS + 0x2010, "page aligned"),
+            (PARAMS, PARAMS + 0x1000, "page aligned"),
+            (PARAMS + 0x1000, PARAMS, "page aligned"),
+            // Over SEG1's data pages: the insert would silently replace file data.
+            (SEG1, SEG1 + 0x2000, "has file data"),
+            // Running past SEG2: not reserved by the image.
+            (0x20_2000, 0x20_4000, "outside every PT_LOAD"),
+            // Not in any segment at all.
+            (0x30_0000, 0x30_2000, "outside every PT_LOAD"),
+        ] {
+            let elf = x86_elf_with_params(Some(start), Some(end));
+            let err = build(&elf, IgvmArch::X86_64).expect_err("must fail");
+            assert!(err.to_string().contains(needle), "{start:#x}: {err:#}");
+        }
+    }
+
+    /// Plays the loader for the parameter area: zeroed, then the VP count and
+    /// `IGVM_VHS_MEMORY_MAP_ENTRY` records (laid out by igvm_defs' own struct) at the offsets
+    /// the file names. The result must be byte for byte what `boot::igvm`'s golden test reads
+    /// as "2 VPs, RAM 1 MiB + 0x3f00 pages".
+    #[test]
+    fn simulated_loader_writes_what_boot_reads() {
+        use igvm_defs::{MemoryMapEntryType, IGVM_VHS_MEMORY_MAP_ENTRY as E};
+        use std::mem::{offset_of, size_of};
+        let f = parse(&build(&x86_elf(), IgvmArch::X86_64).expect("build"));
+        let mut area = Vec::new();
+        let (mut vp_at, mut map_at, mut gpa) = (None, None, None);
+        for d in f.directives() {
+            match d {
+                IgvmDirectiveHeader::ParameterArea {
+                    number_of_bytes, ..
+                } => area = vec![0u8; *number_of_bytes as usize],
+                IgvmDirectiveHeader::VpCount(p) => vp_at = Some(p.byte_offset as usize),
+                IgvmDirectiveHeader::MemoryMap(p) => map_at = Some(p.byte_offset as usize),
+                IgvmDirectiveHeader::ParameterInsert(p) => gpa = Some(p.gpa),
+                _ => {}
+            }
+        }
+        let (vp_at, map_at) = (vp_at.expect("VpCount"), map_at.expect("MemoryMap"));
+        assert_eq!(gpa, Some(PARAMS));
+        area[vp_at..vp_at + 4].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(size_of::<E>(), 24);
+        let mut put = |field: usize, bytes: &[u8]| {
+            area[map_at + field..map_at + field + bytes.len()].copy_from_slice(bytes)
+        };
+        put(
+            offset_of!(E, starting_gpa_page_number),
+            &0x100u64.to_le_bytes(),
+        );
+        put(offset_of!(E, number_of_pages), &0x3f00u64.to_le_bytes());
+        put(
+            offset_of!(E, entry_type),
+            &MemoryMapEntryType::MEMORY.0.to_le_bytes(),
+        );
+        put(offset_of!(E, flags), &1u16.to_le_bytes());
+
+        let mut golden = vec![0u8; 0x2000];
+        golden[..4].copy_from_slice(&[2, 0, 0, 0]);
+        golden[0x1000..0x1018].copy_from_slice(&[
+            0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x00, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0,
+        ]);
+        assert_eq!(area, golden);
     }
 
     #[test]
@@ -582,9 +844,13 @@ mod tests {
             "VP context VTL2",
             "pages 0x100000..0x102000 (2 pages) NORMAL data",
             "pages 0x102000..0x103000 (1 pages) NORMAL zero",
-            "pages 0x200000..0x203000 (3 pages)",
+            "pages 0x200000..0x201000 (1 pages) NORMAL zero",
             "Rip        0x100000",
             "Cs         selector 0x8 base 0x0 limit 0xffffffff attributes 0xa09b",
+            "parameter area #0: 0x2000 bytes, 0 bytes initial data",
+            "VP count parameter: area #0 offset 0x0",
+            "memory map parameter: area #0 offset 0x1000",
+            "parameter insert: area #0 at GPA 0x201000, compatibility mask 0x1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -20,6 +20,7 @@ boot_l1:
     .global _start
 _start:
     mov x20, x0                  /* device tree (0 for QEMU ELF boots) */
+    mov x21, x1                  /* boot::igvm::AARCH64_ENTRY_MARKER from an IGVM VP context */
     mrs x19, CurrentEL
     lsr x19, x19, #2
     cmp x19, #2
@@ -56,6 +57,7 @@ _start:
     bl boot_install_vectors
     mov x0, x20
     mov x1, x19
+    mov x2, x21
     bl boot_aarch64_main
     udf #0
 

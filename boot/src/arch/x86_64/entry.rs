@@ -76,7 +76,8 @@ pvh_start32:
 
     .global _start64
 _start64:
-    /* Long mode with paging on (IGVM VP context): no start info. */
+    /* Long mode with paging on (IGVM VP context): no start info (rdi = 0), so the VP count
+       and memory map come from the IGVM parameter pages (boot::igvm). */
     cli
     cld
     lgdt boot_gdt_ptr(%rip)

@@ -83,7 +83,8 @@ pub(crate) fn cpu_base() -> usize {
 }
 
 /// Called by the entry code on the boot stack with BSS zeroed. `start_info` is the PVH
-/// `hvm_start_info` address, or 0 when entered through `_start64` (IGVM).
+/// `hvm_start_info` address, or 0 when entered through `_start64`, which only an IGVM VP
+/// context targets (QEMU always enters through PVH).
 #[unsafe(no_mangle)]
 extern "C" fn boot_x86_64_main(start_info: u64) -> ! {
     crate::cpu::init(0);
@@ -94,7 +95,10 @@ extern "C" fn boot_x86_64_main(start_info: u64) -> ! {
     } else {
         EntryMode::Pvh
     });
-    if start_info != 0 {
+    if start_info == 0 {
+        // IGVM has no start info: the VP count and memory map are in the parameter pages.
+        crate::igvm::read_params(&mut info);
+    } else {
         pvh::read_start_info(start_info, &mut info);
     }
     crate::call_firmware_main(&info)

@@ -1,0 +1,443 @@
+//! IGVM parameter pages: what an IGVM loader tells the image, and the parser for it.
+//!
+//! An IGVM boot has no PVH start info and no device tree. Instead the IGVM file (built by
+//! `xtask/src/igvm.rs`) declares one parameter area, asks the loader to deposit a `VpCount`
+//! parameter and a `MemoryMap` parameter in it, and inserts the area at the GPA of the image's
+//! `.igvm_params` section (symbols `boot_igvm_params_start`/`_end`, [`PARAMS_SIZE`] bytes,
+//! page aligned). Layout of that area, shared with the builder (which cannot depend on this
+//! crate, so it repeats the offsets):
+//!
+//! | offset | what the loader writes |
+//! |---|---|
+//! | [`VP_COUNT_OFFSET`] (0) | `u32`: VPs the host intends to start |
+//! | [`MEMORY_MAP_OFFSET`] (0x1000) | `IGVM_VHS_MEMORY_MAP_ENTRY` records, 24 bytes each, a record with 0 pages ending the list |
+//!
+//! The section is NOLOAD and outside BSS: the loader writes it before the first instruction
+//! (so BSS zeroing must not clear it), and a QEMU ELF boot leaves it zero, which reads as
+//! "no parameters". Everything here is loader-provided: the parser bounds every read, never
+//! panics, and reports what it dropped instead of trusting it.
+
+use crate::BootInfo;
+use core::fmt;
+
+/// Size of the parameter area (and of the `.igvm_params` section): one page for the VP count,
+/// one for the memory map.
+pub const PARAMS_SIZE: usize = 0x2000;
+/// Where the loader writes the `u32` VP count.
+pub const VP_COUNT_OFFSET: usize = 0;
+/// Where the loader writes the memory map: its own page, so it has 170 entries of room.
+pub const MEMORY_MAP_OFFSET: usize = 0x1000;
+/// `IGVM_VHS_MEMORY_MAP_ENTRY`: starting_gpa_page_number u64, number_of_pages u64,
+/// entry_type u16, flags u16, reserved u32.
+pub const MEMORY_MAP_ENTRY_SIZE: usize = 24;
+/// `MemoryMapEntryType::MEMORY`: normal RAM. Other types (platform reserved, persistent,
+/// VTL2-protectable, ...) are not memory VTL0 may name.
+pub const ENTRY_TYPE_MEMORY: u16 = 0;
+/// Most memory map entries read, whatever the buffer size: loader data never sets our loop
+/// bounds.
+pub const MEMORY_MAP_MAX_ENTRIES: usize = 256;
+/// A VP count above this is garbage, not a large VM (Hyper-V partitions stop well below it);
+/// plausible counts above [`crate::MAX_VPS`] are clamped instead.
+pub const VP_COUNT_PLAUSIBLE_MAX: u32 = 4096;
+/// What the arm64 IGVM VP context puts in X1 (`b"IGVMPARM"` little-endian). QEMU enters an ELF
+/// with X0 = X1 = 0, so this tells an IGVM start apart from a device-tree-less ELF start
+/// without probing memory that may not exist under IGVM.
+pub const AARCH64_ENTRY_MARKER: u64 = u64::from_le_bytes(*b"IGVMPARM");
+
+const PAGE_SHIFT: u32 = 12;
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// The raw VP count word (0 when the buffer is too short to hold it).
+pub fn raw_vp_count(params: &[u8]) -> u32 {
+    read_u32(params, VP_COUNT_OFFSET).unwrap_or(0)
+}
+
+/// The VP count the loader wrote; None when it wrote none (0) or garbage.
+pub fn vp_count(params: &[u8]) -> Option<u32> {
+    let n = raw_vp_count(params);
+    (1..=VP_COUNT_PLAUSIBLE_MAX).contains(&n).then_some(n)
+}
+
+/// One memory map record, judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapEntry {
+    /// Normal RAM: `start..start + size`, both in bytes.
+    Ram { start: u64, size: u64 },
+    /// A valid record of another type (not RAM VTL0 may name).
+    Other { entry_type: u16 },
+    /// A record whose range does not fit the 64-bit address space.
+    Malformed { index: usize },
+}
+
+/// The memory map records in `params`, up to the terminating 0-page record, the end of the
+/// buffer or [`MEMORY_MAP_MAX_ENTRIES`], whichever comes first.
+pub fn memory_map(params: &[u8]) -> MemoryMap<'_> {
+    MemoryMap {
+        bytes: params.get(MEMORY_MAP_OFFSET..).unwrap_or(&[]),
+        index: 0,
+    }
+}
+
+/// Iterator returned by [`memory_map`].
+#[derive(Clone, Debug)]
+pub struct MemoryMap<'a> {
+    bytes: &'a [u8],
+    index: usize,
+}
+
+impl Iterator for MemoryMap<'_> {
+    type Item = MapEntry;
+
+    fn next(&mut self) -> Option<MapEntry> {
+        if self.index >= MEMORY_MAP_MAX_ENTRIES {
+            return None;
+        }
+        let at = self.index * MEMORY_MAP_ENTRY_SIZE;
+        let record = self.bytes.get(at..at + MEMORY_MAP_ENTRY_SIZE)?;
+        let page = read_u64(record, 0)?;
+        let pages = read_u64(record, 8)?;
+        let entry_type = read_u16(record, 16)?;
+        // A 0-page record ends the list (the IGVM spec's terminator); a zeroed page is an
+        // empty map.
+        if pages == 0 {
+            self.index = MEMORY_MAP_MAX_ENTRIES;
+            return None;
+        }
+        let index = self.index;
+        self.index += 1;
+        let range = (|| {
+            let start = page.checked_mul(1 << PAGE_SHIFT)?;
+            let size = pages.checked_mul(1 << PAGE_SHIFT)?;
+            start.checked_add(size)?;
+            Some((start, size))
+        })();
+        Some(match range {
+            None => MapEntry::Malformed { index },
+            Some((start, size)) if entry_type == ENTRY_TYPE_MEMORY => MapEntry::Ram { start, size },
+            Some(_) => MapEntry::Other { entry_type },
+        })
+    }
+}
+
+/// What [`apply`] took from the parameter pages; its `Display` is the boot console line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The VP count word as written (0 = none).
+    pub raw_vp_count: u32,
+    /// The VP count stored in the [`BootInfo`], if the loader's was usable.
+    pub vp_count: Option<u32>,
+    /// The loader asked for more VPs than the image has stacks for.
+    pub clamped: bool,
+    /// RAM ranges stored in the [`BootInfo`] and their total size.
+    pub ram_ranges: usize,
+    pub ram_bytes: u64,
+    /// Records of other types, skipped.
+    pub other_entries: usize,
+    /// Records whose range overflows, ignored.
+    pub malformed_entries: usize,
+    /// RAM ranges the [`BootInfo`] had no room for.
+    pub dropped_ranges: usize,
+}
+
+impl Summary {
+    /// Nothing at all was written: a QEMU ELF boot, or a loader that ignored the parameters.
+    pub fn is_empty(&self) -> bool {
+        self.raw_vp_count == 0
+            && self.ram_ranges + self.other_entries + self.malformed_entries + self.dropped_ranges
+                == 0
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return write!(
+                f,
+                "IGVM parameters are empty (no VP count, no memory map); assuming 1 VP and no RAM"
+            );
+        }
+        write!(f, "from IGVM parameters: ")?;
+        match self.vp_count {
+            Some(n) => write!(f, "{n} VP(s)")?,
+            None => write!(
+                f,
+                "no usable VP count ({:#x}), assuming 1 VP",
+                self.raw_vp_count
+            )?,
+        }
+        write!(
+            f,
+            ", {} RAM range(s) totalling {} KiB",
+            self.ram_ranges,
+            self.ram_bytes >> 10
+        )?;
+        if self.other_entries != 0 {
+            write!(f, "; {} non-RAM entries skipped", self.other_entries)?;
+        }
+        if self.malformed_entries != 0 {
+            write!(f, "; {} malformed entries ignored", self.malformed_entries)?;
+        }
+        if self.dropped_ranges != 0 {
+            write!(
+                f,
+                "; {} RAM ranges dropped (room for {})",
+                self.dropped_ranges,
+                crate::RAM_RANGES_MAX
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Fills `info` from the parameter pages: the VP count (clamped to [`crate::MAX_VPS`]) when
+/// usable, else `info.vp_count` is left alone; every RAM record as a RAM range.
+pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
+    let mut s = Summary {
+        raw_vp_count: raw_vp_count(params),
+        ..Summary::default()
+    };
+    if let Some(n) = vp_count(params) {
+        let max = crate::MAX_VPS as u32;
+        s.clamped = n > max;
+        s.vp_count = Some(n.min(max));
+        info.vp_count = n.min(max);
+    }
+    for entry in memory_map(params) {
+        match entry {
+            MapEntry::Ram { start, size } if info.add_ram(start, size) => {
+                s.ram_ranges += 1;
+                s.ram_bytes = s.ram_bytes.saturating_add(size);
+            }
+            MapEntry::Ram { .. } => s.dropped_ranges += 1,
+            MapEntry::Other { .. } => s.other_entries += 1,
+            MapEntry::Malformed { .. } => s.malformed_entries += 1,
+        }
+    }
+    s
+}
+
+/// The image's parameter pages. Interior mutability because the loader writes them behind
+/// the compiler's back; Rust code only reads them, with volatile copies.
+#[cfg(target_os = "none")]
+#[repr(C, align(4096))]
+struct ParamPages(core::cell::UnsafeCell<[u8; PARAMS_SIZE]>);
+
+// SAFETY: only read (by the boot VP, once, before any AP exists).
+#[cfg(target_os = "none")]
+unsafe impl Sync for ParamPages {}
+
+/// Placed by the linker scripts in the NOLOAD `.igvm_params` output section, between
+/// `boot_igvm_params_start` and `boot_igvm_params_end`, which the IGVM builder looks up.
+#[cfg(target_os = "none")]
+#[used]
+#[unsafe(link_section = ".igvm_params")]
+static PARAMS: ParamPages = ParamPages(core::cell::UnsafeCell::new([0; PARAMS_SIZE]));
+
+/// Boot VP, IGVM entry: copies the parameter pages, fills `info` and prints what it took.
+#[cfg(target_os = "none")]
+pub(crate) fn read_params(info: &mut BootInfo) {
+    let mut copy = [0u8; PARAMS_SIZE];
+    let base = PARAMS.0.get().cast::<u8>();
+    for (i, b) in copy.iter_mut().enumerate() {
+        // SAFETY: in bounds of the static. Volatile: its initializer says zero, but the loader
+        // wrote it before we ran, and the compiler must not fold that away.
+        *b = unsafe { core::ptr::read_volatile(base.add(i)) };
+    }
+    let summary = apply(&copy, info);
+    if summary.clamped {
+        crate::println!(
+            "boot: IGVM parameters list {} VPs; using the first {}",
+            summary.raw_vp_count,
+            crate::MAX_VPS
+        );
+    }
+    crate::println!("boot: {summary}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EntryMode, MAX_VPS, RAM_RANGES_MAX};
+
+    /// What a loader deposits: the VP count word and `IGVM_VHS_MEMORY_MAP_ENTRY` records
+    /// (page, pages, type, flags, reserved), then the 0-page terminator it leaves as zeros.
+    fn pages(vps: u32, map: &[(u64, u64, u16)]) -> Vec<u8> {
+        let mut p = vec![0u8; PARAMS_SIZE];
+        p[..4].copy_from_slice(&vps.to_le_bytes());
+        for (i, &(page, n, ty)) in map.iter().enumerate() {
+            let mut rec = Vec::new();
+            rec.extend(page.to_le_bytes());
+            rec.extend(n.to_le_bytes());
+            rec.extend(ty.to_le_bytes());
+            rec.extend(0x5a5au16.to_le_bytes()); // flags: ignored
+            rec.extend(0u32.to_le_bytes());
+            let at = MEMORY_MAP_OFFSET + i * MEMORY_MAP_ENTRY_SIZE;
+            p[at..at + MEMORY_MAP_ENTRY_SIZE].copy_from_slice(&rec);
+        }
+        p
+    }
+
+    fn info() -> BootInfo {
+        BootInfo::new(EntryMode::LongMode)
+    }
+
+    #[test]
+    fn golden_bytes() {
+        // Fixed bytes, not built by `pages`, so the layout itself is pinned.
+        let mut p = vec![0u8; PARAMS_SIZE];
+        p[..4].copy_from_slice(&[2, 0, 0, 0]);
+        p[0x1000..0x1018].copy_from_slice(&[
+            0x00, 0x01, 0, 0, 0, 0, 0, 0, // page 0x100 = 1 MiB
+            0x00, 0x3f, 0, 0, 0, 0, 0, 0, // 0x3f00 pages
+            0, 0, // MEMORY
+            1, 0, // flags
+            0, 0, 0, 0,
+        ]);
+        assert_eq!(vp_count(&p), Some(2));
+        let entries: Vec<_> = memory_map(&p).collect();
+        assert_eq!(
+            entries,
+            [MapEntry::Ram {
+                start: 0x10_0000,
+                size: 0x3f0_0000
+            }]
+        );
+    }
+
+    #[test]
+    fn loader_write_fills_boot_info() {
+        // What openvmm-style loaders write for a 4-VP guest: RAM below the MMIO gap, a
+        // reserved hole, RAM above 4 GiB.
+        let p = pages(
+            4,
+            &[(0, 0xc0000, 0), (0xc0000, 0x100, 1), (0x100000, 0x40000, 0)],
+        );
+        let mut i = info();
+        let s = apply(&p, &mut i);
+        assert_eq!(i.vp_count, 4);
+        assert_eq!(i.ram(), [0..0xc000_0000, 0x1_0000_0000..0x1_4000_0000]);
+        assert_eq!(
+            (s.ram_ranges, s.other_entries, s.malformed_entries),
+            (2, 1, 0)
+        );
+        assert_eq!(
+            s.to_string(),
+            "from IGVM parameters: 4 VP(s), 2 RAM range(s) totalling 4194304 KiB; \
+             1 non-RAM entries skipped"
+        );
+    }
+
+    #[test]
+    fn zero_pages_are_empty_and_change_nothing() {
+        let mut i = info();
+        let s = apply(&[0u8; PARAMS_SIZE], &mut i);
+        assert!(s.is_empty());
+        assert_eq!((i.vp_count, i.ram().len()), (1, 0));
+        assert!(s.to_string().starts_with("IGVM parameters are empty"));
+    }
+
+    #[test]
+    fn vp_count_zero_absurd_and_clamped() {
+        assert_eq!(vp_count(&pages(0, &[])), None);
+        assert_eq!(vp_count(&pages(u32::MAX, &[])), None);
+        assert_eq!(vp_count(&pages(VP_COUNT_PLAUSIBLE_MAX + 1, &[])), None);
+        assert_eq!(vp_count(&pages(1, &[])), Some(1));
+
+        let mut i = info();
+        let s = apply(&pages(u32::MAX, &[(0x100, 1, 0)]), &mut i);
+        assert_eq!(i.vp_count, 1);
+        assert!(s.to_string().contains("no usable VP count (0xffffffff)"));
+
+        let mut i = info();
+        let s = apply(&pages(MAX_VPS as u32 + 36, &[]), &mut i);
+        assert!(s.clamped);
+        assert_eq!(i.vp_count, MAX_VPS as u32);
+        assert_eq!(s.vp_count, Some(MAX_VPS as u32));
+    }
+
+    #[test]
+    fn overflowing_records_are_malformed() {
+        let p = pages(
+            1,
+            &[
+                (u64::MAX >> 11, 1, 0),              // start overflows
+                (0, u64::MAX >> 11, 0),              // size overflows
+                (u64::MAX >> 12, u64::MAX >> 12, 0), // start + size overflows
+                (0x200, 2, 0),
+            ],
+        );
+        let mut i = info();
+        let s = apply(&p, &mut i);
+        assert_eq!(s.malformed_entries, 3);
+        assert_eq!(i.ram().len(), 1);
+        assert_eq!(i.ram()[0], 0x20_0000..0x20_2000);
+        assert!(s.to_string().contains("3 malformed entries ignored"));
+    }
+
+    #[test]
+    fn terminator_stops_and_count_is_bounded() {
+        // Records after the 0-page terminator are not read.
+        let mut p = pages(1, &[(1, 1, 0), (0, 0, 0)]);
+        let late = MEMORY_MAP_OFFSET + 2 * MEMORY_MAP_ENTRY_SIZE;
+        p[late + 8] = 1;
+        assert_eq!(memory_map(&p).count(), 1);
+
+        // A full page of records: all 170 read, BootInfo keeps RAM_RANGES_MAX.
+        let full: Vec<_> = (0..170u64).map(|n| (n * 2, 1, 0)).collect();
+        let mut i = info();
+        let s = apply(&pages(1, &full), &mut i);
+        assert_eq!(s.ram_ranges, RAM_RANGES_MAX);
+        assert_eq!(s.dropped_ranges, 170 - RAM_RANGES_MAX);
+        assert!(s.to_string().contains("RAM ranges dropped"));
+
+        // A huge buffer of non-zero records is still cut at MEMORY_MAP_MAX_ENTRIES.
+        let big = vec![0x11u8; MEMORY_MAP_OFFSET + 1000 * MEMORY_MAP_ENTRY_SIZE];
+        assert_eq!(memory_map(&big).count(), MEMORY_MAP_MAX_ENTRIES);
+    }
+
+    #[test]
+    fn truncated_and_garbage_input_never_panics() {
+        let good = pages(3, &[(0x100, 0x10, 0), (0x400, 0x10, 0)]);
+        for len in 0..=good.len() {
+            let mut i = info();
+            let s = apply(&good[..len], &mut i);
+            // A record is used only if all 24 bytes are present.
+            let whole = len.saturating_sub(MEMORY_MAP_OFFSET) / MEMORY_MAP_ENTRY_SIZE;
+            assert_eq!(s.ram_ranges, whole.min(2), "len {len}");
+            assert_eq!(s.vp_count, (len >= 4).then_some(3), "len {len}");
+        }
+        // Pseudo-random garbage: any answer is fine, a panic is not.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200 {
+            let junk: Vec<u8> = (0..PARAMS_SIZE)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let mut i = info();
+            let s = apply(&junk, &mut i);
+            let _ = s.to_string();
+            assert!(i.vp_count >= 1 && i.vp_count <= MAX_VPS as u32);
+            assert!(i.ram().len() <= RAM_RANGES_MAX);
+        }
+    }
+
+    #[test]
+    fn marker_spells_igvmparm() {
+        assert_eq!(AARCH64_ENTRY_MARKER, 0x4d52_4150_4d56_4749);
+    }
+}
