@@ -110,6 +110,34 @@ pub mod reg {
     pub const PC: HvRegisterName = XPC;
 }
 
+open_enum! {
+    /// The kind of event in an ARM64 pending event register (NON-TLFS, OpenVMM
+    /// `HvAarch64PendingEventType`): bits 3:1 of `HvRegisterPendingEvent0`.
+    pub struct HvArm64PendingEventType(u8) {
+        EXCEPTION = 0,
+        SYNTHETIC_EXCEPTION = 1,
+        HYPERCALL_OUTPUT = 2,
+    }
+}
+
+/// `HvRegisterPendingEvent0` holding an exception (NON-TLFS layout, OpenVMM
+/// `HvAarch64PendingExceptionEvent`: a header byte, 7 bytes of padding, the syndrome at byte 8,
+/// the fault address at byte 16). The VP takes it when it next runs in that VTL, from the PC the
+/// VTL has then. The fault address is the low quadword of `HvRegisterPendingEvent1`; an exception
+/// without one (an undefined instruction) needs only this register.
+#[bitfield(u128)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvArm64PendingExceptionEvent {
+    pub event_pending: bool,
+    /// [`HvArm64PendingEventType::EXCEPTION`] for this layout.
+    #[bits(3)]
+    pub event_type: HvArm64PendingEventType,
+    #[bits(60)]
+    __: u64,
+    /// The ESR_ELx value the exception is taken with (EC bits 31:26, IL bit 25, ISS 24:0).
+    pub syndrome: u64,
+}
+
 /// `HV_INITIAL_VP_CONTEXT` for ARM64 (HvCallEnableVpVtl, HvCallStartVirtualProcessor).
 #[repr(C)]
 #[derive(
@@ -244,6 +272,29 @@ mod tests {
         assert_eq!(reg::X30, reg::XLR);
         assert_eq!(reg::name(reg::PC), Some("XPC"));
         assert_eq!(reg::CPSR.0, 0x0002_0023);
+    }
+
+    #[test]
+    fn pending_exception_event() {
+        assert_eq!(HvRegisterName::PENDING_EVENT0.0, 0x0001_0004);
+        // An undefined instruction: pending, type exception (0), ESR with EC 0 and IL (bit 25).
+        let undef = HvArm64PendingExceptionEvent::new()
+            .with_event_pending(true)
+            .with_event_type(HvArm64PendingEventType::EXCEPTION)
+            .with_syndrome(1 << 25);
+        assert_eq!(undef.into_bits(), 0x0200_0000 << 64 | 1);
+        // OpenVMM's byte layout: the header byte at 0, the syndrome at byte 8.
+        let mut bytes = [0u8; 16];
+        bytes[0] = 1 | 2 << 1; // pending, HYPERCALL_OUTPUT
+        bytes[8..].copy_from_slice(&0x9200_0046u64.to_le_bytes());
+        let event = HvArm64PendingExceptionEvent::read_from_bytes(&bytes).unwrap();
+        assert!(event.event_pending());
+        assert_eq!(
+            event.event_type(),
+            HvArm64PendingEventType::HYPERCALL_OUTPUT
+        );
+        assert_eq!(event.syndrome(), 0x9200_0046);
+        assert_eq!(zerocopy::IntoBytes::as_bytes(&event), bytes);
     }
 
     #[test]

@@ -31,6 +31,13 @@ open_enum! {
         GUEST_CRASH_P4 = 0x0000_0214,
         GUEST_CRASH_CTL = 0x0000_0215,
 
+        // NON-TLFS (OpenVMM `HvRegisterName`): an event the hypervisor delivers when the VP
+        // next runs in that VTL. A higher VTL writes a lower VTL's to inject an exception; the
+        // 32-byte event spans both registers, low half first, in the ISA's layout
+        // (`x86_64::HvX64PendingExceptionEvent`, `aarch64::HvArm64PendingExceptionEvent`).
+        PENDING_EVENT0 = 0x0001_0004,
+        PENDING_EVENT1 = 0x0001_0005,
+
         VP_RUNTIME = 0x0009_0000,
         GUEST_OS_ID = 0x0009_0002,
         VP_INDEX = 0x0009_0003,
@@ -352,6 +359,8 @@ mod tests {
         assert_eq!(HvRegisterName::VSM_VP_STATUS.0, 0x000D_0003);
         assert_eq!(HvRegisterName::GUEST_CRASH_P0.0, 0x0000_0210);
         assert_eq!(HvRegisterName::GUEST_CRASH_CTL.0, 0x0000_0215);
+        assert_eq!(HvRegisterName::PENDING_EVENT0.0, 0x0001_0004);
+        assert_eq!(HvRegisterName::PENDING_EVENT1.0, 0x0001_0005);
         assert_eq!(HvRegisterName::sint(15), Some(HvRegisterName::SINT15));
         assert_eq!(HvRegisterName::sint(16), None);
         assert_eq!(

@@ -286,6 +286,44 @@ pub mod reg {
     });
 }
 
+open_enum! {
+    /// The kind of event in an x64 pending event register (NON-TLFS, OpenVMM
+    /// `HV_X64_PENDING_EVENT_*`): bits 3:1 of `HvRegisterPendingEvent0`.
+    pub struct HvX64PendingEventType(u8) {
+        EXCEPTION = 0,
+        MEMORY_INTERCEPT = 1,
+        NESTED_MEMORY_INTERCEPT = 2,
+        VIRTUALIZATION_FAULT = 3,
+        HYPERCALL_OUTPUT = 4,
+        EXT_INT = 5,
+        SHADOW_IPT = 6,
+    }
+}
+
+/// `HvRegisterPendingEvent0` holding an exception (NON-TLFS layout, OpenVMM
+/// `HvX64PendingExceptionEvent`). The VP takes it when it next runs in that VTL, from the RIP the
+/// VTL has then, so a fault is injected by leaving RIP on the faulting instruction.
+/// `HvRegisterPendingEvent1` (the second half of the 32-byte event) is zero for an exception.
+#[bitfield(u128)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvX64PendingExceptionEvent {
+    pub event_pending: bool,
+    /// [`HvX64PendingEventType::EXCEPTION`] for this layout.
+    #[bits(3)]
+    pub event_type: HvX64PendingEventType,
+    #[bits(4)]
+    __: u8,
+    /// Push `error_code` (#DF, #TS, #NP, #SS, #GP, #PF, #AC); #UD has none.
+    pub deliver_error_code: bool,
+    #[bits(7)]
+    __: u8,
+    /// The IDT vector (#UD is 6, #GP 13).
+    pub vector: u16,
+    pub error_code: u32,
+    /// What the exception reports besides the error code (#PF: the faulting address for CR2).
+    pub exception_parameter: u64,
+}
+
 /// A segment register as the hypervisor passes it (register value, contexts, intercepts).
 #[repr(C)]
 #[derive(
@@ -572,6 +610,41 @@ mod tests {
         assert_eq!(reg::EFER.0, 0x0008_0001);
         assert_eq!(reg::name(HvRegisterName(0x0002_0010)), Some("RIP"));
         assert_eq!(reg::name(HvRegisterName::VSM_VP_STATUS), None);
+    }
+
+    #[test]
+    fn pending_exception_event() {
+        assert_eq!(HvRegisterName::PENDING_EVENT0.0, 0x0001_0004);
+        // #UD: pending, type exception (0), no error code, vector 6 in bits 31:16.
+        let ud = HvX64PendingExceptionEvent::new()
+            .with_event_pending(true)
+            .with_event_type(HvX64PendingEventType::EXCEPTION)
+            .with_vector(6);
+        assert_eq!(ud.into_bits(), 0x0006_0001);
+        // #GP(0x10): deliver_error_code is bit 8, the error code bits 63:32.
+        let gp = HvX64PendingExceptionEvent::from_bits(0x0000_0010_000D_0101);
+        assert!(gp.event_pending() && gp.deliver_error_code());
+        assert_eq!((gp.vector(), gp.error_code()), (13, 0x10));
+        assert_eq!(gp.event_type(), HvX64PendingEventType::EXCEPTION);
+        // #PF(2) at 0xFFFF_8000_0000_1000: the parameter is the high quadword.
+        let pf = HvX64PendingExceptionEvent::new()
+            .with_event_pending(true)
+            .with_deliver_error_code(true)
+            .with_vector(14)
+            .with_error_code(2)
+            .with_exception_parameter(0xFFFF_8000_0000_1000);
+        assert_eq!(
+            pf.into_bits(),
+            0xFFFF_8000_0000_1000 << 64 | 0x0000_0002_000E_0101
+        );
+        // The type is bits 3:1 (an ExtInt event, not pending).
+        let ext_int = HvX64PendingExceptionEvent::from_bits(0b1010);
+        assert_eq!(ext_int.event_type(), HvX64PendingEventType::EXT_INT);
+        assert!(!ext_int.event_pending());
+        assert_eq!(
+            format!("{:?}", HvX64PendingEventType(4)),
+            "HYPERCALL_OUTPUT"
+        );
     }
 
     #[test]

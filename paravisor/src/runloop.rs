@@ -1,12 +1,13 @@
 //! The per-VP run loop: return to VTL0, and serve each VTL0 hypercall the hypervisor routes
 //! back as an intercept: decode, validate and classify it (the pure `proxy` module), then
-//! answer, refuse or forward it, and complete it in VTL0's registers.
+//! answer, refuse or forward it and complete it in VTL0's registers, or make VTL0 take the
+//! #UD / undefined-instruction exception the TLFS raises instead.
 
 use crate::hypercall::{self, VpTarget};
 use crate::proxy::{self, Action, Decoded, Request, Vtl0Memory};
 use crate::{arch, percpu};
 use hvdef::{
-    Control, HvInputVtl, HvMessage, HvMessageType, HvPageRegister, HvRegisterAssoc,
+    Control, HvInputVtl, HvMessage, HvMessageType, HvPageRegister, HvRegisterAssoc, HvRegisterName,
     HvRegisterValue, HvStatus, HvSynicScontrol, HvSynicSint, HvVtlEntryReason, HypercallOutput,
     SyntheticRegister, Vtl,
 };
@@ -68,6 +69,26 @@ impl Completion {
     }
 }
 
+/// What becomes of VTL0's hypercall instruction.
+enum Outcome {
+    Complete(Completion),
+    /// It faults ([`Action::Fault`]): no result, see [`raise_undefined_instruction`].
+    Fault,
+}
+
+impl From<Completion> for Outcome {
+    fn from(completion: Completion) -> Outcome {
+        Outcome::Complete(completion)
+    }
+}
+
+/// VTL0 on this VP, as the target of the paravisor's own Get/SetVpRegisters: VTL0's private
+/// registers are reached with the target VTL pinned to 0.
+const VTL0: VpTarget = VpTarget {
+    vp_index: hvdef::HV_VP_INDEX_SELF,
+    vtl: HvInputVtl::target(Vtl::VTL0),
+};
+
 /// Turns on this VP's SynIC with its message page and SINT0 unmasked, for SINT0 delivery.
 fn enable_sint0() -> hypercall::Result<()> {
     let simp = HvPageRegister::new()
@@ -125,7 +146,10 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
         return;
     }
     let (ip, len, completion) = match arch::decode_intercept(message, config.xmm_fast_input) {
-        Decoded::Hypercall(req) => (req.ip, req.instruction_len, execute(config, &req)),
+        Decoded::Hypercall(req) => match execute(config, &req) {
+            Outcome::Complete(completion) => (req.ip, req.instruction_len, completion),
+            Outcome::Fault => return raise_undefined_instruction(),
+        },
         Decoded::NotHypercall {
             ip,
             instruction_len,
@@ -143,6 +167,7 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
             ip,
             instruction_len,
         } => (ip, instruction_len, Completion::status(status)),
+        Decoded::Fault => return raise_undefined_instruction(),
     };
     arch::complete_intercept(regs, message, completion.result, completion.control);
     if completion.advance {
@@ -153,26 +178,38 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
 /// Moves VTL0's instruction pointer past the intercepted instruction: a private register of
 /// VTL0, set through the shared register path with the target VTL pinned to 0.
 fn advance_vtl0_ip(ip: u64) {
-    let vtl0 = VpTarget {
-        vp_index: hvdef::HV_VP_INDEX_SELF,
-        vtl: HvInputVtl::target(Vtl::VTL0),
-    };
     let assoc = HvRegisterAssoc::new(arch::IP_REGISTER, HvRegisterValue::from(ip));
-    if let Err(e) = percpu::hypercall().set_vp_registers(vtl0, &[assoc]) {
+    if let Err(e) = percpu::hypercall().set_vp_registers(VTL0, &[assoc]) {
         // VTL0 would re-execute the call for ever; nothing sensible is left to do.
         panic!("advancing VTL0's instruction pointer to {ip:#x} failed: {e}");
     }
 }
 
-fn execute(config: &Config, req: &Request) -> Completion {
+/// Makes VTL0 take #UD (x64) / an undefined-instruction exception (arm64) on the hypercall
+/// instruction, as OpenHCL injects exceptions: VTL0's pending-event register, a private register
+/// of VTL0 set through the shared register path. The hypervisor delivers the event on the next
+/// return to VTL0. It is a fault, so VTL0's IP is not advanced (the exception reports the
+/// hypercall instruction), and no result is written: VTL0's registers go back as it left them.
+fn raise_undefined_instruction() {
+    let event = arch::undefined_instruction_event();
+    let assoc = HvRegisterAssoc::new(HvRegisterName::PENDING_EVENT0, event);
+    if let Err(e) = percpu::hypercall().set_vp_registers(VTL0, &[assoc]) {
+        // Without the event VTL0 would re-execute the call for ever, as with a lost IP advance.
+        panic!("raising #UD in VTL0 failed: {e}");
+    }
+}
+
+fn execute(config: &Config, req: &Request) -> Outcome {
     match proxy::policy::classify(req, &config.vtl0, config.host_ext_mask) {
-        Action::Refuse(status) => Completion::status(status),
+        Action::Refuse(status) => Completion::status(status).into(),
+        Action::Fault => Outcome::Fault,
         Action::AnswerExtCapabilities => {
             let mask = config.host_ext_mask & proxy::policy::FORWARDED_EXT_MASK;
             write_vtl0(&config.vtl0, req.output_gpa, &mask.to_le_bytes())
                 .map_or_else(Completion::status, |()| {
                     Completion::status(HvStatus::SUCCESS)
                 })
+                .into()
         }
         Action::Forward {
             control,
@@ -183,7 +220,7 @@ fn execute(config: &Config, req: &Request) -> Completion {
             fast_as_memory,
         } => {
             if req.control.fast() && !fast_as_memory {
-                return forward_fast(req, control, input_len);
+                return forward_fast(req, control, input_len).into();
             }
             let code = control.code();
             let control = control.with_fast(false);
@@ -207,6 +244,7 @@ fn execute(config: &Config, req: &Request) -> Completion {
                 }
                 Err(status) => Completion::status(status),
             }
+            .into()
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Decoding a hypercall intercept message into an ISA-neutral [`Request`]: which registers carry
-//! the control word, the GPAs and the fast block, and which callers the paravisor does not serve.
+//! the control word, the GPAs and the fast block, and which callers get an exception instead.
 
 use super::{Decoded, Isa, Request, FAST_WORDS_MAX};
 use hvdef::aarch64::{
-    HvArm64HypercallInterceptMessage, HVC_IMM_HYPERCALL, HVC_IMM_SMCCC, SMCCC_HV_FUNC_ID,
+    HvArm64HypercallInterceptMessage, HVC_IMM_HYPERCALL, HVC_IMM_SMCCC, HVC_IMM_VTL_CALL,
+    HVC_IMM_VTL_RETURN, SMCCC_HV_FUNC_ID,
 };
 use hvdef::x86_64::HvX64HypercallInterceptMessage;
 use hvdef::{Control, HvStatus};
@@ -18,25 +19,22 @@ const X64_GPR_FAST_WORDS: usize = 2;
 /// Decodes an x64 intercept. `xmm_fast_input` is whether the host advertises XMM fast input
 /// (CPUID 0x40000003 EDX bit 4), which VTL0 sees too: it widens the fast block to XMM0-5.
 ///
-/// Refused here, with HV_STATUS_INVALID_HYPERCALL_INPUT, are callers the TLFS answers with #UD
-/// or that the paravisor does not serve; the paravisor cannot inject #UD yet, and a status in
-/// RAX is the least surprising stand-in (the call never reaches the host either way):
-/// - CPL != 0: the hypervisor #UDs these before intercepting, so one can only come from a
-///   hypervisor bug; refusing keeps a VTL0 user process from ever reaching the host through us.
-/// - Not 64-bit (EFER.LMA and CS.L not both set, which also covers real mode): the 32-bit
-///   convention (EDX:EAX, EBX:ECX, EDI:ESI) is legal per the TLFS, but the paravisor serves only
-///   64-bit VTL0 kernels, and decoding RCX/RDX/R8 for a 32-bit caller would misread its call.
+/// [`Decoded::Fault`] (#UD in VTL0; the call never reaches the host) for:
+/// - CPL != 0: the TLFS makes hypercalls legal only at CPL0. The hypervisor #UDs these before
+///   intercepting, so one can only come from a hypervisor bug; faulting keeps a VTL0 user
+///   process from ever reaching the host through us.
+/// - Not 64-bit (EFER.LMA and CS.L not both set): real mode is #UD per the TLFS. The 32-bit
+///   protected-mode convention (EDX:EAX, EBX:ECX, EDI:ESI) is legal per the TLFS, but the
+///   paravisor serves only 64-bit VTL0 kernels: decoding RCX/RDX/R8 would misread such a call,
+///   and a status written to RAX would reach a 32-bit caller as half of EDX:EAX. #UD is what it
+///   gets from a hypervisor with no hypercall interface for it, unambiguous in any mode.
 pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) -> Decoded {
     let header = &msg.header;
     let (ip, instruction_len) = (header.rip, header.instruction_length());
     let state = header.execution_state;
     let long_mode = state.efer_lma() && header.cs_segment.attributes & CS_ATTRIBUTES_LONG != 0;
     if state.cpl() != 0 || !long_mode {
-        return Decoded::Refused {
-            status: HvStatus::INVALID_HYPERCALL_INPUT,
-            ip,
-            instruction_len,
-        };
+        return Decoded::Fault;
     }
     let fast_words = if xmm_fast_input {
         X64_GPR_FAST_WORDS + 2 * msg.xmm_registers.len()
@@ -68,20 +66,17 @@ pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) ->
 /// - `hvc #0` is SMCCC: X0 is the function id (only W0 counts, per SMCCC), X1 the control word,
 ///   X2/X3 the GPAs, fast block X2..X17. Any other function id is not a Hyper-V hypercall.
 /// - `hvc #1` is the legacy Hyper-V ABI: X0 control, X1/X2 GPAs, fast block X1..X17.
-/// - Any other immediate gets HV_STATUS_INVALID_HYPERCALL_CODE: #2/#3 are VTL call/return and #4
-///   VP launch, VTL switches rather than hypercalls (VTL0 has no lower VTL to return to and no
-///   VTL1 to call here); the rest carry no Hyper-V ABI. Neither can be served as a call code.
-/// - EL0 is refused like x64 CPL3 (see [`decode_x64`]): `hvc` is undefined at EL0, so such a
-///   message can only come from a hypervisor bug.
+/// - `hvc #2` / `hvc #3` are VtlCall / VtlReturn: [`Decoded::Fault`], as the same calls by code
+///   get from the policy (VtlReturn from VTL0, the lowest VTL, is always undefined; VtlCall has no
+///   higher VTL VTL0 may enter here).
+/// - Any other immediate gets HV_STATUS_INVALID_HYPERCALL_CODE: #4 is VP launch (NON-TLFS), a
+///   VTL switch rather than a hypercall; the rest carry no Hyper-V ABI.
+/// - EL0: [`Decoded::Fault`] like x64 CPL3 (see [`decode_x64`]): `hvc` is undefined at EL0, so
+///   such a message can only come from a hypervisor bug.
 pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
     let (ip, instruction_len) = (msg.header.pc, msg.header.instruction_length);
-    let refused = |status| Decoded::Refused {
-        status,
-        ip,
-        instruction_len,
-    };
     if msg.header.execution_state.cpl() == 0 {
-        return refused(HvStatus::INVALID_HYPERCALL_INPUT);
+        return Decoded::Fault;
     }
     let x = &msg.x;
     let (control, gpas, block) = match msg.immediate {
@@ -95,7 +90,14 @@ pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
             (x[1], (x[2], x[3]), &x[2..])
         }
         HVC_IMM_HYPERCALL => (x[0], (x[1], x[2]), &x[1..]),
-        _ => return refused(HvStatus::INVALID_HYPERCALL_CODE),
+        HVC_IMM_VTL_CALL | HVC_IMM_VTL_RETURN => return Decoded::Fault,
+        _ => {
+            return Decoded::Refused {
+                status: HvStatus::INVALID_HYPERCALL_CODE,
+                ip,
+                instruction_len,
+            }
+        }
     };
     let control = Control::from_bits(control);
     let mut fast = [0; FAST_WORDS_MAX];
@@ -144,7 +146,7 @@ fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hvdef::aarch64::{HVC_IMM_VTL_CALL, INSTRUCTION_LEN};
+    use hvdef::aarch64::{HVC_IMM_VP_LAUNCH, INSTRUCTION_LEN};
     use hvdef::x86_64::VMCALL_LEN;
     use hvdef::HypercallCode;
     use zerocopy::FromBytes;
@@ -222,17 +224,14 @@ mod tests {
     }
 
     #[test]
-    fn x64_non_64bit_or_user_callers_refused() {
+    fn x64_non_64bit_or_user_callers_fault() {
         let control = Control::new().with_code(HypercallCode::POST_MESSAGE);
-        let refused = Decoded::Refused {
-            status: HvStatus::INVALID_HYPERCALL_INPUT,
-            ip: RIP,
-            instruction_len: 3,
-        };
-        // Compatibility mode (CS.L clear), legacy protected mode, CPL3.
-        assert_eq!(x64(control, 0, true, 0xC09B, false), refused);
-        assert_eq!(x64(control, 0, false, CS_LONG, false), refused);
-        assert_eq!(x64(control, 3, true, CS_LONG, false), refused);
+        // Compatibility mode (CS.L clear), legacy protected or real mode, CPL1, CPL3.
+        assert_eq!(x64(control, 0, true, 0xC09B, false), Decoded::Fault);
+        assert_eq!(x64(control, 0, false, CS_LONG, false), Decoded::Fault);
+        assert_eq!(x64(control, 0, false, 0x009B, false), Decoded::Fault);
+        assert_eq!(x64(control, 1, true, CS_LONG, false), Decoded::Fault);
+        assert_eq!(x64(control, 3, true, CS_LONG, true), Decoded::Fault);
         assert!(matches!(
             x64(control, 0, true, CS_LONG, false),
             Decoded::Hypercall(_)
@@ -308,22 +307,25 @@ mod tests {
     }
 
     #[test]
-    fn arm64_bad_immediate_and_el0_refused() {
-        let refused = |status| Decoded::Refused {
-            status,
+    fn arm64_vtl_switches_and_el0_fault_other_immediates_refused() {
+        let refused = Decoded::Refused {
+            status: HvStatus::INVALID_HYPERCALL_CODE,
             ip: 0x4000_1000,
             instruction_len: 4,
         };
-        for imm in [HVC_IMM_VTL_CALL, 3, 4, 0xFFFF] {
-            assert_eq!(
-                arm64(imm, 1, regs(&[])),
-                refused(HvStatus::INVALID_HYPERCALL_CODE)
-            );
+        for imm in [HVC_IMM_VP_LAUNCH, 5, 0xFFFF] {
+            assert_eq!(arm64(imm, 1, regs(&[])), refused, "hvc #{imm}");
         }
+        for imm in [HVC_IMM_VTL_CALL, HVC_IMM_VTL_RETURN] {
+            assert_eq!(arm64(imm, 1, regs(&[])), Decoded::Fault, "hvc #{imm}");
+        }
+        // EL0 faults whatever it calls, a valid hypercall included.
         let func = u64::from(SMCCC_HV_FUNC_ID);
-        assert_eq!(
-            arm64(HVC_IMM_SMCCC, 0, regs(&[func])),
-            refused(HvStatus::INVALID_HYPERCALL_INPUT)
-        );
+        let post = Control::new()
+            .with_code(HypercallCode::POST_MESSAGE)
+            .into_bits();
+        assert_eq!(arm64(HVC_IMM_SMCCC, 0, regs(&[func, post])), Decoded::Fault);
+        assert_eq!(arm64(HVC_IMM_HYPERCALL, 0, regs(&[post])), Decoded::Fault);
+        assert_eq!(arm64(4, 0, regs(&[])), Decoded::Fault);
     }
 }

@@ -1,7 +1,8 @@
 //! The VTL0 hypercall proxy's pure core: decode an intercepted VTL0 hypercall, validate it as the
 //! TLFS does (plus the paravisor's own memory rule), and decide per call code whether to answer
-//! it here, refuse it, or forward it to the host. No hypercalls and no memory access happen here;
-//! the firmware's run loop (`crate::firmware`) carries the [`Action`] out.
+//! it here, refuse it, forward it to the host, or raise the exception the TLFS raises instead of
+//! a result. No hypercalls and no memory access happen here; the firmware's run loop
+//! (`crate::runloop`) carries the [`Action`] out.
 
 pub mod decode;
 pub mod policy;
@@ -49,12 +50,16 @@ pub enum Decoded {
         ip: u64,
         instruction_len: u8,
     },
-    /// Refused before validation, with this status (e.g. a 32-bit x86 caller).
+    /// Refused before validation, with this status (an arm64 `hvc` immediate with no Hyper-V
+    /// ABI).
     Refused {
         status: HvStatus,
         ip: u64,
         instruction_len: u8,
     },
+    /// A caller the TLFS answers with #UD (x64) or an undefined-instruction exception (arm64)
+    /// rather than a result; see [`Action::Fault`].
+    Fault,
 }
 
 /// The guest-physical ranges VTL0 may name in a hypercall: RAM the loader reported minus the
@@ -131,4 +136,8 @@ pub enum Action {
     AnswerExtCapabilities,
     /// Complete with this status and nothing else.
     Refuse(HvStatus),
+    /// Do not complete the call: make VTL0 take #UD (x64) / an undefined-instruction exception
+    /// (arm64) on the hypercall instruction, as the hypervisor itself would. A fault, so VTL0's
+    /// IP stays on the instruction and its result registers keep what VTL0 had in them.
+    Fault,
 }

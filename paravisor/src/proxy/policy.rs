@@ -22,8 +22,9 @@
 //! | 0x00B0 | FlushGuestPhysicalAddressList (rep) | 16 + 8 (NON-TLFS size: Linux) | — |
 //! | 0x8002 | ExtGetBootZeroedMemory, if the host advertises it | — | 0xFF8 |
 //!
-//! Answered here: ExtQueryCapabilities (0x8001). Refused: see [`TABLE`]. Every other code is
-//! HV_STATUS_INVALID_HYPERCALL_CODE, exactly as from a hypervisor that does not implement it.
+//! Answered here: ExtQueryCapabilities (0x8001). Refused, and faulted (#UD): see [`TABLE`].
+//! Every other code is HV_STATUS_INVALID_HYPERCALL_CODE, exactly as from a hypervisor that does
+//! not implement it.
 
 use super::validate::validate;
 use super::{Action, Isa, Request, Vtl0Memory};
@@ -117,6 +118,9 @@ pub enum Rule {
     /// Refuse with this status before any validation, as a hypervisor refuses a call the caller
     /// lacks the privilege for (KVM checks privileges before the control word).
     Refuse(HvStatus),
+    /// [`Action::Fault`] before any validation: the TLFS raises #UD for every form of the call
+    /// VTL0 can make, whatever its control word or input.
+    Fault,
 }
 
 /// One table entry.
@@ -233,6 +237,10 @@ const fn refuse(code: C, status: HvStatus) -> Policy {
     Policy::new(code, Rule::Refuse(status), Layout::NONE)
 }
 
+const fn fault(code: C) -> Policy {
+    Policy::new(code, Rule::Fault, Layout::NONE)
+}
+
 const FLUSH_VA_SPACE: usize = 3 * size_of::<u64>(); // AddressSpace, Flags, ProcessorMask
 const FLUSH_EX_HEADER: usize = 2 * size_of::<u64>(); // AddressSpace, Flags; VP set follows
 const GPA_FLUSH_HEADER: usize = 2 * size_of::<u64>(); // AddressSpace, Flags (Linux)
@@ -265,9 +273,13 @@ const _: () = {
 ///   TranslateVirtualAddress: VTLs, protections and intercepts belong to the paravisor, and
 ///   VBS/VTL1 under this paravisor is not supported; forwarded, each would act with VTL2's
 ///   authority (TranslateVirtualAddress would translate through VTL2's view and leak it).
-/// - VtlCall/VtlReturn as an intercepted hypercall: the TLFS answers both with #UD here (VtlReturn
-///   from the lowest VTL; VtlCall with no higher VTL VTL0 may enter through a hypercall code). The
-///   paravisor cannot inject #UD yet, so INVALID_HYPERCALL_INPUT stands in: a known gap.
+///
+/// Faulted (#UD / undefined instruction in VTL0), per the TLFS's VTL call and return rules:
+/// - VtlReturn: VTL0 is the lowest VTL, and a return from the lowest VTL is always #UD (so is an
+///   invalid control, which therefore needs no separate check).
+/// - VtlCall: it goes only to the next higher enabled VTL, and #UD when there is none VTL0 may
+///   enter (VTL1 is never enabled under this paravisor, see above, and VTL2 is entered only
+///   through intercepts) or on an invalid control.
 pub static TABLE: [Policy; 27] = [
     forward(
         C::FLUSH_VIRTUAL_ADDRESS_SPACE,
@@ -359,8 +371,8 @@ pub static TABLE: [Policy; 27] = [
     refuse(C::INSTALL_INTERCEPT, HvStatus::ACCESS_DENIED),
     refuse(C::INSTALL_INTERCEPT_EX, HvStatus::ACCESS_DENIED),
     refuse(C::TRANSLATE_VIRTUAL_ADDRESS, HvStatus::ACCESS_DENIED),
-    refuse(C::VTL_CALL, HvStatus::INVALID_HYPERCALL_INPUT),
-    refuse(C::VTL_RETURN, HvStatus::INVALID_HYPERCALL_INPUT),
+    fault(C::VTL_CALL),
+    fault(C::VTL_RETURN),
 ];
 
 /// The capability bits of the extended calls [`TABLE`] forwards; QueryCapabilities answers the
@@ -391,8 +403,9 @@ const fn issue_fast_bytes(isa: Isa) -> usize {
 /// Decides what to do with a decoded VTL0 call. `host_ext_mask` is the host's
 /// HvExtCallQueryCapabilities answer (0 if it has no extended calls).
 ///
-/// Order: unknown code → INVALID_HYPERCALL_CODE; a refusing rule → its status; an extended call
-/// the host does not offer → INVALID_HYPERCALL_CODE; [`validate`]; then per rule. A forwarded
+/// Order: unknown code → INVALID_HYPERCALL_CODE; a refusing rule → its status; a faulting rule →
+/// [`Action::Fault`]; an extended call the host does not offer → INVALID_HYPERCALL_CODE;
+/// [`validate`]; then per rule. A forwarded
 /// fast call with output is INVALID_HYPERCALL_INPUT: the paravisor is soft-float and cannot
 /// return XMM output, and [`Action`] has no way to return register output on either ISA. A
 /// memory-based call's input is screened by the firmware after copy-in ([`screen_input`]);
@@ -403,8 +416,10 @@ pub fn classify(req: &Request, vtl0: &Vtl0Memory, host_ext_mask: u64) -> Action 
     let Some(policy) = policy(code) else {
         return Action::Refuse(HvStatus::INVALID_HYPERCALL_CODE);
     };
-    if let Rule::Refuse(status) = policy.rule {
-        return Action::Refuse(status);
+    match policy.rule {
+        Rule::Refuse(status) => return Action::Refuse(status),
+        Rule::Fault => return Action::Fault,
+        Rule::Forward | Rule::AnswerExtCapabilities => {}
     }
     let host = HvExtendedCapabilities::from_bits(host_ext_mask);
     if policy.rule == Rule::Forward && code.is_extended() && !host.supports(code) {
@@ -509,6 +524,7 @@ mod tests {
         Forward,
         Answer,
         Refuse(HvStatus),
+        Fault,
     }
 
     /// The table as the design states it, checked against [`TABLE`] entry by entry.
@@ -556,14 +572,8 @@ mod tests {
             C::TRANSLATE_VIRTUAL_ADDRESS,
             Expect::Refuse(HvStatus::ACCESS_DENIED),
         ),
-        (
-            C::VTL_CALL,
-            Expect::Refuse(HvStatus::INVALID_HYPERCALL_INPUT),
-        ),
-        (
-            C::VTL_RETURN,
-            Expect::Refuse(HvStatus::INVALID_HYPERCALL_INPUT),
-        ),
+        (C::VTL_CALL, Expect::Fault),
+        (C::VTL_RETURN, Expect::Fault),
     ];
 
     #[test]
@@ -590,6 +600,7 @@ mod tests {
                     },
                     Expect::Answer => Action::AnswerExtCapabilities,
                     Expect::Refuse(status) => Action::Refuse(status),
+                    Expect::Fault => Action::Fault,
                 };
                 assert_eq!(got, want, "{code:?} on {isa:?}");
             }
@@ -664,8 +675,10 @@ mod tests {
                             "{code:?}"
                         );
                     }
-                    if let Action::Refuse(status) = action {
-                        assert!(allowed(status), "{code:?}: {status:?}");
+                    match action {
+                        Action::Refuse(status) => assert!(allowed(status), "{code:?}: {status:?}"),
+                        Action::Fault => assert!(vtl_switch(code), "{code:?}"),
+                        Action::Forward { .. } | Action::AnswerExtCapabilities => {}
                     }
                 }
             }
@@ -735,6 +748,28 @@ mod tests {
             classify(&r, &vtl0(), 0),
             Action::Refuse(HvStatus::ACCESS_DENIED)
         );
+    }
+
+    /// VtlReturn from VTL0 is #UD however it is made; so is VtlCall (no VTL to call, and any
+    /// control bit is invalid): the fault comes before validation, on both ISAs.
+    #[test]
+    fn vtl_call_and_return_fault_whatever_the_control() {
+        for code in [C::VTL_CALL, C::VTL_RETURN] {
+            let controls = [
+                Control::new().with_code(code),
+                Control::new().with_code(code).with_fast(true),
+                Control::from_bits(u64::MAX).with_code(code),
+                Control::new().with_code(code).with_nested(true),
+                Control::new().with_code(code).with_rep_count(3),
+            ];
+            for isa in [Isa::X64, Isa::Arm64] {
+                for control in controls {
+                    let mut r = req(isa, control);
+                    r.input_gpa = VTL2.start + 1;
+                    assert_eq!(classify(&r, &vtl0(), ALL_EXT), Action::Fault, "{control:?}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -987,10 +1022,16 @@ mod tests {
             .prop_map(|(ram, vtl2)| Vtl0Memory::new(&ram, vtl2))
     }
 
+    /// The codes VTL0 cannot use as hypercalls at all: the only ones that may fault.
+    fn vtl_switch(code: C) -> bool {
+        code == C::VTL_CALL || code == C::VTL_RETURN
+    }
+
     fn check_action(req: &Request, vtl0: &Vtl0Memory, action: Action) {
         let fast = req.control.fast();
         match action {
             Action::Refuse(status) => assert!(allowed(status), "{status:?}"),
+            Action::Fault => assert!(vtl_switch(req.control.code())),
             Action::AnswerExtCapabilities => {
                 assert_eq!(req.control.code(), C::EXT_QUERY_CAPABILITIES);
                 assert!(!fast && vtl0.contains(req.output_gpa, 8));
@@ -1050,11 +1091,18 @@ mod tests {
             host_ext_mask in any::<u64>(),
         ) {
             let msg = x64_message(&raw, plausible, control, gpas);
+            let header = msg.header;
+            let long_mode =
+                header.execution_state.efer_lma() && header.cs_segment.attributes & 1 << 13 != 0;
+            let kernel_64 = header.execution_state.cpl() == 0 && long_mode;
             match decode_x64(&msg, xmm) {
                 Decoded::Hypercall(req) => {
+                    prop_assert!(kernel_64);
                     check_action(&req, &vtl0, classify(&req, &vtl0, host_ext_mask));
                 }
-                Decoded::Refused { status, .. } => prop_assert!(allowed(status)),
+                // Every other caller takes #UD; none is refused with a status.
+                Decoded::Fault => prop_assert!(!kernel_64),
+                Decoded::Refused { .. } => prop_assert!(false, "x64 refuses no caller"),
                 Decoded::NotHypercall { .. } => prop_assert!(false, "x64 has no SMCCC"),
             }
         }
@@ -1082,11 +1130,18 @@ mod tests {
                 };
                 (msg.x[base], msg.x[base + 1], msg.x[base + 2]) = (control, gpas.0, gpas.1);
             }
+            let el0 = msg.header.execution_state.cpl() == 0;
             match decode_arm64(&msg) {
                 Decoded::Hypercall(req) => {
+                    prop_assert!(!el0);
                     check_action(&req, &vtl0, classify(&req, &vtl0, host_ext_mask));
                 }
-                Decoded::Refused { status, .. } => prop_assert!(allowed(status)),
+                Decoded::Refused { status, .. } => {
+                    prop_assert_eq!(status, HvStatus::INVALID_HYPERCALL_CODE);
+                    prop_assert!(!el0 && msg.immediate > 3);
+                }
+                // EL0, or VTL call / return by immediate.
+                Decoded::Fault => prop_assert!(el0 || matches!(msg.immediate, 2 | 3)),
                 Decoded::NotHypercall { .. } => prop_assert_eq!(msg.immediate, 0),
             }
         }

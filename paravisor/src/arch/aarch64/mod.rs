@@ -205,6 +205,21 @@ pub fn vtl_return(_assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers)
 /// VTL0's program counter, advanced past a completed hypercall.
 pub const IP_REGISTER: HvRegisterName = hvdef::aarch64::reg::XPC;
 
+/// The `HvRegisterPendingEvent0` value that makes VTL0 take an undefined-instruction exception:
+/// an exception event whose syndrome (ESR_EL1) has EC 0, "unknown reason", the class the Arm ARM
+/// reports undefined instructions with, and IL (bit 25) set, which the Arm ARM requires for that
+/// class. No fault address, so PendingEvent1 is not needed.
+pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {
+    const ESR_EC_UNKNOWN: u64 = 0;
+    const ESR_EC_SHIFT: u32 = 26;
+    const ESR_IL: u64 = 1 << 25;
+    let event = hvdef::aarch64::HvArm64PendingExceptionEvent::new()
+        .with_event_pending(true)
+        .with_event_type(hvdef::aarch64::HvArm64PendingEventType::EXCEPTION)
+        .with_syndrome(ESR_EC_UNKNOWN << ESR_EC_SHIFT | ESR_IL);
+    hvdef::HvRegisterValue::from(event.into_bits())
+}
+
 /// Decodes the arm64 hypercall intercept message in `message`'s payload.
 pub fn decode_intercept(
     message: &hvdef::HvMessage,

@@ -329,6 +329,17 @@ pub fn vtl_return(assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers) 
 /// VTL0's instruction pointer, advanced past a completed hypercall.
 pub const IP_REGISTER: hvdef::HvRegisterName = hvdef::x86_64::reg::RIP;
 
+/// The `HvRegisterPendingEvent0` value that makes VTL0 take #UD: an exception event with vector
+/// 6 (#UD, an x86 architectural number) and no error code, as #UD pushes none.
+pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {
+    const UD_VECTOR: u16 = 6;
+    let event = hvdef::x86_64::HvX64PendingExceptionEvent::new()
+        .with_event_pending(true)
+        .with_event_type(hvdef::x86_64::HvX64PendingEventType::EXCEPTION)
+        .with_vector(UD_VECTOR);
+    hvdef::HvRegisterValue::from(event.into_bits())
+}
+
 /// Decodes the x64 hypercall intercept message in `message`'s payload.
 pub fn decode_intercept(message: &hvdef::HvMessage, xmm_fast_input: bool) -> crate::proxy::Decoded {
     use zerocopy::FromBytes;

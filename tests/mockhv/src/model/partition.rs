@@ -91,26 +91,43 @@ impl VtlFile {
         let mut file = Self::default();
         match arch {
             Arch::X86_64 => {
-                let cs = HvX64SegmentRegister {
-                    base: 0,
-                    limit: 0xFFFF_FFFF,
-                    selector: 0x8,
-                    // Present, DPL 0, execute/read code, L = 1, G = 1.
-                    attributes: 0xA09B,
-                };
-                let mut bytes = [0u8; 16];
-                bytes.copy_from_slice(cs.as_bytes());
-                file.set(x64_reg::CS, u128::from_le_bytes(bytes));
+                for (name, value) in x64_mode_registers(true) {
+                    file.set(name, value);
+                }
                 file.set(x64_reg::RFLAGS, 0x2);
-                // PE | ET | NE | PG; EFER.LME | LMA.
+                // PE | ET | NE | PG.
                 file.set(x64_reg::CR0, 0x8000_0031);
-                file.set(x64_reg::EFER, 0x500);
             }
-            // EL1h with DAIF masked.
-            Arch::Aarch64 => file.set(arm_reg::CPSR, 0x3C5),
+            Arch::Aarch64 => file.set(arm_reg::CPSR, ARM64_CPSR_EL1H.into()),
         }
         file
     }
+}
+
+/// CPSR of a kernel: EL1h (M = 0b0101) with DAIF masked.
+pub(crate) const ARM64_CPSR_EL1H: u64 = 0x3C5;
+/// CPSR of user code: EL0t (M = 0) with DAIF masked.
+pub(crate) const ARM64_CPSR_EL0T: u64 = 0x3C0;
+
+/// The x64 registers that say which mode ring-0 code runs in: CS (selector 0x8, flat, DPL 0)
+/// and EFER. Long mode: a 64-bit code segment (L = 1) and EFER.LME | LMA. Otherwise 32-bit
+/// protected mode: a 32-bit code segment (D = 1) and EFER clear.
+pub(crate) fn x64_mode_registers(long_mode: bool) -> [(HvRegisterName, u128); 2] {
+    // Present, DPL 0, execute/read code, G = 1; then L (bit 13) or D (bit 14).
+    let attributes = if long_mode { 0xA09B } else { 0xC09B };
+    let cs = HvX64SegmentRegister {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector: 0x8,
+        attributes,
+    };
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(cs.as_bytes());
+    let efer = if long_mode { 0x500 } else { 0 };
+    [
+        (x64_reg::CS, u128::from_le_bytes(bytes)),
+        (x64_reg::EFER, efer),
+    ]
 }
 
 #[derive(Clone, Debug)]

@@ -40,6 +40,10 @@ enum Reg {
     VsmPartitionConfig,
     VsmVina,
     VsmSecureConfig(usize),
+    /// HvRegisterPendingEvent0/1: the event the VP takes when it next runs in that VTL. Plain
+    /// per-VTL storage, as written (the layout is NON-TLFS, so the model checks none of it); a
+    /// lower VTL's completed call takes it (see `Vtl0Result::pending_event`).
+    PendingEvent,
     /// RAX.., X0.., RIP/PC, control and segment registers: plain storage.
     Architectural,
 }
@@ -97,6 +101,7 @@ impl Reg {
             N::VSM_CAPABILITIES => Self::VsmCapabilities,
             N::VSM_PARTITION_CONFIG => Self::VsmPartitionConfig,
             N::VSM_VINA => Self::VsmVina,
+            N::PENDING_EVENT0 | N::PENDING_EVENT1 => Self::PendingEvent,
             _ => {
                 let known = match arch {
                     Arch::X86_64 => x64_reg::name(name).is_some(),
@@ -158,7 +163,7 @@ impl Model {
         let v = vtl.get() as usize;
         let file = self.vps[vp as usize].file(vtl);
         let value: u64 = match reg {
-            Reg::Architectural => return Ok(file.reg(name)),
+            Reg::Architectural | Reg::PendingEvent => return Ok(file.reg(name)),
             Reg::Info(info) => return Ok(words_to_u128(self.info_words(info))),
             Reg::GuestOsId => self.partition.vtls[v].guest_os_id,
             Reg::Hypercall => self.partition.vtls[v].hypercall,
@@ -223,7 +228,9 @@ impl Model {
         let value64 = value as u64;
         let synic = &mut self.vps[vp as usize].vtls[v].synic;
         match reg {
-            Reg::Architectural => self.vp_mut(vp).file_mut(vtl).set(name, value),
+            Reg::Architectural | Reg::PendingEvent => {
+                self.vp_mut(vp).file_mut(vtl).set(name, value)
+            }
             Reg::GuestOsId => {
                 self.partition.vtls[v].guest_os_id = value64;
                 if value64 == 0 {

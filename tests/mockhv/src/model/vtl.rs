@@ -1,6 +1,7 @@
 //! VTL switches and the scripted lower VTL: a test queues VTL0 hypercalls; on each VtlReturn the
 //! model completes the previous one (reading back what the paravisor left in VTL0's registers and
-//! memory) and hands the next to the paravisor as a hypercall intercept.
+//! memory, or letting VTL0 take the exception the paravisor left pending) and hands the next to
+//! the paravisor as a hypercall intercept.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::mem::offset_of;
@@ -21,6 +22,7 @@ use hvdef::{
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::memory::{read_obj, write_obj};
+use super::partition::{x64_mode_registers, ARM64_CPSR_EL0T, ARM64_CPSR_EL1H};
 use super::trace::{Abi, Delivery, Event, HypercallRecord, Outcome};
 use super::{Arch, Effects, Fault, GuestMemory, Model, X64HypercallRegs};
 
@@ -40,16 +42,19 @@ pub struct Vtl0Call {
 }
 
 impl Vtl0Call {
-    /// An x64 `vmcall` at `rip` with the control word in RCX and GPAs or fast input in RDX/R8.
+    /// An x64 `vmcall` at `rip` with the control word in RCX and GPAs or fast input in RDX/R8,
+    /// from a 64-bit kernel (CS and EFER say so, whatever an earlier call left in them).
     pub fn x64(rip: u64, control: Control, rdx: u64, r8: u64) -> Self {
+        let mut registers = vec![
+            (x64_reg::RIP, rip.into()),
+            (x64_reg::RCX, control.into_bits().into()),
+            (x64_reg::RDX, rdx.into()),
+            (x64_reg::R8, r8.into()),
+        ];
+        registers.extend(x64_mode_registers(true));
         Self {
             vp: 0,
-            registers: vec![
-                (x64_reg::RIP, rip.into()),
-                (x64_reg::RCX, control.into_bits().into()),
-                (x64_reg::RDX, rdx.into()),
-                (x64_reg::R8, r8.into()),
-            ],
+            registers,
             memory: Vec::new(),
             output: None,
             immediate: 0,
@@ -57,12 +62,14 @@ impl Vtl0Call {
     }
 
     /// An arm64 SMCCC `hvc #0` at `pc`: X0 the Hyper-V function id, X1 the control word, X2/X3
-    /// the GPAs or the start of the fast input.
+    /// the GPAs or the start of the fast input; from an EL1 kernel (CPSR says so, whatever an
+    /// earlier call left in it).
     pub fn arm64(pc: u64, control: Control, x2: u64, x3: u64) -> Self {
         Self {
             vp: 0,
             registers: vec![
                 (arm_reg::XPC, pc.into()),
+                (arm_reg::CPSR, ARM64_CPSR_EL1H.into()),
                 (arm_reg::X0, SMCCC_HV_FUNC_ID.into()),
                 (arm_reg::X1, control.into_bits().into()),
                 (arm_reg::X2, x2.into()),
@@ -72,6 +79,25 @@ impl Vtl0Call {
             output: None,
             immediate: HVC_IMM_SMCCC,
         }
+    }
+
+    /// x64: the call comes from 32-bit protected mode (a 32-bit code segment, EFER.LMA clear)
+    /// instead of long mode. The later registers win, so this overrides [`Vtl0Call::x64`]'s.
+    pub fn in_32bit_mode(mut self) -> Self {
+        self.registers.extend(x64_mode_registers(false));
+        self
+    }
+
+    /// arm64: the call comes from EL0 instead of an EL1 kernel.
+    pub fn at_el0(mut self) -> Self {
+        self.registers.push((arm_reg::CPSR, ARM64_CPSR_EL0T.into()));
+        self
+    }
+
+    /// arm64: the intercept reports `hvc #imm` (0 SMCCC, 1 legacy, 2 VTL call, 3 VTL return).
+    pub fn with_immediate(mut self, imm: u16) -> Self {
+        self.immediate = imm;
+        self
     }
 
     pub fn on_vp(mut self, vp: u32) -> Self {
@@ -125,9 +151,18 @@ impl Vtl0Result {
     }
 
     /// Whether the paravisor moved the IP past the hypercall instruction (completed it) rather
-    /// than leaving it for re-execution.
+    /// than leaving it for re-execution. Never with an exception pending: the call faulted.
     pub fn advanced(&self) -> bool {
-        self.ip_after == self.ip_before.wrapping_add(self.instruction_len)
+        self.pending_event().is_none()
+            && self.ip_after == self.ip_before.wrapping_add(self.instruction_len)
+    }
+
+    /// The HvRegisterPendingEvent0 value the paravisor left for VTL0 (an exception instead of a
+    /// result), if its event_pending bit (bit 0 on both ISAs) is set. VTL0 took it instead of
+    /// going on, so the call was not re-delivered.
+    pub fn pending_event(&self) -> Option<u128> {
+        let event = self.register(HvRegisterName::PENDING_EVENT0);
+        (event & 1 != 0).then_some(event)
     }
 
     pub fn register(&self, name: HvRegisterName) -> u128 {
@@ -313,8 +348,12 @@ impl Model {
     }
 
     /// Completes the in-flight call (recording a result) and makes the next one current: the
-    /// same call again if the paravisor left the IP on it, else the next queued. False when
-    /// there is nothing left to run.
+    /// same call again if the paravisor left the IP on it without an exception pending, else
+    /// the next queued. False when there is nothing left to run.
+    ///
+    /// A pending event means the paravisor raised an exception (a fault: the IP stays on the
+    /// call): VTL0 takes it, which consumes the event, and the scripted VTL0 moves on rather
+    /// than re-executing the call.
     fn next_lower_call(&mut self, vp: u32, lower: Vtl, mem: &mut dyn GuestMemory) -> bool {
         let (ip_name, instruction_len) = self.ip_register();
         let result_name = match self.scenario.arch {
@@ -329,7 +368,7 @@ impl Model {
                 mem.read(gpa, &mut bytes)
                     .map_or_else(|_| Vec::new(), |()| bytes)
             });
-            self.vtl0.results.push(Vtl0Result {
+            let result = Vtl0Result {
                 vp,
                 index: done.index,
                 attempt: done.attempt,
@@ -340,8 +379,14 @@ impl Model {
                 result: file.reg64(result_name),
                 registers: file.regs.clone(),
                 output,
-            });
-            if ip_after == done.ip && done.attempt < self.scenario.limits.vtl0_retries {
+            };
+            let faulted = result.pending_event().is_some();
+            self.vtl0.results.push(result);
+            if faulted {
+                let file = self.vp_mut(vp).file_mut(done.vtl);
+                file.set(HvRegisterName::PENDING_EVENT0, 0);
+                file.set(HvRegisterName::PENDING_EVENT1, 0);
+            } else if ip_after == done.ip && done.attempt < self.scenario.limits.vtl0_retries {
                 self.vtl0.in_flight.insert(
                     vp,
                     InFlight {

@@ -381,3 +381,44 @@ fn vtl_call_from_vtl2_is_undefined() {
     let (_, effects) = hvc(&mut hv, 2, [0; 18]);
     assert_eq!(effects.fault, Some(Fault::Ud));
 }
+
+/// The arm64 paravisor's undefined-instruction exception: pending, type exception, syndrome
+/// (high quadword) EC 0 with IL set.
+const UNDEF_EVENT: u128 = 0x0200_0000 << 64 | 1;
+
+/// PendingEvent0 on VTL0 is stored per VTL; the call it is left on is recorded as faulted (PC
+/// not advanced, X0 as VTL0 had it) and not re-delivered.
+#[test]
+fn a_pending_undefined_instruction_is_taken_not_re_executed() {
+    let mut hv = booted();
+    let pc = 0x8000_1000;
+    let call = Vtl0Call::arm64(pc, simple(HypercallCode::VTL_RETURN), 0, 0);
+    hv.model.vtl0().push(call);
+    let (x, _) = hvc(&mut hv, 3, [0; 18]);
+    let event = HvRegisterName::PENDING_EVENT0;
+    assert_eq!(
+        fast_set(&mut hv, vtl0(), event, UNDEF_EVENT),
+        HvStatus::SUCCESS
+    );
+    assert_eq!(hv.model.register(0, Vtl::VTL0, event), Ok(UNDEF_EVENT));
+    assert_eq!(
+        fast_get(&mut hv, event),
+        (HvStatus::SUCCESS, 0),
+        "VTL2's own"
+    );
+
+    // Back to VTL0 with the X registers it had.
+    let (_, effects) = hvc(&mut hv, 3, x);
+    assert!(
+        effects.finished,
+        "taken, not re-delivered: the script is empty"
+    );
+    let results = hv.model.vtl0().results();
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!(r.pending_event(), Some(UNDEF_EVENT));
+    assert_eq!((r.ip_before, r.ip_after), (pc, pc));
+    assert!(!r.advanced());
+    assert_eq!(r.result, u64::from(SMCCC_HV_FUNC_ID), "X0 untouched");
+    assert_eq!(hv.model.register(0, Vtl::VTL0, event), Ok(0));
+}

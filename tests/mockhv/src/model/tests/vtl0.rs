@@ -313,3 +313,117 @@ fn vtl_switch_ud_rules() {
         "VTL call control is all reserved"
     );
 }
+
+/// #UD as the x64 paravisor raises it: HvX64PendingExceptionEvent, vector 6, no error code.
+const UD_EVENT: u128 = 0x0006_0001;
+
+/// A paravisor that injects an exception leaves the IP on the call (a fault) and sets VTL0's
+/// PendingEvent0: VTL0 takes the exception, so the call is recorded once, not re-delivered
+/// (though its IP did not move), and the script goes on with the next call.
+#[test]
+fn a_pending_exception_is_taken_instead_of_re_executing() {
+    let mut hv = booted();
+    enable_intercept_page(&mut hv);
+    let vtl_return_call = Vtl0Call::x64(VTL0_RIP, simple(HypercallCode::VTL_RETURN), 0, 0)
+        .with_register(x64_reg::RAX, 0xDEAD);
+    hv.model.vtl0().push(vtl_return_call);
+    hv.model.vtl0().push(post_message_call(VTL0_RIP + 0x100));
+    vtl_return(&mut hv, false);
+
+    let event = HvRegisterName::PENDING_EVENT0;
+    assert_eq!(
+        hv.set_regs(vtl0(), &[(event, UD_EVENT)]).status(),
+        HvStatus::SUCCESS
+    );
+    assert_eq!(hv.model.register(0, Vtl::VTL0, event), Ok(UD_EVENT));
+    assert_eq!(
+        hv.model.register(0, Vtl::VTL2, event),
+        Ok(0),
+        "per VTL: VTL2's own is untouched"
+    );
+    // Returns with VTL0's RAX/RCX as it left them: no result written.
+    let rcx = simple(HypercallCode::VTL_RETURN).into_bits();
+    set_return_registers(&mut hv, 0xDEAD, rcx);
+    let (_, effects) = vtl_return(&mut hv, false);
+    assert!(!effects.finished && effects.advance_ip);
+
+    let r = hv.model.vtl0().results()[0].clone();
+    assert_eq!((r.index, r.attempt), (0, 0));
+    assert_eq!(r.pending_event(), Some(UD_EVENT));
+    assert_eq!(r.register(event), UD_EVENT);
+    assert_eq!(r.ip_after, r.ip_before, "a fault: the IP stays on the call");
+    assert!(!r.advanced());
+    assert_eq!((r.result, r.register(x64_reg::RCX)), (0xDEAD, rcx.into()));
+    assert_eq!(
+        hv.model.register(0, Vtl::VTL0, event),
+        Ok(0),
+        "VTL0 took the event"
+    );
+    let next = payload(&assist_page(&hv).intercept_message);
+    assert_eq!(
+        next.header.rip,
+        VTL0_RIP + 0x100,
+        "the next call, not a retry"
+    );
+
+    // The next call completes as usual and carries no event.
+    set_return_registers(&mut hv, 0, 0);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 0x103).into())]);
+    let (_, effects) = vtl_return(&mut hv, false);
+    assert!(effects.finished);
+    let results = hv.model.vtl0().results();
+    assert_eq!(results.len(), 2);
+    assert_eq!((results[1].index, results[1].attempt), (1, 0));
+    assert_eq!(results[1].pending_event(), None);
+    assert!(results[1].advanced());
+}
+
+/// An event written without its pending bit is no exception: the call is re-delivered as any
+/// call whose IP did not move.
+#[test]
+fn an_event_that_is_not_pending_does_not_stop_re_execution() {
+    let mut hv = booted();
+    enable_intercept_page(&mut hv);
+    hv.model.vtl0().push(post_message_call(VTL0_RIP));
+    vtl_return(&mut hv, false);
+    let not_pending = UD_EVENT & !1;
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT1, 0x55)]);
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, not_pending)]);
+    vtl_return(&mut hv, false);
+    let first = &hv.model.vtl0().results()[0];
+    assert_eq!(first.pending_event(), None);
+    assert_eq!(first.register(HvRegisterName::PENDING_EVENT1), 0x55);
+    assert_eq!(
+        hv.model.vtl0().in_flight(0),
+        Some(&post_message_call(VTL0_RIP))
+    );
+    let redelivered = payload(&assist_page(&hv).intercept_message);
+    assert_eq!(redelivered.header.rip, VTL0_RIP);
+}
+
+/// `Vtl0Call::in_32bit_mode` puts VTL0 in 32-bit protected mode for that call only: the intercept
+/// reports it, and the next `Vtl0Call::x64` is a 64-bit caller again.
+#[test]
+fn a_32bit_caller_and_back() {
+    let mut hv = booted();
+    enable_intercept_page(&mut hv);
+    hv.model
+        .vtl0()
+        .push(post_message_call(VTL0_RIP).in_32bit_mode());
+    hv.model.vtl0().push(post_message_call(VTL0_RIP + 0x100));
+    vtl_return(&mut hv, false);
+    let hc = payload(&assist_page(&hv).intercept_message);
+    let state = hc.header.execution_state;
+    assert_eq!(
+        (state.cpl(), state.cr0_pe(), state.efer_lma()),
+        (0, true, false)
+    );
+    assert_eq!(hc.header.cs_segment.attributes, 0xC09B, "D = 1, L = 0");
+
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, UD_EVENT)]);
+    vtl_return(&mut hv, false);
+    let hc = payload(&assist_page(&hv).intercept_message);
+    assert_eq!(hc.header.rip, VTL0_RIP + 0x100);
+    assert!(hc.header.execution_state.efer_lma());
+    assert_eq!(hc.header.cs_segment.attributes, 0xA09B, "L = 1");
+}
