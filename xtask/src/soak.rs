@@ -6,7 +6,8 @@
 //!    with its script done) and the console has no "PANIC" or "FATAL";
 //! 2. every call got a final result, and every status VTL0 saw is one the TLFS allows for a
 //!    proxied call ([`ALLOWED`]);
-//! 3. the IP moved past every call, except a TIMEOUT (x64) or a re-execution (arm64) left on it;
+//! 3. the IP moved past every call, except a TIMEOUT (x64) or a re-execution (arm64) left on it,
+//!    or a #UD injected for VtlCall/VtlReturn (which then leaves it on the call);
 //! 4. every hypercall the paravisor made at VTL2 after a VP's boot used that VP's own input and
 //!    output pages (learnt from its boot VsmVpStatus read), never another VP's;
 //! 5. no call the paravisor made carried the nested bit (the scenario is not nested);
@@ -753,8 +754,11 @@ impl Batch<'_> {
                     && !r.advanced()
                     && r.result == u64::from(hvdef::aarch64::SMCCC_HV_FUNC_ID)
             };
+            // An exception injected into VTL0 (#UD / undefined instruction): the IP stays on the
+            // call and RAX/X0 hold whatever VTL0 had, not a status.
+            let faulted = |r: &Vtl0Result| r.pending_event().is_some();
             for r in attempts.iter() {
-                if !reexecuted(r) && !ALLOWED.contains(&r.status()) {
+                if !faulted(r) && !reexecuted(r) && !ALLOWED.contains(&r.status()) {
                     out.push(format!(
                         "{arch} call #{} attempt {} ({}): invariant 2: expected a TLFS status \
                          for a proxied call, but VTL0 got {:?} (result {:#x})",
@@ -767,10 +771,36 @@ impl Batch<'_> {
                 }
             }
             let last = attempts.last().expect("at least one attempt");
-            *stats
-                .statuses
-                .entry(format!("{:?}", last.status()))
-                .or_default() += 1;
+            let outcome = if faulted(last) {
+                "#UD injected".to_string()
+            } else {
+                format!("{:?}", last.status())
+            };
+            *stats.statuses.entry(outcome).or_default() += 1;
+            // The TLFS says #UD for VtlCall/VtlReturn made as hypercalls from VTL0 (the soak
+            // generates no 32-bit, CPL3 or EL0 callers): exactly those, and only those, fault.
+            let must_fault =
+                [HypercallCode::VTL_CALL, HypercallCode::VTL_RETURN].contains(&plan.control.code());
+            if faulted(last) != must_fault || (faulted(last) && last.advanced()) {
+                out.push(format!(
+                    "{arch} call #{} ({}): invariant 3: expected {} but VTL0 has pending event \
+                     {:?} and IP {:#x} (was {:#x})",
+                    g(i),
+                    plan.describe(),
+                    if must_fault {
+                        "#UD injected with the IP left on the call"
+                    } else {
+                        "no exception"
+                    },
+                    last.pending_event(),
+                    last.ip_after,
+                    last.ip_before
+                ));
+                continue;
+            }
+            if faulted(last) {
+                continue;
+            }
             let timeout = self.arch == Arch::X86_64 && last.status() == HvStatus::TIMEOUT;
             if !last.advanced() && !timeout && !reexecuted(last) {
                 out.push(format!(

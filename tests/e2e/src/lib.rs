@@ -94,3 +94,20 @@ pub fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8>
     }
     bytes
 }
+
+/// Boots the release image of `scenario.arch` under the mock with `vtl0` scripted, and asserts
+/// the session succeeded (every VP back in its run loop with its script done).
+pub fn run_vtl0(scenario: mockhv::model::Scenario, vtl0: Vec<Vtl0Call>) -> mockhv::session::Report {
+    let arch = scenario.arch;
+    let mut config = mockhv::session::SessionConfig::new(image(arch), scenario);
+    config.timeout = std::time::Duration::from_secs(90);
+    config.vtl0 = vtl0;
+    let report = mockhv::session::run(config).expect("the mock session runs");
+    assert!(
+        report.succeeded(),
+        "{}\nconsole:\n{}",
+        report.summary(),
+        report.run.console
+    );
+    report
+}

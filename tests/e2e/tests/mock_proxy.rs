@@ -3,28 +3,12 @@
 //! and what the paravisor asked of the host (the forwarded control words and pages) are checked
 //! against the TLFS and the proxy's policy.
 
-use e2e::{call, code, get_registers_input, image, layout, post_message};
+use e2e::{call, code, get_registers_input, layout, post_message};
 use hvdef::{Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl};
 use mockhv::model::{FaultAction, HypercallRecord, InjectedFault, Scenario, Vtl0Call, Vtl0Result};
 use mockhv::qemu::Arch;
-use mockhv::session::{self, Report, SessionConfig};
+use mockhv::session::Report;
 use paravisor::proxy::policy::FORWARDED_EXT_MASK;
-use std::time::Duration;
-
-fn run(scenario: Scenario, vtl0: Vec<Vtl0Call>) -> Report {
-    let arch = scenario.arch;
-    let mut config = SessionConfig::new(image(arch), scenario);
-    config.timeout = Duration::from_secs(90);
-    config.vtl0 = vtl0;
-    let report = session::run(config).expect("the mock session runs");
-    assert!(
-        report.succeeded(),
-        "{}\nconsole:\n{}",
-        report.summary(),
-        report.run.console
-    );
-    report
-}
 
 /// The final (last-attempt) result of each scripted call, in push order.
 fn results(report: &mut Report) -> Vec<Vtl0Result> {
@@ -158,7 +142,7 @@ fn every_policy_outcome_reaches_vtl0_as_the_tlfs_says() {
             ),
         ];
         let expected: Vec<HvStatus> = script.iter().map(|(_, s)| *s).collect();
-        let mut report = run(
+        let mut report = e2e::run_vtl0(
             Scenario::for_arch(arch),
             script.into_iter().map(|(c, _)| c).collect(),
         );
@@ -219,7 +203,7 @@ fn a_nested_host_gets_the_l0_calls_with_bit_31() {
             &get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
         ),
     ];
-    let mut report = run(
+    let mut report = e2e::run_vtl0(
         Scenario {
             nested: true,
             ..Scenario::for_arch(arch)
@@ -246,7 +230,7 @@ fn a_nested_host_gets_the_l0_calls_with_bit_31() {
 /// the forwarded call (the boot's own GetVpRegisters are counted first, so the fault hits it).
 fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
     let l = layout(arch);
-    let boot = run(Scenario::for_arch(arch), Vec::new());
+    let boot = e2e::run_vtl0(Scenario::for_arch(arch), Vec::new());
     let nth = boot
         .trace()
         .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
@@ -263,7 +247,7 @@ fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
         nth,
         action,
     });
-    run(scenario, script)
+    e2e::run_vtl0(scenario, script)
 }
 
 /// A host that hands a TIMEOUT back (IP advanced, reps completed 2 of 4): VTL0 must see the TLFS
@@ -353,7 +337,7 @@ fn four_vps_proxy_at_once_each_on_its_own_pages() {
                     .on_vp(vp),
             );
         }
-        let mut report = run(
+        let mut report = e2e::run_vtl0(
             Scenario {
                 vp_count: 4,
                 ..Scenario::for_arch(arch)

@@ -3,7 +3,7 @@
 //! one: PendingEvent0 of VTL0 set through the paravisor's SetVpRegisters, the IP left on the call
 //! (a fault), the result register as VTL0 had it. Ordinary calls in the same script still complete.
 
-use e2e::{call, code, image, layout, post_message};
+use e2e::{call, code, layout, post_message};
 use hvdef::aarch64::{
     reg as arm_reg, HvArm64PendingEventType, HvArm64PendingExceptionEvent, HVC_IMM_VTL_RETURN,
     SMCCC_HV_FUNC_ID,
@@ -15,22 +15,11 @@ use hvdef::{
 };
 use mockhv::model::{Scenario, Vtl0Call, Vtl0Result};
 use mockhv::qemu::Arch;
-use mockhv::session::{self, Report, SessionConfig};
-use std::time::Duration;
+use mockhv::session::Report;
 use zerocopy::FromBytes;
 
 fn run(arch: Arch, vtl0: Vec<Vtl0Call>) -> Report {
-    let mut config = SessionConfig::new(image(arch), Scenario::for_arch(arch));
-    config.timeout = Duration::from_secs(90);
-    config.vtl0 = vtl0;
-    let report = session::run(config).expect("the mock session runs");
-    assert!(
-        report.succeeded(),
-        "{}\nconsole:\n{}",
-        report.summary(),
-        report.run.console
-    );
-    report
+    e2e::run_vtl0(Scenario::for_arch(arch), vtl0)
 }
 
 /// What VTL0 keeps in its result register (RAX / X0) when a call faults: x64 a marker the test
