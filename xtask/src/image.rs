@@ -31,6 +31,7 @@ fn igvm_arch(arch: Arch) -> igvm::IgvmArch {
 }
 
 pub fn build(arch: Arch, release: bool) -> Result<Image> {
+    crate::toolchain::ensure_targets(&[arch])?;
     let root = workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&root)

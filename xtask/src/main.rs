@@ -7,6 +7,7 @@ mod image;
 mod run;
 mod soak;
 mod test;
+mod toolchain;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};

@@ -32,6 +32,7 @@ pub fn run() -> Result<()> {
     for arch in Arch::ALL {
         ensure_qemu(arch)?;
     }
+    crate::toolchain::ensure_targets(&Arch::ALL)?;
     let images = image::image_dir();
     let mut e2e = cargo(&["test", "--package", "e2e"]);
     e2e.env("PARAVISOR_IMAGE_DIR", &images);
