@@ -7,7 +7,7 @@ use crate::gdb::{Gdb, StopKind};
 use crate::image::{Image, Sites};
 use crate::model::{
     Effects, Fault, GuestMemory, HypercallPageChange, InitialVpContext, MemoryError, Model,
-    Scenario, StartVp, Trace, Vtl0Call, X64HypercallRegs,
+    Scenario, StartVp, Trace, VmcallKind, Vtl0Call, X64HypercallRegs, X64_SHARED_GPRS,
 };
 use crate::qemu::{Outcome, Qemu, QemuConfig, RunResult};
 use crate::vcpu_start;
@@ -165,7 +165,7 @@ enum Site {
     Cpuid,
     Rdmsr,
     Wrmsr,
-    Vmcall,
+    Vmcall(VmcallKind),
     Hvc(u16),
 }
 
@@ -523,25 +523,31 @@ impl Session {
                     None => self.step_over(vp, pc)?,
                 }
             }
-            Site::Vmcall => {
-                let r = self.gdb.read_regs(&["rax", "rcx", "rdx", "r8"])?;
+            Site::Vmcall(kind) => {
+                // An ordinary hypercall uses RAX/RCX/RDX/R8 only; a VTL switch moves every
+                // shared GPR (all but RSP) between the vCPU and the VTLs.
+                const HYPERCALL_GPRS: [&str; 4] = ["rax", "rcx", "rdx", "r8"];
+                let all = kind != VmcallKind::Hypercall;
+                let moved: Vec<(usize, &str)> = X64_SHARED_GPRS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (name, _))| all || HYPERCALL_GPRS.contains(name))
+                    .map(|(n, &(name, _))| (n, name))
+                    .collect();
+                let names: Vec<&str> = moved.iter().map(|&(_, name)| name).collect();
+                let values = self.gdb.read_regs(&names)?;
                 // The firmware is soft-float and never uses XMM fast input.
-                let mut regs = X64HypercallRegs {
-                    rax: r[0],
-                    rcx: r[1],
-                    rdx: r[2],
-                    r8: r[3],
-                    xmm: [0; 6],
-                };
+                let mut regs = X64HypercallRegs::default();
+                let gprs = regs.gprs_mut();
+                for (&(n, _), value) in moved.iter().zip(values) {
+                    *gprs[n] = value;
+                }
                 let mut mem = GdbMemory(&mut self.gdb);
                 let model = &mut self.model;
                 let effects = reexecute(&mut self.stops, || model.vmcall(vp, &mut regs, &mut mem))?;
-                let mut writes = vec![
-                    ("rax", regs.rax),
-                    ("rcx", regs.rcx),
-                    ("rdx", regs.rdx),
-                    ("r8", regs.r8),
-                ];
+                let gprs = regs.gprs();
+                let mut writes: Vec<(&str, u64)> =
+                    moved.iter().map(|&(n, name)| (name, gprs[n])).collect();
                 if effects.advance_ip {
                     writes.push(("rip", pc + VMCALL_LEN));
                 }
@@ -603,9 +609,9 @@ impl Session {
         }
         match effects.hypercall_page {
             Some(HypercallPageChange::Enabled { gpa, vmcall_sites }) => {
-                for (offset, _kind) in vmcall_sites {
+                for (offset, kind) in vmcall_sites {
                     let addr = gpa + offset;
-                    self.sites.insert(addr, Site::Vmcall);
+                    self.sites.insert(addr, Site::Vmcall(kind));
                     self.gdb.set_breakpoint(addr)?;
                 }
             }
@@ -613,7 +619,7 @@ impl Session {
                 let gone: Vec<u64> = self
                     .sites
                     .iter()
-                    .filter(|(a, s)| matches!(s, Site::Vmcall) && (gpa..gpa + 4096).contains(*a))
+                    .filter(|(a, s)| matches!(s, Site::Vmcall(_)) && (gpa..gpa + 4096).contains(*a))
                     .map(|(a, _)| *a)
                     .collect();
                 for addr in gone {

@@ -32,7 +32,9 @@ pub use memory::{GuestMemory, MemoryError, TestMemory};
 pub use scenario::{FaultAction, InjectedFault, Limits, Scenario};
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
 pub use vtl::{Vtl0Call, Vtl0Result, Vtl0Script};
-pub use x86_64::{VmcallKind, X64HypercallRegs, VTL_CALL_OFFSET, VTL_RETURN_OFFSET};
+pub use x86_64::{
+    VmcallKind, X64HypercallRegs, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS,
+};
 
 use partition::{Partition, PartitionVtl, Vp, VTL_COUNT};
 

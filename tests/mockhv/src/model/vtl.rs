@@ -24,7 +24,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 use super::memory::{read_obj, write_obj};
 use super::partition::{x64_mode_registers, ARM64_CPSR_EL0T, ARM64_CPSR_EL1H};
 use super::trace::{Abi, Delivery, Event, HypercallRecord, Outcome};
-use super::{Arch, Effects, Fault, GuestMemory, Model, X64HypercallRegs};
+use super::{Arch, Effects, Fault, GuestMemory, Model, X64HypercallRegs, X64_SHARED_GPRS};
 
 /// One scripted lower-VTL hypercall: the state VTL0 is in when it issues it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,8 +305,9 @@ impl Model {
         }));
     }
 
-    /// x64, non-fast: the lower VTL's RAX/RCX come from the assist page's `vtl_control` (the
-    /// stubs clobber both). arm64: X0..X17 are shared, so the lower VTL gets the caller's.
+    /// The GPRs are shared (x64 all but RSP, arm64 X0..X17), so the lower VTL gets the caller's.
+    /// x64: except RAX/RCX, which the stubs clobber: on a non-fast return they come from the
+    /// assist page's `vtl_control`; on a fast one the model leaves the lower VTL's as they were.
     fn apply_return_state(
         &mut self,
         vp: u32,
@@ -317,8 +318,16 @@ impl Model {
         mem: &mut dyn GuestMemory,
     ) {
         match regs {
-            SwitchRegs::X64(_) if fast => {}
-            SwitchRegs::X64(_) => {
+            SwitchRegs::X64(r) => {
+                let file = self.vp_mut(vp).file_mut(lower);
+                for ((_, name), value) in X64_SHARED_GPRS.iter().zip(r.gprs()) {
+                    if ![x64_reg::RAX, x64_reg::RCX].contains(name) {
+                        file.set(*name, value.into());
+                    }
+                }
+                if fast {
+                    return;
+                }
                 let page = HvPageRegister::from_bits(self.vp(vp).file(vtl).assist_page);
                 if !page.enable() {
                     return;
@@ -546,15 +555,14 @@ impl Model {
     }
 
     /// Back in the paravisor after the intercept: the GPRs the VTLs share hold the lower VTL's
-    /// values, as on Hyper-V (x64 RAX/RCX/RDX/R8/XMM0-5 of those the glue passes; arm64 X0-X17).
+    /// values, as on Hyper-V (x64 all GPRs but RSP, and XMM0-5; arm64 X0-X17).
     fn resume(&self, vp: u32, lower: Vtl, regs: &mut SwitchRegs<'_>) {
         let file = self.vp(vp).file(lower);
         match regs {
             SwitchRegs::X64(r) => {
-                r.rax = file.reg64(x64_reg::RAX);
-                r.rcx = file.reg64(x64_reg::RCX);
-                r.rdx = file.reg64(x64_reg::RDX);
-                r.r8 = file.reg64(x64_reg::R8);
+                for ((_, name), value) in X64_SHARED_GPRS.iter().zip(r.gprs_mut()) {
+                    *value = file.reg64(*name);
+                }
                 for (n, value) in r.xmm.iter_mut().enumerate() {
                     *value = file.reg(xmm(n as u32));
                 }

@@ -34,14 +34,80 @@ pub enum VmcallKind {
 
 /// The registers of a `vmcall`: RCX control, RDX/R8 GPAs or fast input, RAX result (the VTL
 /// control in the VTL stubs), XMM0-5 the extended fast block. The model writes RAX, RCX (new rep
-/// start on TIMEOUT) and fast output registers.
+/// start on TIMEOUT) and fast output registers. An ordinary hypercall reads no other GPR; a VTL
+/// switch moves all of them (every GPR but RSP is shared between the VTLs), so the glue passes
+/// them all at the VTL stubs' sites.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct X64HypercallRegs {
     pub rax: u64,
     pub rcx: u64,
     pub rdx: u64,
+    pub rbx: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
     pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
     pub xmm: [u128; 6],
+}
+
+/// The GPRs the VTLs share (all but RSP), in the order of [`X64HypercallRegs::gprs`]: the
+/// register's (gdb) name and its Hyper-V name.
+pub const X64_SHARED_GPRS: [(&str, HvRegisterName); 15] = [
+    ("rax", x64_reg::RAX),
+    ("rcx", x64_reg::RCX),
+    ("rdx", x64_reg::RDX),
+    ("rbx", x64_reg::RBX),
+    ("rbp", x64_reg::RBP),
+    ("rsi", x64_reg::RSI),
+    ("rdi", x64_reg::RDI),
+    ("r8", x64_reg::R8),
+    ("r9", x64_reg::R9),
+    ("r10", x64_reg::R10),
+    ("r11", x64_reg::R11),
+    ("r12", x64_reg::R12),
+    ("r13", x64_reg::R13),
+    ("r14", x64_reg::R14),
+    ("r15", x64_reg::R15),
+];
+
+impl X64HypercallRegs {
+    /// The shared GPRs, in [`X64_SHARED_GPRS`] order.
+    pub fn gprs(&self) -> [u64; 15] {
+        let mut copy = *self;
+        copy.gprs_mut().map(|r| *r)
+    }
+
+    /// The shared GPRs, in [`X64_SHARED_GPRS`] order.
+    pub fn gprs_mut(&mut self) -> [&mut u64; 15] {
+        let Self {
+            rax,
+            rcx,
+            rdx,
+            rbx,
+            rbp,
+            rsi,
+            rdi,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+            xmm: _,
+        } = self;
+        [
+            rax, rcx, rdx, rbx, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+        ]
+    }
 }
 
 /// The page the model overlays at the hypercall MSR's GPFN: `vmcall; ret` at 0, then the VTL

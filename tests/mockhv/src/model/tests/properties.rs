@@ -121,7 +121,14 @@ proptest! {
         }
         hv.model.vtl0().push(crate::model::Vtl0Call::x64(0x1000, hvdef::Control::from_bits(rcx), rdx, r8));
         let before = hv.model.trace().hypercalls().count();
-        let (regs, effects) = hv.vmcall(X64HypercallRegs { rax, rcx, rdx, r8, xmm });
+        let (regs, effects) = hv.vmcall(X64HypercallRegs {
+            rax,
+            rcx,
+            rdx,
+            r8,
+            xmm,
+            ..Default::default()
+        });
         let code = HypercallCode(rcx as u16);
         let vtl_switch = matches!(code, HypercallCode::VTL_CALL | HypercallCode::VTL_RETURN);
         if effects.fault.is_none() && !vtl_switch {

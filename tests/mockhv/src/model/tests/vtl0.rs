@@ -165,6 +165,61 @@ fn fast_vtl_return_restores_nothing() {
 }
 
 #[test]
+fn every_shared_gpr_moves_between_the_vtls() {
+    let mut hv = booted();
+    enable_intercept_page(&mut hv);
+    let first = post_message_call(VTL0_RIP)
+        .with_register(x64_reg::RBX, 0x1111)
+        .with_register(x64_reg::RBP, 0x5555)
+        .with_register(x64_reg::R9, 0x9999)
+        .with_register(x64_reg::R15, 0xF0F0);
+    hv.model.vtl0().push(first);
+    hv.model.vtl0().push(post_message_call(VTL0_RIP + 0x10));
+    // What VTL2 holds before its first VtlReturn becomes VTL0's (RAX/RCX aside), and the
+    // scripted registers override it at delivery.
+    let (regs, _) = hv.vmcall(X64HypercallRegs {
+        rcx: HypercallCode::VTL_RETURN.0.into(),
+        rsi: 0x5151,
+        r12: 0x1212,
+        ..Default::default()
+    });
+    // VTL2 resumes with VTL0's GPRs: the scripted ones and what it left in the others.
+    assert_eq!(
+        (regs.rbx, regs.rbp, regs.r9, regs.r15),
+        (0x1111, 0x5555, 0x9999, 0xF0F0)
+    );
+    assert_eq!(
+        (regs.rsi, regs.r12, regs.rdx, regs.rax),
+        (0x5151, 0x1212, 0x5000, 0xDEAD)
+    );
+
+    // Whatever VTL2 leaves in the shared GPRs at the VtlReturn is what VTL0 resumes with,
+    // except RAX/RCX (vtl_control on a non-fast return).
+    set_return_registers(&mut hv, 0, 0x77);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())]);
+    let mut back = regs;
+    (back.rax, back.rcx) = (0, HypercallCode::VTL_RETURN.0.into());
+    (back.rbx, back.rdi, back.r8, back.r13) = (0xB0B0, 0xD1D1, 0x8888, 0x1313);
+    let (next, _) = hv.vmcall(back);
+    let r = &hv.model.vtl0().results()[0];
+    for (name, value) in [
+        (x64_reg::RBX, 0xB0B0),
+        (x64_reg::RDI, 0xD1D1),
+        (x64_reg::R8, 0x8888),
+        (x64_reg::R13, 0x1313),
+        (x64_reg::RBP, 0x5555),
+        (x64_reg::RSI, 0x5151),
+        (x64_reg::R9, 0x9999),
+        (x64_reg::RCX, 0x77),
+        (x64_reg::RAX, 0),
+    ] {
+        assert_eq!(r.register(name), value, "{name:?}");
+    }
+    // The next call starts from there: its own registers, VTL0's for the rest.
+    assert_eq!((next.rbx, next.r13, next.rdx), (0xB0B0, 0x1313, 0x5000));
+}
+
+#[test]
 fn ip_left_in_place_re_executes_the_call() {
     let mut hv = booted();
     enable_intercept_page(&mut hv);
