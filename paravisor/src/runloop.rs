@@ -4,7 +4,7 @@
 //! #UD / undefined-instruction exception the TLFS raises instead.
 
 use crate::hypercall::{self, VpTarget};
-use crate::proxy::{self, Action, Decoded, Request, Vtl0Memory};
+use crate::proxy::{self, Action, ControlRegister, Decoded, Request, Vtl0Memory};
 use crate::{arch, percpu};
 use hvdef::{
     Control, HvInputVtl, HvMessage, HvMessageType, HvPageRegister, HvRegisterAssoc, HvRegisterName,
@@ -55,8 +55,8 @@ struct Completion {
     result: u64,
     /// The IP moves past the instruction (false: TIMEOUT, VTL0 re-executes it).
     advance: bool,
-    /// A new control word (TIMEOUT: the rep start moved on).
-    control: Option<u64>,
+    /// A new control word and where it goes (TIMEOUT: the rep start moved on).
+    control: Option<(ControlRegister, u64)>,
 }
 
 impl Completion {
@@ -158,8 +158,7 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
             instruction_len,
             Completion {
                 result: u64::MAX, // SMCCC NOT_SUPPORTED
-                advance: true,
-                control: None,
+                ..Completion::status(HvStatus::SUCCESS)
             },
         ),
         Decoded::Refused {
@@ -169,20 +168,28 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
         } => (ip, instruction_len, Completion::status(status)),
         Decoded::Fault => return raise_undefined_instruction(),
     };
-    arch::complete_intercept(regs, message, completion.result, completion.control);
+    arch::complete_intercept(regs, completion.result, completion.control);
     if completion.advance {
         advance_vtl0_ip(ip + u64::from(len));
     }
 }
 
-/// Moves VTL0's instruction pointer past the intercepted instruction: a private register of
-/// VTL0, set through the shared register path with the target VTL pinned to 0.
-fn advance_vtl0_ip(ip: u64) {
-    let assoc = HvRegisterAssoc::new(arch::IP_REGISTER, HvRegisterValue::from(ip));
+/// Sets one of VTL0's private registers through the shared register path, target VTL pinned
+/// to 0. Failing leaves VTL0 re-executing its call for ever, so nothing sensible is left to do.
+fn set_vtl0_register(name: HvRegisterName, value: HvRegisterValue, what: &str) {
+    let assoc = HvRegisterAssoc::new(name, value);
     if let Err(e) = percpu::hypercall().set_vp_registers(VTL0, &[assoc]) {
-        // VTL0 would re-execute the call for ever; nothing sensible is left to do.
-        panic!("advancing VTL0's instruction pointer to {ip:#x} failed: {e}");
+        panic!("{what} failed: {e}");
     }
+}
+
+/// Moves VTL0's instruction pointer past the intercepted instruction.
+fn advance_vtl0_ip(ip: u64) {
+    set_vtl0_register(
+        arch::IP_REGISTER,
+        HvRegisterValue::from(ip),
+        "advancing VTL0's instruction pointer",
+    );
 }
 
 /// Makes VTL0 take #UD (x64) / an undefined-instruction exception (arm64) on the hypercall
@@ -191,12 +198,11 @@ fn advance_vtl0_ip(ip: u64) {
 /// return to VTL0. It is a fault, so VTL0's IP is not advanced (the exception reports the
 /// hypercall instruction), and no result is written: VTL0's registers go back as it left them.
 fn raise_undefined_instruction() {
-    let event = arch::undefined_instruction_event();
-    let assoc = HvRegisterAssoc::new(HvRegisterName::PENDING_EVENT0, event);
-    if let Err(e) = percpu::hypercall().set_vp_registers(VTL0, &[assoc]) {
-        // Without the event VTL0 would re-execute the call for ever, as with a lost IP advance.
-        panic!("raising #UD in VTL0 failed: {e}");
-    }
+    set_vtl0_register(
+        HvRegisterName::PENDING_EVENT0,
+        arch::undefined_instruction_event(),
+        "raising #UD in VTL0",
+    );
 }
 
 fn execute(config: &Config, req: &Request) -> Outcome {
@@ -258,7 +264,7 @@ fn forward_fast(req: &Request, control: Control, input_len: usize) -> Completion
         }
     }
     match percpu::hypercall().forward_fast(control, &mut words[..n]) {
-        Some(out) => completion_of(control, out),
+        Some(out) => completion_of(req, control, out),
         None => Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
     }
 }
@@ -290,16 +296,19 @@ fn complete_forward(
             return Completion::status(status);
         }
     }
-    completion_of(control, out)
+    completion_of(req, control, out)
 }
 
-fn completion_of(control: Control, out: HypercallOutput) -> Completion {
+fn completion_of(req: &Request, control: Control, out: HypercallOutput) -> Completion {
     if out.status() == HvStatus::TIMEOUT {
         // VTL0 sees a TLFS timeout: IP left on the call, rep start moved on.
         return Completion {
             result: out.into_bits(),
             advance: false,
-            control: Some(control.with_rep_start(out.reps_completed()).into_bits()),
+            control: Some((
+                req.control_register,
+                control.with_rep_start(out.reps_completed()).into_bits(),
+            )),
         };
     }
     Completion {

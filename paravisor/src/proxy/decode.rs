@@ -1,7 +1,7 @@
 //! Decoding a hypercall intercept message into an ISA-neutral [`Request`]: which registers carry
 //! the control word, the GPAs and the fast block, and which callers get an exception instead.
 
-use super::{Decoded, Isa, Request, FAST_WORDS_MAX};
+use super::{ControlRegister, Decoded, Isa, Request, FAST_WORDS_MAX};
 use hvdef::aarch64::{
     HvArm64HypercallInterceptMessage, HVC_IMM_HYPERCALL, HVC_IMM_SMCCC, HVC_IMM_VTL_CALL,
     HVC_IMM_VTL_RETURN, SMCCC_HV_FUNC_ID,
@@ -53,7 +53,7 @@ pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) ->
     }
     Decoded::Hypercall(request(
         Isa::X64,
-        control,
+        (control, ControlRegister::Rcx),
         (msg.rdx, msg.r8),
         fast,
         fast_words,
@@ -79,7 +79,7 @@ pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
         return Decoded::Fault;
     }
     let x = &msg.x;
-    let (control, gpas, block) = match msg.immediate {
+    let (control, control_register, gpas, block) = match msg.immediate {
         HVC_IMM_SMCCC => {
             if x[0] as u32 != SMCCC_HV_FUNC_ID {
                 return Decoded::NotHypercall {
@@ -87,9 +87,9 @@ pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
                     instruction_len,
                 };
             }
-            (x[1], (x[2], x[3]), &x[2..])
+            (x[1], ControlRegister::X1, (x[2], x[3]), &x[2..])
         }
-        HVC_IMM_HYPERCALL => (x[0], (x[1], x[2]), &x[1..]),
+        HVC_IMM_HYPERCALL => (x[0], ControlRegister::X0, (x[1], x[2]), &x[1..]),
         HVC_IMM_VTL_CALL | HVC_IMM_VTL_RETURN => return Decoded::Fault,
         _ => {
             return Decoded::Refused {
@@ -108,7 +108,7 @@ pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
     }
     Decoded::Hypercall(request(
         Isa::Arm64,
-        control,
+        (control, control_register),
         gpas,
         fast,
         block.len(),
@@ -120,7 +120,7 @@ pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
 /// other is zeroed so nothing downstream can act on stale register contents.
 fn request(
     isa: Isa,
-    control: Control,
+    (control, control_register): (Control, ControlRegister),
     (input_gpa, output_gpa): (u64, u64),
     fast: [u64; FAST_WORDS_MAX],
     fast_words: usize,
@@ -134,6 +134,7 @@ fn request(
     Request {
         isa,
         control,
+        control_register,
         input_gpa,
         output_gpa,
         fast,

@@ -18,12 +18,23 @@ pub enum Isa {
     Arm64,
 }
 
+/// The register holding VTL0's control word, where a call left for re-execution (TIMEOUT) gets
+/// its new rep start: RCX on x64, X1 under SMCCC (`hvc #0`), X0 under `hvc #1` (where it is also
+/// the result register).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlRegister {
+    Rcx,
+    X0,
+    X1,
+}
+
 /// A decoded VTL0 hypercall, ISA-neutral.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     pub isa: Isa,
     /// The control word exactly as VTL0 wrote it (validation checks it).
     pub control: Control,
+    pub control_register: ControlRegister,
     /// Memory-based: the input and output GPAs. Fast: unused (0).
     pub input_gpa: u64,
     pub output_gpa: u64,

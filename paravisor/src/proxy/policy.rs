@@ -486,6 +486,10 @@ mod tests {
         Request {
             isa,
             control,
+            control_register: match isa {
+                Isa::X64 => crate::proxy::ControlRegister::Rcx,
+                Isa::Arm64 => crate::proxy::ControlRegister::X1,
+            },
             input_gpa: if control.fast() { 0 } else { IN },
             output_gpa: if control.fast() { 0 } else { OUT },
             fast: [0; FAST_WORDS_MAX],

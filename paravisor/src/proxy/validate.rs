@@ -104,6 +104,7 @@ mod tests {
         Request {
             isa: Isa::X64,
             control,
+            control_register: crate::proxy::ControlRegister::Rcx,
             input_gpa,
             output_gpa,
             fast: [0; FAST_WORDS_MAX],

@@ -6,6 +6,7 @@
 
 use crate::hv::{self, NoHyperV};
 use crate::hypercall::{HypercallAbi, Page, Result, VpTarget};
+use crate::proxy::ControlRegister;
 use hvdef::aarch64::{SMCCC_HV_FUNC_ID, SMCCC_VENDOR_HYP_UID};
 use hvdef::{HvError, HvPartitionPrivilegeMask, HvRegisterName, SyntheticRegister};
 
@@ -238,18 +239,14 @@ pub fn decode_intercept(
 /// new control on TIMEOUT (it is re-executed).
 pub fn complete_intercept(
     regs: &mut Vtl0Registers,
-    message: &hvdef::HvMessage,
     result: u64,
-    control: Option<u64>,
+    control: Option<(ControlRegister, u64)>,
 ) {
-    use zerocopy::FromBytes;
-    let smccc =
-        hvdef::aarch64::HvArm64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
-            .is_ok_and(|(m, _)| m.immediate == hvdef::aarch64::HVC_IMM_SMCCC);
-    match (control, smccc) {
-        (None, _) => regs.x[0] = result,
-        (Some(control), true) => regs.x[1] = control,
-        (Some(control), false) => regs.x[0] = control,
+    match control {
+        None => regs.x[0] = result,
+        Some((ControlRegister::X1, control)) => regs.x[1] = control,
+        // RCX is x64's; decode never names it for an arm64 call.
+        Some((ControlRegister::X0 | ControlRegister::Rcx, control)) => regs.x[0] = control,
     }
 }
 

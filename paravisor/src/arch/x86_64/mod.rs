@@ -6,6 +6,7 @@
 
 use crate::hv::{self, NoHyperV};
 use crate::hypercall::{HypercallAbi, Page, Result};
+use crate::proxy::ControlRegister;
 use hvdef::x86_64::{cpuid::HV_CPUID_FEATURES, HvX64HypercallMsr, HvX64Msr};
 use hvdef::{HvError, HvPartitionPrivilegeMask, SyntheticRegister};
 
@@ -354,12 +355,11 @@ pub fn decode_intercept(message: &hvdef::HvMessage, xmm_fast_input: bool) -> cra
 /// on (TIMEOUT: VTL0 re-executes with the new rep start).
 pub fn complete_intercept(
     regs: &mut Vtl0Registers,
-    _message: &hvdef::HvMessage,
     result: u64,
-    control: Option<u64>,
+    control: Option<(ControlRegister, u64)>,
 ) {
     regs.rax = result;
-    if let Some(control) = control {
+    if let Some((_, control)) = control {
         regs.rcx = control;
     }
 }
