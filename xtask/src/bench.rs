@@ -98,9 +98,9 @@ fn memory(elf: &Path) -> Result<(u64, u64, String)> {
     ))
 }
 
+/// The per-VP arrays in the image are sized by this.
 fn boot_max_vps() -> u64 {
-    // boot::MAX_VPS; the host tool reads it from the image's arrays, sized by it.
-    64
+    boot::MAX_VPS as u64
 }
 
 // ---- Per proxied call ------------------------------------------------------------------------

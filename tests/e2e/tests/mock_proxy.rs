@@ -226,6 +226,16 @@ fn a_nested_host_gets_the_l0_calls_with_bit_31() {
     assert!(gets.iter().all(|r| r.control & (1 << 31) == 0));
 }
 
+/// The rep starts of the paravisor's last two forwarded GetVpRegisters, newest first.
+fn last_two_rep_starts(report: &Report) -> Vec<u16> {
+    forwarded(report, HypercallCode::GET_VP_REGISTERS)
+        .iter()
+        .rev()
+        .take(2)
+        .map(|r| Control::from_bits(r.control).rep_start())
+        .collect()
+}
+
 /// VTL0 reads its VP index four times in one rep GetVpRegisters; the host applies `action` to
 /// the forwarded call (the boot's own GetVpRegisters are counted first, so the fault hits it).
 fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
@@ -276,14 +286,7 @@ fn a_host_timeout_reaches_vtl0_as_a_tlfs_timeout() {
         assert_eq!(second.status(), HvStatus::SUCCESS, "{arch:?}");
         assert!(second.advanced());
         // The re-executed call started at rep 2: the forwarded controls say so.
-        let sent = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
-        let starts: Vec<u16> = sent
-            .iter()
-            .rev()
-            .take(2)
-            .map(|r| Control::from_bits(r.control).rep_start())
-            .collect();
-        assert_eq!(starts, vec![2, 0], "{arch:?}");
+        assert_eq!(last_two_rep_starts(&report), vec![2, 0], "{arch:?}");
         assert_eq!(second.output.len(), 64);
         // VTL0's RCX (x64) / X1 (arm64 SMCCC) carries the new rep start for the re-issue.
         let control_reg = match arch {
@@ -308,14 +311,11 @@ fn a_host_that_re_executes_completes_the_call_for_vtl0() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].status(), HvStatus::SUCCESS);
     assert!(results[0].advanced());
-    let sent = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
-    let starts: Vec<u16> = sent
-        .iter()
-        .rev()
-        .take(2)
-        .map(|r| Control::from_bits(r.control).rep_start())
-        .collect();
-    assert_eq!(starts, vec![2, 0], "the host re-executed from rep 2");
+    assert_eq!(
+        last_two_rep_starts(&report),
+        vec![2, 0],
+        "the host re-executed from rep 2"
+    );
 }
 
 #[test]
