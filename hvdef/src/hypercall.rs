@@ -41,6 +41,7 @@ open_enum! {
         TRANSLATE_VIRTUAL_ADDRESS = 0x0052,
         POST_MESSAGE = 0x005C,
         SIGNAL_EVENT = 0x005D,
+        RETARGET_DEVICE_INTERRUPT = 0x007E,
         START_VIRTUAL_PROCESSOR = 0x0099,
         GET_VP_INDEX_FROM_APIC_ID = 0x009A,
         FLUSH_GUEST_PHYSICAL_ADDRESS_SPACE = 0x00AF,
@@ -105,6 +106,8 @@ impl HypercallCode {
             Self::FLUSH_VIRTUAL_ADDRESS_SPACE_EX
                 | Self::FLUSH_VIRTUAL_ADDRESS_LIST_EX
                 | Self::SEND_SYNTHETIC_CLUSTER_IPI_EX
+                // The banks of a sparse processor set (Linux `hv_irq_unmask`'s `var_size`).
+                | Self::RETARGET_DEVICE_INTERRUPT
         )
     }
 }

@@ -148,7 +148,42 @@ pub struct HvInputInstallIntercept {
     pub intercept_parameter: u64,
 }
 
+/// `HV_DEVICE_INTERRUPT_TARGET.Flags`: the target is a sparse VP set (its banks follow in the
+/// variable header) instead of the 64-VP mask.
+pub const HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET: u32 = 2;
+/// `HV_DEVICE_INTERRUPT_TARGET.Flags`: multicast.
+pub const HV_DEVICE_INTERRUPT_TARGET_MULTICAST: u32 = 1;
+
+/// Fixed input of HvCallRetargetDeviceInterrupt (0x007E), as Linux's
+/// `hv_retarget_device_interrupt` (include/hyperv/hvgdk_mini.h): the `HV_INTERRUPT_ENTRY`
+/// (source, reserved, MSI address/data or I/O APIC RTE), a reserved word, then the
+/// `HV_DEVICE_INTERRUPT_TARGET` (vector, flags, VP mask or the first word of a VP set). A sparse
+/// VP set's valid-bank mask and banks are the variable header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvInputRetargetDeviceInterrupt {
+    pub partition_id: u64,
+    pub device_id: u64,
+    pub interrupt_source: u32,
+    pub reserved1: u32,
+    pub interrupt_data: u64,
+    pub reserved2: u64,
+    pub vector: u32,
+    pub target_flags: u32,
+    /// The VP mask, or a VP set's format word with `HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET`.
+    pub vp_mask_or_format: u64,
+}
+
 const _: () = {
+    assert!(size_of::<HvInputRetargetDeviceInterrupt>() == 56);
+    assert!(offset_of!(HvInputRetargetDeviceInterrupt, device_id) == 8);
+    assert!(offset_of!(HvInputRetargetDeviceInterrupt, interrupt_source) == 16);
+    assert!(offset_of!(HvInputRetargetDeviceInterrupt, interrupt_data) == 24);
+    assert!(offset_of!(HvInputRetargetDeviceInterrupt, reserved2) == 32);
+    assert!(offset_of!(HvInputRetargetDeviceInterrupt, vector) == 40);
+    assert!(offset_of!(HvInputRetargetDeviceInterrupt, target_flags) == 44);
+    assert!(offset_of!(HvInputRetargetDeviceInterrupt, vp_mask_or_format) == 48);
+
     assert!(size_of::<HvInputGetVpRegisters>() == 16);
     assert!(offset_of!(HvInputGetVpRegisters, partition_id) == 0);
     assert!(offset_of!(HvInputGetVpRegisters, vp_index) == 8);

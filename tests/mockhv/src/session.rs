@@ -124,7 +124,7 @@ impl Report {
                 Event::Rdmsr { .. } => rdmsr += 1,
                 Event::Wrmsr { .. } => wrmsr += 1,
                 Event::Smccc { .. } => smccc += 1,
-                Event::Intercept { .. } => intercepts += 1,
+                Event::Intercept { .. } | Event::LowerVtlCall { .. } => intercepts += 1,
                 Event::Hypercall(h) => {
                     let entry = calls.entry(format!("{:?}", h.code)).or_default();
                     entry.0 += 1;

@@ -23,15 +23,15 @@ use hvdef::aarch64::HvArm64InputEnableVpVtl;
 use hvdef::x86_64::HvX64InputEnableVpVtl;
 use hvdef::{
     Control, HvError, HvExtendedCapabilities, HvInputGetVpRegisters, HvInputInstallIntercept,
-    HvInputPostMessage, HvInputSetVpRegisters, HvInputSignalEvent, HvInterceptAccessMask,
-    HvRegisterAssoc, HvRegisterName, HvRegisterValue, HvResult, HvStatus, HypercallCode,
-    HypercallOutput, Vtl, HV_EVENT_FLAGS_COUNT, HV_MESSAGE_PAYLOAD_SIZE, HV_PAGE_SIZE,
-    HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+    HvInputPostMessage, HvInputRetargetDeviceInterrupt, HvInputSetVpRegisters, HvInputSignalEvent,
+    HvInterceptAccessMask, HvInterceptType, HvRegisterAssoc, HvRegisterName, HvRegisterValue,
+    HvResult, HvStatus, HypercallCode, HypercallOutput, Vtl, HV_EVENT_FLAGS_COUNT,
+    HV_MESSAGE_PAYLOAD_SIZE, HV_PAGE_SIZE, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::registers::{early_readable, early_writable};
-use super::scenario::FaultAction;
+use super::scenario::{FaultAction, HypercallIntercept};
 use super::trace::{Abi, Event, HypercallRecord, Outcome};
 use super::{Arch, Effects, Fault, GuestMemory, InitialVpContext, Model, StartVp};
 
@@ -208,6 +208,15 @@ impl Model {
         let output = HypercallOutput::new()
             .with_status(status)
             .with_reps_completed(reps);
+        if effects.reflect {
+            record.outcome = Outcome::Reflected;
+            self.trace.push(Event::Hypercall(record));
+            return Ok(Reply {
+                output,
+                retry: None,
+                effects,
+            });
+        }
         record.outcome = Outcome::Status(output);
         self.trace.push(Event::Hypercall(record));
         let returned = std::mem::take(&mut self.timeout_returned);
@@ -425,6 +434,11 @@ impl Model {
             HypercallCode::SIGNAL_EVENT => {
                 Spec::simple(size_of::<HvInputSignalEvent>(), 0, Model::signal_event)
             }
+            HypercallCode::RETARGET_DEVICE_INTERRUPT => Spec::simple(
+                size_of::<HvInputRetargetDeviceInterrupt>(),
+                0,
+                Model::retarget_device_interrupt,
+            ),
             HypercallCode::EXT_QUERY_CAPABILITIES => Spec::simple(
                 0,
                 size_of::<HvExtendedCapabilities>(),
@@ -706,7 +720,7 @@ impl Model {
 
     fn install_intercept(
         &mut self,
-        _call: &mut Call<'_>,
+        call: &mut Call<'_>,
         input: &[u8],
         _output: &mut [u8],
     ) -> (HvResult<()>, u16) {
@@ -716,10 +730,15 @@ impl Model {
             .with_execute(true)
             .into_bits();
         let result = parse::<HvInputInstallIntercept>(input).and_then(|i| {
+            // Intercepts go to the VTL that installs them; VTL0 has no lower VTL to watch (OpenVMM
+            // emulates the call for VTL2 only).
+            if call.vtl == Vtl::VTL0 {
+                return Err(HvError::ACCESS_DENIED);
+            }
             if i.partition_id != HV_PARTITION_ID_SELF {
                 return Err(HvError::INVALID_PARTITION_ID);
             }
-            if i.access_type.into_bits() & !known != 0 {
+            if i.access_type.into_bits() & !known != 0 || !self.intercept_type_supported(i) {
                 return Err(HvError::INVALID_PARAMETER);
             }
             self.partition.intercepts.push(i);
@@ -728,10 +747,59 @@ impl Model {
         (result, 0)
     }
 
+    /// The intercept types OpenVMM's VTL2 emulation implements (`vmm_core/virt_whp/src/
+    /// hypercalls.rs` `install_intercept`; fact sheet §2.1), the `X64*` ones on x64 only;
+    /// HvInterceptTypeHypercall as the scenario says; anything else INVALID_PARAMETER.
+    fn intercept_type_supported(&self, i: HvInputInstallIntercept) -> bool {
+        let x64 = self.scenario.arch == Arch::X86_64;
+        match i.intercept_type {
+            HvInterceptType::HYPERCALL => {
+                self.scenario.hypercall_intercept == HypercallIntercept::Accepted
+            }
+            HvInterceptType::EXCEPTION
+            | HvInterceptType::UNKNOWN_SYNIC_CONNECTION
+            | HvInterceptType::RETARGET_INTERRUPT_WITH_UNKNOWN_DEVICE_ID => true,
+            HvInterceptType::X64_IO_PORT
+            | HvInterceptType::X64_MSR
+            | HvInterceptType::X64_APIC_EOI
+            | HvInterceptType::X64_IO_PORT_RANGE => x64,
+            _ => false,
+        }
+    }
+
+    /// Whether VTL2 installed an intercept of `kind`.
+    fn intercept_installed(&self, kind: HvInterceptType) -> bool {
+        self.partition
+            .intercepts
+            .iter()
+            .any(|i| i.intercept_type == kind)
+    }
+
+    /// Whether the hypervisor hands VTL0's PostMessage / SignalEvent / RetargetDeviceInterrupt
+    /// to VTL2 instead of answering `result` itself. OpenVMM's VTL2 emulation
+    /// (`vmm_core/virt_whp/src/hypercalls.rs` `post_message`, `signal_event`,
+    /// `retarget_interrupt`) first tries the call with the caller's VTL and reflects it only
+    /// when that fails with the error `unknown` names (an unknown connection or device), the
+    /// matching intercept is installed and the caller is VTL0. With an accepted
+    /// HvInterceptTypeHypercall installed every such call is reflected (see
+    /// [`HypercallIntercept::Accepted`]).
+    fn reflect_to_vtl2(
+        &self,
+        call: &mut Call<'_>,
+        result: &HvResult<()>,
+        unknown: (HvError, HvInterceptType),
+    ) -> bool {
+        let reflect = call.vtl == Vtl::VTL0
+            && (self.intercept_installed(HvInterceptType::HYPERCALL)
+                || (*result == Err(unknown.0) && self.intercept_installed(unknown.1)));
+        call.effects.reflect |= reflect;
+        reflect
+    }
+
     /// The host accepts the message if it knows the connection (TLFS HvCallPostMessage rules).
     fn post_message(
         &mut self,
-        _call: &mut Call<'_>,
+        call: &mut Call<'_>,
         input: &[u8],
         _output: &mut [u8],
     ) -> (HvResult<()>, u16) {
@@ -745,35 +813,82 @@ impl Model {
             {
                 return Err(HvError::INVALID_PARAMETER);
             }
-            self.check_connection(m.connection_id)
+            Ok(m.connection_id)
         });
-        (result, 0)
+        self.synic_port_call(call, result)
     }
 
     fn signal_event(
         &mut self,
-        _call: &mut Call<'_>,
+        call: &mut Call<'_>,
         input: &[u8],
         _output: &mut [u8],
     ) -> (HvResult<()>, u16) {
         let result = parse::<HvInputSignalEvent>(input).and_then(|e| {
-            if e.reserved != 0 {
+            if e.reserved != 0 || usize::from(e.flag_number) >= HV_EVENT_FLAGS_COUNT {
                 return Err(HvError::INVALID_PARAMETER);
             }
-            self.check_connection(e.connection_id)?;
-            if usize::from(e.flag_number) >= HV_EVENT_FLAGS_COUNT {
-                return Err(HvError::INVALID_PARAMETER);
-            }
-            Ok(())
+            Ok(e.connection_id)
         });
+        self.synic_port_call(call, result)
+    }
+
+    /// The port-map step shared by PostMessage and SignalEvent once their input is valid: an
+    /// unknown connection id is INVALID_CONNECTION_ID (reflected to VTL2 when VTL2 asked for
+    /// it), a caller below the port's minimum VTL OPERATION_DENIED.
+    fn synic_port_call(
+        &mut self,
+        call: &mut Call<'_>,
+        connection: HvResult<u32>,
+    ) -> (HvResult<()>, u16) {
+        let result = connection.and_then(|id| match self.scenario.ports.get(&id) {
+            None => Err(HvError::INVALID_CONNECTION_ID),
+            Some(&minimum) if call.vtl < minimum => Err(HvError::OPERATION_DENIED),
+            Some(_) => Ok(()),
+        });
+        let unknown = (
+            HvError::INVALID_CONNECTION_ID,
+            HvInterceptType::UNKNOWN_SYNIC_CONNECTION,
+        );
+        if connection.is_ok() && self.reflect_to_vtl2(call, &result, unknown) {
+            return (Err(HvError::TIMEOUT), 0);
+        }
         (result, 0)
     }
 
-    fn check_connection(&self, id: u32) -> HvResult<()> {
-        match &self.scenario.host_connections {
-            Some(ids) if !ids.contains(&id) => Err(HvError::INVALID_CONNECTION_ID),
-            _ => Ok(()),
+    /// HvCallRetargetDeviceInterrupt: the partition must be "self" and the reserved words zero;
+    /// a device the host does not know is INVALID_DEVICE_ID, reflected to VTL2 when VTL2 asked
+    /// for it. The model keeps no interrupt routing: a known device's call succeeds.
+    fn retarget_device_interrupt(
+        &mut self,
+        call: &mut Call<'_>,
+        input: &[u8],
+        _output: &mut [u8],
+    ) -> (HvResult<()>, u16) {
+        let parsed = parse::<HvInputRetargetDeviceInterrupt>(input).and_then(|r| {
+            if r.partition_id != HV_PARTITION_ID_SELF {
+                return Err(HvError::INVALID_PARTITION_ID);
+            }
+            if r.reserved1 != 0 || r.reserved2 != 0 {
+                return Err(HvError::INVALID_PARAMETER);
+            }
+            Ok(r.device_id)
+        });
+        let result = parsed.and_then(|id| {
+            if self.scenario.devices.contains(&id) {
+                Ok(())
+            } else {
+                Err(HvError::INVALID_DEVICE_ID)
+            }
+        });
+        let unknown = (
+            HvError::INVALID_DEVICE_ID,
+            HvInterceptType::RETARGET_INTERRUPT_WITH_UNKNOWN_DEVICE_ID,
+        );
+        if parsed.is_ok() && self.reflect_to_vtl2(call, &result, unknown) {
+            return (Err(HvError::TIMEOUT), 0);
         }
+        (result, 0)
     }
 
     fn query_capabilities(

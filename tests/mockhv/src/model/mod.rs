@@ -29,7 +29,7 @@ use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, Hyperca
 
 pub use crate::qemu::Arch;
 pub use memory::{GuestMemory, MemoryError, TestMemory};
-pub use scenario::{FaultAction, InjectedFault, Limits, Scenario};
+pub use scenario::{FaultAction, HypercallIntercept, InjectedFault, Limits, Scenario};
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
 pub use vtl::{Vtl0Call, Vtl0Result, Vtl0Script};
 pub use x86_64::{
@@ -100,6 +100,10 @@ pub struct Effects {
     pub interrupts: Vec<SintInterrupt>,
     /// A VtlReturn found the lower-VTL script empty: the scripted run is over.
     pub finished: bool,
+    /// A lower VTL's hypercall is handed to VTL2 as an `HvMessageTypeHypercallIntercept`
+    /// instead of being completed: nothing is written back and the IP stays on the call, as
+    /// OpenVMM's `reflect_to_vtl2` does (it returns `HvError::Timeout` for that reason).
+    pub reflect: bool,
 }
 
 impl Effects {
@@ -156,6 +160,9 @@ impl Model {
             vtl.vsm_config = hvdef::HvRegisterVsmPartitionConfig::new()
                 .with_zero_memory_on_reset(true)
                 .into_bits();
+        }
+        if scenario.active_vtl > Vtl::VTL0 {
+            vtls[0].guest_os_id = scenario.vtl0_guest_os_id;
         }
         Model {
             partition: Partition {

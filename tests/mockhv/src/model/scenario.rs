@@ -41,10 +41,41 @@ pub struct Scenario {
     /// failure). Entries override advertised extended calls. A code the model does not implement,
     /// not listed here and not an advertised extended call is `INVALID_HYPERCALL_CODE`.
     pub host_calls: BTreeMap<HypercallCode, HvStatus>,
-    /// Connection ids PostMessage/SignalEvent accept; `None` accepts any.
-    pub host_connections: Option<BTreeSet<u32>>,
+    /// The host's SynIC port map: connection id -> the lowest VTL that may use it. PostMessage
+    /// and SignalEvent to an id not in the map are INVALID_CONNECTION_ID, from a VTL below the
+    /// port's minimum OPERATION_DENIED (OpenVMM `vmm_core/virt/src/synic.rs`
+    /// `SynicPortMap::handle_post_message` / `handle_signal_event`).
+    pub ports: BTreeMap<u32, Vtl>,
+    /// Device ids the host knows for HvCallRetargetDeviceInterrupt; any other is
+    /// INVALID_DEVICE_ID (OpenVMM `vmm_core/virt_whp/src/hypercalls.rs` `retarget_interrupt`).
+    pub devices: BTreeSet<u64>,
+    /// What HvCallInstallIntercept does with `HvInterceptTypeHypercall` (0x08) from VTL2.
+    pub hypercall_intercept: HypercallIntercept,
+    /// Codes the hypervisor reflects to VTL2 whatever their input, on top of the rules of
+    /// [`Model`](super::Model)'s routing. Hyper-V's trigger for several codes OpenHCL's
+    /// dispatcher serves is not public (fact sheet §2.2: GetVpIndexFromApicId, SetVpRegisters,
+    /// ModifyVtlProtectionMask, RestorePartitionTime); a scenario names them here to model such a
+    /// host, and to reach the paravisor's defensive paths. Empty by default.
+    pub reflected_codes: BTreeSet<HypercallCode>,
+    /// The guest OS id VTL0's kernel set before the scripted calls (the TLFS requires one
+    /// before hypercalls work; on arm64 the model enforces it).
+    pub vtl0_guest_os_id: u64,
     pub faults: Vec<InjectedFault>,
     pub limits: Limits,
+}
+
+/// HvInterceptTypeHypercall from VTL2. What Hyper-V does with it is not public (fact sheet
+/// §2.1); OpenVMM's VTL2 emulation refuses it and OpenHCL never installs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HypercallIntercept {
+    /// INVALID_PARAMETER, as OpenVMM's `install_intercept` ("unimplemented install intercept
+    /// type").
+    #[default]
+    Rejected,
+    /// Accepted; VTL0's PostMessage, SignalEvent and RetargetDeviceInterrupt are then all
+    /// reflected to VTL2, known connection or not: the set OpenVMM's root-partition backend
+    /// (`vmm_core/virt_mshv`), the one user of this intercept type, dispatches to its VMM.
+    Accepted,
 }
 
 /// Replaces the outcome of one call of `code`.
@@ -174,7 +205,13 @@ impl Default for Scenario {
             vsm_capabilities: HvRegisterVsmCapabilities::new().with_intercept_page_available(true),
             xmm_fast_hypercalls: true,
             host_calls: BTreeMap::new(),
-            host_connections: None,
+            // A VTL0 VMBus message connection, and a port only VTL2 may use.
+            ports: BTreeMap::from([(1, Vtl::VTL0), (2, Vtl::VTL2)]),
+            devices: BTreeSet::new(),
+            hypercall_intercept: HypercallIntercept::Rejected,
+            reflected_codes: BTreeSet::new(),
+            // Linux's id as `hv_generate_guest_id` builds it (open source, OS type Linux).
+            vtl0_guest_os_id: 0x8100_0000_0000_0000,
             faults: Vec::new(),
             limits: Limits::default(),
         }

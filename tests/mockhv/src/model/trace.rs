@@ -25,6 +25,8 @@ pub enum Outcome {
     VtlSwitch {
         finished: bool,
     },
+    /// A lower VTL's call the hypervisor handed to VTL2 as an intercept instead of completing.
+    Reflected,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +94,12 @@ pub enum Event {
         vp: u32,
         function: u64,
         result: [u64; 4],
+    },
+    /// A lower VTL's VTL call entered the paravisor (entry reason VTL_CALL).
+    LowerVtlCall {
+        vp: u32,
+        /// The calling VTL.
+        vtl: Vtl,
     },
     /// A scripted lower-VTL hypercall handed to the paravisor.
     Intercept {

@@ -8,7 +8,8 @@ use std::mem::offset_of;
 
 use hvdef::aarch64::{
     reg as arm_reg, HvArm64HypercallInterceptMessage, HvArm64InterceptMessageHeader,
-    HvArm64VpExecutionState, HVC_IMM_SMCCC, INSTRUCTION_LEN, SMCCC_HV_FUNC_ID,
+    HvArm64VpExecutionState, HVC_IMM_SMCCC, HVC_IMM_VTL_CALL, HVC_IMM_VTL_RETURN, INSTRUCTION_LEN,
+    SMCCC_HV_FUNC_ID,
 };
 use hvdef::x86_64::{
     reg as x64_reg, HvX64HypercallInterceptMessage, HvX64InterceptMessageHeader,
@@ -139,6 +140,12 @@ pub struct Vtl0Result {
     pub registers: BTreeMap<HvRegisterName, u128>,
     /// The `output` range of the call, read back from memory.
     pub output: Vec<u8>,
+    /// The hypervisor handed this delivery to VTL2 (a hypercall intercept, or a VTL call into
+    /// it). False: the hypervisor served it for VTL0 itself and VTL2 never saw it.
+    pub reached_vtl2: bool,
+    /// The hypervisor itself raised this exception for the call (TLFS: a hypercall from CPL > 0
+    /// or EL0, or VtlReturn from the lowest VTL, is #UD / an undefined-instruction exception).
+    pub hypervisor_fault: Option<Fault>,
 }
 
 impl Vtl0Result {
@@ -154,6 +161,7 @@ impl Vtl0Result {
     /// than leaving it for re-execution. Never with an exception pending: the call faulted.
     pub fn advanced(&self) -> bool {
         self.pending_event().is_none()
+            && self.hypervisor_fault.is_none()
             && self.ip_after == self.ip_before.wrapping_add(self.instruction_len)
     }
 
@@ -177,6 +185,19 @@ struct InFlight {
     attempt: u32,
     ip: u64,
     vtl: Vtl,
+    reached_vtl2: bool,
+    hypervisor_fault: Option<Fault>,
+}
+
+/// What the hypervisor did with the lower VTL's current call.
+enum LowerCall {
+    /// Served for the lower VTL (completed, faulted, or left on its instruction to run again)
+    /// without entering VTL2.
+    Served,
+    /// Handed to VTL2 as an `HvMessageTypeHypercallIntercept`.
+    Reflected,
+    /// A VTL call: VTL2 is entered with entry reason VTL_CALL.
+    VtlCall,
 }
 
 /// The queue of scripted lower-VTL hypercalls (per VP) and their results.
@@ -269,12 +290,25 @@ impl Model {
         };
         self.apply_return_state(vp, vtl, lower, fast, &regs, mem);
         let mut effects = Effects::default();
-        if self.next_lower_call(vp, lower, mem) {
-            self.deliver_intercept(vp, vtl, lower, mem, &mut effects);
+        // The lower VTL runs its script; each call is the hypervisor's to serve unless it is one
+        // Hyper-V hands to VTL2. The loop ends: every call is served a bounded number of times
+        // (`vtl0_retries`) and the script is finite.
+        loop {
+            if !self.next_lower_call(vp, lower, mem) {
+                effects.finished = true;
+                break;
+            }
+            match self.run_lower_call(vp, vtl, lower, mem) {
+                LowerCall::Served => continue,
+                LowerCall::Reflected => self.deliver_intercept(vp, vtl, lower, mem, &mut effects),
+                LowerCall::VtlCall => self.deliver_vtl_call(vp, vtl, lower, mem),
+            }
+            if let Some(f) = self.vtl0.in_flight.get_mut(&vp) {
+                f.reached_vtl2 = true;
+            }
             self.resume(vp, lower, &mut regs);
             effects.advance_ip = true;
-        } else {
-            effects.finished = true;
+            break;
         }
         let outcome = Outcome::VtlSwitch {
             finished: effects.finished,
@@ -388,8 +422,10 @@ impl Model {
                 result: file.reg64(result_name),
                 registers: file.regs.clone(),
                 output,
+                reached_vtl2: done.reached_vtl2,
+                hypervisor_fault: done.hypervisor_fault,
             };
-            let faulted = result.pending_event().is_some();
+            let faulted = result.pending_event().is_some() || done.hypervisor_fault.is_some();
             self.vtl0.results.push(result);
             if faulted {
                 let file = self.vp_mut(vp).file_mut(done.vtl);
@@ -400,6 +436,8 @@ impl Model {
                     vp,
                     InFlight {
                         attempt: done.attempt + 1,
+                        reached_vtl2: false,
+                        hypervisor_fault: None,
                         ..done
                     },
                 );
@@ -427,9 +465,145 @@ impl Model {
                 attempt: 0,
                 ip,
                 vtl: lower,
+                reached_vtl2: false,
+                hypervisor_fault: None,
             },
         );
         true
+    }
+
+    /// The lower VTL executes its current call's instruction; the hypervisor either serves it
+    /// (writing the result into the lower VTL's registers as it would for any guest) or hands it
+    /// to VTL2. Which calls reach VTL2 (fact sheet §2): VtlCall enters the next higher VTL; a
+    /// PostMessage/SignalEvent to an unknown connection or a RetargetDeviceInterrupt for an
+    /// unknown device is reflected when VTL2 installed the matching intercept (the handlers
+    /// decide, see `reflect_to_vtl2`); codes in `Scenario::reflected_codes` always are. The
+    /// rest runs through the same dispatcher as VTL2's calls, with VTL0 as the caller.
+    fn run_lower_call(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        lower: Vtl,
+        mem: &mut dyn GuestMemory,
+    ) -> LowerCall {
+        let immediate = self.vtl0.in_flight.get(&vp).map_or(0, |f| f.call.immediate);
+        let file = self.vp(vp).file(lower);
+        let (ip_name, len) = self.ip_register();
+        // TLFS hypercall-interface.md: hypercalls are legal only at CPL0 in protected or long
+        // mode (x64) and at EL1 (arm64); otherwise #UD / an undefined-instruction exception.
+        let (legal, code, long_mode) = match self.scenario.arch {
+            Arch::X86_64 => {
+                let cs =
+                    HvX64SegmentRegister::read_from_bytes(&file.reg(x64_reg::CS).to_le_bytes())
+                        .unwrap_or_default();
+                // CS.L is attribute bit 13, EFER.LMA bit 10, CR0.PE bit 0.
+                let long =
+                    cs.attributes & (1 << 13) != 0 && file.reg64(x64_reg::EFER) & (1 << 10) != 0;
+                let protected = file.reg64(x64_reg::CR0) & 1 != 0;
+                let control = if long {
+                    file.reg64(x64_reg::RCX)
+                } else {
+                    file.reg64(x64_reg::RAX)
+                };
+                (cs.selector & 3 == 0 && protected, control as u16, long)
+            }
+            Arch::Aarch64 => {
+                let el = (file.reg64(arm_reg::CPSR) >> 2) & 3;
+                let code = match immediate {
+                    HVC_IMM_SMCCC => file.reg64(arm_reg::X1) as u16,
+                    HVC_IMM_VTL_CALL => HypercallCode::VTL_CALL.0,
+                    HVC_IMM_VTL_RETURN => HypercallCode::VTL_RETURN.0,
+                    _ => file.reg64(arm_reg::X0) as u16,
+                };
+                (el == 1, code, true)
+            }
+        };
+        let code = HypercallCode(code);
+        let smccc_other = self.scenario.arch == Arch::Aarch64
+            && immediate == HVC_IMM_SMCCC
+            && file.reg64(arm_reg::X0) as u32 != SMCCC_HV_FUNC_ID;
+        if !legal {
+            self.hypervisor_fault(vp, Fault::Ud);
+            return LowerCall::Served;
+        }
+        if !smccc_other && self.scenario.reflected_codes.contains(&code) {
+            return LowerCall::Reflected;
+        }
+        if !smccc_other && code == HypercallCode::VTL_CALL {
+            // Into the next higher enabled VTL; it returns to the instruction after the call.
+            let ip = file.reg64(ip_name);
+            self.vp_mut(vp)
+                .file_mut(lower)
+                .set(ip_name, ip.wrapping_add(len).into());
+            return LowerCall::VtlCall;
+        }
+        self.vp_mut(vp).active_vtl = lower;
+        let effects = match self.scenario.arch {
+            Arch::X86_64 if long_mode => {
+                let mut regs = X64HypercallRegs::default();
+                let file = self.vp(vp).file(lower);
+                for ((_, name), value) in X64_SHARED_GPRS.iter().zip(regs.gprs_mut()) {
+                    *value = file.reg64(*name);
+                }
+                for (n, value) in regs.xmm.iter_mut().enumerate() {
+                    *value = file.reg(xmm(n as u32));
+                }
+                let effects = self.vmcall(vp, &mut regs, mem);
+                if !effects.reflect {
+                    let file = self.vp_mut(vp).file_mut(lower);
+                    for ((_, name), value) in X64_SHARED_GPRS.iter().zip(regs.gprs()) {
+                        file.set(*name, value.into());
+                    }
+                    for (n, value) in regs.xmm.iter().enumerate() {
+                        file.set(xmm(n as u32), *value);
+                    }
+                }
+                effects
+            }
+            Arch::X86_64 => self.vmcall32(vp, lower, mem),
+            Arch::Aarch64 => {
+                let file = self.vp(vp).file(lower);
+                let mut x: [u64; 18] = std::array::from_fn(|n| file.reg64(self::x(n)));
+                let effects = self.hvc(vp, immediate, &mut x, mem);
+                if !effects.reflect {
+                    let file = self.vp_mut(vp).file_mut(lower);
+                    for (n, value) in x.iter().enumerate() {
+                        file.set(self::x(n), (*value).into());
+                    }
+                }
+                effects
+            }
+        };
+        self.vp_mut(vp).active_vtl = vtl;
+        if effects.reflect {
+            return LowerCall::Reflected;
+        }
+        if let Some(fault) = effects.fault {
+            self.hypervisor_fault(vp, fault);
+        } else if effects.advance_ip {
+            let file = self.vp_mut(vp).file_mut(lower);
+            let ip = file.reg64(ip_name);
+            file.set(ip_name, ip.wrapping_add(len).into());
+        }
+        LowerCall::Served
+    }
+
+    fn hypervisor_fault(&mut self, vp: u32, fault: Fault) {
+        if let Some(f) = self.vtl0.in_flight.get_mut(&vp) {
+            f.hypervisor_fault = Some(fault);
+        }
+    }
+
+    /// A lower VTL's VTL call: VTL2 runs with entry reason VTL_CALL and no message.
+    fn deliver_vtl_call(&mut self, vp: u32, vtl: Vtl, lower: Vtl, mem: &mut dyn GuestMemory) {
+        let page = HvPageRegister::from_bits(self.vp(vp).file(vtl).assist_page);
+        if page.enable() {
+            let gpa = (page.gpa_page_number() << HV_PAGE_SHIFT)
+                + (offset_of!(HvVpAssistPage, vtl_control)
+                    + offset_of!(HvVpVtlControl, entry_reason)) as u64;
+            let _ = write_obj(mem, gpa, &HvVtlEntryReason::VTL_CALL);
+        }
+        self.trace.push(Event::LowerVtlCall { vp, vtl: lower });
     }
 
     /// Through the assist page (entry reason INTERCEPT) when the paravisor turned on the

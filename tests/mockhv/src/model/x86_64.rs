@@ -2,7 +2,7 @@
 //! and the `vmcall` in it.
 
 use hvdef::x86_64::{cpuid, reg as x64_reg, HvX64Msr, RET, VMCALL};
-use hvdef::{Control, HvRegisterName, HypercallCode, SyntheticRegister, HV_PAGE_SIZE};
+use hvdef::{Control, HvRegisterName, HypercallCode, SyntheticRegister, Vtl, HV_PAGE_SIZE};
 
 use super::hypercall::{FastBlock, Request};
 use super::registers::{nested_synic_read, nested_synic_write};
@@ -291,6 +291,42 @@ impl Model {
             | SyntheticRegister::Simp
             | SyntheticRegister::Eom
             | SyntheticRegister::Sint(_) => p.access_synic_regs(),
+        }
+    }
+
+    /// A `vmcall` from 32-bit protected mode on behalf of lower VTL `vtl`'s register file (the
+    /// TLFS x86 convention, hypercall-interface.md §"Hypercall Register Conventions"): control
+    /// EDX:EAX, input GPA EBX:ECX, output GPA EDI:ESI, result EDX:EAX; fast input EBX:ECX and
+    /// EDI:ESI (XMM input and output are not modelled in this mode: needing them is #UD). A
+    /// TIMEOUT left for re-execution puts the new control word in EDX:EAX.
+    pub(crate) fn vmcall32(&mut self, vp: u32, vtl: Vtl, mem: &mut dyn GuestMemory) -> Effects {
+        let file = self.vp(vp).file(vtl);
+        let pair = |hi: HvRegisterName, lo: HvRegisterName| {
+            (file.reg64(hi) & 0xFFFF_FFFF) << 32 | (file.reg64(lo) & 0xFFFF_FFFF)
+        };
+        let control = pair(x64_reg::RDX, x64_reg::RAX);
+        let input = pair(x64_reg::RBX, x64_reg::RCX);
+        let output = pair(x64_reg::RDI, x64_reg::RSI);
+        let mut req = Request {
+            abi: Abi::X64,
+            control,
+            input_gpa: input,
+            output_gpa: output,
+            fast: FastBlock {
+                words: vec![input, output],
+                xmm_ud: true,
+            },
+        };
+        match self.hypercall(vp, &mut req, mem) {
+            Err(fault) => Effects::fault(fault),
+            Ok(reply) if reply.effects.reflect => reply.effects,
+            Ok(reply) => {
+                let value = reply.retry.unwrap_or(reply.output.into_bits());
+                let file = self.vp_mut(vp).file_mut(vtl);
+                file.set(x64_reg::RAX, (value & 0xFFFF_FFFF).into());
+                file.set(x64_reg::RDX, (value >> 32).into());
+                reply.effects
+            }
         }
     }
 

@@ -81,7 +81,19 @@ fn booted() -> Hv {
         GUEST_OS_ID.into(),
     );
     assert_eq!(status, HvStatus::SUCCESS);
+    let install =
+        super::hypercalls::install_input(hvdef::HvInterceptType::UNKNOWN_SYNIC_CONNECTION.0);
+    let out = smccc(&mut hv, simple(HypercallCode::INSTALL_INTERCEPT), &install);
+    assert_eq!(out.status(), HvStatus::SUCCESS);
     hv
+}
+
+/// A VTL0 PostMessage to a connection the host does not know: reflected to VTL2.
+fn reflected_post_message(pc: u64) -> Vtl0Call {
+    Vtl0Call::arm64(pc, simple(HypercallCode::POST_MESSAGE), 0x5000, 0).with_memory(
+        0x5000,
+        &super::hypercalls::post_message_input(UNKNOWN_CONNECTION),
+    )
 }
 
 #[test]
@@ -317,9 +329,7 @@ fn vtl_return_shares_x_registers_with_vtl0() {
     );
     let control = simple(HypercallCode::POST_MESSAGE);
     let pc = 0x8000_1000;
-    hv.model
-        .vtl0()
-        .push(Vtl0Call::arm64(pc, control, 0x5000, 0));
+    hv.model.vtl0().push(reflected_post_message(pc));
 
     let mut x = [0; 18];
     x[0] = 0x77;
@@ -392,8 +402,7 @@ const UNDEF_EVENT: u128 = 0x0200_0000 << 64 | 1;
 fn a_pending_undefined_instruction_is_taken_not_re_executed() {
     let mut hv = booted();
     let pc = 0x8000_1000;
-    let call = Vtl0Call::arm64(pc, simple(HypercallCode::VTL_RETURN), 0, 0);
-    hv.model.vtl0().push(call);
+    hv.model.vtl0().push(reflected_post_message(pc));
     let (x, _) = hvc(&mut hv, 3, [0; 18]);
     let event = HvRegisterName::PENDING_EVENT0;
     assert_eq!(

@@ -5,14 +5,15 @@ mod arm64;
 mod hypercalls;
 mod properties;
 mod registers;
+mod routing;
 mod vp_start;
 mod vtl0;
 mod x86;
 
 use hvdef::x86_64::{reg as x64_reg, HvX64Msr};
 use hvdef::{
-    Control, HvInputGetVpRegisters, HvInputVtl, HvRegisterAssoc, HvRegisterName, HvStatus,
-    HypercallCode, HypercallOutput, Vtl, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+    Control, HvInputGetVpRegisters, HvInputVtl, HvInterceptType, HvRegisterAssoc, HvRegisterName,
+    HvStatus, HypercallCode, HypercallOutput, Vtl, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
 };
 use zerocopy::IntoBytes;
 
@@ -144,8 +145,17 @@ impl Hv {
         self.wrmsr(HvX64Msr::HV_X64_MSR_SCONTROL, 1).unwrap();
         self.wrmsr(HvX64Msr::HV_X64_MSR_SIMP, SIMP | 1).unwrap();
         self.wrmsr(HvX64Msr::HV_X64_MSR_SINT0, 0x20).unwrap();
+        let out = self.call(
+            simple(HypercallCode::INSTALL_INTERCEPT),
+            &hypercalls::install_input(HvInterceptType::UNKNOWN_SYNIC_CONNECTION.0),
+        );
+        assert_eq!(out.status(), HvStatus::SUCCESS);
     }
 }
+
+/// A connection id the host's port map does not have (default scenario): VTL0's calls to it
+/// reach VTL2 once VTL2 installed the UnknownSynicConnection intercept.
+pub(super) const UNKNOWN_CONNECTION: u32 = 0x77;
 
 pub(super) fn rep(code: HypercallCode, count: usize) -> Control {
     Control::new().with_code(code).with_rep_count(count as u16)

@@ -57,7 +57,10 @@ fn set_return_registers(hv: &mut Hv, rax: u64, rcx: u64) {
 fn post_message_call(rip: u64) -> Vtl0Call {
     Vtl0Call::x64(rip, simple(HypercallCode::POST_MESSAGE), 0x5000, 0)
         .with_register(x64_reg::RAX, 0xDEAD)
-        .with_memory(0x5000, &super::hypercalls::post_message_input(1))
+        .with_memory(
+            0x5000,
+            &super::hypercalls::post_message_input(UNKNOWN_CONNECTION),
+        )
         .with_output(VTL0_OUT, 8)
 }
 
@@ -99,7 +102,7 @@ fn vtl_return_delivers_through_the_assist_page_and_resumes_vtl2() {
     assert_eq!((hc.rdx, hc.r8, hc.rax), (0x5000, 0, 0xDEAD));
     assert_eq!(
         hv.mem.slice(0x5000, 4),
-        1u32.to_le_bytes(),
+        UNKNOWN_CONNECTION.to_le_bytes(),
         "VTL0's input list is in memory"
     );
     // VTL2 resumes with the GPRs it shares with VTL0.
@@ -221,7 +224,12 @@ fn every_shared_gpr_moves_between_the_vtls() {
 
 #[test]
 fn ip_left_in_place_re_executes_the_call() {
-    let mut hv = booted();
+    // A host that reflects GetVpRegisters (a code whose trigger is not public).
+    let mut hv = Hv::new(Scenario {
+        reflected_codes: [HypercallCode::GET_VP_REGISTERS].into(),
+        ..Scenario::default()
+    });
+    hv.boot_x64();
     enable_intercept_page(&mut hv);
     let control = rep(HypercallCode::GET_VP_REGISTERS, 4);
     hv.model
@@ -379,9 +387,7 @@ const UD_EVENT: u128 = 0x0006_0001;
 fn a_pending_exception_is_taken_instead_of_re_executing() {
     let mut hv = booted();
     enable_intercept_page(&mut hv);
-    let vtl_return_call = Vtl0Call::x64(VTL0_RIP, simple(HypercallCode::VTL_RETURN), 0, 0)
-        .with_register(x64_reg::RAX, 0xDEAD);
-    hv.model.vtl0().push(vtl_return_call);
+    hv.model.vtl0().push(post_message_call(VTL0_RIP));
     hv.model.vtl0().push(post_message_call(VTL0_RIP + 0x100));
     vtl_return(&mut hv, false);
 
@@ -397,7 +403,7 @@ fn a_pending_exception_is_taken_instead_of_re_executing() {
         "per VTL: VTL2's own is untouched"
     );
     // Returns with VTL0's RAX/RCX as it left them: no result written.
-    let rcx = simple(HypercallCode::VTL_RETURN).into_bits();
+    let rcx = simple(HypercallCode::POST_MESSAGE).into_bits();
     set_return_registers(&mut hv, 0xDEAD, rcx);
     let (_, effects) = vtl_return(&mut hv, false);
     assert!(!effects.finished && effects.advance_ip);
@@ -444,7 +450,14 @@ fn an_event_that_is_not_pending_does_not_stop_re_execution() {
     let not_pending = UD_EVENT & !1;
     hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT1, 0x55)]);
     hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, not_pending)]);
-    vtl_return(&mut hv, false);
+    // VTL0's RAX/RCX/RDX as it had them, so the re-executed call is the same PostMessage.
+    let rcx = simple(HypercallCode::POST_MESSAGE).into_bits();
+    set_return_registers(&mut hv, 0xDEAD, rcx);
+    hv.vmcall(X64HypercallRegs {
+        rcx: HypercallCode::VTL_RETURN.0.into(),
+        rdx: 0x5000,
+        ..Default::default()
+    });
     let first = &hv.model.vtl0().results()[0];
     assert_eq!(first.pending_event(), None);
     assert_eq!(first.register(HvRegisterName::PENDING_EVENT1), 0x55);
@@ -462,9 +475,17 @@ fn an_event_that_is_not_pending_does_not_stop_re_execution() {
 fn a_32bit_caller_and_back() {
     let mut hv = booted();
     enable_intercept_page(&mut hv);
-    hv.model
-        .vtl0()
-        .push(post_message_call(VTL0_RIP).in_32bit_mode());
+    // 32-bit convention: control EDX:EAX, input GPA EBX:ECX.
+    let call32 = post_message_call(VTL0_RIP)
+        .in_32bit_mode()
+        .with_register(
+            x64_reg::RAX,
+            simple(HypercallCode::POST_MESSAGE).into_bits().into(),
+        )
+        .with_register(x64_reg::RDX, 0)
+        .with_register(x64_reg::RBX, 0)
+        .with_register(x64_reg::RCX, 0x5000);
+    hv.model.vtl0().push(call32);
     hv.model.vtl0().push(post_message_call(VTL0_RIP + 0x100));
     vtl_return(&mut hv, false);
     let hc = payload(&assist_page(&hv).intercept_message);
