@@ -632,7 +632,9 @@ fn session(elf: &Path, arch: Arch, vps: u32, vtl0: Vec<Vtl0Call>) -> Result<Repo
     // generator uses 0..16), so its INVALID_CONNECTION_ID reaches VTL0 too.
     let scenario = Scenario {
         vp_count: vps,
-        ports: (0..KNOWN_CONNECTIONS).map(|c| (c, hvdef::Vtl::VTL0)).collect(),
+        ports: (0..KNOWN_CONNECTIONS)
+            .map(|c| (c, hvdef::Vtl::VTL0))
+            .collect(),
         ..Scenario::for_arch(arch)
     };
     let mut config = SessionConfig::new(elf.to_path_buf(), scenario);

@@ -95,9 +95,9 @@ impl ModelAbi {
             r8: block[1],
             ..Default::default()
         };
-        let mut x = [0; 18];
+        let mut x = [0; mockhv::model::ARM64_GPRS];
         (x[0], x[1]) = (SMCCC_HV_FUNC_ID.into(), control);
-        x[2..].copy_from_slice(block);
+        x[2..18].copy_from_slice(block);
         loop {
             self.executed += 1;
             assert!(
@@ -112,7 +112,7 @@ impl ModelAbi {
             if effects.advance_ip {
                 match self.arch {
                     Arch::X86_64 => (block[0], block[1]) = (x64.rdx, x64.r8),
-                    Arch::Aarch64 => block.copy_from_slice(&x[2..]),
+                    Arch::Aarch64 => block.copy_from_slice(&x[2..18]),
                 }
                 return result;
             }

@@ -111,3 +111,11 @@ pub fn run_vtl0(scenario: mockhv::model::Scenario, vtl0: Vec<Vtl0Call>) -> mockh
     );
     report
 }
+
+/// How many calls of `code` the paravisor makes itself when it boots under `scenario` with no
+/// VTL0 script: an injected fault with `nth` one past it hits the first VTL0 call of `code` it
+/// forwards (with one VP, so that no other VP's boot interleaves).
+pub fn boot_calls(scenario: mockhv::model::Scenario, code: HypercallCode) -> u32 {
+    let report = run_vtl0(scenario, Vec::new());
+    report.trace().hypercalls_with_code(code).len() as u32
+}

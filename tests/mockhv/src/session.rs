@@ -7,7 +7,7 @@ use crate::gdb::{Gdb, StopKind};
 use crate::image::{Image, Sites};
 use crate::model::{
     Effects, Fault, GuestMemory, HypercallPageChange, InitialVpContext, MemoryError, Model,
-    Scenario, StartVp, Trace, VmcallKind, Vtl0Call, X64HypercallRegs, X64_SHARED_GPRS,
+    Scenario, StartVp, Trace, VmcallKind, Vtl0Call, X64HypercallRegs, ARM64_GPRS, X64_SHARED_GPRS,
 };
 use crate::qemu::{Outcome, Qemu, QemuConfig, RunResult};
 use crate::vcpu_start;
@@ -534,10 +534,17 @@ impl Session {
                     .filter(|(_, (name, _))| all || HYPERCALL_GPRS.contains(name))
                     .map(|(n, &(name, _))| (n, name))
                     .collect();
-                let names: Vec<&str> = moved.iter().map(|&(_, name)| name).collect();
+                let mut names: Vec<&str> = moved.iter().map(|&(_, name)| name).collect();
+                if all {
+                    // CR2 is shared too (TLFS vsm.md "Shared State").
+                    names.push("cr2");
+                }
                 let values = self.gdb.read_regs(&names)?;
-                // The firmware is soft-float and never uses XMM fast input.
+                // The firmware is soft-float and never uses XMM fast input, nor touches XMM.
                 let mut regs = X64HypercallRegs::default();
+                if all {
+                    regs.cr2 = values[moved.len()];
+                }
                 let gprs = regs.gprs_mut();
                 for (&(n, _), value) in moved.iter().zip(values) {
                     *gprs[n] = value;
@@ -548,6 +555,9 @@ impl Session {
                 let gprs = regs.gprs();
                 let mut writes: Vec<(&str, u64)> =
                     moved.iter().map(|&(n, name)| (name, gprs[n])).collect();
+                if all {
+                    writes.push(("cr2", regs.cr2));
+                }
                 if effects.advance_ip {
                     writes.push(("rip", pc + VMCALL_LEN));
                 }
@@ -555,18 +565,26 @@ impl Session {
                 return self.apply(vp, effects);
             }
             Site::Hvc(imm) => {
-                const NAMES: [&str; 18] = [
+                const NAMES: [&str; ARM64_GPRS] = [
                     "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11",
-                    "x12", "x13", "x14", "x15", "x16", "x17",
+                    "x12", "x13", "x14", "x15", "x16", "x17", "x18", "x19", "x20", "x21", "x22",
+                    "x23", "x24", "x25", "x26", "x27", "x28", "x29", "x30",
                 ];
-                let values = self.gdb.read_regs(&NAMES)?;
-                let mut regs = [0u64; 18];
-                regs.copy_from_slice(&values);
+                // An ordinary `hvc` uses X0..X17; the VTL return moves X0..X30, the shared ones
+                // between the VTLs and the private ones (X18, X29, X30) kept for VTL2.
+                let moved = if imm == hvdef::aarch64::HVC_IMM_VTL_RETURN {
+                    &NAMES[..]
+                } else {
+                    &NAMES[..18]
+                };
+                let values = self.gdb.read_regs(moved)?;
+                let mut regs = [0u64; ARM64_GPRS];
+                regs[..moved.len()].copy_from_slice(&values);
                 let mut mem = GdbMemory(&mut self.gdb);
                 let model = &mut self.model;
                 let effects =
                     reexecute(&mut self.stops, || model.hvc(vp, imm, &mut regs, &mut mem))?;
-                let mut writes: Vec<(&str, u64)> = NAMES.iter().copied().zip(regs).collect();
+                let mut writes: Vec<(&str, u64)> = moved.iter().copied().zip(regs).collect();
                 if effects.advance_ip {
                     writes.push(("pc", pc + HVC_LEN));
                 }

@@ -49,23 +49,52 @@ pv_hvc_smccc_site:
     ldp x19, x30, [sp], #16
     ret
 
+    /* VTL0's X2..X17 and X19..X30 as pairs, from / to the 31-word array at \base. */
+    .macro vtl0_pairs op, base
+    \op x2, x3, [\base, #16]
+    \op x4, x5, [\base, #32]
+    \op x6, x7, [\base, #48]
+    \op x8, x9, [\base, #64]
+    \op x10, x11, [\base, #80]
+    \op x12, x13, [\base, #96]
+    \op x14, x15, [\base, #112]
+    \op x16, x17, [\base, #128]
+    \op x19, x20, [\base, #152]
+    \op x21, x22, [\base, #168]
+    \op x23, x24, [\base, #184]
+    \op x25, x26, [\base, #200]
+    \op x27, x28, [\base, #216]
+    \op x29, x30, [\base, #232]
+    .endm
+
     .global pv_vtl_return
-pv_vtl_return:                   /* (regs: *mut [u64; 18]): X0..X17 for VTL0, and back */
-    /* X0..X17 are shared with VTL0; keep everything else of ours on the private stack. */
+pv_vtl_return:                   /* (regs: *mut [u64; 31]): VTL0's X0..X30 but X18, and back */
+    /* VTL0 resumes with what X0-X17, X19-X28 (shared) and X29/X30 (carried, see
+       Vtl0Registers) hold at the hvc, and VTL2 comes back with VTL0's in them. So: keep ours
+       (the callee-saved X19..X30) on the private stack (SP is private), then the regs pointer
+       below them, load VTL0's set with X0 as the base and X0 itself last. X18 is private. */
     stp x29, x30, [sp, #-96]!
     stp x19, x20, [sp, #16]
     stp x21, x22, [sp, #32]
     stp x23, x24, [sp, #48]
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
-    str x0, [sp, #-16]!
-    mov x19, x0
-    load_x0_x17 x19
+    str x0, [sp, #-16]!          /* [sp] = regs; [sp, #8] is free until after the switch */
+    ldr x1, [x0, #8]
+    vtl0_pairs ldp, x0
+    ldr x0, [x0]
     .global pv_hvc_vtl_return_site
 pv_hvc_vtl_return_site:
     hvc #3
-    ldr x19, [sp], #16
-    store_x0_x17 x19
+    /* Every register but SP and X18 may hold VTL0's now: park VTL0's X0 in the free slot and
+       make X0 the base again before any other is touched. */
+    str x0, [sp, #8]
+    ldr x0, [sp]
+    str x1, [x0, #8]
+    vtl0_pairs stp, x0
+    ldr x1, [sp, #8]
+    str x1, [x0]
+    add sp, sp, #16
     ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
     ldp x23, x24, [sp, #48]
@@ -181,7 +210,7 @@ pub fn vp_start_input(vp: u32) -> hvdef::aarch64::HvArm64InputEnableVpVtl {
 }
 
 unsafe extern "C" {
-    fn pv_vtl_return(regs: *mut [u64; 18]);
+    fn pv_vtl_return(regs: *mut [u64; 31]);
 }
 
 /// Nothing to look up: VTL return is `hvc #3` on arm64.
@@ -189,17 +218,23 @@ pub fn init_vtl_switch() -> Result<()> {
     Ok(())
 }
 
-/// What VTL0 gets in X0..X17 on the next return (shared between VTLs on arm64); on entry it
-/// holds what VTL0 had.
+/// VTL0's general-purpose registers by number: what VTL0 gets on the next return, and on entry
+/// what it had. X0-X17 and X19-X28 are shared between the VTLs (TLFS vsm.md "Shared State"), so
+/// VTL0 resumes with whatever they hold at the `hvc #3`. X29/X30 are private per the TLFS, but
+/// Linux and OpenHCL (`hv_vtl_return`) load and save them as VTL0 context around `hvc #3`; so
+/// does the paravisor, which is right under either reading. `x[18]` is unused: X18 is private
+/// and neither loaded nor stored.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Vtl0Registers {
-    pub x: [u64; 18],
+    pub x: [u64; 31],
 }
 
 /// Returns to VTL0 and comes back when VTL2 is entered again (intercept, interrupt, VTL call).
 pub fn vtl_return(_assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers) {
     // SAFETY: `hvc #3` switches to VTL0 and comes back here with our stack intact (SP is
-    // private to VTL2); the asm keeps every register but the shared X0..X17.
+    // private to VTL2); the asm restores VTL2's callee-saved X19..X30 from that stack and
+    // touches no memory but the stack and `regs`. The rest are caller-saved in AAPCS64 (X18
+    // is not reserved on this target), so the call may change them.
     unsafe { pv_vtl_return(&mut regs.x) };
 }
 

@@ -230,7 +230,9 @@ core::arch::global_asm!(
 pv_vtl_return:                   /* (stub: the VTL-return code, regs: *mut Vtl0Registers) */
     /* GPRs (all but RSP) are shared with VTL0: VTL0 resumes with whatever they hold at the
        switch, and VTL2 comes back with VTL0's. So: keep ours on the private stack, load VTL0's
-       (RAX/RCX travel through vtl_control), switch, and save VTL0's before touching any. */
+       (RAX/RCX travel through vtl_control), switch, and save VTL0's before touching any. The
+       rest of the TLFS shared set stays VTL0's untouched: CR2 (VTL2 takes no page fault, a trap
+       is fatal, and never writes it), x87/XMM/AVX (the firmware is soft-float), DR0-DR3. */
     push %rbx
     push %rbp
     push %r12

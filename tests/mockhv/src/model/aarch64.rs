@@ -17,19 +17,37 @@ const SMCCC_NOT_SUPPORTED: u64 = u64::MAX;
 /// Fast input and output registers per ABI: 16 words, 8 pairs.
 const FAST_WORDS: usize = 16;
 
+/// The general-purpose registers an `hvc` sees, X0..X30 by number. An ordinary hypercall reads
+/// and writes X0..X17 only; a VTL switch moves the shared ones (see [`arm64_shared`]).
+pub const ARM64_GPRS: usize = 31;
+
+/// Whether Xn is shared between the VTLs: X0-X17 and X19-X28 (TLFS vsm.md "Shared State"). X18,
+/// X29 (FP) and X30 (LR) are private (vsm.md "Private State"): the hypervisor keeps one per VTL,
+/// unless the scenario takes the other reading of X29/X30
+/// ([`Scenario::arm64_fp_lr_shared`](super::Scenario::arm64_fp_lr_shared)).
+pub fn arm64_shared(n: usize, fp_lr_shared: bool) -> bool {
+    match n {
+        0..=17 | 19..=28 => true,
+        29 | 30 => fp_lr_shared,
+        _ => false,
+    }
+}
+
 impl Model {
-    /// An `hvc #imm` with X0..X17; writes the results back into `regs`. VTL call and return carry
-    /// no control word on arm64 (X0..X17 are the shared registers), so they cannot be invalid.
+    /// An `hvc #imm` with X0..X30 in `regs`; writes the results back into them. Hypercalls and
+    /// SMCCC use X0..X17 only. VTL call and return carry no control word on arm64, so they
+    /// cannot be invalid; a return moves the shared registers between the VTLs.
     pub fn hvc(
         &mut self,
         vp: u32,
         imm: u16,
-        regs: &mut [u64; 18],
+        all: &mut [u64; ARM64_GPRS],
         mem: &mut dyn GuestMemory,
     ) -> Effects {
         if self.scenario.arch != Arch::Aarch64 || !self.valid_vp(vp) {
             return Effects::fault(Fault::Ud);
         }
+        let regs: &mut [u64; 18] = (&mut all[..18]).try_into().expect("X0..X17");
         match imm {
             HVC_IMM_SMCCC if regs[0] as u32 == SMCCC_HV_FUNC_ID => {
                 self.arm64_hypercall(vp, Abi::Smccc, 1, regs, mem)
@@ -38,7 +56,7 @@ impl Model {
             HVC_IMM_HYPERCALL => self.arm64_hypercall(vp, Abi::Hvc(imm), 0, regs, mem),
             HVC_IMM_VTL_CALL => self.vtl_call(vp, Abi::Hvc(imm), 0, true),
             HVC_IMM_VTL_RETURN => {
-                let regs = SwitchRegs::Aarch64(regs);
+                let regs = SwitchRegs::Aarch64(all);
                 self.vtl_return(vp, Abi::Hvc(imm), 0, true, false, regs, mem)
             }
             _ => Effects::fault(Fault::Ud),

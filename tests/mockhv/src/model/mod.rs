@@ -28,6 +28,7 @@ use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, HypercallCode, Vtl};
 
 pub use crate::qemu::Arch;
+pub use aarch64::{arm64_shared, ARM64_GPRS};
 pub use memory::{GuestMemory, MemoryError, TestMemory};
 pub use scenario::{FaultAction, HypercallIntercept, InjectedFault, Limits, Scenario};
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};

@@ -36,6 +36,13 @@ pub struct Scenario {
     pub vsm_capabilities: HvRegisterVsmCapabilities,
     /// XMM fast hypercall input and output (x64; CPUID 0x40000003 EDX bits 4 and 15).
     pub xmm_fast_hypercalls: bool,
+    /// arm64: X29 (FP) and X30 (LR) are shared between the VTLs like X0-X28. The TLFS lists
+    /// them as private (vsm.md "Private State"), the default. OpenHCL's Linux (`hv_vtl_return`,
+    /// arch/arm64/hyperv/hv_vtl.c) loads and saves them as lower-VTL context around `hvc #3`, and
+    /// OpenVMM's `try_set_reg` (openhcl/hcl/src/ioctl/aarch64.rs) treats them as context
+    /// registers, as if they were shared; which is right is open, so a paravisor must be right
+    /// under either reading.
+    pub arm64_fp_lr_shared: bool,
     /// The "host side": calls the model does not implement itself, with the status each
     /// returns once the control word is validated (rep calls report all reps on success, none on
     /// failure). Entries override advertised extended calls. A code the model does not implement,
@@ -204,6 +211,7 @@ impl Default for Scenario {
                 .with_memory_heat_hint(true),
             vsm_capabilities: HvRegisterVsmCapabilities::new().with_intercept_page_available(true),
             xmm_fast_hypercalls: true,
+            arm64_fp_lr_shared: false,
             host_calls: BTreeMap::new(),
             // A VTL0 VMBus message connection, and a port only VTL2 may use.
             ports: BTreeMap::from([(1, Vtl::VTL0), (2, Vtl::VTL2)]),

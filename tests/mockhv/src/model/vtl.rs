@@ -22,6 +22,7 @@ use hvdef::{
 };
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
+use super::aarch64::{arm64_shared, ARM64_GPRS};
 use super::memory::{read_obj, write_obj};
 use super::partition::{x64_mode_registers, ARM64_CPSR_EL0T, ARM64_CPSR_EL1H};
 use super::trace::{Abi, Delivery, Event, HypercallRecord, Outcome};
@@ -239,8 +240,8 @@ impl Vtl0Script {
 /// The caller's registers at a VTL switch.
 pub(crate) enum SwitchRegs<'a> {
     X64(&'a mut X64HypercallRegs),
-    /// X0..X17, shared between VTLs on arm64.
-    Aarch64(&'a mut [u64; 18]),
+    /// X0..X30 by number; which are shared is [`arm64_shared`].
+    Aarch64(&'a mut [u64; ARM64_GPRS]),
 }
 
 fn xmm(n: u32) -> HvRegisterName {
@@ -306,7 +307,7 @@ impl Model {
             if let Some(f) = self.vtl0.in_flight.get_mut(&vp) {
                 f.reached_vtl2 = true;
             }
-            self.resume(vp, lower, &mut regs);
+            self.resume(vp, vtl, lower, &mut regs);
             effects.advance_ip = true;
             break;
         }
@@ -339,9 +340,12 @@ impl Model {
         }));
     }
 
-    /// The GPRs are shared (x64 all but RSP, arm64 X0..X17), so the lower VTL gets the caller's.
+    /// The shared registers (TLFS vsm.md "Shared State"; x64 every GPR but RSP, and CR2; arm64
+    /// X0-X17 and X19-X28) hold what the caller left in them, so the lower VTL gets the caller's.
     /// x64: except RAX/RCX, which the stubs clobber: on a non-fast return they come from the
     /// assist page's `vtl_control`; on a fast one the model leaves the lower VTL's as they were.
+    /// arm64: the private X18, X29 and X30 are the caller's own, kept in its file and handed back
+    /// at [`Model::resume`]; VTL0's stay as they were.
     fn apply_return_state(
         &mut self,
         vp: u32,
@@ -359,6 +363,7 @@ impl Model {
                         file.set(*name, value.into());
                     }
                 }
+                file.set(x64_reg::CR2, r.cr2.into());
                 if fast {
                     return;
                 }
@@ -375,9 +380,16 @@ impl Model {
                 }
             }
             SwitchRegs::Aarch64(x) => {
-                let file = self.vp_mut(vp).file_mut(lower);
+                let fp_lr_shared = self.scenario.arm64_fp_lr_shared;
                 for (n, value) in x.iter().enumerate() {
-                    file.set(self::x(n), (*value).into());
+                    let owner = if arm64_shared(n, fp_lr_shared) {
+                        lower
+                    } else {
+                        vtl
+                    };
+                    self.vp_mut(vp)
+                        .file_mut(owner)
+                        .set(self::x(n), (*value).into());
                 }
             }
         }
@@ -563,7 +575,7 @@ impl Model {
             Arch::X86_64 => self.vmcall32(vp, lower, mem),
             Arch::Aarch64 => {
                 let file = self.vp(vp).file(lower);
-                let mut x: [u64; 18] = std::array::from_fn(|n| file.reg64(self::x(n)));
+                let mut x: [u64; ARM64_GPRS] = std::array::from_fn(|n| file.reg64(self::x(n)));
                 let effects = self.hvc(vp, immediate, &mut x, mem);
                 if !effects.reflect {
                     let file = self.vp_mut(vp).file_mut(lower);
@@ -728,22 +740,30 @@ impl Model {
         message
     }
 
-    /// Back in the paravisor after the intercept: the GPRs the VTLs share hold the lower VTL's
-    /// values, as on Hyper-V (x64 all GPRs but RSP, and XMM0-5; arm64 X0-X17).
-    fn resume(&self, vp: u32, lower: Vtl, regs: &mut SwitchRegs<'_>) {
+    /// Back in the paravisor after the intercept: the registers the VTLs share hold the lower
+    /// VTL's values, as on Hyper-V (x64 all GPRs but RSP, CR2 and XMM0-5; arm64 X0-X17 and
+    /// X19-X28), and the private ones the paravisor's own (arm64 X18, X29, X30).
+    fn resume(&self, vp: u32, vtl: Vtl, lower: Vtl, regs: &mut SwitchRegs<'_>) {
         let file = self.vp(vp).file(lower);
         match regs {
             SwitchRegs::X64(r) => {
                 for ((_, name), value) in X64_SHARED_GPRS.iter().zip(r.gprs_mut()) {
                     *value = file.reg64(*name);
                 }
+                r.cr2 = file.reg64(x64_reg::CR2);
                 for (n, value) in r.xmm.iter_mut().enumerate() {
                     *value = file.reg(xmm(n as u32));
                 }
             }
             SwitchRegs::Aarch64(x) => {
+                let fp_lr_shared = self.scenario.arm64_fp_lr_shared;
                 for (n, value) in x.iter_mut().enumerate() {
-                    *value = file.reg64(self::x(n));
+                    let owner = if arm64_shared(n, fp_lr_shared) {
+                        lower
+                    } else {
+                        vtl
+                    };
+                    *value = self.vp(vp).file(owner).reg64(self::x(n));
                 }
             }
         }

@@ -34,9 +34,9 @@ pub enum VmcallKind {
 
 /// The registers of a `vmcall`: RCX control, RDX/R8 GPAs or fast input, RAX result (the VTL
 /// control in the VTL stubs), XMM0-5 the extended fast block. The model writes RAX, RCX (new rep
-/// start on TIMEOUT) and fast output registers. An ordinary hypercall reads no other GPR; a VTL
-/// switch moves all of them (every GPR but RSP is shared between the VTLs), so the glue passes
-/// them all at the VTL stubs' sites.
+/// start on TIMEOUT) and fast output registers. An ordinary hypercall reads no other register; a
+/// VTL switch moves every shared one (TLFS vsm.md "Shared State": every GPR but RSP, and CR2),
+/// so the glue passes them all at the VTL stubs' sites.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct X64HypercallRegs {
     pub rax: u64,
@@ -54,6 +54,8 @@ pub struct X64HypercallRegs {
     pub r13: u64,
     pub r14: u64,
     pub r15: u64,
+    /// The page-fault address: shared between the VTLs like the GPRs, moved at VTL switches only.
+    pub cr2: u64,
     pub xmm: [u128; 6],
 }
 
@@ -102,6 +104,7 @@ impl X64HypercallRegs {
             r13,
             r14,
             r15,
+            cr2: _,
             xmm: _,
         } = self;
         [

@@ -13,13 +13,21 @@ use hvdef::{
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::*;
-use crate::model::{Arch, InitialVpContext, Vtl0Call};
+use crate::model::{Arch, InitialVpContext, Vtl0Call, ARM64_GPRS};
 
 fn arm64() -> Hv {
     Hv::new(Scenario::for_arch(Arch::Aarch64))
 }
 
-fn hvc(hv: &mut Hv, imm: u16, mut x: [u64; 18]) -> ([u64; 18], Effects) {
+/// An `hvc` with X0..X17 = `x` and X18..X30 zero; returns X0..X17.
+fn hvc(hv: &mut Hv, imm: u16, x: [u64; 18]) -> ([u64; 18], Effects) {
+    let mut all = [0; ARM64_GPRS];
+    all[..18].copy_from_slice(&x);
+    let (all, effects) = hvc_all(hv, imm, all);
+    (all[..18].try_into().unwrap(), effects)
+}
+
+fn hvc_all(hv: &mut Hv, imm: u16, mut x: [u64; ARM64_GPRS]) -> ([u64; ARM64_GPRS], Effects) {
     let effects = hv.model.hvc(0, imm, &mut x, &mut hv.mem);
     (x, effects)
 }
@@ -383,6 +391,80 @@ fn vtl_return_shares_x_registers_with_vtl0() {
     assert_eq!(r.status(), HvStatus::INVALID_CONNECTION_ID);
     assert!(r.advanced());
     assert_eq!(r.register(arm_reg::X1), 0, "X1..X17 are shared too");
+}
+
+/// VTL2's X0..X30 at a VtlReturn: a marker per register.
+fn vtl2_x(n: usize) -> u64 {
+    0x2222_0000_0000_0000 | n as u64
+}
+
+/// VTL0's scripted X4..X30 (its call sets X0..X3).
+fn vtl0_x(n: usize) -> u64 {
+    (n as u64) << 8 | 0xA0
+}
+
+fn xn(n: usize) -> HvRegisterName {
+    HvRegisterName(arm_reg::X0.0 + n as u32)
+}
+
+/// X0-X17 and X19-X28 are shared (TLFS vsm.md "Shared State"): VTL0 resumes with what VTL2 left
+/// in them, and VTL2 comes back with VTL0's. X18, X29 and X30 are private ("Private State"):
+/// each VTL keeps its own, so VTL2 gets its own back and VTL0's are untouched; under the other
+/// reading of X29/X30 (`arm64_fp_lr_shared`) they move like the rest.
+#[test]
+fn vtl_return_moves_exactly_the_shared_x_registers() {
+    for fp_lr_shared in [false, true] {
+        let mut hv = Hv::new(Scenario {
+            arm64_fp_lr_shared: fp_lr_shared,
+            // Reflected whatever its connection: this test is about the switch, not routing.
+            reflected_codes: [HypercallCode::POST_MESSAGE].into(),
+            ..Scenario::for_arch(Arch::Aarch64)
+        });
+        let status = fast_set(
+            &mut hv,
+            HvInputVtl::CURRENT,
+            HvRegisterName::GUEST_OS_ID,
+            GUEST_OS_ID.into(),
+        );
+        assert_eq!(status, HvStatus::SUCCESS);
+        let pc = 0x8000_1000;
+        let mut call = Vtl0Call::arm64(pc, simple(HypercallCode::POST_MESSAGE), 0x5000, 0);
+        for n in 4..ARM64_GPRS {
+            call = call.with_register(xn(n), vtl0_x(n).into());
+        }
+        hv.model.vtl0().push(call.clone());
+        hv.model.vtl0().push(call);
+        let shared = |n: usize| n != 18 && (n < 29 || fp_lr_shared);
+        let what = |n: usize| format!("X{n} (X29/X30 shared: {fp_lr_shared})");
+
+        // The first return delivers the first call: VTL2 resumes with VTL0's shared registers
+        // and its own private ones.
+        let (x, effects) = hvc_all(&mut hv, 3, std::array::from_fn(vtl2_x));
+        assert!(effects.advance_ip && !effects.finished);
+        for (n, &value) in x.iter().enumerate().skip(4) {
+            let expected = if shared(n) { vtl0_x(n) } else { vtl2_x(n) };
+            assert_eq!(value, expected, "{}", what(n));
+        }
+
+        // The second return completes it: VTL0 has what VTL2 left in the shared registers and
+        // its own private ones.
+        assert_eq!(
+            fast_set(&mut hv, vtl0(), arm_reg::XPC, (pc + 4).into()),
+            HvStatus::SUCCESS
+        );
+        let back: [u64; ARM64_GPRS] = std::array::from_fn(|n| vtl2_x(n) | 0x100);
+        let (x, _) = hvc_all(&mut hv, 3, back);
+        let r = &hv.model.vtl0().results()[0];
+        for (n, &left) in back.iter().enumerate() {
+            let expected = if shared(n) { left } else { vtl0_x(n) };
+            assert_eq!(r.register(xn(n)), u128::from(expected), "{}", what(n));
+        }
+        // And VTL2 its own private registers as it left them at this return.
+        for n in [18, 29, 30] {
+            let expected = if shared(n) { vtl0_x(n) } else { back[n] };
+            assert_eq!(x[n], expected, "{}", what(n));
+        }
+    }
 }
 
 #[test]

@@ -142,7 +142,7 @@ proptest! {
         scenario in scenario(Arch::Aarch64),
         imm in 0u16..6,
         smccc in any::<bool>(),
-        x in any::<[u64; 18]>(),
+        x in any::<[u64; 31]>(),
         control in control(),
         gpas in (gpa(), gpa(), gpa()),
         set_guest_os_id in any::<bool>(),
@@ -184,7 +184,7 @@ proptest! {
             Arch::X86_64 => hv.call(control, &input),
             Arch::Aarch64 => {
                 hv.model.hvc(0, 0, &mut guest_os_id_call(), &mut hv.mem);
-                let mut x = [0; 18];
+                let mut x = [0; 31];
                 (x[0], x[1], x[2], x[3]) = (SMCCC_HV_FUNC_ID.into(), control.into_bits(), IN, OUT);
                 hv.model.hvc(0, 0, &mut x, &mut hv.mem);
                 HypercallOutput::from_bits(x[0])
@@ -211,8 +211,8 @@ proptest! {
 }
 
 /// The arm64 boot's fast SetVpRegisters of the guest OS id.
-fn guest_os_id_call() -> [u64; 18] {
-    let mut x = [0; 18];
+fn guest_os_id_call() -> [u64; 31] {
+    let mut x = [0; 31];
     x[0] = SMCCC_HV_FUNC_ID.into();
     x[1] = rep(HypercallCode::SET_VP_REGISTERS, 1)
         .with_fast(true)

@@ -368,7 +368,7 @@ fn arm64_vtl0_is_served_too() {
     for c in [post, uid, el0, vtl_return] {
         hv.model.vtl0().push(c);
     }
-    let effects = hv.model.hvc(0, 3, &mut [0; 18], &mut hv.mem);
+    let effects = hv.model.hvc(0, 3, &mut [0; 31], &mut hv.mem);
     assert!(effects.finished, "nothing reached VTL2");
     let r = hv.model.vtl0().results();
     assert_eq!(r[0].status(), HvStatus::SUCCESS);

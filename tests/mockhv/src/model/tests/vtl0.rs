@@ -222,6 +222,34 @@ fn every_shared_gpr_moves_between_the_vtls() {
     assert_eq!((next.rbx, next.r13, next.rdx), (0xB0B0, 0x1313, 0x5000));
 }
 
+/// CR2 is shared like the GPRs (TLFS vsm.md "Shared State"): VTL2 resumes with VTL0's, and VTL0
+/// with what VTL2 left in it, on a fast return too.
+#[test]
+fn cr2_moves_between_the_vtls() {
+    let mut hv = booted();
+    enable_intercept_page(&mut hv);
+    hv.model
+        .vtl0()
+        .push(post_message_call(VTL0_RIP).with_register(x64_reg::CR2, 0xC2C2));
+    let (regs, _) = hv.vmcall(X64HypercallRegs {
+        rcx: HypercallCode::VTL_RETURN.0.into(),
+        cr2: 0x1111,
+        ..Default::default()
+    });
+    assert_eq!(regs.cr2, 0xC2C2, "VTL2 resumes with VTL0's CR2");
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())]);
+    let back = X64HypercallRegs {
+        rax: 1,
+        rcx: HypercallCode::VTL_RETURN.0.into(),
+        cr2: 0x2F2F,
+        ..regs
+    };
+    let (_, effects) = hv.vmcall(back);
+    assert!(effects.finished);
+    let r = &hv.model.vtl0().results()[0];
+    assert_eq!(r.register(x64_reg::CR2), 0x2F2F, "VTL0 resumes with VTL2's");
+}
+
 #[test]
 fn ip_left_in_place_re_executes_the_call() {
     // A host that reflects GetVpRegisters (a code whose trigger is not public).
