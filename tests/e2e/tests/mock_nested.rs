@@ -122,7 +122,10 @@ fn the_table_follows_the_arch_s_nested_indicator_read_once_at_boot() {
                     assert_eq!(reads.len(), 1, "{case}: HvRegisterFeaturesInfo read once");
                     let read = &reads[0];
                     assert_eq!(read.vp, 0, "{case}: by the boot VP");
-                    assert_eq!(read.control, 0x0001_0050, "{case}: one-rep GetVpRegisters");
+                    assert_eq!(
+                        read.control, 0x0000_0001_0000_0050,
+                        "{case}: one-rep GetVpRegisters"
+                    );
                     assert_eq!(read.status(), Some(HvStatus::SUCCESS), "{case}");
                     // Bit 4 nested, bits 63:32 the spinlock retries (all ones: never notify).
                     let value: u128 = 0xFFFF_FFFF_0000_0000 | if nested { 1 << 4 } else { 0 };
@@ -142,7 +145,14 @@ fn the_table_follows_the_arch_s_nested_indicator_read_once_at_boot() {
                     assert_eq!(order[1], read, "{case}: read right after the guest OS id");
                 }
             }
-            let want = format!("nested host: {nested} (");
+            let indicator = match arch {
+                Arch::X86_64 => "CPUID 0x40000004 EAX bit 12",
+                Arch::Aarch64 => "HvRegisterFeaturesInfo bit 4",
+            };
+            let codes = if nested { 2 } else { 0 };
+            let want = format!(
+                "nested host: {nested} ({indicator}; {codes} call codes get the nested bit)"
+            );
             assert!(
                 report.run.console.contains(&want),
                 "{case}: console lacks {want:?}:\n{}",
