@@ -138,6 +138,38 @@ pub struct HvArm64PendingExceptionEvent {
     pub syndrome: u64,
 }
 
+/// `HvRegisterFeaturesInfo` (0x00000201) on ARM64: the implementation recommendations, "equivalent
+/// to x64 CPUID leaf 0x40000004" but with its own bit layout (TLFS feature-discovery.md,
+/// "Implementation Recommendations - HvRegisterFeaturesInfo"). The x64 register form packs the
+/// CPUID words instead, with the nested indicator at bit 12 (`cpuid::HV_ENLIGHTENMENT_EAX_NESTED`).
+#[bitfield(u128)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvArm64RegisterFeaturesInfo {
+    /// Always false on ARM64 (partitions use PSCI SYSTEM_RESET).
+    pub use_hv_register_for_reset: bool,
+    pub use_relaxed_timing: bool,
+    pub use_synthetic_cluster_ipi: bool,
+    pub use_ex_processor_masks: bool,
+    /// Bit 4: "the hypervisor is nested within a Hyper-V partition", so the calls the L0
+    /// hypervisor owns need the control word's nested bit.
+    pub nested: bool,
+    /// Consume the QueryPerformanceCounter bias the root partition provides.
+    pub use_synced_timeline: bool,
+    #[bits(15)]
+    __: u16,
+    pub use_hypercall_for_mmio_access: bool,
+    pub use_gpa_pinning_hypercall: bool,
+    pub wake_vps: bool,
+    #[bits(2)]
+    __: u8,
+    pub map_partition_event_log_buffer: bool,
+    #[bits(5)]
+    __: u8,
+    /// Spinlock failures to retry before notifying the hypervisor; `u32::MAX` never notifies.
+    pub spinlock_retries: u32,
+    __: u64,
+}
+
 /// `HV_INITIAL_VP_CONTEXT` for ARM64 (HvCallEnableVpVtl, HvCallStartVirtualProcessor).
 #[repr(C)]
 #[derive(
@@ -233,6 +265,31 @@ const _: () = {
 mod tests {
     use super::*;
     use crate::{HvMessage, HvMessageType};
+
+    #[test]
+    fn features_info_bits() {
+        let f = HvArm64RegisterFeaturesInfo::new;
+        assert_eq!(f().with_use_hv_register_for_reset(true).into_bits(), 1);
+        assert_eq!(f().with_use_synthetic_cluster_ipi(true).into_bits(), 1 << 2);
+        assert_eq!(f().with_use_ex_processor_masks(true).into_bits(), 1 << 3);
+        assert_eq!(f().with_nested(true).into_bits(), 1 << 4);
+        assert_eq!(f().with_use_synced_timeline(true).into_bits(), 1 << 5);
+        assert_eq!(
+            f().with_use_hypercall_for_mmio_access(true).into_bits(),
+            1 << 21
+        );
+        assert_eq!(f().with_wake_vps(true).into_bits(), 1 << 23);
+        assert_eq!(
+            f().with_map_partition_event_log_buffer(true).into_bits(),
+            1 << 26
+        );
+        // A nested host that never wants spinlock notifications.
+        let nested = f().with_nested(true).with_spinlock_retries(u32::MAX);
+        assert_eq!(nested.into_bits(), 0xFFFF_FFFF_0000_0010);
+        assert!(HvArm64RegisterFeaturesInfo::from_bits(0xFFFF_FFFF_0000_0010).nested());
+        // x64's nested position (CPUID 0x40000004 EAX bit 12) is reserved here.
+        assert!(!HvArm64RegisterFeaturesInfo::from_bits(1 << 12).nested());
+    }
 
     #[test]
     fn synthetic_register_vp_registers() {

@@ -14,6 +14,8 @@ open_enum! {
         // Feature-information registers, the ARM64 replacement for the Hyper-V CPUID leaves.
         HYPERVISOR_VERSION = 0x0000_0100,
         PRIVILEGES_AND_FEATURES_INFO = 0x0000_0200,
+        /// `HvRegisterFeaturesInfo`, the implementation recommendations (CPUID 0x40000004); on
+        /// ARM64 laid out as [`crate::aarch64::HvArm64RegisterFeaturesInfo`] (nested = bit 4).
         FEATURES_INFO = 0x0000_0201,
         IMPLEMENTATION_LIMITS_INFO = 0x0000_0202,
         HARDWARE_FEATURES_INFO = 0x0000_0203,

@@ -106,18 +106,26 @@ const VP_START_TIMEOUT_S: u64 = 10;
 /// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
 fn bring_up(info: &BootInfo, bench_hypercalls: u32) -> ! {
     let vp_count = info.vp_count;
-    let nested =
-        arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
-    let table = percpu::set_nested_table(NestedTable::for_host(nested));
+    arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
     percpu::init(0);
     arch::enable_hypercalls(hv::guest_os_id()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    // The nested table, once, from the arch's indicator; fixed before any call it could mark
+    // (arm64's guest OS id and indicator read go out before it, and no table marks them).
+    let nested = arch::nested_host().unwrap_or_else(|e| {
+        fail(format_args!(
+            "reading the nested-host indicator ({}) failed: {e}",
+            arch::NESTED_INDICATOR
+        ))
+    });
+    let table = percpu::set_nested_table(NestedTable::for_host(nested));
     let privileges = *PRIVILEGES.call_once(|| {
         arch::privileges()
             .unwrap_or_else(|e| fail(format_args!("reading the partition privileges failed: {e}")))
     });
     log::info!(
-        "Hyper-V found: privileges {:#x}, nested host: {nested} ({} call codes get the nested bit)",
+        "Hyper-V found: privileges {:#x}, nested host: {nested} ({}; {} call codes get the nested bit)",
         privileges.into_bits(),
+        arch::NESTED_INDICATOR,
         table.count()
     );
     vp_init(0);

@@ -1,17 +1,16 @@
 //! Finding Hyper-V and what it grants us, from the raw answers of the arch probes. Pure logic:
-//! the arch layer supplies the CPUID leaves (x86) or the SMCCC UID words (arm64).
+//! the arch layer supplies the CPUID leaves (x86) or the SMCCC UID words and register values
+//! (arm64).
 
 use core::fmt;
+use hvdef::aarch64::HvArm64RegisterFeaturesInfo;
 use hvdef::x86_64::cpuid as leaf;
-use hvdef::{HvGuestOsIdOpenSource, HvPartitionPrivilegeMask};
+use hvdef::{HvGuestOsIdOpenSource, HvPartitionPrivilegeMask, HvRegisterValue};
 
 /// What the hypervisor reported at detection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HvInfo {
     pub privileges: HvPartitionPrivilegeMask,
-    /// The host runs us nested in a Hyper-V partition (x86 CPUID 0x40000004 EAX bit 12; never
-    /// on arm64, where nesting does not exist).
-    pub nested: bool,
 }
 
 /// Why detection concluded there is no Hyper-V interface: what was found instead.
@@ -80,11 +79,23 @@ pub fn detect_x86(cpuid: &mut dyn FnMut(u32, u32) -> [u32; 4]) -> Result<HvInfo,
         return Err(NoHyperV::Interface { signature });
     }
     let [priv_low, priv_high, _, _] = cpuid(leaf::HV_CPUID_FEATURES, 0);
-    let enlightenments = cpuid(leaf::HV_CPUID_ENLIGHTENMENT_INFO, 0)[0];
     Ok(HvInfo {
         privileges: HvPartitionPrivilegeMask::from_halves(priv_low, priv_high),
-        nested: enlightenments & leaf::HV_ENLIGHTENMENT_EAX_NESTED != 0,
     })
+}
+
+/// x86: whether the host runs us nested in a Hyper-V partition, from CPUID 0x40000004 EAX bit 12
+/// (TLFS feature-discovery.md, "Implementation Recommendations - 0x40000004"). The input of the
+/// boot-time nested table; read once.
+pub fn nested_x86(cpuid: &mut dyn FnMut(u32, u32) -> [u32; 4]) -> bool {
+    cpuid(leaf::HV_CPUID_ENLIGHTENMENT_INFO, 0)[0] & leaf::HV_ENLIGHTENMENT_EAX_NESTED != 0
+}
+
+/// arm64: the same indicator, bit 4 of HvRegisterFeaturesInfo (TLFS feature-discovery.md,
+/// "Implementation Recommendations - HvRegisterFeaturesInfo"), which the arch layer reads
+/// through the shared register path.
+pub fn nested_arm64(features_info: HvRegisterValue) -> bool {
+    HvArm64RegisterFeaturesInfo::from_bits(features_info.as_u128()).nested()
 }
 
 /// Checks the SMCCC vendor-hypervisor UID (arm64); privileges are read afterwards through the
@@ -138,10 +149,24 @@ mod tests {
     #[test]
     fn detects_hyperv_and_the_nested_hint() {
         let info = detect_x86(&mut hyperv_leaves(false)).unwrap();
-        assert!(!info.nested);
         assert!(info.privileges.access_vsm());
         assert!(info.privileges.access_synic_regs());
-        assert!(detect_x86(&mut hyperv_leaves(true)).unwrap().nested);
+        assert!(!nested_x86(&mut hyperv_leaves(false)));
+        assert!(nested_x86(&mut hyperv_leaves(true)));
+        // Only bit 12 counts: bit 14 (enlightened VMCS) alone is not nesting.
+        assert!(!nested_x86(&mut |_, _| [1 << 14, u32::MAX, 0, 0]));
+    }
+
+    #[test]
+    fn arm64_nested_is_features_info_bit_4() {
+        // Spinlock retries all ones (bits 63:32), as a host that never wants notification.
+        let flat = HvRegisterValue::from(0xFFFF_FFFF_0000_0000u128);
+        assert!(!nested_arm64(flat));
+        assert!(nested_arm64(HvRegisterValue::from(
+            0xFFFF_FFFF_0000_0010u128
+        )));
+        // x64's bit 12 is reserved in the arm64 layout.
+        assert!(!nested_arm64(HvRegisterValue::from(1u128 << 12)));
     }
 
     #[test]

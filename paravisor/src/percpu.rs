@@ -39,7 +39,8 @@ const FREE: AtomicBool = AtomicBool::new(false);
 static BUSY: [AtomicBool; MAX_VPS] = [FREE; MAX_VPS];
 static NESTED: Once<NestedTable> = Once::new();
 
-/// Fixes the partition's nested table; once, on the boot VP, before any hypercall.
+/// Fixes the partition's nested table; once, on the boot VP, before any call a table could mark
+/// (until then [`hypercall`] refuses those, see `Hypercall::before_nested_table`).
 pub fn set_nested_table(table: NestedTable) -> &'static NestedTable {
     NESTED.call_once(|| table)
 }
@@ -141,7 +142,8 @@ impl Drop for HypercallGuard {
 }
 
 /// This VP's hypercall interface. Panics (loudly, never silently sharing a page) if this VP's
-/// pages are already in use or init() was not called.
+/// pages are already in use or init() was not called; before the nested table is fixed, panics
+/// on any call the table could mark.
 pub fn hypercall() -> HypercallGuard {
     let cpu = current();
     let busy = &BUSY[boot::cpu::index() as usize];
@@ -150,13 +152,11 @@ pub fn hypercall() -> HypercallGuard {
         "vp{}: hypercall pages re-entered",
         boot::cpu::index()
     );
-    let nested = NESTED
-        .get()
-        .expect("nested table fixed before the first hypercall");
     // SAFETY: the busy flag gives this guard the only references to this VP's pages.
     let (input, output) = unsafe { (&mut *cpu.input.get(), &mut *cpu.output.get()) };
-    HypercallGuard {
-        busy,
-        hv: Hypercall::new(crate::arch::Abi, input, output, nested),
-    }
+    let hv = match NESTED.get() {
+        Some(table) => Hypercall::new(crate::arch::Abi, input, output, table),
+        None => Hypercall::before_nested_table(crate::arch::Abi, input, output),
+    };
+    HypercallGuard { busy, hv }
 }

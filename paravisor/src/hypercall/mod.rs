@@ -102,12 +102,13 @@ impl VpTarget {
     }
 }
 
-/// One VP's hypercall interface: its ABI, its two pages, the partition's nested table.
+/// One VP's hypercall interface: its ABI, its two pages, the partition's nested table (`None`
+/// only for the boot VP's calls that lead up to the table, see [`Self::before_nested_table`]).
 pub struct Hypercall<'a, A: HypercallAbi> {
     abi: A,
     input: &'a mut Page,
     output: &'a mut Page,
-    nested: &'a NestedTable,
+    nested: Option<&'a NestedTable>,
 }
 
 impl<'a, A: HypercallAbi> Hypercall<'a, A> {
@@ -116,7 +117,35 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
             abi,
             input,
             output,
-            nested,
+            nested: Some(nested),
+        }
+    }
+
+    /// The interface before the boot-time nested table is fixed, for the calls its input needs
+    /// (arm64 sets the guest OS id, then reads HvRegisterFeaturesInfo). No table marks those;
+    /// issuing a call a table could mark ([`L0_CALLS`]) before the table exists is a bug, and
+    /// panics rather than leave without the bit.
+    pub fn before_nested_table(abi: A, input: &'a mut Page, output: &'a mut Page) -> Self {
+        Hypercall {
+            abi,
+            input,
+            output,
+            nested: None,
+        }
+    }
+
+    /// Whether `code` carries the nested bit: the table's answer, looked up here alone.
+    fn nested_bit(&self, code: HypercallCode) -> bool {
+        match self.nested {
+            Some(table) => table.requires(code),
+            None => {
+                assert!(
+                    !L0_CALLS.contains(&code),
+                    "call code {:#x} issued before the nested table was fixed",
+                    code.0
+                );
+                false
+            }
         }
     }
 
@@ -127,7 +156,7 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
 
     /// The single issue path for memory-based calls.
     fn issue(&mut self, control: Control) -> HypercallOutput {
-        let control = control.with_nested(self.nested.requires(control.code()));
+        let control = control.with_nested(self.nested_bit(control.code()));
         HypercallOutput::from_bits(self.abi.call(control.into_bits(), self.input, self.output))
     }
 
@@ -135,7 +164,7 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
     fn issue_fast(&mut self, control: Control, regs: &mut [u64]) -> Option<HypercallOutput> {
         let control = control
             .with_fast(true)
-            .with_nested(self.nested.requires(control.code()));
+            .with_nested(self.nested_bit(control.code()));
         self.abi
             .call_fast(control.into_bits(), regs)
             .map(HypercallOutput::from_bits)

@@ -1,5 +1,6 @@
 //! Which call codes carry HV_HYPERCALL_NESTED (control bit 31): decided once at boot from what
-//! the host reports, looked up by the one issue path, tested by no call site.
+//! the host reports (x86 CPUID 0x40000004 EAX bit 12, arm64 HvRegisterFeaturesInfo bit 4),
+//! looked up by the one issue path, tested by no call site.
 
 use hvdef::HypercallCode;
 
@@ -17,7 +18,7 @@ pub struct NestedTable {
 }
 
 impl NestedTable {
-    /// No call is nested: a non-nested host, and always on arm64 (nesting is x64-only).
+    /// No call is nested: the table of a host that does not run us nested.
     pub const NONE: NestedTable = NestedTable {
         bits: [0; SIMPLE_CODES / 64],
     };

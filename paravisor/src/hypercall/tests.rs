@@ -225,8 +225,27 @@ impl Env {
 /// A layer on VP 0 of a fresh model for `scenario`, booted far enough that every call is
 /// allowed; afterwards every memory-based call must have used the layer's two pages.
 fn run_with<A: HypercallAbi, R>(
-    mut scenario: Scenario,
+    scenario: Scenario,
     nested: &NestedTable,
+    wrap: impl FnOnce(ModelAbi) -> A,
+    test: impl FnOnce(&mut Hypercall<'_, A>, &Env) -> R,
+) -> R {
+    run_inner(scenario, Some(nested), wrap, test)
+}
+
+/// Like [`run_with`], with the table the firmware decides for this host: the arch's nested
+/// indicator read from the model after the boot calls (see [`nested_host`]).
+fn run_decided<A: HypercallAbi, R>(
+    scenario: Scenario,
+    wrap: impl FnOnce(ModelAbi) -> A,
+    test: impl FnOnce(&mut Hypercall<'_, A>, &Env) -> R,
+) -> R {
+    run_inner(scenario, None, wrap, test)
+}
+
+fn run_inner<A: HypercallAbi, R>(
+    mut scenario: Scenario,
+    nested: Option<&NestedTable>,
     wrap: impl FnOnce(ModelAbi) -> A,
     test: impl FnOnce(&mut Hypercall<'_, A>, &Env) -> R,
 ) -> R {
@@ -238,16 +257,25 @@ fn run_with<A: HypercallAbi, R>(
     scenario.limits.gpa_bits = scenario.limits.gpa_bits.max(bits);
     let arch = scenario.arch;
     let model = Rc::new(RefCell::new(Model::new(scenario)));
-    let abi = ModelAbi {
+    let abi = || ModelAbi {
         model: model.clone(),
         vp: 0,
         arch,
         reexecute: false,
         executed: 0,
     };
-    let mut hv = Hypercall::new(wrap(abi), &mut input, &mut output, nested);
+    // As the firmware does: the calls before the table go through a layer without one.
+    let decided = {
+        let mut hv = Hypercall::before_nested_table(abi(), &mut input, &mut output);
+        boot(&mut hv, &model, arch);
+        match nested {
+            Some(_) => None,
+            None => Some(NestedTable::for_host(nested_host(&mut hv, &model, arch))),
+        }
+    };
+    let table = nested.or(decided.as_ref()).expect("a table");
+    let mut hv = Hypercall::new(wrap(abi()), &mut input, &mut output, table);
     assert_eq!(hv.page_gpas(), pages);
-    boot(&mut hv, &model, arch);
     let since = model.borrow().trace().hypercalls().count();
     let env = Env { model, since };
     let result = test(&mut hv, &env);
@@ -294,6 +322,30 @@ fn boot<A: HypercallAbi>(hv: &mut Hypercall<'_, A>, model: &RefCell<Model>, arch
                 guest_os_id().into(),
             )
             .expect("arm64 guest OS id"),
+    }
+}
+
+/// The firmware's nested indicator, read from the model the way the arch layer reads it and
+/// decoded by `hv`: x86 CPUID 0x40000004, arm64 HvRegisterFeaturesInfo through the shared
+/// register path.
+fn nested_host<A: HypercallAbi>(
+    hv: &mut Hypercall<'_, A>,
+    model: &RefCell<Model>,
+    arch: Arch,
+) -> bool {
+    match arch {
+        Arch::X86_64 => {
+            let mut model = model.borrow_mut();
+            crate::hv::nested_x86(&mut |leaf, subleaf| {
+                model.cpuid(0, leaf, subleaf).expect("a Hyper-V leaf")
+            })
+        }
+        Arch::Aarch64 => {
+            let value = hv
+                .get_vp_register(VpTarget::SELF, HvRegisterName::FEATURES_INFO)
+                .expect("HvRegisterFeaturesInfo");
+            crate::hv::nested_arm64(value)
+        }
     }
 }
 
@@ -661,44 +713,130 @@ fn hypervisor_errors_surface_and_oversized_calls_are_never_sent() {
 /// The calls a nested host's L0 owns: PostMessage and SignalEvent.
 const NESTED_CODES: [u16; 2] = [0x5C, 0x5D];
 
-fn nested_x64() -> Scenario {
+fn host(arch: Arch, nested: bool) -> Scenario {
     Scenario {
-        nested: true,
-        ..Scenario::for_arch(Arch::X86_64)
+        nested,
+        ..Scenario::for_arch(arch)
     }
 }
 
 #[test]
 fn nested_bit_on_exactly_the_tables_codes_of_all_64k() {
-    for host_nested in [true, false] {
-        let controls = Rc::new(RefCell::new(Vec::new()));
-        let wrap = |inner| Recording {
-            inner,
-            controls: controls.clone(),
-        };
-        let table = NestedTable::for_host(host_nested);
-        run_with(nested_x64(), &table, wrap, |hv, env| {
-            for code in 0..=u16::MAX {
-                let _ = hv.call(HypercallCode(code), &[], &mut []);
-            }
-            let controls = controls.borrow();
-            assert_eq!(controls.len(), 0x10000);
-            for (code, &control) in (0..=u16::MAX).zip(controls.iter()) {
-                let nested = host_nested && NESTED_CODES.contains(&code);
-                assert!(code < 0x8000 || !Control::from_bits(control).nested());
-                // Nothing but the code and, where the table says so, bit 31.
-                let expect = u64::from(code) | if nested { 1 << 31 } else { 0 };
-                assert_eq!(control, expect, "code {code:#x}, nested host {host_nested}");
-            }
-            // The model received exactly these control words.
-            let forwarded: Vec<u64> = controls
-                .iter()
-                .copied()
-                .filter(|&c| !is_vtl_switch(c))
-                .collect();
-            let seen: Vec<u64> = env.calls().iter().map(|r| r.control).collect();
-            assert!(seen == forwarded, "the model saw other control words");
-        });
+    for arch in Arch::ALL {
+        for host_nested in [true, false] {
+            let controls = Rc::new(RefCell::new(Vec::new()));
+            let wrap = |inner| Recording {
+                inner,
+                controls: controls.clone(),
+            };
+            // The table is the firmware's decision from the model's indicator; the oracle
+            // below is the scenario.
+            run_decided(host(arch, host_nested), wrap, |hv, env| {
+                let case = format!("{arch:?}, nested host {host_nested}");
+                for code in 0..=u16::MAX {
+                    let _ = hv.call(HypercallCode(code), &[], &mut []);
+                }
+                let controls = controls.borrow();
+                assert_eq!(controls.len(), 0x10000);
+                for (code, &control) in (0..=u16::MAX).zip(controls.iter()) {
+                    let nested = host_nested && NESTED_CODES.contains(&code);
+                    assert!(code < 0x8000 || !Control::from_bits(control).nested());
+                    // Nothing but the code and, where the table says so, bit 31.
+                    let expect = u64::from(code) | if nested { 1 << 31 } else { 0 };
+                    assert_eq!(control, expect, "code {code:#x}, {case}");
+                }
+                // The model received exactly these control words.
+                let forwarded: Vec<u64> = controls
+                    .iter()
+                    .copied()
+                    .filter(|&c| !is_vtl_switch(c))
+                    .collect();
+                let seen: Vec<u64> = env.calls().iter().map(|r| r.control).collect();
+                assert!(
+                    seen == forwarded,
+                    "{case}: the model saw other control words"
+                );
+            });
+        }
+    }
+}
+
+#[test]
+fn the_indicator_is_read_once_after_the_guest_os_id() {
+    for arch in Arch::ALL {
+        for nested in [false, true] {
+            let case = format!("{arch:?}, nested host {nested}");
+            run_decided(
+                host(arch, nested),
+                |abi| abi,
+                |_, env| {
+                    let model = env.model.borrow();
+                    let before: Vec<_> = model.trace().hypercalls().take(env.since).collect();
+                    let leaf4 = model
+                        .trace()
+                        .cpuid_leaves()
+                        .into_iter()
+                        .filter(|&l| l == 0x4000_0004)
+                        .count();
+                    match arch {
+                        Arch::X86_64 => {
+                            assert!(before.is_empty(), "{case}: x86 needs no call for it");
+                            assert_eq!(leaf4, 1, "{case}: CPUID 0x40000004 once");
+                        }
+                        Arch::Aarch64 => {
+                            assert_eq!(leaf4, 0, "{case}");
+                            let [os_id, read] = before[..] else {
+                                panic!("{case}: {before:?}");
+                            };
+                            // Fast one-rep SetVpRegisters of HvRegisterGuestOsId, then a one-rep
+                            // GetVpRegisters of HvRegisterFeaturesInfo; neither nested.
+                            assert_eq!(os_id.control, 0x0000_0001_0001_0051, "{case}");
+                            assert_eq!(os_id.input[16..20], 0x0009_0002u32.to_le_bytes());
+                            assert_eq!(read.control, 0x0000_0001_0000_0050, "{case}");
+                            assert_eq!(read.input[16..20], 0x0000_0201u32.to_le_bytes());
+                            let value: u128 =
+                                0xFFFF_FFFF_0000_0000 | if nested { 1 << 4 } else { 0 };
+                            assert_eq!(read.output, value.to_le_bytes(), "{case}");
+                        }
+                    }
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn an_l0_call_before_the_table_is_refused_not_sent_unmarked() {
+    for arch in Arch::ALL {
+        for code in [HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT] {
+            let model = Rc::new(RefCell::new(Model::new(host(arch, true))));
+            let abi = ModelAbi {
+                model: model.clone(),
+                vp: 0,
+                arch,
+                reexecute: false,
+                executed: 0,
+            };
+            let (mut input, mut output) = (Box::new(Page::zeroed()), Box::new(Page::zeroed()));
+            let mut hv = Hypercall::before_nested_table(abi, &mut input, &mut output);
+            let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = hv.call(code, &[], &mut []);
+            }));
+            let message = sent.expect_err("refused with a panic");
+            let text = message
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .unwrap_or_default();
+            assert!(
+                text.contains("issued before the nested table was fixed"),
+                "{arch:?} {code:?}: {text}"
+            );
+            let calls = model.borrow().trace().hypercalls().count();
+            assert_eq!(
+                calls, 0,
+                "{arch:?} {code:?}: nothing reached the hypervisor"
+            );
+        }
     }
 }
 
@@ -728,11 +866,17 @@ fn signal_event<A: HypercallAbi>(hv: &mut Hypercall<'_, A>, connection_id: u32) 
 
 #[test]
 fn vmbus_calls_reach_the_host_only_with_the_right_nested_bit() {
+    for arch in Arch::ALL {
+        vmbus_calls_on(arch);
+    }
+}
+
+fn vmbus_calls_on(arch: Arch) {
     let connections = Some(BTreeSet::from([CONNECTION]));
     let host = |nested| Scenario {
         nested,
         host_connections: connections.clone(),
-        ..Scenario::for_arch(Arch::X86_64)
+        ..Scenario::for_arch(arch)
     };
     let cases = [
         // Nested host, bit set: L0 takes them.
@@ -750,7 +894,7 @@ fn vmbus_calls_reach_the_host_only_with_the_right_nested_bit() {
     for (host_nested, table_nested, expect) in cases {
         let table = NestedTable::for_host(table_nested);
         run(host(host_nested), &table, |hv, env| {
-            let case = format!("host nested {host_nested}, table nested {table_nested}");
+            let case = format!("{arch:?}: host nested {host_nested}, table nested {table_nested}");
             assert_eq!(post_message(hv, CONNECTION), expect, "{case}");
             assert_eq!(signal_event(hv, CONNECTION), expect, "{case}");
             let calls = env.calls();
@@ -785,23 +929,30 @@ fn extended_capabilities_come_from_the_host_and_are_never_nested() {
             extended_capabilities: mask,
             ..Scenario::for_arch(arch)
         };
-        let table = NestedTable::for_host(arch == Arch::X86_64);
-        run(scenario.clone(), &table, |hv, env| {
-            assert_eq!(hv.query_extended_capabilities(), Ok(mask.into_bits()));
-            let calls = env.calls_of(HypercallCode::EXT_QUERY_CAPABILITIES);
-            assert_eq!(calls.len(), 1);
-            assert_eq!(calls[0].control, 0x8001, "{arch:?}: plain control word");
-            assert_eq!(calls[0].output, mask.into_bits().to_le_bytes());
-        });
+        run_decided(
+            scenario.clone(),
+            |abi| abi,
+            |hv, env| {
+                assert_eq!(hv.query_extended_capabilities(), Ok(mask.into_bits()));
+                let calls = env.calls_of(HypercallCode::EXT_QUERY_CAPABILITIES);
+                assert_eq!(calls.len(), 1);
+                assert_eq!(calls[0].control, 0x8001, "{arch:?}: plain control word");
+                assert_eq!(calls[0].output, mask.into_bits().to_le_bytes());
+            },
+        );
 
         let mut unprivileged = scenario;
         unprivileged
             .privileges
             .set_enable_extended_hypercalls(false);
-        run(unprivileged, &table, |hv, _| {
-            let denied = Err(Error::Hv(HvError::ACCESS_DENIED));
-            assert_eq!(hv.query_extended_capabilities(), denied, "{arch:?}");
-        });
+        run_decided(
+            unprivileged,
+            |abi| abi,
+            |hv, _| {
+                let denied = Err(Error::Hv(HvError::ACCESS_DENIED));
+                assert_eq!(hv.query_extended_capabilities(), denied, "{arch:?}");
+            },
+        );
     }
 }
 

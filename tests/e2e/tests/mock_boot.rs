@@ -125,8 +125,9 @@ fn vsm_absent_wrong_vtl_and_failing_register_reads_fail_clearly() {
         assert_run(&report, Outcome::Fail, &["running at VTL1", "not VTL2"]);
 
         let mut failing = Scenario::for_arch(arch);
-        // arm64 reads its privileges with GetVpRegisters first; fail the VSM status read.
-        let nth = if arch == Arch::Aarch64 { 2 } else { 1 };
+        // arm64 reads HvRegisterFeaturesInfo and its privileges with GetVpRegisters first;
+        // fail the VSM status read.
+        let nth = if arch == Arch::Aarch64 { 3 } else { 1 };
         failing.faults.push(InjectedFault {
             code: HypercallCode::GET_VP_REGISTERS,
             nth,

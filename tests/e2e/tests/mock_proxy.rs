@@ -179,53 +179,6 @@ fn every_policy_outcome_reaches_vtl0_as_the_tlfs_says() {
     }
 }
 
-#[test]
-fn a_nested_host_gets_the_l0_calls_with_bit_31() {
-    let arch = Arch::X86_64;
-    let l = layout(arch);
-    let message = post_message(7);
-    let script = vec![
-        call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0).with_memory(l.input, &message),
-        call(
-            arch,
-            code(HypercallCode::SIGNAL_EVENT).with_fast(true),
-            7,
-            0,
-        ),
-        call(
-            arch,
-            code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
-            l.input + 0x800,
-            l.output,
-        )
-        .with_memory(
-            l.input + 0x800,
-            &get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
-        ),
-    ];
-    let mut report = e2e::run_vtl0(
-        Scenario {
-            nested: true,
-            ..Scenario::for_arch(arch)
-        },
-        script,
-    );
-    for r in results(&mut report) {
-        assert_eq!(r.status(), HvStatus::SUCCESS, "call {}", r.index);
-    }
-    for code in [HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT] {
-        let sent = forwarded(&report, code);
-        assert_eq!(sent.len(), 1);
-        assert_ne!(
-            sent[0].control & (1 << 31),
-            0,
-            "{code:?} carries HV_HYPERCALL_NESTED"
-        );
-    }
-    let gets = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
-    assert!(gets.iter().all(|r| r.control & (1 << 31) == 0));
-}
-
 /// The rep starts of the paravisor's last two forwarded GetVpRegisters, newest first.
 fn last_two_rep_starts(report: &Report) -> Vec<u16> {
     forwarded(report, HypercallCode::GET_VP_REGISTERS)

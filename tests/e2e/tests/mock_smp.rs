@@ -97,8 +97,9 @@ fn a_rep_call_that_times_out_is_resumed_from_reps_completed() {
         let mut scenario = Scenario::for_arch(arch);
         scenario.vp_count = 1;
         // The boot VP's one two-register read (VSM capabilities + partition status) is its
-        // last GetVpRegisters: x86 reads privileges by CPUID, arm64 by GetVpRegisters first.
-        let nth = if arch == Arch::X86_64 { 2 } else { 4 };
+        // last GetVpRegisters: x86 reads the nested indicator and privileges by CPUID, arm64
+        // by GetVpRegisters first (HvRegisterFeaturesInfo, then its privileges).
+        let nth = if arch == Arch::X86_64 { 2 } else { 5 };
         scenario.faults.push(InjectedFault {
             code: HypercallCode::GET_VP_REGISTERS,
             nth,

@@ -116,14 +116,25 @@ fn smccc(mut regs: [u64; 18]) -> [u64; 18] {
     regs
 }
 
-/// Finds Hyper-V through the SMCCC vendor-hypervisor UID call. Nesting does not exist on
-/// arm64, so the host never requires the nested bit.
-pub fn detect() -> core::result::Result<bool, NoHyperV> {
+/// Finds Hyper-V through the SMCCC vendor-hypervisor UID call.
+pub fn detect() -> core::result::Result<(), NoHyperV> {
     let mut regs = [0; 18];
     regs[0] = SMCCC_VENDOR_HYP_UID as u64;
     let out = smccc(regs);
-    hv::check_uid([out[0] as u32, out[1] as u32, out[2] as u32, out[3] as u32])?;
-    Ok(false)
+    hv::check_uid([out[0] as u32, out[1] as u32, out[2] as u32, out[3] as u32])
+}
+
+/// Where [`nested_host`] looks, for the boot log.
+pub const NESTED_INDICATOR: &str = "HvRegisterFeaturesInfo bit 4";
+
+/// Whether the host runs us nested: bit 4 of HvRegisterFeaturesInfo (TLFS feature-discovery.md,
+/// "Implementation Recommendations - HvRegisterFeaturesInfo"), read once through the shared
+/// register path. The register is on the TLFS's early list (HvCallGetVpRegisters), but the boot
+/// VP reads it after setting the guest OS id, as Linux's `hyperv_init` does.
+pub fn nested_host() -> Result<bool> {
+    let value = crate::percpu::hypercall()
+        .get_vp_register(VpTarget::SELF, HvRegisterName::FEATURES_INFO)?;
+    Ok(hv::nested_arm64(value))
 }
 
 /// Sets the guest OS id (through the shared register path; it fits a fast call, the only form

@@ -94,9 +94,17 @@ fn wrmsr(msr: HvX64Msr, value: u64) {
     unsafe { pv_wrmsr(msr.0, value) }
 }
 
-/// Finds Hyper-V through its CPUID leaves; returns whether the host runs us nested.
-pub fn detect() -> core::result::Result<bool, NoHyperV> {
-    Ok(hv::detect_x86(&mut |leaf, subleaf| cpuid(leaf, subleaf))?.nested)
+/// Finds Hyper-V through its CPUID leaves.
+pub fn detect() -> core::result::Result<(), NoHyperV> {
+    hv::detect_x86(&mut |leaf, subleaf| cpuid(leaf, subleaf)).map(|_| ())
+}
+
+/// Where [`nested_host`] looks, for the boot log.
+pub const NESTED_INDICATOR: &str = "CPUID 0x40000004 EAX bit 12";
+
+/// Whether the host runs us nested: CPUID 0x40000004 EAX bit 12, read once.
+pub fn nested_host() -> Result<bool> {
+    Ok(hv::nested_x86(&mut |leaf, subleaf| cpuid(leaf, subleaf)))
 }
 
 /// The partition's privileges, from CPUID 0x40000003 EAX/EBX.

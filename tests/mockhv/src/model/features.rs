@@ -1,10 +1,11 @@
 //! The hypervisor's identity and feature words: the Hyper-V CPUID leaves on x64, which arm64
 //! reads as the 128-bit information registers (HvRegisterHypervisorVersion and friends).
 
+use hvdef::aarch64::HvArm64RegisterFeaturesInfo;
 use hvdef::x86_64::cpuid;
 use hvdef::HvPartitionPrivilegeMask;
 
-use super::Model;
+use super::{Arch, Model};
 
 /// The build the mock claims to be (Windows Server 2025's hypervisor, 10.0.26100): any value
 /// works, the paravisor only logs it.
@@ -34,8 +35,8 @@ impl Model {
         xmm | cpuid::HV_FEATURES_EDX_HYPERCALL_MSR_LOCK
     }
 
-    /// CPUID 0x40000004 / HvRegisterFeaturesInfo: recommendations, with the nested bit when this
-    /// hypervisor is itself nested in Hyper-V.
+    /// CPUID 0x40000004 (and x64's HvRegisterFeaturesInfo): recommendations, with EAX bit 12
+    /// when this hypervisor is itself nested in Hyper-V.
     pub(crate) fn recommendation_words(&self) -> [u32; 4] {
         let eax = if self.nested() {
             cpuid::HV_ENLIGHTENMENT_EAX_NESTED
@@ -43,6 +44,19 @@ impl Model {
             0
         };
         [eax, SPIN_RETRIES_NEVER, 0, 0]
+    }
+
+    /// HvRegisterFeaturesInfo: x64 packs the CPUID 0x40000004 words; arm64 has its own layout
+    /// with the nested indicator at bit 4 and the spinlock retries in bits 63:32 (TLFS
+    /// feature-discovery.md, "Implementation Recommendations - HvRegisterFeaturesInfo").
+    pub(crate) fn features_info(&self) -> u128 {
+        match self.scenario.arch {
+            Arch::X86_64 => words_to_u128(self.recommendation_words()),
+            Arch::Aarch64 => HvArm64RegisterFeaturesInfo::new()
+                .with_nested(self.nested())
+                .with_spinlock_retries(SPIN_RETRIES_NEVER)
+                .into_bits(),
+        }
     }
 
     /// CPUID 0x40000005 / HvRegisterImplementationLimitsInfo.

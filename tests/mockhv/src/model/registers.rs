@@ -164,7 +164,7 @@ impl Model {
         let file = self.vps[vp as usize].file(vtl);
         let value: u64 = match reg {
             Reg::Architectural | Reg::PendingEvent => return Ok(file.reg(name)),
-            Reg::Info(info) => return Ok(words_to_u128(self.info_words(info))),
+            Reg::Info(info) => return Ok(self.info_value(info)),
             Reg::GuestOsId => self.partition.vtls[v].guest_os_id,
             Reg::Hypercall => self.partition.vtls[v].hypercall,
             Reg::Crash(i) => self.partition.crash[i],
@@ -297,14 +297,16 @@ impl Model {
         Ok(reg)
     }
 
-    fn info_words(&self, info: Info) -> [u32; 4] {
-        match info {
+    fn info_value(&self, info: Info) -> u128 {
+        let words = match info {
             Info::Version => self.version_words(),
             Info::Privileges => self.privilege_words(),
-            Info::Features => self.recommendation_words(),
+            // Not the CPUID words on arm64: its bit layout differs.
+            Info::Features => return self.features_info(),
             Info::Limits => self.limit_words(),
             Info::Hardware | Info::NestedVirt => [0; 4],
-        }
+        };
+        words_to_u128(words)
     }
 
     /// `HV_X64_MSR_HYPERCALL`: Enable only sticks once the guest OS id is non-zero; a locked

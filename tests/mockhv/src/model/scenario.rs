@@ -25,7 +25,9 @@ pub struct Scenario {
     /// Whether the application processors start with `enabled_vtls` too. When false they have
     /// only VTL0 and the paravisor must HvCallEnableVpVtl them before starting them in its VTL.
     pub ap_vtls_enabled: bool,
-    /// Runs as a nested hypervisor inside Hyper-V (x64 only; ignored on arm64).
+    /// Runs as a nested hypervisor inside Hyper-V: x64 CPUID 0x40000004 EAX bit 12 (and the
+    /// `HV_X64_MSR_NESTED_*` SynIC), arm64 HvRegisterFeaturesInfo bit 4 (TLFS
+    /// feature-discovery.md); on both, `l0_calls` route by the control word's nested bit.
     pub nested: bool,
     /// Nested only: calls the L0 hypervisor owns, and the status a call gets when it lacks the
     /// control word's nested bit and so reaches the L1 hypervisor, which does not know it.
@@ -168,13 +170,10 @@ impl Scenario {
         }
     }
 
-    /// The normalized form the model runs: clamped VP count and GPA width, arm64 never nested,
-    /// VSM-less partitions in VTL0 without AccessVsm, VTL0 and the active VTL always enabled.
+    /// The normalized form the model runs: clamped VP count and GPA width, VSM-less partitions
+    /// in VTL0 without AccessVsm, VTL0 and the active VTL always enabled.
     pub(crate) fn normalized(mut self) -> Self {
         self.vp_count = self.vp_count.clamp(1, 64);
-        if self.arch == Arch::Aarch64 {
-            self.nested = false;
-        }
         if !self.vsm {
             self.privileges.set_access_vsm(false);
             self.enabled_vtls = 1;

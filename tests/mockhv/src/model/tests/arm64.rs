@@ -260,25 +260,91 @@ fn smccc_timeout_keeps_the_function_id_for_re_execution() {
     assert_eq!(hv.values(2), [0, 1]);
 }
 
+/// A fast SMCCC SignalEvent: connection id and flag number in X2.
+fn signal_event(hv: &mut Hv, control: Control, connection_id: u32, flag_number: u16) -> HvStatus {
+    let mut x = [0; 18];
+    x[0] = SMCCC_HV_FUNC_ID.into();
+    x[1] = control.with_fast(true).into_bits();
+    x[2] = u64::from(connection_id) | u64::from(flag_number) << 32;
+    let (x, effects) = hvc(hv, 0, x);
+    assert_eq!(effects.fault, None);
+    HypercallOutput::from_bits(x[0]).status()
+}
+
+/// TLFS feature-discovery.md, "Implementation Recommendations - HvRegisterFeaturesInfo": bit 4
+/// says the hypervisor is nested in a Hyper-V partition; bits 63:32 are the spinlock retries
+/// (the model never asks for notification). A nested host then routes PostMessage and
+/// SignalEvent by bit 31 exactly as on x64.
 #[test]
-fn arm64_is_never_nested() {
-    let mut hv = Hv::new(Scenario {
-        nested: true,
-        ..Scenario::for_arch(Arch::Aarch64)
-    });
-    assert!(!hv.model.scenario().nested);
-    fast_set(
-        &mut hv,
-        HvInputVtl::CURRENT,
-        HvRegisterName::GUEST_OS_ID,
-        GUEST_OS_ID.into(),
-    );
-    let post = super::hypercalls::post_message_input(1);
-    let control = simple(HypercallCode::POST_MESSAGE).with_nested(true);
-    assert_eq!(
-        smccc(&mut hv, control, &post).status(),
-        HvStatus::INVALID_HYPERCALL_INPUT
-    );
+fn a_nested_arm64_host_reports_bit_4_and_routes_l0_calls_by_bit_31() {
+    for nested in [false, true] {
+        let mut hv = Hv::new(Scenario {
+            nested,
+            ..Scenario::for_arch(Arch::Aarch64)
+        });
+        assert_eq!(hv.model.scenario().nested, nested);
+        // On the early register list: readable before the guest OS id is set.
+        let features = if nested {
+            0xFFFF_FFFF_0000_0010
+        } else {
+            0xFFFF_FFFF_0000_0000
+        };
+        assert_eq!(
+            fast_get(&mut hv, HvRegisterName::FEATURES_INFO),
+            (HvStatus::SUCCESS, features),
+            "nested {nested}"
+        );
+        let status = fast_set(
+            &mut hv,
+            HvInputVtl::CURRENT,
+            HvRegisterName::GUEST_OS_ID,
+            GUEST_OS_ID.into(),
+        );
+        assert_eq!(status, HvStatus::SUCCESS);
+        assert_eq!(
+            fast_get(&mut hv, HvRegisterName::FEATURES_INFO),
+            (HvStatus::SUCCESS, features)
+        );
+
+        // Without the bit: L1 does not know the L0 connection. With it: L0 takes the call, or,
+        // on a flat host, the bit is invalid input.
+        let (plain, with_bit) = if nested {
+            (HvStatus::INVALID_CONNECTION_ID, HvStatus::SUCCESS)
+        } else {
+            (HvStatus::SUCCESS, HvStatus::INVALID_HYPERCALL_INPUT)
+        };
+        let post = super::hypercalls::post_message_input(1);
+        let control = simple(HypercallCode::POST_MESSAGE);
+        assert_eq!(smccc(&mut hv, control, &post).status(), plain, "{nested}");
+        let control = control.with_nested(true);
+        assert_eq!(
+            smccc(&mut hv, control, &post).status(),
+            with_bit,
+            "{nested}"
+        );
+        let control = simple(HypercallCode::SIGNAL_EVENT);
+        assert_eq!(signal_event(&mut hv, control, 1, 0), plain, "{nested}");
+        let control = control.with_nested(true);
+        assert_eq!(signal_event(&mut hv, control, 1, 0), with_bit, "{nested}");
+
+        // Bit 31 on a call L0 does not own, or on an extended call, is invalid either way.
+        let input = get_input(
+            HV_VP_INDEX_SELF,
+            HvInputVtl::CURRENT,
+            &[HvRegisterName::VP_INDEX],
+        );
+        let get = rep(HypercallCode::GET_VP_REGISTERS, 1);
+        assert_eq!(smccc(&mut hv, get, &input).status(), HvStatus::SUCCESS);
+        assert_eq!(
+            smccc(&mut hv, get.with_nested(true), &input).status(),
+            HvStatus::INVALID_HYPERCALL_INPUT
+        );
+        let query = simple(HypercallCode::EXT_QUERY_CAPABILITIES).with_nested(true);
+        assert_eq!(
+            smccc(&mut hv, query, &[]).status(),
+            HvStatus::INVALID_HYPERCALL_INPUT
+        );
+    }
 }
 
 #[test]
