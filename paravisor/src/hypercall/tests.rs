@@ -6,7 +6,7 @@
 //! the model recorded in its trace or returned.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use hvdef::aarch64::{HVC_IMM_SMCCC, SMCCC_HV_FUNC_ID};
@@ -840,7 +840,7 @@ fn an_l0_call_before_the_table_is_refused_not_sent_unmarked() {
     }
 }
 
-const CONNECTION: u32 = 7;
+const CONNECTION: u32 = 1; // a port of the default scenario
 
 fn post_message<A: HypercallAbi>(hv: &mut Hypercall<'_, A>, connection_id: u32) -> Result<()> {
     let mut payload = [0; HV_MESSAGE_PAYLOAD_SIZE];
@@ -872,10 +872,9 @@ fn vmbus_calls_reach_the_host_only_with_the_right_nested_bit() {
 }
 
 fn vmbus_calls_on(arch: Arch) {
-    let connections = Some(BTreeSet::from([CONNECTION]));
     let host = |nested| Scenario {
         nested,
-        host_connections: connections.clone(),
+        ports: BTreeMap::from([(CONNECTION, hvdef::Vtl::VTL0)]),
         ..Scenario::for_arch(arch)
     };
     let cases = [
