@@ -87,7 +87,7 @@ pub fn start(info: &BootInfo) -> ! {
         }
         None => {}
     }
-    bring_up(info, options.bench_hypercalls)
+    bring_up(info, &options)
 }
 
 /// Logs `what` as the reason the boot cannot go on, and fails the run.
@@ -104,7 +104,8 @@ static ONLINE: AtomicU64 = AtomicU64::new(0);
 const VP_START_TIMEOUT_S: u64 = 10;
 
 /// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
-fn bring_up(info: &BootInfo, bench_hypercalls: u32) -> ! {
+fn bring_up(info: &BootInfo, options: &Options) -> ! {
+    let bench_hypercalls = options.bench_hypercalls;
     let vp_count = info.vp_count;
     arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
     percpu::init(0);
@@ -162,32 +163,55 @@ fn bring_up(info: &BootInfo, bench_hypercalls: u32) -> ! {
         log::info!("benchmark: {bench_hypercalls} hypercalls issued");
         exit(ExitCode::Success)
     }
-    start_proxy(info, privileges, &vsm);
+    start_proxy(info, options, privileges, &vsm);
     runloop::run()
 }
 
-/// Asks for VTL0's hypercalls as intercepts delivered through the VP assist page, fixes what
-/// every VP's run loop needs, and lets the other VPs into theirs.
-fn start_proxy(info: &BootInfo, privileges: HvPartitionPrivilegeMask, vsm: &vsm::VsmPartition) {
+/// The intercepts the proxy relies on, as OpenHCL installs them for a hypervisor-backed VM
+/// (execute access, no parameter): Hyper-V then reflects VTL0's PostMessage / SignalEvent to a
+/// connection it does not know, and RetargetDeviceInterrupt for a device it does not know, to
+/// VTL2 (fact sheet §2.1; OpenVMM `vmm_core/virt_whp/src/hypercalls.rs`). Never
+/// HvInterceptTypeHypercall: OpenHCL does not install it and OpenVMM refuses it.
+const PROXY_INTERCEPTS: [(HvInterceptType, &str); 2] = [
+    (
+        HvInterceptType::UNKNOWN_SYNIC_CONNECTION,
+        "UnknownSynicConnection: VTL0's PostMessage/SignalEvent to unknown connections",
+    ),
+    (
+        HvInterceptType::RETARGET_INTERRUPT_WITH_UNKNOWN_DEVICE_ID,
+        "RetargetInterruptWithUnknownDeviceId: VTL0's RetargetDeviceInterrupt for unknown devices",
+    ),
+];
+
+/// Asks for the VTL0 hypercalls the proxy relays, fixes what every VP's run loop needs, and
+/// lets the other VPs into theirs.
+fn start_proxy(
+    info: &BootInfo,
+    options: &Options,
+    privileges: HvPartitionPrivilegeMask,
+    vsm: &vsm::VsmPartition,
+) {
     arch::init_vtl_switch()
         .unwrap_or_else(|e| fail(format_args!("reading the VTL switch code failed: {e}")));
     let mut hv = percpu::hypercall();
-    let intercept = HvInputInstallIntercept {
-        partition_id: HV_PARTITION_ID_SELF,
-        access_type: HvInterceptAccessMask::new().with_execute(true),
-        intercept_type: HvInterceptType::HYPERCALL,
-        intercept_parameter: 0,
-    };
-    hv.call(
-        HypercallCode::INSTALL_INTERCEPT,
-        intercept.as_bytes(),
-        &mut [],
-    )
-    .unwrap_or_else(|e| {
-        fail(format_args!(
-            "installing the hypercall intercept failed: {e}"
-        ))
-    });
+    for (intercept_type, what) in PROXY_INTERCEPTS {
+        let intercept = HvInputInstallIntercept {
+            partition_id: HV_PARTITION_ID_SELF,
+            access_type: HvInterceptAccessMask::new().with_execute(true),
+            intercept_type,
+            intercept_parameter: 0,
+        };
+        // A host without it keeps those calls to itself: VTL0 gets the hypervisor's own
+        // answer, which is what the relay would have given for ids it does not map.
+        match hv.call(
+            HypercallCode::INSTALL_INTERCEPT,
+            intercept.as_bytes(),
+            &mut [],
+        ) {
+            Ok(()) => log::info!("intercept installed: {what}"),
+            Err(e) => log::warn!("the host refused the {what} intercept ({e}); not relayed"),
+        }
+    }
     let delivery = if vsm.capabilities.intercept_page_available() {
         let config = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
         hv.set_vp_register(
@@ -216,11 +240,18 @@ fn start_proxy(info: &BootInfo, privileges: HvPartitionPrivilegeMask, vsm: &vsm:
         log::info!("VTL0 memory {:#x}..{:#x}", range.start, range.end);
     }
     log::info!("host extended capabilities {host_ext_mask:#x}; proxying VTL0 hypercalls");
+    for (vtl0_id, host_id) in options.relay.connections() {
+        log::info!("relay: VTL0 connection {vtl0_id:#x} -> host connection {host_id:#x}");
+    }
+    for device in options.relay.devices() {
+        log::info!("relay: VTL0 owns device {device:#x}");
+    }
     runloop::configure(runloop::Config {
         delivery,
         vtl0,
         host_ext_mask,
         xmm_fast_input: arch::xmm_fast_input(),
+        relay: options.relay,
     });
 }
 

@@ -1,5 +1,6 @@
 //! The paravisor's command-line options (`pv.*` words), parsed once at boot.
 
+use crate::proxy::relay::{RelayError, RelayTable};
 use boot::cmdline;
 
 /// A deliberate failure, for testing that failures are reported as failures.
@@ -18,6 +19,9 @@ pub struct Options {
     /// `cargo xtask bench`, which times runs with different N).
     pub bench_hypercalls: u32,
     pub log_level: log::LevelFilter,
+    /// `pv.relay=VTL0:HOST,...` and `pv.devices=ID,...`: what the proxy relays to the host
+    /// (see `proxy::relay`). Empty by default.
+    pub relay: RelayTable,
 }
 
 /// An option with a value the paravisor does not understand: refused, never guessed.
@@ -58,10 +62,32 @@ impl Options {
                 expected: "off, error, warn, info, debug or trace",
             })?,
         };
+        let relay_error = |key, value, e: RelayError| BadOption {
+            key,
+            value,
+            expected: match (key, e) {
+                (_, RelayError::TooMany) => "at most 16 entries",
+                (_, RelayError::Duplicate) => "each VTL0 id once",
+                ("pv.relay", _) => "VTL0 connection id:host connection id pairs, comma-separated",
+                _ => "device ids, comma-separated",
+            },
+        };
+        let mut relay = RelayTable::EMPTY;
+        if let Some(value) = cmdline::get(line, "pv.relay") {
+            relay = relay
+                .with_connections(value)
+                .map_err(|e| relay_error("pv.relay", value, e))?;
+        }
+        if let Some(value) = cmdline::get(line, "pv.devices") {
+            relay = relay
+                .with_devices(value)
+                .map_err(|e| relay_error("pv.devices", value, e))?;
+        }
         Ok(Options {
             test_failure,
             bench_hypercalls,
             log_level,
+            relay,
         })
     }
 }
@@ -86,5 +112,19 @@ mod tests {
             2000
         );
         assert_eq!(Options::parse("pv.bench=-1").unwrap_err().key, "pv.bench");
+        let o = Options::parse("pv.relay=0x20:1,0x21:4 pv.devices=0x30").unwrap();
+        assert_eq!(o.relay.connections(), &[(0x20, 1), (0x21, 4)]);
+        assert_eq!(o.relay.devices(), &[0x30]);
+        assert_eq!(Options::parse("").unwrap().relay, RelayTable::EMPTY);
+        let e = Options::parse("pv.relay=0x20").unwrap_err();
+        assert_eq!((e.key, e.value), ("pv.relay", "0x20"));
+        assert_eq!(
+            Options::parse("pv.devices=x").unwrap_err().key,
+            "pv.devices"
+        );
+        assert_eq!(
+            Options::parse("pv.relay=1:2,1:3").unwrap_err().expected,
+            "each VTL0 id once"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! #UD / undefined-instruction exception the TLFS raises instead.
 
 use crate::hypercall::{self, VpTarget};
-use crate::proxy::{self, Action, ControlRegister, Decoded, Request, Vtl0Memory};
+use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, Vtl0Memory};
 use crate::{arch, percpu};
 use hvdef::{
     Control, HvInputVtl, HvMessage, HvMessageType, HvPageRegister, HvRegisterAssoc, HvRegisterName,
@@ -34,6 +34,8 @@ pub struct Config {
     pub host_ext_mask: u64,
     /// The host offers XMM fast input (x64), so VTL0 may use it.
     pub xmm_fast_input: bool,
+    /// Which VTL0 connections and devices are relayed to the host.
+    pub relay: RelayTable,
 }
 
 static CONFIG: Once<Config> = Once::new();
@@ -129,8 +131,11 @@ pub fn run() -> ! {
         };
         match message {
             Some(message) => serve(config, &message, &mut regs),
-            None => log::info!(
-                "entered VTL2 for {:?} with no intercept; nothing to do",
+            // A VTL0 VtlCall enters VTL2 without a message (TLFS: the next higher VTL); there is
+            // no service behind it, so it returns at once with VTL0's registers as they were.
+            None => log::warn!(
+                "VP {} entered VTL2 for {:?} with no intercept; returning to VTL0",
+                boot::cpu::index(),
                 assist.entry_reason()
             ),
         }
@@ -206,11 +211,24 @@ fn raise_undefined_instruction() {
 }
 
 fn execute(config: &Config, req: &Request) -> Outcome {
-    match proxy::policy::classify(req, &config.vtl0, config.host_ext_mask) {
+    let code = req.control.code();
+    let action = proxy::policy::classify(req, &config.vtl0, &config.relay);
+    match action {
+        Action::Forward { .. } => {}
+        // Hyper-V reflects only the relayed codes (proxy::policy); anything else reaching VTL2
+        // is worth a line.
+        _ => log::warn!(
+            "VTL0 hypercall {:#06x} ({code:?}) on VP {} reached VTL2: {action:?}",
+            code.0,
+            boot::cpu::index()
+        ),
+    }
+    match action {
         Action::Refuse(status) => Completion::status(status).into(),
+        Action::Unhandled => Completion::status(HvStatus::INVALID_HYPERCALL_CODE).into(),
         Action::Fault => Outcome::Fault,
         Action::AnswerExtCapabilities => {
-            let mask = config.host_ext_mask & proxy::policy::FORWARDED_EXT_MASK;
+            let mask = config.host_ext_mask & proxy::policy::RELAYED_EXT_MASK;
             write_vtl0(&config.vtl0, req.output_gpa, &mask.to_le_bytes())
                 .map_or_else(Completion::status, |()| {
                     Completion::status(HvStatus::SUCCESS)
@@ -220,15 +238,11 @@ fn execute(config: &Config, req: &Request) -> Outcome {
         Action::Forward {
             control,
             input_len,
-            output_len,
-            output_element,
-            pin_vtl0_at: _,
             fast_as_memory,
         } => {
             if req.control.fast() && !fast_as_memory {
-                return forward_fast(req, control, input_len).into();
+                return forward_fast(config, req, control, input_len).into();
             }
-            let code = control.code();
             let control = control.with_fast(false);
             let mut hv = percpu::hypercall();
             let forwarded = hv.forward(control, |page| {
@@ -241,13 +255,11 @@ fn execute(config: &Config, req: &Request) -> Outcome {
                 } else {
                     read_vtl0(&config.vtl0, req.input_gpa, input)?;
                 }
-                // Checked on our copy, which VTL0 can no longer change; pins VTL fields to VTL0.
-                proxy::policy::screen_input(code, input)
+                // Checked on our copy, which VTL0 can no longer change; maps the connection id.
+                proxy::policy::screen_input(code, input, &config.relay)
             });
             match forwarded {
-                Ok((out, page)) => {
-                    complete_forward(config, req, control, out, page, output_len, output_element)
-                }
+                Ok((out, _)) => completion_of(req, control, out),
                 Err(status) => Completion::status(status),
             }
             .into()
@@ -255,11 +267,12 @@ fn execute(config: &Config, req: &Request) -> Outcome {
     }
 }
 
-fn forward_fast(req: &Request, control: Control, input_len: usize) -> Completion {
+fn forward_fast(config: &Config, req: &Request, control: Control, input_len: usize) -> Completion {
     let mut words = req.fast;
     let n = input_len.div_ceil(8);
     if let Some(policy) = proxy::policy::policy(control.code()) {
-        if let Err(status) = policy.screen_fast(&mut words[..n]) {
+        // The exact words that go to the host (classify screened a copy of the same block).
+        if let Err(status) = policy.screen_fast(&mut words[..n], &config.relay) {
             return Completion::status(status);
         }
     }
@@ -267,36 +280,6 @@ fn forward_fast(req: &Request, control: Control, input_len: usize) -> Completion
         Some(out) => completion_of(req, control, out),
         None => Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
     }
-}
-
-/// Copies the output VTL0 should see (simple calls: all of it on success; rep calls: the
-/// elements completed by this issue) and turns the result into a completion.
-fn complete_forward(
-    config: &Config,
-    req: &Request,
-    control: Control,
-    out: HypercallOutput,
-    page: &[u8; hypercall::PAGE_SIZE],
-    output_len: usize,
-    output_element: usize,
-) -> Completion {
-    let range = if control.rep_count() == 0 {
-        (out.status() == HvStatus::SUCCESS).then_some(0..output_len)
-    } else {
-        let start = usize::from(control.rep_start()) * output_element;
-        let done = usize::from(out.reps_completed()).min(usize::from(control.rep_count()));
-        Some(start..(done * output_element).max(start))
-    };
-    if let Some(range) = range.filter(|r| !r.is_empty()) {
-        if let Err(status) = write_vtl0(
-            &config.vtl0,
-            req.output_gpa + range.start as u64,
-            &page[range.clone()],
-        ) {
-            return Completion::status(status);
-        }
-    }
-    completion_of(req, control, out)
 }
 
 fn completion_of(req: &Request, control: Control, out: HypercallOutput) -> Completion {

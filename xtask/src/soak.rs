@@ -64,8 +64,9 @@ pub struct Options {
 /// lists INVALID_PORT_ID and INSUFFICIENT_BUFFERS for the SynIC calls a real host may return.
 /// Not allowed: INVALID_PARTITION_ID (the paravisor screens partition ids to ACCESS_DENIED before
 /// forwarding), anything VTL-management-specific, and unknown values.
-const ALLOWED: [HvStatus; 12] = [
+const ALLOWED: [HvStatus; 13] = [
     HvStatus::SUCCESS,
+    HvStatus::INVALID_DEVICE_ID,
     HvStatus::INVALID_HYPERCALL_CODE,
     HvStatus::INVALID_HYPERCALL_INPUT,
     HvStatus::INVALID_ALIGNMENT,
@@ -179,7 +180,7 @@ impl Planned {
         };
         let (in_len, out_len) = match policy(self.control.code()) {
             Some(p) if !matches!(p.rule, Rule::Refuse(_)) => {
-                let l = p.layout(isa);
+                let l = p.layout;
                 (l.input_len(self.control), l.output_len(self.control))
             }
             _ => (1, 1),
@@ -628,16 +629,20 @@ fn isa(arch: Arch) -> Isa {
 }
 
 fn session(elf: &Path, arch: Arch, vps: u32, vtl0: Vec<Vtl0Call>) -> Result<Report> {
-    // The default scenario, except that the host knows SynIC connections 0..8 only (the
-    // generator uses 0..16), so its INVALID_CONNECTION_ID reaches VTL0 too.
+    // The worst case for the paravisor: a host that reflects every VTL0 hypercall to VTL2
+    // (Hyper-V reflects only PostMessage/SignalEvent/RetargetDeviceInterrupt for ids it does not
+    // know; the rest of the table is the proxy's defence against hosts that do more). The host
+    // knows SynIC connections 0..8 only and the paravisor relays VTL0's ids 0..8 to them (the
+    // generator uses 0..16), so the relay's INVALID_CONNECTION_ID reaches VTL0 too.
     let scenario = Scenario {
         vp_count: vps,
-        ports: (0..KNOWN_CONNECTIONS)
-            .map(|c| (c, hvdef::Vtl::VTL0))
-            .collect(),
+        ports: (0..KNOWN_CONNECTIONS).map(|c| (c, Vtl::VTL0)).collect(),
+        reflected_codes: (0..=u16::MAX).map(HypercallCode).collect(),
         ..Scenario::for_arch(arch)
     };
+    let relay: Vec<String> = (0..KNOWN_CONNECTIONS).map(|c| format!("{c}:{c}")).collect();
     let mut config = SessionConfig::new(elf.to_path_buf(), scenario);
+    config.append = Some(format!("pv.relay={}", relay.join(",")));
     config.timeout = Duration::from_secs(60 + vtl0.len() as u64 / 2);
     config.vtl0 = vtl0;
     session::run(config)

@@ -1,15 +1,18 @@
 //! The VTL0 hypercall proxy's pure core: decode an intercepted VTL0 hypercall, validate it as the
 //! TLFS does (plus the paravisor's own memory rule), and decide per call code whether to answer
-//! it here, refuse it, forward it to the host, or raise the exception the TLFS raises instead of
-//! a result. No hypercalls and no memory access happen here; the firmware's run loop
+//! it here, refuse it, relay it to the host (through the [`RelayTable`]), or raise the exception
+//! the TLFS raises instead of a result. No hypercalls and no memory access happen here; the firmware's run loop
 //! (`crate::runloop`) carries the [`Action`] out.
 
 pub mod decode;
 pub mod policy;
+pub mod relay;
 pub mod validate;
 
 use core::ops::Range;
 use hvdef::{Control, HvStatus};
+
+pub use relay::RelayTable;
 
 /// Which instruction set VTL0 runs (the intercept message's layout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,29 +127,26 @@ impl Vtl0Memory {
 /// What to do with a validated request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Forward to the host: copy `input_len` bytes from VTL0's input GPA (memory-based) into this
-    /// VP's input page, issue `control` (already sanitised: VTL0's nested bit never passes; the
-    /// issue path adds it per the nested table), copy back `output_len` bytes (rep calls: only
-    /// completed elements, `output_element` bytes each) to VTL0's output GPA. `pin_vtl0_at` is
-    /// the offset of an `HV_INPUT_VTL` in the input that must be forced to "target VTL0".
-    /// Before issuing, the firmware runs [`policy::screen_input`] on its own copy of the input
-    /// (or `Policy::screen_fast` on the fast block): that refuses the partition ids and VTLs
-    /// `classify` cannot see in memory, and applies the pin.
+    /// Relay to the host: copy `input_len` bytes from VTL0's input GPA (memory-based) into this
+    /// VP's input page, run [`policy::screen_input`] on that copy (the connection or device
+    /// table, which `classify` cannot see in memory; it rewrites the connection id to the
+    /// host's), and issue `control` (already sanitised: VTL0's nested bit never passes; the
+    /// issue path adds it per the nested table). Relayed calls have no output. A fast call was
+    /// screened by `classify` already, on the register block.
     Forward {
         control: Control,
         input_len: usize,
-        output_len: usize,
-        /// Rep calls: bytes per output element (0 if none); simple calls: 0.
-        output_element: usize,
-        pin_vtl0_at: Option<usize>,
         /// Forward a fast call memory-based (x64 XMM fast input).
         fast_as_memory: bool,
     },
-    /// HvExtCallQueryCapabilities: write the host mask filtered by [`policy::FORWARDED_EXT_MASK`]
-    /// (8 bytes) to the output GPA.
+    /// HvExtCallQueryCapabilities: write the host mask filtered by
+    /// [`policy::RELAYED_EXT_MASK`] (8 bytes) to the output GPA.
     AnswerExtCapabilities,
     /// Complete with this status and nothing else.
     Refuse(HvStatus),
+    /// A code with no table entry: complete with HV_STATUS_INVALID_HYPERCALL_CODE (what a
+    /// hypervisor that does not implement it says), and log it: Hyper-V never sends one.
+    Unhandled,
     /// Do not complete the call: make VTL0 take #UD (x64) / an undefined-instruction exception
     /// (arm64) on the hypercall instruction, as the hypervisor itself would. A fault, so VTL0's
     /// IP stays on the instruction and its result registers keep what VTL0 had in them.
