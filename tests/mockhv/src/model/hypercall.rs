@@ -15,7 +15,9 @@
 //!    inside the GPA space, lists within one page and not overlapping → INVALID_ALIGNMENT.
 //! 6. nested: an L0 call without the nested bit reached the wrong hypervisor (its configured
 //!    status, INVALID_CONNECTION_ID by default).
-//! 7. injected faults, the rep budget, then the handler.
+//! 7. injected faults, the rep budget, then the handler. A rep call stopped short of its count
+//!    by the budget or a fault ends in TIMEOUT (IP left on the call) or, where the scenario
+//!    says so, a short SUCCESS (TLFS hypercall-interface.md §"Simple and Rep hypercalls").
 
 use std::ops::Range;
 
@@ -31,7 +33,7 @@ use hvdef::{
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::registers::{early_readable, early_writable};
-use super::scenario::FaultAction;
+use super::scenario::{BudgetEnd, FaultAction};
 use super::trace::{Abi, Event, HypercallRecord, Outcome};
 use super::{Arch, Effects, Fault, GuestMemory, InitialVpContext, Model, StartVp};
 
@@ -69,6 +71,23 @@ enum Stop {
 impl From<HvError> for Stop {
     fn from(err: HvError) -> Self {
         Stop::Status(err, 0)
+    }
+}
+
+/// Where a validated call stops: the rep index it completes up to, and how it reports ending
+/// before the rep count.
+struct RepEnd {
+    end: u16,
+    short: BudgetEnd,
+}
+
+impl RepEnd {
+    /// Stops at `end` instead if that is not later; the earlier limit says how the call ends.
+    fn cut(&mut self, end: u16, short: BudgetEnd) {
+        if end <= self.end {
+            self.end = end;
+            self.short = short;
+        }
     }
 }
 
@@ -254,12 +273,9 @@ impl Model {
             Target::Model(spec) => spec,
             Target::Host(result) => {
                 self.check_route(control, start)?;
-                let end = self.count_call(code, start, count, rep)?;
+                let stop = self.count_call(code, start, count, rep)?;
                 result.map_err(|err| Stop::Status(err, start))?;
-                if end < count {
-                    return Err(Stop::Status(HvError::TIMEOUT, end));
-                }
-                return Ok(count);
+                return Self::rep_result(stop.end, count, stop.short);
             }
         };
 
@@ -278,13 +294,13 @@ impl Model {
         };
         record.input.clone_from(&params.input);
         self.check_route(control, start)?;
-        let end = self.count_call(code, start, count, rep)?;
+        let stop = self.count_call(code, start, count, rep)?;
 
         let mut call = Call {
             vp,
             vtl,
             start,
-            end,
+            end: stop.end,
             mem,
             effects,
         };
@@ -304,8 +320,8 @@ impl Model {
                 .map_err(|err| Stop::Status(err, done))?;
         }
         result.map_err(|err| Stop::Status(err, done))?;
-        if rep && done < count {
-            return Err(Stop::Status(HvError::TIMEOUT, done));
+        if rep {
+            return Self::rep_result(done, count, stop.short);
         }
         Ok(done)
     }
@@ -489,22 +505,25 @@ impl Model {
     }
 
     /// Counts a validated call and applies injected faults and the rep budget; returns the rep
-    /// index to stop at.
+    /// index to stop at and how stopping short of `count` is reported.
     fn count_call(
         &mut self,
         code: HypercallCode,
         start: u16,
         count: u16,
         rep: bool,
-    ) -> Result<u16, Stop> {
+    ) -> Result<RepEnd, Stop> {
         let n = self.call_counts.entry(code).or_default();
         *n = n.saturating_add(1);
         let n = *n;
         let budget = self.scenario.limits.max_reps_per_call;
-        let mut end = if rep && budget != 0 {
-            count.min(start.saturating_add(budget))
-        } else {
-            count
+        let mut stop = RepEnd {
+            end: if rep && budget != 0 {
+                count.min(start.saturating_add(budget))
+            } else {
+                count
+            },
+            short: self.scenario.limits.budget_end,
         };
         let fault = self
             .scenario
@@ -521,13 +540,28 @@ impl Model {
                 );
                 return Err(Stop::Status(HvError::TIMEOUT, 0));
             }
-            Some(FaultAction::Timeout { reps }) => end = end.min(start.saturating_add(reps)),
+            Some(FaultAction::Timeout { reps }) => {
+                stop.cut(start.saturating_add(reps), BudgetEnd::Timeout);
+            }
             Some(FaultAction::ReturnedTimeout { reps }) => {
                 self.timeout_returned = true;
-                end = end.min(start.saturating_add(reps));
+                stop.cut(start.saturating_add(reps), BudgetEnd::Timeout);
+            }
+            Some(FaultAction::ShortSuccess { .. }) if !rep => {}
+            Some(FaultAction::ShortSuccess { reps }) => {
+                stop.cut(start.saturating_add(reps), BudgetEnd::ShortSuccess);
             }
         }
-        Ok(end)
+        Ok(stop)
+    }
+
+    /// The result of a rep call that completed `done` of `count` reps without an element
+    /// error: SUCCESS when all are done, else what `short` says (TIMEOUT, or a short SUCCESS).
+    fn rep_result(done: u16, count: u16, short: BudgetEnd) -> Result<u16, Stop> {
+        match short {
+            BudgetEnd::Timeout if done < count => Err(Stop::Status(HvError::TIMEOUT, done)),
+            _ => Ok(done),
+        }
     }
 
     // ---- Handlers -----------------------------------------------------------------------------

@@ -68,6 +68,27 @@ pub enum FaultAction {
     /// (the caller sees the status and re-issues from "reps completed" itself): how a host that
     /// bounds its time per call without re-executing behaves, and what callers must survive.
     ReturnedTimeout { reps: u16 },
+    /// Complete `reps` more elements, then report SUCCESS with the absolute reps completed and
+    /// the IP advanced, although fewer reps than asked are done. The TLFS allows it
+    /// (hypercall-interface.md §"Simple and Rep hypercalls": the hypervisor "is not required to
+    /// process the entire list" before returning; §"Hypercall Continuation"); Linux
+    /// `hv_do_rep_hypercall` re-issues from reps completed; OpenHCL's `invoke_hvcall_ioctl`
+    /// asserts it never happens. `reps: 0` breaks the TLFS's "at least one rep" guarantee: a
+    /// host that never makes progress. A simple call has no reps to fall short of and runs as
+    /// usual.
+    ShortSuccess { reps: u16 },
+}
+
+/// How a rep call that used up [`Limits::max_reps_per_call`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BudgetEnd {
+    /// HV_STATUS_TIMEOUT with the IP left on the call, which re-executes from reps completed
+    /// (TLFS §"Hypercall Continuation"; OpenVMM `hv1_hypercall` `complete`/`retry`).
+    #[default]
+    Timeout,
+    /// SUCCESS with fewer reps completed than asked, IP advanced: the caller continues from reps
+    /// completed itself (see [`FaultAction::ShortSuccess`] for the sources).
+    ShortSuccess,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,9 +97,11 @@ pub struct Limits {
     pub max_vps: u32,
     /// CPUID 0x40000005 EBX.
     pub max_lps: u32,
-    /// A rep call completes at most this many elements per invocation before timing out (the
+    /// A rep call completes at most this many elements per invocation before it returns (the
     /// TLFS's ~50 µs budget); 0 = no limit.
     pub max_reps_per_call: u16,
+    /// How a call that reaches `max_reps_per_call` ends.
+    pub budget_end: BudgetEnd,
     /// Width of the GPA space: parameter lists beyond it are `HV_STATUS_INVALID_ALIGNMENT`, a
     /// hypercall page beyond it is #GP.
     pub gpa_bits: u8,
@@ -93,6 +116,7 @@ impl Default for Limits {
             max_vps: 64,
             max_lps: 64,
             max_reps_per_call: 0,
+            budget_end: BudgetEnd::Timeout,
             gpa_bits: 48,
             vtl0_retries: 8,
         }
