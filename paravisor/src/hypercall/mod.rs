@@ -309,8 +309,7 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
             while let Some(start) = rep.next_start() {
                 // SetVpRegisters has no output, so the block is the same for every issue and
                 // only the first can find it too big for the ABI (then: memory-based below).
-                let Some(out) = self.issue_fast(rep.control(start), &mut regs[..fast_words])
-                else {
+                let Some(out) = self.issue_fast(rep.control(start), &mut regs[..fast_words]) else {
                     break;
                 };
                 rep.after(start, out)?;
@@ -418,7 +417,11 @@ impl RepProgress {
             }
             HvStatus::TIMEOUT => {
                 let completed = completed.clamp(start, count);
-                self.stalled = if completed == start { self.stalled + 1 } else { 0 };
+                self.stalled = if completed == start {
+                    self.stalled + 1
+                } else {
+                    0
+                };
                 if self.stalled > MAX_STALLED_RETRIES {
                     return Err(HvError::TIMEOUT.into());
                 }

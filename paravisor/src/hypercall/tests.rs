@@ -16,8 +16,8 @@ use hvdef::{
     HvPartitionPrivilegeMask, SyntheticRegister, Vtl, HV_MESSAGE_PAYLOAD_SIZE, HV_SYNIC_VERSION_1,
 };
 use mockhv::model::{
-    Abi, Arch, BudgetEnd, FaultAction, GuestMemory, HypercallRecord, InjectedFault, MemoryError, Model,
-    Outcome, Scenario, TestMemory, X64HypercallRegs,
+    Abi, Arch, BudgetEnd, FaultAction, GuestMemory, HypercallRecord, InjectedFault, MemoryError,
+    Model, Outcome, Scenario, TestMemory, X64HypercallRegs,
 };
 
 use super::*;

@@ -11,8 +11,10 @@
 //! 4. rep count / rep start / variable header against the call's kind → INVALID_HYPERCALL_INPUT;
 //!    an extended call with the fast bit → INVALID_PARAMETER (KVM).
 //! 5. fast: input and output must fit the register block (INVALID_HYPERCALL_INPUT; on x64
-//!    without XMM fast hypercalls, needing XMM is #UD per the TLFS). Memory: GPAs 8-byte aligned,
-//!    inside the GPA space, lists within one page and not overlapping → INVALID_ALIGNMENT.
+//!    without XMM fast hypercalls, needing XMM is #UD per the TLFS). Memory: GPAs 8-byte aligned
+//!    and inside the GPA space → INVALID_ALIGNMENT; a list crossing a page → the scenario's
+//!    status (TLFS: INVALID_ALIGNMENT); overlapping lists → tolerated unless the scenario says
+//!    otherwise (see `memory_params`).
 //! 6. nested: an L0 call without the nested bit reached the wrong hypervisor (its configured
 //!    status, INVALID_CONNECTION_ID by default).
 //! 7. injected faults, the rep budget, then the handler. A rep call stopped short of its count
@@ -33,7 +35,7 @@ use hvdef::{
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::registers::{early_readable, early_writable};
-use super::scenario::{BudgetEnd, FaultAction};
+use super::scenario::{BudgetEnd, FaultAction, Overlap};
 use super::trace::{Abi, Event, HypercallRecord, Outcome};
 use super::{Arch, Effects, Fault, GuestMemory, InitialVpContext, Model, StartVp};
 
@@ -450,12 +452,13 @@ impl Model {
         })
     }
 
-    /// TLFS alignment rules for memory-based lists (GPAs are ignored for empty lists). Overlap:
-    /// the TLFS forbids it in the same sentence as page crossing but names no status; the model
-    /// reports INVALID_ALIGNMENT like the crossing rule. Real Hyper-V tolerated it (Linux's
-    /// get_vtl overlapped until 2025), so this mock is stricter on purpose. Page crossing is
-    /// INVALID_ALIGNMENT per the TLFS, where OpenVMM returns INVALID_HYPERCALL_INPUT. Memory the
-    /// guest does not have is treated as a GPA beyond the GPA space: INVALID_ALIGNMENT.
+    /// TLFS alignment rules for memory-based lists (GPAs are ignored for empty lists). Each
+    /// list in turn, input first, in OpenVMM's order (support.rs `check_buffer`): crossing a
+    /// page → `Scenario::page_crossing_status`; a GPA not 8-byte aligned → INVALID_ALIGNMENT
+    /// (TLFS and OpenVMM); a list beyond the GPA space → INVALID_ALIGNMENT (TLFS). Then
+    /// overlapping lists as `Scenario::overlap` says. Memory the guest does not have is treated
+    /// as beyond the GPA space (the TLFS has the hypervisor send a memory intercept message,
+    /// which the model cannot; OpenVMM answers INVALID_HYPERCALL_INPUT).
     fn memory_params(
         &self,
         req: &Request,
@@ -468,22 +471,23 @@ impl Model {
             if len == 0 {
                 return Ok(gpa..gpa);
             }
+            if (gpa % HV_PAGE_SIZE) + len as u64 > HV_PAGE_SIZE {
+                return Err(self.scenario.page_crossing_status);
+            }
             let end = gpa.checked_add(len as u64);
-            let in_space = end.is_some_and(|end| end <= limit);
-            let one_page = (gpa % HV_PAGE_SIZE) + len as u64 <= HV_PAGE_SIZE;
-            if !gpa.is_multiple_of(8) || !in_space || !one_page {
+            if !gpa.is_multiple_of(8) || !end.is_some_and(|end| end <= limit) {
                 return Err(HvError::INVALID_ALIGNMENT);
             }
             Ok(gpa..gpa + len as u64)
         };
         let input = check(req.input_gpa, in_len)?;
         let output = check(req.output_gpa, out_len)?;
-        if !input.is_empty()
+        let overlap = !input.is_empty()
             && !output.is_empty()
             && input.start < output.end
-            && output.start < input.end
-        {
-            return Err(HvError::INVALID_ALIGNMENT.into());
+            && output.start < input.end;
+        if let (true, Overlap::Status(err)) = (overlap, self.scenario.overlap) {
+            return Err(err.into());
         }
         // Both lists must be accessible before the call runs; reading the output range is how
         // the model asks whether it is there.

@@ -29,7 +29,7 @@ use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, Hyperca
 
 pub use crate::qemu::Arch;
 pub use memory::{GuestMemory, MemoryError, TestMemory};
-pub use scenario::{BudgetEnd, FaultAction, InjectedFault, Limits, Scenario};
+pub use scenario::{BudgetEnd, FaultAction, InjectedFault, Limits, Overlap, Scenario};
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
 pub use vtl::{Vtl0Call, Vtl0Result, Vtl0Script};
 pub use x86_64::{

@@ -45,6 +45,28 @@ pub struct Scenario {
     pub host_connections: Option<BTreeSet<u32>>,
     pub faults: Vec<InjectedFault>,
     pub limits: Limits,
+    /// The status of a memory-based parameter list that crosses a page boundary. Default
+    /// INVALID_ALIGNMENT: TLFS hypercall-interface.md §"Hypercall Inputs"/"Alignment
+    /// Requirements" lists "a parameter list that spans pages" under it. OpenVMM's
+    /// `hv1_hypercall` (support.rs `HypercallParseError::Straddle`) returns
+    /// INVALID_HYPERCALL_INPUT instead.
+    pub page_crossing_status: HvError,
+    /// What happens when a memory-based call's input and output lists overlap.
+    pub overlap: Overlap,
+}
+
+/// A memory-based call whose input and output lists share bytes. The TLFS says the lists "must
+/// not overlap" (hypercall-interface.md, in the page-crossing sentence) but names no status;
+/// OpenVMM's `hv1_hypercall` does not check it (support.rs `dispatch_inner` checks only page
+/// straddling and alignment); real Hyper-V ran Linux's `get_vtl`, whose output overlapped its
+/// input until a January 2025 fix. So the default is to tolerate it: the model copies the input
+/// in before writing any output, as both implementations do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overlap {
+    #[default]
+    Tolerated,
+    /// A stricter host: the call fails with this status before doing anything.
+    Status(HvError),
 }
 
 /// Replaces the outcome of one call of `code`.
@@ -201,6 +223,8 @@ impl Default for Scenario {
             host_connections: None,
             faults: Vec::new(),
             limits: Limits::default(),
+            page_crossing_status: HvError::INVALID_ALIGNMENT,
+            overlap: Overlap::Tolerated,
         }
     }
 }

@@ -203,7 +203,10 @@ pub(crate) fn hypercall_page_sites() -> Vec<(u64, VmcallKind)> {
         // The `vmcall` follows the register move and the 5-byte `mov r32, imm32`.
         (u64::from(offset) + mov.len() as u64 + 5, kind)
     });
-    [(0, VmcallKind::Hypercall)].into_iter().chain(stubs).collect()
+    [(0, VmcallKind::Hypercall)]
+        .into_iter()
+        .chain(stubs)
+        .collect()
 }
 
 /// Where a synthetic MSR lives.
