@@ -623,6 +623,14 @@ impl Model {
 
     /// The Get/SetVpRegisters header: the partition must be "self", the VP self or in range,
     /// and an explicit target VTL no higher than the caller's and enabled on that VP.
+    ///
+    /// Sources: the TLFS v6.0b PDF lists ACCESS_DENIED, INVALID_PARTITION_ID, INVALID_VP_INDEX and
+    /// INVALID_PARAMETER (bad register name) for both calls (OpenVMM's WHP backend, which
+    /// supports only "self", answers INVALID_PARAMETER for a foreign partition or VP); reserved
+    /// `HV_INPUT_VTL` bits are INVALID_PARAMETER (OpenVMM hvdef `HvInputVtl::target_vtl`); a
+    /// target VTL above the caller's is ACCESS_DENIED (OpenVMM virt_whp `get_vp_registers`/
+    /// `set_vp_registers`). No source gives: a non-zero RsvdZ header byte and a target VTL not
+    /// enabled on the VP, both INVALID_PARAMETER here (OpenVMM checks neither).
     fn register_target(&self, call: &Call<'_>, input: &[u8]) -> HvResult<(u32, Vtl)> {
         let (hdr, _) = HvInputGetVpRegisters::read_from_prefix(input)
             .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)?;
@@ -652,7 +660,11 @@ impl Model {
     }
 
     /// The shared part of EnableVpVtl and StartVirtualProcessor: the target VP and VTL (enabled
-    /// for the partition, no higher than the caller's) and the initial context.
+    /// for the partition, no higher than the caller's) and the initial context. INVALID_PARTITION_ID
+    /// and INVALID_VP_INDEX are TLFS HvCallStartVirtualProcessor's return values; non-zero RsvdZ
+    /// is INVALID_PARAMETER as OpenVMM's `hv1_hypercall` (support.rs
+    /// `x64_start_vp_validates_reserved_fields`). A VTL not enabled for the partition
+    /// (INVALID_PARAMETER) and a VTL above the caller's (ACCESS_DENIED) have no source.
     fn vp_context_target(
         &self,
         call: &Call<'_>,
@@ -699,7 +711,8 @@ impl Model {
     }
 
     /// Enabling a VTL twice is VTL_ALREADY_ENABLED (the TLFS says it fails without a status;
-    /// Linux expects 0x86). The VP does not run: that is StartVirtualProcessor's job.
+    /// Linux expects 0x86; OpenVMM virt_whp `enable_vp_vtl` returns it). The VP does not run:
+    /// that is StartVirtualProcessor's job.
     fn enable_vp_vtl(
         &mut self,
         call: &mut Call<'_>,
@@ -720,7 +733,9 @@ impl Model {
     }
 
     /// The target VTL must be enabled on the target VP and the VP not yet running; both are
-    /// INVALID_VP_STATE (the TLFS names no status).
+    /// INVALID_VP_STATE, TLFS HvCallStartVirtualProcessor's status for a VP "not in the correct
+    /// state" (it also lists INVALID_VTL_STATE, "the VTL state conflicts with the requested
+    /// operation", which could be the one for a VTL not enabled on the VP: no source says).
     fn start_virtual_processor(
         &mut self,
         call: &mut Call<'_>,

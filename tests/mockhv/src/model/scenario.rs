@@ -46,8 +46,8 @@ pub struct Scenario {
     pub faults: Vec<InjectedFault>,
     pub limits: Limits,
     /// The status of a memory-based parameter list that crosses a page boundary. Default
-    /// INVALID_ALIGNMENT: TLFS hypercall-interface.md §"Hypercall Inputs"/"Alignment
-    /// Requirements" lists "a parameter list that spans pages" under it. OpenVMM's
+    /// INVALID_ALIGNMENT: TLFS hypercall-interface.md §"Common Hypercall Status Codes" lists
+    /// "the specified input or output parameter lists spans pages" under it. OpenVMM's
     /// `hv1_hypercall` (support.rs `HypercallParseError::Straddle`) returns
     /// INVALID_HYPERCALL_INPUT instead.
     pub page_crossing_status: HvError,
@@ -55,8 +55,9 @@ pub struct Scenario {
     pub overlap: Overlap,
 }
 
-/// A memory-based call whose input and output lists share bytes. The TLFS says the lists "must
-/// not overlap" (hypercall-interface.md, in the page-crossing sentence) but names no status;
+/// A memory-based call whose input and output lists share bytes. The TLFS says the lists "cannot
+/// overlap or cross page boundaries" (hypercall-interface.md §"Alignment Requirements") but its
+/// status table names only the crossing (§"Common Hypercall Status Codes");
 /// OpenVMM's `hv1_hypercall` does not check it (support.rs `dispatch_inner` checks only page
 /// straddling and alignment); real Hyper-V ran Linux's `get_vtl`, whose output overlapped its
 /// input until a January 2025 fix. So the default is to tolerate it: the model copies the input
