@@ -474,8 +474,8 @@ impl Model {
             if (gpa % HV_PAGE_SIZE) + len as u64 > HV_PAGE_SIZE {
                 return Err(self.scenario.page_crossing_status);
             }
-            let end = gpa.checked_add(len as u64);
-            if !gpa.is_multiple_of(8) || !end.is_some_and(|end| end <= limit) {
+            let beyond_space = gpa.checked_add(len as u64).is_none_or(|end| end > limit);
+            if !gpa.is_multiple_of(8) || beyond_space {
                 return Err(HvError::INVALID_ALIGNMENT);
             }
             Ok(gpa..gpa + len as u64)
