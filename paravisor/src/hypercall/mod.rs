@@ -1,5 +1,5 @@
 //! The one hypercall path. Every hypercall the paravisor makes is built in this VP's input
-//! page, issued by [`Hypercall::issue`] (which alone decides the nested bit, from the boot-time
+//! page, issued by `Hypercall::issue` (which alone decides the nested bit, from the boot-time
 //! [`NestedTable`]) and read back from this VP's output page.
 //!
 //! The layer is generic over [`HypercallAbi`], the per-arch instruction, so it runs unchanged in
