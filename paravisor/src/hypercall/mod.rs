@@ -1,5 +1,5 @@
 //! The one hypercall path. Every hypercall the paravisor makes is built in this VP's input
-//! page, issued by [`Hypercall::issue`] (which alone decides the nested bit, from the boot-time
+//! page, issued by `Hypercall::issue` (which alone decides the nested bit, from the boot-time
 //! [`NestedTable`]) and read back from this VP's output page.
 //!
 //! The layer is generic over [`HypercallAbi`], the per-arch instruction, so it runs unchanged in
@@ -22,7 +22,7 @@ pub const GET_REGISTERS_PER_CALL: usize = PAGE_SIZE / size_of::<HvRegisterValue>
 /// Most registers per SetVpRegisters: header plus 32-byte elements must fit one page.
 pub const SET_REGISTERS_PER_CALL: usize =
     (PAGE_SIZE - size_of::<HvInputGetVpRegisters>()) / size_of::<HvRegisterAssoc>();
-/// How often a rep call that timed out without progress is re-issued before giving up.
+/// How often in a row a rep call that timed out without progress is re-issued before giving up.
 const MAX_STALLED_RETRIES: u32 = 16;
 
 /// A hypercall input or output page.
@@ -59,6 +59,15 @@ pub enum Error {
     TooLarge {
         bytes: usize,
     },
+    /// The host answered rep call `code` (reps `start..count` asked) with SUCCESS but reps
+    /// completed `completed` not beyond `start` (no progress) or beyond `count`: a host that
+    /// breaks the TLFS's "at least one rep" guarantee or its result format. Not re-issued.
+    BadRepSuccess {
+        code: HypercallCode,
+        start: u16,
+        completed: u16,
+        count: u16,
+    },
 }
 
 impl From<HvError> for Error {
@@ -72,6 +81,15 @@ impl core::fmt::Display for Error {
         match self {
             Error::Hv(e) => write!(f, "{e}"),
             Error::TooLarge { bytes } => write!(f, "{bytes} bytes do not fit a hypercall page"),
+            Error::BadRepSuccess {
+                code,
+                start,
+                completed,
+                count,
+            } => write!(
+                f,
+                "{code:?}: SUCCESS with reps completed {completed} for reps {start}..{count}"
+            ),
         }
     }
 }
@@ -214,7 +232,7 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
 
     /// A rep call: `header` then `count` input elements of `elements.len() / count` bytes
     /// (none if empty), output elements of `out_size` bytes into `output`. Split into chunks
-    /// that fit one page; a chunk that times out is resumed from "reps completed".
+    /// that fit one page; each chunk is issued until complete (see [`RepProgress`]).
     fn rep_call(
         &mut self,
         code: HypercallCode,
@@ -249,33 +267,17 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
             let chunk_in = &elements[done_total * in_size..(done_total + n) * in_size];
             self.input.0[..header.len()].copy_from_slice(header);
             self.input.0[header.len()..header.len() + chunk_in.len()].copy_from_slice(chunk_in);
-            let mut start = 0usize;
-            let mut stalled = 0;
-            loop {
-                let control = Control::new()
-                    .with_code(code)
-                    .with_rep_count(n as u16)
-                    .with_rep_start(start as u16);
-                let out = self.issue(control);
-                let completed = (out.reps_completed() as usize).clamp(start, n);
-                let base = done_total * out_size;
-                output[base + start * out_size..base + completed * out_size]
-                    .copy_from_slice(&self.output.0[start * out_size..completed * out_size]);
-                match out.status() {
-                    HvStatus::SUCCESS if completed == n => break,
-                    HvStatus::SUCCESS => {
-                        // Success must complete every rep; a short count is a broken host.
-                        return Err(HvError::INVALID_HYPERCALL_INPUT.into());
-                    }
-                    HvStatus::TIMEOUT => {
-                        stalled = if completed == start { stalled + 1 } else { 0 };
-                        if stalled > MAX_STALLED_RETRIES {
-                            return Err(HvError::TIMEOUT.into());
-                        }
-                        start = completed;
-                    }
-                    status => return Err(status.result().err().unwrap_or(HvError::TIMEOUT).into()),
-                }
+            let chunk_out = &mut output[done_total * out_size..(done_total + n) * out_size];
+            let mut rep = RepProgress::new(code, n as u16);
+            while let Some(start) = rep.next_start() {
+                let out = self.issue(rep.control(start));
+                // The elements this issue completed (none if it went backwards or failed
+                // before any); the hypervisor writes them from rep start on.
+                let at = usize::from(start) * out_size;
+                let completed = usize::from(out.reps_completed()).clamp(start.into(), n);
+                chunk_out[at..completed * out_size]
+                    .copy_from_slice(&self.output.0[at..completed * out_size]);
+                rep.after(start, out)?;
             }
             done_total += n;
         }
@@ -332,11 +334,17 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
             let block = regs[..fast_words].as_mut_bytes();
             block[..16].copy_from_slice(header.as_bytes());
             block[16..].copy_from_slice(assocs.as_bytes());
-            let control = Control::new()
-                .with_code(HypercallCode::SET_VP_REGISTERS)
-                .with_rep_count(assocs.len() as u16);
-            if let Some(out) = self.issue_fast(control, &mut regs[..fast_words]) {
-                return Ok(out.result()?);
+            let mut rep = RepProgress::new(HypercallCode::SET_VP_REGISTERS, assocs.len() as u16);
+            while let Some(start) = rep.next_start() {
+                // SetVpRegisters has no output, so the block is the same for every issue and
+                // only the first can find it too big for the ABI (then: memory-based below).
+                let Some(out) = self.issue_fast(rep.control(start), &mut regs[..fast_words]) else {
+                    break;
+                };
+                rep.after(start, out)?;
+            }
+            if rep.next_start().is_none() {
+                return Ok(());
             }
         }
         for chunk in assocs.chunks(SET_REGISTERS_PER_CALL) {
@@ -367,6 +375,90 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         let mut mask = [0u8; 8];
         self.call(HypercallCode::EXT_QUERY_CAPABILITIES, &[], &mut mask)?;
         Ok(u64::from_le_bytes(mask))
+    }
+}
+
+/// One rep call (up to one page of elements) issued until every rep is done.
+///
+/// The hypervisor may return before the end of the list in two ways, and both are continued
+/// from "reps completed" (bits 43:32 of the result, absolute, not relative to the rep start):
+/// - HV_STATUS_TIMEOUT: the TLFS continuation (hypercall-interface.md §"Hypercall
+///   Continuation"). A host that re-executes the call never shows it; one that hands it back
+///   (OpenHCL's `invoke_hvcall_ioctl` re-issues on it) gets the call re-issued here.
+/// - SUCCESS with fewer reps completed than asked: the TLFS lets the hypervisor stop before the
+///   end of the list (§"Simple and Rep hypercalls": it "is not required to process the entire
+///   list"), and Linux `hv_do_rep_hypercall` continues such a SUCCESS from reps completed.
+///   (OpenHCL asserts it never happens; OpenVMM's emulator never produces it.)
+///
+/// A continuation must make progress. TIMEOUT without progress is re-issued at most
+/// [`MAX_STALLED_RETRIES`] times in a row, then is the call's error; progress by either kind of
+/// return resets the count. A SUCCESS whose reps completed is not beyond the rep start (no
+/// progress: the TLFS guarantees at least one rep) or beyond the rep count cannot be continued
+/// from and is [`Error::BadRepSuccess`] at once. Any other status is the call's error.
+struct RepProgress {
+    code: HypercallCode,
+    count: u16,
+    /// The next rep start, or `None` when the call is complete.
+    next: Option<u16>,
+    /// TIMEOUTs in a row without progress.
+    stalled: u32,
+}
+
+impl RepProgress {
+    fn new(code: HypercallCode, count: u16) -> Self {
+        RepProgress {
+            code,
+            count,
+            next: Some(0),
+            stalled: 0,
+        }
+    }
+
+    /// Where the next issue starts, or `None` when every rep is done.
+    fn next_start(&self) -> Option<u16> {
+        self.next
+    }
+
+    /// The control word of an issue from rep `start`.
+    fn control(&self, start: u16) -> Control {
+        Control::new()
+            .with_code(self.code)
+            .with_rep_count(self.count)
+            .with_rep_start(start)
+    }
+
+    /// Takes the result of the issue from `start`.
+    fn after(&mut self, start: u16, out: HypercallOutput) -> Result<()> {
+        let (count, completed) = (self.count, out.reps_completed());
+        self.next = match out.status() {
+            HvStatus::SUCCESS if completed == count => None,
+            HvStatus::SUCCESS if completed > start && completed < count => {
+                self.stalled = 0;
+                Some(completed)
+            }
+            HvStatus::SUCCESS => {
+                return Err(Error::BadRepSuccess {
+                    code: self.code,
+                    start,
+                    completed,
+                    count,
+                })
+            }
+            HvStatus::TIMEOUT => {
+                let completed = completed.clamp(start, count);
+                self.stalled = if completed == start {
+                    self.stalled + 1
+                } else {
+                    0
+                };
+                if self.stalled > MAX_STALLED_RETRIES {
+                    return Err(HvError::TIMEOUT.into());
+                }
+                Some(completed)
+            }
+            status => return Err(status.result().err().unwrap_or(HvError::TIMEOUT).into()),
+        };
+        Ok(())
     }
 }
 

@@ -16,8 +16,8 @@ use hvdef::{
     HvPartitionPrivilegeMask, SyntheticRegister, Vtl, HV_MESSAGE_PAYLOAD_SIZE, HV_SYNIC_VERSION_1,
 };
 use mockhv::model::{
-    Abi, Arch, FaultAction, GuestMemory, HypercallRecord, InjectedFault, MemoryError, Model,
-    Outcome, Scenario, TestMemory, X64HypercallRegs,
+    Abi, Arch, BudgetEnd, FaultAction, GuestMemory, HypercallRecord, InjectedFault, MemoryError,
+    Model, Outcome, Scenario, TestMemory, X64HypercallRegs,
 };
 
 use super::*;
@@ -654,6 +654,327 @@ fn a_timeout_without_progress_gives_up() {
             assert_eq!(get_all(hv, &names).unwrap(), expected(&names, &expect));
             let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
             assert_eq!(gets.len(), 101, "{arch:?}");
+        });
+    }
+}
+
+// ---- 2b. Short SUCCESS -------------------------------------------------------------------------
+
+fn faults_of(
+    code: HypercallCode,
+    faults: impl IntoIterator<Item = (u32, FaultAction)>,
+) -> Vec<InjectedFault> {
+    faults
+        .into_iter()
+        .map(|(nth, action)| InjectedFault { code, nth, action })
+        .collect()
+}
+
+/// SetVpRegisters calls the harness's boot makes before the test (arm64 sets the guest OS id).
+fn boot_sets(arch: Arch) -> u32 {
+    match arch {
+        Arch::X86_64 => 0,
+        Arch::Aarch64 => 1,
+    }
+}
+
+/// TLFS hypercall-interface.md §"Simple and Rep hypercalls": the host "is not required to
+/// process the entire list" before returning; Linux `hv_do_rep_hypercall` continues a SUCCESS
+/// with fewer reps completed from reps completed. The layer must too, for every chunk.
+#[test]
+fn a_short_success_chunk_continues_from_reps_completed() {
+    let ok = HvStatus::SUCCESS;
+    for arch in Arch::ALL {
+        // The second GetVpRegisters chunk (256 names) stops after 100.
+        let scenario = Scenario {
+            faults: get_faults([(2, FaultAction::ShortSuccess { reps: 100 })]),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let (names, expect) = known_registers(hv, 600);
+            let values = get_all(hv, &names);
+            assert_eq!(values, Ok(expected(&names, &expect)), "{arch:?}");
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            let shapes: Vec<_> = gets.iter().map(shape).collect();
+            assert_eq!(
+                shapes,
+                [
+                    (256, 0, ok, 256),
+                    (256, 0, ok, 100),
+                    (256, 100, ok, 256),
+                    (88, 0, ok, 88)
+                ],
+                "{arch:?}"
+            );
+            // The continuation re-sends the same chunk; the host writes from rep start on.
+            assert_eq!(gets[1].input, gets[2].input);
+            let written: Vec<_> = gets.iter().map(|r| r.output.len() / 16).collect();
+            assert_eq!(written, [256, 100, 156, 88], "{arch:?}");
+        });
+
+        // The second SetVpRegisters chunk (127 writes) stops after 50.
+        let nth = boot_sets(arch) + 2;
+        let scenario = Scenario {
+            faults: faults_of(
+                HypercallCode::SET_VP_REGISTERS,
+                [(nth, FaultAction::ShortSuccess { reps: 50 })],
+            ),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let writes = assocs(300);
+            assert_eq!(hv.set_vp_registers(VpTarget::SELF, &writes), Ok(()));
+            let sets = env.calls_of(HypercallCode::SET_VP_REGISTERS);
+            let shapes: Vec<_> = sets.iter().map(shape).collect();
+            assert_eq!(
+                shapes,
+                [
+                    (127, 0, ok, 127),
+                    (127, 0, ok, 50),
+                    (127, 50, ok, 127),
+                    (46, 0, ok, 46)
+                ],
+                "{arch:?}"
+            );
+            assert_eq!(sets[1].input, sets[2].input);
+            assert_eq!(
+                sets[2].input,
+                [self_header(), writes[127..254].as_bytes().to_vec()].concat()
+            );
+            let last: BTreeMap<_, _> = writes.iter().map(|a| (a.name, a.value)).collect();
+            let names: Vec<_> = last.keys().copied().collect();
+            assert_eq!(get_all(hv, &names).unwrap(), expected(&names, &last));
+        });
+    }
+}
+
+/// A fast SetVpRegisters (arm64: header and up to 3 writes fit X2..X17) that comes back short
+/// is continued fast, with the same register block.
+#[test]
+fn a_short_success_of_a_fast_set_is_continued() {
+    let ok = HvStatus::SUCCESS;
+    for arch in Arch::ALL {
+        let scenario = Scenario {
+            faults: faults_of(
+                HypercallCode::SET_VP_REGISTERS,
+                [(boot_sets(arch) + 1, FaultAction::ShortSuccess { reps: 1 })],
+            ),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let writes = assocs(3);
+            assert_eq!(hv.set_vp_registers(VpTarget::SELF, &writes), Ok(()));
+            let sets = env.calls_of(HypercallCode::SET_VP_REGISTERS);
+            let shapes: Vec<_> = sets.iter().map(shape).collect();
+            assert_eq!(shapes, [(3, 0, ok, 1), (3, 1, ok, 3)], "{arch:?}");
+            for r in &sets {
+                let fast = Control::from_bits(r.control).fast();
+                assert_eq!(fast, arch == Arch::Aarch64, "{arch:?}");
+                assert_eq!(
+                    r.input,
+                    [self_header(), writes.as_bytes().to_vec()].concat()
+                );
+            }
+            let names: Vec<_> = writes.iter().map(|a| a.name).collect();
+            let values: Vec<_> = writes.iter().map(|a| a.value).collect();
+            assert_eq!(get_all(hv, &names).unwrap(), values);
+        });
+    }
+}
+
+/// A host whose per-call budget ends in SUCCESS rather than TIMEOUT: one rep per call.
+#[test]
+fn a_budget_ending_in_short_success_is_continued() {
+    for arch in Arch::ALL {
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.limits.max_reps_per_call = 1;
+        scenario.limits.budget_end = BudgetEnd::ShortSuccess;
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let (names, expect) = known_registers(hv, 20);
+            assert_eq!(get_all(hv, &names), Ok(expected(&names, &expect)));
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            let shapes: Vec<_> = gets.iter().map(shape).collect();
+            let expect: Vec<_> = (0..20).map(|i| (20, i, HvStatus::SUCCESS, i + 1)).collect();
+            assert_eq!(shapes, expect, "{arch:?}");
+
+            let before = env.calls_of(HypercallCode::SET_VP_REGISTERS).len();
+            hv.set_vp_registers(VpTarget::SELF, &assocs(3)).unwrap();
+            let sets = env.calls_of(HypercallCode::SET_VP_REGISTERS)[before..].to_vec();
+            let starts: Vec<_> = sets.iter().map(|r| shape(r).1).collect();
+            assert_eq!(starts, [0, 1, 2], "{arch:?}");
+        });
+    }
+}
+
+/// A SUCCESS without progress is a broken host: a clear error naming the call, never a loop.
+#[test]
+fn a_short_success_without_progress_is_an_error_naming_the_call() {
+    for arch in Arch::ALL {
+        let never = (1..=100).map(|nth| (nth, FaultAction::ShortSuccess { reps: 0 }));
+        let scenario = Scenario {
+            faults: get_faults(never),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let (names, _) = known_registers(hv, 20);
+            let err = get_all(hv, &names).unwrap_err();
+            let bad = Error::BadRepSuccess {
+                code: HypercallCode::GET_VP_REGISTERS,
+                start: 0,
+                completed: 0,
+                count: 20,
+            };
+            assert_eq!(err, bad, "{arch:?}");
+            assert_eq!(
+                err.to_string(),
+                "GET_VP_REGISTERS: SUCCESS with reps completed 0 for reps 0..20"
+            );
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            assert_eq!(gets.len(), 1, "{arch:?}: not re-issued");
+        });
+
+        // Progress first, then none: the error names where it stuck.
+        let scenario = Scenario {
+            faults: get_faults([
+                (1, FaultAction::ShortSuccess { reps: 5 }),
+                (2, FaultAction::ShortSuccess { reps: 0 }),
+            ]),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let (names, _) = known_registers(hv, 20);
+            let bad = Error::BadRepSuccess {
+                code: HypercallCode::GET_VP_REGISTERS,
+                start: 5,
+                completed: 5,
+                count: 20,
+            };
+            assert_eq!(get_all(hv, &names), Err(bad), "{arch:?}");
+            assert_eq!(env.calls_of(HypercallCode::GET_VP_REGISTERS).len(), 2);
+        });
+    }
+}
+
+/// Rewrites the reps completed of the `nth` (1-based) memory-based result the layer sees.
+struct Rewrite {
+    inner: ModelAbi,
+    nth: u32,
+    seen: u32,
+    reps_completed: u16,
+}
+
+impl HypercallAbi for Rewrite {
+    fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64 {
+        let result = self.inner.call(control, input, output);
+        self.seen += 1;
+        if self.seen != self.nth {
+            return result;
+        }
+        HypercallOutput::from_bits(result)
+            .with_reps_completed(self.reps_completed)
+            .into_bits()
+    }
+
+    fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64> {
+        self.inner.call_fast(control, regs)
+    }
+}
+
+/// SUCCESS with reps completed beyond the count, or behind the rep start, is not a result the
+/// layer can continue from: an error, with nothing re-issued.
+#[test]
+fn a_success_with_reps_completed_out_of_range_is_an_error() {
+    // Memory-based calls before the test's GetVpRegisters: known_registers' one Set (arm64's
+    // boot Set is fast).
+    const BEFORE: u32 = 1;
+    for arch in Arch::ALL {
+        let cases = [
+            // 21 of 20.
+            (BEFORE + 1, 21, Vec::new(), 0),
+            // The first call stops at 5, the second claims 3.
+            (
+                BEFORE + 2,
+                3,
+                get_faults([(1, FaultAction::ShortSuccess { reps: 5 })]),
+                5,
+            ),
+        ];
+        for (nth, reps_completed, faults, start) in cases {
+            let scenario = Scenario {
+                faults,
+                ..Scenario::for_arch(arch)
+            };
+            let wrap = |inner| Rewrite {
+                inner,
+                nth,
+                seen: 0,
+                reps_completed,
+            };
+            run_with(scenario, &NestedTable::NONE, wrap, |hv, env| {
+                let (names, _) = known_registers(hv, 20);
+                let bad = Error::BadRepSuccess {
+                    code: HypercallCode::GET_VP_REGISTERS,
+                    start,
+                    completed: reps_completed,
+                    count: 20,
+                };
+                assert_eq!(get_all(hv, &names), Err(bad), "{arch:?}");
+                let calls = env.calls_of(HypercallCode::GET_VP_REGISTERS).len() as u32;
+                assert_eq!(calls, nth - BEFORE, "{arch:?}: nothing re-issued");
+            });
+        }
+    }
+}
+
+/// TIMEOUT and short SUCCESS in one call: each resumes from reps completed, and progress by
+/// either resets the no-progress bound.
+#[test]
+fn timeouts_and_short_successes_mix() {
+    for (arch, reexecute) in Arch::ALL.into_iter().flat_map(|a| [(a, false), (a, true)]) {
+        let scenario = Scenario {
+            faults: get_faults([
+                (1, FaultAction::Timeout { reps: 5 }),
+                (2, FaultAction::ShortSuccess { reps: 5 }),
+            ]),
+            ..Scenario::for_arch(arch)
+        };
+        let wrap = |abi| ModelAbi { reexecute, ..abi };
+        run_with(scenario, &NestedTable::NONE, wrap, |hv, env| {
+            let (names, expect) = known_registers(hv, 20);
+            assert_eq!(get_all(hv, &names), Ok(expected(&names, &expect)));
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            let shapes: Vec<_> = gets.iter().map(shape).collect();
+            assert_eq!(
+                shapes,
+                [
+                    (20, 0, HvStatus::TIMEOUT, 5),
+                    (20, 5, HvStatus::SUCCESS, 10),
+                    (20, 10, HvStatus::SUCCESS, 20)
+                ],
+                "{arch:?} re-executed {reexecute}"
+            );
+        });
+    }
+    // Stalled TIMEOUTs up to the bound, one short SUCCESS with progress, up to the bound again:
+    // never more than MAX_STALLED_RETRIES in a row, so the call completes.
+    let bound = MAX_STALLED_RETRIES;
+    let stall = FaultAction::Timeout { reps: 0 };
+    let faults = (1..=bound)
+        .map(|nth| (nth, stall))
+        .chain([(bound + 1, FaultAction::ShortSuccess { reps: 3 })])
+        .chain((bound + 2..=2 * bound + 1).map(|nth| (nth, stall)));
+    for arch in Arch::ALL {
+        let scenario = Scenario {
+            faults: get_faults(faults.clone()),
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::NONE, |hv, env| {
+            let (names, expect) = known_registers(hv, 20);
+            assert_eq!(get_all(hv, &names), Ok(expected(&names, &expect)));
+            let gets = env.calls_of(HypercallCode::GET_VP_REGISTERS);
+            assert_eq!(gets.len() as u32, 2 * bound + 2, "{arch:?}");
+            assert_eq!(shape(&gets[bound as usize]), (20, 0, HvStatus::SUCCESS, 3));
+            assert_eq!(shape(gets.last().unwrap()), (20, 3, HvStatus::SUCCESS, 20));
         });
     }
 }

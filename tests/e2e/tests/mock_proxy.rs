@@ -189,8 +189,9 @@ fn last_two_rep_starts(report: &Report) -> Vec<u16> {
         .collect()
 }
 
-/// VTL0 reads its VP index four times in one rep GetVpRegisters; the host applies `action` to
-/// the forwarded call (the boot's own GetVpRegisters are counted first, so the fault hits it).
+/// VTL0 reads its VP index (0) four times in one rep GetVpRegisters into an output list filled
+/// with [`STALE`]; the host applies `action` to the forwarded call (the boot's own
+/// GetVpRegisters are counted first, so the fault hits it).
 fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
     let l = layout(arch);
     let boot = e2e::run_vtl0(Scenario::for_arch(arch), Vec::new());
@@ -203,6 +204,7 @@ fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
     let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
     let script = vec![call(arch, control, l.input, l.output)
         .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
+        .with_memory(l.output, &[STALE; 64])
         .with_output(l.output, 64)];
     let mut scenario = Scenario::for_arch(arch);
     scenario.faults.push(InjectedFault {
@@ -211,6 +213,47 @@ fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
         action,
     });
     e2e::run_vtl0(scenario, script)
+}
+
+/// What VTL0's output list holds before its call: bytes no register value of the call has.
+const STALE: u8 = 0xAA;
+
+/// A host that returns SUCCESS with 2 of 4 reps done (the TLFS lets it stop early; Linux
+/// continues from reps completed): VTL0 gets exactly that, as it would from the host itself.
+/// SUCCESS with reps completed 2 and the IP advanced, only the two completed values written,
+/// and no re-issue by the paravisor (continuing is VTL0's business).
+#[test]
+fn a_short_success_reaches_vtl0_as_is() {
+    for arch in Arch::ALL {
+        let mut report = rep4_with_fault(arch, FaultAction::ShortSuccess { reps: 2 });
+        let results = results(&mut report);
+        assert_eq!(results.len(), 1, "{arch:?}: delivered once");
+        let r = &results[0];
+        let out = r.output_value();
+        assert_eq!(
+            (out.status(), out.reps_completed()),
+            (HvStatus::SUCCESS, 2),
+            "{arch:?}"
+        );
+        assert!(r.advanced(), "{arch:?}: IP advanced");
+        let mut expect = vec![0u8; 32]; // two VP index values (VP 0)
+        expect.extend([STALE; 32]);
+        assert_eq!(r.output, expect, "{arch:?}: exactly the completed elements");
+        let gets = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
+        let last = gets.last().unwrap();
+        let control = Control::from_bits(last.control);
+        assert_eq!(
+            (control.rep_count(), control.rep_start()),
+            (4, 0),
+            "{arch:?}"
+        );
+        assert_eq!(
+            last.output, [0u8; 32],
+            "{arch:?}: the host wrote two values"
+        );
+        let issued = gets.iter().filter(|r| r.input == last.input).count();
+        assert_eq!(issued, 1, "{arch:?}: not re-issued");
+    }
 }
 
 /// A host that hands a TIMEOUT back (IP advanced, reps completed 2 of 4): VTL0 must see the TLFS

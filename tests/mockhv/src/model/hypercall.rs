@@ -11,11 +11,15 @@
 //! 4. rep count / rep start / variable header against the call's kind → INVALID_HYPERCALL_INPUT;
 //!    an extended call with the fast bit → INVALID_PARAMETER (KVM).
 //! 5. fast: input and output must fit the register block (INVALID_HYPERCALL_INPUT; on x64
-//!    without XMM fast hypercalls, needing XMM is #UD per the TLFS). Memory: GPAs 8-byte aligned,
-//!    inside the GPA space, lists within one page and not overlapping → INVALID_ALIGNMENT.
+//!    without XMM fast hypercalls, needing XMM is #UD per the TLFS). Memory: GPAs 8-byte aligned
+//!    and inside the GPA space → INVALID_ALIGNMENT; a list crossing a page → the scenario's
+//!    status (TLFS: INVALID_ALIGNMENT); overlapping lists → tolerated unless the scenario says
+//!    otherwise (see `memory_params`).
 //! 6. nested: an L0 call without the nested bit reached the wrong hypervisor (its configured
 //!    status, INVALID_CONNECTION_ID by default).
-//! 7. injected faults, the rep budget, then the handler.
+//! 7. injected faults, the rep budget, then the handler. A rep call stopped short of its count
+//!    by the budget or a fault ends in TIMEOUT (IP left on the call) or, where the scenario
+//!    says so, a short SUCCESS (TLFS hypercall-interface.md §"Simple and Rep hypercalls").
 
 use std::ops::Range;
 
@@ -31,7 +35,7 @@ use hvdef::{
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::registers::{early_readable, early_writable};
-use super::scenario::{FaultAction, HypercallIntercept};
+use super::scenario::{BudgetEnd, FaultAction, HypercallIntercept, Overlap};
 use super::trace::{Abi, Event, HypercallRecord, Outcome};
 use super::{Arch, Effects, Fault, GuestMemory, InitialVpContext, Model, StartVp};
 
@@ -69,6 +73,23 @@ enum Stop {
 impl From<HvError> for Stop {
     fn from(err: HvError) -> Self {
         Stop::Status(err, 0)
+    }
+}
+
+/// Where a validated call stops: the rep index it completes up to, and how it reports ending
+/// before the rep count.
+struct RepEnd {
+    end: u16,
+    short: BudgetEnd,
+}
+
+impl RepEnd {
+    /// Stops at `end` instead if that is not later; the earlier limit says how the call ends.
+    fn cut(&mut self, end: u16, short: BudgetEnd) {
+        if end <= self.end {
+            self.end = end;
+            self.short = short;
+        }
     }
 }
 
@@ -263,12 +284,9 @@ impl Model {
             Target::Model(spec) => spec,
             Target::Host(result) => {
                 self.check_route(control, start)?;
-                let end = self.count_call(code, start, count, rep)?;
+                let stop = self.count_call(code, start, count, rep)?;
                 result.map_err(|err| Stop::Status(err, start))?;
-                if end < count {
-                    return Err(Stop::Status(HvError::TIMEOUT, end));
-                }
-                return Ok(count);
+                return Self::rep_result(stop.end, count, stop.short);
             }
         };
 
@@ -287,13 +305,13 @@ impl Model {
         };
         record.input.clone_from(&params.input);
         self.check_route(control, start)?;
-        let end = self.count_call(code, start, count, rep)?;
+        let stop = self.count_call(code, start, count, rep)?;
 
         let mut call = Call {
             vp,
             vtl,
             start,
-            end,
+            end: stop.end,
             mem,
             effects,
         };
@@ -313,8 +331,8 @@ impl Model {
                 .map_err(|err| Stop::Status(err, done))?;
         }
         result.map_err(|err| Stop::Status(err, done))?;
-        if rep && done < count {
-            return Err(Stop::Status(HvError::TIMEOUT, done));
+        if rep {
+            return Self::rep_result(done, count, stop.short);
         }
         Ok(done)
     }
@@ -448,12 +466,13 @@ impl Model {
         })
     }
 
-    /// TLFS alignment rules for memory-based lists (GPAs are ignored for empty lists). Overlap:
-    /// the TLFS forbids it in the same sentence as page crossing but names no status; the model
-    /// reports INVALID_ALIGNMENT like the crossing rule. Real Hyper-V tolerated it (Linux's
-    /// get_vtl overlapped until 2025), so this mock is stricter on purpose. Page crossing is
-    /// INVALID_ALIGNMENT per the TLFS, where OpenVMM returns INVALID_HYPERCALL_INPUT. Memory the
-    /// guest does not have is treated as a GPA beyond the GPA space: INVALID_ALIGNMENT.
+    /// TLFS alignment rules for memory-based lists (GPAs are ignored for empty lists). Each
+    /// list in turn, input first, in OpenVMM's order (support.rs `check_buffer`): crossing a
+    /// page → `Scenario::page_crossing_status`; a GPA not 8-byte aligned → INVALID_ALIGNMENT
+    /// (TLFS and OpenVMM); a list beyond the GPA space → INVALID_ALIGNMENT (TLFS). Then
+    /// overlapping lists as `Scenario::overlap` says. Memory the guest does not have is treated
+    /// as beyond the GPA space (the TLFS has the hypervisor send a memory intercept message,
+    /// which the model cannot; OpenVMM answers INVALID_HYPERCALL_INPUT).
     fn memory_params(
         &self,
         req: &Request,
@@ -466,22 +485,23 @@ impl Model {
             if len == 0 {
                 return Ok(gpa..gpa);
             }
-            let end = gpa.checked_add(len as u64);
-            let in_space = end.is_some_and(|end| end <= limit);
-            let one_page = (gpa % HV_PAGE_SIZE) + len as u64 <= HV_PAGE_SIZE;
-            if !gpa.is_multiple_of(8) || !in_space || !one_page {
+            if (gpa % HV_PAGE_SIZE) + len as u64 > HV_PAGE_SIZE {
+                return Err(self.scenario.page_crossing_status);
+            }
+            let beyond_space = gpa.checked_add(len as u64).is_none_or(|end| end > limit);
+            if !gpa.is_multiple_of(8) || beyond_space {
                 return Err(HvError::INVALID_ALIGNMENT);
             }
             Ok(gpa..gpa + len as u64)
         };
         let input = check(req.input_gpa, in_len)?;
         let output = check(req.output_gpa, out_len)?;
-        if !input.is_empty()
+        let overlap = !input.is_empty()
             && !output.is_empty()
             && input.start < output.end
-            && output.start < input.end
-        {
-            return Err(HvError::INVALID_ALIGNMENT.into());
+            && output.start < input.end;
+        if let (true, Overlap::Status(err)) = (overlap, self.scenario.overlap) {
+            return Err(err.into());
         }
         // Both lists must be accessible before the call runs; reading the output range is how
         // the model asks whether it is there.
@@ -503,22 +523,25 @@ impl Model {
     }
 
     /// Counts a validated call and applies injected faults and the rep budget; returns the rep
-    /// index to stop at.
+    /// index to stop at and how stopping short of `count` is reported.
     fn count_call(
         &mut self,
         code: HypercallCode,
         start: u16,
         count: u16,
         rep: bool,
-    ) -> Result<u16, Stop> {
+    ) -> Result<RepEnd, Stop> {
         let n = self.call_counts.entry(code).or_default();
         *n = n.saturating_add(1);
         let n = *n;
         let budget = self.scenario.limits.max_reps_per_call;
-        let mut end = if rep && budget != 0 {
-            count.min(start.saturating_add(budget))
-        } else {
-            count
+        let mut stop = RepEnd {
+            end: if rep && budget != 0 {
+                count.min(start.saturating_add(budget))
+            } else {
+                count
+            },
+            short: self.scenario.limits.budget_end,
         };
         let fault = self
             .scenario
@@ -535,13 +558,28 @@ impl Model {
                 );
                 return Err(Stop::Status(HvError::TIMEOUT, 0));
             }
-            Some(FaultAction::Timeout { reps }) => end = end.min(start.saturating_add(reps)),
+            Some(FaultAction::Timeout { reps }) => {
+                stop.cut(start.saturating_add(reps), BudgetEnd::Timeout);
+            }
             Some(FaultAction::ReturnedTimeout { reps }) => {
                 self.timeout_returned = true;
-                end = end.min(start.saturating_add(reps));
+                stop.cut(start.saturating_add(reps), BudgetEnd::Timeout);
+            }
+            Some(FaultAction::ShortSuccess { .. }) if !rep => {}
+            Some(FaultAction::ShortSuccess { reps }) => {
+                stop.cut(start.saturating_add(reps), BudgetEnd::ShortSuccess);
             }
         }
-        Ok(end)
+        Ok(stop)
+    }
+
+    /// The result of a rep call that completed `done` of `count` reps without an element
+    /// error: SUCCESS when all are done, else what `short` says (TIMEOUT, or a short SUCCESS).
+    fn rep_result(done: u16, count: u16, short: BudgetEnd) -> Result<u16, Stop> {
+        match short {
+            BudgetEnd::Timeout if done < count => Err(Stop::Status(HvError::TIMEOUT, done)),
+            _ => Ok(done),
+        }
     }
 
     // ---- Handlers -----------------------------------------------------------------------------
@@ -599,6 +637,14 @@ impl Model {
 
     /// The Get/SetVpRegisters header: the partition must be "self", the VP self or in range,
     /// and an explicit target VTL no higher than the caller's and enabled on that VP.
+    ///
+    /// Sources: the TLFS v6.0b PDF lists ACCESS_DENIED, INVALID_PARTITION_ID, INVALID_VP_INDEX and
+    /// INVALID_PARAMETER (bad register name) for both calls (OpenVMM's WHP backend, which
+    /// supports only "self", answers INVALID_PARAMETER for a foreign partition or VP); reserved
+    /// `HV_INPUT_VTL` bits are INVALID_PARAMETER (OpenVMM hvdef `HvInputVtl::target_vtl`); a
+    /// target VTL above the caller's is ACCESS_DENIED (OpenVMM virt_whp `get_vp_registers`/
+    /// `set_vp_registers`). No source gives: a non-zero RsvdZ header byte and a target VTL not
+    /// enabled on the VP, both INVALID_PARAMETER here (OpenVMM checks neither).
     fn register_target(&self, call: &Call<'_>, input: &[u8]) -> HvResult<(u32, Vtl)> {
         let (hdr, _) = HvInputGetVpRegisters::read_from_prefix(input)
             .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)?;
@@ -628,7 +674,11 @@ impl Model {
     }
 
     /// The shared part of EnableVpVtl and StartVirtualProcessor: the target VP and VTL (enabled
-    /// for the partition, no higher than the caller's) and the initial context.
+    /// for the partition, no higher than the caller's) and the initial context. INVALID_PARTITION_ID
+    /// and INVALID_VP_INDEX are TLFS HvCallStartVirtualProcessor's return values; non-zero RsvdZ
+    /// is INVALID_PARAMETER as OpenVMM's `hv1_hypercall` (support.rs
+    /// `x64_start_vp_validates_reserved_fields`). A VTL not enabled for the partition
+    /// (INVALID_PARAMETER) and a VTL above the caller's (ACCESS_DENIED) have no source.
     fn vp_context_target(
         &self,
         call: &Call<'_>,
@@ -675,7 +725,8 @@ impl Model {
     }
 
     /// Enabling a VTL twice is VTL_ALREADY_ENABLED (the TLFS says it fails without a status;
-    /// Linux expects 0x86). The VP does not run: that is StartVirtualProcessor's job.
+    /// Linux expects 0x86; OpenVMM virt_whp `enable_vp_vtl` returns it). The VP does not run:
+    /// that is StartVirtualProcessor's job.
     fn enable_vp_vtl(
         &mut self,
         call: &mut Call<'_>,
@@ -696,7 +747,9 @@ impl Model {
     }
 
     /// The target VTL must be enabled on the target VP and the VP not yet running; both are
-    /// INVALID_VP_STATE (the TLFS names no status).
+    /// INVALID_VP_STATE, TLFS HvCallStartVirtualProcessor's status for a VP "not in the correct
+    /// state" (it also lists INVALID_VTL_STATE, "the VTL state conflicts with the requested
+    /// operation", which could be the one for a VTL not enabled on the VP: no source says).
     fn start_virtual_processor(
         &mut self,
         call: &mut Call<'_>,

@@ -30,7 +30,9 @@ use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, Hyperca
 pub use crate::qemu::Arch;
 pub use aarch64::{arm64_shared, ARM64_GPRS};
 pub use memory::{GuestMemory, MemoryError, TestMemory};
-pub use scenario::{FaultAction, HypercallIntercept, InjectedFault, Limits, Scenario};
+pub use scenario::{
+    BudgetEnd, FaultAction, HypercallIntercept, InjectedFault, Limits, Overlap, Scenario,
+};
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
 pub use vtl::{Vtl0Call, Vtl0Result, Vtl0Script};
 pub use x86_64::{

@@ -285,7 +285,8 @@ impl Model {
         Ok(())
     }
 
-    /// Unknown names are `INVALID_PARAMETER` (the TLFS status for a bad register name); VSM
+    /// Unknown names are `INVALID_PARAMETER` (TLFS v6.0b PDF, Get/SetVpRegisters; OpenVMM
+    /// virt_whp `get_vp_register`/`set_vp_register`: "unknown register name"); VSM
     /// registers without AccessVsm (always so without VSM) are `ACCESS_DENIED`: the name is
     /// valid, the caller may not use it, and the TLFS prefers ACCESS_DENIED over statuses that
     /// reveal state.

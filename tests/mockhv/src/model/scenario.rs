@@ -71,6 +71,29 @@ pub struct Scenario {
     pub vtl0_guest_os_id: u64,
     pub faults: Vec<InjectedFault>,
     pub limits: Limits,
+    /// The status of a memory-based parameter list that crosses a page boundary. Default
+    /// INVALID_ALIGNMENT: TLFS hypercall-interface.md §"Common Hypercall Status Codes" lists
+    /// "the specified input or output parameter lists spans pages" under it. OpenVMM's
+    /// `hv1_hypercall` (support.rs `HypercallParseError::Straddle`) returns
+    /// INVALID_HYPERCALL_INPUT instead.
+    pub page_crossing_status: HvError,
+    /// What happens when a memory-based call's input and output lists overlap.
+    pub overlap: Overlap,
+}
+
+/// A memory-based call whose input and output lists share bytes. The TLFS says the lists "cannot
+/// overlap or cross page boundaries" (hypercall-interface.md §"Alignment Requirements") but its
+/// status table names only the crossing (§"Common Hypercall Status Codes");
+/// OpenVMM's `hv1_hypercall` does not check it (support.rs `dispatch_inner` checks only page
+/// straddling and alignment); real Hyper-V ran Linux's `get_vtl`, whose output overlapped its
+/// input until a January 2025 fix. So the default is to tolerate it: the model copies the input
+/// in before writing any output, as both implementations do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overlap {
+    #[default]
+    Tolerated,
+    /// A stricter host: the call fails with this status before doing anything.
+    Status(HvError),
 }
 
 /// HvInterceptTypeHypercall from VTL2. What Hyper-V does with it is not public (fact sheet
@@ -108,6 +131,27 @@ pub enum FaultAction {
     /// (the caller sees the status and re-issues from "reps completed" itself): how a host that
     /// bounds its time per call without re-executing behaves, and what callers must survive.
     ReturnedTimeout { reps: u16 },
+    /// Complete `reps` more elements, then report SUCCESS with the absolute reps completed and
+    /// the IP advanced, although fewer reps than asked are done. The TLFS allows it
+    /// (hypercall-interface.md §"Simple and Rep hypercalls": the hypervisor "is not required to
+    /// process the entire list" before returning; §"Hypercall Continuation"); Linux
+    /// `hv_do_rep_hypercall` re-issues from reps completed; OpenHCL's `invoke_hvcall_ioctl`
+    /// asserts it never happens. `reps: 0` breaks the TLFS's "at least one rep" guarantee: a
+    /// host that never makes progress. A simple call has no reps to fall short of and runs as
+    /// usual.
+    ShortSuccess { reps: u16 },
+}
+
+/// How a rep call that used up [`Limits::max_reps_per_call`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BudgetEnd {
+    /// HV_STATUS_TIMEOUT with the IP left on the call, which re-executes from reps completed
+    /// (TLFS §"Hypercall Continuation"; OpenVMM `hv1_hypercall` `complete`/`retry`).
+    #[default]
+    Timeout,
+    /// SUCCESS with fewer reps completed than asked, IP advanced: the caller continues from reps
+    /// completed itself (see [`FaultAction::ShortSuccess`] for the sources).
+    ShortSuccess,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,9 +160,11 @@ pub struct Limits {
     pub max_vps: u32,
     /// CPUID 0x40000005 EBX.
     pub max_lps: u32,
-    /// A rep call completes at most this many elements per invocation before timing out (the
+    /// A rep call completes at most this many elements per invocation before it returns (the
     /// TLFS's ~50 µs budget); 0 = no limit.
     pub max_reps_per_call: u16,
+    /// How a call that reaches `max_reps_per_call` ends.
+    pub budget_end: BudgetEnd,
     /// Width of the GPA space: parameter lists beyond it are `HV_STATUS_INVALID_ALIGNMENT`, a
     /// hypercall page beyond it is #GP.
     pub gpa_bits: u8,
@@ -133,6 +179,7 @@ impl Default for Limits {
             max_vps: 64,
             max_lps: 64,
             max_reps_per_call: 0,
+            budget_end: BudgetEnd::Timeout,
             gpa_bits: 48,
             vtl0_retries: 8,
         }
@@ -221,6 +268,8 @@ impl Default for Scenario {
             vtl0_guest_os_id: 0x8100_0000_0000_0000,
             faults: Vec::new(),
             limits: Limits::default(),
+            page_crossing_status: HvError::INVALID_ALIGNMENT,
+            overlap: Overlap::Tolerated,
         }
     }
 }

@@ -10,19 +10,92 @@ use super::trace::{Abi, Event};
 use super::vtl::SwitchRegs;
 use super::{Arch, Effects, Fault, GuestMemory, Model};
 
-/// Where the VTL-call stub starts in the hypercall page (published in VsmCodePageOffsets).
-pub const VTL_CALL_OFFSET: u16 = 0x10;
-/// Where the VTL-return stub starts.
-pub const VTL_RETURN_OFFSET: u16 = 0x20;
+// The hypercall page is OpenVMM's emulated one (vm/hv1/hv1_emulator/src/hv.rs `hypercall_page`,
+// the only one whose bytes a public source gives), Intel `vmcall` flavour:
+//   0x00 vmcall; ret                                  ordinary hypercall
+//   0x04 mov ecx,eax; mov eax,0x11; vmcall; ret       32-bit VTL call
+//   0x0F mov rax,rcx; mov ecx,0x11; vmcall; ret       64-bit VTL call
+//   0x1B mov ecx,eax; mov eax,0x12; vmcall; ret       32-bit VTL return
+//   0x26 mov rax,rcx; mov ecx,0x12; vmcall; ret       64-bit VTL return
+// with 64-bit offsets call 0x0F / return 0x26 published in HvRegisterVsmCodePageOffsets (OpenVMM
+// `vsm_code_page_offsets`). Real Hyper-V's bytes are not public; OpenVMM's WHP backend, reading
+// the real page, hard-codes call 0x0F / return 0x28 "from the current hypervisor binary"
+// (vmm_core/virt_whp/src/hypercalls.rs), so only the call offset is known to match. Callers
+// read the offsets from the register (TLFS vsm.md §"Hypercall Page Assist"), as the paravisor
+// does.
 
-/// `mov rax, rcx`: a VTL stub hands the caller's RCX (the VTL control) over in RAX...
+/// Where the 64-bit VTL-call stub starts in the hypercall page (published in
+/// VsmCodePageOffsets).
+pub const VTL_CALL_OFFSET: u16 = 0x0F;
+/// Where the 64-bit VTL-return stub starts.
+pub const VTL_RETURN_OFFSET: u16 = 0x26;
+/// Where the 32-bit VTL-call stub starts (the 32-bit offsets OpenVMM publishes to 32-bit
+/// callers; the model only has 64-bit callers and publishes the 64-bit ones).
+pub const VTL_CALL32_OFFSET: u16 = 0x04;
+/// Where the 32-bit VTL-return stub starts.
+pub const VTL_RETURN32_OFFSET: u16 = 0x1B;
+
+/// `mov rax, rcx`: a 64-bit VTL stub hands the caller's RCX (the VTL control) over in RAX...
 const MOV_RAX_RCX: [u8; 3] = [0x48, 0x89, 0xC8];
 /// ...and loads the call code with `mov ecx, imm32`.
 const MOV_ECX_IMM32: u8 = 0xB9;
-/// Offset of the `vmcall` in a VTL stub.
-const STUB_VMCALL: u16 = 8;
+/// `mov ecx, eax`: a 32-bit VTL stub moves EAX (the low control half) to ECX...
+const MOV_ECX_EAX: [u8; 2] = [0x89, 0xC1];
+/// ...and loads the call code into EAX (EDX:EAX is the 32-bit control word) with `mov eax, imm32`.
+const MOV_EAX_IMM32: u8 = 0xB8;
 /// Fills the rest of the page: a stray jump traps.
 const INT3: u8 = 0xCC;
+
+/// The VTL stubs: where each starts, its register moves, the code it loads, and what its
+/// `vmcall` is to the glue.
+///
+/// The 32-bit stubs are there because the page has them, and their `vmcall`s are breakpointed
+/// so a caller that lands in one meets the model, not an undefined `vmcall` under TCG. The
+/// hypervisor decodes a `vmcall` by the caller's mode (TLFS hypercall-interface.md: 64-bit when
+/// EFER.LMA and CS.L are set), and every caller here is 64-bit: after a 32-bit stub, RCX holds
+/// the caller's EAX and RAX the VTL code, so the `vmcall` is an ordinary hypercall with control
+/// RCX (a VtlCall/VtlReturn code in RCX then has RAX = 0x11/0x12 as its VTL control, which is
+/// invalid → #UD). No VTL switch can come from them, hence [`VmcallKind::Hypercall`].
+const VTL_STUBS: [(u16, &[u8], u8, HypercallCode, VmcallKind); 4] = [
+    (
+        VTL_CALL32_OFFSET,
+        &MOV_ECX_EAX,
+        MOV_EAX_IMM32,
+        HypercallCode::VTL_CALL,
+        VmcallKind::Hypercall,
+    ),
+    (
+        VTL_CALL_OFFSET,
+        &MOV_RAX_RCX,
+        MOV_ECX_IMM32,
+        HypercallCode::VTL_CALL,
+        VmcallKind::VtlCall,
+    ),
+    (
+        VTL_RETURN32_OFFSET,
+        &MOV_ECX_EAX,
+        MOV_EAX_IMM32,
+        HypercallCode::VTL_RETURN,
+        VmcallKind::Hypercall,
+    ),
+    (
+        VTL_RETURN_OFFSET,
+        &MOV_RAX_RCX,
+        MOV_ECX_IMM32,
+        HypercallCode::VTL_RETURN,
+        VmcallKind::VtlReturn,
+    ),
+];
+
+/// One VTL stub's bytes: the register move, `mov r32, code`, `vmcall`, `ret`.
+fn vtl_stub(mov: &[u8], mov_imm32: u8, code: HypercallCode) -> Vec<u8> {
+    let mut stub = mov.to_vec();
+    stub.push(mov_imm32);
+    stub.extend_from_slice(&u32::from(code.0).to_le_bytes());
+    stub.extend_from_slice(&VMCALL);
+    stub.push(RET);
+    stub
+}
 
 /// Which stub of the hypercall page a `vmcall` site belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,39 +187,29 @@ impl X64HypercallRegs {
 }
 
 /// The page the model overlays at the hypercall MSR's GPFN: `vmcall; ret` at 0, then the VTL
-/// call and return stubs (`mov rax, rcx; mov ecx, code; vmcall; ret`, as OpenVMM's).
+/// stubs of [`VTL_STUBS`], back to back, the rest `int3`.
 pub(crate) fn hypercall_page_content() -> Vec<u8> {
     let mut page = vec![INT3; HV_PAGE_SIZE as usize];
     page[..3].copy_from_slice(&VMCALL);
     page[3] = RET;
-    for (offset, code) in [
-        (VTL_CALL_OFFSET, HypercallCode::VTL_CALL),
-        (VTL_RETURN_OFFSET, HypercallCode::VTL_RETURN),
-    ] {
-        let mut stub = MOV_RAX_RCX.to_vec();
-        stub.push(MOV_ECX_IMM32);
-        stub.extend_from_slice(&u32::from(code.0).to_le_bytes());
-        stub.extend_from_slice(&VMCALL);
-        stub.push(RET);
+    for (offset, mov, mov_imm32, code, _) in VTL_STUBS {
+        let stub = vtl_stub(mov, mov_imm32, code);
         let at = usize::from(offset);
         page[at..at + stub.len()].copy_from_slice(&stub);
     }
     page
 }
 
-/// Offsets of the `vmcall` instructions in the hypercall page.
+/// Offsets of the `vmcall` instructions in the hypercall page, in page order.
 pub(crate) fn hypercall_page_sites() -> Vec<(u64, VmcallKind)> {
-    vec![
-        (0, VmcallKind::Hypercall),
-        (
-            u64::from(VTL_CALL_OFFSET + STUB_VMCALL),
-            VmcallKind::VtlCall,
-        ),
-        (
-            u64::from(VTL_RETURN_OFFSET + STUB_VMCALL),
-            VmcallKind::VtlReturn,
-        ),
-    ]
+    let stubs = VTL_STUBS.iter().map(|&(offset, mov, _, _, kind)| {
+        // The `vmcall` follows the register move and the 5-byte `mov r32, imm32`.
+        (u64::from(offset) + mov.len() as u64 + 5, kind)
+    });
+    [(0, VmcallKind::Hypercall)]
+        .into_iter()
+        .chain(stubs)
+        .collect()
 }
 
 /// Where a synthetic MSR lives.

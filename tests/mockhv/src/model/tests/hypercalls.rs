@@ -11,7 +11,7 @@ use hvdef::{
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::model::{FaultAction, InjectedFault, Limits};
+use crate::model::{BudgetEnd, FaultAction, InjectedFault, Limits, Overlap};
 
 const VSM_STATUS: u128 = 0x0005_0002; // VTL2 active, VTL0 and VTL2 enabled
 
@@ -217,48 +217,96 @@ fn misaligned_gpas_are_invalid_alignment() {
     );
 }
 
-/// TLFS: a list spanning pages is INVALID_ALIGNMENT (OpenVMM says INVALID_HYPERCALL_INPUT).
+/// TLFS: a list spanning pages is INVALID_ALIGNMENT (the default); OpenVMM says
+/// INVALID_HYPERCALL_INPUT, a scenario option.
 #[test]
-fn lists_crossing_a_page_are_invalid_alignment() {
-    let mut hv = Hv::x64();
-    let names = [HvRegisterName::VP_INDEX, HvRegisterName::VSM_VP_STATUS];
-    let control = rep(HypercallCode::GET_VP_REGISTERS, 2);
-    let input = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names);
-    // 24 input bytes starting 16 before the page end.
-    assert_eq!(
-        hv.call_at(control, IN + 0xFF0, OUT, &input).status(),
-        HvStatus::INVALID_ALIGNMENT
-    );
-    // 32 output bytes starting 16 before the page end; one value (16 bytes) still fits.
-    assert_eq!(
-        hv.call_at(control, IN, OUT + 0xFF0, &input).status(),
-        HvStatus::INVALID_ALIGNMENT
-    );
-    let one = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names[..1]);
-    let control = rep(HypercallCode::GET_VP_REGISTERS, 1);
-    assert_eq!(
-        hv.call_at(control, IN, OUT + 0xFF0, &one).status(),
-        HvStatus::SUCCESS
-    );
+fn lists_crossing_a_page_get_the_scenarios_status() {
+    let openvmm = Scenario {
+        page_crossing_status: HvError::INVALID_HYPERCALL_INPUT,
+        ..Scenario::default()
+    };
+    let cases = [
+        (Scenario::default(), HvStatus::INVALID_ALIGNMENT),
+        (openvmm, HvStatus::INVALID_HYPERCALL_INPUT),
+    ];
+    for (scenario, crossing) in cases {
+        let mut hv = Hv::new(scenario);
+        let names = [HvRegisterName::VP_INDEX, HvRegisterName::VSM_VP_STATUS];
+        let control = rep(HypercallCode::GET_VP_REGISTERS, 2);
+        let input = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names);
+        // 24 input bytes starting 16 before the page end.
+        assert_eq!(
+            hv.call_at(control, IN + 0xFF0, OUT, &input).status(),
+            crossing
+        );
+        // 32 output bytes starting 16 before the page end; one value (16 bytes) still fits.
+        assert_eq!(
+            hv.call_at(control, IN, OUT + 0xFF0, &input).status(),
+            crossing
+        );
+        // Crossing is checked before alignment (OpenVMM's order; the TLFS gives none).
+        assert_eq!(
+            hv.call_at(control, IN + 0xFF4, OUT, &input).status(),
+            crossing
+        );
+        // Misalignment alone stays INVALID_ALIGNMENT under both.
+        assert_eq!(
+            hv.call_at(control, IN + 4, OUT, &input).status(),
+            HvStatus::INVALID_ALIGNMENT
+        );
+        let one = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &names[..1]);
+        let control = rep(HypercallCode::GET_VP_REGISTERS, 1);
+        assert_eq!(
+            hv.call_at(control, IN, OUT + 0xFF0, &one).status(),
+            HvStatus::SUCCESS
+        );
+    }
 }
 
-/// The TLFS forbids overlap without naming a status; the model reports INVALID_ALIGNMENT.
+/// The TLFS forbids overlap without naming a status, OpenVMM does not check it and real
+/// Hyper-V ran Linux's overlapping get_vtl: tolerated by default, the input read before any
+/// output is written.
 #[test]
-fn overlapping_lists_are_invalid_alignment() {
+fn overlapping_lists_are_tolerated_by_default() {
     let mut hv = Hv::x64();
     let (control, input) = get_status_call(); // 20 input bytes, 16 output bytes
+    let out = hv.call_at(control, IN, IN + 8, &input);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 1));
+    // The value landed over the input's VP index, target VTL and first register name.
     assert_eq!(
-        hv.call_at(control, IN, IN + 8, &input).status(),
-        HvStatus::INVALID_ALIGNMENT
+        hv.mem.slice(IN, 8),
+        u64::MAX.to_le_bytes(),
+        "partition id kept"
     );
-    assert_eq!(
-        hv.call_at(control, IN + 8, IN, &input).status(),
-        HvStatus::INVALID_ALIGNMENT
-    );
+    assert_eq!(hv.mem.slice(IN + 8, 16), VSM_STATUS.to_le_bytes());
+    let out = hv.call_at(control, IN + 8, IN, &input);
+    assert_eq!(out.status(), HvStatus::SUCCESS);
+    assert_eq!(hv.mem.slice(IN, 16), VSM_STATUS.to_le_bytes());
+}
+
+#[test]
+fn overlapping_lists_get_a_stricter_hosts_status() {
+    let mut hv = Hv::new(Scenario {
+        overlap: Overlap::Status(HvError::INVALID_ALIGNMENT),
+        ..Scenario::default()
+    });
+    let (control, input) = get_status_call();
+    for (in_gpa, out_gpa) in [(IN, IN + 8), (IN + 8, IN), (IN, IN + 16)] {
+        hv.mem.write(OUT, &[0xAA; 16]).unwrap();
+        assert_eq!(
+            hv.call_at(control, in_gpa, out_gpa, &input).status(),
+            HvStatus::INVALID_ALIGNMENT,
+            "{in_gpa:#x}/{out_gpa:#x}"
+        );
+    }
+    // Adjacent is not overlapping.
     assert_eq!(
         hv.call_at(control, IN, IN + 24, &input).status(),
         HvStatus::SUCCESS
     );
+    // Empty lists overlap nothing: QueryCapabilities has no input.
+    let query = simple(HypercallCode::EXT_QUERY_CAPABILITIES);
+    assert_eq!(hv.call_at(query, OUT, OUT, &[]).status(), HvStatus::SUCCESS);
 }
 
 #[test]
@@ -597,6 +645,154 @@ fn rep_budget_times_out_until_done() {
         ]
     );
     assert_eq!(hv.values(5), [0, VSM_STATUS, 0, 0, 1]);
+}
+
+/// TLFS §"Simple and Rep hypercalls": the host need not process the whole list; a short
+/// SUCCESS advances the IP and the caller continues from reps completed.
+#[test]
+fn short_success_completes_k_reps_and_advances() {
+    let mut hv = Hv::new(Scenario {
+        faults: vec![InjectedFault {
+            code: HypercallCode::GET_VP_REGISTERS,
+            nth: 1,
+            action: FaultAction::ShortSuccess { reps: 2 },
+        }],
+        ..Scenario::default()
+    });
+    hv.mem.write(OUT, &[0xAA; 80]).unwrap();
+    let input = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &FIVE);
+    let control = rep(HypercallCode::GET_VP_REGISTERS, 5);
+    hv.mem.write(IN, &input).unwrap();
+    let (regs, effects) = hv.vmcall(X64HypercallRegs {
+        rcx: control.into_bits(),
+        rdx: IN,
+        r8: OUT,
+        ..Default::default()
+    });
+    let out = HypercallOutput::from_bits(regs.rax);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 2));
+    assert!(effects.advance_ip, "a short SUCCESS is not re-executed");
+    let unwritten = u128::from_le_bytes([0xAA; 16]);
+    assert_eq!(
+        hv.values(5),
+        [0, VSM_STATUS, unwritten, unwritten, unwritten]
+    );
+    // The caller continues from reps completed.
+    let out = hv.call(control.with_rep_start(2), &input);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 5));
+    assert_eq!(hv.values(5), [0, VSM_STATUS, 0, 0, 1]);
+    let calls = hv
+        .model
+        .trace()
+        .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS);
+    assert_eq!(
+        calls.iter().map(|r| r.output.len()).collect::<Vec<_>>(),
+        [2 * 16, 3 * 16]
+    );
+}
+
+#[test]
+fn short_success_with_no_reps_is_a_host_without_progress() {
+    let mut scenario = Scenario {
+        faults: vec![
+            InjectedFault {
+                code: HypercallCode::SET_VP_REGISTERS,
+                nth: 1,
+                action: FaultAction::ShortSuccess { reps: 0 },
+            },
+            // On a simple call there is nothing to fall short of.
+            InjectedFault {
+                code: HypercallCode::POST_MESSAGE,
+                nth: 1,
+                action: FaultAction::ShortSuccess { reps: 0 },
+            },
+            InjectedFault {
+                code: HypercallCode::FLUSH_VIRTUAL_ADDRESS_LIST,
+                nth: 1,
+                action: FaultAction::ShortSuccess { reps: 1 },
+            },
+        ],
+        ..Scenario::default()
+    };
+    scenario
+        .host_calls
+        .insert(HypercallCode::FLUSH_VIRTUAL_ADDRESS_LIST, HvStatus::SUCCESS);
+    let mut hv = Hv::new(scenario);
+    let control = rep(HypercallCode::SET_VP_REGISTERS, 2).with_rep_start(1);
+    let input = set_input(
+        HV_VP_INDEX_SELF,
+        vtl0(),
+        &[(RIP, 0x1000), (x64_reg::RAX, 7)],
+    );
+    let out = hv.call(control, &input);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 1));
+    assert_eq!(
+        hv.model.register(0, Vtl::VTL0, x64_reg::RAX),
+        Ok(0),
+        "not set"
+    );
+
+    let out = hv.call(simple(HypercallCode::POST_MESSAGE), &post_message_input(1));
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 0));
+
+    // The host table's rep calls fall short the same way.
+    let flush = rep(HypercallCode::FLUSH_VIRTUAL_ADDRESS_LIST, 3).with_rep_start(1);
+    let out = hv.call(flush, &[]);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 2));
+}
+
+#[test]
+fn rep_budget_can_end_in_short_success() {
+    let mut scenario = Scenario {
+        limits: Limits {
+            max_reps_per_call: 2,
+            budget_end: BudgetEnd::ShortSuccess,
+            ..Limits::default()
+        },
+        // A fault that stops earlier than the budget decides how the call ends.
+        faults: vec![InjectedFault {
+            code: HypercallCode::GET_VP_REGISTERS,
+            nth: 2,
+            action: FaultAction::Timeout { reps: 1 },
+        }],
+        ..Scenario::default()
+    };
+    scenario
+        .host_calls
+        .insert(HypercallCode::FLUSH_VIRTUAL_ADDRESS_LIST, HvStatus::SUCCESS);
+    let mut hv = Hv::new(scenario);
+    let input = get_input(HV_VP_INDEX_SELF, HvInputVtl::CURRENT, &FIVE);
+    let control = rep(HypercallCode::GET_VP_REGISTERS, 5);
+    let mut seen = Vec::new();
+    let mut start = 0;
+    while start < 5 {
+        hv.mem.write(IN, &input).unwrap();
+        let (regs, effects) = hv.vmcall(X64HypercallRegs {
+            rcx: control.with_rep_start(start).into_bits(),
+            rdx: IN,
+            r8: OUT,
+            ..Default::default()
+        });
+        let out = HypercallOutput::from_bits(regs.rax);
+        seen.push((
+            start,
+            out.status(),
+            out.reps_completed(),
+            effects.advance_ip,
+        ));
+        start = out.reps_completed();
+    }
+    assert_eq!(
+        seen,
+        [
+            (0, HvStatus::SUCCESS, 2, true),
+            (2, HvStatus::TIMEOUT, 3, false),
+            (3, HvStatus::SUCCESS, 5, true)
+        ]
+    );
+    assert_eq!(hv.values(5), [0, VSM_STATUS, 0, 0, 1]);
+    let out = hv.call(rep(HypercallCode::FLUSH_VIRTUAL_ADDRESS_LIST, 3), &[]);
+    assert_eq!((out.status(), out.reps_completed()), (HvStatus::SUCCESS, 2));
 }
 
 #[test]

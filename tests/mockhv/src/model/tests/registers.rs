@@ -166,8 +166,15 @@ fn code_page_offsets_name_the_stubs() {
     let offsets = HvRegisterVsmCodePageOffsets::from_bits(
         hv.get_reg(HvRegisterName::VSM_CODE_PAGE_OFFSETS) as u64,
     );
-    assert_eq!(offsets.vtl_call_offset(), VTL_CALL_OFFSET);
-    assert_eq!(offsets.vtl_return_offset(), VTL_RETURN_OFFSET);
+    // OpenVMM's 64-bit offsets (hv1_emulator `vsm_code_page_offsets`), as the page test pins
+    // the bytes at them; bits 63:24 are reserved.
+    assert_eq!(offsets.vtl_call_offset(), 0x0F);
+    assert_eq!(offsets.vtl_return_offset(), 0x26);
+    assert_eq!(offsets.into_bits(), 0x26 << 12 | 0x0F);
+    assert_eq!(
+        (offsets.vtl_call_offset(), offsets.vtl_return_offset()),
+        (VTL_CALL_OFFSET, VTL_RETURN_OFFSET)
+    );
 }
 
 #[test]

@@ -83,6 +83,17 @@ fn hypercall_msr_is_ignored_while_guest_os_id_is_zero() {
     assert_eq!(hv.mem.slice(HYPERCALL_PAGE, 4), [0; 4], "no page written");
 }
 
+/// The page as OpenVMM's emulator writes it (vm/hv1/hv1_emulator/src/hv.rs `hypercall_page`,
+/// Intel `vmcall`), byte for byte; the oracle is written out here, not built by the model's code.
+const OPENVMM_HYPERCALL_PAGE: [u8; 50] = [
+    0x0F, 0x01, 0xC1, 0xC3, // 0x00 vmcall; ret
+    0x89, 0xC1, 0xB8, 0x11, 0x00, 0x00, 0x00, 0x0F, 0x01, 0xC1, 0xC3, // 0x04 32-bit VTL call
+    0x48, 0x89, 0xC8, 0xB9, 0x11, 0x00, 0x00, 0x00, 0x0F, 0x01, 0xC1, 0xC3, // 0x0F 64-bit
+    0x89, 0xC1, 0xB8, 0x12, 0x00, 0x00, 0x00, 0x0F, 0x01, 0xC1,
+    0xC3, // 0x1B 32-bit VTL return
+    0x48, 0x89, 0xC8, 0xB9, 0x12, 0x00, 0x00, 0x00, 0x0F, 0x01, 0xC1, 0xC3, // 0x26 64-bit
+];
+
 #[test]
 fn hypercall_page_is_written_and_published() {
     let mut hv = Hv::x64();
@@ -91,10 +102,13 @@ fn hypercall_page_is_written_and_published() {
     let effects = hv
         .wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, HYPERCALL_PAGE | 1)
         .unwrap();
+    // Every vmcall, in page order; the 32-bit stubs' are ordinary hypercalls to a 64-bit caller.
     let sites = vec![
-        (0, VmcallKind::Hypercall),
-        (u64::from(VTL_CALL_OFFSET) + 8, VmcallKind::VtlCall),
-        (u64::from(VTL_RETURN_OFFSET) + 8, VmcallKind::VtlReturn),
+        (0x00, VmcallKind::Hypercall),
+        (0x0B, VmcallKind::Hypercall),
+        (0x17, VmcallKind::VtlCall),
+        (0x22, VmcallKind::Hypercall),
+        (0x2E, VmcallKind::VtlReturn),
     ];
     assert_eq!(
         effects.hypercall_page,
@@ -107,37 +121,25 @@ fn hypercall_page_is_written_and_published() {
         hv.rdmsr(HvX64Msr::HV_X64_MSR_HYPERCALL),
         Ok(HYPERCALL_PAGE | 1)
     );
-    assert_eq!(
-        hv.mem.slice(HYPERCALL_PAGE, 4),
-        [VMCALL[0], VMCALL[1], VMCALL[2], RET]
-    );
-    for (offset, code) in [
-        (VTL_CALL_OFFSET, HypercallCode::VTL_CALL),
-        (VTL_RETURN_OFFSET, HypercallCode::VTL_RETURN),
-    ] {
-        let stub = hv.mem.slice(HYPERCALL_PAGE + u64::from(offset), 12);
-        let expect = [
-            0x48,
-            0x89,
-            0xC8,
-            0xB9,
-            code.0 as u8,
-            0,
-            0,
-            0,
-            VMCALL[0],
-            VMCALL[1],
-            VMCALL[2],
-            RET,
-        ];
-        assert_eq!(stub, expect, "stub at {offset:#x}");
-    }
+    assert_eq!(hv.mem.slice(HYPERCALL_PAGE, 50), OPENVMM_HYPERCALL_PAGE);
+    let rest = hv.mem.slice(HYPERCALL_PAGE + 50, 4096 - 50);
+    assert!(rest.iter().all(|&b| b == 0xCC), "int3 after the stubs");
     for (offset, _) in &sites {
         assert_eq!(
             hv.mem.slice(HYPERCALL_PAGE + offset, 3),
             VMCALL,
             "vmcall at {offset:#x}"
         );
+        assert_eq!(hv.mem.slice(HYPERCALL_PAGE + offset + 3, 1), [RET]);
+    }
+    // The published 64-bit offsets name the stubs that load the VTL codes from RCX.
+    assert_eq!((VTL_CALL_OFFSET, VTL_RETURN_OFFSET), (0x0F, 0x26));
+    for (offset, code) in [
+        (VTL_CALL_OFFSET, HypercallCode::VTL_CALL),
+        (VTL_RETURN_OFFSET, HypercallCode::VTL_RETURN),
+    ] {
+        let stub = hv.mem.slice(HYPERCALL_PAGE + u64::from(offset), 5);
+        assert_eq!(stub, [0x48, 0x89, 0xC8, 0xB9, code.0 as u8]);
     }
     assert_eq!(
         hv.model
