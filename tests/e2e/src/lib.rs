@@ -80,6 +80,28 @@ pub fn post_message(connection_id: u32) -> Vec<u8> {
     m.as_bytes().to_vec()
 }
 
+/// An HvCallRetargetDeviceInterrupt input: MSI source, vector 0x40, VP mask 1.
+pub fn retarget_input(partition: u64, device: u64) -> Vec<u8> {
+    hvdef::HvInputRetargetDeviceInterrupt {
+        partition_id: partition,
+        device_id: device,
+        interrupt_source: 1,
+        reserved1: 0,
+        interrupt_data: 0xFEE0_0000_0000_0041,
+        reserved2: 0,
+        vector: 0x40,
+        target_flags: 0,
+        vp_mask_or_format: 1,
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// A fast HvCallSignalEvent's input word: `connection`, flag `flag`.
+pub fn signal_event_word(connection: u32, flag: u16) -> u64 {
+    u64::from(connection) | u64::from(flag) << 32
+}
+
 /// An HvCallGetVpRegisters input for this partition and VP: the header, then `names`.
 pub fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8> {
     let header = HvInputGetVpRegisters {
@@ -98,10 +120,41 @@ pub fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8>
 /// Boots the release image of `scenario.arch` under the mock with `vtl0` scripted, and asserts
 /// the session succeeded (every VP back in its run loop with its script done).
 pub fn run_vtl0(scenario: mockhv::model::Scenario, vtl0: Vec<Vtl0Call>) -> mockhv::session::Report {
+    run_vtl0_with(scenario, vtl0, RELAY)
+}
+
+/// The relay table the suites boot with (`pv.relay` / `pv.devices`): VTL0's connections
+/// [`RELAYED`] and [`RELAYED_EVENT`] go to host connection 1, VTL0 owns device
+/// [`OWNED_DEVICE`].
+pub const RELAY: &str = "pv.relay=0x20:1,0x21:1 pv.devices=0x30";
+/// A VTL0 connection id the host does not know and the relay maps to host connection 1.
+pub const RELAYED: u32 = 0x20;
+pub const RELAYED_EVENT: u32 = 0x21;
+/// A VTL0 connection id neither the host nor the relay knows.
+pub const UNMAPPED: u32 = 0x2F;
+/// The host connection the relay maps [`RELAYED`] to (a VTL0 port of the default scenario).
+pub const HOST_CONNECTION: u32 = 1;
+/// A device VTL0 owns: the host knows it only for VTL2 (see [`owned_device_scenario`]).
+pub const OWNED_DEVICE: u64 = 0x30;
+
+/// `scenario` with [`OWNED_DEVICE`] known to the host for VTL2's calls only, as a device VTL2
+/// manages for VTL0 (so VTL0's own RetargetDeviceInterrupt for it is reflected).
+pub fn owned_device_scenario(mut scenario: mockhv::model::Scenario) -> mockhv::model::Scenario {
+    scenario.devices.insert(OWNED_DEVICE, hvdef::Vtl::VTL2);
+    scenario
+}
+
+/// [`run_vtl0`] with this firmware command line.
+pub fn run_vtl0_with(
+    scenario: mockhv::model::Scenario,
+    vtl0: Vec<Vtl0Call>,
+    append: &str,
+) -> mockhv::session::Report {
     let arch = scenario.arch;
     let mut config = mockhv::session::SessionConfig::new(image(arch), scenario);
     config.timeout = std::time::Duration::from_secs(90);
     config.vtl0 = vtl0;
+    config.append = Some(append.to_string());
     let report = mockhv::session::run(config).expect("the mock session runs");
     assert!(
         report.succeeded(),

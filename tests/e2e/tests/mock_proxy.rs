@@ -1,14 +1,24 @@
-//! The VTL0 hypercall proxy under the mock hypervisor: scripted VTL0 hypercalls reach the
-//! paravisor as intercepts; what VTL0 sees afterwards (status, IP advanced or not, output bytes)
-//! and what the paravisor asked of the host (the forwarded control words and pages) are checked
-//! against the TLFS and the proxy's policy.
+//! The VTL0 hypercall proxy under the mock hypervisor, with Hyper-V's routing: the hypervisor
+//! serves VTL0's hypercalls itself and reflects to VTL2 only PostMessage / SignalEvent to a
+//! connection it does not know and RetargetDeviceInterrupt for a device it does not know
+//! (fact sheet §2). What VTL0 sees afterwards (status, IP, output bytes), whether the call
+//! reached VTL2 at all, and what the paravisor asked of the host (control words, exact input
+//! bytes) are checked against the TLFS, OpenVMM's VTL2 emulation and the relay table.
 
-use e2e::{call, code, get_registers_input, layout, post_message};
-use hvdef::{Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl};
-use mockhv::model::{FaultAction, HypercallRecord, InjectedFault, Scenario, Vtl0Call, Vtl0Result};
+use e2e::{
+    call, code, get_registers_input, layout, owned_device_scenario, post_message, retarget_input,
+    signal_event_word, HOST_CONNECTION, OWNED_DEVICE, RELAYED, RELAYED_EVENT, UNMAPPED,
+};
+use hvdef::{
+    Control, HvInputVtl, HvInterceptType, HvRegisterName, HvRegisterVsmVpStatus, HvStatus,
+    HypercallCode, Vtl, HV_PARTITION_ID_SELF,
+};
+use mockhv::model::{
+    Event, FaultAction, HypercallIntercept, HypercallRecord, InjectedFault, Scenario, Vtl0Call,
+    Vtl0Result,
+};
 use mockhv::qemu::Arch;
 use mockhv::session::Report;
-use paravisor::proxy::policy::FORWARDED_EXT_MASK;
 
 /// The final (last-attempt) result of each scripted call, in push order.
 fn results(report: &mut Report) -> Vec<Vtl0Result> {
@@ -28,29 +38,149 @@ fn forwarded(report: &Report, code: HypercallCode) -> Vec<HypercallRecord> {
         .collect()
 }
 
+/// `post_message(id)` with the connection id replaced: what the host must receive for a relayed
+/// message (everything else byte for byte as VTL0 wrote it).
+fn relayed_message(vtl0_id: u32) -> (Vec<u8>, Vec<u8>) {
+    let from_vtl0 = post_message(vtl0_id);
+    let mut to_host = from_vtl0.clone();
+    to_host[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
+    (from_vtl0, to_host)
+}
+
+/// One scripted call: what VTL0 must see, and whether the hypervisor hands it to VTL2.
+struct Case {
+    call: Vtl0Call,
+    status: HvStatus,
+    reaches_vtl2: bool,
+    what: &'static str,
+}
+
+fn case(call: Vtl0Call, status: HvStatus, reaches_vtl2: bool, what: &'static str) -> Case {
+    Case {
+        call,
+        status,
+        reaches_vtl2,
+        what,
+    }
+}
+
+fn run_cases(scenario: Scenario, cases: Vec<Case>) -> (Report, Vec<Vtl0Result>) {
+    let arch = scenario.arch;
+    let expected: Vec<(HvStatus, bool, &str)> = cases
+        .iter()
+        .map(|c| (c.status, c.reaches_vtl2, c.what))
+        .collect();
+    let mut report = e2e::run_vtl0(scenario, cases.into_iter().map(|c| c.call).collect());
+    let results = results(&mut report);
+    assert_eq!(
+        results.len(),
+        expected.len(),
+        "{arch:?}: one result per call"
+    );
+    for (r, (status, reaches, what)) in results.iter().zip(expected) {
+        assert_eq!(r.status(), status, "{arch:?} {what}");
+        assert_eq!(r.reached_vtl2, reaches, "{arch:?} {what}: reached VTL2");
+        assert!(r.advanced(), "{arch:?} {what}: the IP moved past the call");
+    }
+    (report, results)
+}
+
 #[test]
-fn every_policy_outcome_reaches_vtl0_as_the_tlfs_says() {
+fn vtl0_calls_reach_vtl2_only_as_hyper_v_routes_them() {
     for arch in Arch::ALL {
         let l = layout(arch);
-        let message = post_message(1);
-        let status_names = [HvRegisterName::VP_INDEX];
-        let script: Vec<(Vtl0Call, HvStatus)> = vec![
-            (
+        let (relayed_in, relayed_out) = relayed_message(RELAYED);
+        let vp_status = get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VSM_VP_STATUS]);
+        let cases = vec![
+            case(
                 call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
-                    .with_memory(l.input, &message),
+                    .with_memory(l.input, &post_message(HOST_CONNECTION)),
                 HvStatus::SUCCESS,
+                false,
+                "PostMessage to a connection the host knows",
             ),
-            // SignalEvent, fast: connection 1, flag 0.
-            (
+            case(
+                call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                    .with_memory(l.input, &post_message(2)),
+                HvStatus::OPERATION_DENIED,
+                false,
+                "PostMessage to VTL2's port",
+            ),
+            case(
+                call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                    .with_memory(l.input, &relayed_in),
+                HvStatus::SUCCESS,
+                true,
+                "PostMessage relayed",
+            ),
+            case(
                 call(
                     arch,
                     code(HypercallCode::SIGNAL_EVENT).with_fast(true),
-                    1,
+                    signal_event_word(RELAYED_EVENT, 3),
                     0,
                 ),
                 HvStatus::SUCCESS,
+                true,
+                "fast SignalEvent relayed",
             ),
-            (
+            case(
+                call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                    .with_memory(l.input, &post_message(UNMAPPED)),
+                HvStatus::INVALID_CONNECTION_ID,
+                true,
+                "PostMessage to an unmapped connection",
+            ),
+            case(
+                call(
+                    arch,
+                    code(HypercallCode::SIGNAL_EVENT).with_fast(true),
+                    signal_event_word(UNMAPPED, 0),
+                    0,
+                ),
+                HvStatus::INVALID_CONNECTION_ID,
+                true,
+                "SignalEvent to an unmapped connection",
+            ),
+            case(
+                call(
+                    arch,
+                    code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
+                    l.input,
+                    0,
+                )
+                .with_memory(l.input, &retarget_input(HV_PARTITION_ID_SELF, OWNED_DEVICE)),
+                HvStatus::SUCCESS,
+                true,
+                "RetargetDeviceInterrupt relayed",
+            ),
+            case(
+                call(
+                    arch,
+                    code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
+                    l.input,
+                    0,
+                )
+                .with_memory(l.input, &retarget_input(HV_PARTITION_ID_SELF, 0x31)),
+                HvStatus::INVALID_DEVICE_ID,
+                true,
+                "RetargetDeviceInterrupt for a device VTL0 does not own",
+            ),
+            // The hypervisor's own, for VTL0: never the paravisor's.
+            case(
+                call(
+                    arch,
+                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
+                    l.input,
+                    l.output,
+                )
+                .with_memory(l.input, &vp_status)
+                .with_output(l.output, 16),
+                HvStatus::SUCCESS,
+                false,
+                "VTL0 reads its VsmVpStatus",
+            ),
+            case(
                 call(
                     arch,
                     code(HypercallCode::EXT_QUERY_CAPABILITIES),
@@ -59,8 +189,147 @@ fn every_policy_outcome_reaches_vtl0_as_the_tlfs_says() {
                 )
                 .with_output(l.output, 8),
                 HvStatus::SUCCESS,
+                false,
+                "ExtQueryCapabilities",
             ),
-            (
+            case(
+                call(arch, code(HypercallCode(0x0077)), 0, 0),
+                HvStatus::INVALID_HYPERCALL_CODE,
+                false,
+                "an unknown code",
+            ),
+            case(
+                call(
+                    arch,
+                    code(HypercallCode::POST_MESSAGE).with_nested(true),
+                    l.input,
+                    0,
+                )
+                .with_memory(l.input, &relayed_in),
+                HvStatus::INVALID_HYPERCALL_INPUT,
+                false,
+                "VTL0's own nested bit",
+            ),
+        ];
+        let scenario = owned_device_scenario(Scenario::for_arch(arch));
+        let (report, results) = run_cases(scenario, cases);
+
+        let status = HvRegisterVsmVpStatus::from_bits(u64::from_le_bytes(
+            results[8].output[..8].try_into().unwrap(),
+        ));
+        assert_eq!(status.active_vtl(), 0, "{arch:?}: VTL0 is told VTL0");
+        let mask = report.model.scenario().extended_capabilities.into_bits();
+        assert_eq!(
+            results[9].output,
+            mask.to_le_bytes(),
+            "{arch:?}: the host's"
+        );
+
+        // Exactly what reached the host: the relayed message with the host's connection id,
+        // the relayed event, the owned device. Nothing else of VTL0's was forwarded.
+        let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 1, "{arch:?}");
+        assert_eq!(
+            posts[0].input, relayed_out,
+            "{arch:?}: the bytes the host got"
+        );
+        assert_eq!(Control::from_bits(posts[0].control).nested(), false);
+        let events = forwarded(&report, HypercallCode::SIGNAL_EVENT);
+        assert_eq!(events.len(), 1, "{arch:?}");
+        assert_eq!(
+            events[0].input,
+            signal_event_word(HOST_CONNECTION, 3).to_le_bytes(),
+            "{arch:?}: the event's connection rewritten, its flag kept"
+        );
+        assert!(Control::from_bits(events[0].control).fast());
+        let retargets = forwarded(&report, HypercallCode::RETARGET_DEVICE_INTERRUPT);
+        assert_eq!(retargets.len(), 1, "{arch:?}");
+        assert_eq!(
+            retargets[0].input,
+            retarget_input(HV_PARTITION_ID_SELF, OWNED_DEVICE)
+        );
+        assert_eq!(
+            forwarded(&report, HypercallCode::EXT_QUERY_CAPABILITIES).len(),
+            1,
+            "{arch:?}: the boot's own query only"
+        );
+        assert!(forwarded(&report, HypercallCode(0x0077)).is_empty());
+        // The intercepts OpenHCL installs, never HvInterceptTypeHypercall.
+        let installed: Vec<HvInterceptType> = report
+            .model
+            .installed_intercepts()
+            .iter()
+            .map(|i| i.intercept_type)
+            .collect();
+        assert_eq!(
+            installed,
+            [
+                HvInterceptType::UNKNOWN_SYNIC_CONNECTION,
+                HvInterceptType::RETARGET_INTERRUPT_WITH_UNKNOWN_DEVICE_ID
+            ],
+            "{arch:?}"
+        );
+    }
+}
+
+/// A host that reflects more than Hyper-V does (`Scenario::reflected_codes`: Hyper-V's trigger
+/// for several codes is not public) gets the answer VTL0 would have had without a paravisor,
+/// and nothing is forwarded: no entry, no forward.
+#[test]
+fn calls_without_an_entry_are_answered_defensively_and_never_forwarded() {
+    for arch in Arch::ALL {
+        let l = layout(arch);
+        let vp_status = get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VSM_VP_STATUS]);
+        let scenario = Scenario {
+            reflected_codes: [
+                HypercallCode::GET_VP_REGISTERS,
+                HypercallCode::SET_VP_REGISTERS,
+                HypercallCode::FLUSH_VIRTUAL_ADDRESS_SPACE,
+                HypercallCode::ENABLE_PARTITION_VTL,
+                HypercallCode::EXT_QUERY_CAPABILITIES,
+                HypercallCode::EXT_GET_BOOT_ZEROED_MEMORY,
+            ]
+            .into(),
+            ..Scenario::for_arch(arch)
+        };
+        let get = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1);
+        let cases = vec![
+            case(
+                call(arch, get, l.input, l.output).with_memory(l.input, &vp_status),
+                HvStatus::INVALID_HYPERCALL_CODE,
+                true,
+                "GetVpRegisters",
+            ),
+            case(
+                call(
+                    arch,
+                    code(HypercallCode::FLUSH_VIRTUAL_ADDRESS_SPACE),
+                    l.input,
+                    0,
+                ),
+                HvStatus::INVALID_HYPERCALL_CODE,
+                true,
+                "FlushVirtualAddressSpace",
+            ),
+            case(
+                call(arch, code(HypercallCode::ENABLE_PARTITION_VTL), l.input, 0),
+                HvStatus::ACCESS_DENIED,
+                true,
+                "EnablePartitionVtl",
+            ),
+            case(
+                call(
+                    arch,
+                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                    0,
+                    l.output,
+                )
+                .with_output(l.output, 8),
+                HvStatus::SUCCESS,
+                true,
+                "ExtQueryCapabilities",
+            ),
+            case(
                 call(
                     arch,
                     code(HypercallCode::EXT_QUERY_CAPABILITIES).with_fast(true),
@@ -68,269 +337,191 @@ fn every_policy_outcome_reaches_vtl0_as_the_tlfs_says() {
                     0,
                 ),
                 HvStatus::INVALID_PARAMETER,
+                true,
+                "fast ExtQueryCapabilities",
             ),
-            (
-                call(arch, code(HypercallCode(0x0077)), 0, 0),
-                HvStatus::INVALID_HYPERCALL_CODE,
-            ),
-            (
-                call(arch, code(HypercallCode(0x80ff)), 0, 0),
-                HvStatus::INVALID_HYPERCALL_CODE,
-            ),
-            // Misaligned, page-crossing, overlapping, VTL2-pointing.
-            (
-                call(arch, code(HypercallCode::POST_MESSAGE), l.input + 4, 0),
-                HvStatus::INVALID_ALIGNMENT,
-            ),
-            (
-                call(
-                    arch,
-                    code(HypercallCode::POST_MESSAGE),
-                    l.input + 4096 - 128,
-                    0,
-                ),
-                HvStatus::INVALID_ALIGNMENT,
-            ),
-            (
-                call(
-                    arch,
-                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
-                    l.input,
-                    l.input + 8,
-                )
-                .with_memory(
-                    l.input,
-                    &get_registers_input(HvInputVtl::CURRENT, &status_names),
-                ),
-                HvStatus::INVALID_ALIGNMENT,
-            ),
-            (
-                call(arch, code(HypercallCode::POST_MESSAGE), l.vtl2, 0),
-                HvStatus::ACCESS_DENIED,
-            ),
-            (
+            case(
                 call(arch, code(HypercallCode::EXT_QUERY_CAPABILITIES), 0, l.vtl2),
                 HvStatus::ACCESS_DENIED,
+                true,
+                "ExtQueryCapabilities into VTL2 memory",
             ),
-            // VTL management and VTL2's registers are the paravisor's.
-            (
+            case(
                 call(
                     arch,
-                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
-                    l.input,
-                    l.output,
-                )
-                .with_memory(
-                    l.input,
-                    &get_registers_input(HvInputVtl::target(Vtl::VTL2), &status_names),
-                ),
-                HvStatus::ACCESS_DENIED,
-            ),
-            (
-                call(arch, code(HypercallCode::ENABLE_PARTITION_VTL), l.input, 0),
-                HvStatus::ACCESS_DENIED,
-            ),
-            // VTL0 does not choose nesting.
-            (
-                call(
-                    arch,
-                    code(HypercallCode::POST_MESSAGE).with_nested(true),
-                    l.input,
+                    code(HypercallCode::EXT_GET_BOOT_ZEROED_MEMORY),
                     0,
+                    l.output,
                 ),
-                HvStatus::INVALID_HYPERCALL_INPUT,
+                HvStatus::INVALID_HYPERCALL_CODE,
+                true,
+                "ExtGetBootZeroedMemory",
             ),
         ];
-        let expected: Vec<HvStatus> = script.iter().map(|(_, s)| *s).collect();
-        let mut report = e2e::run_vtl0(
-            Scenario::for_arch(arch),
-            script.into_iter().map(|(c, _)| c).collect(),
-        );
-        let results = results(&mut report);
+        let (report, results) = run_cases(scenario, cases);
         assert_eq!(
-            results.len(),
-            expected.len(),
-            "{arch:?}: one result per call"
+            results[3].output, [0; 8],
+            "{arch:?}: no extended call is relayed, so none is offered"
         );
-        for (i, (r, want)) in results.iter().zip(&expected).enumerate() {
-            assert_eq!(r.status(), *want, "{arch:?} call {i}");
-            assert!(
-                r.advanced(),
-                "{arch:?} call {i}: the IP moved past the call"
-            );
+        // After the first intercept the paravisor issues no GetVpRegisters of its own.
+        let events = report.trace().events();
+        let first = events
+            .iter()
+            .position(|e| matches!(e, Event::Intercept { .. }))
+            .expect("intercepts");
+        let later_gets = events[first..]
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Hypercall(h)
+                    if h.vtl == Vtl::VTL2 && h.code == HypercallCode::GET_VP_REGISTERS)
+            })
+            .count();
+        assert_eq!(
+            later_gets, 0,
+            "{arch:?}: VTL0's GetVpRegisters was not forwarded"
+        );
+        for code in [
+            HypercallCode::FLUSH_VIRTUAL_ADDRESS_SPACE,
+            HypercallCode::ENABLE_PARTITION_VTL,
+            HypercallCode::EXT_GET_BOOT_ZEROED_MEMORY,
+        ] {
+            assert!(forwarded(&report, code).is_empty(), "{arch:?} {code:?}");
         }
-        let mask = report.model.scenario().extended_capabilities.into_bits();
-        assert_eq!(
-            results[2].output,
-            (mask & FORWARDED_EXT_MASK).to_le_bytes(),
-            "{arch:?}: capabilities filtered to what the paravisor forwards"
-        );
-        // Only the two valid SynIC calls went to the host, without the nested bit.
-        for code in [HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT] {
-            let sent = forwarded(&report, code);
-            assert_eq!(sent.len(), 1, "{arch:?} {code:?} forwarded once");
-            assert_eq!(sent[0].control & (1 << 31), 0, "{arch:?}: not nested");
-            assert_eq!(sent[0].status(), Some(HvStatus::SUCCESS));
-        }
-        assert_eq!(
-            forwarded(&report, HypercallCode::ENABLE_PARTITION_VTL).len(),
-            0
+        // One line per call, naming VP and code.
+        let lines: Vec<&str> = report
+            .run
+            .console
+            .lines()
+            .filter(|l| l.contains("reached VTL2"))
+            .collect();
+        assert_eq!(lines.len(), 7, "{arch:?}: {lines:?}");
+        assert!(
+            lines[0].contains("0x0050") && lines[0].contains("on VP 0"),
+            "{lines:?}"
         );
     }
 }
 
-/// The rep starts of the paravisor's last two forwarded GetVpRegisters, newest first.
-fn last_two_rep_starts(report: &Report) -> Vec<u16> {
-    forwarded(report, HypercallCode::GET_VP_REGISTERS)
-        .iter()
-        .rev()
-        .take(2)
-        .map(|r| Control::from_bits(r.control).rep_start())
-        .collect()
-}
-
-/// VTL0 reads its VP index (0) four times in one rep GetVpRegisters into an output list filled
-/// with [`STALE`]; the host applies `action` to the forwarded call (the boot's own
-/// GetVpRegisters are counted first, so the fault hits it).
-fn rep4_with_fault(arch: Arch, action: FaultAction) -> Report {
-    let l = layout(arch);
-    let boot = e2e::run_vtl0(Scenario::for_arch(arch), Vec::new());
-    let nth = boot
-        .trace()
-        .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
-        .len() as u32
-        + 1;
-    let names = [HvRegisterName::VP_INDEX; 4];
-    let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
-    let script = vec![call(arch, control, l.input, l.output)
-        .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
-        .with_memory(l.output, &[STALE; 64])
-        .with_output(l.output, 64)];
-    let mut scenario = Scenario::for_arch(arch);
-    scenario.faults.push(InjectedFault {
-        code: HypercallCode::GET_VP_REGISTERS,
-        nth,
-        action,
-    });
-    e2e::run_vtl0(scenario, script)
-}
-
-/// What VTL0's output list holds before its call: bytes no register value of the call has.
-const STALE: u8 = 0xAA;
-
-/// A host that returns SUCCESS with 2 of 4 reps done (the TLFS lets it stop early; Linux
-/// continues from reps completed): VTL0 gets exactly that, as it would from the host itself.
-/// SUCCESS with reps completed 2 and the IP advanced, only the two completed values written,
-/// and no re-issue by the paravisor (continuing is VTL0's business).
+/// OpenVMM refuses HvInterceptTypeHypercall; a host that accepted it would reflect every
+/// VMM-bound call, but the paravisor never asks for it. And a host that refuses the intercepts
+/// the paravisor does ask for costs one line each, not the boot: VTL0 then gets the hypervisor's
+/// own answer.
 #[test]
-fn a_short_success_reaches_vtl0_as_is() {
+fn intercept_installation_follows_openhcl_and_survives_a_refusal() {
     for arch in Arch::ALL {
-        let mut report = rep4_with_fault(arch, FaultAction::ShortSuccess { reps: 2 });
-        let results = results(&mut report);
-        assert_eq!(results.len(), 1, "{arch:?}: delivered once");
-        let r = &results[0];
-        let out = r.output_value();
-        assert_eq!(
-            (out.status(), out.reps_completed()),
-            (HvStatus::SUCCESS, 2),
-            "{arch:?}"
-        );
-        assert!(r.advanced(), "{arch:?}: IP advanced");
-        let mut expect = vec![0u8; 32]; // two VP index values (VP 0)
-        expect.extend([STALE; 32]);
-        assert_eq!(r.output, expect, "{arch:?}: exactly the completed elements");
-        let gets = forwarded(&report, HypercallCode::GET_VP_REGISTERS);
-        let last = gets.last().unwrap();
-        let control = Control::from_bits(last.control);
-        assert_eq!(
-            (control.rep_count(), control.rep_start()),
-            (4, 0),
-            "{arch:?}"
-        );
-        assert_eq!(
-            last.output, [0u8; 32],
-            "{arch:?}: the host wrote two values"
-        );
-        let issued = gets.iter().filter(|r| r.input == last.input).count();
-        assert_eq!(issued, 1, "{arch:?}: not re-issued");
-    }
-}
-
-/// A host that hands a TIMEOUT back (IP advanced, reps completed 2 of 4): VTL0 must see the TLFS
-/// timeout (IP left on its call, rep start moved on) and re-issue; the re-issued call is
-/// forwarded from rep 2.
-#[test]
-fn a_host_timeout_reaches_vtl0_as_a_tlfs_timeout() {
-    for arch in Arch::ALL {
-        let mut report = rep4_with_fault(arch, FaultAction::ReturnedTimeout { reps: 2 });
-        let results = results(&mut report);
-        assert_eq!(
-            results.len(),
-            2,
-            "{arch:?}: delivered, then re-executed once"
-        );
-        let (first, second) = (&results[0], &results[1]);
-        match arch {
-            Arch::X86_64 => {
-                assert_eq!(first.status(), HvStatus::TIMEOUT);
-                assert_eq!(first.output_value().reps_completed(), 2);
-            }
-            // SMCCC: X0 keeps the function id, so the re-executed hvc is a hypercall again.
-            Arch::Aarch64 => assert_eq!(first.result, u64::from(hvdef::aarch64::SMCCC_HV_FUNC_ID)),
-        }
-        assert!(!first.advanced(), "{arch:?}: IP left on the call");
-        assert_eq!(second.status(), HvStatus::SUCCESS, "{arch:?}");
-        assert!(second.advanced());
-        // The re-executed call started at rep 2: the forwarded controls say so.
-        assert_eq!(last_two_rep_starts(&report), vec![2, 0], "{arch:?}");
-        assert_eq!(second.output.len(), 64);
-        // VTL0's RCX (x64) / X1 (arm64 SMCCC) carries the new rep start for the re-issue.
-        let control_reg = match arch {
-            Arch::X86_64 => hvdef::x86_64::reg::RCX,
-            Arch::Aarch64 => hvdef::aarch64::reg::X1,
+        let scenario = Scenario {
+            hypercall_intercept: HypercallIntercept::Accepted,
+            ..Scenario::for_arch(arch)
         };
-        let moved_on = Control::from_bits(first.register(control_reg) as u64);
-        assert_eq!(
-            (moved_on.rep_count(), moved_on.rep_start()),
-            (4, 2),
+        let report = e2e::run_vtl0(scenario, Vec::new());
+        let installed = report.model.installed_intercepts();
+        assert!(
+            installed
+                .iter()
+                .all(|i| i.intercept_type != HvInterceptType::HYPERCALL),
             "{arch:?}"
         );
+
+        let mut scenario = Scenario::for_arch(arch);
+        for nth in [1, 2] {
+            scenario.faults.push(InjectedFault {
+                code: HypercallCode::INSTALL_INTERCEPT,
+                nth,
+                action: FaultAction::Status(hvdef::HvError::INVALID_PARAMETER),
+            });
+        }
+        let l = layout(arch);
+        let (message, _) = relayed_message(RELAYED);
+        let cases = vec![case(
+            call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                .with_memory(l.input, &message),
+            HvStatus::INVALID_CONNECTION_ID,
+            false,
+            "PostMessage with no intercept installed",
+        )];
+        let (report, _) = run_cases(scenario, cases);
+        assert!(report.model.installed_intercepts().is_empty());
+        let refusals = report
+            .run
+            .console
+            .lines()
+            .filter(|l| l.contains("the host refused the"))
+            .count();
+        assert_eq!(refusals, 2, "{arch:?}:\n{}", report.run.console);
     }
 }
 
-/// A host that re-executes a timed-out call (TLFS: IP left on the instruction) never shows
-/// VTL0 the timeout: the paravisor's own call is resumed transparently and VTL0 gets SUCCESS.
+/// The relayed PostMessage under a host that times out: a host that hands TIMEOUT back makes
+/// VTL0 see it with its IP left on the call (TLFS continuation), and VTL0's re-issue is relayed
+/// again; a host that re-executes completes it without VTL0 ever seeing the timeout.
 #[test]
-fn a_host_that_re_executes_completes_the_call_for_vtl0() {
-    let mut report = rep4_with_fault(Arch::X86_64, FaultAction::Timeout { reps: 2 });
-    let results = results(&mut report);
-    assert_eq!(results.len(), 1);
-    assert_eq!(results[0].status(), HvStatus::SUCCESS);
-    assert!(results[0].advanced());
-    assert_eq!(
-        last_two_rep_starts(&report),
-        vec![2, 0],
-        "the host re-executed from rep 2"
-    );
+fn a_relayed_call_that_times_out() {
+    for arch in Arch::ALL {
+        for returned in [true, false] {
+            let l = layout(arch);
+            let (message, to_host) = relayed_message(RELAYED);
+            let mut scenario = Scenario::for_arch(arch);
+            // VTL0's own PostMessage is the hypervisor's first (it reflects it); the relay is
+            // the second.
+            scenario.faults.push(InjectedFault {
+                code: HypercallCode::POST_MESSAGE,
+                nth: 2,
+                action: if returned {
+                    FaultAction::ReturnedTimeout { reps: 0 }
+                } else {
+                    FaultAction::Timeout { reps: 0 }
+                },
+            });
+            let script = vec![call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                .with_memory(l.input, &message)];
+            let mut report = e2e::run_vtl0(scenario, script);
+            let results = results(&mut report);
+            let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
+            assert!(posts.iter().all(|p| p.input == to_host), "{arch:?}");
+            let last = results.last().unwrap();
+            assert_eq!(last.status(), HvStatus::SUCCESS, "{arch:?} {returned}");
+            assert!(last.advanced());
+            if returned {
+                assert_eq!(results.len(), 2, "{arch:?}: seen, then re-executed");
+                assert!(!results[0].advanced(), "{arch:?}: IP left on the call");
+                match arch {
+                    Arch::X86_64 => assert_eq!(results[0].status(), HvStatus::TIMEOUT),
+                    // SMCCC: X0 keeps the function id, so the re-executed hvc is a hypercall.
+                    Arch::Aarch64 => assert_eq!(
+                        results[0].result,
+                        u64::from(hvdef::aarch64::SMCCC_HV_FUNC_ID)
+                    ),
+                }
+                assert_eq!(posts.len(), 2, "{arch:?}: relayed twice");
+            } else {
+                assert_eq!(results.len(), 1, "{arch:?}: VTL0 never saw it");
+                assert_eq!(posts.len(), 2, "{arch:?}: the host re-executed the relay");
+            }
+        }
+    }
 }
 
 #[test]
-fn four_vps_proxy_at_once_each_on_its_own_pages() {
+fn four_vps_relay_at_once_each_on_its_own_pages() {
     for arch in Arch::ALL {
         let l = layout(arch);
+        let (message, _) = relayed_message(RELAYED);
         let mut script = Vec::new();
         for vp in 0..4u32 {
             let input = l.input + 0x100 * u64::from(vp);
-            let output = l.output + 0x100 * u64::from(vp);
             script.push(
                 call(arch, code(HypercallCode::POST_MESSAGE), input, 0)
-                    .with_memory(input, &post_message(1))
+                    .with_memory(input, &message)
                     .on_vp(vp),
             );
             script.push(
-                call(arch, code(HypercallCode::EXT_QUERY_CAPABILITIES), 0, output)
-                    .with_output(output, 8)
-                    .on_vp(vp),
+                call(
+                    arch,
+                    code(HypercallCode::SIGNAL_EVENT).with_fast(true),
+                    signal_event_word(RELAYED_EVENT, vp as u16),
+                    0,
+                )
+                .on_vp(vp),
             );
         }
         let mut report = e2e::run_vtl0(
@@ -344,7 +535,7 @@ fn four_vps_proxy_at_once_each_on_its_own_pages() {
         assert_eq!(results.len(), 8);
         assert!(results
             .iter()
-            .all(|r| r.status() == HvStatus::SUCCESS && r.advanced()));
+            .all(|r| r.status() == HvStatus::SUCCESS && r.advanced() && r.reached_vtl2));
         let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
         assert_eq!(posts.len(), 4);
         let mut pages: Vec<(u32, u64)> = posts.iter().map(|r| (r.vp, r.input_gpa)).collect();
@@ -353,7 +544,7 @@ fn four_vps_proxy_at_once_each_on_its_own_pages() {
         assert_eq!(
             pages.len(),
             4,
-            "{arch:?}: each VP forwards from its own input page"
+            "{arch:?}: each VP relays from its own input page"
         );
         assert_eq!(
             pages.iter().map(|p| p.0).collect::<Vec<_>>(),

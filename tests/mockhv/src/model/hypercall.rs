@@ -927,12 +927,9 @@ impl Model {
             }
             Ok(r.device_id)
         });
-        let result = parsed.and_then(|id| {
-            if self.scenario.devices.contains(&id) {
-                Ok(())
-            } else {
-                Err(HvError::INVALID_DEVICE_ID)
-            }
+        let result = parsed.and_then(|id| match self.scenario.devices.get(&id) {
+            Some(&minimum) if call.vtl >= minimum => Ok(()),
+            _ => Err(HvError::INVALID_DEVICE_ID),
         });
         let unknown = (
             HvError::INVALID_DEVICE_ID,

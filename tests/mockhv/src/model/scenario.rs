@@ -55,9 +55,13 @@ pub struct Scenario {
     /// port's minimum OPERATION_DENIED (OpenVMM `vmm_core/virt/src/synic.rs`
     /// `SynicPortMap::handle_post_message` / `handle_signal_event`).
     pub ports: BTreeMap<u32, Vtl>,
-    /// Device ids the host knows for HvCallRetargetDeviceInterrupt; any other is
-    /// INVALID_DEVICE_ID (OpenVMM `vmm_core/virt_whp/src/hypercalls.rs` `retarget_interrupt`).
-    pub devices: BTreeSet<u64>,
+    /// Device ids the hypervisor knows for HvCallRetargetDeviceInterrupt, each with the lowest
+    /// VTL it knows the id for; any other id, or a caller below that VTL, is INVALID_DEVICE_ID
+    /// (OpenVMM `vmm_core/virt_whp/src/hypercalls.rs` `retarget_interrupt` keys reflection on
+    /// that status). The minimum VTL is the model's way to say "a device VTL2 manages for VTL0"
+    /// (OpenHCL's relayed vPCI devices): VTL0's call for it is reflected, VTL2's reaches the
+    /// device. No source says how Hyper-V keys its device table.
+    pub devices: BTreeMap<u64, Vtl>,
     /// What HvCallInstallIntercept does with `HvInterceptTypeHypercall` (0x08) from VTL2.
     pub hypercall_intercept: HypercallIntercept,
     /// Codes the hypervisor reflects to VTL2 whatever their input, on top of the rules of
@@ -261,7 +265,7 @@ impl Default for Scenario {
             host_calls: BTreeMap::new(),
             // A VTL0 VMBus message connection, and a port only VTL2 may use.
             ports: BTreeMap::from([(1, Vtl::VTL0), (2, Vtl::VTL2)]),
-            devices: BTreeSet::new(),
+            devices: BTreeMap::new(),
             hypercall_intercept: HypercallIntercept::Rejected,
             reflected_codes: BTreeSet::new(),
             // Linux's id as `hv_generate_guest_id` builds it (open source, OS type Linux).

@@ -179,7 +179,7 @@ fn unknown_connections_reach_vtl2_only_with_the_intercept() {
 #[test]
 fn unknown_devices_reach_vtl2_only_with_the_intercept() {
     let scenario = Scenario {
-        devices: [0x10].into(),
+        devices: [(0x10, Vtl::VTL0), (0x20, Vtl::VTL2)].into(),
         ..Scenario::default()
     };
     let mut hv = booted(scenario.clone());
@@ -206,7 +206,7 @@ fn unknown_devices_reach_vtl2_only_with_the_intercept() {
 fn an_accepted_hypercall_intercept_reflects_every_vmm_bound_call() {
     let mut hv = booted(Scenario {
         hypercall_intercept: HypercallIntercept::Accepted,
-        devices: [0x10].into(),
+        devices: [(0x10, Vtl::VTL0)].into(),
         ..Scenario::default()
     });
     let out = hv.call(
