@@ -29,16 +29,17 @@ fn forwarded(report: &Report, code: HypercallCode) -> Vec<HypercallRecord> {
         .collect()
 }
 
-/// VTL0's PostMessage (memory) and SignalEvent (fast) on connection 7.
+/// VTL0's PostMessage (memory) and SignalEvent (fast) on connections the host does not know
+/// and the relay maps to host connection 1: reflected to VTL2 and relayed.
 fn vmbus_calls(arch: Arch) -> Vec<Vtl0Call> {
     let l = layout(arch);
     vec![
         call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
-            .with_memory(l.input, &post_message(7)),
+            .with_memory(l.input, &post_message(e2e::RELAYED)),
         call(
             arch,
             code(HypercallCode::SIGNAL_EVENT).with_fast(true),
-            7,
+            e2e::signal_event_word(e2e::RELAYED_EVENT, 0),
             0,
         ),
     ]

@@ -304,7 +304,24 @@ impl Model {
             self.memory_params(req, in_len, out_len, mem)?
         };
         record.input.clone_from(&params.input);
-        self.check_route(control, start)?;
+        if let Err(stop) = self.check_route(control, start) {
+            // On a nested host the lower hypervisor runs this partition's VSM: VTL0's L0 call
+            // without the bit is one to a connection it does not know, reflected like any other.
+            let l0_unknown = matches!(stop, Stop::Status(HvError::INVALID_CONNECTION_ID, _));
+            let synic = matches!(
+                code,
+                HypercallCode::POST_MESSAGE | HypercallCode::SIGNAL_EVENT
+            );
+            if vtl == Vtl::VTL0
+                && l0_unknown
+                && synic
+                && self.intercept_installed(HvInterceptType::UNKNOWN_SYNIC_CONNECTION)
+            {
+                effects.reflect = true;
+                return Err(HvError::TIMEOUT.into());
+            }
+            return Err(stop);
+        }
         let stop = self.count_call(code, start, count, rep)?;
 
         let mut call = Call {
