@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use e2e::{boot_calls, call, code, get_registers_input, layout, post_message};
+use e2e::{boot_calls, call, code, layout, post_message};
 use hvdef::aarch64::{reg as arm_reg, HVC_IMM_VTL_CALL, SMCCC_HV_FUNC_ID};
 use hvdef::x86_64::reg as x64_reg;
-use hvdef::{Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, HypercallOutput};
+use hvdef::{HvRegisterName, HvStatus, HypercallCode, HypercallOutput};
 use mockhv::model::{FaultAction, InjectedFault, Scenario, Vtl0Call, Vtl0Result};
 use mockhv::qemu::Arch;
 
@@ -91,37 +91,33 @@ fn output(status: HvStatus, reps: u16) -> u64 {
 /// lands on it.
 fn script(arch: Arch) -> Vec<(&'static str, Vtl0Call, Vec<Seen>)> {
     let l = layout(arch);
-    let rep4 = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(4);
+    let post = code(HypercallCode::POST_MESSAGE);
     let timeout_result = match arch {
-        Arch::X86_64 => output(HvStatus::TIMEOUT, 2),
+        Arch::X86_64 => output(HvStatus::TIMEOUT, 0),
         // SMCCC: X0 keeps the function id so that the re-executed hvc is a hypercall again.
         Arch::Aarch64 => u64::from(SMCCC_HV_FUNC_ID),
     };
-    let names = [HvRegisterName::VP_INDEX; 4];
+    let relayed = || call(arch, post, l.input, 0).with_memory(l.input, &post_message(e2e::RELAYED));
     let ud = match arch {
         // VtlCall's code as an ordinary hypercall: #UD (TLFS: VtlCall with no higher VTL).
         Arch::X86_64 => call(arch, code(HypercallCode::VTL_CALL), 0, 0),
-        Arch::Aarch64 => call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
-            .with_immediate(HVC_IMM_VTL_CALL),
+        Arch::Aarch64 => call(arch, post, l.input, 0).with_immediate(HVC_IMM_VTL_CALL),
     };
     let cases = vec![
         (
-            "TIMEOUT handed back, then re-issued",
-            call(arch, rep4, l.input, l.output)
-                .with_memory(l.input, &get_registers_input(HvInputVtl::CURRENT, &names))
-                .with_output(l.output, 64),
+            "relayed, TIMEOUT handed back, then re-issued",
+            relayed(),
             vec![
                 Seen::Timeout {
                     result: timeout_result,
-                    control: rep4.with_rep_start(2).into_bits(),
+                    control: post.into_bits(),
                 },
-                Seen::Completed(output(HvStatus::SUCCESS, 4)),
+                Seen::Completed(output(HvStatus::SUCCESS, 0)),
             ],
         ),
         (
-            "forwarded PostMessage",
-            call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
-                .with_memory(l.input, &post_message(1)),
+            "relayed PostMessage",
+            relayed(),
             vec![Seen::Completed(output(HvStatus::SUCCESS, 0))],
         ),
         (
@@ -192,13 +188,23 @@ fn check_every_outcome(arch: Arch, scenario: Scenario) {
         vp_count: 1,
         ..scenario.clone()
     };
-    let nth = boot_calls(boot.clone(), HypercallCode::GET_VP_REGISTERS) + 1;
+    // The hypervisor counts VTL0's own PostMessage (which it reflects) first, then the relay.
+    let nth = boot_calls(boot.clone(), HypercallCode::POST_MESSAGE) + 2;
     let mut faulted = boot;
     faulted.faults.push(InjectedFault {
-        code: HypercallCode::GET_VP_REGISTERS,
+        code: HypercallCode::POST_MESSAGE,
         nth,
-        action: FaultAction::ReturnedTimeout { reps: 2 },
+        action: FaultAction::ReturnedTimeout { reps: 0 },
     });
+    // Reflect the codes Hyper-V keeps to itself, so that every outcome of the paravisor's
+    // table is exercised (see `Scenario::reflected_codes`).
+    faulted.reflected_codes = [
+        HypercallCode::EXT_QUERY_CAPABILITIES,
+        HypercallCode(0x0077),
+        HypercallCode::ENABLE_PARTITION_VTL,
+        HypercallCode::VTL_CALL,
+    ]
+    .into();
     let calls = script.iter().map(|(_, c, _)| c.clone()).collect();
     let mut report = e2e::run_vtl0(faulted, calls);
     let mut results: Vec<Vtl0Result> = report.model.vtl0().results().to_vec();
@@ -245,16 +251,18 @@ fn check_every_outcome(arch: Arch, scenario: Scenario) {
             }
         }
     }
-    // The TIMEOUT's re-issue was forwarded from rep 2: the host saw the control VTL0 got back.
-    let forwarded: Vec<u16> = report
+    // Both relays of the timed-out call, then the plain one, reached the host (VTL2) with the
+    // host's connection id.
+    let relays: Vec<_> = report
         .trace()
-        .hypercalls_with_code(HypercallCode::GET_VP_REGISTERS)
-        .iter()
-        .rev()
-        .take(2)
-        .map(|h| Control::from_bits(h.control).rep_start())
+        .hypercalls_with_code(HypercallCode::POST_MESSAGE)
+        .into_iter()
+        .filter(|h| h.vtl == hvdef::Vtl::VTL2)
         .collect();
-    assert_eq!(forwarded, vec![2, 0], "{reading}: rep starts forwarded");
+    assert_eq!(relays.len(), 3, "{reading}: relays");
+    assert!(relays
+        .iter()
+        .all(|h| h.input[..4] == e2e::HOST_CONNECTION.to_le_bytes()));
 }
 
 #[test]
