@@ -1,7 +1,9 @@
-//! #UD injection under the mock hypervisor: the VTL0 calls the TLFS answers with #UD (x64) or an
-//! undefined-instruction exception (arm64) reach VTL0 as that exception, the way OpenHCL injects
-//! one: PendingEvent0 of VTL0 set through the paravisor's SetVpRegisters, the IP left on the call
-//! (a fault), the result register as VTL0 had it. Ordinary calls in the same script still complete.
+//! #UD under the mock hypervisor. The TLFS's #UD cases (VtlReturn from VTL0, calls from EL0) are
+//! the hypervisor's own and never reach VTL2; a reflected call the paravisor refuses to serve
+//! (x64 callers outside 64-bit mode) reaches VTL0 as #UD the way OpenHCL injects one:
+//! PendingEvent0 of VTL0 set through the paravisor's SetVpRegisters, the IP left on the call (a
+//! fault), the result register as VTL0 had it. A real VTL call enters VTL2 and returns at once.
+//! Ordinary calls in the same script still complete.
 
 use e2e::{call, code, layout, post_message};
 use hvdef::aarch64::{
@@ -13,7 +15,7 @@ use hvdef::{
     HvInputGetVpRegisters, HvInputVtl, HvRegisterAssoc, HvRegisterName, HvStatus, HypercallCode,
     Vtl,
 };
-use mockhv::model::{Scenario, Vtl0Call, Vtl0Result};
+use mockhv::model::{Fault, Scenario, Vtl0Call, Vtl0Result};
 use mockhv::qemu::Arch;
 use mockhv::session::Report;
 use zerocopy::FromBytes;
@@ -73,11 +75,29 @@ fn pending_event_writes(report: &Report) -> usize {
         .count()
 }
 
+/// Who raises the exception.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Completed with SUCCESS (relayed).
+    Completes,
+    /// The hypervisor itself: the call never reaches VTL2 (TLFS: VtlReturn from the lowest VTL,
+    /// hypercalls from EL0).
+    HypervisorUd,
+    /// The paravisor, for a call the hypervisor did reflect: PendingEvent0 through its
+    /// SetVpRegisters (x64 callers outside 64-bit mode: it serves 64-bit kernels only).
+    ParavisorUd,
+    /// The hypervisor answers it itself with this status.
+    HypervisorStatus(HvStatus),
+    /// A VTL call: VTL2 is entered without a message and returns at once; VTL0 goes on after
+    /// the call with its registers as they were.
+    VtlCall,
+}
+
 #[test]
 fn ud_callers_take_the_exception_and_ordinary_calls_complete() {
     for arch in Arch::ALL {
         let l = layout(arch);
-        let message = post_message(1);
+        let message = post_message(e2e::RELAYED);
         let post = || {
             call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0).with_memory(l.input, &message)
         };
@@ -89,43 +109,60 @@ fn ud_callers_take_the_exception_and_ordinary_calls_complete() {
             Arch::X86_64 => c.with_register(x64_reg::RAX, RAX_BEFORE.into()),
             Arch::Aarch64 => c,
         };
-        let result_before = match arch {
-            Arch::X86_64 => RAX_BEFORE,
-            Arch::Aarch64 => u64::from(SMCCC_HV_FUNC_ID),
+        let vtl_call = match arch {
+            // A valid VTL call: RCX the code alone, RAX (the VTL call control) 0.
+            Arch::X86_64 => {
+                call(arch, code(HypercallCode::VTL_CALL), 0, 0).with_register(x64_reg::RAX, 0)
+            }
+            Arch::Aarch64 => post().with_immediate(hvdef::aarch64::HVC_IMM_VTL_CALL),
         };
-        // (call, faults?, what)
-        let mut script: Vec<(Vtl0Call, bool, &str)> = vec![
-            (post(), false, "PostMessage before"),
+        let mut script: Vec<(Vtl0Call, Expect, &str)> = vec![
+            (post(), Expect::Completes, "PostMessage before"),
             (
                 marked(call(arch, code(HypercallCode::VTL_RETURN), 0, 0)),
-                true,
+                match arch {
+                    Arch::X86_64 => Expect::HypervisorUd,
+                    // arm64 switches VTLs with hvc #2/#3 only (TLFS vsm.md); 0x12 as an SMCCC
+                    // call code is just a code the hypervisor does not implement.
+                    Arch::Aarch64 => Expect::HypervisorStatus(HvStatus::INVALID_HYPERCALL_CODE),
+                },
                 "VtlReturn from VTL0",
             ),
-            (
-                marked(call(arch, code(HypercallCode::VTL_CALL), 0, 0)),
-                true,
-                "VtlCall with no VTL to enter",
-            ),
-            (post(), false, "PostMessage between"),
+            (vtl_call, Expect::VtlCall, "VtlCall into VTL2"),
+            (post(), Expect::Completes, "PostMessage between"),
         ];
         match arch {
-            Arch::X86_64 => script.push((
-                marked(post().in_32bit_mode()),
-                true,
-                "PostMessage from 32-bit protected mode",
-            )),
+            Arch::X86_64 => {
+                // 32-bit convention: control EDX:EAX, input GPA EBX:ECX.
+                let control = code(HypercallCode::POST_MESSAGE).into_bits();
+                let call32 = post()
+                    .in_32bit_mode()
+                    .with_register(x64_reg::RAX, control.into())
+                    .with_register(x64_reg::RDX, 0)
+                    .with_register(x64_reg::RBX, 0)
+                    .with_register(x64_reg::RCX, l.input.into());
+                script.push((
+                    call32,
+                    Expect::ParavisorUd,
+                    "PostMessage from 32-bit protected mode",
+                ));
+            }
             Arch::Aarch64 => {
-                script.push((post().at_el0(), true, "PostMessage from EL0"));
+                script.push((
+                    post().at_el0(),
+                    Expect::HypervisorUd,
+                    "PostMessage from EL0",
+                ));
                 script.push((
                     call(arch, code(HypercallCode::POST_MESSAGE), 0, 0)
                         .with_immediate(HVC_IMM_VTL_RETURN),
-                    true,
+                    Expect::HypervisorUd,
                     "hvc #3 (VtlReturn) from VTL0",
                 ));
             }
         }
         // Back in a 64-bit kernel / at EL1: served as usual.
-        script.push((post(), false, "PostMessage after"));
+        script.push((post(), Expect::Completes, "PostMessage after"));
 
         let mut report = run(arch, script.iter().map(|(c, ..)| c.clone()).collect());
         let mut results: Vec<Vtl0Result> = report.model.vtl0().results().to_vec();
@@ -135,29 +172,56 @@ fn ud_callers_take_the_exception_and_ordinary_calls_complete() {
             script.len(),
             "{arch:?}: one delivery per call: no faulted call is re-delivered"
         );
-        for (r, (_, faults, what)) in results.iter().zip(&script) {
+        for (r, (c, expect, what)) in results.iter().zip(&script) {
             let what = format!("{arch:?} {what}");
             assert_eq!(r.attempt, 0, "{what}");
-            if *faults {
-                let event = r
-                    .pending_event()
-                    .unwrap_or_else(|| panic!("{what}: no event"));
-                assert_undefined_instruction(arch, event, &what);
-                assert_eq!(r.ip_after, r.ip_before, "{what}: IP left on the call");
-                assert!(!r.advanced(), "{what}");
-                assert_eq!(r.result, result_before, "{what}: result register untouched");
-                assert_eq!(r.register(result_reg), u128::from(result_before), "{what}");
-            } else {
-                assert_eq!(r.pending_event(), None, "{what}");
-                assert_eq!(r.status(), HvStatus::SUCCESS, "{what}");
-                assert!(r.advanced(), "{what}: IP past the call");
+            let before = c
+                .registers
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == result_reg)
+                .map_or(u128::from(SMCCC_HV_FUNC_ID), |r| r.1);
+            match expect {
+                Expect::ParavisorUd => {
+                    let event = r
+                        .pending_event()
+                        .unwrap_or_else(|| panic!("{what}: no event"));
+                    assert_undefined_instruction(arch, event, &what);
+                    assert!(r.reached_vtl2, "{what}");
+                    assert_eq!(r.ip_after, r.ip_before, "{what}: IP left on the call");
+                    assert_eq!(r.register(result_reg), before, "{what}: untouched");
+                }
+                Expect::HypervisorUd => {
+                    assert_eq!(r.hypervisor_fault, Some(Fault::Ud), "{what}");
+                    assert!(!r.reached_vtl2, "{what}: never reached VTL2");
+                    assert_eq!(r.pending_event(), None, "{what}");
+                    assert_eq!(r.ip_after, r.ip_before, "{what}: IP left on the call");
+                    assert_eq!(r.register(result_reg), before, "{what}: untouched");
+                }
+                Expect::HypervisorStatus(status) => {
+                    assert_eq!(r.status(), *status, "{what}");
+                    assert!(!r.reached_vtl2 && r.advanced(), "{what}");
+                }
+                Expect::VtlCall => {
+                    assert!(r.reached_vtl2 && r.advanced(), "{what}");
+                    assert_eq!(r.pending_event(), None, "{what}");
+                    assert_eq!(r.register(result_reg), before, "{what}: untouched");
+                }
+                Expect::Completes => {
+                    assert_eq!(r.pending_event(), None, "{what}");
+                    assert_eq!(r.status(), HvStatus::SUCCESS, "{what}");
+                    assert!(r.advanced() && r.reached_vtl2, "{what}: relayed");
+                }
             }
         }
-        let faulted = script.iter().filter(|(_, faults, _)| *faults).count();
+        let faulted = script
+            .iter()
+            .filter(|(_, e, _)| *e == Expect::ParavisorUd)
+            .count();
         assert_eq!(
             pending_event_writes(&report),
             faulted,
-            "{arch:?}: one PendingEvent0 write to VTL0 per faulted call"
+            "{arch:?}: one PendingEvent0 write to VTL0 per call the paravisor faults"
         );
         // Only the ordinary calls reached the host.
         let posts = report
@@ -166,15 +230,15 @@ fn ud_callers_take_the_exception_and_ordinary_calls_complete() {
             .into_iter()
             .filter(|r| r.vtl == Vtl::VTL2)
             .count();
+        assert_eq!(posts, 3, "{arch:?}: only the kernel's PostMessages relayed");
+        let vtl2_vtl_calls = report
+            .trace()
+            .hypercalls_with_code(HypercallCode::VTL_CALL)
+            .into_iter()
+            .filter(|r| r.vtl == Vtl::VTL2)
+            .count();
         assert_eq!(
-            posts, 3,
-            "{arch:?}: only the kernel's PostMessages forwarded"
-        );
-        assert!(
-            report
-                .trace()
-                .hypercalls_with_code(HypercallCode::VTL_CALL)
-                .is_empty(),
+            vtl2_vtl_calls, 0,
             "{arch:?}: no VtlCall made on VTL0's behalf"
         );
     }
