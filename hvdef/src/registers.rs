@@ -247,7 +247,14 @@ pub struct HvRegisterVsmPartitionConfig {
     pub intercept_cpuid_unimplemented: bool,
     pub intercept_unrecoverable_exception: bool,
     pub intercept_page: bool,
-    #[bits(51)]
+    /// x64: RestorePartitionTime is intercepted to this VTL (OpenVMM hvdef; TLFS RsvdZ).
+    pub intercept_restore_partition_time: bool,
+    /// Unmapped-GPA intercepts go to this VTL, not the host; needs
+    /// `VsmCapabilities.intercept_not_present_available` (OpenVMM hvdef; TLFS RsvdZ).
+    pub intercept_not_present: bool,
+    /// System resets are intercepted; needs `intercept_system_reset_available`.
+    pub intercept_system_reset: bool,
+    #[bits(48)]
     __: u64,
 }
 

@@ -193,6 +193,16 @@ fn start_proxy(
 ) {
     arch::init_vtl_switch()
         .unwrap_or_else(|e| fail(format_args!("reading the VTL switch code failed: {e}")));
+    if !vsm.capabilities.intercept_page_available() {
+        // Intercepts would then arrive in SINT0 with an interrupt the paravisor cannot take
+        // (it has no interrupt handling), and a VtlReturn with that interrupt pending comes
+        // straight back (TLFS vsm.md): VTL0 would never run. Refuse instead of spinning.
+        fail(format_args!(
+            "VsmCapabilities.intercept_page_available is clear: this paravisor takes VTL0's \
+             intercepts only through the VP assist page's intercept page (SINT0 delivery needs \
+             interrupt handling it does not have)"
+        ));
+    }
     let mut hv = percpu::hypercall();
     for (intercept_type, what) in PROXY_INTERCEPTS {
         let intercept = HvInputInstallIntercept {
@@ -212,19 +222,19 @@ fn start_proxy(
             Err(e) => log::warn!("the host refused the {what} intercept ({e}); not relayed"),
         }
     }
-    let delivery = if vsm.capabilities.intercept_page_available() {
-        let config = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
-        hv.set_vp_register(
-            VpTarget::SELF,
-            HvRegisterName::VSM_PARTITION_CONFIG,
-            config.into_bits().into(),
-        )
-        .unwrap_or_else(|e| fail(format_args!("enabling intercept-page delivery failed: {e}")));
-        runloop::Delivery::AssistPage
-    } else {
-        log::info!("no intercept page (VsmCapabilities): intercepts arrive in SINT0");
-        runloop::Delivery::Sint0
-    };
+    let config = vsm_partition_config(vsm.capabilities);
+    hv.set_vp_register(
+        VpTarget::SELF,
+        HvRegisterName::VSM_PARTITION_CONFIG,
+        config.into_bits().into(),
+    )
+    .unwrap_or_else(|e| {
+        fail(format_args!(
+            "writing VsmPartitionConfig {:#x} failed: {e}",
+            config.into_bits()
+        ))
+    });
+    log::info!("VsmPartitionConfig {:#x}", config.into_bits());
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -247,12 +257,35 @@ fn start_proxy(
         log::info!("relay: VTL0 owns device {device:#x}");
     }
     runloop::configure(runloop::Config {
-        delivery,
         vtl0,
         host_ext_mask,
         xmm_fast_input: arch::xmm_fast_input(),
         relay: options.relay,
     });
+}
+
+/// VTL2's VsmPartitionConfig, as OpenHCL writes it for a hypervisor-backed VM
+/// (`openhcl/virt_mshv_vtl` `set_vtl2_vsm_partition_config`; fact sheet §5.2):
+/// - EnableVtlProtection with DefaultVtlProtectionMask RWX (0xF): VTL2 may protect its own
+///   memory from VTL0 (write-once, so the value is final);
+/// - ZeroMemoryOnReset: a partition reset cannot hand VTL2's memory to a lower VTL (the TLFS
+///   default, which writing only other bits would clear);
+/// - InterceptUnrecoverableException: a VTL0 triple fault comes to the paravisor (the run loop
+///   reports it) instead of silently resetting the partition;
+/// - the intercept page (required, see `start_proxy`).
+///
+/// Left clear, each on purpose: InterceptVpStartup (OpenHCL never sets it; VTL0's own SIPIs are
+/// the hypervisor's), InterceptCpuidUnimplemented, InterceptNotPresent, InterceptSystemReset and
+/// InterceptRestorePartitionTime (OpenHCL sets them because it emulates CPUID, MMIO, reset and
+/// time; this paravisor has no handler, so VTL0 would hang on the intercept), DenyLowerVtlStartup
+/// (neither OpenHCL nor Linux sets it).
+fn vsm_partition_config(_caps: hvdef::HvRegisterVsmCapabilities) -> HvRegisterVsmPartitionConfig {
+    HvRegisterVsmPartitionConfig::new()
+        .with_enable_vtl_protection(true)
+        .with_default_vtl_protection_mask(hvdef::HvMapGpaFlags::ALL_ACCESS.into_bits() as u8)
+        .with_zero_memory_on_reset(true)
+        .with_intercept_unrecoverable_exception(true)
+        .with_intercept_page(true)
 }
 
 /// Starts VPs 1.. at VTL2 in boot's AP entry: VTL2 must first be enabled on each (HvCallEnableVpVtl),

@@ -6,7 +6,6 @@ pub mod hv;
 pub mod hypercall;
 pub mod options;
 pub mod proxy;
-pub mod synic;
 pub mod vsm;
 
 #[cfg(target_os = "none")]

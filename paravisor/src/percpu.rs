@@ -2,7 +2,6 @@
 //! hypercall input and output pages, never shared with another VP and never used re-entrantly.
 
 use crate::hypercall::{Hypercall, NestedTable, Page};
-use crate::synic::MessageSlot;
 use boot::MAX_VPS;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +15,6 @@ struct PerCpu {
     /// Handed to the hypervisor as this VP's VP assist page; only read through volatile
     /// copies, because the hypervisor writes it.
     assist: UnsafeCell<Page>,
-    /// This VP's SynIC message page (SIMP), used when intercepts arrive in SINT0.
-    simp: UnsafeCell<Page>,
 }
 
 // SAFETY: a VP only touches its own PerCpu (found through its own per-CPU register), and the
@@ -29,7 +26,6 @@ const IDLE: PerCpu = PerCpu {
     input: UnsafeCell::new(Page::zeroed()),
     output: UnsafeCell::new(Page::zeroed()),
     assist: UnsafeCell::new(Page::zeroed()),
-    simp: UnsafeCell::new(Page::zeroed()),
 };
 static PERCPU: [PerCpu; MAX_VPS] = [IDLE; MAX_VPS];
 /// Whether a VP's hypercall pages are in use. Apart from the pages, so that a flag does not
@@ -64,22 +60,6 @@ fn current() -> &'static PerCpu {
 /// The GPA of this VP's VP assist page.
 pub fn assist_page_gpa() -> u64 {
     current().assist.get() as u64
-}
-
-/// The GPA of this VP's SynIC message page.
-pub fn simp_gpa() -> u64 {
-    current().simp.get() as u64
-}
-
-/// Slot `sint` of this VP's SynIC message page.
-pub fn simp_slot(sint: usize) -> MessageSlot {
-    assert!(
-        sint < hvdef::HV_SYNIC_SINT_COUNT,
-        "SINT{sint} does not exist"
-    );
-    let page = current().simp.get().cast::<HvMessage>();
-    // SAFETY: the SIMP page is this VP's, 'static, and holds HV_SYNIC_SINT_COUNT slots.
-    unsafe { MessageSlot::new(page.add(sint)) }
 }
 
 /// This VP's VP assist page. The hypervisor writes it behind our back, so it is only ever

@@ -3,32 +3,17 @@
 //! answer, refuse or forward it and complete it in VTL0's registers, or make VTL0 take the
 //! #UD / undefined-instruction exception the TLFS raises instead.
 
-use crate::hypercall::{self, VpTarget};
+use crate::hypercall::VpTarget;
 use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, Vtl0Memory};
 use crate::{arch, percpu};
 use hvdef::{
-    Control, HvInputVtl, HvMessage, HvMessageType, HvPageRegister, HvRegisterAssoc, HvRegisterName,
-    HvRegisterValue, HvStatus, HvSynicScontrol, HvSynicSint, HvVtlEntryReason, HypercallOutput,
-    SyntheticRegister, Vtl,
+    Control, HvInputVtl, HvMessage, HvMessageType, HvRegisterAssoc, HvRegisterName,
+    HvRegisterValue, HvStatus, HvVtlEntryReason, HypercallOutput, Vtl,
 };
 use spin::Once;
 
-/// Where the hypervisor leaves an intercept message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// In the VP assist page, with entry reason INTERCEPT (VsmPartitionConfig.intercept_page).
-    AssistPage,
-    /// In the SINT0 slot of the VP's SynIC message page, emptied with the EOM protocol.
-    Sint0,
-}
-
-/// The vector SINT0 is programmed with. VTL2 runs with interrupts off and polls the slot on
-/// every entry, so the vector is never taken; it only has to be valid (16..=255).
-const SINT0_VECTOR: u8 = 0x30;
-
 /// What every VP's loop needs to know, fixed by the boot VP before any VP enters its loop.
 pub struct Config {
-    pub delivery: Delivery,
     pub vtl0: Vtl0Memory,
     /// The host's extended-call capability mask (0 without EnableExtendedHypercalls).
     pub host_ext_mask: u64,
@@ -91,58 +76,37 @@ const VTL0: VpTarget = VpTarget {
     vtl: HvInputVtl::target(Vtl::VTL0),
 };
 
-/// Turns on this VP's SynIC with its message page and SINT0 unmasked, for SINT0 delivery.
-fn enable_sint0() -> hypercall::Result<()> {
-    let simp = HvPageRegister::new()
-        .with_enable(true)
-        .with_gpa_page_number(percpu::simp_gpa() >> 12);
-    arch::write_synthetic(SyntheticRegister::Simp, simp.into_bits())?;
-    arch::write_synthetic(
-        SyntheticRegister::Sint(0),
-        HvSynicSint::new().with_vector(SINT0_VECTOR).into_bits(),
-    )?;
-    arch::write_synthetic(
-        SyntheticRegister::Scontrol,
-        HvSynicScontrol::new().with_enable(true).into_bits(),
-    )
-}
-
-/// Runs VTL0 on this VP for ever.
+/// Runs VTL0 on this VP for ever. Intercepts arrive in the VP assist page (the boot VP refuses
+/// to run without VsmCapabilities.intercept_page_available).
 pub fn run() -> ! {
     let config = CONFIG.get().expect("configured by the boot VP");
     let assist = percpu::assist_page();
-    if config.delivery == Delivery::Sint0 {
-        if let Err(e) = enable_sint0() {
-            panic!("enabling the SynIC for SINT0 intercept delivery failed: {e}");
-        }
-    }
-    let slot = percpu::simp_slot(0);
     let mut regs = arch::Vtl0Registers::default();
     loop {
         arch::vtl_return(&assist, &mut regs);
-        let message = match config.delivery {
-            Delivery::AssistPage => (assist.entry_reason() == HvVtlEntryReason::INTERCEPT)
-                .then(|| assist.intercept_message()),
-            Delivery::Sint0 => slot.take(|| {
-                if let Err(e) = arch::write_synthetic(SyntheticRegister::Eom, 0) {
-                    log::error!("signalling end of message failed: {e}");
-                }
-            }),
-        };
-        match message {
-            Some(message) => serve(config, &message, &mut regs),
+        match assist.entry_reason() {
+            HvVtlEntryReason::INTERCEPT => serve(config, &assist.intercept_message(), &mut regs),
             // A VTL0 VtlCall enters VTL2 without a message (TLFS: the next higher VTL); there is
             // no service behind it, so it returns at once with VTL0's registers as they were.
-            None => log::warn!(
-                "VP {} entered VTL2 for {:?} with no intercept; returning to VTL0",
-                boot::cpu::index(),
-                assist.entry_reason()
+            reason => log::warn!(
+                "VP {} entered VTL2 for {reason:?} with no intercept; returning to VTL0",
+                boot::cpu::index()
             ),
         }
     }
 }
 
 fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
+    if message.header.message_type == HvMessageType::UNRECOVERABLE_EXCEPTION {
+        // VsmPartitionConfig.intercept_unrecoverable_exception: VTL0 is beyond repair (an x64
+        // triple fault); without the paravisor the partition would have reset.
+        log::error!(
+            "VTL0 on VP {} hit an unrecoverable exception at IP {:#x}; stopping",
+            boot::cpu::index(),
+            arch::intercept_ip(message)
+        );
+        crate::firmware::exit(boot::ExitCode::Failure);
+    }
     if message.header.message_type != HvMessageType::HYPERCALL_INTERCEPT {
         log::warn!(
             "ignoring intercept message {:?}",

@@ -30,7 +30,6 @@ use mockhv::model::{Abi, Event, HypercallRecord, Scenario, Vtl0Call, Vtl0Result}
 use mockhv::qemu::Arch;
 use mockhv::session::{self, Report, SessionConfig};
 use paravisor::proxy::policy::{policy, Rule, TABLE};
-use paravisor::proxy::Isa;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
@@ -174,7 +173,7 @@ impl Planned {
     /// The input and output lists as VTL0 gave them, with their TLFS sizes from the proxy's
     /// table; a code the table does not forward or answer gets one byte at each GPA (its sizes
     /// are unknown, so any GPA in the image counts).
-    fn ranges(&self, isa: Isa) -> Vec<Range<u128>> {
+    fn ranges(&self) -> Vec<Range<u128>> {
         let Some((input, output)) = self.gpas else {
             return Vec::new();
         };
@@ -621,13 +620,6 @@ fn arch_seed(seed: u64, arch: Arch) -> u64 {
     rng.next()
 }
 
-fn isa(arch: Arch) -> Isa {
-    match arch {
-        Arch::X86_64 => Isa::X64,
-        Arch::Aarch64 => Isa::Arm64,
-    }
-}
-
 fn session(elf: &Path, arch: Arch, vps: u32, vtl0: Vec<Vtl0Call>) -> Result<Report> {
     // The worst case for the paravisor: a host that reflects every VTL0 hypercall to VTL2
     // (Hyper-V reflects only PostMessage/SignalEvent/RetargetDeviceInterrupt for ids it does not
@@ -831,7 +823,7 @@ impl Batch<'_> {
                 ));
             }
             let touches_image = plan
-                .ranges(isa(self.arch))
+                .ranges()
                 .iter()
                 .any(|r| r.start < image128.end && image128.start < r.end);
             stats.touching_image += usize::from(touches_image);

@@ -1,67 +1,59 @@
-//! Intercept delivery without an intercept page: when VsmCapabilities does not offer one, the
-//! paravisor turns on its SynIC and takes VTL0's hypercall intercepts from the SINT0 slot of its
-//! message page, and VTL0 sees the same results as with the intercept page.
+//! Intercept delivery without an intercept page. Hyper-V then posts VTL0's intercepts to VTL2's
+//! SINT0 and raises that SINT's interrupt in VTL2; an interrupt VTL2 does not take stays pending,
+//! and a VtlReturn with an interrupt pending for VTL2 comes straight back (TLFS vsm.md
+//! "Interrupt Masking and VTL Switches"), so a paravisor that polls the slot with interrupts off
+//! would never run VTL0 again. The paravisor has no interrupt handling, so it refuses to run
+//! without `VsmCapabilities.intercept_page_available`, with one line naming it, before it
+//! returns to VTL0 even once.
 
-use e2e::image;
-use hvdef::{Control, HvRegisterVsmCapabilities, HvStatus, HypercallCode};
-use mockhv::model::{Delivery, Event, Scenario, Vtl0Call};
-use mockhv::qemu::Arch;
+use e2e::{call, code, image, layout, post_message, RELAYED};
+use hvdef::{HvRegisterVsmCapabilities, HypercallCode};
+use mockhv::model::{Event, Scenario};
+use mockhv::qemu::{Arch, Outcome};
 use mockhv::session::{self, SessionConfig};
 use std::time::Duration;
 
 #[test]
-fn intercepts_arrive_in_sint0_without_an_intercept_page() {
+fn no_intercept_page_is_refused_with_one_clear_line() {
     for arch in Arch::ALL {
-        let (ip, output) = match arch {
-            Arch::X86_64 => (0x3_0000, 0x2_1000),
-            Arch::Aarch64 => (0x4810_0000, 0x4800_1000),
-        };
-        let vtl0 = |control: Control, a, b| match arch {
-            Arch::X86_64 => Vtl0Call::x64(ip, control, a, b),
-            Arch::Aarch64 => Vtl0Call::arm64(ip, control, a, b),
-        };
-        let query = Control::new().with_code(HypercallCode::EXT_QUERY_CAPABILITIES);
-        let unknown = Control::new().with_code(HypercallCode(0x0077));
+        let l = layout(arch);
         let mut scenario = Scenario::for_arch(arch);
         scenario.vsm_capabilities = HvRegisterVsmCapabilities::new();
-        scenario.vp_count = 2;
         let mut config = SessionConfig::new(image(arch), scenario);
         config.timeout = Duration::from_secs(60);
-        config.vtl0 = vec![
-            vtl0(query, 0, output).with_output(output, 8),
-            vtl0(unknown, 0, 0).on_vp(1),
-            vtl0(query, 0, output + 0x100).with_output(output + 0x100, 8),
-        ];
-        let mut report = session::run(config).expect("the mock session runs");
-        assert!(
-            report.succeeded(),
+        config.append = Some(e2e::RELAY.to_string());
+        config.vtl0 = vec![call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+            .with_memory(l.input, &post_message(RELAYED))];
+        let report = session::run(config).expect("the mock session runs");
+        assert_eq!(
+            report.run.outcome,
+            Outcome::Fail,
             "{arch:?}: {}\n{}",
             report.summary(),
             report.run.console
         );
-        assert!(report.run.console.contains("intercepts arrive in SINT0"));
-        let deliveries: Vec<Delivery> = report
+        let line = "VsmCapabilities.intercept_page_available is clear";
+        assert_eq!(
+            report
+                .run
+                .console
+                .lines()
+                .filter(|l| l.contains(line))
+                .count(),
+            1,
+            "{arch:?}: console lacks {line:?}:\n{}",
+            report.run.console
+        );
+        let returns = report
+            .trace()
+            .hypercalls_with_code(HypercallCode::VTL_RETURN)
+            .len();
+        assert_eq!(returns, 0, "{arch:?}: VTL0 never ran");
+        assert!(report.trace().intercepts().is_empty());
+        assert!(!report
             .trace()
             .events()
             .iter()
-            .filter_map(|e| match e {
-                Event::Intercept { delivery, .. } => Some(*delivery),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(deliveries, vec![Delivery::Sint0; 3], "{arch:?}");
-        let mut results = report.model.vtl0().results().to_vec();
-        results.sort_by_key(|r| r.index);
-        let statuses: Vec<HvStatus> = results.iter().map(|r| r.status()).collect();
-        assert_eq!(
-            statuses,
-            vec![
-                HvStatus::SUCCESS,
-                HvStatus::INVALID_HYPERCALL_CODE,
-                HvStatus::SUCCESS
-            ],
-            "{arch:?}"
-        );
-        assert!(results.iter().all(|r| r.advanced()));
+            .any(|e| matches!(e, Event::PendingInterrupt { .. })));
     }
 }

@@ -125,6 +125,7 @@ impl Report {
                 Event::Wrmsr { .. } => wrmsr += 1,
                 Event::Smccc { .. } => smccc += 1,
                 Event::Intercept { .. } | Event::LowerVtlCall { .. } => intercepts += 1,
+                Event::PendingInterrupt { .. } | Event::PartitionReset { .. } => {}
                 Event::Hypercall(h) => {
                     let entry = calls.entry(format!("{:?}", h.code)).or_default();
                     entry.0 += 1;

@@ -1,7 +1,7 @@
 //! The partition's state: per-VTL partition registers, the VPs, and each VP's per-VTL register
 //! file and SynIC.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use hvdef::aarch64::reg as arm_reg;
 use hvdef::x86_64::{reg as x64_reg, HvX64SegmentRegister};
@@ -70,6 +70,10 @@ pub(crate) struct VtlFile {
     /// HvRegisterVsmVpSecureConfigVtl<n>, this VTL's view of lower VTL n.
     pub secure_config: [u64; VTL_COUNT],
     pub synic: Synic,
+    /// Interrupt vectors raised for this VTL and not yet taken (a SINT's interrupt on message
+    /// delivery). The mock cannot deliver an interrupt into the guest, so nothing takes them:
+    /// a VTL that relies on one being taken never sees it, as on Hyper-V with interrupts off.
+    pub pending_interrupts: BTreeSet<u8>,
 }
 
 impl VtlFile {

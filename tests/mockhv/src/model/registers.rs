@@ -261,10 +261,8 @@ impl Model {
             Reg::Eom => self.scan_sints(vp, vtl, mem, effects),
             Reg::Sint(i) => synic.sint[i] = checked_sint(value64)?,
             Reg::VsmPartitionConfig => {
-                // No instance for VTL0; the bits past intercept_page are reserved.
-                let last = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
-                let known = (last.into_bits() << 1) - 1;
-                if vtl == Vtl::VTL0 || value64 & !known != 0 {
+                let old = self.partition.vtls[v].vsm_config;
+                if vtl == Vtl::VTL0 || !self.vsm_config_write_ok(old, value64) {
                     return Err(HvError::INVALID_PARAMETER);
                 }
                 self.partition.vtls[v].vsm_config = value64;
@@ -283,6 +281,42 @@ impl Model {
             | Reg::VsmCapabilities => return Err(HvError::ACCESS_DENIED),
         }
         Ok(())
+    }
+
+    /// HvRegisterVsmPartitionConfig's write rules (TLFS vsm.md "Partition Configuration", "VTL
+    /// Enablement"): EnableVtlProtection is write-once, and DefaultVtlProtectionMask cannot
+    /// change once protection is on (Linux and OpenHCL each write the same protection fields
+    /// twice, which these rules allow); bits 12-15 only when VsmCapabilities offers them
+    /// (12 intercept_page, 14 intercept_not_present, 15 intercept_system_reset; 13
+    /// intercept_restore_partition_time, an x64 CPUID enlightenment, on x64) — Linux and OpenHCL
+    /// set each only when offered; bits 16-63 are reserved. The TLFS names no status for a
+    /// broken rule; INVALID_PARAMETER is its status for a bad register value.
+    fn vsm_config_write_ok(&self, old: u64, new: u64) -> bool {
+        let (old, new) = (
+            HvRegisterVsmPartitionConfig::from_bits(old),
+            HvRegisterVsmPartitionConfig::from_bits(new),
+        );
+        let caps = self.scenario.vsm_capabilities;
+        let offered = [
+            (new.intercept_page(), caps.intercept_page_available()),
+            (
+                new.intercept_restore_partition_time(),
+                self.scenario.arch == Arch::X86_64,
+            ),
+            (
+                new.intercept_not_present(),
+                caps.intercept_not_present_available(),
+            ),
+            (
+                new.intercept_system_reset(),
+                caps.intercept_system_reset_available(),
+            ),
+        ];
+        let reserved = new.into_bits() >> 16 != 0;
+        let protection_kept = !old.enable_vtl_protection()
+            || (new.enable_vtl_protection()
+                && new.default_vtl_protection_mask() == old.default_vtl_protection_mask());
+        !reserved && protection_kept && offered.iter().all(|&(set, ok)| !set || ok)
     }
 
     /// Unknown names are `INVALID_PARAMETER` (TLFS v6.0b PDF, Get/SetVpRegisters; OpenVMM

@@ -89,6 +89,10 @@ impl Model {
         }
         let sint_reg = HvSynicSint::from_bits(synic.sint[sint]);
         if !sint_reg.masked() {
+            self.vp_mut(vp)
+                .file_mut(vtl)
+                .pending_interrupts
+                .insert(sint_reg.vector());
             effects.interrupts.push(SintInterrupt {
                 vp,
                 vtl,

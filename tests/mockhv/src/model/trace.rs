@@ -95,6 +95,16 @@ pub enum Event {
         function: u64,
         result: [u64; 4],
     },
+    /// A VtlReturn came straight back: `vector` was pending for `vtl` (entry reason INTERRUPT).
+    PendingInterrupt {
+        vp: u32,
+        vtl: Vtl,
+        vector: u8,
+    },
+    /// VTL0's unrecoverable exception with nobody intercepting it: the partition resets.
+    PartitionReset {
+        vp: u32,
+    },
     /// A lower VTL's VTL call entered the paravisor (entry reason VTL_CALL).
     LowerVtlCall {
         vp: u32,

@@ -41,6 +41,9 @@ pub struct Vtl0Call {
     pub output: Option<(u64, usize)>,
     /// arm64: the `hvc` immediate the intercept reports (0 SMCCC, 1 legacy).
     pub immediate: u16,
+    /// Instead of a hypercall, VTL0 hits an unrecoverable exception (an x64 triple fault) at
+    /// the IP: see [`Vtl0Call::unrecoverable_exception`].
+    pub unrecoverable: bool,
 }
 
 impl Vtl0Call {
@@ -60,6 +63,7 @@ impl Vtl0Call {
             memory: Vec::new(),
             output: None,
             immediate: 0,
+            unrecoverable: false,
         }
     }
 
@@ -80,6 +84,7 @@ impl Vtl0Call {
             memory: Vec::new(),
             output: None,
             immediate: HVC_IMM_SMCCC,
+            unrecoverable: false,
         }
     }
 
@@ -99,6 +104,16 @@ impl Vtl0Call {
     /// arm64: the intercept reports `hvc #imm` (0 SMCCC, 1 legacy, 2 VTL call, 3 VTL return).
     pub fn with_immediate(mut self, imm: u16) -> Self {
         self.immediate = imm;
+        self
+    }
+
+    /// VTL0 takes an exception it cannot deliver (a triple fault). With VTL2's VsmPartitionConfig
+    /// `intercept_unrecoverable_exception` set the hypervisor hands VTL2 an
+    /// `HvMessageTypeUnrecoverableException` intercept with the ISA's intercept header (OpenVMM
+    /// hvdef; OpenHCL sets the bit for hypervisor-backed VMs); without it the partition would
+    /// reset, which the model records as a `PartitionReset` event and ends the script.
+    pub fn unrecoverable_exception(mut self) -> Self {
+        self.unrecoverable = true;
         self
     }
 
@@ -199,6 +214,8 @@ enum LowerCall {
     Reflected,
     /// A VTL call: VTL2 is entered with entry reason VTL_CALL.
     VtlCall,
+    /// An unrecoverable exception (see [`Vtl0Call::unrecoverable_exception`]).
+    Unrecoverable,
 }
 
 /// The queue of scripted lower-VTL hypercalls (per VP) and their results.
@@ -291,6 +308,18 @@ impl Model {
         };
         self.apply_return_state(vp, vtl, lower, fast, &regs, mem);
         let mut effects = Effects::default();
+        // TLFS vsm.md "Interrupt Masking and VTL Switches": returning to a lower VTL with
+        // interrupts pending for the higher one calls straight back into it (entry reason
+        // INTERRUPT); the lower VTL does not run. The model takes VTL2's TPR / priority mask as 0.
+        if let Some(&vector) = self.vp(vp).file(vtl).pending_interrupts.first() {
+            self.write_entry_reason(vp, vtl, HvVtlEntryReason::INTERRUPT, mem);
+            self.trace.push(Event::PendingInterrupt { vp, vtl, vector });
+            self.resume(vp, vtl, lower, &mut regs);
+            effects.advance_ip = true;
+            let outcome = Outcome::VtlSwitch { finished: false };
+            self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
+            return effects;
+        }
         // The lower VTL runs its script; each call is the hypervisor's to serve unless it is one
         // Hyper-V hands to VTL2. The loop ends: every call is served a bounded number of times
         // (`vtl0_retries`) and the script is finite.
@@ -303,6 +332,27 @@ impl Model {
                 LowerCall::Served => continue,
                 LowerCall::Reflected => self.deliver_intercept(vp, vtl, lower, mem, &mut effects),
                 LowerCall::VtlCall => self.deliver_vtl_call(vp, vtl, lower, mem),
+                LowerCall::Unrecoverable => {
+                    let config = HvRegisterVsmPartitionConfig::from_bits(
+                        self.partition.vtls[vtl.get() as usize].vsm_config,
+                    );
+                    if !config.intercept_unrecoverable_exception() {
+                        self.trace.push(Event::PartitionReset { vp });
+                        self.vtl0 = Vtl0Script::default();
+                        effects.finished = true;
+                        break;
+                    }
+                    let mut message = self.intercept_message(vp, lower);
+                    message.header.message_type = HvMessageType::UNRECOVERABLE_EXCEPTION;
+                    // The common intercept header only (x64 0x28, arm64 0x18 bytes).
+                    let header = match self.scenario.arch {
+                        Arch::X86_64 => size_of::<HvX64InterceptMessageHeader>(),
+                        Arch::Aarch64 => size_of::<HvArm64InterceptMessageHeader>(),
+                    };
+                    message.payload_bytes_mut()[header..].fill(0);
+                    message.header.payload_size = header as u8;
+                    self.deliver_message(vp, vtl, lower, message, mem, &mut effects);
+                }
             }
             if let Some(f) = self.vtl0.in_flight.get_mut(&vp) {
                 f.reached_vtl2 = true;
@@ -499,6 +549,14 @@ impl Model {
         mem: &mut dyn GuestMemory,
     ) -> LowerCall {
         let immediate = self.vtl0.in_flight.get(&vp).map_or(0, |f| f.call.immediate);
+        if self
+            .vtl0
+            .in_flight
+            .get(&vp)
+            .is_some_and(|f| f.call.unrecoverable)
+        {
+            return LowerCall::Unrecoverable;
+        }
         let file = self.vp(vp).file(lower);
         let (ip_name, len) = self.ip_register();
         // TLFS hypercall-interface.md: hypercalls are legal only at CPL0 in protected or long
@@ -608,14 +666,25 @@ impl Model {
 
     /// A lower VTL's VTL call: VTL2 runs with entry reason VTL_CALL and no message.
     fn deliver_vtl_call(&mut self, vp: u32, vtl: Vtl, lower: Vtl, mem: &mut dyn GuestMemory) {
+        self.write_entry_reason(vp, vtl, HvVtlEntryReason::VTL_CALL, mem);
+        self.trace.push(Event::LowerVtlCall { vp, vtl: lower });
+    }
+
+    /// `vtl`'s VP assist page `vtl_control.entry_reason`, if it has the page.
+    fn write_entry_reason(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        reason: HvVtlEntryReason,
+        mem: &mut dyn GuestMemory,
+    ) {
         let page = HvPageRegister::from_bits(self.vp(vp).file(vtl).assist_page);
         if page.enable() {
             let gpa = (page.gpa_page_number() << HV_PAGE_SHIFT)
                 + (offset_of!(HvVpAssistPage, vtl_control)
                     + offset_of!(HvVpVtlControl, entry_reason)) as u64;
-            let _ = write_obj(mem, gpa, &HvVtlEntryReason::VTL_CALL);
+            let _ = write_obj(mem, gpa, &reason);
         }
-        self.trace.push(Event::LowerVtlCall { vp, vtl: lower });
     }
 
     /// Through the assist page (entry reason INTERCEPT) when the paravisor turned on the
@@ -630,6 +699,19 @@ impl Model {
         effects: &mut Effects,
     ) {
         let message = self.intercept_message(vp, lower);
+        self.deliver_message(vp, vtl, lower, message, mem, effects);
+    }
+
+    /// Hands `message` (an intercept of `lower`) to `vtl` the way `deliver_intercept` says.
+    fn deliver_message(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        lower: Vtl,
+        message: HvMessage,
+        mem: &mut dyn GuestMemory,
+        effects: &mut Effects,
+    ) {
         let page = HvPageRegister::from_bits(self.vp(vp).file(vtl).assist_page);
         let config = HvRegisterVsmPartitionConfig::from_bits(
             self.partition.vtls[vtl.get() as usize].vsm_config,

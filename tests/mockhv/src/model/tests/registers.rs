@@ -217,3 +217,52 @@ fn synic_registers_through_hypercalls() {
     assert_eq!(hv.get_reg(sint2), 0x31);
     assert_eq!(hv.get_reg(HvRegisterName::EOM), 0, "write-only");
 }
+
+/// TLFS vsm.md: EnableVtlProtection is write-once and DefaultVtlProtectionMask cannot change
+/// once protection is on; rewriting the same protection fields (Linux, then OpenHCL) is fine;
+/// bits 12-15 need their capability; ZeroMemoryOnReset starts set.
+#[test]
+fn vsm_partition_config_write_rules() {
+    let config = HvRegisterName::VSM_PARTITION_CONFIG;
+    let mut hv = Hv::x64();
+    let initial = HvRegisterVsmPartitionConfig::from_bits(hv.get_reg(config) as u64);
+    assert!(initial.zero_memory_on_reset() && !initial.enable_vtl_protection());
+    let set = |hv: &mut Hv, value: HvRegisterVsmPartitionConfig| {
+        hv.set_regs(HvInputVtl::CURRENT, &[(config, value.into_bits().into())])
+            .status()
+    };
+    let openhcl = HvRegisterVsmPartitionConfig::new()
+        .with_enable_vtl_protection(true)
+        .with_default_vtl_protection_mask(0xF)
+        .with_zero_memory_on_reset(true)
+        .with_intercept_unrecoverable_exception(true)
+        .with_intercept_page(true);
+    assert_eq!(set(&mut hv, openhcl), HvStatus::SUCCESS);
+    assert_eq!(hv.get_reg(config) as u64, 0x183F);
+    assert_eq!(set(&mut hv, openhcl), HvStatus::SUCCESS, "the same again");
+    for broken in [
+        openhcl.with_enable_vtl_protection(false),
+        openhcl.with_default_vtl_protection_mask(0x3),
+        // Not offered by the default scenario's VsmCapabilities.
+        openhcl.with_intercept_not_present(true),
+        openhcl.with_intercept_system_reset(true),
+        HvRegisterVsmPartitionConfig::from_bits(openhcl.into_bits() | 1 << 16),
+    ] {
+        assert_eq!(
+            set(&mut hv, broken),
+            HvStatus::INVALID_PARAMETER,
+            "{broken:?}"
+        );
+    }
+    assert_eq!(hv.get_reg(config) as u64, 0x183F, "unchanged");
+    let mut hv = Hv::new(Scenario {
+        vsm_capabilities: hvdef::HvRegisterVsmCapabilities::new(),
+        ..Scenario::default()
+    });
+    let page = HvRegisterVsmPartitionConfig::new().with_intercept_page(true);
+    assert_eq!(
+        set(&mut hv, page),
+        HvStatus::INVALID_PARAMETER,
+        "no intercept page"
+    );
+}

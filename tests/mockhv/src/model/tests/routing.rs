@@ -383,3 +383,52 @@ fn arm64_vtl0_is_served_too() {
     assert_eq!(r[0].registers[&arm_reg::X0], 0);
     let _ = SMCCC_HV_FUNC_ID;
 }
+
+#[test]
+fn an_unrecoverable_exception_reaches_vtl2_only_when_intercepted() {
+    // booted() sets only intercept_page: no interception, the partition resets.
+    let mut hv = booted(Scenario::default());
+    hv.model
+        .vtl0()
+        .push(Vtl0Call::x64(VTL0_RIP, simple(HypercallCode(0)), 0, 0).unrecoverable_exception());
+    let (_, effects) = hv.vmcall(X64HypercallRegs {
+        rcx: HypercallCode::VTL_RETURN.0.into(),
+        ..Default::default()
+    });
+    assert!(effects.finished);
+    assert!(hv
+        .model
+        .trace()
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::PartitionReset { vp: 0 })));
+
+    let mut hv = booted(Scenario::default());
+    let config = HvRegisterVsmPartitionConfig::new()
+        .with_intercept_page(true)
+        .with_intercept_unrecoverable_exception(true);
+    let name = HvRegisterName::VSM_PARTITION_CONFIG;
+    let out = hv.set_regs(HvInputVtl::CURRENT, &[(name, config.into_bits().into())]);
+    assert_eq!(out.status(), HvStatus::SUCCESS);
+    hv.model
+        .vtl0()
+        .push(Vtl0Call::x64(VTL0_RIP, simple(HypercallCode(0)), 0, 0).unrecoverable_exception());
+    let (_, effects) = hv.vmcall(X64HypercallRegs {
+        rcx: HypercallCode::VTL_RETURN.0.into(),
+        ..Default::default()
+    });
+    assert!(effects.advance_ip && !effects.finished);
+    let intercepts = hv.model.trace().intercepts();
+    assert_eq!(intercepts.len(), 1);
+    let message = intercepts[0].1;
+    assert_eq!(
+        message.header.message_type,
+        hvdef::HvMessageType::UNRECOVERABLE_EXCEPTION
+    );
+    assert_eq!(message.header.payload_size, 0x28);
+    assert_eq!(
+        u64::from_le_bytes(message.payload_bytes()[0x18..0x20].try_into().unwrap()),
+        VTL0_RIP,
+        "the header's RIP"
+    );
+}
