@@ -15,6 +15,11 @@
 //!    (`__image_start..__image_end`) never succeeded, and the paravisor never named a GPA in its
 //!    image to the host other than its own hypercall pages.
 //!
+//! The host reflects every VTL0 hypercall to VTL2 (`Scenario::reflected_codes` = all codes):
+//! Hyper-V reflects only PostMessage / SignalEvent / RetargetDeviceInterrupt for ids it does not
+//! know, so this is the worst case the proxy's table must survive. The relay maps VTL0's
+//! connections 0..8 to the host's 0..8 and VTL0 owns device 0x30.
+//!
 //! The calls come from a seeded SplitMix64 generator, one stream per arch, so a seed replays the
 //! same script (printed; `--seed` takes it back). The interleaving of VPs is QEMU's and is not
 //! reproduced exactly; with `--vps 1` a run is reproducible call for call.
@@ -45,6 +50,8 @@ const SCRATCH_PAGES: u64 = 4;
 const PAGE: u64 = HV_PAGE_SIZE;
 /// SynIC connection ids the mock host accepts; the generator picks from twice as many.
 const KNOWN_CONNECTIONS: u32 = 8;
+/// The device VTL0 owns (`pv.devices`); the generator also names the one after it.
+const OWNED_DEVICE: u64 = 0x30;
 
 pub struct Options {
     pub calls: u32,
@@ -308,7 +315,22 @@ impl Generator<'_> {
     fn well_formed(&mut self, vp: u32) -> Planned {
         let k = Kind::WellFormed;
         match self.rng.below(10) {
-            0..=2 => {
+            0 => {
+                // Relayed when VTL0 owns the device, INVALID_DEVICE_ID otherwise.
+                let device = self.rng.pick(&[OWNED_DEVICE, OWNED_DEVICE + 1]);
+                let partition = if self.rng.percent(90) {
+                    HV_PARTITION_ID_SELF
+                } else {
+                    self.rng.next()
+                };
+                let bytes = e2e::retarget_input(partition, device);
+                let input = self.scratch_at(vp, 0, bytes.len() as u64);
+                let control = code(HypercallCode::RETARGET_DEVICE_INTERRUPT);
+                let mut p = self.planned(k, control, input, 0, "RetargetDeviceInterrupt");
+                p.call = p.call.with_memory(input, &bytes);
+                p
+            }
+            1 | 2 => {
                 let (message, how) = self.message();
                 let input = self.scratch_at(vp, 0, message.len() as u64);
                 let output = if self.rng.percent(50) {
@@ -630,11 +652,16 @@ fn session(elf: &Path, arch: Arch, vps: u32, vtl0: Vec<Vtl0Call>) -> Result<Repo
         vp_count: vps,
         ports: (0..KNOWN_CONNECTIONS).map(|c| (c, Vtl::VTL0)).collect(),
         reflected_codes: (0..=u16::MAX).map(HypercallCode).collect(),
+        // A device VTL2 manages for VTL0: the host knows it for VTL2's calls.
+        devices: [(OWNED_DEVICE, Vtl::VTL2)].into(),
         ..Scenario::for_arch(arch)
     };
     let relay: Vec<String> = (0..KNOWN_CONNECTIONS).map(|c| format!("{c}:{c}")).collect();
     let mut config = SessionConfig::new(elf.to_path_buf(), scenario);
-    config.append = Some(format!("pv.relay={}", relay.join(",")));
+    config.append = Some(format!(
+        "pv.relay={} pv.devices={OWNED_DEVICE:#x}",
+        relay.join(",")
+    ));
     config.timeout = Duration::from_secs(60 + vtl0.len() as u64 / 2);
     config.vtl0 = vtl0;
     session::run(config)
