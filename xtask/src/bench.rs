@@ -11,7 +11,7 @@
 
 use crate::{image, workspace_root};
 use anyhow::{bail, Context, Result};
-use hvdef::{HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl};
+use hvdef::{HvStatus, HypercallCode};
 use mockhv::model::{Event, Scenario, Vtl0Call};
 use mockhv::qemu::Arch;
 use mockhv::session::{self, InterceptInstructions, Report, SessionConfig};
@@ -94,7 +94,7 @@ fn memory(elf: &Path) -> Result<(u64, u64, String)> {
     Ok((
         total,
         percpu + stack + locals,
-        format!("input, output, VP assist and SynIC message pages {percpu}, boot stack {stack}, per-CPU record {locals}"),
+        format!("input, output and VP assist pages {percpu}, boot stack {stack}, per-CPU record {locals}"),
     ))
 }
 
@@ -124,44 +124,43 @@ struct Category {
     call: Vtl0Call,
 }
 
-/// One VTL0 call per category, in script order.
+/// One VTL0 call per category, in script order. The relayed ones are what Hyper-V reflects;
+/// the answered and refused-code ones reach VTL2 only from a host that reflects more (the
+/// bench's scenario, see [`proxy_scenario`]).
 fn categories(arch: Arch) -> Vec<Category> {
     use e2e::{call, code};
     use hvdef::HypercallCode as C;
     let l = e2e::layout(arch);
-    let vtl0 = HvInputVtl::target(Vtl::VTL0);
     vec![
         Category {
-            name: "forwarded, memory-based",
-            call_name: "PostMessage",
+            name: "relayed, memory-based",
+            call_name: "PostMessage (relay-mapped connection)",
             handling: Handling::Forwarded,
             status: HvStatus::SUCCESS,
             call: call(arch, code(C::POST_MESSAGE), l.input, 0)
-                .with_memory(l.input, &e2e::post_message(1)),
+                .with_memory(l.input, &e2e::post_message(e2e::RELAYED)),
         },
         Category {
-            name: "forwarded, fast",
-            call_name: "SignalEvent (connection 1, flag 0)",
-            handling: Handling::Forwarded,
-            status: HvStatus::SUCCESS,
-            call: call(arch, code(C::SIGNAL_EVENT).with_fast(true), 1, 0),
-        },
-        Category {
-            name: "forwarded, rep",
-            call_name: "GetVpRegisters rep 4 (VTL0 VP_INDEX)",
+            name: "relayed, fast",
+            call_name: "SignalEvent (relay-mapped connection, flag 0)",
             handling: Handling::Forwarded,
             status: HvStatus::SUCCESS,
             call: call(
                 arch,
-                code(C::GET_VP_REGISTERS).with_rep_count(4),
+                code(C::SIGNAL_EVENT).with_fast(true),
+                e2e::signal_event_word(e2e::RELAYED_EVENT, 0),
+                0,
+            ),
+        },
+        Category {
+            name: "relayed, device",
+            call_name: "RetargetDeviceInterrupt (owned device)",
+            handling: Handling::Forwarded,
+            status: HvStatus::SUCCESS,
+            call: call(arch, code(C::RETARGET_DEVICE_INTERRUPT), l.input, 0).with_memory(
                 l.input,
-                l.output,
-            )
-            .with_memory(
-                l.input,
-                &e2e::get_registers_input(vtl0, &[HvRegisterName::VP_INDEX; 4]),
-            )
-            .with_output(l.output, 64),
+                &e2e::retarget_input(hvdef::HV_PARTITION_ID_SELF, e2e::OWNED_DEVICE),
+            ),
         },
         Category {
             name: "answered locally",
@@ -178,13 +177,27 @@ fn categories(arch: Arch) -> Vec<Category> {
             call: call(arch, code(C(0x0077)), 0, 0),
         },
         Category {
-            name: "refused, VTL2 input page",
-            call_name: "PostMessage from VTL2 memory",
+            name: "refused, unmapped connection",
+            call_name: "PostMessage (connection the relay does not map)",
             handling: Handling::Refused,
-            status: HvStatus::ACCESS_DENIED,
-            call: call(arch, code(C::POST_MESSAGE), l.vtl2, 0),
+            status: HvStatus::INVALID_CONNECTION_ID,
+            call: call(arch, code(C::POST_MESSAGE), l.input, 0)
+                .with_memory(l.input, &e2e::post_message(e2e::UNMAPPED)),
         },
     ]
+}
+
+/// The default host, plus the owned device and a host that also reflects ExtQueryCapabilities
+/// and code 0x77 (so the answered and refused categories reach the paravisor at all).
+fn proxy_scenario(arch: Arch) -> Scenario {
+    e2e::owned_device_scenario(Scenario {
+        reflected_codes: [
+            hvdef::HypercallCode::EXT_QUERY_CAPABILITIES,
+            hvdef::HypercallCode(0x0077),
+        ]
+        .into(),
+        ..Scenario::for_arch(arch)
+    })
 }
 
 /// What one proxied call cost, from the trace and the single-stepping count.
@@ -277,9 +290,10 @@ fn proxy_run(
     cats: &[Category],
     order: &[usize],
 ) -> Result<(Vec<CallCost>, Vec<InterceptInstructions>)> {
-    let mut config = SessionConfig::new(elf.to_path_buf(), Scenario::for_arch(arch));
+    let mut config = SessionConfig::new(elf.to_path_buf(), proxy_scenario(arch));
     config.timeout = Duration::from_secs(120);
     config.count_instructions = true;
+    config.append = Some(e2e::RELAY.to_string());
     config.vtl0 = order.iter().map(|&i| cats[i].call.clone()).collect();
     let mut report = session::run(config)?;
     if !report.succeeded() {
@@ -486,8 +500,8 @@ const LOWER_BOUND: &str = "\
 
 - Every call costs 2 VTL transitions, the intercept (VTL0→VTL2) and the VtlReturn (VTL2→VTL0);
   the paravisor adds none.
-- A forwarded call needs the forward itself: 1 host hypercall (a rep call completes in one issue
-  unless the host times out). Answering locally or refusing needs none.
+- A relayed call needs the relay itself: 1 host hypercall (relayed calls are simple calls; one
+  issue unless the host times out). Answering locally or refusing needs none.
 - Completing the call: the result goes to VTL0 for free (x64: the VP assist page's
   `vtl_control.return_rax`/`return_rcx`, applied by the VtlReturn; arm64: X0-X17 are shared
   between the VTLs). Moving VTL0's IP past the instruction is what costs: VTL0's RIP/PC is
