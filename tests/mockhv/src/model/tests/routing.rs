@@ -432,3 +432,61 @@ fn an_unrecoverable_exception_reaches_vtl2_only_when_intercepted() {
         "the header's RIP"
     );
 }
+
+/// VTL0's StartVirtualProcessor is the hypervisor's, per target VTL: a higher target is
+/// ACCESS_DENIED (the TLFS lets a VTL start VPs only in its own or a lower VTL); VTL0 on a VP
+/// that already runs (started at VTL2 by the paravisor) is INVALID_VP_STATE; a VP not yet
+/// started starts in VTL0. None of it reaches VTL2.
+#[test]
+fn vtl0_start_virtual_processor_is_served_per_target_vtl() {
+    let mut hv = booted(Scenario {
+        vp_count: 3,
+        ..Scenario::default()
+    });
+    // The paravisor has started VP 1 at VTL2 (enable, then start).
+    for code in [
+        HypercallCode::ENABLE_VP_VTL,
+        HypercallCode::START_VIRTUAL_PROCESSOR,
+    ] {
+        let input = hvdef::x86_64::HvX64InputEnableVpVtl {
+            partition_id: HV_PARTITION_ID_SELF,
+            vp_index: 1,
+            target_vtl: 2,
+            reserved: [0; 3],
+            context: zerocopy::FromZeros::new_zeroed(),
+        };
+        assert_eq!(
+            hv.call(simple(code), input.as_bytes()).status(),
+            HvStatus::SUCCESS
+        );
+    }
+    let start = |vp_index: u32, target_vtl: u8| {
+        let input = hvdef::x86_64::HvX64InputStartVirtualProcessor {
+            partition_id: HV_PARTITION_ID_SELF,
+            vp_index,
+            target_vtl,
+            reserved: [0; 3],
+            context: zerocopy::FromZeros::new_zeroed(),
+        };
+        Vtl0Call::x64(
+            VTL0_RIP,
+            simple(HypercallCode::START_VIRTUAL_PROCESSOR),
+            INPUT,
+            0,
+        )
+        .with_memory(INPUT, input.as_bytes())
+    };
+    let (results, entries) = run(&mut hv, vec![start(2, 2), start(1, 0), start(2, 0)]);
+    assert_eq!(entries, 0);
+    let statuses: Vec<HvStatus> = results.iter().map(Vtl0Result::status).collect();
+    assert_eq!(
+        statuses,
+        [
+            HvStatus::ACCESS_DENIED,
+            HvStatus::INVALID_VP_STATE,
+            HvStatus::SUCCESS
+        ]
+    );
+    assert!(hv.model.vp_started(2));
+    assert_eq!(hv.model.active_vtl(2), Some(Vtl::VTL0));
+}
