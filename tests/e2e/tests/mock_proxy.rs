@@ -233,7 +233,7 @@ fn vtl0_calls_reach_vtl2_only_as_hyper_v_routes_them() {
             posts[0].input, relayed_out,
             "{arch:?}: the bytes the host got"
         );
-        assert_eq!(Control::from_bits(posts[0].control).nested(), false);
+        assert!(!Control::from_bits(posts[0].control).nested());
         let events = forwarded(&report, HypercallCode::SIGNAL_EVENT);
         assert_eq!(events.len(), 1, "{arch:?}");
         assert_eq!(
