@@ -117,6 +117,27 @@ pub fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8>
     bytes
 }
 
+/// Every delivery of every scripted call, in push order (then attempt order).
+pub fn results(report: &mut mockhv::session::Report) -> Vec<mockhv::model::Vtl0Result> {
+    let mut all = report.model.vtl0().results().to_vec();
+    all.sort_by_key(|r| (r.index, r.attempt));
+    all
+}
+
+/// Hypercalls the paravisor itself made (at VTL2) with this code.
+pub fn vtl2_calls(
+    report: &mockhv::session::Report,
+    code: HypercallCode,
+) -> Vec<mockhv::model::HypercallRecord> {
+    report
+        .trace()
+        .hypercalls_with_code(code)
+        .into_iter()
+        .filter(|r| r.vtl == hvdef::Vtl::VTL2)
+        .cloned()
+        .collect()
+}
+
 /// Boots the release image of `scenario.arch` under the mock with `vtl0` scripted, and asserts
 /// the session succeeded (every VP back in its run loop with its script done).
 pub fn run_vtl0(scenario: mockhv::model::Scenario, vtl0: Vec<Vtl0Call>) -> mockhv::session::Report {

@@ -7,27 +7,11 @@
 use e2e::{call, code, get_registers_input, layout, post_message};
 use hvdef::x86_64::cpuid;
 use hvdef::{HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl};
-use mockhv::model::{Event, HypercallRecord, Scenario, Vtl0Call, Vtl0Result};
+use mockhv::model::{Event, HypercallRecord, Scenario, Vtl0Call};
 use mockhv::qemu::Arch;
 use mockhv::session::Report;
 
-/// The final (last-attempt) result of each scripted call, in push order.
-fn results(report: &mut Report) -> Vec<Vtl0Result> {
-    let mut all = report.model.vtl0().results().to_vec();
-    all.sort_by_key(|r| (r.index, r.attempt));
-    all
-}
-
-/// Hypercalls the paravisor itself made (at VTL2) with this code.
-fn forwarded(report: &Report, code: HypercallCode) -> Vec<HypercallRecord> {
-    report
-        .trace()
-        .hypercalls_with_code(code)
-        .into_iter()
-        .filter(|r| r.vtl == Vtl::VTL2)
-        .cloned()
-        .collect()
-}
+use e2e::{results, vtl2_calls as forwarded};
 
 /// VTL0's PostMessage (memory) and SignalEvent (fast) on connections the host does not know
 /// and the relay maps to host connection 1: reflected to VTL2 and relayed.

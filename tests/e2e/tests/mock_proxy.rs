@@ -14,29 +14,12 @@ use hvdef::{
     HypercallCode, Vtl, HV_PARTITION_ID_SELF,
 };
 use mockhv::model::{
-    Event, FaultAction, HypercallIntercept, HypercallRecord, InjectedFault, Scenario, Vtl0Call,
-    Vtl0Result,
+    Event, FaultAction, HypercallIntercept, InjectedFault, Scenario, Vtl0Call, Vtl0Result,
 };
 use mockhv::qemu::Arch;
 use mockhv::session::Report;
 
-/// The final (last-attempt) result of each scripted call, in push order.
-fn results(report: &mut Report) -> Vec<Vtl0Result> {
-    let mut all = report.model.vtl0().results().to_vec();
-    all.sort_by_key(|r| (r.index, r.attempt));
-    all
-}
-
-/// Hypercalls the paravisor itself made (at VTL2) with this code.
-fn forwarded(report: &Report, code: HypercallCode) -> Vec<HypercallRecord> {
-    report
-        .trace()
-        .hypercalls_with_code(code)
-        .into_iter()
-        .filter(|r| r.vtl == Vtl::VTL2)
-        .cloned()
-        .collect()
-}
+use e2e::{results, vtl2_calls as forwarded};
 
 /// `post_message(id)` with the connection id replaced: what the host must receive for a relayed
 /// message (everything else byte for byte as VTL0 wrote it).

@@ -50,6 +50,18 @@ fn signal(connection: u32) -> Vtl0Call {
     )
 }
 
+/// VTL0's one-register GetVpRegisters of `name` on itself, at explicit `vtl` or "current".
+fn get_register(vtl: HvInputVtl, name: HvRegisterName) -> Vtl0Call {
+    Vtl0Call::x64(
+        VTL0_RIP,
+        rep(HypercallCode::GET_VP_REGISTERS, 1),
+        INPUT,
+        OUTPUT,
+    )
+    .with_memory(INPUT, &get_input(HV_VP_INDEX_SELF, vtl, &[name]))
+    .with_output(OUTPUT, 16)
+}
+
 fn retarget(device: u64) -> Vtl0Call {
     let input = HvInputRetargetDeviceInterrupt {
         partition_id: HV_PARTITION_ID_SELF,
@@ -214,20 +226,7 @@ fn an_accepted_hypercall_intercept_reflects_every_vmm_bound_call() {
         &install_input(0x08),
     );
     assert_eq!(out.status(), HvStatus::SUCCESS);
-    let get = Vtl0Call::x64(
-        VTL0_RIP,
-        rep(HypercallCode::GET_VP_REGISTERS, 1),
-        INPUT,
-        OUTPUT,
-    )
-    .with_memory(
-        INPUT,
-        &get_input(
-            HV_VP_INDEX_SELF,
-            HvInputVtl::CURRENT,
-            &[HvRegisterName::VP_INDEX],
-        ),
-    );
+    let get = get_register(HvInputVtl::CURRENT, HvRegisterName::VP_INDEX);
     let (results, entries) = run(&mut hv, vec![post_to(1), signal(1), retarget(0x10), get]);
     assert_eq!(
         entries, 3,
@@ -242,35 +241,8 @@ fn an_accepted_hypercall_intercept_reflects_every_vmm_bound_call() {
 #[test]
 fn vtl0_reads_its_own_vsm_view() {
     let mut hv = booted(Scenario::default());
-    let get = Vtl0Call::x64(
-        VTL0_RIP,
-        rep(HypercallCode::GET_VP_REGISTERS, 1),
-        INPUT,
-        OUTPUT,
-    )
-    .with_memory(
-        INPUT,
-        &get_input(
-            HV_VP_INDEX_SELF,
-            HvInputVtl::CURRENT,
-            &[HvRegisterName::VSM_VP_STATUS],
-        ),
-    )
-    .with_output(OUTPUT, 16);
-    let enable = Vtl0Call::x64(
-        VTL0_RIP,
-        rep(HypercallCode::GET_VP_REGISTERS, 1),
-        INPUT,
-        OUTPUT,
-    )
-    .with_memory(
-        INPUT,
-        &get_input(
-            HV_VP_INDEX_SELF,
-            HvInputVtl::target(Vtl::VTL2),
-            &[HvRegisterName::VSM_VP_STATUS],
-        ),
-    );
+    let get = get_register(HvInputVtl::CURRENT, HvRegisterName::VSM_VP_STATUS);
+    let enable = get_register(HvInputVtl::target(Vtl::VTL2), HvRegisterName::VSM_VP_STATUS);
     let (results, entries) = run(&mut hv, vec![get, enable]);
     assert_eq!(entries, 0);
     assert_eq!(results[0].status(), HvStatus::SUCCESS);
