@@ -223,7 +223,7 @@ fn execute(config: &Config, req: &Request) -> Outcome {
                 proxy::policy::screen_input(code, input, &config.relay)
             });
             match forwarded {
-                Ok((out, _)) => completion_of(req, control, out),
+                Ok((out, _)) => completion_of(req, out),
                 Err(status) => Completion::status(status),
             }
             .into()
@@ -241,20 +241,22 @@ fn forward_fast(config: &Config, req: &Request, control: Control, input_len: usi
         }
     }
     match percpu::hypercall().forward_fast(control, &mut words[..n]) {
-        Some(out) => completion_of(req, control, out),
+        Some(out) => completion_of(req, out),
         None => Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
     }
 }
 
-fn completion_of(req: &Request, control: Control, out: HypercallOutput) -> Completion {
+fn completion_of(req: &Request, out: HypercallOutput) -> Completion {
     if out.status() == HvStatus::TIMEOUT {
-        // VTL0 sees a TLFS timeout: IP left on the call, rep start moved on.
+        // VTL0 sees a TLFS timeout: IP left on the call, rep start moved on. The control word
+        // is VTL0's own (the relayed one may differ: an XMM-fast call goes memory-based), so
+        // the re-executed call is the one VTL0 made.
         return Completion {
             result: out.into_bits(),
             advance: false,
             control: Some((
                 req.control_register,
-                control.with_rep_start(out.reps_completed()).into_bits(),
+                req.control.with_rep_start(out.reps_completed()).into_bits(),
             )),
         };
     }

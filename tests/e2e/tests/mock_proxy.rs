@@ -535,3 +535,52 @@ fn four_vps_relay_at_once_each_on_its_own_pages() {
         );
     }
 }
+
+/// An x64 XMM-fast relayed call (RetargetDeviceInterrupt: 56 bytes over RDX, R8, XMM0-2) goes
+/// to the host memory-based (the paravisor is soft-float); when the host hands TIMEOUT back,
+/// VTL0 must get its own control word back, fast bit included, so that its re-execution is the
+/// same call.
+#[test]
+fn a_timed_out_xmm_fast_relay_keeps_vtl0_s_control_word() {
+    let arch = Arch::X86_64;
+    let input = retarget_input(HV_PARTITION_ID_SELF, OWNED_DEVICE);
+    let words: Vec<u64> = input
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let xmm = |n: usize| {
+        let lo = u128::from(words[2 + 2 * n]);
+        let hi = words.get(3 + 2 * n).map_or(0, |&w| u128::from(w));
+        lo | hi << 64
+    };
+    let control = code(HypercallCode::RETARGET_DEVICE_INTERRUPT).with_fast(true);
+    let mut c = call(arch, control, words[0], words[1]);
+    for n in 0..3 {
+        c = c.with_register(
+            HvRegisterName(hvdef::x86_64::reg::XMM0.0 + n as u32),
+            xmm(n),
+        );
+    }
+    let mut scenario = owned_device_scenario(Scenario::for_arch(arch));
+    // VTL0's own call is the hypervisor's first; the relay is the second.
+    scenario.faults.push(InjectedFault {
+        code: HypercallCode::RETARGET_DEVICE_INTERRUPT,
+        nth: 2,
+        action: FaultAction::ReturnedTimeout { reps: 0 },
+    });
+    let mut report = e2e::run_vtl0(scenario, vec![c]);
+    let results = results(&mut report);
+    assert_eq!(results.len(), 2, "timed out, then re-executed");
+    assert_eq!(results[0].status(), HvStatus::TIMEOUT);
+    assert_eq!(
+        results[0].register(hvdef::x86_64::reg::RCX),
+        u128::from(control.into_bits()),
+        "VTL0's control word, fast bit and all"
+    );
+    assert_eq!(results[1].status(), HvStatus::SUCCESS);
+    let relays = forwarded(&report, HypercallCode::RETARGET_DEVICE_INTERRUPT);
+    assert_eq!(relays.len(), 2);
+    assert!(relays
+        .iter()
+        .all(|r| r.input == input && !Control::from_bits(r.control).fast()));
+}
