@@ -166,13 +166,14 @@ impl Model {
         let value: u64 = match reg {
             Reg::Architectural | Reg::PendingEvent => return Ok(file.reg(name)),
             Reg::Info(info) => return Ok(self.info_value(info)),
-            // Partition-wide, shared by all VTLs (TLFS vsm.md §"Shared State"). VpRuntime shares
-            // the counter by the model's choice: a VP that never halts runs all the time.
             Reg::GuestOsId => self.partition.vtls[v].guest_os_id,
             Reg::Hypercall => self.partition.vtls[v].hypercall,
             Reg::Crash(i) => self.partition.crash[i],
             Reg::ReferenceTsc => self.partition.reference_tsc,
             Reg::VpIndex => vp.into(),
+            // TimeRefCount is "a per-partition reference time counter" (TLFS timers.md).
+            // VpRuntime sharing its counter is the model's choice: a VP that never halts runs
+            // all the time.
             Reg::TimeRefCount | Reg::VpRuntime => {
                 self.partition.time_ref = self.partition.time_ref.wrapping_add(TIME_REF_STEP);
                 self.partition.time_ref
