@@ -3,8 +3,9 @@
 //!
 //! Validation order (the TLFS leaves it open but prefers ACCESS_DENIED; this follows KVM, with
 //! OpenVMM's rep and size rules):
-//! 1. arm64 before the guest OS id is set: anything but Get/SetVpRegisters → ACCESS_DENIED;
-//!    missing privilege → ACCESS_DENIED.
+//! 1. arm64 before the guest OS id is set: anything but Get/SetVpRegisters → ACCESS_DENIED
+//!    (the rule is TLFS hypercall-interface.md §"Reporting the Guest OS Identity"; the status is
+//!    the model's choice); missing privilege → ACCESS_DENIED.
 //! 2. reserved control bits, or the nested bit where it is not allowed → INVALID_HYPERCALL_INPUT.
 //! 3. code neither implemented, nor on the host table, nor an advertised extended call →
 //!    INVALID_HYPERCALL_CODE.
@@ -14,7 +15,8 @@
 //!    without XMM fast hypercalls, needing XMM is #UD per the TLFS). Memory: GPAs 8-byte aligned
 //!    and inside the GPA space → INVALID_ALIGNMENT; a list crossing a page → the scenario's
 //!    status (TLFS: INVALID_ALIGNMENT); overlapping lists → tolerated unless the scenario says
-//!    otherwise (see `memory_params`).
+//!    otherwise; a list in memory the guest does not have → INVALID_HYPERCALL_INPUT (OpenVMM;
+//!    see `memory_params`).
 //! 6. nested: an L0 call without the nested bit reached the wrong hypervisor (its configured
 //!    status, INVALID_CONNECTION_ID by default).
 //! 7. injected faults, the rep budget, then the handler. A rep call stopped short of its count
@@ -186,9 +188,11 @@ impl Params {
                 req.fast.words.as_mut_bytes()[at..at + data.len()].copy_from_slice(data);
                 Ok(())
             }
+            // OpenVMM hv1_hypercall support.rs: a failed output write is
+            // `HypercallParseError::Access`, INVALID_HYPERCALL_INPUT.
             None => mem
                 .write(req.output_gpa.wrapping_add(range.start as u64), data)
-                .map_err(|_| HvError::INVALID_ALIGNMENT),
+                .map_err(|_| HvError::INVALID_HYPERCALL_INPUT),
         }
     }
 }
@@ -368,6 +372,9 @@ impl Model {
             HypercallCode::GET_VP_REGISTERS | HypercallCode::SET_VP_REGISTERS => {
                 p.access_vp_registers()
             }
+            // EnableVpVtl is VSM, which needs AccessVsm (TLFS vsm.md §"VSM Detection and
+            // Status"). InstallIntercept: model's choice (its TLFS page names no privilege); a
+            // VTL's intercepts on lower VTLs are VSM use.
             HypercallCode::ENABLE_VP_VTL | HypercallCode::INSTALL_INTERCEPT => p.access_vsm(),
             HypercallCode::START_VIRTUAL_PROCESSOR => p.start_virtual_processor(),
             HypercallCode::POST_MESSAGE => p.post_messages(),
@@ -382,9 +389,10 @@ impl Model {
         }
     }
 
-    /// arm64: until the caller's VTL has a guest OS id, only the early register list is usable.
-    /// The TLFS names no status for breaking the rule; the model uses ACCESS_DENIED, the status of
-    /// a call refused regardless of its input.
+    /// arm64: until the caller's VTL has a guest OS id, only the early register list is usable
+    /// (TLFS hypercall-interface.md §"Reporting the Guest OS Identity", HvCallGetVpRegisters
+    /// §"Early Register List"). The status is the model's choice (no source names one):
+    /// ACCESS_DENIED, the status of a call refused regardless of its input.
     fn early_gate(&self, vtl: Vtl) -> bool {
         self.scenario.arch == Arch::Aarch64
             && self.partition.vtls[vtl.get() as usize].guest_os_id == 0
@@ -487,9 +495,11 @@ impl Model {
     /// list in turn, input first, in OpenVMM's order (support.rs `check_buffer`): crossing a
     /// page → `Scenario::page_crossing_status`; a GPA not 8-byte aligned → INVALID_ALIGNMENT
     /// (TLFS and OpenVMM); a list beyond the GPA space → INVALID_ALIGNMENT (TLFS). Then
-    /// overlapping lists as `Scenario::overlap` says. Memory the guest does not have is treated
-    /// as beyond the GPA space (the TLFS has the hypervisor send a memory intercept message,
-    /// which the model cannot; OpenVMM answers INVALID_HYPERCALL_INPUT).
+    /// overlapping lists as `Scenario::overlap` says. Memory the guest does not have is
+    /// INVALID_HYPERCALL_INPUT: the TLFS (hypercall-interface.md §"Alignment Requirements") has
+    /// the hypervisor send a memory intercept message to the host, which the model does not
+    /// have; OpenVMM's emulator (hv1_hypercall support.rs, `HypercallParseError::Access`)
+    /// answers INVALID_HYPERCALL_INPUT.
     fn memory_params(
         &self,
         req: &Request,
@@ -526,7 +536,7 @@ impl Model {
             let mut bytes = vec![0; len];
             if len > 0 {
                 mem.read(gpa, &mut bytes)
-                    .map_err(|_| HvError::INVALID_ALIGNMENT)?;
+                    .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)?;
             }
             Ok::<_, HvError>(bytes)
         };
@@ -638,6 +648,8 @@ impl Model {
         let elements = &input[size_of::<HvInputSetVpRegisters>()..];
         for i in call.start..call.end {
             let result = element::<HvRegisterAssoc>(elements, i).and_then(|assoc| {
+                // Model's choice, OpenVMM's convention for RsvdZ input (hv1_hypercall imp.rs
+                // `HvSendSyntheticClusterIpi`); OpenVMM's SetVpRegisters ignores this field.
                 if assoc.reserved != [0; 3] {
                     return Err(HvError::INVALID_PARAMETER);
                 }
@@ -660,8 +672,11 @@ impl Model {
     /// supports only "self", answers INVALID_PARAMETER for a foreign partition or VP); reserved
     /// `HV_INPUT_VTL` bits are INVALID_PARAMETER (OpenVMM hvdef `HvInputVtl::target_vtl`); a
     /// target VTL above the caller's is ACCESS_DENIED (OpenVMM virt_whp `get_vp_registers`/
-    /// `set_vp_registers`). No source gives: a non-zero RsvdZ header byte and a target VTL not
-    /// enabled on the VP, both INVALID_PARAMETER here (OpenVMM checks neither).
+    /// `set_vp_registers`; OpenHCL `target_vtl_no_higher`). A target VTL not enabled on the VP is
+    /// INVALID_VTL_STATE, OpenHCL's status when the VTL's register state is absent
+    /// (virt_mshv_vtl hardware_cvm `get_vp_register`, CrIntercept registers). A non-zero RsvdZ
+    /// header byte is INVALID_PARAMETER by the model's choice (OpenVMM ignores it), following
+    /// OpenVMM's convention for RsvdZ input (hv1_hypercall imp.rs `HvSendSyntheticClusterIpi`).
     fn register_target(&self, call: &Call<'_>, input: &[u8]) -> HvResult<(u32, Vtl)> {
         let (hdr, _) = HvInputGetVpRegisters::read_from_prefix(input)
             .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)?;
@@ -677,7 +692,7 @@ impl Model {
             return Err(HvError::ACCESS_DENIED);
         }
         if !self.vp(vp).vtl_enabled(vtl) {
-            return Err(HvError::INVALID_PARAMETER);
+            return Err(HvError::INVALID_VTL_STATE);
         }
         Ok((vp, vtl))
     }
@@ -694,8 +709,12 @@ impl Model {
     /// for the partition, no higher than the caller's) and the initial context. INVALID_PARTITION_ID
     /// and INVALID_VP_INDEX are TLFS HvCallStartVirtualProcessor's return values; non-zero RsvdZ
     /// is INVALID_PARAMETER as OpenVMM's `hv1_hypercall` (support.rs
-    /// `x64_start_vp_validates_reserved_fields`). A VTL not enabled for the partition
-    /// (INVALID_PARAMETER) and a VTL above the caller's (ACCESS_DENIED) have no source.
+    /// `x64_start_vp_validates_reserved_fields`). A VTL not enabled for the partition is
+    /// INVALID_PARAMETER as OpenVMM virt_whp `enable_vp_vtl` (`vtl != Vtl2`, WHP's only higher
+    /// VTL; OpenHCL's CVM emulation says INVALID_VTL_STATE instead). A VTL above the caller's is
+    /// ACCESS_DENIED: TLFS HvCallEnableVpVtl "a VTL can only be enabled by a higher VTL" (its
+    /// exception, the highest enabled VTL enabling a higher one, cannot pass the partition
+    /// check); OpenVMM virt_whp `start_virtual_processor`, OpenHCL `target_vtl_no_higher`.
     fn vp_context_target(
         &self,
         call: &Call<'_>,
@@ -765,8 +784,9 @@ impl Model {
 
     /// The target VTL must be enabled on the target VP and the VP not yet running; both are
     /// INVALID_VP_STATE, TLFS HvCallStartVirtualProcessor's status for a VP "not in the correct
-    /// state" (it also lists INVALID_VTL_STATE, "the VTL state conflicts with the requested
-    /// operation", which could be the one for a VTL not enabled on the VP: no source says).
+    /// state", and what OpenVMM virt_whp `start_virtual_processor` (VTL2 not enabled on the
+    /// target) and OpenHCL hardware_cvm `start_virtual_processor` (VTL1 not enabled; VP already
+    /// started) return.
     fn start_virtual_processor(
         &mut self,
         call: &mut Call<'_>,
@@ -805,8 +825,10 @@ impl Model {
             if call.vtl == Vtl::VTL0 {
                 return Err(HvError::ACCESS_DENIED);
             }
+            // OpenHCL hardware_cvm `install_intercept`: a partition other than "self" is
+            // ACCESS_DENIED, access bits it does not know INVALID_PARAMETER.
             if i.partition_id != HV_PARTITION_ID_SELF {
-                return Err(HvError::INVALID_PARTITION_ID);
+                return Err(HvError::ACCESS_DENIED);
             }
             if i.access_type.into_bits() & !known != 0 || !self.intercept_type_supported(i) {
                 return Err(HvError::INVALID_PARAMETER);
@@ -874,7 +896,9 @@ impl Model {
         _output: &mut [u8],
     ) -> (HvResult<()>, u16) {
         let result = parse::<HvInputPostMessage>(input).and_then(|m| {
-            // Types with the top bit set are the hypervisor's; zero is "no message".
+            // Types with the top bit set are the hypervisor's; zero is "no message"; TLFS
+            // HvCallPostMessage lists both and the 240-byte limit as INVALID_PARAMETER. RsvdZ
+            // non-zero is INVALID_PARAMETER by the model's choice (OpenVMM ignores the field).
             let hypervisor_type = m.message_type.0 >> 31 != 0;
             if m.reserved != 0
                 || m.message_type.0 == 0
@@ -885,7 +909,7 @@ impl Model {
             }
             Ok(m.connection_id)
         });
-        self.synic_port_call(call, result)
+        self.synic_port_call(call, result, |_| Ok(()))
     }
 
     fn signal_event(
@@ -894,27 +918,40 @@ impl Model {
         input: &[u8],
         _output: &mut [u8],
     ) -> (HvResult<()>, u16) {
-        let result = parse::<HvInputSignalEvent>(input).and_then(|e| {
-            if e.reserved != 0 || usize::from(e.flag_number) >= HV_EVENT_FLAGS_COUNT {
+        // RsvdZ non-zero: INVALID_PARAMETER by the model's choice (OpenVMM ignores the field).
+        let parsed = parse::<HvInputSignalEvent>(input).and_then(|e| {
+            if e.reserved != 0 {
                 return Err(HvError::INVALID_PARAMETER);
             }
-            Ok(e.connection_id)
+            Ok(e)
         });
-        self.synic_port_call(call, result)
+        // TLFS HvCallSignalEvent: a flag number at or beyond "the port's flag count" is
+        // INVALID_PARAMETER, so it is checked once the connection has named a port. The model's
+        // ports have no flag count of their own: the limit is a SINT's share of the SIEF page.
+        let flag = parsed.map(|e| e.flag_number).unwrap_or(0);
+        let flag_ok = move |_: u32| {
+            if usize::from(flag) >= HV_EVENT_FLAGS_COUNT {
+                return Err(HvError::INVALID_PARAMETER);
+            }
+            Ok(())
+        };
+        self.synic_port_call(call, parsed.map(|e| e.connection_id), flag_ok)
     }
 
     /// The port-map step shared by PostMessage and SignalEvent once their input is valid: an
     /// unknown connection id is INVALID_CONNECTION_ID (reflected to VTL2 when VTL2 asked for
-    /// it), a caller below the port's minimum VTL OPERATION_DENIED.
+    /// it), a caller below the port's minimum VTL OPERATION_DENIED (OpenVMM vmm_core/virt
+    /// synic.rs `handle_post_message`/`handle_signal_event`), then the port's own check.
     fn synic_port_call(
         &mut self,
         call: &mut Call<'_>,
         connection: HvResult<u32>,
+        port_check: impl FnOnce(u32) -> HvResult<()>,
     ) -> (HvResult<()>, u16) {
         let result = connection.and_then(|id| match self.scenario.ports.get(&id) {
             None => Err(HvError::INVALID_CONNECTION_ID),
             Some(&minimum) if call.vtl < minimum => Err(HvError::OPERATION_DENIED),
-            Some(_) => Ok(()),
+            Some(_) => port_check(id),
         });
         let unknown = (
             HvError::INVALID_CONNECTION_ID,

@@ -149,7 +149,8 @@ pub(crate) fn early_writable(name: HvRegisterName) -> bool {
         || (HvRegisterName::GUEST_CRASH_P0.0..=HvRegisterName::GUEST_CRASH_CTL.0).contains(&name.0)
 }
 
-/// TimeRefCount advances this much (1 ms) per read.
+/// TimeRefCount advances this much (1 ms) per read. Model's choice: the model has no clock, and
+/// a counter that moves on every read lets a guest see time pass.
 const TIME_REF_STEP: u64 = 10_000;
 
 impl Model {
@@ -170,6 +171,9 @@ impl Model {
             Reg::Crash(i) => self.partition.crash[i],
             Reg::ReferenceTsc => self.partition.reference_tsc,
             Reg::VpIndex => vp.into(),
+            // TimeRefCount is "a per-partition reference time counter" (TLFS timers.md).
+            // VpRuntime sharing its counter is the model's choice: a VP that never halts runs
+            // all the time.
             Reg::TimeRefCount | Reg::VpRuntime => {
                 self.partition.time_ref = self.partition.time_ref.wrapping_add(TIME_REF_STEP);
                 self.partition.time_ref
@@ -179,7 +183,8 @@ impl Model {
             Reg::Sversion => HV_SYNIC_VERSION_1.into(),
             Reg::Siefp => file.synic.siefp,
             Reg::Simp => file.synic.simp,
-            // Write-only: reads return 0.
+            // TLFS inter-partition-communication.md §"EOM Register": "Reads from the EOM
+            // register always returns zeros"; OpenVMM hv1_emulator synic.rs `eom`.
             Reg::Eom => 0,
             Reg::Sint(i) => file.synic.sint[i],
             Reg::VsmCodePageOffsets => HvRegisterVsmCodePageOffsets::new()
@@ -193,6 +198,10 @@ impl Model {
                     .with_enabled_vtl_set(vp.enabled_vtls)
                     .into_bits()
             }
+            // MaximumVtl is "the maximum VTL allowed" (TLFS vsm.md §"HvRegisterVsmPartitionStatus";
+            // OpenHCL reports 1 before guest VSM is enabled). The model's partitions always have
+            // their highest allowed VTL enabled (the VTL the firmware runs in), so it is the
+            // enabled set's highest: model's choice, there being no separate "allowed" setting.
             Reg::VsmPartitionStatus => {
                 let set = self.scenario.enabled_vtls;
                 HvRegisterVsmPartitionStatus::new()
@@ -204,15 +213,25 @@ impl Model {
             Reg::VsmPartitionConfig if vtl == Vtl::VTL0 => return Err(HvError::INVALID_PARAMETER),
             Reg::VsmPartitionConfig => self.partition.vtls[v].vsm_config,
             Reg::VsmVina => file.vina,
-            Reg::VsmSecureConfig(n) if n >= v => return Err(HvError::INVALID_PARAMETER),
+            // A VTL has a secure config only for VTLs below it: ACCESS_DENIED otherwise (OpenHCL
+            // hardware_cvm `get_vsm_vp_secure_config_vtl`; OpenVMM virt_whp
+            // `VsmVpSecureConfigVtl0` outside VTL2).
+            Reg::VsmSecureConfig(n) if n >= v => return Err(HvError::ACCESS_DENIED),
             Reg::VsmSecureConfig(n) => file.secure_config[n],
         };
         Ok(value.into())
     }
 
-    /// Writes a register. Read-only registers are `ACCESS_DENIED` (the name is valid, the write
-    /// is not allowed; `INVALID_PARAMETER` is what the TLFS lists for unknown names), invalid
-    /// values `INVALID_PARAMETER`. The MSR path turns any error into #GP.
+    /// Writes a register. Read-only registers are `INVALID_PARAMETER` (TLFS HvCallSetVpRegisters:
+    /// the call "cannot be used to modify the value of a read-only register", no status; OpenVMM
+    /// hv1_emulator synic.rs `write_reg` turns the SVERSION write's `InvalidAccess` into
+    /// InvalidParameter), invalid values `INVALID_PARAMETER`. The MSR path turns any error into
+    /// #GP (TLFS: writing SVERSION is #GP; OpenVMM hv.rs `msr_write`: VP_INDEX, TIME_REF_COUNT).
+    ///
+    /// Architectural registers are stored as written, unchecked. NOT what the TLFS says
+    /// (HvCallSetVpRegisters: the hypervisor validates reserved and fixed bits and bits beyond the
+    /// register's size; OpenHCL hardware_cvm `validate_set_vp_register_value` answers
+    /// INVALID_REGISTER_VALUE): the model has no per-register reserved-bit tables yet.
     pub(crate) fn set_register(
         &mut self,
         vp: u32,
@@ -268,7 +287,8 @@ impl Model {
                 self.partition.vtls[v].vsm_config = value64;
             }
             Reg::VsmVina => self.vp_mut(vp).file_mut(vtl).vina = value64,
-            Reg::VsmSecureConfig(n) if n >= v => return Err(HvError::INVALID_PARAMETER),
+            // OpenHCL hardware_cvm `set_vsm_vp_secure_config_vtl`.
+            Reg::VsmSecureConfig(n) if n >= v => return Err(HvError::ACCESS_DENIED),
             Reg::VsmSecureConfig(n) => self.vp_mut(vp).file_mut(vtl).secure_config[n] = value64,
             Reg::Info(_)
             | Reg::VpIndex
@@ -278,7 +298,7 @@ impl Model {
             | Reg::VsmCodePageOffsets
             | Reg::VsmVpStatus
             | Reg::VsmPartitionStatus
-            | Reg::VsmCapabilities => return Err(HvError::ACCESS_DENIED),
+            | Reg::VsmCapabilities => return Err(HvError::INVALID_PARAMETER),
         }
         Ok(())
     }
@@ -321,9 +341,9 @@ impl Model {
 
     /// Unknown names are `INVALID_PARAMETER` (TLFS v6.0b PDF, Get/SetVpRegisters; OpenVMM
     /// virt_whp `get_vp_register`/`set_vp_register`: "unknown register name"); VSM
-    /// registers without AccessVsm (always so without VSM) are `ACCESS_DENIED`: the name is
-    /// valid, the caller may not use it, and the TLFS prefers ACCESS_DENIED over statuses that
-    /// reveal state.
+    /// registers without AccessVsm (always so without VSM) are `ACCESS_DENIED` (OpenHCL
+    /// hardware_cvm `validate_register_access`: VsmPartitionConfig/Status, VsmVpStatus,
+    /// VsmCapabilities without the AccessVsm privilege).
     fn classify(&self, name: HvRegisterName) -> HvResult<Reg> {
         let reg = Reg::classify(self.scenario.arch, name).ok_or(HvError::INVALID_PARAMETER)?;
         if reg.is_vsm() && !self.scenario.privileges.access_vsm() {
@@ -339,13 +359,18 @@ impl Model {
             // Not the CPUID words on arm64: its bit layout differs.
             Info::Features => return self.features_info(),
             Info::Limits => self.limit_words(),
+            // TLFS: "Equivalent to x64 CPUID leaf 0x40000006" (feature-discovery.md) and "Matches
+            // CPUID 0x4000000A" (hv_register_name.md); the model's CPUID has both as zero.
             Info::Hardware | Info::NestedVirt => [0; 4],
         };
         words_to_u128(words)
     }
 
-    /// `HV_X64_MSR_HYPERCALL`: Enable only sticks once the guest OS id is non-zero; a locked
-    /// MSR is immutable until reset, so writes are ignored; the page must lie in the GPA space.
+    /// `HV_X64_MSR_HYPERCALL`: Enable only sticks once the guest OS id is non-zero and the page
+    /// must lie in the GPA space (TLFS hypercall-interface.md §"Establishing the Hypercall
+    /// Interface"). A locked MSR is immutable until reset (TLFS), and a write to it fails, as
+    /// does one with a non-zero RsvdP bit 11:2 (OpenVMM hv1_emulator hv.rs
+    /// `msr_write_hypercall_page`: `InvalidAccess`, #GP).
     fn write_hypercall_msr(
         &mut self,
         vtl: Vtl,
@@ -356,9 +381,12 @@ impl Model {
         let pv = &self.partition.vtls[vtl.get() as usize];
         let old = HvX64HypercallMsr::from_bits(pv.hypercall);
         if old.locked() {
-            return Ok(());
+            return Err(HvError::ACCESS_DENIED);
         }
         let mut new = HvX64HypercallMsr::from_bits(value);
+        if new.reserved() != 0 {
+            return Err(HvError::INVALID_PARAMETER);
+        }
         if pv.guest_os_id == 0 {
             new.set_enable(false);
         }
@@ -388,8 +416,12 @@ fn hypercall_page_change(old: HvX64HypercallMsr, new: HvX64HypercallMsr, effects
     }
 }
 
-/// The SIM and SIEF pages are overlays that start out zeroed: an empty message slot reads as
-/// HvMessageTypeNone whatever the RAM underneath held.
+/// The SIM and SIEF pages are overlays that start out zeroed (TLFS inter-partition-
+/// communication.md: "Upon virtual processor creation and reset, the SIM page is cleared to
+/// zero", likewise the SIEF page): an empty message slot reads as HvMessageTypeNone whatever the
+/// RAM underneath held. Zeroing on every enable or move, rather than carrying the overlay's
+/// contents along as OpenVMM hv1_emulator pages.rs `OverlayPage::remap` does, is the model's
+/// choice: it keeps no copy of an overlay apart from guest RAM.
 fn overlay_enabled(old: u64, new: u64, mem: &mut dyn GuestMemory) {
     let (old, new) = (
         HvPageRegister::from_bits(old),

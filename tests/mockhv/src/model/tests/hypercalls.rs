@@ -310,7 +310,7 @@ fn overlapping_lists_get_a_stricter_hosts_status() {
 }
 
 #[test]
-fn gpas_outside_the_gpa_space_or_memory_are_invalid_alignment() {
+fn gpas_outside_the_gpa_space_are_invalid_alignment_and_unbacked_ones_invalid_input() {
     let mut hv = Hv::x64();
     let (control, input) = get_status_call();
     let beyond_space = 1u64 << Limits::default().gpa_bits;
@@ -324,7 +324,8 @@ fn gpas_outside_the_gpa_space_or_memory_are_invalid_alignment() {
         HypercallOutput::from_bits(regs.rax).status(),
         HvStatus::INVALID_ALIGNMENT
     );
-    // Inside the GPA space but not backed by the test memory.
+    // Inside the GPA space but not backed by the test memory: OpenVMM's
+    // INVALID_HYPERCALL_INPUT (the TLFS's memory intercept goes to a host the model lacks).
     hv.mem.write(IN, &input).unwrap();
     let unbacked = MEM_SIZE as u64 + 0x1000;
     let (regs, _) = hv.vmcall(X64HypercallRegs {
@@ -335,7 +336,17 @@ fn gpas_outside_the_gpa_space_or_memory_are_invalid_alignment() {
     });
     assert_eq!(
         HypercallOutput::from_bits(regs.rax).status(),
-        HvStatus::INVALID_ALIGNMENT
+        HvStatus::INVALID_HYPERCALL_INPUT
+    );
+    let (regs, _) = hv.vmcall(X64HypercallRegs {
+        rcx: control.into_bits(),
+        rdx: unbacked,
+        r8: OUT,
+        ..Default::default()
+    });
+    assert_eq!(
+        HypercallOutput::from_bits(regs.rax).status(),
+        HvStatus::INVALID_HYPERCALL_INPUT
     );
     assert_eq!(hv.call(control, &input).status(), HvStatus::SUCCESS);
 }
@@ -912,6 +923,12 @@ fn post_message_and_signal_event_input_rules() {
         signal_event(&mut hv, signal, 7, 0),
         HvStatus::INVALID_CONNECTION_ID
     );
+    // TLFS: the flag is checked against the port's flag count, so an unknown connection wins
+    // over a bad flag.
+    assert_eq!(
+        signal_event(&mut hv, signal, 7, 2048),
+        HvStatus::INVALID_CONNECTION_ID
+    );
     // The trace keeps what the paravisor sent.
     let posted = hv
         .model
@@ -935,12 +952,10 @@ fn install_intercept_records_valid_requests() {
     let mut bad = install_input(0x0D);
     bad[8] = 0x08; // access bit 3 is reserved
     assert_eq!(hv.call(install, &bad).status(), HvStatus::INVALID_PARAMETER);
+    // OpenHCL hardware_cvm `install_intercept`: not "self" is ACCESS_DENIED.
     let mut other = install_input(0x0D);
     other[0] = 0;
-    assert_eq!(
-        hv.call(install, &other).status(),
-        HvStatus::INVALID_PARTITION_ID
-    );
+    assert_eq!(hv.call(install, &other).status(), HvStatus::ACCESS_DENIED);
     let installed = hv.model.installed_intercepts();
     assert_eq!(installed.len(), 1);
     assert_eq!(

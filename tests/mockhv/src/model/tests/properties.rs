@@ -12,7 +12,7 @@ use super::*;
 use crate::model::{Arch, Outcome};
 
 /// Every status the model may return.
-const TLFS_STATUSES: [HvStatus; 12] = [
+const TLFS_STATUSES: [HvStatus; 13] = [
     HvStatus::SUCCESS,
     HvStatus::INVALID_HYPERCALL_CODE,
     HvStatus::INVALID_HYPERCALL_INPUT,
@@ -22,6 +22,7 @@ const TLFS_STATUSES: [HvStatus; 12] = [
     HvStatus::INVALID_PARTITION_ID,
     HvStatus::INVALID_VP_INDEX,
     HvStatus::INVALID_VP_STATE,
+    HvStatus::INVALID_VTL_STATE,
     HvStatus::INVALID_CONNECTION_ID,
     HvStatus::VTL_ALREADY_ENABLED,
     HvStatus::TIMEOUT,

@@ -44,10 +44,10 @@ fn unknown_register_is_invalid_parameter_at_its_element() {
     );
 }
 
-/// Read-only registers are ACCESS_DENIED: the name is valid, the write is not allowed
-/// (INVALID_PARAMETER is the TLFS status for invalid names).
+/// Read-only registers are INVALID_PARAMETER through SetVpRegisters (OpenVMM hv1_emulator
+/// synic.rs `write_reg`: SVERSION's `InvalidAccess` becomes InvalidParameter).
 #[test]
-fn setting_read_only_registers_is_access_denied() {
+fn setting_read_only_registers_is_invalid_parameter() {
     let mut hv = Hv::x64();
     for name in [
         HvRegisterName::VSM_VP_STATUS,
@@ -58,7 +58,7 @@ fn setting_read_only_registers_is_access_denied() {
         HvRegisterName::HYPERVISOR_VERSION,
     ] {
         let out = hv.set_regs(HvInputVtl::CURRENT, &[(name, 7)]);
-        assert_eq!(out.status(), HvStatus::ACCESS_DENIED, "{name:?}");
+        assert_eq!(out.status(), HvStatus::INVALID_PARAMETER, "{name:?}");
     }
     assert_eq!(hv.get_reg(HvRegisterName::VP_INDEX), 0);
 }
@@ -119,10 +119,11 @@ fn target_vtl_rules() {
         hv.set_regs(higher, &[(RIP, 1)]).status(),
         HvStatus::ACCESS_DENIED
     );
+    // OpenHCL: a VTL whose state the VP does not have is INVALID_VTL_STATE.
     let disabled = HvInputVtl::target(Vtl::VTL1);
     assert_eq!(
         hv.set_regs(disabled, &[(RIP, 1)]).status(),
-        HvStatus::INVALID_PARAMETER
+        HvStatus::INVALID_VTL_STATE
     );
     let reserved = HvInputVtl::from_bits(0x30);
     assert_eq!(
@@ -146,7 +147,7 @@ fn header_rules() {
     assert_eq!(hv.call(get, &input).status(), HvStatus::INVALID_VP_INDEX);
     // VP 1 has only VTL0 until the paravisor enables VTL2 on it.
     let input = get_input(1, HvInputVtl::CURRENT, &names);
-    assert_eq!(hv.call(get, &input).status(), HvStatus::INVALID_PARAMETER);
+    assert_eq!(hv.call(get, &input).status(), HvStatus::INVALID_VTL_STATE);
     let input = get_input(1, vtl0(), &names);
     assert_eq!(hv.call(get, &input).status(), HvStatus::SUCCESS);
     assert_eq!(hv.values(1), [1]);
@@ -265,4 +266,32 @@ fn vsm_partition_config_write_rules() {
         HvStatus::INVALID_PARAMETER,
         "no intercept page"
     );
+}
+
+/// A VTL's VsmVpSecureConfigVtlN exists only for VTLs below it: ACCESS_DENIED otherwise (OpenHCL
+/// hardware_cvm `get_vsm_vp_secure_config_vtl` / `set_vsm_vp_secure_config_vtl`).
+#[test]
+fn secure_config_for_own_or_higher_vtl_is_access_denied() {
+    let mut hv = Hv::x64();
+    let own = HvRegisterName::VSM_VP_SECURE_CONFIG_VTL0.0 + 2;
+    for name in [
+        HvRegisterName(own),
+        HvRegisterName::VSM_VP_SECURE_CONFIG_VTL0,
+    ] {
+        let target = if name == HvRegisterName::VSM_VP_SECURE_CONFIG_VTL0 {
+            vtl0()
+        } else {
+            HvInputVtl::CURRENT
+        };
+        let (out, _) = hv.get_regs(target, &[name]);
+        assert_eq!(out.status(), HvStatus::ACCESS_DENIED, "get {name:?}");
+        let out = hv.set_regs(target, &[(name, 0)]);
+        assert_eq!(out.status(), HvStatus::ACCESS_DENIED, "set {name:?}");
+    }
+    // VTL2's config for VTL0 is there.
+    let out = hv.set_regs(
+        HvInputVtl::CURRENT,
+        &[(HvRegisterName::VSM_VP_SECURE_CONFIG_VTL0, 1)],
+    );
+    assert_eq!(out.status(), HvStatus::SUCCESS);
 }

@@ -168,12 +168,26 @@ fn locked_hypercall_msr_is_immutable_and_gpa_space_is_checked() {
         hv.wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, (1 << 48) | 1),
         Err(Fault::Gp)
     );
+    // RsvdP bits 11:2 non-zero: #GP, nothing stored (OpenVMM hv.rs `msr_write_hypercall_page`).
+    assert_eq!(
+        hv.wrmsr(
+            HvX64Msr::HV_X64_MSR_HYPERCALL,
+            HYPERCALL_PAGE | (1 << 2) | 1
+        ),
+        Err(Fault::Gp)
+    );
+    assert_eq!(hv.rdmsr(HvX64Msr::HV_X64_MSR_HYPERCALL), Ok(0));
     hv.wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, HYPERCALL_PAGE | 0b11)
         .unwrap();
-    let effects = hv
-        .wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, 0x5_0000 | 1)
-        .unwrap();
-    assert_eq!(effects.hypercall_page, None);
+    // Locked: every write is #GP (OpenVMM), the value stays.
+    assert_eq!(
+        hv.wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, 0x5_0000 | 1),
+        Err(Fault::Gp)
+    );
+    assert_eq!(
+        hv.wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, HYPERCALL_PAGE | 0b11),
+        Err(Fault::Gp)
+    );
     assert_eq!(
         hv.rdmsr(HvX64Msr::HV_X64_MSR_HYPERCALL),
         Ok(HYPERCALL_PAGE | 0b11)
