@@ -255,9 +255,11 @@ pub fn screen_input(code: C, input: &mut [u8], relay: &RelayTable) -> Result<(),
 /// The most fast-input bytes the paravisor's own hypercall instruction carries: x64 RDX/R8 only
 /// (it is soft-float, so no XMM), arm64 SMCCC X2..X17. Larger fast inputs go memory-based.
 const fn issue_fast_bytes(isa: Isa) -> usize {
+    const X64_RDX_R8: usize = 16;
+    const ARM64_X2_X17: usize = 128;
     match isa {
-        Isa::X64 => 2 * 8,
-        Isa::Arm64 => 16 * 8,
+        Isa::X64 => X64_RDX_R8,
+        Isa::Arm64 => ARM64_X2_X17,
     }
 }
 
@@ -563,6 +565,94 @@ mod tests {
             classify(&r, &vtl0(), &relay()),
             Action::Refuse(HvStatus::INVALID_HYPERCALL_INPUT),
             "256 bytes never fit a fast block"
+        );
+    }
+
+    #[test]
+    fn layout_sizes_count_header_variable_header_and_elements() {
+        let layout = Layout {
+            fixed_input: 16,
+            input_element: 8,
+            output_fixed: 4,
+            output_element: 16,
+        };
+        let control = Control::new()
+            .with_rep_count(3)
+            .with_variable_header_size(2);
+        assert_eq!(layout.input_len(control), 16 + 2 * 8 + 3 * 8);
+        assert_eq!(layout.output_len(control), 4 + 3 * 16);
+    }
+
+    #[test]
+    fn screen_input_relays_through_the_table_and_passes_unknown_codes() {
+        let mut message = post_message_bytes(0x20);
+        assert_eq!(
+            screen_input(C::POST_MESSAGE, &mut message, &relay()),
+            Ok(())
+        );
+        assert_eq!(message[..4], 1u32.to_le_bytes());
+        let mut unmapped = post_message_bytes(0x21);
+        assert_eq!(
+            screen_input(C::POST_MESSAGE, &mut unmapped, &relay()),
+            Err(HvStatus::INVALID_CONNECTION_ID)
+        );
+        let mut other = [0xAB; 16];
+        assert_eq!(screen_input(C(0x0077), &mut other, &relay()), Ok(()));
+        assert_eq!(other, [0xAB; 16]);
+    }
+
+    fn post_message_bytes(connection: u32) -> Vec<u8> {
+        let mut m = <hvdef::HvInputPostMessage as zerocopy::FromZeros>::new_zeroed();
+        m.connection_id = connection;
+        m.as_bytes().to_vec()
+    }
+
+    /// arm64 carries a RetargetDeviceInterrupt (56 bytes, plus its VP-set banks) in the fast
+    /// block and the paravisor's own SMCCC call carries all 128 bytes of it; x64 XMM fast input
+    /// is relayed memory-based. The device id is screened in the block.
+    #[test]
+    fn fast_retarget_rides_the_block_it_fits() {
+        let input = <HvInputRetargetDeviceInterrupt as zerocopy::FromZeros>::new_zeroed();
+        let fast_req = |isa, var: u16, device: u64| {
+            let mut i = input;
+            (i.partition_id, i.device_id) = (HV_PARTITION_ID_SELF, device);
+            let mut r = req(
+                isa,
+                valid(C::RETARGET_DEVICE_INTERRUPT)
+                    .with_fast(true)
+                    .with_variable_header_size(var),
+            );
+            for (word, chunk) in r.fast.iter_mut().zip(i.as_bytes().chunks(8)) {
+                *word = u64::from_le_bytes(chunk.try_into().unwrap());
+            }
+            classify(&r, &vtl0(), &relay())
+        };
+        let forward = |var: u16, len, fast_as_memory: bool| Action::Forward {
+            control: valid(C::RETARGET_DEVICE_INTERRUPT)
+                .with_variable_header_size(var)
+                .with_fast(!fast_as_memory),
+            input_len: len,
+            fast_as_memory,
+        };
+        assert_eq!(fast_req(Isa::Arm64, 0, 0x30), forward(0, 56, false));
+        assert_eq!(
+            fast_req(Isa::Arm64, 9, 0x30),
+            forward(9, 128, false),
+            "exactly full"
+        );
+        assert_eq!(
+            fast_req(Isa::Arm64, 10, 0x30),
+            Action::Refuse(HvStatus::INVALID_HYPERCALL_INPUT),
+            "beyond VTL0's block"
+        );
+        assert_eq!(fast_req(Isa::X64, 0, 0x30), forward(0, 56, true));
+        assert_eq!(
+            fast_req(Isa::Arm64, 0, 0x31),
+            Action::Refuse(HvStatus::INVALID_DEVICE_ID)
+        );
+        assert_eq!(
+            fast_req(Isa::X64, 0, 0x31),
+            Action::Refuse(HvStatus::INVALID_DEVICE_ID)
         );
     }
 
