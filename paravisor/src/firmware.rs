@@ -222,7 +222,7 @@ fn start_proxy(
             Err(e) => log::warn!("the host refused the {what} intercept ({e}); not relayed"),
         }
     }
-    let config = vsm_partition_config(vsm.capabilities);
+    let config = VSM_PARTITION_CONFIG;
     hv.set_vp_register(
         VpTarget::SELF,
         HvRegisterName::VSM_PARTITION_CONFIG,
@@ -264,29 +264,27 @@ fn start_proxy(
     });
 }
 
-/// VTL2's VsmPartitionConfig, as OpenHCL writes it for a hypervisor-backed VM
+/// VTL2's VsmPartitionConfig, after what OpenHCL writes for a hypervisor-backed VM
 /// (`openhcl/virt_mshv_vtl` `set_vtl2_vsm_partition_config`; fact sheet §5.2):
 /// - EnableVtlProtection with DefaultVtlProtectionMask RWX (0xF): VTL2 may protect its own
 ///   memory from VTL0 (write-once, so the value is final);
 /// - ZeroMemoryOnReset: a partition reset cannot hand VTL2's memory to a lower VTL (the TLFS
 ///   default, which writing only other bits would clear);
-/// - InterceptUnrecoverableException: a VTL0 triple fault comes to the paravisor (the run loop
-///   reports it) instead of silently resetting the partition;
 /// - the intercept page (required, see `start_proxy`).
 ///
-/// Left clear, each on purpose: InterceptVpStartup (OpenHCL never sets it; VTL0's own SIPIs are
-/// the hypervisor's), InterceptCpuidUnimplemented, InterceptNotPresent, InterceptSystemReset and
-/// InterceptRestorePartitionTime (OpenHCL sets them because it emulates CPUID, MMIO, reset and
-/// time; this paravisor has no handler, so VTL0 would hang on the intercept), DenyLowerVtlStartup
-/// (neither OpenHCL nor Linux sets it).
-fn vsm_partition_config(_caps: hvdef::HvRegisterVsmCapabilities) -> HvRegisterVsmPartitionConfig {
-    HvRegisterVsmPartitionConfig::new()
-        .with_enable_vtl_protection(true)
-        .with_default_vtl_protection_mask(hvdef::HvMapGpaFlags::ALL_ACCESS.into_bits() as u8)
-        .with_zero_memory_on_reset(true)
-        .with_intercept_unrecoverable_exception(true)
-        .with_intercept_page(true)
-}
+/// Left clear, each on purpose: InterceptUnrecoverableException (OpenHCL sets it and resets or
+/// crashes the VM through its host channel; this paravisor has no way to reset the partition
+/// yet, and stopping one VP while the others keep running VTL0 is worse than the partition reset
+/// the hypervisor does without it), InterceptVpStartup (OpenHCL never sets it; VTL0's own SIPIs
+/// are the hypervisor's), InterceptCpuidUnimplemented, InterceptNotPresent, InterceptSystemReset
+/// and InterceptRestorePartitionTime (OpenHCL sets them because it emulates CPUID, MMIO, reset
+/// and time; this paravisor has no handler, so VTL0 would hang on the intercept),
+/// DenyLowerVtlStartup (neither OpenHCL nor Linux sets it).
+const VSM_PARTITION_CONFIG: HvRegisterVsmPartitionConfig = HvRegisterVsmPartitionConfig::new()
+    .with_enable_vtl_protection(true)
+    .with_default_vtl_protection_mask(hvdef::HvMapGpaFlags::ALL_ACCESS.into_bits() as u8)
+    .with_zero_memory_on_reset(true)
+    .with_intercept_page(true);
 
 /// Starts VPs 1.. at VTL2 in boot's AP entry: VTL2 must first be enabled on each (HvCallEnableVpVtl),
 /// then the VP started (HvCallStartVirtualProcessor), as the TLFS requires once a higher VTL is

@@ -97,16 +97,6 @@ pub fn run() -> ! {
 }
 
 fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
-    if message.header.message_type == HvMessageType::UNRECOVERABLE_EXCEPTION {
-        // VsmPartitionConfig.intercept_unrecoverable_exception: VTL0 is beyond repair (an x64
-        // triple fault); without the paravisor the partition would have reset.
-        log::error!(
-            "VTL0 on VP {} hit an unrecoverable exception at IP {:#x}; stopping",
-            boot::cpu::index(),
-            arch::intercept_ip(message)
-        );
-        crate::firmware::exit(boot::ExitCode::Failure);
-    }
     if message.header.message_type != HvMessageType::HYPERCALL_INTERCEPT {
         log::warn!(
             "ignoring intercept message {:?}",

@@ -267,14 +267,6 @@ pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {
     hvdef::HvRegisterValue::from(event.into_bits())
 }
 
-/// The intercepted instruction's address, from the common intercept header every intercept
-/// message starts with.
-pub fn intercept_ip(message: &hvdef::HvMessage) -> u64 {
-    use zerocopy::FromBytes;
-    hvdef::aarch64::HvArm64InterceptMessageHeader::read_from_prefix(message.payload_bytes())
-        .map_or(0, |(header, _)| header.pc)
-}
-
 /// Decodes the arm64 hypercall intercept message in `message`'s payload.
 pub fn decode_intercept(
     message: &hvdef::HvMessage,

@@ -351,14 +351,6 @@ pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {
     hvdef::HvRegisterValue::from(event.into_bits())
 }
 
-/// The intercepted instruction's address, from the common intercept header every intercept
-/// message starts with.
-pub fn intercept_ip(message: &hvdef::HvMessage) -> u64 {
-    use zerocopy::FromBytes;
-    hvdef::x86_64::HvX64InterceptMessageHeader::read_from_prefix(message.payload_bytes())
-        .map_or(0, |(header, _)| header.rip)
-}
-
 /// Decodes the x64 hypercall intercept message in `message`'s payload.
 pub fn decode_intercept(message: &hvdef::HvMessage, xmm_fast_input: bool) -> crate::proxy::Decoded {
     use zerocopy::FromBytes;
