@@ -30,6 +30,9 @@ fn relayed_message(vtl0_id: u32) -> (Vec<u8>, Vec<u8>) {
     (from_vtl0, to_host)
 }
 
+/// What VTL0 had in RAX before a call that times out: a TLFS continuation leaves it alone.
+const RAX_BEFORE: u64 = 0x5EED_0000_0000_0078;
+
 /// One scripted call: what VTL0 must see, and whether the hypervisor hands it to VTL2.
 struct Case {
     call: Vtl0Call,
@@ -455,8 +458,12 @@ fn a_relayed_call_that_times_out() {
                     FaultAction::Timeout { reps: 0 }
                 },
             });
-            let script = vec![call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
-                .with_memory(l.input, &message)];
+            let mut posted = call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                .with_memory(l.input, &message);
+            if arch == Arch::X86_64 {
+                posted = posted.with_register(hvdef::x86_64::reg::RAX, RAX_BEFORE.into());
+            }
+            let script = vec![posted];
             let mut report = e2e::run_vtl0(scenario, script);
             let results = results(&mut report);
             let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
@@ -467,14 +474,14 @@ fn a_relayed_call_that_times_out() {
             if returned {
                 assert_eq!(results.len(), 2, "{arch:?}: seen, then re-executed");
                 assert!(!results[0].advanced(), "{arch:?}: IP left on the call");
-                match arch {
-                    Arch::X86_64 => assert_eq!(results[0].status(), HvStatus::TIMEOUT),
-                    // SMCCC: X0 keeps the function id, so the re-executed hvc is a hypercall.
-                    Arch::Aarch64 => assert_eq!(
-                        results[0].result,
-                        u64::from(hvdef::aarch64::SMCCC_HV_FUNC_ID)
-                    ),
-                }
+                // Only the control register changes (TLFS continuation): the result register
+                // keeps VTL0's value (x64 the marker, arm64 SMCCC the function id, so the
+                // re-executed hvc is a hypercall).
+                let kept = match arch {
+                    Arch::X86_64 => RAX_BEFORE,
+                    Arch::Aarch64 => u64::from(hvdef::aarch64::SMCCC_HV_FUNC_ID),
+                };
+                assert_eq!(results[0].result, kept, "{arch:?}");
                 assert_eq!(posts.len(), 2, "{arch:?}: relayed twice");
             } else {
                 assert_eq!(results.len(), 1, "{arch:?}: VTL0 never saw it");
@@ -554,7 +561,8 @@ fn a_timed_out_xmm_fast_relay_keeps_vtl0_s_control_word() {
         lo | hi << 64
     };
     let control = code(HypercallCode::RETARGET_DEVICE_INTERRUPT).with_fast(true);
-    let mut c = call(arch, control, words[0], words[1]);
+    let mut c = call(arch, control, words[0], words[1])
+        .with_register(hvdef::x86_64::reg::RAX, RAX_BEFORE.into());
     for n in 0..3 {
         c = c.with_register(
             HvRegisterName(hvdef::x86_64::reg::XMM0.0 + n as u32),
@@ -571,7 +579,7 @@ fn a_timed_out_xmm_fast_relay_keeps_vtl0_s_control_word() {
     let mut report = e2e::run_vtl0(scenario, vec![c]);
     let results = results(&mut report);
     assert_eq!(results.len(), 2, "timed out, then re-executed");
-    assert_eq!(results[0].status(), HvStatus::TIMEOUT);
+    assert_eq!(results[0].result, RAX_BEFORE, "RAX as VTL0 had it");
     assert_eq!(
         results[0].register(hvdef::x86_64::reg::RCX),
         u128::from(control.into_bits()),

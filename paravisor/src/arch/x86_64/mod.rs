@@ -361,16 +361,18 @@ pub fn decode_intercept(message: &hvdef::HvMessage, xmm_fast_input: bool) -> cra
     crate::proxy::decode::decode_x64(&msg, xmm_fast_input)
 }
 
-/// Puts a hypercall's result into VTL0's registers: RAX, and RCX when the control word moved
-/// on (TIMEOUT: VTL0 re-executes with the new rep start).
+/// Puts a hypercall's result into VTL0's RAX, or, for a call VTL0 re-executes (TIMEOUT), the
+/// new control word into RCX.
 pub fn complete_intercept(
     regs: &mut Vtl0Registers,
     result: u64,
     control: Option<(ControlRegister, u64)>,
 ) {
-    regs.rax = result;
-    if let Some((_, control)) = control {
-        regs.rcx = control;
+    // A call left for re-execution (TLFS continuation) changes only the control register, as
+    // OpenVMM's `hv1_hypercall` retry does; RAX keeps what VTL0 had.
+    match control {
+        Some((_, control)) => regs.rcx = control,
+        None => regs.rax = result,
     }
 }
 
