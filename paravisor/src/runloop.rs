@@ -81,7 +81,7 @@ const VTL0: VpTarget = VpTarget {
 pub fn run() -> ! {
     let config = CONFIG.get().expect("configured by the boot VP");
     let assist = percpu::assist_page();
-    let mut regs = arch::Vtl0Registers::default();
+    let mut regs = vtl0_entry_registers();
     loop {
         arch::vtl_return(&assist, &mut regs);
         match assist.entry_reason() {
@@ -94,6 +94,20 @@ pub fn run() -> ! {
             ),
         }
     }
+}
+
+/// VTL0's shared registers as they are before this VP first returns to it: the VTL switch loads
+/// VTL0's from `Vtl0Registers`, so starting from zeros would destroy VTL0's entry state (boot
+/// arguments in registers). One GetVpRegisters, target VTL0.
+fn vtl0_entry_registers() -> arch::Vtl0Registers {
+    const N: usize = arch::Vtl0Registers::NAMES.len();
+    let mut values = [HvRegisterValue::from(0u64); N];
+    if let Err(e) =
+        percpu::hypercall().get_vp_registers(VTL0, &arch::Vtl0Registers::NAMES, &mut values)
+    {
+        panic!("reading VTL0's entry registers failed: {e}");
+    }
+    arch::Vtl0Registers::from_values(&values)
 }
 
 fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {

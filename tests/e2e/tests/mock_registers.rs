@@ -279,3 +279,42 @@ fn arm64_vtl0_keeps_x29_x30_when_they_are_shared() {
     };
     check_every_outcome(Arch::Aarch64, scenario);
 }
+
+/// VTL0's entry state survives the paravisor's first return to it: every shared register the
+/// first call does not set itself holds what VTL0 had before VTL2 ever returned (x64 Linux takes
+/// boot_params in RSI, arm64 Linux the device tree in X0; `Scenario::vtl0_registers`).
+#[test]
+fn vtl0_keeps_its_entry_registers_across_the_first_return() {
+    for arch in Arch::ALL {
+        let initial: Vec<(HvRegisterName, u128)> = checked(arch)
+            .into_iter()
+            // X18 is private. CR2 is shared hardware state VTL2 never writes: the model takes
+            // it from the vCPU at the switch, so it has no separate entry value to keep.
+            .filter(|&n| (n != x(18) || arch == Arch::X86_64) && n != x64_reg::CR2)
+            .map(|n| (n, u128::from(marker(99, n))))
+            .collect();
+        let scenario = Scenario {
+            vp_count: 1,
+            vtl0_registers: initial.clone(),
+            ..Scenario::for_arch(arch)
+        };
+        let l = layout(arch);
+        let first = call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+            .with_memory(l.input, &post_message(e2e::RELAYED));
+        let set: Vec<HvRegisterName> = first.registers.iter().map(|r| r.0).collect();
+        let mut report = e2e::run_vtl0(scenario, vec![first]);
+        let r = &e2e::results(&mut report)[0];
+        assert_eq!(r.status(), HvStatus::SUCCESS, "{arch:?}");
+        for (name, value) in initial {
+            if set.contains(&name) || name == result_register(arch) {
+                continue;
+            }
+            assert_eq!(
+                r.register(name),
+                value,
+                "{arch:?}: {name:?} is VTL0's entry value {value:#x}, got {:#x}",
+                r.register(name)
+            );
+        }
+    }
+}

@@ -240,6 +240,31 @@ pub struct Vtl0Registers {
     pub x: [u64; 31],
 }
 
+impl Vtl0Registers {
+    /// The registers this struct carries (X0-X17, X19-X30; X18 is private and not carried):
+    /// what the paravisor reads of VTL0 before its first return, so that VTL0 resumes with its
+    /// own values.
+    pub const NAMES: [hvdef::HvRegisterName; 30] = {
+        let mut names = [hvdef::HvRegisterName(0); 30];
+        let mut i = 0;
+        while i < 30 {
+            let n = if i < 18 { i } else { i + 1 };
+            names[i] = hvdef::HvRegisterName(hvdef::aarch64::reg::X0.0 + n as u32);
+            i += 1;
+        }
+        names
+    };
+
+    /// From the values of [`Vtl0Registers::NAMES`], in that order.
+    pub fn from_values(values: &[hvdef::HvRegisterValue; 30]) -> Vtl0Registers {
+        let mut regs = Vtl0Registers::default();
+        for (i, value) in values.iter().enumerate() {
+            regs.x[if i < 18 { i } else { i + 1 }] = value.as_u64();
+        }
+        regs
+    }
+}
+
 /// Returns to VTL0 and comes back when VTL2 is entered again (intercept, interrupt, VTL call).
 pub fn vtl_return(_assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers) {
     // SAFETY: `hvc #3` switches to VTL0 and comes back here with our stack intact (SP is

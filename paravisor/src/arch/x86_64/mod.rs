@@ -325,6 +325,32 @@ pub struct Vtl0Registers {
     pub r8_r15: [u64; 8],
 }
 
+impl Vtl0Registers {
+    /// The registers this struct carries, in field order: what the paravisor reads of VTL0
+    /// before its first return, so that VTL0 resumes with its own values.
+    pub const NAMES: [hvdef::HvRegisterName; 15] = {
+        use hvdef::x86_64::reg::*;
+        [
+            RAX, RCX, RDX, RBX, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15,
+        ]
+    };
+
+    /// From the values of [`Vtl0Registers::NAMES`], in that order.
+    pub fn from_values(values: &[hvdef::HvRegisterValue; 15]) -> Vtl0Registers {
+        let v: [u64; 15] = core::array::from_fn(|i| values[i].as_u64());
+        Vtl0Registers {
+            rax: v[0],
+            rcx: v[1],
+            rdx: v[2],
+            rbx: v[3],
+            rbp: v[4],
+            rsi: v[5],
+            rdi: v[6],
+            r8_r15: core::array::from_fn(|i| v[7 + i]),
+        }
+    }
+}
+
 /// Returns to VTL0 with `regs` in its shared registers and comes back when VTL2 is entered
 /// again (intercept, interrupt, VTL call), with VTL0's registers in `regs`.
 pub fn vtl_return(assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers) {

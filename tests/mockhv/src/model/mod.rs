@@ -154,7 +154,13 @@ impl Model {
                 } else {
                     (ap_vtls, false)
                 };
-                Vp::new(scenario.arch, scenario.active_vtl, enabled, started)
+                let mut vp = Vp::new(scenario.arch, scenario.active_vtl, enabled, started);
+                if scenario.active_vtl > Vtl::VTL0 {
+                    for &(name, value) in &scenario.vtl0_registers {
+                        vp.file_mut(Vtl::VTL0).set(name, value);
+                    }
+                }
+                vp
             })
             .collect();
         let mut vtls = vec![PartitionVtl::default(); VTL_COUNT];

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hvdef::{
-    HvError, HvExtendedCapabilities, HvPartitionPrivilegeMask, HvRegisterVsmCapabilities, HvStatus,
-    HypercallCode, Vtl, HV_PAGE_SHIFT,
+    HvError, HvExtendedCapabilities, HvPartitionPrivilegeMask, HvRegisterName,
+    HvRegisterVsmCapabilities, HvStatus, HypercallCode, Vtl, HV_PAGE_SHIFT,
 };
 
 use crate::qemu::Arch;
@@ -70,6 +70,11 @@ pub struct Scenario {
     /// ModifyVtlProtectionMask, RestorePartitionTime); a scenario names them here to model such a
     /// host, and to reach the paravisor's defensive paths. Empty by default.
     pub reflected_codes: BTreeSet<HypercallCode>,
+    /// Registers VTL0 holds on every VP when the paravisor first returns to it (its entry
+    /// state: x64 Linux takes boot_params in RSI, arm64 Linux the device tree in X0). The
+    /// hypervisor keeps them; a paravisor that returns with other values in the shared ones
+    /// destroys them. Empty by default.
+    pub vtl0_registers: Vec<(HvRegisterName, u128)>,
     /// The guest OS id VTL0's kernel set before the scripted calls (the TLFS requires one
     /// before hypercalls work; on arm64 the model enforces it).
     pub vtl0_guest_os_id: u64,
@@ -268,6 +273,7 @@ impl Default for Scenario {
             devices: BTreeMap::new(),
             hypercall_intercept: HypercallIntercept::Rejected,
             reflected_codes: BTreeSet::new(),
+            vtl0_registers: Vec::new(),
             // Linux's id as `hv_generate_guest_id` builds it (open source, OS type Linux).
             vtl0_guest_os_id: 0x8100_0000_0000_0000,
             faults: Vec::new(),
