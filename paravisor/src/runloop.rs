@@ -1,6 +1,6 @@
-//! The per-VP run loop: return to VTL0, and serve each VTL0 hypercall the hypervisor routes
-//! back as an intercept: decode, validate and classify it (the pure `proxy` module), then
-//! answer, refuse or forward it and complete it in VTL0's registers, or make VTL0 take the
+//! The per-VP run loop: return to VTL0, and serve each VTL0 hypercall the hypervisor reflects
+//! as an intercept: decode, validate and classify it (the pure `proxy` module), then relay,
+//! answer or refuse it and complete it in VTL0's registers, or make VTL0 take the
 //! #UD / undefined-instruction exception the TLFS raises instead.
 
 use crate::hypercall::VpTarget;
@@ -88,7 +88,7 @@ pub fn run() -> ! {
             HvVtlEntryReason::INTERCEPT => serve(config, &assist.intercept_message(), &mut regs),
             // A VTL0 VtlCall enters VTL2 without a message (TLFS: the next higher VTL); there is
             // no service behind it, so it returns at once with VTL0's registers as they were.
-            reason => log::warn!(
+            reason => log::debug!(
                 "VP {} entered VTL2 for {reason:?} with no intercept; returning to VTL0",
                 boot::cpu::index()
             ),
@@ -180,9 +180,9 @@ fn raise_undefined_instruction() {
 
 fn execute(config: &Config, req: &Request) -> Outcome {
     let code = req.control.code();
-    let action = proxy::policy::classify(req, &config.vtl0, &config.relay);
+    let action = proxy::policy::classify(req, &config.vtl0);
     match action {
-        Action::Forward { .. } => {}
+        Action::Relay { .. } => {}
         // Hyper-V reflects only the relayed codes (proxy::policy); anything else reaching VTL2
         // is worth a line.
         _ => log::warn!(
@@ -203,51 +203,57 @@ fn execute(config: &Config, req: &Request) -> Outcome {
                 })
                 .into()
         }
-        Action::Forward {
+        Action::Relay {
             control,
             input_len,
             fast_as_memory,
-        } => {
-            if req.control.fast() && !fast_as_memory {
-                return forward_fast(config, req, control, input_len).into();
-            }
-            let control = control.with_fast(false);
-            let mut hv = percpu::hypercall();
-            let forwarded = hv.forward(control, |page| {
-                let input = &mut page[..input_len];
-                if req.control.fast() {
-                    // XMM fast input forwarded memory-based: the register block is the input.
-                    for (chunk, word) in input.chunks_mut(8).zip(req.fast) {
-                        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
-                    }
-                } else {
-                    read_vtl0(&config.vtl0, req.input_gpa, input)?;
-                }
-                // Checked on our copy, which VTL0 can no longer change; maps the connection id.
-                proxy::policy::screen_input(code, input, &config.relay)
-            });
-            match forwarded {
-                Ok((out, _)) => completion_of(req, out),
-                Err(status) => Completion::status(status),
-            }
-            .into()
-        }
+        } => relay(config, req, control, input_len, fast_as_memory).into(),
     }
 }
 
-fn forward_fast(config: &Config, req: &Request, control: Control, input_len: usize) -> Completion {
-    let mut words = req.fast;
-    let n = input_len.div_ceil(8);
-    if let Some(policy) = proxy::policy::policy(control.code()) {
-        // The exact words that go to the host (classify screened a copy of the same block).
-        if let Err(status) = policy.screen_fast(&mut words[..n], &config.relay) {
+/// Relays a classified call: the relay table is applied exactly once, on the bytes that go to
+/// the host (this VP's input page, or the register block), never on VTL0 memory VTL0 could still
+/// change. A connection or device the table does not name is refused here without a line: it is
+/// ordinary traffic (VTL0 naming ids the host does not know), not an anomaly.
+fn relay(
+    config: &Config,
+    req: &Request,
+    control: Control,
+    input_len: usize,
+    fast_as_memory: bool,
+) -> Completion {
+    let code = control.code();
+    let out = if req.control.fast() && !fast_as_memory {
+        let mut words = req.fast;
+        let n = input_len.div_ceil(8);
+        let screened = proxy::policy::policy(code)
+            .map_or(Ok(()), |p| p.screen_fast(&mut words[..n], &config.relay));
+        if let Err(status) = screened {
             return Completion::status(status);
         }
-    }
-    match percpu::hypercall().forward_fast(control, &mut words[..n]) {
-        Some(out) => completion_of(req, out),
-        None => Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
-    }
+        match percpu::hypercall().relay_fast(control, &mut words[..n]) {
+            Some(out) => out,
+            None => return Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
+        }
+    } else {
+        let sent = percpu::hypercall().relay(control.with_fast(false), |page| {
+            let input = &mut page[..input_len];
+            if req.control.fast() {
+                // XMM fast input relayed memory-based: the register block is the input.
+                for (chunk, word) in input.chunks_mut(8).zip(req.fast) {
+                    chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+                }
+            } else {
+                read_vtl0(&config.vtl0, req.input_gpa, input)?;
+            }
+            proxy::policy::screen_input(code, input, &config.relay)
+        });
+        match sent {
+            Ok(out) => out,
+            Err(status) => return Completion::status(status),
+        }
+    };
+    completion_of(req, out)
 }
 
 fn completion_of(req: &Request, out: HypercallOutput) -> Completion {

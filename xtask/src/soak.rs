@@ -34,7 +34,7 @@ use hvdef::{
 use mockhv::model::{Abi, Event, HypercallRecord, Scenario, Vtl0Call, Vtl0Result};
 use mockhv::qemu::Arch;
 use mockhv::session::{self, Report, SessionConfig};
-use paravisor::proxy::policy::{policy, Rule, TABLE};
+use paravisor::proxy::policy::TABLE;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
@@ -174,18 +174,21 @@ impl Planned {
         )
     }
 
-    /// The input and output lists as VTL0 gave them, with their TLFS sizes from the proxy's
-    /// table; a code the table does not forward or answer gets one byte at each GPA (its sizes
-    /// are unknown, so any GPA in the image counts).
+    /// The input and output lists as VTL0 gave them, with their sizes from hvdef's input
+    /// structs (not from the proxy's table, which is under test); a code without a known layout
+    /// gets one byte at each GPA (any GPA in the image counts).
     fn ranges(&self) -> Vec<Range<u128>> {
         let Some((input, output)) = self.gpas else {
             return Vec::new();
         };
-        let (in_len, out_len) = match policy(self.control.code()) {
-            Some(p) if !matches!(p.rule, Rule::Refuse(_)) => {
-                let l = p.layout;
-                (l.input_len(self.control), l.output_len(self.control))
+        let var = usize::from(self.control.variable_header_size()) * 8;
+        let (in_len, out_len) = match self.control.code() {
+            HypercallCode::POST_MESSAGE => (size_of::<hvdef::HvInputPostMessage>(), 0),
+            HypercallCode::SIGNAL_EVENT => (size_of::<hvdef::HvInputSignalEvent>(), 0),
+            HypercallCode::RETARGET_DEVICE_INTERRUPT => {
+                (size_of::<hvdef::HvInputRetargetDeviceInterrupt>() + var, 0)
             }
+            HypercallCode::EXT_QUERY_CAPABILITIES => (0, size_of::<u64>()),
             _ => (1, 1),
         };
         [(input, in_len), (output, out_len)]

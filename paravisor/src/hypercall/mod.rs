@@ -189,21 +189,20 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
     }
 
     /// Issues `control` with this VP's input page filled by `fill`, for calls whose layout the
-    /// caller owns (the VTL0 proxy). If `fill` fails nothing is issued. The nested bit is still
-    /// decided by the issue path alone. Returns the raw result and this VP's output page.
-    pub fn forward<E>(
+    /// caller owns (the VTL0 proxy's relays, which have no output). If `fill` fails nothing is
+    /// issued. The nested bit is still decided by the issue path alone.
+    pub fn relay<E>(
         &mut self,
         control: Control,
         fill: impl FnOnce(&mut [u8; PAGE_SIZE]) -> core::result::Result<(), E>,
-    ) -> core::result::Result<(HypercallOutput, &[u8; PAGE_SIZE]), E> {
+    ) -> core::result::Result<HypercallOutput, E> {
         fill(&mut self.input.0)?;
-        let out = self.issue(control);
-        Ok((out, &self.output.0))
+        Ok(self.issue(control))
     }
 
     /// Issues a register-based `control` with `regs` as its block (the VTL0 proxy's fast
-    /// calls); `None` if the block does not fit this ABI.
-    pub fn forward_fast(&mut self, control: Control, regs: &mut [u64]) -> Option<HypercallOutput> {
+    /// relays); `None` if the block does not fit this ABI.
+    pub fn relay_fast(&mut self, control: Control, regs: &mut [u64]) -> Option<HypercallOutput> {
         self.issue_fast(control, regs)
     }
 

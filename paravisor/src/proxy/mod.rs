@@ -128,15 +128,15 @@ impl Vtl0Memory {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Relay to the host: copy `input_len` bytes from VTL0's input GPA (memory-based) into this
-    /// VP's input page, run [`policy::screen_input`] on that copy (the connection or device
-    /// table, which `classify` cannot see in memory; it rewrites the connection id to the
-    /// host's), and issue `control` (already sanitised: VTL0's nested bit never passes; the
-    /// issue path adds it per the nested table). Relayed calls have no output. A fast call was
-    /// screened by `classify` already, on the register block.
-    Forward {
+    /// VP's input page, or take the register block (fast), run the relay table over exactly
+    /// those bytes ([`policy::screen_input`] / `Policy::screen_fast`: it rewrites the connection
+    /// id to the host's, or refuses an id or device the table does not name), and issue
+    /// `control` (already sanitised: VTL0's nested bit never passes; the issue path adds it per
+    /// the nested table). Relayed calls have no output.
+    Relay {
         control: Control,
         input_len: usize,
-        /// Forward a fast call memory-based (x64 XMM fast input).
+        /// Relay a fast call memory-based (x64 XMM fast input).
         fast_as_memory: bool,
     },
     /// HvExtCallQueryCapabilities: write the host mask filtered by
