@@ -172,6 +172,10 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
 /// connection it does not know, and RetargetDeviceInterrupt for a device it does not know, to
 /// VTL2 (fact sheet §2.1; OpenVMM `vmm_core/virt_whp/src/hypercalls.rs`). Never
 /// HvInterceptTypeHypercall: OpenHCL does not install it and OpenVMM refuses it.
+///
+/// OpenHCL installs RetargetInterruptWithUnknownDeviceId on x64 only; asking for it on arm64 too
+/// is this paravisor's choice (OpenHCL's arm64 dispatcher does serve RetargetDeviceInterrupt, so
+/// the call reaches VTL2 there somehow); a host that refuses it costs one line.
 const PROXY_INTERCEPTS: [(HvInterceptType, &str); 2] = [
     (
         HvInterceptType::UNKNOWN_SYNIC_CONNECTION,

@@ -18,7 +18,9 @@ use hvdef::{HvStatus, HV_PAGE_SIZE};
 /// Memory-based calls, for each non-empty list (GPAs of empty lists are ignored, per the TLFS):
 /// GPA not 8-byte aligned, list crossing a page, or input overlapping output is
 /// HV_STATUS_INVALID_ALIGNMENT (the TLFS's "must not overlap and must not cross a page boundary"
-/// is one rule, and INVALID_ALIGNMENT is its status); a byte outside VTL0 memory is
+/// is one rule, and INVALID_ALIGNMENT is its status; the overlap half is never reached today, as
+/// no call the table relays or answers has both lists, and the mock tolerates overlap by
+/// default as real hosts do); a byte outside VTL0 memory is
 /// HV_STATUS_ACCESS_DENIED, so the paravisor never reads or writes its own memory for VTL0.
 pub fn validate(req: &Request, vtl0: &Vtl0Memory, layout: &Layout) -> Result<(), HvStatus> {
     let control = req.control;

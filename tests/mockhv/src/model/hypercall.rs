@@ -145,6 +145,11 @@ pub(crate) struct Call<'a> {
     end: u16,
     mem: &'a mut dyn GuestMemory,
     effects: &'a mut Effects,
+    /// A nested host's L0 call made by VTL0 without the nested bit: it reached the L1
+    /// hypervisor, for which this is the answer (an unknown connection). The handler validates
+    /// the input first and then treats it as its port lookup's result, so reflection follows
+    /// the same rule as on a flat host.
+    l1_route: Option<HvError>,
 }
 
 /// The parameter lists, copied in (and out again through `write_back`).
@@ -308,24 +313,17 @@ impl Model {
             self.memory_params(req, in_len, out_len, mem)?
         };
         record.input.clone_from(&params.input);
-        if let Err(stop) = self.check_route(control, start) {
-            // On a nested host the lower hypervisor runs this partition's VSM: VTL0's L0 call
-            // without the bit is one to a connection it does not know, reflected like any other.
-            let l0_unknown = matches!(stop, Stop::Status(HvError::INVALID_CONNECTION_ID, _));
-            let synic = matches!(
-                code,
-                HypercallCode::POST_MESSAGE | HypercallCode::SIGNAL_EVENT
-            );
-            if vtl == Vtl::VTL0
-                && l0_unknown
-                && synic
-                && self.intercept_installed(HvInterceptType::UNKNOWN_SYNIC_CONNECTION)
-            {
-                effects.reflect = true;
-                return Err(HvError::TIMEOUT.into());
-            }
-            return Err(stop);
-        }
+        let synic = matches!(
+            code,
+            HypercallCode::POST_MESSAGE | HypercallCode::SIGNAL_EVENT
+        );
+        let l1_route = match self.check_route(control, start) {
+            Ok(()) => None,
+            // The L1 hypervisor runs this partition's VSM: VTL0's unmarked L0 call is a call
+            // to a connection it does not know, which the handler may reflect like any other.
+            Err(Stop::Status(err, _)) if vtl == Vtl::VTL0 && synic => Some(err),
+            Err(stop) => return Err(stop),
+        };
         let stop = self.count_call(code, start, count, rep)?;
 
         let mut call = Call {
@@ -335,6 +333,7 @@ impl Model {
             end: stop.end,
             mem,
             effects,
+            l1_route,
         };
         let (result, done) = (spec.handler)(self, &mut call, &params.input, &mut params.output);
         // Rep calls write back every completed element; simple calls only on success.
@@ -841,7 +840,10 @@ impl Model {
 
     /// The intercept types OpenVMM's VTL2 emulation implements (`vmm_core/virt_whp/src/
     /// hypercalls.rs` `install_intercept`; fact sheet §2.1), the `X64*` ones on x64 only;
-    /// HvInterceptTypeHypercall as the scenario says; anything else INVALID_PARAMETER.
+    /// HvInterceptTypeHypercall as the scenario says; anything else INVALID_PARAMETER. OpenVMM's
+    /// emulation is x64-only, so Exception, UnknownSynicConnection and
+    /// RetargetInterruptWithUnknownDeviceId on arm64 are the model's choice (the TLFS names no
+    /// arch for them; OpenHCL's arm64 dispatcher serves the calls they reflect).
     fn intercept_type_supported(&self, i: HvInputInstallIntercept) -> bool {
         let x64 = self.scenario.arch == Arch::X86_64;
         match i.intercept_type {
@@ -948,7 +950,9 @@ impl Model {
         connection: HvResult<u32>,
         port_check: impl FnOnce(u32) -> HvResult<()>,
     ) -> (HvResult<()>, u16) {
+        let l1_route = call.l1_route;
         let result = connection.and_then(|id| match self.scenario.ports.get(&id) {
+            _ if l1_route.is_some() => Err(l1_route.unwrap_or(HvError::INVALID_CONNECTION_ID)),
             None => Err(HvError::INVALID_CONNECTION_ID),
             Some(&minimum) if call.vtl < minimum => Err(HvError::OPERATION_DENIED),
             Some(_) => port_check(id),
@@ -976,7 +980,17 @@ impl Model {
             if r.partition_id != HV_PARTITION_ID_SELF {
                 return Err(HvError::INVALID_PARTITION_ID);
             }
-            if r.reserved1 != 0 || r.reserved2 != 0 {
+            // RsvdZ fields (TLFS HvCallRetargetDeviceInterrupt); the interrupt source is MSI (1)
+            // or I/O APIC (2) and the target flags are Multicast (1) and ProcessorSet (2)
+            // (Linux `hv_interrupt_source`, `HV_DEVICE_INTERRUPT_TARGET_*`); anything else is
+            // the model's INVALID_PARAMETER, the TLFS's status for a bad input value.
+            let known_flags = hvdef::HV_DEVICE_INTERRUPT_TARGET_MULTICAST
+                | hvdef::HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET;
+            if r.reserved1 != 0
+                || r.reserved2 != 0
+                || !matches!(r.interrupt_source, 1 | 2)
+                || r.target_flags & !known_flags != 0
+            {
                 return Err(HvError::INVALID_PARAMETER);
             }
             Ok(r.device_id)

@@ -195,11 +195,30 @@ fn unknown_devices_reach_vtl2_only_with_the_intercept() {
         ..Scenario::default()
     };
     let mut hv = booted(scenario.clone());
-    let (results, entries) = run(&mut hv, vec![retarget(0x10), retarget(0x20)]);
+    let with = |device: u64, at: usize, value: u32| {
+        let mut call = retarget(device);
+        call.memory[0].1[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        call
+    };
+    let calls = vec![
+        retarget(0x10),
+        retarget(0x20),
+        with(0x10, 16, 3), // interrupt source neither MSI nor I/O APIC
+        with(0x10, 44, 4), // an unknown target flag
+        with(0x10, 20, 1), // reserved1
+    ];
+    let (results, entries) = run(&mut hv, calls);
     assert_eq!(entries, 0);
+    let statuses: Vec<HvStatus> = results.iter().map(Vtl0Result::status).collect();
     assert_eq!(
-        (results[0].status(), results[1].status()),
-        (HvStatus::SUCCESS, HvStatus::INVALID_DEVICE_ID)
+        statuses,
+        [
+            HvStatus::SUCCESS,
+            HvStatus::INVALID_DEVICE_ID,
+            HvStatus::INVALID_PARAMETER,
+            HvStatus::INVALID_PARAMETER,
+            HvStatus::INVALID_PARAMETER
+        ]
     );
 
     let mut hv = booted(scenario);
@@ -461,4 +480,26 @@ fn vtl0_start_virtual_processor_is_served_per_target_vtl() {
     );
     assert!(hv.model.vp_started(2));
     assert_eq!(hv.model.active_vtl(2), Some(Vtl::VTL0));
+}
+
+/// On a nested host the L1 hypervisor runs this partition's VSM: VTL0's PostMessage without the
+/// nested bit names a connection L1 does not know, so it is reflected like any unknown
+/// connection, after the same input validation.
+#[test]
+fn a_nested_hosts_unmarked_l0_call_from_vtl0_is_reflected_after_validation() {
+    let mut hv = booted(Scenario {
+        nested: true,
+        ..Scenario::default()
+    });
+    let mut bad = post_message_input(1);
+    bad[8..12].fill(0); // message type 0
+    let invalid = Vtl0Call::x64(VTL0_RIP, simple(HypercallCode::POST_MESSAGE), INPUT, 0)
+        .with_memory(INPUT, &bad);
+    let (results, entries) = run(&mut hv, vec![post_to(1), invalid]);
+    assert_eq!(entries, 1);
+    assert!(results[0].reached_vtl2);
+    assert_eq!(
+        (results[1].reached_vtl2, results[1].status()),
+        (false, HvStatus::INVALID_PARAMETER)
+    );
 }

@@ -7,8 +7,8 @@
 //! returns to VTL0 even once.
 
 use e2e::{call, code, image, layout, post_message, RELAYED};
-use hvdef::{HvRegisterVsmCapabilities, HypercallCode};
-use mockhv::model::{Event, Scenario};
+use hvdef::{HvRegisterName, HvRegisterVsmCapabilities, HypercallCode};
+use mockhv::model::Scenario;
 use mockhv::qemu::{Arch, Outcome};
 use mockhv::session::{self, SessionConfig};
 use std::time::Duration;
@@ -50,10 +50,24 @@ fn no_intercept_page_is_refused_with_one_clear_line() {
             .len();
         assert_eq!(returns, 0, "{arch:?}: VTL0 never ran");
         assert!(report.trace().intercepts().is_empty());
-        assert!(!report
-            .trace()
-            .events()
-            .iter()
-            .any(|e| matches!(e, Event::PendingInterrupt { .. })));
+        // Refused before any SynIC setup: no SINT0 and no message page programmed.
+        let sint0_or_simp = |name: HvRegisterName| {
+            report
+                .trace()
+                .hypercalls_with_code(HypercallCode::SET_VP_REGISTERS)
+                .iter()
+                .any(|r| r.input.get(16..20) == Some(&name.0.to_le_bytes()))
+        };
+        assert!(!sint0_or_simp(HvRegisterName::SINT0), "{arch:?}");
+        assert!(!sint0_or_simp(HvRegisterName::SIMP), "{arch:?}");
+        if arch == Arch::X86_64 {
+            let msrs = [
+                hvdef::x86_64::HvX64Msr::HV_X64_MSR_SINT0,
+                hvdef::x86_64::HvX64Msr::HV_X64_MSR_SIMP,
+            ];
+            for msr in msrs {
+                assert!(report.trace().msr_writes(msr.0).is_empty(), "{msr:?}");
+            }
+        }
     }
 }
