@@ -265,6 +265,7 @@ fn start_proxy(
         host_ext_mask,
         xmm_fast_input: arch::xmm_fast_input(),
         relay: options.relay,
+        privileges,
     });
 }
 

@@ -21,6 +21,8 @@ pub struct Config {
     pub xmm_fast_input: bool,
     /// Which VTL0 connections and devices are relayed to the host.
     pub relay: RelayTable,
+    /// The partition's privileges: VTL0's, which the paravisor lends no more of.
+    pub privileges: hvdef::HvPartitionPrivilegeMask,
 }
 
 static CONFIG: Once<Config> = Once::new();
@@ -180,7 +182,7 @@ fn raise_undefined_instruction() {
 
 fn execute(config: &Config, req: &Request) -> Outcome {
     let code = req.control.code();
-    let action = proxy::policy::classify(req, &config.vtl0);
+    let action = proxy::policy::classify(req, &config.vtl0, config.privileges);
     match action {
         Action::Relay { .. } => {}
         // Hyper-V reflects only the relayed codes (proxy::policy); anything else reaching VTL2

@@ -26,8 +26,8 @@ use super::validate::validate;
 use super::{Action, Isa, Request, Vtl0Memory};
 use core::mem::{offset_of, size_of};
 use hvdef::{
-    Control, HvInputPostMessage, HvInputRetargetDeviceInterrupt, HvInputSignalEvent, HvStatus,
-    HypercallCode as C, HV_PARTITION_ID_SELF,
+    Control, HvInputPostMessage, HvInputRetargetDeviceInterrupt, HvInputSignalEvent,
+    HvPartitionPrivilegeMask, HvStatus, HypercallCode as C, HV_PARTITION_ID_SELF,
 };
 
 /// Sizes of a call's input and output lists, in bytes. Rep elements follow the whole header
@@ -265,12 +265,18 @@ const fn issue_fast_bytes(isa: Isa) -> usize {
 
 /// Decides what to do with a decoded VTL0 call.
 ///
-/// Order: unknown code → [`Action::Unhandled`]; a refusing rule → its status; a faulting rule →
-/// [`Action::Fault`]; [`validate`]; then per rule. The relay table is not consulted here: the
+/// Order: an extended call without the partition's EnableExtendedHypercalls privilege →
+/// ACCESS_DENIED (the privilege check comes first, as in the hypervisor: KVM's hyperv_features
+/// selftest, the mock's model; VTL0 holds the partition's privileges and the paravisor lends it
+/// none); unknown code → [`Action::Unhandled`]; a refusing rule → its status; a faulting rule
+/// → [`Action::Fault`]; [`validate`]; then per rule. The relay table is not consulted here: the
 /// run loop applies it once, on the exact bytes it sends ([`screen_input`],
 /// [`Policy::screen_fast`]).
-pub fn classify(req: &Request, vtl0: &Vtl0Memory) -> Action {
+pub fn classify(req: &Request, vtl0: &Vtl0Memory, privileges: HvPartitionPrivilegeMask) -> Action {
     let control = req.control;
+    if control.code().is_extended() && !privileges.enable_extended_hypercalls() {
+        return Action::Refuse(HvStatus::ACCESS_DENIED);
+    }
     let Some(policy) = policy(control.code()) else {
         return Action::Unhandled;
     };
@@ -318,6 +324,11 @@ mod tests {
             .unwrap()
             .with_devices("0x30")
             .unwrap()
+    }
+
+    /// A partition with every privilege, EnableExtendedHypercalls included.
+    fn all() -> HvPartitionPrivilegeMask {
+        HvPartitionPrivilegeMask::from_bits(u64::MAX)
     }
 
     fn vtl0() -> Vtl0Memory {
@@ -418,7 +429,7 @@ mod tests {
             assert!(policy(code).is_some(), "{code:?} missing");
             for isa in [Isa::X64, Isa::Arm64] {
                 let control = valid(code);
-                let got = classify(&req(isa, control), &vtl0());
+                let got = classify(&req(isa, control), &vtl0(), all());
                 let want = match expect {
                     Expect::Relay => Action::Relay {
                         control,
@@ -485,7 +496,7 @@ mod tests {
             ];
             for isa in [Isa::X64, Isa::Arm64] {
                 for control in controls {
-                    let action = classify(&req(isa, control), &mem);
+                    let action = classify(&req(isa, control), &mem, all());
                     assert_eq!(action == Action::Unhandled, !known, "{code:?}");
                     match action {
                         Action::Refuse(status) => assert!(allowed(status), "{code:?}: {status:?}"),
@@ -537,7 +548,7 @@ mod tests {
             r.fast_words = if isa == Isa::X64 { 2 } else { 16 };
             r.fast[0] = 0x20 | 5 << 32; // connection 0x20, flag 5
             assert_eq!(
-                classify(&r, &vtl0()),
+                classify(&r, &vtl0(), all()),
                 Action::Relay {
                     control: valid(C::SIGNAL_EVENT).with_fast(true),
                     input_len: 8,
@@ -563,7 +574,7 @@ mod tests {
         let mut r = req(Isa::X64, valid(C::POST_MESSAGE).with_fast(true));
         r.fast[0] = 0x20;
         assert_eq!(
-            classify(&r, &vtl0()),
+            classify(&r, &vtl0(), all()),
             Action::Refuse(HvStatus::INVALID_HYPERCALL_INPUT),
             "256 bytes never fit a fast block"
         );
@@ -626,7 +637,7 @@ mod tests {
             for (word, chunk) in r.fast.iter_mut().zip(i.as_bytes().chunks(8)) {
                 *word = u64::from_le_bytes(chunk.try_into().unwrap());
             }
-            classify(&r, &vtl0())
+            classify(&r, &vtl0(), all())
         };
         let forward = |var: u16, len, fast_as_memory: bool| Action::Relay {
             control: valid(C::RETARGET_DEVICE_INTERRUPT)
@@ -676,38 +687,62 @@ mod tests {
     fn extended_query_is_answered_and_fast_is_invalid_parameter() {
         let query = Control::new().with_code(C::EXT_QUERY_CAPABILITIES);
         let mut r = req(Isa::X64, query);
-        assert_eq!(classify(&r, &vtl0()), Action::AnswerExtCapabilities);
+        assert_eq!(classify(&r, &vtl0(), all()), Action::AnswerExtCapabilities);
         r.output_gpa = VTL2.start;
         assert_eq!(
-            classify(&r, &vtl0()),
+            classify(&r, &vtl0(), all()),
             Action::Refuse(HvStatus::ACCESS_DENIED)
         );
         for isa in [Isa::X64, Isa::Arm64] {
             assert_eq!(
-                classify(&req(isa, query.with_fast(true)), &vtl0()),
+                classify(&req(isa, query.with_fast(true)), &vtl0(), all()),
                 Action::Refuse(HvStatus::INVALID_PARAMETER)
             );
         }
         // Extended calls the table does not name are unhandled, never forwarded.
         for code in 0x8002..=u16::MAX {
             assert_eq!(
-                classify(&req(Isa::X64, valid(C(code))), &vtl0()),
+                classify(&req(Isa::X64, valid(C(code))), &vtl0(), all()),
                 Action::Unhandled
             );
         }
     }
 
     #[test]
+    fn extended_calls_need_the_partition_privilege_first() {
+        let none = HvPartitionPrivilegeMask::new();
+        for control in [
+            valid(C::EXT_QUERY_CAPABILITIES),
+            valid(C::EXT_QUERY_CAPABILITIES).with_fast(true),
+            Control::from_bits(u64::MAX).with_code(C::EXT_QUERY_CAPABILITIES),
+            valid(C(0x8002)),
+        ] {
+            for isa in [Isa::X64, Isa::Arm64] {
+                assert_eq!(
+                    classify(&req(isa, control), &vtl0(), none),
+                    Action::Refuse(HvStatus::ACCESS_DENIED),
+                    "{control:?}"
+                );
+            }
+        }
+        assert_eq!(
+            classify(&req(Isa::X64, valid(C::POST_MESSAGE)), &vtl0(), none),
+            classify(&req(Isa::X64, valid(C::POST_MESSAGE)), &vtl0(), all()),
+            "the privilege only gates extended calls"
+        );
+    }
+
+    #[test]
     fn refusals_come_before_validation() {
         let garbage = Control::from_bits(u64::MAX).with_code(C::ENABLE_PARTITION_VTL);
         assert_eq!(
-            classify(&req(Isa::X64, garbage), &vtl0()),
+            classify(&req(Isa::X64, garbage), &vtl0(), all()),
             Action::Refuse(HvStatus::ACCESS_DENIED)
         );
         let mut r = req(Isa::Arm64, valid(C::ENABLE_PARTITION_VTL));
         r.input_gpa = VTL2.start + 1;
         assert_eq!(
-            classify(&r, &vtl0()),
+            classify(&r, &vtl0(), all()),
             Action::Refuse(HvStatus::ACCESS_DENIED)
         );
     }
@@ -728,7 +763,7 @@ mod tests {
                 for control in controls {
                     let mut r = req(isa, control);
                     r.input_gpa = VTL2.start + 1;
-                    assert_eq!(classify(&r, &vtl0()), Action::Fault, "{control:?}");
+                    assert_eq!(classify(&r, &vtl0(), all()), Action::Fault, "{control:?}");
                 }
             }
         }
@@ -738,7 +773,7 @@ mod tests {
     fn nested_bit_is_refused_and_never_forwarded() {
         let control = valid(C::POST_MESSAGE).with_nested(true);
         assert_eq!(
-            classify(&req(Isa::X64, control), &vtl0()),
+            classify(&req(Isa::X64, control), &vtl0(), all()),
             Action::Refuse(HvStatus::INVALID_HYPERCALL_INPUT)
         );
     }
@@ -860,7 +895,7 @@ mod tests {
             match decode_x64(&msg, xmm) {
                 Decoded::Hypercall(req) => {
                     prop_assert!(kernel_64);
-                    check_action(&req, &vtl0, classify(&req, &vtl0));
+                    check_action(&req, &vtl0, classify(&req, &vtl0, all()));
                 }
                 // Every other caller takes #UD; none is refused with a status.
                 Decoded::Fault => prop_assert!(!kernel_64),
@@ -895,7 +930,7 @@ mod tests {
             match decode_arm64(&msg) {
                 Decoded::Hypercall(req) => {
                     prop_assert!(!el0);
-                    check_action(&req, &vtl0, classify(&req, &vtl0));
+                    check_action(&req, &vtl0, classify(&req, &vtl0, all()));
                 }
                 Decoded::Refused { status, .. } => {
                     prop_assert_eq!(status, HvStatus::INVALID_HYPERCALL_CODE);

@@ -595,3 +595,48 @@ fn a_timed_out_xmm_fast_relay_keeps_vtl0_s_control_word() {
         .iter()
         .all(|r| r.input == input && !Control::from_bits(r.control).fast()));
 }
+
+/// HvExtCallQueryCapabilities needs the EnableExtendedHypercalls privilege (TLFS; KVM's
+/// hyperv_features selftest expects ACCESS_DENIED without it, before any other check, fast form
+/// included). VTL0 holds the partition's privileges and no more: a host that reflects the query
+/// gets the same answer from the paravisor as VTL0 gets from the hypervisor.
+#[test]
+fn extended_query_obeys_the_partition_privilege() {
+    for arch in Arch::ALL {
+        let l = layout(arch);
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.privileges.set_enable_extended_hypercalls(false);
+        let query = code(HypercallCode::EXT_QUERY_CAPABILITIES);
+        let served = vec![
+            case(
+                call(arch, query, 0, l.output).with_output(l.output, 8),
+                HvStatus::ACCESS_DENIED,
+                false,
+                "the hypervisor's own answer",
+            ),
+            case(
+                call(arch, query.with_fast(true), 0, 0),
+                HvStatus::ACCESS_DENIED,
+                false,
+                "fast, the hypervisor's own answer",
+            ),
+        ];
+        run_cases(scenario.clone(), served);
+        scenario.reflected_codes = [HypercallCode::EXT_QUERY_CAPABILITIES].into();
+        let reflected = vec![
+            case(
+                call(arch, query, 0, l.output).with_output(l.output, 8),
+                HvStatus::ACCESS_DENIED,
+                true,
+                "reflected",
+            ),
+            case(
+                call(arch, query.with_fast(true), 0, 0),
+                HvStatus::ACCESS_DENIED,
+                true,
+                "reflected, fast",
+            ),
+        ];
+        run_cases(scenario, reflected);
+    }
+}
