@@ -54,6 +54,18 @@ impl EntryMode {
     }
 }
 
+/// What [`BootInfo::set_vp_count`] did with a listed count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VpCount {
+    Used,
+    /// 0 listed: the count stays as it was.
+    Ignored,
+    /// More than `MAX_VPS` listed: `MAX_VPS` used.
+    Clamped {
+        listed: usize,
+    },
+}
+
 /// What the loader told us, copied out of loader-owned memory and validated.
 #[derive(Clone, Debug)]
 pub struct BootInfo {
@@ -75,6 +87,24 @@ impl BootInfo {
             cmdline_len: 0,
             ram: [const { 0..0 }; RAM_RANGES_MAX],
             ram_count: 0,
+        }
+    }
+
+    /// Takes the VP count a loader table lists (ACPI MADT, device tree `/cpus`): 0 keeps the
+    /// current count (at least 1), more than [`MAX_VPS`] is clamped to it. The caller prints a
+    /// line for anything but [`VpCount::Used`], so a count the firmware cannot serve is never
+    /// silently trusted (per-VP state is sized by `MAX_VPS`).
+    pub fn set_vp_count(&mut self, listed: usize) -> VpCount {
+        match listed {
+            0 => VpCount::Ignored,
+            n if n > MAX_VPS => {
+                self.vp_count = MAX_VPS as u32;
+                VpCount::Clamped { listed: n }
+            }
+            n => {
+                self.vp_count = n as u32;
+                VpCount::Used
+            }
         }
     }
 
@@ -221,6 +251,29 @@ mod tests {
         assert!(!info.add_ram(0, 4096));
         assert_eq!(info.ram().len(), RAM_RANGES_MAX);
         assert_eq!(info.ram()[0], 0x4000_0000..0x5000_0000);
+    }
+
+    #[test]
+    fn vp_counts_above_the_maximum_are_clamped() {
+        let mut info = BootInfo::new(EntryMode::El1);
+        assert_eq!(info.set_vp_count(0), VpCount::Ignored);
+        assert_eq!(info.vp_count, 1);
+        assert_eq!(info.set_vp_count(4), VpCount::Used);
+        assert_eq!(info.vp_count, 4);
+        assert_eq!(info.set_vp_count(MAX_VPS), VpCount::Used);
+        assert_eq!(info.vp_count, MAX_VPS as u32);
+        assert_eq!(
+            info.set_vp_count(MAX_VPS + 1),
+            VpCount::Clamped {
+                listed: MAX_VPS + 1
+            }
+        );
+        assert_eq!(info.vp_count, MAX_VPS as u32);
+        assert_eq!(
+            info.set_vp_count(usize::MAX),
+            VpCount::Clamped { listed: usize::MAX }
+        );
+        assert_eq!(info.vp_count, MAX_VPS as u32);
     }
 
     #[test]

@@ -125,9 +125,12 @@ fn read_device_tree(addr: u64, info: &mut BootInfo) {
     if dropped {
         crate::println!("boot: some /memory ranges were dropped");
     }
-    match fdt.cpu_count() {
-        Ok(n) if n > 0 => info.vp_count = n as u32,
-        Ok(_) => {}
+    match fdt.cpu_count().map(|n| info.set_vp_count(n)) {
+        Ok(crate::VpCount::Used | crate::VpCount::Ignored) => {}
+        Ok(crate::VpCount::Clamped { listed }) => crate::println!(
+            "boot: the device tree lists {listed} CPUs; using the first {}",
+            crate::MAX_VPS
+        ),
         Err(e) => crate::println!("boot: unreadable /cpus ({e:?})"),
     }
 }

@@ -93,15 +93,12 @@ fn read_vp_count(rsdp: u64, info: &mut BootInfo) {
         crate::println!("boot: no ACPI tables in the PVH start info; assuming 1 VP");
         return;
     }
-    match acpi::cpu_count(&IdentityMap, rsdp) {
-        Ok(n) if n as usize > crate::MAX_VPS => {
-            crate::println!(
-                "boot: ACPI lists {n} VPs; using the first {}",
-                crate::MAX_VPS
-            );
-            info.vp_count = crate::MAX_VPS as u32;
-        }
-        Ok(n) => info.vp_count = n,
+    match acpi::cpu_count(&IdentityMap, rsdp).map(|n| info.set_vp_count(n as usize)) {
+        Ok(crate::VpCount::Used | crate::VpCount::Ignored) => {}
+        Ok(crate::VpCount::Clamped { listed }) => crate::println!(
+            "boot: ACPI lists {listed} VPs; using the first {}",
+            crate::MAX_VPS
+        ),
         Err(e) => {
             crate::println!("boot: cannot read ACPI tables at {rsdp:#x} ({e:?}); assuming 1 VP")
         }
