@@ -193,6 +193,15 @@ unsafe extern "Rust" {
 /// The memory the image occupies, BSS (stacks, per-VP state) included: the paravisor's own
 /// memory, which it never reads or writes on a lower VTL's behalf.
 #[cfg(target_os = "none")]
+/// The guest-physical range the boot page tables identity-map as ordinary (Normal, cacheable)
+/// memory: x86 0..4 GiB (2 MiB pages); arm64 1..4 GiB (1 GiB blocks; block 0 is Device memory,
+/// where unaligned or exclusive accesses fault). The firmware touches nothing outside it.
+pub const MAPPED_MEMORY: core::ops::Range<u64> = if cfg!(target_arch = "aarch64") {
+    1 << 30..4 << 30
+} else {
+    0..4 << 30
+};
+
 pub fn image_range() -> core::ops::Range<u64> {
     unsafe extern "C" {
         static __image_start: u8;

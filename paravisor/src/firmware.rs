@@ -249,9 +249,22 @@ fn start_proxy(
         0
     };
     drop(hv);
-    let vtl0 = Vtl0Memory::new(info.ram(), boot::image_range());
+    let mapped = boot::MAPPED_MEMORY;
+    let vtl0 = Vtl0Memory::within(info.ram(), boot::image_range(), mapped.clone());
     for range in vtl0.ranges() {
         log::info!("VTL0 memory {:#x}..{:#x}", range.start, range.end);
+    }
+    for r in info.ram() {
+        let below = r.start..r.end.min(mapped.start);
+        let above = r.start.max(mapped.end)..r.end;
+        for part in [below, above].into_iter().filter(|p| p.start < p.end) {
+            log::warn!(
+                "RAM {:#x}..{:#x} is not mapped by the paravisor: VTL0 buffers there are refused \
+                 (ACCESS_DENIED)",
+                part.start,
+                part.end
+            );
+        }
     }
     log::info!("host extended capabilities {host_ext_mask:#x}; proxying VTL0 hypercalls");
     for (vtl0_id, host_id) in options.relay.connections() {

@@ -177,6 +177,9 @@ impl Outcome {
 }
 
 /// Everything needed to start one QEMU.
+/// Guest RAM when a run does not say otherwise.
+pub const DEFAULT_MEMORY_MB: u32 = 256;
+
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
     pub arch: Arch,
@@ -201,7 +204,7 @@ impl QemuConfig {
             arch,
             image,
             smp: 1,
-            memory_mb: 256,
+            memory_mb: DEFAULT_MEMORY_MB,
             append: None,
             gdb_socket: None,
             timeout: Duration::from_secs(30),

@@ -33,6 +33,8 @@ pub struct SessionConfig {
     pub echo: bool,
     pub skip: Skip,
     pub extra_args: Vec<String>,
+    /// Guest RAM in MiB (QEMU `-m`).
+    pub memory_mb: u32,
     /// Hypercalls VTL0 makes, delivered to the paravisor as intercepts (see `Vtl0Call::on_vp`).
     pub vtl0: Vec<Vtl0Call>,
     /// Count the VTL2 instructions each delivered intercept costs: after a VtlReturn delivers
@@ -51,6 +53,7 @@ impl SessionConfig {
             echo: false,
             skip: Skip::default(),
             extra_args: Vec::new(),
+            memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
             vtl0: Vec::new(),
             count_instructions: false,
         }
@@ -243,9 +246,14 @@ pub fn run(config: SessionConfig) -> Result<Report> {
     qemu_config.timeout = config.timeout;
     qemu_config.echo = config.echo;
     qemu_config.extra_args = config.extra_args.clone();
+    qemu_config.memory_mb = config.memory_mb;
     let mut qemu = Qemu::spawn(&qemu_config)?;
-    let gdb =
+    let mut gdb =
         Gdb::connect(&socket, Duration::from_secs(10)).context("connecting to QEMU's gdbstub")?;
+    // The hypervisor reads and writes guest-physical memory (hypercall lists, overlay pages,
+    // VTL0's buffers), whatever the vCPU's page tables map.
+    gdb.set_physical_memory_mode(true)
+        .context("switching the gdbstub to physical addresses")?;
 
     let mut sites = HashMap::new();
     match image.sites {
