@@ -176,7 +176,11 @@ mod tests {
             "RAM above the mapped range is not VTL0's to name"
         );
         assert!(!m.contains(0x10_0000, 1), "VTL2");
-        let arm = Vtl0Memory::within(&[G..7 * G], 0x4020_0000..0x4070_0000, G..4 * G);
+        let arm = Vtl0Memory::within(
+            core::slice::from_ref(&(G..7 * G)),
+            0x4020_0000..0x4070_0000,
+            G..4 * G,
+        );
         assert_eq!(arm.ranges(), &[G..0x4020_0000, 0x4070_0000..4 * G]);
         assert_eq!(
             Vtl0Memory::new(&ram, 0..0).ranges(),
