@@ -145,7 +145,9 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
     };
     arch::complete_intercept(regs, completion.result, completion.control);
     if completion.advance {
-        advance_vtl0_ip(ip + u64::from(len));
+        // Wrapping: VTL0 may sit at the top of the address space; the hypervisor decides what
+        // an IP past it means, the paravisor must not fault (debug) or guess.
+        advance_vtl0_ip(ip.wrapping_add(u64::from(len)));
     }
 }
 
