@@ -4,6 +4,7 @@
 mod bench;
 mod igvm;
 mod image;
+mod mutants;
 mod run;
 mod soak;
 mod test;
@@ -90,6 +91,13 @@ enum Command {
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
+    /// Mutation-test the paravisor's proxy and hypercall layer (cargo-mutants, installed if
+    /// missing); prints caught / missed / unviable and writes target/mutants.md.
+    Mutants {
+        /// Mutants built and tested at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
 }
 
 fn main() {
@@ -115,6 +123,7 @@ fn main() {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))
             .map(|text| print!("{text}")),
+        Command::Mutants { jobs } => mutants::run(jobs),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

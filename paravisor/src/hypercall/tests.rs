@@ -1484,3 +1484,85 @@ fn every_memory_call_uses_the_two_pages() {
         assert!(calls.iter().all(|r| r.abi == abi), "{arch:?}");
     }
 }
+
+/// The proxy's relay paths: `relay` issues exactly the page `fill` wrote (and nothing when
+/// `fill` refuses), `relay_fast` exactly the register block; both through the one issue path,
+/// so a nested host's table still marks them.
+#[test]
+fn relays_send_exactly_what_was_filled() {
+    for arch in Arch::ALL {
+        for nested in [false, true] {
+            let scenario = Scenario {
+                nested,
+                ..Scenario::for_arch(arch)
+            };
+            run(scenario, &NestedTable::for_host(nested), |hv, env| {
+                let mut message = HvInputPostMessage::new_zeroed();
+                (
+                    message.connection_id,
+                    message.message_type,
+                    message.payload_size,
+                ) = (CONNECTION, HvMessageType(1), 8);
+                message.payload[..8].copy_from_slice(b"relayed!");
+                let post = Control::new().with_code(HypercallCode::POST_MESSAGE);
+                let out = hv.relay(post, |page| {
+                    page[..256].copy_from_slice(message.as_bytes());
+                    Ok::<(), HvStatus>(())
+                });
+                assert_eq!(out.map(|o| o.status()), Ok(HvStatus::SUCCESS), "{arch:?}");
+                let refused = hv.relay(post, |_| Err(HvStatus::INVALID_CONNECTION_ID));
+                assert_eq!(refused, Err(HvStatus::INVALID_CONNECTION_ID));
+                let signal = Control::new()
+                    .with_code(HypercallCode::SIGNAL_EVENT)
+                    .with_fast(true);
+                let mut block = [u64::from(CONNECTION) | 3 << 32];
+                let out = hv.relay_fast(signal, &mut block).map(|o| o.status());
+                assert_eq!(out, Some(HvStatus::SUCCESS), "{arch:?}");
+                assert_eq!(
+                    hv.relay_fast(signal, &mut [0; 17]),
+                    None,
+                    "beyond any ABI's block"
+                );
+
+                let posts = env.calls_of(HypercallCode::POST_MESSAGE);
+                assert_eq!(posts.len(), 1, "{arch:?}: the refused fill issued nothing");
+                assert_eq!(posts[0].input, message.as_bytes());
+                let events = env.calls_of(HypercallCode::SIGNAL_EVENT);
+                assert_eq!(events.len(), 1);
+                assert_eq!(events[0].input, block[0].to_le_bytes());
+                for call in [&posts[0], &events[0]] {
+                    assert_eq!(
+                        Control::from_bits(call.control).nested(),
+                        nested,
+                        "{arch:?}"
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// A simple call's input may fill the page exactly; one byte more is refused before anything is
+/// issued, naming the size.
+#[test]
+fn a_simple_call_may_fill_exactly_one_page() {
+    run(Scenario::default(), &NestedTable::NONE, |hv, env| {
+        let unknown = HypercallCode(0x0077);
+        assert_eq!(
+            hv.call(unknown, &[0; PAGE_SIZE], &mut []),
+            Err(Error::Hv(HvError::INVALID_HYPERCALL_CODE)),
+            "issued: the host answered"
+        );
+        assert_eq!(
+            hv.call(unknown, &[0; PAGE_SIZE + 1], &mut []),
+            Err(Error::TooLarge {
+                bytes: PAGE_SIZE + 1
+            })
+        );
+        assert_eq!(
+            env.calls_of(unknown).len(),
+            1,
+            "the oversized one was never sent"
+        );
+    });
+}
