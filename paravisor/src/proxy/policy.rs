@@ -658,8 +658,26 @@ mod tests {
             "beyond VTL0's block"
         );
         assert_eq!(fast_req(Isa::X64, 0, 0x30), forward(0, 56, true));
-        // The device is the run loop's to screen, on the block it sends.
+        // The device is the run loop's to screen, on the block it sends: all 7 words of it
+        // (the device id is bytes 8..16).
         assert_eq!(fast_req(Isa::Arm64, 0, 0x31), forward(0, 56, false));
+        let p = policy(C::RETARGET_DEVICE_INTERRUPT).unwrap();
+        let block_of = |device: u64| {
+            let mut i = input;
+            (i.partition_id, i.device_id) = (HV_PARTITION_ID_SELF, device);
+            let mut words = [0u64; 7];
+            for (word, chunk) in words.iter_mut().zip(i.as_bytes().chunks(8)) {
+                *word = u64::from_le_bytes(chunk.try_into().unwrap());
+            }
+            words
+        };
+        let mut owned = block_of(0x30);
+        assert_eq!(p.screen_fast(&mut owned, &relay()), Ok(()));
+        assert_eq!(owned, block_of(0x30), "relayed unchanged");
+        assert_eq!(
+            p.screen_fast(&mut block_of(0x31), &relay()),
+            Err(HvStatus::INVALID_DEVICE_ID)
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! VTL0 buffers outside what the paravisor maps. Its page tables identity-map the low 4 GiB
-//! only (x86 0..4 GiB; arm64 1..4 GiB as Normal memory), while the loader reports all of RAM;
+//! only (what it uses: x86 0x1000..4 GiB; arm64 1..4 GiB as Normal memory), while the loader reports all of RAM;
 //! a relayed call naming a buffer above that must be refused (ACCESS_DENIED, nothing read),
 //! never a fault in VTL2 that stops the paravisor. QEMU gets 6 GiB, so RAM runs past 4 GiB.
 

@@ -504,7 +504,8 @@ impl Gdb {
         self.write_reg(pc_name(self.arch), value)
     }
 
-    /// Reads guest memory (virtual addresses as the current vCPU sees them), in pipelined chunks.
+    /// Reads guest memory (virtual addresses as the current vCPU sees them, or guest-physical ones
+    /// after [`Gdb::set_physical_memory_mode`]), in pipelined chunks.
     pub fn read_mem(&mut self, addr: u64, len: usize) -> Result<Vec<u8>> {
         // The hex reply must fit one packet (QEMU refuses more than PacketSize/2 bytes).
         let chunk = (self.packet_size - 8) / 2;

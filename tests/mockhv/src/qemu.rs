@@ -72,6 +72,31 @@ impl Arch {
     }
 
     /// Machine, CPU, memory, console and exit-device arguments (no image, no `-smp`).
+    /// The guest-physical RAM the machine has with `memory_mb` of memory: q35 puts at most 2 GiB
+    /// below 4 GiB once RAM reaches 2.75 GiB (else all of it) and the rest from 4 GiB up; virt
+    /// has one range from 1 GiB (QEMU `pc_q35_init`, `hw/arm/virt.c` memmap).
+    pub fn ram_ranges(self, memory_mb: u32) -> Vec<std::ops::Range<u64>> {
+        const G: u64 = 1 << 30;
+        let ram = u64::from(memory_mb) << 20;
+        match self {
+            Arch::X86_64 => {
+                let low_limit = if ram >= 0xB000_0000 {
+                    2 * G
+                } else {
+                    0xB000_0000
+                };
+                let low = ram.min(low_limit);
+                let mut ranges = Vec::new();
+                ranges.push(0..low);
+                if ram > low {
+                    ranges.push(4 * G..4 * G + (ram - low));
+                }
+                ranges
+            }
+            Arch::Aarch64 => std::iter::once(G..G + ram).collect(),
+        }
+    }
+
     pub fn qemu_args(self, memory_mb: u32) -> Vec<String> {
         let mut args: Vec<String> = match self {
             Arch::X86_64 => vec!["-machine", "q35", "-cpu", "max"],
@@ -176,10 +201,10 @@ impl Outcome {
     }
 }
 
-/// Everything needed to start one QEMU.
 /// Guest RAM when a run does not say otherwise.
 pub const DEFAULT_MEMORY_MB: u32 = 256;
 
+/// Everything needed to start one QEMU.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
     pub arch: Arch,
@@ -681,6 +706,24 @@ fn parse_status_euid(status: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_ram_layouts() {
+        const G: u64 = 1 << 30;
+        assert_eq!(
+            Arch::X86_64.ram_ranges(256),
+            std::slice::from_ref(&(0..256 << 20))
+        );
+        assert_eq!(
+            Arch::X86_64.ram_ranges(2048),
+            std::slice::from_ref(&(0..2 * G))
+        );
+        assert_eq!(Arch::X86_64.ram_ranges(6144), [0..2 * G, 4 * G..8 * G]);
+        assert_eq!(
+            Arch::Aarch64.ram_ranges(6144),
+            std::slice::from_ref(&(G..7 * G))
+        );
+    }
 
     #[test]
     fn arch_round_trips() {

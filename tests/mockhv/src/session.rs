@@ -173,22 +173,41 @@ enum Site {
     Hvc(u16),
 }
 
-/// Guest memory through the gdbstub (both arches run identity-mapped).
-struct GdbMemory<'a>(&'a mut Gdb);
+/// Guest-physical memory through the gdbstub (physical mode), limited to the machine's RAM: in
+/// physical mode QEMU reports no error for a GPA without RAM, so the session says which GPAs
+/// are backed, and anything else is a `MemoryError` (unbacked memory, as for the hypervisor).
+struct GdbMemory<'a> {
+    gdb: &'a mut Gdb,
+    ram: &'a [std::ops::Range<u64>],
+}
+
+impl GdbMemory<'_> {
+    fn check(&self, gpa: u64, len: usize) -> Result<(), MemoryError> {
+        let end = gpa.checked_add(len as u64);
+        let backed = end.is_some_and(|end| self.ram.iter().any(|r| r.start <= gpa && end <= r.end));
+        if backed || len == 0 {
+            Ok(())
+        } else {
+            Err(MemoryError { gpa, len })
+        }
+    }
+}
 
 impl GuestMemory for GdbMemory<'_> {
     fn read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.check(gpa, buf.len())?;
         let err = MemoryError {
             gpa,
             len: buf.len(),
         };
-        let bytes = self.0.read_mem(gpa, buf.len()).map_err(|_| err)?;
+        let bytes = self.gdb.read_mem(gpa, buf.len()).map_err(|_| err)?;
         buf.copy_from_slice(&bytes);
         Ok(())
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
-        self.0.write_mem(gpa, data).map_err(|_| MemoryError {
+        self.check(gpa, data.len())?;
+        self.gdb.write_mem(gpa, data).map_err(|_| MemoryError {
             gpa,
             len: data.len(),
         })
@@ -201,6 +220,8 @@ const HVC_LEN: u64 = hvdef::aarch64::INSTRUCTION_LEN;
 
 struct Session {
     gdb: Gdb,
+    /// The machine's RAM (guest-physical ranges), see [`Arch::ram_ranges`].
+    ram: Vec<std::ops::Range<u64>>,
     model: Model,
     sites: HashMap<u64, Site>,
     stops: u64,
@@ -279,6 +300,7 @@ pub fn run(config: SessionConfig) -> Result<Report> {
     }
     let mut session = Session {
         gdb,
+        ram: image.arch.ram_ranges(config.memory_mb),
         model: {
             let mut model = Model::new(config.scenario.clone());
             for call in config.vtl0 {
@@ -520,7 +542,10 @@ impl Session {
             Site::Wrmsr => {
                 let r = self.gdb.read_regs(&["rcx", "rax", "rdx"])?;
                 let (msr, value) = (r[0] as u32, (r[1] & 0xffff_ffff) | (r[2] << 32));
-                let mut mem = GdbMemory(&mut self.gdb);
+                let mut mem = GdbMemory {
+                    gdb: &mut self.gdb,
+                    ram: &self.ram,
+                };
                 match self.model.wrmsr(vp, msr, value, &mut mem) {
                     Some(Ok(effects)) => {
                         self.gdb.write_pc(pc + X86_INSN_LEN)?;
@@ -558,7 +583,10 @@ impl Session {
                 for (&(n, _), value) in moved.iter().zip(values) {
                     *gprs[n] = value;
                 }
-                let mut mem = GdbMemory(&mut self.gdb);
+                let mut mem = GdbMemory {
+                    gdb: &mut self.gdb,
+                    ram: &self.ram,
+                };
                 let model = &mut self.model;
                 let effects = reexecute(&mut self.stops, || model.vmcall(vp, &mut regs, &mut mem))?;
                 let gprs = regs.gprs();
@@ -589,7 +617,10 @@ impl Session {
                 let values = self.gdb.read_regs(moved)?;
                 let mut regs = [0u64; ARM64_GPRS];
                 regs[..moved.len()].copy_from_slice(&values);
-                let mut mem = GdbMemory(&mut self.gdb);
+                let mut mem = GdbMemory {
+                    gdb: &mut self.gdb,
+                    ram: &self.ram,
+                };
                 let model = &mut self.model;
                 let effects =
                     reexecute(&mut self.stops, || model.hvc(vp, imm, &mut regs, &mut mem))?;

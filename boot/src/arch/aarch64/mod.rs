@@ -14,7 +14,7 @@ const DEFAULT_DTB: u64 = 0x4000_0000;
 /// Largest device tree accepted; QEMU's is 1 MiB.
 const DTB_MAX: usize = 2 << 20;
 /// The identity map covers the first 4 GiB.
-const IDENTITY_MAPPED: u64 = 1 << 32;
+const IDENTITY_MAPPED: u64 = crate::IDENTITY_MAPPED_END;
 
 pub(crate) fn uart_write(byte: u8) {
     let dr = PL011_BASE as *mut u32;
