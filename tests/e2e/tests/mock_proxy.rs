@@ -30,6 +30,18 @@ fn relayed_message(vtl0_id: u32) -> (Vec<u8>, Vec<u8>) {
     (from_vtl0, to_host)
 }
 
+/// VTL0's memory-based HvExtCallQueryCapabilities into its output page.
+fn ext_query(arch: Arch) -> Vtl0Call {
+    let l = layout(arch);
+    call(
+        arch,
+        code(HypercallCode::EXT_QUERY_CAPABILITIES),
+        0,
+        l.output,
+    )
+    .with_output(l.output, 8)
+}
+
 /// What VTL0 had in RAX before a call that times out: a TLFS continuation leaves it alone.
 const RAX_BEFORE: u64 = 0x5EED_0000_0000_0078;
 
@@ -167,13 +179,7 @@ fn vtl0_calls_reach_vtl2_only_as_hyper_v_routes_them() {
                 "VTL0 reads its VsmVpStatus",
             ),
             case(
-                call(
-                    arch,
-                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
-                    0,
-                    l.output,
-                )
-                .with_output(l.output, 8),
+                ext_query(arch),
                 HvStatus::SUCCESS,
                 false,
                 "ExtQueryCapabilities",
@@ -304,13 +310,7 @@ fn calls_without_an_entry_are_answered_defensively_and_never_forwarded() {
                 "EnablePartitionVtl",
             ),
             case(
-                call(
-                    arch,
-                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
-                    0,
-                    l.output,
-                )
-                .with_output(l.output, 8),
+                ext_query(arch),
                 HvStatus::SUCCESS,
                 true,
                 "ExtQueryCapabilities",
@@ -603,13 +603,12 @@ fn a_timed_out_xmm_fast_relay_keeps_vtl0_s_control_word() {
 #[test]
 fn extended_query_obeys_the_partition_privilege() {
     for arch in Arch::ALL {
-        let l = layout(arch);
         let mut scenario = Scenario::for_arch(arch);
         scenario.privileges.set_enable_extended_hypercalls(false);
         let query = code(HypercallCode::EXT_QUERY_CAPABILITIES);
         let served = vec![
             case(
-                call(arch, query, 0, l.output).with_output(l.output, 8),
+                ext_query(arch),
                 HvStatus::ACCESS_DENIED,
                 false,
                 "the hypervisor's own answer",
@@ -624,12 +623,7 @@ fn extended_query_obeys_the_partition_privilege() {
         run_cases(scenario.clone(), served);
         scenario.reflected_codes = [HypercallCode::EXT_QUERY_CAPABILITIES].into();
         let reflected = vec![
-            case(
-                call(arch, query, 0, l.output).with_output(l.output, 8),
-                HvStatus::ACCESS_DENIED,
-                true,
-                "reflected",
-            ),
+            case(ext_query(arch), HvStatus::ACCESS_DENIED, true, "reflected"),
             case(
                 call(arch, query.with_fast(true), 0, 0),
                 HvStatus::ACCESS_DENIED,
