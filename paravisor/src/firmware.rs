@@ -226,19 +226,18 @@ fn start_proxy(
             Err(e) => log::warn!("the host refused the {what} intercept ({e}); not relayed"),
         }
     }
-    let config = VSM_PARTITION_CONFIG;
+    let config = VSM_PARTITION_CONFIG.into_bits();
     hv.set_vp_register(
         VpTarget::SELF,
         HvRegisterName::VSM_PARTITION_CONFIG,
-        config.into_bits().into(),
+        config.into(),
     )
     .unwrap_or_else(|e| {
         fail(format_args!(
-            "writing VsmPartitionConfig {:#x} failed: {e}",
-            config.into_bits()
+            "writing VsmPartitionConfig {config:#x} failed: {e}"
         ))
     });
-    log::info!("VsmPartitionConfig {:#x}", config.into_bits());
+    log::info!("VsmPartitionConfig {config:#x}");
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -275,7 +274,6 @@ fn start_proxy(
     }
     runloop::configure(runloop::Config {
         vtl0,
-        host_ext_mask,
         xmm_fast_input: arch::xmm_fast_input(),
         relay: options.relay,
         privileges,

@@ -15,8 +15,6 @@ use spin::Once;
 /// What every VP's loop needs to know, fixed by the boot VP before any VP enters its loop.
 pub struct Config {
     pub vtl0: Vtl0Memory,
-    /// The host's extended-call capability mask (0 without EnableExtendedHypercalls).
-    pub host_ext_mask: u64,
     /// The host offers XMM fast input (x64), so VTL0 may use it.
     pub xmm_fast_input: bool,
     /// Which VTL0 connections and devices are relayed to the host.
@@ -200,7 +198,7 @@ fn execute(config: &Config, req: &Request) -> Outcome {
         Action::Unhandled => Completion::status(HvStatus::INVALID_HYPERCALL_CODE).into(),
         Action::Fault => Outcome::Fault,
         Action::AnswerExtCapabilities => {
-            let mask = config.host_ext_mask & proxy::policy::RELAYED_EXT_MASK;
+            let mask = proxy::policy::RELAYED_EXT_MASK;
             write_vtl0(&config.vtl0, req.output_gpa, &mask.to_le_bytes())
                 .map_or_else(Completion::status, |()| {
                     Completion::status(HvStatus::SUCCESS)
@@ -240,7 +238,8 @@ fn relay(
             None => return Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
         }
     } else {
-        let sent = percpu::hypercall().relay(control.with_fast(false), |page| {
+        // `classify` already cleared the fast bit of a call relayed memory-based.
+        let sent = percpu::hypercall().relay(control, |page| {
             let input = &mut page[..input_len];
             if req.control.fast() {
                 // XMM fast input relayed memory-based: the register block is the input.

@@ -147,8 +147,8 @@ pub enum Action {
         /// Relay a fast call memory-based (x64 XMM fast input).
         fast_as_memory: bool,
     },
-    /// HvExtCallQueryCapabilities: write the host mask filtered by
-    /// [`policy::RELAYED_EXT_MASK`] (8 bytes) to the output GPA.
+    /// HvExtCallQueryCapabilities: write [`policy::RELAYED_EXT_MASK`] (8 bytes) to the output
+    /// GPA.
     AnswerExtCapabilities,
     /// Complete with this status and nothing else.
     Refuse(HvStatus),

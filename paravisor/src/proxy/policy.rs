@@ -238,8 +238,8 @@ pub static TABLE: [Policy; 14] = [
 ];
 
 /// The capability bits of the extended calls the paravisor relays: none. QueryCapabilities
-/// answers the host's mask filtered by this, so VTL0 is never told of a call it would be
-/// refused.
+/// answers exactly this (the host's mask filtered by what is relayed), so VTL0 is never told of
+/// a call it would be refused.
 pub const RELAYED_EXT_MASK: u64 = 0;
 
 /// The table entry for `code`.

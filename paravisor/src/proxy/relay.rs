@@ -76,12 +76,11 @@ impl RelayTable {
             if self.host_connection(vtl0).is_some() {
                 return Err(RelayError::Duplicate);
             }
-            let slot = self
-                .connections
-                .get_mut(self.connection_count)
-                .ok_or(RelayError::TooMany)?;
-            *slot = (vtl0, host);
-            self.connection_count += 1;
+            push(
+                &mut self.connections,
+                &mut self.connection_count,
+                (vtl0, host),
+            )?;
         }
         Ok(self)
     }
@@ -93,15 +92,17 @@ impl RelayTable {
             if self.owns_device(device) {
                 return Err(RelayError::Duplicate);
             }
-            let slot = self
-                .devices
-                .get_mut(self.device_count)
-                .ok_or(RelayError::TooMany)?;
-            *slot = device;
-            self.device_count += 1;
+            push(&mut self.devices, &mut self.device_count, device)?;
         }
         Ok(self)
     }
+}
+
+/// Appends `value` after the `count` used slots, or TooMany.
+fn push<T>(slots: &mut [T], count: &mut usize, value: T) -> Result<(), RelayError> {
+    *slots.get_mut(*count).ok_or(RelayError::TooMany)? = value;
+    *count += 1;
+    Ok(())
 }
 
 fn number(s: &str) -> Result<u64, RelayError> {
