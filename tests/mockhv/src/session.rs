@@ -128,7 +128,9 @@ impl Report {
                 Event::Wrmsr { .. } => wrmsr += 1,
                 Event::Smccc { .. } => smccc += 1,
                 Event::Intercept { .. } | Event::LowerVtlCall { .. } => intercepts += 1,
-                Event::PendingInterrupt { .. } | Event::PartitionReset { .. } => {}
+                Event::PendingInterrupt { .. }
+                | Event::PartitionReset { .. }
+                | Event::Vtl0Access { .. } => {}
                 Event::Hypercall(h) => {
                     let entry = calls.entry(format!("{:?}", h.code)).or_default();
                     entry.0 += 1;
