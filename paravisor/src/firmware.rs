@@ -238,6 +238,7 @@ fn start_proxy(
         ))
     });
     log::info!("VsmPartitionConfig {config:#x}");
+    protect_vtl2_memory(&mut hv);
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -278,6 +279,32 @@ fn start_proxy(
         relay: options.relay,
         privileges,
     });
+}
+
+/// Takes every page of the image (code, data, BSS: page tables, stacks, per-VP hypercall and
+/// assist pages, the IGVM parameter pages) from VTL0 before VTL0 first runs, as OpenHCL's
+/// `underhill_mem` `apply_vtl2_protections` does for its VTL2 ranges on a hypervisor-backed VM:
+/// no access, target VTL "current" (VTL2's protections on the lower VTLs). EnableVtlProtection
+/// is set just before. The paravisor has no other memory (no heap). Failing is fatal: VTL0
+/// must never run with VTL2's memory open to it.
+fn protect_vtl2_memory<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall<'_, A>) {
+    let image = boot::image_range();
+    let pages = image.start >> 12..image.end.div_ceil(4096);
+    let count = pages.end - pages.start;
+    hv.modify_vtl_protection_mask(hvdef::HvMapGpaFlags::NO_ACCESS, pages)
+        .unwrap_or_else(|(page, e)| {
+            fail(format_args!(
+                "protecting VTL2's memory {:#x}..{:#x} from VTL0 failed at GPA {:#x}: {e}",
+                image.start,
+                image.end,
+                page << 12
+            ))
+        });
+    log::info!(
+        "VTL2 memory {:#x}..{:#x} ({count} pages) protected from VTL0",
+        image.start,
+        image.end
+    );
 }
 
 /// VTL2's VsmPartitionConfig, after what OpenHCL writes for a hypervisor-backed VM

@@ -132,6 +132,26 @@ impl Vtl0Memory {
     }
 }
 
+/// A VTL0 memory access the hypervisor stopped (a GPA intercept), decoded from its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryAccess {
+    pub gpa: u64,
+    pub access: hvdef::HvInterceptAccessType,
+    /// From VTL0's user mode (x64 CPL > 0, arm64 EL0) rather than its kernel.
+    pub user: bool,
+}
+
+impl MemoryAccess {
+    /// "read", "write" or "execute", for the log line.
+    pub fn kind(&self) -> &'static str {
+        match self.access {
+            hvdef::HvInterceptAccessType::READ => "read",
+            hvdef::HvInterceptAccessType::WRITE => "write",
+            _ => "execute",
+        }
+    }
+}
+
 /// What to do with a validated request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {

@@ -304,7 +304,11 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         gdb,
         ram: image.arch.ram_ranges(config.memory_mb),
         model: {
-            let mut model = Model::new(config.scenario.clone());
+            let mut scenario = config.scenario.clone();
+            if scenario.ram.is_empty() {
+                scenario.ram = image.arch.ram_ranges(config.memory_mb);
+            }
+            let mut model = Model::new(scenario);
             for call in config.vtl0 {
                 model.vtl0().push(call);
             }

@@ -377,6 +377,36 @@ pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {
     hvdef::HvRegisterValue::from(event.into_bits())
 }
 
+/// What VTL0 takes for an access the hypervisor stopped at a page VTL2 keeps (a GPA intercept):
+/// #GP with error code 0, the fault x86 raises for an access the platform refuses without a
+/// page-table cause (vector 13, error code pushed).
+pub const MEMORY_FAULT_NAME: &str = "#GP(0)";
+
+pub fn memory_fault_event(_access: &crate::proxy::MemoryAccess) -> hvdef::HvRegisterValue {
+    const GP_VECTOR: u16 = 13;
+    let event = hvdef::x86_64::HvX64PendingExceptionEvent::new()
+        .with_event_pending(true)
+        .with_event_type(hvdef::x86_64::HvX64PendingEventType::EXCEPTION)
+        .with_deliver_error_code(true)
+        .with_vector(GP_VECTOR)
+        .with_error_code(0);
+    hvdef::HvRegisterValue::from(event.into_bits())
+}
+
+/// Decodes an x64 memory intercept message (GPA intercept, unmapped GPA).
+pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::MemoryAccess {
+    use zerocopy::FromBytes;
+    // The payload (240 bytes) always holds the 0x50-byte x64 message.
+    let (msg, _) =
+        hvdef::x86_64::HvX64MemoryInterceptMessage::read_from_prefix(message.payload_bytes())
+            .expect("the message payload is larger than the memory intercept message");
+    crate::proxy::MemoryAccess {
+        gpa: msg.guest_physical_address,
+        access: msg.header.intercept_access_type,
+        user: msg.header.execution_state.cpl() != 0,
+    }
+}
+
 /// Decodes the x64 hypercall intercept message in `message`'s payload.
 pub fn decode_intercept(message: &hvdef::HvMessage, xmm_fast_input: bool) -> crate::proxy::Decoded {
     use zerocopy::FromBytes;

@@ -112,7 +112,7 @@ impl Model {
                 Ok(page) => page,
                 Err(err) => return (Err(err), rep),
             };
-            if !is_ram(call.mem, page) {
+            if !self.is_ram(call.mem, page) {
                 return (Err(HvError::INVALID_PARAMETER), rep);
             }
             if header.map_flags == HvMapGpaFlags::ALL_ACCESS {
@@ -219,9 +219,19 @@ impl Model {
     }
 }
 
-/// Whether RAM backs the page: the model asks guest memory, as it does for parameter lists.
-fn is_ram(mem: &mut dyn GuestMemory, page: u64) -> bool {
-    let mut byte = [0u8];
-    page.checked_mul(HV_PAGE_SIZE)
-        .is_some_and(|gpa| mem.read(gpa, &mut byte).is_ok())
+impl Model {
+    /// Whether RAM backs the page: `Scenario::ram` if given, else whether guest memory has it.
+    fn is_ram(&self, mem: &mut dyn GuestMemory, page: u64) -> bool {
+        let Some(gpa) = page.checked_mul(HV_PAGE_SIZE) else {
+            return false;
+        };
+        if !self.scenario.ram.is_empty() {
+            return self
+                .scenario
+                .ram
+                .iter()
+                .any(|r| r.start <= gpa && gpa + HV_PAGE_SIZE <= r.end);
+        }
+        mem.read(gpa, &mut [0u8]).is_ok()
+    }
 }
