@@ -1574,7 +1574,7 @@ fn a_simple_call_may_fill_exactly_one_page() {
 fn protection_is_chunked_continued_and_names_the_refused_page() {
     for arch in Arch::ALL {
         let scenario = Scenario {
-            ram: vec![0..1 << 40],
+            ram: std::iter::once(0..1 << 40).collect(),
             faults: vec![InjectedFault {
                 code: HypercallCode::MODIFY_VTL_PROTECTION_MASK,
                 nth: 2,
