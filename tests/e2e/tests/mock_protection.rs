@@ -99,7 +99,7 @@ fn protected_pages(report: &mockhv::session::Report) -> BTreeSet<u64> {
         .iter()
         .rposition(|e| {
             matches!(e, Event::Hypercall(h)
-                if h.code == HypercallCode::MODIFY_VTL_PROTECTION_MASK)
+                if h.code == HypercallCode::MODIFY_VTL_PROTECTION_MASK && h.vtl == hvdef::Vtl::VTL2)
         })
         .unwrap();
     let first_return = events
@@ -160,6 +160,35 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
             code(HypercallCode::EXT_QUERY_CAPABILITIES),
             0,
             percpu + 0x800,
+        ));
+        // VTL0 tries to lift the protection itself (the hypervisor refuses a lower VTL), then
+        // reads VTL2's code again, and its own page.
+        let lift = script.len();
+        let mut unprotect = zerocopy::IntoBytes::as_bytes(&HvInputModifyVtlProtectionMask {
+            partition_id: HV_PARTITION_ID_SELF,
+            map_flags: HvMapGpaFlags::ALL_ACCESS,
+            target_vtl: HvInputVtl::CURRENT,
+            reserved: [0; 3],
+        })
+        .to_vec();
+        unprotect.extend((image.extent.start >> 12).to_le_bytes());
+        let protect_code = HypercallCode::MODIFY_VTL_PROTECTION_MASK;
+        script.push(
+            call(arch, code(protect_code).with_rep_count(1), l.input, 0)
+                .with_memory(l.input, &unprotect),
+        );
+        let code_read = Vtl0Access::Read {
+            gpa: image.extent.start + 0x40,
+            len: 16,
+        };
+        script.push(Vtl0Call::access(arch, l.ip, code_read.clone()));
+        script.push(Vtl0Call::access(
+            arch,
+            l.ip,
+            Vtl0Access::Read {
+                gpa: l.input,
+                len: 16,
+            },
         ));
         // Still serving; VTL2's bytes as they were.
         let first_after = script.len();
@@ -235,6 +264,24 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
             2 + targets.len(),
             "{arch:?}: only the well-formed relays went to the host"
         );
+
+        let lifted = &results[lift];
+        assert_eq!(lifted.status(), HvStatus::ACCESS_DENIED, "{arch:?}");
+        assert!(
+            !lifted.reached_vtl2,
+            "{arch:?}: the hypervisor's own answer"
+        );
+        assert_eq!(
+            results[lift + 1].pending_event(),
+            Some(expected_fault(arch, &code_read)),
+            "{arch:?}: still protected"
+        );
+        assert_eq!(
+            results[lift + 2].output,
+            &unprotect[..16],
+            "{arch:?}: VTL0's own memory stays VTL0's"
+        );
+        assert!(results[lift + 2].advanced());
 
         assert_eq!(results[0].status(), HvStatus::SUCCESS, "{arch:?}");
         let after = &results[first_after..];
