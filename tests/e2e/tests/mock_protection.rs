@@ -190,6 +190,22 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
                 len: 16,
             },
         ));
+        // VTL0 lays its SynIC message page over VTL2's code: an overlay is VTL0's view only.
+        let overlay = script.len();
+        let mut set_simp = e2e::get_registers_input(HvInputVtl::CURRENT, &[]);
+        set_simp.extend(zerocopy::IntoBytes::as_bytes(&hvdef::HvRegisterAssoc::new(
+            hvdef::HvRegisterName::SIMP,
+            (image.extent.start | 1).into(),
+        )));
+        script.push(
+            call(
+                arch,
+                code(HypercallCode::SET_VP_REGISTERS).with_rep_count(1),
+                l.input,
+                0,
+            )
+            .with_memory(l.input, &set_simp),
+        );
         // Still serving; VTL2's bytes as they were.
         let first_after = script.len();
         script.push(relay(Some(image.extent.start)));
@@ -282,6 +298,9 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
             "{arch:?}: VTL0's own memory stays VTL0's"
         );
         assert!(results[lift + 2].advanced());
+
+        assert_eq!(results[overlay].status(), HvStatus::SUCCESS, "{arch:?}");
+        assert!(!results[overlay].reached_vtl2);
 
         assert_eq!(results[0].status(), HvStatus::SUCCESS, "{arch:?}");
         let after = &results[first_after..];

@@ -302,3 +302,32 @@ fn vtl2_is_not_bound_by_its_own_protections() {
     );
     assert_eq!(out.status(), HvStatus::SUCCESS);
 }
+
+/// VTL0's overlay pages (hypercall page, SIM, SIEF) over VTL2's page are VTL0's view only
+/// (TLFS vsm.md): setting them changes no byte of VTL2's memory and sets no breakpoint there.
+#[test]
+fn a_lower_vtls_overlay_over_vtl2_memory_leaves_it_alone() {
+    let mut hv = protected();
+    hv.mem.write(SECRET, &[0x5A; 0x1000]).unwrap();
+    let enabled = u128::from(SECRET | 1);
+    for name in [
+        x64_reg::HYPERCALL,
+        HvRegisterName::SIMP,
+        HvRegisterName::SIEFP,
+    ] {
+        let out = hv.set_regs(vtl0(), &[(name, enabled)]);
+        assert_eq!(out.status(), HvStatus::SUCCESS, "{name:?}");
+        assert_eq!(hv.model.register(0, Vtl::VTL0, name), Ok(enabled));
+        assert!(
+            hv.mem.slice(SECRET, 0x1000).iter().all(|&b| b == 0x5A),
+            "{name:?} wrote VTL2's page"
+        );
+    }
+    // On VTL0's own page the overlay is put in memory as before.
+    let out = hv.set_regs(vtl0(), &[(HvRegisterName::SIMP, u128::from(OPEN | 1))]);
+    assert_eq!(out.status(), HvStatus::SUCCESS);
+    hv.mem.write(OPEN, &[0x5A; 16]).unwrap();
+    let out = hv.set_regs(vtl0(), &[(HvRegisterName::SIEFP, u128::from(OPEN | 1))]);
+    assert_eq!(out.status(), HvStatus::SUCCESS);
+    assert_eq!(hv.mem.slice(OPEN, 16), &[0; 16], "zeroed overlay");
+}
