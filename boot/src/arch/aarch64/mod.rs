@@ -13,8 +13,9 @@ const PL011_FR_TXFF: u32 = 1 << 5;
 const DEFAULT_DTB: u64 = 0x4000_0000;
 /// Largest device tree accepted; QEMU's is 1 MiB.
 const DTB_MAX: usize = 2 << 20;
-/// The identity map covers the first 4 GiB.
-const IDENTITY_MAPPED: u64 = crate::IDENTITY_MAPPED_END;
+/// The device tree is read before the identity map is extended to RAM above 4 GiB, so it must
+/// lie in the static map (the first 4 GiB).
+const IDENTITY_MAPPED: u64 = crate::paging::STATIC_MAP_END;
 
 pub(crate) fn uart_write(byte: u8) {
     let dr = PL011_BASE as *mut u32;
@@ -80,7 +81,7 @@ pub fn load_traps() {
 fn read_device_tree(addr: u64, info: &mut BootInfo) {
     let addr = if addr == 0 { DEFAULT_DTB } else { addr };
     if addr >= IDENTITY_MAPPED - DTB_MAX as u64 {
-        crate::println!("boot: device tree at {addr:#x} is outside the identity map; ignoring it");
+        crate::println!("boot: device tree at {addr:#x} is outside the static identity map; ignoring it");
         return;
     }
     // SAFETY: identity-mapped RAM the loader handed over; only read.
