@@ -20,6 +20,8 @@ pub mod console;
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod stacks;
+#[cfg(target_os = "none")]
+mod tables;
 
 /// The most virtual processors the image supports (stacks are reserved statically for each).
 pub const MAX_VPS: usize = 64;

@@ -316,7 +316,7 @@ fn map_level(
         let end = range.end.min(slot_end);
         let entry = tables.read(table, index);
         if !format.valid(entry) {
-            if at % size == 0 && end == slot_end && format.leaf_allowed(shift) {
+            if at.is_multiple_of(size) && end == slot_end && format.leaf_allowed(shift) {
                 tables.write(table, index, format.leaf(at, shift));
             } else {
                 // Never at level 3: pages are whole, and a page is always a leaf.
@@ -447,7 +447,12 @@ mod tests {
     }
 
     fn assert_identity(t: &FakeTables, format: Format, range: Range<u64>) {
-        for va in [range.start, range.start + 8, range.end - PAGE, range.end - 1] {
+        for va in [
+            range.start,
+            range.start + 8,
+            range.end - PAGE,
+            range.end - 1,
+        ] {
             let (pa, entry) = walk(t, format, va).unwrap_or_else(|| panic!("{va:#x} unmapped"));
             assert_eq!(pa, va, "{va:#x} identity");
             match format {
@@ -475,9 +480,15 @@ mod tests {
         let mut t = x86_static(8);
         let ram = [0..0x9_fc00, 0x10_0000..2 * G, 4 * G..8 * G];
         let m = map_ram(&ram, format, limit(format, 40), &mut t, X86_ROOT);
-        assert_eq!(m.mapped(), [0x1000..0x9_fc00, 0x10_0000..2 * G, 4 * G..8 * G]);
+        assert_eq!(
+            m.mapped(),
+            [0x1000..0x9_fc00, 0x10_0000..2 * G, 4 * G..8 * G]
+        );
         assert_eq!(m.unmapped(), [(0..0x1000, Unmapped::BootReserved)]);
-        assert_eq!(m.tables_used, 0, "the static PDPT holds 1 GiB pages up to 512 GiB");
+        assert_eq!(
+            m.tables_used, 0,
+            "the static PDPT holds 1 GiB pages up to 512 GiB"
+        );
         for i in 4..8 {
             assert_eq!(t.read(X86_PDPT, i), ((i as u64) << 30) | 0x83);
         }
@@ -536,15 +547,29 @@ mod tests {
     fn arm64_maps_1g_blocks_in_the_static_l1_and_never_executable() {
         let mut t = arm_static(4);
         let ram = [G..7 * G];
-        let m = map_ram(&ram, Format::Aarch64, limit(Format::Aarch64, 48), &mut t, ARM_ROOT);
+        let m = map_ram(
+            &ram,
+            Format::Aarch64,
+            limit(Format::Aarch64, 48),
+            &mut t,
+            ARM_ROOT,
+        );
         assert_eq!(m.mapped(), [G..7 * G]);
         assert!(m.unmapped().is_empty());
         assert_eq!(m.tables_used, 0);
         for i in 4..7u64 {
             let entry = t.read(ARM_ROOT, i as usize);
-            assert_eq!(entry, (i << 30) | 0x705 | (3 << 53), "block {i}: Normal, XN");
+            assert_eq!(
+                entry,
+                (i << 30) | 0x705 | (3 << 53),
+                "block {i}: Normal, XN"
+            );
         }
-        assert_eq!(t.read(ARM_ROOT, 1), G | 0x705, "the static entries are kept");
+        assert_eq!(
+            t.read(ARM_ROOT, 1),
+            G | 0x705,
+            "the static entries are kept"
+        );
         assert_identity(&t, Format::Aarch64, 4 * G..7 * G);
         assert_unmapped(&t, Format::Aarch64, 7 * G);
     }
@@ -555,7 +580,11 @@ mod tests {
         let m = map_ram(&[0..8 * G], Format::Aarch64, 1 << 39, &mut t, ARM_ROOT);
         assert_eq!(m.mapped(), [G..8 * G]);
         assert_eq!(m.unmapped(), [(0..G, Unmapped::BootReserved)]);
-        assert_eq!(t.read(ARM_ROOT, 0), 0x401 | (3 << 53), "block 0 stays Device");
+        assert_eq!(
+            t.read(ARM_ROOT, 0),
+            0x401 | (3 << 53),
+            "block 0 stays Device"
+        );
     }
 
     #[test]
@@ -565,18 +594,42 @@ mod tests {
             one_gib_pages: true,
         };
         let mut t = x86_static(8);
-        let m = map_ram(&[60 * G..68 * G], format, limit(format, 36), &mut t, X86_ROOT);
+        let m = map_ram(
+            &[60 * G..68 * G],
+            format,
+            limit(format, 36),
+            &mut t,
+            X86_ROOT,
+        );
         assert_eq!(m.mapped(), [60 * G..64 * G]);
-        assert_eq!(m.unmapped(), [(64 * G..68 * G, Unmapped::AboveAddressWidth)]);
+        assert_eq!(
+            m.unmapped(),
+            [(64 * G..68 * G, Unmapped::AboveAddressWidth)]
+        );
         assert_unmapped(&t, format, 64 * G);
         // arm64 reaches 39 bits whatever PARange says.
         assert_eq!(limit(Format::Aarch64, 48), 1 << 39);
         let mut a = arm_static(4);
-        let m = map_ram(&[500 * G..600 * G], Format::Aarch64, 1 << 39, &mut a, ARM_ROOT);
+        let m = map_ram(
+            &[500 * G..600 * G],
+            Format::Aarch64,
+            1 << 39,
+            &mut a,
+            ARM_ROOT,
+        );
         assert_eq!(m.mapped(), [500 * G..512 * G]);
-        assert_eq!(m.unmapped(), [(512 * G..600 * G, Unmapped::AboveAddressWidth)]);
+        assert_eq!(
+            m.unmapped(),
+            [(512 * G..600 * G, Unmapped::AboveAddressWidth)]
+        );
         // Entirely above.
-        let m = map_ram(&[1 << 40..(1 << 40) + G], Format::Aarch64, 1 << 39, &mut a, ARM_ROOT);
+        let m = map_ram(
+            &[1 << 40..(1 << 40) + G],
+            Format::Aarch64,
+            1 << 39,
+            &mut a,
+            ARM_ROOT,
+        );
         assert!(m.mapped().is_empty());
         assert_eq!(m.unmapped().len(), 1);
     }
@@ -606,7 +659,13 @@ mod tests {
             one_gib_pages: true,
         };
         let mut t = x86_static(1);
-        let m = map_ram(&[600 * G..602 * G], format, limit(format, 46), &mut t, X86_ROOT);
+        let m = map_ram(
+            &[600 * G..602 * G],
+            format,
+            limit(format, 46),
+            &mut t,
+            X86_ROOT,
+        );
         assert_eq!(m.mapped(), [600 * G..602 * G]);
         assert_eq!(m.tables_used, 1);
         assert_identity(&t, format, 600 * G..602 * G);
@@ -644,7 +703,10 @@ mod tests {
         let mut t = arm_static(8);
         let ram = [4 * G..5 * G + M2, 5 * G..5 * G + 2 * M2];
         let m = map_ram(&ram, format, 1 << 39, &mut t, ARM_ROOT);
-        assert_eq!(m.tables_used, 1, "the second range reuses the level-2 table");
+        assert_eq!(
+            m.tables_used, 1,
+            "the second range reuses the level-2 table"
+        );
         assert_identity(&t, format, 4 * G..5 * G + 2 * M2);
         assert_unmapped(&t, format, 5 * G + 2 * M2);
     }

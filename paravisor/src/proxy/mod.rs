@@ -88,20 +88,14 @@ pub const VTL0_RANGES_MAX: usize = 16;
 
 impl Vtl0Memory {
     /// `ram` minus `vtl2` (ranges beyond VTL0_RANGES_MAX are dropped: less memory, never more).
+    /// The firmware passes the RAM its page tables map (`boot::paging::MappedRam::mapped`), so a
+    /// buffer VTL0 names elsewhere is refused, never touched.
     pub fn new(ram: &[Range<u64>], vtl2: Range<u64>) -> Vtl0Memory {
-        Vtl0Memory::within(ram, vtl2, 0..u64::MAX)
-    }
-
-    /// `ram` minus `vtl2`, and only what lies inside `mapped` (the memory the paravisor's page
-    /// tables reach as ordinary memory): a buffer VTL0 names elsewhere is refused, never
-    /// touched.
-    pub fn within(ram: &[Range<u64>], vtl2: Range<u64>, mapped: Range<u64>) -> Vtl0Memory {
         let mut out = Vtl0Memory {
             ranges: core::array::from_fn(|_| 0..0),
             count: 0,
         };
         let mut push = |r: Range<u64>| {
-            let r = r.start.max(mapped.start)..r.end.min(mapped.end);
             if r.start < r.end && out.count < VTL0_RANGES_MAX {
                 out.ranges[out.count] = r;
                 out.count += 1;
@@ -166,26 +160,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vtl0_memory_is_ram_minus_vtl2_inside_what_is_mapped() {
+    fn vtl0_memory_is_ram_minus_vtl2() {
         const G: u64 = 1 << 30;
-        let ram = [0..2 * G, 4 * G..8 * G];
-        let m = Vtl0Memory::within(&ram, 0x10_0000..0x20_0000, 0..4 * G);
-        assert_eq!(m.ranges(), &[0..0x10_0000, 0x20_0000..2 * G]);
-        assert!(
-            !m.contains(4 * G, 1),
-            "RAM above the mapped range is not VTL0's to name"
+        let ram = [0x1000..2 * G, 4 * G..8 * G];
+        let m = Vtl0Memory::new(&ram, 0x10_0000..0x20_0000);
+        assert_eq!(
+            m.ranges(),
+            &[0x1000..0x10_0000, 0x20_0000..2 * G, 4 * G..8 * G]
         );
+        assert!(m.contains(8 * G - 0x1000, 0x1000), "the last page of RAM");
+        assert!(!m.contains(8 * G - 0x1000, 0x1001), "past the end of RAM");
+        assert!(!m.contains(2 * G, 1), "the hole");
         assert!(!m.contains(0x10_0000, 1), "VTL2");
-        let arm = Vtl0Memory::within(
-            core::slice::from_ref(&(G..7 * G)),
-            0x4020_0000..0x4070_0000,
-            G..4 * G,
-        );
-        assert_eq!(arm.ranges(), &[G..0x4020_0000, 0x4070_0000..4 * G]);
+        assert!(!m.contains(0, 1), "page 0 when not passed");
         assert_eq!(
             Vtl0Memory::new(&ram, 0..0).ranges(),
             &ram,
-            "new() clips nothing but VTL2"
+            "nothing clipped but VTL2"
         );
     }
 }
