@@ -144,8 +144,11 @@ pub trait Tables {
 /// Why reported RAM is not mapped. The paravisor refuses VTL0 buffers there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unmapped {
-    /// Below the static map's Normal memory: page 0, or arm64's Device block 0 (the first GiB).
-    BootReserved,
+    /// x86 page 0: a null pointer in Rust, so never VTL0 memory the paravisor touches.
+    PageZero,
+    /// arm64: the first GiB, the static map's Device-nGnRnE block 0 (devices, the UART), where
+    /// unaligned or exclusive accesses fault.
+    DeviceBlock,
     /// Above what the CPU's physical address width (or the identity map's reach) allows.
     AboveAddressWidth,
     /// The statically reserved table pages ran out.
@@ -157,7 +160,8 @@ pub enum Unmapped {
 impl core::fmt::Display for Unmapped {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            Unmapped::BootReserved => "page 0 or the boot map's Device block",
+            Unmapped::PageZero => "page 0",
+            Unmapped::DeviceBlock => "the boot map's Device block 0",
             Unmapped::AboveAddressWidth => "above the physical address width",
             Unmapped::TableCapacity => "beyond the page-table capacity",
             Unmapped::PartialPage => "not a whole page",
@@ -165,8 +169,8 @@ impl core::fmt::Display for Unmapped {
     }
 }
 
-/// Most unmapped pieces kept: each RAM range has at most five (below, head, capacity, tail,
-/// above).
+/// Most unmapped pieces kept: each RAM range has at most five (below the static Normal memory,
+/// a partial head page, the capacity rest, a partial tail page, above the address width).
 pub const UNMAPPED_MAX: usize = 5 * RAM_RANGES_MAX;
 
 /// What [`map_ram`] did: the reported RAM that is now identity-mapped as Normal memory, and
@@ -188,7 +192,7 @@ impl MappedRam {
         MappedRam {
             mapped: [const { 0..0 }; RAM_RANGES_MAX],
             mapped_count: 0,
-            unmapped: [const { (0..0, Unmapped::BootReserved) }; UNMAPPED_MAX],
+            unmapped: [const { (0..0, Unmapped::PageZero) }; UNMAPPED_MAX],
             unmapped_count: 0,
             tables_used: 0,
             limit,
@@ -263,8 +267,12 @@ pub fn map_ram(
 ) -> MappedRam {
     let mut out = MappedRam::empty(limit);
     let normal = format.static_normal();
+    let below_normal = match format {
+        Format::X86_64 { .. } => Unmapped::PageZero,
+        Format::Aarch64 => Unmapped::DeviceBlock,
+    };
     for r in ram {
-        out.push_unmapped(r.start..r.end.min(normal.start), Unmapped::BootReserved);
+        out.push_unmapped(r.start..r.end.min(normal.start), below_normal);
         out.push_mapped(r.start.max(normal.start)..r.end.min(normal.end));
         let high = r.start.max(STATIC_MAP_END)..r.end;
         if high.start >= high.end {
@@ -484,7 +492,7 @@ mod tests {
             m.mapped(),
             [0x1000..0x9_fc00, 0x10_0000..2 * G, 4 * G..8 * G]
         );
-        assert_eq!(m.unmapped(), [(0..0x1000, Unmapped::BootReserved)]);
+        assert_eq!(m.unmapped(), [(0..0x1000, Unmapped::PageZero)]);
         assert_eq!(
             m.tables_used, 0,
             "the static PDPT holds 1 GiB pages up to 512 GiB"
@@ -579,7 +587,7 @@ mod tests {
         let mut t = arm_static(4);
         let m = map_ram(&[0..8 * G], Format::Aarch64, 1 << 39, &mut t, ARM_ROOT);
         assert_eq!(m.mapped(), [G..8 * G]);
-        assert_eq!(m.unmapped(), [(0..G, Unmapped::BootReserved)]);
+        assert_eq!(m.unmapped(), [(0..G, Unmapped::DeviceBlock)]);
         assert_eq!(
             t.read(ARM_ROOT, 0),
             0x401 | (3 << 53),

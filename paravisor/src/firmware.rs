@@ -144,7 +144,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
     // Before the other VPs start: they run on the same tables.
     let ram = arch::map_ram(info.ram());
     log::info!(
-        "identity map: RAM below {:#x} (the physical address width), {} table page(s) added",
+        "identity map: RAM below {:#x} is mappable (address width), {} table page(s) added",
         ram.limit,
         ram.tables_used
     );

@@ -179,4 +179,58 @@ mod tests {
             "nothing clipped but VTL2"
         );
     }
+
+    /// Tables in memory for boot's builder: page `i` at address `(i + 1) << 12`.
+    struct HostTables(Vec<[u64; 512]>);
+
+    impl boot::paging::Tables for HostTables {
+        fn read(&self, table: u64, index: usize) -> u64 {
+            self.0[(table >> 12) as usize - 1][index]
+        }
+        fn write(&mut self, table: u64, index: usize, entry: u64) {
+            self.0[(table >> 12) as usize - 1][index] = entry;
+        }
+        fn alloc(&mut self) -> Option<u64> {
+            (self.0.len() < 3).then(|| {
+                self.0.push([0; 512]);
+                (self.0.len() as u64) << 12
+            })
+        }
+    }
+
+    #[test]
+    fn ram_the_tables_cannot_map_is_never_vtl0_memory() {
+        use boot::paging::{self, Format, Unmapped};
+        const G: u64 = 1 << 30;
+        // x86 without 1 GiB pages, a 36-bit address width and a pool of 2 pages (the root is
+        // the first): the PDPT for 0..512 GiB and one page directory fit, so 4..5 GiB is mapped,
+        // the rest of the pool's ranges is not, and 64..68 GiB are above the width.
+        let format = Format::X86_64 {
+            one_gib_pages: false,
+        };
+        let mut tables = HostTables(vec![[0; 512]]);
+        let ram = [0..2 * G, 4 * G..8 * G, 60 * G..68 * G];
+        let mapped = paging::map_ram(&ram, format, paging::limit(format, 36), &mut tables, 0x1000);
+        assert_eq!(
+            mapped.unmapped(),
+            [
+                (0..0x1000, Unmapped::PageZero),
+                (5 * G..8 * G, Unmapped::TableCapacity),
+                (60 * G..64 * G, Unmapped::TableCapacity),
+                (64 * G..68 * G, Unmapped::AboveAddressWidth),
+            ],
+            "the PDPT for 0..512 GiB takes the first pool page"
+        );
+        let m = Vtl0Memory::new(mapped.mapped(), 0x10_0000..0x20_0000);
+        assert_eq!(
+            m.ranges(),
+            [0x1000..0x10_0000, 0x20_0000..2 * G, 4 * G..5 * G]
+        );
+        for (range, why) in mapped.unmapped() {
+            assert!(!m.contains(range.start, 8), "{range:x?} ({why})");
+            assert!(!m.contains(range.end - 8, 8), "{range:x?} ({why})");
+        }
+        assert!(m.contains(5 * G - 0x1000, 0x1000), "the last mapped page");
+        assert!(!m.contains(5 * G - 0x1000, 0x1001), "one byte past it");
+    }
 }
