@@ -20,7 +20,7 @@ const G: u64 = 1 << 30;
 fn ram(arch: Arch) -> Vec<std::ops::Range<u64>> {
     match arch {
         Arch::X86_64 => vec![0..2 * G, 4 * G..8 * G],
-        Arch::Aarch64 => vec![G..7 * G],
+        Arch::Aarch64 => std::iter::once(G..7 * G).collect(),
     }
 }
 
