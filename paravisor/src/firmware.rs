@@ -78,7 +78,8 @@ pub fn start(info: &BootInfo) -> ! {
     match options.test_failure {
         Some(TestFailure::Panic) => panic!("pv.test=panic asked for a panic"),
         Some(TestFailure::Fault) => {
-            // Far outside the identity map on both arches, so the load faults.
+            // Outside the static identity map (the low 4 GiB; RAM above is mapped later, in
+            // bring_up), so the load faults on both arches whatever the RAM size.
             let unmapped = 0x10_0000_0000usize as *const u64;
             // SAFETY: deliberately faults; the exception handler ends the run.
             let _ = unsafe { core::ptr::read_volatile(unmapped) };

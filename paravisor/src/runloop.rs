@@ -288,8 +288,9 @@ fn read_vtl0(vtl0: &Vtl0Memory, gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus
     }
     for (i, b) in buf.iter_mut().enumerate() {
         // SAFETY: inside VTL0's RAM, which `vtl0` holds only where boot's tables identity-map
-        // it as Normal memory (`boot::paging::MappedRam::mapped`), never the paravisor's; VTL0 may change it concurrently, so bytes are copied
-        // volatile and validated only after the copy.
+        // it as Normal memory (`boot::paging::MappedRam::mapped`), never the paravisor's; VTL0
+        // may change it concurrently, so bytes are copied volatile and validated only after the
+        // copy.
         *b = unsafe { core::ptr::read_volatile((gpa + i as u64) as *const u8) };
     }
     Ok(())

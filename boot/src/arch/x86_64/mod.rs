@@ -116,9 +116,9 @@ pub fn ap_entry() -> u64 {
 
 /// Extends the identity map to the reported RAM above 4 GiB (see [`crate::paging`]) with 1 GiB
 /// pages when `one_gib_pages` (CPUID 0x80000001 EDX bit 26), else 2 MiB pages, up to `pa_bits`
-/// (CPUID 0x80000008 EAX[7:0]); the caller reads CPUID, which is the hypervisor's (the firmware
-/// has the one CPUID site). Call on the boot VP before starting the others (they load the same
-/// CR3); the first call's result is kept.
+/// (CPUID 0x80000008 EAX bits 7:0); the caller reads CPUID, which is the hypervisor's (the
+/// firmware has the one CPUID site). Call on the boot VP before starting the others (they load
+/// the same CR3); the first call's result is kept.
 pub fn map_ram(
     ram: &[core::ops::Range<u64>],
     pa_bits: u32,
@@ -140,7 +140,12 @@ pub fn map_ram(
 fn reload_cr3() {
     // SAFETY: writes CR3 with its own value: the same tables, only cached translations go.
     unsafe {
-        core::arch::asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack, preserves_flags))
+        core::arch::asm!(
+            "mov {0}, cr3",
+            "mov cr3, {0}",
+            out(reg) _,
+            options(nostack, preserves_flags)
+        )
     };
 }
 

@@ -123,7 +123,7 @@ const PAGE_1GB: u32 = 1 << 26;
 const DEFAULT_PA_BITS: u32 = 36;
 
 /// Identity-maps the reported RAM (boot's tables; see `boot::paging`) with 1 GiB pages if
-/// CPUID 0x80000001 EDX bit 26 offers them, up to the CPUID 0x80000008 EAX[7:0] address width.
+/// CPUID 0x80000001 EDX bit 26 offers them, up to the CPUID 0x80000008 EAX bits 7:0 address width.
 pub fn map_ram(ram: &[core::ops::Range<u64>]) -> &'static boot::paging::MappedRam {
     let max = cpuid(CPUID_EXT_MAX, 0)[0];
     let one_gib_pages =
