@@ -1,7 +1,9 @@
-//! VTL0 buffers wherever the loader puts RAM. QEMU gets 6 GiB, so RAM runs past 4 GiB (q35: 2 GiB
-//! low and 4 GiB from 4 GiB up; virt: 1 GiB..7 GiB), beyond the static boot tables' low 4 GiB:
-//! the paravisor must map it and read and write it as VTL0 left it. RAM it cannot map is
-//! reported and refused (ACCESS_DENIED, nothing read), never a fault in VTL2.
+//! VTL0 buffers wherever the loader puts RAM. QEMU gets 6 GiB + 3 MiB, so RAM runs past 4 GiB
+//! (q35: 2 GiB low and the rest from 4 GiB up; virt: from 1 GiB up), beyond the static boot
+//! tables' low 4 GiB: the paravisor must map it and read and write it as VTL0 left it. The odd
+//! 3 MiB make the top of RAM need every page size (1 GiB, then a 2 MiB and 4 KiB pages in tables
+//! from the pool), so the live tables the boot VP builds are exercised on both MMUs. RAM it
+//! cannot map is reported and refused (ACCESS_DENIED, nothing read), never a fault in VTL2.
 
 use e2e::{call, code, layout, post_message, HOST_CONNECTION, RELAYED};
 use hvdef::{HvStatus, HypercallCode};
@@ -10,7 +12,8 @@ use mockhv::qemu::Arch;
 use mockhv::session::{self, SessionConfig};
 use std::time::Duration;
 
-const MEMORY_MB: u32 = 6 * 1024;
+const MEMORY_MB: u32 = 6 * 1024 + 3;
+const M: u64 = 1 << 20;
 const PAGE: u64 = 4096;
 const G: u64 = 1 << 30;
 
@@ -19,8 +22,8 @@ const G: u64 = 1 << 30;
 /// the rest at 4 GiB; virt's RAM starts at 1 GiB.
 fn ram(arch: Arch) -> Vec<std::ops::Range<u64>> {
     match arch {
-        Arch::X86_64 => vec![0..2 * G, 4 * G..8 * G],
-        Arch::Aarch64 => std::iter::once(G..7 * G).collect(),
+        Arch::X86_64 => vec![0..2 * G, 4 * G..8 * G + 3 * M],
+        Arch::Aarch64 => std::iter::once(G..7 * G + 3 * M).collect(),
     }
 }
 
@@ -54,8 +57,9 @@ fn buffers_above_4g_and_at_the_top_of_ram_are_relayed_byte_for_byte() {
             "{arch:?}: the mock's machine layout"
         );
         let top = ram(arch).last().unwrap().end;
-        // The first page above 4 GiB, the last page of RAM, and the usual low input page.
-        let gpas = [4 * G, top - PAGE, layout(arch).input];
+        // The first page above 4 GiB (a 1 GiB page), the first of the last 3 MiB (a 2 MiB page),
+        // the last page of RAM (a 4 KiB page), and the usual low input page.
+        let gpas = [4 * G, top - 3 * M, top - PAGE, layout(arch).input];
         let messages: Vec<_> = (0..gpas.len()).map(|i| message(i as u8 + 1)).collect();
         let vtl0 = gpas
             .iter()
