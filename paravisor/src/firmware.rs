@@ -78,7 +78,8 @@ pub fn start(info: &BootInfo) -> ! {
     match options.test_failure {
         Some(TestFailure::Panic) => panic!("pv.test=panic asked for a panic"),
         Some(TestFailure::Fault) => {
-            // Far outside the identity map on both arches, so the load faults.
+            // Outside the static identity map (the low 4 GiB; RAM above is mapped later, in
+            // bring_up), so the load faults on both arches whatever the RAM size.
             let unmapped = 0x10_0000_0000usize as *const u64;
             // SAFETY: deliberately faults; the exception handler ends the run.
             let _ = unsafe { core::ptr::read_volatile(unmapped) };
@@ -141,6 +142,13 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         vsm.status.enabled_vtl_set(),
         vsm.capabilities.intercept_page_available()
     );
+    // Before the other VPs start: they run on the same tables.
+    let ram = arch::map_ram(info.ram());
+    log::info!(
+        "identity map: RAM below {:#x} is mappable (address width), {} table page(s) added",
+        ram.limit,
+        ram.tables_used
+    );
     start_aps(vp_count);
     let all = u64::MAX >> (64 - vp_count);
     let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::TICKS_PER_SECOND;
@@ -163,7 +171,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         log::info!("benchmark: {bench_hypercalls} hypercalls issued");
         exit(ExitCode::Success)
     }
-    start_proxy(info, options, privileges, &vsm);
+    start_proxy(ram, options, privileges, &vsm);
     runloop::run()
 }
 
@@ -190,7 +198,7 @@ const PROXY_INTERCEPTS: [(HvInterceptType, &str); 2] = [
 /// Asks for the VTL0 hypercalls the proxy relays, fixes what every VP's run loop needs, and
 /// lets the other VPs into theirs.
 fn start_proxy(
-    info: &BootInfo,
+    ram: &boot::paging::MappedRam,
     options: &Options,
     privileges: HvPartitionPrivilegeMask,
     vsm: &vsm::VsmPartition,
@@ -249,22 +257,17 @@ fn start_proxy(
         0
     };
     drop(hv);
-    let mapped = boot::MAPPED_MEMORY;
-    let vtl0 = Vtl0Memory::within(info.ram(), boot::image_range(), mapped.clone());
+    let vtl0 = Vtl0Memory::new(ram.mapped(), boot::image_range());
     for range in vtl0.ranges() {
         log::info!("VTL0 memory {:#x}..{:#x}", range.start, range.end);
     }
-    for r in info.ram() {
-        let below = r.start..r.end.min(mapped.start);
-        let above = r.start.max(mapped.end)..r.end;
-        for part in [below, above].into_iter().filter(|p| p.start < p.end) {
-            log::warn!(
-                "RAM {:#x}..{:#x} is not mapped by the paravisor: VTL0 buffers there are refused \
-                 (ACCESS_DENIED)",
-                part.start,
-                part.end
-            );
-        }
+    for (part, why) in ram.unmapped() {
+        log::warn!(
+            "RAM {:#x}..{:#x} is not mapped by the paravisor ({why}): VTL0 buffers there are \
+             refused (ACCESS_DENIED)",
+            part.start,
+            part.end
+        );
     }
     log::info!("host extended capabilities {host_ext_mask:#x}; proxying VTL0 hypercalls");
     for (vtl0_id, host_id) in options.relay.connections() {

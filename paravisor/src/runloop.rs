@@ -316,9 +316,10 @@ fn read_vtl0(vtl0: &Vtl0Memory, gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus
         return Err(HvStatus::ACCESS_DENIED);
     }
     for (i, b) in buf.iter_mut().enumerate() {
-        // SAFETY: inside VTL0's RAM (identity-mapped, below 4 GiB by construction of `vtl0`),
-        // never the paravisor's; VTL0 may change it concurrently, so bytes are copied
-        // volatile and validated only after the copy.
+        // SAFETY: inside VTL0's RAM, which `vtl0` holds only where boot's tables identity-map
+        // it as Normal memory (`boot::paging::MappedRam::mapped`), never the paravisor's; VTL0
+        // may change it concurrently, so bytes are copied volatile and validated only after the
+        // copy.
         *b = unsafe { core::ptr::read_volatile((gpa + i as u64) as *const u8) };
     }
     Ok(())

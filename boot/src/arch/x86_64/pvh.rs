@@ -6,8 +6,9 @@ use crate::acpi::{self, PhysRead};
 use crate::BootInfo;
 
 const MAGIC: u32 = 0x336e_c578;
-/// The identity map covers the first 4 GiB; loader pointers above it are refused.
-const IDENTITY_MAPPED: u64 = crate::IDENTITY_MAPPED_END;
+/// The start info is read before the identity map is extended to RAM above 4 GiB: loader
+/// pointers beyond the static map (the first 4 GiB) are refused.
+const IDENTITY_MAPPED: u64 = crate::paging::STATIC_MAP_END;
 /// Memory map entry: addr u64, size u64, type u32, reserved u32.
 const MEMMAP_ENTRY: usize = 24;
 const MEMMAP_RAM: u32 = 1;

@@ -124,6 +124,13 @@ pub fn detect() -> core::result::Result<(), NoHyperV> {
     hv::check_uid([out[0] as u32, out[1] as u32, out[2] as u32, out[3] as u32])
 }
 
+/// Identity-maps the reported RAM (boot's tables; see `boot::paging`) up to the physical
+/// address width ID_AA64MMFR0_EL1.PARange gives.
+pub fn map_ram(ram: &[core::ops::Range<u64>]) -> &'static boot::paging::MappedRam {
+    use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1};
+    boot::arch::map_ram(ram, boot::paging::aarch64_pa_bits(ID_AA64MMFR0_EL1.get()))
+}
+
 /// Where [`nested_host`] looks, for the boot log.
 pub const NESTED_INDICATOR: &str = "HvRegisterFeaturesInfo bit 4";
 
