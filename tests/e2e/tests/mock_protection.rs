@@ -127,7 +127,7 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
                 None => c,
             }
         };
-        let mut script = vec![relay(Some(image.extent.start))];
+        let mut script = vec![relay(Some(targets[0].1))];
         let mut attacks = Vec::new();
         for &(_, gpa) in &targets {
             attacks.push(Vtl0Access::Read { gpa, len: 16 });
@@ -139,6 +139,7 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
         attacks.push(Vtl0Access::Execute {
             gpa: image.extent.start + 0x40,
         });
+        let code_gpa = targets[0].1;
         let first_attack = script.len();
         script.extend(
             attacks
@@ -208,7 +209,7 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
         );
         // Still serving; VTL2's bytes as they were.
         let first_after = script.len();
-        script.push(relay(Some(image.extent.start)));
+        script.push(relay(Some(code_gpa)));
         script.extend(targets.iter().map(|&(_, gpa)| relay(Some(gpa))));
 
         let mut report = e2e::run_vtl0(Scenario::for_arch(arch), script);
@@ -241,7 +242,7 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
                 Vtl0Access::Write { gpa, .. } => ("write", gpa),
                 Vtl0Access::Execute { gpa } => ("execute", gpa),
             };
-            let needle = format!("VTL0 {kind} at GPA {gpa:#x}");
+            let needle = format!("VTL0 {kind} at GPA {gpa:#x} refused (VTL2 memory)");
             assert!(
                 console
                     .lines()
@@ -313,5 +314,76 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
             assert_eq!(r.output.len(), 16);
             assert_ne!(r.output, PATTERN, "{arch:?}: VTL0's store reached {what}");
         }
+    }
+}
+
+/// arm64: an access from VTL0's user mode (EL0) takes the abort "from a lower exception level"
+/// (ESR EC 0x24 data, 0x20 instruction), which the paravisor reads from the intercepted CPSR.
+#[test]
+fn an_el0_access_takes_the_abort_from_a_lower_el() {
+    let arch = Arch::Aarch64;
+    let image = Image::load(&e2e::image(arch)).expect("the image parses");
+    let l = layout(arch);
+    let code_gpa = image.extent.start + 0x40;
+    let read = Vtl0Access::Read {
+        gpa: code_gpa,
+        len: 8,
+    };
+    let fetch = Vtl0Access::Execute { gpa: code_gpa };
+    let script = vec![
+        Vtl0Call::access(arch, l.ip, read).at_el0(),
+        Vtl0Call::access(arch, l.ip, fetch).at_el0(),
+    ];
+    let mut report = e2e::run_vtl0(Scenario::for_arch(arch), script);
+    let results = e2e::results(&mut report);
+    let esr = |class: u64| 1 | u128::from(class << 26 | 1 << 25 | 1 << 10 | 0x10) << 64;
+    assert_eq!(results.len(), 2, "{results:#?}");
+    assert_eq!(results[0].pending_event(), Some(esr(0x24)));
+    assert_eq!(results[1].pending_event(), Some(esr(0x20)));
+}
+
+/// A host that refuses the protection: the paravisor stops with one line naming the range and
+/// the GPA, and never runs VTL0 with its memory open.
+#[test]
+fn a_refused_protection_stops_the_paravisor_before_vtl0_runs() {
+    for arch in Arch::ALL {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.faults.push(mockhv::model::InjectedFault {
+            code: HypercallCode::MODIFY_VTL_PROTECTION_MASK,
+            nth: 1,
+            action: mockhv::model::FaultAction::Status(hvdef::HvError::INVALID_PARAMETER),
+        });
+        let l = layout(arch);
+        let mut config = mockhv::session::SessionConfig::new(e2e::image(arch), scenario);
+        config.timeout = std::time::Duration::from_secs(60);
+        config.vtl0 = vec![call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+            .with_memory(l.input, &post_message(RELAYED))];
+        let report = mockhv::session::run(config).expect("the mock session runs");
+        assert_eq!(
+            report.run.outcome,
+            mockhv::qemu::Outcome::Fail,
+            "{arch:?}: {}\n{}",
+            report.summary(),
+            report.run.console
+        );
+        let line = format!("protecting VTL2's memory {:#x}..", image.extent.start);
+        let gpa = format!("failed at GPA {:#x}: ", image.extent.start);
+        assert!(
+            report
+                .run
+                .console
+                .lines()
+                .any(|c| c.contains(&line) && c.contains(&gpa)),
+            "{arch:?}: console lacks {line:?} / {gpa:?}:\n{}",
+            report.run.console
+        );
+        assert!(
+            report
+                .trace()
+                .hypercalls_with_code(HypercallCode::VTL_RETURN)
+                .is_empty(),
+            "{arch:?}: VTL0 never ran"
+        );
     }
 }

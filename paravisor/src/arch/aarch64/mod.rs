@@ -343,7 +343,9 @@ pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::Memo
     crate::proxy::MemoryAccess {
         gpa: msg.guest_physical_address,
         access: msg.header.intercept_access_type,
-        user: msg.header.execution_state.cpl() == 0,
+        // CPSR.M[3:2] is the exception level the access came from (architectural, unlike the
+        // execution state's `cpl`, whose arm64 meaning no source defines).
+        user: (msg.header.cpsr >> 2) & 3 == 0,
     }
 }
 

@@ -5,13 +5,16 @@
 //!
 //! Sources for the handler: TLFS hypercalls/HvCallModifyVtlProtectionMask.md (only a lower VTL
 //! can be protected; non-RAM is INVALID_PARAMETER) and OpenVMM's VTL2 emulation
-//! (`vmm_core/virt_whp/src/hypercalls.rs` `modify_vtl_protection_mask`): partition other than
-//! self → ACCESS_DENIED; a caller other than VTL2 → ACCESS_DENIED; VTL2's
-//! `enable_vtl_protection` clear → ACCESS_DENIED; target VTL other than "current" or VTL2 →
-//! INVALID_PARAMETER; flags outside the permission bits → INVALID_PARAMETER (OpenVMM accepts
-//! exactly none / read-only / all; the model takes any combination of the four TLFS permission
-//! bits, the TLFS's reading); a page no RAM backs → INVALID_PARAMETER, with the pages before it
-//! done.
+//! (`vm/hv1/hv1_hypercall/src/imp.rs` decodes the target VTL before the handler;
+//! `vmm_core/virt_whp/src/hypercalls.rs` `modify_vtl_protection_mask`), in its order: a target
+//! VTL with reserved bits set or above 2 → INVALID_PARAMETER; partition other than self →
+//! ACCESS_DENIED; a caller other than VTL2 → ACCESS_DENIED; VTL2's `enable_vtl_protection`
+//! clear → ACCESS_DENIED; target VTL other than "current" or VTL2 → INVALID_PARAMETER; flags
+//! outside the permission bits → INVALID_PARAMETER (OpenVMM accepts exactly none / read-only /
+//! all; the model takes any combination of the four TLFS permission bits, the TLFS's reading);
+//! the RsvdZ bytes are not checked (OpenVMM ignores them); a page no RAM backs →
+//! INVALID_PARAMETER with reps completed = that page's index (the TLFS reading; OpenVMM reports
+//! the start of the contiguous run that holds it).
 
 use hvdef::aarch64::{
     reg as arm_reg, HvArm64InterceptMessageHeader, HvArm64MemoryInterceptMessage,
@@ -89,14 +92,16 @@ impl Model {
             self.partition.vtls[Vtl::VTL2.get() as usize].vsm_config,
         );
         let target = header.target_vtl;
-        let checks = if header.partition_id != HV_PARTITION_ID_SELF
+        let checks = if target.reserved_bits() != 0
+            || (target.use_target_vtl() && target.target_vtl() > Vtl::VTL2.get())
+        {
+            Err(HvError::INVALID_PARAMETER)
+        } else if header.partition_id != HV_PARTITION_ID_SELF
             || call.vtl != Vtl::VTL2
             || !config.enable_vtl_protection()
         {
             Err(HvError::ACCESS_DENIED)
         } else if (target.use_target_vtl() && target.target_vtl() != Vtl::VTL2.get())
-            || target.reserved_bits() != 0
-            || header.reserved != [0; 3]
             || header.map_flags.into_bits() & !PERMISSION_BITS != 0
         {
             Err(HvError::INVALID_PARAMETER)
@@ -124,9 +129,11 @@ impl Model {
         (Ok(()), call.end)
     }
 
-    /// `HvMessageTypeGpaIntercept` for `lower`'s `access` to `gpa`, built as OpenVMM's emulation
-    /// builds it (`vmm_core/virt_whp/src/vp.rs`): instruction length 0, no GVA, write-back; the
-    /// header from the lower VTL's registers as they are (the IP of the faulting instruction).
+    /// `HvMessageTypeGpaIntercept` for `lower`'s `access` to `gpa`: header instruction length 0,
+    /// no GVA/GPA translation and write-back as OpenVMM's emulation reports them
+    /// (`vmm_core/virt_whp/src/vp.rs`); the instruction bytes, GVA and TPR, which OpenVMM passes
+    /// through from WHP, are zero (the scripted VTL0 has no instruction stream); the header from
+    /// the lower VTL's registers as they are (the IP of the faulting instruction).
     /// arm64's syndrome is the stage-2 abort's ESR_EL2 (Arm ARM): EC 0x24 data abort / 0x20
     /// instruction abort from a lower EL, IL, WnR for a write, fault status 0x0F (permission
     /// fault, level 3).
@@ -226,11 +233,9 @@ impl Model {
             return false;
         };
         if !self.scenario.ram.is_empty() {
-            return self
-                .scenario
-                .ram
-                .iter()
-                .any(|r| r.start <= gpa && gpa + HV_PAGE_SIZE <= r.end);
+            return self.scenario.ram.iter().any(|r| {
+                r.start <= gpa && gpa.checked_add(HV_PAGE_SIZE).is_some_and(|e| e <= r.end)
+            });
         }
         mem.read(gpa, &mut [0u8]).is_ok()
     }

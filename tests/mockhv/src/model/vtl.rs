@@ -200,7 +200,9 @@ pub struct Vtl0Result {
     pub result: u64,
     /// The lower VTL's whole register file.
     pub registers: BTreeMap<HvRegisterName, u128>,
-    /// The `output` range of the call, read back from memory.
+    /// The `output` range of the call, read back from memory by the mock (whatever the VTL is
+    /// allowed: tests use it to look at memory, VTL2's included, after the call); for a
+    /// [`Vtl0Access::Read`], the bytes the load gave VTL0 (none if it was stopped).
     pub output: Vec<u8>,
     /// The hypervisor handed this delivery to VTL2 (a hypercall intercept, or a VTL call into
     /// it). False: the hypervisor served it for VTL0 itself and VTL2 never saw it.
@@ -579,6 +581,21 @@ impl Model {
         }
         let ip = file.reg64(ip_name);
         for (gpa, bytes) in &call.memory {
+            // VTL0 writes its inputs like any store: never onto a page VTL2 protected.
+            if let Some(at) = self.denied(
+                lower,
+                *gpa,
+                bytes.len() as u64,
+                HvInterceptAccessType::WRITE,
+            ) {
+                self.trace.push(Event::Vtl0Access {
+                    vp,
+                    gpa: at,
+                    access: HvInterceptAccessType::WRITE,
+                    allowed: false,
+                });
+                continue;
+            }
             // Unbacked script memory shows up as the paravisor failing to read it.
             let _ = mem.write(*gpa, bytes);
         }

@@ -579,3 +579,92 @@ fn a_pending_undefined_instruction_is_taken_not_re_executed() {
     assert_eq!(r.result, u64::from(SMCCC_HV_FUNC_ID), "X0 untouched");
     assert_eq!(hv.model.register(0, Vtl::VTL0, event), Ok(0));
 }
+
+/// A lower VTL's access to a page VTL2 protected, on arm64: the GPA intercept carries the
+/// stage-2 abort's syndrome (Arm ARM ESR_EL2: EC 0x24 data abort / 0x20 instruction abort from a
+/// lower EL, IL, WnR for a store, DFSC/IFSC 0x0F permission fault level 3) and the exception
+/// level the access came from.
+#[test]
+fn a_protected_access_reports_the_stage2_syndrome() {
+    use crate::model::{Event, Vtl0Access};
+    use hvdef::aarch64::HvArm64MemoryInterceptMessage;
+    use zerocopy::FromBytes;
+    let mut hv = booted();
+    let config = hvdef::HvRegisterVsmPartitionConfig::new().with_enable_vtl_protection(true);
+    let name = HvRegisterName::VSM_PARTITION_CONFIG;
+    let status = fast_set(
+        &mut hv,
+        HvInputVtl::CURRENT,
+        name,
+        config.into_bits().into(),
+    );
+    assert_eq!(status, HvStatus::SUCCESS);
+    let secret: u64 = 0x8_0000;
+    let mut input = vec![0u8; 16];
+    input[..8].copy_from_slice(&hvdef::HV_PARTITION_ID_SELF.to_le_bytes());
+    input.extend((secret >> 12).to_le_bytes());
+    let protect = rep(HypercallCode::MODIFY_VTL_PROTECTION_MASK, 1);
+    assert_eq!(smccc(&mut hv, protect, &input).status(), HvStatus::SUCCESS);
+
+    let arch = crate::qemu::Arch::Aarch64;
+    let pc = 0x8000_1000;
+    let store = Vtl0Access::Write {
+        gpa: secret + 8,
+        bytes: vec![1; 8],
+    };
+    let cases = [
+        (
+            Vtl0Call::access(arch, pc, store.clone()),
+            0x24 << 26 | 1 << 25 | 1 << 6 | 0x0F,
+            1,
+        ),
+        (
+            Vtl0Call::access(arch, pc, store).at_el0(),
+            0x24 << 26 | 1 << 25 | 1 << 6 | 0x0F,
+            0,
+        ),
+        (
+            Vtl0Call::access(
+                arch,
+                pc,
+                Vtl0Access::Read {
+                    gpa: secret,
+                    len: 8,
+                },
+            ),
+            0x24 << 26 | 1 << 25 | 0x0F,
+            1,
+        ),
+        (
+            Vtl0Call::access(arch, 0, Vtl0Access::Execute { gpa: secret }),
+            0x20 << 26 | 1 << 25 | 0x0F,
+            1,
+        ),
+    ];
+    for (call, syndrome, el) in cases {
+        hv.model.vtl0().push(call);
+        hvc(&mut hv, 3, [0; 18]);
+        let Some(Event::Intercept { message, .. }) = hv
+            .model
+            .trace()
+            .events()
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::Intercept { .. }))
+        else {
+            panic!("no intercept")
+        };
+        assert_eq!(
+            message.header.message_type,
+            hvdef::HvMessageType::GPA_INTERCEPT
+        );
+        let (m, _) =
+            HvArm64MemoryInterceptMessage::read_from_prefix(message.payload_bytes()).unwrap();
+        assert_eq!(m.syndrome, syndrome, "{m:?}");
+        assert_eq!(m.header.execution_state.cpl(), el);
+        assert_eq!((m.header.cpsr >> 2) & 3, u64::from(el));
+        // The paravisor's answer: an exception for VTL0, so the next call runs.
+        fast_set(&mut hv, vtl0(), HvRegisterName::PENDING_EVENT0, UNDEF_EVENT);
+    }
+    assert!(hv.mem.slice(secret, 16).iter().all(|&b| b == 0));
+}

@@ -331,3 +331,77 @@ fn a_lower_vtls_overlay_over_vtl2_memory_leaves_it_alone() {
     assert_eq!(out.status(), HvStatus::SUCCESS);
     assert_eq!(hv.mem.slice(OPEN, 16), &[0; 16], "zeroed overlay");
 }
+
+/// Read-only for the lower VTLs: loads work, stores and instruction fetches are intercepted.
+#[test]
+fn read_only_pages_allow_loads_only() {
+    let mut hv = protected();
+    let out = protect(
+        &mut hv,
+        HvMapGpaFlags::new().with_readable(true),
+        &[OPEN >> 12],
+    );
+    assert_eq!(out.status(), HvStatus::SUCCESS);
+    hv.mem.write(OPEN, b"readable").unwrap();
+    let arch = crate::qemu::Arch::X86_64;
+    hv.model.vtl0().push(Vtl0Call::access(
+        arch,
+        VTL0_RIP,
+        Vtl0Access::Read { gpa: OPEN, len: 8 },
+    ));
+    hv.model.vtl0().push(Vtl0Call::access(
+        arch,
+        0,
+        Vtl0Access::Execute { gpa: OPEN + 0x10 },
+    ));
+    vtl_return(&mut hv);
+    let m = memory_intercept(&intercept(&hv));
+    assert_eq!(
+        (m.guest_physical_address, m.header.intercept_access_type),
+        (OPEN + 0x10, HvInterceptAccessType::EXECUTE)
+    );
+    assert_eq!(hv.model.vtl0().results()[0].output, b"readable");
+}
+
+/// OpenVMM decodes the target VTL before anything else: reserved bits or a VTL above 2 are
+/// INVALID_PARAMETER even where the caller would be refused; a lower VTL's call is
+/// ACCESS_DENIED (only VTL2 protects, OpenVMM virt_whp).
+#[test]
+fn the_target_vtl_is_checked_first_and_only_vtl2_may_protect() {
+    let mut hv = Hv::x64();
+    hv.boot_x64();
+    for target in [
+        HvInputVtl::from_bits(0x20),
+        HvInputVtl::new()
+            .with_target_vtl(3)
+            .with_use_target_vtl(true),
+    ] {
+        let out = hv.call(
+            rep(HypercallCode::MODIFY_VTL_PROTECTION_MASK, 1),
+            &protect_input(HvMapGpaFlags::NO_ACCESS, target, &[SECRET >> 12]),
+        );
+        assert_eq!(out.status(), HvStatus::INVALID_PARAMETER, "{target:?}");
+    }
+    let mut hv = protected();
+    let unprotect = protect_input(
+        HvMapGpaFlags::ALL_ACCESS,
+        HvInputVtl::CURRENT,
+        &[SECRET >> 12],
+    );
+    hv.model.vtl0().push(
+        Vtl0Call::x64(
+            VTL0_RIP,
+            rep(HypercallCode::MODIFY_VTL_PROTECTION_MASK, 1),
+            OPEN,
+            0,
+        )
+        .with_memory(OPEN, &unprotect),
+    );
+    let effects = vtl_return(&mut hv);
+    assert!(effects.finished, "served by the hypervisor");
+    assert_eq!(
+        hv.model.vtl0().results()[0].status(),
+        HvStatus::ACCESS_DENIED
+    );
+    assert_eq!(hv.model.lower_vtl_access(SECRET), HvMapGpaFlags::NO_ACCESS);
+}
