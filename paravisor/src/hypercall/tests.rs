@@ -570,6 +570,7 @@ fn get_faults(faults: impl IntoIterator<Item = (u32, FaultAction)>) -> Vec<Injec
             code: HypercallCode::GET_VP_REGISTERS,
             nth,
             action,
+            filter: Default::default(),
         })
         .collect()
 }
@@ -666,7 +667,12 @@ fn faults_of(
 ) -> Vec<InjectedFault> {
     faults
         .into_iter()
-        .map(|(nth, action)| InjectedFault { code, nth, action })
+        .map(|(nth, action)| InjectedFault {
+            code,
+            nth,
+            action,
+            filter: Default::default(),
+        })
         .collect()
 }
 

@@ -417,6 +417,7 @@ fn intercept_installation_follows_openhcl_and_survives_a_refusal() {
                 code: HypercallCode::INSTALL_INTERCEPT,
                 nth,
                 action: FaultAction::Status(hvdef::HvError::INVALID_PARAMETER),
+                filter: Default::default(),
             });
         }
         let l = layout(arch);
@@ -460,6 +461,7 @@ fn a_relayed_call_that_times_out() {
                 } else {
                     FaultAction::Timeout { reps: 0 }
                 },
+                filter: Default::default(),
             });
             let mut posted = call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
                 .with_memory(l.input, &message);
@@ -578,6 +580,7 @@ fn a_timed_out_xmm_fast_relay_keeps_vtl0_s_control_word() {
         code: HypercallCode::RETARGET_DEVICE_INTERRUPT,
         nth: 2,
         action: FaultAction::ReturnedTimeout { reps: 0 },
+        filter: Default::default(),
     });
     let mut report = e2e::run_vtl0(scenario, vec![c]);
     let results = results(&mut report);
