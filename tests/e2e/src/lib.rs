@@ -165,8 +165,9 @@ pub fn owned_device_scenario(mut scenario: mockhv::model::Scenario) -> mockhv::m
     scenario
 }
 
-/// [`run_vtl0`] with this firmware command line.
-pub fn run_vtl0_with(
+/// Boots the release image of `scenario.arch` under the mock with `vtl0` scripted and the
+/// suites' relay table, and returns however the run ended (the caller judges it).
+pub fn session(
     scenario: mockhv::model::Scenario,
     vtl0: Vec<Vtl0Call>,
     append: &str,
@@ -176,7 +177,25 @@ pub fn run_vtl0_with(
     config.timeout = std::time::Duration::from_secs(90);
     config.vtl0 = vtl0;
     config.append = Some(append.to_string());
-    let report = mockhv::session::run(config).expect("the mock session runs");
+    mockhv::session::run(config).expect("the mock session runs")
+}
+
+/// VTL0's instruction pointer as a VP register name: what the paravisor sets to complete a
+/// call.
+pub fn ip_register(arch: Arch) -> HvRegisterName {
+    match arch {
+        Arch::X86_64 => hvdef::x86_64::reg::RIP,
+        Arch::Aarch64 => hvdef::aarch64::reg::PC,
+    }
+}
+
+/// [`run_vtl0`] with this firmware command line.
+pub fn run_vtl0_with(
+    scenario: mockhv::model::Scenario,
+    vtl0: Vec<Vtl0Call>,
+    append: &str,
+) -> mockhv::session::Report {
+    let report = session(scenario, vtl0, append);
     assert!(
         report.succeeded(),
         "{}\nconsole:\n{}",

@@ -47,6 +47,9 @@ impl Sites {
 pub struct Image {
     pub arch: Arch,
     pub sites: Sites,
+    /// `pv_halt_site`, where a VP stops for good with interrupts masked (`hlt` / `wfi`), when
+    /// the image has one.
+    pub halt: Option<u64>,
     pub symbols: BTreeMap<String, u64>,
     exec: Vec<(u64, Vec<u8>)>,
 }
@@ -95,6 +98,7 @@ impl Image {
         Ok(Image {
             arch,
             sites,
+            halt: symbols.get("pv_halt_site").copied(),
             symbols,
             exec,
         })
