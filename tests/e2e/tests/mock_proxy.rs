@@ -698,8 +698,14 @@ fn a_refused_ip_advance_stops_that_vp_only() {
             !console.contains("PANIC"),
             "{arch:?}: no panic\n{console}"
         );
+        let name = match arch {
+            Arch::X86_64 => "RIP",
+            Arch::Aarch64 => "XPC",
+        };
         let line = format!(
-            "[vp0] ERROR VP 0: SetVpRegisters of VTL0's {ip:?} refused with HV_STATUS_ACCESS_DENIED"
+            "[vp0] ERROR VP 0: SetVpRegisters of VTL0's {name} ({:#x}) refused with \
+             HV_STATUS_ACCESS_DENIED",
+            ip.0
         );
         assert_eq!(
             console.lines().filter(|l| l.starts_with(&line)).count(),
