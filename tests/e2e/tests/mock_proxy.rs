@@ -748,3 +748,32 @@ fn a_refused_ip_advance_stops_that_vp_only() {
         );
     }
 }
+
+/// A call whose instruction ends exactly at the top of the address space completes with the IP
+/// wrapped to 0 (ip + len computed modulo 2^64, never saturated or refused): the hypervisor, not
+/// the paravisor, decides what executing from there means.
+#[test]
+fn an_ip_advance_at_the_top_of_the_address_space_wraps() {
+    for arch in Arch::ALL {
+        let l = layout(arch);
+        let (message, to_host) = relayed_message(RELAYED);
+        let control = code(HypercallCode::POST_MESSAGE);
+        let vtl0 = match arch {
+            // vmcall: 3 bytes.
+            Arch::X86_64 => Vtl0Call::x64(u64::MAX - 2, control, l.input, 0),
+            // hvc #0: 4 bytes.
+            Arch::Aarch64 => Vtl0Call::arm64(u64::MAX - 3, control, l.input, 0),
+        }
+        .with_memory(l.input, &message);
+        let mut report = e2e::run_vtl0(Scenario::for_arch(arch), vec![vtl0]);
+        let results = results(&mut report);
+        assert_eq!(results.len(), 1, "{arch:?}");
+        let r = &results[0];
+        assert_eq!(r.status(), HvStatus::SUCCESS, "{arch:?}");
+        assert!(r.reached_vtl2, "{arch:?}");
+        assert_eq!(r.ip_after, 0, "{arch:?}: the IP wrapped");
+        let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 1, "{arch:?}");
+        assert_eq!(posts[0].input, to_host, "{arch:?}");
+    }
+}
