@@ -21,8 +21,6 @@ mod x86_64;
 #[cfg(test)]
 mod tests;
 
-
-
 use hvdef::aarch64::HvArm64InitialVpContext;
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, Vtl};
@@ -31,7 +29,8 @@ pub use crate::qemu::Arch;
 pub use aarch64::{arm64_shared, ARM64_GPRS};
 pub use memory::{GuestMemory, MemoryError, TestMemory};
 pub use scenario::{
-    BudgetEnd, FaultAction, FaultFilter, HypercallIntercept, InjectedFault, Limits, Overlap, Scenario,
+    BudgetEnd, FaultAction, FaultFilter, HypercallIntercept, InjectedFault, Limits, Overlap,
+    Scenario,
 };
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
 pub use vtl::{Vtl0Call, Vtl0Result, Vtl0Script};
