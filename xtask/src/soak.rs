@@ -248,13 +248,12 @@ impl Generator<'_> {
             Arch::X86_64 => hvdef::x86_64::reg::RIP,
             Arch::Aarch64 => hvdef::aarch64::reg::XPC,
         };
+        // Mostly real names; some from the whole 32-bit name space.
         (0..n)
-            .map(|_| {
-                if self.rng.percent(10) {
-                    ip
-                } else {
-                    self.rng.pick(&NAMES)
-                }
+            .map(|_| match self.rng.below(10) {
+                0 => ip,
+                1 => HvRegisterName(self.rng.next() as u32),
+                _ => self.rng.pick(&NAMES),
             })
             .collect()
     }
@@ -596,15 +595,17 @@ impl Generator<'_> {
         } else {
             self.rng.below(0x1000)
         };
-        let start = if self.rng.percent(75) {
-            0
-        } else {
-            self.rng.below(4)
+        // Rep start up to 4095 (the 12-bit field), variable-header sizes up to the 10-bit
+        // field's maximum (1023 qwords, far past a page).
+        let start = match self.rng.below(8) {
+            0..=5 => 0,
+            6 => self.rng.below(4),
+            _ => self.rng.below(0x1000),
         };
-        let var = if self.rng.percent(75) {
-            0
-        } else {
-            self.rng.below(4)
+        let var = match self.rng.below(8) {
+            0..=5 => 0,
+            6 => self.rng.below(4),
+            _ => self.rng.below(0x400),
         };
         let mut bits = u64::from(code.0)
             | u64::from(self.rng.percent(50)) << 16
