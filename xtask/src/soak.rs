@@ -68,7 +68,12 @@ pub struct Options {
 
 /// Guest RAM with `--above-4g`: x86 q35 then has 2 GiB below 4 GiB and 1 GiB above it; arm64
 /// virt 1..5 GiB.
-const ABOVE_4G_MEMORY_MB: u32 = 3072;
+fn above_4g_memory_mb(arch: Arch) -> u32 {
+    match arch {
+        Arch::X86_64 => 3072,
+        Arch::Aarch64 => 4096,
+    }
+}
 
 /// Statuses VTL0 may see from a proxied call. The paravisor's own answers (`classify`,
 /// `validate`, `screen_input`, VTL0 memory access) use INVALID_HYPERCALL_CODE,
@@ -329,10 +334,14 @@ impl Generator<'_> {
     /// A GPA for `len` bytes of input: usually in scratch page `n`, sometimes at the very top of
     /// VTL0's RAM (with `--above-4g`, RAM above 4 GiB).
     fn input_at(&mut self, vp: u32, n: u64, len: u64) -> u64 {
-        if self.rng.percent(5) {
-            self.mem.map.top(len) - 0x100 * u64::from(vp)
-        } else {
-            self.scratch_at(vp, n, len)
+        const FOUR_G: u64 = 4 << 30;
+        match self.rng.below(20) {
+            0 => self.mem.map.top(len) - 0x100 * u64::from(vp),
+            // Just above 4 GiB, where there is RAM there (`--above-4g`).
+            1 if self.mem.ram_end() > FOUR_G + PAGE => {
+                FOUR_G + 0x100 * u64::from(vp) + 8 * self.rng.below(8)
+            }
+            _ => self.scratch_at(vp, n, len),
         }
     }
 
@@ -1311,7 +1320,7 @@ fn soak_arch(
     };
     let image = sym("__image_start")?..sym("__image_end")?;
     let memory_mb = if opts.above_4g {
-        ABOVE_4G_MEMORY_MB
+        above_4g_memory_mb(arch)
     } else {
         mockhv::qemu::DEFAULT_MEMORY_MB
     };
