@@ -542,7 +542,8 @@ impl Generator<'_> {
                 p
             }
             9 | 10 => {
-                let output = self.input_at(vp, 2, 8);
+                // Room for 16 bytes: the 8 after the output list must stay as they were.
+                let output = self.input_at(vp, 2, 16);
                 let input = if self.rng.percent(50) {
                     0
                 } else {
@@ -550,12 +551,15 @@ impl Generator<'_> {
                 };
                 let control = code(HypercallCode::EXT_QUERY_CAPABILITIES);
                 let mut p = self.planned(k, control, input, output, "QueryCapabilities");
-                let noise = self.rng.bytes(8);
-                p.call = p.call.with_memory(output, &noise).with_output(output, 8);
+                let noise = self.rng.bytes(16);
+                p.call = p.call.with_memory(output, &noise).with_output(output, 16);
                 // No extended call is relayed, so the capabilities VTL0 may use are none
-                // (docs/ARCHITECTURE.md): SUCCESS and 8 zero bytes. No input list.
+                // (docs/ARCHITECTURE.md): SUCCESS and 8 zero bytes, nothing past them. No input
+                // list.
+                let mut want = vec![0; 8];
+                want.extend(&noise[8..]);
                 p.expect = Expect {
-                    output: Some(vec![0; 8]),
+                    output: Some(want),
                     ..Expect::exactly(HvStatus::SUCCESS, Host::None)
                 }
                 .with_lists(&self.mem.map, &[(output, 8)]);
