@@ -10,15 +10,28 @@
 //!    or a #UD injected for VtlCall/VtlReturn (which then leaves it on the call);
 //! 4. every hypercall the paravisor made at VTL2 after a VP's boot used that VP's own input and
 //!    output pages (learnt from its boot VsmVpStatus read), never another VP's;
-//! 5. no call the paravisor made carried the nested bit (the scenario is not nested);
+//! 5. a call the paravisor made carried the nested bit exactly when the host is nested (every
+//!    other batch) and the call is one a nested host's L0 owns (PostMessage, SignalEvent);
 //! 6. a call whose input or output list, as VTL0 gave it, touches the paravisor's image
 //!    (`__image_start..__image_end`) never succeeded, and the paravisor never named a GPA in its
-//!    image to the host other than its own hypercall pages.
+//!    image to the host other than its own hypercall pages;
+//! 7. the oracle (`soak/oracle.rs`, written from the TLFS, the scenario, the relay configuration
+//!    and the ELF, never from the paravisor): for every well-formed and hostile call it
+//!    predicts, the status VTL0 gets (the whole result word), the bytes of its output range, and
+//!    the relays the host gets for it (none, or exactly one with this control word and these
+//!    input bytes); for random control words, the shape of any relay.
+//!
+//! VTL0's memory, for the generator and the oracle, is the mock machine's RAM
+//! (`Arch::ram_ranges`) inside what the boot page tables map (docs/ARCHITECTURE.md) minus the
+//! image; the firmware's own reservations in x86 low memory are accepted either way.
+//! `--above-4g` boots with RAM above 4 GiB and counts it as VTL0's (it reports ACCESS_DENIED
+//! violations until the boot page tables map that RAM).
 //!
 //! The host reflects every VTL0 hypercall to VTL2 (`Scenario::reflected_codes` = all codes):
 //! Hyper-V reflects only PostMessage / SignalEvent / RetargetDeviceInterrupt for ids it does not
 //! know, so this is the worst case the proxy's table must survive. The relay maps VTL0's
-//! connections 0..8 to the host's 0..8 and VTL0 owns device 0x30.
+//! connections 0..8 to the host's 0x100..0x108 and VTL0 owns device 0x30. The generator picks
+//! codes from the proxy's table (`TABLE`), which only widens what it tries; no check uses it.
 //!
 //! The calls come from a seeded SplitMix64 generator, one stream per arch, so a seed replays the
 //! same script (printed; `--seed` takes it back). The interleaving of VPs is QEMU's and is not
