@@ -58,11 +58,17 @@ pub const X86_64: Readable<'static> = Readable {
     reported: None,
 };
 
-/// aarch64: 1 GiB blocks 1-3 are Normal memory; block 0 is Device-nGnRnE (QEMU virt puts its
-/// UART, GIC and flash there).
+/// arm64's one device range: 1 GiB block 0, Device-nGnRnE (QEMU virt puts its UART, GIC and
+/// flash there).
+const AARCH64_DEVICE: [Range<u64>; 1] = [Range {
+    start: 0,
+    end: 1 << 30,
+}];
+
+/// aarch64: 1 GiB blocks 1-3 are Normal memory; block 0 is Device memory.
 pub const AARCH64: Readable<'static> = Readable {
     mapped: 1 << 30..crate::IDENTITY_MAPPED_END,
-    device: &[0..1 << 30],
+    device: &AARCH64_DEVICE,
     reported: None,
 };
 
@@ -169,7 +175,10 @@ mod tests {
             "a gap in the map"
         );
         // Device memory is named first even when a map lists it.
-        let bad = [0x1000..0x1_0000_0000];
+        let bad = [Range {
+            start: 0x1000,
+            end: 0x1_0000_0000,
+        }];
         assert_eq!(
             X86_64.with_reported(&bad).check(0xFEE0_0000, 4),
             Err(Refused::DeviceMemory)

@@ -294,9 +294,21 @@ mod tests {
             &image,
             false,
         );
-        assert_eq!(arm.certain, [G..4 * G]);
+        assert_eq!(
+            arm.certain,
+            vec![Range {
+                start: G,
+                end: 4 * G
+            }]
+        );
         let above = Vtl0Map::new(Arch::Aarch64, &Arch::Aarch64.ram_ranges(4096), &image, true);
-        assert_eq!(above.certain, [G..5 * G]);
+        assert_eq!(
+            above.certain,
+            vec![Range {
+                start: G,
+                end: 5 * G
+            }]
+        );
     }
 
     #[test]
