@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod fdt;
 pub mod igvm;
 pub mod loader;
+pub mod paging;
 
 #[cfg(target_os = "none")]
 pub mod arch;
@@ -20,6 +21,8 @@ pub mod console;
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod stacks;
+#[cfg(target_os = "none")]
+mod tables;
 
 /// The most virtual processors the image supports (stacks are reserved statically for each).
 pub const MAX_VPS: usize = 64;
@@ -190,23 +193,6 @@ unsafe extern "Rust" {
     fn __boot_firmware_main(info: &BootInfo) -> !;
     fn __boot_firmware_ap_main(vp_index: u32) -> !;
 }
-
-/// The end of the boot page tables' identity map (both arches map the low 4 GiB).
-pub const IDENTITY_MAPPED_END: u64 = 4 << 30;
-
-/// The guest-physical range the firmware may read or write as ordinary memory on a lower VTL's
-/// behalf: what the boot page tables identity-map as Normal, cacheable memory, minus page 0
-/// (a null pointer in Rust, whatever the hardware maps there). x86 0x1000..4 GiB (2 MiB pages);
-/// arm64 1..4 GiB (1 GiB blocks; block 0 is Device memory, where unaligned or exclusive
-/// accesses fault, so VTL0 RAM below 1 GiB on an arm64 layout is refused too).
-pub const MAPPED_MEMORY: core::ops::Range<u64> = if cfg!(target_arch = "aarch64") {
-    1 << 30..IDENTITY_MAPPED_END
-} else {
-    0x1000..IDENTITY_MAPPED_END
-};
-
-// Page 0 is never memory the firmware touches, and the range ends with the identity map.
-const _: () = assert!(MAPPED_MEMORY.start >= 0x1000 && MAPPED_MEMORY.end == IDENTITY_MAPPED_END);
 
 /// The memory the image occupies, BSS (stacks, per-VP state) included: the paravisor's own
 /// memory, which it never reads or writes on a lower VTL's behalf.

@@ -18,7 +18,8 @@ pub enum Refused {
     /// Overlaps memory the boot page tables map as Device memory, or a platform MMIO window:
     /// reads there have side effects (a UART's data register) or fault (unaligned accesses).
     DeviceMemory,
-    /// Not entirely inside what the boot page tables map as ordinary memory.
+    /// Not entirely inside what the static boot page tables map as ordinary memory (loader
+    /// data is read before the map is extended to RAM above 4 GiB).
     NotMapped,
     /// Not entirely inside one range of the loader's own memory map.
     NotReported,
@@ -48,13 +49,16 @@ pub struct Readable<'a> {
     pub reported: Option<&'a [Range<u64>]>,
 }
 
-/// x86_64: the identity map of the low 4 GiB (2 MiB write-back pages, page 0 included: QEMU's
+/// x86_64: the static identity map of the low 4 GiB (2 MiB write-back pages, page 0 included: QEMU's
 /// PVH ROM puts the memory map at 0x5a8; only address 0 is a null pointer) and the PC
 /// platform's MMIO windows inside it: the legacy VGA window and 0xFEC0_0000..4 GiB (I/O APIC,
 /// HPET, local APIC, boot flash).
 pub const X86_64: Readable<'static> = Readable {
-    mapped: 0..crate::IDENTITY_MAPPED_END,
-    device: &[0xA_0000..0xC_0000, 0xFEC0_0000..crate::IDENTITY_MAPPED_END],
+    mapped: 0..crate::paging::STATIC_MAP_END,
+    device: &[
+        0xA_0000..0xC_0000,
+        0xFEC0_0000..crate::paging::STATIC_MAP_END,
+    ],
     reported: None,
 };
 
@@ -67,7 +71,7 @@ const AARCH64_DEVICE: [Range<u64>; 1] = [Range {
 
 /// aarch64: 1 GiB blocks 1-3 are Normal memory; block 0 is Device memory.
 pub const AARCH64: Readable<'static> = Readable {
-    mapped: 1 << 30..crate::IDENTITY_MAPPED_END,
+    mapped: 1 << 30..crate::paging::STATIC_MAP_END,
     device: &AARCH64_DEVICE,
     reported: None,
 };

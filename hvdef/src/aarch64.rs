@@ -234,6 +234,23 @@ pub struct HvArm64HypercallInterceptMessage {
     pub x: [u64; 18],
 }
 
+/// Payload of an ARM64 memory intercept message (`GPA_INTERCEPT`, `UNMAPPED_GPA`; OpenVMM hvdef
+/// `HvArm64MemoryInterceptMessage`, 0x40 bytes). `syndrome` is the abort's ESR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvArm64MemoryInterceptMessage {
+    pub header: HvArm64InterceptMessageHeader,
+    pub cache_type: u32,
+    pub instruction_byte_count: u8,
+    pub memory_access_info: crate::HvMemoryAccessInfo,
+    pub reserved1: u16,
+    pub instruction_bytes: [u8; 4],
+    pub reserved2: u32,
+    pub guest_virtual_address: u64,
+    pub guest_physical_address: u64,
+    pub syndrome: u64,
+}
+
 const _: () = {
     assert!(size_of::<HvArm64InitialVpContext>() == 72);
     assert!(offset_of!(HvArm64InitialVpContext, pc) == 0);
@@ -253,6 +270,14 @@ const _: () = {
     assert!(offset_of!(HvArm64InterceptMessageHeader, execution_state) == 6);
     assert!(offset_of!(HvArm64InterceptMessageHeader, pc) == 8);
     assert!(offset_of!(HvArm64InterceptMessageHeader, cpsr) == 0x10);
+
+    assert!(size_of::<HvArm64MemoryInterceptMessage>() == 0x40);
+    assert!(offset_of!(HvArm64MemoryInterceptMessage, cache_type) == 0x18);
+    assert!(offset_of!(HvArm64MemoryInterceptMessage, memory_access_info) == 0x1D);
+    assert!(offset_of!(HvArm64MemoryInterceptMessage, instruction_bytes) == 0x20);
+    assert!(offset_of!(HvArm64MemoryInterceptMessage, guest_virtual_address) == 0x28);
+    assert!(offset_of!(HvArm64MemoryInterceptMessage, guest_physical_address) == 0x30);
+    assert!(offset_of!(HvArm64MemoryInterceptMessage, syndrome) == 0x38);
 
     assert!(size_of::<HvArm64HypercallInterceptMessage>() == 0xB0);
     assert!(offset_of!(HvArm64HypercallInterceptMessage, immediate) == 0x18);

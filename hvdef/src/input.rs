@@ -137,6 +137,21 @@ open_enum! {
     }
 }
 
+/// `HV_MEMORY_ACCESS_INFO` of a memory intercept message (OpenVMM hvdef `HvX64MemoryAccessInfo`
+/// / `HvArm64MemoryAccessInfo`; the first three bits agree on both ISAs).
+#[bitfield(u8)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvMemoryAccessInfo {
+    /// `guest_virtual_address` holds the address the access used.
+    pub gva_valid: bool,
+    /// The hypervisor translated the GVA and holds the TLB lock for the exit.
+    pub gva_gpa_valid: bool,
+    /// The access is the hypervisor's own, writing a hypercall's output.
+    pub hypercall_output_pending: bool,
+    #[bits(5)]
+    __: u8,
+}
+
 /// Input of HvCallInstallIntercept (0x004D).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]

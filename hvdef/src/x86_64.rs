@@ -423,6 +423,24 @@ impl HvX64InterceptMessageHeader {
     }
 }
 
+/// Payload of an x64 memory intercept message (`GPA_INTERCEPT`, `UNMAPPED_GPA`; OpenVMM hvdef
+/// `HvX64MemoryInterceptMessage`, 0x50 bytes): the access that a higher VTL's protection (or a
+/// missing mapping) stopped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvX64MemoryInterceptMessage {
+    pub header: HvX64InterceptMessageHeader,
+    /// `HV_CACHE_TYPE` of the page (6 write-back).
+    pub cache_type: u32,
+    pub instruction_byte_count: u8,
+    pub memory_access_info: crate::HvMemoryAccessInfo,
+    pub tpr_priority: u8,
+    pub reserved: u8,
+    pub guest_virtual_address: u64,
+    pub guest_physical_address: u64,
+    pub instruction_bytes: [u8; 16],
+}
+
 /// Payload of an x64 `HYPERCALL_INTERCEPT` message (NON-TLFS layout, from OpenVMM). RCX is the
 /// control word, RDX/R8 the GPAs or fast input; the caller's 32-bit convention uses the others.
 #[repr(C)]
@@ -475,6 +493,14 @@ const _: () = {
     assert!(offset_of!(HvX64InterceptMessageHeader, cs_segment) == 8);
     assert!(offset_of!(HvX64InterceptMessageHeader, rip) == 0x18);
     assert!(offset_of!(HvX64InterceptMessageHeader, rflags) == 0x20);
+
+    assert!(size_of::<HvX64MemoryInterceptMessage>() == 0x50);
+    assert!(offset_of!(HvX64MemoryInterceptMessage, cache_type) == 0x28);
+    assert!(offset_of!(HvX64MemoryInterceptMessage, instruction_byte_count) == 0x2C);
+    assert!(offset_of!(HvX64MemoryInterceptMessage, memory_access_info) == 0x2D);
+    assert!(offset_of!(HvX64MemoryInterceptMessage, guest_virtual_address) == 0x30);
+    assert!(offset_of!(HvX64MemoryInterceptMessage, guest_physical_address) == 0x38);
+    assert!(offset_of!(HvX64MemoryInterceptMessage, instruction_bytes) == 0x40);
 
     assert!(size_of::<HvX64HypercallInterceptMessage>() == 0xD0);
     assert!(offset_of!(HvX64HypercallInterceptMessage, rax) == 0x28);

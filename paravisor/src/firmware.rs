@@ -78,7 +78,8 @@ pub fn start(info: &BootInfo) -> ! {
     match options.test_failure {
         Some(TestFailure::Panic) => panic!("pv.test=panic asked for a panic"),
         Some(TestFailure::Fault) => {
-            // Far outside the identity map on both arches, so the load faults.
+            // Outside the static identity map (the low 4 GiB; RAM above is mapped later, in
+            // bring_up), so the load faults on both arches whatever the RAM size.
             let unmapped = 0x10_0000_0000usize as *const u64;
             // SAFETY: deliberately faults; the exception handler ends the run.
             let _ = unsafe { core::ptr::read_volatile(unmapped) };
@@ -141,6 +142,13 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         vsm.status.enabled_vtl_set(),
         vsm.capabilities.intercept_page_available()
     );
+    // Before the other VPs start: they run on the same tables.
+    let ram = arch::map_ram(info.ram());
+    log::info!(
+        "identity map: RAM below {:#x} is mappable (address width), {} table page(s) added",
+        ram.limit,
+        ram.tables_used
+    );
     start_aps(vp_count);
     let all = u64::MAX >> (64 - vp_count);
     let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::TICKS_PER_SECOND;
@@ -163,7 +171,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         log::info!("benchmark: {bench_hypercalls} hypercalls issued");
         exit(ExitCode::Success)
     }
-    start_proxy(info, options, privileges, &vsm);
+    start_proxy(ram, options, privileges, &vsm);
     runloop::run()
 }
 
@@ -190,7 +198,7 @@ const PROXY_INTERCEPTS: [(HvInterceptType, &str); 2] = [
 /// Asks for the VTL0 hypercalls the proxy relays, fixes what every VP's run loop needs, and
 /// lets the other VPs into theirs.
 fn start_proxy(
-    info: &BootInfo,
+    ram: &boot::paging::MappedRam,
     options: &Options,
     privileges: HvPartitionPrivilegeMask,
     vsm: &vsm::VsmPartition,
@@ -238,6 +246,7 @@ fn start_proxy(
         ))
     });
     log::info!("VsmPartitionConfig {config:#x}");
+    protect_vtl2_memory(&mut hv);
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -248,22 +257,17 @@ fn start_proxy(
         0
     };
     drop(hv);
-    let mapped = boot::MAPPED_MEMORY;
-    let vtl0 = Vtl0Memory::within(info.ram(), boot::image_range(), mapped.clone());
+    let vtl0 = Vtl0Memory::new(ram.mapped(), boot::image_range());
     for range in vtl0.ranges() {
         log::info!("VTL0 memory {:#x}..{:#x}", range.start, range.end);
     }
-    for r in info.ram() {
-        let below = r.start..r.end.min(mapped.start);
-        let above = r.start.max(mapped.end)..r.end;
-        for part in [below, above].into_iter().filter(|p| p.start < p.end) {
-            log::warn!(
-                "RAM {:#x}..{:#x} is not mapped by the paravisor: VTL0 buffers there are refused \
-                 (ACCESS_DENIED)",
-                part.start,
-                part.end
-            );
-        }
+    for (part, why) in ram.unmapped() {
+        log::warn!(
+            "RAM {:#x}..{:#x} is not mapped by the paravisor ({why}): VTL0 buffers there are \
+             refused (ACCESS_DENIED)",
+            part.start,
+            part.end
+        );
     }
     log::info!("host extended capabilities {host_ext_mask:#x}; proxying VTL0 hypercalls");
     for (vtl0_id, host_id) in options.relay.connections() {
@@ -278,6 +282,32 @@ fn start_proxy(
         relay: options.relay,
         privileges,
     });
+}
+
+/// Takes every page of the image (code, data, BSS: page tables, stacks, per-VP hypercall and
+/// assist pages, the IGVM parameter pages) from VTL0 before VTL0 first runs, as OpenHCL's
+/// `underhill_mem` `apply_vtl2_protections` does for its VTL2 ranges on a hypervisor-backed VM:
+/// no access, target VTL "current" (VTL2's protections on the lower VTLs). EnableVtlProtection
+/// is set just before. The paravisor has no other memory (no heap). Failing is fatal: VTL0
+/// must never run with VTL2's memory open to it.
+fn protect_vtl2_memory<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall<'_, A>) {
+    let image = boot::image_range();
+    let pages = image.start >> 12..image.end.div_ceil(4096);
+    let count = pages.end - pages.start;
+    hv.modify_vtl_protection_mask(hvdef::HvMapGpaFlags::NO_ACCESS, pages)
+        .unwrap_or_else(|(page, e)| {
+            fail(format_args!(
+                "protecting VTL2's memory {:#x}..{:#x} from VTL0 failed at GPA {:#x}: {e}",
+                image.start,
+                image.end,
+                page << 12
+            ))
+        });
+    log::info!(
+        "VTL2 memory {:#x}..{:#x} ({count} pages) protected from VTL0",
+        image.start,
+        image.end
+    );
 }
 
 /// VTL2's VsmPartitionConfig, after what OpenHCL writes for a hypervisor-backed VM

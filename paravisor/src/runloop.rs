@@ -111,12 +111,15 @@ fn vtl0_entry_registers() -> arch::Vtl0Registers {
 }
 
 fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
-    if message.header.message_type != HvMessageType::HYPERCALL_INTERCEPT {
-        log::warn!(
-            "ignoring intercept message {:?}",
-            message.header.message_type
-        );
-        return;
+    match message.header.message_type {
+        HvMessageType::HYPERCALL_INTERCEPT => {}
+        HvMessageType::GPA_INTERCEPT | HvMessageType::UNMAPPED_GPA => {
+            return refuse_memory_access(&arch::decode_memory_intercept(message));
+        }
+        other => {
+            log::warn!("ignoring intercept message {other:?}");
+            return;
+        }
     }
     let (ip, len, completion) = match arch::decode_intercept(message, config.xmm_fast_input) {
         Decoded::Hypercall(req) => match execute(config, &req) {
@@ -190,6 +193,32 @@ fn raise_undefined_instruction() {
         HvRegisterName::PENDING_EVENT0,
         arch::undefined_instruction_event(),
         "raising #UD in VTL0",
+    );
+}
+
+/// A VTL0 access the hypervisor stopped: VTL2's own pages (protected before VTL0 first ran), or
+/// anything else the hypervisor hands VTL2 as a GPA intercept. The paravisor emulates no memory
+/// and lends none: the access is not carried out, one line says what VTL0 tried, and VTL0 takes
+/// the fault the ISA has for memory that refuses the access (`arch::memory_fault_event`) on the
+/// faulting instruction, as any other exception the paravisor raises.
+fn refuse_memory_access(access: &proxy::MemoryAccess) {
+    let image = boot::image_range();
+    let whose = if image.contains(&access.gpa) {
+        "VTL2 memory"
+    } else {
+        "not VTL0's to access"
+    };
+    log::warn!(
+        "VP {}: VTL0 {} at GPA {:#x} refused ({whose}): VTL0 takes {}",
+        boot::cpu::index(),
+        access.kind(),
+        access.gpa,
+        arch::MEMORY_FAULT_NAME
+    );
+    set_vtl0_register(
+        HvRegisterName::PENDING_EVENT0,
+        arch::memory_fault_event(access),
+        "raising a memory fault in VTL0",
     );
 }
 
@@ -300,9 +329,10 @@ fn read_vtl0(vtl0: &Vtl0Memory, gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus
         return Err(HvStatus::ACCESS_DENIED);
     }
     for (i, b) in buf.iter_mut().enumerate() {
-        // SAFETY: inside VTL0's RAM (identity-mapped, below 4 GiB by construction of `vtl0`),
-        // never the paravisor's; VTL0 may change it concurrently, so bytes are copied
-        // volatile and validated only after the copy.
+        // SAFETY: inside VTL0's RAM, which `vtl0` holds only where boot's tables identity-map
+        // it as Normal memory (`boot::paging::MappedRam::mapped`), never the paravisor's; VTL0
+        // may change it concurrently, so bytes are copied volatile and validated only after the
+        // copy.
         *b = unsafe { core::ptr::read_volatile((gpa + i as u64) as *const u8) };
     }
     Ok(())

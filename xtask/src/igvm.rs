@@ -2,7 +2,7 @@
 //! initial VP context targets VTL2, and pretty-prints IGVM files for inspection.
 //!
 //! Boot contract (x86_64): the loader starts the BSP in 64-bit long mode at `_start64` with
-//! CR3 = `boot_pml4` (image-provided identity map of the first 4 GiB) and GDTR = `boot_gdt`
+//! CR3 = `boot_pml4` (the image's static identity map of the first 4 GiB) and GDTR = `boot_gdt`
 //! (null, 0x08 code64, 0x10 data). RSI = 0 and RDI is left at its architectural reset value 0:
 //! IGVM cannot carry RDI, and the entry treats `rdi == 0` as "started from IGVM" (a PVH
 //! start passes a non-zero start-info pointer there). RSP = 0: the entry sets its own stack.

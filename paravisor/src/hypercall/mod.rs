@@ -24,6 +24,10 @@ pub const SET_REGISTERS_PER_CALL: usize =
     (PAGE_SIZE - size_of::<HvInputGetVpRegisters>()) / size_of::<HvRegisterAssoc>();
 /// How often in a row a rep call that timed out without progress is re-issued before giving up.
 const MAX_STALLED_RETRIES: u32 = 16;
+/// Page numbers one HvCallModifyVtlProtectionMask carries: a page minus the 16-byte header, in
+/// 8-byte elements (510, OpenHCL's chunk too).
+pub const PROTECT_PAGES_PER_CALL: usize =
+    (PAGE_SIZE - size_of::<hvdef::HvInputModifyVtlProtectionMask>()) / 8;
 
 /// A hypercall input or output page.
 #[repr(C, align(4096))]
@@ -279,6 +283,41 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
                 rep.after(start, out)?;
             }
             done_total += n;
+        }
+        Ok(())
+    }
+
+    /// HvCallModifyVtlProtectionMask: the lower VTLs get `flags` on every page number in
+    /// `pages`, as protections of the calling VTL (target VTL "current", what OpenHCL passes).
+    /// One input page holds the header and [`PROTECT_PAGES_PER_CALL`] page numbers; each chunk
+    /// is issued until complete (see [`RepProgress`]). On failure, the page the host stopped at.
+    pub fn modify_vtl_protection_mask(
+        &mut self,
+        flags: hvdef::HvMapGpaFlags,
+        pages: core::ops::Range<u64>,
+    ) -> core::result::Result<(), (u64, Error)> {
+        let header = hvdef::HvInputModifyVtlProtectionMask {
+            partition_id: hvdef::HV_PARTITION_ID_SELF,
+            map_flags: flags,
+            target_vtl: HvInputVtl::CURRENT,
+            reserved: [0; 3],
+        };
+        let at = size_of::<hvdef::HvInputModifyVtlProtectionMask>();
+        let mut first = pages.start;
+        while first < pages.end {
+            let n = (pages.end - first).min(PROTECT_PAGES_PER_CALL as u64);
+            self.input.0[..at].copy_from_slice(header.as_bytes());
+            for (slot, page) in self.input.0[at..].chunks_exact_mut(8).zip(first..first + n) {
+                slot.copy_from_slice(&page.to_le_bytes());
+            }
+            let code = HypercallCode::MODIFY_VTL_PROTECTION_MASK;
+            let mut rep = RepProgress::new(code, n as u16);
+            while let Some(start) = rep.next_start() {
+                let out = self.issue(rep.control(start));
+                let stopped = first + u64::from(out.reps_completed().clamp(start, n as u16));
+                rep.after(start, out).map_err(|e| (stopped, e))?;
+            }
+            first += n;
         }
         Ok(())
     }

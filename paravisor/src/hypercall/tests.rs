@@ -1572,3 +1572,80 @@ fn a_simple_call_may_fill_exactly_one_page() {
         );
     });
 }
+
+/// VTL2's protection of its own pages: chunks of one input page (510 page numbers), every page
+/// sent once in order, a host TIMEOUT continued from reps completed; the model then denies the
+/// lower VTLs every page. A page the host refuses is named.
+#[test]
+fn protection_is_chunked_continued_and_names_the_refused_page() {
+    for arch in Arch::ALL {
+        let scenario = Scenario {
+            ram: std::iter::once(0..1 << 40).collect(),
+            faults: vec![InjectedFault {
+                code: HypercallCode::MODIFY_VTL_PROTECTION_MASK,
+                nth: 2,
+                action: FaultAction::ReturnedTimeout { reps: 100 },
+                filter: Default::default(),
+            }],
+            ..Scenario::for_arch(arch)
+        };
+        run(scenario, &NestedTable::for_host(false), |hv, env| {
+            let config =
+                hvdef::HvRegisterVsmPartitionConfig::new().with_enable_vtl_protection(true);
+            hv.set_vp_register(
+                VpTarget::SELF,
+                HvRegisterName::VSM_PARTITION_CONFIG,
+                config.into_bits().into(),
+            )
+            .unwrap();
+            let pages = 0x100..0x100 + 1100;
+            hv.modify_vtl_protection_mask(hvdef::HvMapGpaFlags::NO_ACCESS, pages.clone())
+                .unwrap();
+            let calls = env.calls_of(HypercallCode::MODIFY_VTL_PROTECTION_MASK);
+            let shape: Vec<(u16, u16)> = calls
+                .iter()
+                .map(|c| {
+                    let c = Control::from_bits(c.control);
+                    (c.rep_start(), c.rep_count())
+                })
+                .collect();
+            assert_eq!(shape, [(0, 510), (0, 510), (100, 510), (0, 80)], "{arch:?}");
+            // The pages each issue completed, from its rep start: every page once, in order.
+            let mut sent = Vec::new();
+            for c in &calls {
+                assert_eq!(c.input[..8], hvdef::HV_PARTITION_ID_SELF.to_le_bytes());
+                assert_eq!(c.input[8..16], [0; 8], "no access, target current");
+                let Outcome::Status(out) = c.outcome else {
+                    panic!("{c:?}")
+                };
+                let from = usize::from(Control::from_bits(c.control).rep_start());
+                let done = usize::from(out.reps_completed());
+                sent.extend(
+                    c.input[16 + from * 8..16 + done * 8]
+                        .chunks_exact(8)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+                );
+            }
+            assert_eq!(sent, pages.clone().collect::<Vec<_>>(), "{arch:?}");
+            let model = env.model.borrow();
+            for page in pages.clone() {
+                assert_eq!(
+                    model.lower_vtl_access(page << 12),
+                    hvdef::HvMapGpaFlags::NO_ACCESS,
+                    "{arch:?}: page {page:#x}"
+                );
+            }
+            assert_eq!(
+                model.lower_vtl_access(pages.end << 12),
+                hvdef::HvMapGpaFlags::ALL_ACCESS
+            );
+            drop(model);
+            let beyond = (1u64 << 40 >> 12) - 2..(1u64 << 40 >> 12) + 3;
+            assert_eq!(
+                hv.modify_vtl_protection_mask(hvdef::HvMapGpaFlags::NO_ACCESS, beyond.clone()),
+                Err((beyond.start + 2, Error::Hv(HvError::INVALID_PARAMETER))),
+                "{arch:?}: the first page without RAM"
+            );
+        });
+    }
+}

@@ -88,20 +88,14 @@ pub const VTL0_RANGES_MAX: usize = 16;
 
 impl Vtl0Memory {
     /// `ram` minus `vtl2` (ranges beyond VTL0_RANGES_MAX are dropped: less memory, never more).
+    /// The firmware passes the RAM its page tables map (`boot::paging::MappedRam::mapped`), so a
+    /// buffer VTL0 names elsewhere is refused, never touched.
     pub fn new(ram: &[Range<u64>], vtl2: Range<u64>) -> Vtl0Memory {
-        Vtl0Memory::within(ram, vtl2, 0..u64::MAX)
-    }
-
-    /// `ram` minus `vtl2`, and only what lies inside `mapped` (the memory the paravisor's page
-    /// tables reach as ordinary memory): a buffer VTL0 names elsewhere is refused, never
-    /// touched.
-    pub fn within(ram: &[Range<u64>], vtl2: Range<u64>, mapped: Range<u64>) -> Vtl0Memory {
         let mut out = Vtl0Memory {
             ranges: core::array::from_fn(|_| 0..0),
             count: 0,
         };
         let mut push = |r: Range<u64>| {
-            let r = r.start.max(mapped.start)..r.end.min(mapped.end);
             if r.start < r.end && out.count < VTL0_RANGES_MAX {
                 out.ranges[out.count] = r;
                 out.count += 1;
@@ -129,6 +123,26 @@ impl Vtl0Memory {
 
     pub fn ranges(&self) -> &[Range<u64>] {
         &self.ranges[..self.count]
+    }
+}
+
+/// A VTL0 memory access the hypervisor stopped (a GPA intercept), decoded from its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryAccess {
+    pub gpa: u64,
+    pub access: hvdef::HvInterceptAccessType,
+    /// From VTL0's user mode (x64 CPL > 0, arm64 EL0) rather than its kernel.
+    pub user: bool,
+}
+
+impl MemoryAccess {
+    /// "read", "write" or "execute", for the log line.
+    pub fn kind(&self) -> &'static str {
+        match self.access {
+            hvdef::HvInterceptAccessType::READ => "read",
+            hvdef::HvInterceptAccessType::WRITE => "write",
+            _ => "execute",
+        }
     }
 }
 
@@ -166,26 +180,77 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vtl0_memory_is_ram_minus_vtl2_inside_what_is_mapped() {
+    fn vtl0_memory_is_ram_minus_vtl2() {
         const G: u64 = 1 << 30;
-        let ram = [0..2 * G, 4 * G..8 * G];
-        let m = Vtl0Memory::within(&ram, 0x10_0000..0x20_0000, 0..4 * G);
-        assert_eq!(m.ranges(), &[0..0x10_0000, 0x20_0000..2 * G]);
-        assert!(
-            !m.contains(4 * G, 1),
-            "RAM above the mapped range is not VTL0's to name"
+        let ram = [0x1000..2 * G, 4 * G..8 * G];
+        let m = Vtl0Memory::new(&ram, 0x10_0000..0x20_0000);
+        assert_eq!(
+            m.ranges(),
+            &[0x1000..0x10_0000, 0x20_0000..2 * G, 4 * G..8 * G]
         );
+        assert!(m.contains(8 * G - 0x1000, 0x1000), "the last page of RAM");
+        assert!(!m.contains(8 * G - 0x1000, 0x1001), "past the end of RAM");
+        assert!(!m.contains(2 * G, 1), "the hole");
         assert!(!m.contains(0x10_0000, 1), "VTL2");
-        let arm = Vtl0Memory::within(
-            core::slice::from_ref(&(G..7 * G)),
-            0x4020_0000..0x4070_0000,
-            G..4 * G,
-        );
-        assert_eq!(arm.ranges(), &[G..0x4020_0000, 0x4070_0000..4 * G]);
+        assert!(!m.contains(0, 1), "page 0 when not passed");
         assert_eq!(
             Vtl0Memory::new(&ram, 0..0).ranges(),
             &ram,
-            "new() clips nothing but VTL2"
+            "nothing clipped but VTL2"
         );
+    }
+
+    /// Tables in memory for boot's builder: page `i` at address `(i + 1) << 12`.
+    struct HostTables(Vec<[u64; 512]>);
+
+    impl boot::paging::Tables for HostTables {
+        fn read(&self, table: u64, index: usize) -> u64 {
+            self.0[(table >> 12) as usize - 1][index]
+        }
+        fn write(&mut self, table: u64, index: usize, entry: u64) {
+            self.0[(table >> 12) as usize - 1][index] = entry;
+        }
+        fn alloc(&mut self) -> Option<u64> {
+            (self.0.len() < 3).then(|| {
+                self.0.push([0; 512]);
+                (self.0.len() as u64) << 12
+            })
+        }
+    }
+
+    #[test]
+    fn ram_the_tables_cannot_map_is_never_vtl0_memory() {
+        use boot::paging::{self, Format, Unmapped};
+        const G: u64 = 1 << 30;
+        // x86 without 1 GiB pages, a 36-bit address width and a pool of 2 pages (the root is
+        // the first): the PDPT for 0..512 GiB and one page directory fit, so 4..5 GiB is mapped,
+        // the rest of the pool's ranges is not, and 64..68 GiB are above the width.
+        let format = Format::X86_64 {
+            one_gib_pages: false,
+        };
+        let mut tables = HostTables(vec![[0; 512]]);
+        let ram = [0..2 * G, 4 * G..8 * G, 60 * G..68 * G];
+        let mapped = paging::map_ram(&ram, format, paging::limit(format, 36), &mut tables, 0x1000);
+        assert_eq!(
+            mapped.unmapped(),
+            [
+                (0..0x1000, Unmapped::PageZero),
+                (5 * G..8 * G, Unmapped::TableCapacity),
+                (60 * G..64 * G, Unmapped::TableCapacity),
+                (64 * G..68 * G, Unmapped::AboveAddressWidth),
+            ],
+            "the PDPT for 0..512 GiB takes the first pool page"
+        );
+        let m = Vtl0Memory::new(mapped.mapped(), 0x10_0000..0x20_0000);
+        assert_eq!(
+            m.ranges(),
+            [0x1000..0x10_0000, 0x20_0000..2 * G, 4 * G..5 * G]
+        );
+        for (range, why) in mapped.unmapped() {
+            assert!(!m.contains(range.start, 8), "{range:x?} ({why})");
+            assert!(!m.contains(range.end - 8, 8), "{range:x?} ({why})");
+        }
+        assert!(m.contains(5 * G - 0x1000, 0x1000), "the last mapped page");
+        assert!(!m.contains(5 * G - 0x1000, 0x1001), "one byte past it");
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::qemu::Arch;
 use anyhow::{bail, Context, Result};
-use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionKind};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionFlags, SectionKind};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -51,6 +51,10 @@ pub struct Image {
     /// the image has one.
     pub halt: Option<u64>,
     pub symbols: BTreeMap<String, u64>,
+    /// The pages the loadable segments occupy (lowest segment start rounded down to a page,
+    /// highest segment end, memory size so BSS included, rounded up): what the image owns once
+    /// loaded, read from the program headers, not from the image's own symbols.
+    pub extent: std::ops::Range<u64>,
     exec: Vec<(u64, Vec<u8>)>,
 }
 
@@ -95,13 +99,30 @@ impl Image {
             })
             .filter_map(|s| Some((s.address(), s.data().ok()?.to_vec())))
             .collect();
+        let page = 0xFFF;
+        let start = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !page;
+        let end = elf
+            .segments()
+            .map(|s| s.address() + s.size())
+            .max()
+            .unwrap_or(0);
+        let extent = start..(end + page) & !page;
         Ok(Image {
             arch,
             sites,
             halt: symbols.get("pv_halt_site").copied(),
             symbols,
+            extent,
             exec,
         })
+    }
+
+    /// The address of the first symbol whose (possibly mangled) name contains `part`.
+    pub fn symbol_containing(&self, part: &str) -> Option<u64> {
+        self.symbols
+            .iter()
+            .find(|(name, _)| name.contains(part))
+            .map(|(_, &addr)| addr)
     }
 
     /// Every hypervisor-facing instruction outside the exported sites, as "what at where".

@@ -131,7 +131,9 @@ impl Report {
                 Event::Wrmsr { .. } => wrmsr += 1,
                 Event::Smccc { .. } => smccc += 1,
                 Event::Intercept { .. } | Event::LowerVtlCall { .. } => intercepts += 1,
-                Event::PendingInterrupt { .. } | Event::PartitionReset { .. } => {}
+                Event::PendingInterrupt { .. }
+                | Event::PartitionReset { .. }
+                | Event::Vtl0Access { .. } => {}
                 Event::Hypercall(h) => {
                     let entry = calls.entry(format!("{:?}", h.code)).or_default();
                     entry.0 += 1;
@@ -313,7 +315,11 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         gdb,
         ram: image.arch.ram_ranges(config.memory_mb),
         model: {
-            let mut model = Model::new(config.scenario.clone());
+            let mut scenario = config.scenario.clone();
+            if scenario.ram.is_empty() {
+                scenario.ram = image.arch.ram_ranges(config.memory_mb);
+            }
+            let mut model = Model::new(scenario);
             for call in config.vtl0 {
                 model.vtl0().push(call);
             }

@@ -5,8 +5,9 @@
 core::arch::global_asm!(
     r#"
     .section .data.pagetables, "aw"
-    /* Level-1 table for a 4 GiB space (T0SZ = 32): 1 GiB blocks. Block 0 (devices, UART) is
-       Device-nGnRnE and never executable; blocks 1-3 (RAM) are Normal write-back. */
+    /* Level-1 table (the root: T0SZ = 25, a 512 GiB space): 1 GiB blocks. Block 0 (devices,
+       UART) is Device-nGnRnE and never executable; blocks 1-3 (RAM) are Normal write-back.
+       Entries 4-511 start invalid; boot::paging fills them for the reported RAM only. */
     .balign 4096
     .global boot_l1
 boot_l1:
@@ -83,8 +84,15 @@ boot_el2_vectors:
 boot_mmu_on:
     ldr x1, =0xff00              /* attr0 Device-nGnRnE, attr1 Normal WB */
     msr mair_el1, x1
-    /* T0SZ 32, inner/outer WB WA, inner shareable, 4K granule, no TTBR1 walks, 36-bit PA */
-    ldr x1, =(32 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | (1 << 32))
+    /* T0SZ 25 (the walk starts at level 1, boot_l1), inner/outer WB WA, inner shareable, 4K
+       granule, no TTBR1 walks; IPS = PARange, at most 48 bits (0b101: 52 needs FEAT_LPA2). */
+    ldr x1, =(25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23))
+    mrs x2, id_aa64mmfr0_el1
+    and x2, x2, #0xf
+    mov x3, #5
+    cmp x2, x3
+    csel x2, x2, x3, ls
+    orr x1, x1, x2, lsl #32
     msr tcr_el1, x1
     adrp x1, boot_l1
     msr ttbr0_el1, x1

@@ -78,6 +78,38 @@ pub fn ap_entry() -> u64 {
     boot_ap_start as *const () as u64
 }
 
+/// Extends the identity map to the reported RAM above 4 GiB (see [`crate::paging`]) with 1 GiB
+/// blocks in `boot_l1` (and level-2/3 tables for the edges), up to `pa_bits` (from
+/// ID_AA64MMFR0_EL1.PARange) and the 39 bits T0SZ 25 translates. Call on the boot VP before
+/// starting the others (their context carries the same TTBR0/TCR, and `boot_mmu_on` programs
+/// them again); the first call's result is kept.
+pub fn map_ram(ram: &[core::ops::Range<u64>], pa_bits: u32) -> &'static crate::paging::MappedRam {
+    unsafe extern "C" {
+        static boot_l1: [u64; 512];
+    }
+    crate::tables::map_ram(
+        ram,
+        crate::paging::Format::Aarch64,
+        pa_bits,
+        (&raw const boot_l1) as u64,
+        flush_tlb,
+    )
+}
+
+/// Makes the table writes visible to the walker and drops this CPU's cached translations.
+fn flush_tlb() {
+    // SAFETY: barriers and a local TLB invalidation; no memory or register effects beyond them.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalle1",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 /// A monotonic tick count (the virtual counter), for coarse timeouts.
 pub fn now_ticks() -> u64 {
     aarch64_cpu::registers::CNTVCT_EL0.get()

@@ -15,7 +15,9 @@ core::arch::global_asm!(
 
     .section .data.pagetables, "aw"
     /* Identity map of the first 4 GiB with 2 MiB pages, built by the assembler so that the
-       loader's page data already contains it (an IGVM VP context points CR3 here). */
+       loader's page data already contains it (an IGVM VP context points CR3 here). Once the
+       memory map is known, boot::paging adds the RAM above 4 GiB: boot_pdpt entries 4-511,
+       further PML4 entries, tables from a pool in BSS. */
     .balign 4096
     .global boot_pml4
 boot_pml4:

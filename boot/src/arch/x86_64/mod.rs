@@ -131,6 +131,41 @@ pub fn ap_entry() -> u64 {
     boot_ap_start64 as *const () as u64
 }
 
+/// Extends the identity map to the reported RAM above 4 GiB (see [`crate::paging`]) with 1 GiB
+/// pages when `one_gib_pages` (CPUID 0x80000001 EDX bit 26), else 2 MiB pages, up to `pa_bits`
+/// (CPUID 0x80000008 EAX bits 7:0); the caller reads CPUID, which is the hypervisor's (the
+/// firmware has the one CPUID site). Call on the boot VP before starting the others (they load
+/// the same CR3); the first call's result is kept.
+pub fn map_ram(
+    ram: &[core::ops::Range<u64>],
+    pa_bits: u32,
+    one_gib_pages: bool,
+) -> &'static crate::paging::MappedRam {
+    unsafe extern "C" {
+        static boot_pml4: [u64; 512];
+    }
+    crate::tables::map_ram(
+        ram,
+        crate::paging::Format::X86_64 { one_gib_pages },
+        pa_bits,
+        (&raw const boot_pml4) as u64,
+        reload_cr3,
+    )
+}
+
+/// Flushes this CPU's TLB (no global pages are used, so a CR3 reload drops every translation).
+fn reload_cr3() {
+    // SAFETY: writes CR3 with its own value: the same tables, only cached translations go.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, cr3",
+            "mov cr3, {0}",
+            out(reg) _,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
 /// A monotonic tick count (the TSC), for coarse timeouts.
 pub fn now_ticks() -> u64 {
     // SAFETY: rdtsc has no side effects.

@@ -124,6 +124,13 @@ pub fn detect() -> core::result::Result<(), NoHyperV> {
     hv::check_uid([out[0] as u32, out[1] as u32, out[2] as u32, out[3] as u32])
 }
 
+/// Identity-maps the reported RAM (boot's tables; see `boot::paging`) up to the physical
+/// address width ID_AA64MMFR0_EL1.PARange gives.
+pub fn map_ram(ram: &[core::ops::Range<u64>]) -> &'static boot::paging::MappedRam {
+    use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1};
+    boot::arch::map_ram(ram, boot::paging::aarch64_pa_bits(ID_AA64MMFR0_EL1.get()))
+}
+
 /// Where [`nested_host`] looks, for the boot log.
 pub const NESTED_INDICATOR: &str = "HvRegisterFeaturesInfo bit 4";
 
@@ -295,6 +302,54 @@ pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {
         .with_event_type(hvdef::aarch64::HvArm64PendingEventType::EXCEPTION)
         .with_syndrome(ESR_EC_UNKNOWN << ESR_EC_SHIFT | ESR_IL);
     hvdef::HvRegisterValue::from(event.into_bits())
+}
+
+/// What VTL0 takes for an access the hypervisor stopped at a page VTL2 keeps (a GPA intercept):
+/// a synchronous external abort, what the Arm ARM reports for an access the memory system
+/// refuses.
+pub const MEMORY_FAULT_NAME: &str = "a synchronous external abort";
+
+/// The abort's `HvRegisterPendingEvent0`: ESR_EL1 with EC 0x25 data abort / 0x21 instruction
+/// abort taken without a change in exception level (VTL0's kernel), 0x24 / 0x20 from EL0; IL;
+/// FnV (no fault address, so PendingEvent1 is not needed); WnR for a store; fault status 0x10,
+/// synchronous external abort not on a table walk.
+pub fn memory_fault_event(access: &crate::proxy::MemoryAccess) -> hvdef::HvRegisterValue {
+    const ESR_EC_SHIFT: u32 = 26;
+    const ESR_IL: u64 = 1 << 25;
+    const ESR_FNV: u64 = 1 << 10;
+    const ESR_WNR: u64 = 1 << 6;
+    const FSC_SYNC_EXTERNAL: u64 = 0x10;
+    let execute = access.access == hvdef::HvInterceptAccessType::EXECUTE;
+    let class: u64 = match (execute, access.user) {
+        (true, false) => 0x21,
+        (true, true) => 0x20,
+        (false, false) => 0x25,
+        (false, true) => 0x24,
+    };
+    let wnr = if access.access == hvdef::HvInterceptAccessType::WRITE {
+        ESR_WNR
+    } else {
+        0
+    };
+    let event = hvdef::aarch64::HvArm64PendingExceptionEvent::new()
+        .with_event_pending(true)
+        .with_event_type(hvdef::aarch64::HvArm64PendingEventType::EXCEPTION)
+        .with_syndrome(class << ESR_EC_SHIFT | ESR_IL | ESR_FNV | wnr | FSC_SYNC_EXTERNAL);
+    hvdef::HvRegisterValue::from(event.into_bits())
+}
+
+/// Decodes an arm64 memory intercept message (GPA intercept, unmapped GPA).
+pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::MemoryAccess {
+    use zerocopy::FromBytes;
+    // The payload (240 bytes) always holds the 0x40-byte arm64 message.
+    let (msg, _) =
+        hvdef::aarch64::HvArm64MemoryInterceptMessage::read_from_prefix(message.payload_bytes())
+            .expect("the message payload is larger than the memory intercept message");
+    crate::proxy::MemoryAccess {
+        gpa: msg.guest_physical_address,
+        access: msg.header.intercept_access_type,
+        user: msg.header.execution_state.cpl() == 0,
+    }
 }
 
 /// Decodes the arm64 hypercall intercept message in `message`'s payload.

@@ -113,6 +113,29 @@ pub fn privileges() -> Result<HvPartitionPrivilegeMask> {
     Ok(HvPartitionPrivilegeMask::from_halves(low, high))
 }
 
+/// Architectural CPUID leaves for the identity map (read through the one CPUID site).
+const CPUID_EXT_MAX: u32 = 0x8000_0000;
+const CPUID_EXT_FEATURES: u32 = 0x8000_0001;
+const CPUID_EXT_ADDRESS_SIZES: u32 = 0x8000_0008;
+/// CPUID 0x80000001 EDX bit 26: 1 GiB pages.
+const PAGE_1GB: u32 = 1 << 26;
+/// The physical address width to assume without leaf 0x80000008 (Intel SDM: 36 bits).
+const DEFAULT_PA_BITS: u32 = 36;
+
+/// Identity-maps the reported RAM (boot's tables; see `boot::paging`) with 1 GiB pages if
+/// CPUID 0x80000001 EDX bit 26 offers them, up to the CPUID 0x80000008 EAX bits 7:0 address width.
+pub fn map_ram(ram: &[core::ops::Range<u64>]) -> &'static boot::paging::MappedRam {
+    let max = cpuid(CPUID_EXT_MAX, 0)[0];
+    let one_gib_pages =
+        max >= CPUID_EXT_FEATURES && cpuid(CPUID_EXT_FEATURES, 0)[3] & PAGE_1GB != 0;
+    let pa_bits = if max >= CPUID_EXT_ADDRESS_SIZES {
+        cpuid(CPUID_EXT_ADDRESS_SIZES, 0)[0] & 0xff
+    } else {
+        DEFAULT_PA_BITS
+    };
+    boot::arch::map_ram(ram, pa_bits, one_gib_pages)
+}
+
 /// Sets the guest OS id, then enables the hypercall page; the TLFS requires that order.
 pub fn enable_hypercalls(guest_os_id: u64) -> core::result::Result<(), &'static str> {
     wrmsr(HvX64Msr::HV_X64_MSR_GUEST_OS_ID, guest_os_id);
@@ -380,6 +403,36 @@ pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {
         .with_event_type(hvdef::x86_64::HvX64PendingEventType::EXCEPTION)
         .with_vector(UD_VECTOR);
     hvdef::HvRegisterValue::from(event.into_bits())
+}
+
+/// What VTL0 takes for an access the hypervisor stopped at a page VTL2 keeps (a GPA intercept):
+/// #GP with error code 0, the fault x86 raises for an access the platform refuses without a
+/// page-table cause (vector 13, error code pushed).
+pub const MEMORY_FAULT_NAME: &str = "#GP(0)";
+
+pub fn memory_fault_event(_access: &crate::proxy::MemoryAccess) -> hvdef::HvRegisterValue {
+    const GP_VECTOR: u16 = 13;
+    let event = hvdef::x86_64::HvX64PendingExceptionEvent::new()
+        .with_event_pending(true)
+        .with_event_type(hvdef::x86_64::HvX64PendingEventType::EXCEPTION)
+        .with_deliver_error_code(true)
+        .with_vector(GP_VECTOR)
+        .with_error_code(0);
+    hvdef::HvRegisterValue::from(event.into_bits())
+}
+
+/// Decodes an x64 memory intercept message (GPA intercept, unmapped GPA).
+pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::MemoryAccess {
+    use zerocopy::FromBytes;
+    // The payload (240 bytes) always holds the 0x50-byte x64 message.
+    let (msg, _) =
+        hvdef::x86_64::HvX64MemoryInterceptMessage::read_from_prefix(message.payload_bytes())
+            .expect("the message payload is larger than the memory intercept message");
+    crate::proxy::MemoryAccess {
+        gpa: msg.guest_physical_address,
+        access: msg.header.intercept_access_type,
+        user: msg.header.execution_state.cpl() != 0,
+    }
 }
 
 /// Decodes the x64 hypercall intercept message in `message`'s payload.

@@ -29,10 +29,11 @@ use hvdef::aarch64::HvArm64InputEnableVpVtl;
 use hvdef::x86_64::HvX64InputEnableVpVtl;
 use hvdef::{
     Control, HvError, HvExtendedCapabilities, HvInputGetVpRegisters, HvInputInstallIntercept,
-    HvInputPostMessage, HvInputRetargetDeviceInterrupt, HvInputSetVpRegisters, HvInputSignalEvent,
-    HvInterceptAccessMask, HvInterceptType, HvRegisterAssoc, HvRegisterName, HvRegisterValue,
-    HvResult, HvStatus, HypercallCode, HypercallOutput, Vtl, HV_EVENT_FLAGS_COUNT,
-    HV_MESSAGE_PAYLOAD_SIZE, HV_PAGE_SIZE, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+    HvInputModifyVtlProtectionMask, HvInputPostMessage, HvInputRetargetDeviceInterrupt,
+    HvInputSetVpRegisters, HvInputSignalEvent, HvInterceptAccessMask, HvInterceptAccessType,
+    HvInterceptType, HvRegisterAssoc, HvRegisterName, HvRegisterValue, HvResult, HvStatus,
+    HypercallCode, HypercallOutput, Vtl, HV_EVENT_FLAGS_COUNT, HV_MESSAGE_PAYLOAD_SIZE,
+    HV_PAGE_SIZE, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -70,6 +71,11 @@ pub(crate) struct Reply {
 enum Stop {
     Status(HvError, u16),
     Fault(Fault),
+    /// A lower VTL's parameter list lies on a page VTL2 protected: the call is not carried out
+    /// and VTL2 gets a memory intercept for this GPA and access (TLFS hypercall-interface.md
+    /// §"Alignment Requirements": a parameter page that is not accessible produces a memory
+    /// intercept message).
+    Protected(u64, HvInterceptAccessType),
 }
 
 impl From<HvError> for Stop {
@@ -140,10 +146,10 @@ impl Spec {
 
 pub(crate) struct Call<'a> {
     vp: u32,
-    vtl: Vtl,
-    start: u16,
-    end: u16,
-    mem: &'a mut dyn GuestMemory,
+    pub(crate) vtl: Vtl,
+    pub(crate) start: u16,
+    pub(crate) end: u16,
+    pub(crate) mem: &'a mut dyn GuestMemory,
     effects: &'a mut Effects,
     /// A nested host's L0 call made by VTL0 without the nested bit: it reached the L1
     /// hypervisor, for which this is the answer (an unknown connection). The handler validates
@@ -234,6 +240,16 @@ impl Model {
                     self.trace.push(Event::Hypercall(record));
                     return Err(fault);
                 }
+                Err(Stop::Protected(gpa, access)) => {
+                    record.outcome = Outcome::MemoryIntercept { gpa };
+                    self.trace.push(Event::Hypercall(record));
+                    effects.memory_intercept = Some((gpa, access));
+                    return Ok(Reply {
+                        output: HypercallOutput::new(),
+                        retry: None,
+                        effects,
+                    });
+                }
             };
         let output = HypercallOutput::new()
             .with_status(status)
@@ -310,7 +326,7 @@ impl Model {
         let mut params = if control.fast() {
             Params::fast(&req.fast, in_len, out_len)?
         } else {
-            self.memory_params(req, in_len, out_len, mem)?
+            self.memory_params(vtl, req, in_len, out_len, mem)?
         };
         record.input.clone_from(&params.input);
         let synic = matches!(
@@ -481,6 +497,12 @@ impl Model {
                 0,
                 Model::retarget_device_interrupt,
             ),
+            HypercallCode::MODIFY_VTL_PROTECTION_MASK => Spec::rep(
+                size_of::<HvInputModifyVtlProtectionMask>(),
+                size_of::<u64>(),
+                0,
+                Model::modify_vtl_protection_mask,
+            ),
             HypercallCode::EXT_QUERY_CAPABILITIES => Spec::simple(
                 0,
                 size_of::<HvExtendedCapabilities>(),
@@ -501,6 +523,7 @@ impl Model {
     /// answers INVALID_HYPERCALL_INPUT.
     fn memory_params(
         &self,
+        vtl: Vtl,
         req: &Request,
         in_len: usize,
         out_len: usize,
@@ -528,6 +551,15 @@ impl Model {
             && output.start < input.end;
         if let (true, Overlap::Status(err)) = (overlap, self.scenario.overlap) {
             return Err(err.into());
+        }
+        // A lower VTL's lists must be readable (input) and writable (output) for it.
+        for (gpa, len, access) in [
+            (req.input_gpa, in_len, HvInterceptAccessType::READ),
+            (req.output_gpa, out_len, HvInterceptAccessType::WRITE),
+        ] {
+            if let Some(at) = self.denied(vtl, gpa, len as u64, access) {
+                return Err(Stop::Protected(at, access));
+            }
         }
         // Both lists must be accessible before the call runs; reading the output range is how
         // the model asks whether it is there.
@@ -1037,14 +1069,14 @@ fn check_shape(control: Control, rep: bool, variable: bool) -> HvResult<()> {
     Ok(())
 }
 
-fn parse<T: FromBytes>(input: &[u8]) -> HvResult<T> {
+pub(crate) fn parse<T: FromBytes>(input: &[u8]) -> HvResult<T> {
     T::read_from_prefix(input)
         .map(|(value, _)| value)
         .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)
 }
 
 /// Rep element `index` of a list of `T`s.
-fn element<T: FromBytes>(list: &[u8], index: u16) -> HvResult<T> {
+pub(crate) fn element<T: FromBytes>(list: &[u8], index: u16) -> HvResult<T> {
     let size = size_of::<T>();
     let at = usize::from(index) * size;
     list.get(at..at + size)

@@ -11,6 +11,7 @@ mod features;
 mod hypercall;
 mod memory;
 mod partition;
+mod protection;
 mod registers;
 mod scenario;
 mod synic;
@@ -20,6 +21,8 @@ mod x86_64;
 
 #[cfg(test)]
 mod tests;
+
+use std::collections::BTreeMap;
 
 use hvdef::aarch64::HvArm64InitialVpContext;
 use hvdef::x86_64::HvX64InitialVpContext;
@@ -33,7 +36,7 @@ pub use scenario::{
     Scenario,
 };
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
-pub use vtl::{Vtl0Call, Vtl0Result, Vtl0Script};
+pub use vtl::{Vtl0Access, Vtl0Call, Vtl0Result, Vtl0Script};
 pub use x86_64::{
     VmcallKind, X64HypercallRegs, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS,
 };
@@ -106,6 +109,9 @@ pub struct Effects {
     /// instead of being completed: nothing is written back and the IP stays on the call, as
     /// OpenVMM's `reflect_to_vtl2` does (it returns `HvError::Timeout` for that reason).
     pub reflect: bool,
+    /// A lower VTL's call touched a page VTL2 protected (GPA, access): VTL2 gets a GPA
+    /// intercept instead of the call being carried out.
+    pub memory_intercept: Option<(u64, hvdef::HvInterceptAccessType)>,
 }
 
 impl Effects {
@@ -180,6 +186,7 @@ impl Model {
                 reference_tsc: 0,
                 time_ref: 0,
                 intercepts: Vec::new(),
+                protections: BTreeMap::new(),
             },
             vps,
             trace: Trace::default(),

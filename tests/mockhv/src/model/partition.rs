@@ -35,6 +35,9 @@ pub(crate) struct Partition {
     /// TimeRefCount, in 100 ns units; advances on every read so time visibly passes.
     pub time_ref: u64,
     pub intercepts: Vec<HvInputInstallIntercept>,
+    /// Page number -> the access VTL2 leaves the lower VTLs (HvCallModifyVtlProtectionMask);
+    /// pages not listed are fully accessible.
+    pub protections: BTreeMap<u64, hvdef::HvMapGpaFlags>,
 }
 
 /// One SynIC: registers plus the per-SINT queues of messages waiting for an empty slot.

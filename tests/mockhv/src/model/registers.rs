@@ -270,11 +270,15 @@ impl Model {
             }
             Reg::Siefp => {
                 let old = std::mem::replace(&mut synic.siefp, value64);
-                overlay_enabled(old, value64, mem);
+                if self.overlay_in_memory(vtl, value64) {
+                    overlay_enabled(old, value64, mem);
+                }
             }
             Reg::Simp => {
                 let old = std::mem::replace(&mut synic.simp, value64);
-                overlay_enabled(old, value64, mem);
+                if self.overlay_in_memory(vtl, value64) {
+                    overlay_enabled(old, value64, mem);
+                }
                 self.scan_sints(vp, vtl, mem, effects);
             }
             Reg::Eom => self.scan_sints(vp, vtl, mem, effects),
@@ -394,12 +398,19 @@ impl Model {
         if new.enable() && new.gpn() >= gpa_pages {
             return Err(HvError::INVALID_PARAMETER);
         }
-        if new.enable() && (!old.enable() || old.gpn() != new.gpn()) {
+        // Only the VTL the guest's code runs in executes its hypercall page here (the lower
+        // VTL is a script), and an overlay over a page VTL2 protected is the lower VTL's view
+        // only: neither is put in guest memory, nor breakpointed.
+        let in_memory = vtl == self.scenario.active_vtl
+            && self.overlay_in_memory(vtl, new.gpn() << HV_PAGE_SHIFT | 1);
+        if in_memory && new.enable() && (!old.enable() || old.gpn() != new.gpn()) {
             mem.write(new.gpn() << HV_PAGE_SHIFT, &hypercall_page_content())
                 .map_err(|_| HvError::INVALID_PARAMETER)?;
         }
         self.partition.vtls[vtl.get() as usize].hypercall = new.into_bits();
-        hypercall_page_change(old, new, effects);
+        if in_memory {
+            hypercall_page_change(old, new, effects);
+        }
         Ok(())
     }
 }
@@ -413,6 +424,20 @@ fn hypercall_page_change(old: HvX64HypercallMsr, new: HvX64HypercallMsr, effects
         });
     } else if old.enable() && !new.enable() {
         effects.hypercall_page = Some(HypercallPageChange::Disabled { gpa: gpa(old) });
+    }
+}
+
+impl Model {
+    /// Whether `vtl`'s overlay page (an `HvPageRegister` value) lives in guest memory. An
+    /// overlay is mapped over the GPA in that VTL's view only (TLFS vsm.md: overlay pages are
+    /// per VTL), so on Hyper-V a lower VTL's overlay never changes the memory under it, which a
+    /// higher VTL may own. The mock keeps no per-VTL views: a lower VTL's overlay over a page
+    /// VTL2 protected from it is kept nowhere (its content is neither written nor delivered
+    /// into), rather than written over VTL2's memory.
+    pub(crate) fn overlay_in_memory(&self, vtl: Vtl, page_register: u64) -> bool {
+        let gpa = HvPageRegister::from_bits(page_register).gpa_page_number() << HV_PAGE_SHIFT;
+        self.denied(vtl, gpa, HV_PAGE_SIZE, hvdef::HvInterceptAccessType::WRITE)
+            .is_none()
     }
 }
 

@@ -88,6 +88,10 @@ pub struct Scenario {
     pub page_crossing_status: HvError,
     /// What happens when a memory-based call's input and output lists overlap.
     pub overlap: Overlap,
+    /// The partition's RAM, for the calls that must tell RAM from anything else
+    /// (HvCallModifyVtlProtectionMask). Empty (the default): RAM is what guest memory can read,
+    /// as the QEMU glue's memory is exactly the machine's RAM.
+    pub ram: Vec<std::ops::Range<u64>>,
 }
 
 /// A memory-based call whose input and output lists share bytes. The TLFS says the lists "cannot
@@ -325,6 +329,7 @@ impl Default for Scenario {
             limits: Limits::default(),
             page_crossing_status: HvError::INVALID_ALIGNMENT,
             overlap: Overlap::Tolerated,
+            ram: Vec::new(),
         }
     }
 }

@@ -57,6 +57,9 @@ impl Model {
         mem: &mut dyn GuestMemory,
         effects: &mut Effects,
     ) {
+        if !self.overlay_in_memory(vtl, self.vp(vp).file(vtl).synic.simp) {
+            return;
+        }
         let synic = &mut self.vp_mut(vp).file_mut(vtl).synic;
         let simp = HvPageRegister::from_bits(synic.simp);
         if synic.queues[sint].is_empty()
@@ -65,6 +68,7 @@ impl Model {
         {
             return;
         }
+
         let slot = (simp.gpa_page_number() << HV_PAGE_SHIFT) + (sint * HV_MESSAGE_SIZE) as u64;
         let Ok(mut header) = read_obj::<HvMessageHeader>(mem, slot) else {
             return;

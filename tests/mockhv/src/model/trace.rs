@@ -1,6 +1,6 @@
 //! The record of everything the paravisor asked of the hypervisor, in order, for tests to query.
 
-use hvdef::{HvMessage, HvStatus, HypercallCode, HypercallOutput, Vtl};
+use hvdef::{HvInterceptAccessType, HvMessage, HvStatus, HypercallCode, HypercallOutput, Vtl};
 
 use super::Fault;
 
@@ -27,6 +27,11 @@ pub enum Outcome {
     },
     /// A lower VTL's call the hypervisor handed to VTL2 as an intercept instead of completing.
     Reflected,
+    /// A lower VTL's call whose parameter list lies on a page VTL2 protected: not carried out;
+    /// VTL2 gets a GPA intercept for `gpa`.
+    MemoryIntercept {
+        gpa: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +115,14 @@ pub enum Event {
         vp: u32,
         /// The calling VTL.
         vtl: Vtl,
+    },
+    /// A scripted lower-VTL load, store or instruction fetch (`Vtl0Call::access`): whether it
+    /// was carried out, or stopped by VTL2's protection of the page.
+    Vtl0Access {
+        vp: u32,
+        gpa: u64,
+        access: HvInterceptAccessType,
+        allowed: bool,
     },
     /// A scripted lower-VTL hypercall handed to the paravisor.
     Intercept {

@@ -44,6 +44,32 @@ pub struct Vtl0Call {
     /// Instead of a hypercall, VTL0 hits an unrecoverable exception (an x64 triple fault) at
     /// the IP: see [`Vtl0Call::unrecoverable_exception`].
     pub unrecoverable: bool,
+    /// Instead of a hypercall, VTL0 accesses memory at the IP: see [`Vtl0Call::access`].
+    pub access: Option<Vtl0Access>,
+}
+
+/// A lower-VTL memory access, as a scripted VTL0 kernel (identity-mapped, so the address it uses
+/// is the GPA) would make it with one instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Vtl0Access {
+    /// A load of `len` bytes; the result's `output` holds the bytes VTL0 got (none if stopped).
+    Read { gpa: u64, len: usize },
+    /// A store of these bytes.
+    Write { gpa: u64, bytes: Vec<u8> },
+    /// An instruction fetch: VTL0 jumps to `gpa` (the call's IP is `gpa`).
+    Execute { gpa: u64 },
+}
+
+impl Vtl0Access {
+    fn span(&self) -> (u64, u64, HvInterceptAccessType) {
+        match self {
+            Vtl0Access::Read { gpa, len } => (*gpa, *len as u64, HvInterceptAccessType::READ),
+            Vtl0Access::Write { gpa, bytes } => {
+                (*gpa, bytes.len() as u64, HvInterceptAccessType::WRITE)
+            }
+            Vtl0Access::Execute { gpa } => (*gpa, 1, HvInterceptAccessType::EXECUTE),
+        }
+    }
 }
 
 impl Vtl0Call {
@@ -64,6 +90,7 @@ impl Vtl0Call {
             output: None,
             immediate: 0,
             unrecoverable: false,
+            access: None,
         }
     }
 
@@ -85,7 +112,26 @@ impl Vtl0Call {
             output: None,
             immediate: HVC_IMM_SMCCC,
             unrecoverable: false,
+            access: None,
         }
+    }
+
+    /// VTL0's kernel (x64 long mode at CPL0, arm64 EL1) makes one memory access with the
+    /// instruction at `ip` (an instruction fetch is at its own address). The hypervisor carries
+    /// it out unless VTL2 protected the page, and then VTL2 gets a GPA intercept and VTL0 waits
+    /// for what the paravisor makes of it. A completed access moves the IP past an instruction
+    /// of the ISA's hypercall-instruction length (3 / 4 bytes, e.g. `mov rax, [rcx]`).
+    pub fn access(arch: Arch, ip: u64, access: Vtl0Access) -> Self {
+        let ip = match access {
+            Vtl0Access::Execute { gpa } => gpa,
+            _ => ip,
+        };
+        let mut call = match arch {
+            Arch::X86_64 => Self::x64(ip, Control::new(), 0, 0),
+            Arch::Aarch64 => Self::arm64(ip, Control::new(), 0, 0),
+        };
+        call.access = Some(access);
+        call
     }
 
     /// x64: the call comes from 32-bit protected mode (a 32-bit code segment, EFER.LMA clear)
@@ -203,6 +249,8 @@ struct InFlight {
     vtl: Vtl,
     reached_vtl2: bool,
     hypervisor_fault: Option<Fault>,
+    /// The bytes a scripted load got.
+    loaded: Vec<u8>,
 }
 
 /// What the hypervisor did with the lower VTL's current call.
@@ -216,6 +264,12 @@ enum LowerCall {
     VtlCall,
     /// An unrecoverable exception (see [`Vtl0Call::unrecoverable_exception`]).
     Unrecoverable,
+    /// An access (direct, or by the hypervisor for a hypercall's parameters) to a page VTL2
+    /// protected: not carried out, VTL2 gets a GPA intercept.
+    Protected {
+        gpa: u64,
+        access: HvInterceptAccessType,
+    },
 }
 
 /// The queue of scripted lower-VTL hypercalls (per VP) and their results.
@@ -332,6 +386,10 @@ impl Model {
                 LowerCall::Served => continue,
                 LowerCall::Reflected => self.deliver_intercept(vp, vtl, lower, mem, &mut effects),
                 LowerCall::VtlCall => self.deliver_vtl_call(vp, vtl, lower, mem),
+                LowerCall::Protected { gpa, access } => {
+                    let message = self.memory_intercept_message(vp, lower, gpa, access);
+                    self.deliver_message(vp, vtl, lower, message, mem, &mut effects);
+                }
                 LowerCall::Unrecoverable => {
                     let config = HvRegisterVsmPartitionConfig::from_bits(
                         self.partition.vtls[vtl.get() as usize].vsm_config,
@@ -468,11 +526,15 @@ impl Model {
         if let Some(done) = self.vtl0.in_flight.remove(&vp) {
             let file = self.vp(vp).file(done.vtl);
             let ip_after = file.reg64(ip_name);
-            let output = done.call.output.map_or_else(Vec::new, |(gpa, len)| {
-                let mut bytes = vec![0; len];
-                mem.read(gpa, &mut bytes)
-                    .map_or_else(|_| Vec::new(), |()| bytes)
-            });
+            let output = if done.call.access.is_some() {
+                done.loaded.clone()
+            } else {
+                done.call.output.map_or_else(Vec::new, |(gpa, len)| {
+                    let mut bytes = vec![0; len];
+                    mem.read(gpa, &mut bytes)
+                        .map_or_else(|_| Vec::new(), |()| bytes)
+                })
+            };
             let result = Vtl0Result {
                 vp,
                 index: done.index,
@@ -500,6 +562,7 @@ impl Model {
                         attempt: done.attempt + 1,
                         reached_vtl2: false,
                         hypervisor_fault: None,
+                        loaded: Vec::new(),
                         ..done
                     },
                 );
@@ -529,6 +592,7 @@ impl Model {
                 vtl: lower,
                 reached_vtl2: false,
                 hypervisor_fault: None,
+                loaded: Vec::new(),
             },
         );
         true
@@ -556,6 +620,14 @@ impl Model {
             .is_some_and(|f| f.call.unrecoverable)
         {
             return LowerCall::Unrecoverable;
+        }
+        if let Some(access) = self
+            .vtl0
+            .in_flight
+            .get(&vp)
+            .and_then(|f| f.call.access.clone())
+        {
+            return self.lower_access(vp, lower, &access, mem);
         }
         let file = self.vp(vp).file(lower);
         let (ip_name, len) = self.ip_register();
@@ -619,7 +691,7 @@ impl Model {
                     *value = file.reg(xmm(n as u32));
                 }
                 let effects = self.vmcall(vp, &mut regs, mem);
-                if !effects.reflect {
+                if !effects.reflect && effects.memory_intercept.is_none() {
                     let file = self.vp_mut(vp).file_mut(lower);
                     for ((_, name), value) in X64_SHARED_GPRS.iter().zip(regs.gprs()) {
                         file.set(*name, value.into());
@@ -635,7 +707,7 @@ impl Model {
                 let file = self.vp(vp).file(lower);
                 let mut x: [u64; ARM64_GPRS] = std::array::from_fn(|n| file.reg64(self::x(n)));
                 let effects = self.hvc(vp, immediate, &mut x, mem);
-                if !effects.reflect {
+                if !effects.reflect && effects.memory_intercept.is_none() {
                     let file = self.vp_mut(vp).file_mut(lower);
                     for (n, value) in x.iter().enumerate() {
                         file.set(self::x(n), (*value).into());
@@ -648,6 +720,9 @@ impl Model {
         if effects.reflect {
             return LowerCall::Reflected;
         }
+        if let Some((gpa, access)) = effects.memory_intercept {
+            return LowerCall::Protected { gpa, access };
+        }
         if let Some(fault) = effects.fault {
             self.hypervisor_fault(vp, fault);
         } else if effects.advance_ip {
@@ -655,6 +730,57 @@ impl Model {
             let ip = file.reg64(ip_name);
             file.set(ip_name, ip.wrapping_add(len).into());
         }
+        LowerCall::Served
+    }
+
+    /// A scripted load, store or fetch: stopped if VTL2 protected the page, else carried out on
+    /// guest memory with the IP moved past the instruction.
+    fn lower_access(
+        &mut self,
+        vp: u32,
+        lower: Vtl,
+        access: &Vtl0Access,
+        mem: &mut dyn GuestMemory,
+    ) -> LowerCall {
+        let (gpa, len, kind) = access.span();
+        if let Some(at) = self.denied(lower, gpa, len, kind) {
+            self.trace.push(Event::Vtl0Access {
+                vp,
+                gpa: at,
+                access: kind,
+                allowed: false,
+            });
+            return LowerCall::Protected {
+                gpa: at,
+                access: kind,
+            };
+        }
+        match access {
+            Vtl0Access::Read { len, .. } => {
+                let mut bytes = vec![0; *len];
+                // Unbacked memory reads as nothing, like a script's unbacked output.
+                let loaded = mem
+                    .read(gpa, &mut bytes)
+                    .map_or_else(|_| Vec::new(), |()| bytes);
+                if let Some(f) = self.vtl0.in_flight.get_mut(&vp) {
+                    f.loaded = loaded;
+                }
+            }
+            Vtl0Access::Write { bytes, .. } => {
+                let _ = mem.write(gpa, bytes);
+            }
+            Vtl0Access::Execute { .. } => {}
+        }
+        self.trace.push(Event::Vtl0Access {
+            vp,
+            gpa,
+            access: kind,
+            allowed: true,
+        });
+        let (ip_name, len) = self.ip_register();
+        let file = self.vp_mut(vp).file_mut(lower);
+        let ip = file.reg64(ip_name);
+        file.set(ip_name, ip.wrapping_add(len).into());
         LowerCall::Served
     }
 

@@ -385,7 +385,9 @@ impl Model {
         };
         match self.hypercall(vp, &mut req, mem) {
             Err(fault) => Effects::fault(fault),
-            Ok(reply) if reply.effects.reflect => reply.effects,
+            Ok(reply) if reply.effects.reflect || reply.effects.memory_intercept.is_some() => {
+                reply.effects
+            }
             Ok(reply) => {
                 let value = reply.retry.unwrap_or(reply.output.into_bits());
                 let file = self.vp_mut(vp).file_mut(vtl);

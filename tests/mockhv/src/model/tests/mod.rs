@@ -4,6 +4,7 @@
 mod arm64;
 mod hypercalls;
 mod properties;
+mod protection;
 mod registers;
 mod routing;
 mod vp_start;

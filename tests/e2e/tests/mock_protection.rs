@@ -1,0 +1,317 @@
+//! VTL2 protects its own memory from VTL0: before VTL0 first runs, every page of the image
+//! (code, read-only data, page tables, stacks, per-VP hypercall / assist pages, IGVM parameter
+//! pages) is made inaccessible to VTL0 with HvCallModifyVtlProtectionMask, and a VTL0 access to
+//! one (a load, a store, an instruction fetch, or a hypercall naming it) is stopped by the
+//! hypervisor and handed to VTL2 as a GPA intercept, which the paravisor answers with one line
+//! and a fault for VTL0 (x64 #GP(0), arm64 a synchronous external abort), never a hang.
+//!
+//! The oracle is independent of the paravisor: VTL2's pages are the ELF's loadable segments
+//! (program headers, BSS included), and the faults are the architectures' encodings.
+
+use e2e::{call, code, layout, post_message, HOST_CONNECTION, RELAYED};
+use hvdef::{
+    HvInputModifyVtlProtectionMask, HvInputVtl, HvMapGpaFlags, HvStatus, HypercallCode,
+    HV_PARTITION_ID_SELF,
+};
+use mockhv::image::Image;
+use mockhv::model::{Event, Scenario, Vtl0Access, Vtl0Call};
+use mockhv::qemu::Arch;
+use std::collections::BTreeSet;
+use zerocopy::FromBytes;
+
+/// What a store writes: never found in VTL2's memory afterwards.
+const PATTERN: [u8; 16] = [0xA5; 16];
+
+/// The VTL2 pages VTL0 tries, by kind, from the image's symbols.
+fn targets(image: &Image) -> Vec<(&'static str, u64)> {
+    let sym = |name: &str| {
+        image
+            .symbol_containing(name)
+            .unwrap_or_else(|| panic!("no symbol {name}"))
+    };
+    let mut t = vec![
+        ("code", image.extent.start + 0x40),
+        (
+            "page tables",
+            sym(match image.arch {
+                Arch::X86_64 => "boot_pml4",
+                Arch::Aarch64 => "boot_l1",
+            }),
+        ),
+        ("boot stacks", sym("6stacks6STACKS") + 0x100),
+        ("per-VP pages", sym("6percpu6PERCPU") + 0x10),
+        ("IGVM parameters", sym("boot_igvm_params_start")),
+        ("last page", image.extent.end - 0x10),
+    ];
+    if image.arch == Arch::X86_64 {
+        t.push(("hypercall page", sym("pv_hypercall_page") + 0x20));
+    }
+    t
+}
+
+/// The exception VTL0 must take, as `HvRegisterPendingEvent0` (OpenVMM's layouts, see hvdef).
+/// x64: #GP (vector 13) with error code 0: bit 0 pending, type 0 exception, bit 8 deliver the
+/// error code, vector at bits 31:16. arm64: a synchronous external abort taken to VTL0's EL1
+/// (Arm ARM ESR_ELx): EC 0x25 data abort / 0x21 instruction abort without a change in exception
+/// level, IL (bit 25), FnV (bit 10: no fault address), WnR (bit 6) for a store, fault status
+/// 0x10 (synchronous external abort); the syndrome is the register's second quadword.
+fn expected_fault(arch: Arch, access: &Vtl0Access) -> u128 {
+    match arch {
+        Arch::X86_64 => 1 | 1 << 8 | 13 << 16,
+        Arch::Aarch64 => {
+            let class: u64 = match access {
+                Vtl0Access::Execute { .. } => 0x21,
+                _ => 0x25,
+            };
+            let wnr = match access {
+                Vtl0Access::Write { .. } => 1 << 6,
+                _ => 0,
+            };
+            let esr = class << 26 | 1 << 25 | 1 << 10 | wnr | 0x10;
+            1 | u128::from(esr) << 64
+        }
+    }
+}
+
+/// The pages VTL2's successful ModifyVtlProtectionMask calls took from VTL0, checking each is
+/// "no access" for the lower VTLs, owned by the calling VTL (target current), this partition,
+/// at most 510 pages a call (one input page), and issued before VTL0 first ran.
+fn protected_pages(report: &mockhv::session::Report) -> BTreeSet<u64> {
+    let mut pages = BTreeSet::new();
+    let calls = e2e::vtl2_calls(report, HypercallCode::MODIFY_VTL_PROTECTION_MASK);
+    assert!(!calls.is_empty(), "the paravisor protected nothing");
+    for record in &calls {
+        let control = hvdef::Control::from_bits(record.control);
+        assert!(control.rep_count() <= 510, "{control:?}");
+        let (header, list) =
+            HvInputModifyVtlProtectionMask::read_from_prefix(&record.input).expect("a header");
+        assert_eq!(header.partition_id, HV_PARTITION_ID_SELF);
+        assert_eq!(header.map_flags, HvMapGpaFlags::NO_ACCESS);
+        assert_eq!(header.target_vtl, HvInputVtl::CURRENT);
+        assert_eq!(record.status(), Some(HvStatus::SUCCESS), "{record:?}");
+        let from = usize::from(control.rep_start()) * 8;
+        for page in list[from..].chunks_exact(8) {
+            pages.insert(u64::from_le_bytes(page.try_into().unwrap()));
+        }
+    }
+    let events = report.trace().events();
+    let last_protect = events
+        .iter()
+        .rposition(|e| {
+            matches!(e, Event::Hypercall(h)
+                if h.code == HypercallCode::MODIFY_VTL_PROTECTION_MASK && h.vtl == hvdef::Vtl::VTL2)
+        })
+        .unwrap();
+    let first_return = events
+        .iter()
+        .position(|e| matches!(e, Event::Hypercall(h) if h.code == HypercallCode::VTL_RETURN))
+        .expect("VTL0 ran");
+    assert!(
+        last_protect < first_return,
+        "protected before VTL0 first ran"
+    );
+    pages
+}
+
+#[test]
+fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
+    for arch in Arch::ALL {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let targets = targets(&image);
+        let l = layout(arch);
+        let relay = |out: Option<u64>| {
+            let c = call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
+                .with_memory(l.input, &post_message(RELAYED));
+            match out {
+                Some(gpa) => c.with_output(gpa, 16),
+                None => c,
+            }
+        };
+        let mut script = vec![relay(Some(image.extent.start))];
+        let mut attacks = Vec::new();
+        for &(_, gpa) in &targets {
+            attacks.push(Vtl0Access::Read { gpa, len: 16 });
+            attacks.push(Vtl0Access::Write {
+                gpa,
+                bytes: PATTERN.to_vec(),
+            });
+        }
+        attacks.push(Vtl0Access::Execute {
+            gpa: image.extent.start + 0x40,
+        });
+        let first_attack = script.len();
+        script.extend(
+            attacks
+                .iter()
+                .map(|a| Vtl0Call::access(arch, l.ip, a.clone())),
+        );
+        // Hypercalls naming VTL2's pages: one the hypervisor serves (a VTL0 port), one it would
+        // reflect (a connection only the relay knows), an output list.
+        let percpu = targets[3].1 & !0xFFF;
+        let stack = targets[2].1 & !0xFFF;
+        let first_call = script.len();
+        script.push(
+            call(arch, code(HypercallCode::POST_MESSAGE), percpu, 0)
+                .with_memory(l.input, &post_message(HOST_CONNECTION)),
+        );
+        script.push(call(arch, code(HypercallCode::POST_MESSAGE), stack, 0));
+        script.push(call(
+            arch,
+            code(HypercallCode::EXT_QUERY_CAPABILITIES),
+            0,
+            percpu + 0x800,
+        ));
+        // VTL0 tries to lift the protection itself (the hypervisor refuses a lower VTL), then
+        // reads VTL2's code again, and its own page.
+        let lift = script.len();
+        let mut unprotect = zerocopy::IntoBytes::as_bytes(&HvInputModifyVtlProtectionMask {
+            partition_id: HV_PARTITION_ID_SELF,
+            map_flags: HvMapGpaFlags::ALL_ACCESS,
+            target_vtl: HvInputVtl::CURRENT,
+            reserved: [0; 3],
+        })
+        .to_vec();
+        unprotect.extend((image.extent.start >> 12).to_le_bytes());
+        let protect_code = HypercallCode::MODIFY_VTL_PROTECTION_MASK;
+        script.push(
+            call(arch, code(protect_code).with_rep_count(1), l.input, 0)
+                .with_memory(l.input, &unprotect),
+        );
+        let code_read = Vtl0Access::Read {
+            gpa: image.extent.start + 0x40,
+            len: 16,
+        };
+        script.push(Vtl0Call::access(arch, l.ip, code_read.clone()));
+        script.push(Vtl0Call::access(
+            arch,
+            l.ip,
+            Vtl0Access::Read {
+                gpa: l.input,
+                len: 16,
+            },
+        ));
+        // VTL0 lays its SynIC message page over VTL2's code: an overlay is VTL0's view only.
+        let overlay = script.len();
+        let mut set_simp = e2e::get_registers_input(HvInputVtl::CURRENT, &[]);
+        set_simp.extend(zerocopy::IntoBytes::as_bytes(&hvdef::HvRegisterAssoc::new(
+            hvdef::HvRegisterName::SIMP,
+            (image.extent.start | 1).into(),
+        )));
+        script.push(
+            call(
+                arch,
+                code(HypercallCode::SET_VP_REGISTERS).with_rep_count(1),
+                l.input,
+                0,
+            )
+            .with_memory(l.input, &set_simp),
+        );
+        // Still serving; VTL2's bytes as they were.
+        let first_after = script.len();
+        script.push(relay(Some(image.extent.start)));
+        script.extend(targets.iter().map(|&(_, gpa)| relay(Some(gpa))));
+
+        let mut report = e2e::run_vtl0(Scenario::for_arch(arch), script);
+        let console = report.run.console.clone();
+        let results = e2e::results(&mut report);
+        assert!(
+            results.iter().all(|r| r.attempt == 0),
+            "{arch:?}: a call was delivered again (VTL0 hung on it): {results:#?}"
+        );
+
+        let extent: BTreeSet<u64> = (image.extent.start >> 12..image.extent.end >> 12).collect();
+        assert_eq!(
+            protected_pages(&report),
+            extent,
+            "{arch:?}: exactly VTL2's pages"
+        );
+
+        for (n, access) in attacks.iter().enumerate() {
+            let r = &results[first_attack + n];
+            assert!(r.reached_vtl2, "{arch:?} {access:?}: no intercept");
+            assert_eq!(
+                r.pending_event(),
+                Some(expected_fault(arch, access)),
+                "{arch:?} {access:?}: {r:#?}"
+            );
+            assert!(r.output.is_empty(), "{arch:?} {access:?}: VTL2 bytes left");
+            assert_eq!(r.ip_after, r.ip_before, "{arch:?}: a fault");
+            let (kind, gpa) = match access {
+                Vtl0Access::Read { gpa, .. } => ("read", gpa),
+                Vtl0Access::Write { gpa, .. } => ("write", gpa),
+                Vtl0Access::Execute { gpa } => ("execute", gpa),
+            };
+            let needle = format!("VTL0 {kind} at GPA {gpa:#x}");
+            assert!(
+                console
+                    .lines()
+                    .any(|l| l.contains(&needle) && l.contains("VP 0")),
+                "{arch:?}: console lacks {needle:?}:\n{console}"
+            );
+        }
+        for (n, (gpa, kind)) in [(percpu, "read"), (stack, "read"), (percpu + 0x800, "write")]
+            .into_iter()
+            .enumerate()
+        {
+            let r = &results[first_call + n];
+            assert!(r.reached_vtl2, "{arch:?}: call {n}");
+            assert_eq!(
+                r.pending_event(),
+                Some(expected_fault(
+                    arch,
+                    &if kind == "read" {
+                        Vtl0Access::Read { gpa, len: 0 }
+                    } else {
+                        Vtl0Access::Write {
+                            gpa,
+                            bytes: Vec::new(),
+                        }
+                    }
+                )),
+                "{arch:?}: call {n}: {r:#?}"
+            );
+            assert!(
+                console.contains(&format!("VTL0 {kind} at GPA {gpa:#x}")),
+                "{arch:?}: {gpa:#x}:\n{console}"
+            );
+        }
+        assert_eq!(
+            e2e::vtl2_calls(&report, HypercallCode::POST_MESSAGE).len(),
+            2 + targets.len(),
+            "{arch:?}: only the well-formed relays went to the host"
+        );
+
+        let lifted = &results[lift];
+        assert_eq!(lifted.status(), HvStatus::ACCESS_DENIED, "{arch:?}");
+        assert!(
+            !lifted.reached_vtl2,
+            "{arch:?}: the hypervisor's own answer"
+        );
+        assert_eq!(
+            results[lift + 1].pending_event(),
+            Some(expected_fault(arch, &code_read)),
+            "{arch:?}: still protected"
+        );
+        assert_eq!(
+            results[lift + 2].output,
+            &unprotect[..16],
+            "{arch:?}: VTL0's own memory stays VTL0's"
+        );
+        assert!(results[lift + 2].advanced());
+
+        assert_eq!(results[overlay].status(), HvStatus::SUCCESS, "{arch:?}");
+        assert!(!results[overlay].reached_vtl2);
+
+        assert_eq!(results[0].status(), HvStatus::SUCCESS, "{arch:?}");
+        let after = &results[first_after..];
+        assert!(after.iter().all(|r| r.status() == HvStatus::SUCCESS));
+        assert_eq!(
+            after[0].output, results[0].output,
+            "{arch:?}: VTL2's code unchanged"
+        );
+        for (r, (what, _)) in after[1..].iter().zip(&targets) {
+            assert_eq!(r.output.len(), 16);
+            assert_ne!(r.output, PATTERN, "{arch:?}: VTL0's store reached {what}");
+        }
+    }
+}
