@@ -88,10 +88,6 @@ enum Command {
         /// Virtual processors the calls are spread over.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
         vps: u32,
-        /// Boot with RAM above 4 GiB and count it as VTL0's memory (fails until the boot page
-        /// tables map it).
-        #[arg(long)]
-        above_4g: bool,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
@@ -122,16 +118,7 @@ fn main() {
             calls,
             seed,
             vps,
-            above_4g,
-        } => soak::run(
-            &arch.arches(),
-            &soak::Options {
-                calls,
-                seed,
-                vps,
-                above_4g,
-            },
-        ),
+        } => soak::run(&arch.arches(), &soak::Options { calls, seed, vps }),
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))

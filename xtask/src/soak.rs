@@ -23,9 +23,9 @@
 //!
 //! VTL0's memory, for the generator and the oracle, is the mock machine's RAM
 //! (`Arch::ram_ranges`) inside what the boot page tables map (docs/ARCHITECTURE.md) minus the
-//! image; the firmware's own reservations in x86 low memory are accepted either way.
-//! `--above-4g` boots with RAM above 4 GiB and counts it as VTL0's (it reports ACCESS_DENIED
-//! violations until the boot page tables map that RAM).
+//! image; the firmware's own reservations in x86 low memory are accepted either way. The machine
+//! has RAM above 4 GiB (mapped by the boot page tables since issue 9's page-table work), and the
+//! generator names GPAs just above 4 GiB and at the top of RAM.
 //!
 //! The host reflects every VTL0 hypercall to VTL2 (`Scenario::reflected_codes` = all codes):
 //! Hyper-V reflects only PostMessage / SignalEvent / RetargetDeviceInterrupt for ids it does not
@@ -74,14 +74,11 @@ pub struct Options {
     pub calls: u32,
     pub seed: u64,
     pub vps: u32,
-    /// Boot with RAM above 4 GiB and count it as VTL0's (the oracle's view once the boot page
-    /// tables map it; before that the paravisor refuses it and this reports violations).
-    pub above_4g: bool,
 }
 
-/// Guest RAM with `--above-4g`: x86 q35 then has 2 GiB below 4 GiB and 1 GiB above it; arm64
-/// virt 1..5 GiB.
-fn above_4g_memory_mb(arch: Arch) -> u32 {
+/// The soak's guest RAM, so that some of it is above 4 GiB: x86 q35 then has 2 GiB below 4 GiB
+/// and 1 GiB above it; arm64 virt 1..5 GiB. QEMU allocates it lazily, so it costs no time.
+fn memory_mb(arch: Arch) -> u32 {
     match arch {
         Arch::X86_64 => 3072,
         Arch::Aarch64 => 4096,
@@ -348,11 +345,14 @@ impl Generator<'_> {
     /// VTL0's RAM (with `--above-4g`, RAM above 4 GiB).
     fn input_at(&mut self, vp: u32, n: u64, len: u64) -> u64 {
         const FOUR_G: u64 = 4 << 30;
+        // A page per VP, so that VPs running at once never share bytes; the last page of RAM
+        // is left to the hostile GPAs that straddle its end.
+        let own_page = PAGE * u64::from(vp);
         match self.rng.below(20) {
-            0 => self.mem.map.top(len) - 0x100 * u64::from(vp),
-            // Just above 4 GiB, where there is RAM there (`--above-4g`).
-            1 if self.mem.ram_end() > FOUR_G + PAGE => {
-                FOUR_G + 0x100 * u64::from(vp) + 8 * self.rng.below(8)
+            0 => self.mem.map.top(len) - PAGE - own_page,
+            // Just above 4 GiB (RAM there on both layouts, see `memory_mb`).
+            1 if self.mem.ram_end() > FOUR_G + PAGE * u64::from(self.vps) => {
+                FOUR_G + own_page + 8 * self.rng.below(8)
             }
             _ => self.scratch_at(vp, n, len),
         }
@@ -1336,13 +1336,9 @@ fn soak_arch(
             .with_context(|| format!("{} has no `{name}` symbol", elf.display()))
     };
     let image = sym("__image_start")?..sym("__image_end")?;
-    let memory_mb = if opts.above_4g {
-        above_4g_memory_mb(arch)
-    } else {
-        mockhv::qemu::DEFAULT_MEMORY_MB
-    };
+    let memory_mb = memory_mb(arch);
     let ram = arch.ram_ranges(memory_mb);
-    let map = Vtl0Map::new(arch, &ram, &image, opts.above_4g);
+    let map = Vtl0Map::new(arch, &ram, &image, true);
     let mem = Memory {
         map,
         ram,

@@ -73,7 +73,6 @@ pub fn run() -> Result<()> {
                     calls: 200,
                     seed: soak::DEFAULT_SEED,
                     vps: 2,
-                    above_4g: false,
                 };
                 soak::run(&Arch::ALL, &opts).map(|()| true)
             }),
