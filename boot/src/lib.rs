@@ -10,6 +10,7 @@ pub mod acpi;
 pub mod cmdline;
 pub mod fdt;
 pub mod igvm;
+pub mod loader;
 pub mod paging;
 
 #[cfg(target_os = "none")]

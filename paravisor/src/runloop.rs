@@ -153,11 +153,24 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
 }
 
 /// Sets one of VTL0's private registers through the shared register path, target VTL pinned
-/// to 0. Failing leaves VTL0 re-executing its call for ever, so nothing sensible is left to do.
+/// to 0. A host that refuses it leaves this VP nothing sensible to do: returning without the IP
+/// advance makes VTL0 re-execute a call the host already took (a relayed message sent twice),
+/// returning without the #UD brings the same call straight back, for ever, and a retry of the
+/// same call is as deterministic as the first. So this VP stops serving VTL0: one line, then it
+/// halts for good with interrupts masked. Nothing shared is held (its pages are its own), so
+/// the other VPs go on serving.
 fn set_vtl0_register(name: HvRegisterName, value: HvRegisterValue, what: &str) {
     let assoc = HvRegisterAssoc::new(name, value);
-    if let Err(e) = percpu::hypercall().set_vp_registers(VTL0, &[assoc]) {
-        panic!("{what} failed: {e}");
+    let refused = percpu::hypercall().set_vp_registers(VTL0, &[assoc]).err();
+    if let Some(e) = refused {
+        let vp = boot::cpu::index();
+        log::error!(
+            "VP {vp}: SetVpRegisters of VTL0's {} ({:#x}) refused with {e} ({what}); VP {vp} stops \
+             serving VTL0 and halts, the other VPs go on",
+            arch::register_name(name).unwrap_or("register"),
+            name.0
+        );
+        boot::arch::halt();
     }
 }
 

@@ -10,19 +10,34 @@
 //!    or a #UD injected for VtlCall/VtlReturn (which then leaves it on the call);
 //! 4. every hypercall the paravisor made at VTL2 after a VP's boot used that VP's own input and
 //!    output pages (learnt from its boot VsmVpStatus read), never another VP's;
-//! 5. no call the paravisor made carried the nested bit (the scenario is not nested);
+//! 5. a call the paravisor made carried the nested bit exactly when the host is nested (every
+//!    other batch) and the call is one a nested host's L0 owns (PostMessage, SignalEvent);
 //! 6. a call whose input or output list, as VTL0 gave it, touches the paravisor's image
 //!    (`__image_start..__image_end`) never succeeded, and the paravisor never named a GPA in its
-//!    image to the host other than its own hypercall pages.
+//!    image to the host other than its own hypercall pages;
+//! 7. the oracle (`soak/oracle.rs`, written from the TLFS, the scenario, the relay configuration
+//!    and the ELF, never from the paravisor): for every well-formed and hostile call it
+//!    predicts, the status VTL0 gets (the whole result word), the bytes of its output range, and
+//!    the relays the host gets for it (none, or exactly one with this control word and these
+//!    input bytes); for random control words, the shape of any relay.
+//!
+//! VTL0's memory, for the generator and the oracle, is the mock machine's RAM
+//! (`Arch::ram_ranges`) inside what the boot page tables map (docs/ARCHITECTURE.md) minus the
+//! image; the firmware's own reservations in x86 low memory are accepted either way. The machine
+//! has RAM above 4 GiB (mapped by the boot page tables since issue 9's page-table work), and the
+//! generator names GPAs just above 4 GiB and at the top of RAM.
 //!
 //! The host reflects every VTL0 hypercall to VTL2 (`Scenario::reflected_codes` = all codes):
 //! Hyper-V reflects only PostMessage / SignalEvent / RetargetDeviceInterrupt for ids it does not
 //! know, so this is the worst case the proxy's table must survive. The relay maps VTL0's
-//! connections 0..8 to the host's 0..8 and VTL0 owns device 0x30.
+//! connections 0..8 to the host's 0x100..0x108 and VTL0 owns device 0x30. The generator picks
+//! codes from the proxy's table (`TABLE`), which only widens what it tries; no check uses it.
 //!
 //! The calls come from a seeded SplitMix64 generator, one stream per arch, so a seed replays the
 //! same script (printed; `--seed` takes it back). The interleaving of VPs is QEMU's and is not
 //! reproduced exactly; with `--vps 1` a run is reproducible call for call.
+
+mod oracle;
 
 use crate::image;
 use anyhow::{bail, Context, Result};
@@ -39,6 +54,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use oracle::{Expect, Host, HostCall, Owner, Vtl0Map};
 
 pub const DEFAULT_SEED: u64 = 0x50a6_2025;
 /// Calls per QEMU session: a fresh session per batch keeps a failure's blast radius small.
@@ -57,6 +74,15 @@ pub struct Options {
     pub calls: u32,
     pub seed: u64,
     pub vps: u32,
+}
+
+/// The soak's guest RAM, so that some of it is above 4 GiB: x86 q35 then has 2 GiB below 4 GiB
+/// and 1 GiB above it; arm64 virt 1..5 GiB. QEMU allocates it lazily, so it costs no time.
+fn memory_mb(arch: Arch) -> u32 {
+    match arch {
+        Arch::X86_64 => 3072,
+        Arch::Aarch64 => 4096,
+    }
 }
 
 /// Statuses VTL0 may see from a proxied call. The paravisor's own answers (`classify`,
@@ -117,27 +143,25 @@ impl Rng {
     }
 }
 
-/// What the soak knows of one arch's memory.
+/// What the soak knows of one arch's memory: from the scenario (the mock machine's RAM) and the
+/// ELF, never from the paravisor.
 struct Memory {
-    /// RAM VTL0 owns, as the paravisor reported it at boot (RAM minus its image).
-    vtl0: Vec<Range<u64>>,
+    /// VTL0's memory by the oracle.
+    map: Vtl0Map,
+    /// The machine's RAM.
+    ram: Vec<Range<u64>>,
     /// `__image_start..__image_end` from the ELF.
     image: Range<u64>,
+    memory_mb: u32,
 }
 
 impl Memory {
     fn in_vtl0(&self, gpa: u64, len: u64) -> bool {
-        gpa.checked_add(len)
-            .is_some_and(|end| self.vtl0.iter().any(|r| r.start <= gpa && end <= r.end))
+        self.map.owner(gpa, len) == Owner::Vtl0
     }
 
     fn ram_end(&self) -> u64 {
-        self.vtl0
-            .iter()
-            .map(|r| r.end)
-            .chain([self.image.end])
-            .max()
-            .unwrap_or(0)
+        self.ram.iter().map(|r| r.end).max().unwrap_or(0)
     }
 }
 
@@ -157,6 +181,8 @@ struct Planned {
     /// Memory-based calls: the GPAs VTL0 named (RDX/R8, X2/X3).
     gpas: Option<(u64, u64)>,
     what: String,
+    /// The oracle's verdict.
+    expect: Expect,
 }
 
 impl Planned {
@@ -237,13 +263,12 @@ impl Generator<'_> {
             Arch::X86_64 => hvdef::x86_64::reg::RIP,
             Arch::Aarch64 => hvdef::aarch64::reg::XPC,
         };
+        // Mostly real names; some from the whole 32-bit name space.
         (0..n)
-            .map(|_| {
-                if self.rng.percent(10) {
-                    ip
-                } else {
-                    self.rng.pick(&NAMES)
-                }
+            .map(|_| match self.rng.below(10) {
+                0 => ip,
+                1 => HvRegisterName(self.rng.next() as u32),
+                _ => self.rng.pick(&NAMES),
             })
             .collect()
     }
@@ -276,15 +301,20 @@ impl Generator<'_> {
             control,
             gpas: (!control.fast()).then_some((a, b)),
             what: what.into(),
+            expect: Expect::unchecked(),
         }
     }
 
-    /// A PostMessage input, valid or broken in one field.
-    fn message(&mut self) -> (Vec<u8>, &'static str) {
-        let mut m = post_message(self.rng.below(2 * u64::from(KNOWN_CONNECTIONS)) as u32);
-        let broken = if self.rng.percent(70) {
+    /// A PostMessage input, valid or broken in one field: (bytes, how, connection, valid).
+    fn message(&mut self) -> (Vec<u8>, &'static str, u32, bool) {
+        let connection = self.rng.below(2 * u64::from(KNOWN_CONNECTIONS)) as u32;
+        let mut m = post_message(connection);
+        let valid = self.rng.percent(70);
+        let broken = if valid {
             "valid message"
         } else {
+            // TLFS HvCallPostMessage: INVALID_PARAMETER for a message type that is 0 or has
+            // bit 31 (the hypervisor's), a payload over 240 bytes, or RsvdZ set.
             match self.rng.below(4) {
                 0 => {
                     m[8..12].fill(0);
@@ -308,31 +338,128 @@ impl Generator<'_> {
         // Random payload bytes: VTL0 memory is VTL0's.
         let payload = self.rng.bytes(240);
         m[16..].copy_from_slice(&payload);
-        (m, broken)
+        (m, broken, connection, valid)
     }
 
-    /// ~40%: calls from the forwarding table, shaped as the TLFS says.
+    /// A GPA for `len` bytes of input: usually in scratch page `n`, sometimes at the very top of
+    /// VTL0's RAM (with `--above-4g`, RAM above 4 GiB).
+    fn input_at(&mut self, vp: u32, n: u64, len: u64) -> u64 {
+        const FOUR_G: u64 = 4 << 30;
+        // A page per VP, so that VPs running at once never share bytes; the last page of RAM
+        // is left to the hostile GPAs that straddle its end.
+        let own_page = PAGE * u64::from(vp);
+        match self.rng.below(20) {
+            0 => self.mem.map.top(len) - PAGE - own_page,
+            // Just above 4 GiB (RAM there on both layouts, see `memory_mb`).
+            1 if self.mem.ram_end() > FOUR_G + PAGE * u64::from(self.vps) => {
+                FOUR_G + own_page + 8 * self.rng.below(8)
+            }
+            _ => self.scratch_at(vp, n, len),
+        }
+    }
+
+    /// A RetargetDeviceInterrupt input: the VP mask, or (half the time) a sparse VP set of 0 to
+    /// `max_banks` banks in the variable header; returns (bytes, variable header size).
+    fn retarget(&mut self, partition: u64, device: u64, max_banks: u64) -> (Vec<u8>, u16) {
+        // HvInputRetargetDeviceInterrupt, field by field (TLFS / hvdef layout, 56 bytes).
+        let fixed = |flags: u32, mask_or_format: u64, data: u64, vector: u32| {
+            let mut b = Vec::with_capacity(56);
+            b.extend(partition.to_le_bytes());
+            b.extend(device.to_le_bytes());
+            b.extend(1u32.to_le_bytes()); // MSI
+            b.extend(0u32.to_le_bytes());
+            b.extend(data.to_le_bytes());
+            b.extend(0u64.to_le_bytes());
+            b.extend(vector.to_le_bytes());
+            b.extend(flags.to_le_bytes());
+            b.extend(mask_or_format.to_le_bytes());
+            b
+        };
+        let data = 0xFEE0_0000_0000_0041 | (self.rng.below(0x100) << 44);
+        let vector = 0x20 + self.rng.below(0xD0) as u32;
+        if !self.rng.percent(50) {
+            let mask = 1 + self.rng.below(u64::MAX - 1);
+            return (fixed(0, mask, data, vector), 0);
+        }
+        // HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET, format HV_GENERIC_SET_SPARSE_4K (0).
+        let mut bytes = fixed(
+            hvdef::HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET,
+            0,
+            data,
+            vector,
+        );
+        let banks = self.rng.below(max_banks + 1);
+        let mut mask = 0u64;
+        while u64::from(mask.count_ones()) < banks {
+            mask |= 1 << self.rng.below(64);
+        }
+        bytes.extend(mask.to_le_bytes());
+        for _ in 0..banks {
+            bytes.extend(self.rng.next().to_le_bytes());
+        }
+        (bytes, 1 + banks as u16)
+    }
+
+    /// ~40%: calls the proxy serves, shaped as the TLFS says, each with the oracle's verdict.
     fn well_formed(&mut self, vp: u32) -> Planned {
         let k = Kind::WellFormed;
-        match self.rng.below(10) {
-            0 => {
-                // Relayed when VTL0 owns the device, INVALID_DEVICE_ID otherwise.
+        let known = KNOWN_CONNECTIONS;
+        match self.rng.below(12) {
+            0 | 1 => {
+                // Relayed when VTL0 owns the device, INVALID_DEVICE_ID otherwise; another
+                // partition's id is ACCESS_DENIED (VTL0 speaks for itself only).
                 let device = self.rng.pick(&[OWNED_DEVICE, OWNED_DEVICE + 1]);
                 let partition = if self.rng.percent(90) {
                     HV_PARTITION_ID_SELF
                 } else {
-                    self.rng.next()
+                    self.rng.next() >> 1
                 };
-                let bytes = e2e::retarget_input(partition, device);
-                let input = self.scratch_at(vp, 0, bytes.len() as u64);
-                let control = code(HypercallCode::RETARGET_DEVICE_INTERRUPT);
-                let mut p = self.planned(k, control, input, 0, "RetargetDeviceInterrupt");
+                // Fast: x64 RDX, R8 and XMM0-5 (112 bytes), arm64 X2-X17 (128 bytes).
+                let fast = self.rng.percent(30);
+                let fast_room = match self.arch {
+                    Arch::X86_64 => 112,
+                    Arch::Aarch64 => 128,
+                };
+                let max_banks = if fast { (fast_room - 64) / 8 } else { 64 };
+                let (bytes, var) = self.retarget(partition, device, max_banks);
+                let control =
+                    code(HypercallCode::RETARGET_DEVICE_INTERRUPT).with_variable_header_size(var);
+                let mut expect = match (partition == HV_PARTITION_ID_SELF, device == OWNED_DEVICE) {
+                    (true, true) => Expect::exactly(
+                        HvStatus::SUCCESS,
+                        Host::Required(HostCall {
+                            code: HypercallCode::RETARGET_DEVICE_INTERRUPT,
+                            // The paravisor is soft-float: x64 XMM input goes memory-based.
+                            fast: fast && self.arch == Arch::Aarch64,
+                            var,
+                            input: bytes.clone(),
+                        }),
+                    ),
+                    (false, true) => Expect::exactly(HvStatus::ACCESS_DENIED, Host::None),
+                    (true, false) => Expect::exactly(HvStatus::INVALID_DEVICE_ID, Host::None),
+                    (false, false) => Expect {
+                        statuses: vec![HvStatus::ACCESS_DENIED, HvStatus::INVALID_DEVICE_ID],
+                        host: Host::None,
+                        output: None,
+                    },
+                };
+                let what = format!("RetargetDeviceInterrupt, variable header {var}");
+                if fast {
+                    let mut p = self.planned(k, control.with_fast(true), 0, 0, what + ", fast");
+                    p.call = e2e::fast_call(self.arch, control, &bytes).on_vp(vp);
+                    p.expect = expect;
+                    return p;
+                }
+                let input = self.input_at(vp, 0, bytes.len() as u64);
+                expect = expect.with_lists(&self.mem.map, &[(input, bytes.len() as u64)]);
+                let mut p = self.planned(k, control, input, 0, what);
                 p.call = p.call.with_memory(input, &bytes);
+                p.expect = expect;
                 p
             }
-            1 | 2 => {
-                let (message, how) = self.message();
-                let input = self.scratch_at(vp, 0, message.len() as u64);
+            2 | 3 => {
+                let (message, how, connection, valid) = self.message();
+                let input = self.input_at(vp, 0, message.len() as u64);
                 let output = if self.rng.percent(50) {
                     0
                 } else {
@@ -341,9 +468,19 @@ impl Generator<'_> {
                 let control = code(HypercallCode::POST_MESSAGE);
                 let mut p = self.planned(k, control, input, output, format!("PostMessage, {how}"));
                 p.call = p.call.with_memory(input, &message);
+                // PostMessage has no output list: its GPA is not looked at.
+                p.expect = oracle::synic(
+                    HypercallCode::POST_MESSAGE,
+                    false,
+                    connection,
+                    known,
+                    valid,
+                    &message,
+                )
+                .with_lists(&self.mem.map, &[(input, message.len() as u64)]);
                 p
             }
-            3 | 4 => {
+            4 | 5 => {
                 let flag = if self.rng.percent(85) {
                     self.rng.below(2048)
                 } else {
@@ -354,13 +491,42 @@ impl Generator<'_> {
                 } else {
                     1 + self.rng.below(0xFFFF)
                 };
-                let a =
-                    self.rng.below(2 * u64::from(KNOWN_CONNECTIONS)) | flag << 32 | reserved << 48;
-                let control = code(HypercallCode::SIGNAL_EVENT).with_fast(true);
-                let b = self.rng.next();
-                self.planned(k, control, a, b, "fast SignalEvent")
+                let connection = self.rng.below(2 * u64::from(known));
+                let word = connection | flag << 32 | reserved << 48;
+                // TLFS HvCallSignalEvent: flag numbers below 2048 (HV_EVENT_FLAGS_COUNT),
+                // RsvdZ zero; else INVALID_PARAMETER.
+                let valid = flag < 2048 && reserved == 0;
+                let bytes = word.to_le_bytes();
+                if self.rng.percent(60) {
+                    let control = code(HypercallCode::SIGNAL_EVENT).with_fast(true);
+                    let b = self.rng.next();
+                    let mut p = self.planned(k, control, word, b, "fast SignalEvent");
+                    p.expect = oracle::synic(
+                        HypercallCode::SIGNAL_EVENT,
+                        true,
+                        connection as u32,
+                        known,
+                        valid,
+                        &bytes,
+                    );
+                    return p;
+                }
+                let input = self.input_at(vp, 0, 8);
+                let control = code(HypercallCode::SIGNAL_EVENT);
+                let mut p = self.planned(k, control, input, 0, "SignalEvent");
+                p.call = p.call.with_memory(input, &bytes);
+                p.expect = oracle::synic(
+                    HypercallCode::SIGNAL_EVENT,
+                    false,
+                    connection as u32,
+                    known,
+                    valid,
+                    &bytes,
+                )
+                .with_lists(&self.mem.map, &[(input, 8)]);
+                p
             }
-            5..=7 => {
+            6..=8 => {
                 let n = 1 + self.rng.below(8) as usize;
                 let vtl = if self.rng.percent(50) {
                     HvInputVtl::CURRENT
@@ -373,14 +539,24 @@ impl Generator<'_> {
                 let output = self.scratch_at(vp, 2, 16 * n as u64);
                 let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(n as u16);
                 let mut p = self.planned(k, control, input, output, "GetVpRegisters");
+                // The hypervisor's own call: the paravisor has no entry for it (the host
+                // reflects it only in this worst-case scenario), so INVALID_HYPERCALL_CODE and
+                // VTL0's output untouched.
+                let noise = self.rng.bytes(16 * n);
                 p.call = p
                     .call
                     .with_memory(input, &input_bytes)
+                    .with_memory(output, &noise)
                     .with_output(output, 16 * n);
+                p.expect = Expect {
+                    output: Some(noise),
+                    ..Expect::exactly(HvStatus::INVALID_HYPERCALL_CODE, Host::None)
+                };
                 p
             }
-            8 => {
-                let output = self.scratch_at(vp, 2, 8);
+            9 | 10 => {
+                // Room for 16 bytes: the 8 after the output list must stay as they were.
+                let output = self.input_at(vp, 2, 16);
                 let input = if self.rng.percent(50) {
                     0
                 } else {
@@ -388,13 +564,30 @@ impl Generator<'_> {
                 };
                 let control = code(HypercallCode::EXT_QUERY_CAPABILITIES);
                 let mut p = self.planned(k, control, input, output, "QueryCapabilities");
-                p.call = p.call.with_output(output, 8);
+                let noise = self.rng.bytes(16);
+                p.call = p.call.with_memory(output, &noise).with_output(output, 16);
+                // No extended call is relayed, so the capabilities VTL0 may use are none
+                // (docs/ARCHITECTURE.md): SUCCESS and 8 zero bytes, nothing past them. No input
+                // list.
+                let mut want = vec![0; 8];
+                want.extend(&noise[8..]);
+                p.expect = Expect {
+                    output: Some(want),
+                    ..Expect::exactly(HvStatus::SUCCESS, Host::None)
+                }
+                .with_lists(&self.mem.map, &[(output, 8)]);
+                if p.expect.statuses != [HvStatus::SUCCESS] {
+                    p.call.output = None;
+                }
                 p
             }
             _ => {
                 let control = code(HypercallCode::EXT_QUERY_CAPABILITIES).with_fast(true);
                 let (a, b) = (self.rng.next(), self.rng.next());
-                self.planned(k, control, a, b, "fast QueryCapabilities")
+                let mut p = self.planned(k, control, a, b, "fast QueryCapabilities");
+                // TLFS: extended calls are never fast.
+                p.expect = Expect::exactly(HvStatus::INVALID_PARAMETER, Host::None);
+                p
             }
         }
     }
@@ -428,15 +621,17 @@ impl Generator<'_> {
         } else {
             self.rng.below(0x1000)
         };
-        let start = if self.rng.percent(75) {
-            0
-        } else {
-            self.rng.below(4)
+        // Rep start up to 4095 (the 12-bit field), variable-header sizes up to the 10-bit
+        // field's maximum (1023 qwords, far past a page).
+        let start = match self.rng.below(8) {
+            0..=5 => 0,
+            6 => self.rng.below(4),
+            _ => self.rng.below(0x1000),
         };
-        let var = if self.rng.percent(75) {
-            0
-        } else {
-            self.rng.below(4)
+        let var = match self.rng.below(8) {
+            0..=5 => 0,
+            6 => self.rng.below(4),
+            _ => self.rng.below(0x400),
         };
         let mut bits = u64::from(code.0)
             | u64::from(self.rng.percent(50)) << 16
@@ -558,23 +753,39 @@ impl Generator<'_> {
 
     /// ~30%: memory-based calls of a valid shape whose GPAs break the rules.
     fn hostile(&mut self, vp: u32) -> Planned {
-        let (control, input_bytes, out_len, what) = match self.rng.below(4) {
+        let (control, input_bytes, out_len, what, expect) = match self.rng.below(4) {
             0 => {
-                let (m, _) = self.message();
-                (code(HypercallCode::POST_MESSAGE), m, 0, "PostMessage")
+                let (m, _, connection, valid) = self.message();
+                let expect = oracle::synic(
+                    HypercallCode::POST_MESSAGE,
+                    false,
+                    connection,
+                    KNOWN_CONNECTIONS,
+                    valid,
+                    &m,
+                );
+                (
+                    code(HypercallCode::POST_MESSAGE),
+                    m,
+                    0,
+                    "PostMessage",
+                    expect,
+                )
             }
             1 => {
                 let n = 1 + self.rng.below(8) as usize;
                 let names = self.names(n);
                 let control = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(n as u16);
                 let input = get_registers_input(HvInputVtl::CURRENT, &names);
-                (control, input, 16 * n as u64, "GetVpRegisters")
+                let expect = Expect::exactly(HvStatus::INVALID_HYPERCALL_CODE, Host::None);
+                (control, input, 16 * n as u64, "GetVpRegisters", expect)
             }
             2 => (
                 code(HypercallCode::EXT_QUERY_CAPABILITIES),
                 Vec::new(),
                 8,
                 "QueryCapabilities",
+                Expect::exactly(HvStatus::SUCCESS, Host::None),
             ),
             _ => {
                 // Any table code with a valid shape: one rep, one variable-header word.
@@ -585,7 +796,7 @@ impl Generator<'_> {
                     .with_variable_header_size(u16::from(code.takes_variable_header()));
                 let len = self.rng.below(257) as usize;
                 let bytes = self.plausible_input(len);
-                (control, bytes, 16, "table call")
+                (control, bytes, 16, "table call", Expect::unchecked())
             }
         };
         let in_len = input_bytes.len() as u64;
@@ -612,17 +823,32 @@ impl Generator<'_> {
         };
         let what = format!("{what}, {broken}");
         let mut p = self.planned(Kind::HostileGpa, control, input, output, what);
+        if !matches!(expect.host, Host::Unchecked) {
+            p.expect = expect.with_lists(&self.mem.map, &[(input, in_len), (output, out_len)]);
+        }
         // VTL0 memory at the GPAs that are VTL0's: the call's input, or noise.
         if !input_bytes.is_empty() && self.mem.in_vtl0(input, in_len) {
             let bytes = if self.rng.percent(70) {
                 input_bytes
             } else {
+                // Noise: the oracle's verdict was for the real input.
+                if !matches!(p.expect.host, Host::Unchecked) {
+                    p.expect = Expect::unchecked();
+                }
                 self.rng.bytes(input_bytes.len())
             };
             p.call = p.call.with_memory(input, &bytes);
         }
         if out_len != 0 && self.mem.in_vtl0(output, out_len) {
             let noise = self.rng.bytes(out_len as usize);
+            // A call that fails leaves VTL0's output as it was; the answered query writes 0.
+            if !matches!(p.expect.host, Host::Unchecked) {
+                p.expect.output = match p.expect.statuses[..] {
+                    [HvStatus::SUCCESS] => Some(vec![0; 8]),
+                    _ if !p.expect.statuses.contains(&HvStatus::SUCCESS) => Some(noise.clone()),
+                    _ => None,
+                };
+            }
             p.call = p
                 .call
                 .with_memory(output, &noise)
@@ -642,62 +868,51 @@ fn arch_seed(seed: u64, arch: Arch) -> u64 {
     rng.next()
 }
 
-fn session(elf: &Path, arch: Arch, vps: u32, vtl0: Vec<Vtl0Call>) -> Result<Report> {
+/// One QEMU session of the soak's scenario: `nested` makes the host a nested one (its L0 owns
+/// PostMessage and SignalEvent).
+fn session(
+    elf: &Path,
+    arch: Arch,
+    mem: &Memory,
+    vps: u32,
+    nested: bool,
+    vtl0: Vec<Vtl0Call>,
+) -> Result<Report> {
     // The worst case for the paravisor: a host that reflects every VTL0 hypercall to VTL2
     // (Hyper-V reflects only PostMessage/SignalEvent/RetargetDeviceInterrupt for ids it does not
     // know; the rest of the table is the proxy's defence against hosts that do more). The host
-    // knows SynIC connections 0..8 only and the paravisor relays VTL0's ids 0..8 to them (the
-    // generator uses 0..16), so the relay's INVALID_CONNECTION_ID reaches VTL0 too.
+    // knows SynIC connections 0x100..0x108 only and the paravisor relays VTL0's ids 0..8 to them
+    // (the generator uses 0..16), so a relay without its rewrite, and the relay's
+    // INVALID_CONNECTION_ID, both reach the checks.
     let scenario = Scenario {
         vp_count: vps,
-        ports: (0..KNOWN_CONNECTIONS).map(|c| (c, Vtl::VTL0)).collect(),
+        nested,
+        ports: (0..KNOWN_CONNECTIONS)
+            .filter_map(|c| oracle::host_connection(c, KNOWN_CONNECTIONS))
+            .map(|c| (c, Vtl::VTL0))
+            .collect(),
         reflected_codes: (0..=u16::MAX).map(HypercallCode).collect(),
         // A device VTL2 manages for VTL0: the host knows it for VTL2's calls.
         devices: [(OWNED_DEVICE, Vtl::VTL2)].into(),
         ..Scenario::for_arch(arch)
     };
-    let relay: Vec<String> = (0..KNOWN_CONNECTIONS).map(|c| format!("{c}:{c}")).collect();
+    let relay: Vec<String> = (0..KNOWN_CONNECTIONS)
+        .filter_map(|c| {
+            Some(format!(
+                "{c}:{:#x}",
+                oracle::host_connection(c, KNOWN_CONNECTIONS)?
+            ))
+        })
+        .collect();
     let mut config = SessionConfig::new(elf.to_path_buf(), scenario);
     config.append = Some(format!(
         "pv.relay={} pv.devices={OWNED_DEVICE:#x}",
         relay.join(",")
     ));
+    config.memory_mb = mem.memory_mb;
     config.timeout = Duration::from_secs(60 + vtl0.len() as u64 / 2);
     config.vtl0 = vtl0;
     session::run(config)
-}
-
-/// Boots once with an empty script and learns VTL0's memory from the paravisor's boot log
-/// ("VTL0 memory 0x..0x..": RAM as the loader reported it, minus the image).
-fn probe(elf: &Path, arch: Arch, vps: u32) -> Result<Vec<Range<u64>>> {
-    let report = session(elf, arch, vps, Vec::new())?;
-    if !report.succeeded() {
-        bail!(
-            "{}: the boot before the soak failed: {}\nconsole:\n{}",
-            arch.name(),
-            report.summary(),
-            report.run.console
-        );
-    }
-    let hex = |s: &str| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok();
-    let ranges: Vec<Range<u64>> = report
-        .run
-        .console
-        .lines()
-        .filter_map(|line| {
-            let (_, range) = line.split_once("VTL0 memory ")?;
-            let (start, end) = range.split_once("..")?;
-            Some(hex(start)?..hex(end)?)
-        })
-        .collect();
-    if ranges.is_empty() {
-        bail!(
-            "{}: the boot log names no \"VTL0 memory\" range:\n{}",
-            arch.name(),
-            report.run.console
-        );
-    }
-    Ok(ranges)
 }
 
 /// Who a VTL2 hypercall was made for: the boot, or the delivery of a scripted call.
@@ -718,6 +933,8 @@ struct Batch<'a> {
     plans: &'a [Planned],
     mem: &'a Memory,
     vps: u32,
+    /// The host is nested.
+    nested: bool,
 }
 
 impl Batch<'_> {
@@ -864,6 +1081,36 @@ impl Batch<'_> {
                     image.end
                 ));
             }
+            // 7. The oracle, VTL0's side: the status (the whole result word: simple calls and
+            // failed rep calls complete no reps) and the output bytes.
+            let expect = &plan.expect;
+            if !expect.statuses.is_empty() && !reexecuted(last) {
+                stats.oracle_checked += 1;
+                if !expect.statuses.contains(&last.status())
+                    || last.result != u64::from(last.status().0)
+                {
+                    out.push(format!(
+                        "{arch} call #{} ({}): invariant 7: expected {:?} (result word = status), \
+                         but VTL0 got result {:#x}",
+                        g(i),
+                        plan.describe(),
+                        expect.statuses,
+                        last.result
+                    ));
+                }
+            }
+            if let Some(want) = &expect.output {
+                if &last.output != want {
+                    out.push(format!(
+                        "{arch} call #{} ({}): invariant 7: expected VTL0's output {:02x?}, but \
+                         it is {:02x?}",
+                        g(i),
+                        plan.describe(),
+                        want,
+                        last.output
+                    ));
+                }
+            }
         }
 
         // 4, 5 and 6 (what the host was asked), over the trace.
@@ -902,6 +1149,18 @@ impl Batch<'_> {
             ));
         }
         let own: BTreeSet<u64> = pages.values().flat_map(|&(i, o)| [i, o]).collect();
+        // Per VP, the local index of each delivery, and the relays each call caused.
+        let mut local: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for r in report
+            .model
+            .vtl0()
+            .results()
+            .iter()
+            .filter(|r| r.reached_vtl2)
+        {
+            local.entry(r.vp).or_default().push(r.index);
+        }
+        let mut relays: BTreeMap<usize, Vec<&HypercallRecord>> = BTreeMap::new();
         let mut intercepts: BTreeMap<u32, usize> = BTreeMap::new();
         let mut learnt: BTreeSet<u32> = BTreeSet::new();
         for event in report.trace().events() {
@@ -925,14 +1184,33 @@ impl Batch<'_> {
                     intercepts.get(&r.vp).copied().unwrap_or(0),
                 )
             };
-            if r.control & (1 << 31) != 0 {
+            let l0_owned = self.nested
+                && matches!(
+                    r.code,
+                    HypercallCode::POST_MESSAGE | HypercallCode::SIGNAL_EVENT
+                );
+            if (r.control & (1 << 31) != 0) != l0_owned {
                 out.push(format!(
-                    "{arch} {}: invariant 5: expected no nested bit (the host is not nested), \
-                     but the paravisor issued {:?} with control {:#x}",
+                    "{arch} {}: invariant 5: expected the nested bit {} (nested host: {}), but \
+                     the paravisor issued {:?} with control {:#x}",
                     who(),
+                    if l0_owned { "set" } else { "clear" },
+                    self.nested,
                     r.code,
                     r.control
                 ));
+            }
+            if RELAYED.contains(&r.code) {
+                let k = intercepts.get(&r.vp).copied().unwrap_or(0);
+                match k.checked_sub(1).and_then(|k| local.get(&r.vp)?.get(k)) {
+                    Some(&i) => relays.entry(i).or_default().push(r),
+                    None => out.push(format!(
+                        "{arch} {}: invariant 7: expected relays only while serving VTL0, but \
+                         the paravisor issued {:?}",
+                        who(),
+                        r.code
+                    )),
+                }
             }
             if r.control & (1 << 16) != 0 {
                 continue; // fast: RDX/R8 (X2/X3) are data, not pages
@@ -974,8 +1252,52 @@ impl Batch<'_> {
                 }
             }
         }
+
+        // 7. The oracle, the host's side: exactly the relays each call must cause, control
+        // word and input byte for byte.
+        for (i, plan) in self.plans.iter().enumerate() {
+            if !results.contains_key(&i) {
+                continue;
+            }
+            let sent = relays.remove(&i).unwrap_or_default();
+            let got: Vec<(u64, &[u8])> = sent.iter().map(|r| (r.control, &r.input[..])).collect();
+            let want = |h: &HostCall| (h.control(self.nested), h.input.clone());
+            let ok = match &plan.expect.host {
+                Host::None => got.is_empty(),
+                Host::Required(h) => got.len() == 1 && (got[0].0, got[0].1.to_vec()) == want(h),
+                Host::Optional(h) => {
+                    got.is_empty() || (got.len() == 1 && (got[0].0, got[0].1.to_vec()) == want(h))
+                }
+                Host::Unchecked => sent.iter().all(|r| {
+                    let c = Control::from_bits(r.control);
+                    c.rep_count() == 0
+                        && c.rep_start() == 0
+                        && r.control & Control::RESERVED_MASK == 0
+                }),
+            };
+            stats.host_checked += usize::from(!matches!(plan.expect.host, Host::Unchecked));
+            stats.relays += sent.len();
+            if !ok {
+                out.push(format!(
+                    "{arch} call #{} ({}): invariant 7: expected the host to get {:?} (nested \
+                     host: {}), but it got {:x?}",
+                    g(i),
+                    plan.describe(),
+                    plan.expect.host,
+                    self.nested,
+                    got
+                ));
+            }
+        }
     }
 }
+
+/// The codes the proxy relays to the host.
+const RELAYED: [HypercallCode; 3] = [
+    HypercallCode::POST_MESSAGE,
+    HypercallCode::SIGNAL_EVENT,
+    HypercallCode::RETARGET_DEVICE_INTERRUPT,
+];
 
 /// What the checks saw, to show they had something to check.
 #[derive(Default)]
@@ -986,6 +1308,12 @@ struct Stats {
     touching_image: usize,
     /// Memory-based VTL2 hypercalls checked against their VP's pages.
     page_checked: usize,
+    /// Calls whose status the oracle predicted and checked.
+    oracle_checked: usize,
+    /// Calls whose relays (or their absence) the oracle predicted and checked.
+    host_checked: usize,
+    /// Relays the host received.
+    relays: usize,
 }
 
 /// Outcome of one arch's soak.
@@ -1008,8 +1336,15 @@ fn soak_arch(
             .with_context(|| format!("{} has no `{name}` symbol", elf.display()))
     };
     let image = sym("__image_start")?..sym("__image_end")?;
-    let vtl0 = probe(elf, arch, opts.vps)?;
-    let mem = Memory { vtl0, image };
+    let memory_mb = memory_mb(arch);
+    let ram = arch.ram_ranges(memory_mb);
+    let map = Vtl0Map::new(arch, &ram, &image, true);
+    let mem = Memory {
+        map,
+        ram,
+        image,
+        memory_mb,
+    };
     let l = layout(arch);
     let scratch_len = u64::from(opts.vps) * SCRATCH_PAGES * PAGE;
     if !mem.in_vtl0(l.input, scratch_len) {
@@ -1036,7 +1371,8 @@ fn soak_arch(
         arch.name(),
         mem.image.start,
         mem.image.end,
-        mem.vtl0
+        mem.map
+            .certain
             .iter()
             .map(|r| format!("{:#x}..{:#x}", r.start, r.end))
             .collect::<Vec<_>>()
@@ -1048,13 +1384,15 @@ fn soak_arch(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut sessions = 1; // the probe
+    let mut sessions = 0;
     let mut stats = Stats::default();
     for (n, chunk) in plans.chunks(BATCH).enumerate() {
         let t = Instant::now();
         let before = violations.len();
         let calls: Vec<Vtl0Call> = chunk.iter().map(|p| p.call.clone()).collect();
-        let mut report = session(elf, arch, opts.vps, calls)?;
+        // Every other batch runs on a nested host.
+        let nested = n % 2 == 1;
+        let mut report = session(elf, arch, &mem, opts.vps, nested, calls)?;
         sessions += 1;
         let batch = Batch {
             arch,
@@ -1062,6 +1400,7 @@ fn soak_arch(
             plans: chunk,
             mem: &mem,
             vps: opts.vps,
+            nested,
         };
         batch.check(&mut report, &mut stats, violations);
         println!(
@@ -1081,11 +1420,15 @@ fn soak_arch(
         .collect();
     println!(
         "soak {}: final statuses: {}; {} calls named lists touching the image; {} VTL2 \
-         hypercalls checked against their VP's pages",
+         hypercalls checked against their VP's pages; oracle: {} statuses and {} host sides \
+         predicted exactly, {} relays",
         arch.name(),
         statuses.join(", "),
         stats.touching_image,
-        stats.page_checked
+        stats.page_checked,
+        stats.oracle_checked,
+        stats.host_checked,
+        stats.relays
     );
     Ok(ArchRun {
         calls: plans.len(),

@@ -570,6 +570,7 @@ fn get_faults(faults: impl IntoIterator<Item = (u32, FaultAction)>) -> Vec<Injec
             code: HypercallCode::GET_VP_REGISTERS,
             nth,
             action,
+            filter: Default::default(),
         })
         .collect()
 }
@@ -666,7 +667,12 @@ fn faults_of(
 ) -> Vec<InjectedFault> {
     faults
         .into_iter()
-        .map(|(nth, action)| InjectedFault { code, nth, action })
+        .map(|(nth, action)| InjectedFault {
+            code,
+            nth,
+            action,
+            filter: Default::default(),
+        })
         .collect()
 }
 
@@ -1579,6 +1585,7 @@ fn protection_is_chunked_continued_and_names_the_refused_page() {
                 code: HypercallCode::MODIFY_VTL_PROTECTION_MASK,
                 nth: 2,
                 action: FaultAction::ReturnedTimeout { reps: 100 },
+                filter: Default::default(),
             }],
             ..Scenario::for_arch(arch)
         };

@@ -97,6 +97,86 @@ pub fn retarget_input(partition: u64, device: u64) -> Vec<u8> {
     .to_vec()
 }
 
+/// An HvCallPostMessage input with `payload` (at most 240 bytes) as the message: message type
+/// 1, payload size its length, the rest of the payload area zero.
+pub fn post_message_with(connection_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = HvInputPostMessage::new_zeroed();
+    m.connection_id = connection_id;
+    m.message_type = hvdef::HvMessageType(1);
+    m.payload_size = payload.len() as u32;
+    let mut bytes = m.as_bytes().to_vec();
+    let at = core::mem::offset_of!(HvInputPostMessage, payload);
+    bytes[at..at + payload.len()].copy_from_slice(payload);
+    bytes
+}
+
+/// A memory-based HvCallSignalEvent input (`HV_INPUT_SIGNAL_EVENT`: connection id, flag
+/// number, 2 reserved bytes): the same 8 bytes as the fast word.
+pub fn signal_event_input(connection: u32, flag: u16) -> Vec<u8> {
+    signal_event_word(connection, flag).to_le_bytes().to_vec()
+}
+
+/// An HvCallRetargetDeviceInterrupt input targeting a sparse processor set (TLFS
+/// HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET, generic set format 0 = sparse 4K banks) whose
+/// valid-bank mask and two banks follow as the variable header (3 qwords): 80 bytes, sent with
+/// a variable header size of 3.
+pub fn retarget_sparse_input(device: u64) -> Vec<u8> {
+    let mut bytes = hvdef::HvInputRetargetDeviceInterrupt {
+        partition_id: HV_PARTITION_ID_SELF,
+        device_id: device,
+        interrupt_source: 1,
+        reserved1: 0,
+        interrupt_data: 0xFEE0_1000_0000_0052,
+        reserved2: 0,
+        vector: 0x52,
+        target_flags: hvdef::HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET,
+        vp_mask_or_format: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    for qword in [0b101u64, 0x8000_0000_0000_0003, 0x0000_0000_0001_0000] {
+        bytes.extend(qword.to_le_bytes());
+    }
+    bytes
+}
+
+/// The VP registers a fast call's input occupies, in order, and each register's width in bytes:
+/// x64 RDX, R8, then XMM0..XMM5 (16 bytes each); arm64 X2..X17.
+pub fn fast_input_registers(arch: Arch) -> Vec<(HvRegisterName, usize)> {
+    match arch {
+        Arch::X86_64 => [(hvdef::x86_64::reg::RDX, 8), (hvdef::x86_64::reg::R8, 8)]
+            .into_iter()
+            .chain((0..6).map(|n| (HvRegisterName(hvdef::x86_64::reg::XMM0.0 + n), 16)))
+            .collect(),
+        Arch::Aarch64 => (2..18)
+            .map(|n| (HvRegisterName(hvdef::aarch64::reg::X0.0 + n), 8))
+            .collect(),
+    }
+}
+
+/// A fast VTL0 hypercall (the control's fast bit set here) whose input is `input`, placed in the
+/// registers of [`fast_input_registers`] (little-endian, zero-padded), at [`Layout::ip`].
+pub fn fast_call(arch: Arch, control: Control, input: &[u8]) -> Vtl0Call {
+    let mut c = call(arch, control.with_fast(true), 0, 0);
+    let mut rest = input;
+    for (name, width) in fast_input_registers(arch) {
+        if rest.is_empty() {
+            break;
+        }
+        let take = rest.len().min(width);
+        let mut value = [0u8; 16];
+        value[..take].copy_from_slice(&rest[..take]);
+        c = c.with_register(name, u128::from_le_bytes(value));
+        rest = &rest[take..];
+    }
+    assert!(
+        rest.is_empty(),
+        "{} bytes do not fit a fast call",
+        input.len()
+    );
+    c
+}
+
 /// A fast HvCallSignalEvent's input word: `connection`, flag `flag`.
 pub fn signal_event_word(connection: u32, flag: u16) -> u64 {
     u64::from(connection) | u64::from(flag) << 32
@@ -165,8 +245,9 @@ pub fn owned_device_scenario(mut scenario: mockhv::model::Scenario) -> mockhv::m
     scenario
 }
 
-/// [`run_vtl0`] with this firmware command line.
-pub fn run_vtl0_with(
+/// Boots the release image of `scenario.arch` under the mock with `vtl0` scripted and the
+/// suites' relay table, and returns however the run ended (the caller judges it).
+pub fn session(
     scenario: mockhv::model::Scenario,
     vtl0: Vec<Vtl0Call>,
     append: &str,
@@ -176,7 +257,25 @@ pub fn run_vtl0_with(
     config.timeout = std::time::Duration::from_secs(90);
     config.vtl0 = vtl0;
     config.append = Some(append.to_string());
-    let report = mockhv::session::run(config).expect("the mock session runs");
+    mockhv::session::run(config).expect("the mock session runs")
+}
+
+/// VTL0's instruction pointer as a VP register name: what the paravisor sets to complete a
+/// call.
+pub fn ip_register(arch: Arch) -> HvRegisterName {
+    match arch {
+        Arch::X86_64 => hvdef::x86_64::reg::RIP,
+        Arch::Aarch64 => hvdef::aarch64::reg::PC,
+    }
+}
+
+/// [`run_vtl0`] with this firmware command line.
+pub fn run_vtl0_with(
+    scenario: mockhv::model::Scenario,
+    vtl0: Vec<Vtl0Call>,
+    append: &str,
+) -> mockhv::session::Report {
+    let report = session(scenario, vtl0, append);
     assert!(
         report.succeeded(),
         "{}\nconsole:\n{}",

@@ -132,6 +132,7 @@ fn vsm_absent_wrong_vtl_and_failing_register_reads_fail_clearly() {
             code: HypercallCode::GET_VP_REGISTERS,
             nth,
             action: FaultAction::Status(HvError::ACCESS_DENIED),
+            filter: Default::default(),
         });
         let report = boot(failing, Skip::default());
         assert_run(

@@ -6,7 +6,7 @@
 
 use e2e::{call, code, get_registers_input, layout, post_message};
 use hvdef::x86_64::cpuid;
-use hvdef::{HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl};
+use hvdef::{Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl};
 use mockhv::model::{Event, HypercallRecord, Scenario, Vtl0Call};
 use mockhv::qemu::Arch;
 use mockhv::session::Report;
@@ -155,6 +155,176 @@ fn the_table_follows_the_arch_s_nested_indicator_read_once_at_boot() {
                     "{case}: {code:?} nested bit"
                 );
                 assert_eq!(sent[0].status(), Some(HvStatus::SUCCESS), "{case}");
+            }
+        }
+    }
+}
+
+/// One relayed form: what VTL0 issues, and what the host must receive for it, written from the
+/// TLFS and the relay table (not from the paravisor's code).
+struct Relayed {
+    what: &'static str,
+    call: Vtl0Call,
+    /// The whole control word at the host.
+    control: Control,
+    /// The input bytes at the host, byte for byte.
+    input: Vec<u8>,
+    /// What VTL0 must find unchanged afterwards: memory (input GPA, bytes) or, for a fast call,
+    /// the input registers.
+    vtl0_input: Vtl0Input,
+}
+
+enum Vtl0Input {
+    Memory(u64, Vec<u8>),
+    Registers(Vec<(HvRegisterName, u128)>),
+}
+
+/// Every relayed call code in each form it can take, on a flat or a nested host: PostMessage
+/// (memory; 272 bytes never fit a fast block), SignalEvent fast and memory-based,
+/// RetargetDeviceInterrupt memory-based and fast with a 3-qword sparse VP set as its variable
+/// header (x64 XMM fast input goes to the host memory-based: the paravisor is soft-float).
+/// HV_HYPERCALL_NESTED (bit 31) marks exactly the calls a nested host's L0 owns (TLFS
+/// nested-virtualization.md: SynIC calls to the L0), on both arches.
+fn relayed_forms(arch: Arch, nested: bool) -> Vec<Relayed> {
+    let l = layout(arch);
+    let payload: Vec<u8> = (0..240u32).map(|i| (i * 7 + 3) as u8).collect();
+    let message = e2e::post_message_with(e2e::RELAYED, &payload);
+    let mut message_at_host = message.clone();
+    message_at_host[..4].copy_from_slice(&e2e::HOST_CONNECTION.to_le_bytes());
+    let event = |flag| e2e::signal_event_input(e2e::RELAYED_EVENT, flag);
+    let event_at_host = |flag| e2e::signal_event_input(e2e::HOST_CONNECTION, flag);
+    let retarget = e2e::retarget_sparse_input(e2e::OWNED_DEVICE);
+    let post = code(HypercallCode::POST_MESSAGE);
+    let signal = code(HypercallCode::SIGNAL_EVENT);
+    let retarget_code = code(HypercallCode::RETARGET_DEVICE_INTERRUPT).with_variable_header_size(3);
+    let fast_registers = |c: &Vtl0Call, n: usize| {
+        let names = e2e::fast_input_registers(arch);
+        names[..n]
+            .iter()
+            .map(|&(name, _)| {
+                let value = c.registers.iter().rev().find(|r| r.0 == name).unwrap().1;
+                (name, value)
+            })
+            .collect()
+    };
+    let memory = |gpa: u64, control: Control, bytes: &[u8]| {
+        call(arch, control, gpa, 0).with_memory(gpa, bytes)
+    };
+    let fast_event = e2e::fast_call(arch, signal, &event(3));
+    let fast_retarget = e2e::fast_call(arch, retarget_code, &retarget);
+    vec![
+        Relayed {
+            what: "PostMessage, memory",
+            call: memory(l.input, post, &message),
+            control: post.with_nested(nested),
+            input: message_at_host,
+            vtl0_input: Vtl0Input::Memory(l.input, message.clone()),
+        },
+        Relayed {
+            what: "SignalEvent, fast",
+            vtl0_input: Vtl0Input::Registers(fast_registers(&fast_event, 1)),
+            call: fast_event,
+            control: signal.with_fast(true).with_nested(nested),
+            input: event_at_host(3),
+        },
+        Relayed {
+            what: "SignalEvent, memory",
+            call: memory(l.input + 0x200, signal, &event(5)),
+            control: signal.with_nested(nested),
+            input: event_at_host(5),
+            vtl0_input: Vtl0Input::Memory(l.input + 0x200, event(5)),
+        },
+        Relayed {
+            what: "RetargetDeviceInterrupt, memory, sparse VP set",
+            call: memory(l.input + 0x300, retarget_code, &retarget),
+            control: retarget_code,
+            input: retarget.clone(),
+            vtl0_input: Vtl0Input::Memory(l.input + 0x300, retarget.clone()),
+        },
+        Relayed {
+            what: "RetargetDeviceInterrupt, fast, sparse VP set",
+            vtl0_input: Vtl0Input::Registers(fast_registers(
+                &fast_retarget,
+                match arch {
+                    Arch::X86_64 => 6,
+                    Arch::Aarch64 => 10,
+                },
+            )),
+            call: fast_retarget,
+            control: retarget_code.with_fast(arch == Arch::Aarch64),
+            input: retarget,
+        },
+    ]
+}
+
+#[test]
+fn every_relayed_form_reaches_the_host_byte_for_byte() {
+    for arch in Arch::ALL {
+        for nested in [false, true] {
+            let case = format!("{arch:?}, nested host {nested}");
+            let forms = relayed_forms(arch, nested);
+            let script = forms
+                .iter()
+                .map(|f| match &f.vtl0_input {
+                    Vtl0Input::Memory(gpa, bytes) => f.call.clone().with_output(*gpa, bytes.len()),
+                    Vtl0Input::Registers(_) => f.call.clone(),
+                })
+                .collect();
+            let scenario = e2e::owned_device_scenario(host(arch, nested));
+            let mut report = e2e::run_vtl0(scenario, script);
+            // The host: exactly one call per form, in script order per code.
+            let mut seen: std::collections::BTreeMap<HypercallCode, usize> = Default::default();
+            for f in &forms {
+                let code = f.control.code();
+                let n = seen.entry(code).or_default();
+                let sent = forwarded(&report, code);
+                let r = sent
+                    .get(*n)
+                    .unwrap_or_else(|| panic!("{case} {}: not relayed", f.what));
+                *n += 1;
+                assert_eq!(
+                    Control::from_bits(r.control),
+                    f.control,
+                    "{case} {}: the control word at the host",
+                    f.what
+                );
+                assert_eq!(r.input, f.input, "{case} {}: the input at the host", f.what);
+            }
+            for (code, n) in seen {
+                assert_eq!(
+                    forwarded(&report, code).len(),
+                    n,
+                    "{case} {code:?}: nothing else"
+                );
+            }
+            // VTL0: SUCCESS with no reps (the whole result word), the IP past the call, its
+            // control word and its input as it left them.
+            let results = results(&mut report);
+            assert_eq!(results.len(), forms.len(), "{case}");
+            let control_register = match arch {
+                Arch::X86_64 => hvdef::x86_64::reg::RCX,
+                Arch::Aarch64 => hvdef::aarch64::reg::X1,
+            };
+            for (r, f) in results.iter().zip(&forms) {
+                let what = format!("{case} {}", f.what);
+                assert_eq!(r.result, 0, "{what}: the result word");
+                assert!(r.advanced() && r.reached_vtl2, "{what}");
+                let vtl0_control = f.call.registers.iter().find(|x| x.0 == control_register);
+                assert_eq!(
+                    r.register(control_register),
+                    vtl0_control.unwrap().1,
+                    "{what}: VTL0's control register"
+                );
+                match &f.vtl0_input {
+                    Vtl0Input::Memory(_, bytes) => {
+                        assert_eq!(&r.output, bytes, "{what}: VTL0's input memory untouched")
+                    }
+                    Vtl0Input::Registers(regs) => {
+                        for &(name, value) in regs {
+                            assert_eq!(r.register(name), value, "{what}: {name:?}");
+                        }
+                    }
+                }
             }
         }
     }

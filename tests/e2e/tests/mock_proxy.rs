@@ -10,11 +10,12 @@ use e2e::{
     signal_event_word, HOST_CONNECTION, OWNED_DEVICE, RELAYED, RELAYED_EVENT, UNMAPPED,
 };
 use hvdef::{
-    Control, HvInputVtl, HvInterceptType, HvRegisterName, HvRegisterVsmVpStatus, HvStatus,
+    Control, HvError, HvInputVtl, HvInterceptType, HvRegisterName, HvRegisterVsmVpStatus, HvStatus,
     HypercallCode, Vtl, HV_PARTITION_ID_SELF,
 };
 use mockhv::model::{
-    Event, FaultAction, HypercallIntercept, InjectedFault, Scenario, Vtl0Call, Vtl0Result,
+    Event, FaultAction, FaultFilter, HypercallIntercept, InjectedFault, Scenario, Vtl0Call,
+    Vtl0Result,
 };
 use mockhv::qemu::Arch;
 use mockhv::session::Report;
@@ -417,6 +418,7 @@ fn intercept_installation_follows_openhcl_and_survives_a_refusal() {
                 code: HypercallCode::INSTALL_INTERCEPT,
                 nth,
                 action: FaultAction::Status(hvdef::HvError::INVALID_PARAMETER),
+                filter: Default::default(),
             });
         }
         let l = layout(arch);
@@ -460,6 +462,7 @@ fn a_relayed_call_that_times_out() {
                 } else {
                     FaultAction::Timeout { reps: 0 }
                 },
+                filter: Default::default(),
             });
             let mut posted = call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)
                 .with_memory(l.input, &message);
@@ -578,6 +581,7 @@ fn a_timed_out_xmm_fast_relay_keeps_vtl0_s_control_word() {
         code: HypercallCode::RETARGET_DEVICE_INTERRUPT,
         nth: 2,
         action: FaultAction::ReturnedTimeout { reps: 0 },
+        filter: Default::default(),
     });
     let mut report = e2e::run_vtl0(scenario, vec![c]);
     let results = results(&mut report);
@@ -632,5 +636,140 @@ fn extended_query_obeys_the_partition_privilege() {
             ),
         ];
         run_cases(scenario, reflected);
+    }
+}
+
+/// A host that refuses the SetVpRegisters completing a relayed call (VTL0's IP advance) on VP 0:
+/// VP 0 says so in one line (VP, register, status) and halts for good, without retrying or
+/// spinning (re-entering VTL0 would re-execute a call the host already took); VP 1 keeps
+/// serving. The refusal is the first IP advance VP 0 makes.
+#[test]
+fn a_refused_ip_advance_stops_that_vp_only() {
+    for arch in Arch::ALL {
+        let (message, to_host) = relayed_message(RELAYED);
+        let l = layout(arch);
+        let relayed_post = |vp: u32| {
+            let input = l.input + 0x100 * u64::from(vp);
+            call(arch, code(HypercallCode::POST_MESSAGE), input, 0)
+                .with_memory(input, &message)
+                .on_vp(vp)
+        };
+        let script = vec![
+            relayed_post(0),
+            // Never delivered: VP 0 is halted by then.
+            relayed_post(0),
+            relayed_post(1),
+            call(
+                arch,
+                code(HypercallCode::SIGNAL_EVENT).with_fast(true),
+                signal_event_word(RELAYED_EVENT, 1),
+                0,
+            )
+            .on_vp(1),
+        ];
+        let mut scenario = Scenario {
+            vp_count: 2,
+            ..Scenario::for_arch(arch)
+        };
+        let ip = e2e::ip_register(arch);
+        scenario.faults.push(InjectedFault {
+            code: HypercallCode::SET_VP_REGISTERS,
+            nth: 1,
+            action: FaultAction::Status(HvError::ACCESS_DENIED),
+            filter: FaultFilter {
+                vp: Some(0),
+                register: Some(ip),
+            },
+        });
+        let mut report = e2e::session(scenario, script, e2e::RELAY);
+        let console = report.run.console.clone();
+        assert!(
+            report.unhandled_fault.is_none() && report.run.outcome != mockhv::qemu::Outcome::Fail,
+            "{arch:?}: {}\n{console}",
+            report.summary()
+        );
+        assert_eq!(
+            report.halted_vps,
+            [0].into(),
+            "{arch:?}: VP 0 halted, VP 1 did not\n{console}"
+        );
+        assert!(
+            !report.script_finished,
+            "{arch:?}: VP 0's second call is left"
+        );
+        assert!(!console.contains("PANIC"), "{arch:?}: no panic\n{console}");
+        let name = match arch {
+            Arch::X86_64 => "RIP",
+            Arch::Aarch64 => "XPC",
+        };
+        let line = format!(
+            "[vp0] ERROR VP 0: SetVpRegisters of VTL0's {name} ({:#x}) refused with \
+             HV_STATUS_ACCESS_DENIED",
+            ip.0
+        );
+        assert_eq!(
+            console.lines().filter(|l| l.starts_with(&line)).count(),
+            1,
+            "{arch:?}: one line naming the VP, the register and the status\n{console}"
+        );
+        // VP 1 served both of its calls.
+        let results = results(&mut report);
+        let vp1: Vec<&Vtl0Result> = results.iter().filter(|r| r.vp == 1).collect();
+        assert_eq!(vp1.len(), 2, "{arch:?}");
+        assert!(vp1
+            .iter()
+            .all(|r| r.status() == HvStatus::SUCCESS && r.advanced() && r.reached_vtl2));
+        // VP 0's call went to the host once and was never completed into VTL0.
+        assert!(results.iter().all(|r| r.vp != 0), "{arch:?}");
+        let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 2, "{arch:?}");
+        assert!(posts.iter().all(|r| r.input == to_host));
+        assert_eq!(posts.iter().filter(|r| r.vp == 0).count(), 1, "{arch:?}");
+        // No retry: one refused SetVpRegisters on VP 0 after its relay, and nothing more.
+        let after: Vec<_> = report
+            .trace()
+            .hypercalls()
+            .filter(|r| r.vp == 0 && r.vtl == Vtl::VTL2)
+            .skip_while(|r| r.code != HypercallCode::POST_MESSAGE)
+            .skip(1)
+            .map(|r| (r.code, r.status()))
+            .collect();
+        assert_eq!(
+            after,
+            [(
+                HypercallCode::SET_VP_REGISTERS,
+                Some(HvStatus::ACCESS_DENIED)
+            )],
+            "{arch:?}: VP 0's calls after its relay"
+        );
+    }
+}
+
+/// A call whose instruction ends exactly at the top of the address space completes with the IP
+/// wrapped to 0 (ip + len computed modulo 2^64, never saturated or refused): the hypervisor, not
+/// the paravisor, decides what executing from there means.
+#[test]
+fn an_ip_advance_at_the_top_of_the_address_space_wraps() {
+    for arch in Arch::ALL {
+        let l = layout(arch);
+        let (message, to_host) = relayed_message(RELAYED);
+        let control = code(HypercallCode::POST_MESSAGE);
+        let vtl0 = match arch {
+            // vmcall: 3 bytes.
+            Arch::X86_64 => Vtl0Call::x64(u64::MAX - 2, control, l.input, 0),
+            // hvc #0: 4 bytes.
+            Arch::Aarch64 => Vtl0Call::arm64(u64::MAX - 3, control, l.input, 0),
+        }
+        .with_memory(l.input, &message);
+        let mut report = e2e::run_vtl0(Scenario::for_arch(arch), vec![vtl0]);
+        let results = results(&mut report);
+        assert_eq!(results.len(), 1, "{arch:?}");
+        let r = &results[0];
+        assert_eq!(r.status(), HvStatus::SUCCESS, "{arch:?}");
+        assert!(r.reached_vtl2, "{arch:?}");
+        assert_eq!(r.ip_after, 0, "{arch:?}: the IP wrapped");
+        let posts = forwarded(&report, HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 1, "{arch:?}");
+        assert_eq!(posts[0].input, to_host, "{arch:?}");
     }
 }

@@ -190,6 +190,7 @@ fn check_every_outcome(arch: Arch, scenario: Scenario) {
         code: HypercallCode::POST_MESSAGE,
         nth,
         action: FaultAction::ReturnedTimeout { reps: 0 },
+        filter: Default::default(),
     });
     // Reflect the codes Hyper-V keeps to itself, so that every outcome of the paravisor's
     // table is exercised (see `Scenario::reflected_codes`).

@@ -104,6 +104,7 @@ fn a_rep_call_that_times_out_is_resumed_from_reps_completed() {
             code: HypercallCode::GET_VP_REGISTERS,
             nth,
             action: FaultAction::Timeout { reps: 1 },
+            filter: Default::default(),
         });
         let report = boot(scenario);
         assert_passed(&report);

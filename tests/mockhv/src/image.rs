@@ -47,6 +47,9 @@ impl Sites {
 pub struct Image {
     pub arch: Arch,
     pub sites: Sites,
+    /// `pv_halt_site`, where a VP stops for good with interrupts masked (`hlt` / `wfi`), when
+    /// the image has one.
+    pub halt: Option<u64>,
     pub symbols: BTreeMap<String, u64>,
     /// The pages the loadable segments occupy (lowest segment start rounded down to a page,
     /// highest segment end, memory size so BSS included, rounded up): what the image owns once
@@ -107,6 +110,7 @@ impl Image {
         Ok(Image {
             arch,
             sites,
+            halt: symbols.get("pv_halt_site").copied(),
             symbols,
             extent,
             exec,

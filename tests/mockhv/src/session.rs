@@ -69,6 +69,9 @@ pub struct Report {
     /// Every VP went back to VTL0 with nothing left in its script: the paravisor is proxying
     /// and idle. With an empty script, that is a successful boot.
     pub script_finished: bool,
+    /// VPs that halted for good in VTL2 (reached `pv_halt_site`); the run ends when every
+    /// started VP is halted or done, but it is then not `script_finished`.
+    pub halted_vps: std::collections::BTreeSet<u32>,
     /// A fault the model raised, which the session cannot inject, ends the run here.
     pub unhandled_fault: Option<String>,
     /// With [`SessionConfig::count_instructions`]: what each delivered intercept cost VTL2, in
@@ -173,6 +176,9 @@ enum Site {
     Wrmsr,
     Vmcall(VmcallKind),
     Hvc(u16),
+    /// `pv_halt_site`: the VP halts for good (interrupts masked). Hyper-V intercepts HLT / WFI
+    /// and deschedules the VP until an interrupt it can take, which never comes.
+    Halt,
 }
 
 /// Guest-physical memory through the gdbstub (physical mode), limited to the machine's RAM: in
@@ -231,8 +237,10 @@ struct Session {
     fault: Option<String>,
     trampoline_written: bool,
     vp_count: u32,
-    /// VPs whose VTL0 script is done: their vCPUs are no longer resumed.
+    /// VPs whose VTL0 script is done, or that halted: their vCPUs are no longer resumed.
     parked: std::collections::BTreeSet<u32>,
+    /// VPs that reached `pv_halt_site`.
+    halted: std::collections::BTreeSet<u32>,
     /// Single-step each delivered intercept ([`SessionConfig::count_instructions`]).
     count_instructions: bool,
     counted: Vec<InterceptInstructions>,
@@ -279,6 +287,9 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         .context("switching the gdbstub to physical addresses")?;
 
     let mut sites = HashMap::new();
+    if let Some(addr) = image.halt {
+        sites.insert(addr, Site::Halt);
+    }
     match image.sites {
         Sites::X86_64 {
             cpuid,
@@ -321,6 +332,7 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         trampoline_written: false,
         vp_count: config.scenario.vp_count,
         parked: Default::default(),
+        halted: Default::default(),
         count_instructions: config.count_instructions,
         counted: Vec::new(),
     };
@@ -335,7 +347,8 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         run,
         model: session.model,
         stops: session.stops,
-        script_finished: session.finished,
+        script_finished: session.finished && session.halted.is_empty(),
+        halted_vps: session.halted,
         unhandled_fault: session.fault,
         instructions_per_intercept: session.counted,
     })
@@ -518,6 +531,10 @@ impl Session {
     /// Handles one trap; false ends the run.
     fn handle(&mut self, vp: u32, pc: u64, site: Site) -> Result<bool> {
         match site {
+            Site::Halt => {
+                self.halted.insert(vp);
+                return Ok(self.park(vp));
+            }
             Site::Cpuid => {
                 let r = self.gdb.read_regs(&["rax", "rcx"])?;
                 match self.model.cpuid(vp, r[0] as u32, r[1] as u32) {
@@ -697,18 +714,23 @@ impl Session {
             self.start_vcpu(vp, start)?;
         }
         if effects.finished {
-            // This VP's VTL0 has nothing left to run: park its vCPU. The run is over when every
-            // started VP is parked.
-            self.parked.insert(vp);
-            let started = (0..self.vp_count)
-                .filter(|&v| self.model.vp_started(v))
-                .count();
-            if self.parked.len() >= started {
-                self.finished = true;
-                return Ok(false);
-            }
+            // This VP's VTL0 has nothing left to run: park its vCPU.
+            return Ok(self.park(vp));
         }
         Ok(true)
+    }
+
+    /// Stops resuming `vp`. The run is over (false) when every started VP is parked.
+    fn park(&mut self, vp: u32) -> bool {
+        self.parked.insert(vp);
+        let started = (0..self.vp_count)
+            .filter(|&v| self.model.vp_started(v))
+            .count();
+        if self.parked.len() >= started {
+            self.finished = true;
+            return false;
+        }
+        true
     }
 
     /// Really starts `start.vp`'s vCPU, borrowing the calling vCPU (stopped after its

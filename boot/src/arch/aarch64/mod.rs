@@ -13,9 +13,6 @@ const PL011_FR_TXFF: u32 = 1 << 5;
 const DEFAULT_DTB: u64 = 0x4000_0000;
 /// Largest device tree accepted; QEMU's is 1 MiB.
 const DTB_MAX: usize = 2 << 20;
-/// The device tree is read before the identity map is extended to RAM above 4 GiB, so it must
-/// lie in the static map (the first 4 GiB).
-const IDENTITY_MAPPED: u64 = crate::paging::STATIC_MAP_END;
 
 pub(crate) fn uart_write(byte: u8) {
     let dr = PL011_BASE as *mut u32;
@@ -40,11 +37,28 @@ pub fn exit(code: ExitCode) -> ! {
     halt()
 }
 
-/// Stops this CPU for good.
+core::arch::global_asm!(
+    r#"
+    .section .text.halt, "ax"
+    .global boot_halt
+boot_halt:
+    msr daifset, #0xf
+    .global pv_halt_site
+pv_halt_site:
+    wfi
+    b pv_halt_site
+"#
+);
+
+unsafe extern "C" {
+    fn boot_halt() -> !;
+}
+
+/// Stops this CPU for good: interrupts masked, `wfi` for ever. The `wfi` is `pv_halt_site`,
+/// so a hypervisor model sees the VP halt as Hyper-V's WFI trap would.
 pub fn halt() -> ! {
-    loop {
-        aarch64_cpu::asm::wfi();
-    }
+    // SAFETY: boot_halt masks interrupts and waits; it touches no memory and never returns.
+    unsafe { boot_halt() }
 }
 
 pub(crate) fn set_cpu_base(addr: usize) {
@@ -112,26 +126,32 @@ pub fn load_traps() {
 
 fn read_device_tree(addr: u64, info: &mut BootInfo) {
     let addr = if addr == 0 { DEFAULT_DTB } else { addr };
-    if addr >= IDENTITY_MAPPED - DTB_MAX as u64 {
-        crate::println!(
-            "boot: device tree at {addr:#x} is outside the static identity map; ignoring it"
-        );
+    // Never a read of Device memory (block 0: QEMU virt's UART, GIC, flash) or beyond the
+    // Normal memory the boot tables map.
+    if let Err(why) = crate::loader::AARCH64.check(addr, 8) {
+        crate::println!("boot: device tree at {addr:#x} is {why}; ignoring it, using defaults");
         return;
     }
-    // SAFETY: identity-mapped RAM the loader handed over; only read.
+    // SAFETY: 8 bytes of Normal, identity-mapped memory (checked above); only read.
     let header = unsafe { core::slice::from_raw_parts(addr as *const u8, 8) };
     let size = match Fdt::total_size(header) {
-        Ok(size) if size <= DTB_MAX => size,
-        Ok(size) => {
+        Ok(size) if size > DTB_MAX => {
             crate::println!("boot: device tree claims {size} bytes; ignoring it");
             return;
         }
+        Ok(size) if crate::loader::AARCH64.check(addr, size as u64).is_err() => {
+            crate::println!(
+                "boot: device tree at {addr:#x} claims {size} bytes, past mapped memory; ignoring it"
+            );
+            return;
+        }
+        Ok(size) => size,
         Err(_) => {
             crate::println!("boot: no device tree at {addr:#x}; using defaults");
             return;
         }
     };
-    // SAFETY: as above, bounded by DTB_MAX inside the identity map.
+    // SAFETY: as above: `size` bytes of Normal, identity-mapped memory (checked above).
     let blob = unsafe { core::slice::from_raw_parts(addr as *const u8, size) };
     let fdt = match Fdt::new(blob) {
         Ok(fdt) => fdt,

@@ -46,12 +46,29 @@ pub fn exit(code: ExitCode) -> ! {
     halt()
 }
 
-/// Stops this CPU for good.
+core::arch::global_asm!(
+    r#"
+    .section .text.halt, "ax"
+    .global boot_halt
+boot_halt:
+    cli
+    .global pv_halt_site
+pv_halt_site:
+    hlt
+    jmp pv_halt_site
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn boot_halt() -> !;
+}
+
+/// Stops this CPU for good: interrupts off, `hlt` for ever. The `hlt` is `pv_halt_site`, so a
+/// hypervisor model sees the VP halt as Hyper-V's HLT intercept would.
 pub fn halt() -> ! {
-    loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
-    }
+    // SAFETY: boot_halt masks interrupts and halts; it touches no memory and never returns.
+    unsafe { boot_halt() }
 }
 
 const IA32_GS_BASE: u32 = 0xc000_0101;

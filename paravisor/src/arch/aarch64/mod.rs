@@ -284,6 +284,11 @@ pub fn vtl_return(_assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers)
 /// VTL0's program counter, advanced past a completed hypercall.
 pub const IP_REGISTER: HvRegisterName = hvdef::aarch64::reg::XPC;
 
+/// A VP register's TLFS name (this ISA's names first), for log lines.
+pub fn register_name(name: HvRegisterName) -> Option<&'static str> {
+    hvdef::aarch64::reg::name(name).or(name.name())
+}
+
 /// The `HvRegisterPendingEvent0` value that makes VTL0 take an undefined-instruction exception:
 /// an exception event whose syndrome (ESR_EL1) has EC 0, "unknown reason", the class the Arm ARM
 /// reports undefined instructions with, and IL (bit 25) set, which the Arm ARM requires for that

@@ -389,6 +389,11 @@ pub fn vtl_return(assist: &crate::percpu::AssistPage, regs: &mut Vtl0Registers) 
 /// VTL0's instruction pointer, advanced past a completed hypercall.
 pub const IP_REGISTER: hvdef::HvRegisterName = hvdef::x86_64::reg::RIP;
 
+/// A VP register's TLFS name (this ISA's names first), for log lines.
+pub fn register_name(name: hvdef::HvRegisterName) -> Option<&'static str> {
+    hvdef::x86_64::reg::name(name).or(name.name())
+}
+
 /// The `HvRegisterPendingEvent0` value that makes VTL0 take #UD: an exception event with vector
 /// 6 (#UD, an x86 architectural number) and no error code, as #UD pushes none.
 pub fn undefined_instruction_event() -> hvdef::HvRegisterValue {

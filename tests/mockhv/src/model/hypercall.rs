@@ -309,7 +309,7 @@ impl Model {
             Target::Model(spec) => spec,
             Target::Host(result) => {
                 self.check_route(control, start)?;
-                let stop = self.count_call(code, start, count, rep)?;
+                let stop = self.count_call(code, vp, &[], start, count, rep)?;
                 result.map_err(|err| Stop::Status(err, start))?;
                 return Self::rep_result(stop.end, count, stop.short);
             }
@@ -340,7 +340,7 @@ impl Model {
             Err(Stop::Status(err, _)) if vtl == Vtl::VTL0 && synic => Some(err),
             Err(stop) => return Err(stop),
         };
-        let stop = self.count_call(code, start, count, rep)?;
+        let stop = self.count_call(code, vp, &params.input, start, count, rep)?;
 
         let mut call = Call {
             vp,
@@ -585,13 +585,12 @@ impl Model {
     fn count_call(
         &mut self,
         code: HypercallCode,
+        vp: u32,
+        input: &[u8],
         start: u16,
         count: u16,
         rep: bool,
     ) -> Result<RepEnd, Stop> {
-        let n = self.call_counts.entry(code).or_default();
-        *n = n.saturating_add(1);
-        let n = *n;
         let budget = self.scenario.limits.max_reps_per_call;
         let mut stop = RepEnd {
             end: if rep && budget != 0 {
@@ -601,11 +600,16 @@ impl Model {
             },
             short: self.scenario.limits.budget_end,
         };
-        let fault = self
-            .scenario
-            .faults
-            .iter()
-            .find(|f| f.code == code && f.nth == n);
+        let mut fault = None;
+        for (f, seen) in self.scenario.faults.iter().zip(&mut self.fault_counts) {
+            if f.code == code && f.filter.matches(code, vp, input) {
+                *seen = seen.saturating_add(1);
+                if *seen == f.nth && fault.is_none() {
+                    fault = Some(*f);
+                }
+            }
+        }
+        let fault = fault.as_ref();
         match fault.map(|f| f.action) {
             None => {}
             Some(FaultAction::Status(err)) => return Err(Stop::Status(err, start)),

@@ -26,13 +26,14 @@ use std::collections::BTreeMap;
 
 use hvdef::aarch64::HvArm64InitialVpContext;
 use hvdef::x86_64::HvX64InitialVpContext;
-use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, HypercallCode, Vtl};
+use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, Vtl};
 
 pub use crate::qemu::Arch;
 pub use aarch64::{arm64_shared, ARM64_GPRS};
 pub use memory::{GuestMemory, MemoryError, TestMemory};
 pub use scenario::{
-    BudgetEnd, FaultAction, HypercallIntercept, InjectedFault, Limits, Overlap, Scenario,
+    BudgetEnd, FaultAction, FaultFilter, HypercallIntercept, InjectedFault, Limits, Overlap,
+    Scenario,
 };
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
 pub use vtl::{Vtl0Access, Vtl0Call, Vtl0Result, Vtl0Script};
@@ -136,8 +137,9 @@ pub struct Model {
     vps: Vec<Vp>,
     trace: Trace,
     vtl0: Vtl0Script,
-    /// Calls per code that passed validation, for injected faults.
-    call_counts: BTreeMap<HypercallCode, u32>,
+    /// Per injected fault (same index): the calls that passed validation and matched its code
+    /// and filter so far.
+    fault_counts: Vec<u32>,
     /// The fault being applied is a `ReturnedTimeout`: complete the call instead of leaving
     /// the IP on it.
     timeout_returned: bool,
@@ -189,7 +191,7 @@ impl Model {
             vps,
             trace: Trace::default(),
             vtl0: Vtl0Script::default(),
-            call_counts: BTreeMap::new(),
+            fault_counts: vec![0; scenario.faults.len()],
             timeout_returned: false,
             scenario,
         }

@@ -127,10 +127,55 @@ pub enum HypercallIntercept {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InjectedFault {
     pub code: HypercallCode,
-    /// 1-based: the nth call of `code` that passed validation (counted over all VPs; a re-issued
+    /// 1-based: the nth call of `code` that passed validation (counted over all VPs unless `filter` narrows it; a re-issued
     /// rep call after a timeout counts again).
     pub nth: u32,
     pub action: FaultAction,
+    /// Which calls of `code` count towards `nth` (default: all of them).
+    pub filter: FaultFilter,
+}
+
+/// Narrows the calls an [`InjectedFault`] counts: `nth` is then the nth call of its code that
+/// passed validation and matches every field that is set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultFilter {
+    /// Only calls this VP makes (its VP index).
+    pub vp: Option<u32>,
+    /// Only HvCallGetVpRegisters / HvCallSetVpRegisters whose input names this register
+    /// (memory-based or fast); no other code matches.
+    pub register: Option<HvRegisterName>,
+}
+
+impl FaultFilter {
+    /// Every call of the fault's code.
+    pub const ANY: FaultFilter = FaultFilter {
+        vp: None,
+        register: None,
+    };
+
+    pub(crate) fn matches(&self, code: HypercallCode, vp: u32, input: &[u8]) -> bool {
+        self.vp.is_none_or(|v| v == vp)
+            && self
+                .register
+                .is_none_or(|name| register_names(code, input).any(|n| n == name))
+    }
+}
+
+/// The register names of a Get/SetVpRegisters input (header, then names or name/value pairs);
+/// none for any other code.
+fn register_names(code: HypercallCode, input: &[u8]) -> impl Iterator<Item = HvRegisterName> + '_ {
+    const HEADER: usize = 16;
+    let stride = match code {
+        HypercallCode::GET_VP_REGISTERS => 4,
+        HypercallCode::SET_VP_REGISTERS => 32,
+        _ => 0,
+    };
+    input
+        .get(HEADER..)
+        .filter(|_| stride != 0)
+        .unwrap_or(&[])
+        .chunks_exact(stride.max(1))
+        .map(|e| HvRegisterName(u32::from_le_bytes(e[..4].try_into().unwrap())))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use hvdef::{
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::model::{BudgetEnd, FaultAction, InjectedFault, Limits, Overlap};
+use crate::model::{BudgetEnd, FaultAction, FaultFilter, InjectedFault, Limits, Overlap};
 
 const VSM_STATUS: u128 = 0x0005_0002; // VTL2 active, VTL0 and VTL2 enabled
 
@@ -508,6 +508,7 @@ fn injected_status_hits_the_nth_valid_call() {
             code: HypercallCode::POST_MESSAGE,
             nth: 2,
             action: FaultAction::Status(HvError::INSUFFICIENT_BUFFERS),
+            filter: Default::default(),
         }],
         ..Scenario::default()
     });
@@ -536,6 +537,47 @@ fn injected_status_hits_the_nth_valid_call() {
     );
 }
 
+/// A filtered fault counts only the calls it matches: here VP 0's SetVpRegisters naming RIP
+/// (a register named among others counts; other registers, other VPs and GetVpRegisters
+/// naming RIP do not).
+#[test]
+fn a_filtered_fault_counts_only_matching_calls() {
+    let rip_on_vp = |vp| FaultFilter {
+        vp: Some(vp),
+        register: Some(RIP),
+    };
+    let mut hv = Hv::new(Scenario {
+        faults: vec![
+            InjectedFault {
+                code: HypercallCode::SET_VP_REGISTERS,
+                nth: 1,
+                action: FaultAction::Status(HvError::INVALID_PARAMETER),
+                filter: rip_on_vp(1),
+            },
+            InjectedFault {
+                code: HypercallCode::SET_VP_REGISTERS,
+                nth: 2,
+                action: FaultAction::Status(HvError::ACCESS_DENIED),
+                filter: rip_on_vp(0),
+            },
+        ],
+        ..Scenario::default()
+    });
+    let rax = x64_reg::RAX;
+    let set = |hv: &mut Hv, regs: &[(HvRegisterName, u128)]| hv.set_regs(vtl0(), regs).status();
+    assert_eq!(set(&mut hv, &[(rax, 1)]), HvStatus::SUCCESS);
+    assert_eq!(hv.get_regs(vtl0(), &[RIP]).0.status(), HvStatus::SUCCESS);
+    assert_eq!(set(&mut hv, &[(RIP, 0x1000)]), HvStatus::SUCCESS);
+    assert_eq!(set(&mut hv, &[(rax, 2)]), HvStatus::SUCCESS);
+    assert_eq!(
+        set(&mut hv, &[(rax, 3), (RIP, 0x2000)]),
+        HvStatus::ACCESS_DENIED
+    );
+    assert_eq!(hv.model.register(0, Vtl::VTL0, RIP), Ok(0x1000));
+    assert_eq!(set(&mut hv, &[(RIP, 0x3000)]), HvStatus::SUCCESS);
+    assert_eq!(hv.model.register(0, Vtl::VTL0, RIP), Ok(0x3000));
+}
+
 const FIVE: [HvRegisterName; 5] = [
     HvRegisterName::VP_INDEX,
     HvRegisterName::VSM_VP_STATUS,
@@ -551,6 +593,7 @@ fn timeout_completes_k_reps_then_resumes_from_rep_start() {
             code: HypercallCode::GET_VP_REGISTERS,
             nth: 1,
             action: FaultAction::Timeout { reps: 2 },
+            filter: Default::default(),
         }],
         ..Scenario::default()
     });
@@ -667,6 +710,7 @@ fn short_success_completes_k_reps_and_advances() {
             code: HypercallCode::GET_VP_REGISTERS,
             nth: 1,
             action: FaultAction::ShortSuccess { reps: 2 },
+            filter: Default::default(),
         }],
         ..Scenario::default()
     });
@@ -710,17 +754,20 @@ fn short_success_with_no_reps_is_a_host_without_progress() {
                 code: HypercallCode::SET_VP_REGISTERS,
                 nth: 1,
                 action: FaultAction::ShortSuccess { reps: 0 },
+                filter: Default::default(),
             },
             // On a simple call there is nothing to fall short of.
             InjectedFault {
                 code: HypercallCode::POST_MESSAGE,
                 nth: 1,
                 action: FaultAction::ShortSuccess { reps: 0 },
+                filter: Default::default(),
             },
             InjectedFault {
                 code: HypercallCode::FLUSH_VIRTUAL_ADDRESS_LIST,
                 nth: 1,
                 action: FaultAction::ShortSuccess { reps: 1 },
+                filter: Default::default(),
             },
         ],
         ..Scenario::default()
@@ -765,6 +812,7 @@ fn rep_budget_can_end_in_short_success() {
             code: HypercallCode::GET_VP_REGISTERS,
             nth: 2,
             action: FaultAction::Timeout { reps: 1 },
+            filter: Default::default(),
         }],
         ..Scenario::default()
     };
