@@ -353,6 +353,7 @@ fn a_refused_protection_stops_the_paravisor_before_vtl0_runs() {
             code: HypercallCode::MODIFY_VTL_PROTECTION_MASK,
             nth: 1,
             action: mockhv::model::FaultAction::Status(hvdef::HvError::INVALID_PARAMETER),
+            filter: Default::default(),
         });
         let l = layout(arch);
         let mut config = mockhv::session::SessionConfig::new(e2e::image(arch), scenario);
