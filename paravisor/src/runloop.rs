@@ -6,6 +6,7 @@
 use crate::hypercall::VpTarget;
 use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, Vtl0Memory};
 use crate::{arch, percpu};
+use core::sync::atomic::{AtomicU64, Ordering};
 use hvdef::{
     Control, HvInputVtl, HvMessage, HvMessageType, HvRegisterAssoc, HvRegisterName,
     HvRegisterValue, HvStatus, HvVtlEntryReason, HypercallOutput, Vtl,
@@ -198,28 +199,76 @@ fn raise_undefined_instruction() {
 
 /// A VTL0 access the hypervisor stopped: VTL2's own pages (protected before VTL0 first ran), or
 /// anything else the hypervisor hands VTL2 as a GPA intercept. The paravisor emulates no memory
-/// and lends none: the access is not carried out, one line says what VTL0 tried, and VTL0 takes
+/// and lends none: the access is not carried out, a line says what VTL0 tried, and VTL0 takes
 /// the fault the ISA has for memory that refuses the access (`arch::memory_fault_event`) on the
 /// faulting instruction, as any other exception the paravisor raises.
+///
+/// Unless the CPU made the access while delivering an event to VTL0 (its IDT, GDT, stack or
+/// vector table on VTL2's page): the fault would be delivered through the same page and fault
+/// again, for ever (hardware would escalate to a double and a triple fault; OpenVMM's emulator
+/// "gives up" rather than inject in that state, `virt_support_x86emu` emulate.rs). VTL0 cannot
+/// go on on this VP, so the VP stops as for a triple fault: one line, then it halts, and the
+/// other VPs go on.
+///
+/// VTL0 chooses how often this happens, so the lines are bounded: the first
+/// [`MEMORY_LINES_PER_VP`] refusals on a VP each get one, then one every
+/// [`MEMORY_LINE_INTERVAL`] with the count.
 fn refuse_memory_access(access: &proxy::MemoryAccess) {
-    let image = boot::image_range();
-    let whose = if image.contains(&access.gpa) {
+    let vp = boot::cpu::index();
+    let whose = if boot::image_range().contains(&access.gpa) {
         "VTL2 memory"
     } else {
         "not VTL0's to access"
     };
-    log::warn!(
-        "VP {}: VTL0 {} at GPA {:#x} refused ({whose}): VTL0 takes {}",
-        boot::cpu::index(),
-        access.kind(),
-        access.gpa,
-        arch::MEMORY_FAULT_NAME
-    );
+    if access.delivering_event {
+        log::error!(
+            "VP {vp}: VTL0 {} at GPA {:#x} refused ({whose}) while VTL0 was taking an exception \
+             or interrupt: a fault would fault again; VP {vp} stops serving VTL0 and halts, the \
+             other VPs go on",
+            access.kind(),
+            access.gpa,
+        );
+        boot::arch::halt();
+    }
+    let n = MEMORY_REFUSALS
+        .get(vp as usize)
+        .map_or(1, |c| c.fetch_add(1, Ordering::Relaxed) + 1);
+    if n <= MEMORY_LINES_PER_VP || n.is_multiple_of(MEMORY_LINE_INTERVAL) {
+        log::warn!(
+            "VP {vp}: VTL0 {} at GPA {:#x} refused ({whose}): VTL0 takes {}{}",
+            access.kind(),
+            access.gpa,
+            arch::MEMORY_FAULT_NAME,
+            Refusals(n)
+        );
+    }
     set_vtl0_register(
         HvRegisterName::PENDING_EVENT0,
         arch::memory_fault_event(access),
         "raising a memory fault in VTL0",
     );
+}
+
+/// Refused VTL0 memory accesses per VP, and how many get a line (see `refuse_memory_access`).
+static MEMORY_REFUSALS: [AtomicU64; boot::MAX_VPS] = [const { AtomicU64::new(0) }; boot::MAX_VPS];
+const MEMORY_LINES_PER_VP: u64 = 64;
+const MEMORY_LINE_INTERVAL: u64 = 65536;
+
+/// The tail of a refusal line: nothing for the first ones, then what the bound means.
+struct Refusals(u64);
+
+impl core::fmt::Display for Refusals {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            n if n < MEMORY_LINES_PER_VP => Ok(()),
+            MEMORY_LINES_PER_VP => write!(
+                f,
+                " (refusal {MEMORY_LINES_PER_VP} on this VP: from now on one line in \
+                 {MEMORY_LINE_INTERVAL})"
+            ),
+            n => write!(f, " (refusal {n} on this VP)"),
+        }
+    }
 }
 
 fn execute(config: &Config, req: &Request) -> Outcome {

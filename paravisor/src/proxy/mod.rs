@@ -133,6 +133,10 @@ pub struct MemoryAccess {
     pub access: hvdef::HvInterceptAccessType,
     /// From VTL0's user mode (x64 CPL > 0, arm64 EL0) rather than its kernel.
     pub user: bool,
+    /// The CPU made the access while delivering an exception or interrupt to VTL0 (the
+    /// intercept's `interruption_pending`): a fault raised for it would be delivered the same
+    /// way and fault again.
+    pub delivering_event: bool,
 }
 
 impl MemoryAccess {

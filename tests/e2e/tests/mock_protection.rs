@@ -388,3 +388,99 @@ fn a_refused_protection_stops_the_paravisor_before_vtl0_runs() {
         );
     }
 }
+
+/// VTL0's CPU touching VTL2's page while it delivers an exception (its IDT or vector table
+/// there): a fault would be delivered the same way and fault again for ever, so that VP stops
+/// as for a triple fault (one line, halted), and the other VP keeps serving.
+#[test]
+fn a_fault_during_event_delivery_stops_that_vp_only() {
+    for arch in Arch::ALL {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let l = layout(arch);
+        let idt = Vtl0Access::Read {
+            gpa: image.extent.start + 0x1000,
+            len: 16,
+        };
+        let script = vec![
+            Vtl0Call::access(arch, l.ip, idt).delivering_event(),
+            // Never delivered: VP 0 is halted by then.
+            Vtl0Call::access(
+                arch,
+                l.ip,
+                Vtl0Access::Read {
+                    gpa: l.input,
+                    len: 8,
+                },
+            ),
+            call(arch, code(HypercallCode::POST_MESSAGE), l.input + 0x100, 0)
+                .with_memory(l.input + 0x100, &post_message(RELAYED))
+                .on_vp(1),
+        ];
+        let scenario = Scenario {
+            vp_count: 2,
+            ..Scenario::for_arch(arch)
+        };
+        let mut report = e2e::session(scenario, script, e2e::RELAY);
+        let console = report.run.console.clone();
+        assert_eq!(report.halted_vps, [0].into(), "{arch:?}\n{console}");
+        assert!(!console.contains("PANIC"), "{arch:?}\n{console}");
+        let line = format!(
+            "VP 0: VTL0 read at GPA {:#x} refused (VTL2 memory) while VTL0 was taking an \
+             exception or interrupt",
+            image.extent.start + 0x1000
+        );
+        assert_eq!(
+            console.lines().filter(|c| c.contains(&line)).count(),
+            1,
+            "{arch:?}: {line:?}\n{console}"
+        );
+        let results = e2e::results(&mut report);
+        assert!(
+            results.iter().all(|r| r.vp == 1),
+            "{arch:?}: nothing was injected on VP 0: {results:#?}"
+        );
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].status(), HvStatus::SUCCESS);
+        assert_eq!(
+            report
+                .model
+                .register(0, hvdef::Vtl::VTL0, hvdef::HvRegisterName::PENDING_EVENT0),
+            Ok(0),
+            "{arch:?}: no fault left pending for VTL0 on VP 0"
+        );
+    }
+}
+
+/// VTL0 decides how often it touches VTL2's memory, so the refusal lines are bounded: each of
+/// the first 64 on a VP gets one, the 64th says so; every access still gets its fault.
+#[test]
+fn refusal_lines_are_bounded_per_vp() {
+    let arch = Arch::X86_64;
+    let image = Image::load(&e2e::image(arch)).expect("the image parses");
+    let l = layout(arch);
+    let script: Vec<Vtl0Call> = (0..70)
+        .map(|i| {
+            Vtl0Call::access(
+                arch,
+                l.ip,
+                Vtl0Access::Read {
+                    gpa: image.extent.start + 8 * i,
+                    len: 8,
+                },
+            )
+        })
+        .collect();
+    let mut report = e2e::run_vtl0(Scenario::for_arch(arch), script);
+    let console = report.run.console.clone();
+    let lines = console
+        .lines()
+        .filter(|c| c.contains("VP 0: VTL0 read at GPA"))
+        .count();
+    assert_eq!(lines, 64, "{console}");
+    assert!(console.contains("(refusal 64 on this VP: from now on one line in 65536)"));
+    let results = e2e::results(&mut report);
+    assert_eq!(results.len(), 70);
+    assert!(results
+        .iter()
+        .all(|r| r.pending_event() == Some(1 | 1 << 8 | 13 << 16)));
+}

@@ -351,6 +351,7 @@ pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::Memo
         // CPSR.M[3:2] is the exception level the access came from (architectural, unlike the
         // execution state's `cpl`, whose arm64 meaning no source defines).
         user: (msg.header.cpsr >> 2) & 3 == 0,
+        delivering_event: msg.header.execution_state.interruption_pending(),
     }
 }
 

@@ -432,6 +432,7 @@ pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::Memo
         gpa: msg.guest_physical_address,
         access: msg.header.intercept_access_type,
         user: msg.header.execution_state.cpl() != 0,
+        delivering_event: msg.header.execution_state.interruption_pending(),
     }
 }
 

@@ -145,6 +145,10 @@ impl Model {
         access: HvInterceptAccessType,
     ) -> HvMessage {
         let file = self.vp(vp).file(lower);
+        let delivering = self
+            .vtl0
+            .in_flight(vp)
+            .is_some_and(|call| call.delivering_event);
         let mut message = HvMessage::new_zeroed();
         message.header.message_type = HvMessageType::GPA_INTERCEPT;
         let payload = match self.scenario.arch {
@@ -162,6 +166,7 @@ impl Model {
                             .with_cpl((cs.selector & 3) as u8)
                             .with_cr0_pe(file.reg64(x64_reg::CR0) & 1 != 0)
                             .with_efer_lma(file.reg64(x64_reg::EFER) & (1 << 10) != 0)
+                            .with_interruption_pending(delivering)
                             .with_vtl(lower.get()),
                         cs_segment: cs,
                         rip: file.reg64(x64_reg::RIP),
@@ -202,6 +207,7 @@ impl Model {
                         // CPSR.M[3:2] is the exception level.
                         execution_state: HvArm64VpExecutionState::new()
                             .with_cpl(((cpsr >> 2) & 3) as u8)
+                            .with_interruption_pending(delivering)
                             .with_vtl(lower.get()),
                         pc: file.reg64(arm_reg::XPC),
                         cpsr,

@@ -46,6 +46,10 @@ pub struct Vtl0Call {
     pub unrecoverable: bool,
     /// Instead of a hypercall, VTL0 accesses memory at the IP: see [`Vtl0Call::access`].
     pub access: Option<Vtl0Access>,
+    /// The access is the CPU's own while it delivers an exception or interrupt to VTL0 (an IDT,
+    /// GDT, stack or vector-table read): the intercept's execution state says
+    /// `interruption_pending`. See [`Vtl0Call::delivering_event`].
+    pub delivering_event: bool,
 }
 
 /// A lower-VTL memory access, as a scripted VTL0 kernel (identity-mapped, so the address it uses
@@ -91,6 +95,7 @@ impl Vtl0Call {
             immediate: 0,
             unrecoverable: false,
             access: None,
+            delivering_event: false,
         }
     }
 
@@ -113,6 +118,7 @@ impl Vtl0Call {
             immediate: HVC_IMM_SMCCC,
             unrecoverable: false,
             access: None,
+            delivering_event: false,
         }
     }
 
@@ -160,6 +166,13 @@ impl Vtl0Call {
     /// reset, which the model records as a `PartitionReset` event and ends the script.
     pub fn unrecoverable_exception(mut self) -> Self {
         self.unrecoverable = true;
+        self
+    }
+
+    /// The access happens while VTL0 is taking an exception or interrupt (its IDT, stack or
+    /// vector table lies on the page): a fault injected for it would fault the same way again.
+    pub fn delivering_event(mut self) -> Self {
+        self.delivering_event = true;
         self
     }
 
