@@ -19,7 +19,11 @@
 //!    and the ELF, never from the paravisor): for every well-formed and hostile call it
 //!    predicts, the status VTL0 gets (the whole result word), the bytes of its output range, and
 //!    the relays the host gets for it (none, or exactly one with this control word and these
-//!    input bytes); for random control words, the shape of any relay.
+//!    input bytes); for random control words, the shape of any relay;
+//! 8. VTL0's own loads, stores and fetches (a tenth of the calls; in its memory, inside the
+//!    image, across either image edge): one touching the image's pages is stopped and VTL0 takes
+//!    exactly the architecture's fault with the IP left on it and no byte loaded; any other is
+//!    carried out, a load giving the bytes VTL0 wrote.
 //!
 //! VTL0's memory, for the generator and the oracle, is the mock machine's RAM
 //! (`Arch::ram_ranges`) inside what the boot page tables map (docs/ARCHITECTURE.md) minus the
@@ -46,7 +50,7 @@ use hvdef::{
     Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl, HV_PAGE_SIZE,
     HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
 };
-use mockhv::model::{Abi, Event, HypercallRecord, Scenario, Vtl0Call, Vtl0Result};
+use mockhv::model::{Abi, Event, HypercallRecord, Scenario, Vtl0Access, Vtl0Call, Vtl0Result};
 use mockhv::qemu::Arch;
 use mockhv::session::{self, Report, SessionConfig};
 use paravisor::proxy::policy::TABLE;
@@ -171,6 +175,9 @@ enum Kind {
     WellFormed,
     RandomControl,
     HostileGpa,
+    /// A load, store or instruction fetch by VTL0 itself, in its memory, in the image or across
+    /// the image's edges.
+    Access,
 }
 
 /// One generated VTL0 call and what the checks need to know of it.
@@ -183,6 +190,9 @@ struct Planned {
     what: String,
     /// The oracle's verdict.
     expect: Expect,
+    /// [`Kind::Access`]: the exception VTL0 must take (its `HvRegisterPendingEvent0`), or
+    /// `None` when the access must be carried out and the IP moved on.
+    fault: Option<u128>,
 }
 
 impl Planned {
@@ -278,10 +288,12 @@ impl Generator<'_> {
         let roll = self.rng.below(100);
         let mut planned = if roll < 40 {
             self.well_formed(vp)
-        } else if roll < 70 {
+        } else if roll < 65 {
             self.random_control(vp)
-        } else {
+        } else if roll < 90 {
             self.hostile(vp)
+        } else {
+            self.access(vp)
         };
         planned.call = planned.call.on_vp(vp);
         planned
@@ -302,6 +314,83 @@ impl Generator<'_> {
             gpas: (!control.fast()).then_some((a, b)),
             what: what.into(),
             expect: Expect::unchecked(),
+            fault: None,
+        }
+    }
+
+    /// VTL0 touches memory itself: a load, store or fetch in its scratch page, inside the image
+    /// or across either of the image's edges. The oracle: VTL2 protected exactly the image's
+    /// pages (the ELF's `__image_start..__image_end`), so an access that touches one is stopped
+    /// and VTL0 takes the architecture's fault (x64 #GP(0); arm64 a synchronous external abort
+    /// from EL1: EC 0x25 data / 0x21 instruction abort, IL, FnV, WnR for a store, FSC 0x10);
+    /// any other access is carried out (a load of bytes VTL0 wrote first gives those bytes).
+    fn access(&mut self, vp: u32) -> Planned {
+        let image = self.mem.image.clone();
+        let len = 8 * (1 + self.rng.below(4));
+        let (gpa, place) = match self.rng.below(5) {
+            0 | 1 => (self.scratch_at(vp, 1, len), "VTL0's page"),
+            2 => (
+                image.start + 8 * self.rng.below((image.end - image.start - len) / 8),
+                "the image",
+            ),
+            3 => (image.start - 4, "across the image's start"),
+            _ => (image.end - 4, "across the image's end"),
+        };
+        let ip = layout(self.arch).ip;
+        let (access, kind) = match self.rng.below(3) {
+            0 => (
+                Vtl0Access::Read {
+                    gpa,
+                    len: len as usize,
+                },
+                "load",
+            ),
+            1 => (
+                Vtl0Access::Write {
+                    gpa,
+                    bytes: self.rng.bytes(len as usize),
+                },
+                "store",
+            ),
+            _ => (Vtl0Access::Execute { gpa }, "fetch"),
+        };
+        // A fetch is of the instruction's first byte (the model's span for it).
+        let span = if matches!(access, Vtl0Access::Execute { .. }) {
+            1
+        } else {
+            len
+        };
+        let protected = gpa < image.end && image.start < gpa + span;
+        let fault = protected.then(|| match self.arch {
+            Arch::X86_64 => 1 | 1 << 8 | 13 << 16,
+            Arch::Aarch64 => {
+                let (class, wnr) = match access {
+                    Vtl0Access::Execute { .. } => (0x21, 0),
+                    Vtl0Access::Write { .. } => (0x25, 1 << 6),
+                    Vtl0Access::Read { .. } => (0x25, 0),
+                };
+                let esr: u64 = class << 26 | 1 << 25 | 1 << 10 | wnr | 0x10;
+                1 | u128::from(esr) << 64
+            }
+        });
+        let mut call = Vtl0Call::access(self.arch, ip, access.clone());
+        let mut output = None;
+        if let (Vtl0Access::Read { .. }, false) = (&access, protected) {
+            let bytes = self.rng.bytes(len as usize);
+            call = call.with_memory(gpa, &bytes);
+            output = Some(bytes);
+        }
+        Planned {
+            call,
+            kind: Kind::Access,
+            control: Control::new(),
+            gpas: None,
+            what: format!("{kind} of {len} bytes at {gpa:#x}, {place}"),
+            expect: Expect {
+                output,
+                ..Expect::unchecked()
+            },
+            fault,
         }
     }
 
@@ -938,6 +1027,53 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// A VTL0 load, store or fetch: delivered once, faulted exactly as the oracle says with the
+    /// IP on the instruction, or carried out with the IP moved on and a load's bytes VTL0's.
+    fn check_access(
+        &self,
+        index: usize,
+        plan: &Planned,
+        attempts: &[Vtl0Result],
+        stats: &mut Stats,
+        out: &mut Vec<String>,
+    ) {
+        let arch = self.arch.name();
+        let last = attempts.last().expect("at least one attempt");
+        let outcome = if last.pending_event().is_some() {
+            "access faulted"
+        } else {
+            "access carried out"
+        };
+        *stats.statuses.entry(outcome.to_string()).or_default() += 1;
+        let ok = attempts.len() == 1
+            && last.pending_event() == plan.fault
+            && last.advanced() == plan.fault.is_none()
+            && last.reached_vtl2 == plan.fault.is_some()
+            && plan
+                .expect
+                .output
+                .as_ref()
+                .is_none_or(|want| &last.output == want)
+            && (plan.fault.is_none() || last.output.is_empty());
+        if !ok {
+            out.push(format!(
+                "{arch} call #{index} ({}): invariant 8: expected {}, but VTL0 has pending event \
+                 {:?}, IP {:#x} (was {:#x}), {} attempt(s), reached VTL2 {}, loaded {:02x?}",
+                plan.describe(),
+                plan.fault
+                    .map_or("the access carried out".to_string(), |e| format!(
+                        "pending event {e:#x} with the IP left on the instruction"
+                    )),
+                last.pending_event(),
+                last.ip_after,
+                last.ip_before,
+                attempts.len(),
+                last.reached_vtl2,
+                last.output
+            ));
+        }
+    }
+
     fn check(&self, report: &mut Report, stats: &mut Stats, out: &mut Vec<String>) {
         let arch = self.arch.name();
         let g = |local: usize| self.first + local;
@@ -992,6 +1128,10 @@ impl Batch<'_> {
                 continue;
             };
             attempts.sort_by_key(|r| r.attempt);
+            if plan.kind == Kind::Access {
+                self.check_access(g(i), plan, attempts, stats, out);
+                continue;
+            }
             let reexecuted = |r: &Vtl0Result| {
                 self.arch == Arch::Aarch64
                     && !r.advanced()
