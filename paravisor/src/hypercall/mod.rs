@@ -307,7 +307,8 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         while first < pages.end {
             let n = (pages.end - first).min(PROTECT_PAGES_PER_CALL as u64);
             self.input.0[..at].copy_from_slice(header.as_bytes());
-            for (slot, page) in self.input.0[at..].chunks_exact_mut(8).zip(first..first + n) {
+            let list = &mut self.input.0[at..at + 8 * n as usize];
+            for (slot, page) in list.chunks_exact_mut(8).zip(first..) {
                 slot.copy_from_slice(&page.to_le_bytes());
             }
             let code = HypercallCode::MODIFY_VTL_PROTECTION_MASK;

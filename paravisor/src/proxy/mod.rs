@@ -257,4 +257,20 @@ mod tests {
         assert!(m.contains(5 * G - 0x1000, 0x1000), "the last mapped page");
         assert!(!m.contains(5 * G - 0x1000, 0x1001), "one byte past it");
     }
+
+    /// The log line's word for each access type the intercept header can carry (READ 0,
+    /// WRITE 1, EXECUTE 2; anything else is reported as an execute).
+    #[test]
+    fn memory_access_kinds_name_the_access() {
+        let kind = |access| {
+            MemoryAccess {
+                gpa: 0,
+                access: hvdef::HvInterceptAccessType(access),
+                user: false,
+                delivering_event: false,
+            }
+            .kind()
+        };
+        assert_eq!([kind(0), kind(1), kind(2)], ["read", "write", "execute"]);
+    }
 }
