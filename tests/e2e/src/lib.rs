@@ -292,3 +292,14 @@ pub fn boot_calls(scenario: mockhv::model::Scenario, code: HypercallCode) -> u32
     let report = run_vtl0(scenario, Vec::new());
     report.trace().hypercalls_with_code(code).len() as u32
 }
+
+/// The release IGVM file for `arch`, built next to the ELF by `cargo xtask image --release`.
+pub fn igvm(arch: Arch) -> PathBuf {
+    let path = image(arch).with_extension("igvm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask image --release`",
+        path.display()
+    );
+    path
+}

@@ -1,6 +1,7 @@
 //! Mock Hyper-V: QEMU runner, gdbstub client, TLFS model.
 
 pub mod gdb;
+pub mod igvm_load;
 pub mod image;
 pub mod model;
 pub mod qemu;

@@ -10,7 +10,7 @@ use crate::model::{
     Scenario, StartVp, Trace, VmcallKind, Vtl0Call, X64HypercallRegs, ARM64_GPRS, X64_SHARED_GPRS,
 };
 use crate::qemu::{Outcome, Qemu, QemuConfig, RunResult};
-use crate::vcpu_start;
+use crate::{igvm_load, vcpu_start};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +41,12 @@ pub struct SessionConfig {
     /// one, the session single-steps that vCPU until its next VtlReturn instead of letting it
     /// run (slow: a few thousand steps per second). See [`Report::instructions_per_intercept`].
     pub count_instructions: bool,
+    /// Boot from this IGVM file instead of QEMU's `-kernel` path: the session loads it into the
+    /// halted machine as a VMM's IGVM loader would (`crate::igvm_load`) and starts the boot VP
+    /// in its VTL2 context. `image` is still the ELF of the same build: it names the trap sites
+    /// the mock intercepts, and the two must agree byte for byte. QEMU passes a command line
+    /// only with `-kernel`, so an IGVM boot has none (`append` must be `None`).
+    pub igvm: Option<PathBuf>,
 }
 
 impl SessionConfig {
@@ -56,6 +62,7 @@ impl SessionConfig {
             memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
             vtl0: Vec::new(),
             count_instructions: false,
+            igvm: None,
         }
     }
 }
@@ -270,7 +277,26 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         std::process::id(),
         SOCKET_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let mut qemu_config = QemuConfig::new(image.arch, Some(config.image.clone()));
+    let igvm = match &config.igvm {
+        None => None,
+        Some(path) => {
+            if config.append.is_some() {
+                bail!(
+                    "an IGVM boot has no command line: QEMU passes -append only with -kernel and \
+                     the IGVM file carries no command-line parameter"
+                );
+            }
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let ram = image.arch.ram_ranges(config.memory_mb);
+            let loaded = igvm_load::load(&bytes, image.arch, config.scenario.vp_count, &ram)
+                .with_context(|| format!("loading {}", path.display()))?;
+            check_same_build(&config.image, &loaded)?;
+            Some(loaded)
+        }
+    };
+    let kernel = igvm.is_none().then(|| config.image.clone());
+    let mut qemu_config = QemuConfig::new(image.arch, kernel);
     qemu_config.smp = config.scenario.vp_count;
     qemu_config.append = config.append.clone();
     qemu_config.gdb_socket = Some(socket.clone());
@@ -285,6 +311,12 @@ pub fn run(config: SessionConfig) -> Result<Report> {
     // VTL0's buffers), whatever the vCPU's page tables map.
     gdb.set_physical_memory_mode(true)
         .context("switching the gdbstub to physical addresses")?;
+    let mut trampoline_written = false;
+    if let Some(loaded) = &igvm {
+        load_into(&mut gdb, loaded).context("loading the IGVM file into the guest")?;
+        // x86's boot VP went through the AP trampoline, which is now in place.
+        trampoline_written = loaded.arch == crate::qemu::Arch::X86_64;
+    }
 
     let mut sites = HashMap::new();
     if let Some(addr) = image.halt {
@@ -329,7 +361,7 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         stops: 0,
         finished: false,
         fault: None,
-        trampoline_written: false,
+        trampoline_written,
         vp_count: config.scenario.vp_count,
         parked: Default::default(),
         halted: Default::default(),
@@ -352,6 +384,108 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         unhandled_fault: session.fault,
         instructions_per_intercept: session.counted,
     })
+}
+
+/// The IGVM file's page data must be the ELF's loadable bytes at the same addresses: the ELF
+/// names the sites the mock breakpoints, so a file from another build would be intercepted at
+/// the wrong places.
+fn check_same_build(elf: &std::path::Path, loaded: &igvm_load::LoadedIgvm) -> Result<()> {
+    use object::{Object, ObjectSegment};
+    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    let file = object::File::parse(&*bytes)?;
+    let mut checked = 0;
+    for segment in file.segments() {
+        let data = segment.data()?;
+        let start = segment.address();
+        for (gpa, page) in &loaded.pages {
+            if *gpa < start || *gpa >= start + data.len() as u64 {
+                continue;
+            }
+            let at = (*gpa - start) as usize;
+            let n = (data.len() - at).min(page.len());
+            if data[at..at + n] != page[..n] {
+                bail!(
+                    "the IGVM file's page at {gpa:#x} differs from {}: not the same build",
+                    elf.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    if checked == 0 {
+        bail!(
+            "the IGVM file places no page inside {}'s segments: not the same image",
+            elf.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the loaded file into the halted machine and points the boot VP at its VTL2 context.
+/// x86: the machine is at its reset vector in real mode, so the boot VP goes through the same
+/// real-mode-to-long-mode trampoline the mock starts APs with, which loads the context's CR4,
+/// CR3, EFER, CR0, GDTR, RSP and CS:RIP (RDI stays 0, which tells the paravisor's `_start64` to
+/// read the IGVM parameters). arm64: the CPU is at EL1 with the MMU off, which is the context's
+/// state, so PC, CPSR and X0-X3 are set directly.
+fn load_into(gdb: &mut Gdb, loaded: &igvm_load::LoadedIgvm) -> Result<()> {
+    for (gpa, data) in loaded.pages.iter().chain(&loaded.parameters) {
+        gdb.write_mem(*gpa, data)?;
+    }
+    match loaded.context {
+        igvm_load::VpContext::X64 {
+            rip,
+            rsp,
+            cr0,
+            cr3,
+            cr4,
+            efer,
+            gdtr_base,
+            gdtr_limit,
+            cs,
+        } => {
+            // The trampoline's far return needs 16 bytes of stack; a context without one (the
+            // paravisor's: its entry sets its own) gets the free top of the IPI stub's page.
+            let rsp = if rsp == 0 {
+                vcpu_start::X86_TRAMPOLINE - 0x10
+            } else {
+                rsp
+            };
+            let ctx = hvdef::x86_64::HvX64InitialVpContext {
+                rip,
+                rsp,
+                cr0,
+                cr3,
+                cr4,
+                efer,
+                gdtr: hvdef::x86_64::HvX64TableRegister {
+                    pad: [0; 3],
+                    limit: gdtr_limit,
+                    base: gdtr_base,
+                },
+                cs: hvdef::x86_64::HvX64SegmentRegister {
+                    selector: cs,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            gdb.write_mem(vcpu_start::X86_TRAMPOLINE, &vcpu_start::x86_trampoline())?;
+            let (slot_gpa, slot) = vcpu_start::x86_slot(0, &ctx);
+            gdb.write_mem(slot_gpa, &slot)?;
+            gdb.write_regs(&[("cs", 0), ("rdi", 0)])?;
+            gdb.write_pc(vcpu_start::X86_TRAMPOLINE)?;
+        }
+        igvm_load::VpContext::Aarch64 { pc, cpsr, x } => {
+            gdb.write_regs(&[
+                ("x0", x[0]),
+                ("x1", x[1]),
+                ("x2", x[2]),
+                ("x3", x[3]),
+                ("cpsr", cpsr),
+            ])?;
+            gdb.write_pc(pc)?;
+        }
+    }
+    Ok(())
 }
 
 /// How often one hypercall instruction may be re-executed (TIMEOUT with the IP left in place)
