@@ -66,6 +66,10 @@ enum Command {
         /// Seconds before the run is declared hung and QEMU is killed.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Boot the IGVM file (loaded by the mock, as a VMM's IGVM loader does) instead of the
+        /// ELF through QEMU's -kernel. An IGVM boot has no command line, so not with --append.
+        #[arg(long, conflicts_with = "append")]
+        igvm: bool,
     },
     /// Format, lint, unit-test, build both images and boot them in QEMU.
     Test,
@@ -110,7 +114,8 @@ fn main() {
             smp,
             append,
             timeout,
-        } => run::run(&arch.arches(), release, smp, &append, timeout),
+            igvm,
+        } => run::run(&arch.arches(), release, smp, &append, timeout, igvm),
         Command::Test => test::run(),
         Command::Bench { arch } => bench::run(&arch.arches()),
         Command::Soak {

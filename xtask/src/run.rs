@@ -8,7 +8,14 @@ use mockhv::qemu::{ensure_qemu, Arch};
 use mockhv::session::{self, SessionConfig};
 use std::time::Duration;
 
-pub fn run(arches: &[Arch], release: bool, smp: u32, append: &str, timeout: u64) -> Result<()> {
+pub fn run(
+    arches: &[Arch],
+    release: bool,
+    smp: u32,
+    append: &str,
+    timeout: u64,
+    igvm: bool,
+) -> Result<()> {
     let mut failed = Vec::new();
     for &arch in arches {
         ensure_qemu(arch)?;
@@ -17,12 +24,14 @@ pub fn run(arches: &[Arch], release: bool, smp: u32, append: &str, timeout: u64)
             vp_count: smp,
             ..Scenario::for_arch(arch)
         };
+        let booted = if igvm { &image.igvm } else { &image.elf };
         println!(
             "== {} under the mock hypervisor (VSM, VTL2, {smp} VPs): {}",
             arch.name(),
-            image.elf.display()
+            booted.display()
         );
-        let mut config = SessionConfig::new(image.elf, scenario);
+        let mut config = SessionConfig::new(image.elf.clone(), scenario);
+        config.igvm = igvm.then(|| image.igvm.clone());
         config.append = (!append.is_empty()).then(|| append.to_string());
         config.timeout = Duration::from_secs(timeout);
         config.echo = true;

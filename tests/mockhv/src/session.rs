@@ -288,7 +288,7 @@ pub fn run(config: SessionConfig) -> Result<Report> {
             }
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let ram = image.arch.ram_ranges(config.memory_mb);
+            let ram = igvm_memory_map(image.arch, config.memory_mb);
             let loaded = igvm_load::load(&bytes, image.arch, config.scenario.vp_count, &ram)
                 .with_context(|| format!("loading {}", path.display()))?;
             check_same_build(&config.image, &loaded)?;
@@ -384,6 +384,27 @@ pub fn run(config: SessionConfig) -> Result<Report> {
         unhandled_fault: session.fault,
         instructions_per_intercept: session.counted,
     })
+}
+
+/// The RAM a VMM reports in the IGVM memory map: the machine's RAM, on x86 without the legacy
+/// 0xA0000..0x100000 window (VGA memory and the BIOS ROM shadow, which no VMM hands a guest as
+/// RAM).
+fn igvm_memory_map(arch: crate::qemu::Arch, memory_mb: u32) -> Vec<std::ops::Range<u64>> {
+    const LEGACY: std::ops::Range<u64> = 0xA_0000..0x10_0000;
+    let mut out = Vec::new();
+    for r in arch.ram_ranges(memory_mb) {
+        if arch != crate::qemu::Arch::X86_64 || r.end <= LEGACY.start || r.start >= LEGACY.end {
+            out.push(r);
+            continue;
+        }
+        if r.start < LEGACY.start {
+            out.push(r.start..LEGACY.start);
+        }
+        if r.end > LEGACY.end {
+            out.push(LEGACY.end..r.end);
+        }
+    }
+    out
 }
 
 /// The IGVM file's page data must be the ELF's loadable bytes at the same addresses: the ELF
