@@ -32,6 +32,12 @@ fn no_intercept_page_is_refused_with_one_clear_line() {
             report.summary(),
             report.run.console
         );
+        // A failure names the last things the paravisor asked of the hypervisor.
+        let summary = report.summary();
+        assert!(
+            summary.contains("; last trace records: ") && summary.contains("vp0 VTL2 "),
+            "{arch:?}: {summary}"
+        );
         let line = "VsmCapabilities.intercept_page_available is clear";
         assert_eq!(
             report

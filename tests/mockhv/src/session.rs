@@ -171,7 +171,51 @@ impl Report {
         if let Some(fault) = &self.unhandled_fault {
             s.push_str(&format!("; mock: {fault}"));
         }
+        if !self.halted_vps.is_empty() {
+            s.push_str(&format!("; halted VPs {:?}", self.halted_vps));
+        }
+        let events = self.trace().events();
+        let tail: Vec<String> = events[events.len().saturating_sub(3)..]
+            .iter()
+            .map(brief)
+            .collect();
+        if !tail.is_empty() {
+            s.push_str(&format!("; last trace records: {}", tail.join(" | ")));
+        }
         s
+    }
+}
+
+/// One trace record in a few words, for failure summaries: who (VP, VTL), what, and how it
+/// ended.
+fn brief(event: &crate::model::Event) -> String {
+    use crate::model::Event;
+    match event {
+        Event::Hypercall(h) => format!(
+            "vp{} VTL{} {:?} control {:#x} -> {:?}",
+            h.vp,
+            h.vtl.get(),
+            h.code,
+            h.control,
+            h.outcome
+        ),
+        Event::Intercept {
+            vp, vtl, message, ..
+        } => format!(
+            "vp{vp} intercept {:?} of VTL{} delivered",
+            message.header.message_type,
+            vtl.get()
+        ),
+        Event::Vtl0Access {
+            vp,
+            gpa,
+            access,
+            allowed,
+        } => format!(
+            "vp{vp} VTL0 {access:?} at GPA {gpa:#x} {}",
+            if *allowed { "carried out" } else { "stopped" }
+        ),
+        other => format!("{other:?}"),
     }
 }
 
