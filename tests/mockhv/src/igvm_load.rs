@@ -418,7 +418,10 @@ mod tests {
         let mut ok = no_context;
         ok.push(context(igvm::hv_defs::Vtl::Vtl2));
         let snp = err(file(IgvmPlatformType::SEV_SNP, ok.clone()));
-        assert!(snp.contains("VSM isolation") || snp.contains("parsing"), "{snp}");
+        assert!(
+            snp.contains("VSM isolation") || snp.contains("parsing"),
+            "{snp}"
+        );
         let mut unknown = ok;
         unknown.insert(
             0,
