@@ -6,8 +6,9 @@ use mockhv::qemu::{ensure_qemu, Arch};
 use std::process::Command;
 use std::time::Instant;
 
-/// The crates that build for the bare-metal targets.
-const FIRMWARE_CRATES: [&str; 3] = ["hvdef", "boot", "paravisor"];
+/// The crates that build for the bare-metal targets (`hvmodel`, the mock's TLFS model, so it
+/// stays no_std for the in-VM hypervisor).
+const FIRMWARE_CRATES: [&str; 4] = ["hvdef", "boot", "paravisor", "hvmodel"];
 
 fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

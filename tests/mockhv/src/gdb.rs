@@ -23,7 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::qemu::Arch;
+use crate::qemu::{Arch, QemuArch};
 
 /// SIGINT: the stop signal after [`Gdb::interrupt`].
 pub const SIGINT: u8 = 2;

@@ -6,11 +6,9 @@
 //! what a triple fault (x86, `-no-reboot`) or PSCI `SYSTEM_OFF` (arm64) produce, so it is never a pass.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,79 +23,45 @@ pub const EXIT_FAIL: i32 = 35;
 /// The Debian packages that provide both QEMU binaries.
 const QEMU_PACKAGES: [&str; 2] = ["qemu-system-x86", "qemu-system-arm"];
 
-/// A guest architecture: carries the target triple, the QEMU binary and its arguments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Arch {
-    X86_64,
-    Aarch64,
+/// A guest architecture. The type and its host-free facts (name, target triple, RAM layout) are
+/// the model crate's, which knows no QEMU; [`QemuArch`] adds the QEMU binary and its arguments.
+pub use hvmodel::Arch;
+
+/// What running an [`Arch`] in QEMU takes: the binary, its package and arguments.
+pub trait QemuArch: Copy {
+    fn qemu_binary(self) -> &'static str;
+    fn debian_package(self) -> &'static str;
+    /// The `kind` field of a `Z0` software breakpoint: the instruction length gdb would patch.
+    fn breakpoint_kind(self) -> u32;
+    /// Machine, CPU, memory, console and exit-device arguments (no image, no `-smp`).
+    fn qemu_args(self, memory_mb: u32) -> Vec<String>;
+    /// What a plain exit code 0 means on this architecture, for failure messages.
+    fn zero_exit_meaning(self) -> &'static str;
 }
 
-impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    pub fn target_triple(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64-unknown-none",
-            Arch::Aarch64 => "aarch64-unknown-none-softfloat",
-        }
-    }
-
-    pub fn qemu_binary(self) -> &'static str {
+impl QemuArch for Arch {
+    fn qemu_binary(self) -> &'static str {
         match self {
             Arch::X86_64 => "qemu-system-x86_64",
             Arch::Aarch64 => "qemu-system-aarch64",
         }
     }
 
-    pub fn debian_package(self) -> &'static str {
+    fn debian_package(self) -> &'static str {
         match self {
             Arch::X86_64 => QEMU_PACKAGES[0],
             Arch::Aarch64 => QEMU_PACKAGES[1],
         }
     }
 
-    /// The `kind` field of a `Z0` software breakpoint: the instruction length gdb would patch.
-    pub fn breakpoint_kind(self) -> u32 {
+    fn breakpoint_kind(self) -> u32 {
         match self {
             Arch::X86_64 => 1,
             Arch::Aarch64 => 4,
         }
     }
 
-    /// Machine, CPU, memory, console and exit-device arguments (no image, no `-smp`).
-    /// The guest-physical RAM the machine has with `memory_mb` of memory: q35 puts at most 2 GiB
-    /// below 4 GiB once RAM reaches 2.75 GiB (else all of it) and the rest from 4 GiB up; virt
-    /// has one range from 1 GiB (QEMU `pc_q35_init`, `hw/arm/virt.c` memmap).
-    pub fn ram_ranges(self, memory_mb: u32) -> Vec<std::ops::Range<u64>> {
-        const G: u64 = 1 << 30;
-        let ram = u64::from(memory_mb) << 20;
-        match self {
-            Arch::X86_64 => {
-                let low_limit = if ram >= 0xB000_0000 {
-                    2 * G
-                } else {
-                    0xB000_0000
-                };
-                let low = ram.min(low_limit);
-                let mut ranges = Vec::new();
-                ranges.push(0..low);
-                if ram > low {
-                    ranges.push(4 * G..4 * G + (ram - low));
-                }
-                ranges
-            }
-            Arch::Aarch64 => std::iter::once(G..G + ram).collect(),
-        }
-    }
-
-    pub fn qemu_args(self, memory_mb: u32) -> Vec<String> {
+    fn qemu_args(self, memory_mb: u32) -> Vec<String> {
         let mut args: Vec<String> = match self {
             Arch::X86_64 => vec!["-machine", "q35", "-cpu", "max"],
             Arch::Aarch64 => vec!["-machine", "virt", "-cpu", "max"],
@@ -131,29 +95,10 @@ impl Arch {
         args
     }
 
-    /// What a plain exit code 0 means on this architecture, for failure messages.
     fn zero_exit_meaning(self) -> &'static str {
         match self {
             Arch::X86_64 => "triple fault or reset",
             Arch::Aarch64 => "PSCI SYSTEM_OFF or reset",
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "x86_64" | "x86-64" | "x64" | "amd64" => Ok(Arch::X86_64),
-            "aarch64" | "arm64" => Ok(Arch::Aarch64),
-            _ => bail!("unknown architecture {s:?} (expected x86_64 or aarch64)"),
         }
     }
 }
@@ -706,32 +651,6 @@ fn parse_status_euid(status: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn machine_ram_layouts() {
-        const G: u64 = 1 << 30;
-        assert_eq!(
-            Arch::X86_64.ram_ranges(256),
-            std::slice::from_ref(&(0..256 << 20))
-        );
-        assert_eq!(
-            Arch::X86_64.ram_ranges(2048),
-            std::slice::from_ref(&(0..2 * G))
-        );
-        assert_eq!(Arch::X86_64.ram_ranges(6144), [0..2 * G, 4 * G..8 * G]);
-        assert_eq!(
-            Arch::Aarch64.ram_ranges(6144),
-            std::slice::from_ref(&(G..7 * G))
-        );
-    }
-
-    #[test]
-    fn arch_round_trips() {
-        for arch in Arch::ALL {
-            assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);
-        }
-        assert!("riscv64".parse::<Arch>().is_err());
-    }
 
     #[test]
     fn exit_codes_follow_the_contract() {

@@ -5,8 +5,16 @@
 //! Plain Rust with no I/O: guest memory is a trait, every answer is a value plus [`Effects`] the
 //! glue carries out, and every access lands in a [`Trace`]. Guest input never panics the model;
 //! it gets a TLFS status or a fault.
+//!
+//! `no_std` + `alloc`, so the same model can be linked into an in-VM hypervisor as well as the
+//! host-side mock (`mockhv::model` re-exports it); the unit and property tests run on the host.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
 
 mod aarch64;
+mod arch;
 mod features;
 mod hypercall;
 mod memory;
@@ -22,14 +30,16 @@ mod x86_64;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
 
 use hvdef::aarch64::HvArm64InitialVpContext;
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, Vtl};
 
-pub use crate::qemu::Arch;
 pub use aarch64::{arm64_shared, ARM64_GPRS};
+pub use arch::{Arch, ParseArchError};
 pub use memory::{GuestMemory, MemoryError, TestMemory};
 pub use scenario::{
     BudgetEnd, FaultAction, FaultFilter, HypercallIntercept, InjectedFault, Limits, Overlap,

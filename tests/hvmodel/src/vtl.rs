@@ -3,8 +3,10 @@
 //! memory, or letting VTL0 take the exception the paravisor left pending) and hands the next to
 //! the paravisor as a hypercall intercept.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::mem::offset_of;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::mem::offset_of;
 
 use hvdef::aarch64::{
     reg as arm_reg, HvArm64HypercallInterceptMessage, HvArm64InterceptMessageHeader,
@@ -735,7 +737,7 @@ impl Model {
             Arch::X86_64 => self.vmcall32(vp, lower, mem),
             Arch::Aarch64 => {
                 let file = self.vp(vp).file(lower);
-                let mut x: [u64; ARM64_GPRS] = std::array::from_fn(|n| file.reg64(self::x(n)));
+                let mut x: [u64; ARM64_GPRS] = core::array::from_fn(|n| file.reg64(self::x(n)));
                 let effects = self.hvc(vp, immediate, &mut x, mem);
                 if !effects.reflect && effects.memory_intercept.is_none() {
                     let file = self.vp_mut(vp).file_mut(lower);
@@ -967,7 +969,7 @@ impl Model {
                     immediate,
                     reserved: 0,
                     flags: HvHypercallInterceptFlags::new(),
-                    x: std::array::from_fn(|n| file.reg64(x(n))),
+                    x: core::array::from_fn(|n| file.reg64(x(n))),
                 }
                 .as_bytes()
                 .to_vec()

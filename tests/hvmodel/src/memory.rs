@@ -1,6 +1,8 @@
 //! Guest-physical memory as the model sees it: the trait the QEMU glue implements over gdb, and a
 //! flat in-process memory for tests.
 
+use alloc::vec;
+use alloc::vec::Vec;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// A guest-physical range the backing store could not read or write.
@@ -10,8 +12,8 @@ pub struct MemoryError {
     pub len: usize,
 }
 
-impl std::fmt::Display for MemoryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
             "guest memory {:#x}+{:#x} is not accessible",
@@ -20,7 +22,7 @@ impl std::fmt::Display for MemoryError {
     }
 }
 
-impl std::error::Error for MemoryError {}
+impl core::error::Error for MemoryError {}
 
 /// Guest-physical memory. Both ISAs run identity-mapped, so a GPA is what the glue reads.
 pub trait GuestMemory {
@@ -73,7 +75,7 @@ impl TestMemory {
         u64::from_le_bytes(self.slice(gpa, 8).try_into().unwrap())
     }
 
-    fn range(&self, gpa: u64, len: usize) -> Result<std::ops::Range<usize>, MemoryError> {
+    fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, MemoryError> {
         let err = MemoryError { gpa, len };
         let start = usize::try_from(gpa).map_err(|_| err)?;
         let end = start.checked_add(len).ok_or(err)?;

@@ -9,7 +9,7 @@ use hvdef::{
 use proptest::prelude::*;
 
 use super::*;
-use crate::model::{Arch, Outcome};
+use crate::{Arch, Outcome};
 
 /// Every status the model may return.
 const TLFS_STATUSES: [HvStatus; 13] = [
@@ -120,7 +120,7 @@ proptest! {
         ] {
             let _ = hv.model.wrmsr(0, msr.0, value, &mut hv.mem);
         }
-        hv.model.vtl0().push(crate::model::Vtl0Call::x64(0x1000, hvdef::Control::from_bits(rcx), rdx, r8));
+        hv.model.vtl0().push(crate::Vtl0Call::x64(0x1000, hvdef::Control::from_bits(rcx), rdx, r8));
         let before = hv.model.trace().hypercalls().count();
         let (regs, effects) = hv.vmcall(X64HypercallRegs {
             rax,
@@ -159,7 +159,7 @@ proptest! {
         } else {
             (x[0], x[1], x[2]) = (control, gpas.1, gpas.2);
         }
-        hv.model.vtl0().push(crate::model::Vtl0Call::arm64(0x1000, hvdef::Control::from_bits(control), gpas.0, gpas.1));
+        hv.model.vtl0().push(crate::Vtl0Call::arm64(0x1000, hvdef::Control::from_bits(control), gpas.0, gpas.1));
         let before = hv.model.trace().hypercalls().count();
         let effects = hv.model.hvc(0, imm, &mut x, &mut hv.mem);
         let hypercall = (imm == HVC_IMM_SMCCC && smccc) || imm == 1;

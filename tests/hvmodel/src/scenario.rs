@@ -1,13 +1,14 @@
 //! Scenarios: everything a test can vary about the hypervisor the paravisor boots on, as plain data.
 
-use std::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
 
 use hvdef::{
     HvError, HvExtendedCapabilities, HvPartitionPrivilegeMask, HvRegisterName,
     HvRegisterVsmCapabilities, HvStatus, HypercallCode, Vtl, HV_PAGE_SHIFT,
 };
 
-use crate::qemu::Arch;
+use crate::Arch;
 
 /// What the hypervisor looks like to the paravisor.
 #[derive(Clone, Debug)]
@@ -91,7 +92,7 @@ pub struct Scenario {
     /// The partition's RAM, for the calls that must tell RAM from anything else
     /// (HvCallModifyVtlProtectionMask). Empty (the default): RAM is what guest memory can read,
     /// as the QEMU glue's memory is exactly the machine's RAM.
-    pub ram: Vec<std::ops::Range<u64>>,
+    pub ram: Vec<core::ops::Range<u64>>,
 }
 
 /// A memory-based call whose input and output lists share bytes. The TLFS says the lists "cannot

@@ -1,6 +1,8 @@
 //! The x64 face of the model: the Hyper-V CPUID leaves, the synthetic MSRs, the hypercall page
 //! and the `vmcall` in it.
 
+use alloc::vec;
+use alloc::vec::Vec;
 use hvdef::x86_64::{cpuid, reg as x64_reg, HvX64Msr, RET, VMCALL};
 use hvdef::{Control, HvRegisterName, HypercallCode, SyntheticRegister, Vtl, HV_PAGE_SIZE};
 

@@ -4,9 +4,7 @@ use hvdef::x86_64::{cpuid, HvX64Msr, RET, VMCALL};
 use hvdef::{HvPartitionPrivilegeMask, HypercallCode};
 
 use super::*;
-use crate::model::{
-    Arch, Event, HypercallPageChange, VmcallKind, VTL_CALL_OFFSET, VTL_RETURN_OFFSET,
-};
+use crate::{Arch, Event, HypercallPageChange, VmcallKind, VTL_CALL_OFFSET, VTL_RETURN_OFFSET};
 
 #[test]
 fn cpuid_hypervisor_leaves() {

@@ -23,7 +23,9 @@
 //!    by the budget or a fault ends in TIMEOUT (IP left on the call) or, where the scenario
 //!    says so, a short SUCCESS (TLFS hypercall-interface.md §"Simple and Rep hypercalls").
 
-use std::ops::Range;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ops::Range;
 
 use hvdef::aarch64::HvArm64InputEnableVpVtl;
 use hvdef::x86_64::HvX64InputEnableVpVtl;
@@ -265,7 +267,7 @@ impl Model {
         }
         record.outcome = Outcome::Status(output);
         self.trace.push(Event::Hypercall(record));
-        let returned = std::mem::take(&mut self.timeout_returned);
+        let returned = core::mem::take(&mut self.timeout_returned);
         let retry = (status == HvStatus::TIMEOUT && !returned)
             .then(|| control.with_rep_start(reps).into_bits());
         effects.advance_ip = retry.is_none();

@@ -1,7 +1,7 @@
 //! The dispatcher's validation rules, each with the status the TLFS (or the documented choice)
 //! gives, plus the host table, injected faults, timeouts and fast-call placement.
 
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
 
 use hvdef::{
     Control, HvError, HvExtendedCapabilities, HvInputPostMessage, HvInputSignalEvent, HvInputVtl,
@@ -11,7 +11,7 @@ use hvdef::{
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::model::{BudgetEnd, FaultAction, FaultFilter, InjectedFault, Limits, Overlap};
+use crate::{BudgetEnd, FaultAction, FaultFilter, InjectedFault, Limits, Overlap};
 
 const VSM_STATUS: u128 = 0x0005_0002; // VTL2 active, VTL0 and VTL2 enabled
 
@@ -901,7 +901,7 @@ fn x64_fast_beyond_rdx_r8_without_xmm_is_ud() {
             .into_bits(),
         ..Default::default()
     });
-    assert_eq!(effects.fault, Some(crate::model::Fault::Ud));
+    assert_eq!(effects.fault, Some(crate::Fault::Ud));
     // An 8-byte input still works.
     assert_eq!(
         signal_event(&mut hv, simple(HypercallCode::SIGNAL_EVENT), 1, 0),
@@ -1034,7 +1034,7 @@ fn install_intercept_accepts_the_types_openvmm_implements() {
         );
     }
     let mut hv = Hv::new(Scenario {
-        hypercall_intercept: crate::model::HypercallIntercept::Accepted,
+        hypercall_intercept: crate::HypercallIntercept::Accepted,
         ..Scenario::default()
     });
     assert_eq!(

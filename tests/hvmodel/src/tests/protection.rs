@@ -10,7 +10,7 @@ use hvdef::{
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::*;
-use crate::model::{Event, Outcome, Vtl0Access, Vtl0Call};
+use crate::{Event, Outcome, Vtl0Access, Vtl0Call};
 
 const VTL0_RIP: u64 = 0x40_1000;
 /// A page VTL2 keeps for itself in these tests.
@@ -161,13 +161,8 @@ fn a_protected_load_becomes_a_gpa_intercept() {
     let mut hv = protected();
     hv.mem.write(SECRET + 0x10, b"vtl2 secret").unwrap();
     hv.mem.write(OPEN, b"vtl0 data").unwrap();
-    let read = |gpa, len| {
-        Vtl0Call::access(
-            crate::qemu::Arch::X86_64,
-            VTL0_RIP,
-            Vtl0Access::Read { gpa, len },
-        )
-    };
+    let read =
+        |gpa, len| Vtl0Call::access(crate::Arch::X86_64, VTL0_RIP, Vtl0Access::Read { gpa, len });
     hv.model.vtl0().push(read(SECRET + 0x10, 11));
     hv.model.vtl0().push(read(OPEN, 9));
     let effects = vtl_return(&mut hv);
@@ -209,7 +204,7 @@ fn a_protected_load_becomes_a_gpa_intercept() {
 fn protected_stores_and_fetches_are_stopped() {
     let mut hv = protected();
     hv.mem.write(SECRET, &[0x90; 16]).unwrap();
-    let arch = crate::qemu::Arch::X86_64;
+    let arch = crate::Arch::X86_64;
     hv.model.vtl0().push(Vtl0Call::access(
         arch,
         VTL0_RIP,
@@ -343,7 +338,7 @@ fn read_only_pages_allow_loads_only() {
     );
     assert_eq!(out.status(), HvStatus::SUCCESS);
     hv.mem.write(OPEN, b"readable").unwrap();
-    let arch = crate::qemu::Arch::X86_64;
+    let arch = crate::Arch::X86_64;
     hv.model.vtl0().push(Vtl0Call::access(
         arch,
         VTL0_RIP,

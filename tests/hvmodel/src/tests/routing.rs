@@ -14,7 +14,7 @@ use zerocopy::IntoBytes;
 
 use super::hypercalls::{install_input, post_message_input};
 use super::*;
-use crate::model::{Arch, Event, HypercallIntercept, Outcome, Vtl0Call, Vtl0Result};
+use crate::{Arch, Event, HypercallIntercept, Outcome, Vtl0Call, Vtl0Result};
 
 const VTL0_RIP: u64 = 0x40_1000;
 const INPUT: u64 = 0x5000;

@@ -269,13 +269,13 @@ impl Model {
                 self.scan_sints(vp, vtl, mem, effects);
             }
             Reg::Siefp => {
-                let old = std::mem::replace(&mut synic.siefp, value64);
+                let old = core::mem::replace(&mut synic.siefp, value64);
                 if self.overlay_in_memory(vtl, value64) {
                     overlay_enabled(old, value64, mem);
                 }
             }
             Reg::Simp => {
-                let old = std::mem::replace(&mut synic.simp, value64);
+                let old = core::mem::replace(&mut synic.simp, value64);
                 if self.overlay_in_memory(vtl, value64) {
                     overlay_enabled(old, value64, mem);
                 }

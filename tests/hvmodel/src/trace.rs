@@ -1,5 +1,6 @@
 //! The record of everything the paravisor asked of the hypervisor, in order, for tests to query.
 
+use alloc::vec::Vec;
 use hvdef::{HvInterceptAccessType, HvMessage, HvStatus, HypercallCode, HypercallOutput, Vtl};
 
 use super::Fault;

@@ -10,7 +10,7 @@ use hvdef::{
 use zerocopy::{FromBytes, FromZeros};
 
 use super::*;
-use crate::model::{Delivery, Outcome, SintInterrupt, Vtl0Call};
+use crate::{Delivery, Outcome, SintInterrupt, Vtl0Call};
 
 const VTL0_RIP: u64 = 0x40_1000;
 const VTL0_OUT: u64 = 0x6000;
@@ -327,12 +327,7 @@ fn a_sint0_intercept_leaves_an_interrupt_that_calls_vtl2_straight_back() {
         .trace()
         .events()
         .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                crate::model::Event::PendingInterrupt { vector: 0x20, .. }
-            )
-        })
+        .filter(|e| matches!(e, crate::Event::PendingInterrupt { vector: 0x20, .. }))
         .count();
     assert_eq!(reentries, 3);
     assert_eq!(hv.model.trace().intercepts().len(), 1);

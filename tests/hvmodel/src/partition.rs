@@ -1,7 +1,9 @@
 //! The partition's state: per-VTL partition registers, the VPs, and each VP's per-VTL register
 //! file and SynIC.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
 
 use hvdef::aarch64::reg as arm_reg;
 use hvdef::x86_64::{reg as x64_reg, HvX64SegmentRegister};
@@ -10,7 +12,7 @@ use hvdef::{
 };
 use zerocopy::IntoBytes;
 
-use crate::qemu::Arch;
+use crate::Arch;
 
 /// Every architecturally possible VTL gets a slot, so a VTL number from a guest indexes safely.
 pub(crate) const VTL_COUNT: usize = 16;

@@ -9,7 +9,7 @@ use hvdef::{
 };
 
 use super::*;
-use crate::model::{VTL_CALL_OFFSET, VTL_RETURN_OFFSET};
+use crate::{VTL_CALL_OFFSET, VTL_RETURN_OFFSET};
 
 #[test]
 fn vsm_vp_status_reports_active_vtl_and_enabled_set() {

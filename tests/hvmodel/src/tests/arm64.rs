@@ -13,7 +13,7 @@ use hvdef::{
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::*;
-use crate::model::{Arch, InitialVpContext, Vtl0Call, ARM64_GPRS};
+use crate::{Arch, InitialVpContext, Vtl0Call, ARM64_GPRS};
 
 fn arm64() -> Hv {
     Hv::new(Scenario::for_arch(Arch::Aarch64))
@@ -181,7 +181,7 @@ fn fast_get_returns_in_x6_x7() {
 #[test]
 fn legacy_hvc1_timeout_rewrites_x0() {
     let mut hv = Hv::new(Scenario {
-        limits: crate::model::Limits {
+        limits: crate::Limits {
             max_reps_per_call: 1,
             ..Default::default()
         },
@@ -219,7 +219,7 @@ fn legacy_hvc1_timeout_rewrites_x0() {
 #[test]
 fn smccc_timeout_keeps_the_function_id_for_re_execution() {
     let mut hv = Hv::new(Scenario {
-        limits: crate::model::Limits {
+        limits: crate::Limits {
             max_reps_per_call: 1,
             ..Default::default()
         },
@@ -505,7 +505,7 @@ fn vtl_return_moves_exactly_the_shared_x_registers() {
 
         // The first return delivers the first call: VTL2 resumes with VTL0's shared registers
         // and its own private ones.
-        let (x, effects) = hvc_all(&mut hv, 3, std::array::from_fn(vtl2_x));
+        let (x, effects) = hvc_all(&mut hv, 3, core::array::from_fn(vtl2_x));
         assert!(effects.advance_ip && !effects.finished);
         for (n, &value) in x.iter().enumerate().skip(4) {
             let expected = if shared(n) { vtl0_x(n) } else { vtl2_x(n) };
@@ -518,7 +518,7 @@ fn vtl_return_moves_exactly_the_shared_x_registers() {
             fast_set(&mut hv, vtl0(), arm_reg::XPC, (pc + 4).into()),
             HvStatus::SUCCESS
         );
-        let back: [u64; ARM64_GPRS] = std::array::from_fn(|n| vtl2_x(n) | 0x100);
+        let back: [u64; ARM64_GPRS] = core::array::from_fn(|n| vtl2_x(n) | 0x100);
         let (x, _) = hvc_all(&mut hv, 3, back);
         let r = &hv.model.vtl0().results()[0];
         for (n, &left) in back.iter().enumerate() {
@@ -586,7 +586,7 @@ fn a_pending_undefined_instruction_is_taken_not_re_executed() {
 /// level the access came from.
 #[test]
 fn a_protected_access_reports_the_stage2_syndrome() {
-    use crate::model::{Event, Vtl0Access};
+    use crate::{Event, Vtl0Access};
     use hvdef::aarch64::HvArm64MemoryInterceptMessage;
     use zerocopy::FromBytes;
     let mut hv = booted();
@@ -606,7 +606,7 @@ fn a_protected_access_reports_the_stage2_syndrome() {
     let protect = rep(HypercallCode::MODIFY_VTL_PROTECTION_MASK, 1);
     assert_eq!(smccc(&mut hv, protect, &input).status(), HvStatus::SUCCESS);
 
-    let arch = crate::qemu::Arch::Aarch64;
+    let arch = crate::Arch::Aarch64;
     let pc = 0x8000_1000;
     let store = Vtl0Access::Write {
         gpa: secret + 8,

@@ -8,7 +8,7 @@ use hvdef::{
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::model::{InitialVpContext, StartVp};
+use crate::{InitialVpContext, StartVp};
 
 fn context(rip: u64) -> HvX64InitialVpContext {
     HvX64InitialVpContext {
