@@ -3,7 +3,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use hvdef::x86_64::{cpuid, reg as x64_reg, HvX64Msr, RET, VMCALL};
+use hvdef::x86_64::{cpuid, reg as x64_reg, HvX64Msr, RET, VMMCALL};
 use hvdef::{Control, HvRegisterName, HypercallCode, SyntheticRegister, Vtl, HV_PAGE_SIZE};
 
 use super::hypercall::{FastBlock, Request};
@@ -13,12 +13,15 @@ use super::vtl::SwitchRegs;
 use super::{Arch, Effects, Fault, GuestMemory, Model};
 
 // The hypercall page is OpenVMM's emulated one (vm/hv1/hv1_emulator/src/hv.rs `hypercall_page`,
-// the only one whose bytes a public source gives), Intel `vmcall` flavour:
-//   0x00 vmcall; ret                                  ordinary hypercall
-//   0x04 mov ecx,eax; mov eax,0x11; vmcall; ret       32-bit VTL call
-//   0x0F mov rax,rcx; mov ecx,0x11; vmcall; ret       64-bit VTL call
-//   0x1B mov ecx,eax; mov eax,0x12; vmcall; ret       32-bit VTL return
-//   0x26 mov rax,rcx; mov ecx,0x12; vmcall; ret       64-bit VTL return
+// the only one whose bytes a public source gives), in its AMD flavour (`use_vmmcall`: OpenVMM,
+// like Hyper-V, writes `vmmcall` on AMD processors and `vmcall` on Intel ones). The mock's x86
+// machine is an AMD one for this purpose: QEMU's TCG `-cpu max` offers AMD SVM (and no VMX),
+// which the in-VM mock is to run on, and under SVM `vmmcall` is the instruction that exits.
+//   0x00 vmmcall; ret                                 ordinary hypercall
+//   0x04 mov ecx,eax; mov eax,0x11; vmmcall; ret      32-bit VTL call
+//   0x0F mov rax,rcx; mov ecx,0x11; vmmcall; ret      64-bit VTL call
+//   0x1B mov ecx,eax; mov eax,0x12; vmmcall; ret      32-bit VTL return
+//   0x26 mov rax,rcx; mov ecx,0x12; vmmcall; ret      64-bit VTL return
 // with 64-bit offsets call 0x0F / return 0x26 published in HvRegisterVsmCodePageOffsets (OpenVMM
 // `vsm_code_page_offsets`). Real Hyper-V's bytes are not public; OpenVMM's WHP backend, reading
 // the real page, hard-codes call 0x0F / return 0x28 "from the current hypervisor binary"
@@ -94,7 +97,7 @@ fn vtl_stub(mov: &[u8], mov_imm32: u8, code: HypercallCode) -> Vec<u8> {
     let mut stub = mov.to_vec();
     stub.push(mov_imm32);
     stub.extend_from_slice(&u32::from(code.0).to_le_bytes());
-    stub.extend_from_slice(&VMCALL);
+    stub.extend_from_slice(&VMMCALL);
     stub.push(RET);
     stub
 }
@@ -188,11 +191,11 @@ impl X64HypercallRegs {
     }
 }
 
-/// The page the model overlays at the hypercall MSR's GPFN: `vmcall; ret` at 0, then the VTL
+/// The page the model overlays at the hypercall MSR's GPFN: `vmmcall; ret` at 0, then the VTL
 /// stubs of [`VTL_STUBS`], back to back, the rest `int3`.
 pub(crate) fn hypercall_page_content() -> Vec<u8> {
     let mut page = vec![INT3; HV_PAGE_SIZE as usize];
-    page[..3].copy_from_slice(&VMCALL);
+    page[..3].copy_from_slice(&VMMCALL);
     page[3] = RET;
     for (offset, mov, mov_imm32, code, _) in VTL_STUBS {
         let stub = vtl_stub(mov, mov_imm32, code);
