@@ -1,0 +1,181 @@
+//! The host's life: set up EL2, build the model, enter the paravisor, then serve its exits.
+
+use crate::aarch64::{self as arch, Syndrome};
+use crate::hv::{self, Frame, Next};
+use crate::memory::PhysMemory;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ops::Range;
+use core::ptr::NonNull;
+use hvmodel::Model;
+use linked_list_allocator::Heap;
+
+macro_rules! println {
+    ($($arg:tt)*) => {
+        arch::print(format_args!("invm: {}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Where the paravisor ELF is loaded (QEMU's generic loader) and entered.
+const GUEST_ENTRY: u64 = 0x4020_0000;
+/// Guest RAM: QEMU virt's RAM from 1 GiB up to the host's own image, which takes the last
+/// 16 MiB of a 256 MiB machine (see invm-aarch64.ld) and is outside stage 2.
+const GUEST_RAM: Range<u64> = 0x4000_0000..0x4f00_0000;
+
+/// The model's heap (it keeps its partition, VPs and trace in `alloc` collections).
+struct Allocator(spin::Mutex<Heap>);
+
+// SAFETY: every block comes from the heap the linker script reserves, under the lock, and is
+// returned to it with the layout it was allocated with.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.0
+            .lock()
+            .allocate_first_fit(layout)
+            .map_or(core::ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(ptr) = NonNull::new(ptr) {
+            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this `layout`.
+            unsafe { self.0.lock().deallocate(ptr, layout) }
+        }
+    }
+}
+
+#[global_allocator]
+static HEAP: Allocator = Allocator(spin::Mutex::new(Heap::empty()));
+
+struct Host {
+    model: Model,
+    mem: PhysMemory,
+    exits: u64,
+}
+
+static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
+
+unsafe extern "C" {
+    static mut __heap_start: u8;
+    static __heap_end: u8;
+    static __host_start: u8;
+}
+
+fn fail(args: core::fmt::Arguments<'_>) -> ! {
+    println!("FAIL: {args}");
+    arch::exit(arch::EXIT_FAIL)
+}
+
+/// Rust entry from `_start`: EL2, MMU on over the host's identity map, BSS zeroed.
+#[unsafe(no_mangle)]
+extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
+    println!("in-VM mock Hyper-V (aarch64), at EL{el}, device tree {dtb:#x}");
+    if el != 2 {
+        fail(format_args!(
+            "entered at EL{el}, not EL2: run QEMU with -machine virt,virtualization=on"
+        ));
+    }
+    let host_start = &raw const __host_start as u64;
+    if GUEST_RAM.end > host_start {
+        fail(format_args!(
+            "guest RAM {GUEST_RAM:#x?} overlaps the host at {host_start:#x}"
+        ));
+    }
+    // SAFETY: the linker script reserves __heap_start..__heap_end for the heap alone.
+    unsafe {
+        let start = &raw mut __heap_start;
+        let size = &raw const __heap_end as usize - start as usize;
+        HEAP.0.lock().init(start, size);
+    }
+    if let Err(e) = arch::install_stage2(&GUEST_RAM) {
+        fail(format_args!("stage 2: {e:?}"));
+    }
+    arch::configure_guest();
+    *HOST.lock() = Some(Host {
+        model: hv::model(GUEST_RAM),
+        // SAFETY: GUEST_RAM is identity-mapped Normal memory in the host's stage 1 (blocks 1-3)
+        // and lies below the host's image (checked above).
+        mem: unsafe { PhysMemory::new(GUEST_RAM) },
+        exits: 0,
+    });
+    let mut frame = Frame {
+        elr: GUEST_ENTRY,
+        spsr: arch::GUEST_SPSR,
+        ..Frame::default()
+    };
+    // X0 = the device tree as QEMU gave it (0 for ELF boots: the paravisor then reads
+    // 0x4000_0000 itself); X1 = 0, not the IGVM marker.
+    frame.x[0] = dtb;
+    println!("entering the paravisor at EL1h, pc {GUEST_ENTRY:#x}, stage 2 over {GUEST_RAM:#x?}");
+    // SAFETY: stage 2, HCR_EL2 and the other controls are set for the guest; VBAR_EL2 was set
+    // by _start.
+    unsafe { arch::enter(&frame) }
+}
+
+/// Every exception taken to EL2, with the interrupted context in `frame` (X0..X30, ELR, SPSR).
+/// Returning resumes it with whatever `frame` then holds.
+#[unsafe(no_mangle)]
+extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
+    let syn = Syndrome::read();
+    if kind != arch::VECTOR_LOWER_SYNC {
+        // Never touch HOST here: this may be a fault inside an exit that holds its lock.
+        fatal(kind, &syn, frame);
+    }
+    match syn.class() {
+        arch::EC_HVC64 => {
+            let imm = syn.esr as u16;
+            let mut guard = HOST.lock();
+            let Some(host) = guard.as_mut() else {
+                fatal(kind, &syn, frame)
+            };
+            host.exits += 1;
+            match hv::hvc(&mut host.model, imm, frame, &mut host.mem) {
+                Next::Resume => {}
+                Next::Finished => {
+                    let calls = host.model.trace().hypercalls().count();
+                    println!(
+                        "the paravisor returned to VTL0 with an empty VTL0 script: done after \
+                         {} hvc exits ({calls} hypercalls)",
+                        host.exits
+                    );
+                    arch::exit(arch::EXIT_PASS)
+                }
+                Next::Unsupported(why) => fail(format_args!(
+                    "hvc #{imm:#x} at {:#x}: {why}",
+                    frame.elr - hv::HVC_LEN
+                )),
+            }
+        }
+        arch::EC_WFX => fail(format_args!(
+            "the guest halted (wfi/wfe) at {:#x}, ESR {:#x}",
+            frame.elr, syn.esr
+        )),
+        _ => fatal(kind, &syn, frame),
+    }
+}
+
+/// One line naming the exception, then a failing exit. Allocates nothing and takes no lock:
+/// the exception may have come from inside the allocator or an exit.
+fn fatal(kind: u64, syn: &Syndrome, frame: &Frame) -> ! {
+    let what = match syn.class() {
+        arch::EC_SMC64 => " (smc)",
+        arch::EC_IABT_LOWER => " (stage-2 instruction abort)",
+        arch::EC_DABT_LOWER => " (stage-2 data abort)",
+        _ => "",
+    };
+    fail(format_args!(
+        "unexpected {} exception: EC {:#x}{what}, ESR {:#x}, ELR {:#x}, SPSR {:#x}, FAR {:#x}, \
+         HPFAR {:#x} (IPA {:#x})",
+        arch::vector_name(kind),
+        syn.class(),
+        syn.esr,
+        frame.elr,
+        frame.spsr,
+        syn.far,
+        syn.hpfar,
+        syn.fault_ipa(),
+    ))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fail(format_args!("host panic: {info}"))
+}

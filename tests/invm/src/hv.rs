@@ -1,0 +1,125 @@
+//! The exit glue between a trapped guest and the TLFS model: what an `hvc` exit does to the
+//! guest's saved registers, and what the host must do next. Pure (no sysregs), so it runs on the
+//! host against `hvmodel::TestMemory` as well as inside the VM.
+
+use hvdef::aarch64::HVC_IMM_VTL_RETURN;
+use hvmodel::{Arch, Effects, Fault, GuestMemory, Model, Scenario, ARM64_GPRS};
+
+/// The guest's registers as the EL2 vector saved them: X0..X30, ELR_EL2, SPSR_EL2. The vector
+/// code (`aarch64::entry`) uses this layout; its offsets are asserted there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub x: [u64; ARM64_GPRS],
+    pub elr: u64,
+    pub spsr: u64,
+    /// Keeps the frame a multiple of 16 bytes (SP alignment).
+    pub pad: u64,
+}
+
+/// Length of `hvc` in bytes: an HVC exit's ELR_EL2 already points past it.
+pub const HVC_LEN: u64 = 4;
+
+/// The only VP this slice runs.
+pub const VP: u32 = 0;
+
+/// What the host does after an exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Return to the guest with the (updated) frame.
+    Resume,
+    /// The VTL0 script is done: the paravisor reached its proxy loop and returned to VTL0.
+    Finished,
+    /// Something this slice cannot carry out; the run must fail with this reason.
+    Unsupported(&'static str),
+}
+
+/// The partition this slice runs: the default arm64 scenario (VSM, VTL2 active, intercept page
+/// available) with one VP and the guest's RAM.
+pub fn model(ram: core::ops::Range<u64>) -> Model {
+    let mut scenario = Scenario::for_arch(Arch::Aarch64);
+    scenario.vp_count = 1;
+    scenario.ram = alloc::vec![ram];
+    Model::new(scenario)
+}
+
+/// An `hvc #imm` exit of VP 0: the model answers, its results go into `frame`. An ordinary
+/// call moves X0..X17, a VTL return X0..X30 (the model keeps the private ones per VTL). A call
+/// the model leaves on its instruction (TIMEOUT) gets ELR moved back onto the `hvc`.
+pub fn hvc(model: &mut Model, imm: u16, frame: &mut Frame, mem: &mut dyn GuestMemory) -> Next {
+    let mut regs = frame.x;
+    let effects: Effects = model.hvc(VP, imm, &mut regs, mem);
+    if let Some(fault) = effects.fault {
+        return Next::Unsupported(match fault {
+            Fault::Ud => "the model raised an undefined-instruction fault (not injected yet)",
+            Fault::Gp => "the model raised #GP on arm64",
+        });
+    }
+    if effects.start_vp.is_some() {
+        return Next::Unsupported("HvCallStartVirtualProcessor: this host runs one VP");
+    }
+    if effects.finished {
+        return Next::Finished;
+    }
+    let moved = if imm == HVC_IMM_VTL_RETURN {
+        ARM64_GPRS
+    } else {
+        18
+    };
+    frame.x[..moved].copy_from_slice(&regs[..moved]);
+    if !effects.advance_ip {
+        frame.elr -= HVC_LEN;
+    }
+    Next::Resume
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hvdef::aarch64::{HV_VENDOR_HYP_UID, SMCCC_VENDOR_HYP_UID};
+    use hvmodel::TestMemory;
+
+    #[test]
+    fn vendor_uid_is_answered_in_x0_to_x3_and_nothing_else_moves() {
+        let mut model = model(0..0x10000);
+        let mut mem = TestMemory::new(0x10000);
+        let mut frame = Frame {
+            elr: 0x4020_1004,
+            spsr: 0x3c5,
+            ..Frame::default()
+        };
+        frame.x[0] = SMCCC_VENDOR_HYP_UID.into();
+        for (i, x) in frame.x.iter_mut().enumerate().skip(18) {
+            *x = 0x1000 + i as u64;
+        }
+        let before = frame;
+        assert_eq!(hvc(&mut model, 0, &mut frame, &mut mem), Next::Resume);
+        for (reg, word) in frame.x.iter().zip(HV_VENDOR_HYP_UID) {
+            assert_eq!(*reg, u64::from(word));
+        }
+        assert_eq!(frame.x[18..], before.x[18..]);
+        assert_eq!((frame.elr, frame.spsr), (before.elr, before.spsr));
+    }
+
+    #[test]
+    fn first_vtl_return_with_an_empty_script_finishes() {
+        let mut model = model(0..0x10000);
+        let mut mem = TestMemory::new(0x10000);
+        let mut frame = Frame::default();
+        assert_eq!(
+            hvc(&mut model, HVC_IMM_VTL_RETURN, &mut frame, &mut mem),
+            Next::Finished
+        );
+    }
+
+    #[test]
+    fn unknown_immediate_is_unsupported_not_ignored() {
+        let mut model = model(0..0x10000);
+        let mut mem = TestMemory::new(0x10000);
+        let mut frame = Frame::default();
+        assert!(matches!(
+            hvc(&mut model, 0x77, &mut frame, &mut mem),
+            Next::Unsupported(_)
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! The guest's stage-2 translation (IPA -> PA, identity): plain descriptor arithmetic, so it is
+//! tested on the host; `aarch64::stage2` installs it.
+//!
+//! Layout (VTCR_EL2 T0SZ 32, a 4 GiB IPA space; 4K granule; the walk starts at level 1):
+//! level-1 entry 0 is a 1 GiB Device-nGnRE block (the UART and the rest of QEMU virt's devices,
+//! never executable), entry 1 a table of 2 MiB Normal write-back blocks covering the guest's RAM
+//! only (so the host's own 16 MiB at the end of RAM is a stage-2 fault), entries 2-3 invalid.
+
+use core::ops::Range;
+
+pub const GIB: u64 = 1 << 30;
+pub const BLOCK_2M: u64 = 2 << 20;
+pub const ENTRIES: usize = 512;
+
+/// VTCR_EL2.T0SZ: a 32-bit IPA space.
+pub const T0SZ: u64 = 32;
+/// VTCR_EL2.SL0 for a level-1 start with the 4K granule (T0SZ 32 must start at level 1).
+pub const SL0_LEVEL1: u64 = 1;
+
+const VALID: u64 = 1;
+const TABLE: u64 = 1 << 1;
+/// Stage-2 MemAttr[5:2]: 0b0001 Device-nGnRE, 0b1111 Normal outer/inner write-back.
+const MEMATTR_DEVICE: u64 = 0b0001 << 2;
+const MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
+/// S2AP[7:6] = 0b11: read and write.
+const S2AP_RW: u64 = 0b11 << 6;
+const SH_INNER: u64 = 0b11 << 8;
+const AF: u64 = 1 << 10;
+/// XN[54:53] = 0b10: not executable at EL1 or EL0.
+const XN: u64 = 0b10 << 53;
+
+/// The device block at IPA 0.
+pub fn device_block() -> u64 {
+    VALID | MEMATTR_DEVICE | S2AP_RW | AF | XN
+}
+
+/// A Normal write-back block at `pa` (level 1 or 2; the level is where it is stored).
+pub fn normal_block(pa: u64) -> u64 {
+    pa | VALID | MEMATTR_NORMAL_WB | S2AP_RW | SH_INNER | AF
+}
+
+pub fn table(pa: u64) -> u64 {
+    pa | VALID | TABLE
+}
+
+/// Why a RAM window cannot be mapped by this layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The window is not inside IPA 1..2 GiB or not 2 MiB aligned.
+    Unsupported(Range<u64>),
+}
+
+/// The level-2 table for IPA 1..2 GiB: 2 MiB blocks for `ram`, invalid elsewhere.
+pub fn ram_level2(ram: &Range<u64>) -> Result<[u64; ENTRIES], LayoutError> {
+    if ram.start < GIB
+        || ram.end > 2 * GIB
+        || ram.start >= ram.end
+        || ram.start % BLOCK_2M != 0
+        || ram.end % BLOCK_2M != 0
+    {
+        return Err(LayoutError::Unsupported(ram.clone()));
+    }
+    let mut l2 = [0; ENTRIES];
+    let mut pa = ram.start;
+    while pa < ram.end {
+        l2[((pa - GIB) / BLOCK_2M) as usize] = normal_block(pa);
+        pa += BLOCK_2M;
+    }
+    Ok(l2)
+}
+
+/// The level-1 root: the device block and the RAM table at `l2_pa`.
+pub fn level1(l2_pa: u64) -> [u64; ENTRIES] {
+    let mut l1 = [0; ENTRIES];
+    l1[0] = device_block();
+    l1[1] = table(l2_pa);
+    l1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_blocks_cover_exactly_the_window() {
+        let l2 = ram_level2(&(0x4000_0000..0x4f00_0000)).unwrap();
+        assert_eq!(l2[0], 0x4000_0000 | 0x7fd);
+        assert_eq!(l2[119], 0x4ee0_0000 | 0x7fd);
+        assert!(
+            l2[120..].iter().all(|&d| d == 0),
+            "the host's blocks stay unmapped"
+        );
+        assert_eq!(l2.iter().filter(|&&d| d != 0).count(), 120);
+    }
+
+    #[test]
+    fn root_maps_devices_and_ram_table() {
+        let l1 = level1(0x4f01_0000);
+        assert_eq!(l1[0], 0x0040_0000_0000_04c5);
+        assert_eq!(l1[1], 0x4f01_0003);
+        assert!(l1[2..].iter().all(|&d| d == 0));
+    }
+
+    #[test]
+    fn unsupported_windows_are_refused() {
+        for bad in [
+            0x3fe0_0000..0x4020_0000,
+            0x4000_0000..0x8020_0000,
+            0x4000_1000..0x4f00_0000,
+            0x4f00_0000..0x4f00_0000,
+        ] {
+            assert_eq!(ram_level2(&bad), Err(LayoutError::Unsupported(bad.clone())));
+        }
+    }
+}
