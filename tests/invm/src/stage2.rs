@@ -13,9 +13,16 @@ pub const BLOCK_2M: u64 = 2 << 20;
 pub const ENTRIES: usize = 512;
 
 /// VTCR_EL2.T0SZ: a 32-bit IPA space.
-pub const T0SZ: u64 = 32;
+const T0SZ: u64 = 32;
 /// VTCR_EL2.SL0 for a level-1 start with the 4K granule (T0SZ 32 must start at level 1).
-pub const SL0_LEVEL1: u64 = 1;
+const SL0_LEVEL1: u64 = 1;
+
+/// VTCR_EL2 for this layout: T0SZ 32, SL0 level 1, IRGN0/ORGN0 write-back write-allocate, SH0
+/// inner shareable, TG0 4K, PS = `parange` (ID_AA64MMFR0_EL1.PARange, at most 48 bits), RES1
+/// bit 31.
+pub fn vtcr(parange: u64) -> u64 {
+    T0SZ | (SL0_LEVEL1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (parange.min(5) << 16) | (1 << 31)
+}
 
 const VALID: u64 = 1;
 const TABLE: u64 = 1 << 1;
@@ -55,8 +62,8 @@ pub fn ram_level2(ram: &Range<u64>) -> Result<[u64; ENTRIES], LayoutError> {
     if ram.start < GIB
         || ram.end > 2 * GIB
         || ram.start >= ram.end
-        || ram.start % BLOCK_2M != 0
-        || ram.end % BLOCK_2M != 0
+        || !ram.start.is_multiple_of(BLOCK_2M)
+        || !ram.end.is_multiple_of(BLOCK_2M)
     {
         return Err(LayoutError::Unsupported(ram.clone()));
     }
@@ -99,6 +106,12 @@ mod tests {
         assert_eq!(l1[0], 0x0040_0000_0000_04c5);
         assert_eq!(l1[1], 0x4f01_0003);
         assert!(l1[2..].iter().all(|&d| d == 0));
+    }
+
+    #[test]
+    fn vtcr_starts_at_level1_for_a_32_bit_ipa_space() {
+        assert_eq!(vtcr(2), 0x8002_3560);
+        assert_eq!(vtcr(6) >> 16 & 7, 5, "52-bit PARange is clamped to 48 bits");
     }
 
     #[test]

@@ -61,16 +61,10 @@ pub fn install_stage2(ram: &Range<u64>) -> Result<(), stage2::LayoutError> {
     let l2_pa = l2.0.as_ptr() as u64;
     l2.0 = stage2::ram_level2(ram)?;
     l1.0 = stage2::level1(l2_pa);
-    let parange = (read_sysreg!("id_aa64mmfr0_el1") & 0xf).min(5);
-    // T0SZ, SL0, IRGN0/ORGN0 write-back write-allocate, SH0 inner, TG0 4K, PS, RES1 bit 31.
-    let vtcr = stage2::T0SZ
-        | (stage2::SL0_LEVEL1 << 6)
-        | (1 << 8)
-        | (1 << 10)
-        | (3 << 12)
-        | (parange << 16)
-        | (1 << 31);
-    write_sysreg!("vtcr_el2", vtcr);
+    write_sysreg!(
+        "vtcr_el2",
+        stage2::vtcr(read_sysreg!("id_aa64mmfr0_el1") & 0xf)
+    );
     write_sysreg!("vttbr_el2", l1.0.as_ptr() as u64 | (VMID << 48));
     // SAFETY: barriers and a stage-1+2 TLB flush for this VMID (VTTBR_EL2 is loaded).
     unsafe {

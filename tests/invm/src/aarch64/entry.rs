@@ -10,7 +10,7 @@ use core::mem::{offset_of, size_of};
 const _: () = assert!(offset_of!(Frame, x) == 0);
 const _: () = assert!(offset_of!(Frame, elr) == 248);
 const _: () = assert!(offset_of!(Frame, spsr) == 256);
-const _: () = assert!(size_of::<Frame>() % 16 == 0);
+const _: () = assert!(size_of::<Frame>().is_multiple_of(16));
 
 core::arch::global_asm!(
     r#"
