@@ -75,12 +75,53 @@ pub fn build(arch: Arch, release: bool) -> Result<Image> {
     })
 }
 
-/// Builds every arch in `arches` and prints each output path and size.
+/// Where the in-VM mock's EL2 host is written: `target/images/invm-aarch64[-debug].elf`.
+pub fn invm_path(release: bool) -> PathBuf {
+    let suffix = if release { "" } else { "-debug" };
+    image_dir().join(format!("invm-aarch64{suffix}.elf"))
+}
+
+/// Builds the in-VM mock hypervisor (`tests/invm`, arm64 only so far): the EL2 host that runs
+/// the paravisor image under stage 2 (`tests/e2e/tests/invm_arm64.rs` boots it).
+pub fn build_invm(release: bool) -> Result<PathBuf> {
+    let arch = Arch::Aarch64;
+    crate::toolchain::ensure_targets(&[arch])?;
+    let root = workspace_root();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
+        .args(["build", "--package", "invm", "--bin", "invm", "--target"])
+        .arg(arch.target_triple());
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("cannot start cargo")?;
+    if !status.success() {
+        bail!("building the in-VM mock hypervisor failed (see the compiler output above)");
+    }
+    let profile = if release { "release" } else { "debug" };
+    let built = root
+        .join("target")
+        .join(arch.target_triple())
+        .join(profile)
+        .join("invm");
+    let out = invm_path(release);
+    std::fs::create_dir_all(image_dir())?;
+    std::fs::copy(&built, &out)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), out.display()))?;
+    Ok(out)
+}
+
+/// Builds every arch in `arches` and prints each output path and size; with aarch64, also the
+/// in-VM mock hypervisor that boots its image.
 pub fn build_all(arches: &[Arch], release: bool) -> Result<Vec<Image>> {
     let mut images = Vec::new();
     for &arch in arches {
         let image = build(arch, release)?;
-        for path in [&image.elf, &image.igvm] {
+        let mut paths = vec![image.elf.clone(), image.igvm.clone()];
+        if arch == Arch::Aarch64 {
+            paths.push(build_invm(release)?);
+        }
+        for path in &paths {
             let size = std::fs::metadata(path)?.len();
             println!("{:<8} {} ({size} bytes)", arch.name(), path.display());
         }

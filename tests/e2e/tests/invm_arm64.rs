@@ -1,0 +1,124 @@
+//! The in-VM mock Hyper-V on arm64 (`tests/invm`): QEMU boots the EL2 host with `-kernel` and
+//! the real paravisor image with the generic loader; the host runs the paravisor at EL1 under
+//! stage 2 and answers every `hvc` with the TLFS model, no gdbstub involved. With an empty
+//! VTL0 script the paravisor's first VtlReturn (after it reached its proxy loop) ends the run,
+//! and the host exits QEMU with pass.
+//!
+//! Needs `cargo xtask image --arch aarch64 --release` (which also builds
+//! `target/images/invm-aarch64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other
+//! suites; `cargo xtask test` does both.
+
+use e2e::image;
+use mockhv::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The EL2 host next to the paravisor images.
+fn invm_image() -> PathBuf {
+    let paravisor = image(Arch::Aarch64);
+    let path = paravisor.with_file_name("invm-aarch64.elf");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask image --arch aarch64 --release`",
+        path.display()
+    );
+    path
+}
+
+/// Boots the host at EL2 (unless `el2` is false) with the paravisor loaded at 0x40200000.
+fn boot(el2: bool, append: Option<&str>) -> RunResult {
+    let mut extra_args: Vec<String> = Vec::new();
+    if el2 {
+        // Merged with the runner's `-machine virt`.
+        extra_args.extend(["-machine".into(), "virtualization=on".into()]);
+    }
+    // The generic loader places the ELF's segments and leaves the PC alone: the host enters
+    // the paravisor itself.
+    extra_args.push("-device".into());
+    extra_args.push(format!(
+        "loader,file={}",
+        image(Arch::Aarch64).to_str().expect("UTF-8 image path")
+    ));
+    let mut qemu = Qemu::spawn(&QemuConfig {
+        append: append.map(str::to_string),
+        timeout: Duration::from_secs(30),
+        extra_args,
+        ..QemuConfig::new(Arch::Aarch64, Some(invm_image()))
+    })
+    .expect("QEMU starts");
+    qemu.wait().expect("QEMU run completes")
+}
+
+fn assert_lines_in_order(console: &str, needles: &[&str]) {
+    let mut rest = console;
+    for needle in needles {
+        match rest.find(needle) {
+            Some(at) => rest = &rest[at + needle.len()..],
+            None => panic!("console lacks {needle:?} (in this order):\n{console}"),
+        }
+    }
+}
+
+#[test]
+fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
+    let run = boot(true, None);
+    assert_eq!(
+        run.outcome,
+        Outcome::Pass,
+        "{}\nconsole:\n{}",
+        run.summary(),
+        run.console
+    );
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "invm: in-VM mock Hyper-V (aarch64), at EL2",
+            "invm: entering the paravisor at EL1h, pc 0x40200000",
+            // Entered at EL1 by the host, not dropped from EL2 by itself.
+            "paravisor 0.1.0 (aarch64, EL1 (entered at EL1))",
+            "Hyper-V found",
+            "running at VTL2",
+            "all 1 VP(s) run at VTL2",
+            "intercept installed: UnknownSynicConnection",
+            "intercept installed: RetargetInterruptWithUnknownDeviceId",
+            "protected from VTL0",
+            "proxying VTL0 hypercalls",
+            "invm: the paravisor returned to VTL0 with an empty VTL0 script",
+        ],
+    );
+    assert!(
+        !run.console.contains("FAIL"),
+        "a failure line in a passing run:\n{}",
+        run.console
+    );
+    eprintln!("in-VM boot: {:.2?}", run.elapsed);
+}
+
+#[test]
+fn the_paravisor_reads_its_command_line_from_the_device_tree_and_its_failure_is_a_failure() {
+    let run = boot(true, Some("pv.test=panic"));
+    assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "command line \"pv.test=panic\", 1 VP(s)",
+            "PANIC on cpu 0: pv.test=panic",
+        ],
+    );
+    assert!(!run.console.contains("proxying VTL0 hypercalls"));
+}
+
+#[test]
+fn the_host_refuses_to_run_without_el2() {
+    let run = boot(false, None);
+    assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
+    assert_lines_in_order(
+        &run.console,
+        &["invm: FAIL: entered at EL1, not EL2: run QEMU with -machine virt,virtualization=on"],
+    );
+    assert!(
+        !run.console.contains("paravisor 0.1.0"),
+        "the paravisor must not run without the host:\n{}",
+        run.console
+    );
+}
