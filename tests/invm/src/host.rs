@@ -136,6 +136,7 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
                          {} hvc exits ({calls} hypercalls)",
                         host.exits
                     );
+                    println!("trace: {}", hv::TraceLine(host.model.trace().events()));
                     arch::exit(arch::EXIT_PASS)
                 }
                 Next::Unsupported(why) => fail(format_args!(
