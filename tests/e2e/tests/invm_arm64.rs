@@ -2,14 +2,17 @@
 //! the real paravisor image with the generic loader; the host runs the paravisor at EL1 under
 //! stage 2 and answers every `hvc` with the TLFS model, no gdbstub involved. With an empty
 //! VTL0 script the paravisor's first VtlReturn (after it reached its proxy loop) ends the run,
-//! and the host exits QEMU with pass.
+//! and the host exits QEMU with pass. The host prints its model's trace as one line, which must
+//! equal the gdbstub mock's trace of the same boot, call for call and byte for byte.
 //!
 //! Needs `cargo xtask image --arch aarch64 --release` (which also builds
 //! `target/images/invm-aarch64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other
 //! suites; `cargo xtask test` does both.
 
 use e2e::image;
+use mockhv::model::{Event, Outcome as ModelOutcome, Scenario};
 use mockhv::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
+use mockhv::session::{self, SessionConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -120,5 +123,75 @@ fn the_host_refuses_to_run_without_el2() {
         !run.console.contains("paravisor 0.1.0"),
         "the paravisor must not run without the host:\n{}",
         run.console
+    );
+}
+
+/// FNV-1a, 64-bit, as the host fingerprints parameter blocks.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The host's `invm: trace:` tokens (see `invm::hv::TraceLine`) rebuilt from a model trace.
+fn tokens(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| match event {
+            Event::Hypercall(r) => {
+                let outcome = match r.outcome {
+                    ModelOutcome::Status(out) => format!("s{:x}", out.status().0),
+                    ModelOutcome::VtlSwitch { .. } => "vtl".into(),
+                    ModelOutcome::Fault(_) => "fault".into(),
+                    _ => "other".into(),
+                };
+                format!(
+                    "{:x}/{:x}/{:x}/{:x}/{:x}/{:x}/{outcome}",
+                    r.code.0,
+                    r.control,
+                    r.input_gpa,
+                    r.output_gpa,
+                    fnv1a(&r.input),
+                    fnv1a(&r.output)
+                )
+            }
+            Event::Smccc {
+                function, result, ..
+            } => format!("smccc/{function:x}/{:x}", result[0]),
+            _ => "event".into(),
+        })
+        .collect()
+}
+
+/// The same image, one VP, under both mocks: the in-VM host's model sees exactly the calls
+/// (codes, control words, GPAs, input and output bytes, outcomes) the gdbstub mock's model sees.
+#[test]
+fn the_in_vm_trace_equals_the_gdbstub_mock_trace() {
+    let run = boot(true, None);
+    assert_eq!(run.outcome, Outcome::Pass, "{}", run.summary());
+    let line = run
+        .console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("invm: trace: "))
+        .unwrap_or_else(|| panic!("no trace line:\n{}", run.console));
+    let in_vm: Vec<String> = line.split(' ').map(str::to_string).collect();
+
+    let mut scenario = Scenario::for_arch(Arch::Aarch64);
+    scenario.vp_count = 1;
+    let mut config = SessionConfig::new(image(Arch::Aarch64), scenario);
+    config.timeout = Duration::from_secs(60);
+    let report = session::run(config).expect("the gdbstub session runs");
+    assert!(report.succeeded(), "{}", report.summary());
+    let gdbstub = tokens(report.trace().events());
+    assert!(
+        in_vm.len() > 10,
+        "too short a trace to mean anything: {in_vm:?}"
+    );
+    assert_eq!(
+        in_vm, gdbstub,
+        "in-VM trace (left) differs from the gdbstub mock's (right)"
     );
 }
