@@ -2,8 +2,8 @@
 //! guest's saved registers, and what the host must do next. Pure (no sysregs), so it runs on the
 //! host against `hvmodel::TestMemory` as well as inside the VM.
 
-use hvdef::aarch64::HVC_IMM_VTL_RETURN;
 use core::fmt;
+use hvdef::aarch64::HVC_IMM_VTL_RETURN;
 use hvmodel::{Arch, Effects, Event, Fault, GuestMemory, Model, Outcome, Scenario, ARM64_GPRS};
 
 /// The guest's registers as the EL2 vector saved them: X0..X30, ELR_EL2, SPSR_EL2. The vector
@@ -158,7 +158,12 @@ mod tests {
         let mut frame = Frame::default();
         frame.x[0] = SMCCC_VENDOR_HYP_UID.into();
         hvc(&mut model, 0, &mut frame, &mut mem);
-        hvc(&mut model, HVC_IMM_VTL_RETURN, &mut Frame::default(), &mut mem);
+        hvc(
+            &mut model,
+            HVC_IMM_VTL_RETURN,
+            &mut Frame::default(),
+            &mut mem,
+        );
         // 0x12: HvCallVtlReturn, as the model records it.
         let line = alloc::format!("{}", TraceLine(model.trace().events()));
         assert_eq!(
