@@ -76,6 +76,8 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
         &run.console,
         &[
             "invm: in-VM mock Hyper-V (aarch64), at EL2",
+            // The host keeps the last 16 MiB; the paravisor must not see them as RAM.
+            "invm: device tree: memory 0x40000000+0x10000000 cut to 0x40000000+0xf000000",
             "invm: entering the paravisor at EL1h, pc 0x40200000",
             // Entered at EL1 by the host, not dropped from EL2 by itself.
             "paravisor 0.1.0 (aarch64, EL1 (entered at EL1))",
@@ -88,6 +90,11 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
             "proxying VTL0 hypercalls",
             "invm: the paravisor returned to VTL0 with an empty VTL0 script",
         ],
+    );
+    assert!(
+        run.console.contains("..0x4f000000") && !run.console.contains("..0x50000000"),
+        "the paravisor counts the host's memory as VTL0's:\n{}",
+        run.console
     );
     assert!(
         !run.console.contains("FAIL"),

@@ -20,6 +20,10 @@ const GUEST_ENTRY: u64 = 0x4020_0000;
 /// Guest RAM: QEMU virt's RAM from 1 GiB up to the host's own image, which takes the last
 /// 16 MiB of a 256 MiB machine (see invm-aarch64.ld) and is outside stage 2.
 const GUEST_RAM: Range<u64> = 0x4000_0000..0x4f00_0000;
+/// QEMU virt places the device tree at the start of RAM for ELF images (X0 is 0 then).
+const DEFAULT_DTB: u64 = 0x4000_0000;
+/// Largest device tree accepted; QEMU's is 1 MiB.
+const DTB_MAX: usize = 2 << 20;
 
 /// The model's heap (it keeps its partition, VPs and trace in `alloc` collections).
 struct Allocator(spin::Mutex<Heap>);
@@ -89,6 +93,7 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         fail(format_args!("stage 2: {e:?}"));
     }
     arch::configure_guest();
+    limit_device_tree_ram(if dtb == 0 { DEFAULT_DTB } else { dtb });
     *HOST.lock() = Some(Host {
         model: hv::model(GUEST_RAM),
         // SAFETY: GUEST_RAM is identity-mapped Normal memory in the host's stage 1 (blocks 1-3)
@@ -108,6 +113,30 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
     // SAFETY: stage 2, HCR_EL2 and the other controls are set for the guest; VBAR_EL2 was set
     // by _start.
     unsafe { arch::enter(&frame) }
+}
+
+/// Makes the device tree's memory end where the guest's RAM ends, so the paravisor never counts
+/// the host's pages as RAM; fails the run if it cannot.
+fn limit_device_tree_ram(dtb: u64) {
+    if !crate::memory::within(&GUEST_RAM, dtb, 8) {
+        fail(format_args!("device tree at {dtb:#x} is outside guest RAM"));
+    }
+    // SAFETY: 8 bytes inside guest RAM (checked), identity-mapped Normal memory; the guest has
+    // not run yet, so nothing else refers to it.
+    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
+    let size = match crate::fdt::total_size(header) {
+        Ok(size) if size <= DTB_MAX && crate::memory::within(&GUEST_RAM, dtb, size) => size,
+        other => fail(format_args!("device tree at {dtb:#x}: {other:?}")),
+    };
+    // SAFETY: as above, for the `size` bytes the header claims (bounded and checked).
+    let blob = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, size) };
+    match crate::fdt::limit_ram(blob, GUEST_RAM.end) {
+        Ok((base, old, new)) => println!(
+            "device tree: memory {base:#x}+{old:#x} cut to {base:#x}+{new:#x} (the rest is the \
+             host's)"
+        ),
+        Err(e) => fail(format_args!("device tree at {dtb:#x}: memory node: {e:?}")),
+    }
 }
 
 /// Every exception taken to EL2, with the interrupted context in `frame` (X0..X30, ELR, SPSR).

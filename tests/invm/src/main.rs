@@ -18,6 +18,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod aarch64;
 #[cfg(any(test, target_os = "none"))]
+mod fdt;
+#[cfg(any(test, target_os = "none"))]
 mod hv;
 #[cfg(any(test, target_os = "none"))]
 mod memory;
