@@ -113,7 +113,7 @@ mod tests {
         let name = |s: &mut Vec<u8>, n: &[u8]| {
             s.extend_from_slice(n);
             s.push(0);
-            while s.len() % 4 != 0 {
+            while !s.len().is_multiple_of(4) {
                 s.push(0);
             }
         };
@@ -133,7 +133,7 @@ mod tests {
         tok(&mut s, reg.len() as u32);
         tok(&mut s, 9);
         s.extend_from_slice(reg);
-        while s.len() % 4 != 0 {
+        while !s.len().is_multiple_of(4) {
             s.push(0);
         }
         tok(&mut s, END_NODE);
