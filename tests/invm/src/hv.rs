@@ -151,6 +151,38 @@ mod tests {
         assert_eq!((frame.elr, frame.spsr), (before.elr, before.spsr));
     }
 
+    /// A fast GetVpRegisters answers in the output pair after its input (X6/X7 for one name):
+    /// the glue must carry the model's X2..X17 back, not only X0..X3.
+    #[test]
+    fn fast_output_registers_reach_the_guest() {
+        use hvdef::aarch64::SMCCC_HV_FUNC_ID;
+        use hvdef::{
+            Control, HvRegisterName, HypercallCode, Vtl, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+        };
+        let name = HvRegisterName::PRIVILEGES_AND_FEATURES_INFO;
+        let mut model = model(0..0x10000);
+        let mut mem = TestMemory::new(0x10000);
+        let mut frame = Frame::default();
+        frame.x[0] = SMCCC_HV_FUNC_ID.into();
+        frame.x[1] = Control::new()
+            .with_code(HypercallCode::GET_VP_REGISTERS)
+            .with_fast(true)
+            .with_rep_count(1)
+            .into_bits();
+        frame.x[2] = HV_PARTITION_ID_SELF;
+        frame.x[3] = HV_VP_INDEX_SELF.into();
+        frame.x[4] = name.0.into();
+        for x in &mut frame.x[5..18] {
+            *x = 0xdead_beef;
+        }
+        assert_eq!(hvc(&mut model, 0, &mut frame, &mut mem), Next::Resume);
+        let want = model.register(VP, Vtl::VTL2, name).expect("readable");
+        assert_ne!(want, 0, "a register that has a value");
+        assert_eq!(frame.x[0] & 0xffff, 0, "HV_STATUS_SUCCESS");
+        assert_eq!(frame.x[6], want as u64);
+        assert_eq!(frame.x[7], (want >> 64) as u64);
+    }
+
     #[test]
     fn trace_line_names_each_event() {
         let mut model = model(0..0x10000);
