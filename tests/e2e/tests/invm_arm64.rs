@@ -197,6 +197,10 @@ fn the_in_vm_trace_equals_the_gdbstub_mock_trace() {
         in_vm.len() > 10,
         "too short a trace to mean anything: {in_vm:?}"
     );
+    eprintln!(
+        "same boot: in-VM {:.2?}, gdbstub mock {:.2?}",
+        run.elapsed, report.run.elapsed
+    );
     assert_eq!(
         in_vm, gdbstub,
         "in-VM trace (left) differs from the gdbstub mock's (right)"
