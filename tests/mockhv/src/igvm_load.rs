@@ -25,17 +25,9 @@ use crate::qemu::Arch;
 /// The boot VP's VTL2 context from the file, for the registers the paravisor's entry needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VpContext {
-    X64 {
-        rip: u64,
-        rsp: u64,
-        cr0: u64,
-        cr3: u64,
-        cr4: u64,
-        efer: u64,
-        gdtr_base: u64,
-        gdtr_limit: u16,
-        cs: u16,
-    },
+    /// The registers the paravisor's entry needs (RIP, RSP, CR0, CR3, CR4, EFER, GDTR, CS),
+    /// in the TLFS's initial-context form; the rest zero.
+    X64(hvdef::x86_64::HvX64InitialVpContext),
     Aarch64 {
         pc: u64,
         cpsr: u64,
@@ -222,34 +214,25 @@ fn put(area: &mut [u8], offset: u32, bytes: &[u8]) -> Result<()> {
 }
 
 fn x64_context(registers: &[X86Register]) -> Result<VpContext> {
-    let (mut rip, mut rsp, mut cr0, mut cr3, mut cr4, mut efer) = (None, 0, 0, 0, 0, 0);
-    let (mut gdtr_base, mut gdtr_limit, mut cs) = (0, 0, 0);
+    let mut ctx = hvdef::x86_64::HvX64InitialVpContext::default();
+    let mut rip = None;
     for r in registers {
         match *r {
             X86Register::Rip(v) => rip = Some(v),
-            X86Register::Rsp(v) => rsp = v,
-            X86Register::Cr0(v) => cr0 = v,
-            X86Register::Cr3(v) => cr3 = v,
-            X86Register::Cr4(v) => cr4 = v,
-            X86Register::Efer(v) => efer = v,
-            X86Register::Gdtr(t) => (gdtr_base, gdtr_limit) = (t.base, t.limit),
-            X86Register::Cs(s) => cs = s.selector,
+            X86Register::Rsp(v) => ctx.rsp = v,
+            X86Register::Cr0(v) => ctx.cr0 = v,
+            X86Register::Cr3(v) => ctx.cr3 = v,
+            X86Register::Cr4(v) => ctx.cr4 = v,
+            X86Register::Efer(v) => ctx.efer = v,
+            X86Register::Gdtr(t) => (ctx.gdtr.base, ctx.gdtr.limit) = (t.base, t.limit),
+            X86Register::Cs(seg) => ctx.cs.selector = seg.selector,
             // The rest hold what a long-mode entry has anyway (flat data segments, busy TSS,
             // RFLAGS 2, default PAT) or zero (RSI): the trampoline loads only the above.
             _ => {}
         }
     }
-    Ok(VpContext::X64 {
-        rip: rip.context("the x64 VP context has no RIP")?,
-        rsp,
-        cr0,
-        cr3,
-        cr4,
-        efer,
-        gdtr_base,
-        gdtr_limit,
-        cs,
-    })
+    ctx.rip = rip.context("the x64 VP context has no RIP")?;
+    Ok(VpContext::X64(ctx))
 }
 
 fn arm64_context(registers: &[AArch64Register]) -> VpContext {
@@ -384,18 +367,11 @@ mod tests {
             MemoryMapEntryType::MEMORY.0.to_le_bytes()
         );
         assert_eq!(record(2), &[0; 24], "the list ends");
-        let VpContext::X64 {
-            rip,
-            cr3,
-            gdtr_base,
-            gdtr_limit,
-            ..
-        } = l.context
-        else {
+        let VpContext::X64(ctx) = l.context else {
             panic!()
         };
         assert_eq!(
-            (rip, cr3, gdtr_base, gdtr_limit),
+            (ctx.rip, ctx.cr3, ctx.gdtr.base, ctx.gdtr.limit),
             (0x10_0040, 0x11_1000, 0x10_2000, 23)
         );
     }

@@ -497,42 +497,12 @@ fn load_into(gdb: &mut Gdb, loaded: &igvm_load::LoadedIgvm) -> Result<()> {
         gdb.write_mem(*gpa, data)?;
     }
     match loaded.context {
-        igvm_load::VpContext::X64 {
-            rip,
-            rsp,
-            cr0,
-            cr3,
-            cr4,
-            efer,
-            gdtr_base,
-            gdtr_limit,
-            cs,
-        } => {
+        igvm_load::VpContext::X64(mut ctx) => {
             // The trampoline's far return needs 16 bytes of stack; a context without one (the
             // paravisor's: its entry sets its own) gets the free top of the IPI stub's page.
-            let rsp = if rsp == 0 {
-                vcpu_start::X86_TRAMPOLINE - 0x10
-            } else {
-                rsp
-            };
-            let ctx = hvdef::x86_64::HvX64InitialVpContext {
-                rip,
-                rsp,
-                cr0,
-                cr3,
-                cr4,
-                efer,
-                gdtr: hvdef::x86_64::HvX64TableRegister {
-                    pad: [0; 3],
-                    limit: gdtr_limit,
-                    base: gdtr_base,
-                },
-                cs: hvdef::x86_64::HvX64SegmentRegister {
-                    selector: cs,
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
+            if ctx.rsp == 0 {
+                ctx.rsp = vcpu_start::X86_TRAMPOLINE - 0x10;
+            }
             gdb.write_mem(vcpu_start::X86_TRAMPOLINE, &vcpu_start::x86_trampoline())?;
             let (slot_gpa, slot) = vcpu_start::x86_slot(0, &ctx);
             gdb.write_mem(slot_gpa, &slot)?;
