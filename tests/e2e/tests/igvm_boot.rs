@@ -49,11 +49,13 @@ fn the_igvm_file_boots_and_proxies() {
             report.summary()
         );
         // x86: RAM below and above the legacy VGA/BIOS window; arm64: one range from 1 GiB.
-        let ranges = match arch {
-            Arch::X86_64 => 2,
-            Arch::Aarch64 => 1,
+        let (ranges, kib) = match arch {
+            Arch::X86_64 => (2, 256 * 1024 - 384),
+            Arch::Aarch64 => (1, 256 * 1024),
         };
-        let line = format!("boot: from IGVM parameters: 2 VP(s), {ranges} RAM range(s)");
+        let line = format!(
+            "boot: from IGVM parameters: 2 VP(s), {ranges} RAM range(s) totalling {kib} KiB"
+        );
         assert!(
             console.contains(&line),
             "{arch:?}: the parameters were read ({line:?})\n{console}"

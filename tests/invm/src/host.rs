@@ -175,7 +175,7 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
             }
         }
         arch::EC_WFX => fail(format_args!(
-            "the guest halted (wfi/wfe) at {:#x}, ESR {:#x}",
+            "the guest halted (wfi) at {:#x}, ESR {:#x}",
             frame.elr, syn.esr
         )),
         _ => fatal(kind, &syn, frame),

@@ -133,6 +133,15 @@ pub fn load(bytes: &[u8], arch: Arch, vp_count: u32, ram: &[Range<u64>]) -> Resu
                 let a = area(&mut areas, p.parameter_area_index)?;
                 let mut ram = ram.to_vec();
                 ram.sort_by_key(|r| r.start);
+                // OpenVMM asserts page-aligned ranges and walks them sorted and apart; an empty
+                // one would end the list early (a 0-page record is its end).
+                for (i, r) in ram.iter().enumerate() {
+                    let aligned = r.start % PAGE_SIZE_4K == 0 && r.end % PAGE_SIZE_4K == 0;
+                    let apart = ram.get(i + 1).is_none_or(|next| r.end <= next.start);
+                    if r.start >= r.end || !aligned || !apart {
+                        bail!("RAM range {:#x}..{:#x} is empty, not page aligned or overlaps the next: not a memory map", r.start, r.end);
+                    }
+                }
                 let mut records = Vec::new();
                 for r in &ram {
                     records.extend_from_slice(
@@ -189,7 +198,7 @@ pub fn load(bytes: &[u8], arch: Arch, vp_count: u32, ram: &[Range<u64>]) -> Resu
                 if *vtl != igvm::hv_defs::Vtl::Vtl2 {
                     bail!("a VP context for {vtl:?}: a VSM file starts only VTL2");
                 }
-                context = Some(arm64_context(registers));
+                context = Some(arm64_context(registers)?);
             }
             other => bail!("the IGVM loader does not implement {other:?}"),
         }
@@ -235,12 +244,12 @@ fn x64_context(registers: &[X86Register]) -> Result<VpContext> {
     Ok(VpContext::X64(ctx))
 }
 
-fn arm64_context(registers: &[AArch64Register]) -> VpContext {
-    let (mut pc, mut cpsr, mut x) = (0, 0, [0; 4]);
+fn arm64_context(registers: &[AArch64Register]) -> Result<VpContext> {
+    let (mut pc, mut cpsr, mut x) = (None, None, [0; 4]);
     for r in registers {
         match *r {
-            AArch64Register::Pc(v) => pc = v,
-            AArch64Register::Cpsr(v) => cpsr = v,
+            AArch64Register::Pc(v) => pc = Some(v),
+            AArch64Register::Cpsr(v) => cpsr = Some(v),
             AArch64Register::X0(v) => x[0] = v,
             AArch64Register::X1(v) => x[1] = v,
             AArch64Register::X2(v) => x[2] = v,
@@ -250,7 +259,11 @@ fn arm64_context(registers: &[AArch64Register]) -> VpContext {
             _ => {}
         }
     }
-    VpContext::Aarch64 { pc, cpsr, x }
+    Ok(VpContext::Aarch64 {
+        pc: pc.context("the arm64 VP context has no PC")?,
+        cpsr: cpsr.context("the arm64 VP context has no CPSR")?,
+        x,
+    })
 }
 
 #[cfg(test)]
@@ -376,6 +389,23 @@ mod tests {
         );
     }
 
+    /// A memory map the loader cannot write faithfully is refused, not floored or cut short.
+    #[test]
+    fn broken_ram_ranges_are_refused() {
+        let mut directives = vec![page(0x10_0000, b"x".to_vec())];
+        directives.extend(parameters(0x10_2000));
+        directives.push(context(igvm::hv_defs::Vtl::Vtl2));
+        let bytes = file(IgvmPlatformType::VSM_ISOLATION, directives);
+        for ram in [
+            vec![0..0x8000_0000, 0x9000_0000..0x9000_0000],
+            vec![0x1800..0x3000, 0x4000..0x5000],
+            vec![0..0x8000_0000, 0x4000_0000..0x9000_0000],
+        ] {
+            let e = format!("{:#}", load(&bytes, Arch::X86_64, 1, &ram).unwrap_err());
+            assert!(e.contains("not a memory map"), "{ram:?}: {e}");
+        }
+    }
+
     /// What a loader for this paravisor must refuse, each with a line that says what.
     #[test]
     fn refusals_name_the_problem() {
@@ -393,11 +423,10 @@ mod tests {
         assert!(err(file(IgvmPlatformType::VSM_ISOLATION, vtl0)).contains("starts only VTL2"));
         let mut ok = no_context;
         ok.push(context(igvm::hv_defs::Vtl::Vtl2));
-        let snp = err(file(IgvmPlatformType::SEV_SNP, ok.clone()));
-        assert!(
-            snp.contains("VSM isolation") || snp.contains("parsing"),
-            "{snp}"
-        );
+        let mut snp = ok.clone();
+        snp.retain(|d| !matches!(d, D::X64VbsVpContext { .. }));
+        let snp = err(file(IgvmPlatformType::SEV_SNP, snp));
+        assert!(snp.contains("VSM isolation"), "{snp}");
         let mut unknown = ok;
         unknown.insert(
             0,

@@ -39,17 +39,32 @@ pub fn print(args: fmt::Arguments<'_>) {
     let _ = Console.write_fmt(args);
 }
 
-/// Semihosting SYS_EXIT with ADP_Stopped_ApplicationExit: QEMU exits with `code`.
+/// Set by the first `exit`: a second one means the exit itself trapped back into the host.
+static EXITING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Semihosting SYS_EXIT with ADP_Stopped_ApplicationExit: QEMU exits with `code`. Without
+/// `-semihosting` the `hlt` is an undefined instruction at EL2, whose handler fails and comes
+/// back here: the second entry skips semihosting and powers the machine off with PSCI
+/// SYSTEM_OFF (SMC conduit with virtualization=on; QEMU then exits 0, which the runner never
+/// counts as a pass), then waits for ever, so a missing option never loops printing.
 pub fn exit(code: u64) -> ! {
     const SYS_EXIT: u64 = 0x18;
     const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
-    let block: [u64; 2] = [ADP_STOPPED_APPLICATION_EXIT, code];
-    // SAFETY: a semihosting call; QEMU reads the two-word block and exits.
-    unsafe {
-        core::arch::asm!("hlt #0xf000", in("x0") SYS_EXIT, in("x1") block.as_ptr(), options(nostack));
+    const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+    if !EXITING.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        let block: [u64; 2] = [ADP_STOPPED_APPLICATION_EXIT, code];
+        // SAFETY: a semihosting call; QEMU reads the two-word block and exits.
+        unsafe {
+            core::arch::asm!("hlt #0xf000", in("x0") SYS_EXIT, in("x1") block.as_ptr(), options(nostack));
+        }
     }
+    // SAFETY: PSCI SYSTEM_OFF through the firmware's SMC conduit; it does not return when
+    // implemented, and touches no memory of ours.
+    unsafe {
+        core::arch::asm!("smc #0", inout("x0") PSCI_SYSTEM_OFF => _, options(nomem, nostack))
+    };
     loop {
-        // SAFETY: waits for an interrupt; touches nothing. Only reached without -semihosting.
+        // SAFETY: waits for an interrupt; touches nothing.
         unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
     }
 }

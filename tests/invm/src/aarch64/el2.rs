@@ -88,7 +88,9 @@ pub fn configure_guest() {
     // EL1 may use the physical counter and timer; no virtual offset.
     write_sysreg!("cnthctl_el2", 3);
     write_sysreg!("cntvoff_el2", 0);
-    // No FP/SIMD or SVE traps (the RES1 bits of the non-VHE layout), no debug traps.
+    // FP/SIMD not trapped; bits 8 (TZ) and 12 (TSM) set, so SVE and SME instructions trap to
+    // the host, which fails the run loudly (the softfloat paravisor uses neither); no debug
+    // traps.
     write_sysreg!("cptr_el2", 0x33ff);
     write_sysreg!("mdcr_el2", 0);
     write_sysreg!("hstr_el2", 0);
