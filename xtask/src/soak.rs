@@ -321,8 +321,8 @@ impl Generator<'_> {
     /// VTL0 touches memory itself: a load, store or fetch in its scratch page, inside the image
     /// or across either of the image's edges. The oracle: VTL2 protected exactly the image's
     /// pages (the ELF's `__image_start..__image_end`), so an access that touches one is stopped
-    /// and VTL0 takes the architecture's fault (x64 #GP(0); arm64 a synchronous external abort
-    /// from EL1: EC 0x25 data / 0x21 instruction abort, IL, FnV, WnR for a store, FSC 0x10);
+    /// and VTL0 takes the architecture's fault (`e2e::memory_fault`: x64 #GP(0), arm64 a
+    /// synchronous external abort from EL1);
     /// any other access is carried out (a load of bytes VTL0 wrote first gives those bytes).
     fn access(&mut self, vp: u32) -> Planned {
         let image = self.mem.image.clone();
@@ -361,18 +361,7 @@ impl Generator<'_> {
             len
         };
         let protected = gpa < image.end && image.start < gpa + span;
-        let fault = protected.then(|| match self.arch {
-            Arch::X86_64 => 1 | 1 << 8 | 13 << 16,
-            Arch::Aarch64 => {
-                let (class, wnr) = match access {
-                    Vtl0Access::Execute { .. } => (0x21, 0),
-                    Vtl0Access::Write { .. } => (0x25, 1 << 6),
-                    Vtl0Access::Read { .. } => (0x25, 0),
-                };
-                let esr: u64 = class << 26 | 1 << 25 | 1 << 10 | wnr | 0x10;
-                1 | u128::from(esr) << 64
-            }
-        });
+        let fault = protected.then(|| e2e::memory_fault(self.arch, &access, false));
         let mut call = Vtl0Call::access(self.arch, ip, access.clone());
         let mut output = None;
         if let (Vtl0Access::Read { .. }, false) = (&access, protected) {

@@ -303,3 +303,43 @@ pub fn igvm(arch: Arch) -> PathBuf {
     );
     path
 }
+
+/// The exception VTL0 must take for an access VTL2's protection stopped, as
+/// `HvRegisterPendingEvent0` (OpenVMM's layouts, see hvdef), written from the architectures,
+/// not from the paravisor. x64: #GP (vector 13) with error code 0: bit 0 pending, type 0
+/// exception, bit 8 deliver the error code, vector at bits 31:16. arm64: a synchronous external
+/// abort (Arm ARM ESR_ELx): EC 0x25 data abort / 0x21 instruction abort taken without a change
+/// in exception level (VTL0's kernel), 0x24 / 0x20 from EL0 (`from_el0`), IL (bit 25), FnV
+/// (bit 10: no fault address), WnR (bit 6) for a store, fault status 0x10 (synchronous external
+/// abort); the syndrome is the register's second quadword.
+pub fn memory_fault(arch: Arch, access: &mockhv::model::Vtl0Access, from_el0: bool) -> u128 {
+    use mockhv::model::Vtl0Access;
+    match arch {
+        Arch::X86_64 => 1 | 1 << 8 | 13 << 16,
+        Arch::Aarch64 => {
+            let class: u64 = match access {
+                Vtl0Access::Execute { .. } => 0x21,
+                _ => 0x25,
+            } - u64::from(from_el0);
+            let wnr = match access {
+                Vtl0Access::Write { .. } => 1 << 6,
+                _ => 0,
+            };
+            let esr = class << 26 | 1 << 25 | 1 << 10 | wnr | 0x10;
+            1 | u128::from(esr) << 64
+        }
+    }
+}
+
+/// The page numbers a ModifyVtlProtectionMask record lists from its rep start (the 16-byte
+/// header, then one u64 page number per rep).
+pub fn protection_list(record: &mockhv::model::HypercallRecord) -> Vec<u64> {
+    let from = 16 + usize::from(Control::from_bits(record.control).rep_start()) * 8;
+    record
+        .input
+        .get(from..)
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect()
+}

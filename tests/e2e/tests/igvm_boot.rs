@@ -72,12 +72,7 @@ fn the_igvm_file_boots_and_proxies() {
         let protected: BTreeSet<u64> =
             e2e::vtl2_calls(&report, HypercallCode::MODIFY_VTL_PROTECTION_MASK)
                 .iter()
-                .flat_map(|r| {
-                    r.input[16..]
-                        .chunks_exact(8)
-                        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(e2e::protection_list)
                 .collect();
         let placed: BTreeSet<u64> =
             (loaded.extent.start >> 12..loaded.extent.end.div_ceil(4096)).collect();

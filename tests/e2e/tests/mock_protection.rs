@@ -49,28 +49,9 @@ fn targets(image: &Image) -> Vec<(&'static str, u64)> {
     t
 }
 
-/// The exception VTL0 must take, as `HvRegisterPendingEvent0` (OpenVMM's layouts, see hvdef).
-/// x64: #GP (vector 13) with error code 0: bit 0 pending, type 0 exception, bit 8 deliver the
-/// error code, vector at bits 31:16. arm64: a synchronous external abort taken to VTL0's EL1
-/// (Arm ARM ESR_ELx): EC 0x25 data abort / 0x21 instruction abort without a change in exception
-/// level, IL (bit 25), FnV (bit 10: no fault address), WnR (bit 6) for a store, fault status
-/// 0x10 (synchronous external abort); the syndrome is the register's second quadword.
+/// The exception VTL0's kernel must take for `access` (see `e2e::memory_fault`).
 fn expected_fault(arch: Arch, access: &Vtl0Access) -> u128 {
-    match arch {
-        Arch::X86_64 => 1 | 1 << 8 | 13 << 16,
-        Arch::Aarch64 => {
-            let class: u64 = match access {
-                Vtl0Access::Execute { .. } => 0x21,
-                _ => 0x25,
-            };
-            let wnr = match access {
-                Vtl0Access::Write { .. } => 1 << 6,
-                _ => 0,
-            };
-            let esr = class << 26 | 1 << 25 | 1 << 10 | wnr | 0x10;
-            1 | u128::from(esr) << 64
-        }
-    }
+    e2e::memory_fault(arch, access, false)
 }
 
 /// The pages VTL2's successful ModifyVtlProtectionMask calls took from VTL0, checking each is
@@ -83,16 +64,13 @@ fn protected_pages(report: &mockhv::session::Report) -> BTreeSet<u64> {
     for record in &calls {
         let control = hvdef::Control::from_bits(record.control);
         assert!(control.rep_count() <= 510, "{control:?}");
-        let (header, list) =
+        let (header, _) =
             HvInputModifyVtlProtectionMask::read_from_prefix(&record.input).expect("a header");
         assert_eq!(header.partition_id, HV_PARTITION_ID_SELF);
         assert_eq!(header.map_flags, HvMapGpaFlags::NO_ACCESS);
         assert_eq!(header.target_vtl, HvInputVtl::CURRENT);
         assert_eq!(record.status(), Some(HvStatus::SUCCESS), "{record:?}");
-        let from = usize::from(control.rep_start()) * 8;
-        for page in list[from..].chunks_exact(8) {
-            pages.insert(u64::from_le_bytes(page.try_into().unwrap()));
-        }
+        pages.extend(e2e::protection_list(record));
     }
     let events = report.trace().events();
     let last_protect = events
@@ -331,15 +309,20 @@ fn an_el0_access_takes_the_abort_from_a_lower_el() {
     };
     let fetch = Vtl0Access::Execute { gpa: code_gpa };
     let script = vec![
-        Vtl0Call::access(arch, l.ip, read).at_el0(),
-        Vtl0Call::access(arch, l.ip, fetch).at_el0(),
+        Vtl0Call::access(arch, l.ip, read.clone()).at_el0(),
+        Vtl0Call::access(arch, l.ip, fetch.clone()).at_el0(),
     ];
     let mut report = e2e::run_vtl0(Scenario::for_arch(arch), script);
     let results = e2e::results(&mut report);
-    let esr = |class: u64| 1 | u128::from(class << 26 | 1 << 25 | 1 << 10 | 0x10) << 64;
     assert_eq!(results.len(), 2, "{results:#?}");
-    assert_eq!(results[0].pending_event(), Some(esr(0x24)));
-    assert_eq!(results[1].pending_event(), Some(esr(0x20)));
+    assert_eq!(
+        results[0].pending_event(),
+        Some(e2e::memory_fault(arch, &read, true))
+    );
+    assert_eq!(
+        results[1].pending_event(),
+        Some(e2e::memory_fault(arch, &fetch, true))
+    );
 }
 
 /// A host that refuses the protection: the paravisor stops with one line naming the range and
@@ -480,7 +463,10 @@ fn refusal_lines_are_bounded_per_vp() {
     assert!(console.contains("(refusal 64 on this VP: from now on one line in 65536)"));
     let results = e2e::results(&mut report);
     assert_eq!(results.len(), 70);
-    assert!(results
-        .iter()
-        .all(|r| r.pending_event() == Some(1 | 1 << 8 | 13 << 16)));
+    assert!(results.iter().all(|r| r.pending_event()
+        == Some(e2e::memory_fault(
+            arch,
+            &Vtl0Access::Read { gpa: 0, len: 8 },
+            false
+        ))));
 }
