@@ -46,7 +46,7 @@ pub use scenario::{
     Scenario,
 };
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
-pub use vtl::{Vtl0Access, Vtl0Call, Vtl0Result, Vtl0Script};
+pub use vtl::{LiveError, LowerExit, SwitchRegs, Vtl0Access, Vtl0Call, Vtl0Result, Vtl0Script};
 pub use x86_64::{
     VmcallKind, X64HypercallRegs, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS,
 };
@@ -115,6 +115,9 @@ pub struct Effects {
     pub interrupts: Vec<SintInterrupt>,
     /// A VtlReturn found the lower-VTL script empty: the scripted run is over.
     pub finished: bool,
+    /// Live mode ([`Vtl0Script::set_live`]): the VP now runs its lower VTL for real; the glue
+    /// loads that VTL's registers from the model and resumes it.
+    pub lower_runs: bool,
     /// A lower VTL's hypercall is handed to VTL2 as an `HvMessageTypeHypercallIntercept`
     /// instead of being completed: nothing is written back and the IP stays on the call, as
     /// OpenVMM's `reflect_to_vtl2` does (it returns `HvError::Timeout` for that reason).
@@ -197,6 +200,7 @@ impl Model {
                 time_ref: 0,
                 intercepts: Vec::new(),
                 protections: BTreeMap::new(),
+                protection_changes: Default::default(),
             },
             vps,
             trace: Trace::default(),
@@ -229,6 +233,26 @@ impl Model {
             return Err(HvError::INVALID_VP_INDEX);
         }
         self.get_register(vp, vtl, name)
+    }
+
+    /// The hypervisor's own copy of a VP register (no TLFS access rule; 0 if never set): what
+    /// a glue that runs the VTL for real loads into the CPU. None for a VP that does not exist.
+    pub fn vp_state(&self, vp: u32, vtl: Vtl, name: HvRegisterName) -> Option<u128> {
+        self.vps
+            .get(vp as usize)
+            .map(|v| v.file(vtl).regs.get(&name).copied().unwrap_or(0))
+    }
+
+    /// Stores what the CPU holds for a VP register when the VTL leaves it (the glue's side of
+    /// [`Model::vp_state`]). False for a VP that does not exist.
+    pub fn set_vp_state(&mut self, vp: u32, vtl: Vtl, name: HvRegisterName, value: u128) -> bool {
+        match self.vps.get_mut(vp as usize) {
+            Some(v) => {
+                v.file_mut(vtl).set(name, value);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn vp_started(&self, vp: u32) -> bool {

@@ -40,6 +40,8 @@ pub(crate) struct Partition {
     /// Page number -> the access VTL2 leaves the lower VTLs (HvCallModifyVtlProtectionMask);
     /// pages not listed are fully accessible.
     pub protections: BTreeMap<u64, hvdef::HvMapGpaFlags>,
+    /// Pages whose protection changed since the glue last asked ([`Model::take_protection_changes`]).
+    pub protection_changes: alloc::collections::BTreeSet<u64>,
 }
 
 /// One SynIC: registers plus the per-SINT queues of messages waiting for an empty slot.

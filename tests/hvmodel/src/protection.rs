@@ -60,6 +60,12 @@ impl Model {
             .unwrap_or(HvMapGpaFlags::ALL_ACCESS)
     }
 
+    /// The pages (by number) whose lower-VTL access changed since the last call, for a glue
+    /// that keeps second-level tables in step with [`Model::lower_vtl_access`].
+    pub fn take_protection_changes(&mut self) -> alloc::collections::BTreeSet<u64> {
+        core::mem::take(&mut self.partition.protection_changes)
+    }
+
     /// The first GPA of `gpa..gpa + len` that `vtl` may not access this way, if any. Only VTL2
     /// sets protections in the model, so they bind every VTL below it.
     pub(crate) fn denied(
@@ -120,6 +126,7 @@ impl Model {
             if !self.is_ram(call.mem, page) {
                 return (Err(HvError::INVALID_PARAMETER), rep);
             }
+            self.partition.protection_changes.insert(page);
             if header.map_flags == HvMapGpaFlags::ALL_ACCESS {
                 self.partition.protections.remove(&page);
             } else {

@@ -296,6 +296,10 @@ pub struct Vtl0Script {
     pushed: usize,
     in_flight: BTreeMap<u32, InFlight>,
     results: Vec<Vtl0Result>,
+    /// The lower VTL is real code run by the glue (see [`Vtl0Script::set_live`]).
+    live: bool,
+    /// Live mode: per VP, the result of its last exit, until the glue takes it.
+    live_results: BTreeMap<u32, Vtl0Result>,
 }
 
 impl Vtl0Script {
@@ -323,10 +327,60 @@ impl Vtl0Script {
     pub fn results(&self) -> &[Vtl0Result] {
         &self.results
     }
+
+    /// Live mode: the lower VTL is real code the glue runs (an in-VM host), not this script.
+    /// A VtlReturn with nothing queued then lets it run (`Effects::lower_runs`) instead of
+    /// finishing, each of its exits comes in through [`Model::lower_exit`], and a call it
+    /// re-executes is its own doing (the model re-delivers nothing). Results are not kept in
+    /// [`Vtl0Script::results`] (a live VTL0 makes calls without end) but one per VP, for
+    /// [`Vtl0Script::take_live_result`].
+    pub fn set_live(&mut self, live: bool) {
+        self.live = live;
+    }
+
+    pub fn live(&self) -> bool {
+        self.live
+    }
+
+    /// Live mode: what the hypervisor and VTL2 made of `vp`'s last exit: the glue delivers
+    /// its `pending_event()` or `hypervisor_fault` to the lower VTL before resuming it.
+    pub fn take_live_result(&mut self, vp: u32) -> Option<Vtl0Result> {
+        self.live_results.remove(&vp)
+    }
+}
+
+/// What a live lower VTL did that exited to the hypervisor (see [`Model::lower_exit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LowerExit {
+    /// A hypercall instruction (x64 `vmcall`/`vmmcall`; arm64 `hvc #immediate`).
+    Hypercall { immediate: u16 },
+    /// A load, store or fetch of `len` bytes at `gpa` that the second-level tables stopped.
+    Access {
+        gpa: u64,
+        len: u64,
+        access: HvInterceptAccessType,
+    },
+}
+
+/// Why [`Model::lower_exit`] could not take an exit: a glue bug, never guest behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveError {
+    /// The script is not in live mode.
+    NotLive,
+    NoSuchVp(u32),
+    /// The VP runs in this VTL, which has no higher VTL to hand anything to.
+    NotInLowerVtl(Vtl),
+    /// Scripted calls are queued or in flight on this VP.
+    ScriptPending(u32),
+    /// The model allows this access: the glue's second-level tables should not have stopped it.
+    AccessAllowed {
+        gpa: u64,
+        access: HvInterceptAccessType,
+    },
 }
 
 /// The caller's registers at a VTL switch.
-pub(crate) enum SwitchRegs<'a> {
+pub enum SwitchRegs<'a> {
     X64(&'a mut X64HypercallRegs),
     /// X0..X30 by number; which are shared is [`arm64_shared`].
     Aarch64(&'a mut [u64; ARM64_GPRS]),
@@ -391,21 +445,112 @@ impl Model {
             self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
             return effects;
         }
+        self.run_lower(vp, vtl, lower, &mut regs, mem, &mut effects);
+        let outcome = Outcome::VtlSwitch {
+            finished: effects.finished,
+        };
+        self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
+        effects
+    }
+
+    /// A live lower VTL (see [`Vtl0Script::set_live`]) exited to the hypervisor on `vp`: the
+    /// glue has written its registers into the model ([`Model::set_vp_state`]; the IP at the
+    /// instruction that exited). The model serves the exit as it serves a scripted call: for
+    /// the lower VTL itself (then `lower_runs`: the glue resumes it from the model's registers,
+    /// taking [`Vtl0Script::take_live_result`] for an exception to deliver first), or by
+    /// entering VTL2 (an intercept, a VTL call), whose registers `regs` then hold. No trace
+    /// record of its own: the calls it makes are traced as they are served.
+    pub fn lower_exit(
+        &mut self,
+        vp: u32,
+        exit: LowerExit,
+        mut regs: SwitchRegs<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Effects, LiveError> {
+        if !self.vtl0.live {
+            return Err(LiveError::NotLive);
+        }
+        if !self.valid_vp(vp) {
+            return Err(LiveError::NoSuchVp(vp));
+        }
+        let lower = self.vp(vp).active_vtl;
+        let Some(vtl) = self.vp(vp).higher_vtl(lower) else {
+            return Err(LiveError::NotInLowerVtl(lower));
+        };
+        if self.vtl0.pending(vp) != 0 || self.vtl0.in_flight.contains_key(&vp) {
+            return Err(LiveError::ScriptPending(vp));
+        }
+        let (immediate, access) = match exit {
+            LowerExit::Hypercall { immediate } => (immediate, None),
+            LowerExit::Access { gpa, len, access } => {
+                // Only what VTL2 forbade reaches the hypervisor: the glue's tables let the rest
+                // through, so an allowed access here means they disagree with the model.
+                if self.denied(lower, gpa, len.max(1), access).is_none() {
+                    return Err(LiveError::AccessAllowed { gpa, access });
+                }
+                let access = match access {
+                    HvInterceptAccessType::READ => Vtl0Access::Read {
+                        gpa,
+                        len: len as usize,
+                    },
+                    HvInterceptAccessType::WRITE => Vtl0Access::Write {
+                        gpa,
+                        bytes: vec![0; len as usize],
+                    },
+                    _ => Vtl0Access::Execute { gpa },
+                };
+                (0, Some(access))
+            }
+        };
+        let call = Vtl0Call {
+            vp,
+            registers: Vec::new(),
+            memory: Vec::new(),
+            output: None,
+            immediate,
+            unrecoverable: false,
+            access,
+            delivering_event: false,
+        };
+        self.vtl0.push(call);
+        self.vp_mut(vp).active_vtl = vtl;
+        let mut effects = Effects::default();
+        self.run_lower(vp, vtl, lower, &mut regs, mem, &mut effects);
+        Ok(effects)
+    }
+
+    /// The lower VTL runs (its script, or for real when live) until the hypervisor hands
+    /// something to `vtl`, which then resumes with `regs`; or until the script is done.
+    fn run_lower(
+        &mut self,
+        vp: u32,
+        vtl: Vtl,
+        lower: Vtl,
+        regs: &mut SwitchRegs<'_>,
+        mem: &mut dyn GuestMemory,
+        effects: &mut Effects,
+    ) {
         // The lower VTL runs its script; each call is the hypervisor's to serve unless it is one
         // Hyper-V hands to VTL2. The loop ends: every call is served a bounded number of times
         // (`vtl0_retries`) and the script is finite.
         loop {
             if !self.next_lower_call(vp, lower, mem) {
-                effects.finished = true;
+                if self.vtl0.live {
+                    // The real lower VTL runs on from where the model left it.
+                    self.vp_mut(vp).active_vtl = lower;
+                    effects.lower_runs = true;
+                } else {
+                    effects.finished = true;
+                }
                 break;
             }
             match self.run_lower_call(vp, vtl, lower, mem) {
                 LowerCall::Served => continue,
-                LowerCall::Reflected => self.deliver_intercept(vp, vtl, lower, mem, &mut effects),
+                LowerCall::Reflected => self.deliver_intercept(vp, vtl, lower, mem, effects),
                 LowerCall::VtlCall => self.deliver_vtl_call(vp, vtl, lower, mem),
                 LowerCall::Protected { gpa, access } => {
                     let message = self.memory_intercept_message(vp, lower, gpa, access);
-                    self.deliver_message(vp, vtl, lower, message, mem, &mut effects);
+                    self.deliver_message(vp, vtl, lower, message, mem, effects);
                 }
                 LowerCall::Unrecoverable => {
                     let config = HvRegisterVsmPartitionConfig::from_bits(
@@ -426,21 +571,16 @@ impl Model {
                     };
                     message.payload_bytes_mut()[header..].fill(0);
                     message.header.payload_size = header as u8;
-                    self.deliver_message(vp, vtl, lower, message, mem, &mut effects);
+                    self.deliver_message(vp, vtl, lower, message, mem, effects);
                 }
             }
             if let Some(f) = self.vtl0.in_flight.get_mut(&vp) {
                 f.reached_vtl2 = true;
             }
-            self.resume(vp, vtl, lower, &mut regs);
+            self.resume(vp, vtl, lower, regs);
             effects.advance_ip = true;
             break;
         }
-        let outcome = Outcome::VtlSwitch {
-            finished: effects.finished,
-        };
-        self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
-        effects
     }
 
     fn trace_switch(
@@ -567,12 +707,19 @@ impl Model {
                 hypervisor_fault: done.hypervisor_fault,
             };
             let faulted = result.pending_event().is_some() || done.hypervisor_fault.is_some();
-            self.vtl0.results.push(result);
+            if self.vtl0.live {
+                self.vtl0.live_results.insert(vp, result);
+            } else {
+                self.vtl0.results.push(result);
+            }
             if faulted {
                 let file = self.vp_mut(vp).file_mut(done.vtl);
                 file.set(HvRegisterName::PENDING_EVENT0, 0);
                 file.set(HvRegisterName::PENDING_EVENT1, 0);
-            } else if ip_after == done.ip && done.attempt < self.scenario.limits.vtl0_retries {
+            } else if !self.vtl0.live
+                && ip_after == done.ip
+                && done.attempt < self.scenario.limits.vtl0_retries
+            {
                 self.vtl0.in_flight.insert(
                     vp,
                     InFlight {

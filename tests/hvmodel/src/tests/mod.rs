@@ -3,6 +3,7 @@
 
 mod arm64;
 mod hypercalls;
+mod live;
 mod properties;
 mod protection;
 mod registers;

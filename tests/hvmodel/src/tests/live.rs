@@ -1,0 +1,272 @@
+//! Live mode: the lower VTL is real code an in-VM host runs; its exits come in through
+//! `Model::lower_exit` and are served exactly as scripted calls are.
+
+use hvdef::aarch64::{reg as arm_reg, HvArm64HypercallInterceptMessage, SMCCC_HV_FUNC_ID};
+use hvdef::{
+    HvInputVtl, HvInterceptAccessType, HvMessageType, HvRegisterName, HvRegisterVsmPartitionConfig,
+    HvStatus, HvVpAssistPage, HvVtlEntryReason, HypercallCode, HypercallOutput, Vtl,
+};
+use zerocopy::FromBytes;
+
+use super::*;
+use crate::{Arch, LiveError, LowerExit, SwitchRegs, ARM64_GPRS};
+
+/// An arm64 partition booted as the paravisor boots it (guest OS id, the intercept for unknown
+/// connections, an assist page with the intercept page on), in live mode.
+fn live() -> Hv {
+    let mut hv = Hv::new(Scenario::for_arch(Arch::Aarch64));
+    for (name, value) in [
+        (HvRegisterName::GUEST_OS_ID, u128::from(GUEST_OS_ID)),
+        (HvRegisterName::VP_ASSIST_PAGE, (ASSIST | 1).into()),
+        (
+            HvRegisterName::VSM_PARTITION_CONFIG,
+            HvRegisterVsmPartitionConfig::new()
+                .with_intercept_page(true)
+                .with_enable_vtl_protection(true)
+                .into_bits()
+                .into(),
+        ),
+    ] {
+        assert_eq!(
+            set(&mut hv, HvInputVtl::CURRENT, name, value),
+            HvStatus::SUCCESS
+        );
+    }
+    let install =
+        super::hypercalls::install_input(hvdef::HvInterceptType::UNKNOWN_SYNIC_CONNECTION.0);
+    assert_eq!(
+        call(&mut hv, simple(HypercallCode::INSTALL_INTERCEPT), &install),
+        HvStatus::SUCCESS
+    );
+    hv.model.vtl0().set_live(true);
+    hv
+}
+
+/// VTL2's `hvc #imm` with X0..X30 = `x`.
+fn hvc(hv: &mut Hv, imm: u16, x: &mut [u64; ARM64_GPRS]) -> crate::Effects {
+    hv.model.hvc(0, imm, x, &mut hv.mem)
+}
+
+fn call(hv: &mut Hv, control: hvdef::Control, input: &[u8]) -> HvStatus {
+    hv.mem.write(IN, input).unwrap();
+    let mut x = [0; ARM64_GPRS];
+    (x[0], x[1], x[2], x[3]) = (SMCCC_HV_FUNC_ID.into(), control.into_bits(), IN, OUT);
+    let effects = hvc(hv, 0, &mut x);
+    assert_eq!(effects.fault, None);
+    HypercallOutput::from_bits(x[0]).status()
+}
+
+/// VTL2's SetVpRegisters of one register, memory form.
+fn set(hv: &mut Hv, vtl: HvInputVtl, name: HvRegisterName, value: u128) -> HvStatus {
+    let input = set_input(hvdef::HV_VP_INDEX_SELF, vtl, &[(name, value)]);
+    call(hv, rep(HypercallCode::SET_VP_REGISTERS, 1), &input)
+}
+
+/// What the glue does when VTL0 exits: VTL0's registers into the model, then the exit.
+fn exit(
+    hv: &mut Hv,
+    x: &[u64; ARM64_GPRS],
+    pc: u64,
+    exit: LowerExit,
+) -> (Result<crate::Effects, LiveError>, [u64; ARM64_GPRS]) {
+    for (n, value) in x.iter().enumerate() {
+        let name = HvRegisterName(arm_reg::X0.0 + n as u32);
+        assert!(hv.model.set_vp_state(0, Vtl::VTL0, name, (*value).into()));
+    }
+    hv.model.set_vp_state(0, Vtl::VTL0, arm_reg::XPC, pc.into());
+    let mut regs = [0; ARM64_GPRS];
+    let result = hv
+        .model
+        .lower_exit(0, exit, SwitchRegs::Aarch64(&mut regs), &mut hv.mem);
+    (result, regs)
+}
+
+fn vtl0_x(n: usize) -> u64 {
+    0x0a0a_0000_0000_0000 | n as u64
+}
+
+fn state(hv: &Hv, name: HvRegisterName) -> u64 {
+    hv.model.vp_state(0, Vtl::VTL0, name).expect("VP 0") as u64
+}
+
+#[test]
+fn a_vtl_return_with_nothing_queued_runs_the_live_vtl0() {
+    let mut hv = live();
+    let mut x = [0x2222; ARM64_GPRS];
+    let effects = hvc(&mut hv, 3, &mut x);
+    assert!(effects.lower_runs && !effects.finished, "{effects:?}");
+    assert_eq!(hv.model.active_vtl(0), Some(Vtl::VTL0));
+    assert_eq!(
+        state(&hv, arm_reg::X0),
+        0x2222,
+        "the shared X0 went with it"
+    );
+}
+
+#[test]
+fn a_reflected_call_enters_vtl2_with_vtl0s_registers_and_its_answer_reaches_vtl0() {
+    let mut hv = live();
+    let mut x = [0; ARM64_GPRS];
+    hvc(&mut hv, 3, &mut x);
+    let pc = 0x4800_1000;
+    let control = simple(HypercallCode::POST_MESSAGE);
+    hv.mem
+        .write(
+            0x5000,
+            &super::hypercalls::post_message_input(UNKNOWN_CONNECTION),
+        )
+        .unwrap();
+    let mut x: [u64; ARM64_GPRS] = core::array::from_fn(vtl0_x);
+    (x[0], x[1], x[2], x[3]) = (SMCCC_HV_FUNC_ID.into(), control.into_bits(), 0x5000, 0);
+    let (effects, vtl2) = exit(&mut hv, &x, pc, LowerExit::Hypercall { immediate: 0 });
+    let effects = effects.expect("taken");
+    assert!(effects.advance_ip && !effects.lower_runs, "{effects:?}");
+    assert_eq!(hv.model.active_vtl(0), Some(Vtl::VTL2));
+    let page = HvVpAssistPage::read_from_prefix(hv.mem.slice(ASSIST, 0x1000))
+        .unwrap()
+        .0;
+    assert_eq!(page.vtl_control.entry_reason, HvVtlEntryReason::INTERCEPT);
+    assert_eq!(
+        page.intercept_message.header.message_type,
+        HvMessageType::HYPERCALL_INTERCEPT
+    );
+    let (hc, _) =
+        HvArm64HypercallInterceptMessage::read_from_prefix(page.intercept_message.payload_bytes())
+            .unwrap();
+    assert_eq!(hc.header.pc, pc);
+    assert_eq!(hc.x[..], x[..18], "the message carries VTL0's X0..X17 as they were");
+    assert_eq!(
+        &vtl2[..18],
+        &x[..18],
+        "VTL2 resumes with VTL0's shared registers"
+    );
+    assert_eq!(vtl2[18], 0, "and its own X18 (it left 0)");
+
+    // VTL2 answers: PC past the hvc, the status in the shared X0; back to VTL0.
+    assert_eq!(
+        set(&mut hv, vtl0(), arm_reg::XPC, (pc + 4).into()),
+        HvStatus::SUCCESS
+    );
+    let mut x = vtl2;
+    x[0] = HypercallOutput::new()
+        .with_status(HvStatus::INVALID_CONNECTION_ID)
+        .into_bits();
+    let effects = hvc(&mut hv, 3, &mut x);
+    assert!(effects.lower_runs, "{effects:?}");
+    assert_eq!(state(&hv, arm_reg::XPC), pc + 4);
+    assert_eq!(state(&hv, arm_reg::X0), x[0]);
+    let result = hv.model.vtl0().take_live_result(0).expect("a result");
+    assert!(result.advanced() && result.reached_vtl2);
+    assert_eq!(result.status(), HvStatus::INVALID_CONNECTION_ID);
+    assert!(
+        hv.model.vtl0().results().is_empty(),
+        "live results are not kept"
+    );
+    assert_eq!(hv.model.vtl0().take_live_result(0), None, "taken once");
+}
+
+#[test]
+fn a_call_the_hypervisor_serves_itself_never_leaves_vtl0() {
+    let mut hv = live();
+    hvc(&mut hv, 3, &mut [0; ARM64_GPRS]);
+    let pc = 0x4800_2000;
+    let mut x = [0; ARM64_GPRS];
+    x[0] = hvdef::aarch64::SMCCC_VENDOR_HYP_UID.into();
+    let (effects, _) = exit(&mut hv, &x, pc, LowerExit::Hypercall { immediate: 0 });
+    let effects = effects.expect("taken");
+    assert!(effects.lower_runs, "{effects:?}");
+    assert_eq!(hv.model.active_vtl(0), Some(Vtl::VTL0));
+    assert_eq!(state(&hv, arm_reg::XPC), pc + 4, "completed");
+    assert_eq!(
+        state(&hv, arm_reg::X0),
+        u64::from(hvdef::aarch64::HV_VENDOR_HYP_UID[0])
+    );
+    let result = hv.model.vtl0().take_live_result(0).expect("a result");
+    assert!(!result.reached_vtl2);
+}
+
+#[test]
+fn a_protected_access_enters_vtl2_and_the_exception_it_leaves_is_handed_to_the_glue() {
+    let mut hv = live();
+    let secret: u64 = 0x8_0000;
+    let mut input = vec![0u8; 16];
+    input[..8].copy_from_slice(&hvdef::HV_PARTITION_ID_SELF.to_le_bytes());
+    input.extend((secret >> 12).to_le_bytes());
+    let protect = rep(HypercallCode::MODIFY_VTL_PROTECTION_MASK, 1);
+    assert_eq!(call(&mut hv, protect, &input), HvStatus::SUCCESS);
+    assert_eq!(
+        hv.model
+            .take_protection_changes()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [secret >> 12]
+    );
+    assert!(hv.model.take_protection_changes().is_empty());
+    hvc(&mut hv, 3, &mut [0; ARM64_GPRS]);
+
+    // An access the model allows is the glue's mistake, not VTL0's.
+    let pc = 0x4800_3000;
+    let x = [0; ARM64_GPRS];
+    let allowed = LowerExit::Access {
+        gpa: secret + 0x1000,
+        len: 8,
+        access: HvInterceptAccessType::WRITE,
+    };
+    assert_eq!(
+        exit(&mut hv, &x, pc, allowed).0,
+        Err(LiveError::AccessAllowed {
+            gpa: secret + 0x1000,
+            access: HvInterceptAccessType::WRITE
+        })
+    );
+    let store = LowerExit::Access {
+        gpa: secret + 8,
+        len: 8,
+        access: HvInterceptAccessType::WRITE,
+    };
+    let effects = exit(&mut hv, &x, pc, store).0.expect("taken");
+    assert!(!effects.lower_runs);
+    let page = HvVpAssistPage::read_from_prefix(hv.mem.slice(ASSIST, 0x1000))
+        .unwrap()
+        .0;
+    assert_eq!(
+        page.intercept_message.header.message_type,
+        HvMessageType::GPA_INTERCEPT
+    );
+
+    // VTL2 leaves VTL0 an exception and returns: the glue gets it once, the model clears it.
+    let event = 0x1234_0001_u128;
+    assert_eq!(
+        set(&mut hv, vtl0(), HvRegisterName::PENDING_EVENT0, event),
+        HvStatus::SUCCESS
+    );
+    let effects = hvc(&mut hv, 3, &mut [0; ARM64_GPRS]);
+    assert!(effects.lower_runs);
+    let result = hv.model.vtl0().take_live_result(0).expect("a result");
+    assert_eq!(result.pending_event(), Some(event));
+    assert_eq!(
+        result.ip_after, pc,
+        "not re-executed by the model: VTL0 takes the exception"
+    );
+    assert_eq!(state(&hv, HvRegisterName::PENDING_EVENT0), 0);
+}
+
+#[test]
+fn exits_the_model_cannot_take_are_named() {
+    let mut hv = Hv::new(Scenario::for_arch(Arch::Aarch64));
+    let x = [0; ARM64_GPRS];
+    let hypercall = LowerExit::Hypercall { immediate: 0 };
+    assert_eq!(exit(&mut hv, &x, 0, hypercall).0, Err(LiveError::NotLive));
+    hv.model.vtl0().set_live(true);
+    assert_eq!(
+        exit(&mut hv, &x, 0, hypercall).0,
+        Err(LiveError::NotInLowerVtl(Vtl::VTL2)),
+        "VP 0 runs VTL2 until its first VtlReturn"
+    );
+    let mut regs = [0; ARM64_GPRS];
+    assert_eq!(
+        hv.model
+            .lower_exit(9, hypercall, SwitchRegs::Aarch64(&mut regs), &mut hv.mem),
+        Err(LiveError::NoSuchVp(9))
+    );
+}
