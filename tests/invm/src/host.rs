@@ -1,12 +1,14 @@
 //! The host's life: set up EL2, build the model, enter the paravisor, then serve its exits.
 
-use crate::aarch64::{self as arch, Syndrome};
-use crate::hv::{self, Frame, Next};
+use crate::aarch64::{self as arch, Guest, Syndrome};
+use crate::hv::{self, El1Regs, Frame, LowerNext, Next};
 use crate::memory::PhysMemory;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ops::Range;
 use core::ptr::NonNull;
-use hvmodel::Model;
+use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
+use hvmodel::{LowerExit, Model};
+use invm_abi::HostConfig;
 use linked_list_allocator::Heap;
 
 macro_rules! println {
@@ -53,6 +55,12 @@ struct Host {
     model: Model,
     mem: PhysMemory,
     exits: u64,
+    /// VTL0 runs for real after the paravisor's first VtlReturn (the runner's configuration).
+    live: bool,
+    /// The EL1 registers of VTL0 (index 0) and VTL2 (index 1) while the other VTL runs.
+    el1: [El1Regs; 2],
+    /// VTL2's PC and PSTATE when it returned to VTL0 (past its `hvc`): where it resumes.
+    vtl2_resume: Frame,
 }
 
 static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
@@ -89,27 +97,64 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         let size = &raw const __heap_end as usize - start as usize;
         HEAP.0.lock().init(start, size);
     }
+    // SAFETY: the configuration page lies in the host's own identity-mapped 16 MiB, above its
+    // image (the linker script keeps it free); the runner's loader wrote it before reset.
+    let page =
+        unsafe { core::slice::from_raw_parts(invm_abi::CONFIG_GPA_AARCH64 as *const u8, 4096) };
+    let config = HostConfig::parse(page).unwrap_or_default();
+    if config.unknown_flags() != 0 {
+        fail(format_args!(
+            "configuration flags {:#x} unknown to this host",
+            config.unknown_flags()
+        ));
+    }
     if let Err(e) = arch::install_stage2(&GUEST_RAM) {
         fail(format_args!("stage 2: {e:?}"));
     }
     arch::configure_guest();
     limit_device_tree_ram(if dtb == 0 { DEFAULT_DTB } else { dtb });
+    let mut model = hv::model(GUEST_RAM);
+    let live = config.live_vtl0();
+    if live {
+        model.vtl0().set_live(true);
+        model.set_vp_state(
+            hv::VP,
+            Vtl::VTL0,
+            hvdef::aarch64::reg::XPC,
+            config.vtl0_pc.into(),
+        );
+        println!(
+            "VTL0 runs for real after the paravisor's first VtlReturn (reset pc {:#x})",
+            config.vtl0_pc
+        );
+    }
     *HOST.lock() = Some(Host {
-        model: hv::model(GUEST_RAM),
+        model,
         // SAFETY: GUEST_RAM is identity-mapped Normal memory in the host's stage 1 (blocks 1-3)
         // and lies below the host's image (checked above).
         mem: unsafe { PhysMemory::new(GUEST_RAM) },
         exits: 0,
+        live,
+        el1: [El1Regs::default(); 2],
+        vtl2_resume: Frame::default(),
     });
+    let entry = if config.vtl2_pc != 0 {
+        config.vtl2_pc
+    } else {
+        GUEST_ENTRY
+    };
     let mut frame = Frame {
-        elr: GUEST_ENTRY,
+        elr: entry,
         spsr: arch::GUEST_SPSR,
         ..Frame::default()
     };
     // X0 = the device tree as QEMU gave it (0 for ELF boots: the paravisor then reads
-    // 0x4000_0000 itself); X1 = 0, not the IGVM marker.
+    // 0x4000_0000 itself); X1 = 0, not the IGVM marker. An IGVM context gives X0..X3.
     frame.x[0] = dtb;
-    println!("entering the paravisor at EL1h, pc {GUEST_ENTRY:#x}, stage 2 over {GUEST_RAM:#x?}");
+    if config.vtl2_pc != 0 {
+        frame.x[..4].copy_from_slice(&config.vtl2_x);
+    }
+    println!("entering the paravisor at EL1h, pc {entry:#x}, stage 2 over {GUEST_RAM:#x?}");
     // SAFETY: stage 2, HCR_EL2 and the other controls are set for the guest; VBAR_EL2 was set
     // by _start.
     unsafe { arch::enter(&frame) }
@@ -140,7 +185,8 @@ fn limit_device_tree_ram(dtb: u64) {
 }
 
 /// Every exception taken to EL2, with the interrupted context in `frame` (X0..X30, ELR, SPSR).
-/// Returning resumes it with whatever `frame` then holds.
+/// Returning resumes it with whatever `frame` then holds: the same VTL, or the other one after
+/// a VTL switch (its registers, EL1 state and stage 2 loaded here).
 #[unsafe(no_mangle)]
 extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
     let syn = Syndrome::read();
@@ -148,15 +194,26 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
         // Never touch HOST here: this may be a fault inside an exit that holds its lock.
         fatal(kind, &syn, frame);
     }
+    let mut guard = HOST.lock();
+    let Some(host) = guard.as_mut() else {
+        fatal(kind, &syn, frame)
+    };
+    host.exits += 1;
+    match host.model.active_vtl(hv::VP) {
+        Some(Vtl::VTL2) => vtl2_exit(host, kind, &syn, frame),
+        Some(Vtl::VTL0) => vtl0_exit(host, kind, &syn, frame),
+        other => fail(format_args!("exit from VP 0 in VTL {other:?}")),
+    }
+}
+
+/// The paravisor exited.
+fn vtl2_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
     match syn.class() {
         arch::EC_HVC64 => {
             let imm = syn.esr as u16;
-            let mut guard = HOST.lock();
-            let Some(host) = guard.as_mut() else {
-                fatal(kind, &syn, frame)
-            };
-            host.exits += 1;
-            match hv::hvc(&mut host.model, imm, frame, &mut host.mem) {
+            let next = hv::hvc(&mut host.model, imm, frame, &mut host.mem);
+            sync_protections(&mut host.model);
+            match next {
                 Next::Resume => {}
                 Next::Finished => {
                     let calls = host.model.trace().hypercalls().count();
@@ -168,6 +225,16 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
                     println!("trace: {}", hv::TraceLine(host.model.trace().events()));
                     arch::exit(arch::EXIT_PASS)
                 }
+                Next::RunLower => {
+                    host.vtl2_resume = *frame;
+                    let now = arch::save_el1();
+                    host.el1[1] = now;
+                    if let Err(why) = hv::enter_lower(&mut host.model, frame, &mut host.el1[0]) {
+                        fail(format_args!("entering VTL0: {why}"));
+                    }
+                    arch::load_el1(&host.el1[0], &now);
+                    arch::use_stage2(Guest::Vtl0);
+                }
                 Next::Unsupported(why) => fail(format_args!(
                     "hvc #{imm:#x} at {:#x}: {why}",
                     frame.elr - hv::HVC_LEN
@@ -178,7 +245,92 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
             "the guest halted (wfi) at {:#x}, ESR {:#x}",
             frame.elr, syn.esr
         )),
-        _ => fatal(kind, &syn, frame),
+        _ => fatal(kind, syn, frame),
+    }
+}
+
+/// VTL0 exited: a hypercall, an access stage 2 stopped, or its power-off.
+fn vtl0_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
+    if !host.live {
+        fatal(kind, syn, frame);
+    }
+    let (exit, ip) = match syn.class() {
+        arch::EC_HVC64 => {
+            let immediate = syn.esr as u16;
+            if immediate == 0 && frame.x[0] as u32 == arch::PSCI_SYSTEM_OFF {
+                let calls = host.model.trace().hypercalls().count();
+                println!(
+                    "VTL0 powered off (PSCI SYSTEM_OFF): done after {} exits ({calls} hypercalls)",
+                    host.exits
+                );
+                arch::exit(arch::EXIT_PASS)
+            }
+            (LowerExit::Hypercall { immediate }, frame.elr - hv::HVC_LEN)
+        }
+        class @ (arch::EC_DABT_LOWER | arch::EC_IABT_LOWER) => {
+            // ESR ISS: ISV (bit 24) with SAS (23:22) the access size; WnR (bit 6) a store.
+            let (len, access) = if class == arch::EC_IABT_LOWER {
+                (4, HvInterceptAccessType::EXECUTE)
+            } else if syn.esr & (1 << 6) != 0 {
+                (access_len(syn.esr), HvInterceptAccessType::WRITE)
+            } else {
+                (access_len(syn.esr), HvInterceptAccessType::READ)
+            };
+            let gpa = syn.fault_ipa();
+            (LowerExit::Access { gpa, len, access }, frame.elr)
+        }
+        arch::EC_WFX => fail(format_args!(
+            "VTL0 halted (wfi) at {:#x}: nothing can wake it in this host",
+            frame.elr
+        )),
+        _ => fatal(kind, syn, frame),
+    };
+    let now = arch::save_el1();
+    host.el1[0] = now;
+    match hv::lower_exit(
+        &mut host.model,
+        exit,
+        ip,
+        frame,
+        &mut host.el1[0],
+        &mut host.mem,
+    ) {
+        LowerNext::Resume => arch::load_el1(&host.el1[0], &now),
+        LowerNext::Vtl2 => {
+            frame.elr = host.vtl2_resume.elr;
+            frame.spsr = host.vtl2_resume.spsr;
+            arch::load_el1(&host.el1[1], &now);
+            arch::use_stage2(Guest::Vtl2);
+        }
+        LowerNext::Finished => fail(format_args!(
+            "the model reset the partition after VTL0's exit at {ip:#x}"
+        )),
+        LowerNext::Unsupported(why) => fail(format_args!("{why}")),
+    }
+}
+
+/// The access size of a data abort with a valid syndrome (ISV), else 1 byte.
+fn access_len(esr: u64) -> u64 {
+    if esr & (1 << 24) != 0 {
+        1 << (esr >> 22 & 3)
+    } else {
+        1
+    }
+}
+
+/// VTL0's stage 2 follows every protection change VTL2 made (HvCallModifyVtlProtectionMask).
+fn sync_protections(model: &mut Model) {
+    for page in model.take_protection_changes() {
+        let gpa = page << HV_PAGE_SHIFT;
+        let flags: HvMapGpaFlags = model.lower_vtl_access(gpa);
+        let access = crate::stage2::Access {
+            read: flags.readable(),
+            write: flags.writable(),
+            execute: flags.kernel_executable(),
+        };
+        if let Err(why) = arch::set_vtl0_access(gpa, access) {
+            fail(format_args!("VTL0's stage 2 for GPA {gpa:#x}: {why}"));
+        }
     }
 }
 

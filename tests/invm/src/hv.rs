@@ -3,8 +3,14 @@
 //! host against `hvmodel::TestMemory` as well as inside the VM.
 
 use core::fmt;
-use hvdef::aarch64::HVC_IMM_VTL_RETURN;
-use hvmodel::{Arch, Effects, Event, Fault, GuestMemory, Model, Outcome, Scenario, ARM64_GPRS};
+use hvdef::aarch64::{
+    reg, HvArm64PendingEventType, HvArm64PendingExceptionEvent, HVC_IMM_VTL_RETURN,
+};
+use hvdef::{HvRegisterName, Vtl};
+use hvmodel::{
+    Arch, Effects, Event, Fault, GuestMemory, LiveError, LowerExit, Model, Outcome, Scenario,
+    SwitchRegs, ARM64_GPRS,
+};
 
 /// The guest's registers as the EL2 vector saved them: X0..X30, ELR_EL2, SPSR_EL2. The vector
 /// code (`aarch64::entry`) uses this layout; its offsets are asserted there.
@@ -31,6 +37,8 @@ pub enum Next {
     Resume,
     /// The VTL0 script is done: the paravisor reached its proxy loop and returned to VTL0.
     Finished,
+    /// Live mode: the paravisor returned to VTL0, which now runs for real ([`enter_lower`]).
+    RunLower,
     /// Something this slice cannot carry out; the run must fail with this reason.
     Unsupported(&'static str),
 }
@@ -62,6 +70,9 @@ pub fn hvc(model: &mut Model, imm: u16, frame: &mut Frame, mem: &mut dyn GuestMe
     if effects.finished {
         return Next::Finished;
     }
+    if effects.lower_runs {
+        return Next::RunLower;
+    }
     let moved = if imm == HVC_IMM_VTL_RETURN {
         ARM64_GPRS
     } else {
@@ -72,6 +83,186 @@ pub fn hvc(model: &mut Model, imm: u16, frame: &mut Frame, mem: &mut dyn GuestMe
         frame.elr -= HVC_LEN;
     }
     Next::Resume
+}
+
+/// The EL1 system registers a VTL owns (TLFS vsm.md "Private State": each VTL has its own
+/// translation, exception and thread registers), which the host swaps at a VTL switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct El1Regs {
+    pub sctlr: u64,
+    pub ttbr0: u64,
+    pub ttbr1: u64,
+    pub tcr: u64,
+    pub mair: u64,
+    pub vbar: u64,
+    pub elr: u64,
+    pub esr: u64,
+    pub far: u64,
+    pub sp_el0: u64,
+    pub sp_el1: u64,
+    pub spsr: u64,
+    pub tpidr_el1: u64,
+    pub tpidr_el0: u64,
+    pub tpidrro_el0: u64,
+    pub contextidr: u64,
+    pub cpacr: u64,
+    pub amair: u64,
+    pub par: u64,
+    pub cntkctl: u64,
+    pub afsr0: u64,
+    pub afsr1: u64,
+}
+
+impl El1Regs {
+    /// The ones the model holds under a TLFS name (VTL2 reads and sets a lower VTL's with
+    /// Get/SetVpRegisters, so the model's copy is the lower VTL's state while it is not
+    /// running); the rest only the host keeps.
+    fn named(&mut self) -> [(HvRegisterName, &mut u64); 11] {
+        [
+            (reg::SCTLR_EL1, &mut self.sctlr),
+            (reg::TTBR0_EL1, &mut self.ttbr0),
+            (reg::TTBR1_EL1, &mut self.ttbr1),
+            (reg::TCR_EL1, &mut self.tcr),
+            (reg::MAIR_EL1, &mut self.mair),
+            (reg::VBAR_EL1, &mut self.vbar),
+            (reg::ELR_EL1, &mut self.elr),
+            (reg::ESR_EL1, &mut self.esr),
+            (reg::FAR_EL1, &mut self.far),
+            (reg::XSP_EL0, &mut self.sp_el0),
+            (reg::XSP_ELX, &mut self.sp_el1),
+        ]
+    }
+}
+
+fn x_name(n: usize) -> HvRegisterName {
+    HvRegisterName(reg::X0.0 + n as u32)
+}
+
+/// The VTL the host runs a VP's live lower VTL as.
+const LOWER: Vtl = Vtl::VTL0;
+
+/// Loads the live VTL0 as the model holds it into `frame` and `el1` (X0..X30, PC, CPSR, the
+/// named EL1 registers; the host's own in `el1` stay), then has it take the exception the
+/// paravisor left it, if any: what the host runs next. Unsupported: a pending event that is
+/// not an exception.
+pub fn enter_lower(
+    model: &mut Model,
+    frame: &mut Frame,
+    el1: &mut El1Regs,
+) -> Result<(), &'static str> {
+    let state = |model: &Model, name| model.vp_state(VP, LOWER, name).unwrap_or(0) as u64;
+    for (n, x) in frame.x.iter_mut().enumerate() {
+        *x = state(model, x_name(n));
+    }
+    frame.elr = state(model, reg::XPC);
+    frame.spsr = state(model, reg::CPSR);
+    for (name, value) in el1.named() {
+        *value = state(model, name);
+    }
+    let Some(result) = model.vtl0().take_live_result(VP) else {
+        return Ok(());
+    };
+    if let Some(Fault::Ud) = result.hypervisor_fault {
+        // An undefined instruction: EC 0, IL (Arm ARM ESR_ELx).
+        take_exception(frame, el1, 1 << 25, 0);
+    } else if let Some(event) = result.pending_event() {
+        let event = HvArm64PendingExceptionEvent::from_bits(event);
+        if event.event_type() != HvArm64PendingEventType::EXCEPTION {
+            return Err("a pending event other than an exception (not delivered yet)");
+        }
+        let far = result.register(HvRegisterName::PENDING_EVENT1) as u64;
+        take_exception(frame, el1, event.syndrome(), far);
+    }
+    Ok(())
+}
+
+/// A synchronous exception taken to EL1 as the CPU takes it (Arm ARM D1.10): ESR_EL1 and
+/// FAR_EL1 from the event, ELR_EL1/SPSR_EL1 the interrupted PC and PSTATE, then the vector for
+/// where it came from (EL1 on SP_EL0 +0x000, EL1 on SP_EL1 +0x200, EL0 +0x400) in EL1h with
+/// D, A, I and F masked.
+pub fn take_exception(frame: &mut Frame, el1: &mut El1Regs, esr: u64, far: u64) {
+    el1.esr = esr;
+    el1.far = far;
+    el1.elr = frame.elr;
+    el1.spsr = frame.spsr;
+    let offset = match frame.spsr & 0xf {
+        0b0100 => 0x000,
+        0b0101 => 0x200,
+        _ => 0x400,
+    };
+    frame.elr = el1.vbar + offset;
+    frame.spsr = 0x3c5;
+}
+
+/// What the host does after a live VTL0 exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LowerNext {
+    /// VTL0 runs on with the updated `frame` and `el1`.
+    Resume,
+    /// VTL2 runs: `frame.x` holds its X0..X30; the caller restores its PC, PSTATE and EL1
+    /// registers from when it returned to VTL0.
+    Vtl2,
+    /// The partition is done (a reset: the model ended the run).
+    Finished,
+    /// Something this host cannot carry out; the run fails with this reason.
+    Unsupported(alloc::string::String),
+}
+
+/// VTL0 exited (at `ip`: the `hvc` or the faulting instruction, `frame` and `el1` as it left
+/// them): its state goes into the model, which serves the exit. VTL0 resuming gets its state
+/// back from the model (see [`enter_lower`]).
+pub fn lower_exit(
+    model: &mut Model,
+    exit: LowerExit,
+    ip: u64,
+    frame: &mut Frame,
+    el1: &mut El1Regs,
+    mem: &mut dyn GuestMemory,
+) -> LowerNext {
+    for (n, x) in frame.x.iter().enumerate() {
+        model.set_vp_state(VP, LOWER, x_name(n), (*x).into());
+    }
+    model.set_vp_state(VP, LOWER, reg::XPC, ip.into());
+    model.set_vp_state(VP, LOWER, reg::CPSR, frame.spsr.into());
+    for (name, value) in el1.named() {
+        model.set_vp_state(VP, LOWER, name, (*value).into());
+    }
+    let mut regs = [0; ARM64_GPRS];
+    let effects = match model.lower_exit(VP, exit, SwitchRegs::Aarch64(&mut regs), mem) {
+        Ok(effects) => effects,
+        Err(e) => {
+            return LowerNext::Unsupported(alloc::format!(
+                "VTL0 exit at {ip:#x}: {}",
+                live_error(e)
+            ))
+        }
+    };
+    if effects.finished {
+        return LowerNext::Finished;
+    }
+    if effects.lower_runs {
+        return match enter_lower(model, frame, el1) {
+            Ok(()) => LowerNext::Resume,
+            Err(why) => LowerNext::Unsupported(why.into()),
+        };
+    }
+    if effects.start_vp.is_some() || effects.fault.is_some() {
+        return LowerNext::Unsupported(
+            "VTL0's exit asked for a VP start or a fault in VTL2".into(),
+        );
+    }
+    frame.x = regs;
+    LowerNext::Vtl2
+}
+
+fn live_error(e: LiveError) -> alloc::string::String {
+    match e {
+        LiveError::AccessAllowed { gpa, access } => alloc::format!(
+            "stage 2 stopped a {access:?} of GPA {gpa:#x} that the model allows (not RAM the \
+             model knows, or the tables and the model disagree)"
+        ),
+        other => alloc::format!("{other:?}"),
+    }
 }
 
 /// FNV-1a, 64-bit: a short fingerprint of a parameter block for the trace line.

@@ -5,6 +5,10 @@
 //! level-1 entry 0 is a 1 GiB Device-nGnRE block (the UART and the rest of QEMU virt's devices,
 //! never executable), entry 1 a table of 2 MiB Normal write-back blocks covering the guest's RAM
 //! only (so the host's own 16 MiB at the end of RAM is a stage-2 fault), entries 2-3 invalid.
+//!
+//! VTL0 gets its own copy of that layout, where a 2 MiB block holding a page VTL2 protected is
+//! split into a level-3 table of 4 KiB pages, each with the access the model leaves VTL0
+//! ([`page`]): a VTL0 access VTL2 forbade is then a stage-2 permission fault, i.e. an exit.
 
 use core::ops::Range;
 
@@ -35,6 +39,64 @@ const SH_INNER: u64 = 0b11 << 8;
 const AF: u64 = 1 << 10;
 /// XN[54:53] = 0b10: not executable at EL1 or EL0.
 const XN: u64 = 0b10 << 53;
+/// S2AP[6] read, S2AP[7] write.
+const S2AP_R: u64 = 1 << 6;
+const S2AP_W: u64 = 1 << 7;
+/// Bits 1:0 of a valid level-3 page descriptor.
+const PAGE: u64 = 0b11;
+pub const PAGE_SIZE: u64 = 4096;
+
+/// What a lower VTL may do with a page (the model's `HvMapGpaFlags` permission bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    pub execute: bool,
+}
+
+impl Access {
+    pub const ALL: Access = Access {
+        read: true,
+        write: true,
+        execute: true,
+    };
+}
+
+/// A Normal write-back level-3 page at `pa` with `access`. A page with no access at all stays a
+/// valid descriptor with S2AP 0b00 and XN, so touching it is a permission fault (DFSC 0x0F, the
+/// syndrome the model's GPA intercept reports), not a translation fault.
+pub fn page(pa: u64, access: Access) -> u64 {
+    let mut d = pa | PAGE | MEMATTR_NORMAL_WB | SH_INNER | AF;
+    if access.read {
+        d |= S2AP_R;
+    }
+    if access.write {
+        d |= S2AP_W;
+    }
+    if !access.execute {
+        d |= XN;
+    }
+    d
+}
+
+/// The level-3 table that replaces the 2 MiB block at `block_pa`: every page with full access
+/// (as the block had), for the caller to restrict page by page.
+pub fn level3(block_pa: u64) -> [u64; ENTRIES] {
+    core::array::from_fn(|i| page(block_pa + i as u64 * PAGE_SIZE, Access::ALL))
+}
+
+/// Where the page at `gpa` sits in this layout: (level-2 index, level-3 index), for RAM in IPA
+/// 1..2 GiB only.
+pub fn indices(gpa: u64) -> Option<(usize, usize)> {
+    if !(GIB..2 * GIB).contains(&gpa) {
+        return None;
+    }
+    let off = gpa - GIB;
+    Some((
+        (off / BLOCK_2M) as usize,
+        ((off % BLOCK_2M) / PAGE_SIZE) as usize,
+    ))
+}
 
 /// The device block at IPA 0.
 pub fn device_block() -> u64 {
@@ -98,6 +160,32 @@ mod tests {
             "the host's blocks stay unmapped"
         );
         assert_eq!(l2.iter().filter(|&&d| d != 0).count(), 120);
+    }
+
+    #[test]
+    fn pages_carry_exactly_the_access_given() {
+        let none = Access {
+            read: false,
+            write: false,
+            execute: false,
+        };
+        // Valid page, Normal WB, inner shareable, AF; S2AP and XN by access.
+        assert_eq!(page(0x4020_0000, Access::ALL), 0x4020_0000 | 0x7ff);
+        assert_eq!(page(0x4020_1000, none), 0x4020_1000 | 0x73f | XN);
+        let read_only = Access { read: true, ..none };
+        assert_eq!(page(0x4020_2000, read_only), 0x4020_2000 | 0x77f | XN);
+        let l3 = level3(0x4020_0000);
+        assert_eq!(l3[0], page(0x4020_0000, Access::ALL));
+        assert_eq!(l3[511], page(0x403f_f000, Access::ALL));
+    }
+
+    #[test]
+    fn indices_name_the_block_and_the_page() {
+        assert_eq!(indices(0x4000_0000), Some((0, 0)));
+        assert_eq!(indices(0x4020_1fff), Some((1, 1)));
+        assert_eq!(indices(0x7fff_f000), Some((511, 511)));
+        assert_eq!(indices(0x3fff_f000), None);
+        assert_eq!(indices(0x8000_0000), None);
     }
 
     #[test]

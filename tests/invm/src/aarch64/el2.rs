@@ -1,6 +1,7 @@
 //! EL2 configuration for the guest: stage 2, the hypervisor controls, the virtual IDs and
 //! timers, and the syndrome registers an exit reads.
 
+use crate::hv::El1Regs;
 use crate::stage2;
 use core::cell::UnsafeCell;
 use core::ops::Range;
@@ -19,8 +20,9 @@ macro_rules! read_sysreg {
 macro_rules! write_sysreg {
     ($name:literal, $value:expr) => {{
         let value: u64 = $value;
-        // SAFETY: the EL2 registers written here only configure how the guest runs; the host's
-        // own translation (SCTLR/TCR/TTBR0_EL2) is never touched after entry.
+        // SAFETY: the registers written here (EL2's guest controls, the guest's EL1 state) only
+        // configure how the guest runs; the host's own translation (SCTLR/TCR/TTBR0_EL2) is
+        // never touched after entry.
         unsafe {
             core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) value, options(nomem, nostack))
         };
@@ -36,47 +38,122 @@ const HCR_TSC: u64 = 1 << 19;
 const HCR_RW: u64 = 1 << 31;
 pub const HCR: u64 = HCR_VM | HCR_TWI | HCR_TSC | HCR_RW;
 
-/// VMID of the guest (0 is left for "no guest").
-const VMID: u64 = 1;
+/// VMIDs: VTL2's and VTL0's translations are separate guests to the TLB (0 is left for "no
+/// guest").
+const VMID_VTL2: u64 = 1;
+const VMID_VTL0: u64 = 2;
+/// Level-3 tables for VTL0's split blocks: enough for the paravisor's image (a few MiB) and
+/// whatever else it protects, with room to spare.
+const L3_POOL: usize = 16;
 
 #[repr(C, align(4096))]
 struct Table([u64; stage2::ENTRIES]);
 
-/// The stage-2 tables: written once before the guest first runs, read only by the MMU after.
-struct Stage2Tables(UnsafeCell<[Table; 2]>);
+const EMPTY: Table = Table([0; stage2::ENTRIES]);
 
-// SAFETY: one CPU, and the tables are written only by `install_stage2` before the guest runs.
+/// One VTL's stage-2 tables: the root, the RAM level 2 and (VTL0 only) level-3 tables for the
+/// blocks where VTL2 protected pages.
+struct Stage2 {
+    l1: Table,
+    l2: Table,
+    l3: [Table; L3_POOL],
+    /// Level-2 index of the block each used level-3 table replaces.
+    split: [Option<usize>; L3_POOL],
+    /// Changed since VTL0's TLB entries were last invalidated.
+    dirty: bool,
+}
+
+/// The two VTLs' tables: written by the host only, while neither guest translation walks the
+/// entry being changed (one CPU; the TLB is invalidated before VTL0 runs again).
+struct Stage2Tables(UnsafeCell<[Stage2; 2]>);
+
+// SAFETY: one CPU, and the tables are written only by the host between guest runs.
 unsafe impl Sync for Stage2Tables {}
 
-static STAGE2: Stage2Tables = Stage2Tables(UnsafeCell::new([
-    Table([0; stage2::ENTRIES]),
-    Table([0; stage2::ENTRIES]),
-]));
+const STAGE2_EMPTY: Stage2 = Stage2 {
+    l1: EMPTY,
+    l2: EMPTY,
+    l3: [EMPTY; L3_POOL],
+    split: [None; L3_POOL],
+    dirty: false,
+};
 
-/// Builds the identity stage 2 (devices, and `ram` only) and turns it on for VMID 1.
+static STAGE2: Stage2Tables = Stage2Tables(UnsafeCell::new([STAGE2_EMPTY, STAGE2_EMPTY]));
+
+/// Which VTL's translation the CPU uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guest {
+    Vtl0 = 0,
+    Vtl2 = 1,
+}
+
+fn tables(guest: Guest) -> &'static mut Stage2 {
+    // SAFETY: see Stage2Tables: the host is the only writer, one exit at a time, and no
+    // reference outlives the exit that took it.
+    unsafe { &mut (*STAGE2.0.get())[guest as usize] }
+}
+
+fn vttbr(guest: Guest) -> u64 {
+    let vmid = match guest {
+        Guest::Vtl0 => VMID_VTL0,
+        Guest::Vtl2 => VMID_VTL2,
+    };
+    tables(guest).l1.0.as_ptr() as u64 | (vmid << 48)
+}
+
+/// Builds the identity stage 2 (devices, and `ram` only) for both VTLs and turns on VTL2's.
 pub fn install_stage2(ram: &Range<u64>) -> Result<(), stage2::LayoutError> {
-    let tables = STAGE2.0.get();
-    // SAFETY: the guest has not run yet and nothing else refers to the tables (see Sync).
-    let [l1, l2] = unsafe { &mut *tables };
-    let l2_pa = l2.0.as_ptr() as u64;
-    l2.0 = stage2::ram_level2(ram)?;
-    l1.0 = stage2::level1(l2_pa);
+    for guest in [Guest::Vtl0, Guest::Vtl2] {
+        let t = tables(guest);
+        t.l2.0 = stage2::ram_level2(ram)?;
+        t.l1.0 = stage2::level1(t.l2.0.as_ptr() as u64);
+    }
     write_sysreg!(
         "vtcr_el2",
         stage2::vtcr(read_sysreg!("id_aa64mmfr0_el1") & 0xf)
     );
-    write_sysreg!("vttbr_el2", l1.0.as_ptr() as u64 | (VMID << 48));
-    // SAFETY: barriers and a stage-1+2 TLB flush for this VMID (VTTBR_EL2 is loaded).
+    use_stage2(Guest::Vtl2);
+    Ok(())
+}
+
+/// The CPU translates for `guest` from here on (its VTTBR_EL2), with its stale TLB entries
+/// gone if its tables changed.
+pub fn use_stage2(guest: Guest) {
+    write_sysreg!("vttbr_el2", vttbr(guest));
+    let t = tables(guest);
+    // SAFETY: barriers, and a stage-1+2 TLB flush for the VMID just loaded.
     unsafe {
-        core::arch::asm!(
-            "dsb ishst",
-            "isb",
-            "tlbi vmalls12e1",
-            "dsb nsh",
-            "isb",
-            options(nostack)
-        )
+        core::arch::asm!("dsb ishst", "isb", options(nostack));
+        if core::mem::take(&mut t.dirty) {
+            core::arch::asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack));
+        }
+    }
+}
+
+/// VTL0's page at `gpa` (in RAM) gets `access`, its 2 MiB block split into pages first.
+pub fn set_vtl0_access(gpa: u64, access: stage2::Access) -> Result<(), &'static str> {
+    let Some((block, page)) = stage2::indices(gpa) else {
+        return Err("a protected page outside the RAM window");
     };
+    let t = tables(Guest::Vtl0);
+    if t.l2.0[block] == 0 {
+        return Err("a protected page outside guest RAM");
+    }
+    let slot = match t.split.iter().position(|s| *s == Some(block)) {
+        Some(slot) => slot,
+        None => {
+            let Some(slot) = t.split.iter().position(Option::is_none) else {
+                return Err("out of level-3 tables for VTL0's protected blocks");
+            };
+            let block_pa = stage2::GIB + block as u64 * stage2::BLOCK_2M;
+            t.l3[slot].0 = stage2::level3(block_pa);
+            t.split[slot] = Some(block);
+            t.l2.0[block] = stage2::table(t.l3[slot].0.as_ptr() as u64);
+            slot
+        }
+    };
+    t.l3[slot].0[page] = stage2::page(gpa & !(stage2::PAGE_SIZE - 1), access);
+    t.dirty = true;
     Ok(())
 }
 
@@ -123,4 +200,70 @@ impl Syndrome {
     pub fn fault_ipa(&self) -> u64 {
         (self.hpfar >> 4) << 12 | (self.far & 0xfff)
     }
+}
+
+/// The EL1 registers as the CPU holds them now (the running VTL's, or the one that just exited).
+pub fn save_el1() -> El1Regs {
+    El1Regs {
+        sctlr: read_sysreg!("sctlr_el1"),
+        ttbr0: read_sysreg!("ttbr0_el1"),
+        ttbr1: read_sysreg!("ttbr1_el1"),
+        tcr: read_sysreg!("tcr_el1"),
+        mair: read_sysreg!("mair_el1"),
+        vbar: read_sysreg!("vbar_el1"),
+        elr: read_sysreg!("elr_el1"),
+        esr: read_sysreg!("esr_el1"),
+        far: read_sysreg!("far_el1"),
+        sp_el0: read_sysreg!("sp_el0"),
+        sp_el1: read_sysreg!("sp_el1"),
+        spsr: read_sysreg!("spsr_el1"),
+        tpidr_el1: read_sysreg!("tpidr_el1"),
+        tpidr_el0: read_sysreg!("tpidr_el0"),
+        tpidrro_el0: read_sysreg!("tpidrro_el0"),
+        contextidr: read_sysreg!("contextidr_el1"),
+        cpacr: read_sysreg!("cpacr_el1"),
+        amair: read_sysreg!("amair_el1"),
+        par: read_sysreg!("par_el1"),
+        cntkctl: read_sysreg!("cntkctl_el1"),
+        afsr0: read_sysreg!("afsr0_el1"),
+        afsr1: read_sysreg!("afsr1_el1"),
+    }
+}
+
+/// Loads `r` into the EL1 registers for the VTL about to run. Only the ones that differ from
+/// `now` are written: under TCG a write to a translation register flushes QEMU's TLB.
+pub fn load_el1(r: &El1Regs, now: &El1Regs) {
+    macro_rules! load {
+        ($($field:ident => $name:literal),* $(,)?) => {
+            $(if r.$field != now.$field {
+                write_sysreg!($name, r.$field);
+            })*
+        };
+    }
+    load!(
+        sctlr => "sctlr_el1",
+        ttbr0 => "ttbr0_el1",
+        ttbr1 => "ttbr1_el1",
+        tcr => "tcr_el1",
+        mair => "mair_el1",
+        vbar => "vbar_el1",
+        elr => "elr_el1",
+        esr => "esr_el1",
+        far => "far_el1",
+        sp_el0 => "sp_el0",
+        sp_el1 => "sp_el1",
+        spsr => "spsr_el1",
+        tpidr_el1 => "tpidr_el1",
+        tpidr_el0 => "tpidr_el0",
+        tpidrro_el0 => "tpidrro_el0",
+        contextidr => "contextidr_el1",
+        cpacr => "cpacr_el1",
+        amair => "amair_el1",
+        par => "par_el1",
+        cntkctl => "cntkctl_el1",
+        afsr0 => "afsr0_el1",
+        afsr1 => "afsr1_el1",
+    );
+    // SAFETY: synchronizes the writes before the guest runs.
+    unsafe { core::arch::asm!("isb", options(nostack)) };
 }

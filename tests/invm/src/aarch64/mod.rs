@@ -6,7 +6,10 @@ mod el2;
 mod entry;
 
 pub use console::{exit, print, EXIT_FAIL, EXIT_PASS};
-pub use el2::{configure_guest, install_stage2, Syndrome};
+pub use el2::{
+    configure_guest, install_stage2, load_el1, save_el1, set_vtl0_access, use_stage2, Guest,
+    Syndrome,
+};
 pub use entry::enter;
 
 /// SPSR_EL2 for the first entry: EL1h, D/A/I/F masked.
@@ -18,6 +21,9 @@ pub const EC_HVC64: u64 = 0x16;
 pub const EC_SMC64: u64 = 0x17;
 pub const EC_IABT_LOWER: u64 = 0x20;
 pub const EC_DABT_LOWER: u64 = 0x24;
+
+/// PSCI SYSTEM_OFF (SMC32 function id): how VTL0 ends the run.
+pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
 
 /// The vector that took an exception: 0-3 this EL on SP0, 4-7 this EL on SPx, 8-11 a lower EL
 /// in AArch64, 12-15 in AArch32; within each group sync, IRQ, FIQ, SError.

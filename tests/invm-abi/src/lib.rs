@@ -1,0 +1,86 @@
+//! The runner's side of the in-VM mock Hyper-V (`tests/invm`): a configuration page QEMU's
+//! generic loader places at [`CONFIG_GPA_AARCH64`] before the host starts
+//! (`-device loader,file=CONFIG,addr=...,force-raw=on`). No page (all zero, no magic) is the
+//! default: the paravisor's ELF entry, no VTL0, and the run ends at the paravisor's first
+//! VtlReturn.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The page's GPA on arm64: the last page of a 256 MiB QEMU virt machine, in the host's own
+/// 16 MiB (never guest RAM; the host's image ends below it).
+pub const CONFIG_GPA_AARCH64: u64 = 0x4fff_f000;
+
+/// "INVMCFG1".
+pub const MAGIC: u64 = u64::from_le_bytes(*b"INVMCFG1");
+
+/// [`HostConfig::flags`]: after the paravisor's first VtlReturn, VTL0 runs for real from the
+/// state the model holds for it (the reset state below, or what the paravisor set), until it
+/// powers off (PSCI SYSTEM_OFF).
+pub const FLAG_LIVE_VTL0: u64 = 1 << 0;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HostConfig {
+    pub magic: u64,
+    pub flags: u64,
+    /// VTL0's reset PC, as a VMM gives a VP its reset state (0: none; the paravisor may set
+    /// one with SetVpRegisters either way, and its value wins).
+    pub vtl0_pc: u64,
+    /// Where the host enters the paravisor at EL1h (0: the ELF image's entry, 0x40200000),
+    /// and its X0..X3 there (an IGVM file's VTL2 context).
+    pub vtl2_pc: u64,
+    pub vtl2_x: [u64; 4],
+}
+
+impl HostConfig {
+    pub fn new() -> Self {
+        Self {
+            magic: MAGIC,
+            ..Self::default()
+        }
+    }
+
+    pub fn with_live_vtl0(mut self, reset_pc: u64) -> Self {
+        self.flags |= FLAG_LIVE_VTL0;
+        self.vtl0_pc = reset_pc;
+        self
+    }
+
+    /// The page as the host reads it: None without the magic (no page was loaded).
+    pub fn parse(page: &[u8]) -> Option<Self> {
+        let (config, _) = Self::read_from_prefix(page).ok()?;
+        (config.magic == MAGIC).then_some(config)
+    }
+
+    pub fn live_vtl0(&self) -> bool {
+        self.flags & FLAG_LIVE_VTL0 != 0
+    }
+
+    /// Flag bits this host does not know: the runner is newer than the host.
+    pub fn unknown_flags(&self) -> u64 {
+        self.flags & !FLAG_LIVE_VTL0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_no_page() {
+        let config = HostConfig::new().with_live_vtl0(0x4800_0000);
+        let bytes = config.as_bytes();
+        assert_eq!(&bytes[..8], b"INVMCFG1");
+        assert_eq!(HostConfig::parse(bytes), Some(config));
+        assert!(config.live_vtl0());
+        assert_eq!(HostConfig::parse(&[0; 4096]), None);
+        assert_eq!(HostConfig::parse(&bytes[..8]), None, "short");
+        let odd = HostConfig {
+            flags: 6,
+            ..HostConfig::new()
+        };
+        assert_eq!(odd.unknown_flags(), 6);
+    }
+}
