@@ -206,3 +206,38 @@ fn the_in_vm_trace_equals_the_gdbstub_mock_trace() {
         "in-VM trace (left) differs from the gdbstub mock's (right)"
     );
 }
+
+/// The IGVM file itself, loaded by the runner as a VMM's IGVM loader would (page data, the
+/// parameter areas with the VP count and the guest's memory map, the VTL2 context) and
+/// entered by the host with the file's context: the paravisor boots from it as it would on
+/// Hyper-V and reaches its proxy loop.
+#[test]
+fn the_igvm_file_boots_under_the_in_vm_host() {
+    use mockhv::invm::{InvmBoot, Paravisor};
+    let igvm = image(Arch::Aarch64).with_extension("igvm");
+    let run = InvmBoot::new(Arch::Aarch64, invm_image(), Paravisor::Igvm(igvm))
+        .run()
+        .expect("QEMU runs");
+    assert_eq!(
+        run.outcome,
+        Outcome::Pass,
+        "{}\nconsole:\n{}",
+        run.summary(),
+        run.console
+    );
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "invm: entering the paravisor at EL1h, pc 0x40200000",
+            // The loader's parameters, not the device tree: 240 MiB is the guest's RAM alone.
+            "boot: from IGVM parameters: 1 VP(s), 1 RAM range(s) totalling 245760 KiB",
+            "paravisor 0.1.0 (aarch64, EL1 (entered at EL1))",
+            "Hyper-V found",
+            "VTL0 memory 0x40000000..0x40200000",
+            "..0x4f000000",
+            "proxying VTL0 hypercalls",
+            "invm: the paravisor returned to VTL0 with an empty VTL0 script",
+        ],
+    );
+    assert!(!run.console.contains("FAIL"), "{}", run.console);
+}

@@ -12,6 +12,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// 16 MiB (never guest RAM; the host's image ends below it).
 pub const CONFIG_GPA_AARCH64: u64 = 0x4fff_f000;
 
+/// The guest's RAM on arm64 (QEMU virt, 256 MiB): everything below the host's 16 MiB. The
+/// paravisor's device tree and IGVM memory map say exactly this much.
+pub const GUEST_RAM_AARCH64: core::ops::Range<u64> = 0x4000_0000..0x4f00_0000;
+
 /// "INVMCFG1".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"INVMCFG1");
 

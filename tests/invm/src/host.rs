@@ -21,7 +21,7 @@ macro_rules! println {
 const GUEST_ENTRY: u64 = 0x4020_0000;
 /// Guest RAM: QEMU virt's RAM from 1 GiB up to the host's own image, which takes the last
 /// 16 MiB of a 256 MiB machine (see invm-aarch64.ld) and is outside stage 2.
-const GUEST_RAM: Range<u64> = 0x4000_0000..0x4f00_0000;
+const GUEST_RAM: Range<u64> = invm_abi::GUEST_RAM_AARCH64;
 /// QEMU virt places the device tree at the start of RAM for ELF images (X0 is 0 then).
 const DEFAULT_DTB: u64 = 0x4000_0000;
 /// Largest device tree accepted; QEMU's is 1 MiB.

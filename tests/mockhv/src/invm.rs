@@ -1,0 +1,275 @@
+//! Booting the paravisor under the in-VM mock Hyper-V (`tests/invm`): QEMU starts the host
+//! image with `-kernel`; the paravisor (its ELF, or its IGVM file loaded here the way a VMM's
+//! IGVM loader does, see [`crate::igvm_load`]), a VTL0 payload and any data blobs go in with
+//! QEMU's generic loader; the host's configuration page says how to enter the paravisor and
+//! whether VTL0 runs for real. arm64 only for now.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use invm_abi::HostConfig;
+use zerocopy::IntoBytes;
+
+use crate::igvm_load::{self, VpContext};
+use crate::qemu::{Arch, Qemu, QemuConfig, RunResult};
+
+/// How the paravisor gets into guest memory.
+#[derive(Clone, Debug)]
+pub enum Paravisor {
+    /// Its ELF, placed by QEMU's loader and entered at the image's entry.
+    Elf(PathBuf),
+    /// Its IGVM file: page data and parameter areas placed as a loader would, entered with the
+    /// file's VTL2 context.
+    Igvm(PathBuf),
+}
+
+/// What VTL0 is.
+#[derive(Clone, Debug)]
+pub enum Vtl0 {
+    /// Nothing: the run ends at the paravisor's first VtlReturn (the model's empty script).
+    None,
+    /// VTL0 runs for real from the state the paravisor gives it (an IGVM file's VTL0 payload).
+    FromParavisor,
+    /// This ELF, placed by QEMU's loader; VTL0 runs for real from its entry point (VTL0's
+    /// reset state, which the paravisor may still change).
+    Elf(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct InvmBoot {
+    pub arch: Arch,
+    /// The host image (`invm-aarch64.elf`).
+    pub host: PathBuf,
+    pub paravisor: Paravisor,
+    pub vtl0: Vtl0,
+    /// Raw files placed at these GPAs (e.g. a table for the VTL0 test kernel).
+    pub blobs: Vec<(u64, PathBuf)>,
+    pub append: Option<String>,
+    pub timeout: Duration,
+    pub echo: bool,
+    /// Passed to QEMU after everything else.
+    pub extra_args: Vec<String>,
+}
+
+impl InvmBoot {
+    pub fn new(arch: Arch, host: PathBuf, paravisor: Paravisor) -> Self {
+        Self {
+            arch,
+            host,
+            paravisor,
+            vtl0: Vtl0::None,
+            blobs: Vec::new(),
+            append: None,
+            timeout: Duration::from_secs(60),
+            echo: false,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Boots it and waits for the end (QEMU's exit, or the timeout).
+    pub fn run(&self) -> Result<RunResult> {
+        let dir = scratch_dir()?;
+        let result = (|| {
+            let config = self.qemu_config(&dir)?;
+            let mut qemu = Qemu::spawn(&config)?;
+            qemu.wait()
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// The QEMU configuration, with the files it loads written into `dir`.
+    pub fn qemu_config(&self, dir: &Path) -> Result<QemuConfig> {
+        if self.arch != Arch::Aarch64 {
+            bail!("the in-VM mock runs arm64 guests only so far");
+        }
+        let ram = invm_abi::GUEST_RAM_AARCH64;
+        let mut host = HostConfig::new();
+        let mut loads: Vec<(Option<u64>, PathBuf)> = Vec::new();
+        match &self.paravisor {
+            Paravisor::Elf(elf) => loads.push((None, elf.clone())),
+            Paravisor::Igvm(path) => {
+                if self.append.is_some() {
+                    bail!(
+                        "an IGVM boot has no command line (the file carries no parameter for one)"
+                    );
+                }
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let loaded = igvm_load::load(&bytes, self.arch, 1, std::slice::from_ref(&ram))
+                    .with_context(|| format!("loading {}", path.display()))?;
+                let VpContext::Aarch64 { pc, cpsr, x } = loaded.context else {
+                    bail!("{}: not an arm64 VP context", path.display());
+                };
+                if cpsr != 0x3c5 {
+                    bail!("{}: VTL2 context CPSR {cpsr:#x}; this host enters EL1h with DAIF masked (0x3c5) only", path.display());
+                }
+                host.vtl2_pc = pc;
+                host.vtl2_x = x;
+                let pages = loaded.pages.iter().chain(&loaded.parameters);
+                for (n, (gpa, bytes)) in coalesce(pages).into_iter().enumerate() {
+                    check_in_ram(&ram, gpa, bytes.len(), path)?;
+                    let file = dir.join(format!("igvm-{n}.bin"));
+                    std::fs::write(&file, &bytes)?;
+                    loads.push((Some(gpa), file));
+                }
+            }
+        }
+        match &self.vtl0 {
+            Vtl0::None => {}
+            Vtl0::FromParavisor => host = host.with_live_vtl0(0),
+            Vtl0::Elf(elf) => {
+                let entry = elf_entry(elf)?;
+                host = host.with_live_vtl0(entry);
+                loads.push((None, elf.clone()));
+            }
+        }
+        for (gpa, file) in &self.blobs {
+            loads.push((Some(*gpa), file.clone()));
+        }
+        let config_file = dir.join("host-config.bin");
+        let mut page = vec![0u8; 4096];
+        page[..size_of::<HostConfig>()].copy_from_slice(host.as_bytes());
+        std::fs::write(&config_file, &page)?;
+        loads.push((Some(invm_abi::CONFIG_GPA_AARCH64), config_file));
+
+        let mut extra_args = vec!["-machine".into(), "virtualization=on".into()];
+        for (gpa, file) in loads {
+            let file = file.to_str().context("a non-UTF-8 path")?.to_string();
+            extra_args.push("-device".into());
+            extra_args.push(match gpa {
+                // An ELF: its segments at their physical addresses; the PC is left alone.
+                None => format!("loader,file={file}"),
+                Some(gpa) => format!("loader,file={file},addr={gpa:#x},force-raw=on"),
+            });
+        }
+        extra_args.extend(self.extra_args.iter().cloned());
+        let mut config = QemuConfig::new(self.arch, Some(self.host.clone()));
+        config.append = self.append.clone();
+        config.timeout = self.timeout;
+        config.echo = self.echo;
+        config.extra_args = extra_args;
+        Ok(config)
+    }
+}
+
+/// Contiguous runs of the loader's pages (sorted by GPA; gaps of zero pages up to 64 KiB are
+/// filled with zeros, fresh RAM's value), so QEMU gets a handful of loader devices, not one
+/// per page.
+fn coalesce<'a>(pages: impl Iterator<Item = &'a (u64, Vec<u8>)>) -> Vec<(u64, Vec<u8>)> {
+    const GAP: u64 = 64 << 10;
+    let mut sorted: Vec<&(u64, Vec<u8>)> = pages.collect();
+    sorted.sort_by_key(|(gpa, _)| *gpa);
+    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (gpa, bytes) in sorted {
+        match runs.last_mut() {
+            Some((start, run))
+                if *gpa >= *start + run.len() as u64
+                    && *gpa - (*start + run.len() as u64) <= GAP =>
+            {
+                run.resize((*gpa - *start) as usize, 0);
+                run.extend_from_slice(bytes);
+            }
+            _ => runs.push((*gpa, bytes.clone())),
+        }
+    }
+    runs
+}
+
+fn check_in_ram(ram: &Range<u64>, gpa: u64, len: usize, file: &Path) -> Result<()> {
+    if gpa < ram.start || gpa + len as u64 > ram.end {
+        bail!(
+            "{}: data at {gpa:#x}..{:#x} lies outside the guest's RAM {ram:#x?}",
+            file.display(),
+            gpa + len as u64
+        );
+    }
+    Ok(())
+}
+
+fn elf_entry(path: &Path) -> Result<u64> {
+    use object::Object;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file =
+        object::File::parse(&*bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(file.entry())
+}
+
+fn scratch_dir() -> Result<PathBuf> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "invm-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_join_across_small_gaps_only() {
+        let page = |gpa: u64, b: u8| (gpa, vec![b; 4096]);
+        let pages = [
+            page(0x4020_2000, 2),
+            page(0x4020_0000, 1),
+            page(0x4030_0000, 3),
+        ];
+        let runs = coalesce(pages.iter());
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].0, 0x4020_0000);
+        assert_eq!(runs[0].1.len(), 0x3000);
+        assert_eq!(
+            &runs[0].1[0x1000..0x2000],
+            &[0; 4096][..],
+            "the gap is zero"
+        );
+        assert_eq!(runs[0].1[0x2000], 2);
+        assert_eq!(runs[1], page(0x4030_0000, 3));
+    }
+
+    #[test]
+    fn the_configuration_page_says_how_to_enter_and_what_vtl0_is() {
+        let dir = scratch_dir().unwrap();
+        let mut boot = InvmBoot::new(
+            Arch::Aarch64,
+            "host.elf".into(),
+            Paravisor::Elf("pv.elf".into()),
+        );
+        boot.blobs.push((0x4900_0000, dir.join("table.bin")));
+        let config = boot.qemu_config(&dir).unwrap();
+        let args = config.extra_args.join(" ");
+        assert!(
+            args.starts_with(
+                "-machine virtualization=on -device loader,file=pv.elf -device loader,file="
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("table.bin,addr=0x49000000,force-raw=on"),
+            "{args}"
+        );
+        assert!(
+            args.contains("host-config.bin,addr=0x4ffff000,force-raw=on"),
+            "{args}"
+        );
+        let page = std::fs::read(dir.join("host-config.bin")).unwrap();
+        assert_eq!(page.len(), 4096);
+        assert_eq!(
+            HostConfig::parse(&page),
+            Some(HostConfig::new()),
+            "no VTL0, the ELF's entry"
+        );
+        boot.paravisor = Paravisor::Igvm(dir.join("missing.igvm"));
+        boot.append = Some("pv.log=debug".into());
+        let err = boot.qemu_config(&dir).unwrap_err().to_string();
+        assert!(err.contains("no command line"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
