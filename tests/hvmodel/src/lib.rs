@@ -25,6 +25,7 @@ mod scenario;
 mod synic;
 mod trace;
 mod vtl;
+mod wire;
 mod x86_64;
 
 #[cfg(test)]
@@ -47,6 +48,7 @@ pub use scenario::{
 };
 pub use trace::{Abi, Delivery, Event, HypercallRecord, Outcome, Trace};
 pub use vtl::{LiveError, LowerExit, SwitchRegs, Vtl0Access, Vtl0Call, Vtl0Result, Vtl0Script};
+pub use wire::{decode_all, WireError};
 pub use x86_64::{
     VmcallKind, X64HypercallRegs, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS,
 };
@@ -214,6 +216,11 @@ impl Model {
     /// The scenario as the model runs it (normalized: see [`Scenario`]).
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
+    }
+
+    /// Hands over the trace so far and starts an empty one (a glue that streams it out).
+    pub fn take_trace(&mut self) -> Trace {
+        core::mem::take(&mut self.trace)
     }
 
     pub fn trace(&self) -> &Trace {

@@ -6,7 +6,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 /// The page's GPA on arm64: the last page of a 256 MiB QEMU virt machine, in the host's own
 /// 16 MiB (never guest RAM; the host's image ends below it).
@@ -25,7 +25,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"INVMCFG1");
 pub const FLAG_LIVE_VTL0: u64 = 1 << 0;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct HostConfig {
     pub magic: u64,
     pub flags: u64,
@@ -36,6 +36,18 @@ pub struct HostConfig {
     /// and its X0..X3 there (an IGVM file's VTL2 context).
     pub vtl2_pc: u64,
     pub vtl2_x: [u64; 4],
+    /// Where the host writes the model's trace (`hvmodel`'s wire format), through QEMU's
+    /// semihosting (a host-side path, NUL-terminated; empty: no trace file).
+    pub trace_path: [u8; TRACE_PATH_MAX],
+}
+
+/// Room for the trace file's path, its NUL included.
+pub const TRACE_PATH_MAX: usize = 256;
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self::new_zeroed()
+    }
 }
 
 impl HostConfig {
@@ -56,6 +68,22 @@ impl HostConfig {
     pub fn parse(page: &[u8]) -> Option<Self> {
         let (config, _) = Self::read_from_prefix(page).ok()?;
         (config.magic == MAGIC).then_some(config)
+    }
+
+    /// Sets the trace file's path; false if it does not fit (or holds a NUL).
+    pub fn with_trace_path(mut self, path: &[u8]) -> Option<Self> {
+        if path.len() >= TRACE_PATH_MAX || path.contains(&0) {
+            return None;
+        }
+        self.trace_path = [0; TRACE_PATH_MAX];
+        self.trace_path[..path.len()].copy_from_slice(path);
+        Some(self)
+    }
+
+    /// The trace file's path, without its NUL (None: no trace file, or no NUL in the field).
+    pub fn trace_path(&self) -> Option<&[u8]> {
+        let len = self.trace_path.iter().position(|&b| b == 0)?;
+        (len > 0).then(|| &self.trace_path[..len])
     }
 
     pub fn live_vtl0(&self) -> bool {
@@ -86,5 +114,12 @@ mod tests {
             ..HostConfig::new()
         };
         assert_eq!(odd.unknown_flags(), 6);
+        let traced = HostConfig::new().with_trace_path(b"/tmp/t.bin").unwrap();
+        assert_eq!(traced.trace_path(), Some(&b"/tmp/t.bin"[..]));
+        assert_eq!(HostConfig::new().trace_path(), None);
+        assert_eq!(HostConfig::new().with_trace_path(&[b'a'; 256]), None);
+        let mut unterminated = HostConfig::new();
+        unterminated.trace_path = [b'a'; TRACE_PATH_MAX];
+        assert_eq!(unterminated.trace_path(), None);
     }
 }

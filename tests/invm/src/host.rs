@@ -61,6 +61,54 @@ struct Host {
     el1: [El1Regs; 2],
     /// VTL2's PC and PSTATE when it returned to VTL0 (past its `hvc`): where it resumes.
     vtl2_resume: Frame,
+    /// Where the model's trace goes (the runner asked for it), and the hypercalls written so far.
+    trace: Option<arch::HostFile>,
+    traced_calls: u64,
+}
+
+/// Trace events kept in the host before they are written out: bounds the heap a long live
+/// run needs.
+const TRACE_BATCH: usize = 256;
+
+impl Host {
+    /// Writes the trace so far to the trace file (if any) and forgets it.
+    fn flush(&mut self) -> Result<(), &'static str> {
+        let trace = self.model.take_trace();
+        self.traced_calls += trace.hypercalls().count() as u64;
+        let Some(file) = &mut self.trace else {
+            return Ok(());
+        };
+        let mut bytes = alloc::vec::Vec::new();
+        for event in trace.events() {
+            event.encode(&mut bytes);
+        }
+        file.write(&bytes)
+    }
+
+    /// Hypercalls the model served so far.
+    fn calls(&self) -> u64 {
+        self.traced_calls + self.model.trace().hypercalls().count() as u64
+    }
+}
+
+/// Ends the run from inside an exit: the trace is written out first, so the runner sees what
+/// led here.
+fn stop(host: &mut Host, pass: bool, args: core::fmt::Arguments<'_>) -> ! {
+    let flushed = host.flush();
+    if pass {
+        println!("{args}");
+    } else {
+        println!("FAIL: {args}");
+    }
+    if let Err(why) = flushed {
+        println!("FAIL: {why}");
+        arch::exit(arch::EXIT_FAIL)
+    }
+    arch::exit(if pass {
+        arch::EXIT_PASS
+    } else {
+        arch::EXIT_FAIL
+    })
 }
 
 static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
@@ -113,6 +161,12 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
     }
     arch::configure_guest();
     limit_device_tree_ram(if dtb == 0 { DEFAULT_DTB } else { dtb });
+    let trace = config
+        .trace_path()
+        .map(|path| match arch::HostFile::create(path) {
+            Ok(file) => file,
+            Err(why) => fail(format_args!("{why}")),
+        });
     let mut model = hv::model(GUEST_RAM);
     let live = config.live_vtl0();
     if live {
@@ -137,6 +191,8 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         live,
         el1: [El1Regs::default(); 2],
         vtl2_resume: Frame::default(),
+        trace,
+        traced_calls: 0,
     });
     let entry = if config.vtl2_pc != 0 {
         config.vtl2_pc
@@ -202,7 +258,12 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
     match host.model.active_vtl(hv::VP) {
         Some(Vtl::VTL2) => vtl2_exit(host, kind, &syn, frame),
         Some(Vtl::VTL0) => vtl0_exit(host, kind, &syn, frame),
-        other => fail(format_args!("exit from VP 0 in VTL {other:?}")),
+        other => stop(host, false, format_args!("exit from VP 0 in VTL {other:?}")),
+    }
+    if host.model.trace().events().len() >= TRACE_BATCH {
+        if let Err(why) = host.flush() {
+            stop(host, false, format_args!("{why}"));
+        }
     }
 }
 
@@ -212,39 +273,46 @@ fn vtl2_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
         arch::EC_HVC64 => {
             let imm = syn.esr as u16;
             let next = hv::hvc(&mut host.model, imm, frame, &mut host.mem);
-            sync_protections(&mut host.model);
+            if let Err(why) = sync_protections(&mut host.model) {
+                stop(host, false, format_args!("{why}"));
+            }
             match next {
                 Next::Resume => {}
                 Next::Finished => {
-                    let calls = host.model.trace().hypercalls().count();
-                    println!(
-                        "the paravisor returned to VTL0 with an empty VTL0 script: done after \
-                         {} hvc exits ({calls} hypercalls)",
-                        host.exits
-                    );
-                    println!("trace: {}", hv::TraceLine(host.model.trace().events()));
-                    arch::exit(arch::EXIT_PASS)
+                    let (exits, calls) = (host.exits, host.calls());
+                    stop(
+                        host,
+                        true,
+                        format_args!(
+                            "the paravisor returned to VTL0 with an empty VTL0 script: done \
+                             after {exits} hvc exits ({calls} hypercalls)"
+                        ),
+                    )
                 }
                 Next::RunLower => {
                     host.vtl2_resume = *frame;
                     let now = arch::save_el1();
                     host.el1[1] = now;
                     if let Err(why) = hv::enter_lower(&mut host.model, frame, &mut host.el1[0]) {
-                        fail(format_args!("entering VTL0: {why}"));
+                        stop(host, false, format_args!("entering VTL0: {why}"));
                     }
                     arch::load_el1(&host.el1[0], &now);
                     arch::use_stage2(Guest::Vtl0);
                 }
-                Next::Unsupported(why) => fail(format_args!(
-                    "hvc #{imm:#x} at {:#x}: {why}",
-                    frame.elr - hv::HVC_LEN
-                )),
+                Next::Unsupported(why) => {
+                    let pc = frame.elr - hv::HVC_LEN;
+                    stop(host, false, format_args!("hvc #{imm:#x} at {pc:#x}: {why}"))
+                }
             }
         }
-        arch::EC_WFX => fail(format_args!(
-            "the guest halted (wfi) at {:#x}, ESR {:#x}",
-            frame.elr, syn.esr
-        )),
+        arch::EC_WFX => stop(
+            host,
+            false,
+            format_args!(
+                "the paravisor halted (wfi) at {:#x}, ESR {:#x}",
+                frame.elr, syn.esr
+            ),
+        ),
         _ => fatal(kind, syn, frame),
     }
 }
@@ -258,12 +326,15 @@ fn vtl0_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
         arch::EC_HVC64 => {
             let immediate = syn.esr as u16;
             if immediate == 0 && frame.x[0] as u32 == arch::PSCI_SYSTEM_OFF {
-                let calls = host.model.trace().hypercalls().count();
-                println!(
-                    "VTL0 powered off (PSCI SYSTEM_OFF): done after {} exits ({calls} hypercalls)",
-                    host.exits
-                );
-                arch::exit(arch::EXIT_PASS)
+                let (exits, calls) = (host.exits, host.calls());
+                stop(
+                    host,
+                    true,
+                    format_args!(
+                        "VTL0 powered off (PSCI SYSTEM_OFF): done after {exits} exits ({calls} \
+                         hypercalls)"
+                    ),
+                )
             }
             (LowerExit::Hypercall { immediate }, frame.elr - hv::HVC_LEN)
         }
@@ -279,10 +350,14 @@ fn vtl0_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
             let gpa = syn.fault_ipa();
             (LowerExit::Access { gpa, len, access }, frame.elr)
         }
-        arch::EC_WFX => fail(format_args!(
-            "VTL0 halted (wfi) at {:#x}: nothing can wake it in this host",
-            frame.elr
-        )),
+        arch::EC_WFX => stop(
+            host,
+            false,
+            format_args!(
+                "VTL0 halted (wfi) at {:#x}: nothing can wake it in this host",
+                frame.elr
+            ),
+        ),
         _ => fatal(kind, syn, frame),
     };
     let now = arch::save_el1();
@@ -302,10 +377,12 @@ fn vtl0_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
             arch::load_el1(&host.el1[1], &now);
             arch::use_stage2(Guest::Vtl2);
         }
-        LowerNext::Finished => fail(format_args!(
-            "the model reset the partition after VTL0's exit at {ip:#x}"
-        )),
-        LowerNext::Unsupported(why) => fail(format_args!("{why}")),
+        LowerNext::Finished => stop(
+            host,
+            false,
+            format_args!("the model reset the partition after VTL0's exit at {ip:#x}"),
+        ),
+        LowerNext::Unsupported(why) => stop(host, false, format_args!("{why}")),
     }
 }
 
@@ -319,7 +396,7 @@ fn access_len(esr: u64) -> u64 {
 }
 
 /// VTL0's stage 2 follows every protection change VTL2 made (HvCallModifyVtlProtectionMask).
-fn sync_protections(model: &mut Model) {
+fn sync_protections(model: &mut Model) -> Result<(), alloc::string::String> {
     for page in model.take_protection_changes() {
         let gpa = page << HV_PAGE_SHIFT;
         let flags: HvMapGpaFlags = model.lower_vtl_access(gpa);
@@ -328,10 +405,10 @@ fn sync_protections(model: &mut Model) {
             write: flags.writable(),
             execute: flags.kernel_executable(),
         };
-        if let Err(why) = arch::set_vtl0_access(gpa, access) {
-            fail(format_args!("VTL0's stage 2 for GPA {gpa:#x}: {why}"));
-        }
+        arch::set_vtl0_access(gpa, access)
+            .map_err(|why| alloc::format!("VTL0's stage 2 for GPA {gpa:#x}: {why}"))?;
     }
+    Ok(())
 }
 
 /// One line naming the exception, then a failing exit. Allocates nothing and takes no lock:

@@ -2,14 +2,13 @@
 //! guest's saved registers, and what the host must do next. Pure (no sysregs), so it runs on the
 //! host against `hvmodel::TestMemory` as well as inside the VM.
 
-use core::fmt;
 use hvdef::aarch64::{
     reg, HvArm64PendingEventType, HvArm64PendingExceptionEvent, HVC_IMM_VTL_RETURN,
 };
 use hvdef::{HvRegisterName, Vtl};
 use hvmodel::{
-    Arch, Effects, Event, Fault, GuestMemory, LiveError, LowerExit, Model, Outcome, Scenario,
-    SwitchRegs, ARM64_GPRS,
+    Arch, Effects, Fault, GuestMemory, LiveError, LowerExit, Model, Scenario, SwitchRegs,
+    ARM64_GPRS,
 };
 
 /// The guest's registers as the EL2 vector saved them: X0..X30, ELR_EL2, SPSR_EL2. The vector
@@ -265,55 +264,6 @@ fn live_error(e: LiveError) -> alloc::string::String {
     }
 }
 
-/// FNV-1a, 64-bit: a short fingerprint of a parameter block for the trace line.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// The model's trace as one space-separated token per event, for the console: a hypercall is
-/// `code/control/input GPA/output GPA/fnv(input)/fnv(output)/outcome` (outcome `s<status>`,
-/// `vtl` for a VTL switch, `fault`, `other`), an SMCCC call `smccc/function/x0`, anything else
-/// `event`. The e2e suite rebuilds the same tokens from the gdbstub mock's trace of the same
-/// boot and compares them (all hex, no prefixes).
-pub struct TraceLine<'a>(pub &'a [Event]);
-
-impl fmt::Display for TraceLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, event) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            match event {
-                Event::Hypercall(r) => {
-                    write!(
-                        f,
-                        "{:x}/{:x}/{:x}/{:x}/{:x}/{:x}/",
-                        r.code.0,
-                        r.control,
-                        r.input_gpa,
-                        r.output_gpa,
-                        fnv1a(&r.input),
-                        fnv1a(&r.output)
-                    )?;
-                    match r.outcome {
-                        Outcome::Status(out) => write!(f, "s{:x}", out.status().0)?,
-                        Outcome::VtlSwitch { .. } => f.write_str("vtl")?,
-                        Outcome::Fault(_) => f.write_str("fault")?,
-                        _ => f.write_str("other")?,
-                    }
-                }
-                Event::Smccc {
-                    function, result, ..
-                } => write!(f, "smccc/{function:x}/{:x}", result[0])?,
-                _ => f.write_str("event")?,
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,27 +447,6 @@ mod tests {
         assert!(
             why.contains("VTL0 exit at 0x40000") && why.contains("GPA 0x5000"),
             "{why}"
-        );
-    }
-
-    #[test]
-    fn trace_line_names_each_event() {
-        let mut model = model(0..0x10000);
-        let mut mem = TestMemory::new(0x10000);
-        let mut frame = Frame::default();
-        frame.x[0] = SMCCC_VENDOR_HYP_UID.into();
-        hvc(&mut model, 0, &mut frame, &mut mem);
-        hvc(
-            &mut model,
-            HVC_IMM_VTL_RETURN,
-            &mut Frame::default(),
-            &mut mem,
-        );
-        // 0x12: HvCallVtlReturn, as the model records it.
-        let line = alloc::format!("{}", TraceLine(model.trace().events()));
-        assert_eq!(
-            line,
-            "smccc/8600ff01/4d32ba58 12/0/0/0/cbf29ce484222325/cbf29ce484222325/vtl"
         );
     }
 

@@ -14,6 +14,7 @@ use invm_abi::HostConfig;
 use zerocopy::IntoBytes;
 
 use crate::igvm_load::{self, VpContext};
+use crate::model::Event;
 use crate::qemu::{Arch, Qemu, QemuConfig, RunResult};
 
 /// How the paravisor gets into guest memory.
@@ -52,6 +53,17 @@ pub struct InvmBoot {
     pub echo: bool,
     /// Passed to QEMU after everything else.
     pub extra_args: Vec<String>,
+    /// Have the host write the model's trace (see [`InvmRun::events`]).
+    pub trace: bool,
+}
+
+/// A finished run under the in-VM host.
+#[derive(Debug)]
+pub struct InvmRun {
+    pub run: RunResult,
+    /// The host model's trace, every event in order, when [`InvmBoot::trace`] asked for it:
+    /// the same events the host-side suites query.
+    pub events: Vec<Event>,
 }
 
 impl InvmBoot {
@@ -66,16 +78,23 @@ impl InvmBoot {
             timeout: Duration::from_secs(60),
             echo: false,
             extra_args: Vec::new(),
+            trace: false,
         }
     }
 
     /// Boots it and waits for the end (QEMU's exit, or the timeout).
-    pub fn run(&self) -> Result<RunResult> {
+    pub fn run(&self) -> Result<InvmRun> {
         let dir = scratch_dir()?;
         let result = (|| {
             let config = self.qemu_config(&dir)?;
             let mut qemu = Qemu::spawn(&config)?;
-            qemu.wait()
+            let run = qemu.wait()?;
+            let events = if self.trace {
+                read_trace(&dir.join(TRACE_FILE))?
+            } else {
+                Vec::new()
+            };
+            Ok(InvmRun { run, events })
         })();
         let _ = std::fs::remove_dir_all(&dir);
         result
@@ -130,6 +149,13 @@ impl InvmBoot {
         for (gpa, file) in &self.blobs {
             loads.push((Some(*gpa), file.clone()));
         }
+        if self.trace {
+            let path = dir.join(TRACE_FILE);
+            let path = path.to_str().context("a non-UTF-8 path")?;
+            host = host
+                .with_trace_path(path.as_bytes())
+                .with_context(|| format!("the trace path {path} is too long for the host"))?;
+        }
         let config_file = dir.join("host-config.bin");
         let mut page = vec![0u8; 4096];
         page[..size_of::<HostConfig>()].copy_from_slice(host.as_bytes());
@@ -154,6 +180,25 @@ impl InvmBoot {
         config.extra_args = extra_args;
         Ok(config)
     }
+}
+
+const TRACE_FILE: &str = "trace.bin";
+
+/// The events the host wrote; a file cut short (the host died mid-write) is an error naming
+/// the offset.
+fn read_trace(path: &Path) -> Result<Vec<Event>> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "reading the host's trace {} (did it start?)",
+            path.display()
+        )
+    })?;
+    hvmodel::decode_all(&bytes).map_err(|(offset, e)| {
+        anyhow::anyhow!(
+            "the host's trace {}: {e:?} at byte {offset}",
+            path.display()
+        )
+    })
 }
 
 /// Contiguous runs of the loader's pages (sorted by GPA; gaps of zero pages up to 64 KiB are

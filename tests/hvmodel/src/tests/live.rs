@@ -134,7 +134,11 @@ fn a_reflected_call_enters_vtl2_with_vtl0s_registers_and_its_answer_reaches_vtl0
         HvArm64HypercallInterceptMessage::read_from_prefix(page.intercept_message.payload_bytes())
             .unwrap();
     assert_eq!(hc.header.pc, pc);
-    assert_eq!(hc.x[..], x[..18], "the message carries VTL0's X0..X17 as they were");
+    assert_eq!(
+        hc.x[..],
+        x[..18],
+        "the message carries VTL0's X0..X17 as they were"
+    );
     assert_eq!(
         &vtl2[..18],
         &x[..18],

@@ -39,6 +39,51 @@ pub fn print(args: fmt::Arguments<'_>) {
     let _ = Console.write_fmt(args);
 }
 
+/// A semihosting call: operation `op`, parameter block `block`; QEMU's answer in X0.
+fn semihost(op: u64, block: &[u64]) -> i64 {
+    let ret: u64;
+    // SAFETY: a semihosting call with `-semihosting`: QEMU reads the block (and the buffers it
+    // points to, which the caller keeps alive) and answers in X0.
+    unsafe {
+        core::arch::asm!("hlt #0xf000", inout("x0") op => ret, in("x1") block.as_ptr(), options(nostack));
+    }
+    ret as i64
+}
+
+/// A file on QEMU's side, written through semihosting (SYS_OPEN mode "wb", SYS_WRITE).
+pub struct HostFile(u64);
+
+impl HostFile {
+    pub fn create(path: &[u8]) -> Result<Self, &'static str> {
+        const SYS_OPEN: u64 = 0x01;
+        const MODE_WB: u64 = 5;
+        let mut name = [0u8; 257];
+        let Some(slot) = name.get_mut(..path.len()) else {
+            return Err("the trace path is too long");
+        };
+        slot.copy_from_slice(path);
+        let handle = semihost(
+            SYS_OPEN,
+            &[name.as_ptr() as u64, MODE_WB, path.len() as u64],
+        );
+        if handle < 0 {
+            return Err("semihosting could not create the trace file");
+        }
+        Ok(Self(handle as u64))
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+        const SYS_WRITE: u64 = 0x05;
+        match semihost(
+            SYS_WRITE,
+            &[self.0, bytes.as_ptr() as u64, bytes.len() as u64],
+        ) {
+            0 => Ok(()),
+            _ => Err("semihosting wrote the trace file short"),
+        }
+    }
+}
+
 /// Set by the first `exit`: a second one means the exit itself trapped back into the host.
 static EXITING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 

@@ -5,7 +5,7 @@ mod console;
 mod el2;
 mod entry;
 
-pub use console::{exit, print, EXIT_FAIL, EXIT_PASS};
+pub use console::{exit, print, HostFile, EXIT_FAIL, EXIT_PASS};
 pub use el2::{
     configure_guest, install_stage2, load_el1, save_el1, set_vtl0_access, use_stage2, Guest,
     Syndrome,
