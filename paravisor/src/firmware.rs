@@ -101,7 +101,7 @@ fn fail(what: core::fmt::Arguments<'_>) -> ! {
 static PRIVILEGES: Once<HvPartitionPrivilegeMask> = Once::new();
 /// One bit per VP that finished its bring-up.
 static ONLINE: AtomicU64 = AtomicU64::new(0);
-/// How long the boot VP waits for the others, in seconds (at least; see TICKS_PER_SECOND).
+/// How long the boot VP waits for the others, in seconds (at least; see `ticks_per_second`).
 const VP_START_TIMEOUT_S: u64 = 10;
 
 /// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
@@ -151,7 +151,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
     );
     start_aps(vp_count);
     let all = u64::MAX >> (64 - vp_count);
-    let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::TICKS_PER_SECOND;
+    let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::ticks_per_second();
     while ONLINE.load(Ordering::Acquire) != all {
         if boot::arch::now_ticks() > deadline {
             let missing = all & !ONLINE.load(Ordering::Acquire);

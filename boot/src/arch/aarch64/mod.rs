@@ -115,9 +115,15 @@ pub fn now_ticks() -> u64 {
     aarch64_cpu::registers::CNTVCT_EL0.get()
 }
 
-/// The counter frequency is at least 1 MHz on every implementation (CNTFRQ_EL0 is what the
-/// firmware says; this is the floor), so timeouts are "at least" their nominal length.
-pub const TICKS_PER_SECOND: u64 = 1_000_000;
+/// Ticks of [`now_ticks`] per second: CNTFRQ_EL0, the frequency the firmware (or the
+/// hypervisor) programmed; unprogrammed (0), 1 GHz, the fastest the architecture allows
+/// (Armv8.6 fixes it there), so a timeout is never shorter than asked.
+pub fn ticks_per_second() -> u64 {
+    match aarch64_cpu::registers::CNTFRQ_EL0.get() {
+        0 => 1_000_000_000,
+        hz => hz,
+    }
+}
 
 /// Vectors are installed by the entry code; nothing to do per AP beyond that.
 pub fn load_traps() {

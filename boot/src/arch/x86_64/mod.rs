@@ -172,9 +172,11 @@ pub fn now_ticks() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// A lower bound of ticks per second: the TSC runs at 1 GHz or faster on anything that runs
-/// this firmware, so timeouts are "at least" their nominal length.
-pub const TICKS_PER_SECOND: u64 = 1_000_000_000;
+/// An upper bound of the TSC's ticks per second (8 GHz: no x86 CPU's TSC runs faster), so a
+/// timeout counted in ticks is never shorter than asked (it may be longer on a slower TSC).
+pub fn ticks_per_second() -> u64 {
+    8_000_000_000
+}
 
 /// Loads this CPU's IDT (the table is shared); for APs.
 pub fn load_traps() {
