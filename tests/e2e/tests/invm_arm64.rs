@@ -215,3 +215,68 @@ fn the_igvm_file_boots_under_the_in_vm_host() {
     );
     assert!(!run.console.contains("FAIL"), "{}", run.console);
 }
+
+/// Every VP on its own CPU: the paravisor starts its APs with HvCallStartVirtualProcessor, the
+/// host starts a CPU for each (PSCI CPU_ON) at the context the model accepted, and the run ends
+/// when every VP has returned to its (empty) VTL0. Each VP's own sequence of events is the one
+/// the gdbstub mock's model sees for that VP (the VPs interleave differently).
+#[test]
+fn every_vp_runs_on_its_own_cpu_with_the_calls_the_gdbstub_mock_sees() {
+    use mockhv::invm::{InvmBoot, Paravisor};
+    let per_vp = |events: &[Event], vp: u32| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| match e {
+                Event::Hypercall(r) => r.vp == vp,
+                Event::Smccc { vp: v, .. } => *v == vp,
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    };
+    for vps in [4, 16] {
+        let mut boot = InvmBoot::new(
+            Arch::Aarch64,
+            invm_image(),
+            Paravisor::Elf(image(Arch::Aarch64)),
+        );
+        boot.trace = true;
+        boot.vps = vps;
+        let in_vm = boot.run().expect("QEMU runs");
+        assert_eq!(
+            in_vm.run.outcome,
+            Outcome::Pass,
+            "{}\n{}",
+            in_vm.run.summary(),
+            in_vm.run.console
+        );
+        assert_lines_in_order(
+            &in_vm.run.console,
+            &[
+                &format!("command line \"\", {vps} VP(s)"),
+                &format!("all {vps} VP(s) run at VTL2"),
+                "invm: the paravisor returned to VTL0 with an empty VTL0 script: done after",
+            ],
+        );
+        eprintln!("{vps} VPs in-VM: {:.2?}", in_vm.run.elapsed);
+        if vps > 4 {
+            continue;
+        }
+        let mut scenario = Scenario::for_arch(Arch::Aarch64);
+        scenario.vp_count = vps;
+        let mut config = SessionConfig::new(image(Arch::Aarch64), scenario);
+        config.timeout = Duration::from_secs(90);
+        let report = session::run(config).expect("the gdbstub session runs");
+        assert!(report.succeeded(), "{}", report.summary());
+        eprintln!("{vps} VPs gdbstub: {:.2?}", report.run.elapsed);
+        for vp in 0..vps {
+            let ours = per_vp(&in_vm.events, vp);
+            assert!(!ours.is_empty(), "VP {vp} made no calls");
+            assert_eq!(
+                ours,
+                per_vp(report.trace().events(), vp),
+                "VP {vp}: in-VM (left) and gdbstub (right) differ"
+            );
+        }
+    }
+}

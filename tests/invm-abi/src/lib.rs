@@ -36,6 +36,8 @@ pub struct HostConfig {
     /// and its X0..X3 there (an IGVM file's VTL2 context).
     pub vtl2_pc: u64,
     pub vtl2_x: [u64; 4],
+    /// VPs, one QEMU CPU each (`-smp`); 0 means 1.
+    pub vp_count: u64,
     /// Where the host writes the model's trace (`hvmodel`'s wire format), through QEMU's
     /// semihosting (a host-side path, NUL-terminated; empty: no trace file).
     pub trace_path: [u8; TRACE_PATH_MAX],
@@ -56,6 +58,16 @@ impl HostConfig {
             magic: MAGIC,
             ..Self::default()
         }
+    }
+
+    pub fn with_vp_count(mut self, vp_count: u32) -> Self {
+        self.vp_count = vp_count.into();
+        self
+    }
+
+    /// The VP count the runner gave (1 without one).
+    pub fn vps(&self) -> u64 {
+        self.vp_count.max(1)
     }
 
     pub fn with_live_vtl0(mut self, reset_pc: u64) -> Self {

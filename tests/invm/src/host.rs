@@ -3,11 +3,13 @@
 use crate::aarch64::{self as arch, Guest, Syndrome};
 use crate::hv::{self, El1Regs, Frame, LowerNext, Next};
 use crate::memory::PhysMemory;
+use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ops::Range;
 use core::ptr::NonNull;
+use hvdef::aarch64::HvArm64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
-use hvmodel::{LowerExit, Model};
+use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
 use invm_abi::HostConfig;
 use linked_list_allocator::Heap;
 
@@ -51,16 +53,26 @@ unsafe impl GlobalAlloc for Allocator {
 #[global_allocator]
 static HEAP: Allocator = Allocator(spin::Mutex::new(Heap::empty()));
 
+/// What the host keeps per VP (one CPU each).
+#[derive(Default)]
+struct VpState {
+    /// The EL1 registers of VTL0 (index 0) and VTL2 (index 1) while the other VTL runs.
+    el1: [El1Regs; 2],
+    /// VTL2's PC and PSTATE when it returned to VTL0 (past its `hvc`): where it resumes.
+    vtl2_resume: Frame,
+    /// The context HvCallStartVirtualProcessor gave it, until its CPU picks it up.
+    start: Option<HvArm64InitialVpContext>,
+}
+
 struct Host {
     model: Model,
     mem: PhysMemory,
     exits: u64,
     /// VTL0 runs for real after the paravisor's first VtlReturn (the runner's configuration).
     live: bool,
-    /// The EL1 registers of VTL0 (index 0) and VTL2 (index 1) while the other VTL runs.
-    el1: [El1Regs; 2],
-    /// VTL2's PC and PSTATE when it returned to VTL0 (past its `hvc`): where it resumes.
-    vtl2_resume: Frame,
+    vps: Vec<VpState>,
+    /// VPs with nothing left to run (their CPUs wait in `arch::park`).
+    parked: u32,
     /// Where the model's trace goes (the runner asked for it), and the hypercalls written so far.
     trace: Option<arch::HostFile>,
     traced_calls: u64,
@@ -78,7 +90,7 @@ impl Host {
         let Some(file) = &mut self.trace else {
             return Ok(());
         };
-        let mut bytes = alloc::vec::Vec::new();
+        let mut bytes = Vec::new();
         for event in trace.events() {
             event.encode(&mut bytes);
         }
@@ -89,6 +101,33 @@ impl Host {
     fn calls(&self) -> u64 {
         self.traced_calls + self.model.trace().hypercalls().count() as u64
     }
+
+    /// `vp` has nothing left to run; the run is over (pass) when every started VP has not.
+    fn park(&mut self, vp: u32, why: core::fmt::Arguments<'_>) -> After {
+        self.parked += 1;
+        let started = (0..self.vps.len() as u32)
+            .filter(|&v| self.model.vp_started(v))
+            .count() as u32;
+        if self.parked < started {
+            println!("VP {vp} parked: {why}");
+            return After::Park;
+        }
+        let (exits, calls) = (self.exits, self.calls());
+        stop(
+            self,
+            true,
+            format_args!("{why}: done after {exits} exits ({calls} hypercalls)"),
+        )
+    }
+}
+
+/// What the CPU does once an exit is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Back into its guest with the frame as the exit left it.
+    Resume,
+    /// Nothing more to run: it waits, without the host's lock.
+    Park,
 }
 
 /// Ends the run from inside an exit: the trace is written out first, so the runner sees what
@@ -167,12 +206,19 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             Ok(file) => file,
             Err(why) => fail(format_args!("{why}")),
         });
-    let mut model = hv::model(GUEST_RAM);
+    let vp_count = config.vps();
+    if vp_count > u64::from(arch::MAX_CPUS) {
+        fail(format_args!(
+            "{vp_count} VPs asked for; this host runs at most {} (one QEMU CPU each)",
+            arch::MAX_CPUS
+        ));
+    }
+    let mut model = hv::model(GUEST_RAM, vp_count as u32);
     let live = config.live_vtl0();
     if live {
         model.vtl0().set_live(true);
         model.set_vp_state(
-            hv::VP,
+            0,
             Vtl::VTL0,
             hvdef::aarch64::reg::XPC,
             config.vtl0_pc.into(),
@@ -189,8 +235,8 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         mem: unsafe { PhysMemory::new(GUEST_RAM) },
         exits: 0,
         live,
-        el1: [El1Regs::default(); 2],
-        vtl2_resume: Frame::default(),
+        vps: (0..vp_count).map(|_| VpState::default()).collect(),
+        parked: 0,
         trace,
         traced_calls: 0,
     });
@@ -240,6 +286,28 @@ fn limit_device_tree_ram(dtb: u64) {
     }
 }
 
+/// A CPU the host started for HvCallStartVirtualProcessor (`arch::cpu_on`): EL2 as on the
+/// boot CPU, then the paravisor's VP at the context it asked for.
+#[unsafe(no_mangle)]
+extern "C" fn invm_secondary(vp: u64) -> ! {
+    arch::configure_guest();
+    arch::cpu_stage2();
+    let context = HOST
+        .lock()
+        .as_mut()
+        .and_then(|host| host.vps.get_mut(vp as usize)?.start.take());
+    let Some(context) = context else {
+        fail(format_args!(
+            "CPU {vp} started with no VP context waiting for it"
+        ))
+    };
+    let (frame, el1) = hv::initial_state(&context);
+    arch::load_el1(&el1, &arch::save_el1());
+    // SAFETY: this CPU's EL2 is set up (vectors, controls, stage 2) and its frame is the
+    // context the model accepted.
+    unsafe { arch::enter(&frame) }
+}
+
 /// Every exception taken to EL2, with the interrupted context in `frame` (X0..X30, ELR, SPSR).
 /// Returning resumes it with whatever `frame` then holds: the same VTL, or the other one after
 /// a VTL switch (its registers, EL1 state and stage 2 loaded here).
@@ -250,58 +318,64 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
         // Never touch HOST here: this may be a fault inside an exit that holds its lock.
         fatal(kind, &syn, frame);
     }
+    let vp = arch::cpu();
     let mut guard = HOST.lock();
     let Some(host) = guard.as_mut() else {
         fatal(kind, &syn, frame)
     };
     host.exits += 1;
-    match host.model.active_vtl(hv::VP) {
-        Some(Vtl::VTL2) => vtl2_exit(host, kind, &syn, frame),
-        Some(Vtl::VTL0) => vtl0_exit(host, kind, &syn, frame),
-        other => stop(host, false, format_args!("exit from VP 0 in VTL {other:?}")),
-    }
+    let after = match host.model.active_vtl(vp) {
+        Some(Vtl::VTL2) => vtl2_exit(host, vp, kind, &syn, frame),
+        Some(Vtl::VTL0) => vtl0_exit(host, vp, kind, &syn, frame),
+        other => stop(
+            host,
+            false,
+            format_args!("exit from VP {vp} in VTL {other:?}"),
+        ),
+    };
     if host.model.trace().events().len() >= TRACE_BATCH {
         if let Err(why) = host.flush() {
             stop(host, false, format_args!("{why}"));
         }
     }
+    if after == After::Park {
+        drop(guard);
+        arch::park();
+    }
 }
 
 /// The paravisor exited.
-fn vtl2_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
+fn vtl2_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Frame) -> After {
     match syn.class() {
         arch::EC_HVC64 => {
             let imm = syn.esr as u16;
-            let next = hv::hvc(&mut host.model, imm, frame, &mut host.mem);
+            let next = hv::hvc(&mut host.model, vp, imm, frame, &mut host.mem);
             if let Err(why) = sync_protections(&mut host.model) {
                 stop(host, false, format_args!("{why}"));
             }
             match next {
                 Next::Resume => {}
+                Next::Start(start) => start_vp(host, *start),
+                Next::Undefined => {
+                    let now = arch::save_el1();
+                    let mut el1 = now;
+                    hv::take_exception(frame, &mut el1, hv::ESR_UNDEFINED, 0);
+                    arch::load_el1(&el1, &now);
+                }
                 Next::Finished => {
-                    let (exits, calls) = (host.exits, host.calls());
-                    stop(
-                        host,
-                        true,
-                        format_args!(
-                            "the paravisor returned to VTL0 with an empty VTL0 script: done \
-                             after {exits} hvc exits ({calls} hypercalls)"
-                        ),
+                    return host.park(
+                        vp,
+                        format_args!("the paravisor returned to VTL0 with an empty VTL0 script"),
                     )
                 }
-                Next::RunLower => {
-                    host.vtl2_resume = *frame;
-                    let now = arch::save_el1();
-                    host.el1[1] = now;
-                    if let Err(why) = hv::enter_lower(&mut host.model, frame, &mut host.el1[0]) {
-                        stop(host, false, format_args!("entering VTL0: {why}"));
-                    }
-                    arch::load_el1(&host.el1[0], &now);
-                    arch::use_stage2(Guest::Vtl0);
-                }
+                Next::RunLower => return run_vtl0(host, vp, frame),
                 Next::Unsupported(why) => {
                     let pc = frame.elr - hv::HVC_LEN;
-                    stop(host, false, format_args!("hvc #{imm:#x} at {pc:#x}: {why}"))
+                    stop(
+                        host,
+                        false,
+                        format_args!("VP {vp}: hvc #{imm:#x} at {pc:#x}: {why}"),
+                    )
                 }
             }
         }
@@ -309,16 +383,77 @@ fn vtl2_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
             host,
             false,
             format_args!(
-                "the paravisor halted (wfi) at {:#x}, ESR {:#x}",
+                "VP {vp}: the paravisor halted (wfi) at {:#x}, ESR {:#x}",
                 frame.elr, syn.esr
             ),
         ),
         _ => fatal(kind, syn, frame),
     }
+    After::Resume
+}
+
+/// HvCallStartVirtualProcessor succeeded: the VP's own CPU starts and picks up its context.
+fn start_vp(host: &mut Host, start: StartVp) {
+    let InitialVpContext::Aarch64(context) = start.context else {
+        stop(
+            host,
+            false,
+            format_args!("VP {}: an x64 start context on arm64", start.vp),
+        )
+    };
+    let Some(state) = host.vps.get_mut(start.vp as usize) else {
+        stop(
+            host,
+            false,
+            format_args!("VP {} started: the host has no CPU for it", start.vp),
+        )
+    };
+    state.start = Some(context);
+    let status = arch::cpu_on(start.vp);
+    if status != 0 {
+        stop(
+            host,
+            false,
+            format_args!("PSCI CPU_ON for VP {} failed: {status}", start.vp),
+        );
+    }
+}
+
+/// The paravisor returned to VTL0, which runs for real now: from the state the model holds,
+/// with its own EL1 registers and stage 2.
+fn run_vtl0(host: &mut Host, vp: u32, frame: &mut Frame) -> After {
+    let pc = host
+        .model
+        .vp_state(vp, Vtl::VTL0, hvdef::aarch64::reg::XPC)
+        .unwrap_or(0);
+    if pc == 0 {
+        if vp == 0 {
+            stop(
+                host,
+                false,
+                format_args!(
+                    "VTL0 has no entry point (PC 0): the paravisor set none and the runner gave \
+                     no reset PC"
+                ),
+            );
+        }
+        // VTL0 starts its own APs; until it does, there is nothing to run here.
+        return host.park(vp, format_args!("VTL0 never started on it"));
+    }
+    let state = &mut host.vps[vp as usize];
+    state.vtl2_resume = *frame;
+    let now = arch::save_el1();
+    state.el1[1] = now;
+    if let Err(why) = hv::enter_lower(&mut host.model, vp, frame, &mut state.el1[0]) {
+        stop(host, false, format_args!("VP {vp}: entering VTL0: {why}"));
+    }
+    arch::load_el1(&host.vps[vp as usize].el1[0], &now);
+    arch::use_stage2(Guest::Vtl0);
+    After::Resume
 }
 
 /// VTL0 exited: a hypercall, an access stage 2 stopped, or its power-off.
-fn vtl0_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
+fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Frame) -> After {
     if !host.live {
         fatal(kind, syn, frame);
     }
@@ -331,8 +466,8 @@ fn vtl0_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
                     host,
                     true,
                     format_args!(
-                        "VTL0 powered off (PSCI SYSTEM_OFF): done after {exits} exits ({calls} \
-                         hypercalls)"
+                        "VTL0 powered off (PSCI SYSTEM_OFF) on VP {vp}: done after {exits} exits \
+                         ({calls} hypercalls)"
                     ),
                 )
             }
@@ -354,36 +489,39 @@ fn vtl0_exit(host: &mut Host, kind: u64, syn: &Syndrome, frame: &mut Frame) {
             host,
             false,
             format_args!(
-                "VTL0 halted (wfi) at {:#x}: nothing can wake it in this host",
+                "VP {vp}: VTL0 halted (wfi) at {:#x}: nothing can wake it in this host",
                 frame.elr
             ),
         ),
         _ => fatal(kind, syn, frame),
     };
     let now = arch::save_el1();
-    host.el1[0] = now;
+    let state = &mut host.vps[vp as usize];
+    state.el1[0] = now;
     match hv::lower_exit(
         &mut host.model,
+        vp,
         exit,
         ip,
         frame,
-        &mut host.el1[0],
+        &mut state.el1[0],
         &mut host.mem,
     ) {
-        LowerNext::Resume => arch::load_el1(&host.el1[0], &now),
+        LowerNext::Resume => arch::load_el1(&state.el1[0], &now),
         LowerNext::Vtl2 => {
-            frame.elr = host.vtl2_resume.elr;
-            frame.spsr = host.vtl2_resume.spsr;
-            arch::load_el1(&host.el1[1], &now);
+            frame.elr = state.vtl2_resume.elr;
+            frame.spsr = state.vtl2_resume.spsr;
+            arch::load_el1(&state.el1[1], &now);
             arch::use_stage2(Guest::Vtl2);
         }
         LowerNext::Finished => stop(
             host,
             false,
-            format_args!("the model reset the partition after VTL0's exit at {ip:#x}"),
+            format_args!("the model reset the partition after VP {vp}'s VTL0 exit at {ip:#x}"),
         ),
-        LowerNext::Unsupported(why) => stop(host, false, format_args!("{why}")),
+        LowerNext::Unsupported(why) => stop(host, false, format_args!("VP {vp}: {why}")),
     }
+    After::Resume
 }
 
 /// The access size of a data abort with a valid syndrome (ISV), else 1 byte.
@@ -408,6 +546,7 @@ fn sync_protections(model: &mut Model) -> Result<(), alloc::string::String> {
         arch::set_vtl0_access(gpa, access)
             .map_err(|why| alloc::format!("VTL0's stage 2 for GPA {gpa:#x}: {why}"))?;
     }
+    arch::flush_vtl0_tlb();
     Ok(())
 }
 

@@ -3,11 +3,12 @@
 //! host against `hvmodel::TestMemory` as well as inside the VM.
 
 use hvdef::aarch64::{
-    reg, HvArm64PendingEventType, HvArm64PendingExceptionEvent, HVC_IMM_VTL_RETURN,
+    reg, HvArm64InitialVpContext, HvArm64PendingEventType, HvArm64PendingExceptionEvent,
+    HVC_IMM_VTL_RETURN,
 };
 use hvdef::{HvRegisterName, Vtl};
 use hvmodel::{
-    Arch, Effects, Fault, GuestMemory, LiveError, LowerExit, Model, Scenario, SwitchRegs,
+    Arch, Effects, Fault, GuestMemory, LiveError, LowerExit, Model, Scenario, StartVp, SwitchRegs,
     ARM64_GPRS,
 };
 
@@ -26,14 +27,16 @@ pub struct Frame {
 /// Length of `hvc` in bytes: an HVC exit's ELR_EL2 already points past it.
 pub const HVC_LEN: u64 = 4;
 
-/// The only VP this slice runs.
-pub const VP: u32 = 0;
-
 /// What the host does after an exit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
     /// Return to the guest with the (updated) frame.
     Resume,
+    /// Return to the guest, and start this VP on its own CPU (HvCallStartVirtualProcessor).
+    Start(alloc::boxed::Box<StartVp>),
+    /// The `hvc` is an undefined instruction for this caller (TLFS): it takes the exception
+    /// at its own address (`frame.elr` now points at the `hvc`).
+    Undefined,
     /// The VTL0 script is done: the paravisor reached its proxy loop and returned to VTL0.
     Finished,
     /// Live mode: the paravisor returned to VTL0, which now runs for real ([`enter_lower`]).
@@ -42,29 +45,35 @@ pub enum Next {
     Unsupported(&'static str),
 }
 
-/// The partition this slice runs: the default arm64 scenario (VSM, VTL2 active, intercept page
-/// available) with one VP and the guest's RAM.
-pub fn model(ram: core::ops::Range<u64>) -> Model {
+/// The partition the host runs: the default arm64 scenario (VSM, VTL2 active, intercept page
+/// available) with `vp_count` VPs and the guest's RAM.
+pub fn model(ram: core::ops::Range<u64>, vp_count: u32) -> Model {
     let mut scenario = Scenario::for_arch(Arch::Aarch64);
-    scenario.vp_count = 1;
+    scenario.vp_count = vp_count;
     scenario.ram = alloc::vec![ram];
     Model::new(scenario)
 }
 
-/// An `hvc #imm` exit of VP 0: the model answers, its results go into `frame`. An ordinary
-/// call moves X0..X17, a VTL return X0..X30 (the model keeps the private ones per VTL). A call
-/// the model leaves on its instruction (TIMEOUT) gets ELR moved back onto the `hvc`.
-pub fn hvc(model: &mut Model, imm: u16, frame: &mut Frame, mem: &mut dyn GuestMemory) -> Next {
+/// An `hvc #imm` exit of `vp` in VTL2: the model answers, its results go into `frame`. An
+/// ordinary call moves X0..X17, a VTL return X0..X30 (the model keeps the private ones per
+/// VTL). A call the model leaves on its instruction (TIMEOUT) gets ELR moved back onto the
+/// `hvc`.
+pub fn hvc(
+    model: &mut Model,
+    vp: u32,
+    imm: u16,
+    frame: &mut Frame,
+    mem: &mut dyn GuestMemory,
+) -> Next {
     let mut regs = frame.x;
-    let effects: Effects = model.hvc(VP, imm, &mut regs, mem);
-    if let Some(fault) = effects.fault {
-        return Next::Unsupported(match fault {
-            Fault::Ud => "the model raised an undefined-instruction fault (not injected yet)",
-            Fault::Gp => "the model raised #GP on arm64",
-        });
-    }
-    if effects.start_vp.is_some() {
-        return Next::Unsupported("HvCallStartVirtualProcessor: this host runs one VP");
+    let effects: Effects = model.hvc(vp, imm, &mut regs, mem);
+    match effects.fault {
+        Some(Fault::Ud) => {
+            frame.elr = frame.elr.wrapping_sub(HVC_LEN);
+            return Next::Undefined;
+        }
+        Some(Fault::Gp) => return Next::Unsupported("the model raised #GP on arm64"),
+        None => {}
     }
     if effects.finished {
         return Next::Finished;
@@ -81,7 +90,36 @@ pub fn hvc(model: &mut Model, imm: u16, frame: &mut Frame, mem: &mut dyn GuestMe
     if !effects.advance_ip {
         frame.elr -= HVC_LEN;
     }
-    Next::Resume
+    match effects.start_vp {
+        Some(start) => Next::Start(alloc::boxed::Box::new(start)),
+        None => Next::Resume,
+    }
+}
+
+/// ESR of an undefined instruction: EC 0, IL (Arm ARM ESR_ELx).
+pub const ESR_UNDEFINED: u64 = 1 << 25;
+
+/// The frame and EL1 registers a VP started with HvCallStartVirtualProcessor begins with
+/// (TLFS `HV_INITIAL_VP_CONTEXT` for arm64): PC, SP_EL1, X18 and the translation and vector
+/// registers from the context, EL1h with DAIF masked, everything else zero.
+pub fn initial_state(ctx: &HvArm64InitialVpContext) -> (Frame, El1Regs) {
+    let mut frame = Frame {
+        elr: ctx.pc,
+        spsr: 0x3c5,
+        ..Frame::default()
+    };
+    frame.x[18] = ctx.x18;
+    let el1 = El1Regs {
+        sctlr: ctx.sctlr_el1,
+        mair: ctx.mair_el1,
+        tcr: ctx.tcr_el1,
+        vbar: ctx.vbar_el1,
+        ttbr0: ctx.ttbr0_el1,
+        ttbr1: ctx.ttbr1_el1,
+        sp_el1: ctx.sp_elh,
+        ..El1Regs::default()
+    };
+    (frame, el1)
 }
 
 /// The EL1 system registers a VTL owns (TLFS vsm.md "Private State": each VTL has its own
@@ -146,10 +184,11 @@ const LOWER: Vtl = Vtl::VTL0;
 /// not an exception.
 pub fn enter_lower(
     model: &mut Model,
+    vp: u32,
     frame: &mut Frame,
     el1: &mut El1Regs,
 ) -> Result<(), &'static str> {
-    let state = |model: &Model, name| model.vp_state(VP, LOWER, name).unwrap_or(0) as u64;
+    let state = |model: &Model, name| model.vp_state(vp, LOWER, name).unwrap_or(0) as u64;
     for (n, x) in frame.x.iter_mut().enumerate() {
         *x = state(model, x_name(n));
     }
@@ -158,12 +197,11 @@ pub fn enter_lower(
     for (name, value) in el1.named() {
         *value = state(model, name);
     }
-    let Some(result) = model.vtl0().take_live_result(VP) else {
+    let Some(result) = model.vtl0().take_live_result(vp) else {
         return Ok(());
     };
     if let Some(Fault::Ud) = result.hypervisor_fault {
-        // An undefined instruction: EC 0, IL (Arm ARM ESR_ELx).
-        take_exception(frame, el1, 1 << 25, 0);
+        take_exception(frame, el1, ESR_UNDEFINED, 0);
     } else if let Some(event) = result.pending_event() {
         let event = HvArm64PendingExceptionEvent::from_bits(event);
         if event.event_type() != HvArm64PendingEventType::EXCEPTION {
@@ -212,6 +250,7 @@ pub enum LowerNext {
 /// back from the model (see [`enter_lower`]).
 pub fn lower_exit(
     model: &mut Model,
+    vp: u32,
     exit: LowerExit,
     ip: u64,
     frame: &mut Frame,
@@ -219,15 +258,15 @@ pub fn lower_exit(
     mem: &mut dyn GuestMemory,
 ) -> LowerNext {
     for (n, x) in frame.x.iter().enumerate() {
-        model.set_vp_state(VP, LOWER, x_name(n), (*x).into());
+        model.set_vp_state(vp, LOWER, x_name(n), (*x).into());
     }
-    model.set_vp_state(VP, LOWER, reg::XPC, ip.into());
-    model.set_vp_state(VP, LOWER, reg::CPSR, frame.spsr.into());
+    model.set_vp_state(vp, LOWER, reg::XPC, ip.into());
+    model.set_vp_state(vp, LOWER, reg::CPSR, frame.spsr.into());
     for (name, value) in el1.named() {
-        model.set_vp_state(VP, LOWER, name, (*value).into());
+        model.set_vp_state(vp, LOWER, name, (*value).into());
     }
     let mut regs = [0; ARM64_GPRS];
-    let effects = match model.lower_exit(VP, exit, SwitchRegs::Aarch64(&mut regs), mem) {
+    let effects = match model.lower_exit(vp, exit, SwitchRegs::Aarch64(&mut regs), mem) {
         Ok(effects) => effects,
         Err(e) => {
             return LowerNext::Unsupported(alloc::format!(
@@ -240,7 +279,7 @@ pub fn lower_exit(
         return LowerNext::Finished;
     }
     if effects.lower_runs {
-        return match enter_lower(model, frame, el1) {
+        return match enter_lower(model, vp, frame, el1) {
             Ok(()) => LowerNext::Resume,
             Err(why) => LowerNext::Unsupported(why.into()),
         };
@@ -270,9 +309,11 @@ mod tests {
     use hvdef::aarch64::{HV_VENDOR_HYP_UID, SMCCC_VENDOR_HYP_UID};
     use hvmodel::TestMemory;
 
+    const VP: u32 = 0;
+
     #[test]
     fn vendor_uid_is_answered_in_x0_to_x3_and_nothing_else_moves() {
-        let mut model = model(0..0x10000);
+        let mut model = model(0..0x10000, 1);
         let mut mem = TestMemory::new(0x10000);
         let mut frame = Frame {
             elr: 0x4020_1004,
@@ -284,7 +325,7 @@ mod tests {
             *x = 0x1000 + i as u64;
         }
         let before = frame;
-        assert_eq!(hvc(&mut model, 0, &mut frame, &mut mem), Next::Resume);
+        assert_eq!(hvc(&mut model, VP, 0, &mut frame, &mut mem), Next::Resume);
         for (reg, word) in frame.x.iter().zip(HV_VENDOR_HYP_UID) {
             assert_eq!(*reg, u64::from(word));
         }
@@ -301,7 +342,7 @@ mod tests {
             Control, HvRegisterName, HypercallCode, Vtl, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
         };
         let name = HvRegisterName::PRIVILEGES_AND_FEATURES_INFO;
-        let mut model = model(0..0x10000);
+        let mut model = model(0..0x10000, 1);
         let mut mem = TestMemory::new(0x10000);
         let mut frame = Frame::default();
         frame.x[0] = SMCCC_HV_FUNC_ID.into();
@@ -316,7 +357,7 @@ mod tests {
         for x in &mut frame.x[5..18] {
             *x = 0xdead_beef;
         }
-        assert_eq!(hvc(&mut model, 0, &mut frame, &mut mem), Next::Resume);
+        assert_eq!(hvc(&mut model, VP, 0, &mut frame, &mut mem), Next::Resume);
         let want = model.register(VP, Vtl::VTL2, name).expect("readable");
         assert_ne!(want, 0, "a register that has a value");
         assert_eq!(frame.x[0] & 0xffff, 0, "HV_STATUS_SUCCESS");
@@ -326,12 +367,12 @@ mod tests {
 
     /// A model in live mode whose VP 0 has returned to VTL0 (the paravisor's first VtlReturn).
     fn live_model() -> (Model, TestMemory) {
-        let mut model = model(0..0x10_0000);
+        let mut model = model(0..0x10_0000, 1);
         let mut mem = TestMemory::new(0x10_0000);
         model.vtl0().set_live(true);
         let mut frame = Frame::default();
         assert_eq!(
-            hvc(&mut model, HVC_IMM_VTL_RETURN, &mut frame, &mut mem),
+            hvc(&mut model, VP, HVC_IMM_VTL_RETURN, &mut frame, &mut mem),
             Next::RunLower
         );
         (model, mem)
@@ -348,7 +389,7 @@ mod tests {
             tpidr_el1: 0x7777,
             ..El1Regs::default()
         };
-        enter_lower(&mut model, &mut frame, &mut el1).expect("entered");
+        enter_lower(&mut model, VP, &mut frame, &mut el1).expect("entered");
         assert_eq!((frame.elr, frame.spsr), (0x4_0000, 0x3c5));
         assert_eq!(el1.vbar, vbar);
         assert_eq!(el1.tpidr_el1, 0x7777, "the host's own are left alone");
@@ -361,6 +402,7 @@ mod tests {
         let before = frame;
         let next = lower_exit(
             &mut model,
+            VP,
             LowerExit::Hypercall { immediate: 0 },
             0x4_0000,
             &mut frame,
@@ -403,12 +445,13 @@ mod tests {
         model.set_vp_state(VP, LOWER, reg::VBAR_EL1, 0x4_8000);
         let mut frame = Frame::default();
         let mut el1 = El1Regs::default();
-        enter_lower(&mut model, &mut frame, &mut el1).unwrap();
+        enter_lower(&mut model, VP, &mut frame, &mut el1).unwrap();
         frame.spsr = 0x3c0;
         // From EL0 the hypercall is an undefined instruction (TLFS): taken at VBAR + 0x400.
         frame.x[0] = hvdef::aarch64::SMCCC_HV_FUNC_ID.into();
         let next = lower_exit(
             &mut model,
+            VP,
             LowerExit::Hypercall { immediate: 0 },
             0x4_0000,
             &mut frame,
@@ -420,7 +463,7 @@ mod tests {
         assert_eq!((el1.esr, el1.elr, el1.spsr), (1 << 25, 0x4_0000, 0x3c0));
         // Taken once: entering again delivers nothing more.
         let mut again = Frame::default();
-        enter_lower(&mut model, &mut again, &mut el1).unwrap();
+        enter_lower(&mut model, VP, &mut again, &mut el1).unwrap();
         assert_eq!(again.elr, 0x4_0000);
     }
 
@@ -431,6 +474,7 @@ mod tests {
         let mut el1 = El1Regs::default();
         let next = lower_exit(
             &mut model,
+            VP,
             LowerExit::Access {
                 gpa: 0x5000,
                 len: 8,
@@ -451,24 +495,62 @@ mod tests {
     }
 
     #[test]
+    fn a_started_vp_begins_with_its_context() {
+        let ctx = HvArm64InitialVpContext {
+            pc: 0x4020_1000,
+            sp_elh: 0x4030_0000,
+            sctlr_el1: 0x30d0_1805,
+            mair_el1: 0xff00,
+            tcr_el1: 0x5_b519_3519,
+            vbar_el1: 0x4020_2000,
+            ttbr0_el1: 0x4040_0000,
+            ttbr1_el1: 0x4041_0000,
+            x18: 0x18,
+        };
+        let (frame, el1) = initial_state(&ctx);
+        let mut x = [0; ARM64_GPRS];
+        x[18] = 0x18;
+        assert_eq!((frame.elr, frame.spsr, frame.x), (0x4020_1000, 0x3c5, x));
+        assert_eq!(
+            el1,
+            El1Regs {
+                sctlr: ctx.sctlr_el1,
+                mair: ctx.mair_el1,
+                tcr: ctx.tcr_el1,
+                vbar: ctx.vbar_el1,
+                ttbr0: ctx.ttbr0_el1,
+                ttbr1: ctx.ttbr1_el1,
+                sp_el1: ctx.sp_elh,
+                ..El1Regs::default()
+            }
+        );
+    }
+
+    #[test]
     fn first_vtl_return_with_an_empty_script_finishes() {
-        let mut model = model(0..0x10000);
+        let mut model = model(0..0x10000, 1);
         let mut mem = TestMemory::new(0x10000);
         let mut frame = Frame::default();
         assert_eq!(
-            hvc(&mut model, HVC_IMM_VTL_RETURN, &mut frame, &mut mem),
+            hvc(&mut model, VP, HVC_IMM_VTL_RETURN, &mut frame, &mut mem),
             Next::Finished
         );
     }
 
     #[test]
-    fn unknown_immediate_is_unsupported_not_ignored() {
-        let mut model = model(0..0x10000);
+    fn an_unknown_immediate_is_an_undefined_instruction_at_the_hvc() {
+        let mut model = model(0..0x10000, 1);
         let mut mem = TestMemory::new(0x10000);
-        let mut frame = Frame::default();
-        assert!(matches!(
-            hvc(&mut model, 0x77, &mut frame, &mut mem),
-            Next::Unsupported(_)
-        ));
+        let mut frame = Frame {
+            elr: 0x4020_1004,
+            ..Frame::default()
+        };
+        frame.x[0] = 0x55;
+        assert_eq!(
+            hvc(&mut model, VP, 0x77, &mut frame, &mut mem),
+            Next::Undefined
+        );
+        assert_eq!(frame.elr, 0x4020_1000, "the exception is taken at the hvc");
+        assert_eq!(frame.x[0], 0x55, "nothing written back");
     }
 }

@@ -55,6 +55,8 @@ pub struct InvmBoot {
     pub extra_args: Vec<String>,
     /// Have the host write the model's trace (see [`InvmRun::events`]).
     pub trace: bool,
+    /// VPs, one QEMU CPU each (GICv3, so up to 16).
+    pub vps: u32,
 }
 
 /// A finished run under the in-VM host.
@@ -79,6 +81,7 @@ impl InvmBoot {
             echo: false,
             extra_args: Vec::new(),
             trace: false,
+            vps: 1,
         }
     }
 
@@ -106,7 +109,7 @@ impl InvmBoot {
             bail!("the in-VM mock runs arm64 guests only so far");
         }
         let ram = invm_abi::GUEST_RAM_AARCH64;
-        let mut host = HostConfig::new();
+        let mut host = HostConfig::new().with_vp_count(self.vps);
         let mut loads: Vec<(Option<u64>, PathBuf)> = Vec::new();
         match &self.paravisor {
             Paravisor::Elf(elf) => loads.push((None, elf.clone())),
@@ -118,8 +121,9 @@ impl InvmBoot {
                 }
                 let bytes =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let loaded = igvm_load::load(&bytes, self.arch, 1, std::slice::from_ref(&ram))
-                    .with_context(|| format!("loading {}", path.display()))?;
+                let loaded =
+                    igvm_load::load(&bytes, self.arch, self.vps, std::slice::from_ref(&ram))
+                        .with_context(|| format!("loading {}", path.display()))?;
                 let VpContext::Aarch64 { pc, cpsr, x } = loaded.context else {
                     bail!("{}: not an arm64 VP context", path.display());
                 };
@@ -162,7 +166,8 @@ impl InvmBoot {
         std::fs::write(&config_file, &page)?;
         loads.push((Some(invm_abi::CONFIG_GPA_AARCH64), config_file));
 
-        let mut extra_args = vec!["-machine".into(), "virtualization=on".into()];
+        // GICv3: QEMU virt takes more than 8 CPUs only with it (the host assumes its MPIDRs).
+        let mut extra_args = vec!["-machine".into(), "virtualization=on,gic-version=3".into()];
         for (gpa, file) in loads {
             let file = file.to_str().context("a non-UTF-8 path")?.to_string();
             extra_args.push("-device".into());
@@ -174,6 +179,7 @@ impl InvmBoot {
         }
         extra_args.extend(self.extra_args.iter().cloned());
         let mut config = QemuConfig::new(self.arch, Some(self.host.clone()));
+        config.smp = self.vps;
         config.append = self.append.clone();
         config.timeout = self.timeout;
         config.echo = self.echo;
@@ -292,7 +298,8 @@ mod tests {
         let args = config.extra_args.join(" ");
         assert!(
             args.starts_with(
-                "-machine virtualization=on -device loader,file=pv.elf -device loader,file="
+                "-machine virtualization=on,gic-version=3 -device loader,file=pv.elf -device \
+                 loader,file="
             ),
             "{args}"
         );
@@ -308,8 +315,8 @@ mod tests {
         assert_eq!(page.len(), 4096);
         assert_eq!(
             HostConfig::parse(&page),
-            Some(HostConfig::new()),
-            "no VTL0, the ELF's entry"
+            Some(HostConfig::new().with_vp_count(1)),
+            "one VP, no VTL0, the ELF's entry"
         );
         boot.paravisor = Paravisor::Igvm(dir.join("missing.igvm"));
         boot.append = Some("pv.log=debug".into());

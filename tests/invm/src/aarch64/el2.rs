@@ -63,11 +63,12 @@ struct Stage2 {
     dirty: bool,
 }
 
-/// The two VTLs' tables: written by the host only, while neither guest translation walks the
-/// entry being changed (one CPU; the TLB is invalidated before VTL0 runs again).
+/// The two VTLs' tables: written by the host only, under its lock; changed entries are
+/// flushed from every CPU's TLB before any CPU runs VTL0 again (`flush_vtl0_tlb`).
 struct Stage2Tables(UnsafeCell<[Stage2; 2]>);
 
-// SAFETY: one CPU, and the tables are written only by the host between guest runs.
+// SAFETY: the tables are written only by the host, under its lock (one exit at a time on
+// any CPU); a CPU's walker sees a change after `flush_vtl0_tlb`.
 unsafe impl Sync for Stage2Tables {}
 
 const STAGE2_EMPTY: Stage2 = Stage2 {
@@ -88,8 +89,8 @@ pub enum Guest {
 }
 
 fn tables(guest: Guest) -> &'static mut Stage2 {
-    // SAFETY: see Stage2Tables: the host is the only writer, one exit at a time, and no
-    // reference outlives the exit that took it.
+    // SAFETY: see Stage2Tables: the host is the only writer, one exit at a time (its lock),
+    // and no reference outlives the exit that took it.
     unsafe { &mut (*STAGE2.0.get())[guest as usize] }
 }
 
@@ -101,33 +102,59 @@ fn vttbr(guest: Guest) -> u64 {
     tables(guest).l1.0.as_ptr() as u64 | (vmid << 48)
 }
 
-/// Builds the identity stage 2 (devices, and `ram` only) for both VTLs and turns on VTL2's.
+/// Builds the identity stage 2 (devices, and `ram` only) for both VTLs and turns on VTL2's
+/// on this CPU (the boot CPU, before any other runs).
 pub fn install_stage2(ram: &Range<u64>) -> Result<(), stage2::LayoutError> {
     for guest in [Guest::Vtl0, Guest::Vtl2] {
         let t = tables(guest);
         t.l2.0 = stage2::ram_level2(ram)?;
         t.l1.0 = stage2::level1(t.l2.0.as_ptr() as u64);
     }
+    cpu_stage2();
+    Ok(())
+}
+
+/// This CPU translates its guest through the shared tables, VTL2's first.
+pub fn cpu_stage2() {
     write_sysreg!(
         "vtcr_el2",
         stage2::vtcr(read_sysreg!("id_aa64mmfr0_el1") & 0xf)
     );
     use_stage2(Guest::Vtl2);
-    Ok(())
 }
 
-/// The CPU translates for `guest` from here on (its VTTBR_EL2), with its stale TLB entries
-/// gone if its tables changed.
+/// The CPU translates for `guest` from here on (its VTTBR_EL2).
 pub fn use_stage2(guest: Guest) {
     write_sysreg!("vttbr_el2", vttbr(guest));
-    let t = tables(guest);
-    // SAFETY: barriers, and a stage-1+2 TLB flush for the VMID just loaded.
-    unsafe {
-        core::arch::asm!("dsb ishst", "isb", options(nostack));
-        if core::mem::take(&mut t.dirty) {
-            core::arch::asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack));
-        }
+    // SAFETY: a barrier; the next guest instruction sees the new translation.
+    unsafe { core::arch::asm!("isb", options(nostack)) };
+}
+
+/// After VTL0's tables changed: every CPU's TLB entries for VTL0's VMID go (a broadcast
+/// invalidation with VTL0's VTTBR loaded for the moment), so no CPU keeps an access VTL2 has
+/// just taken away.
+pub fn flush_vtl0_tlb() {
+    let t = tables(Guest::Vtl0);
+    if !core::mem::take(&mut t.dirty) {
+        return;
     }
+    let current = read_sysreg!("vttbr_el2");
+    write_sysreg!("vttbr_el2", vttbr(Guest::Vtl0));
+    // SAFETY: barriers (the table writes are visible to every walker first), then a stage-1+2
+    // invalidation for the VMID just loaded, inner shareable: every CPU.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "isb",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack)
+        )
+    };
+    write_sysreg!("vttbr_el2", current);
+    // SAFETY: a barrier; the guest about to run sees its own translation again.
+    unsafe { core::arch::asm!("isb", options(nostack)) };
 }
 
 /// VTL0's page at `gpa` (in RAM) gets `access`, its 2 MiB block split into pages first.

@@ -32,11 +32,46 @@ _start:
     mov x19, x0                  /* the device tree QEMU passed (0 for ELF boots) */
     mrs x20, CurrentEL
     lsr x20, x20, #2
+    mov x21, #0                  /* CPU 0 */
     adrp x1, __stack_top
     add x1, x1, :lo12:__stack_top
     mov sp, x1
     cmp x20, #2
     b.ne 4f                      /* not at EL2: Rust says so and fails */
+    bl invm_el2_mmu
+    adrp x1, __bss_start
+    add x1, x1, :lo12:__bss_start
+    adrp x2, __bss_end
+    add x2, x2, :lo12:__bss_end
+2:  cmp x1, x2
+    b.hs 4f
+    str xzr, [x1], #8
+    b 2b
+4:
+    mov x0, x19
+    mov x1, x20
+    bl invm_main
+    udf #0
+
+    /* A CPU the host started with PSCI CPU_ON: at EL2, MMU off, x0 = its CPU (VP) index. Its
+       stack is slot x0 below __stack_top, {stack_size} bytes each. */
+    .global invm_secondary_entry
+invm_secondary_entry:
+    mov x21, x0
+    adrp x1, __stack_top
+    add x1, x1, :lo12:__stack_top
+    mov x2, #{stack_size}
+    msub x1, x0, x2, x1
+    mov sp, x1
+    bl invm_el2_mmu
+    mov x0, x21
+    bl invm_secondary
+    udf #0
+
+    /* The host's EL2 translation and vectors, the same on every CPU; TPIDR_EL2 = x21, the
+       CPU's index. Clobbers x1-x3. */
+invm_el2_mmu:
+    msr tpidr_el2, x21
     adr x1, invm_vectors
     msr vbar_el2, x1
     ldr x1, =0xff00              /* attr0 Device-nGnRnE, attr1 Normal WB */
@@ -61,19 +96,7 @@ _start:
     ldr x1, =(0x30c50830 | (1 << 0) | (1 << 2) | (1 << 12))  /* RES1 bits, M, C, I */
     msr sctlr_el2, x1
     isb
-    adrp x1, __bss_start
-    add x1, x1, :lo12:__bss_start
-    adrp x2, __bss_end
-    add x2, x2, :lo12:__bss_end
-2:  cmp x1, x2
-    b.hs 4f
-    str xzr, [x1], #8
-    b 2b
-4:
-    mov x0, x19
-    mov x1, x20
-    bl invm_main
-    udf #0
+    ret
 
     /* Every vector saves the whole frame (X0..X30: the guest's callee-saved registers must
        survive a trip through Rust too), passes the vector number, and returns through the
@@ -168,11 +191,51 @@ invm_restore:
     eret
 "#,
     frame_size = const size_of::<Frame>(),
+    stack_size = const STACK_SIZE,
 );
+
+/// Each CPU's EL2 stack (the linker script reserves [`MAX_CPUS`] of them below __stack_top).
+pub const STACK_SIZE: usize = 0x1_0000;
+/// CPUs the host can run: QEMU virt with GICv3 takes 16 in one cluster (MPIDR Aff0 = index).
+pub const MAX_CPUS: u32 = 16;
 
 unsafe extern "C" {
     fn invm_enter(frame: *const Frame, stack_top: *const u8) -> !;
     static __stack_top: u8;
+    fn invm_secondary_entry();
+}
+
+/// This CPU's index (TPIDR_EL2, set at its entry): the VP it runs.
+pub fn cpu() -> u32 {
+    let cpu: u64;
+    // SAFETY: reads the host's own per-CPU register.
+    unsafe { core::arch::asm!("mrs {}, tpidr_el2", out(reg) cpu, options(nomem, nostack)) };
+    cpu as u32
+}
+
+/// Starts CPU `index` at the host's secondary entry with PSCI CPU_ON (SMC conduit): it runs
+/// `invm_secondary(index)` on its own stack. Returns the PSCI status (0: on its way).
+pub fn cpu_on(index: u32) -> i64 {
+    const CPU_ON_64: u64 = 0xC400_0003;
+    // MPIDR of CPU `index` on QEMU virt with GICv3: Aff0 = index % 16, Aff1 = index / 16.
+    let mpidr = u64::from(index % 16) | u64::from(index / 16) << 8;
+    let entry = invm_secondary_entry as *const () as u64;
+    let ret: u64;
+    // SAFETY: PSCI CPU_ON to QEMU's firmware; the new CPU starts at the host's own entry with
+    // a stack slot of its own (index < MAX_CPUS, checked by the caller).
+    unsafe {
+        core::arch::asm!("smc #0", inout("x0") CPU_ON_64 => ret, in("x1") mpidr, in("x2") entry,
+            in("x3") u64::from(index), options(nomem, nostack));
+    }
+    ret as i64
+}
+
+/// A CPU with nothing more to run waits here for ever (the run ends from another CPU).
+pub fn park() -> ! {
+    loop {
+        // SAFETY: waits for an event; touches nothing.
+        unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
+    }
 }
 
 /// Enters the guest with `frame` (its X0..X30, ELR_EL2 = entry PC, SPSR_EL2 = its PSTATE).
@@ -184,7 +247,8 @@ unsafe extern "C" {
 /// EL2 must be set up for the guest (HCR_EL2, stage 2, VBAR_EL2): after `eret` the host's state
 /// is only what the vectors see.
 pub unsafe fn enter(frame: &Frame) -> ! {
-    // SAFETY: the caller set up EL2; __stack_top is the linker's end of the host stack, and
-    // nothing on the old stack is used again.
-    unsafe { invm_enter(frame, &raw const __stack_top) }
+    let top = (&raw const __stack_top).wrapping_byte_sub(cpu() as usize * STACK_SIZE);
+    // SAFETY: the caller set up EL2; `top` is the top of this CPU's own stack slot, and nothing
+    // on the old stack is used again.
+    unsafe { invm_enter(frame, top) }
 }

@@ -7,10 +7,10 @@ mod entry;
 
 pub use console::{exit, print, HostFile, EXIT_FAIL, EXIT_PASS};
 pub use el2::{
-    configure_guest, install_stage2, load_el1, save_el1, set_vtl0_access, use_stage2, Guest,
-    Syndrome,
+    configure_guest, cpu_stage2, flush_vtl0_tlb, install_stage2, load_el1, save_el1,
+    set_vtl0_access, use_stage2, Guest, Syndrome,
 };
-pub use entry::enter;
+pub use entry::{cpu, cpu_on, enter, park, MAX_CPUS};
 
 /// SPSR_EL2 for the first entry: EL1h, D/A/I/F masked.
 pub const GUEST_SPSR: u64 = 0x3c5;
