@@ -139,7 +139,7 @@ pub fn limit_ram(memmap: &[MemoryEntry], ram: &Range<u64>) -> Vec<MemoryEntry> {
             }
             let r = e.range();
             let (start, end) = (r.start.max(ram.start), r.end.min(ram.end));
-            (start < end).then_some(MemoryEntry {
+            (start < end).then(|| MemoryEntry {
                 addr: start,
                 size: end - start,
                 kind: RAM,
@@ -226,10 +226,10 @@ mod tests {
     #[test]
     fn the_host_is_cut_out_of_every_entry() {
         let host = 0x0f00_0000..0x1000_0000;
-        let cut = cut(&qemu_map(), &host);
+        let pieces = cut(&qemu_map(), &host);
         let mut want = qemu_map();
         want[3].size = 0x0f00_0000 - 0x10_0000;
-        assert_eq!(cut, want);
+        assert_eq!(pieces, want);
         // An entry straddling the host keeps both ends; one inside it disappears.
         let around = [
             MemoryEntry {
@@ -310,7 +310,7 @@ mod tests {
             memmap: Vec::new(),
         };
         assert_eq!(write(&mut mem, 0, &long), Err(Error::CmdlineTooLong));
-        assert!(matches!(read(&mut mem, 0xfffc), Err(Error::Memory(_))));
+        assert!(matches!(read(&mut mem, 0xfffe), Err(Error::Memory(_))));
     }
 
     #[test]
