@@ -31,7 +31,8 @@ pub fn table(next_pa: u64) -> u64 {
 
 /// The page directory: `ram` in 2 MiB read/write/execute pages, nothing else.
 pub fn ram_directory(ram: &Range<u64>) -> Result<[u64; ENTRIES], LayoutError> {
-    if ram.start % PAGE_2M != 0 || ram.end % PAGE_2M != 0 || ram.start > ram.end {
+    if !ram.start.is_multiple_of(PAGE_2M) || !ram.end.is_multiple_of(PAGE_2M) || ram.start > ram.end
+    {
         return Err(LayoutError::Unaligned(ram.clone()));
     }
     if ram.end > ENTRIES as u64 * PAGE_2M {
