@@ -202,6 +202,67 @@ fn a_guest_hlt_fails_the_run_naming_its_rip() {
     );
 }
 
+/// A raw guest with a flat GDT, a stack and an IDT whose #UD and #GP gates point at `hlt`s
+/// (0x100060 and 0x100070), running `body` after setting them up.
+fn raw_guest_with_idt(name: &str, body: &[u8]) -> PathBuf {
+    let mut code = vec![
+        0x0f, 0x01, 0x15, 0x80, 0x00, 0x10, 0x00, // lgdt [0x100080]
+        0x0f, 0x01, 0x1d, 0x88, 0x00, 0x10, 0x00, // lidt [0x100088]
+        0xbc, 0x00, 0x10, 0x10, 0x00, // mov esp, 0x101000
+    ];
+    code.extend(body);
+    let path = raw_guest(name, &code);
+    let mut blob = std::fs::read(&path).expect("just written");
+    blob.resize(0x200, 0xcc);
+    blob[0x60] = 0xf4; // the #UD handler: hlt
+    blob[0x70] = 0xf4; // the #GP handler: hlt
+                       // GDTR and IDTR (limit, 32-bit base).
+    blob[0x80..0x86].copy_from_slice(&[0x17, 0, 0xa0, 0, 0x10, 0]);
+    blob[0x88..0x8e].copy_from_slice(&[14 * 8 - 1, 0, 0xc0, 0, 0x10, 0]);
+    // Null, 0x08 flat 32-bit code, 0x10 flat data.
+    blob[0xa8..0xb0].copy_from_slice(&0x00cf_9b00_0000_ffffu64.to_le_bytes());
+    blob[0xb0..0xb8].copy_from_slice(&0x00cf_9300_0000_ffffu64.to_le_bytes());
+    // 32-bit interrupt gates, selector 0x08.
+    for (vector, handler) in [(6usize, 0x10_0060u32), (13, 0x10_0070)] {
+        let at = 0xc0 + vector * 8;
+        blob[at..at + 2].copy_from_slice(&(handler as u16).to_le_bytes());
+        blob[at + 2..at + 4].copy_from_slice(&8u16.to_le_bytes());
+        blob[at + 4..at + 6].copy_from_slice(&[0, 0x8e]);
+        blob[at + 6..at + 8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+    }
+    std::fs::write(&path, blob).expect("temporary file");
+    path
+}
+
+/// RDMSR of an MSR in the hypervisor's range that the model does not implement: the model's
+/// #GP, injected by the host (EVENTINJ) and taken by the guest's own IDT, whose handler halts.
+#[test]
+fn a_fault_the_model_raises_is_injected_into_the_guest() {
+    // mov ecx, 0x40000fff; rdmsr; hlt
+    let body = [0xb9, 0xff, 0x0f, 0x00, 0x40, 0x0f, 0x32, 0xf4];
+    let run = boot_raw(&raw_guest_with_idt("gp", &body));
+    assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
+    assert_lines_in_order(
+        &run.console,
+        &["invm: FAIL: the guest halted (hlt) at 0x100070"],
+    );
+}
+
+/// A VTL call with a non-zero VTL control (RAX) is invalid: the model's #UD, injected.
+#[test]
+fn an_invalid_vtl_call_gets_the_models_ud() {
+    // mov ecx, 0x11; mov eax, 1; vmmcall; hlt
+    let body = [
+        0xb9, 0x11, 0, 0, 0, 0xb8, 0x01, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xf4,
+    ];
+    let run = boot_raw(&raw_guest_with_idt("ud", &body));
+    assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
+    assert_lines_in_order(
+        &run.console,
+        &["invm: FAIL: the guest halted (hlt) at 0x100060"],
+    );
+}
+
 /// FNV-1a, 64-bit, as the host fingerprints parameter blocks.
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
