@@ -117,7 +117,11 @@ pub fn build_all(arches: &[Arch], release: bool) -> Result<Vec<Image>> {
     let mut images = Vec::new();
     for &arch in arches {
         let image = build(arch, release)?;
-        let paths = [image.elf.clone(), image.igvm.clone(), build_invm(arch, release)?];
+        let paths = [
+            image.elf.clone(),
+            image.igvm.clone(),
+            build_invm(arch, release)?,
+        ];
         for path in &paths {
             let size = std::fs::metadata(path)?.len();
             println!("{:<8} {} ({size} bytes)", arch.name(), path.display());
