@@ -190,6 +190,20 @@ fn a_guest_load_from_the_hosts_memory_is_a_nested_page_fault_and_fails_the_run()
     );
 }
 
+/// SVM's own MSRs are the host's: a guest write of VM_HSAVE_PA (which would move the host's
+/// save area) exits and fails the run instead of reaching the CPU.
+#[test]
+fn a_guest_write_of_svms_msrs_fails_the_run() {
+    // mov ecx, 0xc0010117; wrmsr; hlt
+    let code = [0xb9, 0x17, 0x01, 0x01, 0xc0, 0x0f, 0x30, 0xf4];
+    let run = boot_raw(&raw_guest("hsave", &code));
+    assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
+    assert_lines_in_order(
+        &run.console,
+        &["invm: FAIL: the guest wrote SVM's MSR 0xc0010117 at 0x100005"],
+    );
+}
+
 /// A guest `hlt` exits (Hyper-V intercepts HLT); the slice has nothing to wake it with.
 #[test]
 fn a_guest_hlt_fails_the_run_naming_its_rip() {

@@ -1,7 +1,7 @@
 //! The x86 host's life: SVM on, the paravisor's PVH start info and nested tables built, then
 //! VMRUN in a loop, every exit served by the model through `hv::x86_64`.
 
-use crate::hv::x86_64::{Glue, Vcpu, RBX};
+use crate::hv::x86_64::{Glue, Vcpu, RBX, RCX};
 use crate::hv::{self, Next};
 use crate::memory::PhysMemory;
 use crate::pvh;
@@ -103,11 +103,19 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         let rip = cpu.rip;
         let next = match exit.code {
             arch::EXIT_CPUID => glue.cpuid(&mut model, &mut cpu, arch::cpuid),
+            arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&(cpu.gprs[RCX] as u32)) => {
+                fail(format_args!(
+                    "the guest {} SVM's MSR {:#x} at {rip:#x}",
+                    if exit.info1 == 0 { "read" } else { "wrote" },
+                    cpu.gprs[RCX] as u32
+                ))
+            }
             arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(&mut model, &mut cpu, arch::rdmsr),
             arch::EXIT_MSR => glue.wrmsr(&mut model, &mut cpu, &mut mem, |msr, value| {
-                // SAFETY: only MSRs outside the permission map's ranges exit, and the model
-                // declined this one (not the hypervisor's): the CPU's own, which TCG drops
-                // when it does not know it, as it would for the guest natively.
+                // SAFETY: besides SVM's own MSRs (refused above) only MSRs outside the
+                // permission map's ranges exit, and the model declined this one (not the
+                // hypervisor's): the CPU's own, which TCG drops when it does not know it, as
+                // it would for the guest natively.
                 unsafe { arch::wrmsr(msr, value) }
             }),
             arch::EXIT_VMMCALL => glue.vmmcall(&mut model, &mut cpu, &mut mem),

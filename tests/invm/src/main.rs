@@ -33,6 +33,8 @@ mod hv;
 #[cfg(any(test, target_os = "none"))]
 mod memory;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
+mod msrpm;
+#[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 mod npt;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 mod pvh;

@@ -4,7 +4,7 @@
 
 use super::cpu::{cpuid, rdmsr, wrmsr};
 use crate::hv::x86_64::{Vcpu, RAX, RSP};
-use crate::npt;
+use crate::{msrpm, npt};
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::ops::Range;
@@ -16,7 +16,7 @@ const EFER_SVME: u64 = 1 << 12;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 
 /// Intercept vector 3 (VMCB 0x00c): CPUID, HLT, MSR accesses through the permission map
-/// (all-zero here, so only MSRs outside its three ranges exit: the hypervisor's
+/// (`msrpm`: SVM's own MSRs, plus every MSR outside its three ranges, the hypervisor's
 /// 0x4000_0000.. among them), and shutdown (a triple fault in the guest).
 const INTERCEPT_CPUID: u32 = 1 << 18;
 const INTERCEPT_HLT: u32 = 1 << 24;
@@ -157,13 +157,16 @@ const _: () = {
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
+#[repr(C, align(4096))]
+struct Msrpm([u8; msrpm::SIZE]);
+
 /// Everything SVM reads by physical address (the host is identity-mapped, so a pointer is one):
 /// the VMCB, the host save area, the permission maps (8 KiB MSR, 12 KiB I/O, all zero) and
 /// the nested tables.
 struct State {
     vmcb: Vmcb,
     hsave: Page,
-    msrpm: [Page; 2],
+    msrpm: Msrpm,
     iopm: [Page; 3],
     npt: [[u64; npt::ENTRIES]; 3],
 }
@@ -285,6 +288,7 @@ impl Guest {
         pdpt[0] = npt::table(pd.as_ptr() as u64);
         pml4[0] = npt::table(pdpt.as_ptr() as u64);
         let n_cr3 = pml4.as_ptr() as u64;
+        state.msrpm.0 = msrpm::intercepting(&msrpm::SVM_MSRS).expect("in the map's ranges");
         let v = &mut state.vmcb;
         v.intercept_misc1 =
             INTERCEPT_CPUID | INTERCEPT_HLT | INTERCEPT_MSR_PROT | INTERCEPT_SHUTDOWN;
@@ -297,7 +301,7 @@ impl Guest {
             | INTERCEPT_SKINIT;
         // No I/O intercept: the guest's COM1 output goes straight to QEMU's serial.
         v.iopm_base_pa = state.iopm.as_ptr() as u64;
-        v.msrpm_base_pa = state.msrpm.as_ptr() as u64;
+        v.msrpm_base_pa = state.msrpm.0.as_ptr() as u64;
         v.guest_asid = ASID;
         v.tlb_control = TLB_FLUSH_ALL;
         v.np_control = NP_ENABLE;
