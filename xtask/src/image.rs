@@ -75,16 +75,16 @@ pub fn build(arch: Arch, release: bool) -> Result<Image> {
     })
 }
 
-/// Where the in-VM mock's EL2 host is written: `target/images/invm-aarch64[-debug].elf`.
-pub fn invm_path(release: bool) -> PathBuf {
+/// Where the in-VM mock's host is written: `target/images/invm-<arch>[-debug].elf`.
+pub fn invm_path(arch: Arch, release: bool) -> PathBuf {
     let suffix = if release { "" } else { "-debug" };
-    image_dir().join(format!("invm-aarch64{suffix}.elf"))
+    image_dir().join(format!("invm-{}{suffix}.elf", arch.name()))
 }
 
-/// Builds the in-VM mock hypervisor (`tests/invm`, arm64 only so far): the EL2 host that runs
-/// the paravisor image under stage 2 (`tests/e2e/tests/invm_arm64.rs` boots it).
-pub fn build_invm(release: bool) -> Result<PathBuf> {
-    let arch = Arch::Aarch64;
+/// Builds the in-VM mock hypervisor (`tests/invm`) for `arch`: the host that runs the paravisor
+/// image as its guest, arm64 at EL2 under stage 2, x86_64 under AMD SVM with nested paging
+/// (`tests/e2e/tests/invm_arm64.rs` and `invm_x86.rs` boot them).
+pub fn build_invm(arch: Arch, release: bool) -> Result<PathBuf> {
     crate::toolchain::ensure_targets(&[arch])?;
     let root = workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -104,23 +104,24 @@ pub fn build_invm(release: bool) -> Result<PathBuf> {
         .join(arch.target_triple())
         .join(profile)
         .join("invm");
-    let out = invm_path(release);
+    let out = invm_path(arch, release);
     std::fs::create_dir_all(image_dir())?;
     std::fs::copy(&built, &out)
         .with_context(|| format!("cannot copy {} to {}", built.display(), out.display()))?;
     Ok(out)
 }
 
-/// Builds every arch in `arches` and prints each output path and size; with aarch64, also the
-/// in-VM mock hypervisor that boots its image.
+/// Builds every arch in `arches` and prints each output path and size, with the in-VM mock
+/// hypervisor that boots its image.
 pub fn build_all(arches: &[Arch], release: bool) -> Result<Vec<Image>> {
     let mut images = Vec::new();
     for &arch in arches {
         let image = build(arch, release)?;
-        let mut paths = vec![image.elf.clone(), image.igvm.clone()];
-        if arch == Arch::Aarch64 {
-            paths.push(build_invm(release)?);
-        }
+        let paths = [
+            image.elf.clone(),
+            image.igvm.clone(),
+            build_invm(arch, release)?,
+        ];
         for path in &paths {
             let size = std::fs::metadata(path)?.len();
             println!("{:<8} {} ({size} bytes)", arch.name(), path.display());

@@ -1,0 +1,203 @@
+//! The host's entry: the PVH note QEMU's `-kernel` looks for, the 32-bit stub (paging off,
+//! EBX = start info) that turns on long mode over the host's own identity map of the low
+//! 4 GiB, and the IDT, so an exception in the host is one line and a failing exit instead of a
+//! triple fault (which QEMU's -no-reboot turns into exit 0).
+
+use core::cell::UnsafeCell;
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a"
+    .balign 4
+    .long 4                      /* namesz */
+    .long 8                      /* descsz: QEMU reads a quad for ELFCLASS64 */
+    .long 18                     /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .quad invm_pvh_start32
+    .balign 4
+
+    .section .data.pagetables, "aw"
+    /* Identity map of the first 4 GiB with 2 MiB pages: the host's image, the guest's RAM
+       (the model reads and writes it) and nothing it needs beyond. */
+    .balign 4096
+invm_pml4:
+    .quad invm_pdpt + 0x3
+    .fill 511, 8, 0
+invm_pdpt:
+    .quad invm_pd + 0x0003
+    .quad invm_pd + 0x1003
+    .quad invm_pd + 0x2003
+    .quad invm_pd + 0x3003
+    .fill 508, 8, 0
+invm_pd:
+    .set invm_page, 0
+    .rept 2048
+    .quad (invm_page << 21) | 0x83
+    .set invm_page, invm_page + 1
+    .endr
+
+    .section .rodata
+    .balign 16
+invm_gdt:
+    .quad 0
+    .quad 0x00af9b000000ffff     /* 0x08: 64-bit code */
+    .quad 0x00cf93000000ffff     /* 0x10: data */
+invm_gdt_end:
+    .balign 8
+invm_gdt_ptr:
+    .word invm_gdt_end - invm_gdt - 1
+    .quad invm_gdt
+
+    .section .text.boot, "ax"
+    .code32
+    .global invm_pvh_start32
+invm_pvh_start32:
+    cli
+    cld
+    mov %ebx, %esi
+    mov $invm_pml4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x20, %eax               /* PAE */
+    mov %eax, %cr4
+    mov $0xc0000080, %ecx        /* EFER */
+    rdmsr
+    or $0x100, %eax              /* LME */
+    wrmsr
+    mov %cr0, %eax
+    or $0x80010001, %eax         /* PG | WP | PE */
+    mov %eax, %cr0
+    lgdt invm_gdt_ptr
+    ljmp $0x08, $1f
+    .code64
+1:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    mov %eax, %fs
+    mov %eax, %gs
+    lea __bss_start(%rip), %rdi
+    lea __bss_end(%rip), %rcx
+    sub %rdi, %rcx
+    xor %eax, %eax
+    rep stosb
+    lea __stack_top(%rip), %rsp
+    xor %ebp, %ebp
+    mov %esi, %edi               /* start info for invm_main */
+    call invm_main
+    ud2
+
+    /* Exception stubs, 16 bytes apart: push a zero error code where the CPU pushes none, then
+       the vector, so invm_exception sees one frame layout. */
+    .macro invm_vector n
+    .balign 16
+    push $0
+    push $\n
+    jmp invm_exception_common
+    .endm
+    .macro invm_vector_error n
+    .balign 16
+    push $\n
+    jmp invm_exception_common
+    .endm
+
+    .text
+    .balign 16
+    .global invm_vectors
+invm_vectors:
+    invm_vector 0
+    invm_vector 1
+    invm_vector 2
+    invm_vector 3
+    invm_vector 4
+    invm_vector 5
+    invm_vector 6
+    invm_vector 7
+    invm_vector_error 8
+    invm_vector 9
+    invm_vector_error 10
+    invm_vector_error 11
+    invm_vector_error 12
+    invm_vector_error 13
+    invm_vector_error 14
+    invm_vector 15
+    invm_vector 16
+    invm_vector_error 17
+    invm_vector 18
+    invm_vector 19
+    invm_vector 20
+    invm_vector_error 21
+    invm_vector 22
+    invm_vector 23
+    invm_vector 24
+    invm_vector 25
+    invm_vector 26
+    invm_vector 27
+    invm_vector 28
+    invm_vector_error 29
+    invm_vector_error 30
+    invm_vector 31
+
+invm_exception_common:
+    mov %rsp, %rdi
+    and $-16, %rsp
+    call invm_exception
+    ud2
+"#,
+    options(att_syntax)
+);
+
+/// What an exception stub leaves on the stack, lowest address first.
+#[repr(C)]
+pub struct ExceptionFrame {
+    pub vector: u64,
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+}
+
+const VECTORS: usize = 32;
+const STUB_SIZE: u64 = 16;
+
+#[repr(C, align(16))]
+struct Idt(UnsafeCell<[u64; 2 * VECTORS]>);
+
+// SAFETY: written once by `install_idt`, on the one CPU, before anything can raise an
+// exception through it; read only by the CPU afterwards.
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new([0; 2 * VECTORS]));
+
+unsafe extern "C" {
+    static invm_vectors: u8;
+}
+
+/// Points vectors 0-31 at the stubs (64-bit interrupt gates, selector 0x08) and loads the IDT.
+pub fn install_idt() {
+    let base = &raw const invm_vectors as u64;
+    // SAFETY: see `Sync for Idt`: nothing else refers to the table yet.
+    let idt = unsafe { &mut *IDT.0.get() };
+    for (n, gate) in idt.chunks_exact_mut(2).enumerate() {
+        let handler = base + n as u64 * STUB_SIZE;
+        gate[0] =
+            (handler & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((handler >> 16) & 0xffff) << 48;
+        gate[1] = handler >> 32;
+    }
+    let pointer: [u16; 5] = {
+        let at = idt.as_ptr() as u64;
+        let limit = (size_of::<[u64; 2 * VECTORS]>() - 1) as u16;
+        [
+            limit,
+            at as u16,
+            (at >> 16) as u16,
+            (at >> 32) as u16,
+            (at >> 48) as u16,
+        ]
+    };
+    // SAFETY: the table above is complete and static; `lidt` reads the 10-byte pointer.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(nostack)) };
+}

@@ -1,0 +1,366 @@
+//! AMD SVM: turning it on, the guest's VMCB and nested page tables, and VMRUN. Under QEMU TCG
+//! (`-cpu max`) there is no next-RIP save and no decode assist: the exit glue steps over
+//! instructions by their known lengths (`hv::x86_64`).
+
+use super::cpu::{cpuid, rdmsr, wrmsr};
+use crate::hv::x86_64::{Vcpu, RAX, RSP};
+use crate::{msrpm, npt};
+use core::cell::UnsafeCell;
+use core::mem::offset_of;
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, Ordering};
+use hvmodel::Fault;
+
+const MSR_EFER: u32 = 0xc000_0080;
+const EFER_SVME: u64 = 1 << 12;
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+
+/// Intercept vector 3 (VMCB 0x00c): CPUID, HLT, MSR accesses through the permission map
+/// (`msrpm`: SVM's own MSRs, plus every MSR outside its three ranges, the hypervisor's
+/// 0x4000_0000.. among them), and shutdown (a triple fault in the guest).
+const INTERCEPT_CPUID: u32 = 1 << 18;
+const INTERCEPT_HLT: u32 = 1 << 24;
+const INTERCEPT_MSR_PROT: u32 = 1 << 28;
+const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
+/// Intercept vector 4 (VMCB 0x010): VMRUN (required), VMMCALL, and the rest of SVM, so a
+/// guest that tries it fails loudly instead of running nested.
+const INTERCEPT_VMRUN: u32 = 1 << 0;
+const INTERCEPT_VMMCALL: u32 = 1 << 1;
+const INTERCEPT_VMLOAD: u32 = 1 << 2;
+const INTERCEPT_VMSAVE: u32 = 1 << 3;
+const INTERCEPT_STGI: u32 = 1 << 4;
+const INTERCEPT_CLGI: u32 = 1 << 5;
+const INTERCEPT_SKINIT: u32 = 1 << 6;
+
+/// The guest's ASID (0 is the host's).
+const ASID: u32 = 1;
+const TLB_FLUSH_ALL: u32 = 1;
+const NP_ENABLE: u64 = 1;
+
+/// EVENTINJ: vector, type 3 (exception), error code valid, valid.
+const EVENT_EXCEPTION: u64 = 3 << 8;
+const EVENT_ERROR_VALID: u64 = 1 << 11;
+const EVENT_VALID: u64 = 1 << 31;
+const VECTOR_UD: u64 = 6;
+const VECTOR_GP: u64 = 13;
+
+/// A VMCB segment register: selector, attributes (type, S, DPL, P, AVL, L, DB, G packed into
+/// 12 bits), limit, base.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Segment {
+    pub selector: u16,
+    pub attrib: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+/// Flat 32-bit segments, as the PVH ABI enters: code execute/read (0xc9b: type 0xb, S, P, DB,
+/// G) and data read/write (0xc93).
+const CODE32: Segment = Segment {
+    selector: 0x08,
+    attrib: 0xc9b,
+    limit: 0xffff_ffff,
+    base: 0,
+};
+const DATA32: Segment = Segment {
+    selector: 0x10,
+    attrib: 0xc93,
+    limit: 0xffff_ffff,
+    base: 0,
+};
+
+/// The VMCB, control area then state save area, with only the fields this host uses named.
+#[repr(C, align(4096))]
+pub struct Vmcb {
+    intercept_cr: u32,
+    intercept_dr: u32,
+    intercept_exceptions: u32,
+    intercept_misc1: u32,
+    intercept_misc2: u32,
+    _r0: [u8; 0x40 - 0x14],
+    iopm_base_pa: u64,
+    msrpm_base_pa: u64,
+    tsc_offset: u64,
+    guest_asid: u32,
+    tlb_control: u32,
+    vintr: u64,
+    interrupt_shadow: u64,
+    exit_code: u64,
+    exit_info1: u64,
+    exit_info2: u64,
+    exit_int_info: u64,
+    np_control: u64,
+    _r1: [u8; 0xa8 - 0x98],
+    event_inj: u64,
+    n_cr3: u64,
+    _r2: [u8; 0x400 - 0xb8],
+    es: Segment,
+    cs: Segment,
+    ss: Segment,
+    ds: Segment,
+    fs: Segment,
+    gs: Segment,
+    gdtr: Segment,
+    ldtr: Segment,
+    idtr: Segment,
+    tr: Segment,
+    _r3: [u8; 0x4cb - 0x4a0],
+    cpl: u8,
+    _r4: [u8; 4],
+    efer: u64,
+    _r5: [u8; 0x548 - 0x4d8],
+    cr4: u64,
+    cr3: u64,
+    cr0: u64,
+    dr7: u64,
+    dr6: u64,
+    rflags: u64,
+    rip: u64,
+    _r6: [u8; 0x5d8 - 0x580],
+    rsp: u64,
+    _r7: [u8; 0x5f8 - 0x5e0],
+    rax: u64,
+    _r8: [u8; 0x640 - 0x600],
+    cr2: u64,
+    _r9: [u8; 0x668 - 0x648],
+    g_pat: u64,
+    _r10: [u8; 0x1000 - 0x670],
+}
+
+// AMD APM vol. 2, appendix B: the offsets QEMU's svm_helper reads.
+const _: () = {
+    assert!(offset_of!(Vmcb, intercept_misc1) == 0x00c);
+    assert!(offset_of!(Vmcb, intercept_misc2) == 0x010);
+    assert!(offset_of!(Vmcb, iopm_base_pa) == 0x040);
+    assert!(offset_of!(Vmcb, msrpm_base_pa) == 0x048);
+    assert!(offset_of!(Vmcb, guest_asid) == 0x058);
+    assert!(offset_of!(Vmcb, tlb_control) == 0x05c);
+    assert!(offset_of!(Vmcb, exit_code) == 0x070);
+    assert!(offset_of!(Vmcb, exit_info2) == 0x080);
+    assert!(offset_of!(Vmcb, np_control) == 0x090);
+    assert!(offset_of!(Vmcb, event_inj) == 0x0a8);
+    assert!(offset_of!(Vmcb, n_cr3) == 0x0b0);
+    assert!(offset_of!(Vmcb, es) == 0x400);
+    assert!(offset_of!(Vmcb, tr) == 0x490);
+    assert!(offset_of!(Vmcb, cpl) == 0x4cb);
+    assert!(offset_of!(Vmcb, efer) == 0x4d0);
+    assert!(offset_of!(Vmcb, cr4) == 0x548);
+    assert!(offset_of!(Vmcb, rip) == 0x578);
+    assert!(offset_of!(Vmcb, rsp) == 0x5d8);
+    assert!(offset_of!(Vmcb, rax) == 0x5f8);
+    assert!(offset_of!(Vmcb, cr2) == 0x640);
+    assert!(offset_of!(Vmcb, g_pat) == 0x668);
+    assert!(size_of::<Vmcb>() == 0x1000);
+};
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+#[repr(C, align(4096))]
+struct Msrpm([u8; msrpm::SIZE]);
+
+/// Everything SVM reads by physical address (the host is identity-mapped, so a pointer is one):
+/// the VMCB, the host save area, the permission maps (8 KiB MSR, 12 KiB I/O, all zero) and
+/// the nested tables.
+struct State {
+    vmcb: Vmcb,
+    hsave: Page,
+    msrpm: Msrpm,
+    iopm: [Page; 3],
+    npt: [[u64; npt::ENTRIES]; 3],
+}
+
+#[repr(C, align(4096))]
+struct Shared(UnsafeCell<State>);
+
+// SAFETY: one CPU; `Guest::new` hands the state out once (TAKEN), and from then on only that
+// `Guest` and the CPU, inside VMRUN, touch it.
+unsafe impl Sync for Shared {}
+
+// SAFETY: all-zero is a valid `State` (integers and arrays of them only).
+static STATE: Shared = Shared(UnsafeCell::new(unsafe { core::mem::zeroed() }));
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Turns SVM on: EFER.SVME and the host save area.
+pub fn enable() -> Result<(), &'static str> {
+    if cpuid(0x8000_0001, 0)[2] & (1 << 2) == 0 {
+        return Err("no SVM (CPUID 0x80000001 ECX bit 2): run QEMU with -cpu max");
+    }
+    if cpuid(0x8000_000a, 0)[3] & 1 == 0 {
+        return Err("no nested paging (CPUID 0x8000000A EDX bit 0)");
+    }
+    let hsave = STATE.0.get() as u64 + offset_of!(State, hsave) as u64;
+    // SAFETY: setting EFER.SVME only enables the SVM instructions; VM_HSAVE_PA gets a page of
+    // the host's own, reserved for the CPU.
+    unsafe {
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+        wrmsr(MSR_VM_HSAVE_PA, hsave);
+    }
+    Ok(())
+}
+
+/// Why the guest stopped.
+#[derive(Clone, Copy, Debug)]
+pub struct Exit {
+    pub code: u64,
+    pub info1: u64,
+    pub info2: u64,
+}
+
+/// The one guest: its VMCB and nested tables.
+pub struct Guest {
+    state: &'static mut State,
+}
+
+core::arch::global_asm!(
+    r#"
+    /* invm_vmrun(gprs: *mut [u64; 16], vmcb: *mut Vmcb): VMRUN with the guest's GPRs (but
+       RAX and RSP, which are the VMCB's) loaded from and stored back to `gprs`, the host's
+       callee-saved ones kept. #VMEXIT gives back the host's RAX, RSP and RIP only. */
+    .global invm_vmrun
+invm_vmrun:
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    push %rdi
+    mov %rsi, %rax
+    mov 8(%rdi), %rcx
+    mov 16(%rdi), %rdx
+    mov 24(%rdi), %rbx
+    mov 40(%rdi), %rbp
+    mov 48(%rdi), %rsi
+    mov 64(%rdi), %r8
+    mov 72(%rdi), %r9
+    mov 80(%rdi), %r10
+    mov 88(%rdi), %r11
+    mov 96(%rdi), %r12
+    mov 104(%rdi), %r13
+    mov 112(%rdi), %r14
+    mov 120(%rdi), %r15
+    mov 56(%rdi), %rdi
+    vmrun %rax
+    push %rdi
+    mov 8(%rsp), %rdi
+    mov %rcx, 8(%rdi)
+    mov %rdx, 16(%rdi)
+    mov %rbx, 24(%rdi)
+    mov %rbp, 40(%rdi)
+    mov %rsi, 48(%rdi)
+    pop %rcx
+    mov %rcx, 56(%rdi)
+    mov %r8, 64(%rdi)
+    mov %r9, 72(%rdi)
+    mov %r10, 80(%rdi)
+    mov %r11, 88(%rdi)
+    mov %r12, 96(%rdi)
+    mov %r13, 104(%rdi)
+    mov %r14, 112(%rdi)
+    mov %r15, 120(%rdi)
+    pop %rdi
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    ret
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn invm_vmrun(gprs: *mut u64, vmcb: *mut Vmcb);
+}
+
+impl Guest {
+    /// A guest in 32-bit protected mode with paging off at `entry`, as a PVH start enters
+    /// (EBX is the caller's to set), over nested tables that map `ram` only.
+    pub fn new(ram: &Range<u64>, entry: u64) -> Result<Guest, npt::LayoutError> {
+        assert!(!TAKEN.swap(true, Ordering::Relaxed), "one guest only");
+        // SAFETY: the first and only hand-out of STATE (TAKEN), on the one CPU.
+        let state = unsafe { &mut *STATE.0.get() };
+        let [pml4, pdpt, pd] = &mut state.npt;
+        *pd = npt::ram_directory(ram)?;
+        pdpt[0] = npt::table(pd.as_ptr() as u64);
+        pml4[0] = npt::table(pdpt.as_ptr() as u64);
+        let n_cr3 = pml4.as_ptr() as u64;
+        state.msrpm.0 = msrpm::intercepting(&msrpm::SVM_MSRS).expect("in the map's ranges");
+        let v = &mut state.vmcb;
+        v.intercept_misc1 =
+            INTERCEPT_CPUID | INTERCEPT_HLT | INTERCEPT_MSR_PROT | INTERCEPT_SHUTDOWN;
+        v.intercept_misc2 = INTERCEPT_VMRUN
+            | INTERCEPT_VMMCALL
+            | INTERCEPT_VMLOAD
+            | INTERCEPT_VMSAVE
+            | INTERCEPT_STGI
+            | INTERCEPT_CLGI
+            | INTERCEPT_SKINIT;
+        // No I/O intercept: the guest's COM1 output goes straight to QEMU's serial.
+        v.iopm_base_pa = state.iopm.as_ptr() as u64;
+        v.msrpm_base_pa = state.msrpm.0.as_ptr() as u64;
+        v.guest_asid = ASID;
+        v.tlb_control = TLB_FLUSH_ALL;
+        v.np_control = NP_ENABLE;
+        v.n_cr3 = n_cr3;
+        (v.cs, v.ds, v.es, v.ss) = (CODE32, DATA32, DATA32, DATA32);
+        v.cpl = 0;
+        // SVME is required in the guest's EFER; LME is the guest's to set.
+        v.efer = EFER_SVME;
+        v.cr0 = 0x11; // PE | ET
+        v.cr3 = 0;
+        v.cr4 = 0;
+        v.dr6 = 0xffff_0ff0;
+        v.dr7 = 0x400;
+        v.rflags = 0x2;
+        v.rip = entry;
+        v.g_pat = 0x0007_0406_0007_0406;
+        Ok(Guest { state })
+    }
+
+    /// Runs the guest until its next exit, with `cpu` as its registers in and out (and its
+    /// pending exception injected on the way in).
+    pub fn run(&mut self, cpu: &mut Vcpu) -> Exit {
+        let v = &mut self.state.vmcb;
+        v.rax = cpu.gprs[RAX];
+        v.rsp = cpu.gprs[RSP];
+        v.rip = cpu.rip;
+        v.cr2 = cpu.cr2;
+        v.event_inj = match cpu.inject.take() {
+            None => 0,
+            Some(Fault::Ud) => VECTOR_UD | EVENT_EXCEPTION | EVENT_VALID,
+            // Error code 0 (bits 63:32).
+            Some(Fault::Gp) => VECTOR_GP | EVENT_EXCEPTION | EVENT_ERROR_VALID | EVENT_VALID,
+        };
+        // SAFETY: the VMCB is set up for a valid guest (`new`) whose nested tables map only
+        // its RAM, so the guest cannot reach the host's memory; VMRUN returns to the next
+        // instruction with the host's state restored from the save area, and the stub keeps
+        // the host's callee-saved registers.
+        unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v) };
+        cpu.gprs[RAX] = v.rax;
+        cpu.gprs[RSP] = v.rsp;
+        cpu.rip = v.rip;
+        cpu.cr2 = v.cr2;
+        v.tlb_control = 0;
+        v.event_inj = 0;
+        Exit {
+            code: v.exit_code,
+            info1: v.exit_info1,
+            info2: v.exit_info2,
+        }
+    }
+
+    /// The guest's CPL, RFLAGS, CR0 and CR3, for failure lines.
+    pub fn control(&self) -> (u8, u64, u64, u64) {
+        let v = &self.state.vmcb;
+        (v.cpl, v.rflags, v.cr0, v.cr3)
+    }
+
+    /// EXITINTINFO: an event the exit interrupted.
+    pub fn exit_int_info(&self) -> u64 {
+        self.state.vmcb.exit_int_info
+    }
+}
