@@ -326,3 +326,95 @@ fn x86_64_refuses_malformed_tables() {
 fn aarch64_refuses_malformed_tables() {
     malformed(Arch::Aarch64);
 }
+
+/// What a forced hypercall (made without Hyper-V) reports.
+fn done(result: u64, out: &[u8], bad: &[&str]) -> CallOutcome {
+    CallOutcome::Done {
+        result,
+        out: out.to_vec(),
+        bad_canaries: bad.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The trampoline and its canaries, exercised without a hypervisor: x86 calls code that write
+/// probes put in its own hypercall page (a `ret`, then code that breaks one register, then
+/// `vmcall`, which is #UD under TCG); the result is RAX, the page address it was called through.
+#[test]
+fn x86_64_hypercall_trampoline_checks_its_canaries() {
+    let p = vtl0::Arch::X86_64;
+    let page = p.hypercall_page();
+    let post = 0x005c;
+    let fast = 0x0001_005d;
+    let table = Table::new()
+        .write(page, 1, 0xc3) // ret
+        .forced_hypercall(post, &[0x11; 24], 8)
+        .write(page, 4, 0xc3db_3148) // xor %rbx,%rbx; ret
+        .forced_hypercall(post, &[], 0)
+        .write(page, 8, 0xc3_c0ef_0f66) // pxor %xmm0,%xmm0; ret
+        .forced_hypercall(post, &[], 0)
+        .forced_hypercall(fast, &[], 0) // XMM0 is the fast pool's: no canary
+        .write(page, 8, 0xc3_c26e_0f48_66) // movq %rdx,%xmm0; ret
+        .forced_hypercall(fast, &[1, 2, 3, 4, 5, 6, 7, 8], 8)
+        .write(page, 4, 0xc3c1_010f) // vmcall; ret
+        .forced_hypercall(post, &[], 0)
+        .to_bytes();
+    let run = boot(Arch::X86_64, "trampoline", &table);
+    assert_eq!(run.outcome, Outcome::Pass, "{}", run.console);
+    let calls: Vec<(u64, CallOutcome)> = results(&run)
+        .records()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Hypercall { control, outcome } => Some((control, outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            (post, done(page, &[0; 8], &[])),
+            (post, done(page, &[], &["rbx"])),
+            (post, done(page, &[], &["xmm0"])),
+            (fast, done(page, &[], &[])),
+            (fast, done(page, &[1, 2, 3, 4, 5, 6, 7, 8], &[])),
+            (
+                post,
+                CallOutcome::Fault(Fault::X86 {
+                    vector: 6,
+                    code: 0,
+                    cr2: 0
+                })
+            ),
+        ],
+        "console:\n{}",
+        run.console
+    );
+}
+
+/// arm64: QEMU's PSCI answers an `hvc #0` it does not know with x0 = -1 and keeps every other
+/// register, so every canary (X18-X30, and X4-X17 for a memory-based call) comes back.
+#[test]
+fn aarch64_hypercall_trampoline_keeps_its_canaries_under_qemu_psci() {
+    let table = Table::new()
+        .forced_hypercall(0x005c, &[0x11; 24], 8)
+        .forced_hypercall(0x0001_005d, &[7; 16], 16)
+        .to_bytes();
+    let run = boot(Arch::Aarch64, "trampoline", &table);
+    assert_eq!(run.outcome, pass_outcome(Arch::Aarch64), "{}", run.console);
+    assert_eq!(
+        results(&run).records().unwrap(),
+        vec![
+            Record::Hypercall {
+                control: 0x005c,
+                outcome: done(u64::MAX, &[0; 8], &[]),
+            },
+            // The output is X4, X5: the pool after the 16 input bytes, zero going in.
+            Record::Hypercall {
+                control: 0x0001_005d,
+                outcome: done(u64::MAX, &[0; 16], &[]),
+            },
+        ],
+        "console:\n{}",
+        run.console
+    );
+}

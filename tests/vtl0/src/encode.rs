@@ -1,7 +1,7 @@
 //! The table encoder host-side tests and runners use to build what the kernel reads.
 
 use crate::{
-    EntryHeader, ExecBody, HypercallBody, ReadBody, TableHeader, WriteBody, KIND_EXEC,
+    EntryHeader, ExecBody, HypercallBody, ReadBody, TableHeader, WriteBody, FLAG_FORCE, KIND_EXEC,
     KIND_HYPERCALL, KIND_READ, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
 };
 use zerocopy::IntoBytes;
@@ -18,12 +18,12 @@ impl Table {
         Table::default()
     }
 
-    fn push(mut self, kind: u16, body: &[u8], tail: &[u8]) -> Table {
+    fn push(mut self, kind: u16, flags: u16, body: &[u8], tail: &[u8]) -> Table {
         let padded = tail.len().div_ceil(8) * 8;
         let size = size_of::<EntryHeader>() + body.len() + padded;
         let header = EntryHeader {
             kind,
-            reserved: 0,
+            flags,
             size: size as u32,
         };
         self.entries.extend_from_slice(header.as_bytes());
@@ -43,7 +43,17 @@ impl Table {
             input_len: input.len() as u32,
             output_len,
         };
-        self.push(KIND_HYPERCALL, body.as_bytes(), input)
+        self.push(KIND_HYPERCALL, 0, body.as_bytes(), input)
+    }
+
+    /// As [`Table::hypercall`], but made even without a Hyper-V interface ([`FLAG_FORCE`]).
+    pub fn forced_hypercall(self, control: u64, input: &[u8], output_len: u32) -> Table {
+        let body = HypercallBody {
+            control,
+            input_len: input.len() as u32,
+            output_len,
+        };
+        self.push(KIND_HYPERCALL, FLAG_FORCE, body.as_bytes(), input)
     }
 
     /// A `width`-byte load from `gpa`.
@@ -53,7 +63,7 @@ impl Table {
             width,
             reserved: 0,
         };
-        self.push(KIND_READ, body.as_bytes(), &[])
+        self.push(KIND_READ, 0, body.as_bytes(), &[])
     }
 
     /// A `width`-byte store of `value`'s low bytes to `gpa`.
@@ -64,12 +74,12 @@ impl Table {
             width,
             reserved: 0,
         };
-        self.push(KIND_WRITE, body.as_bytes(), &[])
+        self.push(KIND_WRITE, 0, body.as_bytes(), &[])
     }
 
     /// A call to `gpa`, expected to return.
     pub fn exec(self, gpa: u64) -> Table {
-        self.push(KIND_EXEC, ExecBody { gpa }.as_bytes(), &[])
+        self.push(KIND_EXEC, 0, ExecBody { gpa }.as_bytes(), &[])
     }
 
     /// The entries added so far.
@@ -104,7 +114,7 @@ mod tests {
     fn sample() -> Table {
         Table::new()
             .hypercall(0x0001_0008, &[1, 2, 3], 0)
-            .hypercall(0x46, &[0xAA; 24], 16)
+            .forced_hypercall(0x46, &[0xAA; 24], 16)
             .write(0x1000, 4, 0xDEAD_BEEF)
             .read(0x1000, 4)
             .exec(0x2000)
@@ -125,12 +135,14 @@ mod tests {
                     Entry::Hypercall {
                         control: 0x0001_0008,
                         input: &[1, 2, 3],
-                        output_len: 0
+                        output_len: 0,
+                        force: false,
                     },
                     Entry::Hypercall {
                         control: 0x46,
                         input: &[0xAA; 24],
-                        output_len: 16
+                        output_len: 16,
+                        force: true,
                     },
                     Entry::Write {
                         gpa: 0x1000,
@@ -240,6 +252,12 @@ mod tests {
                 width: 16
             }
         );
+        let mut b = read.clone();
+        b[18] = FLAG_FORCE as u8;
+        assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 1 });
+        let mut b = Table::new().hypercall(0x2, &[], 0).to_bytes();
+        b[18] = 2;
+        assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 2 });
         // A huge size field must not overflow anything.
         let mut b = read.clone();
         b[20..24].copy_from_slice(&0xFFFF_FFF8u32.to_le_bytes());

@@ -73,8 +73,9 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
             control,
             input,
             output_len,
+            force,
         } => {
-            if !hyperv {
+            if !hyperv && !force {
                 say!(
                     "{}",
                     Numbered(index, EntryLine::HypercallSkipped { control })

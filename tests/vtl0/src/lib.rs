@@ -63,6 +63,12 @@ pub const KIND_READ: u16 = 2;
 pub const KIND_WRITE: u16 = 3;
 pub const KIND_EXEC: u16 = 4;
 
+/// Entry flag (hypercalls only): make the call even without a Hyper-V interface. For testing
+/// the kernel itself in plain QEMU: on x86_64 a write probe first puts code in
+/// [`Arch::hypercall_page`] (e.g. a `ret`); on aarch64 QEMU's PSCI answers the `hvc` (x0 = -1,
+/// every other register kept).
+pub const FLAG_FORCE: u16 = 1;
+
 /// The guest OS id the kernel registers (TLFS `HV_GUEST_OS_ID`, open-source format): bit 63
 /// (open source), OS type 0 (none of the registered ones), OS id 0, version 1 (this protocol's),
 /// build 0. Written to `HV_X64_MSR_GUEST_OS_ID` on x86_64 and `HvRegisterGuestOsId` on aarch64.
@@ -202,7 +208,8 @@ impl Arch {
 
     /// The registers whose values must survive every hypercall (filled with [`canary`] values
     /// before the call, compared after). x86_64: RBX, RSI, RDI, RBP, R9-R15 and XMM6-XMM15
-    /// (RAX is the result, RCX/RDX/R8 the inputs, RSP cannot be checked); aarch64: X18-X30 (the
+    /// (RAX is the result and holds the hypercall page's address at the `call`, RCX/RDX/R8 the
+    /// inputs, RSP cannot be checked); aarch64: X18-X30 (the
     /// kernel saves its frame pointer and link register on the stack around the call, so both
     /// carry canaries too).
     pub const fn canaries(self) -> &'static [&'static str] {
@@ -258,7 +265,8 @@ pub struct TableHeader {
 pub struct EntryHeader {
     /// One of the `KIND_*` constants.
     pub kind: u16,
-    pub reserved: u16,
+    /// [`FLAG_FORCE`] or 0.
+    pub flags: u16,
     /// Bytes of the whole entry, this header included; a multiple of 8.
     pub size: u32,
 }
@@ -315,6 +323,8 @@ pub enum Entry<'a> {
         control: u64,
         input: &'a [u8],
         output_len: usize,
+        /// [`FLAG_FORCE`]: made even without a Hyper-V interface.
+        force: bool,
     },
     Read {
         gpa: u64,
@@ -373,6 +383,11 @@ pub enum TableError {
         index: u32,
         kind: u16,
     },
+    /// Flags other than [`FLAG_FORCE`], or that flag on an entry other than a hypercall.
+    BadFlags {
+        index: u32,
+        flags: u16,
+    },
     BadWidth {
         index: u32,
         width: u32,
@@ -426,6 +441,9 @@ impl fmt::Display for TableError {
             }
             TableError::UnknownKind { index, kind } => {
                 write!(f, "entry {index} has unknown kind {kind}")
+            }
+            TableError::BadFlags { index, flags } => {
+                write!(f, "entry {index} has flags {flags:#x}")
             }
             TableError::BadWidth { index, width } => {
                 write!(f, "entry {index} has width {width}")
@@ -570,6 +588,17 @@ impl<'a> Entries<'a> {
             index,
             size: header.size,
         };
+        let allowed_flags = if header.kind == KIND_HYPERCALL {
+            FLAG_FORCE
+        } else {
+            0
+        };
+        if header.flags & !allowed_flags != 0 {
+            return Err(TableError::BadFlags {
+                index,
+                flags: header.flags,
+            });
+        }
         let entry = match header.kind {
             KIND_HYPERCALL => {
                 let (h, input) = HypercallBody::read_from_prefix(body).map_err(|_| bad_size)?;
@@ -596,6 +625,7 @@ impl<'a> Entries<'a> {
                     control: h.control,
                     input: &input[..input_len],
                     output_len,
+                    force: header.flags & FLAG_FORCE != 0,
                 }
             }
             KIND_READ => {
