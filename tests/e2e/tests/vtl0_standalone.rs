@@ -353,7 +353,7 @@ fn x86_64_hypercall_trampoline_checks_its_canaries() {
         .write(page, 8, 0xc3_c0ef_0f66) // pxor %xmm0,%xmm0; ret
         .forced_hypercall(post, &[], 0)
         .forced_hypercall(fast, &[], 0) // XMM0 is the fast pool's: no canary
-        .write(page, 8, 0xc3_c26e_0f48_66) // movq %rdx,%xmm0; ret
+        .write(page, 8, 0xc3c2_6e0f_4866) // movq %rdx,%xmm0; ret
         .forced_hypercall(fast, &[1, 2, 3, 4, 5, 6, 7, 8], 8)
         .write(page, 4, 0xc3c1_010f) // vmcall; ret
         .forced_hypercall(post, &[], 0)
