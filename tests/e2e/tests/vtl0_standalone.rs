@@ -418,3 +418,78 @@ fn aarch64_hypercall_trampoline_keeps_its_canaries_under_qemu_psci() {
         run.console
     );
 }
+
+/// Where the kernel's recovery record (`vtl0_recovery`, its first field the resume PC) is.
+fn recovery_symbol(arch: Arch) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(vtl0_image(arch)).expect("read the image");
+    let elf = object::File::parse(&*bytes).expect("an ELF");
+    elf.symbols()
+        .find(|s| s.name() == Ok("vtl0_recovery"))
+        .expect("the image exports vtl0_recovery")
+        .address()
+}
+
+/// An exception outside any probe's recovery point: code that an exec probe runs clears the
+/// resume PC, then executes an undefined instruction. The kernel prints one `unexpected
+/// exception` line and powers off with failure, running no further entry.
+fn unexpected(arch: Arch) {
+    let p = proto(arch);
+    let code = p.scratch_page() + 0x200;
+    let rec = recovery_symbol(arch);
+    let mut bytes = Vec::new();
+    match arch {
+        Arch::X86_64 => {
+            bytes.extend([0x48, 0xb8]); // movabs $rec, %rax
+            bytes.extend(rec.to_le_bytes());
+            bytes.extend([0x48, 0xc7, 0x00, 0, 0, 0, 0]); // movq $0, (%rax)
+            bytes.extend([0x0f, 0x0b]); // ud2
+        }
+        Arch::Aarch64 => {
+            for insn in [
+                0x5800_0081u32, // ldr x1, 16f
+                0xf900_003f,    // str xzr, [x1]
+                0x0000_0000,    // udf #0
+                0xd503_201f,    // nop
+            ] {
+                bytes.extend(insn.to_le_bytes());
+            }
+            bytes.extend(rec.to_le_bytes());
+        }
+    }
+    bytes.resize(bytes.len().div_ceil(8) * 8, 0);
+    let mut table = Table::new();
+    for (i, chunk) in bytes.chunks(8).enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap());
+        table = table.write(code + 8 * i as u64, 8, word);
+    }
+    let writes = table.len();
+    let table = table.exec(code).read(p.scratch_page(), 8).to_bytes();
+    let run = boot(arch, "unexpected", &table);
+    assert_eq!(
+        run.outcome,
+        fail_outcome(arch),
+        "{}\nconsole:\n{}",
+        run.summary(),
+        run.console
+    );
+    let r = results(&run);
+    let want = match arch {
+        Arch::X86_64 => format!("vector=0x6 code=0x0 rip={:#x} cr2=0x0", code + 17),
+        // Synchronous at EL1h (vector slot 4), EC 0 (unknown), IL.
+        Arch::Aarch64 => format!("kind=4 esr=0x2000000 elr={:#x} far=0x0", code + 8),
+    };
+    assert_eq!(r.unexpected, Some(want), "console:\n{}", run.console);
+    assert_eq!(r.entries.len() as u32, writes, "only the writes completed");
+    assert_eq!(r.done, None);
+}
+
+#[test]
+fn x86_64_unexpected_exception_fails_the_run() {
+    unexpected(Arch::X86_64);
+}
+
+#[test]
+fn aarch64_unexpected_exception_fails_the_run() {
+    unexpected(Arch::Aarch64);
+}

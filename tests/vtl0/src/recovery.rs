@@ -19,6 +19,9 @@ pub struct Recovery {
     pub c: AtomicU64,
 }
 
+/// Exported under a fixed name so that a host test can find it in the ELF (and make an
+/// exception unexpected on purpose).
+#[export_name = "vtl0_recovery"]
 pub static RECOVERY: Recovery = Recovery {
     resume_pc: AtomicU64::new(0),
     resume_sp: AtomicU64::new(0),
