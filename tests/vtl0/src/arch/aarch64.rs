@@ -76,12 +76,9 @@ vtl0_start:
     tlbi vmalle1
     dsb ish
     isb
-    mrs x0, sctlr_el1
-    orr x0, x0, #0x1             /* M */
-    orr x0, x0, #0x4             /* C */
-    orr x0, x0, #0x1000          /* I */
-    bic x0, x0, #0x2             /* A: no alignment faults on normal memory */
-    bic x0, x0, #0x80000         /* WXN */
+    /* SCTLR: a known value, not what the loader left: the v8.0 RES1 bits (29, 28, 23, 22,
+       20, 11) | I | C | M; little-endian, no alignment checks (A, SA off), no WXN. */
+    ldr x0, =0x30d01805
     msr sctlr_el1, x0
     isb
     mov x29, #0
@@ -408,7 +405,8 @@ fn raw_call(x: &[u64]) -> Result<[u64; 31], Fault> {
 pub fn hyperv_init() -> Result<(), NoHyperV> {
     let x = raw_call(&[SMCCC_VENDOR_HYP_UID.into()]).map_err(NoHyperV::Faulted)?;
     let uid = [x[0], x[1], x[2], x[3]];
-    if uid != HV_VENDOR_HYP_UID.map(u64::from) {
+    // An SMC32 call: the result is in W0..W3.
+    if uid.map(|r| r as u32) != HV_VENDOR_HYP_UID {
         return Err(NoHyperV::Uid(uid));
     }
     let control = Control::new()
