@@ -43,6 +43,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 mod encode;
 #[cfg(any(test, feature = "std"))]
 mod parse;
+#[cfg(test)]
+mod proptests;
 #[cfg(any(test, feature = "std"))]
 pub use encode::Table;
 #[cfg(any(test, feature = "std"))]
