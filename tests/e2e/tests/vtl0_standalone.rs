@@ -155,6 +155,7 @@ fn standalone(arch: Arch) {
         Arch::Aarch64 => "SMCCC vendor UID 0xffffffffffffffff 0x0 0x0 0x0",
     };
     assert_eq!(r.no_hyperv.as_deref(), Some(want_reason), "{}", run.console);
+    assert_eq!(r.hyperv, None);
     assert_eq!(r.bad_table, None);
     assert_eq!(r.unexpected, None);
     let want = vec![

@@ -26,10 +26,7 @@ pub extern "C" fn main() -> ! {
     );
     let hyperv = match arch::hyperv_init() {
         Ok(()) => {
-            say!(
-                "Hyper-V interface ready, guest OS id {:#x}",
-                vtl0::GUEST_OS_ID
-            );
+            say!("Hyper-V interface guest_os_id={:#x}", vtl0::GUEST_OS_ID);
             true
         }
         Err(reason) => {

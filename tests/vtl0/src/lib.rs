@@ -22,7 +22,9 @@
 //! `vtl0: bad table: ...` line and a failing power-off.
 //!
 //! # Result lines
-//! Every console line starts with `vtl0: `. Per entry, in order (`i` from 0):
+//! Every console line starts with `vtl0: `. First `vtl0: start ...`, then either
+//! `vtl0: Hyper-V interface guest_os_id=0x..` or `vtl0: no Hyper-V interface (reason)`, or
+//! `vtl0: bad table: reason` (and a failing power-off). Per entry, in order (`i` from 0):
 //! - `vtl0: i hypercall control=0x.. skipped` (no Hyper-V interface)
 //! - `vtl0: i hypercall control=0x.. result=0x.. out=<hex bytes> canaries=ok` (or
 //!   `canaries=bad:rbx,xmm7`: the registers that did not come back unchanged)
@@ -32,7 +34,8 @@
 //! - any of them ending in `fault vector=0x.. code=0x.. cr2=0x..` (x86_64) or
 //!   `fault esr=0x.. far=0x..` (aarch64) instead of the outcome.
 //!
-//! then `vtl0: done N entries` and a passing power-off. See [`Arch`] for the canaries.
+//! then `vtl0: done N entries` and a passing power-off. An exception outside a probe is
+//! `vtl0: unexpected exception ...` and a failing power-off. See [`Arch`] for the canaries.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 

@@ -56,6 +56,10 @@ pub enum Line {
     NoHyperV {
         reason: String,
     },
+    /// `vtl0: Hyper-V interface guest_os_id=0x..`: set up, with this guest OS id registered.
+    HyperV {
+        guest_os_id: u64,
+    },
     /// `vtl0: bad table: reason`.
     BadTable {
         reason: String,
@@ -230,6 +234,11 @@ fn parse_body(text: &str) -> Result<Line, String> {
             reason: reason.into(),
         });
     }
+    if let Some(id) = text.strip_prefix("Hyper-V interface guest_os_id=") {
+        return Ok(Line::HyperV {
+            guest_os_id: hex(id)?,
+        });
+    }
     if let Some(reason) = text.strip_prefix("bad table: ") {
         return Ok(Line::BadTable {
             reason: reason.into(),
@@ -281,6 +290,8 @@ pub struct Results {
     /// The count of the `done` line, if the run got there.
     pub done: Option<u32>,
     pub no_hyperv: Option<String>,
+    /// The guest OS id of the `Hyper-V interface` line.
+    pub hyperv: Option<u64>,
     pub bad_table: Option<String>,
     pub unexpected: Option<String>,
 }
@@ -311,6 +322,7 @@ pub fn parse_results(console: &str) -> Result<Results, ParseError> {
             Some(Line::Entry { index, record }) => results.entries.push((index, record)),
             Some(Line::Done { count }) => results.done = Some(count),
             Some(Line::NoHyperV { reason }) => results.no_hyperv = Some(reason),
+            Some(Line::HyperV { guest_os_id }) => results.hyperv = Some(guest_os_id),
             Some(Line::BadTable { reason }) => results.bad_table = Some(reason),
             Some(Line::Unexpected { text }) => results.unexpected = Some(text),
         }
@@ -536,6 +548,13 @@ mod tests {
                 reason: "magic 0x0".into()
             })
         );
+        assert_eq!(
+            parse_line("vtl0: Hyper-V interface guest_os_id=0x8000000000010000").unwrap(),
+            Some(Line::HyperV {
+                guest_os_id: crate::GUEST_OS_ID
+            })
+        );
+        assert!(parse_line("vtl0: Hyper-V interface guest_os_id=12").is_err());
         assert!(matches!(
             parse_line("vtl0: start arch=x86_64").unwrap(),
             Some(Line::Info { .. })
