@@ -12,9 +12,6 @@ struct TableCopy([u8; TABLE_MAX]);
 
 static mut TABLE_COPY: TableCopy = TableCopy([0; TABLE_MAX]);
 
-/// The output page's reported bytes, copied out.
-static mut OUTPUT_COPY: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
-
 /// Entered from the arch entry code with a stack, exception vectors and the identity map.
 pub extern "C" fn main() -> ! {
     say!(
@@ -108,7 +105,12 @@ fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
         let n = input.len().min(pool.len());
         pool[..n].copy_from_slice(&input[..n]);
     } else {
-        mem::write(ARCH, ARCH.input_page(), input, PAGE_SIZE - input.len());
+        mem::write(
+            ARCH,
+            ARCH.input_page(),
+            input,
+            PAGE_SIZE.saturating_sub(input.len()),
+        );
         mem::write(ARCH, ARCH.output_page(), &[], PAGE_SIZE);
     }
     let done = match arch::hypercall(control, &pool) {
@@ -119,26 +121,21 @@ fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
         }
         Ok(done) => done,
     };
-    let line = {
-        {
-            let out: &[u8] = if fast {
-                let at = ARCH.fast_output_offset(input.len());
-                done.pool.get(at..at + output_len).unwrap_or_default()
-            } else {
-                // SAFETY: the only reference to OUTPUT_COPY, on the kernel's only CPU; the
-                // previous entry's reference ended with its line.
-                let copy = unsafe { &mut *core::ptr::addr_of_mut!(OUTPUT_COPY) };
-                let n = output_len.min(PAGE_SIZE);
-                mem::read(ARCH, ARCH.output_page(), &mut copy[..n]);
-                &copy[..n]
-            };
-            EntryLine::Hypercall {
-                control,
-                result: done.result,
-                out,
-                bad_canaries: done.bad_canaries(),
-            }
-        }
+    // The output page's reported bytes, copied out (the stack has room for a page).
+    let mut copy = [0u8; PAGE_SIZE];
+    let out: &[u8] = if fast {
+        let at = ARCH.fast_output_offset(input.len());
+        done.pool.get(at..at + output_len).unwrap_or_default()
+    } else {
+        let n = output_len.min(PAGE_SIZE);
+        mem::read(ARCH, ARCH.output_page(), &mut copy[..n]);
+        &copy[..n]
+    };
+    let line = EntryLine::Hypercall {
+        control,
+        result: done.result,
+        out,
+        bad_canaries: done.bad_canaries(),
     };
     say!("{}", Numbered(index, line));
 }
