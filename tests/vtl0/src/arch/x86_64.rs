@@ -107,16 +107,14 @@ vtl0_start32:
     cld
     mov $vtl0_pml4, %eax
     mov %eax, %cr3
-    mov %cr4, %eax
-    or $0x620, %eax              /* PAE | OSFXSR | OSXMMEXCPT (the canaries use XMM) */
+    /* Known values, not what the loader left (so fault codes do not depend on it). */
+    mov $0x620, %eax             /* PAE | OSFXSR | OSXMMEXCPT (the canaries use XMM) */
     mov %eax, %cr4
-    mov $0xc0000080, %ecx        /* EFER */
-    rdmsr
-    or $0x100, %eax              /* LME */
+    mov $0xc0000080, %ecx        /* EFER = LME only (no NXE: no I/D bit in #PF codes) */
+    mov $0x100, %eax
+    xor %edx, %edx
     wrmsr
-    mov %cr0, %eax
-    and $0xfffffffb, %eax        /* clear EM */
-    or $0x80010003, %eax         /* PG | WP | MP | PE */
+    mov $0x80010033, %eax        /* PG | WP | NE | ET | MP | PE (EM, CD, NW clear) */
     mov %eax, %cr0
     lgdt vtl0_gdt_ptr
     ljmp $0x08, $1f
