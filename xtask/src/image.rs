@@ -111,8 +111,43 @@ pub fn build_invm(arch: Arch, release: bool) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Where the VTL0 test kernel is written: `target/images/vtl0-<arch>[-debug].elf`.
+pub fn vtl0_path(arch: Arch, release: bool) -> PathBuf {
+    let suffix = if release { "" } else { "-debug" };
+    image_dir().join(format!("vtl0-{}{suffix}.elf", arch.name()))
+}
+
+/// Builds the VTL0 test kernel (`tests/vtl0`) for `arch`: the guest OS the paravisor runs in
+/// VTL0 (`tests/e2e/tests/vtl0_standalone.rs` boots it alone).
+pub fn build_vtl0(arch: Arch, release: bool) -> Result<PathBuf> {
+    crate::toolchain::ensure_targets(&[arch])?;
+    let root = workspace_root();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
+        .args(["build", "--package", "vtl0", "--bin", "vtl0", "--target"])
+        .arg(arch.target_triple());
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("cannot start cargo")?;
+    if !status.success() {
+        bail!("building the {} VTL0 test kernel failed", arch.name());
+    }
+    let profile = if release { "release" } else { "debug" };
+    let built = root
+        .join("target")
+        .join(arch.target_triple())
+        .join(profile)
+        .join("vtl0");
+    let out = vtl0_path(arch, release);
+    std::fs::create_dir_all(image_dir())?;
+    std::fs::copy(&built, &out)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), out.display()))?;
+    Ok(out)
+}
+
 /// Builds every arch in `arches` and prints each output path and size, with the in-VM mock
-/// hypervisor that boots its image.
+/// hypervisor that boots its image and the VTL0 test kernel.
 pub fn build_all(arches: &[Arch], release: bool) -> Result<Vec<Image>> {
     let mut images = Vec::new();
     for &arch in arches {
@@ -121,6 +156,7 @@ pub fn build_all(arches: &[Arch], release: bool) -> Result<Vec<Image>> {
             image.elf.clone(),
             image.igvm.clone(),
             build_invm(arch, release)?,
+            build_vtl0(arch, release)?,
         ];
         for path in &paths {
             let size = std::fs::metadata(path)?.len();

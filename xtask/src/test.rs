@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The crates that build for the bare-metal targets (`hvmodel`, the mock's TLFS model, so it
-/// stays no_std for the in-VM hypervisor).
-const FIRMWARE_CRATES: [&str; 4] = ["hvdef", "boot", "paravisor", "hvmodel"];
+/// stays no_std for the in-VM hypervisor; `vtl0`, the VTL0 test kernel).
+const FIRMWARE_CRATES: [&str; 5] = ["hvdef", "boot", "paravisor", "hvmodel", "vtl0"];
 
 fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

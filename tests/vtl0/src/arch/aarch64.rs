@@ -1,0 +1,497 @@
+//! aarch64: EL1 entry (own identity map with the MMU on: 0-1 GiB Device-nGnRnE, 1-2 GiB normal
+//! write-back, the rest unmapped), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor
+//! UID check and guest OS id registration, and the probes' assembly with their recovery labels.
+
+use super::{canaried, CallDone, POOL_BYTES};
+use crate::recovery::{Recovery, RECOVERY};
+use crate::say;
+use core::mem::offset_of;
+use hvdef::aarch64::{HV_VENDOR_HYP_UID, SMCCC_HV_FUNC_ID, SMCCC_VENDOR_HYP_UID};
+use hvdef::{Control, HvRegisterName, HypercallCode, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF};
+use vtl0::{is_fast, Arch, Fault};
+
+pub const ARCH: Arch = Arch::Aarch64;
+
+const PL011: usize = 0x0900_0000;
+const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
+
+/// Everything the hypercall trampoline loads before `hvc #0` and stores after it.
+#[repr(C)]
+struct HcRegs {
+    x_in: [u64; 31],
+    x_out: [u64; 31],
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .data.pagetables, "aw"
+    .balign 4096
+    /* Level-1 table (TCR T0SZ = 32: 4 GiB, the walk starts at level 1), 1 GiB blocks:
+       0: Device-nGnRnE (AttrIndx 0), AF, PXN | UXN  (the PL011 at 0x09000000)
+       1: Normal WB (AttrIndx 1), inner shareable, AF  (RAM at 0x40000000)
+       2, 3: invalid (a level-1 translation fault). */
+vtl0_l1:
+    .quad 0x0060000000000401
+    .quad 0x0000000040000705
+    .fill 510, 8, 0
+
+    .section .bss.vtl0_stack, "aw", @nobits
+    .balign 16
+vtl0_stack:
+    .skip 0x10000
+vtl0_stack_top:
+
+    .section .text.boot, "ax"
+    .global vtl0_start
+vtl0_start:
+    /* EL1h, MMU off, DAIF masked (mask again: it costs nothing). */
+    msr daifset, #0xf
+    adrp x0, vtl0_stack_top
+    add x0, x0, :lo12:vtl0_stack_top
+    mov sp, x0
+    adrp x0, vtl0_vectors
+    add x0, x0, :lo12:vtl0_vectors
+    msr vbar_el1, x0
+    isb
+    adrp x0, __bss_start
+    add x0, x0, :lo12:__bss_start
+    adrp x1, __bss_end
+    add x1, x1, :lo12:__bss_end
+1:  cmp x0, x1
+    b.hs 2f
+    str xzr, [x0], #8
+    b 1b
+2:
+    /* MAIR: attr0 Device-nGnRnE, attr1 Normal WB RW-allocate. */
+    mov x0, #0xff00
+    msr mair_el1, x0
+    /* TCR: T0SZ 32, IRGN0/ORGN0 WB, SH0 inner, TG0 4K, EPD1 (no TTBR1 walks), IPS 36 bits. */
+    ldr x0, =0x100803520
+    msr tcr_el1, x0
+    adrp x0, vtl0_l1
+    add x0, x0, :lo12:vtl0_l1
+    msr ttbr0_el1, x0
+    isb
+    tlbi vmalle1
+    dsb ish
+    isb
+    /* SCTLR: a known value, not what the loader left: the v8.0 RES1 bits (29, 28, 23, 22,
+       20, 11) | I | C | M; little-endian, no alignment checks (A, SA off), no WXN. */
+    ldr x0, =0x30d01805
+    msr sctlr_el1, x0
+    isb
+    mov x29, #0
+    mov x30, #0
+    bl {main}
+3:  wfi
+    b 3b
+
+    .section .text.vtl0_vectors, "ax"
+    .macro vtl0_unexpected_vec n
+    .balign 128
+    mov x3, #\n
+    b vtl0_unexpected
+    .endm
+    .balign 2048
+vtl0_vectors:
+    vtl0_unexpected_vec 0
+    vtl0_unexpected_vec 1
+    vtl0_unexpected_vec 2
+    vtl0_unexpected_vec 3
+    .balign 128
+    b vtl0_sync
+    vtl0_unexpected_vec 5
+    vtl0_unexpected_vec 6
+    vtl0_unexpected_vec 7
+    vtl0_unexpected_vec 8
+    vtl0_unexpected_vec 9
+    vtl0_unexpected_vec 10
+    vtl0_unexpected_vec 11
+    vtl0_unexpected_vec 12
+    vtl0_unexpected_vec 13
+    vtl0_unexpected_vec 14
+    vtl0_unexpected_vec 15
+
+vtl0_sync:
+    /* Synchronous exception at EL1h. A probe running (resume_pc set): record ESR/FAR and
+       resume at its recovery label with its stack. Only x0-x2 are used, so the callee-saved
+       registers and the probe's x30 survive. */
+    adrp x0, {rec}
+    add x0, x0, :lo12:{rec}
+    ldr x1, [x0, #{pc}]
+    cbz x1, 4f
+    mrs x2, esr_el1
+    str x2, [x0, #{a}]
+    mrs x2, far_el1
+    str x2, [x0, #{b}]
+    mov x2, #1
+    str x2, [x0, #{faulted}]
+    str xzr, [x0, #{pc}]
+    msr elr_el1, x1
+    ldr x2, [x0, #{sp}]
+    mov sp, x2
+    eret
+4:  mov x3, #4
+vtl0_unexpected:
+    mrs x0, esr_el1
+    mrs x1, elr_el1
+    mrs x2, far_el1
+    bl {unexpected}
+5:  wfi
+    b 5b
+
+    .section .text.vtl0_probes, "ax"
+    /* u64 vtl0_probe_read(u64 gpa, u32 width) */
+    .global vtl0_probe_read
+vtl0_probe_read:
+    adrp x3, {rec}
+    add x3, x3, :lo12:{rec}
+    adr x2, 9f
+    str x2, [x3, #{pc}]
+    mov x2, sp
+    str x2, [x3, #{sp}]
+    cmp w1, #1
+    b.eq 1f
+    cmp w1, #2
+    b.eq 2f
+    cmp w1, #4
+    b.eq 4f
+    ldr x0, [x0]
+    b 5f
+1:  ldrb w0, [x0]
+    b 5f
+2:  ldrh w0, [x0]
+    b 5f
+4:  ldr w0, [x0]
+5:  str xzr, [x3, #{pc}]
+9:  ret
+
+    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width) */
+    .global vtl0_probe_write
+vtl0_probe_write:
+    adrp x3, {rec}
+    add x3, x3, :lo12:{rec}
+    adr x4, 9f
+    str x4, [x3, #{pc}]
+    mov x4, sp
+    str x4, [x3, #{sp}]
+    cmp w2, #1
+    b.eq 1f
+    cmp w2, #2
+    b.eq 2f
+    cmp w2, #4
+    b.eq 4f
+    str x1, [x0]
+    b 5f
+1:  strb w1, [x0]
+    b 5f
+2:  strh w1, [x0]
+    b 5f
+4:  str w1, [x0]
+5:  str xzr, [x3, #{pc}]
+9:  ret
+
+    /* void vtl0_probe_exec(u64 gpa): branches there with a link; it may clobber anything but
+       SP. The instruction cache is invalidated first (a write probe may have put the code). */
+    .global vtl0_probe_exec
+vtl0_probe_exec:
+    stp x29, x30, [sp, #-96]!
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    adrp x3, {rec}
+    add x3, x3, :lo12:{rec}
+    adr x2, 9f
+    str x2, [x3, #{pc}]
+    mov x2, sp
+    str x2, [x3, #{sp}]
+    dsb ish
+    ic iallu
+    dsb ish
+    isb
+    blr x0
+    adrp x3, {rec}
+    add x3, x3, :lo12:{rec}
+    str xzr, [x3, #{pc}]
+9:  ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #96
+    ret
+
+    /* void vtl0_hypercall(struct HcRegs *): loads X0-X30 from it, `hvc #0`, stores them all
+       back. The frame pointer and link register are saved on the stack, so they carry
+       canaries too. */
+    .global vtl0_hypercall
+vtl0_hypercall:
+    stp x29, x30, [sp, #-96]!
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    str x0, [sp, #-16]!
+    adrp x1, {rec}
+    add x1, x1, :lo12:{rec}
+    adr x2, 9f
+    str x2, [x1, #{pc}]
+    mov x2, sp
+    str x2, [x1, #{sp}]
+    mov x30, x0
+    ldp x0, x1, [x30, #{xin} + 8 * 0]
+    ldp x2, x3, [x30, #{xin} + 8 * 2]
+    ldp x4, x5, [x30, #{xin} + 8 * 4]
+    ldp x6, x7, [x30, #{xin} + 8 * 6]
+    ldp x8, x9, [x30, #{xin} + 8 * 8]
+    ldp x10, x11, [x30, #{xin} + 8 * 10]
+    ldp x12, x13, [x30, #{xin} + 8 * 12]
+    ldp x14, x15, [x30, #{xin} + 8 * 14]
+    ldp x16, x17, [x30, #{xin} + 8 * 16]
+    ldp x18, x19, [x30, #{xin} + 8 * 18]
+    ldp x20, x21, [x30, #{xin} + 8 * 20]
+    ldp x22, x23, [x30, #{xin} + 8 * 22]
+    ldp x24, x25, [x30, #{xin} + 8 * 24]
+    ldp x26, x27, [x30, #{xin} + 8 * 26]
+    ldp x28, x29, [x30, #{xin} + 8 * 28]
+    ldr x30, [x30, #{xin} + 8 * 30]
+    hvc #0
+    str x30, [sp, #-16]!
+    ldr x30, [sp, #16]
+    stp x0, x1, [x30, #{xout} + 8 * 0]
+    stp x2, x3, [x30, #{xout} + 8 * 2]
+    stp x4, x5, [x30, #{xout} + 8 * 4]
+    stp x6, x7, [x30, #{xout} + 8 * 6]
+    stp x8, x9, [x30, #{xout} + 8 * 8]
+    stp x10, x11, [x30, #{xout} + 8 * 10]
+    stp x12, x13, [x30, #{xout} + 8 * 12]
+    stp x14, x15, [x30, #{xout} + 8 * 14]
+    stp x16, x17, [x30, #{xout} + 8 * 16]
+    stp x18, x19, [x30, #{xout} + 8 * 18]
+    stp x20, x21, [x30, #{xout} + 8 * 20]
+    stp x22, x23, [x30, #{xout} + 8 * 22]
+    stp x24, x25, [x30, #{xout} + 8 * 24]
+    stp x26, x27, [x30, #{xout} + 8 * 26]
+    stp x28, x29, [x30, #{xout} + 8 * 28]
+    ldr x0, [sp], #16
+    str x0, [x30, #{xout} + 8 * 30]
+    adrp x1, {rec}
+    add x1, x1, :lo12:{rec}
+    str xzr, [x1, #{pc}]
+9:  add sp, sp, #16
+    ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #96
+    ret
+    "#,
+    main = sym crate::kernel::main,
+    unexpected = sym unexpected_exception,
+    rec = sym RECOVERY,
+    pc = const offset_of!(Recovery, resume_pc),
+    sp = const offset_of!(Recovery, resume_sp),
+    faulted = const offset_of!(Recovery, faulted),
+    a = const offset_of!(Recovery, a),
+    b = const offset_of!(Recovery, b),
+    xin = const offset_of!(HcRegs, x_in),
+    xout = const offset_of!(HcRegs, x_out),
+);
+
+unsafe extern "C" {
+    fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
+    fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
+    fn vtl0_probe_exec(gpa: u64);
+    fn vtl0_hypercall(regs: *mut HcRegs);
+}
+
+/// An exception outside any probe (`kind`: the vector table slot, 4 = synchronous at EL1h):
+/// one line, then a failing power-off.
+extern "C" fn unexpected_exception(esr: u64, elr: u64, far: u64, kind: u64) -> ! {
+    say!("unexpected exception kind={kind} esr={esr:#x} elr={elr:#x} far={far:#x}");
+    power_off(false)
+}
+
+/// The fault a probe recorded: ESR_EL1, FAR_EL1.
+pub fn fault(esr: u64, far: u64, _: u64) -> Fault {
+    Fault::Arm64 { esr, far }
+}
+
+pub fn putc(b: u8) {
+    let dr = PL011 as *mut u32;
+    let fr = (PL011 + 0x18) as *const u32;
+    // SAFETY: the PL011's data and flag registers, mapped Device-nGnRnE by the kernel's
+    // tables; nothing else uses the UART.
+    unsafe {
+        while core::ptr::read_volatile(fr) & (1 << 5) != 0 {}
+        core::ptr::write_volatile(dr, u32::from(b));
+    }
+}
+
+/// SMCCC call through `hvc #0` with no canaries (power-off).
+fn psci(function: u64) {
+    // SAFETY: a PSCI call: SYSTEM_OFF / SYSTEM_RESET do not return on success; on failure
+    // x0-x3 come back changed, which the operands declare.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") function => _,
+            out("x1") _, out("x2") _, out("x3") _,
+            options(nostack)
+        )
+    };
+}
+
+/// PSCI SYSTEM_OFF (pass; standalone QEMU exits 0) or SYSTEM_RESET (fail; with `-no-reboot`
+/// QEMU also exits 0, a hypervisor tells them apart; the console says `vtl0: done` only on
+/// pass). Then wait forever.
+pub fn power_off(pass: bool) -> ! {
+    psci(if pass {
+        PSCI_SYSTEM_OFF
+    } else {
+        PSCI_SYSTEM_RESET
+    });
+    loop {
+        // SAFETY: waits for an interrupt that never comes (DAIF masked); touches no memory.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+    }
+}
+
+/// Why there is no Hyper-V interface.
+pub enum NoHyperV {
+    /// The SMCCC vendor UID query answered this (x0..x3).
+    Uid([u64; 4]),
+    Faulted(Fault),
+    /// The fast HvCallSetVpRegisters of the guest OS id failed with this result.
+    GuestOsId(u64),
+}
+
+impl core::fmt::Display for NoHyperV {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NoHyperV::Uid(x) => write!(
+                f,
+                "SMCCC vendor UID {:#x} {:#x} {:#x} {:#x}",
+                x[0], x[1], x[2], x[3]
+            ),
+            NoHyperV::Faulted(fault) => write!(f, "SMCCC vendor UID query {fault}"),
+            NoHyperV::GuestOsId(r) => {
+                write!(f, "setting the guest OS id failed with result {r:#x}")
+            }
+        }
+    }
+}
+
+fn raw_call(x: &[u64]) -> Result<[u64; 31], Fault> {
+    let mut r = HcRegs {
+        x_in: [0; 31],
+        x_out: [0; 31],
+    };
+    r.x_in[..x.len()].copy_from_slice(x);
+    crate::recovery::arm();
+    // SAFETY: the trampoline saves and restores the callee-saved registers and reads and
+    // writes only `r`; a fault resumes at its recovery label.
+    unsafe { vtl0_hypercall(&mut r) };
+    crate::recovery::take().map_or(Ok(r.x_out), Err)
+}
+
+/// TLFS guest setup on arm64 (as Linux does): the SMCCC vendor UID must be Hyper-V's, then the
+/// guest OS id goes in with a fast HvCallSetVpRegisters of HvRegisterGuestOsId.
+pub fn hyperv_init() -> Result<(), NoHyperV> {
+    let x = raw_call(&[SMCCC_VENDOR_HYP_UID.into()]).map_err(NoHyperV::Faulted)?;
+    let uid = [x[0], x[1], x[2], x[3]];
+    // An SMC32 call: the result is in W0..W3.
+    if uid.map(|r| r as u32) != HV_VENDOR_HYP_UID {
+        return Err(NoHyperV::Uid(uid));
+    }
+    let control = Control::new()
+        .with_code(HypercallCode::SET_VP_REGISTERS)
+        .with_fast(true)
+        .with_rep_count(1);
+    let x = raw_call(&[
+        SMCCC_HV_FUNC_ID.into(),
+        control.into_bits(),
+        HV_PARTITION_ID_SELF,
+        HV_VP_INDEX_SELF.into(),
+        HvRegisterName::GUEST_OS_ID.0.into(),
+        0,
+        vtl0::GUEST_OS_ID,
+        0,
+    ])
+    .map_err(|_| NoHyperV::GuestOsId(u64::MAX))?;
+    if x[0] & 0xffff != 0 {
+        return Err(NoHyperV::GuestOsId(x[0]));
+    }
+    Ok(())
+}
+
+fn x_index(name: &str) -> Option<usize> {
+    name.strip_prefix('x')?.parse().ok()
+}
+
+/// One hypercall (`hvc #0`, x0 = SMCCC_HV_FUNC_ID, x1 = control, x2/x3 = input/output GPAs or
+/// the fast pool in x2..x17) with canaries in every register the call does not use (see
+/// `Arch::canaries`).
+pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Fault> {
+    let fast = is_fast(control);
+    let mut r = HcRegs {
+        x_in: core::array::from_fn(|i| vtl0::canary(i as u32)),
+        x_out: [0; 31],
+    };
+    r.x_in[0] = SMCCC_HV_FUNC_ID.into();
+    r.x_in[1] = control;
+    if fast {
+        for i in 0..16 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&pool[i * 8..i * 8 + 8]);
+            r.x_in[2 + i] = u64::from_le_bytes(w);
+        }
+    } else {
+        r.x_in[2] = ARCH.input_page();
+        r.x_in[3] = ARCH.output_page();
+    }
+    crate::recovery::arm();
+    // SAFETY: as in raw_call.
+    unsafe { vtl0_hypercall(&mut r) };
+    if let Some(f) = crate::recovery::take() {
+        return Err(f);
+    }
+    let mut done = CallDone::new(r.x_out[0]);
+    for i in 0..16 {
+        done.pool[i * 8..i * 8 + 8].copy_from_slice(&r.x_out[2 + i].to_le_bytes());
+    }
+    for name in canaried(fast) {
+        if !x_index(name).is_some_and(|x| x < 31 && r.x_out[x] == r.x_in[x]) {
+            done.canary_broken(name);
+        }
+    }
+    Ok(done)
+}
+
+pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
+    crate::recovery::arm();
+    // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The
+    // table entry asked for this access; the kernel's own state lives outside the scratch
+    // page, and a probe that breaks the kernel is the table's choice.
+    let value = unsafe { vtl0_probe_read(gpa, width.into()) };
+    crate::recovery::take().map_or(Ok(value), Err)
+}
+
+pub fn probe_write(gpa: u64, width: u8, value: u64) -> Result<(), Fault> {
+    crate::recovery::arm();
+    // SAFETY: as in probe_read.
+    unsafe { vtl0_probe_write(gpa, value, width.into()) };
+    crate::recovery::take().map_or(Ok(()), Err)
+}
+
+pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
+    crate::recovery::arm();
+    // SAFETY: as in probe_read; the callee-saved registers are saved around the branch.
+    unsafe { vtl0_probe_exec(gpa) };
+    crate::recovery::take().map_or(Ok(()), Err)
+}

@@ -1,0 +1,589 @@
+//! x86_64: PVH note and 32-bit entry (identity map of 4 GiB with 2 MiB pages, GDT, long mode,
+//! IDT for vectors 0-31), COM1, isa-debug-exit, the Hyper-V MSR/hypercall-page setup, and the
+//! probes' assembly with their recovery labels.
+
+use super::{canaried, CallDone, POOL_BYTES};
+use crate::recovery::{Recovery, RECOVERY};
+use crate::say;
+use core::mem::offset_of;
+use hvdef::x86_64::cpuid;
+use hvdef::x86_64::HvX64Msr;
+use vtl0::{is_fast, Arch, Fault};
+
+pub const ARCH: Arch = Arch::X86_64;
+
+const COM1: u16 = 0x3f8;
+const DEBUG_EXIT: u16 = 0xf4;
+
+/// GPRs in encoding order (their canary slots are these indices).
+const GPRS: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+const RAX: usize = 0;
+const RCX: usize = 1;
+const RDX: usize = 2;
+const R8: usize = 8;
+
+/// Everything the hypercall trampoline loads before the call and stores after it.
+#[repr(C)]
+struct HcRegs {
+    /// GPRs in encoding order (RSP's slot unused on the way in).
+    gpr_in: [u64; 16],
+    /// XMM0-XMM15, low then high half each.
+    xmm_in: [u64; 32],
+    gpr_out: [u64; 16],
+    xmm_out: [u64; 32],
+    /// What the trampoline calls: the hypercall page.
+    target: u64,
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a"
+    .balign 4
+    .long 4                      /* namesz */
+    .long 8                      /* descsz: QEMU reads a quad for ELFCLASS64 */
+    .long 18                     /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .quad vtl0_start32
+    .balign 4
+
+    .section .data.pagetables, "aw"
+    .balign 4096
+vtl0_pml4:
+    .quad vtl0_pdpt + 0x3
+    .fill 511, 8, 0
+vtl0_pdpt:
+    .quad vtl0_pd + 0x0003
+    .quad vtl0_pd + 0x1003
+    .quad vtl0_pd + 0x2003
+    .quad vtl0_pd + 0x3003
+    .fill 508, 8, 0
+vtl0_pd:
+    .set page, 0
+    .rept 2048
+    .quad (page << 21) | 0x83
+    .set page, page + 1
+    .endr
+
+    .section .rodata.vtl0_gdt, "a"
+    .balign 16
+vtl0_gdt:
+    .quad 0
+    .quad 0x00af9b000000ffff     /* 0x08: 64-bit code */
+    .quad 0x00cf93000000ffff     /* 0x10: data */
+vtl0_gdt_end:
+    .balign 8
+vtl0_gdt_ptr:
+    .word vtl0_gdt_end - vtl0_gdt - 1
+    .quad vtl0_gdt
+    .balign 8
+vtl0_idt_ptr:
+    .word 32 * 16 - 1
+    .quad vtl0_idt
+    .balign 8
+vtl0_vector_stubs:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad vtl0_vec\n
+    .endr
+
+    .section .bss.vtl0_stack, "aw", @nobits
+    .balign 16
+vtl0_stack:
+    .skip 0x10000
+vtl0_stack_top:
+    .balign 16
+vtl0_idt:
+    .skip 32 * 16
+
+    .section .text.boot, "ax"
+    .code32
+    .global vtl0_start32
+vtl0_start32:
+    /* 32-bit protected mode, paging off, flat segments, interrupts off (PVH). */
+    cli
+    cld
+    mov $vtl0_pml4, %eax
+    mov %eax, %cr3
+    /* Known values, not what the loader left (so fault codes do not depend on it). */
+    mov $0x620, %eax             /* PAE | OSFXSR | OSXMMEXCPT (the canaries use XMM) */
+    mov %eax, %cr4
+    mov $0xc0000080, %ecx        /* EFER = LME only (no NXE: no I/D bit in #PF codes) */
+    mov $0x100, %eax
+    xor %edx, %edx
+    wrmsr
+    mov $0x80010033, %eax        /* PG | WP | NE | ET | MP | PE (EM, CD, NW clear) */
+    mov %eax, %cr0
+    lgdt vtl0_gdt_ptr
+    ljmp $0x08, $1f
+    .code64
+1:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    mov %eax, %fs
+    mov %eax, %gs
+    lgdt vtl0_gdt_ptr(%rip)
+    /* Zero BSS (it holds the stack, so before the first push). */
+    lea __bss_start(%rip), %rdi
+    lea __bss_end(%rip), %rcx
+    sub %rdi, %rcx
+    xor %eax, %eax
+    rep stosb
+    lea vtl0_stack_top(%rip), %rsp
+    /* IDT: 32 interrupt gates, selector 0x08, IST 0. */
+    lea vtl0_vector_stubs(%rip), %rsi
+    lea vtl0_idt(%rip), %rdi
+    mov $32, %ecx
+2:
+    mov (%rsi), %rax
+    mov %ax, (%rdi)
+    movw $0x08, 2(%rdi)
+    movw $0x8e00, 4(%rdi)
+    shr $16, %rax
+    mov %ax, 6(%rdi)
+    shr $16, %rax
+    mov %eax, 8(%rdi)
+    movl $0, 12(%rdi)
+    add $8, %rsi
+    add $16, %rdi
+    dec %ecx
+    jnz 2b
+    lidt vtl0_idt_ptr(%rip)
+    xor %ebp, %ebp
+    call {main}
+    ud2
+
+    .section .text.vtl0_vectors, "ax"
+    /* Vectors without an error code push 0 in its place. */
+    .irp n, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
+vtl0_vec\n:
+    push $0
+    push $\n
+    jmp vtl0_exception
+    .endr
+    .irp n, 8,10,11,12,13,14,17,21,29,30
+vtl0_vec\n:
+    push $\n
+    jmp vtl0_exception
+    .endr
+
+vtl0_exception:
+    /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. A probe running (resume_pc set):
+       record the fault and resume at its recovery label with its stack. The probe's own
+       registers are abandoned; only RAX is used here, so the callee-saved ones survive. */
+    cmpq $0, {rec}+{pc}(%rip)
+    je 3f
+    mov (%rsp), %rax
+    mov %rax, {rec}+{a}(%rip)
+    mov 8(%rsp), %rax
+    mov %rax, {rec}+{b}(%rip)
+    mov %cr2, %rax
+    mov %rax, {rec}+{c}(%rip)
+    movq $1, {rec}+{faulted}(%rip)
+    mov {rec}+{pc}(%rip), %rax
+    mov %rax, 16(%rsp)
+    movq $0, {rec}+{pc}(%rip)
+    mov {rec}+{sp}(%rip), %rax
+    mov %rax, 40(%rsp)
+    add $16, %rsp
+    iretq
+3:
+    mov (%rsp), %rdi
+    mov 8(%rsp), %rsi
+    mov 16(%rsp), %rdx
+    mov %cr2, %rcx
+    and $-16, %rsp
+    call {unexpected}
+    ud2
+
+    .section .text.vtl0_probes, "ax"
+    /* u64 vtl0_probe_read(u64 gpa, u32 width) */
+    .global vtl0_probe_read
+vtl0_probe_read:
+    lea 9f(%rip), %rax
+    mov %rax, {rec}+{pc}(%rip)
+    mov %rsp, {rec}+{sp}(%rip)
+    xor %eax, %eax
+    cmp $1, %esi
+    je 1f
+    cmp $2, %esi
+    je 2f
+    cmp $4, %esi
+    je 4f
+    mov (%rdi), %rax
+    jmp 5f
+1:  movzbl (%rdi), %eax
+    jmp 5f
+2:  movzwl (%rdi), %eax
+    jmp 5f
+4:  mov (%rdi), %eax
+5:  movq $0, {rec}+{pc}(%rip)
+9:  ret
+
+    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width) */
+    .global vtl0_probe_write
+vtl0_probe_write:
+    lea 9f(%rip), %rax
+    mov %rax, {rec}+{pc}(%rip)
+    mov %rsp, {rec}+{sp}(%rip)
+    cmp $1, %edx
+    je 1f
+    cmp $2, %edx
+    je 2f
+    cmp $4, %edx
+    je 4f
+    mov %rsi, (%rdi)
+    jmp 5f
+1:  mov %sil, (%rdi)
+    jmp 5f
+2:  mov %si, (%rdi)
+    jmp 5f
+4:  mov %esi, (%rdi)
+5:  movq $0, {rec}+{pc}(%rip)
+9:  ret
+
+    /* void vtl0_probe_exec(u64 gpa): calls it; it may clobber anything but RSP. */
+    .global vtl0_probe_exec
+vtl0_probe_exec:
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    lea 9f(%rip), %rax
+    mov %rax, {rec}+{pc}(%rip)
+    mov %rsp, {rec}+{sp}(%rip)
+    call *%rdi
+    movq $0, {rec}+{pc}(%rip)
+9:  pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    ret
+
+    /* void vtl0_hypercall(struct HcRegs *): loads every GPR but RSP and XMM0-15 from it,
+       calls `target`, stores them all back. */
+    .global vtl0_hypercall
+vtl0_hypercall:
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    push %rdi
+    lea 9f(%rip), %rax
+    mov %rax, {rec}+{pc}(%rip)
+    mov %rsp, {rec}+{sp}(%rip)
+    movdqu {xin}+0x00(%rdi), %xmm0
+    movdqu {xin}+0x10(%rdi), %xmm1
+    movdqu {xin}+0x20(%rdi), %xmm2
+    movdqu {xin}+0x30(%rdi), %xmm3
+    movdqu {xin}+0x40(%rdi), %xmm4
+    movdqu {xin}+0x50(%rdi), %xmm5
+    movdqu {xin}+0x60(%rdi), %xmm6
+    movdqu {xin}+0x70(%rdi), %xmm7
+    movdqu {xin}+0x80(%rdi), %xmm8
+    movdqu {xin}+0x90(%rdi), %xmm9
+    movdqu {xin}+0xa0(%rdi), %xmm10
+    movdqu {xin}+0xb0(%rdi), %xmm11
+    movdqu {xin}+0xc0(%rdi), %xmm12
+    movdqu {xin}+0xd0(%rdi), %xmm13
+    movdqu {xin}+0xe0(%rdi), %xmm14
+    movdqu {xin}+0xf0(%rdi), %xmm15
+    mov {gin}+8*1(%rdi), %rcx
+    mov {gin}+8*2(%rdi), %rdx
+    mov {gin}+8*3(%rdi), %rbx
+    mov {gin}+8*5(%rdi), %rbp
+    mov {gin}+8*6(%rdi), %rsi
+    mov {gin}+8*8(%rdi), %r8
+    mov {gin}+8*9(%rdi), %r9
+    mov {gin}+8*10(%rdi), %r10
+    mov {gin}+8*11(%rdi), %r11
+    mov {gin}+8*12(%rdi), %r12
+    mov {gin}+8*13(%rdi), %r13
+    mov {gin}+8*14(%rdi), %r14
+    mov {gin}+8*15(%rdi), %r15
+    mov {target}(%rdi), %rax
+    mov {gin}+8*7(%rdi), %rdi
+    call *%rax
+    xchg %rdi, (%rsp)
+    mov %rax, {gout}+8*0(%rdi)
+    mov %rcx, {gout}+8*1(%rdi)
+    mov %rdx, {gout}+8*2(%rdi)
+    mov %rbx, {gout}+8*3(%rdi)
+    mov %rsp, {gout}+8*4(%rdi)
+    mov %rbp, {gout}+8*5(%rdi)
+    mov %rsi, {gout}+8*6(%rdi)
+    mov %r8, {gout}+8*8(%rdi)
+    mov %r9, {gout}+8*9(%rdi)
+    mov %r10, {gout}+8*10(%rdi)
+    mov %r11, {gout}+8*11(%rdi)
+    mov %r12, {gout}+8*12(%rdi)
+    mov %r13, {gout}+8*13(%rdi)
+    mov %r14, {gout}+8*14(%rdi)
+    mov %r15, {gout}+8*15(%rdi)
+    movdqu %xmm0, {xout}+0x00(%rdi)
+    movdqu %xmm1, {xout}+0x10(%rdi)
+    movdqu %xmm2, {xout}+0x20(%rdi)
+    movdqu %xmm3, {xout}+0x30(%rdi)
+    movdqu %xmm4, {xout}+0x40(%rdi)
+    movdqu %xmm5, {xout}+0x50(%rdi)
+    movdqu %xmm6, {xout}+0x60(%rdi)
+    movdqu %xmm7, {xout}+0x70(%rdi)
+    movdqu %xmm8, {xout}+0x80(%rdi)
+    movdqu %xmm9, {xout}+0x90(%rdi)
+    movdqu %xmm10, {xout}+0xa0(%rdi)
+    movdqu %xmm11, {xout}+0xb0(%rdi)
+    movdqu %xmm12, {xout}+0xc0(%rdi)
+    movdqu %xmm13, {xout}+0xd0(%rdi)
+    movdqu %xmm14, {xout}+0xe0(%rdi)
+    movdqu %xmm15, {xout}+0xf0(%rdi)
+    pop %rax
+    mov %rax, {gout}+8*7(%rdi)
+    movq $0, {rec}+{pc}(%rip)
+    jmp 8f
+9:  add $8, %rsp
+8:  pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    ret
+    "#,
+    main = sym crate::kernel::main,
+    unexpected = sym unexpected_exception,
+    rec = sym RECOVERY,
+    pc = const offset_of!(Recovery, resume_pc),
+    sp = const offset_of!(Recovery, resume_sp),
+    faulted = const offset_of!(Recovery, faulted),
+    a = const offset_of!(Recovery, a),
+    b = const offset_of!(Recovery, b),
+    c = const offset_of!(Recovery, c),
+    gin = const offset_of!(HcRegs, gpr_in),
+    xin = const offset_of!(HcRegs, xmm_in),
+    gout = const offset_of!(HcRegs, gpr_out),
+    xout = const offset_of!(HcRegs, xmm_out),
+    target = const offset_of!(HcRegs, target),
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
+    fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
+    fn vtl0_probe_exec(gpa: u64);
+    fn vtl0_hypercall(regs: *mut HcRegs);
+}
+
+/// An exception outside any probe: one line, then a failing power-off.
+extern "C" fn unexpected_exception(vector: u64, code: u64, rip: u64, cr2: u64) -> ! {
+    say!("unexpected exception vector={vector:#x} code={code:#x} rip={rip:#x} cr2={cr2:#x}");
+    power_off(false)
+}
+
+/// The fault a probe recorded: vector, error code, CR2.
+pub fn fault(vector: u64, code: u64, cr2: u64) -> Fault {
+    Fault::X86 {
+        vector: vector as u8,
+        code,
+        cr2,
+    }
+}
+
+fn outb(port: u16, value: u8) {
+    // SAFETY: port I/O to COM1 or isa-debug-exit; touches no memory.
+    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nostack)) };
+}
+
+fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: reads COM1's line status register; touches no memory.
+    unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nostack)) };
+    value
+}
+
+pub fn putc(b: u8) {
+    // Wait for the transmit holding register to empty (LSR bit 5).
+    while inb(COM1 + 5) & 0x20 == 0 {}
+    outb(COM1, b);
+}
+
+/// isa-debug-exit: 0x10 → QEMU exit code 33 (pass), 0x11 → 35 (fail); then halt.
+pub fn power_off(pass: bool) -> ! {
+    outb(DEBUG_EXIT, if pass { 0x10 } else { 0x11 });
+    loop {
+        // SAFETY: halts with interrupts off; the exit above is asynchronous under TCG.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+fn cpuid(leaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid(leaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+fn wrmsr(msr: HvX64Msr, value: u64) {
+    // SAFETY: writes a Hyper-V synthetic MSR (guest OS id, hypercall page) whose effect is the
+    // hypercall interface the kernel is setting up; the hypercall page is the kernel's own.
+    unsafe {
+        core::arch::asm!(
+            "wrmsr",
+            in("ecx") msr.0,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nostack)
+        )
+    };
+}
+
+/// Why there is no Hyper-V interface.
+pub enum NoHyperV {
+    NoHypervisorBit,
+    Vendor([u8; 12]),
+    Interface(u32),
+}
+
+impl core::fmt::Display for NoHyperV {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NoHyperV::NoHypervisorBit => f.write_str("cpuid 0x1 ecx bit 31 clear"),
+            NoHyperV::Vendor(v) => {
+                f.write_str("cpuid 0x40000000 vendor \"")?;
+                for &b in v {
+                    let c = if b.is_ascii_graphic() || b == b' ' {
+                        b as char
+                    } else {
+                        '.'
+                    };
+                    write!(f, "{c}")?;
+                }
+                f.write_str("\"")
+            }
+            NoHyperV::Interface(i) => write!(f, "cpuid 0x40000001 eax {i:#x}, not Hv#1"),
+        }
+    }
+}
+
+/// TLFS guest setup: Hyper-V's CPUID leaves, then the guest OS id and the hypercall page.
+pub fn hyperv_init() -> Result<(), NoHyperV> {
+    if cpuid(1)[2] & cpuid::CPUID1_ECX_HYPERVISOR_PRESENT == 0 {
+        return Err(NoHyperV::NoHypervisorBit);
+    }
+    let [max, ebx, ecx, edx] = cpuid(cpuid::HV_CPUID_VENDOR_AND_MAX_FUNCTIONS);
+    if [ebx, ecx, edx]
+        != [
+            cpuid::HV_CPUID_VENDOR_EBX,
+            cpuid::HV_CPUID_VENDOR_ECX,
+            cpuid::HV_CPUID_VENDOR_EDX,
+        ]
+    {
+        let mut v = [0u8; 12];
+        for (i, r) in [ebx, ecx, edx].into_iter().enumerate() {
+            v[i * 4..i * 4 + 4].copy_from_slice(&r.to_le_bytes());
+        }
+        return Err(NoHyperV::Vendor(v));
+    }
+    let interface = if max >= cpuid::HV_CPUID_INTERFACE {
+        cpuid(cpuid::HV_CPUID_INTERFACE)[0]
+    } else {
+        0
+    };
+    if interface != cpuid::HV_CPUID_INTERFACE_HV1 {
+        return Err(NoHyperV::Interface(interface));
+    }
+    wrmsr(HvX64Msr::HV_X64_MSR_GUEST_OS_ID, vtl0::GUEST_OS_ID);
+    wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, ARCH.hypercall_page() | 1);
+    Ok(())
+}
+
+fn xmm_index(name: &str) -> Option<usize> {
+    name.strip_prefix("xmm")?.parse().ok()
+}
+
+/// One hypercall through the hypercall page with canaries in every register the call does not
+/// use (see `Arch::canaries`).
+pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Fault> {
+    let fast = is_fast(control);
+    let mut r = HcRegs {
+        gpr_in: core::array::from_fn(|i| vtl0::canary(i as u32)),
+        xmm_in: core::array::from_fn(|i| vtl0::canary(16 + i as u32)),
+        gpr_out: [0; 16],
+        xmm_out: [0; 32],
+        target: ARCH.hypercall_page(),
+    };
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&pool[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    r.gpr_in[RCX] = control;
+    if fast {
+        r.gpr_in[RDX] = word(0);
+        r.gpr_in[R8] = word(1);
+        for i in 0..12 {
+            r.xmm_in[i] = word(2 + i);
+        }
+    } else {
+        r.gpr_in[RDX] = ARCH.input_page();
+        r.gpr_in[R8] = ARCH.output_page();
+    }
+    crate::recovery::arm();
+    // SAFETY: the trampoline saves and restores the callee-saved registers, reads and writes
+    // only `r`, and calls the hypercall page the hypervisor provides (hyperv_init set it up);
+    // a fault resumes at its recovery label.
+    unsafe { vtl0_hypercall(&mut r) };
+    if let Some(f) = crate::recovery::take() {
+        return Err(f);
+    }
+    let mut done = CallDone::new(r.gpr_out[RAX]);
+    let out_words = [r.gpr_out[RDX], r.gpr_out[R8]]
+        .into_iter()
+        .chain(r.xmm_out[..12].iter().copied());
+    for (i, w) in out_words.enumerate() {
+        done.pool[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    for name in canaried(fast) {
+        let ok = if let Some(x) = xmm_index(name) {
+            r.xmm_out[2 * x] == r.xmm_in[2 * x] && r.xmm_out[2 * x + 1] == r.xmm_in[2 * x + 1]
+        } else {
+            GPRS.iter()
+                .position(|g| *g == name)
+                .is_some_and(|g| r.gpr_out[g] == r.gpr_in[g])
+        };
+        if !ok {
+            done.canary_broken(name);
+        }
+    }
+    Ok(done)
+}
+
+pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
+    crate::recovery::arm();
+    // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The
+    // table entry asked for this access; the kernel's own state lives outside the scratch
+    // page, and a probe that breaks the kernel is the table's choice.
+    let value = unsafe { vtl0_probe_read(gpa, width.into()) };
+    crate::recovery::take().map_or(Ok(value), Err)
+}
+
+pub fn probe_write(gpa: u64, width: u8, value: u64) -> Result<(), Fault> {
+    crate::recovery::arm();
+    // SAFETY: as in probe_read.
+    unsafe { vtl0_probe_write(gpa, value, width.into()) };
+    crate::recovery::take().map_or(Ok(()), Err)
+}
+
+pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
+    crate::recovery::arm();
+    // SAFETY: as in probe_read; the callee-saved registers are saved around the call.
+    unsafe { vtl0_probe_exec(gpa) };
+    crate::recovery::take().map_or(Ok(()), Err)
+}

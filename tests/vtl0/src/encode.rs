@@ -1,0 +1,311 @@
+//! The table encoder host-side tests and runners use to build what the kernel reads.
+
+use crate::{
+    EntryHeader, ExecBody, HypercallBody, ReadBody, TableHeader, WriteBody, FLAG_FORCE, KIND_EXEC,
+    KIND_HYPERCALL, KIND_READ, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
+};
+use zerocopy::IntoBytes;
+
+/// A test table under construction: `Table::new().hypercall(..).read(..).to_bytes()`.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    count: u32,
+    entries: Vec<u8>,
+}
+
+impl Table {
+    pub fn new() -> Table {
+        Table::default()
+    }
+
+    fn push(mut self, kind: u16, flags: u16, body: &[u8], tail: &[u8]) -> Table {
+        let padded = tail.len().div_ceil(8) * 8;
+        let size = size_of::<EntryHeader>() + body.len() + padded;
+        let header = EntryHeader {
+            kind,
+            flags,
+            size: size as u32,
+        };
+        self.entries.extend_from_slice(header.as_bytes());
+        self.entries.extend_from_slice(body);
+        self.entries.extend_from_slice(tail);
+        self.entries
+            .resize(self.entries.len() + padded - tail.len(), 0);
+        self.count += 1;
+        self
+    }
+
+    /// A hypercall with `control` (fast when its bit 16 is set), `input` (the input page's
+    /// first bytes, or the fast register pool's) and `output_len` bytes of output to report.
+    pub fn hypercall(self, control: u64, input: &[u8], output_len: u32) -> Table {
+        let body = HypercallBody {
+            control,
+            input_len: input.len() as u32,
+            output_len,
+        };
+        self.push(KIND_HYPERCALL, 0, body.as_bytes(), input)
+    }
+
+    /// As [`Table::hypercall`], but made even without a Hyper-V interface ([`FLAG_FORCE`]).
+    pub fn forced_hypercall(self, control: u64, input: &[u8], output_len: u32) -> Table {
+        let body = HypercallBody {
+            control,
+            input_len: input.len() as u32,
+            output_len,
+        };
+        self.push(KIND_HYPERCALL, FLAG_FORCE, body.as_bytes(), input)
+    }
+
+    /// A `width`-byte load from `gpa`.
+    pub fn read(self, gpa: u64, width: u32) -> Table {
+        let body = ReadBody {
+            gpa,
+            width,
+            reserved: 0,
+        };
+        self.push(KIND_READ, 0, body.as_bytes(), &[])
+    }
+
+    /// A `width`-byte store of `value`'s low bytes to `gpa`.
+    pub fn write(self, gpa: u64, width: u32, value: u64) -> Table {
+        let body = WriteBody {
+            gpa,
+            value,
+            width,
+            reserved: 0,
+        };
+        self.push(KIND_WRITE, 0, body.as_bytes(), &[])
+    }
+
+    /// A call to `gpa`, expected to return.
+    pub fn exec(self, gpa: u64) -> Table {
+        self.push(KIND_EXEC, 0, ExecBody { gpa }.as_bytes(), &[])
+    }
+
+    /// The entries added so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The table as the kernel reads it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let header = TableHeader {
+            magic: TABLE_MAGIC,
+            version: TABLE_VERSION,
+            header_size: size_of::<TableHeader>() as u16,
+            count: self.count,
+            total_size: (size_of::<TableHeader>() + self.entries.len()) as u32,
+        };
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(&self.entries);
+        bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_table, Arch, Entry, TableError, MAX_ENTRIES, TABLE_MAX};
+
+    fn sample() -> Table {
+        Table::new()
+            .hypercall(0x0001_0008, &[1, 2, 3], 0)
+            .forced_hypercall(0x46, &[0xAA; 24], 16)
+            .write(0x1000, 4, 0xDEAD_BEEF)
+            .read(0x1000, 4)
+            .exec(0x2000)
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = sample().to_bytes();
+        assert_eq!(&bytes[..4], b"VTL0");
+        assert_eq!(bytes.len() % 8, 0);
+        for arch in Arch::ALL {
+            let t = parse_table(&bytes, arch).expect("valid");
+            assert_eq!(t.count(), 5);
+            let e: Vec<Entry<'_>> = t.entries().map(|e| e.unwrap()).collect();
+            assert_eq!(
+                e,
+                vec![
+                    Entry::Hypercall {
+                        control: 0x0001_0008,
+                        input: &[1, 2, 3],
+                        output_len: 0,
+                        force: false,
+                    },
+                    Entry::Hypercall {
+                        control: 0x46,
+                        input: &[0xAA; 24],
+                        output_len: 16,
+                        force: true,
+                    },
+                    Entry::Write {
+                        gpa: 0x1000,
+                        width: 4,
+                        value: 0xDEAD_BEEF
+                    },
+                    Entry::Read {
+                        gpa: 0x1000,
+                        width: 4
+                    },
+                    Entry::Exec { gpa: 0x2000 },
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn exact_bytes_of_a_read() {
+        let bytes = Table::new().read(0x4800_3000, 8).to_bytes();
+        #[rustfmt::skip]
+        let want = [
+            b'V', b'T', b'L', b'0', 1, 0, 16, 0, 1, 0, 0, 0, 40, 0, 0, 0,
+            2, 0, 0, 0, 24, 0, 0, 0,
+            0, 0x30, 0, 0x48, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn empty_table_is_valid() {
+        let bytes = Table::new().to_bytes();
+        assert_eq!(parse_table(&bytes, Arch::X86_64).unwrap().count(), 0);
+    }
+
+    fn err(bytes: &[u8]) -> TableError {
+        parse_table(bytes, Arch::X86_64).unwrap_err()
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let good = sample().to_bytes();
+        assert_eq!(err(&good[..10]), TableError::TooShort { len: 10 });
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert!(matches!(err(&b), TableError::BadMagic { .. }));
+        let mut b = good.clone();
+        b[4] = 2;
+        assert_eq!(err(&b), TableError::BadVersion { version: 2 });
+        let mut b = good.clone();
+        b[6] = 8;
+        assert_eq!(err(&b), TableError::BadHeaderSize { size: 8 });
+        let mut b = good.clone();
+        b[12..16].copy_from_slice(&(TABLE_MAX as u32 + 8).to_le_bytes());
+        assert!(matches!(err(&b), TableError::TooLarge { .. }));
+        let mut b = good.clone();
+        b[8..12].copy_from_slice(&(MAX_ENTRIES + 1).to_le_bytes());
+        assert!(matches!(err(&b), TableError::TooManyEntries { .. }));
+        // Count larger than the entries present: the walk runs past the end.
+        let mut b = good.clone();
+        b[8] = 6;
+        assert_eq!(
+            err(&b),
+            TableError::EntryPastEnd {
+                index: 5,
+                offset: good.len()
+            }
+        );
+        // Total size larger than the bytes given.
+        let mut b = good.clone();
+        b.truncate(good.len() - 8);
+        assert!(matches!(err(&b), TableError::Truncated { .. }));
+        // Total size smaller than the entries: the last one runs past the end.
+        let mut b = good.clone();
+        let short = (good.len() - 8) as u32;
+        b[12..16].copy_from_slice(&short.to_le_bytes());
+        assert!(matches!(err(&b), TableError::EntryPastEnd { index: 4, .. }));
+        // Bytes after the entries.
+        let mut b = good.clone();
+        b.extend([0; 8]);
+        let total = b.len() as u32;
+        b[12..16].copy_from_slice(&total.to_le_bytes());
+        assert!(matches!(err(&b), TableError::TrailingBytes { .. }));
+    }
+
+    #[test]
+    fn malformed_entries() {
+        let read = Table::new().read(0, 4).to_bytes();
+        let mut b = read.clone();
+        b[16] = 9;
+        assert_eq!(err(&b), TableError::UnknownKind { index: 0, kind: 9 });
+        let mut b = read.clone();
+        b[20] = 12;
+        assert_eq!(err(&b), TableError::BadEntrySize { index: 0, size: 12 });
+        let mut b = read.clone();
+        b[20] = 0;
+        assert_eq!(err(&b), TableError::BadEntrySize { index: 0, size: 0 });
+        let mut b = read.clone();
+        b[20] = 32;
+        assert!(matches!(err(&b), TableError::EntryPastEnd { index: 0, .. }));
+        let w = Table::new().read(0, 3).to_bytes();
+        assert_eq!(err(&w), TableError::BadWidth { index: 0, width: 3 });
+        let w = Table::new().write(0, 16, 0).to_bytes();
+        assert_eq!(
+            err(&w),
+            TableError::BadWidth {
+                index: 0,
+                width: 16
+            }
+        );
+        let mut b = read.clone();
+        b[18] = FLAG_FORCE as u8;
+        assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 1 });
+        let mut b = Table::new().hypercall(0x2, &[], 0).to_bytes();
+        b[18] = 2;
+        assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 2 });
+        // A huge size field must not overflow anything.
+        let mut b = read.clone();
+        b[20..24].copy_from_slice(&0xFFFF_FFF8u32.to_le_bytes());
+        assert!(matches!(err(&b), TableError::EntryPastEnd { index: 0, .. }));
+    }
+
+    #[test]
+    fn hypercall_bounds() {
+        let page = Table::new().hypercall(0x2, &[0; 4096], 4096).to_bytes();
+        assert!(parse_table(&page, Arch::X86_64).is_ok());
+        let big = Table::new().hypercall(0x2, &[0; 4097], 0).to_bytes();
+        assert!(matches!(err(&big), TableError::BadLength { .. }));
+        let out = Table::new().hypercall(0x2, &[], 4097).to_bytes();
+        assert!(matches!(err(&out), TableError::BadLength { .. }));
+        // Fast: x86 has 112 pool bytes, output after the input's 16-byte units.
+        let fast = 1 << 16;
+        let ok = Table::new().hypercall(fast, &[0; 16], 96).to_bytes();
+        assert!(parse_table(&ok, Arch::X86_64).is_ok());
+        let over = Table::new().hypercall(fast, &[0; 17], 96).to_bytes();
+        assert!(matches!(err(&over), TableError::BadLength { .. }));
+        let over = Table::new().hypercall(fast, &[0; 113], 0).to_bytes();
+        assert!(matches!(err(&over), TableError::BadLength { .. }));
+        // aarch64 has 128 bytes in X2..X17.
+        let arm = Table::new().hypercall(fast, &[0; 48], 80).to_bytes();
+        assert!(parse_table(&arm, Arch::Aarch64).is_ok());
+        let arm = Table::new().hypercall(fast, &[0; 48], 81).to_bytes();
+        assert!(parse_table(&arm, Arch::Aarch64).is_err());
+        // An input length that disagrees with the entry size.
+        let mut b = Table::new().hypercall(0x2, &[0; 8], 0).to_bytes();
+        b[32] = 16;
+        assert!(matches!(err(&b), TableError::BadEntrySize { .. }));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let good = sample().to_bytes();
+        for n in 0..good.len() {
+            assert!(parse_table(&good[..n], Arch::Aarch64).is_err(), "{n}");
+        }
+        // Every single-byte corruption parses or fails, never panics.
+        for i in 0..good.len() {
+            for v in [0u8, 0xFF, 0x7F] {
+                let mut b = good.clone();
+                b[i] = v;
+                if let Ok(t) = parse_table(&b, Arch::X86_64) {
+                    assert!(t.entries().all(|e| e.is_ok()));
+                }
+            }
+        }
+    }
+}

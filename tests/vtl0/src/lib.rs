@@ -1,0 +1,860 @@
+//! The protocol between the VTL0 test kernel (`src/main.rs`) and whoever drives it: fixed
+//! addresses, the test table it reads at boot, and the result lines it prints on the serial
+//! console. no_std and without `unsafe`; the table encoder and the result-line parser (which
+//! allocate) are behind the `std` feature for host-side tests and runners.
+//!
+//! # Table (little-endian, at [`Arch::table_gpa`], at most [`TABLE_MAX`] bytes)
+//! A [`TableHeader`] (magic `"VTL0"`, version 1, header size 16, entry count, total size in
+//! bytes), then `count` entries, back to back, each an [`EntryHeader`] (kind, size of the whole
+//! entry, a multiple of 8) and a kind-specific body:
+//! - [`KIND_HYPERCALL`]: [`HypercallBody`] (control word, input length, output length), then
+//!   the input bytes padded to 8. The fast flag is the control word's bit 16. Not fast: the input
+//!   is copied to [`Arch::input_page`] (the rest of the page zeroed), the output page is zeroed,
+//!   and `output_len` bytes of [`Arch::output_page`] are reported. Fast: the input fills the
+//!   arch's fast-register pool ([`Arch::fast_pool`]) from its start, the rest of the pool is zero,
+//!   and `output_len` pool bytes from [`Arch::fast_output_offset`] are reported.
+//! - [`KIND_READ`]: [`ReadBody`] (GPA, width 1/2/4/8): one load of that width.
+//! - [`KIND_WRITE`]: [`WriteBody`] (GPA, value, width): one store of that width.
+//! - [`KIND_EXEC`]: [`ExecBody`] (GPA): a call to the GPA, expected to return (e.g. to a `ret`
+//!   a write probe put there).
+//!
+//! The kernel validates the whole table before running any entry; a bad table is one
+//! `vtl0: bad table: ...` line and a failing power-off.
+//!
+//! # Result lines
+//! Every console line starts with `vtl0: `. First `vtl0: start ...`, then either
+//! `vtl0: Hyper-V interface guest_os_id=0x..` or `vtl0: no Hyper-V interface (reason)`, or
+//! `vtl0: bad table: reason` (and a failing power-off). Per entry, in order (`i` from 0):
+//! - `vtl0: i hypercall control=0x.. skipped` (no Hyper-V interface)
+//! - `vtl0: i hypercall control=0x.. result=0x.. out=<hex bytes> canaries=ok` (or
+//!   `canaries=bad:rbx,xmm7`: the registers that did not come back unchanged)
+//! - `vtl0: i read gpa=0x.. width=N value=0x..`
+//! - `vtl0: i write gpa=0x.. width=N value=0x.. ok`
+//! - `vtl0: i exec gpa=0x.. returned`
+//! - any of them ending in `fault vector=0x.. code=0x.. cr2=0x..` (x86_64) or
+//!   `fault esr=0x.. far=0x..` (aarch64) instead of the outcome.
+//!
+//! then `vtl0: done N entries` and a passing power-off. An exception outside a probe is
+//! `vtl0: unexpected exception ...` and a failing power-off. See [`Arch`] for the canaries.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+#[cfg(any(test, feature = "std"))]
+mod encode;
+#[cfg(any(test, feature = "std"))]
+mod parse;
+#[cfg(test)]
+mod proptests;
+#[cfg(any(test, feature = "std"))]
+pub use encode::Table;
+#[cfg(any(test, feature = "std"))]
+pub use parse::{parse_line, parse_results, CallOutcome, Line, ParseError, Record, Results};
+
+/// `"VTL0"` as a little-endian u32.
+pub const TABLE_MAGIC: u32 = u32::from_le_bytes(*b"VTL0");
+pub const TABLE_VERSION: u16 = 1;
+/// The table window: the kernel never reads past this many bytes from the table GPA.
+pub const TABLE_MAX: usize = 1 << 20;
+/// More entries than this is a bad table (each prints a line; keeps a run bounded).
+pub const MAX_ENTRIES: u32 = 4096;
+/// A hypercall's input or output page.
+pub const PAGE_SIZE: usize = 4096;
+
+pub const KIND_HYPERCALL: u16 = 1;
+pub const KIND_READ: u16 = 2;
+pub const KIND_WRITE: u16 = 3;
+pub const KIND_EXEC: u16 = 4;
+
+/// Entry flag (hypercalls only): make the call even without a Hyper-V interface. For testing
+/// the kernel itself in plain QEMU: on x86_64 a write probe first puts code in
+/// [`Arch::hypercall_page`] (e.g. a `ret`); on aarch64 QEMU's PSCI answers the `hvc` (x0 = -1,
+/// every other register kept).
+pub const FLAG_FORCE: u16 = 1;
+
+/// The guest OS id the kernel registers (TLFS `HV_GUEST_OS_ID`, open-source format): bit 63
+/// (open source), OS type 0 (none of the registered ones), OS id 0, version 1 (this protocol's),
+/// build 0. Written to `HV_X64_MSR_GUEST_OS_ID` on x86_64 and `HvRegisterGuestOsId` on aarch64.
+pub const GUEST_OS_ID: u64 = hvdef::HvGuestOsIdOpenSource::new()
+    .with_is_open_source(true)
+    .with_version(1)
+    .into_bits();
+
+/// Every console line starts with this.
+pub const LINE_PREFIX: &str = "vtl0: ";
+
+/// The architecture the kernel runs on: where it lives and what its hypercall ABI uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+/// The kernel's own pages sit at this offset from its load address, after the image (the linker
+/// scripts assert the image ends before it): hypercall input, output, the x86 hypercall page,
+/// and a scratch page the kernel never touches (for write/read/exec probes of its own memory).
+const PAGES_OFFSET: u64 = 0x20_0000;
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// Where the kernel is linked and loaded (physical = virtual).
+    pub const fn load_gpa(self) -> u64 {
+        match self {
+            Arch::X86_64 => 0x0400_0000,
+            Arch::Aarch64 => 0x4800_0000,
+        }
+    }
+
+    /// Where the test table is placed before boot.
+    pub const fn table_gpa(self) -> u64 {
+        match self {
+            Arch::X86_64 => 0x0500_0000,
+            Arch::Aarch64 => 0x4900_0000,
+        }
+    }
+
+    /// A memory-based hypercall's input page.
+    pub const fn input_page(self) -> u64 {
+        self.load_gpa() + PAGES_OFFSET
+    }
+
+    /// A memory-based hypercall's output page.
+    pub const fn output_page(self) -> u64 {
+        self.load_gpa() + PAGES_OFFSET + 0x1000
+    }
+
+    /// The page given to `HV_X64_MSR_HYPERCALL` (x86_64; unused on aarch64).
+    pub const fn hypercall_page(self) -> u64 {
+        self.load_gpa() + PAGES_OFFSET + 0x2000
+    }
+
+    /// A page of the kernel's own memory that it never uses itself: probes may write, read and
+    /// execute it.
+    pub const fn scratch_page(self) -> u64 {
+        self.load_gpa() + PAGES_OFFSET + 0x3000
+    }
+
+    /// The first address past the kernel's memory.
+    pub const fn end_gpa(self) -> u64 {
+        self.load_gpa() + PAGES_OFFSET + 0x4000
+    }
+
+    /// A GPA outside the kernel's page tables (x86_64 maps the first 4 GiB; aarch64 maps
+    /// 0..2 GiB): a read faults (x86 #PF, aarch64 level-1 translation fault).
+    pub const fn unmapped_gpa(self) -> u64 {
+        match self {
+            Arch::X86_64 => 0x1_0000_0000,
+            Arch::Aarch64 => 0x8000_0000,
+        }
+    }
+
+    /// The fast-call register pool, in order, with each register's width in bytes: x86_64 RDX,
+    /// R8, XMM0..XMM5; aarch64 X2..X17.
+    pub const fn fast_pool(self) -> &'static [(&'static str, usize)] {
+        match self {
+            Arch::X86_64 => &[
+                ("rdx", 8),
+                ("r8", 8),
+                ("xmm0", 16),
+                ("xmm1", 16),
+                ("xmm2", 16),
+                ("xmm3", 16),
+                ("xmm4", 16),
+                ("xmm5", 16),
+            ],
+            Arch::Aarch64 => &[
+                ("x2", 8),
+                ("x3", 8),
+                ("x4", 8),
+                ("x5", 8),
+                ("x6", 8),
+                ("x7", 8),
+                ("x8", 8),
+                ("x9", 8),
+                ("x10", 8),
+                ("x11", 8),
+                ("x12", 8),
+                ("x13", 8),
+                ("x14", 8),
+                ("x15", 8),
+                ("x16", 8),
+                ("x17", 8),
+            ],
+        }
+    }
+
+    /// Bytes in the fast-call register pool.
+    pub const fn fast_pool_bytes(self) -> usize {
+        match self {
+            Arch::X86_64 => 16 + 6 * 16,
+            Arch::Aarch64 => 16 * 8,
+        }
+    }
+
+    /// Where a fast call's output starts in the pool: after the input, at the next register
+    /// (x86_64: the next 16-byte unit, RDX:R8 counting as one; aarch64: the next X register).
+    pub const fn fast_output_offset(self, input_len: usize) -> usize {
+        let unit = match self {
+            Arch::X86_64 => 16,
+            Arch::Aarch64 => 8,
+        };
+        input_len.div_ceil(unit) * unit
+    }
+
+    /// The registers whose values must survive every hypercall (filled with [`canary`] values
+    /// before the call, compared after). x86_64: RBX, RSI, RDI, RBP, R9-R15 and XMM6-XMM15
+    /// (RAX is the result and holds the hypercall page's address at the `call`, RCX/RDX/R8 the
+    /// inputs, RSP cannot be checked); aarch64: X18-X30 (the
+    /// kernel saves its frame pointer and link register on the stack around the call, so both
+    /// carry canaries too).
+    pub const fn canaries(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &[
+                "rbx", "rsi", "rdi", "rbp", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "xmm6",
+                "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+            ],
+            Arch::Aarch64 => &[
+                "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x29",
+                "x30",
+            ],
+        }
+    }
+
+    /// The registers that carry canaries only in a memory-based (not fast) call, where the
+    /// ABI does not use them: x86_64 XMM0-XMM5; aarch64 X4-X17.
+    pub const fn slow_only_canaries(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5"],
+            Arch::Aarch64 => &[
+                "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15",
+                "x16", "x17",
+            ],
+        }
+    }
+}
+
+/// The distinct pattern register number `n` carries into a hypercall (n: x86_64 GPRs 0-15 in
+/// encoding order, XMMn 16+2n and 17+2n for its low and high halves; aarch64 Xn).
+pub const fn canary(n: u32) -> u64 {
+    0xCA7A_0000_0000_0000 | ((n as u64) << 40) | (0x0101_0101 * (n as u64 + 1))
+}
+
+/// The table's first 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct TableHeader {
+    /// [`TABLE_MAGIC`].
+    pub magic: u32,
+    /// [`TABLE_VERSION`].
+    pub version: u16,
+    /// `size_of::<TableHeader>()` (16).
+    pub header_size: u16,
+    pub count: u32,
+    /// Bytes of the whole table, header included.
+    pub total_size: u32,
+}
+
+/// Precedes every entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct EntryHeader {
+    /// One of the `KIND_*` constants.
+    pub kind: u16,
+    /// [`FLAG_FORCE`] or 0.
+    pub flags: u16,
+    /// Bytes of the whole entry, this header included; a multiple of 8.
+    pub size: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HypercallBody {
+    pub control: u64,
+    /// Input bytes following this body (padded to 8 in the table).
+    pub input_len: u32,
+    /// Output bytes to report.
+    pub output_len: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ReadBody {
+    pub gpa: u64,
+    /// 1, 2, 4 or 8.
+    pub width: u32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct WriteBody {
+    pub gpa: u64,
+    /// Only the low `width` bytes are stored.
+    pub value: u64,
+    /// 1, 2, 4 or 8.
+    pub width: u32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ExecBody {
+    pub gpa: u64,
+}
+
+const _: () = {
+    assert!(size_of::<TableHeader>() == 16);
+    assert!(size_of::<EntryHeader>() == 8);
+    assert!(size_of::<HypercallBody>() == 16);
+    assert!(size_of::<ReadBody>() == 16);
+    assert!(size_of::<WriteBody>() == 24);
+    assert!(size_of::<ExecBody>() == 8);
+};
+
+/// One validated table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry<'a> {
+    Hypercall {
+        control: u64,
+        input: &'a [u8],
+        output_len: usize,
+        /// [`FLAG_FORCE`]: made even without a Hyper-V interface.
+        force: bool,
+    },
+    Read {
+        gpa: u64,
+        width: u8,
+    },
+    Write {
+        gpa: u64,
+        width: u8,
+        value: u64,
+    },
+    Exec {
+        gpa: u64,
+    },
+}
+
+/// Whether a hypercall control word asks for a fast (register) call: bit 16.
+pub fn is_fast(control: u64) -> bool {
+    hvdef::Control::from_bits(control).fast()
+}
+
+/// Why a table was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableError {
+    TooShort {
+        len: usize,
+    },
+    BadMagic {
+        magic: u32,
+    },
+    BadVersion {
+        version: u16,
+    },
+    BadHeaderSize {
+        size: u16,
+    },
+    TooLarge {
+        total_size: u32,
+    },
+    Truncated {
+        total_size: u32,
+        available: usize,
+    },
+    TooManyEntries {
+        count: u32,
+    },
+    /// Entry `index`'s header or body does not fit in the table.
+    EntryPastEnd {
+        index: u32,
+        offset: usize,
+    },
+    BadEntrySize {
+        index: u32,
+        size: u32,
+    },
+    UnknownKind {
+        index: u32,
+        kind: u16,
+    },
+    /// Flags other than [`FLAG_FORCE`], or that flag on an entry other than a hypercall.
+    BadFlags {
+        index: u32,
+        flags: u16,
+    },
+    BadWidth {
+        index: u32,
+        width: u32,
+    },
+    /// A hypercall's input or output does not fit its page or the fast register pool.
+    BadLength {
+        index: u32,
+        input_len: u32,
+        output_len: u32,
+    },
+    /// Bytes after the last entry (total size larger than the entries).
+    TrailingBytes {
+        offset: usize,
+        total_size: u32,
+    },
+}
+
+impl fmt::Display for TableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TableError::TooShort { len } => write!(f, "{len} bytes is shorter than the header"),
+            TableError::BadMagic { magic } => {
+                write!(f, "magic {magic:#x}, expected {TABLE_MAGIC:#x}")
+            }
+            TableError::BadVersion { version } => {
+                write!(f, "version {version}, expected {TABLE_VERSION}")
+            }
+            TableError::BadHeaderSize { size } => write!(f, "header size {size}, expected 16"),
+            TableError::TooLarge { total_size } => write!(
+                f,
+                "total size {total_size:#x} exceeds the {TABLE_MAX:#x}-byte window"
+            ),
+            TableError::Truncated {
+                total_size,
+                available,
+            } => write!(
+                f,
+                "total size {total_size:#x} but only {available:#x} bytes"
+            ),
+            TableError::TooManyEntries { count } => {
+                write!(f, "count {count} exceeds {MAX_ENTRIES}")
+            }
+            TableError::EntryPastEnd { index, offset } => {
+                write!(
+                    f,
+                    "entry {index} at offset {offset:#x} runs past the table end"
+                )
+            }
+            TableError::BadEntrySize { index, size } => {
+                write!(f, "entry {index} has size {size}")
+            }
+            TableError::UnknownKind { index, kind } => {
+                write!(f, "entry {index} has unknown kind {kind}")
+            }
+            TableError::BadFlags { index, flags } => {
+                write!(f, "entry {index} has flags {flags:#x}")
+            }
+            TableError::BadWidth { index, width } => {
+                write!(f, "entry {index} has width {width}")
+            }
+            TableError::BadLength {
+                index,
+                input_len,
+                output_len,
+            } => write!(
+                f,
+                "entry {index}: input {input_len} / output {output_len} bytes do not fit"
+            ),
+            TableError::TrailingBytes { offset, total_size } => write!(
+                f,
+                "entries end at {offset:#x} but total size is {total_size:#x}"
+            ),
+        }
+    }
+}
+
+/// Reads the header and checks it: the number of bytes the whole table takes (at most
+/// [`TABLE_MAX`]), so the kernel knows how much to copy in before [`parse_table`].
+pub fn table_size(header: &[u8]) -> Result<usize, TableError> {
+    let (h, _) = TableHeader::read_from_prefix(header)
+        .map_err(|_| TableError::TooShort { len: header.len() })?;
+    if h.magic != TABLE_MAGIC {
+        return Err(TableError::BadMagic { magic: h.magic });
+    }
+    if h.version != TABLE_VERSION {
+        return Err(TableError::BadVersion { version: h.version });
+    }
+    if usize::from(h.header_size) != size_of::<TableHeader>() {
+        return Err(TableError::BadHeaderSize {
+            size: h.header_size,
+        });
+    }
+    let total = h.total_size as usize;
+    if total > TABLE_MAX {
+        return Err(TableError::TooLarge {
+            total_size: h.total_size,
+        });
+    }
+    if total < size_of::<TableHeader>() {
+        return Err(TableError::Truncated {
+            total_size: h.total_size,
+            available: size_of::<TableHeader>(),
+        });
+    }
+    if h.count > MAX_ENTRIES {
+        return Err(TableError::TooManyEntries { count: h.count });
+    }
+    Ok(total)
+}
+
+/// A table that passed [`parse_table`]: every entry is known to be well formed.
+#[derive(Clone, Copy, Debug)]
+pub struct ParsedTable<'a> {
+    bytes: &'a [u8],
+    count: u32,
+    arch: Arch,
+}
+
+impl<'a> ParsedTable<'a> {
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The entries in order.
+    pub fn entries(&self) -> Entries<'a> {
+        Entries {
+            rest: &self.bytes[size_of::<TableHeader>()..],
+            offset: size_of::<TableHeader>(),
+            index: 0,
+            count: self.count,
+            arch: self.arch,
+        }
+    }
+}
+
+/// Checks the whole table (header, every entry, exact total size) for `arch`.
+pub fn parse_table(bytes: &[u8], arch: Arch) -> Result<ParsedTable<'_>, TableError> {
+    let total = table_size(bytes)?;
+    let bytes = bytes.get(..total).ok_or(TableError::Truncated {
+        total_size: total as u32,
+        available: bytes.len(),
+    })?;
+    let count = TableHeader::read_from_prefix(bytes)
+        .map_err(|_| TableError::TooShort { len: bytes.len() })?
+        .0
+        .count;
+    let table = ParsedTable { bytes, count, arch };
+    let mut entries = table.entries();
+    for _ in 0..count {
+        entries
+            .next()
+            .unwrap_or(Err(TableError::TooShort { len: 0 }))?;
+    }
+    if entries.offset != total {
+        return Err(TableError::TrailingBytes {
+            offset: entries.offset,
+            total_size: total as u32,
+        });
+    }
+    Ok(table)
+}
+
+/// Iterator over a table's entries (each checked as it is read).
+#[derive(Clone, Debug)]
+pub struct Entries<'a> {
+    rest: &'a [u8],
+    offset: usize,
+    index: u32,
+    count: u32,
+    arch: Arch,
+}
+
+fn width(index: u32, width: u32) -> Result<u8, TableError> {
+    match width {
+        1 | 2 | 4 | 8 => Ok(width as u8),
+        _ => Err(TableError::BadWidth { index, width }),
+    }
+}
+
+impl<'a> Entries<'a> {
+    fn entry(&mut self) -> Result<Entry<'a>, TableError> {
+        let index = self.index;
+        let past_end = TableError::EntryPastEnd {
+            index,
+            offset: self.offset,
+        };
+        let (header, _) = EntryHeader::read_from_prefix(self.rest).map_err(|_| past_end)?;
+        let size = header.size as usize;
+        if size < size_of::<EntryHeader>() || !size.is_multiple_of(8) {
+            return Err(TableError::BadEntrySize {
+                index,
+                size: header.size,
+            });
+        }
+        let whole = self.rest.get(..size).ok_or(past_end)?;
+        let body = &whole[size_of::<EntryHeader>()..];
+        let bad_size = TableError::BadEntrySize {
+            index,
+            size: header.size,
+        };
+        let allowed_flags = if header.kind == KIND_HYPERCALL {
+            FLAG_FORCE
+        } else {
+            0
+        };
+        if header.flags & !allowed_flags != 0 {
+            return Err(TableError::BadFlags {
+                index,
+                flags: header.flags,
+            });
+        }
+        let entry = match header.kind {
+            KIND_HYPERCALL => {
+                let (h, input) = HypercallBody::read_from_prefix(body).map_err(|_| bad_size)?;
+                let (input_len, output_len) = (h.input_len as usize, h.output_len as usize);
+                let bad_len = TableError::BadLength {
+                    index,
+                    input_len: h.input_len,
+                    output_len: h.output_len,
+                };
+                let fits = if is_fast(h.control) {
+                    let pool = self.arch.fast_pool_bytes();
+                    input_len <= pool
+                        && output_len <= pool - self.arch.fast_output_offset(input_len).min(pool)
+                } else {
+                    input_len <= PAGE_SIZE && output_len <= PAGE_SIZE
+                };
+                if !fits {
+                    return Err(bad_len);
+                }
+                if input.len() != input_len.div_ceil(8) * 8 {
+                    return Err(bad_size);
+                }
+                Entry::Hypercall {
+                    control: h.control,
+                    input: &input[..input_len],
+                    output_len,
+                    force: header.flags & FLAG_FORCE != 0,
+                }
+            }
+            KIND_READ => {
+                let b = ReadBody::read_from_bytes(body).map_err(|_| bad_size)?;
+                Entry::Read {
+                    gpa: b.gpa,
+                    width: width(index, b.width)?,
+                }
+            }
+            KIND_WRITE => {
+                let b = WriteBody::read_from_bytes(body).map_err(|_| bad_size)?;
+                Entry::Write {
+                    gpa: b.gpa,
+                    width: width(index, b.width)?,
+                    value: b.value,
+                }
+            }
+            KIND_EXEC => {
+                let b = ExecBody::read_from_bytes(body).map_err(|_| bad_size)?;
+                Entry::Exec { gpa: b.gpa }
+            }
+            kind => return Err(TableError::UnknownKind { index, kind }),
+        };
+        self.rest = &self.rest[size..];
+        self.offset += size;
+        self.index += 1;
+        Ok(entry)
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<Entry<'a>, TableError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let r = self.entry();
+        if r.is_err() {
+            // One error ends the walk.
+            self.count = self.index;
+        }
+        Some(r)
+    }
+}
+
+/// What an exception during a probe recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    X86 { vector: u8, code: u64, cr2: u64 },
+    Arm64 { esr: u64, far: u64 },
+}
+
+impl Fault {
+    /// The ESR exception class (aarch64) or the vector (x86_64).
+    pub fn class(&self) -> u64 {
+        match *self {
+            Fault::X86 { vector, .. } => u64::from(vector),
+            Fault::Arm64 { esr, .. } => esr >> 26,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Fault::X86 { vector, code, cr2 } => {
+                write!(f, "fault vector={vector:#x} code={code:#x} cr2={cr2:#x}")
+            }
+            Fault::Arm64 { esr, far } => write!(f, "fault esr={esr:#x} far={far:#x}"),
+        }
+    }
+}
+
+/// Hex digits of `bytes`, two per byte, no separator (the `out=` field).
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The registers in `bad` joined with commas, or `ok` (the `canaries=` field).
+pub struct Canaries<'a>(pub &'a [&'a str]);
+
+impl fmt::Display for Canaries<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("ok");
+        }
+        f.write_str("bad:")?;
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(r)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one entry did, as the kernel prints it (no allocation): [`fmt::Display`] writes the
+/// result line without the `vtl0: ` prefix and newline.
+#[derive(Clone, Copy, Debug)]
+pub enum EntryLine<'a> {
+    HypercallSkipped {
+        control: u64,
+    },
+    Hypercall {
+        control: u64,
+        result: u64,
+        out: &'a [u8],
+        bad_canaries: &'a [&'a str],
+    },
+    HypercallFault {
+        control: u64,
+        fault: Fault,
+    },
+    Read {
+        gpa: u64,
+        width: u8,
+        outcome: Result<u64, Fault>,
+    },
+    Write {
+        gpa: u64,
+        width: u8,
+        value: u64,
+        outcome: Result<(), Fault>,
+    },
+    Exec {
+        gpa: u64,
+        outcome: Result<(), Fault>,
+    },
+}
+
+/// `i <entry line>`.
+pub struct Numbered<'a>(pub u32, pub EntryLine<'a>);
+
+impl fmt::Display for Numbered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+impl fmt::Display for EntryLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EntryLine::HypercallSkipped { control } => {
+                write!(f, "hypercall control={control:#x} skipped")
+            }
+            EntryLine::Hypercall {
+                control,
+                result,
+                out,
+                bad_canaries,
+            } => write!(
+                f,
+                "hypercall control={control:#x} result={result:#x} out={} canaries={}",
+                Hex(out),
+                Canaries(bad_canaries)
+            ),
+            EntryLine::HypercallFault { control, fault } => {
+                write!(f, "hypercall control={control:#x} {fault}")
+            }
+            EntryLine::Read {
+                gpa,
+                width,
+                outcome,
+            } => {
+                write!(f, "read gpa={gpa:#x} width={width} ")?;
+                match outcome {
+                    Ok(value) => write!(f, "value={value:#x}"),
+                    Err(fault) => write!(f, "{fault}"),
+                }
+            }
+            EntryLine::Write {
+                gpa,
+                width,
+                value,
+                outcome,
+            } => {
+                write!(f, "write gpa={gpa:#x} width={width} value={value:#x} ")?;
+                match outcome {
+                    Ok(()) => f.write_str("ok"),
+                    Err(fault) => write!(f, "{fault}"),
+                }
+            }
+            EntryLine::Exec { gpa, outcome } => {
+                write!(f, "exec gpa={gpa:#x} ")?;
+                match outcome {
+                    Ok(()) => f.write_str("returned"),
+                    Err(fault) => write!(f, "{fault}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants() {
+        assert_eq!(TABLE_MAGIC.to_le_bytes(), *b"VTL0");
+        assert_eq!(GUEST_OS_ID, 0x8000_0000_0001_0000);
+        for arch in Arch::ALL {
+            let pool: usize = arch.fast_pool().iter().map(|(_, w)| w).sum();
+            assert_eq!(pool, arch.fast_pool_bytes());
+            assert!(arch.table_gpa() >= arch.end_gpa());
+            assert!(arch.end_gpa() <= arch.table_gpa());
+        }
+        assert_eq!(Arch::X86_64.fast_output_offset(8), 16);
+        assert_eq!(Arch::X86_64.fast_output_offset(17), 32);
+        assert_eq!(Arch::Aarch64.fast_output_offset(9), 16);
+        assert_eq!(Arch::Aarch64.fast_output_offset(0), 0);
+        let c: Vec<u64> = (0..48).map(canary).collect();
+        let mut d = c.clone();
+        d.sort();
+        d.dedup();
+        assert_eq!(d.len(), c.len(), "canaries are distinct");
+    }
+}

@@ -1,0 +1,606 @@
+//! The parser of the kernel's console lines into typed results, for host-side tests.
+
+use crate::{Fault, LINE_PREFIX};
+use std::fmt;
+
+/// A hypercall entry's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// No Hyper-V interface: not made.
+    Skipped,
+    /// Made: the result value (RAX / X0), the reported output bytes, and the registers whose
+    /// canaries did not survive (empty: all did).
+    Done {
+        result: u64,
+        out: Vec<u8>,
+        bad_canaries: Vec<String>,
+    },
+    Fault(Fault),
+}
+
+/// One entry's result line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Hypercall {
+        control: u64,
+        outcome: CallOutcome,
+    },
+    Read {
+        gpa: u64,
+        width: u8,
+        outcome: Result<u64, Fault>,
+    },
+    Write {
+        gpa: u64,
+        width: u8,
+        value: u64,
+        outcome: Result<(), Fault>,
+    },
+    Exec {
+        gpa: u64,
+        outcome: Result<(), Fault>,
+    },
+}
+
+/// One `vtl0: ` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    Entry {
+        index: u32,
+        record: Record,
+    },
+    Done {
+        count: u32,
+    },
+    /// `vtl0: no Hyper-V interface (reason)`.
+    NoHyperV {
+        reason: String,
+    },
+    /// `vtl0: Hyper-V interface guest_os_id=0x..`: set up, with this guest OS id registered.
+    HyperV {
+        guest_os_id: u64,
+    },
+    /// `vtl0: bad table: reason`.
+    BadTable {
+        reason: String,
+    },
+    /// `vtl0: unexpected exception ...`: the rest of the line.
+    Unexpected {
+        text: String,
+    },
+    /// Any other `vtl0: ` line (start banner, interface setup): the text after the prefix.
+    Info {
+        text: String,
+    },
+}
+
+/// A line that starts with `vtl0: ` but does not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot parse {:?}: {}", self.line, self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn hex(s: &str) -> Result<u64, String> {
+    let digits = s
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("{s:?} is not 0x-hex"))?;
+    u64::from_str_radix(digits, 16).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn field<'a>(token: Option<&'a str>, key: &str) -> Result<&'a str, String> {
+    let token = token.ok_or_else(|| format!("missing {key}="))?;
+    token
+        .strip_prefix(key)
+        .and_then(|t| t.strip_prefix('='))
+        .ok_or_else(|| format!("expected {key}=, found {token:?}"))
+}
+
+fn hex_field<'a>(tokens: &mut impl Iterator<Item = &'a str>, key: &str) -> Result<u64, String> {
+    hex(field(tokens.next(), key)?)
+}
+
+fn width_field<'a>(tokens: &mut impl Iterator<Item = &'a str>) -> Result<u8, String> {
+    match field(tokens.next(), "width")? {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        "4" => Ok(4),
+        "8" => Ok(8),
+        w => Err(format!("bad width {w:?}")),
+    }
+}
+
+fn bytes(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return Err(format!("odd or non-ASCII hex {s:?}"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("out={s:?}: {e}")))
+        .collect()
+}
+
+/// The tokens after `fault`.
+fn fault<'a>(tokens: &mut impl Iterator<Item = &'a str>) -> Result<Fault, String> {
+    let first = tokens.next().ok_or("fault without fields")?;
+    let f = if first.starts_with("vector=") {
+        let vector = hex(field(Some(first), "vector")?)?;
+        let vector = u8::try_from(vector).map_err(|_| format!("vector {vector:#x}"))?;
+        Fault::X86 {
+            vector,
+            code: hex_field(tokens, "code")?,
+            cr2: hex_field(tokens, "cr2")?,
+        }
+    } else {
+        Fault::Arm64 {
+            esr: hex(field(Some(first), "esr")?)?,
+            far: hex_field(tokens, "far")?,
+        }
+    };
+    Ok(f)
+}
+
+/// `ok`/`returned`-style word or `fault ...`.
+fn unit_or_fault<'a>(
+    tokens: &mut impl Iterator<Item = &'a str>,
+    word: &str,
+) -> Result<Result<(), Fault>, String> {
+    match tokens.next() {
+        Some(w) if w == word => Ok(Ok(())),
+        Some("fault") => Ok(Err(fault(tokens)?)),
+        other => Err(format!("expected {word} or fault, found {other:?}")),
+    }
+}
+
+fn record<'a>(kind: &str, tokens: &mut impl Iterator<Item = &'a str>) -> Result<Record, String> {
+    let r = match kind {
+        "hypercall" => {
+            let control = hex_field(tokens, "control")?;
+            let outcome = match tokens.next() {
+                Some("skipped") => CallOutcome::Skipped,
+                Some("fault") => CallOutcome::Fault(fault(tokens)?),
+                Some(t) => {
+                    let result = hex(field(Some(t), "result")?)?;
+                    let out = bytes(field(tokens.next(), "out")?)?;
+                    let bad_canaries = match field(tokens.next(), "canaries")? {
+                        "ok" => Vec::new(),
+                        c => {
+                            let list = c
+                                .strip_prefix("bad:")
+                                .ok_or_else(|| format!("canaries={c:?}"))?;
+                            if list.is_empty() || list.split(',').any(str::is_empty) {
+                                return Err(format!("canaries={c:?}"));
+                            }
+                            list.split(',').map(String::from).collect()
+                        }
+                    };
+                    CallOutcome::Done {
+                        result,
+                        out,
+                        bad_canaries,
+                    }
+                }
+                None => return Err("hypercall without outcome".into()),
+            };
+            Record::Hypercall { control, outcome }
+        }
+        "read" => {
+            let gpa = hex_field(tokens, "gpa")?;
+            let width = width_field(tokens)?;
+            let outcome = match tokens.next() {
+                Some("fault") => Err(fault(tokens)?),
+                t => Ok(hex(field(t, "value")?)?),
+            };
+            Record::Read {
+                gpa,
+                width,
+                outcome,
+            }
+        }
+        "write" => Record::Write {
+            gpa: hex_field(tokens, "gpa")?,
+            width: width_field(tokens)?,
+            value: hex_field(tokens, "value")?,
+            outcome: unit_or_fault(tokens, "ok")?,
+        },
+        "exec" => Record::Exec {
+            gpa: hex_field(tokens, "gpa")?,
+            outcome: unit_or_fault(tokens, "returned")?,
+        },
+        other => return Err(format!("unknown entry kind {other:?}")),
+    };
+    if let Some(extra) = tokens.next() {
+        return Err(format!("trailing {extra:?}"));
+    }
+    Ok(r)
+}
+
+fn parse_body(text: &str) -> Result<Line, String> {
+    if let Some(rest) = text.strip_prefix("no Hyper-V interface") {
+        let reason = rest
+            .trim()
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or("no Hyper-V interface without (reason)")?;
+        return Ok(Line::NoHyperV {
+            reason: reason.into(),
+        });
+    }
+    if let Some(id) = text.strip_prefix("Hyper-V interface guest_os_id=") {
+        return Ok(Line::HyperV {
+            guest_os_id: hex(id)?,
+        });
+    }
+    if let Some(reason) = text.strip_prefix("bad table: ") {
+        return Ok(Line::BadTable {
+            reason: reason.into(),
+        });
+    }
+    if let Some(rest) = text.strip_prefix("unexpected exception") {
+        return Ok(Line::Unexpected {
+            text: rest.trim().into(),
+        });
+    }
+    if let Some(rest) = text.strip_prefix("done ") {
+        let count = rest
+            .strip_suffix(" entries")
+            .and_then(|n| n.parse().ok())
+            .ok_or("done line without a count")?;
+        return Ok(Line::Done { count });
+    }
+    let mut tokens = text.split(' ');
+    let first = tokens.next().unwrap_or_default();
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Line::Info { text: text.into() });
+    }
+    let index = first.parse().map_err(|e| format!("index {first:?}: {e}"))?;
+    let kind = tokens.next().ok_or("entry without a kind")?;
+    Ok(Line::Entry {
+        index,
+        record: record(kind, &mut tokens)?,
+    })
+}
+
+/// Parses one console line: `Ok(None)` for a line that is not the kernel's (no `vtl0: `
+/// prefix), an error for a `vtl0: ` line that does not parse.
+pub fn parse_line(line: &str) -> Result<Option<Line>, ParseError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let Some(text) = line.strip_prefix(LINE_PREFIX) else {
+        return Ok(None);
+    };
+    parse_body(text).map(Some).map_err(|reason| ParseError {
+        line: line.into(),
+        reason,
+    })
+}
+
+/// Everything a run printed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Results {
+    /// Entry records in console order, each with its index.
+    pub entries: Vec<(u32, Record)>,
+    /// The count of the `done` line, if the run got there.
+    pub done: Option<u32>,
+    pub no_hyperv: Option<String>,
+    /// The guest OS id of the `Hyper-V interface` line.
+    pub hyperv: Option<u64>,
+    pub bad_table: Option<String>,
+    pub unexpected: Option<String>,
+}
+
+impl Results {
+    /// The records alone, checking that their indices run 0, 1, 2, ...
+    pub fn records(&self) -> Result<Vec<Record>, String> {
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(i, (index, r))| {
+                if *index as usize == i {
+                    Ok(r.clone())
+                } else {
+                    Err(format!("entry {i} printed as {index}"))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Parses a whole console capture (other lines, e.g. firmware's, are ignored).
+pub fn parse_results(console: &str) -> Result<Results, ParseError> {
+    let mut results = Results::default();
+    for line in console.lines() {
+        match parse_line(line)? {
+            None | Some(Line::Info { .. }) => {}
+            Some(Line::Entry { index, record }) => results.entries.push((index, record)),
+            Some(Line::Done { count }) => results.done = Some(count),
+            Some(Line::NoHyperV { reason }) => results.no_hyperv = Some(reason),
+            Some(Line::HyperV { guest_os_id }) => results.hyperv = Some(guest_os_id),
+            Some(Line::BadTable { reason }) => results.bad_table = Some(reason),
+            Some(Line::Unexpected { text }) => results.unexpected = Some(text),
+        }
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EntryLine, Numbered};
+
+    fn line(n: u32, e: EntryLine<'_>) -> String {
+        format!("{LINE_PREFIX}{}", Numbered(n, e))
+    }
+
+    fn parsed(s: &str) -> Record {
+        match parse_line(s).unwrap().unwrap() {
+            Line::Entry { record, .. } => record,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_trip_every_line_kind() {
+        let pf = Fault::X86 {
+            vector: 0xe,
+            code: 0x2,
+            cr2: 0x1_0000_0000,
+        };
+        let da = Fault::Arm64 {
+            esr: 0x9600_0005,
+            far: 0x8000_0000,
+        };
+        let cases: Vec<(EntryLine<'_>, Record)> = vec![
+            (
+                EntryLine::HypercallSkipped { control: 0x10008 },
+                Record::Hypercall {
+                    control: 0x10008,
+                    outcome: CallOutcome::Skipped,
+                },
+            ),
+            (
+                EntryLine::Hypercall {
+                    control: 0x2,
+                    result: 0x1_0000,
+                    out: &[0, 0xab, 0x10],
+                    bad_canaries: &[],
+                },
+                Record::Hypercall {
+                    control: 0x2,
+                    outcome: CallOutcome::Done {
+                        result: 0x1_0000,
+                        out: vec![0, 0xab, 0x10],
+                        bad_canaries: vec![],
+                    },
+                },
+            ),
+            (
+                EntryLine::Hypercall {
+                    control: 0x2,
+                    result: 0,
+                    out: &[],
+                    bad_canaries: &["rbx", "xmm7"],
+                },
+                Record::Hypercall {
+                    control: 0x2,
+                    outcome: CallOutcome::Done {
+                        result: 0,
+                        out: vec![],
+                        bad_canaries: vec!["rbx".into(), "xmm7".into()],
+                    },
+                },
+            ),
+            (
+                EntryLine::HypercallFault {
+                    control: 0x2,
+                    fault: Fault::X86 {
+                        vector: 6,
+                        code: 0,
+                        cr2: 0,
+                    },
+                },
+                Record::Hypercall {
+                    control: 0x2,
+                    outcome: CallOutcome::Fault(Fault::X86 {
+                        vector: 6,
+                        code: 0,
+                        cr2: 0,
+                    }),
+                },
+            ),
+            (
+                EntryLine::Read {
+                    gpa: 0x4200,
+                    width: 8,
+                    outcome: Ok(u64::MAX),
+                },
+                Record::Read {
+                    gpa: 0x4200,
+                    width: 8,
+                    outcome: Ok(u64::MAX),
+                },
+            ),
+            (
+                EntryLine::Read {
+                    gpa: 0x8000_0000,
+                    width: 1,
+                    outcome: Err(da),
+                },
+                Record::Read {
+                    gpa: 0x8000_0000,
+                    width: 1,
+                    outcome: Err(da),
+                },
+            ),
+            (
+                EntryLine::Write {
+                    gpa: 0x10,
+                    width: 2,
+                    value: 0xbeef,
+                    outcome: Ok(()),
+                },
+                Record::Write {
+                    gpa: 0x10,
+                    width: 2,
+                    value: 0xbeef,
+                    outcome: Ok(()),
+                },
+            ),
+            (
+                EntryLine::Write {
+                    gpa: 0x1_0000_0000,
+                    width: 4,
+                    value: 1,
+                    outcome: Err(pf),
+                },
+                Record::Write {
+                    gpa: 0x1_0000_0000,
+                    width: 4,
+                    value: 1,
+                    outcome: Err(pf),
+                },
+            ),
+            (
+                EntryLine::Exec {
+                    gpa: 0x3000,
+                    outcome: Ok(()),
+                },
+                Record::Exec {
+                    gpa: 0x3000,
+                    outcome: Ok(()),
+                },
+            ),
+            (
+                EntryLine::Exec {
+                    gpa: 0x3000,
+                    outcome: Err(pf),
+                },
+                Record::Exec {
+                    gpa: 0x3000,
+                    outcome: Err(pf),
+                },
+            ),
+        ];
+        for (i, (out, want)) in cases.into_iter().enumerate() {
+            let text = line(i as u32, out);
+            assert_eq!(
+                parse_line(&text).unwrap(),
+                Some(Line::Entry {
+                    index: i as u32,
+                    record: want
+                }),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_documented_examples() {
+        assert_eq!(
+            parsed("vtl0: 3 hypercall control=0x10008 result=0x0 out=0102 canaries=ok"),
+            Record::Hypercall {
+                control: 0x10008,
+                outcome: CallOutcome::Done {
+                    result: 0,
+                    out: vec![1, 2],
+                    bad_canaries: vec![]
+                }
+            }
+        );
+        assert_eq!(
+            parsed("vtl0: 4 write gpa=0x5 width=1 value=0x0 fault vector=0xd code=0x0 cr2=0x0\r"),
+            Record::Write {
+                gpa: 5,
+                width: 1,
+                value: 0,
+                outcome: Err(Fault::X86 {
+                    vector: 0xd,
+                    code: 0,
+                    cr2: 0
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn other_lines() {
+        assert_eq!(parse_line("paravisor: hello").unwrap(), None);
+        assert_eq!(
+            parse_line("vtl0: done 12 entries").unwrap(),
+            Some(Line::Done { count: 12 })
+        );
+        assert_eq!(
+            parse_line("vtl0: no Hyper-V interface (cpuid vendor \"TCGTCGTCGTCG\")").unwrap(),
+            Some(Line::NoHyperV {
+                reason: "cpuid vendor \"TCGTCGTCGTCG\"".into()
+            })
+        );
+        assert_eq!(
+            parse_line("vtl0: bad table: magic 0x0").unwrap(),
+            Some(Line::BadTable {
+                reason: "magic 0x0".into()
+            })
+        );
+        assert_eq!(
+            parse_line("vtl0: Hyper-V interface guest_os_id=0x8000000000010000").unwrap(),
+            Some(Line::HyperV {
+                guest_os_id: crate::GUEST_OS_ID
+            })
+        );
+        assert!(parse_line("vtl0: Hyper-V interface guest_os_id=12").is_err());
+        assert!(matches!(
+            parse_line("vtl0: start arch=x86_64").unwrap(),
+            Some(Line::Info { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_lines() {
+        for bad in [
+            "vtl0: 1 hypercall",
+            "vtl0: 1 hypercall control=12 skipped",
+            "vtl0: 1 hypercall control=0x1 result=0x0 out=abc canaries=ok",
+            "vtl0: 1 hypercall control=0x1 result=0x0 out=zz canaries=ok",
+            "vtl0: 1 hypercall control=0x1 result=0x0 out= canaries=bad:",
+            "vtl0: 1 hypercall control=0x1 result=0x0 out= canaries=bad:rbx,,rcx",
+            "vtl0: 1 hypercall control=0x1 result=0x0 out= canaries=maybe",
+            "vtl0: 1 hypercall control=0x1 result=0x0 out=",
+            "vtl0: 1 read gpa=0x0 width=3 value=0x0",
+            "vtl0: 1 read gpa=0x0 width=4",
+            "vtl0: 1 read gpa=0x0 width=4 value=0x0 extra",
+            "vtl0: 1 read gpa=0x0 width=4 fault vector=0x100 code=0x0 cr2=0x0",
+            "vtl0: 1 read gpa=0x0 width=4 fault esr=0x1",
+            "vtl0: 1 read gpa=0x0 width=4 fault",
+            "vtl0: 1 write gpa=0x0 width=4 value=0x1 maybe",
+            "vtl0: 1 exec gpa=0x0",
+            "vtl0: 1 jump gpa=0x0",
+            "vtl0: 99999999999 read gpa=0x0 width=4 value=0x0",
+            "vtl0: 1 read gpa=0x10000000000000000 width=4 value=0x0",
+            "vtl0: done many entries",
+            "vtl0: no Hyper-V interface",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn whole_console() {
+        let console = "junk\nvtl0: start\nvtl0: no Hyper-V interface (x)\n\
+                       vtl0: 0 read gpa=0x1 width=1 value=0x2\n\
+                       vtl0: 1 exec gpa=0x1 returned\nvtl0: done 2 entries\n";
+        let r = parse_results(console).unwrap();
+        assert_eq!(r.done, Some(2));
+        assert_eq!(r.no_hyperv.as_deref(), Some("x"));
+        assert_eq!(r.records().unwrap().len(), 2);
+        let r = parse_results("vtl0: 1 exec gpa=0x1 returned\n").unwrap();
+        assert!(r.records().is_err(), "index 1 first");
+        assert!(parse_results("vtl0: 0 exec\n").is_err());
+    }
+}
