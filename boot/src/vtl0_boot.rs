@@ -46,6 +46,12 @@ unsafe impl Sync for BootPage {}
 #[unsafe(link_section = ".vtl0_boot")]
 static PAGE: BootPage = BootPage(core::cell::UnsafeCell::new([0; PAGE_SIZE]));
 
+/// The page's address (the image is identity-mapped).
+#[cfg(target_os = "none")]
+pub fn page_gpa() -> u64 {
+    PAGE.0.get() as u64
+}
+
 /// A copy of the VTL0 boot page as the loader left it.
 #[cfg(target_os = "none")]
 pub fn read_page() -> [u8; PAGE_SIZE] {

@@ -247,6 +247,7 @@ fn start_proxy(
     });
     log::info!("VsmPartitionConfig {config:#x}");
     protect_vtl2_memory(&mut hv);
+    start_vtl0_from_igvm(&mut hv);
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -308,6 +309,41 @@ fn protect_vtl2_memory<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall
         image.start,
         image.end
     );
+}
+
+/// Sets VTL0's initial registers on the boot VP from the IGVM file's VTL0 context (the VTL0
+/// boot page, `paravisor::vtl0_boot`) before VTL0 first runs, as OpenHCL starts VTL0 from its
+/// file's VTL0 context: one SetVpRegisters, target VTL0, through the shared register path. An
+/// empty page is no payload: VTL0 then runs with the state the host gave it. A malformed page,
+/// or a host that refuses the registers, fails the boot: VTL0 must not start from a state
+/// nobody chose. The page is in the image, so VTL0 (which has not run yet) cannot have
+/// written it, and it is protected from VTL0 by now.
+fn start_vtl0_from_igvm<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall<'_, A>) {
+    let page = boot::vtl0_boot::read_page();
+    let gpa = boot::vtl0_boot::page_gpa();
+    match crate::vtl0_boot::parse(&page, crate::vtl0_boot::Arch::NATIVE, boot::image_range()) {
+        Ok(None) => log::info!(
+            "VTL0 has no payload (the IGVM file's VTL0 boot page is empty): VTL0 runs with \
+             whatever state the host gave it"
+        ),
+        Err(e) => fail(format_args!(
+            "the VTL0 boot page at {gpa:#x} is malformed: {e}; not starting VTL0"
+        )),
+        Ok(Some(context)) => {
+            let (registers, n) = context.registers();
+            hv.set_vp_registers(VpTarget::VTL0, &registers[..n])
+                .unwrap_or_else(|e| {
+                    fail(format_args!(
+                        "setting VTL0's {n} initial registers from the IGVM's VTL0 context \
+                         failed: {e}"
+                    ))
+                });
+            log::info!(
+                "VTL0 starts at {:#x} from the IGVM's VTL0 context",
+                context.entry()
+            );
+        }
+    }
 }
 
 /// VTL2's VsmPartitionConfig, after what OpenHCL writes for a hypervisor-backed VM

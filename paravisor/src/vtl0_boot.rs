@@ -391,7 +391,8 @@ mod tests {
     #[test]
     fn bad_pages_name_the_field() {
         let good = page(ARCH_X86_64, x64().as_bytes());
-        let cases: [(fn(&mut [u8; BOOT_PAGE_SIZE]), &str); 7] = [
+        type Spoil = fn(&mut [u8; BOOT_PAGE_SIZE]);
+        let cases: [(Spoil, &str); 7] = [
             (|p| p[0] = b'X', "magic"),
             (|p| p[8] = 2, "version 2"),
             (|p| p[12] = 2, "arch 2"),
