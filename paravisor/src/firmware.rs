@@ -286,7 +286,7 @@ fn start_proxy(
 }
 
 /// Takes every page of the image (code, data, BSS: page tables, stacks, per-VP hypercall and
-/// assist pages, the IGVM parameter pages) from VTL0 before VTL0 first runs, as OpenHCL's
+/// assist pages, the IGVM parameter pages, the VTL0 boot page) from VTL0 before VTL0 first runs, as OpenHCL's
 /// `underhill_mem` `apply_vtl2_protections` does for its VTL2 ranges on a hypervisor-backed VM:
 /// no access, target VTL "current" (VTL2's protections on the lower VTLs). EnableVtlProtection
 /// is set just before. The paravisor has no other memory (no heap). Failing is fatal: VTL0
