@@ -247,7 +247,7 @@ fn start_proxy(
     });
     log::info!("VsmPartitionConfig {config:#x}");
     protect_vtl2_memory(&mut hv);
-    start_vtl0_from_igvm(&mut hv);
+    start_vtl0_from_igvm(&mut hv, ram);
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -318,10 +318,19 @@ fn protect_vtl2_memory<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall
 /// or a host that refuses the registers, fails the boot: VTL0 must not start from a state
 /// nobody chose. The page is in the image, so VTL0 (which has not run yet) cannot have
 /// written it, and it is protected from VTL0 by now.
-fn start_vtl0_from_igvm<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall<'_, A>) {
+fn start_vtl0_from_igvm<A: hypercall::HypercallAbi>(
+    hv: &mut hypercall::Hypercall<'_, A>,
+    ram: &boot::paging::MappedRam,
+) {
     let page = boot::vtl0_boot::read_page();
     let gpa = boot::vtl0_boot::page_gpa();
-    match crate::vtl0_boot::parse(&page, crate::vtl0_boot::Arch::NATIVE, boot::image_range()) {
+    // Reported RAM, mapped by the paravisor or not: VTL0 runs on the hypervisor's mappings.
+    let in_ram = |a: u64| {
+        ram.mapped().iter().any(|r| r.contains(&a))
+            || ram.unmapped().iter().any(|(r, _)| r.contains(&a))
+    };
+    let arch = crate::vtl0_boot::Arch::NATIVE;
+    match crate::vtl0_boot::parse(&page, arch, boot::image_range(), in_ram) {
         Ok(None) => log::info!(
             "VTL0 has no payload (the IGVM file's VTL0 boot page is empty): VTL0 runs with \
              whatever state the host gave it"

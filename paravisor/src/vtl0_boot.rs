@@ -5,9 +5,9 @@
 //!
 //! An all-zero page is "no payload". Anything else must be exactly the layout: the magic, the
 //! version, this image's arch, the arch's context size, zero reserved and trailing bytes, zero
-//! descriptor-table padding (the TLFS's `HV_X64_TABLE_REGISTER` pad), and no address VTL0 is
+//! descriptor-table padding (the TLFS's `HV_X64_TABLE_REGISTER` pad), no address VTL0 is
 //! started with (entry, stack, page-table root, descriptor tables, vectors) inside VTL2's own
-//! image, which VTL0 can never reach. A page that breaks any rule is an error naming the field;
+//! image, which VTL0 can never reach, and the entry point in RAM the loader reported. A page that breaks any rule is an error naming the field;
 //! the firmware then fails the boot rather than start VTL0 from a state nobody chose.
 
 use boot::vtl0_boot::{
@@ -83,6 +83,11 @@ pub enum BadPage {
         address: u64,
         image: (u64, u64),
     },
+    /// The entry point is in no RAM range the loader reported.
+    EntryNotInRam {
+        field: &'static str,
+        address: u64,
+    },
 }
 
 impl fmt::Display for BadPage {
@@ -112,6 +117,10 @@ impl fmt::Display for BadPage {
                 "{field} {address:#x} lies in VTL2's image {:#x}..{:#x}, which VTL0 cannot reach",
                 image.0, image.1
             ),
+            BadPage::EntryNotInRam { field, address } => write!(
+                f,
+                "{field} {address:#x} is outside the RAM the loader reported"
+            ),
         }
     }
 }
@@ -120,11 +129,13 @@ fn word(page: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(page[at..at + 4].try_into().expect("4 bytes"))
 }
 
-/// Validates the VTL0 boot page: `Ok(None)` when it is all zero (no payload).
+/// Validates the VTL0 boot page: `Ok(None)` when it is all zero (no payload). `in_ram` says
+/// whether an address lies in the RAM the loader reported (the entry point must).
 pub fn parse(
     page: &[u8; BOOT_PAGE_SIZE],
     arch: Arch,
     image: Range<u64>,
+    in_ram: impl Fn(u64) -> bool,
 ) -> Result<Option<Vtl0Context>, BadPage> {
     let magic = u64::from_le_bytes(page[..8].try_into().expect("8 bytes"));
     if magic == 0 {
@@ -199,6 +210,16 @@ pub fn parse(
             Vtl0Context::Arm64(c)
         }
     };
+    let (field, entry) = match &context {
+        Vtl0Context::X64(c) => ("RIP", c.rip),
+        Vtl0Context::Arm64(c) => ("PC", c.pc),
+    };
+    if !in_ram(entry) {
+        return Err(BadPage::EntryNotInRam {
+            field,
+            address: entry,
+        });
+    }
     Ok(Some(context))
 }
 
@@ -281,6 +302,11 @@ mod tests {
 
     const IMAGE: Range<u64> = 0x10_0000..0x62_0000;
 
+    /// Everything is RAM unless a test says otherwise.
+    fn ram(_: u64) -> bool {
+        true
+    }
+
     fn x64() -> HvX64InitialVpContext {
         let data = HvX64SegmentRegister {
             base: 0,
@@ -326,11 +352,11 @@ mod tests {
     #[test]
     fn empty_page_is_no_payload() {
         let p = [0u8; BOOT_PAGE_SIZE];
-        assert_eq!(parse(&p, Arch::X86_64, IMAGE), Ok(None));
+        assert_eq!(parse(&p, Arch::X86_64, IMAGE, ram), Ok(None));
         let mut p = p;
         p[0x800] = 1;
         assert_eq!(
-            parse(&p, Arch::X86_64, IMAGE),
+            parse(&p, Arch::X86_64, IMAGE, ram),
             Err(BadPage::NotEmpty { offset: 0x800 })
         );
     }
@@ -348,8 +374,8 @@ mod tests {
         ]);
         p[24..32].copy_from_slice(&0x4800_0000u64.to_le_bytes()); // pc
         p[40..48].copy_from_slice(&0x30D0_0800u64.to_le_bytes()); // sctlr_el1
-        let Ok(Some(Vtl0Context::Arm64(c))) = parse(&p, Arch::Aarch64, IMAGE) else {
-            panic!("{:?}", parse(&p, Arch::Aarch64, IMAGE))
+        let Ok(Some(Vtl0Context::Arm64(c))) = parse(&p, Arch::Aarch64, IMAGE, ram) else {
+            panic!("{:?}", parse(&p, Arch::Aarch64, IMAGE, ram))
         };
         assert_eq!((c.pc, c.sctlr_el1, c.sp_elh), (0x4800_0000, 0x30D0_0800, 0));
         let (regs, n) = Vtl0Context::Arm64(c).registers();
@@ -366,7 +392,7 @@ mod tests {
     fn x64_page_gives_the_register_list() {
         let c = x64();
         let p = page(ARCH_X86_64, c.as_bytes());
-        let parsed = parse(&p, Arch::X86_64, IMAGE)
+        let parsed = parse(&p, Arch::X86_64, IMAGE, ram)
             .expect("valid")
             .expect("present");
         assert_eq!(parsed, Vtl0Context::X64(c));
@@ -405,12 +431,12 @@ mod tests {
         for (spoil, needle) in cases {
             let mut p = good;
             spoil(&mut p);
-            let err = parse(&p, Arch::X86_64, IMAGE).expect_err(needle);
+            let err = parse(&p, Arch::X86_64, IMAGE, ram).expect_err(needle);
             assert!(err.to_string().contains(needle), "{needle}: {err}");
         }
         // An x86 page on arm64.
         assert_eq!(
-            parse(&good, Arch::Aarch64, IMAGE),
+            parse(&good, Arch::Aarch64, IMAGE, ram),
             Err(BadPage::Arch(ARCH_X86_64))
         );
     }
@@ -419,26 +445,59 @@ mod tests {
     fn addresses_in_vtl2_image_are_refused() {
         let mut c = x64();
         c.rip = 0x10_0040;
-        let err = parse(&page(ARCH_X86_64, c.as_bytes()), Arch::X86_64, IMAGE).unwrap_err();
+        let err = parse(&page(ARCH_X86_64, c.as_bytes()), Arch::X86_64, IMAGE, ram).unwrap_err();
         assert_eq!(
             err.to_string(),
             "RIP 0x100040 lies in VTL2's image 0x100000..0x620000, which VTL0 cannot reach"
         );
         let mut c = x64();
         c.cr3 = 0x61_F018; // PWT | PCD bits over a root inside the image
-        let err = parse(&page(ARCH_X86_64, c.as_bytes()), Arch::X86_64, IMAGE).unwrap_err();
+        let err = parse(&page(ARCH_X86_64, c.as_bytes()), Arch::X86_64, IMAGE, ram).unwrap_err();
         assert!(err.to_string().starts_with("CR3 0x61f000"), "{err}");
         let arm = HvArm64InitialVpContext {
             pc: 0x4800_0000,
             ttbr1_el1: 0x0001_0000_0010_1001, // ASID 1, CnP, BADDR in the image
             ..Default::default()
         };
-        let err = parse(&page(ARCH_AARCH64, arm.as_bytes()), Arch::Aarch64, IMAGE).unwrap_err();
+        let err = parse(
+            &page(ARCH_AARCH64, arm.as_bytes()),
+            Arch::Aarch64,
+            IMAGE,
+            ram,
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("TTBR1_EL1 0x101000"), "{err}");
         // Just past the image is VTL0's.
         let mut c = x64();
         c.rip = IMAGE.end;
-        assert!(parse(&page(ARCH_X86_64, c.as_bytes()), Arch::X86_64, IMAGE).is_ok());
+        assert!(parse(&page(ARCH_X86_64, c.as_bytes()), Arch::X86_64, IMAGE, ram).is_ok());
+    }
+
+    #[test]
+    fn an_entry_outside_ram_is_refused() {
+        let c = x64();
+        let low_ram = |a: u64| a < 0x0400_0000;
+        let err = parse(
+            &page(ARCH_X86_64, c.as_bytes()),
+            Arch::X86_64,
+            IMAGE,
+            low_ram,
+        );
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "RIP 0x4000000 is outside the RAM the loader reported"
+        );
+        let arm = HvArm64InitialVpContext {
+            pc: 0x4800_0000,
+            ..Default::default()
+        };
+        let p = page(ARCH_AARCH64, arm.as_bytes());
+        assert!(parse(&p, Arch::Aarch64, IMAGE, |a| a >= 0x4000_0000).is_ok());
+        let err = parse(&p, Arch::Aarch64, IMAGE, |_| false).unwrap_err();
+        assert!(
+            err.to_string().starts_with("PC 0x48000000 is outside"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -453,7 +512,7 @@ mod tests {
                 *b = x as u8;
             }
             for arch in [Arch::X86_64, Arch::Aarch64] {
-                let _ = parse(&p, arch, IMAGE).map_err(|e| e.to_string());
+                let _ = parse(&p, arch, IMAGE, ram).map_err(|e| e.to_string());
             }
         }
     }

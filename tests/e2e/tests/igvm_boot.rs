@@ -107,15 +107,16 @@ fn payload_at(arch: Arch) -> (u64, u64) {
 }
 
 /// Packs the release paravisor ELF with a tiny VTL0 payload (two pages of recognisable bytes,
-/// entry 0x40 in) through `cargo xtask igvm --vtl0`, the builder the `image` command uses.
-fn igvm_with_payload(arch: Arch) -> std::path::PathBuf {
+/// entry 0x40 in) through `cargo xtask igvm --vtl0`, the builder the `image` command uses;
+/// `tag` keeps the files of tests running at once apart.
+fn igvm_with_payload(arch: Arch, tag: &str) -> std::path::PathBuf {
     let (at, entry) = payload_at(arch);
     let machine = match arch {
         Arch::X86_64 => 62,   // EM_X86_64
         Arch::Aarch64 => 183, // EM_AARCH64
     };
     let code: Vec<u8> = (0..0x1800u32).map(|i| (i % 251) as u8 | 1).collect();
-    let dir = std::env::temp_dir().join(format!("igvm-boot-vtl0-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("igvm-boot-vtl0-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let payload = dir.join(format!("vtl0-{}.elf", arch.name()));
     std::fs::write(&payload, e2e::minimal_elf(false, machine, at, entry, &code)).unwrap();
@@ -207,7 +208,7 @@ fn expected_vtl0_registers(arch: Arch) -> Vec<(hvdef::HvRegisterName, u128)> {
 #[test]
 fn the_igvm_files_vtl0_context_starts_vtl0() {
     for arch in Arch::ALL {
-        let igvm = igvm_with_payload(arch);
+        let igvm = igvm_with_payload(arch, "good");
         let mut config = SessionConfig::new(
             e2e::image(arch),
             Scenario {
@@ -274,6 +275,93 @@ fn the_igvm_files_vtl0_context_starts_vtl0() {
                 report.model.register(0, hvdef::Vtl::VTL0, name),
                 Ok(value),
                 "{arch:?}: VTL0's {name:?}"
+            );
+        }
+    }
+}
+
+/// `igvm_with_payload`'s file with its VTL0 boot page's bytes `at..` replaced by `bytes`: a
+/// loader input the paravisor must refuse.
+fn igvm_with_spoiled_boot_page(arch: Arch, at: usize, bytes: &[u8]) -> (std::path::PathBuf, u64) {
+    use igvm::{IgvmDirectiveHeader, IgvmFile};
+    let path = igvm_with_payload(arch, &format!("spoiled-{at}"));
+    let file = IgvmFile::new_from_binary(&std::fs::read(&path).unwrap(), None).unwrap();
+    let (platforms, initializations, mut directives) = (
+        file.platforms().to_vec(),
+        file.initializations().to_vec(),
+        file.directives().to_vec(),
+    );
+    let mut boot_page = None;
+    for d in &mut directives {
+        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = d {
+            if data.starts_with(b"PVVTL0IC") {
+                data[at..at + bytes.len()].copy_from_slice(bytes);
+                boot_page = Some(*gpa);
+            }
+        }
+    }
+    let revision = match arch {
+        Arch::X86_64 => igvm::IgvmRevision::V1,
+        Arch::Aarch64 => igvm::IgvmRevision::V2 {
+            arch: igvm::Arch::AArch64,
+            page_size: 4096,
+        },
+    };
+    let spoiled = IgvmFile::new(revision, platforms, initializations, directives).unwrap();
+    let mut out = Vec::new();
+    spoiled.serialize(&mut out).unwrap();
+    let spoiled_path = path.with_extension("spoiled.igvm");
+    std::fs::write(&spoiled_path, out).unwrap();
+    (
+        spoiled_path,
+        boot_page.expect("the file has a VTL0 boot page"),
+    )
+}
+
+/// A VTL0 boot page that breaks the layout is untrusted input refused: one ERROR line naming
+/// the field and the page's GPA, a failure exit, and none of VTL0's state set (VTL0 never
+/// runs).
+#[test]
+fn a_malformed_vtl0_boot_page_fails_the_boot() {
+    for arch in Arch::ALL {
+        for (at, bytes, what) in [
+            (8, &[2u8][..], "version 2 is not 1"),
+            // RIP / PC (the context's first field) far above the machine's RAM.
+            (
+                24,
+                &0x7000_0000_0000u64.to_le_bytes()[..],
+                "0x700000000000 is outside the RAM the loader reported",
+            ),
+        ] {
+            let (igvm, gpa) = igvm_with_spoiled_boot_page(arch, at, bytes);
+            let mut config = SessionConfig::new(
+                e2e::image(arch),
+                Scenario {
+                    vp_count: 1,
+                    ..Scenario::for_arch(arch)
+                },
+            );
+            config.igvm = Some(igvm);
+            config.timeout = Duration::from_secs(90);
+            let report = session::run(config).expect("the mock session runs");
+            let console = &report.run.console;
+            assert_eq!(
+                report.run.outcome,
+                mockhv::qemu::Outcome::Fail,
+                "{arch:?} {what}: {}\n{console}",
+                report.summary()
+            );
+            let line = format!("ERROR the VTL0 boot page at {gpa:#x} is malformed: ");
+            let found = console
+                .lines()
+                .find(|l| l.contains(&line))
+                .unwrap_or_else(|| panic!("{arch:?}: {line:?}\n{console}"));
+            assert!(found.contains(what), "{arch:?}: {found}");
+            assert!(found.ends_with("; not starting VTL0"), "{arch:?}: {found}");
+            assert_eq!(vtl0_context_calls(&report), [], "{arch:?}");
+            assert!(
+                e2e::vtl2_calls(&report, HypercallCode::VTL_RETURN).is_empty(),
+                "{arch:?}: VTL0 ran"
             );
         }
     }
