@@ -247,6 +247,7 @@ fn start_proxy(
     });
     log::info!("VsmPartitionConfig {config:#x}");
     protect_vtl2_memory(&mut hv);
+    start_vtl0_from_igvm(&mut hv, ram);
     let host_ext_mask = if privileges.enable_extended_hypercalls() {
         hv.query_extended_capabilities().unwrap_or_else(|e| {
             fail(format_args!(
@@ -285,7 +286,7 @@ fn start_proxy(
 }
 
 /// Takes every page of the image (code, data, BSS: page tables, stacks, per-VP hypercall and
-/// assist pages, the IGVM parameter pages) from VTL0 before VTL0 first runs, as OpenHCL's
+/// assist pages, the IGVM parameter pages, the VTL0 boot page) from VTL0 before VTL0 first runs, as OpenHCL's
 /// `underhill_mem` `apply_vtl2_protections` does for its VTL2 ranges on a hypervisor-backed VM:
 /// no access, target VTL "current" (VTL2's protections on the lower VTLs). EnableVtlProtection
 /// is set just before. The paravisor has no other memory (no heap). Failing is fatal: VTL0
@@ -308,6 +309,50 @@ fn protect_vtl2_memory<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall
         image.start,
         image.end
     );
+}
+
+/// Sets VTL0's initial registers on the boot VP from the IGVM file's VTL0 context (the VTL0
+/// boot page, `paravisor::vtl0_boot`) before VTL0 first runs, as OpenHCL starts VTL0 from its
+/// file's VTL0 context: one SetVpRegisters, target VTL0, through the shared register path. An
+/// empty page is no payload: VTL0 then runs with the state the host gave it. A malformed page,
+/// or a host that refuses the registers, fails the boot: VTL0 must not start from a state
+/// nobody chose. The page is in the image, so VTL0 (which has not run yet) cannot have
+/// written it, and it is protected from VTL0 by now.
+fn start_vtl0_from_igvm<A: hypercall::HypercallAbi>(
+    hv: &mut hypercall::Hypercall<'_, A>,
+    ram: &boot::paging::MappedRam,
+) {
+    let page = boot::vtl0_boot::read_page();
+    let gpa = boot::vtl0_boot::page_gpa();
+    // Reported RAM, mapped by the paravisor or not: VTL0 runs on the hypervisor's mappings.
+    let in_ram = |a: u64| {
+        ram.mapped().iter().any(|r| r.contains(&a))
+            || ram.unmapped().iter().any(|(r, _)| r.contains(&a))
+    };
+    let arch = crate::vtl0_boot::Arch::NATIVE;
+    match crate::vtl0_boot::parse(&page, arch, boot::image_range(), in_ram) {
+        Ok(None) => log::info!(
+            "VTL0 has no payload (the IGVM file's VTL0 boot page is empty): VTL0 runs with \
+             whatever state the host gave it"
+        ),
+        Err(e) => fail(format_args!(
+            "the VTL0 boot page at {gpa:#x} is malformed: {e}; not starting VTL0"
+        )),
+        Ok(Some(context)) => {
+            let (registers, n) = context.registers();
+            hv.set_vp_registers(VpTarget::VTL0, &registers[..n])
+                .unwrap_or_else(|e| {
+                    fail(format_args!(
+                        "setting VTL0's {n} initial registers from the IGVM's VTL0 context \
+                         failed: {e}"
+                    ))
+                });
+            log::info!(
+                "VTL0 starts at {:#x} from the IGVM's VTL0 context",
+                context.entry()
+            );
+        }
+    }
 }
 
 /// VTL2's VsmPartitionConfig, after what OpenHCL writes for a hypervisor-backed VM

@@ -7,6 +7,7 @@ pub mod hypercall;
 pub mod options;
 pub mod proxy;
 pub mod vsm;
+pub mod vtl0_boot;
 
 #[cfg(target_os = "none")]
 mod arch;

@@ -8,8 +8,8 @@ use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, 
 use crate::{arch, percpu};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hvdef::{
-    Control, HvInputVtl, HvMessage, HvMessageType, HvRegisterAssoc, HvRegisterName,
-    HvRegisterValue, HvStatus, HvVtlEntryReason, HypercallOutput, Vtl,
+    Control, HvMessage, HvMessageType, HvRegisterAssoc, HvRegisterName, HvRegisterValue, HvStatus,
+    HvVtlEntryReason, HypercallOutput,
 };
 use spin::Once;
 
@@ -72,10 +72,7 @@ impl From<Completion> for Outcome {
 
 /// VTL0 on this VP, as the target of the paravisor's own Get/SetVpRegisters: VTL0's private
 /// registers are reached with the target VTL pinned to 0.
-const VTL0: VpTarget = VpTarget {
-    vp_index: hvdef::HV_VP_INDEX_SELF,
-    vtl: HvInputVtl::target(Vtl::VTL0),
-};
+const VTL0: VpTarget = VpTarget::VTL0;
 
 /// Runs VTL0 on this VP for ever. Intercepts arrive in the VP assist page (the boot VP refuses
 /// to run without VsmCapabilities.intercept_page_available).

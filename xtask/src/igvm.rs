@@ -17,6 +17,21 @@
 //! `MemoryMap` parameter at [`MEMORY_MAP_OFFSET`] (the loader writes
 //! `IGVM_VHS_MEMORY_MAP_ENTRY` records, a 0-page record last), and inserts the area at the
 //! section's GPA. Those pages get no page data: the insert is what imports them.
+//!
+//! VTL0 payload (optional, [`build`]'s `vtl0`): a static ELF (ELF32 or ELF64, ET_EXEC) whose
+//! PT_LOAD segments become page data at their physical addresses. They must not overlap the
+//! paravisor's image (refused, naming both ranges); on x86 they must lie below 4 GiB (VTL0
+//! starts in 32-bit protected mode with paging off). Its entry state goes into the **VTL0 boot
+//! page**, the image's NOLOAD `.vtl0_boot` page (`boot_vtl0_boot_start`..`_end`, inside VTL2's
+//! image, so VTL0 cannot touch it once the paravisor protects its image), as ordinary page
+//! data: a 24-byte header (magic `b"PVVTL0IC"`, version 1, arch 1 = x86_64 / 2 = aarch64,
+//! context size, reserved 0; `boot::vtl0_boot` is the reader's side) and the TLFS
+//! `HV_INITIAL_VP_CONTEXT`: x86 RIP = entry, CR0 = PE | ET, CS 0x08 flat 32-bit code, DS/ES/
+//! FS/GS/SS 0x10 flat data, TR the busy TSS and LDTR at their reset values, GDTR/IDTR base 0
+//! limit 0xFFFF, EFER 0, RFLAGS 2, PAT the reset default, RSP/CR3/CR4 0 (a PVH-style start:
+//! the kernel loads its own GDT and stack); arm64 PC = entry, SCTLR_EL1 RES1 bits only (MMU
+//! off), everything else 0 (the firmware adds CPSR = EL1h, DAIF masked). Without a payload the
+//! page stays a zero page, which the firmware reads as "no payload".
 
 use anyhow::{anyhow, bail, Context, Result};
 use igvm::hv_defs::Vtl;
@@ -27,7 +42,7 @@ use igvm_defs::{
     IGVM_VHS_PARAMETER_INSERT, IGVM_VHS_SUPPORTED_PLATFORM, IGVM_VSM_ISOLATION_PLATFORM_VERSION,
     PAGE_SIZE_4K,
 };
-use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+use object::read::elf::{ElfFile, ElfFile64, FileHeader, ProgramHeader};
 use object::{elf, Endianness, Object, ObjectSymbol};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -69,14 +84,39 @@ const MEMORY_MAP_OFFSET: u32 = 0x1000;
 /// `boot::igvm::AARCH64_ENTRY_MARKER`: `b"IGVMPARM"` read as a little-endian u64.
 const AARCH64_ENTRY_MARKER: u64 = u64::from_le_bytes(*b"IGVMPARM");
 
+/// The VTL0 boot page; `boot::vtl0_boot` documents the layout, repeated here.
+const VTL0_BOOT_START: &str = "boot_vtl0_boot_start";
+const VTL0_BOOT_END: &str = "boot_vtl0_boot_end";
+/// `boot::vtl0_boot::MAGIC`.
+const VTL0_BOOT_MAGIC: u64 = u64::from_le_bytes(*b"PVVTL0IC");
+/// `boot::vtl0_boot::VERSION`.
+const VTL0_BOOT_VERSION: u32 = 1;
+/// `boot::vtl0_boot::CONTEXT_OFFSET`.
+const VTL0_CONTEXT_OFFSET: usize = 24;
+// VTL0's x86 entry state: 32-bit protected mode, paging off, flat segments (a PVH start).
+const VTL0_CODE32_ATTRIBUTES: u16 = 0xC09B; // G | D/B | P | S | execute/read, accessed
+const VTL0_CR0: u64 = 0x11; // ET | PE
+/// LDTR's reset state: present, type LDT.
+const LDTR_ATTRIBUTES: u16 = 0x82;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IgvmArch {
     X86_64,
     Aarch64,
 }
 
-/// Builds an IGVM file from the paravisor ELF.
-pub fn build(elf: &[u8], arch: IgvmArch) -> Result<Vec<u8>> {
+impl IgvmArch {
+    /// `boot::vtl0_boot::ARCH_*`.
+    fn boot_page_code(self) -> u32 {
+        match self {
+            IgvmArch::X86_64 => 1,
+            IgvmArch::Aarch64 => 2,
+        }
+    }
+}
+
+/// Builds an IGVM file from the paravisor ELF, with `vtl0` (an ELF) as VTL0's payload if given.
+pub fn build(elf: &[u8], arch: IgvmArch, vtl0: Option<&[u8]>) -> Result<Vec<u8>> {
     let file =
         ElfFile64::<Endianness>::parse(elf).context("paravisor image is not a 64-bit ELF")?;
     let header = file.elf_header();
@@ -101,7 +141,11 @@ pub fn build(elf: &[u8], arch: IgvmArch) -> Result<Vec<u8>> {
     }
 
     let params = param_region(&file)?;
-    let mut directives = page_data(&file, elf, &params)?;
+    let mut pages = paravisor_pages(&file, elf, &params)?;
+    if let Some(payload) = vtl0 {
+        add_vtl0_payload(&file, &mut pages, &params, payload, arch).context("the VTL0 payload")?;
+    }
+    let mut directives = page_directives(pages);
     directives.extend(parameters(&params));
     directives.push(vp_context(&file, arch)?);
     let platform = IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
@@ -170,49 +214,100 @@ fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 4] {
     ]
 }
 
-/// Page data for every loaded page except the parameter pages, which the parameter insert
-/// imports (a page imported twice is a loader error).
-fn page_data(
-    file: &ElfFile64<'_, Endianness>,
-    data: &[u8],
-    params: &Range<u64>,
-) -> Result<Vec<IgvmDirectiveHeader>> {
+/// One PT_LOAD segment: physical address, memory size, file bytes.
+struct Segment<'a> {
+    index: usize,
+    paddr: u64,
+    vaddr: u64,
+    memsz: u64,
+    bytes: &'a [u8],
+}
+
+/// The non-empty PT_LOAD segments of an ELF of either class.
+fn segments<'a, H: FileHeader<Endian = Endianness>>(
+    file: &ElfFile<'a, H>,
+    data: &'a [u8],
+) -> Result<Vec<Segment<'a>>> {
     let endian = file.endian();
-    // Keyed by GPA so pages shared by adjacent segments merge; an empty Vec is a zero page.
-    let mut pages: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut total = 0u64;
-    for (i, ph) in file.elf_program_headers().iter().enumerate() {
-        let (paddr, filesz, memsz) = (ph.p_paddr(endian), ph.p_filesz(endian), ph.p_memsz(endian));
+    let mut out = Vec::new();
+    for (index, ph) in file.elf_program_headers().iter().enumerate() {
+        let (filesz, memsz): (u64, u64) = (ph.p_filesz(endian).into(), ph.p_memsz(endian).into());
         if ph.p_type(endian) != elf::PT_LOAD || memsz == 0 {
             continue;
         }
         if filesz > memsz {
-            bail!("PT_LOAD #{i}: p_filesz {filesz:#x} exceeds p_memsz {memsz:#x}");
+            bail!("PT_LOAD #{index}: p_filesz {filesz:#x} exceeds p_memsz {memsz:#x}");
         }
         let bytes = ph
             .data(endian, data)
-            .map_err(|()| anyhow!("PT_LOAD #{i}: file range lies outside the ELF"))?;
-        let start = paddr & !(PAGE - 1);
-        let end = paddr
-            .checked_add(memsz)
-            .and_then(|e| e.checked_add(PAGE - 1))
-            .ok_or_else(|| anyhow!("PT_LOAD #{i}: {paddr:#x} + {memsz:#x} overflows"))?
-            & !(PAGE - 1);
-        total += end - start;
+            .map_err(|()| anyhow!("PT_LOAD #{index}: file range lies outside the ELF"))?;
+        out.push(Segment {
+            index,
+            paddr: ph.p_paddr(endian).into(),
+            vaddr: ph.p_vaddr(endian).into(),
+            memsz,
+            bytes,
+        });
+    }
+    Ok(out)
+}
+
+/// The page-aligned range a segment covers.
+fn page_span(seg: &Segment<'_>) -> Result<Range<u64>> {
+    let end = seg
+        .paddr
+        .checked_add(seg.memsz)
+        .and_then(|e| e.checked_add(PAGE - 1))
+        .ok_or_else(|| {
+            anyhow!(
+                "PT_LOAD #{}: {:#x} + {:#x} overflows",
+                seg.index,
+                seg.paddr,
+                seg.memsz
+            )
+        })?
+        & !(PAGE - 1);
+    Ok(seg.paddr & !(PAGE - 1)..end)
+}
+
+/// Keyed by GPA so pages shared by adjacent segments merge; an empty Vec is a zero page.
+type Pages = BTreeMap<u64, Vec<u8>>;
+
+/// Every page of `segs`, with their file bytes.
+fn load_pages(segs: &[Segment<'_>]) -> Result<Pages> {
+    let mut pages = Pages::new();
+    let mut total = 0u64;
+    for seg in segs {
+        let span = page_span(seg)?;
+        total += span.end - span.start;
         if total > MAX_IMAGE_BYTES {
-            bail!("loadable segments exceed {MAX_IMAGE_BYTES:#x} bytes (PT_LOAD #{i})");
+            bail!(
+                "loadable segments exceed {MAX_IMAGE_BYTES:#x} bytes (PT_LOAD #{})",
+                seg.index
+            );
         }
-        let file_end = paddr + filesz;
-        for gpa in (start..end).step_by(PAGE as usize) {
+        let (paddr, file_end) = (seg.paddr, seg.paddr + seg.bytes.len() as u64);
+        for gpa in span.step_by(PAGE as usize) {
             let page = pages.entry(gpa).or_default();
             let (lo, hi) = (gpa.max(paddr), (gpa + PAGE).min(file_end));
             if lo < hi {
                 page.resize(PAGE as usize, 0);
                 page[(lo - gpa) as usize..(hi - gpa) as usize]
-                    .copy_from_slice(&bytes[(lo - paddr) as usize..(hi - paddr) as usize]);
+                    .copy_from_slice(&seg.bytes[(lo - paddr) as usize..(hi - paddr) as usize]);
             }
         }
     }
+    Ok(pages)
+}
+
+/// Every loaded page of the paravisor except the parameter pages, which the parameter insert
+/// imports (a page imported twice is a loader error).
+fn paravisor_pages(
+    file: &ElfFile64<'_, Endianness>,
+    data: &[u8],
+    params: &Range<u64>,
+) -> Result<Pages> {
+    let mut pages = load_pages(&segments(file, data)?)?;
     if pages.is_empty() {
         bail!("paravisor ELF has no non-empty PT_LOAD segment");
     }
@@ -227,7 +322,11 @@ fn page_data(
             Some(_) => {}
         }
     }
-    Ok(pages
+    Ok(pages)
+}
+
+fn page_directives(pages: Pages) -> Vec<IgvmDirectiveHeader> {
+    pages
         .into_iter()
         .map(|(gpa, mut data)| {
             // The crate encodes "no file data" as a zero page, which keeps bss out of the file.
@@ -242,7 +341,185 @@ fn page_data(
                 data,
             }
         })
-        .collect())
+        .collect()
+}
+
+/// A payload ELF of either class: its segments and its entry point's physical address.
+struct Payload {
+    pages: Pages,
+    spans: Vec<(usize, Range<u64>)>,
+    entry: u64,
+}
+
+fn payload_of<H: FileHeader<Endian = Endianness>>(data: &[u8], arch: IgvmArch) -> Result<Payload> {
+    let file = ElfFile::<H>::parse(data).context("not an ELF")?;
+    let header = file.elf_header();
+    let endian = file.endian();
+    let machine = header.e_machine(endian);
+    let ok = match arch {
+        IgvmArch::X86_64 => [elf::EM_X86_64, elf::EM_386].contains(&machine),
+        IgvmArch::Aarch64 => machine == elf::EM_AARCH64,
+    };
+    if !ok {
+        bail!("e_machine {machine} is not an {arch:?} machine");
+    }
+    if header.e_type(endian) != elf::ET_EXEC {
+        bail!("it must be a static ET_EXEC image (no relocations)");
+    }
+    let segs = segments(&file, data)?;
+    if segs.is_empty() {
+        bail!("it has no non-empty PT_LOAD segment");
+    }
+    let entry_vaddr: u64 = header.e_entry(endian).into();
+    let entry = segs
+        .iter()
+        .find_map(|s| {
+            let off = entry_vaddr.checked_sub(s.vaddr)?;
+            (off < s.memsz).then_some(s.paddr + off)
+        })
+        .ok_or_else(|| anyhow!("entry point {entry_vaddr:#x} is outside every PT_LOAD segment"))?;
+    let spans = segs
+        .iter()
+        .map(|s| Ok((s.index, page_span(s)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Payload {
+        pages: load_pages(&segs)?,
+        spans,
+        entry,
+    })
+}
+
+/// Adds the payload's pages to `pages` and writes VTL0's initial context into the boot page.
+fn add_vtl0_payload(
+    file: &ElfFile64<'_, Endianness>,
+    pages: &mut Pages,
+    params: &Range<u64>,
+    payload: &[u8],
+    arch: IgvmArch,
+) -> Result<()> {
+    let payload = match payload.get(4) /* EI_CLASS */ {
+        Some(&elf::ELFCLASS32) => payload_of::<elf::FileHeader32<Endianness>>(payload, arch)?,
+        Some(&elf::ELFCLASS64) => payload_of::<elf::FileHeader64<Endianness>>(payload, arch)?,
+        _ => bail!("not an ELF (no ELF32 or ELF64 class byte)"),
+    };
+    // The paravisor's image: every page it places, the parameter pages included.
+    let first = pages.keys().next().copied().unwrap_or(0).min(params.start);
+    let last = pages
+        .keys()
+        .next_back()
+        .map_or(0, |g| g + PAGE)
+        .max(params.end);
+    for (index, span) in &payload.spans {
+        if span.start < last && first < span.end {
+            bail!(
+                "PT_LOAD #{index} {:#x}..{:#x} overlaps the paravisor's image {first:#x}..{last:#x}",
+                span.start,
+                span.end
+            );
+        }
+        if arch == IgvmArch::X86_64 && span.end > 1 << 32 {
+            bail!(
+                "PT_LOAD #{index} {:#x}..{:#x} ends above 4 GiB: VTL0 starts in 32-bit                  protected mode with paging off",
+                span.start,
+                span.end
+            );
+        }
+    }
+    let boot_page = vtl0_boot_page(file)?;
+    match pages.get(&boot_page) {
+        None => bail!("VTL0 boot page {boot_page:#x} is outside every PT_LOAD segment"),
+        Some(page) if page.iter().any(|&b| b != 0) => {
+            bail!("VTL0 boot page {boot_page:#x} has file data; it must be NOLOAD")
+        }
+        Some(_) => {}
+    }
+    pages.insert(boot_page, vtl0_boot_page_bytes(arch, payload.entry));
+    pages.extend(payload.pages);
+    Ok(())
+}
+
+/// The GPA of the image's VTL0 boot page, checked to be one aligned page.
+fn vtl0_boot_page(file: &ElfFile64<'_, Endianness>) -> Result<u64> {
+    let (start_vaddr, start) = symbol_paddr(file, VTL0_BOOT_START)?;
+    let end_vaddr = file
+        .symbols()
+        .find(|s| s.name() == Ok(VTL0_BOOT_END))
+        .map(|s| s.address())
+        .ok_or_else(|| anyhow!("paravisor ELF has no symbol `{VTL0_BOOT_END}`"))?;
+    if start % PAGE != 0 || end_vaddr.checked_sub(start_vaddr) != Some(PAGE) {
+        bail!(
+            "VTL0 boot page `{VTL0_BOOT_START}`..`{VTL0_BOOT_END}` ({start:#x}) must be one \
+             aligned 4 KiB page"
+        );
+    }
+    Ok(start)
+}
+
+/// VTL0's initial context (see the module doc) as TLFS `HV_INITIAL_VP_CONTEXT` bytes.
+fn vtl0_context(arch: IgvmArch, entry: u64) -> Vec<u8> {
+    use hvdef::aarch64::HvArm64InitialVpContext;
+    use hvdef::x86_64::{HvX64InitialVpContext, HvX64SegmentRegister, HvX64TableRegister};
+    use zerocopy::IntoBytes;
+    match arch {
+        IgvmArch::X86_64 => {
+            let seg = |selector, limit, attributes| HvX64SegmentRegister {
+                base: 0,
+                limit,
+                selector,
+                attributes,
+            };
+            let data = seg(0x10, 0xFFFF_FFFF, DATA_ATTRIBUTES);
+            let table = HvX64TableRegister {
+                pad: [0; 3],
+                limit: 0xFFFF,
+                base: 0,
+            };
+            HvX64InitialVpContext {
+                rip: entry,
+                rsp: 0,
+                rflags: 0x2,
+                cs: seg(0x08, 0xFFFF_FFFF, VTL0_CODE32_ATTRIBUTES),
+                ds: data,
+                es: data,
+                fs: data,
+                gs: data,
+                ss: data,
+                tr: seg(0, 0xFFFF, BUSY_TSS_ATTRIBUTES),
+                ldtr: seg(0, 0xFFFF, LDTR_ATTRIBUTES),
+                idtr: table,
+                gdtr: table,
+                efer: 0,
+                cr0: VTL0_CR0,
+                cr3: 0,
+                cr4: 0,
+                msr_cr_pat: PAT,
+            }
+            .as_bytes()
+            .to_vec()
+        }
+        IgvmArch::Aarch64 => HvArm64InitialVpContext {
+            pc: entry,
+            sctlr_el1: SCTLR_EL1,
+            ..Default::default()
+        }
+        .as_bytes()
+        .to_vec(),
+    }
+}
+
+/// The VTL0 boot page: header, then the context, then zeros.
+fn vtl0_boot_page_bytes(arch: IgvmArch, entry: u64) -> Vec<u8> {
+    let context = vtl0_context(arch, entry);
+    let mut page = Vec::with_capacity(PAGE as usize);
+    page.extend(VTL0_BOOT_MAGIC.to_le_bytes());
+    page.extend(VTL0_BOOT_VERSION.to_le_bytes());
+    page.extend(arch.boot_page_code().to_le_bytes());
+    page.extend((context.len() as u32).to_le_bytes());
+    page.extend(0u32.to_le_bytes());
+    debug_assert_eq!(page.len(), VTL0_CONTEXT_OFFSET);
+    page.extend(context);
+    page.resize(PAGE as usize, 0);
+    page
 }
 
 /// Returns the symbol's physical address, which also proves it lies in a loaded segment.
@@ -477,7 +754,135 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
         }
     }
     flush(&mut out, &mut run)?;
+    dump_vtl0(&mut out, &file)?;
     Ok(out)
+}
+
+/// The VTL0 part of the dump: the boot page (found by its magic), its context, and the page
+/// regions outside the one holding the boot page (the paravisor's image), which are the
+/// payload's.
+fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
+    use hvdef::aarch64::HvArm64InitialVpContext;
+    use hvdef::x86_64::HvX64InitialVpContext;
+    use zerocopy::FromBytes;
+    use IgvmDirectiveHeader as D;
+    let mut placed = std::collections::BTreeSet::new();
+    let mut boot = None;
+    for d in file.directives() {
+        match d {
+            D::PageData { gpa, data, .. } => {
+                placed.insert(*gpa);
+                if data.get(..8) == Some(&VTL0_BOOT_MAGIC.to_le_bytes()[..]) {
+                    boot = Some((*gpa, data.clone()));
+                }
+            }
+            D::ParameterInsert(p) => {
+                let size = file.directives().iter().find_map(|a| match a {
+                    D::ParameterArea {
+                        number_of_bytes,
+                        parameter_area_index,
+                        ..
+                    } if *parameter_area_index == p.parameter_area_index => Some(*number_of_bytes),
+                    _ => None,
+                });
+                placed.extend((p.gpa..p.gpa + size.unwrap_or(0)).step_by(PAGE as usize));
+            }
+            _ => {}
+        }
+    }
+    let Some((at, page)) = boot else {
+        writeln!(
+            out,
+            "VTL0: no payload (no page holds a VTL0 boot page header)"
+        )?;
+        return Ok(());
+    };
+    let word = |o: usize| u32::from_le_bytes(page[o..o + 4].try_into().expect("4 bytes"));
+    let (version, arch, size) = (word(8), word(12), word(16) as usize);
+    let arch_name = match arch {
+        1 => "x86_64",
+        2 => "aarch64",
+        _ => "unknown",
+    };
+    writeln!(out, "VTL0:")?;
+    writeln!(
+        out,
+        "  VTL0 boot page at {at:#x}: version {version}, arch {arch_name}, context {size} bytes"
+    )?;
+    // Contiguous regions of placed pages.
+    let mut regions: Vec<Range<u64>> = Vec::new();
+    for gpa in placed {
+        match regions.last_mut() {
+            Some(r) if r.end == gpa => r.end += PAGE,
+            _ => regions.push(gpa..gpa + PAGE),
+        }
+    }
+    for r in regions.iter().filter(|r| !r.contains(&at)) {
+        let n = (r.end - r.start) / PAGE;
+        writeln!(
+            out,
+            "  VTL0 payload: pages {:#x}..{:#x} ({n} pages)",
+            r.start, r.end
+        )?;
+    }
+    let context = page.get(VTL0_CONTEXT_OFFSET..VTL0_CONTEXT_OFFSET + size);
+    let mut line = |name: &str, value: String| writeln!(out, "    VTL0 {name:<10} {value}");
+    match (arch, context) {
+        (1, Some(bytes)) if size == size_of::<HvX64InitialVpContext>() => {
+            let c = HvX64InitialVpContext::read_from_bytes(bytes).expect("sized");
+            for (name, v) in [("rip", c.rip), ("rsp", c.rsp), ("rflags", c.rflags)] {
+                line(name, format!("{v:#x}"))?;
+            }
+            for (name, g) in [
+                ("cs", c.cs),
+                ("ds", c.ds),
+                ("es", c.es),
+                ("fs", c.fs),
+                ("gs", c.gs),
+                ("ss", c.ss),
+                ("tr", c.tr),
+                ("ldtr", c.ldtr),
+            ] {
+                line(
+                    name,
+                    format!(
+                        "selector {:#x} base {:#x} limit {:#x} attributes {:#x}",
+                        g.selector, g.base, g.limit, g.attributes
+                    ),
+                )?;
+            }
+            for (name, t) in [("idtr", c.idtr), ("gdtr", c.gdtr)] {
+                line(name, format!("base {:#x} limit {:#x}", t.base, t.limit))?;
+            }
+            for (name, v) in [
+                ("efer", c.efer),
+                ("cr0", c.cr0),
+                ("cr3", c.cr3),
+                ("cr4", c.cr4),
+                ("pat", c.msr_cr_pat),
+            ] {
+                line(name, format!("{v:#x}"))?;
+            }
+        }
+        (2, Some(bytes)) if size == size_of::<HvArm64InitialVpContext>() => {
+            let c = HvArm64InitialVpContext::read_from_bytes(bytes).expect("sized");
+            for (name, v) in [
+                ("pc", c.pc),
+                ("sp_el1", c.sp_elh),
+                ("sctlr_el1", c.sctlr_el1),
+                ("mair_el1", c.mair_el1),
+                ("tcr_el1", c.tcr_el1),
+                ("vbar_el1", c.vbar_el1),
+                ("ttbr0_el1", c.ttbr0_el1),
+                ("ttbr1_el1", c.ttbr1_el1),
+                ("x18", c.x18),
+            ] {
+                line(name, format!("{v:#x}"))?;
+            }
+        }
+        _ => writeln!(out, "    (context not decoded: unknown arch or size)")?,
+    }
+    Ok(())
 }
 
 fn variant_name(v: &impl std::fmt::Debug) -> String {
@@ -514,6 +919,10 @@ fn x86_register(r: &X86Register, vtl: Vtl) -> String {
 mod tests {
     use super::*;
 
+    fn build_plain(elf: &[u8], arch: IgvmArch) -> Result<Vec<u8>> {
+        build(elf, arch, None)
+    }
+
     const SEG1: u64 = 0x10_0000;
     const SEG2: u64 = 0x20_0010; // unaligned bss-only segment: pages 0x200000..0x203000
     /// The parameter pages: the last two pages of SEG2, as the linker scripts place them.
@@ -523,7 +932,12 @@ mod tests {
     /// Minimal static ELF64: two PT_LOADs (data+bss at SEG1, pure bss at SEG2) and a symtab
     /// whose string table doubles as the section-name table.
     fn test_elf(machine: u16, syms: &[(&str, u64)]) -> Vec<u8> {
-        let (filesz, memsz1, memsz2) = (0x1800u64, 0x2800u64, 0x2000u64);
+        test_elf_sized(machine, syms, 0x2000)
+    }
+
+    /// [`test_elf`] with SEG2 `memsz2` bytes long.
+    fn test_elf_sized(machine: u16, syms: &[(&str, u64)], memsz2: u64) -> Vec<u8> {
+        let (filesz, memsz1) = (0x1800u64, 0x2800u64);
         let (data_off, sym_off) = (0x1000u64, 0x1000 + filesz);
         let mut strtab = vec![0u8];
         let mut symtab = vec![0u8; 24];
@@ -634,7 +1048,7 @@ mod tests {
 
     #[test]
     fn x86_roundtrip() {
-        let f = parse(&build(&x86_elf(), IgvmArch::X86_64).expect("build"));
+        let f = parse(&build_plain(&x86_elf(), IgvmArch::X86_64).expect("build"));
         let [IgvmPlatformHeader::SupportedPlatform(p)] = f.platforms() else {
             panic!("one platform")
         };
@@ -668,7 +1082,8 @@ mod tests {
     #[test]
     fn aarch64_roundtrip() {
         let syms = [&[("_start", SEG1)][..], &PARAM_SYMS].concat();
-        let bytes = build(&test_elf(elf::EM_AARCH64, &syms), IgvmArch::Aarch64).expect("build");
+        let bytes =
+            build_plain(&test_elf(elf::EM_AARCH64, &syms), IgvmArch::Aarch64).expect("build");
         assert_eq!(bytes[4..8], 2u32.to_le_bytes()); // revision 2
         let f = parse(&bytes);
         assert_eq!(page_gpas(&f), expected_pages());
@@ -689,14 +1104,14 @@ mod tests {
     fn missing_symbol_is_named() {
         let syms = [&[("_start64", SEG1), ("boot_gdt", SEG1)][..], &PARAM_SYMS].concat();
         let elf = test_elf(elf::EM_X86_64, &syms);
-        let err = build(&elf, IgvmArch::X86_64).expect_err("must fail");
+        let err = build_plain(&elf, IgvmArch::X86_64).expect_err("must fail");
         assert!(err.to_string().contains("boot_pml4"), "{err:#}");
         for (start, end, name) in [
             (None, Some(PARAMS + 0x2000), PARAMS_START),
             (Some(PARAMS), None, PARAMS_END),
         ] {
-            let err =
-                build(&x86_elf_with_params(start, end), IgvmArch::X86_64).expect_err("must fail");
+            let err = build_plain(&x86_elf_with_params(start, end), IgvmArch::X86_64)
+                .expect_err("must fail");
             assert!(err.to_string().contains(name), "{err:#}");
         }
     }
@@ -706,7 +1121,7 @@ mod tests {
     #[test]
     fn parameters_declared_and_inserted() {
         use IgvmDirectiveHeader as D;
-        let f = parse(&build(&x86_elf(), IgvmArch::X86_64).expect("build"));
+        let f = parse(&build_plain(&x86_elf(), IgvmArch::X86_64).expect("build"));
         let params: Vec<_> = f
             .directives()
             .iter()
@@ -750,7 +1165,7 @@ mod tests {
                 IgvmArch::Aarch64,
             ),
         ] {
-            let f = parse(&build(&elf, arch).expect("build"));
+            let f = parse(&build_plain(&elf, arch).expect("build"));
             let overlap = page_gpas(&f)
                 .into_iter()
                 .filter(|(gpa, _)| (PARAMS..PARAMS + 0x2000).contains(gpa))
@@ -774,7 +1189,7 @@ mod tests {
             (0x30_0000, 0x30_2000, "outside every PT_LOAD"),
         ] {
             let elf = x86_elf_with_params(Some(start), Some(end));
-            let err = build(&elf, IgvmArch::X86_64).expect_err("must fail");
+            let err = build_plain(&elf, IgvmArch::X86_64).expect_err("must fail");
             assert!(err.to_string().contains(needle), "{start:#x}: {err:#}");
         }
     }
@@ -787,7 +1202,7 @@ mod tests {
     fn simulated_loader_writes_what_boot_reads() {
         use igvm_defs::{MemoryMapEntryType, IGVM_VHS_MEMORY_MAP_ENTRY as E};
         use std::mem::{offset_of, size_of};
-        let f = parse(&build(&x86_elf(), IgvmArch::X86_64).expect("build"));
+        let f = parse(&build_plain(&x86_elf(), IgvmArch::X86_64).expect("build"));
         let mut area = Vec::new();
         let (mut vp_at, mut map_at, mut gpa) = (None, None, None);
         for d in f.directives() {
@@ -829,15 +1244,15 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() {
-        assert!(build(&x86_elf(), IgvmArch::Aarch64).is_err());
-        assert!(build(b"not an elf", IgvmArch::X86_64).is_err());
+        assert!(build_plain(&x86_elf(), IgvmArch::Aarch64).is_err());
+        assert!(build_plain(b"not an elf", IgvmArch::X86_64).is_err());
         assert!(dump(b"IGVMjunk").is_err());
         assert!(dump(&[]).is_err());
     }
 
     #[test]
     fn dump_mentions_platform_vtl_and_ranges() {
-        let text = dump(&build(&x86_elf(), IgvmArch::X86_64).expect("build")).expect("dump");
+        let text = dump(&build_plain(&x86_elf(), IgvmArch::X86_64).expect("build")).expect("dump");
         for needle in [
             "format revision 1",
             "VSM_ISOLATION: highest VTL2",
@@ -854,5 +1269,200 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+    /// The VTL0 boot page: one page after the parameter pages, SEG2 grown to hold it.
+    const BOOT_PAGE: u64 = PARAMS + 0x2000;
+    const VTL0_AT: u64 = 0x0400_0000;
+
+    fn elf_with_boot_page(arch: IgvmArch) -> Vec<u8> {
+        let boot = [
+            (VTL0_BOOT_START, BOOT_PAGE),
+            (VTL0_BOOT_END, BOOT_PAGE + 0x1000),
+        ];
+        let (machine, mut syms) = match arch {
+            IgvmArch::X86_64 => (elf::EM_X86_64, x86_syms()),
+            IgvmArch::Aarch64 => (
+                elf::EM_AARCH64,
+                [&[("_start", SEG1)][..], &PARAM_SYMS].concat(),
+            ),
+        };
+        syms.extend(boot);
+        test_elf_sized(machine, &syms, 0x3000)
+    }
+
+    /// A payload: 0x1800 bytes at `at`, entry 0x40 into it.
+    fn payload(elf32: bool, machine: u16, at: u64) -> Vec<u8> {
+        let code: Vec<u8> = (0..0x1800u32).map(|i| (i % 253) as u8 | 0x80).collect();
+        e2e::minimal_elf(elf32, machine, at, at + 0x40, &code)
+    }
+
+    fn page_at(f: &IgvmFile, at: u64) -> Option<Vec<u8>> {
+        f.directives().iter().find_map(|d| match d {
+            IgvmDirectiveHeader::PageData { gpa, data, .. } if *gpa == at => Some(data.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn vtl0_payload_round_trip_and_boot_page() {
+        use hvdef::x86_64::HvX64InitialVpContext;
+        use zerocopy::FromBytes;
+        for elf32 in [false, true] {
+            let machine = if elf32 { elf::EM_386 } else { elf::EM_X86_64 };
+            let vtl0 = payload(elf32, machine, VTL0_AT);
+            let bytes = build(
+                &elf_with_boot_page(IgvmArch::X86_64),
+                IgvmArch::X86_64,
+                Some(&vtl0),
+            )
+            .expect("build");
+            let f = parse(&bytes);
+            // The payload's two pages, with its bytes, after the paravisor's.
+            let gpas = page_gpas(&f);
+            assert_eq!(
+                gpas[gpas.len() - 2..],
+                [(VTL0_AT, false), (VTL0_AT + 0x1000, false)]
+            );
+            let first = page_at(&f, VTL0_AT).expect("payload page");
+            assert_eq!(first[..2], [0x80, 0x81]);
+            let second = page_at(&f, VTL0_AT + 0x1000).expect("payload page");
+            assert_eq!(second[0x7ff], (0x17ff % 253) as u8 | 0x80);
+            assert_eq!(second[0x800..], [0; 0x800]);
+            // The boot page: header, then the TLFS context.
+            let page = page_at(&f, BOOT_PAGE).expect("boot page data");
+            assert_eq!(page.len(), 0x1000);
+            assert_eq!(
+                page[..24],
+                [
+                    b'P', b'V', b'V', b'T', b'L', b'0', b'I', b'C', 1, 0, 0, 0, 1, 0, 0, 0, 224, 0,
+                    0, 0, 0, 0, 0, 0
+                ]
+            );
+            let c = HvX64InitialVpContext::read_from_bytes(&page[24..24 + 224]).unwrap();
+            assert_eq!((c.rip, c.rsp, c.rflags), (VTL0_AT + 0x40, 0, 2));
+            assert_eq!((c.cr0, c.cr3, c.cr4, c.efer), (0x11, 0, 0, 0));
+            assert_eq!(
+                (c.cs.selector, c.cs.attributes, c.cs.limit),
+                (0x08, 0xC09B, !0)
+            );
+            for d in [c.ds, c.es, c.fs, c.gs, c.ss] {
+                assert_eq!(
+                    (d.selector, d.attributes, d.limit, d.base),
+                    (0x10, 0xC093, !0, 0)
+                );
+            }
+            assert_eq!((c.tr.attributes, c.tr.limit), (0x8B, 0xFFFF));
+            assert_eq!(c.msr_cr_pat, 0x0007_0406_0007_0406);
+            assert!(page[24 + 224..].iter().all(|&b| b == 0));
+        }
+        // arm64.
+        let vtl0 = payload(false, elf::EM_AARCH64, 0x4800_0000);
+        let f = parse(
+            &build(
+                &elf_with_boot_page(IgvmArch::Aarch64),
+                IgvmArch::Aarch64,
+                Some(&vtl0),
+            )
+            .expect("build"),
+        );
+        let page = page_at(&f, BOOT_PAGE).expect("boot page data");
+        assert_eq!(page[12..20], [2, 0, 0, 0, 72, 0, 0, 0]);
+        let c = hvdef::aarch64::HvArm64InitialVpContext::read_from_bytes(&page[24..96]).unwrap();
+        assert_eq!(
+            c,
+            hvdef::aarch64::HvArm64InitialVpContext {
+                pc: 0x4800_0040,
+                sctlr_el1: 0x30D0_0800,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn no_payload_leaves_the_boot_page_zero() {
+        let f = parse(
+            &build(
+                &elf_with_boot_page(IgvmArch::X86_64),
+                IgvmArch::X86_64,
+                None,
+            )
+            .unwrap(),
+        );
+        assert_eq!(page_at(&f, BOOT_PAGE), Some(vec![]));
+        assert!(page_gpas(&f).iter().all(|&(g, _)| g < VTL0_AT));
+    }
+
+    #[test]
+    fn vtl0_payload_overlapping_vtl2_is_refused() {
+        // Over SEG2's last page: the paravisor's image is 0x100000..0x204000.
+        let vtl0 = payload(false, elf::EM_X86_64, 0x20_3000);
+        let err = build(
+            &elf_with_boot_page(IgvmArch::X86_64),
+            IgvmArch::X86_64,
+            Some(&vtl0),
+        )
+        .expect_err("overlap");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(
+                "PT_LOAD #0 0x203000..0x205000 overlaps the paravisor's image 0x100000..0x204000"
+            ),
+            "{text}"
+        );
+        for (vtl0, needle) in [
+            (payload(false, elf::EM_AARCH64, VTL0_AT), "e_machine 183"),
+            (payload(false, elf::EM_X86_64, 0x1_0000_0000), "above 4 GiB"),
+            (b"\x7fELF junk".to_vec(), "ELF"),
+            (
+                e2e::minimal_elf(false, elf::EM_X86_64, VTL0_AT, 0x10, &[0x90; 16]),
+                "entry point 0x10",
+            ),
+        ] {
+            let err = build(
+                &elf_with_boot_page(IgvmArch::X86_64),
+                IgvmArch::X86_64,
+                Some(&vtl0),
+            )
+            .expect_err(needle);
+            assert!(format!("{err:#}").contains(needle), "{needle}: {err:#}");
+        }
+        // An ELF without the boot page cannot carry a payload.
+        let vtl0 = payload(false, elf::EM_X86_64, VTL0_AT);
+        let err = build(&x86_elf(), IgvmArch::X86_64, Some(&vtl0)).expect_err("no boot page");
+        assert!(format!("{err:#}").contains(VTL0_BOOT_START), "{err:#}");
+    }
+
+    #[test]
+    fn dump_shows_the_vtl0_payload_and_context() {
+        let vtl0 = payload(false, elf::EM_X86_64, VTL0_AT);
+        let bytes = build(
+            &elf_with_boot_page(IgvmArch::X86_64),
+            IgvmArch::X86_64,
+            Some(&vtl0),
+        )
+        .unwrap();
+        let text = dump(&bytes).expect("dump");
+        for needle in [
+            "VTL0 boot page at 0x203000: version 1, arch x86_64, context 224 bytes",
+            "VTL0 payload: pages 0x4000000..0x4002000 (2 pages)",
+            "VTL0 rip        0x4000040",
+            "VTL0 cs         selector 0x8 base 0x0 limit 0xffffffff attributes 0xc09b",
+            "VTL0 cr0        0x11",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        let plain = dump(
+            &build(
+                &elf_with_boot_page(IgvmArch::X86_64),
+                IgvmArch::X86_64,
+                None,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            plain.contains("VTL0: no payload (no page holds a VTL0 boot page header)"),
+            "{plain}"
+        );
     }
 }

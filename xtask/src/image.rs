@@ -4,7 +4,7 @@
 use crate::{igvm, workspace_root};
 use anyhow::{bail, Context, Result};
 use mockhv::qemu::Arch;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The files one `image` build produced.
@@ -31,6 +31,11 @@ fn igvm_arch(arch: Arch) -> igvm::IgvmArch {
 }
 
 pub fn build(arch: Arch, release: bool) -> Result<Image> {
+    build_with(arch, release, None)
+}
+
+/// [`build`], with `vtl0` (an ELF) as the IGVM file's VTL0 payload if given.
+pub fn build_with(arch: Arch, release: bool, vtl0: Option<&Path>) -> Result<Image> {
     crate::toolchain::ensure_targets(&[arch])?;
     let root = workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -64,15 +69,43 @@ pub fn build(arch: Arch, release: bool) -> Result<Image> {
     std::fs::create_dir_all(image_dir())?;
     std::fs::copy(&built, &elf)
         .with_context(|| format!("cannot copy {} to {}", built.display(), elf.display()))?;
-    let bytes = std::fs::read(&elf)?;
-    let packed = igvm::build(&bytes, igvm_arch(arch))
-        .with_context(|| format!("packing {} as IGVM", elf.display()))?;
     let igvm_path = elf.with_extension("igvm");
-    std::fs::write(&igvm_path, &packed)?;
+    pack(arch, &elf, vtl0, &igvm_path)?;
     Ok(Image {
         elf,
         igvm: igvm_path,
     })
+}
+
+/// Packs the paravisor ELF `elf` (and `vtl0`, a VTL0 payload ELF, if given) as the IGVM file
+/// `out`.
+pub fn pack(arch: Arch, elf: &Path, vtl0: Option<&Path>, out: &Path) -> Result<()> {
+    let bytes = std::fs::read(elf).with_context(|| format!("cannot read {}", elf.display()))?;
+    let payload = vtl0
+        .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    let packed =
+        igvm::build(&bytes, igvm_arch(arch), payload.as_deref()).with_context(|| match vtl0 {
+            None => format!("packing {} as IGVM", elf.display()),
+            Some(p) => format!(
+                "packing {} as IGVM with VTL0 payload {}",
+                elf.display(),
+                p.display()
+            ),
+        })?;
+    std::fs::write(out, &packed).with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// The VTL0 payload for `arch` from `--vtl0`: `{arch}` in the path is replaced by the arch name
+/// (`target/images/vtl0-{arch}.elf`); a path without it names one arch's payload only.
+pub fn vtl0_payload_path(template: &str, arch: Arch, arches: usize) -> Result<PathBuf> {
+    if !template.contains("{arch}") && arches > 1 {
+        bail!(
+            "--vtl0 {template}: one payload cannot serve {arches} architectures; pick one with \
+             --arch or put {{arch}} in the path"
+        );
+    }
+    Ok(PathBuf::from(template.replace("{arch}", arch.name())))
 }
 
 /// Where the in-VM mock's host is written: `target/images/invm-<arch>[-debug].elf`.
@@ -146,17 +179,33 @@ pub fn build_vtl0(arch: Arch, release: bool) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Where the test IGVM file (the paravisor with the VTL0 test kernel as its VTL0 payload) is
+/// written: `target/images/paravisor-<arch>[-debug]-vtl0.igvm`.
+pub fn test_igvm_path(arch: Arch, release: bool) -> PathBuf {
+    let suffix = if release { "" } else { "-debug" };
+    image_dir().join(format!("paravisor-{}{suffix}-vtl0.igvm", arch.name()))
+}
+
 /// Builds every arch in `arches` and prints each output path and size, with the in-VM mock
-/// hypervisor that boots its image and the VTL0 test kernel.
-pub fn build_all(arches: &[Arch], release: bool) -> Result<Vec<Image>> {
+/// hypervisor that boots its image, the VTL0 test kernel and the test IGVM file that carries
+/// it. With `vtl0` (see [`vtl0_payload_path`]) the paravisor's own IGVM file carries that VTL0
+/// payload; without, none (the deliverable: on Hyper-V, VTL0's firmware is the host's).
+pub fn build_all(arches: &[Arch], release: bool, vtl0: Option<&str>) -> Result<Vec<Image>> {
     let mut images = Vec::new();
     for &arch in arches {
-        let image = build(arch, release)?;
+        let payload = vtl0
+            .map(|t| vtl0_payload_path(t, arch, arches.len()))
+            .transpose()?;
+        let image = build_with(arch, release, payload.as_deref())?;
+        let kernel = build_vtl0(arch, release)?;
+        let test_igvm = test_igvm_path(arch, release);
+        pack(arch, &image.elf, Some(&kernel), &test_igvm)?;
         let paths = [
             image.elf.clone(),
             image.igvm.clone(),
             build_invm(arch, release)?,
-            build_vtl0(arch, release)?,
+            kernel,
+            test_igvm,
         ];
         for path in &paths {
             let size = std::fs::metadata(path)?.len();

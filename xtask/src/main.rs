@@ -42,6 +42,24 @@ impl ArchArg {
     }
 }
 
+/// `--arch` values where one architecture is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SingleArch {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "aarch64")]
+    Aarch64,
+}
+
+impl SingleArch {
+    pub fn arch(self) -> Arch {
+        match self {
+            SingleArch::X86_64 => Arch::X86_64,
+            SingleArch::Aarch64 => Arch::Aarch64,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build the firmware ELF and IGVM images.
@@ -50,6 +68,23 @@ enum Command {
         arch: ArchArg,
         #[arg(long)]
         release: bool,
+        /// VTL0 payload ELF for the IGVM files (`{arch}` in the path becomes the arch name);
+        /// without it the IGVM files carry no VTL0 payload.
+        #[arg(long, value_name = "FILE")]
+        vtl0: Option<String>,
+    },
+    /// Pack an already built paravisor ELF (and a VTL0 payload ELF) as an IGVM file.
+    Igvm {
+        #[arg(long, value_enum)]
+        arch: SingleArch,
+        /// The paravisor ELF (`target/images/paravisor-<arch>.elf`).
+        #[arg(long)]
+        elf: PathBuf,
+        /// VTL0 payload ELF.
+        #[arg(long, value_name = "FILE")]
+        vtl0: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Boot the image in QEMU and stream its console.
     Run {
@@ -107,7 +142,17 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
-        Command::Image { arch, release } => image::build_all(&arch.arches(), release).map(|_| ()),
+        Command::Image {
+            arch,
+            release,
+            vtl0,
+        } => image::build_all(&arch.arches(), release, vtl0.as_deref()).map(|_| ()),
+        Command::Igvm {
+            arch,
+            elf,
+            vtl0,
+            out,
+        } => image::pack(arch.arch(), &elf, vtl0.as_deref(), &out),
         Command::Run {
             arch,
             release,

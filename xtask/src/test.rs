@@ -66,7 +66,7 @@ pub fn run() -> Result<()> {
         ),
         (
             "images (release, both arches)",
-            Box::new(|| image::build_all(&Arch::ALL, true).map(|_| true)),
+            Box::new(|| image::build_all(&Arch::ALL, true, None).map(|_| true)),
         ),
         ("end-to-end tests (QEMU)", run_cmd(e2e)),
         (

@@ -114,6 +114,13 @@ impl VpTarget {
         vtl: HvInputVtl::CURRENT,
     };
 
+    /// VTL0 on the calling VP: VTL0's private registers are reached with the target VTL pinned
+    /// to 0.
+    pub const VTL0: VpTarget = VpTarget {
+        vp_index: HV_VP_INDEX_SELF,
+        vtl: HvInputVtl::target(hvdef::Vtl::VTL0),
+    };
+
     fn header(self) -> HvInputGetVpRegisters {
         HvInputGetVpRegisters {
             partition_id: HV_PARTITION_ID_SELF,

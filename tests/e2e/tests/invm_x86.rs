@@ -100,10 +100,22 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
             "intercept installed: UnknownSynicConnection",
             "intercept installed: RetargetInterruptWithUnknownDeviceId",
             "protected from VTL0",
-            "VTL0 memory 0x620000..0xf000000",
             "proxying VTL0 hypercalls",
             "invm: the paravisor returned to VTL0 with an empty VTL0 script",
         ],
+    );
+    // VTL0's memory starts where VTL2's protected image ends and stops at the host's.
+    let vtl2_end = run
+        .console
+        .lines()
+        .find_map(|l| l.split("VTL2 memory 0x100000..").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no VTL2 memory line:\n{}", run.console));
+    assert!(
+        run.console
+            .contains(&format!("VTL0 memory {vtl2_end}..0xf000000")),
+        "{}",
+        run.console
     );
     assert!(
         !run.console.contains("..0x10000000"),

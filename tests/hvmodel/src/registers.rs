@@ -126,6 +126,16 @@ impl Reg {
     }
 }
 
+/// Whether an architectural register is 128 bits wide: x64's XMM, segment and table registers
+/// (every arm64 register the model knows is 64 bits).
+fn wide(arch: Arch, name: HvRegisterName) -> bool {
+    let n = name.0;
+    arch == Arch::X86_64
+        && ((x64_reg::XMM0.0..=x64_reg::XMM5.0).contains(&n)
+            || (x64_reg::ES.0..=x64_reg::TR.0).contains(&n)
+            || (x64_reg::IDTR.0..=x64_reg::GDTR.0).contains(&n))
+}
+
 /// Registers arm64 may read before the guest OS id is set (HvCallGetVpRegisters "Early Register
 /// List"). HvArm64RegisterSyntheticVbarEl1/EsrEl1 are on it too, but no source gives their
 /// numbers, so the model does not know them at all.
@@ -228,10 +238,13 @@ impl Model {
     /// InvalidParameter), invalid values `INVALID_PARAMETER`. The MSR path turns any error into
     /// #GP (TLFS: writing SVERSION is #GP; OpenVMM hv.rs `msr_write`: VP_INDEX, TIME_REF_COUNT).
     ///
-    /// Architectural registers are stored as written, unchecked. NOT what the TLFS says
-    /// (HvCallSetVpRegisters: the hypervisor validates reserved and fixed bits and bits beyond the
-    /// register's size; OpenHCL hardware_cvm `validate_set_vp_register_value` answers
-    /// INVALID_REGISTER_VALUE): the model has no per-register reserved-bit tables yet.
+    /// Architectural registers are stored as written, checked only for their width: a 64-bit
+    /// register with a non-zero high quadword is INVALID_REGISTER_VALUE (TLFS
+    /// HvCallSetVpRegisters: the hypervisor validates bits beyond the register's size; OpenHCL
+    /// hardware_cvm `validate_set_vp_register_value` answers INVALID_REGISTER_VALUE); x64's
+    /// segment (`HV_X64_SEGMENT_REGISTER`), table (`HV_X64_TABLE_REGISTER`) and XMM registers
+    /// are 128 bits wide. NOT what the TLFS says beyond that (it also validates reserved and
+    /// fixed bits): the model has no per-register reserved-bit tables yet.
     pub(crate) fn set_register(
         &mut self,
         vp: u32,
@@ -247,6 +260,9 @@ impl Model {
         let value64 = value as u64;
         let synic = &mut self.vps[vp as usize].vtls[v].synic;
         match reg {
+            Reg::Architectural if value >> 64 != 0 && !wide(self.scenario.arch, name) => {
+                return Err(HvError::INVALID_REGISTER_VALUE)
+            }
             Reg::Architectural | Reg::PendingEvent => {
                 self.vp_mut(vp).file_mut(vtl).set(name, value)
             }

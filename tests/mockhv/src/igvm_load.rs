@@ -6,7 +6,8 @@
 //! The rules follow OpenVMM's IGVM loader (`openvmm/openvmm_core/src/worker/vm_loaders/igvm.rs`)
 //! for the directives this paravisor's file uses: one supported platform, VSM isolation with
 //! VTL2 the highest VTL, and its compatibility mask selecting the headers; page data 4 KiB
-//! pages (an empty one is a zero page); a parameter area zero-filled (or its initial data), a
+//! pages (an empty one is a zero page), the VTL0 payload's included (the file does not say
+//! which VTL a page is for; the paravisor's VTL0 boot page does); a parameter area zero-filled (or its initial data), a
 //! `VpCount` parameter as a u32 and a `MemoryMap` parameter as `IGVM_VHS_MEMORY_MAP_ENTRY`
 //! records (RAM as MEMORY, sorted, ended by an all-zero record), inserted at its GPA; the VP
 //! context for VTL2 only (a VSM file's lower VTLs start from the paravisor). Any other

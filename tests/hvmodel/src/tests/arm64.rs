@@ -668,3 +668,42 @@ fn a_protected_access_reports_the_stage2_syndrome() {
     }
     assert!(hv.mem.slice(secret, 16).iter().all(|&b| b == 0));
 }
+
+/// arm64's VTL0 initial context (PC, SP_EL1, the EL1 system registers, X18, CPSR) set by VTL2
+/// in one memory-based SetVpRegisters, target VTL0: each lands in VTL0's register file only.
+#[test]
+fn vtl2_sets_vtl0_initial_context_in_one_call() {
+    use hvdef::aarch64::reg::*;
+    let mut hv = booted();
+    let regs = [
+        (XPC, 0x4800_0040),
+        (XSP_ELX, 0x4801_0000),
+        (SCTLR_EL1, 0x30D0_0800),
+        (MAIR_EL1, 0xFF),
+        (TCR_EL1, 0x19),
+        (VBAR_EL1, 0x4800_0800),
+        (TTBR0_EL1, 0x4802_0000),
+        (TTBR1_EL1, 0x1_0000_4803_0000),
+        (X18, 0x18),
+        (CPSR, 0x3C5),
+    ];
+    let vtl2_sctlr = hv.model.register(0, Vtl::VTL2, SCTLR_EL1).unwrap();
+    let input = set_input(HV_VP_INDEX_SELF, vtl0(), &regs);
+    let out = smccc(
+        &mut hv,
+        rep(HypercallCode::SET_VP_REGISTERS, regs.len()),
+        &input,
+    );
+    assert_eq!(
+        (out.status(), out.reps_completed()),
+        (HvStatus::SUCCESS, 10)
+    );
+    for (name, value) in regs {
+        assert_eq!(hv.model.register(0, Vtl::VTL0, name), Ok(value), "{name:?}");
+    }
+    assert_eq!(hv.model.register(0, Vtl::VTL2, SCTLR_EL1), Ok(vtl2_sctlr));
+    // Every arm64 register is 64 bits wide.
+    let input = set_input(HV_VP_INDEX_SELF, vtl0(), &[(XPC, 1u128 << 64)]);
+    let out = smccc(&mut hv, rep(HypercallCode::SET_VP_REGISTERS, 1), &input);
+    assert_eq!(out.status(), HvStatus::INVALID_REGISTER_VALUE);
+}

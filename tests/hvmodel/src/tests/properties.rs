@@ -12,7 +12,7 @@ use super::*;
 use crate::{Arch, Outcome};
 
 /// Every status the model may return.
-const TLFS_STATUSES: [HvStatus; 13] = [
+const TLFS_STATUSES: [HvStatus; 14] = [
     HvStatus::SUCCESS,
     HvStatus::INVALID_HYPERCALL_CODE,
     HvStatus::INVALID_HYPERCALL_INPUT,
@@ -26,6 +26,8 @@ const TLFS_STATUSES: [HvStatus; 13] = [
     HvStatus::INVALID_CONNECTION_ID,
     HvStatus::VTL_ALREADY_ENABLED,
     HvStatus::TIMEOUT,
+    // A 64-bit register set with a high quadword (TLFS status 0x0050; OpenHCL's answer).
+    HvStatus::INVALID_REGISTER_VALUE,
 ];
 
 /// Codes worth hitting often: the implemented ones, VTL switches, extended and unknown.

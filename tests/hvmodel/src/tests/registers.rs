@@ -295,3 +295,79 @@ fn secure_config_for_own_or_higher_vtl_is_access_denied() {
     );
     assert_eq!(out.status(), HvStatus::SUCCESS);
 }
+
+/// The paravisor starts VTL0 from its IGVM file's VTL0 context with one SetVpRegisters, target
+/// VTL0: every register of `HV_INITIAL_VP_CONTEXT` lands in VTL0's register file, segment and
+/// table registers as their whole 128-bit TLFS values, and VTL2's own stay as they were.
+#[test]
+fn vtl2_sets_vtl0_initial_context_in_one_call() {
+    use hvdef::x86_64::reg::*;
+    let mut hv = Hv::x64();
+    let seg = |selector: u128, attributes: u128| {
+        0xFFFF_FFFFu128 << 64 | selector << 96 | attributes << 112
+    };
+    let regs = [
+        (RIP, 0x0400_0040),
+        (RSP, 0x0400_8000),
+        (RFLAGS, 0x2),
+        (CS, seg(0x08, 0xC09B)),
+        (DS, seg(0x10, 0xC093)),
+        (ES, seg(0x10, 0xC093)),
+        (FS, seg(0x10, 0xC093)),
+        (GS, seg(0x10, 0xC093)),
+        (SS, seg(0x10, 0xC093)),
+        (TR, 0x8B_0000_0000_FFFF << 64),
+        (LDTR, 0x82_0000_0000_FFFF << 64),
+        // HV_X64_TABLE_REGISTER: pad[3], limit @6, base @8.
+        (IDTR, 0x1234_5000 << 64 | 0xFFF << 48),
+        (GDTR, 0x0400_1000 << 64 | 0x17 << 48),
+        (EFER, 0),
+        (CR0, 0x11),
+        (CR3, 0x0400_2000),
+        (CR4, 0),
+        (PAT, 0x0007_0406_0007_0406),
+    ];
+    let vtl2_cr0 = hv.model.register(0, Vtl::VTL2, CR0).unwrap();
+    let out = hv.set_regs(vtl0(), &regs);
+    assert_eq!(
+        (out.status(), out.reps_completed()),
+        (HvStatus::SUCCESS, 18)
+    );
+    for (name, value) in regs {
+        assert_eq!(hv.model.register(0, Vtl::VTL0, name), Ok(value), "{name:?}");
+    }
+    assert_eq!(hv.model.register(0, Vtl::VTL2, CR0), Ok(vtl2_cr0));
+    // A name the model does not know is still refused, at its element.
+    let out = hv.set_regs(vtl0(), &[(RIP, 1), (HvRegisterName(0x0006_0008), 1)]);
+    assert_eq!(
+        (out.status(), out.reps_completed()),
+        (HvStatus::INVALID_PARAMETER, 1)
+    );
+}
+
+/// A 64-bit register's value is zero-extended to 128 bits (TLFS HvCallSetVpRegisters: bits
+/// beyond the register's size are validated); OpenHCL answers INVALID_REGISTER_VALUE
+/// (hardware_cvm `validate_set_vp_register_value`). Segment, table and XMM registers are
+/// 128 bits wide and take any high quadword.
+#[test]
+fn a_64_bit_register_with_a_high_quadword_is_refused() {
+    use hvdef::x86_64::reg::*;
+    let mut hv = Hv::x64();
+    for name in [RIP, CR0, EFER, PAT, RFLAGS] {
+        let out = hv.set_regs(vtl0(), &[(name, 1u128 << 64 | 5)]);
+        assert_eq!(
+            (out.status(), out.reps_completed()),
+            (HvStatus::INVALID_REGISTER_VALUE, 0),
+            "{name:?}"
+        );
+        assert_eq!(
+            hv.model.register(0, Vtl::VTL0, name).map(|v| v >> 64),
+            Ok(0)
+        );
+    }
+    for name in [CS, TR, GDTR, XMM0] {
+        let out = hv.set_regs(vtl0(), &[(name, 7u128 << 64 | 5)]);
+        assert_eq!(out.status(), HvStatus::SUCCESS, "{name:?}");
+        assert_eq!(hv.model.register(0, Vtl::VTL0, name), Ok(7u128 << 64 | 5));
+    }
+}
