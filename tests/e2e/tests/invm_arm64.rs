@@ -280,3 +280,44 @@ fn every_vp_runs_on_its_own_cpu_with_the_calls_the_gdbstub_mock_sees() {
         }
     }
 }
+
+/// The runner's scenario reaches the host's model: with `intercept_page_available` clear the
+/// paravisor refuses to run (one line naming it) before it ever returns to VTL0, as under the
+/// gdbstub mock (`mock_no_intercept_page`).
+#[test]
+fn the_runners_scenario_is_the_partition_the_paravisor_meets() {
+    use hvdef::{HvRegisterVsmCapabilities, HypercallCode};
+    use mockhv::invm::{InvmBoot, Paravisor};
+    let mut scenario = Scenario::for_arch(Arch::Aarch64);
+    scenario.vsm_capabilities = HvRegisterVsmCapabilities::new();
+    let mut boot = InvmBoot::new(
+        Arch::Aarch64,
+        invm_image(),
+        Paravisor::Elf(image(Arch::Aarch64)),
+    );
+    boot.scenario = Some(scenario);
+    boot.trace = true;
+    let run = boot.run().expect("QEMU runs");
+    assert_eq!(run.run.outcome, Outcome::Fail, "{}", run.run.summary());
+    assert!(run.run.console.contains("invm: the runner's scenario ("));
+    let line = "VsmCapabilities.intercept_page_available is clear";
+    assert_eq!(
+        run.run.console.lines().filter(|l| l.contains(line)).count(),
+        1,
+        "{}",
+        run.run.console
+    );
+    let returns = run
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Hypercall(r) if r.code == HypercallCode::VTL_RETURN))
+        .count();
+    assert_eq!(returns, 0, "VTL0 never ran");
+    assert!(
+        run.events
+            .iter()
+            .any(|e| matches!(e, Event::Hypercall(r) if r.code == HypercallCode::GET_VP_REGISTERS)),
+        "the trace holds the boot's calls up to the refusal: {:?}",
+        run.events
+    );
+}

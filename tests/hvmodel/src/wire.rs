@@ -3,12 +3,19 @@
 //! little-endian format of this crate's own: a tag byte per event, then its fields in
 //! declaration order (byte strings as a u32 length and the bytes, a message as its 256 bytes).
 
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
-use hvdef::{HvInterceptAccessType, HvMessage, HypercallCode, HypercallOutput, Vtl};
+use hvdef::{
+    HvError, HvExtendedCapabilities, HvInterceptAccessType, HvMessage, HvPartitionPrivilegeMask,
+    HvRegisterName, HvRegisterVsmCapabilities, HvStatus, HypercallCode, HypercallOutput, Vtl,
+};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::scenario::{
+    BudgetEnd, FaultAction, FaultFilter, HypercallIntercept, InjectedFault, Limits, Overlap,
+};
 use super::trace::{Abi, Delivery, Event, HypercallRecord, Outcome};
-use super::Fault;
+use super::{Arch, Fault, Scenario};
 
 /// Why bytes are not an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +47,15 @@ impl Writer<'_> {
     }
     fn vtl(&mut self, v: Vtl) {
         self.u8(v.get());
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(v.into());
+    }
+    fn error(&mut self, e: HvError) {
+        self.u16(e.status().0);
+    }
+    fn len(&mut self, n: usize) {
+        self.u32(n as u32);
     }
     fn fault(&mut self, f: Fault) {
         self.u8(match f {
@@ -96,6 +112,18 @@ impl Reader<'_> {
             1 => Ok(true),
             _ => Err(self.invalid()),
         }
+    }
+    fn error(&mut self) -> Result<HvError, WireError> {
+        let status = HvStatus(self.u16()?);
+        HvError::new(status).ok_or(self.invalid())
+    }
+    /// A count of items each at least `min` bytes long: never more than the bytes left.
+    fn len(&mut self, min: usize) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min) > self.bytes.len() - self.at {
+            return Err(WireError::Truncated);
+        }
+        Ok(n)
     }
     fn fault(&mut self) -> Result<Fault, WireError> {
         match self.u8()? {
@@ -386,6 +414,250 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Event>, (usize, WireError)> {
     Ok(events)
 }
 
+impl Scenario {
+    /// This scenario as bytes, for a model running elsewhere (the in-VM host) to run the same
+    /// partition. Every field, in declaration order.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        w.u8(match self.arch {
+            Arch::X86_64 => 0,
+            Arch::Aarch64 => 1,
+        });
+        w.u32(self.vp_count);
+        w.bool(self.vsm);
+        w.vtl(self.active_vtl);
+        w.u16(self.enabled_vtls);
+        w.bool(self.ap_vtls_enabled);
+        w.bool(self.nested);
+        w.len(self.l0_calls.len());
+        for (code, err) in &self.l0_calls {
+            w.u16(code.0);
+            w.error(*err);
+        }
+        w.u64(self.privileges.into_bits());
+        w.u64(self.extended_capabilities.into_bits());
+        w.u64(self.vsm_capabilities.into_bits());
+        w.bool(self.xmm_fast_hypercalls);
+        w.bool(self.arm64_fp_lr_shared);
+        w.len(self.host_calls.len());
+        for (code, status) in &self.host_calls {
+            w.u16(code.0);
+            w.u16(status.0);
+        }
+        w.len(self.ports.len());
+        for (id, vtl) in &self.ports {
+            w.u32(*id);
+            w.vtl(*vtl);
+        }
+        w.len(self.devices.len());
+        for (id, vtl) in &self.devices {
+            w.u64(*id);
+            w.vtl(*vtl);
+        }
+        w.bool(self.hypercall_intercept == HypercallIntercept::Accepted);
+        w.len(self.reflected_codes.len());
+        for code in &self.reflected_codes {
+            w.u16(code.0);
+        }
+        w.len(self.vtl0_registers.len());
+        for (name, value) in &self.vtl0_registers {
+            w.u32(name.0);
+            w.u64(*value as u64);
+            w.u64((*value >> 64) as u64);
+        }
+        w.u64(self.vtl0_guest_os_id);
+        w.len(self.faults.len());
+        for f in &self.faults {
+            w.u16(f.code.0);
+            w.u32(f.nth);
+            match f.action {
+                FaultAction::Status(e) => {
+                    w.u8(0);
+                    w.error(e);
+                }
+                FaultAction::Timeout { reps } => {
+                    w.u8(1);
+                    w.u16(reps);
+                }
+                FaultAction::ReturnedTimeout { reps } => {
+                    w.u8(2);
+                    w.u16(reps);
+                }
+                FaultAction::ShortSuccess { reps } => {
+                    w.u8(3);
+                    w.u16(reps);
+                }
+            }
+            match f.filter.vp {
+                None => w.u8(0),
+                Some(vp) => {
+                    w.u8(1);
+                    w.u32(vp);
+                }
+            }
+            match f.filter.register {
+                None => w.u8(0),
+                Some(name) => {
+                    w.u8(1);
+                    w.u32(name.0);
+                }
+            }
+        }
+        let l = &self.limits;
+        w.u32(l.max_vps);
+        w.u32(l.max_lps);
+        w.u16(l.max_reps_per_call);
+        w.bool(l.budget_end == BudgetEnd::ShortSuccess);
+        w.u8(l.gpa_bits);
+        w.u32(l.vtl0_retries);
+        w.error(self.page_crossing_status);
+        match self.overlap {
+            Overlap::Tolerated => w.u8(0),
+            Overlap::Status(e) => {
+                w.u8(1);
+                w.error(e);
+            }
+        }
+        w.len(self.ram.len());
+        for r in &self.ram {
+            w.u64(r.start);
+            w.u64(r.end);
+        }
+    }
+
+    /// The scenario [`Scenario::encode`] wrote, and how many bytes it took.
+    pub fn decode(bytes: &[u8]) -> Result<(Scenario, usize), WireError> {
+        let mut r = Reader { bytes, at: 0 };
+        let arch = match r.u8()? {
+            0 => Arch::X86_64,
+            1 => Arch::Aarch64,
+            _ => return Err(r.invalid()),
+        };
+        let vp_count = r.u32()?;
+        let vsm = r.bool()?;
+        let active_vtl = r.vtl()?;
+        let enabled_vtls = r.u16()?;
+        let ap_vtls_enabled = r.bool()?;
+        let nested = r.bool()?;
+        let mut l0_calls = BTreeMap::new();
+        for _ in 0..r.len(4)? {
+            l0_calls.insert(HypercallCode(r.u16()?), r.error()?);
+        }
+        let privileges = HvPartitionPrivilegeMask::from_bits(r.u64()?);
+        let extended_capabilities = HvExtendedCapabilities::from_bits(r.u64()?);
+        let vsm_capabilities = HvRegisterVsmCapabilities::from_bits(r.u64()?);
+        let xmm_fast_hypercalls = r.bool()?;
+        let arm64_fp_lr_shared = r.bool()?;
+        let mut host_calls = BTreeMap::new();
+        for _ in 0..r.len(4)? {
+            host_calls.insert(HypercallCode(r.u16()?), HvStatus(r.u16()?));
+        }
+        let mut ports = BTreeMap::new();
+        for _ in 0..r.len(5)? {
+            ports.insert(r.u32()?, r.vtl()?);
+        }
+        let mut devices = BTreeMap::new();
+        for _ in 0..r.len(9)? {
+            devices.insert(r.u64()?, r.vtl()?);
+        }
+        let hypercall_intercept = if r.bool()? {
+            HypercallIntercept::Accepted
+        } else {
+            HypercallIntercept::Rejected
+        };
+        let mut reflected_codes = BTreeSet::new();
+        for _ in 0..r.len(2)? {
+            reflected_codes.insert(HypercallCode(r.u16()?));
+        }
+        let mut vtl0_registers = Vec::new();
+        for _ in 0..r.len(20)? {
+            let name = HvRegisterName(r.u32()?);
+            let low = r.u64()?;
+            let high = r.u64()?;
+            vtl0_registers.push((name, u128::from(low) | u128::from(high) << 64));
+        }
+        let vtl0_guest_os_id = r.u64()?;
+        let mut faults = Vec::new();
+        for _ in 0..r.len(9)? {
+            let code = HypercallCode(r.u16()?);
+            let nth = r.u32()?;
+            let action = match r.u8()? {
+                0 => FaultAction::Status(r.error()?),
+                1 => FaultAction::Timeout { reps: r.u16()? },
+                2 => FaultAction::ReturnedTimeout { reps: r.u16()? },
+                3 => FaultAction::ShortSuccess { reps: r.u16()? },
+                _ => return Err(r.invalid()),
+            };
+            let vp = match r.u8()? {
+                0 => None,
+                1 => Some(r.u32()?),
+                _ => return Err(r.invalid()),
+            };
+            let register = match r.u8()? {
+                0 => None,
+                1 => Some(HvRegisterName(r.u32()?)),
+                _ => return Err(r.invalid()),
+            };
+            faults.push(InjectedFault {
+                code,
+                nth,
+                action,
+                filter: FaultFilter { vp, register },
+            });
+        }
+        let limits = Limits {
+            max_vps: r.u32()?,
+            max_lps: r.u32()?,
+            max_reps_per_call: r.u16()?,
+            budget_end: if r.bool()? {
+                BudgetEnd::ShortSuccess
+            } else {
+                BudgetEnd::Timeout
+            },
+            gpa_bits: r.u8()?,
+            vtl0_retries: r.u32()?,
+        };
+        let page_crossing_status = r.error()?;
+        let overlap = match r.u8()? {
+            0 => Overlap::Tolerated,
+            1 => Overlap::Status(r.error()?),
+            _ => return Err(r.invalid()),
+        };
+        let mut ram = Vec::new();
+        for _ in 0..r.len(16)? {
+            ram.push(r.u64()?..r.u64()?);
+        }
+        let scenario = Scenario {
+            arch,
+            vp_count,
+            vsm,
+            active_vtl,
+            enabled_vtls,
+            ap_vtls_enabled,
+            nested,
+            l0_calls,
+            privileges,
+            extended_capabilities,
+            vsm_capabilities,
+            xmm_fast_hypercalls,
+            arm64_fp_lr_shared,
+            host_calls,
+            ports,
+            devices,
+            hypercall_intercept,
+            reflected_codes,
+            vtl0_registers,
+            vtl0_guest_os_id,
+            faults,
+            limits,
+            page_crossing_status,
+            overlap,
+            ram,
+        };
+        Ok((scenario, r.at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +744,75 @@ mod tests {
                 message,
             },
         ]
+    }
+
+    /// Every field off its default, so a field the encoder forgets fails the comparison.
+    fn odd_scenario() -> Scenario {
+        let mut s = Scenario::for_arch(Arch::Aarch64);
+        s.vp_count = 7;
+        s.vsm = false;
+        s.active_vtl = Vtl::VTL1;
+        s.enabled_vtls = 0b11;
+        s.ap_vtls_enabled = !s.ap_vtls_enabled;
+        s.nested = true;
+        s.l0_calls
+            .insert(HypercallCode::POST_MESSAGE, HvError::INVALID_PARAMETER);
+        s.privileges = HvPartitionPrivilegeMask::from_bits(0x1234_5678);
+        s.extended_capabilities = HvExtendedCapabilities::from_bits(0x5);
+        s.vsm_capabilities = HvRegisterVsmCapabilities::from_bits(0x77);
+        s.xmm_fast_hypercalls = !s.xmm_fast_hypercalls;
+        s.arm64_fp_lr_shared = true;
+        s.host_calls
+            .insert(HypercallCode::SIGNAL_EVENT, HvStatus::ACCESS_DENIED);
+        s.ports.insert(9, Vtl::VTL2);
+        s.devices.insert(0xdead_beef_0000, Vtl::VTL0);
+        s.hypercall_intercept = HypercallIntercept::Accepted;
+        s.reflected_codes.insert(HypercallCode::SET_VP_REGISTERS);
+        s.vtl0_registers
+            .push((HvRegisterName(0x2_0001), u128::MAX - 5));
+        s.vtl0_guest_os_id = 42;
+        s.faults.push(InjectedFault {
+            code: HypercallCode::GET_VP_REGISTERS,
+            nth: 3,
+            action: FaultAction::ReturnedTimeout { reps: 2 },
+            filter: FaultFilter {
+                vp: Some(1),
+                register: Some(HvRegisterName(0xd0003)),
+            },
+        });
+        s.faults.push(InjectedFault {
+            code: HypercallCode::POST_MESSAGE,
+            nth: 0,
+            action: FaultAction::Status(HvError::TIMEOUT),
+            filter: FaultFilter::ANY,
+        });
+        s.limits = Limits {
+            max_vps: 5,
+            max_lps: 6,
+            max_reps_per_call: 7,
+            budget_end: BudgetEnd::ShortSuccess,
+            gpa_bits: 40,
+            vtl0_retries: 2,
+        };
+        s.page_crossing_status = HvError::INVALID_PARAMETER;
+        s.overlap = Overlap::Status(HvError::INVALID_ALIGNMENT);
+        s.ram = alloc::vec![0x4000_0000..0x4f00_0000, 0x1_0000_0000..0x1_4000_0000];
+        s
+    }
+
+    #[test]
+    fn a_scenario_round_trips_field_for_field() {
+        for scenario in [Scenario::for_arch(Arch::X86_64), odd_scenario()] {
+            let mut bytes = Vec::new();
+            scenario.encode(&mut bytes);
+            let (back, len) = Scenario::decode(&bytes).expect("decodes");
+            assert_eq!(len, bytes.len());
+            // Debug shows every field; Scenario has no PartialEq of its own.
+            assert_eq!(alloc::format!("{back:?}"), alloc::format!("{scenario:?}"));
+            for cut in 0..bytes.len() {
+                assert!(Scenario::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub const CONFIG_GPA_AARCH64: u64 = 0x4fff_f000;
 /// paravisor's device tree and IGVM memory map say exactly this much.
 pub const GUEST_RAM_AARCH64: core::ops::Range<u64> = 0x4000_0000..0x4f00_0000;
 
+/// Where the runner places the scenario (`hvmodel::Scenario::encode`'s bytes) on arm64: below
+/// the configuration page, in the host's own memory; [`HostConfig::scenario_len`] bytes.
+pub const SCENARIO_GPA_AARCH64: u64 = 0x4ffe_0000;
+/// Room for the scenario's bytes (up to the configuration page).
+pub const SCENARIO_MAX: u64 = CONFIG_GPA_AARCH64 - SCENARIO_GPA_AARCH64;
+
 /// "INVMCFG1".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"INVMCFG1");
 
@@ -38,6 +44,9 @@ pub struct HostConfig {
     pub vtl2_x: [u64; 4],
     /// VPs, one QEMU CPU each (`-smp`); 0 means 1.
     pub vp_count: u64,
+    /// Length of the scenario at [`SCENARIO_GPA_AARCH64`] (0: the arch's default scenario).
+    /// Its VP count and RAM are the host's: `vp_count` and the guest window.
+    pub scenario_len: u64,
     /// Where the host writes the model's trace (`hvmodel`'s wire format), through QEMU's
     /// semihosting (a host-side path, NUL-terminated; empty: no trace file).
     pub trace_path: [u8; TRACE_PATH_MAX],

@@ -73,13 +73,17 @@ struct Host {
     vps: Vec<VpState>,
     /// VPs with nothing left to run (their CPUs wait in `arch::park`).
     parked: u32,
+    /// Some VP has entered VTL0 (the trace is written in batches from then on).
+    vtl0_ran: bool,
     /// Where the model's trace goes (the runner asked for it), and the hypercalls written so far.
     trace: Option<arch::HostFile>,
     traced_calls: u64,
 }
 
-/// Trace events kept in the host before they are written out: bounds the heap a long live
-/// run needs.
+/// Trace events kept in the host before they are written out, once VTL0 runs: bounds the heap a
+/// long live run needs. Until then every exit's events are written at once: the paravisor's own
+/// failure exit (semihosting, straight to QEMU) would lose what the host still holds, and a
+/// boot's trace is what a failed boot is diagnosed by.
 const TRACE_BATCH: usize = 256;
 
 impl Host {
@@ -213,7 +217,33 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             arch::MAX_CPUS
         ));
     }
-    let mut model = hv::model(GUEST_RAM, vp_count as u32);
+    let mut model = match config.scenario_len {
+        0 => hv::model(GUEST_RAM, vp_count as u32),
+        len if len <= invm_abi::SCENARIO_MAX => {
+            // SAFETY: the runner's scenario lies in the host's own identity-mapped memory below
+            // the configuration page (`len` is bounded by that room), written before reset.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(
+                    invm_abi::SCENARIO_GPA_AARCH64 as *const u8,
+                    len as usize,
+                )
+            };
+            match hvmodel::Scenario::decode(bytes) {
+                Ok((mut scenario, _)) if scenario.arch == hvmodel::Arch::Aarch64 => {
+                    scenario.vp_count = vp_count as u32;
+                    scenario.ram = alloc::vec![GUEST_RAM];
+                    println!("the runner's scenario ({len} bytes)");
+                    Model::new(scenario)
+                }
+                Ok(_) => fail(format_args!("the runner's scenario is not for arm64")),
+                Err(e) => fail(format_args!("the runner's scenario: {e:?}")),
+            }
+        }
+        len => fail(format_args!(
+            "the runner's scenario is {len} bytes, more than the {} this host has room for",
+            invm_abi::SCENARIO_MAX
+        )),
+    };
     let live = config.live_vtl0();
     if live {
         model.vtl0().set_live(true);
@@ -237,6 +267,7 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         live,
         vps: (0..vp_count).map(|_| VpState::default()).collect(),
         parked: 0,
+        vtl0_ran: false,
         trace,
         traced_calls: 0,
     });
@@ -333,7 +364,8 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
             format_args!("exit from VP {vp} in VTL {other:?}"),
         ),
     };
-    if host.model.trace().events().len() >= TRACE_BATCH {
+    let held = host.model.trace().events().len();
+    if held >= TRACE_BATCH || (held > 0 && !host.vtl0_ran) {
         if let Err(why) = host.flush() {
             stop(host, false, format_args!("{why}"));
         }
@@ -440,6 +472,7 @@ fn run_vtl0(host: &mut Host, vp: u32, frame: &mut Frame) -> After {
         // VTL0 starts its own APs; until it does, there is nothing to run here.
         return host.park(vp, format_args!("VTL0 never started on it"));
     }
+    host.vtl0_ran = true;
     let state = &mut host.vps[vp as usize];
     state.vtl2_resume = *frame;
     let now = arch::save_el1();

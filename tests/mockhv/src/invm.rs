@@ -14,7 +14,7 @@ use invm_abi::HostConfig;
 use zerocopy::IntoBytes;
 
 use crate::igvm_load::{self, VpContext};
-use crate::model::Event;
+use crate::model::{Event, Scenario};
 use crate::qemu::{Arch, Qemu, QemuConfig, RunResult};
 
 /// How the paravisor gets into guest memory.
@@ -57,6 +57,9 @@ pub struct InvmBoot {
     pub trace: bool,
     /// VPs, one QEMU CPU each (GICv3, so up to 16).
     pub vps: u32,
+    /// The partition the host's model runs (its VP count and RAM are the host's: `vps` and
+    /// the guest window); None: the arch's default scenario.
+    pub scenario: Option<Scenario>,
 }
 
 /// A finished run under the in-VM host.
@@ -82,6 +85,7 @@ impl InvmBoot {
             extra_args: Vec::new(),
             trace: false,
             vps: 1,
+            scenario: None,
         }
     }
 
@@ -159,6 +163,28 @@ impl InvmBoot {
             host = host
                 .with_trace_path(path.as_bytes())
                 .with_context(|| format!("the trace path {path} is too long for the host"))?;
+        }
+        if let Some(scenario) = &self.scenario {
+            if scenario.arch != self.arch {
+                bail!(
+                    "a {} scenario for an {} host",
+                    scenario.arch.name(),
+                    self.arch.name()
+                );
+            }
+            let mut bytes = Vec::new();
+            scenario.encode(&mut bytes);
+            if bytes.len() as u64 > invm_abi::SCENARIO_MAX {
+                bail!(
+                    "the scenario is {} bytes; the host has room for {}",
+                    bytes.len(),
+                    invm_abi::SCENARIO_MAX
+                );
+            }
+            host.scenario_len = bytes.len() as u64;
+            let file = dir.join("scenario.bin");
+            std::fs::write(&file, &bytes)?;
+            loads.push((Some(invm_abi::SCENARIO_GPA_AARCH64), file));
         }
         let config_file = dir.join("host-config.bin");
         let mut page = vec![0u8; 4096];
