@@ -103,8 +103,15 @@ enum Command {
         timeout: u64,
         /// Boot the IGVM file (loaded by the mock, as a VMM's IGVM loader does) instead of the
         /// ELF through QEMU's -kernel. An IGVM boot has no command line, so not with --append.
+        /// Implies --gdbstub (the in-VM mock boots the IGVM file anyway).
         #[arg(long, conflicts_with = "append")]
         igvm: bool,
+        /// Use the gdbstub mock (an empty VTL0 script) even where the in-VM mock runs VTL0.
+        #[arg(long)]
+        gdbstub: bool,
+        /// In-VM mock: QEMU waits for gdb on this TCP port before the first instruction.
+        #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "1234")]
+        gdb: Option<u16>,
     },
     /// Format, lint, unit-test, build both images and boot them in QEMU.
     Test,
@@ -160,7 +167,20 @@ fn main() {
             append,
             timeout,
             igvm,
-        } => run::run(&arch.arches(), release, smp, &append, timeout, igvm),
+            gdbstub,
+            gdb,
+        } => run::run(
+            &arch.arches(),
+            &run::Options {
+                release,
+                smp,
+                append: &append,
+                timeout,
+                igvm,
+                gdbstub,
+                gdb,
+            },
+        ),
         Command::Test => test::run(),
         Command::Bench { arch } => bench::run(&arch.arches()),
         Command::Soak {

@@ -1,24 +1,142 @@
 //! `cargo xtask run`: boots each image in QEMU under the mock hypervisor (VSM, VTL2) with the
-//! console streamed to the terminal, then prints a summary of the hypercall trace.
+//! console streamed to the terminal, then prints a summary of the hypercall trace. Where the
+//! in-VM mock runs VTL0 for real (arm64 so far), the paravisor boots from its IGVM file with the
+//! VTL0 test kernel as its payload, and VTL0 runs a short demo table; elsewhere, and with
+//! `--gdbstub`, under the gdbstub mock with an empty VTL0 script.
 
 use crate::image;
 use anyhow::{bail, Result};
+use mockhv::invm::{InvmBoot, Paravisor, Vtl0};
 use mockhv::model::Scenario;
 use mockhv::qemu::{ensure_qemu, Arch};
 use mockhv::session::{self, SessionConfig};
 use std::time::Duration;
 
-pub fn run(
-    arches: &[Arch],
-    release: bool,
-    smp: u32,
-    append: &str,
-    timeout: u64,
-    igvm: bool,
-) -> Result<()> {
+/// How `run` boots.
+pub struct Options<'a> {
+    pub release: bool,
+    pub smp: u32,
+    pub append: &'a str,
+    pub timeout: u64,
+    /// Under the gdbstub mock: boot the IGVM file instead of the ELF.
+    pub igvm: bool,
+    /// The gdbstub mock even where the in-VM one runs VTL0.
+    pub gdbstub: bool,
+    /// Under the in-VM mock: QEMU waits for a debugger on this TCP port.
+    pub gdb: Option<u16>,
+}
+
+/// Whether the in-VM mock runs a real VTL0 on `arch`.
+fn invm_runs_vtl0(arch: Arch) -> bool {
+    arch == Arch::Aarch64
+}
+
+/// The demo: one VTL0 call of each outcome the IGVM boot can show. A PostMessage to a
+/// connection nobody owns (the hypervisor hands it to the paravisor, which refuses it), a
+/// GetVpRegisters of VTL0's own VP index (the hypervisor answers it; VTL2 never sees it), and a
+/// store into VTL2's memory (it faults into the hypervisor, the paravisor refuses it and VTL0
+/// takes the fault).
+fn demo_table(arch: Arch) -> vtl0::Table {
+    use hvdef::{Control, HvInputVtl, HvRegisterName, HypercallCode};
+    let get = Control::new()
+        .with_code(HypercallCode::GET_VP_REGISTERS)
+        .with_rep_count(1);
+    vtl0::Table::new()
+        .hypercall(
+            u64::from(HypercallCode::POST_MESSAGE.0),
+            &e2e::post_message(0x77),
+            0,
+        )
+        .hypercall(
+            get.into_bits(),
+            &e2e::get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
+            16,
+        )
+        .write(e2e::layout(arch).vtl2, 8, 0x1234)
+}
+
+fn proto(arch: Arch) -> vtl0::Arch {
+    match arch {
+        Arch::X86_64 => vtl0::Arch::X86_64,
+        Arch::Aarch64 => vtl0::Arch::Aarch64,
+    }
+}
+
+/// The paravisor under the in-VM mock with VTL0 running the demo table; true if it passed.
+fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
+    let images = image::build_all(&[arch], options.release, None)?;
+    let image = &images[0];
+    let host = image.elf.with_file_name(format!(
+        "invm-{}{}.elf",
+        arch.name(),
+        if options.release { "" } else { "-debug" }
+    ));
+    let kernel = image::vtl0_path(arch, options.release);
+    let mut boot = if options.append.is_empty() {
+        let mut boot = InvmBoot::new(
+            arch,
+            host,
+            Paravisor::Igvm(image::test_igvm_path(arch, options.release)),
+        );
+        boot.vtl0 = Vtl0::FromParavisor;
+        boot
+    } else {
+        // A command line needs the ELF (an IGVM file carries none); VTL0 then starts from the
+        // reset state the host gives it: the kernel's entry.
+        let mut boot = InvmBoot::new(arch, host, Paravisor::Elf(image.elf.clone()));
+        boot.append = Some(options.append.to_string());
+        boot.vtl0 = Vtl0::Elf(kernel.clone());
+        boot
+    };
+    let table = std::env::temp_dir().join(format!("xtask-run-table-{}.bin", std::process::id()));
+    std::fs::write(&table, demo_table(arch).to_bytes())?;
+    boot.blobs.push((proto(arch).table_gpa(), table.clone()));
+    boot.vps = options.smp;
+    boot.timeout = Duration::from_secs(options.timeout);
+    boot.echo = true;
+    boot.trace = true;
+    if let Some(port) = options.gdb {
+        boot.extra_args = vec!["-gdb".into(), format!("tcp::{port}"), "-S".into()];
+        boot.timeout = Duration::from_secs(24 * 3600);
+        println!(
+            "== QEMU waits for gdb on port {port}: gdb {} -ex 'target remote :{port}' -ex \
+             'add-symbol-file {}'",
+            image.elf.display(),
+            kernel.display()
+        );
+    }
+    println!(
+        "== {} under the in-VM mock hypervisor (VSM, VTL2, {} VPs), VTL0 running the demo table",
+        arch.name(),
+        options.smp
+    );
+    let run = boot.run();
+    let _ = std::fs::remove_file(&table);
+    let run = run?;
+    print!("{}", session::trace_summary(&run.events, None));
+    let passed = run.run.passed();
+    println!("== {}: {}", arch.name(), run.summary());
+    Ok(passed)
+}
+
+pub fn run(arches: &[Arch], options: &Options<'_>) -> Result<()> {
+    let Options {
+        release,
+        smp,
+        append,
+        timeout,
+        igvm,
+        ..
+    } = *options;
     let mut failed = Vec::new();
     for &arch in arches {
         ensure_qemu(arch)?;
+        if invm_runs_vtl0(arch) && !options.gdbstub && !igvm {
+            if !run_invm(arch, options)? {
+                failed.push(arch.name());
+            }
+            continue;
+        }
         let image = image::build(arch, release)?;
         let scenario = Scenario {
             vp_count: smp,

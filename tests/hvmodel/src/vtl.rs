@@ -406,7 +406,7 @@ impl Model {
         } else {
             (Effects::fault(Fault::Ud), Outcome::Fault(Fault::Ud))
         };
-        self.trace_switch(vp, abi, HypercallCode::VTL_CALL, control, outcome);
+        self.trace_switch(vp, vtl, abi, HypercallCode::VTL_CALL, control, outcome);
         effects
     }
 
@@ -428,7 +428,7 @@ impl Model {
         let vtl = self.vp(vp).active_vtl;
         let Some(lower) = self.vp(vp).lower_vtl(vtl).filter(|_| valid) else {
             let outcome = Outcome::Fault(Fault::Ud);
-            self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
+            self.trace_switch(vp, vtl, abi, HypercallCode::VTL_RETURN, control, outcome);
             return Effects::fault(Fault::Ud);
         };
         self.apply_return_state(vp, vtl, lower, fast, &regs, mem);
@@ -442,14 +442,14 @@ impl Model {
             self.resume(vp, vtl, lower, &mut regs);
             effects.advance_ip = true;
             let outcome = Outcome::VtlSwitch { finished: false };
-            self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
+            self.trace_switch(vp, vtl, abi, HypercallCode::VTL_RETURN, control, outcome);
             return effects;
         }
         self.run_lower(vp, vtl, lower, &mut regs, mem, &mut effects);
         let outcome = Outcome::VtlSwitch {
             finished: effects.finished,
         };
-        self.trace_switch(vp, abi, HypercallCode::VTL_RETURN, control, outcome);
+        self.trace_switch(vp, vtl, abi, HypercallCode::VTL_RETURN, control, outcome);
         effects
     }
 
@@ -583,9 +583,11 @@ impl Model {
         }
     }
 
+    /// A VTL call or return of `vp`'s `caller` VTL (the VP may be in another one by now).
     fn trace_switch(
         &mut self,
         vp: u32,
+        caller: Vtl,
         abi: Abi,
         code: HypercallCode,
         control: u64,
@@ -593,7 +595,7 @@ impl Model {
     ) {
         self.trace.push(Event::Hypercall(HypercallRecord {
             vp,
-            vtl: self.vp(vp).active_vtl,
+            vtl: caller,
             abi,
             code,
             control,

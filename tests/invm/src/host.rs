@@ -253,10 +253,15 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             hvdef::aarch64::reg::XPC,
             config.vtl0_pc.into(),
         );
-        println!(
-            "VTL0 runs for real after the paravisor's first VtlReturn (reset pc {:#x})",
-            config.vtl0_pc
-        );
+        match config.vtl0_pc {
+            0 => println!(
+                "VTL0 runs for real after the paravisor's first VtlReturn, from the state the \
+                 paravisor gives it"
+            ),
+            pc => println!(
+                "VTL0 runs for real after the paravisor's first VtlReturn (reset pc {pc:#x})"
+            ),
+        }
     }
     *HOST.lock() = Some(Host {
         model,

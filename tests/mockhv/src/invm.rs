@@ -71,6 +71,30 @@ pub struct InvmRun {
     pub events: Vec<Event>,
 }
 
+impl InvmRun {
+    /// One line for a failed assertion: how QEMU ended (the host's own `FAIL` line names the
+    /// VP, the VTL, the exit and the address), then the last trace records.
+    pub fn summary(&self) -> String {
+        let mut s = self.run.summary();
+        if let Some(fail) = self
+            .run
+            .console
+            .lines()
+            .find(|l| l.contains("invm: FAIL: "))
+        {
+            if !s.contains(fail.trim()) {
+                s.push_str(&format!("; {}", fail.trim()));
+            }
+        }
+        let tail = &self.events[self.events.len().saturating_sub(3)..];
+        if !self.run.passed() && !tail.is_empty() {
+            let tail: Vec<String> = tail.iter().map(crate::session::brief).collect();
+            s.push_str(&format!("; last trace records: {}", tail.join(" | ")));
+        }
+        s
+    }
+}
+
 impl InvmBoot {
     pub fn new(arch: Arch, host: PathBuf, paravisor: Paravisor) -> Self {
         Self {

@@ -127,39 +127,7 @@ impl Report {
 
     /// A short account of what the paravisor asked of the hypervisor, for people.
     pub fn trace_summary(&self) -> String {
-        use crate::model::Event;
-        use std::collections::BTreeMap;
-        let (mut cpuid, mut rdmsr, mut wrmsr, mut smccc, mut intercepts) = (0, 0, 0, 0, 0);
-        let mut calls: BTreeMap<String, (u32, BTreeMap<String, u32>)> = BTreeMap::new();
-        for event in self.trace().events() {
-            match event {
-                Event::Cpuid { .. } => cpuid += 1,
-                Event::Rdmsr { .. } => rdmsr += 1,
-                Event::Wrmsr { .. } => wrmsr += 1,
-                Event::Smccc { .. } => smccc += 1,
-                Event::Intercept { .. } | Event::LowerVtlCall { .. } => intercepts += 1,
-                Event::PendingInterrupt { .. }
-                | Event::PartitionReset { .. }
-                | Event::Vtl0Access { .. } => {}
-                Event::Hypercall(h) => {
-                    let entry = calls.entry(format!("{:?}", h.code)).or_default();
-                    entry.0 += 1;
-                    let status = h.status().map_or("no status".into(), |s| format!("{s:?}"));
-                    *entry.1.entry(status).or_default() += 1;
-                }
-            }
-        }
-        let mut s = format!(
-            "trace: {} events, {} guest stops: {cpuid} cpuid, {rdmsr} rdmsr, {wrmsr} wrmsr, \
-             {smccc} other SMCCC, {intercepts} intercepts delivered\n",
-            self.trace().events().len(),
-            self.stops
-        );
-        for (code, (n, statuses)) in calls {
-            let statuses: Vec<String> = statuses.iter().map(|(k, v)| format!("{k} x{v}")).collect();
-            s.push_str(&format!("  {code:<28} x{n:<4} {}\n", statuses.join(", ")));
-        }
-        s
+        trace_summary(self.trace().events(), Some(self.stops))
     }
 
     /// One line for a failed assertion: outcome, fault, and the last console line.
@@ -188,7 +156,47 @@ impl Report {
 
 /// One trace record in a few words, for failure summaries: who (VP, VTL), what, and how it
 /// ended.
-fn brief(event: &crate::model::Event) -> String {
+/// A short account of what the paravisor asked of the hypervisor, for people: event counts
+/// (and the guest stops that served them, for a transport that has them), then each call code
+/// with its statuses.
+pub fn trace_summary(events: &[crate::model::Event], stops: Option<u64>) -> String {
+    use crate::model::Event;
+    use std::collections::BTreeMap;
+    let (mut cpuid, mut rdmsr, mut wrmsr, mut smccc, mut intercepts) = (0, 0, 0, 0, 0);
+    let mut calls: BTreeMap<String, (u32, BTreeMap<String, u32>)> = BTreeMap::new();
+    for event in events {
+        match event {
+            Event::Cpuid { .. } => cpuid += 1,
+            Event::Rdmsr { .. } => rdmsr += 1,
+            Event::Wrmsr { .. } => wrmsr += 1,
+            Event::Smccc { .. } => smccc += 1,
+            Event::Intercept { .. } | Event::LowerVtlCall { .. } => intercepts += 1,
+            Event::PendingInterrupt { .. }
+            | Event::PartitionReset { .. }
+            | Event::Vtl0Access { .. } => {}
+            Event::Hypercall(h) => {
+                let entry = calls.entry(format!("{:?}", h.code)).or_default();
+                entry.0 += 1;
+                let status = h.status().map_or("no status".into(), |s| format!("{s:?}"));
+                *entry.1.entry(status).or_default() += 1;
+            }
+        }
+    }
+    let stops = stops.map_or(String::new(), |n| format!(", {n} guest stops"));
+    let mut s = format!(
+        "trace: {} events{stops}: {cpuid} cpuid, {rdmsr} rdmsr, {wrmsr} wrmsr, {smccc} other \
+         SMCCC, {intercepts} intercepts delivered\n",
+        events.len(),
+    );
+    for (code, (n, statuses)) in calls {
+        let statuses: Vec<String> = statuses.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+        s.push_str(&format!("  {code:<28} x{n:<4} {}\n", statuses.join(", ")));
+    }
+    s
+}
+
+/// One event, briefly, for a failure summary.
+pub fn brief(event: &crate::model::Event) -> String {
     use crate::model::Event;
     match event {
         Event::Hypercall(h) => format!(

@@ -96,6 +96,12 @@ fn a_vtl_return_with_nothing_queued_runs_the_live_vtl0() {
     let effects = hvc(&mut hv, 3, &mut x);
     assert!(effects.lower_runs && !effects.finished, "{effects:?}");
     assert_eq!(hv.model.active_vtl(0), Some(Vtl::VTL0));
+    let ret = hv.model.trace().last_hypercall().expect("recorded");
+    assert_eq!(
+        (ret.code, ret.vtl),
+        (HypercallCode::VTL_RETURN, Vtl::VTL2),
+        "the caller's VTL, not the one it returned to"
+    );
     assert_eq!(
         state(&hv, arm_reg::X0),
         0x2222,
