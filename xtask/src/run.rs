@@ -99,7 +99,7 @@ fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
         boot.extra_args = vec!["-gdb".into(), format!("tcp::{port}"), "-S".into()];
         boot.timeout = Duration::from_secs(24 * 3600);
         println!(
-            "== QEMU waits for gdb on port {port}: gdb {} -ex 'target remote :{port}' -ex \
+            "== QEMU waits for gdb on port {port} (Debian: apt-get install gdb-multiarch): gdb-multiarch {} -ex 'target remote :{port}' -ex \
              'add-symbol-file {}'",
             image.elf.display(),
             kernel.display()
