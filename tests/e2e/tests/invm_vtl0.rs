@@ -18,16 +18,26 @@ fn proto(arch: Arch) -> vtl0::Arch {
 
 /// Boots `paravisor-<arch>-vtl0.igvm` under the in-VM host with `table` for the kernel.
 fn run(arch: Arch, table: &Table) -> (InvmRun, Results) {
+    run_with(arch, table, |_| {})
+}
+
+fn run_with(arch: Arch, table: &Table, tweak: impl FnOnce(&mut InvmBoot)) -> (InvmRun, Results) {
     let dir = image(arch).parent().expect("image dir").to_path_buf();
     let host = dir.join(format!("invm-{}.elf", arch.name()));
     let igvm = dir.join(format!("paravisor-{}-vtl0.igvm", arch.name()));
-    let file = std::env::temp_dir().join(format!("invm-vtl0-table-{}.bin", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let file = std::env::temp_dir().join(format!(
+        "invm-vtl0-table-{}-{}.bin",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::write(&file, table.to_bytes()).expect("write the table");
     let mut boot = InvmBoot::new(arch, host, Paravisor::Igvm(igvm));
     boot.vtl0 = Vtl0::FromParavisor;
     boot.blobs
         .push((proto(arch).table_gpa(), PathBuf::from(&file)));
     boot.trace = true;
+    tweak(&mut boot);
     let run = boot.run().expect("QEMU runs");
     let _ = std::fs::remove_file(&file);
     let results = parse_results(&run.run.console)
@@ -181,4 +191,38 @@ fn vtl0_runs_its_table_under_the_paravisor_on_arm64() {
         !relayed,
         "the paravisor relayed a PostMessage for an unknown connection"
     );
+}
+
+/// VTL2's instructions per intercept, counted by the host (the PMU cycle counter at EL1 under
+/// `-icount shift=0`): the same on every run, the same for the same call, and a handful of
+/// hundreds to a few thousand (a log line included for the refused store).
+#[test]
+fn vtl2_work_per_intercept_is_counted_exactly() {
+    use hvdef::HypercallCode;
+    let arch = Arch::Aarch64;
+    let post = e2e::post_message(0x77);
+    let code = u64::from(HypercallCode::POST_MESSAGE.0);
+    let table = Table::new()
+        .hypercall(code, &post, 0)
+        .hypercall(code, &post, 0)
+        .hypercall(code, &post, 0)
+        .write(e2e::layout(arch).vtl2, 8, 1);
+    let count = |boot: &mut InvmBoot| boot.count_vtl2 = true;
+    let (first, results) = run_with(arch, &table, count);
+    assert_eq!(first.run.outcome, Outcome::Pass, "{}", first.summary());
+    assert_eq!(results.done, Some(4));
+    let work: Vec<u64> = first
+        .vtl2_work
+        .iter()
+        .map(|&(vp, n)| {
+            assert_eq!(vp, 0);
+            n
+        })
+        .collect();
+    eprintln!("VTL2 instructions per intercept: {work:?}");
+    assert_eq!(work.len(), 4, "one per intercept: {:?}", first.vtl2_work);
+    assert_eq!(work[1], work[2], "the same call costs the same");
+    assert!(work.iter().all(|&n| (100..20_000).contains(&n)), "{work:?}");
+    let (second, _) = run_with(arch, &table, count);
+    assert_eq!(second.vtl2_work, first.vtl2_work, "deterministic");
 }

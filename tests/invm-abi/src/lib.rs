@@ -30,6 +30,15 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"INVMCFG1");
 /// powers off (PSCI SYSTEM_OFF).
 pub const FLAG_LIVE_VTL0: u64 = 1 << 0;
 
+/// [`HostConfig::flags`]: count the instructions VTL2 retires for each intercept it is handed,
+/// from the delivery to its VtlReturn (arm64: the PMU cycle counter, which counts EL1 only and,
+/// under QEMU's `-icount shift=0`, one per instruction), one console line each:
+/// `invm: VTL2 work: vp N, M instructions`.
+pub const FLAG_COUNT_VTL2: u64 = 1 << 1;
+
+/// The console line prefix of a [`FLAG_COUNT_VTL2`] record.
+pub const VTL2_WORK_LINE: &str = "invm: VTL2 work: vp ";
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct HostConfig {
@@ -111,9 +120,13 @@ impl HostConfig {
         self.flags & FLAG_LIVE_VTL0 != 0
     }
 
+    pub fn count_vtl2(&self) -> bool {
+        self.flags & FLAG_COUNT_VTL2 != 0
+    }
+
     /// Flag bits this host does not know: the runner is newer than the host.
     pub fn unknown_flags(&self) -> u64 {
-        self.flags & !FLAG_LIVE_VTL0
+        self.flags & !(FLAG_LIVE_VTL0 | FLAG_COUNT_VTL2)
     }
 }
 
@@ -134,7 +147,8 @@ mod tests {
             flags: 6,
             ..HostConfig::new()
         };
-        assert_eq!(odd.unknown_flags(), 6);
+        assert_eq!(odd.unknown_flags(), 4);
+        assert!(odd.count_vtl2());
         let traced = HostConfig::new().with_trace_path(b"/tmp/t.bin").unwrap();
         assert_eq!(traced.trace_path(), Some(&b"/tmp/t.bin"[..]));
         assert_eq!(HostConfig::new().trace_path(), None);

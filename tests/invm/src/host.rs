@@ -62,6 +62,10 @@ struct VpState {
     vtl2_resume: Frame,
     /// The context HvCallStartVirtualProcessor gave it, until its CPU picks it up.
     start: Option<HvArm64InitialVpContext>,
+    /// Counting (the runner's FLAG_COUNT_VTL2): the cycle counter when VTL2 was handed an
+    /// intercept. It counts EL1 and EL0 only, and only VTL2 runs on this CPU until its
+    /// VtlReturn, so the difference then is VTL2's work, the host's exits left out.
+    vtl2_work_from: Option<u64>,
 }
 
 struct Host {
@@ -75,6 +79,8 @@ struct Host {
     parked: u32,
     /// Some VP has entered VTL0 (the trace is written in batches from then on).
     vtl0_ran: bool,
+    /// Count VTL2's instructions per intercept (the runner's FLAG_COUNT_VTL2).
+    count_vtl2: bool,
     /// Where the model's trace goes (the runner asked for it), and the hypercalls written so far.
     trace: Option<arch::HostFile>,
     traced_calls: u64,
@@ -199,6 +205,9 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             config.unknown_flags()
         ));
     }
+    if config.count_vtl2() {
+        arch::start_cycle_counter();
+    }
     if let Err(e) = arch::install_stage2(&GUEST_RAM) {
         fail(format_args!("stage 2: {e:?}"));
     }
@@ -273,6 +282,7 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         vps: (0..vp_count).map(|_| VpState::default()).collect(),
         parked: 0,
         vtl0_ran: false,
+        count_vtl2: config.count_vtl2(),
         trace,
         traced_calls: 0,
     });
@@ -479,6 +489,13 @@ fn run_vtl0(host: &mut Host, vp: u32, frame: &mut Frame) -> After {
     }
     host.vtl0_ran = true;
     let state = &mut host.vps[vp as usize];
+    if let Some(from) = state.vtl2_work_from.take() {
+        let work = arch::cycles().wrapping_sub(from);
+        arch::print(format_args!(
+            "{}{vp}, {work} instructions\n",
+            invm_abi::VTL2_WORK_LINE
+        ));
+    }
     state.vtl2_resume = *frame;
     let now = arch::save_el1();
     state.el1[1] = now;
@@ -551,6 +568,9 @@ fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
             frame.spsr = state.vtl2_resume.spsr;
             arch::load_el1(&state.el1[1], &now);
             arch::use_stage2(Guest::Vtl2);
+            if host.count_vtl2 {
+                state.vtl2_work_from = Some(arch::cycles());
+            }
         }
         LowerNext::Finished => stop(
             host,

@@ -60,6 +60,9 @@ pub struct InvmBoot {
     /// The partition the host's model runs (its VP count and RAM are the host's: `vps` and
     /// the guest window); None: the arch's default scenario.
     pub scenario: Option<Scenario>,
+    /// Count VTL2's instructions per intercept ([`InvmRun::vtl2_work`]); runs QEMU with
+    /// `-icount shift=0`, so the counts are exact and the same on every run.
+    pub count_vtl2: bool,
 }
 
 /// A finished run under the in-VM host.
@@ -69,6 +72,24 @@ pub struct InvmRun {
     /// The host model's trace, every event in order, when [`InvmBoot::trace`] asked for it:
     /// the same events the host-side suites query.
     pub events: Vec<Event>,
+    /// With [`InvmBoot::count_vtl2`]: per intercept handed to VTL2, in order, the VP and the
+    /// instructions VTL2 retired until its VtlReturn.
+    pub vtl2_work: Vec<(u32, u64)>,
+}
+
+/// The host's `VTL2 work` lines.
+fn vtl2_work(console: &str) -> Result<Vec<(u32, u64)>> {
+    console
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(invm_abi::VTL2_WORK_LINE))
+        .map(|rest| {
+            let parsed = rest
+                .strip_suffix(" instructions")
+                .and_then(|r| r.split_once(", "))
+                .and_then(|(vp, n)| Some((vp.parse().ok()?, n.parse().ok()?)));
+            parsed.with_context(|| format!("a malformed VTL2 work line: {rest:?}"))
+        })
+        .collect()
 }
 
 impl InvmRun {
@@ -110,6 +131,7 @@ impl InvmBoot {
             trace: false,
             vps: 1,
             scenario: None,
+            count_vtl2: false,
         }
     }
 
@@ -125,7 +147,12 @@ impl InvmBoot {
             } else {
                 Vec::new()
             };
-            Ok(InvmRun { run, events })
+            let vtl2_work = vtl2_work(&run.console)?;
+            Ok(InvmRun {
+                run,
+                events,
+                vtl2_work,
+            })
         })();
         let _ = std::fs::remove_dir_all(&dir);
         result
@@ -138,6 +165,9 @@ impl InvmBoot {
         }
         let ram = invm_abi::GUEST_RAM_AARCH64;
         let mut host = HostConfig::new().with_vp_count(self.vps);
+        if self.count_vtl2 {
+            host.flags |= invm_abi::FLAG_COUNT_VTL2;
+        }
         let mut loads: Vec<(Option<u64>, PathBuf)> = Vec::new();
         match &self.paravisor {
             Paravisor::Elf(elf) => loads.push((None, elf.clone())),
@@ -227,6 +257,10 @@ impl InvmBoot {
                 Some(gpa) => format!("loader,file={file},addr={gpa:#x},force-raw=on"),
             });
         }
+        if self.count_vtl2 {
+            // One virtual nanosecond per instruction: the PMU cycle counter counts instructions.
+            extra_args.extend(["-icount".into(), "shift=0".into()]);
+        }
         extra_args.extend(self.extra_args.iter().cloned());
         let mut config = QemuConfig::new(self.arch, Some(self.host.clone()));
         config.smp = self.vps;
@@ -313,6 +347,15 @@ fn scratch_dir() -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vtl2_work_lines_parse_or_fail() {
+        let console =
+            "x\ninvm: VTL2 work: vp 0, 812 instructions\r\ninvm: VTL2 work: vp 3, 7 instructions\n";
+        assert_eq!(vtl2_work(console).unwrap(), [(0, 812), (3, 7)]);
+        assert!(vtl2_work("invm: VTL2 work: vp x, 1 instructions").is_err());
+        assert!(vtl2_work("invm: VTL2 work: vp 1, 1").is_err());
+    }
 
     #[test]
     fn runs_join_across_small_gaps_only() {

@@ -294,3 +294,19 @@ pub fn load_el1(r: &El1Regs, now: &El1Regs) {
     // SAFETY: synchronizes the writes before the guest runs.
     unsafe { core::arch::asm!("isb", options(nostack)) };
 }
+
+/// The PMU cycle counter runs (PMCR_EL0.E, 64-bit, PMCNTENSET_EL0.C) counting EL1 and EL0 only
+/// (PMCCFILTR_EL0 = 0: NSH clear, so never at EL2): under `-icount shift=0` QEMU advances it by
+/// one per instruction the guest retires.
+pub fn start_cycle_counter() {
+    write_sysreg!("pmccfiltr_el0", 0);
+    write_sysreg!("pmcr_el0", (1 << 6) | (1 << 2) | 1);
+    write_sysreg!("pmcntenset_el0", 1 << 31);
+    // SAFETY: synchronizes the PMU writes.
+    unsafe { core::arch::asm!("isb", options(nostack)) };
+}
+
+/// PMCCNTR_EL0.
+pub fn cycles() -> u64 {
+    read_sysreg!("pmccntr_el0")
+}

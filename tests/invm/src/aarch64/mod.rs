@@ -7,8 +7,8 @@ mod entry;
 
 pub use console::{exit, print, HostFile, EXIT_FAIL, EXIT_PASS};
 pub use el2::{
-    configure_guest, cpu_stage2, flush_vtl0_tlb, install_stage2, load_el1, save_el1,
-    set_vtl0_access, use_stage2, Guest, Syndrome,
+    configure_guest, cpu_stage2, cycles, flush_vtl0_tlb, install_stage2, load_el1, save_el1,
+    set_vtl0_access, start_cycle_counter, use_stage2, Guest, Syndrome,
 };
 pub use entry::{cpu, cpu_on, enter, park, MAX_CPUS};
 
