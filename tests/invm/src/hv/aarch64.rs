@@ -342,6 +342,18 @@ mod tests {
         assert_eq!(frame.x[7], (want >> 64) as u64);
     }
 
+    /// VTL0's `hvc #0` at `pc` exits to the host.
+    fn vtl0_hvc(
+        model: &mut Model,
+        pc: u64,
+        frame: &mut Frame,
+        el1: &mut El1Regs,
+        mem: &mut TestMemory,
+    ) -> LowerNext {
+        let exit = LowerExit::Hypercall { immediate: 0 };
+        lower_exit(model, VP, exit, pc, frame, el1, mem)
+    }
+
     /// A model in live mode whose VP 0 has returned to VTL0 (the paravisor's first VtlReturn).
     fn live_model() -> (Model, TestMemory) {
         let mut model = model(0..0x10_0000, 1);
@@ -377,15 +389,7 @@ mod tests {
             *x = 0x0a00 + i as u64;
         }
         let before = frame;
-        let next = lower_exit(
-            &mut model,
-            VP,
-            LowerExit::Hypercall { immediate: 0 },
-            0x4_0000,
-            &mut frame,
-            &mut el1,
-            &mut mem,
-        );
+        let next = vtl0_hvc(&mut model, 0x4_0000, &mut frame, &mut el1, &mut mem);
         assert_eq!(next, LowerNext::Resume);
         assert_eq!(frame.elr, 0x4_0004);
         for (reg, word) in frame.x.iter().zip(HV_VENDOR_HYP_UID) {
@@ -426,15 +430,7 @@ mod tests {
         frame.spsr = 0x3c0;
         // From EL0 the hypercall is an undefined instruction (TLFS): taken at VBAR + 0x400.
         frame.x[0] = hvdef::aarch64::SMCCC_HV_FUNC_ID.into();
-        let next = lower_exit(
-            &mut model,
-            VP,
-            LowerExit::Hypercall { immediate: 0 },
-            0x4_0000,
-            &mut frame,
-            &mut el1,
-            &mut mem,
-        );
+        let next = vtl0_hvc(&mut model, 0x4_0000, &mut frame, &mut el1, &mut mem);
         assert_eq!(next, LowerNext::Resume);
         assert_eq!((frame.elr, frame.spsr), (0x4_8400, 0x3c5));
         assert_eq!((el1.esr, el1.elr, el1.spsr), (1 << 25, 0x4_0000, 0x3c0));
