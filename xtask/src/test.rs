@@ -39,6 +39,9 @@ pub fn run() -> Result<()> {
     let images = image::image_dir();
     let mut e2e = cargo(&["test", "--package", "e2e"]);
     e2e.env("PARAVISOR_IMAGE_DIR", &images);
+    // Broken or private intra-doc links are errors, so the docs cannot rot silently.
+    let mut docs = cargo(&["doc", "--no-deps", "--workspace"]);
+    docs.env("RUSTDOCFLAGS", "-D warnings");
     let steps: Vec<(&str, Step)> = vec![
         ("format", run_cmd(cargo(&["fmt", "--all", "--", "--check"]))),
         (
@@ -52,6 +55,7 @@ pub fn run() -> Result<()> {
                 "warnings",
             ])),
         ),
+        ("docs (rustdoc, warnings denied)", run_cmd(docs)),
         (
             "clippy (x86_64 firmware)",
             run_cmd(firmware_clippy(Arch::X86_64)),

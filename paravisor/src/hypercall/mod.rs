@@ -297,7 +297,7 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
     /// HvCallModifyVtlProtectionMask: the lower VTLs get `flags` on every page number in
     /// `pages`, as protections of the calling VTL (target VTL "current", what OpenHCL passes).
     /// One input page holds the header and [`PROTECT_PAGES_PER_CALL`] page numbers; each chunk
-    /// is issued until complete (see [`RepProgress`]). On failure, the page the host stopped at.
+    /// is issued until complete (see `RepProgress`). On failure, the page the host stopped at.
     pub fn modify_vtl_protection_mask(
         &mut self,
         flags: hvdef::HvMapGpaFlags,
