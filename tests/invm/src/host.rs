@@ -379,6 +379,13 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
             format_args!("exit from VP {vp} in VTL {other:?}"),
         ),
     };
+    if !arch::stack_intact() {
+        stop(
+            host,
+            false,
+            format_args!("VP {vp}: the host's EL2 stack overflowed its 64 KiB slot"),
+        );
+    }
     let held = host.model.trace().events().len();
     if held >= TRACE_BATCH || (held > 0 && !host.vtl0_ran) {
         if let Err(why) = host.flush() {

@@ -230,6 +230,24 @@ pub fn cpu_on(index: u32) -> i64 {
     ret as i64
 }
 
+/// Written at the bottom of each CPU's stack when it enters its guest; an exit that finds it
+/// changed ran off the end of its stack (into the next CPU's).
+const STACK_CANARY: u64 = 0x5354_4143_4b5f_454e;
+
+/// The lowest word of CPU `cpu`'s stack slot.
+fn stack_floor(cpu: u32) -> *mut u64 {
+    (&raw const __stack_top)
+        .wrapping_byte_sub((cpu as usize + 1) * STACK_SIZE)
+        .cast::<u64>()
+        .cast_mut()
+}
+
+/// Whether this CPU's stack has stayed within its slot so far (its canary is intact).
+pub fn stack_intact() -> bool {
+    // SAFETY: an aligned word of this CPU's own stack slot, written by `enter`.
+    unsafe { stack_floor(cpu()).read_volatile() == STACK_CANARY }
+}
+
 /// A CPU with nothing more to run waits here for ever (the run ends from another CPU).
 pub fn park() -> ! {
     loop {
@@ -248,6 +266,8 @@ pub fn park() -> ! {
 /// is only what the vectors see.
 pub unsafe fn enter(frame: &Frame) -> ! {
     let top = (&raw const __stack_top).wrapping_byte_sub(cpu() as usize * STACK_SIZE);
+    // SAFETY: the lowest word of this CPU's own stack slot, far below anything in use now.
+    unsafe { stack_floor(cpu()).write_volatile(STACK_CANARY) };
     // SAFETY: the caller set up EL2; `top` is the top of this CPU's own stack slot, and nothing
     // on the old stack is used again.
     unsafe { invm_enter(frame, top) }
