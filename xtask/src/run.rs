@@ -26,11 +26,6 @@ pub struct Options<'a> {
     pub gdb: Option<u16>,
 }
 
-/// Whether the in-VM mock runs a real VTL0 on `arch`.
-fn invm_runs_vtl0(arch: Arch) -> bool {
-    arch == Arch::Aarch64
-}
-
 /// The demo: one VTL0 call of each outcome the IGVM boot can show. A PostMessage to a
 /// connection nobody owns (the hypervisor hands it to the paravisor, which refuses it), a
 /// GetVpRegisters of VTL0's own VP index (the hypervisor answers it; VTL2 never sees it), and a
@@ -131,7 +126,7 @@ pub fn run(arches: &[Arch], options: &Options<'_>) -> Result<()> {
     let mut failed = Vec::new();
     for &arch in arches {
         ensure_qemu(arch)?;
-        if invm_runs_vtl0(arch) && !options.gdbstub && !igvm {
+        if mockhv::invm::runs_vtl0(arch) && !options.gdbstub && !igvm {
             if !run_invm(arch, options)? {
                 failed.push(arch.name());
             }

@@ -1,6 +1,8 @@
 //! Shared helpers of the end-to-end suites in `tests/` (and of `cargo xtask soak`): where the
 //! images are, and how to script the hypercalls VTL0 makes under the mock hypervisor.
 
+pub mod kernel;
+
 use hvdef::{
     Control, HvInputGetVpRegisters, HvInputPostMessage, HvInputVtl, HvRegisterName, HypercallCode,
     HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,

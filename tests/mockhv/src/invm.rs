@@ -17,6 +17,12 @@ use crate::igvm_load::{self, VpContext};
 use crate::model::{Event, Scenario};
 use crate::qemu::{Arch, Qemu, QemuConfig, RunResult};
 
+/// Whether the in-VM host runs VTL0 for real on `arch` ([`Vtl0::FromParavisor`],
+/// [`Vtl0::Elf`]).
+pub fn runs_vtl0(arch: Arch) -> bool {
+    arch == Arch::Aarch64
+}
+
 /// How the paravisor gets into guest memory.
 #[derive(Clone, Debug)]
 pub enum Paravisor {

@@ -1,0 +1,136 @@
+//! The suites' VTL0 as real code: the VTL0 test kernel (`tests/vtl0`) under the paravisor under
+//! the in-VM mock Hyper-V. A test hands the kernel a table; what VTL0 saw comes back as the
+//! kernel's own records, and what the hypervisor saw as the host model's events.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use hvdef::{HypercallCode, Vtl};
+use mockhv::invm::{InvmBoot, InvmRun, Paravisor, Vtl0};
+use mockhv::model::{Event, HypercallRecord, Scenario};
+use mockhv::qemu::Arch;
+use vtl0::{parse_results, Results, Table};
+
+/// The arches whose in-VM host runs VTL0 for real.
+pub fn arches() -> Vec<Arch> {
+    Arch::ALL
+        .into_iter()
+        .filter(|&a| mockhv::invm::runs_vtl0(a))
+        .collect()
+}
+
+pub fn proto(arch: Arch) -> vtl0::Arch {
+    match arch {
+        Arch::X86_64 => vtl0::Arch::X86_64,
+        Arch::Aarch64 => vtl0::Arch::Aarch64,
+    }
+}
+
+/// A finished run: the host's side and the kernel's.
+pub struct KernelRun {
+    pub run: InvmRun,
+    pub results: Results,
+}
+
+impl KernelRun {
+    /// The hypercalls the paravisor itself made (at VTL2) with this code.
+    pub fn vtl2_calls(&self, code: HypercallCode) -> Vec<&HypercallRecord> {
+        self.run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Hypercall(r) if r.vtl == Vtl::VTL2 && r.code == code => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The control words of VTL0's hypercalls the hypervisor handed to VTL2, in order.
+    pub fn reflected_controls(&self) -> Vec<u64> {
+        self.run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Intercept { vtl, message, .. }
+                    if *vtl == Vtl::VTL0
+                        && message.header.message_type
+                            == hvdef::HvMessageType::HYPERCALL_INTERCEPT =>
+                {
+                    Some(intercepted_control(self.run.run.arch, message))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The control word a hypercall intercept carries (x64 RCX; arm64 X1 under SMCCC).
+fn intercepted_control(arch: Arch, message: &hvdef::HvMessage) -> u64 {
+    use zerocopy::FromBytes;
+    match arch {
+        Arch::X86_64 => {
+            hvdef::x86_64::HvX64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
+                .map(|(m, _)| m.rcx)
+                .unwrap_or(u64::MAX)
+        }
+        Arch::Aarch64 => hvdef::aarch64::HvArm64HypercallInterceptMessage::read_from_prefix(
+            message.payload_bytes(),
+        )
+        .map(|(m, _)| m.x[1])
+        .unwrap_or(u64::MAX),
+    }
+}
+
+/// Boots the paravisor with the kernel running `table` and asserts the run passed and the
+/// kernel finished it. Without `append`: from `paravisor-<arch>-vtl0.igvm`, VTL0 started by the
+/// paravisor from the file's VTL0 context. With it (an IGVM file has no command line): from
+/// the ELF, the kernel placed by the loader and started from the reset state the host gives
+/// VTL0 (its entry point).
+pub fn run(
+    arch: Arch,
+    scenario: Option<Scenario>,
+    append: Option<&str>,
+    table: &Table,
+) -> KernelRun {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let elf = crate::image(arch);
+    let dir = elf.parent().expect("image dir").to_path_buf();
+    let host = dir.join(format!("invm-{}.elf", arch.name()));
+    let kernel = dir.join(format!("vtl0-{}.elf", arch.name()));
+    let file = std::env::temp_dir().join(format!(
+        "e2e-kernel-table-{}-{}.bin",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&file, table.to_bytes()).expect("write the table");
+    let mut boot = match append {
+        None => {
+            let igvm = dir.join(format!("paravisor-{}-vtl0.igvm", arch.name()));
+            let mut boot = InvmBoot::new(arch, host, Paravisor::Igvm(igvm));
+            boot.vtl0 = Vtl0::FromParavisor;
+            boot
+        }
+        Some(append) => {
+            let mut boot = InvmBoot::new(arch, host, Paravisor::Elf(elf));
+            boot.append = Some(append.to_string());
+            boot.vtl0 = Vtl0::Elf(kernel);
+            boot
+        }
+    };
+    boot.blobs
+        .push((proto(arch).table_gpa(), PathBuf::from(&file)));
+    boot.scenario = scenario;
+    boot.trace = true;
+    let run = boot.run();
+    let _ = std::fs::remove_file(&file);
+    let run = run.expect("QEMU runs");
+    let results = parse_results(&run.run.console)
+        .unwrap_or_else(|e| panic!("{e}\n{}\nconsole:\n{}", run.summary(), run.run.console));
+    assert!(
+        run.run.passed() && results.done == Some(table.len()),
+        "{arch:?}: {}\nconsole:\n{}",
+        run.summary(),
+        run.run.console
+    );
+    KernelRun { run, results }
+}

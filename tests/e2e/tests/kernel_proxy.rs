@@ -1,0 +1,274 @@
+//! The VTL0 hypercall proxy with a real VTL0: the VTL0 test kernel makes the calls under the
+//! paravisor under the in-VM mock Hyper-V (`e2e::kernel`), with Hyper-V's routing — the
+//! hypervisor serves VTL0's hypercalls itself and reflects to VTL2 only PostMessage /
+//! SignalEvent to a connection it does not know and RetargetDeviceInterrupt for a device it
+//! does not know (fact sheet §2). What VTL0 got back (status, output bytes, its registers),
+//! which calls reached VTL2, and what the paravisor asked of the host (control words, exact
+//! input bytes). The same cases as `mock_proxy`'s routing test, which drives a scripted VTL0
+//! through the gdbstub mock.
+
+use e2e::kernel::{self, KernelRun};
+use e2e::{
+    get_registers_input, owned_device_scenario, post_message, retarget_input, signal_event_word,
+    HOST_CONNECTION, OWNED_DEVICE, RELAY, RELAYED, RELAYED_EVENT, UNMAPPED,
+};
+use hvdef::{
+    Control, HvInputVtl, HvInterceptType, HvRegisterName, HvRegisterVsmVpStatus, HvStatus,
+    HypercallCode, HV_PARTITION_ID_SELF,
+};
+use mockhv::model::{Event, Scenario};
+use vtl0::{CallOutcome, Record, Table};
+
+/// One VTL0 call: control word, input bytes (the input page's, or the fast registers'),
+/// output bytes to report; what VTL0 must get, and whether the hypervisor hands it to VTL2.
+struct Case {
+    control: Control,
+    input: Vec<u8>,
+    output_len: u32,
+    status: HvStatus,
+    reaches_vtl2: bool,
+    what: &'static str,
+}
+
+fn case(
+    control: Control,
+    input: Vec<u8>,
+    status: HvStatus,
+    reaches_vtl2: bool,
+    what: &'static str,
+) -> Case {
+    Case {
+        control,
+        input,
+        output_len: 0,
+        status,
+        reaches_vtl2,
+        what,
+    }
+}
+
+fn code(c: HypercallCode) -> Control {
+    Control::new().with_code(c)
+}
+
+/// Runs the cases as one table and checks each call's status, canaries and routing; returns
+/// the run and each call's output bytes.
+fn run_cases(
+    arch: mockhv::qemu::Arch,
+    scenario: Scenario,
+    cases: &[Case],
+) -> (KernelRun, Vec<Vec<u8>>) {
+    let table = cases.iter().fold(Table::new(), |t, c| {
+        t.hypercall(c.control.into_bits(), &c.input, c.output_len)
+    });
+    let run = kernel::run(arch, Some(scenario), Some(RELAY), &table);
+    assert_eq!(
+        run.results.entries.len(),
+        cases.len(),
+        "{arch:?}: one record per call"
+    );
+    let mut outputs = Vec::new();
+    for ((_, record), c) in run.results.entries.iter().zip(cases) {
+        let Record::Hypercall {
+            outcome:
+                CallOutcome::Done {
+                    result,
+                    out,
+                    bad_canaries,
+                },
+            ..
+        } = record
+        else {
+            panic!("{arch:?} {}: {record:?}", c.what);
+        };
+        let status = HvStatus(*result as u16);
+        assert_eq!(status, c.status, "{arch:?} {}", c.what);
+        assert!(
+            bad_canaries.is_empty(),
+            "{arch:?} {}: {bad_canaries:?}",
+            c.what
+        );
+        outputs.push(out.clone());
+    }
+    let reflected: Vec<u64> = cases
+        .iter()
+        .filter(|c| c.reaches_vtl2)
+        .map(|c| c.control.into_bits())
+        .collect();
+    assert_eq!(
+        run.reflected_controls(),
+        reflected,
+        "{arch:?}: the calls the hypervisor handed to VTL2, in order"
+    );
+    (run, outputs)
+}
+
+#[test]
+fn vtl0_calls_reach_vtl2_only_as_hyper_v_routes_them() {
+    for arch in kernel::arches() {
+        let relayed_in = post_message(RELAYED);
+        let mut relayed_out = relayed_in.clone();
+        relayed_out[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
+        let vp_status = get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VSM_VP_STATUS]);
+        let fast = |c: HypercallCode| code(c).with_fast(true);
+        let cases = vec![
+            case(
+                code(HypercallCode::POST_MESSAGE),
+                post_message(HOST_CONNECTION),
+                HvStatus::SUCCESS,
+                false,
+                "PostMessage to a connection the host knows",
+            ),
+            case(
+                code(HypercallCode::POST_MESSAGE),
+                post_message(2),
+                HvStatus::OPERATION_DENIED,
+                false,
+                "PostMessage to VTL2's port",
+            ),
+            case(
+                code(HypercallCode::POST_MESSAGE),
+                relayed_in.clone(),
+                HvStatus::SUCCESS,
+                true,
+                "PostMessage relayed",
+            ),
+            case(
+                fast(HypercallCode::SIGNAL_EVENT),
+                signal_event_word(RELAYED_EVENT, 3).to_le_bytes().to_vec(),
+                HvStatus::SUCCESS,
+                true,
+                "fast SignalEvent relayed",
+            ),
+            case(
+                code(HypercallCode::POST_MESSAGE),
+                post_message(UNMAPPED),
+                HvStatus::INVALID_CONNECTION_ID,
+                true,
+                "PostMessage to an unmapped connection",
+            ),
+            case(
+                fast(HypercallCode::SIGNAL_EVENT),
+                signal_event_word(UNMAPPED, 0).to_le_bytes().to_vec(),
+                HvStatus::INVALID_CONNECTION_ID,
+                true,
+                "SignalEvent to an unmapped connection",
+            ),
+            case(
+                code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
+                retarget_input(HV_PARTITION_ID_SELF, OWNED_DEVICE),
+                HvStatus::SUCCESS,
+                true,
+                "RetargetDeviceInterrupt relayed",
+            ),
+            case(
+                code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
+                retarget_input(HV_PARTITION_ID_SELF, 0x31),
+                HvStatus::INVALID_DEVICE_ID,
+                true,
+                "RetargetDeviceInterrupt for a device VTL0 does not own",
+            ),
+            // The hypervisor's own, for VTL0: never the paravisor's.
+            Case {
+                output_len: 16,
+                ..case(
+                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
+                    vp_status,
+                    HvStatus::SUCCESS,
+                    false,
+                    "VTL0 reads its VsmVpStatus",
+                )
+            },
+            Case {
+                output_len: 8,
+                ..case(
+                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                    Vec::new(),
+                    HvStatus::SUCCESS,
+                    false,
+                    "ExtQueryCapabilities",
+                )
+            },
+            case(
+                code(HypercallCode(0x0077)),
+                Vec::new(),
+                HvStatus::INVALID_HYPERCALL_CODE,
+                false,
+                "an unknown code",
+            ),
+            case(
+                code(HypercallCode::POST_MESSAGE).with_nested(true),
+                relayed_in,
+                HvStatus::INVALID_HYPERCALL_INPUT,
+                false,
+                "VTL0's own nested bit",
+            ),
+        ];
+        let scenario = owned_device_scenario(Scenario::for_arch(arch));
+        let mask = scenario.extended_capabilities.into_bits();
+        let (run, outputs) = run_cases(arch, scenario, &cases);
+
+        let status = HvRegisterVsmVpStatus::from_bits(u64::from_le_bytes(
+            outputs[8][..8].try_into().unwrap(),
+        ));
+        assert_eq!(status.active_vtl(), 0, "{arch:?}: VTL0 is told VTL0");
+        assert_eq!(outputs[9], mask.to_le_bytes(), "{arch:?}: the host's mask");
+
+        // Exactly what reached the host: the relayed message with the host's connection id,
+        // the relayed event, the owned device. Nothing else of VTL0's was forwarded.
+        let posts = run.vtl2_calls(HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 1, "{arch:?}");
+        assert_eq!(
+            posts[0].input, relayed_out,
+            "{arch:?}: the bytes the host got"
+        );
+        assert!(!Control::from_bits(posts[0].control).nested());
+        let events = run.vtl2_calls(HypercallCode::SIGNAL_EVENT);
+        assert_eq!(events.len(), 1, "{arch:?}");
+        assert_eq!(
+            events[0].input,
+            signal_event_word(HOST_CONNECTION, 3).to_le_bytes(),
+            "{arch:?}: the event's connection rewritten, its flag kept"
+        );
+        assert!(Control::from_bits(events[0].control).fast());
+        let retargets = run.vtl2_calls(HypercallCode::RETARGET_DEVICE_INTERRUPT);
+        assert_eq!(retargets.len(), 1, "{arch:?}");
+        assert_eq!(
+            retargets[0].input,
+            retarget_input(HV_PARTITION_ID_SELF, OWNED_DEVICE)
+        );
+        assert_eq!(
+            run.vtl2_calls(HypercallCode::EXT_QUERY_CAPABILITIES).len(),
+            1,
+            "{arch:?}: the boot's own query only"
+        );
+        assert!(run.vtl2_calls(HypercallCode(0x0077)).is_empty());
+        // The intercepts OpenHCL installs, never HvInterceptTypeHypercall.
+        let installed: Vec<HvInterceptType> = run
+            .vtl2_calls(HypercallCode::INSTALL_INTERCEPT)
+            .iter()
+            .filter(|r| r.status() == Some(HvStatus::SUCCESS))
+            .map(|r| {
+                use zerocopy::FromBytes;
+                let (input, _) = hvdef::HvInputInstallIntercept::read_from_prefix(&r.input)
+                    .expect("an install input");
+                input.intercept_type
+            })
+            .collect();
+        assert_eq!(
+            installed,
+            [
+                HvInterceptType::UNKNOWN_SYNIC_CONNECTION,
+                HvInterceptType::RETARGET_INTERRUPT_WITH_UNKNOWN_DEVICE_ID
+            ],
+            "{arch:?}"
+        );
+        assert!(
+            run.run
+                .events
+                .iter()
+                .all(|e| !matches!(e, Event::PartitionReset { .. })),
+            "{arch:?}"
+        );
+    }
+}
