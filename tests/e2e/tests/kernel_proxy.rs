@@ -272,3 +272,222 @@ fn vtl0_calls_reach_vtl2_only_as_hyper_v_routes_them() {
         );
     }
 }
+
+/// A host that reflects more than Hyper-V does (`Scenario::reflected_codes`: Hyper-V's trigger
+/// for several codes is not public) gets the answer VTL0 would have had without a paravisor,
+/// and nothing is forwarded: no entry, no forward. (`mock_proxy`'s case of the same name.)
+#[test]
+fn calls_without_an_entry_are_answered_defensively_and_never_forwarded() {
+    for arch in kernel::arches() {
+        let vp_status = get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VSM_VP_STATUS]);
+        // Not SetVpRegisters: the arm64 kernel sets its guest OS id with it, and a host that
+        // reflected it would leave VTL0 without a hypercall interface (the paravisor refuses
+        // it as it refuses the rest; the kernel then skips every call).
+        let scenario = Scenario {
+            reflected_codes: [
+                HypercallCode::GET_VP_REGISTERS,
+                HypercallCode::FLUSH_VIRTUAL_ADDRESS_SPACE,
+                HypercallCode::ENABLE_PARTITION_VTL,
+                HypercallCode::EXT_QUERY_CAPABILITIES,
+                HypercallCode::EXT_GET_BOOT_ZEROED_MEMORY,
+            ]
+            .into(),
+            ..Scenario::for_arch(arch)
+        };
+        let get = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1);
+        let with_output = |len, c: Case| Case {
+            output_len: len,
+            ..c
+        };
+        let cases = vec![
+            with_output(
+                16,
+                case(
+                    get,
+                    vp_status.clone(),
+                    HvStatus::INVALID_HYPERCALL_CODE,
+                    true,
+                    "GetVpRegisters",
+                ),
+            ),
+            case(
+                code(HypercallCode::FLUSH_VIRTUAL_ADDRESS_SPACE),
+                Vec::new(),
+                HvStatus::INVALID_HYPERCALL_CODE,
+                true,
+                "FlushVirtualAddressSpace",
+            ),
+            case(
+                code(HypercallCode::ENABLE_PARTITION_VTL),
+                Vec::new(),
+                HvStatus::ACCESS_DENIED,
+                true,
+                "EnablePartitionVtl",
+            ),
+            with_output(
+                8,
+                case(
+                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                    Vec::new(),
+                    HvStatus::SUCCESS,
+                    true,
+                    "ExtQueryCapabilities",
+                ),
+            ),
+            case(
+                code(HypercallCode::EXT_QUERY_CAPABILITIES).with_fast(true),
+                Vec::new(),
+                HvStatus::INVALID_PARAMETER,
+                true,
+                "fast ExtQueryCapabilities",
+            ),
+            case(
+                code(HypercallCode::EXT_GET_BOOT_ZEROED_MEMORY),
+                Vec::new(),
+                HvStatus::INVALID_HYPERCALL_CODE,
+                true,
+                "ExtGetBootZeroedMemory",
+            ),
+        ];
+        let (run, outputs) = run_cases(arch, scenario, &cases);
+        assert_eq!(
+            outputs[3], [0; 8],
+            "{arch:?}: no extended call is relayed, so none is offered"
+        );
+        // After the first intercept no GetVpRegisters with VTL0's input reaches the host.
+        let events = &run.run.events;
+        let first = events
+            .iter()
+            .position(|e| matches!(e, Event::Intercept { .. }))
+            .expect("intercepts");
+        let later_gets = events[first..]
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Hypercall(h)
+                    if h.vtl == hvdef::Vtl::VTL2
+                        && h.code == HypercallCode::GET_VP_REGISTERS
+                        && h.input == vp_status)
+            })
+            .count();
+        assert_eq!(
+            later_gets, 0,
+            "{arch:?}: VTL0's GetVpRegisters was not forwarded"
+        );
+        for code in [
+            HypercallCode::FLUSH_VIRTUAL_ADDRESS_SPACE,
+            HypercallCode::ENABLE_PARTITION_VTL,
+            HypercallCode::EXT_GET_BOOT_ZEROED_MEMORY,
+        ] {
+            assert!(run.vtl2_calls(code).is_empty(), "{arch:?} {code:?}");
+        }
+        // One line per call, naming VP and code.
+        let lines: Vec<&str> = run
+            .run
+            .run
+            .console
+            .lines()
+            .filter(|l| l.contains("reached VTL2"))
+            .collect();
+        assert_eq!(lines.len(), cases.len(), "{arch:?}: {lines:?}");
+        assert!(
+            lines[0].contains("0x0050") && lines[0].contains("on VP 0"),
+            "{lines:?}"
+        );
+    }
+}
+
+/// A host that refuses the intercepts the paravisor asks for costs one line each, not the boot:
+/// VTL0 then gets the hypervisor's own answer, and nothing reaches VTL2.
+#[test]
+fn a_refused_intercept_costs_a_line_and_vtl0_gets_the_hypervisors_answer() {
+    use mockhv::model::{FaultAction, InjectedFault};
+    for arch in kernel::arches() {
+        let mut scenario = Scenario::for_arch(arch);
+        for nth in [1, 2] {
+            scenario.faults.push(InjectedFault {
+                code: HypercallCode::INSTALL_INTERCEPT,
+                nth,
+                action: FaultAction::Status(hvdef::HvError::INVALID_PARAMETER),
+                filter: Default::default(),
+            });
+        }
+        let cases = vec![case(
+            code(HypercallCode::POST_MESSAGE),
+            post_message(RELAYED),
+            HvStatus::INVALID_CONNECTION_ID,
+            false,
+            "PostMessage with no intercept installed",
+        )];
+        let (run, _) = run_cases(arch, scenario, &cases);
+        let refusals = run
+            .run
+            .run
+            .console
+            .lines()
+            .filter(|l| l.contains("the host refused the"))
+            .count();
+        assert_eq!(refusals, 2, "{arch:?}:\n{}", run.run.run.console);
+    }
+}
+
+/// The relayed PostMessage under a host that times out: a host that hands TIMEOUT back leaves
+/// VTL0's IP on the call (TLFS continuation), so the real VTL0 simply executes it again — the
+/// hypervisor reflects it a second time and the relay is made again; a host that re-executes
+/// the relay itself completes it within the first reflection. Either way VTL0 ends with
+/// SUCCESS and the host got the relayed bytes each time.
+#[test]
+fn a_relayed_call_that_times_out() {
+    use mockhv::model::{FaultAction, InjectedFault};
+    for arch in kernel::arches() {
+        for returned in [true, false] {
+            let mut scenario = Scenario::for_arch(arch);
+            // VTL0's own PostMessage is the hypervisor's first (it reflects it); the relay is
+            // the second.
+            scenario.faults.push(InjectedFault {
+                code: HypercallCode::POST_MESSAGE,
+                nth: 2,
+                action: if returned {
+                    FaultAction::ReturnedTimeout { reps: 0 }
+                } else {
+                    FaultAction::Timeout { reps: 0 }
+                },
+                filter: Default::default(),
+            });
+            let mut to_host = post_message(RELAYED);
+            to_host[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
+            let table = Table::new().hypercall(
+                code(HypercallCode::POST_MESSAGE).into_bits(),
+                &post_message(RELAYED),
+                0,
+            );
+            let run = kernel::run(arch, Some(scenario), Some(RELAY), &table);
+            let Record::Hypercall {
+                outcome:
+                    CallOutcome::Done {
+                        result,
+                        bad_canaries,
+                        ..
+                    },
+                ..
+            } = &run.results.entries[0].1
+            else {
+                panic!("{:?}", run.results.entries);
+            };
+            assert_eq!(
+                HvStatus(*result as u16),
+                HvStatus::SUCCESS,
+                "{arch:?} {returned}"
+            );
+            assert!(bad_canaries.is_empty(), "{arch:?}: {bad_canaries:?}");
+            let posts = run.vtl2_calls(HypercallCode::POST_MESSAGE);
+            assert!(posts.iter().all(|p| p.input == to_host), "{arch:?}");
+            assert_eq!(posts.len(), 2, "{arch:?} {returned}: relayed twice");
+            let reflections = run.reflected_controls().len();
+            assert_eq!(
+                reflections,
+                if returned { 2 } else { 1 },
+                "{arch:?} {returned}: VTL0's call reached VTL2 once per execution"
+            );
+        }
+    }
+}
