@@ -26,37 +26,6 @@ pub struct Options<'a> {
     pub gdb: Option<u16>,
 }
 
-/// The demo: one VTL0 call of each outcome the IGVM boot can show. A PostMessage to a
-/// connection nobody owns (the hypervisor hands it to the paravisor, which refuses it), a
-/// GetVpRegisters of VTL0's own VP index (the hypervisor answers it; VTL2 never sees it), and a
-/// store into VTL2's memory (it faults into the hypervisor, the paravisor refuses it and VTL0
-/// takes the fault).
-fn demo_table(arch: Arch) -> vtl0::Table {
-    use hvdef::{Control, HvInputVtl, HvRegisterName, HypercallCode};
-    let get = Control::new()
-        .with_code(HypercallCode::GET_VP_REGISTERS)
-        .with_rep_count(1);
-    vtl0::Table::new()
-        .hypercall(
-            u64::from(HypercallCode::POST_MESSAGE.0),
-            &e2e::post_message(0x77),
-            0,
-        )
-        .hypercall(
-            get.into_bits(),
-            &e2e::get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
-            16,
-        )
-        .write(e2e::layout(arch).vtl2, 8, 0x1234)
-}
-
-fn proto(arch: Arch) -> vtl0::Arch {
-    match arch {
-        Arch::X86_64 => vtl0::Arch::X86_64,
-        Arch::Aarch64 => vtl0::Arch::Aarch64,
-    }
-}
-
 /// The paravisor under the in-VM mock with VTL0 running the demo table; true if it passed.
 fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
     let images = image::build_all(&[arch], options.release, None)?;
@@ -84,8 +53,9 @@ fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
         boot
     };
     let table = std::env::temp_dir().join(format!("xtask-run-table-{}.bin", std::process::id()));
-    std::fs::write(&table, demo_table(arch).to_bytes())?;
-    boot.blobs.push((proto(arch).table_gpa(), table.clone()));
+    std::fs::write(&table, e2e::kernel::demo_table(arch).to_bytes())?;
+    boot.blobs
+        .push((e2e::kernel::proto(arch).table_gpa(), table.clone()));
     boot.vps = options.smp;
     boot.timeout = Duration::from_secs(options.timeout);
     boot.echo = true;

@@ -26,6 +26,30 @@ pub fn proto(arch: Arch) -> vtl0::Arch {
     }
 }
 
+/// `cargo xtask run`'s demo: one VTL0 call of each outcome the IGVM boot can show. A
+/// PostMessage to a connection nobody owns (the hypervisor hands it to the paravisor, which refuses it), a
+/// GetVpRegisters of VTL0's own VP index (the hypervisor answers it; VTL2 never sees it), and a
+/// store into VTL2's memory (it faults into the hypervisor, the paravisor refuses it and VTL0
+/// takes the fault).
+pub fn demo_table(arch: Arch) -> Table {
+    use hvdef::{Control, HvInputVtl, HvRegisterName, HypercallCode};
+    let get = Control::new()
+        .with_code(HypercallCode::GET_VP_REGISTERS)
+        .with_rep_count(1);
+    Table::new()
+        .hypercall(
+            u64::from(HypercallCode::POST_MESSAGE.0),
+            &crate::post_message(0x77),
+            0,
+        )
+        .hypercall(
+            get.into_bits(),
+            &crate::get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
+            16,
+        )
+        .write(crate::layout(arch).vtl2, 8, 0x1234)
+}
+
 /// A finished run: the host's side and the kernel's.
 pub struct KernelRun {
     pub run: InvmRun,

@@ -226,3 +226,32 @@ fn vtl2_work_per_intercept_is_counted_exactly() {
     let (second, _) = run_with(arch, &table, count);
     assert_eq!(second.vtl2_work, first.vtl2_work, "deterministic");
 }
+
+/// `cargo xtask run`'s demo, as a person sees it: each call one `vtl0:` line with what VTL0 got
+/// — refused by the paravisor (INVALID_CONNECTION_ID), answered by the hypervisor (SUCCESS,
+/// one rep, VP index 0), the store into VTL2's memory faulted — after the paravisor's line for
+/// the refused store.
+#[test]
+fn the_demo_table_shows_each_outcome() {
+    for arch in e2e::kernel::arches() {
+        let run = e2e::kernel::run(arch, None, None, &e2e::kernel::demo_table(arch));
+        let console = &run.run.run.console;
+        let vtl2 = e2e::layout(arch).vtl2;
+        let lines = [
+            "vtl0: 0 hypercall control=0x5c result=0x12 out= canaries=ok".to_string(),
+            "vtl0: 1 hypercall control=0x100000050 result=0x100000000 \
+             out=00000000000000000000000000000000 canaries=ok"
+                .to_string(),
+            format!("VTL0 write at GPA {vtl2:#x} refused (VTL2 memory)"),
+            format!("vtl0: 2 write gpa={vtl2:#x} width=8 value=0x1234 fault "),
+            "vtl0: done 3 entries".to_string(),
+        ];
+        let mut rest = console.as_str();
+        for line in &lines {
+            let at = rest
+                .find(line.as_str())
+                .unwrap_or_else(|| panic!("{arch:?}: no {line:?} (in order) in\n{console}"));
+            rest = &rest[at + line.len()..];
+        }
+    }
+}
