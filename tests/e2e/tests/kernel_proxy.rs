@@ -491,3 +491,86 @@ fn a_relayed_call_that_times_out() {
         }
     }
 }
+
+/// A host that refuses the SetVpRegisters completing a relayed call (VTL0's IP advance): the
+/// VP says so in one line (VP, register, status) and halts for good, without retrying or
+/// spinning (re-entering VTL0 would re-execute a call the host already took); the in-VM host
+/// sees the halt (a `wfi` with interrupts masked) and the run fails. (`mock_proxy`'s
+/// `a_refused_ip_advance_stops_that_vp_only`, on one VP: VTL0 runs on VP 0 only so far.)
+#[test]
+fn a_refused_ip_advance_halts_the_vp() {
+    use hvdef::{HvError, Vtl};
+    use mockhv::model::{FaultAction, FaultFilter, InjectedFault};
+    for arch in kernel::arches() {
+        let mut to_host = post_message(RELAYED);
+        to_host[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
+        let ip = e2e::ip_register(arch);
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.faults.push(InjectedFault {
+            code: HypercallCode::SET_VP_REGISTERS,
+            nth: 1,
+            action: FaultAction::Status(HvError::ACCESS_DENIED),
+            filter: FaultFilter {
+                vp: Some(0),
+                register: Some(ip),
+            },
+        });
+        let post = code(HypercallCode::POST_MESSAGE).into_bits();
+        let table = Table::new()
+            .hypercall(post, &post_message(RELAYED), 0)
+            // Never made: VP 0 is halted by then.
+            .hypercall(post, &post_message(RELAYED), 0);
+        let run = kernel::boot(arch, Some(scenario), Some(RELAY), &table);
+        let console = &run.run.run.console;
+        assert_eq!(
+            run.run.run.outcome,
+            mockhv::qemu::Outcome::Fail,
+            "{}",
+            run.run.summary()
+        );
+        assert_eq!(run.run.halted_vps(), [0].into(), "{arch:?}\n{console}");
+        assert!(
+            run.results.entries.is_empty(),
+            "{arch:?}: VTL0 never got an answer"
+        );
+        assert!(!console.contains("PANIC"), "{arch:?}: no panic\n{console}");
+        let name = match arch {
+            mockhv::qemu::Arch::X86_64 => "RIP",
+            mockhv::qemu::Arch::Aarch64 => "XPC",
+        };
+        let line = format!(
+            "[vp0] ERROR VP 0: SetVpRegisters of VTL0's {name} ({:#x}) refused with \
+             HV_STATUS_ACCESS_DENIED",
+            ip.0
+        );
+        assert_eq!(
+            console.lines().filter(|l| l.starts_with(&line)).count(),
+            1,
+            "{arch:?}: one line naming the VP, the register and the status\n{console}"
+        );
+        let posts = run.vtl2_calls(HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 1, "{arch:?}");
+        assert_eq!(posts[0].input, to_host);
+        // No retry: one refused SetVpRegisters after the relay, and nothing more.
+        let after: Vec<_> = run
+            .run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Hypercall(r) if r.vp == 0 && r.vtl == Vtl::VTL2 => Some(r),
+                _ => None,
+            })
+            .skip_while(|r| r.code != HypercallCode::POST_MESSAGE)
+            .skip(1)
+            .map(|r| (r.code, r.status()))
+            .collect();
+        assert_eq!(
+            after,
+            [(
+                HypercallCode::SET_VP_REGISTERS,
+                Some(HvStatus::ACCESS_DENIED)
+            )],
+            "{arch:?}: VP 0's calls after its relay"
+        );
+    }
+}

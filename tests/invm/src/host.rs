@@ -77,6 +77,8 @@ struct Host {
     vps: Vec<VpState>,
     /// VPs with nothing left to run (their CPUs wait in `arch::park`).
     parked: u32,
+    /// VPs that halted in VTL2 (a `wfi` the host cannot wake), bit per VP.
+    halted: u64,
     /// Some VP has entered VTL0 (the trace is written in batches from then on).
     vtl0_ran: bool,
     /// Count VTL2's instructions per intercept (the runner's FLAG_COUNT_VTL2).
@@ -113,6 +115,8 @@ impl Host {
     }
 
     /// `vp` has nothing left to run; the run is over (pass) when every started VP has not.
+    /// A VP that halted in VTL2 also parks, but the run then fails (as on the gdbstub mock, a
+    /// halted VP is not a finished one).
     fn park(&mut self, vp: u32, why: core::fmt::Arguments<'_>) -> After {
         self.parked += 1;
         let started = (0..self.vps.len() as u32)
@@ -123,6 +127,18 @@ impl Host {
             return After::Park;
         }
         let (exits, calls) = (self.exits, self.calls());
+        if self.halted != 0 {
+            let halted = self.halted;
+            println!("VP {vp} parked: {why}");
+            stop(
+                self,
+                false,
+                format_args!(
+                    "every VP is parked and VPs {halted:#x} (bit per VP) halted in VTL2: done \
+                     after {exits} exits ({calls} hypercalls)"
+                ),
+            )
+        }
         stop(
             self,
             true,
@@ -281,6 +297,7 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         live,
         vps: (0..vp_count).map(|_| VpState::default()).collect(),
         parked: 0,
+        halted: 0,
         vtl0_ran: false,
         count_vtl2: config.count_vtl2(),
         trace,
@@ -433,14 +450,23 @@ fn vtl2_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
                 }
             }
         }
-        arch::EC_WFX => stop(
-            host,
-            false,
-            format_args!(
-                "VP {vp}: the paravisor halted (wfi) at {:#x}, ESR {:#x}",
-                frame.elr, syn.esr
-            ),
-        ),
+        arch::EC_WFX => {
+            // A VP that waits with interrupts masked (DAIF in SPSR) is stopped for good, as on
+            // Hyper-V; one that could take an interrupt waits for one this host never sends.
+            // Either way it is done: it parks as halted, and the run fails once all are parked.
+            let masked = frame.spsr & 0x3c0 == 0x3c0;
+            println!(
+                "VP {vp} halted in VTL2 at {:#x} (wfi, {})",
+                frame.elr,
+                if masked {
+                    "interrupts masked"
+                } else {
+                    "no interrupt will come"
+                }
+            );
+            host.halted |= 1 << vp;
+            return host.park(vp, format_args!("halted in VTL2"));
+        }
         _ => fatal(kind, syn, frame),
     }
     After::Resume

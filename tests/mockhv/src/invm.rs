@@ -99,6 +99,17 @@ fn vtl2_work(console: &str) -> Result<Vec<(u32, u64)>> {
 }
 
 impl InvmRun {
+    /// The VPs the host saw halt in VTL2 (a `wfi` nothing would wake), from its lines.
+    pub fn halted_vps(&self) -> std::collections::BTreeSet<u32> {
+        self.run
+            .console
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("invm: VP "))
+            .filter_map(|rest| rest.split_once(" halted in VTL2 at "))
+            .filter_map(|(vp, _)| vp.parse().ok())
+            .collect()
+    }
+
     /// One line for a failed assertion: how QEMU ended (the host's own `FAIL` line names the
     /// VP, the VTL, the exit and the address), then the last trace records.
     pub fn summary(&self) -> String {
