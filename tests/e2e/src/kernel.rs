@@ -105,6 +105,32 @@ fn intercepted_control(arch: Arch, message: &hvdef::HvMessage) -> u64 {
     }
 }
 
+/// The paravisor's ELF alone under the in-VM host (no VTL0: the run ends when every VP has
+/// returned to its VTL0 for the first time), with this partition, its trace written; however
+/// the run ends.
+pub fn boot_paravisor(scenario: Scenario, append: Option<&str>) -> InvmRun {
+    let arch = scenario.arch;
+    let elf = crate::image(arch);
+    let host = elf.with_file_name(format!("invm-{}.elf", arch.name()));
+    let mut boot = InvmBoot::new(arch, host, Paravisor::Elf(elf));
+    boot.vps = scenario.vp_count;
+    boot.append = append.map(str::to_string);
+    boot.scenario = Some(scenario);
+    boot.trace = true;
+    boot.run().expect("QEMU runs")
+}
+
+/// The hypercalls of `code` in a trace.
+pub fn calls(events: &[Event], code: HypercallCode) -> Vec<&HypercallRecord> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Hypercall(r) if r.code == code => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
 /// [`boot`], asserting the run passed and the kernel finished its table.
 pub fn run(
     arch: Arch,

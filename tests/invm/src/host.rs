@@ -62,6 +62,9 @@ struct VpState {
     vtl2_resume: Frame,
     /// The context HvCallStartVirtualProcessor gave it, until its CPU picks it up.
     start: Option<HvArm64InitialVpContext>,
+    /// The host switched this VP to its live VTL0 (its exits are VTL0's). Not the model's
+    /// active VTL: without VSM the paravisor itself runs in VTL0, and its exits are its own.
+    in_vtl0: bool,
     /// Counting (the runner's FLAG_COUNT_VTL2): the cycle counter when VTL2 was handed an
     /// intercept. It counts EL1 and EL0 only, and only VTL2 runs on this CPU until its
     /// VtlReturn, so the difference then is VTL2's work, the host's exits left out.
@@ -72,8 +75,6 @@ struct Host {
     model: Model,
     mem: PhysMemory,
     exits: u64,
-    /// VTL0 runs for real after the paravisor's first VtlReturn (the runner's configuration).
-    live: bool,
     vps: Vec<VpState>,
     /// VPs with nothing left to run (their CPUs wait in `arch::park`).
     parked: u32,
@@ -294,7 +295,6 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         // and lies below the host's image (checked above).
         mem: unsafe { PhysMemory::new(GUEST_RAM) },
         exits: 0,
-        live,
         vps: (0..vp_count).map(|_| VpState::default()).collect(),
         parked: 0,
         halted: 0,
@@ -387,14 +387,17 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
         fatal(kind, &syn, frame)
     };
     host.exits += 1;
-    let after = match host.model.active_vtl(vp) {
-        Some(Vtl::VTL2) => vtl2_exit(host, vp, kind, &syn, frame),
-        Some(Vtl::VTL0) => vtl0_exit(host, vp, kind, &syn, frame),
-        other => stop(
+    let Some(state) = host.vps.get(vp as usize) else {
+        stop(
             host,
             false,
-            format_args!("exit from VP {vp} in VTL {other:?}"),
-        ),
+            format_args!("an exit from CPU {vp}, which runs no VP"),
+        )
+    };
+    let after = if state.in_vtl0 {
+        vtl0_exit(host, vp, kind, &syn, frame)
+    } else {
+        vtl2_exit(host, vp, kind, &syn, frame)
     };
     if !arch::stack_intact() {
         stop(
@@ -537,14 +540,12 @@ fn run_vtl0(host: &mut Host, vp: u32, frame: &mut Frame) -> After {
     }
     arch::load_el1(&host.vps[vp as usize].el1[0], &now);
     arch::use_stage2(Guest::Vtl0);
+    host.vps[vp as usize].in_vtl0 = true;
     After::Resume
 }
 
 /// VTL0 exited: a hypercall, an access stage 2 stopped, or its power-off.
 fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Frame) -> After {
-    if !host.live {
-        fatal(kind, syn, frame);
-    }
     let (exit, ip) = match syn.class() {
         arch::EC_HVC64 => {
             let immediate = syn.esr as u16;
@@ -597,6 +598,7 @@ fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
     ) {
         LowerNext::Resume => arch::load_el1(&state.el1[0], &now),
         LowerNext::Vtl2 => {
+            state.in_vtl0 = false;
             frame.elr = state.vtl2_resume.elr;
             frame.spsr = state.vtl2_resume.spsr;
             arch::load_el1(&state.el1[1], &now);

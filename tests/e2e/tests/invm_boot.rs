@@ -1,0 +1,210 @@
+//! The paravisor's bring-up under the in-VM mock Hyper-V, with the partitions the gdbstub
+//! suites `mock_boot` and `mock_smp` boot it into: VSM missing, the wrong VTL, failing register
+//! reads, VsmPartitionConfig as OpenHCL writes it, every VP on its own pages, a rep call that
+//! times out. No VTL0: each run ends when every VP first returns to VTL0.
+
+use e2e::kernel::{boot_paravisor, calls};
+use hvdef::{HvError, HvRegisterName, HvStatus, HypercallCode, HypercallOutput, Vtl};
+use mockhv::invm::InvmRun;
+use mockhv::model::{
+    FaultAction, HypercallRecord, InjectedFault, Outcome as ModelOutcome, Scenario,
+};
+use mockhv::qemu::{Arch, Outcome};
+use std::collections::BTreeMap;
+
+/// The arches whose in-VM host takes a scenario and writes its trace.
+fn arches() -> Vec<Arch> {
+    e2e::kernel::arches()
+}
+
+fn assert_run(run: &InvmRun, want: Outcome, needles: &[&str]) {
+    assert_eq!(
+        run.run.outcome,
+        want,
+        "{}\nconsole:\n{}",
+        run.summary(),
+        run.run.console
+    );
+    for needle in needles {
+        assert!(
+            run.run.console.contains(needle),
+            "console lacks {needle:?}:\n{}",
+            run.run.console
+        );
+    }
+}
+
+/// The register names of a Get/SetVpRegisters input (after the 16-byte header).
+fn names(record: &HypercallRecord) -> Vec<u32> {
+    let stride = if record.code == HypercallCode::SET_VP_REGISTERS {
+        32
+    } else {
+        4
+    };
+    record.input[16..]
+        .chunks_exact(stride)
+        .map(|c| u32::from_le_bytes(c[..4].try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn vsm_absent_wrong_vtl_and_failing_register_reads_fail_clearly() {
+    for arch in arches() {
+        let no_vsm = Scenario {
+            vsm: false,
+            ..Scenario::for_arch(arch)
+        };
+        assert_run(
+            &boot_paravisor(no_vsm, None),
+            Outcome::Fail,
+            &["VSM is not available"],
+        );
+        let vtl1 = Scenario {
+            active_vtl: Vtl::VTL1,
+            ..Scenario::for_arch(arch)
+        };
+        assert_run(
+            &boot_paravisor(vtl1, None),
+            Outcome::Fail,
+            &["running at VTL1", "not VTL2"],
+        );
+        let mut failing = Scenario::for_arch(arch);
+        // arm64 reads HvRegisterFeaturesInfo and its privileges with GetVpRegisters first;
+        // fail the VSM status read.
+        let nth = if arch == Arch::Aarch64 { 3 } else { 1 };
+        failing.faults.push(InjectedFault {
+            code: HypercallCode::GET_VP_REGISTERS,
+            nth,
+            action: FaultAction::Status(HvError::ACCESS_DENIED),
+            filter: Default::default(),
+        });
+        let run = boot_paravisor(failing, None);
+        assert_run(
+            &run,
+            Outcome::Fail,
+            &["reading HvRegisterVsmVpStatus failed: HV_STATUS_ACCESS_DENIED"],
+        );
+        let denied = calls(&run.events, HypercallCode::GET_VP_REGISTERS)
+            .into_iter()
+            .filter(|r| r.status() == Some(HvStatus::ACCESS_DENIED))
+            .count();
+        assert_eq!(denied, 1, "{arch:?}: the trace shows the refused read");
+    }
+}
+
+/// VsmPartitionConfig after what OpenHCL writes for a hypervisor-backed VM (fact sheet §5.2):
+/// EnableVtlProtection with the default mask RWX (0xF), ZeroMemoryOnReset and the intercept
+/// page (0x103F); once, on the boot VP.
+#[test]
+fn vsm_partition_config_is_written_as_openhcl_writes_it() {
+    for arch in arches() {
+        let run = boot_paravisor(Scenario::for_arch(arch), None);
+        assert_run(&run, Outcome::Pass, &[]);
+        let name = HvRegisterName::VSM_PARTITION_CONFIG;
+        let writes: Vec<&HypercallRecord> = calls(&run.events, HypercallCode::SET_VP_REGISTERS)
+            .into_iter()
+            .filter(|r| names(r).first() == Some(&name.0))
+            .collect();
+        assert_eq!(writes.len(), 1, "{arch:?}: written once");
+        assert_eq!(writes[0].vp, 0);
+        assert_eq!(writes[0].status(), Some(HvStatus::SUCCESS));
+        let value = u64::from_le_bytes(writes[0].input[32..40].try_into().unwrap());
+        assert_eq!(value, 0x103F, "{arch:?}");
+    }
+}
+
+#[test]
+fn every_vp_reads_its_vsm_status_through_its_own_pages() {
+    for arch in arches() {
+        for vps in [1, 4] {
+            let run = boot_paravisor(
+                Scenario {
+                    vp_count: vps,
+                    ..Scenario::for_arch(arch)
+                },
+                None,
+            );
+            assert_run(
+                &run,
+                Outcome::Pass,
+                &[&format!("all {vps} VP(s) run at VTL2")],
+            );
+            let mut pages: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+            for r in calls(&run.events, HypercallCode::GET_VP_REGISTERS)
+                .into_iter()
+                .filter(|r| names(r).first() == Some(&HvRegisterName::VSM_VP_STATUS.0))
+            {
+                assert_eq!(r.status(), Some(HvStatus::SUCCESS));
+                assert_eq!(r.input_gpa % 4096, 0, "{arch:?} vp{} input page", r.vp);
+                assert_eq!(r.output_gpa % 4096, 0, "{arch:?} vp{} output page", r.vp);
+                assert_ne!(r.input_gpa, r.output_gpa);
+                assert!(pages.insert(r.vp, (r.input_gpa, r.output_gpa)).is_none());
+            }
+            assert_eq!(
+                pages.len() as u32,
+                vps,
+                "{arch:?}: one VsmVpStatus read per VP"
+            );
+            // Every page belongs to exactly one VP, in every hypercall of the boot.
+            let mut owner: BTreeMap<u64, u32> = BTreeMap::new();
+            for e in &run.events {
+                let mockhv::model::Event::Hypercall(r) = e else {
+                    continue;
+                };
+                let switch = [HypercallCode::VTL_CALL, HypercallCode::VTL_RETURN].contains(&r.code);
+                if r.control & (1 << 16) != 0 || switch {
+                    continue;
+                }
+                for gpa in [r.input_gpa & !0xfff, r.output_gpa & !0xfff] {
+                    let vp = *owner.entry(gpa).or_insert(r.vp);
+                    assert_eq!(
+                        vp, r.vp,
+                        "{arch:?}: page {gpa:#x} used by vp{vp} and vp{}",
+                        r.vp
+                    );
+                }
+            }
+            assert_eq!(owner.len() as u32, 2 * vps, "{arch:?}: two pages per VP");
+        }
+    }
+}
+
+#[test]
+fn a_rep_call_that_times_out_is_resumed_from_reps_completed() {
+    for arch in arches() {
+        let mut scenario = Scenario::for_arch(arch);
+        // The boot VP's one two-register read (VSM capabilities + partition status) is its
+        // last GetVpRegisters: x86 reads the nested indicator and privileges by CPUID, arm64
+        // by GetVpRegisters first (HvRegisterFeaturesInfo, then its privileges).
+        let nth = if arch == Arch::X86_64 { 2 } else { 5 };
+        scenario.faults.push(InjectedFault {
+            code: HypercallCode::GET_VP_REGISTERS,
+            nth,
+            action: FaultAction::Timeout { reps: 1 },
+            filter: Default::default(),
+        });
+        let run = boot_paravisor(scenario, None);
+        assert_run(&run, Outcome::Pass, &["maximum VTL 2"]);
+        let pair: Vec<&HypercallRecord> = calls(&run.events, HypercallCode::GET_VP_REGISTERS)
+            .into_iter()
+            .filter(|r| names(r).first() == Some(&HvRegisterName::VSM_CAPABILITIES.0))
+            .collect();
+        assert_eq!(pair.len(), 2, "{arch:?}: issued, then re-issued once");
+        let control = |r: &HypercallRecord| hvdef::Control::from_bits(r.control);
+        let first: HypercallOutput = match pair[0].outcome {
+            ModelOutcome::Status(out) => out,
+            ref other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (control(pair[0]).rep_count(), control(pair[0]).rep_start()),
+            (2, 0)
+        );
+        assert_eq!(first.status(), HvStatus::TIMEOUT);
+        assert_eq!(first.reps_completed(), 1);
+        assert_eq!(
+            (control(pair[1]).rep_count(), control(pair[1]).rep_start()),
+            (2, 1)
+        );
+        assert_eq!(pair[1].status(), Some(HvStatus::SUCCESS));
+    }
+}
