@@ -574,3 +574,59 @@ fn a_refused_ip_advance_halts_the_vp() {
         );
     }
 }
+
+/// A nested host (x86 CPUID 0x40000004 EAX bit 12, arm64 HvRegisterFeaturesInfo bit 4): the
+/// relayed PostMessage and SignalEvent, the calls its L0 owns, go out with HV_HYPERCALL_NESTED
+/// (bit 31); the paravisor's own GetVpRegisters never. (`mock_nested`'s case of the same name.)
+#[test]
+fn a_nested_host_gets_the_l0_calls_with_bit_31() {
+    for arch in kernel::arches() {
+        let get = code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1);
+        let cases = vec![
+            case(
+                code(HypercallCode::POST_MESSAGE),
+                post_message(RELAYED),
+                HvStatus::SUCCESS,
+                true,
+                "PostMessage relayed",
+            ),
+            case(
+                code(HypercallCode::SIGNAL_EVENT).with_fast(true),
+                signal_event_word(RELAYED_EVENT, 0).to_le_bytes().to_vec(),
+                HvStatus::SUCCESS,
+                true,
+                "fast SignalEvent relayed",
+            ),
+            Case {
+                output_len: 16,
+                ..case(
+                    get,
+                    get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
+                    HvStatus::SUCCESS,
+                    false,
+                    "VTL0's GetVpRegisters, the hypervisor's own",
+                )
+            },
+        ];
+        let scenario = Scenario {
+            nested: true,
+            ..Scenario::for_arch(arch)
+        };
+        let (run, _) = run_cases(arch, scenario, &cases);
+        for code in [HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT] {
+            let sent = run.vtl2_calls(code);
+            assert_eq!(sent.len(), 1, "{arch:?} {code:?} forwarded once");
+            assert_ne!(
+                sent[0].control & (1 << 31),
+                0,
+                "{arch:?} {code:?} carries HV_HYPERCALL_NESTED"
+            );
+        }
+        let gets = run.vtl2_calls(HypercallCode::GET_VP_REGISTERS);
+        assert!(!gets.is_empty());
+        assert!(
+            gets.iter().all(|r| r.control & (1 << 31) == 0),
+            "{arch:?}: GetVpRegisters is never nested"
+        );
+    }
+}
