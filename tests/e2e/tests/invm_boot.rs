@@ -208,3 +208,99 @@ fn a_rep_call_that_times_out_is_resumed_from_reps_completed() {
         assert_eq!(pair[1].status(), Some(HvStatus::SUCCESS));
     }
 }
+
+/// The nested indicator is read once at boot (x86 CPUID 0x40000004 EAX bit 12; arm64
+/// HvRegisterFeaturesInfo bit 4, TLFS feature-discovery.md), right after the guest OS id, and
+/// the boot line says what it found and how many call codes get the nested bit.
+/// (`mock_nested`'s `the_table_follows_the_arch_s_nested_indicator_read_once_at_boot`, boot
+/// part; kernel_proxy checks the bit on relayed calls.)
+#[test]
+fn the_nested_indicator_is_read_once_at_boot() {
+    use hvdef::x86_64::cpuid;
+    use mockhv::model::Event;
+    for arch in arches() {
+        for nested in [false, true] {
+            let case = format!("{arch:?}, nested host {nested}");
+            let scenario = Scenario {
+                nested,
+                vp_count: 1,
+                ..Scenario::for_arch(arch)
+            };
+            let run = boot_paravisor(scenario, None);
+            assert_run(&run, Outcome::Pass, &[]);
+            let vtl2: Vec<&HypercallRecord> = run
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Hypercall(h) if h.vtl == Vtl::VTL2 => Some(h),
+                    _ => None,
+                })
+                .collect();
+            let reads: Vec<&&HypercallRecord> = vtl2
+                .iter()
+                .filter(|r| {
+                    r.code == HypercallCode::GET_VP_REGISTERS
+                        && names(r).first() == Some(&HvRegisterName::FEATURES_INFO.0)
+                })
+                .collect();
+            let leaf4 = run
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(e, Event::Cpuid { leaf, .. } if *leaf == cpuid::HV_CPUID_ENLIGHTENMENT_INFO)
+                })
+                .count();
+            match arch {
+                Arch::X86_64 => {
+                    assert_eq!(leaf4, 1, "{case}: CPUID 0x40000004 read once");
+                    assert!(reads.is_empty(), "{case}: x86 reads no register for it");
+                }
+                Arch::Aarch64 => {
+                    assert_eq!(leaf4, 0, "{case}: no CPUID on arm64");
+                    assert_eq!(reads.len(), 1, "{case}: HvRegisterFeaturesInfo read once");
+                    let read = reads[0];
+                    assert_eq!(read.control, 0x0000_0001_0000_0050, "{case}: one-rep read");
+                    assert_eq!(read.status(), Some(HvStatus::SUCCESS), "{case}");
+                    // Bit 4 nested, bits 63:32 the spinlock retries (all ones: never notify).
+                    let value: u128 = 0xFFFF_FFFF_0000_0000 | if nested { 1 << 4 } else { 0 };
+                    assert_eq!(read.output, value.to_le_bytes(), "{case}");
+                    assert_eq!(vtl2[0].code, HypercallCode::SET_VP_REGISTERS, "{case}");
+                    assert_eq!(vtl2[1], *read, "{case}: read right after the guest OS id");
+                }
+            }
+            let indicator = match arch {
+                Arch::X86_64 => "CPUID 0x40000004 EAX bit 12",
+                Arch::Aarch64 => "HvRegisterFeaturesInfo bit 4",
+            };
+            let codes = if nested { 2 } else { 0 };
+            let want = format!(
+                "nested host: {nested} ({indicator}; {codes} call codes get the nested bit)"
+            );
+            assert_run(&run, Outcome::Pass, &[&want]);
+        }
+    }
+}
+
+/// OpenVMM refuses HvInterceptTypeHypercall; a host that accepted it would reflect every
+/// VMM-bound call, but the paravisor never asks for it. (`mock_proxy`'s
+/// `intercept_installation_follows_openhcl_and_survives_a_refusal`, first part.)
+#[test]
+fn the_paravisor_never_asks_for_every_hypercall() {
+    use hvdef::HvInterceptType;
+    use mockhv::model::HypercallIntercept;
+    use zerocopy::FromBytes;
+    for arch in arches() {
+        let scenario = Scenario {
+            hypercall_intercept: HypercallIntercept::Accepted,
+            ..Scenario::for_arch(arch)
+        };
+        let run = boot_paravisor(scenario, None);
+        assert_run(&run, Outcome::Pass, &[]);
+        let installs = calls(&run.events, HypercallCode::INSTALL_INTERCEPT);
+        assert_eq!(installs.len(), 2, "{arch:?}");
+        for r in installs {
+            let (input, _) = hvdef::HvInputInstallIntercept::read_from_prefix(&r.input).unwrap();
+            assert_ne!(input.intercept_type, HvInterceptType::HYPERCALL, "{arch:?}");
+        }
+    }
+}

@@ -630,3 +630,41 @@ fn a_nested_host_gets_the_l0_calls_with_bit_31() {
         );
     }
 }
+
+/// HvExtCallQueryCapabilities needs the EnableExtendedHypercalls privilege (TLFS; KVM's
+/// hyperv_features selftest expects ACCESS_DENIED without it, before any other check, fast form
+/// included). VTL0 holds the partition's privileges and no more: a host that reflects the query
+/// gets the same answer from the paravisor as VTL0 gets from the hypervisor.
+/// (`mock_proxy`'s case of the same name.)
+#[test]
+fn extended_query_obeys_the_partition_privilege() {
+    for arch in kernel::arches() {
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.privileges.set_enable_extended_hypercalls(false);
+        let query = code(HypercallCode::EXT_QUERY_CAPABILITIES);
+        let cases = |reflected: bool| {
+            vec![
+                Case {
+                    output_len: 8,
+                    ..case(
+                        query,
+                        Vec::new(),
+                        HvStatus::ACCESS_DENIED,
+                        reflected,
+                        "memory form",
+                    )
+                },
+                case(
+                    query.with_fast(true),
+                    Vec::new(),
+                    HvStatus::ACCESS_DENIED,
+                    reflected,
+                    "fast",
+                ),
+            ]
+        };
+        run_cases(arch, scenario.clone(), &cases(false));
+        scenario.reflected_codes = [HypercallCode::EXT_QUERY_CAPABILITIES].into();
+        run_cases(arch, scenario, &cases(true));
+    }
+}
