@@ -304,3 +304,64 @@ fn the_paravisor_never_asks_for_every_hypercall() {
         }
     }
 }
+
+/// arm64 sets the guest OS id first, with a fast SetVpRegisters (the TLFS's early-register
+/// rule: no memory-based call works before it). (`mock_boot`'s case of the same name.)
+#[test]
+fn aarch64_sets_the_guest_os_id_first_with_a_fast_call() {
+    if !arches().contains(&Arch::Aarch64) {
+        return;
+    }
+    let run = boot_paravisor(Scenario::for_arch(Arch::Aarch64), None);
+    assert_run(
+        &run,
+        Outcome::Pass,
+        &["running at VTL2", "proxying VTL0 hypercalls"],
+    );
+    let first = run
+        .events
+        .iter()
+        .find_map(|e| match e {
+            mockhv::model::Event::Hypercall(h) => Some(h),
+            _ => None,
+        })
+        .expect("hypercalls were made");
+    assert_eq!(first.code, HypercallCode::SET_VP_REGISTERS);
+    assert_ne!(
+        first.control & (1 << 16),
+        0,
+        "the guest OS id must be set with a fast call"
+    );
+    assert_eq!(first.status(), Some(HvStatus::SUCCESS));
+    assert_eq!(names(first), [HvRegisterName::GUEST_OS_ID.0]);
+}
+
+/// A host that refuses HvCallModifyVtlProtectionMask stops the paravisor before VTL0 ever
+/// runs, with one line naming the range and the GPA it failed at. (`mock_protection`'s
+/// `a_refused_protection_stops_the_paravisor_before_vtl0_runs`.)
+#[test]
+fn a_refused_protection_stops_the_paravisor_before_vtl0_runs() {
+    for arch in arches() {
+        let image = mockhv::image::Image::load(&e2e::image(arch)).expect("the image parses");
+        let mut scenario = Scenario::for_arch(arch);
+        scenario.faults.push(InjectedFault {
+            code: HypercallCode::MODIFY_VTL_PROTECTION_MASK,
+            nth: 1,
+            action: FaultAction::Status(HvError::INVALID_PARAMETER),
+            filter: Default::default(),
+        });
+        let run = boot_paravisor(scenario, None);
+        let line = format!("protecting VTL2's memory {:#x}..", image.extent.start);
+        let gpa = format!("failed at GPA {:#x}: ", image.extent.start);
+        assert_run(&run, Outcome::Fail, &[&line, &gpa]);
+        assert!(
+            calls(&run.events, HypercallCode::VTL_RETURN).is_empty(),
+            "{arch:?}: VTL0 never ran"
+        );
+        assert_eq!(
+            calls(&run.events, HypercallCode::MODIFY_VTL_PROTECTION_MASK).len(),
+            1,
+            "{arch:?}: no retry"
+        );
+    }
+}
