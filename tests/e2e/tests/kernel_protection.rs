@@ -1,0 +1,224 @@
+//! VTL2's memory against a real VTL0: the VTL0 test kernel loads from, stores to and jumps into
+//! every kind of VTL2 page under the paravisor under the in-VM mock, whose VTL0 stage 2 follows
+//! the protections VTL2 set. Each access faults into the mock (a GPA intercept), the paravisor
+//! says so in one line, and VTL0 takes the architecture's fault; VTL0's attempt to lift the
+//! protection is refused by the hypervisor, and its own memory stays its own. The oracle is
+//! independent of the paravisor: VTL2's pages are the ELF's loadable segments, and the faults
+//! the architectures' encodings (`e2e::memory_fault`). (`mock_protection`'s
+//! `vtl0_can_neither_read_write_nor_execute_vtl2_memory`, its probe and lift cases; the
+//! hypercalls naming VTL2's pages as GPAs stay there until the kernel takes explicit GPAs.)
+
+use e2e::kernel;
+use hvdef::{
+    HvInputModifyVtlProtectionMask, HvInputVtl, HvInterceptAccessType, HvMapGpaFlags,
+    HvMessageType, HvStatus, HypercallCode, Vtl, HV_PARTITION_ID_SELF,
+};
+use mockhv::image::Image;
+use mockhv::model::{Event, Vtl0Access};
+use mockhv::qemu::Arch;
+use std::collections::BTreeSet;
+use vtl0::{CallOutcome, Fault, Record, Table};
+use zerocopy::IntoBytes;
+
+/// The VTL2 pages VTL0 tries, by kind, from the image's symbols.
+fn targets(image: &Image) -> Vec<(&'static str, u64)> {
+    let sym = |name: &str| {
+        image
+            .symbol_containing(name)
+            .unwrap_or_else(|| panic!("no symbol {name}"))
+    };
+    let mut t = vec![
+        ("code", image.extent.start + 0x40),
+        (
+            "page tables",
+            sym(match image.arch {
+                Arch::X86_64 => "boot_pml4",
+                Arch::Aarch64 => "boot_l1",
+            }),
+        ),
+        ("boot stacks", sym("6stacks6STACKS") + 0x100),
+        ("per-VP pages", sym("6percpu6PERCPU") + 0x10),
+        ("IGVM parameters", sym("boot_igvm_params_start")),
+        ("last page", image.extent.end - 0x10),
+    ];
+    if image.arch == Arch::X86_64 {
+        t.push(("hypercall page", sym("pv_hypercall_page") + 0x20));
+    }
+    t
+}
+
+/// The fault VTL0 takes for `access`, as the kernel records it: x86 the vector and error code
+/// (#GP(0)), arm64 the ESR with FAR 0 (the paravisor reports no address: FnV).
+fn kernel_fault(arch: Arch, access: &Vtl0Access) -> Fault {
+    let event = e2e::memory_fault(arch, access, false);
+    match arch {
+        Arch::X86_64 => Fault::X86 {
+            vector: (event >> 16) as u8,
+            code: 0,
+            cr2: 0,
+        },
+        Arch::Aarch64 => Fault::Arm64 {
+            esr: (event >> 64) as u64,
+            far: 0,
+        },
+    }
+}
+
+#[test]
+fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
+    for arch in kernel::arches() {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let targets = targets(&image);
+        let scratch = kernel::proto(arch).scratch_page();
+        let mut table = Table::new();
+        let mut attacks = Vec::new();
+        for &(_, gpa) in &targets {
+            table = table.read(gpa, 8).write(gpa, 8, 0xA5A5_A5A5_A5A5_A5A5);
+            attacks.push(Vtl0Access::Read { gpa, len: 8 });
+            attacks.push(Vtl0Access::Write {
+                gpa,
+                bytes: vec![0xA5; 8],
+            });
+        }
+        table = table.exec(image.extent.start + 0x40);
+        attacks.push(Vtl0Access::Execute {
+            gpa: image.extent.start + 0x40,
+        });
+        // VTL0 tries to lift the protection itself (the hypervisor refuses a lower VTL), then
+        // reads VTL2's code again, and its own page.
+        let mut unprotect = HvInputModifyVtlProtectionMask {
+            partition_id: HV_PARTITION_ID_SELF,
+            map_flags: HvMapGpaFlags::ALL_ACCESS,
+            target_vtl: HvInputVtl::CURRENT,
+            reserved: [0; 3],
+        }
+        .as_bytes()
+        .to_vec();
+        unprotect.extend((image.extent.start >> 12).to_le_bytes());
+        let lift = hvdef::Control::new()
+            .with_code(HypercallCode::MODIFY_VTL_PROTECTION_MASK)
+            .with_rep_count(1);
+        table = table
+            .hypercall(lift.into_bits(), &unprotect, 0)
+            .read(image.extent.start + 0x40, 8)
+            .write(scratch, 8, 0x1122_3344)
+            .read(scratch, 8);
+        let run = kernel::run(arch, None, None, &table);
+        let console = &run.run.run.console;
+        let records: Vec<&Record> = run.results.entries.iter().map(|(_, r)| r).collect();
+
+        // Exactly VTL2's pages were protected, before VTL0 first ran.
+        let mut pages = BTreeSet::new();
+        for r in run.vtl2_calls(HypercallCode::MODIFY_VTL_PROTECTION_MASK) {
+            assert_eq!(r.status(), Some(HvStatus::SUCCESS), "{r:?}");
+            pages.extend(e2e::protection_list(r));
+        }
+        let extent: BTreeSet<u64> = (image.extent.start >> 12..image.extent.end >> 12).collect();
+        assert_eq!(pages, extent, "{arch:?}: exactly VTL2's pages");
+
+        for (n, access) in attacks.iter().enumerate() {
+            let want = Err(kernel_fault(arch, access));
+            let got = match records[n] {
+                Record::Read { outcome, .. } => outcome.map(|_| ()),
+                Record::Write { outcome, .. } | Record::Exec { outcome, .. } => *outcome,
+                other => panic!("{arch:?}: {other:?}"),
+            };
+            assert_eq!(got, want, "{arch:?} {access:?}");
+            let (kind, gpa) = match access {
+                Vtl0Access::Read { gpa, .. } => ("read", gpa),
+                Vtl0Access::Write { gpa, .. } => ("write", gpa),
+                Vtl0Access::Execute { gpa } => ("execute", gpa),
+            };
+            let needle = format!("VTL0 {kind} at GPA {gpa:#x} refused (VTL2 memory)");
+            assert!(
+                console
+                    .lines()
+                    .any(|l| l.contains(&needle) && l.contains("VP 0")),
+                "{arch:?}: console lacks {needle:?}:\n{console}"
+            );
+        }
+        // The hypervisor stopped every one (none was carried out) and VTL2 got each as a GPA
+        // intercept.
+        let stopped: Vec<(u64, HvInterceptAccessType)> = run
+            .run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Vtl0Access {
+                    gpa,
+                    access,
+                    allowed: false,
+                    ..
+                } => Some((*gpa, *access)),
+                _ => None,
+            })
+            .collect();
+        let mut want: Vec<(u64, HvInterceptAccessType)> = attacks
+            .iter()
+            .map(|a| match a {
+                Vtl0Access::Read { gpa, .. } => (*gpa, HvInterceptAccessType::READ),
+                Vtl0Access::Write { gpa, .. } => (*gpa, HvInterceptAccessType::WRITE),
+                Vtl0Access::Execute { gpa } => (*gpa, HvInterceptAccessType::EXECUTE),
+            })
+            .collect();
+        want.push((image.extent.start + 0x40, HvInterceptAccessType::READ));
+        assert_eq!(stopped, want, "{arch:?}: the accesses stage 2 stopped");
+        assert!(
+            run.run
+                .events
+                .iter()
+                .all(|e| !matches!(e, Event::Vtl0Access { allowed: true, .. })),
+            "{arch:?}: no VTL0 access was carried out by the hypervisor"
+        );
+        let gpa_intercepts = run
+            .run
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Intercept { vtl, message, .. }
+                    if *vtl == Vtl::VTL0 && message.header.message_type == HvMessageType::GPA_INTERCEPT)
+            })
+            .count();
+        assert_eq!(gpa_intercepts, want.len(), "{arch:?}");
+
+        let n = attacks.len();
+        let Record::Hypercall {
+            outcome: CallOutcome::Done { result, .. },
+            ..
+        } = records[n]
+        else {
+            panic!("{arch:?}: {:?}", records[n]);
+        };
+        assert_eq!(
+            HvStatus(*result as u16),
+            HvStatus::ACCESS_DENIED,
+            "{arch:?}: not VTL0's to lift"
+        );
+        assert!(
+            run.reflected_controls().is_empty(),
+            "{arch:?}: the hypervisor's own answer"
+        );
+        let code_read = Vtl0Access::Read {
+            gpa: image.extent.start + 0x40,
+            len: 8,
+        };
+        assert_eq!(
+            records[n + 1],
+            &Record::Read {
+                gpa: image.extent.start + 0x40,
+                width: 8,
+                outcome: Err(kernel_fault(arch, &code_read)),
+            },
+            "{arch:?}: still protected"
+        );
+        assert_eq!(
+            records[n + 3],
+            &Record::Read {
+                gpa: scratch,
+                width: 8,
+                outcome: Ok(0x1122_3344)
+            },
+            "{arch:?}: VTL0's own memory stays VTL0's"
+        );
+    }
+}
