@@ -222,3 +222,34 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
         );
     }
 }
+
+/// A VTL0 that keeps touching VTL2's memory gets its faults but costs the console 64 lines per
+/// VP, then one in 65536. (`mock_protection`'s case of the same name, there on x86 only.)
+#[test]
+fn refusal_lines_are_bounded_per_vp() {
+    for arch in kernel::arches() {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let table = (0..70).fold(Table::new(), |t, i| t.read(image.extent.start + 8 * i, 8));
+        let run = kernel::run(arch, None, None, &table);
+        let console = &run.run.run.console;
+        let lines = console
+            .lines()
+            .filter(|c| c.contains("VP 0: VTL0 read at GPA"))
+            .count();
+        assert_eq!(lines, 64, "{arch:?}\n{console}");
+        assert!(
+            console.contains("(refusal 64 on this VP: from now on one line in 65536)"),
+            "{arch:?}\n{console}"
+        );
+        let fault = kernel_fault(arch, &Vtl0Access::Read { gpa: 0, len: 8 });
+        assert_eq!(run.results.entries.len(), 70);
+        assert!(
+            run.results
+                .entries
+                .iter()
+                .all(|(_, r)| matches!(r, Record::Read { outcome: Err(f), .. } if *f == fault)),
+            "{arch:?}: {:?}",
+            run.results.entries
+        );
+    }
+}
