@@ -103,107 +103,112 @@ fn run_cases(
     (run, outputs)
 }
 
+/// The routing cases: one VTL0 call of each kind Hyper-V routes one way or the other.
+fn routing_cases() -> Vec<Case> {
+    let relayed_in = post_message(RELAYED);
+    let vp_status = get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VSM_VP_STATUS]);
+    let fast = |c: HypercallCode| code(c).with_fast(true);
+    vec![
+        case(
+            code(HypercallCode::POST_MESSAGE),
+            post_message(HOST_CONNECTION),
+            HvStatus::SUCCESS,
+            false,
+            "PostMessage to a connection the host knows",
+        ),
+        case(
+            code(HypercallCode::POST_MESSAGE),
+            post_message(2),
+            HvStatus::OPERATION_DENIED,
+            false,
+            "PostMessage to VTL2's port",
+        ),
+        case(
+            code(HypercallCode::POST_MESSAGE),
+            relayed_in.clone(),
+            HvStatus::SUCCESS,
+            true,
+            "PostMessage relayed",
+        ),
+        case(
+            fast(HypercallCode::SIGNAL_EVENT),
+            signal_event_word(RELAYED_EVENT, 3).to_le_bytes().to_vec(),
+            HvStatus::SUCCESS,
+            true,
+            "fast SignalEvent relayed",
+        ),
+        case(
+            code(HypercallCode::POST_MESSAGE),
+            post_message(UNMAPPED),
+            HvStatus::INVALID_CONNECTION_ID,
+            true,
+            "PostMessage to an unmapped connection",
+        ),
+        case(
+            fast(HypercallCode::SIGNAL_EVENT),
+            signal_event_word(UNMAPPED, 0).to_le_bytes().to_vec(),
+            HvStatus::INVALID_CONNECTION_ID,
+            true,
+            "SignalEvent to an unmapped connection",
+        ),
+        case(
+            code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
+            retarget_input(HV_PARTITION_ID_SELF, OWNED_DEVICE),
+            HvStatus::SUCCESS,
+            true,
+            "RetargetDeviceInterrupt relayed",
+        ),
+        case(
+            code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
+            retarget_input(HV_PARTITION_ID_SELF, 0x31),
+            HvStatus::INVALID_DEVICE_ID,
+            true,
+            "RetargetDeviceInterrupt for a device VTL0 does not own",
+        ),
+        // The hypervisor's own, for VTL0: never the paravisor's.
+        Case {
+            output_len: 16,
+            ..case(
+                code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
+                vp_status,
+                HvStatus::SUCCESS,
+                false,
+                "VTL0 reads its VsmVpStatus",
+            )
+        },
+        Case {
+            output_len: 8,
+            ..case(
+                code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                Vec::new(),
+                HvStatus::SUCCESS,
+                false,
+                "ExtQueryCapabilities",
+            )
+        },
+        case(
+            code(HypercallCode(0x0077)),
+            Vec::new(),
+            HvStatus::INVALID_HYPERCALL_CODE,
+            false,
+            "an unknown code",
+        ),
+        case(
+            code(HypercallCode::POST_MESSAGE).with_nested(true),
+            relayed_in,
+            HvStatus::INVALID_HYPERCALL_INPUT,
+            false,
+            "VTL0's own nested bit",
+        ),
+    ]
+}
+
 #[test]
 fn vtl0_calls_reach_vtl2_only_as_hyper_v_routes_them() {
     for arch in kernel::arches() {
-        let relayed_in = post_message(RELAYED);
-        let mut relayed_out = relayed_in.clone();
+        let mut relayed_out = post_message(RELAYED);
         relayed_out[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
-        let vp_status = get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VSM_VP_STATUS]);
-        let fast = |c: HypercallCode| code(c).with_fast(true);
-        let cases = vec![
-            case(
-                code(HypercallCode::POST_MESSAGE),
-                post_message(HOST_CONNECTION),
-                HvStatus::SUCCESS,
-                false,
-                "PostMessage to a connection the host knows",
-            ),
-            case(
-                code(HypercallCode::POST_MESSAGE),
-                post_message(2),
-                HvStatus::OPERATION_DENIED,
-                false,
-                "PostMessage to VTL2's port",
-            ),
-            case(
-                code(HypercallCode::POST_MESSAGE),
-                relayed_in.clone(),
-                HvStatus::SUCCESS,
-                true,
-                "PostMessage relayed",
-            ),
-            case(
-                fast(HypercallCode::SIGNAL_EVENT),
-                signal_event_word(RELAYED_EVENT, 3).to_le_bytes().to_vec(),
-                HvStatus::SUCCESS,
-                true,
-                "fast SignalEvent relayed",
-            ),
-            case(
-                code(HypercallCode::POST_MESSAGE),
-                post_message(UNMAPPED),
-                HvStatus::INVALID_CONNECTION_ID,
-                true,
-                "PostMessage to an unmapped connection",
-            ),
-            case(
-                fast(HypercallCode::SIGNAL_EVENT),
-                signal_event_word(UNMAPPED, 0).to_le_bytes().to_vec(),
-                HvStatus::INVALID_CONNECTION_ID,
-                true,
-                "SignalEvent to an unmapped connection",
-            ),
-            case(
-                code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
-                retarget_input(HV_PARTITION_ID_SELF, OWNED_DEVICE),
-                HvStatus::SUCCESS,
-                true,
-                "RetargetDeviceInterrupt relayed",
-            ),
-            case(
-                code(HypercallCode::RETARGET_DEVICE_INTERRUPT),
-                retarget_input(HV_PARTITION_ID_SELF, 0x31),
-                HvStatus::INVALID_DEVICE_ID,
-                true,
-                "RetargetDeviceInterrupt for a device VTL0 does not own",
-            ),
-            // The hypervisor's own, for VTL0: never the paravisor's.
-            Case {
-                output_len: 16,
-                ..case(
-                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(1),
-                    vp_status,
-                    HvStatus::SUCCESS,
-                    false,
-                    "VTL0 reads its VsmVpStatus",
-                )
-            },
-            Case {
-                output_len: 8,
-                ..case(
-                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
-                    Vec::new(),
-                    HvStatus::SUCCESS,
-                    false,
-                    "ExtQueryCapabilities",
-                )
-            },
-            case(
-                code(HypercallCode(0x0077)),
-                Vec::new(),
-                HvStatus::INVALID_HYPERCALL_CODE,
-                false,
-                "an unknown code",
-            ),
-            case(
-                code(HypercallCode::POST_MESSAGE).with_nested(true),
-                relayed_in,
-                HvStatus::INVALID_HYPERCALL_INPUT,
-                false,
-                "VTL0's own nested bit",
-            ),
-        ];
+        let cases = routing_cases();
         let scenario = owned_device_scenario(Scenario::for_arch(arch));
         let mask = scenario.extended_capabilities.into_bits();
         let (run, outputs) = run_cases(arch, scenario, &cases);
@@ -666,5 +671,24 @@ fn extended_query_obeys_the_partition_privilege() {
         run_cases(arch, scenario.clone(), &cases(false));
         scenario.reflected_codes = [HypercallCode::EXT_QUERY_CAPABILITIES].into();
         run_cases(arch, scenario, &cases(true));
+    }
+}
+
+/// Every outcome leaves VTL0's registers as the ABI says (the kernel's canaries: X18-X30 always,
+/// X4-X17 on memory-form calls), under either reading of arm64 X29/X30 (private as the TLFS
+/// lists them, or shared as Linux and OpenHCL treat them: `Scenario::arm64_fp_lr_shared`).
+/// (`mock_registers`' `*_keeps_every_shared_register_after_every_outcome` and
+/// `arm64_vtl0_keeps_x29_x30_when_they_are_shared`.)
+#[test]
+fn vtl0_keeps_its_registers_after_every_outcome() {
+    for arch in kernel::arches() {
+        for fp_lr_shared in [false, true] {
+            let scenario = Scenario {
+                arm64_fp_lr_shared: fp_lr_shared,
+                ..owned_device_scenario(Scenario::for_arch(arch))
+            };
+            // run_cases checks every call's canaries.
+            run_cases(arch, scenario, &routing_cases());
+        }
     }
 }
