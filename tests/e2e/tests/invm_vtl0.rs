@@ -255,3 +255,106 @@ fn the_demo_table_shows_each_outcome() {
         }
     }
 }
+
+/// The test IGVM file with bytes `at` its VTL0 boot page replaced; returns the new file and
+/// the page's GPA.
+fn spoiled_test_igvm(arch: Arch, at: usize, bytes: &[u8]) -> (PathBuf, u64) {
+    use igvm::{IgvmDirectiveHeader, IgvmFile};
+    let dir = image(arch).parent().expect("image dir").to_path_buf();
+    let path = dir.join(format!("paravisor-{}-vtl0.igvm", arch.name()));
+    let file = IgvmFile::new_from_binary(&std::fs::read(&path).unwrap(), None).unwrap();
+    let mut directives = file.directives().to_vec();
+    let mut boot_page = None;
+    for d in &mut directives {
+        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = d {
+            if data.starts_with(b"PVVTL0IC") {
+                data[at..at + bytes.len()].copy_from_slice(bytes);
+                boot_page = Some(*gpa);
+            }
+        }
+    }
+    let revision = match arch {
+        Arch::X86_64 => igvm::IgvmRevision::V1,
+        Arch::Aarch64 => igvm::IgvmRevision::V2 {
+            arch: igvm::Arch::AArch64,
+            page_size: 4096,
+        },
+    };
+    let spoiled = IgvmFile::new(
+        revision,
+        file.platforms().to_vec(),
+        file.initializations().to_vec(),
+        directives,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    spoiled.serialize(&mut out).unwrap();
+    let spoiled_path = std::env::temp_dir().join(format!(
+        "invm-spoiled-{}-{at}-{}.igvm",
+        arch.name(),
+        std::process::id()
+    ));
+    std::fs::write(&spoiled_path, out).unwrap();
+    (
+        spoiled_path,
+        boot_page.expect("the file has a VTL0 boot page"),
+    )
+}
+
+/// A VTL0 boot page that breaks the layout is untrusted input refused: one ERROR line naming
+/// the field and the page's GPA, a failure exit, none of VTL0's state set and VTL0 never run.
+/// (`igvm_boot`'s case of the same name, under the in-VM host with the real kernel as the
+/// payload.)
+#[test]
+fn a_malformed_vtl0_boot_page_fails_the_boot() {
+    use hvdef::HypercallCode;
+    use mockhv::model::Event;
+    for arch in e2e::kernel::arches() {
+        for (at, bytes, what) in [
+            (8, &[2u8][..], "version 2 is not 1"),
+            (
+                24,
+                &0x7000_0000_0000u64.to_le_bytes()[..],
+                "0x700000000000 is outside the RAM the loader reported",
+            ),
+        ] {
+            let (igvm, gpa) = spoiled_test_igvm(arch, at, bytes);
+            let host = image(arch).with_file_name(format!("invm-{}.elf", arch.name()));
+            let mut boot = InvmBoot::new(arch, host, Paravisor::Igvm(igvm.clone()));
+            boot.vtl0 = Vtl0::FromParavisor;
+            boot.trace = true;
+            let run = boot.run().expect("QEMU runs");
+            let _ = std::fs::remove_file(&igvm);
+            let console = &run.run.console;
+            assert_eq!(
+                run.run.outcome,
+                Outcome::Fail,
+                "{arch:?} {what}: {}",
+                run.summary()
+            );
+            let line = format!("ERROR the VTL0 boot page at {gpa:#x} is malformed: ");
+            let found = console
+                .lines()
+                .find(|l| l.contains(&line))
+                .unwrap_or_else(|| panic!("{arch:?}: {line:?}\n{console}"));
+            assert!(found.contains(what), "{arch:?}: {found}");
+            assert!(found.ends_with("; not starting VTL0"), "{arch:?}: {found}");
+            let vtl0_sets = run
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(e, Event::Hypercall(r) if r.code == HypercallCode::SET_VP_REGISTERS
+                        && r.input.get(12) == Some(&0x10))
+                })
+                .count();
+            assert_eq!(vtl0_sets, 0, "{arch:?}: none of VTL0's state set");
+            assert!(
+                run.events.iter().all(
+                    |e| !matches!(e, Event::Hypercall(r) if r.code == HypercallCode::VTL_RETURN)
+                ),
+                "{arch:?}: VTL0 ran"
+            );
+            assert!(!console.contains("vtl0: start"), "{arch:?}: the kernel ran");
+        }
+    }
+}
