@@ -198,9 +198,11 @@ impl Glue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hv::{partition, TraceLine};
+    use crate::hv::partition;
     use hvdef::x86_64::{cpuid, HvX64Msr, VMMCALL};
-    use hvmodel::{Arch, TestMemory, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS};
+    use hvmodel::{
+        Arch, Event, Outcome, TestMemory, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS,
+    };
 
     const PAGE: u64 = 0x3000;
 
@@ -362,12 +364,24 @@ mod tests {
         cpu.gprs[RSP] = 0x5555;
         assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::Finished);
         assert_eq!(cpu.gprs[RSP], 0x5555, "RSP is no shared register");
-        let line = alloc::format!("{}", TraceLine(model.trace().events()));
-        assert_eq!(
-            line,
-            "wrmsr/40000000/8100000000000000/ok wrmsr/40000001/3001/ok \
-             12/0/0/0/cbf29ce484222325/cbf29ce484222325/vtl"
+        let events = model.trace().events();
+        assert!(
+            matches!(
+                events,
+                [
+                    Event::Wrmsr { msr: 0x4000_0000, value: 0x8100_0000_0000_0000, result: Ok(_), .. },
+                    Event::Wrmsr { msr: 0x4000_0001, value: 0x3001, result: Ok(_), .. },
+                    Event::Hypercall(r),
+                ] if r.code.0 == 0x12 && matches!(r.outcome, Outcome::VtlSwitch { .. })
+            ),
+            "{events:?}"
         );
+        // What the host writes to its trace port, event after event, decodes to the same.
+        let mut bytes = Vec::new();
+        for event in events {
+            event.encode(&mut bytes);
+        }
+        assert_eq!(hvmodel::decode_all(&bytes).as_deref(), Ok(events));
     }
 
     /// The same `vmmcall` with a VTL-return code outside the VTL stub is an ordinary call with

@@ -9,6 +9,7 @@ use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
+use hvdef::x86_64::{HvX64InitialVpContext, HvX64SegmentRegister, HvX64TableRegister};
 use hvmodel::Fault;
 
 const MSR_EFER: u32 = 0xc000_0080;
@@ -69,6 +70,29 @@ const DATA32: Segment = Segment {
     limit: 0xffff_ffff,
     base: 0,
 };
+
+impl Segment {
+    /// From Hyper-V's form (attributes as VMX packs them: type, S, DPL, P in bits 0-7, AVL,
+    /// L, DB, G in bits 12-15) to the VMCB's 12 bits.
+    pub fn from_hv(seg: &HvX64SegmentRegister) -> Segment {
+        Segment {
+            selector: seg.selector,
+            attrib: (seg.attributes & 0xff) | ((seg.attributes >> 4) & 0xf00),
+            limit: seg.limit,
+            base: seg.base,
+        }
+    }
+
+    /// A descriptor-table register (GDTR, IDTR): limit and base only.
+    pub fn from_table(table: &HvX64TableRegister) -> Segment {
+        Segment {
+            selector: 0,
+            attrib: 0,
+            limit: table.limit.into(),
+            base: table.base,
+        }
+    }
+}
 
 /// The VMCB, control area then state save area, with only the fields this host uses named.
 #[repr(C, align(4096))]
@@ -299,7 +323,10 @@ impl Guest {
             | INTERCEPT_STGI
             | INTERCEPT_CLGI
             | INTERCEPT_SKINIT;
-        // No I/O intercept: the guest's COM1 output goes straight to QEMU's serial.
+        // One I/O intercept, the host's trace port (so only the host's bytes reach the trace
+        // file); the guest's COM1 output goes straight to QEMU's serial.
+        let port = usize::from(invm_abi::TRACE_PORT_X86_64);
+        state.iopm[0].0[port / 8] |= 1 << (port % 8);
         v.iopm_base_pa = state.iopm.as_ptr() as u64;
         v.msrpm_base_pa = state.msrpm.0.as_ptr() as u64;
         v.guest_asid = ASID;
@@ -319,6 +346,34 @@ impl Guest {
         v.rip = entry;
         v.g_pat = 0x0007_0406_0007_0406;
         Ok(Guest { state })
+    }
+
+    /// Replaces the entry state with `ctx` (an IGVM file's VTL2 context, TLFS
+    /// `HV_INITIAL_VP_CONTEXT`): RIP, RSP and RFLAGS go to `cpu`, the rest to the VMCB. EFER
+    /// keeps SVME, which SVM requires of every guest.
+    pub fn load_context(&mut self, ctx: &HvX64InitialVpContext, cpu: &mut Vcpu) {
+        let v = &mut self.state.vmcb;
+        v.cs = Segment::from_hv(&ctx.cs);
+        v.ds = Segment::from_hv(&ctx.ds);
+        v.es = Segment::from_hv(&ctx.es);
+        v.fs = Segment::from_hv(&ctx.fs);
+        v.gs = Segment::from_hv(&ctx.gs);
+        v.ss = Segment::from_hv(&ctx.ss);
+        v.tr = Segment::from_hv(&ctx.tr);
+        v.ldtr = Segment::from_hv(&ctx.ldtr);
+        v.gdtr = Segment::from_table(&ctx.gdtr);
+        v.idtr = Segment::from_table(&ctx.idtr);
+        v.cpl = ((ctx.cs.attributes >> 5) & 3) as u8;
+        v.efer = ctx.efer | EFER_SVME;
+        v.cr0 = ctx.cr0;
+        v.cr3 = ctx.cr3;
+        v.cr4 = ctx.cr4;
+        v.rflags = ctx.rflags | 0x2;
+        if ctx.msr_cr_pat != 0 {
+            v.g_pat = ctx.msr_cr_pat;
+        }
+        cpu.rip = ctx.rip;
+        cpu.gprs[RSP] = ctx.rsp;
     }
 
     /// Runs the guest until its next exit, with `cpu` as its registers in and out (and its
