@@ -196,8 +196,8 @@ fn a_guest_load_from_the_hosts_memory_is_a_nested_page_fault_and_fails_the_run()
         &run.console,
         &[
             "invm: entering the paravisor in 32-bit protected mode at 0x100000",
-            "invm: FAIL: unexpected exit 0x400 (nested page fault: EXITINFO2 is the GPA) at \
-             RIP 0x100000: EXITINFO1 0x",
+            "invm: FAIL: VP 0 VTL2: unexpected exit 0x400 (nested page fault: EXITINFO2 is the \
+             GPA) at RIP 0x100000: EXITINFO1 0x",
             "EXITINFO2 0xf000000,",
         ],
     );
@@ -213,7 +213,23 @@ fn a_guest_write_of_svms_msrs_fails_the_run() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest wrote SVM's MSR 0xc0010117 at 0x100005"],
+        &["invm: FAIL: VP 0 VTL2: the guest wrote SVM's MSR 0xc0010117 at 0x100005"],
+    );
+}
+
+/// The trace port is the host's: a guest `out` to 0xe9 exits (the I/O permission map) and
+/// fails the run, so nothing but the host's events reaches the trace file.
+#[test]
+fn a_guest_write_to_the_trace_port_fails_the_run() {
+    // mov al, 0x41; out 0xe9, al; hlt
+    let run = boot_raw(&raw_guest("e9", &[0xb0, 0x41, 0xe6, 0xe9, 0xf4]));
+    assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "invm: FAIL: VP 0 VTL2: the guest accessed I/O port 0xe9 (the host's trace port) at \
+           RIP 0x100002",
+        ],
     );
 }
 
@@ -225,7 +241,7 @@ fn a_guest_hlt_fails_the_run_naming_its_rip() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest halted (hlt) at 0x100001"],
+        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100001"],
     );
 }
 
@@ -271,7 +287,7 @@ fn a_fault_the_model_raises_is_injected_into_the_guest() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest halted (hlt) at 0x100070"],
+        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100070"],
     );
 }
 
@@ -286,7 +302,7 @@ fn an_invalid_vtl_call_gets_the_models_ud() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest halted (hlt) at 0x100060"],
+        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100060"],
     );
 }
 

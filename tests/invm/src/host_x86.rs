@@ -4,7 +4,7 @@
 //! The model's trace goes to the debugcon port in `hvmodel`'s wire format when the runner asks
 //! for it, in batches and before every end of the run.
 
-use crate::hv::x86_64::{Glue, Vcpu, RBX, RCX};
+use crate::hv::x86_64::{Glue, LowerNext, LowerRegs, Vcpu, RAX, RBX, RCX, RDX};
 use crate::hv::{self, Next};
 use crate::memory::PhysMemory;
 use crate::pvh;
@@ -12,8 +12,10 @@ use crate::x86_64::{self as arch, ExceptionFrame, Exit, Guest};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
+use hvdef::x86_64::reg as x64_reg;
 use hvdef::x86_64::HvX64InitialVpContext;
-use hvmodel::Model;
+use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
+use hvmodel::{LowerExit, Model};
 use invm_abi::HostConfig;
 use zerocopy::FromBytes;
 
@@ -123,9 +125,6 @@ extern "C" fn invm_main(start_info: u32) -> ! {
             config.unknown_flags()
         ));
     }
-    if config.live_vtl0() {
-        fail(format_args!("live VTL0 is not implemented on x86 yet"));
-    }
     if config.vps() != 1 {
         fail(format_args!(
             "{} VPs asked for; this x86 host runs 1",
@@ -165,54 +164,107 @@ extern "C" fn invm_main(start_info: u32) -> ! {
              nested paging over {GUEST_RAM:#x?}"
         ),
     }
-    let mut trace = Trace {
+    let trace = Trace {
         wanted: config.trace_path().is_some(),
         flushed_calls: 0,
     };
     let mut model = hv::partition(hvmodel::Arch::X86_64, GUEST_RAM, 1);
-    let mut glue = Glue::default();
-    let mut exits: u64 = 0;
+    let live = config.live_vtl0();
+    if live {
+        model.vtl0().set_live(true);
+        if config.vtl0_pc != 0 {
+            model.set_vp_state(VP, Vtl::VTL0, x64_reg::RIP, config.vtl0_pc.into());
+        }
+        println!(
+            "VTL0 runs for real after the paravisor's first VtlReturn (reset RIP {:#x})",
+            config.vtl0_pc
+        );
+    }
+    let mut host = Host {
+        model,
+        mem,
+        guest,
+        glue: Glue::default(),
+        trace,
+        exits: 0,
+        vtl2: cpu,
+        vtl0: None,
+        vtl0_entries: 0,
+    };
     loop {
-        let exit = guest.run(&mut cpu);
-        exits += 1;
+        match host.vtl0.take() {
+            None => host.vtl2_exit(live),
+            Some(regs) => host.vtl0_exit(regs),
+        }
+        if host.model.trace().events().len() >= TRACE_BATCH {
+            host.trace.flush(&mut host.model);
+        }
+    }
+}
+
+/// The VP the x86 host runs.
+const VP: u32 = hv::VP;
+
+/// The one VP's state: its VTL2 (the VMCB plus `vtl2`) and, while it runs, its VTL0.
+struct Host {
+    model: Model,
+    mem: PhysMemory,
+    guest: Guest,
+    glue: Glue,
+    trace: Trace,
+    exits: u64,
+    /// VTL2's registers; while VTL0 runs, as VTL2 left them at its VtlReturn (RIP on it).
+    vtl2: Vcpu,
+    /// Some while VTL0 runs: its whole state.
+    vtl0: Option<LowerRegs>,
+    /// How often VTL2 returned into a live VTL0 (the first entry gets a console line).
+    vtl0_entries: u64,
+}
+
+impl Host {
+    fn stop(&mut self, pass: bool, args: core::fmt::Arguments<'_>) -> ! {
+        self.trace.stop(&mut self.model, pass, args)
+    }
+
+    /// Runs VTL2 to its next exit and serves it.
+    fn vtl2_exit(&mut self, live: bool) {
+        let cpu = &mut self.vtl2;
+        let exit = self.guest.run(cpu);
+        self.exits += 1;
         let rip = cpu.rip;
+        let (model, mem, glue) = (&mut self.model, &mut self.mem, &mut self.glue);
         let next = match exit.code {
-            arch::EXIT_CPUID => glue.cpuid(&mut model, &mut cpu, arch::cpuid),
-            arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&(cpu.gprs[RCX] as u32)) => trace
-                .stop(
-                    &mut model,
-                    false,
-                    format_args!(
-                        "the guest {} SVM's MSR {:#x} at {rip:#x}",
-                        if exit.info1 == 0 { "read" } else { "wrote" },
-                        cpu.gprs[RCX] as u32
-                    ),
-                ),
-            arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(&mut model, &mut cpu, arch::rdmsr),
-            arch::EXIT_MSR => glue.wrmsr(&mut model, &mut cpu, &mut mem, |msr, value| {
-                // SAFETY: besides SVM's own MSRs (refused above) only MSRs outside the
-                // permission map's ranges exit, and the model declined this one (not the
-                // hypervisor's): the CPU's own, which TCG drops when it does not know it, as
-                // it would for the guest natively.
-                unsafe { arch::wrmsr(msr, value) }
-            }),
-            arch::EXIT_VMMCALL => glue.vmmcall(&mut model, &mut cpu, &mut mem),
-            arch::EXIT_HLT => trace.stop(
-                &mut model,
+            arch::EXIT_CPUID => glue.cpuid(model, cpu, arch::cpuid),
+            arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&(cpu.gprs[RCX] as u32)) => {
+                let why = alloc::format!(
+                    "VP {VP} VTL2: the guest {} SVM's MSR {:#x} at {rip:#x}",
+                    if exit.info1 == 0 { "read" } else { "wrote" },
+                    cpu.gprs[RCX] as u32
+                );
+                self.stop(false, format_args!("{why}"))
+            }
+            arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(model, cpu, arch::rdmsr),
+            arch::EXIT_MSR => glue.wrmsr(model, cpu, mem, native_wrmsr),
+            arch::EXIT_VMMCALL => glue.vmmcall(model, cpu, mem),
+            arch::EXIT_HLT => self.stop(
                 false,
-                format_args!("the guest halted (hlt) at {rip:#x}"),
+                format_args!("VP {VP} VTL2: the guest halted (hlt) at {rip:#x}"),
             ),
             _ => {
-                let why = unexpected(&guest, &exit, rip);
-                trace.stop(&mut model, false, format_args!("{why}"))
+                let why = unexpected(&self.guest, &exit, rip);
+                self.stop(false, format_args!("VP {VP} VTL2: {why}"))
             }
         };
+        if live {
+            if let Err(why) = self.sync_protections() {
+                self.stop(false, format_args!("VP {VP} VTL2: {why}"));
+            }
+        }
         match next {
             Next::Resume => {}
             Next::Finished => {
-                let calls = trace.calls(&model);
-                trace.stop(
-                    &mut model,
+                let (exits, calls) = (self.exits, self.trace.calls(&self.model));
+                self.stop(
                     true,
                     format_args!(
                         "the paravisor returned to VTL0 with an empty VTL0 script: done after \
@@ -220,23 +272,186 @@ extern "C" fn invm_main(start_info: u32) -> ! {
                     ),
                 )
             }
-            Next::Unsupported(why) => trace.stop(
-                &mut model,
+            Next::RunLower => match hv::x86_64::enter_lower(&mut self.model, VP) {
+                Ok(regs) if regs.cpu.rip == 0 => self.stop(
+                    false,
+                    format_args!(
+                        "VP {VP}: VTL0 has no entry point (RIP 0): the paravisor set none and \
+                         the runner gave no reset RIP"
+                    ),
+                ),
+                Ok(regs) => {
+                    self.vtl0_entries += 1;
+                    if self.vtl0_entries == 1 {
+                        println!(
+                            "VP {VP}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
+                            regs.cpu.rip, regs.cr0, regs.efer
+                        );
+                    }
+                    self.vtl0 = Some(regs);
+                }
+                Err(why) => self.stop(false, format_args!("VP {VP}: entering VTL0: {why}")),
+            },
+            Next::Unsupported(why) => self.stop(
                 false,
-                format_args!("exit {:#x} at {rip:#x}: {why}", exit.code),
+                format_args!("VP {VP} VTL2: exit {:#x} at {rip:#x}: {why}", exit.code),
             ),
-            other => trace.stop(
-                &mut model,
+            other => self.stop(
                 false,
                 format_args!(
-                    "exit {:#x} at {rip:#x}: {other:?} is arm64-only so far",
+                    "VP {VP} VTL2: exit {:#x} at {rip:#x}: {other:?} is arm64-only so far",
                     exit.code
                 ),
             ),
         }
-        if model.trace().events().len() >= TRACE_BATCH {
-            trace.flush(&mut model);
+    }
+
+    /// Runs VTL0 to its next exit and serves it: CPUID and MSRs as VTL2's (EFER is the
+    /// host's to keep SVME in), a hypercall or an access its nested tables stopped through
+    /// the model (which may hand it to VTL2), isa-debug-exit as the end of the run.
+    fn vtl0_exit(&mut self, mut regs: LowerRegs) {
+        let exit = self.guest.run_lower(&mut regs);
+        self.exits += 1;
+        let rip = regs.cpu.rip;
+        let (model, mem, glue) = (&mut self.model, &mut self.mem, &mut self.glue);
+        let cpu = &mut regs.cpu;
+        let msr = cpu.gprs[RCX] as u32;
+        let lower_exit = match exit.code {
+            arch::EXIT_CPUID => {
+                glue.cpuid(model, cpu, arch::cpuid);
+                None
+            }
+            arch::EXIT_MSR if msr == arch::MSR_EFER => {
+                if exit.info1 == 0 {
+                    cpu.gprs[RAX] = regs.efer & 0xffff_ffff;
+                    cpu.gprs[RDX] = regs.efer >> 32;
+                } else {
+                    regs.efer = (cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32);
+                }
+                cpu.rip += hv::x86_64::MSR_LEN;
+                None
+            }
+            arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&msr) => self.stop(
+                false,
+                format_args!("VP {VP} VTL0: SVM's MSR {msr:#x} accessed at RIP {rip:#x}"),
+            ),
+            arch::EXIT_MSR if exit.info1 == 0 => {
+                glue.rdmsr(model, cpu, arch::rdmsr);
+                None
+            }
+            arch::EXIT_MSR => {
+                glue.wrmsr(model, cpu, mem, native_wrmsr);
+                None
+            }
+            arch::EXIT_VMMCALL => Some(LowerExit::Hypercall { immediate: 0 }),
+            arch::EXIT_NPF => {
+                // EXITINFO1: bit 1 a write, bit 4 an instruction fetch. No decode assist: the
+                // access's size is unknown, so one byte (the GPA is exact).
+                let access = if exit.info1 & (1 << 4) != 0 {
+                    HvInterceptAccessType::EXECUTE
+                } else if exit.info1 & (1 << 1) != 0 {
+                    HvInterceptAccessType::WRITE
+                } else {
+                    HvInterceptAccessType::READ
+                };
+                Some(LowerExit::Access {
+                    gpa: exit.info2,
+                    len: 1,
+                    access,
+                })
+            }
+            arch::EXIT_IOIO if exit.info1 >> 16 == u64::from(arch::DEBUG_EXIT_PORT) => {
+                // `out` (type bit 0 clear) of AL: the kernel's verdict. The trace goes out
+                // first, then the host makes the same write, so QEMU exits with its code.
+                if exit.info1 & 1 != 0 {
+                    self.stop(
+                        false,
+                        format_args!("VP {VP} VTL0: an `in` from isa-debug-exit at RIP {rip:#x}"),
+                    )
+                }
+                let value = cpu.gprs[RAX] as u8;
+                let (exits, calls) = (self.exits, self.trace.calls(&self.model));
+                self.trace.flush(&mut self.model);
+                println!(
+                    "VTL0 wrote {value:#x} to isa-debug-exit on VP {VP}: done after {exits} \
+                     exits ({calls} hypercalls)"
+                );
+                arch::exit(u64::from(value) << 1 | 1)
+            }
+            arch::EXIT_HLT => self.stop(
+                false,
+                format_args!(
+                    "VP {VP} VTL0: halted (hlt) at RIP {rip:#x}: nothing can wake it in this host"
+                ),
+            ),
+            _ => {
+                let (cpl, rflags, cr0, cr3, int_info) = self.guest.lower_control();
+                self.stop(
+                    false,
+                    format_args!(
+                        "VP {VP} VTL0: unexpected exit {:#x}{} at RIP {rip:#x}: EXITINFO1 \
+                         {:#x}, EXITINFO2 {:#x}, EXITINTINFO {int_info:#x}, CPL {cpl}, RFLAGS \
+                         {rflags:#x}, CR0 {cr0:#x}, CR3 {cr3:#x}",
+                        exit.code,
+                        exit_name(exit.code),
+                        exit.info1,
+                        exit.info2,
+                    ),
+                )
+            }
+        };
+        let Some(lower_exit) = lower_exit else {
+            self.vtl0 = Some(regs);
+            return;
+        };
+        match hv::x86_64::lower_exit(model, VP, lower_exit, &mut regs, &mut self.vtl2, mem) {
+            LowerNext::Resume(next) => self.vtl0 = Some(*next),
+            LowerNext::Vtl2 => {}
+            LowerNext::Finished => self.stop(
+                false,
+                format_args!("the model reset the partition after VP {VP}'s VTL0 exit at {rip:#x}"),
+            ),
+            LowerNext::Unsupported(why) => self.stop(
+                false,
+                format_args!("VP {VP} VTL0: exit {:#x}: {why}", exit.code),
+            ),
         }
+    }
+
+    /// VTL0's nested tables follow every protection change VTL2 made
+    /// (HvCallModifyVtlProtectionMask).
+    fn sync_protections(&mut self) -> Result<(), String> {
+        for page in self.model.take_protection_changes() {
+            let gpa = page << HV_PAGE_SHIFT;
+            let flags: HvMapGpaFlags = self.model.lower_vtl_access(gpa);
+            let access = crate::npt::Access {
+                read: flags.readable(),
+                write: flags.writable(),
+                execute: flags.kernel_executable(),
+            };
+            self.guest
+                .set_vtl0_access(gpa, access)
+                .map_err(|why| alloc::format!("VTL0's nested tables for GPA {gpa:#x}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// WRMSR of an MSR the model declined.
+fn native_wrmsr(msr: u32, value: u64) {
+    // SAFETY: besides SVM's own MSRs (refused by the caller) and EFER (the host's for VTL0)
+    // only MSRs outside the permission map's ranges exit, and the model declined this one
+    // (not the hypervisor's): the CPU's own, which TCG drops when it does not know it, as it
+    // would for the guest natively.
+    unsafe { arch::wrmsr(msr, value) }
+}
+
+fn exit_name(code: u64) -> &'static str {
+    match code {
+        arch::EXIT_SHUTDOWN => " (shutdown: the guest triple-faulted)",
+        arch::EXIT_NPF => " (nested page fault: EXITINFO2 is the GPA)",
+        arch::EXIT_INVALID => " (VMRUN refused the guest state)",
+        _ => "",
     }
 }
 

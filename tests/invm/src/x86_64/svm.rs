@@ -3,7 +3,7 @@
 //! instructions by their known lengths (`hv::x86_64`).
 
 use super::cpu::{cpuid, rdmsr, wrmsr};
-use crate::hv::x86_64::{Vcpu, RAX, RSP};
+use crate::hv::x86_64::{LowerRegs, Vcpu, X64Exception, RAX, RSP};
 use crate::{msrpm, npt};
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
@@ -14,13 +14,16 @@ use hvmodel::Fault;
 
 const MSR_EFER: u32 = 0xc000_0080;
 const EFER_SVME: u64 = 1 << 12;
+const EFER_NXE: u64 = 1 << 11;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+pub const MSR_EFER_NUMBER: u32 = MSR_EFER;
 
 /// Intercept vector 3 (VMCB 0x00c): CPUID, HLT, MSR accesses through the permission map
 /// (`msrpm`: SVM's own MSRs, plus every MSR outside its three ranges, the hypervisor's
 /// 0x4000_0000.. among them), and shutdown (a triple fault in the guest).
 const INTERCEPT_CPUID: u32 = 1 << 18;
 const INTERCEPT_HLT: u32 = 1 << 24;
+const INTERCEPT_IOIO: u32 = 1 << 27;
 const INTERCEPT_MSR_PROT: u32 = 1 << 28;
 const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
 /// Intercept vector 4 (VMCB 0x010): VMRUN (required), VMMCALL, and the rest of SVM, so a
@@ -33,8 +36,11 @@ const INTERCEPT_STGI: u32 = 1 << 4;
 const INTERCEPT_CLGI: u32 = 1 << 5;
 const INTERCEPT_SKINIT: u32 = 1 << 6;
 
-/// The guest's ASID (0 is the host's).
+/// The guests' ASIDs (0 is the host's): VTL2, VTL0.
 const ASID: u32 = 1;
+const ASID_VTL0: u32 = 2;
+/// The isa-debug-exit port, which VTL0's exits through the host (see `host_x86`).
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 const TLB_FLUSH_ALL: u32 = 1;
 const NP_ENABLE: u64 = 1;
 
@@ -72,6 +78,24 @@ const DATA32: Segment = Segment {
 };
 
 impl Segment {
+    /// Back to Hyper-V's form.
+    pub fn to_hv(self) -> HvX64SegmentRegister {
+        HvX64SegmentRegister {
+            base: self.base,
+            limit: self.limit,
+            selector: self.selector,
+            attributes: (self.attrib & 0xff) | ((self.attrib & 0xf00) << 4),
+        }
+    }
+
+    pub fn to_table(self) -> HvX64TableRegister {
+        HvX64TableRegister {
+            pad: [0; 3],
+            limit: self.limit as u16,
+            base: self.base,
+        }
+    }
+
     /// From Hyper-V's form (attributes as VMX packs them: type, S, DPL, P in bits 0-7, AVL,
     /// L, DB, G in bits 12-15) to the VMCB's 12 bits.
     pub fn from_hv(seg: &HvX64SegmentRegister) -> Segment {
@@ -182,6 +206,9 @@ const _: () = {
 struct Page([u8; 4096]);
 
 #[repr(C, align(4096))]
+struct PageTable([u64; npt::ENTRIES]);
+
+#[repr(C, align(4096))]
 struct Msrpm([u8; msrpm::SIZE]);
 
 /// Everything SVM reads by physical address (the host is identity-mapped, so a pointer is one):
@@ -193,6 +220,13 @@ struct State {
     msrpm: Msrpm,
     iopm: [Page; 3],
     npt: [[u64; npt::ENTRIES]; 3],
+    /// VTL0's: its VMCB, its MSR map (EFER too, which the host keeps SVME in), its I/O map
+    /// (the trace port and isa-debug-exit), and its nested tables (VTL2's protections at
+    /// 4 KiB: 2 MiB pages split on the first change, their page tables on the heap).
+    vmcb0: Vmcb,
+    msrpm0: Msrpm,
+    iopm0: [Page; 3],
+    npt0: [[u64; npt::ENTRIES]; 3],
 }
 
 #[repr(C, align(4096))]
@@ -215,10 +249,11 @@ pub fn enable() -> Result<(), &'static str> {
         return Err("no nested paging (CPUID 0x8000000A EDX bit 0)");
     }
     let hsave = STATE.0.get() as u64 + offset_of!(State, hsave) as u64;
-    // SAFETY: setting EFER.SVME only enables the SVM instructions; VM_HSAVE_PA gets a page of
+    // SAFETY: setting EFER.SVME only enables the SVM instructions, EFER.NXE the NX bit (which
+    // VTL0's nested tables use; the host's own tables have none); VM_HSAVE_PA gets a page of
     // the host's own, reserved for the CPU.
     unsafe {
-        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME | EFER_NXE);
         wrmsr(MSR_VM_HSAVE_PA, hsave);
     }
     Ok(())
@@ -232,9 +267,11 @@ pub struct Exit {
     pub info2: u64,
 }
 
-/// The one guest: its VMCB and nested tables.
+/// The one guest: its VMCB and nested tables, and VTL0's.
 pub struct Guest {
     state: &'static mut State,
+    /// VTL0's nested tables changed since its last run: flush its TLB.
+    vtl0_flush: bool,
 }
 
 core::arch::global_asm!(
@@ -266,7 +303,11 @@ invm_vmrun:
     mov 112(%rdi), %r14
     mov 120(%rdi), %r15
     mov 56(%rdi), %rdi
+    /* FS, GS, TR, LDTR, KernelGsBase and the syscall MSRs are the VMCB's too (VMRUN does not
+       switch them): loaded before, saved after, so each VTL keeps its own. */
+    vmload %rax
     vmrun %rax
+    vmsave %rax
     push %rdi
     mov 8(%rsp), %rdi
     mov %rcx, 8(%rdi)
@@ -327,6 +368,7 @@ impl Guest {
         // file); the guest's COM1 output goes straight to QEMU's serial.
         let port = usize::from(invm_abi::TRACE_PORT_X86_64);
         state.iopm[0].0[port / 8] |= 1 << (port % 8);
+        v.intercept_misc1 |= INTERCEPT_IOIO;
         v.iopm_base_pa = state.iopm.as_ptr() as u64;
         v.msrpm_base_pa = state.msrpm.0.as_ptr() as u64;
         v.guest_asid = ASID;
@@ -345,7 +387,160 @@ impl Guest {
         v.rflags = 0x2;
         v.rip = entry;
         v.g_pat = 0x0007_0406_0007_0406;
-        Ok(Guest { state })
+
+        // VTL0: the same controls, over its own tables, MSR and I/O maps and ASID.
+        let [pml4, pdpt, pd] = &mut state.npt0;
+        *pd = npt::ram_directory(ram)?;
+        pdpt[0] = npt::table(pd.as_ptr() as u64);
+        pml4[0] = npt::table(pdpt.as_ptr() as u64);
+        let n_cr3 = pml4.as_ptr() as u64;
+        let mut msrs = [0; msrpm::SVM_MSRS.len() + 1];
+        msrs[..msrpm::SVM_MSRS.len()].copy_from_slice(&msrpm::SVM_MSRS);
+        msrs[msrpm::SVM_MSRS.len()] = MSR_EFER;
+        state.msrpm0.0 = msrpm::intercepting(&msrs).expect("in the map's ranges");
+        for port in [invm_abi::TRACE_PORT_X86_64, DEBUG_EXIT_PORT] {
+            let port = usize::from(port);
+            state.iopm0[0].0[port / 8] |= 1 << (port % 8);
+        }
+        let v0 = &mut state.vmcb0;
+        v0.intercept_misc1 = state.vmcb.intercept_misc1;
+        v0.intercept_misc2 = state.vmcb.intercept_misc2;
+        v0.iopm_base_pa = state.iopm0.as_ptr() as u64;
+        v0.msrpm_base_pa = state.msrpm0.0.as_ptr() as u64;
+        v0.guest_asid = ASID_VTL0;
+        v0.tlb_control = TLB_FLUSH_ALL;
+        v0.np_control = NP_ENABLE;
+        v0.n_cr3 = n_cr3;
+        v0.dr6 = 0xffff_0ff0;
+        v0.dr7 = 0x400;
+        Ok(Guest {
+            state,
+            vtl0_flush: true,
+        })
+    }
+
+    /// Sets what VTL0 may do with the 4 KiB page at `gpa` in its nested tables (splitting its
+    /// 2 MiB page first); it takes effect at VTL0's next run.
+    pub fn set_vtl0_access(&mut self, gpa: u64, access: npt::Access) -> Result<(), &'static str> {
+        let pd = &mut self.state.npt0[2];
+        let index = (gpa / npt::PAGE_2M) as usize;
+        let Some(pde) = pd.get(index).copied().filter(|&e| e != 0) else {
+            return Err("not in VTL0's RAM");
+        };
+        let pt_pa = if npt::is_table(pde) {
+            npt::next_table(pde)
+        } else {
+            let table = npt::split_2m(pde).ok_or("a page directory entry of no known kind")?;
+            let pt = alloc::boxed::Box::leak(alloc::boxed::Box::new(PageTable(table)));
+            let pa = pt.0.as_ptr() as u64;
+            pd[index] = npt::table(pa);
+            pa
+        };
+        // SAFETY: `pt_pa` is a page table this function leaked from the heap (identity-mapped,
+        // so its address is its pointer); only the CPU's nested walks read it besides.
+        let pt = unsafe { &mut *(pt_pa as *mut [u64; npt::ENTRIES]) };
+        pt[((gpa / npt::PAGE_4K) % npt::ENTRIES as u64) as usize] = npt::leaf_4k(gpa, access);
+        self.vtl0_flush = true;
+        Ok(())
+    }
+
+    /// Runs VTL0 until its next exit with `regs` as its whole state in and out (and its
+    /// pending exception, or the one the glue left in `regs.cpu.inject`, injected on the way
+    /// in).
+    pub fn run_lower(&mut self, regs: &mut LowerRegs) -> Exit {
+        let v = &mut self.state.vmcb0;
+        let segs = &regs.segments;
+        (v.es, v.cs, v.ss, v.ds, v.fs, v.gs, v.ldtr, v.tr) = (
+            Segment::from_hv(&segs[0]),
+            Segment::from_hv(&segs[1]),
+            Segment::from_hv(&segs[2]),
+            Segment::from_hv(&segs[3]),
+            Segment::from_hv(&segs[4]),
+            Segment::from_hv(&segs[5]),
+            Segment::from_hv(&segs[6]),
+            Segment::from_hv(&segs[7]),
+        );
+        v.gdtr = Segment::from_table(&regs.gdtr);
+        v.idtr = Segment::from_table(&regs.idtr);
+        v.cpl = ((segs[2].attributes >> 5) & 3) as u8;
+        v.efer = regs.efer | EFER_SVME;
+        v.cr0 = regs.cr0;
+        v.cr3 = regs.cr3;
+        v.cr4 = regs.cr4;
+        v.rflags = regs.rflags | 0x2;
+        v.g_pat = if regs.pat == 0 {
+            0x0007_0406_0007_0406
+        } else {
+            regs.pat
+        };
+        if let Some(fault) = regs.cpu.inject.take() {
+            regs.exception = Some(match fault {
+                Fault::Ud => X64Exception {
+                    vector: VECTOR_UD as u8,
+                    error_code: None,
+                },
+                Fault::Gp => X64Exception {
+                    vector: VECTOR_GP as u8,
+                    error_code: Some(0),
+                },
+            });
+        }
+        v.event_inj = match regs.exception.take() {
+            None => 0,
+            Some(X64Exception { vector, error_code }) => {
+                let mut e = u64::from(vector) | EVENT_EXCEPTION | EVENT_VALID;
+                if let Some(code) = error_code {
+                    e |= EVENT_ERROR_VALID | u64::from(code) << 32;
+                }
+                e
+            }
+        };
+        if core::mem::take(&mut self.vtl0_flush) {
+            v.tlb_control = TLB_FLUSH_ALL;
+        }
+        let cpu = &mut regs.cpu;
+        v.rax = cpu.gprs[RAX];
+        v.rsp = cpu.gprs[RSP];
+        v.rip = cpu.rip;
+        v.cr2 = cpu.cr2;
+        // SAFETY: as in `run`, for VTL0's VMCB, whose nested tables map only its RAM (less
+        // what VTL2 protected).
+        unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v) };
+        cpu.gprs[RAX] = v.rax;
+        cpu.gprs[RSP] = v.rsp;
+        cpu.rip = v.rip;
+        cpu.cr2 = v.cr2;
+        v.tlb_control = 0;
+        v.event_inj = 0;
+        regs.segments = [
+            v.es.to_hv(),
+            v.cs.to_hv(),
+            v.ss.to_hv(),
+            v.ds.to_hv(),
+            v.fs.to_hv(),
+            v.gs.to_hv(),
+            v.ldtr.to_hv(),
+            v.tr.to_hv(),
+        ];
+        regs.gdtr = v.gdtr.to_table();
+        regs.idtr = v.idtr.to_table();
+        regs.efer = v.efer & !EFER_SVME;
+        regs.cr0 = v.cr0;
+        regs.cr3 = v.cr3;
+        regs.cr4 = v.cr4;
+        regs.rflags = v.rflags;
+        regs.pat = v.g_pat;
+        Exit {
+            code: v.exit_code,
+            info1: v.exit_info1,
+            info2: v.exit_info2,
+        }
+    }
+
+    /// VTL0's CPL, RFLAGS, CR0 and CR3, and EXITINTINFO, for failure lines.
+    pub fn lower_control(&self) -> (u8, u64, u64, u64, u64) {
+        let v = &self.state.vmcb0;
+        (v.cpl, v.rflags, v.cr0, v.cr3, v.exit_int_info)
     }
 
     /// Replaces the entry state with `ctx` (an IGVM file's VTL2 context, TLFS
