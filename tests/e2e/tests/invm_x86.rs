@@ -86,9 +86,10 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
         &run.console,
         &[
             "invm: in-VM mock Hyper-V (x86_64, AMD SVM), PVH start info",
-            // The host keeps 0xf000000..0x10000000; the paravisor must not see it as RAM: what
-            // is left is 0x9fc00 below 1 MiB plus 1 MiB..240 MiB.
-            "cut to 0xef9fc00 (0xf000000.. is the host's)",
+            // The host keeps 0xf000000..0x10000000 and page 0 (its AP trampoline); the
+            // paravisor must not see them as RAM: what is left is 0x1000..0x9fc00 below 1 MiB
+            // plus 1 MiB..240 MiB.
+            "cut to 0xef9ec00 (0xf000000.. is the host's)",
             "invm: entering the paravisor in 32-bit protected mode at 0x100000, EBX 0x7000, \
              nested paging over 0x0..0xf000000",
             // The host's start info has no ACPI pointer: one VP.
@@ -428,4 +429,77 @@ fn the_igvm_file_boots_under_the_in_vm_host() {
         "no hypercall in the trace: {:?}",
         in_vm.events
     );
+}
+
+/// Every VP on its own CPU: the paravisor (booted from its IGVM file, whose parameters give
+/// the VP count) starts its APs with HvCallStartVirtualProcessor; the host starts a CPU for
+/// each (INIT-SIPI-SIPI into its real-mode trampoline) at the context the model accepted, and
+/// the run ends when every VP has returned to its (empty) VTL0. Each VP's own sequence of
+/// events is the one the gdbstub mock's model sees for that VP booting the same file (the VPs
+/// interleave differently).
+#[test]
+fn every_vp_runs_on_its_own_cpu_with_the_calls_the_gdbstub_mock_sees() {
+    let per_vp = |events: &[Event], vp: u32| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| match e {
+                Event::Hypercall(r) => r.vp == vp,
+                Event::Cpuid { vp: v, .. }
+                | Event::Rdmsr { vp: v, .. }
+                | Event::Wrmsr { vp: v, .. } => *v == vp,
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    };
+    let igvm = image(Arch::X86_64).with_extension("igvm");
+    for vps in [4, 16] {
+        let mut boot = InvmBoot::new(Arch::X86_64, invm_image(), Paravisor::Igvm(igvm.clone()));
+        boot.trace = true;
+        boot.vps = vps;
+        let in_vm = boot.run().expect("QEMU runs");
+        assert_eq!(
+            in_vm.run.outcome,
+            Outcome::Pass,
+            "{}\n{}",
+            in_vm.run.summary(),
+            in_vm.run.console
+        );
+        assert_lines_in_order(
+            &in_vm.run.console,
+            &[
+                &format!("boot: from IGVM parameters: {vps} VP(s)"),
+                &format!("all {vps} VP(s) run at VTL2"),
+                "invm: the paravisor returned to VTL0 with an empty VTL0 script: done after",
+            ],
+        );
+        eprintln!("{vps} VPs in-VM: {:.2?}", in_vm.run.elapsed);
+        if vps > 4 {
+            continue;
+        }
+        let mut scenario = Scenario::for_arch(Arch::X86_64);
+        scenario.vp_count = vps;
+        let mut config = SessionConfig::new(image(Arch::X86_64), scenario);
+        config.igvm = Some(igvm.clone());
+        config.timeout = Duration::from_secs(90);
+        let report = session::run(config).expect("the gdbstub session runs");
+        assert!(report.succeeded(), "{}", report.summary());
+        eprintln!("{vps} VPs gdbstub: {:.2?}", report.run.elapsed);
+        for vp in 0..vps {
+            let ours = per_vp(&in_vm.events, vp);
+            let theirs = per_vp(report.trace().events(), vp);
+            assert!(!ours.is_empty(), "VP {vp} made no calls");
+            if let Some(at) =
+                (0..ours.len().max(theirs.len())).find(|&i| ours.get(i) != theirs.get(i))
+            {
+                panic!(
+                    "VP {vp}: event {at} of {}/{} differs: in-VM {:?}, gdbstub {:?}",
+                    ours.len(),
+                    theirs.len(),
+                    ours.get(at),
+                    theirs.get(at)
+                );
+            }
+        }
+    }
 }

@@ -8,14 +8,14 @@ use crate::hv::x86_64::{Glue, LowerNext, LowerRegs, Vcpu, RAX, RBX, RCX, RDX};
 use crate::hv::{self, Next};
 use crate::memory::PhysMemory;
 use crate::pvh;
-use crate::x86_64::{self as arch, ExceptionFrame, Exit, Guest};
+use crate::x86_64::{self as arch, Cpu, ExceptionFrame, Exit, Guest};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 use hvdef::x86_64::reg as x64_reg;
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
-use hvmodel::{LowerExit, Model};
+use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
 use invm_abi::HostConfig;
 use zerocopy::FromBytes;
 
@@ -125,13 +125,14 @@ extern "C" fn invm_main(start_info: u32) -> ! {
             config.unknown_flags()
         ));
     }
-    if config.vps() != 1 {
+    let vp_count = config.vps();
+    if vp_count > arch::MAX_VPS as u64 {
         fail(format_args!(
-            "{} VPs asked for; this x86 host runs 1",
-            config.vps()
+            "{vp_count} VPs asked for; this host runs at most {} (one QEMU CPU each)",
+            arch::MAX_VPS
         ));
     }
-    if let Err(why) = arch::enable() {
+    if let Err(why) = arch::enable(0) {
         fail(format_args!("{why}"));
     }
     // SAFETY: GUEST_RAM is identity-mapped by the host's page tables and lies below the
@@ -145,67 +146,130 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         Some(ctx) => ctx.rip,
         None => pvh_start(&mut mem, start_info, &mut cpu),
     };
-    let mut guest = match Guest::new(&GUEST_RAM, entry) {
+    let mut guest = match Guest::new(&GUEST_RAM) {
         Ok(guest) => guest,
         Err(e) => fail(format_args!("nested page tables: {e:?}")),
+    };
+    if let Err(why) = guest.reserve_host_page(arch::TRAMPOLINE) {
+        fail(format_args!("the AP trampoline's page: {why}"));
+    }
+    let Some(mut vp0) = guest.cpu(0) else {
+        fail(format_args!("no VMCB for VP 0"))
     };
     cpu.rip = entry;
     match &context {
         Some(ctx) => {
-            guest.load_context(ctx, &mut cpu);
+            vp0.load_context(ctx, &mut cpu);
             println!(
                 "entering the paravisor with its IGVM VTL2 context: RIP {:#x}, CR0 {:#x}, CR3 \
                  {:#x}, CR4 {:#x}, EFER {:#x}, nested paging over {GUEST_RAM:#x?}",
                 ctx.rip, ctx.cr0, ctx.cr3, ctx.cr4, ctx.efer
             );
         }
-        None => println!(
-            "entering the paravisor in 32-bit protected mode at {entry:#x}, EBX {START_INFO:#x}, \
-             nested paging over {GUEST_RAM:#x?}"
-        ),
+        None => {
+            vp0.pvh_entry(entry);
+            println!(
+                "entering the paravisor in 32-bit protected mode at {entry:#x}, EBX \
+                 {START_INFO:#x}, nested paging over {GUEST_RAM:#x?}"
+            )
+        }
     }
     let trace = Trace {
         wanted: config.trace_path().is_some(),
         flushed_calls: 0,
     };
-    let mut model = hv::partition(hvmodel::Arch::X86_64, GUEST_RAM, 1);
+    let mut model = hv::partition(hvmodel::Arch::X86_64, GUEST_RAM, vp_count as u32);
     let live = config.live_vtl0();
     if live {
         model.vtl0().set_live(true);
         if config.vtl0_pc != 0 {
-            model.set_vp_state(VP, Vtl::VTL0, x64_reg::RIP, config.vtl0_pc.into());
+            model.set_vp_state(0, Vtl::VTL0, x64_reg::RIP, config.vtl0_pc.into());
         }
         println!(
             "VTL0 runs for real after the paravisor's first VtlReturn (reset RIP {:#x})",
             config.vtl0_pc
         );
     }
-    let mut host = Host {
+    *HOST.lock() = Some(Host {
         model,
         mem,
         guest,
         glue: Glue::default(),
         trace,
         exits: 0,
+        live,
+        parked: 0,
+        starts: (0..vp_count).map(|_| None).collect(),
+    });
+    run_vp(Vp {
+        vp: 0,
+        cpu: vp0,
         vtl2: cpu,
         vtl0: None,
         vtl0_entries: 0,
+    })
+}
+
+/// A CPU the host started for HvCallStartVirtualProcessor (`arch::start_ap`): SVM on as on
+/// the boot CPU, then the paravisor's VP at the context the model accepted.
+#[unsafe(no_mangle)]
+extern "C" fn invm_ap_main(vp: u64) -> ! {
+    arch::ap_started();
+    arch::load_idt();
+    if let Err(why) = arch::enable(vp as usize) {
+        fail(format_args!("VP {vp}: {why}"));
+    }
+    let mut guard = HOST.lock();
+    let Some(host) = guard.as_mut() else {
+        fail(format_args!("VP {vp} started before the host"))
     };
+    let context = host.starts.get_mut(vp as usize).and_then(Option::take);
+    let (Some(context), Some(mut cpu)) = (context, host.guest.cpu(vp as usize)) else {
+        host.stop(
+            false,
+            format_args!("CPU {vp} started with no VP context (or VMCB) waiting for it"),
+        )
+    };
+    drop(guard);
+    let mut vtl2 = Vcpu::default();
+    cpu.load_context(&context, &mut vtl2);
+    run_vp(Vp {
+        vp: vp as u32,
+        cpu,
+        vtl2,
+        vtl0: None,
+        vtl0_entries: 0,
+    })
+}
+
+/// Runs one VP on its CPU for good: the guest outside the host's lock, each exit inside it.
+fn run_vp(mut me: Vp) -> ! {
     loop {
-        match host.vtl0.take() {
-            None => host.vtl2_exit(live),
-            Some(regs) => host.vtl0_exit(regs),
-        }
+        let exit = match &mut me.vtl0 {
+            None => me.cpu.run(&mut me.vtl2),
+            Some(regs) => me.cpu.run_lower(regs),
+        };
+        let mut guard = HOST.lock();
+        let Some(host) = guard.as_mut() else {
+            fail(format_args!("VP {}: an exit before the host", me.vp))
+        };
+        host.exits += 1;
+        let after = if me.vtl0.is_some() {
+            host.vtl0_exit(&mut me, exit)
+        } else {
+            host.vtl2_exit(&mut me, exit)
+        };
         if host.model.trace().events().len() >= TRACE_BATCH {
             host.trace.flush(&mut host.model);
+        }
+        drop(guard);
+        if after == After::Park {
+            arch::park();
         }
     }
 }
 
-/// The VP the x86 host runs.
-const VP: u32 = hv::VP;
-
-/// The one VP's state: its VTL2 (the VMCB plus `vtl2`) and, while it runs, its VTL0.
+/// The partition, shared by the VPs' CPUs behind [`HOST`].
 struct Host {
     model: Model,
     mem: PhysMemory,
@@ -213,12 +277,33 @@ struct Host {
     glue: Glue,
     trace: Trace,
     exits: u64,
-    /// VTL2's registers; while VTL0 runs, as VTL2 left them at its VtlReturn (RIP on it).
+    /// VTL0 runs for real after the paravisor's first VtlReturn (the runner's configuration).
+    live: bool,
+    /// VPs with nothing left to run (their CPUs wait in `arch::park`).
+    parked: u32,
+    /// The context HvCallStartVirtualProcessor gave each VP, until its CPU picks it up.
+    starts: Vec<Option<HvX64InitialVpContext>>,
+}
+
+static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
+
+/// One VP, owned by its CPU: its VMCBs, VTL2's registers (while VTL0 runs, as VTL2 left them
+/// at its VtlReturn, RIP on it) and, while it runs, VTL0's whole state.
+struct Vp {
+    vp: u32,
+    cpu: Cpu,
     vtl2: Vcpu,
-    /// Some while VTL0 runs: its whole state.
     vtl0: Option<LowerRegs>,
     /// How often VTL2 returned into a live VTL0 (the first entry gets a console line).
     vtl0_entries: u64,
+}
+
+/// What the CPU does once an exit is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    Resume,
+    /// Nothing more to run: it waits, without the host's lock.
+    Park,
 }
 
 impl Host {
@@ -226,99 +311,153 @@ impl Host {
         self.trace.stop(&mut self.model, pass, args)
     }
 
-    /// Runs VTL2 to its next exit and serves it.
-    fn vtl2_exit(&mut self, live: bool) {
-        let cpu = &mut self.vtl2;
-        let exit = self.guest.run(cpu);
-        self.exits += 1;
+    /// `vp` has nothing left to run; the run is over (pass) when every started VP has not.
+    fn park(&mut self, vp: u32, why: core::fmt::Arguments<'_>) -> After {
+        self.parked += 1;
+        let started = (0..self.starts.len() as u32)
+            .filter(|&v| self.model.vp_started(v))
+            .count() as u32;
+        if self.parked < started {
+            println!("VP {vp} parked: {why}");
+            return After::Park;
+        }
+        let (exits, calls) = (self.exits, self.trace.calls(&self.model));
+        self.stop(
+            true,
+            format_args!("{why}: done after {exits} exits ({calls} hypercalls)"),
+        )
+    }
+
+    /// HvCallStartVirtualProcessor succeeded: the VP's own CPU starts and picks up its context.
+    fn start_vp(&mut self, start: StartVp) {
+        let InitialVpContext::X64(context) = start.context else {
+            self.stop(
+                false,
+                format_args!("VP {}: an arm64 start context on x86", start.vp),
+            )
+        };
+        let Some(slot) = self.starts.get_mut(start.vp as usize) else {
+            self.stop(
+                false,
+                format_args!("VP {} started: the host has no CPU for it", start.vp),
+            )
+        };
+        *slot = Some(context);
+        println!("starting VP {} at RIP {:#x}", start.vp, context.rip);
+        arch::start_ap(start.vp);
+    }
+
+    /// VTL2 exited: served by the glue and the model.
+    fn vtl2_exit(&mut self, me: &mut Vp, exit: Exit) -> After {
+        let vp = me.vp;
+        let cpu = &mut me.vtl2;
         let rip = cpu.rip;
         let (model, mem, glue) = (&mut self.model, &mut self.mem, &mut self.glue);
         let next = match exit.code {
-            arch::EXIT_CPUID => glue.cpuid(model, cpu, arch::cpuid),
+            arch::EXIT_CPUID => glue.cpuid(model, vp, cpu, arch::cpuid),
+            arch::EXIT_MSR if cpu.gprs[RCX] as u32 == arch::MSR_EFER => {
+                // The host's, not the model's (the gdbstub mock never sees EFER either).
+                if exit.info1 == 0 {
+                    let efer = me.cpu.efer();
+                    cpu.gprs[RAX] = efer & 0xffff_ffff;
+                    cpu.gprs[RDX] = efer >> 32;
+                } else {
+                    me.cpu
+                        .set_efer((cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32));
+                }
+                cpu.rip += hv::x86_64::MSR_LEN;
+                Next::Resume
+            }
             arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&(cpu.gprs[RCX] as u32)) => {
                 let why = alloc::format!(
-                    "VP {VP} VTL2: the guest {} SVM's MSR {:#x} at {rip:#x}",
+                    "VP {vp} VTL2: the guest {} SVM's MSR {:#x} at {rip:#x}",
                     if exit.info1 == 0 { "read" } else { "wrote" },
                     cpu.gprs[RCX] as u32
                 );
                 self.stop(false, format_args!("{why}"))
             }
-            arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(model, cpu, arch::rdmsr),
-            arch::EXIT_MSR => glue.wrmsr(model, cpu, mem, native_wrmsr),
-            arch::EXIT_VMMCALL => glue.vmmcall(model, cpu, mem),
+            arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(model, vp, cpu, arch::rdmsr),
+            arch::EXIT_MSR => glue.wrmsr(model, vp, cpu, mem, native_wrmsr),
+            arch::EXIT_VMMCALL => glue.vmmcall(model, vp, cpu, mem),
             arch::EXIT_HLT => self.stop(
                 false,
-                format_args!("VP {VP} VTL2: the guest halted (hlt) at {rip:#x}"),
+                format_args!("VP {vp} VTL2: the guest halted (hlt) at {rip:#x}"),
             ),
             _ => {
-                let why = unexpected(&self.guest, &exit, rip);
-                self.stop(false, format_args!("VP {VP} VTL2: {why}"))
+                let why = unexpected(&me.cpu, &exit, rip);
+                self.stop(false, format_args!("VP {vp} VTL2: {why}"))
             }
         };
-        if live {
+        if self.live {
             if let Err(why) = self.sync_protections() {
-                self.stop(false, format_args!("VP {VP} VTL2: {why}"));
+                self.stop(false, format_args!("VP {vp} VTL2: {why}"));
             }
         }
         match next {
             Next::Resume => {}
+            Next::Start(start) => self.start_vp(*start),
             Next::Finished => {
-                let (exits, calls) = (self.exits, self.trace.calls(&self.model));
-                self.stop(
-                    true,
-                    format_args!(
-                        "the paravisor returned to VTL0 with an empty VTL0 script: done after \
-                         {exits} exits ({calls} hypercalls)"
-                    ),
+                return self.park(
+                    vp,
+                    format_args!("the paravisor returned to VTL0 with an empty VTL0 script"),
                 )
             }
-            Next::RunLower => match hv::x86_64::enter_lower(&mut self.model, VP) {
-                Ok(regs) if regs.cpu.rip == 0 => self.stop(
-                    false,
-                    format_args!(
-                        "VP {VP}: VTL0 has no entry point (RIP 0): the paravisor set none and \
-                         the runner gave no reset RIP"
-                    ),
-                ),
+            Next::RunLower => match hv::x86_64::enter_lower(&mut self.model, vp) {
+                Ok(regs) if regs.cpu.rip == 0 => {
+                    if vp == 0 {
+                        self.stop(
+                            false,
+                            format_args!(
+                                "VP 0: VTL0 has no entry point (RIP 0): the paravisor set none \
+                                 and the runner gave no reset RIP"
+                            ),
+                        )
+                    }
+                    // VTL0 starts its own APs; until it does, there is nothing to run here.
+                    return self.park(vp, format_args!("VTL0 never started on it"));
+                }
                 Ok(regs) => {
-                    self.vtl0_entries += 1;
-                    if self.vtl0_entries == 1 {
+                    me.vtl0_entries += 1;
+                    if me.vtl0_entries == 1 {
                         println!(
-                            "VP {VP}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
+                            "VP {vp}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
                             regs.cpu.rip, regs.cr0, regs.efer
                         );
                     }
-                    self.vtl0 = Some(regs);
+                    me.vtl0 = Some(regs);
                 }
-                Err(why) => self.stop(false, format_args!("VP {VP}: entering VTL0: {why}")),
+                Err(why) => self.stop(false, format_args!("VP {vp}: entering VTL0: {why}")),
             },
             Next::Unsupported(why) => self.stop(
                 false,
-                format_args!("VP {VP} VTL2: exit {:#x} at {rip:#x}: {why}", exit.code),
+                format_args!("VP {vp} VTL2: exit {:#x} at {rip:#x}: {why}", exit.code),
             ),
-            other => self.stop(
+            Next::Undefined => self.stop(
                 false,
                 format_args!(
-                    "VP {VP} VTL2: exit {:#x} at {rip:#x}: {other:?} is arm64-only so far",
+                    "VP {vp} VTL2: exit {:#x} at {rip:#x}: an arm64 outcome",
                     exit.code
                 ),
             ),
         }
+        After::Resume
     }
 
-    /// Runs VTL0 to its next exit and serves it: CPUID and MSRs as VTL2's (EFER is the
-    /// host's to keep SVME in), a hypercall or an access its nested tables stopped through
-    /// the model (which may hand it to VTL2), isa-debug-exit as the end of the run.
-    fn vtl0_exit(&mut self, mut regs: LowerRegs) {
-        let exit = self.guest.run_lower(&mut regs);
-        self.exits += 1;
+    /// VTL0 exited: CPUID and MSRs as VTL2's (EFER is the host's to keep SVME in), a
+    /// hypercall or an access its nested tables stopped through the model (which may hand it
+    /// to VTL2), isa-debug-exit as the end of the run.
+    fn vtl0_exit(&mut self, me: &mut Vp, exit: Exit) -> After {
+        let vp = me.vp;
+        let Some(mut regs) = me.vtl0.take() else {
+            return After::Resume;
+        };
         let rip = regs.cpu.rip;
         let (model, mem, glue) = (&mut self.model, &mut self.mem, &mut self.glue);
         let cpu = &mut regs.cpu;
         let msr = cpu.gprs[RCX] as u32;
         let lower_exit = match exit.code {
             arch::EXIT_CPUID => {
-                glue.cpuid(model, cpu, arch::cpuid);
+                glue.cpuid(model, vp, cpu, arch::cpuid);
                 None
             }
             arch::EXIT_MSR if msr == arch::MSR_EFER => {
@@ -333,14 +472,14 @@ impl Host {
             }
             arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&msr) => self.stop(
                 false,
-                format_args!("VP {VP} VTL0: SVM's MSR {msr:#x} accessed at RIP {rip:#x}"),
+                format_args!("VP {vp} VTL0: SVM's MSR {msr:#x} accessed at RIP {rip:#x}"),
             ),
             arch::EXIT_MSR if exit.info1 == 0 => {
-                glue.rdmsr(model, cpu, arch::rdmsr);
+                glue.rdmsr(model, vp, cpu, arch::rdmsr);
                 None
             }
             arch::EXIT_MSR => {
-                glue.wrmsr(model, cpu, mem, native_wrmsr);
+                glue.wrmsr(model, vp, cpu, mem, native_wrmsr);
                 None
             }
             arch::EXIT_VMMCALL => Some(LowerExit::Hypercall { immediate: 0 }),
@@ -366,14 +505,14 @@ impl Host {
                 if exit.info1 & 1 != 0 {
                     self.stop(
                         false,
-                        format_args!("VP {VP} VTL0: an `in` from isa-debug-exit at RIP {rip:#x}"),
+                        format_args!("VP {vp} VTL0: an `in` from isa-debug-exit at RIP {rip:#x}"),
                     )
                 }
                 let value = cpu.gprs[RAX] as u8;
                 let (exits, calls) = (self.exits, self.trace.calls(&self.model));
                 self.trace.flush(&mut self.model);
                 println!(
-                    "VTL0 wrote {value:#x} to isa-debug-exit on VP {VP}: done after {exits} \
+                    "VTL0 wrote {value:#x} to isa-debug-exit on VP {vp}: done after {exits} \
                      exits ({calls} hypercalls)"
                 );
                 arch::exit(u64::from(value) << 1 | 1)
@@ -381,15 +520,15 @@ impl Host {
             arch::EXIT_HLT => self.stop(
                 false,
                 format_args!(
-                    "VP {VP} VTL0: halted (hlt) at RIP {rip:#x}: nothing can wake it in this host"
+                    "VP {vp} VTL0: halted (hlt) at RIP {rip:#x}: nothing can wake it in this host"
                 ),
             ),
             _ => {
-                let (cpl, rflags, cr0, cr3, int_info) = self.guest.lower_control();
+                let (cpl, rflags, cr0, cr3, int_info) = me.cpu.lower_control();
                 self.stop(
                     false,
                     format_args!(
-                        "VP {VP} VTL0: unexpected exit {:#x}{} at RIP {rip:#x}: EXITINFO1 \
+                        "VP {vp} VTL0: unexpected exit {:#x}{} at RIP {rip:#x}: EXITINFO1 \
                          {:#x}, EXITINFO2 {:#x}, EXITINTINFO {int_info:#x}, CPL {cpl}, RFLAGS \
                          {rflags:#x}, CR0 {cr0:#x}, CR3 {cr3:#x}",
                         exit.code,
@@ -401,21 +540,22 @@ impl Host {
             }
         };
         let Some(lower_exit) = lower_exit else {
-            self.vtl0 = Some(regs);
-            return;
+            me.vtl0 = Some(regs);
+            return After::Resume;
         };
-        match hv::x86_64::lower_exit(model, VP, lower_exit, &mut regs, &mut self.vtl2, mem) {
-            LowerNext::Resume(next) => self.vtl0 = Some(*next),
+        match hv::x86_64::lower_exit(model, vp, lower_exit, &mut regs, &mut me.vtl2, mem) {
+            LowerNext::Resume(next) => me.vtl0 = Some(*next),
             LowerNext::Vtl2 => {}
             LowerNext::Finished => self.stop(
                 false,
-                format_args!("the model reset the partition after VP {VP}'s VTL0 exit at {rip:#x}"),
+                format_args!("the model reset the partition after VP {vp}'s VTL0 exit at {rip:#x}"),
             ),
             LowerNext::Unsupported(why) => self.stop(
                 false,
-                format_args!("VP {VP} VTL0: exit {:#x}: {why}", exit.code),
+                format_args!("VP {vp} VTL0: exit {:#x}: {why}", exit.code),
             ),
         }
+        After::Resume
     }
 
     /// VTL0's nested tables follow every protection change VTL2 made
@@ -467,7 +607,10 @@ fn pvh_start(mem: &mut PhysMemory, start_info: u32, cpu: &mut Vcpu) -> u64 {
     };
     let ram_before: u64 = ram_total(&info.memmap);
     info.memmap = pvh::limit_ram(
-        &pvh::cut(&info.memmap, &(GUEST_RAM.end..HOST_RAM_END)),
+        &pvh::cut(
+            &pvh::cut(&info.memmap, &(GUEST_RAM.end..HOST_RAM_END)),
+            &(arch::TRAMPOLINE..arch::TRAMPOLINE + 0x1000),
+        ),
         &GUEST_RAM,
     );
     println!(
@@ -496,8 +639,8 @@ fn ram_total(memmap: &[pvh::MemoryEntry]) -> u64 {
         .sum()
 }
 
-/// An exit this slice does not serve: one line naming it.
-fn unexpected(guest: &Guest, exit: &Exit, rip: u64) -> String {
+/// An exit of VTL2's this host does not serve: one line naming it.
+fn unexpected(guest: &Cpu, exit: &Exit, rip: u64) -> String {
     if exit.code == arch::EXIT_IOIO {
         return alloc::format!(
             "the guest accessed I/O port {:#x} (the host's trace port) at RIP {rip:#x}",

@@ -20,10 +20,7 @@ pub use aarch64::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(
     all(target_os = "none", target_arch = "x86_64"),
-    expect(
-        dead_code,
-        reason = "arm64-only until the x86 host runs VTL0 and more VPs"
-    )
+    expect(dead_code, reason = "Undefined is arm64's")
 )]
 pub enum Next {
     /// Return to the guest with the (updated) frame.
@@ -41,8 +38,8 @@ pub enum Next {
     Unsupported(&'static str),
 }
 
-/// The VP the x86 host runs (it runs one so far).
-#[cfg(any(test, target_arch = "x86_64"))]
+/// The boot VP.
+#[cfg(test)]
 pub const VP: u32 = 0;
 
 /// The partition the host runs: the default scenario of `arch` (VSM, VTL2 active, intercept

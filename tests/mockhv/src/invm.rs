@@ -113,9 +113,10 @@ impl InvmBoot {
             invm_abi::GUEST_RAM_AARCH64
         };
         // What a VMM's IGVM memory map reports: on x86 not the legacy 0xA0000..0x100000 window
-        // (VGA memory and the BIOS's shadow ROMs).
+        // (VGA memory and the BIOS's shadow ROMs), nor page 0, the host's (its AP trampoline;
+        // the paravisor never maps page 0 anyway).
         let igvm_ram = if x86 {
-            vec![0..0xa_0000, 0x10_0000..ram.end]
+            vec![0x1000..0xa_0000, 0x10_0000..ram.end]
         } else {
             vec![ram.clone()]
         };

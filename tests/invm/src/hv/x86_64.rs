@@ -4,7 +4,7 @@
 //! rest; a `vmmcall` at one of the hypercall page's VTL stubs moves every shared register, any
 //! other one only RAX/RCX/RDX/R8.
 
-use super::{Next, VP};
+use super::Next;
 use alloc::string::String;
 use alloc::vec::Vec;
 use hvdef::x86_64::reg as x64_reg;
@@ -76,12 +76,13 @@ impl Glue {
     pub fn cpuid(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         native: impl FnOnce(u32, u32) -> [u32; 4],
     ) -> Next {
         let (leaf, subleaf) = (cpu.gprs[RAX] as u32, cpu.gprs[RCX] as u32);
         let result = model
-            .cpuid(VP, leaf, subleaf)
+            .cpuid(vp, leaf, subleaf)
             .unwrap_or_else(|| native(leaf, subleaf));
         for (reg, value) in [RAX, RBX, RCX, RDX].into_iter().zip(result) {
             cpu.gprs[reg] = value.into();
@@ -95,11 +96,12 @@ impl Glue {
     pub fn rdmsr(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         native: impl FnOnce(u32) -> u64,
     ) -> Next {
         let msr = cpu.gprs[RCX] as u32;
-        let value = match model.rdmsr(VP, msr) {
+        let value = match model.rdmsr(vp, msr) {
             Some(Ok(value)) => value,
             Some(Err(fault)) => {
                 cpu.inject = Some(fault);
@@ -117,14 +119,15 @@ impl Glue {
     pub fn wrmsr(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         mem: &mut dyn GuestMemory,
         native: impl FnOnce(u32, u64),
     ) -> Next {
         let msr = cpu.gprs[RCX] as u32;
         let value = (cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32);
-        let vtl2 = model.active_vtl(VP) == Some(Vtl::VTL2);
-        match model.wrmsr(VP, msr, value, mem) {
+        let vtl2 = model.active_vtl(vp) == Some(Vtl::VTL2);
+        match model.wrmsr(vp, msr, value, mem) {
             Some(Ok(effects)) => {
                 cpu.rip += MSR_LEN;
                 if !vtl2 {
@@ -157,6 +160,7 @@ impl Glue {
     pub fn vmmcall(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         mem: &mut dyn GuestMemory,
     ) -> Next {
@@ -173,7 +177,7 @@ impl Glue {
             // CR2 is shared between the VTLs too (TLFS vsm.md "Shared State").
             regs.cr2 = cpu.cr2;
         }
-        let effects = model.vmcall(VP, &mut regs, mem);
+        let effects = model.vmcall(vp, &mut regs, mem);
         for (n, value) in regs.gprs().into_iter().enumerate() {
             if moved(&n) {
                 cpu.gprs[SHARED[n]] = value;
@@ -193,8 +197,8 @@ impl Glue {
             cpu.inject = Some(fault);
             return Next::Resume;
         }
-        if effects.start_vp.is_some() {
-            return Next::Unsupported("HvCallStartVirtualProcessor: this host runs one VP");
+        if let Some(start) = effects.start_vp {
+            return Next::Start(alloc::boxed::Box::new(start));
         }
         match effects.hypercall_page {
             Some(HypercallPageChange::Enabled { gpa, vmcall_sites }) => {
@@ -434,7 +438,7 @@ fn live_error(e: LiveError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hv::partition;
+    use crate::hv::{partition, VP};
     use hvdef::x86_64::{cpuid, HvX64Msr, VMMCALL};
     use hvmodel::{
         Arch, Event, Outcome, TestMemory, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS,
@@ -460,7 +464,9 @@ mod tests {
             cpu.gprs[RCX] = msr.0.into();
             cpu.gprs[RAX] = value & 0xffff_ffff;
             cpu.gprs[RDX] = value >> 32;
-            let next = glue.wrmsr(model, &mut cpu, mem, |m, _| panic!("{m:#x} went native"));
+            let next = glue.wrmsr(model, VP, &mut cpu, mem, |m, _| {
+                panic!("{m:#x} went native")
+            });
             assert_eq!((next, cpu.rip, cpu.inject), (Next::Resume, MSR_LEN, None));
         }
     }
@@ -486,7 +492,7 @@ mod tests {
         cpu.gprs[RAX] = 0xffff_ffff_0000_0000 | u64::from(cpuid::HV_CPUID_VENDOR_AND_MAX_FUNCTIONS);
         cpu.gprs[RBX] = u64::MAX;
         assert_eq!(
-            glue.cpuid(&mut model, &mut cpu, no_native_cpuid),
+            glue.cpuid(&mut model, VP, &mut cpu, no_native_cpuid),
             Next::Resume
         );
         let want = [
@@ -502,7 +508,7 @@ mod tests {
 
         cpu.gprs[RAX] = 1;
         cpu.gprs[RCX] = 7;
-        glue.cpuid(&mut model, &mut cpu, |leaf, sub| [leaf, sub, 0xc, 0xd]);
+        glue.cpuid(&mut model, VP, &mut cpu, |leaf, sub| [leaf, sub, 0xc, 0xd]);
         assert_eq!(cpu.gprs[..4], [1, 0xc, 0xd, 7]);
         assert_eq!(model.trace().cpuid_leaves(), [0x4000_0000]);
     }
@@ -514,21 +520,21 @@ mod tests {
         let mut cpu = Vcpu::default();
         cpu.gprs[RCX] = HvX64Msr::HV_X64_MSR_VP_INDEX.0.into();
         cpu.gprs[RAX] = u64::MAX;
-        glue.rdmsr(&mut model, &mut cpu, |m| panic!("{m:#x} went native"));
+        glue.rdmsr(&mut model, VP, &mut cpu, |m| panic!("{m:#x} went native"));
         assert_eq!((cpu.gprs[RAX], cpu.gprs[RDX], cpu.rip), (0, 0, MSR_LEN));
 
         // An MSR of the hypervisor's range the model does not implement: #GP, RIP stays.
         cpu.gprs[RCX] = 0x4000_0fff;
-        glue.rdmsr(&mut model, &mut cpu, |m| panic!("{m:#x} went native"));
+        glue.rdmsr(&mut model, VP, &mut cpu, |m| panic!("{m:#x} went native"));
         assert_eq!((cpu.inject, cpu.rip), (Some(Fault::Gp), MSR_LEN));
         cpu.inject = None;
-        glue.wrmsr(&mut model, &mut cpu, &mut mem, |m, _| {
+        glue.wrmsr(&mut model, VP, &mut cpu, &mut mem, |m, _| {
             panic!("{m:#x} native")
         });
         assert_eq!((cpu.inject, cpu.rip), (Some(Fault::Gp), MSR_LEN));
 
         cpu.gprs[RCX] = 0xc000_0103;
-        glue.rdmsr(&mut model, &mut cpu, |_| 0x1234_5678_9abc_def0);
+        glue.rdmsr(&mut model, VP, &mut cpu, |_| 0x1234_5678_9abc_def0);
         assert_eq!(
             (cpu.gprs[RAX], cpu.gprs[RDX], cpu.rip),
             (0x9abc_def0, 0x1234_5678, 2 * MSR_LEN)
@@ -536,7 +542,7 @@ mod tests {
         let mut written = None;
         cpu.gprs[RAX] = 0x1_0000_0002;
         cpu.gprs[RDX] = 3;
-        glue.wrmsr(&mut model, &mut cpu, &mut mem, |m, v| {
+        glue.wrmsr(&mut model, VP, &mut cpu, &mut mem, |m, v| {
             written = Some((m, v))
         });
         assert_eq!(written, Some((0xc000_0103, 0x3_0000_0002)));
@@ -578,7 +584,10 @@ mod tests {
         // Code 0xffff is no hypercall: HV_STATUS_INVALID_HYPERCALL_CODE (2) in RAX.
         cpu.gprs[RCX] = 0xffff;
         let before = cpu;
-        assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::Resume);
+        assert_eq!(
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::Resume
+        );
         assert_eq!(cpu.gprs[RAX], 2);
         assert_eq!(cpu.rip, PAGE + VMMCALL_LEN);
         for n in (0..16).filter(|n| *n != RAX) {
@@ -598,7 +607,10 @@ mod tests {
         };
         cpu.gprs[RCX] = 0x12;
         cpu.gprs[RSP] = 0x5555;
-        assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::Finished);
+        assert_eq!(
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::Finished
+        );
         assert_eq!(cpu.gprs[RSP], 0x5555, "RSP is no shared register");
         let events = model.trace().events();
         assert!(
@@ -633,7 +645,10 @@ mod tests {
         };
         cpu.gprs[RCX] = 0x12;
         cpu.gprs[RAX] = 0x4;
-        assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::Resume);
+        assert_eq!(
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::Resume
+        );
         assert_eq!(cpu.inject, Some(Fault::Ud));
         assert_eq!(cpu.rip, PAGE + u64::from(VTL_RETURN_OFFSET) + 8);
     }
@@ -648,7 +663,10 @@ mod tests {
             ..Vcpu::default()
         };
         cpu.gprs[RCX] = 0x12;
-        assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::RunLower);
+        assert_eq!(
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::RunLower
+        );
         assert_eq!(
             cpu.rip,
             PAGE + u64::from(VTL_RETURN_OFFSET) + 8,

@@ -9,8 +9,8 @@ mod svm;
 
 pub use console::{exit, print, trace_write, EXIT_FAIL, EXIT_PASS};
 pub use cpu::{cpuid, rdmsr, wrmsr};
-pub use entry::{install_idt, ExceptionFrame};
-pub use svm::{enable, Exit, Guest, DEBUG_EXIT_PORT, MSR_EFER_NUMBER as MSR_EFER};
+pub use entry::{ap_started, install_idt, load_idt, park, start_ap, ExceptionFrame, TRAMPOLINE};
+pub use svm::{enable, Cpu, Exit, Guest, DEBUG_EXIT_PORT, MAX_VPS, MSR_EFER_NUMBER as MSR_EFER};
 
 /// SVM exit codes the host serves or names (AMD APM vol. 2, appendix C).
 pub const EXIT_CPUID: u64 = 0x72;
