@@ -503,3 +503,31 @@ fn every_vp_runs_on_its_own_cpu_with_the_calls_the_gdbstub_mock_sees() {
         }
     }
 }
+
+/// A VP without a CPU (fewer QEMU CPUs than the VP count the IGVM parameters give): its start
+/// fails the run naming it, instead of hanging.
+#[test]
+fn a_vp_without_a_cpu_fails_the_run_by_name() {
+    let igvm = image(Arch::X86_64).with_extension("igvm");
+    let mut boot = InvmBoot::new(Arch::X86_64, invm_image(), Paravisor::Igvm(igvm));
+    boot.vps = 4;
+    // QEMU takes the last -smp.
+    boot.extra_args = vec!["-smp".into(), "2".into()];
+    let run = boot.run().expect("QEMU runs").run;
+    assert_eq!(
+        run.outcome,
+        Outcome::Fail,
+        "{}\n{}",
+        run.summary(),
+        run.console
+    );
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "invm: starting VP 1 at RIP 0x",
+            "invm: starting VP 2 at RIP 0x",
+            "invm: FAIL: VP 2's CPU did not start (INIT-SIPI-SIPI to APIC ID 2: is QEMU's -smp at \
+             least the VP count?)",
+        ],
+    );
+}

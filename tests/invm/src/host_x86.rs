@@ -344,7 +344,16 @@ impl Host {
         };
         *slot = Some(context);
         println!("starting VP {} at RIP {:#x}", start.vp, context.rip);
-        arch::start_ap(start.vp);
+        if !arch::start_ap(start.vp) {
+            self.stop(
+                false,
+                format_args!(
+                    "VP {}'s CPU did not start (INIT-SIPI-SIPI to APIC ID {}: is QEMU's -smp \
+                     at least the VP count?)",
+                    start.vp, start.vp
+                ),
+            )
+        }
     }
 
     /// VTL2 exited: served by the glue and the model.

@@ -318,8 +318,9 @@ fn icr(apic_id: u32, low: u32) {
 }
 
 /// Starts CPU `vp` (APIC ID `vp`, as QEMU numbers them) at the trampoline with INIT-SIPI-SIPI:
-/// it runs `invm_ap_main(vp)` on its own stack. Waits until it has picked both up.
-pub fn start_ap(vp: u32) {
+/// it runs `invm_ap_main(vp)` on its own stack. Waits until it has picked both up; false if
+/// it never does (no such CPU: fewer `-smp` CPUs than VPs).
+pub fn start_ap(vp: u32) -> bool {
     let (start, end) = (
         &raw const invm_ap_trampoline as usize,
         &raw const invm_ap_trampoline_end as usize,
@@ -347,9 +348,18 @@ pub fn start_ap(vp: u32) {
     let vector = (TRAMPOLINE >> 12) as u32;
     icr(vp, 0x4600 | vector); // SIPI
     icr(vp, 0x4600 | vector);
+    // An AP is up within microseconds; give it about a second of TSC (QEMU's runs at the
+    // host's rate, GHz).
+    // SAFETY: reads the time-stamp counter; no side effect.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
     while !AP_UP.load(Ordering::Acquire) {
+        // SAFETY: as above.
+        if unsafe { core::arch::x86_64::_rdtsc() }.wrapping_sub(start) > 2_000_000_000 {
+            return false;
+        }
         core::hint::spin_loop();
     }
+    true
 }
 
 /// Loads the IDT `install_idt` built (on an AP).
