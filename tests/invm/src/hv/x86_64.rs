@@ -748,4 +748,51 @@ mod tests {
             "{why}"
         );
     }
+
+    /// HvCallStartVirtualProcessor through the glue: the host is told to start the VP's CPU
+    /// at the context the model accepted (after HvCallEnableVpVtl), VTL2 resumes past its call.
+    #[test]
+    fn start_virtual_processor_asks_the_host_to_start_the_cpu() {
+        use hvdef::x86_64::{HvX64InitialVpContext, HvX64InputEnableVpVtl};
+        use hvdef::{Control, HypercallCode, HV_PARTITION_ID_SELF};
+        use zerocopy::IntoBytes;
+        let (mut glue, mut model) = (Glue::default(), partition(Arch::X86_64, 0..0x10000, 2));
+        let mut mem = TestMemory::new(0x10000);
+        enable_page(&mut glue, &mut model, &mut mem);
+        let input = HvX64InputEnableVpVtl {
+            partition_id: HV_PARTITION_ID_SELF,
+            vp_index: 1,
+            target_vtl: 2,
+            reserved: [0; 3],
+            context: HvX64InitialVpContext {
+                rip: 0x10_00a6,
+                rsp: 0x8000,
+                ..Default::default()
+            },
+        };
+        hvmodel::GuestMemory::write(&mut mem, 0x5000, input.as_bytes()).expect("in RAM");
+        let mut next = Next::Resume;
+        for code in [
+            HypercallCode::ENABLE_VP_VTL,
+            HypercallCode::START_VIRTUAL_PROCESSOR,
+        ] {
+            let mut cpu = Vcpu {
+                rip: 0x2000,
+                ..Vcpu::default()
+            };
+            cpu.gprs[RCX] = Control::new().with_code(code).into_bits();
+            cpu.gprs[RDX] = 0x5000;
+            next = glue.vmmcall(&mut model, VP, &mut cpu, &mut mem);
+            assert_eq!(
+                (cpu.gprs[RAX], cpu.rip),
+                (0, 0x2000 + VMMCALL_LEN),
+                "{code:?}"
+            );
+        }
+        let Next::Start(start) = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!((start.vp, start.vtl), (1, Vtl::VTL2));
+        assert_eq!(start.context, hvmodel::InitialVpContext::X64(input.context));
+    }
 }
