@@ -3,15 +3,16 @@
 //! enters the paravisor as a PVH start inside an SVM guest and answers its CPUID, hypervisor
 //! MSRs and VMMCALLs with the TLFS model, no gdbstub involved. With an empty VTL0 script the
 //! paravisor's first VtlReturn (after it reached its proxy loop) ends the run, and the host
-//! exits QEMU with pass. The host prints its model's trace as one line, which must equal the
-//! gdbstub mock's trace of the same boot, event for event and byte for byte.
+//! exits QEMU with pass. The host writes its model's trace to the debugcon port (the runner's
+//! file), which must equal the gdbstub mock's trace of the same boot, event for event.
 //!
 //! Needs `cargo xtask image --arch x86_64 --release` (which also builds
 //! `target/images/invm-x86_64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other
 //! suites; `cargo xtask test` does both.
 
 use e2e::image;
-use mockhv::model::{Event, Outcome as ModelOutcome, Scenario};
+use mockhv::invm::{InvmBoot, Paravisor};
+use mockhv::model::{Event, Scenario};
 use mockhv::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
 use mockhv::session::{self, SessionConfig};
 use std::path::{Path, PathBuf};
@@ -85,9 +86,10 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
         &run.console,
         &[
             "invm: in-VM mock Hyper-V (x86_64, AMD SVM), PVH start info",
-            // The host keeps 0xf000000..0x10000000; the paravisor must not see it as RAM: what
-            // is left is 0x9fc00 below 1 MiB plus 1 MiB..240 MiB.
-            "cut to 0xef9fc00 (0xf000000.. is the host's)",
+            // The host keeps 0xf000000..0x10000000 and page 0 (its AP trampoline); the
+            // paravisor must not see them as RAM: what is left is 0x1000..0x9fc00 below 1 MiB
+            // plus 1 MiB..240 MiB.
+            "cut to 0xef9ec00 (0xf000000.. is the host's)",
             "invm: entering the paravisor in 32-bit protected mode at 0x100000, EBX 0x7000, \
              nested paging over 0x0..0xf000000",
             // The host's start info has no ACPI pointer: one VP.
@@ -195,8 +197,8 @@ fn a_guest_load_from_the_hosts_memory_is_a_nested_page_fault_and_fails_the_run()
         &run.console,
         &[
             "invm: entering the paravisor in 32-bit protected mode at 0x100000",
-            "invm: FAIL: unexpected exit 0x400 (nested page fault: EXITINFO2 is the GPA) at \
-             RIP 0x100000: EXITINFO1 0x",
+            "invm: FAIL: VP 0 VTL2: unexpected exit 0x400 (nested page fault: EXITINFO2 is the \
+             GPA) at RIP 0x100000: EXITINFO1 0x",
             "EXITINFO2 0xf000000,",
         ],
     );
@@ -212,7 +214,23 @@ fn a_guest_write_of_svms_msrs_fails_the_run() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest wrote SVM's MSR 0xc0010117 at 0x100005"],
+        &["invm: FAIL: VP 0 VTL2: the guest wrote SVM's MSR 0xc0010117 at 0x100005"],
+    );
+}
+
+/// The trace port is the host's: a guest `out` to 0xe9 exits (the I/O permission map) and
+/// fails the run, so nothing but the host's events reaches the trace file.
+#[test]
+fn a_guest_write_to_the_trace_port_fails_the_run() {
+    // mov al, 0x41; out 0xe9, al; hlt
+    let run = boot_raw(&raw_guest("e9", &[0xb0, 0x41, 0xe6, 0xe9, 0xf4]));
+    assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "invm: FAIL: VP 0 VTL2: the guest accessed I/O port 0xe9 (the host's trace port) at \
+           RIP 0x100002",
+        ],
     );
 }
 
@@ -224,7 +242,7 @@ fn a_guest_hlt_fails_the_run_naming_its_rip() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest halted (hlt) at 0x100001"],
+        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100001"],
     );
 }
 
@@ -270,7 +288,7 @@ fn a_fault_the_model_raises_is_injected_into_the_guest() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest halted (hlt) at 0x100070"],
+        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100070"],
     );
 }
 
@@ -285,76 +303,30 @@ fn an_invalid_vtl_call_gets_the_models_ud() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: the guest halted (hlt) at 0x100060"],
+        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100060"],
     );
 }
 
-/// FNV-1a, 64-bit, as the host fingerprints parameter blocks.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The host's `invm: trace:` tokens (see `invm::hv::TraceLine`) rebuilt from a model trace.
-fn tokens(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .map(|event| match event {
-            Event::Hypercall(r) => {
-                let outcome = match r.outcome {
-                    ModelOutcome::Status(out) => format!("s{:x}", out.status().0),
-                    ModelOutcome::VtlSwitch { .. } => "vtl".into(),
-                    ModelOutcome::Fault(_) => "fault".into(),
-                    _ => "other".into(),
-                };
-                format!(
-                    "{:x}/{:x}/{:x}/{:x}/{:x}/{:x}/{outcome}",
-                    r.code.0,
-                    r.control,
-                    r.input_gpa,
-                    r.output_gpa,
-                    fnv1a(&r.input),
-                    fnv1a(&r.output)
-                )
-            }
-            Event::Cpuid {
-                leaf,
-                subleaf,
-                result: [a, b, c, d],
-                ..
-            } => format!("cpuid/{leaf:x}/{subleaf:x}/{a:x}/{b:x}/{c:x}/{d:x}"),
-            Event::Rdmsr { msr, result, .. } => match result {
-                Ok(value) => format!("rdmsr/{msr:x}/{value:x}"),
-                Err(_) => format!("rdmsr/{msr:x}/fault"),
-            },
-            Event::Wrmsr {
-                msr, value, result, ..
-            } => format!(
-                "wrmsr/{msr:x}/{value:x}/{}",
-                if result.is_ok() { "ok" } else { "fault" }
-            ),
-            _ => "event".into(),
-        })
-        .collect()
-}
-
-/// The same image, one VP, under both mocks: the in-VM host's model sees exactly the CPUID
-/// leaves, MSR accesses and calls (codes, control words, GPAs, input and output bytes,
-/// outcomes) the gdbstub mock's model sees.
+/// The same image, one VP, under both mocks: the in-VM host's model sees exactly the events
+/// (every CPUID leaf and MSR access with its result; every call's code, control word, GPAs,
+/// input and output bytes and outcome) the gdbstub mock's model sees. The host writes its
+/// trace to the debugcon port, which the runner points at a file.
 #[test]
 fn the_in_vm_trace_equals_the_gdbstub_mock_trace() {
-    let run = boot(None, None);
-    assert_eq!(run.outcome, Outcome::Pass, "{}", run.summary());
-    let line = run
-        .console
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("invm: trace: "))
-        .unwrap_or_else(|| panic!("no trace line:\n{}", run.console));
-    let in_vm: Vec<String> = line.split(' ').map(str::to_string).collect();
+    let mut boot = InvmBoot::new(
+        Arch::X86_64,
+        invm_image(),
+        Paravisor::Elf(image(Arch::X86_64)),
+    );
+    boot.trace = true;
+    let in_vm = boot.run().expect("QEMU runs");
+    assert_eq!(
+        in_vm.run.outcome,
+        Outcome::Pass,
+        "{}\n{}",
+        in_vm.run.summary(),
+        in_vm.run.console
+    );
 
     let mut scenario = Scenario::for_arch(Arch::X86_64);
     scenario.vp_count = 1;
@@ -362,23 +334,200 @@ fn the_in_vm_trace_equals_the_gdbstub_mock_trace() {
     config.timeout = Duration::from_secs(60);
     let report = session::run(config).expect("the gdbstub session runs");
     assert!(report.succeeded(), "{}", report.summary());
-    let gdbstub = tokens(report.trace().events());
+    let calls = in_vm
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Hypercall(_)))
+        .count();
     assert!(
-        in_vm.len() > 10,
-        "too short a trace to mean anything: {in_vm:?}"
+        calls > 10,
+        "too short a trace to mean anything: {:?}",
+        in_vm.events
     );
-    for kind in ["cpuid/", "rdmsr/", "wrmsr/"] {
+    for (kind, seen) in [
+        (
+            "CPUID",
+            in_vm
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Cpuid { .. })),
+        ),
+        (
+            "RDMSR",
+            in_vm
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Rdmsr { .. })),
+        ),
+        (
+            "WRMSR",
+            in_vm
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Wrmsr { .. })),
+        ),
+    ] {
         assert!(
-            in_vm.iter().any(|t| t.starts_with(kind)),
-            "no {kind} token in the in-VM trace: {in_vm:?}"
+            seen,
+            "no {kind} event in the in-VM trace: {:?}",
+            in_vm.events
         );
     }
+    assert!(
+        in_vm.run.console.contains(&format!("({calls} hypercalls)")),
+        "the host's count and its trace differ:\n{}",
+        in_vm.run.console
+    );
     eprintln!(
         "same boot: in-VM {:.2?}, gdbstub mock {:.2?}",
-        run.elapsed, report.run.elapsed
+        in_vm.run.elapsed, report.run.elapsed
     );
     assert_eq!(
-        in_vm, gdbstub,
+        in_vm.events,
+        report.trace().events(),
         "in-VM trace (left) differs from the gdbstub mock's (right)"
+    );
+}
+
+/// The IGVM file itself, loaded by the runner as a VMM's IGVM loader would (page data, the
+/// parameter areas with the VP count and the memory map without the legacy window, the VTL2
+/// context) and entered by the host in long mode with the file's context: the paravisor boots
+/// from it as it would on Hyper-V, reaches its proxy loop, and its trace is the ELF boot's
+/// from the first hypercall on.
+#[test]
+fn the_igvm_file_boots_under_the_in_vm_host() {
+    let igvm = image(Arch::X86_64).with_extension("igvm");
+    let mut boot = InvmBoot::new(Arch::X86_64, invm_image(), Paravisor::Igvm(igvm));
+    boot.trace = true;
+    let in_vm = boot.run().expect("QEMU runs");
+    let run = &in_vm.run;
+    assert_eq!(
+        run.outcome,
+        Outcome::Pass,
+        "{}\nconsole:\n{}",
+        run.summary(),
+        run.console
+    );
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "invm: entering the paravisor with its IGVM VTL2 context: RIP 0x",
+            "boot: from IGVM parameters: 1 VP(s)",
+            "Hyper-V found",
+            "running at VTL2",
+            "..0xf000000",
+            "proxying VTL0 hypercalls",
+            "invm: the paravisor returned to VTL0 with an empty VTL0 script",
+        ],
+    );
+    assert!(!run.console.contains("FAIL"), "{}", run.console);
+    assert!(
+        in_vm
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Hypercall(_))),
+        "no hypercall in the trace: {:?}",
+        in_vm.events
+    );
+}
+
+/// Every VP on its own CPU: the paravisor (booted from its IGVM file, whose parameters give
+/// the VP count) starts its APs with HvCallStartVirtualProcessor; the host starts a CPU for
+/// each (INIT-SIPI-SIPI into its real-mode trampoline) at the context the model accepted, and
+/// the run ends when every VP has returned to its (empty) VTL0. Each VP's own sequence of
+/// events is the one the gdbstub mock's model sees for that VP booting the same file (the VPs
+/// interleave differently).
+#[test]
+fn every_vp_runs_on_its_own_cpu_with_the_calls_the_gdbstub_mock_sees() {
+    let per_vp = |events: &[Event], vp: u32| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| match e {
+                Event::Hypercall(r) => r.vp == vp,
+                Event::Cpuid { vp: v, .. }
+                | Event::Rdmsr { vp: v, .. }
+                | Event::Wrmsr { vp: v, .. } => *v == vp,
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    };
+    let igvm = image(Arch::X86_64).with_extension("igvm");
+    for vps in [4, 16] {
+        let mut boot = InvmBoot::new(Arch::X86_64, invm_image(), Paravisor::Igvm(igvm.clone()));
+        boot.trace = true;
+        boot.vps = vps;
+        let in_vm = boot.run().expect("QEMU runs");
+        assert_eq!(
+            in_vm.run.outcome,
+            Outcome::Pass,
+            "{}\n{}",
+            in_vm.run.summary(),
+            in_vm.run.console
+        );
+        assert_lines_in_order(
+            &in_vm.run.console,
+            &[
+                &format!("boot: from IGVM parameters: {vps} VP(s)"),
+                &format!("all {vps} VP(s) run at VTL2"),
+                "invm: the paravisor returned to VTL0 with an empty VTL0 script: done after",
+            ],
+        );
+        eprintln!("{vps} VPs in-VM: {:.2?}", in_vm.run.elapsed);
+        if vps > 4 {
+            continue;
+        }
+        let mut scenario = Scenario::for_arch(Arch::X86_64);
+        scenario.vp_count = vps;
+        let mut config = SessionConfig::new(image(Arch::X86_64), scenario);
+        config.igvm = Some(igvm.clone());
+        config.timeout = Duration::from_secs(90);
+        let report = session::run(config).expect("the gdbstub session runs");
+        assert!(report.succeeded(), "{}", report.summary());
+        eprintln!("{vps} VPs gdbstub: {:.2?}", report.run.elapsed);
+        for vp in 0..vps {
+            let ours = per_vp(&in_vm.events, vp);
+            let theirs = per_vp(report.trace().events(), vp);
+            assert!(!ours.is_empty(), "VP {vp} made no calls");
+            if let Some(at) =
+                (0..ours.len().max(theirs.len())).find(|&i| ours.get(i) != theirs.get(i))
+            {
+                panic!(
+                    "VP {vp}: event {at} of {}/{} differs: in-VM {:?}, gdbstub {:?}",
+                    ours.len(),
+                    theirs.len(),
+                    ours.get(at),
+                    theirs.get(at)
+                );
+            }
+        }
+    }
+}
+
+/// A VP without a CPU (fewer QEMU CPUs than the VP count the IGVM parameters give): its start
+/// fails the run naming it, instead of hanging.
+#[test]
+fn a_vp_without_a_cpu_fails_the_run_by_name() {
+    let igvm = image(Arch::X86_64).with_extension("igvm");
+    let mut boot = InvmBoot::new(Arch::X86_64, invm_image(), Paravisor::Igvm(igvm));
+    boot.vps = 4;
+    // QEMU takes the last -smp.
+    boot.extra_args = vec!["-smp".into(), "2".into()];
+    let run = boot.run().expect("QEMU runs").run;
+    assert_eq!(
+        run.outcome,
+        Outcome::Fail,
+        "{}\n{}",
+        run.summary(),
+        run.console
+    );
+    assert_lines_in_order(
+        &run.console,
+        &[
+            "invm: starting VP 1 at RIP 0x",
+            "invm: starting VP 2 at RIP 0x",
+            "invm: FAIL: VP 2's CPU did not start (INIT-SIPI-SIPI to APIC ID 2: is QEMU's -smp at \
+             least the VP count?)",
+        ],
     );
 }

@@ -414,11 +414,12 @@ impl Model {
         if new.enable() && new.gpn() >= gpa_pages {
             return Err(HvError::INVALID_PARAMETER);
         }
-        // Only the VTL the guest's code runs in executes its hypercall page here (the lower
-        // VTL is a script), and an overlay over a page VTL2 protected is the lower VTL's view
-        // only: neither is put in guest memory, nor breakpointed.
-        let in_memory = vtl == self.scenario.active_vtl
-            && self.overlay_in_memory(vtl, new.gpn() << HV_PAGE_SHIFT | 1);
+        // Only a VTL whose code runs executes its hypercall page here: the one the guest boots
+        // in, and a live lower VTL (real code, see `Vtl0Script::set_live`); a scripted lower
+        // VTL has none. An overlay over a page VTL2 protected is the lower VTL's view only:
+        // neither is put in guest memory, nor breakpointed.
+        let runs_code = vtl == self.scenario.active_vtl || self.vtl0.live();
+        let in_memory = runs_code && self.overlay_in_memory(vtl, new.gpn() << HV_PAGE_SHIFT | 1);
         if in_memory && new.enable() && (!old.enable() || old.gpn() != new.gpn()) {
             mem.write(new.gpn() << HV_PAGE_SHIFT, &hypercall_page_content())
                 .map_err(|_| HvError::INVALID_PARAMETER)?;

@@ -1,5 +1,5 @@
 //! The runner's side of the in-VM mock Hyper-V (`tests/invm`): a configuration page QEMU's
-//! generic loader places at [`CONFIG_GPA_AARCH64`] before the host starts
+//! generic loader places at [`CONFIG_GPA_AARCH64`] / [`CONFIG_GPA_X86_64`] before the host starts
 //! (`-device loader,file=CONFIG,addr=...,force-raw=on`). No page (all zero, no magic) is the
 //! default: the paravisor's ELF entry, no VTL0, and the run ends at the paravisor's first
 //! VtlReturn.
@@ -22,6 +22,20 @@ pub const SCENARIO_GPA_AARCH64: u64 = 0x4ffe_0000;
 /// Room for the scenario's bytes (up to the configuration page).
 pub const SCENARIO_MAX: u64 = CONFIG_GPA_AARCH64 - SCENARIO_GPA_AARCH64;
 
+/// The page's GPA on x86_64: in the host's own 16 MiB of a 256 MiB q35 machine (never guest
+/// RAM), below the last MiB where SeaBIOS keeps its high tables (the runner's loader writes
+/// the page at reset, before SeaBIOS runs), above the host's image (invm-x86_64.ld).
+pub const CONFIG_GPA_X86_64: u64 = 0x0fef_f000;
+
+/// The guest's RAM on x86_64 (q35, 256 MiB): everything below the host's 16 MiB, as the host's
+/// nested tables map it. The IGVM memory map leaves out the legacy 0xA0000..0x100000 window.
+pub const GUEST_RAM_X86_64: core::ops::Range<u64> = 0..0x0f00_0000;
+
+/// The I/O port the x86 host writes its trace to (QEMU's `-debugcon file:PATH`, which the
+/// runner points at the trace file): x86 QEMU has no semihosting. The guest's own accesses to
+/// it exit to the host (the I/O permission map), so only the host's bytes reach the file.
+pub const TRACE_PORT_X86_64: u16 = 0xe9;
+
 /// "INVMCFG1".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"INVMCFG1");
 
@@ -38,6 +52,13 @@ pub const FLAG_COUNT_VTL2: u64 = 1 << 1;
 
 /// The console line prefix of a [`FLAG_COUNT_VTL2`] record.
 pub const VTL2_WORK_LINE: &str = "invm: VTL2 work: vp ";
+
+/// [`HostConfig::flags`], x86_64: enter the paravisor with [`HostConfig::vtl2_x64`] (an IGVM
+/// file's VTL2 context) instead of a PVH start of its ELF.
+pub const FLAG_X64_CONTEXT: u64 = 1 << 2;
+
+/// The size of `HV_INITIAL_VP_CONTEXT` for x64 (`hvdef::x86_64::HvX64InitialVpContext`).
+pub const X64_CONTEXT_SIZE: usize = 224;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -57,8 +78,12 @@ pub struct HostConfig {
     /// Its VP count and RAM are the host's: `vp_count` and the guest window.
     pub scenario_len: u64,
     /// Where the host writes the model's trace (`hvmodel`'s wire format), through QEMU's
-    /// semihosting (a host-side path, NUL-terminated; empty: no trace file).
+    /// semihosting (a host-side path, NUL-terminated; empty: no trace file). On x86_64 the
+    /// trace goes to [`TRACE_PORT_X86_64`] instead, and a path only says that it is wanted.
     pub trace_path: [u8; TRACE_PATH_MAX],
+    /// x86_64, with [`FLAG_X64_CONTEXT`]: the paravisor's VTL2 context as
+    /// `HvX64InitialVpContext` bytes.
+    pub vtl2_x64: [u8; X64_CONTEXT_SIZE],
 }
 
 /// Room for the trace file's path, its NUL included.
@@ -116,6 +141,18 @@ impl HostConfig {
         (len > 0).then(|| &self.trace_path[..len])
     }
 
+    /// x86_64: enter the paravisor with this `HvX64InitialVpContext` (its bytes).
+    pub fn with_x64_context(mut self, context: &[u8; X64_CONTEXT_SIZE]) -> Self {
+        self.flags |= FLAG_X64_CONTEXT;
+        self.vtl2_x64 = *context;
+        self
+    }
+
+    /// The x64 VTL2 context the runner gave, if any.
+    pub fn x64_context(&self) -> Option<&[u8; X64_CONTEXT_SIZE]> {
+        (self.flags & FLAG_X64_CONTEXT != 0).then_some(&self.vtl2_x64)
+    }
+
     pub fn live_vtl0(&self) -> bool {
         self.flags & FLAG_LIVE_VTL0 != 0
     }
@@ -126,7 +163,7 @@ impl HostConfig {
 
     /// Flag bits this host does not know: the runner is newer than the host.
     pub fn unknown_flags(&self) -> u64 {
-        self.flags & !(FLAG_LIVE_VTL0 | FLAG_COUNT_VTL2)
+        self.flags & !(FLAG_LIVE_VTL0 | FLAG_COUNT_VTL2 | FLAG_X64_CONTEXT)
     }
 }
 
@@ -144,11 +181,17 @@ mod tests {
         assert_eq!(HostConfig::parse(&[0; 4096]), None);
         assert_eq!(HostConfig::parse(&bytes[..8]), None, "short");
         let odd = HostConfig {
-            flags: 6,
+            flags: 0b1011,
             ..HostConfig::new()
         };
-        assert_eq!(odd.unknown_flags(), 4);
+        assert_eq!(odd.unknown_flags(), 0b1000);
         assert!(odd.count_vtl2());
+        assert_eq!(HostConfig::new().x64_context(), None);
+        let ctx = [0x5a; X64_CONTEXT_SIZE];
+        let x64 = HostConfig::new().with_x64_context(&ctx);
+        assert_eq!(x64.x64_context(), Some(&ctx));
+        assert_eq!(HostConfig::parse(x64.as_bytes()), Some(x64));
+        assert!(size_of::<HostConfig>() <= 4096);
         let traced = HostConfig::new().with_trace_path(b"/tmp/t.bin").unwrap();
         assert_eq!(traced.trace_path(), Some(&b"/tmp/t.bin"[..]));
         assert_eq!(HostConfig::new().trace_path(), None);

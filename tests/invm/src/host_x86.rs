@@ -1,12 +1,23 @@
-//! The x86 host's life: SVM on, the paravisor's PVH start info and nested tables built, then
-//! VMRUN in a loop, every exit served by the model through `hv::x86_64`.
+//! The x86 host's life: the runner's configuration page read, SVM on, the paravisor's entry
+//! (a PVH start info the host builds for its ELF, or an IGVM file's VTL2 context) and nested
+//! tables set up, then VMRUN in a loop, every exit served by the model through `hv::x86_64`.
+//! The model's trace goes to the debugcon port in `hvmodel`'s wire format when the runner asks
+//! for it, in batches and before every end of the run.
 
-use crate::hv::x86_64::{Glue, Vcpu, RBX, RCX};
+use crate::hv::x86_64::{Glue, LowerNext, LowerRegs, Vcpu, RAX, RBX, RCX, RDX};
 use crate::hv::{self, Next};
 use crate::memory::PhysMemory;
 use crate::pvh;
-use crate::x86_64::{self as arch, ExceptionFrame, Exit, Guest};
+use crate::x86_64::{self as arch, Cpu, ExceptionFrame, Exit, Guest};
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::ops::Range;
+use hvdef::x86_64::reg as x64_reg;
+use hvdef::x86_64::HvX64InitialVpContext;
+use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
+use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
+use invm_abi::HostConfig;
+use zerocopy::FromBytes;
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -16,7 +27,7 @@ macro_rules! println {
 
 /// Guest RAM: QEMU's low RAM from 0 up to the host's image, which takes 0x0f000000.. of a
 /// 256 MiB machine (see invm-x86_64.ld) and is outside the nested tables.
-const GUEST_RAM: Range<u64> = 0..0x0f00_0000;
+const GUEST_RAM: Range<u64> = invm_abi::GUEST_RAM_X86_64;
 /// The end of RAM as QEMU's memory map gives it for 256 MiB: the host's range is
 /// GUEST_RAM.end..HOST_RAM_END.
 const HOST_RAM_END: u64 = 0x1000_0000;
@@ -36,6 +47,58 @@ fn fail(args: core::fmt::Arguments<'_>) -> ! {
     arch::exit(arch::EXIT_FAIL)
 }
 
+/// Trace events kept in the host before they are written out.
+const TRACE_BATCH: usize = 256;
+
+/// The model's trace on its way out: whether the runner wants it, and the hypercalls written
+/// so far.
+struct Trace {
+    wanted: bool,
+    flushed_calls: u64,
+}
+
+impl Trace {
+    /// Writes the trace so far to the trace port (if wanted) and forgets it.
+    fn flush(&mut self, model: &mut Model) {
+        let trace = model.take_trace();
+        self.flushed_calls += trace.hypercalls().count() as u64;
+        if !self.wanted {
+            return;
+        }
+        let mut bytes = Vec::new();
+        for event in trace.events() {
+            event.encode(&mut bytes);
+        }
+        arch::trace_write(&bytes);
+    }
+
+    /// Hypercalls the model served so far.
+    fn calls(&self, model: &Model) -> u64 {
+        self.flushed_calls + model.trace().hypercalls().count() as u64
+    }
+
+    /// Ends the run: the trace is written out first, so the runner sees what led here.
+    fn stop(&mut self, model: &mut Model, pass: bool, args: core::fmt::Arguments<'_>) -> ! {
+        self.flush(model);
+        if pass {
+            println!("{args}");
+            arch::exit(arch::EXIT_PASS)
+        }
+        fail(args)
+    }
+}
+
+/// The runner's configuration page (all zero without one: a PVH start of the paravisor's
+/// ELF, no VTL0, no trace).
+fn read_config() -> HostConfig {
+    // SAFETY: the page lies in the host's own identity-mapped range above its image (checked
+    // by the caller against __host_end), outside the guest's nested tables; the runner's
+    // loader wrote it before reset and nothing writes it since.
+    let page =
+        unsafe { core::slice::from_raw_parts(invm_abi::CONFIG_GPA_X86_64 as *const u8, 4096) };
+    HostConfig::parse(page).unwrap_or_default()
+}
+
 /// Rust entry from the PVH stub: long mode over the host's identity map, BSS zeroed.
 #[unsafe(no_mangle)]
 extern "C" fn invm_main(start_info: u32) -> ! {
@@ -48,14 +111,504 @@ extern "C" fn invm_main(start_info: u32) -> ! {
              or leave RAM"
         ));
     }
+    if host_end > invm_abi::CONFIG_GPA_X86_64 {
+        fail(format_args!(
+            "the host at {host_start:#x}..{host_end:#x} covers the configuration page at {:#x}",
+            invm_abi::CONFIG_GPA_X86_64
+        ));
+    }
     crate::heap::init();
-    if let Err(why) = arch::enable() {
+    let config = read_config();
+    if config.unknown_flags() != 0 {
+        fail(format_args!(
+            "configuration flags {:#x} unknown to this host",
+            config.unknown_flags()
+        ));
+    }
+    let vp_count = config.vps();
+    if vp_count > arch::MAX_VPS as u64 {
+        fail(format_args!(
+            "{vp_count} VPs asked for; this host runs at most {} (one QEMU CPU each)",
+            arch::MAX_VPS
+        ));
+    }
+    if let Err(why) = arch::enable(0) {
         fail(format_args!("{why}"));
     }
     // SAFETY: GUEST_RAM is identity-mapped by the host's page tables and lies below the
     // host's image (checked above): it holds no host data.
     let mut mem = unsafe { PhysMemory::new(GUEST_RAM) };
-    let mut info = match pvh::read(&mut mem, start_info.into()) {
+    let mut cpu = Vcpu::default();
+    let context = config
+        .x64_context()
+        .map(|bytes| HvX64InitialVpContext::read_from_bytes(bytes).expect("sized"));
+    let entry = match &context {
+        Some(ctx) => ctx.rip,
+        None => pvh_start(&mut mem, start_info, &mut cpu),
+    };
+    let mut guest = match Guest::new(&GUEST_RAM) {
+        Ok(guest) => guest,
+        Err(e) => fail(format_args!("nested page tables: {e:?}")),
+    };
+    if let Err(why) = guest.reserve_host_page(arch::TRAMPOLINE) {
+        fail(format_args!("the AP trampoline's page: {why}"));
+    }
+    let Some(mut vp0) = guest.cpu(0) else {
+        fail(format_args!("no VMCB for VP 0"))
+    };
+    cpu.rip = entry;
+    match &context {
+        Some(ctx) => {
+            vp0.load_context(ctx, &mut cpu);
+            println!(
+                "entering the paravisor with its IGVM VTL2 context: RIP {:#x}, CR0 {:#x}, CR3 \
+                 {:#x}, CR4 {:#x}, EFER {:#x}, nested paging over {GUEST_RAM:#x?}",
+                ctx.rip, ctx.cr0, ctx.cr3, ctx.cr4, ctx.efer
+            );
+        }
+        None => {
+            vp0.pvh_entry(entry);
+            println!(
+                "entering the paravisor in 32-bit protected mode at {entry:#x}, EBX \
+                 {START_INFO:#x}, nested paging over {GUEST_RAM:#x?}"
+            )
+        }
+    }
+    let trace = Trace {
+        wanted: config.trace_path().is_some(),
+        flushed_calls: 0,
+    };
+    let mut model = hv::partition(hvmodel::Arch::X86_64, GUEST_RAM, vp_count as u32);
+    let live = config.live_vtl0();
+    if live {
+        model.vtl0().set_live(true);
+        if config.vtl0_pc != 0 {
+            model.set_vp_state(0, Vtl::VTL0, x64_reg::RIP, config.vtl0_pc.into());
+        }
+        println!(
+            "VTL0 runs for real after the paravisor's first VtlReturn (reset RIP {:#x})",
+            config.vtl0_pc
+        );
+    }
+    *HOST.lock() = Some(Host {
+        model,
+        mem,
+        guest,
+        glue: Glue::default(),
+        trace,
+        exits: 0,
+        live,
+        parked: 0,
+        starts: (0..vp_count).map(|_| None).collect(),
+    });
+    run_vp(Vp {
+        vp: 0,
+        cpu: vp0,
+        vtl2: cpu,
+        vtl0: None,
+        vtl0_entries: 0,
+    })
+}
+
+/// A CPU the host started for HvCallStartVirtualProcessor (`arch::start_ap`): SVM on as on
+/// the boot CPU, then the paravisor's VP at the context the model accepted.
+#[unsafe(no_mangle)]
+extern "C" fn invm_ap_main(vp: u64) -> ! {
+    arch::ap_started();
+    arch::load_idt();
+    if let Err(why) = arch::enable(vp as usize) {
+        fail(format_args!("VP {vp}: {why}"));
+    }
+    let mut guard = HOST.lock();
+    let Some(host) = guard.as_mut() else {
+        fail(format_args!("VP {vp} started before the host"))
+    };
+    let context = host.starts.get_mut(vp as usize).and_then(Option::take);
+    let (Some(context), Some(mut cpu)) = (context, host.guest.cpu(vp as usize)) else {
+        host.stop(
+            false,
+            format_args!("CPU {vp} started with no VP context (or VMCB) waiting for it"),
+        )
+    };
+    drop(guard);
+    let mut vtl2 = Vcpu::default();
+    cpu.load_context(&context, &mut vtl2);
+    run_vp(Vp {
+        vp: vp as u32,
+        cpu,
+        vtl2,
+        vtl0: None,
+        vtl0_entries: 0,
+    })
+}
+
+/// Runs one VP on its CPU for good: the guest outside the host's lock, each exit inside it.
+fn run_vp(mut me: Vp) -> ! {
+    loop {
+        let exit = match &mut me.vtl0 {
+            None => me.cpu.run(&mut me.vtl2),
+            Some(regs) => me.cpu.run_lower(regs),
+        };
+        let mut guard = HOST.lock();
+        let Some(host) = guard.as_mut() else {
+            fail(format_args!("VP {}: an exit before the host", me.vp))
+        };
+        host.exits += 1;
+        let after = if me.vtl0.is_some() {
+            host.vtl0_exit(&mut me, exit)
+        } else {
+            host.vtl2_exit(&mut me, exit)
+        };
+        if host.model.trace().events().len() >= TRACE_BATCH {
+            host.trace.flush(&mut host.model);
+        }
+        drop(guard);
+        if after == After::Park {
+            arch::park();
+        }
+    }
+}
+
+/// The partition, shared by the VPs' CPUs behind [`HOST`].
+struct Host {
+    model: Model,
+    mem: PhysMemory,
+    guest: Guest,
+    glue: Glue,
+    trace: Trace,
+    exits: u64,
+    /// VTL0 runs for real after the paravisor's first VtlReturn (the runner's configuration).
+    live: bool,
+    /// VPs with nothing left to run (their CPUs wait in `arch::park`).
+    parked: u32,
+    /// The context HvCallStartVirtualProcessor gave each VP, until its CPU picks it up.
+    starts: Vec<Option<HvX64InitialVpContext>>,
+}
+
+static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
+
+/// One VP, owned by its CPU: its VMCBs, VTL2's registers (while VTL0 runs, as VTL2 left them
+/// at its VtlReturn, RIP on it) and, while it runs, VTL0's whole state.
+struct Vp {
+    vp: u32,
+    cpu: Cpu,
+    vtl2: Vcpu,
+    vtl0: Option<LowerRegs>,
+    /// How often VTL2 returned into a live VTL0 (the first entry gets a console line).
+    vtl0_entries: u64,
+}
+
+/// What the CPU does once an exit is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    Resume,
+    /// Nothing more to run: it waits, without the host's lock.
+    Park,
+}
+
+impl Host {
+    fn stop(&mut self, pass: bool, args: core::fmt::Arguments<'_>) -> ! {
+        self.trace.stop(&mut self.model, pass, args)
+    }
+
+    /// `vp` has nothing left to run; the run is over (pass) when every started VP has not.
+    fn park(&mut self, vp: u32, why: core::fmt::Arguments<'_>) -> After {
+        self.parked += 1;
+        let started = (0..self.starts.len() as u32)
+            .filter(|&v| self.model.vp_started(v))
+            .count() as u32;
+        if self.parked < started {
+            println!("VP {vp} parked: {why}");
+            return After::Park;
+        }
+        let (exits, calls) = (self.exits, self.trace.calls(&self.model));
+        self.stop(
+            true,
+            format_args!("{why}: done after {exits} exits ({calls} hypercalls)"),
+        )
+    }
+
+    /// HvCallStartVirtualProcessor succeeded: the VP's own CPU starts and picks up its context.
+    fn start_vp(&mut self, start: StartVp) {
+        let InitialVpContext::X64(context) = start.context else {
+            self.stop(
+                false,
+                format_args!("VP {}: an arm64 start context on x86", start.vp),
+            )
+        };
+        let Some(slot) = self.starts.get_mut(start.vp as usize) else {
+            self.stop(
+                false,
+                format_args!("VP {} started: the host has no CPU for it", start.vp),
+            )
+        };
+        *slot = Some(context);
+        println!("starting VP {} at RIP {:#x}", start.vp, context.rip);
+        if !arch::start_ap(start.vp) {
+            self.stop(
+                false,
+                format_args!(
+                    "VP {}'s CPU did not start (INIT-SIPI-SIPI to APIC ID {}: is QEMU's -smp \
+                     at least the VP count?)",
+                    start.vp, start.vp
+                ),
+            )
+        }
+    }
+
+    /// VTL2 exited: served by the glue and the model.
+    fn vtl2_exit(&mut self, me: &mut Vp, exit: Exit) -> After {
+        let vp = me.vp;
+        let cpu = &mut me.vtl2;
+        let rip = cpu.rip;
+        let (model, mem, glue) = (&mut self.model, &mut self.mem, &mut self.glue);
+        let next = match exit.code {
+            arch::EXIT_CPUID => glue.cpuid(model, vp, cpu, arch::cpuid),
+            arch::EXIT_MSR if cpu.gprs[RCX] as u32 == arch::MSR_EFER => {
+                // The host's, not the model's (the gdbstub mock never sees EFER either).
+                if exit.info1 == 0 {
+                    let efer = me.cpu.efer();
+                    cpu.gprs[RAX] = efer & 0xffff_ffff;
+                    cpu.gprs[RDX] = efer >> 32;
+                } else {
+                    me.cpu
+                        .set_efer((cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32));
+                }
+                cpu.rip += hv::x86_64::MSR_LEN;
+                Next::Resume
+            }
+            arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&(cpu.gprs[RCX] as u32)) => {
+                let why = alloc::format!(
+                    "VP {vp} VTL2: the guest {} SVM's MSR {:#x} at {rip:#x}",
+                    if exit.info1 == 0 { "read" } else { "wrote" },
+                    cpu.gprs[RCX] as u32
+                );
+                self.stop(false, format_args!("{why}"))
+            }
+            arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(model, vp, cpu, arch::rdmsr),
+            arch::EXIT_MSR => glue.wrmsr(model, vp, cpu, mem, native_wrmsr),
+            arch::EXIT_VMMCALL => glue.vmmcall(model, vp, cpu, mem),
+            arch::EXIT_HLT => self.stop(
+                false,
+                format_args!("VP {vp} VTL2: the guest halted (hlt) at {rip:#x}"),
+            ),
+            _ => {
+                let why = unexpected(&me.cpu, &exit, rip);
+                self.stop(false, format_args!("VP {vp} VTL2: {why}"))
+            }
+        };
+        if self.live {
+            if let Err(why) = self.sync_protections() {
+                self.stop(false, format_args!("VP {vp} VTL2: {why}"));
+            }
+        }
+        match next {
+            Next::Resume => {}
+            Next::Start(start) => self.start_vp(*start),
+            Next::Finished => {
+                return self.park(
+                    vp,
+                    format_args!("the paravisor returned to VTL0 with an empty VTL0 script"),
+                )
+            }
+            Next::RunLower => match hv::x86_64::enter_lower(&mut self.model, vp) {
+                Ok(regs) if regs.cpu.rip == 0 => {
+                    if vp == 0 {
+                        self.stop(
+                            false,
+                            format_args!(
+                                "VP 0: VTL0 has no entry point (RIP 0): the paravisor set none \
+                                 and the runner gave no reset RIP"
+                            ),
+                        )
+                    }
+                    // VTL0 starts its own APs; until it does, there is nothing to run here.
+                    return self.park(vp, format_args!("VTL0 never started on it"));
+                }
+                Ok(regs) => {
+                    me.vtl0_entries += 1;
+                    if me.vtl0_entries == 1 {
+                        println!(
+                            "VP {vp}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
+                            regs.cpu.rip, regs.cr0, regs.efer
+                        );
+                    }
+                    me.vtl0 = Some(regs);
+                }
+                Err(why) => self.stop(false, format_args!("VP {vp}: entering VTL0: {why}")),
+            },
+            Next::Unsupported(why) => self.stop(
+                false,
+                format_args!("VP {vp} VTL2: exit {:#x} at {rip:#x}: {why}", exit.code),
+            ),
+            Next::Undefined => self.stop(
+                false,
+                format_args!(
+                    "VP {vp} VTL2: exit {:#x} at {rip:#x}: an arm64 outcome",
+                    exit.code
+                ),
+            ),
+        }
+        After::Resume
+    }
+
+    /// VTL0 exited: CPUID and MSRs as VTL2's (EFER is the host's to keep SVME in), a
+    /// hypercall or an access its nested tables stopped through the model (which may hand it
+    /// to VTL2), isa-debug-exit as the end of the run.
+    fn vtl0_exit(&mut self, me: &mut Vp, exit: Exit) -> After {
+        let vp = me.vp;
+        let Some(mut regs) = me.vtl0.take() else {
+            return After::Resume;
+        };
+        let rip = regs.cpu.rip;
+        let (model, mem, glue) = (&mut self.model, &mut self.mem, &mut self.glue);
+        let cpu = &mut regs.cpu;
+        let msr = cpu.gprs[RCX] as u32;
+        let lower_exit = match exit.code {
+            arch::EXIT_CPUID => {
+                glue.cpuid(model, vp, cpu, arch::cpuid);
+                None
+            }
+            arch::EXIT_MSR if msr == arch::MSR_EFER => {
+                if exit.info1 == 0 {
+                    cpu.gprs[RAX] = regs.efer & 0xffff_ffff;
+                    cpu.gprs[RDX] = regs.efer >> 32;
+                } else {
+                    regs.efer = (cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32);
+                }
+                cpu.rip += hv::x86_64::MSR_LEN;
+                None
+            }
+            arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&msr) => self.stop(
+                false,
+                format_args!("VP {vp} VTL0: SVM's MSR {msr:#x} accessed at RIP {rip:#x}"),
+            ),
+            arch::EXIT_MSR if exit.info1 == 0 => {
+                glue.rdmsr(model, vp, cpu, arch::rdmsr);
+                None
+            }
+            arch::EXIT_MSR => {
+                glue.wrmsr(model, vp, cpu, mem, native_wrmsr);
+                None
+            }
+            arch::EXIT_VMMCALL => Some(LowerExit::Hypercall { immediate: 0 }),
+            arch::EXIT_NPF => {
+                // EXITINFO1: bit 1 a write, bit 4 an instruction fetch. No decode assist: the
+                // access's size is unknown, so one byte (the GPA is exact).
+                let access = if exit.info1 & (1 << 4) != 0 {
+                    HvInterceptAccessType::EXECUTE
+                } else if exit.info1 & (1 << 1) != 0 {
+                    HvInterceptAccessType::WRITE
+                } else {
+                    HvInterceptAccessType::READ
+                };
+                Some(LowerExit::Access {
+                    gpa: exit.info2,
+                    len: 1,
+                    access,
+                })
+            }
+            arch::EXIT_IOIO if exit.info1 >> 16 == u64::from(arch::DEBUG_EXIT_PORT) => {
+                // `out` (type bit 0 clear) of AL: the kernel's verdict. The trace goes out
+                // first, then the host makes the same write, so QEMU exits with its code.
+                if exit.info1 & 1 != 0 {
+                    self.stop(
+                        false,
+                        format_args!("VP {vp} VTL0: an `in` from isa-debug-exit at RIP {rip:#x}"),
+                    )
+                }
+                let value = cpu.gprs[RAX] as u8;
+                let (exits, calls) = (self.exits, self.trace.calls(&self.model));
+                self.trace.flush(&mut self.model);
+                println!(
+                    "VTL0 wrote {value:#x} to isa-debug-exit on VP {vp}: done after {exits} \
+                     exits ({calls} hypercalls)"
+                );
+                arch::exit(u64::from(value) << 1 | 1)
+            }
+            arch::EXIT_HLT => self.stop(
+                false,
+                format_args!(
+                    "VP {vp} VTL0: halted (hlt) at RIP {rip:#x}: nothing can wake it in this host"
+                ),
+            ),
+            _ => {
+                let (cpl, rflags, cr0, cr3, int_info) = me.cpu.lower_control();
+                self.stop(
+                    false,
+                    format_args!(
+                        "VP {vp} VTL0: unexpected exit {:#x}{} at RIP {rip:#x}: EXITINFO1 \
+                         {:#x}, EXITINFO2 {:#x}, EXITINTINFO {int_info:#x}, CPL {cpl}, RFLAGS \
+                         {rflags:#x}, CR0 {cr0:#x}, CR3 {cr3:#x}",
+                        exit.code,
+                        exit_name(exit.code),
+                        exit.info1,
+                        exit.info2,
+                    ),
+                )
+            }
+        };
+        let Some(lower_exit) = lower_exit else {
+            me.vtl0 = Some(regs);
+            return After::Resume;
+        };
+        match hv::x86_64::lower_exit(model, vp, lower_exit, &mut regs, &mut me.vtl2, mem) {
+            LowerNext::Resume(next) => me.vtl0 = Some(*next),
+            LowerNext::Vtl2 => {}
+            LowerNext::Finished => self.stop(
+                false,
+                format_args!("the model reset the partition after VP {vp}'s VTL0 exit at {rip:#x}"),
+            ),
+            LowerNext::Unsupported(why) => self.stop(
+                false,
+                format_args!("VP {vp} VTL0: exit {:#x}: {why}", exit.code),
+            ),
+        }
+        After::Resume
+    }
+
+    /// VTL0's nested tables follow every protection change VTL2 made
+    /// (HvCallModifyVtlProtectionMask).
+    fn sync_protections(&mut self) -> Result<(), String> {
+        for page in self.model.take_protection_changes() {
+            let gpa = page << HV_PAGE_SHIFT;
+            let flags: HvMapGpaFlags = self.model.lower_vtl_access(gpa);
+            let access = crate::npt::Access {
+                read: flags.readable(),
+                write: flags.writable(),
+                execute: flags.kernel_executable(),
+            };
+            self.guest
+                .set_vtl0_access(gpa, access)
+                .map_err(|why| alloc::format!("VTL0's nested tables for GPA {gpa:#x}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// WRMSR of an MSR the model declined.
+fn native_wrmsr(msr: u32, value: u64) {
+    // SAFETY: besides SVM's own MSRs (refused by the caller) and EFER (the host's for VTL0)
+    // only MSRs outside the permission map's ranges exit, and the model declined this one
+    // (not the hypervisor's): the CPU's own, which TCG drops when it does not know it, as it
+    // would for the guest natively.
+    unsafe { arch::wrmsr(msr, value) }
+}
+
+fn exit_name(code: u64) -> &'static str {
+    match code {
+        arch::EXIT_SHUTDOWN => " (shutdown: the guest triple-faulted)",
+        arch::EXIT_NPF => " (nested page fault: EXITINFO2 is the GPA)",
+        arch::EXIT_INVALID => " (VMRUN refused the guest state)",
+        _ => "",
+    }
+}
+
+/// The ELF boot: QEMU's PVH start info for the host becomes the paravisor's (the host's range
+/// cut out of its memory map), at START_INFO with EBX pointing at it; the entry is the
+/// paravisor's PVH note.
+fn pvh_start(mem: &mut PhysMemory, start_info: u32, cpu: &mut Vcpu) -> u64 {
+    let mut info = match pvh::read(mem, start_info.into()) {
         Ok(info) => info,
         Err(e) => fail(format_args!(
             "QEMU's PVH start info at {start_info:#x}: {e:?}"
@@ -63,7 +616,10 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     };
     let ram_before: u64 = ram_total(&info.memmap);
     info.memmap = pvh::limit_ram(
-        &pvh::cut(&info.memmap, &(GUEST_RAM.end..HOST_RAM_END)),
+        &pvh::cut(
+            &pvh::cut(&info.memmap, &(GUEST_RAM.end..HOST_RAM_END)),
+            &(arch::TRAMPOLINE..arch::TRAMPOLINE + 0x1000),
+        ),
         &GUEST_RAM,
     );
     println!(
@@ -71,76 +627,16 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         ram_total(&info.memmap),
         GUEST_RAM.end
     );
-    if let Err(e) = pvh::write(&mut mem, START_INFO, &info) {
+    if let Err(e) = pvh::write(mem, START_INFO, &info) {
         fail(format_args!("writing the paravisor's start info: {e:?}"));
     }
-    let entry = match pvh::find_entry(&mut mem, IMAGE) {
+    cpu.gprs[RBX] = START_INFO;
+    match pvh::find_entry(mem, IMAGE) {
         Ok(Some(entry)) if GUEST_RAM.contains(&entry) => entry,
         other => fail(format_args!(
             "no PVH entry note in {IMAGE:#x?} (is the paravisor loaded with -device \
              loader,file=paravisor-x86_64.elf?): {other:?}"
         )),
-    };
-    let mut guest = match Guest::new(&GUEST_RAM, entry) {
-        Ok(guest) => guest,
-        Err(e) => fail(format_args!("nested page tables: {e:?}")),
-    };
-    let mut model = hv::partition(hvmodel::Arch::X86_64, GUEST_RAM, 1);
-    let mut glue = Glue::default();
-    let mut cpu = Vcpu {
-        rip: entry,
-        ..Vcpu::default()
-    };
-    cpu.gprs[RBX] = START_INFO;
-    println!(
-        "entering the paravisor in 32-bit protected mode at {entry:#x}, EBX {START_INFO:#x}, \
-         nested paging over {GUEST_RAM:#x?}"
-    );
-    let mut exits: u64 = 0;
-    loop {
-        let exit = guest.run(&mut cpu);
-        exits += 1;
-        let rip = cpu.rip;
-        let next = match exit.code {
-            arch::EXIT_CPUID => glue.cpuid(&mut model, &mut cpu, arch::cpuid),
-            arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&(cpu.gprs[RCX] as u32)) => {
-                fail(format_args!(
-                    "the guest {} SVM's MSR {:#x} at {rip:#x}",
-                    if exit.info1 == 0 { "read" } else { "wrote" },
-                    cpu.gprs[RCX] as u32
-                ))
-            }
-            arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(&mut model, &mut cpu, arch::rdmsr),
-            arch::EXIT_MSR => glue.wrmsr(&mut model, &mut cpu, &mut mem, |msr, value| {
-                // SAFETY: besides SVM's own MSRs (refused above) only MSRs outside the
-                // permission map's ranges exit, and the model declined this one (not the
-                // hypervisor's): the CPU's own, which TCG drops when it does not know it, as
-                // it would for the guest natively.
-                unsafe { arch::wrmsr(msr, value) }
-            }),
-            arch::EXIT_VMMCALL => glue.vmmcall(&mut model, &mut cpu, &mut mem),
-            arch::EXIT_HLT => fail(format_args!("the guest halted (hlt) at {rip:#x}")),
-            _ => unexpected(&guest, &exit, rip),
-        };
-        match next {
-            Next::Resume => {}
-            Next::Finished => {
-                let calls = model.trace().hypercalls().count();
-                println!(
-                    "the paravisor returned to VTL0 with an empty VTL0 script: done after \
-                     {exits} exits ({calls} hypercalls)"
-                );
-                println!("trace: {}", hv::TraceLine(model.trace().events()));
-                arch::exit(arch::EXIT_PASS)
-            }
-            Next::Unsupported(why) => {
-                fail(format_args!("exit {:#x} at {rip:#x}: {why}", exit.code))
-            }
-            other => fail(format_args!(
-                "exit {:#x} at {rip:#x}: {other:?} is arm64-only so far",
-                exit.code
-            )),
-        }
     }
 }
 
@@ -152,8 +648,14 @@ fn ram_total(memmap: &[pvh::MemoryEntry]) -> u64 {
         .sum()
 }
 
-/// An exit this slice does not serve: one line naming it, then a failing exit.
-fn unexpected(guest: &Guest, exit: &Exit, rip: u64) -> ! {
+/// An exit of VTL2's this host does not serve: one line naming it.
+fn unexpected(guest: &Cpu, exit: &Exit, rip: u64) -> String {
+    if exit.code == arch::EXIT_IOIO {
+        return alloc::format!(
+            "the guest accessed I/O port {:#x} (the host's trace port) at RIP {rip:#x}",
+            exit.info1 >> 16
+        );
+    }
     let what = match exit.code {
         arch::EXIT_SHUTDOWN => " (shutdown: the guest triple-faulted)",
         arch::EXIT_NPF => " (nested page fault: EXITINFO2 is the GPA)",
@@ -161,14 +663,14 @@ fn unexpected(guest: &Guest, exit: &Exit, rip: u64) -> ! {
         _ => "",
     };
     let (cpl, rflags, cr0, cr3) = guest.control();
-    fail(format_args!(
+    alloc::format!(
         "unexpected exit {:#x}{what} at RIP {rip:#x}: EXITINFO1 {:#x}, EXITINFO2 {:#x}, \
          EXITINTINFO {:#x}, CPL {cpl}, RFLAGS {rflags:#x}, CR0 {cr0:#x}, CR3 {cr3:#x}",
         exit.code,
         exit.info1,
         exit.info2,
         guest.exit_int_info(),
-    ))
+    )
 }
 
 /// Every exception in the host itself (the guest's go to its own IDT): one line, then a

@@ -1,7 +1,8 @@
-//! The in-VM mock Hyper-V, first slice (one VP): a bare-metal host inside QEMU that runs the
-//! real paravisor image as its guest and answers every hypervisor-facing instruction of it with
-//! the TLFS model (`hvmodel`), until the paravisor's first VtlReturn finishes the (empty) VTL0
-//! script. Anything else the guest does that exits to the host, and any exception in the host
+//! The in-VM mock Hyper-V: a bare-metal host inside QEMU that runs the real paravisor image as
+//! its guest, every VP on its own CPU, and answers every hypervisor-facing instruction of it
+//! with the TLFS model (`hvmodel`), until the paravisor's VtlReturns finish the (empty) VTL0
+//! script, or, with a live VTL0 (the runner's configuration page, `invm_abi`), until VTL0 ends
+//! the run. Anything else the guest does that exits to the host, and any exception in the host
 //! itself, is one console line and a failing QEMU exit.
 //!
 //! - arm64: an EL2 host (`-machine virt,virtualization=on`), the paravisor at EL1 under stage 2,
@@ -12,7 +13,7 @@
 //!   -semihosting -kernel invm-aarch64.elf -device loader,file=target/images/paravisor-aarch64.elf`.
 //! - x86_64: an AMD SVM host with nested paging (`-cpu max`), the paravisor entered as a PVH
 //!   start, CPUID, RDMSR/WRMSR of the hypervisor's MSRs and VMMCALL answered (`host_x86.rs`,
-//!   `x86_64/`). Build: `cargo build -p invm --target x86_64-unknown-none --release` (or
+//!   `x86_64/`; a second VMCB per VP for a live VTL0, INIT-SIPI-SIPI for more VPs). Build: `cargo build -p invm --target x86_64-unknown-none --release` (or
 //!   `cargo xtask image --arch x86_64 --release` → `target/images/invm-x86_64.elf`). Run:
 //!   `qemu-system-x86_64 -machine q35 -cpu max -m 256M -smp 1 -nographic -no-reboot -serial
 //!   stdio -monitor none -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel

@@ -15,6 +15,58 @@ const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
 const LARGE: u64 = 1 << 7;
+/// No execute (honoured with the host's EFER.NXE, which `svm::enable` sets).
+const NO_EXECUTE: u64 = 1 << 63;
+pub const PAGE_4K: u64 = 4096;
+
+/// What a lower VTL may do with a page (VTL2's protections).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    pub execute: bool,
+}
+
+/// A 4 KiB leaf for `gpa` with `access`: not present without read (x86 has no write- or
+/// execute-only page), read-only without write, NX without execute.
+pub fn leaf_4k(gpa: u64, access: Access) -> u64 {
+    if !access.read {
+        return 0;
+    }
+    let mut e = (gpa & !(PAGE_4K - 1)) | PRESENT | USER;
+    if access.write {
+        e |= WRITABLE;
+    }
+    if !access.execute {
+        e |= NO_EXECUTE;
+    }
+    e
+}
+
+/// The 2 MiB page directory entry `pde` as a page table of 512 4 KiB leaves with its rights,
+/// None if it is no large page.
+pub fn split_2m(pde: u64) -> Option<[u64; ENTRIES]> {
+    if pde & (PRESENT | LARGE) != PRESENT | LARGE {
+        return None;
+    }
+    let base = pde & !(PAGE_2M - 1) & !NO_EXECUTE;
+    let flags = pde & (PRESENT | WRITABLE | USER | NO_EXECUTE);
+    let mut pt = [0; ENTRIES];
+    for (i, e) in pt.iter_mut().enumerate() {
+        *e = (base + i as u64 * PAGE_4K) | flags;
+    }
+    Some(pt)
+}
+
+/// Whether a page directory entry points at a page table (not a 2 MiB page).
+pub fn is_table(pde: u64) -> bool {
+    pde & PRESENT != 0 && pde & LARGE == 0
+}
+
+/// The address a table entry points at.
+pub fn next_table(entry: u64) -> u64 {
+    entry & 0x000f_ffff_ffff_f000
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LayoutError {
@@ -62,6 +114,35 @@ mod tests {
             "the host's 16 MiB and above"
         );
         assert_eq!(table(0x0f01_2000), 0x0f01_2007);
+    }
+
+    #[test]
+    fn a_large_page_splits_into_the_same_rights_and_leaves_follow_the_protections() {
+        let pd = ram_directory(&(0..0x0f00_0000)).expect("fits");
+        let pt = split_2m(pd[3]).expect("a large page");
+        assert_eq!(pt[0], 0x60_0007);
+        assert_eq!(pt[511], 0x7f_f007);
+        assert_eq!(split_2m(table(0x5000)), None);
+        assert!(is_table(table(0x5000)) && !is_table(pd[3]));
+        assert_eq!(next_table(table(0x0f01_2000)), 0x0f01_2000);
+        let rwx = Access {
+            read: true,
+            write: true,
+            execute: true,
+        };
+        assert_eq!(leaf_4k(0x12_3456, rwx), 0x12_3007);
+        let ro = Access {
+            write: false,
+            ..rwx
+        };
+        assert_eq!(leaf_4k(0x12_3000, ro), 0x12_3005);
+        let rw_nx = Access {
+            execute: false,
+            ..rwx
+        };
+        assert_eq!(leaf_4k(0x12_3000, rw_nx), 0x8000_0000_0012_3007);
+        let none = Access { read: false, ..rwx };
+        assert_eq!(leaf_4k(0x12_3000, none), 0, "not present");
     }
 
     #[test]

@@ -224,20 +224,41 @@ fn put(area: &mut [u8], offset: u32, bytes: &[u8]) -> Result<()> {
 }
 
 fn x64_context(registers: &[X86Register]) -> Result<VpContext> {
+    use hvdef::x86_64::{HvX64SegmentRegister, HvX64TableRegister};
+    let seg = |s: &igvm::registers::SegmentRegister| HvX64SegmentRegister {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        attributes: s.attributes,
+    };
+    let table = |t: &igvm::registers::TableRegister| HvX64TableRegister {
+        pad: [0; 3],
+        limit: t.limit,
+        base: t.base,
+    };
     let mut ctx = hvdef::x86_64::HvX64InitialVpContext::default();
     let mut rip = None;
     for r in registers {
-        match *r {
-            X86Register::Rip(v) => rip = Some(v),
-            X86Register::Rsp(v) => ctx.rsp = v,
-            X86Register::Cr0(v) => ctx.cr0 = v,
-            X86Register::Cr3(v) => ctx.cr3 = v,
-            X86Register::Cr4(v) => ctx.cr4 = v,
-            X86Register::Efer(v) => ctx.efer = v,
-            X86Register::Gdtr(t) => (ctx.gdtr.base, ctx.gdtr.limit) = (t.base, t.limit),
-            X86Register::Cs(seg) => ctx.cs.selector = seg.selector,
-            // The rest hold what a long-mode entry has anyway (flat data segments, busy TSS,
-            // RFLAGS 2, default PAT) or zero (RSI): the trampoline loads only the above.
+        match r {
+            X86Register::Rip(v) => rip = Some(*v),
+            X86Register::Rsp(v) => ctx.rsp = *v,
+            X86Register::Rflags(v) => ctx.rflags = *v,
+            X86Register::Cr0(v) => ctx.cr0 = *v,
+            X86Register::Cr3(v) => ctx.cr3 = *v,
+            X86Register::Cr4(v) => ctx.cr4 = *v,
+            X86Register::Efer(v) => ctx.efer = *v,
+            X86Register::Pat(v) => ctx.msr_cr_pat = *v,
+            X86Register::Gdtr(t) => ctx.gdtr = table(t),
+            X86Register::Idtr(t) => ctx.idtr = table(t),
+            X86Register::Cs(s) => ctx.cs = seg(s),
+            X86Register::Ds(s) => ctx.ds = seg(s),
+            X86Register::Es(s) => ctx.es = seg(s),
+            X86Register::Fs(s) => ctx.fs = seg(s),
+            X86Register::Gs(s) => ctx.gs = seg(s),
+            X86Register::Ss(s) => ctx.ss = seg(s),
+            X86Register::Tr(s) => ctx.tr = seg(s),
+            // The rest (RSI and the other GPRs, MTRRs) are zero or the CPU's reset values in
+            // the paravisor's file: what a VMM's entry leaves anyway.
             _ => {}
         }
     }

@@ -2,7 +2,8 @@
 //! image with `-kernel`; the paravisor (its ELF, or its IGVM file loaded here the way a VMM's
 //! IGVM loader does, see [`crate::igvm_load`]), a VTL0 payload and any data blobs go in with
 //! QEMU's generic loader; the host's configuration page says how to enter the paravisor and
-//! whether VTL0 runs for real. arm64 only for now.
+//! whether VTL0 runs for real. arm64 (semihosting trace file) and x86_64 (an ELF as a PVH start
+//! the host builds, or an IGVM file's x64 VTL2 context; the trace through `-debugcon`).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ pub enum Vtl0 {
 #[derive(Clone, Debug)]
 pub struct InvmBoot {
     pub arch: Arch,
-    /// The host image (`invm-aarch64.elf`).
+    /// The host image (`invm-aarch64.elf`, `invm-x86_64.elf`).
     pub host: PathBuf,
     pub paravisor: Paravisor,
     pub vtl0: Vtl0,
@@ -177,10 +178,20 @@ impl InvmBoot {
 
     /// The QEMU configuration, with the files it loads written into `dir`.
     pub fn qemu_config(&self, dir: &Path) -> Result<QemuConfig> {
-        if self.arch != Arch::Aarch64 {
-            bail!("the in-VM mock runs arm64 guests only so far");
-        }
-        let ram = invm_abi::GUEST_RAM_AARCH64;
+        let x86 = self.arch == Arch::X86_64;
+        let ram = if x86 {
+            invm_abi::GUEST_RAM_X86_64
+        } else {
+            invm_abi::GUEST_RAM_AARCH64
+        };
+        // What a VMM's IGVM memory map reports: on x86 not the legacy 0xA0000..0x100000 window
+        // (VGA memory and the BIOS's shadow ROMs), nor page 0, the host's (its AP trampoline;
+        // the paravisor never maps page 0 anyway).
+        let igvm_ram = if x86 {
+            vec![0x1000..0xa_0000, 0x10_0000..ram.end]
+        } else {
+            vec![ram.clone()]
+        };
         let mut host = HostConfig::new().with_vp_count(self.vps);
         if self.count_vtl2 {
             host.flags |= invm_abi::FLAG_COUNT_VTL2;
@@ -196,20 +207,28 @@ impl InvmBoot {
                 }
                 let bytes =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let loaded =
-                    igvm_load::load(&bytes, self.arch, self.vps, std::slice::from_ref(&ram))
-                        .with_context(|| format!("loading {}", path.display()))?;
-                let VpContext::Aarch64 { pc, cpsr, x } = loaded.context else {
-                    bail!("{}: not an arm64 VP context", path.display());
-                };
-                if cpsr != 0x3c5 {
-                    bail!("{}: VTL2 context CPSR {cpsr:#x}; this host enters EL1h with DAIF masked (0x3c5) only", path.display());
+                let loaded = igvm_load::load(&bytes, self.arch, self.vps, &igvm_ram)
+                    .with_context(|| format!("loading {}", path.display()))?;
+                match loaded.context {
+                    VpContext::Aarch64 { pc, cpsr, x } if !x86 => {
+                        if cpsr != 0x3c5 {
+                            bail!("{}: VTL2 context CPSR {cpsr:#x}; this host enters EL1h with DAIF masked (0x3c5) only", path.display());
+                        }
+                        host.vtl2_pc = pc;
+                        host.vtl2_x = x;
+                    }
+                    VpContext::X64(ctx) if x86 => {
+                        let bytes: [u8; invm_abi::X64_CONTEXT_SIZE] = ctx
+                            .as_bytes()
+                            .try_into()
+                            .context("HvX64InitialVpContext's size")?;
+                        host = host.with_x64_context(&bytes);
+                    }
+                    _ => bail!("{}: not a VP context for {:?}", path.display(), self.arch),
                 }
-                host.vtl2_pc = pc;
-                host.vtl2_x = x;
                 let pages = loaded.pages.iter().chain(&loaded.parameters);
                 for (n, (gpa, bytes)) in coalesce(pages).into_iter().enumerate() {
-                    check_in_ram(&ram, gpa, bytes.len(), path)?;
+                    check_in_ram(&igvm_ram, gpa, bytes.len(), path)?;
                     let file = dir.join(format!("igvm-{n}.bin"));
                     std::fs::write(&file, &bytes)?;
                     loads.push((Some(gpa), file));
@@ -261,10 +280,26 @@ impl InvmBoot {
         let mut page = vec![0u8; 4096];
         page[..size_of::<HostConfig>()].copy_from_slice(host.as_bytes());
         std::fs::write(&config_file, &page)?;
-        loads.push((Some(invm_abi::CONFIG_GPA_AARCH64), config_file));
+        let config_gpa = if x86 {
+            invm_abi::CONFIG_GPA_X86_64
+        } else {
+            invm_abi::CONFIG_GPA_AARCH64
+        };
+        loads.push((Some(config_gpa), config_file));
 
-        // GICv3: QEMU virt takes more than 8 CPUs only with it (the host assumes its MPIDRs).
-        let mut extra_args = vec!["-machine".into(), "virtualization=on,gic-version=3".into()];
+        let mut extra_args: Vec<String> = if x86 {
+            let mut args = Vec::new();
+            if self.trace {
+                let path = dir.join(TRACE_FILE);
+                let path = path.to_str().context("a non-UTF-8 path")?;
+                args.extend(["-debugcon".into(), format!("file:{path}")]);
+            }
+            args
+        } else {
+            // GICv3: QEMU virt takes more than 8 CPUs only with it (the host assumes its
+            // MPIDRs).
+            vec!["-machine".into(), "virtualization=on,gic-version=3".into()]
+        };
         for (gpa, file) in loads {
             let file = file.to_str().context("a non-UTF-8 path")?.to_string();
             extra_args.push("-device".into());
@@ -331,8 +366,9 @@ fn coalesce<'a>(pages: impl Iterator<Item = &'a (u64, Vec<u8>)>) -> Vec<(u64, Ve
     runs
 }
 
-fn check_in_ram(ram: &Range<u64>, gpa: u64, len: usize, file: &Path) -> Result<()> {
-    if gpa < ram.start || gpa + len as u64 > ram.end {
+fn check_in_ram(ram: &[Range<u64>], gpa: u64, len: usize, file: &Path) -> Result<()> {
+    let end = gpa + len as u64;
+    if !ram.iter().any(|r| r.start <= gpa && end <= r.end) {
         bail!(
             "{}: data at {gpa:#x}..{:#x} lies outside the guest's RAM {ram:#x?}",
             file.display(),
@@ -432,6 +468,37 @@ mod tests {
         boot.append = Some("pv.log=debug".into());
         let err = boot.qemu_config(&dir).unwrap_err().to_string();
         assert!(err.contains("no command line"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn x86_loads_its_page_at_its_gpa_and_traces_through_debugcon() {
+        let dir = scratch_dir().unwrap();
+        let mut boot = InvmBoot::new(
+            Arch::X86_64,
+            "host.elf".into(),
+            Paravisor::Elf("pv.elf".into()),
+        );
+        boot.trace = true;
+        let config = boot.qemu_config(&dir).unwrap();
+        let args = config.extra_args.join(" ");
+        let trace = dir.join(TRACE_FILE);
+        assert!(
+            args.starts_with(&format!(
+                "-debugcon file:{} -device loader,file=pv.elf -device loader,file=",
+                trace.display()
+            )),
+            "{args}"
+        );
+        assert!(
+            args.contains("host-config.bin,addr=0xfeff000,force-raw=on"),
+            "{args}"
+        );
+        assert!(!args.contains("virtualization=on"), "{args}");
+        let page = std::fs::read(dir.join("host-config.bin")).unwrap();
+        let host = HostConfig::parse(&page).unwrap();
+        assert_eq!(host.x64_context(), None, "a PVH start");
+        assert!(host.trace_path().is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

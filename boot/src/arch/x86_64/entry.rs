@@ -84,6 +84,11 @@ _start64:
     cld
     lgdt boot_gdt_ptr(%rip)
     xor %edi, %edi
+    /* The context's RSP is 0 (the entry sets its own stack): the far return below needs one
+       first, or its pushes land at 0xffff_ffff_ffff_fff8, outside the identity map. The BSS
+       zeroing after it clears only what the far return already popped. */
+    lea {stacks}(%rip), %rsp
+    add ${stack_size}, %rsp
     push $0x08
     lea 2f(%rip), %rax
     push %rax

@@ -280,3 +280,55 @@ fn exits_the_model_cannot_take_are_named() {
         Err(LiveError::NoSuchVp(9))
     );
 }
+
+/// x64, live: VTL0 is real code too, so its own hypercall page (VTL-private, TLFS vsm.md) is
+/// written into its memory when it enables it, as VTL2's is: it calls into it. Scripted, VTL0
+/// has no code and the page stays out of memory.
+#[test]
+fn a_live_x64_vtl0_gets_its_hypercall_page_in_memory() {
+    use hvdef::x86_64::HvX64Msr;
+    const VTL0_PAGE: u64 = 0x5_0000;
+    for live in [false, true] {
+        let mut hv = Hv::x64();
+        hv.boot_x64();
+        hv.model.vtl0().set_live(live);
+        if !live {
+            // Scripted: an empty script, so VTL0 would never run; put it in VTL0 by hand.
+            hv.model.vtl0().set_live(true);
+        }
+        let mut regs = crate::X64HypercallRegs {
+            rcx: u64::from(HypercallCode::VTL_RETURN.0),
+            ..Default::default()
+        };
+        let effects = hv.model.vmcall(0, &mut regs, &mut hv.mem);
+        assert!(effects.lower_runs, "VTL0 runs after the first VtlReturn");
+        hv.model.vtl0().set_live(live);
+        assert_eq!(hv.model.active_vtl(0), Some(Vtl::VTL0));
+        hv.wrmsr(HvX64Msr::HV_X64_MSR_GUEST_OS_ID, GUEST_OS_ID)
+            .unwrap();
+        let effects = hv
+            .wrmsr(HvX64Msr::HV_X64_MSR_HYPERCALL, VTL0_PAGE | 1)
+            .unwrap();
+        assert_eq!(
+            hv.rdmsr(HvX64Msr::HV_X64_MSR_HYPERCALL),
+            Ok(VTL0_PAGE | 1),
+            "VTL0's own MSR"
+        );
+        let page = hv.mem.slice(VTL0_PAGE, 4);
+        if live {
+            assert_eq!(page, [0x0F, 0x01, 0xD9, 0xC3], "vmmcall; ret");
+            assert!(matches!(
+                effects.hypercall_page,
+                Some(crate::HypercallPageChange::Enabled { gpa: VTL0_PAGE, .. })
+            ));
+        } else {
+            assert_eq!(page, [0; 4], "scripted: not in memory");
+            assert_eq!(effects.hypercall_page, None);
+        }
+        assert_eq!(
+            hv.mem.slice(HYPERCALL_PAGE, 4),
+            [0x0F, 0x01, 0xD9, 0xC3],
+            "VTL2's page stays"
+        );
+    }
+}

@@ -4,11 +4,19 @@
 //! rest; a `vmmcall` at one of the hypercall page's VTL stubs moves every shared register, any
 //! other one only RAX/RCX/RDX/R8.
 
-use super::{Next, VP};
+use super::Next;
+use alloc::string::String;
 use alloc::vec::Vec;
-use hvmodel::{
-    Effects, Fault, GuestMemory, HypercallPageChange, Model, VmcallKind, X64HypercallRegs,
+use hvdef::x86_64::reg as x64_reg;
+use hvdef::x86_64::{
+    HvX64PendingEventType, HvX64PendingExceptionEvent, HvX64SegmentRegister, HvX64TableRegister,
 };
+use hvdef::{HvRegisterName, Vtl};
+use hvmodel::{
+    Effects, Fault, GuestMemory, HypercallPageChange, LiveError, LowerExit, Model, SwitchRegs,
+    VmcallKind, X64HypercallRegs,
+};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Instruction lengths. QEMU's SVM has no next-RIP save (and no decode assists), so the host
 /// steps over each exiting instruction by its known length.
@@ -68,12 +76,13 @@ impl Glue {
     pub fn cpuid(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         native: impl FnOnce(u32, u32) -> [u32; 4],
     ) -> Next {
         let (leaf, subleaf) = (cpu.gprs[RAX] as u32, cpu.gprs[RCX] as u32);
         let result = model
-            .cpuid(VP, leaf, subleaf)
+            .cpuid(vp, leaf, subleaf)
             .unwrap_or_else(|| native(leaf, subleaf));
         for (reg, value) in [RAX, RBX, RCX, RDX].into_iter().zip(result) {
             cpu.gprs[reg] = value.into();
@@ -87,11 +96,12 @@ impl Glue {
     pub fn rdmsr(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         native: impl FnOnce(u32) -> u64,
     ) -> Next {
         let msr = cpu.gprs[RCX] as u32;
-        let value = match model.rdmsr(VP, msr) {
+        let value = match model.rdmsr(vp, msr) {
             Some(Ok(value)) => value,
             Some(Err(fault)) => {
                 cpu.inject = Some(fault);
@@ -109,15 +119,28 @@ impl Glue {
     pub fn wrmsr(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         mem: &mut dyn GuestMemory,
         native: impl FnOnce(u32, u64),
     ) -> Next {
         let msr = cpu.gprs[RCX] as u32;
         let value = (cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32);
-        match model.wrmsr(VP, msr, value, mem) {
+        let vtl2 = model.active_vtl(vp) == Some(Vtl::VTL2);
+        match model.wrmsr(vp, msr, value, mem) {
             Some(Ok(effects)) => {
                 cpu.rip += MSR_LEN;
+                if !vtl2 {
+                    // VTL0's own hypercall page: its `vmmcall`s come through `lower_exit`,
+                    // which reads the call from VTL0's registers; the sites are VTL2's.
+                    return match effects.fault {
+                        Some(fault) => {
+                            cpu.inject = Some(fault);
+                            Next::Resume
+                        }
+                        None => Next::Resume,
+                    };
+                }
                 self.apply(effects, cpu)
             }
             Some(Err(fault)) => {
@@ -137,6 +160,7 @@ impl Glue {
     pub fn vmmcall(
         &mut self,
         model: &mut Model,
+        vp: u32,
         cpu: &mut Vcpu,
         mem: &mut dyn GuestMemory,
     ) -> Next {
@@ -153,7 +177,7 @@ impl Glue {
             // CR2 is shared between the VTLs too (TLFS vsm.md "Shared State").
             regs.cr2 = cpu.cr2;
         }
-        let effects = model.vmcall(VP, &mut regs, mem);
+        let effects = model.vmcall(vp, &mut regs, mem);
         for (n, value) in regs.gprs().into_iter().enumerate() {
             if moved(&n) {
                 cpu.gprs[SHARED[n]] = value;
@@ -173,8 +197,8 @@ impl Glue {
             cpu.inject = Some(fault);
             return Next::Resume;
         }
-        if effects.start_vp.is_some() {
-            return Next::Unsupported("HvCallStartVirtualProcessor: this host runs one VP");
+        if let Some(start) = effects.start_vp {
+            return Next::Start(alloc::boxed::Box::new(start));
         }
         match effects.hypercall_page {
             Some(HypercallPageChange::Enabled { gpa, vmcall_sites }) => {
@@ -191,16 +215,234 @@ impl Glue {
         if effects.finished {
             return Next::Finished;
         }
+        if effects.lower_runs {
+            return Next::RunLower;
+        }
         Next::Resume
+    }
+}
+
+/// The VP the host runs a live lower VTL as.
+const LOWER: Vtl = Vtl::VTL0;
+
+/// An exception the host raises in the guest at its next entry (EVENTINJ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct X64Exception {
+    pub vector: u8,
+    pub error_code: Option<u32>,
+}
+
+/// A live VTL0's whole CPU state as the host keeps it between exits (the VMCB's fields, in
+/// Hyper-V's forms), with the exception to deliver at its next entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LowerRegs {
+    /// GPRs, RIP and CR2 (`inject` unused: see `exception`).
+    pub cpu: Vcpu,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    /// As the guest sees it: never SVME, which the host adds for VMRUN.
+    pub efer: u64,
+    pub pat: u64,
+    /// ES, CS, SS, DS, FS, GS, LDTR, TR: the order of their register names.
+    pub segments: [HvX64SegmentRegister; 8],
+    pub gdtr: HvX64TableRegister,
+    pub idtr: HvX64TableRegister,
+    pub exception: Option<X64Exception>,
+}
+
+/// The segment registers' names, in [`LowerRegs::segments`] order.
+pub const SEGMENTS: [HvRegisterName; 8] = [
+    x64_reg::ES,
+    x64_reg::CS,
+    x64_reg::SS,
+    x64_reg::DS,
+    x64_reg::FS,
+    x64_reg::GS,
+    x64_reg::LDTR,
+    x64_reg::TR,
+];
+
+fn gpr_name(n: usize) -> HvRegisterName {
+    HvRegisterName(x64_reg::RAX.0 + n as u32)
+}
+
+fn u128_of(bytes: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(bytes);
+    u128::from_le_bytes(b)
+}
+
+impl LowerRegs {
+    /// The plain 64-bit registers besides the GPRs, with their names.
+    fn named(&mut self) -> [(HvRegisterName, &mut u64); 9] {
+        [
+            (x64_reg::RIP, &mut self.cpu.rip),
+            (x64_reg::RFLAGS, &mut self.rflags),
+            (x64_reg::CR0, &mut self.cr0),
+            (x64_reg::CR2, &mut self.cpu.cr2),
+            (x64_reg::CR3, &mut self.cr3),
+            (x64_reg::CR4, &mut self.cr4),
+            (x64_reg::EFER, &mut self.efer),
+            (x64_reg::PAT, &mut self.pat),
+            (x64_reg::RSP, &mut self.cpu.gprs[RSP]),
+        ]
+    }
+
+    /// Everything the model names for the VP's VTL0 (GPRs, RIP, RFLAGS, control registers,
+    /// EFER, PAT, segments, descriptor tables), as the model holds it.
+    pub fn load(model: &Model, vp: u32) -> LowerRegs {
+        let state = |name| model.vp_state(vp, LOWER, name).unwrap_or(0);
+        let mut regs = LowerRegs::default();
+        for n in 0..16 {
+            regs.cpu.gprs[n] = state(gpr_name(n)) as u64;
+        }
+        for (name, value) in regs.named() {
+            *value = state(name) as u64;
+        }
+        for (seg, name) in regs.segments.iter_mut().zip(SEGMENTS) {
+            *seg = HvX64SegmentRegister::read_from_bytes(&state(name).to_le_bytes())
+                .expect("16 bytes");
+        }
+        regs.gdtr = HvX64TableRegister::read_from_bytes(&state(x64_reg::GDTR).to_le_bytes())
+            .expect("16 bytes");
+        regs.idtr = HvX64TableRegister::read_from_bytes(&state(x64_reg::IDTR).to_le_bytes())
+            .expect("16 bytes");
+        regs
+    }
+
+    /// Writes it all into the model (the glue's side of [`LowerRegs::load`]).
+    pub fn store(&mut self, model: &mut Model, vp: u32) {
+        for n in 0..16 {
+            model.set_vp_state(vp, LOWER, gpr_name(n), self.cpu.gprs[n].into());
+        }
+        let mut named: Vec<(HvRegisterName, u64)> =
+            self.named().into_iter().map(|(n, v)| (n, *v)).collect();
+        for (name, value) in named.drain(..) {
+            model.set_vp_state(vp, LOWER, name, value.into());
+        }
+        for (seg, name) in self.segments.iter().zip(SEGMENTS) {
+            model.set_vp_state(vp, LOWER, name, u128_of(seg.as_bytes()));
+        }
+        model.set_vp_state(vp, LOWER, x64_reg::GDTR, u128_of(self.gdtr.as_bytes()));
+        model.set_vp_state(vp, LOWER, x64_reg::IDTR, u128_of(self.idtr.as_bytes()));
+    }
+}
+
+/// VTL0 runs (again) from the state the model holds, first taking the exception the paravisor
+/// or the hypervisor left it, if any. Unsupported: a pending event that is not an exception.
+pub fn enter_lower(model: &mut Model, vp: u32) -> Result<LowerRegs, &'static str> {
+    let mut regs = LowerRegs::load(model, vp);
+    let Some(result) = model.vtl0().take_live_result(vp) else {
+        return Ok(regs);
+    };
+    if let Some(fault) = result.hypervisor_fault {
+        regs.exception = Some(match fault {
+            Fault::Ud => X64Exception {
+                vector: 6,
+                error_code: None,
+            },
+            Fault::Gp => X64Exception {
+                vector: 13,
+                error_code: Some(0),
+            },
+        });
+    } else if let Some(event) = result.pending_event() {
+        let event = HvX64PendingExceptionEvent::from_bits(event);
+        if event.event_type() != HvX64PendingEventType::EXCEPTION {
+            return Err("a pending event other than an exception (not delivered yet)");
+        }
+        if event.vector() == 14 {
+            regs.cpu.cr2 = event.exception_parameter();
+        }
+        regs.exception = Some(X64Exception {
+            vector: event.vector() as u8,
+            error_code: event.deliver_error_code().then_some(event.error_code()),
+        });
+    }
+    Ok(regs)
+}
+
+/// What the host does after a live VTL0 exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LowerNext {
+    /// VTL0 runs on with these registers.
+    Resume(alloc::boxed::Box<LowerRegs>),
+    /// VTL2 runs: its shared GPRs and CR2 are in its `Vcpu` now, its RIP past the VtlReturn
+    /// it left by.
+    Vtl2,
+    /// The partition is done (a reset: the model ended the run).
+    Finished,
+    /// Something this host cannot carry out; the run fails with this reason.
+    Unsupported(String),
+}
+
+/// VTL0 exited (`regs` as it left them, RIP at the instruction that exited): its state goes
+/// into the model, which serves the exit; VTL2 resuming gets the shared registers the model
+/// hands it in `vtl2` (whose RIP is still on its VtlReturn `vmmcall`).
+pub fn lower_exit(
+    model: &mut Model,
+    vp: u32,
+    exit: LowerExit,
+    regs: &mut LowerRegs,
+    vtl2: &mut Vcpu,
+    mem: &mut dyn GuestMemory,
+) -> LowerNext {
+    regs.store(model, vp);
+    let mut switch = X64HypercallRegs::default();
+    let effects = match model.lower_exit(vp, exit, SwitchRegs::X64(&mut switch), mem) {
+        Ok(effects) => effects,
+        Err(e) => {
+            return LowerNext::Unsupported(alloc::format!(
+                "VTL0 exit at RIP {:#x}: {}",
+                regs.cpu.rip,
+                live_error(e)
+            ))
+        }
+    };
+    if effects.finished {
+        return LowerNext::Finished;
+    }
+    if effects.lower_runs {
+        return match enter_lower(model, vp) {
+            Ok(regs) => LowerNext::Resume(alloc::boxed::Box::new(regs)),
+            Err(why) => LowerNext::Unsupported(why.into()),
+        };
+    }
+    if effects.start_vp.is_some() || effects.fault.is_some() {
+        return LowerNext::Unsupported(
+            "VTL0's exit asked for a VP start or a fault in VTL2".into(),
+        );
+    }
+    for (n, value) in switch.gprs().into_iter().enumerate() {
+        vtl2.gprs[SHARED[n]] = value;
+    }
+    vtl2.cr2 = switch.cr2;
+    if effects.advance_ip {
+        vtl2.rip += VMMCALL_LEN;
+    }
+    LowerNext::Vtl2
+}
+
+fn live_error(e: LiveError) -> String {
+    match e {
+        LiveError::AccessAllowed { gpa, access } => alloc::format!(
+            "the nested tables stopped a {access:?} of GPA {gpa:#x} that the model allows (not \
+             RAM the model knows, or the tables and the model disagree)"
+        ),
+        other => alloc::format!("{other:?}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hv::{partition, TraceLine};
+    use crate::hv::{partition, VP};
     use hvdef::x86_64::{cpuid, HvX64Msr, VMMCALL};
-    use hvmodel::{Arch, TestMemory, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS};
+    use hvmodel::{
+        Arch, Event, Outcome, TestMemory, VTL_CALL_OFFSET, VTL_RETURN_OFFSET, X64_SHARED_GPRS,
+    };
 
     const PAGE: u64 = 0x3000;
 
@@ -222,7 +464,9 @@ mod tests {
             cpu.gprs[RCX] = msr.0.into();
             cpu.gprs[RAX] = value & 0xffff_ffff;
             cpu.gprs[RDX] = value >> 32;
-            let next = glue.wrmsr(model, &mut cpu, mem, |m, _| panic!("{m:#x} went native"));
+            let next = glue.wrmsr(model, VP, &mut cpu, mem, |m, _| {
+                panic!("{m:#x} went native")
+            });
             assert_eq!((next, cpu.rip, cpu.inject), (Next::Resume, MSR_LEN, None));
         }
     }
@@ -248,7 +492,7 @@ mod tests {
         cpu.gprs[RAX] = 0xffff_ffff_0000_0000 | u64::from(cpuid::HV_CPUID_VENDOR_AND_MAX_FUNCTIONS);
         cpu.gprs[RBX] = u64::MAX;
         assert_eq!(
-            glue.cpuid(&mut model, &mut cpu, no_native_cpuid),
+            glue.cpuid(&mut model, VP, &mut cpu, no_native_cpuid),
             Next::Resume
         );
         let want = [
@@ -264,7 +508,7 @@ mod tests {
 
         cpu.gprs[RAX] = 1;
         cpu.gprs[RCX] = 7;
-        glue.cpuid(&mut model, &mut cpu, |leaf, sub| [leaf, sub, 0xc, 0xd]);
+        glue.cpuid(&mut model, VP, &mut cpu, |leaf, sub| [leaf, sub, 0xc, 0xd]);
         assert_eq!(cpu.gprs[..4], [1, 0xc, 0xd, 7]);
         assert_eq!(model.trace().cpuid_leaves(), [0x4000_0000]);
     }
@@ -276,21 +520,21 @@ mod tests {
         let mut cpu = Vcpu::default();
         cpu.gprs[RCX] = HvX64Msr::HV_X64_MSR_VP_INDEX.0.into();
         cpu.gprs[RAX] = u64::MAX;
-        glue.rdmsr(&mut model, &mut cpu, |m| panic!("{m:#x} went native"));
+        glue.rdmsr(&mut model, VP, &mut cpu, |m| panic!("{m:#x} went native"));
         assert_eq!((cpu.gprs[RAX], cpu.gprs[RDX], cpu.rip), (0, 0, MSR_LEN));
 
         // An MSR of the hypervisor's range the model does not implement: #GP, RIP stays.
         cpu.gprs[RCX] = 0x4000_0fff;
-        glue.rdmsr(&mut model, &mut cpu, |m| panic!("{m:#x} went native"));
+        glue.rdmsr(&mut model, VP, &mut cpu, |m| panic!("{m:#x} went native"));
         assert_eq!((cpu.inject, cpu.rip), (Some(Fault::Gp), MSR_LEN));
         cpu.inject = None;
-        glue.wrmsr(&mut model, &mut cpu, &mut mem, |m, _| {
+        glue.wrmsr(&mut model, VP, &mut cpu, &mut mem, |m, _| {
             panic!("{m:#x} native")
         });
         assert_eq!((cpu.inject, cpu.rip), (Some(Fault::Gp), MSR_LEN));
 
         cpu.gprs[RCX] = 0xc000_0103;
-        glue.rdmsr(&mut model, &mut cpu, |_| 0x1234_5678_9abc_def0);
+        glue.rdmsr(&mut model, VP, &mut cpu, |_| 0x1234_5678_9abc_def0);
         assert_eq!(
             (cpu.gprs[RAX], cpu.gprs[RDX], cpu.rip),
             (0x9abc_def0, 0x1234_5678, 2 * MSR_LEN)
@@ -298,7 +542,7 @@ mod tests {
         let mut written = None;
         cpu.gprs[RAX] = 0x1_0000_0002;
         cpu.gprs[RDX] = 3;
-        glue.wrmsr(&mut model, &mut cpu, &mut mem, |m, v| {
+        glue.wrmsr(&mut model, VP, &mut cpu, &mut mem, |m, v| {
             written = Some((m, v))
         });
         assert_eq!(written, Some((0xc000_0103, 0x3_0000_0002)));
@@ -340,7 +584,10 @@ mod tests {
         // Code 0xffff is no hypercall: HV_STATUS_INVALID_HYPERCALL_CODE (2) in RAX.
         cpu.gprs[RCX] = 0xffff;
         let before = cpu;
-        assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::Resume);
+        assert_eq!(
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::Resume
+        );
         assert_eq!(cpu.gprs[RAX], 2);
         assert_eq!(cpu.rip, PAGE + VMMCALL_LEN);
         for n in (0..16).filter(|n| *n != RAX) {
@@ -360,14 +607,29 @@ mod tests {
         };
         cpu.gprs[RCX] = 0x12;
         cpu.gprs[RSP] = 0x5555;
-        assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::Finished);
-        assert_eq!(cpu.gprs[RSP], 0x5555, "RSP is no shared register");
-        let line = alloc::format!("{}", TraceLine(model.trace().events()));
         assert_eq!(
-            line,
-            "wrmsr/40000000/8100000000000000/ok wrmsr/40000001/3001/ok \
-             12/0/0/0/cbf29ce484222325/cbf29ce484222325/vtl"
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::Finished
         );
+        assert_eq!(cpu.gprs[RSP], 0x5555, "RSP is no shared register");
+        let events = model.trace().events();
+        assert!(
+            matches!(
+                events,
+                [
+                    Event::Wrmsr { msr: 0x4000_0000, value: 0x8100_0000_0000_0000, result: Ok(_), .. },
+                    Event::Wrmsr { msr: 0x4000_0001, value: 0x3001, result: Ok(_), .. },
+                    Event::Hypercall(r),
+                ] if r.code.0 == 0x12 && matches!(r.outcome, Outcome::VtlSwitch { .. })
+            ),
+            "{events:?}"
+        );
+        // What the host writes to its trace port, event after event, decodes to the same.
+        let mut bytes = Vec::new();
+        for event in events {
+            event.encode(&mut bytes);
+        }
+        assert_eq!(hvmodel::decode_all(&bytes).as_deref(), Ok(events));
     }
 
     /// The same `vmmcall` with a VTL-return code outside the VTL stub is an ordinary call with
@@ -383,8 +645,154 @@ mod tests {
         };
         cpu.gprs[RCX] = 0x12;
         cpu.gprs[RAX] = 0x4;
-        assert_eq!(glue.vmmcall(&mut model, &mut cpu, &mut mem), Next::Resume);
+        assert_eq!(
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::Resume
+        );
         assert_eq!(cpu.inject, Some(Fault::Ud));
         assert_eq!(cpu.rip, PAGE + u64::from(VTL_RETURN_OFFSET) + 8);
+    }
+
+    fn live_at_vtl0() -> (Glue, Model, TestMemory) {
+        let (mut glue, mut model) = (Glue::default(), model());
+        let mut mem = TestMemory::new(0x10000);
+        enable_page(&mut glue, &mut model, &mut mem);
+        model.vtl0().set_live(true);
+        let mut cpu = Vcpu {
+            rip: PAGE + u64::from(VTL_RETURN_OFFSET) + 8,
+            ..Vcpu::default()
+        };
+        cpu.gprs[RCX] = 0x12;
+        assert_eq!(
+            glue.vmmcall(&mut model, VP, &mut cpu, &mut mem),
+            Next::RunLower
+        );
+        assert_eq!(
+            cpu.rip,
+            PAGE + u64::from(VTL_RETURN_OFFSET) + 8,
+            "VTL2 resumes on its VtlReturn, later"
+        );
+        assert_eq!(model.active_vtl(VP), Some(Vtl::VTL0));
+        (glue, model, mem)
+    }
+
+    /// Everything the host keeps of VTL0 goes into the model and comes back unchanged.
+    #[test]
+    fn vtl0s_state_round_trips_through_the_model() {
+        let (_, mut model, _) = live_at_vtl0();
+        let mut regs = LowerRegs::default();
+        for (i, r) in regs.cpu.gprs.iter_mut().enumerate() {
+            *r = 0x100 + i as u64;
+        }
+        (regs.cpu.rip, regs.cpu.cr2, regs.rflags) = (0x400_0000, 0xc2, 0x246);
+        (regs.cr0, regs.cr3, regs.cr4, regs.efer, regs.pat) = (0x11, 0x3000, 0x620, 0x500, 7);
+        for (i, seg) in regs.segments.iter_mut().enumerate() {
+            *seg = HvX64SegmentRegister {
+                base: i as u64,
+                limit: 0xffff_ffff,
+                selector: 8 * i as u16,
+                attributes: 0xc093,
+            };
+        }
+        regs.gdtr.limit = 0x17;
+        regs.idtr.base = 0x5000;
+        regs.clone().store(&mut model, VP);
+        assert_eq!(LowerRegs::load(&model, VP), regs);
+        let cs = model.vp_state(VP, Vtl::VTL0, x64_reg::CS).unwrap();
+        assert_eq!(cs as u64, 1, "base, then limit, selector and attributes");
+        assert_eq!((cs >> 64) as u64, 0xc093_0008_ffff_ffff);
+    }
+
+    /// A live VTL0's `vmmcall` the hypervisor serves itself: VTL0 resumes past it with the
+    /// result in RAX; VTL2 never runs.
+    #[test]
+    fn a_vtl0_hypercall_the_hypervisor_serves_resumes_vtl0() {
+        let (_, mut model, mut mem) = live_at_vtl0();
+        let mut regs = LowerRegs::load(&model, VP);
+        regs.cpu.rip = 0x4000;
+        regs.cpu.gprs[RCX] = 0xffff;
+        let mut vtl2 = Vcpu::default();
+        let exit = LowerExit::Hypercall { immediate: 0 };
+        let next = lower_exit(&mut model, VP, exit, &mut regs, &mut vtl2, &mut mem);
+        let LowerNext::Resume(regs) = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!(regs.cpu.gprs[RAX], 2, "HV_STATUS_INVALID_HYPERCALL_CODE");
+        assert_eq!(regs.cpu.rip, 0x4000 + VMMCALL_LEN);
+        assert_eq!((regs.exception, vtl2), (None, Vcpu::default()));
+    }
+
+    /// An access the nested tables stopped that the model allows is the glue's bug, named.
+    #[test]
+    fn an_allowed_access_is_refused_by_name() {
+        let (_, mut model, mut mem) = live_at_vtl0();
+        let mut regs = LowerRegs::load(&model, VP);
+        let exit = LowerExit::Access {
+            gpa: 0x8000,
+            len: 1,
+            access: hvdef::HvInterceptAccessType::WRITE,
+        };
+        let next = lower_exit(
+            &mut model,
+            VP,
+            exit,
+            &mut regs,
+            &mut Vcpu::default(),
+            &mut mem,
+        );
+        let LowerNext::Unsupported(why) = next else {
+            panic!("{next:?}")
+        };
+        assert!(
+            why.contains("WRITE of GPA 0x8000 that the model allows"),
+            "{why}"
+        );
+    }
+
+    /// HvCallStartVirtualProcessor through the glue: the host is told to start the VP's CPU
+    /// at the context the model accepted (after HvCallEnableVpVtl), VTL2 resumes past its call.
+    #[test]
+    fn start_virtual_processor_asks_the_host_to_start_the_cpu() {
+        use hvdef::x86_64::{HvX64InitialVpContext, HvX64InputEnableVpVtl};
+        use hvdef::{Control, HypercallCode, HV_PARTITION_ID_SELF};
+        use zerocopy::IntoBytes;
+        let (mut glue, mut model) = (Glue::default(), partition(Arch::X86_64, 0..0x10000, 2));
+        let mut mem = TestMemory::new(0x10000);
+        enable_page(&mut glue, &mut model, &mut mem);
+        let input = HvX64InputEnableVpVtl {
+            partition_id: HV_PARTITION_ID_SELF,
+            vp_index: 1,
+            target_vtl: 2,
+            reserved: [0; 3],
+            context: HvX64InitialVpContext {
+                rip: 0x10_00a6,
+                rsp: 0x8000,
+                ..Default::default()
+            },
+        };
+        hvmodel::GuestMemory::write(&mut mem, 0x5000, input.as_bytes()).expect("in RAM");
+        let mut next = Next::Resume;
+        for code in [
+            HypercallCode::ENABLE_VP_VTL,
+            HypercallCode::START_VIRTUAL_PROCESSOR,
+        ] {
+            let mut cpu = Vcpu {
+                rip: 0x2000,
+                ..Vcpu::default()
+            };
+            cpu.gprs[RCX] = Control::new().with_code(code).into_bits();
+            cpu.gprs[RDX] = 0x5000;
+            next = glue.vmmcall(&mut model, VP, &mut cpu, &mut mem);
+            assert_eq!(
+                (cpu.gprs[RAX], cpu.rip),
+                (0, 0x2000 + VMMCALL_LEN),
+                "{code:?}"
+            );
+        }
+        let Next::Start(start) = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!((start.vp, start.vtl), (1, Vtl::VTL2));
+        assert_eq!(start.context, hvmodel::InitialVpContext::X64(input.context));
     }
 }

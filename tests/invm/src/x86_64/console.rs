@@ -63,3 +63,19 @@ pub fn exit(code: u64) -> ! {
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+/// Writes `bytes` to the trace port (QEMU's debugcon, which the runner points at the trace
+/// file with `-debugcon file:PATH`; without one QEMU drops them).
+pub fn trace_write(bytes: &[u8]) {
+    // SAFETY: `rep outsb` reads `bytes` (RSI, RCX bytes, forward: the ABI keeps DF clear) and
+    // writes them to the debugcon port; it writes no memory.
+    unsafe {
+        core::arch::asm!(
+            "rep outsb",
+            in("dx") invm_abi::TRACE_PORT_X86_64,
+            inout("rsi") bytes.as_ptr() => _,
+            inout("rcx") bytes.len() => _,
+            options(nostack, readonly)
+        )
+    };
+}

@@ -4,6 +4,7 @@
 //! triple fault (which QEMU's -no-reboot turns into exit 0).
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 core::arch::global_asm!(
     r#"
@@ -200,4 +201,188 @@ pub fn install_idt() {
     };
     // SAFETY: the table above is complete and static; `lidt` reads the 10-byte pointer.
     unsafe { core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(nostack)) };
+}
+
+/// Where the host copies its real-mode AP trampoline: page 0, SIPI vector 0. The page is the
+/// host's: cut from the guest's memory maps and unmapped from its nested tables.
+pub const TRAMPOLINE: u64 = 0;
+
+core::arch::global_asm!(
+    r#"
+    .section .rodata.invm_trampoline, "a"
+    /* Copied to TRAMPOLINE (0) and started there by INIT-SIPI-SIPI in real mode, CS = 0:
+       protected mode on its own GDT, then long mode over the host's identity map as the boot
+       CPU's entry does, then invm_ap_start64 at the host's address. */
+    .global invm_ap_trampoline
+    .global invm_ap_trampoline_end
+    .code16
+invm_ap_trampoline:
+    cli
+    cld
+    xor %ax, %ax
+    mov %ax, %ds
+    lgdtl (invm_tramp_gdt_ptr - invm_ap_trampoline)
+    mov %cr0, %eax
+    or $1, %eax
+    mov %eax, %cr0
+    ljmpl $0x08, $(1f - invm_ap_trampoline)
+    .code32
+1:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    mov $invm_pml4, %eax
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x20, %eax               /* PAE */
+    mov %eax, %cr4
+    mov $0xc0000080, %ecx        /* EFER */
+    rdmsr
+    or $0x100, %eax              /* LME */
+    wrmsr
+    mov %cr0, %eax
+    or $0x80010001, %eax         /* PG | WP | PE */
+    mov %eax, %cr0
+    lgdt invm_gdt_ptr
+    ljmp $0x08, $invm_ap_start64
+    .balign 8
+invm_tramp_gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff     /* 0x08: 32-bit code */
+    .quad 0x00cf93000000ffff     /* 0x10: data */
+invm_tramp_gdt_ptr:
+    .word 23
+    .long invm_tramp_gdt - invm_ap_trampoline
+invm_ap_trampoline_end:
+
+    .text
+    .code64
+invm_ap_start64:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    mov %eax, %fs
+    mov %eax, %gs
+    mov INVM_AP_STACK(%rip), %rsp
+    mov INVM_AP_VP(%rip), %rdi
+    xor %ebp, %ebp
+    call invm_ap_main
+    ud2
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static invm_ap_trampoline: u8;
+    static invm_ap_trampoline_end: u8;
+}
+
+/// The AP being started: its VP and stack top (read by `invm_ap_start64`), and whether it
+/// has read them (so the next start may overwrite them).
+#[unsafe(no_mangle)]
+static INVM_AP_VP: AtomicU64 = AtomicU64::new(0);
+#[unsafe(no_mangle)]
+static INVM_AP_STACK: AtomicU64 = AtomicU64::new(0);
+static AP_UP: AtomicBool = AtomicBool::new(false);
+
+const AP_STACK_SIZE: usize = 0x8000;
+
+#[repr(C, align(16))]
+struct ApStacks(UnsafeCell<[[u8; AP_STACK_SIZE]; super::MAX_VPS]>);
+
+// SAFETY: each stack is used by the one AP started with it, never by anything else.
+unsafe impl Sync for ApStacks {}
+
+static AP_STACKS: ApStacks = ApStacks(UnsafeCell::new([[0; AP_STACK_SIZE]; super::MAX_VPS]));
+
+/// The AP's first act in Rust: it has its VP and stack, the next start may go on.
+pub fn ap_started() {
+    AP_UP.store(true, Ordering::Release);
+}
+
+const LAPIC: u64 = 0xfee0_0000;
+const ICR_LOW: u64 = LAPIC + 0x300;
+const ICR_HIGH: u64 = LAPIC + 0x310;
+const ICR_BUSY: u32 = 1 << 12;
+
+fn icr(apic_id: u32, low: u32) {
+    // SAFETY: the xAPIC's ICR, identity-mapped by the host (the low 4 GiB); the guests' nested
+    // tables do not map it, so only the host programs it.
+    unsafe {
+        core::ptr::write_volatile(ICR_HIGH as *mut u32, apic_id << 24);
+        core::ptr::write_volatile(ICR_LOW as *mut u32, low);
+        while core::ptr::read_volatile(ICR_LOW as *const u32) & ICR_BUSY != 0 {}
+    }
+}
+
+/// Starts CPU `vp` (APIC ID `vp`, as QEMU numbers them) at the trampoline with INIT-SIPI-SIPI:
+/// it runs `invm_ap_main(vp)` on its own stack. Waits until it has picked both up; false if
+/// it never does (no such CPU: fewer `-smp` CPUs than VPs).
+pub fn start_ap(vp: u32) -> bool {
+    let (start, end) = (
+        &raw const invm_ap_trampoline as usize,
+        &raw const invm_ap_trampoline_end as usize,
+    );
+    // SAFETY: the trampoline's bytes in the host's rodata; TRAMPOLINE is the host's own page
+    // (out of the guests' maps and nested tables), identity-mapped, and no other CPU runs
+    // it now (starts are one at a time: the caller holds the host's lock and waits below).
+    // The copy is `rep movsb`, not a Rust copy: the page is at address 0, which Rust's
+    // pointers may not be.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            inout("rsi") start => _,
+            inout("rdi") TRAMPOLINE => _,
+            inout("rcx") end - start => _,
+            options(nostack)
+        );
+    }
+    // SAFETY: `vp` < MAX_VPS (the caller's check); the address of its stack, no reference.
+    let stack = unsafe { (AP_STACKS.0.get() as *mut [u8; AP_STACK_SIZE]).add(vp as usize) };
+    INVM_AP_STACK.store(stack as u64 + AP_STACK_SIZE as u64, Ordering::Relaxed);
+    INVM_AP_VP.store(vp.into(), Ordering::Relaxed);
+    AP_UP.store(false, Ordering::Release);
+    icr(vp, 0x4500); // INIT, assert
+    let vector = (TRAMPOLINE >> 12) as u32;
+    icr(vp, 0x4600 | vector); // SIPI
+    icr(vp, 0x4600 | vector);
+    // An AP is up within microseconds; give it about a second of TSC (QEMU's runs at the
+    // host's rate, GHz).
+    // SAFETY: reads the time-stamp counter; no side effect.
+    let start = unsafe { core::arch::x86_64::_rdtsc() };
+    while !AP_UP.load(Ordering::Acquire) {
+        // SAFETY: as above.
+        if unsafe { core::arch::x86_64::_rdtsc() }.wrapping_sub(start) > 2_000_000_000 {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// Loads the IDT `install_idt` built (on an AP).
+pub fn load_idt() {
+    // SAFETY: see `Sync for Idt`: read-only from here on.
+    let idt = unsafe { &*IDT.0.get() };
+    let at = idt.as_ptr() as u64;
+    let limit = (size_of::<[u64; 2 * VECTORS]>() - 1) as u16;
+    let pointer: [u16; 5] = [
+        limit,
+        at as u16,
+        (at >> 16) as u16,
+        (at >> 32) as u16,
+        (at >> 48) as u16,
+    ];
+    // SAFETY: the table is complete and static; `lidt` reads the 10-byte pointer.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(nostack)) };
+}
+
+/// A CPU with nothing left to run waits here for good.
+pub fn park() -> ! {
+    loop {
+        // SAFETY: masks interrupts and halts; touches no memory.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
 }

@@ -7,14 +7,15 @@ mod cpu;
 mod entry;
 mod svm;
 
-pub use console::{exit, print, EXIT_FAIL, EXIT_PASS};
+pub use console::{exit, print, trace_write, EXIT_FAIL, EXIT_PASS};
 pub use cpu::{cpuid, rdmsr, wrmsr};
-pub use entry::{install_idt, ExceptionFrame};
-pub use svm::{enable, Exit, Guest};
+pub use entry::{ap_started, install_idt, load_idt, park, start_ap, ExceptionFrame, TRAMPOLINE};
+pub use svm::{enable, Cpu, Exit, Guest, DEBUG_EXIT_PORT, MAX_VPS, MSR_EFER_NUMBER as MSR_EFER};
 
 /// SVM exit codes the host serves or names (AMD APM vol. 2, appendix C).
 pub const EXIT_CPUID: u64 = 0x72;
 pub const EXIT_HLT: u64 = 0x78;
+pub const EXIT_IOIO: u64 = 0x7b;
 pub const EXIT_MSR: u64 = 0x7c;
 pub const EXIT_SHUTDOWN: u64 = 0x7f;
 pub const EXIT_VMMCALL: u64 = 0x81;

@@ -3,23 +3,27 @@
 //! instructions by their known lengths (`hv::x86_64`).
 
 use super::cpu::{cpuid, rdmsr, wrmsr};
-use crate::hv::x86_64::{Vcpu, RAX, RSP};
+use crate::hv::x86_64::{LowerRegs, Vcpu, X64Exception, RAX, RSP};
 use crate::{msrpm, npt};
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
+use hvdef::x86_64::{HvX64InitialVpContext, HvX64SegmentRegister, HvX64TableRegister};
 use hvmodel::Fault;
 
 const MSR_EFER: u32 = 0xc000_0080;
 const EFER_SVME: u64 = 1 << 12;
+const EFER_NXE: u64 = 1 << 11;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+pub const MSR_EFER_NUMBER: u32 = MSR_EFER;
 
 /// Intercept vector 3 (VMCB 0x00c): CPUID, HLT, MSR accesses through the permission map
 /// (`msrpm`: SVM's own MSRs, plus every MSR outside its three ranges, the hypervisor's
 /// 0x4000_0000.. among them), and shutdown (a triple fault in the guest).
 const INTERCEPT_CPUID: u32 = 1 << 18;
 const INTERCEPT_HLT: u32 = 1 << 24;
+const INTERCEPT_IOIO: u32 = 1 << 27;
 const INTERCEPT_MSR_PROT: u32 = 1 << 28;
 const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
 /// Intercept vector 4 (VMCB 0x010): VMRUN (required), VMMCALL, and the rest of SVM, so a
@@ -32,8 +36,11 @@ const INTERCEPT_STGI: u32 = 1 << 4;
 const INTERCEPT_CLGI: u32 = 1 << 5;
 const INTERCEPT_SKINIT: u32 = 1 << 6;
 
-/// The guest's ASID (0 is the host's).
+/// The guests' ASIDs (0 is the host's): VTL2, VTL0.
 const ASID: u32 = 1;
+const ASID_VTL0: u32 = 2;
+/// The isa-debug-exit port, which VTL0's exits through the host (see `host_x86`).
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 const TLB_FLUSH_ALL: u32 = 1;
 const NP_ENABLE: u64 = 1;
 
@@ -69,6 +76,47 @@ const DATA32: Segment = Segment {
     limit: 0xffff_ffff,
     base: 0,
 };
+
+impl Segment {
+    /// Back to Hyper-V's form.
+    pub fn to_hv(self) -> HvX64SegmentRegister {
+        HvX64SegmentRegister {
+            base: self.base,
+            limit: self.limit,
+            selector: self.selector,
+            attributes: (self.attrib & 0xff) | ((self.attrib & 0xf00) << 4),
+        }
+    }
+
+    pub fn to_table(self) -> HvX64TableRegister {
+        HvX64TableRegister {
+            pad: [0; 3],
+            limit: self.limit as u16,
+            base: self.base,
+        }
+    }
+
+    /// From Hyper-V's form (attributes as VMX packs them: type, S, DPL, P in bits 0-7, AVL,
+    /// L, DB, G in bits 12-15) to the VMCB's 12 bits.
+    pub fn from_hv(seg: &HvX64SegmentRegister) -> Segment {
+        Segment {
+            selector: seg.selector,
+            attrib: (seg.attributes & 0xff) | ((seg.attributes >> 4) & 0xf00),
+            limit: seg.limit,
+            base: seg.base,
+        }
+    }
+
+    /// A descriptor-table register (GDTR, IDTR): limit and base only.
+    pub fn from_table(table: &HvX64TableRegister) -> Segment {
+        Segment {
+            selector: 0,
+            attrib: 0,
+            limit: table.limit.into(),
+            base: table.base,
+        }
+    }
+}
 
 /// The VMCB, control area then state save area, with only the fields this host uses named.
 #[repr(C, align(4096))]
@@ -158,43 +206,82 @@ const _: () = {
 struct Page([u8; 4096]);
 
 #[repr(C, align(4096))]
+struct PageTable([u64; npt::ENTRIES]);
+
+#[repr(C, align(4096))]
 struct Msrpm([u8; msrpm::SIZE]);
 
-/// Everything SVM reads by physical address (the host is identity-mapped, so a pointer is one):
-/// the VMCB, the host save area, the permission maps (8 KiB MSR, 12 KiB I/O, all zero) and
-/// the nested tables.
-struct State {
-    vmcb: Vmcb,
-    hsave: Page,
+/// The VPs the host can run, one CPU each.
+pub const MAX_VPS: usize = 16;
+
+/// What SVM reads by physical address and every VP shares (the host is identity-mapped, so a
+/// pointer is one): the permission maps (8 KiB MSR, 12 KiB I/O) and the nested tables, VTL2's
+/// and VTL0's. VTL0's MSR map has EFER too (the host keeps SVME in it), its I/O map the trace
+/// port and isa-debug-exit, its nested tables VTL2's protections at 4 KiB (2 MiB pages split
+/// on the first change, their page tables on the heap).
+struct Tables {
     msrpm: Msrpm,
     iopm: [Page; 3],
     npt: [[u64; npt::ENTRIES]; 3],
+    msrpm0: Msrpm,
+    iopm0: [Page; 3],
+    npt0: [[u64; npt::ENTRIES]; 3],
+}
+
+/// One VP's: its VTL2 and VTL0 VMCBs and its CPU's host save area.
+#[repr(C, align(4096))]
+struct VpArea {
+    vmcb: Vmcb,
+    vmcb0: Vmcb,
+    hsave: Page,
 }
 
 #[repr(C, align(4096))]
-struct Shared(UnsafeCell<State>);
+struct SharedTables(UnsafeCell<Tables>);
 
-// SAFETY: one CPU; `Guest::new` hands the state out once (TAKEN), and from then on only that
-// `Guest` and the CPU, inside VMRUN, touch it.
-unsafe impl Sync for Shared {}
+// SAFETY: `Guest::new` hands the tables out once (TAKEN) to the `Guest`, which the host keeps
+// under its lock; besides, only the CPUs' nested walks read them.
+unsafe impl Sync for SharedTables {}
 
-// SAFETY: all-zero is a valid `State` (integers and arrays of them only).
-static STATE: Shared = Shared(UnsafeCell::new(unsafe { core::mem::zeroed() }));
+#[repr(C, align(4096))]
+struct SharedVps(UnsafeCell<[VpArea; MAX_VPS]>);
+
+// SAFETY: each VP's area is handed out once (VP_TAKEN) to the `Cpu` of the one CPU that runs
+// that VP; the host save area is only the CPU's.
+unsafe impl Sync for SharedVps {}
+
+// SAFETY: all-zero is a valid `Tables` and `VpArea` (integers and arrays of them only).
+static TABLES: SharedTables = SharedTables(UnsafeCell::new(unsafe { core::mem::zeroed() }));
+// SAFETY: as above.
+static VPS: SharedVps = SharedVps(UnsafeCell::new(unsafe { core::mem::zeroed() }));
 static TAKEN: AtomicBool = AtomicBool::new(false);
+static VP_TAKEN: [AtomicBool; MAX_VPS] = [const { AtomicBool::new(false) }; MAX_VPS];
+/// VTL0's nested tables changed since the VP's VTL0 last ran: flush its TLB.
+static VTL0_FLUSH: [AtomicBool; MAX_VPS] = [const { AtomicBool::new(true) }; MAX_VPS];
 
-/// Turns SVM on: EFER.SVME and the host save area.
-pub fn enable() -> Result<(), &'static str> {
+fn vp_area(vp: usize) -> *mut VpArea {
+    // SAFETY: in bounds (callers check vp < MAX_VPS); no reference is made here.
+    unsafe { (VPS.0.get() as *mut VpArea).add(vp) }
+}
+
+/// Turns SVM on for this CPU, which runs `vp`: EFER.SVME and its host save area.
+pub fn enable(vp: usize) -> Result<(), &'static str> {
     if cpuid(0x8000_0001, 0)[2] & (1 << 2) == 0 {
         return Err("no SVM (CPUID 0x80000001 ECX bit 2): run QEMU with -cpu max");
     }
     if cpuid(0x8000_000a, 0)[3] & 1 == 0 {
         return Err("no nested paging (CPUID 0x8000000A EDX bit 0)");
     }
-    let hsave = STATE.0.get() as u64 + offset_of!(State, hsave) as u64;
-    // SAFETY: setting EFER.SVME only enables the SVM instructions; VM_HSAVE_PA gets a page of
-    // the host's own, reserved for the CPU.
+    if vp >= MAX_VPS {
+        return Err("more VPs than this host has room for");
+    }
+    // SAFETY: in bounds; the address of the VP's save area, no reference made.
+    let hsave = unsafe { core::ptr::addr_of!((*vp_area(vp)).hsave) } as u64;
+    // SAFETY: setting EFER.SVME only enables the SVM instructions, EFER.NXE the NX bit (which
+    // VTL0's nested tables use; the host's own tables have none); VM_HSAVE_PA gets a page of
+    // the host's own, reserved for this CPU.
     unsafe {
-        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME | EFER_NXE);
         wrmsr(MSR_VM_HSAVE_PA, hsave);
     }
     Ok(())
@@ -208,9 +295,15 @@ pub struct Exit {
     pub info2: u64,
 }
 
-/// The one guest: its VMCB and nested tables.
+/// The partition's side: the shared maps and nested tables (kept under the host's lock).
 pub struct Guest {
-    state: &'static mut State,
+    tables: &'static mut Tables,
+}
+
+/// One VP's side, owned by the CPU that runs it: its two VMCBs.
+pub struct Cpu {
+    area: &'static mut VpArea,
+    vp: usize,
 }
 
 core::arch::global_asm!(
@@ -242,7 +335,11 @@ invm_vmrun:
     mov 112(%rdi), %r14
     mov 120(%rdi), %r15
     mov 56(%rdi), %rdi
+    /* FS, GS, TR, LDTR, KernelGsBase and the syscall MSRs are the VMCB's too (VMRUN does not
+       switch them): loaded before, saved after, so each VTL keeps its own. */
+    vmload %rax
     vmrun %rax
+    vmsave %rax
     push %rdi
     mov 8(%rsp), %rdi
     mov %rcx, 8(%rdi)
@@ -277,35 +374,130 @@ unsafe extern "C" {
 }
 
 impl Guest {
-    /// A guest in 32-bit protected mode with paging off at `entry`, as a PVH start enters
-    /// (EBX is the caller's to set), over nested tables that map `ram` only.
-    pub fn new(ram: &Range<u64>, entry: u64) -> Result<Guest, npt::LayoutError> {
+    /// The shared tables, with nested tables that map `ram` only.
+    pub fn new(ram: &Range<u64>) -> Result<Guest, npt::LayoutError> {
         assert!(!TAKEN.swap(true, Ordering::Relaxed), "one guest only");
-        // SAFETY: the first and only hand-out of STATE (TAKEN), on the one CPU.
-        let state = unsafe { &mut *STATE.0.get() };
-        let [pml4, pdpt, pd] = &mut state.npt;
-        *pd = npt::ram_directory(ram)?;
-        pdpt[0] = npt::table(pd.as_ptr() as u64);
-        pml4[0] = npt::table(pdpt.as_ptr() as u64);
-        let n_cr3 = pml4.as_ptr() as u64;
-        state.msrpm.0 = msrpm::intercepting(&msrpm::SVM_MSRS).expect("in the map's ranges");
-        let v = &mut state.vmcb;
-        v.intercept_misc1 =
-            INTERCEPT_CPUID | INTERCEPT_HLT | INTERCEPT_MSR_PROT | INTERCEPT_SHUTDOWN;
-        v.intercept_misc2 = INTERCEPT_VMRUN
+        // SAFETY: the first and only hand-out of TABLES (TAKEN).
+        let t = unsafe { &mut *TABLES.0.get() };
+        for npt_ in [&mut t.npt, &mut t.npt0] {
+            let [pml4, pdpt, pd] = npt_;
+            *pd = npt::ram_directory(ram)?;
+            pdpt[0] = npt::table(pd.as_ptr() as u64);
+            pml4[0] = npt::table(pdpt.as_ptr() as u64);
+        }
+        // SVM's own MSRs, and EFER: the host keeps SVME in it (VMRUN requires it) and out of
+        // the guest's view (a paravisor copying its EFER into an AP's context must not see it).
+        let mut msrs = [0; msrpm::SVM_MSRS.len() + 1];
+        msrs[..msrpm::SVM_MSRS.len()].copy_from_slice(&msrpm::SVM_MSRS);
+        msrs[msrpm::SVM_MSRS.len()] = MSR_EFER;
+        t.msrpm.0 = msrpm::intercepting(&msrs).expect("in the map's ranges");
+        t.msrpm0.0 = t.msrpm.0;
+        // VTL2: one I/O intercept, the host's trace port (so only the host's bytes reach the
+        // trace file); the guest's COM1 output goes straight to QEMU's serial. VTL0: that and
+        // isa-debug-exit, its end of the run.
+        let port = usize::from(invm_abi::TRACE_PORT_X86_64);
+        t.iopm[0].0[port / 8] |= 1 << (port % 8);
+        for port in [invm_abi::TRACE_PORT_X86_64, DEBUG_EXIT_PORT] {
+            let port = usize::from(port);
+            t.iopm0[0].0[port / 8] |= 1 << (port % 8);
+        }
+        Ok(Guest { tables: t })
+    }
+
+    /// VP `vp`'s VMCBs (once per VP), with the controls set: VTL2's and VTL0's intercepts,
+    /// maps, ASIDs (1 and 2: the same for every VP, whose CPU has its own TLB) and tables; the
+    /// guest's state is the caller's to set (`pvh_entry`, `load_context`).
+    pub fn cpu(&self, vp: usize) -> Option<Cpu> {
+        if vp >= MAX_VPS || VP_TAKEN[vp].swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: the first and only hand-out of this VP's area (VP_TAKEN).
+        let area = unsafe { &mut *vp_area(vp) };
+        let t = &*self.tables;
+        let misc1 = INTERCEPT_CPUID
+            | INTERCEPT_HLT
+            | INTERCEPT_MSR_PROT
+            | INTERCEPT_SHUTDOWN
+            | INTERCEPT_IOIO;
+        let misc2 = INTERCEPT_VMRUN
             | INTERCEPT_VMMCALL
             | INTERCEPT_VMLOAD
             | INTERCEPT_VMSAVE
             | INTERCEPT_STGI
             | INTERCEPT_CLGI
             | INTERCEPT_SKINIT;
-        // No I/O intercept: the guest's COM1 output goes straight to QEMU's serial.
-        v.iopm_base_pa = state.iopm.as_ptr() as u64;
-        v.msrpm_base_pa = state.msrpm.0.as_ptr() as u64;
-        v.guest_asid = ASID;
-        v.tlb_control = TLB_FLUSH_ALL;
-        v.np_control = NP_ENABLE;
-        v.n_cr3 = n_cr3;
+        for (v, iopm, msrpm, n_cr3, asid) in [
+            (&mut area.vmcb, &t.iopm, &t.msrpm, t.npt[0].as_ptr(), ASID),
+            (
+                &mut area.vmcb0,
+                &t.iopm0,
+                &t.msrpm0,
+                t.npt0[0].as_ptr(),
+                ASID_VTL0,
+            ),
+        ] {
+            v.intercept_misc1 = misc1;
+            v.intercept_misc2 = misc2;
+            v.iopm_base_pa = iopm.as_ptr() as u64;
+            v.msrpm_base_pa = msrpm.0.as_ptr() as u64;
+            v.guest_asid = asid;
+            v.tlb_control = TLB_FLUSH_ALL;
+            v.np_control = NP_ENABLE;
+            v.n_cr3 = n_cr3 as u64;
+            v.dr6 = 0xffff_0ff0;
+            v.dr7 = 0x400;
+            v.rflags = 0x2;
+            v.efer = EFER_SVME;
+            v.g_pat = 0x0007_0406_0007_0406;
+        }
+        Some(Cpu { area, vp })
+    }
+
+    /// Takes the 4 KiB page at `gpa` out of both VTLs' nested tables (the host's own page
+    /// inside the guest's RAM range: the AP trampoline's).
+    pub fn reserve_host_page(&mut self, gpa: u64) -> Result<(), &'static str> {
+        set_leaf(&mut self.tables.npt[2], gpa, 0)?;
+        set_leaf(&mut self.tables.npt0[2], gpa, 0)
+    }
+
+    /// Sets what VTL0 may do with the 4 KiB page at `gpa` in its nested tables (splitting its
+    /// 2 MiB page first); it takes effect at each VP's next VTL0 run.
+    pub fn set_vtl0_access(&mut self, gpa: u64, access: npt::Access) -> Result<(), &'static str> {
+        set_leaf(&mut self.tables.npt0[2], gpa, npt::leaf_4k(gpa, access))?;
+        for flush in &VTL0_FLUSH {
+            flush.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Sets the 4 KiB leaf for `gpa` under page directory `pd` to `leaf`, splitting its 2 MiB
+/// page into a page table (leaked from the heap) first.
+fn set_leaf(pd: &mut [u64; npt::ENTRIES], gpa: u64, leaf: u64) -> Result<(), &'static str> {
+    let index = (gpa / npt::PAGE_2M) as usize;
+    let Some(pde) = pd.get(index).copied().filter(|&e| e != 0) else {
+        return Err("not in the guest's RAM");
+    };
+    let pt_pa = if npt::is_table(pde) {
+        npt::next_table(pde)
+    } else {
+        let table = npt::split_2m(pde).ok_or("a page directory entry of no known kind")?;
+        let pt = alloc::boxed::Box::leak(alloc::boxed::Box::new(PageTable(table)));
+        let pa = pt.0.as_ptr() as u64;
+        pd[index] = npt::table(pa);
+        pa
+    };
+    // SAFETY: `pt_pa` is a page table this function leaked from the heap (identity-mapped, so
+    // its address is its pointer); only the CPUs' nested walks read it besides.
+    let pt = unsafe { &mut *(pt_pa as *mut [u64; npt::ENTRIES]) };
+    pt[((gpa / npt::PAGE_4K) % npt::ENTRIES as u64) as usize] = leaf;
+    Ok(())
+}
+
+impl Cpu {
+    /// A PVH start: 32-bit protected mode with paging off at `entry` (EBX is the caller's).
+    pub fn pvh_entry(&mut self, entry: u64) {
+        let v = &mut self.area.vmcb;
         (v.cs, v.ds, v.es, v.ss) = (CODE32, DATA32, DATA32, DATA32);
         v.cpl = 0;
         // SVME is required in the guest's EFER; LME is the guest's to set.
@@ -313,18 +505,41 @@ impl Guest {
         v.cr0 = 0x11; // PE | ET
         v.cr3 = 0;
         v.cr4 = 0;
-        v.dr6 = 0xffff_0ff0;
-        v.dr7 = 0x400;
-        v.rflags = 0x2;
         v.rip = entry;
-        v.g_pat = 0x0007_0406_0007_0406;
-        Ok(Guest { state })
     }
 
-    /// Runs the guest until its next exit, with `cpu` as its registers in and out (and its
-    /// pending exception injected on the way in).
+    /// Replaces the entry state with `ctx` (an IGVM file's VTL2 context or a
+    /// StartVirtualProcessor context, TLFS `HV_INITIAL_VP_CONTEXT`): RIP, RSP and RFLAGS go
+    /// to `cpu`, the rest to the VMCB. EFER keeps SVME, which SVM requires of every guest.
+    pub fn load_context(&mut self, ctx: &HvX64InitialVpContext, cpu: &mut Vcpu) {
+        let v = &mut self.area.vmcb;
+        v.cs = Segment::from_hv(&ctx.cs);
+        v.ds = Segment::from_hv(&ctx.ds);
+        v.es = Segment::from_hv(&ctx.es);
+        v.fs = Segment::from_hv(&ctx.fs);
+        v.gs = Segment::from_hv(&ctx.gs);
+        v.ss = Segment::from_hv(&ctx.ss);
+        v.tr = Segment::from_hv(&ctx.tr);
+        v.ldtr = Segment::from_hv(&ctx.ldtr);
+        v.gdtr = Segment::from_table(&ctx.gdtr);
+        v.idtr = Segment::from_table(&ctx.idtr);
+        v.cpl = ((ctx.cs.attributes >> 5) & 3) as u8;
+        v.efer = ctx.efer | EFER_SVME;
+        v.cr0 = ctx.cr0;
+        v.cr3 = ctx.cr3;
+        v.cr4 = ctx.cr4;
+        v.rflags = ctx.rflags | 0x2;
+        if ctx.msr_cr_pat != 0 {
+            v.g_pat = ctx.msr_cr_pat;
+        }
+        cpu.rip = ctx.rip;
+        cpu.gprs[RSP] = ctx.rsp;
+    }
+
+    /// Runs VTL2 until its next exit, with `cpu` as its registers in and out (and its pending
+    /// exception injected on the way in).
     pub fn run(&mut self, cpu: &mut Vcpu) -> Exit {
-        let v = &mut self.state.vmcb;
+        let v = &mut self.area.vmcb;
         v.rax = cpu.gprs[RAX];
         v.rsp = cpu.gprs[RSP];
         v.rip = cpu.rip;
@@ -335,10 +550,10 @@ impl Guest {
             // Error code 0 (bits 63:32).
             Some(Fault::Gp) => VECTOR_GP | EVENT_EXCEPTION | EVENT_ERROR_VALID | EVENT_VALID,
         };
-        // SAFETY: the VMCB is set up for a valid guest (`new`) whose nested tables map only
-        // its RAM, so the guest cannot reach the host's memory; VMRUN returns to the next
-        // instruction with the host's state restored from the save area, and the stub keeps
-        // the host's callee-saved registers.
+        // SAFETY: the VMCB is set up for a valid guest (`Guest::cpu`, then an entry state)
+        // whose nested tables map only its RAM, so the guest cannot reach the host's memory;
+        // VMRUN returns to the next instruction with the host's state restored from this
+        // CPU's save area, and the stub keeps the host's callee-saved registers.
         unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v) };
         cpu.gprs[RAX] = v.rax;
         cpu.gprs[RSP] = v.rsp;
@@ -353,14 +568,123 @@ impl Guest {
         }
     }
 
-    /// The guest's CPL, RFLAGS, CR0 and CR3, for failure lines.
+    /// VTL2's EFER as it sees it (without SVME).
+    pub fn efer(&self) -> u64 {
+        self.area.vmcb.efer & !EFER_SVME
+    }
+
+    /// VTL2's `wrmsr` of EFER: SVME stays set.
+    pub fn set_efer(&mut self, efer: u64) {
+        self.area.vmcb.efer = efer | EFER_SVME;
+    }
+
+    /// VTL2's CPL, RFLAGS, CR0 and CR3, for failure lines.
     pub fn control(&self) -> (u8, u64, u64, u64) {
-        let v = &self.state.vmcb;
+        let v = &self.area.vmcb;
         (v.cpl, v.rflags, v.cr0, v.cr3)
     }
 
-    /// EXITINTINFO: an event the exit interrupted.
+    /// EXITINTINFO: an event VTL2's exit interrupted.
     pub fn exit_int_info(&self) -> u64 {
-        self.state.vmcb.exit_int_info
+        self.area.vmcb.exit_int_info
+    }
+
+    /// VTL0's CPL, RFLAGS, CR0 and CR3, and EXITINTINFO, for failure lines.
+    pub fn lower_control(&self) -> (u8, u64, u64, u64, u64) {
+        let v = &self.area.vmcb0;
+        (v.cpl, v.rflags, v.cr0, v.cr3, v.exit_int_info)
+    }
+
+    /// Runs VTL0 until its next exit with `regs` as its whole state in and out (and its
+    /// pending exception, or the one the glue left in `regs.cpu.inject`, injected on the way
+    /// in).
+    pub fn run_lower(&mut self, regs: &mut LowerRegs) -> Exit {
+        let v = &mut self.area.vmcb0;
+        let segs = &regs.segments;
+        (v.es, v.cs, v.ss, v.ds, v.fs, v.gs, v.ldtr, v.tr) = (
+            Segment::from_hv(&segs[0]),
+            Segment::from_hv(&segs[1]),
+            Segment::from_hv(&segs[2]),
+            Segment::from_hv(&segs[3]),
+            Segment::from_hv(&segs[4]),
+            Segment::from_hv(&segs[5]),
+            Segment::from_hv(&segs[6]),
+            Segment::from_hv(&segs[7]),
+        );
+        v.gdtr = Segment::from_table(&regs.gdtr);
+        v.idtr = Segment::from_table(&regs.idtr);
+        v.cpl = ((segs[2].attributes >> 5) & 3) as u8;
+        v.efer = regs.efer | EFER_SVME;
+        v.cr0 = regs.cr0;
+        v.cr3 = regs.cr3;
+        v.cr4 = regs.cr4;
+        v.rflags = regs.rflags | 0x2;
+        v.g_pat = if regs.pat == 0 {
+            0x0007_0406_0007_0406
+        } else {
+            regs.pat
+        };
+        if let Some(fault) = regs.cpu.inject.take() {
+            regs.exception = Some(match fault {
+                Fault::Ud => X64Exception {
+                    vector: VECTOR_UD as u8,
+                    error_code: None,
+                },
+                Fault::Gp => X64Exception {
+                    vector: VECTOR_GP as u8,
+                    error_code: Some(0),
+                },
+            });
+        }
+        v.event_inj = match regs.exception.take() {
+            None => 0,
+            Some(X64Exception { vector, error_code }) => {
+                let mut e = u64::from(vector) | EVENT_EXCEPTION | EVENT_VALID;
+                if let Some(code) = error_code {
+                    e |= EVENT_ERROR_VALID | u64::from(code) << 32;
+                }
+                e
+            }
+        };
+        if VTL0_FLUSH[self.vp].swap(false, Ordering::Relaxed) {
+            v.tlb_control = TLB_FLUSH_ALL;
+        }
+        let cpu = &mut regs.cpu;
+        v.rax = cpu.gprs[RAX];
+        v.rsp = cpu.gprs[RSP];
+        v.rip = cpu.rip;
+        v.cr2 = cpu.cr2;
+        // SAFETY: as in `run`, for VTL0's VMCB, whose nested tables map only its RAM (less
+        // what VTL2 protected).
+        unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v) };
+        cpu.gprs[RAX] = v.rax;
+        cpu.gprs[RSP] = v.rsp;
+        cpu.rip = v.rip;
+        cpu.cr2 = v.cr2;
+        v.tlb_control = 0;
+        v.event_inj = 0;
+        regs.segments = [
+            v.es.to_hv(),
+            v.cs.to_hv(),
+            v.ss.to_hv(),
+            v.ds.to_hv(),
+            v.fs.to_hv(),
+            v.gs.to_hv(),
+            v.ldtr.to_hv(),
+            v.tr.to_hv(),
+        ];
+        regs.gdtr = v.gdtr.to_table();
+        regs.idtr = v.idtr.to_table();
+        regs.efer = v.efer & !EFER_SVME;
+        regs.cr0 = v.cr0;
+        regs.cr3 = v.cr3;
+        regs.cr4 = v.cr4;
+        regs.rflags = v.rflags;
+        regs.pat = v.g_pat;
+        Exit {
+            code: v.exit_code,
+            info1: v.exit_info1,
+            info2: v.exit_info2,
+        }
     }
 }
