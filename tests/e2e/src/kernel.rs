@@ -105,14 +105,19 @@ fn intercepted_control(arch: Arch, message: &hvdef::HvMessage) -> u64 {
     }
 }
 
-/// The paravisor's ELF alone under the in-VM host (no VTL0: the run ends when every VP has
-/// returned to its VTL0 for the first time), with this partition, its trace written; however
-/// the run ends.
+/// The paravisor alone under the in-VM host (no VTL0: the run ends when every VP has returned
+/// to its VTL0 for the first time), with this partition, its trace written; however the run
+/// ends. From its IGVM file (the loader's parameters give every arch the VP count), or with
+/// `append` from its ELF (an IGVM file has no command line).
 pub fn boot_paravisor(scenario: Scenario, append: Option<&str>) -> InvmRun {
     let arch = scenario.arch;
     let elf = crate::image(arch);
     let host = elf.with_file_name(format!("invm-{}.elf", arch.name()));
-    let mut boot = InvmBoot::new(arch, host, Paravisor::Elf(elf));
+    let paravisor = match append {
+        None => Paravisor::Igvm(crate::igvm(arch)),
+        Some(_) => Paravisor::Elf(elf),
+    };
+    let mut boot = InvmBoot::new(arch, host, paravisor);
     boot.vps = scenario.vp_count;
     boot.append = append.map(str::to_string);
     boot.scenario = Some(scenario);

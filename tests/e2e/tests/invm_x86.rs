@@ -234,7 +234,8 @@ fn a_guest_write_to_the_trace_port_fails_the_run() {
     );
 }
 
-/// A guest `hlt` exits (Hyper-V intercepts HLT); the slice has nothing to wake it with.
+/// A guest `hlt` exits (Hyper-V intercepts HLT) and nothing here will wake it: the VP parks
+/// as halted, naming its RIP, and the run fails once every VP is parked.
 #[test]
 fn a_guest_hlt_fails_the_run_naming_its_rip() {
     // nop; hlt
@@ -242,7 +243,10 @@ fn a_guest_hlt_fails_the_run_naming_its_rip() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100001"],
+        &[
+            "invm: VP 0 halted in VTL2 at 0x100001 (hlt, interrupts masked)",
+            "invm: FAIL: every VP is parked and VPs 0x1 (bit per VP) halted in VTL2",
+        ],
     );
 }
 
@@ -288,7 +292,10 @@ fn a_fault_the_model_raises_is_injected_into_the_guest() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100070"],
+        &[
+            "invm: VP 0 halted in VTL2 at 0x100070 (hlt, interrupts masked)",
+            "invm: FAIL: every VP is parked and VPs 0x1 (bit per VP) halted in VTL2",
+        ],
     );
 }
 
@@ -303,7 +310,10 @@ fn an_invalid_vtl_call_gets_the_models_ud() {
     assert_eq!(run.outcome, Outcome::Fail, "{}", run.summary());
     assert_lines_in_order(
         &run.console,
-        &["invm: FAIL: VP 0 VTL2: the guest halted (hlt) at 0x100060"],
+        &[
+            "invm: VP 0 halted in VTL2 at 0x100060 (hlt, interrupts masked)",
+            "invm: FAIL: every VP is parked and VPs 0x1 (bit per VP) halted in VTL2",
+        ],
     );
 }
 

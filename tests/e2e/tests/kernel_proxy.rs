@@ -757,6 +757,9 @@ fn every_relayed_form_reaches_the_host_byte_for_byte() {
                 ..Scenario::for_arch(arch)
             });
             let run = kernel::run(arch, Some(scenario), Some(RELAY), &table);
+            if std::env::var_os("DBG").is_some() {
+                eprintln!("{:#?}", run.results.entries);
+            }
             // The host: exactly one call per form, in order per code.
             let mut seen: std::collections::BTreeMap<HypercallCode, usize> = Default::default();
             for (_, _, control, input) in &forms {

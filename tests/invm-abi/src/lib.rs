@@ -19,13 +19,17 @@ pub const GUEST_RAM_AARCH64: core::ops::Range<u64> = 0x4000_0000..0x4f00_0000;
 /// Where the runner places the scenario (`hvmodel::Scenario::encode`'s bytes) on arm64: below
 /// the configuration page, in the host's own memory; [`HostConfig::scenario_len`] bytes.
 pub const SCENARIO_GPA_AARCH64: u64 = 0x4ffe_0000;
-/// Room for the scenario's bytes (up to the configuration page).
+/// Room for the scenario's bytes (up to the configuration page), on both arches.
 pub const SCENARIO_MAX: u64 = CONFIG_GPA_AARCH64 - SCENARIO_GPA_AARCH64;
 
 /// The page's GPA on x86_64: in the host's own 16 MiB of a 256 MiB q35 machine (never guest
 /// RAM), below the last MiB where SeaBIOS keeps its high tables (the runner's loader writes
 /// the page at reset, before SeaBIOS runs), above the host's image (invm-x86_64.ld).
 pub const CONFIG_GPA_X86_64: u64 = 0x0fef_f000;
+
+/// Where the runner places the scenario on x86_64: right below the configuration page, above
+/// the host's image (invm-x86_64.ld), [`SCENARIO_MAX`] bytes of room.
+pub const SCENARIO_GPA_X86_64: u64 = CONFIG_GPA_X86_64 - SCENARIO_MAX;
 
 /// The guest's RAM on x86_64 (q35, 256 MiB): everything below the host's 16 MiB, as the host's
 /// nested tables map it. The IGVM memory map leaves out the legacy 0xA0000..0x100000 window.

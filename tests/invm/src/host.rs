@@ -243,33 +243,27 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             arch::MAX_CPUS
         ));
     }
-    let mut model = match config.scenario_len {
-        0 => hv::model(GUEST_RAM, vp_count as u32),
+    let scenario = match config.scenario_len {
+        0 => None,
         len if len <= invm_abi::SCENARIO_MAX => {
+            println!("the runner's scenario ({len} bytes)");
             // SAFETY: the runner's scenario lies in the host's own identity-mapped memory below
             // the configuration page (`len` is bounded by that room), written before reset.
-            let bytes = unsafe {
+            Some(unsafe {
                 core::slice::from_raw_parts(
                     invm_abi::SCENARIO_GPA_AARCH64 as *const u8,
                     len as usize,
                 )
-            };
-            match hvmodel::Scenario::decode(bytes) {
-                Ok((mut scenario, _)) if scenario.arch == hvmodel::Arch::Aarch64 => {
-                    scenario.vp_count = vp_count as u32;
-                    scenario.ram = alloc::vec![GUEST_RAM];
-                    println!("the runner's scenario ({len} bytes)");
-                    Model::new(scenario)
-                }
-                Ok(_) => fail(format_args!("the runner's scenario is not for arm64")),
-                Err(e) => fail(format_args!("the runner's scenario: {e:?}")),
-            }
+            })
         }
         len => fail(format_args!(
             "the runner's scenario is {len} bytes, more than the {} this host has room for",
             invm_abi::SCENARIO_MAX
         )),
     };
+    let mut model =
+        hv::runner_partition(hvmodel::Arch::Aarch64, GUEST_RAM, vp_count as u32, scenario)
+            .unwrap_or_else(|why| fail(format_args!("{why}")));
     let live = config.live_vtl0();
     if live {
         model.vtl0().set_live(true);

@@ -12,7 +12,6 @@ use crate::x86_64::{self as arch, Cpu, ExceptionFrame, Exit, Guest};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
-use hvdef::x86_64::reg as x64_reg;
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
 use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
@@ -47,7 +46,10 @@ fn fail(args: core::fmt::Arguments<'_>) -> ! {
     arch::exit(arch::EXIT_FAIL)
 }
 
-/// Trace events kept in the host before they are written out.
+/// Trace events kept in the host before they are written out, once VTL0 runs. Until then every
+/// exit's events go out at once: the paravisor's own failure exit (isa-debug-exit, straight to
+/// QEMU) would lose what the host still holds, and a boot's trace is what a failed boot is
+/// diagnosed by.
 const TRACE_BATCH: usize = 256;
 
 /// The model's trace on its way out: whether the runner wants it, and the hypercalls written
@@ -111,10 +113,11 @@ extern "C" fn invm_main(start_info: u32) -> ! {
              or leave RAM"
         ));
     }
-    if host_end > invm_abi::CONFIG_GPA_X86_64 {
+    if host_end > invm_abi::SCENARIO_GPA_X86_64 {
         fail(format_args!(
-            "the host at {host_start:#x}..{host_end:#x} covers the configuration page at {:#x}",
-            invm_abi::CONFIG_GPA_X86_64
+            "the host at {host_start:#x}..{host_end:#x} covers the runner's scenario and \
+             configuration page at {:#x}..",
+            invm_abi::SCENARIO_GPA_X86_64
         ));
     }
     crate::heap::init();
@@ -178,12 +181,35 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         wanted: config.trace_path().is_some(),
         flushed_calls: 0,
     };
-    let mut model = hv::partition(hvmodel::Arch::X86_64, GUEST_RAM, vp_count as u32);
+    let scenario = match config.scenario_len {
+        0 => None,
+        len if len <= invm_abi::SCENARIO_MAX => {
+            println!("the runner's scenario ({len} bytes)");
+            // SAFETY: the runner's scenario lies in the host's own identity-mapped memory
+            // between its image and the configuration page (`len` is bounded by that room;
+            // the caller checked the image ends below it), written before reset.
+            Some(unsafe {
+                core::slice::from_raw_parts(
+                    invm_abi::SCENARIO_GPA_X86_64 as *const u8,
+                    len as usize,
+                )
+            })
+        }
+        len => fail(format_args!(
+            "the runner's scenario is {len} bytes, more than the {} this host has room for",
+            invm_abi::SCENARIO_MAX
+        )),
+    };
+    let mut model =
+        hv::runner_partition(hvmodel::Arch::X86_64, GUEST_RAM, vp_count as u32, scenario)
+            .unwrap_or_else(|why| fail(format_args!("{why}")));
     let live = config.live_vtl0();
     if live {
         model.vtl0().set_live(true);
         if config.vtl0_pc != 0 {
-            model.set_vp_state(0, Vtl::VTL0, x64_reg::RIP, config.vtl0_pc.into());
+            for (name, value) in hv::x86_64::protected_mode_entry(config.vtl0_pc) {
+                model.set_vp_state(0, Vtl::VTL0, name, value);
+            }
         }
         println!(
             "VTL0 runs for real after the paravisor's first VtlReturn (reset RIP {:#x})",
@@ -199,6 +225,8 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         exits: 0,
         live,
         parked: 0,
+        halted: 0,
+        vtl0_ran: false,
         starts: (0..vp_count).map(|_| None).collect(),
     });
     run_vp(Vp {
@@ -259,7 +287,11 @@ fn run_vp(mut me: Vp) -> ! {
         } else {
             host.vtl2_exit(&mut me, exit)
         };
-        if host.model.trace().events().len() >= TRACE_BATCH {
+        if me.vtl0.is_some() {
+            host.vtl0_ran = true;
+        }
+        let held = host.model.trace().events().len();
+        if held >= TRACE_BATCH || (held > 0 && !host.vtl0_ran) {
             host.trace.flush(&mut host.model);
         }
         drop(guard);
@@ -281,6 +313,10 @@ struct Host {
     live: bool,
     /// VPs with nothing left to run (their CPUs wait in `arch::park`).
     parked: u32,
+    /// VPs that halted in VTL2 (a `hlt` the host cannot wake), bit per VP.
+    halted: u64,
+    /// Some VP has entered VTL0 (the trace goes out in batches from then on).
+    vtl0_ran: bool,
     /// The context HvCallStartVirtualProcessor gave each VP, until its CPU picks it up.
     starts: Vec<Option<HvX64InitialVpContext>>,
 }
@@ -322,6 +358,17 @@ impl Host {
             return After::Park;
         }
         let (exits, calls) = (self.exits, self.trace.calls(&self.model));
+        if self.halted != 0 {
+            let halted = self.halted;
+            println!("VP {vp} parked: {why}");
+            self.stop(
+                false,
+                format_args!(
+                    "every VP is parked and VPs {halted:#x} (bit per VP) halted in VTL2: done \
+                     after {exits} exits ({calls} hypercalls)"
+                ),
+            )
+        }
         self.stop(
             true,
             format_args!("{why}: done after {exits} exits ({calls} hypercalls)"),
@@ -388,10 +435,23 @@ impl Host {
             arch::EXIT_MSR if exit.info1 == 0 => glue.rdmsr(model, vp, cpu, arch::rdmsr),
             arch::EXIT_MSR => glue.wrmsr(model, vp, cpu, mem, native_wrmsr),
             arch::EXIT_VMMCALL => glue.vmmcall(model, vp, cpu, mem),
-            arch::EXIT_HLT => self.stop(
-                false,
-                format_args!("VP {vp} VTL2: the guest halted (hlt) at {rip:#x}"),
-            ),
+            arch::EXIT_HLT => {
+                // A VP that halts with interrupts off (RFLAGS.IF clear) is stopped for good, as
+                // on Hyper-V; one that could take an interrupt waits for one this host never
+                // sends. Either way it is done: it parks as halted, and the run fails once all
+                // are parked.
+                let (_, rflags, _, _) = me.cpu.control();
+                println!(
+                    "VP {vp} halted in VTL2 at {rip:#x} (hlt, {})",
+                    if rflags & (1 << 9) == 0 {
+                        "interrupts masked"
+                    } else {
+                        "no interrupt will come"
+                    }
+                );
+                self.halted |= 1 << vp;
+                return self.park(vp, format_args!("halted in VTL2"));
+            }
             _ => {
                 let why = unexpected(&me.cpu, &exit, rip);
                 self.stop(false, format_args!("VP {vp} VTL2: {why}"))

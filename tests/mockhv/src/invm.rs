@@ -21,7 +21,7 @@ use crate::qemu::{Arch, Qemu, QemuConfig, RunResult};
 /// Whether the in-VM host runs VTL0 for real on `arch` ([`Vtl0::FromParavisor`],
 /// [`Vtl0::Elf`]).
 pub fn runs_vtl0(arch: Arch) -> bool {
-    arch == Arch::Aarch64
+    matches!(arch, Arch::Aarch64 | Arch::X86_64)
 }
 
 /// How the paravisor gets into guest memory.
@@ -194,6 +194,9 @@ impl InvmBoot {
         };
         let mut host = HostConfig::new().with_vp_count(self.vps);
         if self.count_vtl2 {
+            if x86 {
+                bail!("counting VTL2's instructions is arm64-only so far (the PMU cycle counter)");
+            }
             host.flags |= invm_abi::FLAG_COUNT_VTL2;
         }
         let mut loads: Vec<(Option<u64>, PathBuf)> = Vec::new();
@@ -274,7 +277,12 @@ impl InvmBoot {
             host.scenario_len = bytes.len() as u64;
             let file = dir.join("scenario.bin");
             std::fs::write(&file, &bytes)?;
-            loads.push((Some(invm_abi::SCENARIO_GPA_AARCH64), file));
+            let at = if x86 {
+                invm_abi::SCENARIO_GPA_X86_64
+            } else {
+                invm_abi::SCENARIO_GPA_AARCH64
+            };
+            loads.push((Some(at), file));
         }
         let config_file = dir.join("host-config.bin");
         let mut page = vec![0u8; 4096];

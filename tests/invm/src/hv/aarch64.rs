@@ -1,15 +1,13 @@
 //! The arm64 exits: an `hvc #imm` trapped to EL2 (from VTL2, or from a live VTL0), on the
 //! registers the EL2 vector saved; VTL0's entry and exception delivery; a started VP's state.
 
-use super::{partition, Next};
+use super::Next;
 use hvdef::aarch64::{
     reg, HvArm64InitialVpContext, HvArm64PendingEventType, HvArm64PendingExceptionEvent,
     HVC_IMM_VTL_RETURN,
 };
 use hvdef::{HvRegisterName, Vtl};
-use hvmodel::{
-    Arch, Effects, Fault, GuestMemory, LiveError, LowerExit, Model, SwitchRegs, ARM64_GPRS,
-};
+use hvmodel::{Effects, Fault, GuestMemory, LiveError, LowerExit, Model, SwitchRegs, ARM64_GPRS};
 
 /// The guest's registers as the EL2 vector saved them: X0..X30, ELR_EL2, SPSR_EL2. The vector
 /// code (`aarch64::entry`) uses this layout; its offsets are asserted there.
@@ -26,9 +24,10 @@ pub struct Frame {
 /// Length of `hvc` in bytes: an HVC exit's ELR_EL2 already points past it.
 pub const HVC_LEN: u64 = 4;
 
-/// The arm64 partition (see [`partition`]).
+/// The arm64 partition (see [`partition`](super::partition)), for the tests.
+#[cfg(test)]
 pub fn model(ram: core::ops::Range<u64>, vp_count: u32) -> Model {
-    partition(Arch::Aarch64, ram, vp_count)
+    super::partition(hvmodel::Arch::Aarch64, ram, vp_count)
 }
 
 /// An `hvc #imm` exit of `vp` in VTL2: the model answers, its results go into `frame`. An

@@ -249,6 +249,9 @@ pub struct LowerRegs {
     pub segments: [HvX64SegmentRegister; 8],
     pub gdtr: HvX64TableRegister,
     pub idtr: HvX64TableRegister,
+    /// XMM0..XMM5, shared with VTL2 (TLFS vsm.md "Shared State"): the fast hypercall input
+    /// and output registers past RDX and R8.
+    pub xmm: [u128; 6],
     pub exception: Option<X64Exception>,
 }
 
@@ -263,6 +266,10 @@ pub const SEGMENTS: [HvRegisterName; 8] = [
     x64_reg::LDTR,
     x64_reg::TR,
 ];
+
+fn xmm_name(n: usize) -> HvRegisterName {
+    HvRegisterName(x64_reg::XMM0.0 + n as u32)
+}
 
 fn gpr_name(n: usize) -> HvRegisterName {
     HvRegisterName(x64_reg::RAX.0 + n as u32)
@@ -309,6 +316,9 @@ impl LowerRegs {
             .expect("16 bytes");
         regs.idtr = HvX64TableRegister::read_from_bytes(&state(x64_reg::IDTR).to_le_bytes())
             .expect("16 bytes");
+        for (n, xmm) in regs.xmm.iter_mut().enumerate() {
+            *xmm = state(xmm_name(n));
+        }
         regs
     }
 
@@ -327,6 +337,9 @@ impl LowerRegs {
         }
         model.set_vp_state(vp, LOWER, x64_reg::GDTR, u128_of(self.gdtr.as_bytes()));
         model.set_vp_state(vp, LOWER, x64_reg::IDTR, u128_of(self.idtr.as_bytes()));
+        for (n, xmm) in self.xmm.iter().enumerate() {
+            model.set_vp_state(vp, LOWER, xmm_name(n), *xmm);
+        }
     }
 }
 
@@ -435,9 +448,80 @@ fn live_error(e: LiveError) -> String {
     }
 }
 
+/// VTL0's reset state for a kernel the loader placed and the host starts at `rip`: 32-bit
+/// protected mode, paging off, flat 4 GiB code (selector 0x08) and data (0x10) segments, EFER
+/// 0, RFLAGS 2 — the PVH ABI's entry state, the one the IGVM file's VTL0 context carries
+/// (xtask's builder), as the model's register values.
+pub fn protected_mode_entry(rip: u64) -> [(hvdef::HvRegisterName, u128); 16] {
+    use hvdef::x86_64::{reg, HvX64SegmentRegister, HvX64TableRegister};
+    use zerocopy::IntoBytes;
+    let seg = |selector: u16, limit: u32, attributes: u16| {
+        let s = HvX64SegmentRegister {
+            base: 0,
+            limit,
+            selector,
+            attributes,
+        };
+        u128::from_le_bytes(s.as_bytes().try_into().expect("16 bytes"))
+    };
+    let table = u128::from_le_bytes(
+        HvX64TableRegister {
+            pad: [0; 3],
+            limit: 0xFFFF,
+            base: 0,
+        }
+        .as_bytes()
+        .try_into()
+        .expect("16 bytes"),
+    );
+    // G | D/B | P | S | execute/read or read/write, accessed; a busy TSS; an LDT.
+    let data = seg(0x10, 0xFFFF_FFFF, 0xC093);
+    [
+        (reg::RIP, rip.into()),
+        (reg::RFLAGS, 0x2),
+        (reg::CR0, 0x11),
+        (reg::CR3, 0),
+        (reg::CR4, 0),
+        (reg::EFER, 0),
+        (reg::CS, seg(0x08, 0xFFFF_FFFF, 0xC09B)),
+        (reg::DS, data),
+        (reg::ES, data),
+        (reg::FS, data),
+        (reg::GS, data),
+        (reg::SS, data),
+        (reg::TR, seg(0, 0xFFFF, 0x8B)),
+        (reg::LDTR, seg(0, 0xFFFF, 0x82)),
+        (reg::GDTR, table),
+        (reg::IDTR, table),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reset state is 32-bit protected mode as the model reads a mode: a 32-bit code
+    /// segment (D, not L), EFER.LMA clear, CR0.PE set, paging off.
+    #[test]
+    fn the_reset_state_is_flat_protected_mode() {
+        use hvdef::x86_64::{reg, HvX64SegmentRegister};
+        use zerocopy::FromBytes;
+        let state = protected_mode_entry(0x0400_0000);
+        let get = |name| {
+            state
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .unwrap()
+        };
+        assert_eq!(get(reg::RIP), 0x0400_0000);
+        let cs = HvX64SegmentRegister::read_from_bytes(&get(reg::CS).to_le_bytes()).unwrap();
+        assert_eq!((cs.selector, cs.limit, cs.base), (0x08, 0xFFFF_FFFF, 0));
+        assert_eq!(cs.attributes & (1 << 13), 0, "not a 64-bit segment");
+        assert_ne!(cs.attributes & (1 << 14), 0, "32-bit");
+        assert_eq!(get(reg::CR0) & 0x8000_0001, 1, "PE, no PG");
+        assert_eq!(get(reg::EFER), 0);
+    }
     use crate::hv::{partition, VP};
     use hvdef::x86_64::{cpuid, HvX64Msr, VMMCALL};
     use hvmodel::{

@@ -60,7 +60,7 @@ invm_pvh_start32:
     mov $invm_pml4, %eax
     mov %eax, %cr3
     mov %cr4, %eax
-    or $0x20, %eax               /* PAE */
+    or $0x220, %eax              /* PAE | OSFXSR (the host's XMM moves, svm.rs) */
     mov %eax, %cr4
     mov $0xc0000080, %ecx        /* EFER */
     rdmsr
@@ -235,7 +235,7 @@ invm_ap_trampoline:
     mov $invm_pml4, %eax
     mov %eax, %cr3
     mov %cr4, %eax
-    or $0x20, %eax               /* PAE */
+    or $0x220, %eax              /* PAE | OSFXSR (the host's XMM moves, svm.rs) */
     mov %eax, %cr4
     mov $0xc0000080, %ecx        /* EFER */
     rdmsr

@@ -369,6 +369,41 @@ invm_vmrun:
     options(att_syntax)
 );
 
+/// XMM0..XMM5 from the CPU (the host enables SSE in CR4 for these moves alone).
+fn read_xmm(xmm: &mut [u128; 6]) {
+    // SAFETY: unaligned 16-byte stores into the six elements of `xmm`; CR4.OSFXSR is set at
+    // the host's entry, and nothing else in the host uses the XMM registers.
+    unsafe {
+        core::arch::asm!(
+            "movdqu [{p}], xmm0",
+            "movdqu [{p} + 16], xmm1",
+            "movdqu [{p} + 32], xmm2",
+            "movdqu [{p} + 48], xmm3",
+            "movdqu [{p} + 64], xmm4",
+            "movdqu [{p} + 80], xmm5",
+            p = in(reg) xmm.as_mut_ptr(),
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// XMM0..XMM5 into the CPU.
+fn write_xmm(xmm: &[u128; 6]) {
+    // SAFETY: unaligned 16-byte loads from the six elements of `xmm`; see `read_xmm`.
+    unsafe {
+        core::arch::asm!(
+            "movdqu xmm0, [{p}]",
+            "movdqu xmm1, [{p} + 16]",
+            "movdqu xmm2, [{p} + 32]",
+            "movdqu xmm3, [{p} + 48]",
+            "movdqu xmm4, [{p} + 64]",
+            "movdqu xmm5, [{p} + 80]",
+            p = in(reg) xmm.as_ptr(),
+            options(nostack, preserves_flags, readonly)
+        )
+    };
+}
+
 unsafe extern "C" {
     fn invm_vmrun(gprs: *mut u64, vmcb: *mut Vmcb);
 }
@@ -654,9 +689,15 @@ impl Cpu {
         v.rsp = cpu.gprs[RSP];
         v.rip = cpu.rip;
         v.cr2 = cpu.cr2;
+        // XMM0-5 are shared between the VTLs (TLFS vsm.md "Shared State") and neither the
+        // soft-float host nor the soft-float paravisor touches them: the CPU's are VTL0's. The
+        // model's copy goes in (the paravisor may have set them) and comes back out (the
+        // intercept message and fast input read them).
+        write_xmm(&regs.xmm);
         // SAFETY: as in `run`, for VTL0's VMCB, whose nested tables map only its RAM (less
         // what VTL2 protected).
         unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v) };
+        read_xmm(&mut regs.xmm);
         cpu.gprs[RAX] = v.rax;
         cpu.gprs[RSP] = v.rsp;
         cpu.rip = v.rip;
