@@ -9,7 +9,7 @@
 //!   transitions (from the mock's trace), and the VTL2 instructions it runs (the session's
 //!   single-stepping count, which is deterministic), against the interface's lower bound.
 
-use crate::{image, workspace_root};
+use crate::{image, live, workspace_root};
 use anyhow::{bail, Context, Result};
 use hvdef::{HvStatus, HypercallCode};
 use mockhv::model::{Event, Scenario, Vtl0Call};
@@ -537,7 +537,7 @@ const LOWER_BOUND: &str = "\
   TLFS-only (no register page) it is one host call higher.
 ";
 
-pub fn run(arches: &[Arch]) -> Result<()> {
+pub fn run(arches: &[Arch], live_only: bool) -> Result<()> {
     let started = Instant::now();
     let mut out = String::new();
     writeln!(out, "# Benchmark figures\n")?;
@@ -546,6 +546,10 @@ pub fn run(arches: &[Arch]) -> Result<()> {
         "Measured by `cargo xtask bench` (release images, QEMU TCG under the mock hypervisor).\n"
     )?;
     for &arch in arches {
+        mockhv::qemu::ensure_qemu(arch)?;
+        live_section(&mut out, arch)?;
+    }
+    for &arch in arches.iter().filter(|_| !live_only) {
         mockhv::qemu::ensure_qemu(arch)?;
         let image = image::build(arch, true)?;
         let rate = hypercall_rate(&image.elf, arch)?;
@@ -573,7 +577,9 @@ pub fn run(arches: &[Arch]) -> Result<()> {
         writeln!(out)?;
         per_call_section(&mut out, &image.elf, arch)?;
     }
-    writeln!(out, "{LOWER_BOUND}")?;
+    if !live_only {
+        writeln!(out, "{LOWER_BOUND}")?;
+    }
     writeln!(
         out,
         "Bench wall time (all of the above, image builds included): {:.1} s",
@@ -583,5 +589,132 @@ pub fn run(arches: &[Arch]) -> Result<()> {
     let path = workspace_root().join("target").join("bench.md");
     std::fs::write(&path, &out)?;
     println!("(written to {})", path.display());
+    Ok(())
+}
+
+// ---- Under the in-VM host, with a real VTL0 -------------------------------------------------
+
+/// Calls in the throughput runs' repeat entry.
+const LIVE_CALLS: u32 = 50_000;
+/// Runs per throughput figure (the median is reported).
+const LIVE_RUNS: usize = 3;
+/// VP counts of the boot-to-proxy-loop figure.
+const LIVE_BOOT_VPS: [u32; 3] = [1, 4, 16];
+
+/// One throughput run: `calls` PostMessages to a connection nobody knows, which the paravisor
+/// refuses with INVALID_CONNECTION_ID. Every call must have come back so with its canaries
+/// intact. (kernel-counted calls per second if the counter's frequency is known, wall time)
+fn refused_run(images: &live::Images, calls: u32) -> Result<(Option<f64>, Duration)> {
+    let post = u64::from(HypercallCode::POST_MESSAGE.0);
+    let table = vtl0::Table::new()
+        .repeat(calls)
+        .hypercall(post, &e2e::post_message(0x77), 0);
+    let (run, results) = images.run_table(&table, false, Duration::from_secs(600))?;
+    let records = results.records().map_err(anyhow::Error::msg)?;
+    let refused = u64::from(HvStatus::INVALID_CONNECTION_ID.0);
+    let (vtl0::Record::Repeat(stats), vtl0::Record::Hypercall { outcome, .. }) =
+        (&records[0], &records[1])
+    else {
+        bail!("unexpected records {records:?}");
+    };
+    let want_last = vtl0::CallOutcome::Done {
+        result: refused,
+        out: vec![],
+        bad_canaries: vec![],
+    };
+    if (
+        stats.calls,
+        stats.first,
+        stats.last,
+        stats.differed,
+        stats.canaries_bad,
+    ) != (calls, refused, refused, 0, 0)
+        || *outcome != want_last
+    {
+        bail!("the repeated PostMessage did not come back refused every time: {stats:?}, last {outcome:?}");
+    }
+    Ok((stats.calls_per_second(), run.run.elapsed))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Proxied VTL0 calls per second through the whole stack, and the boot to the proxy loop at
+/// 1, 4 and 16 VPs, under the in-VM host.
+fn live_section(out: &mut String, arch: Arch) -> Result<()> {
+    let images = live::build(arch)?;
+    writeln!(out, "## {} under the in-VM host\n", arch.name())?;
+    if let Some(why) = images.refusal() {
+        writeln!(
+            out,
+            "- real-VTL0 throughput: skipped, the in-VM host refuses {} with a live VTL0 ({why})",
+            arch.name()
+        )?;
+    } else {
+        let mut counted = Vec::new();
+        let mut wall = Vec::new();
+        for _ in 0..LIVE_RUNS {
+            let (rate, long) = refused_run(&images, LIVE_CALLS)?;
+            let (_, short) = refused_run(&images, 1)?;
+            counted.extend(rate);
+            let extra = long.saturating_sub(short).as_secs_f64();
+            wall.push(if extra > 0.0 {
+                f64::from(LIVE_CALLS - 1) / extra
+            } else {
+                f64::INFINITY
+            });
+        }
+        let by_counter = if counted.len() == LIVE_RUNS {
+            format!("{:.0}", median(counted))
+        } else {
+            "unknown (no counter frequency)".into()
+        };
+        writeln!(
+            out,
+            "- proxied VTL0 calls per second, refused in VTL2 (PostMessage to an unknown \
+             connection, INVALID_CONNECTION_ID, {LIVE_CALLS} in a row, median of {LIVE_RUNS}): \
+             {by_counter} by VTL0's counter, {:.0} by QEMU's wall time (a {LIVE_CALLS}-call run \
+             minus a 1-call run)",
+            median(wall)
+        )?;
+        writeln!(
+            out,
+            "- relayed calls: none possible under an IGVM boot (no command line, so no \
+             `pv.relay=` / `pv.devices=`: the relay table is empty and every PostMessage, \
+             SignalEvent and RetargetDeviceInterrupt from VTL0 is refused)"
+        )?;
+    }
+    writeln!(
+        out,
+        "\n| VPs | boot to the proxy loop (wall) | trace events | hypercalls per VP (VP 0; the others) |\n|---|---|---|---|"
+    )?;
+    for vps in LIVE_BOOT_VPS {
+        let run = images.boot_to_proxy_loop(vps)?;
+        let mut per_vp: BTreeMap<u32, u32> = BTreeMap::new();
+        for event in &run.events {
+            if let Event::Hypercall(h) = event {
+                *per_vp.entry(h.vp).or_default() += 1;
+            }
+        }
+        let others: Vec<u32> = (1..vps)
+            .map(|vp| per_vp.get(&vp).copied().unwrap_or(0))
+            .collect();
+        let others = match (others.iter().min(), others.iter().max()) {
+            (None, _) => "—".to_string(),
+            (Some(lo), Some(hi)) if lo == hi => format!("{lo} each"),
+            (Some(lo), Some(hi)) => format!("{lo}..{hi}"),
+            _ => unreachable!(),
+        };
+        writeln!(
+            out,
+            "| {vps} | {:.2} s | {} | {}; {others} |",
+            run.run.elapsed.as_secs_f64(),
+            run.events.len(),
+            per_vp.get(&0).copied().unwrap_or(0),
+        )?;
+    }
+    writeln!(out)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod igvm;
 mod image;
+mod live;
 mod mutants;
 mod run;
 mod soak;
@@ -112,6 +113,10 @@ enum Command {
     Bench {
         #[arg(long, value_enum, default_value = "all")]
         arch: ArchArg,
+        /// Only the figures under the in-VM host with a real VTL0 (throughput, boot at 1, 4
+        /// and 16 VPs), not the gdbstub mock's.
+        #[arg(long)]
+        live_only: bool,
     },
     /// Replay random VTL0 hypercalls through the release image under the mock and check the
     /// proxy's invariants; exits non-zero on any violation.
@@ -162,7 +167,7 @@ fn main() {
             igvm,
         } => run::run(&arch.arches(), release, smp, &append, timeout, igvm),
         Command::Test => test::run(),
-        Command::Bench { arch } => bench::run(&arch.arches()),
+        Command::Bench { arch, live_only } => bench::run(&arch.arches(), live_only),
         Command::Soak {
             arch,
             calls,
