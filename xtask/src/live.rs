@@ -45,7 +45,11 @@ pub fn build(arch: Arch) -> Result<Images> {
 
 impl Images {
     fn boot(&self, igvm: &Path) -> InvmBoot {
-        InvmBoot::new(self.arch, self.host.clone(), Paravisor::Igvm(igvm.to_path_buf()))
+        InvmBoot::new(
+            self.arch,
+            self.host.clone(),
+            Paravisor::Igvm(igvm.to_path_buf()),
+        )
     }
 
     /// Why the in-VM host cannot run this arch with a live VTL0, if it cannot (its own

@@ -132,6 +132,10 @@ enum Command {
         /// Virtual processors the calls are spread over.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
         vps: u32,
+        /// Soak through the gdbstub mock with a scripted VTL0 (the default only for an arch the
+        /// in-VM host cannot yet run a real VTL0 on).
+        #[arg(long)]
+        gdbstub: bool,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
@@ -173,7 +177,16 @@ fn main() {
             calls,
             seed,
             vps,
-        } => soak::run(&arch.arches(), &soak::Options { calls, seed, vps }),
+            gdbstub,
+        } => soak::run(
+            &arch.arches(),
+            &soak::Options {
+                calls,
+                seed,
+                vps,
+                gdbstub,
+            },
+        ),
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))

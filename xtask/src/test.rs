@@ -76,6 +76,7 @@ pub fn run() -> Result<()> {
                     calls: 200,
                     seed: soak::DEFAULT_SEED,
                     vps: 2,
+                    gdbstub: true,
                 };
                 soak::run(&Arch::ALL, &opts).map(|()| true)
             }),
