@@ -18,6 +18,9 @@ pub struct Images {
     pub igvm: PathBuf,
     /// The paravisor with the VTL0 test kernel (`paravisor-<arch>-vtl0.igvm`).
     pub vtl0_igvm: PathBuf,
+    /// The paravisor's ELF and the VTL0 kernel's, for an ELF boot (which has a command line).
+    pub elf: PathBuf,
+    pub vtl0_elf: PathBuf,
 }
 
 /// The VTL0 kernel's view of `arch`.
@@ -40,6 +43,8 @@ pub fn build(arch: Arch) -> Result<Images> {
         host,
         igvm: image.igvm,
         vtl0_igvm,
+        elf: image.elf,
+        vtl0_elf: kernel,
     })
 }
 
@@ -92,14 +97,43 @@ impl Images {
         trace: bool,
         timeout: Duration,
     ) -> Result<(InvmRun, Results)> {
+        let mut boot = self.boot(&self.vtl0_igvm);
+        boot.vtl0 = Vtl0::FromParavisor;
+        self.run(boot, table, trace, timeout)
+    }
+
+    /// As [`Images::run_table`], but the paravisor boots from its ELF with `append` as its
+    /// command line and the kernel from its reset state (its ELF's entry).
+    pub fn run_table_elf(
+        &self,
+        table: &Table,
+        append: &str,
+        trace: bool,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
+        let mut boot = InvmBoot::new(
+            self.arch,
+            self.host.clone(),
+            Paravisor::Elf(self.elf.clone()),
+        );
+        boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
+        boot.append = Some(append.to_string());
+        self.run(boot, table, trace, timeout)
+    }
+
+    fn run(
+        &self,
+        mut boot: InvmBoot,
+        table: &Table,
+        trace: bool,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
         let file = std::env::temp_dir().join(format!(
             "xtask-live-table-{}-{}.bin",
             self.arch.name(),
             std::process::id()
         ));
         std::fs::write(&file, table.to_bytes()).context("writing the table")?;
-        let mut boot = self.boot(&self.vtl0_igvm);
-        boot.vtl0 = Vtl0::FromParavisor;
         boot.blobs
             .push((proto(self.arch).table_gpa(), file.clone()));
         boot.trace = trace;
