@@ -21,7 +21,10 @@ fn run(arch: Arch, table: &Table) -> (InvmRun, Results) {
     let dir = image(arch).parent().expect("image dir").to_path_buf();
     let host = dir.join(format!("invm-{}.elf", arch.name()));
     let igvm = dir.join(format!("paravisor-{}-vtl0.igvm", arch.name()));
-    let file = std::env::temp_dir().join(format!("invm-vtl0-table-{}.bin", std::process::id()));
+    // One file per run: the tests of this binary run at once.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("invm-vtl0-table-{}-{n}.bin", std::process::id()));
     std::fs::write(&file, table.to_bytes()).expect("write the table");
     let mut boot = InvmBoot::new(arch, host, Paravisor::Igvm(igvm));
     boot.vtl0 = Vtl0::FromParavisor;
@@ -181,4 +184,70 @@ fn vtl0_runs_its_table_under_the_paravisor_on_arm64() {
         !relayed,
         "the paravisor relayed a PostMessage for an unknown connection"
     );
+}
+
+/// The repeat entry under the whole stack: 1,000 PostMessages to an unknown connection in a row,
+/// one line for all of them. Every call came back INVALID_CONNECTION_ID with its canaries
+/// intact, the last one's own line says the same, and the host handed VTL2 exactly 1,000
+/// hypercall intercepts and got no PostMessage from VTL2 (nothing relayed).
+#[test]
+fn vtl0_repeats_a_refused_call_under_the_paravisor_on_arm64() {
+    use hvdef::{HvMessageType, HvStatus, HypercallCode, Vtl};
+    use mockhv::model::Event;
+    use vtl0::{CallOutcome, Record, RepeatStats};
+    let arch = Arch::Aarch64;
+    let post = u64::from(HypercallCode::POST_MESSAGE.0);
+    let table = Table::new()
+        .repeat(1000)
+        .hypercall(post, &e2e::post_message(0x77), 0);
+    let (run, results) = run(arch, &table);
+    assert_eq!(
+        run.run.outcome,
+        Outcome::Pass,
+        "{}\n{}",
+        run.run.summary(),
+        run.run.console
+    );
+    assert_eq!(results.done, Some(2), "{}", run.run.console);
+    let records = results.records().unwrap();
+    let refused = u64::from(HvStatus::INVALID_CONNECTION_ID.0);
+    let Record::Repeat(stats) = records[0] else {
+        panic!("{:?}", records[0]);
+    };
+    assert!(stats.ticks > 0 && stats.hz > 0, "{stats:?}");
+    assert_eq!(
+        stats,
+        RepeatStats {
+            count: 1000,
+            calls: 1000,
+            first: refused,
+            last: refused,
+            differed: 0,
+            canaries_bad: 0,
+            ..stats
+        }
+    );
+    assert_eq!(
+        records[1],
+        Record::Hypercall {
+            control: post,
+            outcome: CallOutcome::Done {
+                result: refused,
+                out: vec![],
+                bad_canaries: vec![],
+            },
+        }
+    );
+    let intercepts = run
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Intercept { vtl: Vtl::VTL0, message, .. }
+                if message.header.message_type == HvMessageType::HYPERCALL_INTERCEPT)
+        })
+        .count();
+    assert_eq!(intercepts, 1000, "one intercept per call");
+    assert!(!run.events.iter().any(|e| {
+        matches!(e, Event::Hypercall(r) if r.vtl == Vtl::VTL2 && r.code == HypercallCode::POST_MESSAGE)
+    }));
 }
