@@ -136,6 +136,9 @@ enum Command {
         /// in-VM host cannot yet run a real VTL0 on).
         #[arg(long)]
         gdbstub: bool,
+        /// Only the soak through the real VTL0; skip an arch the in-VM host cannot run one on.
+        #[arg(long, conflicts_with = "gdbstub")]
+        live_only: bool,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
@@ -178,6 +181,7 @@ fn main() {
             seed,
             vps,
             gdbstub,
+            live_only,
         } => soak::run(
             &arch.arches(),
             &soak::Options {
@@ -185,6 +189,7 @@ fn main() {
                 seed,
                 vps,
                 gdbstub,
+                live_only,
             },
         ),
         Command::IgvmDump { file } => std::fs::read(&file)
