@@ -9,9 +9,9 @@
 //!   transitions (from the mock's trace), and the VTL2 instructions it runs (the session's
 //!   single-stepping count, which is deterministic), against the interface's lower bound.
 
-use crate::{image, workspace_root};
+use crate::{image, live, workspace_root};
 use anyhow::{bail, Context, Result};
-use hvdef::{HvStatus, HypercallCode};
+use hvdef::{Control, HvStatus, HypercallCode};
 use mockhv::model::{Event, Scenario, Vtl0Call};
 use mockhv::qemu::Arch;
 use mockhv::session::{self, InterceptInstructions, Report, SessionConfig};
@@ -537,7 +537,7 @@ const LOWER_BOUND: &str = "\
   TLFS-only (no register page) it is one host call higher.
 ";
 
-pub fn run(arches: &[Arch]) -> Result<()> {
+pub fn run(arches: &[Arch], live_only: bool) -> Result<()> {
     let started = Instant::now();
     let mut out = String::new();
     writeln!(out, "# Benchmark figures\n")?;
@@ -546,6 +546,10 @@ pub fn run(arches: &[Arch]) -> Result<()> {
         "Measured by `cargo xtask bench` (release images, QEMU TCG under the mock hypervisor).\n"
     )?;
     for &arch in arches {
+        mockhv::qemu::ensure_qemu(arch)?;
+        live_section(&mut out, arch)?;
+    }
+    for &arch in arches.iter().filter(|_| !live_only) {
         mockhv::qemu::ensure_qemu(arch)?;
         let image = image::build(arch, true)?;
         let rate = hypercall_rate(&image.elf, arch)?;
@@ -573,7 +577,9 @@ pub fn run(arches: &[Arch]) -> Result<()> {
         writeln!(out)?;
         per_call_section(&mut out, &image.elf, arch)?;
     }
-    writeln!(out, "{LOWER_BOUND}")?;
+    if !live_only {
+        writeln!(out, "{LOWER_BOUND}")?;
+    }
     writeln!(
         out,
         "Bench wall time (all of the above, image builds included): {:.1} s",
@@ -583,5 +589,223 @@ pub fn run(arches: &[Arch]) -> Result<()> {
     let path = workspace_root().join("target").join("bench.md");
     std::fs::write(&path, &out)?;
     println!("(written to {})", path.display());
+    Ok(())
+}
+
+// ---- Under the in-VM host, with a real VTL0 -------------------------------------------------
+
+/// Calls in the throughput runs' repeat entry.
+const LIVE_CALLS: u32 = 50_000;
+/// Runs per throughput figure (the median is reported).
+const LIVE_RUNS: usize = 3;
+/// VP counts of the boot-to-proxy-loop figure.
+const LIVE_BOOT_VPS: [u32; 3] = [1, 4, 16];
+/// The VTL0 connection the relayed runs' command line maps to the in-VM host's port 1 (its
+/// scenario's VTL0 port); the host does not know connection 5, so VTL2 gets the call.
+const RELAYED_CONNECTION: u32 = 5;
+/// Calls of the relayed check run, whose trace is read.
+const RELAY_CHECK_CALLS: u32 = 100;
+
+/// One throughput workload: a call VTL0 repeats and what each repetition must return.
+struct Workload {
+    name: &'static str,
+    control: u64,
+    input: Vec<u8>,
+    status: HvStatus,
+    /// The paravisor's command line: `None` boots its IGVM file (no command line), `Some`
+    /// boots its ELF with it.
+    append: Option<String>,
+}
+
+fn workloads() -> Vec<Workload> {
+    let post = u64::from(HypercallCode::POST_MESSAGE.0);
+    let signal = Control::new()
+        .with_code(HypercallCode::SIGNAL_EVENT)
+        .with_fast(true)
+        .into_bits();
+    let connection = u64::from(RELAYED_CONNECTION).to_le_bytes().to_vec();
+    vec![
+        Workload {
+            name: "refused in VTL2: PostMessage (memory-based, 256-byte input) to an unknown \
+                   connection, INVALID_CONNECTION_ID; IGVM boot",
+            control: post,
+            input: e2e::post_message(0x77),
+            status: HvStatus::INVALID_CONNECTION_ID,
+            append: None,
+        },
+        Workload {
+            name: "refused in VTL2: fast SignalEvent to an unknown connection, \
+                   INVALID_CONNECTION_ID; IGVM boot",
+            control: signal,
+            input: connection.clone(),
+            status: HvStatus::INVALID_CONNECTION_ID,
+            append: None,
+        },
+        Workload {
+            name: "relayed: fast SignalEvent to VTL0's connection 5, relayed to the host's port \
+                   1, SUCCESS; ELF boot with `pv.relay=5:0x1` (an IGVM boot has no command \
+                   line, so nothing is relayed there)",
+            control: signal,
+            input: connection,
+            status: HvStatus::SUCCESS,
+            append: Some(format!("pv.relay={RELAYED_CONNECTION}:0x1")),
+        },
+    ]
+}
+
+/// `calls` repetitions of `w`: every one must have returned `w.status` with its canaries
+/// intact, and so must the last call's own line. (kernel-counted calls per second, if the
+/// counter's frequency is known; the run's wall time; the host's trace if `trace`)
+fn repeat_run(
+    images: &live::Images,
+    w: &Workload,
+    calls: u32,
+    trace: bool,
+) -> Result<(Option<f64>, Duration, Vec<Event>)> {
+    let table = vtl0::Table::new()
+        .repeat(calls)
+        .hypercall(w.control, &w.input, 0);
+    let timeout = Duration::from_secs(600);
+    let (run, results) = match &w.append {
+        None => images.run_table(&table, trace, timeout)?,
+        Some(append) => images.run_table_elf(&table, append, trace, timeout)?,
+    };
+    let records = results.records().map_err(anyhow::Error::msg)?;
+    let want = u64::from(w.status.0);
+    let want_last = vtl0::Record::Hypercall {
+        control: w.control,
+        outcome: vtl0::CallOutcome::Done {
+            result: want,
+            out: vec![],
+            bad_canaries: vec![],
+        },
+    };
+    let vtl0::Record::Repeat(stats) = &records[0] else {
+        bail!("unexpected records {records:?}");
+    };
+    let got = (
+        stats.calls,
+        stats.first,
+        stats.last,
+        stats.differed,
+        stats.canaries_bad,
+    );
+    if got != (calls, want, want, 0, 0) || records[1] != want_last {
+        bail!(
+            "{}: the repeated call did not return {:?} every time: {stats:?}, last {:?}",
+            w.name,
+            w.status,
+            records[1]
+        );
+    }
+    Ok((stats.calls_per_second(), run.run.elapsed, run.events))
+}
+
+/// The relay really happened: the host's trace of a short run has exactly one SignalEvent from
+/// VTL2 to its port 1 per VTL0 call.
+fn check_relayed(images: &live::Images, w: &Workload) -> Result<()> {
+    let (_, _, events) = repeat_run(images, w, RELAY_CHECK_CALLS, true)?;
+    let relayed = events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Hypercall(h) if h.vtl == hvdef::Vtl::VTL2
+                && h.code == HypercallCode::SIGNAL_EVENT
+                && h.input.get(..4) == Some(&1u32.to_le_bytes()[..]))
+        })
+        .count();
+    if relayed != RELAY_CHECK_CALLS as usize {
+        bail!(
+            "{}: {RELAY_CHECK_CALLS} VTL0 calls but {relayed} relays to the host's port 1",
+            w.name
+        );
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Proxied VTL0 calls per second through the whole stack, and the boot to the proxy loop at
+/// 1, 4 and 16 VPs, under the in-VM host.
+fn live_section(out: &mut String, arch: Arch) -> Result<()> {
+    let images = live::build(arch)?;
+    writeln!(out, "## {} under the in-VM host\n", arch.name())?;
+    if let Some(why) = images.refusal() {
+        writeln!(
+            out,
+            "- skipped: the in-VM host refuses {} with a live VTL0 ({why}); the gdbstub \
+             mock's figures below stand\n",
+            arch.name()
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Proxied VTL0 calls per second through the whole stack (the VTL0 test kernel's repeat \
+         entry, {LIVE_CALLS} calls in a row, every result checked; median of {LIVE_RUNS}): by \
+         VTL0's own counter over the repeat, and by QEMU's wall time (a {LIVE_CALLS}-call run \
+         minus a 1-call run).\n\n| workload | by VTL0's counter | by wall time |\n|---|---|---|"
+    )?;
+    for w in workloads() {
+        if w.append.is_some() {
+            check_relayed(&images, &w)?;
+        }
+        let mut counted = Vec::new();
+        let mut wall = Vec::new();
+        for _ in 0..LIVE_RUNS {
+            let (rate, long, _) = repeat_run(&images, &w, LIVE_CALLS, false)?;
+            let (_, short, _) = repeat_run(&images, &w, 1, false)?;
+            counted.extend(rate);
+            let extra = long.saturating_sub(short).as_secs_f64();
+            wall.push(if extra > 0.0 {
+                f64::from(LIVE_CALLS - 1) / extra
+            } else {
+                f64::INFINITY
+            });
+        }
+        let by_counter = if counted.len() == LIVE_RUNS {
+            format!("{:.0} /s", median(counted))
+        } else {
+            "unknown (no counter frequency)".into()
+        };
+        writeln!(
+            out,
+            "| {} | {by_counter} | {:.0} /s |",
+            w.name,
+            median(wall)
+        )?;
+    }
+    writeln!(
+        out,
+        "\n| VPs | boot to the proxy loop (wall) | trace events | hypercalls per VP (VP 0; the others) |\n|---|---|---|---|"
+    )?;
+    for vps in LIVE_BOOT_VPS {
+        let run = images.boot_to_proxy_loop(vps)?;
+        let mut per_vp: BTreeMap<u32, u32> = BTreeMap::new();
+        for event in &run.events {
+            if let Event::Hypercall(h) = event {
+                *per_vp.entry(h.vp).or_default() += 1;
+            }
+        }
+        let others: Vec<u32> = (1..vps)
+            .map(|vp| per_vp.get(&vp).copied().unwrap_or(0))
+            .collect();
+        let others = match (others.iter().min(), others.iter().max()) {
+            (None, _) => "—".to_string(),
+            (Some(lo), Some(hi)) if lo == hi => format!("{lo} each"),
+            (Some(lo), Some(hi)) => format!("{lo}..{hi}"),
+            _ => unreachable!(),
+        };
+        writeln!(
+            out,
+            "| {vps} | {:.2} s | {} | {}; {others} |",
+            run.run.elapsed.as_secs_f64(),
+            run.events.len(),
+            per_vp.get(&0).copied().unwrap_or(0),
+        )?;
+    }
+    writeln!(out)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod igvm;
 mod image;
+mod live;
 mod mutants;
 mod run;
 mod soak;
@@ -119,6 +120,10 @@ enum Command {
     Bench {
         #[arg(long, value_enum, default_value = "all")]
         arch: ArchArg,
+        /// Only the figures under the in-VM host with a real VTL0 (throughput, boot at 1, 4
+        /// and 16 VPs), not the gdbstub mock's.
+        #[arg(long)]
+        live_only: bool,
     },
     /// Replay random VTL0 hypercalls through the release image under the mock and check the
     /// proxy's invariants; exits non-zero on any violation.
@@ -134,6 +139,13 @@ enum Command {
         /// Virtual processors the calls are spread over.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
         vps: u32,
+        /// Soak through the gdbstub mock with a scripted VTL0 (the default only for an arch the
+        /// in-VM host cannot yet run a real VTL0 on).
+        #[arg(long)]
+        gdbstub: bool,
+        /// Only the soak through the real VTL0; skip an arch the in-VM host cannot run one on.
+        #[arg(long, conflicts_with = "gdbstub")]
+        live_only: bool,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
@@ -182,13 +194,24 @@ fn main() {
             },
         ),
         Command::Test => test::run(),
-        Command::Bench { arch } => bench::run(&arch.arches()),
+        Command::Bench { arch, live_only } => bench::run(&arch.arches(), live_only),
         Command::Soak {
             arch,
             calls,
             seed,
             vps,
-        } => soak::run(&arch.arches(), &soak::Options { calls, seed, vps }),
+            gdbstub,
+            live_only,
+        } => soak::run(
+            &arch.arches(),
+            &soak::Options {
+                calls,
+                seed,
+                vps,
+                gdbstub,
+                live_only,
+            },
+        ),
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))

@@ -41,6 +41,7 @@
 //! same script (printed; `--seed` takes it back). The interleaving of VPs is QEMU's and is not
 //! reproduced exactly; with `--vps 1` a run is reproducible call for call.
 
+mod live;
 mod oracle;
 
 use crate::image;
@@ -78,6 +79,12 @@ pub struct Options {
     pub calls: u32,
     pub seed: u64,
     pub vps: u32,
+    /// Soak through the gdbstub mock with a scripted VTL0 even where the in-VM host runs the
+    /// real VTL0 kernel (see `live`).
+    pub gdbstub: bool,
+    /// Only the soak through the real VTL0: an arch the in-VM host cannot run one on is
+    /// skipped with a note instead of soaked through the gdbstub mock.
+    pub live_only: bool,
 }
 
 /// The soak's guest RAM, so that some of it is above 4 GiB: x86 q35 then has 2 GiB below 4 GiB
@@ -1566,26 +1573,78 @@ fn soak_arch(
 }
 
 pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
-    println!(
-        "soak: seed {} ({} calls per arch, {} VPs, batches of {BATCH}); replay with \
-         `cargo xtask soak --seed {} --calls {} --vps {}`",
-        opts.seed, opts.calls, opts.vps, opts.seed, opts.calls, opts.vps
-    );
-    let mut elves = Vec::new();
+    let mut live_arches = Vec::new();
+    let mut gdb_arches = Vec::new();
     for &arch in arches {
         mockhv::qemu::ensure_qemu(arch)?;
+        if opts.gdbstub {
+            gdb_arches.push(arch);
+            continue;
+        }
+        let images = crate::live::build(arch)?;
+        match live::supported(&images) {
+            Ok(()) => live_arches.push(images),
+            Err(why) if opts.live_only => println!(
+                "soak {}: skipped, the in-VM host cannot run a live VTL0 on {} yet ({why:#})",
+                arch.name(),
+                arch.name()
+            ),
+            Err(why) => {
+                println!(
+                    "soak {}: the in-VM host cannot run a live VTL0 on {} yet ({why:#}); \
+                     soaking through the gdbstub mock with a scripted VTL0 instead",
+                    arch.name(),
+                    arch.name()
+                );
+                gdb_arches.push(arch);
+            }
+        }
+    }
+    let mut violations = Vec::new();
+    let (mut calls, mut sessions) = (0, 0);
+    let mut elapsed = Duration::ZERO;
+    if !live_arches.is_empty() {
+        println!(
+            "soak: seed {} ({} entries per arch through the real VTL0 kernel under the in-VM \
+             host, 1 VP); replay with `cargo xtask soak --seed {} --calls {}`",
+            opts.seed, opts.calls, opts.seed, opts.calls
+        );
+    }
+    for images in &live_arches {
+        let elf = image::elf_path(images.arch, true);
+        let symbols = mockhv::image::Image::load(&elf)?.symbols;
+        let sym = |name: &str| {
+            symbols
+                .get(name)
+                .copied()
+                .with_context(|| format!("{} has no `{name}` symbol", elf.display()))
+        };
+        let image = sym("__image_start")?..sym("__image_end")?;
+        let started = Instant::now();
+        let (c, s) = live::soak_arch(images, image, opts.calls, opts.seed, &mut violations)?;
+        elapsed += started.elapsed();
+        calls += c;
+        sessions += s;
+    }
+    if !gdb_arches.is_empty() {
+        println!(
+            "soak: seed {} ({} calls per arch, {} VPs, batches of {BATCH}, gdbstub mock); replay \
+             with `cargo xtask soak --gdbstub --seed {} --calls {} --vps {}`",
+            opts.seed, opts.calls, opts.vps, opts.seed, opts.calls, opts.vps
+        );
+    }
+    let mut elves = Vec::new();
+    for &arch in &gdb_arches {
         elves.push((arch, image::build(arch, true)?.elf));
     }
     // Timed from after the image builds: the figure is the soak's, not the compiler's.
     let started = Instant::now();
-    let mut violations = Vec::new();
-    let (mut calls, mut sessions) = (0, 0);
     for (arch, elf) in &elves {
         let run = soak_arch(*arch, elf, opts, &mut violations)?;
         calls += run.calls;
         sessions += run.sessions;
     }
-    let elapsed = started.elapsed();
+    elapsed += started.elapsed();
     for v in violations.iter().take(SHOWN) {
         println!("violation: {v}");
     }

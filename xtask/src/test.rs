@@ -80,6 +80,21 @@ pub fn run() -> Result<()> {
                     calls: 200,
                     seed: soak::DEFAULT_SEED,
                     vps: 2,
+                    gdbstub: true,
+                    live_only: false,
+                };
+                soak::run(&Arch::ALL, &opts).map(|()| true)
+            }),
+        ),
+        (
+            "soak through the real VTL0 (QEMU, in-VM host, 2000 entries per arch that has one)",
+            Box::new(|| {
+                let opts = soak::Options {
+                    calls: 2000,
+                    seed: soak::DEFAULT_SEED,
+                    vps: 1,
+                    gdbstub: false,
+                    live_only: true,
                 };
                 soak::run(&Arch::ALL, &opts).map(|()| true)
             }),

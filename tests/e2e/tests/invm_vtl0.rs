@@ -379,3 +379,69 @@ fn a_malformed_vtl0_boot_page_fails_the_boot() {
         }
     }
 }
+
+/// The repeat entry under the whole stack: 1,000 PostMessages to an unknown connection in a row,
+/// one line for all of them. Every call came back INVALID_CONNECTION_ID with its canaries
+/// intact, the last one's own line says the same, and the host handed VTL2 exactly 1,000
+/// hypercall intercepts and got no PostMessage from VTL2 (nothing relayed).
+#[test]
+fn vtl0_repeats_a_refused_call_under_the_paravisor_on_arm64() {
+    use hvdef::{HvMessageType, HvStatus, HypercallCode, Vtl};
+    use mockhv::model::Event;
+    use vtl0::{CallOutcome, Record, RepeatStats};
+    let arch = Arch::Aarch64;
+    let post = u64::from(HypercallCode::POST_MESSAGE.0);
+    let table = Table::new()
+        .repeat(1000)
+        .hypercall(post, &e2e::post_message(0x77), 0);
+    let (run, results) = run(arch, &table);
+    assert_eq!(
+        run.run.outcome,
+        Outcome::Pass,
+        "{}\n{}",
+        run.run.summary(),
+        run.run.console
+    );
+    assert_eq!(results.done, Some(2), "{}", run.run.console);
+    let records = results.records().unwrap();
+    let refused = u64::from(HvStatus::INVALID_CONNECTION_ID.0);
+    let Record::Repeat(stats) = records[0] else {
+        panic!("{:?}", records[0]);
+    };
+    assert!(stats.ticks > 0 && stats.hz > 0, "{stats:?}");
+    assert_eq!(
+        stats,
+        RepeatStats {
+            count: 1000,
+            calls: 1000,
+            first: refused,
+            last: refused,
+            differed: 0,
+            canaries_bad: 0,
+            ..stats
+        }
+    );
+    assert_eq!(
+        records[1],
+        Record::Hypercall {
+            control: post,
+            outcome: CallOutcome::Done {
+                result: refused,
+                out: vec![],
+                bad_canaries: vec![],
+            },
+        }
+    );
+    let intercepts = run
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Intercept { vtl: Vtl::VTL0, message, .. }
+                if message.header.message_type == HvMessageType::HYPERCALL_INTERCEPT)
+        })
+        .count();
+    assert_eq!(intercepts, 1000, "one intercept per call");
+    assert!(!run.events.iter().any(|e| {
+        matches!(e, Event::Hypercall(r) if r.vtl == Vtl::VTL2 && r.code == HypercallCode::POST_MESSAGE)
+    }));
+}

@@ -294,6 +294,11 @@ fn malformed_tables() -> Vec<(&'static str, Vec<u8>, String)> {
             ),
         ),
         ("kind", kind, "entry 1 has unknown kind 9".into()),
+        (
+            "repeat",
+            Table::new().write(0, 4, 0).repeat(5).read(0, 4).to_bytes(),
+            "repeat entry 1 is not followed by a hypercall".into(),
+        ),
     ]
 }
 
@@ -493,4 +498,174 @@ fn x86_64_unexpected_exception_fails_the_run() {
 #[test]
 fn aarch64_unexpected_exception_fails_the_run() {
     unexpected(Arch::Aarch64);
+}
+
+/// The repeat line of `count` forced calls that all completed with `result` and intact
+/// canaries, with the run's own counter readings (which no test can predict) taken from `got`.
+fn all_same(count: u32, result: u64, got: &Record) -> Record {
+    let Record::Repeat(g) = got else {
+        panic!("not a repeat line: {got:?}");
+    };
+    assert!(g.ticks > 0, "{g:?}: the calls took no counter ticks");
+    Record::Repeat(vtl0::RepeatStats {
+        count,
+        calls: count,
+        first: result,
+        last: result,
+        differed: 0,
+        canaries_bad: 0,
+        ticks: g.ticks,
+        hz: g.hz,
+    })
+}
+
+/// A repeat entry without a hypervisor (x86): the `ret` in the hypercall page is called 5,000
+/// times with one line for all of them, then the entry's own line for the last call; code that
+/// breaks RBX breaks it on every call; `rdtsc; ret` returns a new RAX each time; `vmcall` (#UD
+/// under TCG) ends the repeat at its first call. The TSC's frequency is unknown (0).
+#[test]
+fn x86_64_repeats_a_forced_hypercall() {
+    let p = vtl0::Arch::X86_64;
+    let page = p.hypercall_page();
+    let post = 0x005c;
+    let table = Table::new()
+        .write(page, 1, 0xc3) // ret
+        .repeat(5000)
+        .forced_hypercall(post, &[0x11; 24], 8)
+        .write(page, 4, 0xc3db_3148) // xor %rbx,%rbx; ret
+        .repeat(300)
+        .forced_hypercall(post, &[], 0)
+        .write(page, 4, 0x00c3_310f) // rdtsc; ret
+        .repeat(50)
+        .forced_hypercall(post, &[], 0)
+        .write(page, 4, 0xc3c1_010f) // vmcall; ret
+        .repeat(7)
+        .forced_hypercall(post, &[], 0)
+        .to_bytes();
+    let run = boot(Arch::X86_64, "repeat", &table);
+    assert_eq!(run.outcome, Outcome::Pass, "{}", run.console);
+    let r = results(&run);
+    assert_eq!(r.done, Some(12), "{}", run.console);
+    let records = r.records().unwrap();
+    assert_eq!(records.len(), 12, "one line per entry, not per call");
+    assert_eq!(records[1], all_same(5000, page, &records[1]));
+    assert_eq!(
+        records[2],
+        Record::Hypercall {
+            control: post,
+            outcome: done(page, &[0; 8], &[]),
+        }
+    );
+    let Record::Repeat(broken) = &records[4] else {
+        panic!("{:?}", records[4]);
+    };
+    assert_eq!(
+        (
+            broken.calls,
+            broken.first,
+            broken.differed,
+            broken.canaries_bad
+        ),
+        (300, page, 0, 300)
+    );
+    assert_eq!(
+        records[5],
+        Record::Hypercall {
+            control: post,
+            outcome: done(page, &[], &["rbx"]),
+        }
+    );
+    let Record::Repeat(tsc) = &records[7] else {
+        panic!("{:?}", records[7]);
+    };
+    assert_eq!((tsc.calls, tsc.differed, tsc.canaries_bad), (50, 49, 0));
+    assert!(tsc.last != tsc.first, "{tsc:?}");
+    let Record::Hypercall {
+        outcome: CallOutcome::Done { result, .. },
+        ..
+    } = &records[8]
+    else {
+        panic!("{:?}", records[8]);
+    };
+    assert_eq!(*result, tsc.last, "the entry's line is the last call's");
+    let Record::Repeat(ud) = &records[10] else {
+        panic!("{:?}", records[10]);
+    };
+    assert_eq!(
+        (
+            ud.count,
+            ud.calls,
+            ud.first,
+            ud.last,
+            ud.differed,
+            ud.canaries_bad,
+            ud.hz
+        ),
+        (7, 1, 0, 0, 0, 0, 0),
+        "the fault ends the repeat at its first call"
+    );
+    assert_eq!(
+        records[11],
+        Record::Hypercall {
+            control: post,
+            outcome: CallOutcome::Fault(Fault::X86 {
+                vector: 6,
+                code: 0,
+                cr2: 0
+            }),
+        }
+    );
+}
+
+/// A repeat entry without a hypervisor (arm64): QEMU's PSCI answers each of 20,000 `hvc #0`s
+/// with x0 = -1 and every canary kept, one line for all of them, then the entry's own line; the
+/// counter's frequency is CNTFRQ_EL0's. An unforced repeated call is skipped: no call is made.
+#[test]
+fn aarch64_repeats_a_forced_hypercall() {
+    let table = Table::new()
+        .repeat(20_000)
+        .forced_hypercall(0x005c, &[0x11; 24], 8)
+        .repeat(1000)
+        .forced_hypercall(0x0001_005d, &[7; 16], 16)
+        .repeat(3)
+        .hypercall(0x005c, &[], 0)
+        .to_bytes();
+    let run = boot(Arch::Aarch64, "repeat", &table);
+    assert_eq!(run.outcome, pass_outcome(Arch::Aarch64), "{}", run.console);
+    let r = results(&run);
+    assert_eq!(r.done, Some(6), "{}", run.console);
+    let records = r.records().unwrap();
+    assert_eq!(records[0], all_same(20_000, u64::MAX, &records[0]));
+    let Record::Repeat(first) = &records[0] else {
+        unreachable!()
+    };
+    assert!(first.hz > 0, "CNTFRQ_EL0 is set: {first:?}");
+    assert_eq!(
+        records[1..4],
+        [
+            Record::Hypercall {
+                control: 0x005c,
+                outcome: done(u64::MAX, &[0; 8], &[]),
+            },
+            all_same(1000, u64::MAX, &records[2]),
+            Record::Hypercall {
+                control: 0x0001_005d,
+                outcome: done(u64::MAX, &[0; 16], &[]),
+            },
+        ]
+    );
+    assert_eq!(
+        records[4..],
+        [
+            Record::Repeat(vtl0::RepeatStats {
+                count: 3,
+                hz: first.hz,
+                ..Default::default()
+            }),
+            Record::Hypercall {
+                control: 0x005c,
+                outcome: CallOutcome::Skipped,
+            },
+        ]
+    );
 }

@@ -1,8 +1,8 @@
 //! The table encoder host-side tests and runners use to build what the kernel reads.
 
 use crate::{
-    EntryHeader, ExecBody, HypercallBody, ReadBody, TableHeader, WriteBody, FLAG_FORCE, KIND_EXEC,
-    KIND_HYPERCALL, KIND_READ, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
+    EntryHeader, ExecBody, HypercallBody, ReadBody, RepeatBody, TableHeader, WriteBody, FLAG_FORCE,
+    KIND_EXEC, KIND_HYPERCALL, KIND_READ, KIND_REPEAT, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
 };
 use zerocopy::IntoBytes;
 
@@ -80,6 +80,13 @@ impl Table {
     /// A call to `gpa`, expected to return.
     pub fn exec(self, gpa: u64) -> Table {
         self.push(KIND_EXEC, 0, ExecBody { gpa }.as_bytes(), &[])
+    }
+
+    /// Make the next entry (which must be a hypercall) `count` times, with one line for all of
+    /// them (see the crate docs).
+    pub fn repeat(self, count: u32) -> Table {
+        let body = RepeatBody { count, reserved: 0 };
+        self.push(KIND_REPEAT, 0, body.as_bytes(), &[])
     }
 
     /// The entries added so far.
@@ -169,6 +176,84 @@ mod tests {
             0, 0x30, 0, 0x48, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0,
         ];
         assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn exact_bytes_of_a_repeat() {
+        let bytes = Table::new()
+            .repeat(100_000)
+            .hypercall(0x5c, &[], 0)
+            .to_bytes();
+        #[rustfmt::skip]
+        let want = [
+            b'V', b'T', b'L', b'0', 1, 0, 16, 0, 2, 0, 0, 0, 56, 0, 0, 0,
+            5, 0, 0, 0, 16, 0, 0, 0,
+            0xa0, 0x86, 0x01, 0, 0, 0, 0, 0,
+            1, 0, 0, 0, 24, 0, 0, 0,
+            0x5c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(bytes, want);
+        let t = parse_table(&bytes, Arch::Aarch64).unwrap();
+        let e: Vec<Entry<'_>> = t.entries().map(|e| e.unwrap()).collect();
+        assert_eq!(
+            e,
+            [
+                Entry::Repeat { count: 100_000 },
+                Entry::Hypercall {
+                    control: 0x5c,
+                    input: &[],
+                    output_len: 0,
+                    force: false
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeat_needs_a_count_and_a_hypercall_after_it() {
+        use crate::MAX_REPEAT;
+        let call = |t: Table| t.forced_hypercall(0x2, &[], 0);
+        assert!(parse_table(&call(Table::new().repeat(1)).to_bytes(), Arch::X86_64).is_ok());
+        assert!(parse_table(
+            &call(Table::new().repeat(MAX_REPEAT)).to_bytes(),
+            Arch::X86_64
+        )
+        .is_ok());
+        assert_eq!(
+            err(&call(Table::new().read(0, 1).repeat(0)).to_bytes()),
+            TableError::BadRepeatCount { index: 1, count: 0 }
+        );
+        assert_eq!(
+            err(&call(Table::new().repeat(MAX_REPEAT + 1)).to_bytes()),
+            TableError::BadRepeatCount {
+                index: 0,
+                count: MAX_REPEAT + 1
+            }
+        );
+        // Last entry, followed by a probe, followed by another repeat.
+        assert_eq!(
+            err(&Table::new().read(0, 1).repeat(5).to_bytes()),
+            TableError::BadRepeatTarget { index: 1 }
+        );
+        assert_eq!(
+            err(&Table::new().repeat(5).read(0, 1).to_bytes()),
+            TableError::BadRepeatTarget { index: 0 }
+        );
+        assert_eq!(
+            err(&call(Table::new().repeat(5).repeat(5)).to_bytes()),
+            TableError::BadRepeatTarget { index: 0 }
+        );
+        // Two repeats, each of its own call; a call after a repeated one is a plain call.
+        let two = call(call(call(Table::new().repeat(2)).repeat(3)));
+        assert!(parse_table(&two.to_bytes(), Arch::Aarch64).is_ok());
+        // A repeat's body is exactly 8 bytes.
+        let mut b = call(Table::new().repeat(1)).to_bytes();
+        b[20] = 8;
+        assert!(matches!(err(&b), TableError::BadEntrySize { index: 0, .. }));
+        // Flags are refused on a repeat.
+        let mut b = call(Table::new().repeat(1)).to_bytes();
+        b[18] = FLAG_FORCE as u8;
+        assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 1 });
     }
 
     #[test]

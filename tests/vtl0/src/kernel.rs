@@ -3,8 +3,10 @@
 
 use crate::arch::{self, ARCH};
 use crate::{mem, say};
+use arch::CallDone;
 use vtl0::{
-    is_fast, parse_table, table_size, Entry, EntryLine, Numbered, TableHeader, PAGE_SIZE, TABLE_MAX,
+    is_fast, parse_table, table_size, Entry, EntryLine, Fault, Numbered, RepeatStats, TableHeader,
+    PAGE_SIZE, TABLE_MAX,
 };
 
 /// The table, copied in once before any entry runs (a write probe may change the original).
@@ -46,16 +48,31 @@ pub extern "C" fn main() -> ! {
             arch::power_off(false)
         }
     };
-    for (i, entry) in table.entries().enumerate() {
-        let entry = match entry {
-            Ok(e) => e,
-            // parse_table walked every entry already.
-            Err(e) => {
-                say!("bad table: {e}");
-                arch::power_off(false)
+    let mut entries = table.entries();
+    let mut next = || match entries.next() {
+        Some(Ok(e)) => e,
+        // parse_table walked every entry already, and checked a repeat has a hypercall after it.
+        Some(Err(e)) => {
+            say!("bad table: {e}");
+            arch::power_off(false)
+        }
+        None => {
+            say!("bad table: a repeat without a hypercall after it");
+            arch::power_off(false)
+        }
+    };
+    let mut i = 0;
+    while i < table.count() {
+        match next() {
+            Entry::Repeat { count } => {
+                repeat(i, count, next(), hyperv);
+                i += 2;
             }
-        };
-        run(i as u32, entry, hyperv);
+            entry => {
+                run(i, entry, hyperv);
+                i += 1;
+            }
+        }
     }
     say!("done {} entries", table.count());
     arch::power_off(true)
@@ -93,14 +110,20 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
             gpa,
             outcome: arch::probe_exec(gpa),
         },
+        // main hands a repeat and its hypercall to `repeat`.
+        Entry::Repeat { .. } => {
+            say!("bad table: a repeat where an entry was expected");
+            arch::power_off(false)
+        }
     };
     say!("{}", Numbered(index, line));
 }
 
-fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
-    let fast = is_fast(control);
+/// Puts a call's input where the call reads it: the register pool it returns (fast), or the
+/// input page, with the output page zeroed.
+fn prepare(control: u64, input: &[u8]) -> [u8; arch::POOL_BYTES] {
     let mut pool = [0u8; arch::POOL_BYTES];
-    if fast {
+    if is_fast(control) {
         // parse_table checked the input fits the pool.
         let n = input.len().min(pool.len());
         pool[..n].copy_from_slice(&input[..n]);
@@ -113,7 +136,29 @@ fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
         );
         mem::write(ARCH, ARCH.output_page(), &[], PAGE_SIZE);
     }
-    let done = match arch::hypercall(control, &pool) {
+    pool
+}
+
+fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
+    let pool = prepare(control, input);
+    report(
+        index,
+        control,
+        input,
+        output_len,
+        arch::hypercall(control, &pool),
+    );
+}
+
+/// The line of a call made with `input` (its output page or pool as the call left it).
+fn report(
+    index: u32,
+    control: u64,
+    input: &[u8],
+    output_len: usize,
+    outcome: Result<CallDone, Fault>,
+) {
+    let done = match outcome {
         Err(fault) => {
             let line = EntryLine::HypercallFault { control, fault };
             say!("{}", Numbered(index, line));
@@ -123,7 +168,7 @@ fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
     };
     // The output page's reported bytes, copied out (the stack has room for a page).
     let mut copy = [0u8; PAGE_SIZE];
-    let out: &[u8] = if fast {
+    let out: &[u8] = if is_fast(control) {
         let at = ARCH.fast_output_offset(input.len());
         done.pool.get(at..at + output_len).unwrap_or_default()
     } else {
@@ -138,4 +183,53 @@ fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
         bad_canaries: done.bad_canaries(),
     };
     say!("{}", Numbered(index, line));
+}
+
+/// Repeat entry `index`: entry `index + 1`, a hypercall, made `count` times with its input set
+/// up once; one summary line, then the entry's own line for the last call.
+fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
+    let Entry::Hypercall {
+        control,
+        input,
+        output_len,
+        force,
+    } = entry
+    else {
+        say!("bad table: repeat entry {index} is not followed by a hypercall");
+        arch::power_off(false)
+    };
+    let mut stats = RepeatStats {
+        count,
+        hz: arch::counter_hz(),
+        ..RepeatStats::default()
+    };
+    if !hyperv && !force {
+        say!("{}", Numbered(index, EntryLine::Repeat(stats)));
+        say!(
+            "{}",
+            Numbered(index + 1, EntryLine::HypercallSkipped { control })
+        );
+        return;
+    }
+    let pool = prepare(control, input);
+    let start = arch::counter();
+    let mut last = arch::hypercall(control, &pool);
+    stats.calls = 1;
+    if let Ok(done) = &last {
+        stats.first = done.result;
+        stats.last = done.result;
+        stats.canaries_bad = u32::from(!done.bad_canaries().is_empty());
+    }
+    while last.is_ok() && stats.calls < count {
+        last = arch::hypercall(control, &pool);
+        stats.calls += 1;
+        if let Ok(done) = &last {
+            stats.last = done.result;
+            stats.differed += u32::from(done.result != stats.first);
+            stats.canaries_bad += u32::from(!done.bad_canaries().is_empty());
+        }
+    }
+    stats.ticks = arch::counter().wrapping_sub(start);
+    say!("{}", Numbered(index, EntryLine::Repeat(stats)));
+    report(index + 1, control, input, output_len, last);
 }

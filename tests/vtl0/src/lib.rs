@@ -17,6 +17,9 @@
 //! - [`KIND_WRITE`]: [`WriteBody`] (GPA, value, width): one store of that width.
 //! - [`KIND_EXEC`]: [`ExecBody`] (GPA): a call to the GPA, expected to return (e.g. to a `ret`
 //!   a write probe put there).
+//! - [`KIND_REPEAT`]: [`RepeatBody`] (count, 1..=[`MAX_REPEAT`]): the next entry, which must be
+//!   a hypercall, is made `count` times in a row (see the repeat line below). Its input page or
+//!   register pool is set up once, its output page zeroed once, before the first call.
 //!
 //! The kernel validates the whole table before running any entry; a bad table is one
 //! `vtl0: bad table: ...` line and a failing power-off.
@@ -31,6 +34,14 @@
 //! - `vtl0: i read gpa=0x.. width=N value=0x..`
 //! - `vtl0: i write gpa=0x.. width=N value=0x.. ok`
 //! - `vtl0: i exec gpa=0x.. returned`
+//! - `vtl0: i repeat count=N calls=K first=0x.. last=0x.. differed=D canaries_bad=C ticks=T
+//!   hz=F` (one line), then the repeated entry's own line for its last call: K calls were made
+//!   (K < N only when call K faulted, which ends the run; its line is then the fault), `first` /
+//!   `last` are the first and last completed call's result values (0 if none), D completed calls
+//!   returned a value other than `first`, C completed calls came back with a broken canary, and
+//!   the calls took T ticks of the kernel's counter (aarch64 CNTVCT_EL0; x86_64 the TSC), which
+//!   runs at F Hz (aarch64 CNTFRQ_EL0; 0 on x86_64: unknown). Without a Hyper-V interface and
+//!   without [`FLAG_FORCE`] nothing is made: `calls=0`, then the entry's `skipped` line.
 //! - any of them ending in `fault vector=0x.. code=0x.. cr2=0x..` (x86_64) or
 //!   `fault esr=0x.. far=0x..` (aarch64) instead of the outcome.
 //!
@@ -67,6 +78,10 @@ pub const KIND_HYPERCALL: u16 = 1;
 pub const KIND_READ: u16 = 2;
 pub const KIND_WRITE: u16 = 3;
 pub const KIND_EXEC: u16 = 4;
+pub const KIND_REPEAT: u16 = 5;
+
+/// The most calls one repeat entry makes.
+pub const MAX_REPEAT: u32 = 100_000_000;
 
 /// Entry flag (hypercalls only): make the call even without a Hyper-V interface. For testing
 /// the kernel itself in plain QEMU: on x86_64 a write probe first puts code in
@@ -312,7 +327,17 @@ pub struct ExecBody {
     pub gpa: u64,
 }
 
+/// A repeat entry: the next entry (a hypercall) is made `count` times.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct RepeatBody {
+    /// 1..=[`MAX_REPEAT`].
+    pub count: u32,
+    pub reserved: u32,
+}
+
 const _: () = {
+    assert!(size_of::<RepeatBody>() == 8);
     assert!(size_of::<TableHeader>() == 16);
     assert!(size_of::<EntryHeader>() == 8);
     assert!(size_of::<HypercallBody>() == 16);
@@ -342,6 +367,10 @@ pub enum Entry<'a> {
     },
     Exec {
         gpa: u64,
+    },
+    /// Make the next entry, a hypercall, `count` times.
+    Repeat {
+        count: u32,
     },
 }
 
@@ -403,6 +432,16 @@ pub enum TableError {
         input_len: u32,
         output_len: u32,
     },
+    /// A repeat count of 0 or over [`MAX_REPEAT`].
+    BadRepeatCount {
+        index: u32,
+        count: u32,
+    },
+    /// The repeat entry `index` is the last entry or is followed by something other than a
+    /// hypercall.
+    BadRepeatTarget {
+        index: u32,
+    },
     /// Bytes after the last entry (total size larger than the entries).
     TrailingBytes {
         offset: usize,
@@ -461,6 +500,12 @@ impl fmt::Display for TableError {
                 f,
                 "entry {index}: input {input_len} / output {output_len} bytes do not fit"
             ),
+            TableError::BadRepeatCount { index, count } => {
+                write!(f, "entry {index} repeats {count} times (1..={MAX_REPEAT})")
+            }
+            TableError::BadRepeatTarget { index } => {
+                write!(f, "repeat entry {index} is not followed by a hypercall")
+            }
             TableError::TrailingBytes { offset, total_size } => write!(
                 f,
                 "entries end at {offset:#x} but total size is {total_size:#x}"
@@ -524,6 +569,7 @@ impl<'a> ParsedTable<'a> {
             index: 0,
             count: self.count,
             arch: self.arch,
+            after_repeat: false,
         }
     }
 }
@@ -546,6 +592,9 @@ pub fn parse_table(bytes: &[u8], arch: Arch) -> Result<ParsedTable<'_>, TableErr
             .next()
             .unwrap_or(Err(TableError::TooShort { len: 0 }))?;
     }
+    if entries.after_repeat {
+        return Err(TableError::BadRepeatTarget { index: count - 1 });
+    }
     if entries.offset != total {
         return Err(TableError::TrailingBytes {
             offset: entries.offset,
@@ -563,6 +612,8 @@ pub struct Entries<'a> {
     index: u32,
     count: u32,
     arch: Arch,
+    /// The previous entry was a repeat: this one must be a hypercall.
+    after_repeat: bool,
 }
 
 fn width(index: u32, width: u32) -> Result<u8, TableError> {
@@ -652,8 +703,23 @@ impl<'a> Entries<'a> {
                 let b = ExecBody::read_from_bytes(body).map_err(|_| bad_size)?;
                 Entry::Exec { gpa: b.gpa }
             }
+            KIND_REPEAT => {
+                let b = RepeatBody::read_from_bytes(body).map_err(|_| bad_size)?;
+                if b.count == 0 || b.count > MAX_REPEAT {
+                    return Err(TableError::BadRepeatCount {
+                        index,
+                        count: b.count,
+                    });
+                }
+                Entry::Repeat { count: b.count }
+            }
             kind => return Err(TableError::UnknownKind { index, kind }),
         };
+        let is_hypercall = matches!(entry, Entry::Hypercall { .. });
+        if self.after_repeat && !is_hypercall {
+            return Err(TableError::BadRepeatTarget { index: index - 1 });
+        }
+        self.after_repeat = matches!(entry, Entry::Repeat { .. });
         self.rest = &self.rest[size..];
         self.offset += size;
         self.index += 1;
@@ -768,6 +834,51 @@ pub enum EntryLine<'a> {
         gpa: u64,
         outcome: Result<(), Fault>,
     },
+    Repeat(RepeatStats),
+}
+
+/// What a repeat entry's calls did (its line; see the crate docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatStats {
+    /// Calls asked for.
+    pub count: u32,
+    /// Calls made (fewer than `count` only if the last one faulted).
+    pub calls: u32,
+    /// The first and last completed call's result value (0 if none completed).
+    pub first: u64,
+    pub last: u64,
+    /// Completed calls whose result differed from `first`.
+    pub differed: u32,
+    /// Completed calls with at least one broken canary.
+    pub canaries_bad: u32,
+    /// Counter ticks the calls took, and the counter's frequency (0: unknown).
+    pub ticks: u64,
+    pub hz: u64,
+}
+
+impl RepeatStats {
+    /// Calls per second by the kernel's counter, if its frequency is known.
+    pub fn calls_per_second(&self) -> Option<f64> {
+        (self.hz != 0 && self.ticks != 0)
+            .then(|| f64::from(self.calls) * self.hz as f64 / self.ticks as f64)
+    }
+}
+
+impl fmt::Display for RepeatStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "repeat count={} calls={} first={:#x} last={:#x} differed={} canaries_bad={} ticks={} hz={}",
+            self.count,
+            self.calls,
+            self.first,
+            self.last,
+            self.differed,
+            self.canaries_bad,
+            self.ticks,
+            self.hz
+        )
+    }
 }
 
 /// `i <entry line>`.
@@ -829,6 +940,7 @@ impl fmt::Display for EntryLine<'_> {
                     Err(fault) => write!(f, "{fault}"),
                 }
             }
+            EntryLine::Repeat(stats) => write!(f, "{stats}"),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The parser of the kernel's console lines into typed results, for host-side tests.
 
-use crate::{Fault, LINE_PREFIX};
+use crate::{Fault, RepeatStats, LINE_PREFIX};
 use std::fmt;
 
 /// A hypercall entry's outcome.
@@ -40,6 +40,9 @@ pub enum Record {
         gpa: u64,
         outcome: Result<(), Fault>,
     },
+    /// A repeat entry's summary of the calls of the entry after it (whose own record is the
+    /// last call's).
+    Repeat(RepeatStats),
 }
 
 /// One `vtl0: ` line.
@@ -106,6 +109,14 @@ fn field<'a>(token: Option<&'a str>, key: &str) -> Result<&'a str, String> {
 
 fn hex_field<'a>(tokens: &mut impl Iterator<Item = &'a str>, key: &str) -> Result<u64, String> {
     hex(field(tokens.next(), key)?)
+}
+
+fn dec_field<'a>(tokens: &mut impl Iterator<Item = &'a str>, key: &str) -> Result<u64, String> {
+    let v = field(tokens.next(), key)?;
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{key}={v:?} is not decimal"));
+    }
+    v.parse().map_err(|e| format!("{key}={v:?}: {e}"))
 }
 
 fn width_field<'a>(tokens: &mut impl Iterator<Item = &'a str>) -> Result<u8, String> {
@@ -215,6 +226,33 @@ fn record<'a>(kind: &str, tokens: &mut impl Iterator<Item = &'a str>) -> Result<
             gpa: hex_field(tokens, "gpa")?,
             outcome: unit_or_fault(tokens, "returned")?,
         },
+        "repeat" => {
+            let dec = dec_field;
+            let u32_of = |v: u64, key: &str| u32::try_from(v).map_err(|_| format!("{key}={v}"));
+            let count = u32_of(dec(tokens, "count")?, "count")?;
+            let calls = u32_of(dec(tokens, "calls")?, "calls")?;
+            let first = hex_field(tokens, "first")?;
+            let last = hex_field(tokens, "last")?;
+            let differed = u32_of(dec(tokens, "differed")?, "differed")?;
+            let canaries_bad = u32_of(dec(tokens, "canaries_bad")?, "canaries_bad")?;
+            let ticks = dec(tokens, "ticks")?;
+            let hz = dec(tokens, "hz")?;
+            if calls > count || differed > calls || canaries_bad > calls {
+                return Err(format!(
+                    "calls={calls} of count={count}, differed={differed}, canaries_bad={canaries_bad}"
+                ));
+            }
+            Record::Repeat(RepeatStats {
+                count,
+                calls,
+                first,
+                last,
+                differed,
+                canaries_bad,
+                ticks,
+                hz,
+            })
+        }
         other => return Err(format!("unknown entry kind {other:?}")),
     };
     if let Some(extra) = tokens.next() {
@@ -487,6 +525,28 @@ mod tests {
                     outcome: Err(pf),
                 },
             ),
+            (
+                EntryLine::Repeat(RepeatStats {
+                    count: 10_000_000,
+                    calls: 9_999_999,
+                    first: 0x5,
+                    last: u64::MAX,
+                    differed: 3,
+                    canaries_bad: 2,
+                    ticks: u64::MAX,
+                    hz: 62_500_000,
+                }),
+                Record::Repeat(RepeatStats {
+                    count: 10_000_000,
+                    calls: 9_999_999,
+                    first: 0x5,
+                    last: u64::MAX,
+                    differed: 3,
+                    canaries_bad: 2,
+                    ticks: u64::MAX,
+                    hz: 62_500_000,
+                }),
+            ),
         ];
         for (i, (out, want)) in cases.into_iter().enumerate() {
             let text = line(i as u32, out);
@@ -562,6 +622,30 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_repeat_line() {
+        let stats = RepeatStats {
+            count: 20000,
+            calls: 20000,
+            first: 0x1c,
+            last: 0x1c,
+            differed: 0,
+            canaries_bad: 0,
+            ticks: 125_000_000,
+            hz: 62_500_000,
+        };
+        assert_eq!(
+            parsed(
+                "vtl0: 0 repeat count=20000 calls=20000 first=0x1c last=0x1c differed=0 \
+                 canaries_bad=0 ticks=125000000 hz=62500000"
+            ),
+            Record::Repeat(stats)
+        );
+        assert_eq!(stats.calls_per_second(), Some(10_000.0));
+        let unknown = RepeatStats { hz: 0, ..stats };
+        assert_eq!(unknown.calls_per_second(), None);
+    }
+
+    #[test]
     fn malformed_lines() {
         for bad in [
             "vtl0: 1 hypercall",
@@ -585,6 +669,15 @@ mod tests {
             "vtl0: 1 read gpa=0x10000000000000000 width=4 value=0x0",
             "vtl0: done many entries",
             "vtl0: no Hyper-V interface",
+            "vtl0: 0 repeat count=2 calls=2 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1",
+            "vtl0: 0 repeat count=2 calls=3 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0",
+            "vtl0: 0 repeat count=2 calls=2 first=0x0 last=0x0 differed=3 canaries_bad=0 ticks=1 hz=0",
+            "vtl0: 0 repeat count=2 calls=2 first=0x0 last=0x0 differed=0 canaries_bad=3 ticks=1 hz=0",
+            "vtl0: 0 repeat count=0x2 calls=2 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0",
+            "vtl0: 0 repeat count=2 calls=+2 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0",
+            "vtl0: 0 repeat count=5000000000 calls=2 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0",
+            "vtl0: 0 repeat count=2 calls=2 first=0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0",
+            "vtl0: 0 repeat count=2 calls=2 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0 x",
         ] {
             assert!(parse_line(bad).is_err(), "{bad}");
         }

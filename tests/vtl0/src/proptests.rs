@@ -3,7 +3,7 @@
 
 use crate::{
     parse_line, parse_table, Arch, CallOutcome, Entry, EntryLine, Fault, Line, Numbered, Record,
-    Table, LINE_PREFIX,
+    RepeatStats, Table, LINE_PREFIX, MAX_REPEAT,
 };
 use proptest::prelude::*;
 
@@ -13,6 +13,21 @@ enum Op {
     Read(u64, u32),
     Write(u64, u32, u64),
     Exec(u64),
+    /// A repeat entry; the encoder always puts a hypercall after it (see `expand`).
+    Repeat(u32),
+}
+
+/// The ops as entries: a `Repeat` is followed by a forced call made of its count.
+fn expand(ops: &[Op]) -> Vec<Op> {
+    ops.iter()
+        .flat_map(|op| match op {
+            Op::Repeat(n) => vec![
+                op.clone(),
+                Op::Call(0x5c, n.to_le_bytes().to_vec(), 0, true),
+            ],
+            other => vec![other.clone()],
+        })
+        .collect()
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -28,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         (any::<u64>(), width.clone()).prop_map(|(g, w)| Op::Read(g, w)),
         (any::<u64>(), width, any::<u64>()).prop_map(|(g, w, v)| Op::Write(g, w, v)),
         any::<u64>().prop_map(Op::Exec),
+        (1..=MAX_REPEAT).prop_map(Op::Repeat),
     ]
 }
 
@@ -45,6 +61,7 @@ fn fault() -> impl Strategy<Value = Fault> {
 proptest! {
     #[test]
     fn encoded_tables_parse_back(ops in prop::collection::vec(op(), 0..20)) {
+        let ops = expand(&ops);
         let mut t = Table::new();
         for op in &ops {
             t = match op.clone() {
@@ -53,6 +70,7 @@ proptest! {
                 Op::Read(g, w) => t.read(g, w),
                 Op::Write(g, w, v) => t.write(g, w, v),
                 Op::Exec(g) => t.exec(g),
+                Op::Repeat(n) => t.repeat(n),
             };
         }
         let bytes = t.to_bytes();
@@ -71,6 +89,7 @@ proptest! {
                         gpa == *g && u32::from(width) == *w && value == *v
                     }
                     (Entry::Exec { gpa }, Op::Exec(g)) => gpa == *g,
+                    (Entry::Repeat { count }, Op::Repeat(n)) => count == *n,
                     _ => false,
                 };
                 prop_assert!(same, "{:?} vs {:?}", e, op);
@@ -91,6 +110,29 @@ proptest! {
                 prop_assert!(t.entries().all(|e| e.is_ok()));
             }
         }
+    }
+
+    #[test]
+    fn repeat_lines_parse_back(index in any::<u32>(), count in any::<u32>(), a in any::<u32>(),
+                               b in any::<u32>(), c in any::<u32>(), first in any::<u64>(),
+                               last in any::<u64>(), ticks in any::<u64>(), hz in any::<u64>()) {
+        // What the kernel can print: calls <= count, each tally <= calls.
+        let calls = a % count.saturating_add(1);
+        let stats = RepeatStats {
+            count,
+            calls,
+            first,
+            last,
+            differed: b % calls.saturating_add(1),
+            canaries_bad: c % calls.saturating_add(1),
+            ticks,
+            hz,
+        };
+        let text = format!("{LINE_PREFIX}{}", Numbered(index, EntryLine::Repeat(stats)));
+        prop_assert_eq!(
+            parse_line(&text).unwrap(),
+            Some(Line::Entry { index, record: Record::Repeat(stats) })
+        );
     }
 
     #[test]

@@ -473,6 +473,22 @@ pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Faul
     Ok(done)
 }
 
+/// The virtual counter (CNTVCT_EL0), read after the instructions before it (`isb`).
+pub fn counter() -> u64 {
+    let v: u64;
+    // SAFETY: reads a system register EL1 may read; touches no memory.
+    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// The counter's frequency in Hz (CNTFRQ_EL0).
+pub fn counter_hz() -> u64 {
+    let v: u64;
+    // SAFETY: reads a system register EL1 may read; touches no memory.
+    unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
 pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
     crate::recovery::arm();
     // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The

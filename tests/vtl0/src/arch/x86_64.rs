@@ -565,6 +565,21 @@ pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Faul
     Ok(done)
 }
 
+/// The time-stamp counter (`rdtsc`, after the instructions before it: `lfence`).
+pub fn counter() -> u64 {
+    // SAFETY: lfence and rdtsc touch no memory (CR4.TSD is clear in the kernel's own setup).
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// The TSC's frequency: not known without CPUID leaf 0x15 or a hypervisor MSR the kernel does
+/// not read (either is an exit of its own), so 0 ("unknown").
+pub fn counter_hz() -> u64 {
+    0
+}
+
 pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
     crate::recovery::arm();
     // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The

@@ -1,0 +1,162 @@
+//! Runs under the in-VM mock Hyper-V with a real VTL0 (`bench` and `soak` share them): the
+//! paravisor's test IGVM file, the VTL0 test kernel as its VTL0 payload, a table for the kernel.
+
+use crate::image;
+use anyhow::{bail, Context, Result};
+use mockhv::invm::{InvmBoot, InvmRun, Paravisor, Vtl0};
+use mockhv::qemu::Arch;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vtl0::{Results, Table};
+
+/// The files a live-VTL0 run boots.
+pub struct Images {
+    pub arch: Arch,
+    /// The in-VM host (`invm-<arch>.elf`).
+    pub host: PathBuf,
+    /// The paravisor alone (`paravisor-<arch>.igvm`): boots to the proxy loop, no VTL0.
+    pub igvm: PathBuf,
+    /// The paravisor with the VTL0 test kernel (`paravisor-<arch>-vtl0.igvm`).
+    pub vtl0_igvm: PathBuf,
+    /// The paravisor's ELF and the VTL0 kernel's, for an ELF boot (which has a command line).
+    pub elf: PathBuf,
+    pub vtl0_elf: PathBuf,
+}
+
+/// The VTL0 kernel's view of `arch`.
+pub fn proto(arch: Arch) -> vtl0::Arch {
+    match arch {
+        Arch::X86_64 => vtl0::Arch::X86_64,
+        Arch::Aarch64 => vtl0::Arch::Aarch64,
+    }
+}
+
+/// Builds (release) the paravisor, the VTL0 test kernel, the test IGVM file and the host.
+pub fn build(arch: Arch) -> Result<Images> {
+    let image = image::build(arch, true)?;
+    let kernel = image::build_vtl0(arch, true)?;
+    let vtl0_igvm = image::test_igvm_path(arch, true);
+    image::pack(arch, &image.elf, Some(&kernel), &vtl0_igvm)?;
+    let host = image::build_invm(arch, true)?;
+    Ok(Images {
+        arch,
+        host,
+        igvm: image.igvm,
+        vtl0_igvm,
+        elf: image.elf,
+        vtl0_elf: kernel,
+    })
+}
+
+impl Images {
+    fn boot(&self, igvm: &Path) -> InvmBoot {
+        InvmBoot::new(
+            self.arch,
+            self.host.clone(),
+            Paravisor::Igvm(igvm.to_path_buf()),
+        )
+    }
+
+    /// Why the in-VM host cannot run this arch with a live VTL0, if it cannot (its own
+    /// refusal, found by building the QEMU configuration without starting QEMU).
+    pub fn refusal(&self) -> Option<String> {
+        let mut boot = self.boot(&self.vtl0_igvm);
+        boot.vtl0 = Vtl0::FromParavisor;
+        let dir = std::env::temp_dir().join(format!("xtask-live-probe-{}", std::process::id()));
+        let made = std::fs::create_dir_all(&dir);
+        let r = made
+            .map_err(anyhow::Error::from)
+            .and_then(|()| boot.qemu_config(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        r.err().map(|e| format!("{e:#}"))
+    }
+
+    /// Boots the paravisor (no VTL0) at `vps` VPs to its first VtlReturn, with the trace.
+    pub fn boot_to_proxy_loop(&self, vps: u32) -> Result<InvmRun> {
+        let mut boot = self.boot(&self.igvm);
+        boot.vps = vps;
+        boot.trace = true;
+        boot.timeout = Duration::from_secs(300);
+        let run = boot.run()?;
+        if !run.run.passed() {
+            bail!(
+                "{}-VP boot under the in-VM host failed: {}\n{}",
+                vps,
+                run.run.summary(),
+                run.run.console
+            );
+        }
+        Ok(run)
+    }
+
+    /// Boots the paravisor with the VTL0 kernel running `table` (1 VP); `trace` asks for the
+    /// host's trace. The run must pass and the kernel must say `done`.
+    pub fn run_table(
+        &self,
+        table: &Table,
+        trace: bool,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
+        let mut boot = self.boot(&self.vtl0_igvm);
+        boot.vtl0 = Vtl0::FromParavisor;
+        self.run(boot, table, trace, timeout)
+    }
+
+    /// As [`Images::run_table`], but the paravisor boots from its ELF with `append` as its
+    /// command line and the kernel from its reset state (its ELF's entry).
+    pub fn run_table_elf(
+        &self,
+        table: &Table,
+        append: &str,
+        trace: bool,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
+        let mut boot = InvmBoot::new(
+            self.arch,
+            self.host.clone(),
+            Paravisor::Elf(self.elf.clone()),
+        );
+        boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
+        boot.append = Some(append.to_string());
+        self.run(boot, table, trace, timeout)
+    }
+
+    fn run(
+        &self,
+        mut boot: InvmBoot,
+        table: &Table,
+        trace: bool,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
+        let file = std::env::temp_dir().join(format!(
+            "xtask-live-table-{}-{}.bin",
+            self.arch.name(),
+            std::process::id()
+        ));
+        std::fs::write(&file, table.to_bytes()).context("writing the table")?;
+        boot.blobs
+            .push((proto(self.arch).table_gpa(), file.clone()));
+        boot.trace = trace;
+        boot.timeout = timeout;
+        let run = boot.run();
+        let _ = std::fs::remove_file(&file);
+        let run = run?;
+        let results = vtl0::parse_results(&run.run.console)
+            .with_context(|| format!("the kernel's lines:\n{}", run.run.console))?;
+        if !run.run.passed() || results.done != Some(table.len()) {
+            bail!(
+                "the live VTL0 run did not finish its {} entries: {}\n{}",
+                table.len(),
+                run.run.summary(),
+                tail(&run.run.console, 40)
+            );
+        }
+        Ok((run, results))
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,851 @@
+//! The soak through the real VTL0: the VTL0 test kernel (`tests/vtl0`) runs the random calls
+//! as table entries under the paravisor under the in-VM mock Hyper-V, thousands per QEMU boot.
+//!
+//! What the kernel can express: a hypercall with given input bytes (memory-based: the kernel's
+//! own, page-aligned input page; fast: its register pool) and its own loads, stores and
+//! fetches. So the calls here are the ones the in-VM host hands the paravisor (Hyper-V's
+//! UnknownSynicConnection and RetargetInterruptWithUnknownDeviceId intercepts: PostMessage and
+//! SignalEvent to a connection the host does not know, RetargetDeviceInterrupt for a device it
+//! does not know), built with the gdbstub soak's input builders, plus random control words on
+//! them, plus VTL0's accesses to its own page and to VTL2's image. Hostile list GPAs (VTL0 naming
+//! VTL2's memory, unaligned or page-crossing lists) cannot be expressed by the kernel and stay
+//! with the gdbstub soak (`--gdbstub`); so do calls the host would serve itself.
+//!
+//! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration: an IGVM
+//! boot has no command line, so the relay table is empty (no `pv.relay=`, no `pv.devices=`) and
+//! no connection or device is VTL0's; the host's known ports are its scenario's
+//! (`Scenario::for_arch`), which the generator avoids. The checks, per boot:
+//!
+//! 1. QEMU passed, the kernel said `done` for every entry, no `PANIC` / `FATAL` line;
+//! 2. every hypercall record: the whole result word is the oracle's status (random control
+//!    words: a status the TLFS allows for a proxied call, `ALLOWED`), every canary intact;
+//! 3. every access record: a store, load or fetch touching the image's pages
+//!    (`__image_start..__image_end` from the ELF) faulted with exactly the exception
+//!    `e2e::memory_fault` gives (arm64 ESR, FAR 0; x64 #GP(0)); any other was carried out, a
+//!    load giving what the store before it wrote, a fetch of the `ret` written there returning;
+//! 4. the host's trace: one hypercall intercept per call the oracle says the host hands VTL2
+//!    (at least; at most one per hypercall entry), one GPA intercept per faulted access, and
+//!    after VTL0 started VTL2 made exactly one SetVpRegisters per intercept (VTL0's IP advance or
+//!    pending event) and no other hypercall: nothing relayed.
+
+use super::{arch_seed, oracle, Rng, ALLOWED, RELAYED};
+use crate::live::{self, Images};
+use anyhow::{bail, Context, Result};
+use e2e::post_message;
+use hvdef::{Control, HvMessageType, HvStatus, HypercallCode, Vtl, HV_PARTITION_ID_SELF};
+use mockhv::model::{Event, Scenario, Vtl0Access};
+use mockhv::qemu::Arch;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+use vtl0::{CallOutcome, Fault, Record, Table, MAX_ENTRIES, TABLE_MAX};
+
+/// Connections the generator picks from (0..this, minus the host's own ports).
+const CONNECTIONS: u64 = 64;
+
+/// A table entry and what it must produce.
+#[derive(Clone, Debug)]
+enum Entry {
+    Hypercall {
+        control: u64,
+        input: Vec<u8>,
+        want: Want,
+        /// The host must hand this call to VTL2 (an intercept), by the TLFS and the scenario:
+        /// a well-formed call to a connection or device it does not know. It may hand on any
+        /// other (a broken input may be refused before or after the lookup).
+        intercepted: bool,
+    },
+    Write {
+        gpa: u64,
+        width: u32,
+        value: u64,
+        fault: Option<u128>,
+    },
+    Read {
+        gpa: u64,
+        width: u32,
+        /// The value a store before it left (`None`: it faults).
+        value: Option<u64>,
+        fault: Option<u128>,
+    },
+    Exec {
+        gpa: u64,
+        fault: Option<u128>,
+    },
+}
+
+/// Builds an access entry from (GPA, width, value, the fault it must take).
+type MakeEntry = fn(u64, u32, u64, u128) -> Entry;
+
+#[derive(Clone, Debug)]
+enum Want {
+    /// One of these statuses, no rep completed.
+    Exactly(Vec<HvStatus>),
+    /// Any status the TLFS allows for a proxied call.
+    Allowed,
+}
+
+struct Plan {
+    entry: Entry,
+    what: String,
+    /// The load or fetch of what the entry before it stored: the two run in the same boot.
+    follows: bool,
+}
+
+impl Plan {
+    /// Table bytes this entry takes (header, body, input padded to 8).
+    fn size(&self) -> usize {
+        match &self.entry {
+            Entry::Hypercall { input, .. } => 8 + 16 + input.len().div_ceil(8) * 8,
+            Entry::Write { .. } => 8 + 24,
+            Entry::Read { .. } => 8 + 16,
+            Entry::Exec { .. } => 8 + 8,
+        }
+    }
+
+    fn push(&self, t: Table) -> Table {
+        match &self.entry {
+            Entry::Hypercall { control, input, .. } => t.hypercall(*control, input, 0),
+            Entry::Write {
+                gpa, width, value, ..
+            } => t.write(*gpa, *width, *value),
+            Entry::Read { gpa, width, .. } => t.read(*gpa, *width),
+            Entry::Exec { gpa, .. } => t.exec(*gpa),
+        }
+    }
+}
+
+struct Gen {
+    arch: Arch,
+    rng: Rng,
+    image: Range<u64>,
+    /// The host's SynIC ports (it serves calls to them itself).
+    host_ports: BTreeSet<u32>,
+}
+
+fn code(c: HypercallCode) -> Control {
+    Control::new().with_code(c)
+}
+
+impl Gen {
+    fn connection(&mut self) -> u32 {
+        loop {
+            let c = self.rng.below(CONNECTIONS) as u32;
+            if !self.host_ports.contains(&c) {
+                return c;
+            }
+        }
+    }
+
+    /// The arch's `ret` and its width.
+    fn ret(&self) -> (u32, u64) {
+        match self.arch {
+            Arch::X86_64 => (1, 0xc3),
+            Arch::Aarch64 => (4, 0xd65f_03c0),
+        }
+    }
+
+    /// One or more entries (a store and the load or fetch of what it stored come together).
+    fn next(&mut self) -> Vec<Plan> {
+        let roll = self.rng.below(100);
+        let call = |control: Control, input: Vec<u8>, want, intercepted, what: String| Plan {
+            entry: Entry::Hypercall {
+                control: control.into_bits(),
+                input,
+                want,
+                intercepted,
+            },
+            what,
+            follows: false,
+        };
+        if roll < 35 {
+            // PostMessage to a connection the host does not know: intercepted; the paravisor
+            // relays nothing (empty relay table), so INVALID_CONNECTION_ID, or
+            // INVALID_PARAMETER for a broken message.
+            let connection = self.connection();
+            let mut m = post_message(connection);
+            let valid = self.rng.percent(70);
+            let how = if valid {
+                "valid"
+            } else {
+                match self.rng.below(4) {
+                    0 => {
+                        m[8..12].fill(0);
+                        "message type 0"
+                    }
+                    1 => {
+                        m[11] |= 0x80;
+                        "hypervisor message type"
+                    }
+                    2 => {
+                        let size = 241 + self.rng.below(1000) as u32;
+                        m[12..16].copy_from_slice(&size.to_le_bytes());
+                        "payload too large"
+                    }
+                    _ => {
+                        m[4] = 1;
+                        "reserved field set"
+                    }
+                }
+            };
+            let payload = self.rng.bytes(240);
+            m[16..].copy_from_slice(&payload);
+            let expect =
+                oracle::synic(HypercallCode::POST_MESSAGE, false, connection, 0, valid, &m);
+            return vec![call(
+                code(HypercallCode::POST_MESSAGE),
+                m,
+                Want::Exactly(expect.statuses),
+                valid,
+                format!("PostMessage to connection {connection}, {how}"),
+            )];
+        }
+        if roll < 55 {
+            let connection = u64::from(self.connection());
+            let flag = if self.rng.percent(85) {
+                self.rng.below(2048)
+            } else {
+                2048 + self.rng.below(0xF800)
+            };
+            let reserved = if self.rng.percent(90) {
+                0
+            } else {
+                1 + self.rng.below(0xFFFF)
+            };
+            // TLFS HvCallSignalEvent: flag numbers below 2048, RsvdZ zero.
+            let valid = flag < 2048 && reserved == 0;
+            let word = connection | flag << 32 | reserved << 48;
+            let fast = self.rng.percent(60);
+            let expect = oracle::synic(
+                HypercallCode::SIGNAL_EVENT,
+                fast,
+                connection as u32,
+                0,
+                valid,
+                &word.to_le_bytes(),
+            );
+            return vec![call(
+                code(HypercallCode::SIGNAL_EVENT).with_fast(fast),
+                word.to_le_bytes().to_vec(),
+                Want::Exactly(expect.statuses),
+                valid,
+                format!("SignalEvent (fast {fast}) connection {connection} flag {flag} rsvd {reserved:#x}"),
+            )];
+        }
+        if roll < 65 {
+            // RetargetDeviceInterrupt for a device nobody owns (no `pv.devices=`): the host does
+            // not know it either, so it is intercepted and VTL0 gets INVALID_DEVICE_ID.
+            let device = 0x30 + self.rng.below(0x1000);
+            let vector = 0x20 + self.rng.below(0xD0) as u32;
+            let mut b = Vec::with_capacity(56);
+            b.extend(HV_PARTITION_ID_SELF.to_le_bytes());
+            b.extend(device.to_le_bytes());
+            b.extend(1u32.to_le_bytes()); // MSI
+            b.extend(0u32.to_le_bytes());
+            b.extend((0xFEE0_0000_0000_0041u64 | (self.rng.below(0x100) << 44)).to_le_bytes());
+            b.extend(0u64.to_le_bytes());
+            b.extend(vector.to_le_bytes());
+            b.extend(0u32.to_le_bytes());
+            b.extend((1 + self.rng.below(u64::MAX - 1)).to_le_bytes());
+            let fast = self.rng.percent(30);
+            return vec![call(
+                code(HypercallCode::RETARGET_DEVICE_INTERRUPT).with_fast(fast),
+                b,
+                Want::Exactly(vec![HvStatus::INVALID_DEVICE_ID]),
+                true,
+                format!("RetargetDeviceInterrupt device {device:#x} (fast {fast})"),
+            )];
+        }
+        if roll < 75 {
+            // A random control word around the SynIC codes (rep fields, variable header,
+            // reserved bits), to an unknown connection: any status a proxied call may get.
+            let c = self
+                .rng
+                .pick(&[HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT]);
+            let random = self.rng.next() & !0xFFFF & !(1 << 16);
+            let control = Control::from_bits(random).with_code(c);
+            let input = if c == HypercallCode::POST_MESSAGE {
+                post_message(self.connection())
+            } else {
+                u64::from(self.connection()).to_le_bytes().to_vec()
+            };
+            return vec![Plan {
+                entry: Entry::Hypercall {
+                    control: control.into_bits(),
+                    input,
+                    want: Want::Allowed,
+                    // Whether the host hands it on depends on its control-word checks.
+                    intercepted: false,
+                },
+                what: format!("{c:?} with control word {:#x}", control.into_bits()),
+                follows: false,
+            }];
+        }
+        // VTL0's own loads, stores and fetches.
+        let scratch = live::proto(self.arch).scratch_page();
+        let width = self.rng.pick(&[1u32, 2, 4, 8]);
+        let image = self.image.clone();
+        match self.rng.below(6) {
+            0 | 1 => {
+                let gpa = scratch + u64::from(width) * self.rng.below(4096 / u64::from(width));
+                let value = self.rng.next();
+                let mask = if width == 8 {
+                    u64::MAX
+                } else {
+                    (1 << (8 * width)) - 1
+                };
+                vec![
+                    Plan {
+                        entry: Entry::Write {
+                            gpa,
+                            width,
+                            value,
+                            fault: None,
+                        },
+                        what: format!("store of {width} at {gpa:#x}, VTL0's page"),
+                        follows: false,
+                    },
+                    Plan {
+                        entry: Entry::Read {
+                            gpa,
+                            width,
+                            value: Some(value & mask),
+                            fault: None,
+                        },
+                        what: format!("load of {width} at {gpa:#x}, VTL0's page"),
+                        follows: true,
+                    },
+                ]
+            }
+            2 => {
+                let (w, ret) = self.ret();
+                let gpa = scratch + 8 * self.rng.below(512);
+                vec![
+                    Plan {
+                        entry: Entry::Write {
+                            gpa,
+                            width: w,
+                            value: ret,
+                            fault: None,
+                        },
+                        what: format!("store of a ret at {gpa:#x}"),
+                        follows: false,
+                    },
+                    Plan {
+                        entry: Entry::Exec { gpa, fault: None },
+                        what: format!("fetch of the ret at {gpa:#x}"),
+                        follows: true,
+                    },
+                ]
+            }
+            n => {
+                let (gpa, place) = match self.rng.below(4) {
+                    0 | 1 => (
+                        image.start + 8 * self.rng.below((image.end - image.start - 8) / 8),
+                        "the image",
+                    ),
+                    2 => (image.start - 4, "across the image's start"),
+                    _ => (image.end - 4, "across the image's end"),
+                };
+                let width = if place == "the image" { width } else { 8 };
+                let (access, entry): (Vtl0Access, MakeEntry) = match n {
+                    3 => (
+                        Vtl0Access::Write {
+                            gpa,
+                            bytes: vec![0; width as usize],
+                        },
+                        |gpa, width, value, f| Entry::Write {
+                            gpa,
+                            width,
+                            value,
+                            fault: Some(f),
+                        },
+                    ),
+                    4 => (
+                        Vtl0Access::Read {
+                            gpa,
+                            len: width as usize,
+                        },
+                        |gpa, width, _, f| Entry::Read {
+                            gpa,
+                            width,
+                            value: None,
+                            fault: Some(f),
+                        },
+                    ),
+                    _ => (Vtl0Access::Execute { gpa }, |gpa, _, _, f| Entry::Exec {
+                        gpa,
+                        fault: Some(f),
+                    }),
+                };
+                // A fetch is of one instruction: the image's first and last ones stand for the
+                // edges (one just before the start would run VTL0's own bytes).
+                let (gpa, access, place) = match (&access, place) {
+                    (Vtl0Access::Execute { .. }, "across the image's start") => (
+                        image.start,
+                        Vtl0Access::Execute { gpa: image.start },
+                        "the image's first instruction",
+                    ),
+                    (Vtl0Access::Execute { .. }, "across the image's end") => {
+                        let at = image.end - 4;
+                        (
+                            at,
+                            Vtl0Access::Execute { gpa: at },
+                            "the image's last instruction",
+                        )
+                    }
+                    _ => (gpa, access, place),
+                };
+                let fault = e2e::memory_fault(self.arch, &access, false);
+                let value = self.rng.next();
+                vec![Plan {
+                    entry: entry(gpa, width, value, fault),
+                    what: format!("{access:?}, {place}"),
+                    follows: false,
+                }]
+            }
+        }
+    }
+}
+
+/// Whether `got` is the fault `want` (a pending-event value from `e2e::memory_fault`) stands
+/// for: arm64 the ESR with FAR 0 (the paravisor hands VTL0 no address); x64 the vector and
+/// error code (CR2 is whatever an earlier page fault left).
+fn is_fault(arch: Arch, got: &Fault, want: u128) -> bool {
+    match (arch, got) {
+        (Arch::Aarch64, Fault::Arm64 { esr, far }) => *esr == (want >> 64) as u64 && *far == 0,
+        (Arch::X86_64, Fault::X86 { vector, code, .. }) => {
+            u128::from(*vector) == (want >> 16) & 0xFF && *code == 0
+        }
+        _ => false,
+    }
+}
+
+/// What the checks saw, to show they had something to check.
+#[derive(Default)]
+struct Stats {
+    statuses: BTreeMap<String, usize>,
+    exact: usize,
+    allowed: usize,
+    accesses: usize,
+    faults: usize,
+}
+
+fn check_record(
+    arch: Arch,
+    index: usize,
+    plan: &Plan,
+    record: &Record,
+    stats: &mut Stats,
+    out: &mut Vec<String>,
+) {
+    let name = arch.name();
+    let fail = |why: String| format!("{name} entry #{index} ({}): {why}", plan.what);
+    match (&plan.entry, record) {
+        (
+            Entry::Hypercall { control, want, .. },
+            Record::Hypercall {
+                control: c,
+                outcome:
+                    CallOutcome::Done {
+                        result,
+                        bad_canaries,
+                        ..
+                    },
+            },
+        ) if c == control => {
+            let status = HvStatus(*result as u16);
+            *stats.statuses.entry(format!("{status:?}")).or_default() += 1;
+            if !bad_canaries.is_empty() {
+                out.push(fail(format!("canaries broken: {bad_canaries:?}")));
+            }
+            let ok = match want {
+                Want::Exactly(s) => {
+                    stats.exact += 1;
+                    s.iter().any(|s| u64::from(s.0) == *result)
+                }
+                Want::Allowed => {
+                    stats.allowed += 1;
+                    *result >> 16 == 0 && ALLOWED.contains(&status)
+                }
+            };
+            if !ok {
+                out.push(fail(format!(
+                    "invariant 2: expected {want:?}, VTL0 got result {result:#x}"
+                )));
+            }
+        }
+        (
+            Entry::Write { gpa, fault, .. },
+            Record::Write {
+                gpa: g, outcome, ..
+            },
+        ) if g == gpa => {
+            stats.accesses += 1;
+            access_outcome(arch, *fault, outcome.as_ref().err(), stats, out, &fail);
+        }
+        (
+            Entry::Read {
+                gpa, value, fault, ..
+            },
+            Record::Read {
+                gpa: g, outcome, ..
+            },
+        ) if g == gpa => {
+            stats.accesses += 1;
+            access_outcome(arch, *fault, outcome.as_ref().err(), stats, out, &fail);
+            if let (Some(want), Ok(got)) = (value, outcome) {
+                if want != got {
+                    out.push(fail(format!(
+                        "invariant 3: loaded {got:#x}, stored {want:#x}"
+                    )));
+                }
+            }
+        }
+        (Entry::Exec { gpa, fault }, Record::Exec { gpa: g, outcome }) if g == gpa => {
+            stats.accesses += 1;
+            access_outcome(arch, *fault, outcome.as_ref().err(), stats, out, &fail);
+        }
+        (_, r) => out.push(fail(format!("unexpected record {r:?}"))),
+    }
+}
+
+fn access_outcome(
+    arch: Arch,
+    want: Option<u128>,
+    got: Option<&Fault>,
+    stats: &mut Stats,
+    out: &mut Vec<String>,
+    fail: &dyn Fn(String) -> String,
+) {
+    match (want, got) {
+        (None, None) => {}
+        (Some(w), Some(f)) if is_fault(arch, f, w) => stats.faults += 1,
+        (w, g) => out.push(fail(format!(
+            "invariant 3: expected {}, got {}",
+            w.map_or("the access carried out".into(), |w| format!(
+                "the fault {w:#x}"
+            )),
+            g.map_or("the access carried out".into(), |f| f.to_string())
+        ))),
+    }
+}
+
+/// Entries per boot: as many as the table window and the kernel's entry limit take.
+fn boots(plans: &[Plan]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 16);
+    for (i, p) in plans.iter().enumerate() {
+        // A boot ends before a full table, never between a store and its load or fetch.
+        let full = |i: usize, bytes: usize| {
+            i - start >= MAX_ENTRIES as usize - 1 || bytes > TABLE_MAX - 512
+        };
+        if !p.follows && full(i, bytes + p.size()) {
+            out.push(start..i);
+            (start, bytes) = (i, 16);
+        }
+        bytes += p.size();
+    }
+    if start < plans.len() {
+        out.push(start..plans.len());
+    }
+    out
+}
+
+/// (calls, boots) for `arch`, violations appended to `violations`.
+pub fn soak_arch(
+    images: &Images,
+    image: Range<u64>,
+    calls: u32,
+    seed: u64,
+    violations: &mut Vec<String>,
+) -> Result<(usize, usize)> {
+    let arch = images.arch;
+    let scenario = Scenario::for_arch(arch);
+    let mut gen = Gen {
+        arch,
+        rng: Rng::new(arch_seed(seed, arch)),
+        image: image.clone(),
+        host_ports: scenario.ports.keys().copied().collect(),
+    };
+    let mut plans = Vec::new();
+    while plans.len() < calls as usize {
+        plans.extend(gen.next());
+    }
+    plans.truncate(calls as usize);
+    // A store whose load was cut off is still a complete entry.
+    let ranges = boots(&plans);
+    println!(
+        "soak {} (real VTL0, in-VM host): image {:#x}..{:#x}, {} entries in {} boot(s); relay \
+         table empty (IGVM boot: no command line), host ports {:?}",
+        arch.name(),
+        image.start,
+        image.end,
+        plans.len(),
+        ranges.len(),
+        gen.host_ports
+    );
+    let mut stats = Stats::default();
+    for (n, range) in ranges.iter().enumerate() {
+        let t = Instant::now();
+        let before = violations.len();
+        let chunk = &plans[range.clone()];
+        let table = chunk.iter().fold(Table::new(), |t, p| p.push(t));
+        let timeout = Duration::from_secs(60 + chunk.len() as u64 / 20);
+        let (run, results) = match images.run_table(&table, true, timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                violations.push(format!(
+                    "{} boot {n} (entries {}..{}): invariant 1: {e:#}",
+                    arch.name(),
+                    range.start,
+                    range.end
+                ));
+                continue;
+            }
+        };
+        for line in run.run.console.lines() {
+            if line.contains("PANIC") || line.contains("FATAL") {
+                violations.push(format!(
+                    "{} boot {n}: invariant 1: the console says {:?}",
+                    arch.name(),
+                    line.trim()
+                ));
+            }
+        }
+        let records = results
+            .records()
+            .map_err(anyhow::Error::msg)
+            .context("the kernel's entry lines")?;
+        for (i, (plan, record)) in chunk.iter().zip(&records).enumerate() {
+            check_record(arch, range.start + i, plan, record, &mut stats, violations);
+        }
+        check_trace(arch, n, chunk, &run.events, violations);
+        println!(
+            "soak {}: boot {n}: entries {}..{}, {} trace events, {} violations, {:.1}s",
+            arch.name(),
+            range.start,
+            range.end,
+            run.events.len(),
+            violations.len() - before,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let statuses: Vec<String> = stats
+        .statuses
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "soak {}: statuses {}; oracle: {} statuses predicted exactly, {} random control words \
+         checked against the TLFS's list; {} accesses ({} faulted as predicted)",
+        arch.name(),
+        statuses.join(", "),
+        stats.exact,
+        stats.allowed,
+        stats.accesses,
+        stats.faults
+    );
+    Ok((plans.len(), ranges.len()))
+}
+
+/// Invariant 4, on the host's trace of one boot.
+fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &mut Vec<String>) {
+    let name = arch.name();
+    let want_hc = chunk
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.entry,
+                Entry::Hypercall {
+                    intercepted: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    let may_hc = chunk
+        .iter()
+        .filter(|p| matches!(p.entry, Entry::Hypercall { .. }))
+        .count();
+    let want_gpa = chunk
+        .iter()
+        .filter(|p| match &p.entry {
+            Entry::Write { fault, .. } | Entry::Read { fault, .. } | Entry::Exec { fault, .. } => {
+                fault.is_some()
+            }
+            Entry::Hypercall { .. } => false,
+        })
+        .count();
+    let (mut hc, mut gpa) = (0, 0);
+    // VTL2's own calls once VTL0 runs: with nothing to relay, only the completion of each
+    // intercept, one SetVpRegisters of VTL0's IP or pending event (the VtlReturns are the
+    // host's VTL switches, not in its trace as hypercalls).
+    let mut sets = 0;
+    let mut vtl0_started = false;
+    for e in events {
+        match e {
+            Event::Intercept { vtl, message, .. } if *vtl == Vtl::VTL0 => {
+                vtl0_started = true;
+                match message.header.message_type {
+                    HvMessageType::HYPERCALL_INTERCEPT => hc += 1,
+                    HvMessageType::GPA_INTERCEPT => gpa += 1,
+                    _ => {}
+                }
+            }
+            Event::Hypercall(h) if h.vtl == Vtl::VTL0 => vtl0_started = true,
+            Event::Hypercall(h) if vtl0_started && h.vtl == Vtl::VTL2 => match h.code {
+                HypercallCode::SET_VP_REGISTERS => sets += 1,
+                HypercallCode::VTL_RETURN => {}
+                code => out.push(format!(
+                    "{name} boot {boot}: invariant 4: with VTL0 running and nothing to relay, \
+                     the paravisor made {code:?} (control {:#x}){}",
+                    h.control,
+                    if RELAYED.contains(&code) {
+                        ": a relay with an empty relay table"
+                    } else {
+                        ""
+                    }
+                )),
+            },
+            _ => {}
+        }
+    }
+    if sets != hc + gpa {
+        out.push(format!(
+            "{name} boot {boot}: invariant 4: {hc} hypercall and {gpa} GPA intercepts, but VTL2 \
+             made {sets} SetVpRegisters after VTL0 started (one per intercept)"
+        ));
+    }
+    if !(want_hc..=may_hc).contains(&hc) || gpa != want_gpa {
+        out.push(format!(
+            "{name} boot {boot}: invariant 4: expected {want_hc}..={may_hc} hypercall intercepts \
+             and {want_gpa} GPA intercepts, the host handed VTL2 {hc} and {gpa}"
+        ));
+    }
+}
+
+/// Whether the live soak can run `arch`: `Err` with the host's refusal if not.
+pub fn supported(images: &Images) -> Result<()> {
+    match images.refusal() {
+        None => Ok(()),
+        Some(why) => bail!("{why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gen(seed: u64) -> Gen {
+        Gen {
+            arch: Arch::Aarch64,
+            rng: Rng::new(seed),
+            image: 0x4020_0000..0x4071_c000,
+            host_ports: [1, 2].into(),
+        }
+    }
+
+    fn plans(seed: u64, n: usize) -> Vec<Plan> {
+        let mut g = gen(seed);
+        let mut p = Vec::new();
+        while p.len() < n {
+            p.extend(g.next());
+        }
+        p
+    }
+
+    #[test]
+    fn boots_respect_the_table_limits_and_keep_pairs_together() {
+        let p = plans(7, 30_000);
+        let b = boots(&p);
+        assert_eq!(b.first().unwrap().start, 0);
+        assert_eq!(b.last().unwrap().end, p.len());
+        for w in b.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        for r in &b {
+            assert!(r.len() <= MAX_ENTRIES as usize, "{r:?}");
+            let table = p[r.clone()].iter().fold(Table::new(), |t, x| x.push(t));
+            let bytes = table.to_bytes();
+            assert!(bytes.len() <= TABLE_MAX);
+            assert_eq!(
+                bytes.len(),
+                16 + p[r.clone()].iter().map(Plan::size).sum::<usize>()
+            );
+            assert!(vtl0::parse_table(&bytes, vtl0::Arch::Aarch64).is_ok());
+            assert!(
+                !p[r.start].follows,
+                "a boot starts with a load of a store it lacks"
+            );
+        }
+    }
+
+    #[test]
+    fn the_generator_replays_and_never_names_the_hosts_ports() {
+        let a: Vec<String> = plans(3, 500).iter().map(|p| p.what.clone()).collect();
+        let b: Vec<String> = plans(3, 500).iter().map(|p| p.what.clone()).collect();
+        assert_eq!(a, b);
+        for p in plans(3, 2000) {
+            if let Entry::Hypercall { control, input, .. } = &p.entry {
+                let c = Control::from_bits(*control).code();
+                if c == HypercallCode::POST_MESSAGE || c == HypercallCode::SIGNAL_EVENT {
+                    let connection = u32::from_le_bytes(input[..4].try_into().unwrap());
+                    assert!(!(1..=2).contains(&connection), "{}", p.what);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accesses_touching_the_image_must_fault_and_others_must_not() {
+        let image = 0x4020_0000..0x4071_c000u64;
+        let mut seen = 0;
+        for p in plans(11, 5000) {
+            let (gpa, span, fault) = match &p.entry {
+                Entry::Write {
+                    gpa, width, fault, ..
+                }
+                | Entry::Read {
+                    gpa, width, fault, ..
+                } => (*gpa, u64::from(*width), *fault),
+                Entry::Exec { gpa, fault } => (*gpa, 4, *fault),
+                Entry::Hypercall { .. } => continue,
+            };
+            let touches = gpa < image.end && image.start < gpa + span;
+            assert_eq!(fault.is_some(), touches, "{}", p.what);
+            seen += usize::from(touches);
+        }
+        assert!(seen > 100);
+    }
+
+    #[test]
+    fn faults_compare_as_each_arch_reports_them() {
+        let load = Vtl0Access::Read { gpa: 0, len: 8 };
+        let want = e2e::memory_fault(Arch::Aarch64, &load, false);
+        let esr = (want >> 64) as u64;
+        assert!(is_fault(Arch::Aarch64, &Fault::Arm64 { esr, far: 0 }, want));
+        assert!(!is_fault(
+            Arch::Aarch64,
+            &Fault::Arm64 { esr, far: 8 },
+            want
+        ));
+        assert!(!is_fault(
+            Arch::Aarch64,
+            &Fault::Arm64 {
+                esr: esr ^ 1 << 6,
+                far: 0
+            },
+            want
+        ));
+        let gp = e2e::memory_fault(Arch::X86_64, &load, false);
+        let f = |vector, code| Fault::X86 {
+            vector,
+            code,
+            cr2: 0x1234,
+        };
+        assert!(is_fault(Arch::X86_64, &f(13, 0), gp));
+        assert!(!is_fault(Arch::X86_64, &f(14, 0), gp));
+        assert!(!is_fault(Arch::X86_64, &f(13, 2), gp));
+    }
+}
