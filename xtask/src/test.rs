@@ -87,10 +87,10 @@ pub fn run() -> Result<()> {
             }),
         ),
         (
-            "soak through the real VTL0 (QEMU, in-VM host, 2000 entries per arch that has one)",
+            "soak through the real VTL0 (QEMU, in-VM host, 20,000 entries per arch)",
             Box::new(|| {
                 let opts = soak::Options {
-                    calls: 2000,
+                    calls: 20_000,
                     seed: soak::DEFAULT_SEED,
                     vps: 1,
                     gdbstub: false,
