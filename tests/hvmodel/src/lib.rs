@@ -220,7 +220,21 @@ impl Model {
 
     /// Hands over the trace so far and starts an empty one (a glue that streams it out).
     pub fn take_trace(&mut self) -> Trace {
-        core::mem::take(&mut self.trace)
+        let mut fresh = Trace::default();
+        fresh.enabled = self.trace.enabled;
+        fresh.hypercalls_seen = self.trace.hypercalls_seen;
+        core::mem::replace(&mut self.trace, fresh)
+    }
+
+    /// Hypercalls the model has served since it started, whether the trace kept them or not.
+    pub fn hypercalls_seen(&self) -> u64 {
+        self.trace.hypercalls_seen
+    }
+
+    /// Whether the model records its trace (on by default). A glue whose runner wants no trace
+    /// turns it off: the model's answers are the same, only nothing is kept.
+    pub fn set_tracing(&mut self, on: bool) {
+        self.trace.set_enabled(on);
     }
 
     pub fn trace(&self) -> &Trace {
@@ -245,9 +259,7 @@ impl Model {
     /// The hypervisor's own copy of a VP register (no TLFS access rule; 0 if never set): what
     /// a glue that runs the VTL for real loads into the CPU. None for a VP that does not exist.
     pub fn vp_state(&self, vp: u32, vtl: Vtl, name: HvRegisterName) -> Option<u128> {
-        self.vps
-            .get(vp as usize)
-            .map(|v| v.file(vtl).regs.get(&name).copied().unwrap_or(0))
+        self.vps.get(vp as usize).map(|v| v.file(vtl).reg(name))
     }
 
     /// Stores what the CPU holds for a VP register when the VTL leaves it (the glue's side of

@@ -67,11 +67,73 @@ impl Default for Synic {
     }
 }
 
+/// Register names 0x0002_0000.. (x64 RAX..R15, RIP, RFLAGS; arm64 X0..X30, SP, PC, CPSR):
+/// the ones every VTL switch moves, kept in an array rather than the map.
+const GPR_BASE: u32 = 0x0002_0000;
+const GPR_SLOTS: usize = 64;
+
+/// An architectural register file: zero until written. The general-purpose block lives in an
+/// array (a live lower VTL moves it on every exit), the rest in a map.
+#[derive(Clone, Debug)]
+pub(crate) struct RegisterFile {
+    gprs: [u128; GPR_SLOTS],
+    /// Bit n: `gprs[n]` was written (so [`RegisterFile::to_map`] lists exactly what was).
+    written: u64,
+    others: BTreeMap<HvRegisterName, u128>,
+}
+
+impl Default for RegisterFile {
+    fn default() -> Self {
+        Self {
+            gprs: [0; GPR_SLOTS],
+            written: 0,
+            others: BTreeMap::new(),
+        }
+    }
+}
+
+impl RegisterFile {
+    fn slot(name: HvRegisterName) -> Option<usize> {
+        let n = name.0.wrapping_sub(GPR_BASE) as usize;
+        (n < GPR_SLOTS).then_some(n)
+    }
+
+    pub fn get(&self, name: HvRegisterName) -> u128 {
+        match Self::slot(name) {
+            Some(n) => self.gprs[n],
+            None => self.others.get(&name).copied().unwrap_or(0),
+        }
+    }
+
+    pub fn set(&mut self, name: HvRegisterName, value: u128) {
+        match Self::slot(name) {
+            Some(n) => {
+                self.gprs[n] = value;
+                self.written |= 1 << n;
+            }
+            None => {
+                self.others.insert(name, value);
+            }
+        }
+    }
+
+    /// Every register written so far, by name.
+    pub fn to_map(&self) -> BTreeMap<HvRegisterName, u128> {
+        let mut map = self.others.clone();
+        for n in 0..GPR_SLOTS {
+            if self.written & (1 << n) != 0 {
+                map.insert(HvRegisterName(GPR_BASE + n as u32), self.gprs[n]);
+            }
+        }
+        map
+    }
+}
+
 /// One VTL's private state on one VP.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct VtlFile {
     /// Architectural registers (RAX.., X0.., RIP/PC, CRs, segments), zero until written.
-    pub regs: BTreeMap<HvRegisterName, u128>,
+    pub regs: RegisterFile,
     pub assist_page: u64,
     pub vina: u64,
     /// HvRegisterVsmVpSecureConfigVtl<n>, this VTL's view of lower VTL n.
@@ -85,7 +147,7 @@ pub(crate) struct VtlFile {
 
 impl VtlFile {
     pub fn reg(&self, name: HvRegisterName) -> u128 {
-        self.regs.get(&name).copied().unwrap_or(0)
+        self.regs.get(name)
     }
 
     pub fn reg64(&self, name: HvRegisterName) -> u64 {
@@ -93,7 +155,7 @@ impl VtlFile {
     }
 
     pub fn set(&mut self, name: HvRegisterName, value: u128) {
-        self.regs.insert(name, value);
+        self.regs.set(name, value);
     }
 
     /// A 64-bit long-mode kernel (x64) or an EL1h kernel (arm64): the state a scripted lower

@@ -135,14 +135,37 @@ pub enum Event {
     },
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Trace {
     events: Vec<Event>,
+    /// Off: nothing is recorded (a glue nobody asked for the trace, on a hot path).
+    pub(crate) enabled: bool,
+    /// Hypercalls seen since the model started, recorded or not.
+    pub(crate) hypercalls_seen: u64,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self {
+            events: Vec::new(),
+            enabled: true,
+            hypercalls_seen: 0,
+        }
+    }
 }
 
 impl Trace {
     pub(crate) fn push(&mut self, event: Event) {
-        self.events.push(event);
+        if matches!(event, Event::Hypercall(_)) {
+            self.hypercalls_seen += 1;
+        }
+        if self.enabled {
+            self.events.push(event);
+        }
+    }
+
+    pub(crate) fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
     }
 
     pub fn events(&self) -> &[Event] {

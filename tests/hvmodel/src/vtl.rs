@@ -213,7 +213,8 @@ pub struct Vtl0Result {
     pub instruction_len: u64,
     /// RAX / X0: the hypercall result value.
     pub result: u64,
-    /// The lower VTL's whole register file.
+    /// The lower VTL's whole register file (live mode: only HvRegisterPendingEvent0/1, the
+    /// rest is in the CPU).
     pub registers: BTreeMap<HvRegisterName, u128>,
     /// The `output` range of the call, read back from memory by the mock (whatever the VTL is
     /// allowed: tests use it to look at memory, VTL2's included, after the call); for a
@@ -703,7 +704,20 @@ impl Model {
                 ip_after,
                 instruction_len,
                 result: file.reg64(result_name),
-                registers: file.regs.clone(),
+                // A live lower VTL's registers are the CPU's: its result needs only the
+                // pending event (a copy of the whole file per call is what a live run would
+                // spend its time on).
+                registers: if self.vtl0.live {
+                    [
+                        HvRegisterName::PENDING_EVENT0,
+                        HvRegisterName::PENDING_EVENT1,
+                    ]
+                    .into_iter()
+                    .map(|name| (name, file.reg(name)))
+                    .collect()
+                } else {
+                    file.regs.to_map()
+                },
                 output,
                 reached_vtl2: done.reached_vtl2,
                 hypervisor_fault: done.hypervisor_fault,

@@ -84,9 +84,8 @@ struct Host {
     vtl0_ran: bool,
     /// Count VTL2's instructions per intercept (the runner's FLAG_COUNT_VTL2).
     count_vtl2: bool,
-    /// Where the model's trace goes (the runner asked for it), and the hypercalls written so far.
+    /// Where the model's trace goes (the runner asked for it; without, the model keeps none).
     trace: Option<arch::HostFile>,
-    traced_calls: u64,
 }
 
 /// Trace events kept in the host before they are written out, once VTL0 runs: bounds the heap a
@@ -99,7 +98,6 @@ impl Host {
     /// Writes the trace so far to the trace file (if any) and forgets it.
     fn flush(&mut self) -> Result<(), &'static str> {
         let trace = self.model.take_trace();
-        self.traced_calls += trace.hypercalls().count() as u64;
         let Some(file) = &mut self.trace else {
             return Ok(());
         };
@@ -112,7 +110,7 @@ impl Host {
 
     /// Hypercalls the model served so far.
     fn calls(&self) -> u64 {
-        self.traced_calls + self.model.trace().hypercalls().count() as u64
+        self.model.hypercalls_seen()
     }
 
     /// `vp` has nothing left to run; the run is over (pass) when every started VP has not.
@@ -264,6 +262,7 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
     let mut model =
         hv::runner_partition(hvmodel::Arch::Aarch64, GUEST_RAM, vp_count as u32, scenario)
             .unwrap_or_else(|why| fail(format_args!("{why}")));
+    model.set_tracing(trace.is_some());
     let live = config.live_vtl0();
     if live {
         model.vtl0().set_live(true);
@@ -295,7 +294,6 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         vtl0_ran: false,
         count_vtl2: config.count_vtl2(),
         trace,
-        traced_calls: 0,
     });
     let entry = if config.vtl2_pc != 0 {
         config.vtl2_pc

@@ -52,18 +52,16 @@ fn fail(args: core::fmt::Arguments<'_>) -> ! {
 /// diagnosed by.
 const TRACE_BATCH: usize = 256;
 
-/// The model's trace on its way out: whether the runner wants it, and the hypercalls written
-/// so far.
+/// The model's trace on its way out: whether the runner wants it (without, the model keeps
+/// none).
 struct Trace {
     wanted: bool,
-    flushed_calls: u64,
 }
 
 impl Trace {
     /// Writes the trace so far to the trace port (if wanted) and forgets it.
     fn flush(&mut self, model: &mut Model) {
         let trace = model.take_trace();
-        self.flushed_calls += trace.hypercalls().count() as u64;
         if !self.wanted {
             return;
         }
@@ -76,7 +74,7 @@ impl Trace {
 
     /// Hypercalls the model served so far.
     fn calls(&self, model: &Model) -> u64 {
-        self.flushed_calls + model.trace().hypercalls().count() as u64
+        model.hypercalls_seen()
     }
 
     /// Ends the run: the trace is written out first, so the runner sees what led here.
@@ -179,7 +177,6 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     }
     let trace = Trace {
         wanted: config.trace_path().is_some(),
-        flushed_calls: 0,
     };
     let scenario = match config.scenario_len {
         0 => None,
@@ -203,6 +200,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     let mut model =
         hv::runner_partition(hvmodel::Arch::X86_64, GUEST_RAM, vp_count as u32, scenario)
             .unwrap_or_else(|why| fail(format_args!("{why}")));
+    model.set_tracing(trace.wanted);
     let live = config.live_vtl0();
     if live {
         model.vtl0().set_live(true);

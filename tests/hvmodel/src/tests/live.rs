@@ -332,3 +332,43 @@ fn a_live_x64_vtl0_gets_its_hypercall_page_in_memory() {
         );
     }
 }
+
+#[test]
+fn with_tracing_off_the_answers_are_the_same_and_nothing_is_kept() {
+    let mut traced = live();
+    let mut quiet = live();
+    quiet.model.set_tracing(false);
+    let quiet_before = quiet.model.trace().events().len();
+    for hv in [&mut traced, &mut quiet] {
+        let mut x = [0; ARM64_GPRS];
+        assert!(hvc(hv, 3, &mut x).lower_runs);
+        let mut x = [0; ARM64_GPRS];
+        x[0] = hvdef::aarch64::SMCCC_VENDOR_HYP_UID.into();
+        let (effects, _) = exit(hv, &x, 0x4800_2000, LowerExit::Hypercall { immediate: 0 });
+        assert!(effects.unwrap().lower_runs);
+    }
+    assert_eq!(state(&traced, arm_reg::X0), state(&quiet, arm_reg::X0));
+    assert_eq!(state(&traced, arm_reg::XPC), state(&quiet, arm_reg::XPC));
+    assert!(traced.model.trace().events().len() > quiet_before);
+    assert_eq!(
+        quiet.model.trace().events().len(),
+        quiet_before,
+        "nothing kept"
+    );
+    assert_eq!(quiet.model.take_trace().events().len(), quiet_before);
+    quiet.model.vtl0().take_live_result(0);
+    let mut x = [0; ARM64_GPRS];
+    x[0] = hvdef::aarch64::SMCCC_VENDOR_HYP_UID.into();
+    exit(
+        &mut quiet,
+        &x,
+        0x4800_2004,
+        LowerExit::Hypercall { immediate: 0 },
+    )
+    .0
+    .unwrap();
+    assert!(
+        quiet.model.trace().events().is_empty(),
+        "still off after take_trace"
+    );
+}
