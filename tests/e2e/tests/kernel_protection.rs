@@ -253,3 +253,84 @@ fn refusal_lines_are_bounded_per_vp() {
         );
     }
 }
+
+/// Hypercalls naming VTL2's pages as their parameter lists: the hypervisor's read of the input
+/// (a PostMessage it would serve itself: to a VTL0 port; one it would reflect: to a connection
+/// it does not know) or its write of the output (ExtQueryCapabilities) hits a page VTL2
+/// protected, so VTL2 gets a GPA intercept, says so, and VTL0 takes the architecture's fault at
+/// the call. Nothing reaches the host. (`mock_protection`'s hypercall cases, with explicit GPAs
+/// in the kernel's table.)
+#[test]
+fn vtl0_cannot_name_vtl2_memory_in_a_hypercall() {
+    use e2e::{post_message, HOST_CONNECTION};
+    use vtl0::CallOutcome;
+    for arch in kernel::arches() {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let targets = targets(&image);
+        let percpu = targets[3].1 & !0xFFF;
+        let stack = targets[2].1 & !0xFFF;
+        let post = u64::from(HypercallCode::POST_MESSAGE.0);
+        let query = u64::from(HypercallCode::EXT_QUERY_CAPABILITIES.0);
+        let table = Table::new()
+            .hypercall_at(post, percpu, 0, &post_message(HOST_CONNECTION), 0)
+            .hypercall_at(post, stack, 0, &post_message(0x77), 0)
+            .hypercall_at(query, 0, percpu + 0x800, &[], 0);
+        let run = kernel::run(arch, None, None, &table);
+        let console = &run.run.run.console;
+        let cases = [
+            (
+                percpu,
+                Vtl0Access::Read {
+                    gpa: percpu,
+                    len: 0,
+                },
+                "read",
+            ),
+            (stack, Vtl0Access::Read { gpa: stack, len: 0 }, "read"),
+            (
+                percpu + 0x800,
+                Vtl0Access::Write {
+                    gpa: percpu + 0x800,
+                    bytes: Vec::new(),
+                },
+                "write",
+            ),
+        ];
+        for (n, (gpa, access, kind)) in cases.iter().enumerate() {
+            let (_, record) = &run.results.entries[n];
+            assert_eq!(
+                record,
+                &Record::Hypercall {
+                    control: [post, post, query][n],
+                    outcome: CallOutcome::Fault(kernel_fault(arch, access)),
+                },
+                "{arch:?}: call {n}"
+            );
+            assert!(
+                console.contains(&format!("VTL0 {kind} at GPA {gpa:#x}")),
+                "{arch:?}: {gpa:#x}:\n{console}"
+            );
+        }
+        let gpa_intercepts = run
+            .run
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Intercept { vtl, message, .. }
+                    if *vtl == Vtl::VTL0 && message.header.message_type == HvMessageType::GPA_INTERCEPT)
+            })
+            .count();
+        assert_eq!(gpa_intercepts, 3, "{arch:?}");
+        for code in [
+            HypercallCode::POST_MESSAGE,
+            HypercallCode::EXT_QUERY_CAPABILITIES,
+        ] {
+            let from_vtl2 = run.vtl2_calls(code).len();
+            let boot = usize::from(code == HypercallCode::EXT_QUERY_CAPABILITIES);
+            assert_eq!(
+                from_vtl2, boot,
+                "{arch:?} {code:?}: nothing of VTL0's reached the host"
+            );
+        }
+    }
+}

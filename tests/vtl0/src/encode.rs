@@ -1,8 +1,9 @@
 //! The table encoder host-side tests and runners use to build what the kernel reads.
 
 use crate::{
-    EntryHeader, ExecBody, HypercallBody, ReadBody, RepeatBody, TableHeader, WriteBody, FLAG_FORCE,
-    KIND_EXEC, KIND_HYPERCALL, KIND_READ, KIND_REPEAT, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
+    EntryHeader, ExecBody, GpasBody, HypercallBody, ReadBody, RepeatBody, TableHeader, WriteBody,
+    FLAG_FORCE, FLAG_GPAS, KIND_EXEC, KIND_HYPERCALL, KIND_READ, KIND_REPEAT, KIND_WRITE,
+    TABLE_MAGIC, TABLE_VERSION,
 };
 use zerocopy::IntoBytes;
 
@@ -44,6 +45,31 @@ impl Table {
             output_len,
         };
         self.push(KIND_HYPERCALL, 0, body.as_bytes(), input)
+    }
+
+    /// A memory-form hypercall naming `input_gpa` and `output_gpa` ([`FLAG_GPAS`]): `input` still
+    /// goes to the input page (so a GPA inside it sees those bytes), and nothing is reported of
+    /// the output unless `output_gpa` is the output page.
+    pub fn hypercall_at(
+        self,
+        control: u64,
+        input_gpa: u64,
+        output_gpa: u64,
+        input: &[u8],
+        output_len: u32,
+    ) -> Table {
+        let body = HypercallBody {
+            control,
+            input_len: input.len() as u32,
+            output_len,
+        };
+        let gpas = GpasBody {
+            input_gpa,
+            output_gpa,
+        };
+        let mut both = body.as_bytes().to_vec();
+        both.extend_from_slice(gpas.as_bytes());
+        self.push(KIND_HYPERCALL, FLAG_GPAS, &both, input)
     }
 
     /// As [`Table::hypercall`], but made even without a Hyper-V interface ([`FLAG_FORCE`]).
@@ -144,12 +170,14 @@ mod tests {
                         input: &[1, 2, 3],
                         output_len: 0,
                         force: false,
+                        gpas: None,
                     },
                     Entry::Hypercall {
                         control: 0x46,
                         input: &[0xAA; 24],
                         output_len: 16,
                         force: true,
+                        gpas: None,
                     },
                     Entry::Write {
                         gpa: 0x1000,
@@ -164,6 +192,60 @@ mod tests {
                 ]
             );
         }
+    }
+
+    /// A hypercall naming its GPAs: the GpasBody right after the body, then the input; refused
+    /// on a fast call (no GPAs there) and with output to report from a GPA that is not the
+    /// kernel's output page.
+    #[test]
+    fn a_hypercall_at_explicit_gpas() {
+        let arch = Arch::Aarch64;
+        let bytes = Table::new()
+            .hypercall_at(0x5c, 0x4020_0000, 0x4020_1000, &[7; 3], 0)
+            .hypercall_at(0x8001, 0, arch.output_page(), &[], 8)
+            .to_bytes();
+        #[rustfmt::skip]
+        let first = [
+            1, 0, 2, 0, 48, 0, 0, 0,
+            0x5c, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0x20, 0x40, 0, 0, 0, 0, 0, 0x10, 0x20, 0x40, 0, 0, 0, 0,
+            7, 7, 7, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(&bytes[16..16 + 48], &first[..]);
+        let t = parse_table(&bytes, arch).unwrap();
+        let e: Vec<Entry<'_>> = t.entries().map(|e| e.unwrap()).collect();
+        assert_eq!(
+            e[0],
+            Entry::Hypercall {
+                control: 0x5c,
+                input: &[7; 3],
+                output_len: 0,
+                force: false,
+                gpas: Some((0x4020_0000, 0x4020_1000)),
+            }
+        );
+        assert_eq!(
+            e[1],
+            Entry::Hypercall {
+                control: 0x8001,
+                input: &[],
+                output_len: 8,
+                force: false,
+                gpas: Some((0, arch.output_page())),
+            }
+        );
+        let fast = Table::new().hypercall_at(0x1_005d, 0, 0, &[], 0).to_bytes();
+        assert!(matches!(
+            parse_table(&fast, arch),
+            Err(TableError::BadFlags { index: 0, flags: 2 })
+        ));
+        let elsewhere = Table::new()
+            .hypercall_at(0x8001, 0, 0x4020_0000, &[], 8)
+            .to_bytes();
+        assert!(matches!(
+            parse_table(&elsewhere, arch),
+            Err(TableError::BadLength { index: 0, .. })
+        ));
     }
 
     #[test]
@@ -203,7 +285,8 @@ mod tests {
                     control: 0x5c,
                     input: &[],
                     output_len: 0,
-                    force: false
+                    force: false,
+                    gpas: None,
                 }
             ]
         );
@@ -341,8 +424,11 @@ mod tests {
         b[18] = FLAG_FORCE as u8;
         assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 1 });
         let mut b = Table::new().hypercall(0x2, &[], 0).to_bytes();
-        b[18] = 2;
-        assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 2 });
+        b[18] = 4;
+        assert_eq!(err(&b), TableError::BadFlags { index: 0, flags: 4 });
+        // FLAG_GPAS promises a GpasBody the entry does not have.
+        b[18] = FLAG_GPAS as u8;
+        assert_eq!(err(&b), TableError::BadEntrySize { index: 0, size: 24 });
         // A huge size field must not overflow anything.
         let mut b = read.clone();
         b[20..24].copy_from_slice(&0xFFFF_FFF8u32.to_le_bytes());

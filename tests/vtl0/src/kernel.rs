@@ -85,6 +85,7 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
             input,
             output_len,
             force,
+            gpas,
         } => {
             if !hyperv && !force {
                 say!(
@@ -93,7 +94,7 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
                 );
                 return;
             }
-            return hypercall(index, control, input, output_len);
+            return hypercall(index, control, input, output_len, gpas);
         }
         Entry::Read { gpa, width } => EntryLine::Read {
             gpa,
@@ -139,14 +140,14 @@ fn prepare(control: u64, input: &[u8]) -> [u8; arch::POOL_BYTES] {
     pool
 }
 
-fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize) {
+fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize, gpas: Option<(u64, u64)>) {
     let pool = prepare(control, input);
     report(
         index,
         control,
         input,
         output_len,
-        arch::hypercall(control, &pool),
+        arch::hypercall(control, &pool, gpas),
     );
 }
 
@@ -193,6 +194,7 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         input,
         output_len,
         force,
+        gpas,
     } = entry
     else {
         say!("bad table: repeat entry {index} is not followed by a hypercall");
@@ -213,7 +215,7 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
     }
     let pool = prepare(control, input);
     let start = arch::counter();
-    let mut last = arch::hypercall(control, &pool);
+    let mut last = arch::hypercall(control, &pool, gpas);
     stats.calls = 1;
     if let Ok(done) = &last {
         stats.first = done.result;
@@ -221,7 +223,7 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         stats.canaries_bad = u32::from(!done.bad_canaries().is_empty());
     }
     while last.is_ok() && stats.calls < count {
-        last = arch::hypercall(control, &pool);
+        last = arch::hypercall(control, &pool, gpas);
         stats.calls += 1;
         if let Ok(done) = &last {
             stats.last = done.result;

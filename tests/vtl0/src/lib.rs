@@ -12,7 +12,11 @@
 //!   is copied to [`Arch::input_page`] (the rest of the page zeroed), the output page is zeroed,
 //!   and `output_len` bytes of [`Arch::output_page`] are reported. Fast: the input fills the
 //!   arch's fast-register pool ([`Arch::fast_pool`]) from its start, the rest of the pool is zero,
-//!   and `output_len` pool bytes from [`Arch::fast_output_offset`] are reported.
+//!   and `output_len` pool bytes from [`Arch::fast_output_offset`] are reported. With
+//!   [`FLAG_GPAS`] (not fast) a [`GpasBody`] follows the body: the call names those input and
+//!   output GPAs instead of the kernel's pages (anything: VTL2's memory, an unaligned list), the
+//!   input bytes still go to the input page, and `output_len` must be 0 unless the output GPA is
+//!   the output page.
 //! - [`KIND_READ`]: [`ReadBody`] (GPA, width 1/2/4/8): one load of that width.
 //! - [`KIND_WRITE`]: [`WriteBody`] (GPA, value, width): one store of that width.
 //! - [`KIND_EXEC`]: [`ExecBody`] (GPA): a call to the GPA, expected to return (e.g. to a `ret`
@@ -88,6 +92,9 @@ pub const MAX_REPEAT: u32 = 100_000_000;
 /// [`Arch::hypercall_page`] (e.g. a `ret`); on aarch64 QEMU's PSCI answers the `hvc` (x0 = -1,
 /// every other register kept).
 pub const FLAG_FORCE: u16 = 1;
+/// [`EntryHeader::flags`], hypercalls that are not fast: a [`GpasBody`] names the call's input
+/// and output GPAs.
+pub const FLAG_GPAS: u16 = 2;
 
 /// The guest OS id the kernel registers (TLFS `HV_GUEST_OS_ID`, open-source format): bit 63
 /// (open source), OS type 0 (none of the registered ones), OS id 0, version 1 (this protocol's),
@@ -285,7 +292,7 @@ pub struct TableHeader {
 pub struct EntryHeader {
     /// One of the `KIND_*` constants.
     pub kind: u16,
-    /// [`FLAG_FORCE`] or 0.
+    /// [`FLAG_FORCE`], [`FLAG_GPAS`] or 0.
     pub flags: u16,
     /// Bytes of the whole entry, this header included; a multiple of 8.
     pub size: u32,
@@ -299,6 +306,14 @@ pub struct HypercallBody {
     pub input_len: u32,
     /// Output bytes to report.
     pub output_len: u32,
+}
+
+/// After a [`HypercallBody`] with [`FLAG_GPAS`]: the GPAs the call names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GpasBody {
+    pub input_gpa: u64,
+    pub output_gpa: u64,
 }
 
 #[repr(C)]
@@ -341,6 +356,7 @@ const _: () = {
     assert!(size_of::<TableHeader>() == 16);
     assert!(size_of::<EntryHeader>() == 8);
     assert!(size_of::<HypercallBody>() == 16);
+    assert!(size_of::<GpasBody>() == 16);
     assert!(size_of::<ReadBody>() == 16);
     assert!(size_of::<WriteBody>() == 24);
     assert!(size_of::<ExecBody>() == 8);
@@ -355,6 +371,8 @@ pub enum Entry<'a> {
         output_len: usize,
         /// [`FLAG_FORCE`]: made even without a Hyper-V interface.
         force: bool,
+        /// [`FLAG_GPAS`]: the input and output GPAs the call names.
+        gpas: Option<(u64, u64)>,
     },
     Read {
         gpa: u64,
@@ -645,7 +663,7 @@ impl<'a> Entries<'a> {
             size: header.size,
         };
         let allowed_flags = if header.kind == KIND_HYPERCALL {
-            FLAG_FORCE
+            FLAG_FORCE | FLAG_GPAS
         } else {
             0
         };
@@ -657,7 +675,19 @@ impl<'a> Entries<'a> {
         }
         let entry = match header.kind {
             KIND_HYPERCALL => {
-                let (h, input) = HypercallBody::read_from_prefix(body).map_err(|_| bad_size)?;
+                let (h, rest) = HypercallBody::read_from_prefix(body).map_err(|_| bad_size)?;
+                let (gpas, input) = if header.flags & FLAG_GPAS != 0 {
+                    if is_fast(h.control) {
+                        return Err(TableError::BadFlags {
+                            index,
+                            flags: header.flags,
+                        });
+                    }
+                    let (g, input) = GpasBody::read_from_prefix(rest).map_err(|_| bad_size)?;
+                    (Some((g.input_gpa, g.output_gpa)), input)
+                } else {
+                    (None, rest)
+                };
                 let (input_len, output_len) = (h.input_len as usize, h.output_len as usize);
                 let bad_len = TableError::BadLength {
                     index,
@@ -671,7 +701,9 @@ impl<'a> Entries<'a> {
                 } else {
                     input_len <= PAGE_SIZE && output_len <= PAGE_SIZE
                 };
-                if !fits {
+                // Output is read back from the kernel's own page only.
+                let own_output = gpas.is_none_or(|(_, out)| out == self.arch.output_page());
+                if !fits || (output_len != 0 && !own_output) {
                     return Err(bad_len);
                 }
                 if input.len() != input_len.div_ceil(8) * 8 {
@@ -682,6 +714,7 @@ impl<'a> Entries<'a> {
                     input: &input[..input_len],
                     output_len,
                     force: header.flags & FLAG_FORCE != 0,
+                    gpas,
                 }
             }
             KIND_READ => {

@@ -80,7 +80,7 @@ proptest! {
             prop_assert_eq!(entries.len(), ops.len());
             for (e, op) in entries.iter().zip(&ops) {
                 let same = match (*e, op) {
-                    (Entry::Hypercall { control, input, output_len, force },
+                    (Entry::Hypercall { control, input, output_len, force, gpas: None },
                      Op::Call(c, i, o, f)) => {
                         control == *c && input == &i[..] && output_len == *o as usize && force == *f
                     }

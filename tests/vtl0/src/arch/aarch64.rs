@@ -437,7 +437,11 @@ fn x_index(name: &str) -> Option<usize> {
 /// One hypercall (`hvc #0`, x0 = SMCCC_HV_FUNC_ID, x1 = control, x2/x3 = input/output GPAs or
 /// the fast pool in x2..x17) with canaries in every register the call does not use (see
 /// `Arch::canaries`).
-pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Fault> {
+pub fn hypercall(
+    control: u64,
+    pool: &[u8; POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
     let fast = is_fast(control);
     let mut r = HcRegs {
         x_in: core::array::from_fn(|i| vtl0::canary(i as u32)),
@@ -452,8 +456,9 @@ pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Faul
             r.x_in[2 + i] = u64::from_le_bytes(w);
         }
     } else {
-        r.x_in[2] = ARCH.input_page();
-        r.x_in[3] = ARCH.output_page();
+        let (input, output) = gpas.unwrap_or((ARCH.input_page(), ARCH.output_page()));
+        r.x_in[2] = input;
+        r.x_in[3] = output;
     }
     crate::recovery::arm();
     // SAFETY: as in raw_call.

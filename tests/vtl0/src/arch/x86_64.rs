@@ -510,7 +510,11 @@ fn xmm_index(name: &str) -> Option<usize> {
 
 /// One hypercall through the hypercall page with canaries in every register the call does not
 /// use (see `Arch::canaries`).
-pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Fault> {
+pub fn hypercall(
+    control: u64,
+    pool: &[u8; POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
     let fast = is_fast(control);
     let mut r = HcRegs {
         gpr_in: core::array::from_fn(|i| vtl0::canary(i as u32)),
@@ -532,8 +536,9 @@ pub fn hypercall(control: u64, pool: &[u8; POOL_BYTES]) -> Result<CallDone, Faul
             r.xmm_in[i] = word(2 + i);
         }
     } else {
-        r.gpr_in[RDX] = ARCH.input_page();
-        r.gpr_in[R8] = ARCH.output_page();
+        let (input, output) = gpas.unwrap_or((ARCH.input_page(), ARCH.output_page()));
+        r.gpr_in[RDX] = input;
+        r.gpr_in[R8] = output;
     }
     crate::recovery::arm();
     // SAFETY: the trampoline saves and restores the callee-saved registers, reads and writes
