@@ -25,6 +25,8 @@ struct Case {
     control: Control,
     input: Vec<u8>,
     output_len: u32,
+    /// The input and output GPAs the call names instead of the kernel's pages.
+    gpas: Option<(u64, u64)>,
     status: HvStatus,
     reaches_vtl2: bool,
     what: &'static str,
@@ -41,6 +43,7 @@ fn case(
         control,
         input,
         output_len: 0,
+        gpas: None,
         status,
         reaches_vtl2,
         what,
@@ -58,8 +61,11 @@ fn run_cases(
     scenario: Scenario,
     cases: &[Case],
 ) -> (KernelRun, Vec<Vec<u8>>) {
-    let table = cases.iter().fold(Table::new(), |t, c| {
-        t.hypercall(c.control.into_bits(), &c.input, c.output_len)
+    let table = cases.iter().fold(Table::new(), |t, c| match c.gpas {
+        None => t.hypercall(c.control.into_bits(), &c.input, c.output_len),
+        Some((input, output)) => {
+            t.hypercall_at(c.control.into_bits(), input, output, &c.input, c.output_len)
+        }
     });
     let run = kernel::run(arch, Some(scenario), Some(RELAY), &table);
     assert_eq!(
@@ -346,6 +352,16 @@ fn calls_without_an_entry_are_answered_defensively_and_never_forwarded() {
                 true,
                 "fast ExtQueryCapabilities",
             ),
+            Case {
+                gpas: Some((0, e2e::layout(arch).vtl2)),
+                ..case(
+                    code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                    Vec::new(),
+                    HvStatus::ACCESS_DENIED,
+                    true,
+                    "ExtQueryCapabilities into VTL2 memory",
+                )
+            },
             case(
                 code(HypercallCode::EXT_GET_BOOT_ZEROED_MEMORY),
                 Vec::new(),
