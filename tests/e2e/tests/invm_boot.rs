@@ -365,3 +365,34 @@ fn a_refused_protection_stops_the_paravisor_before_vtl0_runs() {
         );
     }
 }
+
+/// x86 writes the guest OS id before enabling the hypercall page, and makes its first hypercall
+/// only after both. (`mock_boot`'s case of the same name.)
+#[test]
+fn x86_64_sets_the_guest_os_id_before_enabling_hypercalls() {
+    use hvdef::x86_64::HvX64Msr;
+    use mockhv::model::Event;
+    if !arches().contains(&Arch::X86_64) {
+        return;
+    }
+    let run = boot_paravisor(Scenario::for_arch(Arch::X86_64), None);
+    assert_run(
+        &run,
+        Outcome::Pass,
+        &["running at VTL2", "proxying VTL0 hypercalls"],
+    );
+    let position = |f: &dyn Fn(&Event) -> bool| run.events.iter().position(f);
+    let os_id = position(&|e| {
+        matches!(e, Event::Wrmsr { msr, value, .. } if *msr == HvX64Msr::HV_X64_MSR_GUEST_OS_ID.0 && *value != 0)
+    })
+    .expect("guest OS id written");
+    let enable = position(&|e| {
+        matches!(e, Event::Wrmsr { msr, value, .. } if *msr == HvX64Msr::HV_X64_MSR_HYPERCALL.0 && value & 1 == 1)
+    })
+    .expect("hypercall page enabled");
+    let first_call = position(&|e| matches!(e, Event::Hypercall(_))).expect("a hypercall");
+    assert!(
+        os_id < enable && enable < first_call,
+        "order: os id {os_id}, enable {enable}, first call {first_call}"
+    );
+}
