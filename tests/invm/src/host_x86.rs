@@ -352,13 +352,14 @@ impl Host {
             .filter(|&v| self.model.vp_started(v))
             .count() as u32;
         if self.parked < started {
-            println!("VP {vp} parked: {why}");
+            // No line: the other VPs' own console output may be under way, and a host line in
+            // the middle of theirs would garble both (each CPU writes the UART itself).
+            let _ = (vp, why);
             return After::Park;
         }
         let (exits, calls) = (self.exits, self.trace.calls(&self.model));
         if self.halted != 0 {
             let halted = self.halted;
-            println!("VP {vp} parked: {why}");
             self.stop(
                 false,
                 format_args!(
