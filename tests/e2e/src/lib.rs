@@ -387,3 +387,73 @@ pub fn minimal_elf(elf32: bool, machine: u16, paddr: u64, entry: u64, bytes: &[u
     e.extend(bytes);
     e
 }
+
+/// The VTL2 pages a VTL0 attack tries, by kind, from the image's symbols (an address inside
+/// each): code, page tables, boot stacks, per-VP pages, IGVM parameters, the last page, and on
+/// x86 the hypercall page.
+pub fn vtl2_targets(image: &mockhv::image::Image) -> Vec<(&'static str, u64)> {
+    let sym = |name: &str| {
+        image
+            .symbol_containing(name)
+            .unwrap_or_else(|| panic!("no symbol {name}"))
+    };
+    let mut t = vec![
+        ("code", image.extent.start + 0x40),
+        (
+            "page tables",
+            sym(match image.arch {
+                Arch::X86_64 => "boot_pml4",
+                Arch::Aarch64 => "boot_l1",
+            }),
+        ),
+        ("boot stacks", sym("6stacks6STACKS") + 0x100),
+        ("per-VP pages", sym("6percpu6PERCPU") + 0x10),
+        ("IGVM parameters", sym("boot_igvm_params_start")),
+        ("last page", image.extent.end - 0x10),
+    ];
+    if image.arch == Arch::X86_64 {
+        t.push(("hypercall page", sym("pv_hypercall_page") + 0x20));
+    }
+    t
+}
+
+/// `igvm` with bytes `at` its VTL0 boot page (the page data starting with `PVVTL0IC`)
+/// replaced, written to `out`; returns the page's GPA.
+pub fn spoil_vtl0_boot_page(
+    arch: Arch,
+    igvm: &std::path::Path,
+    at: usize,
+    bytes: &[u8],
+    out: &std::path::Path,
+) -> u64 {
+    use igvm::{IgvmDirectiveHeader, IgvmFile};
+    let file = IgvmFile::new_from_binary(&std::fs::read(igvm).unwrap(), None).unwrap();
+    let mut directives = file.directives().to_vec();
+    let mut boot_page = None;
+    for d in &mut directives {
+        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = d {
+            if data.starts_with(b"PVVTL0IC") {
+                data[at..at + bytes.len()].copy_from_slice(bytes);
+                boot_page = Some(*gpa);
+            }
+        }
+    }
+    let revision = match arch {
+        Arch::X86_64 => igvm::IgvmRevision::V1,
+        Arch::Aarch64 => igvm::IgvmRevision::V2 {
+            arch: igvm::Arch::AArch64,
+            page_size: 4096,
+        },
+    };
+    let spoiled = IgvmFile::new(
+        revision,
+        file.platforms().to_vec(),
+        file.initializations().to_vec(),
+        directives,
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    spoiled.serialize(&mut bytes).unwrap();
+    std::fs::write(out, bytes).unwrap();
+    boot_page.expect("the file has a VTL0 boot page")
+}

@@ -283,39 +283,10 @@ fn the_igvm_files_vtl0_context_starts_vtl0() {
 /// `igvm_with_payload`'s file with its VTL0 boot page's bytes `at..` replaced by `bytes`: a
 /// loader input the paravisor must refuse.
 fn igvm_with_spoiled_boot_page(arch: Arch, at: usize, bytes: &[u8]) -> (std::path::PathBuf, u64) {
-    use igvm::{IgvmDirectiveHeader, IgvmFile};
     let path = igvm_with_payload(arch, &format!("spoiled-{at}"));
-    let file = IgvmFile::new_from_binary(&std::fs::read(&path).unwrap(), None).unwrap();
-    let (platforms, initializations, mut directives) = (
-        file.platforms().to_vec(),
-        file.initializations().to_vec(),
-        file.directives().to_vec(),
-    );
-    let mut boot_page = None;
-    for d in &mut directives {
-        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = d {
-            if data.starts_with(b"PVVTL0IC") {
-                data[at..at + bytes.len()].copy_from_slice(bytes);
-                boot_page = Some(*gpa);
-            }
-        }
-    }
-    let revision = match arch {
-        Arch::X86_64 => igvm::IgvmRevision::V1,
-        Arch::Aarch64 => igvm::IgvmRevision::V2 {
-            arch: igvm::Arch::AArch64,
-            page_size: 4096,
-        },
-    };
-    let spoiled = IgvmFile::new(revision, platforms, initializations, directives).unwrap();
-    let mut out = Vec::new();
-    spoiled.serialize(&mut out).unwrap();
     let spoiled_path = path.with_extension("spoiled.igvm");
-    std::fs::write(&spoiled_path, out).unwrap();
-    (
-        spoiled_path,
-        boot_page.expect("the file has a VTL0 boot page"),
-    )
+    let gpa = e2e::spoil_vtl0_boot_page(arch, &path, at, bytes, &spoiled_path);
+    (spoiled_path, gpa)
 }
 
 /// A VTL0 boot page that breaks the layout is untrusted input refused: one ERROR line naming

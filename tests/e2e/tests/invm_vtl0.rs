@@ -280,46 +280,15 @@ fn the_demo_table_shows_each_outcome() {
 /// The test IGVM file with bytes `at` its VTL0 boot page replaced; returns the new file and
 /// the page's GPA.
 fn spoiled_test_igvm(arch: Arch, at: usize, bytes: &[u8]) -> (PathBuf, u64) {
-    use igvm::{IgvmDirectiveHeader, IgvmFile};
     let dir = image(arch).parent().expect("image dir").to_path_buf();
     let path = dir.join(format!("paravisor-{}-vtl0.igvm", arch.name()));
-    let file = IgvmFile::new_from_binary(&std::fs::read(&path).unwrap(), None).unwrap();
-    let mut directives = file.directives().to_vec();
-    let mut boot_page = None;
-    for d in &mut directives {
-        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = d {
-            if data.starts_with(b"PVVTL0IC") {
-                data[at..at + bytes.len()].copy_from_slice(bytes);
-                boot_page = Some(*gpa);
-            }
-        }
-    }
-    let revision = match arch {
-        Arch::X86_64 => igvm::IgvmRevision::V1,
-        Arch::Aarch64 => igvm::IgvmRevision::V2 {
-            arch: igvm::Arch::AArch64,
-            page_size: 4096,
-        },
-    };
-    let spoiled = IgvmFile::new(
-        revision,
-        file.platforms().to_vec(),
-        file.initializations().to_vec(),
-        directives,
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    spoiled.serialize(&mut out).unwrap();
-    let spoiled_path = std::env::temp_dir().join(format!(
+    let out = std::env::temp_dir().join(format!(
         "invm-spoiled-{}-{at}-{}.igvm",
         arch.name(),
         std::process::id()
     ));
-    std::fs::write(&spoiled_path, out).unwrap();
-    (
-        spoiled_path,
-        boot_page.expect("the file has a VTL0 boot page"),
-    )
+    let gpa = e2e::spoil_vtl0_boot_page(arch, &path, at, bytes, &out);
+    (out, gpa)
 }
 
 /// A VTL0 boot page that breaks the layout is untrusted input refused: one ERROR line naming

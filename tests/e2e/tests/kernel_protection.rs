@@ -20,33 +20,6 @@ use std::collections::BTreeSet;
 use vtl0::{CallOutcome, Fault, Record, Table};
 use zerocopy::IntoBytes;
 
-/// The VTL2 pages VTL0 tries, by kind, from the image's symbols.
-fn targets(image: &Image) -> Vec<(&'static str, u64)> {
-    let sym = |name: &str| {
-        image
-            .symbol_containing(name)
-            .unwrap_or_else(|| panic!("no symbol {name}"))
-    };
-    let mut t = vec![
-        ("code", image.extent.start + 0x40),
-        (
-            "page tables",
-            sym(match image.arch {
-                Arch::X86_64 => "boot_pml4",
-                Arch::Aarch64 => "boot_l1",
-            }),
-        ),
-        ("boot stacks", sym("6stacks6STACKS") + 0x100),
-        ("per-VP pages", sym("6percpu6PERCPU") + 0x10),
-        ("IGVM parameters", sym("boot_igvm_params_start")),
-        ("last page", image.extent.end - 0x10),
-    ];
-    if image.arch == Arch::X86_64 {
-        t.push(("hypercall page", sym("pv_hypercall_page") + 0x20));
-    }
-    t
-}
-
 /// The fault VTL0 takes for `access`, as the kernel records it: x86 the vector and error code
 /// (#GP(0)), arm64 the ESR with FAR 0 (the paravisor reports no address: FnV).
 fn kernel_fault(arch: Arch, access: &Vtl0Access) -> Fault {
@@ -68,7 +41,7 @@ fn kernel_fault(arch: Arch, access: &Vtl0Access) -> Fault {
 fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
     for arch in kernel::arches() {
         let image = Image::load(&e2e::image(arch)).expect("the image parses");
-        let targets = targets(&image);
+        let targets = e2e::vtl2_targets(&image);
         let scratch = kernel::proto(arch).scratch_page();
         let mut table = Table::new();
         let mut attacks = Vec::new();
@@ -266,7 +239,7 @@ fn vtl0_cannot_name_vtl2_memory_in_a_hypercall() {
     use vtl0::CallOutcome;
     for arch in kernel::arches() {
         let image = Image::load(&e2e::image(arch)).expect("the image parses");
-        let targets = targets(&image);
+        let targets = e2e::vtl2_targets(&image);
         let percpu = targets[3].1 & !0xFFF;
         let stack = targets[2].1 & !0xFFF;
         let post = u64::from(HypercallCode::POST_MESSAGE.0);

@@ -22,33 +22,6 @@ use zerocopy::FromBytes;
 /// What a store writes: never found in VTL2's memory afterwards.
 const PATTERN: [u8; 16] = [0xA5; 16];
 
-/// The VTL2 pages VTL0 tries, by kind, from the image's symbols.
-fn targets(image: &Image) -> Vec<(&'static str, u64)> {
-    let sym = |name: &str| {
-        image
-            .symbol_containing(name)
-            .unwrap_or_else(|| panic!("no symbol {name}"))
-    };
-    let mut t = vec![
-        ("code", image.extent.start + 0x40),
-        (
-            "page tables",
-            sym(match image.arch {
-                Arch::X86_64 => "boot_pml4",
-                Arch::Aarch64 => "boot_l1",
-            }),
-        ),
-        ("boot stacks", sym("6stacks6STACKS") + 0x100),
-        ("per-VP pages", sym("6percpu6PERCPU") + 0x10),
-        ("IGVM parameters", sym("boot_igvm_params_start")),
-        ("last page", image.extent.end - 0x10),
-    ];
-    if image.arch == Arch::X86_64 {
-        t.push(("hypercall page", sym("pv_hypercall_page") + 0x20));
-    }
-    t
-}
-
 /// The exception VTL0's kernel must take for `access` (see `e2e::memory_fault`).
 fn expected_fault(arch: Arch, access: &Vtl0Access) -> u128 {
     e2e::memory_fault(arch, access, false)
@@ -95,7 +68,7 @@ fn protected_pages(report: &mockhv::session::Report) -> BTreeSet<u64> {
 fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
     for arch in Arch::ALL {
         let image = Image::load(&e2e::image(arch)).expect("the image parses");
-        let targets = targets(&image);
+        let targets = e2e::vtl2_targets(&image);
         let l = layout(arch);
         let relay = |out: Option<u64>| {
             let c = call(arch, code(HypercallCode::POST_MESSAGE), l.input, 0)

@@ -1,6 +1,5 @@
 //! The model's heap (it keeps its partition, VPs and trace in `alloc` collections): the linker
-//! script's `.heap`, behind a lock. The x86 host's; the arm64 host (`host.rs`) still has its
-//! own copy of the same allocator.
+//! script's `.heap`, behind a lock. Both hosts'.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;

@@ -4,14 +4,10 @@ use crate::aarch64::{self as arch, Guest, Syndrome};
 use crate::hv::{self, El1Regs, Frame, LowerNext, Next};
 use crate::memory::PhysMemory;
 use alloc::vec::Vec;
-use core::alloc::{GlobalAlloc, Layout};
 use core::ops::Range;
-use core::ptr::NonNull;
 use hvdef::aarch64::HvArm64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
 use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
-use invm_abi::HostConfig;
-use linked_list_allocator::Heap;
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -28,30 +24,6 @@ const GUEST_RAM: Range<u64> = invm_abi::GUEST_RAM_AARCH64;
 const DEFAULT_DTB: u64 = 0x4000_0000;
 /// Largest device tree accepted; QEMU's is 1 MiB.
 const DTB_MAX: usize = 2 << 20;
-
-/// The model's heap (it keeps its partition, VPs and trace in `alloc` collections).
-struct Allocator(spin::Mutex<Heap>);
-
-// SAFETY: every block comes from the heap the linker script reserves, under the lock, and is
-// returned to it with the layout it was allocated with.
-unsafe impl GlobalAlloc for Allocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.0
-            .lock()
-            .allocate_first_fit(layout)
-            .map_or(core::ptr::null_mut(), NonNull::as_ptr)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let Some(ptr) = NonNull::new(ptr) {
-            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this `layout`.
-            unsafe { self.0.lock().deallocate(ptr, layout) }
-        }
-    }
-}
-
-#[global_allocator]
-static HEAP: Allocator = Allocator(spin::Mutex::new(Heap::empty()));
 
 /// What the host keeps per VP (one CPU each).
 #[derive(Default)]
@@ -180,8 +152,6 @@ fn stop(host: &mut Host, pass: bool, args: core::fmt::Arguments<'_>) -> ! {
 static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
 
 unsafe extern "C" {
-    static mut __heap_start: u8;
-    static __heap_end: u8;
     static __host_start: u8;
 }
 
@@ -205,17 +175,10 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             "guest RAM {GUEST_RAM:#x?} overlaps the host at {host_start:#x}"
         ));
     }
-    // SAFETY: the linker script reserves __heap_start..__heap_end for the heap alone.
-    unsafe {
-        let start = &raw mut __heap_start;
-        let size = &raw const __heap_end as usize - start as usize;
-        HEAP.0.lock().init(start, size);
-    }
+    crate::heap::init();
     // SAFETY: the configuration page lies in the host's own identity-mapped 16 MiB, above its
     // image (the linker script keeps it free); the runner's loader wrote it before reset.
-    let page =
-        unsafe { core::slice::from_raw_parts(invm_abi::CONFIG_GPA_AARCH64 as *const u8, 4096) };
-    let config = HostConfig::parse(page).unwrap_or_default();
+    let config = unsafe { crate::runner::config(invm_abi::CONFIG_GPA_AARCH64) };
     if config.unknown_flags() != 0 {
         fail(format_args!(
             "configuration flags {:#x} unknown to this host",
@@ -243,24 +206,19 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             arch::MAX_CPUS
         ));
     }
-    let scenario = match config.scenario_len {
-        0 => None,
-        len if len <= invm_abi::SCENARIO_MAX => {
-            println!("the runner's scenario ({len} bytes)");
-            // SAFETY: the runner's scenario lies in the host's own identity-mapped memory below
-            // the configuration page (`len` is bounded by that room), written before reset.
-            Some(unsafe {
-                core::slice::from_raw_parts(
-                    invm_abi::SCENARIO_GPA_AARCH64 as *const u8,
-                    len as usize,
-                )
-            })
-        }
-        len => fail(format_args!(
+    // SAFETY: the scenario's room lies in the host's own memory below the configuration page,
+    // above its image (the linker script keeps it free).
+    let scenario = match unsafe { crate::runner::scenario(&config, invm_abi::SCENARIO_GPA_AARCH64) }
+    {
+        Ok(scenario) => scenario,
+        Err(len) => fail(format_args!(
             "the runner's scenario is {len} bytes, more than the {} this host has room for",
             invm_abi::SCENARIO_MAX
         )),
     };
+    if let Some(bytes) = scenario {
+        println!("the runner's scenario ({} bytes)", bytes.len());
+    }
     let mut model =
         hv::runner_partition(hvmodel::Arch::Aarch64, GUEST_RAM, vp_count as u32, scenario)
             .unwrap_or_else(|why| fail(format_args!("{why}")));

@@ -15,7 +15,6 @@ use core::ops::Range;
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
 use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
-use invm_abi::HostConfig;
 use zerocopy::FromBytes;
 
 macro_rules! println {
@@ -88,17 +87,6 @@ impl Trace {
     }
 }
 
-/// The runner's configuration page (all zero without one: a PVH start of the paravisor's
-/// ELF, no VTL0, no trace).
-fn read_config() -> HostConfig {
-    // SAFETY: the page lies in the host's own identity-mapped range above its image (checked
-    // by the caller against __host_end), outside the guest's nested tables; the runner's
-    // loader wrote it before reset and nothing writes it since.
-    let page =
-        unsafe { core::slice::from_raw_parts(invm_abi::CONFIG_GPA_X86_64 as *const u8, 4096) };
-    HostConfig::parse(page).unwrap_or_default()
-}
-
 /// Rust entry from the PVH stub: long mode over the host's identity map, BSS zeroed.
 #[unsafe(no_mangle)]
 extern "C" fn invm_main(start_info: u32) -> ! {
@@ -119,7 +107,9 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         ));
     }
     crate::heap::init();
-    let config = read_config();
+    // SAFETY: the page lies in the host's own identity-mapped range above its image (checked
+    // above against __host_end), outside the guest's nested tables; the loader wrote it.
+    let config = unsafe { crate::runner::config(invm_abi::CONFIG_GPA_X86_64) };
     if config.unknown_flags() != 0 {
         fail(format_args!(
             "configuration flags {:#x} unknown to this host",
@@ -178,25 +168,19 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     let trace = Trace {
         wanted: config.trace_path().is_some(),
     };
-    let scenario = match config.scenario_len {
-        0 => None,
-        len if len <= invm_abi::SCENARIO_MAX => {
-            println!("the runner's scenario ({len} bytes)");
-            // SAFETY: the runner's scenario lies in the host's own identity-mapped memory
-            // between its image and the configuration page (`len` is bounded by that room;
-            // the caller checked the image ends below it), written before reset.
-            Some(unsafe {
-                core::slice::from_raw_parts(
-                    invm_abi::SCENARIO_GPA_X86_64 as *const u8,
-                    len as usize,
-                )
-            })
-        }
-        len => fail(format_args!(
+    // SAFETY: the scenario's room lies between the host's image (checked above) and the
+    // configuration page, outside the guest's nested tables.
+    let scenario = match unsafe { crate::runner::scenario(&config, invm_abi::SCENARIO_GPA_X86_64) }
+    {
+        Ok(scenario) => scenario,
+        Err(len) => fail(format_args!(
             "the runner's scenario is {len} bytes, more than the {} this host has room for",
             invm_abi::SCENARIO_MAX
         )),
     };
+    if let Some(bytes) = scenario {
+        println!("the runner's scenario ({} bytes)", bytes.len());
+    }
     let mut model =
         hv::runner_partition(hvmodel::Arch::X86_64, GUEST_RAM, vp_count as u32, scenario)
             .unwrap_or_else(|why| fail(format_args!("{why}")));

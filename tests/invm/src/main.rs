@@ -27,7 +27,7 @@ extern crate alloc;
 mod aarch64;
 #[cfg(any(test, all(target_os = "none", target_arch = "aarch64")))]
 mod fdt;
-#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[cfg(target_os = "none")]
 mod heap;
 #[cfg(any(test, target_os = "none"))]
 mod hv;
@@ -39,6 +39,8 @@ mod msrpm;
 mod npt;
 #[cfg(any(test, all(target_os = "none", target_arch = "x86_64")))]
 mod pvh;
+#[cfg(target_os = "none")]
+mod runner;
 #[cfg(any(test, all(target_os = "none", target_arch = "aarch64")))]
 mod stage2;
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
