@@ -457,3 +457,25 @@ pub fn spoil_vtl0_boot_page(
     std::fs::write(out, bytes).unwrap();
     boot_page.expect("the file has a VTL0 boot page")
 }
+
+/// Panics unless `console` holds every needle, in this order.
+pub fn assert_lines_in_order(console: &str, needles: &[&str]) {
+    let mut rest = console;
+    for needle in needles {
+        match rest.find(needle) {
+            Some(at) => rest = &rest[at + needle.len()..],
+            None => panic!("console lacks {needle:?} (in this order):\n{console}"),
+        }
+    }
+}
+
+/// The in-VM mock's host image for `arch`, next to the paravisor images.
+pub fn invm_image(arch: Arch) -> PathBuf {
+    let path = image(arch).with_file_name(format!("invm-{}.elf", arch.name()));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask image --release`",
+        path.display()
+    );
+    path
+}

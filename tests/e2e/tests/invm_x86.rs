@@ -10,24 +10,14 @@
 //! `target/images/invm-x86_64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other
 //! suites; `cargo xtask test` does both.
 
-use e2e::image;
+use e2e::{assert_lines_in_order, image};
 use mockhv::invm::{InvmBoot, Paravisor};
-use mockhv::model::{Event, Scenario};
 use mockhv::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};
-use mockhv::session::{self, SessionConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The SVM host next to the paravisor images.
 fn invm_image() -> PathBuf {
-    let paravisor = image(Arch::X86_64);
-    let path = paravisor.with_file_name("invm-x86_64.elf");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask image --arch x86_64 --release`",
-        path.display()
-    );
-    path
+    e2e::invm_image(Arch::X86_64)
 }
 
 /// Boots the host (q35, `-cpu max`, 256 MiB, one vCPU: the runner's x86 defaults) with `guest`
@@ -60,16 +50,6 @@ fn paravisor() -> String {
 
 fn boot(cpu: Option<&str>, append: Option<&str>) -> RunResult {
     boot_with(&paravisor(), cpu, append)
-}
-
-fn assert_lines_in_order(console: &str, needles: &[&str]) {
-    let mut rest = console;
-    for needle in needles {
-        match rest.find(needle) {
-            Some(at) => rest = &rest[at + needle.len()..],
-            None => panic!("console lacks {needle:?} (in this order):\n{console}"),
-        }
-    }
 }
 
 #[test]
@@ -315,203 +295,6 @@ fn an_invalid_vtl_call_gets_the_models_ud() {
             "invm: FAIL: every VP is parked and VPs 0x1 (bit per VP) halted in VTL2",
         ],
     );
-}
-
-/// The same image, one VP, under both mocks: the in-VM host's model sees exactly the events
-/// (every CPUID leaf and MSR access with its result; every call's code, control word, GPAs,
-/// input and output bytes and outcome) the gdbstub mock's model sees. The host writes its
-/// trace to the debugcon port, which the runner points at a file.
-#[test]
-fn the_in_vm_trace_equals_the_gdbstub_mock_trace() {
-    let mut boot = InvmBoot::new(
-        Arch::X86_64,
-        invm_image(),
-        Paravisor::Elf(image(Arch::X86_64)),
-    );
-    boot.trace = true;
-    let in_vm = boot.run().expect("QEMU runs");
-    assert_eq!(
-        in_vm.run.outcome,
-        Outcome::Pass,
-        "{}\n{}",
-        in_vm.run.summary(),
-        in_vm.run.console
-    );
-
-    let mut scenario = Scenario::for_arch(Arch::X86_64);
-    scenario.vp_count = 1;
-    let mut config = SessionConfig::new(image(Arch::X86_64), scenario);
-    config.timeout = Duration::from_secs(60);
-    let report = session::run(config).expect("the gdbstub session runs");
-    assert!(report.succeeded(), "{}", report.summary());
-    let calls = in_vm
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::Hypercall(_)))
-        .count();
-    assert!(
-        calls > 10,
-        "too short a trace to mean anything: {:?}",
-        in_vm.events
-    );
-    for (kind, seen) in [
-        (
-            "CPUID",
-            in_vm
-                .events
-                .iter()
-                .any(|e| matches!(e, Event::Cpuid { .. })),
-        ),
-        (
-            "RDMSR",
-            in_vm
-                .events
-                .iter()
-                .any(|e| matches!(e, Event::Rdmsr { .. })),
-        ),
-        (
-            "WRMSR",
-            in_vm
-                .events
-                .iter()
-                .any(|e| matches!(e, Event::Wrmsr { .. })),
-        ),
-    ] {
-        assert!(
-            seen,
-            "no {kind} event in the in-VM trace: {:?}",
-            in_vm.events
-        );
-    }
-    assert!(
-        in_vm.run.console.contains(&format!("({calls} hypercalls)")),
-        "the host's count and its trace differ:\n{}",
-        in_vm.run.console
-    );
-    eprintln!(
-        "same boot: in-VM {:.2?}, gdbstub mock {:.2?}",
-        in_vm.run.elapsed, report.run.elapsed
-    );
-    assert_eq!(
-        in_vm.events,
-        report.trace().events(),
-        "in-VM trace (left) differs from the gdbstub mock's (right)"
-    );
-}
-
-/// The IGVM file itself, loaded by the runner as a VMM's IGVM loader would (page data, the
-/// parameter areas with the VP count and the memory map without the legacy window, the VTL2
-/// context) and entered by the host in long mode with the file's context: the paravisor boots
-/// from it as it would on Hyper-V, reaches its proxy loop, and its trace is the ELF boot's
-/// from the first hypercall on.
-#[test]
-fn the_igvm_file_boots_under_the_in_vm_host() {
-    let igvm = image(Arch::X86_64).with_extension("igvm");
-    let mut boot = InvmBoot::new(Arch::X86_64, invm_image(), Paravisor::Igvm(igvm));
-    boot.trace = true;
-    let in_vm = boot.run().expect("QEMU runs");
-    let run = &in_vm.run;
-    assert_eq!(
-        run.outcome,
-        Outcome::Pass,
-        "{}\nconsole:\n{}",
-        run.summary(),
-        run.console
-    );
-    assert_lines_in_order(
-        &run.console,
-        &[
-            "invm: entering the paravisor with its IGVM VTL2 context: RIP 0x",
-            "boot: from IGVM parameters: 1 VP(s)",
-            "Hyper-V found",
-            "running at VTL2",
-            "..0xf000000",
-            "proxying VTL0 hypercalls",
-            "invm: the paravisor returned to VTL0 with an empty VTL0 script",
-        ],
-    );
-    assert!(!run.console.contains("FAIL"), "{}", run.console);
-    assert!(
-        in_vm
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::Hypercall(_))),
-        "no hypercall in the trace: {:?}",
-        in_vm.events
-    );
-}
-
-/// Every VP on its own CPU: the paravisor (booted from its IGVM file, whose parameters give
-/// the VP count) starts its APs with HvCallStartVirtualProcessor; the host starts a CPU for
-/// each (INIT-SIPI-SIPI into its real-mode trampoline) at the context the model accepted, and
-/// the run ends when every VP has returned to its (empty) VTL0. Each VP's own sequence of
-/// events is the one the gdbstub mock's model sees for that VP booting the same file (the VPs
-/// interleave differently).
-#[test]
-fn every_vp_runs_on_its_own_cpu_with_the_calls_the_gdbstub_mock_sees() {
-    let per_vp = |events: &[Event], vp: u32| -> Vec<Event> {
-        events
-            .iter()
-            .filter(|e| match e {
-                Event::Hypercall(r) => r.vp == vp,
-                Event::Cpuid { vp: v, .. }
-                | Event::Rdmsr { vp: v, .. }
-                | Event::Wrmsr { vp: v, .. } => *v == vp,
-                _ => false,
-            })
-            .cloned()
-            .collect()
-    };
-    let igvm = image(Arch::X86_64).with_extension("igvm");
-    for vps in [4, 16] {
-        let mut boot = InvmBoot::new(Arch::X86_64, invm_image(), Paravisor::Igvm(igvm.clone()));
-        boot.trace = true;
-        boot.vps = vps;
-        let in_vm = boot.run().expect("QEMU runs");
-        assert_eq!(
-            in_vm.run.outcome,
-            Outcome::Pass,
-            "{}\n{}",
-            in_vm.run.summary(),
-            in_vm.run.console
-        );
-        assert_lines_in_order(
-            &in_vm.run.console,
-            &[
-                &format!("boot: from IGVM parameters: {vps} VP(s)"),
-                &format!("all {vps} VP(s) run at VTL2"),
-                "invm: the paravisor returned to VTL0 with an empty VTL0 script: done after",
-            ],
-        );
-        eprintln!("{vps} VPs in-VM: {:.2?}", in_vm.run.elapsed);
-        if vps > 4 {
-            continue;
-        }
-        let mut scenario = Scenario::for_arch(Arch::X86_64);
-        scenario.vp_count = vps;
-        let mut config = SessionConfig::new(image(Arch::X86_64), scenario);
-        config.igvm = Some(igvm.clone());
-        config.timeout = Duration::from_secs(90);
-        let report = session::run(config).expect("the gdbstub session runs");
-        assert!(report.succeeded(), "{}", report.summary());
-        eprintln!("{vps} VPs gdbstub: {:.2?}", report.run.elapsed);
-        for vp in 0..vps {
-            let ours = per_vp(&in_vm.events, vp);
-            let theirs = per_vp(report.trace().events(), vp);
-            assert!(!ours.is_empty(), "VP {vp} made no calls");
-            if let Some(at) =
-                (0..ours.len().max(theirs.len())).find(|&i| ours.get(i) != theirs.get(i))
-            {
-                panic!(
-                    "VP {vp}: event {at} of {}/{} differs: in-VM {:?}, gdbstub {:?}",
-                    ours.len(),
-                    theirs.len(),
-                    ours.get(at),
-                    theirs.get(at)
-                );
-            }
-        }
-    }
 }
 
 /// A VP without a CPU (fewer QEMU CPUs than the VP count the IGVM parameters give): its start
