@@ -34,6 +34,8 @@ struct VpState {
     vtl2_resume: Frame,
     /// The context HvCallStartVirtualProcessor gave it, until its CPU picks it up.
     start: Option<HvArm64InitialVpContext>,
+    /// The GPA of a VTL0 access the host just let run again (see `vtl0_exit`).
+    retried: Option<u64>,
     /// The host switched this VP to its live VTL0 (its exits are VTL0's). Not the model's
     /// active VTL: without VSM the paravisor itself runs in VTL0, and its exits are its own.
     in_vtl0: bool,
@@ -422,7 +424,7 @@ fn vtl2_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
             host.halted |= 1 << vp;
             return host.park(vp, format_args!("halted in VTL2"));
         }
-        _ => fatal(kind, syn, frame),
+        _ => unexpected(host, vp, kind, syn, frame),
     }
     After::Resume
 }
@@ -534,8 +536,27 @@ fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
                 frame.elr
             ),
         ),
-        _ => fatal(kind, syn, frame),
+        _ => unexpected(host, vp, kind, syn, frame),
     };
+    if let LowerExit::Access { gpa, access, .. } = exit {
+        // VTL2 on another VP may have lifted the protection between this fault and this exit
+        // (it flushed every CPU's TLB under the lock this exit waited for): the access runs
+        // again, as it would on Hyper-V. Outside guest RAM nothing lifts it: the model says
+        // so below.
+        let flags = host.model.lower_vtl_access(gpa);
+        let allowed = match access {
+            HvInterceptAccessType::READ => flags.readable(),
+            HvInterceptAccessType::WRITE => flags.writable(),
+            _ => flags.kernel_executable(),
+        };
+        let again = host.vps[vp as usize].retried.replace(gpa) == Some(gpa);
+        if allowed && GUEST_RAM.contains(&gpa) && !again {
+            return After::Resume;
+        }
+        // The same access stopped again right after its retry: stage 2 and the model disagree,
+        // and the model's refusal below names it.
+    }
+    host.vps[vp as usize].retried = None;
     let now = arch::save_el1();
     let state = &mut host.vps[vp as usize];
     state.el1[0] = now;
@@ -598,24 +619,45 @@ fn sync_protections(model: &mut Model) -> Result<(), alloc::string::String> {
 /// One line naming the exception, then a failing exit. Allocates nothing and takes no lock:
 /// the exception may have come from inside the allocator or an exit.
 fn fatal(kind: u64, syn: &Syndrome, frame: &Frame) -> ! {
-    let what = match syn.class() {
-        arch::EC_SMC64 => " (smc)",
-        arch::EC_IABT_LOWER => " (stage-2 instruction abort)",
-        arch::EC_DABT_LOWER => " (stage-2 data abort)",
-        _ => "",
-    };
-    fail(format_args!(
-        "unexpected {} exception: EC {:#x}{what}, ESR {:#x}, ELR {:#x}, SPSR {:#x}, FAR {:#x}, \
-         HPFAR {:#x} (IPA {:#x})",
-        arch::vector_name(kind),
-        syn.class(),
-        syn.esr,
-        frame.elr,
-        frame.spsr,
-        syn.far,
-        syn.hpfar,
-        syn.fault_ipa(),
-    ))
+    fail(format_args!("{}", Unexpected(kind, syn, frame)))
+}
+
+/// An exit of a guest the host cannot serve, from inside the exit (the host held): the trace
+/// is written out first, as for every other end of the run.
+fn unexpected(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &Frame) -> ! {
+    stop(
+        host,
+        false,
+        format_args!("VP {vp}: {}", Unexpected(kind, syn, frame)),
+    )
+}
+
+/// The line naming an exception the host did not expect.
+struct Unexpected<'a>(u64, &'a Syndrome, &'a Frame);
+
+impl core::fmt::Display for Unexpected<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let Unexpected(kind, syn, frame) = *self;
+        let what = match syn.class() {
+            arch::EC_SMC64 => " (smc)",
+            arch::EC_IABT_LOWER => " (stage-2 instruction abort)",
+            arch::EC_DABT_LOWER => " (stage-2 data abort)",
+            _ => "",
+        };
+        write!(
+            f,
+            "unexpected {} exception: EC {:#x}{what}, ESR {:#x}, ELR {:#x}, SPSR {:#x}, FAR \
+             {:#x}, HPFAR {:#x} (IPA {:#x})",
+            arch::vector_name(kind),
+            syn.class(),
+            syn.esr,
+            frame.elr,
+            frame.spsr,
+            syn.far,
+            syn.hpfar,
+            syn.fault_ipa(),
+        )
+    }
 }
 
 #[panic_handler]

@@ -126,16 +126,25 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     if let Err(why) = arch::enable(0) {
         fail(format_args!("{why}"));
     }
-    // SAFETY: GUEST_RAM is identity-mapped by the host's page tables and lies below the
-    // host's image (checked above): it holds no host data.
-    let mut mem = unsafe { PhysMemory::new(GUEST_RAM) };
+    // Page 0 is the host's (its AP trampoline, see `reserve_host_page`): neither the model's
+    // RAM nor memory the host reads or writes for the guest.
+    let model_ram = arch::TRAMPOLINE + 0x1000..GUEST_RAM.end;
+    // SAFETY: `model_ram` (GUEST_RAM less page 0) is identity-mapped by the host's page tables
+    // and lies below the host's image (checked above): it holds no host data.
+    let mem = unsafe { PhysMemory::new(model_ram.clone()) };
     let mut cpu = Vcpu::default();
     let context = config
         .x64_context()
         .map(|bytes| HvX64InitialVpContext::read_from_bytes(bytes).expect("sized"));
     let entry = match &context {
         Some(ctx) => ctx.rip,
-        None => pvh_start(&mut mem, start_info, &mut cpu),
+        None => {
+            // SAFETY: GUEST_RAM, page 0 included, is identity-mapped and holds no host data
+            // yet (the trampoline is copied to page 0 only when an AP starts): QEMU's start
+            // info and its memory map (in page 0) are read here, before the guest runs.
+            let mut boot_mem = unsafe { PhysMemory::new(GUEST_RAM) };
+            pvh_start(&mut boot_mem, start_info, &mut cpu)
+        }
     };
     let mut guest = match Guest::new(&GUEST_RAM) {
         Ok(guest) => guest,
@@ -182,7 +191,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         println!("the runner's scenario ({} bytes)", bytes.len());
     }
     let mut model =
-        hv::runner_partition(hvmodel::Arch::X86_64, GUEST_RAM, vp_count as u32, scenario)
+        hv::runner_partition(hvmodel::Arch::X86_64, model_ram, vp_count as u32, scenario)
             .unwrap_or_else(|why| fail(format_args!("{why}")));
     model.set_tracing(trace.wanted);
     let live = config.live_vtl0();

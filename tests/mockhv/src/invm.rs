@@ -230,7 +230,7 @@ impl InvmBoot {
                     _ => bail!("{}: not a VP context for {:?}", path.display(), self.arch),
                 }
                 let pages = loaded.pages.iter().chain(&loaded.parameters);
-                for (n, (gpa, bytes)) in coalesce(pages).into_iter().enumerate() {
+                for (n, (gpa, bytes)) in coalesce(pages)?.into_iter().enumerate() {
                     check_in_ram(&igvm_ram, gpa, bytes.len(), path)?;
                     let file = dir.join(format!("igvm-{n}.bin"));
                     std::fs::write(&file, &bytes)?;
@@ -354,24 +354,28 @@ fn read_trace(path: &Path) -> Result<Vec<Event>> {
 /// Contiguous runs of the loader's pages (sorted by GPA; gaps of zero pages up to 64 KiB are
 /// filled with zeros, fresh RAM's value), so QEMU gets a handful of loader devices, not one
 /// per page.
-fn coalesce<'a>(pages: impl Iterator<Item = &'a (u64, Vec<u8>)>) -> Vec<(u64, Vec<u8>)> {
+fn coalesce<'a>(pages: impl Iterator<Item = &'a (u64, Vec<u8>)>) -> Result<Vec<(u64, Vec<u8>)>> {
     const GAP: u64 = 64 << 10;
     let mut sorted: Vec<&(u64, Vec<u8>)> = pages.collect();
     sorted.sort_by_key(|(gpa, _)| *gpa);
     let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
     for (gpa, bytes) in sorted {
         match runs.last_mut() {
-            Some((start, run))
-                if *gpa >= *start + run.len() as u64
-                    && *gpa - (*start + run.len() as u64) <= GAP =>
-            {
+            // Two loads of the same bytes would make QEMU refuse to start ("rom: requested
+            // regions overlap"); a file that places data twice is refused here, by GPA.
+            Some((start, run)) if *gpa < *start + run.len() as u64 => bail!(
+                "the IGVM file places data twice at {gpa:#x} (a run already covers {:#x}..{:#x})",
+                *start,
+                *start + run.len() as u64
+            ),
+            Some((start, run)) if *gpa - (*start + run.len() as u64) <= GAP => {
                 run.resize((*gpa - *start) as usize, 0);
                 run.extend_from_slice(bytes);
             }
             _ => runs.push((*gpa, bytes.clone())),
         }
     }
-    runs
+    Ok(runs)
 }
 
 fn check_in_ram(ram: &[Range<u64>], gpa: u64, len: usize, file: &Path) -> Result<()> {
@@ -426,7 +430,7 @@ mod tests {
             page(0x4020_0000, 1),
             page(0x4030_0000, 3),
         ];
-        let runs = coalesce(pages.iter());
+        let runs = coalesce(pages.iter()).unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].0, 0x4020_0000);
         assert_eq!(runs[0].1.len(), 0x3000);
@@ -437,6 +441,9 @@ mod tests {
         );
         assert_eq!(runs[0].1[0x2000], 2);
         assert_eq!(runs[1], page(0x4030_0000, 3));
+        let twice = [page(0x4020_0000, 1), page(0x4020_0800, 2)];
+        let err = coalesce(twice.iter()).unwrap_err().to_string();
+        assert!(err.contains("places data twice at 0x40200800"), "{err}");
     }
 
     #[test]

@@ -42,9 +42,9 @@ pub const HCR: u64 = HCR_VM | HCR_TWI | HCR_TSC | HCR_RW;
 /// guest").
 const VMID_VTL2: u64 = 1;
 const VMID_VTL0: u64 = 2;
-/// Level-3 tables for VTL0's split blocks: enough for the paravisor's image (a few MiB) and
-/// whatever else it protects, with room to spare.
-const L3_POOL: usize = 16;
+/// Level-3 tables for VTL0's split blocks: one per 2 MiB block of guest RAM (240 MiB: 120), so
+/// no pattern of protections VTL2 asks for can run the host out of them.
+const L3_POOL: usize = 120;
 
 #[repr(C, align(4096))]
 struct Table([u64; stage2::ENTRIES]);
@@ -99,7 +99,11 @@ fn vttbr(guest: Guest) -> u64 {
         Guest::Vtl0 => VMID_VTL0,
         Guest::Vtl2 => VMID_VTL2,
     };
-    tables(guest).l1.0.as_ptr() as u64 | (vmid << 48)
+    // The root's address only, without a reference: a starting CPU computes it while another
+    // may be changing the tables under the host's lock.
+    // SAFETY: a place expression inside the static, not a read or a reference.
+    let root = unsafe { core::ptr::addr_of!((*STAGE2.0.get())[guest as usize].l1) };
+    root as u64 | (vmid << 48)
 }
 
 /// Builds the identity stage 2 (devices, and `ram` only) for both VTLs and turns on VTL2's

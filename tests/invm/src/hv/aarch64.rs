@@ -170,6 +170,12 @@ pub fn enter_lower(
     }
     frame.elr = state(model, reg::XPC);
     frame.spsr = state(model, reg::CPSR);
+    // SPSR_EL2 is what `eret` returns to: a mode other than EL0t, EL1t or EL1h (AArch64) would
+    // run VTL0 at EL2, on the host's own translation. Whoever set it (VTL2, a VTL0 context, a
+    // scenario), the host does not run it.
+    if !matches!(frame.spsr & 0x1f, 0b0_0000 | 0b0_0100 | 0b0_0101) {
+        return Err("VTL0's CPSR names a mode VTL0 cannot run in (not EL0t, EL1t or EL1h)");
+    }
     for (name, value) in el1.named() {
         *value = state(model, name);
     }
@@ -395,6 +401,29 @@ mod tests {
             assert_eq!(*reg, u64::from(word));
         }
         assert_eq!(frame.x[4..], before.x[4..], "nothing else moved");
+    }
+
+    /// A CPSR naming EL2 (or AArch32, or a reserved mode) would have `eret` run VTL0 on the
+    /// host's own level: refused, whatever set it.
+    #[test]
+    fn vtl0_never_runs_in_a_mode_above_el1() {
+        for (cpsr, ok) in [
+            (0x3c5, true),
+            (0x3c4, true),
+            (0x3c0, true),
+            (0x3c9, false),
+            (0x3c8, false),
+            (0x3d0, false),
+            (0x3c1, false),
+        ] {
+            let (mut model, _) = live_model();
+            model.set_vp_state(VP, LOWER, reg::XPC, 0x4_0000);
+            model.set_vp_state(VP, LOWER, reg::CPSR, cpsr);
+            let mut frame = Frame::default();
+            let mut el1 = El1Regs::default();
+            let entered = enter_lower(&mut model, VP, &mut frame, &mut el1);
+            assert_eq!(entered.is_ok(), ok, "CPSR {cpsr:#x}: {entered:?}");
+        }
     }
 
     #[test]
