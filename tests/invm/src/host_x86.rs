@@ -410,8 +410,16 @@ impl Host {
                     cpu.gprs[RAX] = efer & 0xffff_ffff;
                     cpu.gprs[RDX] = efer >> 32;
                 } else {
-                    me.cpu
-                        .set_efer((cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32));
+                    let new = (cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32);
+                    let (_, _, cr0, _) = me.cpu.control();
+                    match hv::x86_64::efer_write(me.cpu.efer(), new, cr0) {
+                        Some(efer) => me.cpu.set_efer(efer),
+                        None => {
+                            // A #GP, as the CPU raises it: RIP stays on the wrmsr.
+                            cpu.inject = Some(hvmodel::Fault::Gp);
+                            return After::Resume;
+                        }
+                    }
                 }
                 cpu.rip += hv::x86_64::MSR_LEN;
                 Next::Resume
@@ -525,10 +533,23 @@ impl Host {
                 if exit.info1 == 0 {
                     cpu.gprs[RAX] = regs.efer & 0xffff_ffff;
                     cpu.gprs[RDX] = regs.efer >> 32;
+                    cpu.rip += hv::x86_64::MSR_LEN;
                 } else {
-                    regs.efer = (cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32);
+                    let new = (cpu.gprs[RAX] & 0xffff_ffff) | (cpu.gprs[RDX] << 32);
+                    match hv::x86_64::efer_write(regs.efer, new, regs.cr0) {
+                        Some(efer) => {
+                            regs.efer = efer;
+                            cpu.rip += hv::x86_64::MSR_LEN;
+                        }
+                        // A #GP, as the CPU raises it: RIP stays on the wrmsr.
+                        None => {
+                            regs.exception = Some(hv::x86_64::X64Exception {
+                                vector: 13,
+                                error_code: Some(0),
+                            })
+                        }
+                    }
                 }
-                cpu.rip += hv::x86_64::MSR_LEN;
                 None
             }
             arch::EXIT_MSR if crate::msrpm::SVM_MSRS.contains(&msr) => self.stop(

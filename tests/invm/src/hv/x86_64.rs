@@ -448,6 +448,28 @@ fn live_error(e: LiveError) -> String {
     }
 }
 
+/// The EFER a guest's `wrmsr` leaves, or None for #GP (AMD APM vol. 2, 3.1.7: reserved bits
+/// set, or LME changed while paging is on). SVME counts as reserved: the host offers the
+/// guest no SVM. LMA is the processor's: a write keeps the old value.
+pub fn efer_write(old: u64, new: u64, cr0: u64) -> Option<u64> {
+    const SCE: u64 = 1 << 0;
+    const LME: u64 = 1 << 8;
+    const LMA: u64 = 1 << 10;
+    const NXE: u64 = 1 << 11;
+    const LMSLE: u64 = 1 << 13;
+    const FFXSR: u64 = 1 << 14;
+    const TCE: u64 = 1 << 15;
+    const WRITABLE: u64 = SCE | LME | NXE | LMSLE | FFXSR | TCE;
+    const PG: u64 = 1 << 31;
+    if new & !(WRITABLE | LMA) != 0 {
+        return None;
+    }
+    if cr0 & PG != 0 && (old ^ new) & LME != 0 {
+        return None;
+    }
+    Some((new & WRITABLE) | (old & LMA))
+}
+
 /// VTL0's reset state for a kernel the loader placed and the host starts at `rip`: 32-bit
 /// protected mode, paging off, flat 4 GiB code (selector 0x08) and data (0x10) segments, EFER
 /// 0, RFLAGS 2 — the PVH ABI's entry state, the one the IGVM file's VTL0 context carries
@@ -499,6 +521,38 @@ pub fn protected_mode_entry(rip: u64) -> [(hvdef::HvRegisterName, u128); 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_efer_write_keeps_to_the_architecture() {
+        let long = 0xd00; // NXE | LMA | LME
+        assert_eq!(efer_write(long, 0xd01, 0x8000_0011), Some(0xd01), "SCE on");
+        assert_eq!(
+            efer_write(long, 0x901, 0x8000_0011),
+            Some(0xd01),
+            "LMA is kept"
+        );
+        assert_eq!(
+            efer_write(long, 0xc01, 0x8000_0011),
+            None,
+            "LME off under paging"
+        );
+        assert_eq!(
+            efer_write(0, 0x100, 0x11),
+            Some(0x100),
+            "LME on before paging"
+        );
+        assert_eq!(efer_write(long, long | 1 << 12, 0x8000_0011), None, "SVME");
+        assert_eq!(
+            efer_write(long, long | 1 << 20, 0x8000_0011),
+            None,
+            "reserved"
+        );
+        assert_eq!(
+            efer_write(long, long | 1 << 63, 0x8000_0011),
+            None,
+            "reserved"
+        );
+    }
 
     /// The reset state is 32-bit protected mode as the model reads a mode: a 32-bit code
     /// segment (D, not L), EFER.LMA clear, CR0.PE set, paging off.
