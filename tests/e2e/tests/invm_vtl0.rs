@@ -214,13 +214,19 @@ fn vtl0_runs_its_table(arch: Arch, start_line: &str) {
     );
 }
 
-/// VTL2's instructions per intercept, counted by the host (the PMU cycle counter at EL1 under
-/// `-icount shift=0`): the same on every run, the same for the same call, and a handful of
-/// hundreds to a few thousand (a log line included for the refused store).
+/// VTL2's instructions per intercept, counted by the host under `-icount shift=0` (arm64: the
+/// PMU cycle counter at EL1; x86: the TSC around each VMRUN of VTL2): the same on every run,
+/// the same for the same call, and a handful of hundreds to a few thousand (a log line
+/// included for the refused store).
 #[test]
 fn vtl2_work_per_intercept_is_counted_exactly() {
+    for arch in Arch::ALL {
+        vtl2_work_is_counted_exactly(arch);
+    }
+}
+
+fn vtl2_work_is_counted_exactly(arch: Arch) {
     use hvdef::HypercallCode;
-    let arch = Arch::Aarch64;
     let post = e2e::post_message(0x77);
     let code = u64::from(HypercallCode::POST_MESSAGE.0);
     let table = Table::new()
@@ -230,22 +236,35 @@ fn vtl2_work_per_intercept_is_counted_exactly() {
         .write(e2e::layout(arch).vtl2, 8, 1);
     let count = |boot: &mut InvmBoot| boot.count_vtl2 = true;
     let (first, results) = run_with(arch, &table, count);
-    assert_eq!(first.run.outcome, Outcome::Pass, "{}", first.summary());
-    assert_eq!(results.done, Some(4));
+    assert_eq!(
+        first.run.outcome,
+        Outcome::Pass,
+        "{arch:?}: {}",
+        first.summary()
+    );
+    assert_eq!(results.done, Some(4), "{arch:?}");
     let work: Vec<u64> = first
         .vtl2_work
         .iter()
         .map(|&(vp, n)| {
-            assert_eq!(vp, 0);
+            assert_eq!(vp, 0, "{arch:?}");
             n
         })
         .collect();
-    eprintln!("VTL2 instructions per intercept: {work:?}");
-    assert_eq!(work.len(), 4, "one per intercept: {:?}", first.vtl2_work);
-    assert_eq!(work[1], work[2], "the same call costs the same");
-    assert!(work.iter().all(|&n| (100..20_000).contains(&n)), "{work:?}");
+    eprintln!("{arch:?}: VTL2 instructions per intercept: {work:?}");
+    assert_eq!(
+        work.len(),
+        4,
+        "{arch:?}: one per intercept: {:?}",
+        first.vtl2_work
+    );
+    assert_eq!(work[1], work[2], "{arch:?}: the same call costs the same");
+    assert!(
+        work.iter().all(|&n| (100..20_000).contains(&n)),
+        "{arch:?}: {work:?}"
+    );
     let (second, _) = run_with(arch, &table, count);
-    assert_eq!(second.vtl2_work, first.vtl2_work, "deterministic");
+    assert_eq!(second.vtl2_work, first.vtl2_work, "{arch:?}: deterministic");
 }
 
 /// `cargo xtask run`'s demo, as a person sees it: each call one `vtl0:` line with what VTL0 got
