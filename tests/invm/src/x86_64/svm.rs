@@ -610,11 +610,12 @@ impl Cpu {
             // Error code 0 (bits 63:32).
             Some(Fault::Gp) => VECTOR_GP | EVENT_EXCEPTION | EVENT_ERROR_VALID | EVENT_VALID,
         };
+        let mut ticks = 0;
         // SAFETY: the VMCB is set up for a valid guest (`Guest::cpu`, then an entry state)
         // whose nested tables map only its RAM, so the guest cannot reach the host's memory;
         // VMRUN returns to the next instruction with the host's state restored from this
-        // CPU's save area, and the stub keeps the host's callee-saved registers.
-        let mut ticks = 0;
+        // CPU's save area, and the stub keeps the host's callee-saved registers (and writes
+        // `ticks`, a local, only).
         unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v, &mut ticks) };
         cpu.gprs[RAX] = v.rax;
         cpu.gprs[RSP] = v.rsp;
@@ -721,9 +722,9 @@ impl Cpu {
         // model's copy goes in (the paravisor may have set them) and comes back out (the
         // intercept message and fast input read them).
         write_xmm(&regs.xmm);
+        let mut ticks = 0;
         // SAFETY: as in `run`, for VTL0's VMCB, whose nested tables map only its RAM (less
         // what VTL2 protected).
-        let mut ticks = 0;
         unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v, &mut ticks) };
         read_xmm(&mut regs.xmm);
         cpu.gprs[RAX] = v.rax;
