@@ -7,9 +7,11 @@
 //! UnknownSynicConnection and RetargetInterruptWithUnknownDeviceId intercepts: PostMessage and
 //! SignalEvent to a connection the host does not know, RetargetDeviceInterrupt for a device it
 //! does not know), built with the gdbstub soak's input builders, plus random control words on
-//! them, plus VTL0's accesses to its own page and to VTL2's image. Hostile list GPAs (VTL0 naming
-//! VTL2's memory, unaligned or page-crossing lists) cannot be expressed by the kernel and stay
-//! with the gdbstub soak (`--gdbstub`); so do calls the host would serve itself.
+//! them, plus VTL0's accesses to its own page and to VTL2's image, plus hostile parameter
+//! lists (`vtl0::FLAG_GPAS`: a misaligned or page-crossing input, an input or output on VTL2's
+//! image), which the hypervisor answers (INVALID_ALIGNMENT) or stops (a GPA intercept, and VTL0
+//! takes the memory fault at the call). Lists beyond RAM or at 0, and calls the host serves
+//! itself, stay with the gdbstub soak (`--gdbstub`).
 //!
 //! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration: an IGVM
 //! boot has no command line, so the relay table is empty (no `pv.relay=`, no `pv.devices=`) and
@@ -18,13 +20,15 @@
 //!
 //! 1. QEMU passed, the kernel said `done` for every entry, no `PANIC` / `FATAL` line;
 //! 2. every hypercall record: the whole result word is the oracle's status (random control
-//!    words: a status the TLFS allows for a proxied call, `ALLOWED`), every canary intact;
+//!    words: a status the TLFS allows for a proxied call, `ALLOWED`), every canary intact; a
+//!    list on VTL2's memory: the exact memory fault instead;
 //! 3. every access record: a store, load or fetch touching the image's pages
 //!    (`__image_start..__image_end` from the ELF) faulted with exactly the exception
 //!    `e2e::memory_fault` gives (arm64 ESR, FAR 0; x64 #GP(0)); any other was carried out, a
 //!    load giving what the store before it wrote, a fetch of the `ret` written there returning;
 //! 4. the host's trace: one hypercall intercept per call the oracle says the host hands VTL2
-//!    (at least; at most one per hypercall entry), one GPA intercept per faulted access, and
+//!    (at least; at most one per hypercall entry), one GPA intercept per faulted access or
+//!    call, and
 //!    after VTL0 started VTL2 made exactly one SetVpRegisters per intercept (VTL0's IP advance or
 //!    pending event) and no other hypercall: nothing relayed.
 
@@ -54,6 +58,9 @@ enum Entry {
         /// a well-formed call to a connection or device it does not know. It may hand on any
         /// other (a broken input may be refused before or after the lookup).
         intercepted: bool,
+        /// The input and output GPAs the call names instead of the kernel's pages
+        /// (`vtl0::FLAG_GPAS`; output length 0).
+        gpas: Option<(u64, u64)>,
     },
     Write {
         gpa: u64,
@@ -83,6 +90,9 @@ enum Want {
     Exactly(Vec<HvStatus>),
     /// Any status the TLFS allows for a proxied call.
     Allowed,
+    /// No status: the call faults at the instruction with this pending event
+    /// (`e2e::memory_fault`), its parameter list being on VTL2's memory (one GPA intercept).
+    Fault(u128),
 }
 
 struct Plan {
@@ -96,7 +106,9 @@ impl Plan {
     /// Table bytes this entry takes (header, body, input padded to 8).
     fn size(&self) -> usize {
         match &self.entry {
-            Entry::Hypercall { input, .. } => 8 + 16 + input.len().div_ceil(8) * 8,
+            Entry::Hypercall { input, gpas, .. } => {
+                8 + 16 + 16 * usize::from(gpas.is_some()) + input.len().div_ceil(8) * 8
+            }
             Entry::Write { .. } => 8 + 24,
             Entry::Read { .. } => 8 + 16,
             Entry::Exec { .. } => 8 + 8,
@@ -105,7 +117,18 @@ impl Plan {
 
     fn push(&self, t: Table) -> Table {
         match &self.entry {
-            Entry::Hypercall { control, input, .. } => t.hypercall(*control, input, 0),
+            Entry::Hypercall {
+                control,
+                input,
+                gpas: None,
+                ..
+            } => t.hypercall(*control, input, 0),
+            Entry::Hypercall {
+                control,
+                input,
+                gpas: Some((i, o)),
+                ..
+            } => t.hypercall_at(*control, *i, *o, input, 0),
             Entry::Write {
                 gpa, width, value, ..
             } => t.write(*gpa, *width, *value),
@@ -154,6 +177,7 @@ impl Gen {
                 input,
                 want,
                 intercepted,
+                gpas: None,
             },
             what,
             follows: false,
@@ -276,10 +300,14 @@ impl Gen {
                     want: Want::Allowed,
                     // Whether the host hands it on depends on its control-word checks.
                     intercepted: false,
+                    gpas: None,
                 },
                 what: format!("{c:?} with control word {:#x}", control.into_bits()),
                 follows: false,
             }];
+        }
+        if roll < 82 {
+            return vec![self.hostile()];
         }
         // VTL0's own loads, stores and fetches.
         let scratch = live::proto(self.arch).scratch_page();
@@ -408,6 +436,95 @@ impl Gen {
     }
 }
 
+impl Gen {
+    /// A call of a valid shape whose parameter list breaks a rule (`vtl0::FLAG_GPAS`), answered
+    /// by the hypervisor before any intercept: an input or output list that is not 8-byte
+    /// aligned or crosses a page is INVALID_ALIGNMENT (TLFS hypercall-interface.md, "Memory
+    /// Parameters"); one on VTL2's memory is the hypervisor's access to a page VTL2 protected,
+    /// a GPA intercept to VTL2, and VTL0 takes the memory fault at the call
+    /// (`kernel_protection::vtl0_cannot_name_vtl2_memory_in_a_hypercall`).
+    fn hostile(&mut self) -> Plan {
+        let proto = live::proto(self.arch);
+        let (input_page, output_page) = (proto.input_page(), proto.output_page());
+        let connection = self.connection();
+        let message = post_message(connection);
+        let len = message.len() as u64;
+        let post = code(HypercallCode::POST_MESSAGE).into_bits();
+        let query = code(HypercallCode::EXT_QUERY_CAPABILITIES).into_bits();
+        let image = self.image.clone();
+        // An 8-aligned GPA in the image with `len` bytes from it inside one page.
+        let in_image = |rng: &mut Rng, len: u64| {
+            let page = image.start + 0x1000 * rng.below((image.end - image.start) / 0x1000);
+            page + 8 * rng.below((0x1000 - len) / 8 + 1)
+        };
+        let (control, input, gpas, want, what) = match self.rng.below(4) {
+            0 => {
+                let gpa = input_page + 1 + self.rng.below(7);
+                (
+                    post,
+                    message,
+                    (gpa, output_page),
+                    Want::Exactly(vec![HvStatus::INVALID_ALIGNMENT]),
+                    format!(
+                        "PostMessage to connection {connection}, input at {gpa:#x} (misaligned)"
+                    ),
+                )
+            }
+            1 => {
+                let gpa = input_page + 0x1000 - 8 * (1 + self.rng.below(len / 8 - 1));
+                (
+                    post,
+                    message,
+                    (gpa, output_page),
+                    Want::Exactly(vec![HvStatus::INVALID_ALIGNMENT]),
+                    format!(
+                        "PostMessage to connection {connection}, input at {gpa:#x} (crosses a page)"
+                    ),
+                )
+            }
+            2 => {
+                let gpa = in_image(&mut self.rng, len);
+                let fault = e2e::memory_fault(self.arch, &Vtl0Access::Read { gpa, len: 0 }, false);
+                (
+                    post,
+                    message,
+                    (gpa, output_page),
+                    Want::Fault(fault),
+                    format!(
+                        "PostMessage to connection {connection}, input at {gpa:#x} (VTL2's image)"
+                    ),
+                )
+            }
+            _ => {
+                let gpa = in_image(&mut self.rng, 8);
+                let access = Vtl0Access::Write {
+                    gpa,
+                    bytes: Vec::new(),
+                };
+                let fault = e2e::memory_fault(self.arch, &access, false);
+                (
+                    query,
+                    Vec::new(),
+                    (input_page, gpa),
+                    Want::Fault(fault),
+                    format!("ExtQueryCapabilities, output at {gpa:#x} (VTL2's image)"),
+                )
+            }
+        };
+        Plan {
+            entry: Entry::Hypercall {
+                control,
+                input,
+                want,
+                intercepted: false,
+                gpas: Some(gpas),
+            },
+            what,
+            follows: false,
+        }
+    }
+}
+
 /// Whether `got` is the fault `want` (a pending-event value from `e2e::memory_fault`) stands
 /// for: arm64 the ESR with FAR 0 (the paravisor hands VTL0 no address); x64 the vector and
 /// error code (CR2 is whatever an earlier page fault left).
@@ -468,10 +585,29 @@ fn check_record(
                     stats.allowed += 1;
                     *result >> 16 == 0 && ALLOWED.contains(&status)
                 }
+                Want::Fault(_) => false,
             };
             if !ok {
                 out.push(fail(format!(
                     "invariant 2: expected {want:?}, VTL0 got result {result:#x}"
+                )));
+            }
+        }
+        (
+            Entry::Hypercall {
+                control,
+                want: Want::Fault(want),
+                ..
+            },
+            Record::Hypercall {
+                control: c,
+                outcome: CallOutcome::Fault(f),
+            },
+        ) if c == control => {
+            stats.faults += 1;
+            if !is_fault(arch, f, *want) {
+                out.push(fail(format!(
+                    "invariant 2: expected the fault {want:#x}, VTL0 got {f}"
                 )));
             }
         }
@@ -674,7 +810,7 @@ fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &
             Entry::Write { fault, .. } | Entry::Read { fault, .. } | Entry::Exec { fault, .. } => {
                 fault.is_some()
             }
-            Entry::Hypercall { .. } => false,
+            Entry::Hypercall { want, .. } => matches!(want, Want::Fault(_)),
         })
         .count();
     let (mut hc, mut gpa) = (0, 0);
