@@ -130,6 +130,19 @@ impl Images {
         scenario: mockhv::model::Scenario,
         timeout: Duration,
     ) -> Result<(InvmRun, Results)> {
+        self.run_table_elf_in(table, append, scenario, true, timeout)
+    }
+
+    /// As [`Images::run_table_elf`] with the trace, with this partition for the host's model;
+    /// `count` counts VTL2's instructions per intercept ([`InvmRun::vtl2_work`]).
+    pub fn run_table_elf_in(
+        &self,
+        table: &Table,
+        append: &str,
+        scenario: mockhv::model::Scenario,
+        count: bool,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
         let mut boot = InvmBoot::new(
             self.arch,
             self.host.clone(),
@@ -138,7 +151,7 @@ impl Images {
         boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
         boot.append = Some(append.to_string());
         boot.scenario = Some(scenario);
-        boot.count_vtl2 = true;
+        boot.count_vtl2 = count;
         self.run(boot, table, true, timeout)
     }
 

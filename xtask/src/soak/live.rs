@@ -13,10 +13,13 @@
 //! takes the memory fault at the call). Lists beyond RAM or at 0, and calls the host serves
 //! itself, stay with the gdbstub soak (`--gdbstub`).
 //!
-//! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration: an IGVM
-//! boot has no command line, so the relay table is empty (no `pv.relay=`, no `pv.devices=`) and
-//! no connection or device is VTL0's; the host's known ports are its scenario's
-//! (`Scenario::for_arch`), which the generator avoids. The checks, per boot:
+//! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration. Half the
+//! calls run under IGVM boots, which have no command line, so the relay table is empty (no
+//! `pv.relay=`, no `pv.devices=`) and no connection or device is VTL0's; the other half under
+//! ELF boots with the gdbstub soak's relay (VTL0's connections 0..8 to the host's 0x100..,
+//! which the host's model knows), so a valid call to one of them must be relayed with its
+//! connection rewritten and VTL0 gets the host's SUCCESS. The host's own ports are its
+//! scenario's (`Scenario::for_arch`), which the generator avoids. The checks, per boot:
 //!
 //! 1. QEMU passed, the kernel said `done` for every entry, no `PANIC` / `FATAL` line;
 //! 2. every hypercall record: the whole result word is the oracle's status (random control
@@ -30,15 +33,17 @@
 //!    (at least; at most one per hypercall entry), one GPA intercept per faulted access or
 //!    call, and
 //!    after VTL0 started VTL2 made exactly one SetVpRegisters per intercept (VTL0's IP advance or
-//!    pending event) and no other hypercall: nothing relayed.
+//!    pending event) and no other hypercall but the relays: in entry order, exactly the ones the
+//!    oracle requires (code, control word, the input byte for byte), those it allows, no other.
 
-use super::{arch_seed, oracle, Rng, ALLOWED, RELAYED};
+use super::{arch_seed, oracle, Rng, ALLOWED, KNOWN_CONNECTIONS, RELAYED};
 use crate::live::{self, Images};
 use anyhow::{bail, Context, Result};
 use e2e::post_message;
 use hvdef::{Control, HvMessageType, HvStatus, HypercallCode, Vtl, HV_PARTITION_ID_SELF};
 use mockhv::model::{Event, Scenario, Vtl0Access};
 use mockhv::qemu::Arch;
+use oracle::Host;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -61,6 +66,8 @@ enum Entry {
         /// The input and output GPAs the call names instead of the kernel's pages
         /// (`vtl0::FLAG_GPAS`; output length 0).
         gpas: Option<(u64, u64)>,
+        /// What VTL2 must relay to the host for it (the oracle's; relay boots only).
+        host: Host,
     },
     Write {
         gpa: u64,
@@ -144,6 +151,9 @@ struct Gen {
     image: Range<u64>,
     /// The host's SynIC ports (it serves calls to them itself).
     host_ports: BTreeSet<u32>,
+    /// VTL0 connections below this are relayed (`pv.relay=`, an ELF boot; 0: an IGVM boot, no
+    /// relay table).
+    relayed: u32,
 }
 
 fn code(c: HypercallCode) -> Control {
@@ -160,6 +170,16 @@ impl Gen {
         }
     }
 
+    /// A connection neither the host nor the relay knows.
+    fn unrelayed_connection(&mut self) -> u32 {
+        loop {
+            let c = self.connection();
+            if c >= self.relayed {
+                return c;
+            }
+        }
+    }
+
     /// The arch's `ret` and its width.
     fn ret(&self) -> (u32, u64) {
         match self.arch {
@@ -171,13 +191,14 @@ impl Gen {
     /// One or more entries (a store and the load or fetch of what it stored come together).
     fn next(&mut self) -> Vec<Plan> {
         let roll = self.rng.below(100);
-        let call = |control: Control, input: Vec<u8>, want, intercepted, what: String| Plan {
+        let call = |control: Control, input: Vec<u8>, want, intercepted, host, what: String| Plan {
             entry: Entry::Hypercall {
                 control: control.into_bits(),
                 input,
                 want,
                 intercepted,
                 gpas: None,
+                host,
             },
             what,
             follows: false,
@@ -214,13 +235,20 @@ impl Gen {
             };
             let payload = self.rng.bytes(240);
             m[16..].copy_from_slice(&payload);
-            let expect =
-                oracle::synic(HypercallCode::POST_MESSAGE, false, connection, 0, valid, &m);
+            let expect = oracle::synic(
+                HypercallCode::POST_MESSAGE,
+                false,
+                connection,
+                self.relayed,
+                valid,
+                &m,
+            );
             return vec![call(
                 code(HypercallCode::POST_MESSAGE),
                 m,
                 Want::Exactly(expect.statuses),
                 valid,
+                expect.host,
                 format!("PostMessage to connection {connection}, {how}"),
             )];
         }
@@ -244,7 +272,7 @@ impl Gen {
                 HypercallCode::SIGNAL_EVENT,
                 fast,
                 connection as u32,
-                0,
+                self.relayed,
                 valid,
                 &word.to_le_bytes(),
             );
@@ -253,6 +281,7 @@ impl Gen {
                 word.to_le_bytes().to_vec(),
                 Want::Exactly(expect.statuses),
                 valid,
+                expect.host,
                 format!("SignalEvent (fast {fast}) connection {connection} flag {flag} rsvd {reserved:#x}"),
             )];
         }
@@ -277,6 +306,7 @@ impl Gen {
                 b,
                 Want::Exactly(vec![HvStatus::INVALID_DEVICE_ID]),
                 true,
+                Host::None,
                 format!("RetargetDeviceInterrupt device {device:#x} (fast {fast})"),
             )];
         }
@@ -288,10 +318,14 @@ impl Gen {
                 .pick(&[HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT]);
             let random = self.rng.next() & !0xFFFF & !(1 << 16);
             let control = Control::from_bits(random).with_code(c);
+            // A connection the relay does not map: whether a relay would happen depends on the
+            // control word's checks, so none may.
             let input = if c == HypercallCode::POST_MESSAGE {
-                post_message(self.connection())
+                post_message(self.unrelayed_connection())
             } else {
-                u64::from(self.connection()).to_le_bytes().to_vec()
+                u64::from(self.unrelayed_connection())
+                    .to_le_bytes()
+                    .to_vec()
             };
             return vec![Plan {
                 entry: Entry::Hypercall {
@@ -301,6 +335,7 @@ impl Gen {
                     // Whether the host hands it on depends on its control-word checks.
                     intercepted: false,
                     gpas: None,
+                    host: Host::None,
                 },
                 what: format!("{c:?} with control word {:#x}", control.into_bits()),
                 follows: false,
@@ -446,7 +481,7 @@ impl Gen {
     fn hostile(&mut self) -> Plan {
         let proto = live::proto(self.arch);
         let (input_page, output_page) = (proto.input_page(), proto.output_page());
-        let connection = self.connection();
+        let connection = self.unrelayed_connection();
         let message = post_message(connection);
         let len = message.len() as u64;
         let post = code(HypercallCode::POST_MESSAGE).into_bits();
@@ -518,6 +553,7 @@ impl Gen {
                 want,
                 intercepted: false,
                 gpas: Some(gpas),
+                host: Host::None,
             },
             what,
             follows: false,
@@ -698,74 +734,122 @@ pub fn soak_arch(
 ) -> Result<(usize, usize)> {
     let arch = images.arch;
     let scenario = Scenario::for_arch(arch);
-    let mut gen = Gen {
-        arch,
-        rng: Rng::new(arch_seed(seed, arch)),
-        image: image.clone(),
-        host_ports: scenario.ports.keys().copied().collect(),
-    };
-    let mut plans = Vec::new();
-    while plans.len() < calls as usize {
-        plans.extend(gen.next());
-    }
-    plans.truncate(calls as usize);
-    // A store whose load was cut off is still a complete entry.
-    let ranges = boots(&plans);
-    println!(
-        "soak {} (real VTL0, in-VM host): image {:#x}..{:#x}, {} entries in {} boot(s); relay \
-         table empty (IGVM boot: no command line), host ports {:?}",
-        arch.name(),
-        image.start,
-        image.end,
-        plans.len(),
-        ranges.len(),
-        gen.host_ports
-    );
-    let mut stats = Stats::default();
-    for (n, range) in ranges.iter().enumerate() {
-        let t = Instant::now();
-        let before = violations.len();
-        let chunk = &plans[range.clone()];
-        let table = chunk.iter().fold(Table::new(), |t, p| p.push(t));
-        let timeout = Duration::from_secs(60 + chunk.len() as u64 / 20);
-        let (run, results) = match images.run_table(&table, true, timeout) {
-            Ok(r) => r,
-            Err(e) => {
-                violations.push(format!(
-                    "{} boot {n} (entries {}..{}): invariant 1: {e:#}",
-                    arch.name(),
-                    range.start,
-                    range.end
-                ));
-                continue;
-            }
+    // Half the calls under an IGVM boot (no command line: nothing relayed), half under an ELF
+    // boot whose relay maps VTL0's connections 0..8 to the host's 0x100.., which the host
+    // knows (the gdbstub soak's relay): a relay without its rewrite, or one too many, is seen.
+    let relay_scenario =
+        Scenario {
+            ports: scenario
+                .ports
+                .clone()
+                .into_iter()
+                .chain((0..KNOWN_CONNECTIONS).filter_map(|c| {
+                    Some((oracle::host_connection(c, KNOWN_CONNECTIONS)?, Vtl::VTL0))
+                }))
+                .collect(),
+            ..scenario.clone()
         };
-        for line in run.run.console.lines() {
-            if line.contains("PANIC") || line.contains("FATAL") {
-                violations.push(format!(
-                    "{} boot {n}: invariant 1: the console says {:?}",
-                    arch.name(),
-                    line.trim()
-                ));
-            }
+    let relay: Vec<String> = (0..KNOWN_CONNECTIONS)
+        .filter_map(|c| {
+            Some(format!(
+                "{c}:{:#x}",
+                oracle::host_connection(c, KNOWN_CONNECTIONS)?
+            ))
+        })
+        .collect();
+    let append = format!("pv.relay={}", relay.join(","));
+    let host_ports: BTreeSet<u32> = scenario.ports.keys().copied().collect();
+    let mut all = 0;
+    let mut boots_run = 0;
+    let mut stats = Stats::default();
+    for (half, relayed) in [(0u64, 0), (1, KNOWN_CONNECTIONS)] {
+        let count = if half == 0 {
+            calls / 2
+        } else {
+            calls - calls / 2
+        } as usize;
+        let mut gen = Gen {
+            arch,
+            rng: Rng::new(arch_seed(seed, arch) ^ half),
+            image: image.clone(),
+            host_ports: host_ports.clone(),
+            relayed,
+        };
+        let mut plans = Vec::new();
+        while plans.len() < count {
+            plans.extend(gen.next());
         }
-        let records = results
-            .records()
-            .map_err(anyhow::Error::msg)
-            .context("the kernel's entry lines")?;
-        for (i, (plan, record)) in chunk.iter().zip(&records).enumerate() {
-            check_record(arch, range.start + i, plan, record, &mut stats, violations);
-        }
-        check_trace(arch, n, chunk, &run.events, violations);
+        plans.truncate(count);
+        // A store whose load was cut off is still a complete entry.
+        let ranges = boots(&plans);
         println!(
-            "soak {}: boot {n}: entries {}..{}, {} trace events, {} violations, {:.1}s",
+            "soak {} (real VTL0, in-VM host): image {:#x}..{:#x}, {} entries in {} boot(s); {}, \
+             host ports {:?}",
             arch.name(),
-            range.start,
-            range.end,
-            run.events.len(),
-            violations.len() - before,
-            t.elapsed().as_secs_f64()
+            image.start,
+            image.end,
+            plans.len(),
+            ranges.len(),
+            if relayed == 0 {
+                "relay table empty (IGVM boot: no command line)".to_string()
+            } else {
+                format!("ELF boot with `{append}`")
+            },
+            gen.host_ports
         );
+        for (n, range) in ranges.iter().enumerate() {
+            let n = boots_run + n;
+            let t = Instant::now();
+            let before = violations.len();
+            let chunk = &plans[range.clone()];
+            let table = chunk.iter().fold(Table::new(), |t, p| p.push(t));
+            let timeout = Duration::from_secs(60 + chunk.len() as u64 / 20);
+            let run = if relayed == 0 {
+                images.run_table(&table, true, timeout)
+            } else {
+                images.run_table_elf_in(&table, &append, relay_scenario.clone(), false, timeout)
+            };
+            let (run, results) = match run {
+                Ok(r) => r,
+                Err(e) => {
+                    violations.push(format!(
+                        "{} boot {n} (entries {}..{}): invariant 1: {e:#}",
+                        arch.name(),
+                        range.start,
+                        range.end
+                    ));
+                    continue;
+                }
+            };
+            for line in run.run.console.lines() {
+                if line.contains("PANIC") || line.contains("FATAL") {
+                    violations.push(format!(
+                        "{} boot {n}: invariant 1: the console says {:?}",
+                        arch.name(),
+                        line.trim()
+                    ));
+                }
+            }
+            let records = results
+                .records()
+                .map_err(anyhow::Error::msg)
+                .context("the kernel's entry lines")?;
+            for (i, (plan, record)) in chunk.iter().zip(&records).enumerate() {
+                check_record(arch, range.start + i, plan, record, &mut stats, violations);
+            }
+            check_trace(arch, n, chunk, &run.events, violations);
+            println!(
+                "soak {}: boot {n}: entries {}..{}, {} trace events, {} violations, {:.1}s",
+                arch.name(),
+                range.start,
+                range.end,
+                run.events.len(),
+                violations.len() - before,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        all += plans.len();
+        boots_run += ranges.len();
     }
     let statuses: Vec<String> = stats
         .statuses
@@ -782,7 +866,7 @@ pub fn soak_arch(
         stats.accesses,
         stats.faults
     );
-    Ok((plans.len(), ranges.len()))
+    Ok((all, boots_run))
 }
 
 /// Invariant 4, on the host's trace of one boot.
@@ -814,6 +898,8 @@ fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &
         })
         .count();
     let (mut hc, mut gpa) = (0, 0);
+    // The relays VTL2 made, in order, against what each entry must (or may) have relayed.
+    let mut relays: Vec<&mockhv::model::HypercallRecord> = Vec::new();
     // VTL2's own calls once VTL0 runs: with nothing to relay, only the completion of each
     // intercept, one SetVpRegisters of VTL0's IP or pending event (the VtlReturns are the
     // host's VTL switches, not in its trace as hypercalls).
@@ -833,6 +919,19 @@ fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &
             Event::Hypercall(h) if vtl0_started && h.vtl == Vtl::VTL2 => match h.code {
                 HypercallCode::SET_VP_REGISTERS => sets += 1,
                 HypercallCode::VTL_RETURN => {}
+                HypercallCode::POST_MESSAGE | HypercallCode::SIGNAL_EVENT
+                    if chunk.iter().any(|p| {
+                        matches!(
+                            &p.entry,
+                            Entry::Hypercall {
+                                host: Host::Required(_) | Host::Optional(_),
+                                ..
+                            }
+                        )
+                    }) =>
+                {
+                    relays.push(h)
+                }
                 code => out.push(format!(
                     "{name} boot {boot}: invariant 4: with VTL0 running and nothing to relay, \
                      the paravisor made {code:?} (control {:#x}){}",
@@ -846,6 +945,37 @@ fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &
             },
             _ => {}
         }
+    }
+    let mut next = relays.iter().peekable();
+    for p in chunk {
+        let Entry::Hypercall { host, .. } = &p.entry else {
+            continue;
+        };
+        let (want, required) = match host {
+            Host::Required(h) => (h, true),
+            Host::Optional(h) => (h, false),
+            _ => continue,
+        };
+        let matches = |r: &&&mockhv::model::HypercallRecord| {
+            r.code == want.code
+                && r.control == want.control(false)
+                && r.input.get(..want.input.len()) == Some(&want.input[..])
+        };
+        if next.next_if(matches).is_none() && required {
+            out.push(format!(
+                "{name} boot {boot}: invariant 4: {} was not relayed as {want:?} (next relay: \
+                 {:?})",
+                p.what,
+                next.peek().map(|r| (r.code, r.control, &r.input))
+            ));
+        }
+    }
+    for r in next {
+        out.push(format!(
+            "{name} boot {boot}: invariant 4: a relay no entry asked for: {:?} control {:#x} \
+             input {:02x?}",
+            r.code, r.control, r.input
+        ));
     }
     if sets != hc + gpa {
         out.push(format!(
@@ -879,6 +1009,7 @@ mod tests {
             rng: Rng::new(seed),
             image: 0x4020_0000..0x4071_c000,
             host_ports: [1, 2].into(),
+            relayed: 0,
         }
     }
 
