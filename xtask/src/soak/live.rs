@@ -10,8 +10,9 @@
 //! them, plus VTL0's accesses to its own page and to VTL2's image, plus hostile parameter
 //! lists (`vtl0::FLAG_GPAS`: a misaligned or page-crossing input, an input or output on VTL2's
 //! image), which the hypervisor answers (INVALID_ALIGNMENT) or stops (a GPA intercept, and VTL0
-//! takes the memory fault at the call). Lists beyond RAM or at 0, and calls the host serves
-//! itself, stay with the gdbstub soak (`--gdbstub`).
+//! takes the memory fault at the call); under the host that reflects everything (below) also
+//! lists at 0, in the host's memory, on MMIO, far beyond RAM and at the top of the address
+//! space, which the paravisor refuses (ACCESS_DENIED) without touching them.
 //!
 //! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration. A third
 //! of the calls run under IGVM boots, which have no command line, so the relay table is empty
@@ -545,7 +546,8 @@ impl Gen {
             let page = image.start + 0x1000 * rng.below((image.end - image.start) / 0x1000);
             page + 8 * rng.below((0x1000 - len) / 8 + 1)
         };
-        let (control, input, gpas, want, what) = match self.rng.below(4) {
+        let cases = if self.reflect_all { 6 } else { 4 };
+        let (control, input, gpas, want, what) = match self.rng.below(cases) {
             0 => {
                 let gpa = input_page + 1 + self.rng.below(7);
                 (
@@ -583,7 +585,7 @@ impl Gen {
                     ),
                 )
             }
-            _ => {
+            3 => {
                 let gpa = in_image(&mut self.rng, 8);
                 let access = Vtl0Access::Write {
                     gpa,
@@ -597,6 +599,56 @@ impl Gen {
                     self.in_image(fault),
                     format!("ExtQueryCapabilities, output at {gpa:#x} (VTL2's image)"),
                 )
+            }
+            // Reflected untouched, so the paravisor is the first to look at the list: one in
+            // no RAM of VTL0's is its ACCESS_DENIED, never a read or write of what is there.
+            n => {
+                let (gpa, place) = match self.rng.below(5) {
+                    0 => (0, "at 0"),
+                    1 => (
+                        // The in-VM host's own memory (its configuration page), never the guest's.
+                        match self.arch {
+                            Arch::X86_64 => invm_abi::CONFIG_GPA_X86_64,
+                            Arch::Aarch64 => invm_abi::CONFIG_GPA_AARCH64,
+                        } + 8 * self.rng.below(0x100),
+                        "in the host's memory",
+                    ),
+                    2 => (
+                        // MMIO: QEMU's GIC (virt) / the local APIC (q35).
+                        match self.arch {
+                            Arch::X86_64 => 0xFEE0_0000,
+                            Arch::Aarch64 => 0x0800_0000,
+                        } + 8 * self.rng.below(0x100),
+                        "on MMIO",
+                    ),
+                    3 => (1 << (40 + self.rng.below(23)), "far beyond RAM"),
+                    _ => (
+                        // The list ends at most at 2^64, inside the last page (a list crossing
+                        // a page is INVALID_ALIGNMENT first).
+                        0u64.wrapping_sub(if n == 4 { len } else { 8 }) - 8 * self.rng.below(16),
+                        "at the top of the address space",
+                    ),
+                };
+                let denied = Want::Exactly(vec![HvStatus::ACCESS_DENIED]);
+                if n == 4 {
+                    (
+                        post,
+                        message,
+                        (gpa, output_page),
+                        denied,
+                        format!(
+                            "PostMessage to connection {connection}, input at {gpa:#x} ({place})"
+                        ),
+                    )
+                } else {
+                    (
+                        query,
+                        Vec::new(),
+                        (input_page, gpa),
+                        denied,
+                        format!("ExtQueryCapabilities, output at {gpa:#x} ({place})"),
+                    )
+                }
             }
         };
         Plan {
