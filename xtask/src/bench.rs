@@ -59,9 +59,9 @@ fn hypercall_rate(elf: &Path, arch: Arch) -> Result<f64> {
 }
 
 /// Hypercalls per VP during boot, by call code.
-fn boot_calls(report: &Report) -> BTreeMap<u32, BTreeMap<String, u32>> {
+fn boot_calls(events: &[Event]) -> BTreeMap<u32, BTreeMap<String, u32>> {
     let mut per_vp: BTreeMap<u32, BTreeMap<String, u32>> = BTreeMap::new();
-    for event in report.trace().events() {
+    for event in events {
         if let Event::Hypercall(h) = event {
             *per_vp
                 .entry(h.vp)
@@ -825,7 +825,7 @@ pub fn run(arches: &[Arch], live_only: bool) -> Result<()> {
         writeln!(out, "- static memory (loadable + BSS): {total} bytes")?;
         writeln!(out, "- per VP: {per_vp} bytes ({breakdown})\n")?;
         writeln!(out, "| VP | hypercalls during boot, by code |\n|---|---|")?;
-        for (vp, calls) in boot_calls(&report) {
+        for (vp, calls) in boot_calls(report.trace().events()) {
             let list: Vec<String> = calls.iter().map(|(c, n)| format!("{c} {n}")).collect();
             writeln!(out, "| {vp} | {} |", list.join(", "))?;
         }
@@ -1036,8 +1036,12 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         out,
         "\n| VPs | boot to the proxy loop (wall) | trace events | hypercalls per VP (VP 0; the others) |\n|---|---|---|---|"
     )?;
+    let mut by_code = None;
     for vps in LIVE_BOOT_VPS {
         let run = images.boot_to_proxy_loop(vps)?;
+        if vps == BOOT_VPS {
+            by_code = Some(boot_calls(&run.events));
+        }
         let mut per_vp: BTreeMap<u32, u32> = BTreeMap::new();
         for event in &run.events {
             if let Event::Hypercall(h) = event {
@@ -1062,6 +1066,20 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         )?;
     }
     writeln!(out)?;
+    if let Some(by_code) = by_code {
+        writeln!(
+            out,
+            "| VP | hypercalls during a {BOOT_VPS}-VP boot (IGVM file), by code |\n|---|---|"
+        )?;
+        for (vp, calls) in by_code {
+            let list: Vec<String> = calls.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            writeln!(out, "| {vp} | {} |", list.join(", "))?;
+        }
+        writeln!(out)?;
+    }
+    let (total, per_vp, breakdown) = memory(&images.elf)?;
+    writeln!(out, "- static memory (loadable + BSS): {total} bytes")?;
+    writeln!(out, "- per VP: {per_vp} bytes ({breakdown})\n")?;
     live_per_call_section(out, &images, arch)?;
     Ok(())
 }
