@@ -502,9 +502,10 @@ fn vtl0_starts_with_exactly_the_registers_of_its_initial_context() {
 /// intercept; a reset ends the run in the in-VM host, with one line. x86 only: arm64 has no
 /// triple fault (an exception taken to EL1 never needs memory to be delivered, so there is
 /// nothing it can fail on; a synchronous exception from the vector code is just taken again),
-/// and neither the TLFS nor OpenVMM names an arm64 event that the unrecoverable-exception
-/// intercept would report. (`mock_boot`'s `a_vtl0_unrecoverable_exception_resets_the_partition`,
-/// with the real kernel.)
+/// the TLFS names no arm64 event for the intercept, and OpenHCL's arm64 processor
+/// (`virt_mshv_vtl`) handles no `HvMessageTypeUnrecoverableException` where its x64 one does.
+/// (`mock_boot`'s `a_vtl0_unrecoverable_exception_resets_the_partition`, with the real
+/// kernel.)
 #[test]
 fn a_vtl0_triple_fault_resets_the_partition_and_never_reaches_vtl2() {
     use hvdef::{HvRegisterName, HvRegisterVsmPartitionConfig, HypercallCode, Vtl};

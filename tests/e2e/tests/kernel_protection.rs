@@ -319,10 +319,14 @@ fn vtl0_cannot_name_vtl2_memory_in_a_hypercall() {
 /// access, the gate's read, and one intercept, marked; and after it no VtlReturn and no write of
 /// VTL0's pending event (nothing injected, nothing left pending). Not observable: that the
 /// other VPs go on serving (the in-VM host runs VTL0 on VP 0 only; `mock_protection` had VP 1
-/// serve a call meanwhile). x86 only: arm64 exception entry reads no memory; the vector fetch
-/// from VBAR_EL1 is an ordinary instruction abort, which neither ESR_EL2 nor the TLFS arm64
-/// intercept header (whose `interruption_pending` OpenVMM's arm64 code never reads) tells
-/// apart from any other fetch. (`mock_protection`'s
+/// serve a call meanwhile). x86 only: the arm64 intercept header has `interruption_pending`
+/// too (OpenHCL's arm64 processor hands it to its emulator, and the paravisor reads it on both
+/// arches), but arm64 exception entry reads no memory (the vector is VBAR_EL1 plus an offset),
+/// so the only access tied to a delivery is the fetch of the vector's first instruction, an
+/// ordinary instruction abort that ESR_EL2 does not tell apart from any other; the in-VM host
+/// has nothing to set the bit from, and the TLFS does not say when Hyper-V sets it on arm64.
+/// (An arm64 VTL0 with VBAR_EL1 on VTL2's page would take the paravisor's abort at the same
+/// vector again and again: bounded lines, no end.) (`mock_protection`'s
 /// `a_fault_during_event_delivery_stops_that_vp_only`.)
 #[test]
 fn a_fault_during_event_delivery_stops_that_vp_only() {

@@ -529,7 +529,9 @@ fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
             // Exception entry on arm64 reads no memory (the vector is VBAR_EL1 plus an
             // offset): a stage-2 abort is always the instruction's own access or the fetch of
             // the vector's first instruction, which ESR_EL2 reports as an ordinary
-            // instruction abort. Nothing here says "during event delivery".
+            // instruction abort. Nothing here says "during event delivery" (the intercept
+            // header's `interruption_pending`; when Hyper-V sets it on arm64 is not
+            // documented).
             let delivering_event = false;
             (
                 LowerExit::Access {
