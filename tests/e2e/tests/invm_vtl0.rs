@@ -415,26 +415,33 @@ fn vtl0_repeats_a_refused_call_under_the_paravisor_on_arm64() {
     }));
 }
 
-/// VTL0 starts with exactly the registers its initial context gives it, and nothing of VTL2's:
-/// the paravisor sets VTL0's state from the IGVM file's VTL0 context (one SetVpRegisters through
-/// its shared register path) and, before its first VtlReturn, reads VTL0's own shared registers
-/// from the hypervisor to return with. The file's context is given a marker in every
-/// general-purpose register the TLFS `HV_INITIAL_VP_CONTEXT` carries (x64 RSP; arm64 SP_EL1 and
-/// X18), and the kernel reports what it found at its entry point, before it touches anything:
-/// exactly the markers, and 0 in every other register: the context names none of them, so
-/// they hold the hypervisor's value for a VTL0 that never ran (0), not whatever VTL2 had in the
-/// registers the VTLs share (x64 all GPRs but RSP; arm64 X0-X17, X19-X28) at its VtlReturn.
-/// x64 reports the eight legacy GPRs as 32-bit values (the kernel starts in 32-bit protected
-/// mode; the marker RSP is below 4 GiB) and R8-R15 whole. (`mock_registers`'
+/// VTL0 starts with exactly the registers its initial context gives it, keeps what the
+/// hypervisor holds for it in the rest across the paravisor's first return, and gets nothing
+/// of VTL2's: the paravisor sets VTL0's state from the IGVM file's VTL0 context (one
+/// SetVpRegisters through its shared register path) and, before its first VtlReturn, reads
+/// VTL0's own shared registers from the hypervisor to return with. The file's context gets a
+/// marker in every general-purpose register the TLFS `HV_INITIAL_VP_CONTEXT` carries (x64 RSP;
+/// arm64 SP_EL1 and X18), and the kernel reports what it found at its entry point, before it
+/// touches anything. First run: exactly the markers, and 0 in every other register (the
+/// context names none of them, so they hold the hypervisor's value for a VTL0 that never ran),
+/// not whatever VTL2 had in the registers the VTLs share (x64 all GPRs but RSP; arm64 X0-X17,
+/// X19-X28) at its VtlReturn. Second run: the hypervisor holds other markers for VTL0 in every
+/// register the context does not set (`Scenario::vtl0_registers`: what a loader could have
+/// left, e.g. x64 Linux's boot_params in RSI, arm64 its device tree in X0), and the kernel sees
+/// those: the paravisor returned with VTL0's values, not with zeros or its own. x64 reports the
+/// eight legacy GPRs as 32-bit values (the kernel starts in 32-bit protected mode; the marker
+/// RSP is below 4 GiB) and R8-R15 whole. (`mock_registers`'
 /// `vtl0_keeps_its_entry_registers_across_the_first_return`, with the real kernel.)
 #[test]
 fn vtl0_starts_with_exactly_the_registers_of_its_initial_context() {
-    use hvdef::aarch64::HvArm64InitialVpContext;
-    use hvdef::x86_64::HvX64InitialVpContext;
+    use hvdef::aarch64::{reg as arm_reg, HvArm64InitialVpContext};
+    use hvdef::x86_64::{reg as x64_reg, HvX64InitialVpContext};
+    use hvdef::HvRegisterName;
+    use mockhv::model::Scenario;
     use std::mem::offset_of;
     const CONTEXT: usize = 24; // boot::vtl0_boot::CONTEXT_OFFSET
     for arch in e2e::kernel::arches() {
-        let markers: Vec<(&str, usize, u64)> = match arch {
+        let context: Vec<(&str, usize, u64)> = match arch {
             Arch::X86_64 => vec![("esp", offset_of!(HvX64InitialVpContext, rsp), 0x0765_4320)],
             Arch::Aarch64 => vec![
                 (
@@ -449,8 +456,35 @@ fn vtl0_starts_with_exactly_the_registers_of_its_initial_context() {
                 ),
             ],
         };
+        // The registers the context does not set, by the kernel's name, and the hypervisor's
+        // register; x64's legacy ones report their low half.
+        let held: Vec<(&str, HvRegisterName)> = match arch {
+            Arch::X86_64 => [
+                ("eax", x64_reg::RAX),
+                ("ecx", x64_reg::RCX),
+                ("edx", x64_reg::RDX),
+                ("ebx", x64_reg::RBX),
+                ("ebp", x64_reg::RBP),
+                ("esi", x64_reg::RSI),
+                ("edi", x64_reg::RDI),
+            ]
+            .into_iter()
+            .chain((8..16).map(|n| {
+                let name: &str = proto(arch).entry_registers()[n];
+                (name, HvRegisterName(x64_reg::RAX.0 + n as u32))
+            }))
+            .collect(),
+            Arch::Aarch64 => (0..31)
+                .filter(|&n| n != 18)
+                .map(|n| {
+                    let name: &str = proto(arch).entry_registers()[n];
+                    (name, HvRegisterName(arm_reg::X0.0 + n as u32))
+                })
+                .collect(),
+        };
+        let marker = |name: HvRegisterName| 0x5a00_0000_0000_0000 | u64::from(name.0) << 8 | 0x99;
         let mut igvm = None;
-        for (i, &(_, at, value)) in markers.iter().enumerate() {
+        for (i, &(_, at, value)) in context.iter().enumerate() {
             let from = igvm.clone().unwrap_or_else(|| {
                 image(arch).with_file_name(format!("paravisor-{}-vtl0.igvm", arch.name()))
             });
@@ -463,33 +497,55 @@ fn vtl0_starts_with_exactly_the_registers_of_its_initial_context() {
             igvm = Some(out);
         }
         let igvm = igvm.expect("a marker");
-        let table = Table::new();
-        let (run, results) = run_with(arch, &table, |boot| {
-            boot.paravisor = Paravisor::Igvm(igvm.clone())
-        });
-        assert_eq!(
-            (run.run.outcome, results.done),
-            (Outcome::Pass, Some(0)),
-            "{arch:?}: {}\n{}",
-            run.summary(),
-            run.run.console
-        );
-        let want: Vec<(String, u64)> = proto(arch)
-            .entry_registers()
-            .iter()
-            .map(|&name| {
-                let value = markers
-                    .iter()
-                    .find(|(n, _, _)| *n == name)
-                    .map_or(0, |&(_, _, v)| v);
-                (name.to_string(), value)
-            })
-            .collect();
-        assert_eq!(
-            results.entry_registers, want,
-            "{arch:?}\n{}",
-            run.run.console
-        );
+        for hypervisor_holds in [false, true] {
+            let scenario = Scenario {
+                vtl0_registers: if hypervisor_holds {
+                    held.iter()
+                        .map(|&(_, name)| (name, u128::from(marker(name))))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                ..Scenario::for_arch(arch)
+            };
+            let (run, results) = run_with(arch, &Table::new(), |boot| {
+                boot.paravisor = Paravisor::Igvm(igvm.clone());
+                boot.scenario = Some(scenario);
+            });
+            assert_eq!(
+                (run.run.outcome, results.done),
+                (Outcome::Pass, Some(0)),
+                "{arch:?}: {}\n{}",
+                run.summary(),
+                run.run.console
+            );
+            let want: Vec<(String, u64)> = proto(arch)
+                .entry_registers()
+                .iter()
+                .map(|&name| {
+                    let from_context = context.iter().find(|(n, _, _)| *n == name);
+                    let from_hypervisor = held.iter().find(|(n, _)| *n == name);
+                    let value = match (from_context, from_hypervisor) {
+                        (Some(&(_, _, v)), _) => v,
+                        (None, Some(&(n, reg))) if hypervisor_holds => {
+                            let v = marker(reg);
+                            if n.starts_with('e') {
+                                v & 0xffff_ffff
+                            } else {
+                                v
+                            }
+                        }
+                        _ => 0,
+                    };
+                    (name.to_string(), value)
+                })
+                .collect();
+            assert_eq!(
+                results.entry_registers, want,
+                "{arch:?} (hypervisor holds VTL0 values: {hypervisor_holds})\n{}",
+                run.run.console
+            );
+        }
         let _ = std::fs::remove_file(&igvm);
     }
 }
