@@ -742,11 +742,7 @@ fn x86_64_idt_entry_raises_ud_through_the_idt_it_loads() {
         run.console
     );
     assert_eq!((r.unexpected, r.done), (None, None), "{}", run.console);
-    let last = run
-        .console
-        .lines()
-        .filter(|l| l.starts_with("vtl0: "))
-        .last();
+    let last = run.console.lines().rfind(|l| l.starts_with("vtl0: "));
     assert_eq!(
         last,
         Some("vtl0: 0 idt base=0x0 limit=0x0 raising #UD"),
