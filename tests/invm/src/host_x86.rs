@@ -595,12 +595,18 @@ impl Host {
                 } else {
                     HvInterceptAccessType::READ
                 };
+                // EXITINTINFO valid (bit 31): the fault hit while the CPU delivered that event
+                // (an IDT, GDT or stack access on the page: AMD APM vol. 2, 15.7.2).
+                let (_, _, _, _, int_info) = me.cpu.lower_control();
                 Some(LowerExit::Access {
                     gpa: exit.info2,
                     len: 1,
                     access,
+                    delivering_event: int_info & (1 << 31) != 0,
                 })
             }
+            // A triple fault (AMD APM vol. 2, 8.2.9: an exception while delivering #DF).
+            arch::EXIT_SHUTDOWN => Some(LowerExit::Unrecoverable),
             arch::EXIT_IOIO if exit.info1 >> 16 == u64::from(arch::DEBUG_EXIT_PORT) => {
                 // `out` (type bit 0 clear) of AL: the kernel's verdict. The trace goes out
                 // first, then the host makes the same write, so QEMU exits with its code.
@@ -652,6 +658,14 @@ impl Host {
                     me.vtl2_work = Some(0);
                 }
             }
+            LowerNext::Finished if exit.code == arch::EXIT_SHUTDOWN => self.stop(
+                false,
+                format_args!(
+                    "VP {vp}: VTL0 triple-faulted (shutdown) at RIP {rip:#x} and the partition \
+                     reset (VTL2 does not intercept unrecoverable exceptions): a reset ends the \
+                     run in this host"
+                ),
+            ),
             LowerNext::Finished => self.stop(
                 false,
                 format_args!("the model reset the partition after VP {vp}'s VTL0 exit at {rip:#x}"),
