@@ -1,5 +1,6 @@
 //! aarch64: EL1 entry (own identity map with the MMU on: 0-1 GiB Device-nGnRnE, 1-2 GiB normal
-//! write-back, the rest unmapped), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor
+//! write-back, the rest unmapped but for the place window's page at 3 GiB while a place entry
+//! runs), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor
 //! UID check and guest OS id registration, and the probes' assembly with their recovery labels.
 
 use super::{canaried, CallDone, POOL_BYTES};

@@ -1,4 +1,5 @@
-//! x86_64: PVH note and 32-bit entry (identity map of 4 GiB with 2 MiB pages, GDT, long mode,
+//! x86_64: PVH note and 32-bit entry (identity map of 4 GiB with 2 MiB pages and the place
+//! window's page at 512 GiB, GDT, long mode,
 //! IDT for vectors 0-31), COM1, isa-debug-exit, the Hyper-V MSR/hypercall-page setup, and the
 //! probes' assembly with their recovery labels.
 
