@@ -283,3 +283,38 @@ fn a_place_lands_at_its_gpa_and_one_into_vtl2_memory_faults() {
         assert_eq!(value(records[5]), Ok(0xef), "{arch:?}: the kernel went on");
     }
 }
+
+/// The IGVM boot on the same machine: the memory map the runner fills as a VMM's loader does
+/// tells the paravisor of all the RAM (its VTL0 memory reaches the top), and VTL0, started from
+/// the file's VTL0 context, uses the last page of RAM (a PostMessage to a connection the host
+/// knows, which the hypervisor serves itself, reading it there).
+#[test]
+fn the_igvm_memory_map_tells_the_paravisor_of_all_the_ram() {
+    for arch in kernel::arches() {
+        let top = ram(arch).last().unwrap().end;
+        let (mut input, _) = message(9);
+        input[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
+        let table = post_from(Table::new(), arch, top - PAGE, &input);
+        let started = Instant::now();
+        let run = kernel::boot_with(arch, None, None, &table, |boot| boot.memory_mb = MEMORY_MB);
+        eprintln!("{arch:?} (IGVM): {:?}", started.elapsed());
+        let console = &run.run.run.console;
+        assert!(
+            run.run.run.passed() && run.results.done == Some(table.len()),
+            "{arch:?}: {}\n{console}",
+            run.run.summary()
+        );
+        assert_eq!(statuses(arch, &run), [HvStatus::SUCCESS], "{arch:?}");
+        assert!(
+            run.reflected_controls().is_empty(),
+            "{arch:?}: the host's own"
+        );
+        let vtl0_top = format!("..{top:#x}");
+        assert!(
+            console
+                .lines()
+                .any(|l| l.contains("VTL0 memory ") && l.trim_end().ends_with(&vtl0_top)),
+            "{arch:?}: no VTL0 memory range up to {top:#x}:\n{console}"
+        );
+    }
+}
