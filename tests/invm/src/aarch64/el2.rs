@@ -129,7 +129,10 @@ pub fn flush_vtl0_tlb() {
 }
 
 /// VTL0's page at `gpa` (in RAM) gets `access`, the blocks above it split into pages first
-/// (their tables from the heap; none left is an error naming the GPA).
+/// (their tables from the heap; none left is an error naming the GPA). The 8 MiB heap holds a
+/// level-3 table for every 2 MiB block of the 256 MiB machine's RAM (120, under 0.5 MiB) many
+/// times over, so no protection pattern runs it out there; on a machine of several GiB, VTL2
+/// protecting pages in more 2 MiB blocks than the heap has tables for fails the run by name.
 pub fn set_vtl0_access(gpa: u64, access: stage2::Access) -> Result<(), gpt::MapError> {
     let root = ROOTS[Guest::Vtl0 as usize].load(Ordering::Relaxed);
     let page = gpa & !(gpt::PAGE - 1);
