@@ -13,8 +13,8 @@ use aarch64 as active;
 use x86_64 as active;
 
 pub use active::{
-    counter, counter_hz, entry_registers, fault, hypercall, hyperv_init, idt_and_ud, power_off,
-    probe_exec, probe_read, probe_write, putc, ARCH,
+    close_window, counter, counter_hz, entry_registers, fault, hypercall, hyperv_init, idt_and_ud,
+    open_window, power_off, probe_exec, probe_read, probe_write, putc, ARCH,
 };
 
 /// Bytes of the fast-register pool buffer (at least either arch's pool).
