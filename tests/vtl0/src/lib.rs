@@ -107,9 +107,9 @@ pub const FLAG_GPAS: u16 = 2;
 /// drops to EL0t at a stub of its own (an EL0-executable page) and comes back to EL1 through
 /// that stub's `svc #0` or through the exception the access or call raised (from a lower EL:
 /// vector offset 0x400). A probe's GPA must lie in 0x4000_0000..0x8000_0000 (the RAM the
-/// kernel maps) outside the 2 MiB block of the kernel's image: for the probe the kernel opens
-/// that GPA's 2 MiB block to EL0 (read/write: EL0 read-write; exec: read-only and
-/// EL0-executable), and closes it again after.
+/// kernel maps) outside the 2 MiB block of the kernel's image: for a read or write the kernel
+/// opens that GPA's 2 MiB block to EL0 data access (EL0 read-write) and closes it again after;
+/// an exec needs nothing opened (EL0 may fetch from all of that RAM: UXN is clear).
 pub const FLAG_EL0: u16 = 1 << 2;
 /// Entry flag (x86_64 only; hypercalls that are not fast, through the ordinary entry): made from
 /// 32-bit compatibility mode (a 32-bit code segment, selector 0x18, in the kernel's GDT) with the
@@ -492,9 +492,7 @@ pub enum Entry<'a> {
         el0: bool,
     },
     /// Make the next entry, a hypercall, `count` times.
-    Repeat {
-        count: u32,
-    },
+    Repeat { count: u32 },
 }
 
 /// Whether a hypercall control word asks for a fast (register) call: bit 16.
