@@ -375,3 +375,63 @@ fn ud_callers_take_the_exception_and_ordinary_calls_complete() {
         );
     }
 }
+
+/// The VtlCall code through the ordinary entry is no VTL call. x64: the page's `vmmcall` at
+/// offset 0 with RCX the code and RAX the page's address (the kernel's trampoline calls through
+/// RAX), an invalid VTL control: the hypervisor's #UD (traced, VTL2 never entered). arm64: the
+/// code through SMCCC `hvc #0`, a code the hypervisor does not implement (VTL switches are
+/// `hvc #2`/`#3` only). Either way VTL2 is not entered and nothing reaches the host.
+#[test]
+fn the_vtl_call_code_through_the_ordinary_entry_is_no_vtl_call() {
+    for arch in kernel::arches() {
+        let table = Table::new().hypercall(code(HypercallCode::VTL_CALL), &[], 0);
+        let run = kernel::run(arch, Some(Scenario::for_arch(arch)), Some(RELAY), &table);
+        let console = &run.run.run.console;
+        let records = run.results.records().expect("in order");
+        let Record::Hypercall { outcome, .. } = &records[0] else {
+            panic!("{arch:?}: {records:?}");
+        };
+        let record = vtl0_records(&run)
+            .into_iter()
+            .rfind(|r| r.code == HypercallCode::VTL_CALL)
+            .unwrap_or_else(|| panic!("{arch:?}: VTL0's VtlCall traced\n{console}"))
+            .clone();
+        match arch {
+            Arch::X86_64 => {
+                let CallOutcome::Fault(fault) = outcome else {
+                    panic!("{arch:?}: {outcome:?}\n{console}");
+                };
+                assert_undefined(arch, fault, "x64 VtlCall with a VTL control");
+                assert_eq!(record.outcome, Outcome::Fault(HvFault::Ud));
+                assert_eq!(record.control, kernel::proto(arch).hypercall_page());
+            }
+            Arch::Aarch64 => {
+                let CallOutcome::Done {
+                    result,
+                    bad_canaries,
+                    ..
+                } = outcome
+                else {
+                    panic!("{arch:?}: {outcome:?}\n{console}");
+                };
+                assert_eq!(
+                    HvStatus(*result as u16),
+                    HvStatus::INVALID_HYPERCALL_CODE,
+                    "{console}"
+                );
+                assert!(bad_canaries.is_empty(), "{bad_canaries:?}");
+                assert_eq!(record.abi, Abi::Smccc);
+                assert_eq!(record.status(), Some(HvStatus::INVALID_HYPERCALL_CODE));
+            }
+        }
+        assert!(
+            !run.run
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::LowerVtlCall { .. })),
+            "{arch:?}: VTL2 never entered by a VTL call"
+        );
+        assert!(run.reflected_controls().is_empty(), "{arch:?}");
+        assert!(run.vtl2_calls(HypercallCode::POST_MESSAGE).is_empty());
+    }
+}
