@@ -5,8 +5,8 @@ use crate::arch::{self, ARCH};
 use crate::{mem, say};
 use arch::CallDone;
 use vtl0::{
-    is_fast, parse_table, table_size, Entry, EntryLine, Fault, Numbered, RepeatStats, TableHeader,
-    PAGE_SIZE, TABLE_MAX,
+    is_fast, parse_table, table_size, Entry, EntryLine, Fault, Mode, Numbered, RepeatStats,
+    TableHeader, PAGE_SIZE, TABLE_MAX,
 };
 
 /// The table, copied in once before any entry runs (a write probe may change the original).
@@ -93,6 +93,7 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
             output_len,
             force,
             gpas,
+            mode,
         } => {
             if !hyperv && !force {
                 say!(
@@ -101,22 +102,39 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
                 );
                 return;
             }
-            return hypercall(index, control, input, output_len, gpas);
+            return hypercall(index, control, input, output_len, gpas, mode);
         }
-        Entry::Read { gpa, width } => EntryLine::Read {
+        Entry::Read { gpa, width, el0 } => EntryLine::Read {
             gpa,
             width,
-            outcome: arch::probe_read(gpa, width),
+            outcome: if el0 {
+                arch::probe_read_el0(gpa, width)
+            } else {
+                arch::probe_read(gpa, width)
+            },
         },
-        Entry::Write { gpa, width, value } => EntryLine::Write {
+        Entry::Write {
             gpa,
             width,
             value,
-            outcome: arch::probe_write(gpa, width, value),
-        },
-        Entry::Exec { gpa } => EntryLine::Exec {
+            el0,
+        } => EntryLine::Write {
             gpa,
-            outcome: arch::probe_exec(gpa),
+            width,
+            value,
+            outcome: if el0 {
+                arch::probe_write_el0(gpa, width, value)
+            } else {
+                arch::probe_write(gpa, width, value)
+            },
+        },
+        Entry::Exec { gpa, el0 } => EntryLine::Exec {
+            gpa,
+            outcome: if el0 {
+                arch::probe_exec_el0(gpa)
+            } else {
+                arch::probe_exec(gpa)
+            },
         },
         Entry::Idt { base, limit } => {
             say!("{}", Numbered(index, EntryLine::Idt { base, limit }));
@@ -182,15 +200,32 @@ fn prepare(control: u64, input: &[u8]) -> [u8; arch::POOL_BYTES] {
     pool
 }
 
-fn hypercall(index: u32, control: u64, input: &[u8], output_len: usize, gpas: Option<(u64, u64)>) {
+fn hypercall(
+    index: u32,
+    control: u64,
+    input: &[u8],
+    output_len: usize,
+    gpas: Option<(u64, u64)>,
+    mode: Mode,
+) {
+    arch::prepare_mode(mode);
     let pool = prepare(control, input);
-    report(
-        index,
-        control,
-        input,
-        output_len,
-        arch::hypercall(control, &pool, gpas),
-    );
+    let outcome = call_in(mode, control, &pool, gpas);
+    report(index, control, input, output_len, mode, outcome);
+}
+
+/// A call in `mode`: the ordinary one, or the arch's own for a mode (see `vtl0::Mode`).
+fn call_in(
+    mode: Mode,
+    control: u64,
+    pool: &[u8; arch::POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
+    if mode.is_special() {
+        arch::hypercall_in(mode, control, pool, gpas)
+    } else {
+        arch::hypercall(control, pool, gpas)
+    }
 }
 
 /// The line of a call made with `input` (its output page or pool as the call left it).
@@ -199,12 +234,16 @@ fn report(
     control: u64,
     input: &[u8],
     output_len: usize,
+    mode: Mode,
     outcome: Result<CallDone, Fault>,
 ) {
     let done = match outcome {
         Err(fault) => {
             let line = EntryLine::HypercallFault { control, fault };
             say!("{}", Numbered(index, line));
+            if mode.is_special() {
+                say!("{} {}", index, crate::recovery::fault_site(mode));
+            }
             return;
         }
         Ok(done) => done,
@@ -237,6 +276,7 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         output_len,
         force,
         gpas,
+        mode,
     } = entry
     else {
         say!("bad table: repeat entry {index} is not followed by a hypercall");
@@ -255,9 +295,10 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         );
         return;
     }
+    arch::prepare_mode(mode);
     let pool = prepare(control, input);
     let start = arch::counter();
-    let mut last = arch::hypercall(control, &pool, gpas);
+    let mut last = call_in(mode, control, &pool, gpas);
     stats.calls = 1;
     if let Ok(done) = &last {
         stats.first = done.result;
@@ -265,7 +306,7 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         stats.canaries_bad = u32::from(!done.bad_canaries().is_empty());
     }
     while last.is_ok() && stats.calls < count {
-        last = arch::hypercall(control, &pool, gpas);
+        last = call_in(mode, control, &pool, gpas);
         stats.calls += 1;
         if let Ok(done) = &last {
             stats.last = done.result;
@@ -275,5 +316,5 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
     }
     stats.ticks = arch::counter().wrapping_sub(start);
     say!("{}", Numbered(index, EntryLine::Repeat(stats)));
-    report(index + 1, control, input, output_len, last);
+    report(index + 1, control, input, output_len, mode, last);
 }

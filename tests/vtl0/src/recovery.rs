@@ -17,6 +17,12 @@ pub struct Recovery {
     pub a: AtomicU64,
     pub b: AtomicU64,
     pub c: AtomicU64,
+    /// The faulting PC (x86_64 the stacked RIP, aarch64 ELR_EL1).
+    pub ip: AtomicU64,
+    /// The result register at the exception (x86_64 RAX, aarch64 X0), and x86_64's RDX (the
+    /// high half of a 32-bit call's EDX:EAX).
+    pub result: AtomicU64,
+    pub result_hi: AtomicU64,
 }
 
 /// Exported under a fixed name so that a host test can find it in the ELF (and make an
@@ -29,6 +35,9 @@ pub static RECOVERY: Recovery = Recovery {
     a: AtomicU64::new(0),
     b: AtomicU64::new(0),
     c: AtomicU64::new(0),
+    ip: AtomicU64::new(0),
+    result: AtomicU64::new(0),
+    result_hi: AtomicU64::new(0),
 };
 
 /// Forgets any earlier fault (before a probe).
@@ -47,4 +56,16 @@ pub fn take() -> Option<Fault> {
         RECOVERY.c.load(Ordering::SeqCst),
     );
     Some(crate::arch::fault(a, b, c))
+}
+
+/// Where the last fault was taken, for a call made in `mode` (see `vtl0::FaultSite`).
+pub fn fault_site(mode: vtl0::Mode) -> vtl0::FaultSite {
+    let ip = RECOVERY.ip.load(Ordering::SeqCst);
+    let result = RECOVERY.result.load(Ordering::SeqCst);
+    let result = if mode.compat32 {
+        (RECOVERY.result_hi.load(Ordering::SeqCst) & 0xFFFF_FFFF) << 32 | (result & 0xFFFF_FFFF)
+    } else {
+        result
+    };
+    vtl0::FaultSite { ip, result }
 }
