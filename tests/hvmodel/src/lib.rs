@@ -158,6 +158,9 @@ pub struct Model {
     /// The fault being applied is a `ReturnedTimeout`: complete the call instead of leaving
     /// the IP on it.
     timeout_returned: bool,
+    /// VPs whose lower VTL HvCallStartVirtualProcessor started while a higher VTL runs on
+    /// them, since the glue last asked ([`Model::take_lower_starts`]).
+    lower_starts: Vec<u32>,
 }
 
 impl Model {
@@ -209,6 +212,7 @@ impl Model {
             vtl0: Vtl0Script::default(),
             fault_counts: vec![0; scenario.faults.len()],
             timeout_returned: false,
+            lower_starts: Vec::new(),
             scenario,
         }
     }
@@ -276,6 +280,22 @@ impl Model {
 
     pub fn vp_started(&self, vp: u32) -> bool {
         self.vps.get(vp as usize).is_some_and(|v| v.started)
+    }
+
+    /// Whether `vtl` has been started on `vp` (the boot VP's enabled VTLs, or a
+    /// StartVirtualProcessor of that VTL).
+    pub fn vtl_started(&self, vp: u32, vtl: Vtl) -> bool {
+        self.vps
+            .get(vp as usize)
+            .is_some_and(|v| v.started_vtls & (1 << vtl.get()) != 0)
+    }
+
+    /// The VPs whose lower VTL was started (HvCallStartVirtualProcessor) while a higher VTL
+    /// runs on them, since the last call: its context is in the model's registers for it, and
+    /// it runs once the higher VTL returns to it. A glue that parked such a VP's CPU waiting
+    /// for its lower VTL wakes it.
+    pub fn take_lower_starts(&mut self) -> Vec<u32> {
+        core::mem::take(&mut self.lower_starts)
     }
 
     pub fn active_vtl(&self, vp: u32) -> Option<Vtl> {
