@@ -12,6 +12,7 @@ use crate::x86_64::{self as arch, Cpu, ExceptionFrame, Exit, Guest};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
+use core::sync::atomic::{AtomicBool, Ordering};
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
 use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
@@ -219,6 +220,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         halted: 0,
         vtl0_ran: false,
         starts: (0..vp_count).map(|_| None).collect(),
+        waiting: alloc::vec![false; vp_count as usize],
     });
     run_vp(Vp {
         vp: 0,
@@ -281,16 +283,37 @@ fn run_vp(mut me: Vp) -> ! {
         if me.vtl0.is_some() {
             host.vtl0_ran = true;
         }
+        host.wake_started_vtl0s();
         let held = host.model.trace().events().len();
         if held >= TRACE_BATCH || (held > 0 && !host.vtl0_ran) {
             host.trace.flush(&mut host.model);
         }
         drop(guard);
-        if after == After::Park {
-            arch::park();
+        match after {
+            After::Resume => {}
+            After::Park => arch::park(),
+            After::WaitVtl0 => {
+                // Until VTL0 on another VP starts this VP's VTL0 (`wake_started_vtl0s`).
+                while !WAKE[me.vp as usize].swap(false, Ordering::Acquire) {
+                    core::hint::spin_loop();
+                }
+                let mut guard = HOST.lock();
+                let Some(host) = guard.as_mut() else {
+                    fail(format_args!("VP {}: woken before the host", me.vp))
+                };
+                if host.run_lower(&mut me) != After::Resume {
+                    host.stop(
+                        false,
+                        format_args!("VP {}: woken for a VTL0 that does not run", me.vp),
+                    )
+                }
+            }
         }
     }
 }
+
+/// Per VP: its VTL0 was started while its CPU waited for it (`After::WaitVtl0`).
+static WAKE: [AtomicBool; arch::MAX_VPS] = [const { AtomicBool::new(false) }; arch::MAX_VPS];
 
 /// The partition, shared by the VPs' CPUs behind [`HOST`].
 struct Host {
@@ -310,6 +333,9 @@ struct Host {
     vtl0_ran: bool,
     /// The context HvCallStartVirtualProcessor gave each VP, until its CPU picks it up.
     starts: Vec<Option<HvX64InitialVpContext>>,
+    /// Per VP: its VTL2 returned to a VTL0 nothing has started yet, and its CPU waits for a
+    /// StartVirtualProcessor of that VTL0 (counted in `parked` meanwhile).
+    waiting: Vec<bool>,
 }
 
 static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
@@ -331,6 +357,8 @@ enum After {
     Resume,
     /// Nothing more to run: it waits, without the host's lock.
     Park,
+    /// Its VTL0 has not been started: it waits, without the host's lock, until it is.
+    WaitVtl0,
 }
 
 impl Host {
@@ -392,6 +420,58 @@ impl Host {
                     start.vp, start.vp
                 ),
             )
+        }
+    }
+
+    /// VTL2 returned to VTL0, which runs for real now from the state the model holds; on a VP
+    /// whose VTL0 nothing has started yet (no entry point), the CPU waits for VTL0 on another
+    /// VP to start it (HvCallStartVirtualProcessor: TLFS vsm.md, INIT/SIPI for a lower VTL are
+    /// dropped once a higher VTL is enabled).
+    fn run_lower(&mut self, me: &mut Vp) -> After {
+        let vp = me.vp;
+        match hv::x86_64::enter_lower(&mut self.model, vp) {
+            Ok(regs) if regs.cpu.rip == 0 => {
+                if vp == 0 {
+                    self.stop(
+                        false,
+                        format_args!(
+                            "VP 0: VTL0 has no entry point (RIP 0): the paravisor set none and \
+                             the runner gave no reset RIP"
+                        ),
+                    )
+                }
+                if self.park(vp, format_args!("VTL0 never started on it")) == After::Park {
+                    self.waiting[vp as usize] = true;
+                    return After::WaitVtl0;
+                }
+                After::Park
+            }
+            Ok(regs) => {
+                me.vtl0_entries += 1;
+                // Only VP 0's first entry gets a line: VTL0 on another VP may be printing.
+                if me.vtl0_entries == 1 && vp == 0 {
+                    println!(
+                        "VP {vp}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
+                        regs.cpu.rip, regs.cr0, regs.efer
+                    );
+                }
+                me.vtl0 = Some(regs);
+                After::Resume
+            }
+            Err(why) => self.stop(false, format_args!("VP {vp}: entering VTL0: {why}")),
+        }
+    }
+
+    /// The VPs whose VTL0 was just started (HvCallStartVirtualProcessor, `Model::
+    /// take_lower_starts`): a CPU waiting for it runs it now.
+    fn wake_started_vtl0s(&mut self) {
+        for vp in self.model.take_lower_starts() {
+            if let Some(waiting) = self.waiting.get_mut(vp as usize) {
+                if core::mem::take(waiting) {
+                    self.parked -= 1;
+                    WAKE[vp as usize].store(true, Ordering::Release);
+                }
+            }
         }
     }
 
@@ -471,32 +551,7 @@ impl Host {
                     format_args!("the paravisor returned to VTL0 with an empty VTL0 script"),
                 )
             }
-            Next::RunLower => match hv::x86_64::enter_lower(&mut self.model, vp) {
-                Ok(regs) if regs.cpu.rip == 0 => {
-                    if vp == 0 {
-                        self.stop(
-                            false,
-                            format_args!(
-                                "VP 0: VTL0 has no entry point (RIP 0): the paravisor set none \
-                                 and the runner gave no reset RIP"
-                            ),
-                        )
-                    }
-                    // VTL0 starts its own APs; until it does, there is nothing to run here.
-                    return self.park(vp, format_args!("VTL0 never started on it"));
-                }
-                Ok(regs) => {
-                    me.vtl0_entries += 1;
-                    if me.vtl0_entries == 1 {
-                        println!(
-                            "VP {vp}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
-                            regs.cpu.rip, regs.cr0, regs.efer
-                        );
-                    }
-                    me.vtl0 = Some(regs);
-                }
-                Err(why) => self.stop(false, format_args!("VP {vp}: entering VTL0: {why}")),
-            },
+            Next::RunLower => return self.run_lower(me),
             Next::Unsupported(why) => self.stop(
                 false,
                 format_args!("VP {vp} VTL2: exit {:#x} at {rip:#x}: {why}", exit.code),
