@@ -1,17 +1,19 @@
 //! The table encoder host-side tests and runners use to build what the kernel reads.
 
 use crate::{
-    EntryHeader, ExecBody, GpasBody, HypercallBody, ReadBody, RepeatBody, TableHeader, WriteBody,
-    FLAG_FORCE, FLAG_GPAS, KIND_EXEC, KIND_HYPERCALL, KIND_READ, KIND_REPEAT, KIND_WRITE,
-    TABLE_MAGIC, TABLE_VERSION,
+    EntryHeader, ExecBody, GpasBody, HypercallBody, ReadBody, RepeatBody, TableHeader, VpBody,
+    WriteBody, FLAG_FORCE, FLAG_GPAS, FLAG_VP, KIND_EXEC, KIND_HYPERCALL, KIND_READ, KIND_REPEAT,
+    KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
 };
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// A test table under construction: `Table::new().hypercall(..).read(..).to_bytes()`.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     count: u32,
     entries: Vec<u8>,
+    /// Where the last entry starts in `entries`.
+    last: usize,
 }
 
 impl Table {
@@ -27,6 +29,7 @@ impl Table {
             flags,
             size: size as u32,
         };
+        self.last = self.entries.len();
         self.entries.extend_from_slice(header.as_bytes());
         self.entries.extend_from_slice(body);
         self.entries.extend_from_slice(tail);
@@ -115,6 +118,28 @@ impl Table {
         self.push(KIND_REPEAT, 0, body.as_bytes(), &[])
     }
 
+    /// The entry added last runs on VP `vp` ([`FLAG_VP`]: a [`VpBody`] after its header)
+    /// instead of VP 0: `Table::new().hypercall(..).on_vp(2)`. Panics without an entry, or on
+    /// one that already names its VP.
+    pub fn on_vp(mut self, vp: u32) -> Table {
+        assert!(self.count > 0, "on_vp without an entry");
+        let at = self.last;
+        let (mut header, _) =
+            EntryHeader::read_from_prefix(&self.entries[at..]).expect("the last entry's header");
+        assert!(
+            header.flags & FLAG_VP == 0,
+            "the entry already names its VP"
+        );
+        header.flags |= FLAG_VP;
+        header.size += size_of::<VpBody>() as u32;
+        self.entries[at..at + size_of::<EntryHeader>()].copy_from_slice(header.as_bytes());
+        let body = VpBody { vp, reserved: 0 };
+        let after = at + size_of::<EntryHeader>();
+        self.entries
+            .splice(after..after, body.as_bytes().iter().copied());
+        self
+    }
+
     /// The entries added so far.
     pub fn len(&self) -> u32 {
         self.count
@@ -142,7 +167,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{parse_table, Arch, Entry, TableError, MAX_ENTRIES, TABLE_MAX};
+    use crate::{parse_table, Arch, Entry, TableError, MAX_ENTRIES, MAX_VPS, TABLE_MAX};
 
     fn sample() -> Table {
         Table::new()
@@ -246,6 +271,67 @@ mod tests {
             parse_table(&elsewhere, arch),
             Err(TableError::BadLength { index: 0, .. })
         ));
+    }
+
+    /// `on_vp` puts a VpBody after the last entry's header (FLAG_VP, size + 8); the parsed table
+    /// says which VP runs each entry and which VPs it names. A VP past MAX_VPS, a reserved
+    /// field set, or a repeat whose hypercall is on another VP are bad tables.
+    #[test]
+    fn entries_on_vps() {
+        let t = Table::new()
+            .read(0x4800_3000, 8)
+            .on_vp(3)
+            .repeat(2)
+            .on_vp(1)
+            .hypercall(0x5c, &[], 0)
+            .on_vp(1)
+            .exec(0x2000);
+        let bytes = t.to_bytes();
+        #[rustfmt::skip]
+        let first = [
+            2, 0, 0x20, 0, 32, 0, 0, 0,
+            3, 0, 0, 0, 0, 0, 0, 0,
+            0, 0x30, 0, 0x48, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(&bytes[16..48], first);
+        for arch in Arch::ALL {
+            let parsed = parse_table(&bytes, arch).expect("valid");
+            assert_eq!(parsed.vps(), 0b1011);
+            let placed: Vec<(u32, Entry<'_>)> =
+                parsed.placed_entries().map(|e| e.unwrap()).collect();
+            let vps: Vec<u32> = placed.iter().map(|(vp, _)| *vp).collect();
+            assert_eq!(vps, vec![3, 1, 1, 0]);
+            assert_eq!(
+                placed[0].1,
+                Entry::Read {
+                    gpa: 0x4800_3000,
+                    width: 8
+                }
+            );
+            assert_eq!(placed[1].1, Entry::Repeat { count: 2 });
+        }
+        let far = Table::new().exec(0).on_vp(MAX_VPS).to_bytes();
+        assert_eq!(err(&far), TableError::BadVp { index: 0, vp: 16 });
+        let mut reserved = Table::new().exec(0).on_vp(1).to_bytes();
+        reserved[16 + 12] = 1;
+        assert_eq!(err(&reserved), TableError::BadVp { index: 0, vp: 1 });
+        let split = Table::new()
+            .exec(0)
+            .repeat(2)
+            .on_vp(2)
+            .hypercall(0x5c, &[], 0)
+            .to_bytes();
+        assert_eq!(err(&split), TableError::RepeatOnOtherVp { index: 1 });
+        let cut = Table::new().exec(0).on_vp(1).to_bytes();
+        let mut short = cut.clone();
+        short[16 + 4] = 16; // the entry's size without the exec body
+        assert!(parse_table(&short, Arch::X86_64).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "already names its VP")]
+    fn on_vp_twice_is_a_mistake() {
+        let _ = Table::new().exec(0).on_vp(1).on_vp(2);
     }
 
     #[test]
