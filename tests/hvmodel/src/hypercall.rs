@@ -851,6 +851,11 @@ impl Model {
                     target.started = true;
                     target.started_vtls |= bit;
                     target.active_vtl = vtl;
+                    if target.enabled_vtls >> (vtl.get() + 1) != 0 {
+                        // A lower VTL started before the VP's higher one: the glue hears of it
+                        // (a live glue starts lower VTLs only where the higher one runs).
+                        self.lower_starts.push(vp);
+                    }
                     call.effects.start_vp = Some(StartVp { vp, vtl, context });
                     return Ok(());
                 }

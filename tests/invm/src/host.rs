@@ -146,6 +146,17 @@ impl Host {
     /// take_lower_starts`): a CPU waiting for it runs it now.
     fn wake_started_vtl0s(&mut self) {
         for vp in self.model.take_lower_starts() {
+            if !self.model.vtl_started(vp, Vtl::VTL2) {
+                let vps = self.vps.len();
+                stop(
+                    self,
+                    false,
+                    format_args!(
+                        "VTL0 started VP {vp}, where VTL2 never ran: this host runs a VP's VTL0 \
+                         only after its VTL2 returns to it (did the paravisor see {vps} VPs?)"
+                    ),
+                )
+            }
             let Some(state) = self.vps.get_mut(vp as usize) else {
                 continue;
             };

@@ -15,7 +15,7 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
-use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
+use hvmodel::{GuestMemory, InitialVpContext, LowerExit, Model, StartVp};
 use zerocopy::FromBytes;
 
 macro_rules! println {
@@ -33,6 +33,9 @@ const HOST_RAM_END: u64 = 0x1000_0000;
 /// Where the paravisor's start info, memory map and command line are written: low RAM, below
 /// QEMU's 0x9fc00 and clear of the paravisor's image at 1 MiB.
 const START_INFO: u64 = 0x7000;
+/// Where the ACPI tables the paravisor counts its VPs in go (`pvh::acpi_tables`): the page
+/// after the start info's.
+const ACPI: u64 = START_INFO + 0x1000;
 /// Where the paravisor's PVH note is looked for: its image, loaded at 1 MiB.
 const IMAGE: Range<u64> = 0x10_0000..0x110_0000;
 
@@ -144,7 +147,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
             // yet (the trampoline is copied to page 0 only when an AP starts): QEMU's start
             // info and its memory map (in page 0) are read here, before the guest runs.
             let mut boot_mem = unsafe { PhysMemory::new(GUEST_RAM) };
-            pvh_start(&mut boot_mem, start_info, &mut cpu)
+            pvh_start(&mut boot_mem, start_info, vp_count as u8, &mut cpu)
         }
     };
     let mut guest = match Guest::new(&GUEST_RAM) {
@@ -466,6 +469,16 @@ impl Host {
     /// take_lower_starts`): a CPU waiting for it runs it now.
     fn wake_started_vtl0s(&mut self) {
         for vp in self.model.take_lower_starts() {
+            if !self.model.vtl_started(vp, Vtl::VTL2) {
+                self.stop(
+                    false,
+                    format_args!(
+                        "VTL0 started VP {vp}, where VTL2 never ran: this host runs a VP's VTL0 \
+                         only after its VTL2 returns to it (did the paravisor see {} VPs?)",
+                        self.starts.len()
+                    ),
+                )
+            }
             if let Some(waiting) = self.waiting.get_mut(vp as usize) {
                 if core::mem::take(waiting) {
                     self.parked -= 1;
@@ -733,9 +746,10 @@ fn exit_name(code: u64) -> &'static str {
 }
 
 /// The ELF boot: QEMU's PVH start info for the host becomes the paravisor's (the host's range
-/// cut out of its memory map), at START_INFO with EBX pointing at it; the entry is the
-/// paravisor's PVH note.
-fn pvh_start(mem: &mut PhysMemory, start_info: u32, cpu: &mut Vcpu) -> u64 {
+/// cut out of its memory map), at START_INFO with EBX pointing at it, with ACPI tables listing
+/// the VPs at ACPI (as a VMM gives a PVH guest its MADT); the entry is the paravisor's PVH
+/// note.
+fn pvh_start(mem: &mut PhysMemory, start_info: u32, vp_count: u8, cpu: &mut Vcpu) -> u64 {
     let mut info = match pvh::read(mem, start_info.into()) {
         Ok(info) => info,
         Err(e) => fail(format_args!(
@@ -755,6 +769,10 @@ fn pvh_start(mem: &mut PhysMemory, start_info: u32, cpu: &mut Vcpu) -> u64 {
         ram_total(&info.memmap),
         GUEST_RAM.end
     );
+    if let Err(e) = mem.write(ACPI, &pvh::acpi_tables(ACPI, vp_count)) {
+        fail(format_args!("writing the paravisor's ACPI tables: {e:?}"));
+    }
+    info.rsdp = ACPI;
     if let Err(e) = pvh::write(mem, START_INFO, &info) {
         fail(format_args!("writing the paravisor's start info: {e:?}"));
     }

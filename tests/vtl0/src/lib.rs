@@ -650,6 +650,11 @@ impl<'a> ParsedTable<'a> {
         self.count
     }
 
+    /// Bytes of the whole table, header included.
+    pub fn total_size(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The VPs the entries name ([`FLAG_VP`]; VP 0 for the rest), bit per VP.
     pub fn vps(&self) -> u32 {
         self.vps

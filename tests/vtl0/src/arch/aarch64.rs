@@ -87,6 +87,18 @@ vtl0_start:
 3:  wfi
     b 3b
 
+    /* Another VP, started by HvCallStartVirtualProcessor at EL1h with the kernel's MMU
+       settings, vectors and its own stack (`start_vp`). */
+    .global vtl0_ap_start
+vtl0_ap_start:
+    msr daifset, #0xf
+    isb
+    mov x29, #0
+    mov x30, #0
+    bl {ap_main}
+6:  wfi
+    b 6b
+
     .section .text.vtl0_vectors, "ax"
     .macro vtl0_unexpected_vec n
     .balign 128
@@ -292,6 +304,7 @@ vtl0_hypercall:
     ret
     "#,
     main = sym crate::kernel::main,
+    ap_main = sym crate::kernel::ap_main,
     unexpected = sym unexpected_exception,
     rec = sym RECOVERY,
     pc = const offset_of!(Recovery, resume_pc),
@@ -304,6 +317,7 @@ vtl0_hypercall:
 );
 
 unsafe extern "C" {
+    fn vtl0_ap_start();
     fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
     fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
     fn vtl0_probe_exec(gpa: u64);
@@ -515,4 +529,85 @@ pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
     // SAFETY: as in probe_read; the callee-saved registers are saved around the branch.
     unsafe { vtl0_probe_exec(gpa) };
     crate::recovery::take().map_or(Ok(()), Err)
+}
+
+/// The stack pointer (which VP runs: `smp::current`).
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads SP; touches no memory.
+    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// A VP done with its entries waits here for VP 0's power-off (`wfe`, which the hypervisor
+/// does not trap; `wfi` would be a halt nothing wakes).
+pub fn idle() -> ! {
+    loop {
+        // SAFETY: waits for an event; touches no memory.
+        unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
+    }
+}
+
+macro_rules! sysreg {
+    ($name:literal) => {{
+        let v: u64;
+        // SAFETY: reads an EL1 system register; touches no memory.
+        unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack)) };
+        v
+    }};
+}
+
+/// Starts VP `vp`'s VTL0 with HvCallStartVirtualProcessor (TLFS; PSCI CPU_ON for a lower VTL
+/// is blocked once a higher VTL is enabled, vsm.md): this VP's SCTLR, MAIR, TCR, TTBR0/1 and
+/// VBAR (the MMU on over the same identity map), SP `stack_top`, PC the AP entry. The call's
+/// status (0: started).
+pub fn start_vp(vp: u32, stack_top: u64) -> Result<u64, Fault> {
+    use hvdef::aarch64::HvArm64InputStartVirtualProcessor;
+    use zerocopy::{FromZeros, IntoBytes};
+    let mut input = HvArm64InputStartVirtualProcessor::new_zeroed();
+    input.partition_id = HV_PARTITION_ID_SELF;
+    input.vp_index = vp;
+    input.target_vtl = 0;
+    let c = &mut input.context;
+    c.pc = vtl0_ap_start as *const () as u64;
+    c.sp_elh = stack_top;
+    c.sctlr_el1 = sysreg!("sctlr_el1");
+    c.mair_el1 = sysreg!("mair_el1");
+    c.tcr_el1 = sysreg!("tcr_el1");
+    c.vbar_el1 = sysreg!("vbar_el1");
+    c.ttbr0_el1 = sysreg!("ttbr0_el1");
+    c.ttbr1_el1 = sysreg!("ttbr1_el1");
+    let bytes = input.as_bytes();
+    crate::mem::write(
+        ARCH,
+        ARCH.input_page(),
+        bytes,
+        vtl0::PAGE_SIZE - bytes.len(),
+    );
+    let control = Control::new().with_code(HypercallCode::START_VIRTUAL_PROCESSOR);
+    let pool = [0u8; POOL_BYTES];
+    let gpas = Some((ARCH.input_page(), ARCH.output_page()));
+    hypercall(control.into_bits(), &pool, gpas).map(|done| done.result & 0xffff)
+}
+
+/// This VP's index as the hypervisor numbers it: HvRegisterVpIndex with a fast
+/// HvCallGetVpRegisters, its value in X6 (the first register pair after the 24 input bytes),
+/// as Linux's `hv_get_vpreg_128` reads it.
+pub fn vp_index() -> Result<u32, &'static str> {
+    let control = Control::new()
+        .with_code(HypercallCode::GET_VP_REGISTERS)
+        .with_fast(true)
+        .with_rep_count(1);
+    let x = raw_call(&[
+        SMCCC_HV_FUNC_ID.into(),
+        control.into_bits(),
+        HV_PARTITION_ID_SELF,
+        HV_VP_INDEX_SELF.into(),
+        HvRegisterName::VP_INDEX.0.into(),
+    ])
+    .map_err(|_| "HvCallGetVpRegisters faulted")?;
+    if x[0] & 0xffff != 0 {
+        return Err("HvCallGetVpRegisters failed");
+    }
+    u32::try_from(x[6]).map_err(|_| "the index is over 32 bits")
 }

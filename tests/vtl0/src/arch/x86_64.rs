@@ -157,6 +157,16 @@ vtl0_start32:
     call {main}
     ud2
 
+    /* Another VP, started by HvCallStartVirtualProcessor in long mode with the kernel's page
+       tables, GDT, IDT and control registers and its own stack (`start_vp`). */
+    .global vtl0_ap_start64
+vtl0_ap_start64:
+    cli
+    cld
+    xor %ebp, %ebp
+    call {ap_main}
+    ud2
+
     .section .text.vtl0_vectors, "ax"
     /* Vectors without an error code push 0 in its place. */
     .irp n, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
@@ -360,6 +370,7 @@ vtl0_hypercall:
     ret
     "#,
     main = sym crate::kernel::main,
+    ap_main = sym crate::kernel::ap_main,
     unexpected = sym unexpected_exception,
     rec = sym RECOVERY,
     pc = const offset_of!(Recovery, resume_pc),
@@ -377,6 +388,7 @@ vtl0_hypercall:
 );
 
 unsafe extern "C" {
+    fn vtl0_ap_start64();
     fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
     fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
     fn vtl0_probe_exec(gpa: u64);
@@ -606,4 +618,122 @@ pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
     // SAFETY: as in probe_read; the callee-saved registers are saved around the call.
     unsafe { vtl0_probe_exec(gpa) };
     crate::recovery::take().map_or(Ok(()), Err)
+}
+
+/// The stack pointer (which VP runs: `smp::current`).
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads RSP; touches no memory.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// A VP done with its entries waits here for VP 0's power-off (no `hlt`: nothing would wake
+/// it, and the hypervisor ends a run whose VTL0 halts for good).
+pub fn idle() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+fn control_registers() -> (u64, u64, u64) {
+    let (cr0, cr3, cr4): (u64, u64, u64);
+    // SAFETY: reads CR0, CR3 and CR4 at CPL0; touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, cr0", "mov {}, cr3", "mov {}, cr4",
+            out(reg) cr0, out(reg) cr3, out(reg) cr4,
+            options(nomem, nostack)
+        )
+    };
+    (cr0, cr3, cr4)
+}
+
+/// The GDTR and IDTR (`sgdt`, `sidt`).
+fn descriptor_tables() -> (
+    hvdef::x86_64::HvX64TableRegister,
+    hvdef::x86_64::HvX64TableRegister,
+) {
+    let mut gdt = [0u8; 10];
+    let mut idt = [0u8; 10];
+    // SAFETY: `sgdt`/`sidt` store 10 bytes each into the buffers.
+    unsafe {
+        core::arch::asm!(
+            "sgdt [{}]", "sidt [{}]",
+            in(reg) gdt.as_mut_ptr(), in(reg) idt.as_mut_ptr(),
+            options(nostack)
+        )
+    };
+    let table = |b: [u8; 10]| hvdef::x86_64::HvX64TableRegister {
+        pad: [0; 3],
+        limit: u16::from_le_bytes([b[0], b[1]]),
+        base: u64::from_le_bytes(b[2..].try_into().expect("8 bytes")),
+    };
+    (table(gdt), table(idt))
+}
+
+/// Starts VP `vp`'s VTL0 with HvCallStartVirtualProcessor (TLFS; the way to start a VP whose
+/// higher VTL is enabled, vsm.md): long mode on this VP's page tables, GDT, IDT, CR0/CR3/CR4
+/// and EFER (LME | LMA), CS the 64-bit code segment (0x08), the data segments 0x10, RSP
+/// `stack_top`, RIP the AP entry. The call's status (0: started).
+pub fn start_vp(vp: u32, stack_top: u64) -> Result<u64, Fault> {
+    use hvdef::x86_64::{HvX64InputStartVirtualProcessor, HvX64SegmentRegister};
+    use hvdef::{Control, HypercallCode, HV_PARTITION_ID_SELF};
+    use zerocopy::{FromZeros, IntoBytes};
+    let seg = |selector: u16, limit: u32, attributes: u16| HvX64SegmentRegister {
+        base: 0,
+        limit,
+        selector,
+        attributes,
+    };
+    let (cr0, cr3, cr4) = control_registers();
+    let (gdtr, idtr) = descriptor_tables();
+    let mut input = HvX64InputStartVirtualProcessor::new_zeroed();
+    input.partition_id = HV_PARTITION_ID_SELF;
+    input.vp_index = vp;
+    input.target_vtl = 0;
+    let c = &mut input.context;
+    c.rip = vtl0_ap_start64 as *const () as u64;
+    c.rsp = stack_top;
+    c.rflags = 0x2;
+    // G | L | P | S | execute/read, accessed; data: G | D/B | P | S | read/write, accessed.
+    c.cs = seg(0x08, 0xFFFF_FFFF, 0xA09B);
+    let data = seg(0x10, 0xFFFF_FFFF, 0xC093);
+    (c.ds, c.es, c.fs, c.gs, c.ss) = (data, data, data, data, data);
+    c.tr = seg(0, 0xFFFF, 0x8B);
+    c.ldtr = seg(0, 0xFFFF, 0x82);
+    c.gdtr = gdtr;
+    c.idtr = idtr;
+    c.efer = 0x500;
+    c.cr0 = cr0;
+    c.cr3 = cr3;
+    c.cr4 = cr4;
+    c.msr_cr_pat = 0x0007_0406_0007_0406;
+    let bytes = input.as_bytes();
+    crate::mem::write(
+        ARCH,
+        ARCH.input_page(),
+        bytes,
+        vtl0::PAGE_SIZE - bytes.len(),
+    );
+    let control = Control::new().with_code(HypercallCode::START_VIRTUAL_PROCESSOR);
+    let pool = [0u8; POOL_BYTES];
+    let gpas = Some((ARCH.input_page(), ARCH.output_page()));
+    hypercall(control.into_bits(), &pool, gpas).map(|done| done.result & 0xffff)
+}
+
+/// This VP's index as the hypervisor numbers it (`HV_X64_MSR_VP_INDEX`, as Linux's
+/// `hv_common_cpu_init` reads it).
+pub fn vp_index() -> Result<u32, &'static str> {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads a Hyper-V synthetic MSR (hyperv_init on VP 0 checked the interface).
+    unsafe {
+        core::arch::asm!(
+            "rdmsr",
+            in("ecx") HvX64Msr::HV_X64_MSR_VP_INDEX.0,
+            out("eax") lo, out("edx") hi,
+            options(nomem, nostack)
+        )
+    };
+    u32::try_from(u64::from(hi) << 32 | u64::from(lo)).map_err(|_| "the index is over 32 bits")
 }
