@@ -945,3 +945,43 @@ fn four_vps_relay_at_once_each_on_its_own_pages() {
         assert_eq!(events, want, "{arch:?}: each VP's event with its own flag");
     }
 }
+
+/// A VP the partition does not have: VP 0's HvCallStartVirtualProcessor of it is the
+/// hypervisor's INVALID_VP_INDEX (TLFS), the kernel says so naming the VP and fails the run
+/// before any entry runs.
+#[test]
+fn starting_a_vp_the_partition_lacks_fails_by_name() {
+    for arch in kernel::arches() {
+        let table = Table::new()
+            .hypercall(
+                code(HypercallCode::POST_MESSAGE).into_bits(),
+                &post_message(RELAYED),
+                0,
+            )
+            .on_vp(2);
+        let scenario = Scenario {
+            vp_count: 2,
+            ..Scenario::for_arch(arch)
+        };
+        let run = kernel::boot(arch, Some(scenario), Some(RELAY), &table);
+        let console = &run.run.run.console;
+        assert!(!run.run.run.passed(), "{arch:?}\n{console}");
+        assert!(
+            console.contains("vtl0: starting vp 2 failed: result=0xe\n"),
+            "{arch:?}\n{console}"
+        );
+        assert_eq!(run.results.done, None, "{arch:?}");
+        assert!(run.results.entries.is_empty(), "{arch:?}: no entry ran");
+        let starts = kernel::calls(&run.run.events, HypercallCode::START_VIRTUAL_PROCESSOR);
+        let vtl0: Vec<_> = starts
+            .iter()
+            .filter(|r| r.vtl == hvdef::Vtl::VTL0)
+            .collect();
+        assert_eq!(vtl0.len(), 1, "{arch:?}");
+        assert_eq!(
+            vtl0[0].status(),
+            Some(HvStatus::INVALID_VP_INDEX),
+            "{arch:?}"
+        );
+    }
+}

@@ -51,7 +51,8 @@ pub extern "C" fn main() -> ! {
             false
         }
     };
-    // SAFETY: the only reference to TABLE_COPY, taken once on the kernel's only CPU.
+    // SAFETY: the only mutable reference to TABLE_COPY, taken once on VP 0 before any other
+    // VP runs, and not used after the copy's length is published (`table()` from then on).
     let copy = unsafe { &mut (*core::ptr::addr_of_mut!(TABLE_COPY)).0 };
     let mut header = [0u8; size_of::<TableHeader>()];
     mem::read(ARCH, ARCH.table_gpa(), &mut header);

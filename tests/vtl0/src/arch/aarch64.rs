@@ -126,13 +126,19 @@ vtl0_vectors:
     vtl0_unexpected_vec 15
 
 vtl0_sync:
-    /* Synchronous exception at EL1h. A probe running (resume_pc set): record ESR/FAR and
+    /* Synchronous exception at EL1h. A probe running (resume_pc set) on this stack (SP within
+       4 KiB of the probe's: another VP's exception is not the probe's): record ESR/FAR and
        resume at its recovery label with its stack. Only x0-x2 are used, so the callee-saved
        registers and the probe's x30 survive. */
     adrp x0, {rec}
     add x0, x0, :lo12:{rec}
     ldr x1, [x0, #{pc}]
     cbz x1, 4f
+    ldr x2, [x0, #{sp}]
+    sub x2, sp, x2
+    add x2, x2, #0x1000
+    cmp x2, #0x2000
+    b.hs 4f
     mrs x2, esr_el1
     str x2, [x0, #{a}]
     mrs x2, far_el1

@@ -182,11 +182,18 @@ vtl0_vec\n:
     .endr
 
 vtl0_exception:
-    /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. A probe running (resume_pc set):
-       record the fault and resume at its recovery label with its stack. The probe's own
-       registers are abandoned; only RAX is used here, so the callee-saved ones survive. */
+    /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. A probe running (resume_pc set)
+       on this stack (the fault's RSP within 4 KiB of the probe's: another VP's exception is
+       not the probe's): record the fault and resume at its recovery label with its stack.
+       The probe's own registers are abandoned; only RAX is used here, so the callee-saved
+       ones survive. */
     cmpq $0, {rec}+{pc}(%rip)
     je 3f
+    mov %rsp, %rax
+    sub {rec}+{sp}(%rip), %rax
+    add $0x1000, %rax
+    cmp $0x2000, %rax
+    jae 3f
     mov (%rsp), %rax
     mov %rax, {rec}+{a}(%rip)
     mov 8(%rsp), %rax
