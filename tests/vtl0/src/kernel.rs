@@ -125,7 +125,8 @@ pub extern "C" fn ap_main() -> ! {
     arch::idle()
 }
 
-/// Runs `vp`'s entries in table order, one at a time across the VPs.
+/// Runs `vp`'s entries in table order (the VPs' at the same time: each has its own pages,
+/// stack and recovery record).
 fn run_entries(table: &ParsedTable<'_>, vp: u32) {
     let hyperv = HYPERV.load(Ordering::Relaxed);
     let mut entries = table.placed_entries().enumerate();
@@ -149,9 +150,9 @@ fn run_entries(table: &ParsedTable<'_>, vp: u32) {
                     say!("bad table: a repeat without a hypercall after it");
                     arch::power_off(false)
                 };
-                smp::ENTRY.with(|| repeat(vp, i, count, target, hyperv));
+                repeat(vp, i, count, target, hyperv);
             }
-            entry => smp::ENTRY.with(|| run(vp, i, entry, hyperv)),
+            entry => run(vp, i, entry, hyperv),
         }
     }
 }

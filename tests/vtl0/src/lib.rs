@@ -33,9 +33,8 @@
 //! vsm.md: INIT/SIPI and PSCI CPU_ON for a lower VTL are dropped once a higher VTL is enabled,
 //! and this call is the way), each from its own context (the kernel's page tables, the VP's
 //! stack); a started VP learns its index from the hypervisor (x86_64 `HV_X64_MSR_VP_INDEX`;
-//! aarch64 HvRegisterVpIndex, as Linux's `hv_common_cpu_init` reads it) and checks it. Entries
-//! run one at a time across the VPs (a lock in the kernel's memory: the fault recovery point is
-//! one), each with its line.
+//! aarch64 HvRegisterVpIndex, as Linux's `hv_common_cpu_init` reads it) and checks it. The VPs
+//! run their entries at the same time, each with its own fault recovery record.
 //!
 //! The kernel validates the whole table before running any entry; a bad table is one
 //! `vtl0: bad table: ...` line and a failing power-off.

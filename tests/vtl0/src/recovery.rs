@@ -1,5 +1,6 @@
-//! The recovery point every probe sets: the exception handlers (arch code) check it, record
-//! the fault here and resume at the probe's recovery label instead of the faulting instruction.
+//! The recovery point every probe sets, one per VP: the exception handlers (arch code) check
+//! the running VP's, record the fault there and resume at the probe's recovery label instead
+//! of the faulting instruction.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use vtl0::Fault;
@@ -19,32 +20,41 @@ pub struct Recovery {
     pub c: AtomicU64,
 }
 
-/// Exported under a fixed name so that a host test can find it in the ELF (and make an
-/// exception unexpected on purpose).
+/// One per VP (index = VP; the exception handlers find theirs from the stack pointer, as
+/// `smp::current` does). Exported under a fixed name so that a host test can find it in the ELF
+/// (and make an exception unexpected on purpose): VP 0's record comes first.
 #[export_name = "vtl0_recovery"]
-pub static RECOVERY: Recovery = Recovery {
-    resume_pc: AtomicU64::new(0),
-    resume_sp: AtomicU64::new(0),
-    faulted: AtomicU64::new(0),
-    a: AtomicU64::new(0),
-    b: AtomicU64::new(0),
-    c: AtomicU64::new(0),
-};
+pub static RECOVERY: [Recovery; vtl0::MAX_VPS as usize] = [const {
+    Recovery {
+        resume_pc: AtomicU64::new(0),
+        resume_sp: AtomicU64::new(0),
+        faulted: AtomicU64::new(0),
+        a: AtomicU64::new(0),
+        b: AtomicU64::new(0),
+        c: AtomicU64::new(0),
+    }
+}; vtl0::MAX_VPS as usize];
 
-/// Forgets any earlier fault (before a probe).
-pub fn arm() {
-    RECOVERY.faulted.store(0, Ordering::SeqCst);
+/// The running VP's record, which its probes arm and its exception handler fills.
+pub fn mine() -> &'static Recovery {
+    &RECOVERY[crate::smp::current() as usize]
 }
 
-/// The fault the last probe took, if any.
+/// Forgets any earlier fault (before a probe) of the running VP.
+pub fn arm() {
+    mine().faulted.store(0, Ordering::SeqCst);
+}
+
+/// The fault the running VP's last probe took, if any.
 pub fn take() -> Option<Fault> {
-    if RECOVERY.faulted.swap(0, Ordering::SeqCst) == 0 {
+    let rec = mine();
+    if rec.faulted.swap(0, Ordering::SeqCst) == 0 {
         return None;
     }
     let (a, b, c) = (
-        RECOVERY.a.load(Ordering::SeqCst),
-        RECOVERY.b.load(Ordering::SeqCst),
-        RECOVERY.c.load(Ordering::SeqCst),
+        rec.a.load(Ordering::SeqCst),
+        rec.b.load(Ordering::SeqCst),
+        rec.c.load(Ordering::SeqCst),
     );
     Some(crate::arch::fault(a, b, c))
 }

@@ -1,24 +1,31 @@
-//! The kernel's other VPs: their stacks, which VP the running code is on, the locks that keep
-//! their entries and lines apart, and the count of VPs done with their entries.
+//! The kernel's other VPs: their stacks, which VP the running code is on, the lock that keeps
+//! their lines apart, and the count of VPs done with their entries.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use vtl0::MAX_VPS;
 
-/// Each started VP's stack (VP 0 runs on the boot stack).
-pub const AP_STACK_SIZE: usize = 0x8000;
+/// Each started VP's stack (VP 0 runs on the boot stack); a power of two (the exception
+/// handlers shift by [`AP_STACK_SHIFT`]).
+pub const AP_STACK_SHIFT: u32 = 15;
+pub const AP_STACK_SIZE: usize = 1 << AP_STACK_SHIFT;
+/// Bytes of all of them.
+pub const AP_STACKS_LEN: usize = (MAX_VPS as usize - 1) * AP_STACK_SIZE;
 
 #[repr(C, align(16))]
-struct ApStacks(UnsafeCell<[[u8; AP_STACK_SIZE]; MAX_VPS as usize - 1]>);
+pub struct ApStacks(UnsafeCell<[[u8; AP_STACK_SIZE]; MAX_VPS as usize - 1]>);
 
 // SAFETY: each stack is used by one VP only (the one started on it); nothing else touches them.
 unsafe impl Sync for ApStacks {}
 
-static AP_STACKS: ApStacks = ApStacks(UnsafeCell::new([[0; AP_STACK_SIZE]; MAX_VPS as usize - 1]));
+/// Exported for the exception handlers, which find the running VP from it as `current` does.
+#[export_name = "vtl0_ap_stacks"]
+pub static AP_STACKS: ApStacks =
+    ApStacks(UnsafeCell::new([[0; AP_STACK_SIZE]; MAX_VPS as usize - 1]));
 
 fn stacks() -> (usize, usize) {
     let base = AP_STACKS.0.get() as usize;
-    (base, base + (MAX_VPS as usize - 1) * AP_STACK_SIZE)
+    (base, base + AP_STACKS_LEN)
 }
 
 /// The top of VP `vp`'s stack (1..MAX_VPS), where it starts.
@@ -60,9 +67,6 @@ impl Lock {
         r
     }
 }
-
-/// One entry at a time across the VPs (with its line): the probes' recovery point is one.
-pub static ENTRY: Lock = Lock::new();
 
 /// The VPs other than 0 that have run all their entries.
 pub static DONE: AtomicU32 = AtomicU32::new(0);

@@ -126,19 +126,28 @@ vtl0_vectors:
     vtl0_unexpected_vec 15
 
 vtl0_sync:
-    /* Synchronous exception at EL1h. A probe running (resume_pc set) on this stack (SP within
-       4 KiB of the probe's: another VP's exception is not the probe's): record ESR/FAR and
-       resume at its recovery label with its stack. Only x0-x2 are used, so the callee-saved
-       registers and the probe's x30 survive. */
-    adrp x0, {rec}
-    add x0, x0, :lo12:{rec}
+    /* Synchronous exception at EL1h, on the running VP's recovery record (VP n >= 1 runs on
+       AP stack n - 1, VP 0 elsewhere: smp::current). A probe running on it (resume_pc set):
+       record ESR/FAR and resume at its recovery label with its stack. Only x0-x2 are used,
+       so the callee-saved registers and the probe's x30 survive. */
+    mov x0, sp
+    adrp x1, {stacks}
+    add x1, x1, :lo12:{stacks}
+    sub x0, x0, x1
+    ldr x1, ={stacks_len}
+    cmp x0, x1
+    b.lo 1f
+    mov x0, #0
+    b 2f
+1:  lsr x0, x0, #{stack_shift}
+    add x0, x0, #1
+2:  mov x1, #{rec_size}
+    mul x0, x0, x1
+    adrp x1, {rec}
+    add x1, x1, :lo12:{rec}
+    add x0, x0, x1
     ldr x1, [x0, #{pc}]
     cbz x1, 4f
-    ldr x2, [x0, #{sp}]
-    sub x2, sp, x2
-    add x2, x2, #0x1000
-    cmp x2, #0x2000
-    b.hs 4f
     mrs x2, esr_el1
     str x2, [x0, #{a}]
     mrs x2, far_el1
@@ -160,11 +169,10 @@ vtl0_unexpected:
     b 5b
 
     .section .text.vtl0_probes, "ax"
-    /* u64 vtl0_probe_read(u64 gpa, u32 width) */
+    /* u64 vtl0_probe_read(u64 gpa, u32 width, struct Recovery *rec) */
     .global vtl0_probe_read
 vtl0_probe_read:
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    mov x3, x2
     adr x2, 9f
     str x2, [x3, #{pc}]
     mov x2, sp
@@ -185,11 +193,9 @@ vtl0_probe_read:
 5:  str xzr, [x3, #{pc}]
 9:  ret
 
-    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width) */
+    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width, struct Recovery *rec) */
     .global vtl0_probe_write
 vtl0_probe_write:
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
     adr x4, 9f
     str x4, [x3, #{pc}]
     mov x4, sp
@@ -210,18 +216,19 @@ vtl0_probe_write:
 5:  str xzr, [x3, #{pc}]
 9:  ret
 
-    /* void vtl0_probe_exec(u64 gpa): branches there with a link; it may clobber anything but
-       SP. The instruction cache is invalidated first (a write probe may have put the code). */
+    /* void vtl0_probe_exec(u64 gpa, struct Recovery *rec): branches there with a link; it
+       may clobber anything but SP (`rec` waits in the frame). The instruction cache is
+       invalidated first (a write probe may have put the code). */
     .global vtl0_probe_exec
 vtl0_probe_exec:
-    stp x29, x30, [sp, #-96]!
+    stp x29, x30, [sp, #-112]!
     stp x19, x20, [sp, #16]
     stp x21, x22, [sp, #32]
     stp x23, x24, [sp, #48]
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    str x1, [sp, #96]
+    mov x3, x1
     adr x2, 9f
     str x2, [x3, #{pc}]
     mov x2, sp
@@ -231,20 +238,19 @@ vtl0_probe_exec:
     dsb ish
     isb
     blr x0
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    ldr x3, [sp, #96]
     str xzr, [x3, #{pc}]
 9:  ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
     ldp x23, x24, [sp, #48]
     ldp x25, x26, [sp, #64]
     ldp x27, x28, [sp, #80]
-    ldp x29, x30, [sp], #96
+    ldp x29, x30, [sp], #112
     ret
 
-    /* void vtl0_hypercall(struct HcRegs *): loads X0-X30 from it, `hvc #0`, stores them all
-       back. The frame pointer and link register are saved on the stack, so they carry
-       canaries too. */
+    /* void vtl0_hypercall(struct HcRegs *, struct Recovery *rec): loads X0-X30 from it,
+       `hvc #0`, stores them all back (`rec` waits on the stack). The frame pointer and link
+       register are saved on the stack, so they carry canaries too. */
     .global vtl0_hypercall
 vtl0_hypercall:
     stp x29, x30, [sp, #-96]!
@@ -253,9 +259,7 @@ vtl0_hypercall:
     stp x23, x24, [sp, #48]
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
-    str x0, [sp, #-16]!
-    adrp x1, {rec}
-    add x1, x1, :lo12:{rec}
+    stp x0, x1, [sp, #-16]!
     adr x2, 9f
     str x2, [x1, #{pc}]
     mov x2, sp
@@ -297,8 +301,7 @@ vtl0_hypercall:
     stp x28, x29, [x30, #{xout} + 8 * 28]
     ldr x0, [sp], #16
     str x0, [x30, #{xout} + 8 * 30]
-    adrp x1, {rec}
-    add x1, x1, :lo12:{rec}
+    ldr x1, [sp, #8]
     str xzr, [x1, #{pc}]
 9:  add sp, sp, #16
     ldp x19, x20, [sp, #16]
@@ -313,6 +316,10 @@ vtl0_hypercall:
     ap_main = sym crate::kernel::ap_main,
     unexpected = sym unexpected_exception,
     rec = sym RECOVERY,
+    stacks = sym crate::smp::AP_STACKS,
+    stacks_len = const crate::smp::AP_STACKS_LEN,
+    stack_shift = const crate::smp::AP_STACK_SHIFT,
+    rec_size = const size_of::<Recovery>(),
     pc = const offset_of!(Recovery, resume_pc),
     sp = const offset_of!(Recovery, resume_sp),
     faulted = const offset_of!(Recovery, faulted),
@@ -324,10 +331,10 @@ vtl0_hypercall:
 
 unsafe extern "C" {
     fn vtl0_ap_start();
-    fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
-    fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
-    fn vtl0_probe_exec(gpa: u64);
-    fn vtl0_hypercall(regs: *mut HcRegs);
+    fn vtl0_probe_read(gpa: u64, width: u32, rec: &Recovery) -> u64;
+    fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
+    fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
+    fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
 }
 
 /// An exception outside any probe (`kind`: the vector table slot, 4 = synchronous at EL1h):
@@ -416,7 +423,7 @@ fn raw_call(x: &[u64]) -> Result<[u64; 31], Fault> {
     crate::recovery::arm();
     // SAFETY: the trampoline saves and restores the callee-saved registers and reads and
     // writes only `r`; a fault resumes at its recovery label.
-    unsafe { vtl0_hypercall(&mut r) };
+    unsafe { vtl0_hypercall(&mut r, crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(r.x_out), Err)
 }
 
@@ -482,7 +489,7 @@ pub fn hypercall(
     }
     crate::recovery::arm();
     // SAFETY: as in raw_call.
-    unsafe { vtl0_hypercall(&mut r) };
+    unsafe { vtl0_hypercall(&mut r, crate::recovery::mine()) };
     if let Some(f) = crate::recovery::take() {
         return Err(f);
     }
@@ -519,21 +526,21 @@ pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
     // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The
     // table entry asked for this access; the kernel's own state lives outside the scratch
     // page, and a probe that breaks the kernel is the table's choice.
-    let value = unsafe { vtl0_probe_read(gpa, width.into()) };
+    let value = unsafe { vtl0_probe_read(gpa, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(value), Err)
 }
 
 pub fn probe_write(gpa: u64, width: u8, value: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read.
-    unsafe { vtl0_probe_write(gpa, value, width.into()) };
+    unsafe { vtl0_probe_write(gpa, value, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
 }
 
 pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read; the callee-saved registers are saved around the branch.
-    unsafe { vtl0_probe_exec(gpa) };
+    unsafe { vtl0_probe_exec(gpa, crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
 }
 

@@ -182,33 +182,43 @@ vtl0_vec\n:
     .endr
 
 vtl0_exception:
-    /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. A probe running (resume_pc set)
-       on this stack (the fault's RSP within 4 KiB of the probe's: another VP's exception is
-       not the probe's): record the fault and resume at its recovery label with its stack.
-       The probe's own registers are abandoned; only RAX is used here, so the callee-saved
-       ones survive. */
-    cmpq $0, {rec}+{pc}(%rip)
-    je 3f
+    /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. The running VP's recovery record
+       (VP n >= 1 runs on AP stack n - 1, VP 0 elsewhere: smp::current). A probe running on
+       it (resume_pc set): record the fault and resume at its recovery label with its stack.
+       The probe's own registers are abandoned; only RAX and RCX (saved) are used here, so
+       the callee-saved ones survive. */
+    push %rcx
     mov %rsp, %rax
-    sub {rec}+{sp}(%rip), %rax
-    add $0x1000, %rax
-    cmp $0x2000, %rax
-    jae 3f
-    mov (%rsp), %rax
-    mov %rax, {rec}+{a}(%rip)
+    lea {stacks}(%rip), %rcx
+    sub %rcx, %rax
+    cmp ${stacks_len}, %rax
+    jb 1f
+    xor %eax, %eax
+    jmp 2f
+1:  shr ${stack_shift}, %rax
+    inc %rax
+2:  imul ${rec_size}, %rax, %rax
+    lea {rec}(%rip), %rcx
+    add %rax, %rcx
+    cmpq $0, {pc}(%rcx)
+    je 3f
     mov 8(%rsp), %rax
-    mov %rax, {rec}+{b}(%rip)
+    mov %rax, {a}(%rcx)
+    mov 16(%rsp), %rax
+    mov %rax, {b}(%rcx)
     mov %cr2, %rax
-    mov %rax, {rec}+{c}(%rip)
-    movq $1, {rec}+{faulted}(%rip)
-    mov {rec}+{pc}(%rip), %rax
-    mov %rax, 16(%rsp)
-    movq $0, {rec}+{pc}(%rip)
-    mov {rec}+{sp}(%rip), %rax
-    mov %rax, 40(%rsp)
+    mov %rax, {c}(%rcx)
+    movq $1, {faulted}(%rcx)
+    mov {pc}(%rcx), %rax
+    mov %rax, 24(%rsp)
+    movq $0, {pc}(%rcx)
+    mov {sp}(%rcx), %rax
+    mov %rax, 48(%rsp)
+    pop %rcx
     add $16, %rsp
     iretq
 3:
+    pop %rcx
     mov (%rsp), %rdi
     mov 8(%rsp), %rsi
     mov 16(%rsp), %rdx
@@ -218,12 +228,12 @@ vtl0_exception:
     ud2
 
     .section .text.vtl0_probes, "ax"
-    /* u64 vtl0_probe_read(u64 gpa, u32 width) */
+    /* u64 vtl0_probe_read(u64 gpa, u32 width, struct Recovery *rec) */
     .global vtl0_probe_read
 vtl0_probe_read:
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rdx)
+    mov %rsp, {sp}(%rdx)
     xor %eax, %eax
     cmp $1, %esi
     je 1f
@@ -238,15 +248,15 @@ vtl0_probe_read:
 2:  movzwl (%rdi), %eax
     jmp 5f
 4:  mov (%rdi), %eax
-5:  movq $0, {rec}+{pc}(%rip)
+5:  movq $0, {pc}(%rdx)
 9:  ret
 
-    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width) */
+    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width, struct Recovery *rec) */
     .global vtl0_probe_write
 vtl0_probe_write:
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rcx)
+    mov %rsp, {sp}(%rcx)
     cmp $1, %edx
     je 1f
     cmp $2, %edx
@@ -260,10 +270,11 @@ vtl0_probe_write:
 2:  mov %si, (%rdi)
     jmp 5f
 4:  mov %esi, (%rdi)
-5:  movq $0, {rec}+{pc}(%rip)
+5:  movq $0, {pc}(%rcx)
 9:  ret
 
-    /* void vtl0_probe_exec(u64 gpa): calls it; it may clobber anything but RSP. */
+    /* void vtl0_probe_exec(u64 gpa, struct Recovery *rec): calls it; it may clobber
+       anything but RSP (`rec` waits on the stack). */
     .global vtl0_probe_exec
 vtl0_probe_exec:
     push %rbx
@@ -272,12 +283,15 @@ vtl0_probe_exec:
     push %r13
     push %r14
     push %r15
+    push %rsi
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rsi)
+    mov %rsp, {sp}(%rsi)
     call *%rdi
-    movq $0, {rec}+{pc}(%rip)
-9:  pop %r15
+    mov (%rsp), %rsi
+    movq $0, {pc}(%rsi)
+9:  add $8, %rsp
+    pop %r15
     pop %r14
     pop %r13
     pop %r12
@@ -285,8 +299,8 @@ vtl0_probe_exec:
     pop %rbx
     ret
 
-    /* void vtl0_hypercall(struct HcRegs *): loads every GPR but RSP and XMM0-15 from it,
-       calls `target`, stores them all back. */
+    /* void vtl0_hypercall(struct HcRegs *, struct Recovery *rec): loads every GPR but RSP
+       and XMM0-15 from it, calls `target`, stores them all back (`rec` waits on the stack). */
     .global vtl0_hypercall
 vtl0_hypercall:
     push %rbx
@@ -296,9 +310,10 @@ vtl0_hypercall:
     push %r14
     push %r15
     push %rdi
+    push %rsi
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rsi)
+    mov %rsp, {sp}(%rsi)
     movdqu {xin}+0x00(%rdi), %xmm0
     movdqu {xin}+0x10(%rdi), %xmm1
     movdqu {xin}+0x20(%rdi), %xmm2
@@ -331,7 +346,7 @@ vtl0_hypercall:
     mov {target}(%rdi), %rax
     mov {gin}+8*7(%rdi), %rdi
     call *%rax
-    xchg %rdi, (%rsp)
+    xchg %rdi, 8(%rsp)
     mov %rax, {gout}+8*0(%rdi)
     mov %rcx, {gout}+8*1(%rdi)
     mov %rdx, {gout}+8*2(%rdi)
@@ -363,11 +378,13 @@ vtl0_hypercall:
     movdqu %xmm13, {xout}+0xd0(%rdi)
     movdqu %xmm14, {xout}+0xe0(%rdi)
     movdqu %xmm15, {xout}+0xf0(%rdi)
-    pop %rax
+    mov 8(%rsp), %rax
     mov %rax, {gout}+8*7(%rdi)
-    movq $0, {rec}+{pc}(%rip)
+    pop %rax
+    movq $0, {pc}(%rax)
+    add $8, %rsp
     jmp 8f
-9:  add $8, %rsp
+9:  add $16, %rsp
 8:  pop %r15
     pop %r14
     pop %r13
@@ -380,6 +397,10 @@ vtl0_hypercall:
     ap_main = sym crate::kernel::ap_main,
     unexpected = sym unexpected_exception,
     rec = sym RECOVERY,
+    stacks = sym crate::smp::AP_STACKS,
+    stacks_len = const crate::smp::AP_STACKS_LEN,
+    stack_shift = const crate::smp::AP_STACK_SHIFT,
+    rec_size = const size_of::<Recovery>(),
     pc = const offset_of!(Recovery, resume_pc),
     sp = const offset_of!(Recovery, resume_sp),
     faulted = const offset_of!(Recovery, faulted),
@@ -396,10 +417,10 @@ vtl0_hypercall:
 
 unsafe extern "C" {
     fn vtl0_ap_start64();
-    fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
-    fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
-    fn vtl0_probe_exec(gpa: u64);
-    fn vtl0_hypercall(regs: *mut HcRegs);
+    fn vtl0_probe_read(gpa: u64, width: u32, rec: &Recovery) -> u64;
+    fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
+    fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
+    fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
 }
 
 /// An exception outside any probe: one line, then a failing power-off.
@@ -563,7 +584,7 @@ pub fn hypercall(
     // SAFETY: the trampoline saves and restores the callee-saved registers, reads and writes
     // only `r`, and calls the hypercall page the hypervisor provides (hyperv_init set it up);
     // a fault resumes at its recovery label.
-    unsafe { vtl0_hypercall(&mut r) };
+    unsafe { vtl0_hypercall(&mut r, crate::recovery::mine()) };
     if let Some(f) = crate::recovery::take() {
         return Err(f);
     }
@@ -609,21 +630,21 @@ pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
     // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The
     // table entry asked for this access; the kernel's own state lives outside the scratch
     // page, and a probe that breaks the kernel is the table's choice.
-    let value = unsafe { vtl0_probe_read(gpa, width.into()) };
+    let value = unsafe { vtl0_probe_read(gpa, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(value), Err)
 }
 
 pub fn probe_write(gpa: u64, width: u8, value: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read.
-    unsafe { vtl0_probe_write(gpa, value, width.into()) };
+    unsafe { vtl0_probe_write(gpa, value, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
 }
 
 pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read; the callee-saved registers are saved around the call.
-    unsafe { vtl0_probe_exec(gpa) };
+    unsafe { vtl0_probe_exec(gpa, crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
 }
 
