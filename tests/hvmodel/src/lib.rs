@@ -108,7 +108,9 @@ pub struct Effects {
     pub advance_ip: bool,
     /// Raise this instead of completing the instruction.
     pub fault: Option<Fault>,
-    /// HvCallStartVirtualProcessor succeeded: really start this vCPU with this context.
+    /// HvCallStartVirtualProcessor succeeded on a VP that was not running: really start this
+    /// vCPU with this context. (A lower VTL started on a VP whose higher VTL runs is not this:
+    /// its context is in the model's registers, see [`Model::take_lower_starts`].)
     pub start_vp: Option<StartVp>,
     /// HvCallEnableVpVtl succeeded. Informational: the TLFS does not run the VP until it is
     /// started, so the glue starts nothing.
