@@ -325,3 +325,29 @@ fn a_vp_without_a_cpu_fails_the_run_by_name() {
         ],
     );
 }
+
+/// The ELF boot on 4 VPs: the host's PVH start info points at ACPI tables whose MADT lists one
+/// enabled local APIC per VP (as a VMM gives a PVH guest its processors), so the paravisor
+/// counts 4 VPs and starts every one at VTL2.
+#[test]
+fn an_elf_boot_finds_every_vp_in_the_hosts_acpi_tables() {
+    let mut boot = InvmBoot::new(
+        Arch::X86_64,
+        invm_image(),
+        Paravisor::Elf(image(Arch::X86_64)),
+    );
+    boot.vps = 4;
+    let run = boot.run().expect("QEMU runs").run;
+    assert_eq!(
+        run.outcome,
+        Outcome::Pass,
+        "{}\n{}",
+        run.summary(),
+        run.console
+    );
+    assert!(!run.console.contains("assuming 1 VP"), "{}", run.console);
+    assert_lines_in_order(
+        &run.console,
+        &["command line \"\", 4 VP(s)", "all 4 VP(s) run at VTL2"],
+    );
+}
