@@ -59,9 +59,9 @@ fn hypercall_rate(elf: &Path, arch: Arch) -> Result<f64> {
 }
 
 /// Hypercalls per VP during boot, by call code.
-fn boot_calls(report: &Report) -> BTreeMap<u32, BTreeMap<String, u32>> {
+fn boot_calls(events: &[Event]) -> BTreeMap<u32, BTreeMap<String, u32>> {
     let mut per_vp: BTreeMap<u32, BTreeMap<String, u32>> = BTreeMap::new();
-    for event in report.trace().events() {
+    for event in events {
         if let Event::Hypercall(h) = event {
             *per_vp
                 .entry(h.vp)
@@ -123,6 +123,42 @@ struct Category {
     /// What VTL0 gets: a status, or `None` for a fault (an exception pending, IP unmoved).
     status: Option<HvStatus>,
     call: Vtl0Call,
+    /// The same call as the VTL0 test kernel makes it (the in-VM host's figures).
+    entry: Entry,
+}
+
+/// A category's call as a table entry of the VTL0 test kernel.
+enum Entry {
+    /// Input bytes on the input page (fast: in the fast registers), `output_len` bytes of
+    /// output reported.
+    Hypercall {
+        control: Control,
+        input: Vec<u8>,
+        output_len: u32,
+    },
+    /// An 8-byte store of 0.
+    Write { gpa: u64 },
+}
+
+impl Entry {
+    fn add_to(&self, table: vtl0::Table) -> vtl0::Table {
+        match self {
+            Entry::Hypercall {
+                control,
+                input,
+                output_len,
+            } => table.hypercall(control.into_bits(), input, *output_len),
+            Entry::Write { gpa } => table.write(*gpa, 8, 0),
+        }
+    }
+}
+
+fn hypercall(control: Control, input: Vec<u8>, output_len: u32) -> Entry {
+    Entry::Hypercall {
+        control,
+        input,
+        output_len,
+    }
 }
 
 /// One VTL0 call per category, in script order. The relayed ones are what Hyper-V reflects;
@@ -140,6 +176,7 @@ fn categories(arch: Arch) -> Vec<Category> {
             status: Some(HvStatus::SUCCESS),
             call: call(arch, code(C::POST_MESSAGE), l.input, 0)
                 .with_memory(l.input, &e2e::post_message(e2e::RELAYED)),
+            entry: hypercall(code(C::POST_MESSAGE), e2e::post_message(e2e::RELAYED), 0),
         },
         Category {
             name: "relayed, fast",
@@ -152,6 +189,11 @@ fn categories(arch: Arch) -> Vec<Category> {
                 e2e::signal_event_word(e2e::RELAYED_EVENT, 0),
                 0,
             ),
+            entry: hypercall(
+                code(C::SIGNAL_EVENT).with_fast(true),
+                e2e::signal_event_input(e2e::RELAYED_EVENT, 0),
+                0,
+            ),
         },
         Category {
             name: "relayed, device",
@@ -162,6 +204,11 @@ fn categories(arch: Arch) -> Vec<Category> {
                 l.input,
                 &e2e::retarget_input(hvdef::HV_PARTITION_ID_SELF, e2e::OWNED_DEVICE),
             ),
+            entry: hypercall(
+                code(C::RETARGET_DEVICE_INTERRUPT),
+                e2e::retarget_input(hvdef::HV_PARTITION_ID_SELF, e2e::OWNED_DEVICE),
+                0,
+            ),
         },
         Category {
             name: "answered locally",
@@ -169,6 +216,7 @@ fn categories(arch: Arch) -> Vec<Category> {
             handling: Handling::Local,
             status: Some(HvStatus::SUCCESS),
             call: call(arch, code(C::EXT_QUERY_CAPABILITIES), 0, l.output).with_output(l.output, 8),
+            entry: hypercall(code(C::EXT_QUERY_CAPABILITIES), vec![], 8),
         },
         Category {
             name: "refused, unknown code",
@@ -176,6 +224,7 @@ fn categories(arch: Arch) -> Vec<Category> {
             handling: Handling::Refused,
             status: Some(HvStatus::INVALID_HYPERCALL_CODE),
             call: call(arch, code(C(0x0077)), 0, 0),
+            entry: hypercall(code(C(0x0077)), vec![], 0),
         },
         Category {
             name: "refused, unmapped connection",
@@ -184,6 +233,7 @@ fn categories(arch: Arch) -> Vec<Category> {
             status: Some(HvStatus::INVALID_CONNECTION_ID),
             call: call(arch, code(C::POST_MESSAGE), l.input, 0)
                 .with_memory(l.input, &e2e::post_message(e2e::UNMAPPED)),
+            entry: hypercall(code(C::POST_MESSAGE), e2e::post_message(e2e::UNMAPPED), 0),
         },
         Category {
             name: "faulted, VTL2 memory",
@@ -198,6 +248,7 @@ fn categories(arch: Arch) -> Vec<Category> {
                     bytes: vec![0; 8],
                 },
             ),
+            entry: Entry::Write { gpa: l.vtl2 + 0x40 },
         },
     ]
 }
@@ -413,9 +464,246 @@ fn per_call_section(out: &mut String, elf: &Path, arch: Arch) -> Result<()> {
 
     writeln!(
         out,
-        "### Per proxied VTL0 call ({}, 1 VP, default scenario)\n",
+        "### Per proxied VTL0 call ({}, 1 VP, default scenario; gdbstub mock)\n",
         arch.name()
     )?;
+    write_per_call_table(out, &cats, &costs)?;
+    writeln!(
+        out,
+        "- deterministic: {PROXY_RUNS} identical sessions gave identical host calls, transitions \
+         and instruction counts per call; a session with the calls in reverse order gave {}",
+        if order_independent {
+            "the same figures".to_string()
+        } else {
+            let diff: Vec<String> = cats
+                .iter()
+                .zip(costs.iter().zip(&reversed_costs))
+                .filter(|(_, (a, b))| a != b)
+                .map(|(c, (a, b))| format!("{}: {} vs {}", c.name, a.instructions, b.instructions))
+                .collect();
+            format!("different instruction counts ({})", diff.join("; "))
+        }
+    )?;
+    let traps: u64 = stepping.iter().map(|c| c.traps).sum();
+    writeln!(
+        out,
+        "- VTL2 instructions: the VP single-stepped from the VtlReturn that delivered the \
+         intercept to its next VtlReturn, that one included; a step counts when it moved the IP, \
+         and each trap the mock serves (hypercall, MSR, CPUID) counts as one. Steps that leave \
+         the IP in place are not instructions: x86 REP string iterations, and the odd step QEMU \
+         ends before the instruction retires (so raw step counts vary by one or two between \
+         runs, the instruction counts do not)"
+    )?;
+    writeln!(
+        out,
+        "- cost of counting: {steps} single steps and {traps} served traps in {secs:.1} s over \
+         {} sessions, {:.0} steps/s\n",
+        PROXY_RUNS + 1,
+        steps as f64 / secs.max(1e-9)
+    )?;
+    Ok(())
+}
+
+/// The trace of a live run cut per intercept on `vp`: from the intercept (VTL0's exit the
+/// hypervisor handed to VTL2) to VTL2's next VtlReturn (inclusive). Under the in-VM host the
+/// model records the intercept when VTL0 exits, before VTL2 runs. One window per VtlReturn
+/// that ends one, in order.
+fn live_windows(events: &[Event], vp: u32) -> Vec<CallCost> {
+    let mut windows = Vec::new();
+    let mut open: Option<CallCost> = None;
+    for event in events {
+        match event {
+            Event::Intercept { vp: v, .. } if *v == vp => {
+                open.get_or_insert_with(|| CallCost {
+                    host: BTreeMap::new(),
+                    other_exits: 0,
+                    entries: 0,
+                    exits: 0,
+                    instructions: 0,
+                    traps: 0,
+                })
+                .entries += 1;
+            }
+            Event::Hypercall(h) if h.vp == vp && h.vtl.get() == 2 => match h.code {
+                HypercallCode::VTL_RETURN => {
+                    if let Some(mut w) = open.take() {
+                        w.exits += 1;
+                        windows.push(w);
+                    }
+                }
+                HypercallCode::VTL_CALL => {
+                    if let Some(w) = open.as_mut() {
+                        w.exits += 1;
+                    }
+                }
+                _ => {
+                    if let Some(w) = open.as_mut() {
+                        let name = h
+                            .code
+                            .name()
+                            .map_or_else(|| format!("{:#06x}", h.code.0), |n| n.to_string());
+                        *w.host.entry(name).or_default() += 1;
+                    }
+                }
+            },
+            Event::Cpuid { vp: v, .. }
+            | Event::Rdmsr { vp: v, .. }
+            | Event::Wrmsr { vp: v, .. }
+            | Event::Smccc { vp: v, .. }
+                if *v == vp =>
+            {
+                if let Some(w) = open.as_mut() {
+                    w.other_exits += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    windows
+}
+
+/// One in-VM run with every category's call made by the VTL0 test kernel in `order`, VTL2's
+/// instructions counted by the host; checks what VTL0 saw and returns each category's cost
+/// (category order) and the run's wall time.
+fn live_proxy_run(
+    images: &live::Images,
+    arch: Arch,
+    cats: &[Category],
+    order: &[usize],
+) -> Result<(Vec<CallCost>, Duration)> {
+    let table = order
+        .iter()
+        .fold(vtl0::Table::new(), |t, &i| cats[i].entry.add_to(t));
+    let (run, results) = images.run_table_counted(
+        &table,
+        e2e::RELAY,
+        proxy_scenario(arch),
+        Duration::from_secs(120),
+    )?;
+    let records = results.records().map_err(anyhow::Error::msg)?;
+    for (record, &i) in records.iter().zip(order) {
+        let cat = &cats[i];
+        let seen = match (record, cat.status) {
+            (
+                vtl0::Record::Hypercall {
+                    outcome:
+                        vtl0::CallOutcome::Done {
+                            result,
+                            bad_canaries,
+                            ..
+                        },
+                    ..
+                },
+                Some(status),
+            ) => *result == u64::from(status.0) && bad_canaries.is_empty(),
+            (
+                vtl0::Record::Write {
+                    outcome: Err(_), ..
+                },
+                None,
+            ) => true,
+            _ => false,
+        };
+        if !seen {
+            bail!(
+                "{} {}: VTL0 recorded {record:?}, expected {:?}",
+                arch.name(),
+                cat.name,
+                cat.status
+            );
+        }
+    }
+    let windows = live_windows(&run.events, 0);
+    if windows.len() != order.len() || run.vtl2_work.len() != order.len() {
+        bail!(
+            "{}: {} calls, {} trace windows, {} VTL2 counts",
+            arch.name(),
+            order.len(),
+            windows.len(),
+            run.vtl2_work.len()
+        );
+    }
+    let mut costs: Vec<Option<CallCost>> = vec![None; cats.len()];
+    for ((mut window, &(_, instructions)), &i) in windows.into_iter().zip(&run.vtl2_work).zip(order)
+    {
+        window.instructions = instructions;
+        window.traps = u64::from(window.host_calls() + window.other_exits + window.exits);
+        costs[i] = Some(window);
+    }
+    let costs = costs
+        .into_iter()
+        .map(|c| c.context("a category was not measured"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((costs, run.run.elapsed))
+}
+
+/// The per-call figures under the in-VM host: the same categories as the gdbstub section,
+/// made by the real VTL0 kernel, VTL2's instructions counted by the host.
+fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) -> Result<()> {
+    let cats = categories(arch);
+    let forward: Vec<usize> = (0..cats.len()).collect();
+    let mut runs = Vec::new();
+    let mut wall = Duration::ZERO;
+    for _ in 0..PROXY_RUNS {
+        let (costs, elapsed) = live_proxy_run(images, arch, &cats, &forward)?;
+        runs.push(costs);
+        wall += elapsed;
+    }
+    let reversed: Vec<usize> = forward.iter().rev().copied().collect();
+    let (reversed_costs, elapsed) = live_proxy_run(images, arch, &cats, &reversed)?;
+    wall += elapsed;
+    let costs = runs[0].clone();
+    if !runs.iter().all(|r| *r == costs) {
+        for (i, r) in runs.iter().enumerate() {
+            eprintln!("{} run {i}: {:?}", arch.name(), r);
+        }
+        bail!(
+            "{}: per-call counts differ between identical in-VM runs",
+            arch.name()
+        );
+    }
+    writeln!(
+        out,
+        "### Per proxied VTL0 call ({}, 1 VP, default scenario; in-VM host, the VTL0 test kernel)\n",
+        arch.name()
+    )?;
+    write_per_call_table(out, &cats, &costs)?;
+    writeln!(
+        out,
+        "- deterministic: {PROXY_RUNS} identical runs gave identical host calls, transitions and \
+         instruction counts per call; a run with the calls in reverse order gave {}",
+        if reversed_costs == costs {
+            "the same figures".to_string()
+        } else {
+            let diff: Vec<String> = cats
+                .iter()
+                .zip(costs.iter().zip(&reversed_costs))
+                .filter(|(_, (a, b))| a != b)
+                .map(|(c, (a, b))| format!("{}: {} vs {}", c.name, a.instructions, b.instructions))
+                .collect();
+            format!("different instruction counts ({})", diff.join("; "))
+        }
+    )?;
+    writeln!(
+        out,
+        "- VTL2 instructions: counted by the in-VM host under `-icount shift=0` from the \
+         intercept's delivery to VTL2's VtlReturn (arm64: the PMU cycle counter, EL1 only; \
+         x86: the TSC around each VMRUN of VTL2, the host's own instructions in that window \
+         taken off, and a REP string instruction counting once per iteration); \
+         in parentheses VTL2's exits to the host in that span (its hypercalls, the VtlReturn \
+         included, and MSR/CPUID/SMCCC accesses)"
+    )?;
+    writeln!(
+        out,
+        "- cost of counting: {} runs in {:.1} s of QEMU wall time\n",
+        PROXY_RUNS + 1,
+        wall.as_secs_f64()
+    )?;
+    Ok(())
+}
+
+/// The per-call table and how it compares with the interface's minimum.
+fn write_per_call_table(out: &mut String, cats: &[Category], costs: &[CallCost]) -> Result<()> {
     writeln!(
         out,
         "| category | VTL0 call | VTL0 sees | host hypercalls issued (VtlReturn aside) | \
@@ -424,7 +712,7 @@ fn per_call_section(out: &mut String, elf: &Path, arch: Arch) -> Result<()> {
          |---|---|---|---|---|---|---|"
     )?;
     let mut over = Vec::new();
-    for (cat, cost) in cats.iter().zip(&costs) {
+    for (cat, cost) in cats.iter().zip(costs) {
         let mut host: Vec<String> = cost.host.iter().map(|(c, n)| format!("{c} {n}")).collect();
         if cost.other_exits > 0 {
             host.push(format!("+ {} MSR/CPUID/SMCCC exits", cost.other_exits));
@@ -477,39 +765,6 @@ fn per_call_section(out: &mut String, elf: &Path, arch: Arch) -> Result<()> {
             .collect();
         writeln!(out, "- against the minimum: {}", list.join("; "))?;
     }
-    writeln!(
-        out,
-        "- deterministic: {PROXY_RUNS} identical sessions gave identical host calls, transitions \
-         and instruction counts per call; a session with the calls in reverse order gave {}",
-        if order_independent {
-            "the same figures".to_string()
-        } else {
-            let diff: Vec<String> = cats
-                .iter()
-                .zip(costs.iter().zip(&reversed_costs))
-                .filter(|(_, (a, b))| a != b)
-                .map(|(c, (a, b))| format!("{}: {} vs {}", c.name, a.instructions, b.instructions))
-                .collect();
-            format!("different instruction counts ({})", diff.join("; "))
-        }
-    )?;
-    let traps: u64 = stepping.iter().map(|c| c.traps).sum();
-    writeln!(
-        out,
-        "- VTL2 instructions: the VP single-stepped from the VtlReturn that delivered the \
-         intercept to its next VtlReturn, that one included; a step counts when it moved the IP, \
-         and each trap the mock serves (hypercall, MSR, CPUID) counts as one. Steps that leave \
-         the IP in place are not instructions: x86 REP string iterations, and the odd step QEMU \
-         ends before the instruction retires (so raw step counts vary by one or two between \
-         runs, the instruction counts do not)"
-    )?;
-    writeln!(
-        out,
-        "- cost of counting: {steps} single steps and {traps} served traps in {secs:.1} s over \
-         {} sessions, {:.0} steps/s\n",
-        PROXY_RUNS + 1,
-        steps as f64 / secs.max(1e-9)
-    )?;
     Ok(())
 }
 
@@ -570,7 +825,7 @@ pub fn run(arches: &[Arch], live_only: bool) -> Result<()> {
         writeln!(out, "- static memory (loadable + BSS): {total} bytes")?;
         writeln!(out, "- per VP: {per_vp} bytes ({breakdown})\n")?;
         writeln!(out, "| VP | hypercalls during boot, by code |\n|---|---|")?;
-        for (vp, calls) in boot_calls(&report) {
+        for (vp, calls) in boot_calls(report.trace().events()) {
             let list: Vec<String> = calls.iter().map(|(c, n)| format!("{c} {n}")).collect();
             writeln!(out, "| {vp} | {} |", list.join(", "))?;
         }
@@ -781,8 +1036,12 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         out,
         "\n| VPs | boot to the proxy loop (wall) | trace events | hypercalls per VP (VP 0; the others) |\n|---|---|---|---|"
     )?;
+    let mut by_code = None;
     for vps in LIVE_BOOT_VPS {
         let run = images.boot_to_proxy_loop(vps)?;
+        if vps == BOOT_VPS {
+            by_code = Some(boot_calls(&run.events));
+        }
         let mut per_vp: BTreeMap<u32, u32> = BTreeMap::new();
         for event in &run.events {
             if let Event::Hypercall(h) = event {
@@ -807,5 +1066,20 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         )?;
     }
     writeln!(out)?;
+    if let Some(by_code) = by_code {
+        writeln!(
+            out,
+            "| VP | hypercalls during a {BOOT_VPS}-VP boot (IGVM file), by code |\n|---|---|"
+        )?;
+        for (vp, calls) in by_code {
+            let list: Vec<String> = calls.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            writeln!(out, "| {vp} | {} |", list.join(", "))?;
+        }
+        writeln!(out)?;
+    }
+    let (total, per_vp, breakdown) = memory(&images.elf)?;
+    writeln!(out, "- static memory (loadable + BSS): {total} bytes")?;
+    writeln!(out, "- per VP: {per_vp} bytes ({breakdown})\n")?;
+    live_per_call_section(out, &images, arch)?;
     Ok(())
 }

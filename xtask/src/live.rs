@@ -121,6 +121,40 @@ impl Images {
         self.run(boot, table, trace, timeout)
     }
 
+    /// As [`Images::run_table_elf`], with this partition for the host's model and VTL2's
+    /// instructions counted per intercept ([`InvmRun::vtl2_work`]), the trace written.
+    pub fn run_table_counted(
+        &self,
+        table: &Table,
+        append: &str,
+        scenario: mockhv::model::Scenario,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
+        self.run_table_elf_in(table, append, scenario, true, timeout)
+    }
+
+    /// As [`Images::run_table_elf`] with the trace, with this partition for the host's model;
+    /// `count` counts VTL2's instructions per intercept ([`InvmRun::vtl2_work`]).
+    pub fn run_table_elf_in(
+        &self,
+        table: &Table,
+        append: &str,
+        scenario: mockhv::model::Scenario,
+        count: bool,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
+        let mut boot = InvmBoot::new(
+            self.arch,
+            self.host.clone(),
+            Paravisor::Elf(self.elf.clone()),
+        );
+        boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
+        boot.append = Some(append.to_string());
+        boot.scenario = Some(scenario);
+        boot.count_vtl2 = count;
+        self.run(boot, table, true, timeout)
+    }
+
     fn run(
         &self,
         mut boot: InvmBoot,

@@ -214,13 +214,19 @@ fn vtl0_runs_its_table(arch: Arch, start_line: &str) {
     );
 }
 
-/// VTL2's instructions per intercept, counted by the host (the PMU cycle counter at EL1 under
-/// `-icount shift=0`): the same on every run, the same for the same call, and a handful of
-/// hundreds to a few thousand (a log line included for the refused store).
+/// VTL2's instructions per intercept, counted by the host under `-icount shift=0` (arm64: the
+/// PMU cycle counter at EL1; x86: the TSC around each VMRUN of VTL2): the same on every run,
+/// the same for the same call, and a handful of hundreds to a few thousand (a log line
+/// included for the refused store).
 #[test]
 fn vtl2_work_per_intercept_is_counted_exactly() {
+    for arch in Arch::ALL {
+        vtl2_work_is_counted_exactly(arch);
+    }
+}
+
+fn vtl2_work_is_counted_exactly(arch: Arch) {
     use hvdef::HypercallCode;
-    let arch = Arch::Aarch64;
     let post = e2e::post_message(0x77);
     let code = u64::from(HypercallCode::POST_MESSAGE.0);
     let table = Table::new()
@@ -230,22 +236,35 @@ fn vtl2_work_per_intercept_is_counted_exactly() {
         .write(e2e::layout(arch).vtl2, 8, 1);
     let count = |boot: &mut InvmBoot| boot.count_vtl2 = true;
     let (first, results) = run_with(arch, &table, count);
-    assert_eq!(first.run.outcome, Outcome::Pass, "{}", first.summary());
-    assert_eq!(results.done, Some(4));
+    assert_eq!(
+        first.run.outcome,
+        Outcome::Pass,
+        "{arch:?}: {}",
+        first.summary()
+    );
+    assert_eq!(results.done, Some(4), "{arch:?}");
     let work: Vec<u64> = first
         .vtl2_work
         .iter()
         .map(|&(vp, n)| {
-            assert_eq!(vp, 0);
+            assert_eq!(vp, 0, "{arch:?}");
             n
         })
         .collect();
-    eprintln!("VTL2 instructions per intercept: {work:?}");
-    assert_eq!(work.len(), 4, "one per intercept: {:?}", first.vtl2_work);
-    assert_eq!(work[1], work[2], "the same call costs the same");
-    assert!(work.iter().all(|&n| (100..20_000).contains(&n)), "{work:?}");
+    eprintln!("{arch:?}: VTL2 instructions per intercept: {work:?}");
+    assert_eq!(
+        work.len(),
+        4,
+        "{arch:?}: one per intercept: {:?}",
+        first.vtl2_work
+    );
+    assert_eq!(work[1], work[2], "{arch:?}: the same call costs the same");
+    assert!(
+        work.iter().all(|&n| (100..20_000).contains(&n)),
+        "{arch:?}: {work:?}"
+    );
     let (second, _) = run_with(arch, &table, count);
-    assert_eq!(second.vtl2_work, first.vtl2_work, "deterministic");
+    assert_eq!(second.vtl2_work, first.vtl2_work, "{arch:?}: deterministic");
 }
 
 /// `cargo xtask run`'s demo, as a person sees it: each call one `vtl0:` line with what VTL0 got
@@ -519,4 +538,219 @@ fn every_vp_catches_its_own_faults() {
         ];
         assert_eq!(r.by_index().unwrap(), want, "{arch:?}\n{console}");
     }
+}
+
+/// VTL0 starts with exactly the registers its initial context gives it, keeps what the
+/// hypervisor holds for it in the rest across the paravisor's first return, and gets nothing
+/// of VTL2's: the paravisor sets VTL0's state from the IGVM file's VTL0 context (one
+/// SetVpRegisters through its shared register path) and, before its first VtlReturn, reads
+/// VTL0's own shared registers from the hypervisor to return with. The file's context gets a
+/// marker in every general-purpose register the TLFS `HV_INITIAL_VP_CONTEXT` carries (x64 RSP;
+/// arm64 SP_EL1 and X18), and the kernel reports what it found at its entry point, before it
+/// touches anything. First run: exactly the markers, and 0 in every other register (the
+/// context names none of them, so they hold the hypervisor's value for a VTL0 that never ran),
+/// not whatever VTL2 had in the registers the VTLs share (x64 all GPRs but RSP; arm64 X0-X17,
+/// X19-X28) at its VtlReturn. Second run: the hypervisor holds other markers for VTL0 in every
+/// register the context does not set (`Scenario::vtl0_registers`: what a loader could have
+/// left, e.g. x64 Linux's boot_params in RSI, arm64 its device tree in X0), and the kernel sees
+/// those: the paravisor returned with VTL0's values, not with zeros or its own. x64 reports the
+/// eight legacy GPRs as 32-bit values (the kernel starts in 32-bit protected mode; the marker
+/// RSP is below 4 GiB) and R8-R15 whole. (`mock_registers`'
+/// `vtl0_keeps_its_entry_registers_across_the_first_return`, with the real kernel.)
+#[test]
+fn vtl0_starts_with_exactly_the_registers_of_its_initial_context() {
+    use hvdef::aarch64::{reg as arm_reg, HvArm64InitialVpContext};
+    use hvdef::x86_64::{reg as x64_reg, HvX64InitialVpContext};
+    use hvdef::HvRegisterName;
+    use mockhv::model::Scenario;
+    use std::mem::offset_of;
+    const CONTEXT: usize = 24; // boot::vtl0_boot::CONTEXT_OFFSET
+    for arch in e2e::kernel::arches() {
+        let context: Vec<(&str, usize, u64)> = match arch {
+            Arch::X86_64 => vec![("esp", offset_of!(HvX64InitialVpContext, rsp), 0x0765_4320)],
+            Arch::Aarch64 => vec![
+                (
+                    "sp",
+                    offset_of!(HvArm64InitialVpContext, sp_elh),
+                    0x4a76_5430,
+                ),
+                (
+                    "x18",
+                    offset_of!(HvArm64InitialVpContext, x18),
+                    0x1818_5eed_1818_5eed,
+                ),
+            ],
+        };
+        // The registers the context does not set, by the kernel's name, and the hypervisor's
+        // register; x64's legacy ones report their low half.
+        let held: Vec<(&str, HvRegisterName)> = match arch {
+            Arch::X86_64 => [
+                ("eax", x64_reg::RAX),
+                ("ecx", x64_reg::RCX),
+                ("edx", x64_reg::RDX),
+                ("ebx", x64_reg::RBX),
+                ("ebp", x64_reg::RBP),
+                ("esi", x64_reg::RSI),
+                ("edi", x64_reg::RDI),
+            ]
+            .into_iter()
+            .chain((8..16).map(|n| {
+                let name: &str = proto(arch).entry_registers()[n];
+                (name, HvRegisterName(x64_reg::RAX.0 + n as u32))
+            }))
+            .collect(),
+            Arch::Aarch64 => (0..31)
+                .filter(|&n| n != 18)
+                .map(|n| {
+                    let name: &str = proto(arch).entry_registers()[n];
+                    (name, HvRegisterName(arm_reg::X0.0 + n as u32))
+                })
+                .collect(),
+        };
+        let marker = |name: HvRegisterName| 0x5a00_0000_0000_0000 | u64::from(name.0) << 8 | 0x99;
+        let mut igvm = None;
+        for (i, &(_, at, value)) in context.iter().enumerate() {
+            let from = igvm.clone().unwrap_or_else(|| {
+                image(arch).with_file_name(format!("paravisor-{}-vtl0.igvm", arch.name()))
+            });
+            let out = std::env::temp_dir().join(format!(
+                "invm-entry-regs-{}-{i}-{}.igvm",
+                arch.name(),
+                std::process::id()
+            ));
+            e2e::spoil_vtl0_boot_page(arch, &from, CONTEXT + at, &value.to_le_bytes(), &out);
+            igvm = Some(out);
+        }
+        let igvm = igvm.expect("a marker");
+        for hypervisor_holds in [false, true] {
+            let scenario = Scenario {
+                vtl0_registers: if hypervisor_holds {
+                    held.iter()
+                        .map(|&(_, name)| (name, u128::from(marker(name))))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                ..Scenario::for_arch(arch)
+            };
+            let (run, results) = run_with(arch, &Table::new(), |boot| {
+                boot.paravisor = Paravisor::Igvm(igvm.clone());
+                boot.scenario = Some(scenario);
+            });
+            assert_eq!(
+                (run.run.outcome, results.done),
+                (Outcome::Pass, Some(0)),
+                "{arch:?}: {}\n{}",
+                run.summary(),
+                run.run.console
+            );
+            let want: Vec<(String, u64)> = proto(arch)
+                .entry_registers()
+                .iter()
+                .map(|&name| {
+                    let from_context = context.iter().find(|(n, _, _)| *n == name);
+                    let from_hypervisor = held.iter().find(|(n, _)| *n == name);
+                    let value = match (from_context, from_hypervisor) {
+                        (Some(&(_, _, v)), _) => v,
+                        (None, Some(&(n, reg))) if hypervisor_holds => {
+                            let v = marker(reg);
+                            if n.starts_with('e') {
+                                v & 0xffff_ffff
+                            } else {
+                                v
+                            }
+                        }
+                        _ => 0,
+                    };
+                    (name.to_string(), value)
+                })
+                .collect();
+            assert_eq!(
+                results.entry_registers, want,
+                "{arch:?} (hypervisor holds VTL0 values: {hypervisor_holds})\n{}",
+                run.run.console
+            );
+        }
+        let _ = std::fs::remove_file(&igvm);
+    }
+}
+
+/// InterceptUnrecoverableException is left clear (as the paravisor writes VsmPartitionConfig):
+/// a VTL0 triple fault resets the partition as it would without a paravisor, and never reaches
+/// VTL2. The kernel loads an empty IDT and raises #UD: #GP, #DF, shutdown; the host hands the
+/// SVM shutdown exit to the model, which reads VTL2's VsmPartitionConfig and resets the
+/// partition (a `PartitionReset` in the trace) instead of an `HvMessageTypeUnrecoverableException`
+/// intercept; a reset ends the run in the in-VM host, with one line. x86 only: arm64 has no
+/// triple fault (an exception taken to EL1 never needs memory to be delivered, so there is
+/// nothing it can fail on; a synchronous exception from the vector code is just taken again),
+/// the TLFS names no arm64 event for the intercept, and OpenHCL's arm64 processor
+/// (`virt_mshv_vtl`) handles no `HvMessageTypeUnrecoverableException` where its x64 one does.
+/// (`mock_boot`'s `a_vtl0_unrecoverable_exception_resets_the_partition`, with the real
+/// kernel.)
+#[test]
+fn a_vtl0_triple_fault_resets_the_partition_and_never_reaches_vtl2() {
+    use hvdef::{HvRegisterName, HvRegisterVsmPartitionConfig, HypercallCode, Vtl};
+    use mockhv::model::Event;
+    use vtl0::Record;
+    let arch = Arch::X86_64;
+    if !e2e::kernel::arches().contains(&arch) {
+        return;
+    }
+    let table = Table::new().idt(0, 0);
+    let (run, results) = run(arch, &table);
+    let console = &run.run.console;
+    assert_eq!(
+        run.run.outcome,
+        Outcome::Fail,
+        "{}\n{console}",
+        run.summary()
+    );
+    assert_eq!(
+        results.entries,
+        [(0, Record::Idt { base: 0, limit: 0 })],
+        "{console}"
+    );
+    assert_eq!(
+        (results.done, &results.unexpected),
+        (None, &None),
+        "{console}"
+    );
+    let reset = console
+        .lines()
+        .filter(|l| {
+            l.contains("VP 0: VTL0 triple-faulted (shutdown) at RIP 0x")
+                && l.contains("and the partition reset (VTL2 does not intercept unrecoverable")
+        })
+        .count();
+    assert_eq!(reset, 1, "{console}");
+    // The configuration the model decided by: VTL2's one VsmPartitionConfig write, bit 11 clear.
+    let name = HvRegisterName::VSM_PARTITION_CONFIG;
+    let configs: Vec<u64> = e2e::kernel::calls(&run.events, HypercallCode::SET_VP_REGISTERS)
+        .into_iter()
+        .filter(|r| r.vtl == Vtl::VTL2 && r.input.get(16..20) == Some(&name.0.to_le_bytes()))
+        .map(|r| u64::from_le_bytes(r.input[32..40].try_into().unwrap()))
+        .collect();
+    assert_eq!(configs.len(), 1, "{configs:x?}");
+    assert!(
+        !HvRegisterVsmPartitionConfig::from_bits(configs[0]).intercept_unrecoverable_exception(),
+        "{:#x}",
+        configs[0]
+    );
+    let resets: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::PartitionReset { .. }))
+        .collect();
+    assert_eq!(resets, [&Event::PartitionReset { vp: 0 }]);
+    let intercepts: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Intercept { .. }))
+        .collect();
+    assert!(intercepts.is_empty(), "VTL2 heard of it: {intercepts:?}");
+    assert!(
+        matches!(run.events.last(), Some(Event::PartitionReset { vp: 0 })),
+        "the reset is the run's last event: {:?}",
+        run.events.last()
+    );
 }

@@ -307,3 +307,121 @@ fn vtl0_cannot_name_vtl2_memory_in_a_hypercall() {
         }
     }
 }
+
+/// VTL0's CPU touching VTL2's page while it delivers an exception: the kernel points its IDT at
+/// VTL2's second page and raises #UD, so the CPU's read of the #UD gate (IDT + 6 × 16) is
+/// stopped by VTL0's nested tables with EXITINTINFO valid (the #UD being delivered). The host
+/// hands the model the access as made during event delivery, the GPA intercept the paravisor
+/// gets says `interruption_pending`, and the paravisor, instead of injecting a fault that would
+/// be delivered through the same page and fault again, says so in one line and halts that VP.
+/// Observable here: that line, once; the VP halted in VTL2 (the host's line; with every VP
+/// halted the run fails); the kernel's IDT line and nothing after it; exactly one stopped
+/// access, the gate's read, and one intercept, marked; and after it no VtlReturn and no write of
+/// VTL0's pending event (nothing injected, nothing left pending). Not observable: that the
+/// other VPs go on serving (the in-VM host runs VTL0 on VP 0 only; `mock_protection` had VP 1
+/// serve a call meanwhile). x86 only: the arm64 intercept header has `interruption_pending`
+/// too (OpenHCL's arm64 processor hands it to its emulator, and the paravisor reads it on both
+/// arches), but arm64 exception entry reads no memory (the vector is VBAR_EL1 plus an offset),
+/// so the only access tied to a delivery is the fetch of the vector's first instruction, an
+/// ordinary instruction abort that ESR_EL2 does not tell apart from any other; the in-VM host
+/// has nothing to set the bit from, and the TLFS does not say when Hyper-V sets it on arm64.
+/// (An arm64 VTL0 with VBAR_EL1 on VTL2's page would take the paravisor's abort at the same
+/// vector again and again: bounded lines, no end.) (`mock_protection`'s
+/// `a_fault_during_event_delivery_stops_that_vp_only`.)
+#[test]
+fn a_fault_during_event_delivery_stops_that_vp_only() {
+    use hvdef::x86_64::HvX64MemoryInterceptMessage;
+    use zerocopy::FromBytes;
+    let arch = Arch::X86_64;
+    if !kernel::arches().contains(&arch) {
+        return;
+    }
+    let image = Image::load(&e2e::image(arch)).expect("the image parses");
+    let idt = image.extent.start + 0x1000;
+    let gate = idt + 6 * 16;
+    let table = Table::new().idt(idt, 0xfff);
+    let run = kernel::boot(arch, None, None, &table);
+    let console = &run.run.run.console;
+    assert_eq!(
+        run.run.run.outcome,
+        mockhv::qemu::Outcome::Fail,
+        "{}\n{console}",
+        run.run.summary()
+    );
+    assert_eq!(
+        run.results.entries,
+        [(
+            0,
+            Record::Idt {
+                base: idt,
+                limit: 0xfff
+            }
+        )],
+        "{console}"
+    );
+    assert_eq!(
+        (run.results.done, &run.results.unexpected),
+        (None, &None),
+        "{console}"
+    );
+    let line = format!(
+        "VP 0: VTL0 read at GPA {gate:#x} refused (VTL2 memory) while VTL0 was taking an \
+         exception or interrupt"
+    );
+    assert_eq!(
+        console.lines().filter(|c| c.contains(&line)).count(),
+        1,
+        "{line:?}\n{console}"
+    );
+    assert!(!console.contains("PANIC"), "{console}");
+    e2e::assert_lines_in_order(
+        console,
+        &[
+            &line,
+            "VP 0 halted in VTL2 at ",
+            "every VP is parked and VPs 0x1 (bit per VP) halted in VTL2",
+        ],
+    );
+    let events = &run.run.events;
+    let stopped: Vec<(u64, HvInterceptAccessType)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Vtl0Access {
+                gpa,
+                access,
+                allowed: false,
+                ..
+            } => Some((*gpa, *access)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stopped, [(gate, HvInterceptAccessType::READ)]);
+    let intercepts: Vec<(usize, &hvdef::HvMessage)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Event::Intercept { vtl, message, .. } if *vtl == Vtl::VTL0 => Some((i, message)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intercepts.len(), 1, "{intercepts:?}");
+    let (at, message) = intercepts[0];
+    assert_eq!(message.header.message_type, HvMessageType::GPA_INTERCEPT);
+    let (gpa_intercept, _) =
+        HvX64MemoryInterceptMessage::read_from_prefix(message.payload_bytes()).unwrap();
+    assert!(gpa_intercept.header.execution_state.interruption_pending());
+    assert_eq!(gpa_intercept.guest_physical_address, gate);
+    let after: Vec<&Event> = events[at + 1..]
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Hypercall(r) if r.code == HypercallCode::VTL_RETURN
+                || (r.code == HypercallCode::SET_VP_REGISTERS
+                    && r.input.get(16..20)
+                        == Some(&hvdef::HvRegisterName::PENDING_EVENT0.0.to_le_bytes())))
+        })
+        .collect();
+    assert!(
+        after.is_empty(),
+        "VTL0 was returned to or given an event: {after:?}"
+    );
+}

@@ -670,3 +670,133 @@ fn aarch64_repeats_a_forced_hypercall() {
         ]
     );
 }
+
+/// The address of a symbol of the kernel's image.
+fn symbol(arch: Arch, name: &str) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(vtl0_image(arch)).expect("read the image");
+    let elf = object::File::parse(&*bytes).expect("an ELF");
+    elf.symbols()
+        .find(|s| s.name() == Ok(name))
+        .unwrap_or_else(|| panic!("the image has no {name}"))
+        .address()
+}
+
+/// The IDT entry on its own: with the kernel's own IDT (`vtl0_idt`, 32 gates) the #UD reaches
+/// the kernel's vector 6 handler, an unexpected exception (no probe runs); with an empty IDT
+/// (limit 0) it escalates to a triple fault, which `-no-reboot` turns into QEMU's exit 0, the
+/// IDT line the last the kernel printed. Either way no further entry runs.
+#[test]
+fn x86_64_idt_entry_raises_ud_through_the_idt_it_loads() {
+    let arch = Arch::X86_64;
+    let own = symbol(arch, "vtl0_idt");
+    let read = proto(arch).scratch_page();
+    let run = boot(
+        arch,
+        "idt-own",
+        &Table::new().idt(own, 32 * 16 - 1).read(read, 8).to_bytes(),
+    );
+    assert_eq!(
+        run.outcome,
+        Outcome::Fail,
+        "{}\n{}",
+        run.summary(),
+        run.console
+    );
+    let r = results(&run);
+    assert_eq!(
+        r.entries,
+        [(
+            0,
+            Record::Idt {
+                base: own,
+                limit: 0x1ff
+            }
+        )],
+        "{}",
+        run.console
+    );
+    let unexpected = r.unexpected.expect("an unexpected exception");
+    assert!(
+        unexpected.starts_with("vector=0x6 code=0x0 rip=0x"),
+        "{unexpected}"
+    );
+    assert_eq!(r.done, None);
+
+    let run = boot(
+        arch,
+        "idt-empty",
+        &Table::new().idt(0, 0).read(read, 8).to_bytes(),
+    );
+    assert_eq!(
+        run.outcome,
+        Outcome::Unexpected(Exit::Code(0)),
+        "a triple fault: {}\n{}",
+        run.summary(),
+        run.console
+    );
+    let r = results(&run);
+    assert_eq!(
+        r.entries,
+        [(0, Record::Idt { base: 0, limit: 0 })],
+        "{}",
+        run.console
+    );
+    assert_eq!((r.unexpected, r.done), (None, None), "{}", run.console);
+    let last = run.console.lines().rfind(|l| l.starts_with("vtl0: "));
+    assert_eq!(
+        last,
+        Some("vtl0: 0 idt base=0x0 limit=0x0 raising #UD"),
+        "{}",
+        run.console
+    );
+}
+
+/// The IDT entry is x86's: aarch64 refuses the table before any entry runs.
+#[test]
+fn aarch64_refuses_an_idt_entry() {
+    let arch = Arch::Aarch64;
+    let run = boot(
+        arch,
+        "idt",
+        &Table::new()
+            .read(proto(arch).scratch_page(), 8)
+            .idt(0, 0)
+            .to_bytes(),
+    );
+    assert_eq!(run.outcome, fail_outcome(arch), "{}", run.summary());
+    let r = results(&run);
+    assert_eq!(
+        r.bad_table.as_deref(),
+        Some("entry 1 has kind 6, which this arch does not run")
+    );
+    assert!(r.entries.is_empty(), "{}", run.console);
+}
+
+/// The entry line comes second, after the start line, and names every register of the arch in
+/// order (QEMU's own entry state: not asserted beyond the names).
+#[test]
+fn the_entry_line_names_every_entry_register() {
+    for arch in Arch::ALL {
+        let run = boot(arch, "entry", &Table::new().to_bytes());
+        // The start line may follow firmware output on its line (SeaBIOS prints no newline).
+        let lines: Vec<&str> = run.console.lines().collect();
+        let start = lines
+            .iter()
+            .position(|l| l.contains("vtl0: start "))
+            .unwrap_or_else(|| panic!("{arch:?}: no start line\n{}", run.console));
+        assert!(
+            lines
+                .get(start + 1)
+                .is_some_and(|l| l.starts_with("vtl0: entry ")),
+            "{arch:?}: the entry line is not the second\n{}",
+            run.console
+        );
+        let names: Vec<String> = results(&run)
+            .entry_registers
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, proto(arch).entry_registers(), "{arch:?}");
+    }
+}

@@ -360,7 +360,16 @@ pub enum LowerExit {
         gpa: u64,
         len: u64,
         access: HvInterceptAccessType,
+        /// The CPU made the access while it delivered an exception or interrupt to the lower
+        /// VTL (its IDT, GDT or stack on the page; x64: EXITINTINFO valid on the nested page
+        /// fault, AMD APM vol. 2 15.7.2): the intercept's execution state says
+        /// `interruption_pending`, as for a scripted [`Vtl0Call::delivering_event`].
+        delivering_event: bool,
     },
+    /// An exception the lower VTL cannot deliver (x64: the shutdown exit of a triple fault):
+    /// handled as a scripted [`Vtl0Call::unrecoverable_exception`], a partition reset unless
+    /// VTL2's VsmPartitionConfig `intercept_unrecoverable_exception` hands it to VTL2.
+    Unrecoverable,
 }
 
 /// Why [`Model::lower_exit`] could not take an exit: a glue bug, never guest behaviour.
@@ -481,9 +490,15 @@ impl Model {
         if self.vtl0.pending(vp) != 0 || self.vtl0.in_flight.contains_key(&vp) {
             return Err(LiveError::ScriptPending(vp));
         }
-        let (immediate, access) = match exit {
-            LowerExit::Hypercall { immediate } => (immediate, None),
-            LowerExit::Access { gpa, len, access } => {
+        let (immediate, access, delivering_event, unrecoverable) = match exit {
+            LowerExit::Hypercall { immediate } => (immediate, None, false, false),
+            LowerExit::Unrecoverable => (0, None, false, true),
+            LowerExit::Access {
+                gpa,
+                len,
+                access,
+                delivering_event,
+            } => {
                 // Only what VTL2 forbade reaches the hypervisor: the glue's tables let the rest
                 // through, so an allowed access here means they disagree with the model.
                 if self.denied(lower, gpa, len.max(1), access).is_none() {
@@ -500,7 +515,7 @@ impl Model {
                     },
                     _ => Vtl0Access::Execute { gpa },
                 };
-                (0, Some(access))
+                (0, Some(access), delivering_event, false)
             }
         };
         let call = Vtl0Call {
@@ -509,9 +524,9 @@ impl Model {
             memory: Vec::new(),
             output: None,
             immediate,
-            unrecoverable: false,
+            unrecoverable,
             access,
-            delivering_event: false,
+            delivering_event,
         };
         self.vtl0.push(call);
         self.vp_mut(vp).active_vtl = vtl;
@@ -559,7 +574,10 @@ impl Model {
                     );
                     if !config.intercept_unrecoverable_exception() {
                         self.trace.push(Event::PartitionReset { vp });
+                        // A live lower VTL's partition stays live: its glue ends the run.
+                        let live = self.vtl0.live;
                         self.vtl0 = Vtl0Script::default();
+                        self.vtl0.live = live;
                         effects.finished = true;
                         break;
                     }

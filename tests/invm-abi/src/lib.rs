@@ -49,8 +49,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"INVMCFG1");
 pub const FLAG_LIVE_VTL0: u64 = 1 << 0;
 
 /// [`HostConfig::flags`]: count the instructions VTL2 retires for each intercept it is handed,
-/// from the delivery to its VtlReturn (arm64: the PMU cycle counter, which counts EL1 only and,
-/// under QEMU's `-icount shift=0`, one per instruction), one console line each:
+/// from the delivery to its VtlReturn, under QEMU's `-icount shift=0` (arm64: the PMU cycle
+/// counter, which counts EL1 only and then one per instruction; x86: the TSC, one per
+/// instruction then, read around each VMRUN of VTL2), one console line each:
 /// `invm: VTL2 work: vp N, M instructions`.
 pub const FLAG_COUNT_VTL2: u64 = 1 << 1;
 

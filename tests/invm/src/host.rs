@@ -594,7 +594,22 @@ fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
                 (access_len(syn.esr), HvInterceptAccessType::READ)
             };
             let gpa = syn.fault_ipa();
-            (LowerExit::Access { gpa, len, access }, frame.elr)
+            // Exception entry on arm64 reads no memory (the vector is VBAR_EL1 plus an
+            // offset): a stage-2 abort is always the instruction's own access or the fetch of
+            // the vector's first instruction, which ESR_EL2 reports as an ordinary
+            // instruction abort. Nothing here says "during event delivery" (the intercept
+            // header's `interruption_pending`; when Hyper-V sets it on arm64 is not
+            // documented).
+            let delivering_event = false;
+            (
+                LowerExit::Access {
+                    gpa,
+                    len,
+                    access,
+                    delivering_event,
+                },
+                frame.elr,
+            )
         }
         arch::EC_WFX => stop(
             host,

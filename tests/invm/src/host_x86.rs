@@ -224,6 +224,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         vtl0_ran: false,
         starts: (0..vp_count).map(|_| None).collect(),
         waiting: alloc::vec![false; vp_count as usize],
+        count_vtl2: config.count_vtl2(),
     });
     run_vp(Vp {
         vp: 0,
@@ -231,6 +232,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         vtl2: cpu,
         vtl0: None,
         vtl0_entries: 0,
+        vtl2_work: None,
     })
 }
 
@@ -263,6 +265,7 @@ extern "C" fn invm_ap_main(vp: u64) -> ! {
         vtl2,
         vtl0: None,
         vtl0_entries: 0,
+        vtl2_work: None,
     })
 }
 
@@ -278,6 +281,11 @@ fn run_vp(mut me: Vp) -> ! {
             fail(format_args!("VP {}: an exit before the host", me.vp))
         };
         host.exits += 1;
+        if me.vtl0.is_none() {
+            if let Some(work) = me.vtl2_work.as_mut() {
+                *work += exit.instructions;
+            }
+        }
         let after = if me.vtl0.is_some() {
             host.vtl0_exit(&mut me, exit)
         } else {
@@ -339,6 +347,8 @@ struct Host {
     /// Per VP: its VTL2 returned to a VTL0 nothing has started yet, and its CPU waits for a
     /// StartVirtualProcessor of that VTL0 (counted in `parked` meanwhile).
     waiting: Vec<bool>,
+    /// Count VTL2's instructions per intercept (the runner's FLAG_COUNT_VTL2).
+    count_vtl2: bool,
 }
 
 static HOST: spin::Mutex<Option<Host>> = spin::Mutex::new(None);
@@ -352,6 +362,10 @@ struct Vp {
     vtl0: Option<LowerRegs>,
     /// How often VTL2 returned into a live VTL0 (the first entry gets a console line).
     vtl0_entries: u64,
+    /// Counting (the runner's FLAG_COUNT_VTL2): VTL2's instructions since it was handed an
+    /// intercept, summed over its runs until its VtlReturn (the host's exits left out: each
+    /// run's figure is the guest's alone, see `svm::Exit::instructions`).
+    vtl2_work: Option<u64>,
 }
 
 /// What the CPU does once an exit is served.
@@ -450,6 +464,12 @@ impl Host {
                 After::Park
             }
             Ok(regs) => {
+                if let Some(work) = me.vtl2_work.take() {
+                    arch::print(format_args!(
+                        "{}{vp}, {work} instructions\n",
+                        invm_abi::VTL2_WORK_LINE
+                    ));
+                }
                 me.vtl0_entries += 1;
                 // Only VP 0's first entry gets a line: VTL0 on another VP may be printing.
                 if me.vtl0_entries == 1 && vp == 0 {
@@ -643,12 +663,18 @@ impl Host {
                 } else {
                     HvInterceptAccessType::READ
                 };
+                // EXITINTINFO valid (bit 31): the fault hit while the CPU delivered that event
+                // (an IDT, GDT or stack access on the page: AMD APM vol. 2, 15.7.2).
+                let (_, _, _, _, int_info) = me.cpu.lower_control();
                 Some(LowerExit::Access {
                     gpa: exit.info2,
                     len: 1,
                     access,
+                    delivering_event: int_info & (1 << 31) != 0,
                 })
             }
+            // A triple fault (AMD APM vol. 2, 8.2.9: an exception while delivering #DF).
+            arch::EXIT_SHUTDOWN => Some(LowerExit::Unrecoverable),
             arch::EXIT_IOIO if exit.info1 >> 16 == u64::from(arch::DEBUG_EXIT_PORT) => {
                 // `out` (type bit 0 clear) of AL: the kernel's verdict. The trace goes out
                 // first, then the host makes the same write, so QEMU exits with its code.
@@ -695,7 +721,19 @@ impl Host {
         };
         match hv::x86_64::lower_exit(model, vp, lower_exit, &mut regs, &mut me.vtl2, mem) {
             LowerNext::Resume(next) => me.vtl0 = Some(*next),
-            LowerNext::Vtl2 => {}
+            LowerNext::Vtl2 => {
+                if self.count_vtl2 {
+                    me.vtl2_work = Some(0);
+                }
+            }
+            LowerNext::Finished if exit.code == arch::EXIT_SHUTDOWN => self.stop(
+                false,
+                format_args!(
+                    "VP {vp}: VTL0 triple-faulted (shutdown) at RIP {rip:#x} and the partition \
+                     reset (VTL2 does not intercept unrecoverable exceptions): a reset ends the \
+                     run in this host"
+                ),
+            ),
             LowerNext::Finished => self.stop(
                 false,
                 format_args!("the model reset the partition after VP {vp}'s VTL0 exit at {rip:#x}"),

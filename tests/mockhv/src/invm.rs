@@ -68,7 +68,9 @@ pub struct InvmBoot {
     /// the guest window); None: the arch's default scenario.
     pub scenario: Option<Scenario>,
     /// Count VTL2's instructions per intercept ([`InvmRun::vtl2_work`]); runs QEMU with
-    /// `-icount shift=0`, so the counts are exact and the same on every run.
+    /// `-icount shift=0`, so the counts are exact and the same on every run (arm64: the PMU
+    /// cycle counter, EL1 only; x86: the TSC around each VMRUN of VTL2, the host's own
+    /// instructions in that window taken off).
     pub count_vtl2: bool,
 }
 
@@ -194,9 +196,6 @@ impl InvmBoot {
         };
         let mut host = HostConfig::new().with_vp_count(self.vps);
         if self.count_vtl2 {
-            if x86 {
-                bail!("counting VTL2's instructions is arm64-only so far (the PMU cycle counter)");
-            }
             host.flags |= invm_abi::FLAG_COUNT_VTL2;
         }
         let mut loads: Vec<(Option<u64>, PathBuf)> = Vec::new();
@@ -318,7 +317,8 @@ impl InvmBoot {
             });
         }
         if self.count_vtl2 {
-            // One virtual nanosecond per instruction: the PMU cycle counter counts instructions.
+            // One virtual nanosecond per instruction: arm64's PMU cycle counter and x86's TSC
+            // count instructions.
             extra_args.extend(["-icount".into(), "shift=0".into()]);
         }
         extra_args.extend(self.extra_args.iter().cloned());

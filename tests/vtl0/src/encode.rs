@@ -111,6 +111,16 @@ impl Table {
         self.push(KIND_EXEC, 0, ExecBody { gpa }.as_bytes(), &[])
     }
 
+    /// x86_64: load the IDT `base`/`limit` and raise #UD ([`crate::KIND_IDT`]).
+    pub fn idt(self, base: u64, limit: u16) -> Table {
+        let body = crate::IdtBody {
+            base,
+            limit: limit.into(),
+            reserved: 0,
+        };
+        self.push(crate::KIND_IDT, 0, body.as_bytes(), &[])
+    }
+
     /// Make the next entry (which must be a hypercall) `count` times, with one line for all of
     /// them (see the crate docs).
     pub fn repeat(self, count: u32) -> Table {
@@ -479,6 +489,41 @@ mod tests {
         let total = b.len() as u32;
         b[12..16].copy_from_slice(&total.to_le_bytes());
         assert!(matches!(err(&b), TableError::TrailingBytes { .. }));
+    }
+
+    /// An IDT entry is x86_64's: its base and limit come back as written; aarch64 refuses the
+    /// kind; a limit over 16 bits or a nonzero reserved word is a bad table.
+    #[test]
+    fn idt_entries() {
+        let t = Table::new().idt(0x80_1000, 0).to_bytes();
+        let parsed = parse_table(&t, Arch::X86_64).unwrap();
+        assert_eq!(
+            parsed.entries().next(),
+            Some(Ok(Entry::Idt {
+                base: 0x80_1000,
+                limit: 0
+            }))
+        );
+        assert_eq!(
+            parse_table(&t, Arch::Aarch64).unwrap_err(),
+            TableError::NotOnThisArch { index: 0, kind: 6 }
+        );
+        let mut b = t.clone();
+        b[32..36].copy_from_slice(&0x1_0000u32.to_le_bytes());
+        assert_eq!(
+            err(&b),
+            TableError::BadIdt {
+                index: 0,
+                limit: 0x1_0000
+            }
+        );
+        let mut b = t.clone();
+        b[36] = 1;
+        assert_eq!(err(&b), TableError::BadIdt { index: 0, limit: 0 });
+        let mut b = t;
+        b[20] = 16;
+        b[12] = 32;
+        assert!(matches!(err(&b), TableError::BadEntrySize { index: 0, .. }));
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub extern "C" fn main() -> ! {
         ARCH.table_gpa(),
         ARCH.scratch_page()
     );
+    say!(
+        "{}",
+        vtl0::EntryRegisters {
+            arch: ARCH,
+            values: &arch::entry_registers(),
+        }
+    );
     let hyperv = match arch::hyperv_init() {
         Ok(()) => {
             say!("Hyper-V interface guest_os_id={:#x}", vtl0::GUEST_OS_ID);
@@ -190,6 +197,10 @@ fn run(vp: u32, index: u32, entry: Entry<'_>, hyperv: bool) {
             gpa,
             outcome: arch::probe_exec(gpa),
         },
+        Entry::Idt { base, limit } => {
+            say!("{}", Numbered(index, EntryLine::Idt { base, limit }));
+            arch::idt_and_ud(base, limit)
+        }
         // main hands a repeat and its hypercall to `repeat`.
         Entry::Repeat { .. } => {
             say!("bad table: a repeat where an entry was expected");

@@ -21,6 +21,12 @@
 //! - [`KIND_WRITE`]: [`WriteBody`] (GPA, value, width): one store of that width.
 //! - [`KIND_EXEC`]: [`ExecBody`] (GPA): a call to the GPA, expected to return (e.g. to a `ret`
 //!   a write probe put there).
+//! - [`KIND_IDT`] (x86_64 only; a bad table on aarch64): [`IdtBody`] (base, limit): the kernel
+//!   loads that IDT and raises #UD (`ud2`), after printing its line. Nothing comes back to the
+//!   kernel: with an empty IDT (limit below vector 6's gate) the #UD escalates to #GP, #DF and a
+//!   triple fault; with the IDT on memory the CPU may not read, the access is made while the
+//!   CPU delivers #UD; an IDT the CPU can read delivers #UD to whatever gate is there (the
+//!   kernel's own: an unexpected exception).
 //! - [`KIND_REPEAT`]: [`RepeatBody`] (count, 1..=[`MAX_REPEAT`]): the next entry, which must be
 //!   a hypercall, is made `count` times in a row (see the repeat line below). Its input page or
 //!   register pool is set up once, its output page zeroed once, before the first call.
@@ -40,7 +46,10 @@
 //! `vtl0: bad table: ...` line and a failing power-off.
 //!
 //! # Result lines
-//! Every console line starts with `vtl0: `. First `vtl0: start ...`, then either
+//! Every console line starts with `vtl0: `. First `vtl0: start ...`, then
+//! `vtl0: entry name=0x.. ...`: the general-purpose registers and the stack pointer as the
+//! kernel found them at its entry point, before it touched them ([`Arch::entry_registers`]
+//! names them in order; [`EntryRegisters`] prints the line), then either
 //! `vtl0: Hyper-V interface guest_os_id=0x..` or `vtl0: no Hyper-V interface (reason)`, or
 //! `vtl0: bad table: reason` (and a failing power-off). Per entry, in order (`i` from 0):
 //! - `vtl0: i hypercall control=0x.. skipped` (no Hyper-V interface)
@@ -49,6 +58,8 @@
 //! - `vtl0: i read gpa=0x.. width=N value=0x..`
 //! - `vtl0: i write gpa=0x.. width=N value=0x.. ok`
 //! - `vtl0: i exec gpa=0x.. returned`
+//! - `vtl0: i idt base=0x.. limit=0x.. raising #UD` (the line comes before the `lidt`; see
+//!   [`KIND_IDT`] for what follows)
 //! - `vtl0: i repeat count=N calls=K first=0x.. last=0x.. differed=D canaries_bad=C ticks=T
 //!   hz=F` (one line), then the repeated entry's own line for its last call: K calls were made
 //!   (K < N only when call K faulted, which ends the run; its line is then the fault), `first` /
@@ -100,6 +111,8 @@ pub const KIND_READ: u16 = 2;
 pub const KIND_WRITE: u16 = 3;
 pub const KIND_EXEC: u16 = 4;
 pub const KIND_REPEAT: u16 = 5;
+/// x86_64: load an IDT and raise #UD ([`IdtBody`]; see the crate docs).
+pub const KIND_IDT: u16 = 6;
 
 /// The most calls one repeat entry makes.
 pub const MAX_REPEAT: u32 = 100_000_000;
@@ -292,6 +305,27 @@ impl Arch {
         }
     }
 
+    /// The registers the `vtl0: entry` line reports, in order: what the kernel's first
+    /// instructions store before anything else runs. x86_64: the eight legacy GPRs as 32-bit
+    /// values (the PVH entry is 32-bit protected mode, where only their low halves exist),
+    /// then R8-R15 as 64-bit values stored by the first instructions in long mode (the kernel
+    /// touches none of them before; the architecture leaves R8-R15 undefined across a switch
+    /// from legacy mode, and SVM and QEMU keep them). aarch64: X0-X30 and SP (SP_EL1; the
+    /// kernel enters at EL1h).
+    pub const fn entry_registers(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &[
+                "eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "r8", "r9", "r10", "r11",
+                "r12", "r13", "r14", "r15",
+            ],
+            Arch::Aarch64 => &[
+                "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12",
+                "x13", "x14", "x15", "x16", "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24",
+                "x25", "x26", "x27", "x28", "x29", "x30", "sp",
+            ],
+        }
+    }
+
     /// The registers that carry canaries only in a memory-based (not fast) call, where the
     /// ABI does not use them: x86_64 XMM0-XMM5; aarch64 X4-X17.
     pub const fn slow_only_canaries(self) -> &'static [&'static str] {
@@ -391,6 +425,16 @@ pub struct VpBody {
     pub reserved: u32,
 }
 
+/// An IDT entry ([`KIND_IDT`]): what `lidt` loads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IdtBody {
+    pub base: u64,
+    /// 0..=0xFFFF (the IDTR limit is 16 bits).
+    pub limit: u32,
+    pub reserved: u32,
+}
+
 /// A repeat entry: the next entry (a hypercall) is made `count` times.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -410,6 +454,7 @@ const _: () = {
     assert!(size_of::<ReadBody>() == 16);
     assert!(size_of::<WriteBody>() == 24);
     assert!(size_of::<ExecBody>() == 8);
+    assert!(size_of::<IdtBody>() == 16);
 };
 
 /// One validated table entry.
@@ -439,6 +484,11 @@ pub enum Entry<'a> {
     /// Make the next entry, a hypercall, `count` times.
     Repeat {
         count: u32,
+    },
+    /// Load this IDT and raise #UD (x86_64).
+    Idt {
+        base: u64,
+        limit: u16,
     },
 }
 
@@ -519,6 +569,16 @@ pub enum TableError {
     RepeatOnOtherVp {
         index: u32,
     },
+    /// An entry kind this arch has no use for ([`KIND_IDT`] on aarch64).
+    NotOnThisArch {
+        index: u32,
+        kind: u16,
+    },
+    /// An IDT limit over 0xFFFF or a nonzero reserved word.
+    BadIdt {
+        index: u32,
+        limit: u32,
+    },
     /// Bytes after the last entry (total size larger than the entries).
     TrailingBytes {
         offset: usize,
@@ -590,6 +650,18 @@ impl fmt::Display for TableError {
                 write!(
                     f,
                     "repeat entry {index} and its hypercall name different VPs"
+                )
+            }
+            TableError::NotOnThisArch { index, kind } => {
+                write!(
+                    f,
+                    "entry {index} has kind {kind}, which this arch does not run"
+                )
+            }
+            TableError::BadIdt { index, limit } => {
+                write!(
+                    f,
+                    "entry {index} has IDT limit {limit:#x} (at most 0xffff, reserved 0)"
                 )
             }
             TableError::TrailingBytes { offset, total_size } => write!(
@@ -860,6 +932,26 @@ impl<'a> Entries<'a> {
                 }
                 Entry::Repeat { count: b.count }
             }
+            KIND_IDT if self.arch != Arch::X86_64 => {
+                return Err(TableError::NotOnThisArch {
+                    index,
+                    kind: header.kind,
+                })
+            }
+            KIND_IDT => {
+                let b = IdtBody::read_from_bytes(body).map_err(|_| bad_size)?;
+                let limit = u16::try_from(b.limit)
+                    .ok()
+                    .filter(|_| b.reserved == 0)
+                    .ok_or(TableError::BadIdt {
+                        index,
+                        limit: b.limit,
+                    })?;
+                Entry::Idt {
+                    base: b.base,
+                    limit,
+                }
+            }
             kind => return Err(TableError::UnknownKind { index, kind }),
         };
         let is_hypercall = matches!(entry, Entry::Hypercall { .. });
@@ -983,6 +1075,11 @@ pub enum EntryLine<'a> {
         outcome: Result<(), Fault>,
     },
     Repeat(RepeatStats),
+    /// Printed before the `lidt` (nothing comes back).
+    Idt {
+        base: u64,
+        limit: u16,
+    },
 }
 
 /// What a repeat entry's calls did (its line; see the crate docs).
@@ -1026,6 +1123,23 @@ impl fmt::Display for RepeatStats {
             self.ticks,
             self.hz
         )
+    }
+}
+
+/// The `entry` line's text (after the prefix): each of [`Arch::entry_registers`] with its value
+/// (`values` in that order; a missing value is not printed).
+pub struct EntryRegisters<'a> {
+    pub arch: Arch,
+    pub values: &'a [u64],
+}
+
+impl fmt::Display for EntryRegisters<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("entry")?;
+        for (name, value) in self.arch.entry_registers().iter().zip(self.values) {
+            write!(f, " {name}={value:#x}")?;
+        }
+        Ok(())
     }
 }
 
@@ -1089,6 +1203,9 @@ impl fmt::Display for EntryLine<'_> {
                 }
             }
             EntryLine::Repeat(stats) => write!(f, "{stats}"),
+            EntryLine::Idt { base, limit } => {
+                write!(f, "idt base={base:#x} limit={limit:#x} raising #UD")
+            }
         }
     }
 }

@@ -43,6 +43,11 @@ pub enum Record {
     /// A repeat entry's summary of the calls of the entry after it (whose own record is the
     /// last call's).
     Repeat(RepeatStats),
+    /// An IDT entry's line, printed before it loads the IDT (x86_64).
+    Idt {
+        base: u64,
+        limit: u16,
+    },
 }
 
 /// One `vtl0: ` line.
@@ -62,6 +67,10 @@ pub enum Line {
     /// `vtl0: Hyper-V interface guest_os_id=0x..`: set up, with this guest OS id registered.
     HyperV {
         guest_os_id: u64,
+    },
+    /// `vtl0: entry name=0x.. ...`: the registers at the kernel's entry point, in line order.
+    EntryRegisters {
+        registers: Vec<(String, u64)>,
     },
     /// `vtl0: bad table: reason`.
     BadTable {
@@ -262,6 +271,15 @@ fn record<'a>(kind: &str, tokens: &mut impl Iterator<Item = &'a str>) -> Result<
                 hz,
             })
         }
+        "idt" => {
+            let base = hex_field(tokens, "base")?;
+            let limit = hex_field(tokens, "limit")?;
+            let limit = u16::try_from(limit).map_err(|_| format!("limit={limit:#x}"))?;
+            if (tokens.next(), tokens.next()) != (Some("raising"), Some("#UD")) {
+                return Err("idt line without `raising #UD`".into());
+            }
+            Record::Idt { base, limit }
+        }
         other => return Err(format!("unknown entry kind {other:?}")),
     };
     if let Some(extra) = tokens.next() {
@@ -314,6 +332,21 @@ fn parse_body(text: &str) -> Result<Line, String> {
         return Ok(Line::HyperV {
             guest_os_id: hex(id)?,
         });
+    }
+    if let Some(rest) = text.strip_prefix("entry ") {
+        let registers = rest
+            .split(' ')
+            .map(|token| {
+                let (name, value) = token
+                    .split_once('=')
+                    .ok_or_else(|| format!("entry register {token:?} without ="))?;
+                if name.is_empty() {
+                    return Err(format!("entry register {token:?} without a name"));
+                }
+                Ok((name.to_string(), hex(value)?))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        return Ok(Line::EntryRegisters { registers });
     }
     if let Some(reason) = text.strip_prefix("bad table: ") {
         return Ok(Line::BadTable {
@@ -374,6 +407,8 @@ pub struct Results {
     pub hyperv: Option<u64>,
     pub bad_table: Option<String>,
     pub unexpected: Option<String>,
+    /// The `entry` line's registers, in its order (empty without one).
+    pub entry_registers: Vec<(String, u64)>,
 }
 
 impl Results {
@@ -428,6 +463,7 @@ pub fn parse_results(console: &str) -> Result<Results, ParseError> {
             Some(Line::HyperV { guest_os_id }) => results.hyperv = Some(guest_os_id),
             Some(Line::BadTable { reason }) => results.bad_table = Some(reason),
             Some(Line::Unexpected { text }) => results.unexpected = Some(text),
+            Some(Line::EntryRegisters { registers }) => results.entry_registers = registers,
         }
     }
     Ok(results)
@@ -810,5 +846,62 @@ mod tests {
         assert!(parse_results(twice).unwrap().by_index().is_err());
         let gap = "vtl0: 1 exec gpa=0x1 returned\n";
         assert!(parse_results(gap).unwrap().by_index().is_err());
+    }
+
+    /// The entry line as the kernel prints it (`EntryRegisters`) parses back to the same names
+    /// and values, in order; the IDT entry's line likewise.
+    #[test]
+    fn the_entry_registers_and_idt_lines_round_trip() {
+        for arch in crate::Arch::ALL {
+            let values: Vec<u64> = (0..arch.entry_registers().len() as u64)
+                .map(|i| i.wrapping_mul(0x0123_4567_89ab_cdef))
+                .collect();
+            let text = format!(
+                "{LINE_PREFIX}{}",
+                crate::EntryRegisters {
+                    arch,
+                    values: &values
+                }
+            );
+            let want: Vec<(String, u64)> = arch
+                .entry_registers()
+                .iter()
+                .map(|n| n.to_string())
+                .zip(values.iter().copied())
+                .collect();
+            assert_eq!(
+                parse_line(&text).unwrap(),
+                Some(Line::EntryRegisters {
+                    registers: want.clone()
+                }),
+                "{text}"
+            );
+            assert_eq!(parse_results(&text).unwrap().entry_registers, want);
+        }
+        let text = line(
+            2,
+            EntryLine::Idt {
+                base: 0x80_1000,
+                limit: 0xfff,
+            },
+        );
+        assert_eq!(text, "vtl0: 2 idt base=0x801000 limit=0xfff raising #UD");
+        assert_eq!(
+            parsed(&text),
+            Record::Idt {
+                base: 0x80_1000,
+                limit: 0xfff
+            }
+        );
+        for bad in [
+            "vtl0: entry eax",
+            "vtl0: entry =0x1",
+            "vtl0: entry eax=1",
+            "vtl0: 2 idt base=0x0 limit=0x10000 raising #UD",
+            "vtl0: 2 idt base=0x0 limit=0x0",
+            "vtl0: 2 idt base=0x0 limit=0x0 raising #GP",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
     }
 }

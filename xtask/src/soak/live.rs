@@ -7,34 +7,55 @@
 //! UnknownSynicConnection and RetargetInterruptWithUnknownDeviceId intercepts: PostMessage and
 //! SignalEvent to a connection the host does not know, RetargetDeviceInterrupt for a device it
 //! does not know), built with the gdbstub soak's input builders, plus random control words on
-//! them, plus VTL0's accesses to its own page and to VTL2's image. Hostile list GPAs (VTL0 naming
-//! VTL2's memory, unaligned or page-crossing lists) cannot be expressed by the kernel and stay
-//! with the gdbstub soak (`--gdbstub`); so do calls the host would serve itself.
+//! them, plus VTL0's accesses to its own page and to VTL2's image, plus hostile parameter
+//! lists (`vtl0::FLAG_GPAS`: a misaligned or page-crossing input, an input or output on VTL2's
+//! image), which the hypervisor answers (INVALID_ALIGNMENT) or stops (a GPA intercept, and VTL0
+//! takes the memory fault at the call); under the host that reflects everything (below) also
+//! lists at 0, in the host's memory, on MMIO, far beyond RAM and at the top of the address
+//! space, which the paravisor refuses (ACCESS_DENIED) without touching them.
 //!
-//! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration: an IGVM
-//! boot has no command line, so the relay table is empty (no `pv.relay=`, no `pv.devices=`) and
-//! no connection or device is VTL0's; the host's known ports are its scenario's
-//! (`Scenario::for_arch`), which the generator avoids. The checks, per boot:
+//! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration. A third
+//! of the calls run under IGVM boots, which have no command line, so the relay table is empty
+//! (no `pv.relay=`, no `pv.devices=`) and no connection or device is VTL0's; a third under ELF
+//! boots with the gdbstub soak's relay (VTL0's connections 0..8 to the host's 0x100.., which
+//! the host's model knows), so a valid call to one of them must be relayed with its connection
+//! rewritten and VTL0 gets the host's SUCCESS; a third under the gdbstub soak's worst case, a
+//! host that reflects every call VTL0 makes ([`Boot::ReflectAll`]: the proxy's table is the
+//! defence), with VTL0's device 0x30 (`pv.devices=`), every other boot a nested host: its
+//! well-formed calls (RetargetDeviceInterrupt relayed or refused, SynIC calls, the
+//! hypervisor's GetVpRegisters refused with VTL0's output untouched, ExtQueryCapabilities
+//! answered with its 8 zero bytes, the fast form INVALID_PARAMETER) and random control words
+//! over the table's codes. The host's own ports are its scenario's (`Scenario::for_arch`),
+//! which the generator avoids. The checks, per boot:
 //!
 //! 1. QEMU passed, the kernel said `done` for every entry, no `PANIC` / `FATAL` line;
 //! 2. every hypercall record: the whole result word is the oracle's status (random control
-//!    words: a status the TLFS allows for a proxied call, `ALLOWED`), every canary intact;
+//!    words: a status the TLFS allows for a proxied call, `ALLOWED`), every canary intact; a
+//!    list on VTL2's memory: the exact memory fault instead;
 //! 3. every access record: a store, load or fetch touching the image's pages
 //!    (`__image_start..__image_end` from the ELF) faulted with exactly the exception
 //!    `e2e::memory_fault` gives (arm64 ESR, FAR 0; x64 #GP(0)); any other was carried out, a
 //!    load giving what the store before it wrote, a fetch of the `ret` written there returning;
 //! 4. the host's trace: one hypercall intercept per call the oracle says the host hands VTL2
-//!    (at least; at most one per hypercall entry), one GPA intercept per faulted access, and
+//!    (at least; at most one per hypercall entry), one GPA intercept per faulted access or
+//!    call, and
 //!    after VTL0 started VTL2 made exactly one SetVpRegisters per intercept (VTL0's IP advance or
-//!    pending event) and no other hypercall: nothing relayed.
+//!    pending event) and no other hypercall but the relays: in entry order, exactly the ones the
+//!    oracle requires (code, control word with HV_HYPERCALL_NESTED as the host needs it, the
+//!    input byte for byte), those it allows, no other; and every GPA VTL2 names to the host is
+//!    on one of the pages it used at boot (its own hypercall pages).
 
-use super::{arch_seed, oracle, Rng, ALLOWED, RELAYED};
+use super::{arch_seed, oracle, Rng, ALLOWED, KNOWN_CONNECTIONS, NAMES, OWNED_DEVICE, RELAYED};
 use crate::live::{self, Images};
 use anyhow::{bail, Context, Result};
 use e2e::post_message;
-use hvdef::{Control, HvMessageType, HvStatus, HypercallCode, Vtl, HV_PARTITION_ID_SELF};
+use hvdef::{
+    Control, HvInputVtl, HvMessageType, HvRegisterName, HvStatus, HypercallCode, Vtl,
+    HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+};
 use mockhv::model::{Event, Scenario, Vtl0Access};
 use mockhv::qemu::Arch;
+use oracle::Host;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -54,6 +75,14 @@ enum Entry {
         /// a well-formed call to a connection or device it does not know. It may hand on any
         /// other (a broken input may be refused before or after the lookup).
         intercepted: bool,
+        /// The input and output GPAs the call names instead of the kernel's pages
+        /// (`vtl0::FLAG_GPAS`; output length 0).
+        gpas: Option<(u64, u64)>,
+        /// What VTL2 must relay to the host for it (the oracle's; relay boots only).
+        host: Host,
+        /// The output bytes VTL0 must find (reported from its output page, which the kernel
+        /// zeroes before the call); empty: none reported.
+        output: Vec<u8>,
     },
     Write {
         gpa: u64,
@@ -83,6 +112,9 @@ enum Want {
     Exactly(Vec<HvStatus>),
     /// Any status the TLFS allows for a proxied call.
     Allowed,
+    /// No status: the call faults at the instruction with this pending event
+    /// (`e2e::memory_fault`), its parameter list being on VTL2's memory (one GPA intercept).
+    Fault(u128),
 }
 
 struct Plan {
@@ -96,7 +128,10 @@ impl Plan {
     /// Table bytes this entry takes (header, body, input padded to 8).
     fn size(&self) -> usize {
         match &self.entry {
-            Entry::Hypercall { input, .. } => 8 + 16 + input.len().div_ceil(8) * 8,
+            Entry::Hypercall { input, gpas, .. } => {
+                // The output length lives in the body: no extra bytes.
+                8 + 16 + 16 * usize::from(gpas.is_some()) + input.len().div_ceil(8) * 8
+            }
             Entry::Write { .. } => 8 + 24,
             Entry::Read { .. } => 8 + 16,
             Entry::Exec { .. } => 8 + 8,
@@ -105,7 +140,19 @@ impl Plan {
 
     fn push(&self, t: Table) -> Table {
         match &self.entry {
-            Entry::Hypercall { control, input, .. } => t.hypercall(*control, input, 0),
+            Entry::Hypercall {
+                control,
+                input,
+                gpas: None,
+                output,
+                ..
+            } => t.hypercall(*control, input, output.len() as u32),
+            Entry::Hypercall {
+                control,
+                input,
+                gpas: Some((i, o)),
+                ..
+            } => t.hypercall_at(*control, *i, *o, input, 0),
             Entry::Write {
                 gpa, width, value, ..
             } => t.write(*gpa, *width, *value),
@@ -121,6 +168,29 @@ struct Gen {
     image: Range<u64>,
     /// The host's SynIC ports (it serves calls to them itself).
     host_ports: BTreeSet<u32>,
+    /// VTL0 connections below this are relayed (`pv.relay=`, an ELF boot; 0: an IGVM boot, no
+    /// relay table).
+    relayed: u32,
+    /// The host reflects every hypercall to VTL2 (see [`Boot::ReflectAll`]).
+    reflect_all: bool,
+}
+
+/// The codes a [`Boot::ReflectAll`] host reflects and its random control words use: every
+/// hypercall code the TLFS defines is below 0x200, every extended one in 0x8001..0x8100 (the
+/// whole u16 space would not fit the in-VM host's scenario page).
+const REFLECTED_CODES: [Range<u16>; 2] = [0..0x200, 0x8000..0x8100];
+
+/// How a boot's partition is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Boot {
+    /// The IGVM file: no command line, no relay table; Hyper-V's routing.
+    Igvm,
+    /// The ELF with the relay table; Hyper-V's routing.
+    Relay,
+    /// The ELF with the relay table and VTL0's device, under a host that reflects every
+    /// hypercall VTL0 makes to VTL2 (the gdbstub soak's worst case: the proxy's table is the
+    /// defence), every other boot a nested host (the relays' HV_HYPERCALL_NESTED).
+    ReflectAll,
 }
 
 fn code(c: HypercallCode) -> Control {
@@ -137,6 +207,16 @@ impl Gen {
         }
     }
 
+    /// A connection neither the host nor the relay knows.
+    fn unrelayed_connection(&mut self) -> u32 {
+        loop {
+            let c = self.connection();
+            if c >= self.relayed {
+                return c;
+            }
+        }
+    }
+
     /// The arch's `ret` and its width.
     fn ret(&self) -> (u32, u64) {
         match self.arch {
@@ -148,12 +228,18 @@ impl Gen {
     /// One or more entries (a store and the load or fetch of what it stored come together).
     fn next(&mut self) -> Vec<Plan> {
         let roll = self.rng.below(100);
-        let call = |control: Control, input: Vec<u8>, want, intercepted, what: String| Plan {
+        if self.reflect_all && roll < 75 {
+            return vec![self.reflected()];
+        }
+        let call = |control: Control, input: Vec<u8>, want, intercepted, host, what: String| Plan {
             entry: Entry::Hypercall {
                 control: control.into_bits(),
                 input,
                 want,
                 intercepted,
+                gpas: None,
+                host,
+                output: Vec::new(),
             },
             what,
             follows: false,
@@ -190,13 +276,20 @@ impl Gen {
             };
             let payload = self.rng.bytes(240);
             m[16..].copy_from_slice(&payload);
-            let expect =
-                oracle::synic(HypercallCode::POST_MESSAGE, false, connection, 0, valid, &m);
+            let expect = oracle::synic(
+                HypercallCode::POST_MESSAGE,
+                false,
+                connection,
+                self.relayed,
+                valid,
+                &m,
+            );
             return vec![call(
                 code(HypercallCode::POST_MESSAGE),
                 m,
                 Want::Exactly(expect.statuses),
                 valid,
+                expect.host,
                 format!("PostMessage to connection {connection}, {how}"),
             )];
         }
@@ -220,7 +313,7 @@ impl Gen {
                 HypercallCode::SIGNAL_EVENT,
                 fast,
                 connection as u32,
-                0,
+                self.relayed,
                 valid,
                 &word.to_le_bytes(),
             );
@@ -229,6 +322,7 @@ impl Gen {
                 word.to_le_bytes().to_vec(),
                 Want::Exactly(expect.statuses),
                 valid,
+                expect.host,
                 format!("SignalEvent (fast {fast}) connection {connection} flag {flag} rsvd {reserved:#x}"),
             )];
         }
@@ -253,6 +347,7 @@ impl Gen {
                 b,
                 Want::Exactly(vec![HvStatus::INVALID_DEVICE_ID]),
                 true,
+                Host::None,
                 format!("RetargetDeviceInterrupt device {device:#x} (fast {fast})"),
             )];
         }
@@ -264,10 +359,14 @@ impl Gen {
                 .pick(&[HypercallCode::POST_MESSAGE, HypercallCode::SIGNAL_EVENT]);
             let random = self.rng.next() & !0xFFFF & !(1 << 16);
             let control = Control::from_bits(random).with_code(c);
+            // A connection the relay does not map: whether a relay would happen depends on the
+            // control word's checks, so none may.
             let input = if c == HypercallCode::POST_MESSAGE {
-                post_message(self.connection())
+                post_message(self.unrelayed_connection())
             } else {
-                u64::from(self.connection()).to_le_bytes().to_vec()
+                u64::from(self.unrelayed_connection())
+                    .to_le_bytes()
+                    .to_vec()
             };
             return vec![Plan {
                 entry: Entry::Hypercall {
@@ -276,10 +375,16 @@ impl Gen {
                     want: Want::Allowed,
                     // Whether the host hands it on depends on its control-word checks.
                     intercepted: false,
+                    gpas: None,
+                    host: Host::None,
+                    output: Vec::new(),
                 },
                 what: format!("{c:?} with control word {:#x}", control.into_bits()),
                 follows: false,
             }];
+        }
+        if roll < 82 {
+            return vec![self.hostile()];
         }
         // VTL0's own loads, stores and fetches.
         let scratch = live::proto(self.arch).scratch_page();
@@ -408,6 +513,494 @@ impl Gen {
     }
 }
 
+impl Gen {
+    /// What VTL0 gets for a list on VTL2's image: the memory fault `fault` when the hypervisor
+    /// reads or writes it (Hyper-V's routing); the paravisor's ACCESS_DENIED when the host
+    /// reflects the call untouched ([`Boot::ReflectAll`]: VTL0 may only name its own memory,
+    /// and the paravisor never touches VTL2's for it).
+    fn in_image(&self, fault: u128) -> Want {
+        if self.reflect_all {
+            Want::Exactly(vec![HvStatus::ACCESS_DENIED])
+        } else {
+            Want::Fault(fault)
+        }
+    }
+
+    /// A call of a valid shape whose parameter list breaks a rule (`vtl0::FLAG_GPAS`), answered
+    /// by the hypervisor before any intercept: an input or output list that is not 8-byte
+    /// aligned or crosses a page is INVALID_ALIGNMENT (TLFS hypercall-interface.md, "Memory
+    /// Parameters"); one on VTL2's memory is the hypervisor's access to a page VTL2 protected,
+    /// a GPA intercept to VTL2, and VTL0 takes the memory fault at the call
+    /// (`kernel_protection::vtl0_cannot_name_vtl2_memory_in_a_hypercall`).
+    fn hostile(&mut self) -> Plan {
+        let proto = live::proto(self.arch);
+        let (input_page, output_page) = (proto.input_page(), proto.output_page());
+        let connection = self.unrelayed_connection();
+        let message = post_message(connection);
+        let len = message.len() as u64;
+        let post = code(HypercallCode::POST_MESSAGE).into_bits();
+        let query = code(HypercallCode::EXT_QUERY_CAPABILITIES).into_bits();
+        let image = self.image.clone();
+        // An 8-aligned GPA in the image with `len` bytes from it inside one page.
+        let in_image = |rng: &mut Rng, len: u64| {
+            let page = image.start + 0x1000 * rng.below((image.end - image.start) / 0x1000);
+            page + 8 * rng.below((0x1000 - len) / 8 + 1)
+        };
+        let cases = if self.reflect_all { 6 } else { 4 };
+        let (control, input, gpas, want, what) = match self.rng.below(cases) {
+            0 => {
+                let gpa = input_page + 1 + self.rng.below(7);
+                (
+                    post,
+                    message,
+                    (gpa, output_page),
+                    Want::Exactly(vec![HvStatus::INVALID_ALIGNMENT]),
+                    format!(
+                        "PostMessage to connection {connection}, input at {gpa:#x} (misaligned)"
+                    ),
+                )
+            }
+            1 => {
+                let gpa = input_page + 0x1000 - 8 * (1 + self.rng.below(len / 8 - 1));
+                (
+                    post,
+                    message,
+                    (gpa, output_page),
+                    Want::Exactly(vec![HvStatus::INVALID_ALIGNMENT]),
+                    format!(
+                        "PostMessage to connection {connection}, input at {gpa:#x} (crosses a page)"
+                    ),
+                )
+            }
+            2 => {
+                let gpa = in_image(&mut self.rng, len);
+                let fault = e2e::memory_fault(self.arch, &Vtl0Access::Read { gpa, len: 0 }, false);
+                (
+                    post,
+                    message,
+                    (gpa, output_page),
+                    self.in_image(fault),
+                    format!(
+                        "PostMessage to connection {connection}, input at {gpa:#x} (VTL2's image)"
+                    ),
+                )
+            }
+            3 => {
+                let gpa = in_image(&mut self.rng, 8);
+                let access = Vtl0Access::Write {
+                    gpa,
+                    bytes: Vec::new(),
+                };
+                let fault = e2e::memory_fault(self.arch, &access, false);
+                (
+                    query,
+                    Vec::new(),
+                    (input_page, gpa),
+                    self.in_image(fault),
+                    format!("ExtQueryCapabilities, output at {gpa:#x} (VTL2's image)"),
+                )
+            }
+            // Reflected untouched, so the paravisor is the first to look at the list: one in
+            // no RAM of VTL0's is its ACCESS_DENIED, never a read or write of what is there.
+            n => {
+                let (gpa, place) = match self.rng.below(5) {
+                    0 => (0, "at 0"),
+                    1 => (
+                        // The in-VM host's own memory (its configuration page), never the guest's.
+                        match self.arch {
+                            Arch::X86_64 => invm_abi::CONFIG_GPA_X86_64,
+                            Arch::Aarch64 => invm_abi::CONFIG_GPA_AARCH64,
+                        } + 8 * self.rng.below(0x100),
+                        "in the host's memory",
+                    ),
+                    2 => (
+                        // MMIO: QEMU's GIC (virt) / the local APIC (q35).
+                        match self.arch {
+                            Arch::X86_64 => 0xFEE0_0000,
+                            Arch::Aarch64 => 0x0800_0000,
+                        } + 8 * self.rng.below(0x100),
+                        "on MMIO",
+                    ),
+                    3 => (1 << (40 + self.rng.below(23)), "far beyond RAM"),
+                    _ => (
+                        // The list ends at most at 2^64, inside the last page (a list crossing
+                        // a page is INVALID_ALIGNMENT first).
+                        0u64.wrapping_sub(if n == 4 { len } else { 8 }) - 8 * self.rng.below(16),
+                        "at the top of the address space",
+                    ),
+                };
+                let denied = Want::Exactly(vec![HvStatus::ACCESS_DENIED]);
+                if n == 4 {
+                    (
+                        post,
+                        message,
+                        (gpa, output_page),
+                        denied,
+                        format!(
+                            "PostMessage to connection {connection}, input at {gpa:#x} ({place})"
+                        ),
+                    )
+                } else {
+                    (
+                        query,
+                        Vec::new(),
+                        (input_page, gpa),
+                        denied,
+                        format!("ExtQueryCapabilities, output at {gpa:#x} ({place})"),
+                    )
+                }
+            }
+        };
+        Plan {
+            entry: Entry::Hypercall {
+                control,
+                input,
+                want,
+                intercepted: false,
+                gpas: Some(gpas),
+                host: Host::None,
+                output: Vec::new(),
+            },
+            what,
+            follows: false,
+        }
+    }
+}
+
+impl Gen {
+    /// A call under the host that reflects everything ([`Boot::ReflectAll`]), the gdbstub
+    /// soak's well-formed and random-control mix on the kernel's own pages, each with the
+    /// oracle's verdict: what VTL0 gets, its output bytes, the relay the host gets.
+    fn reflected(&mut self) -> Plan {
+        let known = KNOWN_CONNECTIONS;
+        let plan = |control: Control,
+                    input: Vec<u8>,
+                    want: Want,
+                    host: Host,
+                    output: Vec<u8>,
+                    intercepted: bool,
+                    what: String| Plan {
+            entry: Entry::Hypercall {
+                control: control.into_bits(),
+                input,
+                want,
+                intercepted,
+                gpas: None,
+                host,
+                output,
+            },
+            what,
+            follows: false,
+        };
+        match self.rng.below(20) {
+            0..=2 => {
+                // Relayed when VTL0 owns the device (`pv.devices=`), INVALID_DEVICE_ID
+                // otherwise; another partition's id is ACCESS_DENIED (VTL0 speaks for itself).
+                let device = self.rng.pick(&[OWNED_DEVICE, OWNED_DEVICE + 1]);
+                let own = self.rng.percent(90);
+                let partition = if own {
+                    HV_PARTITION_ID_SELF
+                } else {
+                    self.rng.next() >> 1
+                };
+                let fast = self.rng.percent(30);
+                let room = live::proto(self.arch).fast_pool_bytes() as u64;
+                let max_banks = if fast { (room - 64) / 8 } else { 8 };
+                let (bytes, var) = self.retarget(partition, device, max_banks);
+                let control = code(HypercallCode::RETARGET_DEVICE_INTERRUPT)
+                    .with_variable_header_size(var)
+                    .with_fast(fast);
+                let (want, host) = match (own, device == OWNED_DEVICE) {
+                    (true, true) => (
+                        vec![HvStatus::SUCCESS],
+                        Host::Required(oracle::HostCall {
+                            code: HypercallCode::RETARGET_DEVICE_INTERRUPT,
+                            // The paravisor is soft-float: x64 XMM input goes memory-based.
+                            fast: fast && self.arch == Arch::Aarch64,
+                            var,
+                            input: bytes.clone(),
+                        }),
+                    ),
+                    (false, true) => (vec![HvStatus::ACCESS_DENIED], Host::None),
+                    (true, false) => (vec![HvStatus::INVALID_DEVICE_ID], Host::None),
+                    (false, false) => (
+                        vec![HvStatus::ACCESS_DENIED, HvStatus::INVALID_DEVICE_ID],
+                        Host::None,
+                    ),
+                };
+                plan(
+                    control,
+                    bytes,
+                    Want::Exactly(want),
+                    host,
+                    Vec::new(),
+                    true,
+                    format!(
+                        "RetargetDeviceInterrupt device {device:#x}, partition {partition:#x}, \
+                         variable header {var}, fast {fast}"
+                    ),
+                )
+            }
+            3..=5 => {
+                let connection = self.rng.below(2 * u64::from(known)) as u32;
+                let (m, how, valid) = self.message(connection);
+                let expect = oracle::synic(
+                    HypercallCode::POST_MESSAGE,
+                    false,
+                    connection,
+                    known,
+                    valid,
+                    &m,
+                );
+                plan(
+                    code(HypercallCode::POST_MESSAGE),
+                    m,
+                    Want::Exactly(expect.statuses),
+                    expect.host,
+                    Vec::new(),
+                    true,
+                    format!("PostMessage to connection {connection}, {how}"),
+                )
+            }
+            6..=8 => {
+                let connection = self.rng.below(2 * u64::from(known));
+                let flag = if self.rng.percent(85) {
+                    self.rng.below(2048)
+                } else {
+                    2048 + self.rng.below(0xF800)
+                };
+                let reserved = if self.rng.percent(90) {
+                    0
+                } else {
+                    1 + self.rng.below(0xFFFF)
+                };
+                let valid = flag < 2048 && reserved == 0;
+                let word = connection | flag << 32 | reserved << 48;
+                let fast = self.rng.percent(60);
+                let expect = oracle::synic(
+                    HypercallCode::SIGNAL_EVENT,
+                    fast,
+                    connection as u32,
+                    known,
+                    valid,
+                    &word.to_le_bytes(),
+                );
+                plan(
+                    code(HypercallCode::SIGNAL_EVENT).with_fast(fast),
+                    word.to_le_bytes().to_vec(),
+                    Want::Exactly(expect.statuses),
+                    expect.host,
+                    Vec::new(),
+                    true,
+                    format!("SignalEvent (fast {fast}) connection {connection} flag {flag} rsvd {reserved:#x}"),
+                )
+            }
+            9 | 10 => {
+                // The hypervisor's own call: the paravisor has no entry for it (a host reflects
+                // it only in this worst case), so INVALID_HYPERCALL_CODE and VTL0's output page
+                // as the kernel left it (zero).
+                let n = 1 + self.rng.below(8) as usize;
+                let vtl = if self.rng.percent(50) {
+                    HvInputVtl::CURRENT
+                } else {
+                    HvInputVtl::target(Vtl::VTL0)
+                };
+                let ip = match self.arch {
+                    Arch::X86_64 => hvdef::x86_64::reg::RIP,
+                    Arch::Aarch64 => hvdef::aarch64::reg::XPC,
+                };
+                let names: Vec<HvRegisterName> = (0..n)
+                    .map(|_| match self.rng.below(10) {
+                        0 => ip,
+                        1 => HvRegisterName(self.rng.next() as u32),
+                        _ => self.rng.pick(&NAMES),
+                    })
+                    .collect();
+                plan(
+                    code(HypercallCode::GET_VP_REGISTERS).with_rep_count(n as u16),
+                    e2e::get_registers_input(vtl, &names),
+                    Want::Exactly(vec![HvStatus::INVALID_HYPERCALL_CODE]),
+                    Host::None,
+                    vec![0; 16 * n],
+                    true,
+                    format!("GetVpRegisters of {n}"),
+                )
+            }
+            11 | 12 => plan(
+                // No extended call is relayed, so the capabilities VTL0 may use are none
+                // (docs/ARCHITECTURE.md): SUCCESS and 8 zero bytes, the 8 after them untouched.
+                code(HypercallCode::EXT_QUERY_CAPABILITIES),
+                Vec::new(),
+                Want::Exactly(vec![HvStatus::SUCCESS]),
+                Host::None,
+                vec![0; 16],
+                true,
+                "ExtQueryCapabilities".into(),
+            ),
+            13 => plan(
+                // TLFS: extended calls are never fast.
+                code(HypercallCode::EXT_QUERY_CAPABILITIES).with_fast(true),
+                self.rng.bytes(16),
+                Want::Exactly(vec![HvStatus::INVALID_PARAMETER]),
+                Host::None,
+                Vec::new(),
+                true,
+                "fast ExtQueryCapabilities".into(),
+            ),
+            _ => {
+                let control = self.random_control();
+                let input = if control.fast() {
+                    let mut b = self.rng.bytes(live::proto(self.arch).fast_pool_bytes());
+                    if self.rng.percent(30) {
+                        b[..8].copy_from_slice(&HV_PARTITION_ID_SELF.to_le_bytes());
+                    }
+                    b
+                } else {
+                    let len = self.rng.below(321) as usize;
+                    self.plausible_input(len)
+                };
+                plan(
+                    control,
+                    input,
+                    Want::Allowed,
+                    Host::None,
+                    Vec::new(),
+                    false,
+                    format!("random control word {:#x}", control.into_bits()),
+                )
+            }
+        }
+    }
+
+    /// A PostMessage to `connection`, valid or broken in one field the TLFS gives
+    /// INVALID_PARAMETER for: (bytes, how, valid).
+    fn message(&mut self, connection: u32) -> (Vec<u8>, &'static str, bool) {
+        let mut m = post_message(connection);
+        let valid = self.rng.percent(70);
+        let how = if valid {
+            "valid"
+        } else {
+            match self.rng.below(4) {
+                0 => {
+                    m[8..12].fill(0);
+                    "message type 0"
+                }
+                1 => {
+                    m[11] |= 0x80;
+                    "hypervisor message type"
+                }
+                2 => {
+                    let size = 241 + self.rng.below(1000) as u32;
+                    m[12..16].copy_from_slice(&size.to_le_bytes());
+                    "payload too large"
+                }
+                _ => {
+                    m[4] = 1;
+                    "reserved field set"
+                }
+            }
+        };
+        let payload = self.rng.bytes(240);
+        m[16..].copy_from_slice(&payload);
+        (m, how, valid)
+    }
+
+    /// A RetargetDeviceInterrupt input (TLFS / hvdef layout, 56 bytes): the VP mask, or (half
+    /// the time) a sparse VP set of 0 to `max_banks` banks in the variable header; returns
+    /// (bytes, variable header size).
+    fn retarget(&mut self, partition: u64, device: u64, max_banks: u64) -> (Vec<u8>, u16) {
+        let data = 0xFEE0_0000_0000_0041 | (self.rng.below(0x100) << 44);
+        let vector = 0x20 + self.rng.below(0xD0) as u32;
+        let sparse = self.rng.percent(50);
+        let mut b = Vec::with_capacity(56);
+        b.extend(partition.to_le_bytes());
+        b.extend(device.to_le_bytes());
+        b.extend(1u32.to_le_bytes()); // MSI
+        b.extend(0u32.to_le_bytes());
+        b.extend(data.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(vector.to_le_bytes());
+        if !sparse {
+            b.extend(0u32.to_le_bytes());
+            b.extend((1 + self.rng.below(u64::MAX - 1)).to_le_bytes());
+            return (b, 0);
+        }
+        // HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET, format HV_GENERIC_SET_SPARSE_4K (0).
+        b.extend(hvdef::HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        let banks = self.rng.below(max_banks + 1);
+        let mut mask = 0u64;
+        while u64::from(mask.count_ones()) < banks {
+            mask |= 1 << self.rng.below(64);
+        }
+        b.extend(mask.to_le_bytes());
+        for _ in 0..banks {
+            b.extend(self.rng.next().to_le_bytes());
+        }
+        (b, 1 + banks as u16)
+    }
+
+    /// Input bytes that get past the first checks often: this partition, then noise.
+    fn plausible_input(&mut self, len: usize) -> Vec<u8> {
+        let mut bytes = self.rng.bytes(len);
+        if len >= 16 && self.rng.percent(50) {
+            bytes[..8].copy_from_slice(&HV_PARTITION_ID_SELF.to_le_bytes());
+            if self.rng.percent(50) {
+                bytes[8..12].copy_from_slice(&HV_VP_INDEX_SELF.to_le_bytes());
+            }
+            bytes[12] = self.rng.pick(&[0x00, 0x10, 0x11, 0x12, 0x02, 0x20, 0xFF]);
+            if self.rng.percent(70) {
+                bytes[13..16].fill(0);
+            }
+        }
+        bytes
+    }
+
+    /// A control word: a code from the proxy's table or any reflected one (VtlCall and VtlReturn aside:
+    /// VTL switches, not calls), and random fast bit, reps, variable header, reserved bits
+    /// and nested bit.
+    fn random_control(&mut self) -> Control {
+        let code = loop {
+            let c = if self.rng.percent(80) {
+                self.rng.pick(&paravisor::proxy::policy::TABLE).code
+            } else {
+                let r = &REFLECTED_CODES[self.rng.below(REFLECTED_CODES.len() as u64) as usize];
+                HypercallCode(r.start + self.rng.below(u64::from(r.end - r.start)) as u16)
+            };
+            if c != HypercallCode::VTL_CALL && c != HypercallCode::VTL_RETURN {
+                break c;
+            }
+        };
+        let count = if self.rng.percent(80) {
+            self.rng.below(5)
+        } else {
+            self.rng.below(0x1000)
+        };
+        let start = match self.rng.below(8) {
+            0..=5 => 0,
+            6 => self.rng.below(4),
+            _ => self.rng.below(0x1000),
+        };
+        let var = match self.rng.below(8) {
+            0..=5 => 0,
+            6 => self.rng.below(4),
+            _ => self.rng.below(0x400),
+        };
+        let mut bits = u64::from(code.0)
+            | u64::from(self.rng.percent(50)) << 16
+            | var << 17
+            | count << 32
+            | start << 48;
+        if self.rng.percent(10) {
+            bits |= self.rng.next() & Control::RESERVED_MASK;
+        }
+        if self.rng.percent(10) {
+            bits |= 1 << 31;
+        }
+        Control::from_bits(bits)
+    }
+}
+
 /// Whether `got` is the fault `want` (a pending-event value from `e2e::memory_fault`) stands
 /// for: arm64 the ESR with FAR 0 (the paravisor hands VTL0 no address); x64 the vector and
 /// error code (CR2 is whatever an earlier page fault left).
@@ -443,17 +1036,27 @@ fn check_record(
     let fail = |why: String| format!("{name} entry #{index} ({}): {why}", plan.what);
     match (&plan.entry, record) {
         (
-            Entry::Hypercall { control, want, .. },
+            Entry::Hypercall {
+                control,
+                want,
+                output,
+                ..
+            },
             Record::Hypercall {
                 control: c,
                 outcome:
                     CallOutcome::Done {
                         result,
                         bad_canaries,
-                        ..
+                        out: got,
                     },
             },
         ) if c == control => {
+            if got != output {
+                out.push(fail(format!(
+                    "invariant 2: VTL0's output {got:02x?}, expected {output:02x?}"
+                )));
+            }
             let status = HvStatus(*result as u16);
             *stats.statuses.entry(format!("{status:?}")).or_default() += 1;
             if !bad_canaries.is_empty() {
@@ -468,10 +1071,29 @@ fn check_record(
                     stats.allowed += 1;
                     *result >> 16 == 0 && ALLOWED.contains(&status)
                 }
+                Want::Fault(_) => false,
             };
             if !ok {
                 out.push(fail(format!(
                     "invariant 2: expected {want:?}, VTL0 got result {result:#x}"
+                )));
+            }
+        }
+        (
+            Entry::Hypercall {
+                control,
+                want: Want::Fault(want),
+                ..
+            },
+            Record::Hypercall {
+                control: c,
+                outcome: CallOutcome::Fault(f),
+            },
+        ) if c == control => {
+            stats.faults += 1;
+            if !is_fault(arch, f, *want) {
+                out.push(fail(format!(
+                    "invariant 2: expected the fault {want:#x}, VTL0 got {f}"
                 )));
             }
         }
@@ -562,74 +1184,154 @@ pub fn soak_arch(
 ) -> Result<(usize, usize)> {
     let arch = images.arch;
     let scenario = Scenario::for_arch(arch);
-    let mut gen = Gen {
-        arch,
-        rng: Rng::new(arch_seed(seed, arch)),
-        image: image.clone(),
-        host_ports: scenario.ports.keys().copied().collect(),
-    };
-    let mut plans = Vec::new();
-    while plans.len() < calls as usize {
-        plans.extend(gen.next());
-    }
-    plans.truncate(calls as usize);
-    // A store whose load was cut off is still a complete entry.
-    let ranges = boots(&plans);
-    println!(
-        "soak {} (real VTL0, in-VM host): image {:#x}..{:#x}, {} entries in {} boot(s); relay \
-         table empty (IGVM boot: no command line), host ports {:?}",
-        arch.name(),
-        image.start,
-        image.end,
-        plans.len(),
-        ranges.len(),
-        gen.host_ports
-    );
-    let mut stats = Stats::default();
-    for (n, range) in ranges.iter().enumerate() {
-        let t = Instant::now();
-        let before = violations.len();
-        let chunk = &plans[range.clone()];
-        let table = chunk.iter().fold(Table::new(), |t, p| p.push(t));
-        let timeout = Duration::from_secs(60 + chunk.len() as u64 / 20);
-        let (run, results) = match images.run_table(&table, true, timeout) {
-            Ok(r) => r,
-            Err(e) => {
-                violations.push(format!(
-                    "{} boot {n} (entries {}..{}): invariant 1: {e:#}",
-                    arch.name(),
-                    range.start,
-                    range.end
-                ));
-                continue;
-            }
+    // Half the calls under an IGVM boot (no command line: nothing relayed), half under an ELF
+    // boot whose relay maps VTL0's connections 0..8 to the host's 0x100.., which the host
+    // knows (the gdbstub soak's relay): a relay without its rewrite, or one too many, is seen.
+    let relay_scenario =
+        Scenario {
+            ports: scenario
+                .ports
+                .clone()
+                .into_iter()
+                .chain((0..KNOWN_CONNECTIONS).filter_map(|c| {
+                    Some((oracle::host_connection(c, KNOWN_CONNECTIONS)?, Vtl::VTL0))
+                }))
+                .collect(),
+            ..scenario.clone()
         };
-        for line in run.run.console.lines() {
-            if line.contains("PANIC") || line.contains("FATAL") {
-                violations.push(format!(
-                    "{} boot {n}: invariant 1: the console says {:?}",
-                    arch.name(),
-                    line.trim()
-                ));
-            }
+    let relay: Vec<String> = (0..KNOWN_CONNECTIONS)
+        .filter_map(|c| {
+            Some(format!(
+                "{c}:{:#x}",
+                oracle::host_connection(c, KNOWN_CONNECTIONS)?
+            ))
+        })
+        .collect();
+    let append = format!("pv.relay={}", relay.join(","));
+    let reflect_append = format!("{append} pv.devices={OWNED_DEVICE:#x}");
+    let reflect_scenario = |nested: bool| Scenario {
+        nested,
+        // Every code the generator uses ([`REFLECTED_CODES`]; every TLFS call code and
+        // extended code is in them), but on arm64 SetVpRegisters: the kernel registers its
+        // guest OS id with it (x86 does so with an MSR), which the paravisor would refuse.
+        reflected_codes: REFLECTED_CODES
+            .into_iter()
+            .flatten()
+            .map(HypercallCode)
+            .filter(|&c| arch == Arch::X86_64 || c != HypercallCode::SET_VP_REGISTERS)
+            .collect(),
+        devices: [(OWNED_DEVICE, Vtl::VTL2)].into(),
+        ..relay_scenario.clone()
+    };
+    let host_ports: BTreeSet<u32> = scenario.ports.keys().copied().collect();
+    let mut all = 0;
+    let mut boots_run = 0;
+    let mut stats = Stats::default();
+    for (part, kind) in [Boot::Igvm, Boot::Relay, Boot::ReflectAll]
+        .into_iter()
+        .enumerate()
+    {
+        let count = (calls as usize * (part + 1)) / 3 - (calls as usize * part) / 3;
+        let relayed = if kind == Boot::Igvm {
+            0
+        } else {
+            KNOWN_CONNECTIONS
+        };
+        let mut gen = Gen {
+            arch,
+            rng: Rng::new(arch_seed(seed, arch) ^ part as u64),
+            image: image.clone(),
+            host_ports: host_ports.clone(),
+            relayed,
+            reflect_all: kind == Boot::ReflectAll,
+        };
+        let mut plans = Vec::new();
+        while plans.len() < count {
+            plans.extend(gen.next());
         }
-        let records = results
-            .records()
-            .map_err(anyhow::Error::msg)
-            .context("the kernel's entry lines")?;
-        for (i, (plan, record)) in chunk.iter().zip(&records).enumerate() {
-            check_record(arch, range.start + i, plan, record, &mut stats, violations);
-        }
-        check_trace(arch, n, chunk, &run.events, violations);
+        plans.truncate(count);
+        // A store whose load was cut off is still a complete entry.
+        let ranges = boots(&plans);
         println!(
-            "soak {}: boot {n}: entries {}..{}, {} trace events, {} violations, {:.1}s",
+            "soak {} (real VTL0, in-VM host): image {:#x}..{:#x}, {} entries in {} boot(s); {}, \
+             host ports {:?}",
             arch.name(),
-            range.start,
-            range.end,
-            run.events.len(),
-            violations.len() - before,
-            t.elapsed().as_secs_f64()
+            image.start,
+            image.end,
+            plans.len(),
+            ranges.len(),
+            match kind {
+                Boot::Igvm => "relay table empty (IGVM boot: no command line)".to_string(),
+                Boot::Relay => format!("ELF boot with `{append}`"),
+                Boot::ReflectAll => format!(
+                    "ELF boot with `{reflect_append}`, a host that reflects every VTL0 call, \
+                     nested every other boot"
+                ),
+            },
+            gen.host_ports
         );
+        for (k, range) in ranges.iter().enumerate() {
+            let n = boots_run + k;
+            let nested = kind == Boot::ReflectAll && k % 2 == 1;
+            let t = Instant::now();
+            let before = violations.len();
+            let chunk = &plans[range.clone()];
+            let table = chunk.iter().fold(Table::new(), |t, p| p.push(t));
+            let timeout = Duration::from_secs(60 + chunk.len() as u64 / 20);
+            let run = match kind {
+                Boot::Igvm => images.run_table(&table, true, timeout),
+                Boot::Relay => {
+                    images.run_table_elf_in(&table, &append, relay_scenario.clone(), false, timeout)
+                }
+                Boot::ReflectAll => images.run_table_elf_in(
+                    &table,
+                    &reflect_append,
+                    reflect_scenario(nested),
+                    false,
+                    timeout,
+                ),
+            };
+            let (run, results) = match run {
+                Ok(r) => r,
+                Err(e) => {
+                    violations.push(format!(
+                        "{} boot {n} (entries {}..{}): invariant 1: {e:#}",
+                        arch.name(),
+                        range.start,
+                        range.end
+                    ));
+                    continue;
+                }
+            };
+            for line in run.run.console.lines() {
+                if line.contains("PANIC") || line.contains("FATAL") {
+                    violations.push(format!(
+                        "{} boot {n}: invariant 1: the console says {:?}",
+                        arch.name(),
+                        line.trim()
+                    ));
+                }
+            }
+            let records = results
+                .records()
+                .map_err(anyhow::Error::msg)
+                .context("the kernel's entry lines")?;
+            for (i, (plan, record)) in chunk.iter().zip(&records).enumerate() {
+                check_record(arch, range.start + i, plan, record, &mut stats, violations);
+            }
+            check_trace(arch, n, chunk, nested, &run.events, violations);
+            println!(
+                "soak {}: boot {n}: entries {}..{}, {} trace events, {} violations, {:.1}s",
+                arch.name(),
+                range.start,
+                range.end,
+                run.events.len(),
+                violations.len() - before,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        all += plans.len();
+        boots_run += ranges.len();
     }
     let statuses: Vec<String> = stats
         .statuses
@@ -646,11 +1348,18 @@ pub fn soak_arch(
         stats.accesses,
         stats.faults
     );
-    Ok((plans.len(), ranges.len()))
+    Ok((all, boots_run))
 }
 
 /// Invariant 4, on the host's trace of one boot.
-fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &mut Vec<String>) {
+fn check_trace(
+    arch: Arch,
+    boot: usize,
+    chunk: &[Plan],
+    nested: bool,
+    events: &[Event],
+    out: &mut Vec<String>,
+) {
     let name = arch.name();
     let want_hc = chunk
         .iter()
@@ -674,16 +1383,36 @@ fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &
             Entry::Write { fault, .. } | Entry::Read { fault, .. } | Entry::Exec { fault, .. } => {
                 fault.is_some()
             }
-            Entry::Hypercall { .. } => false,
+            Entry::Hypercall { want, .. } => matches!(want, Want::Fault(_)),
         })
         .count();
     let (mut hc, mut gpa) = (0, 0);
+    // The relays VTL2 made, in order, against what each entry must (or may) have relayed.
+    let mut relays: Vec<&mockhv::model::HypercallRecord> = Vec::new();
     // VTL2's own calls once VTL0 runs: with nothing to relay, only the completion of each
     // intercept, one SetVpRegisters of VTL0's IP or pending event (the VtlReturns are the
     // host's VTL switches, not in its trace as hypercalls).
     let mut sets = 0;
     let mut vtl0_started = false;
+    // The GPAs VTL2 named to the host for its own calls during boot (its hypercall pages):
+    // once VTL0 runs, a GPA VTL2 names must be one of them (TLFS: VTL2 owns its pages; a
+    // relay that handed the host VTL0's buffer, or another page, is a leak either way).
+    let mut own_pages: BTreeSet<u64> = BTreeSet::new();
     for e in events {
+        if let Event::Hypercall(h) = e {
+            if h.vtl == Vtl::VTL2 && !Control::from_bits(h.control).fast() {
+                let mut gpas = [h.input_gpa, h.output_gpa].into_iter().filter(|&g| g != 0);
+                if !vtl0_started {
+                    own_pages.extend(gpas.map(|g| g & !0xFFF));
+                } else if let Some(g) = gpas.find(|g| !own_pages.contains(&(g & !0xFFF))) {
+                    out.push(format!(
+                        "{name} boot {boot}: invariant 4: VTL2 named GPA {g:#x} to the host in \
+                         {:?} (its own pages: {own_pages:#x?})",
+                        h.code
+                    ));
+                }
+            }
+        }
         match e {
             Event::Intercept { vtl, message, .. } if *vtl == Vtl::VTL0 => {
                 vtl0_started = true;
@@ -697,6 +1426,21 @@ fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &
             Event::Hypercall(h) if vtl0_started && h.vtl == Vtl::VTL2 => match h.code {
                 HypercallCode::SET_VP_REGISTERS => sets += 1,
                 HypercallCode::VTL_RETURN => {}
+                HypercallCode::POST_MESSAGE
+                | HypercallCode::SIGNAL_EVENT
+                | HypercallCode::RETARGET_DEVICE_INTERRUPT
+                    if chunk.iter().any(|p| {
+                        matches!(
+                            &p.entry,
+                            Entry::Hypercall {
+                                host: Host::Required(_) | Host::Optional(_),
+                                ..
+                            }
+                        )
+                    }) =>
+                {
+                    relays.push(h)
+                }
                 code => out.push(format!(
                     "{name} boot {boot}: invariant 4: with VTL0 running and nothing to relay, \
                      the paravisor made {code:?} (control {:#x}){}",
@@ -710,6 +1454,37 @@ fn check_trace(arch: Arch, boot: usize, chunk: &[Plan], events: &[Event], out: &
             },
             _ => {}
         }
+    }
+    let mut next = relays.iter().peekable();
+    for p in chunk {
+        let Entry::Hypercall { host, .. } = &p.entry else {
+            continue;
+        };
+        let (want, required) = match host {
+            Host::Required(h) => (h, true),
+            Host::Optional(h) => (h, false),
+            _ => continue,
+        };
+        let matches = |r: &&&mockhv::model::HypercallRecord| {
+            r.code == want.code
+                && r.control == want.control(nested)
+                && r.input.get(..want.input.len()) == Some(&want.input[..])
+        };
+        if next.next_if(matches).is_none() && required {
+            out.push(format!(
+                "{name} boot {boot}: invariant 4: {} was not relayed as {want:?} (next relay: \
+                 {:?})",
+                p.what,
+                next.peek().map(|r| (r.code, r.control, &r.input))
+            ));
+        }
+    }
+    for r in next {
+        out.push(format!(
+            "{name} boot {boot}: invariant 4: a relay no entry asked for: {:?} control {:#x} \
+             input {:02x?}",
+            r.code, r.control, r.input
+        ));
     }
     if sets != hc + gpa {
         out.push(format!(
@@ -743,6 +1518,8 @@ mod tests {
             rng: Rng::new(seed),
             image: 0x4020_0000..0x4071_c000,
             host_ports: [1, 2].into(),
+            relayed: 0,
+            reflect_all: false,
         }
     }
 

@@ -9,7 +9,7 @@ use hvdef::{
 use zerocopy::FromBytes;
 
 use super::*;
-use crate::{Arch, LiveError, LowerExit, SwitchRegs, ARM64_GPRS};
+use crate::{Arch, Event, LiveError, LowerExit, SwitchRegs, ARM64_GPRS};
 
 /// An arm64 partition booted as the paravisor boots it (guest OS id, the intercept for unknown
 /// connections, an assist page with the intercept page on), in live mode.
@@ -221,6 +221,7 @@ fn a_protected_access_enters_vtl2_and_the_exception_it_leaves_is_handed_to_the_g
         gpa: secret + 0x1000,
         len: 8,
         access: HvInterceptAccessType::WRITE,
+        delivering_event: false,
     };
     assert_eq!(
         exit(&mut hv, &x, pc, allowed).0,
@@ -233,6 +234,7 @@ fn a_protected_access_enters_vtl2_and_the_exception_it_leaves_is_handed_to_the_g
         gpa: secret + 8,
         len: 8,
         access: HvInterceptAccessType::WRITE,
+        delivering_event: false,
     };
     let effects = exit(&mut hv, &x, pc, store).0.expect("taken");
     assert!(!effects.lower_runs);
@@ -371,4 +373,127 @@ fn with_tracing_off_the_answers_are_the_same_and_nothing_is_kept() {
         quiet.model.trace().events().is_empty(),
         "still off after take_trace"
     );
+}
+
+/// The protected page `secret` and VTL0 running on VP 0.
+fn protect_and_run(hv: &mut Hv, secret: u64) {
+    let mut input = vec![0u8; 16];
+    input[..8].copy_from_slice(&hvdef::HV_PARTITION_ID_SELF.to_le_bytes());
+    input.extend((secret >> 12).to_le_bytes());
+    let protect = rep(HypercallCode::MODIFY_VTL_PROTECTION_MASK, 1);
+    assert_eq!(call(hv, protect, &input), HvStatus::SUCCESS);
+    hvc(hv, 3, &mut [0; ARM64_GPRS]);
+}
+
+/// The execution state of the GPA intercept in the assist page.
+fn intercepted_state(hv: &Hv) -> hvdef::aarch64::HvArm64VpExecutionState {
+    let page = HvVpAssistPage::read_from_prefix(hv.mem.slice(ASSIST, 0x1000))
+        .unwrap()
+        .0;
+    assert_eq!(
+        page.intercept_message.header.message_type,
+        HvMessageType::GPA_INTERCEPT
+    );
+    hvdef::aarch64::HvArm64MemoryInterceptMessage::read_from_prefix(
+        page.intercept_message.payload_bytes(),
+    )
+    .unwrap()
+    .0
+    .header
+    .execution_state
+}
+
+/// A live access the CPU made while it delivered an exception (the glue reads it off the exit:
+/// x64 EXITINTINFO valid on the nested page fault) reaches VTL2 with `interruption_pending`
+/// set, as a scripted `Vtl0Call::delivering_event` does; an ordinary one with it clear.
+#[test]
+fn a_live_access_made_while_delivering_an_event_says_so_in_its_intercept() {
+    let secret: u64 = 0x8_0000;
+    for delivering_event in [false, true] {
+        let mut hv = live();
+        protect_and_run(&mut hv, secret);
+        let read = LowerExit::Access {
+            gpa: secret + 0x60,
+            len: 1,
+            access: HvInterceptAccessType::READ,
+            delivering_event,
+        };
+        let effects = exit(&mut hv, &[0; ARM64_GPRS], 0x4800_3000, read)
+            .0
+            .expect("taken");
+        assert!(effects.advance_ip && !effects.lower_runs, "{effects:?}");
+        let state = intercepted_state(&hv);
+        assert_eq!(state.interruption_pending(), delivering_event);
+        assert_eq!(state.vtl(), 0);
+    }
+}
+
+/// An exception VTL0 cannot deliver (x64: the shutdown exit of a triple fault) with VTL2's
+/// InterceptUnrecoverableException clear resets the partition: a PartitionReset, the run is
+/// finished, VTL2 never hears of it. With the bit set VTL2 gets an
+/// `HvMessageTypeUnrecoverableException` with the common intercept header only.
+#[test]
+fn a_live_unrecoverable_exception_resets_the_partition_unless_vtl2_intercepts_it() {
+    let mut hv = live();
+    hvc(&mut hv, 3, &mut [0; ARM64_GPRS]);
+    let effects = exit(
+        &mut hv,
+        &[0; ARM64_GPRS],
+        0x4800_3000,
+        LowerExit::Unrecoverable,
+    )
+    .0
+    .expect("taken");
+    assert!(effects.finished && !effects.lower_runs, "{effects:?}");
+    let events = hv.model.trace().events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PartitionReset { vp: 0 })));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Intercept { .. })),
+        "{events:?}"
+    );
+    assert!(hv.model.vtl0().live(), "still a live VTL0's partition");
+
+    let mut hv = live();
+    let config = HvRegisterVsmPartitionConfig::new()
+        .with_intercept_page(true)
+        .with_enable_vtl_protection(true)
+        .with_intercept_unrecoverable_exception(true);
+    assert_eq!(
+        set(
+            &mut hv,
+            HvInputVtl::CURRENT,
+            HvRegisterName::VSM_PARTITION_CONFIG,
+            config.into_bits().into()
+        ),
+        HvStatus::SUCCESS
+    );
+    hvc(&mut hv, 3, &mut [0; ARM64_GPRS]);
+    let effects = exit(
+        &mut hv,
+        &[0; ARM64_GPRS],
+        0x4800_3000,
+        LowerExit::Unrecoverable,
+    )
+    .0
+    .expect("taken");
+    assert!(effects.advance_ip && !effects.finished, "{effects:?}");
+    let page = HvVpAssistPage::read_from_prefix(hv.mem.slice(ASSIST, 0x1000))
+        .unwrap()
+        .0;
+    assert_eq!(
+        page.intercept_message.header.message_type,
+        HvMessageType::UNRECOVERABLE_EXCEPTION
+    );
+    assert_eq!(
+        usize::from(page.intercept_message.header.payload_size),
+        size_of::<hvdef::aarch64::HvArm64InterceptMessageHeader>()
+    );
+    assert!(!hv
+        .model
+        .trace()
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::PartitionReset { .. })));
 }

@@ -480,6 +480,7 @@ mod tests {
                 gpa: 0x5000,
                 len: 8,
                 access: hvdef::HvInterceptAccessType::WRITE,
+                delivering_event: false,
             },
             0x4_0000,
             &mut frame,

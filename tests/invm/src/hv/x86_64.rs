@@ -869,6 +869,7 @@ mod tests {
             gpa: 0x8000,
             len: 1,
             access: hvdef::HvInterceptAccessType::WRITE,
+            delivering_event: false,
         };
         let next = lower_exit(
             &mut model,

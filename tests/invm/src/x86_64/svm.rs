@@ -293,7 +293,15 @@ pub struct Exit {
     pub code: u64,
     pub info1: u64,
     pub info2: u64,
+    /// The guest's instructions from VMRUN to this exit, under QEMU's `-icount shift=0` (the
+    /// TSC then advances once per instruction; otherwise a meaningless figure).
+    pub instructions: u64,
 }
+
+/// The host's instructions in `invm_vmrun`'s TSC window: from its first rdtsc (exclusive) to
+/// its second (inclusive), 20 before the guest runs (`vmload` and `vmrun` included) and 19
+/// after (`vmsave` to the rdtsc).
+const VMRUN_HOST_INSTRUCTIONS: u64 = 39;
 
 /// The partition's side: the shared maps and nested tables (kept under the host's lock).
 pub struct Guest {
@@ -308,9 +316,13 @@ pub struct Cpu {
 
 core::arch::global_asm!(
     r#"
-    /* invm_vmrun(gprs: *mut [u64; 16], vmcb: *mut Vmcb): VMRUN with the guest's GPRs (but
-       RAX and RSP, which are the VMCB's) loaded from and stored back to `gprs`, the host's
-       callee-saved ones kept. #VMEXIT gives back the host's RAX, RSP and RIP only. */
+    /* invm_vmrun(gprs: *mut [u64; 16], vmcb: *mut Vmcb, ticks: *mut u64): VMRUN with the
+       guest's GPRs (but RAX and RSP, which are the VMCB's) loaded from and stored back to
+       `gprs`, the host's callee-saved ones kept. #VMEXIT gives back the host's RAX, RSP and
+       RIP only. `ticks` gets the TSC's advance from the first rdtsc to the second: under
+       `-icount shift=0` one per instruction, the guest's and VMRUN_HOST_INSTRUCTIONS of the
+       host's (the instructions between the two rdtscs below, the rdtsc ending the window
+       included, the one starting it not). */
     .global invm_vmrun
 invm_vmrun:
     push %rbx
@@ -320,7 +332,13 @@ invm_vmrun:
     push %r14
     push %r15
     push %rdi
-    mov %rsi, %rax
+    push %rdx
+    mov %rsi, %r8
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    push %rax
+    mov %r8, %rax
     mov 8(%rdi), %rcx
     mov 16(%rdi), %rdx
     mov 24(%rdi), %rbx
@@ -341,7 +359,7 @@ invm_vmrun:
     vmrun %rax
     vmsave %rax
     push %rdi
-    mov 8(%rsp), %rdi
+    mov 24(%rsp), %rdi
     mov %rcx, 8(%rdi)
     mov %rdx, 16(%rdi)
     mov %rbx, 24(%rdi)
@@ -357,6 +375,13 @@ invm_vmrun:
     mov %r13, 104(%rdi)
     mov %r14, 112(%rdi)
     mov %r15, 120(%rdi)
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    pop %rcx
+    sub %rcx, %rax
+    pop %rdx
+    mov %rax, (%rdx)
     pop %rdi
     pop %r15
     pop %r14
@@ -405,7 +430,7 @@ fn write_xmm(xmm: &[u128; 6]) {
 }
 
 unsafe extern "C" {
-    fn invm_vmrun(gprs: *mut u64, vmcb: *mut Vmcb);
+    fn invm_vmrun(gprs: *mut u64, vmcb: *mut Vmcb, ticks: *mut u64);
 }
 
 impl Guest {
@@ -585,11 +610,13 @@ impl Cpu {
             // Error code 0 (bits 63:32).
             Some(Fault::Gp) => VECTOR_GP | EVENT_EXCEPTION | EVENT_ERROR_VALID | EVENT_VALID,
         };
+        let mut ticks = 0;
         // SAFETY: the VMCB is set up for a valid guest (`Guest::cpu`, then an entry state)
         // whose nested tables map only its RAM, so the guest cannot reach the host's memory;
         // VMRUN returns to the next instruction with the host's state restored from this
-        // CPU's save area, and the stub keeps the host's callee-saved registers.
-        unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v) };
+        // CPU's save area, and the stub keeps the host's callee-saved registers (and writes
+        // `ticks`, a local, only).
+        unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v, &mut ticks) };
         cpu.gprs[RAX] = v.rax;
         cpu.gprs[RSP] = v.rsp;
         cpu.rip = v.rip;
@@ -600,6 +627,7 @@ impl Cpu {
             code: v.exit_code,
             info1: v.exit_info1,
             info2: v.exit_info2,
+            instructions: ticks.saturating_sub(VMRUN_HOST_INSTRUCTIONS),
         }
     }
 
@@ -694,9 +722,10 @@ impl Cpu {
         // model's copy goes in (the paravisor may have set them) and comes back out (the
         // intercept message and fast input read them).
         write_xmm(&regs.xmm);
+        let mut ticks = 0;
         // SAFETY: as in `run`, for VTL0's VMCB, whose nested tables map only its RAM (less
         // what VTL2 protected).
-        unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v) };
+        unsafe { invm_vmrun(cpu.gprs.as_mut_ptr(), v, &mut ticks) };
         read_xmm(&mut regs.xmm);
         cpu.gprs[RAX] = v.rax;
         cpu.gprs[RSP] = v.rsp;
@@ -726,6 +755,7 @@ impl Cpu {
             code: v.exit_code,
             info1: v.exit_info1,
             info2: v.exit_info2,
+            instructions: ticks.saturating_sub(VMRUN_HOST_INSTRUCTIONS),
         }
     }
 }

@@ -36,6 +36,14 @@ vtl0_l1:
     .quad 0x0000000040000705
     .fill 510, 8, 0
 
+    /* The registers at the entry point (vtl0::Arch::entry_registers): in .data, not .bss,
+       which is zeroed after they are stored. */
+    .section .data.vtl0_entry, "aw"
+    .balign 16
+    .global vtl0_entry_regs
+vtl0_entry_regs:
+    .fill 32, 8, 0
+
     .section .bss.vtl0_stack, "aw", @nobits
     .balign 16
 vtl0_stack:
@@ -45,6 +53,32 @@ vtl0_stack_top:
     .section .text.boot, "ax"
     .global vtl0_start
 vtl0_start:
+    /* Before anything else: the registers as the kernel found them. X0 waits in TPIDR_EL1
+       (the kernel's own, unused) while it holds the slots' address. */
+    msr tpidr_el1, x0
+    adrp x0, vtl0_entry_regs
+    add x0, x0, :lo12:vtl0_entry_regs
+    str x1, [x0, #8]
+    stp x2, x3, [x0, #16]
+    stp x4, x5, [x0, #32]
+    stp x6, x7, [x0, #48]
+    stp x8, x9, [x0, #64]
+    stp x10, x11, [x0, #80]
+    stp x12, x13, [x0, #96]
+    stp x14, x15, [x0, #112]
+    stp x16, x17, [x0, #128]
+    stp x18, x19, [x0, #144]
+    stp x20, x21, [x0, #160]
+    stp x22, x23, [x0, #176]
+    stp x24, x25, [x0, #192]
+    stp x26, x27, [x0, #208]
+    stp x28, x29, [x0, #224]
+    str x30, [x0, #240]
+    mrs x1, tpidr_el1
+    str x1, [x0]
+    mov x1, sp
+    str x1, [x0, #248]
+    msr tpidr_el1, xzr
     /* EL1h, MMU off, DAIF masked (mask again: it costs nothing). */
     msr daifset, #0xf
     adrp x0, vtl0_stack_top
@@ -330,11 +364,24 @@ vtl0_hypercall:
 );
 
 unsafe extern "C" {
+    static vtl0_entry_regs: [u64; 32];
     fn vtl0_ap_start();
     fn vtl0_probe_read(gpa: u64, width: u32, rec: &Recovery) -> u64;
     fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
     fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
     fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
+}
+
+/// The registers as the entry code stored them, in `Arch::entry_registers` order.
+pub fn entry_registers() -> [u64; 32] {
+    // SAFETY: written only by the entry code (MMU off, before any Rust runs); read by value.
+    unsafe { core::ptr::addr_of!(vtl0_entry_regs).read_volatile() }
+}
+
+/// The IDT entry is x86_64's: `parse_table` refuses it here, so this is never reached.
+pub fn idt_and_ud(_base: u64, _limit: u16) -> ! {
+    say!("bad table: an IDT entry on aarch64");
+    power_off(false)
 }
 
 /// An exception outside any probe (`kind`: the vector table slot, 4 = synchronous at EL1h):

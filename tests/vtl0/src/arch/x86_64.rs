@@ -89,6 +89,14 @@ vtl0_vector_stubs:
     .quad vtl0_vec\n
     .endr
 
+    /* The registers at the entry point (vtl0::Arch::entry_registers): in .data, not .bss,
+       which is zeroed after they are stored. */
+    .section .data.vtl0_entry, "aw"
+    .balign 16
+    .global vtl0_entry_regs
+vtl0_entry_regs:
+    .fill 16, 8, 0
+
     .section .bss.vtl0_stack, "aw", @nobits
     .balign 16
 vtl0_stack:
@@ -102,7 +110,16 @@ vtl0_idt:
     .code32
     .global vtl0_start32
 vtl0_start32:
-    /* 32-bit protected mode, paging off, flat segments, interrupts off (PVH). */
+    /* 32-bit protected mode, paging off, flat segments, interrupts off (PVH). Before
+       anything else: the registers as the kernel found them (absolute stores touch none). */
+    mov %eax, vtl0_entry_regs + 0
+    mov %ecx, vtl0_entry_regs + 8
+    mov %edx, vtl0_entry_regs + 16
+    mov %ebx, vtl0_entry_regs + 24
+    mov %esp, vtl0_entry_regs + 32
+    mov %ebp, vtl0_entry_regs + 40
+    mov %esi, vtl0_entry_regs + 48
+    mov %edi, vtl0_entry_regs + 56
     cli
     cld
     mov $vtl0_pml4, %eax
@@ -120,6 +137,15 @@ vtl0_start32:
     ljmp $0x08, $1f
     .code64
 1:
+    /* R8-R15 exist from here on; nothing before touched them. */
+    mov %r8, vtl0_entry_regs + 64(%rip)
+    mov %r9, vtl0_entry_regs + 72(%rip)
+    mov %r10, vtl0_entry_regs + 80(%rip)
+    mov %r11, vtl0_entry_regs + 88(%rip)
+    mov %r12, vtl0_entry_regs + 96(%rip)
+    mov %r13, vtl0_entry_regs + 104(%rip)
+    mov %r14, vtl0_entry_regs + 112(%rip)
+    mov %r15, vtl0_entry_regs + 120(%rip)
     mov $0x10, %eax
     mov %eax, %ds
     mov %eax, %es
@@ -416,11 +442,39 @@ vtl0_hypercall:
 );
 
 unsafe extern "C" {
+    static vtl0_entry_regs: [u64; 16];
     fn vtl0_ap_start64();
     fn vtl0_probe_read(gpa: u64, width: u32, rec: &Recovery) -> u64;
     fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
     fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
     fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
+}
+
+/// The registers as the entry code stored them, in `Arch::entry_registers` order.
+pub fn entry_registers() -> [u64; 16] {
+    // SAFETY: written only by the entry code, before any Rust runs; read here by value.
+    unsafe { core::ptr::addr_of!(vtl0_entry_regs).read_volatile() }
+}
+
+/// The IDT entry: loads IDTR with `base`/`limit` and raises #UD. Nothing the CPU makes of that
+/// returns here (see `vtl0::KIND_IDT`).
+pub fn idt_and_ud(base: u64, limit: u16) -> ! {
+    #[repr(C, packed)]
+    struct Idtr {
+        limit: u16,
+        base: u64,
+    }
+    let idtr = Idtr { limit, base };
+    // SAFETY: replaces the kernel's IDT on purpose; the #UD that follows goes wherever the
+    // table entry says, and the kernel does not expect to come back.
+    unsafe {
+        core::arch::asm!(
+            "lidt [{0}]",
+            "ud2",
+            in(reg) &idtr,
+            options(noreturn, nostack, readonly)
+        )
+    }
 }
 
 /// An exception outside any probe: one line, then a failing power-off.
