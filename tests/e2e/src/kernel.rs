@@ -164,6 +164,38 @@ pub fn boot(
     append: Option<&str>,
     table: &Table,
 ) -> KernelRun {
+    boot_with(arch, scenario, append, table, |_| {})
+}
+
+/// [`run`] on a machine with `memory_mb` of memory (QEMU's `-m`; see
+/// [`InvmBoot::memory_mb`]).
+pub fn run_with_memory(
+    arch: Arch,
+    scenario: Option<Scenario>,
+    append: Option<&str>,
+    table: &Table,
+    memory_mb: u32,
+) -> KernelRun {
+    let run = boot_with(arch, scenario, append, table, |boot| {
+        boot.memory_mb = memory_mb
+    });
+    assert!(
+        run.run.run.passed() && run.results.done == Some(table.len()),
+        "{arch:?}: {}\nconsole:\n{}",
+        run.run.summary(),
+        run.run.run.console
+    );
+    run
+}
+
+/// [`boot`], with `configure` changing the boot (e.g. the machine's memory) before it runs.
+pub fn boot_with(
+    arch: Arch,
+    scenario: Option<Scenario>,
+    append: Option<&str>,
+    table: &Table,
+    configure: impl FnOnce(&mut InvmBoot),
+) -> KernelRun {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let elf = crate::image(arch);
     let dir = elf.parent().expect("image dir").to_path_buf();
@@ -197,6 +229,7 @@ pub fn boot(
     }
     boot.scenario = scenario;
     boot.trace = true;
+    configure(&mut boot);
     let run = boot.run();
     let _ = std::fs::remove_file(&file);
     let run = run.expect("QEMU runs");

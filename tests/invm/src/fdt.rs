@@ -1,7 +1,11 @@
-//! Shrinks the device tree's RAM to what the guest really has: QEMU describes the whole
-//! machine, but the host keeps its last 16 MiB for itself (outside stage 2), so the paravisor
-//! must not count them as memory it can hand to VTL0. Only the first top-level `memory` node's
-//! first `reg` entry is rewritten, in place; anything malformed is an error, never a panic.
+//! Tells the paravisor the guest's RAM through the device tree: QEMU describes the whole
+//! machine, but the host keeps 16 MiB of it for itself (outside stage 2), so the paravisor must
+//! not count them as memory it can hand to VTL0. The first top-level `memory` node's `reg` (one
+//! 2+2-cell entry, as QEMU virt writes it for one NUMA node) is replaced by one entry per guest
+//! RAM range; the blob grows in place when there are more (the rest of it moves up). Anything
+//! malformed is an error, never a panic.
+
+use core::ops::Range;
 
 /// Why the device tree was left alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,8 +15,10 @@ pub enum FdtError {
     NoMemoryNode,
     /// The memory node's `reg` is not one (address, size) pair of 2+2 cells.
     UnsupportedReg,
-    /// The RAM does not reach `end` (nothing to shrink) or starts above it.
+    /// The guest's RAM is not all inside the node's range (or there is none).
     Unchanged,
+    /// No room for the larger blob.
+    NoRoom,
 }
 
 const MAGIC: u32 = 0xd00d_feed;
@@ -50,9 +56,11 @@ pub fn total_size(header: &[u8]) -> Result<usize, FdtError> {
     Ok(be32(header, 4)? as usize)
 }
 
-/// Makes the memory node end at `end` at most; returns the (base, old size, new size).
-pub fn limit_ram(blob: &mut [u8], end: u64) -> Result<(u64, u64, u64), FdtError> {
-    if total_size(blob)? > blob.len() {
+/// Replaces the memory node's range by `ram` (inside it, ascending); `blob` is the room the
+/// tree may grow into, its first bytes the tree. Returns the node's old (base, size).
+pub fn set_ram(blob: &mut [u8], ram: &[Range<u64>]) -> Result<(u64, u64), FdtError> {
+    let total = total_size(blob)?;
+    if total > blob.len() {
         return Err(FdtError::Truncated);
     }
     let structs = be32(blob, 8)? as usize;
@@ -60,7 +68,7 @@ pub fn limit_ram(blob: &mut [u8], end: u64) -> Result<(u64, u64, u64), FdtError>
     let mut at = structs;
     let mut depth = 0u32;
     let mut in_memory = false;
-    loop {
+    let (len_at, value) = loop {
         let token = be32(blob, at)?;
         at += 4;
         match token {
@@ -82,14 +90,7 @@ pub fn limit_ram(blob: &mut [u8], end: u64) -> Result<(u64, u64, u64), FdtError>
                     if len != 16 {
                         return Err(FdtError::UnsupportedReg);
                     }
-                    let base = be64(blob, value)?;
-                    let size = be64(blob, value + 8)?;
-                    if base >= end || base.saturating_add(size) <= end {
-                        return Err(FdtError::Unchanged);
-                    }
-                    let new = end - base;
-                    blob[value + 8..value + 16].copy_from_slice(&new.to_be_bytes());
-                    return Ok((base, size, new));
+                    break (at, value);
                 }
                 at = (value + len).next_multiple_of(4);
             }
@@ -97,10 +98,50 @@ pub fn limit_ram(blob: &mut [u8], end: u64) -> Result<(u64, u64, u64), FdtError>
             END => return Err(FdtError::NoMemoryNode),
             _ => return Err(FdtError::Truncated),
         }
+    };
+    let base = be64(blob, value)?;
+    let size = be64(blob, value + 8)?;
+    let node = base..base.saturating_add(size);
+    if ram.is_empty()
+        || !ram
+            .iter()
+            .all(|r| node.start <= r.start && r.start < r.end && r.end <= node.end)
+    {
+        return Err(FdtError::Unchanged);
     }
+    // Everything after the old value moves up by `grow` bytes: the rest of the structure
+    // block, the strings (and whatever the header places after the value).
+    let grow = 16 * (ram.len() - 1);
+    let after = value + 16;
+    if total + grow > blob.len() {
+        return Err(FdtError::NoRoom);
+    }
+    blob.copy_within(after..total, after + grow);
+    // Header fields: totalsize 4, off_dt_struct 8, off_dt_strings 12, off_mem_rsvmap 16,
+    // size_dt_struct 36.
+    for field in [4, 8, 12, 16, 36] {
+        let v = be32(blob, field)? as usize;
+        let moved = match field {
+            // totalsize, size_dt_struct: grow.
+            4 | 36 => v + grow,
+            // Offsets of the blocks: those after the value move.
+            _ if v >= after => v + grow,
+            _ => v,
+        };
+        blob[field..field + 4].copy_from_slice(&(moved as u32).to_be_bytes());
+    }
+    blob[len_at..len_at + 4].copy_from_slice(&((16 * ram.len()) as u32).to_be_bytes());
+    for (i, r) in ram.iter().enumerate() {
+        let at = value + 16 * i;
+        blob[at..at + 8].copy_from_slice(&r.start.to_be_bytes());
+        blob[at + 8..at + 16].copy_from_slice(&(r.end - r.start).to_be_bytes());
+    }
+    Ok((base, size))
 }
 
 #[cfg(test)]
+// One RAM range is a slice of one range here, not a mistaken `start..end` list.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;
@@ -156,13 +197,55 @@ mod tests {
         [base.to_be_bytes(), size.to_be_bytes()].concat()
     }
 
+    /// The `reg` ranges as the paravisor reads them (`boot::fdt`, 2+2 cells).
+    fn memory(b: &[u8]) -> Vec<(u64, u64)> {
+        let fdt = boot_like_read(b);
+        fdt.chunks_exact(16)
+            .map(|c| {
+                (
+                    u64::from_be_bytes(c[..8].try_into().unwrap()),
+                    u64::from_be_bytes(c[8..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    /// The memory node's `reg` value, found by walking the tree afresh from its header (so
+    /// the moved offsets are what is checked).
+    fn boot_like_read(b: &[u8]) -> Vec<u8> {
+        let structs = be32(b, 8).unwrap() as usize;
+        let strings = be32(b, 12).unwrap() as usize;
+        assert!(be32(b, 4).unwrap() as usize <= b.len());
+        let mut at = structs;
+        loop {
+            let token = be32(b, at).unwrap();
+            at += 4;
+            match token {
+                BEGIN_NODE => {
+                    let name = cstr(b, at).unwrap();
+                    at = (at + name.len() + 1).next_multiple_of(4);
+                }
+                PROP => {
+                    let len = be32(b, at).unwrap() as usize;
+                    let name = cstr(b, strings + be32(b, at + 4).unwrap() as usize).unwrap();
+                    if name == b"reg" {
+                        return b[at + 8..at + 8 + len].to_vec();
+                    }
+                    at = (at + 8 + len).next_multiple_of(4);
+                }
+                END_NODE | NOP => {}
+                _ => panic!("no reg"),
+            }
+        }
+    }
+
     #[test]
     fn the_memory_node_is_cut_at_the_host() {
         let mut b = blob(&reg(0x4000_0000, 0x1000_0000));
         let before = b.clone();
         assert_eq!(
-            limit_ram(&mut b, 0x4f00_0000),
-            Ok((0x4000_0000, 0x1000_0000, 0x0f00_0000))
+            set_ram(&mut b, &[0x4000_0000..0x4f00_0000]),
+            Ok((0x4000_0000, 0x1000_0000))
         );
         let changed: Vec<usize> = (0..b.len()).filter(|&i| b[i] != before[i]).collect();
         assert_eq!(changed.len(), 1, "only the size's second byte changes");
@@ -170,21 +253,57 @@ mod tests {
     }
 
     #[test]
+    fn ram_on_both_sides_of_the_host_grows_the_tree() {
+        const G: u64 = 1 << 30;
+        let tree = blob(&reg(G, 6 * G + (3 << 20)));
+        let mut b = tree.clone();
+        b.resize(tree.len() + 64, 0xee);
+        let ram = [G..0x4f00_0000, 0x5000_0000..7 * G + (3 << 20)];
+        assert_eq!(set_ram(&mut b, &ram), Ok((G, 6 * G + (3 << 20))));
+        assert_eq!(total_size(&b), Ok(tree.len() + 16));
+        assert_eq!(
+            memory(&b),
+            [
+                (G, 0x0f00_0000),
+                (0x5000_0000, 6 * G + (3 << 20) - 0x1000_0000)
+            ]
+        );
+        assert_eq!(be32(&b, 36).unwrap(), be32(&tree, 36).unwrap() + 16);
+        let strings = be32(&b, 12).unwrap() as usize;
+        assert_eq!(
+            &b[strings..strings + 13],
+            b"bootargs\0reg\0",
+            "the strings moved"
+        );
+        assert_eq!(b[tree.len() + 16], 0xee, "nothing written past the new end");
+        let mut tight = tree.clone();
+        assert_eq!(set_ram(&mut tight, &ram), Err(FdtError::NoRoom));
+        assert_eq!(tight, tree, "left alone");
+    }
+
+    #[test]
     fn refusals() {
         let mut small = blob(&reg(0x4000_0000, 0x0800_0000));
-        assert_eq!(limit_ram(&mut small, 0x4f00_0000), Err(FdtError::Unchanged));
+        assert_eq!(
+            set_ram(&mut small, &[0x4000_0000..0x4f00_0000]),
+            Err(FdtError::Unchanged)
+        );
+        assert_eq!(set_ram(&mut small, &[]), Err(FdtError::Unchanged));
         let mut cells = blob(&reg(0x4000_0000, 0x1000_0000)[4..]);
         assert_eq!(
-            limit_ram(&mut cells, 0x4f00_0000),
+            set_ram(&mut cells, &[0x4000_0000..0x4f00_0000]),
             Err(FdtError::UnsupportedReg)
         );
         let mut bad = blob(&reg(0x4000_0000, 0x1000_0000));
         bad[0] = 0;
-        assert_eq!(limit_ram(&mut bad, 0x4f00_0000), Err(FdtError::BadHeader));
+        assert_eq!(
+            set_ram(&mut bad, &[0x4000_0000..0x4f00_0000]),
+            Err(FdtError::BadHeader)
+        );
         let good = blob(&reg(0x4000_0000, 0x1000_0000));
         for cut in [8, 41, good.len() - 1] {
             let mut short = good[..cut].to_vec();
-            assert!(limit_ram(&mut short, 0x4f00_0000).is_err());
+            assert!(set_ram(&mut short, &[0x4000_0000..0x4f00_0000]).is_err());
         }
     }
 }

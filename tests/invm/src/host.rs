@@ -17,12 +17,13 @@ macro_rules! println {
 
 /// Where the paravisor ELF is loaded (QEMU's generic loader) and entered.
 const GUEST_ENTRY: u64 = 0x4020_0000;
-/// Guest RAM: QEMU virt's RAM from 1 GiB up to the host's own image, which takes the last
-/// 16 MiB of a 256 MiB machine (see invm-aarch64.ld) and is outside stage 2.
-const GUEST_RAM: Range<u64> = invm_abi::GUEST_RAM_AARCH64;
+/// The host's own memory (see invm-aarch64.ld), outside stage 2: guest RAM is the machine's
+/// RAM without it.
+const HOST_RAM: Range<u64> = invm_abi::HOST_RAM_AARCH64;
 /// QEMU virt places the device tree at the start of RAM for ELF images (X0 is 0 then).
 const DEFAULT_DTB: u64 = 0x4000_0000;
-/// Largest device tree accepted; QEMU's is 1 MiB.
+/// Room for the device tree, up to the paravisor at 0x4020_0000: QEMU's is 1 MiB at most, and it
+/// grows by 16 bytes per RAM range beyond the first.
 const DTB_MAX: usize = 2 << 20;
 
 /// What the host keeps per VP (one CPU each).
@@ -51,6 +52,8 @@ struct VpState {
 struct Host {
     model: Model,
     mem: PhysMemory,
+    /// The guest's RAM: what stage 2 maps, the model's RAM.
+    ram: invm_abi::Ram,
     exits: u64,
     vps: Vec<VpState>,
     /// VPs with nothing left to run (their CPUs wait in `arch::park`).
@@ -212,9 +215,9 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
         ));
     }
     let host_start = &raw const __host_start as u64;
-    if GUEST_RAM.end > host_start {
+    if host_start < HOST_RAM.start {
         fail(format_args!(
-            "guest RAM {GUEST_RAM:#x?} overlaps the host at {host_start:#x}"
+            "the host at {host_start:#x} starts below its own memory {HOST_RAM:#x?}"
         ));
     }
     crate::heap::init();
@@ -227,14 +230,24 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
             config.unknown_flags()
         ));
     }
+    let ram = match config
+        .machine_ram(invm_abi::DEFAULT_RAM_AARCH64)
+        .and_then(|machine| machine.guest_aarch64())
+    {
+        Ok(ram) => ram,
+        Err(e) => fail(format_args!("the runner's RAM layout: {e}")),
+    };
+    if let Err(why) = arch::map_high_ram(ram.ranges()) {
+        fail(format_args!("{why}"));
+    }
     if config.count_vtl2() {
         arch::start_cycle_counter();
     }
-    if let Err(e) = arch::install_stage2(&GUEST_RAM) {
-        fail(format_args!("stage 2: {e:?}"));
+    if let Err(e) = arch::install_stage2(ram.ranges()) {
+        fail(format_args!("stage 2: {e}"));
     }
     arch::configure_guest();
-    limit_device_tree_ram(if dtb == 0 { DEFAULT_DTB } else { dtb });
+    set_device_tree_ram(if dtb == 0 { DEFAULT_DTB } else { dtb }, &ram);
     let trace = config
         .trace_path()
         .map(|path| match arch::HostFile::create(path) {
@@ -261,9 +274,13 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
     if let Some(bytes) = scenario {
         println!("the runner's scenario ({} bytes)", bytes.len());
     }
-    let mut model =
-        hv::runner_partition(hvmodel::Arch::Aarch64, GUEST_RAM, vp_count as u32, scenario)
-            .unwrap_or_else(|why| fail(format_args!("{why}")));
+    let mut model = hv::runner_partition(
+        hvmodel::Arch::Aarch64,
+        ram.ranges(),
+        vp_count as u32,
+        scenario,
+    )
+    .unwrap_or_else(|why| fail(format_args!("{why}")));
     model.set_tracing(trace.is_some());
     let live = config.live_vtl0();
     if live {
@@ -286,9 +303,10 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
     }
     *HOST.lock() = Some(Host {
         model,
-        // SAFETY: GUEST_RAM is identity-mapped Normal memory in the host's stage 1 (blocks 1-3)
-        // and lies below the host's image (checked above).
-        mem: unsafe { PhysMemory::new(GUEST_RAM) },
+        // SAFETY: the guest's RAM is identity-mapped Normal memory in the host's stage 1
+        // (blocks 1-3 and `map_high_ram`'s) and leaves out the host's own memory (`without`).
+        mem: unsafe { PhysMemory::new(ram.ranges()) },
+        ram: ram.clone(),
         exits: 0,
         vps: (0..vp_count).map(|_| VpState::default()).collect(),
         parked: 0,
@@ -313,32 +331,40 @@ extern "C" fn invm_main(dtb: u64, el: u64) -> ! {
     if config.vtl2_pc != 0 {
         frame.x[..4].copy_from_slice(&config.vtl2_x);
     }
-    println!("entering the paravisor at EL1h, pc {entry:#x}, stage 2 over {GUEST_RAM:#x?}");
+    println!("entering the paravisor at EL1h, pc {entry:#x}, stage 2 over {ram}");
     // SAFETY: stage 2, HCR_EL2 and the other controls are set for the guest; VBAR_EL2 was set
     // by _start.
     unsafe { arch::enter(&frame) }
 }
 
-/// Makes the device tree's memory end where the guest's RAM ends, so the paravisor never counts
-/// the host's pages as RAM; fails the run if it cannot.
-fn limit_device_tree_ram(dtb: u64) {
-    if !crate::memory::within(&GUEST_RAM, dtb, 8) {
-        fail(format_args!("device tree at {dtb:#x} is outside guest RAM"));
+/// Makes the device tree's memory the guest's RAM (the machine's without the host's own), so
+/// the paravisor never counts the host's pages as RAM; fails the run if it cannot. The tree
+/// may grow up to [`DTB_MAX`] (the paravisor's ELF is loaded 2 MiB above it).
+fn set_device_tree_ram(dtb: u64, ram: &invm_abi::Ram) {
+    if !ram.contains(dtb, DTB_MAX as u64) {
+        fail(format_args!(
+            "device tree at {dtb:#x}: its {DTB_MAX:#x} bytes of room are not guest RAM"
+        ));
     }
-    // SAFETY: 8 bytes inside guest RAM (checked), identity-mapped Normal memory; the guest has
-    // not run yet, so nothing else refers to it.
-    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
-    let size = match crate::fdt::total_size(header) {
-        Ok(size) if size <= DTB_MAX && crate::memory::within(&GUEST_RAM, dtb, size) => size,
-        other => fail(format_args!("device tree at {dtb:#x}: {other:?}")),
-    };
-    // SAFETY: as above, for the `size` bytes the header claims (bounded and checked).
-    let blob = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, size) };
-    match crate::fdt::limit_ram(blob, GUEST_RAM.end) {
-        Ok((base, old, new)) => println!(
-            "device tree: memory {base:#x}+{old:#x} cut to {base:#x}+{new:#x} (the rest is the \
-             host's)"
-        ),
+    // SAFETY: DTB_MAX bytes inside guest RAM (checked), identity-mapped Normal memory; the
+    // guest has not run yet, so nothing else refers to it, and nothing is loaded there (QEMU's
+    // tree at the start of RAM, the paravisor 2 MiB up).
+    let blob = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, DTB_MAX) };
+    match crate::fdt::set_ram(blob, ram.ranges()) {
+        Ok((base, size)) => {
+            let mut parts = alloc::string::String::new();
+            for (i, r) in ram.ranges().iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                parts.push_str(&alloc::format!(
+                    "{sep}{:#x}+{:#x}",
+                    r.start,
+                    r.end - r.start
+                ));
+            }
+            println!(
+                "device tree: memory {base:#x}+{size:#x} cut to {parts} (the rest is the host's)"
+            )
+        }
         Err(e) => fail(format_args!("device tree at {dtb:#x}: memory node: {e:?}")),
     }
 }
@@ -633,7 +659,7 @@ fn vtl0_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
             _ => flags.kernel_executable(),
         };
         let again = host.vps[vp as usize].retried.replace(gpa) == Some(gpa);
-        if allowed && GUEST_RAM.contains(&gpa) && !again {
+        if allowed && host.ram.contains(gpa, 1) && !again {
             return After::Resume;
         }
         // The same access stopped again right after its retry: stage 2 and the model disagree,

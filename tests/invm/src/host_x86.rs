@@ -24,12 +24,9 @@ macro_rules! println {
     };
 }
 
-/// Guest RAM: QEMU's low RAM from 0 up to the host's image, which takes 0x0f000000.. of a
-/// 256 MiB machine (see invm-x86_64.ld) and is outside the nested tables.
-const GUEST_RAM: Range<u64> = invm_abi::GUEST_RAM_X86_64;
-/// The end of RAM as QEMU's memory map gives it for 256 MiB: the host's range is
-/// GUEST_RAM.end..HOST_RAM_END.
-const HOST_RAM_END: u64 = 0x1000_0000;
+/// The host's own memory (see invm-x86_64.ld), outside the nested tables: guest RAM is the
+/// machine's RAM without it.
+const HOST_RAM: Range<u64> = invm_abi::HOST_RAM_X86_64;
 /// Where the paravisor's start info, memory map and command line are written: low RAM, below
 /// QEMU's 0x9fc00 and clear of the paravisor's image at 1 MiB.
 const START_INFO: u64 = 0x7000;
@@ -97,10 +94,10 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     arch::install_idt();
     println!("in-VM mock Hyper-V (x86_64, AMD SVM), PVH start info {start_info:#x}");
     let (host_start, host_end) = (&raw const __host_start as u64, &raw const __host_end as u64);
-    if GUEST_RAM.end > host_start || host_end > HOST_RAM_END {
+    if host_start < HOST_RAM.start || host_end > HOST_RAM.end {
         fail(format_args!(
-            "guest RAM {GUEST_RAM:#x?} and the host at {host_start:#x}..{host_end:#x} overlap \
-             or leave RAM"
+            "the host at {host_start:#x}..{host_end:#x} is not inside its own memory \
+             {HOST_RAM:#x?}"
         ));
     }
     if host_end > invm_abi::SCENARIO_GPA_X86_64 {
@@ -130,12 +127,22 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     if let Err(why) = arch::enable(0) {
         fail(format_args!("{why}"));
     }
-    // Page 0 is the host's (its AP trampoline, see `reserve_host_page`): neither the model's
-    // RAM nor memory the host reads or writes for the guest.
-    let model_ram = arch::TRAMPOLINE + 0x1000..GUEST_RAM.end;
-    // SAFETY: `model_ram` (GUEST_RAM less page 0) is identity-mapped by the host's page tables
-    // and lies below the host's image (checked above): it holds no host data.
-    let mem = unsafe { PhysMemory::new(model_ram.clone()) };
+    // The guest's RAM: the machine's without the host's own 16 MiB and its AP trampoline's
+    // page. Page 0 is the guest's, as on q35 (see `pvh_start`).
+    let ram = match config
+        .machine_ram(invm_abi::DEFAULT_RAM_X86_64)
+        .and_then(|machine| machine.guest_x86_64())
+    {
+        Ok(ram) => ram,
+        Err(e) => fail(format_args!("the runner's RAM layout: {e}")),
+    };
+    if let Err(why) = arch::map_high_ram(ram.ranges()) {
+        fail(format_args!("{why}"));
+    }
+    // SAFETY: the guest's RAM is identity-mapped by the host's page tables (the static 4 GiB
+    // and `map_high_ram`'s) and leaves out the host's own memory (`guest_x86_64`): it holds no
+    // host data.
+    let mem = unsafe { PhysMemory::new(ram.ranges()) };
     let mut cpu = Vcpu::default();
     let context = config
         .x64_context()
@@ -143,20 +150,16 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     let entry = match &context {
         Some(ctx) => ctx.rip,
         None => {
-            // SAFETY: GUEST_RAM, page 0 included, is identity-mapped and holds no host data
-            // yet (the trampoline is copied to page 0 only when an AP starts): QEMU's start
-            // info and its memory map (in page 0) are read here, before the guest runs.
-            let mut boot_mem = unsafe { PhysMemory::new(GUEST_RAM) };
-            pvh_start(&mut boot_mem, start_info, vp_count as u8, &mut cpu)
+            // SAFETY: the guest's RAM is identity-mapped and holds no host data: QEMU's start
+            // info and its memory map are read here, before the guest runs.
+            let mut boot_mem = unsafe { PhysMemory::new(ram.ranges()) };
+            pvh_start(&mut boot_mem, start_info, vp_count as u8, &mut cpu, &ram)
         }
     };
-    let mut guest = match Guest::new(&GUEST_RAM) {
+    let guest = match Guest::new(ram.ranges()) {
         Ok(guest) => guest,
-        Err(e) => fail(format_args!("nested page tables: {e:?}")),
+        Err(e) => fail(format_args!("nested page tables: {e}")),
     };
-    if let Err(why) = guest.reserve_host_page(arch::TRAMPOLINE) {
-        fail(format_args!("the AP trampoline's page: {why}"));
-    }
     let Some(mut vp0) = guest.cpu(0) else {
         fail(format_args!("no VMCB for VP 0"))
     };
@@ -166,7 +169,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
             vp0.load_context(ctx, &mut cpu);
             println!(
                 "entering the paravisor with its IGVM VTL2 context: RIP {:#x}, CR0 {:#x}, CR3 \
-                 {:#x}, CR4 {:#x}, EFER {:#x}, nested paging over {GUEST_RAM:#x?}",
+                 {:#x}, CR4 {:#x}, EFER {:#x}, nested paging over {ram}",
                 ctx.rip, ctx.cr0, ctx.cr3, ctx.cr4, ctx.efer
             );
         }
@@ -174,7 +177,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
             vp0.pvh_entry(entry);
             println!(
                 "entering the paravisor in 32-bit protected mode at {entry:#x}, EBX \
-                 {START_INFO:#x}, nested paging over {GUEST_RAM:#x?}"
+                 {START_INFO:#x}, nested paging over {ram}"
             )
         }
     }
@@ -194,9 +197,13 @@ extern "C" fn invm_main(start_info: u32) -> ! {
     if let Some(bytes) = scenario {
         println!("the runner's scenario ({} bytes)", bytes.len());
     }
-    let mut model =
-        hv::runner_partition(hvmodel::Arch::X86_64, model_ram, vp_count as u32, scenario)
-            .unwrap_or_else(|why| fail(format_args!("{why}")));
+    let mut model = hv::runner_partition(
+        hvmodel::Arch::X86_64,
+        ram.ranges(),
+        vp_count as u32,
+        scenario,
+    )
+    .unwrap_or_else(|why| fail(format_args!("{why}")));
     model.set_tracing(trace.wanted);
     let live = config.live_vtl0();
     if live {
@@ -784,10 +791,23 @@ fn exit_name(code: u64) -> &'static str {
 }
 
 /// The ELF boot: QEMU's PVH start info for the host becomes the paravisor's (the host's range
-/// cut out of its memory map), at START_INFO with EBX pointing at it, with ACPI tables listing
-/// the VPs at ACPI (as a VMM gives a PVH guest its MADT); the entry is the paravisor's PVH
-/// note.
-fn pvh_start(mem: &mut PhysMemory, start_info: u32, vp_count: u8, cpu: &mut Vcpu) -> u64 {
+/// cut out of its memory map, its RAM entries limited to the guest's RAM), at START_INFO with
+/// EBX pointing at it, with ACPI tables listing the VPs at ACPI (as a VMM gives a PVH guest its
+/// MADT); the entry is the paravisor's PVH note.
+///
+/// Page 0 stays RAM in that map, as q35 reports it (and as the IGVM memory map the runner
+/// fills says), and it is the guest's RAM: both VTLs' nested tables map it and the model
+/// serves it, so a VTL0 hypercall input there reaches the paravisor as on Hyper-V, and the
+/// paravisor, which never maps page 0 (a null pointer), reports it unmapped and refuses such
+/// buffers (ACCESS_DENIED). The host's AP trampoline therefore lives in another low page
+/// (`invm_abi::AP_TRAMPOLINE_X86_64`), cut from the map like the host's 16 MiB.
+fn pvh_start(
+    mem: &mut PhysMemory,
+    start_info: u32,
+    vp_count: u8,
+    cpu: &mut Vcpu,
+    ram: &invm_abi::Ram,
+) -> u64 {
     let mut info = match pvh::read(mem, start_info.into()) {
         Ok(info) => info,
         Err(e) => fail(format_args!(
@@ -795,17 +815,19 @@ fn pvh_start(mem: &mut PhysMemory, start_info: u32, vp_count: u8, cpu: &mut Vcpu
         )),
     };
     let ram_before: u64 = ram_total(&info.memmap);
+    let trampoline = arch::TRAMPOLINE..arch::TRAMPOLINE + 0x1000;
     info.memmap = pvh::limit_ram(
-        &pvh::cut(
-            &pvh::cut(&info.memmap, &(GUEST_RAM.end..HOST_RAM_END)),
-            &(arch::TRAMPOLINE..arch::TRAMPOLINE + 0x1000),
-        ),
-        &GUEST_RAM,
+        &pvh::cut(&pvh::cut(&info.memmap, &HOST_RAM), &trampoline),
+        ram.ranges(),
     );
     println!(
-        "PVH memory map: RAM {ram_before:#x} bytes cut to {:#x} (0x{:x}.. is the host's)",
+        "PVH memory map: RAM {ram_before:#x} bytes cut to {:#x} ({:#x}..{:#x} and the AP \
+         trampoline's {:#x}..{:#x} are the host's)",
         ram_total(&info.memmap),
-        GUEST_RAM.end
+        HOST_RAM.start,
+        HOST_RAM.end,
+        trampoline.start,
+        trampoline.end
     );
     if let Err(e) = mem.write(ACPI, &pvh::acpi_tables(ACPI, vp_count)) {
         fail(format_args!("writing the paravisor's ACPI tables: {e:?}"));
@@ -816,7 +838,7 @@ fn pvh_start(mem: &mut PhysMemory, start_info: u32, vp_count: u8, cpu: &mut Vcpu
     }
     cpu.gprs[RBX] = START_INFO;
     match pvh::find_entry(mem, IMAGE) {
-        Ok(Some(entry)) if GUEST_RAM.contains(&entry) => entry,
+        Ok(Some(entry)) if ram.contains(entry, 1) => entry,
         other => fail(format_args!(
             "no PVH entry note in {IMAGE:#x?} (is the paravisor loaded with -device \
              loader,file=paravisor-x86_64.elf?): {other:?}"

@@ -47,7 +47,7 @@ pub const VP: u32 = 0;
 /// [`partition`]. Every refusal is a sentence for the FAIL line.
 pub fn runner_partition(
     arch: Arch,
-    ram: core::ops::Range<u64>,
+    ram: &[core::ops::Range<u64>],
     vp_count: u32,
     scenario: Option<&[u8]>,
 ) -> Result<Model, alloc::string::String> {
@@ -64,16 +64,16 @@ pub fn runner_partition(
         ));
     }
     scenario.vp_count = vp_count;
-    scenario.ram = alloc::vec![ram];
+    scenario.ram = ram.to_vec();
     Ok(Model::new(scenario))
 }
 
 /// The partition the host runs: the default scenario of `arch` (VSM, VTL2 active, intercept
 /// page available) with `vp_count` VPs and the guest's RAM.
-pub fn partition(arch: Arch, ram: core::ops::Range<u64>, vp_count: u32) -> Model {
+pub fn partition(arch: Arch, ram: &[core::ops::Range<u64>], vp_count: u32) -> Model {
     let mut scenario = Scenario::for_arch(arch);
     scenario.vp_count = vp_count;
-    scenario.ram = alloc::vec![ram];
+    scenario.ram = ram.to_vec();
     Model::new(scenario)
 }
 
@@ -88,17 +88,40 @@ mod partition_tests {
         scenario.vp_count = 9;
         let mut bytes = alloc::vec::Vec::new();
         scenario.encode(&mut bytes);
-        let model = runner_partition(Arch::Aarch64, 0x4000_0000..0x5000_0000, 3, Some(&bytes))
-            .expect("accepted");
+        let model = runner_partition(
+            Arch::Aarch64,
+            &[0x4000_0000..0x4f00_0000, 0x5000_0000..0x1_0000_0000],
+            3,
+            Some(&bytes),
+        )
+        .expect("accepted");
         assert!(model.scenario().nested);
         assert_eq!(model.scenario().vp_count, 3);
-        assert_eq!(model.scenario().ram.len(), 1);
-        assert_eq!(model.scenario().ram[0], 0x4000_0000..0x5000_0000);
-        let wrong = runner_partition(Arch::X86_64, 0..0x1000_0000, 1, Some(&bytes));
+        assert_eq!(
+            model.scenario().ram,
+            [0x4000_0000..0x4f00_0000, 0x5000_0000..0x1_0000_0000]
+        );
+        let wrong = runner_partition(
+            Arch::X86_64,
+            core::slice::from_ref(&(0..0x1000_0000)),
+            1,
+            Some(&bytes),
+        );
         assert!(wrong.is_err_and(|e| e.contains("for aarch64, this host runs x86_64")));
-        let cut = runner_partition(Arch::Aarch64, 0..1, 1, Some(&bytes[..5]));
+        let cut = runner_partition(
+            Arch::Aarch64,
+            core::slice::from_ref(&(0..1)),
+            1,
+            Some(&bytes[..5]),
+        );
         assert!(cut.is_err_and(|e| e.contains("Truncated")));
-        let none = runner_partition(Arch::X86_64, 0..0x1000_0000, 2, None).unwrap();
+        let none = runner_partition(
+            Arch::X86_64,
+            core::slice::from_ref(&(0..0x1000_0000)),
+            2,
+            None,
+        )
+        .unwrap();
         assert_eq!(none.scenario().vp_count, 2);
     }
 }

@@ -27,6 +27,8 @@ extern crate alloc;
 mod aarch64;
 #[cfg(any(test, all(target_os = "none", target_arch = "aarch64")))]
 mod fdt;
+#[cfg(any(test, target_os = "none"))]
+mod gpt;
 #[cfg(target_os = "none")]
 mod heap;
 #[cfg(any(test, target_os = "none"))]

@@ -1,7 +1,8 @@
 //! Guest memory as the in-VM host sees it: the guest's RAM, identity-mapped by the host's own
-//! EL2 stage-1 tables and by the guest's stage-2 tables, so a GPA is a host pointer. One type
-//! owns the bounds check and the copy.
+//! tables and by the guest's second-level tables, so a GPA is a host pointer. One type owns
+//! the bounds check and the copy.
 
+use alloc::vec::Vec;
 use core::ops::Range;
 use hvmodel::{GuestMemory, MemoryError};
 
@@ -13,23 +14,24 @@ pub fn within(ram: &Range<u64>, gpa: u64, len: usize) -> bool {
     }
 }
 
-/// The guest's RAM: exactly what stage 2 maps for it, never the host's own pages.
+/// The guest's RAM: exactly what its second-level tables map for it, never the host's own
+/// pages. An access must lie inside one range.
 pub struct PhysMemory {
-    ram: Range<u64>,
+    ram: Vec<Range<u64>>,
 }
 
 impl PhysMemory {
     /// # Safety
     ///
-    /// `ram` must be identity-mapped, readable and writable at EL2, and hold no host data
-    /// (the model writes wherever the guest asks inside it).
+    /// Every range of `ram` must be identity-mapped, readable and writable by the host, and
+    /// hold no host data (the model writes wherever the guest asks inside it).
     #[cfg(target_os = "none")]
-    pub unsafe fn new(ram: Range<u64>) -> Self {
-        Self { ram }
+    pub unsafe fn new(ram: &[Range<u64>]) -> Self {
+        Self { ram: ram.to_vec() }
     }
 
     fn check(&self, gpa: u64, len: usize) -> Result<(), MemoryError> {
-        if within(&self.ram, gpa, len) {
+        if self.ram.iter().any(|r| within(r, gpa, len)) {
             Ok(())
         } else {
             Err(MemoryError { gpa, len })
@@ -91,7 +93,7 @@ mod tests {
         let mut backing = alloc::vec![0u8; 96];
         let base = backing.as_mut_ptr() as u64;
         let mut mem = PhysMemory {
-            ram: base..base + 96,
+            ram: alloc::vec![base..base + 96],
         };
         for offset in 0..20u64 {
             for len in 0..40usize {
@@ -124,8 +126,16 @@ mod tests {
         assert!(!within(&ram, 0x4f00_0000, 1));
         assert!(!within(&ram, u64::MAX, 2));
         let mut mem = PhysMemory {
-            ram: 0x1000..0x2000,
+            ram: alloc::vec![0x1000..0x2000, 0x3000..0x4000],
         };
+        assert_eq!(
+            mem.read(0x1ffc, &mut [0; 8]),
+            Err(MemoryError {
+                gpa: 0x1ffc,
+                len: 8
+            }),
+            "into the gap"
+        );
         let mut buf = [0u8; 4];
         assert_eq!(
             mem.read(0x1ffe, &mut buf),

@@ -131,24 +131,28 @@ pub fn cut(memmap: &[MemoryEntry], host: &Range<u64>) -> Vec<MemoryEntry> {
     out
 }
 
-/// The map with its RAM entries cut to `ram` (the guest's, the only RAM the nested tables map);
-/// other entries stay as they are.
-pub fn limit_ram(memmap: &[MemoryEntry], ram: &Range<u64>) -> Vec<MemoryEntry> {
-    memmap
-        .iter()
-        .filter_map(|e| {
-            if e.kind != RAM {
-                return Some(*e);
+/// The map with its RAM entries cut to `ram` (the guest's, the only RAM the nested tables map:
+/// an entry becomes its pieces inside each range); other entries stay as they are.
+pub fn limit_ram(memmap: &[MemoryEntry], ram: &[Range<u64>]) -> Vec<MemoryEntry> {
+    let mut out = Vec::new();
+    for e in memmap {
+        if e.kind != RAM {
+            out.push(*e);
+            continue;
+        }
+        let r = e.range();
+        for g in ram {
+            let (start, end) = (r.start.max(g.start), r.end.min(g.end));
+            if start < end {
+                out.push(MemoryEntry {
+                    addr: start,
+                    size: end - start,
+                    kind: RAM,
+                });
             }
-            let r = e.range();
-            let (start, end) = (r.start.max(ram.start), r.end.min(ram.end));
-            (start < end).then(|| MemoryEntry {
-                addr: start,
-                size: end - start,
-                kind: RAM,
-            })
-        })
-        .collect()
+        }
+    }
+    out
 }
 
 /// Writes `info` at `gpa` as a version-1 start info: the memory map right after it (at +64),
@@ -266,6 +270,8 @@ pub fn find_entry(mem: &mut dyn GuestMemory, range: Range<u64>) -> Result<Option
 }
 
 #[cfg(test)]
+// One RAM range is a slice of one range here, not a mistaken `start..end` list.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use hvmodel::TestMemory;
@@ -327,12 +333,36 @@ mod tests {
             size: 0x1000_0000,
             kind: RAM,
         });
-        let limited = limit_ram(&map, &(0..0x0f00_0000));
+        let limited = limit_ram(&map, &[0..0x0f00_0000]);
         let mut want = qemu_map();
         want[3].size = 0x0f00_0000 - 0x10_0000;
         assert_eq!(
             limited, want,
             "the MMCONFIG entry stays, RAM above 4 GiB goes"
+        );
+        // RAM on both sides of the host's and above 4 GiB: every piece inside the guest's.
+        let guest = [
+            0..0x0f00_0000,
+            0x1000_0000..0x1_0000_0000,
+            0x1_0000_0000..0x1_0800_0000,
+        ];
+        let big = [
+            MemoryEntry {
+                addr: 0,
+                size: 0x8000_0000,
+                kind: RAM,
+            },
+            map[5],
+        ];
+        let pieces = limit_ram(&big, &guest);
+        let ranges: Vec<_> = pieces.iter().map(MemoryEntry::range).collect();
+        assert_eq!(
+            ranges,
+            [
+                0..0x0f00_0000,
+                0x1000_0000..0x8000_0000,
+                0x1_0000_0000..0x1_0800_0000
+            ]
         );
     }
 

@@ -1,31 +1,37 @@
 //! The guest's stage-2 translation (IPA -> PA, identity): plain descriptor arithmetic, so it is
 //! tested on the host; `aarch64::stage2` installs it.
 //!
-//! Layout (VTCR_EL2 T0SZ 32, a 4 GiB IPA space; 4K granule; the walk starts at level 1):
+//! Layout (VTCR_EL2 T0SZ 25, a 512 GiB IPA space; 4K granule; the walk starts at level 1):
 //! level-1 entry 0 is a 1 GiB Device-nGnRE block (the UART and the rest of QEMU virt's devices,
-//! never executable), entry 1 a table of 2 MiB Normal write-back blocks covering the guest's RAM
-//! only (so the host's own 16 MiB at the end of RAM is a stage-2 fault), entries 2-3 invalid.
+//! never executable); the guest's RAM is Normal write-back, in 1 GiB blocks where a whole GiB is
+//! RAM, else 2 MiB blocks and 4 KiB pages in tables ([`crate::gpt`]); everything else, the
+//! host's own 16 MiB among it, is a stage-2 fault.
 //!
-//! VTL0 gets its own copy of that layout, where a 2 MiB block holding a page VTL2 protected is
-//! split into a level-3 table of 4 KiB pages, each with the access the model leaves VTL0
-//! ([`page`]): a VTL0 access VTL2 forbade is then a stage-2 permission fault, i.e. an exit.
+//! VTL0 gets its own copy of that layout, where a block holding a page VTL2 protected is split
+//! down to 4 KiB pages, each with the access the model leaves VTL0 ([`page`]): a VTL0 access
+//! VTL2 forbade is then a stage-2 permission fault, i.e. an exit.
 
-use core::ops::Range;
+pub use crate::gpt::Access;
 
-pub const GIB: u64 = 1 << 30;
-pub const BLOCK_2M: u64 = 2 << 20;
-pub const ENTRIES: usize = 512;
+pub const ENTRIES: usize = crate::gpt::ENTRIES;
 
-/// VTCR_EL2.T0SZ: a 32-bit IPA space.
-const T0SZ: u64 = 32;
-/// VTCR_EL2.SL0 for a level-1 start with the 4K granule (T0SZ 32 must start at level 1).
+/// VTCR_EL2.T0SZ: a 39-bit IPA space (512 GiB, one level-1 table).
+const T0SZ: u64 = 25;
+/// VTCR_EL2.SL0 for a level-1 start with the 4K granule (T0SZ 25..=33 start at level 1).
 const SL0_LEVEL1: u64 = 1;
 
-/// VTCR_EL2 for this layout: T0SZ 32, SL0 level 1, IRGN0/ORGN0 write-back write-allocate, SH0
+/// VTCR_EL2 for this layout: T0SZ 25, SL0 level 1, IRGN0/ORGN0 write-back write-allocate, SH0
 /// inner shareable, TG0 4K, PS = `parange` (ID_AA64MMFR0_EL1.PARange, at most 48 bits), RES1
-/// bit 31.
+/// bit 31. The IPA space must not exceed PS (QEMU faults every access otherwise:
+/// `check_s2_mmu_setup`); [`ipa_fits`] says whether it does.
 pub fn vtcr(parange: u64) -> u64 {
     T0SZ | (SL0_LEVEL1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (parange.min(5) << 16) | (1 << 31)
+}
+
+/// Whether the 39-bit IPA space fits the CPU's physical address size (PARange 1, 36 bits, does
+/// not).
+pub fn ipa_fits(parange: u64) -> bool {
+    (2..=6).contains(&parange)
 }
 
 const VALID: u64 = 1;
@@ -44,23 +50,8 @@ const S2AP_R: u64 = 1 << 6;
 const S2AP_W: u64 = 1 << 7;
 /// Bits 1:0 of a valid level-3 page descriptor.
 const PAGE: u64 = 0b11;
-pub const PAGE_SIZE: u64 = 4096;
-
-/// What a lower VTL may do with a page (the model's `HvMapGpaFlags` permission bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Access {
-    pub read: bool,
-    pub write: bool,
-    pub execute: bool,
-}
-
-impl Access {
-    pub const ALL: Access = Access {
-        read: true,
-        write: true,
-        execute: true,
-    };
-}
+/// Output address bits [47:12] of a descriptor.
+const ADDRESS: u64 = 0x0000_ffff_ffff_f000;
 
 /// A Normal write-back level-3 page at `pa` with `access`. A page with no access at all stays a
 /// valid descriptor with S2AP 0b00 and XN, so touching it is a permission fault (DFSC 0x0F, the
@@ -79,25 +70,6 @@ pub fn page(pa: u64, access: Access) -> u64 {
     d
 }
 
-/// The level-3 table that replaces the 2 MiB block at `block_pa`: every page with full access
-/// (as the block had), for the caller to restrict page by page.
-pub fn level3(block_pa: u64) -> [u64; ENTRIES] {
-    core::array::from_fn(|i| page(block_pa + i as u64 * PAGE_SIZE, Access::ALL))
-}
-
-/// Where the page at `gpa` sits in this layout: (level-2 index, level-3 index), for RAM in IPA
-/// 1..2 GiB only.
-pub fn indices(gpa: u64) -> Option<(usize, usize)> {
-    if !(GIB..2 * GIB).contains(&gpa) {
-        return None;
-    }
-    let off = gpa - GIB;
-    Some((
-        (off / BLOCK_2M) as usize,
-        ((off % BLOCK_2M) / PAGE_SIZE) as usize,
-    ))
-}
-
 /// The device block at IPA 0.
 pub fn device_block() -> u64 {
     VALID | MEMATTR_DEVICE | S2AP_RW | AF | XN
@@ -112,54 +84,151 @@ pub fn table(pa: u64) -> u64 {
     pa | VALID | TABLE
 }
 
-/// Why a RAM window cannot be mapped by this layout.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LayoutError {
-    /// The window is not inside IPA 1..2 GiB or not 2 MiB aligned.
-    Unsupported(Range<u64>),
+/// The stage-2 format for [`crate::gpt`].
+pub struct Stage2;
+
+impl crate::gpt::Format for Stage2 {
+    fn root_shift(&self) -> u32 {
+        30
+    }
+
+    fn leaf_allowed(&self, shift: u32) -> bool {
+        matches!(shift, 12 | 21 | 30)
+    }
+
+    fn leaf(&self, pa: u64, shift: u32) -> u64 {
+        if shift == 12 {
+            page(pa, Access::ALL)
+        } else {
+            normal_block(pa)
+        }
+    }
+
+    fn table(&self, pa: u64) -> u64 {
+        table(pa)
+    }
+
+    fn child(&self, entry: u64, shift: u32) -> Option<u64> {
+        (shift > 12 && entry & 0b11 == VALID | TABLE).then_some(entry & ADDRESS)
+    }
+
+    fn valid(&self, entry: u64) -> bool {
+        entry & VALID != 0
+    }
+
+    fn split(&self, entry: u64, shift: u32) -> [u64; ENTRIES] {
+        let size = 1u64 << (shift - 9);
+        let base = entry & ADDRESS & !((1u64 << shift) - 1);
+        let attrs = entry & !ADDRESS;
+        // A block one level down keeps bits 1:0 = 0b01; a level-3 page has 0b11.
+        let kind = if shift - 9 == 12 { PAGE } else { VALID };
+        core::array::from_fn(|i| (base + i as u64 * size) | (attrs & !0b11) | kind)
+    }
 }
 
-/// The level-2 table for IPA 1..2 GiB: 2 MiB blocks for `ram`, invalid elsewhere.
-pub fn ram_level2(ram: &Range<u64>) -> Result<[u64; ENTRIES], LayoutError> {
-    if ram.start < GIB
-        || ram.end > 2 * GIB
-        || ram.start >= ram.end
-        || !ram.start.is_multiple_of(BLOCK_2M)
-        || !ram.end.is_multiple_of(BLOCK_2M)
-    {
-        return Err(LayoutError::Unsupported(ram.clone()));
+/// A new root for `ram`: the device block at IPA 0 and the RAM ([`crate::gpt::build`]).
+pub fn root(
+    tables: &mut impl crate::gpt::Tables,
+    ram: &[core::ops::Range<u64>],
+) -> Result<u64, crate::gpt::MapError> {
+    if let Some(r) = ram.iter().find(|r| r.start < 1 << 30) {
+        // Block 0 is the devices'; virt's RAM starts at 1 GiB.
+        return Err(crate::gpt::MapError::Unsupported(r.clone()));
     }
-    let mut l2 = [0; ENTRIES];
-    let mut pa = ram.start;
-    while pa < ram.end {
-        l2[((pa - GIB) / BLOCK_2M) as usize] = normal_block(pa);
-        pa += BLOCK_2M;
-    }
-    Ok(l2)
-}
-
-/// The level-1 root: the device block and the RAM table at `l2_pa`.
-pub fn level1(l2_pa: u64) -> [u64; ENTRIES] {
-    let mut l1 = [0; ENTRIES];
-    l1[0] = device_block();
-    l1[1] = table(l2_pa);
-    l1
+    let root = crate::gpt::build(&Stage2, tables, ram)?;
+    tables.write(root, 0, device_block());
+    Ok(root)
 }
 
 #[cfg(test)]
+// One RAM range is a slice of one range here, not a mistaken `start..end` list.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
+    use crate::gpt::{lookup, set_page, HeapTables, MapError, Tables};
+
+    const G: u64 = 1 << 30;
+    const M: u64 = 1 << 20;
 
     #[test]
-    fn ram_blocks_cover_exactly_the_window() {
-        let l2 = ram_level2(&(0x4000_0000..0x4f00_0000)).unwrap();
-        assert_eq!(l2[0], 0x4000_0000 | 0x7fd);
-        assert_eq!(l2[119], 0x4ee0_0000 | 0x7fd);
-        assert!(
-            l2[120..].iter().all(|&d| d == 0),
-            "the host's blocks stay unmapped"
+    fn every_page_size_maps_exactly_the_ram() {
+        let mut t = HeapTables;
+        // A 6 GiB + 3 MiB virt machine less the host's 16 MiB at 0x4f000000.
+        let ram = [G..0x4f00_0000, 0x5000_0000..7 * G + 3 * M];
+        let root = root(&mut t, &ram).unwrap();
+        assert_eq!(t.read(root, 0), 0x0040_0000_0000_04c5, "the device block");
+        assert_eq!(
+            lookup(&Stage2, &t, root, 0x900_0000),
+            Some((0x0040_0000_0000_04c5, 30))
         );
-        assert_eq!(l2.iter().filter(|&&d| d != 0).count(), 120);
+        assert_eq!(lookup(&Stage2, &t, root, G), Some((G | 0x7fd, 21)));
+        assert_eq!(
+            lookup(&Stage2, &t, root, 0x4ee0_0000),
+            Some((0x4ee0_0000 | 0x7fd, 21))
+        );
+        assert_eq!(lookup(&Stage2, &t, root, 0x4f00_0000), None, "the host's");
+        assert_eq!(lookup(&Stage2, &t, root, 0x4fff_f000), None, "the host's");
+        assert_eq!(
+            lookup(&Stage2, &t, root, 0x5000_0000),
+            Some((0x5000_0000 | 0x7fd, 21))
+        );
+        assert_eq!(
+            lookup(&Stage2, &t, root, 4 * G + 5),
+            Some(((4 * G) | 0x7fd, 30))
+        );
+        assert_eq!(
+            lookup(&Stage2, &t, root, 7 * G),
+            Some(((7 * G) | 0x7fd, 21))
+        );
+        let last = 7 * G + 3 * M - 4096;
+        assert_eq!(lookup(&Stage2, &t, root, last), Some((last | 0x7ff, 12)));
+        assert_eq!(lookup(&Stage2, &t, root, 7 * G + 3 * M), None);
+        assert_eq!(lookup(&Stage2, &t, root, 8 * G), None);
+        assert_eq!(t.read(root, 8), 0);
+    }
+
+    #[test]
+    fn a_protected_page_splits_its_blocks_and_keeps_the_rest() {
+        let mut t = HeapTables;
+        let root = root(&mut t, &[G..8 * G]).unwrap();
+        let none = Access {
+            read: false,
+            write: false,
+            execute: false,
+        };
+        set_page(
+            &Stage2,
+            &mut t,
+            root,
+            3 * G + 0x1000,
+            page(3 * G + 0x1000, none),
+        )
+        .unwrap();
+        assert_eq!(
+            lookup(&Stage2, &t, root, 3 * G + 0x1000),
+            Some(((3 * G + 0x1000) | 0x73f | XN, 12))
+        );
+        assert_eq!(
+            lookup(&Stage2, &t, root, 3 * G),
+            Some(((3 * G) | 0x7ff, 12))
+        );
+        assert_eq!(
+            lookup(&Stage2, &t, root, 3 * G + 0x1f_f000),
+            Some(((3 * G + 0x1f_f000) | 0x7ff, 12))
+        );
+        assert_eq!(
+            lookup(&Stage2, &t, root, 3 * G + 2 * M),
+            Some(((3 * G + 2 * M) | 0x7fd, 21)),
+            "the next 2 MiB stays a block"
+        );
+        assert_eq!(
+            lookup(&Stage2, &t, root, 4 * G),
+            Some(((4 * G) | 0x7fd, 30))
+        );
+        assert_eq!(
+            set_page(&Stage2, &mut t, root, 9 * G, 0),
+            Err(MapError::NotRam(9 * G))
+        );
     }
 
     #[test]
@@ -174,43 +243,27 @@ mod tests {
         assert_eq!(page(0x4020_1000, none), 0x4020_1000 | 0x73f | XN);
         let read_only = Access { read: true, ..none };
         assert_eq!(page(0x4020_2000, read_only), 0x4020_2000 | 0x77f | XN);
-        let l3 = level3(0x4020_0000);
-        assert_eq!(l3[0], page(0x4020_0000, Access::ALL));
-        assert_eq!(l3[511], page(0x403f_f000, Access::ALL));
     }
 
     #[test]
-    fn indices_name_the_block_and_the_page() {
-        assert_eq!(indices(0x4000_0000), Some((0, 0)));
-        assert_eq!(indices(0x4020_1fff), Some((1, 1)));
-        assert_eq!(indices(0x7fff_f000), Some((511, 511)));
-        assert_eq!(indices(0x3fff_f000), None);
-        assert_eq!(indices(0x8000_0000), None);
-    }
-
-    #[test]
-    fn root_maps_devices_and_ram_table() {
-        let l1 = level1(0x4f01_0000);
-        assert_eq!(l1[0], 0x0040_0000_0000_04c5);
-        assert_eq!(l1[1], 0x4f01_0003);
-        assert!(l1[2..].iter().all(|&d| d == 0));
-    }
-
-    #[test]
-    fn vtcr_starts_at_level1_for_a_32_bit_ipa_space() {
-        assert_eq!(vtcr(2), 0x8002_3560);
+    fn vtcr_starts_at_level1_for_a_39_bit_ipa_space() {
+        assert_eq!(vtcr(2), 0x8002_3559);
         assert_eq!(vtcr(6) >> 16 & 7, 5, "52-bit PARange is clamped to 48 bits");
+        assert!(ipa_fits(2) && ipa_fits(5) && !ipa_fits(1) && !ipa_fits(0));
     }
 
     #[test]
-    fn unsupported_windows_are_refused() {
+    fn unsupported_ram_is_refused() {
+        let mut t = HeapTables;
         for bad in [
             0x3fe0_0000..0x4020_0000,
-            0x4000_0000..0x8020_0000,
-            0x4000_1000..0x4f00_0000,
-            0x4f00_0000..0x4f00_0000,
+            0x4000_1800..0x4f00_0000,
+            G..(1 << 39) + G,
         ] {
-            assert_eq!(ram_level2(&bad), Err(LayoutError::Unsupported(bad.clone())));
+            assert_eq!(
+                root(&mut t, std::slice::from_ref(&bad)).map(|_| ()),
+                Err(MapError::Unsupported(bad.clone()))
+            );
         }
     }
 }

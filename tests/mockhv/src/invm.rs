@@ -72,6 +72,11 @@ pub struct InvmBoot {
     /// cycle counter, EL1 only; x86: the TSC around each VMRUN of VTL2, the host's own
     /// instructions in that window taken off).
     pub count_vtl2: bool,
+    /// The machine's memory (QEMU's `-m`, in MiB; at least 256: the host keeps 16 MiB of the
+    /// first 256 for itself). Its RAM, as QEMU lays it out ([`Arch::ram_ranges`]), without
+    /// the host's 16 MiB is the guest's: stage 2 / the nested tables map it, the model serves
+    /// it, and the paravisor is told of it (device tree, PVH or IGVM memory map).
+    pub memory_mb: u32,
 }
 
 /// A finished run under the in-VM host.
@@ -152,6 +157,7 @@ impl InvmBoot {
             vps: 1,
             scenario: None,
             count_vtl2: false,
+            memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
         }
     }
 
@@ -181,20 +187,32 @@ impl InvmBoot {
     /// The QEMU configuration, with the files it loads written into `dir`.
     pub fn qemu_config(&self, dir: &Path) -> Result<QemuConfig> {
         let x86 = self.arch == Arch::X86_64;
-        let ram = if x86 {
-            invm_abi::GUEST_RAM_X86_64
+        let machine = self.arch.ram_ranges(self.memory_mb);
+        let mut host = HostConfig::new()
+            .with_vp_count(self.vps)
+            .with_ram(&machine)
+            .with_context(|| format!("{} RAM ranges: more than the host takes", machine.len()))?;
+        let default = if x86 {
+            invm_abi::DEFAULT_RAM_X86_64
         } else {
-            invm_abi::GUEST_RAM_AARCH64
+            invm_abi::DEFAULT_RAM_AARCH64
         };
-        // What a VMM's IGVM memory map reports: on x86 not the legacy 0xA0000..0x100000 window
-        // (VGA memory and the BIOS's shadow ROMs), nor page 0, the host's (its AP trampoline;
-        // the paravisor never maps page 0 anyway).
-        let igvm_ram = if x86 {
-            vec![0x1000..0xa_0000, 0x10_0000..ram.end]
-        } else {
-            vec![ram.clone()]
-        };
-        let mut host = HostConfig::new().with_vp_count(self.vps);
+        // The guest's RAM as the host computes it.
+        let guest_ram = host
+            .machine_ram(default)
+            .and_then(|ram| {
+                if x86 {
+                    ram.guest_x86_64()
+                } else {
+                    ram.guest_aarch64()
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("-m {}M: {e}", self.memory_mb))?;
+        // What a VMM's IGVM memory map reports: the guest's RAM, on x86 without the legacy
+        // 0xA0000..0x100000 window (VGA memory and the BIOS's shadow ROMs). Page 0 is RAM, as
+        // q35 reports it (host_x86.rs `pvh_start` says the same of the PVH map); the host's AP
+        // trampoline page is not.
+        let igvm_ram = without_legacy_window(self.arch, guest_ram.ranges());
         if self.count_vtl2 {
             host.flags |= invm_abi::FLAG_COUNT_VTL2;
         }
@@ -323,6 +341,7 @@ impl InvmBoot {
         }
         extra_args.extend(self.extra_args.iter().cloned());
         let mut config = QemuConfig::new(self.arch, Some(self.host.clone()));
+        config.memory_mb = self.memory_mb;
         config.smp = self.vps;
         config.append = self.append.clone();
         config.timeout = self.timeout;
@@ -333,6 +352,23 @@ impl InvmBoot {
 }
 
 const TRACE_FILE: &str = "trace.bin";
+
+/// `ram` without x86's legacy 0xA0000..0x100000 window (unchanged on arm64).
+fn without_legacy_window(arch: Arch, ram: &[Range<u64>]) -> Vec<Range<u64>> {
+    const LEGACY: Range<u64> = 0xa_0000..0x10_0000;
+    if arch != Arch::X86_64 {
+        return ram.to_vec();
+    }
+    ram.iter()
+        .flat_map(|r| {
+            [
+                r.start..r.end.min(LEGACY.start),
+                r.start.max(LEGACY.end)..r.end,
+            ]
+        })
+        .filter(|r| r.start < r.end)
+        .collect()
+}
 
 /// The events the host wrote; a file cut short (the host died mid-write) is an error naming
 /// the offset.
@@ -410,6 +446,8 @@ fn scratch_dir() -> Result<PathBuf> {
 }
 
 #[cfg(test)]
+// One RAM range is a slice of one range here, not a mistaken `start..end` list.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -476,9 +514,22 @@ mod tests {
         assert_eq!(page.len(), 4096);
         assert_eq!(
             HostConfig::parse(&page),
-            Some(HostConfig::new().with_vp_count(1)),
-            "one VP, no VTL0, the ELF's entry"
+            HostConfig::new()
+                .with_vp_count(1)
+                .with_ram(&[0x4000_0000..0x5000_0000]),
+            "one VP, no VTL0, the ELF's entry, the 256 MiB machine's RAM"
         );
+        boot.memory_mb = 6 * 1024 + 3;
+        let config = boot.qemu_config(&dir).unwrap();
+        assert_eq!(config.memory_mb, 6 * 1024 + 3);
+        let page = std::fs::read(dir.join("host-config.bin")).unwrap();
+        let host = HostConfig::parse(&page).unwrap();
+        assert_eq!(host.ram_count, 1);
+        assert_eq!(host.ram[0], [1 << 30, (7 << 30) + (3 << 20)]);
+        boot.memory_mb = 128;
+        let err = format!("{:#}", boot.qemu_config(&dir).unwrap_err());
+        assert!(err.contains("-m 128M: the host's own memory"), "{err}");
+        boot.memory_mb = crate::qemu::DEFAULT_MEMORY_MB;
         boot.paravisor = Paravisor::Igvm(dir.join("missing.igvm"));
         boot.append = Some("pv.log=debug".into());
         let err = boot.qemu_config(&dir).unwrap_err().to_string();
@@ -514,6 +565,17 @@ mod tests {
         let host = HostConfig::parse(&page).unwrap();
         assert_eq!(host.x64_context(), None, "a PVH start");
         assert!(host.trace_path().is_some());
+        assert_eq!(host.ram_count, 1);
+        assert_eq!(host.ram[0], [0, 0x1000_0000]);
+        assert_eq!(
+            without_legacy_window(Arch::X86_64, &[0..0x0f00_0000, 0x1000_0000..0x8000_0000]),
+            [
+                0..0xa_0000,
+                0x10_0000..0x0f00_0000,
+                0x1000_0000..0x8000_0000
+            ],
+            "page 0 is RAM in the IGVM memory map, the legacy window is not"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

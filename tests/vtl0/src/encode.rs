@@ -1,9 +1,9 @@
 //! The table encoder host-side tests and runners use to build what the kernel reads.
 
 use crate::{
-    EntryHeader, ExecBody, GpasBody, HypercallBody, ReadBody, RepeatBody, TableHeader, VpBody,
-    WriteBody, FLAG_FORCE, FLAG_GPAS, FLAG_VP, KIND_EXEC, KIND_HYPERCALL, KIND_READ, KIND_REPEAT,
-    KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
+    EntryHeader, ExecBody, GpasBody, HypercallBody, PlaceBody, ReadBody, RepeatBody, TableHeader,
+    VpBody, WriteBody, FLAG_FORCE, FLAG_GPAS, FLAG_VP, KIND_EXEC, KIND_HYPERCALL, KIND_PLACE,
+    KIND_READ, KIND_REPEAT, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -148,6 +148,17 @@ impl Table {
         self.entries
             .splice(after..after, body.as_bytes().iter().copied());
         self
+    }
+
+    /// Store `bytes` at `gpa` (inside one page), e.g. the input a [`Table::hypercall_at`]
+    /// call then names.
+    pub fn place(self, gpa: u64, bytes: &[u8]) -> Table {
+        let body = PlaceBody {
+            gpa,
+            len: bytes.len() as u32,
+            reserved: 0,
+        };
+        self.push(KIND_PLACE, 0, body.as_bytes(), bytes)
     }
 
     /// The entries added so far.
@@ -354,6 +365,65 @@ mod tests {
             0, 0x30, 0, 0x48, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0,
         ];
         assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn exact_bytes_of_a_place_and_its_bounds() {
+        let bytes = Table::new()
+            .place(0x1_0000_0ff8, &[1, 2, 3, 4, 5, 6, 7, 8])
+            .place(0x4800_3001, &[9, 10, 11])
+            .to_bytes();
+        #[rustfmt::skip]
+        let want = [
+            b'V', b'T', b'L', b'0', 1, 0, 16, 0, 2, 0, 0, 0, 80, 0, 0, 0,
+            8, 0, 0, 0, 32, 0, 0, 0,
+            0xf8, 0x0f, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0,
+            1, 2, 3, 4, 5, 6, 7, 8,
+            8, 0, 0, 0, 32, 0, 0, 0,
+            0x01, 0x30, 0, 0x48, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0,
+            9, 10, 11, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(bytes, want);
+        let t = parse_table(&bytes, Arch::X86_64).unwrap();
+        let e: Vec<Entry<'_>> = t.entries().map(|e| e.unwrap()).collect();
+        assert_eq!(
+            e,
+            [
+                Entry::Place {
+                    gpa: 0x1_0000_0ff8,
+                    bytes: &[1, 2, 3, 4, 5, 6, 7, 8]
+                },
+                Entry::Place {
+                    gpa: 0x4800_3001,
+                    bytes: &[9, 10, 11]
+                }
+            ]
+        );
+        for (gpa, len) in [(0x1_0000_0ff9, 8), (0x2000, 0), (0x2000, 4097)] {
+            let bytes = Table::new().place(gpa, &vec![0; len]).to_bytes();
+            assert_eq!(
+                parse_table(&bytes, Arch::X86_64).unwrap_err(),
+                TableError::BadPlace {
+                    index: 0,
+                    gpa,
+                    len: len as u32
+                },
+                "{gpa:#x} + {len}"
+            );
+        }
+        assert!(Table::new().place(0x2000, &[0; 4096]).to_bytes().len() > 4096);
+        let whole = Table::new().place(0x2000, &[0; 4096]).to_bytes();
+        assert!(parse_table(&whole, Arch::Aarch64).is_ok(), "a whole page");
+        // A flag on a place entry is refused.
+        let mut flagged = Table::new().place(0x2000, &[1]).to_bytes();
+        flagged[18] = FLAG_GPAS as u8;
+        assert_eq!(
+            parse_table(&flagged, Arch::X86_64).unwrap_err(),
+            TableError::BadFlags {
+                index: 0,
+                flags: FLAG_GPAS
+            }
+        );
     }
 
     #[test]

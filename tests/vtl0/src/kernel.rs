@@ -201,6 +201,11 @@ fn run(vp: u32, index: u32, entry: Entry<'_>, hyperv: bool) {
             say!("{}", Numbered(index, EntryLine::Idt { base, limit }));
             arch::idt_and_ud(base, limit)
         }
+        Entry::Place { gpa, bytes } => EntryLine::Place {
+            gpa,
+            len: bytes.len(),
+            outcome: place(gpa, bytes),
+        },
         // main hands a repeat and its hypercall to `repeat`.
         Entry::Repeat { .. } => {
             say!("bad table: a repeat where an entry was expected");
@@ -208,6 +213,36 @@ fn run(vp: u32, index: u32, entry: Entry<'_>, hyperv: bool) {
         }
     };
     say!("{}", Numbered(index, line));
+}
+
+/// Stores `bytes` at `gpa` (parse_table checked they stay in its page) through the arch's
+/// window onto that page: any GPA, also one the identity map does not reach (x86_64 above
+/// 4 GiB, aarch64 above 2 GiB). Each store is a write probe (8 bytes where aligned, else 1),
+/// so a store the hypervisor or VTL2 refuses is a fault line, not the end of the kernel. The
+/// window is one mapping in the page tables every VP shares: one VP at a time uses it.
+fn place(gpa: u64, bytes: &[u8]) -> Result<(), vtl0::Fault> {
+    static WINDOW: smp::Lock = smp::Lock::new();
+    WINDOW.with(|| {
+        let window = arch::open_window(gpa & !(PAGE_SIZE as u64 - 1));
+        let mut at = (gpa % PAGE_SIZE as u64) as usize;
+        let mut rest = bytes;
+        let result = loop {
+            let (width, value) = match rest {
+                [] => break Ok(()),
+                [a, b, c, d, e, f, g, h, ..] if at.is_multiple_of(8) => {
+                    (8, u64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]))
+                }
+                [a, ..] => (1, u64::from(*a)),
+            };
+            if let Err(fault) = arch::probe_write(window + at as u64, width, value) {
+                break Err(fault);
+            }
+            at += usize::from(width);
+            rest = &rest[usize::from(width)..];
+        };
+        arch::close_window();
+        result
+    })
 }
 
 /// Puts a call's input where the call reads it: the register pool it returns (fast), or VP

@@ -30,6 +30,11 @@
 //! - [`KIND_REPEAT`]: [`RepeatBody`] (count, 1..=[`MAX_REPEAT`]): the next entry, which must be
 //!   a hypercall, is made `count` times in a row (see the repeat line below). Its input page or
 //!   register pool is set up once, its output page zeroed once, before the first call.
+//! - [`KIND_PLACE`]: [`PlaceBody`] (GPA, length), then the bytes padded to 8: the bytes are
+//!   stored at that GPA (any GPA, above 4 GiB too, within one page: `gpa % 4096 + len <=
+//!   4096`), through a window the kernel maps onto that page for the copy, one probe-like
+//!   store at a time (8 bytes where aligned, else 1): e.g. a hypercall input that
+//!   [`FLAG_GPAS`] then names.
 //!
 //! With [`FLAG_VP`] (any kind) a [`VpBody`] follows the entry header, before the kind's body:
 //! VP `vp` (below [`MAX_VPS`]) runs the entry instead of VP 0. Each VP runs its own entries in
@@ -60,6 +65,7 @@
 //! - `vtl0: i exec gpa=0x.. returned`
 //! - `vtl0: i idt base=0x.. limit=0x.. raising #UD` (the line comes before the `lidt`; see
 //!   [`KIND_IDT`] for what follows)
+//! - `vtl0: i place gpa=0x.. len=N ok` (a fault's line names the window's address, not the GPA)
 //! - `vtl0: i repeat count=N calls=K first=0x.. last=0x.. differed=D canaries_bad=C ticks=T
 //!   hz=F` (one line), then the repeated entry's own line for its last call: K calls were made
 //!   (K < N only when call K faulted, which ends the run; its line is then the fault), `first` /
@@ -113,6 +119,7 @@ pub const KIND_EXEC: u16 = 4;
 pub const KIND_REPEAT: u16 = 5;
 /// x86_64: load an IDT and raise #UD ([`IdtBody`]; see the crate docs).
 pub const KIND_IDT: u16 = 6;
+pub const KIND_PLACE: u16 = 8;
 
 /// The most calls one repeat entry makes.
 pub const MAX_REPEAT: u32 = 100_000_000;
@@ -435,6 +442,16 @@ pub struct IdtBody {
     pub reserved: u32,
 }
 
+/// A place entry: `len` bytes (following, padded to 8) to store at `gpa`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct PlaceBody {
+    pub gpa: u64,
+    /// 1..=4096, and the bytes stay in `gpa`'s page.
+    pub len: u32,
+    pub reserved: u32,
+}
+
 /// A repeat entry: the next entry (a hypercall) is made `count` times.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -455,6 +472,7 @@ const _: () = {
     assert!(size_of::<WriteBody>() == 24);
     assert!(size_of::<ExecBody>() == 8);
     assert!(size_of::<IdtBody>() == 16);
+    assert!(size_of::<PlaceBody>() == 16);
 };
 
 /// One validated table entry.
@@ -489,6 +507,11 @@ pub enum Entry<'a> {
     Idt {
         base: u64,
         limit: u16,
+    },
+    /// Store `bytes` at `gpa` (inside one page).
+    Place {
+        gpa: u64,
+        bytes: &'a [u8],
     },
 }
 
@@ -579,6 +602,12 @@ pub enum TableError {
         index: u32,
         limit: u32,
     },
+    /// A place entry's bytes are empty or leave their page.
+    BadPlace {
+        index: u32,
+        gpa: u64,
+        len: u32,
+    },
     /// Bytes after the last entry (total size larger than the entries).
     TrailingBytes {
         offset: usize,
@@ -664,6 +693,10 @@ impl fmt::Display for TableError {
                     "entry {index} has IDT limit {limit:#x} (at most 0xffff, reserved 0)"
                 )
             }
+            TableError::BadPlace { index, gpa, len } => write!(
+                f,
+                "entry {index} places {len} bytes at {gpa:#x}: not 1..=4096 inside one page"
+            ),
             TableError::TrailingBytes { offset, total_size } => write!(
                 f,
                 "entries end at {offset:#x} but total size is {total_size:#x}"
@@ -952,6 +985,25 @@ impl<'a> Entries<'a> {
                     limit,
                 }
             }
+            KIND_PLACE => {
+                let (b, rest) = PlaceBody::read_from_prefix(body).map_err(|_| bad_size)?;
+                let len = b.len as usize;
+                let in_page = (b.gpa % PAGE_SIZE as u64) as usize + len <= PAGE_SIZE;
+                if len == 0 || !in_page {
+                    return Err(TableError::BadPlace {
+                        index,
+                        gpa: b.gpa,
+                        len: b.len,
+                    });
+                }
+                if rest.len() != len.div_ceil(8) * 8 {
+                    return Err(bad_size);
+                }
+                Entry::Place {
+                    gpa: b.gpa,
+                    bytes: &rest[..len],
+                }
+            }
             kind => return Err(TableError::UnknownKind { index, kind }),
         };
         let is_hypercall = matches!(entry, Entry::Hypercall { .. });
@@ -1080,6 +1132,11 @@ pub enum EntryLine<'a> {
         base: u64,
         limit: u16,
     },
+    Place {
+        gpa: u64,
+        len: usize,
+        outcome: Result<(), Fault>,
+    },
 }
 
 /// What a repeat entry's calls did (its line; see the crate docs).
@@ -1205,6 +1262,13 @@ impl fmt::Display for EntryLine<'_> {
             EntryLine::Repeat(stats) => write!(f, "{stats}"),
             EntryLine::Idt { base, limit } => {
                 write!(f, "idt base={base:#x} limit={limit:#x} raising #UD")
+            }
+            EntryLine::Place { gpa, len, outcome } => {
+                write!(f, "place gpa={gpa:#x} len={len} ")?;
+                match outcome {
+                    Ok(()) => f.write_str("ok"),
+                    Err(fault) => write!(f, "{fault}"),
+                }
             }
         }
     }

@@ -48,6 +48,12 @@ pub enum Record {
         base: u64,
         limit: u16,
     },
+    /// A place entry: `len` bytes stored at `gpa` (or the fault of the store that failed).
+    Place {
+        gpa: u64,
+        len: usize,
+        outcome: Result<(), Fault>,
+    },
 }
 
 /// One `vtl0: ` line.
@@ -243,6 +249,11 @@ fn record<'a>(kind: &str, tokens: &mut impl Iterator<Item = &'a str>) -> Result<
         "exec" => Record::Exec {
             gpa: hex_field(tokens, "gpa")?,
             outcome: unit_or_fault(tokens, "returned")?,
+        },
+        "place" => Record::Place {
+            gpa: hex_field(tokens, "gpa")?,
+            len: dec_field(tokens, "len")? as usize,
+            outcome: unit_or_fault(tokens, "ok")?,
         },
         "repeat" => {
             let dec = dec_field;
@@ -660,6 +671,39 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn place_lines() {
+        assert_eq!(
+            parsed("vtl0: 0 place gpa=0x100000000 len=48 ok"),
+            Record::Place {
+                gpa: 0x1_0000_0000,
+                len: 48,
+                outcome: Ok(())
+            }
+        );
+        assert_eq!(
+            parsed("vtl0: 2 place gpa=0x1000 len=1 fault esr=0x96000047 far=0xc0000000"),
+            Record::Place {
+                gpa: 0x1000,
+                len: 1,
+                outcome: Err(Fault::Arm64 {
+                    esr: 0x9600_0047,
+                    far: 0xc000_0000
+                })
+            }
+        );
+        let line = EntryLine::Place {
+            gpa: 0x1_c02f_f000,
+            len: 4096,
+            outcome: Ok(()),
+        };
+        assert_eq!(
+            format!("{}", Numbered(7, line)),
+            "7 place gpa=0x1c02ff000 len=4096 ok"
+        );
+        assert!(parse_line("vtl0: 0 place gpa=0x1000 len=x ok").is_err());
     }
 
     #[test]

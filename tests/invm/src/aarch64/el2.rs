@@ -2,9 +2,9 @@
 //! timers, and the syndrome registers an exit reads.
 
 use crate::hv::El1Regs;
-use crate::stage2;
-use core::cell::UnsafeCell;
+use crate::{gpt, stage2};
 use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 macro_rules! read_sysreg {
     ($name:literal) => {{
@@ -42,44 +42,14 @@ pub const HCR: u64 = HCR_VM | HCR_TWI | HCR_TSC | HCR_RW;
 /// guest").
 const VMID_VTL2: u64 = 1;
 const VMID_VTL0: u64 = 2;
-/// Level-3 tables for VTL0's split blocks: one per 2 MiB block of guest RAM (240 MiB: 120), so
-/// no pattern of protections VTL2 asks for can run the host out of them.
-const L3_POOL: usize = 120;
 
-#[repr(C, align(4096))]
-struct Table([u64; stage2::ENTRIES]);
-
-const EMPTY: Table = Table([0; stage2::ENTRIES]);
-
-/// One VTL's stage-2 tables: the root, the RAM level 2 and (VTL0 only) level-3 tables for the
-/// blocks where VTL2 protected pages.
-struct Stage2 {
-    l1: Table,
-    l2: Table,
-    l3: [Table; L3_POOL],
-    /// Level-2 index of the block each used level-3 table replaces.
-    split: [Option<usize>; L3_POOL],
-    /// Changed since VTL0's TLB entries were last invalidated.
-    dirty: bool,
-}
-
-/// The two VTLs' tables: written by the host only, under its lock; changed entries are
-/// flushed from every CPU's TLB before any CPU runs VTL0 again (`flush_vtl0_tlb`).
-struct Stage2Tables(UnsafeCell<[Stage2; 2]>);
-
-// SAFETY: the tables are written only by the host, under its lock (one exit at a time on
-// any CPU); a CPU's walker sees a change after `flush_vtl0_tlb`.
-unsafe impl Sync for Stage2Tables {}
-
-const STAGE2_EMPTY: Stage2 = Stage2 {
-    l1: EMPTY,
-    l2: EMPTY,
-    l3: [EMPTY; L3_POOL],
-    split: [None; L3_POOL],
-    dirty: false,
-};
-
-static STAGE2: Stage2Tables = Stage2Tables(UnsafeCell::new([STAGE2_EMPTY, STAGE2_EMPTY]));
+/// The two VTLs' stage-2 roots (0 until `install_stage2`), VTL0's first: their tables live on
+/// the host's heap ([`gpt::HeapTables`]) and are written by the host only, under its lock;
+/// VTL0's changed entries are flushed from every CPU's TLB before any CPU runs VTL0 again
+/// (`flush_vtl0_tlb`). A starting CPU reads a root while another may be changing the tables.
+static ROOTS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// VTL0's tables changed since its TLB entries were last invalidated.
+static VTL0_DIRTY: AtomicBool = AtomicBool::new(false);
 
 /// Which VTL's translation the CPU uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,32 +58,30 @@ pub enum Guest {
     Vtl2 = 1,
 }
 
-fn tables(guest: Guest) -> &'static mut Stage2 {
-    // SAFETY: see Stage2Tables: the host is the only writer, one exit at a time (its lock),
-    // and no reference outlives the exit that took it.
-    unsafe { &mut (*STAGE2.0.get())[guest as usize] }
-}
-
 fn vttbr(guest: Guest) -> u64 {
     let vmid = match guest {
         Guest::Vtl0 => VMID_VTL0,
         Guest::Vtl2 => VMID_VTL2,
     };
-    // The root's address only, without a reference: a starting CPU computes it while another
-    // may be changing the tables under the host's lock.
-    // SAFETY: a place expression inside the static, not a read or a reference.
-    let root = unsafe { core::ptr::addr_of!((*STAGE2.0.get())[guest as usize].l1) };
-    root as u64 | (vmid << 48)
+    ROOTS[guest as usize].load(Ordering::Acquire) | (vmid << 48)
 }
 
-/// Builds the identity stage 2 (devices, and `ram` only) for both VTLs and turns on VTL2's
-/// on this CPU (the boot CPU, before any other runs).
-pub fn install_stage2(ram: &Range<u64>) -> Result<(), stage2::LayoutError> {
-    for guest in [Guest::Vtl0, Guest::Vtl2] {
-        let t = tables(guest);
-        t.l2.0 = stage2::ram_level2(ram)?;
-        t.l1.0 = stage2::level1(t.l2.0.as_ptr() as u64);
+/// Builds the identity stage 2 (devices, and `ram` only, every page size as it fits) for both
+/// VTLs and turns on VTL2's on this CPU (the boot CPU, before any other runs).
+pub fn install_stage2(ram: &[Range<u64>]) -> Result<(), alloc::string::String> {
+    let parange = read_sysreg!("id_aa64mmfr0_el1") & 0xf;
+    if !stage2::ipa_fits(parange) {
+        return Err(alloc::format!(
+            "the CPU's physical address size (PARange {parange}) is smaller than the 39-bit IPA \
+             space of the guest's stage 2"
+        ));
     }
+    for guest in [Guest::Vtl0, Guest::Vtl2] {
+        let root = stage2::root(&mut gpt::HeapTables, ram).map_err(|e| alloc::format!("{e}"))?;
+        ROOTS[guest as usize].store(root, Ordering::Release);
+    }
+    // SAFETY: a barrier: the tables are written before any walker uses them.
+    unsafe { core::arch::asm!("dsb ish", options(nostack)) };
     cpu_stage2();
     Ok(())
 }
@@ -138,8 +106,7 @@ pub fn use_stage2(guest: Guest) {
 /// invalidation with VTL0's VTTBR loaded for the moment), so no CPU keeps an access VTL2 has
 /// just taken away.
 pub fn flush_vtl0_tlb() {
-    let t = tables(Guest::Vtl0);
-    if !core::mem::take(&mut t.dirty) {
+    if !VTL0_DIRTY.swap(false, Ordering::Relaxed) {
         return;
     }
     let current = read_sysreg!("vttbr_el2");
@@ -161,30 +128,22 @@ pub fn flush_vtl0_tlb() {
     unsafe { core::arch::asm!("isb", options(nostack)) };
 }
 
-/// VTL0's page at `gpa` (in RAM) gets `access`, its 2 MiB block split into pages first.
-pub fn set_vtl0_access(gpa: u64, access: stage2::Access) -> Result<(), &'static str> {
-    let Some((block, page)) = stage2::indices(gpa) else {
-        return Err("a protected page outside the RAM window");
-    };
-    let t = tables(Guest::Vtl0);
-    if t.l2.0[block] == 0 {
-        return Err("a protected page outside guest RAM");
-    }
-    let slot = match t.split.iter().position(|s| *s == Some(block)) {
-        Some(slot) => slot,
-        None => {
-            let Some(slot) = t.split.iter().position(Option::is_none) else {
-                return Err("out of level-3 tables for VTL0's protected blocks");
-            };
-            let block_pa = stage2::GIB + block as u64 * stage2::BLOCK_2M;
-            t.l3[slot].0 = stage2::level3(block_pa);
-            t.split[slot] = Some(block);
-            t.l2.0[block] = stage2::table(t.l3[slot].0.as_ptr() as u64);
-            slot
-        }
-    };
-    t.l3[slot].0[page] = stage2::page(gpa & !(stage2::PAGE_SIZE - 1), access);
-    t.dirty = true;
+/// VTL0's page at `gpa` (in RAM) gets `access`, the blocks above it split into pages first
+/// (their tables from the heap; none left is an error naming the GPA). The 8 MiB heap holds a
+/// level-3 table for every 2 MiB block of the 256 MiB machine's RAM (120, under 0.5 MiB) many
+/// times over, so no protection pattern runs it out there; on a machine of several GiB, VTL2
+/// protecting pages in more 2 MiB blocks than the heap has tables for fails the run by name.
+pub fn set_vtl0_access(gpa: u64, access: stage2::Access) -> Result<(), gpt::MapError> {
+    let root = ROOTS[Guest::Vtl0 as usize].load(Ordering::Relaxed);
+    let page = gpa & !(gpt::PAGE - 1);
+    gpt::set_page(
+        &stage2::Stage2,
+        &mut gpt::HeapTables,
+        root,
+        page,
+        stage2::page(page, access),
+    )?;
+    VTL0_DIRTY.store(true, Ordering::Relaxed);
     Ok(())
 }
 

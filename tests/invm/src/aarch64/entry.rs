@@ -15,10 +15,12 @@ const _: () = assert!(size_of::<Frame>().is_multiple_of(16));
 core::arch::global_asm!(
     r#"
     .section .data.pagetables, "aw"
-    /* EL2 stage 1, level-1 root (TCR_EL2 T0SZ 32: 4 GiB, the walk starts at level 1): block 0
+    /* EL2 stage 1, level-1 root (TCR_EL2 T0SZ 25: 512 GiB, the walk starts at level 1): block 0
        Device-nGnRnE, never executable (XN, bit 54); blocks 1-3 Normal write-back, inner
-       shareable, AF. AP 0b00: read/write at EL2. */
+       shareable, AF. AP 0b00: read/write at EL2. The guest's RAM above 4 GiB gets its blocks
+       at boot (`map_high_ram`). */
     .balign 4096
+    .global invm_el2_l1
 invm_el2_l1:
     .quad 0x0000000000000401 | (1 << 54)
     .quad 0x0000000040000705
@@ -76,9 +78,9 @@ invm_el2_mmu:
     msr vbar_el2, x1
     ldr x1, =0xff00              /* attr0 Device-nGnRnE, attr1 Normal WB */
     msr mair_el2, x1
-    /* T0SZ 32, IRGN0/ORGN0 WB WA, SH0 inner, TG0 4K, RES1 bits 23 and 31; PS = PARange, at
+    /* T0SZ 25, IRGN0/ORGN0 WB WA, SH0 inner, TG0 4K, RES1 bits 23 and 31; PS = PARange, at
        most 48 bits. */
-    ldr x1, =(32 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | (1 << 31))
+    ldr x1, =(25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | (1 << 31))
     mrs x2, id_aa64mmfr0_el1
     and x2, x2, #0xf
     mov x3, #5
@@ -200,9 +202,32 @@ pub const STACK_SIZE: usize = 0x1_0000;
 pub const MAX_CPUS: u32 = 16;
 
 unsafe extern "C" {
+    static mut invm_el2_l1: [u64; 512];
     fn invm_enter(frame: *const Frame, stack_top: *const u8) -> !;
     static __stack_top: u8;
     fn invm_secondary_entry();
+}
+
+/// Gives the host's own EL2 map the RAM above 4 GiB (the static map covers the low 4 GiB): a
+/// 1 GiB Normal block (as blocks 1-3) for every GiB that holds some of `ram`, so the model can
+/// read and write the guest's RAM there. On the boot CPU, before any other CPU starts and
+/// before anything touches that RAM; the blocks were invalid, so no TLB holds them.
+pub fn map_high_ram(ram: &[core::ops::Range<u64>]) -> Result<(), &'static str> {
+    const GIB: u64 = 1 << 30;
+    let table = (&raw mut invm_el2_l1).cast::<u64>();
+    for r in ram.iter().filter(|r| r.end > 4 * GIB) {
+        if r.end > 512 * GIB {
+            return Err("guest RAM beyond the host's 512 GiB address space");
+        }
+        for gib in (r.start / GIB).max(4)..r.end.div_ceil(GIB) {
+            // SAFETY: an entry of the host's level-1 table (gib < 512), which only this CPU
+            // uses so far; block `gib` was invalid, nothing refers to its memory.
+            unsafe { table.add(gib as usize).write_volatile((gib * GIB) | 0x705) };
+        }
+    }
+    // SAFETY: barriers: the new entries are visible to this CPU's walker (and later CPUs').
+    unsafe { core::arch::asm!("dsb ish", "isb", options(nostack)) };
+    Ok(())
 }
 
 /// This CPU's index (TPIDR_EL2, set at its entry): the VP it runs.

@@ -27,7 +27,11 @@ pub const HVC_LEN: u64 = 4;
 /// The arm64 partition (see [`partition`](super::partition)), for the tests.
 #[cfg(test)]
 pub fn model(ram: core::ops::Range<u64>, vp_count: u32) -> Model {
-    super::partition(hvmodel::Arch::Aarch64, ram, vp_count)
+    super::partition(
+        hvmodel::Arch::Aarch64,
+        core::slice::from_ref(&ram),
+        vp_count,
+    )
 }
 
 /// An `hvc #imm` exit of `vp` in VTL2: the model answers, its results go into `frame`. An

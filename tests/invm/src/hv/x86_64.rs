@@ -585,7 +585,7 @@ mod tests {
     const PAGE: u64 = 0x3000;
 
     fn model() -> Model {
-        partition(Arch::X86_64, 0..0x10000, 1)
+        partition(Arch::X86_64, core::slice::from_ref(&(0..0x10000)), 1)
     }
 
     fn no_native_cpuid(_: u32, _: u32) -> [u32; 4] {
@@ -895,7 +895,10 @@ mod tests {
         use hvdef::x86_64::{HvX64InitialVpContext, HvX64InputEnableVpVtl};
         use hvdef::{Control, HypercallCode, HV_PARTITION_ID_SELF};
         use zerocopy::IntoBytes;
-        let (mut glue, mut model) = (Glue::default(), partition(Arch::X86_64, 0..0x10000, 2));
+        let (mut glue, mut model) = (
+            Glue::default(),
+            partition(Arch::X86_64, core::slice::from_ref(&(0..0x10000)), 2),
+        );
         let mut mem = TestMemory::new(0x10000);
         enable_page(&mut glue, &mut model, &mut mem);
         let input = HvX64InputEnableVpVtl {

@@ -20,11 +20,13 @@ core::arch::global_asm!(
 
     .section .data.pagetables, "aw"
     /* Identity map of the first 4 GiB with 2 MiB pages: the host's image, the guest's RAM
-       (the model reads and writes it) and nothing it needs beyond. */
+       (the model reads and writes it) and nothing it needs beyond. The guest's RAM above
+       4 GiB gets its entries at boot (`map_high_ram`). */
     .balign 4096
 invm_pml4:
     .quad invm_pdpt + 0x3
     .fill 511, 8, 0
+    .global invm_pdpt
 invm_pdpt:
     .quad invm_pd + 0x0003
     .quad invm_pd + 0x1003
@@ -203,29 +205,32 @@ pub fn install_idt() {
     unsafe { core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(nostack)) };
 }
 
-/// Where the host copies its real-mode AP trampoline: page 0, SIPI vector 0. The page is the
-/// host's: cut from the guest's memory maps and unmapped from its nested tables.
-pub const TRAMPOLINE: u64 = 0;
+/// Where the host copies its real-mode AP trampoline (SIPI vector TRAMPOLINE >> 12): the
+/// host's page, not the guest's RAM (`invm_abi::Ram::guest_x86_64`): out of its memory maps,
+/// its nested tables and the model's RAM.
+pub const TRAMPOLINE: u64 = invm_abi::AP_TRAMPOLINE_X86_64;
+const _: () = assert!(TRAMPOLINE.is_multiple_of(0x1000) && TRAMPOLINE < 0x10_0000);
 
 core::arch::global_asm!(
     r#"
     .section .rodata.invm_trampoline, "a"
-    /* Copied to TRAMPOLINE (0) and started there by INIT-SIPI-SIPI in real mode, CS = 0:
-       protected mode on its own GDT, then long mode over the host's identity map as the boot
-       CPU's entry does, then invm_ap_start64 at the host's address. */
+    /* Copied to TRAMPOLINE and started there by INIT-SIPI-SIPI in real mode, CS = TRAMPOLINE
+       >> 4, IP 0: protected mode on its own GDT (its linear addresses are TRAMPOLINE plus the
+       offset), then long mode over the host's identity map as the boot CPU's entry does,
+       then invm_ap_start64 at the host's address. */
     .global invm_ap_trampoline
     .global invm_ap_trampoline_end
     .code16
 invm_ap_trampoline:
     cli
     cld
-    xor %ax, %ax
+    mov %cs, %ax
     mov %ax, %ds
     lgdtl (invm_tramp_gdt_ptr - invm_ap_trampoline)
     mov %cr0, %eax
     or $1, %eax
     mov %eax, %cr0
-    ljmpl $0x08, $(1f - invm_ap_trampoline)
+    ljmpl $0x08, $({tramp} + 1f - invm_ap_trampoline)
     .code32
 1:
     mov $0x10, %eax
@@ -253,7 +258,7 @@ invm_tramp_gdt:
     .quad 0x00cf93000000ffff     /* 0x10: data */
 invm_tramp_gdt_ptr:
     .word 23
-    .long invm_tramp_gdt - invm_ap_trampoline
+    .long {tramp} + invm_tramp_gdt - invm_ap_trampoline
 invm_ap_trampoline_end:
 
     .text
@@ -271,6 +276,7 @@ invm_ap_start64:
     call invm_ap_main
     ud2
 "#,
+    tramp = const TRAMPOLINE,
     options(att_syntax)
 );
 
@@ -328,8 +334,6 @@ pub fn start_ap(vp: u32) -> bool {
     // SAFETY: the trampoline's bytes in the host's rodata; TRAMPOLINE is the host's own page
     // (out of the guests' maps and nested tables), identity-mapped, and no other CPU runs
     // it now (starts are one at a time: the caller holds the host's lock and waits below).
-    // The copy is `rep movsb`, not a Rust copy: the page is at address 0, which Rust's
-    // pointers may not be.
     unsafe {
         core::arch::asm!(
             "rep movsb",
@@ -385,4 +389,45 @@ pub fn park() -> ! {
         // SAFETY: masks interrupts and halts; touches no memory.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
+}
+
+unsafe extern "C" {
+    static mut invm_pdpt: [u64; 512];
+}
+
+/// Gives the host's own identity map the RAM above 4 GiB (the static map covers the low
+/// 4 GiB): every GiB that holds some of `ram` is mapped, with a 1 GiB page where the CPU has
+/// them, else a page directory of 2 MiB pages from the heap, so the model can read and write
+/// the guest's RAM there. On the boot CPU before any other starts (they load the same CR3)
+/// and before anything touches that RAM; CR3 is reloaded after.
+pub fn map_high_ram(ram: &[core::ops::Range<u64>]) -> Result<(), &'static str> {
+    use crate::gpt::Tables;
+    const GIB: u64 = 1 << 30;
+    let gib_pages = super::svm::gib_pages();
+    let pdpt = (&raw mut invm_pdpt).cast::<u64>();
+    for r in ram.iter().filter(|r| r.end > 4 * GIB) {
+        if r.end > 512 * GIB {
+            return Err("guest RAM beyond the host's 512 GiB identity map");
+        }
+        for gib in (r.start / GIB).max(4)..r.end.div_ceil(GIB) {
+            let entry = if gib_pages {
+                (gib * GIB) | 0x83
+            } else {
+                let mut tables = crate::gpt::HeapTables;
+                let pd = tables
+                    .alloc()
+                    .ok_or("no heap left for the host's page directories")?;
+                for i in 0..512 {
+                    tables.write(pd, i, (gib * GIB + (i as u64) * (2 << 20)) | 0x83);
+                }
+                pd | 0x3
+            };
+            // SAFETY: an entry of the host's PDPT (gib < 512) that was not present; nothing
+            // refers to its memory yet.
+            unsafe { pdpt.add(gib as usize).write_volatile(entry) };
+        }
+    }
+    // SAFETY: reloading CR3 with its own value flushes the TLB; the map only grew.
+    unsafe { core::arch::asm!("mov {t}, cr3", "mov cr3, {t}", t = out(reg) _, options(nostack)) };
+    Ok(())
 }

@@ -9,7 +9,9 @@ mod svm;
 
 pub use console::{exit, print, trace_write, EXIT_FAIL, EXIT_PASS};
 pub use cpu::{cpuid, rdmsr, wrmsr};
-pub use entry::{ap_started, install_idt, load_idt, park, start_ap, ExceptionFrame, TRAMPOLINE};
+pub use entry::{
+    ap_started, install_idt, load_idt, map_high_ram, park, start_ap, ExceptionFrame, TRAMPOLINE,
+};
 pub use svm::{enable, Cpu, Exit, Guest, DEBUG_EXIT_PORT, MAX_VPS, MSR_EFER_NUMBER as MSR_EFER};
 
 /// SVM exit codes the host serves or names (AMD APM vol. 2, appendix C).

@@ -4,7 +4,7 @@
 
 use super::cpu::{cpuid, rdmsr, wrmsr};
 use crate::hv::x86_64::{LowerRegs, Vcpu, X64Exception, RAX, RSP};
-use crate::{msrpm, npt};
+use crate::{gpt, msrpm, npt};
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
 use core::ops::Range;
@@ -206,26 +206,23 @@ const _: () = {
 struct Page([u8; 4096]);
 
 #[repr(C, align(4096))]
-struct PageTable([u64; npt::ENTRIES]);
-
-#[repr(C, align(4096))]
 struct Msrpm([u8; msrpm::SIZE]);
 
 /// The VPs the host can run, one CPU each.
 pub const MAX_VPS: usize = 16;
 
 /// What SVM reads by physical address and every VP shares (the host is identity-mapped, so a
-/// pointer is one): the permission maps (8 KiB MSR, 12 KiB I/O) and the nested tables, VTL2's
-/// and VTL0's. VTL0's MSR map has EFER too (the host keeps SVME in it), its I/O map the trace
-/// port and isa-debug-exit, its nested tables VTL2's protections at 4 KiB (2 MiB pages split
-/// on the first change, their page tables on the heap).
+/// pointer is one): the permission maps (8 KiB MSR, 12 KiB I/O) and the nested tables' roots,
+/// VTL2's and VTL0's (the tables on the heap, `gpt::HeapTables`). VTL0's MSR map has EFER too
+/// (the host keeps SVME in it), its I/O map the trace port and isa-debug-exit, its nested
+/// tables VTL2's protections at 4 KiB (larger pages split on the first change).
 struct Tables {
     msrpm: Msrpm,
     iopm: [Page; 3],
-    npt: [[u64; npt::ENTRIES]; 3],
+    npt: u64,
     msrpm0: Msrpm,
     iopm0: [Page; 3],
-    npt0: [[u64; npt::ENTRIES]; 3],
+    npt0: u64,
 }
 
 /// One VP's: its VTL2 and VTL0 VMCBs and its CPU's host save area.
@@ -434,17 +431,17 @@ unsafe extern "C" {
 }
 
 impl Guest {
-    /// The shared tables, with nested tables that map `ram` only.
-    pub fn new(ram: &Range<u64>) -> Result<Guest, npt::LayoutError> {
+    /// The shared tables, with nested tables that map `ram` only (1 GiB pages where the CPU
+    /// has them).
+    pub fn new(ram: &[Range<u64>]) -> Result<Guest, gpt::MapError> {
         assert!(!TAKEN.swap(true, Ordering::Relaxed), "one guest only");
         // SAFETY: the first and only hand-out of TABLES (TAKEN).
         let t = unsafe { &mut *TABLES.0.get() };
-        for npt_ in [&mut t.npt, &mut t.npt0] {
-            let [pml4, pdpt, pd] = npt_;
-            *pd = npt::ram_directory(ram)?;
-            pdpt[0] = npt::table(pd.as_ptr() as u64);
-            pml4[0] = npt::table(pdpt.as_ptr() as u64);
-        }
+        let format = npt::Npt {
+            gib_pages: gib_pages(),
+        };
+        t.npt = gpt::build(&format, &mut gpt::HeapTables, ram)?;
+        t.npt0 = gpt::build(&format, &mut gpt::HeapTables, ram)?;
         // SVM's own MSRs, and EFER: the host keeps SVME in it (VMRUN requires it) and out of
         // the guest's view (a paravisor copying its EFER into an AP's context must not see it).
         let mut msrs = [0; msrpm::SVM_MSRS.len() + 1];
@@ -487,14 +484,8 @@ impl Guest {
             | INTERCEPT_CLGI
             | INTERCEPT_SKINIT;
         for (v, iopm, msrpm, n_cr3, asid) in [
-            (&mut area.vmcb, &t.iopm, &t.msrpm, t.npt[0].as_ptr(), ASID),
-            (
-                &mut area.vmcb0,
-                &t.iopm0,
-                &t.msrpm0,
-                t.npt0[0].as_ptr(),
-                ASID_VTL0,
-            ),
+            (&mut area.vmcb, &t.iopm, &t.msrpm, t.npt, ASID),
+            (&mut area.vmcb0, &t.iopm0, &t.msrpm0, t.npt0, ASID_VTL0),
         ] {
             v.intercept_misc1 = misc1;
             v.intercept_misc2 = misc2;
@@ -503,7 +494,7 @@ impl Guest {
             v.guest_asid = asid;
             v.tlb_control = TLB_FLUSH_ALL;
             v.np_control = NP_ENABLE;
-            v.n_cr3 = n_cr3 as u64;
+            v.n_cr3 = n_cr3;
             v.dr6 = 0xffff_0ff0;
             v.dr7 = 0x400;
             v.rflags = 0x2;
@@ -513,17 +504,12 @@ impl Guest {
         Some(Cpu { area, vp })
     }
 
-    /// Takes the 4 KiB page at `gpa` out of both VTLs' nested tables (the host's own page
-    /// inside the guest's RAM range: the AP trampoline's).
-    pub fn reserve_host_page(&mut self, gpa: u64) -> Result<(), &'static str> {
-        set_leaf(&mut self.tables.npt[2], gpa, 0)?;
-        set_leaf(&mut self.tables.npt0[2], gpa, 0)
-    }
-
     /// Sets what VTL0 may do with the 4 KiB page at `gpa` in its nested tables (splitting its
-    /// 2 MiB page first); it takes effect at each VP's next VTL0 run.
-    pub fn set_vtl0_access(&mut self, gpa: u64, access: npt::Access) -> Result<(), &'static str> {
-        set_leaf(&mut self.tables.npt0[2], gpa, npt::leaf_4k(gpa, access))?;
+    /// larger pages first); it takes effect at each VP's next VTL0 run.
+    pub fn set_vtl0_access(&mut self, gpa: u64, access: npt::Access) -> Result<(), gpt::MapError> {
+        let format = npt::Npt { gib_pages: false };
+        let leaf = npt::leaf_4k(gpa, access);
+        gpt::set_page(&format, &mut gpt::HeapTables, self.tables.npt0, gpa, leaf)?;
         for flush in &VTL0_FLUSH {
             flush.store(true, Ordering::Relaxed);
         }
@@ -531,27 +517,10 @@ impl Guest {
     }
 }
 
-/// Sets the 4 KiB leaf for `gpa` under page directory `pd` to `leaf`, splitting its 2 MiB
-/// page into a page table (leaked from the heap) first.
-fn set_leaf(pd: &mut [u64; npt::ENTRIES], gpa: u64, leaf: u64) -> Result<(), &'static str> {
-    let index = (gpa / npt::PAGE_2M) as usize;
-    let Some(pde) = pd.get(index).copied().filter(|&e| e != 0) else {
-        return Err("not in the guest's RAM");
-    };
-    let pt_pa = if npt::is_table(pde) {
-        npt::next_table(pde)
-    } else {
-        let table = npt::split_2m(pde).ok_or("a page directory entry of no known kind")?;
-        let pt = alloc::boxed::Box::leak(alloc::boxed::Box::new(PageTable(table)));
-        let pa = pt.0.as_ptr() as u64;
-        pd[index] = npt::table(pa);
-        pa
-    };
-    // SAFETY: `pt_pa` is a page table this function leaked from the heap (identity-mapped, so
-    // its address is its pointer); only the CPUs' nested walks read it besides.
-    let pt = unsafe { &mut *(pt_pa as *mut [u64; npt::ENTRIES]) };
-    pt[((gpa / npt::PAGE_4K) % npt::ENTRIES as u64) as usize] = leaf;
-    Ok(())
+/// Whether the CPU maps 1 GiB pages (CPUID 0x80000001 EDX bit 26, Page1GB), in the nested
+/// tables as in the host's own.
+pub fn gib_pages() -> bool {
+    cpuid(0x8000_0001, 0)[3] & (1 << 26) != 0
 }
 
 impl Cpu {

@@ -1,5 +1,6 @@
 //! aarch64: EL1 entry (own identity map with the MMU on: 0-1 GiB Device-nGnRnE, 1-2 GiB normal
-//! write-back, the rest unmapped), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor
+//! write-back, the rest unmapped but for the place window's page at 3 GiB while a place entry
+//! runs), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor
 //! UID check and guest OS id registration, and the probes' assembly with their recovery labels.
 
 use super::{canaried, CallDone, POOL_BYTES};
@@ -11,6 +12,45 @@ use hvdef::{Control, HvRegisterName, HypercallCode, HV_PARTITION_ID_SELF, HV_VP_
 use vtl0::{is_fast, Arch, Fault};
 
 pub const ARCH: Arch = Arch::Aarch64;
+
+/// The place window's virtual address: level-1 entry 3 (3 GiB), its one level-3 entry the
+/// window (`vtl0_window_l3[0]`).
+const WINDOW: u64 = 0xc000_0000;
+
+unsafe extern "C" {
+    static mut vtl0_window_l3: [u64; 512];
+}
+
+/// Maps the window onto the 4 KiB page at `page_gpa` (Normal write-back, AttrIndx 1, inner
+/// shareable, AF, never executable) and returns its address.
+pub fn open_window(page_gpa: u64) -> u64 {
+    set_window(page_gpa | 0x0060_0000_0000_0707);
+    WINDOW
+}
+
+/// Unmaps the window (a later access there is a level-3 translation fault).
+pub fn close_window() {
+    set_window(0);
+}
+
+fn set_window(entry: u64) {
+    // SAFETY: the window's own level-3 entry, used by nothing but the window (one VP at a
+    // time: `kernel::place` holds its lock); the barriers and the invalidation by VA (inner
+    // shareable: every CPU's) drop the old translation.
+    unsafe {
+        (&raw mut vtl0_window_l3)
+            .cast::<u64>()
+            .write_volatile(entry);
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vaae1is, {va}",
+            "dsb ish",
+            "isb",
+            va = in(reg) WINDOW >> 12,
+            options(nostack)
+        );
+    }
+}
 
 const PL011: usize = 0x0900_0000;
 const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
@@ -30,11 +70,20 @@ core::arch::global_asm!(
     /* Level-1 table (TCR T0SZ = 32: 4 GiB, the walk starts at level 1), 1 GiB blocks:
        0: Device-nGnRnE (AttrIndx 0), AF, PXN | UXN  (the PL011 at 0x09000000)
        1: Normal WB (AttrIndx 1), inner shareable, AF  (RAM at 0x40000000)
-       2, 3: invalid (a level-1 translation fault). */
+       2: invalid (a level-1 translation fault);
+       3: a table for the place window at 0xc0000000 (`open_window`), its one page. */
 vtl0_l1:
     .quad 0x0060000000000401
     .quad 0x0000000040000705
-    .fill 510, 8, 0
+    .quad 0
+    .quad vtl0_window_l2 + 0x3
+    .fill 508, 8, 0
+vtl0_window_l2:
+    .quad vtl0_window_l3 + 0x3
+    .fill 511, 8, 0
+    .global vtl0_window_l3
+vtl0_window_l3:
+    .fill 512, 8, 0
 
     /* The registers at the entry point (vtl0::Arch::entry_registers): in .data, not .bss,
        which is zeroed after they are stored. */

@@ -13,8 +13,9 @@ use aarch64 as active;
 use x86_64 as active;
 
 pub use active::{
-    counter, counter_hz, entry_registers, fault, hypercall, hyperv_init, idle, idt_and_ud,
-    power_off, probe_exec, probe_read, probe_write, putc, stack_pointer, start_vp, vp_index, ARCH,
+    close_window, counter, counter_hz, entry_registers, fault, hypercall, hyperv_init, idle,
+    idt_and_ud, open_window, power_off, probe_exec, probe_read, probe_write, putc, stack_pointer,
+    start_vp, vp_index, ARCH,
 };
 
 /// Bytes of the fast-register pool buffer (at least either arch's pool).

@@ -1,4 +1,5 @@
-//! x86_64: PVH note and 32-bit entry (identity map of 4 GiB with 2 MiB pages, GDT, long mode,
+//! x86_64: PVH note and 32-bit entry (identity map of 4 GiB with 2 MiB pages and the place
+//! window's page at 512 GiB, GDT, long mode,
 //! IDT for vectors 0-31), COM1, isa-debug-exit, the Hyper-V MSR/hypercall-page setup, and the
 //! probes' assembly with their recovery labels.
 
@@ -11,6 +12,37 @@ use hvdef::x86_64::HvX64Msr;
 use vtl0::{is_fast, Arch, Fault};
 
 pub const ARCH: Arch = Arch::X86_64;
+
+/// The place window's virtual address: PML4 entry 1 (512 GiB), far from the identity map, its
+/// one page table entry the window (`vtl0_window_pt[0]`).
+const WINDOW: u64 = 0x80_0000_0000;
+
+unsafe extern "C" {
+    static mut vtl0_window_pt: [u64; 512];
+}
+
+/// Maps the window onto the 4 KiB page at `page_gpa` (read/write) and returns its address.
+pub fn open_window(page_gpa: u64) -> u64 {
+    set_window(page_gpa | 0x3);
+    WINDOW
+}
+
+/// Unmaps the window (a later access there is a #PF again).
+pub fn close_window() {
+    set_window(0);
+}
+
+fn set_window(entry: u64) {
+    // SAFETY: the window's own page table entry, used by nothing but the window (one VP at a
+    // time: `kernel::place` holds its lock); `invlpg` drops this CPU's old translation, and a
+    // VP opening the window again drops its own.
+    unsafe {
+        (&raw mut vtl0_window_pt)
+            .cast::<u64>()
+            .write_volatile(entry);
+        core::arch::asm!("invlpg [{}]", in(reg) WINDOW, options(nostack));
+    }
+}
 
 const COM1: u16 = 0x3f8;
 const DEBUG_EXIT: u16 = 0xf4;
@@ -54,7 +86,8 @@ core::arch::global_asm!(
     .balign 4096
 vtl0_pml4:
     .quad vtl0_pdpt + 0x3
-    .fill 511, 8, 0
+    .quad vtl0_window_pdpt + 0x3 /* 512 GiB: the place window (`open_window`) */
+    .fill 510, 8, 0
 vtl0_pdpt:
     .quad vtl0_pd + 0x0003
     .quad vtl0_pd + 0x1003
@@ -67,6 +100,15 @@ vtl0_pd:
     .quad (page << 21) | 0x83
     .set page, page + 1
     .endr
+vtl0_window_pdpt:
+    .quad vtl0_window_pd + 0x3
+    .fill 511, 8, 0
+vtl0_window_pd:
+    .quad vtl0_window_pt + 0x3
+    .fill 511, 8, 0
+    .global vtl0_window_pt
+vtl0_window_pt:
+    .fill 512, 8, 0
 
     .section .rodata.vtl0_gdt, "a"
     .balign 16
