@@ -130,17 +130,19 @@ impl Images {
         scenario: mockhv::model::Scenario,
         timeout: Duration,
     ) -> Result<(InvmRun, Results)> {
-        self.run_table_elf_in(table, append, scenario, true, timeout)
+        self.run_table_elf_in(table, append, scenario, true, 0, timeout)
     }
 
     /// As [`Images::run_table_elf`] with the trace, with this partition for the host's model;
-    /// `count` counts VTL2's instructions per intercept ([`InvmRun::vtl2_work`]).
+    /// `count` counts VTL2's instructions per intercept ([`InvmRun::vtl2_work`]); `memory_mb`
+    /// sizes the machine (0: the runner's default).
     pub fn run_table_elf_in(
         &self,
         table: &Table,
         append: &str,
         scenario: mockhv::model::Scenario,
         count: bool,
+        memory_mb: u32,
         timeout: Duration,
     ) -> Result<(InvmRun, Results)> {
         let mut boot = InvmBoot::new(
@@ -152,6 +154,9 @@ impl Images {
         boot.append = Some(append.to_string());
         boot.scenario = Some(scenario);
         boot.count_vtl2 = count;
+        if memory_mb != 0 {
+            boot.memory_mb = memory_mb;
+        }
         self.run(boot, table, true, timeout)
     }
 

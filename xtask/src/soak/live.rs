@@ -14,6 +14,11 @@
 //! lists at 0, in the host's memory, on MMIO, far beyond RAM and at the top of the address
 //! space, which the paravisor refuses (ACCESS_DENIED) without touching them.
 //!
+//! The ELF boots run on a machine of 6 GiB + 3 MiB, and now and then a memory-based call's
+//! input is placed (the kernel's place entry) on the first page above 4 GiB, the first of the
+//! last 3 MiB or the last page of RAM instead of the kernel's input page: the paravisor must map
+//! all of VTL0's RAM and read its bytes there (the relays check them byte for byte).
+//!
 //! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration. A third
 //! of the calls run under IGVM boots, which have no command line, so the relay table is empty
 //! (no `pv.relay=`, no `pv.devices=`) and no connection or device is VTL0's; a third under ELF
@@ -101,6 +106,11 @@ enum Entry {
         gpa: u64,
         fault: Option<u128>,
     },
+    /// The kernel's place entry: `bytes` stored at `gpa` (a buffer for the next entry).
+    Place {
+        gpa: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Builds an access entry from (GPA, width, value, the fault it must take).
@@ -135,6 +145,7 @@ impl Plan {
             Entry::Write { .. } => 8 + 24,
             Entry::Read { .. } => 8 + 16,
             Entry::Exec { .. } => 8 + 8,
+            Entry::Place { bytes, .. } => 8 + 16 + bytes.len().div_ceil(8) * 8,
         }
     }
 
@@ -151,13 +162,15 @@ impl Plan {
                 control,
                 input,
                 gpas: Some((i, o)),
+                output,
                 ..
-            } => t.hypercall_at(*control, *i, *o, input, 0),
+            } => t.hypercall_at(*control, *i, *o, input, output.len() as u32),
             Entry::Write {
                 gpa, width, value, ..
             } => t.write(*gpa, *width, *value),
             Entry::Read { gpa, width, .. } => t.read(*gpa, *width),
             Entry::Exec { gpa, .. } => t.exec(*gpa),
+            Entry::Place { gpa, bytes } => t.place(*gpa, bytes),
         }
     }
 }
@@ -173,6 +186,23 @@ struct Gen {
     relayed: u32,
     /// The host reflects every hypercall to VTL2 (see [`Boot::ReflectAll`]).
     reflect_all: bool,
+    /// Pages of VTL0 RAM above 4 GiB and at the very top of RAM (ELF boots on a machine of
+    /// [`HIGH_MEMORY_MB`]; empty: the default machine) where a PostMessage's input is placed
+    /// now and then: the paravisor must map them and read VTL0's bytes there.
+    high: Vec<u64>,
+}
+
+/// The relay boots' machine: 6 GiB + 3 MiB, so RAM runs past 4 GiB (q35: 2 GiB low and the rest
+/// from 4 GiB; virt: from 1 GiB) and its top needs every page size (`kernel_memory`).
+const HIGH_MEMORY_MB: u32 = 6 * 1024 + 3;
+
+/// The high pages of [`Gen::high`] for `arch`'s machine of [`HIGH_MEMORY_MB`] (QEMU's
+/// documented layouts, `Arch::ram_ranges`): the first page above 4 GiB, the first of the last
+/// 3 MiB, the last page.
+fn high_pages(arch: Arch) -> Vec<u64> {
+    let ram = arch.ram_ranges(HIGH_MEMORY_MB);
+    let top = ram.iter().map(|r| r.end).max().unwrap_or(0);
+    vec![4 << 30, top - (3 << 20), top - 0x1000]
 }
 
 /// The codes a [`Boot::ReflectAll`] host reflects and its random control words use: every
@@ -207,6 +237,39 @@ impl Gen {
         }
     }
 
+    /// `call`, a memory-based call whose input is `input`, now and then with its input placed
+    /// on a high page ([`Gen::high`]) instead of the kernel's input page: the place entry, then
+    /// the call naming that GPA.
+    fn maybe_high(&mut self, mut call: Plan) -> Vec<Plan> {
+        let Entry::Hypercall {
+            control,
+            input,
+            gpas: gpas @ None,
+            ..
+        } = &mut call.entry
+        else {
+            return vec![call];
+        };
+        let fast = Control::from_bits(*control).fast();
+        if fast || input.is_empty() || self.high.is_empty() || !self.rng.percent(15) {
+            return vec![call];
+        }
+        let page = self.rng.pick(&self.high);
+        let gpa = page + 8 * self.rng.below((0x1000 - input.len() as u64) / 8 + 1);
+        let bytes = std::mem::take(input);
+        *gpas = Some((gpa, live::proto(self.arch).output_page()));
+        call.what = format!("{}, input at {gpa:#x}", call.what);
+        call.follows = true;
+        vec![
+            Plan {
+                entry: Entry::Place { gpa, bytes },
+                what: format!("the input placed at {gpa:#x}"),
+                follows: false,
+            },
+            call,
+        ]
+    }
+
     /// A connection neither the host nor the relay knows.
     fn unrelayed_connection(&mut self) -> u32 {
         loop {
@@ -229,7 +292,8 @@ impl Gen {
     fn next(&mut self) -> Vec<Plan> {
         let roll = self.rng.below(100);
         if self.reflect_all && roll < 75 {
-            return vec![self.reflected()];
+            let plan = self.reflected();
+            return self.maybe_high(plan);
         }
         let call = |control: Control, input: Vec<u8>, want, intercepted, host, what: String| Plan {
             entry: Entry::Hypercall {
@@ -284,14 +348,15 @@ impl Gen {
                 valid,
                 &m,
             );
-            return vec![call(
+            let plan = call(
                 code(HypercallCode::POST_MESSAGE),
                 m,
                 Want::Exactly(expect.statuses),
                 valid,
                 expect.host,
                 format!("PostMessage to connection {connection}, {how}"),
-            )];
+            );
+            return self.maybe_high(plan);
         }
         if roll < 55 {
             let connection = u64::from(self.connection());
@@ -1022,6 +1087,8 @@ struct Stats {
     allowed: usize,
     accesses: usize,
     faults: usize,
+    /// Inputs placed on pages above 4 GiB / at the top of RAM.
+    placed: usize,
 }
 
 fn check_record(
@@ -1122,6 +1189,19 @@ fn check_record(
                         "invariant 3: loaded {got:#x}, stored {want:#x}"
                     )));
                 }
+            }
+        }
+        (
+            Entry::Place { gpa, bytes },
+            Record::Place {
+                gpa: g,
+                len,
+                outcome,
+            },
+        ) if g == gpa && *len == bytes.len() => {
+            stats.placed += 1;
+            if let Err(f) = outcome {
+                out.push(fail(format!("placing VTL0's buffer faulted: {f}")));
             }
         }
         (Entry::Exec { gpa, fault }, Record::Exec { gpa: g, outcome }) if g == gpa => {
@@ -1244,6 +1324,11 @@ pub fn soak_arch(
             host_ports: host_ports.clone(),
             relayed,
             reflect_all: kind == Boot::ReflectAll,
+            high: if kind == Boot::Igvm {
+                Vec::new()
+            } else {
+                high_pages(arch)
+            },
         };
         let mut plans = Vec::new();
         while plans.len() < count {
@@ -1280,14 +1365,20 @@ pub fn soak_arch(
             let timeout = Duration::from_secs(60 + chunk.len() as u64 / 20);
             let run = match kind {
                 Boot::Igvm => images.run_table(&table, true, timeout),
-                Boot::Relay => {
-                    images.run_table_elf_in(&table, &append, relay_scenario.clone(), false, timeout)
-                }
+                Boot::Relay => images.run_table_elf_in(
+                    &table,
+                    &append,
+                    relay_scenario.clone(),
+                    false,
+                    HIGH_MEMORY_MB,
+                    timeout,
+                ),
                 Boot::ReflectAll => images.run_table_elf_in(
                     &table,
                     &reflect_append,
                     reflect_scenario(nested),
                     false,
+                    HIGH_MEMORY_MB,
                     timeout,
                 ),
             };
@@ -1340,13 +1431,15 @@ pub fn soak_arch(
         .collect();
     println!(
         "soak {}: statuses {}; oracle: {} statuses predicted exactly, {} random control words \
-         checked against the TLFS's list; {} accesses ({} faulted as predicted)",
+         checked against the TLFS's list; {} accesses ({} faulted as predicted); {} inputs \
+         above 4 GiB or at the top of RAM",
         arch.name(),
         statuses.join(", "),
         stats.exact,
         stats.allowed,
         stats.accesses,
-        stats.faults
+        stats.faults,
+        stats.placed
     );
     Ok((all, boots_run))
 }
@@ -1384,6 +1477,7 @@ fn check_trace(
                 fault.is_some()
             }
             Entry::Hypercall { want, .. } => matches!(want, Want::Fault(_)),
+            Entry::Place { .. } => false,
         })
         .count();
     let (mut hc, mut gpa) = (0, 0);
@@ -1520,6 +1614,7 @@ mod tests {
             host_ports: [1, 2].into(),
             relayed: 0,
             reflect_all: false,
+            high: Vec::new(),
         }
     }
 
@@ -1587,7 +1682,7 @@ mod tests {
                     gpa, width, fault, ..
                 } => (*gpa, u64::from(*width), *fault),
                 Entry::Exec { gpa, fault } => (*gpa, 4, *fault),
-                Entry::Hypercall { .. } => continue,
+                Entry::Hypercall { .. } | Entry::Place { .. } => continue,
             };
             let touches = gpa < image.end && image.start < gpa + span;
             assert_eq!(fault.is_some(), touches, "{}", p.what);
