@@ -536,7 +536,10 @@ fn every_vp_catches_its_own_faults() {
                 },
             ),
         ];
-        assert_eq!(r.by_index().unwrap(), want, "{arch:?}\n{console}");
+        let records = r
+            .by_index()
+            .unwrap_or_else(|e| panic!("{arch:?}: {e}\n{console}"));
+        assert_eq!(records, want, "{arch:?}\n{console}");
     }
 }
 

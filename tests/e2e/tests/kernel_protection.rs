@@ -425,3 +425,137 @@ fn a_fault_during_event_delivery_stops_that_vp_only() {
         "VTL0 was returned to or given an event: {after:?}"
     );
 }
+
+/// arm64: an access from VTL0's user mode (EL0) takes the abort "from a lower exception level"
+/// (ESR EC 0x24 data, 0x20 instruction; the same ISS as from EL1), which the paravisor reads
+/// from the intercepted CPSR: the GPA intercept's execution state says CPL 0 for these, 1 for
+/// the same read from EL1 after them (EC 0x25). An EL0 store and load of VTL0's own scratch
+/// page go through, so the faults are stage 2's (VTL2's protection), not the kernel's own
+/// tables'. (`mock_protection`'s `an_el0_access_takes_the_abort_from_a_lower_el`, with a store
+/// added.)
+#[test]
+fn an_el0_access_takes_the_abort_from_a_lower_el() {
+    use hvdef::aarch64::HvArm64MemoryInterceptMessage;
+    use zerocopy::FromBytes;
+    let arch = Arch::Aarch64;
+    if !kernel::arches().contains(&arch) {
+        return;
+    }
+    let image = Image::load(&e2e::image(arch)).expect("the image parses");
+    let scratch = kernel::proto(arch).scratch_page();
+    let code_gpa = image.extent.start + 0x40;
+    let read = Vtl0Access::Read {
+        gpa: code_gpa,
+        len: 8,
+    };
+    let write = Vtl0Access::Write {
+        gpa: code_gpa,
+        bytes: vec![0xA5; 8],
+    };
+    let fetch = Vtl0Access::Execute { gpa: code_gpa };
+    let table = Table::new()
+        .read_el0(code_gpa, 8)
+        .write_el0(code_gpa, 8, 0xA5A5_A5A5_A5A5_A5A5)
+        .exec_el0(code_gpa)
+        .write_el0(scratch, 8, 0x5566_7788)
+        .read_el0(scratch, 8)
+        .read(code_gpa, 8);
+    let run = kernel::run(arch, None, None, &table);
+    let console = &run.run.run.console;
+    let records = run.results.records().expect("in order");
+    let from_el0 = |access: &Vtl0Access| Fault::Arm64 {
+        esr: (e2e::memory_fault(arch, access, true) >> 64) as u64,
+        far: 0,
+    };
+    assert_eq!(
+        records,
+        [
+            Record::Read {
+                gpa: code_gpa,
+                width: 8,
+                outcome: Err(from_el0(&read)),
+            },
+            Record::Write {
+                gpa: code_gpa,
+                width: 8,
+                value: 0xA5A5_A5A5_A5A5_A5A5,
+                outcome: Err(from_el0(&write)),
+            },
+            Record::Exec {
+                gpa: code_gpa,
+                outcome: Err(from_el0(&fetch)),
+            },
+            Record::Write {
+                gpa: scratch,
+                width: 8,
+                value: 0x5566_7788,
+                outcome: Ok(()),
+            },
+            Record::Read {
+                gpa: scratch,
+                width: 8,
+                outcome: Ok(0x5566_7788),
+            },
+            Record::Read {
+                gpa: code_gpa,
+                width: 8,
+                outcome: Err(kernel_fault(arch, &read)),
+            },
+        ],
+        "{console}"
+    );
+    // The exact classes, not only e2e::memory_fault's arithmetic.
+    let classes: Vec<u64> = records[..3]
+        .iter()
+        .chain(&records[5..])
+        .map(|r| match r {
+            Record::Read {
+                outcome: Err(f), ..
+            }
+            | Record::Write {
+                outcome: Err(f), ..
+            }
+            | Record::Exec {
+                outcome: Err(f), ..
+            } => f.class(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(classes, [0x24, 0x24, 0x20, 0x25]);
+    // What the paravisor read the level from: each GPA intercept's execution state.
+    let intercepts: Vec<(u64, HvInterceptAccessType, u8)> = run
+        .run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Intercept { vtl, message, .. }
+                if *vtl == Vtl::VTL0
+                    && message.header.message_type == HvMessageType::GPA_INTERCEPT =>
+            {
+                let (m, _) =
+                    HvArm64MemoryInterceptMessage::read_from_prefix(message.payload_bytes())
+                        .expect("a memory intercept");
+                Some((
+                    m.guest_physical_address,
+                    m.header.intercept_access_type,
+                    m.header.execution_state.cpl(),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        intercepts,
+        [
+            (code_gpa, HvInterceptAccessType::READ, 0),
+            (code_gpa, HvInterceptAccessType::WRITE, 0),
+            (code_gpa, HvInterceptAccessType::EXECUTE, 0),
+            (code_gpa, HvInterceptAccessType::READ, 1),
+        ],
+        "{console}"
+    );
+    for kind in ["read", "write", "execute"] {
+        let needle = format!("VTL0 {kind} at GPA {code_gpa:#x} refused (VTL2 memory)");
+        assert!(console.contains(&needle), "{needle:?}:\n{console}");
+    }
+}

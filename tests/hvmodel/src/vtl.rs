@@ -884,7 +884,28 @@ impl Model {
         if !smccc_other && self.scenario.reflected_codes.contains(&code) {
             return LowerCall::Reflected;
         }
-        if !smccc_other && code == HypercallCode::VTL_CALL {
+        // The VTL call entry: x64 the VtlCall code in the control register; arm64 `hvc #2`
+        // only (TLFS vsm.md: arm64 switches VTLs by immediate; the VtlCall code through SMCCC
+        // is a code like any other, which the hypervisor does not implement).
+        let vtl_call = match self.scenario.arch {
+            Arch::X86_64 => code == HypercallCode::VTL_CALL,
+            Arch::Aarch64 => immediate == HVC_IMM_VTL_CALL,
+        };
+        if vtl_call && long_mode && self.scenario.arch == Arch::X86_64 {
+            // As for VTL2's own VtlCall (`Model::vmcall`): RCX exactly the code and RAX (the
+            // VTL control) 0, else #UD, raised before any VTL is entered.
+            let (rcx, rax) = (file.reg64(x64_reg::RCX), file.reg64(x64_reg::RAX));
+            if rcx != u64::from(HypercallCode::VTL_CALL.0) || rax != 0 {
+                self.vp_mut(vp).active_vtl = lower;
+                let effects = self.vtl_call(vp, Abi::X64, rax, false);
+                self.vp_mut(vp).active_vtl = vtl;
+                if let Some(fault) = effects.fault {
+                    self.hypervisor_fault(vp, fault);
+                }
+                return LowerCall::Served;
+            }
+        }
+        if vtl_call {
             // Into the next higher enabled VTL; it returns to the instruction after the call.
             let ip = file.reg64(ip_name);
             self.vp_mut(vp)

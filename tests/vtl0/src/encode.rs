@@ -1,9 +1,9 @@
 //! The table encoder host-side tests and runners use to build what the kernel reads.
 
 use crate::{
-    EntryHeader, ExecBody, GpasBody, HypercallBody, PlaceBody, ReadBody, RepeatBody, TableHeader,
-    VpBody, WriteBody, FLAG_FORCE, FLAG_GPAS, FLAG_VP, KIND_EXEC, KIND_HYPERCALL, KIND_PLACE,
-    KIND_READ, KIND_REPEAT, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
+    EntryHeader, ExecBody, GpasBody, HypercallBody, Mode, PlaceBody, ReadBody, RepeatBody,
+    TableHeader, VpBody, WriteBody, FLAG_EL0, FLAG_FORCE, FLAG_GPAS, FLAG_VP, KIND_EXEC,
+    KIND_HYPERCALL, KIND_PLACE, KIND_READ, KIND_REPEAT, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -83,6 +83,42 @@ impl Table {
             output_len,
         };
         self.push(KIND_HYPERCALL, FLAG_FORCE, body.as_bytes(), input)
+    }
+
+    /// As [`Table::hypercall`], made in `mode` (its flags: [`Mode::flags`]).
+    pub fn hypercall_in(self, mode: Mode, control: u64, input: &[u8], output_len: u32) -> Table {
+        let body = HypercallBody {
+            control,
+            input_len: input.len() as u32,
+            output_len,
+        };
+        self.push(KIND_HYPERCALL, mode.flags(), body.as_bytes(), input)
+    }
+
+    /// As [`Table::read`], from EL0 ([`FLAG_EL0`], aarch64).
+    pub fn read_el0(self, gpa: u64, width: u32) -> Table {
+        let body = ReadBody {
+            gpa,
+            width,
+            reserved: 0,
+        };
+        self.push(KIND_READ, FLAG_EL0, body.as_bytes(), &[])
+    }
+
+    /// As [`Table::write`], from EL0 ([`FLAG_EL0`], aarch64).
+    pub fn write_el0(self, gpa: u64, width: u32, value: u64) -> Table {
+        let body = WriteBody {
+            gpa,
+            value,
+            width,
+            reserved: 0,
+        };
+        self.push(KIND_WRITE, FLAG_EL0, body.as_bytes(), &[])
+    }
+
+    /// As [`Table::exec`], from EL0 ([`FLAG_EL0`], aarch64).
+    pub fn exec_el0(self, gpa: u64) -> Table {
+        self.push(KIND_EXEC, FLAG_EL0, ExecBody { gpa }.as_bytes(), &[])
     }
 
     /// A `width`-byte load from `gpa`.
@@ -217,6 +253,7 @@ mod tests {
                         output_len: 0,
                         force: false,
                         gpas: None,
+                        mode: Mode::default(),
                     },
                     Entry::Hypercall {
                         control: 0x46,
@@ -224,17 +261,23 @@ mod tests {
                         output_len: 16,
                         force: true,
                         gpas: None,
+                        mode: Mode::default(),
                     },
                     Entry::Write {
                         gpa: 0x1000,
                         width: 4,
-                        value: 0xDEAD_BEEF
+                        value: 0xDEAD_BEEF,
+                        el0: false,
                     },
                     Entry::Read {
                         gpa: 0x1000,
-                        width: 4
+                        width: 4,
+                        el0: false,
                     },
-                    Entry::Exec { gpa: 0x2000 },
+                    Entry::Exec {
+                        gpa: 0x2000,
+                        el0: false
+                    },
                 ]
             );
         }
@@ -268,6 +311,7 @@ mod tests {
                 output_len: 0,
                 force: false,
                 gpas: Some((0x4020_0000, 0x4020_1000)),
+                mode: Mode::default(),
             }
         );
         assert_eq!(
@@ -278,6 +322,7 @@ mod tests {
                 output_len: 8,
                 force: false,
                 gpas: Some((0, arch.output_page())),
+                mode: Mode::default(),
             }
         );
         let fast = Table::new().hypercall_at(0x1_005d, 0, 0, &[], 0).to_bytes();
@@ -326,7 +371,8 @@ mod tests {
                 placed[0].1,
                 Entry::Read {
                     gpa: 0x4800_3000,
-                    width: 8
+                    width: 8,
+                    el0: false,
                 }
             );
             assert_eq!(placed[1].1, Entry::Repeat { count: 2 });
@@ -349,10 +395,212 @@ mod tests {
         assert!(parse_table(&short, Arch::X86_64).is_err());
     }
 
+    /// A mode and a VP are separate flag bits (EL0 2, 32-bit 3, VP 5, the VTL entry 12-13):
+    /// an entry has both, whichever order the encoder adds them in, and each parses back.
+    #[test]
+    fn a_mode_on_another_vp() {
+        use crate::VtlEntry;
+        let el0_call = Mode {
+            el0: true,
+            vtl_entry: VtlEntry::VtlCall,
+            ..Mode::default()
+        };
+        let compat32 = Mode {
+            compat32: true,
+            ..Mode::default()
+        };
+        let arm = Table::new()
+            .hypercall_in(el0_call, 0x11, &[], 0)
+            .on_vp(2)
+            .read_el0(0x5000_0000, 4)
+            .on_vp(3)
+            .to_bytes();
+        assert_eq!(u16::from_le_bytes([arm[18], arm[19]]), 0x2024);
+        let parsed = parse_table(&arm, Arch::Aarch64).expect("valid");
+        assert_eq!(parsed.vps(), 0b1100);
+        let placed: Vec<(u32, Entry<'_>)> = parsed.placed_entries().map(|e| e.unwrap()).collect();
+        assert!(matches!(
+            placed[0],
+            (2, Entry::Hypercall { mode, .. }) if mode == el0_call
+        ));
+        assert_eq!(
+            placed[1],
+            (
+                3,
+                Entry::Read {
+                    gpa: 0x5000_0000,
+                    width: 4,
+                    el0: true
+                }
+            )
+        );
+        let x86 = Table::new()
+            .hypercall_in(compat32, 0x5c, &[], 0)
+            .on_vp(1)
+            .to_bytes();
+        assert_eq!(u16::from_le_bytes([x86[18], x86[19]]), 0x28);
+        let parsed = parse_table(&x86, Arch::X86_64).expect("valid");
+        assert!(matches!(
+            parsed.placed_entries().next(),
+            Some(Ok((1, Entry::Hypercall { mode, .. }))) if mode == compat32
+        ));
+        // The arch checks still hold with the VP flag: no EL0 on x86_64, no 32-bit on aarch64.
+        assert_eq!(
+            parse_table(&arm, Arch::X86_64).unwrap_err(),
+            TableError::BadFlags {
+                index: 0,
+                flags: 0x2024
+            }
+        );
+        assert_eq!(
+            parse_table(&x86, Arch::Aarch64).unwrap_err(),
+            TableError::BadFlags {
+                index: 0,
+                flags: 0x28
+            }
+        );
+    }
+
     #[test]
     #[should_panic(expected = "already names its VP")]
     fn on_vp_twice_is_a_mistake() {
         let _ = Table::new().exec(0).on_vp(1).on_vp(2);
+    }
+
+    /// A hypercall's mode is its flags: EL0 bit 2, 32-bit bit 3, the VTL entry in bits 12-13;
+    /// each parses back on the arch it exists on and is refused where it does not.
+    #[test]
+    fn modes_are_flags_and_each_belongs_to_its_arch() {
+        use crate::VtlEntry;
+        let el0 = Mode {
+            el0: true,
+            ..Mode::default()
+        };
+        let compat32 = Mode {
+            compat32: true,
+            ..Mode::default()
+        };
+        let entry = |vtl_entry| Mode {
+            vtl_entry,
+            ..Mode::default()
+        };
+        let flags = |m: Mode| {
+            let b = Table::new().hypercall_in(m, 0x5c, &[], 0).to_bytes();
+            u16::from_le_bytes([b[18], b[19]])
+        };
+        assert_eq!(flags(el0), 0x4);
+        assert_eq!(flags(compat32), 0x8);
+        assert_eq!(flags(entry(VtlEntry::VtlCall)), 0x2000);
+        assert_eq!(flags(entry(VtlEntry::VtlReturn)), 0x3000);
+        assert_eq!(flags(Mode::default()), 0);
+        let parsed = |m: Mode, control: u64, arch: Arch| {
+            let b = Table::new().hypercall_in(m, control, &[], 0).to_bytes();
+            parse_table(&b, arch).map(|t| match t.entries().next() {
+                Some(Ok(Entry::Hypercall { mode, .. })) => mode,
+                other => panic!("{other:?}"),
+            })
+        };
+        let both = |m: Mode, arch: Arch| parsed(m, 0x5c, arch);
+        assert_eq!(both(el0, Arch::Aarch64), Ok(el0));
+        assert_eq!(
+            both(el0, Arch::X86_64),
+            Err(TableError::BadFlags { index: 0, flags: 4 })
+        );
+        assert_eq!(both(compat32, Arch::X86_64), Ok(compat32));
+        assert_eq!(
+            both(compat32, Arch::Aarch64),
+            Err(TableError::BadFlags { index: 0, flags: 8 })
+        );
+        for arch in Arch::ALL {
+            for e in [VtlEntry::VtlCall, VtlEntry::VtlReturn] {
+                assert_eq!(both(entry(e), arch), Ok(entry(e)));
+            }
+            // Entry value 1 is not one.
+            let mut b = Table::new().hypercall(0x5c, &[], 0).to_bytes();
+            b[19] = 0x10;
+            assert_eq!(
+                parse_table(&b, arch).unwrap_err(),
+                TableError::BadFlags {
+                    index: 0,
+                    flags: 0x1000
+                }
+            );
+        }
+        // 32-bit: memory form, ordinary entry only.
+        assert_eq!(
+            parsed(compat32, 1 << 16 | 0x5c, Arch::X86_64),
+            Err(TableError::BadFlags { index: 0, flags: 8 })
+        );
+        let vtl32 = Mode {
+            compat32: true,
+            vtl_entry: VtlEntry::VtlReturn,
+            ..Mode::default()
+        };
+        assert_eq!(
+            both(vtl32, Arch::X86_64),
+            Err(TableError::BadFlags {
+                index: 0,
+                flags: 0x3008
+            })
+        );
+        // A repeated call may have a mode.
+        let rep = Table::new()
+            .repeat(3)
+            .hypercall_in(el0, 0x5c, &[], 0)
+            .to_bytes();
+        assert!(parse_table(&rep, Arch::Aarch64).is_ok());
+    }
+
+    /// An EL0 probe: aarch64 only, of RAM the kernel maps outside its image's 2 MiB block.
+    #[test]
+    fn an_el0_probe_names_ram_outside_the_kernels_block() {
+        let arch = Arch::Aarch64;
+        let ok = Table::new()
+            .read_el0(0x4020_0040, 8)
+            .write_el0(arch.scratch_page(), 4, 7)
+            .exec_el0(0x7FFF_F000)
+            .to_bytes();
+        let t = parse_table(&ok, arch).unwrap();
+        let e: Vec<Entry<'_>> = t.entries().map(|e| e.unwrap()).collect();
+        assert_eq!(
+            e,
+            [
+                Entry::Read {
+                    gpa: 0x4020_0040,
+                    width: 8,
+                    el0: true
+                },
+                Entry::Write {
+                    gpa: arch.scratch_page(),
+                    width: 4,
+                    value: 7,
+                    el0: true
+                },
+                Entry::Exec {
+                    gpa: 0x7FFF_F000,
+                    el0: true
+                },
+            ]
+        );
+        for gpa in [
+            arch.load_gpa(),
+            arch.load_gpa() + 0x1F_FFF8,
+            0x0900_0000,
+            0x3FFF_FFF8,
+            0x8000_0000,
+        ] {
+            let b = Table::new().read(0, 8).read_el0(gpa, 8).to_bytes();
+            assert_eq!(
+                parse_table(&b, arch).unwrap_err(),
+                TableError::BadEl0Gpa { index: 1, gpa },
+                "{gpa:#x}"
+            );
+        }
+        let x86 = Table::new().exec_el0(0x4020_0000).to_bytes();
+        assert_eq!(
+            parse_table(&x86, Arch::X86_64).unwrap_err(),
+            TableError::BadFlags { index: 0, flags: 4 }
+        );
     }
 
     #[test]
@@ -453,6 +701,7 @@ mod tests {
                     output_len: 0,
                     force: false,
                     gpas: None,
+                    mode: Mode::default(),
                 }
             ]
         );

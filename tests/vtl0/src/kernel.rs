@@ -6,8 +6,8 @@ use crate::{mem, say, smp};
 use arch::CallDone;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use vtl0::{
-    is_fast, parse_table, table_size, Entry, EntryLine, Fault, Numbered, ParsedTable, RepeatStats,
-    TableHeader, MAX_VPS, PAGE_SIZE, TABLE_MAX,
+    is_fast, parse_table, table_size, Entry, EntryLine, Fault, Mode, Numbered, ParsedTable,
+    RepeatStats, TableHeader, MAX_VPS, PAGE_SIZE, TABLE_MAX,
 };
 
 /// The table, copied in once before any entry runs (a write probe may change the original).
@@ -172,6 +172,7 @@ fn run(vp: u32, index: u32, entry: Entry<'_>, hyperv: bool) {
             output_len,
             force,
             gpas,
+            mode,
         } => {
             if !hyperv && !force {
                 say!(
@@ -180,22 +181,39 @@ fn run(vp: u32, index: u32, entry: Entry<'_>, hyperv: bool) {
                 );
                 return;
             }
-            return hypercall(vp, index, control, input, output_len, gpas);
+            return hypercall(vp, index, control, input, output_len, gpas, mode);
         }
-        Entry::Read { gpa, width } => EntryLine::Read {
+        Entry::Read { gpa, width, el0 } => EntryLine::Read {
             gpa,
             width,
-            outcome: arch::probe_read(gpa, width),
+            outcome: if el0 {
+                arch::probe_read_el0(gpa, width)
+            } else {
+                arch::probe_read(gpa, width)
+            },
         },
-        Entry::Write { gpa, width, value } => EntryLine::Write {
+        Entry::Write {
             gpa,
             width,
             value,
-            outcome: arch::probe_write(gpa, width, value),
-        },
-        Entry::Exec { gpa } => EntryLine::Exec {
+            el0,
+        } => EntryLine::Write {
             gpa,
-            outcome: arch::probe_exec(gpa),
+            width,
+            value,
+            outcome: if el0 {
+                arch::probe_write_el0(gpa, width, value)
+            } else {
+                arch::probe_write(gpa, width, value)
+            },
+        },
+        Entry::Exec { gpa, el0 } => EntryLine::Exec {
+            gpa,
+            outcome: if el0 {
+                arch::probe_exec_el0(gpa)
+            } else {
+                arch::probe_exec(gpa)
+            },
         },
         Entry::Idt { base, limit } => {
             say!("{}", Numbered(index, EntryLine::Idt { base, limit }));
@@ -277,16 +295,26 @@ fn hypercall(
     input: &[u8],
     output_len: usize,
     gpas: Option<(u64, u64)>,
+    mode: Mode,
 ) {
+    arch::prepare_mode(vp, mode);
     let pool = prepare(vp, control, input);
-    report(
-        vp,
-        index,
-        control,
-        input,
-        output_len,
-        arch::hypercall(control, &pool, call_gpas(vp, gpas)),
-    );
+    let outcome = call_in(mode, control, &pool, call_gpas(vp, gpas));
+    report(vp, index, control, input, output_len, mode, outcome);
+}
+
+/// A call in `mode`: the ordinary one, or the arch's own for a mode (see `vtl0::Mode`).
+fn call_in(
+    mode: Mode,
+    control: u64,
+    pool: &[u8; arch::POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
+    if mode.is_special() {
+        arch::hypercall_in(mode, control, pool, gpas)
+    } else {
+        arch::hypercall(control, pool, gpas)
+    }
 }
 
 /// The line of a call made with `input` (its output page or pool as the call left it).
@@ -296,12 +324,16 @@ fn report(
     control: u64,
     input: &[u8],
     output_len: usize,
+    mode: Mode,
     outcome: Result<CallDone, Fault>,
 ) {
     let done = match outcome {
         Err(fault) => {
             let line = EntryLine::HypercallFault { control, fault };
             say!("{}", Numbered(index, line));
+            if mode.is_special() {
+                say!("{} {}", index, crate::recovery::fault_site(mode));
+            }
             return;
         }
         Ok(done) => done,
@@ -334,6 +366,7 @@ fn repeat(vp: u32, index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         output_len,
         force,
         gpas,
+        mode,
     } = entry
     else {
         say!("bad table: repeat entry {index} is not followed by a hypercall");
@@ -352,10 +385,11 @@ fn repeat(vp: u32, index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         );
         return;
     }
+    arch::prepare_mode(vp, mode);
     let pool = prepare(vp, control, input);
     let gpas = call_gpas(vp, gpas);
     let start = arch::counter();
-    let mut last = arch::hypercall(control, &pool, gpas);
+    let mut last = call_in(mode, control, &pool, gpas);
     stats.calls = 1;
     if let Ok(done) = &last {
         stats.first = done.result;
@@ -363,7 +397,7 @@ fn repeat(vp: u32, index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         stats.canaries_bad = u32::from(!done.bad_canaries().is_empty());
     }
     while last.is_ok() && stats.calls < count {
-        last = arch::hypercall(control, &pool, gpas);
+        last = call_in(mode, control, &pool, gpas);
         stats.calls += 1;
         if let Ok(done) = &last {
             stats.last = done.result;
@@ -373,5 +407,5 @@ fn repeat(vp: u32, index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
     }
     stats.ticks = arch::counter().wrapping_sub(start);
     say!("{}", Numbered(index, EntryLine::Repeat(stats)));
-    report(vp, index + 1, control, input, output_len, last);
+    report(vp, index + 1, control, input, output_len, mode, last);
 }

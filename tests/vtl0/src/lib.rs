@@ -47,6 +47,12 @@
 //! aarch64 HvRegisterVpIndex, as Linux's `hv_common_cpu_init` reads it) and checks it. The VPs
 //! run their entries at the same time, each with its own fault recovery record.
 //!
+//! A hypercall or probe can be made in a mode of its own ([`Mode`], from the entry's flags):
+//! [`FLAG_EL0`] (aarch64: from EL0), [`FLAG_32BIT`] (x86_64: from 32-bit compatibility mode,
+//! TLFS 32-bit convention), and a VTL entry in the flag bits [`FLAG_VTL_ENTRY_MASK`]
+//! ([`VtlEntry`]: arm64 the `hvc` immediate, x86_64 the hypercall page's VTL stub). A hypercall
+//! made in such a mode that faults prints a [`FaultSite`] line after its fault line.
+//!
 //! The kernel validates the whole table before running any entry; a bad table is one
 //! `vtl0: bad table: ...` line and a failing power-off.
 //!
@@ -76,6 +82,8 @@
 //!   without [`FLAG_FORCE`] nothing is made: `calls=0`, then the entry's `skipped` line.
 //! - any of them ending in `fault vector=0x.. code=0x.. cr2=0x..` (x86_64) or
 //!   `fault esr=0x.. far=0x..` (aarch64) instead of the outcome.
+//! - `vtl0: i fault-site ip=0x.. result=0x..` after the fault line of a hypercall made in a
+//!   mode of its own ([`FaultSite`]).
 //!
 //! then `vtl0: done N entries` and a passing power-off. An exception outside a probe is
 //! `vtl0: unexpected exception ...` and a failing power-off. See [`Arch`] for the canaries.
@@ -132,12 +140,121 @@ pub const FLAG_FORCE: u16 = 1;
 /// [`EntryHeader::flags`], hypercalls that are not fast: a [`GpasBody`] names the call's input
 /// and output GPAs.
 pub const FLAG_GPAS: u16 = 2;
+/// Entry flag (aarch64 only; hypercalls and read/write/exec probes): made from EL0. The kernel
+/// drops to EL0t at a stub of its own (an EL0-executable page) and comes back to EL1 through
+/// that stub's `svc #0` or through the exception the access or call raised (from a lower EL:
+/// vector offset 0x400). A probe's GPA must lie in 0x4000_0000..0x8000_0000 (the RAM the
+/// kernel maps) outside the 2 MiB block of the kernel's image: for a read or write the kernel
+/// opens that GPA's 2 MiB block to EL0 data access (EL0 read-write) and closes it again after
+/// (with [`FLAG_VP`], once no VP's EL0 probe needs it any more); an exec needs nothing opened
+/// (EL0 may fetch from all of that RAM: UXN is clear).
+pub const FLAG_EL0: u16 = 1 << 2;
+/// Entry flag (x86_64 only; hypercalls that are not fast, through the ordinary entry): made from
+/// 32-bit compatibility mode (a 32-bit code segment, selector 0x18, in the kernel's GDT) with the
+/// TLFS 32-bit convention: control EDX:EAX, input GPA EBX:ECX, output GPA EDI:ESI, result
+/// EDX:EAX. Only XMM6-XMM15 carry canaries (the architecture leaves the upper halves of the
+/// GPRs, and R8-R15, undefined across compatibility mode).
+pub const FLAG_32BIT: u16 = 1 << 3;
 /// [`EntryHeader::flags`], any kind: a [`VpBody`] right after the entry header names the VP
 /// that runs the entry (without it, VP 0).
 pub const FLAG_VP: u16 = 1 << 5;
+/// Entry flag bits 12-13 (hypercalls only): the [`VtlEntry`] the call goes through, 0 the
+/// ordinary one. aarch64: the `hvc` immediate (the registers are loaded as for `hvc #0`);
+/// x86_64: the hypercall page's 64-bit VTL call / return stub at the offset
+/// HvRegisterVsmCodePageOffsets names (read with a memory-form HvCallGetVpRegisters on the
+/// VP's own pages the first time one is needed), with the control word in RCX, the stub's VTL
+/// control. 1 is refused.
+pub const FLAG_VTL_ENTRY_MASK: u16 = 3 << FLAG_VTL_ENTRY_SHIFT;
+pub const FLAG_VTL_ENTRY_SHIFT: u16 = 12;
+
+// The entry flags are distinct bits (bits 12-13 are one field).
+const _: () = {
+    let flags = [
+        FLAG_FORCE,
+        FLAG_GPAS,
+        FLAG_EL0,
+        FLAG_32BIT,
+        FLAG_VP,
+        FLAG_VTL_ENTRY_MASK,
+    ];
+    let mut seen = 0u16;
+    let mut i = 0;
+    while i < flags.len() {
+        assert!(seen & flags[i] == 0);
+        seen |= flags[i];
+        i += 1;
+    }
+};
 
 /// VPs a table may name (VP indices 0..MAX_VPS).
 pub const MAX_VPS: u32 = 16;
+
+/// How a hypercall reaches the hypervisor ([`FLAG_VTL_ENTRY_MASK`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VtlEntry {
+    /// `hvc #0` (SMCCC) / the hypercall page's ordinary entry.
+    #[default]
+    Hypercall,
+    /// `hvc #2` / the VTL call stub (TLFS HvCallVtlCall).
+    VtlCall,
+    /// `hvc #3` / the VTL return stub (TLFS HvCallVtlReturn).
+    VtlReturn,
+}
+
+impl VtlEntry {
+    /// Its value in the flag bits (arm64: the `hvc` immediate).
+    pub const fn value(self) -> u16 {
+        match self {
+            VtlEntry::Hypercall => 0,
+            VtlEntry::VtlCall => 2,
+            VtlEntry::VtlReturn => 3,
+        }
+    }
+
+    /// Its bits in [`EntryHeader::flags`].
+    pub const fn flags(self) -> u16 {
+        self.value() << FLAG_VTL_ENTRY_SHIFT
+    }
+
+    fn from_flags(flags: u16) -> Option<VtlEntry> {
+        match (flags & FLAG_VTL_ENTRY_MASK) >> FLAG_VTL_ENTRY_SHIFT {
+            0 => Some(VtlEntry::Hypercall),
+            2 => Some(VtlEntry::VtlCall),
+            3 => Some(VtlEntry::VtlReturn),
+            _ => None,
+        }
+    }
+}
+
+/// The mode a hypercall entry is made in (its flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mode {
+    /// [`FLAG_EL0`].
+    pub el0: bool,
+    /// [`FLAG_32BIT`].
+    pub compat32: bool,
+    /// [`FLAG_VTL_ENTRY_MASK`].
+    pub vtl_entry: VtlEntry,
+}
+
+impl Mode {
+    /// Anything but a plain 64-bit / EL1 call through the ordinary entry.
+    pub fn is_special(&self) -> bool {
+        *self != Mode::default()
+    }
+
+    /// Its bits in [`EntryHeader::flags`].
+    pub const fn flags(&self) -> u16 {
+        (if self.el0 { FLAG_EL0 } else { 0 })
+            | (if self.compat32 { FLAG_32BIT } else { 0 })
+            | self.vtl_entry.flags()
+    }
+}
+
+/// The RAM the aarch64 kernel maps normal memory (where an EL0 probe must lie).
+const ARM64_RAM: core::ops::Range<u64> = 0x4000_0000..0x8000_0000;
+/// The aarch64 kernel's level-2 blocks.
+pub const ARM64_BLOCK: u64 = 0x20_0000;
 
 /// The guest OS id the kernel registers (TLFS `HV_GUEST_OS_ID`, open-source format): bit 63
 /// (open source), OS type 0 (none of the registered ones), OS id 0, version 1 (this protocol's),
@@ -373,7 +490,8 @@ pub struct TableHeader {
 pub struct EntryHeader {
     /// One of the `KIND_*` constants.
     pub kind: u16,
-    /// [`FLAG_FORCE`], [`FLAG_GPAS`], [`FLAG_VP`] or 0.
+    /// `FLAG_*` bits: [`FLAG_FORCE`], [`FLAG_GPAS`], [`FLAG_EL0`], [`FLAG_32BIT`], [`FLAG_VP`],
+    /// [`FLAG_VTL_ENTRY_MASK`]; 0 for none.
     pub flags: u16,
     /// Bytes of the whole entry, this header included; a multiple of 8.
     pub size: u32,
@@ -486,33 +604,33 @@ pub enum Entry<'a> {
         force: bool,
         /// [`FLAG_GPAS`]: the input and output GPAs the call names.
         gpas: Option<(u64, u64)>,
+        /// [`FLAG_EL0`], [`FLAG_32BIT`], [`FLAG_VTL_ENTRY_MASK`].
+        mode: Mode,
     },
     Read {
         gpa: u64,
         width: u8,
+        /// [`FLAG_EL0`].
+        el0: bool,
     },
     Write {
         gpa: u64,
         width: u8,
         value: u64,
+        /// [`FLAG_EL0`].
+        el0: bool,
     },
     Exec {
         gpa: u64,
+        /// [`FLAG_EL0`].
+        el0: bool,
     },
     /// Make the next entry, a hypercall, `count` times.
-    Repeat {
-        count: u32,
-    },
+    Repeat { count: u32 },
     /// Load this IDT and raise #UD (x86_64).
-    Idt {
-        base: u64,
-        limit: u16,
-    },
+    Idt { base: u64, limit: u16 },
     /// Store `bytes` at `gpa` (inside one page).
-    Place {
-        gpa: u64,
-        bytes: &'a [u8],
-    },
+    Place { gpa: u64, bytes: &'a [u8] },
 }
 
 /// Whether a hypercall control word asks for a fast (register) call: bit 16.
@@ -613,6 +731,11 @@ pub enum TableError {
         offset: usize,
         total_size: u32,
     },
+    /// An EL0 probe of a GPA the kernel cannot open to EL0 (see [`FLAG_EL0`]).
+    BadEl0Gpa {
+        index: u32,
+        gpa: u64,
+    },
 }
 
 impl fmt::Display for TableError {
@@ -700,6 +823,11 @@ impl fmt::Display for TableError {
             TableError::TrailingBytes { offset, total_size } => write!(
                 f,
                 "entries end at {offset:#x} but total size is {total_size:#x}"
+            ),
+            TableError::BadEl0Gpa { index, gpa } => write!(
+                f,
+                "entry {index}: an EL0 probe of GPA {gpa:#x} (not RAM the kernel maps, or its \
+                 own image's block)"
             ),
         }
     }
@@ -867,17 +995,30 @@ impl<'a> Entries<'a> {
             index,
             size: header.size,
         };
+        let el0_flag = if self.arch == Arch::Aarch64 {
+            FLAG_EL0
+        } else {
+            0
+        };
         let allowed_flags = FLAG_VP
-            | if header.kind == KIND_HYPERCALL {
-                FLAG_FORCE | FLAG_GPAS
-            } else {
-                0
+            | match header.kind {
+                KIND_HYPERCALL => {
+                    let compat32 = if self.arch == Arch::X86_64 {
+                        FLAG_32BIT
+                    } else {
+                        0
+                    };
+                    FLAG_FORCE | FLAG_GPAS | el0_flag | compat32 | FLAG_VTL_ENTRY_MASK
+                }
+                KIND_READ | KIND_WRITE | KIND_EXEC => el0_flag,
+                _ => 0,
             };
+        let bad_flags = TableError::BadFlags {
+            index,
+            flags: header.flags,
+        };
         if header.flags & !allowed_flags != 0 {
-            return Err(TableError::BadFlags {
-                index,
-                flags: header.flags,
-            });
+            return Err(bad_flags);
         }
         let vp = if header.flags & FLAG_VP != 0 {
             let (v, rest) = VpBody::read_from_prefix(body).map_err(|_| bad_size)?;
@@ -892,6 +1033,15 @@ impl<'a> Entries<'a> {
         if self.after_repeat && vp != self.vp {
             return Err(TableError::RepeatOnOtherVp { index: index - 1 });
         }
+        let el0 = header.flags & FLAG_EL0 != 0;
+        let el0_gpa = |gpa: u64| {
+            let image_block = self.arch.load_gpa() & !(ARM64_BLOCK - 1);
+            if !el0 || (ARM64_RAM.contains(&gpa) && gpa & !(ARM64_BLOCK - 1) != image_block) {
+                Ok(())
+            } else {
+                Err(TableError::BadEl0Gpa { index, gpa })
+            }
+        };
         let entry = match header.kind {
             KIND_HYPERCALL => {
                 let (h, rest) = HypercallBody::read_from_prefix(body).map_err(|_| bad_size)?;
@@ -928,32 +1078,48 @@ impl<'a> Entries<'a> {
                 if input.len() != input_len.div_ceil(8) * 8 {
                     return Err(bad_size);
                 }
+                let mode = Mode {
+                    el0,
+                    compat32: header.flags & FLAG_32BIT != 0,
+                    vtl_entry: VtlEntry::from_flags(header.flags).ok_or(bad_flags)?,
+                };
+                // 32-bit: the ordinary entry, memory form only (the 32-bit convention has no
+                // register pool here).
+                if mode.compat32 && (is_fast(h.control) || mode.vtl_entry != VtlEntry::Hypercall) {
+                    return Err(bad_flags);
+                }
                 Entry::Hypercall {
                     control: h.control,
                     input: &input[..input_len],
                     output_len,
                     force: header.flags & FLAG_FORCE != 0,
                     gpas,
+                    mode,
                 }
             }
             KIND_READ => {
                 let b = ReadBody::read_from_bytes(body).map_err(|_| bad_size)?;
+                el0_gpa(b.gpa)?;
                 Entry::Read {
                     gpa: b.gpa,
                     width: width(index, b.width)?,
+                    el0,
                 }
             }
             KIND_WRITE => {
                 let b = WriteBody::read_from_bytes(body).map_err(|_| bad_size)?;
+                el0_gpa(b.gpa)?;
                 Entry::Write {
                     gpa: b.gpa,
                     width: width(index, b.width)?,
                     value: b.value,
+                    el0,
                 }
             }
             KIND_EXEC => {
                 let b = ExecBody::read_from_bytes(body).map_err(|_| bad_size)?;
-                Entry::Exec { gpa: b.gpa }
+                el0_gpa(b.gpa)?;
+                Entry::Exec { gpa: b.gpa, el0 }
             }
             KIND_REPEAT => {
                 let b = RepeatBody::read_from_bytes(body).map_err(|_| bad_size)?;
@@ -1060,6 +1226,24 @@ impl fmt::Display for Fault {
             }
             Fault::Arm64 { esr, far } => write!(f, "fault esr={esr:#x} far={far:#x}"),
         }
+    }
+}
+
+/// Where a hypercall made in a mode of its own ([`Mode::is_special`]) faulted, as its
+/// exception recorded it: the line `vtl0: i fault-site ip=0x.. result=0x..` right after its
+/// fault line. `ip` is the faulting PC (x86_64 the stacked RIP, aarch64 ELR_EL1) and `result`
+/// the call's result register at the exception (x86_64 RAX, or EDX:EAX for a 32-bit call;
+/// aarch64 X0): a call that faults leaves the IP on its instruction and the register as the
+/// call had it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultSite {
+    pub ip: u64,
+    pub result: u64,
+}
+
+impl fmt::Display for FaultSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fault-site ip={:#x} result={:#x}", self.ip, self.result)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The parser of the kernel's console lines into typed results, for host-side tests.
 
-use crate::{Fault, RepeatStats, LINE_PREFIX};
+use crate::{Fault, FaultSite, RepeatStats, LINE_PREFIX};
 use std::fmt;
 
 /// A hypercall entry's outcome.
@@ -62,6 +62,11 @@ pub enum Line {
     Entry {
         index: u32,
         record: Record,
+    },
+    /// `vtl0: i fault-site ip=0x.. result=0x..` (see [`FaultSite`]).
+    FaultSite {
+        index: u32,
+        site: FaultSite,
     },
     Done {
         count: u32,
@@ -383,6 +388,16 @@ fn parse_body(text: &str) -> Result<Line, String> {
     }
     let index = first.parse().map_err(|e| format!("index {first:?}: {e}"))?;
     let kind = tokens.next().ok_or("entry without a kind")?;
+    if kind == "fault-site" {
+        let site = FaultSite {
+            ip: hex_field(&mut tokens, "ip")?,
+            result: hex_field(&mut tokens, "result")?,
+        };
+        if let Some(extra) = tokens.next() {
+            return Err(format!("trailing {extra:?}"));
+        }
+        return Ok(Line::FaultSite { index, site });
+    }
     Ok(Line::Entry {
         index,
         record: record(kind, &mut tokens)?,
@@ -420,6 +435,8 @@ pub struct Results {
     pub unexpected: Option<String>,
     /// The `entry` line's registers, in its order (empty without one).
     pub entry_registers: Vec<(String, u64)>,
+    /// The `fault-site` lines, each with its entry's index.
+    pub fault_sites: Vec<(u32, FaultSite)>,
 }
 
 impl Results {
@@ -469,6 +486,7 @@ pub fn parse_results(console: &str) -> Result<Results, ParseError> {
                 results.entries.push((index, record));
                 results.vps.push(vp);
             }
+            Some(Line::FaultSite { index, site }) => results.fault_sites.push((index, site)),
             Some(Line::Done { count }) => results.done = Some(count),
             Some(Line::NoHyperV { reason }) => results.no_hyperv = Some(reason),
             Some(Line::HyperV { guest_os_id }) => results.hyperv = Some(guest_os_id),
@@ -823,6 +841,36 @@ mod tests {
             "vtl0: 0 repeat count=5000000000 calls=2 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0",
             "vtl0: 0 repeat count=2 calls=2 first=0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0",
             "vtl0: 0 repeat count=2 calls=2 first=0x0 last=0x0 differed=0 canaries_bad=0 ticks=1 hz=0 x",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The fault-site line: what the kernel prints (`FaultSite`'s Display) parses back, goes to
+    /// `Results::fault_sites` (not `entries`), and a malformed one is an error.
+    #[test]
+    fn the_fault_site_line() {
+        let site = FaultSite {
+            ip: 0x4800_1234,
+            result: 0xc600_0002,
+        };
+        let text = format!("{LINE_PREFIX}3 {site}");
+        assert_eq!(text, "vtl0: 3 fault-site ip=0x48001234 result=0xc6000002");
+        assert_eq!(
+            parse_line(&text).unwrap(),
+            Some(Line::FaultSite { index: 3, site })
+        );
+        let console = "vtl0: 0 hypercall control=0x5c fault esr=0x2000000 far=0x0\n\
+                       vtl0: 0 fault-site ip=0x48001234 result=0xc6000002\n";
+        let r = parse_results(console).unwrap();
+        assert_eq!(r.records().unwrap().len(), 1);
+        assert_eq!(r.fault_sites, [(0, site)]);
+        for bad in [
+            "vtl0: 0 fault-site",
+            "vtl0: 0 fault-site ip=0x1",
+            "vtl0: 0 fault-site ip=1 result=0x0",
+            "vtl0: 0 fault-site result=0x0 ip=0x1",
+            "vtl0: 0 fault-site ip=0x1 result=0x0 more",
         ] {
             assert!(parse_line(bad).is_err(), "{bad}");
         }

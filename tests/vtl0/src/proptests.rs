@@ -80,15 +80,15 @@ proptest! {
             prop_assert_eq!(entries.len(), ops.len());
             for (e, op) in entries.iter().zip(&ops) {
                 let same = match (*e, op) {
-                    (Entry::Hypercall { control, input, output_len, force, gpas: None },
+                    (Entry::Hypercall { control, input, output_len, force, gpas: None, .. },
                      Op::Call(c, i, o, f)) => {
                         control == *c && input == &i[..] && output_len == *o as usize && force == *f
                     }
-                    (Entry::Read { gpa, width }, Op::Read(g, w)) => gpa == *g && u32::from(width) == *w,
-                    (Entry::Write { gpa, width, value }, Op::Write(g, w, v)) => {
+                    (Entry::Read { gpa, width, .. }, Op::Read(g, w)) => gpa == *g && u32::from(width) == *w,
+                    (Entry::Write { gpa, width, value, .. }, Op::Write(g, w, v)) => {
                         gpa == *g && u32::from(width) == *w && value == *v
                     }
-                    (Entry::Exec { gpa }, Op::Exec(g)) => gpa == *g,
+                    (Entry::Exec { gpa, .. }, Op::Exec(g)) => gpa == *g,
                     (Entry::Repeat { count }, Op::Repeat(n)) => count == *n,
                     _ => false,
                 };

@@ -18,6 +18,15 @@ pub struct Recovery {
     pub a: AtomicU64,
     pub b: AtomicU64,
     pub c: AtomicU64,
+    /// The faulting PC (x86_64 the stacked RIP, aarch64 ELR_EL1).
+    pub ip: AtomicU64,
+    /// The result register at the exception (x86_64 RAX, aarch64 X0), and x86_64's RDX (the
+    /// high half of a 32-bit call's EDX:EAX).
+    pub result: AtomicU64,
+    pub result_hi: AtomicU64,
+    /// aarch64: where an EL0 stub's `svc #0` resumes at EL1 (0: no EL0 entry running on this
+    /// VP; see `vtl0_sync_lower`). Unused on x86_64.
+    pub el0_return: AtomicU64,
 }
 
 /// One per VP (index = VP; the exception handlers find theirs from the stack pointer, as
@@ -32,6 +41,10 @@ pub static RECOVERY: [Recovery; vtl0::MAX_VPS as usize] = [const {
         a: AtomicU64::new(0),
         b: AtomicU64::new(0),
         c: AtomicU64::new(0),
+        ip: AtomicU64::new(0),
+        result: AtomicU64::new(0),
+        result_hi: AtomicU64::new(0),
+        el0_return: AtomicU64::new(0),
     }
 }; vtl0::MAX_VPS as usize];
 
@@ -57,4 +70,18 @@ pub fn take() -> Option<Fault> {
         rec.c.load(Ordering::SeqCst),
     );
     Some(crate::arch::fault(a, b, c))
+}
+
+/// Where the running VP's last fault was taken, for a call made in `mode` (see
+/// `vtl0::FaultSite`).
+pub fn fault_site(mode: vtl0::Mode) -> vtl0::FaultSite {
+    let rec = mine();
+    let ip = rec.ip.load(Ordering::SeqCst);
+    let result = rec.result.load(Ordering::SeqCst);
+    let result = if mode.compat32 {
+        (rec.result_hi.load(Ordering::SeqCst) & 0xFFFF_FFFF) << 32 | (result & 0xFFFF_FFFF)
+    } else {
+        result
+    };
+    vtl0::FaultSite { ip, result }
 }

@@ -497,3 +497,103 @@ fn a_live_unrecoverable_exception_resets_the_partition_unless_vtl2_intercepts_it
         .iter()
         .any(|e| matches!(e, Event::PartitionReset { .. })));
 }
+
+/// The cases `mock_ud` states, as a live VTL0 brings them: the VTL entry is the `hvc`
+/// immediate the glue passes, the mode the CPSR it wrote. `hvc #3` from VTL0 (the lowest VTL)
+/// is the hypervisor's #UD, the IP left on it and VTL2 never entered; `hvc #2` enters VTL2 with
+/// entry reason VTL_CALL and VTL0 resumes past it; the VtlCall code through SMCCC is an
+/// unimplemented code; a call from EL0 (which a CPU never lets exit: `hvc` is undefined there)
+/// is #UD too, and a protected access from EL0 reaches VTL2 with CPL 0 in its intercept.
+#[test]
+fn a_live_vtl0s_vtl_entries_and_el0_are_decided_as_the_tlfs_says() {
+    use crate::{Event, Fault, Outcome};
+    let mut hv = live();
+    let secret: u64 = 0x8_0000;
+    let mut input = vec![0u8; 16];
+    input[..8].copy_from_slice(&hvdef::HV_PARTITION_ID_SELF.to_le_bytes());
+    input.extend((secret >> 12).to_le_bytes());
+    let protect = rep(HypercallCode::MODIFY_VTL_PROTECTION_MASK, 1);
+    assert_eq!(call(&mut hv, protect, &input), HvStatus::SUCCESS);
+    hvc(&mut hv, 3, &mut [0; ARM64_GPRS]);
+    let pc = 0x4800_4000;
+    let mut x = [0; ARM64_GPRS];
+    x[0] = SMCCC_HV_FUNC_ID.into();
+
+    let (effects, _) = exit(&mut hv, &x, pc, LowerExit::Hypercall { immediate: 3 });
+    assert!(effects.expect("taken").lower_runs);
+    let r = hv.model.vtl0().take_live_result(0).expect("a result");
+    assert_eq!(r.hypervisor_fault, Some(Fault::Ud));
+    assert!(!r.reached_vtl2);
+    assert_eq!(state(&hv, arm_reg::XPC), pc, "the IP left on the hvc");
+    assert_eq!(state(&hv, arm_reg::X0), u64::from(SMCCC_HV_FUNC_ID));
+    let last = hv.model.trace().last_hypercall().expect("traced");
+    assert_eq!(
+        (last.vtl, last.code, last.outcome),
+        (
+            Vtl::VTL0,
+            HypercallCode::VTL_RETURN,
+            Outcome::Fault(Fault::Ud)
+        )
+    );
+
+    let (effects, _) = exit(&mut hv, &x, pc, LowerExit::Hypercall { immediate: 2 });
+    assert!(!effects.expect("taken").lower_runs, "VTL2 runs");
+    assert_eq!(hv.model.active_vtl(0), Some(Vtl::VTL2));
+    assert!(matches!(
+        hv.model.trace().events().last(),
+        Some(Event::LowerVtlCall { vtl: Vtl::VTL0, .. })
+    ));
+    let page = HvVpAssistPage::read_from_prefix(hv.mem.slice(ASSIST, 0x1000))
+        .unwrap()
+        .0;
+    assert_eq!(page.vtl_control.entry_reason, HvVtlEntryReason::VTL_CALL);
+    assert!(hvc(&mut hv, 3, &mut x).lower_runs);
+    assert_eq!(state(&hv, arm_reg::XPC), pc + 4, "back past the hvc #2");
+
+    let mut code_0x11 = x;
+    code_0x11[1] = HypercallCode::VTL_CALL.0.into();
+    let (effects, _) = exit(
+        &mut hv,
+        &code_0x11,
+        pc,
+        LowerExit::Hypercall { immediate: 0 },
+    );
+    assert!(effects.expect("taken").lower_runs, "never VTL2's");
+    assert_eq!(
+        HypercallOutput::from_bits(state(&hv, arm_reg::X0)).status(),
+        HvStatus::INVALID_HYPERCALL_CODE
+    );
+
+    hv.model.set_vp_state(
+        0,
+        Vtl::VTL0,
+        arm_reg::CPSR,
+        crate::partition::ARM64_CPSR_EL0T.into(),
+    );
+    let mut post = x;
+    post[1] = simple(HypercallCode::POST_MESSAGE).into_bits();
+    let (effects, _) = exit(&mut hv, &post, pc, LowerExit::Hypercall { immediate: 0 });
+    assert!(effects.expect("taken").lower_runs);
+    let r = hv.model.vtl0().take_live_result(0).expect("a result");
+    assert_eq!(r.hypervisor_fault, Some(Fault::Ud), "EL0");
+    assert!(!r.reached_vtl2);
+
+    let load = LowerExit::Access {
+        gpa: secret,
+        len: 8,
+        access: HvInterceptAccessType::READ,
+        delivering_event: false,
+    };
+    let effects = exit(&mut hv, &x, pc, load).0.expect("taken");
+    assert!(!effects.lower_runs);
+    let page = HvVpAssistPage::read_from_prefix(hv.mem.slice(ASSIST, 0x1000))
+        .unwrap()
+        .0;
+    let m = hvdef::aarch64::HvArm64MemoryInterceptMessage::read_from_prefix(
+        page.intercept_message.payload_bytes(),
+    )
+    .unwrap()
+    .0;
+    assert_eq!(m.header.execution_state.cpl(), 0, "from EL0");
+    assert_eq!(m.header.cpsr, crate::partition::ARM64_CPSR_EL0T);
+}

@@ -519,3 +519,49 @@ fn a_nested_hosts_unmarked_l0_call_from_vtl0_is_reflected_after_validation() {
         (false, HvStatus::INVALID_PARAMETER)
     );
 }
+
+/// A VTL call is the VTL call entry alone: x64 a `vmcall` whose RCX is exactly the VtlCall
+/// code with RAX (the VTL control) 0 — any other bit in either is #UD (TLFS vsm.md
+/// "HvCallVtlCall": the call's control must be valid), raised by the hypervisor before VTL2
+/// sees anything, as for VTL2's own calls (`Model::vmcall`); arm64 `hvc #2` only — the
+/// VtlCall code through SMCCC is a code the hypervisor does not implement, as the VtlReturn
+/// code is (TLFS vsm.md: arm64 switches VTLs with `hvc #2`/`#3`).
+#[test]
+fn a_vtl_call_code_with_a_bad_control_or_through_smccc_is_no_vtl_call() {
+    let mut hv = booted(Scenario::default());
+    let bad_rax = Vtl0Call::x64(VTL0_RIP, simple(HypercallCode::VTL_CALL), 0, 0)
+        .with_register(x64_reg::RAX, 1);
+    let fast = Vtl0Call::x64(
+        VTL0_RIP,
+        simple(HypercallCode::VTL_CALL).with_fast(true),
+        0,
+        0,
+    )
+    .with_register(x64_reg::RAX, 0);
+    let (results, entries) = run(&mut hv, vec![bad_rax, fast]);
+    assert_eq!(entries, 0, "nothing entered VTL2");
+    for r in &results {
+        assert_eq!(r.hypervisor_fault, Some(Fault::Ud), "{r:?}");
+        assert!(!r.reached_vtl2 && !r.advanced(), "{r:?}");
+    }
+    assert!(!hv
+        .model
+        .trace()
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::LowerVtlCall { .. })));
+
+    let mut hv = Hv::new(Scenario::for_arch(Arch::Aarch64));
+    let pc = 0x8000_1000;
+    for code in [HypercallCode::VTL_CALL, HypercallCode::VTL_RETURN] {
+        hv.model
+            .vtl0()
+            .push(Vtl0Call::arm64(pc, simple(code), 0, 0));
+    }
+    let effects = hv.model.hvc(0, 3, &mut [0; 31], &mut hv.mem);
+    assert!(effects.finished, "nothing reached VTL2");
+    for r in hv.model.vtl0().results() {
+        assert_eq!(r.status(), HvStatus::INVALID_HYPERCALL_CODE, "{r:?}");
+        assert!(!r.reached_vtl2 && r.advanced(), "{r:?}");
+    }
+}

@@ -1,15 +1,17 @@
 //! aarch64: EL1 entry (own identity map with the MMU on: 0-1 GiB Device-nGnRnE, 1-2 GiB normal
-//! write-back, the rest unmapped but for the place window's page at 3 GiB while a place entry
-//! runs), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor
-//! UID check and guest OS id registration, and the probes' assembly with their recovery labels.
+//! write-back in 2 MiB blocks, the rest unmapped but for the place window's page at 3 GiB while
+//! a place entry runs), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor UID check and
+//! guest OS id registration, the probes' assembly with their recovery labels, and the EL0 and
+//! `hvc #imm` stubs.
 
 use super::{canaried, CallDone, POOL_BYTES};
 use crate::recovery::{Recovery, RECOVERY};
 use crate::say;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU32, Ordering};
 use hvdef::aarch64::{HV_VENDOR_HYP_UID, SMCCC_HV_FUNC_ID, SMCCC_VENDOR_HYP_UID};
 use hvdef::{Control, HvRegisterName, HypercallCode, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF};
-use vtl0::{is_fast, Arch, Fault};
+use vtl0::{is_fast, Arch, Fault, Mode, VtlEntry, ARM64_BLOCK};
 
 pub const ARCH: Arch = Arch::Aarch64;
 
@@ -67,17 +69,27 @@ core::arch::global_asm!(
     r#"
     .section .data.pagetables, "aw"
     .balign 4096
-    /* Level-1 table (TCR T0SZ = 32: 4 GiB, the walk starts at level 1), 1 GiB blocks:
-       0: Device-nGnRnE (AttrIndx 0), AF, PXN | UXN  (the PL011 at 0x09000000)
-       1: Normal WB (AttrIndx 1), inner shareable, AF  (RAM at 0x40000000)
+    /* Level-1 table (TCR T0SZ = 32: 4 GiB, the walk starts at level 1):
+       0: a 1 GiB block, Device-nGnRnE (AttrIndx 0), AF, PXN | UXN  (the PL011 at 0x09000000)
+       1: the level-2 table of RAM at 0x40000000
        2: invalid (a level-1 translation fault);
        3: a table for the place window at 0xc0000000 (`open_window`), its one page. */
 vtl0_l1:
     .quad 0x0060000000000401
-    .quad 0x0000000040000705
+    .quad vtl0_l2 + 0x3
     .quad 0
     .quad vtl0_window_l2 + 0x3
     .fill 508, 8, 0
+    /* Level 2: 2 MiB blocks of Normal WB (AttrIndx 1), inner shareable, AF, EL1 read-write
+       (AP 00: no EL0 data access; EL0 may still fetch, UXN clear), for 0x40000000..0x80000000.
+       An EL0 probe opens its block to EL0 data access for the probe (AP 01). */
+    .global vtl0_l2
+vtl0_l2:
+    .set block, 0
+    .rept 512
+    .quad 0x40000000 + (block << 21) + 0x705
+    .set block, block + 1
+    .endr
 vtl0_window_l2:
     .quad vtl0_window_l3 + 0x3
     .fill 511, 8, 0
@@ -199,7 +211,8 @@ vtl0_vectors:
     vtl0_unexpected_vec 5
     vtl0_unexpected_vec 6
     vtl0_unexpected_vec 7
-    vtl0_unexpected_vec 8
+    .balign 128
+    b vtl0_sync_lower
     vtl0_unexpected_vec 9
     vtl0_unexpected_vec 10
     vtl0_unexpected_vec 11
@@ -208,29 +221,64 @@ vtl0_vectors:
     vtl0_unexpected_vec 14
     vtl0_unexpected_vec 15
 
-vtl0_sync:
-    /* Synchronous exception at EL1h, on the running VP's recovery record (VP n >= 1 runs on
-       AP stack n - 1, VP 0 elsewhere: smp::current). A probe running on it (resume_pc set):
-       record ESR/FAR and resume at its recovery label with its stack. Only x0-x2 are used,
-       so the callee-saved registers and the probe's x30 survive. */
-    mov x0, sp
-    adrp x1, {stacks}
-    add x1, x1, :lo12:{stacks}
-    sub x0, x0, x1
-    ldr x1, ={stacks_len}
-    cmp x0, x1
+    /* \rd = the running VP's recovery record, found from SP as smp::current does (VP n >= 1
+       runs on AP stack n - 1, VP 0 elsewhere); \rt is clobbered. */
+    .macro vtl0_my_record rd, rt
+    mov \rd, sp
+    adrp \rt, {stacks}
+    add \rt, \rt, :lo12:{stacks}
+    sub \rd, \rd, \rt
+    ldr \rt, ={stacks_len}
+    cmp \rd, \rt
     b.lo 1f
-    mov x0, #0
+    mov \rd, #0
     b 2f
-1:  lsr x0, x0, #{stack_shift}
-    add x0, x0, #1
-2:  mov x1, #{rec_size}
-    mul x0, x0, x1
-    adrp x1, {rec}
-    add x1, x1, :lo12:{rec}
-    add x0, x0, x1
+1:  lsr \rd, \rd, #{stack_shift}
+    add \rd, \rd, #1
+2:  mov \rt, #{rec_size}
+    mul \rd, \rd, \rt
+    adrp \rt, {rec}
+    add \rt, \rt, :lo12:{rec}
+    add \rd, \rd, \rt
+    .endm
+
+vtl0_sync_lower:
+    /* Synchronous exception from EL0 (an EL0 entry's stub), on SP_EL1 as the VP's EL0 entry
+       left it (its own stack). Its `svc #0` (EC 0x15) with an EL0 entry running on this VP
+       (its recovery record's el0_return set): back to EL1h at that continuation with every
+       register as EL0 left it (x0 and x1 kept on the stack meanwhile). Anything else is the
+       entry's fault, recorded as at EL1. */
+    stp x0, x1, [sp, #-16]!
+    mrs x0, esr_el1
+    lsr x0, x0, #26
+    cmp x0, #0x15
+    b.ne 6f
+    vtl0_my_record x0, x1
+    ldr x0, [x0, #{el0_return}]
+    cbz x0, 6f
+    msr elr_el1, x0
+    mov x0, #0x3c5
+    msr spsr_el1, x0
+    ldp x0, x1, [sp], #16
+    eret
+6:  ldp x0, x1, [sp], #16
+
+vtl0_sync:
+    /* Synchronous exception at EL1h (or from EL0, above), on the running VP's recovery record
+       (VP n >= 1 runs on AP stack n - 1, VP 0 elsewhere: smp::current; from EL0 the
+       exception's SP_EL1 is the one the VP's EL0 entry left, on its own stack). A probe
+       running on it (resume_pc set): record ESR/FAR, the faulting PC and X0 (the call's
+       result register), and resume at its recovery label, at EL1h with DAIF masked, on its
+       stack. Only x0-x2 are used (x0 kept on the stack meanwhile), so the callee-saved
+       registers and the probe's x30 survive. */
+    str x0, [sp, #-16]!
+    vtl0_my_record x0, x1
     ldr x1, [x0, #{pc}]
     cbz x1, 4f
+    ldr x2, [sp], #16
+    str x2, [x0, #{result}]
+    mrs x2, elr_el1
+    str x2, [x0, #{ip}]
     mrs x2, esr_el1
     str x2, [x0, #{a}]
     mrs x2, far_el1
@@ -239,10 +287,18 @@ vtl0_sync:
     str x2, [x0, #{faulted}]
     str xzr, [x0, #{pc}]
     msr elr_el1, x1
+    mov x2, #0x3c5
+    msr spsr_el1, x2
     ldr x2, [x0, #{sp}]
     mov sp, x2
     eret
-4:  mov x3, #4
+4:  add sp, sp, #16
+    /* kind 4: from EL1h; 8: from EL0. */
+    mrs x3, spsr_el1
+    tst x3, #0xf
+    mov x3, #4
+    mov x4, #8
+    csel x3, x4, x3, eq
 vtl0_unexpected:
     mrs x0, esr_el1
     mrs x1, elr_el1
@@ -394,6 +450,173 @@ vtl0_hypercall:
     ldp x27, x28, [sp, #80]
     ldp x29, x30, [sp], #96
     ret
+
+    /* void vtl0_hypercall_at(struct HcRegs *, u64 stub, u64 spsr, struct Recovery *rec): as
+       vtl0_hypercall, but the `hvc` is a stub's, entered with `eret` in the mode `spsr` names
+       (EL1h, or EL0t) once every register is loaded. An EL1 stub branches to
+       vtl0_hypercall_at_done after its `hvc`; an EL0 stub's `svc #0` comes back there
+       through vtl0_sync_lower (the record's el0_return; `rec` waits on the stack). */
+    .global vtl0_hypercall_at
+vtl0_hypercall_at:
+    stp x29, x30, [sp, #-96]!
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    stp x0, x3, [sp, #-16]!
+    adr x4, 9f
+    str x4, [x3, #{pc}]
+    mov x4, sp
+    str x4, [x3, #{sp}]
+    adr x4, vtl0_hypercall_at_done
+    str x4, [x3, #{el0_return}]
+    msr elr_el1, x1
+    msr spsr_el1, x2
+    mov x30, x0
+    ldp x0, x1, [x30, #{xin} + 8 * 0]
+    ldp x2, x3, [x30, #{xin} + 8 * 2]
+    ldp x4, x5, [x30, #{xin} + 8 * 4]
+    ldp x6, x7, [x30, #{xin} + 8 * 6]
+    ldp x8, x9, [x30, #{xin} + 8 * 8]
+    ldp x10, x11, [x30, #{xin} + 8 * 10]
+    ldp x12, x13, [x30, #{xin} + 8 * 12]
+    ldp x14, x15, [x30, #{xin} + 8 * 14]
+    ldp x16, x17, [x30, #{xin} + 8 * 16]
+    ldp x18, x19, [x30, #{xin} + 8 * 18]
+    ldp x20, x21, [x30, #{xin} + 8 * 20]
+    ldp x22, x23, [x30, #{xin} + 8 * 22]
+    ldp x24, x25, [x30, #{xin} + 8 * 24]
+    ldp x26, x27, [x30, #{xin} + 8 * 26]
+    ldp x28, x29, [x30, #{xin} + 8 * 28]
+    ldr x30, [x30, #{xin} + 8 * 30]
+    eret
+    .global vtl0_hypercall_at_done
+vtl0_hypercall_at_done:
+    str x30, [sp, #-16]!
+    ldr x30, [sp, #16]
+    stp x0, x1, [x30, #{xout} + 8 * 0]
+    stp x2, x3, [x30, #{xout} + 8 * 2]
+    stp x4, x5, [x30, #{xout} + 8 * 4]
+    stp x6, x7, [x30, #{xout} + 8 * 6]
+    stp x8, x9, [x30, #{xout} + 8 * 8]
+    stp x10, x11, [x30, #{xout} + 8 * 10]
+    stp x12, x13, [x30, #{xout} + 8 * 12]
+    stp x14, x15, [x30, #{xout} + 8 * 14]
+    stp x16, x17, [x30, #{xout} + 8 * 16]
+    stp x18, x19, [x30, #{xout} + 8 * 18]
+    stp x20, x21, [x30, #{xout} + 8 * 20]
+    stp x22, x23, [x30, #{xout} + 8 * 22]
+    stp x24, x25, [x30, #{xout} + 8 * 24]
+    stp x26, x27, [x30, #{xout} + 8 * 26]
+    stp x28, x29, [x30, #{xout} + 8 * 28]
+    ldr x0, [sp], #16
+    str x0, [x30, #{xout} + 8 * 30]
+    ldr x1, [sp, #8]
+    str xzr, [x1, #{pc}]
+9:  add sp, sp, #16
+    ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #96
+    ret
+
+    /* The `hvc` stubs by immediate: EL1 ones branch back, EL0 ones come back by `svc #0`
+       (their page is EL0-executable: the RAM block is UXN-clear). */
+    .balign 8
+    .global vtl0_hvc_el1_0, vtl0_hvc_el1_2, vtl0_hvc_el1_3
+vtl0_hvc_el1_0:
+    hvc #0
+    b vtl0_hypercall_at_done
+vtl0_hvc_el1_2:
+    hvc #2
+    b vtl0_hypercall_at_done
+vtl0_hvc_el1_3:
+    hvc #3
+    b vtl0_hypercall_at_done
+    .global vtl0_hvc_el0_0, vtl0_hvc_el0_2, vtl0_hvc_el0_3
+vtl0_hvc_el0_0:
+    hvc #0
+    svc #0
+vtl0_hvc_el0_2:
+    hvc #2
+    svc #0
+vtl0_hvc_el0_3:
+    hvc #3
+    svc #0
+
+    /* u64 vtl0_probe_el0(u64 gpa, u64 value, u64 stub, struct Recovery *rec): runs an EL0
+       probe stub in EL0t (DAIF masked) with x0 = gpa, x1 = value; its `svc #0` comes back
+       (the record's el0_return) with x0 (a load's value). The callee-saved registers are
+       saved around it (an exec target may clobber them; `rec` waits in the frame). */
+    .global vtl0_probe_el0
+vtl0_probe_el0:
+    stp x29, x30, [sp, #-112]!
+    stp x19, x20, [sp, #16]
+    stp x21, x22, [sp, #32]
+    stp x23, x24, [sp, #48]
+    stp x25, x26, [sp, #64]
+    stp x27, x28, [sp, #80]
+    str x3, [sp, #96]
+    adr x4, 9f
+    str x4, [x3, #{pc}]
+    mov x4, sp
+    str x4, [x3, #{sp}]
+    adr x4, 7f
+    str x4, [x3, #{el0_return}]
+    dsb ish
+    ic iallu
+    dsb ish
+    isb
+    msr elr_el1, x2
+    mov x4, #0x3c0
+    msr spsr_el1, x4
+    eret
+7:  ldr x3, [sp, #96]
+    str xzr, [x3, #{pc}]
+9:  ldp x19, x20, [sp, #16]
+    ldp x21, x22, [sp, #32]
+    ldp x23, x24, [sp, #48]
+    ldp x25, x26, [sp, #64]
+    ldp x27, x28, [sp, #80]
+    ldp x29, x30, [sp], #112
+    ret
+
+    /* The EL0 probe stubs: one access, then `svc #0`. The exec stub calls the GPA with x30 on
+       its own `svc #0`, so a `ret` there comes back too. */
+    .balign 8
+    .global vtl0_el0_read1, vtl0_el0_read2, vtl0_el0_read4, vtl0_el0_read8
+vtl0_el0_read1:
+    ldrb w0, [x0]
+    svc #0
+vtl0_el0_read2:
+    ldrh w0, [x0]
+    svc #0
+vtl0_el0_read4:
+    ldr w0, [x0]
+    svc #0
+vtl0_el0_read8:
+    ldr x0, [x0]
+    svc #0
+    .global vtl0_el0_write1, vtl0_el0_write2, vtl0_el0_write4, vtl0_el0_write8
+vtl0_el0_write1:
+    strb w1, [x0]
+    svc #0
+vtl0_el0_write2:
+    strh w1, [x0]
+    svc #0
+vtl0_el0_write4:
+    str w1, [x0]
+    svc #0
+vtl0_el0_write8:
+    str x1, [x0]
+    svc #0
+    .global vtl0_el0_exec
+vtl0_el0_exec:
+    blr x0
+    svc #0
     "#,
     main = sym crate::kernel::main,
     ap_main = sym crate::kernel::ap_main,
@@ -408,6 +631,9 @@ vtl0_hypercall:
     faulted = const offset_of!(Recovery, faulted),
     a = const offset_of!(Recovery, a),
     b = const offset_of!(Recovery, b),
+    ip = const offset_of!(Recovery, ip),
+    result = const offset_of!(Recovery, result),
+    el0_return = const offset_of!(Recovery, el0_return),
     xin = const offset_of!(HcRegs, x_in),
     xout = const offset_of!(HcRegs, x_out),
 );
@@ -419,6 +645,24 @@ unsafe extern "C" {
     fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
     fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
     fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
+    fn vtl0_hypercall_at(regs: *mut HcRegs, stub: u64, spsr: u64, rec: &Recovery);
+    fn vtl0_probe_el0(gpa: u64, value: u64, stub: u64, rec: &Recovery) -> u64;
+    fn vtl0_hvc_el1_0();
+    fn vtl0_hvc_el1_2();
+    fn vtl0_hvc_el1_3();
+    fn vtl0_hvc_el0_0();
+    fn vtl0_hvc_el0_2();
+    fn vtl0_hvc_el0_3();
+    fn vtl0_el0_read1();
+    fn vtl0_el0_read2();
+    fn vtl0_el0_read4();
+    fn vtl0_el0_read8();
+    fn vtl0_el0_write1();
+    fn vtl0_el0_write2();
+    fn vtl0_el0_write4();
+    fn vtl0_el0_write8();
+    fn vtl0_el0_exec();
+    static mut vtl0_l2: [u64; 512];
 }
 
 /// The registers as the entry code stored them, in `Arch::entry_registers` order.
@@ -432,6 +676,10 @@ pub fn idt_and_ud(_base: u64, _limit: u16) -> ! {
     say!("bad table: an IDT entry on aarch64");
     power_off(false)
 }
+
+/// SPSR of EL1h and of EL0t, DAIF masked.
+const SPSR_EL1H: u64 = 0x3c5;
+const SPSR_EL0T: u64 = 0x3c0;
 
 /// An exception outside any probe (`kind`: the vector table slot, 4 = synchronous at EL1h):
 /// one line, then a failing power-off.
@@ -565,6 +813,41 @@ pub fn hypercall(
     pool: &[u8; POOL_BYTES],
     gpas: Option<(u64, u64)>,
 ) -> Result<CallDone, Fault> {
+    call_via(None, control, pool, gpas)
+}
+
+/// Nothing to set up for a mode on aarch64.
+pub fn prepare_mode(_vp: u32, _: Mode) {}
+
+/// A hypercall in `mode` (see `vtl0::Mode`): the same registers as [`hypercall`], made through
+/// the `hvc #imm` stub of the VTL entry, at EL1 or EL0.
+pub fn hypercall_in(
+    mode: Mode,
+    control: u64,
+    pool: &[u8; POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
+    let stubs: [unsafe extern "C" fn(); 3] = if mode.el0 {
+        [vtl0_hvc_el0_0, vtl0_hvc_el0_2, vtl0_hvc_el0_3]
+    } else {
+        [vtl0_hvc_el1_0, vtl0_hvc_el1_2, vtl0_hvc_el1_3]
+    };
+    let stub = match mode.vtl_entry {
+        VtlEntry::Hypercall => stubs[0],
+        VtlEntry::VtlCall => stubs[1],
+        VtlEntry::VtlReturn => stubs[2],
+    };
+    let spsr = if mode.el0 { SPSR_EL0T } else { SPSR_EL1H };
+    call_via(Some((stub as usize as u64, spsr)), control, pool, gpas)
+}
+
+/// The call through `vtl0_hypercall`, or with `via` (stub, SPSR) through `vtl0_hypercall_at`.
+fn call_via(
+    via: Option<(u64, u64)>,
+    control: u64,
+    pool: &[u8; POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
     let fast = is_fast(control);
     let mut r = HcRegs {
         x_in: core::array::from_fn(|i| vtl0::canary(i as u32)),
@@ -584,8 +867,15 @@ pub fn hypercall(
         r.x_in[3] = output;
     }
     crate::recovery::arm();
-    // SAFETY: as in raw_call.
-    unsafe { vtl0_hypercall(&mut r, crate::recovery::mine()) };
+    let rec = crate::recovery::mine();
+    match via {
+        // SAFETY: as in raw_call.
+        None => unsafe { vtl0_hypercall(&mut r, rec) },
+        // SAFETY: as in raw_call; the stub is one of the kernel's own (an `hvc` and the way
+        // back), and the SPSR names EL1h or EL0t with DAIF masked.
+        Some((stub, spsr)) => unsafe { vtl0_hypercall_at(&mut r, stub, spsr, rec) },
+    }
+    rec.el0_return.store(0, Ordering::SeqCst);
     if let Some(f) = crate::recovery::take() {
         return Err(f);
     }
@@ -719,4 +1009,102 @@ pub fn vp_index() -> Result<u32, &'static str> {
         return Err("HvCallGetVpRegisters failed");
     }
     u32::try_from(x[6]).map_err(|_| "the index is over 32 bits")
+}
+
+/// AP[2:1] = 01 in a block descriptor: EL1 and EL0 read-write.
+const AP_EL0_RW: u64 = 1 << 6;
+
+/// The level-2 table's blocks.
+const L2_BLOCKS: usize = 512;
+
+/// How many EL0 probes (of any VP) have each level-2 block open right now; changed under
+/// [`EL0_BLOCKS`] only.
+static EL0_OPEN: [AtomicU32; L2_BLOCKS] = [const { AtomicU32::new(0) }; L2_BLOCKS];
+/// The VPs share the level-2 table: one of them at a time changes a block's EL0 access.
+static EL0_BLOCKS: crate::smp::Lock = crate::smp::Lock::new();
+
+/// Opens (or closes) `gpa`'s 2 MiB block of the level-2 table to EL0 data access (the parser
+/// checked the GPA is in the RAM the table maps, outside the kernel's own block). The VPs share
+/// the table, so a block stays open while any VP's EL0 probe needs it: the first opening sets
+/// the descriptor's EL0 access, the last closing clears it, each followed by an invalidation
+/// of every CPU's TLB (inner shareable).
+fn el0_block(gpa: u64, open: bool) {
+    let index = ((gpa - 0x4000_0000) / ARM64_BLOCK) as usize;
+    EL0_BLOCKS.with(|| {
+        let users = &EL0_OPEN[index];
+        let before = users.load(Ordering::Relaxed);
+        let after = if open {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        users.store(after, Ordering::Relaxed);
+        if (before == 0) == (after == 0) {
+            return;
+        }
+        // SAFETY: the kernel's own level-2 table, used by the MMU only (and changed here only,
+        // under the lock); the entry stays a valid block descriptor of the same output
+        // address, and every CPU's TLB is invalidated after.
+        unsafe {
+            let entry = core::ptr::addr_of_mut!(vtl0_l2[index]);
+            let old = core::ptr::read_volatile(entry);
+            let new = if open {
+                old | AP_EL0_RW
+            } else {
+                old & !AP_EL0_RW
+            };
+            core::ptr::write_volatile(entry, new);
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi vmalle1is",
+                "dsb ish",
+                "isb",
+                options(nostack)
+            );
+        }
+    })
+}
+
+/// An EL0 probe: `stub` in EL0t with x0 = `gpa`, x1 = `value`; x0 when it comes back.
+fn el0_probe(gpa: u64, value: u64, stub: unsafe extern "C" fn(), open: bool) -> Result<u64, Fault> {
+    if open {
+        el0_block(gpa, true);
+    }
+    crate::recovery::arm();
+    let rec = crate::recovery::mine();
+    // SAFETY: the stub is one of the kernel's (one access, then `svc #0`); a fault comes back
+    // to the recovery label at EL1; the access was asked for by the table (see probe_read).
+    let v = unsafe { vtl0_probe_el0(gpa, value, stub as usize as u64, rec) };
+    rec.el0_return.store(0, Ordering::SeqCst);
+    if open {
+        el0_block(gpa, false);
+    }
+    crate::recovery::take().map_or(Ok(v), Err)
+}
+
+/// A `width`-byte load from EL0 (its block opened to EL0 for it).
+pub fn probe_read_el0(gpa: u64, width: u8) -> Result<u64, Fault> {
+    let stub: unsafe extern "C" fn() = match width {
+        1 => vtl0_el0_read1,
+        2 => vtl0_el0_read2,
+        4 => vtl0_el0_read4,
+        _ => vtl0_el0_read8,
+    };
+    el0_probe(gpa, 0, stub, true)
+}
+
+/// A `width`-byte store from EL0 (its block opened to EL0 for it).
+pub fn probe_write_el0(gpa: u64, width: u8, value: u64) -> Result<(), Fault> {
+    let stub: unsafe extern "C" fn() = match width {
+        1 => vtl0_el0_write1,
+        2 => vtl0_el0_write2,
+        4 => vtl0_el0_write4,
+        _ => vtl0_el0_write8,
+    };
+    el0_probe(gpa, value, stub, true).map(|_| ())
+}
+
+/// A call to `gpa` from EL0: EL0 may fetch from every RAM block (UXN clear), so nothing opens.
+pub fn probe_exec_el0(gpa: u64) -> Result<(), Fault> {
+    el0_probe(gpa, 0, vtl0_el0_exec, false).map(|_| ())
 }

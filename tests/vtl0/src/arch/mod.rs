@@ -13,8 +13,9 @@ use aarch64 as active;
 use x86_64 as active;
 
 pub use active::{
-    close_window, counter, counter_hz, entry_registers, fault, hypercall, hyperv_init, idle,
-    idt_and_ud, open_window, power_off, probe_exec, probe_read, probe_write, putc, stack_pointer,
+    close_window, counter, counter_hz, entry_registers, fault, hypercall, hypercall_in,
+    hyperv_init, idle, idt_and_ud, open_window, power_off, prepare_mode, probe_exec,
+    probe_exec_el0, probe_read, probe_read_el0, probe_write, probe_write_el0, putc, stack_pointer,
     start_vp, vp_index, ARCH,
 };
 

@@ -9,7 +9,7 @@ use crate::say;
 use core::mem::offset_of;
 use hvdef::x86_64::cpuid;
 use hvdef::x86_64::HvX64Msr;
-use vtl0::{is_fast, Arch, Fault};
+use vtl0::{is_fast, Arch, Fault, Mode, VtlEntry};
 
 pub const ARCH: Arch = Arch::X86_64;
 
@@ -55,6 +55,9 @@ const GPRS: [&str; 16] = [
 const RAX: usize = 0;
 const RCX: usize = 1;
 const RDX: usize = 2;
+const RBX: usize = 3;
+const RSI: usize = 6;
+const RDI: usize = 7;
 const R8: usize = 8;
 
 /// Everything the hypercall trampoline loads before the call and stores after it.
@@ -116,6 +119,7 @@ vtl0_gdt:
     .quad 0
     .quad 0x00af9b000000ffff     /* 0x08: 64-bit code */
     .quad 0x00cf93000000ffff     /* 0x10: data */
+    .quad 0x00cf9b000000ffff     /* 0x18: 32-bit code (a 32-bit call's compatibility mode) */
 vtl0_gdt_end:
     .balign 8
 vtl0_gdt_ptr:
@@ -251,11 +255,14 @@ vtl0_vec\n:
 
 vtl0_exception:
     /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. The running VP's recovery record
-       (VP n >= 1 runs on AP stack n - 1, VP 0 elsewhere: smp::current). A probe running on
-       it (resume_pc set): record the fault and resume at its recovery label with its stack.
-       The probe's own registers are abandoned; only RAX and RCX (saved) are used here, so
-       the callee-saved ones survive. */
+       (VP n >= 1 runs on AP stack n - 1, VP 0 elsewhere: smp::current; a 32-bit call runs
+       on its VP's stack too, below 4 GiB). A probe running on it (resume_pc set): record the
+       fault, the faulting RIP and RAX/RDX (a call's result registers), and resume at its
+       recovery label with its stack, in 64-bit mode (CS 0x08, SS 0x10: a 32-bit call faults
+       in compatibility mode). The probe's own registers are abandoned; only RAX and RCX
+       (saved) are used here, so the callee-saved ones survive. */
     push %rcx
+    push %rax
     mov %rsp, %rax
     lea {stacks}(%rip), %rcx
     sub %rcx, %rax
@@ -268,8 +275,15 @@ vtl0_exception:
 2:  imul ${rec_size}, %rax, %rax
     lea {rec}(%rip), %rcx
     add %rax, %rcx
+    pop %rax
     cmpq $0, {pc}(%rcx)
     je 3f
+    mov %rax, {result}(%rcx)
+    mov %rdx, {result_hi}(%rcx)
+    mov 24(%rsp), %rax
+    mov %rax, {ip}(%rcx)
+    movq $0x08, 32(%rsp)
+    movq $0x10, 56(%rsp)
     mov 8(%rsp), %rax
     mov %rax, {a}(%rcx)
     mov 16(%rsp), %rax
@@ -460,6 +474,84 @@ vtl0_hypercall:
     pop %rbp
     pop %rbx
     ret
+
+    /* void vtl0_hypercall32(struct HcRegs *, struct Recovery *rec): as vtl0_hypercall, but
+       the call of `target` is made from 32-bit compatibility mode (CS 0x18, entered with
+       `lretq` once every register is loaded; back with a far jump to CS 0x08), on the VP's
+       own stack (below 4 GiB), where the target waits for its `call *(%esp)` (`rec` waits
+       there too). */
+    .global vtl0_hypercall32
+vtl0_hypercall32:
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    push %rdi
+    push %rsi
+    lea 9f(%rip), %rax
+    mov %rax, {pc}(%rsi)
+    mov %rsp, {sp}(%rsi)
+    pushq {target}(%rdi)
+    movdqu {xin}+0x60(%rdi), %xmm6
+    movdqu {xin}+0x70(%rdi), %xmm7
+    movdqu {xin}+0x80(%rdi), %xmm8
+    movdqu {xin}+0x90(%rdi), %xmm9
+    movdqu {xin}+0xa0(%rdi), %xmm10
+    movdqu {xin}+0xb0(%rdi), %xmm11
+    movdqu {xin}+0xc0(%rdi), %xmm12
+    movdqu {xin}+0xd0(%rdi), %xmm13
+    movdqu {xin}+0xe0(%rdi), %xmm14
+    movdqu {xin}+0xf0(%rdi), %xmm15
+    mov {gin}+8*0(%rdi), %rax
+    mov {gin}+8*1(%rdi), %rcx
+    mov {gin}+8*2(%rdi), %rdx
+    mov {gin}+8*3(%rdi), %rbx
+    mov {gin}+8*5(%rdi), %rbp
+    mov {gin}+8*6(%rdi), %rsi
+    mov {gin}+8*7(%rdi), %rdi
+    pushq $0x18
+    pushq $vtl0_compat32
+    lretq
+    .code32
+vtl0_compat32:
+    call *(%esp)
+    ljmp $0x08, $vtl0_hc32_back
+    .code64
+vtl0_hc32_back:
+    lea 8(%rsp), %rsp
+    xchg %rdi, 8(%rsp)
+    mov %rax, {gout}+8*0(%rdi)
+    mov %rcx, {gout}+8*1(%rdi)
+    mov %rdx, {gout}+8*2(%rdi)
+    mov %rbx, {gout}+8*3(%rdi)
+    mov %rbp, {gout}+8*5(%rdi)
+    mov %rsi, {gout}+8*6(%rdi)
+    movdqu %xmm6, {xout}+0x60(%rdi)
+    movdqu %xmm7, {xout}+0x70(%rdi)
+    movdqu %xmm8, {xout}+0x80(%rdi)
+    movdqu %xmm9, {xout}+0x90(%rdi)
+    movdqu %xmm10, {xout}+0xa0(%rdi)
+    movdqu %xmm11, {xout}+0xb0(%rdi)
+    movdqu %xmm12, {xout}+0xc0(%rdi)
+    movdqu %xmm13, {xout}+0xd0(%rdi)
+    movdqu %xmm14, {xout}+0xe0(%rdi)
+    movdqu %xmm15, {xout}+0xf0(%rdi)
+    mov 8(%rsp), %rax
+    mov %rax, {gout}+8*7(%rdi)
+    pop %rax
+    movq $0, {pc}(%rax)
+    add $8, %rsp
+    jmp 8f
+9:  add $16, %rsp
+8:  pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    ret
     "#,
     main = sym crate::kernel::main,
     ap_main = sym crate::kernel::ap_main,
@@ -475,6 +567,9 @@ vtl0_hypercall:
     a = const offset_of!(Recovery, a),
     b = const offset_of!(Recovery, b),
     c = const offset_of!(Recovery, c),
+    ip = const offset_of!(Recovery, ip),
+    result = const offset_of!(Recovery, result),
+    result_hi = const offset_of!(Recovery, result_hi),
     gin = const offset_of!(HcRegs, gpr_in),
     xin = const offset_of!(HcRegs, xmm_in),
     gout = const offset_of!(HcRegs, gpr_out),
@@ -490,6 +585,7 @@ unsafe extern "C" {
     fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
     fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
     fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
+    fn vtl0_hypercall32(regs: *mut HcRegs, rec: &Recovery);
 }
 
 /// The registers as the entry code stored them, in `Arch::entry_registers` order.
@@ -651,13 +747,134 @@ pub fn hypercall(
     pool: &[u8; POOL_BYTES],
     gpas: Option<(u64, u64)>,
 ) -> Result<CallDone, Fault> {
-    let fast = is_fast(control);
+    call_at(ARCH.hypercall_page(), control, pool, gpas)
+}
+
+/// The hypercall page's 64-bit VTL call and return offsets (HvRegisterVsmCodePageOffsets),
+/// once read; u64::MAX before.
+static VSM_OFFSETS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// A call through a VTL entry needs the hypercall page's VTL stub offsets (TLFS vsm.md
+/// "Hypercall Page Assist": read from HvRegisterVsmCodePageOffsets): a memory-form
+/// HvCallGetVpRegisters of it on VP `vp`'s own input and output pages, the first time any VP
+/// needs them (two VPs at once both read the same value). Without them the run cannot go on:
+/// one line and a failing power-off.
+pub fn prepare_mode(vp: u32, mode: Mode) {
+    use core::sync::atomic::Ordering;
+    use hvdef::{Control, HvRegisterName, HypercallCode, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF};
+    if mode.vtl_entry == VtlEntry::Hypercall || VSM_OFFSETS.load(Ordering::SeqCst) != u64::MAX {
+        return;
+    }
+    let mut input = [0u8; 20];
+    input[..8].copy_from_slice(&HV_PARTITION_ID_SELF.to_le_bytes());
+    input[8..12].copy_from_slice(&HV_VP_INDEX_SELF.to_le_bytes());
+    // Byte 12: the target VTL, 0 (the caller's own); 13..16 reserved.
+    input[16..20].copy_from_slice(&HvRegisterName::VSM_CODE_PAGE_OFFSETS.0.to_le_bytes());
+    let (input_page, output_page) = (ARCH.vp_input_page(vp), ARCH.vp_output_page(vp));
+    crate::mem::write(ARCH, input_page, &input, 0);
+    crate::mem::write(ARCH, output_page, &[], 16);
+    let control = Control::new()
+        .with_code(HypercallCode::GET_VP_REGISTERS)
+        .with_rep_count(1)
+        .into_bits();
+    let gpas = Some((input_page, output_page));
+    let result = hypercall(control, &[0; POOL_BYTES], gpas).map(|d| d.result);
+    let mut value = [0u8; 8];
+    crate::mem::read(ARCH, output_page, &mut value);
+    match result {
+        Ok(r) if r & 0xffff == 0 && r >> 32 == 1 => {
+            VSM_OFFSETS.store(u64::from_le_bytes(value), Ordering::SeqCst)
+        }
+        other => {
+            match other {
+                Ok(r) => say!("VsmCodePageOffsets unreadable: result {r:#x}"),
+                Err(f) => say!("VsmCodePageOffsets unreadable: {f}"),
+            }
+            power_off(false)
+        }
+    }
+}
+
+/// A hypercall in `mode` (see `vtl0::Mode`): through the hypercall page's VTL stub of its VTL
+/// entry (control in RCX, the stub's VTL control), or from 32-bit compatibility mode.
+pub fn hypercall_in(
+    mode: Mode,
+    control: u64,
+    pool: &[u8; POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
+    if mode.compat32 {
+        return call32(control, gpas);
+    }
+    let offsets = hvdef::HvRegisterVsmCodePageOffsets::from_bits(
+        VSM_OFFSETS.load(core::sync::atomic::Ordering::SeqCst),
+    );
+    let offset = match mode.vtl_entry {
+        VtlEntry::Hypercall => 0,
+        VtlEntry::VtlCall => offsets.vtl_call_offset(),
+        VtlEntry::VtlReturn => offsets.vtl_return_offset(),
+    };
+    call_at(
+        ARCH.hypercall_page() + u64::from(offset),
+        control,
+        pool,
+        gpas,
+    )
+}
+
+/// A memory-form call from 32-bit compatibility mode (TLFS 32-bit convention: control EDX:EAX,
+/// input GPA EBX:ECX, output GPA EDI:ESI, result EDX:EAX); canaries in XMM6-XMM15 only.
+fn call32(control: u64, gpas: Option<(u64, u64)>) -> Result<CallDone, Fault> {
     let mut r = HcRegs {
         gpr_in: core::array::from_fn(|i| vtl0::canary(i as u32)),
         xmm_in: core::array::from_fn(|i| vtl0::canary(16 + i as u32)),
         gpr_out: [0; 16],
         xmm_out: [0; 32],
         target: ARCH.hypercall_page(),
+    };
+    let (input, output) = gpas.unwrap_or((ARCH.input_page(), ARCH.output_page()));
+    let lo = |v: u64| v & 0xFFFF_FFFF;
+    r.gpr_in[RAX] = lo(control);
+    r.gpr_in[RDX] = control >> 32;
+    r.gpr_in[RCX] = lo(input);
+    r.gpr_in[RBX] = input >> 32;
+    r.gpr_in[RSI] = lo(output);
+    r.gpr_in[RDI] = output >> 32;
+    crate::recovery::arm();
+    // SAFETY: as in call_at; the trampoline also enters and leaves compatibility mode through
+    // the kernel's own GDT (CS 0x18, back to 0x08), on the VP's own stack below 4 GiB.
+    unsafe { vtl0_hypercall32(&mut r, crate::recovery::mine()) };
+    if let Some(f) = crate::recovery::take() {
+        return Err(f);
+    }
+    let mut done = CallDone::new(lo(r.gpr_out[RDX]) << 32 | lo(r.gpr_out[RAX]));
+    for (x, name) in XMM_NAMES.iter().enumerate().skip(6) {
+        if r.xmm_out[2 * x] != r.xmm_in[2 * x] || r.xmm_out[2 * x + 1] != r.xmm_in[2 * x + 1] {
+            done.canary_broken(name);
+        }
+    }
+    Ok(done)
+}
+
+const XMM_NAMES: [&str; 16] = [
+    "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+    "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+];
+
+/// One call of `target` (the hypercall page or a stub in it).
+fn call_at(
+    target: u64,
+    control: u64,
+    pool: &[u8; POOL_BYTES],
+    gpas: Option<(u64, u64)>,
+) -> Result<CallDone, Fault> {
+    let fast = is_fast(control);
+    let mut r = HcRegs {
+        gpr_in: core::array::from_fn(|i| vtl0::canary(i as u32)),
+        xmm_in: core::array::from_fn(|i| vtl0::canary(16 + i as u32)),
+        gpr_out: [0; 16],
+        xmm_out: [0; 32],
+        target,
     };
     let word = |i: usize| {
         let mut w = [0u8; 8];
@@ -860,4 +1077,22 @@ pub fn vp_index() -> Result<u32, &'static str> {
         )
     };
     u32::try_from(u64::from(hi) << 32 | u64::from(lo)).map_err(|_| "the index is over 32 bits")
+}
+
+/// EL0 probes are aarch64's: the parser refuses the flag here, so these never run.
+fn no_el0() -> ! {
+    say!("bad table: an EL0 probe on x86_64");
+    power_off(false)
+}
+
+pub fn probe_read_el0(_: u64, _: u8) -> Result<u64, Fault> {
+    no_el0()
+}
+
+pub fn probe_write_el0(_: u64, _: u8, _: u64) -> Result<(), Fault> {
+    no_el0()
+}
+
+pub fn probe_exec_el0(_: u64) -> Result<(), Fault> {
+    no_el0()
 }
