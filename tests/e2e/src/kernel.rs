@@ -223,6 +223,10 @@ pub fn boot_with(
     };
     boot.blobs
         .push((proto(arch).table_gpa(), PathBuf::from(&file)));
+    // One QEMU CPU per VP the scenario asks for (the kernel starts the others it names).
+    if let Some(s) = &scenario {
+        boot.vps = s.vp_count.max(1);
+    }
     boot.scenario = scenario;
     boot.trace = true;
     configure(&mut boot);

@@ -7,7 +7,7 @@ use e2e::image;
 use mockhv::invm::{InvmBoot, InvmRun, Paravisor, Vtl0};
 use mockhv::qemu::{Arch, Outcome};
 use std::path::PathBuf;
-use vtl0::{parse_results, Results, Table};
+use vtl0::{parse_results, Record, Results, Table};
 
 fn proto(arch: Arch) -> vtl0::Arch {
     match arch {
@@ -432,6 +432,115 @@ fn vtl0_repeats_a_refused_call_under_the_paravisor_on_arm64() {
     assert!(!run.events.iter().any(|e| {
         matches!(e, Event::Hypercall(r) if r.vtl == Vtl::VTL2 && r.code == HypercallCode::POST_MESSAGE)
     }));
+}
+
+/// The kernel on three VPs (VP 0 starts VPs 1 and 2 from the IGVM boot's VTL0 with
+/// HvCallStartVirtualProcessor): each VP's probes fault at the same time and each fault is
+/// caught by that VP's own recovery record, with its exact syndrome: loads and stores of a GPA
+/// outside the kernel's page tables, a fetch there, and on VP 2 a store into VTL2's memory,
+/// which the paravisor turns into VTL0's fault on VP 2 (x86: a #GP, with VP 2's CR2 as its
+/// own earlier page fault left it).
+#[test]
+fn every_vp_catches_its_own_faults() {
+    for arch in Arch::ALL {
+        let p = proto(arch);
+        let unmapped = p.unmapped_gpa();
+        let vtl2 = e2e::layout(arch).vtl2;
+        let table = Table::new()
+            .read(unmapped, 8)
+            .on_vp(1)
+            .write(unmapped + 8, 4, 1)
+            .on_vp(2)
+            .read(unmapped + 16, 8)
+            .exec(unmapped)
+            .on_vp(1)
+            .write(vtl2, 8, 0x1234)
+            .on_vp(2);
+        let (run, r) = run_with(arch, &table, |b| b.vps = 3);
+        let console = &run.run.console;
+        assert!(run.run.passed(), "{arch:?}: {}\n{console}", run.summary());
+        assert_eq!(r.started, vec![1, 2], "{arch:?}");
+        assert_eq!(r.done, Some(5), "{arch:?}\n{console}");
+        let pf = |gpa: u64, write: bool| match arch {
+            Arch::X86_64 => vtl0::Fault::X86 {
+                vector: 14,
+                code: if write { 0x2 } else { 0 },
+                cr2: gpa,
+            },
+            // A data abort at the same EL (EC 0x25, IL), WnR for a store, level-1 translation.
+            Arch::Aarch64 => vtl0::Fault::Arm64 {
+                esr: (0x25 << 26) | (1 << 25) | if write { 1 << 6 } else { 0 } | 0b101,
+                far: gpa,
+            },
+        };
+        let fetch = match arch {
+            Arch::X86_64 => pf(unmapped, false),
+            // An instruction abort at the same EL (EC 0x21), level-1 translation.
+            Arch::Aarch64 => vtl0::Fault::Arm64 {
+                esr: (0x21 << 26) | (1 << 25) | 0b101,
+                far: unmapped,
+            },
+        };
+        let mut vtl2_store = memory_fault(
+            arch,
+            &mockhv::model::Vtl0Access::Write {
+                gpa: vtl2,
+                bytes: 0x1234u64.to_le_bytes().to_vec(),
+            },
+        );
+        // x86: the #GP leaves CR2 alone, so it still holds VP 2's own earlier #PF address
+        // (CR2 is per VP: VP 0's and VP 1's faults did not touch it).
+        if let vtl0::Fault::X86 { cr2, .. } = &mut vtl2_store {
+            *cr2 = unmapped + 8;
+        }
+        let want = vec![
+            (
+                1,
+                Record::Read {
+                    gpa: unmapped,
+                    width: 8,
+                    outcome: Err(pf(unmapped, false)),
+                },
+            ),
+            (
+                2,
+                Record::Write {
+                    gpa: unmapped + 8,
+                    width: 4,
+                    value: 1,
+                    outcome: Err(pf(unmapped + 8, true)),
+                },
+            ),
+            (
+                0,
+                Record::Read {
+                    gpa: unmapped + 16,
+                    width: 8,
+                    outcome: Err(pf(unmapped + 16, false)),
+                },
+            ),
+            (
+                1,
+                Record::Exec {
+                    gpa: unmapped,
+                    outcome: Err(fetch),
+                },
+            ),
+            (
+                2,
+                Record::Write {
+                    gpa: vtl2,
+                    width: 8,
+                    value: 0x1234,
+                    outcome: Err(vtl2_store),
+                },
+            ),
+        ];
+        let records = r
+            .by_index()
+            .unwrap_or_else(|e| panic!("{arch:?}: {e}\n{console}"));
+        assert_eq!(records, want, "{arch:?}\n{console}");
+    }
 }
 
 /// VTL0 starts with exactly the registers its initial context gives it, keeps what the

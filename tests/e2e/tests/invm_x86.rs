@@ -73,8 +73,6 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
              are the host's)",
             "invm: entering the paravisor in 32-bit protected mode at 0x100000, EBX 0x7000, \
              nested paging over 0x0..0x9e000, 0x9f000..0xf000000",
-            // The host's start info has no ACPI pointer: one VP.
-            "boot: no ACPI tables in the PVH start info; assuming 1 VP",
             "paravisor 0.1.0 (x86_64, long mode, CPL0 (entered through PVH))",
             "command line \"\", 1 VP(s)",
             "Hyper-V found",
@@ -87,6 +85,8 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
             "invm: the paravisor returned to VTL0 with an empty VTL0 script",
         ],
     );
+    // The host's start info points at ACPI tables whose MADT lists the one VP.
+    assert!(!run.console.contains("assuming 1 VP"), "{}", run.console);
     // VTL0's memory starts where VTL2's protected image ends and stops at the host's.
     let vtl2_end = run
         .console
@@ -326,5 +326,31 @@ fn a_vp_without_a_cpu_fails_the_run_by_name() {
             "invm: FAIL: VP 2's CPU did not start (INIT-SIPI-SIPI to APIC ID 2: is QEMU's -smp at \
              least the VP count?)",
         ],
+    );
+}
+
+/// The ELF boot on 4 VPs: the host's PVH start info points at ACPI tables whose MADT lists one
+/// enabled local APIC per VP (as a VMM gives a PVH guest its processors), so the paravisor
+/// counts 4 VPs and starts every one at VTL2.
+#[test]
+fn an_elf_boot_finds_every_vp_in_the_hosts_acpi_tables() {
+    let mut boot = InvmBoot::new(
+        Arch::X86_64,
+        invm_image(),
+        Paravisor::Elf(image(Arch::X86_64)),
+    );
+    boot.vps = 4;
+    let run = boot.run().expect("QEMU runs").run;
+    assert_eq!(
+        run.outcome,
+        Outcome::Pass,
+        "{}\n{}",
+        run.summary(),
+        run.console
+    );
+    assert!(!run.console.contains("assuming 1 VP"), "{}", run.console);
+    assert_lines_in_order(
+        &run.console,
+        &["command line \"\", 4 VP(s)", "all 4 VP(s) run at VTL2"],
     );
 }

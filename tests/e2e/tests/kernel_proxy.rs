@@ -819,3 +819,169 @@ fn every_relayed_form_reaches_the_host_byte_for_byte() {
         }
     }
 }
+
+/// The paravisor's hypercall pages are per VP: with 4 VPs, VTL0 on each (VP 0 starts the
+/// others with HvCallStartVirtualProcessor, which the hypervisor serves itself) makes a
+/// PostMessage to a relayed connection and a fast SignalEvent with its own flag. All 8 succeed
+/// with every canary intact, each was handed to VTL2 on its own VP exactly once (a call whose
+/// IP did not move would be made, and reflected, again), and the host receives exactly 4
+/// PostMessages and 4 SignalEvents from VTL2, one per VP 0..3: the messages each from a
+/// different VTL2 input page, the events each with its VP's flag. The gdbstub suite's
+/// `mock_proxy` case of the same name scripts this.
+#[test]
+fn four_vps_relay_at_once_each_on_its_own_pages() {
+    const VPS: u32 = 4;
+    for arch in kernel::arches() {
+        let post = code(HypercallCode::POST_MESSAGE);
+        let signal = code(HypercallCode::SIGNAL_EVENT).with_fast(true);
+        let table = (0..VPS).fold(Table::new(), |t, vp| {
+            t.hypercall(post.into_bits(), &post_message(RELAYED), 0)
+                .on_vp(vp)
+                .hypercall(
+                    signal.into_bits(),
+                    &signal_event_word(RELAYED_EVENT, vp as u16).to_le_bytes(),
+                    0,
+                )
+                .on_vp(vp)
+        });
+        let scenario = Scenario {
+            vp_count: VPS,
+            ..Scenario::for_arch(arch)
+        };
+        let run = kernel::run(arch, Some(scenario), Some(RELAY), &table);
+        let console = &run.run.run.console;
+        assert_eq!(run.results.started, vec![1, 2, 3], "{arch:?}\n{console}");
+        let records = run
+            .results
+            .by_index()
+            .unwrap_or_else(|e| panic!("{arch:?}: {e}\n{console}"));
+        assert_eq!(records.len(), 8, "{arch:?}");
+        for (i, (vp, record)) in records.iter().enumerate() {
+            let control = if i % 2 == 0 { post } else { signal };
+            let want = Record::Hypercall {
+                control: control.into_bits(),
+                outcome: CallOutcome::Done {
+                    result: 0,
+                    out: Vec::new(),
+                    bad_canaries: Vec::new(),
+                },
+            };
+            assert_eq!(*vp, i as u32 / 2, "{arch:?}: entry {i} printed by its VP");
+            assert_eq!(*record, want, "{arch:?}: entry {i}");
+        }
+
+        // VTL0's starts were the hypervisor's: three calls, all SUCCESS, none reflected.
+        let starts: Vec<_> = kernel::calls(&run.run.events, HypercallCode::START_VIRTUAL_PROCESSOR)
+            .into_iter()
+            .filter(|r| r.vtl == hvdef::Vtl::VTL0)
+            .collect();
+        assert_eq!(starts.len(), 3, "{arch:?}");
+        for (n, r) in starts.iter().enumerate() {
+            assert_eq!((r.vp, r.status()), (0, Some(HvStatus::SUCCESS)), "{arch:?}");
+            assert_eq!(
+                r.input[8..13],
+                [n as u8 + 1, 0, 0, 0, 0],
+                "{arch:?}: VP, VTL0"
+            );
+        }
+
+        // Each VP's two calls reached VTL2 on that VP, once each.
+        let mut reflected: Vec<(u32, u64)> = run
+            .run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Intercept {
+                    vp, vtl, message, ..
+                } if *vtl == hvdef::Vtl::VTL0
+                    && message.header.message_type == hvdef::HvMessageType::HYPERCALL_INTERCEPT =>
+                {
+                    Some(*vp)
+                }
+                _ => None,
+            })
+            .zip(run.reflected_controls())
+            .collect();
+        reflected.sort();
+        let want: Vec<(u32, u64)> = (0..VPS)
+            .flat_map(|vp| [(vp, post.into_bits()), (vp, signal.into_bits())])
+            .collect();
+        assert_eq!(reflected, want, "{arch:?}: reflected per VP, once each");
+
+        // What the host got from VTL2: one relayed message and one event per VP, the messages
+        // from four different input pages.
+        let mut relayed_out = post_message(RELAYED);
+        relayed_out[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
+        let posts = run.vtl2_calls(HypercallCode::POST_MESSAGE);
+        assert_eq!(posts.len(), 4, "{arch:?}");
+        assert!(posts.iter().all(|r| r.input == relayed_out), "{arch:?}");
+        let mut pages: Vec<(u32, u64)> = posts.iter().map(|r| (r.vp, r.input_gpa)).collect();
+        pages.sort();
+        assert_eq!(
+            pages.iter().map(|p| p.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3],
+            "{arch:?}: one message from each VP"
+        );
+        let mut gpas: Vec<u64> = pages.iter().map(|p| p.1).collect();
+        gpas.sort();
+        gpas.dedup();
+        assert_eq!(
+            gpas.len(),
+            4,
+            "{arch:?}: each VP relays from its own input page {pages:x?}"
+        );
+        let mut events: Vec<(u32, Vec<u8>)> = run
+            .vtl2_calls(HypercallCode::SIGNAL_EVENT)
+            .iter()
+            .map(|r| (r.vp, r.input.clone()))
+            .collect();
+        events.sort();
+        let want: Vec<(u32, Vec<u8>)> = (0..VPS)
+            .map(|vp| {
+                let word = signal_event_word(HOST_CONNECTION, vp as u16);
+                (vp, word.to_le_bytes().to_vec())
+            })
+            .collect();
+        assert_eq!(events, want, "{arch:?}: each VP's event with its own flag");
+    }
+}
+
+/// A VP the partition does not have: VP 0's HvCallStartVirtualProcessor of it is the
+/// hypervisor's INVALID_VP_INDEX (TLFS), the kernel says so naming the VP and fails the run
+/// before any entry runs.
+#[test]
+fn starting_a_vp_the_partition_lacks_fails_by_name() {
+    for arch in kernel::arches() {
+        let table = Table::new()
+            .hypercall(
+                code(HypercallCode::POST_MESSAGE).into_bits(),
+                &post_message(RELAYED),
+                0,
+            )
+            .on_vp(2);
+        let scenario = Scenario {
+            vp_count: 2,
+            ..Scenario::for_arch(arch)
+        };
+        let run = kernel::boot(arch, Some(scenario), Some(RELAY), &table);
+        let console = &run.run.run.console;
+        assert!(!run.run.run.passed(), "{arch:?}\n{console}");
+        assert!(
+            console.contains("vtl0: starting vp 2 failed: result=0xe\n"),
+            "{arch:?}\n{console}"
+        );
+        assert_eq!(run.results.done, None, "{arch:?}");
+        assert!(run.results.entries.is_empty(), "{arch:?}: no entry ran");
+        let starts = kernel::calls(&run.run.events, HypercallCode::START_VIRTUAL_PROCESSOR);
+        let vtl0: Vec<_> = starts
+            .iter()
+            .filter(|r| r.vtl == hvdef::Vtl::VTL0)
+            .collect();
+        assert_eq!(vtl0.len(), 1, "{arch:?}");
+        assert_eq!(
+            vtl0[0].status(),
+            Some(HvStatus::INVALID_VP_INDEX),
+            "{arch:?}"
+        );
+    }
+}

@@ -202,8 +202,9 @@ fn assert_undefined(arch: Arch, fault: &Fault, what: &str) {
 }
 
 /// The PendingEvent0 values the paravisor (VTL2) wrote into VTL0 with SetVpRegisters (header
-/// target VTL at byte 12 pinned to VTL0, the first element's name at byte 16, its value at 32).
-fn pending_event_writes(run: &KernelRun) -> Vec<u128> {
+/// target VTL at byte 12 pinned to VTL0, the first element's name at byte 16, its value at 32),
+/// each with the VP whose VTL2 wrote it.
+fn pending_event_writes(run: &KernelRun) -> Vec<(u32, u128)> {
     let pinned = HvInputVtl::target(Vtl::VTL0).into_bits();
     let header = size_of::<HvInputGetVpRegisters>();
     run.vtl2_calls(HypercallCode::SET_VP_REGISTERS)
@@ -211,10 +212,21 @@ fn pending_event_writes(run: &KernelRun) -> Vec<u128> {
         .filter(|r| r.status() == Some(HvStatus::SUCCESS) && r.input.get(12) == Some(&pinned))
         .filter_map(|r| {
             let (assoc, _) = HvRegisterAssoc::read_from_prefix(r.input.get(header..)?).ok()?;
-            (assoc.name == HvRegisterName::PENDING_EVENT0)
-                .then_some(u128::from(assoc.value.high) << 64 | u128::from(assoc.value.low))
+            (assoc.name == HvRegisterName::PENDING_EVENT0).then_some((
+                r.vp,
+                u128::from(assoc.value.high) << 64 | u128::from(assoc.value.low),
+            ))
         })
         .collect()
+}
+
+/// The architectural #UD as the paravisor's PendingEvent0 (x64 an exception, vector 6, no
+/// error code; arm64 an exception with ESR EC 0 and IL).
+fn paravisor_ud(arch: Arch) -> u128 {
+    match arch {
+        Arch::X86_64 => 0x0006_0001,
+        Arch::Aarch64 => 0x0200_0000u128 << 64 | 1,
+    }
 }
 
 /// VTL0's own hypercall records (what the hypervisor saw VTL0 call, and made of it).
@@ -227,6 +239,73 @@ fn vtl0_records(run: &KernelRun) -> Vec<&HypercallRecord> {
             _ => None,
         })
         .collect()
+}
+
+/// Checks one call's record (and its fault-site line, `site`) against what the call expects;
+/// whether the paravisor faulted it.
+fn check_call(
+    arch: Arch,
+    c: &Call,
+    record: &Record,
+    site: Option<&FaultSite>,
+    console: &str,
+) -> bool {
+    let what = format!("{arch:?} {}", c.what);
+    let Record::Hypercall { control, outcome } = record else {
+        panic!("{what}: {record:?}");
+    };
+    assert_eq!(*control, c.control, "{what}");
+    match (c.expect, outcome) {
+        (
+            Expect::Completes,
+            CallOutcome::Done {
+                result,
+                bad_canaries,
+                ..
+            },
+        ) => {
+            assert_eq!(*result, 0, "{what}: SUCCESS, no reps");
+            assert!(bad_canaries.is_empty(), "{what}: {bad_canaries:?}");
+        }
+        (
+            Expect::HypervisorStatus(status),
+            CallOutcome::Done {
+                result,
+                bad_canaries,
+                ..
+            },
+        ) => {
+            assert_eq!(HvStatus(*result as u16), status, "{what}");
+            assert!(bad_canaries.is_empty(), "{what}: {bad_canaries:?}");
+        }
+        (
+            Expect::VtlCall { result: want },
+            CallOutcome::Done {
+                result,
+                bad_canaries,
+                ..
+            },
+        ) => {
+            assert_eq!(*result, want, "{what}: the result register untouched");
+            assert!(bad_canaries.is_empty(), "{what}: {bad_canaries:?}");
+        }
+        (
+            Expect::HypervisorUd { ip, result } | Expect::ParavisorUd { ip, result },
+            CallOutcome::Fault(fault),
+        ) => {
+            assert_undefined(arch, fault, &what);
+            assert_eq!(
+                site,
+                Some(&FaultSite { ip, result }),
+                "{what}: IP left on the call, the result register untouched"
+            );
+        }
+        (_, outcome) => panic!("{what}: {outcome:?}\n{console}"),
+    }
+    if !matches!(outcome, CallOutcome::Fault(_)) {
+        assert_eq!(site, None, "{what}: a fault site only for a fault");
+    }
+    matches!(c.expect, Expect::ParavisorUd { .. })
 }
 
 #[test]
@@ -247,64 +326,8 @@ fn ud_callers_take_the_exception_and_ordinary_calls_complete() {
             run.results.fault_sites.iter().copied().collect();
         let mut faulted = 0;
         for (i, (record, c)) in records.iter().zip(&calls).enumerate() {
-            let what = format!("{arch:?} {}", c.what);
-            let Record::Hypercall { control, outcome } = record else {
-                panic!("{what}: {record:?}");
-            };
-            assert_eq!(*control, c.control, "{what}");
-            let site = sites.get(&(i as u32));
-            match (c.expect, outcome) {
-                (
-                    Expect::Completes,
-                    CallOutcome::Done {
-                        result,
-                        bad_canaries,
-                        ..
-                    },
-                ) => {
-                    assert_eq!(*result, 0, "{what}: SUCCESS, no reps");
-                    assert!(bad_canaries.is_empty(), "{what}: {bad_canaries:?}");
-                }
-                (
-                    Expect::HypervisorStatus(status),
-                    CallOutcome::Done {
-                        result,
-                        bad_canaries,
-                        ..
-                    },
-                ) => {
-                    assert_eq!(HvStatus(*result as u16), status, "{what}");
-                    assert!(bad_canaries.is_empty(), "{what}: {bad_canaries:?}");
-                }
-                (
-                    Expect::VtlCall { result: want },
-                    CallOutcome::Done {
-                        result,
-                        bad_canaries,
-                        ..
-                    },
-                ) => {
-                    assert_eq!(*result, want, "{what}: the result register untouched");
-                    assert!(bad_canaries.is_empty(), "{what}: {bad_canaries:?}");
-                }
-                (
-                    Expect::HypervisorUd { ip, result } | Expect::ParavisorUd { ip, result },
-                    CallOutcome::Fault(fault),
-                ) => {
-                    assert_undefined(arch, fault, &what);
-                    assert_eq!(
-                        site,
-                        Some(&FaultSite { ip, result }),
-                        "{what}: IP left on the call, the result register untouched"
-                    );
-                    if matches!(c.expect, Expect::ParavisorUd { .. }) {
-                        faulted += 1;
-                    }
-                }
-                (_, outcome) => panic!("{what}: {outcome:?}\n{console}"),
-            }
-            if !matches!(outcome, CallOutcome::Fault(_)) {
-                assert_eq!(site, None, "{what}: a fault site only for a fault");
+            if check_call(arch, c, record, sites.get(&(i as u32)), console) {
+                faulted += 1;
             }
         }
 
@@ -313,12 +336,8 @@ fn ud_callers_take_the_exception_and_ordinary_calls_complete() {
         // an exception with ESR EC 0 and IL), nothing else set.
         let events = pending_event_writes(&run);
         assert_eq!(events.len(), faulted, "{arch:?}: {events:x?}");
-        for event in events {
-            let want = match arch {
-                Arch::X86_64 => 0x0006_0001,
-                Arch::Aarch64 => 0x0200_0000u128 << 64 | 1,
-            };
-            assert_eq!(event, want, "{arch:?}: the paravisor's #UD");
+        for (_, event) in events {
+            assert_eq!(event, paravisor_ud(arch), "{arch:?}: the paravisor's #UD");
         }
         // The hypervisor: VTL0's VtlReturn is its #UD (the model's trace, never an intercept).
         let ours = vtl0_records(&run);
@@ -433,5 +452,180 @@ fn the_vtl_call_code_through_the_ordinary_entry_is_no_vtl_call() {
         );
         assert!(run.reflected_controls().is_empty(), "{arch:?}");
         assert!(run.vtl2_calls(HypercallCode::POST_MESSAGE).is_empty());
+    }
+}
+
+/// Calls in a mode of their own on every VP: with 3 VPs each runs the whole script above on
+/// itself (VP 0 starts the others). x64: the VTL-return and VTL-call stubs and a call from
+/// 32-bit compatibility mode on every VP (on the VP's own stack, its fault caught in the VP's
+/// own recovery record); arm64: `hvc #2`/`#3` and an EL0 call, then an EL0 store and load of a
+/// slot of its own in the scratch page (one 2 MiB block that every VP's EL0 probes open). Each
+/// record is as on one VP and printed by its VP, each fault-site line too (under the VP's
+/// `vp N: ` prefix); each VP's #UDs, VTL call and relayed PostMessages are its own.
+#[test]
+fn every_vp_makes_calls_in_modes_of_its_own() {
+    const VPS: u32 = 3;
+    for arch in kernel::arches() {
+        let calls = script(arch);
+        let p = kernel::proto(arch);
+        let slot = |vp: u32| p.scratch_page() + 0x100 + 8 * u64::from(vp);
+        let value = |vp: u32| 0x5EED_0000_0000_0000 | u64::from(vp) << 8 | 0xA5;
+        let el0_probes = if arch == Arch::Aarch64 { 2 } else { 0 };
+        let per_vp = calls.len() + el0_probes;
+        let table = (0..VPS).fold(Table::new(), |t, vp| {
+            let t = calls.iter().fold(t, |t, c| {
+                t.hypercall_in(c.mode, c.control, &c.input, 0).on_vp(vp)
+            });
+            if arch == Arch::Aarch64 {
+                t.write_el0(slot(vp), 8, value(vp))
+                    .on_vp(vp)
+                    .read_el0(slot(vp), 8)
+                    .on_vp(vp)
+            } else {
+                t
+            }
+        });
+        let scenario = Scenario {
+            vp_count: VPS,
+            ..Scenario::for_arch(arch)
+        };
+        let run = kernel::run(arch, Some(scenario), Some(RELAY), &table);
+        let console = &run.run.run.console;
+        assert_eq!(run.results.started, vec![1, 2], "{arch:?}\n{console}");
+        let records = run
+            .results
+            .by_index()
+            .unwrap_or_else(|e| panic!("{arch:?}: {e}\n{console}"));
+        assert_eq!(records.len(), VPS as usize * per_vp, "{arch:?}\n{console}");
+        let sites: std::collections::BTreeMap<u32, FaultSite> =
+            run.results.fault_sites.iter().copied().collect();
+        let mut faulted = vec![0usize; VPS as usize];
+        for (i, (vp, record)) in records.iter().enumerate() {
+            let (want_vp, k) = ((i / per_vp) as u32, i % per_vp);
+            assert_eq!(*vp, want_vp, "{arch:?}: entry {i} printed by its VP");
+            let site = sites.get(&(i as u32));
+            if let Some(c) = calls.get(k) {
+                if check_call(arch, c, record, site, console) {
+                    faulted[*vp as usize] += 1;
+                }
+                if site.is_some() && *vp != 0 {
+                    let line = format!("vtl0: vp {vp}: {i} fault-site ");
+                    assert!(
+                        console.lines().any(|l| l.starts_with(&line)),
+                        "{arch:?}: entry {i}'s fault site under its VP's prefix\n{console}"
+                    );
+                }
+                continue;
+            }
+            assert_eq!(site, None, "{arch:?}: entry {i}");
+            let want = if k == calls.len() {
+                Record::Write {
+                    gpa: slot(*vp),
+                    width: 8,
+                    value: value(*vp),
+                    outcome: Ok(()),
+                }
+            } else {
+                Record::Read {
+                    gpa: slot(*vp),
+                    width: 8,
+                    outcome: Ok(value(*vp)),
+                }
+            };
+            assert_eq!(*record, want, "{arch:?}: VP {vp}'s EL0 probe\n{console}");
+        }
+        let per_vp_faulted = faulted[0];
+        assert!(
+            faulted.iter().all(|&f| f == per_vp_faulted),
+            "{arch:?}: {faulted:?}"
+        );
+
+        // Each VP's own: the paravisor's #UDs, the hypervisor's for VtlReturn, the VTL call,
+        // the intercepts of its calls and the PostMessages relayed for it.
+        let each =
+            |n: usize| -> Vec<u32> { (0..VPS).flat_map(|vp| std::iter::repeat_n(vp, n)).collect() };
+        let sorted = |mut v: Vec<u32>| {
+            v.sort();
+            v
+        };
+        let events = pending_event_writes(&run);
+        assert!(
+            events.iter().all(|&(_, e)| e == paravisor_ud(arch)),
+            "{arch:?}: {events:x?}"
+        );
+        assert_eq!(
+            sorted(events.iter().map(|e| e.0).collect()),
+            each(per_vp_faulted),
+            "{arch:?}: the paravisor's #UDs, each VP's own"
+        );
+        let ours = vtl0_records(&run);
+        let vtl_returns: Vec<&&HypercallRecord> = ours
+            .iter()
+            .filter(|r| r.code == HypercallCode::VTL_RETURN && r.abi != Abi::Smccc)
+            .collect();
+        assert!(
+            vtl_returns
+                .iter()
+                .all(|r| r.outcome == Outcome::Fault(HvFault::Ud)),
+            "{arch:?}: {vtl_returns:?}"
+        );
+        assert_eq!(
+            sorted(vtl_returns.iter().map(|r| r.vp).collect()),
+            each(1),
+            "{arch:?}: one VtlReturn #UD per VP"
+        );
+        let vtl_calls: Vec<u32> = run
+            .run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::LowerVtlCall { vp, vtl: Vtl::VTL0 } => Some(*vp),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sorted(vtl_calls), each(1), "{arch:?}: one VTL call per VP");
+        let intercepts: Vec<u32> = run
+            .run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Intercept {
+                    vp, vtl, message, ..
+                } if *vtl == Vtl::VTL0
+                    && message.header.message_type == HvMessageType::HYPERCALL_INTERCEPT =>
+                {
+                    Some(*vp)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sorted(intercepts),
+            each(3 + per_vp_faulted),
+            "{arch:?}: each VP's PostMessages (and 32-bit call) reached its VTL2"
+        );
+        if arch == Arch::Aarch64 {
+            let posts: Vec<u32> = ours
+                .iter()
+                .filter(|r| r.code == HypercallCode::POST_MESSAGE)
+                .map(|r| r.vp)
+                .collect();
+            assert_eq!(sorted(posts), each(3), "{arch:?}: no EL0 call ever exited");
+        }
+        let relayed: Vec<u32> = run
+            .vtl2_calls(HypercallCode::POST_MESSAGE)
+            .iter()
+            .map(|r| r.vp)
+            .collect();
+        assert_eq!(
+            sorted(relayed),
+            each(3),
+            "{arch:?}: each VP's PostMessages relayed"
+        );
+        assert_eq!(
+            run.vtl2_calls(HypercallCode::VTL_CALL).len(),
+            0,
+            "{arch:?}: no VtlCall made on VTL0's behalf"
+        );
     }
 }

@@ -425,7 +425,8 @@ fn aarch64_hypercall_trampoline_keeps_its_canaries_under_qemu_psci() {
     );
 }
 
-/// Where the kernel's recovery record (`vtl0_recovery`, its first field the resume PC) is.
+/// Where the kernel's recovery record for VP 0 (`vtl0_recovery`, an array of them, VP 0's first; its
+/// first field the resume PC) is.
 fn recovery_symbol(arch: Arch) -> u64 {
     use object::{Object, ObjectSymbol};
     let bytes = std::fs::read(vtl0_image(arch)).expect("read the image");

@@ -819,11 +819,20 @@ impl Model {
         (result, 0)
     }
 
-    /// The target VTL must be enabled on the target VP and the VP not yet running; both are
+    /// The target VTL must be enabled on the target VP and not started there yet; either is
     /// INVALID_VP_STATE, TLFS HvCallStartVirtualProcessor's status for a VP "not in the correct
     /// state", and what OpenVMM virt_whp `start_virtual_processor` (VTL2 not enabled on the
-    /// target) and OpenHCL hardware_cvm `start_virtual_processor` (VTL1 not enabled; VP already
-    /// started) return.
+    /// target) and OpenHCL hardware_cvm `start_virtual_processor` (VTL1 not enabled; the
+    /// guest's VP already started) return. A VP not running at all starts in the target VTL.
+    /// On a VP where a higher VTL already runs (the paravisor started its VTL2), the call
+    /// starts the lower VTL as an INIT would (TLFS: "functionally equivalent to traditional
+    /// INIT-based methods"; vsm.md: INIT/SIPI for a lower VTL are dropped once a higher VTL is
+    /// enabled, and this call is the way): the context goes into that VTL's registers and the
+    /// VP keeps running the higher VTL until it returns to the lower one, as OpenVMM virt_whp
+    /// does (`start_virtual_processor` queues a per-VTL start request; `vp.rs` takes it only
+    /// while no higher VTL is runnable and installs it with `hv1_emulator`
+    /// `set_x86_vp_context`). OpenHCL hardware_cvm likewise starts a guest VP whose VTL2 (the
+    /// paravisor) is running.
     fn start_virtual_processor(
         &mut self,
         call: &mut Call<'_>,
@@ -834,12 +843,32 @@ impl Model {
             .vp_context_target(call, input)
             .and_then(|(vp, vtl, context)| {
                 let target = self.vp_mut(vp);
-                if !target.vtl_enabled(vtl) || target.started {
+                let bit = 1 << vtl.get();
+                if !target.vtl_enabled(vtl) || target.started_vtls & bit != 0 {
                     return Err(HvError::INVALID_VP_STATE);
                 }
-                target.started = true;
-                target.active_vtl = vtl;
-                call.effects.start_vp = Some(StartVp { vp, vtl, context });
+                if !target.started {
+                    target.started = true;
+                    target.started_vtls |= bit;
+                    target.active_vtl = vtl;
+                    if target.enabled_vtls >> (vtl.get() + 1) != 0 {
+                        // A lower VTL started before the VP's higher one: the glue hears of it
+                        // (a live glue starts lower VTLs only where the higher one runs).
+                        self.lower_starts.push(vp);
+                    }
+                    call.effects.start_vp = Some(StartVp { vp, vtl, context });
+                    return Ok(());
+                }
+                // Running: only a VTL below one that has run here can be started this way.
+                if target.started_vtls >> (vtl.get() + 1) == 0 {
+                    return Err(HvError::INVALID_VP_STATE);
+                }
+                target.started_vtls |= bit;
+                let file = target.file_mut(vtl);
+                for (name, value) in initial_registers(&context) {
+                    file.set(name, value);
+                }
+                self.lower_starts.push(vp);
                 Ok(())
             });
         (result, 0)
@@ -1092,5 +1121,55 @@ fn put<T: IntoBytes + Immutable + KnownLayout>(output: &mut [u8], index: u16, va
     let at = usize::from(index) * bytes.len();
     if let Some(slot) = output.get_mut(at..at + bytes.len()) {
         slot.copy_from_slice(bytes);
+    }
+}
+
+/// The registers an initial VP context sets (TLFS HV_INITIAL_VP_CONTEXT), as OpenVMM's
+/// `hv1_emulator::hypercall::set_x86_vp_context` applies it: RIP, RSP, RFLAGS, the segments
+/// and descriptor tables, EFER, CR0/CR3/CR4 and PAT; the rest stays. arm64: PC, SP_EL1 (the
+/// context's `sp_elh`: the VP starts in EL1h), the EL1 translation and vector registers and
+/// X18, with PSTATE EL1h and D, A, I, F masked (Arm's reset PSTATE; the in-VM host's start of
+/// a VTL2 VP uses the same, `hv::aarch64::initial_state`).
+fn initial_registers(context: &InitialVpContext) -> Vec<(hvdef::HvRegisterName, u128)> {
+    use hvdef::aarch64::reg as arm;
+    use hvdef::x86_64::reg as x64;
+    let wide = |bytes: &[u8]| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(bytes);
+        u128::from_le_bytes(b)
+    };
+    match context {
+        InitialVpContext::X64(c) => vec![
+            (x64::RIP, c.rip.into()),
+            (x64::RSP, c.rsp.into()),
+            (x64::RFLAGS, c.rflags.into()),
+            (x64::CS, wide(c.cs.as_bytes())),
+            (x64::DS, wide(c.ds.as_bytes())),
+            (x64::ES, wide(c.es.as_bytes())),
+            (x64::FS, wide(c.fs.as_bytes())),
+            (x64::GS, wide(c.gs.as_bytes())),
+            (x64::SS, wide(c.ss.as_bytes())),
+            (x64::TR, wide(c.tr.as_bytes())),
+            (x64::LDTR, wide(c.ldtr.as_bytes())),
+            (x64::IDTR, wide(c.idtr.as_bytes())),
+            (x64::GDTR, wide(c.gdtr.as_bytes())),
+            (x64::EFER, c.efer.into()),
+            (x64::CR0, c.cr0.into()),
+            (x64::CR3, c.cr3.into()),
+            (x64::CR4, c.cr4.into()),
+            (x64::PAT, c.msr_cr_pat.into()),
+        ],
+        InitialVpContext::Aarch64(c) => vec![
+            (arm::XPC, c.pc.into()),
+            (arm::CPSR, 0x3c5),
+            (arm::XSP_ELX, c.sp_elh.into()),
+            (arm::SCTLR_EL1, c.sctlr_el1.into()),
+            (arm::MAIR_EL1, c.mair_el1.into()),
+            (arm::TCR_EL1, c.tcr_el1.into()),
+            (arm::VBAR_EL1, c.vbar_el1.into()),
+            (arm::TTBR0_EL1, c.ttbr0_el1.into()),
+            (arm::TTBR1_EL1, c.ttbr1_el1.into()),
+            (arm::X18, c.x18.into()),
+        ],
     }
 }

@@ -108,7 +108,9 @@ pub struct Effects {
     pub advance_ip: bool,
     /// Raise this instead of completing the instruction.
     pub fault: Option<Fault>,
-    /// HvCallStartVirtualProcessor succeeded: really start this vCPU with this context.
+    /// HvCallStartVirtualProcessor succeeded on a VP that was not running: really start this
+    /// vCPU with this context. (A lower VTL started on a VP whose higher VTL runs is not this:
+    /// its context is in the model's registers, see [`Model::take_lower_starts`].)
     pub start_vp: Option<StartVp>,
     /// HvCallEnableVpVtl succeeded. Informational: the TLFS does not run the VP until it is
     /// started, so the glue starts nothing.
@@ -158,6 +160,9 @@ pub struct Model {
     /// The fault being applied is a `ReturnedTimeout`: complete the call instead of leaving
     /// the IP on it.
     timeout_returned: bool,
+    /// VPs whose lower VTL HvCallStartVirtualProcessor started while a higher VTL runs on
+    /// them, since the glue last asked ([`Model::take_lower_starts`]).
+    lower_starts: Vec<u32>,
 }
 
 impl Model {
@@ -209,6 +214,7 @@ impl Model {
             vtl0: Vtl0Script::default(),
             fault_counts: vec![0; scenario.faults.len()],
             timeout_returned: false,
+            lower_starts: Vec::new(),
             scenario,
         }
     }
@@ -276,6 +282,22 @@ impl Model {
 
     pub fn vp_started(&self, vp: u32) -> bool {
         self.vps.get(vp as usize).is_some_and(|v| v.started)
+    }
+
+    /// Whether `vtl` has been started on `vp` (the boot VP's enabled VTLs, or a
+    /// StartVirtualProcessor of that VTL).
+    pub fn vtl_started(&self, vp: u32, vtl: Vtl) -> bool {
+        self.vps
+            .get(vp as usize)
+            .is_some_and(|v| v.started_vtls & (1 << vtl.get()) != 0)
+    }
+
+    /// The VPs whose lower VTL was started (HvCallStartVirtualProcessor) while a higher VTL
+    /// runs on them, since the last call: its context is in the model's registers for it, and
+    /// it runs once the higher VTL returns to it. A glue that parked such a VP's CPU waiting
+    /// for its lower VTL wakes it.
+    pub fn take_lower_starts(&mut self) -> Vec<u32> {
+        core::mem::take(&mut self.lower_starts)
     }
 
     pub fn active_vtl(&self, vp: u32) -> Option<Vtl> {

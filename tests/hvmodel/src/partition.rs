@@ -208,6 +208,9 @@ pub(crate) struct Vp {
     pub active_vtl: Vtl,
     pub enabled_vtls: u16,
     pub started: bool,
+    /// The VTLs that have run on this VP, bit per VTL (the boot VP's enabled VTLs from the
+    /// start): HvCallStartVirtualProcessor starts each at most once.
+    pub started_vtls: u16,
     pub vtls: Vec<VtlFile>,
     /// The L0 hypervisor's SynIC registers, reached through `HV_X64_MSR_NESTED_*` when nested.
     pub nested_synic: Synic,
@@ -225,6 +228,7 @@ impl Vp {
             active_vtl,
             enabled_vtls,
             started,
+            started_vtls: if started { enabled_vtls } else { 0 },
             vtls,
             nested_synic: Synic::default(),
         }

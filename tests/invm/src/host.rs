@@ -40,6 +40,9 @@ struct VpState {
     /// The host switched this VP to its live VTL0 (its exits are VTL0's). Not the model's
     /// active VTL: without VSM the paravisor itself runs in VTL0, and its exits are its own.
     in_vtl0: bool,
+    /// Its VTL2 returned to a VTL0 nothing has started yet, and its CPU waits for a
+    /// StartVirtualProcessor of that VTL0 (counted in `parked` meanwhile).
+    waiting: bool,
     /// Counting (the runner's FLAG_COUNT_VTL2): the cycle counter when VTL2 was handed an
     /// intercept. It counts EL1 and EL0 only, and only VTL2 runs on this CPU until its
     /// VtlReturn, so the difference then is VTL2's work, the host's exits left out.
@@ -132,6 +135,43 @@ enum After {
     Resume,
     /// Nothing more to run: it waits, without the host's lock.
     Park,
+    /// Its VTL0 has not been started: it waits, without the host's lock, until it is; the
+    /// frame is still VTL2's at its VtlReturn.
+    WaitVtl0,
+}
+
+/// Per CPU (VP): its VTL0 was started while it waited for it (`After::WaitVtl0`).
+static WAKE: [core::sync::atomic::AtomicBool; arch::MAX_CPUS as usize] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; arch::MAX_CPUS as usize];
+
+impl Host {
+    /// The VPs whose VTL0 was just started (HvCallStartVirtualProcessor, `Model::
+    /// take_lower_starts`): a CPU waiting for it runs it now.
+    fn wake_started_vtl0s(&mut self) {
+        for vp in self.model.take_lower_starts() {
+            if !self.model.vtl_started(vp, Vtl::VTL2) {
+                let vps = self.vps.len();
+                stop(
+                    self,
+                    false,
+                    format_args!(
+                        "VTL0 started VP {vp}, where VTL2 never ran: this host runs a VP's VTL0 \
+                         only after its VTL2 returns to it (did the paravisor see {vps} VPs?)"
+                    ),
+                )
+            }
+            let Some(state) = self.vps.get_mut(vp as usize) else {
+                continue;
+            };
+            if core::mem::take(&mut state.waiting) {
+                self.parked -= 1;
+                if let Some(wake) = WAKE.get(vp as usize) {
+                    wake.store(true, core::sync::atomic::Ordering::Release);
+                }
+                arch::send_event();
+            }
+        }
+    }
 }
 
 /// Ends the run from inside an exit: the trace is written out first, so the runner sees what
@@ -386,15 +426,38 @@ extern "C" fn invm_trap(frame: &mut Frame, kind: u64) {
             format_args!("VP {vp}: the host's EL2 stack overflowed its 64 KiB slot"),
         );
     }
+    host.wake_started_vtl0s();
     let held = host.model.trace().events().len();
     if held >= TRACE_BATCH || (held > 0 && !host.vtl0_ran) {
         if let Err(why) = host.flush() {
             stop(host, false, format_args!("{why}"));
         }
     }
-    if after == After::Park {
-        drop(guard);
-        arch::park();
+    match after {
+        After::Resume => {}
+        After::Park => {
+            drop(guard);
+            arch::park();
+        }
+        After::WaitVtl0 => {
+            drop(guard);
+            // Until VTL0 on another VP starts this VP's VTL0 (`wake_started_vtl0s`).
+            let wake = &WAKE[vp as usize];
+            while !wake.swap(false, core::sync::atomic::Ordering::Acquire) {
+                arch::wait_for_event();
+            }
+            let mut guard = HOST.lock();
+            let Some(host) = guard.as_mut() else {
+                fatal(kind, &syn, frame)
+            };
+            if run_vtl0(host, vp, frame) != After::Resume {
+                stop(
+                    host,
+                    false,
+                    format_args!("VP {vp}: woken for a VTL0 that does not run"),
+                )
+            }
+        }
     }
 }
 
@@ -500,8 +563,13 @@ fn run_vtl0(host: &mut Host, vp: u32, frame: &mut Frame) -> After {
                 ),
             );
         }
-        // VTL0 starts its own APs; until it does, there is nothing to run here.
-        return host.park(vp, format_args!("VTL0 never started on it"));
+        // VTL0 starts its own APs (HvCallStartVirtualProcessor: TLFS vsm.md, PSCI CPU_ON for a
+        // lower VTL is blocked once a higher VTL is enabled); until it does, the CPU waits.
+        if host.park(vp, format_args!("VTL0 never started on it")) == After::Park {
+            host.vps[vp as usize].waiting = true;
+            return After::WaitVtl0;
+        }
+        return After::Park;
     }
     host.vtl0_ran = true;
     let state = &mut host.vps[vp as usize];

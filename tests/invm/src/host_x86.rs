@@ -12,9 +12,10 @@ use crate::x86_64::{self as arch, Cpu, ExceptionFrame, Exit, Guest};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
+use core::sync::atomic::{AtomicBool, Ordering};
 use hvdef::x86_64::HvX64InitialVpContext;
 use hvdef::{HvInterceptAccessType, HvMapGpaFlags, Vtl, HV_PAGE_SHIFT};
-use hvmodel::{InitialVpContext, LowerExit, Model, StartVp};
+use hvmodel::{GuestMemory, InitialVpContext, LowerExit, Model, StartVp};
 use zerocopy::FromBytes;
 
 macro_rules! println {
@@ -29,6 +30,9 @@ const HOST_RAM: Range<u64> = invm_abi::HOST_RAM_X86_64;
 /// Where the paravisor's start info, memory map and command line are written: low RAM, below
 /// QEMU's 0x9fc00 and clear of the paravisor's image at 1 MiB.
 const START_INFO: u64 = 0x7000;
+/// Where the ACPI tables the paravisor counts its VPs in go (`pvh::acpi_tables`): the page
+/// after the start info's.
+const ACPI: u64 = START_INFO + 0x1000;
 /// Where the paravisor's PVH note is looked for: its image, loaded at 1 MiB.
 const IMAGE: Range<u64> = 0x10_0000..0x110_0000;
 
@@ -149,7 +153,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
             // SAFETY: the guest's RAM is identity-mapped and holds no host data: QEMU's start
             // info and its memory map are read here, before the guest runs.
             let mut boot_mem = unsafe { PhysMemory::new(ram.ranges()) };
-            pvh_start(&mut boot_mem, start_info, &mut cpu, &ram)
+            pvh_start(&mut boot_mem, start_info, vp_count as u8, &mut cpu, &ram)
         }
     };
     let guest = match Guest::new(ram.ranges()) {
@@ -226,6 +230,7 @@ extern "C" fn invm_main(start_info: u32) -> ! {
         halted: 0,
         vtl0_ran: false,
         starts: (0..vp_count).map(|_| None).collect(),
+        waiting: alloc::vec![false; vp_count as usize],
         count_vtl2: config.count_vtl2(),
     });
     run_vp(Vp {
@@ -296,16 +301,37 @@ fn run_vp(mut me: Vp) -> ! {
         if me.vtl0.is_some() {
             host.vtl0_ran = true;
         }
+        host.wake_started_vtl0s();
         let held = host.model.trace().events().len();
         if held >= TRACE_BATCH || (held > 0 && !host.vtl0_ran) {
             host.trace.flush(&mut host.model);
         }
         drop(guard);
-        if after == After::Park {
-            arch::park();
+        match after {
+            After::Resume => {}
+            After::Park => arch::park(),
+            After::WaitVtl0 => {
+                // Until VTL0 on another VP starts this VP's VTL0 (`wake_started_vtl0s`).
+                while !WAKE[me.vp as usize].swap(false, Ordering::Acquire) {
+                    core::hint::spin_loop();
+                }
+                let mut guard = HOST.lock();
+                let Some(host) = guard.as_mut() else {
+                    fail(format_args!("VP {}: woken before the host", me.vp))
+                };
+                if host.run_lower(&mut me) != After::Resume {
+                    host.stop(
+                        false,
+                        format_args!("VP {}: woken for a VTL0 that does not run", me.vp),
+                    )
+                }
+            }
         }
     }
 }
+
+/// Per VP: its VTL0 was started while its CPU waited for it (`After::WaitVtl0`).
+static WAKE: [AtomicBool; arch::MAX_VPS] = [const { AtomicBool::new(false) }; arch::MAX_VPS];
 
 /// The partition, shared by the VPs' CPUs behind [`HOST`].
 struct Host {
@@ -325,6 +351,9 @@ struct Host {
     vtl0_ran: bool,
     /// The context HvCallStartVirtualProcessor gave each VP, until its CPU picks it up.
     starts: Vec<Option<HvX64InitialVpContext>>,
+    /// Per VP: its VTL2 returned to a VTL0 nothing has started yet, and its CPU waits for a
+    /// StartVirtualProcessor of that VTL0 (counted in `parked` meanwhile).
+    waiting: Vec<bool>,
     /// Count VTL2's instructions per intercept (the runner's FLAG_COUNT_VTL2).
     count_vtl2: bool,
 }
@@ -352,6 +381,8 @@ enum After {
     Resume,
     /// Nothing more to run: it waits, without the host's lock.
     Park,
+    /// Its VTL0 has not been started: it waits, without the host's lock, until it is.
+    WaitVtl0,
 }
 
 impl Host {
@@ -413,6 +444,74 @@ impl Host {
                     start.vp, start.vp
                 ),
             )
+        }
+    }
+
+    /// VTL2 returned to VTL0, which runs for real now from the state the model holds; on a VP
+    /// whose VTL0 nothing has started yet (no entry point), the CPU waits for VTL0 on another
+    /// VP to start it (HvCallStartVirtualProcessor: TLFS vsm.md, INIT/SIPI for a lower VTL are
+    /// dropped once a higher VTL is enabled).
+    fn run_lower(&mut self, me: &mut Vp) -> After {
+        let vp = me.vp;
+        match hv::x86_64::enter_lower(&mut self.model, vp) {
+            Ok(regs) if regs.cpu.rip == 0 => {
+                if vp == 0 {
+                    self.stop(
+                        false,
+                        format_args!(
+                            "VP 0: VTL0 has no entry point (RIP 0): the paravisor set none and \
+                             the runner gave no reset RIP"
+                        ),
+                    )
+                }
+                if self.park(vp, format_args!("VTL0 never started on it")) == After::Park {
+                    self.waiting[vp as usize] = true;
+                    return After::WaitVtl0;
+                }
+                After::Park
+            }
+            Ok(regs) => {
+                if let Some(work) = me.vtl2_work.take() {
+                    arch::print(format_args!(
+                        "{}{vp}, {work} instructions\n",
+                        invm_abi::VTL2_WORK_LINE
+                    ));
+                }
+                me.vtl0_entries += 1;
+                // Only VP 0's first entry gets a line: VTL0 on another VP may be printing.
+                if me.vtl0_entries == 1 && vp == 0 {
+                    println!(
+                        "VP {vp}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
+                        regs.cpu.rip, regs.cr0, regs.efer
+                    );
+                }
+                me.vtl0 = Some(regs);
+                After::Resume
+            }
+            Err(why) => self.stop(false, format_args!("VP {vp}: entering VTL0: {why}")),
+        }
+    }
+
+    /// The VPs whose VTL0 was just started (HvCallStartVirtualProcessor, `Model::
+    /// take_lower_starts`): a CPU waiting for it runs it now.
+    fn wake_started_vtl0s(&mut self) {
+        for vp in self.model.take_lower_starts() {
+            if !self.model.vtl_started(vp, Vtl::VTL2) {
+                self.stop(
+                    false,
+                    format_args!(
+                        "VTL0 started VP {vp}, where VTL2 never ran: this host runs a VP's VTL0 \
+                         only after its VTL2 returns to it (did the paravisor see {} VPs?)",
+                        self.starts.len()
+                    ),
+                )
+            }
+            if let Some(waiting) = self.waiting.get_mut(vp as usize) {
+                if core::mem::take(waiting) {
+                    self.parked -= 1;
+                    WAKE[vp as usize].store(true, Ordering::Release);
+                }
+            }
         }
     }
 
@@ -492,38 +591,7 @@ impl Host {
                     format_args!("the paravisor returned to VTL0 with an empty VTL0 script"),
                 )
             }
-            Next::RunLower => match hv::x86_64::enter_lower(&mut self.model, vp) {
-                Ok(regs) if regs.cpu.rip == 0 => {
-                    if vp == 0 {
-                        self.stop(
-                            false,
-                            format_args!(
-                                "VP 0: VTL0 has no entry point (RIP 0): the paravisor set none \
-                                 and the runner gave no reset RIP"
-                            ),
-                        )
-                    }
-                    // VTL0 starts its own APs; until it does, there is nothing to run here.
-                    return self.park(vp, format_args!("VTL0 never started on it"));
-                }
-                Ok(regs) => {
-                    if let Some(work) = me.vtl2_work.take() {
-                        arch::print(format_args!(
-                            "{}{vp}, {work} instructions\n",
-                            invm_abi::VTL2_WORK_LINE
-                        ));
-                    }
-                    me.vtl0_entries += 1;
-                    if me.vtl0_entries == 1 {
-                        println!(
-                            "VP {vp}: VTL0 runs from RIP {:#x}, CR0 {:#x}, EFER {:#x}",
-                            regs.cpu.rip, regs.cr0, regs.efer
-                        );
-                    }
-                    me.vtl0 = Some(regs);
-                }
-                Err(why) => self.stop(false, format_args!("VP {vp}: entering VTL0: {why}")),
-            },
+            Next::RunLower => return self.run_lower(me),
             Next::Unsupported(why) => self.stop(
                 false,
                 format_args!("VP {vp} VTL2: exit {:#x} at {rip:#x}: {why}", exit.code),
@@ -724,7 +792,8 @@ fn exit_name(code: u64) -> &'static str {
 
 /// The ELF boot: QEMU's PVH start info for the host becomes the paravisor's (the host's range
 /// cut out of its memory map, its RAM entries limited to the guest's RAM), at START_INFO with
-/// EBX pointing at it; the entry is the paravisor's PVH note.
+/// EBX pointing at it, with ACPI tables listing the VPs at ACPI (as a VMM gives a PVH guest its
+/// MADT); the entry is the paravisor's PVH note.
 ///
 /// Page 0 stays RAM in that map, as q35 reports it (and as the IGVM memory map the runner
 /// fills says), and it is the guest's RAM: both VTLs' nested tables map it and the model
@@ -732,7 +801,13 @@ fn exit_name(code: u64) -> &'static str {
 /// paravisor, which never maps page 0 (a null pointer), reports it unmapped and refuses such
 /// buffers (ACCESS_DENIED). The host's AP trampoline therefore lives in another low page
 /// (`invm_abi::AP_TRAMPOLINE_X86_64`), cut from the map like the host's 16 MiB.
-fn pvh_start(mem: &mut PhysMemory, start_info: u32, cpu: &mut Vcpu, ram: &invm_abi::Ram) -> u64 {
+fn pvh_start(
+    mem: &mut PhysMemory,
+    start_info: u32,
+    vp_count: u8,
+    cpu: &mut Vcpu,
+    ram: &invm_abi::Ram,
+) -> u64 {
     let mut info = match pvh::read(mem, start_info.into()) {
         Ok(info) => info,
         Err(e) => fail(format_args!(
@@ -754,6 +829,10 @@ fn pvh_start(mem: &mut PhysMemory, start_info: u32, cpu: &mut Vcpu, ram: &invm_a
         trampoline.start,
         trampoline.end
     );
+    if let Err(e) = mem.write(ACPI, &pvh::acpi_tables(ACPI, vp_count)) {
+        fail(format_args!("writing the paravisor's ACPI tables: {e:?}"));
+    }
+    info.rsdp = ACPI;
     if let Err(e) = pvh::write(mem, START_INFO, &info) {
         fail(format_args!("writing the paravisor's start info: {e:?}"));
     }

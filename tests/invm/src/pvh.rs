@@ -50,11 +50,13 @@ impl From<MemoryError> for Error {
     }
 }
 
-/// What the host passes on: the command line (no NUL) and the memory map.
+/// What the host passes on: the command line (no NUL), the memory map and the ACPI RSDP's
+/// address (0: none).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StartInfo {
     pub cmdline: Vec<u8>,
     pub memmap: Vec<MemoryEntry>,
+    pub rsdp: u64,
 }
 
 fn u32_at(mem: &mut dyn GuestMemory, gpa: u64) -> Result<u32, MemoryError> {
@@ -69,7 +71,8 @@ fn u64_at(mem: &mut dyn GuestMemory, gpa: u64) -> Result<u64, MemoryError> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// Reads a loader's start info at `gpa`: its command line (if any) and memory map.
+/// Reads a loader's start info at `gpa`: its command line (if any) and memory map (not its
+/// ACPI pointer: QEMU's tables lie in the host's memory).
 pub fn read(mem: &mut dyn GuestMemory, gpa: u64) -> Result<StartInfo, Error> {
     let magic = u32_at(mem, gpa)?;
     if magic != MAGIC {
@@ -153,8 +156,8 @@ pub fn limit_ram(memmap: &[MemoryEntry], ram: &[Range<u64>]) -> Vec<MemoryEntry>
 }
 
 /// Writes `info` at `gpa` as a version-1 start info: the memory map right after it (at +64),
-/// then the NUL-terminated command line; no modules, no ACPI pointer (the paravisor then
-/// assumes one VP, which is what this host runs). Returns the bytes used.
+/// then the NUL-terminated command line; no modules; `rsdp_paddr` from `info.rsdp`. Returns
+/// the bytes used.
 pub fn write(mem: &mut dyn GuestMemory, gpa: u64, info: &StartInfo) -> Result<u64, Error> {
     if info.memmap.len() > MAX_ENTRIES as usize {
         return Err(Error::Entries(info.memmap.len() as u32));
@@ -170,6 +173,7 @@ pub fn write(mem: &mut dyn GuestMemory, gpa: u64, info: &StartInfo) -> Result<u6
     if !info.cmdline.is_empty() {
         head[24..32].copy_from_slice(&cmdline.to_le_bytes());
     }
+    head[32..40].copy_from_slice(&info.rsdp.to_le_bytes());
     head[40..48].copy_from_slice(&map.to_le_bytes());
     head[48..52].copy_from_slice(&(info.memmap.len() as u32).to_le_bytes());
     mem.write(gpa, &head)?;
@@ -183,6 +187,61 @@ pub fn write(mem: &mut dyn GuestMemory, gpa: u64, info: &StartInfo) -> Result<u6
     mem.write(cmdline, &info.cmdline)?;
     mem.write(cmdline + info.cmdline.len() as u64, &[0])?;
     Ok(cmdline + info.cmdline.len() as u64 + 1 - gpa)
+}
+
+/// The ACPI tables a VMM gives a PVH guest so that it finds its processors (the start info's
+/// `rsdp_paddr`; ACPI 6.x 5.2.5 RSDP, 5.2.8 XSDT, 5.2.12 MADT), laid out from `gpa`: an RSDP
+/// (revision 2) at +0, an XSDT naming only the MADT at +64, the MADT at +128 with one enabled
+/// local APIC per VP (processor UID and APIC ID the VP index: QEMU numbers its CPUs' APIC IDs
+/// so, and the host starts VP n's CPU at APIC ID n). The bytes, checksums set; the RSDP's GPA is
+/// `gpa`.
+pub fn acpi_tables(gpa: u64, vp_count: u8) -> Vec<u8> {
+    fn header(signature: &[u8; 4], len: usize, revision: u8) -> Vec<u8> {
+        let mut h = Vec::with_capacity(len);
+        h.extend_from_slice(signature);
+        h.extend_from_slice(&(len as u32).to_le_bytes());
+        h.push(revision);
+        h.push(0); // checksum, set below
+        h.extend_from_slice(b"PVINVM");
+        h.extend_from_slice(b"INVMHOST");
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(b"INVM");
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h
+    }
+    fn sum(bytes: &[u8]) -> u8 {
+        bytes.iter().fold(0u8, |s, &b| s.wrapping_add(b))
+    }
+    let (xsdt_at, madt_at) = (gpa + 64, gpa + 128);
+    let mut rsdp = Vec::with_capacity(36);
+    rsdp.extend_from_slice(b"RSD PTR ");
+    rsdp.push(0);
+    rsdp.extend_from_slice(b"PVINVM");
+    rsdp.push(2);
+    rsdp.extend_from_slice(&0u32.to_le_bytes());
+    rsdp.extend_from_slice(&36u32.to_le_bytes());
+    rsdp.extend_from_slice(&xsdt_at.to_le_bytes());
+    rsdp.extend_from_slice(&[0; 4]);
+    rsdp[8] = sum(&rsdp[..20]).wrapping_neg();
+    rsdp[32] = sum(&rsdp).wrapping_neg();
+    let mut xsdt = header(b"XSDT", 44, 1);
+    xsdt.extend_from_slice(&madt_at.to_le_bytes());
+    xsdt[9] = sum(&xsdt).wrapping_neg();
+    let mut madt = header(b"APIC", 44 + 8 * usize::from(vp_count), 3);
+    madt.extend_from_slice(&0xfee0_0000u32.to_le_bytes());
+    madt.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT
+    for vp in 0..vp_count {
+        // Type 0 (processor local APIC), length 8, UID, APIC ID, flags: Enabled.
+        madt.extend_from_slice(&[0, 8, vp, vp]);
+        madt.extend_from_slice(&1u32.to_le_bytes());
+    }
+    madt[9] = sum(&madt).wrapping_neg();
+    let mut bytes = rsdp;
+    bytes.resize(64, 0);
+    bytes.extend_from_slice(&xsdt);
+    bytes.resize(128, 0);
+    bytes.extend_from_slice(&madt);
+    bytes
 }
 
 /// The PVH note's header: namesz 4, descsz 8 (a quad, as QEMU reads it for ELFCLASS64), type 18
@@ -313,6 +372,7 @@ mod tests {
         let info = StartInfo {
             cmdline: b"pv.test=panic".to_vec(),
             memmap: qemu_map(),
+            rsdp: 0,
         };
         let used = write(&mut mem, 0x7000, &info).expect("fits");
         assert_eq!(used, 64 + 5 * 24 + 14);
@@ -338,6 +398,7 @@ mod tests {
         let long = StartInfo {
             cmdline: alloc::vec![b'a'; CMDLINE_MAX + 1],
             memmap: Vec::new(),
+            rsdp: 0,
         };
         assert_eq!(write(&mut mem, 0, &long), Err(Error::CmdlineTooLong));
         assert!(matches!(read(&mut mem, 0xfffe), Err(Error::Memory(_))));
@@ -361,5 +422,39 @@ mod tests {
         // A header off the 4-byte grid is no note.
         mem.write(0x1002, &NOTE_HEADER).expect("in RAM");
         assert_eq!(find_entry(&mut mem, 0..0x4_0000), Ok(None));
+    }
+
+    /// The ACPI tables: RSDP (both checksums), an XSDT with the MADT's address, a MADT with one
+    /// enabled local APIC per VP, every table's bytes summing to 0; the start info points at
+    /// the RSDP.
+    #[test]
+    fn acpi_tables_list_every_vp() {
+        let sum = |b: &[u8]| b.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+        let t = acpi_tables(0x8000, 4);
+        assert_eq!(&t[..8], b"RSD PTR ");
+        assert_eq!(sum(&t[..20]), 0);
+        assert_eq!(sum(&t[..36]), 0);
+        assert_eq!(t[15], 2);
+        assert_eq!(u64::from_le_bytes(t[24..32].try_into().unwrap()), 0x8040);
+        let xsdt = &t[64..108];
+        assert_eq!(&xsdt[..4], b"XSDT");
+        assert_eq!(sum(xsdt), 0);
+        assert_eq!(u64::from_le_bytes(xsdt[36..44].try_into().unwrap()), 0x8080);
+        let madt = &t[128..];
+        assert_eq!(&madt[..4], b"APIC");
+        assert_eq!(u32::from_le_bytes(madt[4..8].try_into().unwrap()), 76);
+        assert_eq!(madt.len(), 76);
+        assert_eq!(sum(madt), 0);
+        assert_eq!(&madt[44..52], &[0, 8, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&madt[68..76], &[0, 8, 3, 3, 1, 0, 0, 0]);
+        let mut mem = TestMemory::new(0x1000);
+        let info = StartInfo {
+            rsdp: 0x8000,
+            ..StartInfo::default()
+        };
+        write(&mut mem, 0x100, &info).unwrap();
+        let mut rsdp = [0u8; 8];
+        mem.read(0x100 + 32, &mut rsdp).unwrap();
+        assert_eq!(u64::from_le_bytes(rsdp), 0x8000);
     }
 }

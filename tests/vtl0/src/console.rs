@@ -13,12 +13,22 @@ impl Write for Console {
     }
 }
 
-/// Prints one `vtl0: ` line.
+/// One line at a time, whichever VP prints it.
+static LINE: crate::smp::Lock = crate::smp::Lock::new();
+
+/// Prints one `vtl0: ` line (`vtl0: vp N: ` on a VP other than 0), never in the middle of
+/// another VP's.
 pub fn line(args: fmt::Arguments<'_>) {
-    // Console writes cannot fail.
-    let _ = Console.write_str(vtl0::LINE_PREFIX);
-    let _ = Console.write_fmt(args);
-    let _ = Console.write_str("\n");
+    let vp = crate::smp::current();
+    LINE.with(|| {
+        // Console writes cannot fail.
+        let _ = Console.write_str(vtl0::LINE_PREFIX);
+        if vp != 0 {
+            let _ = write!(Console, "vp {vp}: ");
+        }
+        let _ = Console.write_fmt(args);
+        let _ = Console.write_str("\n");
+    });
 }
 
 #[macro_export]

@@ -2,16 +2,18 @@
 
 use crate::{
     EntryHeader, ExecBody, GpasBody, HypercallBody, Mode, PlaceBody, ReadBody, RepeatBody,
-    TableHeader, WriteBody, FLAG_EL0, FLAG_FORCE, FLAG_GPAS, KIND_EXEC, KIND_HYPERCALL, KIND_PLACE,
-    KIND_READ, KIND_REPEAT, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
+    TableHeader, VpBody, WriteBody, FLAG_EL0, FLAG_FORCE, FLAG_GPAS, FLAG_VP, KIND_EXEC,
+    KIND_HYPERCALL, KIND_PLACE, KIND_READ, KIND_REPEAT, KIND_WRITE, TABLE_MAGIC, TABLE_VERSION,
 };
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// A test table under construction: `Table::new().hypercall(..).read(..).to_bytes()`.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     count: u32,
     entries: Vec<u8>,
+    /// Where the last entry starts in `entries`.
+    last: usize,
 }
 
 impl Table {
@@ -27,6 +29,7 @@ impl Table {
             flags,
             size: size as u32,
         };
+        self.last = self.entries.len();
         self.entries.extend_from_slice(header.as_bytes());
         self.entries.extend_from_slice(body);
         self.entries.extend_from_slice(tail);
@@ -161,6 +164,28 @@ impl Table {
         self.push(KIND_REPEAT, 0, body.as_bytes(), &[])
     }
 
+    /// The entry added last runs on VP `vp` ([`FLAG_VP`]: a [`VpBody`] after its header)
+    /// instead of VP 0: `Table::new().hypercall(..).on_vp(2)`. Panics without an entry, or on
+    /// one that already names its VP.
+    pub fn on_vp(mut self, vp: u32) -> Table {
+        assert!(self.count > 0, "on_vp without an entry");
+        let at = self.last;
+        let (mut header, _) =
+            EntryHeader::read_from_prefix(&self.entries[at..]).expect("the last entry's header");
+        assert!(
+            header.flags & FLAG_VP == 0,
+            "the entry already names its VP"
+        );
+        header.flags |= FLAG_VP;
+        header.size += size_of::<VpBody>() as u32;
+        self.entries[at..at + size_of::<EntryHeader>()].copy_from_slice(header.as_bytes());
+        let body = VpBody { vp, reserved: 0 };
+        let after = at + size_of::<EntryHeader>();
+        self.entries
+            .splice(after..after, body.as_bytes().iter().copied());
+        self
+    }
+
     /// Store `bytes` at `gpa` (inside one page), e.g. the input a [`Table::hypercall_at`]
     /// call then names.
     pub fn place(self, gpa: u64, bytes: &[u8]) -> Table {
@@ -199,7 +224,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{parse_table, Arch, Entry, TableError, MAX_ENTRIES, TABLE_MAX};
+    use crate::{parse_table, Arch, Entry, TableError, MAX_ENTRIES, MAX_VPS, TABLE_MAX};
 
     fn sample() -> Table {
         Table::new()
@@ -312,6 +337,134 @@ mod tests {
             parse_table(&elsewhere, arch),
             Err(TableError::BadLength { index: 0, .. })
         ));
+    }
+
+    /// `on_vp` puts a VpBody after the last entry's header (FLAG_VP, size + 8); the parsed table
+    /// says which VP runs each entry and which VPs it names. A VP past MAX_VPS, a reserved
+    /// field set, or a repeat whose hypercall is on another VP are bad tables.
+    #[test]
+    fn entries_on_vps() {
+        let t = Table::new()
+            .read(0x4800_3000, 8)
+            .on_vp(3)
+            .repeat(2)
+            .on_vp(1)
+            .hypercall(0x5c, &[], 0)
+            .on_vp(1)
+            .exec(0x2000);
+        let bytes = t.to_bytes();
+        #[rustfmt::skip]
+        let first = [
+            2, 0, 0x20, 0, 32, 0, 0, 0,
+            3, 0, 0, 0, 0, 0, 0, 0,
+            0, 0x30, 0, 0x48, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(&bytes[16..48], first);
+        for arch in Arch::ALL {
+            let parsed = parse_table(&bytes, arch).expect("valid");
+            assert_eq!(parsed.vps(), 0b1011);
+            let placed: Vec<(u32, Entry<'_>)> =
+                parsed.placed_entries().map(|e| e.unwrap()).collect();
+            let vps: Vec<u32> = placed.iter().map(|(vp, _)| *vp).collect();
+            assert_eq!(vps, vec![3, 1, 1, 0]);
+            assert_eq!(
+                placed[0].1,
+                Entry::Read {
+                    gpa: 0x4800_3000,
+                    width: 8,
+                    el0: false,
+                }
+            );
+            assert_eq!(placed[1].1, Entry::Repeat { count: 2 });
+        }
+        let far = Table::new().exec(0).on_vp(MAX_VPS).to_bytes();
+        assert_eq!(err(&far), TableError::BadVp { index: 0, vp: 16 });
+        let mut reserved = Table::new().exec(0).on_vp(1).to_bytes();
+        reserved[16 + 12] = 1;
+        assert_eq!(err(&reserved), TableError::BadVp { index: 0, vp: 1 });
+        let split = Table::new()
+            .exec(0)
+            .repeat(2)
+            .on_vp(2)
+            .hypercall(0x5c, &[], 0)
+            .to_bytes();
+        assert_eq!(err(&split), TableError::RepeatOnOtherVp { index: 1 });
+        let cut = Table::new().exec(0).on_vp(1).to_bytes();
+        let mut short = cut.clone();
+        short[16 + 4] = 16; // the entry's size without the exec body
+        assert!(parse_table(&short, Arch::X86_64).is_err());
+    }
+
+    /// A mode and a VP are separate flag bits (EL0 2, 32-bit 3, VP 5, the VTL entry 12-13):
+    /// an entry has both, whichever order the encoder adds them in, and each parses back.
+    #[test]
+    fn a_mode_on_another_vp() {
+        use crate::VtlEntry;
+        let el0_call = Mode {
+            el0: true,
+            vtl_entry: VtlEntry::VtlCall,
+            ..Mode::default()
+        };
+        let compat32 = Mode {
+            compat32: true,
+            ..Mode::default()
+        };
+        let arm = Table::new()
+            .hypercall_in(el0_call, 0x11, &[], 0)
+            .on_vp(2)
+            .read_el0(0x5000_0000, 4)
+            .on_vp(3)
+            .to_bytes();
+        assert_eq!(u16::from_le_bytes([arm[18], arm[19]]), 0x2024);
+        let parsed = parse_table(&arm, Arch::Aarch64).expect("valid");
+        assert_eq!(parsed.vps(), 0b1100);
+        let placed: Vec<(u32, Entry<'_>)> = parsed.placed_entries().map(|e| e.unwrap()).collect();
+        assert!(matches!(
+            placed[0],
+            (2, Entry::Hypercall { mode, .. }) if mode == el0_call
+        ));
+        assert_eq!(
+            placed[1],
+            (
+                3,
+                Entry::Read {
+                    gpa: 0x5000_0000,
+                    width: 4,
+                    el0: true
+                }
+            )
+        );
+        let x86 = Table::new()
+            .hypercall_in(compat32, 0x5c, &[], 0)
+            .on_vp(1)
+            .to_bytes();
+        assert_eq!(u16::from_le_bytes([x86[18], x86[19]]), 0x28);
+        let parsed = parse_table(&x86, Arch::X86_64).expect("valid");
+        assert!(matches!(
+            parsed.placed_entries().next(),
+            Some(Ok((1, Entry::Hypercall { mode, .. }))) if mode == compat32
+        ));
+        // The arch checks still hold with the VP flag: no EL0 on x86_64, no 32-bit on aarch64.
+        assert_eq!(
+            parse_table(&arm, Arch::X86_64).unwrap_err(),
+            TableError::BadFlags {
+                index: 0,
+                flags: 0x2024
+            }
+        );
+        assert_eq!(
+            parse_table(&x86, Arch::Aarch64).unwrap_err(),
+            TableError::BadFlags {
+                index: 0,
+                flags: 0x28
+            }
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "already names its VP")]
+    fn on_vp_twice_is_a_mistake() {
+        let _ = Table::new().exec(0).on_vp(1).on_vp(2);
     }
 
     /// A hypercall's mode is its flags: EL0 bit 2, 32-bit bit 3, the VTL entry in bits 12-13;

@@ -2,17 +2,35 @@
 //! table, run every entry and print its result line, power off.
 
 use crate::arch::{self, ARCH};
-use crate::{mem, say};
+use crate::{mem, say, smp};
 use arch::CallDone;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use vtl0::{
-    is_fast, parse_table, table_size, Entry, EntryLine, Fault, Mode, Numbered, RepeatStats,
-    TableHeader, PAGE_SIZE, TABLE_MAX,
+    is_fast, parse_table, table_size, Entry, EntryLine, Fault, Mode, Numbered, ParsedTable,
+    RepeatStats, TableHeader, MAX_VPS, PAGE_SIZE, TABLE_MAX,
 };
 
 /// The table, copied in once before any entry runs (a write probe may change the original).
 struct TableCopy([u8; TABLE_MAX]);
 
 static mut TABLE_COPY: TableCopy = TableCopy([0; TABLE_MAX]);
+
+/// The validated table's length in TABLE_COPY (0 until VP 0 has checked it), and whether the
+/// Hyper-V interface is up: what a started VP reads before it runs its entries.
+static TABLE_LEN: AtomicUsize = AtomicUsize::new(0);
+static HYPERV: AtomicBool = AtomicBool::new(false);
+
+/// The validated table, once VP 0 has checked it (it is not written after).
+fn table() -> Option<ParsedTable<'static>> {
+    let len = TABLE_LEN.load(Ordering::Acquire);
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: VP 0 wrote TABLE_COPY before publishing its length and never writes it again;
+    // from then on every VP only reads it.
+    let copy: &'static [u8; TABLE_MAX] = unsafe { &(*core::ptr::addr_of!(TABLE_COPY)).0 };
+    parse_table(&copy[..len], ARCH).ok()
+}
 
 /// Entered from the arch entry code with a stack, exception vectors and the identity map.
 pub extern "C" fn main() -> ! {
@@ -40,7 +58,8 @@ pub extern "C" fn main() -> ! {
             false
         }
     };
-    // SAFETY: the only reference to TABLE_COPY, taken once on the kernel's only CPU.
+    // SAFETY: the only mutable reference to TABLE_COPY, taken once on VP 0 before any other
+    // VP runs, and not used after the copy's length is published (`table()` from then on).
     let copy = unsafe { &mut (*core::ptr::addr_of_mut!(TABLE_COPY)).0 };
     let mut header = [0u8; size_of::<TableHeader>()];
     mem::read(ARCH, ARCH.table_gpa(), &mut header);
@@ -55,37 +74,97 @@ pub extern "C" fn main() -> ! {
             arch::power_off(false)
         }
     };
-    let mut entries = table.entries();
-    let mut next = || match entries.next() {
-        Some(Ok(e)) => e,
-        // parse_table walked every entry already, and checked a repeat has a hypercall after it.
-        Some(Err(e)) => {
-            say!("bad table: {e}");
-            arch::power_off(false)
-        }
-        None => {
-            say!("bad table: a repeat without a hypercall after it");
-            arch::power_off(false)
-        }
+    HYPERV.store(hyperv, Ordering::Relaxed);
+    TABLE_LEN.store(table.total_size(), Ordering::Release);
+    // From here on every VP, this one too, reads the copy through `table()` only.
+    let Some(table) = self::table() else {
+        say!("bad table: the checked copy does not parse again");
+        arch::power_off(false)
     };
-    let mut i = 0;
-    while i < table.count() {
-        match next() {
-            Entry::Repeat { count } => {
-                repeat(i, count, next(), hyperv);
-                i += 2;
+    // The other VPs the table names: each started in VTL0 with its own stack.
+    let others = table.vps() & !1;
+    for vp in (1..MAX_VPS).filter(|vp| others & (1 << vp) != 0) {
+        if !hyperv {
+            say!("starting vp {vp} failed: no Hyper-V interface");
+            arch::power_off(false)
+        }
+        match arch::start_vp(vp, smp::stack_top(vp)) {
+            Ok(0) => say!("started vp {vp}"),
+            Ok(result) => {
+                say!("starting vp {vp} failed: result={result:#x}");
+                arch::power_off(false)
             }
-            entry => {
-                run(i, entry, hyperv);
-                i += 1;
+            Err(fault) => {
+                say!("starting vp {vp} failed: {fault}");
+                arch::power_off(false)
             }
         }
+    }
+    run_entries(&table, 0);
+    while smp::DONE.load(Ordering::Acquire) != others.count_ones() {
+        core::hint::spin_loop();
     }
     say!("done {} entries", table.count());
     arch::power_off(true)
 }
 
-fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
+/// A VP other than 0, started by VP 0 on the stack of `vp`: checks the hypervisor's index for
+/// it, runs its entries, then waits (VP 0 powers off once every VP is done).
+pub extern "C" fn ap_main() -> ! {
+    let vp = smp::current();
+    match arch::vp_index() {
+        Ok(index) if index == vp => say!("up"),
+        Ok(index) => {
+            say!("the hypervisor says vp index {index}");
+            arch::power_off(false)
+        }
+        Err(why) => {
+            say!("reading the vp index failed: {why}");
+            arch::power_off(false)
+        }
+    }
+    let Some(table) = table() else {
+        say!("started before the table was checked");
+        arch::power_off(false)
+    };
+    run_entries(&table, vp);
+    smp::DONE.fetch_add(1, Ordering::Release);
+    arch::idle()
+}
+
+/// Runs `vp`'s entries in table order (the VPs' at the same time: each has its own pages,
+/// stack and recovery record).
+fn run_entries(table: &ParsedTable<'_>, vp: u32) {
+    let hyperv = HYPERV.load(Ordering::Relaxed);
+    let mut entries = table.placed_entries().enumerate();
+    let mut next = || match entries.next() {
+        Some((i, Ok(e))) => Some((i as u32, e)),
+        // parse_table walked every entry already, and checked a repeat has a hypercall after it
+        // on the same VP.
+        Some((_, Err(e))) => {
+            say!("bad table: {e}");
+            arch::power_off(false)
+        }
+        None => None,
+    };
+    while let Some((i, (on, entry))) = next() {
+        if on != vp {
+            continue;
+        }
+        match entry {
+            Entry::Repeat { count } => {
+                let Some((_, (_, target))) = next() else {
+                    say!("bad table: a repeat without a hypercall after it");
+                    arch::power_off(false)
+                };
+                repeat(vp, i, count, target, hyperv);
+            }
+            entry => run(vp, i, entry, hyperv),
+        }
+    }
+}
+
+fn run(vp: u32, index: u32, entry: Entry<'_>, hyperv: bool) {
     let line = match entry {
         Entry::Hypercall {
             control,
@@ -102,7 +181,7 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
                 );
                 return;
             }
-            return hypercall(index, control, input, output_len, gpas, mode);
+            return hypercall(vp, index, control, input, output_len, gpas, mode);
         }
         Entry::Read { gpa, width, el0 } => EntryLine::Read {
             gpa,
@@ -157,32 +236,36 @@ fn run(index: u32, entry: Entry<'_>, hyperv: bool) {
 /// Stores `bytes` at `gpa` (parse_table checked they stay in its page) through the arch's
 /// window onto that page: any GPA, also one the identity map does not reach (x86_64 above
 /// 4 GiB, aarch64 above 2 GiB). Each store is a write probe (8 bytes where aligned, else 1),
-/// so a store the hypervisor or VTL2 refuses is a fault line, not the end of the kernel.
+/// so a store the hypervisor or VTL2 refuses is a fault line, not the end of the kernel. The
+/// window is one mapping in the page tables every VP shares: one VP at a time uses it.
 fn place(gpa: u64, bytes: &[u8]) -> Result<(), vtl0::Fault> {
-    let window = arch::open_window(gpa & !(PAGE_SIZE as u64 - 1));
-    let mut at = (gpa % PAGE_SIZE as u64) as usize;
-    let mut rest = bytes;
-    let result = loop {
-        let (width, value) = match rest {
-            [] => break Ok(()),
-            [a, b, c, d, e, f, g, h, ..] if at.is_multiple_of(8) => {
-                (8, u64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]))
+    static WINDOW: smp::Lock = smp::Lock::new();
+    WINDOW.with(|| {
+        let window = arch::open_window(gpa & !(PAGE_SIZE as u64 - 1));
+        let mut at = (gpa % PAGE_SIZE as u64) as usize;
+        let mut rest = bytes;
+        let result = loop {
+            let (width, value) = match rest {
+                [] => break Ok(()),
+                [a, b, c, d, e, f, g, h, ..] if at.is_multiple_of(8) => {
+                    (8, u64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]))
+                }
+                [a, ..] => (1, u64::from(*a)),
+            };
+            if let Err(fault) = arch::probe_write(window + at as u64, width, value) {
+                break Err(fault);
             }
-            [a, ..] => (1, u64::from(*a)),
+            at += usize::from(width);
+            rest = &rest[usize::from(width)..];
         };
-        if let Err(fault) = arch::probe_write(window + at as u64, width, value) {
-            break Err(fault);
-        }
-        at += usize::from(width);
-        rest = &rest[usize::from(width)..];
-    };
-    arch::close_window();
-    result
+        arch::close_window();
+        result
+    })
 }
 
-/// Puts a call's input where the call reads it: the register pool it returns (fast), or the
-/// input page, with the output page zeroed.
-fn prepare(control: u64, input: &[u8]) -> [u8; arch::POOL_BYTES] {
+/// Puts a call's input where the call reads it: the register pool it returns (fast), or VP
+/// `vp`'s input page, with its output page zeroed.
+fn prepare(vp: u32, control: u64, input: &[u8]) -> [u8; arch::POOL_BYTES] {
     let mut pool = [0u8; arch::POOL_BYTES];
     if is_fast(control) {
         // parse_table checked the input fits the pool.
@@ -191,16 +274,22 @@ fn prepare(control: u64, input: &[u8]) -> [u8; arch::POOL_BYTES] {
     } else {
         mem::write(
             ARCH,
-            ARCH.input_page(),
+            ARCH.vp_input_page(vp),
             input,
             PAGE_SIZE.saturating_sub(input.len()),
         );
-        mem::write(ARCH, ARCH.output_page(), &[], PAGE_SIZE);
+        mem::write(ARCH, ARCH.vp_output_page(vp), &[], PAGE_SIZE);
     }
     pool
 }
 
+/// The GPAs a memory-based call of VP `vp` names: the entry's, or the VP's own pages.
+fn call_gpas(vp: u32, gpas: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    Some(gpas.unwrap_or((ARCH.vp_input_page(vp), ARCH.vp_output_page(vp))))
+}
+
 fn hypercall(
+    vp: u32,
     index: u32,
     control: u64,
     input: &[u8],
@@ -208,10 +297,10 @@ fn hypercall(
     gpas: Option<(u64, u64)>,
     mode: Mode,
 ) {
-    arch::prepare_mode(mode);
-    let pool = prepare(control, input);
-    let outcome = call_in(mode, control, &pool, gpas);
-    report(index, control, input, output_len, mode, outcome);
+    arch::prepare_mode(vp, mode);
+    let pool = prepare(vp, control, input);
+    let outcome = call_in(mode, control, &pool, call_gpas(vp, gpas));
+    report(vp, index, control, input, output_len, mode, outcome);
 }
 
 /// A call in `mode`: the ordinary one, or the arch's own for a mode (see `vtl0::Mode`).
@@ -230,6 +319,7 @@ fn call_in(
 
 /// The line of a call made with `input` (its output page or pool as the call left it).
 fn report(
+    vp: u32,
     index: u32,
     control: u64,
     input: &[u8],
@@ -255,7 +345,7 @@ fn report(
         done.pool.get(at..at + output_len).unwrap_or_default()
     } else {
         let n = output_len.min(PAGE_SIZE);
-        mem::read(ARCH, ARCH.output_page(), &mut copy[..n]);
+        mem::read(ARCH, ARCH.vp_output_page(vp), &mut copy[..n]);
         &copy[..n]
     };
     let line = EntryLine::Hypercall {
@@ -269,7 +359,7 @@ fn report(
 
 /// Repeat entry `index`: entry `index + 1`, a hypercall, made `count` times with its input set
 /// up once; one summary line, then the entry's own line for the last call.
-fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
+fn repeat(vp: u32, index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
     let Entry::Hypercall {
         control,
         input,
@@ -295,8 +385,9 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
         );
         return;
     }
-    arch::prepare_mode(mode);
-    let pool = prepare(control, input);
+    arch::prepare_mode(vp, mode);
+    let pool = prepare(vp, control, input);
+    let gpas = call_gpas(vp, gpas);
     let start = arch::counter();
     let mut last = call_in(mode, control, &pool, gpas);
     stats.calls = 1;
@@ -316,5 +407,5 @@ fn repeat(index: u32, count: u32, entry: Entry<'_>, hyperv: bool) {
     }
     stats.ticks = arch::counter().wrapping_sub(start);
     say!("{}", Numbered(index, EntryLine::Repeat(stats)));
-    report(index + 1, control, input, output_len, mode, last);
+    report(vp, index + 1, control, input, output_len, mode, last);
 }

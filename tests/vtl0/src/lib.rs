@@ -36,6 +36,17 @@
 //!   store at a time (8 bytes where aligned, else 1): e.g. a hypercall input that
 //!   [`FLAG_GPAS`] then names.
 //!
+//! With [`FLAG_VP`] (any kind) a [`VpBody`] follows the entry header, before the kind's body:
+//! VP `vp` (below [`MAX_VPS`]) runs the entry instead of VP 0. Each VP runs its own entries in
+//! table order, on its own stack and its own input and output pages ([`Arch::vp_input_page`],
+//! [`Arch::vp_output_page`]); a repeat and its hypercall run on the same VP. The kernel (on VP 0)
+//! starts every other VP the table names with HvCallStartVirtualProcessor of its VTL0 (TLFS
+//! vsm.md: INIT/SIPI and PSCI CPU_ON for a lower VTL are dropped once a higher VTL is enabled,
+//! and this call is the way), each from its own context (the kernel's page tables, the VP's
+//! stack); a started VP learns its index from the hypervisor (x86_64 `HV_X64_MSR_VP_INDEX`;
+//! aarch64 HvRegisterVpIndex, as Linux's `hv_common_cpu_init` reads it) and checks it. The VPs
+//! run their entries at the same time, each with its own fault recovery record.
+//!
 //! A hypercall or probe can be made in a mode of its own ([`Mode`], from the entry's flags):
 //! [`FLAG_EL0`] (aarch64: from EL0), [`FLAG_32BIT`] (x86_64: from 32-bit compatibility mode,
 //! TLFS 32-bit convention), and a VTL entry in the flag bits [`FLAG_VTL_ENTRY_MASK`]
@@ -76,6 +87,12 @@
 //!
 //! then `vtl0: done N entries` and a passing power-off. An exception outside a probe is
 //! `vtl0: unexpected exception ...` and a failing power-off. See [`Arch`] for the canaries.
+//!
+//! Lines a VP other than 0 prints carry its index: `vtl0: vp N: ` and then the line (e.g.
+//! `vtl0: vp 2: 5 hypercall ...`); VP 0's lines have none. Lines never interleave (one lock).
+//! Before any entry runs, VP 0 prints `vtl0: started vp N` per VP it started (or
+//! `vtl0: starting vp N failed: ...` and fails), and each started VP `vtl0: vp N: up`.
+//! `done` comes once every VP has run its entries.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
@@ -128,8 +145,9 @@ pub const FLAG_GPAS: u16 = 2;
 /// that stub's `svc #0` or through the exception the access or call raised (from a lower EL:
 /// vector offset 0x400). A probe's GPA must lie in 0x4000_0000..0x8000_0000 (the RAM the
 /// kernel maps) outside the 2 MiB block of the kernel's image: for a read or write the kernel
-/// opens that GPA's 2 MiB block to EL0 data access (EL0 read-write) and closes it again after;
-/// an exec needs nothing opened (EL0 may fetch from all of that RAM: UXN is clear).
+/// opens that GPA's 2 MiB block to EL0 data access (EL0 read-write) and closes it again after
+/// (with [`FLAG_VP`], once no VP's EL0 probe needs it any more); an exec needs nothing opened
+/// (EL0 may fetch from all of that RAM: UXN is clear).
 pub const FLAG_EL0: u16 = 1 << 2;
 /// Entry flag (x86_64 only; hypercalls that are not fast, through the ordinary entry): made from
 /// 32-bit compatibility mode (a 32-bit code segment, selector 0x18, in the kernel's GDT) with the
@@ -137,13 +155,39 @@ pub const FLAG_EL0: u16 = 1 << 2;
 /// EDX:EAX. Only XMM6-XMM15 carry canaries (the architecture leaves the upper halves of the
 /// GPRs, and R8-R15, undefined across compatibility mode).
 pub const FLAG_32BIT: u16 = 1 << 3;
+/// [`EntryHeader::flags`], any kind: a [`VpBody`] right after the entry header names the VP
+/// that runs the entry (without it, VP 0).
+pub const FLAG_VP: u16 = 1 << 5;
 /// Entry flag bits 12-13 (hypercalls only): the [`VtlEntry`] the call goes through, 0 the
 /// ordinary one. aarch64: the `hvc` immediate (the registers are loaded as for `hvc #0`);
 /// x86_64: the hypercall page's 64-bit VTL call / return stub at the offset
-/// HvRegisterVsmCodePageOffsets names (read with a fast HvCallGetVpRegisters the first time one
-/// is needed), with the control word in RCX, the stub's VTL control. 1 is refused.
+/// HvRegisterVsmCodePageOffsets names (read with a memory-form HvCallGetVpRegisters on the
+/// VP's own pages the first time one is needed), with the control word in RCX, the stub's VTL
+/// control. 1 is refused.
 pub const FLAG_VTL_ENTRY_MASK: u16 = 3 << FLAG_VTL_ENTRY_SHIFT;
 pub const FLAG_VTL_ENTRY_SHIFT: u16 = 12;
+
+// The entry flags are distinct bits (bits 12-13 are one field).
+const _: () = {
+    let flags = [
+        FLAG_FORCE,
+        FLAG_GPAS,
+        FLAG_EL0,
+        FLAG_32BIT,
+        FLAG_VP,
+        FLAG_VTL_ENTRY_MASK,
+    ];
+    let mut seen = 0u16;
+    let mut i = 0;
+    while i < flags.len() {
+        assert!(seen & flags[i] == 0);
+        seen |= flags[i];
+        i += 1;
+    }
+};
+
+/// VPs a table may name (VP indices 0..MAX_VPS).
+pub const MAX_VPS: u32 = 16;
 
 /// How a hypercall reaches the hypervisor ([`FLAG_VTL_ENTRY_MASK`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -261,14 +305,31 @@ impl Arch {
         }
     }
 
-    /// A memory-based hypercall's input page.
+    /// A memory-based hypercall's input page (VP 0's: [`Arch::vp_input_page`]).
     pub const fn input_page(self) -> u64 {
         self.load_gpa() + PAGES_OFFSET
     }
 
-    /// A memory-based hypercall's output page.
+    /// A memory-based hypercall's output page (VP 0's).
     pub const fn output_page(self) -> u64 {
         self.load_gpa() + PAGES_OFFSET + 0x1000
+    }
+
+    /// VP `vp`'s input page: VP 0's is [`Arch::input_page`], the others' follow the scratch
+    /// page, an input and an output page per VP.
+    pub const fn vp_input_page(self, vp: u32) -> u64 {
+        if vp == 0 {
+            return self.input_page();
+        }
+        self.load_gpa() + PAGES_OFFSET + 0x4000 + (vp as u64 - 1) * 0x2000
+    }
+
+    /// VP `vp`'s output page.
+    pub const fn vp_output_page(self, vp: u32) -> u64 {
+        if vp == 0 {
+            return self.output_page();
+        }
+        self.vp_input_page(vp) + 0x1000
     }
 
     /// The page given to `HV_X64_MSR_HYPERCALL` (x86_64; unused on aarch64).
@@ -284,7 +345,7 @@ impl Arch {
 
     /// The first address past the kernel's memory.
     pub const fn end_gpa(self) -> u64 {
-        self.load_gpa() + PAGES_OFFSET + 0x4000
+        self.vp_input_page(MAX_VPS)
     }
 
     /// A GPA outside the kernel's page tables (x86_64 maps the first 4 GiB; aarch64 maps
@@ -429,7 +490,7 @@ pub struct TableHeader {
 pub struct EntryHeader {
     /// One of the `KIND_*` constants.
     pub kind: u16,
-    /// `FLAG_*` bits: [`FLAG_FORCE`], [`FLAG_GPAS`], [`FLAG_EL0`], [`FLAG_32BIT`],
+    /// `FLAG_*` bits: [`FLAG_FORCE`], [`FLAG_GPAS`], [`FLAG_EL0`], [`FLAG_32BIT`], [`FLAG_VP`],
     /// [`FLAG_VTL_ENTRY_MASK`]; 0 for none.
     pub flags: u16,
     /// Bytes of the whole entry, this header included; a multiple of 8.
@@ -480,6 +541,15 @@ pub struct ExecBody {
     pub gpa: u64,
 }
 
+/// After an [`EntryHeader`] with [`FLAG_VP`]: the VP that runs the entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct VpBody {
+    /// Below [`MAX_VPS`].
+    pub vp: u32,
+    pub reserved: u32,
+}
+
 /// An IDT entry ([`KIND_IDT`]): what `lidt` loads.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -511,6 +581,7 @@ pub struct RepeatBody {
 
 const _: () = {
     assert!(size_of::<RepeatBody>() == 8);
+    assert!(size_of::<VpBody>() == 8);
     assert!(size_of::<TableHeader>() == 16);
     assert!(size_of::<EntryHeader>() == 8);
     assert!(size_of::<HypercallBody>() == 16);
@@ -630,6 +701,15 @@ pub enum TableError {
     BadRepeatTarget {
         index: u32,
     },
+    /// A [`VpBody`] naming a VP at or past [`MAX_VPS`], or with its reserved field set.
+    BadVp {
+        index: u32,
+        vp: u32,
+    },
+    /// The repeat entry `index` and its hypercall name different VPs.
+    RepeatOnOtherVp {
+        index: u32,
+    },
     /// An entry kind this arch has no use for ([`KIND_IDT`] on aarch64).
     NotOnThisArch {
         index: u32,
@@ -715,6 +795,15 @@ impl fmt::Display for TableError {
             TableError::BadRepeatTarget { index } => {
                 write!(f, "repeat entry {index} is not followed by a hypercall")
             }
+            TableError::BadVp { index, vp } => {
+                write!(f, "entry {index} names vp {vp} (0..{MAX_VPS}, reserved 0)")
+            }
+            TableError::RepeatOnOtherVp { index } => {
+                write!(
+                    f,
+                    "repeat entry {index} and its hypercall name different VPs"
+                )
+            }
             TableError::NotOnThisArch { index, kind } => {
                 write!(
                     f,
@@ -784,11 +873,32 @@ pub struct ParsedTable<'a> {
     bytes: &'a [u8],
     count: u32,
     arch: Arch,
+    /// The VPs the entries name, bit per VP (VP 0's bit set when any entry runs there).
+    vps: u32,
 }
 
 impl<'a> ParsedTable<'a> {
     pub fn count(&self) -> u32 {
         self.count
+    }
+
+    /// Bytes of the whole table, header included.
+    pub fn total_size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The VPs the entries name ([`FLAG_VP`]; VP 0 for the rest), bit per VP.
+    pub fn vps(&self) -> u32 {
+        self.vps
+    }
+
+    /// The entries in order, each with the VP that runs it.
+    pub fn placed_entries(&self) -> impl Iterator<Item = Result<(u32, Entry<'a>), TableError>> {
+        let mut entries = self.entries();
+        core::iter::from_fn(move || {
+            let entry = entries.next()?;
+            Some(entry.map(|e| (entries.vp, e)))
+        })
     }
 
     /// The entries in order.
@@ -800,6 +910,7 @@ impl<'a> ParsedTable<'a> {
             count: self.count,
             arch: self.arch,
             after_repeat: false,
+            vp: 0,
         }
     }
 }
@@ -815,13 +926,21 @@ pub fn parse_table(bytes: &[u8], arch: Arch) -> Result<ParsedTable<'_>, TableErr
         .map_err(|_| TableError::TooShort { len: bytes.len() })?
         .0
         .count;
-    let table = ParsedTable { bytes, count, arch };
+    let mut table = ParsedTable {
+        bytes,
+        count,
+        arch,
+        vps: 0,
+    };
     let mut entries = table.entries();
+    let mut vps = 0;
     for _ in 0..count {
         entries
             .next()
             .unwrap_or(Err(TableError::TooShort { len: 0 }))?;
+        vps |= 1 << entries.vp;
     }
+    table.vps = vps;
     if entries.after_repeat {
         return Err(TableError::BadRepeatTarget { index: count - 1 });
     }
@@ -844,6 +963,8 @@ pub struct Entries<'a> {
     arch: Arch,
     /// The previous entry was a repeat: this one must be a hypercall.
     after_repeat: bool,
+    /// The VP of the entry read last ([`FLAG_VP`], else 0).
+    vp: u32,
 }
 
 fn width(index: u32, width: u32) -> Result<u8, TableError> {
@@ -869,7 +990,7 @@ impl<'a> Entries<'a> {
             });
         }
         let whole = self.rest.get(..size).ok_or(past_end)?;
-        let body = &whole[size_of::<EntryHeader>()..];
+        let mut body = &whole[size_of::<EntryHeader>()..];
         let bad_size = TableError::BadEntrySize {
             index,
             size: header.size,
@@ -879,24 +1000,38 @@ impl<'a> Entries<'a> {
         } else {
             0
         };
-        let allowed_flags = match header.kind {
-            KIND_HYPERCALL => {
-                let compat32 = if self.arch == Arch::X86_64 {
-                    FLAG_32BIT
-                } else {
-                    0
-                };
-                FLAG_FORCE | FLAG_GPAS | el0_flag | compat32 | FLAG_VTL_ENTRY_MASK
-            }
-            KIND_READ | KIND_WRITE | KIND_EXEC => el0_flag,
-            _ => 0,
-        };
+        let allowed_flags = FLAG_VP
+            | match header.kind {
+                KIND_HYPERCALL => {
+                    let compat32 = if self.arch == Arch::X86_64 {
+                        FLAG_32BIT
+                    } else {
+                        0
+                    };
+                    FLAG_FORCE | FLAG_GPAS | el0_flag | compat32 | FLAG_VTL_ENTRY_MASK
+                }
+                KIND_READ | KIND_WRITE | KIND_EXEC => el0_flag,
+                _ => 0,
+            };
         let bad_flags = TableError::BadFlags {
             index,
             flags: header.flags,
         };
         if header.flags & !allowed_flags != 0 {
             return Err(bad_flags);
+        }
+        let vp = if header.flags & FLAG_VP != 0 {
+            let (v, rest) = VpBody::read_from_prefix(body).map_err(|_| bad_size)?;
+            if v.vp >= MAX_VPS || v.reserved != 0 {
+                return Err(TableError::BadVp { index, vp: v.vp });
+            }
+            body = rest;
+            v.vp
+        } else {
+            0
+        };
+        if self.after_repeat && vp != self.vp {
+            return Err(TableError::RepeatOnOtherVp { index: index - 1 });
         }
         let el0 = header.flags & FLAG_EL0 != 0;
         let el0_gpa = |gpa: u64| {
@@ -1042,6 +1177,7 @@ impl<'a> Entries<'a> {
             return Err(TableError::BadRepeatTarget { index: index - 1 });
         }
         self.after_repeat = matches!(entry, Entry::Repeat { .. });
+        self.vp = vp;
         self.rest = &self.rest[size..];
         self.offset += size;
         self.index += 1;
@@ -1335,6 +1471,17 @@ mod tests {
             assert_eq!(pool, arch.fast_pool_bytes());
             assert!(arch.table_gpa() >= arch.end_gpa());
             assert!(arch.end_gpa() <= arch.table_gpa());
+            assert_eq!(arch.vp_input_page(0), arch.input_page());
+            assert_eq!(arch.vp_output_page(0), arch.output_page());
+            assert_eq!(arch.vp_input_page(1), arch.scratch_page() + 0x1000);
+            let mut pages: Vec<u64> = (0..MAX_VPS)
+                .flat_map(|vp| [arch.vp_input_page(vp), arch.vp_output_page(vp)])
+                .chain([arch.hypercall_page(), arch.scratch_page()])
+                .collect();
+            assert!(pages.iter().all(|p| p % 0x1000 == 0 && *p < arch.end_gpa()));
+            pages.sort();
+            pages.dedup();
+            assert_eq!(pages.len(), 2 * MAX_VPS as usize + 2, "every page its own");
         }
         assert_eq!(Arch::X86_64.fast_output_offset(8), 16);
         assert_eq!(Arch::X86_64.fast_output_offset(17), 32);

@@ -23,6 +23,8 @@ mod kernel;
 mod mem;
 #[cfg(target_os = "none")]
 mod recovery;
+#[cfg(target_os = "none")]
+mod smp;
 
 /// On the host this binary is only a placeholder, so that the workspace builds and tests there.
 #[cfg(not(target_os = "none"))]

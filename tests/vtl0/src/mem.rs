@@ -4,11 +4,14 @@
 
 use vtl0::{Arch, PAGE_SIZE, TABLE_MAX};
 
-/// The ranges this module may touch: the table window and the input/output pages.
+/// The ranges this module may touch: the table window and every VP's input/output pages.
 fn allowed(arch: Arch, gpa: u64, len: usize) -> bool {
     let end = gpa.checked_add(len as u64);
     let within = |start: u64, size: u64| end.is_some_and(|e| gpa >= start && e <= start + size);
-    within(arch.table_gpa(), TABLE_MAX as u64) || within(arch.input_page(), 2 * PAGE_SIZE as u64)
+    let others = arch.vp_input_page(1);
+    within(arch.table_gpa(), TABLE_MAX as u64)
+        || within(arch.input_page(), 2 * PAGE_SIZE as u64)
+        || within(others, arch.end_gpa() - others)
 }
 
 /// Copies `dst.len()` bytes from `gpa`; false (nothing copied) outside the allowed ranges.

@@ -91,6 +91,15 @@ pub enum Line {
     Unexpected {
         text: String,
     },
+    /// `vtl0: started vp N`: VP 0 started VP N's VTL0.
+    Started {
+        vp: u32,
+    },
+    /// `vtl0: vp N: <line>`: a line VP N (not 0) printed.
+    OnVp {
+        vp: u32,
+        line: Box<Line>,
+    },
     /// Any other `vtl0: ` line (start banner, interface setup): the text after the prefix.
     Info {
         text: String,
@@ -295,7 +304,36 @@ fn record<'a>(kind: &str, tokens: &mut impl Iterator<Item = &'a str>) -> Result<
     Ok(r)
 }
 
+/// A VP index as the kernel prints it: decimal, below [`crate::MAX_VPS`].
+fn vp_index(s: &str) -> Result<u32, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("vp {s:?} is not decimal"));
+    }
+    s.parse()
+        .ok()
+        .filter(|&vp| vp < crate::MAX_VPS)
+        .ok_or_else(|| format!("vp {s:?} is not below {}", crate::MAX_VPS))
+}
+
 fn parse_body(text: &str) -> Result<Line, String> {
+    if let Some(rest) = text.strip_prefix("vp ") {
+        let (vp, line) = rest.split_once(": ").ok_or("vp N without `: `")?;
+        let vp = vp_index(vp)?;
+        if vp == 0 {
+            return Err("VP 0's lines carry no vp".into());
+        }
+        let line = parse_body(line)?;
+        if matches!(line, Line::OnVp { .. }) {
+            return Err("a vp inside a vp line".into());
+        }
+        return Ok(Line::OnVp {
+            vp,
+            line: Box::new(line),
+        });
+    }
+    if let Some(vp) = text.strip_prefix("started vp ") {
+        return Ok(Line::Started { vp: vp_index(vp)? });
+    }
     if let Some(rest) = text.strip_prefix("no Hyper-V interface") {
         let reason = rest
             .trim()
@@ -384,6 +422,10 @@ pub fn parse_line(line: &str) -> Result<Option<Line>, ParseError> {
 pub struct Results {
     /// Entry records in console order, each with its index.
     pub entries: Vec<(u32, Record)>,
+    /// The VP that printed each of `entries` (same order).
+    pub vps: Vec<u32>,
+    /// The VPs VP 0 started (`started vp N`), in order.
+    pub started: Vec<u32>,
     /// The count of the `done` line, if the run got there.
     pub done: Option<u32>,
     pub no_hyperv: Option<String>,
@@ -412,15 +454,38 @@ impl Results {
             })
             .collect()
     }
+
+    /// The records by entry index, each with the VP that printed it, checking that every
+    /// index 0, 1, 2, ... was printed exactly once (VPs print theirs in any interleaving).
+    pub fn by_index(&self) -> Result<Vec<(u32, Record)>, String> {
+        let mut slots: Vec<Option<(u32, Record)>> = vec![None; self.entries.len()];
+        for ((index, record), &vp) in self.entries.iter().zip(&self.vps) {
+            let slot = slots
+                .get_mut(*index as usize)
+                .ok_or_else(|| format!("entry {index} of {} printed", self.entries.len()))?;
+            if slot.replace((vp, record.clone())).is_some() {
+                return Err(format!("entry {index} printed twice"));
+            }
+        }
+        Ok(slots.into_iter().flatten().collect())
+    }
 }
 
 /// Parses a whole console capture (other lines, e.g. firmware's, are ignored).
 pub fn parse_results(console: &str) -> Result<Results, ParseError> {
     let mut results = Results::default();
     for line in console.lines() {
-        match parse_line(line)? {
-            None | Some(Line::Info { .. }) => {}
-            Some(Line::Entry { index, record }) => results.entries.push((index, record)),
+        let (vp, line) = match parse_line(line)? {
+            Some(Line::OnVp { vp, line }) => (vp, Some(*line)),
+            line => (0, line),
+        };
+        match line {
+            None | Some(Line::Info { .. }) | Some(Line::OnVp { .. }) => {}
+            Some(Line::Started { vp }) => results.started.push(vp),
+            Some(Line::Entry { index, record }) => {
+                results.entries.push((index, record));
+                results.vps.push(vp);
+            }
             Some(Line::FaultSite { index, site }) => results.fault_sites.push((index, site)),
             Some(Line::Done { count }) => results.done = Some(count),
             Some(Line::NoHyperV { reason }) => results.no_hyperv = Some(reason),
@@ -823,6 +888,56 @@ mod tests {
         let r = parse_results("vtl0: 1 exec gpa=0x1 returned\n").unwrap();
         assert!(r.records().is_err(), "index 1 first");
         assert!(parse_results("vtl0: 0 exec\n").is_err());
+    }
+
+    /// A VP other than 0 prefixes its lines with `vp N: `; the records keep console order and
+    /// say which VP printed each, and `by_index` puts them in table order, each index once.
+    #[test]
+    fn lines_of_other_vps() {
+        let console = "vtl0: start\nvtl0: started vp 1\nvtl0: started vp 3\n\
+                       vtl0: vp 3: up\n\
+                       vtl0: vp 3: 1 exec gpa=0x1 returned\n\
+                       vtl0: 0 read gpa=0x1 width=1 value=0x2\n\
+                       vtl0: vp 1: 2 write gpa=0x8 width=8 value=0x3 ok\n\
+                       vtl0: done 3 entries\n";
+        let r = parse_results(console).unwrap();
+        assert_eq!(r.started, vec![1, 3]);
+        assert_eq!(r.vps, vec![3, 0, 1]);
+        assert_eq!(r.done, Some(3));
+        assert!(r.records().is_err(), "console order is not table order");
+        let by_index = r.by_index().unwrap();
+        let vps: Vec<u32> = by_index.iter().map(|(vp, _)| *vp).collect();
+        assert_eq!(vps, vec![0, 3, 1]);
+        assert_eq!(
+            by_index[1].1,
+            Record::Exec {
+                gpa: 1,
+                outcome: Ok(())
+            }
+        );
+        assert_eq!(
+            parse_line("vtl0: vp 15: up").unwrap(),
+            Some(Line::OnVp {
+                vp: 15,
+                line: Box::new(Line::Info { text: "up".into() })
+            })
+        );
+        for bad in [
+            "vtl0: vp 0: up",
+            "vtl0: vp 16: up",
+            "vtl0: vp x: up",
+            "vtl0: vp 1 up",
+            "vtl0: vp 1: vp 2: up",
+            "vtl0: vp 1: 0 exec",
+            "vtl0: started vp 16",
+            "vtl0: started vp +1",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+        let twice = "vtl0: 0 exec gpa=0x1 returned\nvtl0: vp 1: 0 exec gpa=0x1 returned\n";
+        assert!(parse_results(twice).unwrap().by_index().is_err());
+        let gap = "vtl0: 1 exec gpa=0x1 returned\n";
+        assert!(parse_results(gap).unwrap().by_index().is_err());
     }
 
     /// The entry line as the kernel prints it (`EntryRegisters`) parses back to the same names

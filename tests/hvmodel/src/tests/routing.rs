@@ -425,9 +425,10 @@ fn an_unrecoverable_exception_reaches_vtl2_only_when_intercepted() {
 }
 
 /// VTL0's StartVirtualProcessor is the hypervisor's, per target VTL: a higher target is
-/// ACCESS_DENIED (the TLFS lets a VTL start VPs only in its own or a lower VTL); VTL0 on a VP
-/// that already runs (started at VTL2 by the paravisor) is INVALID_VP_STATE; a VP not yet
-/// started starts in VTL0. None of it reaches VTL2.
+/// ACCESS_DENIED (the TLFS lets a VTL start VPs only in its own or a lower VTL); on a VP the
+/// paravisor started at VTL2 it starts VTL0 once (its context in VTL0's registers, VTL2 still
+/// the VP's active VTL, the VP named by `take_lower_starts`), a second time INVALID_VP_STATE;
+/// a VP not yet started starts in VTL0. None of it reaches VTL2.
 #[test]
 fn vtl0_start_virtual_processor_is_served_per_target_vtl() {
     let mut hv = booted(Scenario {
@@ -452,13 +453,15 @@ fn vtl0_start_virtual_processor_is_served_per_target_vtl() {
         );
     }
     let start = |vp_index: u32, target_vtl: u8| {
-        let input = hvdef::x86_64::HvX64InputStartVirtualProcessor {
+        let mut input = hvdef::x86_64::HvX64InputStartVirtualProcessor {
             partition_id: HV_PARTITION_ID_SELF,
             vp_index,
             target_vtl,
             reserved: [0; 3],
             context: zerocopy::FromZeros::new_zeroed(),
         };
+        input.context.rip = 0x1000 * u64::from(vp_index) + 0x123;
+        input.context.cr3 = 0x5000;
         Vtl0Call::x64(
             VTL0_RIP,
             simple(HypercallCode::START_VIRTUAL_PROCESSOR),
@@ -467,17 +470,30 @@ fn vtl0_start_virtual_processor_is_served_per_target_vtl() {
         )
         .with_memory(INPUT, input.as_bytes())
     };
-    let (results, entries) = run(&mut hv, vec![start(2, 2), start(1, 0), start(2, 0)]);
+    assert!(!hv.model.vtl_started(1, Vtl::VTL0));
+    let (results, entries) = run(
+        &mut hv,
+        vec![start(2, 2), start(1, 0), start(1, 0), start(2, 0)],
+    );
     assert_eq!(entries, 0);
     let statuses: Vec<HvStatus> = results.iter().map(Vtl0Result::status).collect();
     assert_eq!(
         statuses,
         [
             HvStatus::ACCESS_DENIED,
+            HvStatus::SUCCESS,
             HvStatus::INVALID_VP_STATE,
             HvStatus::SUCCESS
         ]
     );
+    assert!(hv.model.vtl_started(1, Vtl::VTL0));
+    assert_eq!(hv.model.active_vtl(1), Some(Vtl::VTL2), "VTL2 runs on");
+    let rip = hv.model.vp_state(1, Vtl::VTL0, hvdef::x86_64::reg::RIP);
+    assert_eq!(rip, Some(0x1123), "VTL0's context");
+    let cr3 = hv.model.vp_state(1, Vtl::VTL0, hvdef::x86_64::reg::CR3);
+    assert_eq!(cr3, Some(0x5000));
+    assert_eq!(hv.model.take_lower_starts(), vec![1]);
+    assert_eq!(hv.model.take_lower_starts(), Vec::<u32>::new());
     assert!(hv.model.vp_started(2));
     assert_eq!(hv.model.active_vtl(2), Some(Vtl::VTL0));
 }

@@ -274,6 +274,18 @@ pub fn stack_intact() -> bool {
 }
 
 /// A CPU with nothing more to run waits here for ever (the run ends from another CPU).
+/// Waits for an event (`wfe`): another CPU's [`send_event`], or any other wake-up.
+pub fn wait_for_event() {
+    // SAFETY: waits for an event; touches nothing.
+    unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
+}
+
+/// Wakes every CPU waiting in `wfe` (`dsb` first: the flag it waits for is visible).
+pub fn send_event() {
+    // SAFETY: a barrier and an event to every CPU; touches nothing.
+    unsafe { core::arch::asm!("dsb ish", "sev", options(nostack)) };
+}
+
 pub fn park() -> ! {
     loop {
         // SAFETY: waits for an event; touches nothing.

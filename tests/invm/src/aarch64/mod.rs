@@ -10,7 +10,9 @@ pub use el2::{
     configure_guest, cpu_stage2, cycles, flush_vtl0_tlb, install_stage2, load_el1, save_el1,
     set_vtl0_access, start_cycle_counter, use_stage2, Guest, Syndrome,
 };
-pub use entry::{cpu, cpu_on, enter, map_high_ram, park, stack_intact, MAX_CPUS};
+pub use entry::{
+    cpu, cpu_on, enter, map_high_ram, park, send_event, stack_intact, wait_for_event, MAX_CPUS,
+};
 
 /// SPSR_EL2 for the first entry: EL1h, D/A/I/F masked.
 pub const GUEST_SPSR: u64 = 0x3c5;

@@ -8,6 +8,7 @@ use super::{canaried, CallDone, POOL_BYTES};
 use crate::recovery::{Recovery, RECOVERY};
 use crate::say;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU32, Ordering};
 use hvdef::aarch64::{HV_VENDOR_HYP_UID, SMCCC_HV_FUNC_ID, SMCCC_VENDOR_HYP_UID};
 use hvdef::{Control, HvRegisterName, HypercallCode, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF};
 use vtl0::{is_fast, Arch, Fault, Mode, VtlEntry, ARM64_BLOCK};
@@ -35,8 +36,9 @@ pub fn close_window() {
 }
 
 fn set_window(entry: u64) {
-    // SAFETY: the window's own level-3 entry, used by nothing but the window (the kernel runs
-    // on one CPU); the barriers and the invalidation by VA drop the old translation.
+    // SAFETY: the window's own level-3 entry, used by nothing but the window (one VP at a
+    // time: `kernel::place` holds its lock); the barriers and the invalidation by VA (inner
+    // shareable: every CPU's) drop the old translation.
     unsafe {
         (&raw mut vtl0_window_l3)
             .cast::<u64>()
@@ -180,6 +182,18 @@ vtl0_start:
 3:  wfi
     b 3b
 
+    /* Another VP, started by HvCallStartVirtualProcessor at EL1h with the kernel's MMU
+       settings, vectors and its own stack (`start_vp`). */
+    .global vtl0_ap_start
+vtl0_ap_start:
+    msr daifset, #0xf
+    isb
+    mov x29, #0
+    mov x30, #0
+    bl {ap_main}
+6:  wfi
+    b 6b
+
     .section .text.vtl0_vectors, "ax"
     .macro vtl0_unexpected_vec n
     .balign 128
@@ -207,34 +221,58 @@ vtl0_vectors:
     vtl0_unexpected_vec 14
     vtl0_unexpected_vec 15
 
+    /* \rd = the running VP's recovery record, found from SP as smp::current does (VP n >= 1
+       runs on AP stack n - 1, VP 0 elsewhere); \rt is clobbered. */
+    .macro vtl0_my_record rd, rt
+    mov \rd, sp
+    adrp \rt, {stacks}
+    add \rt, \rt, :lo12:{stacks}
+    sub \rd, \rd, \rt
+    ldr \rt, ={stacks_len}
+    cmp \rd, \rt
+    b.lo 1f
+    mov \rd, #0
+    b 2f
+1:  lsr \rd, \rd, #{stack_shift}
+    add \rd, \rd, #1
+2:  mov \rt, #{rec_size}
+    mul \rd, \rd, \rt
+    adrp \rt, {rec}
+    add \rt, \rt, :lo12:{rec}
+    add \rd, \rd, \rt
+    .endm
+
 vtl0_sync_lower:
-    /* Synchronous exception from EL0 (an EL0 entry's stub). Its `svc #0` (EC 0x15) with an
-       EL0 entry running (vtl0_el0_return set): back to EL1h at that continuation with every
-       register as EL0 left it (TPIDR_EL1 holds x0 meanwhile). Anything else is the entry's
-       fault, recorded as at EL1. */
-    msr tpidr_el1, x0
+    /* Synchronous exception from EL0 (an EL0 entry's stub), on SP_EL1 as the VP's EL0 entry
+       left it (its own stack). Its `svc #0` (EC 0x15) with an EL0 entry running on this VP
+       (its recovery record's el0_return set): back to EL1h at that continuation with every
+       register as EL0 left it (x0 and x1 kept on the stack meanwhile). Anything else is the
+       entry's fault, recorded as at EL1. */
+    stp x0, x1, [sp, #-16]!
     mrs x0, esr_el1
     lsr x0, x0, #26
     cmp x0, #0x15
     b.ne 6f
-    adrp x0, {el0_return}
-    ldr x0, [x0, :lo12:{el0_return}]
+    vtl0_my_record x0, x1
+    ldr x0, [x0, #{el0_return}]
     cbz x0, 6f
     msr elr_el1, x0
     mov x0, #0x3c5
     msr spsr_el1, x0
-    mrs x0, tpidr_el1
+    ldp x0, x1, [sp], #16
     eret
-6:  mrs x0, tpidr_el1
+6:  ldp x0, x1, [sp], #16
 
 vtl0_sync:
-    /* Synchronous exception at EL1h (or from EL0, above). A probe running (resume_pc set):
-       record ESR/FAR, the faulting PC and X0 (the call's result register), and resume at its
-       recovery label, at EL1h with DAIF masked, on its stack. Only x0-x2 are used (x0 kept on
-       the stack meanwhile), so the callee-saved registers and the probe's x30 survive. */
+    /* Synchronous exception at EL1h (or from EL0, above), on the running VP's recovery record
+       (VP n >= 1 runs on AP stack n - 1, VP 0 elsewhere: smp::current; from EL0 the
+       exception's SP_EL1 is the one the VP's EL0 entry left, on its own stack). A probe
+       running on it (resume_pc set): record ESR/FAR, the faulting PC and X0 (the call's
+       result register), and resume at its recovery label, at EL1h with DAIF masked, on its
+       stack. Only x0-x2 are used (x0 kept on the stack meanwhile), so the callee-saved
+       registers and the probe's x30 survive. */
     str x0, [sp, #-16]!
-    adrp x0, {rec}
-    add x0, x0, :lo12:{rec}
+    vtl0_my_record x0, x1
     ldr x1, [x0, #{pc}]
     cbz x1, 4f
     ldr x2, [sp], #16
@@ -270,11 +308,10 @@ vtl0_unexpected:
     b 5b
 
     .section .text.vtl0_probes, "ax"
-    /* u64 vtl0_probe_read(u64 gpa, u32 width) */
+    /* u64 vtl0_probe_read(u64 gpa, u32 width, struct Recovery *rec) */
     .global vtl0_probe_read
 vtl0_probe_read:
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    mov x3, x2
     adr x2, 9f
     str x2, [x3, #{pc}]
     mov x2, sp
@@ -295,11 +332,9 @@ vtl0_probe_read:
 5:  str xzr, [x3, #{pc}]
 9:  ret
 
-    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width) */
+    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width, struct Recovery *rec) */
     .global vtl0_probe_write
 vtl0_probe_write:
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
     adr x4, 9f
     str x4, [x3, #{pc}]
     mov x4, sp
@@ -320,18 +355,19 @@ vtl0_probe_write:
 5:  str xzr, [x3, #{pc}]
 9:  ret
 
-    /* void vtl0_probe_exec(u64 gpa): branches there with a link; it may clobber anything but
-       SP. The instruction cache is invalidated first (a write probe may have put the code). */
+    /* void vtl0_probe_exec(u64 gpa, struct Recovery *rec): branches there with a link; it
+       may clobber anything but SP (`rec` waits in the frame). The instruction cache is
+       invalidated first (a write probe may have put the code). */
     .global vtl0_probe_exec
 vtl0_probe_exec:
-    stp x29, x30, [sp, #-96]!
+    stp x29, x30, [sp, #-112]!
     stp x19, x20, [sp, #16]
     stp x21, x22, [sp, #32]
     stp x23, x24, [sp, #48]
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    str x1, [sp, #96]
+    mov x3, x1
     adr x2, 9f
     str x2, [x3, #{pc}]
     mov x2, sp
@@ -341,20 +377,19 @@ vtl0_probe_exec:
     dsb ish
     isb
     blr x0
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    ldr x3, [sp, #96]
     str xzr, [x3, #{pc}]
 9:  ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
     ldp x23, x24, [sp, #48]
     ldp x25, x26, [sp, #64]
     ldp x27, x28, [sp, #80]
-    ldp x29, x30, [sp], #96
+    ldp x29, x30, [sp], #112
     ret
 
-    /* void vtl0_hypercall(struct HcRegs *): loads X0-X30 from it, `hvc #0`, stores them all
-       back. The frame pointer and link register are saved on the stack, so they carry
-       canaries too. */
+    /* void vtl0_hypercall(struct HcRegs *, struct Recovery *rec): loads X0-X30 from it,
+       `hvc #0`, stores them all back (`rec` waits on the stack). The frame pointer and link
+       register are saved on the stack, so they carry canaries too. */
     .global vtl0_hypercall
 vtl0_hypercall:
     stp x29, x30, [sp, #-96]!
@@ -363,9 +398,7 @@ vtl0_hypercall:
     stp x23, x24, [sp, #48]
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
-    str x0, [sp, #-16]!
-    adrp x1, {rec}
-    add x1, x1, :lo12:{rec}
+    stp x0, x1, [sp, #-16]!
     adr x2, 9f
     str x2, [x1, #{pc}]
     mov x2, sp
@@ -407,8 +440,7 @@ vtl0_hypercall:
     stp x28, x29, [x30, #{xout} + 8 * 28]
     ldr x0, [sp], #16
     str x0, [x30, #{xout} + 8 * 30]
-    adrp x1, {rec}
-    add x1, x1, :lo12:{rec}
+    ldr x1, [sp, #8]
     str xzr, [x1, #{pc}]
 9:  add sp, sp, #16
     ldp x19, x20, [sp, #16]
@@ -419,10 +451,11 @@ vtl0_hypercall:
     ldp x29, x30, [sp], #96
     ret
 
-    /* void vtl0_hypercall_at(struct HcRegs *, u64 stub, u64 spsr): as vtl0_hypercall, but the
-       `hvc` is a stub's, entered with `eret` in the mode `spsr` names (EL1h, or EL0t) once
-       every register is loaded. An EL1 stub branches to vtl0_hypercall_at_done after its
-       `hvc`; an EL0 stub's `svc #0` comes back there through vtl0_sync_lower. */
+    /* void vtl0_hypercall_at(struct HcRegs *, u64 stub, u64 spsr, struct Recovery *rec): as
+       vtl0_hypercall, but the `hvc` is a stub's, entered with `eret` in the mode `spsr` names
+       (EL1h, or EL0t) once every register is loaded. An EL1 stub branches to
+       vtl0_hypercall_at_done after its `hvc`; an EL0 stub's `svc #0` comes back there
+       through vtl0_sync_lower (the record's el0_return; `rec` waits on the stack). */
     .global vtl0_hypercall_at
 vtl0_hypercall_at:
     stp x29, x30, [sp, #-96]!
@@ -431,17 +464,13 @@ vtl0_hypercall_at:
     stp x23, x24, [sp, #48]
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
-    str x0, [sp, #-16]!
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    stp x0, x3, [sp, #-16]!
     adr x4, 9f
     str x4, [x3, #{pc}]
     mov x4, sp
     str x4, [x3, #{sp}]
-    adrp x3, {el0_return}
-    add x3, x3, :lo12:{el0_return}
     adr x4, vtl0_hypercall_at_done
-    str x4, [x3]
+    str x4, [x3, #{el0_return}]
     msr elr_el1, x1
     msr spsr_el1, x2
     mov x30, x0
@@ -483,8 +512,7 @@ vtl0_hypercall_at_done:
     stp x28, x29, [x30, #{xout} + 8 * 28]
     ldr x0, [sp], #16
     str x0, [x30, #{xout} + 8 * 30]
-    adrp x1, {rec}
-    add x1, x1, :lo12:{rec}
+    ldr x1, [sp, #8]
     str xzr, [x1, #{pc}]
 9:  add sp, sp, #16
     ldp x19, x20, [sp, #16]
@@ -519,44 +547,41 @@ vtl0_hvc_el0_3:
     hvc #3
     svc #0
 
-    /* u64 vtl0_probe_el0(u64 gpa, u64 value, u64 stub): runs an EL0 probe stub in EL0t (DAIF
-       masked) with x0 = gpa, x1 = value; its `svc #0` comes back with x0 (a load's value).
-       The callee-saved registers are saved around it (an exec target may clobber them). */
+    /* u64 vtl0_probe_el0(u64 gpa, u64 value, u64 stub, struct Recovery *rec): runs an EL0
+       probe stub in EL0t (DAIF masked) with x0 = gpa, x1 = value; its `svc #0` comes back
+       (the record's el0_return) with x0 (a load's value). The callee-saved registers are
+       saved around it (an exec target may clobber them; `rec` waits in the frame). */
     .global vtl0_probe_el0
 vtl0_probe_el0:
-    stp x29, x30, [sp, #-96]!
+    stp x29, x30, [sp, #-112]!
     stp x19, x20, [sp, #16]
     stp x21, x22, [sp, #32]
     stp x23, x24, [sp, #48]
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
-    adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+    str x3, [sp, #96]
     adr x4, 9f
     str x4, [x3, #{pc}]
     mov x4, sp
     str x4, [x3, #{sp}]
-    adrp x3, {el0_return}
-    add x3, x3, :lo12:{el0_return}
     adr x4, 7f
-    str x4, [x3]
+    str x4, [x3, #{el0_return}]
     dsb ish
     ic iallu
     dsb ish
     isb
     msr elr_el1, x2
-    mov x3, #0x3c0
-    msr spsr_el1, x3
+    mov x4, #0x3c0
+    msr spsr_el1, x4
     eret
-7:  adrp x3, {rec}
-    add x3, x3, :lo12:{rec}
+7:  ldr x3, [sp, #96]
     str xzr, [x3, #{pc}]
 9:  ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
     ldp x23, x24, [sp, #48]
     ldp x25, x26, [sp, #64]
     ldp x27, x28, [sp, #80]
-    ldp x29, x30, [sp], #96
+    ldp x29, x30, [sp], #112
     ret
 
     /* The EL0 probe stubs: one access, then `svc #0`. The exec stub calls the GPA with x30 on
@@ -594,8 +619,13 @@ vtl0_el0_exec:
     svc #0
     "#,
     main = sym crate::kernel::main,
+    ap_main = sym crate::kernel::ap_main,
     unexpected = sym unexpected_exception,
     rec = sym RECOVERY,
+    stacks = sym crate::smp::AP_STACKS,
+    stacks_len = const crate::smp::AP_STACKS_LEN,
+    stack_shift = const crate::smp::AP_STACK_SHIFT,
+    rec_size = const size_of::<Recovery>(),
     pc = const offset_of!(Recovery, resume_pc),
     sp = const offset_of!(Recovery, resume_sp),
     faulted = const offset_of!(Recovery, faulted),
@@ -603,19 +633,20 @@ vtl0_el0_exec:
     b = const offset_of!(Recovery, b),
     ip = const offset_of!(Recovery, ip),
     result = const offset_of!(Recovery, result),
-    el0_return = sym EL0_RETURN,
+    el0_return = const offset_of!(Recovery, el0_return),
     xin = const offset_of!(HcRegs, x_in),
     xout = const offset_of!(HcRegs, x_out),
 );
 
 unsafe extern "C" {
     static vtl0_entry_regs: [u64; 32];
-    fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
-    fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
-    fn vtl0_probe_exec(gpa: u64);
-    fn vtl0_hypercall(regs: *mut HcRegs);
-    fn vtl0_hypercall_at(regs: *mut HcRegs, stub: u64, spsr: u64);
-    fn vtl0_probe_el0(gpa: u64, value: u64, stub: u64) -> u64;
+    fn vtl0_ap_start();
+    fn vtl0_probe_read(gpa: u64, width: u32, rec: &Recovery) -> u64;
+    fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
+    fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
+    fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
+    fn vtl0_hypercall_at(regs: *mut HcRegs, stub: u64, spsr: u64, rec: &Recovery);
+    fn vtl0_probe_el0(gpa: u64, value: u64, stub: u64, rec: &Recovery) -> u64;
     fn vtl0_hvc_el1_0();
     fn vtl0_hvc_el1_2();
     fn vtl0_hvc_el1_3();
@@ -645,10 +676,6 @@ pub fn idt_and_ud(_base: u64, _limit: u16) -> ! {
     say!("bad table: an IDT entry on aarch64");
     power_off(false)
 }
-
-/// Where an EL0 stub's `svc #0` resumes at EL1 (0: no EL0 entry running; see
-/// `vtl0_sync_lower`).
-static EL0_RETURN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// SPSR of EL1h and of EL0t, DAIF masked.
 const SPSR_EL1H: u64 = 0x3c5;
@@ -740,7 +767,7 @@ fn raw_call(x: &[u64]) -> Result<[u64; 31], Fault> {
     crate::recovery::arm();
     // SAFETY: the trampoline saves and restores the callee-saved registers and reads and
     // writes only `r`; a fault resumes at its recovery label.
-    unsafe { vtl0_hypercall(&mut r) };
+    unsafe { vtl0_hypercall(&mut r, crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(r.x_out), Err)
 }
 
@@ -790,7 +817,7 @@ pub fn hypercall(
 }
 
 /// Nothing to set up for a mode on aarch64.
-pub fn prepare_mode(_: Mode) {}
+pub fn prepare_mode(_vp: u32, _: Mode) {}
 
 /// A hypercall in `mode` (see `vtl0::Mode`): the same registers as [`hypercall`], made through
 /// the `hvc #imm` stub of the VTL entry, at EL1 or EL0.
@@ -840,14 +867,15 @@ fn call_via(
         r.x_in[3] = output;
     }
     crate::recovery::arm();
+    let rec = crate::recovery::mine();
     match via {
         // SAFETY: as in raw_call.
-        None => unsafe { vtl0_hypercall(&mut r) },
+        None => unsafe { vtl0_hypercall(&mut r, rec) },
         // SAFETY: as in raw_call; the stub is one of the kernel's own (an `hvc` and the way
         // back), and the SPSR names EL1h or EL0t with DAIF masked.
-        Some((stub, spsr)) => unsafe { vtl0_hypercall_at(&mut r, stub, spsr) },
+        Some((stub, spsr)) => unsafe { vtl0_hypercall_at(&mut r, stub, spsr, rec) },
     }
-    EL0_RETURN.store(0, core::sync::atomic::Ordering::SeqCst);
+    rec.el0_return.store(0, Ordering::SeqCst);
     if let Some(f) = crate::recovery::take() {
         return Err(f);
     }
@@ -884,51 +912,157 @@ pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
     // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The
     // table entry asked for this access; the kernel's own state lives outside the scratch
     // page, and a probe that breaks the kernel is the table's choice.
-    let value = unsafe { vtl0_probe_read(gpa, width.into()) };
+    let value = unsafe { vtl0_probe_read(gpa, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(value), Err)
 }
 
 pub fn probe_write(gpa: u64, width: u8, value: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read.
-    unsafe { vtl0_probe_write(gpa, value, width.into()) };
+    unsafe { vtl0_probe_write(gpa, value, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
 }
 
 pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read; the callee-saved registers are saved around the branch.
-    unsafe { vtl0_probe_exec(gpa) };
+    unsafe { vtl0_probe_exec(gpa, crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
+}
+
+/// The stack pointer (which VP runs: `smp::current`).
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads SP; touches no memory.
+    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// A VP done with its entries waits here for VP 0's power-off (`wfe`, which the hypervisor
+/// does not trap; `wfi` would be a halt nothing wakes).
+pub fn idle() -> ! {
+    loop {
+        // SAFETY: waits for an event; touches no memory.
+        unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
+    }
+}
+
+macro_rules! sysreg {
+    ($name:literal) => {{
+        let v: u64;
+        // SAFETY: reads an EL1 system register; touches no memory.
+        unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack)) };
+        v
+    }};
+}
+
+/// Starts VP `vp`'s VTL0 with HvCallStartVirtualProcessor (TLFS; PSCI CPU_ON for a lower VTL
+/// is blocked once a higher VTL is enabled, vsm.md): this VP's SCTLR, MAIR, TCR, TTBR0/1 and
+/// VBAR (the MMU on over the same identity map), SP `stack_top`, PC the AP entry. The call's
+/// status (0: started).
+pub fn start_vp(vp: u32, stack_top: u64) -> Result<u64, Fault> {
+    use hvdef::aarch64::HvArm64InputStartVirtualProcessor;
+    use zerocopy::{FromZeros, IntoBytes};
+    let mut input = HvArm64InputStartVirtualProcessor::new_zeroed();
+    input.partition_id = HV_PARTITION_ID_SELF;
+    input.vp_index = vp;
+    input.target_vtl = 0;
+    let c = &mut input.context;
+    c.pc = vtl0_ap_start as *const () as u64;
+    c.sp_elh = stack_top;
+    c.sctlr_el1 = sysreg!("sctlr_el1");
+    c.mair_el1 = sysreg!("mair_el1");
+    c.tcr_el1 = sysreg!("tcr_el1");
+    c.vbar_el1 = sysreg!("vbar_el1");
+    c.ttbr0_el1 = sysreg!("ttbr0_el1");
+    c.ttbr1_el1 = sysreg!("ttbr1_el1");
+    let bytes = input.as_bytes();
+    crate::mem::write(
+        ARCH,
+        ARCH.input_page(),
+        bytes,
+        vtl0::PAGE_SIZE - bytes.len(),
+    );
+    let control = Control::new().with_code(HypercallCode::START_VIRTUAL_PROCESSOR);
+    let pool = [0u8; POOL_BYTES];
+    let gpas = Some((ARCH.input_page(), ARCH.output_page()));
+    hypercall(control.into_bits(), &pool, gpas).map(|done| done.result & 0xffff)
+}
+
+/// This VP's index as the hypervisor numbers it: HvRegisterVpIndex with a fast
+/// HvCallGetVpRegisters, its value in X6 (the first register pair after the 24 input bytes),
+/// as Linux's `hv_get_vpreg_128` reads it.
+pub fn vp_index() -> Result<u32, &'static str> {
+    let control = Control::new()
+        .with_code(HypercallCode::GET_VP_REGISTERS)
+        .with_fast(true)
+        .with_rep_count(1);
+    let x = raw_call(&[
+        SMCCC_HV_FUNC_ID.into(),
+        control.into_bits(),
+        HV_PARTITION_ID_SELF,
+        HV_VP_INDEX_SELF.into(),
+        HvRegisterName::VP_INDEX.0.into(),
+    ])
+    .map_err(|_| "HvCallGetVpRegisters faulted")?;
+    if x[0] & 0xffff != 0 {
+        return Err("HvCallGetVpRegisters failed");
+    }
+    u32::try_from(x[6]).map_err(|_| "the index is over 32 bits")
 }
 
 /// AP[2:1] = 01 in a block descriptor: EL1 and EL0 read-write.
 const AP_EL0_RW: u64 = 1 << 6;
 
-/// Opens (or closes) `gpa`'s 2 MiB block of the level-2 table to EL0 data access, then
-/// invalidates the TLB (the parser checked the GPA is in the RAM the table maps, outside the
-/// kernel's own block).
+/// The level-2 table's blocks.
+const L2_BLOCKS: usize = 512;
+
+/// How many EL0 probes (of any VP) have each level-2 block open right now; changed under
+/// [`EL0_BLOCKS`] only.
+static EL0_OPEN: [AtomicU32; L2_BLOCKS] = [const { AtomicU32::new(0) }; L2_BLOCKS];
+/// The VPs share the level-2 table: one of them at a time changes a block's EL0 access.
+static EL0_BLOCKS: crate::smp::Lock = crate::smp::Lock::new();
+
+/// Opens (or closes) `gpa`'s 2 MiB block of the level-2 table to EL0 data access (the parser
+/// checked the GPA is in the RAM the table maps, outside the kernel's own block). The VPs share
+/// the table, so a block stays open while any VP's EL0 probe needs it: the first opening sets
+/// the descriptor's EL0 access, the last closing clears it, each followed by an invalidation
+/// of every CPU's TLB (inner shareable).
 fn el0_block(gpa: u64, open: bool) {
     let index = ((gpa - 0x4000_0000) / ARM64_BLOCK) as usize;
-    // SAFETY: the kernel's own level-2 table, used by the MMU only; the entry stays a valid
-    // block descriptor of the same output address, and the TLB is invalidated after.
-    unsafe {
-        let entry = core::ptr::addr_of_mut!(vtl0_l2[index]);
-        let old = core::ptr::read_volatile(entry);
-        let new = if open {
-            old | AP_EL0_RW
+    EL0_BLOCKS.with(|| {
+        let users = &EL0_OPEN[index];
+        let before = users.load(Ordering::Relaxed);
+        let after = if open {
+            before + 1
         } else {
-            old & !AP_EL0_RW
+            before.saturating_sub(1)
         };
-        core::ptr::write_volatile(entry, new);
-        core::arch::asm!(
-            "dsb ishst",
-            "tlbi vmalle1",
-            "dsb ish",
-            "isb",
-            options(nostack)
-        );
-    }
+        users.store(after, Ordering::Relaxed);
+        if (before == 0) == (after == 0) {
+            return;
+        }
+        // SAFETY: the kernel's own level-2 table, used by the MMU only (and changed here only,
+        // under the lock); the entry stays a valid block descriptor of the same output
+        // address, and every CPU's TLB is invalidated after.
+        unsafe {
+            let entry = core::ptr::addr_of_mut!(vtl0_l2[index]);
+            let old = core::ptr::read_volatile(entry);
+            let new = if open {
+                old | AP_EL0_RW
+            } else {
+                old & !AP_EL0_RW
+            };
+            core::ptr::write_volatile(entry, new);
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi vmalle1is",
+                "dsb ish",
+                "isb",
+                options(nostack)
+            );
+        }
+    })
 }
 
 /// An EL0 probe: `stub` in EL0t with x0 = `gpa`, x1 = `value`; x0 when it comes back.
@@ -937,10 +1071,11 @@ fn el0_probe(gpa: u64, value: u64, stub: unsafe extern "C" fn(), open: bool) -> 
         el0_block(gpa, true);
     }
     crate::recovery::arm();
+    let rec = crate::recovery::mine();
     // SAFETY: the stub is one of the kernel's (one access, then `svc #0`); a fault comes back
     // to the recovery label at EL1; the access was asked for by the table (see probe_read).
-    let v = unsafe { vtl0_probe_el0(gpa, value, stub as usize as u64) };
-    EL0_RETURN.store(0, core::sync::atomic::Ordering::SeqCst);
+    let v = unsafe { vtl0_probe_el0(gpa, value, stub as usize as u64, rec) };
+    rec.el0_return.store(0, Ordering::SeqCst);
     if open {
         el0_block(gpa, false);
     }

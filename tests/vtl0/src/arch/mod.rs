@@ -14,8 +14,9 @@ use x86_64 as active;
 
 pub use active::{
     close_window, counter, counter_hz, entry_registers, fault, hypercall, hypercall_in,
-    hyperv_init, idt_and_ud, open_window, power_off, prepare_mode, probe_exec, probe_exec_el0,
-    probe_read, probe_read_el0, probe_write, probe_write_el0, putc, ARCH,
+    hyperv_init, idle, idt_and_ud, open_window, power_off, prepare_mode, probe_exec,
+    probe_exec_el0, probe_read, probe_read_el0, probe_write, probe_write_el0, putc, stack_pointer,
+    start_vp, vp_index, ARCH,
 };
 
 /// Bytes of the fast-register pool buffer (at least either arch's pool).

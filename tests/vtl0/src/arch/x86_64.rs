@@ -33,8 +33,9 @@ pub fn close_window() {
 }
 
 fn set_window(entry: u64) {
-    // SAFETY: the window's own page table entry, used by nothing but the window (the kernel
-    // runs on one CPU); `invlpg` drops the old translation.
+    // SAFETY: the window's own page table entry, used by nothing but the window (one VP at a
+    // time: `kernel::place` holds its lock); `invlpg` drops this CPU's old translation, and a
+    // VP opening the window again drops its own.
     unsafe {
         (&raw mut vtl0_window_pt)
             .cast::<u64>()
@@ -228,6 +229,16 @@ vtl0_start32:
     call {main}
     ud2
 
+    /* Another VP, started by HvCallStartVirtualProcessor in long mode with the kernel's page
+       tables, GDT, IDT and control registers and its own stack (`start_vp`). */
+    .global vtl0_ap_start64
+vtl0_ap_start64:
+    cli
+    cld
+    xor %ebp, %ebp
+    call {ap_main}
+    ud2
+
     .section .text.vtl0_vectors, "ax"
     /* Vectors without an error code push 0 in its place. */
     .irp n, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
@@ -243,34 +254,53 @@ vtl0_vec\n:
     .endr
 
 vtl0_exception:
-    /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. A probe running (resume_pc set):
-       record the fault, the faulting RIP and RAX/RDX (a call's result registers), and resume
-       at its recovery label with its stack, in 64-bit mode (CS 0x08, SS 0x10: a 32-bit call
-       faults in compatibility mode). The probe's own registers are abandoned; only RAX is
-       used here, so the callee-saved ones survive. */
-    cmpq $0, {rec}+{pc}(%rip)
+    /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. The running VP's recovery record
+       (VP n >= 1 runs on AP stack n - 1, VP 0 elsewhere: smp::current; a 32-bit call runs
+       on its VP's stack too, below 4 GiB). A probe running on it (resume_pc set): record the
+       fault, the faulting RIP and RAX/RDX (a call's result registers), and resume at its
+       recovery label with its stack, in 64-bit mode (CS 0x08, SS 0x10: a 32-bit call faults
+       in compatibility mode). The probe's own registers are abandoned; only RAX and RCX
+       (saved) are used here, so the callee-saved ones survive. */
+    push %rcx
+    push %rax
+    mov %rsp, %rax
+    lea {stacks}(%rip), %rcx
+    sub %rcx, %rax
+    cmp ${stacks_len}, %rax
+    jb 1f
+    xor %eax, %eax
+    jmp 2f
+1:  shr ${stack_shift}, %rax
+    inc %rax
+2:  imul ${rec_size}, %rax, %rax
+    lea {rec}(%rip), %rcx
+    add %rax, %rcx
+    pop %rax
+    cmpq $0, {pc}(%rcx)
     je 3f
-    mov %rax, {rec}+{result}(%rip)
-    mov %rdx, {rec}+{result_hi}(%rip)
-    mov 16(%rsp), %rax
-    mov %rax, {rec}+{ip}(%rip)
-    movq $0x08, 24(%rsp)
-    movq $0x10, 48(%rsp)
-    mov (%rsp), %rax
-    mov %rax, {rec}+{a}(%rip)
+    mov %rax, {result}(%rcx)
+    mov %rdx, {result_hi}(%rcx)
+    mov 24(%rsp), %rax
+    mov %rax, {ip}(%rcx)
+    movq $0x08, 32(%rsp)
+    movq $0x10, 56(%rsp)
     mov 8(%rsp), %rax
-    mov %rax, {rec}+{b}(%rip)
+    mov %rax, {a}(%rcx)
+    mov 16(%rsp), %rax
+    mov %rax, {b}(%rcx)
     mov %cr2, %rax
-    mov %rax, {rec}+{c}(%rip)
-    movq $1, {rec}+{faulted}(%rip)
-    mov {rec}+{pc}(%rip), %rax
-    mov %rax, 16(%rsp)
-    movq $0, {rec}+{pc}(%rip)
-    mov {rec}+{sp}(%rip), %rax
-    mov %rax, 40(%rsp)
+    mov %rax, {c}(%rcx)
+    movq $1, {faulted}(%rcx)
+    mov {pc}(%rcx), %rax
+    mov %rax, 24(%rsp)
+    movq $0, {pc}(%rcx)
+    mov {sp}(%rcx), %rax
+    mov %rax, 48(%rsp)
+    pop %rcx
     add $16, %rsp
     iretq
 3:
+    pop %rcx
     mov (%rsp), %rdi
     mov 8(%rsp), %rsi
     mov 16(%rsp), %rdx
@@ -280,12 +310,12 @@ vtl0_exception:
     ud2
 
     .section .text.vtl0_probes, "ax"
-    /* u64 vtl0_probe_read(u64 gpa, u32 width) */
+    /* u64 vtl0_probe_read(u64 gpa, u32 width, struct Recovery *rec) */
     .global vtl0_probe_read
 vtl0_probe_read:
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rdx)
+    mov %rsp, {sp}(%rdx)
     xor %eax, %eax
     cmp $1, %esi
     je 1f
@@ -300,15 +330,15 @@ vtl0_probe_read:
 2:  movzwl (%rdi), %eax
     jmp 5f
 4:  mov (%rdi), %eax
-5:  movq $0, {rec}+{pc}(%rip)
+5:  movq $0, {pc}(%rdx)
 9:  ret
 
-    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width) */
+    /* void vtl0_probe_write(u64 gpa, u64 value, u32 width, struct Recovery *rec) */
     .global vtl0_probe_write
 vtl0_probe_write:
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rcx)
+    mov %rsp, {sp}(%rcx)
     cmp $1, %edx
     je 1f
     cmp $2, %edx
@@ -322,10 +352,11 @@ vtl0_probe_write:
 2:  mov %si, (%rdi)
     jmp 5f
 4:  mov %esi, (%rdi)
-5:  movq $0, {rec}+{pc}(%rip)
+5:  movq $0, {pc}(%rcx)
 9:  ret
 
-    /* void vtl0_probe_exec(u64 gpa): calls it; it may clobber anything but RSP. */
+    /* void vtl0_probe_exec(u64 gpa, struct Recovery *rec): calls it; it may clobber
+       anything but RSP (`rec` waits on the stack). */
     .global vtl0_probe_exec
 vtl0_probe_exec:
     push %rbx
@@ -334,12 +365,15 @@ vtl0_probe_exec:
     push %r13
     push %r14
     push %r15
+    push %rsi
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rsi)
+    mov %rsp, {sp}(%rsi)
     call *%rdi
-    movq $0, {rec}+{pc}(%rip)
-9:  pop %r15
+    mov (%rsp), %rsi
+    movq $0, {pc}(%rsi)
+9:  add $8, %rsp
+    pop %r15
     pop %r14
     pop %r13
     pop %r12
@@ -347,8 +381,8 @@ vtl0_probe_exec:
     pop %rbx
     ret
 
-    /* void vtl0_hypercall(struct HcRegs *): loads every GPR but RSP and XMM0-15 from it,
-       calls `target`, stores them all back. */
+    /* void vtl0_hypercall(struct HcRegs *, struct Recovery *rec): loads every GPR but RSP
+       and XMM0-15 from it, calls `target`, stores them all back (`rec` waits on the stack). */
     .global vtl0_hypercall
 vtl0_hypercall:
     push %rbx
@@ -358,9 +392,10 @@ vtl0_hypercall:
     push %r14
     push %r15
     push %rdi
+    push %rsi
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
+    mov %rax, {pc}(%rsi)
+    mov %rsp, {sp}(%rsi)
     movdqu {xin}+0x00(%rdi), %xmm0
     movdqu {xin}+0x10(%rdi), %xmm1
     movdqu {xin}+0x20(%rdi), %xmm2
@@ -393,7 +428,7 @@ vtl0_hypercall:
     mov {target}(%rdi), %rax
     mov {gin}+8*7(%rdi), %rdi
     call *%rax
-    xchg %rdi, (%rsp)
+    xchg %rdi, 8(%rsp)
     mov %rax, {gout}+8*0(%rdi)
     mov %rcx, {gout}+8*1(%rdi)
     mov %rdx, {gout}+8*2(%rdi)
@@ -425,11 +460,13 @@ vtl0_hypercall:
     movdqu %xmm13, {xout}+0xd0(%rdi)
     movdqu %xmm14, {xout}+0xe0(%rdi)
     movdqu %xmm15, {xout}+0xf0(%rdi)
-    pop %rax
+    mov 8(%rsp), %rax
     mov %rax, {gout}+8*7(%rdi)
-    movq $0, {rec}+{pc}(%rip)
+    pop %rax
+    movq $0, {pc}(%rax)
+    add $8, %rsp
     jmp 8f
-9:  add $8, %rsp
+9:  add $16, %rsp
 8:  pop %r15
     pop %r14
     pop %r13
@@ -438,9 +475,11 @@ vtl0_hypercall:
     pop %rbx
     ret
 
-    /* void vtl0_hypercall32(struct HcRegs *): as vtl0_hypercall, but the call of `target`
-       is made from 32-bit compatibility mode (CS 0x18, entered with `lretq` once every
-       register is loaded; back with a far jump to CS 0x08). */
+    /* void vtl0_hypercall32(struct HcRegs *, struct Recovery *rec): as vtl0_hypercall, but
+       the call of `target` is made from 32-bit compatibility mode (CS 0x18, entered with
+       `lretq` once every register is loaded; back with a far jump to CS 0x08), on the VP's
+       own stack (below 4 GiB), where the target waits for its `call *(%esp)` (`rec` waits
+       there too). */
     .global vtl0_hypercall32
 vtl0_hypercall32:
     push %rbx
@@ -450,11 +489,11 @@ vtl0_hypercall32:
     push %r14
     push %r15
     push %rdi
+    push %rsi
     lea 9f(%rip), %rax
-    mov %rax, {rec}+{pc}(%rip)
-    mov %rsp, {rec}+{sp}(%rip)
-    mov {target}(%rdi), %rax
-    mov %eax, vtl0_hc32_target(%rip)
+    mov %rax, {pc}(%rsi)
+    mov %rsp, {sp}(%rsi)
+    pushq {target}(%rdi)
     movdqu {xin}+0x60(%rdi), %xmm6
     movdqu {xin}+0x70(%rdi), %xmm7
     movdqu {xin}+0x80(%rdi), %xmm8
@@ -477,11 +516,12 @@ vtl0_hypercall32:
     lretq
     .code32
 vtl0_compat32:
-    call *vtl0_hc32_target
+    call *(%esp)
     ljmp $0x08, $vtl0_hc32_back
     .code64
 vtl0_hc32_back:
-    xchg %rdi, (%rsp)
+    lea 8(%rsp), %rsp
+    xchg %rdi, 8(%rsp)
     mov %rax, {gout}+8*0(%rdi)
     mov %rcx, {gout}+8*1(%rdi)
     mov %rdx, {gout}+8*2(%rdi)
@@ -498,11 +538,13 @@ vtl0_hc32_back:
     movdqu %xmm13, {xout}+0xd0(%rdi)
     movdqu %xmm14, {xout}+0xe0(%rdi)
     movdqu %xmm15, {xout}+0xf0(%rdi)
-    pop %rax
+    mov 8(%rsp), %rax
     mov %rax, {gout}+8*7(%rdi)
-    movq $0, {rec}+{pc}(%rip)
+    pop %rax
+    movq $0, {pc}(%rax)
+    add $8, %rsp
     jmp 8f
-9:  add $8, %rsp
+9:  add $16, %rsp
 8:  pop %r15
     pop %r14
     pop %r13
@@ -510,16 +552,15 @@ vtl0_hc32_back:
     pop %rbp
     pop %rbx
     ret
-
-    .section .data.vtl0_hc32, "aw"
-    .balign 4
-    /* What a 32-bit call calls (`call *abs32`): the hypercall page. */
-vtl0_hc32_target:
-    .long 0
     "#,
     main = sym crate::kernel::main,
+    ap_main = sym crate::kernel::ap_main,
     unexpected = sym unexpected_exception,
     rec = sym RECOVERY,
+    stacks = sym crate::smp::AP_STACKS,
+    stacks_len = const crate::smp::AP_STACKS_LEN,
+    stack_shift = const crate::smp::AP_STACK_SHIFT,
+    rec_size = const size_of::<Recovery>(),
     pc = const offset_of!(Recovery, resume_pc),
     sp = const offset_of!(Recovery, resume_sp),
     faulted = const offset_of!(Recovery, faulted),
@@ -539,11 +580,12 @@ vtl0_hc32_target:
 
 unsafe extern "C" {
     static vtl0_entry_regs: [u64; 16];
-    fn vtl0_probe_read(gpa: u64, width: u32) -> u64;
-    fn vtl0_probe_write(gpa: u64, value: u64, width: u32);
-    fn vtl0_probe_exec(gpa: u64);
-    fn vtl0_hypercall(regs: *mut HcRegs);
-    fn vtl0_hypercall32(regs: *mut HcRegs);
+    fn vtl0_ap_start64();
+    fn vtl0_probe_read(gpa: u64, width: u32, rec: &Recovery) -> u64;
+    fn vtl0_probe_write(gpa: u64, value: u64, width: u32, rec: &Recovery);
+    fn vtl0_probe_exec(gpa: u64, rec: &Recovery);
+    fn vtl0_hypercall(regs: *mut HcRegs, rec: &Recovery);
+    fn vtl0_hypercall32(regs: *mut HcRegs, rec: &Recovery);
 }
 
 /// The registers as the entry code stored them, in `Arch::entry_registers` order.
@@ -714,9 +756,10 @@ static VSM_OFFSETS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU6
 
 /// A call through a VTL entry needs the hypercall page's VTL stub offsets (TLFS vsm.md
 /// "Hypercall Page Assist": read from HvRegisterVsmCodePageOffsets): a memory-form
-/// HvCallGetVpRegisters of it, the first time. Without them the run cannot go on: one line and
-/// a failing power-off.
-pub fn prepare_mode(mode: Mode) {
+/// HvCallGetVpRegisters of it on VP `vp`'s own input and output pages, the first time any VP
+/// needs them (two VPs at once both read the same value). Without them the run cannot go on:
+/// one line and a failing power-off.
+pub fn prepare_mode(vp: u32, mode: Mode) {
     use core::sync::atomic::Ordering;
     use hvdef::{Control, HvRegisterName, HypercallCode, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF};
     if mode.vtl_entry == VtlEntry::Hypercall || VSM_OFFSETS.load(Ordering::SeqCst) != u64::MAX {
@@ -727,15 +770,17 @@ pub fn prepare_mode(mode: Mode) {
     input[8..12].copy_from_slice(&HV_VP_INDEX_SELF.to_le_bytes());
     // Byte 12: the target VTL, 0 (the caller's own); 13..16 reserved.
     input[16..20].copy_from_slice(&HvRegisterName::VSM_CODE_PAGE_OFFSETS.0.to_le_bytes());
-    crate::mem::write(ARCH, ARCH.input_page(), &input, 0);
-    crate::mem::write(ARCH, ARCH.output_page(), &[], 16);
+    let (input_page, output_page) = (ARCH.vp_input_page(vp), ARCH.vp_output_page(vp));
+    crate::mem::write(ARCH, input_page, &input, 0);
+    crate::mem::write(ARCH, output_page, &[], 16);
     let control = Control::new()
         .with_code(HypercallCode::GET_VP_REGISTERS)
         .with_rep_count(1)
         .into_bits();
-    let result = hypercall(control, &[0; POOL_BYTES], None).map(|d| d.result);
+    let gpas = Some((input_page, output_page));
+    let result = hypercall(control, &[0; POOL_BYTES], gpas).map(|d| d.result);
     let mut value = [0u8; 8];
-    crate::mem::read(ARCH, ARCH.output_page(), &mut value);
+    crate::mem::read(ARCH, output_page, &mut value);
     match result {
         Ok(r) if r & 0xffff == 0 && r >> 32 == 1 => {
             VSM_OFFSETS.store(u64::from_le_bytes(value), Ordering::SeqCst)
@@ -797,8 +842,8 @@ fn call32(control: u64, gpas: Option<(u64, u64)>) -> Result<CallDone, Fault> {
     r.gpr_in[RDI] = output >> 32;
     crate::recovery::arm();
     // SAFETY: as in call_at; the trampoline also enters and leaves compatibility mode through
-    // the kernel's own GDT (CS 0x18, back to 0x08), on its stack below 4 GiB.
-    unsafe { vtl0_hypercall32(&mut r) };
+    // the kernel's own GDT (CS 0x18, back to 0x08), on the VP's own stack below 4 GiB.
+    unsafe { vtl0_hypercall32(&mut r, crate::recovery::mine()) };
     if let Some(f) = crate::recovery::take() {
         return Err(f);
     }
@@ -852,7 +897,7 @@ fn call_at(
     // SAFETY: the trampoline saves and restores the callee-saved registers, reads and writes
     // only `r`, and calls the hypercall page the hypervisor provides (hyperv_init set it up);
     // a fault resumes at its recovery label.
-    unsafe { vtl0_hypercall(&mut r) };
+    unsafe { vtl0_hypercall(&mut r, crate::recovery::mine()) };
     if let Some(f) = crate::recovery::take() {
         return Err(f);
     }
@@ -898,22 +943,140 @@ pub fn probe_read(gpa: u64, width: u8) -> Result<u64, Fault> {
     // SAFETY: the probe may touch any address: a fault resumes at its recovery label. The
     // table entry asked for this access; the kernel's own state lives outside the scratch
     // page, and a probe that breaks the kernel is the table's choice.
-    let value = unsafe { vtl0_probe_read(gpa, width.into()) };
+    let value = unsafe { vtl0_probe_read(gpa, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(value), Err)
 }
 
 pub fn probe_write(gpa: u64, width: u8, value: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read.
-    unsafe { vtl0_probe_write(gpa, value, width.into()) };
+    unsafe { vtl0_probe_write(gpa, value, width.into(), crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
 }
 
 pub fn probe_exec(gpa: u64) -> Result<(), Fault> {
     crate::recovery::arm();
     // SAFETY: as in probe_read; the callee-saved registers are saved around the call.
-    unsafe { vtl0_probe_exec(gpa) };
+    unsafe { vtl0_probe_exec(gpa, crate::recovery::mine()) };
     crate::recovery::take().map_or(Ok(()), Err)
+}
+
+/// The stack pointer (which VP runs: `smp::current`).
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads RSP; touches no memory.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack)) };
+    sp
+}
+
+/// A VP done with its entries waits here for VP 0's power-off (no `hlt`: nothing would wake
+/// it, and the hypervisor ends a run whose VTL0 halts for good).
+pub fn idle() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+fn control_registers() -> (u64, u64, u64) {
+    let (cr0, cr3, cr4): (u64, u64, u64);
+    // SAFETY: reads CR0, CR3 and CR4 at CPL0; touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, cr0", "mov {}, cr3", "mov {}, cr4",
+            out(reg) cr0, out(reg) cr3, out(reg) cr4,
+            options(nomem, nostack)
+        )
+    };
+    (cr0, cr3, cr4)
+}
+
+/// The GDTR and IDTR (`sgdt`, `sidt`).
+fn descriptor_tables() -> (
+    hvdef::x86_64::HvX64TableRegister,
+    hvdef::x86_64::HvX64TableRegister,
+) {
+    let mut gdt = [0u8; 10];
+    let mut idt = [0u8; 10];
+    // SAFETY: `sgdt`/`sidt` store 10 bytes each into the buffers.
+    unsafe {
+        core::arch::asm!(
+            "sgdt [{}]", "sidt [{}]",
+            in(reg) gdt.as_mut_ptr(), in(reg) idt.as_mut_ptr(),
+            options(nostack)
+        )
+    };
+    let table = |b: [u8; 10]| hvdef::x86_64::HvX64TableRegister {
+        pad: [0; 3],
+        limit: u16::from_le_bytes([b[0], b[1]]),
+        base: u64::from_le_bytes(b[2..].try_into().expect("8 bytes")),
+    };
+    (table(gdt), table(idt))
+}
+
+/// Starts VP `vp`'s VTL0 with HvCallStartVirtualProcessor (TLFS; the way to start a VP whose
+/// higher VTL is enabled, vsm.md): long mode on this VP's page tables, GDT, IDT, CR0/CR3/CR4
+/// and EFER (LME | LMA), CS the 64-bit code segment (0x08), the data segments 0x10, RSP
+/// `stack_top`, RIP the AP entry. The call's status (0: started).
+pub fn start_vp(vp: u32, stack_top: u64) -> Result<u64, Fault> {
+    use hvdef::x86_64::{HvX64InputStartVirtualProcessor, HvX64SegmentRegister};
+    use hvdef::{Control, HypercallCode, HV_PARTITION_ID_SELF};
+    use zerocopy::{FromZeros, IntoBytes};
+    let seg = |selector: u16, limit: u32, attributes: u16| HvX64SegmentRegister {
+        base: 0,
+        limit,
+        selector,
+        attributes,
+    };
+    let (cr0, cr3, cr4) = control_registers();
+    let (gdtr, idtr) = descriptor_tables();
+    let mut input = HvX64InputStartVirtualProcessor::new_zeroed();
+    input.partition_id = HV_PARTITION_ID_SELF;
+    input.vp_index = vp;
+    input.target_vtl = 0;
+    let c = &mut input.context;
+    c.rip = vtl0_ap_start64 as *const () as u64;
+    c.rsp = stack_top;
+    c.rflags = 0x2;
+    // G | L | P | S | execute/read, accessed; data: G | D/B | P | S | read/write, accessed.
+    c.cs = seg(0x08, 0xFFFF_FFFF, 0xA09B);
+    let data = seg(0x10, 0xFFFF_FFFF, 0xC093);
+    (c.ds, c.es, c.fs, c.gs, c.ss) = (data, data, data, data, data);
+    c.tr = seg(0, 0xFFFF, 0x8B);
+    c.ldtr = seg(0, 0xFFFF, 0x82);
+    c.gdtr = gdtr;
+    c.idtr = idtr;
+    c.efer = 0x500;
+    c.cr0 = cr0;
+    c.cr3 = cr3;
+    c.cr4 = cr4;
+    c.msr_cr_pat = 0x0007_0406_0007_0406;
+    let bytes = input.as_bytes();
+    crate::mem::write(
+        ARCH,
+        ARCH.input_page(),
+        bytes,
+        vtl0::PAGE_SIZE - bytes.len(),
+    );
+    let control = Control::new().with_code(HypercallCode::START_VIRTUAL_PROCESSOR);
+    let pool = [0u8; POOL_BYTES];
+    let gpas = Some((ARCH.input_page(), ARCH.output_page()));
+    hypercall(control.into_bits(), &pool, gpas).map(|done| done.result & 0xffff)
+}
+
+/// This VP's index as the hypervisor numbers it (`HV_X64_MSR_VP_INDEX`, as Linux's
+/// `hv_common_cpu_init` reads it).
+pub fn vp_index() -> Result<u32, &'static str> {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads a Hyper-V synthetic MSR (hyperv_init on VP 0 checked the interface).
+    unsafe {
+        core::arch::asm!(
+            "rdmsr",
+            in("ecx") HvX64Msr::HV_X64_MSR_VP_INDEX.0,
+            out("eax") lo, out("edx") hi,
+            options(nomem, nostack)
+        )
+    };
+    u32::try_from(u64::from(hi) << 32 | u64::from(lo)).map_err(|_| "the index is over 32 bits")
 }
 
 /// EL0 probes are aarch64's: the parser refuses the flag here, so these never run.
