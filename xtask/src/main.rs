@@ -102,15 +102,7 @@ enum Command {
         /// Seconds before the run is declared hung and QEMU is killed.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
-        /// Boot the IGVM file (loaded by the mock, as a VMM's IGVM loader does) instead of the
-        /// ELF through QEMU's -kernel. An IGVM boot has no command line, so not with --append.
-        /// Implies --gdbstub (the in-VM mock boots the IGVM file anyway).
-        #[arg(long, conflicts_with = "append")]
-        igvm: bool,
-        /// Use the gdbstub mock (an empty VTL0 script) even where the in-VM mock runs VTL0.
-        #[arg(long)]
-        gdbstub: bool,
-        /// In-VM mock: QEMU waits for gdb on this TCP port before the first instruction.
+        /// QEMU waits for gdb on this TCP port before the first instruction.
         #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "1234")]
         gdb: Option<u16>,
     },
@@ -120,13 +112,10 @@ enum Command {
     Bench {
         #[arg(long, value_enum, default_value = "all")]
         arch: ArchArg,
-        /// Only the figures under the in-VM host with a real VTL0 (throughput, boot at 1, 4
-        /// and 16 VPs), not the gdbstub mock's.
-        #[arg(long)]
-        live_only: bool,
     },
-    /// Replay random VTL0 hypercalls through the release image under the mock and check the
-    /// proxy's invariants; exits non-zero on any violation.
+    /// Random VTL0 hypercalls and accesses, made by the VTL0 test kernel under the release
+    /// paravisor under the in-VM mock, each checked against the proxy's invariants and an
+    /// oracle; exits non-zero on any violation.
     Soak {
         #[arg(long, value_enum, default_value = "all")]
         arch: ArchArg,
@@ -136,16 +125,6 @@ enum Command {
         /// Seed of the call generator (decimal or 0x-hex); printed by every run.
         #[arg(long, default_value_t = soak::DEFAULT_SEED, value_parser = parse_seed)]
         seed: u64,
-        /// Virtual processors the calls are spread over.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
-        vps: u32,
-        /// Soak through the gdbstub mock with a scripted VTL0 (the default only for an arch the
-        /// in-VM host cannot yet run a real VTL0 on).
-        #[arg(long)]
-        gdbstub: bool,
-        /// Only the soak through the real VTL0; skip an arch the in-VM host cannot run one on.
-        #[arg(long, conflicts_with = "gdbstub")]
-        live_only: bool,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
@@ -178,8 +157,6 @@ fn main() {
             smp,
             append,
             timeout,
-            igvm,
-            gdbstub,
             gdb,
         } => run::run(
             &arch.arches(),
@@ -188,30 +165,14 @@ fn main() {
                 smp,
                 append: &append,
                 timeout,
-                igvm,
-                gdbstub,
                 gdb,
             },
         ),
         Command::Test => test::run(),
-        Command::Bench { arch, live_only } => bench::run(&arch.arches(), live_only),
-        Command::Soak {
-            arch,
-            calls,
-            seed,
-            vps,
-            gdbstub,
-            live_only,
-        } => soak::run(
-            &arch.arches(),
-            &soak::Options {
-                calls,
-                seed,
-                vps,
-                gdbstub,
-                live_only,
-            },
-        ),
+        Command::Bench { arch } => bench::run(&arch.arches()),
+        Command::Soak { arch, calls, seed } => {
+            soak::run(&arch.arches(), &soak::Options { calls, seed })
+        }
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))

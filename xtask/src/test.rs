@@ -74,27 +74,11 @@ pub fn run() -> Result<()> {
         ),
         ("end-to-end tests (QEMU)", run_cmd(e2e)),
         (
-            "soak (QEMU, 200 random VTL0 calls per arch)",
-            Box::new(|| {
-                let opts = soak::Options {
-                    calls: 200,
-                    seed: soak::DEFAULT_SEED,
-                    vps: 2,
-                    gdbstub: true,
-                    live_only: false,
-                };
-                soak::run(&Arch::ALL, &opts).map(|()| true)
-            }),
-        ),
-        (
             "soak through the real VTL0 (QEMU, in-VM host, 20,000 entries per arch)",
             Box::new(|| {
                 let opts = soak::Options {
                     calls: 20_000,
                     seed: soak::DEFAULT_SEED,
-                    vps: 1,
-                    gdbstub: false,
-                    live_only: true,
                 };
                 soak::run(&Arch::ALL, &opts).map(|()| true)
             }),

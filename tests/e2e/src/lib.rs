@@ -1,5 +1,5 @@
-//! Shared helpers of the end-to-end suites in `tests/` (and of `cargo xtask soak`): where the
-//! images are, and how to script the hypercalls VTL0 makes under the mock hypervisor.
+//! Shared helpers of the end-to-end suites in `tests/` (and of `cargo xtask bench` and `soak`):
+//! where the images are, the hypercall inputs VTL0 makes, and what VTL0 must get back.
 
 pub mod kernel;
 
@@ -7,7 +7,6 @@ use hvdef::{
     Control, HvInputGetVpRegisters, HvInputPostMessage, HvInputVtl, HvRegisterName, HypercallCode,
     HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
 };
-use mockhv::model::Vtl0Call;
 use mockhv::qemu::Arch;
 use std::path::PathBuf;
 use zerocopy::{FromZeros, IntoBytes};
@@ -30,41 +29,18 @@ pub fn image(arch: Arch) -> PathBuf {
     path
 }
 
-/// VTL0 addresses per arch: RAM outside the paravisor's image.
+/// Addresses per arch the suites name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
-    /// Where VTL0's hypercall instruction is.
-    pub ip: u64,
-    pub input: u64,
-    pub output: u64,
-    /// Inside the paravisor's own image: VTL0 must never get it read or written.
+    /// Inside the paravisor's own image (its first page): VTL0 must never get it read or
+    /// written.
     pub vtl2: u64,
 }
 
 pub fn layout(arch: Arch) -> Layout {
     match arch {
-        Arch::X86_64 => Layout {
-            ip: 0x3_0000,
-            input: 0x2_0000,
-            output: 0x2_1000,
-            vtl2: 0x10_0000,
-        },
-        Arch::Aarch64 => Layout {
-            ip: 0x4810_0000,
-            input: 0x4800_0000,
-            output: 0x4800_1000,
-            vtl2: 0x4020_0000,
-        },
-    }
-}
-
-/// A VTL0 hypercall at [`Layout::ip`]: x64 `vmcall` (control in RCX, `a`/`b` in RDX/R8) or arm64
-/// SMCCC `hvc #0` (control in X1, `a`/`b` in X2/X3).
-pub fn call(arch: Arch, control: Control, a: u64, b: u64) -> Vtl0Call {
-    let ip = layout(arch).ip;
-    match arch {
-        Arch::X86_64 => Vtl0Call::x64(ip, control, a, b),
-        Arch::Aarch64 => Vtl0Call::arm64(ip, control, a, b),
+        Arch::X86_64 => Layout { vtl2: 0x10_0000 },
+        Arch::Aarch64 => Layout { vtl2: 0x4020_0000 },
     }
 }
 
@@ -142,43 +118,6 @@ pub fn retarget_sparse_input(device: u64) -> Vec<u8> {
     bytes
 }
 
-/// The VP registers a fast call's input occupies, in order, and each register's width in bytes:
-/// x64 RDX, R8, then XMM0..XMM5 (16 bytes each); arm64 X2..X17.
-pub fn fast_input_registers(arch: Arch) -> Vec<(HvRegisterName, usize)> {
-    match arch {
-        Arch::X86_64 => [(hvdef::x86_64::reg::RDX, 8), (hvdef::x86_64::reg::R8, 8)]
-            .into_iter()
-            .chain((0..6).map(|n| (HvRegisterName(hvdef::x86_64::reg::XMM0.0 + n), 16)))
-            .collect(),
-        Arch::Aarch64 => (2..18)
-            .map(|n| (HvRegisterName(hvdef::aarch64::reg::X0.0 + n), 8))
-            .collect(),
-    }
-}
-
-/// A fast VTL0 hypercall (the control's fast bit set here) whose input is `input`, placed in the
-/// registers of [`fast_input_registers`] (little-endian, zero-padded), at [`Layout::ip`].
-pub fn fast_call(arch: Arch, control: Control, input: &[u8]) -> Vtl0Call {
-    let mut c = call(arch, control.with_fast(true), 0, 0);
-    let mut rest = input;
-    for (name, width) in fast_input_registers(arch) {
-        if rest.is_empty() {
-            break;
-        }
-        let take = rest.len().min(width);
-        let mut value = [0u8; 16];
-        value[..take].copy_from_slice(&rest[..take]);
-        c = c.with_register(name, u128::from_le_bytes(value));
-        rest = &rest[take..];
-    }
-    assert!(
-        rest.is_empty(),
-        "{} bytes do not fit a fast call",
-        input.len()
-    );
-    c
-}
-
 /// A fast HvCallSignalEvent's input word: `connection`, flag `flag`.
 pub fn signal_event_word(connection: u32, flag: u16) -> u64 {
     u64::from(connection) | u64::from(flag) << 32
@@ -197,33 +136,6 @@ pub fn get_registers_input(vtl: HvInputVtl, names: &[HvRegisterName]) -> Vec<u8>
         bytes.extend(name.0.to_le_bytes());
     }
     bytes
-}
-
-/// Every delivery of every scripted call, in push order (then attempt order).
-pub fn results(report: &mut mockhv::session::Report) -> Vec<mockhv::model::Vtl0Result> {
-    let mut all = report.model.vtl0().results().to_vec();
-    all.sort_by_key(|r| (r.index, r.attempt));
-    all
-}
-
-/// Hypercalls the paravisor itself made (at VTL2) with this code.
-pub fn vtl2_calls(
-    report: &mockhv::session::Report,
-    code: HypercallCode,
-) -> Vec<mockhv::model::HypercallRecord> {
-    report
-        .trace()
-        .hypercalls_with_code(code)
-        .into_iter()
-        .filter(|r| r.vtl == hvdef::Vtl::VTL2)
-        .cloned()
-        .collect()
-}
-
-/// Boots the release image of `scenario.arch` under the mock with `vtl0` scripted, and asserts
-/// the session succeeded (every VP back in its run loop with its script done).
-pub fn run_vtl0(scenario: mockhv::model::Scenario, vtl0: Vec<Vtl0Call>) -> mockhv::session::Report {
-    run_vtl0_with(scenario, vtl0, RELAY)
 }
 
 /// The relay table the suites boot with (`pv.relay` / `pv.devices`): VTL0's connections
@@ -247,21 +159,6 @@ pub fn owned_device_scenario(mut scenario: mockhv::model::Scenario) -> mockhv::m
     scenario
 }
 
-/// Boots the release image of `scenario.arch` under the mock with `vtl0` scripted and the
-/// suites' relay table, and returns however the run ended (the caller judges it).
-pub fn session(
-    scenario: mockhv::model::Scenario,
-    vtl0: Vec<Vtl0Call>,
-    append: &str,
-) -> mockhv::session::Report {
-    let arch = scenario.arch;
-    let mut config = mockhv::session::SessionConfig::new(image(arch), scenario);
-    config.timeout = std::time::Duration::from_secs(90);
-    config.vtl0 = vtl0;
-    config.append = Some(append.to_string());
-    mockhv::session::run(config).expect("the mock session runs")
-}
-
 /// VTL0's instruction pointer as a VP register name: what the paravisor sets to complete a
 /// call.
 pub fn ip_register(arch: Arch) -> HvRegisterName {
@@ -269,30 +166,6 @@ pub fn ip_register(arch: Arch) -> HvRegisterName {
         Arch::X86_64 => hvdef::x86_64::reg::RIP,
         Arch::Aarch64 => hvdef::aarch64::reg::PC,
     }
-}
-
-/// [`run_vtl0`] with this firmware command line.
-pub fn run_vtl0_with(
-    scenario: mockhv::model::Scenario,
-    vtl0: Vec<Vtl0Call>,
-    append: &str,
-) -> mockhv::session::Report {
-    let report = session(scenario, vtl0, append);
-    assert!(
-        report.succeeded(),
-        "{}\nconsole:\n{}",
-        report.summary(),
-        report.run.console
-    );
-    report
-}
-
-/// How many calls of `code` the paravisor makes itself when it boots under `scenario` with no
-/// VTL0 script: an injected fault with `nth` one past it hits the first VTL0 call of `code` it
-/// forwards (with one VP, so that no other VP's boot interleaves).
-pub fn boot_calls(scenario: mockhv::model::Scenario, code: HypercallCode) -> u32 {
-    let report = run_vtl0(scenario, Vec::new());
-    report.trace().hypercalls_with_code(code).len() as u32
 }
 
 /// The release IGVM file for `arch`, built next to the ELF by `cargo xtask image --release`.

@@ -1,9 +1,8 @@
 //! The in-VM mock Hyper-V on arm64 (`tests/invm`): QEMU boots the EL2 host with `-kernel` and
 //! the real paravisor image with the generic loader; the host runs the paravisor at EL1 under
-//! stage 2 and answers every `hvc` with the TLFS model, no gdbstub involved. With an empty
-//! VTL0 script the paravisor's first VtlReturn (after it reached its proxy loop) ends the run,
-//! and the host exits QEMU with pass. The host prints its model's trace as one line, which must
-//! equal the gdbstub mock's trace of the same boot, call for call and byte for byte.
+//! stage 2 and answers every `hvc` with the TLFS model. With no VTL0 the paravisor's first
+//! VtlReturn (after it reached its proxy loop) ends the run, and the host exits QEMU with pass.
+//! The host writes its model's trace through semihosting (the runner's file).
 //!
 //! Needs `cargo xtask image --arch aarch64 --release` (which also builds
 //! `target/images/invm-aarch64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other
@@ -115,8 +114,8 @@ fn the_host_refuses_to_run_without_el2() {
 }
 
 /// The runner's scenario reaches the host's model: with `intercept_page_available` clear the
-/// paravisor refuses to run (one line naming it) before it ever returns to VTL0, as under the
-/// gdbstub mock (`mock_no_intercept_page`).
+/// paravisor refuses to run (one line naming it) before it ever returns to VTL0 (the former
+/// gdbstub suite `mock_no_intercept_page`).
 #[test]
 fn the_runners_scenario_is_the_partition_the_paravisor_meets() {
     use hvdef::{HvRegisterVsmCapabilities, HypercallCode};

@@ -1,10 +1,9 @@
 //! The in-VM mock Hyper-V on x86_64 (`tests/invm`, AMD SVM with nested paging): QEMU boots the
 //! host with `-kernel` (PVH) and the real paravisor image with the generic loader; the host
 //! enters the paravisor as a PVH start inside an SVM guest and answers its CPUID, hypervisor
-//! MSRs and VMMCALLs with the TLFS model, no gdbstub involved. With an empty VTL0 script the
-//! paravisor's first VtlReturn (after it reached its proxy loop) ends the run, and the host
-//! exits QEMU with pass. The host writes its model's trace to the debugcon port (the runner's
-//! file), which must equal the gdbstub mock's trace of the same boot, event for event.
+//! MSRs and VMMCALLs with the TLFS model. With no VTL0 the paravisor's first VtlReturn (after
+//! it reached its proxy loop) ends the run, and the host exits QEMU with pass. The host writes
+//! its model's trace to the debugcon port (the runner's file).
 //!
 //! Needs `cargo xtask image --arch x86_64 --release` (which also builds
 //! `target/images/invm-x86_64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other

@@ -4,8 +4,8 @@
 //! SignalEvent to a connection it does not know and RetargetDeviceInterrupt for a device it
 //! does not know (fact sheet §2). What VTL0 got back (status, output bytes, its registers),
 //! which calls reached VTL2, and what the paravisor asked of the host (control words, exact
-//! input bytes). The same cases as `mock_proxy`'s routing test, which drives a scripted VTL0
-//! through the gdbstub mock.
+//! input bytes). The same cases as the former gdbstub suite `mock_proxy`'s routing test,
+//! which drove a scripted VTL0.
 
 use e2e::kernel::{self, KernelRun};
 use e2e::{

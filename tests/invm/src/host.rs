@@ -94,8 +94,8 @@ impl Host {
     }
 
     /// `vp` has nothing left to run; the run is over (pass) when every started VP has not.
-    /// A VP that halted in VTL2 also parks, but the run then fails (as on the gdbstub mock, a
-    /// halted VP is not a finished one).
+    /// A VP that halted in VTL2 also parks, but the run then fails (a halted VP is not a
+    /// finished one).
     fn park(&mut self, vp: u32, why: core::fmt::Arguments<'_>) -> After {
         self.parked += 1;
         let started = (0..self.vps.len() as u32)

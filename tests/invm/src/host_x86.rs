@@ -524,7 +524,7 @@ impl Host {
         let next = match exit.code {
             arch::EXIT_CPUID => glue.cpuid(model, vp, cpu, arch::cpuid),
             arch::EXIT_MSR if cpu.gprs[RCX] as u32 == arch::MSR_EFER => {
-                // The host's, not the model's (the gdbstub mock never sees EFER either).
+                // The host's, not the model's (EFER is architectural, not Hyper-V's).
                 if exit.info1 == 0 {
                     let efer = me.cpu.efer();
                     cpu.gprs[RAX] = efer & 0xffff_ffff;

@@ -1,7 +1,7 @@
 //! Loading the paravisor from its IGVM file, as a VMM's IGVM loader does, for a QEMU that
 //! cannot read IGVM itself: the page data, the parameter areas filled with what the loader
 //! knows (the VP count, the memory map), and the VTL2 VP context, here as plain values the
-//! session writes into the halted guest over the gdbstub.
+//! runner hands QEMU as loader blobs (`mockhv::invm`).
 //!
 //! The rules follow OpenVMM's IGVM loader (`openvmm/openvmm_core/src/worker/vm_loaders/igvm.rs`)
 //! for the directives this paravisor's file uses: one supported platform, VSM isolation with

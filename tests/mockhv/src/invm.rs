@@ -134,7 +134,7 @@ impl InvmRun {
         }
         let tail = &self.events[self.events.len().saturating_sub(3)..];
         if !self.run.passed() && !tail.is_empty() {
-            let tail: Vec<String> = tail.iter().map(crate::session::brief).collect();
+            let tail: Vec<String> = tail.iter().map(crate::trace::brief).collect();
             s.push_str(&format!("; last trace records: {}", tail.join(" | ")));
         }
         s

@@ -31,8 +31,6 @@ pub use hvmodel::Arch;
 pub trait QemuArch: Copy {
     fn qemu_binary(self) -> &'static str;
     fn debian_package(self) -> &'static str;
-    /// The `kind` field of a `Z0` software breakpoint: the instruction length gdb would patch.
-    fn breakpoint_kind(self) -> u32;
     /// Machine, CPU, memory, console and exit-device arguments (no image, no `-smp`).
     fn qemu_args(self, memory_mb: u32) -> Vec<String>;
     /// What a plain exit code 0 means on this architecture, for failure messages.
@@ -51,13 +49,6 @@ impl QemuArch for Arch {
         match self {
             Arch::X86_64 => QEMU_PACKAGES[0],
             Arch::Aarch64 => QEMU_PACKAGES[1],
-        }
-    }
-
-    fn breakpoint_kind(self) -> u32 {
-        match self {
-            Arch::X86_64 => 1,
-            Arch::Aarch64 => 4,
         }
     }
 
@@ -90,7 +81,12 @@ impl QemuArch for Arch {
                 args.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from))
             }
             // PSCI SYSTEM_OFF always exits 0; semihosting SYS_EXIT carries the real code.
-            Arch::Aarch64 => args.push("-semihosting".into()),
+            // target=native: QEMU serves semihosting itself, also with a debugger attached
+            // (`cargo xtask run --gdb`; target=auto would forward it to the debugger).
+            Arch::Aarch64 => args.extend([
+                "-semihosting-config".into(),
+                "enable=on,target=native".into(),
+            ]),
         }
         args
     }
@@ -158,8 +154,6 @@ pub struct QemuConfig {
     pub smp: u32,
     pub memory_mb: u32,
     pub append: Option<String>,
-    /// Starts QEMU halted (`-S`) with its gdbstub listening on this unix socket.
-    pub gdb_socket: Option<PathBuf>,
     /// Wall-clock limit counted from spawn; `Qemu::wait` kills QEMU when it passes.
     pub timeout: Duration,
     /// Stream the console to our stdout as it arrives (it is captured either way).
@@ -176,7 +170,6 @@ impl QemuConfig {
             smp: 1,
             memory_mb: DEFAULT_MEMORY_MB,
             append: None,
-            gdb_socket: None,
             timeout: Duration::from_secs(30),
             echo: false,
             extra_args: Vec::new(),
@@ -200,24 +193,6 @@ impl QemuConfig {
         if let Some(append) = &self.append {
             args.push("-append".into());
             args.push(append.into());
-        }
-        if let Some(sock) = &self.gdb_socket {
-            let mut chardev = OsString::from("socket,path=");
-            chardev.push(sock.as_os_str());
-            // wait=off: QEMU starts (halted by -S) without waiting for us to connect.
-            chardev.push(",server=on,wait=off,id=gdb0");
-            args.extend(["-S".into(), "-chardev".into(), chardev]);
-            args.extend(["-gdb".into(), "chardev:gdb0".into()]);
-        }
-        if self.gdb_socket.is_some() && self.arch == Arch::Aarch64 {
-            // With plain `-semihosting` (target=auto) QEMU forwards semihosting I/O to an attached
-            // debugger as File-I/O `F` requests, which the mock does not serve; keep it native.
-            for a in args.iter_mut().filter(|a| *a == "-semihosting") {
-                *a = "-semihosting-config".into();
-            }
-            if let Some(i) = args.iter().position(|a| a == "-semihosting-config") {
-                args.insert(i + 1, "enable=on,target=native".into());
-            }
         }
         args.extend(self.extra_args.iter().map(OsString::from));
         args
@@ -393,8 +368,6 @@ pub struct Qemu {
     console: Arc<Capture>,
     stderr: Arc<Capture>,
     readers: Vec<JoinHandle<()>>,
-    /// Removed when QEMU has gone, so temp dirs do not collect dead sockets.
-    gdb_socket: Option<PathBuf>,
     /// Set once the process has been reaped, so `wait` and `Drop` do not reap twice.
     finished: Option<(Outcome, Option<i32>, Duration)>,
 }
@@ -406,16 +379,6 @@ impl Qemu {
         if let Some(image) = &config.image {
             if !image.is_file() {
                 bail!("{} image {} does not exist", config.arch, image.display());
-            }
-        }
-        if let Some(sock) = &config.gdb_socket {
-            // A stale socket from an earlier run would make `Gdb::connect` reach a dead listener.
-            match std::fs::remove_file(sock) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("removing stale {}", sock.display()))
-                }
             }
         }
         let mut child = Command::new(&binary)
@@ -451,7 +414,6 @@ impl Qemu {
             console,
             stderr,
             readers,
-            gdb_socket: config.gdb_socket.clone(),
             finished: None,
         };
         // On error `qemu` is dropped here, which kills the child.
@@ -560,9 +522,6 @@ impl Drop for Qemu {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if let Some(sock) = &self.gdb_socket {
-            let _ = std::fs::remove_file(sock);
-        }
         // The readers end once the pipes close; detach rather than risk blocking in drop.
         self.readers.clear();
     }
@@ -664,7 +623,6 @@ mod tests {
         let mut cfg = QemuConfig::new(Arch::X86_64, Some("/img.elf".into()));
         cfg.smp = 2;
         cfg.append = Some("log=debug".into());
-        cfg.gdb_socket = Some("/tmp/g.sock".into());
         let args: Vec<String> = cfg
             .args()
             .into_iter()
@@ -675,25 +633,14 @@ mod tests {
             joined,
             "-machine q35 -cpu max -m 256M -nographic -no-reboot -serial stdio -monitor none \
              -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04 -smp 2 -kernel /img.elf \
-             -append log=debug -S -chardev socket,path=/tmp/g.sock,server=on,wait=off,id=gdb0 \
-             -gdb chardev:gdb0"
+             -append log=debug"
         );
-        let mut arm = QemuConfig::new(Arch::Aarch64, None);
-        arm.gdb_socket = Some("/s".into());
-        let with_gdb: Vec<_> = arm
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        assert!(with_gdb
-            .join(" ")
-            .contains("-semihosting-config enable=on,target=native -smp 1"));
         let arm = QemuConfig::new(Arch::Aarch64, None).args();
         let arm: Vec<_> = arm.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
             arm.join(" "),
             "-machine virt -cpu max -m 256M -nographic -no-reboot -serial stdio -monitor none \
-             -display none -semihosting -smp 1"
+             -display none -semihosting-config enable=on,target=native -smp 1"
         );
     }
 

@@ -6,7 +6,7 @@
 //! fetches. So the calls here are the ones the in-VM host hands the paravisor (Hyper-V's
 //! UnknownSynicConnection and RetargetInterruptWithUnknownDeviceId intercepts: PostMessage and
 //! SignalEvent to a connection the host does not know, RetargetDeviceInterrupt for a device it
-//! does not know), built with the gdbstub soak's input builders, plus random control words on
+//! does not know), plus random control words on
 //! them, plus VTL0's accesses to its own page and to VTL2's image, plus hostile parameter
 //! lists (`vtl0::FLAG_GPAS`: a misaligned or page-crossing input, an input or output on VTL2's
 //! image), which the hypervisor answers (INVALID_ALIGNMENT) or stops (a GPA intercept, and VTL0
@@ -22,9 +22,9 @@
 //! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration. A third
 //! of the calls run under IGVM boots, which have no command line, so the relay table is empty
 //! (no `pv.relay=`, no `pv.devices=`) and no connection or device is VTL0's; a third under ELF
-//! boots with the gdbstub soak's relay (VTL0's connections 0..8 to the host's 0x100.., which
+//! boots with the former gdbstub soak's relay (VTL0's connections 0..8 to the host's 0x100.., which
 //! the host's model knows), so a valid call to one of them must be relayed with its connection
-//! rewritten and VTL0 gets the host's SUCCESS; a third under the gdbstub soak's worst case, a
+//! rewritten and VTL0 gets the host's SUCCESS; a third under the former gdbstub soak's worst case, a
 //! host that reflects every call VTL0 makes ([`Boot::ReflectAll`]: the proxy's table is the
 //! defence), with VTL0's device 0x30 (`pv.devices=`), every other boot a nested host: its
 //! well-formed calls (RetargetDeviceInterrupt relayed or refused, SynIC calls, the
@@ -218,7 +218,7 @@ enum Boot {
     /// The ELF with the relay table; Hyper-V's routing.
     Relay,
     /// The ELF with the relay table and VTL0's device, under a host that reflects every
-    /// hypercall VTL0 makes to VTL2 (the gdbstub soak's worst case: the proxy's table is the
+    /// hypercall VTL0 makes to VTL2 (the former gdbstub soak's worst case: the proxy's table is the
     /// defence), every other boot a nested host (the relays' HV_HYPERCALL_NESTED).
     ReflectAll,
 }
@@ -733,7 +733,7 @@ impl Gen {
 }
 
 impl Gen {
-    /// A call under the host that reflects everything ([`Boot::ReflectAll`]), the gdbstub
+    /// A call under the host that reflects everything ([`Boot::ReflectAll`]), the former gdbstub
     /// soak's well-formed and random-control mix on the kernel's own pages, each with the
     /// oracle's verdict: what VTL0 gets, its output bytes, the relay the host gets.
     fn reflected(&mut self) -> Plan {
@@ -1266,7 +1266,7 @@ pub fn soak_arch(
     let scenario = Scenario::for_arch(arch);
     // Half the calls under an IGVM boot (no command line: nothing relayed), half under an ELF
     // boot whose relay maps VTL0's connections 0..8 to the host's 0x100.., which the host
-    // knows (the gdbstub soak's relay): a relay without its rewrite, or one too many, is seen.
+    // knows (the former gdbstub soak's relay): a relay without its rewrite, or one too many, is seen.
     let relay_scenario =
         Scenario {
             ports: scenario

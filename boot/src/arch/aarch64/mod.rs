@@ -37,28 +37,14 @@ pub fn exit(code: ExitCode) -> ! {
     halt()
 }
 
-core::arch::global_asm!(
-    r#"
-    .section .text.halt, "ax"
-    .global boot_halt
-boot_halt:
-    msr daifset, #0xf
-    .global pv_halt_site
-pv_halt_site:
-    wfi
-    b pv_halt_site
-"#
-);
-
-unsafe extern "C" {
-    fn boot_halt() -> !;
-}
-
-/// Stops this CPU for good: interrupts masked, `wfi` for ever. The `wfi` is `pv_halt_site`,
-/// so a hypervisor model sees the VP halt as Hyper-V's WFI trap would.
+/// Stops this CPU for good: interrupts masked, `wfi` for ever (Hyper-V traps the WFI and
+/// deschedules the VP until an interrupt it can take, which never comes).
 pub fn halt() -> ! {
-    // SAFETY: boot_halt masks interrupts and waits; it touches no memory and never returns.
-    unsafe { boot_halt() }
+    // SAFETY: masking interrupts (DAIF) touches no memory.
+    unsafe { core::arch::asm!("msr daifset, #0xf", options(nomem, nostack)) };
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
 }
 
 pub(crate) fn set_cpu_base(addr: usize) {

@@ -46,36 +46,18 @@ pub fn exit(code: ExitCode) -> ! {
     halt()
 }
 
-core::arch::global_asm!(
-    r#"
-    .section .text.halt, "ax"
-    .global boot_halt
-boot_halt:
-    cli
-    .global pv_halt_site
-pv_halt_site:
-    hlt
-    jmp pv_halt_site
-"#,
-    options(att_syntax)
-);
-
-unsafe extern "C" {
-    fn boot_halt() -> !;
-}
-
-/// Stops this CPU for good: interrupts off, `hlt` for ever. The `hlt` is `pv_halt_site`, so a
-/// hypervisor model sees the VP halt as Hyper-V's HLT intercept would.
+/// Stops this CPU for good: interrupts off, `hlt` for ever (Hyper-V intercepts the HLT and
+/// deschedules the VP until an interrupt it can take, which never comes).
 pub fn halt() -> ! {
-    // SAFETY: boot_halt masks interrupts and halts; it touches no memory and never returns.
-    unsafe { boot_halt() }
+    x86_64::instructions::interrupts::disable();
+    loop {
+        x86_64::instructions::hlt();
+    }
 }
 
 const IA32_GS_BASE: u32 = 0xc000_0101;
 
 pub(crate) fn set_cpu_base(addr: usize) {
-    // The MSR number is an immediate right before the wrmsr, so the mock's image audit can see
-    // this is an architectural MSR and not a hypervisor access outside the exported sites.
     // SAFETY: GS is not used for anything else; the record is 'static.
     unsafe {
         core::arch::asm!(

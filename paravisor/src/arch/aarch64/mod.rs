@@ -1,8 +1,7 @@
-//! aarch64 hypervisor interface: the SMCCC `hvc #0` site, the hypercall ABI over it, and
-//! synthetic registers as VP registers.
-//!
-//! Every `hvc` is at an exported `pv_hvc_*_site` symbol (the mock hypervisor breakpoints exactly
-//! these; see docs/ARCHITECTURE.md).
+//! aarch64 hypervisor interface: SMCCC `hvc #0`, the hypercall ABI over it, the VTL return
+//! (`hvc #3`), and synthetic registers as VP registers. The `hvc`s are plain instructions,
+//! which Hyper-V traps at EL2 (TLFS hypercall-interface.md, "Hypercall calling conventions" on
+//! ARM64; vsm.md for the VTL return).
 
 use crate::hv::{self, NoHyperV};
 use crate::hypercall::{HypercallAbi, Page, Result, VpTarget};
@@ -36,14 +35,12 @@ core::arch::global_asm!(
     stp x16, x17, [\base, #128]
     .endm
 
-    .section .text.hvsites, "ax"
+    .section .text.hvcall, "ax"
     .global pv_hvc_smccc
 pv_hvc_smccc:                    /* (regs: *mut [u64; 18]): x0..x17 in and out */
     stp x19, x30, [sp, #-16]!
     mov x19, x0
     load_x0_x17 x19
-    .global pv_hvc_smccc_site
-pv_hvc_smccc_site:
     hvc #0
     store_x0_x17 x19
     ldp x19, x30, [sp], #16
@@ -83,8 +80,6 @@ pv_vtl_return:                   /* (regs: *mut [u64; 31]): VTL0's X0..X30 but X
     ldr x1, [x0, #8]
     vtl0_pairs ldp, x0
     ldr x0, [x0]
-    .global pv_hvc_vtl_return_site
-pv_hvc_vtl_return_site:
     hvc #3
     /* Every register but SP and X18 may hold VTL0's now: park VTL0's X0 in the free slot and
        make X0 the base again before any other is touched. */

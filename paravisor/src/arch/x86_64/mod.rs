@@ -1,8 +1,9 @@
-//! x86_64 hypervisor interface: CPUID/MSR sites, the hypercall page and the hypercall ABI.
+//! x86_64 hypervisor interface: CPUID and the synthetic MSRs, the hypercall page and the
+//! hypercall ABI.
 //!
-//! Every instruction that talks to the hypervisor is at one of the exported `pv_*_site`
-//! symbols (the mock hypervisor breakpoints exactly these; see docs/ARCHITECTURE.md), or in
-//! the hypercall page the hypervisor overlays on `pv_hypercall_page`.
+//! The instructions that talk to the hypervisor are plain `cpuid`, `rdmsr` and `wrmsr`, which
+//! Hyper-V intercepts, and the calls through the hypercall page it overlays on
+//! `pv_hypercall_page` once HV_X64_MSR_HYPERCALL is enabled (TLFS hypercall-interface.md).
 
 use crate::hv::{self, NoHyperV};
 use crate::hypercall::{HypercallAbi, Page, Result};
@@ -12,44 +13,7 @@ use hvdef::{HvError, HvPartitionPrivilegeMask, SyntheticRegister};
 
 core::arch::global_asm!(
     r#"
-    .section .text.hvsites, "ax"
-    .global pv_cpuid
-pv_cpuid:                        /* (leaf: u32, subleaf: u32, out: *mut [u32; 4]) */
-    push %rbx
-    mov %rdx, %r8
-    mov %edi, %eax
-    mov %esi, %ecx
-    .global pv_cpuid_site
-pv_cpuid_site:
-    cpuid
-    mov %eax, 0(%r8)
-    mov %ebx, 4(%r8)
-    mov %ecx, 8(%r8)
-    mov %edx, 12(%r8)
-    pop %rbx
-    ret
-
-    .global pv_rdmsr
-pv_rdmsr:                        /* (msr: u32) -> u64 */
-    mov %edi, %ecx
-    .global pv_rdmsr_site
-pv_rdmsr_site:
-    rdmsr
-    shl $32, %rdx
-    or %rdx, %rax
-    ret
-
-    .global pv_wrmsr
-pv_wrmsr:                        /* (msr: u32, value: u64) */
-    mov %edi, %ecx
-    mov %rsi, %rax
-    mov %rsi, %rdx
-    shr $32, %rdx
-    .global pv_wrmsr_site
-pv_wrmsr_site:
-    wrmsr
-    ret
-
+    .section .text.hvcall, "ax"
     .global pv_hypercall
 pv_hypercall:                    /* (control, input, output) -> result, via the page */
     mov %rdi, %rcx
@@ -70,28 +34,46 @@ pv_hypercall_page:
 );
 
 unsafe extern "C" {
-    fn pv_cpuid(leaf: u32, subleaf: u32, out: *mut [u32; 4]);
-    fn pv_rdmsr(msr: u32) -> u64;
-    fn pv_wrmsr(msr: u32, value: u64);
     fn pv_hypercall(control: u64, input: u64, output: u64) -> u64;
     static pv_hypercall_page: [u8; 4096];
 }
 
 pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
-    let mut out = [0; 4];
-    // SAFETY: the site only executes cpuid and writes the four words to `out`.
-    unsafe { pv_cpuid(leaf, subleaf, &mut out) };
-    out
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
 }
 
 fn rdmsr(msr: HvX64Msr) -> u64 {
-    // SAFETY: synthetic MSRs have no memory effects; a missing one faults, which is fatal.
-    unsafe { pv_rdmsr(msr.0) }
+    rdmsr_raw(msr.0)
+}
+
+/// Any MSR by number (the architectural ones the paravisor reads: EFER).
+fn rdmsr_raw(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the MSRs read here have no memory effects; a missing one faults, which is fatal.
+    unsafe {
+        core::arch::asm!(
+            "rdmsr",
+            in("ecx") msr,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack, preserves_flags)
+        )
+    };
+    u64::from(hi) << 32 | u64::from(lo)
 }
 
 fn wrmsr(msr: HvX64Msr, value: u64) {
     // SAFETY: as for rdmsr; the MSRs written here only configure the hypervisor interface.
-    unsafe { pv_wrmsr(msr.0, value) }
+    unsafe {
+        core::arch::asm!(
+            "wrmsr",
+            in("ecx") msr.0,
+            in("eax") value as u32,
+            in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// Finds Hyper-V through its CPUID leaves.
@@ -185,22 +167,9 @@ pub fn write_synthetic(reg: SyntheticRegister, value: u64) -> Result<()> {
     Ok(())
 }
 
-/// EFER, with the MSR number an immediate beside the rdmsr so the mock's image audit can tell it
-/// is architectural.
+/// EFER (architectural MSR 0xC000_0080).
 fn read_efer() -> u64 {
-    let (low, high): (u32, u32);
-    // SAFETY: reading EFER has no side effects.
-    unsafe {
-        core::arch::asm!(
-            "mov ecx, 0xc0000080",
-            "rdmsr",
-            out("eax") low,
-            out("edx") high,
-            out("ecx") _,
-            options(nomem, nostack, preserves_flags)
-        )
-    };
-    (u64::from(high) << 32) | u64::from(low)
+    rdmsr_raw(0xC000_0080)
 }
 
 /// The HvCallEnableVpVtl / HvCallStartVirtualProcessor input that starts `vp` at VTL2 in
@@ -256,7 +225,7 @@ pub fn vp_start_input(vp: u32) -> hvdef::x86_64::HvX64InputEnableVpVtl {
 
 core::arch::global_asm!(
     r#"
-    .section .text.hvsites, "ax"
+    .section .text.hvcall, "ax"
     .global pv_vtl_return
 pv_vtl_return:                   /* (stub: the VTL-return code, regs: *mut Vtl0Registers) */
     /* GPRs (all but RSP) are shared with VTL0: VTL0 resumes with whatever they hold at the

@@ -1,7 +1,6 @@
 //! The x64 exits (AMD SVM): CPUID, RDMSR/WRMSR and VMMCALL, on the guest's registers as the
-//! host saved them, answered by the model exactly as the gdbstub mock's sites are
-//! (`mockhv::session`): the model's CPUID leaves and synthetic MSRs, the CPU's own for the
-//! rest; a `vmmcall` at one of the hypercall page's VTL stubs moves every shared register, any
+//! host saved them, answered by the model: the model's CPUID leaves and synthetic MSRs, the
+//! CPU's own for the rest; a `vmmcall` at one of the hypercall page's VTL stubs moves every shared register, any
 //! other one only RAX/RCX/RDX/R8.
 
 use super::Next;
@@ -71,8 +70,7 @@ impl Glue {
             .map_or(VmcallKind::Hypercall, |&(_, kind)| kind)
     }
 
-    /// CPUID: the model's leaves, or `native` (the CPU's own, as the gdbstub mock steps over
-    /// them natively).
+    /// CPUID: the model's leaves, or `native` (the CPU's own).
     pub fn cpuid(
         &mut self,
         model: &mut Model,
@@ -166,7 +164,7 @@ impl Glue {
     ) -> Next {
         let all = self.vmcall_kind(cpu.rip) != VmcallKind::Hypercall;
         let moved = |n: &usize| all || HYPERCALL_GPRS.contains(&SHARED[*n]);
-        // The firmware is soft-float: no XMM fast input, as in the gdbstub mock.
+        // The firmware is soft-float: no XMM fast input from VTL2.
         let mut regs = X64HypercallRegs::default();
         for (n, reg) in regs.gprs_mut().into_iter().enumerate() {
             if moved(&n) {
