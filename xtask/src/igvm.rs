@@ -36,7 +36,10 @@
 use anyhow::{anyhow, bail, Context, Result};
 use igvm::hv_defs::Vtl;
 use igvm::registers::{AArch64Register, SegmentRegister, TableRegister, X86Register};
-use igvm::{Arch, IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision};
+use igvm::{
+    Arch, IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader,
+    IgvmRevision,
+};
 use igvm_defs::{
     IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_VHS_PARAMETER,
     IGVM_VHS_PARAMETER_INSERT, IGVM_VHS_SUPPORTED_PLATFORM, IGVM_VSM_ISOLATION_PLATFORM_VERSION,
@@ -81,8 +84,20 @@ const PARAM_AREA_INDEX: u32 = 0;
 const VP_COUNT_OFFSET: u32 = 0;
 /// `boot::igvm::MEMORY_MAP_OFFSET`: the memory map has the second page to itself.
 const MEMORY_MAP_OFFSET: u32 = 0x1000;
-/// `boot::igvm::AARCH64_ENTRY_MARKER`: `b"IGVMPARM"` read as a little-endian u64.
-const AARCH64_ENTRY_MARKER: u64 = u64::from_le_bytes(*b"IGVMPARM");
+/// `boot::igvm::COMMAND_LINE_OFFSET`: the command line has the third page to itself.
+const COMMAND_LINE_OFFSET: u32 = 0x2000;
+/// VTL2 memory and the relocation granule: 2 MiB, what OpenHCL's loader requires of the
+/// paravisor's memory (`load_openhcl_x64`: "Paravisor memory ranges must be 2MB (large page)
+/// aligned") and what OpenVMM checks of a VTL2 size.
+const TWO_MB: u64 = 2 << 20;
+/// The highest end a relocated image may have: the static boot page tables identity-map the
+/// low 4 GiB only (x86 `boot_pml4`, arm64 `boot_l1`), and the entry runs on them.
+const RELOCATION_MAX: u64 = 4 << 30;
+/// The x86 boot page tables (`boot_pml4` and what it points to), at the image's end so they
+/// lie outside the relocation region (the igvm crate refuses overlapping regions; OpenHCL
+/// keeps its page tables out of its relocation region for the same reason).
+const PAGETABLES_START: &str = "boot_pagetables_start";
+const PAGETABLES_END: &str = "boot_pagetables_end";
 
 /// The VTL0 boot page; `boot::vtl0_boot` documents the layout, repeated here.
 const VTL0_BOOT_START: &str = "boot_vtl0_boot_start";
@@ -135,19 +150,31 @@ pub fn build(elf: &[u8], arch: IgvmArch, vtl0: Option<&[u8]>) -> Result<Vec<u8>>
     if machine != want_machine {
         bail!("paravisor ELF has e_machine {machine}, expected {want_machine} for {arch:?}");
     }
-    // Page data is placed at p_paddr verbatim: a relocatable image would need fix-ups we do not do.
-    if header.e_type(file.endian()) != elf::ET_EXEC {
-        bail!("paravisor ELF must be a static ET_EXEC image (no relocations)");
+    // Page data is placed at p_paddr verbatim (the link base); the image relocates itself at
+    // entry (boot::reloc), so a static PIE may carry base-relative relocations only.
+    match header.e_type(file.endian()) {
+        elf::ET_EXEC => {}
+        elf::ET_DYN => check_relocations(&file, arch)?,
+        other => bail!("paravisor ELF has e_type {other}: not an executable"),
     }
 
     let params = param_region(&file)?;
     let mut pages = paravisor_pages(&file, elf, &params)?;
+    let image = image_span(&pages, &params)?;
+    let layout = vtl2_layout(&file, arch, &image)?;
     if let Some(payload) = vtl0 {
         add_vtl0_payload(&file, &mut pages, &params, payload, arch).context("the VTL0 payload")?;
     }
-    let mut directives = page_directives(pages);
+    let mut directives = vec![IgvmDirectiveHeader::RequiredMemory {
+        gpa: layout.memory.start,
+        compatibility_mask: COMPAT,
+        number_of_bytes: u32::try_from(layout.memory.end - layout.memory.start)
+            .context("VTL2 memory above 4 GiB in size")?,
+        vtl2_protectable: true,
+    }];
+    directives.extend(page_directives(pages));
     directives.extend(parameters(&params));
-    directives.push(vp_context(&file, arch)?);
+    directives.push(vp_context(&file, arch, &layout)?);
     let platform = IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
         compatibility_mask: COMPAT,
         highest_vtl: 2,
@@ -155,7 +182,8 @@ pub fn build(elf: &[u8], arch: IgvmArch, vtl0: Option<&[u8]>) -> Result<Vec<u8>>
         platform_version: IGVM_VSM_ISOLATION_PLATFORM_VERSION,
         shared_gpa_boundary: 0,
     });
-    let igvm = IgvmFile::new(revision, vec![platform], vec![], directives)
+    let initializations = relocation_headers(arch, &layout);
+    let igvm = IgvmFile::new(revision, vec![platform], initializations, directives)
         .context("assembling the IGVM file")?;
     let mut out = Vec::new();
     igvm.serialize(&mut out)
@@ -180,17 +208,18 @@ fn param_region(file: &ElfFile64<'_, Endianness>) -> Result<Range<u64>> {
         })?;
     // An end below the start reads as size 0, which the check below rejects.
     let size = end_vaddr.saturating_sub(start_vaddr);
-    if start % PAGE != 0 || size % PAGE != 0 || size <= u64::from(MEMORY_MAP_OFFSET) {
+    if start % PAGE != 0 || size % PAGE != 0 || size <= u64::from(COMMAND_LINE_OFFSET) {
         bail!(
             "IGVM parameter pages `{PARAMS_START}`..`{PARAMS_END}` ({start:#x}, {size:#x} bytes) \
-             must be page aligned, whole pages and larger than {MEMORY_MAP_OFFSET:#x} bytes"
+             must be page aligned, whole pages and larger than {COMMAND_LINE_OFFSET:#x} bytes"
         );
     }
     Ok(start..start + size)
 }
 
-/// Parameter area #0 over `params`, the VP count and memory map in it, and its insert.
-fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 4] {
+/// Parameter area #0 over `params`, the VP count, memory map and command line in it, and its
+/// insert.
+fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 5] {
     use IgvmDirectiveHeader as D;
     let at = |byte_offset| IGVM_VHS_PARAMETER {
         parameter_area_index: PARAM_AREA_INDEX,
@@ -206,6 +235,7 @@ fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 4] {
         },
         D::VpCount(at(VP_COUNT_OFFSET)),
         D::MemoryMap(at(MEMORY_MAP_OFFSET)),
+        D::CommandLine(at(COMMAND_LINE_OFFSET)),
         D::ParameterInsert(IGVM_VHS_PARAMETER_INSERT {
             gpa: params.start,
             compatibility_mask: COMPAT,
@@ -323,6 +353,164 @@ fn paravisor_pages(
         }
     }
     Ok(pages)
+}
+
+/// Refuses a PIE whose dynamic relocations are not all base-relative (R_X86_64_RELATIVE,
+/// R_AARCH64_RELATIVE), the only kind `boot::reloc` applies, or that relocates a word of the
+/// x86 boot page tables (the loader's page-table fix-up moves those; both would move them twice).
+fn check_relocations(file: &ElfFile64<'_, Endianness>, arch: IgvmArch) -> Result<()> {
+    let relative = match arch {
+        IgvmArch::X86_64 => elf::R_X86_64_RELATIVE,
+        IgvmArch::Aarch64 => elf::R_AARCH64_RELATIVE,
+    };
+    let tables = match arch {
+        IgvmArch::X86_64 => Some(symbol_range(file, PAGETABLES_START, PAGETABLES_END)?),
+        IgvmArch::Aarch64 => None,
+    };
+    let relocations = file
+        .dynamic_relocations()
+        .ok_or_else(|| anyhow!("paravisor ELF is ET_DYN but has no dynamic relocation table"))?;
+    for (offset, r) in relocations {
+        let object::RelocationFlags::Elf { r_type } = r.flags() else {
+            bail!("relocation at {offset:#x} is not an ELF relocation");
+        };
+        if r_type != relative {
+            bail!(
+                "paravisor ELF has a type-{r_type} relocation at {offset:#x}; the entry applies \
+                 base-relative ones only (link it as a static PIE)"
+            );
+        }
+        if let Some(t) = tables.as_ref().filter(|t| t.contains(&offset)) {
+            bail!(
+                "a relocation at {offset:#x} lies in the boot page tables {:#x}..{:#x}: their \
+                 entries must name absolute symbols (the loader relocates them)",
+                t.start,
+                t.end
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The physical range between two symbols (the end translated through the start's segment).
+fn symbol_range(file: &ElfFile64<'_, Endianness>, start: &str, end: &str) -> Result<Range<u64>> {
+    let (start_vaddr, start_paddr) = symbol_paddr(file, start)?;
+    let end_vaddr = file
+        .symbols()
+        .find(|s| s.name() == Ok(end))
+        .map(|s| s.address())
+        .ok_or_else(|| anyhow!("paravisor ELF has no symbol `{end}`"))?;
+    let size = end_vaddr.saturating_sub(start_vaddr);
+    Ok(start_paddr..start_paddr + size)
+}
+
+/// Every page the paravisor's image places (its segments and parameter pages), checked to start
+/// 2 MiB aligned: the base of its VTL2 memory.
+fn image_span(pages: &Pages, params: &Range<u64>) -> Result<Range<u64>> {
+    let first = pages.keys().next().copied().unwrap_or(0).min(params.start);
+    let last = pages
+        .keys()
+        .next_back()
+        .map_or(0, |g| g + PAGE)
+        .max(params.end);
+    if first % TWO_MB != 0 {
+        bail!(
+            "the paravisor's image starts at {first:#x}, not 2 MiB aligned: its VTL2 memory \
+             must be (OpenHCL's and OpenVMM's loaders refuse it)"
+        );
+    }
+    Ok(first..last)
+}
+
+/// Where VTL2's memory, its relocation region and (x86) its page tables are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Vtl2Layout {
+    /// The RequiredMemory: the image rounded up to 2 MiB.
+    memory: Range<u64>,
+    /// What the loader moves by the relocation offset: x86 everything but the page tables,
+    /// arm64 all of VTL2's memory.
+    region: Range<u64>,
+    page_tables: Option<Range<u64>>,
+    /// The parameter pages' offset from the base (arm64 X0).
+    params_offset: u64,
+}
+
+fn vtl2_layout(
+    file: &ElfFile64<'_, Endianness>,
+    arch: IgvmArch,
+    image: &Range<u64>,
+) -> Result<Vtl2Layout> {
+    let (_, params) = symbol_paddr(file, PARAMS_START)?;
+    let memory = image.start..image.end.div_ceil(TWO_MB) * TWO_MB;
+    let (region, page_tables) = match arch {
+        IgvmArch::Aarch64 => (memory.clone(), None),
+        IgvmArch::X86_64 => {
+            let t = symbol_range(file, PAGETABLES_START, PAGETABLES_END)?;
+            let (_, pml4) = symbol_paddr(file, "boot_pml4")?;
+            if t.start % PAGE != 0 || t.end % PAGE != 0 || t.start == t.end || t.end != image.end
+            {
+                bail!(
+                    "the boot page tables `{PAGETABLES_START}`..`{PAGETABLES_END}` ({:#x}..{:#x}) \
+                     must be whole pages at the image's end ({:#x}), outside the relocation region",
+                    t.start,
+                    t.end,
+                    image.end
+                );
+            }
+            if !t.contains(&pml4) {
+                bail!("`boot_pml4` ({pml4:#x}) is outside the boot page tables");
+            }
+            (image.start..t.start, Some(t))
+        }
+    };
+    Ok(Vtl2Layout {
+        memory,
+        region,
+        page_tables,
+        params_offset: params - image.start,
+    })
+}
+
+/// The relocation region (and, x86, the page-table relocation region) as OpenHCL's
+/// `load_openhcl_x64` declares them: 2 MiB alignment, the file's base the lowest (OpenVMM
+/// relocates upwards only), RIP and (x86) GDTR moved with the image, the BSP's VTL2.
+fn relocation_headers(arch: IgvmArch, layout: &Vtl2Layout) -> Vec<IgvmInitializationHeader> {
+    let x86 = arch == IgvmArch::X86_64;
+    // The whole VTL2 memory must end below RELOCATION_MAX, not just the region.
+    let tail = (layout.memory.end - layout.memory.start) - (layout.region.end - layout.region.start);
+    let mut out = vec![IgvmInitializationHeader::RelocatableRegion {
+        compatibility_mask: COMPAT,
+        relocation_alignment: TWO_MB,
+        relocation_region_gpa: layout.region.start,
+        relocation_region_size: layout.region.end - layout.region.start,
+        minimum_relocation_gpa: layout.region.start,
+        maximum_relocation_gpa: RELOCATION_MAX - tail,
+        is_vtl2: true,
+        apply_rip_offset: true,
+        apply_gdtr_offset: x86,
+        vp_index: 0,
+        vtl: Vtl::Vtl2,
+    }];
+    if let Some(t) = &layout.page_tables {
+        out.push(IgvmInitializationHeader::PageTableRelocationRegion {
+            compatibility_mask: COMPAT,
+            gpa: t.start,
+            size: t.end - t.start,
+            used_size: t.end - t.start,
+            vp_index: 0,
+            vtl: Vtl::Vtl2,
+        });
+    }
+    out
+}
+
+/// The VBS launch measurement of an IGVM file (the igvm crate's
+/// `generate_vbs_measurement`, SHA-256 over the measured pages and the VP context), as hex.
+pub fn digest(igvm: &[u8]) -> Result<String> {
+    let file = IgvmFile::new_from_binary(igvm, None).context("parsing the IGVM file")?;
+    let digest = igvm::measurement::generate_vbs_measurement(file.directives(), COMPAT)
+        .map_err(|e| anyhow!("measuring the IGVM file: {e}"))?;
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn page_directives(pages: Pages) -> Vec<IgvmDirectiveHeader> {
@@ -543,7 +731,11 @@ fn symbol_paddr(file: &ElfFile64<'_, Endianness>, name: &str) -> Result<(u64, u6
         .ok_or_else(|| anyhow!("symbol `{name}` ({vaddr:#x}) is outside every PT_LOAD segment"))
 }
 
-fn vp_context(file: &ElfFile64<'_, Endianness>, arch: IgvmArch) -> Result<IgvmDirectiveHeader> {
+fn vp_context(
+    file: &ElfFile64<'_, Endianness>,
+    arch: IgvmArch,
+    layout: &Vtl2Layout,
+) -> Result<IgvmDirectiveHeader> {
     use AArch64Register as A;
     use X86Register as X;
     let (vtl, compatibility_mask) = (Vtl::Vtl2, COMPAT);
@@ -552,8 +744,10 @@ fn vp_context(file: &ElfFile64<'_, Endianness>, arch: IgvmArch) -> Result<IgvmDi
         let (_, pc) = symbol_paddr(file, "_start")?;
         let registers = vec![
             A::Pc(pc),
-            A::X0(0),
-            A::X1(AARCH64_ENTRY_MARKER),
+            // OpenHCL's convention (`load_openhcl_arm64`): X0 is the parameters' offset from the
+            // image's base, which relocation leaves alone.
+            A::X0(layout.params_offset),
+            A::X1(0),
             A::X2(0),
             A::X3(0),
             A::Cpsr(CPSR_EL1H_DAIF),
@@ -637,6 +831,11 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
     writeln!(
         out,
         "IGVM file: {len} bytes, format revision {version}, architecture {arch}"
+    )?;
+    writeln!(
+        out,
+        "VBS measurement (SHA-256): {}",
+        digest(igvm).context("the measurement")?
     )?;
     writeln!(out, "platforms:")?;
     for IgvmPlatformHeader::SupportedPlatform(p) in file.platforms() {
@@ -733,11 +932,11 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
                     "  parameter area #{i}: {n:#x} bytes, {init} bytes initial data"
                 )?;
             }
-            D::VpCount(p) | D::MemoryMap(p) => {
-                let what = if matches!(d, D::VpCount(_)) {
-                    "VP count"
-                } else {
-                    "memory map"
+            D::VpCount(p) | D::MemoryMap(p) | D::CommandLine(p) => {
+                let what = match d {
+                    D::VpCount(_) => "VP count",
+                    D::MemoryMap(_) => "memory map",
+                    _ => "command line",
                 };
                 let (i, off) = (p.parameter_area_index, p.byte_offset);
                 writeln!(out, "  {what} parameter: area #{i} offset {off:#x}")?;
@@ -747,6 +946,24 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
                 writeln!(
                     out,
                     "  parameter insert: area #{i} at GPA {gpa:#x}, compatibility mask {mask:#x}"
+                )?;
+            }
+            D::RequiredMemory {
+                gpa,
+                number_of_bytes,
+                vtl2_protectable,
+                compatibility_mask: mask,
+            } => {
+                let end = gpa + u64::from(*number_of_bytes);
+                let protectable = if *vtl2_protectable {
+                    ", VTL2 protectable"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "  required memory {gpa:#x}..{end:#x}{protectable}, compatibility mask \
+                     {mask:#x}"
                 )?;
             }
             // Everything this builder never emits.

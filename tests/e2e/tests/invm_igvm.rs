@@ -1,0 +1,105 @@
+//! The IGVM file as OpenVMM's loader takes it (issue 11, "IGVM like OpenHCL's"): VTL2 memory
+//! declared, the file relocatable, the command line an IGVM parameter. Under the in-VM mock,
+//! whose loader (`mockhv::igvm_load`) enforces OpenVMM's rules, the paravisor and the real VTL0
+//! kernel boot with VTL2 loaded at a base the test picks, not the one it was linked at.
+
+use e2e::kernel;
+use hvdef::HypercallCode;
+use mockhv::image::Image;
+use mockhv::qemu::Arch;
+use std::collections::BTreeSet;
+use vtl0::{Record, Table};
+
+/// A 2 MiB-aligned base in the guest's RAM away from the link base, VTL0's kernel and the
+/// host's own memory (x86: the kernel at 64 MiB, the host at 240 MiB; arm64: the kernel at
+/// 0x4800_0000, the host at 0x4f00_0000).
+fn relocated_base(arch: Arch) -> u64 {
+    match arch {
+        Arch::X86_64 => 0x0a00_0000,
+        Arch::Aarch64 => 0x4a00_0000,
+    }
+}
+
+/// Relocated, the paravisor runs at the new base: it says so, protects its image there (and no
+/// page of the old place), refuses VTL0's store into it there, relays and answers VTL0's calls
+/// as ever, and the link base is plain VTL0 memory a store to which goes through.
+#[test]
+fn a_relocated_boot_runs_the_paravisor_and_vtl0() {
+    for arch in kernel::arches() {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let link = image.extent.clone();
+        let base = relocated_base(arch);
+        let offset = base - link.start;
+        let moved = link.start + offset..link.end + offset;
+        let table = Table::new()
+            .hypercall(
+                u64::from(HypercallCode::POST_MESSAGE.0),
+                &e2e::post_message(0x77),
+                0,
+            )
+            .write(base + 0x40, 8, 0x1234)
+            .write(link.start + 0x40, 8, 0x5678)
+            .read(link.start + 0x40, 8);
+        let run = kernel::boot_with(arch, None, None, &table, |boot| {
+            boot.vtl2_base = Some(base)
+        });
+        let console = &run.run.run.console;
+        assert!(
+            run.run.run.passed() && run.results.done == Some(table.len()),
+            "{arch:?}: {}\nconsole:\n{console}",
+            run.run.summary()
+        );
+        e2e::assert_lines_in_order(
+            console,
+            &[
+                &format!(
+                    "boot: relocated from {:#x} to {base:#x}",
+                    link.start
+                ),
+                "running at VTL2",
+                "vtl0: 0 hypercall control=0x5c result=0x12 out= canaries=ok",
+                &format!("VTL0 write at GPA {:#x} refused (VTL2 memory)", base + 0x40),
+                &format!("vtl0: 1 write gpa={:#x} width=8 value=0x1234 fault ", base + 0x40),
+                &format!(
+                    "vtl0: 2 write gpa={:#x} width=8 value=0x5678 ok",
+                    link.start + 0x40
+                ),
+            ],
+        );
+        let records: Vec<&Record> = run.results.entries.iter().map(|(_, r)| r).collect();
+        assert!(
+            matches!(records[3], Record::Read { outcome: Ok(0x5678), .. }),
+            "{arch:?}: {:?}",
+            records[3]
+        );
+        // Exactly the moved image's pages were protected.
+        let mut pages = BTreeSet::new();
+        for r in run.vtl2_calls(HypercallCode::MODIFY_VTL_PROTECTION_MASK) {
+            pages.extend(e2e::protection_list(r));
+        }
+        let want: BTreeSet<u64> = (moved.start >> 12..moved.end >> 12).collect();
+        assert_eq!(pages, want, "{arch:?}: the relocated image's pages");
+    }
+}
+
+/// The command line reaches the paravisor as the file's CommandLine parameter: a `pv.*` option
+/// given to an IGVM boot takes effect (`pv.test=panic` ends the boot in the panic it asks for).
+#[test]
+fn the_command_line_is_an_igvm_parameter() {
+    for arch in kernel::arches() {
+        let table = Table::new().read(kernel::proto(arch).scratch_page(), 8);
+        let run = kernel::boot_with(arch, None, None, &table, |boot| {
+            boot.append = Some("pv.test=panic".into())
+        });
+        let console = &run.run.run.console;
+        assert!(!run.run.run.passed(), "{arch:?}: the boot must fail\n{console}");
+        e2e::assert_lines_in_order(
+            console,
+            &[
+                "command line \"pv.test=panic\"",
+                "pv.test=panic asked for a panic",
+            ],
+        );
+        assert_eq!(run.results.done, None, "{arch:?}: VTL0 never ran");
+    }
+}
