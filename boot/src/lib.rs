@@ -12,6 +12,7 @@ pub mod fdt;
 pub mod igvm;
 pub mod loader;
 pub mod paging;
+pub mod reloc;
 pub mod vtl0_boot;
 
 #[cfg(target_os = "none")]

@@ -40,9 +40,7 @@ fn a_relocated_boot_runs_the_paravisor_and_vtl0() {
             .write(base + 0x40, 8, 0x1234)
             .write(link.start + 0x40, 8, 0x5678)
             .read(link.start + 0x40, 8);
-        let run = kernel::boot_with(arch, None, None, &table, |boot| {
-            boot.vtl2_base = Some(base)
-        });
+        let run = kernel::boot_with(arch, None, None, &table, |boot| boot.vtl2_base = Some(base));
         let console = &run.run.run.console;
         assert!(
             run.run.run.passed() && run.results.done == Some(table.len()),
@@ -52,14 +50,14 @@ fn a_relocated_boot_runs_the_paravisor_and_vtl0() {
         e2e::assert_lines_in_order(
             console,
             &[
-                &format!(
-                    "boot: relocated from {:#x} to {base:#x}",
-                    link.start
-                ),
+                &format!("boot: relocated from {:#x} to {base:#x}", link.start),
                 "running at VTL2",
                 "vtl0: 0 hypercall control=0x5c result=0x12 out= canaries=ok",
                 &format!("VTL0 write at GPA {:#x} refused (VTL2 memory)", base + 0x40),
-                &format!("vtl0: 1 write gpa={:#x} width=8 value=0x1234 fault ", base + 0x40),
+                &format!(
+                    "vtl0: 1 write gpa={:#x} width=8 value=0x1234 fault ",
+                    base + 0x40
+                ),
                 &format!(
                     "vtl0: 2 write gpa={:#x} width=8 value=0x5678 ok",
                     link.start + 0x40
@@ -68,7 +66,13 @@ fn a_relocated_boot_runs_the_paravisor_and_vtl0() {
         );
         let records: Vec<&Record> = run.results.entries.iter().map(|(_, r)| r).collect();
         assert!(
-            matches!(records[3], Record::Read { outcome: Ok(0x5678), .. }),
+            matches!(
+                records[3],
+                Record::Read {
+                    outcome: Ok(0x5678),
+                    ..
+                }
+            ),
             "{arch:?}: {:?}",
             records[3]
         );
@@ -92,7 +96,10 @@ fn the_command_line_is_an_igvm_parameter() {
             boot.append = Some("pv.test=panic".into())
         });
         let console = &run.run.run.console;
-        assert!(!run.run.run.passed(), "{arch:?}: the boot must fail\n{console}");
+        assert!(
+            !run.run.run.passed(),
+            "{arch:?}: the boot must fail\n{console}"
+        );
         e2e::assert_lines_in_order(
             console,
             &[
