@@ -44,7 +44,7 @@ pub fn link_base() -> u64 {
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]
 core::arch::global_asm!(
     r#"
-    .section .text.boot, "ax"
+    .section .text.boot_relocate, "ax"
     .global boot_relocate
 boot_relocate:
     /* rax = delta; clobbers rcx, rdx, rsi, r8 (rdi, the start info, is kept). */
@@ -85,7 +85,7 @@ boot_relocate:
 #[cfg(all(target_os = "none", target_arch = "aarch64"))]
 core::arch::global_asm!(
     r#"
-    .section .text.boot, "ax"
+    .section .text.boot_relocate, "ax"
     .global boot_relocate
 boot_relocate:
     /* x9 = delta; clobbers x10-x13. */

@@ -37,8 +37,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use igvm::hv_defs::Vtl;
 use igvm::registers::{AArch64Register, SegmentRegister, TableRegister, X86Register};
 use igvm::{
-    Arch, IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader,
-    IgvmRevision,
+    Arch, IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision,
 };
 use igvm_defs::{
     IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_VHS_PARAMETER,
@@ -447,8 +446,7 @@ fn vtl2_layout(
         IgvmArch::X86_64 => {
             let t = symbol_range(file, PAGETABLES_START, PAGETABLES_END)?;
             let (_, pml4) = symbol_paddr(file, "boot_pml4")?;
-            if t.start % PAGE != 0 || t.end % PAGE != 0 || t.start == t.end || t.end != image.end
-            {
+            if t.start % PAGE != 0 || t.end % PAGE != 0 || t.start == t.end || t.end != image.end {
                 bail!(
                     "the boot page tables `{PAGETABLES_START}`..`{PAGETABLES_END}` ({:#x}..{:#x}) \
                      must be whole pages at the image's end ({:#x}), outside the relocation region",
@@ -476,8 +474,11 @@ fn vtl2_layout(
 /// relocates upwards only), RIP and (x86) GDTR moved with the image, the BSP's VTL2.
 fn relocation_headers(arch: IgvmArch, layout: &Vtl2Layout) -> Vec<IgvmInitializationHeader> {
     let x86 = arch == IgvmArch::X86_64;
-    // The whole VTL2 memory must end below RELOCATION_MAX, not just the region.
-    let tail = (layout.memory.end - layout.memory.start) - (layout.region.end - layout.region.start);
+    // The whole VTL2 memory must end below RELOCATION_MAX, not just the region (the maximum is
+    // 2 MiB aligned, as the igvm crate requires).
+    let tail =
+        (layout.memory.end - layout.memory.start) - (layout.region.end - layout.region.start);
+    let tail = tail.div_ceil(TWO_MB) * TWO_MB;
     let mut out = vec![IgvmInitializationHeader::RelocatableRegion {
         compatibility_mask: COMPAT,
         relocation_alignment: TWO_MB,
@@ -1140,16 +1141,20 @@ mod tests {
         build(elf, arch, None)
     }
 
-    const SEG1: u64 = 0x10_0000;
-    const SEG2: u64 = 0x20_0010; // unaligned bss-only segment: pages 0x200000..0x203000
-    /// The parameter pages: the last two pages of SEG2, as the linker scripts place them.
-    const PARAMS: u64 = 0x20_1000;
-    const PARAM_SYMS: [(&str, u64); 2] = [(PARAMS_START, PARAMS), (PARAMS_END, PARAMS + 0x2000)];
+    /// 2 MiB aligned, as VTL2 memory must be.
+    const SEG1: u64 = 0x20_0000;
+    const SEG2: u64 = 0x30_0010; // unaligned bss-only segment: pages 0x300000..0x305000
+    /// The parameter pages: three pages of SEG2 after its first, as the linker scripts place
+    /// them; then (x86) the page tables, last.
+    const PARAMS: u64 = 0x30_1000;
+    const PARAM_SYMS: [(&str, u64); 2] = [(PARAMS_START, PARAMS), (PARAMS_END, PARAMS + 0x3000)];
+    /// SEG2's size: through the page after the parameters.
+    const MEMSZ2: u64 = 0x4ff0;
 
     /// Minimal static ELF64: two PT_LOADs (data+bss at SEG1, pure bss at SEG2) and a symtab
     /// whose string table doubles as the section-name table.
     fn test_elf(machine: u16, syms: &[(&str, u64)]) -> Vec<u8> {
-        test_elf_sized(machine, syms, 0x2000)
+        test_elf_sized(machine, syms, MEMSZ2)
     }
 
     /// [`test_elf`] with SEG2 `memsz2` bytes long.
@@ -1213,10 +1218,18 @@ mod tests {
     }
 
     fn x86_syms() -> Vec<(&'static str, u64)> {
+        x86_syms_sized(MEMSZ2)
+    }
+
+    /// The x86 symbols for a SEG2 of `memsz2` bytes: the page tables its last page.
+    fn x86_syms_sized(memsz2: u64) -> Vec<(&'static str, u64)> {
+        let tables = (SEG2 + memsz2).div_ceil(0x1000) * 0x1000 - 0x1000;
         let mut syms = vec![
             ("_start64", SEG1),
-            ("boot_pml4", SEG1 + 0x1000),
+            ("boot_pml4", tables),
             ("boot_gdt", SEG1 + 0x800),
+            (PAGETABLES_START, tables),
+            (PAGETABLES_END, tables + 0x1000),
         ];
         syms.extend(PARAM_SYMS);
         syms
@@ -1258,8 +1271,8 @@ mod tests {
     /// SEG1: two data pages then its bss tail; SEG2: three bss pages after rounding, of which
     /// the last two are the parameter pages and get no page data.
     fn expected_pages() -> Vec<(u64, bool)> {
-        let data = [0x100000, 0x101000].map(|g| (g, false));
-        let zero = [0x102000, 0x200000].map(|g| (g, true));
+        let data = [0x200000, 0x201000].map(|g| (g, false));
+        let zero = [0x202000, 0x300000, 0x304000].map(|g| (g, true));
         data.into_iter().chain(zero).collect()
     }
 
@@ -1274,10 +1287,48 @@ mod tests {
             (IgvmPlatformType::VSM_ISOLATION, 2, 1)
         );
         assert_eq!(page_gpas(&f), expected_pages());
-        let Some(IgvmDirectiveHeader::PageData { data, .. }) = f.directives().first() else {
+        // VTL2 memory first: the image rounded up to 2 MiB, VTL2-protectable.
+        assert_eq!(
+            f.directives().first(),
+            Some(&IgvmDirectiveHeader::RequiredMemory {
+                gpa: SEG1,
+                compatibility_mask: 1,
+                number_of_bytes: 0x20_0000,
+                vtl2_protectable: true,
+            })
+        );
+        let Some(IgvmDirectiveHeader::PageData { data, .. }) = f.directives().get(1) else {
             panic!()
         };
         assert_eq!(data[..4], [1, 1, 3, 3]); // (i % 251) | 1
+                                             // Relocatable as OpenHCL's file: the region is the image but its page tables, the
+                                             // page tables their own region.
+        assert_eq!(
+            f.initializations(),
+            [
+                IgvmInitializationHeader::RelocatableRegion {
+                    compatibility_mask: 1,
+                    relocation_alignment: 0x20_0000,
+                    relocation_region_gpa: SEG1,
+                    relocation_region_size: 0x30_4000 - SEG1,
+                    minimum_relocation_gpa: SEG1,
+                    maximum_relocation_gpa: (4 << 30) - 0x20_0000,
+                    is_vtl2: true,
+                    apply_rip_offset: true,
+                    apply_gdtr_offset: true,
+                    vp_index: 0,
+                    vtl: Vtl::Vtl2,
+                },
+                IgvmInitializationHeader::PageTableRelocationRegion {
+                    compatibility_mask: 1,
+                    gpa: 0x30_4000,
+                    size: 0x1000,
+                    used_size: 0x1000,
+                    vp_index: 0,
+                    vtl: Vtl::Vtl2,
+                },
+            ]
+        );
         let Some(IgvmDirectiveHeader::X64VbsVpContext { vtl, registers, .. }) =
             f.directives().last()
         else {
@@ -1285,7 +1336,7 @@ mod tests {
         };
         assert_eq!(*vtl, Vtl::Vtl2);
         assert!(registers.contains(&X86Register::Rip(SEG1)));
-        assert!(registers.contains(&X86Register::Cr3(SEG1 + 0x1000)));
+        assert!(registers.contains(&X86Register::Cr3(0x30_4000)));
         let gdtr = TableRegister {
             base: SEG1 + 0x800,
             limit: 23,
@@ -1312,19 +1363,22 @@ mod tests {
         assert_eq!(*vtl, Vtl::Vtl2);
         assert!(registers.contains(&AArch64Register::Pc(SEG1)));
         assert!(registers.contains(&AArch64Register::Cpsr(0x3C5)));
-        assert!(registers.contains(&AArch64Register::X0(0)));
-        // b"IGVMPARM": what boot::igvm::AARCH64_ENTRY_MARKER expects in X1.
-        assert!(registers.contains(&AArch64Register::X1(0x4d52_4150_4d56_4749)));
+        // OpenHCL's convention: X0 the parameters' offset from the base (boot::igvm).
+        assert!(registers.contains(&AArch64Register::X0(PARAMS - SEG1)));
+        assert!(registers.contains(&AArch64Register::X1(0)));
     }
 
     #[test]
     fn missing_symbol_is_named() {
-        let syms = [&[("_start64", SEG1), ("boot_gdt", SEG1)][..], &PARAM_SYMS].concat();
+        let syms: Vec<_> = x86_syms()
+            .into_iter()
+            .filter(|(n, _)| *n != "boot_pml4")
+            .collect();
         let elf = test_elf(elf::EM_X86_64, &syms);
         let err = build_plain(&elf, IgvmArch::X86_64).expect_err("must fail");
         assert!(err.to_string().contains("boot_pml4"), "{err:#}");
         for (start, end, name) in [
-            (None, Some(PARAMS + 0x2000), PARAMS_START),
+            (None, Some(PARAMS + 0x3000), PARAMS_START),
             (Some(PARAMS), None, PARAMS_END),
         ] {
             let err = build_plain(&x86_elf_with_params(start, end), IgvmArch::X86_64)
@@ -1342,7 +1396,7 @@ mod tests {
         let params: Vec<_> = f
             .directives()
             .iter()
-            .filter(|d| !matches!(d, D::PageData { .. }))
+            .filter(|d| !matches!(d, D::PageData { .. } | D::RequiredMemory { .. }))
             .collect();
         let at = |byte_offset| IGVM_VHS_PARAMETER {
             parameter_area_index: 0,
@@ -1354,20 +1408,21 @@ mod tests {
             parameter_area_index: 0,
         };
         assert_eq!(
-            params[..4],
+            params[..5],
             [
                 &D::ParameterArea {
-                    number_of_bytes: 0x2000,
+                    number_of_bytes: 0x3000,
                     parameter_area_index: 0,
                     initial_data: vec![],
                 },
                 &D::VpCount(at(0)),
                 &D::MemoryMap(at(0x1000)),
+                &D::CommandLine(at(0x2000)),
                 &D::ParameterInsert(insert),
             ]
         );
-        assert!(matches!(params[4], D::X64VbsVpContext { .. }));
-        assert_eq!(params.len(), 5);
+        assert!(matches!(params[5], D::X64VbsVpContext { .. }));
+        assert_eq!(params.len(), 6);
     }
 
     #[test]
@@ -1385,7 +1440,7 @@ mod tests {
             let f = parse(&build_plain(&elf, arch).expect("build"));
             let overlap = page_gpas(&f)
                 .into_iter()
-                .filter(|(gpa, _)| (PARAMS..PARAMS + 0x2000).contains(gpa))
+                .filter(|(gpa, _)| (PARAMS..PARAMS + 0x3000).contains(gpa))
                 .collect::<Vec<_>>();
             assert_eq!(overlap, [], "{arch:?}");
         }
@@ -1399,9 +1454,9 @@ mod tests {
             (PARAMS, PARAMS + 0x1000, "page aligned"),
             (PARAMS + 0x1000, PARAMS, "page aligned"),
             // Over SEG1's data pages: the insert would silently replace file data.
-            (SEG1, SEG1 + 0x2000, "has file data"),
+            (SEG1, SEG1 + 0x3000, "has file data"),
             // Running past SEG2: not reserved by the image.
-            (0x20_2000, 0x20_4000, "outside every PT_LOAD"),
+            (0x30_3000, 0x30_6000, "outside every PT_LOAD"),
             // Not in any segment at all.
             (0x30_0000, 0x30_2000, "outside every PT_LOAD"),
         ] {
@@ -1451,7 +1506,7 @@ mod tests {
         );
         put(offset_of!(E, flags), &1u16.to_le_bytes());
 
-        let mut golden = vec![0u8; 0x2000];
+        let mut golden = vec![0u8; 0x3000];
         golden[..4].copy_from_slice(&[2, 0, 0, 0]);
         golden[0x1000..0x1018].copy_from_slice(&[
             0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x00, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0,
@@ -1474,21 +1529,24 @@ mod tests {
             "format revision 1",
             "VSM_ISOLATION: highest VTL2",
             "VP context VTL2",
-            "pages 0x100000..0x102000 (2 pages) NORMAL data",
-            "pages 0x102000..0x103000 (1 pages) NORMAL zero",
-            "pages 0x200000..0x201000 (1 pages) NORMAL zero",
-            "Rip        0x100000",
+            "pages 0x200000..0x202000 (2 pages) NORMAL data",
+            "pages 0x202000..0x203000 (1 pages) NORMAL zero",
+            "pages 0x300000..0x301000 (1 pages) NORMAL zero",
+            "Rip        0x200000",
             "Cs         selector 0x8 base 0x0 limit 0xffffffff attributes 0xa09b",
-            "parameter area #0: 0x2000 bytes, 0 bytes initial data",
+            "parameter area #0: 0x3000 bytes, 0 bytes initial data",
             "VP count parameter: area #0 offset 0x0",
             "memory map parameter: area #0 offset 0x1000",
-            "parameter insert: area #0 at GPA 0x201000, compatibility mask 0x1",
+            "parameter insert: area #0 at GPA 0x301000, compatibility mask 0x1",
+            "command line parameter: area #0 offset 0x2000",
+            "required memory 0x200000..0x400000, VTL2 protectable, compatibility mask 0x1",
+            "VBS measurement (SHA-256): ",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
     }
     /// The VTL0 boot page: one page after the parameter pages, SEG2 grown to hold it.
-    const BOOT_PAGE: u64 = PARAMS + 0x2000;
+    const BOOT_PAGE: u64 = PARAMS + 0x3000;
     const VTL0_AT: u64 = 0x0400_0000;
 
     fn elf_with_boot_page(arch: IgvmArch) -> Vec<u8> {
@@ -1496,15 +1554,17 @@ mod tests {
             (VTL0_BOOT_START, BOOT_PAGE),
             (VTL0_BOOT_END, BOOT_PAGE + 0x1000),
         ];
+        // One page more than test_elf's SEG2: the boot page, then (x86) the page tables.
+        let memsz2 = MEMSZ2 + 0x1000;
         let (machine, mut syms) = match arch {
-            IgvmArch::X86_64 => (elf::EM_X86_64, x86_syms()),
+            IgvmArch::X86_64 => (elf::EM_X86_64, x86_syms_sized(memsz2)),
             IgvmArch::Aarch64 => (
                 elf::EM_AARCH64,
                 [&[("_start", SEG1)][..], &PARAM_SYMS].concat(),
             ),
         };
         syms.extend(boot);
-        test_elf_sized(machine, &syms, 0x3000)
+        test_elf_sized(machine, &syms, memsz2)
     }
 
     /// A payload: 0x1800 bytes at `at`, entry 0x40 into it.
@@ -1611,8 +1671,8 @@ mod tests {
 
     #[test]
     fn vtl0_payload_overlapping_vtl2_is_refused() {
-        // Over SEG2's last page: the paravisor's image is 0x100000..0x204000.
-        let vtl0 = payload(false, elf::EM_X86_64, 0x20_3000);
+        // Over SEG2's last page: the paravisor's image is 0x200000..0x306000.
+        let vtl0 = payload(false, elf::EM_X86_64, 0x30_5000);
         let err = build(
             &elf_with_boot_page(IgvmArch::X86_64),
             IgvmArch::X86_64,
@@ -1622,7 +1682,7 @@ mod tests {
         let text = format!("{err:#}");
         assert!(
             text.contains(
-                "PT_LOAD #0 0x203000..0x205000 overlaps the paravisor's image 0x100000..0x204000"
+                "PT_LOAD #0 0x305000..0x307000 overlaps the paravisor's image 0x200000..0x306000"
             ),
             "{text}"
         );
@@ -1660,7 +1720,7 @@ mod tests {
         .unwrap();
         let text = dump(&bytes).expect("dump");
         for needle in [
-            "VTL0 boot page at 0x203000: version 1, arch x86_64, context 224 bytes",
+            "VTL0 boot page at 0x304000: version 1, arch x86_64, context 224 bytes",
             "VTL0 payload: pages 0x4000000..0x4002000 (2 pages)",
             "VTL0 rip        0x4000040",
             "VTL0 cs         selector 0x8 base 0x0 limit 0xffffffff attributes 0xc09b",
