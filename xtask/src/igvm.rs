@@ -474,18 +474,19 @@ fn vtl2_layout(
 /// relocates upwards only), RIP and (x86) GDTR moved with the image, the BSP's VTL2.
 fn relocation_headers(arch: IgvmArch, layout: &Vtl2Layout) -> Vec<IgvmInitializationHeader> {
     let x86 = arch == IgvmArch::X86_64;
-    // The whole VTL2 memory must end below RELOCATION_MAX, not just the region (the maximum is
-    // 2 MiB aligned, as the igvm crate requires).
-    let tail =
-        (layout.memory.end - layout.memory.start) - (layout.region.end - layout.region.start);
-    let tail = tail.div_ceil(TWO_MB) * TWO_MB;
+    // The whole VTL2 memory (size S) must end by RELOCATION_MAX, not just the region (size R):
+    // bases are 2 MiB aligned and the loader checks base + R <= maximum, so a 2 MiB-aligned
+    // maximum of RELOCATION_MAX - S + align_up(R) allows exactly base <= RELOCATION_MAX - S.
+    let size = layout.memory.end - layout.memory.start;
+    let region = layout.region.end - layout.region.start;
+    let maximum = RELOCATION_MAX - size + region.div_ceil(TWO_MB) * TWO_MB;
     let mut out = vec![IgvmInitializationHeader::RelocatableRegion {
         compatibility_mask: COMPAT,
         relocation_alignment: TWO_MB,
         relocation_region_gpa: layout.region.start,
         relocation_region_size: layout.region.end - layout.region.start,
         minimum_relocation_gpa: layout.region.start,
-        maximum_relocation_gpa: RELOCATION_MAX - tail,
+        maximum_relocation_gpa: maximum,
         is_vtl2: true,
         apply_rip_offset: true,
         apply_gdtr_offset: x86,
@@ -1312,7 +1313,7 @@ mod tests {
                     relocation_region_gpa: SEG1,
                     relocation_region_size: 0x30_4000 - SEG1,
                     minimum_relocation_gpa: SEG1,
-                    maximum_relocation_gpa: (4 << 30) - 0x20_0000,
+                    maximum_relocation_gpa: 4 << 30,
                     is_vtl2: true,
                     apply_rip_offset: true,
                     apply_gdtr_offset: true,

@@ -110,3 +110,47 @@ fn the_command_line_is_an_igvm_parameter() {
         assert_eq!(run.results.done, None, "{arch:?}: VTL0 never ran");
     }
 }
+
+/// The built file meets OpenVMM's loader rules as `mockhv::igvm_load` enforces them: it
+/// declares VTL2 memory (2 MiB aligned, from the image's base), loads where it was linked and
+/// at any 2 MiB-aligned base above it that keeps VTL2 memory below 4 GiB, and nowhere else,
+/// each refusal naming OpenVMM's error.
+#[test]
+fn the_file_is_relocatable_by_openvmms_rules() {
+    use mockhv::igvm_load::{load_with, LoadOptions};
+    for arch in kernel::arches() {
+        let image = Image::load(&e2e::image(arch)).expect("the image parses");
+        let bytes = std::fs::read(e2e::igvm(arch)).expect("the IGVM file");
+        let link = image.extent.start;
+        let ram = [link & !0x3fff_ffff..(5 << 30)];
+        let at = |base: Option<u64>| {
+            let options = LoadOptions {
+                vtl2_base: base,
+                cmdline: String::new(),
+            };
+            load_with(&bytes, arch, 1, &ram, &options).map_err(|e| format!("{e:#}"))
+        };
+        let here = at(None).expect("loads where it was linked");
+        assert_eq!(here.relocation_offset, 0);
+        assert_eq!(here.vtl2_memory.start, link, "{arch:?}");
+        let size = here.vtl2_memory.end - link;
+        assert!(size % (2 << 20) == 0 && here.vtl2_memory.end >= image.extent.end);
+        let moved = at(Some(link + (64 << 20))).expect("relocates 64 MiB up");
+        assert_eq!(
+            moved.vtl2_memory,
+            link + (64 << 20)..link + (64 << 20) + size
+        );
+        // The highest base that keeps VTL2 memory below 4 GiB, and one 2 MiB above it.
+        let top = (4 << 30) - size;
+        assert!(at(Some(top)).is_ok(), "{arch:?}: {:?}", at(Some(top)).err());
+        for base in [link + 0x1000, link + (1 << 20), top + (2 << 20)] {
+            let e = at(Some(base)).unwrap_err();
+            assert!(
+                e.contains("(RelocationBaseInvalid)"),
+                "{arch:?} {base:#x}: {e}"
+            );
+        }
+        let e = at(Some(link - (2 << 20))).unwrap_err();
+        assert!(e.contains("(RelocationBaseInvalid)"), "{arch:?}: {e}");
+    }
+}
