@@ -122,7 +122,9 @@ fn the_file_is_relocatable_by_openvmms_rules() {
         let image = Image::load(&e2e::image(arch)).expect("the image parses");
         let bytes = std::fs::read(e2e::igvm(arch)).expect("the IGVM file");
         let link = image.extent.start;
-        let ram = [link & !0x3fff_ffff..(5 << 30)];
+        // One RAM range from the GiB the image is in up to 5 GiB.
+        let ram_start = link & !0x3fff_ffff;
+        let ram: Vec<std::ops::Range<u64>> = std::iter::once(ram_start..5 << 30).collect();
         let at = |base: Option<u64>| {
             let options = LoadOptions {
                 vtl2_base: base,
@@ -134,7 +136,7 @@ fn the_file_is_relocatable_by_openvmms_rules() {
         assert_eq!(here.relocation_offset, 0);
         assert_eq!(here.vtl2_memory.start, link, "{arch:?}");
         let size = here.vtl2_memory.end - link;
-        assert!(size % (2 << 20) == 0 && here.vtl2_memory.end >= image.extent.end);
+        assert!(size.is_multiple_of(2 << 20) && here.vtl2_memory.end >= image.extent.end);
         let moved = at(Some(link + (64 << 20))).expect("relocates 64 MiB up");
         assert_eq!(
             moved.vtl2_memory,

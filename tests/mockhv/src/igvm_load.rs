@@ -932,12 +932,16 @@ mod tests {
             e.contains("required memory 0x7fe00000..0x80200000 is not in the guest's RAM (MissingRequiredMemory)"),
             "{e}"
         );
-        let mut nul = LoadOptions::default();
-        nul.cmdline = "a\0b".into();
+        let nul = LoadOptions {
+            cmdline: "a\0b".into(),
+            ..Default::default()
+        };
         let e = load_with(&vsm(image()), Arch::X86_64, 1, &RAM, &nul).unwrap_err();
         assert!(format!("{e:#}").contains("NUL at byte 1 (CommandLineContainsNul)"));
-        let mut long = LoadOptions::default();
-        long.cmdline = "x".repeat(0x1000);
+        let long = LoadOptions {
+            cmdline: "x".repeat(0x1000),
+            ..Default::default()
+        };
         let e = load_with(&vsm(image()), Arch::X86_64, 1, &RAM, &long).unwrap_err();
         assert!(format!("{e:#}").contains("(ParameterTooLarge)"), "{e:#}");
     }
