@@ -39,7 +39,18 @@ fn a_relocated_boot_runs_the_paravisor_and_vtl0() {
             )
             .write(base + 0x40, 8, 0x1234)
             .write(link.start + 0x40, 8, 0x5678)
-            .read(link.start + 0x40, 8);
+            .read(link.start + 0x40, 8)
+            // A call whose input VTL0 keeps at the old place, which the paravisor reads
+            // through its identity map (x86: the loader's page-table fix-up moved the old
+            // place's 2 MiB pages away; the entry maps them again).
+            .place(link.start + 0x1000, &e2e::post_message(0x77))
+            .hypercall_at(
+                u64::from(HypercallCode::POST_MESSAGE.0),
+                link.start + 0x1000,
+                0,
+                &[],
+                0,
+            );
         let run = kernel::boot_with(arch, None, None, &table, |boot| boot.vtl2_base = Some(base));
         let console = &run.run.run.console;
         assert!(
@@ -62,6 +73,7 @@ fn a_relocated_boot_runs_the_paravisor_and_vtl0() {
                     "vtl0: 2 write gpa={:#x} width=8 value=0x5678 ok",
                     link.start + 0x40
                 ),
+                "vtl0: 5 hypercall control=0x5c result=0x12 out= canaries=ok",
             ],
         );
         let records: Vec<&Record> = run.results.entries.iter().map(|(_, r)| r).collect();
