@@ -168,3 +168,46 @@ fn the_file_is_relocatable_by_openvmms_rules() {
         assert!(e.contains("(RelocationBaseInvalid)"), "{arch:?}: {e}");
     }
 }
+
+/// Relocated with four VPs: the boot VP starts the APs at the moved image (their entry, page
+/// tables, GDT and stacks are where it runs), each enables VTL2, runs its bring-up and returns
+/// to its VTL0.
+#[test]
+fn a_relocated_boot_starts_every_vp_there() {
+    use mockhv::invm::{InvmBoot, Paravisor};
+    use mockhv::model::Event;
+    use mockhv::qemu::Outcome;
+    for arch in kernel::arches() {
+        let mut boot = InvmBoot::new(
+            arch,
+            e2e::invm_image(arch),
+            Paravisor::Igvm(e2e::igvm(arch)),
+        );
+        boot.trace = true;
+        boot.vps = 4;
+        boot.vtl2_base = Some(relocated_base(arch));
+        let run = boot.run().expect("QEMU runs");
+        assert_eq!(
+            run.run.outcome,
+            Outcome::Pass,
+            "{arch:?}: {}",
+            run.summary()
+        );
+        e2e::assert_lines_in_order(
+            &run.run.console,
+            &[
+                "boot: relocated from ",
+                "boot: from IGVM parameters: 4 VP(s)",
+                "all 4 VP(s) run at VTL2",
+                "invm: the paravisor returned to VTL0 with an empty VTL0 script: done after",
+            ],
+        );
+        for vp in 1..4 {
+            let last = run.events.iter().rev().find_map(|e| match e {
+                Event::Hypercall(r) if r.vp == vp => Some(r.code),
+                _ => None,
+            });
+            assert_eq!(last, Some(HypercallCode::VTL_RETURN), "{arch:?} VP {vp}");
+        }
+    }
+}
