@@ -267,9 +267,10 @@ pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
                 s.ram_bytes = s.ram_bytes.saturating_add(size);
             }
             MapEntry::Ram { .. } => s.dropped_ranges += 1,
-            MapEntry::Vtl2 { size, .. } => {
+            MapEntry::Vtl2 { start, size } => {
                 s.vtl2_ranges += 1;
                 s.vtl2_bytes = s.vtl2_bytes.saturating_add(size);
+                info.add_vtl2(start, size);
             }
             MapEntry::Other { .. } => s.other_entries += 1,
             MapEntry::Malformed { .. } => s.malformed_entries += 1,
@@ -523,6 +524,7 @@ mod tests {
         let s = apply(&p, &mut i);
         assert_eq!(i.cmdline(), "pv.log=debug");
         assert_eq!(i.ram(), [0x10_0000..0x20_0000, 0x80_0000..0x90_0000]);
+        assert_eq!(i.vtl2(), [0x20_0000..0x80_0000]);
         assert_eq!(
             s.to_string(),
             "from IGVM parameters: 1 VP(s), 2 RAM range(s) totalling 2048 KiB; VTL2 memory 1 \
