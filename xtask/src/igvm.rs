@@ -1,5 +1,14 @@
-//! IGVM image builder and dumper: wraps the static paravisor ELF into an IGVM file whose
-//! initial VP context targets VTL2, and pretty-prints IGVM files for inspection.
+//! IGVM image builder and dumper: wraps the paravisor ELF (a static PIE linked at a 2 MiB
+//! aligned base, or a plain ET_EXEC) into an IGVM file whose initial VP context targets VTL2,
+//! and pretty-prints IGVM files for inspection, with their VBS measurement ([`digest`]).
+//!
+//! Layout as OpenHCL's (`vm/loader/src/paravisor.rs`): a VTL2-protectable `RequiredMemory`
+//! from the image's base to its end rounded up to 2 MiB; a relocation region (2 MiB alignment,
+//! the file's base its minimum, a maximum that keeps VTL2 memory below 4 GiB, RIP and on x86
+//! GDTR moved, VTL2's BSP) over the image but (x86) its boot page tables, which get a
+//! page-table relocation region of their own (`boot_pagetables_start`..`_end`, the image's
+//! last pages). docs/ARCHITECTURE.md "IGVM file and relocation" says why and how the image
+//! relocates itself (`boot::reloc`).
 //!
 //! Boot contract (x86_64): the loader starts the BSP in 64-bit long mode at `_start64` with
 //! CR3 = `boot_pml4` (the image's static identity map of the first 4 GiB) and GDTR = `boot_gdt`
@@ -7,16 +16,18 @@
 //! IGVM cannot carry RDI, and the entry treats `rdi == 0` as "started from IGVM" (a PVH
 //! start passes a non-zero start-info pointer there). RSP = 0: the entry sets its own stack.
 //!
-//! Boot contract (aarch64): EL1h, DAIF masked, MMU off, PC = `_start`, X0 = 0 (no device tree),
-//! X1 = [`AARCH64_ENTRY_MARKER`] ("started from IGVM": X0 = 0 alone is also a QEMU ELF boot).
+//! Boot contract (aarch64): EL1h, DAIF masked, MMU off, PC = `_start`, X0 = the parameter
+//! pages' offset from the image's base (OpenHCL's convention; `boot::igvm` compares it with its
+//! own), X1..X3 = 0.
 //!
 //! Boot parameters (both arches; the reader is `boot::igvm`): the image reserves a page-aligned
 //! NOLOAD `.igvm_params` section between `boot_igvm_params_start` and `boot_igvm_params_end`
-//! (2 pages). The file declares parameter area #0 of that size with no initial data, a
-//! `VpCount` parameter at offset [`VP_COUNT_OFFSET`] (the loader writes a u32) and a
+//! (3 pages). The file declares parameter area #0 of that size with no initial data, a
+//! `VpCount` parameter at offset [`VP_COUNT_OFFSET`] (the loader writes a u32), a
 //! `MemoryMap` parameter at [`MEMORY_MAP_OFFSET`] (the loader writes
-//! `IGVM_VHS_MEMORY_MAP_ENTRY` records, a 0-page record last), and inserts the area at the
-//! section's GPA. Those pages get no page data: the insert is what imports them.
+//! `IGVM_VHS_MEMORY_MAP_ENTRY` records, a 0-page record last) and a `CommandLine` parameter at
+//! [`COMMAND_LINE_OFFSET`] (NUL-terminated), and inserts the area at the section's GPA. Those
+//! pages get no page data: the insert is what imports them.
 //!
 //! VTL0 payload (optional, [`build`]'s `vtl0`): a static ELF (ELF32 or ELF64, ET_EXEC) whose
 //! PT_LOAD segments become page data at their physical addresses. They must not overlap the
