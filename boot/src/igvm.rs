@@ -524,7 +524,10 @@ mod tests {
         let s = apply(&p, &mut i);
         assert_eq!(i.cmdline(), "pv.log=debug");
         assert_eq!(i.ram(), [0x10_0000..0x20_0000, 0x80_0000..0x90_0000]);
-        assert_eq!((i.vtl2().len(), i.vtl2()[0].clone()), (1, 0x20_0000..0x80_0000));
+        assert_eq!(
+            (i.vtl2().len(), i.vtl2()[0].clone()),
+            (1, 0x20_0000..0x80_0000)
+        );
         assert_eq!(
             s.to_string(),
             "from IGVM parameters: 1 VP(s), 2 RAM range(s) totalling 2048 KiB; VTL2 memory 1 \

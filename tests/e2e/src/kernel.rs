@@ -32,6 +32,11 @@ pub fn proto(arch: Arch) -> vtl0::Arch {
 /// store into VTL2's memory (it faults into the hypervisor, the paravisor refuses it and VTL0
 /// takes the fault).
 pub fn demo_table(arch: Arch) -> Table {
+    demo_table_at(crate::layout(arch).vtl2)
+}
+
+/// [`demo_table`] with the store aimed at `vtl2` (VTL2's memory where the loader put it).
+pub fn demo_table_at(vtl2: u64) -> Table {
     use hvdef::{Control, HvInputVtl, HvRegisterName, HypercallCode};
     let get = Control::new()
         .with_code(HypercallCode::GET_VP_REGISTERS)
@@ -47,7 +52,7 @@ pub fn demo_table(arch: Arch) -> Table {
             &crate::get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
             16,
         )
-        .write(crate::layout(arch).vtl2, 8, 0x1234)
+        .write(vtl2, 8, 0x1234)
 }
 
 /// A finished run: the host's side and the kernel's.
