@@ -22,80 +22,87 @@ fn relocated_base(arch: Arch) -> u64 {
 
 /// Relocated, the paravisor runs at the new base: it says so, protects its image there (and no
 /// page of the old place), refuses VTL0's store into it there, relays and answers VTL0's calls
-/// as ever, and the link base is plain VTL0 memory a store to which goes through.
+/// as ever, and the link base is plain VTL0 memory a store to which goes through. Far away, and
+/// 2 MiB up (the new place overlapping the old: the loader's page-table fix-up moves entries
+/// onto ones it moves later).
 #[test]
 fn a_relocated_boot_runs_the_paravisor_and_vtl0() {
     for arch in kernel::arches() {
         let image = Image::load(&e2e::image(arch)).expect("the image parses");
-        let link = image.extent.clone();
-        let base = relocated_base(arch);
-        let offset = base - link.start;
-        let moved = link.start + offset..link.end + offset;
-        let table = Table::new()
-            .hypercall(
-                u64::from(HypercallCode::POST_MESSAGE.0),
-                &e2e::post_message(0x77),
-                0,
-            )
-            .write(base + 0x40, 8, 0x1234)
-            .write(link.start + 0x40, 8, 0x5678)
-            .read(link.start + 0x40, 8)
-            // A call whose input VTL0 keeps at the old place, which the paravisor reads
-            // through its identity map (x86: the loader's page-table fix-up moved the old
-            // place's 2 MiB pages away; the entry maps them again).
-            .place(link.start + 0x1000, &e2e::post_message(0x77))
-            .hypercall_at(
-                u64::from(HypercallCode::POST_MESSAGE.0),
-                link.start + 0x1000,
-                0,
-                &[],
-                0,
-            );
-        let run = kernel::boot_with(arch, None, None, &table, |boot| boot.vtl2_base = Some(base));
-        let console = &run.run.run.console;
-        assert!(
-            run.run.run.passed() && run.results.done == Some(table.len()),
-            "{arch:?}: {}\nconsole:\n{console}",
-            run.run.summary()
-        );
-        e2e::assert_lines_in_order(
-            console,
-            &[
-                &format!("boot: relocated from {:#x} to {base:#x}", link.start),
-                "running at VTL2",
-                "vtl0: 0 hypercall control=0x5c result=0x12 out= canaries=ok",
-                &format!("VTL0 write at GPA {:#x} refused (VTL2 memory)", base + 0x40),
-                &format!(
-                    "vtl0: 1 write gpa={:#x} width=8 value=0x1234 fault ",
-                    base + 0x40
-                ),
-                &format!(
-                    "vtl0: 2 write gpa={:#x} width=8 value=0x5678 ok",
-                    link.start + 0x40
-                ),
-                "vtl0: 5 hypercall control=0x5c result=0x12 out= canaries=ok",
-            ],
-        );
-        let records: Vec<&Record> = run.results.entries.iter().map(|(_, r)| r).collect();
-        assert!(
-            matches!(
-                records[3],
-                Record::Read {
-                    outcome: Ok(0x5678),
-                    ..
-                }
-            ),
-            "{arch:?}: {:?}",
-            records[3]
-        );
-        // Exactly the moved image's pages were protected.
-        let mut pages = BTreeSet::new();
-        for r in run.vtl2_calls(HypercallCode::MODIFY_VTL_PROTECTION_MASK) {
-            pages.extend(e2e::protection_list(r));
+        for base in [relocated_base(arch), image.extent.start + (2 << 20)] {
+            relocated_boot(arch, &image, base);
         }
-        let want: BTreeSet<u64> = (moved.start >> 12..moved.end >> 12).collect();
-        assert_eq!(pages, want, "{arch:?}: the relocated image's pages");
     }
+}
+
+fn relocated_boot(arch: Arch, image: &Image, base: u64) {
+    let link = image.extent.clone();
+    let offset = base - link.start;
+    let moved = link.start + offset..link.end + offset;
+    let table = Table::new()
+        .hypercall(
+            u64::from(HypercallCode::POST_MESSAGE.0),
+            &e2e::post_message(0x77),
+            0,
+        )
+        .write(base + 0x40, 8, 0x1234)
+        .write(link.start + 0x40, 8, 0x5678)
+        .read(link.start + 0x40, 8)
+        // A call whose input VTL0 keeps at the old place, which the paravisor reads
+        // through its identity map (x86: the loader's page-table fix-up moved the old
+        // place's 2 MiB pages away; the entry maps them again).
+        .place(link.start + 0x1000, &e2e::post_message(0x77))
+        .hypercall_at(
+            u64::from(HypercallCode::POST_MESSAGE.0),
+            link.start + 0x1000,
+            0,
+            &[],
+            0,
+        );
+    let run = kernel::boot_with(arch, None, None, &table, |boot| boot.vtl2_base = Some(base));
+    let console = &run.run.run.console;
+    assert!(
+        run.run.run.passed() && run.results.done == Some(table.len()),
+        "{arch:?}: {}\nconsole:\n{console}",
+        run.run.summary()
+    );
+    e2e::assert_lines_in_order(
+        console,
+        &[
+            &format!("boot: relocated from {:#x} to {base:#x}", link.start),
+            "running at VTL2",
+            "vtl0: 0 hypercall control=0x5c result=0x12 out= canaries=ok",
+            &format!("VTL0 write at GPA {:#x} refused (VTL2 memory)", base + 0x40),
+            &format!(
+                "vtl0: 1 write gpa={:#x} width=8 value=0x1234 fault ",
+                base + 0x40
+            ),
+            &format!(
+                "vtl0: 2 write gpa={:#x} width=8 value=0x5678 ok",
+                link.start + 0x40
+            ),
+            "vtl0: 5 hypercall control=0x5c result=0x12 out= canaries=ok",
+        ],
+    );
+    let records: Vec<&Record> = run.results.entries.iter().map(|(_, r)| r).collect();
+    assert!(
+        matches!(
+            records[3],
+            Record::Read {
+                outcome: Ok(0x5678),
+                ..
+            }
+        ),
+        "{arch:?}: {:?}",
+        records[3]
+    );
+    // Exactly the moved image's pages were protected.
+    let mut pages = BTreeSet::new();
+    for r in run.vtl2_calls(HypercallCode::MODIFY_VTL_PROTECTION_MASK) {
+        pages.extend(e2e::protection_list(r));
+    }
+    let want: BTreeSet<u64> = (moved.start >> 12..moved.end >> 12).collect();
+    assert_eq!(pages, want, "{arch:?}: the relocated image's pages");
 }
 
 /// The command line reaches the paravisor as the file's CommandLine parameter: a `pv.*` option
