@@ -984,4 +984,64 @@ mod tests {
         let e = at(&ok, 0x8000_0000 - 0x20_0000 + TWO_MB).unwrap_err();
         assert!(e.contains("(MissingRequiredMemory)"), "{e}");
     }
+
+    /// arm64: relocation without a page-table region (the MMU is off at entry), PC moved with
+    /// the region, X0 (an offset from the base, OpenHCL's convention) left alone.
+    #[test]
+    fn arm64_relocates_pc_and_needs_no_page_tables() {
+        let platform = IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
+            compatibility_mask: MASK,
+            highest_vtl: 2,
+            platform_type: IgvmPlatformType::VSM_ISOLATION,
+            platform_version: IGVM_VSM_ISOLATION_PLATFORM_VERSION,
+            shared_gpa_boundary: 0,
+        });
+        let base = 0x4020_0000;
+        let mut directives = vec![required(base, 0x20_0000), page(base, b"code".to_vec())];
+        directives.extend(parameters(base + 0x2000));
+        directives.push(D::AArch64VbsVpContext {
+            vtl: igvm::hv_defs::Vtl::Vtl2,
+            registers: vec![
+                AArch64Register::Pc(base),
+                AArch64Register::X0(0x2000),
+                AArch64Register::Cpsr(0x3c5),
+            ],
+            compatibility_mask: MASK,
+        });
+        let mut region = region(TWO_MB, base, 1 << 32);
+        if let I::RelocatableRegion {
+            relocation_region_gpa,
+            relocation_region_size,
+            apply_gdtr_offset,
+            ..
+        } = &mut region
+        {
+            (*relocation_region_gpa, *relocation_region_size) = (base, 0x20_0000);
+            *apply_gdtr_offset = false;
+        }
+        let revision = IgvmRevision::V2 {
+            arch: igvm::Arch::AArch64,
+            page_size: 4096,
+        };
+        let f = IgvmFile::new(revision, vec![platform], vec![region], directives).unwrap();
+        let mut bytes = Vec::new();
+        f.serialize(&mut bytes).unwrap();
+        let options = LoadOptions {
+            vtl2_base: Some(0x4a00_0000),
+            cmdline: String::new(),
+        };
+        let ram = [0x4000_0000..0x5000_0000, 0x8000_0000..0x8010_0000];
+        let l = load_with(&bytes, Arch::Aarch64, 1, &ram, &options).unwrap();
+        assert_eq!(
+            l.context,
+            VpContext::Aarch64 {
+                pc: 0x4a00_0000,
+                cpsr: 0x3c5,
+                x: [0x2000, 0, 0, 0]
+            }
+        );
+        assert_eq!(l.pages[0].0, 0x4a00_0000);
+        assert_eq!(l.parameters[0].0, 0x4a00_2000);
+        assert_eq!(l.vtl2_memory, 0x4a00_0000..0x4a20_0000);
+    }
 }
