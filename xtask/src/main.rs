@@ -159,7 +159,11 @@ fn main() {
             elf,
             vtl0,
             out,
-        } => image::pack(arch.arch(), &elf, vtl0.as_deref(), &out),
+        } => image::pack(arch.arch(), &elf, vtl0.as_deref(), &out).and_then(|()| {
+            let digest = igvm::digest(&std::fs::read(&out)?)?;
+            println!("{}: VBS measurement (SHA-256) {digest}", out.display());
+            Ok(())
+        }),
         Command::Run {
             arch,
             release,
