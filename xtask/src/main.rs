@@ -96,9 +96,14 @@ enum Command {
         /// Number of virtual processors.
         #[arg(long, default_value_t = 2)]
         smp: u32,
-        /// Extra words for the firmware command line (e.g. `pv.log=debug`).
+        /// Extra words for the firmware command line (e.g. `pv.log=debug`), passed as the
+        /// IGVM file's command line parameter.
         #[arg(long, default_value = "")]
         append: String,
+        /// Relocate VTL2 to this 2 MiB-aligned base (hex with 0x, or decimal), as a VMM's
+        /// IGVM loader may.
+        #[arg(long, value_parser = parse_address)]
+        vtl2_base: Option<u64>,
         /// Seconds before the run is declared hung and QEMU is killed.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -154,12 +159,17 @@ fn main() {
             elf,
             vtl0,
             out,
-        } => image::pack(arch.arch(), &elf, vtl0.as_deref(), &out),
+        } => image::pack(arch.arch(), &elf, vtl0.as_deref(), &out).and_then(|()| {
+            let digest = igvm::digest(&std::fs::read(&out)?)?;
+            println!("{}: VBS measurement (SHA-256) {digest}", out.display());
+            Ok(())
+        }),
         Command::Run {
             arch,
             release,
             smp,
             append,
+            vtl2_base,
             timeout,
             gdb,
         } => run::run(
@@ -170,6 +180,7 @@ fn main() {
                 append: &append,
                 timeout,
                 gdb,
+                vtl2_base,
             },
         ),
         Command::Test => test::run(),
@@ -189,6 +200,13 @@ fn main() {
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+fn parse_address(s: &str) -> Result<u64, std::num::ParseIntError> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => s.parse(),
     }
 }
 
