@@ -37,7 +37,7 @@ pub const ENTRY_TYPE_MEMORY: u16 = 0;
 /// bounds.
 pub const MEMORY_MAP_MAX_ENTRIES: usize = 256;
 /// A VP count above this is garbage, not a large VM (Hyper-V partitions stop well below it);
-/// plausible counts above [`crate::MAX_VPS`] are clamped instead.
+/// plausible counts above [`crate::VP_LIMIT`] are clamped instead.
 pub const VP_COUNT_PLAUSIBLE_MAX: u32 = 4096;
 /// What the arm64 IGVM VP context puts in X1 (`b"IGVMPARM"` little-endian). QEMU enters an ELF
 /// with X0 = X1 = 0, so this tells an IGVM start apart from a device-tree-less ELF start
@@ -137,7 +137,7 @@ pub struct Summary {
     pub raw_vp_count: u32,
     /// The VP count stored in the [`BootInfo`], if the loader's was usable.
     pub vp_count: Option<u32>,
-    /// The loader asked for more VPs than the image has stacks for.
+    /// The loader asked for more VPs than a partition can have ([`crate::VP_LIMIT`]).
     pub clamped: bool,
     /// RAM ranges stored in the [`BootInfo`] and their total size.
     pub ram_ranges: usize,
@@ -200,7 +200,7 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Fills `info` from the parameter pages: the VP count (clamped to [`crate::MAX_VPS`]) when
+/// Fills `info` from the parameter pages: the VP count (clamped to [`crate::VP_LIMIT`]) when
 /// usable, else `info.vp_count` is left alone; every RAM record as a RAM range.
 pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
     let mut s = Summary {
@@ -208,7 +208,7 @@ pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
         ..Summary::default()
     };
     if let Some(n) = vp_count(params) {
-        let max = crate::MAX_VPS as u32;
+        let max = crate::VP_LIMIT as u32;
         s.clamped = n > max;
         s.vp_count = Some(n.min(max));
         info.vp_count = n.min(max);
@@ -257,9 +257,11 @@ pub(crate) fn read_params(info: &mut BootInfo) {
     let summary = apply(&copy, info);
     if summary.clamped {
         crate::println!(
-            "boot: IGVM parameters list {} VPs; using the first {}",
-            summary.raw_vp_count,
-            crate::MAX_VPS
+            "{}",
+            crate::AboveLimit {
+                source: "the IGVM VpCount parameter",
+                listed: u64::from(summary.raw_vp_count)
+            }
         );
     }
     crate::println!("boot: {summary}");
@@ -268,7 +270,7 @@ pub(crate) fn read_params(info: &mut BootInfo) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EntryMode, MAX_VPS, RAM_RANGES_MAX};
+    use crate::{EntryMode, RAM_RANGES_MAX, VP_LIMIT as MAX_VPS};
 
     /// What a loader deposits: the VP count word and `IGVM_VHS_MEMORY_MAP_ENTRY` records
     /// (page, pages, type, flags, reserved), then the 0-page terminator it leaves as zeros.

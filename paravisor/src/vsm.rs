@@ -15,7 +15,7 @@ pub const PARAVISOR_VTL: u8 = 2;
 pub enum VsmError {
     /// The partition lacks the AccessVsm privilege: no VSM.
     NoAccessVsm,
-    /// Reading HvRegisterVsmVpStatus failed.
+    /// Reading HvRegisterVsmVpStatus and HvRegisterVpIndex failed.
     StatusUnreadable(hypercall::Error),
     /// VSM is there but this VP is not at VTL2.
     WrongVtl { status: HvRegisterVsmVpStatus },
@@ -31,7 +31,10 @@ impl fmt::Display for VsmError {
                 )
             }
             VsmError::StatusUnreadable(e) => {
-                write!(f, "reading HvRegisterVsmVpStatus failed: {e}")
+                write!(
+                    f,
+                    "reading HvRegisterVsmVpStatus and HvRegisterVpIndex failed: {e}"
+                )
             }
             VsmError::WrongVtl { status } => write!(
                 f,
@@ -43,22 +46,39 @@ impl fmt::Display for VsmError {
     }
 }
 
-/// Checks that this VP runs at VTL2 and returns its VSM status.
+/// What a VP learns about itself at bring-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VpSelf {
+    pub status: HvRegisterVsmVpStatus,
+    /// HvRegisterVpIndex: the hypervisor's index of this VP.
+    pub vp_index: u64,
+}
+
+/// Checks that this VP runs at VTL2 and returns its VSM status and VP index, both read in one
+/// GetVpRegisters (everything a VP reads about itself at bring-up, through the shared
+/// register path).
 pub fn check_vp<A: HypercallAbi>(
     hv: &mut Hypercall<'_, A>,
     privileges: HvPartitionPrivilegeMask,
-) -> Result<HvRegisterVsmVpStatus, VsmError> {
+) -> Result<VpSelf, VsmError> {
     if !privileges.access_vsm() {
         return Err(VsmError::NoAccessVsm);
     }
-    let value = hv
-        .get_vp_register(VpTarget::SELF, HvRegisterName::VSM_VP_STATUS)
-        .map_err(VsmError::StatusUnreadable)?;
-    let status = HvRegisterVsmVpStatus::from_bits(value.as_u64());
+    let mut values = [HvRegisterValue::from(0u64); 2];
+    hv.get_vp_registers(
+        VpTarget::SELF,
+        &[HvRegisterName::VSM_VP_STATUS, HvRegisterName::VP_INDEX],
+        &mut values,
+    )
+    .map_err(VsmError::StatusUnreadable)?;
+    let status = HvRegisterVsmVpStatus::from_bits(values[0].as_u64());
     if status.active_vtl() != PARAVISOR_VTL {
         return Err(VsmError::WrongVtl { status });
     }
-    Ok(status)
+    Ok(VpSelf {
+        status,
+        vp_index: values[1].as_u64(),
+    })
 }
 
 /// Partition-wide VSM facts the paravisor needs later (intercept delivery, VTL layout).

@@ -1320,9 +1320,10 @@ fn vsm_check_reads_the_models_status() {
                     }
                     Some((vtl, enabled)) => {
                         let status = match result {
-                            Ok(status) => {
+                            Ok(me) => {
                                 assert_eq!(vtl, 2, "{arch:?}");
-                                status
+                                assert_eq!(me.vp_index, 0, "{arch:?}: the VP index, same call");
+                                me.status
                             }
                             Err(VsmError::WrongVtl { status }) => status,
                             Err(e) => panic!("{arch:?}: {e}"),
