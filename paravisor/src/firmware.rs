@@ -10,8 +10,8 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hvdef::{
     HvError, HvInputInstallIntercept, HvInterceptAccessMask, HvInterceptType,
-    HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVpAssistPage, HvRegisterVsmPartitionConfig,
-    HypercallCode, SyntheticRegister, HV_PARTITION_ID_SELF,
+    HvPartitionPrivilegeMask, HvRegisterName, HvRegisterValue, HvRegisterVpAssistPage,
+    HvRegisterVsmPartitionConfig, HypercallCode, SyntheticRegister, HV_PARTITION_ID_SELF,
 };
 use spin::Once;
 use zerocopy::IntoBytes;
@@ -131,7 +131,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         arch::NESTED_INDICATOR,
         table.count()
     );
-    vp_init(0);
+    vp_init(0, &mut []);
     let vsm = vsm::partition(&mut percpu::hypercall()).unwrap_or_else(|e| {
         fail(format_args!(
             "reading the VSM partition registers failed: {e}"
@@ -180,7 +180,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         exit(ExitCode::Success)
     }
     start_proxy(ram, options, privileges, &vsm);
-    runloop::run()
+    runloop::run(None)
 }
 
 /// Up to eight VP indices, comma-separated.
@@ -422,14 +422,21 @@ fn start_aps(vp_count: u32) {
 }
 
 /// What every VP does for itself once hypercalls work: prove VTL2 through its own hypercall
-/// pages and check its VP index (one GetVpRegisters for both), enable its VP assist page.
-fn vp_init(vp: u32) {
+/// pages and check its VP index, reading both (and, for an AP, VTL0's entry registers into
+/// `vtl0_values`) in one GetVpRegisters; enable its VP assist page.
+fn vp_init(vp: u32, vtl0_values: &mut [HvRegisterValue]) {
     let privileges = *PRIVILEGES.get().expect("the boot VP read the privileges");
+    let (target, names) = if vtl0_values.is_empty() {
+        (VpTarget::SELF, &[][..])
+    } else {
+        (VpTarget::VTL0, &arch::Vtl0Registers::NAMES[..])
+    };
     let me = {
         let mut hv = percpu::hypercall();
         let (input, output) = hv.page_gpas();
         log::info!("hypercall pages: input {input:#x}, output {output:#x}");
-        vsm::check_vp(&mut hv, privileges).unwrap_or_else(|e| fail(format_args!("{e}")))
+        vsm::check_vp(&mut hv, privileges, target, names, vtl0_values)
+            .unwrap_or_else(|e| fail(format_args!("{e}")))
     };
     log::info!(
         "running at VTL{} (enabled VTL set {:#x})",
@@ -453,12 +460,14 @@ fn vp_init(vp: u32) {
     ONLINE.fetch_add(1, Ordering::Release);
 }
 
-/// Entry of every other VP from `boot`.
+/// Entry of every other VP from `boot`. VTL0's entry registers come with the bring-up's one
+/// GetVpRegisters: nothing sets an AP's VTL0 state before its first return to VTL0.
 pub fn start_ap(vp_index: u32) -> ! {
     percpu::init(vp_index);
-    vp_init(vp_index);
+    let mut vtl0 = [HvRegisterValue::from(0u64); arch::Vtl0Registers::NAMES.len()];
+    vp_init(vp_index, &mut vtl0);
     runloop::wait_configured();
-    runloop::run()
+    runloop::run(Some(arch::Vtl0Registers::from_values(&vtl0)))
 }
 
 /// The panic handler's body: CPU, message and location, then a failure exit.

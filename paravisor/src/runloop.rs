@@ -75,11 +75,12 @@ impl From<Completion> for Outcome {
 const VTL0: VpTarget = VpTarget::VTL0;
 
 /// Runs VTL0 on this VP for ever. Intercepts arrive in the VP assist page (the boot VP refuses
-/// to run without VsmCapabilities.intercept_page_available).
-pub fn run() -> ! {
+/// to run without VsmCapabilities.intercept_page_available). `vtl0`: VTL0's entry registers if
+/// already read (an AP's bring-up reads them), else they are read here.
+pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
     let config = CONFIG.get().expect("configured by the boot VP");
     let assist = percpu::assist_page();
-    let mut regs = vtl0_entry_registers();
+    let mut regs = vtl0.unwrap_or_else(vtl0_entry_registers);
     report_stack();
     loop {
         arch::vtl_return(&assist, &mut regs);

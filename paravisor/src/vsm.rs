@@ -54,23 +54,37 @@ pub struct VpSelf {
     pub vp_index: u64,
 }
 
-/// Checks that this VP runs at VTL2 and returns its VSM status and VP index, both read in one
-/// GetVpRegisters (everything a VP reads about itself at bring-up, through the shared
-/// register path).
+/// Most registers [`check_vp`] reads along with the VSM status and the VP index.
+pub const CHECK_VP_EXTRA_MAX: usize = 32;
+
+/// Checks that this VP runs at VTL2 and returns its VSM status and VP index, read in one
+/// GetVpRegisters with the `extra` registers of `target` (into `extra_values`): everything a VP
+/// reads at bring-up, through the shared register path. HvRegisterVsmVpStatus "is shared across
+/// all VTLs" (TLFS vsm.md) and the VP index is the VP's whatever the VTL, so an AP reads both
+/// with target VTL0 alongside VTL0's entry registers.
 pub fn check_vp<A: HypercallAbi>(
     hv: &mut Hypercall<'_, A>,
     privileges: HvPartitionPrivilegeMask,
+    target: VpTarget,
+    extra: &[HvRegisterName],
+    extra_values: &mut [HvRegisterValue],
 ) -> Result<VpSelf, VsmError> {
+    assert!(
+        extra.len() <= CHECK_VP_EXTRA_MAX && extra.len() == extra_values.len(),
+        "at most {CHECK_VP_EXTRA_MAX} extra registers, one value each"
+    );
     if !privileges.access_vsm() {
         return Err(VsmError::NoAccessVsm);
     }
-    let mut values = [HvRegisterValue::from(0u64); 2];
-    hv.get_vp_registers(
-        VpTarget::SELF,
-        &[HvRegisterName::VSM_VP_STATUS, HvRegisterName::VP_INDEX],
-        &mut values,
-    )
-    .map_err(VsmError::StatusUnreadable)?;
+    let n = 2 + extra.len();
+    let mut names = [HvRegisterName(0); 2 + CHECK_VP_EXTRA_MAX];
+    names[0] = HvRegisterName::VSM_VP_STATUS;
+    names[1] = HvRegisterName::VP_INDEX;
+    names[2..n].copy_from_slice(extra);
+    let mut values = [HvRegisterValue::from(0u64); 2 + CHECK_VP_EXTRA_MAX];
+    hv.get_vp_registers(target, &names[..n], &mut values[..n])
+        .map_err(VsmError::StatusUnreadable)?;
+    extra_values.copy_from_slice(&values[2..n]);
     let status = HvRegisterVsmVpStatus::from_bits(values[0].as_u64());
     if status.active_vtl() != PARAVISOR_VTL {
         return Err(VsmError::WrongVtl { status });
