@@ -215,3 +215,43 @@ fn seventy_two_vps_boot_and_each_ap_reads_itself_in_one_call() {
         }
     }
 }
+
+/// A loader that lists more VPs than any partition can have (HV_MAXIMUM_PROCESSORS, 2048):
+/// the paravisor says so in one line naming the count and the limit, sizes its heap for 2048,
+/// and serves VPs 0..2047. This partition has one VP, so enabling VTL2 on VP 1 fails, and the
+/// boot stops with a line naming the VP and the status.
+#[test]
+fn a_vp_count_above_the_tlfs_limit_gets_a_line_naming_both() {
+    for arch in Arch::ALL {
+        let igvm = image(arch).with_extension("igvm");
+        let mut boot = InvmBoot::new(arch, invm_image(arch), Paravisor::Igvm(igvm));
+        boot.listed_vps = Some(3000);
+        boot.timeout = std::time::Duration::from_secs(300);
+        let in_vm = boot.run().expect("QEMU runs");
+        assert_eq!(
+            in_vm.run.outcome,
+            Outcome::Fail,
+            "{arch:?}: {}",
+            in_vm.summary()
+        );
+        let elf = mockhv::image::Image::load(&image(arch)).expect("the image parses");
+        let heap = e2e::vtl2_heap(&elf, 2048);
+        assert_lines_in_order(
+            &in_vm.run.console,
+            &[
+                "boot: the IGVM VpCount parameter lists 3000 VPs, more than the TLFS limit of \
+                 2048 (HV_MAXIMUM_PROCESSORS); the paravisor serves VPs 0..2047 and starts no \
+                 others",
+                "boot: from IGVM parameters: 2048 VP(s)",
+                &format!(
+                    "boot: VTL2 heap {:#x}..{:#x} ({} bytes for 2048 VP(s))",
+                    heap.start,
+                    heap.end,
+                    heap.end - heap.start
+                ),
+                "command line \"\", 2048 VP(s)",
+                "enabling VTL2 on VP 1 failed: HV_STATUS_INVALID_VP_INDEX",
+            ],
+        );
+    }
+}

@@ -62,7 +62,7 @@ pub struct InvmBoot {
     pub extra_args: Vec<String>,
     /// Have the host write the model's trace (see [`InvmRun::events`]).
     pub trace: bool,
-    /// VPs, one QEMU CPU each (GICv3, so up to 16).
+    /// VPs, one QEMU CPU each (up to 96, the in-VM hosts' limit).
     pub vps: u32,
     /// The partition the host's model runs (its VP count and RAM are the host's: `vps` and
     /// the guest window); None: the arch's default scenario.
@@ -77,6 +77,9 @@ pub struct InvmBoot {
     /// the host's 16 MiB is the guest's: stage 2 / the nested tables map it, the model serves
     /// it, and the paravisor is told of it (device tree, PVH or IGVM memory map).
     pub memory_mb: u32,
+    /// The VP count an IGVM boot's loader writes into the file's VpCount parameter, if not
+    /// `vps`: a loader that lists more (or fewer) VPs than the partition runs.
+    pub listed_vps: Option<u32>,
 }
 
 /// A finished run under the in-VM host.
@@ -158,6 +161,7 @@ impl InvmBoot {
             scenario: None,
             count_vtl2: false,
             memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
+            listed_vps: None,
         }
     }
 
@@ -227,8 +231,13 @@ impl InvmBoot {
                 }
                 let bytes =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let loaded = igvm_load::load(&bytes, self.arch, self.vps, &igvm_ram)
-                    .with_context(|| format!("loading {}", path.display()))?;
+                let loaded = igvm_load::load(
+                    &bytes,
+                    self.arch,
+                    self.listed_vps.unwrap_or(self.vps),
+                    &igvm_ram,
+                )
+                .with_context(|| format!("loading {}", path.display()))?;
                 match loaded.context {
                     VpContext::Aarch64 { pc, cpsr, x } if !x86 => {
                         if cpsr != 0x3c5 {
