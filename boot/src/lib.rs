@@ -234,9 +234,12 @@ pub fn image_range() -> core::ops::Range<u64> {
     (&raw const __image_start) as u64..(&raw const __image_end) as u64
 }
 
-/// The heap (see [`heap`]), fixed once by [`call_firmware_main`].
+/// The heap (see [`heap`]), fixed once by [`call_firmware_main`] before the firmware runs
+/// (0..0 until then).
 #[cfg(target_os = "none")]
-static HEAP_RANGE: spin::Once<core::ops::Range<u64>> = spin::Once::new();
+static HEAP_START: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+#[cfg(target_os = "none")]
+static HEAP_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Where the heap goes for this boot: the one place that decides (see [`heap::heap_range`]).
 #[cfg(target_os = "none")]
@@ -249,19 +252,14 @@ fn vtl2_heap_range(info: &BootInfo) -> Result<core::ops::Range<u64>, heap::HeapE
 /// which it takes from VTL0 before VTL0 runs and never reads or writes on a lower VTL's behalf.
 #[cfg(target_os = "none")]
 pub fn vtl2_memory() -> core::ops::Range<u64> {
-    let heap = HEAP_RANGE
-        .get()
-        .expect("the heap is set up before the firmware runs");
-    image_range().start..heap.end
+    image_range().start..heap_range().end
 }
 
-/// The heap's range.
+/// The heap's range (0..0 before the firmware runs).
 #[cfg(target_os = "none")]
 pub fn heap_range() -> core::ops::Range<u64> {
-    HEAP_RANGE
-        .get()
-        .expect("the heap is set up before the firmware runs")
-        .clone()
+    use core::sync::atomic::Ordering::Relaxed;
+    HEAP_START.load(Relaxed)..HEAP_END.load(Relaxed)
 }
 
 /// Sets up the heap and the APs' stacks and per-CPU records for `info.vp_count` VPs, then
@@ -276,7 +274,8 @@ fn call_firmware_main(info: &BootInfo) -> ! {
         ));
         arch::exit(ExitCode::Failure)
     });
-    let range = HEAP_RANGE.call_once(|| range);
+    HEAP_START.store(range.start, core::sync::atomic::Ordering::Relaxed);
+    HEAP_END.store(range.end, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: RAM the loader reported, right after the image (nothing else is placed there),
     // below the static identity map's end (checked by heap_range); only the heap uses it.
     unsafe { heap::init(range.clone()) };

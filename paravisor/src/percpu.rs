@@ -23,8 +23,10 @@ struct PerCpu {
 unsafe impl Sync for PerCpu {}
 
 /// The small per-VP flags and counters, apart from the pages so that they do not round
-/// PerCpu up by a whole page.
+/// PerCpu up by a whole page; the CPU's per-CPU pointer points here, and this to the pages.
 pub struct VpFlags {
+    /// This VP's pages.
+    pages: *const PerCpu,
     /// Whether the VP's hypercall pages are in use.
     busy: AtomicBool,
     /// Whether the VP finished its bring-up.
@@ -33,8 +35,11 @@ pub struct VpFlags {
     pub memory_refusals: AtomicU64,
 }
 
+// SAFETY: `pages` is only read (set once in `alloc`, before any other CPU sees the flags); the
+// rest are atomics.
+unsafe impl Sync for VpFlags {}
+
 struct Tables {
-    percpu: &'static [PerCpu],
     flags: &'static [VpFlags],
 }
 
@@ -52,15 +57,19 @@ pub fn set_nested_table(table: NestedTable) -> &'static NestedTable {
 pub fn alloc(vp_count: u32) {
     TABLES.call_once(|| {
         let n = vp_count as usize;
-        // SAFETY: all-zero bytes are a valid PerCpu (pages of bytes) and VpFlags (atomics).
-        let (percpu, flags) = unsafe {
+        // SAFETY: all-zero bytes are a valid PerCpu (pages of bytes) and VpFlags (atomics and
+        // a null pointer, set below).
+        let (percpu, mut flags) = unsafe {
             (
                 Box::<[PerCpu]>::new_zeroed_slice(n).assume_init(),
                 Box::<[VpFlags]>::new_zeroed_slice(n).assume_init(),
             )
         };
+        let percpu: &'static [PerCpu] = Box::leak(percpu);
+        for (f, p) in flags.iter_mut().zip(percpu) {
+            f.pages = p;
+        }
         Tables {
-            percpu: Box::leak(percpu),
             flags: Box::leak(flags),
         }
     });
@@ -77,21 +86,34 @@ pub fn flags(index: u32) -> Option<&'static VpFlags> {
 
 /// Hangs VP `index`'s state on this CPU.
 pub fn init(index: u32) {
-    boot::cpu::set_data(&tables().percpu[index as usize] as *const PerCpu as *mut ());
+    boot::cpu::set_data(&tables().flags[index as usize] as *const VpFlags as *mut ());
 }
 
 /// The bytes of per-VP state the firmware allocates for each VP.
 pub const BYTES_PER_VP: usize = core::mem::size_of::<PerCpu>() + core::mem::size_of::<VpFlags>();
 
-fn current() -> &'static PerCpu {
-    let data = boot::cpu::data() as *const PerCpu;
+// A VP's share of the heap holds its AP stack, its per-CPU record and this state, with room
+// for the allocator's headers and alignment.
+const _: () = assert!(
+    boot::AP_STACK_SIZE + BYTES_PER_VP + 64 <= boot::heap::HEAP_PER_VP as usize,
+    "the per-VP state outgrew boot::heap::HEAP_PER_VP"
+);
+
+/// This VP's flags and counters.
+pub fn this_vp() -> &'static VpFlags {
+    let data = boot::cpu::data() as *const VpFlags;
     assert!(
         !data.is_null(),
         "vp{}: per-CPU state used before init",
         boot::cpu::index()
     );
-    // SAFETY: init() stored a pointer into the leaked (so 'static) PerCpu table.
+    // SAFETY: init() stored a pointer into the leaked (so 'static) VpFlags table.
     unsafe { &*data }
+}
+
+fn current() -> &'static PerCpu {
+    // SAFETY: alloc() pointed every VP's flags at its own pages in the leaked PerCpu table.
+    unsafe { &*this_vp().pages }
 }
 
 /// The GPA of this VP's VP assist page.
@@ -162,8 +184,10 @@ impl Drop for HypercallGuard {
 /// pages are already in use or init() was not called; before the nested table is fixed, panics
 /// on any call the table could mark.
 pub fn hypercall() -> HypercallGuard {
-    let cpu = current();
-    let busy = &tables().flags[boot::cpu::index() as usize].busy;
+    let vp = this_vp();
+    // SAFETY: as in current().
+    let cpu = unsafe { &*vp.pages };
+    let busy = &vp.busy;
     assert!(
         !busy.swap(true, Ordering::Acquire),
         "vp{}: hypercall pages re-entered",

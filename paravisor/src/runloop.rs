@@ -255,7 +255,10 @@ fn refuse_memory_access(access: &proxy::MemoryAccess) {
         );
         boot::arch::halt();
     }
-    let n = percpu::flags(vp).map_or(1, |f| f.memory_refusals.fetch_add(1, Ordering::Relaxed) + 1);
+    let n = percpu::this_vp()
+        .memory_refusals
+        .fetch_add(1, Ordering::Relaxed)
+        + 1;
     if n <= MEMORY_LINES_PER_VP || n.is_multiple_of(MEMORY_LINE_INTERVAL) {
         log::warn!(
             "VP {vp}: VTL0 {} at GPA {:#x} refused ({whose}): VTL0 takes {}{}",

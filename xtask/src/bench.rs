@@ -391,8 +391,10 @@ fn live_proxy_run(
     Ok((costs, run.run.elapsed))
 }
 
-/// The stack high-water marks after every category's call: the VTL0 test kernel makes them,
-/// then a VtlCall, on which the paravisor reports the deepest stack (`runloop::report_stack`).
+/// The stack high-water marks after every category's call, made by the VTL0 test kernel on
+/// VP 1 of 2 (so that the AP stack's mark is the proxy's paths, and VP 0's boot stack's the
+/// boot's), then a VtlCall on each VP, on which the paravisor reports its stack if it is the
+/// deepest of its kind so far (`runloop::report_stack`).
 fn stack_marks(images: &live::Images, arch: Arch) -> Result<BTreeMap<&'static str, (u64, u64)>> {
     let cats = categories(arch);
     let vtl_call = vtl0::Mode {
@@ -401,23 +403,27 @@ fn stack_marks(images: &live::Images, arch: Arch) -> Result<BTreeMap<&'static st
     };
     let table = cats
         .iter()
-        .fold(vtl0::Table::new(), |t, c| c.entry.add_to(t))
+        .fold(vtl0::Table::new(), |t, c| c.entry.add_to(t).on_vp(1))
+        .hypercall_in(vtl_call, 0, &[], 0)
+        .on_vp(1)
         .hypercall_in(vtl_call, 0, &[], 0);
-    let (run, _) = images.run_table_counted(
+    let (run, _) = images.run_table_on_vps(
         &table,
         e2e::RELAY,
         proxy_scenario(arch),
+        2,
         Duration::from_secs(120),
     )?;
     let console = &run.run.console;
     let mut marks = BTreeMap::new();
     for kind in ["boot", "AP"] {
-        if let Some(mark) = stack_high_water(console, kind) {
-            marks.insert(kind, mark);
-        }
-    }
-    if !marks.contains_key("boot") {
-        bail!("{}: no boot stack high-water line:\n{console}", arch.name());
+        let mark = stack_high_water(console, kind).with_context(|| {
+            format!(
+                "{}: no {kind} stack high-water line:\n{console}",
+                arch.name()
+            )
+        })?;
+        marks.insert(kind, mark);
     }
     Ok(marks)
 }
