@@ -36,8 +36,9 @@ pub const ENTRY_TYPE_MEMORY: u16 = 0;
 /// Most memory map entries read, whatever the buffer size: loader data never sets our loop
 /// bounds.
 pub const MEMORY_MAP_MAX_ENTRIES: usize = 256;
-/// A VP count above this is garbage, not a large VM (Hyper-V partitions stop well below it);
-/// plausible counts above [`crate::VP_LIMIT`] are clamped instead.
+/// A VP count above this is garbage, not a large VM (no partition has more than
+/// [`crate::VP_LIMIT`]); plausible counts above the limit are limited to it, with
+/// [`crate::AboveLimit`]'s line.
 pub const VP_COUNT_PLAUSIBLE_MAX: u32 = 4096;
 /// What the arm64 IGVM VP context puts in X1 (`b"IGVMPARM"` little-endian). QEMU enters an ELF
 /// with X0 = X1 = 0, so this tells an IGVM start apart from a device-tree-less ELF start
@@ -200,7 +201,7 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Fills `info` from the parameter pages: the VP count (clamped to [`crate::VP_LIMIT`]) when
+/// Fills `info` from the parameter pages: the VP count (at most [`crate::VP_LIMIT`]) when
 /// usable, else `info.vp_count` is left alone; every RAM record as a RAM range.
 pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
     let mut s = Summary {

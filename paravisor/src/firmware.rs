@@ -101,7 +101,8 @@ fn fail(what: core::fmt::Arguments<'_>) -> ! {
 static PRIVILEGES: Once<HvPartitionPrivilegeMask> = Once::new();
 /// How many VPs finished their bring-up (each also sets its `online` flag).
 static ONLINE: AtomicU32 = AtomicU32::new(0);
-/// How long the boot VP waits for the others, in seconds (at least; see `ticks_per_second`).
+/// How long the boot VP waits for the next of the others to come up, in seconds (at least;
+/// see `ticks_per_second`): a wait for progress, so that it holds for any VP count.
 const VP_START_TIMEOUT_S: u64 = 10;
 
 /// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
@@ -151,14 +152,20 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         ram.tables_used
     );
     start_aps(vp_count);
-    let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::ticks_per_second();
-    while ONLINE.load(Ordering::Acquire) != vp_count {
-        if boot::arch::now_ticks() > deadline {
+    let timeout = VP_START_TIMEOUT_S * boot::arch::ticks_per_second();
+    let mut deadline = boot::arch::now_ticks() + timeout;
+    let mut online = ONLINE.load(Ordering::Acquire);
+    while online != vp_count {
+        let now_online = ONLINE.load(Ordering::Acquire);
+        if now_online != online {
+            online = now_online;
+            deadline = boot::arch::now_ticks() + timeout;
+        } else if boot::arch::now_ticks() > deadline {
             let missing = (0..vp_count)
                 .filter(|&vp| percpu::flags(vp).is_some_and(|f| !f.online.load(Ordering::Acquire)));
             let count = missing.clone().count();
             fail(format_args!(
-                "{count} VP(s) did not come up within {VP_START_TIMEOUT_S} s, the first: {}",
+                "{count} VP(s) did not come up, none for {VP_START_TIMEOUT_S} s, the first: {}",
                 FirstFew(missing)
             ));
         }
@@ -457,6 +464,7 @@ fn vp_init(vp: u32, vtl0_values: &mut [HvRegisterValue]) {
     if let Some(flags) = percpu::flags(vp) {
         flags.online.store(true, Ordering::Release);
     }
+    runloop::report_stack(log::Level::Info);
     ONLINE.fetch_add(1, Ordering::Release);
 }
 

@@ -81,7 +81,9 @@ pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
     let config = CONFIG.get().expect("configured by the boot VP");
     let assist = percpu::assist_page();
     let mut regs = vtl0.unwrap_or_else(vtl0_entry_registers);
-    report_stack();
+    if boot::cpu::index() == 0 {
+        report_stack(log::Level::Info);
+    }
     loop {
         arch::vtl_return(&assist, &mut regs);
         match assist.entry_reason() {
@@ -94,7 +96,7 @@ pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
                     "VP {} entered VTL2 for {reason:?} with no intercept; returning to VTL0",
                     boot::cpu::index()
                 );
-                report_stack();
+                report_stack(log::Level::Debug);
             }
         }
     }
@@ -103,18 +105,21 @@ pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
 /// The deepest VP 0 (boot) stack and AP stack reported so far, in bytes.
 static STACK_DEEPEST: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
-/// Reports this VP's stack high-water mark if it is the deepest of its kind (VP 0's boot
-/// stack, or any AP's) so far. boot::stacks painted every stack, so the mark covers everything
-/// since boot whenever it is read; it is read before the VP first returns to VTL0 and on each
-/// VtlCall from VTL0 (which has no service behind it), never on the proxy's paths, which pay
-/// nothing for it. The lines are bounded: one only for a new deepest mark, partition-wide.
-fn report_stack() {
+/// Reports this VP's stack high-water mark, at `level`, if it is the deepest of its kind (VP
+/// 0's boot stack, or any AP's) so far. boot::stacks painted every stack, so the mark covers
+/// everything since boot whenever it is read; it is read where no other VP's VTL0 can be
+/// printing (every VP at the end of its bring-up, VP 0 again before it first returns to VTL0:
+/// info lines) and on each VtlCall from VTL0 (which has no service behind it: a debug line, as
+/// the UART is shared with the other VPs' VTL0), never on the proxy's paths, which pay nothing
+/// for it. The lines are bounded: one only for a new deepest mark, partition-wide.
+pub fn report_stack(level: log::Level) {
     let vp = boot::cpu::index() as usize;
     let (used, size) = boot::stacks::high_water(vp);
     let kind = usize::from(vp != 0);
     let before = STACK_DEEPEST[kind].fetch_max(used as u64, Ordering::Relaxed);
     if used as u64 > before {
-        log::info!(
+        log::log!(
+            level,
             "stack high-water: VP {vp} used {used} of its {size}-byte {kind} stack, the \
              deepest {kind} stack so far",
             kind = ["boot", "AP"][kind],

@@ -393,8 +393,8 @@ fn live_proxy_run(
 
 /// The stack high-water marks after every category's call, made by the VTL0 test kernel on
 /// VP 1 of 2 (so that the AP stack's mark is the proxy's paths, and VP 0's boot stack's the
-/// boot's), then a VtlCall on each VP, on which the paravisor reports its stack if it is the
-/// deepest of its kind so far (`runloop::report_stack`).
+/// boot's), then a VtlCall on each VP, on which the paravisor reports its stack in a debug line
+/// if it is the deepest of its kind so far (`runloop::report_stack`).
 fn stack_marks(images: &live::Images, arch: Arch) -> Result<BTreeMap<&'static str, (u64, u64)>> {
     let cats = categories(arch);
     let vtl_call = vtl0::Mode {
@@ -407,9 +407,10 @@ fn stack_marks(images: &live::Images, arch: Arch) -> Result<BTreeMap<&'static st
         .hypercall_in(vtl_call, 0, &[], 0)
         .on_vp(1)
         .hypercall_in(vtl_call, 0, &[], 0);
+    // The VtlCall's report is a debug line.
     let (run, _) = images.run_table_on_vps(
         &table,
-        e2e::RELAY,
+        &format!("{} pv.log=debug", e2e::RELAY),
         proxy_scenario(arch),
         2,
         Duration::from_secs(120),
