@@ -125,6 +125,10 @@ enum Command {
         /// Seed of the call generator (decimal or 0x-hex); printed by every run.
         #[arg(long, default_value_t = soak::DEFAULT_SEED, value_parser = parse_seed)]
         seed: u64,
+        /// Run only this boot of the stream (the number a violation names), to replay it alone;
+        /// the calls are the same as in the whole run with the same seed and calls.
+        #[arg(long)]
+        boot: Option<usize>,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
@@ -170,9 +174,12 @@ fn main() {
         ),
         Command::Test => test::run(),
         Command::Bench { arch } => bench::run(&arch.arches()),
-        Command::Soak { arch, calls, seed } => {
-            soak::run(&arch.arches(), &soak::Options { calls, seed })
-        }
+        Command::Soak {
+            arch,
+            calls,
+            seed,
+            boot,
+        } => soak::run(&arch.arches(), &soak::Options { calls, seed, boot }),
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))
