@@ -6,8 +6,9 @@
 //! Where the heap lies is [`heap_range`]'s one decision (called through
 //! `boot::vtl2_heap_range`): today the pages right after the image end, which must be RAM the
 //! loader reported. That range is assumed free: the images this project builds place nothing
-//! there (the VTL0 test kernel sits at 64 MiB on x86 and 0x4800_0000 on arm64, room for the
-//! heap of about 1,900 and 3,900 VPs), but nothing checks it against what a loader placed.
+//! there (the VTL0 test kernel sits at 64 MiB on x86 and 0x4800_0000 on arm64: room for the
+//! heap of about 1,990 VPs on x86 and of all 2,048 on arm64), but nothing checks it against
+//! what a loader placed.
 //! When the IGVM file declares VTL2's memory (required, VTL2-protectable), the declared range
 //! feeds this function instead and the assumption goes. The heap is VTL2's: the firmware takes
 //! it from VTL0 together with the image (`boot::vtl2_memory`).
