@@ -42,8 +42,9 @@ pub const ENTRY_TYPE_VTL2_PROTECTABLE: u16 = 3;
 /// Most memory map entries read, whatever the buffer size: loader data never sets our loop
 /// bounds.
 pub const MEMORY_MAP_MAX_ENTRIES: usize = 256;
-/// A VP count above this is garbage, not a large VM (Hyper-V partitions stop well below it);
-/// plausible counts above [`crate::MAX_VPS`] are clamped instead.
+/// A VP count above this is garbage, not a large VM (no partition has more than
+/// [`crate::VP_LIMIT`]); plausible counts above the limit are limited to it, with
+/// [`crate::AboveLimit`]'s line.
 pub const VP_COUNT_PLAUSIBLE_MAX: u32 = 4096;
 // arm64 entry: the IGVM VP context puts the parameter pages' offset from the image's base in
 // X0, OpenHCL's convention (`load_openhcl_arm64`: "X0 to relative location of
@@ -161,7 +162,7 @@ pub struct Summary {
     pub raw_vp_count: u32,
     /// The VP count stored in the [`BootInfo`], if the loader's was usable.
     pub vp_count: Option<u32>,
-    /// The loader asked for more VPs than the image has stacks for.
+    /// The loader asked for more VPs than a partition can have ([`crate::VP_LIMIT`]).
     pub clamped: bool,
     /// RAM ranges stored in the [`BootInfo`] and their total size.
     pub ram_ranges: usize,
@@ -246,7 +247,7 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Fills `info` from the parameter pages: the VP count (clamped to [`crate::MAX_VPS`]) when
+/// Fills `info` from the parameter pages: the VP count (at most [`crate::VP_LIMIT`]) when
 /// usable, else `info.vp_count` is left alone; every RAM record as a RAM range; the command
 /// line (its longest valid UTF-8 prefix that fits, [`BootInfo::set_cmdline`]).
 pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
@@ -255,7 +256,7 @@ pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
         ..Summary::default()
     };
     if let Some(n) = vp_count(params) {
-        let max = crate::MAX_VPS as u32;
+        let max = crate::VP_LIMIT as u32;
         s.clamped = n > max;
         s.vp_count = Some(n.min(max));
         info.vp_count = n.min(max);
@@ -328,9 +329,11 @@ pub(crate) fn read_params(info: &mut BootInfo) {
     }
     if summary.clamped {
         crate::println!(
-            "boot: IGVM parameters list {} VPs; using the first {}",
-            summary.raw_vp_count,
-            crate::MAX_VPS
+            "{}",
+            crate::AboveLimit {
+                source: "the IGVM VpCount parameter",
+                listed: u64::from(summary.raw_vp_count)
+            }
         );
     }
     crate::println!("boot: {summary}");
@@ -339,7 +342,7 @@ pub(crate) fn read_params(info: &mut BootInfo) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EntryMode, MAX_VPS, RAM_RANGES_MAX};
+    use crate::{EntryMode, RAM_RANGES_MAX, VP_LIMIT as MAX_VPS};
 
     /// What a loader deposits: the VP count word and `IGVM_VHS_MEMORY_MAP_ENTRY` records
     /// (page, pages, type, flags, reserved), then the 0-page terminator it leaves as zeros.

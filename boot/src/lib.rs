@@ -6,9 +6,12 @@
 //! and tests on the host.
 #![cfg_attr(target_os = "none", no_std)]
 
+extern crate alloc;
+
 pub mod acpi;
 pub mod cmdline;
 pub mod fdt;
+pub mod heap;
 pub mod igvm;
 pub mod loader;
 pub mod paging;
@@ -26,10 +29,13 @@ pub mod stacks;
 #[cfg(target_os = "none")]
 mod tables;
 
-/// The most virtual processors the image supports (stacks are reserved statically for each).
-pub const MAX_VPS: usize = 64;
-/// Size of each VP's boot stack.
-pub const STACK_SIZE: usize = 64 * 1024;
+pub use heap::VP_LIMIT;
+/// VP 0's stack, in BSS: the boot path (the IGVM parameter copy, the VTL0 boot page) runs on
+/// it. Measured high-water marks and the margin: docs/ARCHITECTURE.md, "Memory".
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+/// Each AP's stack, on the heap. Measured high-water marks and the margin:
+/// docs/ARCHITECTURE.md, "Memory".
+pub const AP_STACK_SIZE: usize = 16 * 1024;
 /// Most RAM ranges kept from the loader's memory map.
 pub const RAM_RANGES_MAX: usize = 16;
 
@@ -69,10 +75,33 @@ pub enum VpCount {
     Used,
     /// 0 listed: the count stays as it was.
     Ignored,
-    /// More than `MAX_VPS` listed: `MAX_VPS` used.
-    Clamped {
+    /// More than [`VP_LIMIT`] listed: `VP_LIMIT` used, with [`AboveLimit`]'s line.
+    AboveLimit {
         listed: usize,
     },
+}
+
+/// The console line for a loader that lists more VPs than a partition can have: the count, the
+/// limit, and what the paravisor does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AboveLimit {
+    /// Where the count came from ("the ACPI MADT", "the device tree", "the IGVM VpCount
+    /// parameter").
+    pub source: &'static str,
+    pub listed: u64,
+}
+
+impl core::fmt::Display for AboveLimit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "boot: {} lists {} VPs, more than the TLFS limit of {VP_LIMIT} \
+             (HV_MAXIMUM_PROCESSORS); the paravisor serves VPs 0..{} and starts no others",
+            self.source,
+            self.listed,
+            VP_LIMIT - 1
+        )
+    }
 }
 
 /// What the loader told us, copied out of loader-owned memory and validated.
@@ -105,15 +134,15 @@ impl BootInfo {
     }
 
     /// Takes the VP count a loader table lists (ACPI MADT, device tree `/cpus`): 0 keeps the
-    /// current count (at least 1), more than [`MAX_VPS`] is clamped to it. The caller prints a
-    /// line for anything but [`VpCount::Used`], so a count the firmware cannot serve is never
-    /// silently trusted (per-VP state is sized by `MAX_VPS`).
+    /// current count (at least 1), more than [`VP_LIMIT`] (no partition has more) is limited to
+    /// it. The caller prints [`AboveLimit`]'s line for that, so the limit is never applied
+    /// silently.
     pub fn set_vp_count(&mut self, listed: usize) -> VpCount {
         match listed {
             0 => VpCount::Ignored,
-            n if n > MAX_VPS => {
-                self.vp_count = MAX_VPS as u32;
-                VpCount::Clamped { listed: n }
+            n if n > VP_LIMIT => {
+                self.vp_count = VP_LIMIT as u32;
+                VpCount::AboveLimit { listed: n }
             }
             n => {
                 self.vp_count = n as u32;
@@ -220,8 +249,7 @@ unsafe extern "Rust" {
     fn __boot_firmware_ap_main(vp_index: u32) -> !;
 }
 
-/// The memory the image occupies, BSS (stacks, per-VP state) included: the paravisor's own
-/// memory, which it never reads or writes on a lower VTL's behalf.
+/// The memory the image occupies, BSS (VP 0's stack, page tables, parameter pages) included.
 #[cfg(target_os = "none")]
 pub fn image_range() -> core::ops::Range<u64> {
     unsafe extern "C" {
@@ -231,8 +259,60 @@ pub fn image_range() -> core::ops::Range<u64> {
     (&raw const __image_start) as u64..(&raw const __image_end) as u64
 }
 
+/// The heap (see [`heap`]), fixed once by [`call_firmware_main`] before the firmware runs
+/// (0..0 until then).
+#[cfg(target_os = "none")]
+static HEAP_START: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+#[cfg(target_os = "none")]
+static HEAP_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Where the heap goes for this boot: the one place that decides (see [`heap::heap_range`]).
+#[cfg(target_os = "none")]
+fn vtl2_heap_range(info: &BootInfo) -> Result<core::ops::Range<u64>, heap::HeapError> {
+    heap::heap_range(image_range().end, info.vp_count, info.ram(), info.vtl2())
+}
+
+/// All of VTL2's memory: the image and the heap right after it (the heap holds every AP's
+/// stack and per-CPU record and the firmware's per-VP pages). The paravisor's own memory,
+/// which it takes from VTL0 before VTL0 runs and never reads or writes on a lower VTL's behalf.
+#[cfg(target_os = "none")]
+pub fn vtl2_memory() -> core::ops::Range<u64> {
+    image_range().start..heap_range().end
+}
+
+/// The heap's range (0..0 before the firmware runs).
+#[cfg(target_os = "none")]
+pub fn heap_range() -> core::ops::Range<u64> {
+    use core::sync::atomic::Ordering::Relaxed;
+    HEAP_START.load(Relaxed)..HEAP_END.load(Relaxed)
+}
+
+/// Sets up the heap and the APs' stacks and per-CPU records for `info.vp_count` VPs, then
+/// calls the firmware. A heap that does not fit ends the run with a line saying why.
 #[cfg(target_os = "none")]
 fn call_firmware_main(info: &BootInfo) -> ! {
+    let range = vtl2_heap_range(info).unwrap_or_else(|e| {
+        console::write_fmt_emergency(format_args!(
+            "FATAL: no room for the VTL2 heap of {} bytes for {} VP(s): {e}\n",
+            heap::heap_size(info.vp_count),
+            info.vp_count
+        ));
+        arch::exit(ExitCode::Failure)
+    });
+    HEAP_START.store(range.start, core::sync::atomic::Ordering::Relaxed);
+    HEAP_END.store(range.end, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: RAM the loader reported, right after the image (nothing else is placed there),
+    // below the static identity map's end (checked by heap_range); only the heap uses it.
+    unsafe { heap::init(range.clone()) };
+    println!(
+        "boot: VTL2 heap {:#x}..{:#x} ({} bytes for {} VP(s))",
+        range.start,
+        range.end,
+        range.end - range.start,
+        info.vp_count
+    );
+    cpu::alloc_records(info.vp_count as usize);
+    stacks::init(info.vp_count as usize);
     // SAFETY: defined by the firmware's entry! invocation with exactly this signature.
     unsafe { __boot_firmware_main(info) }
 }
@@ -241,9 +321,9 @@ fn call_firmware_main(info: &BootInfo) -> ! {
 #[cfg(target_os = "none")]
 #[unsafe(no_mangle)]
 extern "C" fn boot_ap_main(stack_top: u64) -> ! {
-    let Some(index) = stacks::index_of_top(stack_top) else {
+    let Some(index) = stacks::index_of_top(stack_top).filter(|&i| i != 0) else {
         console::write_fmt_emergency(format_args!(
-            "FATAL: AP started with stack {stack_top:#x}, which is no VP's boot stack\n"
+            "FATAL: AP started with stack {stack_top:#x}, which is no AP's stack\n"
         ));
         arch::exit(ExitCode::Failure)
     };
@@ -298,26 +378,36 @@ mod tests {
     }
 
     #[test]
-    fn vp_counts_above_the_maximum_are_clamped() {
+    fn vp_counts_up_to_the_tlfs_limit_are_used_and_more_named() {
         let mut info = BootInfo::new(EntryMode::El1);
         assert_eq!(info.set_vp_count(0), VpCount::Ignored);
         assert_eq!(info.vp_count, 1);
         assert_eq!(info.set_vp_count(4), VpCount::Used);
         assert_eq!(info.vp_count, 4);
-        assert_eq!(info.set_vp_count(MAX_VPS), VpCount::Used);
-        assert_eq!(info.vp_count, MAX_VPS as u32);
+        assert_eq!(info.set_vp_count(65), VpCount::Used);
+        assert_eq!(info.vp_count, 65);
+        assert_eq!(info.set_vp_count(2048), VpCount::Used);
+        assert_eq!(info.vp_count, 2048);
         assert_eq!(
-            info.set_vp_count(MAX_VPS + 1),
-            VpCount::Clamped {
-                listed: MAX_VPS + 1
-            }
+            info.set_vp_count(2049),
+            VpCount::AboveLimit { listed: 2049 }
         );
-        assert_eq!(info.vp_count, MAX_VPS as u32);
+        assert_eq!(info.vp_count, 2048);
         assert_eq!(
             info.set_vp_count(usize::MAX),
-            VpCount::Clamped { listed: usize::MAX }
+            VpCount::AboveLimit { listed: usize::MAX }
         );
-        assert_eq!(info.vp_count, MAX_VPS as u32);
+        assert_eq!(info.vp_count, 2048);
+        let line = AboveLimit {
+            source: "the ACPI MADT",
+            listed: 3000,
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "boot: the ACPI MADT lists 3000 VPs, more than the TLFS limit of 2048 \
+             (HV_MAXIMUM_PROCESSORS); the paravisor serves VPs 0..2047 and starts no others"
+        );
     }
 
     #[test]

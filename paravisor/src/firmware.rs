@@ -7,11 +7,11 @@ use crate::proxy::Vtl0Memory;
 use crate::{arch, hv, percpu, runloop, vsm};
 use boot::{BootInfo, ExitCode};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use hvdef::{
     HvError, HvInputInstallIntercept, HvInterceptAccessMask, HvInterceptType,
-    HvPartitionPrivilegeMask, HvRegisterName, HvRegisterVpAssistPage, HvRegisterVsmPartitionConfig,
-    HypercallCode, SyntheticRegister, HV_PARTITION_ID_SELF,
+    HvPartitionPrivilegeMask, HvRegisterName, HvRegisterValue, HvRegisterVpAssistPage,
+    HvRegisterVsmPartitionConfig, HypercallCode, SyntheticRegister, HV_PARTITION_ID_SELF,
 };
 use spin::Once;
 use zerocopy::IntoBytes;
@@ -99,9 +99,10 @@ fn fail(what: core::fmt::Arguments<'_>) -> ! {
 
 /// The partition's privileges, read once by the boot VP.
 static PRIVILEGES: Once<HvPartitionPrivilegeMask> = Once::new();
-/// One bit per VP that finished its bring-up.
-static ONLINE: AtomicU64 = AtomicU64::new(0);
-/// How long the boot VP waits for the others, in seconds (at least; see `ticks_per_second`).
+/// How many VPs finished their bring-up (each also sets its `online` flag).
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+/// How long the boot VP waits for the next of the others to come up, in seconds (at least;
+/// see `ticks_per_second`): a wait for progress, so that it holds for any VP count.
 const VP_START_TIMEOUT_S: u64 = 10;
 
 /// Finds the hypervisor, enables hypercalls, checks every VP runs at VTL2.
@@ -109,6 +110,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
     let bench_hypercalls = options.bench_hypercalls;
     let vp_count = info.vp_count;
     arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
+    percpu::alloc(vp_count);
     percpu::init(0);
     arch::enable_hypercalls(hv::guest_os_id()).unwrap_or_else(|e| fail(format_args!("{e}")));
     // The nested table, once, from the arch's indicator; fixed before any call it could mark
@@ -130,7 +132,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         arch::NESTED_INDICATOR,
         table.count()
     );
-    vp_init(0);
+    vp_init(0, &mut []);
     let vsm = vsm::partition(&mut percpu::hypercall()).unwrap_or_else(|e| {
         fail(format_args!(
             "reading the VSM partition registers failed: {e}"
@@ -150,18 +152,31 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         ram.tables_used
     );
     start_aps(vp_count);
-    let all = u64::MAX >> (64 - vp_count);
-    let deadline = boot::arch::now_ticks() + VP_START_TIMEOUT_S * boot::arch::ticks_per_second();
-    while ONLINE.load(Ordering::Acquire) != all {
-        if boot::arch::now_ticks() > deadline {
-            let missing = all & !ONLINE.load(Ordering::Acquire);
+    let timeout = VP_START_TIMEOUT_S * boot::arch::ticks_per_second();
+    let mut deadline = boot::arch::now_ticks() + timeout;
+    let mut online = ONLINE.load(Ordering::Acquire);
+    while online != vp_count {
+        let now_online = ONLINE.load(Ordering::Acquire);
+        if now_online != online {
+            online = now_online;
+            deadline = boot::arch::now_ticks() + timeout;
+        } else if boot::arch::now_ticks() > deadline {
+            let missing = (0..vp_count)
+                .filter(|&vp| percpu::flags(vp).is_some_and(|f| !f.online.load(Ordering::Acquire)));
+            let count = missing.clone().count();
             fail(format_args!(
-                "VPs {missing:#x} (bit per VP) did not come up within {VP_START_TIMEOUT_S} s"
+                "{count} VP(s) did not come up, none for {VP_START_TIMEOUT_S} s, the first: {}",
+                FirstFew(missing)
             ));
         }
         core::hint::spin_loop();
     }
     log::info!("all {vp_count} VP(s) run at VTL2");
+    let (used, free) = boot::heap::usage();
+    log::info!(
+        "VTL2 heap: {used} bytes used, {free} free ({} bytes of per-VP state each)",
+        percpu::BYTES_PER_VP + boot::AP_STACK_SIZE
+    );
     if bench_hypercalls > 0 {
         let mut hv = percpu::hypercall();
         for _ in 0..bench_hypercalls {
@@ -172,7 +187,22 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
         exit(ExitCode::Success)
     }
     start_proxy(ram, options, privileges, &vsm);
-    runloop::run()
+    runloop::run(None)
+}
+
+/// Up to eight VP indices, comma-separated.
+struct FirstFew<I>(I);
+
+impl<I: Iterator<Item = u32> + Clone> core::fmt::Display for FirstFew<I> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (n, vp) in self.0.clone().take(8).enumerate() {
+            if n != 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "VP {vp}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The intercepts the proxy relies on, as OpenHCL installs them for a hypervisor-backed VM
@@ -258,7 +288,7 @@ fn start_proxy(
         0
     };
     drop(hv);
-    let vtl0 = Vtl0Memory::new(ram.mapped(), boot::image_range());
+    let vtl0 = Vtl0Memory::new(ram.mapped(), boot::vtl2_memory());
     for range in vtl0.ranges() {
         log::info!("VTL0 memory {:#x}..{:#x}", range.start, range.end);
     }
@@ -285,14 +315,15 @@ fn start_proxy(
     });
 }
 
-/// Takes every page of the image (code, data, BSS: page tables, stacks, per-VP hypercall and
-/// assist pages, the IGVM parameter pages, the VTL0 boot page) from VTL0 before VTL0 first runs, as OpenHCL's
-/// `underhill_mem` `apply_vtl2_protections` does for its VTL2 ranges on a hypervisor-backed VM:
-/// no access, target VTL "current" (VTL2's protections on the lower VTLs). EnableVtlProtection
-/// is set just before. The paravisor has no other memory (no heap). Failing is fatal: VTL0
-/// must never run with VTL2's memory open to it.
+/// Takes every page of VTL2's memory (the image: code, data, BSS with VP 0's stack and the
+/// page tables, the IGVM parameter pages, the VTL0 boot page; and the heap after it: every AP's
+/// stack and per-CPU record, every VP's hypercall and assist pages) from VTL0 before VTL0 first
+/// runs, as OpenHCL's `underhill_mem` `apply_vtl2_protections` does for its VTL2 ranges on a
+/// hypervisor-backed VM: no access, target VTL "current" (VTL2's protections on the lower
+/// VTLs). EnableVtlProtection is set just before. Failing is fatal: VTL0 must never run with
+/// VTL2's memory open to it.
 fn protect_vtl2_memory<A: hypercall::HypercallAbi>(hv: &mut hypercall::Hypercall<'_, A>) {
-    let image = boot::image_range();
+    let image = boot::vtl2_memory();
     let pages = image.start >> 12..image.end.div_ceil(4096);
     let count = pages.end - pages.start;
     hv.modify_vtl_protection_mask(hvdef::HvMapGpaFlags::NO_ACCESS, pages)
@@ -330,7 +361,7 @@ fn start_vtl0_from_igvm<A: hypercall::HypercallAbi>(
             || ram.unmapped().iter().any(|(r, _)| r.contains(&a))
     };
     let arch = crate::vtl0_boot::Arch::NATIVE;
-    match crate::vtl0_boot::parse(&page, arch, boot::image_range(), in_ram) {
+    match crate::vtl0_boot::parse(&page, arch, boot::vtl2_memory(), in_ram) {
         Ok(None) => log::info!(
             "VTL0 has no payload (the IGVM file's VTL0 boot page is empty): VTL0 runs with \
              whatever state the host gave it"
@@ -398,25 +429,31 @@ fn start_aps(vp_count: u32) {
 }
 
 /// What every VP does for itself once hypercalls work: prove VTL2 through its own hypercall
-/// pages, check its VP index, enable its VP assist page.
-fn vp_init(vp: u32) {
+/// pages and check its VP index, reading both (and, for an AP, VTL0's entry registers into
+/// `vtl0_values`) in one GetVpRegisters; enable its VP assist page.
+fn vp_init(vp: u32, vtl0_values: &mut [HvRegisterValue]) {
     let privileges = *PRIVILEGES.get().expect("the boot VP read the privileges");
-    let status = {
+    let (target, names) = if vtl0_values.is_empty() {
+        (VpTarget::SELF, &[][..])
+    } else {
+        (VpTarget::VTL0, &arch::Vtl0Registers::NAMES[..])
+    };
+    let me = {
         let mut hv = percpu::hypercall();
         let (input, output) = hv.page_gpas();
         log::info!("hypercall pages: input {input:#x}, output {output:#x}");
-        vsm::check_vp(&mut hv, privileges).unwrap_or_else(|e| fail(format_args!("{e}")))
+        vsm::check_vp(&mut hv, privileges, target, names, vtl0_values)
+            .unwrap_or_else(|e| fail(format_args!("{e}")))
     };
     log::info!(
         "running at VTL{} (enabled VTL set {:#x})",
-        status.active_vtl(),
-        status.enabled_vtl_set()
+        me.status.active_vtl(),
+        me.status.enabled_vtl_set()
     );
-    let vp_index = arch::read_synthetic(SyntheticRegister::VpIndex)
-        .unwrap_or_else(|e| fail(format_args!("reading the VP index failed: {e}")));
-    if vp_index != u64::from(vp) {
+    if me.vp_index != u64::from(vp) {
         fail(format_args!(
-            "the hypervisor says this is VP {vp_index}, boot started it as VP {vp}"
+            "the hypervisor says this is VP {}, boot started it as VP {vp}",
+            me.vp_index
         ));
     }
     let assist = HvRegisterVpAssistPage::new()
@@ -424,15 +461,21 @@ fn vp_init(vp: u32) {
         .with_gpa_page_number(percpu::assist_page_gpa() >> 12);
     arch::write_synthetic(SyntheticRegister::VpAssistPage, assist.into_bits())
         .unwrap_or_else(|e| fail(format_args!("enabling the VP assist page failed: {e}")));
-    ONLINE.fetch_or(1 << vp, Ordering::Release);
+    if let Some(flags) = percpu::flags(vp) {
+        flags.online.store(true, Ordering::Release);
+    }
+    runloop::report_stack(log::Level::Info);
+    ONLINE.fetch_add(1, Ordering::Release);
 }
 
-/// Entry of every other VP from `boot`.
+/// Entry of every other VP from `boot`. VTL0's entry registers come with the bring-up's one
+/// GetVpRegisters: nothing sets an AP's VTL0 state before its first return to VTL0.
 pub fn start_ap(vp_index: u32) -> ! {
     percpu::init(vp_index);
-    vp_init(vp_index);
+    let mut vtl0 = [HvRegisterValue::from(0u64); arch::Vtl0Registers::NAMES.len()];
+    vp_init(vp_index, &mut vtl0);
     runloop::wait_configured();
-    runloop::run()
+    runloop::run(Some(arch::Vtl0Registers::from_values(&vtl0)))
 }
 
 /// The panic handler's body: CPU, message and location, then a failure exit.

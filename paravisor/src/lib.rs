@@ -2,6 +2,8 @@
 //! only `arch/` and the firmware start-up below are bare-metal-only.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod hv;
 pub mod hypercall;
 pub mod options;

@@ -1,10 +1,11 @@
 //! Per-VP state, reached through the CPU's own per-CPU register (boot::cpu): this VP's
 //! hypercall input and output pages, never shared with another VP and never used re-entrantly.
+//! Allocated on the heap at boot ([`alloc`]) for the VP count the loader reported.
 
 use crate::hypercall::{Hypercall, NestedTable, Page};
-use boot::MAX_VPS;
+use alloc::boxed::Box;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hvdef::{HvMessage, HvVpAssistPage, HvVtlEntryReason};
 use spin::Once;
 
@@ -21,18 +22,28 @@ struct PerCpu {
 // busy flag turns any re-entrant use of the pages into a panic.
 unsafe impl Sync for PerCpu {}
 
-#[allow(clippy::declare_interior_mutable_const)]
-const IDLE: PerCpu = PerCpu {
-    input: UnsafeCell::new(Page::zeroed()),
-    output: UnsafeCell::new(Page::zeroed()),
-    assist: UnsafeCell::new(Page::zeroed()),
-};
-static PERCPU: [PerCpu; MAX_VPS] = [IDLE; MAX_VPS];
-/// Whether a VP's hypercall pages are in use. Apart from the pages, so that a flag does not
-/// round PerCpu up by a whole page.
-#[allow(clippy::declare_interior_mutable_const)]
-const FREE: AtomicBool = AtomicBool::new(false);
-static BUSY: [AtomicBool; MAX_VPS] = [FREE; MAX_VPS];
+/// The small per-VP flags and counters, apart from the pages so that they do not round
+/// PerCpu up by a whole page; the CPU's per-CPU pointer points here, and this to the pages.
+pub struct VpFlags {
+    /// This VP's pages.
+    pages: *const PerCpu,
+    /// Whether the VP's hypercall pages are in use.
+    busy: AtomicBool,
+    /// Whether the VP finished its bring-up.
+    pub online: AtomicBool,
+    /// VTL0 memory accesses refused on this VP (`runloop::refuse_memory_access`).
+    pub memory_refusals: AtomicU64,
+}
+
+// SAFETY: `pages` is only read (set once in `alloc`, before any other CPU sees the flags); the
+// rest are atomics.
+unsafe impl Sync for VpFlags {}
+
+struct Tables {
+    flags: &'static [VpFlags],
+}
+
+static TABLES: Once<Tables> = Once::new();
 static NESTED: Once<NestedTable> = Once::new();
 
 /// Fixes the partition's nested table; once, on the boot VP, before any call a table could mark
@@ -41,20 +52,68 @@ pub fn set_nested_table(table: NestedTable) -> &'static NestedTable {
     NESTED.call_once(|| table)
 }
 
-/// Hangs VP `index`'s state on this CPU.
-pub fn init(index: u32) {
-    boot::cpu::set_data(&PERCPU[index as usize] as *const PerCpu as *mut ());
+/// Allocates every VP's state for `vp_count` VPs: zeroed pages. Once, on the boot VP, before
+/// any [`init`].
+pub fn alloc(vp_count: u32) {
+    TABLES.call_once(|| {
+        let n = vp_count as usize;
+        // SAFETY: all-zero bytes are a valid PerCpu (pages of bytes) and VpFlags (atomics and
+        // a null pointer, set below).
+        let (percpu, mut flags) = unsafe {
+            (
+                Box::<[PerCpu]>::new_zeroed_slice(n).assume_init(),
+                Box::<[VpFlags]>::new_zeroed_slice(n).assume_init(),
+            )
+        };
+        let percpu: &'static [PerCpu] = Box::leak(percpu);
+        for (f, p) in flags.iter_mut().zip(percpu) {
+            f.pages = p;
+        }
+        Tables {
+            flags: Box::leak(flags),
+        }
+    });
 }
 
-fn current() -> &'static PerCpu {
-    let data = boot::cpu::data() as *const PerCpu;
+fn tables() -> &'static Tables {
+    TABLES.get().expect("per-VP state allocated at boot")
+}
+
+/// VP `index`'s flags and counters (None past the VP count).
+pub fn flags(index: u32) -> Option<&'static VpFlags> {
+    tables().flags.get(index as usize)
+}
+
+/// Hangs VP `index`'s state on this CPU.
+pub fn init(index: u32) {
+    boot::cpu::set_data(&tables().flags[index as usize] as *const VpFlags as *mut ());
+}
+
+/// The bytes of per-VP state the firmware allocates for each VP.
+pub const BYTES_PER_VP: usize = core::mem::size_of::<PerCpu>() + core::mem::size_of::<VpFlags>();
+
+// A VP's share of the heap holds its AP stack, its per-CPU record and this state, with room
+// for the allocator's headers and alignment.
+const _: () = assert!(
+    boot::AP_STACK_SIZE + BYTES_PER_VP + 64 <= boot::heap::HEAP_PER_VP as usize,
+    "the per-VP state outgrew boot::heap::HEAP_PER_VP"
+);
+
+/// This VP's flags and counters.
+pub fn this_vp() -> &'static VpFlags {
+    let data = boot::cpu::data() as *const VpFlags;
     assert!(
         !data.is_null(),
         "vp{}: per-CPU state used before init",
         boot::cpu::index()
     );
-    // SAFETY: init() stored a pointer into the 'static PERCPU array.
+    // SAFETY: init() stored a pointer into the leaked (so 'static) VpFlags table.
     unsafe { &*data }
+}
+
+fn current() -> &'static PerCpu {
+    // SAFETY: alloc() pointed every VP's flags at its own pages in the leaked PerCpu table.
+    unsafe { &*this_vp().pages }
 }
 
 /// The GPA of this VP's VP assist page.
@@ -125,8 +184,10 @@ impl Drop for HypercallGuard {
 /// pages are already in use or init() was not called; before the nested table is fixed, panics
 /// on any call the table could mark.
 pub fn hypercall() -> HypercallGuard {
-    let cpu = current();
-    let busy = &BUSY[boot::cpu::index() as usize];
+    let vp = this_vp();
+    // SAFETY: as in current().
+    let cpu = unsafe { &*vp.pages };
+    let busy = &vp.busy;
     assert!(
         !busy.swap(true, Ordering::Acquire),
         "vp{}: hypercall pages re-entered",

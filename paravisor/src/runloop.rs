@@ -75,22 +75,55 @@ impl From<Completion> for Outcome {
 const VTL0: VpTarget = VpTarget::VTL0;
 
 /// Runs VTL0 on this VP for ever. Intercepts arrive in the VP assist page (the boot VP refuses
-/// to run without VsmCapabilities.intercept_page_available).
-pub fn run() -> ! {
+/// to run without VsmCapabilities.intercept_page_available). `vtl0`: VTL0's entry registers if
+/// already read (an AP's bring-up reads them), else they are read here.
+pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
     let config = CONFIG.get().expect("configured by the boot VP");
     let assist = percpu::assist_page();
-    let mut regs = vtl0_entry_registers();
+    let mut regs = vtl0.unwrap_or_else(vtl0_entry_registers);
+    if boot::cpu::index() == 0 {
+        report_stack(log::Level::Info);
+    }
     loop {
         arch::vtl_return(&assist, &mut regs);
         match assist.entry_reason() {
             HvVtlEntryReason::INTERCEPT => serve(config, &assist.intercept_message(), &mut regs),
             // A VTL0 VtlCall enters VTL2 without a message (TLFS: the next higher VTL); there is
-            // no service behind it, so it returns at once with VTL0's registers as they were.
-            reason => log::debug!(
-                "VP {} entered VTL2 for {reason:?} with no intercept; returning to VTL0",
-                boot::cpu::index()
-            ),
+            // no service behind it, so it returns at once with VTL0's registers as they were,
+            // after reporting this VP's stack depth if it is a new deepest (`report_stack`).
+            reason => {
+                log::debug!(
+                    "VP {} entered VTL2 for {reason:?} with no intercept; returning to VTL0",
+                    boot::cpu::index()
+                );
+                report_stack(log::Level::Debug);
+            }
         }
+    }
+}
+
+/// The deepest VP 0 (boot) stack and AP stack reported so far, in bytes.
+static STACK_DEEPEST: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Reports this VP's stack high-water mark, at `level`, if it is the deepest of its kind (VP
+/// 0's boot stack, or any AP's) so far. boot::stacks painted every stack, so the mark covers
+/// everything since boot whenever it is read; it is read where no other VP's VTL0 can be
+/// printing (every VP at the end of its bring-up, VP 0 again before it first returns to VTL0:
+/// info lines) and on each VtlCall from VTL0 (which has no service behind it: a debug line, as
+/// the UART is shared with the other VPs' VTL0), never on the proxy's paths, which pay nothing
+/// for it. The lines are bounded: one only for a new deepest mark, partition-wide.
+pub fn report_stack(level: log::Level) {
+    let vp = boot::cpu::index() as usize;
+    let (used, size) = boot::stacks::high_water(vp);
+    let kind = usize::from(vp != 0);
+    let before = STACK_DEEPEST[kind].fetch_max(used as u64, Ordering::Relaxed);
+    if used as u64 > before {
+        log::log!(
+            level,
+            "stack high-water: VP {vp} used {used} of its {size}-byte {kind} stack, the \
+             deepest {kind} stack so far",
+            kind = ["boot", "AP"][kind],
+        );
     }
 }
 
@@ -212,7 +245,7 @@ fn raise_undefined_instruction() {
 /// [`MEMORY_LINE_INTERVAL`] with the count.
 fn refuse_memory_access(access: &proxy::MemoryAccess) {
     let vp = boot::cpu::index();
-    let whose = if boot::image_range().contains(&access.gpa) {
+    let whose = if boot::vtl2_memory().contains(&access.gpa) {
         "VTL2 memory"
     } else {
         "not VTL0's to access"
@@ -227,9 +260,10 @@ fn refuse_memory_access(access: &proxy::MemoryAccess) {
         );
         boot::arch::halt();
     }
-    let n = MEMORY_REFUSALS
-        .get(vp as usize)
-        .map_or(1, |c| c.fetch_add(1, Ordering::Relaxed) + 1);
+    let n = percpu::this_vp()
+        .memory_refusals
+        .fetch_add(1, Ordering::Relaxed)
+        + 1;
     if n <= MEMORY_LINES_PER_VP || n.is_multiple_of(MEMORY_LINE_INTERVAL) {
         log::warn!(
             "VP {vp}: VTL0 {} at GPA {:#x} refused ({whose}): VTL0 takes {}{}",
@@ -246,8 +280,8 @@ fn refuse_memory_access(access: &proxy::MemoryAccess) {
     );
 }
 
-/// Refused VTL0 memory accesses per VP, and how many get a line (see `refuse_memory_access`).
-static MEMORY_REFUSALS: [AtomicU64; boot::MAX_VPS] = [const { AtomicU64::new(0) }; boot::MAX_VPS];
+/// How many refused VTL0 memory accesses per VP get a line (see `refuse_memory_access`; the
+/// count is `percpu::VpFlags::memory_refusals`).
 const MEMORY_LINES_PER_VP: u64 = 64;
 const MEMORY_LINE_INTERVAL: u64 = 65536;
 

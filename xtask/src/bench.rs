@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use hvdef::{Control, HvStatus, HypercallCode};
 use mockhv::model::{Event, Scenario};
 use mockhv::qemu::Arch;
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSection};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
@@ -37,8 +37,9 @@ fn boot_calls(events: &[Event]) -> BTreeMap<u32, BTreeMap<String, u32>> {
     per_vp
 }
 
-/// (static bytes, per-VP bytes, per-VP breakdown) from the image.
-fn memory(elf: &Path) -> Result<(u64, u64, String)> {
+/// (the image's loaded and reserved bytes, its writable static bytes: .data + .bss) from the
+/// ELF's sections.
+fn memory(elf: &Path) -> Result<(u64, u64)> {
     let bytes = std::fs::read(elf)?;
     let file = object::File::parse(&*bytes)?;
     let total: u64 = file
@@ -46,25 +47,46 @@ fn memory(elf: &Path) -> Result<(u64, u64, String)> {
         .filter(|s| s.address() != 0)
         .map(|s| s.size())
         .sum();
-    let size_of = |needle: &str| {
-        file.symbols()
-            .find(|s| s.name().is_ok_and(|n| n.contains(needle)))
-            .map(|s| s.size())
-            .with_context(|| format!("no symbol like {needle} in {}", elf.display()))
-    };
-    let percpu = size_of("percpu6PERCPU")? / boot_max_vps();
-    let stack = size_of("stacks6STACKS")? / boot_max_vps();
-    let locals = size_of("cpu6LOCALS")? / boot_max_vps();
-    Ok((
-        total,
-        percpu + stack + locals,
-        format!("input, output and VP assist pages {percpu}, boot stack {stack}, per-CPU record {locals}"),
-    ))
+    let writable: u64 = file
+        .sections()
+        .filter(|s| matches!(s.name(), Ok(".data" | ".bss")))
+        .map(|s| s.size())
+        .sum();
+    if writable == 0 {
+        bail!("no .data or .bss in {}", elf.display());
+    }
+    Ok((total, writable))
 }
 
-/// The per-VP arrays in the image are sized by this.
-fn boot_max_vps() -> u64 {
-    boot::MAX_VPS as u64
+/// The paravisor's `VTL2 heap: N bytes used` line (after every VP came up).
+fn heap_used(console: &str) -> Result<u64> {
+    console
+        .lines()
+        .find_map(|l| {
+            l.split_once("VTL2 heap: ")?
+                .1
+                .split_once(" bytes used")?
+                .0
+                .parse()
+                .ok()
+        })
+        .context("no `VTL2 heap: N bytes used` line")
+}
+
+/// The deepest stack use the paravisor reported for `kind` ("boot" or "AP"), in bytes, and
+/// the stack's size.
+fn stack_high_water(console: &str, kind: &str) -> Option<(u64, u64)> {
+    let tail = format!("-byte {kind} stack, the deepest {kind} stack so far");
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("stack high-water: VP ")?.1;
+            let (_, rest) = rest.split_once(" used ")?;
+            let (used, rest) = rest.split_once(" of its ")?;
+            let size = rest.strip_suffix(&tail)?;
+            Some((used.parse().ok()?, size.parse().ok()?))
+        })
+        .max()
 }
 
 // ---- Per proxied call ------------------------------------------------------------------------
@@ -369,6 +391,44 @@ fn live_proxy_run(
     Ok((costs, run.run.elapsed))
 }
 
+/// The stack high-water marks after every category's call, made by the VTL0 test kernel on
+/// VP 1 of 2 (so that the AP stack's mark is the proxy's paths, and VP 0's boot stack's the
+/// boot's), then a VtlCall on each VP, on which the paravisor reports its stack in a debug line
+/// if it is the deepest of its kind so far (`runloop::report_stack`).
+fn stack_marks(images: &live::Images, arch: Arch) -> Result<BTreeMap<&'static str, (u64, u64)>> {
+    let cats = categories(arch);
+    let vtl_call = vtl0::Mode {
+        vtl_entry: vtl0::VtlEntry::VtlCall,
+        ..vtl0::Mode::default()
+    };
+    let table = cats
+        .iter()
+        .fold(vtl0::Table::new(), |t, c| c.entry.add_to(t).on_vp(1))
+        .hypercall_in(vtl_call, 0, &[], 0)
+        .on_vp(1)
+        .hypercall_in(vtl_call, 0, &[], 0);
+    // The VtlCall's report is a debug line.
+    let (run, _) = images.run_table_on_vps(
+        &table,
+        &format!("{} pv.log=debug", e2e::RELAY),
+        proxy_scenario(arch),
+        2,
+        Duration::from_secs(120),
+    )?;
+    let console = &run.run.console;
+    let mut marks = BTreeMap::new();
+    for kind in ["boot", "AP"] {
+        let mark = stack_high_water(console, kind).with_context(|| {
+            format!(
+                "{}: no {kind} stack high-water line:\n{console}",
+                arch.name()
+            )
+        })?;
+        marks.insert(kind, mark);
+    }
+    Ok(marks)
+}
+
 /// The per-call figures: each category's call made by the VTL0 test kernel, VTL2's instructions
 /// counted by the in-VM host.
 fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) -> Result<()> {
@@ -557,7 +617,7 @@ const LIVE_CALLS: u32 = 50_000;
 /// Runs per throughput figure (the median is reported).
 const LIVE_RUNS: usize = 3;
 /// VP counts of the boot-to-proxy-loop figure.
-const LIVE_BOOT_VPS: [u32; 3] = [1, 4, 16];
+const LIVE_BOOT_VPS: [u32; 4] = [1, 4, 16, 64];
 /// The VTL0 connection the relayed runs' command line maps to the in-VM host's port 1 (its
 /// scenario's VTL0 port); the host does not know connection 5, so VTL2 gets the call.
 const RELAYED_CONNECTION: u32 = 5;
@@ -736,13 +796,23 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
     }
     writeln!(
         out,
-        "\n| VPs | boot to the proxy loop (wall) | trace events | hypercalls per VP (VP 0; the others) |\n|---|---|---|---|"
+        "\n| VPs | boot to the proxy loop (wall) | trace events | hypercalls per VP (VP 0; the others) | VTL2 heap used |\n|---|---|---|---|---|"
     )?;
     let mut by_code = None;
+    let mut heap = BTreeMap::new();
+    let mut stacks: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for vps in LIVE_BOOT_VPS {
         let run = images.boot_to_proxy_loop(vps)?;
         if vps == BOOT_VPS {
             by_code = Some(boot_calls(&run.events));
+        }
+        let used = heap_used(&run.run.console)?;
+        heap.insert(vps, used);
+        for kind in ["boot", "AP"] {
+            if let Some(mark) = stack_high_water(&run.run.console, kind) {
+                let deepest = stacks.entry(kind).or_insert(mark);
+                *deepest = (*deepest).max(mark);
+            }
         }
         let mut per_vp: BTreeMap<u32, u32> = BTreeMap::new();
         for event in &run.events {
@@ -761,7 +831,7 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         };
         writeln!(
             out,
-            "| {vps} | {:.2} s | {} | {}; {others} |",
+            "| {vps} | {:.2} s | {} | {}; {others} | {used} bytes |",
             run.run.elapsed.as_secs_f64(),
             run.events.len(),
             per_vp.get(&0).copied().unwrap_or(0),
@@ -779,9 +849,32 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         }
         writeln!(out)?;
     }
-    let (total, per_vp, breakdown) = memory(&images.elf)?;
-    writeln!(out, "- static memory (loadable + BSS): {total} bytes")?;
-    writeln!(out, "- per VP: {per_vp} bytes ({breakdown})\n")?;
+    let (total, writable) = memory(&images.elf)?;
+    writeln!(
+        out,
+        "- static memory: {writable} bytes of .data + .bss ({total} bytes loaded and reserved \
+         in all)"
+    )?;
+    let (lo, hi) = (LIVE_BOOT_VPS[0], LIVE_BOOT_VPS[LIVE_BOOT_VPS.len() - 1]);
+    let per_vp = (heap[&hi] - heap[&lo]) / u64::from(hi - lo);
+    writeln!(
+        out,
+        "- per VP: {per_vp} bytes of VTL2 heap (heap used at {hi} VPs minus at {lo}, over {})",
+        hi - lo
+    )?;
+    let mut marks = stack_marks(&images, arch)?;
+    for (kind, mark) in stacks {
+        let deepest = marks.entry(kind).or_insert(mark);
+        *deepest = (*deepest).max(mark);
+    }
+    for (kind, (used, size)) in marks {
+        writeln!(
+            out,
+            "- {kind} stack high-water: {used} of {size} bytes (boots above and every proxied \
+             call category below)"
+        )?;
+    }
+    writeln!(out)?;
     live_per_call_section(out, &images, arch)?;
     Ok(())
 }

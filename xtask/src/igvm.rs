@@ -435,7 +435,8 @@ fn image_span(pages: &Pages, params: &Range<u64>) -> Result<Range<u64>> {
 /// Where VTL2's memory, its relocation region and (x86) its page tables are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Vtl2Layout {
-    /// The RequiredMemory: the image rounded up to 2 MiB.
+    /// The RequiredMemory: the image and its heap (room for `boot::heap::IGVM_HEAP_VPS` VPs),
+    /// rounded up to 2 MiB.
     memory: Range<u64>,
     /// What the loader moves by the relocation offset: x86 everything but the page tables,
     /// arm64 all of VTL2's memory.
@@ -451,7 +452,10 @@ fn vtl2_layout(
     image: &Range<u64>,
 ) -> Result<Vtl2Layout> {
     let (_, params) = symbol_paddr(file, PARAMS_START)?;
-    let memory = image.start..image.end.div_ceil(TWO_MB) * TWO_MB;
+    // The image and the heap after it, room for boot::heap::IGVM_HEAP_VPS VPs: on an IGVM
+    // boot the paravisor's heap is the rest of this range (boot::heap::heap_range).
+    let heap = boot::heap::heap_size(boot::heap::IGVM_HEAP_VPS);
+    let memory = image.start..(image.end.div_ceil(PAGE) * PAGE + heap).div_ceil(TWO_MB) * TWO_MB;
     let (region, page_tables) = match arch {
         IgvmArch::Aarch64 => (memory.clone(), None),
         IgvmArch::X86_64 => {
@@ -1299,13 +1303,14 @@ mod tests {
             (IgvmPlatformType::VSM_ISOLATION, 2, 1)
         );
         assert_eq!(page_gpas(&f), expected_pages());
-        // VTL2 memory first: the image rounded up to 2 MiB, VTL2-protectable.
+        // VTL2 memory first, VTL2-protectable: the image (to 0x305000) and heap room for 1,024
+        // VPs (64 KiB + 1,024 x 32 KiB = 0x201_0000), 0x231_5000 rounded up to 2 MiB.
         assert_eq!(
             f.directives().first(),
             Some(&IgvmDirectiveHeader::RequiredMemory {
                 gpa: SEG1,
                 compatibility_mask: 1,
-                number_of_bytes: 0x20_0000,
+                number_of_bytes: 0x220_0000,
                 vtl2_protectable: true,
             })
         );
@@ -1324,7 +1329,9 @@ mod tests {
                     relocation_region_gpa: SEG1,
                     relocation_region_size: 0x30_4000 - SEG1,
                     minimum_relocation_gpa: SEG1,
-                    maximum_relocation_gpa: 4 << 30,
+                    // All 34 MiB of VTL2 memory below 4 GiB: 4 GiB - 34 MiB + the region's
+                    // 2 MiB (the loader checks base + region size against the maximum).
+                    maximum_relocation_gpa: (4 << 30) - 0x220_0000 + 0x20_0000,
                     is_vtl2: true,
                     apply_rip_offset: true,
                     apply_gdtr_offset: true,
@@ -1551,7 +1558,7 @@ mod tests {
             "memory map parameter: area #0 offset 0x1000",
             "parameter insert: area #0 at GPA 0x301000, compatibility mask 0x1",
             "command line parameter: area #0 offset 0x2000",
-            "required memory 0x200000..0x400000, VTL2 protectable, compatibility mask 0x1",
+            "required memory 0x200000..0x2400000, VTL2 protectable, compatibility mask 0x1",
             "VBS measurement (SHA-256): ",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

@@ -160,6 +160,31 @@ impl Images {
         self.run(boot, table, true, timeout)
     }
 
+    /// As [`Images::run_table_elf_in`] (trace on, nothing counted) on `vps` VPs, one CPU each:
+    /// the kernel's entries name the VP that makes them.
+    pub fn run_table_on_vps(
+        &self,
+        table: &Table,
+        append: &str,
+        scenario: mockhv::model::Scenario,
+        vps: u32,
+        timeout: Duration,
+    ) -> Result<(InvmRun, Results)> {
+        let mut boot = InvmBoot::new(
+            self.arch,
+            self.host.clone(),
+            Paravisor::Elf(self.elf.clone()),
+        );
+        boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
+        boot.append = Some(append.to_string());
+        boot.scenario = Some(mockhv::model::Scenario {
+            vp_count: vps,
+            ..scenario
+        });
+        boot.vps = vps;
+        self.run(boot, table, true, timeout)
+    }
+
     fn run(
         &self,
         mut boot: InvmBoot,

@@ -143,14 +143,22 @@ pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
     let mut elapsed = Duration::ZERO;
     for images in &images {
         let elf = crate::image::elf_path(images.arch, true);
-        let symbols = mockhv::image::Image::load(&elf)?.symbols;
+        let loaded = mockhv::image::Image::load(&elf)?;
+        // The paravisor's heap for the one VP the soak's boots have follows the image: VTL2's
+        // memory, which VTL0's accesses and lists aim at, is both.
+        let heap_end = e2e::vtl2_heap(&loaded, 1).end;
+        let symbols = loaded.symbols;
         let sym = |name: &str| {
             symbols
                 .get(name)
                 .copied()
                 .with_context(|| format!("{} has no `{name}` symbol", elf.display()))
         };
-        let image = sym("__image_start")?..sym("__image_end")?;
+        let image_end = sym("__image_end")?;
+        if heap_end <= image_end {
+            bail!("the heap does not follow the image");
+        }
+        let image = sym("__image_start")?..heap_end;
         let started = Instant::now();
         let (c, s) = live::soak_arch(images, image, opts, &mut violations)?;
         elapsed += started.elapsed();

@@ -1306,7 +1306,7 @@ fn vsm_check_reads_the_models_status() {
                 let info = hv
                     .get_vp_register(VpTarget::SELF, HvRegisterName::PRIVILEGES_AND_FEATURES_INFO);
                 let privileges = HvPartitionPrivilegeMask::from_bits(info.unwrap().as_u64());
-                let result = vsm::check_vp(hv, privileges);
+                let result = vsm::check_vp(hv, privileges, VpTarget::SELF, &[], &mut []);
                 let reads = env.calls_of(HypercallCode::GET_VP_REGISTERS).len();
                 match status {
                     None => {
@@ -1320,9 +1320,10 @@ fn vsm_check_reads_the_models_status() {
                     }
                     Some((vtl, enabled)) => {
                         let status = match result {
-                            Ok(status) => {
+                            Ok(me) => {
                                 assert_eq!(vtl, 2, "{arch:?}");
-                                status
+                                assert_eq!(me.vp_index, 0, "{arch:?}: the VP index, same call");
+                                me.status
                             }
                             Err(VsmError::WrongVtl { status }) => status,
                             Err(e) => panic!("{arch:?}: {e}"),

@@ -261,8 +261,28 @@ pub fn minimal_elf(elf32: bool, machine: u16, paddr: u64, entry: u64, bytes: &[u
     e
 }
 
+/// VTL2's heap for `vps` VPs as docs/ARCHITECTURE.md ("Memory") lays it out: from the first
+/// page after the image, 64 KiB and 32 KiB per VP. It holds every AP's stack and per-CPU record
+/// and every VP's hypercall and VP assist pages. (The paravisor names it in its `boot: VTL2
+/// heap` line, which the protection suite checks against this.)
+pub fn vtl2_heap(image: &mockhv::image::Image, vps: u32) -> std::ops::Range<u64> {
+    let start = image.extent.end.div_ceil(0x1000) * 0x1000;
+    start..start + 0x1_0000 + u64::from(vps) * 0x8000
+}
+
+/// VTL2's heap on an IGVM boot at the link base: from the first page after the image to the
+/// end of the VTL2 memory the IGVM file declares (its RequiredMemory, as the mock's loader
+/// reads it from the file): the paravisor's heap is all the declared memory after the image.
+pub fn igvm_vtl2_heap(image: &mockhv::image::Image) -> std::ops::Range<u64> {
+    let bytes = std::fs::read(igvm(image.arch)).expect("the IGVM file");
+    let ram: Vec<std::ops::Range<u64>> = std::iter::once(0..1u64 << 40).collect();
+    let loaded = mockhv::igvm_load::load(&bytes, image.arch, 1, &ram).expect("the file loads");
+    image.extent.end.div_ceil(0x1000) * 0x1000..loaded.vtl2_memory.end
+}
+
 /// The VTL2 pages a VTL0 attack tries, by kind, from the image's symbols (an address inside
-/// each): code, page tables, boot stacks, per-VP pages, IGVM parameters, the last page, and on
+/// each): code, page tables, VP 0's boot stack, the heap (per-VP pages and AP stacks, with one
+/// VP: its first page), IGVM parameters, the image's last page, the heap's last page, and on
 /// x86 the hypercall page.
 pub fn vtl2_targets(image: &mockhv::image::Image) -> Vec<(&'static str, u64)> {
     let sym = |name: &str| {
@@ -270,6 +290,7 @@ pub fn vtl2_targets(image: &mockhv::image::Image) -> Vec<(&'static str, u64)> {
             .symbol_containing(name)
             .unwrap_or_else(|| panic!("no symbol {name}"))
     };
+    let heap = vtl2_heap(image, 1);
     let mut t = vec![
         ("code", image.extent.start + 0x40),
         (
@@ -279,10 +300,11 @@ pub fn vtl2_targets(image: &mockhv::image::Image) -> Vec<(&'static str, u64)> {
                 Arch::Aarch64 => "boot_l1",
             }),
         ),
-        ("boot stacks", sym("6stacks6STACKS") + 0x100),
-        ("per-VP pages", sym("6percpu6PERCPU") + 0x10),
+        ("boot stack", sym("6stacks10BOOT_STACK") + 0x100),
+        ("heap", heap.start + 0x10),
         ("IGVM parameters", sym("boot_igvm_params_start")),
         ("last page", image.extent.end - 0x10),
+        ("heap's last page", heap.end - 0x10),
     ];
     if image.arch == Arch::X86_64 {
         t.push(("hypercall page", sym("pv_hypercall_page") + 0x20));

@@ -157,3 +157,132 @@ fn every_vp_runs_on_its_own_cpu() {
         }
     }
 }
+
+/// More VPs than the paravisor once had static room for (64): 72, each on its own CPU, booted
+/// from the IGVM file. The heap is sized for all of them (64 KiB and 32 KiB per VP, right after
+/// the image), every VP comes up at VTL2, and each AP reads everything it needs about itself
+/// and VTL0 in one GetVpRegisters with target VTL0 (HvRegisterVsmVpStatus, HvRegisterVpIndex,
+/// then VTL0's entry registers), then (arm64) enables its VP assist page with one
+/// SetVpRegisters (x86: its MSR) and returns to VTL0: 2 hypercalls per AP on x86, 3 on arm64.
+#[test]
+fn seventy_two_vps_boot_and_each_ap_reads_itself_in_one_call() {
+    const VPS: u32 = 72;
+    for arch in Arch::ALL {
+        let igvm = image(arch).with_extension("igvm");
+        let mut boot = InvmBoot::new(arch, invm_image(arch), Paravisor::Igvm(igvm));
+        boot.trace = true;
+        boot.vps = VPS;
+        boot.timeout = std::time::Duration::from_secs(600);
+        let in_vm = boot.run().expect("QEMU runs");
+        assert_eq!(
+            in_vm.run.outcome,
+            Outcome::Pass,
+            "{arch:?}: {}\n{}",
+            in_vm.summary(),
+            in_vm.run.console
+        );
+        let elf = mockhv::image::Image::load(&image(arch)).expect("the image parses");
+        let heap = e2e::igvm_vtl2_heap(&elf);
+        assert_lines_in_order(
+            &in_vm.run.console,
+            &[
+                &format!("boot: from IGVM parameters: {VPS} VP(s)"),
+                &format!(
+                    "boot: VTL2 heap {:#x}..{:#x} ({} bytes for {VPS} VP(s))",
+                    heap.start,
+                    heap.end,
+                    heap.end - heap.start
+                ),
+                &format!("all {VPS} VP(s) run at VTL2"),
+                &format!("VTL2 memory {:#x}..{:#x}", elf.extent.start, heap.end),
+            ],
+        );
+        eprintln!("{arch:?} {VPS} VPs in-VM: {:.2?}", in_vm.run.elapsed);
+        let vp_index_and_status = [
+            hvdef::HvRegisterName::VSM_VP_STATUS.0.to_le_bytes(),
+            hvdef::HvRegisterName::VP_INDEX.0.to_le_bytes(),
+        ]
+        .concat();
+        let want: &[HypercallCode] = match arch {
+            Arch::X86_64 => &[HypercallCode::GET_VP_REGISTERS, HypercallCode::VTL_RETURN],
+            Arch::Aarch64 => &[
+                HypercallCode::GET_VP_REGISTERS,
+                HypercallCode::SET_VP_REGISTERS,
+                HypercallCode::VTL_RETURN,
+            ],
+        };
+        for vp in 1..VPS {
+            let calls: Vec<_> = in_vm
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Hypercall(r) if r.vp == vp => Some(r),
+                    _ => None,
+                })
+                .collect();
+            let codes: Vec<HypercallCode> = calls.iter().map(|r| r.code).collect();
+            assert_eq!(codes, want, "{arch:?} VP {vp}");
+            let get = calls[0];
+            assert_eq!(get.status(), Some(HvStatus::SUCCESS), "{arch:?} VP {vp}");
+            // The header (partition, VP index, target VTL) is 16 bytes; the names follow.
+            assert_eq!(
+                get.input.get(16..24),
+                Some(&vp_index_and_status[..]),
+                "{arch:?} VP {vp}: the status and the index first, in one call"
+            );
+            assert_eq!(
+                get.input.get(12),
+                Some(&0x10),
+                "{arch:?} VP {vp}: target VTL0"
+            );
+        }
+    }
+}
+
+/// A loader that lists more VPs than any partition can have (HV_MAXIMUM_PROCESSORS, 2048):
+/// the paravisor says so in one line naming the count and the limit and takes 2048. The file
+/// declares VTL2 memory with heap room for `boot::heap::IGVM_HEAP_VPS` (1,024) VPs and this
+/// loader declares no more, so the boot stops with a line naming the declared range, the room
+/// and what 2048 VPs need, before any VP is touched.
+#[test]
+fn a_vp_count_above_the_tlfs_limit_gets_a_line_naming_both() {
+    for arch in Arch::ALL {
+        let igvm = image(arch).with_extension("igvm");
+        let mut boot = InvmBoot::new(arch, invm_image(arch), Paravisor::Igvm(igvm));
+        boot.listed_vps = Some(3000);
+        boot.timeout = std::time::Duration::from_secs(300);
+        let in_vm = boot.run().expect("QEMU runs");
+        assert_eq!(
+            in_vm.run.outcome,
+            Outcome::Fail,
+            "{arch:?}: {}",
+            in_vm.summary()
+        );
+        let elf = mockhv::image::Image::load(&image(arch)).expect("the image parses");
+        let heap = e2e::igvm_vtl2_heap(&elf);
+        let declared_start = elf.extent.start;
+        let needed = 64 * 1024 + 2048 * 32 * 1024;
+        assert_lines_in_order(
+            &in_vm.run.console,
+            &[
+                "boot: the IGVM VpCount parameter lists 3000 VPs, more than the TLFS limit of \
+                 2048 (HV_MAXIMUM_PROCESSORS); the paravisor serves VPs 0..2047 and starts no \
+                 others",
+                "boot: from IGVM parameters: 2048 VP(s)",
+                &format!(
+                    "FATAL: no room for the VTL2 heap of {needed} bytes for 2048 VP(s): the \
+                     declared VTL2 memory {declared_start:#x}..{:#x} leaves {} bytes after the \
+                     image, {needed} needed (the loader must declare more VTL2 memory, or report \
+                     fewer VPs)",
+                    heap.end,
+                    heap.end - heap.start
+                ),
+            ],
+        );
+        assert!(
+            !in_vm.run.console.contains("paravisor 0.1.0"),
+            "{arch:?}: the firmware ran without its heap:\n{}",
+            in_vm.run.console
+        );
+    }
+}

@@ -82,7 +82,7 @@ fn vsm_absent_wrong_vtl_and_failing_register_reads_fail_clearly() {
         assert_run(
             &run,
             Outcome::Fail,
-            &["reading HvRegisterVsmVpStatus failed: HV_STATUS_ACCESS_DENIED"],
+            &["reading HvRegisterVsmVpStatus and HvRegisterVpIndex failed: HV_STATUS_ACCESS_DENIED"],
         );
         let denied = calls(&run.events, HypercallCode::GET_VP_REGISTERS)
             .into_iter()
@@ -174,9 +174,10 @@ fn a_rep_call_that_times_out_is_resumed_from_reps_completed() {
     for arch in arches() {
         let mut scenario = Scenario::for_arch(arch);
         // The boot VP's one two-register read (VSM capabilities + partition status) is its
-        // last GetVpRegisters: x86 reads the nested indicator and privileges by CPUID, arm64
-        // by GetVpRegisters first (HvRegisterFeaturesInfo, then its privileges).
-        let nth = if arch == Arch::X86_64 { 2 } else { 5 };
+        // second GetVpRegisters after its VSM status and VP index (one call): x86 reads the
+        // nested indicator and privileges by CPUID, arm64 by GetVpRegisters first
+        // (HvRegisterFeaturesInfo, then its privileges).
+        let nth = if arch == Arch::X86_64 { 2 } else { 4 };
         scenario.faults.push(InjectedFault {
             code: HypercallCode::GET_VP_REGISTERS,
             nth,

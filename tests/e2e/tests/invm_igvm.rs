@@ -96,13 +96,15 @@ fn relocated_boot(arch: Arch, image: &Image, base: u64) {
         "{arch:?}: {:?}",
         records[3]
     );
-    // Exactly the moved image's pages were protected.
+    // Exactly the moved VTL2 memory's pages were protected: the image and its heap, which is
+    // the rest of the declared memory.
     let mut pages = BTreeSet::new();
     for r in run.vtl2_calls(HypercallCode::MODIFY_VTL_PROTECTION_MASK) {
         pages.extend(e2e::protection_list(r));
     }
-    let want: BTreeSet<u64> = (moved.start >> 12..moved.end >> 12).collect();
-    assert_eq!(pages, want, "{arch:?}: the relocated image's pages");
+    let declared_end = e2e::igvm_vtl2_heap(image).end + offset;
+    let want: BTreeSet<u64> = (moved.start >> 12..declared_end >> 12).collect();
+    assert_eq!(pages, want, "{arch:?}: the relocated VTL2 memory's pages");
 }
 
 /// The command line reaches the paravisor as the file's CommandLine parameter: a `pv.*` option

@@ -80,14 +80,48 @@ fn vtl0_can_neither_read_write_nor_execute_vtl2_memory() {
         let console = &run.run.run.console;
         let records: Vec<&Record> = run.results.entries.iter().map(|(_, r)| r).collect();
 
-        // Exactly VTL2's pages were protected, before VTL0 first ran.
+        // Exactly VTL2's pages were protected, before VTL0 first ran: the image's and the
+        // heap's after it, which the paravisor names where the layout says.
         let mut pages = BTreeSet::new();
         for r in run.vtl2_calls(HypercallCode::MODIFY_VTL_PROTECTION_MASK) {
             assert_eq!(r.status(), Some(HvStatus::SUCCESS), "{r:?}");
             pages.extend(e2e::protection_list(r));
         }
-        let extent: BTreeSet<u64> = (image.extent.start >> 12..image.extent.end >> 12).collect();
-        assert_eq!(pages, extent, "{arch:?}: exactly VTL2's pages");
+        // An IGVM boot: the heap is all of the declared VTL2 memory after the image.
+        let heap = e2e::igvm_vtl2_heap(&image);
+        let heap_line = format!(
+            "boot: VTL2 heap {:#x}..{:#x} ({} bytes for 1 VP(s))",
+            heap.start,
+            heap.end,
+            heap.end - heap.start
+        );
+        assert!(
+            console.lines().any(|l| l.trim() == heap_line),
+            "{arch:?}: console lacks {heap_line:?}:\n{console}"
+        );
+        let vtl2: BTreeSet<u64> = (image.extent.start >> 12..image.extent.end.div_ceil(0x1000))
+            .chain(heap.start >> 12..heap.end >> 12)
+            .collect();
+        assert_eq!(
+            pages, vtl2,
+            "{arch:?}: exactly VTL2's pages, image and heap"
+        );
+        // VP 0's hypercall pages are the heap's.
+        let pages_line = console
+            .lines()
+            .find_map(|l| {
+                l.split_once("[vp0] INFO  hypercall pages: input ")?
+                    .1
+                    .split_once(", output ")
+            })
+            .unwrap_or_else(|| panic!("{arch:?}: no hypercall pages line:\n{console}"));
+        for gpa in [pages_line.0, pages_line.1] {
+            let gpa = u64::from_str_radix(gpa.trim().trim_start_matches("0x"), 16).unwrap();
+            assert!(
+                heap.contains(&gpa),
+                "{arch:?}: VP 0's page {gpa:#x} in {heap:#x?}"
+            );
+        }
 
         for (n, access) in attacks.iter().enumerate() {
             let want = Err(kernel_fault(arch, access));

@@ -279,7 +279,9 @@ impl Scenario {
     /// The normalized form the model runs: clamped VP count and GPA width, VSM-less partitions
     /// in VTL0 without AccessVsm, VTL0 and the active VTL always enabled.
     pub(crate) fn normalized(mut self) -> Self {
-        self.vp_count = self.vp_count.clamp(1, 64);
+        // HV_MAXIMUM_PROCESSORS (2048, Microsoft's hvgdk.h; HV_MAX_VP_INDEX 2047): no
+        // partition has more VPs.
+        self.vp_count = self.vp_count.clamp(1, 2048);
         if !self.vsm {
             self.privileges.set_access_vsm(false);
             self.enabled_vtls = 1;

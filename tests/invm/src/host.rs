@@ -59,7 +59,7 @@ struct Host {
     /// VPs with nothing left to run (their CPUs wait in `arch::park`).
     parked: u32,
     /// VPs that halted in VTL2 (a `wfi` the host cannot wake), bit per VP.
-    halted: u64,
+    halted: u128,
     /// Some VP has entered VTL0 (the trace is written in batches from then on).
     vtl0_ran: bool,
     /// Count VTL2's instructions per intercept (the runner's FLAG_COUNT_VTL2).
@@ -510,7 +510,7 @@ fn vtl2_exit(host: &mut Host, vp: u32, kind: u64, syn: &Syndrome, frame: &mut Fr
                     "no interrupt will come"
                 }
             );
-            host.halted |= 1 << vp;
+            host.halted |= 1u128 << vp;
             return host.park(vp, format_args!("halted in VTL2"));
         }
         _ => unexpected(host, vp, kind, syn, frame),

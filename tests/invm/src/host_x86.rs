@@ -346,7 +346,7 @@ struct Host {
     /// VPs with nothing left to run (their CPUs wait in `arch::park`).
     parked: u32,
     /// VPs that halted in VTL2 (a `hlt` the host cannot wake), bit per VP.
-    halted: u64,
+    halted: u128,
     /// Some VP has entered VTL0 (the trace goes out in batches from then on).
     vtl0_ran: bool,
     /// The context HvCallStartVirtualProcessor gave each VP, until its CPU picks it up.
@@ -569,7 +569,7 @@ impl Host {
                         "no interrupt will come"
                     }
                 );
-                self.halted |= 1 << vp;
+                self.halted |= 1u128 << vp;
                 return self.park(vp, format_args!("halted in VTL2"));
             }
             _ => {

@@ -62,7 +62,7 @@ pub struct InvmBoot {
     pub extra_args: Vec<String>,
     /// Have the host write the model's trace (see [`InvmRun::events`]).
     pub trace: bool,
-    /// VPs, one QEMU CPU each (GICv3, so up to 16).
+    /// VPs, one QEMU CPU each (up to 96, the in-VM hosts' limit).
     pub vps: u32,
     /// The partition the host's model runs (its VP count and RAM are the host's: `vps` and
     /// the guest window); None: the arch's default scenario.
@@ -80,6 +80,9 @@ pub struct InvmBoot {
     /// An IGVM boot: load VTL2 at this base (the file's relocation region must allow it, as
     /// OpenVMM's loader checks); None: where the file says.
     pub vtl2_base: Option<u64>,
+    /// The VP count an IGVM boot's loader writes into the file's VpCount parameter, if not
+    /// `vps`: a loader that lists more (or fewer) VPs than the partition runs.
+    pub listed_vps: Option<u32>,
 }
 
 /// A finished run under the in-VM host.
@@ -162,6 +165,7 @@ impl InvmBoot {
             count_vtl2: false,
             memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
             vtl2_base: None,
+            listed_vps: None,
         }
     }
 
@@ -232,8 +236,14 @@ impl InvmBoot {
                     vtl2_base: self.vtl2_base,
                     cmdline: self.append.clone().unwrap_or_default(),
                 };
-                let loaded = igvm_load::load_with(&bytes, self.arch, self.vps, &igvm_ram, &options)
-                    .with_context(|| format!("loading {}", path.display()))?;
+                let loaded = igvm_load::load_with(
+                    &bytes,
+                    self.arch,
+                    self.listed_vps.unwrap_or(self.vps),
+                    &igvm_ram,
+                    &options,
+                )
+                .with_context(|| format!("loading {}", path.display()))?;
                 match loaded.context {
                     VpContext::Aarch64 { pc, cpsr, x } if !x86 => {
                         if cpsr != 0x3c5 {

@@ -37,8 +37,9 @@
 //! 2. every hypercall record: the whole result word is the oracle's status (random control
 //!    words: a status the TLFS allows for a proxied call, `ALLOWED`), every canary intact; a
 //!    list on VTL2's memory: the exact memory fault instead;
-//! 3. every access record: a store, load or fetch touching the image's pages
-//!    (`__image_start..__image_end` from the ELF) faulted with exactly the exception
+//! 3. every access record: a store, load or fetch touching VTL2's pages (the image,
+//!    `__image_start..__image_end` from the ELF, and the heap after it, `e2e::vtl2_heap`;
+//!    "the image" below is both) faulted with exactly the exception
 //!    `e2e::memory_fault` gives (arm64 ESR, FAR 0; x64 #GP(0)); any other was carried out, a
 //!    load giving what the store before it wrote, a fetch of the `ret` written there returning;
 //! 4. the host's trace: one hypercall intercept per call the oracle says the host hands VTL2

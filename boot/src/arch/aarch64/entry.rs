@@ -114,8 +114,8 @@ boot_install_vectors:
     isb
     ret
     "#,
-    stacks = sym crate::stacks::STACKS,
-    stack_size = const crate::STACK_SIZE,
+    stacks = sym crate::stacks::BOOT_STACK,
+    stack_size = const crate::BOOT_STACK_SIZE,
 );
 
 unsafe extern "C" {

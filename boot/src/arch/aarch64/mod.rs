@@ -174,9 +174,12 @@ fn read_device_tree(addr: u64, info: &mut BootInfo) {
     }
     match fdt.cpu_count().map(|n| info.set_vp_count(n)) {
         Ok(crate::VpCount::Used | crate::VpCount::Ignored) => {}
-        Ok(crate::VpCount::Clamped { listed }) => crate::println!(
-            "boot: the device tree lists {listed} CPUs; using the first {}",
-            crate::MAX_VPS
+        Ok(crate::VpCount::AboveLimit { listed }) => crate::println!(
+            "{}",
+            crate::AboveLimit {
+                source: "the device tree",
+                listed: listed as u64
+            }
         ),
         Err(e) => crate::println!("boot: unreadable /cpus ({e:?})"),
     }

@@ -146,7 +146,7 @@ boot_ap_start64:
     call boot_ap_main
     ud2
     "#,
-    stacks = sym crate::stacks::STACKS,
-    stack_size = const crate::STACK_SIZE,
+    stacks = sym crate::stacks::BOOT_STACK,
+    stack_size = const crate::BOOT_STACK_SIZE,
     options(att_syntax)
 );

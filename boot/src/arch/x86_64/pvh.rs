@@ -117,9 +117,12 @@ fn read_vp_count(mem: &IdentityMap<'_>, rsdp: u64, info: &mut BootInfo) {
     }
     match acpi::cpu_count(mem, rsdp).map(|n| info.set_vp_count(n as usize)) {
         Ok(crate::VpCount::Used | crate::VpCount::Ignored) => {}
-        Ok(crate::VpCount::Clamped { listed }) => crate::println!(
-            "boot: ACPI lists {listed} VPs; using the first {}",
-            crate::MAX_VPS
+        Ok(crate::VpCount::AboveLimit { listed }) => crate::println!(
+            "{}",
+            crate::AboveLimit {
+                source: "the ACPI MADT",
+                listed: listed as u64
+            }
         ),
         Err(e) => {
             crate::println!("boot: cannot read ACPI tables at {rsdp:#x} ({e:?}); assuming 1 VP")

@@ -183,14 +183,6 @@ impl HypercallAbi for Abi {
     }
 }
 
-/// Reads a synthetic register: on arm64 every one is a VP register.
-pub fn read_synthetic(reg: SyntheticRegister) -> Result<u64> {
-    let name = reg.vp_register().ok_or(HvError::INVALID_PARAMETER)?;
-    Ok(crate::percpu::hypercall()
-        .get_vp_register(VpTarget::SELF, name)?
-        .as_u64())
-}
-
 /// Writes a synthetic register: on arm64 every one is a VP register.
 pub fn write_synthetic(reg: SyntheticRegister, value: u64) -> Result<()> {
     let name = reg.vp_register().ok_or(HvError::INVALID_PARAMETER)?;

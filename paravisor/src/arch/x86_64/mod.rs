@@ -156,11 +156,6 @@ impl HypercallAbi for Abi {
     }
 }
 
-/// Reads a synthetic register: on x86 every one is an MSR.
-pub fn read_synthetic(reg: SyntheticRegister) -> Result<u64> {
-    Ok(rdmsr(reg.msr().ok_or(HvError::INVALID_PARAMETER)?))
-}
-
 /// Writes a synthetic register: on x86 every one is an MSR.
 pub fn write_synthetic(reg: SyntheticRegister, value: u64) -> Result<()> {
     wrmsr(reg.msr().ok_or(HvError::INVALID_PARAMETER)?, value);

@@ -198,8 +198,10 @@ invm_restore:
 
 /// Each CPU's EL2 stack (the linker script reserves [`MAX_CPUS`] of them below __stack_top).
 pub const STACK_SIZE: usize = 0x1_0000;
-/// CPUs the host can run: QEMU virt with GICv3 takes 16 in one cluster (MPIDR Aff0 = index).
-pub const MAX_CPUS: u32 = 16;
+/// CPUs the host can run: QEMU virt with GICv3 puts 16 in a cluster (MPIDR Aff0 = index % 16,
+/// Aff1 = index / 16) and its redistributor region holds 123; the linker script reserves a stack
+/// for each of these.
+pub const MAX_CPUS: u32 = 96;
 
 unsafe extern "C" {
     static mut invm_el2_l1: [u64; 512];

@@ -352,13 +352,14 @@ pub fn start_ap(vp: u32) -> bool {
     let vector = (TRAMPOLINE >> 12) as u32;
     icr(vp, 0x4600 | vector); // SIPI
     icr(vp, 0x4600 | vector);
-    // An AP is up within microseconds; give it about a second of TSC (QEMU's runs at the
-    // host's rate, GHz).
+    // An AP is up within microseconds of its own time; but under TCG with many vCPU threads
+    // on few host cores its thread may not run for a while: give it about 20 s of TSC (QEMU's
+    // runs at the host's rate, GHz).
     // SAFETY: reads the time-stamp counter; no side effect.
     let start = unsafe { core::arch::x86_64::_rdtsc() };
     while !AP_UP.load(Ordering::Acquire) {
         // SAFETY: as above.
-        if unsafe { core::arch::x86_64::_rdtsc() }.wrapping_sub(start) > 2_000_000_000 {
+        if unsafe { core::arch::x86_64::_rdtsc() }.wrapping_sub(start) > 40_000_000_000 {
             return false;
         }
         core::hint::spin_loop();

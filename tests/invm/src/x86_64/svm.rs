@@ -209,7 +209,7 @@ struct Page([u8; 4096]);
 struct Msrpm([u8; msrpm::SIZE]);
 
 /// The VPs the host can run, one CPU each.
-pub const MAX_VPS: usize = 16;
+pub const MAX_VPS: usize = 96;
 
 /// What SVM reads by physical address and every VP shares (the host is identity-mapped, so a
 /// pointer is one): the permission maps (8 KiB MSR, 12 KiB I/O) and the nested tables' roots,
