@@ -645,13 +645,9 @@ fn add_vtl0_payload(
 
 /// The GPA of the image's VTL0 boot page, checked to be one aligned page.
 fn vtl0_boot_page(file: &ElfFile64<'_, Endianness>) -> Result<u64> {
-    let (start_vaddr, start) = symbol_paddr(file, VTL0_BOOT_START)?;
-    let end_vaddr = file
-        .symbols()
-        .find(|s| s.name() == Ok(VTL0_BOOT_END))
-        .map(|s| s.address())
-        .ok_or_else(|| anyhow!("paravisor ELF has no symbol `{VTL0_BOOT_END}`"))?;
-    if start % PAGE != 0 || end_vaddr.checked_sub(start_vaddr) != Some(PAGE) {
+    let range = symbol_range(file, VTL0_BOOT_START, VTL0_BOOT_END)?;
+    let start = range.start;
+    if start % PAGE != 0 || range.end - range.start != PAGE {
         bail!(
             "VTL0 boot page `{VTL0_BOOT_START}`..`{VTL0_BOOT_END}` ({start:#x}) must be one \
              aligned 4 KiB page"

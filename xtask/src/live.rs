@@ -111,13 +111,7 @@ impl Images {
         trace: bool,
         timeout: Duration,
     ) -> Result<(InvmRun, Results)> {
-        let mut boot = InvmBoot::new(
-            self.arch,
-            self.host.clone(),
-            Paravisor::Elf(self.elf.clone()),
-        );
-        boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
-        boot.append = Some(append.to_string());
+        let boot = self.elf_boot(append);
         self.run(boot, table, trace, timeout)
     }
 
@@ -145,13 +139,7 @@ impl Images {
         memory_mb: u32,
         timeout: Duration,
     ) -> Result<(InvmRun, Results)> {
-        let mut boot = InvmBoot::new(
-            self.arch,
-            self.host.clone(),
-            Paravisor::Elf(self.elf.clone()),
-        );
-        boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
-        boot.append = Some(append.to_string());
+        let mut boot = self.elf_boot(append);
         boot.scenario = Some(scenario);
         boot.count_vtl2 = count;
         if memory_mb != 0 {
@@ -170,6 +158,18 @@ impl Images {
         vps: u32,
         timeout: Duration,
     ) -> Result<(InvmRun, Results)> {
+        let mut boot = self.elf_boot(append);
+        boot.scenario = Some(mockhv::model::Scenario {
+            vp_count: vps,
+            ..scenario
+        });
+        boot.vps = vps;
+        self.run(boot, table, true, timeout)
+    }
+
+    /// The paravisor booted from its ELF with `append` as its command line, the kernel from its
+    /// reset state (its ELF's entry).
+    fn elf_boot(&self, append: &str) -> InvmBoot {
         let mut boot = InvmBoot::new(
             self.arch,
             self.host.clone(),
@@ -177,12 +177,7 @@ impl Images {
         );
         boot.vtl0 = Vtl0::Elf(self.vtl0_elf.clone());
         boot.append = Some(append.to_string());
-        boot.scenario = Some(mockhv::model::Scenario {
-            vp_count: vps,
-            ..scenario
-        });
-        boot.vps = vps;
-        self.run(boot, table, true, timeout)
+        boot
     }
 
     fn run(
