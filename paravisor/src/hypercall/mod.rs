@@ -131,6 +131,27 @@ impl VpTarget {
     }
 }
 
+/// `pv.log=debug`: one line per hypercall the paravisor issues (code, control word, what the
+/// hypervisor answered); `None`: the register block did not fit the ABI, nothing was issued.
+fn log_call(control: Control, out: Option<HypercallOutput>) {
+    let code = control.code();
+    let name = code.name().unwrap_or("?");
+    match out {
+        Some(out) => log::debug!(
+            "hypercall {name} ({:#x}) control {:#x}{}: {}, {} rep(s) done",
+            code.0,
+            control.into_bits(),
+            if control.fast() { " fast" } else { "" },
+            out.status(),
+            out.reps_completed()
+        ),
+        None => log::debug!(
+            "hypercall {name} ({:#x}) not issued: its registers do not fit the ABI",
+            code.0
+        ),
+    }
+}
+
 /// One VP's hypercall interface: its ABI, its two pages, the partition's nested table (`None`
 /// only for the boot VP's calls that lead up to the table, see [`Self::before_nested_table`]).
 pub struct Hypercall<'a, A: HypercallAbi> {
@@ -186,7 +207,10 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
     /// The single issue path for memory-based calls.
     fn issue(&mut self, control: Control) -> HypercallOutput {
         let control = control.with_nested(self.nested_bit(control.code()));
-        HypercallOutput::from_bits(self.abi.call(control.into_bits(), self.input, self.output))
+        let out =
+            HypercallOutput::from_bits(self.abi.call(control.into_bits(), self.input, self.output));
+        log_call(control, Some(out));
+        out
     }
 
     /// The single issue path for register-based calls; `None` if `regs` does not fit the ABI.
@@ -194,9 +218,12 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         let control = control
             .with_fast(true)
             .with_nested(self.nested_bit(control.code()));
-        self.abi
+        let out = self
+            .abi
             .call_fast(control.into_bits(), regs)
-            .map(HypercallOutput::from_bits)
+            .map(HypercallOutput::from_bits);
+        log_call(control, out);
+        out
     }
 
     /// Issues `control` with this VP's input page filled by `fill`, for calls whose layout the
