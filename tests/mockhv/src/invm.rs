@@ -77,6 +77,11 @@ pub struct InvmBoot {
     /// the host's 16 MiB is the guest's: stage 2 / the nested tables map it, the model serves
     /// it, and the paravisor is told of it (device tree, PVH or IGVM memory map).
     pub memory_mb: u32,
+    /// Print QEMU's command line before starting it ([`QemuConfig::show_command`]).
+    pub show_command: bool,
+    /// Where the files QEMU loads are written; they stay there, so the printed command line
+    /// can be run again. `None`: a scratch directory, removed after the run.
+    pub dir: Option<PathBuf>,
 }
 
 /// A finished run under the in-VM host.
@@ -158,16 +163,38 @@ impl InvmBoot {
             scenario: None,
             count_vtl2: false,
             memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
+            show_command: false,
+            dir: None,
         }
     }
 
-    /// Boots it and waits for the end (QEMU's exit, or the timeout).
+    /// Boots it and waits for the end (QEMU's exit, or the timeout). QEMU refusing to start
+    /// the machine (it exits with nothing on the console and its reason on stderr, e.g. more
+    /// CPUs than the machine takes) is an error carrying QEMU's own words.
     pub fn run(&self) -> Result<InvmRun> {
-        let dir = scratch_dir()?;
+        let dir = match &self.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                dir.clone()
+            }
+            None => scratch_dir()?,
+        };
         let result = (|| {
             let config = self.qemu_config(&dir)?;
             let mut qemu = Qemu::spawn(&config)?;
             let run = qemu.wait()?;
+            if !run.passed() && run.console.trim().is_empty() && !run.stderr.trim().is_empty() {
+                bail!(
+                    "QEMU {} stopped before the machine ran ({}):\n{}",
+                    self.arch,
+                    match run.exit_code {
+                        Some(code) => format!("exit code {code}"),
+                        None => "killed".to_string(),
+                    },
+                    run.stderr.trim_end()
+                );
+            }
             let events = if self.trace {
                 read_trace(&dir.join(TRACE_FILE))?
             } else {
@@ -180,7 +207,9 @@ impl InvmBoot {
                 vtl2_work,
             })
         })();
-        let _ = std::fs::remove_dir_all(&dir);
+        if self.dir.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         result
     }
 
@@ -346,6 +375,7 @@ impl InvmBoot {
         config.append = self.append.clone();
         config.timeout = self.timeout;
         config.echo = self.echo;
+        config.show_command = self.show_command;
         config.extra_args = extra_args;
         Ok(config)
     }
