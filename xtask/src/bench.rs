@@ -688,6 +688,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Proxied VTL0 calls per second through the whole stack, and the boot to the proxy loop at
 /// 1, 4 and 16 VPs, under the in-VM host.
 fn live_section(out: &mut String, arch: Arch) -> Result<()> {
+    let name = arch.name();
+    crate::progress(format_args!("bench {name}: building the release images"));
     let images = live::build(arch)?;
     writeln!(out, "## {} under the in-VM host\n", arch.name())?;
     if let Some(why) = images.refusal() {
@@ -706,6 +708,10 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
          minus a 1-call run).\n\n| workload | by VTL0's counter | by wall time |\n|---|---|---|"
     )?;
     for w in workloads() {
+        crate::progress(format_args!(
+            "bench {name}: {}: {LIVE_RUNS} runs of {LIVE_CALLS} calls and of 1",
+            w.name
+        ));
         if w.append.is_some() {
             check_relayed(&images, &w)?;
         }
@@ -740,6 +746,9 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
     )?;
     let mut by_code = None;
     for vps in LIVE_BOOT_VPS {
+        crate::progress(format_args!(
+            "bench {name}: boot to the proxy loop at {vps} VP(s)"
+        ));
         let run = images.boot_to_proxy_loop(vps)?;
         if vps == BOOT_VPS {
             by_code = Some(boot_calls(&run.events));
@@ -782,6 +791,9 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
     let (total, per_vp, breakdown) = memory(&images.elf)?;
     writeln!(out, "- static memory (loadable + BSS): {total} bytes")?;
     writeln!(out, "- per VP: {per_vp} bytes ({breakdown})\n")?;
+    crate::progress(format_args!(
+        "bench {name}: per proxied call: host calls, VTL transitions, VTL2 instructions"
+    ));
     live_per_call_section(out, &images, arch)?;
     Ok(())
 }
