@@ -132,24 +132,20 @@ impl VpTarget {
 }
 
 /// `pv.log=debug`: one line per hypercall the paravisor issues (code, control word, what the
-/// hypervisor answered); `None`: the register block did not fit the ABI, nothing was issued.
+/// hypervisor answered). `None` (a register block that does not fit the ABI) was not issued:
+/// nothing to say, the caller falls back to the memory form, which is.
 fn log_call(control: Control, out: Option<HypercallOutput>) {
+    let Some(out) = out else { return };
     let code = control.code();
-    let name = code.name().unwrap_or("?");
-    match out {
-        Some(out) => log::debug!(
-            "hypercall {name} ({:#x}) control {:#x}{}: {}, {} rep(s) done",
-            code.0,
-            control.into_bits(),
-            if control.fast() { " fast" } else { "" },
-            out.status(),
-            out.reps_completed()
-        ),
-        None => log::debug!(
-            "hypercall {name} ({:#x}) not issued: its registers do not fit the ABI",
-            code.0
-        ),
-    }
+    log::debug!(
+        "hypercall {} ({:#x}) control {:#x}{}: {}, {} rep(s) done",
+        code.name().unwrap_or("?"),
+        code.0,
+        control.into_bits(),
+        if control.fast() { " fast" } else { "" },
+        out.status(),
+        out.reps_completed()
+    );
 }
 
 /// One VP's hypercall interface: its ABI, its two pages, the partition's nested table (`None`
