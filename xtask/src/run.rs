@@ -86,12 +86,17 @@ fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
     match vtl0::parse_results(console) {
         Ok(results) => {
             let kernel_run = e2e::kernel::KernelRun { run, results };
-            println!(
-                "== {}: what became of VTL0's calls (VP, entry, the call; what the paravisor did; \
-                 what the host said; what VTL0 got):",
-                arch.name()
-            );
-            for line in e2e::kernel::describe_calls(&kernel_run) {
+            let lines = e2e::kernel::describe_calls(&kernel_run);
+            if lines.is_empty() {
+                println!("== {}: VTL0 made no calls", arch.name());
+            } else {
+                println!(
+                    "== {}: what became of VTL0's calls (VP, entry, the call; what the paravisor \
+                     did; what the host said; what VTL0 got):",
+                    arch.name()
+                );
+            }
+            for line in lines {
                 println!("  {line}");
             }
             finish(arch, &kernel_run.run)
