@@ -178,7 +178,7 @@ pub fn describe_calls(run: &KernelRun) -> Vec<String> {
             other => (format!("{other:?}"), "-".into(), "-".into(), "-".into()),
         };
         lines.push(format!(
-            "VP {vp} #{index}  {call:<34} paravisor: {did:<25} {said:<25} VTL0 got: {got}"
+            "VP {vp} #{index}  {call:<34} paravisor: {did:<25} {said:<25}  VTL0 got: {got}"
         ));
     }
     lines

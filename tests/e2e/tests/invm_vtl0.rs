@@ -316,23 +316,23 @@ fn the_demo_table_shows_each_outcome() {
             e2e::kernel::describe_calls(&run),
             [
                 "VP 0 #0  POST_MESSAGE(0x5c) conn 0x20       paravisor: relayed to host conn 0x1  \
-                 host: SUCCESS             VTL0 got: SUCCESS"
+                 host: SUCCESS              VTL0 got: SUCCESS"
                     .to_string(),
                 "VP 0 #1  fast SIGNAL_EVENT(0x5d) conn 0x21  paravisor: relayed to host conn 0x1  \
-                 host: SUCCESS             VTL0 got: SUCCESS"
+                 host: SUCCESS              VTL0 got: SUCCESS"
                     .to_string(),
                 "VP 0 #2  POST_MESSAGE(0x5c) conn 0x2f       paravisor: refused                   \
-                 host: not asked           VTL0 got: INVALID_CONNECTION_ID"
+                 host: not asked            VTL0 got: INVALID_CONNECTION_ID"
                     .to_string(),
                 "VP 0 #3  POST_MESSAGE(0x5c) conn 0x1        paravisor: never saw it              \
-                 hypervisor: SUCCESS       VTL0 got: SUCCESS"
+                 hypervisor: SUCCESS        VTL0 got: SUCCESS"
                     .to_string(),
                 "VP 0 #4  GET_VP_REGISTERS(0x50)             paravisor: never saw it              \
-                 hypervisor: SUCCESS       VTL0 got: SUCCESS, 1 rep(s), value 0x0"
+                 hypervisor: SUCCESS        VTL0 got: SUCCESS, 1 rep(s), value 0x0"
                     .to_string(),
                 format!(
                     "VP 0 #5  {store:<34} paravisor: refused (VTL2's memory)   hypervisor: fault \
-                     to VTL2 VTL0 got: {got}"
+                     to VTL2  VTL0 got: {got}"
                 ),
             ],
             "{arch:?}"
