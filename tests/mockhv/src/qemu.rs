@@ -62,9 +62,15 @@ impl QemuArch for Arch {
         .collect();
         args.push("-m".into());
         args.push(format!("{memory_mb}M"));
+        if self == Arch::Aarch64 {
+            // Not on x86: `-nographic` sets `graphics=off`, on which SeaBIOS opens its serial
+            // console (terminal control sequences, its banner) on the console the runs read.
+            // The arguments after it say everything else it would (no display, no monitor, the
+            // serial port on stdio).
+            args.push("-nographic".into());
+        }
         args.extend(
             [
-                "-nographic",
                 "-no-reboot",
                 "-serial",
                 "stdio",
@@ -714,9 +720,9 @@ mod tests {
         let joined = args.join(" ");
         assert_eq!(
             joined,
-            "-machine q35 -cpu max -m 256M -nographic -no-reboot -serial stdio -monitor none \
-             -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04 -nic none -smp 2 \
-             -kernel /img.elf -append log=debug"
+            "-machine q35 -cpu max -m 256M -no-reboot -serial stdio -monitor none -display none \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 -nic none -smp 2 -kernel /img.elf \
+             -append log=debug"
         );
         cfg.append = Some("pv.log=debug pv.relay=0x20:1".into());
         assert!(
