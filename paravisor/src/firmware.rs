@@ -64,12 +64,7 @@ pub fn start(info: &BootInfo) -> ! {
     let options = match Options::parse(info.cmdline()) {
         Ok(options) => options,
         Err(bad) => {
-            log::error!(
-                "bad option {}={:?}: expected {}",
-                bad.key,
-                bad.value,
-                bad.expected
-            );
+            log::error!("{bad}");
             exit(ExitCode::Failure)
         }
     };

@@ -24,16 +24,48 @@ pub struct Options {
     pub relay: RelayTable,
 }
 
-/// An option with a value the paravisor does not understand: refused, never guessed.
+/// Every `pv.*` key the paravisor reads; any other `pv.*` word is refused (a misspelt option
+/// would otherwise be silently ignored). Words without the `pv.` prefix are the loader's.
+pub const KEYS: [&str; 5] = ["pv.log", "pv.relay", "pv.devices", "pv.test", "pv.bench"];
+
+/// What [`BadOption::expected`] says of a `pv.*` key that is not in [`KEYS`].
+pub const UNKNOWN_KEY: &str = "one of the options pv.log, pv.relay, pv.devices, pv.test, pv.bench";
+
+/// An option the paravisor does not understand (an unknown `pv.*` key, or a value it cannot
+/// parse): refused, never guessed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadOption<'a> {
-    pub key: &'static str,
+    pub key: &'a str,
     pub value: &'a str,
     pub expected: &'static str,
 }
 
+impl core::fmt::Display for BadOption<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.expected == UNKNOWN_KEY {
+            write!(f, "unknown option {}: expected {}", self.key, self.expected)
+        } else {
+            write!(
+                f,
+                "bad option {}={:?}: expected {}",
+                self.key, self.value, self.expected
+            )
+        }
+    }
+}
+
 impl Options {
     pub fn parse(line: &str) -> Result<Options, BadOption<'_>> {
+        for word in line.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            if key.starts_with("pv.") && !KEYS.contains(&key) {
+                return Err(BadOption {
+                    key,
+                    value,
+                    expected: UNKNOWN_KEY,
+                });
+            }
+        }
         let test_failure = match cmdline::get(line, "pv.test") {
             None => None,
             Some("panic") => Some(TestFailure::Panic),
@@ -126,5 +158,26 @@ mod tests {
             Options::parse("pv.relay=1:2,1:3").unwrap_err().expected,
             "each VTL0 id once"
         );
+        // A misspelt key is refused by name, with the valid ones; the loader's words are not
+        // the paravisor's to judge.
+        let e = Options::parse("console=ttyS0 pv.logs=debug").unwrap_err();
+        assert_eq!(
+            (e.key, e.value, e.expected),
+            ("pv.logs", "debug", UNKNOWN_KEY)
+        );
+        assert_eq!(
+            e.to_string(),
+            "unknown option pv.logs: expected one of the options pv.log, pv.relay, pv.devices, \
+             pv.test, pv.bench"
+        );
+        assert_eq!(Options::parse("pv.verbose").unwrap_err().key, "pv.verbose");
+        assert!(Options::parse("console=ttyS0 quiet pvx.log=1").is_ok());
+        assert_eq!(
+            Options::parse("pv.log=loud").unwrap_err().to_string(),
+            "bad option pv.log=\"loud\": expected off, error, warn, info, debug or trace"
+        );
+        for key in KEYS {
+            assert!(UNKNOWN_KEY.contains(key), "{key} is in the message");
+        }
     }
 }

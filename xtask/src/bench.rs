@@ -748,6 +748,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Proxied VTL0 calls per second through the whole stack, and the boot to the proxy loop at
 /// 1, 4 and 16 VPs, under the in-VM host.
 fn live_section(out: &mut String, arch: Arch) -> Result<()> {
+    let name = arch.name();
+    crate::progress(format_args!("bench {name}: building the release images"));
     let images = live::build(arch)?;
     writeln!(out, "## {} under the in-VM host\n", arch.name())?;
     if let Some(why) = images.refusal() {
@@ -766,6 +768,10 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
          minus a 1-call run).\n\n| workload | by VTL0's counter | by wall time |\n|---|---|---|"
     )?;
     for w in workloads() {
+        crate::progress(format_args!(
+            "bench {name}: {}: {LIVE_RUNS} runs of {LIVE_CALLS} calls and of 1",
+            w.name
+        ));
         if w.append.is_some() {
             check_relayed(&images, &w)?;
         }
@@ -802,6 +808,9 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
     let mut heap = BTreeMap::new();
     let mut stacks: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for vps in LIVE_BOOT_VPS {
+        crate::progress(format_args!(
+            "bench {name}: boot to the proxy loop at {vps} VP(s)"
+        ));
         let run = images.boot_to_proxy_loop(vps)?;
         if vps == BOOT_VPS {
             by_code = Some(boot_calls(&run.events));
@@ -875,6 +884,9 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         )?;
     }
     writeln!(out)?;
+    crate::progress(format_args!(
+        "bench {name}: per proxied call: host calls, VTL transitions, VTL2 instructions"
+    ));
     live_per_call_section(out, &images, arch)?;
     Ok(())
 }

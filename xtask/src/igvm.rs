@@ -44,6 +44,9 @@
 //! off), everything else 0 (the firmware adds CPSR = EL1h, DAIF masked). Without a payload the
 //! page stays a zero page, which the firmware reads as "no payload".
 
+mod json;
+pub use json::dump_json;
+
 use anyhow::{anyhow, bail, Context, Result};
 use igvm::hv_defs::Vtl;
 use igvm::registers::{AArch64Register, SegmentRegister, TableRegister, X86Register};

@@ -93,8 +93,8 @@ enum Command {
         arch: ArchArg,
         #[arg(long)]
         release: bool,
-        /// Number of virtual processors.
-        #[arg(long, default_value_t = 2)]
+        /// Number of virtual processors (1 to 96: the in-VM host's limit, one QEMU CPU each).
+        #[arg(long, default_value_t = 2, value_parser = parse_vps)]
         smp: u32,
         /// Extra words for the firmware command line (e.g. `pv.log=debug`), passed as the
         /// IGVM file's command line parameter.
@@ -104,8 +104,8 @@ enum Command {
         /// IGVM loader may.
         #[arg(long, value_parser = parse_address)]
         vtl2_base: Option<u64>,
-        /// Seconds before the run is declared hung and QEMU is killed.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds before the run is declared hung and QEMU is killed (at least 1).
+        #[arg(long, default_value_t = 60, value_parser = parse_timeout)]
         timeout: u64,
         /// QEMU waits for gdb on this TCP port before the first instruction.
         #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "1234")]
@@ -136,7 +136,12 @@ enum Command {
         boot: Option<usize>,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
-    IgvmDump { file: PathBuf },
+    IgvmDump {
+        file: PathBuf,
+        /// One JSON object instead of text (the same fields), so two builds can be diffed.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mutation-test the paravisor's proxy and hypercall layer (cargo-mutants, installed if
     /// missing); prints caught / missed / unviable and writes target/mutants.md.
     Mutants {
@@ -147,6 +152,7 @@ enum Command {
 }
 
 fn main() {
+    progress_clock_starts();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Image {
@@ -191,9 +197,15 @@ fn main() {
             seed,
             boot,
         } => soak::run(&arch.arches(), &soak::Options { calls, seed, boot }),
-        Command::IgvmDump { file } => std::fs::read(&file)
+        Command::IgvmDump { file, json } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
-            .and_then(|bytes| igvm::dump(&bytes))
+            .and_then(|bytes| {
+                if json {
+                    igvm::dump_json(&bytes).map(|j| format!("{j:#}\n"))
+                } else {
+                    igvm::dump(&bytes)
+                }
+            })
             .map(|text| print!("{text}")),
         Command::Mutants { jobs } => mutants::run(jobs),
     };
@@ -210,11 +222,62 @@ fn parse_address(s: &str) -> Result<u64, std::num::ParseIntError> {
     }
 }
 
+/// The most VPs the in-VM host runs (`tests/invm`: one QEMU CPU each; it refuses more with
+/// its own FAIL line, which names its limit, should this fall behind).
+pub const MAX_VPS: u32 = 96;
+
+/// `--smp`: 1 to [`MAX_VPS`] (`tests/invm`: x86 `svm::MAX_VPS`, arm64 `MAX_CPUS`), refused in
+/// one line naming the limit (0 VPs would boot nothing; more than the host runs would boot,
+/// then fail).
+fn parse_vps(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a VP count: pass a number from 1 to {MAX_VPS}"))?;
+    match n {
+        0 => Err(format!(
+            "0 VPs: a partition needs at least one; pass a number from 1 to {MAX_VPS}"
+        )),
+        n if n > MAX_VPS => Err(format!(
+            "{n} VPs: the in-VM mock host runs at most {MAX_VPS} (one QEMU CPU each; arm64 \
+             uses GICv3, so more than 8 is fine); pass a number from 1 to {MAX_VPS}"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// `--timeout`: at least one second (0 would kill QEMU before the machine starts).
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err(
+            "0 s: QEMU would be killed before the machine starts; pass at least 1 \
+                      (seconds; the default is 60)"
+                .to_string(),
+        ),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of seconds")),
+    }
+}
+
 fn parse_seed(s: &str) -> Result<u64, std::num::ParseIntError> {
     match s.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
     }
+}
+
+/// A progress line for a long step (on stderr, so a command's report on stdout stays its own),
+/// with the seconds since xtask started: a person sees what is running instead of silence.
+pub fn progress(what: std::fmt::Arguments<'_>) {
+    eprintln!(
+        "[{:>6.1}s] {what}",
+        progress_clock_starts().elapsed().as_secs_f64()
+    );
+}
+
+/// When xtask started (the first call's time).
+fn progress_clock_starts() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -223,4 +286,65 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask is inside the workspace")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one line a person gets for a bad `run` argument.
+    fn run_error(args: &[&str]) -> String {
+        let mut argv = vec!["xtask", "run"];
+        argv.extend(args);
+        match Cli::try_parse_from(argv) {
+            Ok(_) => panic!("{args:?} accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_run_arguments_get_one_line_naming_the_limit() {
+        let e = run_error(&["--smp", "0"]);
+        assert!(
+            e.contains(
+                "'--smp <SMP>': 0 VPs: a partition needs at least one; pass a number from 1 to 96"
+            ),
+            "{e}"
+        );
+        let e = run_error(&["--smp", "97"]);
+        assert!(
+            e.contains(
+                "97 VPs: the in-VM mock host runs at most 96 (one QEMU CPU each; arm64 uses GICv3"
+            ),
+            "{e}"
+        );
+        assert!(
+            run_error(&["--smp", "1000"]).contains("1000 VPs: the in-VM mock host runs at most 96")
+        );
+        assert!(run_error(&["--smp", "two"]).contains("\"two\" is not a VP count"));
+        let e = run_error(&["--timeout", "0"]);
+        assert!(
+            e.contains("0 s: QEMU would be killed before the machine starts; pass at least 1"),
+            "{e}"
+        );
+        for good in [
+            &["--smp", "1"][..],
+            &["--smp", "96"],
+            &["--timeout", "1"],
+            &[],
+        ] {
+            let mut argv = vec!["xtask", "run"];
+            argv.extend(good);
+            assert!(Cli::try_parse_from(argv).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn the_demo_command_line_keeps_the_relay_first() {
+        assert_eq!(run::command_line(""), e2e::kernel::DEMO_APPEND);
+        assert_eq!(
+            run::command_line(" pv.log=debug "),
+            format!("{} pv.log=debug", e2e::kernel::DEMO_APPEND)
+        );
+    }
 }

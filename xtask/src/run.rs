@@ -1,8 +1,10 @@
 //! `cargo xtask run`: boots each arch's paravisor in QEMU under the in-VM mock hypervisor (VSM,
-//! VTL2) with the console streamed to the terminal, then prints a summary of the hypercall
-//! trace: from its IGVM file with the VTL0 test kernel as its payload (`--append` its command
-//! line parameter, `--vtl2-base` where the loader relocates VTL2 to), VTL0 running a short demo
-//! table.
+//! VTL2) with the console streamed to the terminal, from its IGVM file with the VTL0 test kernel
+//! as its payload (`--append` goes in its command line parameter after the demo's relay,
+//! `--vtl2-base` is where the loader relocates VTL2 to), VTL0 running the demo table: calls the
+//! paravisor relays to the host, refuses, or never sees, and a store it refuses. Then one line
+//! per VTL0 call (what the paravisor did, what the host said, what VTL0 got) and a summary of
+//! the hypercall trace.
 
 use crate::image;
 use anyhow::{bail, Result};
@@ -22,8 +24,24 @@ pub struct Options<'a> {
     pub vtl2_base: Option<u64>,
 }
 
+/// The firmware command line: the demo's relay, then the person's words (a later `pv.relay`
+/// would not replace the first: the paravisor reads the first of each key).
+pub fn command_line(append: &str) -> String {
+    let mut line = e2e::kernel::DEMO_APPEND.to_string();
+    if !append.trim().is_empty() {
+        line.push(' ');
+        line.push_str(append.trim());
+    }
+    line
+}
+
 /// The paravisor under the in-VM mock with VTL0 running the demo table; true if it passed.
 fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
+    crate::progress(format_args!(
+        "run {}: building the images (paravisor, in-VM mock host, VTL0 test kernel; a first \
+         build takes a few minutes)",
+        arch.name()
+    ));
     let images = image::build_all(&[arch], options.release, None)?;
     let image = &images[0];
     let host = image.elf.with_file_name(format!(
@@ -38,9 +56,13 @@ fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
         Paravisor::Igvm(image::test_igvm_path(arch, options.release)),
     );
     boot.vtl0 = Vtl0::FromParavisor;
-    boot.append = (!options.append.is_empty()).then(|| options.append.to_string());
+    // The IGVM file's command line parameter carries the demo's relay and the person's words.
+    boot.append = Some(command_line(options.append));
     boot.vtl2_base = options.vtl2_base;
-    let table = std::env::temp_dir().join(format!("xtask-run-table-{}.bin", std::process::id()));
+    // The files QEMU loads stay here, so the printed command line can be run again.
+    let dir = crate::workspace_root().join("target/run").join(arch.name());
+    let table = dir.join("demo-table.bin");
+    std::fs::create_dir_all(&dir)?;
     // The store into VTL2's memory aims at where the loader puts it.
     let demo = match options.vtl2_base {
         Some(base) => e2e::kernel::demo_table_at(base),
@@ -48,33 +70,61 @@ fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
     };
     std::fs::write(&table, demo.to_bytes())?;
     boot.blobs
-        .push((e2e::kernel::proto(arch).table_gpa(), table.clone()));
+        .push((e2e::kernel::proto(arch).table_gpa(), table));
+    boot.dir = Some(dir);
     boot.vps = options.smp;
     boot.timeout = Duration::from_secs(options.timeout);
     boot.echo = true;
+    boot.show_command = true;
     boot.trace = true;
     if let Some(port) = options.gdb {
         boot.extra_args = vec!["-gdb".into(), format!("tcp::{port}"), "-S".into()];
         boot.timeout = Duration::from_secs(24 * 3600);
         println!(
-            "== QEMU waits for gdb on port {port} (Debian: apt-get install gdb-multiarch): gdb-multiarch {} -ex 'target remote :{port}' -ex \
+            "== QEMU waits for gdb on port {port} (Debian: apt-get install gdb-multiarch; see \
+             README.md, Debugging): gdb-multiarch {} -ex 'target remote :{port}' -ex \
              'add-symbol-file {}'",
             image.elf.display(),
             kernel.display()
         );
     }
     println!(
-        "== {} under the in-VM mock hypervisor (VSM, VTL2, {} VPs), VTL0 running the demo table",
+        "== {} under the in-VM mock hypervisor (VSM, VTL2, {} VP{}), VTL0 running the demo table",
         arch.name(),
-        options.smp
+        options.smp,
+        if options.smp == 1 { "" } else { "s" }
     );
-    let run = boot.run();
-    let _ = std::fs::remove_file(&table);
-    let run = run?;
+    let run = boot.run()?;
+    let console = &run.run.console;
+    match vtl0::parse_results(console) {
+        Ok(results) => {
+            let kernel_run = e2e::kernel::KernelRun { run, results };
+            let lines = e2e::kernel::describe_calls(&kernel_run);
+            if lines.is_empty() {
+                println!("== {}: VTL0 made no calls", arch.name());
+            } else {
+                println!(
+                    "== {}: what became of VTL0's calls (VP, entry, the call; what the paravisor \
+                     did; what the host said; what VTL0 got):",
+                    arch.name()
+                );
+            }
+            for line in lines {
+                println!("  {line}");
+            }
+            finish(arch, &kernel_run.run)
+        }
+        Err(e) => {
+            println!("== {}: VTL0's records do not parse: {e}", arch.name());
+            finish(arch, &run)
+        }
+    }
+}
+
+fn finish(arch: Arch, run: &mockhv::invm::InvmRun) -> Result<bool> {
     print!("{}", mockhv::trace::trace_summary(&run.events));
-    let passed = run.run.passed();
     println!("== {}: {}", arch.name(), run.summary());
-    Ok(passed)
+    Ok(run.run.passed())
 }
 
 pub fn run(arches: &[Arch], options: &Options<'_>) -> Result<()> {

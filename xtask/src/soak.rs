@@ -122,6 +122,10 @@ pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
     let mut images = Vec::new();
     for &arch in arches {
         mockhv::qemu::ensure_qemu(arch)?;
+        crate::progress(format_args!(
+            "soak {}: building the release images",
+            arch.name()
+        ));
         let built = crate::live::build(arch)?;
         live::supported(&built)
             .with_context(|| format!("the in-VM host cannot run a live VTL0 on {}", arch.name()))?;

@@ -131,6 +131,23 @@ impl VpTarget {
     }
 }
 
+/// `pv.log=debug`: one line per hypercall the paravisor issues (code, control word, what the
+/// hypervisor answered). `None` (a register block that does not fit the ABI) was not issued:
+/// nothing to say, the caller falls back to the memory form, which is.
+fn log_call(control: Control, out: Option<HypercallOutput>) {
+    let Some(out) = out else { return };
+    let code = control.code();
+    log::debug!(
+        "hypercall {} ({:#x}) control {:#x}{}: {}, {} rep(s) done",
+        code.name().unwrap_or("?"),
+        code.0,
+        control.into_bits(),
+        if control.fast() { " fast" } else { "" },
+        out.status(),
+        out.reps_completed()
+    );
+}
+
 /// One VP's hypercall interface: its ABI, its two pages, the partition's nested table (`None`
 /// only for the boot VP's calls that lead up to the table, see [`Self::before_nested_table`]).
 pub struct Hypercall<'a, A: HypercallAbi> {
@@ -186,7 +203,10 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
     /// The single issue path for memory-based calls.
     fn issue(&mut self, control: Control) -> HypercallOutput {
         let control = control.with_nested(self.nested_bit(control.code()));
-        HypercallOutput::from_bits(self.abi.call(control.into_bits(), self.input, self.output))
+        let out =
+            HypercallOutput::from_bits(self.abi.call(control.into_bits(), self.input, self.output));
+        log_call(control, Some(out));
+        out
     }
 
     /// The single issue path for register-based calls; `None` if `regs` does not fit the ABI.
@@ -194,9 +214,12 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         let control = control
             .with_fast(true)
             .with_nested(self.nested_bit(control.code()));
-        self.abi
+        let out = self
+            .abi
             .call_fast(control.into_bits(), regs)
-            .map(HypercallOutput::from_bits)
+            .map(HypercallOutput::from_bits);
+        log_call(control, out);
+        out
     }
 
     /// Issues `control` with this VP's input page filled by `fill`, for calls whose layout the

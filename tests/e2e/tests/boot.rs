@@ -123,6 +123,22 @@ fn bad_option_is_refused_with_a_clear_line() {
     }
 }
 
+/// A misspelt `pv.*` key is refused, not ignored: one line naming it and the valid keys.
+#[test]
+fn unknown_option_is_refused_with_the_valid_ones() {
+    for arch in Arch::ALL {
+        let run = boot(arch, "pv.logs=debug", &[]);
+        assert_outcome(
+            &run,
+            Outcome::Fail,
+            &[
+                "ERROR unknown option pv.logs: expected one of the options pv.log, pv.relay, \
+               pv.devices, pv.test, pv.bench",
+            ],
+        );
+    }
+}
+
 /// BSS (4 MiB of stacks) must stay out of the image file: a file-backed section placed after it
 /// in its segment (as `.got` once was) would make every loader copy megabytes of zeroes. No
 /// loadable segment's file bytes may cover BSS (x86's boot page tables follow BSS in a segment

@@ -267,24 +267,38 @@ fn vtl2_work_is_counted_exactly(arch: Arch) {
     assert_eq!(second.vtl2_work, first.vtl2_work, "{arch:?}: deterministic");
 }
 
-/// `cargo xtask run`'s demo, as a person sees it: each call one `vtl0:` line with what VTL0 got
-/// — refused by the paravisor (INVALID_CONNECTION_ID), answered by the hypervisor (SUCCESS,
-/// one rep, VP index 0), the store into VTL2's memory faulted — after the paravisor's line for
-/// the refused store.
+/// `cargo xtask run`'s demo, as a person sees it (its command line, [`e2e::kernel::DEMO_APPEND`]):
+/// each call one `vtl0:` line with what VTL0 got — relayed to the host (PostMessage and fast
+/// SignalEvent: SUCCESS), refused by the paravisor (INVALID_CONNECTION_ID), answered by the
+/// hypervisor (PostMessage to the host's connection, GetVpRegisters: one rep, VP index 0), the
+/// store into VTL2's memory faulted after the paravisor's line for the refused store — and
+/// `describe_calls`'s line for each, exactly as `run` prints them.
 #[test]
 fn the_demo_table_shows_each_outcome() {
     for arch in e2e::kernel::arches() {
-        let run = e2e::kernel::run(arch, None, None, &e2e::kernel::demo_table(arch));
+        let run = e2e::kernel::run(
+            arch,
+            None,
+            Some(e2e::kernel::DEMO_APPEND),
+            &e2e::kernel::demo_table(arch),
+        );
         let console = &run.run.run.console;
         let vtl2 = e2e::layout(arch).vtl2;
+        let fault = match arch {
+            Arch::X86_64 => "fault vector=0xd code=0x0 cr2=0x0",
+            Arch::Aarch64 => "fault esr=0x96000450 far=0x0",
+        };
         let lines = [
-            "vtl0: 0 hypercall control=0x5c result=0x12 out= canaries=ok".to_string(),
-            "vtl0: 1 hypercall control=0x100000050 result=0x100000000 \
+            "vtl0: 0 hypercall control=0x5c result=0x0 out= canaries=ok".to_string(),
+            "vtl0: 1 hypercall control=0x1005d result=0x0 out= canaries=ok".to_string(),
+            "vtl0: 2 hypercall control=0x5c result=0x12 out= canaries=ok".to_string(),
+            "vtl0: 3 hypercall control=0x5c result=0x0 out= canaries=ok".to_string(),
+            "vtl0: 4 hypercall control=0x100000050 result=0x100000000 \
              out=00000000000000000000000000000000 canaries=ok"
                 .to_string(),
             format!("VTL0 write at GPA {vtl2:#x} refused (VTL2 memory)"),
-            format!("vtl0: 2 write gpa={vtl2:#x} width=8 value=0x1234 fault "),
-            "vtl0: done 3 entries".to_string(),
+            format!("vtl0: 5 write gpa={vtl2:#x} width=8 value=0x1234 {fault}"),
+            "vtl0: done 6 entries".to_string(),
         ];
         let mut rest = console.as_str();
         for line in &lines {
@@ -293,6 +307,119 @@ fn the_demo_table_shows_each_outcome() {
                 .unwrap_or_else(|| panic!("{arch:?}: no {line:?} (in order) in\n{console}"));
             rest = &rest[at + line.len()..];
         }
+        let got = match arch {
+            Arch::X86_64 => "#GP(0x0)",
+            Arch::Aarch64 => "a data abort, ESR 0x96000450",
+        };
+        let store = format!("store of 8 bytes at {vtl2:#x}");
+        assert_eq!(
+            e2e::kernel::describe_calls(&run),
+            [
+                "VP 0 #0  POST_MESSAGE(0x5c) conn 0x20       paravisor: relayed to host conn 0x1  \
+                 host: SUCCESS              VTL0 got: SUCCESS"
+                    .to_string(),
+                "VP 0 #1  fast SIGNAL_EVENT(0x5d) conn 0x21  paravisor: relayed to host conn 0x1  \
+                 host: SUCCESS              VTL0 got: SUCCESS"
+                    .to_string(),
+                "VP 0 #2  POST_MESSAGE(0x5c) conn 0x2f       paravisor: refused                   \
+                 host: not asked            VTL0 got: INVALID_CONNECTION_ID"
+                    .to_string(),
+                "VP 0 #3  POST_MESSAGE(0x5c) conn 0x1        paravisor: never saw it              \
+                 hypervisor: SUCCESS        VTL0 got: SUCCESS"
+                    .to_string(),
+                "VP 0 #4  GET_VP_REGISTERS(0x50)             paravisor: never saw it              \
+                 hypervisor: SUCCESS        VTL0 got: SUCCESS, 1 rep(s), value 0x0"
+                    .to_string(),
+                format!(
+                    "VP 0 #5  {store:<34} paravisor: refused (VTL2's memory)   hypervisor: fault \
+                     to VTL2  VTL0 got: {got}"
+                ),
+            ],
+            "{arch:?}"
+        );
+    }
+}
+
+/// `pv.log=debug` shows each hypercall the paravisor issues, with what the hypervisor said: the
+/// demo's relayed PostMessage among them (its control word, SUCCESS); at the default level
+/// there are none of these lines.
+#[test]
+fn debug_logging_shows_each_hypercall_the_paravisor_issues() {
+    for arch in e2e::kernel::arches() {
+        let append = format!("{} pv.log=debug", e2e::kernel::DEMO_APPEND);
+        let run = e2e::kernel::run(arch, None, Some(&append), &e2e::kernel::demo_table(arch));
+        let console = &run.run.run.console;
+        let issued: Vec<&str> = console
+            .lines()
+            .filter(|l| l.contains("DEBUG hypercall "))
+            .collect();
+        for needle in [
+            "[vp0] DEBUG hypercall INSTALL_INTERCEPT (0x4d) control 0x4d: HV_STATUS_SUCCESS, 0 \
+             rep(s) done",
+            "[vp0] DEBUG hypercall EXT_QUERY_CAPABILITIES (0x8001) control 0x8001: \
+             HV_STATUS_SUCCESS, 0 rep(s) done",
+            "[vp0] DEBUG hypercall POST_MESSAGE (0x5c) control 0x5c: HV_STATUS_SUCCESS, 0 rep(s) done",
+            "[vp0] DEBUG hypercall SIGNAL_EVENT (0x5d) control 0x1005d fast: HV_STATUS_SUCCESS, 0 \
+             rep(s) done",
+        ] {
+            assert!(
+                issued.iter().any(|l| l.trim_end() == needle),
+                "{arch:?}: no {needle:?} in\n{}",
+                issued.join("\n")
+            );
+        }
+        // One line per call the paravisor made through its issue path: as many as the host's
+        // trace holds VTL2 calls, less its VtlReturns (their own path).
+        let vtl2_calls = run
+            .run
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, mockhv::model::Event::Hypercall(h)
+                    if h.vtl == hvdef::Vtl::VTL2 && h.code != hvdef::HypercallCode::VTL_RETURN)
+            })
+            .count();
+        assert_eq!(issued.len(), vtl2_calls, "{arch:?}:\n{}", issued.join("\n"));
+        let quiet = e2e::kernel::run(
+            arch,
+            None,
+            Some(e2e::kernel::DEMO_APPEND),
+            &e2e::kernel::demo_table(arch),
+        );
+        assert!(
+            !quiet.run.run.console.contains("DEBUG"),
+            "{arch:?}: no debug lines at the default level"
+        );
+    }
+}
+
+/// QEMU refusing the machine (more CPUs than it takes) is an error with QEMU's own words, not a
+/// missing trace file or a timeout.
+#[test]
+fn qemu_refusing_the_machine_shows_its_own_error() {
+    for arch in e2e::kernel::arches() {
+        let host = image(arch).with_file_name(format!("invm-{}.elf", arch.name()));
+        let mut boot = InvmBoot::new(arch, host, Paravisor::Elf(image(arch)));
+        boot.trace = true;
+        boot.vps = 1000;
+        let err = format!("{:#}", boot.run().expect_err("QEMU refuses 1000 CPUs"));
+        let qemu = match arch {
+            Arch::X86_64 => {
+                "qemu-system-x86_64: Invalid SMP CPUs 1000. The max CPUs supported by \
+                             machine 'pc-q35-"
+            }
+            Arch::Aarch64 => {
+                "qemu-system-aarch64: Invalid SMP CPUs 1000. The max CPUs supported \
+                              by machine 'virt-"
+            }
+        };
+        assert!(
+            err.starts_with(&format!(
+                "QEMU {} stopped before the machine ran (exit code 1):\n{qemu}",
+                arch.name()
+            )),
+            "{arch:?}: {err}"
+        );
     }
 }
 

@@ -83,6 +83,11 @@ pub struct InvmBoot {
     /// The VP count an IGVM boot's loader writes into the file's VpCount parameter, if not
     /// `vps`: a loader that lists more (or fewer) VPs than the partition runs.
     pub listed_vps: Option<u32>,
+    /// Print QEMU's command line before starting it ([`QemuConfig::show_command`]).
+    pub show_command: bool,
+    /// Where the files QEMU loads are written; they stay there, so the printed command line
+    /// can be run again. `None`: a scratch directory, removed after the run.
+    pub dir: Option<PathBuf>,
 }
 
 /// A finished run under the in-VM host.
@@ -166,16 +171,38 @@ impl InvmBoot {
             memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
             vtl2_base: None,
             listed_vps: None,
+            show_command: false,
+            dir: None,
         }
     }
 
-    /// Boots it and waits for the end (QEMU's exit, or the timeout).
+    /// Boots it and waits for the end (QEMU's exit, or the timeout). QEMU refusing to start
+    /// the machine (it exits with nothing on the console and its reason on stderr, e.g. more
+    /// CPUs than the machine takes) is an error carrying QEMU's own words.
     pub fn run(&self) -> Result<InvmRun> {
-        let dir = scratch_dir()?;
+        let dir = match &self.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                dir.clone()
+            }
+            None => scratch_dir()?,
+        };
         let result = (|| {
             let config = self.qemu_config(&dir)?;
             let mut qemu = Qemu::spawn(&config)?;
             let run = qemu.wait()?;
+            if !run.passed() && run.console.trim().is_empty() && !run.stderr.trim().is_empty() {
+                bail!(
+                    "QEMU {} stopped before the machine ran ({}):\n{}",
+                    self.arch,
+                    match run.exit_code {
+                        Some(code) => format!("exit code {code}"),
+                        None => "killed".to_string(),
+                    },
+                    run.stderr.trim_end()
+                );
+            }
             let events = if self.trace {
                 read_trace(&dir.join(TRACE_FILE))?
             } else {
@@ -188,7 +215,9 @@ impl InvmBoot {
                 vtl2_work,
             })
         })();
-        let _ = std::fs::remove_dir_all(&dir);
+        if self.dir.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         result
     }
 
@@ -365,6 +394,7 @@ impl InvmBoot {
         }
         config.timeout = self.timeout;
         config.echo = self.echo;
+        config.show_command = self.show_command;
         config.extra_args = extra_args;
         Ok(config)
     }

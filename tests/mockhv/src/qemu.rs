@@ -62,9 +62,15 @@ impl QemuArch for Arch {
         .collect();
         args.push("-m".into());
         args.push(format!("{memory_mb}M"));
+        if self == Arch::Aarch64 {
+            // Not on x86: `-nographic` sets `graphics=off`, on which SeaBIOS opens its serial
+            // console (terminal control sequences, its banner) on the console the runs read.
+            // The arguments after it say everything else it would (no display, no monitor, the
+            // serial port on stdio).
+            args.push("-nographic".into());
+        }
         args.extend(
             [
-                "-nographic",
                 "-no-reboot",
                 "-serial",
                 "stdio",
@@ -77,9 +83,16 @@ impl QemuArch for Arch {
         );
         match self {
             // The firmware's only way to report a result with a code other than 0.
-            Arch::X86_64 => {
-                args.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from))
-            }
+            // No NIC: its iPXE option ROM would only print its banner and wait for Ctrl-B.
+            Arch::X86_64 => args.extend(
+                [
+                    "-device",
+                    "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                    "-nic",
+                    "none",
+                ]
+                .map(String::from),
+            ),
             // PSCI SYSTEM_OFF always exits 0; semihosting SYS_EXIT carries the real code.
             // target=native: QEMU serves semihosting itself, also with a debugger attached
             // (`cargo xtask run --gdb`; target=auto would forward it to the debugger).
@@ -156,8 +169,11 @@ pub struct QemuConfig {
     pub append: Option<String>,
     /// Wall-clock limit counted from spawn; `Qemu::wait` kills QEMU when it passes.
     pub timeout: Duration,
-    /// Stream the console to our stdout as it arrives (it is captured either way).
+    /// Stream the console to our stdout as it arrives (it is captured either way), without
+    /// terminal control sequences (see [`EchoFilter`]).
     pub echo: bool,
+    /// Print the QEMU command line (one `== QEMU:` line, shell-quoted) before starting it.
+    pub show_command: bool,
     pub extra_args: Vec<String>,
 }
 
@@ -172,8 +188,21 @@ impl QemuConfig {
             append: None,
             timeout: Duration::from_secs(30),
             echo: false,
+            show_command: false,
             extra_args: Vec::new(),
         }
+    }
+
+    /// The command line a person can paste into a shell: the binary and [`Self::args`], each
+    /// word quoted where the shell would split or expand it.
+    pub fn command_line(&self) -> String {
+        let mut words = vec![self.arch.qemu_binary().to_string()];
+        words.extend(
+            self.args()
+                .iter()
+                .map(|a| shell_quote(&a.to_string_lossy())),
+        );
+        words.join(" ")
     }
 
     /// The full argument list (without the binary).
@@ -268,6 +297,62 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// `word` as one shell word: unchanged if it has only characters no shell treats specially,
+/// otherwise in single quotes.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,+@%".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// What the echo passes to the terminal: the console without terminal control sequences, so a
+/// firmware's (SeaBIOS's serial console: `ESC c`, `ESC [?7l` turning line wrap off, `ESC [2J`)
+/// cannot leave the terminal changed after the run. Drops `ESC` with the sequence it starts
+/// (CSI `ESC [ ... final`, or `ESC` and one byte) and carriage returns; keeps everything
+/// else. Stateful, so a sequence split across two reads is still dropped.
+#[derive(Default)]
+pub struct EchoFilter {
+    state: EscState,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum EscState {
+    #[default]
+    Text,
+    /// After `ESC`.
+    Escape,
+    /// Inside `ESC [`, until a final byte (0x40..=0x7e).
+    Csi,
+}
+
+impl EchoFilter {
+    /// The bytes of `input` that reach the terminal.
+    pub fn filter(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            self.state = match (self.state, b) {
+                (EscState::Text, 0x1b) => EscState::Escape,
+                (EscState::Text, b'\r') => EscState::Text,
+                (EscState::Text, b) => {
+                    out.push(b);
+                    EscState::Text
+                }
+                (EscState::Escape, b'[') => EscState::Csi,
+                (EscState::Escape, _) => EscState::Text,
+                (EscState::Csi, 0x40..=0x7e) => EscState::Text,
+                (EscState::Csi, _) => EscState::Csi,
+            };
+        }
+        out
+    }
+}
+
 /// Captured output of one pipe, with a condition variable so waiters wake when bytes arrive.
 #[derive(Default)]
 struct Capture {
@@ -301,6 +386,7 @@ impl Capture {
             .name("qemu-output".into())
             .spawn(move || {
                 let mut buf = [0u8; 4096];
+                let mut filter = EchoFilter::default();
                 loop {
                     let n = match pipe.read(&mut buf) {
                         Ok(0) => break,
@@ -310,7 +396,7 @@ impl Capture {
                     };
                     if echo {
                         let mut out = std::io::stdout().lock();
-                        let _ = out.write_all(&buf[..n]);
+                        let _ = out.write_all(&filter.filter(&buf[..n]));
                         let _ = out.flush();
                     }
                     capture.lock().bytes.extend_from_slice(&buf[..n]);
@@ -380,6 +466,9 @@ impl Qemu {
             if !image.is_file() {
                 bail!("{} image {} does not exist", config.arch, image.display());
             }
+        }
+        if config.show_command {
+            println!("== QEMU: {}", config.command_line());
         }
         let mut child = Command::new(&binary)
             .args(config.args())
@@ -631,10 +720,25 @@ mod tests {
         let joined = args.join(" ");
         assert_eq!(
             joined,
-            "-machine q35 -cpu max -m 256M -nographic -no-reboot -serial stdio -monitor none \
-             -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04 -smp 2 -kernel /img.elf \
+            "-machine q35 -cpu max -m 256M -no-reboot -serial stdio -monitor none -display none \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 -nic none -smp 2 -kernel /img.elf \
              -append log=debug"
         );
+        cfg.append = Some("pv.log=debug pv.relay=0x20:1".into());
+        assert!(
+            cfg.command_line()
+                .starts_with("qemu-system-x86_64 -machine q35 "),
+            "{}",
+            cfg.command_line()
+        );
+        assert!(
+            cfg.command_line()
+                .ends_with(" -kernel /img.elf -append 'pv.log=debug pv.relay=0x20:1'"),
+            "{}",
+            cfg.command_line()
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
         let arm = QemuConfig::new(Arch::Aarch64, None).args();
         let arm: Vec<_> = arm.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
@@ -642,6 +746,22 @@ mod tests {
             "-machine virt -cpu max -m 256M -nographic -no-reboot -serial stdio -monitor none \
              -display none -semihosting-config enable=on,target=native -smp 1"
         );
+    }
+
+    /// SeaBIOS's serial console opens with these; none may reach the terminal, even split
+    /// across reads, and the text around them must.
+    #[test]
+    fn the_echo_drops_terminal_control_sequences() {
+        let mut f = EchoFilter::default();
+        assert_eq!(
+            f.filter(b"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)\r\n"),
+            b"SeaBIOS (version 1.16)\n"
+        );
+        let mut out = f.filter(b"a\x1b[?");
+        out.extend(f.filter(b"7lb\x1b"));
+        out.extend(f.filter(b"cc"));
+        assert_eq!(out, b"abc");
+        assert_eq!(f.filter(b"[vp0] INFO  x\n"), b"[vp0] INFO  x\n");
     }
 
     #[test]
