@@ -22,6 +22,9 @@ pub struct Options {
     /// `pv.relay=VTL0:HOST,...` and `pv.devices=ID,...`: what the proxy relays to the host
     /// (see `proxy::relay`). Empty by default.
     pub relay: RelayTable,
+    /// `pv.regpage=off`: never map the x64 VTL register page, move VTL0's IP by
+    /// SetVpRegisters as on a host without it (default `on`: used where the host offers it).
+    pub register_page: bool,
 }
 
 /// An option with a value the paravisor does not understand: refused, never guessed.
@@ -62,6 +65,17 @@ impl Options {
                 expected: "off, error, warn, info, debug or trace",
             })?,
         };
+        let register_page = match cmdline::get(line, "pv.regpage") {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(value) => {
+                return Err(BadOption {
+                    key: "pv.regpage",
+                    value,
+                    expected: "on or off",
+                })
+            }
+        };
         let relay_error = |key, value, e: RelayError| BadOption {
             key,
             value,
@@ -88,6 +102,7 @@ impl Options {
             bench_hypercalls,
             log_level,
             relay,
+            register_page,
         })
     }
 }
@@ -104,6 +119,13 @@ mod tests {
         let o = Options::parse("").unwrap();
         assert_eq!(o.test_failure, None);
         assert_eq!(o.log_level, log::LevelFilter::Info);
+        assert!(o.register_page);
+        assert!(!Options::parse("pv.regpage=off").unwrap().register_page);
+        assert!(Options::parse("pv.regpage=on").unwrap().register_page);
+        assert_eq!(
+            Options::parse("pv.regpage=no").unwrap_err().key,
+            "pv.regpage"
+        );
         let e = Options::parse("pv.test=explode").unwrap_err();
         assert_eq!((e.key, e.value), ("pv.test", "explode"));
         assert_eq!(Options::parse("pv.log=loud").unwrap_err().key, "pv.log");

@@ -5,7 +5,10 @@ use crate::hypercall::{Hypercall, NestedTable, Page};
 use boot::MAX_VPS;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
-use hvdef::{HvMessage, HvVpAssistPage, HvVtlEntryReason};
+use hvdef::{HvVpAssistPage, HvVtlEntryReason};
+
+/// Words in an intercept message's payload.
+const PAYLOAD_WORDS: usize = hvdef::HV_MESSAGE_PAYLOAD_SIZE / 8;
 use spin::Once;
 
 #[repr(C, align(4096))]
@@ -73,10 +76,27 @@ impl AssistPage {
         unsafe { core::ptr::read_volatile(&raw const (*self.0).vtl_control.entry_reason) }
     }
 
-    /// A copy of the intercept message the hypervisor left (entry reason INTERCEPT).
-    pub fn intercept_message(&self) -> HvMessage {
-        // SAFETY: as above; a volatile copy of the 256-byte message.
-        unsafe { core::ptr::read_volatile(&raw const (*self.0).intercept_message) }
+    /// The type of the intercept message the hypervisor left (entry reason INTERCEPT).
+    pub fn message_type(&self) -> hvdef::HvMessageType {
+        // SAFETY: as above; a volatile copy of a u32.
+        unsafe {
+            core::ptr::read_volatile(&raw const (*self.0).intercept_message.header.message_type)
+        }
+    }
+
+    /// Copies payload words `first..first + out.len()` of the intercept message into `out`: one
+    /// volatile load per word, and only the words a decoder needs (the message is 30 words).
+    /// Words past the payload are left as they are.
+    pub fn read_payload(&self, first: usize, out: &mut [u64]) {
+        // SAFETY: as above; each load is a volatile read of one whole payload word.
+        let payload = unsafe { &raw const (*self.0).intercept_message.payload };
+        for (i, word) in out.iter_mut().enumerate() {
+            let Some(at) = first.checked_add(i).filter(|&at| at < PAYLOAD_WORDS) else {
+                return;
+            };
+            // SAFETY: `at` is inside the payload array.
+            *word = unsafe { core::ptr::read_volatile(payload.cast::<u64>().add(at)) };
+        }
     }
 
     /// What VTL0's RAX/RCX become on the next non-fast VTL return (x64 only: arm64's X

@@ -413,7 +413,23 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         name: HvRegisterName,
         value: HvRegisterValue,
     ) -> Result<()> {
-        self.set_vp_registers(target, &[HvRegisterAssoc::new(name, value)])
+        let assoc = HvRegisterAssoc::new(name, value);
+        // Fast where the ABI's block holds it (arm64: header and one element, 6 words), built
+        // in place; otherwise the general path.
+        const WORDS: usize =
+            (size_of::<HvInputGetVpRegisters>() + size_of::<HvRegisterAssoc>()) / 8;
+        let mut regs = [0u64; WORDS];
+        let bytes = regs.as_mut_bytes();
+        bytes[..16].copy_from_slice(target.header().as_bytes());
+        bytes[16..].copy_from_slice(assoc.as_bytes());
+        let mut rep = RepProgress::new(HypercallCode::SET_VP_REGISTERS, 1);
+        while let Some(start) = rep.next_start() {
+            let Some(out) = self.issue_fast(rep.control(start), &mut regs) else {
+                return self.set_vp_registers(target, &[assoc]);
+            };
+            rep.after(start, out)?;
+        }
+        Ok(())
     }
 
     /// HvExtCallQueryCapabilities: the host's extended-call capability mask.

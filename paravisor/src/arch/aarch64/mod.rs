@@ -106,9 +106,14 @@ unsafe extern "C" {
 
 /// An SMCCC call through the `hvc #0` site with x0..x17 = `regs`, returning x0..x17.
 fn smccc(mut regs: [u64; 18]) -> [u64; 18] {
-    // SAFETY: the site only loads and stores the 18 words of `regs` around the hvc.
-    unsafe { pv_hvc_smccc(&mut regs) };
+    smccc_in_place(&mut regs);
     regs
+}
+
+/// [`smccc`] on the caller's array, without copying it in and out.
+fn smccc_in_place(regs: &mut [u64; 18]) {
+    // SAFETY: the site only loads and stores the 18 words of `regs` around the hvc.
+    unsafe { pv_hvc_smccc(regs) };
 }
 
 /// Finds Hyper-V through the SMCCC vendor-hypervisor UID call.
@@ -177,9 +182,9 @@ impl HypercallAbi for Abi {
         regs[0] = SMCCC_HV_FUNC_ID as u64;
         regs[1] = control;
         regs[2..2 + block.len()].copy_from_slice(block);
-        let out = smccc(regs);
-        block.copy_from_slice(&out[2..2 + block.len()]);
-        Some(out[0])
+        smccc_in_place(&mut regs);
+        block.copy_from_slice(&regs[2..2 + block.len()]);
+        Some(regs[0])
     }
 }
 
@@ -333,13 +338,16 @@ pub fn memory_fault_event(access: &crate::proxy::MemoryAccess) -> hvdef::HvRegis
     hvdef::HvRegisterValue::from(event.into_bits())
 }
 
-/// Decodes an arm64 memory intercept message (GPA intercept, unmapped GPA).
-pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::MemoryAccess {
-    use zerocopy::FromBytes;
-    // The payload (240 bytes) always holds the 0x40-byte arm64 message.
-    let (msg, _) =
-        hvdef::aarch64::HvArm64MemoryInterceptMessage::read_from_prefix(message.payload_bytes())
-            .expect("the message payload is larger than the memory intercept message");
+/// Decodes an arm64 memory intercept message (GPA intercept, unmapped GPA) in the assist page:
+/// its header and the GPA, one volatile load per word.
+pub fn decode_memory_intercept(assist: &crate::percpu::AssistPage) -> crate::proxy::MemoryAccess {
+    use hvdef::aarch64::HvArm64MemoryInterceptMessage as Msg;
+    use zerocopy::{FromBytes, IntoBytes};
+    const WORDS: usize = size_of::<Msg>() / 8;
+    const GPA_END: usize = core::mem::offset_of!(Msg, syndrome) / 8;
+    let mut words = [0u64; WORDS];
+    assist.read_payload(0, &mut words[..GPA_END]);
+    let (msg, _) = Msg::ref_from_prefix(words.as_bytes()).expect("the words hold the message");
     crate::proxy::MemoryAccess {
         gpa: msg.guest_physical_address,
         access: msg.header.intercept_access_type,
@@ -350,17 +358,28 @@ pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::Memo
     }
 }
 
-/// Decodes the arm64 hypercall intercept message in `message`'s payload.
+/// Decodes the arm64 hypercall intercept message in the assist page, reading only what
+/// decoding uses: the header, the immediate and X0-X3 (8 words), and X4-X17 (14 more) only for
+/// a fast call.
 pub fn decode_intercept(
-    message: &hvdef::HvMessage,
+    assist: &crate::percpu::AssistPage,
     _xmm_fast_input: bool,
 ) -> crate::proxy::Decoded {
-    use zerocopy::FromBytes;
-    // The payload (240 bytes) always holds the 0xB0-byte arm64 message.
-    let (msg, _) =
-        hvdef::aarch64::HvArm64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
-            .expect("the message payload is larger than the intercept message");
-    crate::proxy::decode::decode_arm64(&msg)
+    use hvdef::aarch64::HvArm64HypercallInterceptMessage as Msg;
+    use zerocopy::{FromBytes, IntoBytes};
+    const WORDS: usize = size_of::<Msg>() / 8;
+    const X: usize = core::mem::offset_of!(Msg, x) / 8;
+    const IMMEDIATE: usize = core::mem::offset_of!(Msg, immediate) / 8;
+    let mut words = [0u64; WORDS];
+    assist.read_payload(0, &mut words[..X + 4]);
+    // The control word: X1 under SMCCC (`hvc #0`), X0 under `hvc #1`.
+    let smccc = words[IMMEDIATE] as u16 == hvdef::aarch64::HVC_IMM_SMCCC;
+    let control = words[X + usize::from(smccc)];
+    if hvdef::Control::from_bits(control).fast() {
+        assist.read_payload(X + 4, &mut words[X + 4..]);
+    }
+    let (msg, _) = Msg::ref_from_prefix(words.as_bytes()).expect("the words hold the message");
+    crate::proxy::decode::decode_arm64(msg)
 }
 
 /// Puts a hypercall's result into VTL0's X registers. SMCCC (`hvc #0`): X0 = result, or on
@@ -382,4 +401,26 @@ pub fn complete_intercept(
 /// arm64 has no XMM registers.
 pub fn xmm_fast_input() -> bool {
     false
+}
+
+/// No register page on arm64: [`RegisterPage::map`] is never called.
+pub const HAS_REGISTER_PAGE: bool = false;
+
+/// arm64 has no VTL register page (Linux's `mshv_vtl` maps one on x86_64 only; see the TLFS
+/// model's fact sheet, `tests/hvmodel/src/regpage.rs`): VTL0's PC moves by SetVpRegisters.
+pub struct RegisterPage;
+
+impl RegisterPage {
+    /// Never mapped on arm64.
+    pub fn map() -> core::result::Result<RegisterPage, crate::hypercall::Error> {
+        Err(crate::hypercall::Error::Hv(HvError::INVALID_PARAMETER))
+    }
+
+    pub fn gpa(&self) -> u64 {
+        0
+    }
+
+    pub fn set_vtl0_rip(&self, _pc: u64) -> bool {
+        false
+    }
 }
