@@ -417,6 +417,46 @@ fn calls_without_an_entry_are_answered_defensively_and_never_forwarded() {
     }
 }
 
+/// A VTL0 that keeps making a call Hyper-V never reflects (here code 0x77, from a host that
+/// does) gets its answer every time but costs the console 64 lines per VP, then one in 65536,
+/// as memory refusals do: VTL0 chooses how often, and each line costs VTL2 about 2,500
+/// instructions.
+#[test]
+fn unexpected_call_lines_are_bounded_per_vp() {
+    for arch in kernel::arches() {
+        let scenario = Scenario {
+            reflected_codes: [HypercallCode(0x77)].into(),
+            ..Scenario::for_arch(arch)
+        };
+        let table = (0..70).fold(Table::new(), |t, _| t.hypercall(0x77, &[], 0));
+        let run = kernel::run(arch, Some(scenario), None, &table);
+        let console = &run.run.run.console;
+        let lines = console
+            .lines()
+            .filter(|l| l.contains("VTL0 hypercall 0x0077") && l.contains("reached VTL2"))
+            .count();
+        assert_eq!(lines, 64, "{arch:?}\n{console}");
+        assert!(
+            console.contains("(unexpected call 64 on this VP: from now on one line in 65536)"),
+            "{arch:?}\n{console}"
+        );
+        let status = u64::from(HvStatus::INVALID_HYPERCALL_CODE.0);
+        assert_eq!(run.results.entries.len(), 70);
+        assert!(
+            run.results.entries.iter().all(|(_, r)| matches!(r,
+                Record::Hypercall { outcome: CallOutcome::Done { result, .. }, .. }
+                    if *result == status)),
+            "{arch:?}: {:?}",
+            run.results.entries
+        );
+        assert_eq!(
+            run.reflected_controls().len(),
+            70,
+            "{arch:?}: each reached VTL2"
+        );
+    }
+}
+
 /// A host that refuses the intercepts the paravisor asks for costs one line each, not the boot:
 /// VTL0 then gets the hypervisor's own answer, and nothing reaches VTL2.
 #[test]
