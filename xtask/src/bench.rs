@@ -78,6 +78,9 @@ enum Handling {
     Forwarded,
     Local,
     Refused,
+    /// VTL0 takes a fault: its pending event is a register the register page does not carry,
+    /// so one SetVpRegisters at least.
+    Faulted,
 }
 
 struct Category {
@@ -185,7 +188,7 @@ fn categories(arch: Arch) -> Vec<Category> {
         Category {
             name: "faulted, VTL2 memory",
             call_name: "a VTL0 store into the paravisor's code (GPA intercept)",
-            handling: Handling::Refused,
+            handling: Handling::Faulted,
             status: None,
             entry: Entry::Write { gpa: l.vtl2 + 0x40 },
         },
@@ -231,9 +234,22 @@ impl CallCost {
 
 /// Host calls the interface needs at least: (with the VTL0 register page, TLFS-only).
 fn minimum_host_calls(handling: Handling) -> (u32, u32) {
+    if handling == Handling::Faulted {
+        // The pending event, by SetVpRegisters either way.
+        return (1, 1);
+    }
     let forward = u32::from(handling == Handling::Forwarded);
     // TLFS-only, the IP advance is a SetVpRegisters(target VTL0).
     (forward, forward + 1)
+}
+
+/// Unexpected calls (code 0x77, refused) each run makes before the categories: the paravisor
+/// prints a line for the first 64 such calls on a VP, then one in 65,536, so the categories
+/// after them are measured as a VTL0 that makes them all the time pays for them.
+const WARMUP: usize = 64;
+
+fn warmup_entry() -> Entry {
+    hypercall(e2e::code(HypercallCode(0x0077)), vec![], 0)
 }
 
 /// The trace of a live run cut per intercept on `vp`: from the intercept (VTL0's exit the
@@ -302,10 +318,9 @@ fn live_proxy_run(
     arch: Arch,
     cats: &[Category],
     order: &[usize],
-) -> Result<(Vec<CallCost>, Duration)> {
-    let table = order
-        .iter()
-        .fold(vtl0::Table::new(), |t, &i| cats[i].entry.add_to(t));
+) -> Result<(Vec<CallCost>, u64, Duration)> {
+    let warmup = (0..WARMUP).fold(vtl0::Table::new(), |t, _| warmup_entry().add_to(t));
+    let table = order.iter().fold(warmup, |t, &i| cats[i].entry.add_to(t));
     let (run, results) = images.run_table_counted(
         &table,
         e2e::RELAY,
@@ -313,7 +328,16 @@ fn live_proxy_run(
         Duration::from_secs(120),
     )?;
     let records = results.records().map_err(anyhow::Error::msg)?;
-    for (record, &i) in records.iter().zip(order) {
+    let refused = u64::from(HvStatus::INVALID_HYPERCALL_CODE.0);
+    for record in records.iter().take(WARMUP) {
+        if !matches!(record, vtl0::Record::Hypercall {
+            outcome: vtl0::CallOutcome::Done { result, .. }, ..
+        } if *result == refused)
+        {
+            bail!("{} warm-up: VTL0 recorded {record:?}", arch.name());
+        }
+    }
+    for (record, &i) in records.iter().skip(WARMUP).zip(order) {
         let cat = &cats[i];
         let seen = match (record, cat.status) {
             (
@@ -346,17 +370,22 @@ fn live_proxy_run(
         }
     }
     let windows = live_windows(&run.events, 0);
-    if windows.len() != order.len() || run.vtl2_work.len() != order.len() {
+    let calls = WARMUP + order.len();
+    if windows.len() != calls || run.vtl2_work.len() != calls {
         bail!(
-            "{}: {} calls, {} trace windows, {} VTL2 counts",
+            "{}: {calls} calls, {} trace windows, {} VTL2 counts",
             arch.name(),
-            order.len(),
             windows.len(),
             run.vtl2_work.len()
         );
     }
+    let first_warmup = run.vtl2_work[0].1;
     let mut costs: Vec<Option<CallCost>> = vec![None; cats.len()];
-    for ((mut window, &(_, instructions)), &i) in windows.into_iter().zip(&run.vtl2_work).zip(order)
+    for ((mut window, &(_, instructions)), &i) in windows
+        .into_iter()
+        .zip(&run.vtl2_work)
+        .skip(WARMUP)
+        .zip(order)
     {
         window.instructions = instructions;
         window.traps = u64::from(window.host_calls() + window.other_exits + window.exits);
@@ -366,23 +395,28 @@ fn live_proxy_run(
         .into_iter()
         .map(|c| c.context("a category was not measured"))
         .collect::<Result<Vec<_>>>()?;
-    Ok((costs, run.run.elapsed))
+    Ok((costs, first_warmup, run.run.elapsed))
 }
 
-/// The per-call figures: each category's call made by the VTL0 test kernel, VTL2's instructions
-/// counted by the in-VM host.
-fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) -> Result<()> {
-    let cats = categories(arch);
+/// One image set's per-call figures: `PROXY_RUNS` identical runs (which must agree) and one in
+/// reverse order; (costs, the first warm-up call's instructions, reversed costs, wall time).
+fn measure_per_call(
+    images: &live::Images,
+    arch: Arch,
+    cats: &[Category],
+) -> Result<(Vec<CallCost>, u64, Vec<CallCost>, Duration)> {
     let forward: Vec<usize> = (0..cats.len()).collect();
     let mut runs = Vec::new();
     let mut wall = Duration::ZERO;
+    let mut first = 0;
     for _ in 0..PROXY_RUNS {
-        let (costs, elapsed) = live_proxy_run(images, arch, &cats, &forward)?;
+        let (costs, warm, elapsed) = live_proxy_run(images, arch, cats, &forward)?;
         runs.push(costs);
+        first = warm;
         wall += elapsed;
     }
     let reversed: Vec<usize> = forward.iter().rev().copied().collect();
-    let (reversed_costs, elapsed) = live_proxy_run(images, arch, &cats, &reversed)?;
+    let (reversed_costs, _, elapsed) = live_proxy_run(images, arch, cats, &reversed)?;
     wall += elapsed;
     let costs = runs[0].clone();
     if !runs.iter().all(|r| *r == costs) {
@@ -390,10 +424,25 @@ fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) ->
             eprintln!("{} run {i}: {:?}", arch.name(), r);
         }
         bail!(
-            "{}: per-call counts differ between identical in-VM runs",
-            arch.name()
+            "{}: per-call counts differ between identical in-VM runs ({})",
+            arch.name(),
+            images.elf.display()
         );
     }
+    Ok((costs, first, reversed_costs, wall))
+}
+
+/// The per-call figures: each category's call made by the VTL0 test kernel, VTL2's instructions
+/// counted by the in-VM host; with `before`, the same for another tree's images in the same
+/// run, side by side.
+fn live_per_call_section(
+    out: &mut String,
+    images: &live::Images,
+    before: Option<&live::Images>,
+    arch: Arch,
+) -> Result<()> {
+    let cats = categories(arch);
+    let (costs, first_warmup, reversed_costs, mut wall) = measure_per_call(images, arch, &cats)?;
     writeln!(
         out,
         "### Per proxied VTL0 call ({}, 1 VP, default scenario; in-VM host, the VTL0 test kernel)\n",
@@ -418,6 +467,13 @@ fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) ->
     )?;
     writeln!(
         out,
+        "- each run first makes {WARMUP} calls of code 0x77 (refused): the paravisor prints a \
+         line for the first {WARMUP} unexpected calls on a VP, then one in 65,536, so the \
+         answered and refused rows are what a VTL0 making them all the time pays; the first \
+         of those calls, line included, cost {first_warmup} VTL2 instructions"
+    )?;
+    writeln!(
+        out,
         "- VTL2 instructions: counted by the in-VM host under `-icount shift=0` from the \
          intercept's delivery to VTL2's VtlReturn (arm64: the PMU cycle counter, EL1 only; \
          x86: the TSC around each VMRUN of VTL2, the host's own instructions in that window \
@@ -425,10 +481,51 @@ fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) ->
          in parentheses VTL2's exits to the host in that span (its hypercalls, the VtlReturn \
          included, and MSR/CPUID/SMCCC accesses)"
     )?;
+    if let Some(before) = before {
+        let (old, old_first, _, old_wall) = measure_per_call(before, arch, &cats)?;
+        wall += old_wall;
+        writeln!(
+            out,
+            "\n#### Before and after, measured in this run ({})\n\n\
+             Before: the paravisor and VTL0 kernel ELFs in `{}`, under this tree's in-VM host \
+             (the same model, which offers the x86 register page; a paravisor that does not \
+             map it moves the IP by SetVpRegisters).\n\n\
+             | category | host calls before / after (VtlReturn aside) | VTL2 instructions before / after |\n\
+             |---|---|---|",
+            arch.name(),
+            before.elf.parent().map_or_else(String::new, |d| d.display().to_string())
+        )?;
+        for ((cat, b), a) in cats.iter().zip(&old).zip(&costs) {
+            let list = |c: &CallCost| {
+                let l: Vec<String> = c.host.iter().map(|(n, k)| format!("{n} {k}")).collect();
+                if l.is_empty() {
+                    "none".to_string()
+                } else {
+                    l.join(", ")
+                }
+            };
+            writeln!(
+                out,
+                "| {} | {} ({}) / {} ({}) | {} / {} |",
+                cat.name,
+                b.host_calls(),
+                list(b),
+                a.host_calls(),
+                list(a),
+                b.instructions,
+                a.instructions
+            )?;
+        }
+        writeln!(
+            out,
+            "| first unexpected call on a VP (code 0x77, its line included) | — | {old_first} / \
+             {first_warmup} |\n"
+        )?;
+    }
     writeln!(
         out,
         "- cost of counting: {} runs in {:.1} s of QEMU wall time\n",
-        PROXY_RUNS + 1,
+        (PROXY_RUNS + 1) * (1 + usize::from(before.is_some())),
         wall.as_secs_f64()
     )?;
     Ok(())
@@ -524,7 +621,7 @@ const LOWER_BOUND: &str = "\
   TLFS-only (no register page) it is one host call higher.
 ";
 
-pub fn run(arches: &[Arch]) -> Result<()> {
+pub fn run(arches: &[Arch], before: Option<&Path>, per_call_only: bool) -> Result<()> {
     let started = Instant::now();
     let mut out = String::new();
     writeln!(out, "# Benchmark figures\n")?;
@@ -535,7 +632,7 @@ pub fn run(arches: &[Arch]) -> Result<()> {
     )?;
     for &arch in arches {
         mockhv::qemu::ensure_qemu(arch)?;
-        live_section(&mut out, arch)?;
+        live_section(&mut out, arch, before, per_call_only)?;
     }
     writeln!(out, "{LOWER_BOUND}")?;
     writeln!(
@@ -687,8 +784,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Proxied VTL0 calls per second through the whole stack, and the boot to the proxy loop at
 /// 1, 4 and 16 VPs, under the in-VM host.
-fn live_section(out: &mut String, arch: Arch) -> Result<()> {
+fn live_section(
+    out: &mut String,
+    arch: Arch,
+    before: Option<&Path>,
+    per_call_only: bool,
+) -> Result<()> {
     let images = live::build(arch)?;
+    let before = before
+        .map(|dir| live::from_dir(arch, dir, &images.host))
+        .transpose()?;
     writeln!(out, "## {} under the in-VM host\n", arch.name())?;
     if let Some(why) = images.refusal() {
         writeln!(
@@ -697,6 +802,9 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
             arch.name()
         )?;
         return Ok(());
+    }
+    if per_call_only {
+        return live_per_call_section(out, &images, before.as_ref(), arch);
     }
     writeln!(
         out,
@@ -782,6 +890,6 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
     let (total, per_vp, breakdown) = memory(&images.elf)?;
     writeln!(out, "- static memory (loadable + BSS): {total} bytes")?;
     writeln!(out, "- per VP: {per_vp} bytes ({breakdown})\n")?;
-    live_per_call_section(out, &images, arch)?;
+    live_per_call_section(out, &images, before.as_ref(), arch)?;
     Ok(())
 }
