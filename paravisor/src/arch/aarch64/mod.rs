@@ -361,6 +361,7 @@ pub fn decode_memory_intercept(assist: &crate::percpu::AssistPage) -> crate::pro
 /// Decodes the arm64 hypercall intercept message in the assist page, reading only what
 /// decoding uses: the header, the immediate and X0-X3 (8 words), and X4-X17 (14 more) only for
 /// a fast call.
+#[inline(always)]
 pub fn decode_intercept(
     assist: &crate::percpu::AssistPage,
     _xmm_fast_input: bool,

@@ -413,6 +413,7 @@ pub fn decode_memory_intercept(assist: &crate::percpu::AssistPage) -> crate::pro
 /// Decodes the x64 hypercall intercept message in the assist page, reading only what decoding
 /// uses: the header and RAX..R8 (10 words), and XMM0-5 (12 more) only for a fast call on a host
 /// with XMM fast input.
+#[inline(always)]
 pub fn decode_intercept(
     assist: &crate::percpu::AssistPage,
     xmm_fast_input: bool,
