@@ -53,6 +53,13 @@ pub trait HypercallAbi {
     /// A register-based call whose input block is `regs` (fast output, if any, is written
     /// back). `None` if the block does not fit this ABI's registers.
     fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64>;
+
+    /// A register-based call with a 6-word input block and no output (a one-register
+    /// SetVpRegisters); as [`HypercallAbi::call_fast`] unless the ABI has a leaner path.
+    fn call_fast6(&mut self, control: u64, words: &[u64; 6]) -> Option<u64> {
+        let mut regs = *words;
+        self.call_fast(control, &mut regs)
+    }
 }
 
 /// Why a call failed: the hypervisor's status, or a request refused before anything was sent.
@@ -424,10 +431,14 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         bytes[16..].copy_from_slice(assoc.as_bytes());
         let mut rep = RepProgress::new(HypercallCode::SET_VP_REGISTERS, 1);
         while let Some(start) = rep.next_start() {
-            let Some(out) = self.issue_fast(rep.control(start), &mut regs) else {
+            let control = rep.control(start);
+            let control = control
+                .with_fast(true)
+                .with_nested(self.nested_bit(control.code()));
+            let Some(out) = self.abi.call_fast6(control.into_bits(), &regs) else {
                 return self.set_vp_registers(target, &[assoc]);
             };
-            rep.after(start, out)?;
+            rep.after(start, HypercallOutput::from_bits(out))?;
         }
         Ok(())
     }

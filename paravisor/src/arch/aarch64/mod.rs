@@ -36,6 +36,14 @@ core::arch::global_asm!(
     .endm
 
     .section .text.hvcall, "ax"
+    .global pv_hvc_fast6
+pv_hvc_fast6:                    /* (function id, control, words: *const [u64; 6]) -> x0 */
+    ldp x4, x5, [x2, #16]
+    ldp x6, x7, [x2, #32]
+    ldp x2, x3, [x2]
+    hvc #0
+    ret
+
     .global pv_hvc_smccc
 pv_hvc_smccc:                    /* (regs: *mut [u64; 18]): x0..x17 in and out */
     stp x19, x30, [sp, #-16]!
@@ -102,6 +110,9 @@ pv_vtl_return:                   /* (regs: *mut [u64; 31]): VTL0's X0..X30 but X
 
 unsafe extern "C" {
     fn pv_hvc_smccc(regs: *mut [u64; 18]);
+    /// SMCCC `hvc #0` with X0 = `function`, X1 = `control`, X2..X7 = `words`; returns X0. The
+    /// hypervisor may change X0-X17 (SMCCC), all caller-saved in AAPCS64.
+    fn pv_hvc_fast6(function: u64, control: u64, words: *const [u64; 6]) -> u64;
 }
 
 /// An SMCCC call through the `hvc #0` site with x0..x17 = `regs`, returning x0..x17.
@@ -172,6 +183,11 @@ impl HypercallAbi for Abi {
         let mut regs = [0; 18];
         regs[..4].copy_from_slice(&[SMCCC_HV_FUNC_ID as u64, control, input.gpa(), output.gpa()]);
         smccc(regs)[0]
+    }
+
+    fn call_fast6(&mut self, control: u64, words: &[u64; 6]) -> Option<u64> {
+        // SAFETY: the stub reads the 6 words and issues the hvc; it touches no other memory.
+        Some(unsafe { pv_hvc_fast6(SMCCC_HV_FUNC_ID.into(), control, words) })
     }
 
     fn call_fast(&mut self, control: u64, block: &mut [u64]) -> Option<u64> {
