@@ -44,12 +44,17 @@ pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) ->
     };
     let control = Control::from_bits(msg.rcx);
     let mut fast = [0; FAST_WORDS_MAX];
-    let block = [msg.rdx, msg.r8]
-        .into_iter()
-        .chain(msg.xmm_registers.iter().flatten().copied());
     if control.fast() {
-        for (slot, word) in fast.iter_mut().zip(block).take(fast_words) {
-            *slot = word;
+        // RDX, R8, then XMM0-5 low and high quadwords.
+        fast[0] = msg.rdx;
+        fast[1] = msg.r8;
+        if xmm_fast_input {
+            for (slots, xmm) in fast[X64_GPR_FAST_WORDS..]
+                .chunks_exact_mut(2)
+                .zip(&msg.xmm_registers)
+            {
+                slots.copy_from_slice(xmm);
+            }
         }
     }
     Decoded::Hypercall(request(
