@@ -607,16 +607,18 @@ const LOWER_BOUND: &str = "\
   issue unless the host times out). Answering locally or refusing needs none.
 - Completing the call: the result goes to VTL0 for free (x64: the VP assist page's
   `vtl_control.return_rax`/`return_rcx`, applied by the VtlReturn; arm64: X0-X17 are shared
-  between the VTLs). Moving VTL0's IP past the instruction is what costs: VTL0's RIP/PC is
-  private, so this paravisor issues a `SetVpRegisters` (target VTL0) per completed call — one
-  host hypercall over the minimum in every category.
+  between the VTLs). Moving VTL0's IP past the instruction: VTL0's RIP/PC is private, so
+  TLFS-only it is a `SetVpRegisters` (target VTL0) per completed call. The hypervisor's VTL
+  register page (NON-TLFS; fact sheet in `tests/hvmodel/src/regpage.rs`) removes it on x86:
+  VTL2 writes VTL0's RIP there with a dirty bit the VtlReturn applies. This paravisor uses it
+  where the host offers it (the in-VM host's model does, by default); arm64 has none (Linux's
+  `mshv_vtl` maps it on x86_64 only), so there every completed call costs that one call.
 - VTL-return actions (`HvRegisterVsmCapabilities.return_action_available`, the assist page's
   `vtl_return_actions`) do not remove it: the only action defined (OpenVMM's
   `HvVpAssistPageActionSignalEvent`) is a SignalEvent performed on the return, which cannot set a
-  register (and a forwarded SignalEvent cannot ride on it either: VTL0 needs its status). What
-  removes it is the hypervisor's VTL register page (non-TLFS; OpenVMM's `reg_page`, on both
-  arches), through which VTL2 writes VTL0's RIP/PC with a dirty bit the VtlReturn applies.
-  Neither this paravisor nor the mock uses it.
+  register (and a forwarded SignalEvent cannot ride on it either: VTL0 needs its status).
+- A fault VTL0 takes (#UD, a memory fault) is its pending event, a register the page does not
+  carry: one SetVpRegisters at least, with or without the page.
 - Hence \"issued / minimum\": the minimum counts the IP advance as free (register page);
   TLFS-only (no register page) it is one host call higher.
 ";
