@@ -815,34 +815,64 @@ fn live_section(
          VTL0's own counter over the repeat, and by QEMU's wall time (a {LIVE_CALLS}-call run \
          minus a 1-call run).\n\n| workload | by VTL0's counter | by wall time |\n|---|---|---|"
     )?;
+    // With `before`, the other tree's images run the same workloads, interleaved with this
+    // tree's run by run (so both see the same machine), in a table of their own below.
+    let mut compared = Vec::new();
     for w in workloads() {
         if w.append.is_some() {
             check_relayed(&images, &w)?;
         }
-        let mut counted = Vec::new();
-        let mut wall = Vec::new();
+        let sets: Vec<&live::Images> = core::iter::once(&images).chain(before.as_ref()).collect();
+        let mut counted = vec![Vec::new(); sets.len()];
+        let mut wall = vec![Vec::new(); sets.len()];
         for _ in 0..LIVE_RUNS {
-            let (rate, long, _) = repeat_run(&images, &w, LIVE_CALLS, false)?;
-            let (_, short, _) = repeat_run(&images, &w, 1, false)?;
-            counted.extend(rate);
-            let extra = long.saturating_sub(short).as_secs_f64();
-            wall.push(if extra > 0.0 {
-                f64::from(LIVE_CALLS - 1) / extra
-            } else {
-                f64::INFINITY
-            });
+            for (k, set) in sets.iter().enumerate() {
+                let (rate, long, _) = repeat_run(set, &w, LIVE_CALLS, false)?;
+                let (_, short, _) = repeat_run(set, &w, 1, false)?;
+                counted[k].extend(rate);
+                let extra = long.saturating_sub(short).as_secs_f64();
+                wall[k].push(if extra > 0.0 {
+                    f64::from(LIVE_CALLS - 1) / extra
+                } else {
+                    f64::INFINITY
+                });
+            }
         }
-        let by_counter = if counted.len() == LIVE_RUNS {
-            format!("{:.0} /s", median(counted))
-        } else {
-            "unknown (no counter frequency)".into()
-        };
+        let figures: Vec<(String, f64)> = counted
+            .into_iter()
+            .zip(wall)
+            .map(|(c, w)| {
+                let by_counter = if c.len() == LIVE_RUNS {
+                    format!("{:.0} /s", median(c))
+                } else {
+                    "unknown (no counter frequency)".into()
+                };
+                (by_counter, median(w))
+            })
+            .collect();
         writeln!(
             out,
-            "| {} | {by_counter} | {:.0} /s |",
-            w.name,
-            median(wall)
+            "| {} | {} | {:.0} /s |",
+            w.name, figures[0].0, figures[0].1
         )?;
+        if figures.len() > 1 {
+            compared.push((w.name, figures));
+        }
+    }
+    if !compared.is_empty() {
+        writeln!(
+            out,
+            "\nThe same workloads, before (the images in `--before`, under this tree's host) and \
+             after, run by run in turn in this session:\n\n\
+             | workload | before: counter / wall | after: counter / wall |\n|---|---|---|"
+        )?;
+        for (name, f) in compared {
+            writeln!(
+                out,
+                "| {name} | {} / {:.0} /s | {} / {:.0} /s |",
+                f[1].0, f[1].1, f[0].0, f[0].1
+            )?;
+        }
     }
     writeln!(
         out,
