@@ -54,6 +54,10 @@ pub trait HypercallAbi {
     /// back). `None` if the block does not fit this ABI's registers.
     fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64>;
 
+    /// Whether a 6-word fast block can fit this ABI at all (x64 without XMM: no), so that
+    /// [`HypercallAbi::call_fast6`] is not even tried where it cannot be taken.
+    const FAST6: bool = true;
+
     /// A register-based call with a 6-word input block and no output (a one-register
     /// SetVpRegisters); as [`HypercallAbi::call_fast`] unless the ABI has a leaner path.
     fn call_fast6(&mut self, control: u64, words: &[u64; 6]) -> Option<u64> {
@@ -421,6 +425,9 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         value: HvRegisterValue,
     ) -> Result<()> {
         let assoc = HvRegisterAssoc::new(name, value);
+        if !A::FAST6 {
+            return self.set_vp_registers(target, &[assoc]);
+        }
         // Fast where the ABI's block holds it (arm64: header and one element, 6 words), built
         // in place; otherwise the general path.
         const WORDS: usize =

@@ -114,7 +114,8 @@ const _: () = assert!(offset_of!(HvInputSignalEvent, connection_id) == CONNECTIO
 const DEVICE_ID: usize = offset_of!(HvInputRetargetDeviceInterrupt, device_id);
 const PARTITION_ID: usize = offset_of!(HvInputRetargetDeviceInterrupt, partition_id);
 // `Policy::screen_fast` reads these as words.
-const _: () = assert!(CONNECTION_ID == 0 && DEVICE_ID % 8 == 0 && PARTITION_ID % 8 == 0);
+const _: () =
+    assert!(CONNECTION_ID == 0 && DEVICE_ID.is_multiple_of(8) && PARTITION_ID.is_multiple_of(8));
 
 impl Policy {
     const fn new(code: C, rule: Rule, layout: Layout) -> Policy {

@@ -137,6 +137,9 @@ pub fn enable_hypercalls(guest_os_id: u64) -> core::result::Result<(), &'static 
 pub struct Abi;
 
 impl HypercallAbi for Abi {
+    /// RDX and R8 carry 16 bytes: a one-register SetVpRegisters (48) goes memory-based.
+    const FAST6: bool = false;
+
     fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64 {
         // SAFETY: both pages are this CPU's, page-aligned and identity-mapped (GPA = address);
         // the hypervisor reads `input` and writes `output`, which we hold exclusively.
