@@ -10,7 +10,8 @@
 //! | offset | what the loader writes |
 //! |---|---|
 //! | [`VP_COUNT_OFFSET`] (0) | `u32`: VPs the host intends to start |
-//! | [`MEMORY_MAP_OFFSET`] (0x1000) | `IGVM_VHS_MEMORY_MAP_ENTRY` records, 24 bytes each, a record with 0 pages ending the list |
+//! | [`MEMORY_MAP_OFFSET`] (0x1000) | `IGVM_VHS_MEMORY_MAP_ENTRY` records, 24 bytes each, a record with 0 pages ending the list; RAM as MEMORY, VTL2's own memory as VTL2_PROTECTABLE |
+//! | [`COMMAND_LINE_OFFSET`] (0x2000) | the command line, NUL-terminated (OpenVMM's `CommandLine` parameter) |
 //!
 //! The section is NOLOAD and outside BSS: the loader writes it before the first instruction
 //! (so BSS zeroing must not clear it), and a QEMU ELF boot leaves it zero, which reads as
@@ -21,28 +22,34 @@ use crate::BootInfo;
 use core::fmt;
 
 /// Size of the parameter area (and of the `.igvm_params` section): one page for the VP count,
-/// one for the memory map.
-pub const PARAMS_SIZE: usize = 0x2000;
+/// one for the memory map, one for the command line.
+pub const PARAMS_SIZE: usize = 0x3000;
 /// Where the loader writes the `u32` VP count.
 pub const VP_COUNT_OFFSET: usize = 0;
 /// Where the loader writes the memory map: its own page, so it has 170 entries of room.
 pub const MEMORY_MAP_OFFSET: usize = 0x1000;
+/// Where the loader writes the command line: its own page, NUL-terminated.
+pub const COMMAND_LINE_OFFSET: usize = 0x2000;
 /// `IGVM_VHS_MEMORY_MAP_ENTRY`: starting_gpa_page_number u64, number_of_pages u64,
 /// entry_type u16, flags u16, reserved u32.
 pub const MEMORY_MAP_ENTRY_SIZE: usize = 24;
 /// `MemoryMapEntryType::MEMORY`: normal RAM. Other types (platform reserved, persistent,
 /// VTL2-protectable, ...) are not memory VTL0 may name.
 pub const ENTRY_TYPE_MEMORY: u16 = 0;
+/// `MemoryMapEntryType::VTL2_PROTECTABLE`: the VTL2 memory the file required (OpenVMM's
+/// `build_memory_map` marks it so): the paravisor's own.
+pub const ENTRY_TYPE_VTL2_PROTECTABLE: u16 = 3;
 /// Most memory map entries read, whatever the buffer size: loader data never sets our loop
 /// bounds.
 pub const MEMORY_MAP_MAX_ENTRIES: usize = 256;
 /// A VP count above this is garbage, not a large VM (Hyper-V partitions stop well below it);
 /// plausible counts above [`crate::MAX_VPS`] are clamped instead.
 pub const VP_COUNT_PLAUSIBLE_MAX: u32 = 4096;
-/// What the arm64 IGVM VP context puts in X1 (`b"IGVMPARM"` little-endian). QEMU enters an ELF
-/// with X0 = X1 = 0, so this tells an IGVM start apart from a device-tree-less ELF start
-/// without probing memory that may not exist under IGVM.
-pub const AARCH64_ENTRY_MARKER: u64 = u64::from_le_bytes(*b"IGVMPARM");
+// arm64 entry: the IGVM VP context puts the parameter pages' offset from the image's base in
+// X0, OpenHCL's convention (`load_openhcl_arm64`: "X0 to relative location of
+// boot_params_base"), which relocation leaves valid. A QEMU ELF boot passes a device tree
+// address or 0 there, never that small offset (RAM starts at 1 GiB on QEMU virt), so
+// `X0 == params_offset()` tells the two apart without probing memory.
 
 const PAGE_SHIFT: u32 = 12;
 
@@ -74,6 +81,8 @@ pub fn vp_count(params: &[u8]) -> Option<u32> {
 pub enum MapEntry {
     /// Normal RAM: `start..start + size`, both in bytes.
     Ram { start: u64, size: u64 },
+    /// VTL2's own memory (VTL2_PROTECTABLE): not RAM VTL0 may name.
+    Vtl2 { start: u64, size: u64 },
     /// A valid record of another type (not RAM VTL0 may name).
     Other { entry_type: u16 },
     /// A record whose range does not fit the 64-bit address space.
@@ -83,9 +92,21 @@ pub enum MapEntry {
 /// The memory map records in `params`, up to the terminating 0-page record, the end of the
 /// buffer or [`MEMORY_MAP_MAX_ENTRIES`], whichever comes first.
 pub fn memory_map(params: &[u8]) -> MemoryMap<'_> {
+    let end = params.len().min(COMMAND_LINE_OFFSET);
     MemoryMap {
-        bytes: params.get(MEMORY_MAP_OFFSET..).unwrap_or(&[]),
+        bytes: params.get(MEMORY_MAP_OFFSET..end).unwrap_or(&[]),
         index: 0,
+    }
+}
+
+/// The command line the loader wrote: the bytes of its page up to the first NUL (all of the
+/// page when there is none: cut short, not trusted to end).
+pub fn command_line(params: &[u8]) -> &[u8] {
+    let page = params.get(COMMAND_LINE_OFFSET..).unwrap_or(&[]);
+    let page = &page[..page.len().min(PARAMS_SIZE - COMMAND_LINE_OFFSET)];
+    match page.iter().position(|&b| b == 0) {
+        Some(end) => &page[..end],
+        None => page,
     }
 }
 
@@ -125,6 +146,9 @@ impl Iterator for MemoryMap<'_> {
         Some(match range {
             None => MapEntry::Malformed { index },
             Some((start, size)) if entry_type == ENTRY_TYPE_MEMORY => MapEntry::Ram { start, size },
+            Some((start, size)) if entry_type == ENTRY_TYPE_VTL2_PROTECTABLE => {
+                MapEntry::Vtl2 { start, size }
+            }
             Some(_) => MapEntry::Other { entry_type },
         })
     }
@@ -142,19 +166,30 @@ pub struct Summary {
     /// RAM ranges stored in the [`BootInfo`] and their total size.
     pub ram_ranges: usize,
     pub ram_bytes: u64,
+    /// VTL2-protectable records (VTL2's own memory) and their total size.
+    pub vtl2_ranges: usize,
+    pub vtl2_bytes: u64,
     /// Records of other types, skipped.
     pub other_entries: usize,
     /// Records whose range overflows, ignored.
     pub malformed_entries: usize,
     /// RAM ranges the [`BootInfo`] had no room for.
     pub dropped_ranges: usize,
+    /// Bytes of command line taken (0: none) and whether it was cut short.
+    pub cmdline_bytes: usize,
+    pub cmdline_truncated: bool,
 }
 
 impl Summary {
     /// Nothing at all was written: a QEMU ELF boot, or a loader that ignored the parameters.
     pub fn is_empty(&self) -> bool {
         self.raw_vp_count == 0
-            && self.ram_ranges + self.other_entries + self.malformed_entries + self.dropped_ranges
+            && self.ram_ranges
+                + self.vtl2_ranges
+                + self.other_entries
+                + self.malformed_entries
+                + self.dropped_ranges
+                + self.cmdline_bytes
                 == 0
     }
 }
@@ -182,6 +217,17 @@ impl fmt::Display for Summary {
             self.ram_ranges,
             self.ram_bytes >> 10
         )?;
+        if self.vtl2_ranges != 0 {
+            write!(
+                f,
+                "; VTL2 memory {} range(s) totalling {} KiB",
+                self.vtl2_ranges,
+                self.vtl2_bytes >> 10
+            )?;
+        }
+        if self.cmdline_truncated {
+            write!(f, "; command line cut to {} bytes", self.cmdline_bytes)?;
+        }
         if self.other_entries != 0 {
             write!(f, "; {} non-RAM entries skipped", self.other_entries)?;
         }
@@ -201,7 +247,8 @@ impl fmt::Display for Summary {
 }
 
 /// Fills `info` from the parameter pages: the VP count (clamped to [`crate::MAX_VPS`]) when
-/// usable, else `info.vp_count` is left alone; every RAM record as a RAM range.
+/// usable, else `info.vp_count` is left alone; every RAM record as a RAM range; the command
+/// line (its longest valid UTF-8 prefix that fits, [`BootInfo::set_cmdline`]).
 pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
     let mut s = Summary {
         raw_vp_count: raw_vp_count(params),
@@ -220,11 +267,28 @@ pub fn apply(params: &[u8], info: &mut BootInfo) -> Summary {
                 s.ram_bytes = s.ram_bytes.saturating_add(size);
             }
             MapEntry::Ram { .. } => s.dropped_ranges += 1,
+            MapEntry::Vtl2 { start, size } => {
+                s.vtl2_ranges += 1;
+                s.vtl2_bytes = s.vtl2_bytes.saturating_add(size);
+                info.add_vtl2(start, size);
+            }
             MapEntry::Other { .. } => s.other_entries += 1,
             MapEntry::Malformed { .. } => s.malformed_entries += 1,
         }
     }
+    let line = command_line(params);
+    if !line.is_empty() {
+        let whole = info.set_cmdline(line) && line.len() < PARAMS_SIZE - COMMAND_LINE_OFFSET;
+        s.cmdline_bytes = info.cmdline().len();
+        s.cmdline_truncated = !whole;
+    }
     s
+}
+
+/// The parameter pages' offset from the image's base: what an IGVM start puts in arm64's X0.
+#[cfg(target_os = "none")]
+pub fn params_offset() -> u64 {
+    (PARAMS.0.get() as u64).wrapping_sub(crate::image_range().start)
 }
 
 /// The image's parameter pages. Interior mutability because the loader writes them behind
@@ -255,6 +319,13 @@ pub(crate) fn read_params(info: &mut BootInfo) {
         *b = unsafe { core::ptr::read_volatile(base.add(i)) };
     }
     let summary = apply(&copy, info);
+    if crate::reloc::offset() != 0 {
+        crate::println!(
+            "boot: relocated from {:#x} to {:#x}",
+            crate::reloc::link_base(),
+            crate::image_range().start
+        );
+    }
     if summary.clamped {
         crate::println!(
             "boot: IGVM parameters list {} VPs; using the first {}",
@@ -401,9 +472,13 @@ mod tests {
         assert_eq!(s.dropped_ranges, 170 - RAM_RANGES_MAX);
         assert!(s.to_string().contains("RAM ranges dropped"));
 
-        // A huge buffer of non-zero records is still cut at MEMORY_MAP_MAX_ENTRIES.
+        // A huge buffer of non-zero records is still cut at its page (the command line
+        // follows it).
         let big = vec![0x11u8; MEMORY_MAP_OFFSET + 1000 * MEMORY_MAP_ENTRY_SIZE];
-        assert_eq!(memory_map(&big).count(), MEMORY_MAP_MAX_ENTRIES);
+        assert_eq!(
+            memory_map(&big).count(),
+            (COMMAND_LINE_OFFSET - MEMORY_MAP_OFFSET) / MEMORY_MAP_ENTRY_SIZE
+        );
     }
 
     #[test]
@@ -436,8 +511,37 @@ mod tests {
         }
     }
 
+    /// The command line page: up to its NUL, taken as the boot's command line; VTL2 memory
+    /// records counted apart from RAM.
     #[test]
-    fn marker_spells_igvmparm() {
-        assert_eq!(AARCH64_ENTRY_MARKER, 0x4d52_4150_4d56_4749);
+    fn command_line_and_vtl2_memory() {
+        let mut p = pages(
+            1,
+            &[(0x100, 0x100, 0), (0x200, 0x600, 3), (0x800, 0x100, 0)],
+        );
+        p[COMMAND_LINE_OFFSET..COMMAND_LINE_OFFSET + 14].copy_from_slice(b"pv.log=debug\0x");
+        let mut i = info();
+        let s = apply(&p, &mut i);
+        assert_eq!(i.cmdline(), "pv.log=debug");
+        assert_eq!(i.ram(), [0x10_0000..0x20_0000, 0x80_0000..0x90_0000]);
+        assert_eq!(
+            (i.vtl2().len(), i.vtl2()[0].clone()),
+            (1, 0x20_0000..0x80_0000)
+        );
+        assert_eq!(
+            s.to_string(),
+            "from IGVM parameters: 1 VP(s), 2 RAM range(s) totalling 2048 KiB; VTL2 memory 1 \
+             range(s) totalling 6144 KiB"
+        );
+        // No NUL in the page: all of it, said to be cut short.
+        p[COMMAND_LINE_OFFSET..].fill(b'a');
+        let mut i = info();
+        let s = apply(&p, &mut i);
+        assert_eq!(i.cmdline().len(), crate::CMDLINE_MAX);
+        assert!(
+            s.to_string().contains("command line cut to 512 bytes"),
+            "{s}"
+        );
+        assert_eq!(command_line(&p[..COMMAND_LINE_OFFSET + 3]), b"aaa");
     }
 }

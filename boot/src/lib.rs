@@ -12,6 +12,7 @@ pub mod fdt;
 pub mod igvm;
 pub mod loader;
 pub mod paging;
+pub mod reloc;
 pub mod vtl0_boot;
 
 #[cfg(target_os = "none")]
@@ -31,6 +32,9 @@ pub const MAX_VPS: usize = 64;
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Most RAM ranges kept from the loader's memory map.
 pub const RAM_RANGES_MAX: usize = 16;
+
+/// Most VTL2 memory ranges kept from the loader's memory map (the IGVM file declares one).
+pub const VTL2_RANGES_MAX: usize = 4;
 
 /// Longest kernel command line kept; longer ones are truncated with a console warning.
 pub const CMDLINE_MAX: usize = 512;
@@ -81,6 +85,9 @@ pub struct BootInfo {
     cmdline_len: usize,
     ram: [core::ops::Range<u64>; RAM_RANGES_MAX],
     ram_count: usize,
+    /// VTL2's own memory as the loader reported it (IGVM memory map, VTL2_PROTECTABLE).
+    vtl2: [core::ops::Range<u64>; VTL2_RANGES_MAX],
+    vtl2_count: usize,
 }
 
 impl BootInfo {
@@ -92,6 +99,8 @@ impl BootInfo {
             cmdline_len: 0,
             ram: [const { 0..0 }; RAM_RANGES_MAX],
             ram_count: 0,
+            vtl2: [const { 0..0 }; VTL2_RANGES_MAX],
+            vtl2_count: 0,
         }
     }
 
@@ -129,6 +138,22 @@ impl BootInfo {
     /// The RAM the loader reported.
     pub fn ram(&self) -> &[core::ops::Range<u64>] {
         &self.ram[..self.ram_count]
+    }
+
+    /// Records a range of VTL2's own memory; false (and dropped) when full, empty or
+    /// overflowing.
+    pub fn add_vtl2(&mut self, start: u64, size: u64) -> bool {
+        if size == 0 || start.checked_add(size).is_none() || self.vtl2_count == VTL2_RANGES_MAX {
+            return false;
+        }
+        self.vtl2[self.vtl2_count] = start..start + size;
+        self.vtl2_count += 1;
+        true
+    }
+
+    /// VTL2's own memory as the loader reported it (empty on PVH and device-tree boots).
+    pub fn vtl2(&self) -> &[core::ops::Range<u64>] {
+        &self.vtl2[..self.vtl2_count]
     }
 
     /// Stores the command line, keeping the longest valid UTF-8 prefix that fits.
@@ -256,6 +281,20 @@ mod tests {
         assert!(!info.add_ram(0, 4096));
         assert_eq!(info.ram().len(), RAM_RANGES_MAX);
         assert_eq!(info.ram()[0], 0x4000_0000..0x5000_0000);
+    }
+
+    #[test]
+    fn vtl2_ranges_are_bounded_and_checked() {
+        let mut info = BootInfo::new(EntryMode::LongMode);
+        assert!(info.add_vtl2(0x20_0000, 0x60_0000));
+        assert!(!info.add_vtl2(0x1000, 0));
+        assert!(!info.add_vtl2(u64::MAX, 2));
+        for i in 1..VTL2_RANGES_MAX as u64 {
+            assert!(info.add_vtl2(i << 32, 4096));
+        }
+        assert!(!info.add_vtl2(0, 4096));
+        assert_eq!(info.vtl2().len(), VTL2_RANGES_MAX);
+        assert_eq!(info.vtl2()[0], 0x20_0000..0x80_0000);
     }
 
     #[test]

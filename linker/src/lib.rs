@@ -22,8 +22,15 @@ pub fn emit() {
         other => panic!("no linker script for target arch {other}"),
     };
     println!("cargo:rustc-link-arg=-T{}", dir.join(script).display());
-    // The images load at fixed addresses and the entry code uses absolute addresses.
-    println!("cargo:rustc-link-arg=--no-pie");
+    // A static PIE: linked at the script's base, where QEMU's ELF loader puts it, and run
+    // wherever an IGVM loader relocated it: the entry applies its base-relative relocations
+    // (boot::reloc). `-z notext`: arm64's static relocation model puts absolute pointers in
+    // .rodata, which the entry patches before anything reads them. `--apply-dynamic-relocs`:
+    // the file holds the link-base values too, so an unrelocated boot needs no fix-up at all.
+    println!("cargo:rustc-link-arg=-pie");
     println!("cargo:rustc-link-arg=-static");
     println!("cargo:rustc-link-arg=--no-dynamic-linker");
+    println!("cargo:rustc-link-arg=-z");
+    println!("cargo:rustc-link-arg=notext");
+    println!("cargo:rustc-link-arg=--apply-dynamic-relocs");
 }

@@ -1,5 +1,14 @@
-//! IGVM image builder and dumper: wraps the static paravisor ELF into an IGVM file whose
-//! initial VP context targets VTL2, and pretty-prints IGVM files for inspection.
+//! IGVM image builder and dumper: wraps the paravisor ELF (a static PIE linked at a 2 MiB
+//! aligned base, or a plain ET_EXEC) into an IGVM file whose initial VP context targets VTL2,
+//! and pretty-prints IGVM files for inspection, with their VBS measurement ([`digest`]).
+//!
+//! Layout as OpenHCL's (`vm/loader/src/paravisor.rs`): a VTL2-protectable `RequiredMemory`
+//! from the image's base to its end rounded up to 2 MiB; a relocation region (2 MiB alignment,
+//! the file's base its minimum, a maximum that keeps VTL2 memory below 4 GiB, RIP and on x86
+//! GDTR moved, VTL2's BSP) over the image but (x86) its boot page tables, which get a
+//! page-table relocation region of their own (`boot_pagetables_start`..`_end`, the image's
+//! last pages). docs/ARCHITECTURE.md "IGVM file and relocation" says why and how the image
+//! relocates itself (`boot::reloc`).
 //!
 //! Boot contract (x86_64): the loader starts the BSP in 64-bit long mode at `_start64` with
 //! CR3 = `boot_pml4` (the image's static identity map of the first 4 GiB) and GDTR = `boot_gdt`
@@ -7,16 +16,18 @@
 //! IGVM cannot carry RDI, and the entry treats `rdi == 0` as "started from IGVM" (a PVH
 //! start passes a non-zero start-info pointer there). RSP = 0: the entry sets its own stack.
 //!
-//! Boot contract (aarch64): EL1h, DAIF masked, MMU off, PC = `_start`, X0 = 0 (no device tree),
-//! X1 = [`AARCH64_ENTRY_MARKER`] ("started from IGVM": X0 = 0 alone is also a QEMU ELF boot).
+//! Boot contract (aarch64): EL1h, DAIF masked, MMU off, PC = `_start`, X0 = the parameter
+//! pages' offset from the image's base (OpenHCL's convention; `boot::igvm` compares it with its
+//! own), X1..X3 = 0.
 //!
 //! Boot parameters (both arches; the reader is `boot::igvm`): the image reserves a page-aligned
 //! NOLOAD `.igvm_params` section between `boot_igvm_params_start` and `boot_igvm_params_end`
-//! (2 pages). The file declares parameter area #0 of that size with no initial data, a
-//! `VpCount` parameter at offset [`VP_COUNT_OFFSET`] (the loader writes a u32) and a
+//! (3 pages). The file declares parameter area #0 of that size with no initial data, a
+//! `VpCount` parameter at offset [`VP_COUNT_OFFSET`] (the loader writes a u32), a
 //! `MemoryMap` parameter at [`MEMORY_MAP_OFFSET`] (the loader writes
-//! `IGVM_VHS_MEMORY_MAP_ENTRY` records, a 0-page record last), and inserts the area at the
-//! section's GPA. Those pages get no page data: the insert is what imports them.
+//! `IGVM_VHS_MEMORY_MAP_ENTRY` records, a 0-page record last) and a `CommandLine` parameter at
+//! [`COMMAND_LINE_OFFSET`] (NUL-terminated), and inserts the area at the section's GPA. Those
+//! pages get no page data: the insert is what imports them.
 //!
 //! VTL0 payload (optional, [`build`]'s `vtl0`): a static ELF (ELF32 or ELF64, ET_EXEC) whose
 //! PT_LOAD segments become page data at their physical addresses. They must not overlap the
@@ -36,7 +47,9 @@
 use anyhow::{anyhow, bail, Context, Result};
 use igvm::hv_defs::Vtl;
 use igvm::registers::{AArch64Register, SegmentRegister, TableRegister, X86Register};
-use igvm::{Arch, IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision};
+use igvm::{
+    Arch, IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision,
+};
 use igvm_defs::{
     IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_VHS_PARAMETER,
     IGVM_VHS_PARAMETER_INSERT, IGVM_VHS_SUPPORTED_PLATFORM, IGVM_VSM_ISOLATION_PLATFORM_VERSION,
@@ -81,8 +94,20 @@ const PARAM_AREA_INDEX: u32 = 0;
 const VP_COUNT_OFFSET: u32 = 0;
 /// `boot::igvm::MEMORY_MAP_OFFSET`: the memory map has the second page to itself.
 const MEMORY_MAP_OFFSET: u32 = 0x1000;
-/// `boot::igvm::AARCH64_ENTRY_MARKER`: `b"IGVMPARM"` read as a little-endian u64.
-const AARCH64_ENTRY_MARKER: u64 = u64::from_le_bytes(*b"IGVMPARM");
+/// `boot::igvm::COMMAND_LINE_OFFSET`: the command line has the third page to itself.
+const COMMAND_LINE_OFFSET: u32 = 0x2000;
+/// VTL2 memory and the relocation granule: 2 MiB, what OpenHCL's loader requires of the
+/// paravisor's memory (`load_openhcl_x64`: "Paravisor memory ranges must be 2MB (large page)
+/// aligned") and what OpenVMM checks of a VTL2 size.
+const TWO_MB: u64 = 2 << 20;
+/// The highest end a relocated image may have: the static boot page tables identity-map the
+/// low 4 GiB only (x86 `boot_pml4`, arm64 `boot_l1`), and the entry runs on them.
+const RELOCATION_MAX: u64 = 4 << 30;
+/// The x86 boot page tables (`boot_pml4` and what it points to), at the image's end so they
+/// lie outside the relocation region (the igvm crate refuses overlapping regions; OpenHCL
+/// keeps its page tables out of its relocation region for the same reason).
+const PAGETABLES_START: &str = "boot_pagetables_start";
+const PAGETABLES_END: &str = "boot_pagetables_end";
 
 /// The VTL0 boot page; `boot::vtl0_boot` documents the layout, repeated here.
 const VTL0_BOOT_START: &str = "boot_vtl0_boot_start";
@@ -135,19 +160,31 @@ pub fn build(elf: &[u8], arch: IgvmArch, vtl0: Option<&[u8]>) -> Result<Vec<u8>>
     if machine != want_machine {
         bail!("paravisor ELF has e_machine {machine}, expected {want_machine} for {arch:?}");
     }
-    // Page data is placed at p_paddr verbatim: a relocatable image would need fix-ups we do not do.
-    if header.e_type(file.endian()) != elf::ET_EXEC {
-        bail!("paravisor ELF must be a static ET_EXEC image (no relocations)");
+    // Page data is placed at p_paddr verbatim (the link base); the image relocates itself at
+    // entry (boot::reloc), so a static PIE may carry base-relative relocations only.
+    match header.e_type(file.endian()) {
+        elf::ET_EXEC => {}
+        elf::ET_DYN => check_relocations(&file, arch)?,
+        other => bail!("paravisor ELF has e_type {other}: not an executable"),
     }
 
     let params = param_region(&file)?;
     let mut pages = paravisor_pages(&file, elf, &params)?;
+    let image = image_span(&pages, &params)?;
+    let layout = vtl2_layout(&file, arch, &image)?;
     if let Some(payload) = vtl0 {
         add_vtl0_payload(&file, &mut pages, &params, payload, arch).context("the VTL0 payload")?;
     }
-    let mut directives = page_directives(pages);
+    let mut directives = vec![IgvmDirectiveHeader::RequiredMemory {
+        gpa: layout.memory.start,
+        compatibility_mask: COMPAT,
+        number_of_bytes: u32::try_from(layout.memory.end - layout.memory.start)
+            .context("VTL2 memory above 4 GiB in size")?,
+        vtl2_protectable: true,
+    }];
+    directives.extend(page_directives(pages));
     directives.extend(parameters(&params));
-    directives.push(vp_context(&file, arch)?);
+    directives.push(vp_context(&file, arch, &layout)?);
     let platform = IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
         compatibility_mask: COMPAT,
         highest_vtl: 2,
@@ -155,7 +192,8 @@ pub fn build(elf: &[u8], arch: IgvmArch, vtl0: Option<&[u8]>) -> Result<Vec<u8>>
         platform_version: IGVM_VSM_ISOLATION_PLATFORM_VERSION,
         shared_gpa_boundary: 0,
     });
-    let igvm = IgvmFile::new(revision, vec![platform], vec![], directives)
+    let initializations = relocation_headers(arch, &layout);
+    let igvm = IgvmFile::new(revision, vec![platform], initializations, directives)
         .context("assembling the IGVM file")?;
     let mut out = Vec::new();
     igvm.serialize(&mut out)
@@ -180,17 +218,18 @@ fn param_region(file: &ElfFile64<'_, Endianness>) -> Result<Range<u64>> {
         })?;
     // An end below the start reads as size 0, which the check below rejects.
     let size = end_vaddr.saturating_sub(start_vaddr);
-    if start % PAGE != 0 || size % PAGE != 0 || size <= u64::from(MEMORY_MAP_OFFSET) {
+    if start % PAGE != 0 || size % PAGE != 0 || size <= u64::from(COMMAND_LINE_OFFSET) {
         bail!(
             "IGVM parameter pages `{PARAMS_START}`..`{PARAMS_END}` ({start:#x}, {size:#x} bytes) \
-             must be page aligned, whole pages and larger than {MEMORY_MAP_OFFSET:#x} bytes"
+             must be page aligned, whole pages and larger than {COMMAND_LINE_OFFSET:#x} bytes"
         );
     }
     Ok(start..start + size)
 }
 
-/// Parameter area #0 over `params`, the VP count and memory map in it, and its insert.
-fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 4] {
+/// Parameter area #0 over `params`, the VP count, memory map and command line in it, and its
+/// insert.
+fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 5] {
     use IgvmDirectiveHeader as D;
     let at = |byte_offset| IGVM_VHS_PARAMETER {
         parameter_area_index: PARAM_AREA_INDEX,
@@ -206,6 +245,7 @@ fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 4] {
         },
         D::VpCount(at(VP_COUNT_OFFSET)),
         D::MemoryMap(at(MEMORY_MAP_OFFSET)),
+        D::CommandLine(at(COMMAND_LINE_OFFSET)),
         D::ParameterInsert(IGVM_VHS_PARAMETER_INSERT {
             gpa: params.start,
             compatibility_mask: COMPAT,
@@ -323,6 +363,167 @@ fn paravisor_pages(
         }
     }
     Ok(pages)
+}
+
+/// Refuses a PIE whose dynamic relocations are not all base-relative (R_X86_64_RELATIVE,
+/// R_AARCH64_RELATIVE), the only kind `boot::reloc` applies, or that relocates a word of the
+/// x86 boot page tables (the loader's page-table fix-up moves those; both would move them twice).
+fn check_relocations(file: &ElfFile64<'_, Endianness>, arch: IgvmArch) -> Result<()> {
+    let relative = match arch {
+        IgvmArch::X86_64 => elf::R_X86_64_RELATIVE,
+        IgvmArch::Aarch64 => elf::R_AARCH64_RELATIVE,
+    };
+    let tables = match arch {
+        IgvmArch::X86_64 => Some(symbol_range(file, PAGETABLES_START, PAGETABLES_END)?),
+        IgvmArch::Aarch64 => None,
+    };
+    let relocations = file
+        .dynamic_relocations()
+        .ok_or_else(|| anyhow!("paravisor ELF is ET_DYN but has no dynamic relocation table"))?;
+    for (offset, r) in relocations {
+        let object::RelocationFlags::Elf { r_type } = r.flags() else {
+            bail!("relocation at {offset:#x} is not an ELF relocation");
+        };
+        if r_type != relative {
+            bail!(
+                "paravisor ELF has a type-{r_type} relocation at {offset:#x}; the entry applies \
+                 base-relative ones only (link it as a static PIE)"
+            );
+        }
+        if let Some(t) = tables.as_ref().filter(|t| t.contains(&offset)) {
+            bail!(
+                "a relocation at {offset:#x} lies in the boot page tables {:#x}..{:#x}: their \
+                 entries must name absolute symbols (the loader relocates them)",
+                t.start,
+                t.end
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The physical range between two symbols (the end translated through the start's segment).
+fn symbol_range(file: &ElfFile64<'_, Endianness>, start: &str, end: &str) -> Result<Range<u64>> {
+    let (start_vaddr, start_paddr) = symbol_paddr(file, start)?;
+    let end_vaddr = file
+        .symbols()
+        .find(|s| s.name() == Ok(end))
+        .map(|s| s.address())
+        .ok_or_else(|| anyhow!("paravisor ELF has no symbol `{end}`"))?;
+    let size = end_vaddr.saturating_sub(start_vaddr);
+    Ok(start_paddr..start_paddr + size)
+}
+
+/// Every page the paravisor's image places (its segments and parameter pages), checked to start
+/// 2 MiB aligned: the base of its VTL2 memory.
+fn image_span(pages: &Pages, params: &Range<u64>) -> Result<Range<u64>> {
+    let first = pages.keys().next().copied().unwrap_or(0).min(params.start);
+    let last = pages
+        .keys()
+        .next_back()
+        .map_or(0, |g| g + PAGE)
+        .max(params.end);
+    if first % TWO_MB != 0 {
+        bail!(
+            "the paravisor's image starts at {first:#x}, not 2 MiB aligned: its VTL2 memory \
+             must be (OpenHCL's and OpenVMM's loaders refuse it)"
+        );
+    }
+    Ok(first..last)
+}
+
+/// Where VTL2's memory, its relocation region and (x86) its page tables are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Vtl2Layout {
+    /// The RequiredMemory: the image rounded up to 2 MiB.
+    memory: Range<u64>,
+    /// What the loader moves by the relocation offset: x86 everything but the page tables,
+    /// arm64 all of VTL2's memory.
+    region: Range<u64>,
+    page_tables: Option<Range<u64>>,
+    /// The parameter pages' offset from the base (arm64 X0).
+    params_offset: u64,
+}
+
+fn vtl2_layout(
+    file: &ElfFile64<'_, Endianness>,
+    arch: IgvmArch,
+    image: &Range<u64>,
+) -> Result<Vtl2Layout> {
+    let (_, params) = symbol_paddr(file, PARAMS_START)?;
+    let memory = image.start..image.end.div_ceil(TWO_MB) * TWO_MB;
+    let (region, page_tables) = match arch {
+        IgvmArch::Aarch64 => (memory.clone(), None),
+        IgvmArch::X86_64 => {
+            let t = symbol_range(file, PAGETABLES_START, PAGETABLES_END)?;
+            let (_, pml4) = symbol_paddr(file, "boot_pml4")?;
+            if t.start % PAGE != 0 || t.end % PAGE != 0 || t.start == t.end || t.end != image.end {
+                bail!(
+                    "the boot page tables `{PAGETABLES_START}`..`{PAGETABLES_END}` ({:#x}..{:#x}) \
+                     must be whole pages at the image's end ({:#x}), outside the relocation region",
+                    t.start,
+                    t.end,
+                    image.end
+                );
+            }
+            if !t.contains(&pml4) {
+                bail!("`boot_pml4` ({pml4:#x}) is outside the boot page tables");
+            }
+            (image.start..t.start, Some(t))
+        }
+    };
+    Ok(Vtl2Layout {
+        memory,
+        region,
+        page_tables,
+        params_offset: params - image.start,
+    })
+}
+
+/// The relocation region (and, x86, the page-table relocation region) as OpenHCL's
+/// `load_openhcl_x64` declares them: 2 MiB alignment, the file's base the lowest (OpenVMM
+/// relocates upwards only), RIP and (x86) GDTR moved with the image, the BSP's VTL2.
+fn relocation_headers(arch: IgvmArch, layout: &Vtl2Layout) -> Vec<IgvmInitializationHeader> {
+    let x86 = arch == IgvmArch::X86_64;
+    // The whole VTL2 memory (size S) must end by RELOCATION_MAX, not just the region (size R):
+    // bases are 2 MiB aligned and the loader checks base + R <= maximum, so a 2 MiB-aligned
+    // maximum of RELOCATION_MAX - S + align_up(R) allows exactly base <= RELOCATION_MAX - S.
+    let size = layout.memory.end - layout.memory.start;
+    let region = layout.region.end - layout.region.start;
+    let maximum = RELOCATION_MAX - size + region.div_ceil(TWO_MB) * TWO_MB;
+    let mut out = vec![IgvmInitializationHeader::RelocatableRegion {
+        compatibility_mask: COMPAT,
+        relocation_alignment: TWO_MB,
+        relocation_region_gpa: layout.region.start,
+        relocation_region_size: layout.region.end - layout.region.start,
+        minimum_relocation_gpa: layout.region.start,
+        maximum_relocation_gpa: maximum,
+        is_vtl2: true,
+        apply_rip_offset: true,
+        apply_gdtr_offset: x86,
+        vp_index: 0,
+        vtl: Vtl::Vtl2,
+    }];
+    if let Some(t) = &layout.page_tables {
+        out.push(IgvmInitializationHeader::PageTableRelocationRegion {
+            compatibility_mask: COMPAT,
+            gpa: t.start,
+            size: t.end - t.start,
+            used_size: t.end - t.start,
+            vp_index: 0,
+            vtl: Vtl::Vtl2,
+        });
+    }
+    out
+}
+
+/// The VBS launch measurement of an IGVM file (the igvm crate's
+/// `generate_vbs_measurement`, SHA-256 over the measured pages and the VP context), as hex.
+pub fn digest(igvm: &[u8]) -> Result<String> {
+    let file = IgvmFile::new_from_binary(igvm, None).context("parsing the IGVM file")?;
+    let digest = igvm::measurement::generate_vbs_measurement(file.directives(), COMPAT)
+        .map_err(|e| anyhow!("measuring the IGVM file: {e}"))?;
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn page_directives(pages: Pages) -> Vec<IgvmDirectiveHeader> {
@@ -543,7 +744,11 @@ fn symbol_paddr(file: &ElfFile64<'_, Endianness>, name: &str) -> Result<(u64, u6
         .ok_or_else(|| anyhow!("symbol `{name}` ({vaddr:#x}) is outside every PT_LOAD segment"))
 }
 
-fn vp_context(file: &ElfFile64<'_, Endianness>, arch: IgvmArch) -> Result<IgvmDirectiveHeader> {
+fn vp_context(
+    file: &ElfFile64<'_, Endianness>,
+    arch: IgvmArch,
+    layout: &Vtl2Layout,
+) -> Result<IgvmDirectiveHeader> {
     use AArch64Register as A;
     use X86Register as X;
     let (vtl, compatibility_mask) = (Vtl::Vtl2, COMPAT);
@@ -552,8 +757,10 @@ fn vp_context(file: &ElfFile64<'_, Endianness>, arch: IgvmArch) -> Result<IgvmDi
         let (_, pc) = symbol_paddr(file, "_start")?;
         let registers = vec![
             A::Pc(pc),
-            A::X0(0),
-            A::X1(AARCH64_ENTRY_MARKER),
+            // OpenHCL's convention (`load_openhcl_arm64`): X0 is the parameters' offset from the
+            // image's base, which relocation leaves alone.
+            A::X0(layout.params_offset),
+            A::X1(0),
             A::X2(0),
             A::X3(0),
             A::Cpsr(CPSR_EL1H_DAIF),
@@ -637,6 +844,11 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
     writeln!(
         out,
         "IGVM file: {len} bytes, format revision {version}, architecture {arch}"
+    )?;
+    writeln!(
+        out,
+        "VBS measurement (SHA-256): {}",
+        digest(igvm).context("the measurement")?
     )?;
     writeln!(out, "platforms:")?;
     for IgvmPlatformHeader::SupportedPlatform(p) in file.platforms() {
@@ -733,11 +945,11 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
                     "  parameter area #{i}: {n:#x} bytes, {init} bytes initial data"
                 )?;
             }
-            D::VpCount(p) | D::MemoryMap(p) => {
-                let what = if matches!(d, D::VpCount(_)) {
-                    "VP count"
-                } else {
-                    "memory map"
+            D::VpCount(p) | D::MemoryMap(p) | D::CommandLine(p) => {
+                let what = match d {
+                    D::VpCount(_) => "VP count",
+                    D::MemoryMap(_) => "memory map",
+                    _ => "command line",
                 };
                 let (i, off) = (p.parameter_area_index, p.byte_offset);
                 writeln!(out, "  {what} parameter: area #{i} offset {off:#x}")?;
@@ -747,6 +959,24 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
                 writeln!(
                     out,
                     "  parameter insert: area #{i} at GPA {gpa:#x}, compatibility mask {mask:#x}"
+                )?;
+            }
+            D::RequiredMemory {
+                gpa,
+                number_of_bytes,
+                vtl2_protectable,
+                compatibility_mask: mask,
+            } => {
+                let end = gpa + u64::from(*number_of_bytes);
+                let protectable = if *vtl2_protectable {
+                    ", VTL2 protectable"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "  required memory {gpa:#x}..{end:#x}{protectable}, compatibility mask \
+                     {mask:#x}"
                 )?;
             }
             // Everything this builder never emits.
@@ -923,16 +1153,20 @@ mod tests {
         build(elf, arch, None)
     }
 
-    const SEG1: u64 = 0x10_0000;
-    const SEG2: u64 = 0x20_0010; // unaligned bss-only segment: pages 0x200000..0x203000
-    /// The parameter pages: the last two pages of SEG2, as the linker scripts place them.
-    const PARAMS: u64 = 0x20_1000;
-    const PARAM_SYMS: [(&str, u64); 2] = [(PARAMS_START, PARAMS), (PARAMS_END, PARAMS + 0x2000)];
+    /// 2 MiB aligned, as VTL2 memory must be.
+    const SEG1: u64 = 0x20_0000;
+    const SEG2: u64 = 0x30_0010; // unaligned bss-only segment: pages 0x300000..0x305000
+    /// The parameter pages: three pages of SEG2 after its first, as the linker scripts place
+    /// them; then (x86) the page tables, last.
+    const PARAMS: u64 = 0x30_1000;
+    const PARAM_SYMS: [(&str, u64); 2] = [(PARAMS_START, PARAMS), (PARAMS_END, PARAMS + 0x3000)];
+    /// SEG2's size: through the page after the parameters.
+    const MEMSZ2: u64 = 0x4ff0;
 
     /// Minimal static ELF64: two PT_LOADs (data+bss at SEG1, pure bss at SEG2) and a symtab
     /// whose string table doubles as the section-name table.
     fn test_elf(machine: u16, syms: &[(&str, u64)]) -> Vec<u8> {
-        test_elf_sized(machine, syms, 0x2000)
+        test_elf_sized(machine, syms, MEMSZ2)
     }
 
     /// [`test_elf`] with SEG2 `memsz2` bytes long.
@@ -996,10 +1230,18 @@ mod tests {
     }
 
     fn x86_syms() -> Vec<(&'static str, u64)> {
+        x86_syms_sized(MEMSZ2)
+    }
+
+    /// The x86 symbols for a SEG2 of `memsz2` bytes: the page tables its last page.
+    fn x86_syms_sized(memsz2: u64) -> Vec<(&'static str, u64)> {
+        let tables = (SEG2 + memsz2).div_ceil(0x1000) * 0x1000 - 0x1000;
         let mut syms = vec![
             ("_start64", SEG1),
-            ("boot_pml4", SEG1 + 0x1000),
+            ("boot_pml4", tables),
             ("boot_gdt", SEG1 + 0x800),
+            (PAGETABLES_START, tables),
+            (PAGETABLES_END, tables + 0x1000),
         ];
         syms.extend(PARAM_SYMS);
         syms
@@ -1041,8 +1283,8 @@ mod tests {
     /// SEG1: two data pages then its bss tail; SEG2: three bss pages after rounding, of which
     /// the last two are the parameter pages and get no page data.
     fn expected_pages() -> Vec<(u64, bool)> {
-        let data = [0x100000, 0x101000].map(|g| (g, false));
-        let zero = [0x102000, 0x200000].map(|g| (g, true));
+        let data = [0x200000, 0x201000].map(|g| (g, false));
+        let zero = [0x202000, 0x300000, 0x304000].map(|g| (g, true));
         data.into_iter().chain(zero).collect()
     }
 
@@ -1057,10 +1299,48 @@ mod tests {
             (IgvmPlatformType::VSM_ISOLATION, 2, 1)
         );
         assert_eq!(page_gpas(&f), expected_pages());
-        let Some(IgvmDirectiveHeader::PageData { data, .. }) = f.directives().first() else {
+        // VTL2 memory first: the image rounded up to 2 MiB, VTL2-protectable.
+        assert_eq!(
+            f.directives().first(),
+            Some(&IgvmDirectiveHeader::RequiredMemory {
+                gpa: SEG1,
+                compatibility_mask: 1,
+                number_of_bytes: 0x20_0000,
+                vtl2_protectable: true,
+            })
+        );
+        let Some(IgvmDirectiveHeader::PageData { data, .. }) = f.directives().get(1) else {
             panic!()
         };
         assert_eq!(data[..4], [1, 1, 3, 3]); // (i % 251) | 1
+                                             // Relocatable as OpenHCL's file: the region is the image but its page tables, the
+                                             // page tables their own region.
+        assert_eq!(
+            f.initializations(),
+            [
+                IgvmInitializationHeader::RelocatableRegion {
+                    compatibility_mask: 1,
+                    relocation_alignment: 0x20_0000,
+                    relocation_region_gpa: SEG1,
+                    relocation_region_size: 0x30_4000 - SEG1,
+                    minimum_relocation_gpa: SEG1,
+                    maximum_relocation_gpa: 4 << 30,
+                    is_vtl2: true,
+                    apply_rip_offset: true,
+                    apply_gdtr_offset: true,
+                    vp_index: 0,
+                    vtl: Vtl::Vtl2,
+                },
+                IgvmInitializationHeader::PageTableRelocationRegion {
+                    compatibility_mask: 1,
+                    gpa: 0x30_4000,
+                    size: 0x1000,
+                    used_size: 0x1000,
+                    vp_index: 0,
+                    vtl: Vtl::Vtl2,
+                },
+            ]
+        );
         let Some(IgvmDirectiveHeader::X64VbsVpContext { vtl, registers, .. }) =
             f.directives().last()
         else {
@@ -1068,7 +1348,7 @@ mod tests {
         };
         assert_eq!(*vtl, Vtl::Vtl2);
         assert!(registers.contains(&X86Register::Rip(SEG1)));
-        assert!(registers.contains(&X86Register::Cr3(SEG1 + 0x1000)));
+        assert!(registers.contains(&X86Register::Cr3(0x30_4000)));
         let gdtr = TableRegister {
             base: SEG1 + 0x800,
             limit: 23,
@@ -1095,19 +1375,22 @@ mod tests {
         assert_eq!(*vtl, Vtl::Vtl2);
         assert!(registers.contains(&AArch64Register::Pc(SEG1)));
         assert!(registers.contains(&AArch64Register::Cpsr(0x3C5)));
-        assert!(registers.contains(&AArch64Register::X0(0)));
-        // b"IGVMPARM": what boot::igvm::AARCH64_ENTRY_MARKER expects in X1.
-        assert!(registers.contains(&AArch64Register::X1(0x4d52_4150_4d56_4749)));
+        // OpenHCL's convention: X0 the parameters' offset from the base (boot::igvm).
+        assert!(registers.contains(&AArch64Register::X0(PARAMS - SEG1)));
+        assert!(registers.contains(&AArch64Register::X1(0)));
     }
 
     #[test]
     fn missing_symbol_is_named() {
-        let syms = [&[("_start64", SEG1), ("boot_gdt", SEG1)][..], &PARAM_SYMS].concat();
+        let syms: Vec<_> = x86_syms()
+            .into_iter()
+            .filter(|(n, _)| *n != "boot_pml4")
+            .collect();
         let elf = test_elf(elf::EM_X86_64, &syms);
         let err = build_plain(&elf, IgvmArch::X86_64).expect_err("must fail");
         assert!(err.to_string().contains("boot_pml4"), "{err:#}");
         for (start, end, name) in [
-            (None, Some(PARAMS + 0x2000), PARAMS_START),
+            (None, Some(PARAMS + 0x3000), PARAMS_START),
             (Some(PARAMS), None, PARAMS_END),
         ] {
             let err = build_plain(&x86_elf_with_params(start, end), IgvmArch::X86_64)
@@ -1125,7 +1408,7 @@ mod tests {
         let params: Vec<_> = f
             .directives()
             .iter()
-            .filter(|d| !matches!(d, D::PageData { .. }))
+            .filter(|d| !matches!(d, D::PageData { .. } | D::RequiredMemory { .. }))
             .collect();
         let at = |byte_offset| IGVM_VHS_PARAMETER {
             parameter_area_index: 0,
@@ -1137,20 +1420,21 @@ mod tests {
             parameter_area_index: 0,
         };
         assert_eq!(
-            params[..4],
+            params[..5],
             [
                 &D::ParameterArea {
-                    number_of_bytes: 0x2000,
+                    number_of_bytes: 0x3000,
                     parameter_area_index: 0,
                     initial_data: vec![],
                 },
                 &D::VpCount(at(0)),
                 &D::MemoryMap(at(0x1000)),
+                &D::CommandLine(at(0x2000)),
                 &D::ParameterInsert(insert),
             ]
         );
-        assert!(matches!(params[4], D::X64VbsVpContext { .. }));
-        assert_eq!(params.len(), 5);
+        assert!(matches!(params[5], D::X64VbsVpContext { .. }));
+        assert_eq!(params.len(), 6);
     }
 
     #[test]
@@ -1168,7 +1452,7 @@ mod tests {
             let f = parse(&build_plain(&elf, arch).expect("build"));
             let overlap = page_gpas(&f)
                 .into_iter()
-                .filter(|(gpa, _)| (PARAMS..PARAMS + 0x2000).contains(gpa))
+                .filter(|(gpa, _)| (PARAMS..PARAMS + 0x3000).contains(gpa))
                 .collect::<Vec<_>>();
             assert_eq!(overlap, [], "{arch:?}");
         }
@@ -1182,9 +1466,9 @@ mod tests {
             (PARAMS, PARAMS + 0x1000, "page aligned"),
             (PARAMS + 0x1000, PARAMS, "page aligned"),
             // Over SEG1's data pages: the insert would silently replace file data.
-            (SEG1, SEG1 + 0x2000, "has file data"),
+            (SEG1, SEG1 + 0x3000, "has file data"),
             // Running past SEG2: not reserved by the image.
-            (0x20_2000, 0x20_4000, "outside every PT_LOAD"),
+            (0x30_3000, 0x30_6000, "outside every PT_LOAD"),
             // Not in any segment at all.
             (0x30_0000, 0x30_2000, "outside every PT_LOAD"),
         ] {
@@ -1234,7 +1518,7 @@ mod tests {
         );
         put(offset_of!(E, flags), &1u16.to_le_bytes());
 
-        let mut golden = vec![0u8; 0x2000];
+        let mut golden = vec![0u8; 0x3000];
         golden[..4].copy_from_slice(&[2, 0, 0, 0]);
         golden[0x1000..0x1018].copy_from_slice(&[
             0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x00, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0,
@@ -1257,21 +1541,24 @@ mod tests {
             "format revision 1",
             "VSM_ISOLATION: highest VTL2",
             "VP context VTL2",
-            "pages 0x100000..0x102000 (2 pages) NORMAL data",
-            "pages 0x102000..0x103000 (1 pages) NORMAL zero",
-            "pages 0x200000..0x201000 (1 pages) NORMAL zero",
-            "Rip        0x100000",
+            "pages 0x200000..0x202000 (2 pages) NORMAL data",
+            "pages 0x202000..0x203000 (1 pages) NORMAL zero",
+            "pages 0x300000..0x301000 (1 pages) NORMAL zero",
+            "Rip        0x200000",
             "Cs         selector 0x8 base 0x0 limit 0xffffffff attributes 0xa09b",
-            "parameter area #0: 0x2000 bytes, 0 bytes initial data",
+            "parameter area #0: 0x3000 bytes, 0 bytes initial data",
             "VP count parameter: area #0 offset 0x0",
             "memory map parameter: area #0 offset 0x1000",
-            "parameter insert: area #0 at GPA 0x201000, compatibility mask 0x1",
+            "parameter insert: area #0 at GPA 0x301000, compatibility mask 0x1",
+            "command line parameter: area #0 offset 0x2000",
+            "required memory 0x200000..0x400000, VTL2 protectable, compatibility mask 0x1",
+            "VBS measurement (SHA-256): ",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
     }
     /// The VTL0 boot page: one page after the parameter pages, SEG2 grown to hold it.
-    const BOOT_PAGE: u64 = PARAMS + 0x2000;
+    const BOOT_PAGE: u64 = PARAMS + 0x3000;
     const VTL0_AT: u64 = 0x0400_0000;
 
     fn elf_with_boot_page(arch: IgvmArch) -> Vec<u8> {
@@ -1279,15 +1566,17 @@ mod tests {
             (VTL0_BOOT_START, BOOT_PAGE),
             (VTL0_BOOT_END, BOOT_PAGE + 0x1000),
         ];
+        // One page more than test_elf's SEG2: the boot page, then (x86) the page tables.
+        let memsz2 = MEMSZ2 + 0x1000;
         let (machine, mut syms) = match arch {
-            IgvmArch::X86_64 => (elf::EM_X86_64, x86_syms()),
+            IgvmArch::X86_64 => (elf::EM_X86_64, x86_syms_sized(memsz2)),
             IgvmArch::Aarch64 => (
                 elf::EM_AARCH64,
                 [&[("_start", SEG1)][..], &PARAM_SYMS].concat(),
             ),
         };
         syms.extend(boot);
-        test_elf_sized(machine, &syms, 0x3000)
+        test_elf_sized(machine, &syms, memsz2)
     }
 
     /// A payload: 0x1800 bytes at `at`, entry 0x40 into it.
@@ -1394,8 +1683,8 @@ mod tests {
 
     #[test]
     fn vtl0_payload_overlapping_vtl2_is_refused() {
-        // Over SEG2's last page: the paravisor's image is 0x100000..0x204000.
-        let vtl0 = payload(false, elf::EM_X86_64, 0x20_3000);
+        // Over SEG2's last page: the paravisor's image is 0x200000..0x306000.
+        let vtl0 = payload(false, elf::EM_X86_64, 0x30_5000);
         let err = build(
             &elf_with_boot_page(IgvmArch::X86_64),
             IgvmArch::X86_64,
@@ -1405,7 +1694,7 @@ mod tests {
         let text = format!("{err:#}");
         assert!(
             text.contains(
-                "PT_LOAD #0 0x203000..0x205000 overlaps the paravisor's image 0x100000..0x204000"
+                "PT_LOAD #0 0x305000..0x307000 overlaps the paravisor's image 0x200000..0x306000"
             ),
             "{text}"
         );
@@ -1443,7 +1732,7 @@ mod tests {
         .unwrap();
         let text = dump(&bytes).expect("dump");
         for needle in [
-            "VTL0 boot page at 0x203000: version 1, arch x86_64, context 224 bytes",
+            "VTL0 boot page at 0x304000: version 1, arch x86_64, context 224 bytes",
             "VTL0 payload: pages 0x4000000..0x4002000 (2 pages)",
             "VTL0 rip        0x4000040",
             "VTL0 cs         selector 0x8 base 0x0 limit 0xffffffff attributes 0xc09b",

@@ -210,6 +210,11 @@ pub fn build_all(arches: &[Arch], release: bool, vtl0: Option<&str>) -> Result<V
         for path in &paths {
             let size = std::fs::metadata(path)?.len();
             println!("{:<8} {} ({size} bytes)", arch.name(), path.display());
+            if path.extension().is_some_and(|e| e == "igvm") {
+                // What a VBS launch measures of the file (the igvm crate's digest).
+                let digest = crate::igvm::digest(&std::fs::read(path)?)?;
+                println!("{:<8}   VBS measurement (SHA-256) {digest}", arch.name());
+            }
         }
         images.push(image);
     }

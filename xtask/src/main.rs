@@ -96,9 +96,14 @@ enum Command {
         /// Number of virtual processors.
         #[arg(long, default_value_t = 2)]
         smp: u32,
-        /// Extra words for the firmware command line (e.g. `pv.log=debug`).
+        /// Extra words for the firmware command line (e.g. `pv.log=debug`), passed as the
+        /// IGVM file's command line parameter.
         #[arg(long, default_value = "")]
         append: String,
+        /// Relocate VTL2 to this 2 MiB-aligned base (hex with 0x, or decimal), as a VMM's
+        /// IGVM loader may.
+        #[arg(long, value_parser = parse_address)]
+        vtl2_base: Option<u64>,
         /// Seconds before the run is declared hung and QEMU is killed.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -133,6 +138,10 @@ enum Command {
         /// Seed of the call generator (decimal or 0x-hex); printed by every run.
         #[arg(long, default_value_t = soak::DEFAULT_SEED, value_parser = parse_seed)]
         seed: u64,
+        /// Run only this boot of the stream (the number a violation names), to replay it alone;
+        /// the calls are the same as in the whole run with the same seed and calls.
+        #[arg(long)]
+        boot: Option<usize>,
     },
     /// Print an IGVM file's header, platforms, VP contexts and page ranges.
     IgvmDump { file: PathBuf },
@@ -158,12 +167,17 @@ fn main() {
             elf,
             vtl0,
             out,
-        } => image::pack(arch.arch(), &elf, vtl0.as_deref(), &out),
+        } => image::pack(arch.arch(), &elf, vtl0.as_deref(), &out).and_then(|()| {
+            let digest = igvm::digest(&std::fs::read(&out)?)?;
+            println!("{}: VBS measurement (SHA-256) {digest}", out.display());
+            Ok(())
+        }),
         Command::Run {
             arch,
             release,
             smp,
             append,
+            vtl2_base,
             timeout,
             gdb,
         } => run::run(
@@ -174,6 +188,7 @@ fn main() {
                 append: &append,
                 timeout,
                 gdb,
+                vtl2_base,
             },
         ),
         Command::Test => test::run(),
@@ -182,9 +197,12 @@ fn main() {
             before,
             per_call,
         } => bench::run(&arch.arches(), before.as_deref(), per_call),
-        Command::Soak { arch, calls, seed } => {
-            soak::run(&arch.arches(), &soak::Options { calls, seed })
-        }
+        Command::Soak {
+            arch,
+            calls,
+            seed,
+            boot,
+        } => soak::run(&arch.arches(), &soak::Options { calls, seed, boot }),
         Command::IgvmDump { file } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| igvm::dump(&bytes))
@@ -194,6 +212,13 @@ fn main() {
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+fn parse_address(s: &str) -> Result<u64, std::num::ParseIntError> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => s.parse(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask run`: boots each arch's paravisor in QEMU under the in-VM mock hypervisor (VSM,
 //! VTL2) with the console streamed to the terminal, then prints a summary of the hypercall
-//! trace: from its IGVM file with the VTL0 test kernel as its payload (with `--append`, from the
-//! ELF with that command line), VTL0 running a short demo table.
+//! trace: from its IGVM file with the VTL0 test kernel as its payload (`--append` its command
+//! line parameter, `--vtl2-base` where the loader relocates VTL2 to), VTL0 running a short demo
+//! table.
 
 use crate::image;
 use anyhow::{bail, Result};
@@ -17,6 +18,8 @@ pub struct Options<'a> {
     pub timeout: u64,
     /// QEMU waits for a debugger on this TCP port.
     pub gdb: Option<u16>,
+    /// Load VTL2 at this base (the IGVM file's relocation region must allow it).
+    pub vtl2_base: Option<u64>,
 }
 
 /// The paravisor under the in-VM mock with VTL0 running the demo table; true if it passed.
@@ -29,24 +32,21 @@ fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
         if options.release { "" } else { "-debug" }
     ));
     let kernel = image::vtl0_path(arch, options.release);
-    let mut boot = if options.append.is_empty() {
-        let mut boot = InvmBoot::new(
-            arch,
-            host,
-            Paravisor::Igvm(image::test_igvm_path(arch, options.release)),
-        );
-        boot.vtl0 = Vtl0::FromParavisor;
-        boot
-    } else {
-        // A command line needs the ELF (an IGVM file carries none); VTL0 then starts from the
-        // reset state the host gives it: the kernel's entry.
-        let mut boot = InvmBoot::new(arch, host, Paravisor::Elf(image.elf.clone()));
-        boot.append = Some(options.append.to_string());
-        boot.vtl0 = Vtl0::Elf(kernel.clone());
-        boot
-    };
+    let mut boot = InvmBoot::new(
+        arch,
+        host,
+        Paravisor::Igvm(image::test_igvm_path(arch, options.release)),
+    );
+    boot.vtl0 = Vtl0::FromParavisor;
+    boot.append = (!options.append.is_empty()).then(|| options.append.to_string());
+    boot.vtl2_base = options.vtl2_base;
     let table = std::env::temp_dir().join(format!("xtask-run-table-{}.bin", std::process::id()));
-    std::fs::write(&table, e2e::kernel::demo_table(arch).to_bytes())?;
+    // The store into VTL2's memory aims at where the loader puts it.
+    let demo = match options.vtl2_base {
+        Some(base) => e2e::kernel::demo_table_at(base),
+        None => e2e::kernel::demo_table(arch),
+    };
+    std::fs::write(&table, demo.to_bytes())?;
     boot.blobs
         .push((e2e::kernel::proto(arch).table_gpa(), table.clone()));
     boot.vps = options.smp;

@@ -25,6 +25,8 @@ const OWNED_DEVICE: u64 = 0x30;
 pub struct Options {
     pub calls: u32,
     pub seed: u64,
+    /// Only this boot of each arch's stream (`--boot`).
+    pub boot: Option<usize>,
 }
 
 /// Statuses VTL0 may see from a proxied call. The paravisor's own answers (`classify`,
@@ -127,8 +129,14 @@ pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
     }
     println!(
         "soak: seed {} ({} entries per arch through the real VTL0 kernel under the in-VM host, 1 \
-         VP); replay with `cargo xtask soak --seed {} --calls {}`",
-        opts.seed, opts.calls, opts.seed, opts.calls
+         VP{}); replay with `cargo xtask soak --seed {} --calls {}` (one boot: add `--boot N`)",
+        opts.seed,
+        opts.calls,
+        opts.boot
+            .map(|b| format!(", boot {b} only"))
+            .unwrap_or_default(),
+        opts.seed,
+        opts.calls
     );
     let mut violations = Vec::new();
     let (mut calls, mut sessions) = (0, 0);
@@ -144,7 +152,7 @@ pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
         };
         let image = sym("__image_start")?..sym("__image_end")?;
         let started = Instant::now();
-        let (c, s) = live::soak_arch(images, image, opts.calls, opts.seed, &mut violations)?;
+        let (c, s) = live::soak_arch(images, image, opts, &mut violations)?;
         elapsed += started.elapsed();
         calls += c;
         sessions += s;

@@ -79,6 +79,7 @@ pub fn run() -> Result<()> {
                 let opts = soak::Options {
                     calls: 20_000,
                     seed: soak::DEFAULT_SEED,
+                    boot: None,
                 };
                 soak::run(&Arch::ALL, &opts).map(|()| true)
             }),

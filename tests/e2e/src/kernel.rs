@@ -32,6 +32,11 @@ pub fn proto(arch: Arch) -> vtl0::Arch {
 /// store into VTL2's memory (it faults into the hypervisor, the paravisor refuses it and VTL0
 /// takes the fault).
 pub fn demo_table(arch: Arch) -> Table {
+    demo_table_at(crate::layout(arch).vtl2)
+}
+
+/// [`demo_table`] with the store aimed at `vtl2` (VTL2's memory where the loader put it).
+pub fn demo_table_at(vtl2: u64) -> Table {
     use hvdef::{Control, HvInputVtl, HvRegisterName, HypercallCode};
     let get = Control::new()
         .with_code(HypercallCode::GET_VP_REGISTERS)
@@ -47,7 +52,7 @@ pub fn demo_table(arch: Arch) -> Table {
             &crate::get_registers_input(HvInputVtl::CURRENT, &[HvRegisterName::VP_INDEX]),
             16,
         )
-        .write(crate::layout(arch).vtl2, 8, 0x1234)
+        .write(vtl2, 8, 0x1234)
 }
 
 /// A finished run: the host's side and the kernel's.
@@ -108,7 +113,8 @@ fn intercepted_control(arch: Arch, message: &hvdef::HvMessage) -> u64 {
 /// The paravisor alone under the in-VM host (no VTL0: the run ends when every VP has returned
 /// to its VTL0 for the first time), with this partition, its trace written; however the run
 /// ends. From its IGVM file (the loader's parameters give every arch the VP count), or with
-/// `append` from its ELF (an IGVM file has no command line).
+/// `append` from its ELF (the PVH / device-tree command line path; an IGVM boot takes one too, as
+/// its CommandLine parameter: `InvmBoot::append`, `invm_igvm`).
 pub fn boot_paravisor(scenario: Scenario, append: Option<&str>) -> InvmRun {
     let arch = scenario.arch;
     let elf = crate::image(arch);
@@ -155,7 +161,7 @@ pub fn run(
 
 /// Boots the paravisor with the kernel running `table`, however the run ends (the kernel's
 /// records are what it printed). Without `append`: from `paravisor-<arch>-vtl0.igvm`, VTL0
-/// started by the paravisor from the file's VTL0 context. With it (an IGVM file has no command line): from
+/// started by the paravisor from the file's VTL0 context. With it (the PVH / device-tree command line path; `invm_igvm` gives an IGVM boot one): from
 /// the ELF, the kernel placed by the loader and started from the reset state the host gives
 /// VTL0 (its entry point).
 pub fn boot(

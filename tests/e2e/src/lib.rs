@@ -39,7 +39,7 @@ pub struct Layout {
 
 pub fn layout(arch: Arch) -> Layout {
     match arch {
-        Arch::X86_64 => Layout { vtl2: 0x10_0000 },
+        Arch::X86_64 => Layout { vtl2: 0x20_0000 },
         Arch::Aarch64 => Layout { vtl2: 0x4020_0000 },
     }
 }

@@ -31,8 +31,9 @@ fn the_igvm_file_boots_under_the_in_vm_host() {
         let (entry, memory, ram_end) = match arch {
             Arch::Aarch64 => (
                 "invm: entering the paravisor at EL1h, pc 0x40200000",
-                // 240 MiB: the guest's RAM alone.
-                "boot: from IGVM parameters: 1 VP(s), 1 RAM range(s) totalling 245760 KiB",
+                // The guest's RAM (240 MiB) in two MEMORY ranges either side of VTL2's own
+                // memory (the loader marks it VTL2_PROTECTABLE; checked below).
+                "boot: from IGVM parameters: 1 VP(s), 2 RAM range(s) totalling ",
                 "..0x4f000000",
             ),
             Arch::X86_64 => (
@@ -54,6 +55,28 @@ fn the_igvm_file_boots_under_the_in_vm_host() {
             ],
         );
         assert!(!run.console.contains("FAIL"), "{arch:?}: {}", run.console);
+        if arch == Arch::Aarch64 {
+            // RAM and VTL2 memory together are the guest's 240 MiB, VTL2's a whole number of
+            // 2 MiB pieces.
+            let line = run
+                .console
+                .lines()
+                .find(|l| l.starts_with("boot: from IGVM parameters"))
+                .unwrap_or_default();
+            let kib = |after: &str| -> u64 {
+                line.split(after)
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no {after:?} in {line:?}"))
+            };
+            let (ram, vtl2) = (
+                kib("RAM range(s) totalling "),
+                kib("VTL2 memory 1 range(s) totalling "),
+            );
+            assert_eq!(ram + vtl2, 245760, "{line}");
+            assert_eq!(vtl2 % 2048, 0, "{line}");
+        }
         assert!(
             in_vm
                 .events

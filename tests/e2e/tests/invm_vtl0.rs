@@ -224,8 +224,8 @@ fn vtl0_runs_its_table(arch: Arch, start_line: &str) {
 #[test]
 fn vtl2_work_per_intercept_is_counted_exactly() {
     for (arch, register_page, expected) in [
-        (Arch::X86_64, true, [562, 562, 562, 3072]),
-        (Arch::X86_64, false, [1016, 1016, 1016, 3072]),
+        (Arch::X86_64, true, [576, 576, 576, 3072]),
+        (Arch::X86_64, false, [1030, 1030, 1030, 3072]),
         (Arch::Aarch64, false, [839, 839, 839, 2369]),
     ] {
         vtl2_work_is_counted_exactly(arch, register_page, expected);

@@ -70,7 +70,7 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
             // 0x9f000..0x9fc00 below 1 MiB plus 1 MiB..240 MiB.
             "cut to 0xef9ec00 (0xf000000..0x10000000 and the AP trampoline's 0x9e000..0x9f000 \
              are the host's)",
-            "invm: entering the paravisor in 32-bit protected mode at 0x100000, EBX 0x7000, \
+            "invm: entering the paravisor in 32-bit protected mode at 0x200000, EBX 0x7000, \
              nested paging over 0x0..0x9e000, 0x9f000..0xf000000",
             "paravisor 0.1.0 (x86_64, long mode, CPL0 (entered through PVH))",
             "command line \"\", 1 VP(s)",
@@ -90,7 +90,7 @@ fn paravisor_reaches_its_proxy_loop_under_the_in_vm_host() {
     let vtl2_end = run
         .console
         .lines()
-        .find_map(|l| l.split("VTL2 memory 0x100000..").nth(1))
+        .find_map(|l| l.split("VTL2 memory 0x200000..").nth(1))
         .and_then(|rest| rest.split(' ').next())
         .unwrap_or_else(|| panic!("no VTL2 memory line:\n{}", run.console));
     assert!(

@@ -77,6 +77,9 @@ pub struct InvmBoot {
     /// the host's 16 MiB is the guest's: stage 2 / the nested tables map it, the model serves
     /// it, and the paravisor is told of it (device tree, PVH or IGVM memory map).
     pub memory_mb: u32,
+    /// An IGVM boot: load VTL2 at this base (the file's relocation region must allow it, as
+    /// OpenVMM's loader checks); None: where the file says.
+    pub vtl2_base: Option<u64>,
 }
 
 /// A finished run under the in-VM host.
@@ -158,6 +161,7 @@ impl InvmBoot {
             scenario: None,
             count_vtl2: false,
             memory_mb: crate::qemu::DEFAULT_MEMORY_MB,
+            vtl2_base: None,
         }
     }
 
@@ -220,14 +224,15 @@ impl InvmBoot {
         match &self.paravisor {
             Paravisor::Elf(elf) => loads.push((None, elf.clone())),
             Paravisor::Igvm(path) => {
-                if self.append.is_some() {
-                    bail!(
-                        "an IGVM boot has no command line (the file carries no parameter for one)"
-                    );
-                }
                 let bytes =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let loaded = igvm_load::load(&bytes, self.arch, self.vps, &igvm_ram)
+                // The command line goes in the file's CommandLine parameter, as OpenVMM's
+                // loader passes its own.
+                let options = igvm_load::LoadOptions {
+                    vtl2_base: self.vtl2_base,
+                    cmdline: self.append.clone().unwrap_or_default(),
+                };
+                let loaded = igvm_load::load_with(&bytes, self.arch, self.vps, &igvm_ram, &options)
                     .with_context(|| format!("loading {}", path.display()))?;
                 match loaded.context {
                     VpContext::Aarch64 { pc, cpsr, x } if !x86 => {
@@ -343,7 +348,11 @@ impl InvmBoot {
         let mut config = QemuConfig::new(self.arch, Some(self.host.clone()));
         config.memory_mb = self.memory_mb;
         config.smp = self.vps;
-        config.append = self.append.clone();
+        // An IGVM boot's command line is the file's CommandLine parameter (above); an ELF
+        // boot's goes through the host (PVH start info, device tree).
+        if matches!(self.paravisor, Paravisor::Elf(_)) {
+            config.append = self.append.clone();
+        }
         config.timeout = self.timeout;
         config.echo = self.echo;
         config.extra_args = extra_args;
@@ -532,8 +541,11 @@ mod tests {
         boot.memory_mb = crate::qemu::DEFAULT_MEMORY_MB;
         boot.paravisor = Paravisor::Igvm(dir.join("missing.igvm"));
         boot.append = Some("pv.log=debug".into());
-        let err = boot.qemu_config(&dir).unwrap_err().to_string();
-        assert!(err.contains("no command line"), "{err}");
+        let err = format!("{:#}", boot.qemu_config(&dir).unwrap_err());
+        assert!(
+            err.contains("reading") && err.contains("missing.igvm"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

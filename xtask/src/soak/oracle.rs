@@ -62,7 +62,7 @@ impl Expect {
 /// The relay the soak configures (`pv.relay`): VTL0's connection c (0..8) is the host's
 /// 0x100 + c, so a relay that skips the rewrite is seen.
 pub fn host_connection(vtl0: u32, known: u32) -> Option<u32> {
-    (vtl0 < known).then_some(0x100 + vtl0)
+    (vtl0 < known).then(|| 0x100 + vtl0)
 }
 
 /// A SynIC call (PostMessage / SignalEvent) to VTL0 connection `connection` whose input is

@@ -20,8 +20,7 @@ boot_l1:
     .section .text.boot, "ax"
     .global _start
 _start:
-    mov x20, x0                  /* device tree (0 for QEMU ELF boots) */
-    mov x21, x1                  /* boot::igvm::AARCH64_ENTRY_MARKER from an IGVM VP context */
+    mov x20, x0                  /* device tree, or the IGVM parameters' offset (boot::igvm) */
     mrs x19, CurrentEL
     lsr x19, x19, #2
     cmp x19, #2
@@ -42,6 +41,9 @@ _start:
     eret
 1:
     bl boot_mmu_on
+    /* Where the loader put us, before anything reads a stored address (boot::reloc; uses
+       x9-x13 only). */
+    bl boot_relocate
     adrp x1, __bss_start
     add x1, x1, :lo12:__bss_start
     adrp x2, __bss_end
@@ -58,7 +60,6 @@ _start:
     bl boot_install_vectors
     mov x0, x20
     mov x1, x19
-    mov x2, x21
     bl boot_aarch64_main
     udf #0
 

@@ -182,22 +182,23 @@ fn read_device_tree(addr: u64, info: &mut BootInfo) {
     }
 }
 
-/// Called by the entry code on the boot stack with BSS zeroed and the MMU on. `dtb` and
-/// `marker` are X0 and X1 at `_start`.
+/// Called by the entry code on the boot stack with BSS zeroed and the MMU on. `x0` is X0 at
+/// `_start`: a device tree address (0: QEMU's default place), or, from an IGVM VP context, the
+/// parameter pages' offset from the image's base (boot::igvm).
 #[unsafe(no_mangle)]
-extern "C" fn boot_aarch64_main(dtb: u64, entry_el: u64, marker: u64) -> ! {
+extern "C" fn boot_aarch64_main(x0: u64, entry_el: u64) -> ! {
     crate::cpu::init(0);
     let mut info = BootInfo::new(if entry_el == 2 {
         EntryMode::El2DroppedToEl1
     } else {
         EntryMode::El1
     });
-    // An IGVM VP context says so in X1: X0 = 0 alone is also what a QEMU ELF boot passes, and
-    // probing 0x4000_0000 for a device tree under IGVM would read memory nobody described.
-    if dtb == 0 && marker == crate::igvm::AARCH64_ENTRY_MARKER {
+    // An IGVM VP context says so in X0 (OpenHCL's convention): no probing of 0x4000_0000 for a
+    // device tree under IGVM, which would read memory nobody described.
+    if x0 == crate::igvm::params_offset() {
         crate::igvm::read_params(&mut info);
     } else {
-        read_device_tree(dtb, &mut info);
+        read_device_tree(x0, &mut info);
     }
     crate::call_firmware_main(&info)
 }

@@ -13,22 +13,26 @@ core::arch::global_asm!(
     .quad pvh_start32
     .balign 4
 
-    .section .data.pagetables, "aw"
+    .section .boot_pagetables, "aw"
     /* Identity map of the first 4 GiB with 2 MiB pages, built by the assembler so that the
        loader's page data already contains it (an IGVM VP context points CR3 here). Once the
        memory map is known, boot::paging adds the RAM above 4 GiB: boot_pdpt entries 4-511,
-       further PML4 entries, tables from a pool in BSS. */
+       further PML4 entries, tables from a pool in BSS. The table pointers name the link-time
+       (`_abs`, linker script) addresses: no relocation of their own, as the IGVM page-table
+       relocation region requires; a relocating loader rebuilds them (boot::reloc). */
     .balign 4096
     .global boot_pml4
 boot_pml4:
-    .quad boot_pdpt + 0x3
+    .quad boot_pdpt_abs + 0x3
     .fill 511, 8, 0
+    .global boot_pdpt
 boot_pdpt:
-    .quad boot_pd + 0x0003
-    .quad boot_pd + 0x1003
-    .quad boot_pd + 0x2003
-    .quad boot_pd + 0x3003
+    .quad boot_pd_abs + 0x0003
+    .quad boot_pd_abs + 0x1003
+    .quad boot_pd_abs + 0x2003
+    .quad boot_pd_abs + 0x3003
     .fill 508, 8, 0
+    .global boot_pd
 boot_pd:
     .set page, 0
     .rept 2048
@@ -45,6 +49,7 @@ boot_gdt:
     .quad 0x00cf93000000ffff     /* 0x10: data */
 boot_gdt_end:
     .balign 8
+    .global boot_gdt_ptr
 boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1
     .quad boot_gdt
@@ -53,11 +58,12 @@ boot_gdt_ptr:
     .code32
     .global pvh_start32
 pvh_start32:
-    /* 32-bit protected mode, paging off, ebx = hvm_start_info. */
+    /* 32-bit protected mode, paging off, ebx = hvm_start_info. QEMU loads the ELF at its link
+       base, so the link-time (`_abs`) addresses are where things are. */
     cli
     cld
     mov %ebx, %esi
-    mov $boot_pml4, %eax
+    mov $boot_pml4_abs, %eax
     mov %eax, %cr3
     mov %cr4, %eax
     or $0x20, %eax               /* PAE */
@@ -69,10 +75,11 @@ pvh_start32:
     mov %cr0, %eax
     or $0x80010001, %eax         /* PG | WP | PE */
     mov %eax, %cr0
-    lgdt boot_gdt_ptr
-    ljmp $0x08, $1f
+    lgdt boot_gdt_ptr_abs
+    ljmp $0x08, $pvh_start64_abs
     .code64
-1:
+    .global pvh_start64
+pvh_start64:
     mov %esi, %edi               /* start info for boot_x86_64_main */
     jmp 2f
 
@@ -82,13 +89,16 @@ _start64:
        and memory map come from the IGVM parameter pages (boot::igvm). */
     cli
     cld
-    lgdt boot_gdt_ptr(%rip)
-    xor %edi, %edi
-    /* The context's RSP is 0 (the entry sets its own stack): the far return below needs one
-       first, or its pushes land at 0xffff_ffff_ffff_fff8, outside the identity map. The BSS
-       zeroing after it clears only what the far return already popped. */
+    /* The context's RSP is 0 (the entry sets its own stack): the call and the far return
+       below need one first, or their pushes land at 0xffff_ffff_ffff_fff8, outside the
+       identity map. The BSS zeroing after it clears only what they already popped. */
     lea {stacks}(%rip), %rsp
     add ${stack_size}, %rsp
+    /* Where the loader put us, before anything reads a stored address (boot_gdt_ptr holds
+       the link-time GDT address until then). */
+    call boot_relocate
+    lgdt boot_gdt_ptr(%rip)
+    xor %edi, %edi
     push $0x08
     lea 2f(%rip), %rax
     push %rax
