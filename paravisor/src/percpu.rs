@@ -6,10 +6,10 @@ use boot::MAX_VPS;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hvdef::{HvVpAssistPage, HvVtlEntryReason};
+use spin::Once;
 
 /// Words in an intercept message's payload.
 const PAYLOAD_WORDS: usize = hvdef::HV_MESSAGE_PAYLOAD_SIZE / 8;
-use spin::Once;
 
 #[repr(C, align(4096))]
 struct PerCpu {

@@ -822,7 +822,16 @@ fn live_section(
         if w.append.is_some() {
             check_relayed(&images, &w)?;
         }
-        let sets: Vec<&live::Images> = core::iter::once(&images).chain(before.as_ref()).collect();
+        let mut sets: Vec<&live::Images> = vec![&images];
+        // The other tree's images may not boot under this tree's host (an IGVM file its loader
+        // refuses): then that workload has no "before", and says why.
+        let mut refused_before = None;
+        if let Some(b) = before.as_ref() {
+            match repeat_run(b, &w, 1, false) {
+                Ok(_) => sets.push(b),
+                Err(e) => refused_before = Some(format!("{e:#}")),
+            }
+        }
         let mut counted = vec![Vec::new(); sets.len()];
         let mut wall = vec![Vec::new(); sets.len()];
         for _ in 0..LIVE_RUNS {
@@ -856,7 +865,9 @@ fn live_section(
             w.name, figures[0].0, figures[0].1
         )?;
         if figures.len() > 1 {
-            compared.push((w.name, figures));
+            compared.push((w.name, Ok(figures)));
+        } else if let Some(why) = refused_before {
+            compared.push((w.name, Err(why)));
         }
     }
     if !compared.is_empty() {
@@ -867,11 +878,14 @@ fn live_section(
              | workload | before: counter / wall | after: counter / wall |\n|---|---|---|"
         )?;
         for (name, f) in compared {
-            writeln!(
-                out,
-                "| {name} | {} / {:.0} /s | {} / {:.0} /s |",
-                f[1].0, f[1].1, f[0].0, f[0].1
-            )?;
+            match f {
+                Ok(f) => writeln!(
+                    out,
+                    "| {name} | {} / {:.0} /s | {} / {:.0} /s |",
+                    f[1].0, f[1].1, f[0].0, f[0].1
+                )?,
+                Err(why) => writeln!(out, "| {name} | not measured: {why} | — |")?,
+            }
         }
     }
     writeln!(
