@@ -35,7 +35,7 @@ pub use heap::VP_LIMIT;
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 /// Each AP's stack, on the heap. Measured high-water marks and the margin:
 /// docs/ARCHITECTURE.md, "Memory".
-pub const AP_STACK_SIZE: usize = 16 * 1024;
+pub const AP_STACK_SIZE: usize = 12 * 1024;
 /// Most RAM ranges kept from the loader's memory map.
 pub const RAM_RANGES_MAX: usize = 16;
 

@@ -283,6 +283,11 @@ pub mod reg {
         PAT = 0x0008_0004,
         /// The hypercall page register (`HvX64RegisterHypercall`).
         HYPERCALL = 0x0009_0001,
+        /// The VTL register page (NON-TLFS; OpenVMM `HvX64RegisterName::RegisterPage`, Linux
+        /// `HV_X64_REGISTER_REG_PAGE`): an overlay-page value ([`HvPageRegister`](crate::HvPageRegister)
+        /// layout: bit 0 enable, bits 63:12 the GPA page number), set by VTL2 on itself. See
+        /// [`HvX64RegisterPage`](super::HvX64RegisterPage).
+        REGISTER_PAGE = 0x0009_001C,
     });
 }
 
@@ -459,6 +464,80 @@ pub struct HvX64HypercallInterceptMessage {
     pub flags: HvHypercallInterceptFlags,
     pub reserved: [u32; 3],
 }
+
+/// Which parts of an [`HvX64RegisterPage`] VTL2 changed, for the hypervisor to load into the
+/// intercepted VTL at the next VtlReturn (NON-TLFS; OpenVMM `HvX64RegisterPageDirtyFlags`).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvX64RegisterPageDirtyFlags {
+    /// `gp_registers` (of which only RSP is private to the VTL; see the model's fact sheet).
+    pub general_purpose: bool,
+    /// `rip`.
+    pub instruction_pointer: bool,
+    /// `xmm`.
+    pub xmm: bool,
+    /// `segment` (ES, CS, SS, DS, FS, GS).
+    pub segments: bool,
+    /// `rflags`.
+    pub flags: bool,
+    #[bits(27)]
+    __: u32,
+}
+
+/// The x64 VTL register page (NON-TLFS; OpenVMM `vm/hv1/hvdef` `HvX64RegisterPage`): while VTL2
+/// handles an intercept (`is_valid` set), the intercepted VTL's registers; what VTL2 writes and
+/// marks in `dirty` the hypervisor loads into that VTL at VtlReturn. The control registers are
+/// read-only through it ("cannot be set via this interface").
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HvX64RegisterPage {
+    pub version: u16,
+    /// Non-zero while the contents describe the intercepted VTL (VTL2 handling an intercept).
+    pub is_valid: u8,
+    /// The VTL whose registers these are.
+    pub vtl: u8,
+    pub dirty: HvX64RegisterPageDirtyFlags,
+    /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8-R15 (the x86-64 encoding order).
+    pub gp_registers: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub reserved: u64,
+    /// XMM0-XMM5 as (low, high) quadwords (OpenVMM: `[u128; 6]`, at a 16-aligned offset).
+    pub xmm: [[u64; 2]; 6],
+    /// ES, CS, SS, DS, FS, GS.
+    pub segment: [HvX64SegmentRegister; 6],
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cr8: u64,
+    pub efer: u64,
+    pub dr7: u64,
+    pub pending_interruption: u64,
+    pub interrupt_state: u64,
+    pub instruction_emulation_hints: u64,
+    pub reserved_end: [u8; 3672],
+}
+
+impl HvX64RegisterPage {
+    /// `gp_registers` index of RSP.
+    pub const RSP: usize = 4;
+}
+
+const _: () = {
+    assert!(size_of::<HvX64RegisterPage>() == 4096);
+    assert!(offset_of!(HvX64RegisterPage, is_valid) == 2);
+    assert!(offset_of!(HvX64RegisterPage, vtl) == 3);
+    assert!(offset_of!(HvX64RegisterPage, dirty) == 4);
+    assert!(offset_of!(HvX64RegisterPage, gp_registers) == 8);
+    assert!(offset_of!(HvX64RegisterPage, rip) == 136);
+    assert!(offset_of!(HvX64RegisterPage, rflags) == 144);
+    assert!(offset_of!(HvX64RegisterPage, xmm) == 160);
+    assert!(offset_of!(HvX64RegisterPage, segment) == 256);
+    assert!(offset_of!(HvX64RegisterPage, cr0) == 352);
+    assert!(offset_of!(HvX64RegisterPage, dr7) == 392);
+    assert!(offset_of!(HvX64RegisterPage, instruction_emulation_hints) == 416);
+    assert!(offset_of!(HvX64RegisterPage, reserved_end) == 424);
+};
 
 const _: () = {
     assert!(size_of::<HvX64SegmentRegister>() == 16);

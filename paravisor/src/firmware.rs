@@ -307,6 +307,7 @@ fn start_proxy(
         xmm_fast_input: arch::xmm_fast_input(),
         relay: options.relay,
         privileges,
+        register_page: options.register_page && arch::HAS_REGISTER_PAGE,
     });
 }
 

@@ -22,14 +22,25 @@ pub struct Options {
     /// `pv.relay=VTL0:HOST,...` and `pv.devices=ID,...`: what the proxy relays to the host
     /// (see `proxy::relay`). Empty by default.
     pub relay: RelayTable,
+    /// `pv.regpage=off`: never map the x64 VTL register page, move VTL0's IP by
+    /// SetVpRegisters as on a host without it (default `on`: used where the host offers it).
+    pub register_page: bool,
 }
 
 /// Every `pv.*` key the paravisor reads; any other `pv.*` word is refused (a misspelt option
 /// would otherwise be silently ignored). Words without the `pv.` prefix are the loader's.
-pub const KEYS: [&str; 5] = ["pv.log", "pv.relay", "pv.devices", "pv.test", "pv.bench"];
+pub const KEYS: [&str; 6] = [
+    "pv.log",
+    "pv.relay",
+    "pv.devices",
+    "pv.test",
+    "pv.bench",
+    "pv.regpage",
+];
 
 /// What [`BadOption::expected`] says of a `pv.*` key that is not in [`KEYS`].
-pub const UNKNOWN_KEY: &str = "one of the options pv.log, pv.relay, pv.devices, pv.test, pv.bench";
+pub const UNKNOWN_KEY: &str =
+    "one of the options pv.log, pv.relay, pv.devices, pv.test, pv.bench, pv.regpage";
 
 /// An option the paravisor does not understand (an unknown `pv.*` key, or a value it cannot
 /// parse): refused, never guessed.
@@ -94,6 +105,17 @@ impl Options {
                 expected: "off, error, warn, info, debug or trace",
             })?,
         };
+        let register_page = match cmdline::get(line, "pv.regpage") {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(value) => {
+                return Err(BadOption {
+                    key: "pv.regpage",
+                    value,
+                    expected: "on or off",
+                })
+            }
+        };
         let relay_error = |key, value, e: RelayError| BadOption {
             key,
             value,
@@ -120,6 +142,7 @@ impl Options {
             bench_hypercalls,
             log_level,
             relay,
+            register_page,
         })
     }
 }
@@ -136,6 +159,13 @@ mod tests {
         let o = Options::parse("").unwrap();
         assert_eq!(o.test_failure, None);
         assert_eq!(o.log_level, log::LevelFilter::Info);
+        assert!(o.register_page);
+        assert!(!Options::parse("pv.regpage=off").unwrap().register_page);
+        assert!(Options::parse("pv.regpage=on").unwrap().register_page);
+        assert_eq!(
+            Options::parse("pv.regpage=no").unwrap_err().key,
+            "pv.regpage"
+        );
         let e = Options::parse("pv.test=explode").unwrap_err();
         assert_eq!((e.key, e.value), ("pv.test", "explode"));
         assert_eq!(Options::parse("pv.log=loud").unwrap_err().key, "pv.log");
@@ -168,7 +198,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown option pv.logs: expected one of the options pv.log, pv.relay, pv.devices, \
-             pv.test, pv.bench"
+             pv.test, pv.bench, pv.regpage"
         );
         assert_eq!(Options::parse("pv.verbose").unwrap_err().key, "pv.verbose");
         assert!(Options::parse("console=ttyS0 quiet pvx.log=1").is_ok());

@@ -6,8 +6,11 @@ use crate::hypercall::{Hypercall, NestedTable, Page};
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hvdef::{HvMessage, HvVpAssistPage, HvVtlEntryReason};
+use hvdef::{HvVpAssistPage, HvVtlEntryReason};
 use spin::Once;
+
+/// Words in an intercept message's payload.
+const PAYLOAD_WORDS: usize = hvdef::HV_MESSAGE_PAYLOAD_SIZE / 8;
 
 #[repr(C, align(4096))]
 struct PerCpu {
@@ -16,6 +19,10 @@ struct PerCpu {
     /// Handed to the hypervisor as this VP's VP assist page; only read through volatile
     /// copies, because the hypervisor writes it.
     assist: UnsafeCell<Page>,
+    /// x64: the frame the hypervisor overlays with this VP's VTL register page once the VP maps
+    /// it (`arch::RegisterPage`); only accessed through volatile field accesses.
+    #[cfg(target_arch = "x86_64")]
+    register_page: UnsafeCell<Page>,
 }
 
 // SAFETY: a VP only touches its own PerCpu (found through its own per-CPU register), and the
@@ -121,6 +128,12 @@ pub fn assist_page_gpa() -> u64 {
     current().assist.get() as u64
 }
 
+/// This VP's register page frame (x64), identity-mapped: its address is its GPA.
+#[cfg(target_arch = "x86_64")]
+pub fn register_page_frame() -> *mut Page {
+    current().register_page.get()
+}
+
 /// This VP's VP assist page. The hypervisor writes it behind our back, so it is only ever
 /// accessed through volatile copies of whole fields, never through references.
 pub struct AssistPage(*mut HvVpAssistPage);
@@ -132,10 +145,27 @@ impl AssistPage {
         unsafe { core::ptr::read_volatile(&raw const (*self.0).vtl_control.entry_reason) }
     }
 
-    /// A copy of the intercept message the hypervisor left (entry reason INTERCEPT).
-    pub fn intercept_message(&self) -> HvMessage {
-        // SAFETY: as above; a volatile copy of the 256-byte message.
-        unsafe { core::ptr::read_volatile(&raw const (*self.0).intercept_message) }
+    /// The type of the intercept message the hypervisor left (entry reason INTERCEPT).
+    pub fn message_type(&self) -> hvdef::HvMessageType {
+        // SAFETY: as above; a volatile copy of a u32.
+        unsafe {
+            core::ptr::read_volatile(&raw const (*self.0).intercept_message.header.message_type)
+        }
+    }
+
+    /// Copies payload words `first..first + out.len()` of the intercept message into `out`: one
+    /// volatile load per word, and only the words a decoder needs (the message is 30 words).
+    /// Words past the payload are left as they are.
+    pub fn read_payload(&self, first: usize, out: &mut [u64]) {
+        // SAFETY: as above; each load is a volatile read of one whole payload word.
+        let payload = unsafe { &raw const (*self.0).intercept_message.payload };
+        for (i, word) in out.iter_mut().enumerate() {
+            let Some(at) = first.checked_add(i).filter(|&at| at < PAYLOAD_WORDS) else {
+                return;
+            };
+            // SAFETY: `at` is inside the payload array.
+            *word = unsafe { core::ptr::read_volatile(payload.cast::<u64>().add(at)) };
+        }
     }
 
     /// What VTL0's RAX/RCX become on the next non-fast VTL return (x64 only: arm64's X

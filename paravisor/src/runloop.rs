@@ -8,10 +8,11 @@ use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, 
 use crate::{arch, percpu};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hvdef::{
-    Control, HvMessage, HvMessageType, HvRegisterAssoc, HvRegisterName, HvRegisterValue, HvStatus,
-    HvVtlEntryReason, HypercallOutput,
+    Control, HvMessageType, HvRegisterName, HvRegisterValue, HvStatus, HvVtlEntryReason,
+    HypercallOutput,
 };
 use spin::Once;
+use zerocopy::FromBytes;
 
 /// What every VP's loop needs to know, fixed by the boot VP before any VP enters its loop.
 pub struct Config {
@@ -22,6 +23,9 @@ pub struct Config {
     pub relay: RelayTable,
     /// The partition's privileges: VTL0's, which the paravisor lends no more of.
     pub privileges: hvdef::HvPartitionPrivilegeMask,
+    /// Map this VP's VTL register page (x64, not `pv.regpage=off`) and move VTL0's IP through
+    /// it where the host offers one.
+    pub register_page: bool,
 }
 
 static CONFIG: Once<Config> = Once::new();
@@ -84,10 +88,14 @@ pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
     if boot::cpu::index() == 0 {
         report_stack(log::Level::Info);
     }
+    let page = config.register_page.then(map_register_page).flatten();
+    let vtl0 = Vtl0Ip(page.as_ref());
+    // VTL0 calls on this VP that reached VTL2 and were not relayed (see `execute`).
+    let mut unexpected = 0u64;
     loop {
         arch::vtl_return(&assist, &mut regs);
         match assist.entry_reason() {
-            HvVtlEntryReason::INTERCEPT => serve(config, &assist.intercept_message(), &mut regs),
+            HvVtlEntryReason::INTERCEPT => serve(config, &assist, &mut regs, vtl0, &mut unexpected),
             // A VTL0 VtlCall enters VTL2 without a message (TLFS: the next higher VTL); there is
             // no service behind it, so it returns at once with VTL0's registers as they were,
             // after reporting this VP's stack depth if it is a new deepest (`report_stack`).
@@ -141,19 +149,57 @@ fn vtl0_entry_registers() -> arch::Vtl0Registers {
     arch::Vtl0Registers::from_values(&values)
 }
 
-fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
-    match message.header.message_type {
+/// Maps this VP's register page, once, before its first return to VTL0. A host without one
+/// (`arch::RegisterPage::map`) leaves the IP advance to SetVpRegisters; a line on VP 0 says
+/// which it is.
+fn map_register_page() -> Option<arch::RegisterPage> {
+    let vp = boot::cpu::index();
+    match arch::RegisterPage::map() {
+        Ok(page) => {
+            if vp == 0 {
+                log::info!(
+                    "VTL register page mapped at {:#x}: VTL0's IP moves without a hypercall",
+                    page.gpa()
+                );
+            }
+            Some(page)
+        }
+        Err(e) => {
+            if vp == 0 {
+                log::info!(
+                    "the host offers no VTL register page ({e}): VTL0's IP moves by \
+                     SetVpRegisters"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Where VTL0's IP advance goes: through this VP's register page if it has one and the page
+/// holds VTL0's state, else SetVpRegisters.
+#[derive(Clone, Copy)]
+struct Vtl0Ip<'a>(Option<&'a arch::RegisterPage>);
+
+fn serve(
+    config: &Config,
+    assist: &percpu::AssistPage,
+    regs: &mut arch::Vtl0Registers,
+    vtl0: Vtl0Ip<'_>,
+    unexpected: &mut u64,
+) {
+    match assist.message_type() {
         HvMessageType::HYPERCALL_INTERCEPT => {}
         HvMessageType::GPA_INTERCEPT | HvMessageType::UNMAPPED_GPA => {
-            return refuse_memory_access(&arch::decode_memory_intercept(message));
+            return refuse_memory_access(&arch::decode_memory_intercept(assist));
         }
         other => {
             log::warn!("ignoring intercept message {other:?}");
             return;
         }
     }
-    let (ip, len, completion) = match arch::decode_intercept(message, config.xmm_fast_input) {
-        Decoded::Hypercall(req) => match execute(config, &req) {
+    let (ip, len, completion) = match arch::decode_intercept(assist, config.xmm_fast_input) {
+        Decoded::Hypercall(req) => match execute(config, &req, unexpected) {
             Outcome::Complete(completion) => (req.ip, req.instruction_len, completion),
             Outcome::Fault => return raise_undefined_instruction(),
         },
@@ -179,7 +225,7 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
     if completion.advance {
         // Wrapping: VTL0 may sit at the top of the address space; the hypervisor decides what
         // an IP past it means, the paravisor must not fault (debug) or guess.
-        advance_vtl0_ip(ip.wrapping_add(u64::from(len)));
+        advance_vtl0_ip(vtl0, ip.wrapping_add(u64::from(len)));
     }
 }
 
@@ -191,8 +237,7 @@ fn serve(config: &Config, message: &HvMessage, regs: &mut arch::Vtl0Registers) {
 /// halts for good with interrupts masked. Nothing shared is held (its pages are its own), so
 /// the other VPs go on serving.
 fn set_vtl0_register(name: HvRegisterName, value: HvRegisterValue, what: &str) {
-    let assoc = HvRegisterAssoc::new(name, value);
-    let refused = percpu::hypercall().set_vp_registers(VTL0, &[assoc]).err();
+    let refused = percpu::hypercall().set_vp_register(VTL0, name, value).err();
     if let Some(e) = refused {
         let vp = boot::cpu::index();
         log::error!(
@@ -206,7 +251,10 @@ fn set_vtl0_register(name: HvRegisterName, value: HvRegisterValue, what: &str) {
 }
 
 /// Moves VTL0's instruction pointer past the intercepted instruction.
-fn advance_vtl0_ip(ip: u64) {
+fn advance_vtl0_ip(vtl0: Vtl0Ip<'_>, ip: u64) {
+    if vtl0.0.is_some_and(|page| page.set_vtl0_rip(ip)) {
+        return;
+    }
     set_vtl0_register(
         arch::IP_REGISTER,
         HvRegisterValue::from(ip),
@@ -270,7 +318,7 @@ fn refuse_memory_access(access: &proxy::MemoryAccess) {
             access.kind(),
             access.gpa,
             arch::MEMORY_FAULT_NAME,
-            Refusals(n)
+            Bounded("refusal", n)
         );
     }
     set_vtl0_register(
@@ -285,35 +333,42 @@ fn refuse_memory_access(access: &proxy::MemoryAccess) {
 const MEMORY_LINES_PER_VP: u64 = 64;
 const MEMORY_LINE_INTERVAL: u64 = 65536;
 
-/// The tail of a refusal line: nothing for the first ones, then what the bound means.
-struct Refusals(u64);
+/// The tail of a bounded line: nothing for the first ones, then what the bound means.
+struct Bounded(&'static str, u64);
 
-impl core::fmt::Display for Refusals {
+impl core::fmt::Display for Bounded {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
+        let what = self.0;
+        match self.1 {
             n if n < MEMORY_LINES_PER_VP => Ok(()),
             MEMORY_LINES_PER_VP => write!(
                 f,
-                " (refusal {MEMORY_LINES_PER_VP} on this VP: from now on one line in \
+                " ({what} {MEMORY_LINES_PER_VP} on this VP: from now on one line in \
                  {MEMORY_LINE_INTERVAL})"
             ),
-            n => write!(f, " (refusal {n} on this VP)"),
+            n => write!(f, " ({what} {n} on this VP)"),
         }
     }
 }
 
-fn execute(config: &Config, req: &Request) -> Outcome {
+/// Carries out a classified call. Hyper-V reflects only the relayed codes (proxy::policy), so
+/// anything else reaching VTL2 is worth a line; VTL0 chooses how often, so the lines are
+/// bounded as for memory refusals: the first [`MEMORY_LINES_PER_VP`] such calls on a VP
+/// (`unexpected` counts them) each get one, then one every [`MEMORY_LINE_INTERVAL`].
+fn execute(config: &Config, req: &Request, unexpected: &mut u64) -> Outcome {
     let code = req.control.code();
     let action = proxy::policy::classify(req, &config.vtl0, config.privileges);
-    match action {
-        Action::Relay { .. } => {}
-        // Hyper-V reflects only the relayed codes (proxy::policy); anything else reaching VTL2
-        // is worth a line.
-        _ => log::warn!(
-            "VTL0 hypercall {:#06x} ({code:?}) on VP {} reached VTL2: {action:?}",
-            code.0,
-            boot::cpu::index()
-        ),
+    if !matches!(action, Action::Relay { .. }) {
+        *unexpected += 1;
+        let n = *unexpected;
+        if n <= MEMORY_LINES_PER_VP || n.is_multiple_of(MEMORY_LINE_INTERVAL) {
+            log::warn!(
+                "VTL0 hypercall {:#06x} ({code:?}) on VP {} reached VTL2: {action:?}{}",
+                code.0,
+                boot::cpu::index(),
+                Bounded("unexpected call", n)
+            );
+        }
     }
     match action {
         Action::Refuse(status) => Completion::status(status).into(),
@@ -360,6 +415,14 @@ fn relay(
             None => return Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
         }
     } else {
+        // A connection the relay does not map is refused from one volatile read of its id,
+        // before anything is copied: VTL0 changing it concurrently changes only whether its own
+        // call is refused. A mapped one is checked again on the copy that is sent.
+        if !req.control.fast() {
+            if let Some(status) = unmapped_connection(config, code, req.input_gpa, input_len) {
+                return Completion::status(status);
+            }
+        }
         // `classify` already cleared the fast bit of a call relayed memory-based.
         let sent = percpu::hypercall().relay(control, |page| {
             let input = &mut page[..input_len];
@@ -379,6 +442,31 @@ fn relay(
         }
     };
     completion_of(req, out)
+}
+
+/// INVALID_CONNECTION_ID for a memory-based PostMessage / SignalEvent whose connection id (at
+/// input offset 0, inside VTL0's memory: `classify` validated the list) the relay does not map.
+fn unmapped_connection(
+    config: &Config,
+    code: hvdef::HypercallCode,
+    gpa: u64,
+    input_len: usize,
+) -> Option<HvStatus> {
+    use hvdef::HypercallCode as C;
+    if !matches!(code, C::POST_MESSAGE | C::SIGNAL_EVENT) || input_len < 4 || !gpa.is_multiple_of(4)
+    {
+        return None;
+    }
+    if !config.vtl0.contains(gpa, 4) {
+        return Some(HvStatus::ACCESS_DENIED);
+    }
+    // SAFETY: inside VTL0's RAM as in read_vtl0; an aligned u32.
+    let id = unsafe { core::ptr::read_volatile(gpa as *const u32) };
+    config
+        .relay
+        .host_connection(id)
+        .is_none()
+        .then_some(HvStatus::INVALID_CONNECTION_ID)
 }
 
 fn completion_of(req: &Request, out: HypercallOutput) -> Completion {
@@ -403,28 +491,64 @@ fn completion_of(req: &Request, out: HypercallOutput) -> Completion {
 }
 
 /// Reads VTL0 memory the classifier already placed inside `vtl0`; checked again here, because
-/// this is the only place the paravisor touches memory on VTL0's behalf.
+/// this is the only place the paravisor touches memory on VTL0's behalf. A word at a time where
+/// both sides are 8-byte aligned (every memory-based list is, `validate`, and the paravisor's
+/// pages are), bytes otherwise.
 fn read_vtl0(vtl0: &Vtl0Memory, gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus> {
     if !vtl0.contains(gpa, buf.len() as u64) {
         return Err(HvStatus::ACCESS_DENIED);
     }
+    let words = if gpa.is_multiple_of(8) {
+        buf.len() / 8
+    } else {
+        0
+    };
+    let (head, tail) = buf.split_at_mut(words * 8);
+    match <[u64]>::mut_from_bytes(head) {
+        Ok(head) => {
+            let src = gpa as *const u64;
+            for (i, word) in head.iter_mut().enumerate() {
+                // SAFETY: inside VTL0's RAM, which `vtl0` holds only where boot's tables
+                // identity-map it as Normal memory (`boot::paging::MappedRam::mapped`), never
+                // the paravisor's; an aligned word. VTL0 may change it concurrently, so it is
+                // copied volatile and validated only after the copy.
+                *word = unsafe { core::ptr::read_volatile(src.add(i)) };
+            }
+        }
+        Err(_) => return read_bytes(gpa, buf),
+    }
+    read_bytes(gpa + (words * 8) as u64, tail)
+}
+
+/// [`read_vtl0`]'s byte copy, for what is not word-aligned.
+fn read_bytes(gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus> {
     for (i, b) in buf.iter_mut().enumerate() {
-        // SAFETY: inside VTL0's RAM, which `vtl0` holds only where boot's tables identity-map
-        // it as Normal memory (`boot::paging::MappedRam::mapped`), never the paravisor's; VTL0
-        // may change it concurrently, so bytes are copied volatile and validated only after the
-        // copy.
+        // SAFETY: as in read_vtl0 (checked there), one byte.
         *b = unsafe { core::ptr::read_volatile((gpa + i as u64) as *const u8) };
     }
     Ok(())
 }
 
+/// Writes VTL0 memory, checked as in [`read_vtl0`] and copied the same way.
 fn write_vtl0(vtl0: &Vtl0Memory, gpa: u64, data: &[u8]) -> Result<(), HvStatus> {
     if !vtl0.contains(gpa, data.len() as u64) {
         return Err(HvStatus::ACCESS_DENIED);
     }
-    for (i, b) in data.iter().enumerate() {
+    let words = if gpa.is_multiple_of(8) {
+        data.len() / 8
+    } else {
+        0
+    };
+    let (head, tail) = data.split_at(words * 8);
+    for (i, chunk) in head.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
         // SAFETY: as in read_vtl0.
-        unsafe { core::ptr::write_volatile((gpa + i as u64) as *mut u8, *b) };
+        unsafe { core::ptr::write_volatile((gpa + 8 * i as u64) as *mut u64, word) };
+    }
+    let rest = gpa + head.len() as u64;
+    for (i, b) in tail.iter().enumerate() {
+        // SAFETY: as in read_vtl0.
+        unsafe { core::ptr::write_volatile((rest + i as u64) as *mut u8, *b) };
     }
     Ok(())
 }

@@ -100,6 +100,9 @@ enum Handling {
     Forwarded,
     Local,
     Refused,
+    /// VTL0 takes a fault: its pending event is a register the register page does not carry,
+    /// so one SetVpRegisters at least.
+    Faulted,
 }
 
 struct Category {
@@ -207,7 +210,7 @@ fn categories(arch: Arch) -> Vec<Category> {
         Category {
             name: "faulted, VTL2 memory",
             call_name: "a VTL0 store into the paravisor's code (GPA intercept)",
-            handling: Handling::Refused,
+            handling: Handling::Faulted,
             status: None,
             entry: Entry::Write { gpa: l.vtl2 + 0x40 },
         },
@@ -253,9 +256,22 @@ impl CallCost {
 
 /// Host calls the interface needs at least: (with the VTL0 register page, TLFS-only).
 fn minimum_host_calls(handling: Handling) -> (u32, u32) {
+    if handling == Handling::Faulted {
+        // The pending event, by SetVpRegisters either way.
+        return (1, 1);
+    }
     let forward = u32::from(handling == Handling::Forwarded);
     // TLFS-only, the IP advance is a SetVpRegisters(target VTL0).
     (forward, forward + 1)
+}
+
+/// Unexpected calls (code 0x77, refused) each run makes before the categories: the paravisor
+/// prints a line for the first 64 such calls on a VP, then one in 65,536, so the categories
+/// after them are measured as a VTL0 that makes them all the time pays for them.
+const WARMUP: usize = 64;
+
+fn warmup_entry() -> Entry {
+    hypercall(e2e::code(HypercallCode(0x0077)), vec![], 0)
 }
 
 /// The trace of a live run cut per intercept on `vp`: from the intercept (VTL0's exit the
@@ -324,10 +340,9 @@ fn live_proxy_run(
     arch: Arch,
     cats: &[Category],
     order: &[usize],
-) -> Result<(Vec<CallCost>, Duration)> {
-    let table = order
-        .iter()
-        .fold(vtl0::Table::new(), |t, &i| cats[i].entry.add_to(t));
+) -> Result<(Vec<CallCost>, u64, Duration)> {
+    let warmup = (0..WARMUP).fold(vtl0::Table::new(), |t, _| warmup_entry().add_to(t));
+    let table = order.iter().fold(warmup, |t, &i| cats[i].entry.add_to(t));
     let (run, results) = images.run_table_counted(
         &table,
         e2e::RELAY,
@@ -335,7 +350,16 @@ fn live_proxy_run(
         Duration::from_secs(120),
     )?;
     let records = results.records().map_err(anyhow::Error::msg)?;
-    for (record, &i) in records.iter().zip(order) {
+    let refused = u64::from(HvStatus::INVALID_HYPERCALL_CODE.0);
+    for record in records.iter().take(WARMUP) {
+        if !matches!(record, vtl0::Record::Hypercall {
+            outcome: vtl0::CallOutcome::Done { result, .. }, ..
+        } if *result == refused)
+        {
+            bail!("{} warm-up: VTL0 recorded {record:?}", arch.name());
+        }
+    }
+    for (record, &i) in records.iter().skip(WARMUP).zip(order) {
         let cat = &cats[i];
         let seen = match (record, cat.status) {
             (
@@ -368,17 +392,22 @@ fn live_proxy_run(
         }
     }
     let windows = live_windows(&run.events, 0);
-    if windows.len() != order.len() || run.vtl2_work.len() != order.len() {
+    let calls = WARMUP + order.len();
+    if windows.len() != calls || run.vtl2_work.len() != calls {
         bail!(
-            "{}: {} calls, {} trace windows, {} VTL2 counts",
+            "{}: {calls} calls, {} trace windows, {} VTL2 counts",
             arch.name(),
-            order.len(),
             windows.len(),
             run.vtl2_work.len()
         );
     }
+    let first_warmup = run.vtl2_work[0].1;
     let mut costs: Vec<Option<CallCost>> = vec![None; cats.len()];
-    for ((mut window, &(_, instructions)), &i) in windows.into_iter().zip(&run.vtl2_work).zip(order)
+    for ((mut window, &(_, instructions)), &i) in windows
+        .into_iter()
+        .zip(&run.vtl2_work)
+        .skip(WARMUP)
+        .zip(order)
     {
         window.instructions = instructions;
         window.traps = u64::from(window.host_calls() + window.other_exits + window.exits);
@@ -388,7 +417,7 @@ fn live_proxy_run(
         .into_iter()
         .map(|c| c.context("a category was not measured"))
         .collect::<Result<Vec<_>>>()?;
-    Ok((costs, run.run.elapsed))
+    Ok((costs, first_warmup, run.run.elapsed))
 }
 
 /// The stack high-water marks after every category's call, made by the VTL0 test kernel on
@@ -429,20 +458,25 @@ fn stack_marks(images: &live::Images, arch: Arch) -> Result<BTreeMap<&'static st
     Ok(marks)
 }
 
-/// The per-call figures: each category's call made by the VTL0 test kernel, VTL2's instructions
-/// counted by the in-VM host.
-fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) -> Result<()> {
-    let cats = categories(arch);
+/// One image set's per-call figures: `PROXY_RUNS` identical runs (which must agree) and one in
+/// reverse order; (costs, the first warm-up call's instructions, reversed costs, wall time).
+fn measure_per_call(
+    images: &live::Images,
+    arch: Arch,
+    cats: &[Category],
+) -> Result<(Vec<CallCost>, u64, Vec<CallCost>, Duration)> {
     let forward: Vec<usize> = (0..cats.len()).collect();
     let mut runs = Vec::new();
     let mut wall = Duration::ZERO;
+    let mut first = 0;
     for _ in 0..PROXY_RUNS {
-        let (costs, elapsed) = live_proxy_run(images, arch, &cats, &forward)?;
+        let (costs, warm, elapsed) = live_proxy_run(images, arch, cats, &forward)?;
         runs.push(costs);
+        first = warm;
         wall += elapsed;
     }
     let reversed: Vec<usize> = forward.iter().rev().copied().collect();
-    let (reversed_costs, elapsed) = live_proxy_run(images, arch, &cats, &reversed)?;
+    let (reversed_costs, _, elapsed) = live_proxy_run(images, arch, cats, &reversed)?;
     wall += elapsed;
     let costs = runs[0].clone();
     if !runs.iter().all(|r| *r == costs) {
@@ -450,10 +484,25 @@ fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) ->
             eprintln!("{} run {i}: {:?}", arch.name(), r);
         }
         bail!(
-            "{}: per-call counts differ between identical in-VM runs",
-            arch.name()
+            "{}: per-call counts differ between identical in-VM runs ({})",
+            arch.name(),
+            images.elf.display()
         );
     }
+    Ok((costs, first, reversed_costs, wall))
+}
+
+/// The per-call figures: each category's call made by the VTL0 test kernel, VTL2's instructions
+/// counted by the in-VM host; with `before`, the same for another tree's images in the same
+/// run, side by side.
+fn live_per_call_section(
+    out: &mut String,
+    images: &live::Images,
+    before: Option<&live::Images>,
+    arch: Arch,
+) -> Result<()> {
+    let cats = categories(arch);
+    let (costs, first_warmup, reversed_costs, mut wall) = measure_per_call(images, arch, &cats)?;
     writeln!(
         out,
         "### Per proxied VTL0 call ({}, 1 VP, default scenario; in-VM host, the VTL0 test kernel)\n",
@@ -478,6 +527,13 @@ fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) ->
     )?;
     writeln!(
         out,
+        "- each run first makes {WARMUP} calls of code 0x77 (refused): the paravisor prints a \
+         line for the first {WARMUP} unexpected calls on a VP, then one in 65,536, so the \
+         answered and refused rows are what a VTL0 making them all the time pays; the first \
+         of those calls, line included, cost {first_warmup} VTL2 instructions"
+    )?;
+    writeln!(
+        out,
         "- VTL2 instructions: counted by the in-VM host under `-icount shift=0` from the \
          intercept's delivery to VTL2's VtlReturn (arm64: the PMU cycle counter, EL1 only; \
          x86: the TSC around each VMRUN of VTL2, the host's own instructions in that window \
@@ -485,10 +541,51 @@ fn live_per_call_section(out: &mut String, images: &live::Images, arch: Arch) ->
          in parentheses VTL2's exits to the host in that span (its hypercalls, the VtlReturn \
          included, and MSR/CPUID/SMCCC accesses)"
     )?;
+    if let Some(before) = before {
+        let (old, old_first, _, old_wall) = measure_per_call(before, arch, &cats)?;
+        wall += old_wall;
+        writeln!(
+            out,
+            "\n#### Before and after, measured in this run ({})\n\n\
+             Before: the paravisor and VTL0 kernel ELFs in `{}`, under this tree's in-VM host \
+             (the same model, which offers the x86 register page; a paravisor that does not \
+             map it moves the IP by SetVpRegisters).\n\n\
+             | category | host calls before / after (VtlReturn aside) | VTL2 instructions before / after |\n\
+             |---|---|---|",
+            arch.name(),
+            before.elf.parent().map_or_else(String::new, |d| d.display().to_string())
+        )?;
+        for ((cat, b), a) in cats.iter().zip(&old).zip(&costs) {
+            let list = |c: &CallCost| {
+                let l: Vec<String> = c.host.iter().map(|(n, k)| format!("{n} {k}")).collect();
+                if l.is_empty() {
+                    "none".to_string()
+                } else {
+                    l.join(", ")
+                }
+            };
+            writeln!(
+                out,
+                "| {} | {} ({}) / {} ({}) | {} / {} |",
+                cat.name,
+                b.host_calls(),
+                list(b),
+                a.host_calls(),
+                list(a),
+                b.instructions,
+                a.instructions
+            )?;
+        }
+        writeln!(
+            out,
+            "| first unexpected call on a VP (code 0x77, its line included) | — | {old_first} / \
+             {first_warmup} |\n"
+        )?;
+    }
     writeln!(
         out,
         "- cost of counting: {} runs in {:.1} s of QEMU wall time\n",
-        PROXY_RUNS + 1,
+        (PROXY_RUNS + 1) * (1 + usize::from(before.is_some())),
         wall.as_secs_f64()
     )?;
     Ok(())
@@ -570,21 +667,23 @@ const LOWER_BOUND: &str = "\
   issue unless the host times out). Answering locally or refusing needs none.
 - Completing the call: the result goes to VTL0 for free (x64: the VP assist page's
   `vtl_control.return_rax`/`return_rcx`, applied by the VtlReturn; arm64: X0-X17 are shared
-  between the VTLs). Moving VTL0's IP past the instruction is what costs: VTL0's RIP/PC is
-  private, so this paravisor issues a `SetVpRegisters` (target VTL0) per completed call — one
-  host hypercall over the minimum in every category.
+  between the VTLs). Moving VTL0's IP past the instruction: VTL0's RIP/PC is private, so
+  TLFS-only it is a `SetVpRegisters` (target VTL0) per completed call. The hypervisor's VTL
+  register page (NON-TLFS; fact sheet in `tests/hvmodel/src/regpage.rs`) removes it on x86:
+  VTL2 writes VTL0's RIP there with a dirty bit the VtlReturn applies. This paravisor uses it
+  where the host offers it (the in-VM host's model does, by default); arm64 has none (Linux's
+  `mshv_vtl` maps it on x86_64 only), so there every completed call costs that one call.
 - VTL-return actions (`HvRegisterVsmCapabilities.return_action_available`, the assist page's
   `vtl_return_actions`) do not remove it: the only action defined (OpenVMM's
   `HvVpAssistPageActionSignalEvent`) is a SignalEvent performed on the return, which cannot set a
-  register (and a forwarded SignalEvent cannot ride on it either: VTL0 needs its status). What
-  removes it is the hypervisor's VTL register page (non-TLFS; OpenVMM's `reg_page`, on both
-  arches), through which VTL2 writes VTL0's RIP/PC with a dirty bit the VtlReturn applies.
-  Neither this paravisor nor the mock uses it.
+  register (and a forwarded SignalEvent cannot ride on it either: VTL0 needs its status).
+- A fault VTL0 takes (#UD, a memory fault) is its pending event, a register the page does not
+  carry: one SetVpRegisters at least, with or without the page.
 - Hence \"issued / minimum\": the minimum counts the IP advance as free (register page);
   TLFS-only (no register page) it is one host call higher.
 ";
 
-pub fn run(arches: &[Arch]) -> Result<()> {
+pub fn run(arches: &[Arch], before: Option<&Path>, per_call_only: bool) -> Result<()> {
     let started = Instant::now();
     let mut out = String::new();
     writeln!(out, "# Benchmark figures\n")?;
@@ -595,7 +694,7 @@ pub fn run(arches: &[Arch]) -> Result<()> {
     )?;
     for &arch in arches {
         mockhv::qemu::ensure_qemu(arch)?;
-        live_section(&mut out, arch)?;
+        live_section(&mut out, arch, before, per_call_only)?;
     }
     writeln!(out, "{LOWER_BOUND}")?;
     writeln!(
@@ -747,10 +846,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Proxied VTL0 calls per second through the whole stack, and the boot to the proxy loop at
 /// 1, 4 and 16 VPs, under the in-VM host.
-fn live_section(out: &mut String, arch: Arch) -> Result<()> {
+fn live_section(
+    out: &mut String,
+    arch: Arch,
+    before: Option<&Path>,
+    per_call_only: bool,
+) -> Result<()> {
     let name = arch.name();
     crate::progress(format_args!("bench {name}: building the release images"));
     let images = live::build(arch)?;
+    let before = before
+        .map(|dir| live::from_dir(arch, dir, &images.host))
+        .transpose()?;
     writeln!(out, "## {} under the in-VM host\n", arch.name())?;
     if let Some(why) = images.refusal() {
         writeln!(
@@ -760,6 +867,9 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         )?;
         return Ok(());
     }
+    if per_call_only {
+        return live_per_call_section(out, &images, before.as_ref(), arch);
+    }
     writeln!(
         out,
         "Proxied VTL0 calls per second through the whole stack (the VTL0 test kernel's repeat \
@@ -767,6 +877,9 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
          VTL0's own counter over the repeat, and by QEMU's wall time (a {LIVE_CALLS}-call run \
          minus a 1-call run).\n\n| workload | by VTL0's counter | by wall time |\n|---|---|---|"
     )?;
+    // With `before`, the other tree's images run the same workloads, interleaved with this
+    // tree's run by run (so both see the same machine), in a table of their own below.
+    let mut compared = Vec::new();
     for w in workloads() {
         crate::progress(format_args!(
             "bench {name}: {}: {LIVE_RUNS} runs of {LIVE_CALLS} calls and of 1",
@@ -775,30 +888,71 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
         if w.append.is_some() {
             check_relayed(&images, &w)?;
         }
-        let mut counted = Vec::new();
-        let mut wall = Vec::new();
-        for _ in 0..LIVE_RUNS {
-            let (rate, long, _) = repeat_run(&images, &w, LIVE_CALLS, false)?;
-            let (_, short, _) = repeat_run(&images, &w, 1, false)?;
-            counted.extend(rate);
-            let extra = long.saturating_sub(short).as_secs_f64();
-            wall.push(if extra > 0.0 {
-                f64::from(LIVE_CALLS - 1) / extra
-            } else {
-                f64::INFINITY
-            });
+        let mut sets: Vec<&live::Images> = vec![&images];
+        // The other tree's images may not boot under this tree's host (an IGVM file its loader
+        // refuses): then that workload has no "before", and says why.
+        let mut refused_before = None;
+        if let Some(b) = before.as_ref() {
+            match repeat_run(b, &w, 1, false) {
+                Ok(_) => sets.push(b),
+                Err(e) => refused_before = Some(format!("{e:#}")),
+            }
         }
-        let by_counter = if counted.len() == LIVE_RUNS {
-            format!("{:.0} /s", median(counted))
-        } else {
-            "unknown (no counter frequency)".into()
-        };
+        let mut counted = vec![Vec::new(); sets.len()];
+        let mut wall = vec![Vec::new(); sets.len()];
+        for _ in 0..LIVE_RUNS {
+            for (k, set) in sets.iter().enumerate() {
+                let (rate, long, _) = repeat_run(set, &w, LIVE_CALLS, false)?;
+                let (_, short, _) = repeat_run(set, &w, 1, false)?;
+                counted[k].extend(rate);
+                let extra = long.saturating_sub(short).as_secs_f64();
+                wall[k].push(if extra > 0.0 {
+                    f64::from(LIVE_CALLS - 1) / extra
+                } else {
+                    f64::INFINITY
+                });
+            }
+        }
+        let figures: Vec<(String, f64)> = counted
+            .into_iter()
+            .zip(wall)
+            .map(|(c, w)| {
+                let by_counter = if c.len() == LIVE_RUNS {
+                    format!("{:.0} /s", median(c))
+                } else {
+                    "unknown (no counter frequency)".into()
+                };
+                (by_counter, median(w))
+            })
+            .collect();
         writeln!(
             out,
-            "| {} | {by_counter} | {:.0} /s |",
-            w.name,
-            median(wall)
+            "| {} | {} | {:.0} /s |",
+            w.name, figures[0].0, figures[0].1
         )?;
+        if figures.len() > 1 {
+            compared.push((w.name, Ok(figures)));
+        } else if let Some(why) = refused_before {
+            compared.push((w.name, Err(why)));
+        }
+    }
+    if !compared.is_empty() {
+        writeln!(
+            out,
+            "\nThe same workloads, before (the images in `--before`, under this tree's host) and \
+             after, run by run in turn in this session:\n\n\
+             | workload | before: counter / wall | after: counter / wall |\n|---|---|---|"
+        )?;
+        for (name, f) in compared {
+            match f {
+                Ok(f) => writeln!(
+                    out,
+                    "| {name} | {} / {:.0} /s | {} / {:.0} /s |",
+                    f[1].0, f[1].1, f[0].0, f[0].1
+                )?,
+                Err(why) => writeln!(out, "| {name} | not measured: {why} | — |")?,
+            }
+        }
     }
     writeln!(
         out,
@@ -887,6 +1041,6 @@ fn live_section(out: &mut String, arch: Arch) -> Result<()> {
     crate::progress(format_args!(
         "bench {name}: per proxied call: host calls, VTL transitions, VTL2 instructions"
     ));
-    live_per_call_section(out, &images, arch)?;
+    live_per_call_section(out, &images, before.as_ref(), arch)?;
     Ok(())
 }

@@ -31,6 +31,27 @@ pub fn proto(arch: Arch) -> vtl0::Arch {
     }
 }
 
+/// Another tree's images in `dir` (its `target/images`) under `host`, this tree's host: the
+/// paravisor's and the VTL0 kernel's ELFs and IGVM files as that tree built them.
+pub fn from_dir(arch: Arch, dir: &Path, host: &Path) -> Result<Images> {
+    let file = |name: String| {
+        let path = dir.join(&name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            bail!("{} has no {name}", dir.display())
+        }
+    };
+    Ok(Images {
+        arch,
+        host: host.to_path_buf(),
+        igvm: file(format!("paravisor-{}.igvm", arch.name()))?,
+        vtl0_igvm: file(format!("paravisor-{}-vtl0.igvm", arch.name()))?,
+        elf: file(format!("paravisor-{}.elf", arch.name()))?,
+        vtl0_elf: file(format!("vtl0-{}.elf", arch.name()))?,
+    })
+}
+
 /// Builds (release) the paravisor, the VTL0 test kernel, the test IGVM file and the host.
 pub fn build(arch: Arch) -> Result<Images> {
     let image = image::build(arch, true)?;

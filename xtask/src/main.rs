@@ -117,6 +117,14 @@ enum Command {
     Bench {
         #[arg(long, value_enum, default_value = "all")]
         arch: ArchArg,
+        /// Also measure the per-call figures of the images in DIR (another tree's
+        /// `target/images`: its paravisor and VTL0 kernel ELFs, under this tree's host) and
+        /// print them beside this tree's, measured in the same run.
+        #[arg(long, value_name = "DIR")]
+        before: Option<PathBuf>,
+        /// Only the per-call figures (no throughput, boot or memory figures).
+        #[arg(long)]
+        per_call: bool,
     },
     /// Random VTL0 hypercalls and accesses, made by the VTL0 test kernel under the release
     /// paravisor under the in-VM mock, each checked against the proxy's invariants and an
@@ -190,7 +198,11 @@ fn main() {
             },
         ),
         Command::Test => test::run(),
-        Command::Bench { arch } => bench::run(&arch.arches()),
+        Command::Bench {
+            arch,
+            before,
+            per_call,
+        } => bench::run(&arch.arches(), before.as_deref(), per_call),
         Command::Soak {
             arch,
             calls,

@@ -53,6 +53,17 @@ pub trait HypercallAbi {
     /// A register-based call whose input block is `regs` (fast output, if any, is written
     /// back). `None` if the block does not fit this ABI's registers.
     fn call_fast(&mut self, control: u64, regs: &mut [u64]) -> Option<u64>;
+
+    /// Whether a 6-word fast block can fit this ABI at all (x64 without XMM: no), so that
+    /// [`HypercallAbi::call_fast6`] is not even tried where it cannot be taken.
+    const FAST6: bool = true;
+
+    /// A register-based call with a 6-word input block and no output (a one-register
+    /// SetVpRegisters); as [`HypercallAbi::call_fast`] unless the ABI has a leaner path.
+    fn call_fast6(&mut self, control: u64, words: &[u64; 6]) -> Option<u64> {
+        let mut regs = *words;
+        self.call_fast(control, &mut regs)
+    }
 }
 
 /// Why a call failed: the hypervisor's status, or a request refused before anything was sent.
@@ -436,7 +447,33 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         name: HvRegisterName,
         value: HvRegisterValue,
     ) -> Result<()> {
-        self.set_vp_registers(target, &[HvRegisterAssoc::new(name, value)])
+        let assoc = HvRegisterAssoc::new(name, value);
+        if !A::FAST6 {
+            return self.set_vp_registers(target, &[assoc]);
+        }
+        // Fast where the ABI's block holds it (arm64: header and one element, 6 words), built
+        // in place; otherwise the general path.
+        const WORDS: usize =
+            (size_of::<HvInputGetVpRegisters>() + size_of::<HvRegisterAssoc>()) / 8;
+        let mut regs = [0u64; WORDS];
+        let bytes = regs.as_mut_bytes();
+        bytes[..16].copy_from_slice(target.header().as_bytes());
+        bytes[16..].copy_from_slice(assoc.as_bytes());
+        let mut rep = RepProgress::new(HypercallCode::SET_VP_REGISTERS, 1);
+        while let Some(start) = rep.next_start() {
+            let control = rep.control(start);
+            let control = control
+                .with_fast(true)
+                .with_nested(self.nested_bit(control.code()));
+            let Some(out) = self.abi.call_fast6(control.into_bits(), &regs) else {
+                return self.set_vp_registers(target, &[assoc]);
+            };
+            // The third issue path (a 6-word block), logged as the other two are.
+            let out = HypercallOutput::from_bits(out);
+            log_call(control, Some(out));
+            rep.after(start, out)?;
+        }
+        Ok(())
     }
 
     /// HvExtCallQueryCapabilities: the host's extended-call capability mask.

@@ -28,6 +28,7 @@ const X64_GPR_FAST_WORDS: usize = 2;
 ///   paravisor serves only 64-bit VTL0 kernels: decoding RCX/RDX/R8 would misread such a call,
 ///   and a status written to RAX would reach a 32-bit caller as half of EDX:EAX. #UD is what it
 ///   gets from a hypervisor with no hypercall interface for it, unambiguous in any mode.
+#[inline(always)]
 pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) -> Decoded {
     let header = &msg.header;
     let (ip, instruction_len) = (header.rip, header.instruction_length());
@@ -43,12 +44,17 @@ pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) ->
     };
     let control = Control::from_bits(msg.rcx);
     let mut fast = [0; FAST_WORDS_MAX];
-    let block = [msg.rdx, msg.r8]
-        .into_iter()
-        .chain(msg.xmm_registers.iter().flatten().copied());
     if control.fast() {
-        for (slot, word) in fast.iter_mut().zip(block).take(fast_words) {
-            *slot = word;
+        // RDX, R8, then XMM0-5 low and high quadwords.
+        fast[0] = msg.rdx;
+        fast[1] = msg.r8;
+        if xmm_fast_input {
+            for (slots, xmm) in fast[X64_GPR_FAST_WORDS..]
+                .chunks_exact_mut(2)
+                .zip(&msg.xmm_registers)
+            {
+                slots.copy_from_slice(xmm);
+            }
         }
     }
     Decoded::Hypercall(request(
@@ -73,6 +79,7 @@ pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) ->
 ///   VTL switch rather than a hypercall; the rest carry no Hyper-V ABI.
 /// - EL0: [`Decoded::Fault`] like x64 CPL3 (see [`decode_x64`]): `hvc` is undefined at EL0, so
 ///   such a message can only come from a hypervisor bug.
+#[inline(always)]
 pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
     let (ip, instruction_len) = (msg.header.pc, msg.header.instruction_length);
     if msg.header.execution_state.cpl() == 0 {
@@ -118,6 +125,7 @@ pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
 
 /// The GPAs mean something only for memory-based calls and the block only for fast ones; the
 /// other is zeroed so nothing downstream can act on stale register contents.
+#[inline(always)]
 fn request(
     isa: Isa,
     (control, control_register): (Control, ControlRegister),

@@ -113,6 +113,9 @@ const CONNECTION_ID: usize = offset_of!(HvInputPostMessage, connection_id);
 const _: () = assert!(offset_of!(HvInputSignalEvent, connection_id) == CONNECTION_ID);
 const DEVICE_ID: usize = offset_of!(HvInputRetargetDeviceInterrupt, device_id);
 const PARTITION_ID: usize = offset_of!(HvInputRetargetDeviceInterrupt, partition_id);
+// `Policy::screen_fast` reads these as words.
+const _: () =
+    assert!(CONNECTION_ID == 0 && DEVICE_ID.is_multiple_of(8) && PARTITION_ID.is_multiple_of(8));
 
 impl Policy {
     const fn new(code: C, rule: Rule, layout: Layout) -> Policy {
@@ -158,18 +161,35 @@ impl Policy {
     }
 
     /// [`Policy::screen`] over a fast register block (little-endian words, as the ABI lays the
-    /// input out across registers).
+    /// input out across registers), in place: every field it reads sits at a word-aligned
+    /// offset (checked at compile time), the connection id in the low half of word 0.
     pub fn screen_fast(&self, block: &mut [u64], relay: &RelayTable) -> Result<(), HvStatus> {
-        let mut bytes = [0u8; super::FAST_WORDS_MAX * 8];
         let words = block.len().min(super::FAST_WORDS_MAX);
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&block[..words]) {
-            chunk.copy_from_slice(&word.to_le_bytes());
+        let block = &mut block[..words];
+        let word = |block: &[u64], at: usize| {
+            block
+                .get(at / 8)
+                .copied()
+                .ok_or(HvStatus::INVALID_HYPERCALL_INPUT)
+        };
+        if let Some(at) = self.self_partition_at {
+            if word(block, at)? != HV_PARTITION_ID_SELF {
+                return Err(HvStatus::ACCESS_DENIED);
+            }
         }
-        self.screen(&mut bytes[..words * 8], relay)?;
-        for (word, chunk) in block.iter_mut().zip(bytes.chunks_exact(8)) {
-            *word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        match self.rule {
+            Rule::RelayConnection => {
+                let first = block.first_mut().ok_or(HvStatus::INVALID_HYPERCALL_INPUT)?;
+                let host = relay
+                    .host_connection(*first as u32)
+                    .ok_or(HvStatus::INVALID_CONNECTION_ID)?;
+                *first = (*first & !u64::from(u32::MAX)) | u64::from(host);
+                Ok(())
+            }
+            Rule::RelayDevice if relay.owns_device(word(block, DEVICE_ID)?) => Ok(()),
+            Rule::RelayDevice => Err(HvStatus::INVALID_DEVICE_ID),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -242,9 +262,27 @@ pub static TABLE: [Policy; 14] = [
 /// a call it would be refused.
 pub const RELAYED_EXT_MASK: u64 = 0;
 
-/// The table entry for `code`.
+/// The table entry for `code`: one jump on the code, not a search (a unit test checks it
+/// against every entry and every other code).
 pub fn policy(code: C) -> Option<&'static Policy> {
-    TABLE.iter().find(|p| p.code == code)
+    let i = match code {
+        C::POST_MESSAGE => 0,
+        C::SIGNAL_EVENT => 1,
+        C::RETARGET_DEVICE_INTERRUPT => 2,
+        C::EXT_QUERY_CAPABILITIES => 3,
+        C::MODIFY_VTL_PROTECTION_MASK => 4,
+        C::ENABLE_PARTITION_VTL => 5,
+        C::DISABLE_PARTITION_VTL => 6,
+        C::ENABLE_VP_VTL => 7,
+        C::DISABLE_VP_VTL => 8,
+        C::INSTALL_INTERCEPT => 9,
+        C::INSTALL_INTERCEPT_EX => 10,
+        C::TRANSLATE_VIRTUAL_ADDRESS => 11,
+        C::VTL_CALL => 12,
+        C::VTL_RETURN => 13,
+        _ => return None,
+    };
+    TABLE.get(i)
 }
 
 /// Screens `input` for `code` (see [`Policy::screen`]); codes without an entry pass unchanged.
@@ -421,6 +459,22 @@ mod tests {
         (C::VTL_CALL, Expect::Fault),
         (C::VTL_RETURN, Expect::Fault),
     ];
+
+    /// `policy`'s jump finds every entry, and nothing for every other code.
+    #[test]
+    fn the_lookup_is_the_table() {
+        for code in 0..=u16::MAX {
+            let code = C(code);
+            assert_eq!(
+                policy(code).map(|p| p as *const Policy),
+                TABLE
+                    .iter()
+                    .find(|p| p.code == code)
+                    .map(|p| p as *const Policy),
+                "{code:?}"
+            );
+        }
+    }
 
     #[test]
     fn each_table_entry_acts_as_designed() {

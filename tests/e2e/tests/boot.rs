@@ -133,7 +133,7 @@ fn unknown_option_is_refused_with_the_valid_ones() {
             Outcome::Fail,
             &[
                 "ERROR unknown option pv.logs: expected one of the options pv.log, pv.relay, \
-               pv.devices, pv.test, pv.bench",
+               pv.devices, pv.test, pv.bench, pv.regpage",
             ],
         );
     }

@@ -204,7 +204,13 @@ fn seventy_two_vps_boot_and_each_ap_reads_itself_in_one_call() {
         ]
         .concat();
         let want: &[HypercallCode] = match arch {
-            Arch::X86_64 => &[HypercallCode::GET_VP_REGISTERS, HypercallCode::VTL_RETURN],
+            // x86: the SetVpRegisters maps the VP's VTL register page (the host offers it);
+            // arm64: it enables the VP assist page (x86 writes its MSR).
+            Arch::X86_64 => &[
+                HypercallCode::GET_VP_REGISTERS,
+                HypercallCode::SET_VP_REGISTERS,
+                HypercallCode::VTL_RETURN,
+            ],
             Arch::Aarch64 => &[
                 HypercallCode::GET_VP_REGISTERS,
                 HypercallCode::SET_VP_REGISTERS,

@@ -215,17 +215,34 @@ fn vtl0_runs_its_table(arch: Arch, start_line: &str) {
 }
 
 /// VTL2's instructions per intercept, counted by the host under `-icount shift=0` (arm64: the
-/// PMU cycle counter at EL1; x86: the TSC around each VMRUN of VTL2): the same on every run,
-/// the same for the same call, and a handful of hundreds to a few thousand (a log line
-/// included for the refused store).
+/// PMU cycle counter at EL1; x86: the TSC around each VMRUN of VTL2), exactly: three
+/// PostMessages to a connection nobody knows (refused in VTL2, no line) and a store into VTL2's
+/// code (refused with a line and a fault), on x86 with the host's register page and without it
+/// (then each refused call adds its SetVpRegisters of RIP). The same on every run; the expected
+/// figures are this tree's (`cargo xtask bench` reports the same calls): a change to the
+/// intercept path changes them, and must say by how much.
 #[test]
 fn vtl2_work_per_intercept_is_counted_exactly() {
-    for arch in Arch::ALL {
-        vtl2_work_is_counted_exactly(arch);
+    let (mut measured, mut wanted) = (Vec::new(), Vec::new());
+    for (arch, register_page, expected) in [
+        // After the heap and register-page merge (per-VP state reached through the VP's flags,
+        // the register page frame in it, the 6-word SetVpRegisters logged like the other paths):
+        // x86 576 -> 574 with the page, 1,030 -> 1,056 without, the store 3,072 -> 3,107; arm64
+        // 839 -> 840 and 2,369 -> 2,387.
+        (Arch::X86_64, true, [574, 574, 574, 3107]),
+        (Arch::X86_64, false, [1056, 1056, 1056, 3107]),
+        (Arch::Aarch64, false, [840, 840, 840, 2387]),
+    ] {
+        let got = vtl2_work_counted(arch, register_page);
+        measured.push((arch, register_page, got));
+        wanted.push((arch, register_page, expected.to_vec()));
     }
+    // All cases compared at once, so a change shows every new count in one run.
+    assert_eq!(measured, wanted, "one count per intercept, exactly");
 }
 
-fn vtl2_work_is_counted_exactly(arch: Arch) {
+/// VTL2's instructions per intercept of the table below, checked to be the same on a second run.
+fn vtl2_work_counted(arch: Arch, register_page: bool) -> Vec<u64> {
     use hvdef::HypercallCode;
     let post = e2e::post_message(0x77);
     let code = u64::from(HypercallCode::POST_MESSAGE.0);
@@ -234,37 +251,34 @@ fn vtl2_work_is_counted_exactly(arch: Arch) {
         .hypercall(code, &post, 0)
         .hypercall(code, &post, 0)
         .write(e2e::layout(arch).vtl2, 8, 1);
-    let count = |boot: &mut InvmBoot| boot.count_vtl2 = true;
+    let count = |boot: &mut InvmBoot| {
+        boot.count_vtl2 = true;
+        boot.scenario = Some(mockhv::model::Scenario {
+            register_page,
+            ..mockhv::model::Scenario::for_arch(arch)
+        });
+    };
+    let what = format!("{arch:?}, register page {register_page}");
     let (first, results) = run_with(arch, &table, count);
     assert_eq!(
         first.run.outcome,
         Outcome::Pass,
-        "{arch:?}: {}",
+        "{what}: {}",
         first.summary()
     );
-    assert_eq!(results.done, Some(4), "{arch:?}");
+    assert_eq!(results.done, Some(4), "{what}");
     let work: Vec<u64> = first
         .vtl2_work
         .iter()
         .map(|&(vp, n)| {
-            assert_eq!(vp, 0, "{arch:?}");
+            assert_eq!(vp, 0, "{what}");
             n
         })
         .collect();
-    eprintln!("{arch:?}: VTL2 instructions per intercept: {work:?}");
-    assert_eq!(
-        work.len(),
-        4,
-        "{arch:?}: one per intercept: {:?}",
-        first.vtl2_work
-    );
-    assert_eq!(work[1], work[2], "{arch:?}: the same call costs the same");
-    assert!(
-        work.iter().all(|&n| (100..20_000).contains(&n)),
-        "{arch:?}: {work:?}"
-    );
+    eprintln!("{what}: VTL2 instructions per intercept: {work:?}");
     let (second, _) = run_with(arch, &table, count);
-    assert_eq!(second.vtl2_work, first.vtl2_work, "{arch:?}: deterministic");
+    assert_eq!(second.vtl2_work, first.vtl2_work, "{what}: deterministic");
+    work
 }
 
 /// `cargo xtask run`'s demo, as a person sees it (its command line, [`e2e::kernel::DEMO_APPEND`]):

@@ -417,6 +417,46 @@ fn calls_without_an_entry_are_answered_defensively_and_never_forwarded() {
     }
 }
 
+/// A VTL0 that keeps making a call Hyper-V never reflects (here code 0x77, from a host that
+/// does) gets its answer every time but costs the console 64 lines per VP, then one in 65536,
+/// as memory refusals do: VTL0 chooses how often, and each line costs VTL2 about 2,500
+/// instructions.
+#[test]
+fn unexpected_call_lines_are_bounded_per_vp() {
+    for arch in kernel::arches() {
+        let scenario = Scenario {
+            reflected_codes: [HypercallCode(0x77)].into(),
+            ..Scenario::for_arch(arch)
+        };
+        let table = (0..70).fold(Table::new(), |t, _| t.hypercall(0x77, &[], 0));
+        let run = kernel::run(arch, Some(scenario), None, &table);
+        let console = &run.run.run.console;
+        let lines = console
+            .lines()
+            .filter(|l| l.contains("VTL0 hypercall 0x0077") && l.contains("reached VTL2"))
+            .count();
+        assert_eq!(lines, 64, "{arch:?}\n{console}");
+        assert!(
+            console.contains("(unexpected call 64 on this VP: from now on one line in 65536)"),
+            "{arch:?}\n{console}"
+        );
+        let status = u64::from(HvStatus::INVALID_HYPERCALL_CODE.0);
+        assert_eq!(run.results.entries.len(), 70);
+        assert!(
+            run.results.entries.iter().all(|(_, r)| matches!(r,
+                Record::Hypercall { outcome: CallOutcome::Done { result, .. }, .. }
+                    if *result == status)),
+            "{arch:?}: {:?}",
+            run.results.entries
+        );
+        assert_eq!(
+            run.reflected_controls().len(),
+            70,
+            "{arch:?}: each reached VTL2"
+        );
+    }
+}
+
 /// A host that refuses the intercepts the paravisor asks for costs one line each, not the boot:
 /// VTL0 then gets the hypervisor's own answer, and nothing reaches VTL2.
 #[test]
@@ -526,7 +566,12 @@ fn a_refused_ip_advance_halts_the_vp() {
         let mut to_host = post_message(RELAYED);
         to_host[..4].copy_from_slice(&HOST_CONNECTION.to_le_bytes());
         let ip = e2e::ip_register(arch);
-        let mut scenario = Scenario::for_arch(arch);
+        // x86: a host without the register page, so that the IP advance is a SetVpRegisters
+        // (with the page it costs no host call to refuse).
+        let mut scenario = Scenario {
+            register_page: false,
+            ..Scenario::for_arch(arch)
+        };
         scenario.faults.push(InjectedFault {
             code: HypercallCode::SET_VP_REGISTERS,
             nth: 1,
@@ -593,6 +638,106 @@ fn a_refused_ip_advance_halts_the_vp() {
             )],
             "{arch:?}: VP 0's calls after its relay"
         );
+    }
+}
+
+/// The host calls VP 0's VTL2 makes while serving VTL0 (after the first intercept), VtlReturn
+/// aside, with the register each SetVpRegisters names.
+fn calls_while_serving(run: &KernelRun) -> Vec<(HypercallCode, Option<u32>)> {
+    let events = &run.run.events;
+    let first = events
+        .iter()
+        .position(|e| matches!(e, Event::Intercept { .. }))
+        .expect("intercepts");
+    events[first..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Hypercall(r)
+                if r.vp == 0
+                    && r.vtl == hvdef::Vtl::VTL2
+                    && r.code != HypercallCode::VTL_RETURN =>
+            {
+                let name = (r.code == HypercallCode::SET_VP_REGISTERS)
+                    .then(|| u32::from_le_bytes(r.input[16..20].try_into().unwrap()));
+                Some((r.code, name))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// x86's VTL register page (the host offers it by default, `Scenario::register_page`): the
+/// paravisor maps one per VP and moves VTL0's RIP through it, so a relayed call costs exactly
+/// its one host call and a refused one none. Without the page (a host without it, or
+/// `pv.regpage=off`) every completed call adds one SetVpRegisters of RIP, the fallback. arm64
+/// has no register page: every call adds the SetVpRegisters of PC. VTL0 gets the same answers
+/// every way.
+#[test]
+fn the_register_page_moves_vtl0s_ip_without_a_host_call() {
+    let post = code(HypercallCode::POST_MESSAGE).into_bits();
+    let table = Table::new()
+        .hypercall(post, &post_message(RELAYED), 0)
+        .hypercall(post, &post_message(UNMAPPED), 0)
+        .hypercall(post, &post_message(RELAYED), 0);
+    for arch in kernel::arches() {
+        let ip = e2e::ip_register(arch).0;
+        let x86 = arch == mockhv::qemu::Arch::X86_64;
+        let off = Scenario {
+            register_page: false,
+            ..Scenario::for_arch(arch)
+        };
+        for (scenario, append, page) in [
+            (Scenario::for_arch(arch), RELAY.to_string(), x86),
+            (off, RELAY.to_string(), false),
+            (
+                Scenario::for_arch(arch),
+                format!("{RELAY} pv.regpage=off"),
+                false,
+            ),
+        ] {
+            let what = format!("{arch:?} {append:?} host page {}", scenario.register_page);
+            let run = kernel::run(arch, Some(scenario), Some(&append), &table);
+            let statuses: Vec<u64> = run
+                .results
+                .entries
+                .iter()
+                .map(|(_, r)| match r {
+                    Record::Hypercall {
+                        outcome: CallOutcome::Done { result, .. },
+                        ..
+                    } => *result,
+                    other => panic!("{what}: {other:?}"),
+                })
+                .collect();
+            let (ok, unmapped) = (
+                u64::from(HvStatus::SUCCESS.0),
+                u64::from(HvStatus::INVALID_CONNECTION_ID.0),
+            );
+            assert_eq!(statuses, [ok, unmapped, ok], "{what}");
+            let post = (HypercallCode::POST_MESSAGE, None);
+            let set_ip = (HypercallCode::SET_VP_REGISTERS, Some(ip));
+            let expected = if page {
+                vec![post, post]
+            } else {
+                vec![post, set_ip, set_ip, post, set_ip]
+            };
+            assert_eq!(calls_while_serving(&run), expected, "{what}");
+            let console = &run.run.run.console;
+            if x86 {
+                let line = if page {
+                    "VTL register page mapped at "
+                } else if append.contains("pv.regpage=off") {
+                    ""
+                } else {
+                    "the host offers no VTL register page (HV_STATUS_INVALID_PARAMETER): VTL0's \
+                     IP moves by SetVpRegisters"
+                };
+                assert!(console.contains(line), "{what}: {line:?}\n{console}");
+            }
+            if !page {
+                assert!(!console.contains("VTL register page mapped"), "{what}");
+            }
+        }
     }
 }
 

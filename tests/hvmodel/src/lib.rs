@@ -21,6 +21,7 @@ mod memory;
 mod partition;
 mod protection;
 mod registers;
+mod regpage;
 mod scenario;
 mod synic;
 mod trace;

@@ -135,6 +135,8 @@ pub(crate) struct VtlFile {
     /// Architectural registers (RAX.., X0.., RIP/PC, CRs, segments), zero until written.
     pub regs: RegisterFile,
     pub assist_page: u64,
+    /// x64 VTL2: `HvX64RegisterName::RegisterPage` (see `crate::regpage`).
+    pub register_page: u64,
     pub vina: u64,
     /// HvRegisterVsmVpSecureConfigVtl<n>, this VTL's view of lower VTL n.
     pub secure_config: [u64; VTL_COUNT],

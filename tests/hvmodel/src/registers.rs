@@ -27,6 +27,8 @@ enum Reg {
     TimeRefCount,
     VpRuntime,
     AssistPage,
+    /// x64 VTL2's register page (`crate::regpage`).
+    RegisterPage,
     Scontrol,
     Sversion,
     Siefp,
@@ -89,6 +91,7 @@ impl Reg {
             N::TIME_REF_COUNT => Self::TimeRefCount,
             N::VP_RUNTIME => Self::VpRuntime,
             N::VP_ASSIST_PAGE => Self::AssistPage,
+            x64_reg::REGISTER_PAGE if arch == Arch::X86_64 => Self::RegisterPage,
             N::SCONTROL => Self::Scontrol,
             N::SVERSION => Self::Sversion,
             N::SIEFP => Self::Siefp,
@@ -189,6 +192,7 @@ impl Model {
                 self.partition.time_ref
             }
             Reg::AssistPage => file.assist_page,
+            Reg::RegisterPage => file.register_page,
             Reg::Scontrol => file.synic.scontrol,
             Reg::Sversion => HV_SYNIC_VERSION_1.into(),
             Reg::Siefp => file.synic.siefp,
@@ -280,6 +284,18 @@ impl Model {
             Reg::Crash(i) => self.partition.crash[i] = value64,
             Reg::ReferenceTsc => self.partition.reference_tsc = value64,
             Reg::AssistPage => self.vp_mut(vp).file_mut(vtl).assist_page = value64,
+            // Offered to VTL2 only, on a host that has it (`crate::regpage`); Linux takes
+            // INVALID_PARAMETER for "not supported".
+            Reg::RegisterPage if !self.scenario.register_page || vtl != Vtl::VTL2 => {
+                return Err(HvError::INVALID_PARAMETER)
+            }
+            Reg::RegisterPage => {
+                let old =
+                    core::mem::replace(&mut self.vp_mut(vp).file_mut(vtl).register_page, value64);
+                if self.overlay_in_memory(vtl, value64) {
+                    overlay_enabled(old, value64, mem);
+                }
+            }
             Reg::Scontrol => {
                 synic.scontrol = value64;
                 self.scan_sints(vp, vtl, mem, effects);

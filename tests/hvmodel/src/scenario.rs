@@ -39,6 +39,12 @@ pub struct Scenario {
     pub vsm_capabilities: HvRegisterVsmCapabilities,
     /// XMM fast hypercall input and output (x64; CPUID 0x40000003 EDX bits 4 and 15).
     pub xmm_fast_hypercalls: bool,
+    /// x64: the hypervisor offers VTL2 the VTL register page (NON-TLFS, see `crate::regpage`):
+    /// SetVpRegisters of `HvX64RegisterName::RegisterPage` from VTL2 maps it. Without it that
+    /// write is INVALID_PARAMETER, what Linux's `mshv_vtl` takes for "not supported". Default:
+    /// on for x64 (Hyper-V offers it to a non-isolated VTL2, and OpenHCL uses it), never on
+    /// arm64 (the model has no arm64 page; see `crate::regpage`).
+    pub register_page: bool,
     /// arm64: X29 (FP) and X30 (LR) are shared between the VTLs like X0-X28. The TLFS lists
     /// them as private (vsm.md "Private State"), the default. OpenHCL's Linux (`hv_vtl_return`,
     /// arch/arm64/hyperv/hv_vtl.c) loads and saves them as lower-VTL context around `hvc #3`, and
@@ -272,6 +278,7 @@ impl Scenario {
     pub fn for_arch(arch: Arch) -> Self {
         Self {
             arch,
+            register_page: arch == Arch::X86_64,
             ..Self::default()
         }
     }
@@ -282,6 +289,8 @@ impl Scenario {
         // HV_MAXIMUM_PROCESSORS (2048, Microsoft's hvgdk.h; HV_MAX_VP_INDEX 2047): no
         // partition has more VPs.
         self.vp_count = self.vp_count.clamp(1, 2048);
+        // The register page is x64's.
+        self.register_page &= self.arch == Arch::X86_64;
         if !self.vsm {
             self.privileges.set_access_vsm(false);
             self.enabled_vtls = 1;
@@ -318,6 +327,7 @@ impl Default for Scenario {
                 .with_memory_heat_hint(true),
             vsm_capabilities: HvRegisterVsmCapabilities::new().with_intercept_page_available(true),
             xmm_fast_hypercalls: true,
+            register_page: true,
             arm64_fp_lr_shared: false,
             host_calls: BTreeMap::new(),
             // A VTL0 VMBus message connection, and a port only VTL2 may use.

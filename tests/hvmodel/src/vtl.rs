@@ -442,6 +442,9 @@ impl Model {
             return Effects::fault(Fault::Ud);
         };
         self.apply_return_state(vp, vtl, lower, fast, &regs, mem);
+        if self.scenario.arch == Arch::X86_64 {
+            self.take_register_page(vp, vtl, lower, mem);
+        }
         let mut effects = Effects::default();
         // TLFS vsm.md "Interrupt Masking and VTL Switches": returning to a lower VTL with
         // interrupts pending for the higher one calls straight back into it (entry reason
@@ -1083,6 +1086,9 @@ impl Model {
         let via_page = config.intercept_page()
             && page.enable()
             && self.scenario.vsm_capabilities.intercept_page_available();
+        if self.scenario.arch == Arch::X86_64 {
+            self.fill_register_page(vp, vtl, lower, mem);
+        }
         let delivery = if via_page {
             let at = base + offset_of!(HvVpAssistPage, intercept_message) as u64;
             let _ = write_obj(mem, at, &message);

@@ -438,6 +438,7 @@ impl Scenario {
         w.u64(self.extended_capabilities.into_bits());
         w.u64(self.vsm_capabilities.into_bits());
         w.bool(self.xmm_fast_hypercalls);
+        w.bool(self.register_page);
         w.bool(self.arm64_fp_lr_shared);
         w.len(self.host_calls.len());
         for (code, status) in &self.host_calls {
@@ -547,6 +548,7 @@ impl Scenario {
         let extended_capabilities = HvExtendedCapabilities::from_bits(r.u64()?);
         let vsm_capabilities = HvRegisterVsmCapabilities::from_bits(r.u64()?);
         let xmm_fast_hypercalls = r.bool()?;
+        let register_page = r.bool()?;
         let arm64_fp_lr_shared = r.bool()?;
         let mut host_calls = BTreeMap::new();
         for _ in 0..r.len(4)? {
@@ -640,6 +642,7 @@ impl Scenario {
             extended_capabilities,
             vsm_capabilities,
             xmm_fast_hypercalls,
+            register_page,
             arm64_fp_lr_shared,
             host_calls,
             ports,
@@ -761,6 +764,7 @@ mod tests {
         s.extended_capabilities = HvExtendedCapabilities::from_bits(0x5);
         s.vsm_capabilities = HvRegisterVsmCapabilities::from_bits(0x77);
         s.xmm_fast_hypercalls = !s.xmm_fast_hypercalls;
+        s.register_page = !s.register_page;
         s.arm64_fp_lr_shared = true;
         s.host_calls
             .insert(HypercallCode::SIGNAL_EVENT, HvStatus::ACCESS_DENIED);

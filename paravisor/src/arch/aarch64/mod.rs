@@ -36,6 +36,14 @@ core::arch::global_asm!(
     .endm
 
     .section .text.hvcall, "ax"
+    .global pv_hvc_fast6
+pv_hvc_fast6:                    /* (function id, control, words: *const [u64; 6]) -> x0 */
+    ldp x4, x5, [x2, #16]
+    ldp x6, x7, [x2, #32]
+    ldp x2, x3, [x2]
+    hvc #0
+    ret
+
     .global pv_hvc_smccc
 pv_hvc_smccc:                    /* (regs: *mut [u64; 18]): x0..x17 in and out */
     stp x19, x30, [sp, #-16]!
@@ -102,13 +110,21 @@ pv_vtl_return:                   /* (regs: *mut [u64; 31]): VTL0's X0..X30 but X
 
 unsafe extern "C" {
     fn pv_hvc_smccc(regs: *mut [u64; 18]);
+    /// SMCCC `hvc #0` with X0 = `function`, X1 = `control`, X2..X7 = `words`; returns X0. The
+    /// hypervisor may change X0-X17 (SMCCC), all caller-saved in AAPCS64.
+    fn pv_hvc_fast6(function: u64, control: u64, words: *const [u64; 6]) -> u64;
 }
 
 /// An SMCCC call through the `hvc #0` site with x0..x17 = `regs`, returning x0..x17.
 fn smccc(mut regs: [u64; 18]) -> [u64; 18] {
-    // SAFETY: the site only loads and stores the 18 words of `regs` around the hvc.
-    unsafe { pv_hvc_smccc(&mut regs) };
+    smccc_in_place(&mut regs);
     regs
+}
+
+/// [`smccc`] on the caller's array, without copying it in and out.
+fn smccc_in_place(regs: &mut [u64; 18]) {
+    // SAFETY: the site only loads and stores the 18 words of `regs` around the hvc.
+    unsafe { pv_hvc_smccc(regs) };
 }
 
 /// Finds Hyper-V through the SMCCC vendor-hypervisor UID call.
@@ -169,6 +185,11 @@ impl HypercallAbi for Abi {
         smccc(regs)[0]
     }
 
+    fn call_fast6(&mut self, control: u64, words: &[u64; 6]) -> Option<u64> {
+        // SAFETY: the stub reads the 6 words and issues the hvc; it touches no other memory.
+        Some(unsafe { pv_hvc_fast6(SMCCC_HV_FUNC_ID.into(), control, words) })
+    }
+
     fn call_fast(&mut self, control: u64, block: &mut [u64]) -> Option<u64> {
         if block.len() > 16 {
             return None;
@@ -177,9 +198,9 @@ impl HypercallAbi for Abi {
         regs[0] = SMCCC_HV_FUNC_ID as u64;
         regs[1] = control;
         regs[2..2 + block.len()].copy_from_slice(block);
-        let out = smccc(regs);
-        block.copy_from_slice(&out[2..2 + block.len()]);
-        Some(out[0])
+        smccc_in_place(&mut regs);
+        block.copy_from_slice(&regs[2..2 + block.len()]);
+        Some(regs[0])
     }
 }
 
@@ -325,13 +346,16 @@ pub fn memory_fault_event(access: &crate::proxy::MemoryAccess) -> hvdef::HvRegis
     hvdef::HvRegisterValue::from(event.into_bits())
 }
 
-/// Decodes an arm64 memory intercept message (GPA intercept, unmapped GPA).
-pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::MemoryAccess {
-    use zerocopy::FromBytes;
-    // The payload (240 bytes) always holds the 0x40-byte arm64 message.
-    let (msg, _) =
-        hvdef::aarch64::HvArm64MemoryInterceptMessage::read_from_prefix(message.payload_bytes())
-            .expect("the message payload is larger than the memory intercept message");
+/// Decodes an arm64 memory intercept message (GPA intercept, unmapped GPA) in the assist page:
+/// its header and the GPA, one volatile load per word.
+pub fn decode_memory_intercept(assist: &crate::percpu::AssistPage) -> crate::proxy::MemoryAccess {
+    use hvdef::aarch64::HvArm64MemoryInterceptMessage as Msg;
+    use zerocopy::{FromBytes, IntoBytes};
+    const WORDS: usize = size_of::<Msg>() / 8;
+    const GPA_END: usize = core::mem::offset_of!(Msg, syndrome) / 8;
+    let mut words = [0u64; WORDS];
+    assist.read_payload(0, &mut words[..GPA_END]);
+    let (msg, _) = Msg::ref_from_prefix(words.as_bytes()).expect("the words hold the message");
     crate::proxy::MemoryAccess {
         gpa: msg.guest_physical_address,
         access: msg.header.intercept_access_type,
@@ -342,17 +366,29 @@ pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::Memo
     }
 }
 
-/// Decodes the arm64 hypercall intercept message in `message`'s payload.
+/// Decodes the arm64 hypercall intercept message in the assist page, reading only what
+/// decoding uses: the header, the immediate and X0-X3 (8 words), and X4-X17 (14 more) only for
+/// a fast call.
+#[inline(always)]
 pub fn decode_intercept(
-    message: &hvdef::HvMessage,
+    assist: &crate::percpu::AssistPage,
     _xmm_fast_input: bool,
 ) -> crate::proxy::Decoded {
-    use zerocopy::FromBytes;
-    // The payload (240 bytes) always holds the 0xB0-byte arm64 message.
-    let (msg, _) =
-        hvdef::aarch64::HvArm64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
-            .expect("the message payload is larger than the intercept message");
-    crate::proxy::decode::decode_arm64(&msg)
+    use hvdef::aarch64::HvArm64HypercallInterceptMessage as Msg;
+    use zerocopy::{FromBytes, IntoBytes};
+    const WORDS: usize = size_of::<Msg>() / 8;
+    const X: usize = core::mem::offset_of!(Msg, x) / 8;
+    const IMMEDIATE: usize = core::mem::offset_of!(Msg, immediate) / 8;
+    let mut words = [0u64; WORDS];
+    assist.read_payload(0, &mut words[..X + 4]);
+    // The control word: X1 under SMCCC (`hvc #0`), X0 under `hvc #1`.
+    let smccc = words[IMMEDIATE] as u16 == hvdef::aarch64::HVC_IMM_SMCCC;
+    let control = words[X + usize::from(smccc)];
+    if hvdef::Control::from_bits(control).fast() {
+        assist.read_payload(X + 4, &mut words[X + 4..]);
+    }
+    let (msg, _) = Msg::ref_from_prefix(words.as_bytes()).expect("the words hold the message");
+    crate::proxy::decode::decode_arm64(msg)
 }
 
 /// Puts a hypercall's result into VTL0's X registers. SMCCC (`hvc #0`): X0 = result, or on
@@ -374,4 +410,26 @@ pub fn complete_intercept(
 /// arm64 has no XMM registers.
 pub fn xmm_fast_input() -> bool {
     false
+}
+
+/// No register page on arm64: [`RegisterPage::map`] is never called.
+pub const HAS_REGISTER_PAGE: bool = false;
+
+/// arm64 has no VTL register page (Linux's `mshv_vtl` maps one on x86_64 only; see the TLFS
+/// model's fact sheet, `tests/hvmodel/src/regpage.rs`): VTL0's PC moves by SetVpRegisters.
+pub struct RegisterPage;
+
+impl RegisterPage {
+    /// Never mapped on arm64.
+    pub fn map() -> core::result::Result<RegisterPage, crate::hypercall::Error> {
+        Err(crate::hypercall::Error::Hv(HvError::INVALID_PARAMETER))
+    }
+
+    pub fn gpa(&self) -> u64 {
+        0
+    }
+
+    pub fn set_vtl0_rip(&self, _pc: u64) -> bool {
+        false
+    }
 }

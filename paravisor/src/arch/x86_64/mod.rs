@@ -137,6 +137,9 @@ pub fn enable_hypercalls(guest_os_id: u64) -> core::result::Result<(), &'static 
 pub struct Abi;
 
 impl HypercallAbi for Abi {
+    /// RDX and R8 carry 16 bytes: a one-register SetVpRegisters (48) goes memory-based.
+    const FAST6: bool = false;
+
     fn call(&mut self, control: u64, input: &Page, output: &mut Page) -> u64 {
         // SAFETY: both pages are this CPU's, page-aligned and identity-mapped (GPA = address);
         // the hypervisor reads `input` and writes `output`, which we hold exclusively.
@@ -385,13 +388,18 @@ pub fn memory_fault_event(_access: &crate::proxy::MemoryAccess) -> hvdef::HvRegi
     hvdef::HvRegisterValue::from(event.into_bits())
 }
 
-/// Decodes an x64 memory intercept message (GPA intercept, unmapped GPA).
-pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::MemoryAccess {
-    use zerocopy::FromBytes;
-    // The payload (240 bytes) always holds the 0x50-byte x64 message.
-    let (msg, _) =
-        hvdef::x86_64::HvX64MemoryInterceptMessage::read_from_prefix(message.payload_bytes())
-            .expect("the message payload is larger than the memory intercept message");
+/// Decodes an x64 memory intercept message (GPA intercept, unmapped GPA) in the assist page:
+/// its header and the GPA, one volatile load per word.
+pub fn decode_memory_intercept(assist: &crate::percpu::AssistPage) -> crate::proxy::MemoryAccess {
+    use hvdef::x86_64::HvX64MemoryInterceptMessage;
+    use zerocopy::{FromBytes, IntoBytes};
+    const WORDS: usize = size_of::<HvX64MemoryInterceptMessage>() / 8;
+    const GPA_END: usize =
+        core::mem::offset_of!(HvX64MemoryInterceptMessage, instruction_bytes) / 8;
+    let mut words = [0u64; WORDS];
+    assist.read_payload(0, &mut words[..GPA_END]);
+    let (msg, _) = HvX64MemoryInterceptMessage::ref_from_prefix(words.as_bytes())
+        .expect("the words hold the whole message");
     crate::proxy::MemoryAccess {
         gpa: msg.guest_physical_address,
         access: msg.header.intercept_access_type,
@@ -400,14 +408,27 @@ pub fn decode_memory_intercept(message: &hvdef::HvMessage) -> crate::proxy::Memo
     }
 }
 
-/// Decodes the x64 hypercall intercept message in `message`'s payload.
-pub fn decode_intercept(message: &hvdef::HvMessage, xmm_fast_input: bool) -> crate::proxy::Decoded {
-    use zerocopy::FromBytes;
-    // The payload (240 bytes) always holds the 0xD0-byte x64 message.
-    let (msg, _) =
-        hvdef::x86_64::HvX64HypercallInterceptMessage::read_from_prefix(message.payload_bytes())
-            .expect("the message payload is larger than the intercept message");
-    crate::proxy::decode::decode_x64(&msg, xmm_fast_input)
+/// Decodes the x64 hypercall intercept message in the assist page, reading only what decoding
+/// uses: the header and RAX..R8 (10 words), and XMM0-5 (12 more) only for a fast call on a host
+/// with XMM fast input.
+#[inline(always)]
+pub fn decode_intercept(
+    assist: &crate::percpu::AssistPage,
+    xmm_fast_input: bool,
+) -> crate::proxy::Decoded {
+    use hvdef::x86_64::HvX64HypercallInterceptMessage as Msg;
+    use zerocopy::{FromBytes, IntoBytes};
+    const WORDS: usize = size_of::<Msg>() / 8;
+    const GPRS_END: usize = core::mem::offset_of!(Msg, rsi) / 8;
+    const RCX: usize = core::mem::offset_of!(Msg, rcx) / 8;
+    const XMM: usize = core::mem::offset_of!(Msg, xmm_registers) / 8;
+    let mut words = [0u64; WORDS];
+    assist.read_payload(0, &mut words[..GPRS_END]);
+    if xmm_fast_input && hvdef::Control::from_bits(words[RCX]).fast() {
+        assist.read_payload(XMM, &mut words[XMM..XMM + 12]);
+    }
+    let (msg, _) = Msg::ref_from_prefix(words.as_bytes()).expect("the words hold the message");
+    crate::proxy::decode::decode_x64(msg, xmm_fast_input)
 }
 
 /// Puts a hypercall's result into VTL0's RAX, or, for a call VTL0 re-executes (TIMEOUT), the
@@ -430,4 +451,67 @@ pub fn xmm_fast_input() -> bool {
     cpuid(hvdef::x86_64::cpuid::HV_CPUID_FEATURES, 0)[3]
         & hvdef::x86_64::cpuid::HV_FEATURES_EDX_XMM_FAST_INPUT
         != 0
+}
+
+// ---- The VTL register page ----------------------------------------------------------------
+//
+// The frame is part of the VP's per-VP state (`percpu`, allocated on the VTL2 heap at boot for
+// the VP count), so every VP up to the TLFS limit has its own.
+
+/// x64 hosts may offer the register page.
+pub const HAS_REGISTER_PAGE: bool = true;
+
+/// This VP's register page frame (identity-mapped: address = GPA).
+fn register_page_frame() -> *mut hvdef::x86_64::HvX64RegisterPage {
+    crate::percpu::register_page_frame().cast()
+}
+
+/// This VP's VTL register page, mapped (NON-TLFS; the facts are in the TLFS model,
+/// `tests/hvmodel/src/regpage.rs`). While VTL2 handles an intercept of VTL0 it holds VTL0's
+/// registers, and a RIP written there with its dirty bit is loaded into VTL0 by the VtlReturn:
+/// the IP advance of a completed call costs no hypercall.
+pub struct RegisterPage(*mut hvdef::x86_64::HvX64RegisterPage);
+
+impl RegisterPage {
+    /// Maps this VP's page: SetVpRegisters of `HvX64RegisterName::RegisterPage` on itself, as
+    /// Linux's `mshv_vtl_configure_reg_page` and OpenHCL's sidecar do. `Err` with the status of
+    /// a host that has none (INVALID_PARAMETER: a hypervisor that predates it; ACCESS_DENIED:
+    /// not offered): the IP then moves by SetVpRegisters.
+    pub fn map() -> core::result::Result<RegisterPage, crate::hypercall::Error> {
+        let frame = register_page_frame();
+        let value = hvdef::HvPageRegister::new()
+            .with_enable(true)
+            .with_gpa_page_number(frame as u64 >> 12);
+        crate::percpu::hypercall().set_vp_register(
+            crate::hypercall::VpTarget::SELF,
+            hvdef::x86_64::reg::REGISTER_PAGE,
+            value.into_bits().into(),
+        )?;
+        Ok(RegisterPage(frame))
+    }
+
+    /// The page's GPA, for the log.
+    pub fn gpa(&self) -> u64 {
+        self.0 as u64
+    }
+
+    /// Writes VTL0's RIP through the page, if it holds VTL0's state now (`is_valid`, `vtl` 0:
+    /// VTL2 is handling an intercept of VTL0). False otherwise: the caller falls back to
+    /// SetVpRegisters.
+    pub fn set_vtl0_rip(&self, rip: u64) -> bool {
+        let page = self.0;
+        // SAFETY: this VP's own page, in VTL2, so the hypervisor is not using it; volatile
+        // accesses of single fields.
+        unsafe {
+            let valid = core::ptr::read_volatile(&raw const (*page).is_valid);
+            let vtl = core::ptr::read_volatile(&raw const (*page).vtl);
+            if valid == 0 || vtl != 0 {
+                return false;
+            }
+            core::ptr::write_volatile(&raw mut (*page).rip, rip);
+            let dirty = core::ptr::read_volatile(&raw const (*page).dirty);
+            core::ptr::write_volatile(&raw mut (*page).dirty, dirty.with_instruction_pointer(true));
+        }
+        true
+    }
 }

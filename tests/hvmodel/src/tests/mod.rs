@@ -7,6 +7,7 @@ mod live;
 mod properties;
 mod protection;
 mod registers;
+mod regpage;
 mod routing;
 mod vp_start;
 mod vtl0;
