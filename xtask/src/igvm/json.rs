@@ -2,7 +2,8 @@
 //! diffed (`diff <(cargo xtask igvm-dump --json a.igvm) <(... b.igvm)`). Addresses, masks and
 //! register values are hex strings (as the text dump prints them), counts are numbers; page
 //! runs are merged as in the text dump. Top-level keys: `bytes`, `revision`, `architecture`,
-//! `platforms`, `initializations`, `directives`, `vtl0`; a new field is one more key.
+//! `vbs_measurement` (SHA-256, hex), `platforms`, `initializations`, `directives`, `vtl0`; a new
+//! field is one more key.
 
 use super::{low_u64, variant_name, PAGE, VTL0_BOOT_MAGIC, VTL0_CONTEXT_OFFSET};
 use anyhow::{bail, Context, Result};
@@ -31,6 +32,10 @@ pub fn dump_json(igvm: &[u8]) -> Result<Value> {
     top.insert("bytes".into(), json!(igvm.len()));
     top.insert("revision".into(), json!(revision));
     top.insert("architecture".into(), json!(arch));
+    top.insert(
+        "vbs_measurement".into(),
+        json!(super::digest(igvm).context("the measurement")?),
+    );
     let platforms: Vec<Value> = file
         .platforms()
         .iter()
@@ -321,6 +326,18 @@ mod tests {
         assert_eq!(j["bytes"], json!(bytes.len()));
         assert_eq!(j["revision"], json!(1));
         assert_eq!(j["architecture"], json!("x86_64"));
+        // The measurement: SHA-256 as 64 hex digits, different for a file whose page data
+        // differs in one byte.
+        let m = j["vbs_measurement"].as_str().unwrap();
+        assert!(
+            m.len() == 64 && m.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{m}"
+        );
+        let last = bytes.len() - 1;
+        let mut other = bytes.clone();
+        other[last] ^= 1;
+        let o = dump_json(&other).expect("the file's last byte is page data");
+        assert_ne!(o["vbs_measurement"], j["vbs_measurement"]);
         assert_eq!(
             j["platforms"],
             json!([{ "type": "VSM_ISOLATION", "highest_vtl": 2, "compatibility_mask": "0x1",
