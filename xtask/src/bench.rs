@@ -730,7 +730,7 @@ struct Workload {
     control: u64,
     input: Vec<u8>,
     status: HvStatus,
-    /// The paravisor's command line: `None` boots its IGVM file (no command line), `Some`
+    /// The paravisor's command line: `None` boots its IGVM file with none, `Some`
     /// boots its ELF with it.
     append: Option<String>,
 }

@@ -20,7 +20,7 @@
 //! all of VTL0's RAM and read its bytes there (the relays check them byte for byte).
 //!
 //! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration. A third
-//! of the calls run under IGVM boots, which have no command line, so the relay table is empty
+//! of the calls run under IGVM boots, given no command line, so the relay table is empty
 //! (no `pv.relay=`, no `pv.devices=`) and no connection or device is VTL0's; a third under ELF
 //! boots with the former gdbstub soak's relay (VTL0's connections 0..8 to the host's 0x100.., which
 //! the host's model knows), so a valid call to one of them must be relayed with its connection
@@ -214,7 +214,7 @@ const REFLECTED_CODES: [Range<u16>; 2] = [0..0x200, 0x8000..0x8100];
 /// How a boot's partition is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Boot {
-    /// The IGVM file: no command line, no relay table; Hyper-V's routing.
+    /// The IGVM file, given no command line: no relay table; Hyper-V's routing.
     Igvm,
     /// The ELF with the relay table; Hyper-V's routing.
     Relay,
@@ -1325,7 +1325,7 @@ pub fn soak_arch(
     let (calls, seed) = (opts.calls, opts.seed);
     let arch = images.arch;
     let scenario = Scenario::for_arch(arch);
-    // Half the calls under an IGVM boot (no command line: nothing relayed), half under an ELF
+    // Half the calls under an IGVM boot (given no command line: nothing relayed), half under an ELF
     // boot whose relay maps VTL0's connections 0..8 to the host's 0x100.., which the host
     // knows (the former gdbstub soak's relay): a relay without its rewrite, or one too many, is seen.
     let relay_scenario =
@@ -1408,7 +1408,7 @@ pub fn soak_arch(
             plans.len(),
             ranges.len(),
             match kind {
-                Boot::Igvm => "relay table empty (IGVM boot: no command line)".to_string(),
+                Boot::Igvm => "relay table empty (IGVM boot given no command line)".to_string(),
                 Boot::Relay => format!("ELF boot with `{append}`"),
                 Boot::ReflectAll => format!(
                     "ELF boot with `{reflect_append}`, a host that reflects every VTL0 call, \
