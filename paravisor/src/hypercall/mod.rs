@@ -220,6 +220,19 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         out
     }
 
+    /// The issue path for a 6-word register block (arm64's short `hvc` stub); `None` where the
+    /// ABI has none.
+    fn issue_fast6(&mut self, control: Control, regs: &[u64; 6]) -> Option<HypercallOutput> {
+        let control = control
+            .with_fast(true)
+            .with_nested(self.nested_bit(control.code()));
+        self.abi.call_fast6(control.into_bits(), regs).map(|bits| {
+            let out = HypercallOutput::from_bits(bits);
+            log_call(control, Some(out));
+            out
+        })
+    }
+
     /// The single issue path for register-based calls; `None` if `regs` does not fit the ABI.
     fn issue_fast(&mut self, control: Control, regs: &mut [u64]) -> Option<HypercallOutput> {
         let control = control
@@ -461,16 +474,9 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         bytes[16..].copy_from_slice(assoc.as_bytes());
         let mut rep = RepProgress::new(HypercallCode::SET_VP_REGISTERS, 1);
         while let Some(start) = rep.next_start() {
-            let control = rep.control(start);
-            let control = control
-                .with_fast(true)
-                .with_nested(self.nested_bit(control.code()));
-            let Some(out) = self.abi.call_fast6(control.into_bits(), &regs) else {
+            let Some(out) = self.issue_fast6(rep.control(start), &regs) else {
                 return self.set_vp_registers(target, &[assoc]);
             };
-            // The third issue path (a 6-word block), logged as the other two are.
-            let out = HypercallOutput::from_bits(out);
-            log_call(control, Some(out));
             rep.after(start, out)?;
         }
         Ok(())

@@ -314,33 +314,7 @@ impl Gen {
             // relays nothing (empty relay table), so INVALID_CONNECTION_ID, or
             // INVALID_PARAMETER for a broken message.
             let connection = self.connection();
-            let mut m = post_message(connection);
-            let valid = self.rng.percent(70);
-            let how = if valid {
-                "valid"
-            } else {
-                match self.rng.below(4) {
-                    0 => {
-                        m[8..12].fill(0);
-                        "message type 0"
-                    }
-                    1 => {
-                        m[11] |= 0x80;
-                        "hypervisor message type"
-                    }
-                    2 => {
-                        let size = 241 + self.rng.below(1000) as u32;
-                        m[12..16].copy_from_slice(&size.to_le_bytes());
-                        "payload too large"
-                    }
-                    _ => {
-                        m[4] = 1;
-                        "reserved field set"
-                    }
-                }
-            };
-            let payload = self.rng.bytes(240);
-            m[16..].copy_from_slice(&payload);
+            let (m, how, valid) = self.message(connection);
             let expect = oracle::synic(
                 HypercallCode::POST_MESSAGE,
                 false,
@@ -361,19 +335,7 @@ impl Gen {
         }
         if roll < 55 {
             let connection = u64::from(self.connection());
-            let flag = if self.rng.percent(85) {
-                self.rng.below(2048)
-            } else {
-                2048 + self.rng.below(0xF800)
-            };
-            let reserved = if self.rng.percent(90) {
-                0
-            } else {
-                1 + self.rng.below(0xFFFF)
-            };
-            // TLFS HvCallSignalEvent: flag numbers below 2048, RsvdZ zero.
-            let valid = flag < 2048 && reserved == 0;
-            let word = connection | flag << 32 | reserved << 48;
+            let (word, flag, reserved, valid) = self.signal_word(connection);
             let fast = self.rng.percent(60);
             let expect = oracle::synic(
                 HypercallCode::SIGNAL_EVENT,
@@ -830,18 +792,7 @@ impl Gen {
             }
             6..=8 => {
                 let connection = self.rng.below(2 * u64::from(known));
-                let flag = if self.rng.percent(85) {
-                    self.rng.below(2048)
-                } else {
-                    2048 + self.rng.below(0xF800)
-                };
-                let reserved = if self.rng.percent(90) {
-                    0
-                } else {
-                    1 + self.rng.below(0xFFFF)
-                };
-                let valid = flag < 2048 && reserved == 0;
-                let word = connection | flag << 32 | reserved << 48;
+                let (word, flag, reserved, valid) = self.signal_word(connection);
                 let fast = self.rng.percent(60);
                 let expect = oracle::synic(
                     HypercallCode::SIGNAL_EVENT,
@@ -937,6 +888,29 @@ impl Gen {
                 )
             }
         }
+    }
+
+    /// A SignalEvent input word to `connection`: mostly a valid flag number, sometimes one past
+    /// 2047 or a reserved field set (TLFS HvCallSignalEvent: flag numbers below 2048, RsvdZ
+    /// zero); (word, flag, reserved, valid).
+    fn signal_word(&mut self, connection: u64) -> (u64, u64, u64, bool) {
+        let flag = if self.rng.percent(85) {
+            self.rng.below(2048)
+        } else {
+            2048 + self.rng.below(0xF800)
+        };
+        let reserved = if self.rng.percent(90) {
+            0
+        } else {
+            1 + self.rng.below(0xFFFF)
+        };
+        let valid = flag < 2048 && reserved == 0;
+        (
+            connection | flag << 32 | reserved << 48,
+            flag,
+            reserved,
+            valid,
+        )
     }
 
     /// A PostMessage to `connection`, valid or broken in one field the TLFS gives

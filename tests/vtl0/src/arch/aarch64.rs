@@ -399,7 +399,7 @@ vtl0_hypercall:
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
     stp x0, x1, [sp, #-16]!
-    adr x2, 9f
+    adr x2, vtl0_hypercall_recover
     str x2, [x1, #{pc}]
     mov x2, sp
     str x2, [x1, #{sp}]
@@ -421,35 +421,9 @@ vtl0_hypercall:
     ldp x28, x29, [x30, #{xin} + 8 * 28]
     ldr x30, [x30, #{xin} + 8 * 30]
     hvc #0
-    str x30, [sp, #-16]!
-    ldr x30, [sp, #16]
-    stp x0, x1, [x30, #{xout} + 8 * 0]
-    stp x2, x3, [x30, #{xout} + 8 * 2]
-    stp x4, x5, [x30, #{xout} + 8 * 4]
-    stp x6, x7, [x30, #{xout} + 8 * 6]
-    stp x8, x9, [x30, #{xout} + 8 * 8]
-    stp x10, x11, [x30, #{xout} + 8 * 10]
-    stp x12, x13, [x30, #{xout} + 8 * 12]
-    stp x14, x15, [x30, #{xout} + 8 * 14]
-    stp x16, x17, [x30, #{xout} + 8 * 16]
-    stp x18, x19, [x30, #{xout} + 8 * 18]
-    stp x20, x21, [x30, #{xout} + 8 * 20]
-    stp x22, x23, [x30, #{xout} + 8 * 22]
-    stp x24, x25, [x30, #{xout} + 8 * 24]
-    stp x26, x27, [x30, #{xout} + 8 * 26]
-    stp x28, x29, [x30, #{xout} + 8 * 28]
-    ldr x0, [sp], #16
-    str x0, [x30, #{xout} + 8 * 30]
-    ldr x1, [sp, #8]
-    str xzr, [x1, #{pc}]
-9:  add sp, sp, #16
-    ldp x19, x20, [sp, #16]
-    ldp x21, x22, [sp, #32]
-    ldp x23, x24, [sp, #48]
-    ldp x25, x26, [sp, #64]
-    ldp x27, x28, [sp, #80]
-    ldp x29, x30, [sp], #96
-    ret
+    /* The rest (storing X0-X30 back, the recovery point) is vtl0_hypercall_at's: the frames
+       are the same. */
+    b vtl0_hypercall_at_done
 
     /* void vtl0_hypercall_at(struct HcRegs *, u64 stub, u64 spsr, struct Recovery *rec): as
        vtl0_hypercall, but the `hvc` is a stub's, entered with `eret` in the mode `spsr` names
@@ -465,7 +439,7 @@ vtl0_hypercall_at:
     stp x25, x26, [sp, #64]
     stp x27, x28, [sp, #80]
     stp x0, x3, [sp, #-16]!
-    adr x4, 9f
+    adr x4, vtl0_hypercall_recover
     str x4, [x3, #{pc}]
     mov x4, sp
     str x4, [x3, #{sp}]
@@ -514,7 +488,9 @@ vtl0_hypercall_at_done:
     str x0, [x30, #{xout} + 8 * 30]
     ldr x1, [sp, #8]
     str xzr, [x1, #{pc}]
-9:  add sp, sp, #16
+    /* Where a fault during either call resumes (the recovery record's pc). */
+vtl0_hypercall_recover:
+    add sp, sp, #16
     ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
     ldp x23, x24, [sp, #48]
