@@ -991,13 +991,17 @@ pub fn dump(igvm: &[u8]) -> Result<String> {
     Ok(out)
 }
 
-/// The VTL0 part of the dump: the boot page (found by its magic), its context, and the page
-/// regions outside the one holding the boot page (the paravisor's image), which are the
-/// payload's.
-fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
-    use hvdef::aarch64::HvArm64InitialVpContext;
-    use hvdef::x86_64::HvX64InitialVpContext;
-    use zerocopy::FromBytes;
+/// The VTL0 boot page of an IGVM file (found by its magic) and the payload's page regions:
+/// the contiguous regions of placed pages (page data and parameter areas) other than the one
+/// holding the boot page (the paravisor's image). Shared by the text and JSON dumps.
+pub(crate) struct Vtl0Boot {
+    pub at: u64,
+    pub page: Vec<u8>,
+    pub payload: Vec<Range<u64>>,
+}
+
+/// See [`Vtl0Boot`]; `None` when the file carries no VTL0 payload.
+pub(crate) fn vtl0_boot(file: &IgvmFile) -> Option<Vtl0Boot> {
     use IgvmDirectiveHeader as D;
     let mut placed = std::collections::BTreeSet::new();
     let mut boot = None;
@@ -1023,7 +1027,30 @@ fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
             _ => {}
         }
     }
-    let Some((at, page)) = boot else {
+    let (at, page) = boot?;
+    let mut regions: Vec<Range<u64>> = Vec::new();
+    for gpa in placed {
+        match regions.last_mut() {
+            Some(r) if r.end == gpa => r.end += PAGE,
+            _ => regions.push(gpa..gpa + PAGE),
+        }
+    }
+    regions.retain(|r| !r.contains(&at));
+    Some(Vtl0Boot {
+        at,
+        page,
+        payload: regions,
+    })
+}
+
+/// The VTL0 part of the dump: the boot page (found by its magic), its context, and the page
+/// regions outside the one holding the boot page (the paravisor's image), which are the
+/// payload's.
+fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
+    use hvdef::aarch64::HvArm64InitialVpContext;
+    use hvdef::x86_64::HvX64InitialVpContext;
+    use zerocopy::FromBytes;
+    let Some(Vtl0Boot { at, page, payload }) = vtl0_boot(file) else {
         writeln!(
             out,
             "VTL0: no payload (no page holds a VTL0 boot page header)"
@@ -1042,15 +1069,7 @@ fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
         out,
         "  VTL0 boot page at {at:#x}: version {version}, arch {arch_name}, context {size} bytes"
     )?;
-    // Contiguous regions of placed pages.
-    let mut regions: Vec<Range<u64>> = Vec::new();
-    for gpa in placed {
-        match regions.last_mut() {
-            Some(r) if r.end == gpa => r.end += PAGE,
-            _ => regions.push(gpa..gpa + PAGE),
-        }
-    }
-    for r in regions.iter().filter(|r| !r.contains(&at)) {
+    for r in &payload {
         let n = (r.end - r.start) / PAGE;
         writeln!(
             out,

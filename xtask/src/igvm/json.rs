@@ -5,7 +5,7 @@
 //! `vbs_measurement` (SHA-256, hex), `platforms`, `initializations`, `directives`, `vtl0`; a new
 //! field is one more key.
 
-use super::{low_u64, variant_name, PAGE, VTL0_BOOT_MAGIC, VTL0_CONTEXT_OFFSET};
+use super::{low_u64, variant_name, PAGE, VTL0_CONTEXT_OFFSET};
 use anyhow::{bail, Context, Result};
 use igvm::registers::X86Register;
 use igvm::{IgvmDirectiveHeader as D, IgvmFile, IgvmPlatformHeader};
@@ -191,45 +191,13 @@ fn x86_value(r: &X86Register, vtl: igvm::hv_defs::Vtl) -> Value {
 /// payload's page regions (those outside the region holding the boot page) and the raw
 /// context bytes as hex; `null` when the file carries no VTL0 payload.
 fn vtl0(file: &IgvmFile) -> Value {
-    let mut placed = std::collections::BTreeSet::new();
-    let mut boot = None;
-    for d in file.directives() {
-        match d {
-            D::PageData { gpa, data, .. } => {
-                placed.insert(*gpa);
-                if data.get(..8) == Some(&VTL0_BOOT_MAGIC.to_le_bytes()[..]) {
-                    boot = Some((*gpa, data.clone()));
-                }
-            }
-            D::ParameterInsert(p) => {
-                let size = file.directives().iter().find_map(|a| match a {
-                    D::ParameterArea {
-                        number_of_bytes,
-                        parameter_area_index,
-                        ..
-                    } if *parameter_area_index == p.parameter_area_index => Some(*number_of_bytes),
-                    _ => None,
-                });
-                placed.extend((p.gpa..p.gpa + size.unwrap_or(0)).step_by(PAGE as usize));
-            }
-            _ => {}
-        }
-    }
-    let Some((at, page)) = boot else {
+    let Some(super::Vtl0Boot { at, page, payload }) = super::vtl0_boot(file) else {
         return Value::Null;
     };
     let word = |o: usize| u32::from_le_bytes(page[o..o + 4].try_into().expect("4 bytes"));
     let (version, arch, size) = (word(8), word(12), word(16) as usize);
-    let mut regions: Vec<std::ops::Range<u64>> = Vec::new();
-    for gpa in placed {
-        match regions.last_mut() {
-            Some(r) if r.end == gpa => r.end += PAGE,
-            _ => regions.push(gpa..gpa + PAGE),
-        }
-    }
-    let payload: Vec<Value> = regions
+    let payload: Vec<Value> = payload
         .iter()
-        .filter(|r| !r.contains(&at))
         .map(|r| json!({ "start": hex(r.start), "end": hex(r.end), "pages": (r.end - r.start) / PAGE }))
         .collect();
     let context = page
@@ -248,6 +216,7 @@ fn vtl0(file: &IgvmFile) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::igvm::VTL0_BOOT_MAGIC;
     use igvm::registers::SegmentRegister;
     use igvm::IgvmRevision;
     use igvm_defs::{
