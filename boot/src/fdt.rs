@@ -1,12 +1,17 @@
 //! A small flattened-device-tree reader for what the loader passes on aarch64 (command line,
-//! CPU count). The blob is loader-controlled: every offset is bounds-checked and a malformed
-//! blob is an error, never a panic.
+//! CPU count). The blob is loader-controlled: the header and each property's header are read
+//! as `hvdef::loader_data::fdt` structs from bounds-checked slices, every offset is checked,
+//! and a malformed blob is an error, never a panic.
 
-const MAGIC: u32 = 0xd00d_feed;
-const BEGIN_NODE: u32 = 1;
-const END_NODE: u32 = 2;
-const PROP: u32 = 3;
-const NOP: u32 = 4;
+use core::mem::offset_of;
+use hvdef::loader_data::fdt::{FdtHeader, FdtProp};
+use hvdef::loader_data::fdt::{
+    FDT_BEGIN_NODE as BEGIN_NODE, FDT_END_NODE as END_NODE, FDT_MAGIC as MAGIC, FDT_NOP as NOP,
+    FDT_PROP as PROP,
+};
+use zerocopy::big_endian::U32;
+use zerocopy::FromBytes;
+
 /// Deepest node nesting followed; real trees are a handful of levels deep.
 const MAX_DEPTH: usize = 16;
 
@@ -33,9 +38,21 @@ enum Token<'a> {
     Prop(&'a [u8], &'a [u8]),
 }
 
+/// The `T` at byte `off` of `bytes`, if all of it is there.
+fn read_at<T: FromBytes>(bytes: &[u8], off: usize) -> Option<T> {
+    T::read_from_prefix(bytes.get(off..)?).ok().map(|(v, _)| v)
+}
+
 fn be32(bytes: &[u8], off: usize) -> Option<u32> {
-    let b = bytes.get(off..off.checked_add(4)?)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    read_at::<U32>(bytes, off).map(U32::get)
+}
+
+/// The header's magic, then the whole header: a blob too short for either is TooSmall.
+fn header(blob: &[u8]) -> Result<FdtHeader, FdtError> {
+    if be32(blob, offset_of!(FdtHeader, magic)).ok_or(FdtError::TooSmall)? != MAGIC {
+        return Err(FdtError::BadMagic);
+    }
+    read_at(blob, 0).ok_or(FdtError::TooSmall)
 }
 
 fn cstr(bytes: &[u8], off: usize) -> Option<&[u8]> {
@@ -47,13 +64,16 @@ fn cstr(bytes: &[u8], off: usize) -> Option<&[u8]> {
 impl<'a> Fdt<'a> {
     /// Validates the header of `blob` (which may be longer than the tree).
     pub fn new(blob: &'a [u8]) -> Result<Self, FdtError> {
-        let field = |i: usize| be32(blob, i * 4).ok_or(FdtError::TooSmall);
-        if field(0)? != MAGIC {
-            return Err(FdtError::BadMagic);
-        }
-        let total = field(1)? as usize;
-        let (off_struct, off_strings) = (field(2)? as usize, field(3)? as usize);
-        let (size_strings, size_struct) = (field(8)? as usize, field(9)? as usize);
+        let h = header(blob)?;
+        let total = h.totalsize.get() as usize;
+        let (off_struct, off_strings) = (
+            h.off_dt_struct.get() as usize,
+            h.off_dt_strings.get() as usize,
+        );
+        let (size_strings, size_struct) = (
+            h.size_dt_strings.get() as usize,
+            h.size_dt_struct.get() as usize,
+        );
         let blob = blob.get(..total).ok_or(FdtError::BadLayout)?;
         let slice = |off: usize, len: usize| {
             blob.get(off..off.checked_add(len)?)
@@ -68,10 +88,12 @@ impl<'a> Fdt<'a> {
 
     /// The total size the header claims, to map or copy the blob before parsing it.
     pub fn total_size(header: &[u8]) -> Result<usize, FdtError> {
-        if be32(header, 0).ok_or(FdtError::TooSmall)? != MAGIC {
+        if be32(header, offset_of!(FdtHeader, magic)).ok_or(FdtError::TooSmall)? != MAGIC {
             return Err(FdtError::BadMagic);
         }
-        Ok(be32(header, 4).ok_or(FdtError::TooSmall)? as usize)
+        // Only the size: the caller maps or copies that much before the whole header is read.
+        let total = be32(header, offset_of!(FdtHeader, totalsize)).ok_or(FdtError::TooSmall)?;
+        Ok(total as usize)
     }
 
     fn token(&self, off: usize) -> Result<(Token<'a>, usize), FdtError> {
@@ -88,10 +110,11 @@ impl<'a> Fdt<'a> {
                 }
                 END_NODE => Ok((Token::End, off)),
                 PROP => {
-                    let len = be32(self.structs, off).ok_or(FdtError::BadToken)? as usize;
-                    let name_off = be32(self.structs, off + 4).ok_or(FdtError::BadToken)?;
-                    let name = cstr(self.strings, name_off as usize).ok_or(FdtError::BadToken)?;
-                    let start = off + 8;
+                    let prop: FdtProp = read_at(self.structs, off).ok_or(FdtError::BadToken)?;
+                    let len = prop.len.get() as usize;
+                    let name = cstr(self.strings, prop.nameoff.get() as usize)
+                        .ok_or(FdtError::BadToken)?;
+                    let start = off + size_of::<FdtProp>();
                     let value = self
                         .structs
                         .get(start..start.checked_add(len).ok_or(FdtError::BadToken)?)

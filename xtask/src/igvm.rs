@@ -53,6 +53,7 @@ use igvm::registers::{AArch64Register, SegmentRegister, TableRegister, X86Regist
 use igvm::{
     Arch, IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision,
 };
+use hvdef::loader_data::igvm::{COMMAND_LINE_OFFSET, MEMORY_MAP_OFFSET, VP_COUNT_OFFSET};
 use igvm_defs::{
     IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_VHS_PARAMETER,
     IGVM_VHS_PARAMETER_INSERT, IGVM_VHS_SUPPORTED_PLATFORM, IGVM_VSM_ISOLATION_PLATFORM_VERSION,
@@ -88,17 +89,11 @@ const CPSR_EL1H_DAIF: u64 = 0x3C5;
 /// has built its own tables.
 const SCTLR_EL1: u64 = 0x30D0_0800;
 
-/// The image's parameter pages; `boot::igvm` documents the layout. xtask does not depend on
-/// `boot`, so the offsets are repeated here; both sides' tests pin the same golden bytes.
+/// The image's parameter pages; their layout is `hvdef::loader_data::igvm::IgvmParamArea`,
+/// which `boot::igvm` reads with the same offsets; both sides' tests pin the same golden bytes.
 const PARAMS_START: &str = "boot_igvm_params_start";
 const PARAMS_END: &str = "boot_igvm_params_end";
 const PARAM_AREA_INDEX: u32 = 0;
-/// `boot::igvm::VP_COUNT_OFFSET`.
-const VP_COUNT_OFFSET: u32 = 0;
-/// `boot::igvm::MEMORY_MAP_OFFSET`: the memory map has the second page to itself.
-const MEMORY_MAP_OFFSET: u32 = 0x1000;
-/// `boot::igvm::COMMAND_LINE_OFFSET`: the command line has the third page to itself.
-const COMMAND_LINE_OFFSET: u32 = 0x2000;
 /// VTL2 memory and the relocation granule: 2 MiB, what OpenHCL's loader requires of the
 /// paravisor's memory (`load_openhcl_x64`: "Paravisor memory ranges must be 2MB (large page)
 /// aligned") and what OpenVMM checks of a VTL2 size.
@@ -221,7 +216,7 @@ fn param_region(file: &ElfFile64<'_, Endianness>) -> Result<Range<u64>> {
         })?;
     // An end below the start reads as size 0, which the check below rejects.
     let size = end_vaddr.saturating_sub(start_vaddr);
-    if start % PAGE != 0 || size % PAGE != 0 || size <= u64::from(COMMAND_LINE_OFFSET) {
+    if start % PAGE != 0 || size % PAGE != 0 || size <= COMMAND_LINE_OFFSET as u64 {
         bail!(
             "IGVM parameter pages `{PARAMS_START}`..`{PARAMS_END}` ({start:#x}, {size:#x} bytes) \
              must be page aligned, whole pages and larger than {COMMAND_LINE_OFFSET:#x} bytes"
@@ -234,9 +229,10 @@ fn param_region(file: &ElfFile64<'_, Endianness>) -> Result<Range<u64>> {
 /// insert.
 fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 5] {
     use IgvmDirectiveHeader as D;
-    let at = |byte_offset| IGVM_VHS_PARAMETER {
+    // The offsets are those of a 3-page struct: they fit a u32.
+    let at = |byte_offset: usize| IGVM_VHS_PARAMETER {
         parameter_area_index: PARAM_AREA_INDEX,
-        byte_offset,
+        byte_offset: byte_offset as u32,
     };
     [
         D::ParameterArea {
