@@ -1,5 +1,6 @@
 //! Layouts of the data a loader hands the firmware at boot: the IGVM parameter area, QEMU's PVH
-//! start info, the ACPI tables that carry the CPU count and the device tree header.
+//! start info, the ACPI tables that carry the CPU count, the device tree header, and the VTL0
+//! boot page the IGVM file carries VTL0's initial context in.
 //!
 //! Not TLFS, but shared the same way: the firmware (`boot`) reads these, the host tools
 //! (xtask, the in-VM mock) write them, and both take the layout from here instead of repeating
@@ -13,3 +14,4 @@ pub mod acpi;
 pub mod fdt;
 pub mod igvm;
 pub mod pvh;
+pub mod vtl0_boot;
