@@ -235,6 +235,7 @@ pub fn cpu_count(mem: &impl PhysRead, rsdp: u64) -> Result<u32, AcpiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hvdef::loader_data::acpi::RSDP_V1_LEN;
 
     /// Physical memory `[base, base + bytes.len())`; everything else is unreadable.
     struct Mem {
@@ -459,6 +460,35 @@ mod tests {
         let mut mem = image();
         place(&mut mem.bytes, MADT, &madt(&[lapic(0, 0)]));
         assert_eq!(cpu_count(&mem, addr(RSDP)), Err(AcpiError::NoProcessors));
+    }
+
+    /// An RSDP whose ACPI 1.0 part is whole but whose 2.0 fields are cut off by the end of
+    /// memory, or that claims to be shorter than its own fields: never read past what is
+    /// there.
+    #[test]
+    fn rsdp_cut_short_or_too_short() {
+        let mut mem = image();
+        let end = mem.bytes.len();
+        let r = rsdp(2, addr(RSDT) as u32, addr(XSDT));
+        for keep in [RSDP_V1_LEN, RSDP_V1_LEN + 2, RSDP_V1_LEN + 4, 35] {
+            let mut cut = Mem {
+                base: BASE,
+                bytes: mem.bytes.clone(),
+            };
+            place(&mut cut.bytes, end, &r[..keep]);
+            assert_eq!(
+                cpu_count(&cut, addr(end)),
+                Err(AcpiError::Unreadable),
+                "{keep} bytes"
+            );
+        }
+        // A length below the 36 bytes its own fields take.
+        let mut short = r.clone();
+        short[20..24].copy_from_slice(&24u32.to_le_bytes());
+        fix_checksum(&mut short[..20], 8);
+        fix_checksum(&mut short, 32);
+        place(&mut mem.bytes, end, &short);
+        assert_eq!(cpu_count(&mem, addr(end)), Err(AcpiError::BadLength));
     }
 
     #[test]

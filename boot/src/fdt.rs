@@ -340,6 +340,36 @@ mod tests {
         assert_eq!(ram, vec![(0x4000_0000, 0x1000_0000)]);
     }
 
+    /// A header cut anywhere before its last field is TooSmall (magic and size alone are not
+    /// a header); a property whose length/name-offset pair runs off the structure block, or
+    /// whose value does, is BadToken.
+    #[test]
+    fn truncated_header_and_property() {
+        let blob = sample(1);
+        for len in 4..40 {
+            assert_eq!(
+                Fdt::new(&blob[..len]).err(),
+                Some(FdtError::TooSmall),
+                "{len}"
+            );
+        }
+        assert_eq!(Fdt::total_size(&blob[..7]), Err(FdtError::TooSmall));
+        assert_eq!(Fdt::total_size(&blob[..8]), Ok(blob.len()));
+        use Item::*;
+        let items = [Begin(""), Prop("compatible", b"x\0"), End];
+        let whole = build(&items);
+        let fdt = Fdt::new(&whole).unwrap();
+        assert_eq!(fdt.property("/", "compatible").unwrap(), Some(&b"x\0"[..]));
+        // Cut the structure block after the PROP token (8 bytes into it: BEGIN "" pads to 8),
+        // then inside the value.
+        for size_struct in [12u32, 16, 19, 21] {
+            let mut bad = whole.clone();
+            bad[36..40].copy_from_slice(&size_struct.to_be_bytes());
+            let fdt = Fdt::new(&bad).unwrap();
+            assert_eq!(fdt.property("/", "compatible"), Err(FdtError::BadToken));
+        }
+    }
+
     #[test]
     fn rejects_malformed_blobs() {
         assert_eq!(Fdt::new(&[0; 8]).err(), Some(FdtError::BadMagic));

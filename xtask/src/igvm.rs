@@ -1185,6 +1185,30 @@ fn x86_register(r: &X86Register, vtl: Vtl) -> String {
 mod tests {
     use super::*;
 
+    /// The dumps' header decoder: a boot page shorter than the header (page data may be
+    /// short) reads as zeros past its end instead of panicking; a whole one field by field.
+    #[test]
+    fn vtl0_boot_header_of_short_and_whole_pages() {
+        let boot = |page: Vec<u8>| Vtl0Boot {
+            at: 0,
+            page,
+            payload: vec![],
+        };
+        let short = boot(VTL0_BOOT_MAGIC.to_le_bytes()[..].to_vec());
+        let h = short.header();
+        assert_eq!(
+            (h.magic, h.version, h.arch, h.context_size),
+            (VTL0_BOOT_MAGIC, 0, 0, 0)
+        );
+        let whole = boot(vtl0_boot_page_bytes(IgvmArch::Aarch64, 0x1000));
+        let h = whole.header();
+        assert_eq!(
+            (h.version, h.arch, h.context_size, h.reserved),
+            (1, 2, 72, 0)
+        );
+        assert_eq!(vtl0_arch_name(h.arch), "aarch64");
+    }
+
     fn build_plain(elf: &[u8], arch: IgvmArch) -> Result<Vec<u8>> {
         build(elf, arch, None)
     }

@@ -441,6 +441,27 @@ mod tests {
         assert!(matches!(read(&mut mem, 0xfffe), Err(Error::Memory(_))));
     }
 
+    /// A start info whose magic is there but whose fields run past the end of memory, and a
+    /// memory map cut short: memory errors, not a panic or a short read.
+    #[test]
+    fn truncated_start_info_and_map() {
+        let mut mem = TestMemory::new(0x10000);
+        let info = StartInfo {
+            cmdline: Vec::new(),
+            memmap: qemu_map(),
+            rsdp: 0,
+        };
+        write(&mut mem, 0x1000, &info).expect("fits");
+        let mut head = [0u8; 56];
+        mem.read(0x1000, &mut head).unwrap();
+        mem.write(0x10000 - 8, &head[..8]).unwrap();
+        assert!(matches!(read(&mut mem, 0x10000 - 8), Err(Error::Memory(_))));
+        // The map's last entry straddles the end of memory.
+        let map = 0x10000 - 4 * 24 - 8;
+        mem.write(0x1000 + 40, &(map as u64).to_le_bytes()).unwrap();
+        assert!(matches!(read(&mut mem, 0x1000), Err(Error::Memory(_))));
+    }
+
     #[test]
     fn the_entry_is_found_in_the_note_wherever_it_lies() {
         for at in [0x1000u64, 0x1_fff4, 0x2_0000 - 16] {
