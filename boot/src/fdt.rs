@@ -3,6 +3,7 @@
 //! as `hvdef::loader_data::fdt` structs from bounds-checked slices, every offset is checked,
 //! and a malformed blob is an error, never a panic.
 
+use crate::loader::read_at;
 use core::mem::offset_of;
 use hvdef::loader_data::fdt::{FdtHeader, FdtProp};
 use hvdef::loader_data::fdt::{
@@ -10,7 +11,6 @@ use hvdef::loader_data::fdt::{
     FDT_PROP as PROP,
 };
 use zerocopy::big_endian::U32;
-use zerocopy::FromBytes;
 
 /// Deepest node nesting followed; real trees are a handful of levels deep.
 const MAX_DEPTH: usize = 16;
@@ -36,11 +36,6 @@ enum Token<'a> {
     Begin(&'a [u8]),
     End,
     Prop(&'a [u8], &'a [u8]),
-}
-
-/// The `T` at byte `off` of `bytes`, if all of it is there.
-fn read_at<T: FromBytes>(bytes: &[u8], off: usize) -> Option<T> {
-    T::read_from_prefix(bytes.get(off..)?).ok().map(|(v, _)| v)
 }
 
 fn be32(bytes: &[u8], off: usize) -> Option<u32> {

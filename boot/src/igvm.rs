@@ -19,10 +19,10 @@
 //! `FromBytes::read_from_prefix` from the part of the buffer that is there, never panics, and
 //! reports what it dropped instead of trusting it.
 
+use crate::loader::read_at;
 use crate::BootInfo;
 use core::fmt;
 use igvm_defs::{MemoryMapEntryType, IGVM_VHS_MEMORY_MAP_ENTRY, PAGE_SIZE_4K};
-use zerocopy::FromBytes;
 
 pub use hvdef::loader_data::igvm::{
     COMMAND_LINE_OFFSET, MEMORY_MAP_OFFSET, PARAMS_SIZE, VP_COUNT_OFFSET,
@@ -42,11 +42,6 @@ pub const VP_COUNT_PLAUSIBLE_MAX: u32 = 4096;
 // boot_params_base"), which relocation leaves valid. A QEMU ELF boot passes a device tree
 // address or 0 there, never that small offset (RAM starts at 1 GiB on QEMU virt), so
 // `X0 == params_offset()` tells the two apart without probing memory.
-
-/// The `T` at byte `at` of `bytes`, if all of it is there.
-fn read_at<T: FromBytes>(bytes: &[u8], at: usize) -> Option<T> {
-    T::read_from_prefix(bytes.get(at..)?).ok().map(|(v, _)| v)
-}
 
 /// The raw VP count word (0 when the buffer is too short to hold it).
 pub fn raw_vp_count(params: &[u8]) -> u32 {

@@ -12,8 +12,8 @@ use hvdef::loader_data::acpi::{
     MADT_SIGNATURE, RSDP_SIGNATURE, RSDP_V1_LEN, XSDT_SIGNATURE,
 };
 use hvdef::loader_data::pvh::{HvmMemmapTableEntry, HvmStartInfo, HVM_MEMMAP_TYPE_RAM};
-use hvmodel::{GuestMemory, MemoryError};
-use zerocopy::{FromBytes, IntoBytes};
+use hvmodel::{read_obj, GuestMemory, MemoryError};
+use zerocopy::IntoBytes;
 
 pub use hvdef::loader_data::pvh::HVM_START_MAGIC as MAGIC;
 /// Memory map entry type 1: RAM.
@@ -64,35 +64,25 @@ pub struct StartInfo {
     pub rsdp: u64,
 }
 
-/// The `T` at `gpa`.
-fn read_at<T: FromBytes + IntoBytes>(
-    mem: &mut dyn GuestMemory,
-    gpa: u64,
-) -> Result<T, MemoryError> {
-    let mut value = T::new_zeroed();
-    mem.read(gpa, value.as_mut_bytes())?;
-    Ok(value)
-}
-
 #[cfg(test)]
 fn u32_at(mem: &mut dyn GuestMemory, gpa: u64) -> Result<u32, MemoryError> {
-    read_at(mem, gpa)
+    read_obj(mem, gpa)
 }
 
 #[cfg(test)]
 fn u64_at(mem: &mut dyn GuestMemory, gpa: u64) -> Result<u64, MemoryError> {
-    read_at(mem, gpa)
+    read_obj(mem, gpa)
 }
 
 /// Reads a loader's start info at `gpa`: its command line (if any) and memory map (not its
 /// ACPI pointer: QEMU's tables lie in the host's memory).
 pub fn read(mem: &mut dyn GuestMemory, gpa: u64) -> Result<StartInfo, Error> {
     // The magic alone first: what is not a start info may also be shorter than one.
-    let magic: u32 = read_at(mem, gpa)?;
+    let magic: u32 = read_obj(mem, gpa)?;
     if magic != MAGIC {
         return Err(Error::Magic(magic));
     }
-    let head: HvmStartInfo = read_at(mem, gpa)?;
+    let head: HvmStartInfo = read_obj(mem, gpa)?;
     if head.version < 1 {
         return Err(Error::Version(head.version));
     }
@@ -116,7 +106,7 @@ pub fn read(mem: &mut dyn GuestMemory, gpa: u64) -> Result<StartInfo, Error> {
         return Err(Error::Entries(entries));
     }
     for i in 0..u64::from(entries) {
-        let e: HvmMemmapTableEntry = read_at(mem, map + i * ENTRY_LEN)?;
+        let e: HvmMemmapTableEntry = read_obj(mem, map + i * ENTRY_LEN)?;
         info.memmap.push(MemoryEntry {
             addr: e.addr,
             size: e.size,
