@@ -1,5 +1,6 @@
-//! The soak through the real VTL0: the VTL0 test kernel (`tests/vtl0`) runs the random calls
-//! as table entries under the paravisor under the in-VM mock Hyper-V, thousands per QEMU boot.
+//! The soak's call generator: from a seeded [`Rng`], the VTL0 test kernel's entries
+//! ([`Plan`]s) and what each must produce, from the TLFS, the boot's configuration and the
+//! ELF (the statuses and relays from `oracle.rs`), never from the paravisor's behaviour.
 //!
 //! What the kernel can express: a hypercall with given input bytes (memory-based: the kernel's
 //! own, page-aligned input page; fast: its register pool) and its own loads, stores and
@@ -10,219 +11,71 @@
 //! them, plus VTL0's accesses to its own page and to VTL2's image, plus hostile parameter
 //! lists (`vtl0::FLAG_GPAS`: a misaligned or page-crossing input, an input or output on VTL2's
 //! image), which the hypervisor answers (INVALID_ALIGNMENT) or stops (a GPA intercept, and VTL0
-//! takes the memory fault at the call); under the host that reflects everything (below) also
-//! lists at 0, in the host's memory, on MMIO, far beyond RAM and at the top of the address
-//! space, which the paravisor refuses (ACCESS_DENIED) without touching them.
+//! takes the memory fault at the call); under the host that reflects everything
+//! ([`Boot::ReflectAll`](super::boots::Boot::ReflectAll)) also lists at 0, in the host's memory, on MMIO, far beyond RAM and at
+//! the top of the address space, which the paravisor refuses (ACCESS_DENIED) without touching
+//! them.
 //!
 //! The ELF boots run on a machine of 6 GiB + 3 MiB, and now and then a memory-based call's
 //! input is placed (the kernel's place entry) on the first page above 4 GiB, the first of the
 //! last 3 MiB or the last page of RAM instead of the kernel's input page: the paravisor must map
-//! all of VTL0's RAM and read its bytes there (the relays check them byte for byte).
-//!
-//! The oracle (`oracle.rs`) predicts each status from the TLFS and the configuration. A third
-//! of the calls run under IGVM boots, given no command line, so the relay table is empty
-//! (no `pv.relay=`, no `pv.devices=`) and no connection or device is VTL0's; a third under ELF
-//! boots with the former gdbstub soak's relay (VTL0's connections 0..8 to the host's 0x100.., which
-//! the host's model knows), so a valid call to one of them must be relayed with its connection
-//! rewritten and VTL0 gets the host's SUCCESS; a third under the former gdbstub soak's worst case, a
-//! host that reflects every call VTL0 makes ([`Boot::ReflectAll`]: the proxy's table is the
-//! defence), with VTL0's device 0x30 (`pv.devices=`), every other boot a nested host: its
-//! well-formed calls (RetargetDeviceInterrupt relayed or refused, SynIC calls, the
-//! hypervisor's GetVpRegisters refused with VTL0's output untouched, ExtQueryCapabilities
-//! answered with its 8 zero bytes, the fast form INVALID_PARAMETER) and random control words
-//! over the table's codes. The host's own ports are its scenario's (`Scenario::for_arch`),
-//! which the generator avoids. The checks, per boot:
-//!
-//! 1. QEMU passed, the kernel said `done` for every entry, no `PANIC` / `FATAL` line;
-//! 2. every hypercall record: the whole result word is the oracle's status (random control
-//!    words: a status the TLFS allows for a proxied call, `ALLOWED`), every canary intact; a
-//!    list on VTL2's memory: the exact memory fault instead;
-//! 3. every access record: a store, load or fetch touching VTL2's pages (the image,
-//!    `__image_start..__image_end` from the ELF, and the heap after it, `e2e::vtl2_heap`;
-//!    "the image" below is both) faulted with exactly the exception
-//!    `e2e::memory_fault` gives (arm64 ESR, FAR 0; x64 #GP(0)); any other was carried out, a
-//!    load giving what the store before it wrote, a fetch of the `ret` written there returning;
-//! 4. the host's trace: one hypercall intercept per call the oracle says the host hands VTL2
-//!    (at least; at most one per hypercall entry), one GPA intercept per faulted access or
-//!    call, and
-//!    after VTL0 started VTL2 made exactly one SetVpRegisters per intercept (VTL0's IP advance or
-//!    pending event) and no other hypercall but the relays: in entry order, exactly the ones the
-//!    oracle requires (code, control word with HV_HYPERCALL_NESTED as the host needs it, the
-//!    input byte for byte), those it allows, no other; and every GPA VTL2 names to the host is
-//!    on one of the pages it used at boot (its own hypercall pages).
+//! all of VTL0's RAM and read its bytes there (the relays check them byte for byte). The host's
+//! own ports are its scenario's (`Scenario::for_arch`), which the generator avoids.
 
-use super::{arch_seed, oracle, Rng, ALLOWED, KNOWN_CONNECTIONS, NAMES, OWNED_DEVICE, RELAYED};
-use crate::live::{self, Images};
-use anyhow::{bail, Context, Result};
+use super::plan::{Entry, Plan, Want};
+use super::{oracle, Rng, KNOWN_CONNECTIONS, NAMES, OWNED_DEVICE};
+use crate::live;
 use e2e::post_message;
 use hvdef::{
-    Control, HvInputVtl, HvMessageType, HvRegisterName, HvStatus, HypercallCode, Vtl,
-    HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+    Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl, HV_PARTITION_ID_SELF,
+    HV_VP_INDEX_SELF,
 };
-use mockhv::model::{Event, Scenario, Vtl0Access};
+use mockhv::model::Vtl0Access;
 use mockhv::qemu::Arch;
 use oracle::Host;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Range;
-use std::time::{Duration, Instant};
-use vtl0::{CallOutcome, Fault, Record, Table, MAX_ENTRIES, TABLE_MAX};
 
 /// Connections the generator picks from (0..this, minus the host's own ports).
 const CONNECTIONS: u64 = 64;
 
-/// A table entry and what it must produce.
-#[derive(Clone, Debug)]
-enum Entry {
-    Hypercall {
-        control: u64,
-        input: Vec<u8>,
-        want: Want,
-        /// The host must hand this call to VTL2 (an intercept), by the TLFS and the scenario:
-        /// a well-formed call to a connection or device it does not know. It may hand on any
-        /// other (a broken input may be refused before or after the lookup).
-        intercepted: bool,
-        /// The input and output GPAs the call names instead of the kernel's pages
-        /// (`vtl0::FLAG_GPAS`; output length 0).
-        gpas: Option<(u64, u64)>,
-        /// What VTL2 must relay to the host for it (the oracle's; relay boots only).
-        host: Host,
-        /// The output bytes VTL0 must find (reported from its output page, which the kernel
-        /// zeroes before the call); empty: none reported.
-        output: Vec<u8>,
-    },
-    Write {
-        gpa: u64,
-        width: u32,
-        value: u64,
-        fault: Option<u128>,
-    },
-    Read {
-        gpa: u64,
-        width: u32,
-        /// The value a store before it left (`None`: it faults).
-        value: Option<u64>,
-        fault: Option<u128>,
-    },
-    Exec {
-        gpa: u64,
-        fault: Option<u128>,
-    },
-    /// The kernel's place entry: `bytes` stored at `gpa` (a buffer for the next entry).
-    Place {
-        gpa: u64,
-        bytes: Vec<u8>,
-    },
-}
-
 /// Builds an access entry from (GPA, width, value, the fault it must take).
 type MakeEntry = fn(u64, u32, u64, u128) -> Entry;
 
-#[derive(Clone, Debug)]
-enum Want {
-    /// One of these statuses, no rep completed.
-    Exactly(Vec<HvStatus>),
-    /// Any status the TLFS allows for a proxied call.
-    Allowed,
-    /// No status: the call faults at the instruction with this pending event
-    /// (`e2e::memory_fault`), its parameter list being on VTL2's memory (one GPA intercept).
-    Fault(u128),
-}
-
-struct Plan {
-    entry: Entry,
-    what: String,
-    /// The load or fetch of what the entry before it stored: the two run in the same boot.
-    follows: bool,
-}
-
-impl Plan {
-    /// Table bytes this entry takes (header, body, input padded to 8).
-    fn size(&self) -> usize {
-        match &self.entry {
-            Entry::Hypercall { input, gpas, .. } => {
-                // The output length lives in the body: no extra bytes.
-                8 + 16 + 16 * usize::from(gpas.is_some()) + input.len().div_ceil(8) * 8
-            }
-            Entry::Write { .. } => 8 + 24,
-            Entry::Read { .. } => 8 + 16,
-            Entry::Exec { .. } => 8 + 8,
-            Entry::Place { bytes, .. } => 8 + 16 + bytes.len().div_ceil(8) * 8,
-        }
-    }
-
-    fn push(&self, t: Table) -> Table {
-        match &self.entry {
-            Entry::Hypercall {
-                control,
-                input,
-                gpas: None,
-                output,
-                ..
-            } => t.hypercall(*control, input, output.len() as u32),
-            Entry::Hypercall {
-                control,
-                input,
-                gpas: Some((i, o)),
-                output,
-                ..
-            } => t.hypercall_at(*control, *i, *o, input, output.len() as u32),
-            Entry::Write {
-                gpa, width, value, ..
-            } => t.write(*gpa, *width, *value),
-            Entry::Read { gpa, width, .. } => t.read(*gpa, *width),
-            Entry::Exec { gpa, .. } => t.exec(*gpa),
-            Entry::Place { gpa, bytes } => t.place(*gpa, bytes),
-        }
-    }
-}
-
-struct Gen {
-    arch: Arch,
-    rng: Rng,
-    image: Range<u64>,
+pub(super) struct Gen {
+    pub(super) arch: Arch,
+    pub(super) rng: Rng,
+    pub(super) image: Range<u64>,
     /// The host's SynIC ports (it serves calls to them itself).
-    host_ports: BTreeSet<u32>,
+    pub(super) host_ports: BTreeSet<u32>,
     /// VTL0 connections below this are relayed (`pv.relay=`, an ELF boot; 0: an IGVM boot, no
     /// relay table).
-    relayed: u32,
-    /// The host reflects every hypercall to VTL2 (see [`Boot::ReflectAll`]).
-    reflect_all: bool,
+    pub(super) relayed: u32,
+    /// The host reflects every hypercall to VTL2 (see [`Boot::ReflectAll`](super::boots::Boot::ReflectAll)).
+    pub(super) reflect_all: bool,
     /// Pages of VTL0 RAM above 4 GiB and at the very top of RAM (ELF boots on a machine of
     /// [`HIGH_MEMORY_MB`]; empty: the default machine) where a PostMessage's input is placed
     /// now and then: the paravisor must map them and read VTL0's bytes there.
-    high: Vec<u64>,
+    pub(super) high: Vec<u64>,
 }
 
 /// The relay boots' machine: 6 GiB + 3 MiB, so RAM runs past 4 GiB (q35: 2 GiB low and the rest
 /// from 4 GiB; virt: from 1 GiB) and its top needs every page size (`kernel_memory`).
-const HIGH_MEMORY_MB: u32 = 6 * 1024 + 3;
+pub(super) const HIGH_MEMORY_MB: u32 = 6 * 1024 + 3;
 
 /// The high pages of [`Gen::high`] for `arch`'s machine of [`HIGH_MEMORY_MB`] (QEMU's
 /// documented layouts, `Arch::ram_ranges`): the first page above 4 GiB, the first of the last
 /// 3 MiB, the last page.
-fn high_pages(arch: Arch) -> Vec<u64> {
+pub(super) fn high_pages(arch: Arch) -> Vec<u64> {
     let ram = arch.ram_ranges(HIGH_MEMORY_MB);
     let top = ram.iter().map(|r| r.end).max().unwrap_or(0);
     vec![4 << 30, top - (3 << 20), top - 0x1000]
 }
 
-/// The codes a [`Boot::ReflectAll`] host reflects and its random control words use: every
+/// The codes a [`Boot::ReflectAll`](super::boots::Boot::ReflectAll) host reflects and its random control words use: every
 /// hypercall code the TLFS defines is below 0x200, every extended one in 0x8001..0x8100 (the
 /// whole u16 space would not fit the in-VM host's scenario page).
-const REFLECTED_CODES: [Range<u16>; 2] = [0..0x200, 0x8000..0x8100];
-
-/// How a boot's partition is set up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Boot {
-    /// The IGVM file, given no command line: no relay table; Hyper-V's routing.
-    Igvm,
-    /// The ELF with the relay table; Hyper-V's routing.
-    Relay,
-    /// The ELF with the relay table and VTL0's device, under a host that reflects every
-    /// hypercall VTL0 makes to VTL2 (the former gdbstub soak's worst case: the proxy's table is the
-    /// defence), every other boot a nested host (the relays' HV_HYPERCALL_NESTED).
-    ReflectAll,
-}
+pub(super) const REFLECTED_CODES: [Range<u16>; 2] = [0..0x200, 0x8000..0x8100];
 
 fn code(c: HypercallCode) -> Control {
     Control::new().with_code(c)
@@ -290,7 +143,7 @@ impl Gen {
     }
 
     /// One or more entries (a store and the load or fetch of what it stored come together).
-    fn next(&mut self) -> Vec<Plan> {
+    pub(super) fn next(&mut self) -> Vec<Plan> {
         let roll = self.rng.below(100);
         if self.reflect_all && roll < 75 {
             let plan = self.reflected();
@@ -544,7 +397,7 @@ impl Gen {
 impl Gen {
     /// What VTL0 gets for a list on VTL2's image: the memory fault `fault` when the hypervisor
     /// reads or writes it (Hyper-V's routing); the paravisor's ACCESS_DENIED when the host
-    /// reflects the call untouched ([`Boot::ReflectAll`]: VTL0 may only name its own memory,
+    /// reflects the call untouched ([`Boot::ReflectAll`](super::boots::Boot::ReflectAll): VTL0 may only name its own memory,
     /// and the paravisor never touches VTL2's for it).
     fn in_image(&self, fault: u128) -> Want {
         if self.reflect_all {
@@ -696,7 +549,7 @@ impl Gen {
 }
 
 impl Gen {
-    /// A call under the host that reflects everything ([`Boot::ReflectAll`]), the former gdbstub
+    /// A call under the host that reflects everything ([`Boot::ReflectAll`](super::boots::Boot::ReflectAll)), the former gdbstub
     /// soak's well-formed and random-control mix on the kernel's own pages, each with the
     /// oracle's verdict: what VTL0 gets, its output bytes, the relay the host gets.
     fn reflected(&mut self) -> Plan {
@@ -1101,581 +954,8 @@ impl Gen {
     }
 }
 
-/// Whether `got` is the fault `want` (a pending-event value from `e2e::memory_fault`) stands
-/// for: arm64 the ESR with FAR 0 (the paravisor hands VTL0 no address); x64 the vector and
-/// error code (CR2 is whatever an earlier page fault left).
-fn is_fault(arch: Arch, got: &Fault, want: u128) -> bool {
-    match (arch, got) {
-        (Arch::Aarch64, Fault::Arm64 { esr, far }) => *esr == (want >> 64) as u64 && *far == 0,
-        (Arch::X86_64, Fault::X86 { vector, code, .. }) => {
-            u128::from(*vector) == (want >> 16) & 0xFF && *code == 0
-        }
-        _ => false,
-    }
-}
-
-/// What the checks saw, to show they had something to check.
-#[derive(Default)]
-struct Stats {
-    statuses: BTreeMap<String, usize>,
-    exact: usize,
-    allowed: usize,
-    accesses: usize,
-    faults: usize,
-    /// Inputs placed on pages above 4 GiB / at the top of RAM.
-    placed: usize,
-}
-
-fn check_record(
-    arch: Arch,
-    index: usize,
-    plan: &Plan,
-    record: &Record,
-    stats: &mut Stats,
-    out: &mut Vec<String>,
-) {
-    let name = arch.name();
-    let fail = |why: String| format!("{name} entry #{index} ({}): {why}", plan.what);
-    match (&plan.entry, record) {
-        (
-            Entry::Hypercall {
-                control,
-                want,
-                output,
-                ..
-            },
-            Record::Hypercall {
-                control: c,
-                outcome:
-                    CallOutcome::Done {
-                        result,
-                        bad_canaries,
-                        out: got,
-                    },
-            },
-        ) if c == control => {
-            if got != output {
-                out.push(fail(format!(
-                    "invariant 2: VTL0's output {got:02x?}, expected {output:02x?}"
-                )));
-            }
-            let status = HvStatus(*result as u16);
-            *stats.statuses.entry(format!("{status:?}")).or_default() += 1;
-            if !bad_canaries.is_empty() {
-                out.push(fail(format!("canaries broken: {bad_canaries:?}")));
-            }
-            let ok = match want {
-                Want::Exactly(s) => {
-                    stats.exact += 1;
-                    s.iter().any(|s| u64::from(s.0) == *result)
-                }
-                Want::Allowed => {
-                    stats.allowed += 1;
-                    *result >> 16 == 0 && ALLOWED.contains(&status)
-                }
-                Want::Fault(_) => false,
-            };
-            if !ok {
-                out.push(fail(format!(
-                    "invariant 2: expected {want:?}, VTL0 got result {result:#x}"
-                )));
-            }
-        }
-        (
-            Entry::Hypercall {
-                control,
-                want: Want::Fault(want),
-                ..
-            },
-            Record::Hypercall {
-                control: c,
-                outcome: CallOutcome::Fault(f),
-            },
-        ) if c == control => {
-            stats.faults += 1;
-            if !is_fault(arch, f, *want) {
-                out.push(fail(format!(
-                    "invariant 2: expected the fault {want:#x}, VTL0 got {f}"
-                )));
-            }
-        }
-        (
-            Entry::Write { gpa, fault, .. },
-            Record::Write {
-                gpa: g, outcome, ..
-            },
-        ) if g == gpa => {
-            stats.accesses += 1;
-            access_outcome(arch, *fault, outcome.as_ref().err(), stats, out, &fail);
-        }
-        (
-            Entry::Read {
-                gpa, value, fault, ..
-            },
-            Record::Read {
-                gpa: g, outcome, ..
-            },
-        ) if g == gpa => {
-            stats.accesses += 1;
-            access_outcome(arch, *fault, outcome.as_ref().err(), stats, out, &fail);
-            if let (Some(want), Ok(got)) = (value, outcome) {
-                if want != got {
-                    out.push(fail(format!(
-                        "invariant 3: loaded {got:#x}, stored {want:#x}"
-                    )));
-                }
-            }
-        }
-        (
-            Entry::Place { gpa, bytes },
-            Record::Place {
-                gpa: g,
-                len,
-                outcome,
-            },
-        ) if g == gpa && *len == bytes.len() => {
-            stats.placed += 1;
-            if let Err(f) = outcome {
-                out.push(fail(format!("placing VTL0's buffer faulted: {f}")));
-            }
-        }
-        (Entry::Exec { gpa, fault }, Record::Exec { gpa: g, outcome }) if g == gpa => {
-            stats.accesses += 1;
-            access_outcome(arch, *fault, outcome.as_ref().err(), stats, out, &fail);
-        }
-        (_, r) => out.push(fail(format!("unexpected record {r:?}"))),
-    }
-}
-
-fn access_outcome(
-    arch: Arch,
-    want: Option<u128>,
-    got: Option<&Fault>,
-    stats: &mut Stats,
-    out: &mut Vec<String>,
-    fail: &dyn Fn(String) -> String,
-) {
-    match (want, got) {
-        (None, None) => {}
-        (Some(w), Some(f)) if is_fault(arch, f, w) => stats.faults += 1,
-        (w, g) => out.push(fail(format!(
-            "invariant 3: expected {}, got {}",
-            w.map_or("the access carried out".into(), |w| format!(
-                "the fault {w:#x}"
-            )),
-            g.map_or("the access carried out".into(), |f| f.to_string())
-        ))),
-    }
-}
-
-/// Entries per boot: as many as the table window and the kernel's entry limit take.
-fn boots(plans: &[Plan]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 16);
-    for (i, p) in plans.iter().enumerate() {
-        // A boot ends before a full table, never between a store and its load or fetch.
-        let full = |i: usize, bytes: usize| {
-            i - start >= MAX_ENTRIES as usize - 1 || bytes > TABLE_MAX - 512
-        };
-        if !p.follows && full(i, bytes + p.size()) {
-            out.push(start..i);
-            (start, bytes) = (i, 16);
-        }
-        bytes += p.size();
-    }
-    if start < plans.len() {
-        out.push(start..plans.len());
-    }
-    out
-}
-
-/// (calls, boots) for `arch`, violations appended to `violations`.
-pub fn soak_arch(
-    images: &Images,
-    image: Range<u64>,
-    opts: &super::Options,
-    violations: &mut Vec<String>,
-) -> Result<(usize, usize)> {
-    let (calls, seed) = (opts.calls, opts.seed);
-    let arch = images.arch;
-    let scenario = Scenario::for_arch(arch);
-    // Half the calls under an IGVM boot (given no command line: nothing relayed), half under an ELF
-    // boot whose relay maps VTL0's connections 0..8 to the host's 0x100.., which the host
-    // knows (the former gdbstub soak's relay): a relay without its rewrite, or one too many, is seen.
-    let relay_scenario =
-        Scenario {
-            ports: scenario
-                .ports
-                .clone()
-                .into_iter()
-                .chain((0..KNOWN_CONNECTIONS).filter_map(|c| {
-                    Some((oracle::host_connection(c, KNOWN_CONNECTIONS)?, Vtl::VTL0))
-                }))
-                .collect(),
-            ..scenario.clone()
-        };
-    let relay: Vec<String> = (0..KNOWN_CONNECTIONS)
-        .filter_map(|c| {
-            Some(format!(
-                "{c}:{:#x}",
-                oracle::host_connection(c, KNOWN_CONNECTIONS)?
-            ))
-        })
-        .collect();
-    let append = format!("pv.relay={}", relay.join(","));
-    let reflect_append = format!("{append} pv.devices={OWNED_DEVICE:#x}");
-    let reflect_scenario = |nested: bool| Scenario {
-        nested,
-        // Every code the generator uses ([`REFLECTED_CODES`]; every TLFS call code and
-        // extended code is in them), but on arm64 SetVpRegisters: the kernel registers its
-        // guest OS id with it (x86 does so with an MSR), which the paravisor would refuse.
-        reflected_codes: REFLECTED_CODES
-            .into_iter()
-            .flatten()
-            .map(HypercallCode)
-            .filter(|&c| arch == Arch::X86_64 || c != HypercallCode::SET_VP_REGISTERS)
-            .collect(),
-        devices: [(OWNED_DEVICE, Vtl::VTL2)].into(),
-        ..relay_scenario.clone()
-    };
-    let host_ports: BTreeSet<u32> = scenario.ports.keys().copied().collect();
-    // Boots of the stream so far (a boot's number), and the calls and boots actually run.
-    let mut boots_run = 0;
-    let (mut ran_calls, mut ran_boots) = (0, 0);
-    let mut stats = Stats::default();
-    for (part, kind) in [Boot::Igvm, Boot::Relay, Boot::ReflectAll]
-        .into_iter()
-        .enumerate()
-    {
-        let count = (calls as usize * (part + 1)) / 3 - (calls as usize * part) / 3;
-        let relayed = if kind == Boot::Igvm {
-            0
-        } else {
-            KNOWN_CONNECTIONS
-        };
-        let mut gen = Gen {
-            arch,
-            rng: Rng::new(arch_seed(seed, arch) ^ part as u64),
-            image: image.clone(),
-            host_ports: host_ports.clone(),
-            relayed,
-            reflect_all: kind == Boot::ReflectAll,
-            high: if kind == Boot::Igvm {
-                Vec::new()
-            } else {
-                high_pages(arch)
-            },
-        };
-        let mut plans = Vec::new();
-        while plans.len() < count {
-            plans.extend(gen.next());
-        }
-        plans.truncate(count);
-        // A store whose load was cut off is still a complete entry.
-        let ranges = boots(&plans);
-        println!(
-            "soak {} (real VTL0, in-VM host): image {:#x}..{:#x}, {} entries in {} boot(s); {}, \
-             host ports {:?}",
-            arch.name(),
-            image.start,
-            image.end,
-            plans.len(),
-            ranges.len(),
-            match kind {
-                Boot::Igvm => "relay table empty (IGVM boot given no command line)".to_string(),
-                Boot::Relay => format!("ELF boot with `{append}`"),
-                Boot::ReflectAll => format!(
-                    "ELF boot with `{reflect_append}`, a host that reflects every VTL0 call, \
-                     nested every other boot"
-                ),
-            },
-            gen.host_ports
-        );
-        for (k, range) in ranges.iter().enumerate() {
-            let n = boots_run + k;
-            if opts.boot.is_some_and(|b| b != n) {
-                continue;
-            }
-            ran_calls += range.len();
-            ran_boots += 1;
-            let nested = kind == Boot::ReflectAll && k % 2 == 1;
-            let t = Instant::now();
-            let before = violations.len();
-            let chunk = &plans[range.clone()];
-            let table = chunk.iter().fold(Table::new(), |t, p| p.push(t));
-            let timeout = Duration::from_secs(60 + chunk.len() as u64 / 20);
-            let run = match kind {
-                Boot::Igvm => images.run_table(&table, true, timeout),
-                // x86: a host without the VTL register page here (the IP advance is then a
-                // SetVpRegisters), with it in the other boots.
-                Boot::Relay => images.run_table_elf_in(
-                    &table,
-                    &append,
-                    Scenario {
-                        register_page: false,
-                        ..relay_scenario.clone()
-                    },
-                    false,
-                    HIGH_MEMORY_MB,
-                    timeout,
-                ),
-                Boot::ReflectAll => images.run_table_elf_in(
-                    &table,
-                    &reflect_append,
-                    reflect_scenario(nested),
-                    false,
-                    HIGH_MEMORY_MB,
-                    timeout,
-                ),
-            };
-            let (run, results) = match run {
-                Ok(r) => r,
-                Err(e) => {
-                    violations.push(format!(
-                        "{} boot {n} (entries {}..{}): invariant 1: {e:#}",
-                        arch.name(),
-                        range.start,
-                        range.end
-                    ));
-                    continue;
-                }
-            };
-            for line in run.run.console.lines() {
-                if line.contains("PANIC") || line.contains("FATAL") {
-                    violations.push(format!(
-                        "{} boot {n}: invariant 1: the console says {:?}",
-                        arch.name(),
-                        line.trim()
-                    ));
-                }
-            }
-            let records = results
-                .records()
-                .map_err(anyhow::Error::msg)
-                .context("the kernel's entry lines")?;
-            for (i, (plan, record)) in chunk.iter().zip(&records).enumerate() {
-                check_record(arch, range.start + i, plan, record, &mut stats, violations);
-            }
-            let page = arch == Arch::X86_64 && kind != Boot::Relay;
-            check_trace(arch, n, chunk, nested, page, &run.events, violations);
-            println!(
-                "soak {}: boot {n}: entries {}..{}, {} trace events, {} violations, {:.1}s",
-                arch.name(),
-                range.start,
-                range.end,
-                run.events.len(),
-                violations.len() - before,
-                t.elapsed().as_secs_f64()
-            );
-        }
-        boots_run += ranges.len();
-    }
-    let statuses: Vec<String> = stats
-        .statuses
-        .iter()
-        .map(|(s, n)| format!("{s} {n}"))
-        .collect();
-    println!(
-        "soak {}: statuses {}; oracle: {} statuses predicted exactly, {} random control words \
-         checked against the TLFS's list; {} accesses ({} faulted as predicted); {} inputs \
-         above 4 GiB or at the top of RAM",
-        arch.name(),
-        statuses.join(", "),
-        stats.exact,
-        stats.allowed,
-        stats.accesses,
-        stats.faults,
-        stats.placed
-    );
-    if let Some(b) = opts.boot.filter(|&b| b >= boots_run) {
-        bail!(
-            "{}: no boot {b}: {calls} calls with seed {seed} make boots 0..{boots_run}",
-            arch.name()
-        );
-    }
-    Ok((ran_calls, ran_boots))
-}
-
-/// Invariant 4, on the host's trace of one boot.
-fn check_trace(
-    arch: Arch,
-    boot: usize,
-    chunk: &[Plan],
-    nested: bool,
-    register_page: bool,
-    events: &[Event],
-    out: &mut Vec<String>,
-) {
-    let name = arch.name();
-    let want_hc = chunk
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.entry,
-                Entry::Hypercall {
-                    intercepted: true,
-                    ..
-                }
-            )
-        })
-        .count();
-    let may_hc = chunk
-        .iter()
-        .filter(|p| matches!(p.entry, Entry::Hypercall { .. }))
-        .count();
-    let want_gpa = chunk
-        .iter()
-        .filter(|p| match &p.entry {
-            Entry::Write { fault, .. } | Entry::Read { fault, .. } | Entry::Exec { fault, .. } => {
-                fault.is_some()
-            }
-            Entry::Hypercall { want, .. } => matches!(want, Want::Fault(_)),
-            Entry::Place { .. } => false,
-        })
-        .count();
-    let (mut hc, mut gpa) = (0, 0);
-    // The relays VTL2 made, in order, against what each entry must (or may) have relayed.
-    let mut relays: Vec<&mockhv::model::HypercallRecord> = Vec::new();
-    // VTL2's own calls once VTL0 runs: with nothing to relay, only the completion of each
-    // intercept, one SetVpRegisters of VTL0's IP or pending event (the VtlReturns are the
-    // host's VTL switches, not in its trace as hypercalls); with the x86 register page the IP
-    // moves without one, so only the pending events of the GPA intercepts remain.
-    let mut sets = 0;
-    let mut vtl0_started = false;
-    // The GPAs VTL2 named to the host for its own calls during boot (its hypercall pages):
-    // once VTL0 runs, a GPA VTL2 names must be one of them (TLFS: VTL2 owns its pages; a
-    // relay that handed the host VTL0's buffer, or another page, is a leak either way).
-    let mut own_pages: BTreeSet<u64> = BTreeSet::new();
-    for e in events {
-        if let Event::Hypercall(h) = e {
-            if h.vtl == Vtl::VTL2 && !Control::from_bits(h.control).fast() {
-                let mut gpas = [h.input_gpa, h.output_gpa].into_iter().filter(|&g| g != 0);
-                if !vtl0_started {
-                    own_pages.extend(gpas.map(|g| g & !0xFFF));
-                } else if let Some(g) = gpas.find(|g| !own_pages.contains(&(g & !0xFFF))) {
-                    out.push(format!(
-                        "{name} boot {boot}: invariant 4: VTL2 named GPA {g:#x} to the host in \
-                         {:?} (its own pages: {own_pages:#x?})",
-                        h.code
-                    ));
-                }
-            }
-        }
-        match e {
-            Event::Intercept { vtl, message, .. } if *vtl == Vtl::VTL0 => {
-                vtl0_started = true;
-                match message.header.message_type {
-                    HvMessageType::HYPERCALL_INTERCEPT => hc += 1,
-                    HvMessageType::GPA_INTERCEPT => gpa += 1,
-                    _ => {}
-                }
-            }
-            Event::Hypercall(h) if h.vtl == Vtl::VTL0 => vtl0_started = true,
-            Event::Hypercall(h) if vtl0_started && h.vtl == Vtl::VTL2 => match h.code {
-                HypercallCode::SET_VP_REGISTERS => sets += 1,
-                HypercallCode::VTL_RETURN => {}
-                HypercallCode::POST_MESSAGE
-                | HypercallCode::SIGNAL_EVENT
-                | HypercallCode::RETARGET_DEVICE_INTERRUPT
-                    if chunk.iter().any(|p| {
-                        matches!(
-                            &p.entry,
-                            Entry::Hypercall {
-                                host: Host::Required(_) | Host::Optional(_),
-                                ..
-                            }
-                        )
-                    }) =>
-                {
-                    relays.push(h)
-                }
-                code => out.push(format!(
-                    "{name} boot {boot}: invariant 4: with VTL0 running and nothing to relay, \
-                     the paravisor made {code:?} (control {:#x}){}",
-                    h.control,
-                    if RELAYED.contains(&code) {
-                        ": a relay with an empty relay table"
-                    } else {
-                        ""
-                    }
-                )),
-            },
-            _ => {}
-        }
-    }
-    // In order: each entry takes the next relay if it is its own. A required relay that is not
-    // next but comes later means the ones before it were asked for by no entry: those are
-    // reported once and skipped, so one stray relay does not count against every later entry.
-    let unasked = |r: &mockhv::model::HypercallRecord| {
-        format!(
-            "{name} boot {boot}: invariant 4: a relay no entry asked for: {:?} control {:#x} \
-             input {:02x?}",
-            r.code, r.control, r.input
-        )
-    };
-    let mut next = 0;
-    for p in chunk {
-        let Entry::Hypercall { host, .. } = &p.entry else {
-            continue;
-        };
-        let (want, required) = match host {
-            Host::Required(h) => (h, true),
-            Host::Optional(h) => (h, false),
-            _ => continue,
-        };
-        let matches = |r: &mockhv::model::HypercallRecord| {
-            r.code == want.code
-                && r.control == want.control(nested)
-                && r.input.get(..want.input.len()) == Some(&want.input[..])
-        };
-        if relays.get(next).is_some_and(|r| matches(r)) {
-            next += 1;
-        } else if required {
-            match relays[next..].iter().position(|r| matches(r)) {
-                Some(skip) => {
-                    out.extend(relays[next..next + skip].iter().map(|r| unasked(r)));
-                    next += skip + 1;
-                }
-                None => out.push(format!(
-                    "{name} boot {boot}: invariant 4: {} was not relayed as {want:?} (next \
-                     relay: {:?})",
-                    p.what,
-                    relays.get(next).map(|r| (r.code, r.control, &r.input))
-                )),
-            }
-        }
-    }
-    out.extend(relays[next..].iter().map(|r| unasked(r)));
-    let want_sets = if register_page { gpa } else { hc + gpa };
-    if sets != want_sets {
-        out.push(format!(
-            "{name} boot {boot}: invariant 4: {hc} hypercall and {gpa} GPA intercepts, but VTL2 \
-             made {sets} SetVpRegisters after VTL0 started (want {want_sets}: one per {})",
-            if register_page {
-                "GPA intercept, the register page moving the IP"
-            } else {
-                "intercept"
-            }
-        ));
-    }
-    if !(want_hc..=may_hc).contains(&hc) || gpa != want_gpa {
-        out.push(format!(
-            "{name} boot {boot}: invariant 4: expected {want_hc}..={may_hc} hypercall intercepts \
-             and {want_gpa} GPA intercepts, the host handed VTL2 {hc} and {gpa}"
-        ));
-    }
-}
-
-/// Whether the live soak can run `arch`: `Err` with the host's refusal if not.
-pub fn supported(images: &Images) -> Result<()> {
-    match images.refusal() {
-        None => Ok(()),
-        Some(why) => bail!("{why}"),
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn gen(seed: u64) -> Gen {
@@ -1690,7 +970,7 @@ mod tests {
         }
     }
 
-    fn plans(seed: u64, n: usize) -> Vec<Plan> {
+    pub(crate) fn plans(seed: u64, n: usize) -> Vec<Plan> {
         let mut g = gen(seed);
         let mut p = Vec::new();
         while p.len() < n {
@@ -1754,32 +1034,6 @@ mod tests {
     }
 
     #[test]
-    fn boots_respect_the_table_limits_and_keep_pairs_together() {
-        let p = plans(7, 30_000);
-        let b = boots(&p);
-        assert_eq!(b.first().unwrap().start, 0);
-        assert_eq!(b.last().unwrap().end, p.len());
-        for w in b.windows(2) {
-            assert_eq!(w[0].end, w[1].start);
-        }
-        for r in &b {
-            assert!(r.len() <= MAX_ENTRIES as usize, "{r:?}");
-            let table = p[r.clone()].iter().fold(Table::new(), |t, x| x.push(t));
-            let bytes = table.to_bytes();
-            assert!(bytes.len() <= TABLE_MAX);
-            assert_eq!(
-                bytes.len(),
-                16 + p[r.clone()].iter().map(Plan::size).sum::<usize>()
-            );
-            assert!(vtl0::parse_table(&bytes, vtl0::Arch::Aarch64).is_ok());
-            assert!(
-                !p[r.start].follows,
-                "a boot starts with a load of a store it lacks"
-            );
-        }
-    }
-
-    #[test]
     fn the_generator_replays_and_never_names_the_hosts_ports() {
         let a: Vec<String> = plans(3, 500).iter().map(|p| p.what.clone()).collect();
         let b: Vec<String> = plans(3, 500).iter().map(|p| p.what.clone()).collect();
@@ -1815,35 +1069,5 @@ mod tests {
             seen += usize::from(touches);
         }
         assert!(seen > 100);
-    }
-
-    #[test]
-    fn faults_compare_as_each_arch_reports_them() {
-        let load = Vtl0Access::Read { gpa: 0, len: 8 };
-        let want = e2e::memory_fault(Arch::Aarch64, &load, false);
-        let esr = (want >> 64) as u64;
-        assert!(is_fault(Arch::Aarch64, &Fault::Arm64 { esr, far: 0 }, want));
-        assert!(!is_fault(
-            Arch::Aarch64,
-            &Fault::Arm64 { esr, far: 8 },
-            want
-        ));
-        assert!(!is_fault(
-            Arch::Aarch64,
-            &Fault::Arm64 {
-                esr: esr ^ 1 << 6,
-                far: 0
-            },
-            want
-        ));
-        let gp = e2e::memory_fault(Arch::X86_64, &load, false);
-        let f = |vector, code| Fault::X86 {
-            vector,
-            code,
-            cr2: 0x1234,
-        };
-        assert!(is_fault(Arch::X86_64, &f(13, 0), gp));
-        assert!(!is_fault(Arch::X86_64, &f(14, 0), gp));
-        assert!(!is_fault(Arch::X86_64, &f(13, 2), gp));
     }
 }
