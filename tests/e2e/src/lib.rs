@@ -1,4 +1,4 @@
-//! Shared helpers of the end-to-end suites in `tests/` (and of `cargo xtask bench` and `soak`):
+//! Shared helpers of the end-to-end suites in `tests/` (and of the harness's bench and soak):
 //! where the images are, the hypercall inputs VTL0 makes, and what VTL0 must get back.
 
 pub mod kernel;

@@ -6,6 +6,7 @@
 //! gave xtask, already checked there (the user's interface, with its help and limits, is
 //! xtask's): so xtask links neither the paravisor nor a test crate, while the soak and bench,
 //! which need the proxy's tables and the suites' helpers, live with the suites.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod live;
@@ -29,8 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// `cargo xtask run` for one arch, whose images xtask built; exits [`RUN_FAILED`] if the
-    /// run did not pass.
+    /// `cargo xtask run` for one arch, whose images xtask built; exits with status 2
+    /// (`RUN_FAILED`) if the run did not pass.
     Run {
         #[arg(long, value_parser = parse_arch)]
         arch: Arch,
