@@ -1,11 +1,11 @@
 //! `cargo xtask soak`: random VTL0 calls through the whole stack — the VTL0 test kernel runs
 //! them as table entries under the release paravisor under the in-VM mock Hyper-V, thousands per
 //! QEMU boot — each checked against invariants and an oracle written from the TLFS, the
-//! configuration and the ELF, never from the paravisor (`gen`: the generator; `plan`: its
-//! entries and how they make boots; `boots`: the boots; `checks`: the invariants on what each
-//! boot saw; `oracle`: the statuses and relays it predicts). The calls come from a seeded
-//! SplitMix64 generator, one stream per arch, so a seed replays the same calls call for call
-//! (printed; `--seed` takes it back).
+//! configuration and the ELF, never from the paravisor (`gen`: the generator, by kind of call;
+//! `plan`: its entries and how they make boots; `boots`: the boots; `checks`: the invariants on
+//! what each boot saw; `oracle`: the statuses and relays it predicts). The calls come from a
+//! seeded SplitMix64 generator, one stream per arch, so a seed replays the same calls call for
+//! call (printed; `--seed` takes it back).
 
 mod boots;
 mod checks;
