@@ -112,6 +112,16 @@ impl HypercallCode {
     }
 }
 
+/// The register holding the caller's control word, where a call left for re-execution
+/// (TIMEOUT) gets its new rep start: RCX on x64, X1 under SMCCC (`hvc #0`), X0 under `hvc #1`
+/// (where it is also the result register).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlRegister {
+    Rcx,
+    X0,
+    X1,
+}
+
 /// The hypercall input value ("control word"), in RCX on x64 and X1 (X0 for `HVC #1`) on ARM64.
 ///
 /// Uses the TLFS markdown layout (variable header 26:17, nested bit 31); the v6.0b PDF's older

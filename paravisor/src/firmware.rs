@@ -4,7 +4,7 @@ use crate::hypercall::NestedTable;
 use crate::hypercall::{self, VpTarget};
 use crate::options::{Options, TestFailure};
 use crate::proxy::Vtl0Memory;
-use crate::{arch, hv, percpu, runloop, vsm};
+use crate::{arch, detect, percpu, runloop, synthetic, vsm};
 use boot::{BootInfo, ExitCode};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -104,13 +104,14 @@ const VP_START_TIMEOUT_S: u64 = 10;
 fn bring_up(info: &BootInfo, options: &Options) -> ! {
     let bench_hypercalls = options.bench_hypercalls;
     let vp_count = info.vp_count;
-    arch::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
+    synthetic::detect().unwrap_or_else(|e| fail(format_args!("no Hyper-V interface found: {e}")));
     percpu::alloc(vp_count);
     percpu::init(0);
-    arch::enable_hypercalls(hv::guest_os_id()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    synthetic::enable_hypercalls(detect::guest_os_id())
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
     // The nested table, once, from the arch's indicator; fixed before any call it could mark
     // (arm64's guest OS id and indicator read go out before it, and no table marks them).
-    let nested = arch::nested_host().unwrap_or_else(|e| {
+    let nested = synthetic::nested_host().unwrap_or_else(|e| {
         fail(format_args!(
             "reading the nested-host indicator ({}) failed: {e}",
             arch::NESTED_INDICATOR
@@ -118,7 +119,7 @@ fn bring_up(info: &BootInfo, options: &Options) -> ! {
     });
     let table = percpu::set_nested_table(NestedTable::for_host(nested));
     let privileges = *PRIVILEGES.call_once(|| {
-        arch::privileges()
+        synthetic::privileges()
             .unwrap_or_else(|e| fail(format_args!("reading the partition privileges failed: {e}")))
     });
     log::info!(
@@ -228,7 +229,7 @@ fn start_proxy(
     privileges: HvPartitionPrivilegeMask,
     vsm: &vsm::VsmPartition,
 ) {
-    arch::init_vtl_switch()
+    synthetic::init_vtl_switch()
         .unwrap_or_else(|e| fail(format_args!("reading the VTL switch code failed: {e}")));
     if !vsm.capabilities.intercept_page_available() {
         // Intercepts would then arrive in SINT0 with an interrupt the paravisor cannot take
@@ -410,7 +411,7 @@ const VSM_PARTITION_CONFIG: HvRegisterVsmPartitionConfig = HvRegisterVsmPartitio
 fn start_aps(vp_count: u32) {
     let mut hv = percpu::hypercall();
     for vp in 1..vp_count {
-        let input = arch::vp_start_input(vp);
+        let input = arch::vp_start_input(vp, vsm::PARAVISOR_VTL);
         match hv.call(HypercallCode::ENABLE_VP_VTL, input.as_bytes(), &mut []) {
             Ok(()) | Err(hypercall::Error::Hv(HvError::VTL_ALREADY_ENABLED)) => {}
             Err(e) => fail(format_args!("enabling VTL2 on VP {vp} failed: {e}")),
@@ -455,7 +456,7 @@ fn vp_init(vp: u32, vtl0_values: &mut [HvRegisterValue]) {
     let assist = HvRegisterVpAssistPage::new()
         .with_enable(true)
         .with_gpa_page_number(percpu::assist_page_gpa() >> 12);
-    arch::write_synthetic(SyntheticRegister::VpAssistPage, assist.into_bits())
+    synthetic::write(SyntheticRegister::VpAssistPage, assist.into_bits())
         .unwrap_or_else(|e| fail(format_args!("enabling the VP assist page failed: {e}")));
     if let Some(flags) = percpu::flags(vp) {
         flags.online.store(true, Ordering::Release);

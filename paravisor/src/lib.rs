@@ -4,7 +4,7 @@
 
 extern crate alloc;
 
-pub mod hv;
+pub mod detect;
 pub mod hypercall;
 pub mod options;
 pub mod proxy;
@@ -19,6 +19,10 @@ mod percpu;
 #[cfg(target_os = "none")]
 mod firmware;
 #[cfg(target_os = "none")]
+mod intercept;
+#[cfg(target_os = "none")]
 mod runloop;
+#[cfg(target_os = "none")]
+mod synthetic;
 #[cfg(target_os = "none")]
 pub use firmware::{panic, start, start_ap};

@@ -166,15 +166,10 @@ impl AssistPage {
         }
     }
 
-    /// What VTL0's RAX/RCX become on the next non-fast VTL return (x64 only: arm64's X
-    /// registers are shared outright).
-    #[cfg(target_arch = "x86_64")]
-    pub fn set_return_registers(&self, rax: u64, rcx: u64) {
-        // SAFETY: as above; volatile stores into fields the hypervisor reads at VTL return.
-        unsafe {
-            core::ptr::write_volatile(&raw mut (*self.0).vtl_control.return_rax, rax);
-            core::ptr::write_volatile(&raw mut (*self.0).vtl_control.return_rcx, rcx);
-        }
+    /// The page itself, for the VTL switch (`arch::VtlSwitch`, which stores VTL0's RAX/RCX
+    /// into its `vtl_control` on x64).
+    pub fn as_ptr(&self) -> *mut HvVpAssistPage {
+        self.0
     }
 }
 

@@ -4,8 +4,9 @@
 //! #UD / undefined-instruction exception the TLFS raises instead.
 
 use crate::hypercall::VpTarget;
+use crate::intercept::{self, InterceptBuffer};
 use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, Vtl0Memory};
-use crate::{arch, percpu};
+use crate::{arch, percpu, synthetic};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hvdef::{
     Control, HvMessageType, HvRegisterName, HvRegisterValue, HvStatus, HvVtlEntryReason,
@@ -83,6 +84,7 @@ const VTL0: VpTarget = VpTarget::VTL0;
 pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
     let config = CONFIG.get().expect("configured by the boot VP");
     let assist = percpu::assist_page();
+    let switch = synthetic::vtl_switch(&assist);
     let mut regs = vtl0.unwrap_or_else(vtl0_entry_registers);
     if boot::cpu::index() == 0 {
         report_stack(log::Level::Info);
@@ -91,14 +93,14 @@ pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
     let vtl0 = Vtl0Ip(page.as_ref());
     // VTL0 calls on this VP that reached VTL2 and were not relayed (see `execute`).
     let mut unexpected = 0u64;
-    let mut intercept = arch::InterceptBuffer::new();
+    let mut buffer = InterceptBuffer::new();
     loop {
-        arch::vtl_return(&assist, &mut regs);
+        switch.vtl_return(&mut regs);
         match assist.entry_reason() {
             HvVtlEntryReason::INTERCEPT => serve(
                 config,
                 &assist,
-                &mut intercept,
+                &mut buffer,
                 &mut regs,
                 vtl0,
                 &mut unexpected,
@@ -157,11 +159,11 @@ fn vtl0_entry_registers() -> arch::Vtl0Registers {
 }
 
 /// Maps this VP's register page, once, before its first return to VTL0. A host without one
-/// (`arch::RegisterPage::map`) leaves the IP advance to SetVpRegisters; a line on VP 0 says
+/// (`synthetic::map_register_page`) leaves the IP advance to SetVpRegisters; a line on VP 0 says
 /// which it is.
 fn map_register_page() -> Option<arch::RegisterPage> {
     let vp = boot::cpu::index();
-    match arch::RegisterPage::map() {
+    match synthetic::map_register_page() {
         Ok(page) => {
             if vp == 0 {
                 log::info!(
@@ -191,7 +193,7 @@ struct Vtl0Ip<'a>(Option<&'a arch::RegisterPage>);
 fn serve(
     config: &Config,
     assist: &percpu::AssistPage,
-    intercept: &mut arch::InterceptBuffer,
+    buffer: &mut InterceptBuffer,
     regs: &mut arch::Vtl0Registers,
     vtl0: Vtl0Ip<'_>,
     unexpected: &mut u64,
@@ -199,37 +201,36 @@ fn serve(
     match assist.message_type() {
         HvMessageType::HYPERCALL_INTERCEPT => {}
         HvMessageType::GPA_INTERCEPT | HvMessageType::UNMAPPED_GPA => {
-            return refuse_memory_access(&arch::decode_memory_intercept(assist));
+            return refuse_memory_access(&intercept::memory_access(assist));
         }
         other => {
             log::warn!("ignoring intercept message {other:?}");
             return;
         }
     }
-    let (ip, len, completion) =
-        match arch::decode_intercept(assist, config.xmm_fast_input, intercept) {
-            Decoded::Hypercall(req) => match execute(config, &req, unexpected) {
-                Outcome::Complete(completion) => (req.ip, req.instruction_len, completion),
-                Outcome::Fault => return raise_undefined_instruction(),
+    let (ip, len, completion) = match intercept::hypercall(assist, config.xmm_fast_input, buffer) {
+        Decoded::Hypercall(req) => match execute(config, &req, unexpected) {
+            Outcome::Complete(completion) => (req.ip, req.instruction_len, completion),
+            Outcome::Fault => return raise_undefined_instruction(),
+        },
+        Decoded::NotHypercall {
+            ip,
+            instruction_len,
+        } => (
+            ip,
+            instruction_len,
+            Completion {
+                result: u64::MAX, // SMCCC NOT_SUPPORTED
+                ..Completion::status(HvStatus::SUCCESS)
             },
-            Decoded::NotHypercall {
-                ip,
-                instruction_len,
-            } => (
-                ip,
-                instruction_len,
-                Completion {
-                    result: u64::MAX, // SMCCC NOT_SUPPORTED
-                    ..Completion::status(HvStatus::SUCCESS)
-                },
-            ),
-            Decoded::Refused {
-                status,
-                ip,
-                instruction_len,
-            } => (ip, instruction_len, Completion::status(status)),
-            Decoded::Fault => return raise_undefined_instruction(),
-        };
+        ),
+        Decoded::Refused {
+            status,
+            ip,
+            instruction_len,
+        } => (ip, instruction_len, Completion::status(status)),
+        Decoded::Fault => return raise_undefined_instruction(),
+    };
     arch::complete_intercept(regs, completion.result, completion.control);
     if completion.advance {
         // Wrapping: VTL0 may sit at the top of the address space; the hypervisor decides what
@@ -332,7 +333,7 @@ fn refuse_memory_access(access: &proxy::MemoryAccess) {
     }
     set_vtl0_register(
         HvRegisterName::PENDING_EVENT0,
-        arch::memory_fault_event(access),
+        arch::memory_fault_event(access.access, access.user),
         "raising a memory fault in VTL0",
     );
 }

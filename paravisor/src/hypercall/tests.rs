@@ -21,7 +21,7 @@ use mockhv::model::{
 };
 
 use super::*;
-use crate::hv::guest_os_id;
+use crate::detect::guest_os_id;
 use crate::vsm::{self, VsmError};
 
 // ---- The ABI adapter ---------------------------------------------------------------------------
@@ -336,7 +336,7 @@ fn nested_host<A: HypercallAbi>(
     match arch {
         Arch::X86_64 => {
             let mut model = model.borrow_mut();
-            crate::hv::nested_x86(&mut |leaf, subleaf| {
+            crate::detect::nested_x86(&mut |leaf, subleaf| {
                 model.cpuid(0, leaf, subleaf).expect("a Hyper-V leaf")
             })
         }
@@ -344,7 +344,7 @@ fn nested_host<A: HypercallAbi>(
             let value = hv
                 .get_vp_register(VpTarget::SELF, HvRegisterName::FEATURES_INFO)
                 .expect("HvRegisterFeaturesInfo");
-            crate::hv::nested_arm64(value)
+            crate::detect::nested_arm64(value)
         }
     }
 }

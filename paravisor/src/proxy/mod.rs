@@ -20,15 +20,8 @@ pub enum Isa {
     Arm64,
 }
 
-/// The register holding VTL0's control word, where a call left for re-execution (TIMEOUT) gets
-/// its new rep start: RCX on x64, X1 under SMCCC (`hvc #0`), X0 under `hvc #1` (where it is also
-/// the result register).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ControlRegister {
-    Rcx,
-    X0,
-    X1,
-}
+/// The register holding VTL0's control word (hvdef's, so the arch layer can complete a call).
+pub use hvdef::ControlRegister;
 
 /// A decoded VTL0 hypercall, ISA-neutral. It borrows its fast register block from the
 /// decoder's copy of the intercept message (nothing is copied or zeroed to build it).

@@ -3,52 +3,41 @@
 
 use crate::ExitCode;
 use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
+use core::mem::{offset_of, size_of};
 
 core::arch::global_asm!(
-    r#"
-    .section .text.vectors, "ax"
-    .balign 0x800
-    .global boot_vectors
-boot_vectors:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
-    .balign 0x80
-    sub sp, sp, #(34 * 8)
-    stp x0, x1, [sp, #0]
-    mov x0, #\n
-    b vector_common
-    .endr
-
-vector_common:
-    stp x2, x3, [sp, #16]
-    stp x4, x5, [sp, #32]
-    stp x6, x7, [sp, #48]
-    stp x8, x9, [sp, #64]
-    stp x10, x11, [sp, #80]
-    stp x12, x13, [sp, #96]
-    stp x14, x15, [sp, #112]
-    stp x16, x17, [sp, #128]
-    stp x18, x19, [sp, #144]
-    stp x20, x21, [sp, #160]
-    stp x22, x23, [sp, #176]
-    stp x24, x25, [sp, #192]
-    stp x26, x27, [sp, #208]
-    stp x28, x29, [sp, #224]
-    mrs x2, elr_el1
-    mrs x3, spsr_el1
-    stp x30, x2, [sp, #240]
-    str x3, [sp, #256]
-    mov x1, sp
-    bl boot_aarch64_trap
-    udf #0
-    "#
+    include_str!("trap.S"),
+    frame_size = const size_of::<TrapFrame>().next_multiple_of(16),
+    frame_x0 = const offset_of!(TrapFrame, x),
+    frame_x2 = const offset_of!(TrapFrame, x) + 16,
+    frame_x4 = const offset_of!(TrapFrame, x) + 32,
+    frame_x6 = const offset_of!(TrapFrame, x) + 48,
+    frame_x8 = const offset_of!(TrapFrame, x) + 64,
+    frame_x10 = const offset_of!(TrapFrame, x) + 80,
+    frame_x12 = const offset_of!(TrapFrame, x) + 96,
+    frame_x14 = const offset_of!(TrapFrame, x) + 112,
+    frame_x16 = const offset_of!(TrapFrame, x) + 128,
+    frame_x18 = const offset_of!(TrapFrame, x) + 144,
+    frame_x20 = const offset_of!(TrapFrame, x) + 160,
+    frame_x22 = const offset_of!(TrapFrame, x) + 176,
+    frame_x24 = const offset_of!(TrapFrame, x) + 192,
+    frame_x26 = const offset_of!(TrapFrame, x) + 208,
+    frame_x28 = const offset_of!(TrapFrame, x) + 224,
+    frame_x30 = const offset_of!(TrapFrame, x) + 240,
+    frame_elr = const offset_of!(TrapFrame, elr),
+    frame_spsr = const offset_of!(TrapFrame, spsr),
 );
 
+/// What `vector_common` stores on the stack, at the offsets the compiler gives it.
 #[repr(C)]
 struct TrapFrame {
     x: [u64; 31],
     elr: u64,
     spsr: u64,
 }
+
+// X0..X30, ELR and SPSR; the stack keeps its 16-byte alignment by rounding the frame up.
+const _: () = assert!(size_of::<TrapFrame>() == 33 * 8);
 
 const KINDS: [&str; 4] = ["synchronous", "IRQ", "FIQ", "SError"];
 const SOURCES: [&str; 4] = [

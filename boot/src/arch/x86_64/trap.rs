@@ -2,59 +2,29 @@
 //! the vector, error code, registers and CR2, then fails the run.
 
 use crate::ExitCode;
+use core::mem::{offset_of, size_of};
 use spin::Once;
 
 const VECTORS: usize = 32;
 
 core::arch::global_asm!(
-    r#"
-    .section .text.trap, "ax"
-    .macro trap_stub n, has_error
-    .balign 16
-trap_stub_\n:
-    .if \has_error == 0
-    push $0
-    .endif
-    push $\n
-    jmp trap_common
-    .endm
-
-    .irp n, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
-    trap_stub \n, 0
-    .endr
-    .irp n, 8,10,11,12,13,14,17,21,29,30
-    trap_stub \n, 1
-    .endr
-
-trap_common:
-    push %r15
-    push %r14
-    push %r13
-    push %r12
-    push %r11
-    push %r10
-    push %r9
-    push %r8
-    push %rbp
-    push %rdi
-    push %rsi
-    push %rdx
-    push %rcx
-    push %rbx
-    push %rax
-    mov %rsp, %rdi
-    and $-16, %rsp
-    call boot_x86_64_trap
-    ud2
-
-    .section .rodata
-    .balign 8
-    .global boot_trap_stubs
-boot_trap_stubs:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-    .quad trap_stub_\n
-    .endr
-    "#,
+    include_str!("trap.S"),
+    frame_gprs = const offset_of!(TrapFrame, vector),
+    frame_rax = const offset_of!(TrapFrame, rax),
+    frame_rbx = const offset_of!(TrapFrame, rbx),
+    frame_rcx = const offset_of!(TrapFrame, rcx),
+    frame_rdx = const offset_of!(TrapFrame, rdx),
+    frame_rsi = const offset_of!(TrapFrame, rsi),
+    frame_rdi = const offset_of!(TrapFrame, rdi),
+    frame_rbp = const offset_of!(TrapFrame, rbp),
+    frame_r8 = const offset_of!(TrapFrame, r8),
+    frame_r9 = const offset_of!(TrapFrame, r9),
+    frame_r10 = const offset_of!(TrapFrame, r10),
+    frame_r11 = const offset_of!(TrapFrame, r11),
+    frame_r12 = const offset_of!(TrapFrame, r12),
+    frame_r13 = const offset_of!(TrapFrame, r13),
+    frame_r14 = const offset_of!(TrapFrame, r14),
+    frame_r15 = const offset_of!(TrapFrame, r15),
     options(att_syntax)
 );
 
@@ -62,7 +32,8 @@ unsafe extern "C" {
     static boot_trap_stubs: [u64; VECTORS];
 }
 
-/// The registers `trap_common` pushed, then what the stub and the CPU pushed.
+/// The registers `trap_common` stores (at the offsets the compiler gives it), then what the stub
+/// and the CPU pushed.
 #[repr(C)]
 struct TrapFrame {
     rax: u64,
@@ -88,6 +59,19 @@ struct TrapFrame {
     rsp: u64,
     ss: u64,
 }
+
+// The stub's vector and error code, then the CPU's frame (RIP, CS, RFLAGS, RSP, SS), follow the
+// registers in the order they were pushed; nothing after SS.
+const _: () = {
+    let pushed = offset_of!(TrapFrame, vector);
+    assert!(offset_of!(TrapFrame, error) == pushed + 8);
+    assert!(offset_of!(TrapFrame, rip) == pushed + 16);
+    assert!(offset_of!(TrapFrame, cs) == pushed + 24);
+    assert!(offset_of!(TrapFrame, rflags) == pushed + 32);
+    assert!(offset_of!(TrapFrame, rsp) == pushed + 40);
+    assert!(offset_of!(TrapFrame, ss) == pushed + 48);
+    assert!(size_of::<TrapFrame>() == 22 * 8);
+};
 
 #[repr(C, align(16))]
 struct Idt([u128; VECTORS]);
