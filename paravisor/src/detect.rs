@@ -1,6 +1,6 @@
-//! Finding Hyper-V and what it grants us, from the raw answers of the arch probes. Pure logic:
-//! the arch layer supplies the CPUID leaves (x86) or the SMCCC UID words and register values
-//! (arm64).
+//! Hypervisor detection: finding Hyper-V and what it grants us from the raw answers of the arch
+//! probes, and the guest OS id the paravisor reports. Pure logic: `synthetic` feeds it the CPUID
+//! leaves (x86) or the SMCCC UID words and register values (arm64).
 
 use core::fmt;
 use hvdef::aarch64::HvArm64RegisterFeaturesInfo;
@@ -92,8 +92,8 @@ pub fn nested_x86(cpuid: &mut dyn FnMut(u32, u32) -> [u32; 4]) -> bool {
 }
 
 /// arm64: the same indicator, bit 4 of HvRegisterFeaturesInfo (TLFS feature-discovery.md,
-/// "Implementation Recommendations - HvRegisterFeaturesInfo"), which the arch layer reads
-/// through the shared register path.
+/// "Implementation Recommendations - HvRegisterFeaturesInfo"), which `synthetic::nested_host`
+/// reads through the shared register path.
 pub fn nested_arm64(features_info: HvRegisterValue) -> bool {
     HvArm64RegisterFeaturesInfo::from_bits(features_info.as_u128()).nested()
 }

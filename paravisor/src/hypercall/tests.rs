@@ -325,8 +325,8 @@ fn boot<A: HypercallAbi>(hv: &mut Hypercall<'_, A>, model: &RefCell<Model>, arch
     }
 }
 
-/// The firmware's nested indicator, read from the model the way the arch layer reads it and
-/// decoded by `hv`: x86 CPUID 0x40000004, arm64 HvRegisterFeaturesInfo through the shared
+/// The firmware's nested indicator, read from the model the way `synthetic::nested_host` reads
+/// it and decoded by `detect`: x86 CPUID 0x40000004, arm64 HvRegisterFeaturesInfo through the shared
 /// register path.
 fn nested_host<A: HypercallAbi>(
     hv: &mut Hypercall<'_, A>,
