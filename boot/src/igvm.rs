@@ -17,6 +17,13 @@
 //! (so BSS zeroing must not clear it), and a QEMU ELF boot leaves it zero, which reads as
 //! "no parameters". Everything here is loader-provided: the parser bounds every read, never
 //! panics, and reports what it dropped instead of trusting it.
+#![cfg_attr(
+    target_os = "none",
+    expect(
+        unsafe_code,
+        reason = "the parameter pages are a link_section static the loader fills"
+    )
+)]
 
 use crate::BootInfo;
 use core::fmt;

@@ -6,6 +6,10 @@
 //! Every stack is painted with [`PAINT`] before it is used (VP 0's below the frame that paints
 //! it), so [`high_water`] can tell how deep it has ever been: the measurement the stack sizes
 //! come from (docs/ARCHITECTURE.md, "Memory").
+#![expect(
+    unsafe_code,
+    reason = "paints and measures the stacks through raw pointers"
+)]
 
 use crate::{AP_STACK_SIZE, BOOT_STACK_SIZE};
 use core::cell::UnsafeCell;

@@ -18,6 +18,13 @@
 //!
 //! Everything in it is loader input: the paravisor (`paravisor::vtl0_boot`) validates every
 //! field before it uses one. This module only reads the page.
+#![cfg_attr(
+    target_os = "none",
+    expect(
+        unsafe_code,
+        reason = "the VTL0 boot page is a link_section static the loader fills"
+    )
+)]
 
 /// Size of the `.vtl0_boot` section.
 pub const PAGE_SIZE: usize = 0x1000;

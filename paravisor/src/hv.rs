@@ -1,6 +1,7 @@
 //! Finding Hyper-V and what it grants us, from the raw answers of the arch probes. Pure logic:
 //! the arch layer supplies the CPUID leaves (x86) or the SMCCC UID words and register values
 //! (arm64).
+#![forbid(unsafe_code)]
 
 use core::fmt;
 use hvdef::aarch64::HvArm64RegisterFeaturesInfo;

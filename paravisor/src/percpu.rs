@@ -1,6 +1,10 @@
 //! Per-VP state, reached through the CPU's own per-CPU register (boot::cpu): this VP's
 //! hypercall input and output pages, never shared with another VP and never used re-entrantly.
 //! Allocated on the heap at boot ([`alloc`]) for the VP count the loader reported.
+#![expect(
+    unsafe_code,
+    reason = "this VP's pages, shared with the hypervisor, behind raw pointers"
+)]
 
 use crate::hypercall::{Hypercall, NestedTable, Page};
 use alloc::boxed::Box;
@@ -112,7 +116,7 @@ pub fn this_vp() -> &'static VpFlags {
     assert!(
         !data.is_null(),
         "vp{}: per-CPU state used before init",
-        boot::cpu::index()
+        boot::cpu::index_for_report()
     );
     // SAFETY: init() stored a pointer into the leaked (so 'static) VpFlags table.
     unsafe { &*data }
@@ -221,7 +225,7 @@ pub fn hypercall() -> HypercallGuard {
     assert!(
         !busy.swap(true, Ordering::Acquire),
         "vp{}: hypercall pages re-entered",
-        boot::cpu::index()
+        boot::cpu::index_for_report()
     );
     // SAFETY: the busy flag gives this guard the only references to this VP's pages.
     let (input, output) = unsafe { (&mut *cpu.input.get(), &mut *cpu.output.get()) };

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's one entry point for building images, running them in QEMU,
 //! testing and benchmarking.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod igvm;

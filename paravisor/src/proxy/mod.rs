@@ -3,6 +3,7 @@
 //! it here, refuse it, relay it to the host (through the [`RelayTable`]), or raise the exception
 //! the TLFS raises instead of a result. No hypercalls and no memory access happen here; the firmware's run loop
 //! (`crate::runloop`) carries the [`Action`] out.
+#![forbid(unsafe_code)]
 
 pub mod decode;
 pub mod policy;

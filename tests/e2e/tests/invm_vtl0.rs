@@ -2,6 +2,7 @@
 //! IGVM file with the VTL0 test kernel (`tests/vtl0`) as the file's VTL0 payload, starts VTL0
 //! from the file's VTL0 context at its first VtlReturn, and the kernel runs a test table:
 //! hypercalls the paravisor proxies, accesses to VTL2's memory that fault into the mock.
+#![forbid(unsafe_code)]
 
 use e2e::image;
 use mockhv::invm::{InvmBoot, InvmRun, Paravisor, Vtl0};

@@ -9,6 +9,7 @@
 //! (the kernel's place entry, through its window onto any page) and names it with the call's
 //! input GPA. RAM the paravisor cannot map is reported and refused (ACCESS_DENIED, nothing
 //! relayed), never fatal.
+#![forbid(unsafe_code)]
 
 use e2e::kernel::{self, KernelRun};
 use e2e::{post_message, HOST_CONNECTION, RELAY, RELAYED};

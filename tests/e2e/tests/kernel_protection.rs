@@ -7,6 +7,7 @@
 //! the architectures' encodings (`e2e::memory_fault`). (`mock_protection`'s
 //! `vtl0_can_neither_read_write_nor_execute_vtl2_memory`, its probe and lift cases; the
 //! hypercalls naming VTL2's pages as GPAs stay there until the kernel takes explicit GPAs.)
+#![forbid(unsafe_code)]
 
 use e2e::kernel;
 use hvdef::{

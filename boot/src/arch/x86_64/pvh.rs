@@ -1,6 +1,10 @@
 //! QEMU's PVH start info (`hvm_start_info`, Xen's layout): command line, ACPI tables (for the VP
 //! count) and the memory map. Everything is loader-provided: read through bounds-checked
 //! volatile copies, and anything odd is reported on the console and ignored.
+#![expect(
+    unsafe_code,
+    reason = "reads the loader's PVH start info from raw addresses"
+)]
 
 use crate::acpi::{self, PhysRead};
 use crate::loader::{self, Readable};

@@ -1,5 +1,6 @@
 //! EL2 configuration for the guest: stage 2, the hypervisor controls, the virtual IDs and
 //! timers, and the syndrome registers an exit reads.
+#![expect(unsafe_code, reason = "EL2 system registers and TLB maintenance")]
 
 use crate::hv::El1Regs;
 use crate::{gpt, stage2};
