@@ -190,6 +190,7 @@ pub fn assist_page() -> AssistPage {
 }
 
 /// Exclusive use of this VP's hypercall pages until the guard drops.
+#[must_use = "dropping the guard releases the pages at once"]
 pub struct HypercallGuard {
     busy: &'static AtomicBool,
     hv: Hypercall<'static, crate::arch::Abi>,

@@ -46,6 +46,7 @@ pub fn wait_configured() {
 }
 
 /// How a VTL0 hypercall ends, before it is written into VTL0's registers.
+#[must_use]
 struct Completion {
     /// The result word for RAX / X0 (or SMCCC's -1).
     result: u64,
@@ -66,6 +67,7 @@ impl Completion {
 }
 
 /// What becomes of VTL0's hypercall instruction.
+#[must_use]
 enum Outcome {
     Complete(Completion),
     /// It faults ([`Action::Fault`]): no result, see [`raise_undefined_instruction`].

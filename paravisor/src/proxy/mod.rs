@@ -56,6 +56,7 @@ pub struct Request {
 pub const FAST_WORDS_MAX: usize = 17;
 
 /// What decoding an intercept found.
+#[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded {
     Hypercall(Request),
@@ -152,6 +153,7 @@ impl MemoryAccess {
 }
 
 /// What to do with a validated request.
+#[must_use = "the run loop must carry the action out"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Relay to the host: copy `input_len` bytes from VTL0's input GPA (memory-based) into this
