@@ -1,7 +1,7 @@
 //! The per-CPU record every CPU reaches through its own base register (GS base on x86_64,
 //! TPIDR_EL1 on aarch64): its VP index and a pointer the firmware hangs its per-CPU state on.
 //! VP 0's record is static (it is needed before there is a heap); the others' are allocated at
-//! boot for the VP count the loader reports ([`alloc_records`]).
+//! boot for the VP count the loader reports (`alloc_records`).
 //!
 //! A trap or panic can come before [`init`] (or on a CPU whose base register holds anything at
 //! all): the code that reports those uses [`try_index`], which checks the base register against

@@ -1,6 +1,6 @@
 //! Per-VP state, reached through the CPU's own per-CPU register (boot::cpu): this VP's
 //! hypercall input and output pages, never shared with another VP and never used re-entrantly.
-//! Allocated on the heap at boot ([`alloc`]) for the VP count the loader reported.
+//! Allocated on the heap at boot ([`alloc()`]) for the VP count the loader reported.
 #![expect(
     unsafe_code,
     reason = "this VP's pages, shared with the hypervisor, behind raw pointers"

@@ -187,7 +187,7 @@ impl Syndrome {
         self.esr >> 26 & 0x3f
     }
 
-    /// The faulting IPA of a stage-2 abort (HPFAR_EL2.FIPA is IPA[47:12] at bit 4).
+    /// The faulting IPA of a stage-2 abort (HPFAR_EL2.FIPA is `IPA[47:12]` at bit 4).
     pub fn fault_ipa(&self) -> u64 {
         (self.hpfar >> 4) << 12 | (self.far & 0xfff)
     }
