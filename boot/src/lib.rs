@@ -2,8 +2,8 @@
 //!
 //! The arch entry code (`arch/<isa>/entry.rs`) runs first, zeroes BSS, switches to the boot
 //! stack and calls into the arch `*_main`, which fills a [`BootInfo`] and calls the function the
-//! firmware registered with [`entry!`]. Everything outside `arch/` is plain logic that also builds
-//! and tests on the host.
+//! firmware registered with [`entry!`]. Everything outside `arch/`, `console`, `stacks`, `tables`
+//! and the entry glue in this file is plain logic that also builds and tests on the host.
 #![cfg_attr(target_os = "none", no_std)]
 
 extern crate alloc;

@@ -1,5 +1,5 @@
-//! Facade over the active architecture's hypervisor interface: the exported instruction sites
-//! the hypervisor (or the mock) sees, the hypercall ABI, synthetic-register access.
+//! Facade over the active architecture's hypervisor interface: detection, the hypercall ABI,
+//! the VTL return, VTL0's registers and intercepts, synthetic-register writes.
 #![expect(
     unsafe_code,
     reason = "the hypercall instruction, VTL switch, system registers: assembly"
