@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod acpi;
 pub mod cmdline;
 pub mod fdt;
+pub mod guest;
 pub mod heap;
 pub mod igvm;
 pub mod loader;

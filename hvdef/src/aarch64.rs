@@ -28,6 +28,12 @@ pub const HVC_IMM_VP_LAUNCH: u16 = 4;
 /// Length of `hvc`: how far PC advances when an intercepted hypercall completes.
 pub const INSTRUCTION_LEN: u64 = 4;
 
+/// Fast input words under SMCCC (`hvc #0`): X2..X17 (TLFS hypercall-interface.md, ARM64
+/// calling conventions).
+pub const SMCCC_FAST_WORDS: usize = 16;
+/// Fast input words under the legacy `hvc #1` ABI: X1..X17.
+pub const HVC1_FAST_WORDS: usize = 17;
+
 impl SyntheticRegister {
     /// The VP register that holds this register on ARM64; `None` for the x64-only hypercall page.
     pub const fn vp_register(self) -> Option<HvRegisterName> {

@@ -188,6 +188,13 @@ pub const RET: u8 = 0xC3;
 /// Length of `vmcall`/`vmmcall`: how far RIP advances when an intercepted hypercall completes.
 pub const VMCALL_LEN: u64 = 3;
 
+/// Fast input words in general-purpose registers: RDX and R8 (TLFS hypercall-interface.md,
+/// "Register mapping for hypercall inputs"). The whole block of a caller without XMM fast input.
+pub const FAST_GPR_WORDS: usize = 2;
+/// With XMM fast input: RDX, R8, then XMM0-XMM5 as low and high quadwords (TLFS "XMM Fast
+/// Hypercalls": up to 112 bytes).
+pub const FAST_XMM_WORDS: usize = FAST_GPR_WORDS + 12;
+
 /// Hyper-V CPUID leaves and bits.
 pub mod cpuid {
     /// CPUID.1:ECX bit 31: running under a hypervisor.

@@ -162,13 +162,11 @@ impl AssistPage {
     /// Words past the payload are left as they are.
     pub fn read_payload(&self, first: usize, out: &mut [u64]) {
         // SAFETY: as above; each load is a volatile read of one whole payload word.
-        let payload = unsafe { &raw const (*self.0).intercept_message.payload };
-        for (i, word) in out.iter_mut().enumerate() {
-            let Some(at) = first.checked_add(i).filter(|&at| at < PAYLOAD_WORDS) else {
-                return;
-            };
-            // SAFETY: `at` is inside the payload array.
-            *word = unsafe { core::ptr::read_volatile(payload.cast::<u64>().add(at)) };
+        let payload = unsafe { &raw const (*self.0).intercept_message.payload }.cast::<u64>();
+        let n = PAYLOAD_WORDS.saturating_sub(first).min(out.len());
+        for (i, word) in out[..n].iter_mut().enumerate() {
+            // SAFETY: `first + i < PAYLOAD_WORDS` (`n`), so the word is inside the payload.
+            *word = unsafe { core::ptr::read_volatile(payload.add(first + i)) };
         }
     }
 

@@ -16,7 +16,6 @@ use hvdef::{
     HypercallOutput,
 };
 use spin::Once;
-use zerocopy::FromBytes;
 
 /// What every VP's loop needs to know, fixed by the boot VP before any VP enters its loop.
 pub struct Config {
@@ -98,10 +97,18 @@ pub fn run(vtl0: Option<arch::Vtl0Registers>) -> ! {
     let vtl0 = Vtl0Ip(page.as_ref());
     // VTL0 calls on this VP that reached VTL2 and were not relayed (see `execute`).
     let mut unexpected = 0u64;
+    let mut intercept = arch::InterceptBuffer::new();
     loop {
         arch::vtl_return(&assist, &mut regs);
         match assist.entry_reason() {
-            HvVtlEntryReason::INTERCEPT => serve(config, &assist, &mut regs, vtl0, &mut unexpected),
+            HvVtlEntryReason::INTERCEPT => serve(
+                config,
+                &assist,
+                &mut intercept,
+                &mut regs,
+                vtl0,
+                &mut unexpected,
+            ),
             // A VTL0 VtlCall enters VTL2 without a message (TLFS: the next higher VTL); there is
             // no service behind it, so it returns at once with VTL0's registers as they were,
             // after reporting this VP's stack depth if it is a new deepest (`report_stack`).
@@ -190,6 +197,7 @@ struct Vtl0Ip<'a>(Option<&'a arch::RegisterPage>);
 fn serve(
     config: &Config,
     assist: &percpu::AssistPage,
+    intercept: &mut arch::InterceptBuffer,
     regs: &mut arch::Vtl0Registers,
     vtl0: Vtl0Ip<'_>,
     unexpected: &mut u64,
@@ -204,29 +212,30 @@ fn serve(
             return;
         }
     }
-    let (ip, len, completion) = match arch::decode_intercept(assist, config.xmm_fast_input) {
-        Decoded::Hypercall(req) => match execute(config, &req, unexpected) {
-            Outcome::Complete(completion) => (req.ip, req.instruction_len, completion),
-            Outcome::Fault => return raise_undefined_instruction(),
-        },
-        Decoded::NotHypercall {
-            ip,
-            instruction_len,
-        } => (
-            ip,
-            instruction_len,
-            Completion {
-                result: u64::MAX, // SMCCC NOT_SUPPORTED
-                ..Completion::status(HvStatus::SUCCESS)
+    let (ip, len, completion) =
+        match arch::decode_intercept(assist, config.xmm_fast_input, intercept) {
+            Decoded::Hypercall(req) => match execute(config, &req, unexpected) {
+                Outcome::Complete(completion) => (req.ip, req.instruction_len, completion),
+                Outcome::Fault => return raise_undefined_instruction(),
             },
-        ),
-        Decoded::Refused {
-            status,
-            ip,
-            instruction_len,
-        } => (ip, instruction_len, Completion::status(status)),
-        Decoded::Fault => return raise_undefined_instruction(),
-    };
+            Decoded::NotHypercall {
+                ip,
+                instruction_len,
+            } => (
+                ip,
+                instruction_len,
+                Completion {
+                    result: u64::MAX, // SMCCC NOT_SUPPORTED
+                    ..Completion::status(HvStatus::SUCCESS)
+                },
+            ),
+            Decoded::Refused {
+                status,
+                ip,
+                instruction_len,
+            } => (ip, instruction_len, Completion::status(status)),
+            Decoded::Fault => return raise_undefined_instruction(),
+        };
     arch::complete_intercept(regs, completion.result, completion.control);
     if completion.advance {
         // Wrapping: VTL0 may sit at the top of the address space; the hypervisor decides what
@@ -361,7 +370,7 @@ impl core::fmt::Display for Bounded {
 /// anything else reaching VTL2 is worth a line; VTL0 chooses how often, so the lines are
 /// bounded as for memory refusals: the first [`MEMORY_LINES_PER_VP`] such calls on a VP
 /// (`unexpected` counts them) each get one, then one every [`MEMORY_LINE_INTERVAL`].
-fn execute(config: &Config, req: &Request, unexpected: &mut u64) -> Outcome {
+fn execute(config: &Config, req: &Request<'_>, unexpected: &mut u64) -> Outcome {
     let code = req.control.code();
     let action = proxy::policy::classify(req, &config.vtl0, config.privileges);
     if !matches!(action, Action::Relay { .. }) {
@@ -380,19 +389,30 @@ fn execute(config: &Config, req: &Request, unexpected: &mut u64) -> Outcome {
         Action::Refuse(status) => Completion::status(status).into(),
         Action::Unhandled => Completion::status(HvStatus::INVALID_HYPERCALL_CODE).into(),
         Action::Fault => Outcome::Fault,
-        Action::AnswerExtCapabilities => {
+        Action::AnswerExtCapabilities { output } => {
             let mask = proxy::policy::RELAYED_EXT_MASK;
-            write_vtl0(&config.vtl0, req.output_gpa, &mask.to_le_bytes())
-                .map_or_else(Completion::status, |()| {
-                    Completion::status(HvStatus::SUCCESS)
-                })
-                .into()
+            Completion::status(match output.write(&mask.to_le_bytes()) {
+                Ok(()) => HvStatus::SUCCESS,
+                Err(boot::guest::BeyondRange) => HvStatus::INVALID_PARAMETER,
+            })
+            .into()
         }
         Action::Relay {
+            policy,
             control,
             input_len,
             fast_as_memory,
-        } => relay(config, req, control, input_len, fast_as_memory).into(),
+            input,
+        } => relay(
+            config,
+            req,
+            policy,
+            control,
+            input_len,
+            fast_as_memory,
+            input,
+        )
+        .into(),
     }
 }
 
@@ -402,21 +422,26 @@ fn execute(config: &Config, req: &Request, unexpected: &mut u64) -> Outcome {
 /// ordinary traffic (VTL0 naming ids the host does not know), not an anomaly.
 fn relay(
     config: &Config,
-    req: &Request,
+    req: &Request<'_>,
+    policy: &proxy::policy::Policy,
     control: Control,
     input_len: usize,
     fast_as_memory: bool,
+    input: Option<proxy::GuestRange>,
 ) -> Completion {
-    let code = control.code();
     let out = if req.control.fast() && !fast_as_memory {
-        let mut words = req.fast;
+        // The block that goes to the host: a copy of exactly the input's words (`classify`
+        // checked they are inside VTL0's block), screened in place.
         let n = input_len.div_ceil(8);
-        let screened = proxy::policy::policy(code)
-            .map_or(Ok(()), |p| p.screen_fast(&mut words[..n], &config.relay));
-        if let Err(status) = screened {
+        let mut words = [0u64; ISSUE_FAST_WORDS];
+        let (Some(block), Some(vtl0_block)) = (words.get_mut(..n), req.fast.get(..n)) else {
+            return Completion::status(HvStatus::INVALID_HYPERCALL_INPUT);
+        };
+        block.copy_from_slice(vtl0_block);
+        if let Err(status) = policy.screen_fast(block, &config.relay) {
             return Completion::status(status);
         }
-        match percpu::hypercall().relay_fast(control, &mut words[..n]) {
+        match percpu::hypercall().relay_fast(control, block) {
             Some(out) => out,
             None => return Completion::status(HvStatus::INVALID_HYPERCALL_INPUT),
         }
@@ -424,12 +449,11 @@ fn relay(
         // A connection the relay does not map is refused from one volatile read of its id,
         // before anything is copied: VTL0 changing it concurrently changes only whether its own
         // call is refused. A mapped one is checked again on the copy that is sent.
-        if !req.control.fast() {
-            if let Some(status) = unmapped_connection(config, code, req.input_gpa, input_len) {
-                return Completion::status(status);
-            }
+        if let Some(status) = input.and_then(|input| unmapped_connection(config, policy, input)) {
+            return Completion::status(status);
         }
         // `classify` already cleared the fast bit of a call relayed memory-based.
+        let input_list = input;
         let sent = percpu::hypercall().relay(control, |page| {
             let input = &mut page[..input_len];
             if req.control.fast() {
@@ -437,10 +461,11 @@ fn relay(
                 for (chunk, word) in input.chunks_mut(8).zip(req.fast) {
                     chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
                 }
-            } else {
-                read_vtl0(&config.vtl0, req.input_gpa, input)?;
+            } else if let Some(vtl0) = input_list {
+                vtl0.read(input)
+                    .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)?;
             }
-            proxy::policy::screen_input(code, input, &config.relay)
+            policy.screen(input, &config.relay)
         });
         match sent {
             Ok(out) => out,
@@ -450,24 +475,24 @@ fn relay(
     completion_of(req, out)
 }
 
+/// The most words the paravisor's own fast hypercall carries (x64 RDX/R8, arm64 SMCCC X2..X17):
+/// `classify` relays a larger fast input memory-based.
+#[cfg(target_arch = "x86_64")]
+const ISSUE_FAST_WORDS: usize = hvdef::x86_64::FAST_GPR_WORDS;
+#[cfg(target_arch = "aarch64")]
+const ISSUE_FAST_WORDS: usize = hvdef::aarch64::SMCCC_FAST_WORDS;
+
 /// INVALID_CONNECTION_ID for a memory-based PostMessage / SignalEvent whose connection id (at
-/// input offset 0, inside VTL0's memory: `classify` validated the list) the relay does not map.
+/// input offset 0 of its validated list) the relay does not map.
 fn unmapped_connection(
     config: &Config,
-    code: hvdef::HypercallCode,
-    gpa: u64,
-    input_len: usize,
+    policy: &proxy::policy::Policy,
+    input: proxy::GuestRange,
 ) -> Option<HvStatus> {
-    use hvdef::HypercallCode as C;
-    if !matches!(code, C::POST_MESSAGE | C::SIGNAL_EVENT) || input_len < 4 || !gpa.is_multiple_of(4)
-    {
+    if policy.rule != proxy::policy::Rule::RelayConnection {
         return None;
     }
-    if !config.vtl0.contains(gpa, 4) {
-        return Some(HvStatus::ACCESS_DENIED);
-    }
-    // SAFETY: inside VTL0's RAM as in read_vtl0; an aligned u32.
-    let id = unsafe { core::ptr::read_volatile(gpa as *const u32) };
+    let id = input.read_u32()?;
     config
         .relay
         .host_connection(id)
@@ -475,7 +500,7 @@ fn unmapped_connection(
         .then_some(HvStatus::INVALID_CONNECTION_ID)
 }
 
-fn completion_of(req: &Request, out: HypercallOutput) -> Completion {
+fn completion_of(req: &Request<'_>, out: HypercallOutput) -> Completion {
     if out.status() == HvStatus::TIMEOUT {
         // VTL0 sees a TLFS timeout: IP left on the call, rep start moved on. The control word
         // is VTL0's own (the relayed one may differ: an XMM-fast call goes memory-based), so
@@ -494,67 +519,4 @@ fn completion_of(req: &Request, out: HypercallOutput) -> Completion {
         advance: true,
         control: None,
     }
-}
-
-/// Reads VTL0 memory the classifier already placed inside `vtl0`; checked again here, because
-/// this is the only place the paravisor touches memory on VTL0's behalf. A word at a time where
-/// both sides are 8-byte aligned (every memory-based list is, `validate`, and the paravisor's
-/// pages are), bytes otherwise.
-fn read_vtl0(vtl0: &Vtl0Memory, gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus> {
-    if !vtl0.contains(gpa, buf.len() as u64) {
-        return Err(HvStatus::ACCESS_DENIED);
-    }
-    let words = if gpa.is_multiple_of(8) {
-        buf.len() / 8
-    } else {
-        0
-    };
-    let (head, tail) = buf.split_at_mut(words * 8);
-    match <[u64]>::mut_from_bytes(head) {
-        Ok(head) => {
-            let src = gpa as *const u64;
-            for (i, word) in head.iter_mut().enumerate() {
-                // SAFETY: inside VTL0's RAM, which `vtl0` holds only where boot's tables
-                // identity-map it as Normal memory (`boot::paging::MappedRam::mapped`), never
-                // the paravisor's; an aligned word. VTL0 may change it concurrently, so it is
-                // copied volatile and validated only after the copy.
-                *word = unsafe { core::ptr::read_volatile(src.add(i)) };
-            }
-        }
-        Err(_) => return read_bytes(gpa, buf),
-    }
-    read_bytes(gpa + (words * 8) as u64, tail)
-}
-
-/// [`read_vtl0`]'s byte copy, for what is not word-aligned.
-fn read_bytes(gpa: u64, buf: &mut [u8]) -> Result<(), HvStatus> {
-    for (i, b) in buf.iter_mut().enumerate() {
-        // SAFETY: as in read_vtl0 (checked there), one byte.
-        *b = unsafe { core::ptr::read_volatile((gpa + i as u64) as *const u8) };
-    }
-    Ok(())
-}
-
-/// Writes VTL0 memory, checked as in [`read_vtl0`] and copied the same way.
-fn write_vtl0(vtl0: &Vtl0Memory, gpa: u64, data: &[u8]) -> Result<(), HvStatus> {
-    if !vtl0.contains(gpa, data.len() as u64) {
-        return Err(HvStatus::ACCESS_DENIED);
-    }
-    let words = if gpa.is_multiple_of(8) {
-        data.len() / 8
-    } else {
-        0
-    };
-    let (head, tail) = data.split_at(words * 8);
-    for (i, chunk) in head.chunks_exact(8).enumerate() {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        // SAFETY: as in read_vtl0.
-        unsafe { core::ptr::write_volatile((gpa + 8 * i as u64) as *mut u64, word) };
-    }
-    let rest = gpa + head.len() as u64;
-    for (i, b) in tail.iter().enumerate() {
-        // SAFETY: as in read_vtl0.
-        unsafe { core::ptr::write_volatile((rest + i as u64) as *mut u8, *b) };
-    }
-    Ok(())
 }

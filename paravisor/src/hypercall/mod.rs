@@ -474,6 +474,15 @@ impl<'a, A: HypercallAbi> Hypercall<'a, A> {
         bytes[..16].copy_from_slice(target.header().as_bytes());
         bytes[16..].copy_from_slice(assoc.as_bytes());
         let mut rep = RepProgress::new(HypercallCode::SET_VP_REGISTERS, 1);
+        let Some(out) = self.issue_fast6(rep.control(0), &regs) else {
+            return self.set_vp_registers(target, &[assoc]);
+        };
+        // The one rep done is the common case (the run loop's IP advance on arm64), taken
+        // without the continuation rules; any other answer goes through them.
+        if out.status() == HvStatus::SUCCESS && out.reps_completed() == 1 {
+            return Ok(());
+        }
+        rep.after(0, out)?;
         while let Some(start) = rep.next_start() {
             let Some(out) = self.issue_fast6(rep.control(start), &regs) else {
                 return self.set_vp_registers(target, &[assoc]);
@@ -575,8 +584,10 @@ impl RepProgress {
     }
 }
 
-/// The largest fast input block any ABI offers (arm64: x2..x17), in 64-bit words.
-const FAST_WORDS_MAX: usize = 16;
+/// The largest fast input block the paravisor's own call instruction carries on any ABI
+/// (arm64 SMCCC: X2..X17; x64 RDX/R8, as the firmware is soft-float), in 64-bit words.
+const FAST_WORDS_MAX: usize = hvdef::aarch64::SMCCC_FAST_WORDS;
+const _: () = assert!(FAST_WORDS_MAX >= hvdef::x86_64::FAST_GPR_WORDS);
 
 #[cfg(test)]
 mod tests;

@@ -63,8 +63,8 @@ impl GuestMemory for PageMemory<'_> {
 /// Words of the fast block after the control word: x64 RDX and R8 (no XMM), arm64 X2..X17.
 fn fast_words(arch: Arch) -> usize {
     match arch {
-        Arch::X86_64 => 2,
-        Arch::Aarch64 => 16,
+        Arch::X86_64 => hvdef::x86_64::FAST_GPR_WORDS,
+        Arch::Aarch64 => hvdef::aarch64::SMCCC_FAST_WORDS,
     }
 }
 

@@ -1,23 +1,22 @@
 //! Decoding a hypercall intercept message into an ISA-neutral [`Request`]: which registers carry
 //! the control word, the GPAs and the fast block, and which callers get an exception instead.
 
-use super::{ControlRegister, Decoded, Isa, Request, FAST_WORDS_MAX};
+use super::{ControlRegister, Decoded, Isa, Request};
 use hvdef::aarch64::{
-    HvArm64HypercallInterceptMessage, HVC_IMM_HYPERCALL, HVC_IMM_SMCCC, HVC_IMM_VTL_CALL,
-    HVC_IMM_VTL_RETURN, SMCCC_HV_FUNC_ID,
+    HvArm64HypercallInterceptMessage, HVC1_FAST_WORDS, HVC_IMM_HYPERCALL, HVC_IMM_SMCCC,
+    HVC_IMM_VTL_CALL, HVC_IMM_VTL_RETURN, SMCCC_FAST_WORDS, SMCCC_HV_FUNC_ID,
 };
-use hvdef::x86_64::HvX64HypercallInterceptMessage;
+use hvdef::x86_64::{HvX64HypercallInterceptMessage, FAST_GPR_WORDS, FAST_XMM_WORDS};
 use hvdef::{Control, HvStatus};
 
 /// CS.L (bit 13 of the hypervisor's segment attributes, the descriptor's "64-bit code" bit). An
 /// x86 architectural bit rather than a TLFS number, so hvdef does not carry it.
 const CS_ATTRIBUTES_LONG: u16 = 1 << 13;
 
-/// x64 fast block without XMM fast input: RDX and R8.
-const X64_GPR_FAST_WORDS: usize = 2;
-
 /// Decodes an x64 intercept. `xmm_fast_input` is whether the host advertises XMM fast input
-/// (CPUID 0x40000003 EDX bit 4), which VTL0 sees too: it widens the fast block to XMM0-5.
+/// (CPUID 0x40000003 EDX bit 4), which VTL0 sees too: it widens the fast block to XMM0-5. A
+/// fast call's block is assembled in `block` (RDX, R8, then XMM0-5's halves: in the message
+/// they are not adjacent), which the request borrows.
 ///
 /// [`Decoded::Fault`] (#UD in VTL0; the call never reaches the host) for:
 /// - CPL != 0: the TLFS makes hypercalls legal only at CPL0. The hypervisor #UDs these before
@@ -29,7 +28,11 @@ const X64_GPR_FAST_WORDS: usize = 2;
 ///   and a status written to RAX would reach a 32-bit caller as half of EDX:EAX. #UD is what it
 ///   gets from a hypervisor with no hypercall interface for it, unambiguous in any mode.
 #[inline(always)]
-pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) -> Decoded {
+pub fn decode_x64<'a>(
+    msg: &'a HvX64HypercallInterceptMessage,
+    xmm_fast_input: bool,
+    block: &'a mut [u64; FAST_XMM_WORDS],
+) -> Decoded<'a> {
     let header = &msg.header;
     let (ip, instruction_len) = (header.rip, header.instruction_length());
     let state = header.execution_state;
@@ -37,37 +40,38 @@ pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) ->
     if state.cpl() != 0 || !long_mode {
         return Decoded::Fault;
     }
-    let fast_words = if xmm_fast_input {
-        X64_GPR_FAST_WORDS + 2 * msg.xmm_registers.len()
-    } else {
-        X64_GPR_FAST_WORDS
-    };
     let control = Control::from_bits(msg.rcx);
-    let mut fast = [0; FAST_WORDS_MAX];
-    if control.fast() {
-        // RDX, R8, then XMM0-5 low and high quadwords.
-        fast[0] = msg.rdx;
-        fast[1] = msg.r8;
+    let fast: &[u64] = if control.fast() {
+        const _: () = assert!(FAST_GPR_WORDS == 2);
+        block[0] = msg.rdx;
+        block[1] = msg.r8;
         if xmm_fast_input {
-            for (slots, xmm) in fast[X64_GPR_FAST_WORDS..]
+            for (slots, xmm) in block[FAST_GPR_WORDS..]
                 .chunks_exact_mut(2)
                 .zip(&msg.xmm_registers)
             {
                 slots.copy_from_slice(xmm);
             }
+            block
+        } else {
+            &block[..FAST_GPR_WORDS]
         }
-    }
-    Decoded::Hypercall(request(
-        Isa::X64,
-        (control, ControlRegister::Rcx),
-        (msg.rdx, msg.r8),
+    } else {
+        &[]
+    };
+    Decoded::Hypercall(Request {
+        isa: Isa::X64,
+        control,
+        control_register: ControlRegister::Rcx,
+        input_gpa: if control.fast() { 0 } else { msg.rdx },
+        output_gpa: if control.fast() { 0 } else { msg.r8 },
         fast,
-        fast_words,
-        (ip, instruction_len),
-    ))
+        ip,
+        instruction_len,
+    })
 }
 
-/// Decodes an arm64 intercept.
+/// Decodes an arm64 intercept. The fast block is borrowed in place from `msg`.
 ///
 /// - `hvc #0` is SMCCC: X0 is the function id (only W0 counts, per SMCCC), X1 the control word,
 ///   X2/X3 the GPAs, fast block X2..X17. Any other function id is not a Hyper-V hypercall.
@@ -80,7 +84,7 @@ pub fn decode_x64(msg: &HvX64HypercallInterceptMessage, xmm_fast_input: bool) ->
 /// - EL0: [`Decoded::Fault`] like x64 CPL3 (see [`decode_x64`]): `hvc` is undefined at EL0, so
 ///   such a message can only come from a hypervisor bug.
 #[inline(always)]
-pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
+pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded<'_> {
     let (ip, instruction_len) = (msg.header.pc, msg.header.instruction_length);
     if msg.header.execution_state.cpl() == 0 {
         return Decoded::Fault;
@@ -106,50 +110,25 @@ pub fn decode_arm64(msg: &HvArm64HypercallInterceptMessage) -> Decoded {
             }
         }
     };
+    const _: () = assert!(SMCCC_FAST_WORDS == 16 && HVC1_FAST_WORDS == 17);
     let control = Control::from_bits(control);
-    let mut fast = [0; FAST_WORDS_MAX];
-    if control.fast() {
-        for (slot, word) in fast.iter_mut().zip(block) {
-            *slot = *word;
-        }
-    }
-    Decoded::Hypercall(request(
-        Isa::Arm64,
-        (control, control_register),
-        gpas,
-        fast,
-        block.len(),
-        (ip, instruction_len),
-    ))
-}
-
-/// The GPAs mean something only for memory-based calls and the block only for fast ones; the
-/// other is zeroed so nothing downstream can act on stale register contents.
-#[inline(always)]
-fn request(
-    isa: Isa,
-    (control, control_register): (Control, ControlRegister),
-    (input_gpa, output_gpa): (u64, u64),
-    fast: [u64; FAST_WORDS_MAX],
-    fast_words: usize,
-    (ip, instruction_len): (u64, u8),
-) -> Request {
-    let (input_gpa, output_gpa) = if control.fast() {
-        (0, 0)
+    // The GPAs mean something only for memory-based calls and the block only for fast ones;
+    // the other is left out so nothing downstream can act on stale register contents.
+    let ((input_gpa, output_gpa), fast) = if control.fast() {
+        ((0, 0), block)
     } else {
-        (input_gpa, output_gpa)
+        (gpas, &[][..])
     };
-    Request {
-        isa,
+    Decoded::Hypercall(Request {
+        isa: Isa::Arm64,
         control,
         control_register,
         input_gpa,
         output_gpa,
         fast,
-        fast_words,
         ip,
         instruction_len,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -186,15 +165,18 @@ mod tests {
         b
     }
 
-    fn x64(control: Control, cpl: u8, efer_lma: bool, cs: u16, xmm: bool) -> Decoded {
+    /// Decodes a golden message (leaked, as the request borrows it and the block).
+    fn x64(control: Control, cpl: u8, efer_lma: bool, cs: u16, xmm: bool) -> Decoded<'static> {
         let bytes = x64_bytes(control, cpl, efer_lma, cs);
+        let msg = HvX64HypercallInterceptMessage::read_from_bytes(&bytes).unwrap();
         decode_x64(
-            &HvX64HypercallInterceptMessage::read_from_bytes(&bytes).unwrap(),
+            Box::leak(Box::new(msg)),
             xmm,
+            Box::leak(Box::new([0; FAST_XMM_WORDS])),
         )
     }
 
-    fn hypercall(d: Decoded) -> Request {
+    fn hypercall(d: Decoded<'static>) -> Request<'static> {
         match d {
             Decoded::Hypercall(r) => r,
             other => panic!("not a hypercall: {other:?}"),
@@ -210,8 +192,7 @@ mod tests {
         assert_eq!(r.isa, Isa::X64);
         assert_eq!(r.control, control);
         assert_eq!((r.input_gpa, r.output_gpa), (0x5000, 0x6000));
-        assert_eq!(r.fast, [0; FAST_WORDS_MAX]);
-        assert_eq!(r.fast_words, 14);
+        assert_eq!(r.fast, &[] as &[u64], "no block for a memory-based call");
         assert_eq!((r.ip, u64::from(r.instruction_len)), (RIP, VMCALL_LEN));
     }
 
@@ -222,14 +203,12 @@ mod tests {
             .with_fast(true);
         let r = hypercall(x64(control, 0, true, CS_LONG, true));
         assert_eq!((r.input_gpa, r.output_gpa), (0, 0));
-        assert_eq!(r.fast_words, 14);
+        assert_eq!(r.fast.len(), FAST_XMM_WORDS);
         assert_eq!(&r.fast[..4], &[0x5000, 0x6000, 0x100, 0x101]);
         assert_eq!(r.fast[13], 0x10B);
-        assert_eq!(&r.fast[14..], &[0; 3]);
 
         let r = hypercall(x64(control, 0, true, CS_LONG, false));
-        assert_eq!(r.fast_words, 2);
-        assert_eq!(&r.fast[..3], &[0x5000, 0x6000, 0]);
+        assert_eq!(r.fast, &[0x5000, 0x6000], "RDX and R8 only");
     }
 
     #[test]
@@ -247,7 +226,7 @@ mod tests {
         ));
     }
 
-    fn arm64(immediate: u16, el: u8, x: [u64; 18]) -> Decoded {
+    fn arm64(immediate: u16, el: u8, x: [u64; 18]) -> Decoded<'static> {
         let mut b = [0u8; 0xB0];
         b[4] = INSTRUCTION_LEN as u8;
         b[6..8].copy_from_slice(&u16::from(el).to_le_bytes());
@@ -256,7 +235,8 @@ mod tests {
         for (n, v) in x.iter().enumerate() {
             b[0x20 + 8 * n..0x28 + 8 * n].copy_from_slice(&v.to_le_bytes());
         }
-        decode_arm64(&HvArm64HypercallInterceptMessage::read_from_bytes(&b).unwrap())
+        let msg = HvArm64HypercallInterceptMessage::read_from_bytes(&b).unwrap();
+        decode_arm64(Box::leak(Box::new(msg)))
     }
 
     fn regs(first: &[u64]) -> [u64; 18] {
@@ -274,15 +254,15 @@ mod tests {
         assert_eq!(r.isa, Isa::Arm64);
         assert_eq!(r.control, memory);
         assert_eq!((r.input_gpa, r.output_gpa), (0x1002, 0x1003));
-        assert_eq!(r.fast_words, 16);
+        assert_eq!(r.fast, &[] as &[u64], "no block for a memory-based call");
         assert_eq!((r.ip, r.instruction_len), (0x4000_1000, 4));
 
         let fast = memory.with_fast(true);
         let r = hypercall(arm64(HVC_IMM_SMCCC, 1, regs(&[func, fast.into_bits()])));
         assert_eq!((r.input_gpa, r.output_gpa), (0, 0));
+        assert_eq!(r.fast.len(), SMCCC_FAST_WORDS, "X2..X17");
         assert_eq!(r.fast[0], 0x1002);
         assert_eq!(r.fast[15], 0x1011);
-        assert_eq!(r.fast[16], 0);
     }
 
     #[test]
@@ -306,7 +286,7 @@ mod tests {
             .with_rep_count(1);
         let r = hypercall(arm64(HVC_IMM_HYPERCALL, 1, regs(&[fast.into_bits()])));
         assert_eq!(r.control, fast);
-        assert_eq!(r.fast_words, 17);
+        assert_eq!(r.fast.len(), HVC1_FAST_WORDS, "X1..X17");
         assert_eq!(r.fast[0], 0x1001);
         assert_eq!(r.fast[16], 0x1011);
 

@@ -10,7 +10,6 @@ pub mod policy;
 pub mod relay;
 pub mod validate;
 
-use core::ops::Range;
 use hvdef::{Control, HvStatus};
 
 pub use relay::RelayTable;
@@ -32,9 +31,10 @@ pub enum ControlRegister {
     X1,
 }
 
-/// A decoded VTL0 hypercall, ISA-neutral.
+/// A decoded VTL0 hypercall, ISA-neutral. It borrows its fast register block from the
+/// decoder's copy of the intercept message (nothing is copied or zeroed to build it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<'a> {
     pub isa: Isa,
     /// The control word exactly as VTL0 wrote it (validation checks it).
     pub control: Control,
@@ -42,24 +42,28 @@ pub struct Request {
     /// Memory-based: the input and output GPAs. Fast: unused (0).
     pub input_gpa: u64,
     pub output_gpa: u64,
-    /// Fast: the register block in order (x64: RDX, R8, then XMM0-5 as 12 halves; arm64 SMCCC:
-    /// X2..X17; arm64 `hvc #1`: X1..X17). Memory-based: unused.
-    pub fast: [u64; FAST_WORDS_MAX],
-    /// How many of `fast` this ABI carries (x64: 2 without XMM fast input, 14 with it).
-    pub fast_words: usize,
+    /// Fast: the ABI's whole register block in order, its length the ABI's budget (x64: RDX,
+    /// R8, then XMM0-5 as 12 halves with XMM fast input, [`hvdef::x86_64::FAST_GPR_WORDS`] /
+    /// [`hvdef::x86_64::FAST_XMM_WORDS`]; arm64 SMCCC: X2..X17; arm64 `hvc #1`: X1..X17).
+    /// Memory-based: empty, so nothing downstream can act on stale register contents.
+    pub fast: &'a [u64],
     /// The intercepted instruction's address and length (RIP/PC advance on completion).
     pub ip: u64,
     pub instruction_len: u8,
 }
 
-/// The largest fast register block of any ABI (arm64 `hvc #1`: X1..X17).
-pub const FAST_WORDS_MAX: usize = 17;
+/// The largest fast register block of any VTL0 ABI (arm64 `hvc #1`: X1..X17).
+pub const FAST_WORDS_MAX: usize = hvdef::aarch64::HVC1_FAST_WORDS;
+const _: () = assert!(
+    FAST_WORDS_MAX >= hvdef::x86_64::FAST_XMM_WORDS
+        && FAST_WORDS_MAX >= hvdef::aarch64::SMCCC_FAST_WORDS
+);
 
 /// What decoding an intercept found.
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decoded {
-    Hypercall(Request),
+pub enum Decoded<'a> {
+    Hypercall(Request<'a>),
     /// arm64 SMCCC call that is not a Hyper-V hypercall (X0 is another function id): answered
     /// with SMCCC NOT_SUPPORTED (-1) in X0 and the PC advanced.
     NotHypercall {
@@ -78,55 +82,14 @@ pub enum Decoded {
     Fault,
 }
 
-/// The guest-physical ranges VTL0 may name in a hypercall: RAM the loader reported minus the
-/// paravisor's own memory. Anything else gets HV_STATUS_ACCESS_DENIED and is never touched.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vtl0Memory {
-    ranges: [Range<u64>; VTL0_RANGES_MAX],
-    count: usize,
-}
-
-pub const VTL0_RANGES_MAX: usize = 16;
-
-impl Vtl0Memory {
-    /// `ram` minus `vtl2` (ranges beyond VTL0_RANGES_MAX are dropped: less memory, never more).
-    /// The firmware passes the RAM its page tables map (`boot::paging::MappedRam::mapped`), so a
-    /// buffer VTL0 names elsewhere is refused, never touched.
-    pub fn new(ram: &[Range<u64>], vtl2: Range<u64>) -> Vtl0Memory {
-        let mut out = Vtl0Memory {
-            ranges: core::array::from_fn(|_| 0..0),
-            count: 0,
-        };
-        let mut push = |r: Range<u64>| {
-            if r.start < r.end && out.count < VTL0_RANGES_MAX {
-                out.ranges[out.count] = r;
-                out.count += 1;
-            }
-        };
-        for r in ram {
-            push(r.start..r.end.min(vtl2.start));
-            push(r.start.max(vtl2.end)..r.end);
-        }
-        out
-    }
-
-    /// Whether `[gpa, gpa + len)` lies entirely inside one VTL0 range. `len` 0 is always inside.
-    pub fn contains(&self, gpa: u64, len: u64) -> bool {
-        if len == 0 {
-            return true;
-        }
-        let Some(end) = gpa.checked_add(len) else {
-            return false;
-        };
-        self.ranges[..self.count]
-            .iter()
-            .any(|r| r.start <= gpa && end <= r.end)
-    }
-
-    pub fn ranges(&self) -> &[Range<u64>] {
-        &self.ranges[..self.count]
-    }
-}
+/// The guest-physical ranges VTL0 may name in a hypercall: RAM the loader reported and boot's
+/// tables map, minus the paravisor's own memory. Anything else gets HV_STATUS_ACCESS_DENIED and
+/// is never touched; what is inside is reached only through the [`GuestRange`]s [`validate`]
+/// hands out.
+///
+/// [`validate`]: validate::validate
+pub type Vtl0Memory = boot::guest::GuestMemory;
+pub use boot::guest::GuestRange;
 
 /// A VTL0 memory access the hypervisor stopped (a GPA intercept), decoded from its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,14 +126,18 @@ pub enum Action {
     /// `control` (already sanitised: VTL0's nested bit never passes; the issue path adds it per
     /// the nested table). Relayed calls have no output.
     Relay {
+        /// The call's table entry, which screens the bytes that go to the host.
+        policy: &'static policy::Policy,
         control: Control,
         input_len: usize,
         /// Relay a fast call memory-based (x64 XMM fast input).
         fast_as_memory: bool,
+        /// A memory-based call's input list (`input_len` bytes), validated.
+        input: Option<GuestRange>,
     },
     /// HvExtCallQueryCapabilities: write [`policy::RELAYED_EXT_MASK`] (8 bytes) to the output
-    /// GPA.
-    AnswerExtCapabilities,
+    /// list, validated.
+    AnswerExtCapabilities { output: GuestRange },
     /// Complete with this status and nothing else.
     Refuse(HvStatus),
     /// A code with no table entry: complete with HV_STATUS_INVALID_HYPERCALL_CODE (what a
@@ -185,27 +152,6 @@ pub enum Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vtl0_memory_is_ram_minus_vtl2() {
-        const G: u64 = 1 << 30;
-        let ram = [0x1000..2 * G, 4 * G..8 * G];
-        let m = Vtl0Memory::new(&ram, 0x10_0000..0x20_0000);
-        assert_eq!(
-            m.ranges(),
-            &[0x1000..0x10_0000, 0x20_0000..2 * G, 4 * G..8 * G]
-        );
-        assert!(m.contains(8 * G - 0x1000, 0x1000), "the last page of RAM");
-        assert!(!m.contains(8 * G - 0x1000, 0x1001), "past the end of RAM");
-        assert!(!m.contains(2 * G, 1), "the hole");
-        assert!(!m.contains(0x10_0000, 1), "VTL2");
-        assert!(!m.contains(0, 1), "page 0 when not passed");
-        assert_eq!(
-            Vtl0Memory::new(&ram, 0..0).ranges(),
-            &ram,
-            "nothing clipped but VTL2"
-        );
-    }
 
     /// Tables in memory for boot's builder: page `i` at address `(i + 1) << 12`.
     struct HostTables(Vec<[u64; 512]>);

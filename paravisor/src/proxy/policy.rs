@@ -165,8 +165,6 @@ impl Policy {
     /// input out across registers), in place: every field it reads sits at a word-aligned
     /// offset (checked at compile time), the connection id in the low half of word 0.
     pub fn screen_fast(&self, block: &mut [u64], relay: &RelayTable) -> Result<(), HvStatus> {
-        let words = block.len().min(super::FAST_WORDS_MAX);
-        let block = &mut block[..words];
         let word = |block: &[u64], at: usize| {
             block
                 .get(at / 8)
@@ -286,19 +284,12 @@ pub fn policy(code: C) -> Option<&'static Policy> {
     TABLE.get(i)
 }
 
-/// Screens `input` for `code` (see [`Policy::screen`]); codes without an entry pass unchanged.
-pub fn screen_input(code: C, input: &mut [u8], relay: &RelayTable) -> Result<(), HvStatus> {
-    policy(code).map_or(Ok(()), |p| p.screen(input, relay))
-}
-
 /// The most fast-input bytes the paravisor's own hypercall instruction carries: x64 RDX/R8 only
 /// (it is soft-float, so no XMM), arm64 SMCCC X2..X17. Larger fast inputs go memory-based.
 const fn issue_fast_bytes(isa: Isa) -> usize {
-    const X64_RDX_R8: usize = 16;
-    const ARM64_X2_X17: usize = 128;
-    match isa {
-        Isa::X64 => X64_RDX_R8,
-        Isa::Arm64 => ARM64_X2_X17,
+    8 * match isa {
+        Isa::X64 => hvdef::x86_64::FAST_GPR_WORDS,
+        Isa::Arm64 => hvdef::aarch64::SMCCC_FAST_WORDS,
     }
 }
 
@@ -309,9 +300,13 @@ const fn issue_fast_bytes(isa: Isa) -> usize {
 /// selftest, the mock's model; VTL0 holds the partition's privileges and the paravisor lends it
 /// none); unknown code → [`Action::Unhandled`]; a refusing rule → its status; a faulting rule
 /// → [`Action::Fault`]; [`validate`]; then per rule. The relay table is not consulted here: the
-/// run loop applies it once, on the exact bytes it sends ([`screen_input`],
-/// [`Policy::screen_fast`]).
-pub fn classify(req: &Request, vtl0: &Vtl0Memory, privileges: HvPartitionPrivilegeMask) -> Action {
+/// run loop applies it once, on the exact bytes it sends, through the entry [`Action::Relay`]
+/// hands it ([`Policy::screen`], [`Policy::screen_fast`]).
+pub fn classify(
+    req: &Request<'_>,
+    vtl0: &Vtl0Memory,
+    privileges: HvPartitionPrivilegeMask,
+) -> Action {
     let control = req.control;
     if control.code().is_extended() && !privileges.enable_extended_hypercalls() {
         return Action::Refuse(HvStatus::ACCESS_DENIED);
@@ -325,20 +320,27 @@ pub fn classify(req: &Request, vtl0: &Vtl0Memory, privileges: HvPartitionPrivile
         Rule::RelayConnection | Rule::RelayDevice | Rule::AnswerExtCapabilities => {}
     }
     let layout = policy.layout;
-    if let Err(status) = validate(req, vtl0, &layout) {
-        return Action::Refuse(status);
-    }
+    let lists = match validate(req, vtl0, &layout) {
+        Ok(lists) => lists,
+        Err(status) => return Action::Refuse(status),
+    };
     if policy.rule == Rule::AnswerExtCapabilities {
-        return Action::AnswerExtCapabilities;
+        // Fast is INVALID_PARAMETER and the output list is 8 bytes, so it is there.
+        return match lists.output {
+            Some(output) => Action::AnswerExtCapabilities { output },
+            None => Action::Refuse(HvStatus::INVALID_PARAMETER),
+        };
     }
     let input_len = layout.input_len(control);
     let fast_as_memory = control.fast() && input_len > issue_fast_bytes(req.isa);
     Action::Relay {
+        policy,
         control: control
             .with_nested(false)
             .with_fast(control.fast() && !fast_as_memory),
         input_len,
         fast_as_memory,
+        input: lists.input,
     }
 }
 
@@ -349,6 +351,7 @@ mod tests {
     use crate::proxy::{Decoded, FAST_WORDS_MAX};
     use hvdef::aarch64::HvArm64HypercallInterceptMessage;
     use hvdef::x86_64::HvX64HypercallInterceptMessage;
+    use hvdef::x86_64::FAST_XMM_WORDS;
     use hvdef::HV_PAGE_SIZE;
     use proptest::prelude::*;
     use zerocopy::{FromBytes, IntoBytes};
@@ -374,7 +377,16 @@ mod tests {
         Vtl0Memory::new(core::slice::from_ref(&(0..0x40_0000)), VTL2)
     }
 
-    fn req(isa: Isa, control: Control) -> Request {
+    /// The validated list `[gpa, gpa + len)` of [`vtl0`].
+    fn list(gpa: u64, len: usize) -> crate::proxy::GuestRange {
+        vtl0().range(gpa, len as u64).unwrap()
+    }
+
+    /// VTL0's register block in these requests: zeros, as long as the ABI's (x64 with XMM fast
+    /// input, arm64 SMCCC); tests that need contents point `fast` at their own.
+    static BLOCK: [u64; FAST_WORDS_MAX] = [0; FAST_WORDS_MAX];
+
+    fn req(isa: Isa, control: Control) -> Request<'static> {
         Request {
             isa,
             control,
@@ -384,10 +396,9 @@ mod tests {
             },
             input_gpa: if control.fast() { 0 } else { IN },
             output_gpa: if control.fast() { 0 } else { OUT },
-            fast: [0; FAST_WORDS_MAX],
-            fast_words: match isa {
-                Isa::X64 => 14,
-                Isa::Arm64 => 16,
+            fast: match isa {
+                Isa::X64 => &BLOCK[..FAST_XMM_WORDS],
+                Isa::Arm64 => &BLOCK[..hvdef::aarch64::SMCCC_FAST_WORDS],
             },
             ip: 0,
             instruction_len: 3,
@@ -485,18 +496,23 @@ mod tests {
             for isa in [Isa::X64, Isa::Arm64] {
                 let control = valid(code);
                 let got = classify(&req(isa, control), &vtl0(), all());
+                // hvdef's input structs (plus the one variable-header word of `valid`).
+                let input_len = match code {
+                    C::POST_MESSAGE => 256,
+                    C::SIGNAL_EVENT => 8,
+                    _ => 56 + 8,
+                };
                 let want = match expect {
                     Expect::Relay => Action::Relay {
+                        policy: policy(code).unwrap(),
                         control,
-                        // hvdef's input structs (plus the one variable-header word of `valid`).
-                        input_len: match code {
-                            C::POST_MESSAGE => 256,
-                            C::SIGNAL_EVENT => 8,
-                            _ => 56 + 8,
-                        },
+                        input_len,
                         fast_as_memory: false,
+                        input: Some(list(IN, input_len)),
                     },
-                    Expect::Answer => Action::AnswerExtCapabilities,
+                    Expect::Answer => Action::AnswerExtCapabilities {
+                        output: list(OUT, 8),
+                    },
                     Expect::Refuse(status) => Action::Refuse(status),
                     Expect::Fault => Action::Fault,
                 };
@@ -557,7 +573,7 @@ mod tests {
                         Action::Refuse(status) => assert!(allowed(status), "{code:?}: {status:?}"),
                         Action::Fault => assert!(vtl_switch(code), "{code:?}"),
                         Action::Relay { .. } => assert!(relayed(code), "{code:?}"),
-                        Action::AnswerExtCapabilities => {
+                        Action::AnswerExtCapabilities { .. } => {
                             assert_eq!(code, C::EXT_QUERY_CAPABILITIES)
                         }
                         Action::Unhandled => {}
@@ -600,22 +616,25 @@ mod tests {
     fn fast_signal_event_is_classified_then_screened_on_its_block() {
         for isa in [Isa::X64, Isa::Arm64] {
             let mut r = req(isa, valid(C::SIGNAL_EVENT).with_fast(true));
-            r.fast_words = if isa == Isa::X64 { 2 } else { 16 };
-            r.fast[0] = 0x20 | 5 << 32; // connection 0x20, flag 5
+            let mut block = [0; 16];
+            block[0] = 0x20 | 5 << 32; // connection 0x20, flag 5
+            r.fast = &block[..if isa == Isa::X64 { 2 } else { 16 }];
             assert_eq!(
                 classify(&r, &vtl0(), all()),
                 Action::Relay {
+                    policy: policy(C::SIGNAL_EVENT).unwrap(),
                     control: valid(C::SIGNAL_EVENT).with_fast(true),
                     input_len: 8,
                     fast_as_memory: false,
+                    input: None,
                 }
             );
-            let mut block = r.fast;
+            let mut screened = block;
             policy(C::SIGNAL_EVENT)
                 .unwrap()
-                .screen_fast(&mut block, &relay())
+                .screen_fast(&mut screened, &relay())
                 .unwrap();
-            assert_eq!(block[0], 1 | 5 << 32);
+            assert_eq!(screened[0], 1 | 5 << 32);
             let mut unmapped = [0x21u64];
             assert_eq!(
                 policy(C::SIGNAL_EVENT)
@@ -627,7 +646,9 @@ mod tests {
         }
         // x64 XMM fast input carrying a PostMessage goes memory-based.
         let mut r = req(Isa::X64, valid(C::POST_MESSAGE).with_fast(true));
-        r.fast[0] = 0x20;
+        let mut block = [0; FAST_XMM_WORDS];
+        block[0] = 0x20;
+        r.fast = &block;
         assert_eq!(
             classify(&r, &vtl0(), all()),
             Action::Refuse(HvStatus::INVALID_HYPERCALL_INPUT),
@@ -651,21 +672,21 @@ mod tests {
     }
 
     #[test]
-    fn screen_input_relays_through_the_table_and_passes_unknown_codes() {
+    fn screen_relays_through_the_table() {
+        let p = policy(C::POST_MESSAGE).unwrap();
         let mut message = post_message_bytes(0x20);
-        assert_eq!(
-            screen_input(C::POST_MESSAGE, &mut message, &relay()),
-            Ok(())
-        );
+        assert_eq!(p.screen(&mut message, &relay()), Ok(()));
         assert_eq!(message[..4], 1u32.to_le_bytes());
         let mut unmapped = post_message_bytes(0x21);
         assert_eq!(
-            screen_input(C::POST_MESSAGE, &mut unmapped, &relay()),
+            p.screen(&mut unmapped, &relay()),
             Err(HvStatus::INVALID_CONNECTION_ID)
         );
-        let mut other = [0xAB; 16];
-        assert_eq!(screen_input(C(0x0077), &mut other, &relay()), Ok(()));
-        assert_eq!(other, [0xAB; 16]);
+        assert_eq!(
+            unmapped,
+            post_message_bytes(0x21),
+            "a refused input is not rewritten"
+        );
     }
 
     fn post_message_bytes(connection: u32) -> Vec<u8> {
@@ -689,17 +710,21 @@ mod tests {
                     .with_fast(true)
                     .with_variable_header_size(var),
             );
-            for (word, chunk) in r.fast.iter_mut().zip(i.as_bytes().chunks(8)) {
+            let mut block = [0; FAST_WORDS_MAX];
+            for (word, chunk) in block.iter_mut().zip(i.as_bytes().chunks(8)) {
                 *word = u64::from_le_bytes(chunk.try_into().unwrap());
             }
+            r.fast = &block[..r.fast.len()];
             classify(&r, &vtl0(), all())
         };
         let forward = |var: u16, len, fast_as_memory: bool| Action::Relay {
+            policy: policy(C::RETARGET_DEVICE_INTERRUPT).unwrap(),
             control: valid(C::RETARGET_DEVICE_INTERRUPT)
                 .with_variable_header_size(var)
                 .with_fast(!fast_as_memory),
             input_len: len,
             fast_as_memory,
+            input: None,
         };
         assert_eq!(fast_req(Isa::Arm64, 0, 0x30), forward(0, 56, false));
         assert_eq!(
@@ -760,7 +785,12 @@ mod tests {
     fn extended_query_is_answered_and_fast_is_invalid_parameter() {
         let query = Control::new().with_code(C::EXT_QUERY_CAPABILITIES);
         let mut r = req(Isa::X64, query);
-        assert_eq!(classify(&r, &vtl0(), all()), Action::AnswerExtCapabilities);
+        assert_eq!(
+            classify(&r, &vtl0(), all()),
+            Action::AnswerExtCapabilities {
+                output: list(OUT, 8)
+            }
+        );
         r.output_gpa = VTL2.start;
         assert_eq!(
             classify(&r, &vtl0(), all()),
@@ -908,26 +938,35 @@ mod tests {
             Action::Refuse(status) => assert!(allowed(status), "{status:?}"),
             Action::Fault => assert!(vtl_switch(req.control.code())),
             Action::Unhandled => assert!(policy(req.control.code()).is_none()),
-            Action::AnswerExtCapabilities => {
+            Action::AnswerExtCapabilities { output } => {
                 assert_eq!(req.control.code(), C::EXT_QUERY_CAPABILITIES);
                 assert!(!fast && vtl0.contains(req.output_gpa, 8));
+                assert_eq!((output.gpa(), output.len()), (req.output_gpa, 8));
             }
             Action::Relay {
+                policy: entry,
                 control,
                 input_len,
                 fast_as_memory,
+                input,
             } => {
                 assert!(relayed(req.control.code()));
+                assert_eq!(entry.code, req.control.code(), "the call's own entry");
                 assert!(!control.nested());
                 assert_eq!(control.reserved_bits(), 0);
                 assert_eq!(control.with_fast(false), req.control.with_fast(false));
                 assert_eq!(control.fast(), fast && !fast_as_memory);
                 assert!(input_len <= HV_PAGE_SIZE as usize);
                 if fast {
-                    assert!(input_len <= req.fast_words * 8);
+                    assert!(input_len <= req.fast.len() * 8);
                 } else {
                     assert!(!fast_as_memory);
                     assert!(vtl0.contains(req.input_gpa, input_len as u64));
+                    let named = input.map(|r| (r.gpa(), r.len()));
+                    assert_eq!(named, Some((req.input_gpa, input_len)), "the list it names");
+                }
+                if fast {
+                    assert_eq!(input, None, "a fast call has no list");
                 }
             }
         }
@@ -965,7 +1004,7 @@ mod tests {
             let long_mode =
                 header.execution_state.efer_lma() && header.cs_segment.attributes & 1 << 13 != 0;
             let kernel_64 = header.execution_state.cpl() == 0 && long_mode;
-            match decode_x64(&msg, xmm) {
+            match decode_x64(&msg, xmm, &mut [0; FAST_XMM_WORDS]) {
                 Decoded::Hypercall(req) => {
                     prop_assert!(kernel_64);
                     check_action(&req, &vtl0, classify(&req, &vtl0, all()));

@@ -2,7 +2,7 @@
 //! same order) does, plus the paravisor's own rule that VTL0 may only name VTL0 memory.
 
 use super::policy::Layout;
-use super::{Request, Vtl0Memory, FAST_WORDS_MAX};
+use super::{GuestRange, Request, Vtl0Memory};
 use hvdef::{HvStatus, HV_PAGE_SIZE};
 
 /// Checks `req` against the call's `layout`; the first rule broken gives the status.
@@ -22,7 +22,10 @@ use hvdef::{HvStatus, HV_PAGE_SIZE};
 /// no call the table relays or answers has both lists, and the mock tolerates overlap by
 /// default as real hosts do); a byte outside VTL0 memory is
 /// HV_STATUS_ACCESS_DENIED, so the paravisor never reads or writes its own memory for VTL0.
-pub fn validate(req: &Request, vtl0: &Vtl0Memory, layout: &Layout) -> Result<(), HvStatus> {
+///
+/// A valid call's lists come back as the ranges the run loop copies through (none for a fast
+/// call or an empty list): inside VTL0 memory by construction, so no copy checks again.
+pub fn validate(req: &Request<'_>, vtl0: &Vtl0Memory, layout: &Layout) -> Result<Lists, HvStatus> {
     let control = req.control;
     let code = control.code();
     let (count, start) = (control.rep_count(), control.rep_start());
@@ -45,11 +48,11 @@ pub fn validate(req: &Request, vtl0: &Vtl0Memory, layout: &Layout) -> Result<(),
     let input_len = layout.input_len(control) as u64;
     let output_len = layout.output_len(control) as u64;
     if control.fast() {
-        let block_bytes = req.fast_words.min(FAST_WORDS_MAX) as u64 * 8;
+        let block_bytes = req.fast.len() as u64 * 8;
         return if input_len > block_bytes {
             Err(HvStatus::INVALID_HYPERCALL_INPUT)
         } else {
-            Ok(())
+            Ok(Lists::default())
         };
     }
 
@@ -61,10 +64,24 @@ pub fn validate(req: &Request, vtl0: &Vtl0Memory, layout: &Layout) -> Result<(),
     if input_len != 0 && output_len != 0 && overlap(lists[0], lists[1]) {
         return Err(HvStatus::INVALID_ALIGNMENT);
     }
-    if present().any(|(gpa, len)| !vtl0.contains(gpa, len)) {
-        return Err(HvStatus::ACCESS_DENIED);
-    }
-    Ok(())
+    let range = |(gpa, len): (u64, u64)| match len {
+        0 => Ok(None),
+        _ => vtl0
+            .range(gpa, len)
+            .map(Some)
+            .ok_or(HvStatus::ACCESS_DENIED),
+    };
+    Ok(Lists {
+        input: range(lists[0])?,
+        output: range(lists[1])?,
+    })
+}
+
+/// A validated memory-based call's input and output lists (`None`: empty, or a fast call).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lists {
+    pub input: Option<GuestRange>,
+    pub output: Option<GuestRange>,
 }
 
 /// Whether two non-empty ranges share a byte. In u128: a list may end exactly at 2^64.
@@ -102,15 +119,14 @@ mod tests {
         output_element: 8,
     };
 
-    fn req(control: Control, input_gpa: u64, output_gpa: u64) -> Request {
+    fn req(control: Control, input_gpa: u64, output_gpa: u64) -> Request<'static> {
         Request {
             isa: Isa::X64,
             control,
             control_register: crate::proxy::ControlRegister::Rcx,
             input_gpa,
             output_gpa,
-            fast: [0; FAST_WORDS_MAX],
-            fast_words: 2,
+            fast: &[0; 2],
             ip: 0,
             instruction_len: 3,
         }
@@ -127,8 +143,14 @@ mod tests {
             .with_rep_start(start)
     }
 
+    /// The status, and for a valid call that its lists are exactly the ranges it names.
     fn check(control: Control, input: u64, output: u64, layout: &Layout) -> Result<(), HvStatus> {
-        validate(&req(control, input, output), &vtl0(), layout)
+        let lists = validate(&req(control, input, output), &vtl0(), layout)?;
+        let named = |gpa, len: usize| (len != 0 && !control.fast()).then_some((gpa, len));
+        let got = |list: Option<GuestRange>| list.map(|r| (r.gpa(), r.len()));
+        assert_eq!(got(lists.input), named(input, layout.input_len(control)));
+        assert_eq!(got(lists.output), named(output, layout.output_len(control)));
+        Ok(())
     }
 
     const OK_IN: u64 = 0x1000;
@@ -224,23 +246,18 @@ mod tests {
             ..Layout::NONE
         };
         let mut r = req(fast, 0, 0);
+        let block = [0; crate::proxy::FAST_WORDS_MAX];
         for (words, fits) in [(2, 16), (14, 112), (16, 128), (17, 136)] {
-            r.fast_words = words;
-            assert_eq!(validate(&r, &vtl0(), &layout(fits)), Ok(()));
+            r.fast = &block[..words];
+            assert_eq!(validate(&r, &vtl0(), &layout(fits)), Ok(Lists::default()));
             assert_eq!(
                 validate(&r, &vtl0(), &layout(fits + 1)),
                 Err(HvStatus::INVALID_HYPERCALL_INPUT)
             );
         }
-        // A corrupt word count never reads past the block.
-        r.fast_words = usize::MAX;
-        assert_eq!(
-            validate(&r, &vtl0(), &layout(FAST_WORDS_MAX * 8 + 1)),
-            Err(HvStatus::INVALID_HYPERCALL_INPUT)
-        );
         // Fast calls impose no GPA rules (the GPAs are not GPAs).
         let r = req(fast, 0x10_0001, 0x10_0001);
-        assert_eq!(validate(&r, &vtl0(), &layout(16)), Ok(()));
+        assert_eq!(validate(&r, &vtl0(), &layout(16)), Ok(Lists::default()));
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl HypercallAbi for Abi {
     }
 
     fn call_fast(&mut self, control: u64, block: &mut [u64]) -> Option<u64> {
-        if block.len() > 16 {
+        if block.len() > hvdef::aarch64::SMCCC_FAST_WORDS {
             return None;
         }
         let mut regs = [0; 18];
@@ -366,22 +366,39 @@ pub fn decode_memory_intercept(assist: &crate::percpu::AssistPage) -> crate::pro
     }
 }
 
-/// Decodes the arm64 hypercall intercept message in the assist page, reading only what
-/// decoding uses: the header, the immediate and X0-X3 (8 words), and X4-X17 (14 more) only for
-/// a fast call.
+/// Where this VP's run loop decodes intercepts: a copy of the hypercall intercept message,
+/// made once (zeroed) before the loop, so that decoding an intercept neither zeroes nor copies
+/// a buffer. A decode reads into it only the words it uses (see [`decode_intercept`]), and the
+/// request it returns borrows from it: the words another intercept left behind are never part
+/// of that request.
+pub struct InterceptBuffer {
+    words: [u64; size_of::<hvdef::aarch64::HvArm64HypercallInterceptMessage>() / 8],
+}
+
+impl InterceptBuffer {
+    pub const fn new() -> InterceptBuffer {
+        InterceptBuffer {
+            words: [0; size_of::<hvdef::aarch64::HvArm64HypercallInterceptMessage>() / 8],
+        }
+    }
+}
+
+/// Decodes the arm64 hypercall intercept message in the assist page into `buf`, reading only
+/// what decoding uses: the header, the immediate and X0-X3 (8 words), and X4-X17 (14 more)
+/// only for a fast call, the one case `decode_arm64` reads them (its control word is the one
+/// read here: X1 under SMCCC, X0 otherwise).
 #[inline(always)]
-pub fn decode_intercept(
+pub fn decode_intercept<'a>(
     assist: &crate::percpu::AssistPage,
     _xmm_fast_input: bool,
-) -> crate::proxy::Decoded {
+    buf: &'a mut InterceptBuffer,
+) -> crate::proxy::Decoded<'a> {
     use hvdef::aarch64::HvArm64HypercallInterceptMessage as Msg;
     use zerocopy::{FromBytes, IntoBytes};
-    const WORDS: usize = size_of::<Msg>() / 8;
     const X: usize = core::mem::offset_of!(Msg, x) / 8;
     const IMMEDIATE: usize = core::mem::offset_of!(Msg, immediate) / 8;
-    let mut words = [0u64; WORDS];
+    let words = &mut buf.words;
     assist.read_payload(0, &mut words[..X + 4]);
-    // The control word: X1 under SMCCC (`hvc #0`), X0 under `hvc #1`.
     let smccc = words[IMMEDIATE] as u16 == hvdef::aarch64::HVC_IMM_SMCCC;
     let control = words[X + usize::from(smccc)];
     if hvdef::Control::from_bits(control).fast() {

@@ -408,27 +408,46 @@ pub fn decode_memory_intercept(assist: &crate::percpu::AssistPage) -> crate::pro
     }
 }
 
-/// Decodes the x64 hypercall intercept message in the assist page, reading only what decoding
-/// uses: the header and RAX..R8 (10 words), and XMM0-5 (12 more) only for a fast call on a host
-/// with XMM fast input.
+/// Where this VP's run loop decodes intercepts: a copy of the hypercall intercept message and
+/// the fast block assembled from it, made once (zeroed) before the loop, so that decoding an
+/// intercept neither zeroes nor copies a buffer. A decode reads into it only the words it uses
+/// (see [`decode_intercept`]), and the request it returns borrows from it: the words another
+/// intercept left behind are never part of that request.
+pub struct InterceptBuffer {
+    words: [u64; size_of::<hvdef::x86_64::HvX64HypercallInterceptMessage>() / 8],
+    block: [u64; hvdef::x86_64::FAST_XMM_WORDS],
+}
+
+impl InterceptBuffer {
+    pub const fn new() -> InterceptBuffer {
+        InterceptBuffer {
+            words: [0; size_of::<hvdef::x86_64::HvX64HypercallInterceptMessage>() / 8],
+            block: [0; hvdef::x86_64::FAST_XMM_WORDS],
+        }
+    }
+}
+
+/// Decodes the x64 hypercall intercept message in the assist page into `buf`, reading only
+/// what decoding uses: the header and RAX..R8 (10 words), and XMM0-5 (12 more) only for a fast
+/// call on a host with XMM fast input, the one case `decode_x64` reads them.
 #[inline(always)]
-pub fn decode_intercept(
+pub fn decode_intercept<'a>(
     assist: &crate::percpu::AssistPage,
     xmm_fast_input: bool,
-) -> crate::proxy::Decoded {
+    buf: &'a mut InterceptBuffer,
+) -> crate::proxy::Decoded<'a> {
     use hvdef::x86_64::HvX64HypercallInterceptMessage as Msg;
     use zerocopy::{FromBytes, IntoBytes};
-    const WORDS: usize = size_of::<Msg>() / 8;
     const GPRS_END: usize = core::mem::offset_of!(Msg, rsi) / 8;
     const RCX: usize = core::mem::offset_of!(Msg, rcx) / 8;
     const XMM: usize = core::mem::offset_of!(Msg, xmm_registers) / 8;
-    let mut words = [0u64; WORDS];
+    let words = &mut buf.words;
     assist.read_payload(0, &mut words[..GPRS_END]);
     if xmm_fast_input && hvdef::Control::from_bits(words[RCX]).fast() {
         assist.read_payload(XMM, &mut words[XMM..XMM + 12]);
     }
     let (msg, _) = Msg::ref_from_prefix(words.as_bytes()).expect("the words hold the message");
-    crate::proxy::decode::decode_x64(msg, xmm_fast_input)
+    crate::proxy::decode::decode_x64(msg, xmm_fast_input, &mut buf.block)
 }
 
 /// Puts a hypercall's result into VTL0's RAX, or, for a call VTL0 re-executes (TIMEOUT), the
