@@ -2,10 +2,7 @@
 //! as an intercept: decode, validate and classify it (the pure `proxy` module), then relay,
 //! answer or refuse it and complete it in VTL0's registers, or make VTL0 take the
 //! #UD / undefined-instruction exception the TLFS raises instead.
-#![expect(
-    unsafe_code,
-    reason = "reads and writes VTL0 memory through its identity map"
-)]
+#![forbid(unsafe_code)]
 
 use crate::hypercall::VpTarget;
 use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, Vtl0Memory};

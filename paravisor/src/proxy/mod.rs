@@ -121,7 +121,7 @@ impl MemoryAccess {
 pub enum Action {
     /// Relay to the host: copy `input_len` bytes from VTL0's input GPA (memory-based) into this
     /// VP's input page, or take the register block (fast), run the relay table over exactly
-    /// those bytes ([`policy::screen_input`] / `Policy::screen_fast`: it rewrites the connection
+    /// those bytes ([`policy::Policy::screen`] / `Policy::screen_fast`: it rewrites the connection
     /// id to the host's, or refuses an id or device the table does not name), and issue
     /// `control` (already sanitised: VTL0's nested bit never passes; the issue path adds it per
     /// the nested table). Relayed calls have no output.
