@@ -62,14 +62,13 @@ impl GuestMemory {
     /// these ranges and is not empty.
     pub fn range(&self, gpa: u64, len: u64) -> Option<GuestRange> {
         let end = gpa.checked_add(len)?;
-        let inside = len != 0
-            && self.ranges[..self.count]
-                .iter()
-                .any(|r| r.start <= gpa && end <= r.end);
-        inside.then_some(GuestRange {
-            gpa,
-            len: usize::try_from(len).ok()?,
-        })
+        let len = usize::try_from(len).ok().filter(|&len| len != 0)?;
+        for r in self.ranges.get(..self.count).unwrap_or_default() {
+            if r.start <= gpa && end <= r.end {
+                return Some(GuestRange { gpa, len });
+            }
+        }
+        None
     }
 
     pub fn ranges(&self) -> &[Range<u64>] {

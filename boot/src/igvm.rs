@@ -320,11 +320,11 @@ static PARAMS: ParamPages = ParamPages(core::cell::UnsafeCell::new([0; PARAMS_SI
 #[cfg(target_os = "none")]
 pub(crate) fn read_params(info: &mut BootInfo) {
     let mut copy = [0u8; PARAMS_SIZE];
-    let base = PARAMS.0.get().cast::<u8>();
-    for (i, b) in copy.iter_mut().enumerate() {
-        // SAFETY: in bounds of the static. Volatile: its initializer says zero, but the loader
-        // wrote it before we ran, and the compiler must not fold that away.
-        *b = unsafe { core::ptr::read_volatile(base.add(i)) };
+    // SAFETY: the pages are the image's static, only ever read through this range. The copy
+    // is volatile: its initializer says zero, but the loader wrote it before we ran.
+    let pages = unsafe { crate::guest::GuestRange::loader_page(&PARAMS.0) };
+    if pages.read(&mut copy).is_err() {
+        unreachable!("the copy is the pages' size");
     }
     let summary = apply(&copy, info);
     if crate::reloc::offset() != 0 {

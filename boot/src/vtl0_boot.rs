@@ -63,11 +63,11 @@ pub fn page_gpa() -> u64 {
 #[cfg(target_os = "none")]
 pub fn read_page() -> [u8; PAGE_SIZE] {
     let mut copy = [0u8; PAGE_SIZE];
-    let base = PAGE.0.get().cast::<u8>();
-    for (i, b) in copy.iter_mut().enumerate() {
-        // SAFETY: in bounds of the static. Volatile: its initializer says zero, but the loader
-        // wrote it before we ran, and the compiler must not fold that away.
-        *b = unsafe { core::ptr::read_volatile(base.add(i)) };
+    // SAFETY: the page is the image's static, only ever read through this range. The copy is
+    // volatile: its initializer says zero, but the loader wrote it before we ran.
+    let page = unsafe { crate::guest::GuestRange::loader_page(&PAGE.0) };
+    if page.read(&mut copy).is_err() {
+        unreachable!("the copy is the page's size");
     }
     copy
 }

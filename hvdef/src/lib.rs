@@ -129,6 +129,7 @@ macro_rules! vp_context_input {
 
 pub mod aarch64;
 pub mod features;
+pub mod heap;
 pub mod hypercall;
 pub mod input;
 pub mod registers;

@@ -46,6 +46,8 @@
 
 mod json;
 pub use json::dump_json;
+#[cfg(test)]
+mod test_elf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use igvm::hv_defs::Vtl;
@@ -438,7 +440,7 @@ fn image_span(pages: &Pages, params: &Range<u64>) -> Result<Range<u64>> {
 /// Where VTL2's memory, its relocation region and (x86) its page tables are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Vtl2Layout {
-    /// The RequiredMemory: the image and its heap (room for `boot::heap::IGVM_HEAP_VPS` VPs),
+    /// The RequiredMemory: the image and its heap (room for `hvdef::heap::IGVM_HEAP_VPS` VPs),
     /// rounded up to 2 MiB.
     memory: Range<u64>,
     /// What the loader moves by the relocation offset: x86 everything but the page tables,
@@ -455,9 +457,9 @@ fn vtl2_layout(
     image: &Range<u64>,
 ) -> Result<Vtl2Layout> {
     let (_, params) = symbol_paddr(file, PARAMS_START)?;
-    // The image and the heap after it, room for boot::heap::IGVM_HEAP_VPS VPs: on an IGVM
+    // The image and the heap after it, room for hvdef::heap::IGVM_HEAP_VPS VPs: on an IGVM
     // boot the paravisor's heap is the rest of this range (boot::heap::heap_range).
-    let heap = boot::heap::heap_size(boot::heap::IGVM_HEAP_VPS);
+    let heap = hvdef::heap::heap_size(hvdef::heap::IGVM_HEAP_VPS);
     let memory = image.start..(image.end.div_ceil(PAGE) * PAGE + heap).div_ceil(TWO_MB) * TWO_MB;
     let (region, page_tables) = match arch {
         IgvmArch::Aarch64 => (memory.clone(), None),
@@ -1607,7 +1609,7 @@ mod tests {
     /// A payload: 0x1800 bytes at `at`, entry 0x40 into it.
     fn payload(elf32: bool, machine: u16, at: u64) -> Vec<u8> {
         let code: Vec<u8> = (0..0x1800u32).map(|i| (i % 253) as u8 | 0x80).collect();
-        e2e::minimal_elf(elf32, machine, at, at + 0x40, &code)
+        test_elf::minimal_elf(elf32, machine, at, at + 0x40, &code)
     }
 
     fn page_at(f: &IgvmFile, at: u64) -> Option<Vec<u8>> {
@@ -1728,7 +1730,7 @@ mod tests {
             (payload(false, elf::EM_X86_64, 0x1_0000_0000), "above 4 GiB"),
             (b"\x7fELF junk".to_vec(), "ELF"),
             (
-                e2e::minimal_elf(false, elf::EM_X86_64, VTL0_AT, 0x10, &[0x90; 16]),
+                test_elf::minimal_elf(false, elf::EM_X86_64, VTL0_AT, 0x10, &[0x90; 16]),
                 "entry point 0x10",
             ),
         ] {

@@ -186,6 +186,16 @@ pub fn test_igvm_path(arch: Arch, release: bool) -> PathBuf {
     image_dir().join(format!("paravisor-{}{suffix}-vtl0.igvm", arch.name()))
 }
 
+/// Builds (release) what a live-VTL0 bench or soak boots: the paravisor, the VTL0 test kernel,
+/// the test IGVM file and the in-VM host.
+pub fn build_live(arch: Arch) -> Result<()> {
+    let image = build(arch, true)?;
+    let kernel = build_vtl0(arch, true)?;
+    pack(arch, &image.elf, Some(&kernel), &test_igvm_path(arch, true))?;
+    build_invm(arch, true)?;
+    Ok(())
+}
+
 /// Builds every arch in `arches` and prints each output path and size, with the in-VM mock
 /// hypervisor that boots its image, the VTL0 test kernel and the test IGVM file that carries
 /// it. With `vtl0` (see [`vtl0_payload_path`]) the paravisor's own IGVM file carries that VTL0

@@ -2,13 +2,10 @@
 //! testing and benchmarking.
 #![forbid(unsafe_code)]
 
-mod bench;
+mod harness;
 mod igvm;
 mod image;
-mod live;
 mod mutants;
-mod run;
-mod soak;
 mod test;
 mod toolchain;
 
@@ -138,7 +135,7 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         calls: u32,
         /// Seed of the call generator (decimal or 0x-hex); printed by every run.
-        #[arg(long, default_value_t = soak::DEFAULT_SEED, value_parser = parse_seed)]
+        #[arg(long, default_value_t = harness::DEFAULT_SEED, value_parser = parse_seed)]
         seed: u64,
         /// Run only this boot of the stream (the number a violation names), to replay it alone;
         /// the calls are the same as in the whole run with the same seed and calls.
@@ -188,9 +185,9 @@ fn main() {
             vtl2_base,
             timeout,
             gdb,
-        } => run::run(
+        } => harness::run(
             &arch.arches(),
-            &run::Options {
+            &harness::RunOptions {
                 release,
                 smp,
                 append: &append,
@@ -204,13 +201,13 @@ fn main() {
             arch,
             before,
             per_call,
-        } => bench::run(&arch.arches(), before.as_deref(), per_call),
+        } => harness::bench(&arch.arches(), before.as_deref(), per_call),
         Command::Soak {
             arch,
             calls,
             seed,
             boot,
-        } => soak::run(&arch.arches(), &soak::Options { calls, seed, boot }),
+        } => harness::soak(&arch.arches(), &harness::SoakOptions { calls, seed, boot }),
         Command::IgvmDump { file, json } => std::fs::read(&file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| {
@@ -224,7 +221,10 @@ fn main() {
         Command::Mutants { jobs } => mutants::run(jobs),
     };
     if let Err(e) = result {
-        eprintln!("xtask: error: {e:#}");
+        // The harness names its own errors.
+        if e.downcast_ref::<harness::Reported>().is_none() {
+            eprintln!("xtask: error: {e:#}");
+        }
         std::process::exit(1);
     }
 }
@@ -289,7 +289,7 @@ pub fn progress(what: std::fmt::Arguments<'_>) {
 }
 
 /// When xtask started (the first call's time).
-fn progress_clock_starts() -> std::time::Instant {
+pub fn progress_clock_starts() -> std::time::Instant {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     *START.get_or_init(std::time::Instant::now)
 }
@@ -351,14 +351,5 @@ mod tests {
             argv.extend(good);
             assert!(Cli::try_parse_from(argv).is_ok(), "{good:?}");
         }
-    }
-
-    #[test]
-    fn the_demo_command_line_keeps_the_relay_first() {
-        assert_eq!(run::command_line(""), e2e::kernel::DEMO_APPEND);
-        assert_eq!(
-            run::command_line(" pv.log=debug "),
-            format!("{} pv.log=debug", e2e::kernel::DEMO_APPEND)
-        );
     }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every check CI runs, in order, each with its wall time.
 
-use crate::{image, soak, workspace_root};
+use crate::{harness, image, workspace_root};
 use anyhow::{bail, Result};
 use mockhv::qemu::{ensure_qemu, Arch};
 use std::process::Command;
@@ -88,12 +88,12 @@ pub fn run() -> Result<()> {
         (
             "soak through the real VTL0 (QEMU, in-VM host, 20,000 entries per arch)",
             Box::new(|| {
-                let opts = soak::Options {
+                let opts = harness::SoakOptions {
                     calls: 20_000,
-                    seed: soak::DEFAULT_SEED,
+                    seed: harness::DEFAULT_SEED,
                     boot: None,
                 };
-                soak::run(&Arch::ALL, &opts).map(|()| true)
+                harness::soak(&Arch::ALL, &opts).map(|()| true)
             }),
         ),
     ];

@@ -146,7 +146,17 @@ impl VpTarget {
 /// `pv.log=debug`: one line per hypercall the paravisor issues (code, control word, what the
 /// hypervisor answered). `None` (a register block that does not fit the ABI) was not issued:
 /// nothing to say, the caller falls back to the memory form, which is.
+#[inline(always)]
 fn log_call(control: Control, out: Option<HypercallOutput>) {
+    // The level check inline, the line out of line: a hypercall pays one compare for it.
+    if log::log_enabled!(log::Level::Debug) {
+        log_call_line(control, out);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn log_call_line(control: Control, out: Option<HypercallOutput>) {
     let Some(out) = out else { return };
     let code = control.code();
     log::debug!(

@@ -302,6 +302,7 @@ const fn issue_fast_bytes(isa: Isa) -> usize {
 /// → [`Action::Fault`]; [`validate`]; then per rule. The relay table is not consulted here: the
 /// run loop applies it once, on the exact bytes it sends, through the entry [`Action::Relay`]
 /// hands it ([`Policy::screen`], [`Policy::screen_fast`]).
+#[inline(always)]
 pub fn classify(
     req: &Request<'_>,
     vtl0: &Vtl0Memory,

@@ -25,6 +25,7 @@ use hvdef::{HvStatus, HV_PAGE_SIZE};
 ///
 /// A valid call's lists come back as the ranges the run loop copies through (none for a fast
 /// call or an empty list): inside VTL0 memory by construction, so no copy checks again.
+#[inline(always)]
 pub fn validate(req: &Request<'_>, vtl0: &Vtl0Memory, layout: &Layout) -> Result<Lists, HvStatus> {
     let control = req.control;
     let code = control.code();
@@ -56,12 +57,14 @@ pub fn validate(req: &Request<'_>, vtl0: &Vtl0Memory, layout: &Layout) -> Result
         };
     }
 
-    let lists = [(req.input_gpa, input_len), (req.output_gpa, output_len)];
-    let present = || lists.into_iter().filter(|&(_, len)| len != 0);
-    if present().any(|(gpa, len)| gpa % 8 != 0 || gpa % HV_PAGE_SIZE + len > HV_PAGE_SIZE) {
+    let (input, output) = ((req.input_gpa, input_len), (req.output_gpa, output_len));
+    let misaligned = |(gpa, len): (u64, u64)| {
+        len != 0 && (gpa % 8 != 0 || gpa % HV_PAGE_SIZE + len > HV_PAGE_SIZE)
+    };
+    if misaligned(input) || misaligned(output) {
         return Err(HvStatus::INVALID_ALIGNMENT);
     }
-    if input_len != 0 && output_len != 0 && overlap(lists[0], lists[1]) {
+    if input_len != 0 && output_len != 0 && overlap(input, output) {
         return Err(HvStatus::INVALID_ALIGNMENT);
     }
     let range = |(gpa, len): (u64, u64)| match len {
@@ -72,8 +75,8 @@ pub fn validate(req: &Request<'_>, vtl0: &Vtl0Memory, layout: &Layout) -> Result
             .ok_or(HvStatus::ACCESS_DENIED),
     };
     Ok(Lists {
-        input: range(lists[0])?,
-        output: range(lists[1])?,
+        input: range(input)?,
+        output: range(output)?,
     })
 }
 

@@ -194,12 +194,17 @@ impl HypercallAbi for Abi {
         if block.len() > hvdef::aarch64::SMCCC_FAST_WORDS {
             return None;
         }
-        let mut regs = [0; 18];
-        regs[0] = SMCCC_HV_FUNC_ID as u64;
-        regs[1] = control;
-        regs[2..2 + block.len()].copy_from_slice(block);
+        // X0..X17 built word by word (a fixed count the compiler unrolls), never zeroed then
+        // copied; the block's registers are copied back for a call with fast output.
+        let mut regs: [u64; 18] = core::array::from_fn(|i| match i {
+            0 => SMCCC_HV_FUNC_ID as u64,
+            1 => control,
+            i => block.get(i - 2).copied().unwrap_or(0),
+        });
         smccc_in_place(&mut regs);
-        block.copy_from_slice(&regs[2..2 + block.len()]);
+        for (word, reg) in block.iter_mut().zip(&regs[2..]) {
+            *word = *reg;
+        }
         Some(regs[0])
     }
 }

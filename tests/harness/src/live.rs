@@ -1,7 +1,7 @@
-//! Runs under the in-VM mock Hyper-V with a real VTL0 (`bench` and `soak` share them): the
-//! paravisor's test IGVM file, the VTL0 test kernel as its VTL0 payload, a table for the kernel.
+//! Runs under the in-VM mock Hyper-V with a real VTL0 (`run`, `bench` and `soak` share them):
+//! the paravisor's test IGVM file, the VTL0 test kernel as its VTL0 payload, a table for the
+//! kernel. The files are the ones xtask built (`cargo xtask image`), found by name.
 
-use crate::image;
 use anyhow::{bail, Context, Result};
 use mockhv::invm::{InvmBoot, InvmRun, Paravisor, Vtl0};
 use mockhv::qemu::Arch;
@@ -31,9 +31,33 @@ pub fn proto(arch: Arch) -> vtl0::Arch {
     }
 }
 
+/// The images xtask built for `arch` (release or debug), in the directory `PARAVISOR_IMAGE_DIR`
+/// names (as for the end-to-end suites: xtask sets it to `target/images`), this tree's in-VM
+/// host among them.
+pub fn built(arch: Arch, release: bool) -> Result<Images> {
+    let dir = std::env::var_os("PARAVISOR_IMAGE_DIR")
+        .map(PathBuf::from)
+        .context(
+        "PARAVISOR_IMAGE_DIR is not set: run this through `cargo xtask`, which builds the images",
+    )?;
+    let suffix = if release { "" } else { "-debug" };
+    let host_name = format!("invm-{}{suffix}.elf", arch.name());
+    let host = dir.join(&host_name);
+    if !host.is_file() {
+        bail!("{} has no {host_name}", dir.display());
+    }
+    in_dir(arch, &dir, suffix, &host)
+}
+
 /// Another tree's images in `dir` (its `target/images`) under `host`, this tree's host: the
 /// paravisor's and the VTL0 kernel's ELFs and IGVM files as that tree built them.
 pub fn from_dir(arch: Arch, dir: &Path, host: &Path) -> Result<Images> {
+    in_dir(arch, dir, "", host)
+}
+
+/// The images in `dir` named as `cargo xtask image` names them (`suffix`: `-debug` for a
+/// debug build), booted by `host`.
+fn in_dir(arch: Arch, dir: &Path, suffix: &str, host: &Path) -> Result<Images> {
     let file = |name: String| {
         let path = dir.join(&name);
         if path.is_file() {
@@ -42,30 +66,14 @@ pub fn from_dir(arch: Arch, dir: &Path, host: &Path) -> Result<Images> {
             bail!("{} has no {name}", dir.display())
         }
     };
+    let arch_name = arch.name();
     Ok(Images {
         arch,
         host: host.to_path_buf(),
-        igvm: file(format!("paravisor-{}.igvm", arch.name()))?,
-        vtl0_igvm: file(format!("paravisor-{}-vtl0.igvm", arch.name()))?,
-        elf: file(format!("paravisor-{}.elf", arch.name()))?,
-        vtl0_elf: file(format!("vtl0-{}.elf", arch.name()))?,
-    })
-}
-
-/// Builds (release) the paravisor, the VTL0 test kernel, the test IGVM file and the host.
-pub fn build(arch: Arch) -> Result<Images> {
-    let image = image::build(arch, true)?;
-    let kernel = image::build_vtl0(arch, true)?;
-    let vtl0_igvm = image::test_igvm_path(arch, true);
-    image::pack(arch, &image.elf, Some(&kernel), &vtl0_igvm)?;
-    let host = image::build_invm(arch, true)?;
-    Ok(Images {
-        arch,
-        host,
-        igvm: image.igvm,
-        vtl0_igvm,
-        elf: image.elf,
-        vtl0_elf: kernel,
+        igvm: file(format!("paravisor-{arch_name}{suffix}.igvm"))?,
+        vtl0_igvm: file(format!("paravisor-{arch_name}{suffix}-vtl0.igvm"))?,
+        elf: file(format!("paravisor-{arch_name}{suffix}.elf"))?,
+        vtl0_elf: file(format!("vtl0-{arch_name}{suffix}.elf"))?,
     })
 }
 

@@ -4,12 +4,11 @@
 //! `--vtl2-base` is where the loader relocates VTL2 to), VTL0 running the demo table: calls the
 //! paravisor relays to the host, refuses, or never sees, and a store it refuses. Then one line
 //! per VTL0 call (what the paravisor did, what the host said, what VTL0 got) and a summary of
-//! the hypercall trace.
+//! the hypercall trace. xtask builds the images first, and runs this once per arch.
 
-use crate::image;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use mockhv::invm::{InvmBoot, Paravisor, Vtl0};
-use mockhv::qemu::{ensure_qemu, Arch};
+use mockhv::qemu::Arch;
 use std::time::Duration;
 
 /// How `run` boots.
@@ -36,24 +35,13 @@ pub fn command_line(append: &str) -> String {
 }
 
 /// The paravisor under the in-VM mock with VTL0 running the demo table; true if it passed.
-fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
-    crate::progress(format_args!(
-        "run {}: building the images (paravisor, in-VM mock host, VTL0 test kernel; a first \
-         build takes a few minutes)",
-        arch.name()
-    ));
-    let images = image::build_all(&[arch], options.release, None)?;
-    let image = &images[0];
-    let host = image.elf.with_file_name(format!(
-        "invm-{}{}.elf",
-        arch.name(),
-        if options.release { "" } else { "-debug" }
-    ));
-    let kernel = image::vtl0_path(arch, options.release);
+pub fn run_invm(arch: Arch, options: &Options<'_>) -> Result<bool> {
+    let image = crate::live::built(arch, options.release)?;
+    let kernel = &image.vtl0_elf;
     let mut boot = InvmBoot::new(
         arch,
-        host,
-        Paravisor::Igvm(image::test_igvm_path(arch, options.release)),
+        image.host.clone(),
+        Paravisor::Igvm(image.vtl0_igvm.clone()),
     );
     boot.vtl0 = Vtl0::FromParavisor;
     // The IGVM file's command line parameter carries the demo's relay and the person's words.
@@ -127,16 +115,16 @@ fn finish(arch: Arch, run: &mockhv::invm::InvmRun) -> Result<bool> {
     Ok(run.run.passed())
 }
 
-pub fn run(arches: &[Arch], options: &Options<'_>) -> Result<()> {
-    let mut failed = Vec::new();
-    for &arch in arches {
-        ensure_qemu(arch)?;
-        if !run_invm(arch, options)? {
-            failed.push(arch.name());
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_command_line_keeps_the_relay_first() {
+        assert_eq!(command_line(""), e2e::kernel::DEMO_APPEND);
+        assert_eq!(
+            command_line(" pv.log=debug "),
+            format!("{} pv.log=debug", e2e::kernel::DEMO_APPEND)
+        );
     }
-    if !failed.is_empty() {
-        bail!("run failed on {}", failed.join(", "));
-    }
-    Ok(())
 }

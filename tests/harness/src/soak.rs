@@ -1,20 +1,23 @@
 //! `cargo xtask soak`: random VTL0 calls through the whole stack — the VTL0 test kernel runs
 //! them as table entries under the release paravisor under the in-VM mock Hyper-V, thousands per
 //! QEMU boot — each checked against invariants and an oracle written from the TLFS, the
-//! configuration and the ELF, never from the paravisor (`live`: the generator, the boots and the
-//! checks; `oracle`: the statuses and relays it predicts). The calls come from a seeded
-//! SplitMix64 generator, one stream per arch, so a seed replays the same calls call for call
-//! (printed; `--seed` takes it back).
+//! configuration and the ELF, never from the paravisor (`gen`: the generator, by kind of call;
+//! `plan`: its entries and how they make boots; `boots`: the boots; `checks`: the invariants on
+//! what each boot saw; `oracle`: the statuses and relays it predicts). The calls come from a
+//! seeded SplitMix64 generator, one stream per arch, so a seed replays the same calls call for
+//! call (printed; `--seed` takes it back).
 
-mod live;
+mod boots;
+mod checks;
+mod gen;
 mod oracle;
+mod plan;
 
 use anyhow::{bail, Context, Result};
 use hvdef::{HvRegisterName, HvStatus, HypercallCode};
 use mockhv::qemu::Arch;
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_SEED: u64 = 0x50a6_2025;
 /// Violations printed in full; the rest are counted.
 const SHOWN: usize = 20;
 /// SynIC connection ids the relay maps to the host; the generator picks from more.
@@ -118,16 +121,13 @@ const RELAYED: [HypercallCode; 3] = [
     HypercallCode::RETARGET_DEVICE_INTERRUPT,
 ];
 
+/// Soaks `arches` on the release images xtask built (see [`crate::live::built`]).
 pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
     let mut images = Vec::new();
     for &arch in arches {
         mockhv::qemu::ensure_qemu(arch)?;
-        crate::progress(format_args!(
-            "soak {}: building the release images",
-            arch.name()
-        ));
-        let built = crate::live::build(arch)?;
-        live::supported(&built)
+        let built = crate::live::built(arch, true)?;
+        boots::supported(&built)
             .with_context(|| format!("the in-VM host cannot run a live VTL0 on {}", arch.name()))?;
         images.push(built);
     }
@@ -146,8 +146,8 @@ pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
     let (mut calls, mut sessions) = (0, 0);
     let mut elapsed = Duration::ZERO;
     for images in &images {
-        let elf = crate::image::elf_path(images.arch, true);
-        let loaded = mockhv::image::Image::load(&elf)?;
+        let elf = &images.elf;
+        let loaded = mockhv::image::Image::load(elf)?;
         // The paravisor's heap for the one VP the soak's boots have follows the image: VTL2's
         // memory, which VTL0's accesses and lists aim at, is both.
         let heap_end = e2e::vtl2_heap(&loaded, 1).end;
@@ -164,7 +164,7 @@ pub fn run(arches: &[Arch], opts: &Options) -> Result<()> {
         }
         let image = sym("__image_start")?..heap_end;
         let started = Instant::now();
-        let (c, s) = live::soak_arch(images, image, opts, &mut violations)?;
+        let (c, s) = boots::soak_arch(images, image, opts, &mut violations)?;
         elapsed += started.elapsed();
         calls += c;
         sessions += s;
