@@ -116,7 +116,7 @@ pub fn this_vp() -> &'static VpFlags {
     assert!(
         !data.is_null(),
         "vp{}: per-CPU state used before init",
-        boot::cpu::index_for_report()
+        boot::cpu::index()
     );
     // SAFETY: init() stored a pointer into the leaked (so 'static) VpFlags table.
     unsafe { &*data }
@@ -224,7 +224,7 @@ pub fn hypercall() -> HypercallGuard {
     assert!(
         !busy.swap(true, Ordering::Acquire),
         "vp{}: hypercall pages re-entered",
-        boot::cpu::index_for_report()
+        boot::cpu::index()
     );
     // SAFETY: the busy flag gives this guard the only references to this VP's pages.
     let (input, output) = unsafe { (&mut *cpu.input.get(), &mut *cpu.output.get()) };
