@@ -1,13 +1,30 @@
 //! A small ACPI reader for what the loader passes on x86_64 (the CPU count, from the MADT).
 //! The tables are loader-controlled: every address and length is checked, checksums are
-//! verified, and malformed tables are an error, never a panic or an endless walk.
+//! verified, and malformed tables are an error, never a panic or an endless walk. The layouts
+//! are `hvdef::loader_data::acpi`'s structs, each read whole with a bounds-checked copy.
 //!
 //! Memory is reached through [`PhysRead`] rather than slices, so the firmware can read through
 //! its identity map without trusting a loader-supplied length first, and tests can use a `Vec`.
 
+use core::mem::{offset_of, size_of};
+use hvdef::loader_data::acpi::{
+    Madt, MadtEntryHeader, MadtLocalApic, MadtLocalX2Apic, Rsdp, RsdpV1, SdtHeader, MADT_ENABLED,
+    MADT_SIGNATURE, RSDT_SIGNATURE, XSDT_SIGNATURE,
+};
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, IntoBytes};
+
+pub use hvdef::loader_data::acpi::{MADT_LOCAL_APIC, MADT_LOCAL_X2APIC};
+
 /// Reads physical memory. Returns false if any byte of the range is not readable.
 pub trait PhysRead {
     fn read(&self, paddr: u64, buf: &mut [u8]) -> bool;
+
+    /// The `T` at `paddr`, if all of its bytes are readable.
+    fn read_value<T: FromBytes + IntoBytes>(&self, paddr: u64) -> Option<T> {
+        let mut value = T::new_zeroed();
+        self.read(paddr, value.as_mut_bytes()).then_some(value)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,24 +45,17 @@ pub enum AcpiError {
     NoProcessors,
 }
 
-const RSDP_SIGNATURE: &[u8; 8] = b"RSD PTR ";
-/// The ACPI 1.0 part of the RSDP, covered by the first checksum.
-const RSDP_V1_LEN: usize = 20;
+const RSDP_SIGNATURE: &[u8; 8] = &hvdef::loader_data::acpi::RSDP_SIGNATURE;
 /// The ACPI 2.0+ RSDP is 36 bytes; allow later growth but not an arbitrary length.
 const RSDP_MAX_LEN: u32 = 4096;
-const SDT_HEADER_LEN: u32 = 36;
+const SDT_HEADER_LEN: u32 = size_of::<SdtHeader>() as u32;
 /// Longest table accepted. Real MADTs are a few KiB; this still fits one listing 16 Ki x2APICs
 /// while bounding the checksum and entry walks (each MADT entry is at least 2 bytes).
 const MAX_TABLE_LEN: u32 = 256 * 1024;
 /// Most XSDT/RSDT entries looked at; real systems have a few dozen tables.
 const MAX_TABLES: u32 = 1024;
-/// MADT: local interrupt controller address and flags follow the header.
-const MADT_ENTRIES_OFFSET: u32 = SDT_HEADER_LEN + 8;
-const MADT_LOCAL_APIC: u8 = 0;
-const MADT_LOCAL_X2APIC: u8 = 9;
-/// Both processor entry types: bit 0 Enabled. (Bit 1 of a local APIC entry, Online Capable,
-/// marks a hot-pluggable processor that is not running; it is not counted.)
-const MADT_ENABLED: u32 = 1;
+/// MADT: the interrupt controller structures follow its fixed part.
+const MADT_ENTRIES_OFFSET: u32 = size_of::<Madt>() as u32;
 
 fn read_into(mem: &impl PhysRead, base: u64, off: u64, buf: &mut [u8]) -> Result<(), AcpiError> {
     let addr = base.checked_add(off).ok_or(AcpiError::Unreadable)?;
@@ -56,18 +66,14 @@ fn read_into(mem: &impl PhysRead, base: u64, off: u64, buf: &mut [u8]) -> Result
     }
 }
 
-fn read<const N: usize>(mem: &impl PhysRead, base: u64, off: u64) -> Result<[u8; N], AcpiError> {
-    let mut buf = [0; N];
-    read_into(mem, base, off, &mut buf)?;
-    Ok(buf)
-}
-
-fn u32_at(mem: &impl PhysRead, base: u64, off: u64) -> Result<u32, AcpiError> {
-    read(mem, base, off).map(u32::from_le_bytes)
-}
-
-fn u64_at(mem: &impl PhysRead, base: u64, off: u64) -> Result<u64, AcpiError> {
-    read(mem, base, off).map(u64::from_le_bytes)
+/// The `T` at `base + off`.
+fn read<T: FromBytes + IntoBytes>(
+    mem: &impl PhysRead,
+    base: u64,
+    off: u64,
+) -> Result<T, AcpiError> {
+    let addr = base.checked_add(off).ok_or(AcpiError::Unreadable)?;
+    mem.read_value(addr).ok_or(AcpiError::Unreadable)
 }
 
 /// Checks that the `len` bytes at `paddr` sum to zero, reading in small chunks so a large table
@@ -93,11 +99,12 @@ fn checksum(mem: &impl PhysRead, paddr: u64, len: u32) -> Result<(), AcpiError> 
 /// Validates the table header at `paddr` (signature, length bounds, checksum) and returns the
 /// table length.
 fn table(mem: &impl PhysRead, paddr: u64, signature: &[u8; 4]) -> Result<u32, AcpiError> {
-    let header: [u8; 8] = read(mem, paddr, 0)?;
-    if &header[..4] != signature {
+    // The signature and length alone: a table shorter than its header is BadLength.
+    let sig: [u8; 4] = read(mem, paddr, offset_of!(SdtHeader, signature) as u64)?;
+    if &sig != signature {
         return Err(AcpiError::BadSignature);
     }
-    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let len = read::<U32>(mem, paddr, offset_of!(SdtHeader, length) as u64)?.get();
     if !(SDT_HEADER_LEN..=MAX_TABLE_LEN).contains(&len) {
         return Err(AcpiError::BadLength);
     }
@@ -107,37 +114,65 @@ fn table(mem: &impl PhysRead, paddr: u64, signature: &[u8; 4]) -> Result<u32, Ac
 
 /// The root table the RSDP names: (address, signature, entry size).
 fn root_table(mem: &impl PhysRead, rsdp: u64) -> Result<(u64, &'static [u8; 4], u32), AcpiError> {
-    let v1: [u8; RSDP_V1_LEN] = read(mem, rsdp, 0)?;
-    if &v1[..8] != RSDP_SIGNATURE {
+    let v1: RsdpV1 = read(mem, rsdp, 0)?;
+    if &v1.signature != RSDP_SIGNATURE {
         return Err(AcpiError::BadSignature);
     }
-    if v1.iter().fold(0u8, |s, &b| s.wrapping_add(b)) != 0 {
+    if v1.as_bytes().iter().fold(0u8, |s, &b| s.wrapping_add(b)) != 0 {
         return Err(AcpiError::BadChecksum);
     }
-    let revision = v1[15];
-    let rsdt = u32::from_le_bytes([v1[16], v1[17], v1[18], v1[19]]);
     // Revision 0 (ACPI 1.0) RSDPs are only 20 bytes: the fields below may not exist.
-    if revision >= 2 {
-        let len = u32_at(mem, rsdp, 20)?;
+    if v1.revision >= 2 {
+        let len = read::<U32>(mem, rsdp, offset_of!(Rsdp, length) as u64)?.get();
         if !(SDT_HEADER_LEN..=RSDP_MAX_LEN).contains(&len) {
             return Err(AcpiError::BadLength);
         }
         checksum(mem, rsdp, len)?;
         // The XSDT supersedes the RSDT when present (its entries can point above 4 GiB).
-        let xsdt = u64_at(mem, rsdp, 24)?;
+        let xsdt = read::<Rsdp>(mem, rsdp, 0)?.xsdt_address.get();
         if xsdt != 0 {
-            return Ok((xsdt, b"XSDT", 8));
+            return Ok((xsdt, &XSDT_SIGNATURE, 8));
         }
     }
-    if rsdt == 0 {
-        return Err(AcpiError::NoRootTable);
+    match v1.rsdt_address.get() {
+        0 => Err(AcpiError::NoRootTable),
+        rsdt => Ok((rsdt.into(), &RSDT_SIGNATURE, 4)),
     }
-    Ok((rsdt.into(), b"RSDT", 4))
+}
+
+/// Whether the processor structure at `paddr + off` (of `kind`, `entry_len` bytes long) is
+/// enabled; None for other structures.
+fn processor_enabled(
+    mem: &impl PhysRead,
+    paddr: u64,
+    off: u32,
+    kind: u8,
+    entry_len: u32,
+) -> Result<Option<bool>, AcpiError> {
+    let need = |size: usize| {
+        if entry_len < size as u32 {
+            Err(AcpiError::BadMadtEntry)
+        } else {
+            Ok(())
+        }
+    };
+    let flags = match kind {
+        MADT_LOCAL_APIC => {
+            need(size_of::<MadtLocalApic>())?;
+            read::<MadtLocalApic>(mem, paddr, off.into())?.flags
+        }
+        MADT_LOCAL_X2APIC => {
+            need(size_of::<MadtLocalX2Apic>())?;
+            read::<MadtLocalX2Apic>(mem, paddr, off.into())?.flags
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(flags.get() & MADT_ENABLED != 0))
 }
 
 /// Counts the enabled processors the MADT at `paddr` lists.
 fn madt_cpu_count(mem: &impl PhysRead, paddr: u64) -> Result<u32, AcpiError> {
-    let len = table(mem, paddr, b"APIC")?;
+    let len = table(mem, paddr, &MADT_SIGNATURE)?;
     if len < MADT_ENTRIES_OFFSET {
         return Err(AcpiError::BadLength);
     }
@@ -145,28 +180,18 @@ fn madt_cpu_count(mem: &impl PhysRead, paddr: u64) -> Result<u32, AcpiError> {
     let mut off = MADT_ENTRIES_OFFSET;
     while off < len {
         let left = len - off;
-        if left < 2 {
+        if left < size_of::<MadtEntryHeader>() as u32 {
             return Err(AcpiError::BadMadtEntry);
         }
-        let [kind, entry_len] = read(mem, paddr, off.into())?;
-        let entry_len = u32::from(entry_len);
-        // A length below 2 would not advance the walk.
-        if entry_len < 2 || entry_len > left {
+        let entry: MadtEntryHeader = read(mem, paddr, off.into())?;
+        let entry_len = u32::from(entry.length);
+        // A length below the header's would not advance the walk.
+        if entry_len < size_of::<MadtEntryHeader>() as u32 || entry_len > left {
             return Err(AcpiError::BadMadtEntry);
         }
-        let flags_at = match kind {
-            MADT_LOCAL_APIC => Some((4, 8)),
-            MADT_LOCAL_X2APIC => Some((8, 16)),
-            _ => None,
-        };
-        if let Some((flags_off, min_len)) = flags_at {
-            if entry_len < min_len {
-                return Err(AcpiError::BadMadtEntry);
-            }
-            if u32_at(mem, paddr, (off + flags_off).into())? & MADT_ENABLED != 0 {
-                // Cannot overflow: at most MAX_TABLE_LEN / 8 processor entries.
-                count += 1;
-            }
+        if processor_enabled(mem, paddr, off, entry.entry_type, entry_len)? == Some(true) {
+            // Cannot overflow: at most MAX_TABLE_LEN / 8 processor entries.
+            count += 1;
         }
         off += entry_len;
     }
@@ -185,19 +210,19 @@ pub fn cpu_count(mem: &impl PhysRead, rsdp: u64) -> Result<u32, AcpiError> {
     for i in 0..entries {
         let off = u64::from(SDT_HEADER_LEN + i * entry_size);
         let addr = if entry_size == 8 {
-            u64_at(mem, root, off)?
+            read::<U64>(mem, root, off)?.get()
         } else {
-            u32_at(mem, root, off)?.into()
+            read::<U32>(mem, root, off)?.get().into()
         };
         // Tables we cannot reach (or null entries) cannot be the MADT we can use; skip them
         // rather than fail, the MADT may come later.
         if addr == 0 {
             continue;
         }
-        let Ok(sig) = read::<4>(mem, addr, 0) else {
+        let Ok(sig) = read::<[u8; 4]>(mem, addr, offset_of!(SdtHeader, signature) as u64) else {
             continue;
         };
-        if &sig == b"APIC" {
+        if sig == MADT_SIGNATURE {
             return match madt_cpu_count(mem, addr)? {
                 0 => Err(AcpiError::NoProcessors),
                 n => Ok(n),
@@ -210,6 +235,7 @@ pub fn cpu_count(mem: &impl PhysRead, rsdp: u64) -> Result<u32, AcpiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hvdef::loader_data::acpi::RSDP_V1_LEN;
 
     /// Physical memory `[base, base + bytes.len())`; everything else is unreadable.
     struct Mem {
@@ -434,6 +460,35 @@ mod tests {
         let mut mem = image();
         place(&mut mem.bytes, MADT, &madt(&[lapic(0, 0)]));
         assert_eq!(cpu_count(&mem, addr(RSDP)), Err(AcpiError::NoProcessors));
+    }
+
+    /// An RSDP whose ACPI 1.0 part is whole but whose 2.0 fields are cut off by the end of
+    /// memory, or that claims to be shorter than its own fields: never read past what is
+    /// there.
+    #[test]
+    fn rsdp_cut_short_or_too_short() {
+        let mut mem = image();
+        let end = mem.bytes.len();
+        let r = rsdp(2, addr(RSDT) as u32, addr(XSDT));
+        for keep in [RSDP_V1_LEN, RSDP_V1_LEN + 2, RSDP_V1_LEN + 4, 35] {
+            let mut cut = Mem {
+                base: BASE,
+                bytes: mem.bytes.clone(),
+            };
+            place(&mut cut.bytes, end, &r[..keep]);
+            assert_eq!(
+                cpu_count(&cut, addr(end)),
+                Err(AcpiError::Unreadable),
+                "{keep} bytes"
+            );
+        }
+        // A length below the 36 bytes its own fields take.
+        let mut short = r.clone();
+        short[20..24].copy_from_slice(&24u32.to_le_bytes());
+        fix_checksum(&mut short[..20], 8);
+        fix_checksum(&mut short, 32);
+        place(&mut mem.bytes, end, &short);
+        assert_eq!(cpu_count(&mem, addr(end)), Err(AcpiError::BadLength));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! A small flattened-device-tree reader for what the loader passes on aarch64 (command line,
-//! CPU count). The blob is loader-controlled: every offset is bounds-checked and a malformed
-//! blob is an error, never a panic.
+//! CPU count). The blob is loader-controlled: the header and each property's header are read
+//! as `hvdef::loader_data::fdt` structs from bounds-checked slices, every offset is checked,
+//! and a malformed blob is an error, never a panic.
 
-const MAGIC: u32 = 0xd00d_feed;
-const BEGIN_NODE: u32 = 1;
-const END_NODE: u32 = 2;
-const PROP: u32 = 3;
-const NOP: u32 = 4;
+use crate::loader::read_at;
+use core::mem::offset_of;
+use hvdef::loader_data::fdt::{FdtHeader, FdtProp};
+use hvdef::loader_data::fdt::{
+    FDT_BEGIN_NODE as BEGIN_NODE, FDT_END_NODE as END_NODE, FDT_MAGIC as MAGIC, FDT_NOP as NOP,
+    FDT_PROP as PROP,
+};
+use zerocopy::big_endian::U32;
+
 /// Deepest node nesting followed; real trees are a handful of levels deep.
 const MAX_DEPTH: usize = 16;
 
@@ -34,8 +39,15 @@ enum Token<'a> {
 }
 
 fn be32(bytes: &[u8], off: usize) -> Option<u32> {
-    let b = bytes.get(off..off.checked_add(4)?)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    read_at::<U32>(bytes, off).map(U32::get)
+}
+
+/// The header's magic, then the whole header: a blob too short for either is TooSmall.
+fn header(blob: &[u8]) -> Result<FdtHeader, FdtError> {
+    if be32(blob, offset_of!(FdtHeader, magic)).ok_or(FdtError::TooSmall)? != MAGIC {
+        return Err(FdtError::BadMagic);
+    }
+    read_at(blob, 0).ok_or(FdtError::TooSmall)
 }
 
 fn cstr(bytes: &[u8], off: usize) -> Option<&[u8]> {
@@ -47,13 +59,16 @@ fn cstr(bytes: &[u8], off: usize) -> Option<&[u8]> {
 impl<'a> Fdt<'a> {
     /// Validates the header of `blob` (which may be longer than the tree).
     pub fn new(blob: &'a [u8]) -> Result<Self, FdtError> {
-        let field = |i: usize| be32(blob, i * 4).ok_or(FdtError::TooSmall);
-        if field(0)? != MAGIC {
-            return Err(FdtError::BadMagic);
-        }
-        let total = field(1)? as usize;
-        let (off_struct, off_strings) = (field(2)? as usize, field(3)? as usize);
-        let (size_strings, size_struct) = (field(8)? as usize, field(9)? as usize);
+        let h = header(blob)?;
+        let total = h.totalsize.get() as usize;
+        let (off_struct, off_strings) = (
+            h.off_dt_struct.get() as usize,
+            h.off_dt_strings.get() as usize,
+        );
+        let (size_strings, size_struct) = (
+            h.size_dt_strings.get() as usize,
+            h.size_dt_struct.get() as usize,
+        );
         let blob = blob.get(..total).ok_or(FdtError::BadLayout)?;
         let slice = |off: usize, len: usize| {
             blob.get(off..off.checked_add(len)?)
@@ -68,10 +83,12 @@ impl<'a> Fdt<'a> {
 
     /// The total size the header claims, to map or copy the blob before parsing it.
     pub fn total_size(header: &[u8]) -> Result<usize, FdtError> {
-        if be32(header, 0).ok_or(FdtError::TooSmall)? != MAGIC {
+        if be32(header, offset_of!(FdtHeader, magic)).ok_or(FdtError::TooSmall)? != MAGIC {
             return Err(FdtError::BadMagic);
         }
-        Ok(be32(header, 4).ok_or(FdtError::TooSmall)? as usize)
+        // Only the size: the caller maps or copies that much before the whole header is read.
+        let total = be32(header, offset_of!(FdtHeader, totalsize)).ok_or(FdtError::TooSmall)?;
+        Ok(total as usize)
     }
 
     fn token(&self, off: usize) -> Result<(Token<'a>, usize), FdtError> {
@@ -88,10 +105,11 @@ impl<'a> Fdt<'a> {
                 }
                 END_NODE => Ok((Token::End, off)),
                 PROP => {
-                    let len = be32(self.structs, off).ok_or(FdtError::BadToken)? as usize;
-                    let name_off = be32(self.structs, off + 4).ok_or(FdtError::BadToken)?;
-                    let name = cstr(self.strings, name_off as usize).ok_or(FdtError::BadToken)?;
-                    let start = off + 8;
+                    let prop: FdtProp = read_at(self.structs, off).ok_or(FdtError::BadToken)?;
+                    let len = prop.len.get() as usize;
+                    let name = cstr(self.strings, prop.nameoff.get() as usize)
+                        .ok_or(FdtError::BadToken)?;
+                    let start = off + size_of::<FdtProp>();
                     let value = self
                         .structs
                         .get(start..start.checked_add(len).ok_or(FdtError::BadToken)?)
@@ -315,6 +333,36 @@ mod tests {
         let mut ram = Vec::new();
         fdt.memory(|a, s| ram.push((a, s))).unwrap();
         assert_eq!(ram, vec![(0x4000_0000, 0x1000_0000)]);
+    }
+
+    /// A header cut anywhere before its last field is TooSmall (magic and size alone are not
+    /// a header); a property whose length/name-offset pair runs off the structure block, or
+    /// whose value does, is BadToken.
+    #[test]
+    fn truncated_header_and_property() {
+        let blob = sample(1);
+        for len in 4..40 {
+            assert_eq!(
+                Fdt::new(&blob[..len]).err(),
+                Some(FdtError::TooSmall),
+                "{len}"
+            );
+        }
+        assert_eq!(Fdt::total_size(&blob[..7]), Err(FdtError::TooSmall));
+        assert_eq!(Fdt::total_size(&blob[..8]), Ok(blob.len()));
+        use Item::*;
+        let items = [Begin(""), Prop("compatible", b"x\0"), End];
+        let whole = build(&items);
+        let fdt = Fdt::new(&whole).unwrap();
+        assert_eq!(fdt.property("/", "compatible").unwrap(), Some(&b"x\0"[..]));
+        // Cut the structure block after the PROP token (8 bytes into it: BEGIN "" pads to 8),
+        // then inside the value.
+        for size_struct in [12u32, 16, 19, 21] {
+            let mut bad = whole.clone();
+            bad[36..40].copy_from_slice(&size_struct.to_be_bytes());
+            let fdt = Fdt::new(&bad).unwrap();
+            assert_eq!(fdt.property("/", "compatible"), Err(FdtError::BadToken));
+        }
     }
 
     #[test]

@@ -4,19 +4,20 @@
 //! `xtask/src/igvm.rs`) declares one parameter area, asks the loader to deposit a `VpCount`
 //! parameter and a `MemoryMap` parameter in it, and inserts the area at the GPA of the image's
 //! `.igvm_params` section (symbols `boot_igvm_params_start`/`_end`, [`PARAMS_SIZE`] bytes,
-//! page aligned). Layout of that area, shared with the builder (which cannot depend on this
-//! crate, so it repeats the offsets):
+//! page aligned). The layout of that area is `hvdef::loader_data::igvm::IgvmParamArea`, which
+//! the builder uses too:
 //!
 //! | offset | what the loader writes |
 //! |---|---|
 //! | [`VP_COUNT_OFFSET`] (0) | `u32`: VPs the host intends to start |
-//! | [`MEMORY_MAP_OFFSET`] (0x1000) | `IGVM_VHS_MEMORY_MAP_ENTRY` records, 24 bytes each, a record with 0 pages ending the list; RAM as MEMORY, VTL2's own memory as VTL2_PROTECTABLE |
+//! | [`MEMORY_MAP_OFFSET`] (0x1000) | `igvm_defs::IGVM_VHS_MEMORY_MAP_ENTRY` records, 24 bytes each, a record with 0 pages ending the list; RAM as MEMORY, VTL2's own memory as VTL2_PROTECTABLE |
 //! | [`COMMAND_LINE_OFFSET`] (0x2000) | the command line, NUL-terminated (OpenVMM's `CommandLine` parameter) |
 //!
 //! The section is NOLOAD and outside BSS: the loader writes it before the first instruction
 //! (so BSS zeroing must not clear it), and a QEMU ELF boot leaves it zero, which reads as
-//! "no parameters". Everything here is loader-provided: the parser bounds every read, never
-//! panics, and reports what it dropped instead of trusting it.
+//! "no parameters". Everything here is loader-provided: the parser reads each field with
+//! `FromBytes::read_from_prefix` from the part of the buffer that is there, never panics, and
+//! reports what it dropped instead of trusting it.
 #![cfg_attr(
     target_os = "none",
     expect(
@@ -25,27 +26,17 @@
     )
 )]
 
+use crate::loader::read_at;
 use crate::BootInfo;
 use core::fmt;
+use igvm_defs::{MemoryMapEntryType, IGVM_VHS_MEMORY_MAP_ENTRY, PAGE_SIZE_4K};
 
-/// Size of the parameter area (and of the `.igvm_params` section): one page for the VP count,
-/// one for the memory map, one for the command line.
-pub const PARAMS_SIZE: usize = 0x3000;
-/// Where the loader writes the `u32` VP count.
-pub const VP_COUNT_OFFSET: usize = 0;
-/// Where the loader writes the memory map: its own page, so it has 170 entries of room.
-pub const MEMORY_MAP_OFFSET: usize = 0x1000;
-/// Where the loader writes the command line: its own page, NUL-terminated.
-pub const COMMAND_LINE_OFFSET: usize = 0x2000;
-/// `IGVM_VHS_MEMORY_MAP_ENTRY`: starting_gpa_page_number u64, number_of_pages u64,
+pub use hvdef::loader_data::igvm::{
+    COMMAND_LINE_OFFSET, MEMORY_MAP_OFFSET, PARAMS_SIZE, VP_COUNT_OFFSET,
+};
+/// `IGVM_VHS_MEMORY_MAP_ENTRY`'s size: starting_gpa_page_number u64, number_of_pages u64,
 /// entry_type u16, flags u16, reserved u32.
-pub const MEMORY_MAP_ENTRY_SIZE: usize = 24;
-/// `MemoryMapEntryType::MEMORY`: normal RAM. Other types (platform reserved, persistent,
-/// VTL2-protectable, ...) are not memory VTL0 may name.
-pub const ENTRY_TYPE_MEMORY: u16 = 0;
-/// `MemoryMapEntryType::VTL2_PROTECTABLE`: the VTL2 memory the file required (OpenVMM's
-/// `build_memory_map` marks it so): the paravisor's own.
-pub const ENTRY_TYPE_VTL2_PROTECTABLE: u16 = 3;
+pub const MEMORY_MAP_ENTRY_SIZE: usize = size_of::<IGVM_VHS_MEMORY_MAP_ENTRY>();
 /// Most memory map entries read, whatever the buffer size: loader data never sets our loop
 /// bounds.
 pub const MEMORY_MAP_MAX_ENTRIES: usize = 256;
@@ -59,23 +50,9 @@ pub const VP_COUNT_PLAUSIBLE_MAX: u32 = 4096;
 // address or 0 there, never that small offset (RAM starts at 1 GiB on QEMU virt), so
 // `X0 == params_offset()` tells the two apart without probing memory.
 
-const PAGE_SHIFT: u32 = 12;
-
-fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-}
-
 /// The raw VP count word (0 when the buffer is too short to hold it).
 pub fn raw_vp_count(params: &[u8]) -> u32 {
-    read_u32(params, VP_COUNT_OFFSET).unwrap_or(0)
+    read_at(params, VP_COUNT_OFFSET).unwrap_or(0)
 }
 
 /// The VP count the loader wrote; None when it wrote none (0) or garbage.
@@ -87,12 +64,14 @@ pub fn vp_count(params: &[u8]) -> Option<u32> {
 /// One memory map record, judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapEntry {
-    /// Normal RAM: `start..start + size`, both in bytes.
+    /// Normal RAM (`MEMORY`): `start..start + size`, both in bytes.
     Ram { start: u64, size: u64 },
-    /// VTL2's own memory (VTL2_PROTECTABLE): not RAM VTL0 may name.
+    /// VTL2's own memory (`VTL2_PROTECTABLE`, as OpenVMM's `build_memory_map` marks the memory
+    /// the file required): not RAM VTL0 may name.
     Vtl2 { start: u64, size: u64 },
-    /// A valid record of another type (not RAM VTL0 may name).
-    Other { entry_type: u16 },
+    /// A valid record of another type (platform reserved, persistent, ...: not RAM VTL0 may
+    /// name).
+    Other { entry_type: MemoryMapEntryType },
     /// A record whose range does not fit the 64-bit address space.
     Malformed { index: usize },
 }
@@ -132,11 +111,9 @@ impl Iterator for MemoryMap<'_> {
         if self.index >= MEMORY_MAP_MAX_ENTRIES {
             return None;
         }
-        let at = self.index * MEMORY_MAP_ENTRY_SIZE;
-        let record = self.bytes.get(at..at + MEMORY_MAP_ENTRY_SIZE)?;
-        let page = read_u64(record, 0)?;
-        let pages = read_u64(record, 8)?;
-        let entry_type = read_u16(record, 16)?;
+        let record: IGVM_VHS_MEMORY_MAP_ENTRY =
+            read_at(self.bytes, self.index * MEMORY_MAP_ENTRY_SIZE)?;
+        let (page, pages) = (record.starting_gpa_page_number, record.number_of_pages);
         // A 0-page record ends the list (the IGVM spec's terminator); a zeroed page is an
         // empty map.
         if pages == 0 {
@@ -146,18 +123,18 @@ impl Iterator for MemoryMap<'_> {
         let index = self.index;
         self.index += 1;
         let range = (|| {
-            let start = page.checked_mul(1 << PAGE_SHIFT)?;
-            let size = pages.checked_mul(1 << PAGE_SHIFT)?;
+            let start = page.checked_mul(PAGE_SIZE_4K)?;
+            let size = pages.checked_mul(PAGE_SIZE_4K)?;
             start.checked_add(size)?;
             Some((start, size))
         })();
         Some(match range {
             None => MapEntry::Malformed { index },
-            Some((start, size)) if entry_type == ENTRY_TYPE_MEMORY => MapEntry::Ram { start, size },
-            Some((start, size)) if entry_type == ENTRY_TYPE_VTL2_PROTECTABLE => {
-                MapEntry::Vtl2 { start, size }
-            }
-            Some(_) => MapEntry::Other { entry_type },
+            Some((start, size)) => match record.entry_type {
+                MemoryMapEntryType::MEMORY => MapEntry::Ram { start, size },
+                MemoryMapEntryType::VTL2_PROTECTABLE => MapEntry::Vtl2 { start, size },
+                entry_type => MapEntry::Other { entry_type },
+            },
         })
     }
 }

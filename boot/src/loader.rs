@@ -4,9 +4,17 @@
 //! as ordinary memory, or (when the loader's memory map is known) lies outside every range it
 //! describes is refused with a reason; the caller prints one line and uses its defaults.
 //!
-//! Pure logic, tested on the host for both arches' layouts.
+//! Pure logic, tested on the host for both arches' layouts; and `read_at`, the typed read the
+//! parsers of copied loader data share.
 
 use core::ops::Range;
+use zerocopy::FromBytes;
+
+/// The `T` at byte `at` of loader data already copied in, if all of it is there: how the
+/// parsers of the copies (IGVM parameters, device tree) read a struct at an offset.
+pub(crate) fn read_at<T: FromBytes>(bytes: &[u8], at: usize) -> Option<T> {
+    T::read_from_prefix(bytes.get(at..)?).ok().map(|(v, _)| v)
+}
 
 /// Why a loader pointer is not followed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

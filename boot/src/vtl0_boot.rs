@@ -2,12 +2,13 @@
 //!
 //! The image reserves one page-aligned NOLOAD page, the `.vtl0_boot` section
 //! (`boot_vtl0_boot_start`..`boot_vtl0_boot_end`, [`PAGE_SIZE`] bytes). An IGVM file with a
-//! VTL0 payload (built by `xtask/src/igvm.rs`, which cannot depend on this crate and repeats
-//! the layout; both sides pin the same golden bytes) fills it as ordinary page data; without a
-//! payload, and in a QEMU ELF boot, it stays zero, which reads as "no payload". It lies inside
-//! the image, so the paravisor takes it from VTL0 with the rest of its memory.
+//! VTL0 payload (built by `xtask/src/igvm.rs`, with the same layout,
+//! `hvdef::loader_data::vtl0_boot`; both sides pin the same golden bytes) fills it as ordinary
+//! page data; without a payload, and in a QEMU ELF boot, it stays zero, which reads as "no
+//! payload". It lies inside the image, so the paravisor takes it from VTL0 with the rest of its
+//! memory.
 //!
-//! | offset | field |
+//! | offset | field (`Vtl0BootHeader`) |
 //! |---|---|
 //! | 0 | magic `u64`, [`MAGIC`] (`b"PVVTL0IC"`) |
 //! | 8 | version `u32`, [`VERSION`] |
@@ -26,16 +27,9 @@
     )
 )]
 
-/// Size of the `.vtl0_boot` section.
-pub const PAGE_SIZE: usize = 0x1000;
-/// `b"PVVTL0IC"` ("paravisor VTL0 initial context") read as a little-endian u64.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"PVVTL0IC");
-/// The only layout there is.
-pub const VERSION: u32 = 1;
-pub const ARCH_X86_64: u32 = 1;
-pub const ARCH_AARCH64: u32 = 2;
-/// Where the context starts: right after the 24-byte header.
-pub const CONTEXT_OFFSET: usize = 24;
+pub use hvdef::loader_data::vtl0_boot::{
+    Vtl0BootHeader, ARCH_AARCH64, ARCH_X86_64, CONTEXT_OFFSET, MAGIC, PAGE_SIZE, VERSION,
+};
 
 /// The image's VTL0 boot page. Interior mutability because the loader writes it behind the
 /// compiler's back; Rust code only reads it, with volatile copies.

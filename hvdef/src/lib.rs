@@ -3,6 +3,8 @@
 //! Numbers, bit layouts and wire structs only: no logic and no `unsafe`. ISA-independent
 //! definitions are re-exported at the crate root; [`x86_64`] and [`aarch64`] hold the
 //! ISA-specific ones and are always compiled, because host tools (the mock hypervisor) need both.
+//! [`loader_data`] holds the layouts of what a loader hands the firmware (IGVM parameters,
+//! PVH start info, ACPI, device tree header), shared the same way.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -132,6 +134,7 @@ pub mod features;
 pub mod heap;
 pub mod hypercall;
 pub mod input;
+pub mod loader_data;
 pub mod registers;
 pub mod status;
 pub mod synic;

@@ -12,7 +12,8 @@
 #![forbid(unsafe_code)]
 
 use boot::vtl0_boot::{
-    ARCH_AARCH64, ARCH_X86_64, CONTEXT_OFFSET, MAGIC, PAGE_SIZE as BOOT_PAGE_SIZE, VERSION,
+    Vtl0BootHeader, ARCH_AARCH64, ARCH_X86_64, CONTEXT_OFFSET, MAGIC, PAGE_SIZE as BOOT_PAGE_SIZE,
+    VERSION,
 };
 use core::fmt;
 use core::ops::Range;
@@ -126,10 +127,6 @@ impl fmt::Display for BadPage {
     }
 }
 
-fn word(page: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(page[at..at + 4].try_into().expect("4 bytes"))
-}
-
 /// Validates the VTL0 boot page: `Ok(None)` when it is all zero (no payload). `in_ram` says
 /// whether an address lies in the RAM the loader reported (the entry point must).
 pub fn parse(
@@ -138,7 +135,8 @@ pub fn parse(
     image: Range<u64>,
     in_ram: impl Fn(u64) -> bool,
 ) -> Result<Option<Vtl0Context>, BadPage> {
-    let magic = u64::from_le_bytes(page[..8].try_into().expect("8 bytes"));
+    let (header, _) = Vtl0BootHeader::read_from_prefix(page).expect("a page holds the header");
+    let magic = header.magic;
     if magic == 0 {
         return match page.iter().position(|&b| b != 0) {
             None => Ok(None),
@@ -148,24 +146,21 @@ pub fn parse(
     if magic != MAGIC {
         return Err(BadPage::Magic(magic));
     }
-    let version = word(page, 8);
-    if version != VERSION {
-        return Err(BadPage::Version(version));
+    if header.version != VERSION {
+        return Err(BadPage::Version(header.version));
     }
-    let code = word(page, 12);
-    if code != arch.code() {
-        return Err(BadPage::Arch(code));
+    if header.arch != arch.code() {
+        return Err(BadPage::Arch(header.arch));
     }
-    let size = word(page, 16);
+    let size = header.context_size;
     if size as usize != arch.context_size() {
         return Err(BadPage::ContextSize {
             found: size,
             expected: arch.context_size(),
         });
     }
-    let reserved = word(page, 20);
-    if reserved != 0 {
-        return Err(BadPage::Reserved(reserved));
+    if header.reserved != 0 {
+        return Err(BadPage::Reserved(header.reserved));
     }
     let end = CONTEXT_OFFSET + arch.context_size();
     if let Some(i) = page[end..].iter().position(|&b| b != 0) {

@@ -50,6 +50,8 @@ pub use json::dump_json;
 mod test_elf;
 
 use anyhow::{anyhow, bail, Context, Result};
+use hvdef::loader_data::igvm::{COMMAND_LINE_OFFSET, MEMORY_MAP_OFFSET, VP_COUNT_OFFSET};
+use hvdef::loader_data::vtl0_boot;
 use igvm::hv_defs::Vtl;
 use igvm::registers::{AArch64Register, SegmentRegister, TableRegister, X86Register};
 use igvm::{
@@ -65,6 +67,7 @@ use object::{elf, Endianness, Object, ObjectSymbol};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::ops::Range;
+use zerocopy::IntoBytes;
 
 const PAGE: u64 = PAGE_SIZE_4K;
 /// Single platform, so a single compatibility bit shared by every header.
@@ -90,17 +93,11 @@ const CPSR_EL1H_DAIF: u64 = 0x3C5;
 /// has built its own tables.
 const SCTLR_EL1: u64 = 0x30D0_0800;
 
-/// The image's parameter pages; `boot::igvm` documents the layout. xtask does not depend on
-/// `boot`, so the offsets are repeated here; both sides' tests pin the same golden bytes.
+/// The image's parameter pages; their layout is `hvdef::loader_data::igvm::IgvmParamArea`,
+/// which `boot::igvm` reads with the same offsets; both sides' tests pin the same golden bytes.
 const PARAMS_START: &str = "boot_igvm_params_start";
 const PARAMS_END: &str = "boot_igvm_params_end";
 const PARAM_AREA_INDEX: u32 = 0;
-/// `boot::igvm::VP_COUNT_OFFSET`.
-const VP_COUNT_OFFSET: u32 = 0;
-/// `boot::igvm::MEMORY_MAP_OFFSET`: the memory map has the second page to itself.
-const MEMORY_MAP_OFFSET: u32 = 0x1000;
-/// `boot::igvm::COMMAND_LINE_OFFSET`: the command line has the third page to itself.
-const COMMAND_LINE_OFFSET: u32 = 0x2000;
 /// VTL2 memory and the relocation granule: 2 MiB, what OpenHCL's loader requires of the
 /// paravisor's memory (`load_openhcl_x64`: "Paravisor memory ranges must be 2MB (large page)
 /// aligned") and what OpenVMM checks of a VTL2 size.
@@ -114,15 +111,13 @@ const RELOCATION_MAX: u64 = 4 << 30;
 const PAGETABLES_START: &str = "boot_pagetables_start";
 const PAGETABLES_END: &str = "boot_pagetables_end";
 
-/// The VTL0 boot page; `boot::vtl0_boot` documents the layout, repeated here.
+/// The VTL0 boot page; `hvdef::loader_data::vtl0_boot` has the layout, which
+/// `boot::vtl0_boot` documents.
 const VTL0_BOOT_START: &str = "boot_vtl0_boot_start";
 const VTL0_BOOT_END: &str = "boot_vtl0_boot_end";
-/// `boot::vtl0_boot::MAGIC`.
-const VTL0_BOOT_MAGIC: u64 = u64::from_le_bytes(*b"PVVTL0IC");
-/// `boot::vtl0_boot::VERSION`.
-const VTL0_BOOT_VERSION: u32 = 1;
-/// `boot::vtl0_boot::CONTEXT_OFFSET`.
-const VTL0_CONTEXT_OFFSET: usize = 24;
+pub(crate) use hvdef::loader_data::vtl0_boot::{
+    CONTEXT_OFFSET as VTL0_CONTEXT_OFFSET, MAGIC as VTL0_BOOT_MAGIC,
+};
 // VTL0's x86 entry state: 32-bit protected mode, paging off, flat segments (a PVH start).
 const VTL0_CODE32_ATTRIBUTES: u16 = 0xC09B; // G | D/B | P | S | execute/read, accessed
 const VTL0_CR0: u64 = 0x11; // ET | PE
@@ -136,11 +131,11 @@ pub enum IgvmArch {
 }
 
 impl IgvmArch {
-    /// `boot::vtl0_boot::ARCH_*`.
+    /// `Vtl0BootHeader::arch`.
     fn boot_page_code(self) -> u32 {
         match self {
-            IgvmArch::X86_64 => 1,
-            IgvmArch::Aarch64 => 2,
+            IgvmArch::X86_64 => vtl0_boot::ARCH_X86_64,
+            IgvmArch::Aarch64 => vtl0_boot::ARCH_AARCH64,
         }
     }
 }
@@ -223,7 +218,7 @@ fn param_region(file: &ElfFile64<'_, Endianness>) -> Result<Range<u64>> {
         })?;
     // An end below the start reads as size 0, which the check below rejects.
     let size = end_vaddr.saturating_sub(start_vaddr);
-    if start % PAGE != 0 || size % PAGE != 0 || size <= u64::from(COMMAND_LINE_OFFSET) {
+    if start % PAGE != 0 || size % PAGE != 0 || size <= COMMAND_LINE_OFFSET as u64 {
         bail!(
             "IGVM parameter pages `{PARAMS_START}`..`{PARAMS_END}` ({start:#x}, {size:#x} bytes) \
              must be page aligned, whole pages and larger than {COMMAND_LINE_OFFSET:#x} bytes"
@@ -236,9 +231,10 @@ fn param_region(file: &ElfFile64<'_, Endianness>) -> Result<Range<u64>> {
 /// insert.
 fn parameters(params: &Range<u64>) -> [IgvmDirectiveHeader; 5] {
     use IgvmDirectiveHeader as D;
-    let at = |byte_offset| IGVM_VHS_PARAMETER {
+    // The offsets are those of a 3-page struct: they fit a u32.
+    let at = |byte_offset: usize| IGVM_VHS_PARAMETER {
         parameter_area_index: PARAM_AREA_INDEX,
-        byte_offset,
+        byte_offset: byte_offset as u32,
     };
     [
         D::ParameterArea {
@@ -665,7 +661,6 @@ fn vtl0_boot_page(file: &ElfFile64<'_, Endianness>) -> Result<u64> {
 fn vtl0_context(arch: IgvmArch, entry: u64) -> Vec<u8> {
     use hvdef::aarch64::HvArm64InitialVpContext;
     use hvdef::x86_64::{HvX64InitialVpContext, HvX64SegmentRegister, HvX64TableRegister};
-    use zerocopy::IntoBytes;
     match arch {
         IgvmArch::X86_64 => {
             let seg = |selector, limit, attributes| HvX64SegmentRegister {
@@ -716,13 +711,15 @@ fn vtl0_context(arch: IgvmArch, entry: u64) -> Vec<u8> {
 /// The VTL0 boot page: header, then the context, then zeros.
 fn vtl0_boot_page_bytes(arch: IgvmArch, entry: u64) -> Vec<u8> {
     let context = vtl0_context(arch, entry);
+    let header = vtl0_boot::Vtl0BootHeader {
+        magic: vtl0_boot::MAGIC,
+        version: vtl0_boot::VERSION,
+        arch: arch.boot_page_code(),
+        context_size: context.len() as u32,
+        reserved: 0,
+    };
     let mut page = Vec::with_capacity(PAGE as usize);
-    page.extend(VTL0_BOOT_MAGIC.to_le_bytes());
-    page.extend(VTL0_BOOT_VERSION.to_le_bytes());
-    page.extend(arch.boot_page_code().to_le_bytes());
-    page.extend((context.len() as u32).to_le_bytes());
-    page.extend(0u32.to_le_bytes());
-    debug_assert_eq!(page.len(), VTL0_CONTEXT_OFFSET);
+    page.extend(header.as_bytes());
     page.extend(context);
     page.resize(PAGE as usize, 0);
     page
@@ -1002,6 +999,26 @@ pub(crate) struct Vtl0Boot {
     pub payload: Vec<Range<u64>>,
 }
 
+impl Vtl0Boot {
+    /// The page's header; a page cut short (page data may be shorter than a page) reads as
+    /// zeros where it ends.
+    pub fn header(&self) -> vtl0_boot::Vtl0BootHeader {
+        let mut header = vtl0_boot::Vtl0BootHeader::default();
+        let n = self.page.len().min(size_of::<vtl0_boot::Vtl0BootHeader>());
+        header.as_mut_bytes()[..n].copy_from_slice(&self.page[..n]);
+        header
+    }
+}
+
+/// The name of a `Vtl0BootHeader::arch` value.
+pub(crate) fn vtl0_arch_name(arch: u32) -> &'static str {
+    match arch {
+        vtl0_boot::ARCH_X86_64 => "x86_64",
+        vtl0_boot::ARCH_AARCH64 => "aarch64",
+        _ => "unknown",
+    }
+}
+
 /// See [`Vtl0Boot`]; `None` when the file carries no VTL0 payload.
 pub(crate) fn vtl0_boot(file: &IgvmFile) -> Option<Vtl0Boot> {
     use IgvmDirectiveHeader as D;
@@ -1052,20 +1069,17 @@ fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
     use hvdef::aarch64::HvArm64InitialVpContext;
     use hvdef::x86_64::HvX64InitialVpContext;
     use zerocopy::FromBytes;
-    let Some(Vtl0Boot { at, page, payload }) = vtl0_boot(file) else {
+    let Some(boot) = vtl0_boot(file) else {
         writeln!(
             out,
             "VTL0: no payload (no page holds a VTL0 boot page header)"
         )?;
         return Ok(());
     };
-    let word = |o: usize| u32::from_le_bytes(page[o..o + 4].try_into().expect("4 bytes"));
-    let (version, arch, size) = (word(8), word(12), word(16) as usize);
-    let arch_name = match arch {
-        1 => "x86_64",
-        2 => "aarch64",
-        _ => "unknown",
-    };
+    let header = boot.header();
+    let Vtl0Boot { at, page, payload } = boot;
+    let (version, arch, size) = (header.version, header.arch, header.context_size as usize);
+    let arch_name = vtl0_arch_name(arch);
     writeln!(out, "VTL0:")?;
     writeln!(
         out,
@@ -1082,7 +1096,7 @@ fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
     let context = page.get(VTL0_CONTEXT_OFFSET..VTL0_CONTEXT_OFFSET + size);
     let mut line = |name: &str, value: String| writeln!(out, "    VTL0 {name:<10} {value}");
     match (arch, context) {
-        (1, Some(bytes)) if size == size_of::<HvX64InitialVpContext>() => {
+        (vtl0_boot::ARCH_X86_64, Some(bytes)) if size == size_of::<HvX64InitialVpContext>() => {
             let c = HvX64InitialVpContext::read_from_bytes(bytes).expect("sized");
             for (name, v) in [("rip", c.rip), ("rsp", c.rsp), ("rflags", c.rflags)] {
                 line(name, format!("{v:#x}"))?;
@@ -1118,7 +1132,7 @@ fn dump_vtl0(out: &mut String, file: &IgvmFile) -> Result<()> {
                 line(name, format!("{v:#x}"))?;
             }
         }
-        (2, Some(bytes)) if size == size_of::<HvArm64InitialVpContext>() => {
+        (vtl0_boot::ARCH_AARCH64, Some(bytes)) if size == size_of::<HvArm64InitialVpContext>() => {
             let c = HvArm64InitialVpContext::read_from_bytes(bytes).expect("sized");
             for (name, v) in [
                 ("pc", c.pc),
@@ -1172,6 +1186,30 @@ fn x86_register(r: &X86Register, vtl: Vtl) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dumps' header decoder: a boot page shorter than the header (page data may be
+    /// short) reads as zeros past its end instead of panicking; a whole one field by field.
+    #[test]
+    fn vtl0_boot_header_of_short_and_whole_pages() {
+        let boot = |page: Vec<u8>| Vtl0Boot {
+            at: 0,
+            page,
+            payload: vec![],
+        };
+        let short = boot(VTL0_BOOT_MAGIC.to_le_bytes()[..].to_vec());
+        let h = short.header();
+        assert_eq!(
+            (h.magic, h.version, h.arch, h.context_size),
+            (VTL0_BOOT_MAGIC, 0, 0, 0)
+        );
+        let whole = boot(vtl0_boot_page_bytes(IgvmArch::Aarch64, 0x1000));
+        let h = whole.header();
+        assert_eq!(
+            (h.version, h.arch, h.context_size, h.reserved),
+            (1, 2, 72, 0)
+        );
+        assert_eq!(vtl0_arch_name(h.arch), "aarch64");
+    }
 
     fn build_plain(elf: &[u8], arch: IgvmArch) -> Result<Vec<u8>> {
         build(elf, arch, None)

@@ -14,8 +14,10 @@ use super::{Arch, Effects, Fault, GuestMemory, Model};
 /// SMCCC NOT_SUPPORTED (-1) for function ids the model does not implement.
 const SMCCC_NOT_SUPPORTED: u64 = u64::MAX;
 
-/// Fast input and output registers per ABI: 16 words, 8 pairs.
-const FAST_WORDS: usize = 16;
+/// Fast input and output registers per ABI: 16 words, 8 pairs: SMCCC's X2..X17, and for
+/// `hvc #1` X1..X16, as OpenVMM's `fast_register_pair_count` (the TLFS text says X1..X17 but
+/// "sixteen registers"; the paravisor accepts the 17th, hvdef `HVC1_FAST_WORDS`).
+const FAST_WORDS: usize = hvdef::aarch64::SMCCC_FAST_WORDS;
 
 /// The general-purpose registers an `hvc` sees, X0..X30 by number. An ordinary hypercall reads
 /// and writes X0..X17 only; a VTL switch moves the shared ones (see [`arm64_shared`]).

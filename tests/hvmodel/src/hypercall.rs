@@ -25,20 +25,21 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::marker::PhantomData;
 use core::ops::Range;
 
-use hvdef::aarch64::HvArm64InputEnableVpVtl;
-use hvdef::x86_64::HvX64InputEnableVpVtl;
+use hvdef::aarch64::{HvArm64InputEnableVpVtl, HvArm64InputStartVirtualProcessor};
+use hvdef::x86_64::{HvX64InputEnableVpVtl, HvX64InputStartVirtualProcessor};
 use hvdef::{
     Control, HvError, HvExtendedCapabilities, HvInputGetVpRegisters, HvInputInstallIntercept,
-    HvInputModifyVtlProtectionMask, HvInputPostMessage, HvInputRetargetDeviceInterrupt,
-    HvInputSetVpRegisters, HvInputSignalEvent, HvInterceptAccessMask, HvInterceptAccessType,
-    HvInterceptType, HvRegisterAssoc, HvRegisterName, HvRegisterValue, HvResult, HvStatus,
-    HypercallCode, HypercallOutput, Vtl, HV_EVENT_FLAGS_COUNT, HV_MESSAGE_PAYLOAD_SIZE,
-    HV_PAGE_SIZE, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
+    HvInputPostMessage, HvInputRetargetDeviceInterrupt, HvInputSignalEvent, HvInterceptAccessMask,
+    HvInterceptAccessType, HvInterceptType, HvRegisterAssoc, HvRegisterName, HvRegisterValue,
+    HvResult, HvStatus, HypercallCode, HypercallOutput, Vtl, HV_EVENT_FLAGS_COUNT,
+    HV_MESSAGE_PAYLOAD_SIZE, HV_PAGE_SIZE, HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use super::protection::ModifyVtlProtectionMask;
 use super::registers::{early_readable, early_writable};
 use super::scenario::{BudgetEnd, FaultAction, HypercallIntercept, Overlap};
 use super::trace::{Abi, Event, HypercallRecord, Outcome};
@@ -111,8 +112,73 @@ enum Target {
 }
 
 /// A handler gets the whole input and output lists and processes reps `start..end`; it returns
-/// the absolute reps completed (0 for simple calls).
+/// the absolute reps completed (0 for simple calls). Every handler is [`run_simple`] or
+/// [`run_rep`] for one call's [`SimpleCall`] or [`RepCall`].
 type Handler = fn(&mut Model, &mut Call<'_>, &[u8], &mut [u8]) -> (HvResult<()>, u16);
+
+/// The input of a call that takes none, and the output of one that returns none.
+pub(crate) type Empty = [u8; 0];
+
+/// What is specific to a simple call the model implements: its input and output types and what
+/// it does. [`run_simple`] is the rest: decoding the input, storing the output on success.
+pub(crate) trait SimpleCall {
+    type Input: FromBytes;
+    type Output: IntoBytes + Immutable + KnownLayout;
+    fn run(model: &mut Model, call: &mut Call<'_>, input: Self::Input) -> HvResult<Self::Output>;
+}
+
+/// What is specific to a rep call: its header, element and output element types, what the
+/// header names (checked once, before any rep) and what one rep does. [`run_rep`] is the rest:
+/// decoding the header and each element, the walk over `start..end`, where an error stops it
+/// (a header error completes no rep, an element error completes the reps before it), storing
+/// each rep's output.
+pub(crate) trait RepCall {
+    type Header: FromBytes;
+    type Element: FromBytes;
+    type Output: IntoBytes + Immutable + KnownLayout;
+    /// What the header names (the target VP and VTL, or the header itself).
+    type Target;
+    fn target(model: &Model, call: &Call<'_>, header: Self::Header) -> HvResult<Self::Target>;
+    fn rep(
+        model: &mut Model,
+        call: &mut Call<'_>,
+        target: &Self::Target,
+        element: Self::Element,
+    ) -> HvResult<Self::Output>;
+}
+
+fn run_simple<C: SimpleCall>(
+    model: &mut Model,
+    call: &mut Call<'_>,
+    input: &[u8],
+    output: &mut [u8],
+) -> (HvResult<()>, u16) {
+    let result = parse::<C::Input>(input).and_then(|input| C::run(model, call, input));
+    (result.map(|out| put(output, 0, &out)), 0)
+}
+
+fn run_rep<C: RepCall>(
+    model: &mut Model,
+    call: &mut Call<'_>,
+    input: &[u8],
+    output: &mut [u8],
+) -> (HvResult<()>, u16) {
+    let target = match parse::<C::Header>(input).and_then(|h| C::target(model, call, h)) {
+        Ok(target) => target,
+        Err(err) => return (Err(err), call.start),
+    };
+    // The elements follow the fixed header (a variable header, where a call has one, is not
+    // read).
+    let list = input.get(size_of::<C::Header>()..).unwrap_or_default();
+    for i in call.start..call.end {
+        let done = element::<C::Element>(list, i).and_then(|e| C::rep(model, call, &target, e));
+        match done {
+            Ok(out) => put(output, i, &out),
+            Err(err) => return (Err(err), i),
+        }
+    }
+    (Ok(()), call.end)
+}
 
 #[derive(Clone, Copy)]
 struct Spec {
@@ -125,23 +191,23 @@ struct Spec {
 }
 
 impl Spec {
-    fn simple(input: usize, output: usize, handler: Handler) -> Self {
+    fn simple<C: SimpleCall>() -> Self {
         Self {
-            header: input,
+            header: size_of::<C::Input>(),
             in_elem: 0,
-            out: output,
+            out: size_of::<C::Output>(),
             rep: false,
-            handler,
+            handler: run_simple::<C>,
         }
     }
 
-    fn rep(header: usize, in_elem: usize, out_elem: usize, handler: Handler) -> Self {
+    fn rep<C: RepCall>() -> Self {
         Self {
-            header,
-            in_elem,
-            out: out_elem,
+            header: size_of::<C::Header>(),
+            in_elem: size_of::<C::Element>(),
+            out: size_of::<C::Output>(),
             rep: true,
-            handler,
+            handler: run_rep::<C>,
         }
     }
 }
@@ -462,54 +528,26 @@ impl Model {
     }
 
     fn spec(&self, code: HypercallCode) -> Option<Spec> {
-        let vp_context = match self.scenario.arch {
-            Arch::X86_64 => size_of::<HvX64InputEnableVpVtl>(),
-            Arch::Aarch64 => size_of::<HvArm64InputEnableVpVtl>(),
-        };
+        let x64 = self.scenario.arch == Arch::X86_64;
         Some(match code {
-            HypercallCode::GET_VP_REGISTERS => Spec::rep(
-                size_of::<HvInputGetVpRegisters>(),
-                size_of::<HvRegisterName>(),
-                size_of::<HvRegisterValue>(),
-                Model::get_vp_registers,
-            ),
-            HypercallCode::SET_VP_REGISTERS => Spec::rep(
-                size_of::<HvInputSetVpRegisters>(),
-                size_of::<HvRegisterAssoc>(),
-                0,
-                Model::set_vp_registers,
-            ),
-            HypercallCode::ENABLE_VP_VTL => Spec::simple(vp_context, 0, Model::enable_vp_vtl),
+            HypercallCode::GET_VP_REGISTERS => Spec::rep::<VpRegisters<HvRegisterName>>(),
+            HypercallCode::SET_VP_REGISTERS => Spec::rep::<VpRegisters<HvRegisterAssoc>>(),
+            HypercallCode::ENABLE_VP_VTL if x64 => {
+                Spec::simple::<EnableVpVtl<HvX64InputEnableVpVtl>>()
+            }
+            HypercallCode::ENABLE_VP_VTL => Spec::simple::<EnableVpVtl<HvArm64InputEnableVpVtl>>(),
+            HypercallCode::START_VIRTUAL_PROCESSOR if x64 => {
+                Spec::simple::<StartVirtualProcessor<HvX64InputStartVirtualProcessor>>()
+            }
             HypercallCode::START_VIRTUAL_PROCESSOR => {
-                Spec::simple(vp_context, 0, Model::start_virtual_processor)
+                Spec::simple::<StartVirtualProcessor<HvArm64InputStartVirtualProcessor>>()
             }
-            HypercallCode::INSTALL_INTERCEPT => Spec::simple(
-                size_of::<HvInputInstallIntercept>(),
-                0,
-                Model::install_intercept,
-            ),
-            HypercallCode::POST_MESSAGE => {
-                Spec::simple(size_of::<HvInputPostMessage>(), 0, Model::post_message)
-            }
-            HypercallCode::SIGNAL_EVENT => {
-                Spec::simple(size_of::<HvInputSignalEvent>(), 0, Model::signal_event)
-            }
-            HypercallCode::RETARGET_DEVICE_INTERRUPT => Spec::simple(
-                size_of::<HvInputRetargetDeviceInterrupt>(),
-                0,
-                Model::retarget_device_interrupt,
-            ),
-            HypercallCode::MODIFY_VTL_PROTECTION_MASK => Spec::rep(
-                size_of::<HvInputModifyVtlProtectionMask>(),
-                size_of::<u64>(),
-                0,
-                Model::modify_vtl_protection_mask,
-            ),
-            HypercallCode::EXT_QUERY_CAPABILITIES => Spec::simple(
-                0,
-                size_of::<HvExtendedCapabilities>(),
-                Model::query_capabilities,
-            ),
+            HypercallCode::INSTALL_INTERCEPT => Spec::simple::<InstallIntercept>(),
+            HypercallCode::POST_MESSAGE => Spec::simple::<PostMessage>(),
+            HypercallCode::SIGNAL_EVENT => Spec::simple::<SignalEvent>(),
+            HypercallCode::RETARGET_DEVICE_INTERRUPT => Spec::simple::<RetargetDeviceInterrupt>(),
+            HypercallCode::MODIFY_VTL_PROTECTION_MASK => Spec::rep::<ModifyVtlProtectionMask>(),
+            HypercallCode::EXT_QUERY_CAPABILITIES => Spec::simple::<QueryCapabilities>(),
             _ => return None,
         })
     }
@@ -646,60 +684,7 @@ impl Model {
         }
     }
 
-    // ---- Handlers -----------------------------------------------------------------------------
-
-    fn get_vp_registers(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let (vp, vtl) = match self.register_target(call, input) {
-            Ok(target) => target,
-            Err(err) => return (Err(err), call.start),
-        };
-        let names = &input[size_of::<HvInputGetVpRegisters>()..];
-        for i in call.start..call.end {
-            let value = element::<HvRegisterName>(names, i).and_then(|name| {
-                self.early_check(call.vtl, name, early_readable)?;
-                self.get_register(vp, vtl, name)
-            });
-            match value {
-                Ok(value) => put(output, i, &HvRegisterValue::from(value)),
-                Err(err) => return (Err(err), i),
-            }
-        }
-        (Ok(()), call.end)
-    }
-
-    fn set_vp_registers(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let (vp, vtl) = match self.register_target(call, input) {
-            Ok(target) => target,
-            Err(err) => return (Err(err), call.start),
-        };
-        let elements = &input[size_of::<HvInputSetVpRegisters>()..];
-        for i in call.start..call.end {
-            let result = element::<HvRegisterAssoc>(elements, i).and_then(|assoc| {
-                // Model's choice, OpenVMM's convention for RsvdZ input (hv1_hypercall imp.rs
-                // `HvSendSyntheticClusterIpi`); OpenVMM's SetVpRegisters ignores this field.
-                if assoc.reserved != [0; 3] {
-                    return Err(HvError::INVALID_PARAMETER);
-                }
-                self.early_check(call.vtl, assoc.name, early_writable)?;
-                let value = assoc.value.as_u128();
-                self.set_register(vp, vtl, assoc.name, value, call.mem, call.effects)
-            });
-            if let Err(err) = result {
-                return (Err(err), i);
-            }
-        }
-        (Ok(()), call.end)
-    }
+    // ---- What the handlers share ----------------------------------------------------------
 
     /// The Get/SetVpRegisters header: the partition must be "self", the VP self or in range,
     /// and an explicit target VTL no higher than the caller's and enabled on that VP.
@@ -714,9 +699,7 @@ impl Model {
     /// (virt_mshv_vtl hardware_cvm `get_vp_register`, CrIntercept registers). A non-zero RsvdZ
     /// header byte is INVALID_PARAMETER by the model's choice (OpenVMM ignores it), following
     /// OpenVMM's convention for RsvdZ input (hv1_hypercall imp.rs `HvSendSyntheticClusterIpi`).
-    fn register_target(&self, call: &Call<'_>, input: &[u8]) -> HvResult<(u32, Vtl)> {
-        let (hdr, _) = HvInputGetVpRegisters::read_from_prefix(input)
-            .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)?;
+    fn register_target(&self, call: &Call<'_>, hdr: HvInputGetVpRegisters) -> HvResult<(u32, Vtl)> {
         if hdr.partition_id != HV_PARTITION_ID_SELF {
             return Err(HvError::INVALID_PARTITION_ID);
         }
@@ -755,33 +738,16 @@ impl Model {
     fn vp_context_target(
         &self,
         call: &Call<'_>,
-        input: &[u8],
+        input: impl VpContextInput,
     ) -> HvResult<(u32, Vtl, InitialVpContext)> {
-        let (partition, vp_index, target_vtl, reserved, context) = match self.scenario.arch {
-            Arch::X86_64 => {
-                let i = parse::<HvX64InputEnableVpVtl>(input)?;
-                let context = InitialVpContext::X64(i.context);
-                (
-                    i.partition_id,
-                    i.vp_index,
-                    i.target_vtl,
-                    i.reserved,
-                    context,
-                )
-            }
-            Arch::Aarch64 => {
-                let i = parse::<HvArm64InputEnableVpVtl>(input)?;
-                let context = InitialVpContext::Aarch64(i.context);
-                (
-                    i.partition_id,
-                    i.vp_index,
-                    i.target_vtl,
-                    i.reserved,
-                    context,
-                )
-            }
-        };
-        if partition != HV_PARTITION_ID_SELF {
+        let VpContextFields {
+            partition_id,
+            vp_index,
+            target_vtl,
+            reserved,
+            context,
+        } = input.fields();
+        if partition_id != HV_PARTITION_ID_SELF {
             return Err(HvError::INVALID_PARTITION_ID);
         }
         if reserved != [0; 3] {
@@ -795,114 +761,6 @@ impl Model {
             return Err(HvError::ACCESS_DENIED);
         }
         Ok((vp, vtl, context))
-    }
-
-    /// Enabling a VTL twice is VTL_ALREADY_ENABLED (the TLFS says it fails without a status;
-    /// Linux expects 0x86; OpenVMM virt_whp `enable_vp_vtl` returns it). The VP does not run:
-    /// that is StartVirtualProcessor's job.
-    fn enable_vp_vtl(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let result = self
-            .vp_context_target(call, input)
-            .and_then(|(vp, vtl, context)| {
-                if self.vp(vp).vtl_enabled(vtl) {
-                    return Err(HvError::VTL_ALREADY_ENABLED);
-                }
-                self.vp_mut(vp).enabled_vtls |= 1 << vtl.get();
-                call.effects.vp_vtl_enabled = Some(StartVp { vp, vtl, context });
-                Ok(())
-            });
-        (result, 0)
-    }
-
-    /// The target VTL must be enabled on the target VP and not started there yet; either is
-    /// INVALID_VP_STATE, TLFS HvCallStartVirtualProcessor's status for a VP "not in the correct
-    /// state", and what OpenVMM virt_whp `start_virtual_processor` (VTL2 not enabled on the
-    /// target) and OpenHCL hardware_cvm `start_virtual_processor` (VTL1 not enabled; the
-    /// guest's VP already started) return. A VP not running at all starts in the target VTL.
-    /// On a VP where a higher VTL already runs (the paravisor started its VTL2), the call
-    /// starts the lower VTL as an INIT would (TLFS: "functionally equivalent to traditional
-    /// INIT-based methods"; vsm.md: INIT/SIPI for a lower VTL are dropped once a higher VTL is
-    /// enabled, and this call is the way): the context goes into that VTL's registers and the
-    /// VP keeps running the higher VTL until it returns to the lower one, as OpenVMM virt_whp
-    /// does (`start_virtual_processor` queues a per-VTL start request; `vp.rs` takes it only
-    /// while no higher VTL is runnable and installs it with `hv1_emulator`
-    /// `set_x86_vp_context`). OpenHCL hardware_cvm likewise starts a guest VP whose VTL2 (the
-    /// paravisor) is running.
-    fn start_virtual_processor(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let result = self
-            .vp_context_target(call, input)
-            .and_then(|(vp, vtl, context)| {
-                let target = self.vp_mut(vp);
-                let bit = 1 << vtl.get();
-                if !target.vtl_enabled(vtl) || target.started_vtls & bit != 0 {
-                    return Err(HvError::INVALID_VP_STATE);
-                }
-                if !target.started {
-                    target.started = true;
-                    target.started_vtls |= bit;
-                    target.active_vtl = vtl;
-                    if target.enabled_vtls >> (vtl.get() + 1) != 0 {
-                        // A lower VTL started before the VP's higher one: the glue hears of it
-                        // (a live glue starts lower VTLs only where the higher one runs).
-                        self.lower_starts.push(vp);
-                    }
-                    call.effects.start_vp = Some(StartVp { vp, vtl, context });
-                    return Ok(());
-                }
-                // Running: only a VTL below one that has run here can be started this way.
-                if target.started_vtls >> (vtl.get() + 1) == 0 {
-                    return Err(HvError::INVALID_VP_STATE);
-                }
-                target.started_vtls |= bit;
-                let file = target.file_mut(vtl);
-                for (name, value) in initial_registers(&context) {
-                    file.set(name, value);
-                }
-                self.lower_starts.push(vp);
-                Ok(())
-            });
-        (result, 0)
-    }
-
-    fn install_intercept(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let known = HvInterceptAccessMask::new()
-            .with_read(true)
-            .with_write(true)
-            .with_execute(true)
-            .into_bits();
-        let result = parse::<HvInputInstallIntercept>(input).and_then(|i| {
-            // Intercepts go to the VTL that installs them; VTL0 has no lower VTL to watch (OpenVMM
-            // emulates the call for VTL2 only).
-            if call.vtl == Vtl::VTL0 {
-                return Err(HvError::ACCESS_DENIED);
-            }
-            // OpenHCL hardware_cvm `install_intercept`: a partition other than "self" is
-            // ACCESS_DENIED, access bits it does not know INVALID_PARAMETER.
-            if i.partition_id != HV_PARTITION_ID_SELF {
-                return Err(HvError::ACCESS_DENIED);
-            }
-            if i.access_type.into_bits() & !known != 0 || !self.intercept_type_supported(i) {
-                return Err(HvError::INVALID_PARAMETER);
-            }
-            self.partition.intercepts.push(i);
-            Ok(())
-        });
-        (result, 0)
     }
 
     /// The intercept types OpenVMM's VTL2 emulation implements (`vmm_core/virt_whp/src/
@@ -936,75 +794,28 @@ impl Model {
             .any(|i| i.intercept_type == kind)
     }
 
-    /// Whether the hypervisor hands VTL0's PostMessage / SignalEvent / RetargetDeviceInterrupt
-    /// to VTL2 instead of answering `result` itself. OpenVMM's VTL2 emulation
-    /// (`vmm_core/virt_whp/src/hypercalls.rs` `post_message`, `signal_event`,
+    /// `result`, or TIMEOUT when the hypervisor hands VTL0's valid PostMessage / SignalEvent /
+    /// RetargetDeviceInterrupt to VTL2 instead of answering `result` itself. OpenVMM's VTL2
+    /// emulation (`vmm_core/virt_whp/src/hypercalls.rs` `post_message`, `signal_event`,
     /// `retarget_interrupt`) first tries the call with the caller's VTL and reflects it only
     /// when that fails with the error `unknown` names (an unknown connection or device), the
     /// matching intercept is installed and the caller is VTL0. With an accepted
     /// HvInterceptTypeHypercall installed every such call is reflected (see
     /// [`HypercallIntercept::Accepted`]).
-    fn reflect_to_vtl2(
+    fn unless_reflected(
         &self,
         call: &mut Call<'_>,
-        result: &HvResult<()>,
+        result: HvResult<()>,
         unknown: (HvError, HvInterceptType),
-    ) -> bool {
+    ) -> HvResult<()> {
         let reflect = call.vtl == Vtl::VTL0
             && (self.intercept_installed(HvInterceptType::HYPERCALL)
-                || (*result == Err(unknown.0) && self.intercept_installed(unknown.1)));
+                || (result == Err(unknown.0) && self.intercept_installed(unknown.1)));
         call.effects.reflect |= reflect;
-        reflect
-    }
-
-    /// The host accepts the message if it knows the connection (TLFS HvCallPostMessage rules).
-    fn post_message(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let result = parse::<HvInputPostMessage>(input).and_then(|m| {
-            // Types with the top bit set are the hypervisor's; zero is "no message"; TLFS
-            // HvCallPostMessage lists both and the 240-byte limit as INVALID_PARAMETER. RsvdZ
-            // non-zero is INVALID_PARAMETER by the model's choice (OpenVMM ignores the field).
-            let hypervisor_type = m.message_type.0 >> 31 != 0;
-            if m.reserved != 0
-                || m.message_type.0 == 0
-                || hypervisor_type
-                || m.payload_size as usize > HV_MESSAGE_PAYLOAD_SIZE
-            {
-                return Err(HvError::INVALID_PARAMETER);
-            }
-            Ok(m.connection_id)
-        });
-        self.synic_port_call(call, result, |_| Ok(()))
-    }
-
-    fn signal_event(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        // RsvdZ non-zero: INVALID_PARAMETER by the model's choice (OpenVMM ignores the field).
-        let parsed = parse::<HvInputSignalEvent>(input).and_then(|e| {
-            if e.reserved != 0 {
-                return Err(HvError::INVALID_PARAMETER);
-            }
-            Ok(e)
-        });
-        // TLFS HvCallSignalEvent: a flag number at or beyond "the port's flag count" is
-        // INVALID_PARAMETER, so it is checked once the connection has named a port. The model's
-        // ports have no flag count of their own: the limit is a SINT's share of the SIEF page.
-        let flag = parsed.map(|e| e.flag_number).unwrap_or(0);
-        let flag_ok = move |_: u32| {
-            if usize::from(flag) >= HV_EVENT_FLAGS_COUNT {
-                return Err(HvError::INVALID_PARAMETER);
-            }
-            Ok(())
-        };
-        self.synic_port_call(call, parsed.map(|e| e.connection_id), flag_ok)
+        if reflect {
+            return Err(HvError::TIMEOUT);
+        }
+        result
     }
 
     /// The port-map step shared by PostMessage and SignalEvent once their input is valid: an
@@ -1014,76 +825,336 @@ impl Model {
     fn synic_port_call(
         &mut self,
         call: &mut Call<'_>,
-        connection: HvResult<u32>,
+        id: u32,
         port_check: impl FnOnce(u32) -> HvResult<()>,
-    ) -> (HvResult<()>, u16) {
-        let l1_route = call.l1_route;
-        let result = connection.and_then(|id| match self.scenario.ports.get(&id) {
-            _ if l1_route.is_some() => Err(l1_route.unwrap_or(HvError::INVALID_CONNECTION_ID)),
-            None => Err(HvError::INVALID_CONNECTION_ID),
-            Some(&minimum) if call.vtl < minimum => Err(HvError::OPERATION_DENIED),
-            Some(_) => port_check(id),
-        });
+    ) -> HvResult<()> {
+        let result = match (call.l1_route, self.scenario.ports.get(&id)) {
+            (Some(l1_route), _) => Err(l1_route),
+            (None, None) => Err(HvError::INVALID_CONNECTION_ID),
+            (None, Some(&minimum)) if call.vtl < minimum => Err(HvError::OPERATION_DENIED),
+            (None, Some(_)) => port_check(id),
+        };
         let unknown = (
             HvError::INVALID_CONNECTION_ID,
             HvInterceptType::UNKNOWN_SYNIC_CONNECTION,
         );
-        if connection.is_ok() && self.reflect_to_vtl2(call, &result, unknown) {
-            return (Err(HvError::TIMEOUT), 0);
-        }
-        (result, 0)
+        self.unless_reflected(call, result, unknown)
+    }
+}
+
+// ---- The calls ----------------------------------------------------------------------------
+
+/// HvCallGetVpRegisters (elements `HvRegisterName`) and HvCallSetVpRegisters (elements
+/// `HvRegisterAssoc`): one header and target ([`Model::register_target`]), a rep per element.
+struct VpRegisters<E>(PhantomData<E>);
+
+/// A Get/SetVpRegisters rep element: what one rep does with it.
+trait VpRegistersElement: FromBytes {
+    type Output: IntoBytes + Immutable + KnownLayout;
+    fn rep(
+        self,
+        model: &mut Model,
+        call: &mut Call<'_>,
+        vp: u32,
+        vtl: Vtl,
+    ) -> HvResult<Self::Output>;
+}
+
+impl<E: VpRegistersElement> RepCall for VpRegisters<E> {
+    type Header = HvInputGetVpRegisters;
+    type Element = E;
+    type Output = E::Output;
+    type Target = (u32, Vtl);
+
+    fn target(model: &Model, call: &Call<'_>, header: Self::Header) -> HvResult<(u32, Vtl)> {
+        model.register_target(call, header)
     }
 
-    /// HvCallRetargetDeviceInterrupt: the partition must be "self" and the reserved words zero;
-    /// a device the host does not know is INVALID_DEVICE_ID, reflected to VTL2 when VTL2 asked
-    /// for it. The model keeps no interrupt routing: a known device's call succeeds.
-    fn retarget_device_interrupt(
-        &mut self,
+    fn rep(
+        model: &mut Model,
         call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let parsed = parse::<HvInputRetargetDeviceInterrupt>(input).and_then(|r| {
-            if r.partition_id != HV_PARTITION_ID_SELF {
-                return Err(HvError::INVALID_PARTITION_ID);
+        &(vp, vtl): &(u32, Vtl),
+        e: E,
+    ) -> HvResult<E::Output> {
+        e.rep(model, call, vp, vtl)
+    }
+}
+
+/// GetVpRegisters: the register's value.
+impl VpRegistersElement for HvRegisterName {
+    type Output = HvRegisterValue;
+
+    fn rep(
+        self,
+        model: &mut Model,
+        call: &mut Call<'_>,
+        vp: u32,
+        vtl: Vtl,
+    ) -> HvResult<HvRegisterValue> {
+        model.early_check(call.vtl, self, early_readable)?;
+        model.get_register(vp, vtl, self).map(HvRegisterValue::from)
+    }
+}
+
+/// SetVpRegisters: no output.
+impl VpRegistersElement for HvRegisterAssoc {
+    type Output = Empty;
+
+    fn rep(self, model: &mut Model, call: &mut Call<'_>, vp: u32, vtl: Vtl) -> HvResult<Empty> {
+        // Model's choice, OpenVMM's convention for RsvdZ input (hv1_hypercall imp.rs
+        // `HvSendSyntheticClusterIpi`); OpenVMM's SetVpRegisters ignores this field.
+        if self.reserved != [0; 3] {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        model.early_check(call.vtl, self.name, early_writable)?;
+        let value = self.value.as_u128();
+        model.set_register(vp, vtl, self.name, value, call.mem, call.effects)?;
+        Ok([])
+    }
+}
+
+/// The fields [`Model::vp_context_target`] judges, from either arch's input.
+struct VpContextFields {
+    partition_id: u64,
+    vp_index: u32,
+    target_vtl: u8,
+    reserved: [u8; 3],
+    context: InitialVpContext,
+}
+
+/// HvCallEnableVpVtl / HvCallStartVirtualProcessor input: one layout per arch, differing only
+/// in the initial context.
+trait VpContextInput: FromBytes {
+    fn fields(self) -> VpContextFields;
+}
+
+impl VpContextInput for HvX64InputEnableVpVtl {
+    fn fields(self) -> VpContextFields {
+        VpContextFields {
+            partition_id: self.partition_id,
+            vp_index: self.vp_index,
+            target_vtl: self.target_vtl,
+            reserved: self.reserved,
+            context: InitialVpContext::X64(self.context),
+        }
+    }
+}
+
+impl VpContextInput for HvArm64InputEnableVpVtl {
+    fn fields(self) -> VpContextFields {
+        VpContextFields {
+            partition_id: self.partition_id,
+            vp_index: self.vp_index,
+            target_vtl: self.target_vtl,
+            reserved: self.reserved,
+            context: InitialVpContext::Aarch64(self.context),
+        }
+    }
+}
+
+/// Enabling a VTL twice is VTL_ALREADY_ENABLED (the TLFS says it fails without a status;
+/// Linux expects 0x86; OpenVMM virt_whp `enable_vp_vtl` returns it). The VP does not run:
+/// that is StartVirtualProcessor's job.
+struct EnableVpVtl<I>(PhantomData<I>);
+
+impl<I: VpContextInput> SimpleCall for EnableVpVtl<I> {
+    type Input = I;
+    type Output = Empty;
+
+    fn run(model: &mut Model, call: &mut Call<'_>, input: I) -> HvResult<Empty> {
+        let (vp, vtl, context) = model.vp_context_target(call, input)?;
+        if model.vp(vp).vtl_enabled(vtl) {
+            return Err(HvError::VTL_ALREADY_ENABLED);
+        }
+        model.vp_mut(vp).enabled_vtls |= 1 << vtl.get();
+        call.effects.vp_vtl_enabled = Some(StartVp { vp, vtl, context });
+        Ok([])
+    }
+}
+
+/// The target VTL must be enabled on the target VP and not started there yet; either is
+/// INVALID_VP_STATE, TLFS HvCallStartVirtualProcessor's status for a VP "not in the correct
+/// state", and what OpenVMM virt_whp `start_virtual_processor` (VTL2 not enabled on the
+/// target) and OpenHCL hardware_cvm `start_virtual_processor` (VTL1 not enabled; the
+/// guest's VP already started) return. A VP not running at all starts in the target VTL.
+/// On a VP where a higher VTL already runs (the paravisor started its VTL2), the call
+/// starts the lower VTL as an INIT would (TLFS: "functionally equivalent to traditional
+/// INIT-based methods"; vsm.md: INIT/SIPI for a lower VTL are dropped once a higher VTL is
+/// enabled, and this call is the way): the context goes into that VTL's registers and the
+/// VP keeps running the higher VTL until it returns to the lower one, as OpenVMM virt_whp
+/// does (`start_virtual_processor` queues a per-VTL start request; `vp.rs` takes it only
+/// while no higher VTL is runnable and installs it with `hv1_emulator`
+/// `set_x86_vp_context`). OpenHCL hardware_cvm likewise starts a guest VP whose VTL2 (the
+/// paravisor) is running.
+struct StartVirtualProcessor<I>(PhantomData<I>);
+
+impl<I: VpContextInput> SimpleCall for StartVirtualProcessor<I> {
+    type Input = I;
+    type Output = Empty;
+
+    fn run(model: &mut Model, call: &mut Call<'_>, input: I) -> HvResult<Empty> {
+        let (vp, vtl, context) = model.vp_context_target(call, input)?;
+        let target = model.vp_mut(vp);
+        let bit = 1 << vtl.get();
+        if !target.vtl_enabled(vtl) || target.started_vtls & bit != 0 {
+            return Err(HvError::INVALID_VP_STATE);
+        }
+        if !target.started {
+            target.started = true;
+            target.started_vtls |= bit;
+            target.active_vtl = vtl;
+            if target.enabled_vtls >> (vtl.get() + 1) != 0 {
+                // A lower VTL started before the VP's higher one: the glue hears of it
+                // (a live glue starts lower VTLs only where the higher one runs).
+                model.lower_starts.push(vp);
             }
-            // RsvdZ fields (TLFS HvCallRetargetDeviceInterrupt); the interrupt source is MSI (1)
-            // or I/O APIC (2) and the target flags are Multicast (1) and ProcessorSet (2)
-            // (Linux `hv_interrupt_source`, `HV_DEVICE_INTERRUPT_TARGET_*`); anything else is
-            // the model's INVALID_PARAMETER, the TLFS's status for a bad input value.
-            let known_flags = hvdef::HV_DEVICE_INTERRUPT_TARGET_MULTICAST
-                | hvdef::HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET;
-            if r.reserved1 != 0
-                || r.reserved2 != 0
-                || !matches!(r.interrupt_source, 1 | 2)
-                || r.target_flags & !known_flags != 0
-            {
+            call.effects.start_vp = Some(StartVp { vp, vtl, context });
+            return Ok([]);
+        }
+        // Running: only a VTL below one that has run here can be started this way.
+        if target.started_vtls >> (vtl.get() + 1) == 0 {
+            return Err(HvError::INVALID_VP_STATE);
+        }
+        target.started_vtls |= bit;
+        let file = target.file_mut(vtl);
+        for (name, value) in initial_registers(&context) {
+            file.set(name, value);
+        }
+        model.lower_starts.push(vp);
+        Ok([])
+    }
+}
+
+struct InstallIntercept;
+
+impl SimpleCall for InstallIntercept {
+    type Input = HvInputInstallIntercept;
+    type Output = Empty;
+
+    fn run(model: &mut Model, call: &mut Call<'_>, i: HvInputInstallIntercept) -> HvResult<Empty> {
+        let known = HvInterceptAccessMask::new()
+            .with_read(true)
+            .with_write(true)
+            .with_execute(true)
+            .into_bits();
+        // Intercepts go to the VTL that installs them; VTL0 has no lower VTL to watch (OpenVMM
+        // emulates the call for VTL2 only).
+        if call.vtl == Vtl::VTL0 {
+            return Err(HvError::ACCESS_DENIED);
+        }
+        // OpenHCL hardware_cvm `install_intercept`: a partition other than "self" is
+        // ACCESS_DENIED, access bits it does not know INVALID_PARAMETER.
+        if i.partition_id != HV_PARTITION_ID_SELF {
+            return Err(HvError::ACCESS_DENIED);
+        }
+        if i.access_type.into_bits() & !known != 0 || !model.intercept_type_supported(i) {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        model.partition.intercepts.push(i);
+        Ok([])
+    }
+}
+
+/// The host accepts the message if it knows the connection (TLFS HvCallPostMessage rules).
+struct PostMessage;
+
+impl SimpleCall for PostMessage {
+    type Input = HvInputPostMessage;
+    type Output = Empty;
+
+    fn run(model: &mut Model, call: &mut Call<'_>, m: HvInputPostMessage) -> HvResult<Empty> {
+        // Types with the top bit set are the hypervisor's; zero is "no message"; TLFS
+        // HvCallPostMessage lists both and the 240-byte limit as INVALID_PARAMETER. RsvdZ
+        // non-zero is INVALID_PARAMETER by the model's choice (OpenVMM ignores the field).
+        let hypervisor_type = m.message_type.0 >> 31 != 0;
+        if m.reserved != 0
+            || m.message_type.0 == 0
+            || hypervisor_type
+            || m.payload_size as usize > HV_MESSAGE_PAYLOAD_SIZE
+        {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        model.synic_port_call(call, m.connection_id, |_| Ok(()))?;
+        Ok([])
+    }
+}
+
+struct SignalEvent;
+
+impl SimpleCall for SignalEvent {
+    type Input = HvInputSignalEvent;
+    type Output = Empty;
+
+    fn run(model: &mut Model, call: &mut Call<'_>, e: HvInputSignalEvent) -> HvResult<Empty> {
+        // RsvdZ non-zero: INVALID_PARAMETER by the model's choice (OpenVMM ignores the field).
+        if e.reserved != 0 {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        // TLFS HvCallSignalEvent: a flag number at or beyond "the port's flag count" is
+        // INVALID_PARAMETER, so it is checked once the connection has named a port. The model's
+        // ports have no flag count of their own: the limit is a SINT's share of the SIEF page.
+        let flag_ok = |_: u32| {
+            if usize::from(e.flag_number) >= HV_EVENT_FLAGS_COUNT {
                 return Err(HvError::INVALID_PARAMETER);
             }
-            Ok(r.device_id)
-        });
-        let result = parsed.and_then(|id| match self.scenario.devices.get(&id) {
+            Ok(())
+        };
+        model.synic_port_call(call, e.connection_id, flag_ok)?;
+        Ok([])
+    }
+}
+
+/// HvCallRetargetDeviceInterrupt: the partition must be "self" and the reserved words zero;
+/// a device the host does not know is INVALID_DEVICE_ID, reflected to VTL2 when VTL2 asked
+/// for it. The model keeps no interrupt routing: a known device's call succeeds.
+struct RetargetDeviceInterrupt;
+
+impl SimpleCall for RetargetDeviceInterrupt {
+    type Input = HvInputRetargetDeviceInterrupt;
+    type Output = Empty;
+
+    fn run(
+        model: &mut Model,
+        call: &mut Call<'_>,
+        r: HvInputRetargetDeviceInterrupt,
+    ) -> HvResult<Empty> {
+        if r.partition_id != HV_PARTITION_ID_SELF {
+            return Err(HvError::INVALID_PARTITION_ID);
+        }
+        // RsvdZ fields (TLFS HvCallRetargetDeviceInterrupt); the interrupt source is MSI (1)
+        // or I/O APIC (2) and the target flags are Multicast (1) and ProcessorSet (2)
+        // (Linux `hv_interrupt_source`, `HV_DEVICE_INTERRUPT_TARGET_*`); anything else is
+        // the model's INVALID_PARAMETER, the TLFS's status for a bad input value.
+        let known_flags = hvdef::HV_DEVICE_INTERRUPT_TARGET_MULTICAST
+            | hvdef::HV_DEVICE_INTERRUPT_TARGET_PROCESSOR_SET;
+        if r.reserved1 != 0
+            || r.reserved2 != 0
+            || !matches!(r.interrupt_source, 1 | 2)
+            || r.target_flags & !known_flags != 0
+        {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        let result = match model.scenario.devices.get(&r.device_id) {
             Some(&minimum) if call.vtl >= minimum => Ok(()),
             _ => Err(HvError::INVALID_DEVICE_ID),
-        });
+        };
         let unknown = (
             HvError::INVALID_DEVICE_ID,
             HvInterceptType::RETARGET_INTERRUPT_WITH_UNKNOWN_DEVICE_ID,
         );
-        if parsed.is_ok() && self.reflect_to_vtl2(call, &result, unknown) {
-            return (Err(HvError::TIMEOUT), 0);
-        }
-        (result, 0)
+        model.unless_reflected(call, result, unknown)?;
+        Ok([])
     }
+}
 
-    fn query_capabilities(
-        &mut self,
-        _call: &mut Call<'_>,
-        _input: &[u8],
-        output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        put(output, 0, &self.scenario.extended_capabilities.into_bits());
-        (Ok(()), 0)
+struct QueryCapabilities;
+
+impl SimpleCall for QueryCapabilities {
+    type Input = Empty;
+    type Output = HvExtendedCapabilities;
+
+    fn run(model: &mut Model, _call: &mut Call<'_>, _: Empty) -> HvResult<HvExtendedCapabilities> {
+        Ok(model.scenario.extended_capabilities)
     }
 }
 
@@ -1100,14 +1171,14 @@ fn check_shape(control: Control, rep: bool, variable: bool) -> HvResult<()> {
     Ok(())
 }
 
-pub(crate) fn parse<T: FromBytes>(input: &[u8]) -> HvResult<T> {
+fn parse<T: FromBytes>(input: &[u8]) -> HvResult<T> {
     T::read_from_prefix(input)
         .map(|(value, _)| value)
         .map_err(|_| HvError::INVALID_HYPERCALL_INPUT)
 }
 
 /// Rep element `index` of a list of `T`s.
-pub(crate) fn element<T: FromBytes>(list: &[u8], index: u16) -> HvResult<T> {
+fn element<T: FromBytes>(list: &[u8], index: u16) -> HvResult<T> {
     let size = size_of::<T>();
     let at = usize::from(index) * size;
     list.get(at..at + size)

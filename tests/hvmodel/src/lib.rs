@@ -42,7 +42,7 @@ use hvdef::{HvError, HvInputInstallIntercept, HvMessage, HvRegisterName, Vtl};
 
 pub use aarch64::{arm64_shared, ARM64_GPRS};
 pub use arch::{Arch, ParseArchError};
-pub use memory::{GuestMemory, MemoryError, TestMemory};
+pub use memory::{read_obj, GuestMemory, MemoryError, TestMemory};
 pub use scenario::{
     BudgetEnd, FaultAction, FaultFilter, HypercallIntercept, InjectedFault, Limits, Overlap,
     Scenario,

@@ -31,7 +31,7 @@ pub trait GuestMemory {
 }
 
 /// Reads a wire struct from guest memory.
-pub(crate) fn read_obj<T: FromBytes + IntoBytes>(
+pub fn read_obj<T: FromBytes + IntoBytes>(
     mem: &mut dyn GuestMemory,
     gpa: u64,
 ) -> Result<T, MemoryError> {

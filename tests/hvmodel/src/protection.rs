@@ -31,7 +31,7 @@ use hvdef::{
 };
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use super::hypercall::{element, parse, Call};
+use super::hypercall::{Call, Empty, RepCall};
 use super::{Arch, GuestMemory, Model};
 
 /// `HV_CACHE_TYPE` write-back, what OpenVMM's emulation reports in memory intercepts.
@@ -82,58 +82,6 @@ impl Model {
         (gpa >> HV_PAGE_SHIFT..=last)
             .find(|page| !allows(self.lower_vtl_access(page << HV_PAGE_SHIFT), access))
             .map(|page| (page << HV_PAGE_SHIFT).max(gpa))
-    }
-
-    pub(crate) fn modify_vtl_protection_mask(
-        &mut self,
-        call: &mut Call<'_>,
-        input: &[u8],
-        _output: &mut [u8],
-    ) -> (HvResult<()>, u16) {
-        let header: HvInputModifyVtlProtectionMask = match parse(input) {
-            Ok(h) => h,
-            Err(err) => return (Err(err), call.start),
-        };
-        let config = HvRegisterVsmPartitionConfig::from_bits(
-            self.partition.vtls[Vtl::VTL2.get() as usize].vsm_config,
-        );
-        let target = header.target_vtl;
-        let checks = if target.reserved_bits() != 0
-            || (target.use_target_vtl() && target.target_vtl() > Vtl::VTL2.get())
-        {
-            Err(HvError::INVALID_PARAMETER)
-        } else if header.partition_id != HV_PARTITION_ID_SELF
-            || call.vtl != Vtl::VTL2
-            || !config.enable_vtl_protection()
-        {
-            Err(HvError::ACCESS_DENIED)
-        } else if (target.use_target_vtl() && target.target_vtl() != Vtl::VTL2.get())
-            || header.map_flags.into_bits() & !PERMISSION_BITS != 0
-        {
-            Err(HvError::INVALID_PARAMETER)
-        } else {
-            Ok(())
-        };
-        if let Err(err) = checks {
-            return (Err(err), call.start);
-        }
-        let list = &input[size_of::<HvInputModifyVtlProtectionMask>()..];
-        for rep in call.start..call.end {
-            let page: u64 = match element(list, rep) {
-                Ok(page) => page,
-                Err(err) => return (Err(err), rep),
-            };
-            if !self.is_ram(call.mem, page) {
-                return (Err(HvError::INVALID_PARAMETER), rep);
-            }
-            self.partition.protection_changes.insert(page);
-            if header.map_flags == HvMapGpaFlags::ALL_ACCESS {
-                self.partition.protections.remove(&page);
-            } else {
-                self.partition.protections.insert(page, header.map_flags);
-            }
-        }
-        (Ok(()), call.end)
     }
 
     /// `HvMessageTypeGpaIntercept` for `lower`'s `access` to `gpa`: header instruction length 0,
@@ -251,5 +199,60 @@ impl Model {
             });
         }
         mem.read(gpa, &mut [0u8]).is_ok()
+    }
+}
+
+/// HvCallModifyVtlProtectionMask (the module doc has the order of its checks).
+pub(crate) struct ModifyVtlProtectionMask;
+
+impl RepCall for ModifyVtlProtectionMask {
+    type Header = HvInputModifyVtlProtectionMask;
+    type Element = u64;
+    type Output = Empty;
+    type Target = HvInputModifyVtlProtectionMask;
+
+    fn target(
+        model: &Model,
+        call: &Call<'_>,
+        header: HvInputModifyVtlProtectionMask,
+    ) -> HvResult<HvInputModifyVtlProtectionMask> {
+        let config = HvRegisterVsmPartitionConfig::from_bits(
+            model.partition.vtls[Vtl::VTL2.get() as usize].vsm_config,
+        );
+        let target = header.target_vtl;
+        if target.reserved_bits() != 0
+            || (target.use_target_vtl() && target.target_vtl() > Vtl::VTL2.get())
+        {
+            Err(HvError::INVALID_PARAMETER)
+        } else if header.partition_id != HV_PARTITION_ID_SELF
+            || call.vtl != Vtl::VTL2
+            || !config.enable_vtl_protection()
+        {
+            Err(HvError::ACCESS_DENIED)
+        } else if (target.use_target_vtl() && target.target_vtl() != Vtl::VTL2.get())
+            || header.map_flags.into_bits() & !PERMISSION_BITS != 0
+        {
+            Err(HvError::INVALID_PARAMETER)
+        } else {
+            Ok(header)
+        }
+    }
+
+    fn rep(
+        model: &mut Model,
+        call: &mut Call<'_>,
+        header: &HvInputModifyVtlProtectionMask,
+        page: u64,
+    ) -> HvResult<Empty> {
+        if !model.is_ram(call.mem, page) {
+            return Err(HvError::INVALID_PARAMETER);
+        }
+        model.partition.protection_changes.insert(page);
+        if header.map_flags == HvMapGpaFlags::ALL_ACCESS {
+            model.partition.protections.remove(&page);
+        } else {
+            model.partition.protections.insert(page, header.map_flags);
+        }
+        Ok([])
     }
 }

@@ -5,7 +5,14 @@
 //! RAM range; the blob grows in place when there are more (the rest of it moves up). Anything
 //! malformed is an error, never a panic.
 
+use core::mem::{offset_of, size_of};
 use core::ops::Range;
+use hvdef::loader_data::fdt::{
+    FdtHeader, FdtProp, FDT_BEGIN_NODE as BEGIN_NODE, FDT_END as END, FDT_END_NODE as END_NODE,
+    FDT_MAGIC as MAGIC, FDT_NOP as NOP, FDT_PROP as PROP,
+};
+use zerocopy::big_endian::U32;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Why the device tree was left alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,13 +27,6 @@ pub enum FdtError {
     /// No room for the larger blob.
     NoRoom,
 }
-
-const MAGIC: u32 = 0xd00d_feed;
-const BEGIN_NODE: u32 = 1;
-const END_NODE: u32 = 2;
-const PROP: u32 = 3;
-const NOP: u32 = 4;
-const END: u32 = 9;
 
 fn be32(b: &[u8], at: usize) -> Result<u32, FdtError> {
     let bytes = b.get(at..at + 4).ok_or(FdtError::Truncated)?;
@@ -50,10 +50,10 @@ fn cstr(b: &[u8], at: usize) -> Result<&[u8], FdtError> {
 
 /// The total size the header claims (to bound the blob before `limit_ram` sees it).
 pub fn total_size(header: &[u8]) -> Result<usize, FdtError> {
-    if be32(header, 0)? != MAGIC {
+    if be32(header, offset_of!(FdtHeader, magic))? != MAGIC {
         return Err(FdtError::BadHeader);
     }
-    Ok(be32(header, 4)? as usize)
+    Ok(be32(header, offset_of!(FdtHeader, totalsize))? as usize)
 }
 
 /// Replaces the memory node's range by `ram` (inside it, ascending); `blob` is the room the
@@ -63,8 +63,9 @@ pub fn set_ram(blob: &mut [u8], ram: &[Range<u64>]) -> Result<(u64, u64), FdtErr
     if total > blob.len() {
         return Err(FdtError::Truncated);
     }
-    let structs = be32(blob, 8)? as usize;
-    let strings = be32(blob, 12)? as usize;
+    let (header, _) = FdtHeader::read_from_prefix(blob).map_err(|_| FdtError::Truncated)?;
+    let structs = header.off_dt_struct.get() as usize;
+    let strings = header.off_dt_strings.get() as usize;
     let mut at = structs;
     let mut depth = 0u32;
     let mut in_memory = false;
@@ -83,9 +84,13 @@ pub fn set_ram(blob: &mut [u8], ram: &[Range<u64>]) -> Result<(u64, u64), FdtErr
                 in_memory = false;
             }
             PROP => {
-                let len = be32(blob, at)? as usize;
-                let name = cstr(blob, strings + be32(blob, at + 4)? as usize)?;
-                let value = at + 8;
+                let (prop, _) = blob
+                    .get(at..)
+                    .and_then(|b| FdtProp::read_from_prefix(b).ok())
+                    .ok_or(FdtError::Truncated)?;
+                let len = prop.len.get() as usize;
+                let name = cstr(blob, strings + prop.nameoff.get() as usize)?;
+                let value = at + size_of::<FdtProp>();
                 if in_memory && name == b"reg" {
                     if len != 16 {
                         return Err(FdtError::UnsupportedReg);
@@ -117,19 +122,20 @@ pub fn set_ram(blob: &mut [u8], ram: &[Range<u64>]) -> Result<(u64, u64), FdtErr
         return Err(FdtError::NoRoom);
     }
     blob.copy_within(after..total, after + grow);
-    // Header fields: totalsize 4, off_dt_struct 8, off_dt_strings 12, off_mem_rsvmap 16,
-    // size_dt_struct 36.
-    for field in [4, 8, 12, 16, 36] {
-        let v = be32(blob, field)? as usize;
-        let moved = match field {
-            // totalsize, size_dt_struct: grow.
-            4 | 36 => v + grow,
-            // Offsets of the blocks: those after the value move.
-            _ if v >= after => v + grow,
-            _ => v,
-        };
-        blob[field..field + 4].copy_from_slice(&(moved as u32).to_be_bytes());
-    }
+    // The header: the sizes grow, and the offsets of the blocks after the value move. The
+    // fields are the loader's (only totalsize is checked): wrap, as a u32 field would.
+    let mut h = header;
+    let grow32 = grow as u32;
+    let moved = |v: U32| match v.get() {
+        v if v as usize >= after => v.wrapping_add(grow32),
+        v => v,
+    };
+    h.totalsize = h.totalsize.get().wrapping_add(grow32).into();
+    h.size_dt_struct = h.size_dt_struct.get().wrapping_add(grow32).into();
+    h.off_dt_struct = moved(h.off_dt_struct).into();
+    h.off_dt_strings = moved(h.off_dt_strings).into();
+    h.off_mem_rsvmap = moved(h.off_mem_rsvmap).into();
+    blob[..size_of::<FdtHeader>()].copy_from_slice(h.as_bytes());
     blob[len_at..len_at + 4].copy_from_slice(&((16 * ram.len()) as u32).to_be_bytes());
     for (i, r) in ram.iter().enumerate() {
         let at = value + 16 * i;

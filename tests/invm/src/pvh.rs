@@ -5,18 +5,23 @@
 //! [`GuestMemory`], so it is tested on the host.
 
 use alloc::vec::Vec;
+use core::mem::size_of;
 use core::ops::Range;
-use hvmodel::{GuestMemory, MemoryError};
+use hvdef::loader_data::acpi::{
+    Madt, MadtEntryHeader, MadtLocalApic, Rsdp, RsdpV1, SdtHeader, MADT_ENABLED, MADT_LOCAL_APIC,
+    MADT_SIGNATURE, RSDP_SIGNATURE, RSDP_V1_LEN, XSDT_SIGNATURE,
+};
+use hvdef::loader_data::pvh::{HvmMemmapTableEntry, HvmStartInfo, HVM_MEMMAP_TYPE_RAM};
+use hvmodel::{read_obj, GuestMemory, MemoryError};
+use zerocopy::IntoBytes;
 
-pub const MAGIC: u32 = 0x336e_c578;
+pub use hvdef::loader_data::pvh::HVM_START_MAGIC as MAGIC;
 /// Memory map entry type 1: RAM.
-pub const RAM: u32 = 1;
-/// `hvm_start_info` up to and including the memory map fields.
-const INFO_LEN: u64 = 56;
-/// Memory map entry: addr u64, size u64, type u32, reserved u32.
-const ENTRY_LEN: u64 = 24;
-/// Where the written memory map starts, from the start info.
+pub const RAM: u32 = HVM_MEMMAP_TYPE_RAM;
+const ENTRY_LEN: u64 = size_of::<HvmMemmapTableEntry>() as u64;
+/// Where the written memory map starts, from the start info (just after it).
 const MEMMAP_OFFSET: u64 = 64;
+const _: () = assert!(MEMMAP_OFFSET >= size_of::<HvmStartInfo>() as u64);
 /// More entries than QEMU's map has; a larger count is refused.
 pub const MAX_ENTRIES: u32 = 32;
 /// Longest command line forwarded (the paravisor keeps 512 bytes).
@@ -59,31 +64,30 @@ pub struct StartInfo {
     pub rsdp: u64,
 }
 
+#[cfg(test)]
 fn u32_at(mem: &mut dyn GuestMemory, gpa: u64) -> Result<u32, MemoryError> {
-    let mut b = [0; 4];
-    mem.read(gpa, &mut b)?;
-    Ok(u32::from_le_bytes(b))
+    read_obj(mem, gpa)
 }
 
+#[cfg(test)]
 fn u64_at(mem: &mut dyn GuestMemory, gpa: u64) -> Result<u64, MemoryError> {
-    let mut b = [0; 8];
-    mem.read(gpa, &mut b)?;
-    Ok(u64::from_le_bytes(b))
+    read_obj(mem, gpa)
 }
 
 /// Reads a loader's start info at `gpa`: its command line (if any) and memory map (not its
 /// ACPI pointer: QEMU's tables lie in the host's memory).
 pub fn read(mem: &mut dyn GuestMemory, gpa: u64) -> Result<StartInfo, Error> {
-    let magic = u32_at(mem, gpa)?;
+    // The magic alone first: what is not a start info may also be shorter than one.
+    let magic: u32 = read_obj(mem, gpa)?;
     if magic != MAGIC {
         return Err(Error::Magic(magic));
     }
-    let version = u32_at(mem, gpa + 4)?;
-    if version < 1 {
-        return Err(Error::Version(version));
+    let head: HvmStartInfo = read_obj(mem, gpa)?;
+    if head.version < 1 {
+        return Err(Error::Version(head.version));
     }
     let mut info = StartInfo::default();
-    let cmdline = u64_at(mem, gpa + 24)?;
+    let cmdline = head.cmdline_paddr;
     if cmdline != 0 {
         loop {
             let mut b = [0u8];
@@ -97,16 +101,16 @@ pub fn read(mem: &mut dyn GuestMemory, gpa: u64) -> Result<StartInfo, Error> {
             info.cmdline.push(b[0]);
         }
     }
-    let (map, entries) = (u64_at(mem, gpa + 40)?, u32_at(mem, gpa + 48)?);
+    let (map, entries) = (head.memmap_paddr, head.memmap_entries);
     if entries > MAX_ENTRIES {
         return Err(Error::Entries(entries));
     }
     for i in 0..u64::from(entries) {
-        let at = map + i * ENTRY_LEN;
+        let e: HvmMemmapTableEntry = read_obj(mem, map + i * ENTRY_LEN)?;
         info.memmap.push(MemoryEntry {
-            addr: u64_at(mem, at)?,
-            size: u64_at(mem, at + 8)?,
-            kind: u32_at(mem, at + 16)?,
+            addr: e.addr,
+            size: e.size,
+            kind: e.entry_type,
         });
     }
     Ok(info)
@@ -167,22 +171,24 @@ pub fn write(mem: &mut dyn GuestMemory, gpa: u64, info: &StartInfo) -> Result<u6
     }
     let map = gpa + MEMMAP_OFFSET;
     let cmdline = map + ENTRY_LEN * info.memmap.len() as u64;
-    let mut head = [0u8; INFO_LEN as usize];
-    head[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    head[4..8].copy_from_slice(&1u32.to_le_bytes());
-    if !info.cmdline.is_empty() {
-        head[24..32].copy_from_slice(&cmdline.to_le_bytes());
-    }
-    head[32..40].copy_from_slice(&info.rsdp.to_le_bytes());
-    head[40..48].copy_from_slice(&map.to_le_bytes());
-    head[48..52].copy_from_slice(&(info.memmap.len() as u32).to_le_bytes());
-    mem.write(gpa, &head)?;
+    let head = HvmStartInfo {
+        magic: MAGIC,
+        version: 1,
+        cmdline_paddr: if info.cmdline.is_empty() { 0 } else { cmdline },
+        rsdp_paddr: info.rsdp,
+        memmap_paddr: map,
+        memmap_entries: info.memmap.len() as u32,
+        ..HvmStartInfo::default()
+    };
+    mem.write(gpa, head.as_bytes())?;
     for (i, e) in info.memmap.iter().enumerate() {
-        let mut entry = [0u8; ENTRY_LEN as usize];
-        entry[0..8].copy_from_slice(&e.addr.to_le_bytes());
-        entry[8..16].copy_from_slice(&e.size.to_le_bytes());
-        entry[16..20].copy_from_slice(&e.kind.to_le_bytes());
-        mem.write(map + i as u64 * ENTRY_LEN, &entry)?;
+        let entry = HvmMemmapTableEntry {
+            addr: e.addr,
+            size: e.size,
+            entry_type: e.kind,
+            reserved: 0,
+        };
+        mem.write(map + i as u64 * ENTRY_LEN, entry.as_bytes())?;
     }
     mem.write(cmdline, &info.cmdline)?;
     mem.write(cmdline + info.cmdline.len() as u64, &[0])?;
@@ -196,47 +202,68 @@ pub fn write(mem: &mut dyn GuestMemory, gpa: u64, info: &StartInfo) -> Result<u6
 /// so, and the host starts VP n's CPU at APIC ID n). The bytes, checksums set; the RSDP's GPA is
 /// `gpa`.
 pub fn acpi_tables(gpa: u64, vp_count: u8) -> Vec<u8> {
-    fn header(signature: &[u8; 4], len: usize, revision: u8) -> Vec<u8> {
-        let mut h = Vec::with_capacity(len);
-        h.extend_from_slice(signature);
-        h.extend_from_slice(&(len as u32).to_le_bytes());
-        h.push(revision);
-        h.push(0); // checksum, set below
-        h.extend_from_slice(b"PVINVM");
-        h.extend_from_slice(b"INVMHOST");
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h.extend_from_slice(b"INVM");
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h
+    fn header(signature: [u8; 4], len: usize, revision: u8) -> SdtHeader {
+        SdtHeader {
+            signature,
+            length: (len as u32).into(),
+            revision,
+            checksum: 0, // set by `seal`
+            oem_id: *b"PVINVM",
+            oem_table_id: *b"INVMHOST",
+            oem_revision: 1.into(),
+            creator_id: *b"INVM",
+            creator_revision: 1.into(),
+        }
     }
     fn sum(bytes: &[u8]) -> u8 {
         bytes.iter().fold(0u8, |s, &b| s.wrapping_add(b))
     }
-    let (xsdt_at, madt_at) = (gpa + 64, gpa + 128);
-    let mut rsdp = Vec::with_capacity(36);
-    rsdp.extend_from_slice(b"RSD PTR ");
-    rsdp.push(0);
-    rsdp.extend_from_slice(b"PVINVM");
-    rsdp.push(2);
-    rsdp.extend_from_slice(&0u32.to_le_bytes());
-    rsdp.extend_from_slice(&36u32.to_le_bytes());
-    rsdp.extend_from_slice(&xsdt_at.to_le_bytes());
-    rsdp.extend_from_slice(&[0; 4]);
-    rsdp[8] = sum(&rsdp[..20]).wrapping_neg();
-    rsdp[32] = sum(&rsdp).wrapping_neg();
-    let mut xsdt = header(b"XSDT", 44, 1);
-    xsdt.extend_from_slice(&madt_at.to_le_bytes());
-    xsdt[9] = sum(&xsdt).wrapping_neg();
-    let mut madt = header(b"APIC", 44 + 8 * usize::from(vp_count), 3);
-    madt.extend_from_slice(&0xfee0_0000u32.to_le_bytes());
-    madt.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT
-    for vp in 0..vp_count {
-        // Type 0 (processor local APIC), length 8, UID, APIC ID, flags: Enabled.
-        madt.extend_from_slice(&[0, 8, vp, vp]);
-        madt.extend_from_slice(&1u32.to_le_bytes());
+    /// Sets a table's checksum byte (at `at`) so that its bytes sum to 0.
+    fn seal(table: &mut [u8], at: usize) {
+        table[at] = sum(table).wrapping_neg();
     }
-    madt[9] = sum(&madt).wrapping_neg();
-    let mut bytes = rsdp;
+    let checksum_at = core::mem::offset_of!(SdtHeader, checksum);
+    let (xsdt_at, madt_at) = (gpa + 64, gpa + 128);
+    let mut rsdp = Rsdp {
+        v1: RsdpV1 {
+            signature: RSDP_SIGNATURE,
+            checksum: 0,
+            oem_id: *b"PVINVM",
+            revision: 2,
+            rsdt_address: 0.into(),
+        },
+        length: (size_of::<Rsdp>() as u32).into(),
+        xsdt_address: xsdt_at.into(),
+        extended_checksum: 0,
+        reserved: [0; 3],
+    };
+    rsdp.v1.checksum = sum(&rsdp.as_bytes()[..RSDP_V1_LEN]).wrapping_neg();
+    rsdp.extended_checksum = sum(rsdp.as_bytes()).wrapping_neg();
+    let xsdt_len = size_of::<SdtHeader>() + size_of::<u64>();
+    let mut xsdt = header(XSDT_SIGNATURE, xsdt_len, 1).as_bytes().to_vec();
+    xsdt.extend_from_slice(&madt_at.to_le_bytes());
+    seal(&mut xsdt, checksum_at);
+    let madt_len = size_of::<Madt>() + size_of::<MadtLocalApic>() * usize::from(vp_count);
+    let madt_head = Madt {
+        header: header(MADT_SIGNATURE, madt_len, 3),
+        local_interrupt_controller_address: 0xfee0_0000.into(),
+        flags: 1.into(), // PCAT_COMPAT
+    };
+    let mut madt = madt_head.as_bytes().to_vec();
+    for vp in 0..vp_count {
+        let lapic = MadtLocalApic {
+            header: MadtEntryHeader {
+                entry_type: MADT_LOCAL_APIC,
+                length: size_of::<MadtLocalApic>() as u8,
+            },
+            processor_uid: vp,
+            apic_id: vp,
+            flags: MADT_ENABLED.into(),
+        };
+        madt.extend_from_slice(lapic.as_bytes());
+    }
+    seal(&mut madt, checksum_at);
+    let mut bytes = rsdp.as_bytes().to_vec();
     bytes.resize(64, 0);
     bytes.extend_from_slice(&xsdt);
     bytes.resize(128, 0);
@@ -402,6 +429,27 @@ mod tests {
         };
         assert_eq!(write(&mut mem, 0, &long), Err(Error::CmdlineTooLong));
         assert!(matches!(read(&mut mem, 0xfffe), Err(Error::Memory(_))));
+    }
+
+    /// A start info whose magic is there but whose fields run past the end of memory, and a
+    /// memory map cut short: memory errors, not a panic or a short read.
+    #[test]
+    fn truncated_start_info_and_map() {
+        let mut mem = TestMemory::new(0x10000);
+        let info = StartInfo {
+            cmdline: Vec::new(),
+            memmap: qemu_map(),
+            rsdp: 0,
+        };
+        write(&mut mem, 0x1000, &info).expect("fits");
+        let mut head = [0u8; 56];
+        mem.read(0x1000, &mut head).unwrap();
+        mem.write(0x10000 - 8, &head[..8]).unwrap();
+        assert!(matches!(read(&mut mem, 0x10000 - 8), Err(Error::Memory(_))));
+        // The map's last entry straddles the end of memory.
+        let map = 0x10000 - 4 * 24 - 8;
+        mem.write(0x1000 + 40, &(map as u64).to_le_bytes()).unwrap();
+        assert!(matches!(read(&mut mem, 0x1000), Err(Error::Memory(_))));
     }
 
     #[test]

@@ -665,20 +665,24 @@ mod tests {
         }
     }
 
+    /// The parameter area xtask declares (`hvdef::loader_data::igvm`'s layout).
     fn parameters(at: u64) -> Vec<D> {
-        let p = |byte_offset| IGVM_VHS_PARAMETER {
+        use hvdef::loader_data::igvm::{
+            COMMAND_LINE_OFFSET, MEMORY_MAP_OFFSET, PARAMS_SIZE, VP_COUNT_OFFSET,
+        };
+        let p = |byte_offset: usize| IGVM_VHS_PARAMETER {
             parameter_area_index: 0,
-            byte_offset,
+            byte_offset: byte_offset as u32,
         };
         vec![
             D::ParameterArea {
-                number_of_bytes: 0x3000,
+                number_of_bytes: PARAMS_SIZE as u64,
                 parameter_area_index: 0,
                 initial_data: vec![],
             },
-            D::VpCount(p(0)),
-            D::MemoryMap(p(0x1000)),
-            D::CommandLine(p(0x2000)),
+            D::VpCount(p(VP_COUNT_OFFSET)),
+            D::MemoryMap(p(MEMORY_MAP_OFFSET)),
+            D::CommandLine(p(COMMAND_LINE_OFFSET)),
             D::ParameterInsert(IGVM_VHS_PARAMETER_INSERT {
                 gpa: at,
                 compatibility_mask: MASK,

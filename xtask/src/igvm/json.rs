@@ -191,11 +191,12 @@ fn x86_value(r: &X86Register, vtl: igvm::hv_defs::Vtl) -> Value {
 /// payload's page regions (those outside the region holding the boot page) and the raw
 /// context bytes as hex; `null` when the file carries no VTL0 payload.
 fn vtl0(file: &IgvmFile) -> Value {
-    let Some(super::Vtl0Boot { at, page, payload }) = super::vtl0_boot(file) else {
+    let Some(boot) = super::vtl0_boot(file) else {
         return Value::Null;
     };
-    let word = |o: usize| u32::from_le_bytes(page[o..o + 4].try_into().expect("4 bytes"));
-    let (version, arch, size) = (word(8), word(12), word(16) as usize);
+    let header = boot.header();
+    let super::Vtl0Boot { at, page, payload } = boot;
+    let (version, arch, size) = (header.version, header.arch, header.context_size as usize);
     let payload: Vec<Value> = payload
         .iter()
         .map(|r| json!({ "start": hex(r.start), "end": hex(r.end), "pages": (r.end - r.start) / PAGE }))
@@ -206,7 +207,7 @@ fn vtl0(file: &IgvmFile) -> Value {
     json!({
         "boot_page": hex(at),
         "version": version,
-        "arch": match arch { 1 => "x86_64", 2 => "aarch64", _ => "unknown" },
+        "arch": super::vtl0_arch_name(arch),
         "context_bytes": size,
         "payload": payload,
         "context": context,

@@ -1,6 +1,7 @@
-//! QEMU's PVH start info (`hvm_start_info`, Xen's layout): command line, ACPI tables (for the VP
-//! count) and the memory map. Everything is loader-provided: read through bounds-checked
-//! volatile copies, and anything odd is reported on the console and ignored.
+//! QEMU's PVH start info (`hvm_start_info`, Xen's layout: `hvdef::loader_data::pvh`): command
+//! line, ACPI tables (for the VP count) and the memory map. Everything is loader-provided: read
+//! through bounds-checked volatile copies of whole structs, and anything odd is reported on the
+//! console and ignored.
 #![expect(
     unsafe_code,
     reason = "reads the loader's PVH start info from raw addresses"
@@ -9,12 +10,12 @@
 use crate::acpi::{self, PhysRead};
 use crate::loader::{self, Readable};
 use crate::BootInfo;
+use core::mem::{offset_of, size_of};
 use core::ops::Range;
+use hvdef::loader_data::pvh::{
+    HvmMemmapTableEntry, HvmStartInfo, HVM_MEMMAP_TYPE_RAM, HVM_START_MAGIC,
+};
 
-const MAGIC: u32 = 0x336e_c578;
-/// Memory map entry: addr u64, size u64, type u32, reserved u32.
-const MEMMAP_ENTRY: usize = 24;
-const MEMMAP_RAM: u32 = 1;
 /// More entries than any real map has; a larger count is treated as corrupt.
 const MEMMAP_MAX: u32 = 128;
 
@@ -38,37 +39,28 @@ impl PhysRead for IdentityMap<'_> {
 }
 
 impl IdentityMap<'_> {
-    fn read_u32(&self, paddr: u64) -> Option<u32> {
-        let mut b = [0; 4];
-        self.read(paddr, &mut b).then(|| u32::from_le_bytes(b))
-    }
-
-    fn read_u64(&self, paddr: u64) -> Option<u64> {
-        let mut b = [0; 8];
-        self.read(paddr, &mut b).then(|| u64::from_le_bytes(b))
+    /// A pointer field of the start info at `start_info`, read on its own (0 when unreadable).
+    fn pointer(&self, start_info: u64, offset: usize) -> u64 {
+        self.read_value(start_info + offset as u64).unwrap_or(0)
     }
 }
 
-/// `hvm_start_info` up to and including the memory map fields (version 1).
-const START_INFO_LEN: u64 = 56;
-
 pub(super) fn read_start_info(start_info: u64, info: &mut BootInfo) {
     let early = IdentityMap(loader::X86_64);
-    if let Err(why) = loader::X86_64.check(start_info, START_INFO_LEN) {
+    if let Err(why) = loader::X86_64.check(start_info, size_of::<HvmStartInfo>() as u64) {
         crate::println!("boot: PVH start info at {start_info:#x} is {why}; ignoring it");
         return;
     }
-    if early.read_u32(start_info) != Some(MAGIC) {
+    let head = early.read_value::<HvmStartInfo>(start_info);
+    let Some(head) = head.filter(|h| h.magic == HVM_START_MAGIC) else {
         crate::println!("boot: no PVH start info at {start_info:#x}; ignoring it");
         return;
-    }
-    let version = early.read_u32(start_info + 4).unwrap_or(0);
+    };
     // The memory map first: the other pointers must then lie in memory it lists.
     let mut listed = [const { 0..0 }; MEMMAP_MAX as usize];
     let mut count = 0;
-    if version >= 1 {
-        let map = early.read_u64(start_info + 40).unwrap_or(0);
-        let entries = early.read_u32(start_info + 48).unwrap_or(0);
+    if head.version >= 1 {
+        let (map, entries) = (head.memmap_paddr, head.memmap_entries);
         count = read_memmap(&early, map, entries, info, &mut listed);
     } else {
         crate::println!("boot: PVH start info version 0 has no memory map");
@@ -78,9 +70,13 @@ pub(super) fn read_start_info(start_info: u64, info: &mut BootInfo) {
     } else {
         IdentityMap(loader::X86_64.with_reported(&listed[..count]))
     };
-    read_cmdline(&mem, mem.read_u64(start_info + 24).unwrap_or(0), info);
-    // rsdp_paddr (offset 32) is in every version (only the memory map needs version 1).
-    read_vp_count(&mem, mem.read_u64(start_info + 32).unwrap_or(0), info);
+    // Read again, field by field, where the memory map allows (the start info itself need
+    // not lie in memory the map lists).
+    let cmdline = mem.pointer(start_info, offset_of!(HvmStartInfo, cmdline_paddr));
+    read_cmdline(&mem, cmdline, info);
+    // rsdp_paddr is in every version (only the memory map needs version 1).
+    let rsdp = mem.pointer(start_info, offset_of!(HvmStartInfo, rsdp_paddr));
+    read_vp_count(&mem, rsdp, info);
 }
 
 fn read_cmdline(mem: &IdentityMap<'_>, paddr: u64, info: &mut BootInfo) {
@@ -115,7 +111,10 @@ fn read_vp_count(mem: &IdentityMap<'_>, rsdp: u64, info: &mut BootInfo) {
         crate::println!("boot: no ACPI tables in the PVH start info; assuming 1 VP");
         return;
     }
-    if let Err(why) = mem.0.check(rsdp, 20) {
+    if let Err(why) = mem
+        .0
+        .check(rsdp, hvdef::loader_data::acpi::RSDP_V1_LEN as u64)
+    {
         crate::println!("boot: ACPI RSDP at {rsdp:#x} is {why}; ignoring it, assuming 1 VP");
         return;
     }
@@ -147,27 +146,23 @@ fn read_memmap(
         crate::println!("boot: PVH memory map at {map:#x} with {entries} entries is unusable");
         return 0;
     }
-    let len = u64::from(entries) * MEMMAP_ENTRY as u64;
-    if let Err(why) = mem.0.check(map, len) {
+    let entry_size = size_of::<HvmMemmapTableEntry>() as u64;
+    if let Err(why) = mem.0.check(map, u64::from(entries) * entry_size) {
         crate::println!("boot: PVH memory map at {map:#x} is {why}; ignoring it");
         return 0;
     }
     let mut count = 0;
     for i in 0..u64::from(entries) {
-        let entry = map + i * MEMMAP_ENTRY as u64;
-        let (Some(addr), Some(size), Some(kind)) = (
-            mem.read_u64(entry),
-            mem.read_u64(entry + 8),
-            mem.read_u32(entry + 16),
-        ) else {
+        let Some(entry) = mem.read_value::<HvmMemmapTableEntry>(map + i * entry_size) else {
             crate::println!("boot: PVH memory map entry {i} is unreadable");
             return count;
         };
+        let (addr, size) = (entry.addr, entry.size);
         if let Some(end) = addr.checked_add(size).filter(|_| size != 0) {
             listed[count] = addr..end;
             count += 1;
         }
-        if kind == MEMMAP_RAM && !info.add_ram(addr, size) && size != 0 {
+        if entry.entry_type == HVM_MEMMAP_TYPE_RAM && !info.add_ram(addr, size) && size != 0 {
             crate::println!("boot: RAM range {addr:#x}+{size:#x} dropped");
         }
     }
