@@ -6,7 +6,14 @@
 //! The rule it enforces: copy in, validate the copy, act, copy out. No reference into the
 //! memory is ever made (its owner may change it at any time), and a [`GuestRange`] exists only
 //! for bytes the firmware may touch: ones a [`GuestMemory`] holds, or a loader page of the
-//! image ([`GuestRange::loader_page`]).
+//! image (`GuestRange::loader_page`).
+#![cfg_attr(
+    target_os = "none",
+    expect(
+        unsafe_code,
+        reason = "the one volatile copy in and out of guest memory"
+    )
+)]
 
 use core::ops::Range;
 #[cfg(target_os = "none")]
@@ -70,7 +77,7 @@ impl GuestMemory {
 }
 
 /// A non-empty guest-physical range checked to be the firmware's to copy (made only by
-/// [`GuestMemory::range`] and [`GuestRange::loader_page`]): its copies need no second check.
+/// [`GuestMemory::range`] and `GuestRange::loader_page`): its copies need no second check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestRange {
     gpa: u64,

@@ -16,6 +16,10 @@
 //!
 //! The heap is VTL2's: the firmware takes it from VTL0 together with the image
 //! (`boot::vtl2_memory`), so on an IGVM boot all of the declared memory is protected.
+#![cfg_attr(
+    target_os = "none",
+    expect(unsafe_code, reason = "the global allocator hands out raw heap memory")
+)]
 
 use core::ops::Range;
 

@@ -18,6 +18,13 @@
 //! "no parameters". Everything here is loader-provided: the parser reads each field with
 //! `FromBytes::read_from_prefix` from the part of the buffer that is there, never panics, and
 //! reports what it dropped instead of trusting it.
+#![cfg_attr(
+    target_os = "none",
+    expect(
+        unsafe_code,
+        reason = "the parameter pages are a link_section static the loader fills"
+    )
+)]
 
 use crate::loader::read_at;
 use crate::BootInfo;

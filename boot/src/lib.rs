@@ -2,8 +2,8 @@
 //!
 //! The arch entry code (`arch/<isa>/entry.rs`) runs first, zeroes BSS, switches to the boot
 //! stack and calls into the arch `*_main`, which fills a [`BootInfo`] and calls the function the
-//! firmware registered with [`entry!`]. Everything outside `arch/` is plain logic that also builds
-//! and tests on the host.
+//! firmware registered with [`entry!`]. Everything outside `arch/`, `console`, `stacks`, `tables`
+//! and the entry glue in this file is plain logic that also builds and tests on the host.
 #![cfg_attr(target_os = "none", no_std)]
 
 extern crate alloc;
@@ -23,7 +23,6 @@ pub mod vtl0_boot;
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod console;
-#[cfg(target_os = "none")]
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod stacks;
@@ -245,6 +244,10 @@ macro_rules! entry {
 }
 
 #[cfg(target_os = "none")]
+#[expect(
+    unsafe_code,
+    reason = "the firmware's entry points, defined by its entry! invocation"
+)]
 unsafe extern "Rust" {
     fn __boot_firmware_main(info: &BootInfo) -> !;
     fn __boot_firmware_ap_main(vp_index: u32) -> !;
@@ -252,6 +255,7 @@ unsafe extern "Rust" {
 
 /// The memory the image occupies, BSS (VP 0's stack, page tables, parameter pages) included.
 #[cfg(target_os = "none")]
+#[expect(unsafe_code, reason = "the image bounds are linker-script symbols")]
 pub fn image_range() -> core::ops::Range<u64> {
     unsafe extern "C" {
         static __image_start: u8;
@@ -291,6 +295,10 @@ pub fn heap_range() -> core::ops::Range<u64> {
 /// Sets up the heap and the APs' stacks and per-CPU records for `info.vp_count` VPs, then
 /// calls the firmware. A heap that does not fit ends the run with a line saying why.
 #[cfg(target_os = "none")]
+#[expect(
+    unsafe_code,
+    reason = "hands the heap its memory and calls the firmware's entry"
+)]
 fn call_firmware_main(info: &BootInfo) -> ! {
     let range = vtl2_heap_range(info).unwrap_or_else(|e| {
         console::write_fmt_emergency(format_args!(
@@ -320,6 +328,10 @@ fn call_firmware_main(info: &BootInfo) -> ! {
 
 /// Where every AP lands, on its own boot stack: the index comes from the stack it was given.
 #[cfg(target_os = "none")]
+#[expect(
+    unsafe_code,
+    reason = "the entry code's AP target; calls the firmware's AP entry"
+)]
 #[unsafe(no_mangle)]
 extern "C" fn boot_ap_main(stack_top: u64) -> ! {
     let Some(index) = stacks::index_of_top(stack_top).filter(|&i| i != 0) else {

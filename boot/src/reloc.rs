@@ -19,6 +19,13 @@
 //!
 //! A QEMU ELF boot (PVH, arm64 `-kernel`) runs at the link base: offset 0, nothing to do (the
 //! file's words hold their link-base values: `--apply-dynamic-relocs`).
+#![cfg_attr(
+    target_os = "none",
+    expect(
+        unsafe_code,
+        reason = "applies the image's own relocations before anything reads them"
+    )
+)]
 
 /// The load offset `boot_relocate` found (0: running at the link base). In `.data`, not BSS:
 /// it is written before the entry zeroes BSS.

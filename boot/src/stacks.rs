@@ -1,11 +1,15 @@
 //! One stack per VP. The entry code runs VP 0 on the boot stack, reserved in BSS (it runs
 //! before there is a heap). The APs' stacks are one heap block of `vp_count - 1` stacks,
-//! allocated at boot ([`init`]); an AP is started with its stack's top in its initial context
+//! allocated at boot (`init`); an AP is started with its stack's top in its initial context
 //! and derives its VP index from it.
 //!
 //! Every stack is painted with [`PAINT`] before it is used (VP 0's below the frame that paints
 //! it), so [`high_water`] can tell how deep it has ever been: the measurement the stack sizes
 //! come from (docs/ARCHITECTURE.md, "Memory").
+#![expect(
+    unsafe_code,
+    reason = "paints and measures the stacks through raw pointers"
+)]
 
 use crate::{AP_STACK_SIZE, BOOT_STACK_SIZE};
 use core::cell::UnsafeCell;

@@ -1,5 +1,9 @@
 //! The live page tables the boot code extends: [`paging::Tables`] over the static tables and a
 //! statically reserved pool of table pages, and the one extension of the identity map.
+#![expect(
+    unsafe_code,
+    reason = "writes live page-table entries through their physical addresses"
+)]
 
 use crate::paging::{self, Format, MappedRam, Tables, ENTRIES};
 use core::cell::UnsafeCell;

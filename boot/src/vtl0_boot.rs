@@ -19,6 +19,13 @@
 //!
 //! Everything in it is loader input: the paravisor (`paravisor::vtl0_boot`) validates every
 //! field before it uses one. This module only reads the page.
+#![cfg_attr(
+    target_os = "none",
+    expect(
+        unsafe_code,
+        reason = "the VTL0 boot page is a link_section static the loader fills"
+    )
+)]
 
 pub use hvdef::loader_data::vtl0_boot::{
     Vtl0BootHeader, ARCH_AARCH64, ARCH_X86_64, CONTEXT_OFFSET, MAGIC, PAGE_SIZE, VERSION,

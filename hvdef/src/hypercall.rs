@@ -162,6 +162,7 @@ impl Control {
 
 /// The hypercall result value, returned in RAX on x64 and X0 on ARM64.
 #[bitfield(u64)]
+#[must_use = "a hypercall's result says whether, and how far, the call got"]
 #[derive(PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct HypercallOutput {
     #[bits(16)]

@@ -8,6 +8,7 @@ macro_rules! statuses {
     ($( $(#[$cattr:meta])* $konst:ident = $value:literal, )*) => {
         open_enum! {
             /// `HV_STATUS`: the 16-bit result of a hypercall.
+            #[must_use = "a hypercall status says whether the call did anything"]
             pub struct HvStatus(u16) {
                 SUCCESS = 0,
                 $( $(#[$cattr])* $konst = $value, )*
@@ -101,6 +102,7 @@ statuses! {
 }
 
 /// A failed hypercall: any status but `SUCCESS`.
+#[must_use]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HvError(NonZeroU16);
 

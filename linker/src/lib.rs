@@ -2,6 +2,7 @@
 //!
 //! Called from a firmware crate's `build.rs`. Host builds (unit tests) get no script, so the same
 //! crate builds and tests on the host.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 

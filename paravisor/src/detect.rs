@@ -1,6 +1,7 @@
 //! Hypervisor detection: finding Hyper-V and what it grants us from the raw answers of the arch
 //! probes, and the guest OS id the paravisor reports. Pure logic: `synthetic` feeds it the CPUID
 //! leaves (x86) or the SMCCC UID words and register values (arm64).
+#![forbid(unsafe_code)]
 
 use core::fmt;
 use hvdef::aarch64::HvArm64RegisterFeaturesInfo;

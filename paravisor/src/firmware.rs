@@ -1,4 +1,5 @@
 //! Firmware start-up on bare metal: console logger, banner, options, panic, exit.
+#![expect(unsafe_code, reason = "pv.test=fault makes its fault with a raw load")]
 
 use crate::hypercall::NestedTable;
 use crate::hypercall::{self, VpTarget};
@@ -487,7 +488,7 @@ pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let _ = write!(
         Emergency,
         "\nPANIC on cpu {}: {}",
-        boot::cpu::index(),
+        boot::cpu::index_for_report(),
         info.message()
     );
     if let Some(loc) = info.location() {

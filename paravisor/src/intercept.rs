@@ -2,6 +2,7 @@
 //! says which payload words of its ISA's message decoding needs, they are copied from the
 //! assist page (one volatile load each) into the run loop's buffer, and the proxy decodes the
 //! message there, in place (`proxy::decode`).
+#![forbid(unsafe_code)]
 
 use crate::arch::{self, HypercallInterceptMessage, MemoryInterceptMessage};
 use crate::percpu::AssistPage;

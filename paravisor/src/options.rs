@@ -1,4 +1,5 @@
 //! The paravisor's command-line options (`pv.*` words), parsed once at boot.
+#![forbid(unsafe_code)]
 
 use crate::proxy::relay::{RelayError, RelayTable};
 use boot::cmdline;

@@ -1,6 +1,10 @@
 //! Per-VP state, reached through the CPU's own per-CPU register (boot::cpu): this VP's
 //! hypercall input and output pages, never shared with another VP and never used re-entrantly.
-//! Allocated on the heap at boot ([`alloc`]) for the VP count the loader reported.
+//! Allocated on the heap at boot ([`alloc()`]) for the VP count the loader reported.
+#![expect(
+    unsafe_code,
+    reason = "this VP's pages, shared with the hypervisor, behind raw pointers"
+)]
 
 use crate::hypercall::{Hypercall, NestedTable, Page};
 use alloc::boxed::Box;
@@ -179,6 +183,7 @@ pub fn assist_page() -> AssistPage {
 }
 
 /// Exclusive use of this VP's hypercall pages until the guard drops.
+#[must_use = "dropping the guard releases the pages at once"]
 pub struct HypercallGuard {
     busy: &'static AtomicBool,
     hv: Hypercall<'static, crate::arch::Abi>,

@@ -2,6 +2,7 @@
 //! as an intercept: decode, validate and classify it (the pure `proxy` module), then relay,
 //! answer or refuse it and complete it in VTL0's registers, or make VTL0 take the
 //! #UD / undefined-instruction exception the TLFS raises instead.
+#![forbid(unsafe_code)]
 
 use crate::hypercall::VpTarget;
 use crate::intercept::{self, InterceptBuffer};
@@ -42,6 +43,7 @@ pub fn wait_configured() {
 }
 
 /// How a VTL0 hypercall ends, before it is written into VTL0's registers.
+#[must_use]
 struct Completion {
     /// The result word for RAX / X0 (or SMCCC's -1).
     result: u64,
@@ -62,6 +64,7 @@ impl Completion {
 }
 
 /// What becomes of VTL0's hypercall instruction.
+#[must_use]
 enum Outcome {
     Complete(Completion),
     /// It faults ([`Action::Fault`]): no result, see [`raise_undefined_instruction`].

@@ -2,6 +2,10 @@
 //! reaches a register only by hypercall (arm64's synthetic registers), the shared hypercall path
 //! through per-CPU state: detection, enabling hypercalls, the nested indicator and privileges,
 //! synthetic register writes, and the set-up of the VTL switch and the register page.
+#![expect(
+    unsafe_code,
+    reason = "builds the VTL switch and the register page from this VP's own pages (their constructors' contracts)"
+)]
 
 use crate::hypercall::{self, Result, VpTarget};
 use crate::{arch, detect, percpu};

@@ -1,5 +1,6 @@
 //! Where the paravisor runs: VSM must be available and this VP's active VTL must be 2. Read
 //! through the shared register path like every other register.
+#![forbid(unsafe_code)]
 
 use crate::hypercall::{self, Hypercall, HypercallAbi, VpTarget};
 use core::fmt;

@@ -9,6 +9,7 @@
 //! started with (entry, stack, page-table root, descriptor tables, vectors) inside VTL2's own
 //! image, which VTL0 can never reach, and the entry point in RAM the loader reported. A page that breaks any rule is an error naming the field;
 //! the firmware then fails the boot rather than start VTL0 from a state nobody chose.
+#![forbid(unsafe_code)]
 
 use boot::vtl0_boot::{
     Vtl0BootHeader, ARCH_AARCH64, ARCH_X86_64, CONTEXT_OFFSET, MAGIC, PAGE_SIZE as BOOT_PAGE_SIZE,

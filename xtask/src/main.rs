@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's one entry point for building images, running them in QEMU,
 //! testing and benchmarking.
+#![forbid(unsafe_code)]
 
 mod harness;
 mod igvm;
@@ -108,7 +109,8 @@ enum Command {
         #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "1234")]
         gdb: Option<u16>,
     },
-    /// Format, lint, unit-test, build both images and boot them in QEMU.
+    /// Every check CI runs: format, lints, docs, unit tests, both arches' images, the QEMU
+    /// suites and a soak.
     Test,
     /// Measure and print the project's performance and footprint figures.
     Bench {

@@ -4,6 +4,7 @@
 //!
 //! The layer is generic over [`HypercallAbi`], the per-arch instruction, so it runs unchanged in
 //! host tests against the mock hypervisor's TLFS model.
+#![forbid(unsafe_code)]
 
 mod nested;
 

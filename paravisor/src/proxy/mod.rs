@@ -3,6 +3,7 @@
 //! it here, refuse it, relay it to the host (through the [`RelayTable`]), or raise the exception
 //! the TLFS raises instead of a result. No hypercalls and no memory access happen here; the firmware's run loop
 //! (`crate::runloop`) carries the [`Action`] out.
+#![forbid(unsafe_code)]
 
 pub mod decode;
 pub mod policy;
@@ -52,6 +53,7 @@ const _: () = assert!(
 );
 
 /// What decoding an intercept found.
+#[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
     Hypercall(Request<'a>),
@@ -107,11 +109,12 @@ impl MemoryAccess {
 }
 
 /// What to do with a validated request.
+#[must_use = "the run loop must carry the action out"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Relay to the host: copy `input_len` bytes from VTL0's input GPA (memory-based) into this
     /// VP's input page, or take the register block (fast), run the relay table over exactly
-    /// those bytes ([`policy::screen_input`] / `Policy::screen_fast`: it rewrites the connection
+    /// those bytes ([`policy::Policy::screen`] / `Policy::screen_fast`: it rewrites the connection
     /// id to the host's, or refuses an id or device the table does not name), and issue
     /// `control` (already sanitised: VTL0's nested bit never passes; the issue path adds it per
     /// the nested table). Relayed calls have no output.

@@ -78,6 +78,7 @@ impl Layout {
 }
 
 /// What the paravisor does with a call code.
+#[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rule {
     /// PostMessage / SignalEvent: validate, then relay to the host connection the relay table

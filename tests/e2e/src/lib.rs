@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end suites in `tests/` (and of the harness's bench and soak):
 //! where the images are, the hypercall inputs VTL0 makes, and what VTL0 must get back.
+#![forbid(unsafe_code)]
 
 pub mod kernel;
 

@@ -2,6 +2,7 @@
 //! banner and, finding no Hyper-V, says what it found instead and fails; deliberate failures
 //! (panic, CPU exception, bad option) are reported as failures. Successful boots are in the
 //! mock-hypervisor suites.
+#![forbid(unsafe_code)]
 
 use e2e::image;
 use mockhv::qemu::{Arch, Outcome, Qemu, QemuConfig, RunResult};

@@ -1,6 +1,7 @@
 //! The in-VM mock Hyper-V on both arches: the paravisor's IGVM file boots under it as a VMM's
 //! IGVM loader would start it, on one VP and with every VP on its own CPU. (Each arch's own
 //! host details are in `invm_arm64` and `invm_x86`.)
+#![forbid(unsafe_code)]
 
 use e2e::{assert_lines_in_order, image, invm_image};
 use hvdef::{HvStatus, HypercallCode};

@@ -7,6 +7,7 @@
 //! Needs `cargo xtask image --arch aarch64 --release` (which also builds
 //! `target/images/invm-aarch64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other
 //! suites; `cargo xtask test` does both.
+#![forbid(unsafe_code)]
 
 use e2e::{assert_lines_in_order, image};
 use mockhv::model::{Event, Scenario};

@@ -2,6 +2,7 @@
 //! suites `mock_boot` and `mock_smp` boot it into: VSM missing, the wrong VTL, failing register
 //! reads, VsmPartitionConfig as OpenHCL writes it, every VP on its own pages, a rep call that
 //! times out. No VTL0: each run ends when every VP first returns to VTL0.
+#![forbid(unsafe_code)]
 
 use e2e::kernel::{boot_paravisor, calls};
 use hvdef::{HvError, HvRegisterName, HvStatus, HypercallCode, HypercallOutput, Vtl};

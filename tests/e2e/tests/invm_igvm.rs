@@ -2,6 +2,7 @@
 //! declared, the file relocatable, the command line an IGVM parameter. Under the in-VM mock,
 //! whose loader (`mockhv::igvm_load`) enforces OpenVMM's rules, the paravisor and the real VTL0
 //! kernel boot with VTL2 loaded at a base the test picks, not the one it was linked at.
+#![forbid(unsafe_code)]
 
 use e2e::kernel;
 use hvdef::HypercallCode;

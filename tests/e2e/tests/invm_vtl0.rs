@@ -2,6 +2,7 @@
 //! IGVM file with the VTL0 test kernel (`tests/vtl0`) as the file's VTL0 payload, starts VTL0
 //! from the file's VTL0 context at its first VtlReturn, and the kernel runs a test table:
 //! hypercalls the paravisor proxies, accesses to VTL2's memory that fault into the mock.
+#![forbid(unsafe_code)]
 
 use e2e::image;
 use mockhv::invm::{InvmBoot, InvmRun, Paravisor, Vtl0};
@@ -687,7 +688,7 @@ fn every_vp_catches_its_own_faults() {
 /// left, e.g. x64 Linux's boot_params in RSI, arm64 its device tree in X0), and the kernel sees
 /// those: the paravisor returned with VTL0's values, not with zeros or its own. x64 reports the
 /// eight legacy GPRs as 32-bit values (the kernel starts in 32-bit protected mode; the marker
-/// RSP is below 4 GiB) and R8-R15 whole. (`mock_registers`'
+/// RSP is below 4 GiB) and R8-R15 whole. (The former gdbstub suite `mock_registers`'
 /// `vtl0_keeps_its_entry_registers_across_the_first_return`, with the real kernel.)
 #[test]
 fn vtl0_starts_with_exactly_the_registers_of_its_initial_context() {

@@ -8,6 +8,7 @@
 //! Needs `cargo xtask image --arch x86_64 --release` (which also builds
 //! `target/images/invm-x86_64.elf`) and `PARAVISOR_IMAGE_DIR=target/images`, as the other
 //! suites; `cargo xtask test` does both.
+#![forbid(unsafe_code)]
 
 use e2e::{assert_lines_in_order, image};
 use mockhv::invm::{InvmBoot, Paravisor};

@@ -1,6 +1,7 @@
 //! VTL0 buffers wherever the machine has RAM, with a real VTL0 (the VTL0 test kernel under the
-//! paravisor under the in-VM mock Hyper-V; `mock_memory`'s cases). QEMU gets 6 GiB + 3 MiB, so
-//! RAM runs past 4 GiB (q35: 2 GiB low and the rest from 4 GiB up; virt: from 1 GiB up),
+//! paravisor under the in-VM mock Hyper-V; the cases of `mock_memory`, a former gdbstub suite).
+//! QEMU gets 6 GiB + 3 MiB, so RAM runs past 4 GiB (q35: 2 GiB low and the rest from 4 GiB
+//! up; virt: from 1 GiB up),
 //! beyond the paravisor's static boot tables' low 4 GiB: the in-VM host maps all of it for both
 //! VTLs (less its own 16 MiB), serves it in the model and tells the paravisor of it (device
 //! tree, PVH memory map), and the paravisor must map it and read it as VTL0 left it. The odd
@@ -9,6 +10,7 @@
 //! (the kernel's place entry, through its window onto any page) and names it with the call's
 //! input GPA. RAM the paravisor cannot map is reported and refused (ACCESS_DENIED, nothing
 //! relayed), never fatal.
+#![forbid(unsafe_code)]
 
 use e2e::kernel::{self, KernelRun};
 use e2e::{post_message, HOST_CONNECTION, RELAY, RELAYED};

@@ -4,9 +4,10 @@
 //! says so in one line, and VTL0 takes the architecture's fault; VTL0's attempt to lift the
 //! protection is refused by the hypervisor, and its own memory stays its own. The oracle is
 //! independent of the paravisor: VTL2's pages are the ELF's loadable segments, and the faults
-//! the architectures' encodings (`e2e::memory_fault`). (`mock_protection`'s
-//! `vtl0_can_neither_read_write_nor_execute_vtl2_memory`, its probe and lift cases; the
-//! hypercalls naming VTL2's pages as GPAs stay there until the kernel takes explicit GPAs.)
+//! the architectures' encodings (`e2e::memory_fault`). (The former gdbstub suite
+//! `mock_protection`'s `vtl0_can_neither_read_write_nor_execute_vtl2_memory`, its probe and lift
+//! cases; its hypercalls naming VTL2's pages are `vtl0_cannot_name_vtl2_memory_in_a_hypercall`.)
+#![forbid(unsafe_code)]
 
 use e2e::kernel;
 use hvdef::{

@@ -6,6 +6,7 @@
 //! which calls reached VTL2, and what the paravisor asked of the host (control words, exact
 //! input bytes). The same cases as the former gdbstub suite `mock_proxy`'s routing test,
 //! which drove a scripted VTL0.
+#![forbid(unsafe_code)]
 
 use e2e::kernel::{self, KernelRun};
 use e2e::{

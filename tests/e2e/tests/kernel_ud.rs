@@ -9,7 +9,9 @@
 //! with its IP on the call and its result register as the call had it. A real VTL call
 //! (x64 the VTL-call stub, arm64 `hvc #2`) enters VTL2 and returns at once, VTL0's registers as
 //! they were. Ordinary calls around them complete, and only they reach the host.
-//! (`mock_ud`'s `ud_callers_take_the_exception_and_ordinary_calls_complete`.)
+//! (The former gdbstub suite `mock_ud`'s
+//! `ud_callers_take_the_exception_and_ordinary_calls_complete`.)
+#![forbid(unsafe_code)]
 
 use e2e::kernel::{self, KernelRun};
 use e2e::{post_message, RELAY, RELAYED};

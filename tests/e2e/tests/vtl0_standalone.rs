@@ -6,6 +6,7 @@
 //!
 //! Needs `cargo xtask image --release` (which builds `target/images/vtl0-<arch>.elf`) and
 //! `PARAVISOR_IMAGE_DIR=target/images`, as the other suites; `cargo xtask test` does both.
+#![forbid(unsafe_code)]
 
 use mockhv::qemu::{Arch, Exit, Outcome, Qemu, QemuConfig, RunResult};
 use std::path::PathBuf;

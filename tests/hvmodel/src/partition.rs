@@ -40,7 +40,8 @@ pub(crate) struct Partition {
     /// Page number -> the access VTL2 leaves the lower VTLs (HvCallModifyVtlProtectionMask);
     /// pages not listed are fully accessible.
     pub protections: BTreeMap<u64, hvdef::HvMapGpaFlags>,
-    /// Pages whose protection changed since the glue last asked ([`Model::take_protection_changes`]).
+    /// Pages whose protection changed since the glue last asked
+    /// ([`crate::Model::take_protection_changes`]).
     pub protection_changes: alloc::collections::BTreeSet<u64>,
 }
 
@@ -138,7 +139,7 @@ pub(crate) struct VtlFile {
     /// x64 VTL2: `HvX64RegisterName::RegisterPage` (see `crate::regpage`).
     pub register_page: u64,
     pub vina: u64,
-    /// HvRegisterVsmVpSecureConfigVtl<n>, this VTL's view of lower VTL n.
+    /// `HvRegisterVsmVpSecureConfigVtl<n>`, this VTL's view of lower VTL n.
     pub secure_config: [u64; VTL_COUNT],
     pub synic: Synic,
     /// Interrupt vectors raised for this VTL and not yet taken (a SINT's interrupt on message

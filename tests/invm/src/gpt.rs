@@ -4,6 +4,10 @@
 //! an odd edge) and nothing else; a page VTL2 protects gets its own 4 KiB leaf, the leaves
 //! above it split first (same rights for the rest). Tested on the host; the hosts install the
 //! tables from the heap ([`HeapTables`]).
+#![expect(
+    unsafe_code,
+    reason = "allocates table pages and writes their entries through raw pointers"
+)]
 
 use core::ops::Range;
 

@@ -1,5 +1,9 @@
 //! The model's heap (it keeps its partition, VPs and trace in `alloc` collections): the linker
 //! script's `.heap`, behind a lock. Both hosts'.
+#![expect(
+    unsafe_code,
+    reason = "the global allocator over the linker script's .heap"
+)]
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;

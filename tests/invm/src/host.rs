@@ -1,4 +1,8 @@
 //! The host's life: set up EL2, build the model, enter the paravisor, then serve its exits.
+#![expect(
+    unsafe_code,
+    reason = "the runner's pages and guest RAM are at raw addresses; the entry is asm"
+)]
 
 use crate::aarch64::{self as arch, Guest, Syndrome};
 use crate::hv::{self, El1Regs, Frame, LowerNext, Next};

@@ -3,6 +3,10 @@
 //! tables set up, then VMRUN in a loop, every exit served by the model through `hv::x86_64`.
 //! The model's trace goes to the debugcon port in `hvmodel`'s wire format when the runner asks
 //! for it, in batches and before every end of the run.
+#![expect(
+    unsafe_code,
+    reason = "VMRUN, the guest's entry state and its memory are raw"
+)]
 
 use crate::hv::x86_64::{Glue, LowerNext, LowerRegs, Vcpu, RAX, RBX, RCX, RDX};
 use crate::hv::{self, Next};

@@ -32,7 +32,8 @@ pub enum Next {
     Undefined,
     /// The VTL0 script is done: the paravisor reached its proxy loop and returned to VTL0.
     Finished,
-    /// Live mode: the paravisor returned to VTL0, which now runs for real ([`enter_lower`]).
+    /// Live mode: the paravisor returned to VTL0, which now runs for real (each ISA's
+    /// `enter_lower`).
     RunLower,
     /// Something this slice cannot carry out; the run must fail with this reason.
     Unsupported(&'static str),

@@ -1,6 +1,10 @@
 //! Guest memory as the in-VM host sees it: the guest's RAM, identity-mapped by the host's own
 //! tables and by the guest's second-level tables, so a GPA is a host pointer. One type owns
 //! the bounds check and the copy.
+#![expect(
+    unsafe_code,
+    reason = "guest RAM is reached through host pointers (the one copy)"
+)]
 
 use alloc::vec::Vec;
 use core::ops::Range;

@@ -1,5 +1,9 @@
 //! What the runner left in the host's own memory before reset (QEMU's generic loader): the
 //! configuration page and the scenario below it (`invm_abi`). Both hosts read them here.
+#![expect(
+    unsafe_code,
+    reason = "reads the runner's pages at fixed physical addresses"
+)]
 
 use invm_abi::HostConfig;
 

@@ -36,21 +36,21 @@ pub fn ipa_fits(parange: u64) -> bool {
 
 const VALID: u64 = 1;
 const TABLE: u64 = 1 << 1;
-/// Stage-2 MemAttr[5:2]: 0b0001 Device-nGnRE, 0b1111 Normal outer/inner write-back.
+/// Stage-2 `MemAttr[5:2]`: 0b0001 Device-nGnRE, 0b1111 Normal outer/inner write-back.
 const MEMATTR_DEVICE: u64 = 0b0001 << 2;
 const MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
-/// S2AP[7:6] = 0b11: read and write.
+/// `S2AP[7:6]` = 0b11: read and write.
 const S2AP_RW: u64 = 0b11 << 6;
 const SH_INNER: u64 = 0b11 << 8;
 const AF: u64 = 1 << 10;
-/// XN[54:53] = 0b10: not executable at EL1 or EL0.
+/// `XN[54:53]` = 0b10: not executable at EL1 or EL0.
 const XN: u64 = 0b10 << 53;
-/// S2AP[6] read, S2AP[7] write.
+/// `S2AP[6]` read, `S2AP[7]` write.
 const S2AP_R: u64 = 1 << 6;
 const S2AP_W: u64 = 1 << 7;
 /// Bits 1:0 of a valid level-3 page descriptor.
 const PAGE: u64 = 0b11;
-/// Output address bits [47:12] of a descriptor.
+/// Output address bits `[47:12]` of a descriptor.
 const ADDRESS: u64 = 0x0000_ffff_ffff_f000;
 
 /// A Normal write-back level-3 page at `pa` with `access`. A page with no access at all stays a

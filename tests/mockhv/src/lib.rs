@@ -1,6 +1,7 @@
 //! Mock Hyper-V, host side: the QEMU runner, the in-VM mock's runner (`invm`: the host image,
 //! the paravisor, VTL0 and the scenario in; the console, the model's trace and the figures
 //! out), the IGVM loader it uses, and the TLFS model.
+#![forbid(unsafe_code)]
 
 pub mod igvm_load;
 pub mod image;

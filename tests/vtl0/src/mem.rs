@@ -1,6 +1,10 @@
 //! The one place that touches memory by guest-physical address: the test table window and the
 //! kernel's own hypercall pages (physical = virtual in the kernel's identity map). Always
 //! volatile copies, never references, since the hypervisor (or a write probe) may change them.
+#![expect(
+    unsafe_code,
+    reason = "the one place memory is touched by guest-physical address"
+)]
 
 use vtl0::{Arch, PAGE_SIZE, TABLE_MAX};
 

@@ -1,6 +1,10 @@
 //! The recovery point every probe sets, one per VP: the exception handlers (arch code) check
 //! the running VP's, record the fault there and resume at the probe's recovery label instead
 //! of the faulting instruction.
+#![expect(
+    unsafe_code,
+    reason = "the exception handlers find the recovery points by symbol name"
+)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use vtl0::Fault;

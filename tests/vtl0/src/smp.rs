@@ -1,5 +1,9 @@
 //! The kernel's other VPs: their stacks, which VP the running code is on, the lock that keeps
 //! their lines apart, and the count of VPs done with their entries.
+#![expect(
+    unsafe_code,
+    reason = "the AP stacks are a static the entry code finds by symbol name"
+)]
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};

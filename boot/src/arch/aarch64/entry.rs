@@ -1,6 +1,10 @@
 //! aarch64 entry code: drop from EL2 when entered there, turn the MMU on over a static
 //! identity map (RAM must be Normal memory: with the MMU off every access is Device memory and
 //! unaligned or exclusive accesses fault), zero BSS, and call into Rust.
+#![expect(
+    unsafe_code,
+    reason = "the EL2 drop, MMU enable and vectors are global_asm!"
+)]
 
 core::arch::global_asm!(
     r#"

@@ -1,5 +1,9 @@
 //! aarch64 boot: EL1/EL2 entry, exception vectors, PL011 UART, semihosting exit, per-CPU
 //! record, device tree.
+#![expect(
+    unsafe_code,
+    reason = "UART MMIO, semihosting, TLB maintenance, the device tree blob"
+)]
 
 mod entry;
 mod trap;
@@ -53,6 +57,11 @@ pub(crate) fn set_cpu_base(addr: usize) {
 
 pub(crate) fn cpu_base() -> usize {
     TPIDR_EL1.get() as usize
+}
+
+/// The same register: reading it is always safe, what it holds is only trusted once checked.
+pub(crate) fn cpu_base_register() -> usize {
+    cpu_base()
 }
 
 unsafe extern "C" {

@@ -1,5 +1,6 @@
 //! aarch64 exception vectors: every exception is fatal in the paravisor, so the handler prints
 //! the syndrome, addresses and registers, then fails the run.
+#![expect(unsafe_code, reason = "the exception vectors are global_asm!")]
 
 use crate::ExitCode;
 use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
@@ -57,7 +58,7 @@ extern "C" fn boot_aarch64_trap(vector: u64, f: &TrapFrame) -> ! {
     crate::console::write_fmt_emergency(format_args!(
         "\nFATAL: cpu {} {kind} exception from {source}: ESR {esr:#x} (class {:#x}) at ELR {:#018x}\n\
          FAR {:#018x} SPSR {:#x}\n",
-        crate::cpu::index(),
+        crate::cpu::index_for_report(),
         esr >> 26,
         f.elr,
         FAR_EL1.get(),

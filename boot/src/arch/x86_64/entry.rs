@@ -1,5 +1,9 @@
 //! x86_64 entry code: the PVH note and 32-bit stub QEMU enters, the 64-bit entry an IGVM VP
 //! context targets, the identity-mapping page tables both use, and the GDT.
+#![expect(
+    unsafe_code,
+    reason = "the entry stubs, boot page tables and GDT are global_asm!"
+)]
 
 core::arch::global_asm!(
     r#"

@@ -1,4 +1,8 @@
 //! x86_64 boot: PVH and long-mode entries, traps, 16550 UART, QEMU exit, per-CPU record.
+#![expect(
+    unsafe_code,
+    reason = "port I/O, the GS base, CR3 and linker-script symbols"
+)]
 
 mod entry;
 mod pvh;
@@ -79,6 +83,12 @@ pub(crate) fn cpu_base() -> usize {
         core::arch::asm!("mov {}, gs:[0]", out(reg) base, options(nostack, readonly, preserves_flags))
     };
     base
+}
+
+/// The GS base itself, read from its MSR rather than through it: safe to call before
+/// [`set_cpu_base`] (a trap or panic that early), when following it would read garbage.
+pub(crate) fn cpu_base_register() -> usize {
+    x86_64::registers::model_specific::GsBase::read().as_u64() as usize
 }
 
 /// Called by the entry code on the boot stack with BSS zeroed. `start_info` is the PVH

@@ -2,6 +2,10 @@
 //! line, ACPI tables (for the VP count) and the memory map. Everything is loader-provided: read
 //! through bounds-checked volatile copies of whole structs, and anything odd is reported on the
 //! console and ignored.
+#![expect(
+    unsafe_code,
+    reason = "reads the loader's PVH start info from raw addresses"
+)]
 
 use crate::acpi::{self, PhysRead};
 use crate::loader::{self, Readable};

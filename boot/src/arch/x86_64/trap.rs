@@ -1,5 +1,9 @@
 //! x86_64 exception handling: every exception is fatal in the paravisor, so the handler prints
 //! the vector, error code, registers and CR2, then fails the run.
+#![expect(
+    unsafe_code,
+    reason = "the trap stubs are global_asm!; loading the IDT is lidt"
+)]
 
 use crate::ExitCode;
 use core::mem::{offset_of, size_of};
@@ -148,7 +152,7 @@ extern "C" fn boot_x86_64_trap(f: &TrapFrame) -> ! {
          rsi {:#018x} rdi {:#018x} rbp {:#018x} r8  {:#018x}\n\
          r9  {:#018x} r10 {:#018x} r11 {:#018x} r12 {:#018x}\n\
          r13 {:#018x} r14 {:#018x} r15 {:#018x}\n",
-        crate::cpu::index(),
+        crate::cpu::index_for_report(),
         f.vector,
         f.error,
         f.rip,

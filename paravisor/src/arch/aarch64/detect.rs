@@ -1,5 +1,6 @@
 //! aarch64 probes: the SMCCC vendor-hypervisor UID call detection reads, and the features that
 //! need no hypercall.
+#![forbid(unsafe_code)]
 
 use hvdef::aarch64::SMCCC_VENDOR_HYP_UID;
 

@@ -1,5 +1,6 @@
 //! aarch64 exceptions the paravisor makes VTL0 take, as `HvRegisterPendingEvent0` values
 //! (ESR_EL1 syndromes).
+#![forbid(unsafe_code)]
 
 /// The event that makes VTL0 take an undefined-instruction exception: an exception event whose
 /// syndrome (ESR_EL1) has EC 0, "unknown reason", the class the Arm ARM reports undefined

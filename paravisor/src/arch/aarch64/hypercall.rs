@@ -1,5 +1,6 @@
 //! aarch64 hypercall ABI over SMCCC `hvc #0`, which Hyper-V traps at EL2: x0 = function id,
 //! x1 = control, x2/x3 = input/output GPAs, or x2..x17 as the fast input block.
+#![expect(unsafe_code, reason = "the `hvc` trampolines")]
 
 use crate::hypercall::{HypercallAbi, Page};
 use hvdef::aarch64::SMCCC_HV_FUNC_ID;

@@ -2,6 +2,7 @@
 //! (hvdef's layouts) decoding needs, for `crate::intercept` to copy from the assist page, and
 //! where a completed call's result goes in VTL0's registers. Decoding the message is the
 //! proxy's (`proxy::decode::decode_arm64`).
+#![forbid(unsafe_code)]
 
 use super::vtl_switch::Vtl0Registers;
 use core::mem::offset_of;

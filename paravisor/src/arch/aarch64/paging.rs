@@ -1,5 +1,6 @@
 //! aarch64's share of the identity map: the address width ID_AA64MMFR0_EL1 gives boot's table
 //! builder.
+#![forbid(unsafe_code)]
 
 /// Identity-maps the reported RAM (boot's tables; see `boot::paging`) up to the physical
 /// address width ID_AA64MMFR0_EL1.PARange gives.

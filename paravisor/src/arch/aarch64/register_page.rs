@@ -1,5 +1,6 @@
 //! aarch64 has no VTL register page (Linux's `mshv_vtl` maps one on x86_64 only; see the TLFS
 //! model's fact sheet, `tests/hvmodel/src/regpage.rs`): VTL0's PC moves by SetVpRegisters.
+#![forbid(unsafe_code)]
 
 /// No register page on arm64: `crate::synthetic::map_register_page` is never asked.
 pub const HAS_REGISTER_PAGE: bool = false;

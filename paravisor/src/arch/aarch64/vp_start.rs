@@ -1,5 +1,6 @@
 //! aarch64 VP start: the initial context an AP gets at VTL2 (HvCallEnableVpVtl /
 //! HvCallStartVirtualProcessor input).
+#![forbid(unsafe_code)]
 
 /// The input that starts `vp` at `vtl` in `boot`'s AP entry with this VP's translation and
 /// vector setup, on `vp`'s boot stack.

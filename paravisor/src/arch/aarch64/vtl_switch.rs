@@ -1,5 +1,6 @@
 //! aarch64 VTL switch: VTL0's general-purpose registers, and the return to VTL0 with `hvc #3`
 //! (TLFS vsm.md), which Hyper-V traps at EL2.
+#![expect(unsafe_code, reason = "the `hvc #3` VTL switch")]
 
 use core::mem::offset_of;
 use hvdef::{HvRegisterVsmCodePageOffsets, HvVpAssistPage};

@@ -1,5 +1,6 @@
 //! x86_64 probes: CPUID, the one instruction detection and the feature checks read (Hyper-V
 //! intercepts it and answers its leaves 0x40000000..).
+#![forbid(unsafe_code)]
 
 /// CPUID `leaf`/`subleaf` -> EAX, EBX, ECX, EDX.
 pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {

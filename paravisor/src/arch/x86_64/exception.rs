@@ -1,4 +1,5 @@
 //! x86_64 exceptions the paravisor makes VTL0 take, as `HvRegisterPendingEvent0` values.
+#![forbid(unsafe_code)]
 
 /// The event that makes VTL0 take #UD: an exception event with vector 6 (#UD, an x86
 /// architectural number) and no error code, as #UD pushes none.

@@ -1,5 +1,6 @@
 //! x86_64 hypercall ABI: calls through the hypercall page Hyper-V overlays on
 //! `pv_hypercall_page` once HV_X64_MSR_HYPERCALL is enabled (TLFS hypercall-interface.md).
+#![expect(unsafe_code, reason = "the hypercall-page trampoline")]
 
 use super::msr::{rdmsr, wrmsr};
 use crate::hypercall::{HypercallAbi, Page};

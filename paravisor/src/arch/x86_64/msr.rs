@@ -1,4 +1,5 @@
 //! x86_64 MSR access: the synthetic MSRs (`HV_X64_MSR_*`) Hyper-V intercepts, and EFER.
+#![expect(unsafe_code, reason = "rdmsr / wrmsr")]
 
 use hvdef::x86_64::HvX64Msr;
 

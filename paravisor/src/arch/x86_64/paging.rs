@@ -1,5 +1,6 @@
 //! x86_64's share of the identity map: which page sizes and address width CPUID offers boot's
 //! table builder.
+#![forbid(unsafe_code)]
 
 use super::detect::cpuid;
 

@@ -3,6 +3,7 @@
 //! registers, and a RIP written there with its dirty bit is loaded into VTL0 by the VtlReturn,
 //! so the IP advance of a completed call costs no hypercall. The frame is part of the VP's
 //! per-VP state (`percpu`); mapping it is a SetVpRegisters (`crate::synthetic`).
+#![expect(unsafe_code, reason = "volatile accesses of the VTL register page")]
 
 use hvdef::x86_64::HvX64RegisterPage;
 

@@ -1,5 +1,6 @@
 //! x86_64 VP start: the initial context an AP gets at VTL2 (HvCallEnableVpVtl /
 //! HvCallStartVirtualProcessor input).
+#![forbid(unsafe_code)]
 
 /// The input that starts `vp` at `vtl` in `boot`'s AP entry: long mode on this VP's page tables
 /// and GDT, on `vp`'s boot stack.

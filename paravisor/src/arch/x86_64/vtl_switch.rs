@@ -1,5 +1,6 @@
 //! x86_64 VTL switch: VTL0's shared registers, and the return to VTL0 through the hypercall
 //! page's VTL-return code (TLFS vsm.md), at the offset HvRegisterVsmCodePageOffsets gives.
+#![expect(unsafe_code, reason = "the hypercall page's VTL-return code")]
 
 use core::mem::offset_of;
 use hvdef::{HvRegisterVsmCodePageOffsets, HvVpAssistPage};

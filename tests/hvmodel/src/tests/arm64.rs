@@ -664,7 +664,9 @@ fn a_protected_access_reports_the_stage2_syndrome() {
         assert_eq!(m.header.execution_state.cpl(), el);
         assert_eq!((m.header.cpsr >> 2) & 3, u64::from(el));
         // The paravisor's answer: an exception for VTL0, so the next call runs.
-        fast_set(&mut hv, vtl0(), HvRegisterName::PENDING_EVENT0, UNDEF_EVENT);
+        fast_set(&mut hv, vtl0(), HvRegisterName::PENDING_EVENT0, UNDEF_EVENT)
+            .result()
+            .unwrap();
     }
     assert!(hv.mem.slice(secret, 16).iter().all(|&b| b == 0));
 }

@@ -427,7 +427,9 @@ fn query_capabilities_writes_the_mask() {
     assert_eq!(out.status(), HvStatus::SUCCESS);
     assert_eq!(hv.mem.read_u64(OUT), 0x1F);
     let mut hv = Hv::x64();
-    hv.call(simple(HypercallCode::EXT_QUERY_CAPABILITIES), &[]);
+    hv.call(simple(HypercallCode::EXT_QUERY_CAPABILITIES), &[])
+        .result()
+        .unwrap();
     assert_eq!(
         hv.mem.read_u64(OUT),
         0x3,

@@ -498,8 +498,9 @@ fn a_live_unrecoverable_exception_resets_the_partition_unless_vtl2_intercepts_it
         .any(|e| matches!(e, Event::PartitionReset { .. })));
 }
 
-/// The cases `mock_ud` states, as a live VTL0 brings them: the VTL entry is the `hvc`
-/// immediate the glue passes, the mode the CPSR it wrote. `hvc #3` from VTL0 (the lowest VTL)
+/// The cases the former gdbstub suite `mock_ud` stated, as a live VTL0 brings them: the VTL
+/// entry is the `hvc` immediate the glue passes, the mode the CPSR it wrote. `hvc #3` from VTL0
+/// (the lowest VTL)
 /// is the hypervisor's #UD, the IP left on it and VTL2 never entered; `hvc #2` enters VTL2 with
 /// entry reason VTL_CALL and VTL0 resumes past it; the VtlCall code through SMCCC is an
 /// unimplemented code; a call from EL0 (which a CPU never lets exit: `hvc` is undefined there)

@@ -187,7 +187,9 @@ fn a_protected_load_becomes_a_gpa_intercept() {
 
     // The paravisor injects #GP(0) and returns.
     let gp: u128 = 0x0000_0000_000D_0101;
-    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, gp)]);
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, gp)])
+        .result()
+        .unwrap();
     let effects = vtl_return(&mut hv);
     assert!(effects.finished, "the load from VTL0's page needs no VTL2");
     let results = hv.model.vtl0().results();
@@ -224,7 +226,9 @@ fn protected_stores_and_fetches_are_stopped() {
         0,
         Vtl0Access::Execute { gpa: SECRET + 4 },
     ));
-    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, 0x000D_0101)]);
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, 0x000D_0101)])
+        .result()
+        .unwrap();
     vtl_return(&mut hv);
     let m = memory_intercept(&intercept(&hv));
     assert_eq!(m.guest_physical_address, SECRET + 4);
@@ -271,7 +275,9 @@ fn a_hypercall_naming_a_protected_page_is_intercepted() {
         "no result written"
     );
 
-    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, 0x000D_0101)]);
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, 0x000D_0101)])
+        .result()
+        .unwrap();
     hv.model.vtl0().push(Vtl0Call::x64(
         VTL0_RIP,
         simple(HypercallCode::EXT_QUERY_CAPABILITIES),

@@ -104,7 +104,9 @@ fn run(hv: &mut Hv, calls: Vec<Vtl0Call>) -> (Vec<Vtl0Result>, usize) {
             .in_flight(0)
             .is_some_and(|c| c.registers[0].1 as u64 == ip)
         {
-            hv.set_regs(vtl0(), &[(RIP, (ip + 3).into())]);
+            hv.set_regs(vtl0(), &[(RIP, (ip + 3).into())])
+                .result()
+                .unwrap();
         }
         hv.mem.write(ASSIST + 0x10, &0u64.to_le_bytes()).unwrap();
         effects = hv

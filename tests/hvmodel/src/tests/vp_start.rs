@@ -66,7 +66,9 @@ fn start_needs_the_vtl_enabled_then_starts_the_vcpu() {
     hv.call(
         rep(HypercallCode::GET_VP_REGISTERS, 1),
         &get_input(1, HvInputVtl::CURRENT, &names),
-    );
+    )
+    .result()
+    .unwrap();
     let status = HvRegisterVsmVpStatus::from_bits(hv.values(1)[0] as u64);
     assert_eq!(status.enabled_vtl_set(), 0b101);
 

@@ -157,7 +157,9 @@ fn fast_vtl_return_restores_nothing() {
     hv.model.vtl0().push(post_message_call(VTL0_RIP));
     vtl_return(&mut hv, false);
     set_return_registers(&mut hv, 0x13, 0x77);
-    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())]);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())])
+        .result()
+        .unwrap();
     vtl_return(&mut hv, true);
     let r = &hv.model.vtl0().results()[0];
     assert_eq!(r.result, 0xDEAD, "RAX as VTL0 left it");
@@ -199,7 +201,9 @@ fn every_shared_gpr_moves_between_the_vtls() {
     // Whatever VTL2 leaves in the shared GPRs at the VtlReturn is what VTL0 resumes with,
     // except RAX/RCX (vtl_control on a non-fast return).
     set_return_registers(&mut hv, 0, 0x77);
-    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())]);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())])
+        .result()
+        .unwrap();
     let mut back = regs;
     (back.rax, back.rcx) = (0, HypercallCode::VTL_RETURN.0.into());
     (back.rbx, back.rdi, back.r8, back.r13) = (0xB0B0, 0xD1D1, 0x8888, 0x1313);
@@ -237,7 +241,9 @@ fn cr2_moves_between_the_vtls() {
         ..Default::default()
     });
     assert_eq!(regs.cr2, 0xC2C2, "VTL2 resumes with VTL0's CR2");
-    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())]);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())])
+        .result()
+        .unwrap();
     let back = X64HypercallRegs {
         rax: 1,
         rcx: HypercallCode::VTL_RETURN.0.into(),
@@ -279,7 +285,9 @@ fn ip_left_in_place_re_executes_the_call() {
     assert_eq!((redelivered.header.rip, redelivered.rcx), (VTL0_RIP, retry));
 
     set_return_registers(&mut hv, 0, 0);
-    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())]);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())])
+        .result()
+        .unwrap();
     let (_, effects) = vtl_return(&mut hv, false);
     assert!(effects.finished);
     let second = &hv.model.vtl0().results()[1];
@@ -316,7 +324,9 @@ fn a_sint0_intercept_leaves_an_interrupt_that_calls_vtl2_straight_back() {
     // Even with the slot emptied and EOM written, the interrupt is still pending.
     hv.mem.write(SIMP, &0u32.to_le_bytes()).unwrap();
     hv.wrmsr(HvX64Msr::HV_X64_MSR_EOM, 0).unwrap();
-    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())]);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 3).into())])
+        .result()
+        .unwrap();
     for _ in 0..3 {
         let (_, effects) = vtl_return(&mut hv, false);
         assert!(effects.advance_ip && !effects.finished);
@@ -479,7 +489,9 @@ fn a_pending_exception_is_taken_instead_of_re_executing() {
 
     // The next call completes as usual and carries no event.
     set_return_registers(&mut hv, 0, 0);
-    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 0x103).into())]);
+    hv.set_regs(vtl0(), &[(RIP, (VTL0_RIP + 0x103).into())])
+        .result()
+        .unwrap();
     let (_, effects) = vtl_return(&mut hv, false);
     assert!(effects.finished);
     let results = hv.model.vtl0().results();
@@ -498,8 +510,12 @@ fn an_event_that_is_not_pending_does_not_stop_re_execution() {
     hv.model.vtl0().push(post_message_call(VTL0_RIP));
     vtl_return(&mut hv, false);
     let not_pending = UD_EVENT & !1;
-    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT1, 0x55)]);
-    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, not_pending)]);
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT1, 0x55)])
+        .result()
+        .unwrap();
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, not_pending)])
+        .result()
+        .unwrap();
     // VTL0's RAX/RCX/RDX as it had them, so the re-executed call is the same PostMessage.
     let rcx = simple(HypercallCode::POST_MESSAGE).into_bits();
     set_return_registers(&mut hv, 0xDEAD, rcx);
@@ -546,7 +562,9 @@ fn a_32bit_caller_and_back() {
     );
     assert_eq!(hc.header.cs_segment.attributes, 0xC09B, "D = 1, L = 0");
 
-    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, UD_EVENT)]);
+    hv.set_regs(vtl0(), &[(HvRegisterName::PENDING_EVENT0, UD_EVENT)])
+        .result()
+        .unwrap();
     vtl_return(&mut hv, false);
     let hc = payload(&assist_page(&hv).intercept_message);
     assert_eq!(hc.header.rip, VTL0_RIP + 0x100);

@@ -1,5 +1,6 @@
 //! The PL011 at 0x0900_0000 (shared with the guest, which writes it through its stage-2 device
 //! block; one CPU, so their lines never interleave mid-exit) and the semihosting exit.
+#![expect(unsafe_code, reason = "PL011 MMIO and semihosting")]
 
 use core::fmt::{self, Write};
 

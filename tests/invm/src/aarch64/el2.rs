@@ -1,5 +1,6 @@
 //! EL2 configuration for the guest: stage 2, the hypervisor controls, the virtual IDs and
 //! timers, and the syndrome registers an exit reads.
+#![expect(unsafe_code, reason = "EL2 system registers and TLB maintenance")]
 
 use crate::hv::El1Regs;
 use crate::{gpt, stage2};
@@ -186,7 +187,7 @@ impl Syndrome {
         self.esr >> 26 & 0x3f
     }
 
-    /// The faulting IPA of a stage-2 abort (HPFAR_EL2.FIPA is IPA[47:12] at bit 4).
+    /// The faulting IPA of a stage-2 abort (HPFAR_EL2.FIPA is `IPA[47:12]` at bit 4).
     pub fn fault_ipa(&self) -> u64 {
         (self.hpfar >> 4) << 12 | (self.far & 0xfff)
     }

@@ -2,6 +2,10 @@
 //!
 //! The MMU goes on before any Rust runs: with it off every access is Device memory, where
 //! unaligned and exclusive accesses (atomics, the allocator's locks) fault.
+#![expect(
+    unsafe_code,
+    reason = "EL2 entry, stage-1 map and vectors are global_asm!"
+)]
 
 use crate::hv::Frame;
 use core::mem::{offset_of, size_of};

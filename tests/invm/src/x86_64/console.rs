@@ -1,5 +1,6 @@
 //! COM1 (shared with the guest, which drives the same UART through unintercepted port I/O; one
 //! CPU, so their lines never interleave mid-exit) and QEMU's isa-debug-exit at port 0xf4.
+#![expect(unsafe_code, reason = "port I/O: COM1 and isa-debug-exit")]
 
 use core::fmt::{self, Write};
 

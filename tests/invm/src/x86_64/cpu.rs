@@ -1,5 +1,6 @@
 //! The host CPU's own CPUID and MSRs: what a guest instruction the model does not own gets
 //! (the CPU's answer, as if the hypervisor had not intercepted it).
+#![expect(unsafe_code, reason = "CPUID and MSR instructions")]
 
 pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);

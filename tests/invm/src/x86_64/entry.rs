@@ -2,6 +2,10 @@
 //! EBX = start info) that turns on long mode over the host's own identity map of the low
 //! 4 GiB, and the IDT, so an exception in the host is one line and a failing exit instead of a
 //! triple fault (which QEMU's -no-reboot turns into exit 0).
+#![expect(
+    unsafe_code,
+    reason = "the PVH entry, page tables, GDT and IDT are global_asm!"
+)]
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,7 @@
 //! AMD SVM: turning it on, the guest's VMCB and nested page tables, and VMRUN. Under QEMU TCG
 //! (`-cpu max`) there is no next-RIP save and no decode assist: the exit glue steps over
 //! instructions by their known lengths (`hv::x86_64`).
+#![expect(unsafe_code, reason = "SVM: EFER, the VMCB and VMRUN")]
 
 use super::cpu::{cpuid, rdmsr, wrmsr};
 use crate::hv::x86_64::{LowerRegs, Vcpu, X64Exception, RAX, RSP};

@@ -3,6 +3,10 @@
 //! a place entry runs), VBAR_EL1 vectors, PL011, PSCI power-off, the SMCCC vendor UID check and
 //! guest OS id registration, the probes' assembly with their recovery labels, and the EL0 and
 //! `hvc #imm` stubs.
+#![expect(
+    unsafe_code,
+    reason = "entry, page tables, vectors, MMIO and hvc are assembly"
+)]
 
 use super::{canaried, CallDone, POOL_BYTES};
 use crate::recovery::{Recovery, RECOVERY};

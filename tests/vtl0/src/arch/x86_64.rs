@@ -2,6 +2,10 @@
 //! window's page at 512 GiB, GDT, long mode,
 //! IDT for vectors 0-31), COM1, isa-debug-exit, the Hyper-V MSR/hypercall-page setup, and the
 //! probes' assembly with their recovery labels.
+#![expect(
+    unsafe_code,
+    reason = "entry, page tables, vectors, port I/O and vmcall are assembly"
+)]
 
 use super::{canaried, CallDone, POOL_BYTES};
 use crate::recovery::{Recovery, RECOVERY};
