@@ -38,7 +38,7 @@ pub fn hypercall_intercept_tail(head: &[u64], _xmm_fast_input: bool) -> Option<R
 /// the header and the GPA.
 pub const MEMORY_INTERCEPT_HEAD: usize = offset_of!(MemoryInterceptMessage, syndrome) / 8;
 
-/// Whether the intercepted access came from VTL0's user mode: CPSR.M[3:2] is the exception
+/// Whether the intercepted access came from VTL0's user mode: `CPSR.M[3:2]` is the exception
 /// level the access came from (architectural, unlike the execution state's `cpl`, whose arm64
 /// meaning no source defines).
 pub fn intercepted_in_user_mode(msg: &MemoryInterceptMessage) -> bool {
