@@ -50,14 +50,14 @@ fn build() -> Result<PathBuf> {
 /// lines stamped on xtask's clock and its errors named as xtask's.
 fn run_harness(bin: &Path, args: &[String]) -> Result<ExitStatus> {
     use std::os::unix::process::CommandExt;
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .saturating_sub(crate::progress_clock_starts().elapsed());
     Command::new(bin)
         .arg0("xtask")
         .args(args)
         .env("PARAVISOR_IMAGE_DIR", image::image_dir())
-        .env("XTASK_STARTED_MS", started.as_millis().to_string())
+        .env(
+            mockhv::progress::STARTED_ENV,
+            mockhv::progress::started_env_value(),
+        )
         .status()
         .with_context(|| format!("cannot start {}", bin.display()))
 }

@@ -279,20 +279,7 @@ fn parse_seed(s: &str) -> Result<u64, std::num::ParseIntError> {
     }
 }
 
-/// A progress line for a long step (on stderr, so a command's report on stdout stays its own),
-/// with the seconds since xtask started: a person sees what is running instead of silence.
-pub fn progress(what: std::fmt::Arguments<'_>) {
-    eprintln!(
-        "[{:>6.1}s] {what}",
-        progress_clock_starts().elapsed().as_secs_f64()
-    );
-}
-
-/// When xtask started (the first call's time).
-pub fn progress_clock_starts() -> std::time::Instant {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(std::time::Instant::now)
-}
+pub use mockhv::progress::{clock_starts as progress_clock_starts, progress};
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {

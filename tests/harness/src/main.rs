@@ -133,33 +133,7 @@ fn parse_arch(s: &str) -> Result<Arch, String> {
         .ok_or_else(|| format!("{s:?} is not an arch (x86_64 or aarch64)"))
 }
 
-/// A progress line for a long step (on stderr, so a command's report on stdout stays its own),
-/// with the seconds since xtask started: a person sees what is running instead of silence.
-pub fn progress(what: std::fmt::Arguments<'_>) {
-    eprintln!(
-        "[{:>6.1}s] {what}",
-        progress_clock_starts().elapsed().as_secs_f64()
-    );
-}
-
-/// When xtask started (`XTASK_STARTED_MS`, milliseconds since the Unix epoch, which xtask sets;
-/// without it, this binary's first call): the stamps go on from xtask's own progress lines.
-pub fn progress_clock_starts() -> std::time::Instant {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(|| {
-        let now = std::time::Instant::now();
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        std::env::var("XTASK_STARTED_MS")
-            .ok()
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(std::time::Duration::from_millis)
-            .and_then(|started| since_epoch.checked_sub(started))
-            .and_then(|ago| now.checked_sub(ago))
-            .unwrap_or(now)
-    })
-}
+pub use mockhv::progress::{clock_starts as progress_clock_starts, progress};
 
 /// The workspace root (this crate lives two levels below it).
 pub fn workspace_root() -> PathBuf {

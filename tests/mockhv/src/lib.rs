@@ -6,6 +6,7 @@
 pub mod igvm_load;
 pub mod image;
 pub mod invm;
+pub mod progress;
 /// The TLFS model, its own no_std crate (`hvmodel`) so it can also run inside the VM.
 pub use hvmodel as model;
 pub mod qemu;
