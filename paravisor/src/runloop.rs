@@ -429,9 +429,10 @@ fn relay(
 ) -> Completion {
     let out = if req.control.fast() && !fast_as_memory {
         // The block that goes to the host: a copy of the input's words (`classify` checked
-        // they are inside VTL0's block), screened in place.
+        // they are inside VTL0's block and within what the paravisor's own call carries,
+        // `arch::FAST_WORDS`), screened in place.
         // Built word by word (a fixed count the compiler unrolls), never zeroed then copied.
-        let mut words: [u64; ISSUE_FAST_WORDS] =
+        let mut words: [u64; arch::FAST_WORDS] =
             core::array::from_fn(|i| req.fast.get(i).copied().unwrap_or(0));
         let Some(block) = words.get_mut(..input_len.div_ceil(8)) else {
             return Completion::status(HvStatus::INVALID_HYPERCALL_INPUT);
@@ -472,13 +473,6 @@ fn relay(
     };
     completion_of(req, out)
 }
-
-/// The most words the paravisor's own fast hypercall carries (x64 RDX/R8, arm64 SMCCC X2..X17):
-/// `classify` relays a larger fast input memory-based.
-#[cfg(target_arch = "x86_64")]
-const ISSUE_FAST_WORDS: usize = hvdef::x86_64::FAST_GPR_WORDS;
-#[cfg(target_arch = "aarch64")]
-const ISSUE_FAST_WORDS: usize = hvdef::aarch64::SMCCC_FAST_WORDS;
 
 /// INVALID_CONNECTION_ID for a memory-based PostMessage / SignalEvent whose connection id (at
 /// input offset 0 of its validated list) the relay does not map.

@@ -41,8 +41,9 @@ pub use isa::paging::map_ram;
 // hypercall.rs: the hypercall instruction.
 
 /// The [`crate::hypercall::HypercallAbi`] of this ISA; what makes it usable once the guest OS
-/// id is set (x86_64: the hypercall page; aarch64: nothing).
-pub use isa::hypercall::{enable_hypercall_page, Abi};
+/// id is set (x86_64: the hypercall page; aarch64: nothing); the most fast-input words its
+/// call carries.
+pub use isa::hypercall::{enable_hypercall_page, Abi, FAST_WORDS};
 
 // vtl_switch.rs: the return to VTL0 and back.
 

@@ -7,6 +7,9 @@ use hvdef::aarch64::SMCCC_HV_FUNC_ID;
 
 core::arch::global_asm!(include_str!("hypercall.S"));
 
+/// The most fast-input words this ABI's call carries: SMCCC's X2..X17.
+pub const FAST_WORDS: usize = hvdef::aarch64::SMCCC_FAST_WORDS;
+
 unsafe extern "C" {
     fn pv_hvc_smccc(regs: *mut [u64; 18]);
     /// SMCCC `hvc #0` with X0 = `function`, X1 = `control`, X2..X7 = `words`; returns X0. The
@@ -48,7 +51,7 @@ impl HypercallAbi for Abi {
     }
 
     fn call_fast(&mut self, control: u64, block: &mut [u64]) -> Option<u64> {
-        if block.len() > hvdef::aarch64::SMCCC_FAST_WORDS {
+        if block.len() > FAST_WORDS {
             return None;
         }
         // X0..X17 built word by word (a fixed count the compiler unrolls), never zeroed then

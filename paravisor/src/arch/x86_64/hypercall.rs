@@ -8,6 +8,10 @@ use hvdef::x86_64::{HvX64HypercallMsr, HvX64Msr};
 
 core::arch::global_asm!(include_str!("hypercall.S"), options(att_syntax));
 
+/// The most fast-input words this ABI's call carries: RDX and R8 (the firmware is
+/// soft-float, so no XMM).
+pub const FAST_WORDS: usize = hvdef::x86_64::FAST_GPR_WORDS;
+
 unsafe extern "C" {
     fn pv_hypercall(control: u64, input: u64, output: u64) -> u64;
     static pv_hypercall_page: [u8; 4096];
