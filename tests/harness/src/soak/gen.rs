@@ -154,19 +154,7 @@ impl Gen {
             let plan = self.reflected();
             return self.maybe_high(plan);
         }
-        let call = |control: Control, input: Vec<u8>, want, intercepted, host, what: String| Plan {
-            entry: Entry::Hypercall {
-                control: control.into_bits(),
-                input,
-                want,
-                intercepted,
-                gpas: None,
-                host,
-                output: Vec::new(),
-            },
-            what,
-            follows: false,
-        };
+        let call = Plan::hypercall;
         if roll < 35 {
             // PostMessage to a connection the host does not know: intercepted; the paravisor
             // relays nothing (empty relay table), so INVALID_CONNECTION_ID, or

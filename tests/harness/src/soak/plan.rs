@@ -70,6 +70,39 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// A hypercall entry with no parameter-list placement (`gpas: None`), no expected output
+    /// and no predecessor: the shape of every generated call.
+    pub(super) fn hypercall(
+        control: hvdef::Control,
+        input: Vec<u8>,
+        want: Want,
+        intercepted: bool,
+        host: Host,
+        what: String,
+    ) -> Plan {
+        Plan {
+            entry: Entry::Hypercall {
+                control: control.into_bits(),
+                input,
+                want,
+                intercepted,
+                gpas: None,
+                host,
+                output: Vec::new(),
+            },
+            what,
+            follows: false,
+        }
+    }
+
+    /// The same entry expecting `bytes` of output.
+    pub(super) fn with_output(mut self, bytes: Vec<u8>) -> Plan {
+        if let Entry::Hypercall { output, .. } = &mut self.entry {
+            *output = bytes;
+        }
+        self
+    }
+
     /// Table bytes this entry takes (header, body, input padded to 8).
     pub(super) fn size(&self) -> usize {
         match &self.entry {

@@ -7,7 +7,7 @@ use super::{code, Gen, REFLECTED_CODES};
 use crate::live;
 #[cfg(doc)]
 use crate::soak::boots::Boot;
-use crate::soak::plan::{Entry, Plan, Want};
+use crate::soak::plan::{Plan, Want};
 use crate::soak::{oracle, KNOWN_CONNECTIONS, NAMES, OWNED_DEVICE};
 use hvdef::{
     Control, HvInputVtl, HvRegisterName, HvStatus, HypercallCode, Vtl, HV_PARTITION_ID_SELF,
@@ -28,18 +28,8 @@ impl Gen {
                     host: Host,
                     output: Vec<u8>,
                     intercepted: bool,
-                    what: String| Plan {
-            entry: Entry::Hypercall {
-                control: control.into_bits(),
-                input,
-                want,
-                intercepted,
-                gpas: None,
-                host,
-                output,
-            },
-            what,
-            follows: false,
+                    what: String| {
+            Plan::hypercall(control, input, want, intercepted, host, what).with_output(output)
         };
         match self.rng.below(20) {
             0..=2 => {
