@@ -285,7 +285,10 @@ fn start_proxy(
         0
     };
     drop(hv);
-    let vtl0 = Vtl0Memory::new(ram.mapped(), boot::vtl2_memory());
+    // SAFETY: `ram.mapped()` is exactly the RAM boot's tables identity-map as Normal memory,
+    // and VTL2's memory (the image, its heap, every Rust object) is excluded: what remains is
+    // VTL0's, which no Rust reference points into.
+    let vtl0 = unsafe { Vtl0Memory::mapped(ram.mapped(), boot::vtl2_memory()) };
     for range in vtl0.ranges() {
         log::info!("VTL0 memory {:#x}..{:#x}", range.start, range.end);
     }

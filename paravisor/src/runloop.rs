@@ -389,9 +389,11 @@ fn execute(config: &Config, req: &Request<'_>, unexpected: &mut u64) -> Outcome 
         Action::Fault => Outcome::Fault,
         Action::AnswerExtCapabilities { output } => {
             let mask = proxy::policy::RELAYED_EXT_MASK;
+            // A list `validate` handed over is inside VTL0's memory and mapped, so the copy
+            // cannot fail; if it did, VTL0 gets what memory it may not touch gets.
             Completion::status(match output.write(&mask.to_le_bytes()) {
                 Ok(()) => HvStatus::SUCCESS,
-                Err(boot::guest::BeyondRange) => HvStatus::INVALID_PARAMETER,
+                Err(_) => HvStatus::ACCESS_DENIED,
             })
             .into()
         }
@@ -461,8 +463,7 @@ fn relay(
                     chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
                 }
             } else if let Some(vtl0) = input_list {
-                vtl0.read(input)
-                    .map_err(|_| HvStatus::INVALID_HYPERCALL_INPUT)?;
+                vtl0.read(input).map_err(|_| HvStatus::ACCESS_DENIED)?;
             }
             policy.screen(input, &config.relay)
         });
