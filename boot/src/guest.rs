@@ -284,6 +284,20 @@ mod tests {
             "aligned: word copies"
         );
         assert_eq!(back.as_bytes(), &data[..]);
+        // Aligned with a tail: a word, then five bytes from offset 8.
+        let mut head_tail = [0u64; 2];
+        let head_tail = &mut head_tail.as_mut_bytes()[..13];
+        assert_eq!(m.range(base + 8, 13).unwrap().read(head_tail), Ok(()));
+        assert_eq!(head_tail[..], data[8..21]);
+        let fives = [u64::from_le_bytes([0x55; 8]); 2];
+        let fives = &fives.as_bytes()[..13];
+        assert_eq!(m.range(base + 8, 13).unwrap().write(fives), Ok(()));
+        let mut around = [0u8; 32];
+        assert_eq!(words.read(&mut around), Ok(()));
+        assert_eq!(&around[..8], &data[..8]);
+        assert_eq!(&around[8..21], &[0x55; 13]);
+        assert_eq!(&around[21..], &data[21..32]);
+        assert_eq!(words.write(&data), Ok(()), "as before");
         // Misaligned on either side: byte copies, the same bytes.
         let odd = m.range(base + 3, 13).unwrap();
         let mut out = [0u8; 14];
