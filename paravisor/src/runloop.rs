@@ -10,8 +10,7 @@ use crate::proxy::{self, Action, ControlRegister, Decoded, RelayTable, Request, 
 use crate::{arch, percpu, synthetic};
 use core::sync::atomic::{AtomicU64, Ordering};
 use hvdef::{
-    Control, HvMessageType, HvRegisterName, HvRegisterValue, HvStatus, HvVtlEntryReason,
-    HypercallOutput,
+    HvMessageType, HvRegisterName, HvRegisterValue, HvStatus, HvVtlEntryReason, HypercallOutput,
 };
 use spin::Once;
 
@@ -371,7 +370,7 @@ impl core::fmt::Display for Bounded {
 fn execute(config: &Config, req: &Request<'_>, unexpected: &mut u64) -> Outcome {
     let code = req.control.code();
     let action = proxy::policy::classify(req, &config.vtl0, config.privileges);
-    if !matches!(action, Action::Relay { .. }) {
+    if !matches!(action, Action::Relay(_)) {
         *unexpected += 1;
         let n = *unexpected;
         if n <= MEMORY_LINES_PER_VP || n.is_multiple_of(MEMORY_LINE_INTERVAL) {
@@ -397,22 +396,7 @@ fn execute(config: &Config, req: &Request<'_>, unexpected: &mut u64) -> Outcome 
             })
             .into()
         }
-        Action::Relay {
-            policy,
-            control,
-            input_len,
-            fast_as_memory,
-            input,
-        } => relay(
-            config,
-            req,
-            policy,
-            control,
-            input_len,
-            fast_as_memory,
-            input,
-        )
-        .into(),
+        Action::Relay(relayed) => relay(config, req, &relayed).into(),
     }
 }
 
@@ -420,15 +404,14 @@ fn execute(config: &Config, req: &Request<'_>, unexpected: &mut u64) -> Outcome 
 /// the host (this VP's input page, or the register block), never on VTL0 memory VTL0 could still
 /// change. A connection or device the table does not name is refused here without a line: it is
 /// ordinary traffic (VTL0 naming ids the host does not know), not an anomaly.
-fn relay(
-    config: &Config,
-    req: &Request<'_>,
-    policy: &proxy::policy::Policy,
-    control: Control,
-    input_len: usize,
-    fast_as_memory: bool,
-    input: Option<proxy::GuestRange>,
-) -> Completion {
+fn relay(config: &Config, req: &Request<'_>, relayed: &proxy::Relay) -> Completion {
+    let proxy::Relay {
+        policy,
+        control,
+        input_len,
+        fast_as_memory,
+        input,
+    } = *relayed;
     let out = if req.control.fast() && !fast_as_memory {
         // The block that goes to the host: a copy of the input's words (`classify` checked
         // they are inside VTL0's block and within what the paravisor's own call carries,

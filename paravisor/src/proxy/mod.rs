@@ -108,6 +108,19 @@ impl MemoryAccess {
     }
 }
 
+/// What a relayed call needs, handed whole from `classify` to the run loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relay {
+    /// The call's table entry, which screens the bytes that go to the host.
+    pub policy: &'static policy::Policy,
+    pub control: Control,
+    pub input_len: usize,
+    /// Relay a fast call memory-based (x64 XMM fast input).
+    pub fast_as_memory: bool,
+    /// A memory-based call's input list (`input_len` bytes), validated.
+    pub input: Option<GuestRange>,
+}
+
 /// What to do with a validated request.
 #[must_use = "the run loop must carry the action out"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,16 +131,7 @@ pub enum Action {
     /// id to the host's, or refuses an id or device the table does not name), and issue
     /// `control` (already sanitised: VTL0's nested bit never passes; the issue path adds it per
     /// the nested table). Relayed calls have no output.
-    Relay {
-        /// The call's table entry, which screens the bytes that go to the host.
-        policy: &'static policy::Policy,
-        control: Control,
-        input_len: usize,
-        /// Relay a fast call memory-based (x64 XMM fast input).
-        fast_as_memory: bool,
-        /// A memory-based call's input list (`input_len` bytes), validated.
-        input: Option<GuestRange>,
-    },
+    Relay(Relay),
     /// HvExtCallQueryCapabilities: write [`policy::RELAYED_EXT_MASK`] (8 bytes) to the output
     /// list, validated.
     AnswerExtCapabilities { output: GuestRange },

@@ -23,7 +23,7 @@
 
 use super::relay::RelayTable;
 use super::validate::validate;
-use super::{Action, Isa, Request, Vtl0Memory};
+use super::{Action, Isa, Relay, Request, Vtl0Memory};
 use core::mem::{offset_of, size_of};
 use hvdef::{
     Control, HvInputPostMessage, HvInputRetargetDeviceInterrupt, HvInputSignalEvent,
@@ -334,7 +334,7 @@ pub fn classify(
     }
     let input_len = layout.input_len(control);
     let fast_as_memory = control.fast() && input_len > issue_fast_bytes(req.isa);
-    Action::Relay {
+    Action::Relay(Relay {
         policy,
         control: control
             .with_nested(false)
@@ -342,7 +342,7 @@ pub fn classify(
         input_len,
         fast_as_memory,
         input: lists.input,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::proxy::decode::{decode_arm64, decode_x64};
-use crate::proxy::{Decoded, FAST_WORDS_MAX};
+use crate::proxy::{Decoded, Relay, FAST_WORDS_MAX};
 use hvdef::aarch64::HvArm64HypercallInterceptMessage;
 use hvdef::x86_64::HvX64HypercallInterceptMessage;
 use hvdef::x86_64::FAST_XMM_WORDS;
@@ -158,13 +158,13 @@ fn each_table_entry_acts_as_designed() {
                 _ => 56 + 8,
             };
             let want = match expect {
-                Expect::Relay => Action::Relay {
+                Expect::Relay => Action::Relay(Relay {
                     policy: policy(code).unwrap(),
                     control,
                     input_len,
                     fast_as_memory: false,
                     input: Some(list(IN, input_len)),
-                },
+                }),
                 Expect::Answer => Action::AnswerExtCapabilities {
                     output: list(OUT, 8),
                 },
@@ -227,7 +227,7 @@ fn every_code_classifies_and_unknown_codes_are_unhandled() {
                 match action {
                     Action::Refuse(status) => assert!(allowed(status), "{code:?}: {status:?}"),
                     Action::Fault => assert!(vtl_switch(code), "{code:?}"),
-                    Action::Relay { .. } => assert!(relayed(code), "{code:?}"),
+                    Action::Relay(_) => assert!(relayed(code), "{code:?}"),
                     Action::AnswerExtCapabilities { .. } => {
                         assert_eq!(code, C::EXT_QUERY_CAPABILITIES)
                     }
@@ -276,13 +276,13 @@ fn fast_signal_event_is_classified_then_screened_on_its_block() {
         r.fast = &block[..if isa == Isa::X64 { 2 } else { 16 }];
         assert_eq!(
             classify(&r, &vtl0(), all()),
-            Action::Relay {
+            Action::Relay(Relay {
                 policy: policy(C::SIGNAL_EVENT).unwrap(),
                 control: valid(C::SIGNAL_EVENT).with_fast(true),
                 input_len: 8,
                 fast_as_memory: false,
                 input: None,
-            }
+            })
         );
         let mut screened = block;
         policy(C::SIGNAL_EVENT)
@@ -372,14 +372,16 @@ fn fast_retarget_rides_the_block_it_fits() {
         r.fast = &block[..r.fast.len()];
         classify(&r, &vtl0(), all())
     };
-    let forward = |var: u16, len, fast_as_memory: bool| Action::Relay {
-        policy: policy(C::RETARGET_DEVICE_INTERRUPT).unwrap(),
-        control: valid(C::RETARGET_DEVICE_INTERRUPT)
-            .with_variable_header_size(var)
-            .with_fast(!fast_as_memory),
-        input_len: len,
-        fast_as_memory,
-        input: None,
+    let forward = |var: u16, len, fast_as_memory: bool| {
+        Action::Relay(Relay {
+            policy: policy(C::RETARGET_DEVICE_INTERRUPT).unwrap(),
+            control: valid(C::RETARGET_DEVICE_INTERRUPT)
+                .with_variable_header_size(var)
+                .with_fast(!fast_as_memory),
+            input_len: len,
+            fast_as_memory,
+            input: None,
+        })
     };
     assert_eq!(fast_req(Isa::Arm64, 0, 0x30), forward(0, 56, false));
     assert_eq!(
@@ -598,13 +600,13 @@ fn check_action(req: &Request, vtl0: &Vtl0Memory, action: Action) {
             assert!(!fast && vtl0.contains(req.output_gpa, 8));
             assert_eq!((output.gpa(), output.len()), (req.output_gpa, 8));
         }
-        Action::Relay {
+        Action::Relay(Relay {
             policy: entry,
             control,
             input_len,
             fast_as_memory,
             input,
-        } => {
+        }) => {
             assert!(relayed(req.control.code()));
             assert_eq!(entry.code, req.control.code(), "the call's own entry");
             assert!(!control.nested());
